@@ -1,0 +1,172 @@
+"""The `gatherly` command: up, run, migrate, dlq, replay."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gatherly.app.compose import Process
+from gatherly.app.logging import configure_logging
+from gatherly.app.platform import build_log
+from gatherly.app.server import serve
+from gatherly.app.services import ALL
+from gatherly.kernel.consumers import DLQ_SUFFIX, forget_processed, replay_dead_letters
+from gatherly.kernel.db import Database
+from gatherly.kernel.settings import Settings
+
+app = typer.Typer(help="Gatherly: local groups and events.", no_args_is_help=True)
+dlq = typer.Typer(help="Dead-letter topics: see and replay parked messages.", no_args_is_help=True)
+app.add_typer(dlq, name="dlq")
+console = Console()
+
+
+def _settings(**overrides: object) -> Settings:
+    settings = Settings()
+    updates = {k: v for k, v in overrides.items() if v is not None}
+    return settings.model_copy(update=updates) if updates else settings
+
+
+@app.command()
+def up(
+    port: Annotated[int | None, typer.Option(help="Port (GATHERLY_PORT)")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on (GATHERLY_HOST)")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Where data lives (GATHERLY_DATA_DIR)")] = None,
+    no_demo: Annotated[bool, typer.Option("--no-demo", help="Start without demo data")] = False,
+) -> None:
+    """Start everything in one process: five services, the gateway and the web app."""
+    settings = _settings(port=port, host=host, data_dir=data_dir)
+    configure_logging(settings.log_level, settings.log_json)
+    process = Process(settings, demo=not no_demo)
+    console.print(f"[bold magenta]Gatherly[/] on {settings.effective_public_url}  (data in {settings.data_dir})")
+    serve(process, settings.host, settings.port)
+
+
+@app.command()
+def run(
+    service: Annotated[str, typer.Argument(help="users | groups | events | notifications | images")],
+    port: Annotated[int | None, typer.Option()] = None,
+    host: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Run one service (its API, relay and consumers) in this process: distributed mode."""
+    if service not in ALL:
+        raise typer.BadParameter(f"unknown service {service!r}; one of {', '.join(ALL)}")
+    settings = _settings(port=port, host=host)
+    configure_logging(settings.log_level, settings.log_json)
+    serve(Process(settings, [service], serve_web=False, demo=False), settings.host, settings.port)
+
+
+@app.command()
+def migrate(
+    services: Annotated[list[str] | None, typer.Argument(help="Services to migrate (default: all)")] = None,
+) -> None:
+    """Bring each service's database schema to the newest revision."""
+    settings = _settings()
+
+    async def go() -> None:
+        for name in services or list(ALL):
+            definition = ALL[name]
+            db = Database(settings.database_url_for(name))
+            try:
+                await db.migrate(definition.migrations)
+            finally:
+                await db.dispose()
+            console.print(f"migrated [bold]{name}[/]")
+
+    asyncio.run(go())
+
+
+@dlq.command("list")
+def dlq_list(
+    topic: Annotated[str | None, typer.Option(help="Only this topic's dead letters (e.g. membership)")] = None,
+    limit: Annotated[int, typer.Option()] = 100,
+) -> None:
+    """Show parked messages with the consumer that gave up and why."""
+    settings = _settings()
+
+    async def go() -> None:
+        log = build_log(settings)
+        await log.start()
+        try:
+            topics = [topic] if topic else sorted({t for d in ALL.values() for t in _topics_of(d)})
+            table = Table("dead-letter topic", "offset", "consumer", "type", "attempts", "error")
+            for name in topics:
+                for record in await log.read(name + DLQ_SUFFIX, limit=limit):
+                    h = record.headers
+                    table.add_row(
+                        f"{record.topic}[{record.partition}]",
+                        str(record.offset),
+                        h.get("dlq.consumer_group", "?"),
+                        h.get("type", "?"),
+                        h.get("dlq.attempts", "?"),
+                        h.get("dlq.error", "")[:80],
+                    )
+            console.print(table)
+        finally:
+            await log.close()
+
+    asyncio.run(go())
+
+
+@dlq.command("replay")
+def dlq_replay(
+    topic: Annotated[str, typer.Argument(help="The original topic, e.g. membership")],
+    group: Annotated[str | None, typer.Option(help="Only what this consumer group parked")] = None,
+) -> None:
+    """Publish parked messages back to their topic (consumers that applied them already skip them)."""
+    settings = _settings()
+
+    async def go() -> int:
+        log = build_log(settings)
+        await log.start()
+        try:
+            return await replay_dead_letters(log, topic.removesuffix(DLQ_SUFFIX), group=group)
+        finally:
+            await log.close()
+
+    console.print(f"replayed {asyncio.run(go())} message(s)")
+
+
+@app.command()
+def replay(
+    group: Annotated[str, typer.Argument(help="Consumer group whose read model to rebuild, e.g. groups.profiles")],
+) -> None:
+    """Rewind a consumer group to the beginning of its topics, so its read model is rebuilt from the log.
+    Run it while the service is stopped; its handlers upsert, so replaying over existing rows is safe."""
+    settings = _settings()
+    owner = next((d for d in ALL.values() if group in d.consumers.specs), None)
+    if owner is None:
+        raise typer.BadParameter(f"no consumer group {group!r}")
+    spec = owner.consumers.specs[group]
+
+    async def go() -> None:
+        # The inbox would make the group skip every message it has seen: forget them first.
+        db = Database(settings.database_url_for(owner.name))
+        try:
+            await forget_processed(db, group)
+        finally:
+            await db.dispose()
+        log = build_log(settings)
+        await log.start()
+        try:
+            await log.reset_group(group, sorted(spec.topics), "earliest")
+        finally:
+            await log.close()
+
+    asyncio.run(go())
+    console.print(f"{group} will read {', '.join(sorted(spec.topics))} from the beginning")
+
+
+def _topics_of(definition: object) -> set[str]:
+    from gatherly.kernel.runtime import ServiceDefinition
+
+    assert isinstance(definition, ServiceDefinition)
+    return set(definition.topics) | {t for s in definition.consumers.specs.values() for t in s.topics}
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,146 @@
+"""The all-in-one front door: one origin, API prefixes mapped to services, the web app at `/`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import Receive, Scope, Send
+
+from gatherly.app import devmail
+from gatherly.kernel.runtime import Platform, ServiceHost
+from gatherly.kernel.web import install_error_handlers, problem
+
+# api.md: each top-level prefix belongs to exactly one service.
+PREFIXES: dict[str, tuple[str, ...]] = {
+    "users": ("/api/auth", "/api/users", "/.well-known/jwks.json"),
+    "groups": ("/api/groups",),
+    "events": ("/api/events", "/api/calendar"),
+    "notifications": ("/api/notifications", "/api/push"),
+    "images": ("/api/images", "/media"),
+}
+
+PLACEHOLDER = Path(__file__).parent / "static"
+
+
+def merged_openapi(hosts: Sequence[ServiceHost]) -> dict[str, Any]:
+    merged: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": "Gatherly API", "version": "1"},
+        "paths": {},
+        "components": {"schemas": {}, "securitySchemes": {}},
+    }
+    for host in hosts:
+        document = host.app.openapi()
+        for path, operations in document.get("paths", {}).items():
+            merged["paths"][path] = {
+                method: {**operation, "tags": operation.get("tags") or [host.name]}
+                for method, operation in operations.items()
+            }
+        for section in ("schemas", "securitySchemes"):
+            merged["components"][section].update(document.get("components", {}).get(section, {}))
+    return merged
+
+
+class Gateway:
+    """An ASGI app: requests under a service's prefixes go to that service's app unchanged; the rest
+    (health of the whole process, merged OpenAPI, dev mail, the web app) is served here."""
+
+    def __init__(
+        self,
+        hosts: Sequence[ServiceHost],
+        platform: Platform,
+        web_dir: Path | None = None,
+        *,
+        serve_web: bool = True,
+    ) -> None:
+        self.hosts = list(hosts)
+        self.platform = platform
+        self.settings = platform.settings
+        self.serve_web = serve_web
+        # Run once every service is up (demo data is loaded this way).
+        self.on_started: list[Callable[[], Awaitable[None]]] = []
+        by_name = {host.name: host for host in self.hosts}
+        routes = [
+            (prefix, by_name[name].app) for name, prefixes in PREFIXES.items() if name in by_name for prefix in prefixes
+        ]
+        # Longest prefix first, so a more specific prefix always wins.
+        self.routes = sorted(routes, key=lambda route: len(route[0]), reverse=True)
+        self.web_dir = web_dir if web_dir and (web_dir / "index.html").exists() else PLACEHOLDER
+        self.local = self._build_local_app()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            path: str = scope["path"]
+            for prefix, app in self.routes:
+                if path == prefix or path.startswith(prefix + "/"):
+                    await app(scope, receive, send)
+                    return
+        await self.local(scope, receive, send)
+
+    def _build_local_app(self) -> FastAPI:
+        @asynccontextmanager
+        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+            # Start the log, then every service (in declaration order); stop them in reverse.
+            async with AsyncExitStack() as stack:
+                await self.platform.log.start()
+                stack.push_async_callback(self.platform.http.aclose)
+                stack.push_async_callback(self.platform.log.close)
+                for host in self.hosts:
+                    await stack.enter_async_context(host.app.router.lifespan_context(host.app))
+                for started in self.on_started:
+                    await started()
+                yield
+
+        app = FastAPI(title="Gatherly", lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
+        install_error_handlers(app)
+        hosts = self.hosts
+
+        @app.get("/api/openapi.json", include_in_schema=False)
+        async def openapi() -> JSONResponse:
+            return JSONResponse(merged_openapi(hosts))
+
+        @app.get("/api/docs", include_in_schema=False)
+        async def docs() -> HTMLResponse:
+            from fastapi.openapi.docs import get_swagger_ui_html
+
+            return get_swagger_ui_html(openapi_url="/api/openapi.json", title="Gatherly API")
+
+        @app.get("/livez", include_in_schema=False)
+        async def livez() -> dict[str, str]:
+            return {"status": "alive"}
+
+        @app.get("/readyz", include_in_schema=False)
+        async def readyz() -> Response:
+            waiting = [h.name for h in hosts if not h.context.readiness.ready]
+            if waiting:
+                return problem(503, "not ready: " + ", ".join(waiting), title="Not ready")
+            return JSONResponse({"status": "ready", "services": [h.name for h in hosts]})
+
+        @app.get("/metrics", include_in_schema=False)
+        async def metrics() -> Response:
+            return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+        if self.settings.dev:
+            app.include_router(devmail.router(self.settings.mail_dir))
+
+        if not self.serve_web:
+            return app
+        web_dir = self.web_dir
+
+        @app.get("/{path:path}", include_in_schema=False)
+        async def web(path: str) -> Response:
+            if path.startswith("api/"):
+                return problem(404, f"No API at /{path}.")
+            candidate = (web_dir / path).resolve()
+            if path and candidate.is_file() and candidate.is_relative_to(web_dir.resolve()):
+                return FileResponse(candidate)
+            # A single-page app: unknown paths get index.html and the client-side router decides.
+            return FileResponse(web_dir / "index.html", headers={"Cache-Control": "no-cache"})
+
+        return app

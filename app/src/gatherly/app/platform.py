@@ -1,0 +1,64 @@
+"""Builds the process-wide platform (log, mail, flags, token verifier) from settings: the composition root."""
+
+from __future__ import annotations
+
+import httpx
+from gatherly.kernel.log.embedded import EmbeddedLog
+
+from gatherly.kernel.auth import HttpJwksSource, JwksSource, TokenVerifier
+from gatherly.kernel.clock import SystemClock
+from gatherly.kernel.flags import FileFlagProvider, Flags, ensure_flags_file
+from gatherly.kernel.log.base import MessageLog
+from gatherly.kernel.mail import FileMailer, Mailer, SmtpMailer
+from gatherly.kernel.resilience import Resilience
+from gatherly.kernel.runtime import Platform
+from gatherly.kernel.settings import LogBackend, MailBackend, Settings
+
+
+def build_log(settings: Settings) -> MessageLog:
+    if settings.log_backend is LogBackend.KAFKA:
+        from gatherly.kernel.log import kafka  # type: ignore[attr-defined,unused-ignore]
+
+        kafka_log: MessageLog = kafka.KafkaLog(settings.kafka_bootstrap_servers)
+        return kafka_log
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return EmbeddedLog(settings.log_path)
+
+
+def build_mailer(settings: Settings, resilience: Resilience) -> Mailer:
+    if settings.mail_backend is MailBackend.SMTP:
+        return SmtpMailer(
+            resilience,
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+            starttls=settings.smtp_starttls,
+        )
+    return FileMailer(settings.mail_dir)
+
+
+def build_platform(settings: Settings, *, jwks_client: httpx.AsyncClient | None = None) -> Platform:
+    """`jwks_client` reaches the users service when no outside JWKS URL is configured: in `gatherly up`
+    a client bound in-process to the gateway, otherwise the public URL."""
+    resilience = Resilience()
+    http = httpx.AsyncClient(timeout=10.0)
+    ensure_flags_file(settings.flags_path)
+    jwks_url = settings.jwks_url or "/.well-known/jwks.json"
+    source: JwksSource
+    if settings.jwks_url:
+        source = HttpJwksSource(settings.jwks_url, http, resilience)
+    elif jwks_client is not None:
+        source = HttpJwksSource(jwks_url, jwks_client, resilience)
+    else:
+        source = HttpJwksSource(settings.effective_public_url + jwks_url, http, resilience)
+    return Platform(
+        settings=settings,
+        log=build_log(settings),
+        verifier=TokenVerifier(source, issuer=settings.effective_issuer, audience=settings.jwt_audience),
+        mailer=build_mailer(settings, resilience),
+        flags=Flags(FileFlagProvider(settings.flags_path)),
+        resilience=resilience,
+        http=http,
+        clock=SystemClock(),
+    )

@@ -1,0 +1,49 @@
+"""Serving with uvicorn so that a stop drops no request and loses no message."""
+
+from __future__ import annotations
+
+import asyncio
+from types import FrameType
+
+import structlog
+import uvicorn
+
+from gatherly.app.compose import Process
+
+log = structlog.get_logger(__name__)
+
+
+class GracefulServer(uvicorn.Server):
+    """On SIGTERM/SIGINT: readiness goes false at once; after `drain_seconds` (time for a load balancer to
+    notice) uvicorn stops accepting, finishes in-flight requests, then the lifespan stops consumers after
+    their commit and the relay."""
+
+    def __init__(self, config: uvicorn.Config, process: Process, drain_seconds: float) -> None:
+        super().__init__(config)
+        self.process = process
+        self.drain_seconds = drain_seconds
+        self._draining = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        for host in self.process.hosts:
+            host.context.readiness.set_draining()
+        if self.drain_seconds > 0 and not self._draining:
+            self._draining = True
+            log.info("draining before shutdown", seconds=self.drain_seconds)
+            asyncio.get_running_loop().call_later(self.drain_seconds, super().handle_exit, sig, frame)
+            return
+        super().handle_exit(sig, frame)
+
+
+def serve(process: Process, host: str, port: int) -> None:
+    config = uvicorn.Config(
+        process,
+        host=host,
+        port=port,
+        lifespan="on",
+        log_config=None,
+        timeout_graceful_shutdown=30,
+        proxy_headers=True,
+    )
+    server = GracefulServer(config, process, process.settings.shutdown_drain_seconds)
+    server.run()

@@ -1,0 +1,154 @@
+"""A whole Gatherly in the test process: the chosen services behind the gateway, an HTTP client, and `settle()`
+to wait until every event has travelled (outboxes empty, every consumer group caught up)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import urllib.parse
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import httpx
+from asgi_lifespan import LifespanManager
+from sqlalchemy import func, select
+
+from gatherly.app.compose import Process
+from gatherly.app.devmail import read_message, text_of
+from gatherly.kernel.log.base import TopicPartition
+from gatherly.kernel.settings import Settings
+from gatherly.kernel.uow import OUTBOX
+
+BASE_URL = "http://localhost:8000"
+
+
+class RunningGatherly:
+    def __init__(self, process: Process, client: httpx.AsyncClient) -> None:
+        self.process = process
+        self.client = client
+        self.settings = process.settings
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.settings.mail_dir
+
+    async def pending(self) -> int:
+        """Events not yet applied everywhere: outbox rows plus consumer lag over all groups."""
+        total = 0
+        log = self.process.platform.log
+        for host in self.process.hosts:
+            async with host.context.db.read_session() as session:
+                total += int(await session.scalar(select(func.count()).select_from(OUTBOX)) or 0)
+            for worker in host.workers:
+                for topic in worker.spec.topics:
+                    for partition, end in (await log.end_offsets(topic)).items():
+                        committed = await log.committed(worker.spec.group, TopicPartition(topic, partition.partition))
+                        total += end - (committed or 0)
+        return total
+
+    async def settle(self, timeout: float = 10.0) -> None:
+        """Wait until everything published so far has been relayed and handled by every consumer."""
+        deadline = time.monotonic() + timeout
+        while (left := await self.pending()) > 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{left} event(s) still in flight after {timeout}s")
+            await asyncio.sleep(0.02)
+
+
+def test_settings(data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "relay_poll_interval": 0.05,
+        "consumer_retry_initial_delay": 0.01,
+        "consumer_retry_max_delay": 0.05,
+        "consumer_max_attempts": 3,
+        **overrides,
+    }
+    return Settings(**values)
+
+
+@asynccontextmanager
+async def running_gatherly(
+    data_dir: Path, services: Sequence[str] | None = None, **overrides: Any
+) -> AsyncIterator[RunningGatherly]:
+    process = Process(test_settings(data_dir, **overrides), services)
+    async with LifespanManager(process, startup_timeout=60, shutdown_timeout=60):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=process), base_url=BASE_URL) as client:
+            yield RunningGatherly(process, client)
+
+
+# --- people -----------------------------------------------------------------------------------------------
+
+CONFIRM_LINK = re.compile(r"/confirm\?token=([A-Za-z0-9_\-.~%]+)")
+
+
+@dataclass(frozen=True)
+class Person:
+    user_id: str
+    email: str
+    display_name: str
+    password: str
+    access_token: str
+    refresh_token: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+
+def mail_to(mail_dir: Path, address: str) -> list[EmailMessage]:
+    """Messages written to `address` so far, oldest first."""
+    if not mail_dir.exists():
+        return []
+    messages = [read_message(path) for path in sorted(mail_dir.glob("*.eml"))]
+    return [m for m in messages if address.lower() in str(m["To"]).lower()]
+
+
+async def wait_for_mail(
+    running: RunningGatherly, address: str, count: int = 1, timeout: float = 10.0
+) -> list[EmailMessage]:
+    deadline = time.monotonic() + timeout
+    while len(found := mail_to(running.mail_dir, address)) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no mail #{count} to {address} after {timeout}s")
+        await asyncio.sleep(0.02)
+    return found
+
+
+async def sign_up(
+    running: RunningGatherly,
+    email: str | None = None,
+    display_name: str = "Test Person",
+    password: str = "correct horse battery staple",
+) -> Person:
+    """A confirmed, logged-in person, made the way a real one is: sign up, click the emailed link, log in."""
+    email = email or f"person-{uuid.uuid4().hex[:10]}@example.org"
+    client = running.client
+    response = await client.post(
+        "/api/auth/signup", json={"email": email, "password": password, "display_name": display_name}
+    )
+    assert response.status_code == 202, response.text
+    (message,) = (await wait_for_mail(running, email))[-1:]
+    match = CONFIRM_LINK.search(text_of(message))
+    assert match, "the confirmation email has no /confirm?token= link"
+    response = await client.post("/api/auth/confirm", json={"token": urllib.parse.unquote(match.group(1))})
+    assert response.status_code == 200, response.text
+    response = await client.post("/api/auth/login", json={"email": email, "password": password})
+    assert response.status_code == 200, response.text
+    tokens = response.json()
+    me = await client.get("/api/users/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    assert me.status_code == 200, me.text
+    return Person(
+        user_id=me.json()["id"],
+        email=email,
+        display_name=display_name,
+        password=password,
+        access_token=tokens["access_token"],
+        refresh_token=tokens["refresh_token"],
+    )

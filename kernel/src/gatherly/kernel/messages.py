@@ -1,0 +1,117 @@
+"""The envelope around every integration event, and how it travels as a log record (payload + headers)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from gatherly.contracts.base import IntegrationEvent, schema_for
+from gatherly.kernel.log.base import OutgoingMessage, Record
+
+# What caused the work in progress: set per HTTP request (correlation) and per consumed message (causation),
+# so every event a request or a handler publishes can be traced back.
+correlation_id_var: ContextVar[str | None] = ContextVar("correlation_id", default=None)
+causation_id_var: ContextVar[str | None] = ContextVar("causation_id", default=None)
+traceparent_var: ContextVar[str | None] = ContextVar("traceparent", default=None)
+
+HEADER_FIELDS = (
+    "id",
+    "type",
+    "schema_version",
+    "aggregate_type",
+    "aggregate_id",
+    "occurred_at",
+    "correlation_id",
+    "causation_id",
+    "traceparent",
+)
+
+
+def new_message_id() -> str:
+    return str(uuid.uuid4())
+
+
+class UnknownEventType(Exception):
+    """A message whose type or version this build has no schema for."""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    id: str
+    type: str
+    schema_version: int
+    aggregate_type: str
+    aggregate_id: str
+    occurred_at: datetime
+    payload: dict[str, Any]
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    traceparent: str | None = None
+    extra_headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def wrap(cls, event: IntegrationEvent, occurred_at: datetime) -> Envelope:
+        message_id = new_message_id()
+        return cls(
+            id=message_id,
+            type=event.TYPE,
+            schema_version=event.VERSION,
+            aggregate_type=event.TOPIC,
+            aggregate_id=event.aggregate_id,
+            occurred_at=occurred_at,
+            payload=event.model_dump(mode="json"),
+            correlation_id=correlation_id_var.get() or message_id,
+            causation_id=causation_id_var.get(),
+            traceparent=traceparent_var.get(),
+        )
+
+    def headers(self) -> dict[str, str]:
+        values = {
+            "id": self.id,
+            "type": self.type,
+            "schema_version": str(self.schema_version),
+            "aggregate_type": self.aggregate_type,
+            "aggregate_id": self.aggregate_id,
+            "occurred_at": self.occurred_at.isoformat(),
+            "correlation_id": self.correlation_id,
+            "causation_id": self.causation_id,
+            "traceparent": self.traceparent,
+        }
+        return {**self.extra_headers, **{k: v for k, v in values.items() if v is not None}}
+
+    def to_message(self) -> OutgoingMessage:
+        """In the log, the payload is the value and everything else travels as headers (as with Kafka)."""
+        return OutgoingMessage(
+            topic=self.aggregate_type,
+            key=self.aggregate_id,
+            value=json.dumps(self.payload, separators=(",", ":")).encode(),
+            headers=self.headers(),
+        )
+
+    @classmethod
+    def from_record(cls, record: Record) -> Envelope:
+        h = dict(record.headers)
+        return cls(
+            id=h.pop("id"),
+            type=h.pop("type"),
+            schema_version=int(h.pop("schema_version", "1")),
+            aggregate_type=h.pop("aggregate_type", record.topic),
+            aggregate_id=h.pop("aggregate_id", record.key),
+            occurred_at=datetime.fromisoformat(h.pop("occurred_at")),
+            payload=json.loads(record.value),
+            correlation_id=h.pop("correlation_id", None),
+            causation_id=h.pop("causation_id", None),
+            traceparent=h.pop("traceparent", None),
+            extra_headers=h,
+        )
+
+    def event(self) -> IntegrationEvent:
+        """The payload parsed with its registered schema (unknown fields ignored)."""
+        schema = schema_for(self.type, self.schema_version)
+        if schema is None:
+            raise UnknownEventType(f"{self.type} v{self.schema_version}")
+        return schema.model_validate(self.payload)

@@ -1,0 +1,213 @@
+"""How a service is described (ServiceDefinition) and run (ServiceHost): its app, relay, consumers and tasks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import structlog
+from fastapi import APIRouter, FastAPI, Request
+from sqlalchemy import MetaData, text
+
+from gatherly.kernel.auth import TokenVerifier
+from gatherly.kernel.clock import Clock
+from gatherly.kernel.consumers import ConsumerRegistry, ConsumerWorker, RetryPolicy
+from gatherly.kernel.db import Database
+from gatherly.kernel.flags import Flags
+from gatherly.kernel.log.base import MessageLog, TopicConfig
+from gatherly.kernel.mail import Mailer
+from gatherly.kernel.relay import OutboxRelay
+from gatherly.kernel.resilience import Resilience
+from gatherly.kernel.settings import Settings
+from gatherly.kernel.uow import OutboxSignal, UnitOfWork
+from gatherly.kernel.web import Readiness, RequestContextMiddleware, install_error_handlers, install_health
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Platform:
+    """What the composition root builds once per process and hands to every service it hosts."""
+
+    settings: Settings
+    log: MessageLog
+    verifier: TokenVerifier
+    mailer: Mailer
+    flags: Flags
+    resilience: Resilience
+    http: httpx.AsyncClient
+    clock: Clock
+
+
+@dataclass
+class ServiceContext:
+    """Everything one service's code may reach: its own database, the platform, and its readiness."""
+
+    name: str
+    platform: Platform
+    db: Database
+    signal: OutboxSignal
+    readiness: Readiness
+    # Service-specific objects built at start (e.g. the users service's signing keys).
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def settings(self) -> Settings:
+        return self.platform.settings
+
+    @property
+    def verifier(self) -> TokenVerifier:
+        return self.platform.verifier
+
+    @property
+    def clock(self) -> Clock:
+        return self.platform.clock
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    """What a service is: declared once in its package's `__init__.py`."""
+
+    name: str
+    title: str
+    routers: Sequence[APIRouter]
+    metadata: MetaData
+    migrations: Path
+    unit_of_work: Callable[[ServiceContext], UnitOfWork]
+    consumers: ConsumerRegistry = field(default_factory=ConsumerRegistry)
+    # Topics this service publishes to (created at start with the configured partition count).
+    topics: Sequence[str] = ()
+    # Loops that run beside the API (reminder schedulers, mail retries); they get the context and stop on cancel.
+    tasks: Sequence[Callable[[ServiceContext], Awaitable[None]]] = ()
+    on_start: Callable[[ServiceContext], Awaitable[None]] | None = None
+
+
+class ServiceHost:
+    """Runs one service in this process: migrations (when configured), the outbox relay, one worker per
+    consumer group, background tasks, and the FastAPI app. Stopping drains in the safe order."""
+
+    def __init__(self, definition: ServiceDefinition, platform: Platform) -> None:
+        settings = platform.settings
+        self.definition = definition
+        self.context = ServiceContext(
+            name=definition.name,
+            platform=platform,
+            db=Database(settings.database_url_for(definition.name)),
+            signal=OutboxSignal(),
+            readiness=Readiness(),
+        )
+        self.relay = OutboxRelay(
+            definition.name,
+            self.context.db,
+            platform.log,
+            self.context.signal,
+            poll_interval=settings.relay_poll_interval,
+        )
+        retry = RetryPolicy(
+            max_attempts=settings.consumer_max_attempts,
+            initial_delay=settings.consumer_retry_initial_delay,
+            max_delay=settings.consumer_retry_max_delay,
+        )
+        self.workers = [
+            ConsumerWorker(spec, platform.log, self.new_unit_of_work, retry=retry)
+            for spec in definition.consumers.specs.values()
+        ]
+        # Relay and consumers stop by themselves after finishing their batch; background tasks are cancelled.
+        self._draining_tasks: list[asyncio.Task[None]] = []
+        self._cancelled_tasks: list[asyncio.Task[None]] = []
+        self.app = self._build_app()
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    def new_unit_of_work(self) -> UnitOfWork:
+        return self.definition.unit_of_work(self.context)
+
+    def _build_app(self) -> FastAPI:
+        @asynccontextmanager
+        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+            await self.start()
+            try:
+                yield
+            finally:
+                await self.stop()
+
+        app = FastAPI(title=f"Gatherly {self.definition.title}", version="1", lifespan=lifespan)
+        app.state.context = self.context
+        app.state.host = self
+        install_error_handlers(app)
+        app.add_middleware(RequestContextMiddleware, service=self.name)
+        install_health(app, self.context.readiness, checks=[self._database_answers])
+        for router in self.definition.routers:
+            app.include_router(router)
+        return app
+
+    async def _database_answers(self) -> None:
+        async with self.context.db.read_session() as session:
+            await session.execute(text("SELECT 1"))
+
+    async def migrate(self) -> None:
+        await self.context.db.migrate(self.definition.migrations)
+
+    async def start(self) -> None:
+        settings = self.context.settings
+        if settings.should_migrate_on_start:
+            await self.migrate()
+        topics = set(self.definition.topics) | {
+            t for spec in self.definition.consumers.specs.values() for t in spec.topics
+        }
+        await self.context.platform.log.ensure_topics(
+            [TopicConfig(topic, partitions=settings.topic_partitions) for topic in sorted(topics)]
+        )
+        if self.definition.on_start is not None:
+            await self.definition.on_start(self.context)
+        if settings.outbox_relay:
+            self._draining_tasks.append(self._spawn(self.relay.run(), "relay"))
+        for worker in self.workers:
+            self._draining_tasks.append(self._spawn(worker.run(), f"consumer {worker.spec.group}"))
+        for task in self.definition.tasks:
+            self._cancelled_tasks.append(self._spawn(task(self.context), getattr(task, "__name__", "task")))
+        self.context.readiness.set_ready()
+        log.info("service started", service=self.name, consumers=len(self.workers))
+
+    def _spawn(self, coroutine: Awaitable[None], what: str) -> asyncio.Task[None]:
+        async def guarded() -> None:
+            try:
+                await coroutine
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("background work stopped with an error", service=self.name, what=what)
+                raise
+
+        return asyncio.create_task(guarded(), name=f"{self.name}: {what}")
+
+    async def stop(self) -> None:
+        """Not ready first, then consumers finish their record and commit, then the relay flushes, then exit."""
+        self.context.readiness.set_draining()
+        for worker in self.workers:
+            worker.stop()
+        self.relay.stop()
+        for task in self._cancelled_tasks:
+            task.cancel()
+        tasks = self._draining_tasks + self._cancelled_tasks
+        results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=30)
+        for result in results:
+            if isinstance(result, Exception):
+                log.warning("stopped with an error", service=self.name, error=repr(result))
+        self._draining_tasks.clear()
+        self._cancelled_tasks.clear()
+        await self.context.db.dispose()
+        log.info("service stopped", service=self.name)
+
+
+def service_context(request: Request) -> ServiceContext:
+    """FastAPI dependency: the ServiceContext of the app serving this request."""
+    context: ServiceContext = request.app.state.context
+    return context

@@ -1,0 +1,109 @@
+"""Settings from GATHERLY_* environment variables: the one place where embedded and distributed modes differ."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Mode(StrEnum):
+    EMBEDDED = "embedded"
+    DISTRIBUTED = "distributed"
+
+
+class LogBackend(StrEnum):
+    EMBEDDED = "embedded"
+    KAFKA = "kafka"
+
+
+class MailBackend(StrEnum):
+    FILES = "files"
+    SMTP = "smtp"
+
+
+class Settings(BaseSettings):
+    """Everything configurable. Defaults give the one-process embedded mode."""
+
+    model_config = SettingsConfigDict(env_prefix="GATHERLY_", env_nested_delimiter="__", extra="ignore")
+
+    mode: Mode = Mode.EMBEDDED
+    data_dir: Path = Path("./var")
+    port: int = 8000
+    host: str = "127.0.0.1"
+    public_url: str = ""  # empty: http://localhost:<port>
+    dev: bool = True  # dev conveniences such as the /dev/mail page
+
+    # Database: empty → one SQLite file per service under data_dir. Otherwise a URL template in which
+    # "{service}" is replaced by the service name, e.g. postgresql+asyncpg://u:p@host/gatherly_{service}.
+    database_url: str = ""
+    # Apply migrations at start; on by default in embedded mode, `gatherly migrate` otherwise.
+    migrate_on_start: bool | None = None
+
+    log_backend: LogBackend = LogBackend.EMBEDDED
+    kafka_bootstrap_servers: str = "localhost:9092"
+    topic_partitions: int = 4
+    # The polling relay publishes the outbox; turn it off where Debezium's outbox router does the job.
+    outbox_relay: bool = True
+    relay_poll_interval: float = 0.5
+
+    consumer_max_attempts: int = 5
+    consumer_retry_initial_delay: float = 0.1
+    consumer_retry_max_delay: float = 5.0
+
+    # Tokens. The users service signs; every service verifies against the JWKS.
+    jwt_issuer: str = ""  # empty: public_url
+    jwt_audience: str = "gatherly"
+    # Empty: the users service's own /.well-known/jwks.json. Set for an outside OIDC provider.
+    jwks_url: str = ""
+    access_token_ttl_seconds: int = 15 * 60
+    refresh_token_ttl_days: int = 30
+
+    mail_backend: MailBackend = MailBackend.FILES
+    mail_from: str = "Gatherly <no-reply@gatherly.local>"
+    smtp_host: str = "localhost"
+    smtp_port: int = 587
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_starttls: bool = True
+
+    flags_file: Path | None = None  # empty: <data_dir>/flags.json (created with defaults)
+
+    shutdown_drain_seconds: float = 0.0  # time to stay up "not ready" so a load balancer stops routing
+    log_json: bool = False
+    log_level: str = "INFO"
+
+    rate_limits: dict[str, int] = Field(default_factory=dict)
+
+    @property
+    def effective_public_url(self) -> str:
+        return (self.public_url or f"http://localhost:{self.port}").rstrip("/")
+
+    @property
+    def effective_issuer(self) -> str:
+        return self.jwt_issuer or self.effective_public_url
+
+    @property
+    def should_migrate_on_start(self) -> bool:
+        if self.migrate_on_start is not None:
+            return self.migrate_on_start
+        return self.mode is Mode.EMBEDDED
+
+    def database_url_for(self, service: str) -> str:
+        if self.database_url:
+            return self.database_url.replace("{service}", service)
+        return f"sqlite+aiosqlite:///{(self.data_dir / f'{service}.db').resolve()}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "log.db"
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.data_dir / "mail"
+
+    @property
+    def flags_path(self) -> Path:
+        return self.flags_file or self.data_dir / "flags.json"

@@ -1,0 +1,82 @@
+"""Tables the kernel keeps in every service's database: the outbox, the consumer inbox and saga state."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+SequenceId = BigInteger().with_variant(Integer(), "sqlite")
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+def outbox_table(metadata: MetaData) -> Table:
+    """The transactional outbox. `id`, `aggregatetype`, `aggregateid`, `type` and `payload` are the columns
+    Debezium's Outbox Event Router reads; the rest carry the envelope (as extra headers there)."""
+    return Table(
+        "outbox",
+        metadata,
+        Column("seq", SequenceId, primary_key=True, autoincrement=True),
+        Column("id", String(36), nullable=False, unique=True),
+        Column("aggregatetype", String(64), nullable=False),
+        Column("aggregateid", String(128), nullable=False),
+        Column("type", String(128), nullable=False),
+        Column("schema_version", Integer, nullable=False),
+        Column("payload", Json, nullable=False),
+        Column("occurred_at", DateTime(timezone=True), nullable=False),
+        Column("correlation_id", String(64)),
+        Column("causation_id", String(64)),
+        Column("traceparent", String(128)),
+    )
+
+
+def inbox_table(metadata: MetaData) -> Table:
+    """Message ids each consumer has applied: written in the handler's transaction, it makes handlers idempotent."""
+    return Table(
+        "inbox",
+        metadata,
+        Column("consumer", String(128), primary_key=True),
+        Column("message_id", String(36), primary_key=True),
+        Column("processed_at", DateTime(timezone=True), nullable=False),
+        Index("ix_inbox_processed_at", "processed_at"),
+    )
+
+
+def saga_table(metadata: MetaData) -> Table:
+    """Persisted state of long-running work that spans services (account deletion, group deletion)."""
+    return Table(
+        "sagas",
+        metadata,
+        Column("id", String(36), primary_key=True),
+        Column("kind", String(64), nullable=False),
+        Column("status", String(32), nullable=False),
+        Column("step", String(64), nullable=False),
+        Column("data", Json, nullable=False),
+        Column("reason", Text),
+        Column("deadline_at", DateTime(timezone=True)),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("updated_at", DateTime(timezone=True), nullable=False),
+        Index("ix_sagas_status_deadline", "status", "deadline_at"),
+    )
+
+
+def kernel_tables(metadata: MetaData) -> list[Table]:
+    """Add the kernel's tables to a service's metadata (idempotent per metadata)."""
+    makers = {"outbox": outbox_table, "inbox": inbox_table, "sagas": saga_table}
+    return [metadata.tables[name] if name in metadata.tables else make(metadata) for name, make in makers.items()]
+
+
+# The kernel's own handle on its tables (a service's metadata gets copies through `kernel_tables`).
+KERNEL_METADATA = MetaData()
+kernel_tables(KERNEL_METADATA)

@@ -1,0 +1,119 @@
+"""The unit of work: one database transaction that commits a service's state and its outgoing events together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from types import TracebackType
+from typing import Self
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gatherly.contracts.base import IntegrationEvent
+from gatherly.kernel.clock import Clock, SystemClock
+from gatherly.kernel.db import Database
+from gatherly.kernel.messages import Envelope
+from gatherly.kernel.tables import KERNEL_METADATA
+
+OUTBOX = KERNEL_METADATA.tables["outbox"]
+INBOX = KERNEL_METADATA.tables["inbox"]
+
+
+class OutboxSignal:
+    """Wakes the in-process relay right after a commit that wrote to the outbox (polling is the fallback)."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+        self._event.clear()
+
+
+class UnitOfWork:
+    """`async with uow:` opens a transaction; leaving the block commits state and outbox rows together,
+    or rolls both back on an exception. Services subclass it to add their stores in `open_stores`."""
+
+    def __init__(self, db: Database, *, clock: Clock | None = None, signal: OutboxSignal | None = None) -> None:
+        self.db = db
+        self.clock: Clock = clock or SystemClock()
+        self.signal = signal
+        self._pending: list[Envelope] = []
+        self._session: AsyncSession | None = None
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            raise RuntimeError("use the unit of work inside `async with`")
+        return self._session
+
+    def open_stores(self, session: AsyncSession) -> None:
+        """Subclasses build their stores on the session here."""
+
+    async def __aenter__(self) -> Self:
+        self._session = self.db.session()
+        await self._session.begin()
+        self._pending = []
+        self.open_stores(self._session)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        session = self.session
+        try:
+            if exc_type is None:
+                await self._write_outbox(session)
+                await session.commit()
+            else:
+                await session.rollback()
+        finally:
+            await session.close()
+            self._session = None
+        if exc_type is None and self._pending and self.signal is not None:
+            self.signal.notify()
+        self._pending = []
+
+    def publish(self, *events: IntegrationEvent) -> None:
+        """Queue integration events; they are written to the outbox in this transaction."""
+        now = self.clock.now()
+        self._pending.extend(Envelope.wrap(event, now) for event in events)
+
+    async def _write_outbox(self, session: AsyncSession) -> None:
+        if not self._pending:
+            return
+        await session.execute(
+            insert(OUTBOX),
+            [
+                {
+                    "id": e.id,
+                    "aggregatetype": e.aggregate_type,
+                    "aggregateid": e.aggregate_id,
+                    "type": e.type,
+                    "schema_version": e.schema_version,
+                    "payload": e.payload,
+                    "occurred_at": e.occurred_at,
+                    "correlation_id": e.correlation_id,
+                    "causation_id": e.causation_id,
+                    "traceparent": e.traceparent,
+                }
+                for e in self._pending
+            ],
+        )
+
+    async def already_processed(self, consumer: str, message_id: str) -> bool:
+        """Whether `consumer` applied this message before (checked inside this transaction)."""
+        found = await self.session.scalar(
+            select(INBOX.c.message_id).where(INBOX.c.consumer == consumer, INBOX.c.message_id == message_id)
+        )
+        return found is not None
+
+    async def mark_processed(self, consumer: str, message_id: str) -> None:
+        await self.session.execute(
+            insert(INBOX).values(consumer=consumer, message_id=message_id, processed_at=self.clock.now())
+        )

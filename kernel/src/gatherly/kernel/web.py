@@ -1,0 +1,186 @@
+"""HTTP conventions shared by every service: problem+json errors, request ids, health, metrics, pagination."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from http import HTTPStatus
+from typing import Any, Generic, TypeVar
+
+import structlog
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+
+from gatherly.kernel.errors import DomainError, InvalidInput, TooManyRequests
+from gatherly.kernel.messages import correlation_id_var
+from gatherly.kernel.metrics import HTTP_LATENCY, HTTP_REQUESTS
+
+log = structlog.get_logger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+T = TypeVar("T")
+
+
+def problem(
+    status: int,
+    detail: str = "",
+    *,
+    title: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body = {
+        "type": "about:blank",
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail or HTTPStatus(status).description or HTTPStatus(status).phrase,
+        **extra,
+    }
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _field_of(location: Sequence[Any]) -> str:
+    parts = [str(p) for p in location if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or ".".join(str(p) for p in location)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves as problem+json; validation errors list their fields; nothing leaks a stack trace."""
+
+    async def on_validation(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        errors = [{"field": _field_of(e.get("loc", ())), "message": e.get("msg", "invalid")} for e in exc.errors()]
+        return problem(422, "The request is not valid.", title="Invalid input", errors=errors)
+
+    async def on_http(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        return problem(exc.status_code, str(exc.detail) if exc.detail else "", headers=dict(exc.headers or {}))
+
+    async def on_domain(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, DomainError)
+        headers: dict[str, str] = {}
+        extra = dict(exc.extra)
+        if isinstance(exc, TooManyRequests):
+            headers["Retry-After"] = str(exc.retry_after)
+        if isinstance(exc, InvalidInput) and exc.field:
+            extra["errors"] = [{"field": exc.field, "message": exc.detail}]
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        return problem(exc.status, exc.detail, title=exc.title, headers=headers, **extra)
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", path=request.url.path)
+        return problem(500, "Something went wrong on our side; it has been logged.")
+
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(DomainError, on_domain)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+class RequestContextMiddleware(BaseHTTPMiddleware):
+    """Gives every request an id (X-Request-ID, taken from the caller when sent) that also correlates the
+    events it causes, and records metrics and an access log line."""
+
+    def __init__(self, app: Any, service: str) -> None:
+        super().__init__(app)
+        self.service = service
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        request_id = request.headers.get("x-request-id") or str(uuid.uuid4())
+        token = correlation_id_var.set(request_id)
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        try:
+            response = await call_next(request)
+        finally:
+            correlation_id_var.reset(token)
+            structlog.contextvars.unbind_contextvars("request_id")
+        elapsed = time.perf_counter() - started
+        response.headers["X-Request-ID"] = request_id
+        HTTP_REQUESTS.labels(self.service, request.method, str(response.status_code)).inc()
+        HTTP_LATENCY.labels(self.service, request.method).observe(elapsed)
+        return response
+
+
+class Readiness:
+    """Ready once started, not ready while starting or draining (so load balancers route elsewhere)."""
+
+    def __init__(self) -> None:
+        self.ready = False
+        self.reason = "starting"
+
+    def set_ready(self) -> None:
+        self.ready, self.reason = True, "ready"
+
+    def set_draining(self) -> None:
+        self.ready, self.reason = False, "draining"
+
+
+def install_health(app: FastAPI, readiness: Readiness, checks: Sequence[Callable[[], Awaitable[None]]] = ()) -> None:
+    @app.get("/livez", include_in_schema=False)
+    async def livez() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        if not readiness.ready:
+            return problem(503, readiness.reason, title="Not ready")
+        for check in checks:
+            try:
+                await check()
+            except Exception as error:
+                return problem(503, f"dependency unavailable: {error}", title="Not ready")
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+# --- pagination -------------------------------------------------------------------------------------------
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = None
+
+
+class PageRequest(BaseModel):
+    limit: int = DEFAULT_LIMIT
+    cursor: dict[str, Any] | None = None
+
+
+def encode_cursor(position: dict[str, Any]) -> str:
+    """An opaque cursor: the position after the last item of a page (the sort key values)."""
+    raw = json.dumps(position, separators=(",", ":"), default=str).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> dict[str, Any]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InvalidInput("The cursor is not one this API issued.", field="cursor") from error
+    if not isinstance(value, dict):
+        raise InvalidInput("The cursor is not one this API issued.", field="cursor")
+    return value
+
+
+def page_request(
+    limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT), cursor: str | None = Query(None)
+) -> PageRequest:
+    """FastAPI dependency for `?limit=&cursor=`."""
+    return PageRequest(limit=limit, cursor=decode_cursor(cursor) if cursor else None)

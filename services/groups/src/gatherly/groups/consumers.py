@@ -1,0 +1,5 @@
+"""Reactions of the groups service to other services' events."""
+
+from gatherly.kernel.consumers import ConsumerRegistry
+
+consumers = ConsumerRegistry()

@@ -1,0 +1,1 @@
+"""What the groups service's entities are and the rules they obey: no I/O, no framework."""

@@ -1,0 +1,5 @@
+"""HTTP routes of the images service: parse, call a use case, shape the response."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

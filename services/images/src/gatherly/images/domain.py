@@ -1,0 +1,1 @@
+"""What the images service's entities are and the rules they obey: no I/O, no framework."""
