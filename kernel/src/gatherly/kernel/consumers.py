@@ -51,6 +51,9 @@ class ConsumerRegistry:
 
         @consumers.on(UserProfileUpdated, group="groups.profiles")
         async def keep_profiles(event: UserProfileUpdated, uow: GroupsUnitOfWork) -> None: ...
+
+    A handler's effects go through its unit of work only (rows, outbox events, queued mail), because a
+    handler may run more than once before its transaction commits (a failed batch is retried per record).
     """
 
     def __init__(self) -> None:
@@ -112,16 +115,60 @@ class ConsumerWorker:
         try:
             while not self._stopping.is_set():
                 records = await consumer.poll(self.batch_size, timeout=0.5)
+                if not records:
+                    continue
+                await self.handle_batch(records)
                 done: dict[TopicPartition, int] = {}
                 for record in records:
-                    if self._stopping.is_set():
-                        break
-                    await self.handle(record)
                     done[TopicPartition(record.topic, record.partition)] = record.offset + 1
-                if done:
-                    await consumer.commit(done)
+                await consumer.commit(done)
         finally:
             await consumer.close()
+
+    async def handle_batch(self, records: Sequence[Record]) -> None:
+        """Apply records in order. A transaction costs milliseconds, so a batch is first tried in ONE
+        transaction (an inbox row per message); if anything in it fails, it is rolled back whole and every
+        record goes through `handle` alone, with retries and dead letters."""
+        parsed: list[tuple[Envelope, IntegrationEvent, Handler]] = []
+        for record in records:
+            try:
+                envelope = Envelope.from_record(record)
+                handler = self.spec.handlers.get(envelope.type)
+                if handler is None:
+                    continue
+                parsed.append((envelope, envelope.event(), handler))
+            except (KeyError, ValueError, ValidationError, UnknownEventType):
+                break  # let the one-by-one path park it, keeping order with the rest
+        else:
+            if len(parsed) > 1:
+                try:
+                    await self._apply_all(parsed)
+                    return
+                except Exception as error:
+                    log.info("batch failed; applying its records one by one", consumer=self.spec.group, error=repr(error))
+        for record in records:
+            await self.handle(record)
+
+    async def _apply_all(self, parsed: Sequence[tuple[Envelope, IntegrationEvent, Handler]]) -> None:
+        applied: list[Envelope] = []
+        async with self.uow_factory() as uow:
+            for envelope, event, handler in parsed:
+                if await uow.already_processed(self.spec.group, envelope.id):
+                    continue
+                correlation = correlation_id_var.set(envelope.correlation_id)
+                causation = causation_id_var.set(envelope.id)
+                try:
+                    await handler(event, uow)
+                finally:
+                    correlation_id_var.reset(correlation)
+                    causation_id_var.reset(causation)
+                await uow.mark_processed(self.spec.group, envelope.id)
+                applied.append(envelope)
+        duplicates = len(parsed) - len(applied)
+        if duplicates:
+            HANDLED.labels(self.spec.group, "duplicate").inc(duplicates)
+        for envelope in applied:
+            self._record_success(envelope)
 
     async def handle(self, record: Record) -> None:
         try:
@@ -162,6 +209,9 @@ class ConsumerWorker:
         finally:
             correlation_id_var.reset(correlation)
             causation_id_var.reset(causation)
+        self._record_success(envelope)
+
+    def _record_success(self, envelope: Envelope) -> None:
         HANDLED.labels(self.spec.group, "ok").inc()
         HANDLE_LATENCY.labels(self.spec.group).observe(
             max(0.0, (datetime.now(UTC) - envelope.occurred_at).total_seconds())

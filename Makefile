@@ -1,0 +1,43 @@
+# Gatherly — the two commands that matter: `make up` and `make test`.
+SHELL := /bin/bash
+UV ?= $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
+export UV_COMPILE_BYTECODE := 1
+PORT ?= 8000
+DATA_DIR ?= ./var
+
+.PHONY: up test install uv lint format typecheck imports pytest bench clean
+
+up: install ## install everything and start Gatherly with demo data at http://localhost:8000
+	$(UV) run gatherly up --port $(PORT) --data-dir $(DATA_DIR)
+
+test: install lint typecheck imports pytest ## the whole suite: lint, types, import contracts, tests
+
+uv:
+	@command -v uv >/dev/null 2>&1 || test -x "$(HOME)/.local/bin/uv" || \
+		python3 -m pip install --user --quiet uv || python3 -m pip install --user --quiet --break-system-packages uv
+
+install: uv
+	$(UV) sync --all-packages --frozen
+
+lint:
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+
+format:
+	$(UV) run ruff check --fix .
+	$(UV) run ruff format .
+
+typecheck:
+	$(UV) run mypy
+
+imports:
+	$(UV) run lint-imports
+
+pytest:
+	$(UV) run pytest -q
+
+bench: install ## benchmarks; reports land in bench/reports/
+	$(UV) run python bench/log_latency.py
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

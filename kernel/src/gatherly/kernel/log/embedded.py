@@ -1,0 +1,548 @@
+"""The embedded message log: Kafka's semantics (partitions, offsets, consumer groups) in one SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+import aiosqlite
+
+from gatherly.kernel.log.base import (
+    GroupNotEmpty,
+    OutgoingMessage,
+    Record,
+    TopicConfig,
+    TopicPartition,
+    partition_for,
+)
+
+T = TypeVar("T")
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# Several processes share the file; a writer waits this long for another's transaction before failing.
+BUSY_TIMEOUT_S = 30.0
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS topics (
+    name TEXT PRIMARY KEY,
+    partitions INTEGER NOT NULL,
+    retention_ms INTEGER
+);
+-- One row per partition so an append reads and bumps its head instead of scanning records.
+CREATE TABLE IF NOT EXISTS partitions (
+    topic TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    start_offset INTEGER NOT NULL DEFAULT 0,
+    next_offset INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (topic, partition)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS records (
+    topic TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    headers TEXT NOT NULL,
+    timestamp_ms INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition, offset)
+);
+CREATE TABLE IF NOT EXISTS group_offsets (
+    group_id TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL,
+    PRIMARY KEY (group_id, topic, partition)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS group_members (
+    group_id TEXT NOT NULL,
+    member_id TEXT NOT NULL,
+    topics TEXT NOT NULL,
+    heartbeat_at REAL NOT NULL,
+    PRIMARY KEY (group_id, member_id)
+) WITHOUT ROWID;
+"""
+
+
+def assign_partitions(
+    members: Mapping[str, frozenset[str]], partitions: Iterable[TopicPartition]
+) -> dict[str, set[TopicPartition]]:
+    """Deal the sorted partitions round-robin over the sorted members, skipping members not subscribed to a
+    partition's topic. Every member computes the same answer from the same live-member list."""
+    ring = sorted(members)
+    assignment: dict[str, set[TopicPartition]] = {member: set() for member in ring}
+    turn = 0
+    for tp in sorted(partitions):
+        for _ in range(len(ring)):
+            member = ring[turn % len(ring)]
+            turn += 1
+            if tp.topic in members[member]:
+                assignment[member].add(tp)
+                break
+    return assignment
+
+
+def _placeholders(count: int) -> str:
+    return ",".join("?" * count)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class EmbeddedLog:
+    """A `MessageLog` stored in one SQLite file (WAL), usable by several processes at once.
+
+    Appends take the write lock (`BEGIN IMMEDIATE`), so offsets are gap-free per partition even with many
+    publishing processes. Durability is `synchronous=NORMAL`: a committed append survives the process being
+    killed (not necessarily a power loss). Consumers in this process are woken at once by `publish`; records
+    written by other processes are noticed within `poll_interval`."""
+
+    def __init__(self, path: Path, *, session_timeout: float = 10.0, poll_interval: float = 0.05) -> None:
+        self.path = Path(path)
+        self.session_timeout = session_timeout
+        self.poll_interval = poll_interval
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        # One transaction at a time on the writer connection; other processes are held off by SQLite's lock.
+        self._write_lock = asyncio.Lock()
+        # Replaced on every publish: pollers wait on the one current when they last found nothing.
+        self._wakeup = asyncio.Event()
+        # Partition counts never change once a topic exists, so they are cached for good.
+        self._partition_counts: dict[str, int] = {}
+        self._consumers: set[EmbeddedConsumer] = set()
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._writer is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = await self._connect()
+
+        async def create_schema(db: aiosqlite.Connection) -> None:
+            # Statement by statement: executescript would commit the surrounding transaction first.
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    await db.execute(statement)
+
+        await self._write(create_schema)
+        self._reader = await self._connect()
+
+    async def _connect(self) -> aiosqlite.Connection:
+        # isolation_level=None: transactions are begun explicitly (BEGIN IMMEDIATE), never implicitly.
+        db = await aiosqlite.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+        try:
+            await db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            await db.execute("PRAGMA journal_mode = WAL")
+            await db.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:
+            await db.close()
+            raise
+        return db
+
+    async def close(self) -> None:
+        for consumer in list(self._consumers):
+            await consumer.close()
+        for db in (self._reader, self._writer):
+            if db is not None:
+                await db.close()
+        self._reader = self._writer = None
+
+    async def __aenter__(self) -> EmbeddedLog:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def _read_db(self) -> aiosqlite.Connection:
+        if self._reader is None:
+            raise RuntimeError("EmbeddedLog is not started (call start() first)")
+        return self._reader
+
+    async def _write(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        """Run `work` in one write transaction. Shielded: a cancelled caller must not leave the shared
+        connection mid-transaction (the work finishes or rolls back either way)."""
+        return await asyncio.shield(self._run_write(work))
+
+    async def _run_write(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        if self._writer is None:
+            raise RuntimeError("EmbeddedLog is not started (call start() first)")
+        db = self._writer
+        async with self._write_lock:
+            # IMMEDIATE takes the write lock up front: a deferred transaction that later upgrades to a
+            # write fails at once with SQLITE_BUSY in WAL mode instead of waiting for the busy timeout.
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                result = await work(db)
+            except BaseException:
+                await db.rollback()
+                raise
+            await db.commit()
+            return result
+
+    def _notify(self) -> None:
+        wakeup, self._wakeup = self._wakeup, asyncio.Event()
+        wakeup.set()
+
+    # -- topics --------------------------------------------------------------------------------------
+
+    async def ensure_topics(self, topics: Sequence[TopicConfig]) -> None:
+        async def create(db: aiosqlite.Connection) -> None:
+            for config in topics:
+                await self._create_topic(db, config)
+
+        await self._write(create)
+
+    @staticmethod
+    async def _create_topic(db: aiosqlite.Connection, config: TopicConfig) -> None:
+        if config.partitions < 1:
+            raise ValueError(f"topic {config.name!r} needs at least one partition")
+        created = await db.execute(
+            "INSERT OR IGNORE INTO topics (name, partitions, retention_ms) VALUES (?, ?, ?)",
+            (config.name, config.partitions, config.retention_ms),
+        )
+        if created.rowcount == 0:
+            return  # it exists: an existing topic keeps its partitions and retention
+        await db.executemany(
+            "INSERT OR IGNORE INTO partitions (topic, partition) VALUES (?, ?)",
+            [(config.name, p) for p in range(config.partitions)],
+        )
+
+    async def _partitions_of(self, db: aiosqlite.Connection, topics: Iterable[str]) -> dict[str, int]:
+        """Partition counts of the topics that exist (unknown ones are left out)."""
+        wanted = set(topics)
+        missing = [t for t in wanted if t not in self._partition_counts]
+        if missing:
+            rows = await db.execute_fetchall(
+                f"SELECT name, partitions FROM topics WHERE name IN ({_placeholders(len(missing))})", missing
+            )
+            for name, partitions in rows:
+                self._partition_counts[name] = partitions
+        return {t: self._partition_counts[t] for t in wanted if t in self._partition_counts}
+
+    # -- publishing ----------------------------------------------------------------------------------
+
+    async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        if not messages:
+            return
+        timestamp = _now_ms()
+
+        async def append(db: aiosqlite.Connection) -> None:
+            topics = {m.topic for m in messages}
+            counts = await self._partitions_of(db, topics)
+            for topic in topics - counts.keys():
+                await self._create_topic(db, TopicConfig(topic))
+            counts = await self._partitions_of(db, topics)
+            heads: dict[tuple[str, int], int] = {}
+            for topic in topics:
+                for partition, next_offset in await db.execute_fetchall(
+                    "SELECT partition, next_offset FROM partitions WHERE topic = ?", (topic,)
+                ):
+                    heads[(topic, partition)] = next_offset
+            rows = []
+            for m in messages:
+                head = (m.topic, partition_for(m.key, counts[m.topic]))
+                offset = heads[head]
+                heads[head] = offset + 1
+                rows.append((m.topic, head[1], offset, m.key, m.value, json.dumps(dict(m.headers)), timestamp))
+            await db.executemany(
+                "INSERT INTO records (topic, partition, offset, key, value, headers, timestamp_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            await db.executemany(
+                "UPDATE partitions SET next_offset = ? WHERE topic = ? AND partition = ?",
+                [(offset, topic, partition) for (topic, partition), offset in heads.items()],
+            )
+
+        await self._write(append)
+        self._notify()
+
+    # -- groups and offsets --------------------------------------------------------------------------
+
+    def consumer(self, group: str, topics: Sequence[str]) -> EmbeddedConsumer:
+        consumer = EmbeddedConsumer(self, group, topics)
+        self._consumers.add(consumer)
+        return consumer
+
+    async def committed(self, group: str, partition: TopicPartition) -> int | None:
+        rows = list(
+            await self._read_db.execute_fetchall(
+                "SELECT next_offset FROM group_offsets WHERE group_id = ? AND topic = ? AND partition = ?",
+                (group, partition.topic, partition.partition),
+            )
+        )
+        return int(rows[0][0]) if rows else None
+
+    async def _commit(self, group: str, offsets: Mapping[TopicPartition, int]) -> None:
+        if not offsets:
+            return
+
+        async def upsert(db: aiosqlite.Connection) -> None:
+            await db.executemany(
+                "INSERT INTO group_offsets (group_id, topic, partition, next_offset) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (group_id, topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
+                [(group, tp.topic, tp.partition, offset) for tp, offset in offsets.items()],
+            )
+
+        await self._write(upsert)
+
+    async def reset_group(self, group: str, topics: Sequence[str], to: str | int = "earliest") -> None:
+        if not isinstance(to, int) and to not in ("earliest", "latest"):
+            raise ValueError(f"reset target must be 'earliest', 'latest' or an offset, not {to!r}")
+
+        async def reset(db: aiosqlite.Connection) -> None:
+            members = await self._live_members(db, group, time.time())
+            if members:
+                raise GroupNotEmpty(
+                    f"group {group!r} has live members {sorted(members)}: stop its consumers first"
+                    f" (a killed member counts as live for {self.session_timeout}s)"
+                )
+            rows = []
+            for topic in topics:
+                for partition, start, end in await db.execute_fetchall(
+                    "SELECT partition, start_offset, next_offset FROM partitions WHERE topic = ?", (topic,)
+                ):
+                    if to == "earliest":
+                        offset = start
+                    elif to == "latest":
+                        offset = end
+                    else:
+                        offset = min(max(int(to), start), end)
+                    rows.append((group, topic, partition, offset))
+            await db.executemany(
+                "INSERT INTO group_offsets (group_id, topic, partition, next_offset) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (group_id, topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
+                rows,
+            )
+
+        await self._write(reset)
+
+    async def _heartbeat(self, group: str, member_id: str, topics: Sequence[str]) -> None:
+        now = time.time()
+
+        async def beat(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "INSERT INTO group_members (group_id, member_id, topics, heartbeat_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (group_id, member_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+                (group, member_id, json.dumps(list(topics)), now),
+            )
+            # Members of killed processes never say goodbye; forget them once long dead.
+            await db.execute(
+                "DELETE FROM group_members WHERE group_id = ? AND heartbeat_at < ?",
+                (group, now - 10 * self.session_timeout),
+            )
+
+        await self._write(beat)
+
+    async def _leave(self, group: str, member_id: str) -> None:
+        async def delete(db: aiosqlite.Connection) -> None:
+            await db.execute("DELETE FROM group_members WHERE group_id = ? AND member_id = ?", (group, member_id))
+
+        await self._write(delete)
+        # Members in this process take over the partitions at once rather than at their next poll tick.
+        self._notify()
+
+    async def _live_members(self, db: aiosqlite.Connection, group: str, now: float) -> dict[str, frozenset[str]]:
+        rows = await db.execute_fetchall(
+            "SELECT member_id, topics FROM group_members WHERE group_id = ? AND heartbeat_at >= ?",
+            (group, now - self.session_timeout),
+        )
+        return {member_id: frozenset(json.loads(topics)) for member_id, topics in rows}
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    async def _bounds(self, topics: Iterable[str]) -> dict[TopicPartition, tuple[int, int]]:
+        """(start_offset, next_offset) of every partition of `topics`."""
+        names = sorted(set(topics))
+        rows = await self._read_db.execute_fetchall(
+            "SELECT topic, partition, start_offset, next_offset FROM partitions"
+            f" WHERE topic IN ({_placeholders(len(names))})",
+            names,
+        )
+        return {TopicPartition(topic, partition): (start, end) for topic, partition, start, end in rows}
+
+    async def _records(self, tp: TopicPartition, from_offset: int, limit: int) -> list[Record]:
+        rows = await self._read_db.execute_fetchall(
+            "SELECT offset, key, value, headers, timestamp_ms FROM records"
+            " WHERE topic = ? AND partition = ? AND offset >= ? ORDER BY offset LIMIT ?",
+            (tp.topic, tp.partition, from_offset, limit),
+        )
+        return [
+            Record(
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=offset,
+                key=key,
+                value=bytes(value),
+                headers=json.loads(headers),
+                timestamp=datetime.fromtimestamp(timestamp_ms / 1000, UTC),
+            )
+            for offset, key, value, headers, timestamp_ms in rows
+        ]
+
+    async def end_offsets(self, topic: str) -> dict[TopicPartition, int]:
+        return {tp: end for tp, (_, end) in (await self._bounds([topic])).items()}
+
+    async def read(self, topic: str, from_offsets: Mapping[int, int] | None = None, limit: int = 1000) -> list[Record]:
+        starts = from_offsets or {}
+        records: list[Record] = []
+        for tp, (start, end) in sorted((await self._bounds([topic])).items()):
+            offset = max(starts.get(tp.partition, start), start)
+            if len(records) >= limit:
+                break
+            if offset < end:
+                records.extend(await self._records(tp, offset, limit - len(records)))
+        return records
+
+    # -- retention -----------------------------------------------------------------------------------
+
+    async def enforce_retention(self, now: datetime | None = None) -> int:
+        """Delete records older than their topic's `retention_ms`; returns how many were deleted.
+
+        Offsets are never reused: a partition's head stays where it is and its start moves up to the earliest
+        kept record, so a group whose committed offset points before it resumes there. `now` is for tests."""
+        now_ms = _now_ms() if now is None else (now - EPOCH) // timedelta(milliseconds=1)
+        configs = list(
+            await self._read_db.execute_fetchall("SELECT name, retention_ms FROM topics WHERE retention_ms IS NOT NULL")
+        )
+        deleted = 0
+        # One transaction per topic so a large purge does not hold off publishers for long.
+        for topic, retention_ms in configs:
+
+            async def purge(db: aiosqlite.Connection, topic: str = topic, cutoff: int = now_ms - retention_ms) -> int:
+                cursor = await db.execute("DELETE FROM records WHERE topic = ? AND timestamp_ms < ?", (topic, cutoff))
+                if cursor.rowcount:
+                    await db.execute(
+                        "UPDATE partitions SET start_offset = COALESCE("
+                        " (SELECT MIN(r.offset) FROM records r"
+                        "  WHERE r.topic = partitions.topic AND r.partition = partitions.partition),"
+                        " next_offset) WHERE topic = ?",
+                        (topic,),
+                    )
+                return int(cursor.rowcount)
+
+            deleted += await self._write(purge)
+        return deleted
+
+
+class EmbeddedConsumer:
+    """A member of a consumer group on an `EmbeddedLog` (implements `LogConsumer`).
+
+    Membership is a row heartbeated while the member polls; a member silent for `session_timeout` is dead.
+    Every member derives the assignment from the sorted live members on each poll, so no coordinator is needed.
+    During a change-over two members may briefly read the same partition: delivery is at-least-once."""
+
+    def __init__(self, log: EmbeddedLog, group: str, topics: Sequence[str]) -> None:
+        self.group = group
+        self.topics = sorted(set(topics))
+        self.member_id = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self._log = log
+        self._positions: dict[TopicPartition, int] = {}
+        self._last_heartbeat = float("-inf")
+        # Heartbeats are writes: a few per session timeout keep the member alive without contending on the lock.
+        self._heartbeat_every = log.session_timeout / 4
+        self._round = 0
+        self._closed = False
+
+    async def _refresh(self) -> None:
+        """Heartbeat when due, then recompute this member's partitions from the live members."""
+        if self._closed:
+            raise RuntimeError(f"consumer {self.member_id} of group {self.group!r} is closed")
+        if time.monotonic() - self._last_heartbeat >= self._heartbeat_every:
+            await self._log._heartbeat(self.group, self.member_id, self.topics)
+            self._last_heartbeat = time.monotonic()
+        db = self._log._read_db
+        members = await self._log._live_members(db, self.group, time.time())
+        # Alive by definition, whatever the table says (e.g. a wall-clock jump made our row look old).
+        members[self.member_id] = frozenset(self.topics)
+        counts = await self._log._partitions_of(db, set().union(*members.values()))
+        partitions = [TopicPartition(t, p) for t, n in counts.items() for p in range(n)]
+        assigned = assign_partitions(members, partitions)[self.member_id]
+        gained = assigned - self._positions.keys()
+        for tp in self._positions.keys() - assigned:
+            del self._positions[tp]
+        for tp in sorted(gained):
+            committed = await self._log.committed(self.group, tp)
+            # Without a commit the group starts at the beginning; retention is applied when fetching.
+            self._positions[tp] = 0 if committed is None else committed
+
+    async def _fetch(self, max_records: int) -> list[Record]:
+        if not self._positions:
+            return []
+        bounds = await self._log._bounds(tp.topic for tp in self._positions)
+        ready = []
+        for tp in sorted(self._positions):
+            start, end = bounds.get(tp, (0, 0))
+            # Records before `start` were deleted by retention: resume at the earliest kept one.
+            self._positions[tp] = max(self._positions[tp], start)
+            if self._positions[tp] < end:
+                ready.append(tp)
+        if not ready:
+            return []
+        # Start at a different partition each round so one busy partition cannot starve the others.
+        self._round += 1
+        shift = self._round % len(ready)
+        records: list[Record] = []
+        for tp in ready[shift:] + ready[:shift]:
+            if len(records) >= max_records:
+                break
+            batch = await self._log._records(tp, self._positions[tp], max_records - len(records))
+            if batch:
+                self._positions[tp] = batch[-1].offset + 1
+                records.extend(batch)
+        return records
+
+    async def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Record]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            # Taken before looking, so a publish that lands after the look still wakes us.
+            wakeup = self._log._wakeup
+            await self._refresh()
+            records = await self._fetch(max_records)
+            remaining = deadline - loop.time()
+            if records or remaining <= 0:
+                return records
+            # Other processes' appends cannot wake us: look again every poll_interval.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wakeup.wait(), min(remaining, self._log.poll_interval))
+
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        await self._log._commit(self.group, offsets)
+
+    async def seek(self, partition: TopicPartition, offset: int) -> None:
+        await self._refresh()
+        if partition not in self._positions:
+            raise ValueError(f"{partition} is not assigned to member {self.member_id} of group {self.group!r}")
+        self._positions[partition] = offset
+
+    async def assignment(self) -> set[TopicPartition]:
+        await self._refresh()
+        return set(self._positions)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._positions.clear()
+        self._log._consumers.discard(self)
+        await self._log._leave(self.group, self.member_id)
+
+
+async def open_embedded_log(path: Path, *, session_timeout: float = 10.0, poll_interval: float = 0.05) -> EmbeddedLog:
+    """An `EmbeddedLog` on `path`, started."""
+    log = EmbeddedLog(path, session_timeout=session_timeout, poll_interval=poll_interval)
+    await log.start()
+    return log

@@ -1,0 +1,302 @@
+"""Outbox, relay and consumer runtime on top of the message log: each backend runs these same tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import pytest
+from pathlib import Path
+
+from ledger import Deposit, LedgerUnitOfWork, apply_deposit, create_schema, deposit_event, ledger_consumers, totals
+from sqlalchemy import func, select
+
+from gatherly.kernel.consumers import (
+    ConsumerRegistry,
+    ConsumerWorker,
+    RetryPolicy,
+    dead_letter_topic,
+    forget_processed,
+    replay_dead_letters,
+)
+from gatherly.kernel.db import Database
+from gatherly.kernel.log.base import MessageLog, OutgoingMessage, TopicConfig
+from gatherly.kernel.messages import Envelope
+from gatherly.kernel.relay import OutboxRelay
+from gatherly.kernel.uow import OUTBOX, OutboxSignal
+
+FAST_RETRY = RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=0.02)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+async def outbox_size(db: Database) -> int:
+    async with db.read_session() as session:
+        return int(await session.scalar(select(func.count()).select_from(OUTBOX)) or 0)
+
+
+async def test_state_and_its_events_commit_together(ledger_db: Database) -> None:
+    deposit = deposit_event()
+    async with LedgerUnitOfWork(ledger_db) as uow:
+        await uow.add("ann", 5)
+        uow.publish(deposit(account="ann", amount=5))
+    assert await totals(ledger_db) == (5, 1)
+    assert await outbox_size(ledger_db) == 1
+
+
+async def test_a_failed_unit_of_work_leaves_neither_state_nor_events(ledger_db: Database) -> None:
+    deposit = deposit_event()
+    with pytest.raises(RuntimeError):
+        async with LedgerUnitOfWork(ledger_db) as uow:
+            await uow.add("ann", 5)
+            uow.publish(deposit(account="ann", amount=5))
+            raise RuntimeError("the rule said no")
+    assert await totals(ledger_db) == (0, 0)
+    assert await outbox_size(ledger_db) == 0
+
+
+async def test_the_relay_publishes_each_accounts_events_in_order_and_empties_the_outbox(
+    ledger_db: Database, message_log: MessageLog
+) -> None:
+    deposit = deposit_event()
+    signal = OutboxSignal()
+    for amount in range(1, 31):
+        async with LedgerUnitOfWork(ledger_db, signal=signal) as uow:
+            uow.publish(deposit(account=f"acct-{amount % 3}", amount=amount))
+    relay = OutboxRelay("ledger", ledger_db, message_log, signal, batch_size=7)
+    while await relay.relay_once():
+        pass
+    assert await outbox_size(ledger_db) == 0
+    records = await message_log.read(deposit.TOPIC, limit=100)
+    assert len(records) == 30
+    by_account: dict[str, list[int]] = {}
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        event = Envelope.from_record(record).event()
+        assert isinstance(event, deposit)
+        by_account.setdefault(event.account, []).append(event.amount)
+    for amounts in by_account.values():
+        assert amounts == sorted(amounts)
+
+
+async def test_a_commit_wakes_the_relay_at_once(ledger_db: Database, message_log: MessageLog) -> None:
+    deposit = deposit_event()
+    signal = OutboxSignal()
+    # A poll interval far longer than the test: only the commit's signal can explain a prompt publish.
+    relay = OutboxRelay("ledger", ledger_db, message_log, signal, poll_interval=60)
+    await message_log.ensure_topics([TopicConfig(deposit.TOPIC)])
+    task = asyncio.create_task(relay.run())
+    try:
+        await asyncio.sleep(0)  # let the relay reach its wait
+        async with LedgerUnitOfWork(ledger_db, signal=signal) as uow:
+            uow.publish(deposit(account="ann", amount=1))
+
+        async def published() -> bool:
+            return len(await message_log.read(deposit.TOPIC)) == 1
+
+        await eventually(published, timeout=5)
+    finally:
+        relay.stop()
+        await task
+
+
+def worker_for(
+    registry: ConsumerRegistry, message_log: MessageLog, db: Database, retry: RetryPolicy = FAST_RETRY
+) -> ConsumerWorker:
+    (spec,) = registry.specs.values()
+    return ConsumerWorker(spec, message_log, lambda: LedgerUnitOfWork(db), retry=retry)
+
+
+async def publish_deposits(
+    message_log: MessageLog, deposit: type[Deposit], amounts: list[int], account: str = "ann"
+) -> list[Envelope]:
+    await message_log.ensure_topics([TopicConfig(deposit.TOPIC)])
+    envelopes = [Envelope.wrap(deposit(account=account, amount=a), datetime.now(UTC)) for a in amounts]
+    await message_log.publish([e.to_message() for e in envelopes])
+    return envelopes
+
+
+class Running:
+    """A consumer worker running in the background for the length of a `async with`."""
+
+    def __init__(self, worker: ConsumerWorker) -> None:
+        self.worker = worker
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Running:
+        self.task = asyncio.create_task(self.worker.run())
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self.worker.stop()
+        assert self.task is not None
+        await asyncio.wait_for(self.task, timeout=10)
+
+
+def group_name() -> str:
+    return f"ledger.{uuid.uuid4().hex[:8]}"
+
+
+async def test_a_message_delivered_twice_is_applied_once(ledger_db: Database, message_log: MessageLog) -> None:
+    deposit = deposit_event()
+    (envelope,) = await publish_deposits(message_log, deposit, [10])
+    await message_log.publish([envelope.to_message()])  # the same message id again, as after a relay crash
+    group = group_name()
+    async with Running(worker_for(ledger_consumers(deposit, group), message_log, ledger_db)):
+        # Both copies have been handled once the group's committed offsets reach the end of the topic.
+        await eventually(lambda: caught_up(message_log, group, deposit.TOPIC))
+    assert await totals(ledger_db) == (10, 1)
+
+
+async def caught_up(message_log: MessageLog, group: str, topic: str) -> bool:
+    for partition, end in (await message_log.end_offsets(topic)).items():
+        if (await message_log.committed(group, partition) or 0) < end:
+            return False
+    return True
+
+
+async def test_a_handler_that_fails_for_a_while_is_retried_until_it_succeeds(
+    ledger_db: Database, message_log: MessageLog
+) -> None:
+    deposit = deposit_event()
+    failures = {"left": 2}
+
+    async def flaky(event: Deposit, uow: LedgerUnitOfWork) -> None:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise ConnectionError("the database blinked")
+        await apply_deposit(event, uow)
+
+    registry = ConsumerRegistry()
+    registry.on(deposit, group=group_name())(flaky)
+    await publish_deposits(message_log, deposit, [7])
+    async with Running(worker_for(registry, message_log, ledger_db)):
+
+        async def applied() -> bool:
+            return await totals(ledger_db) == (7, 1)
+
+        await eventually(applied)
+    assert failures["left"] == 0
+    assert await message_log.read(dead_letter_topic(deposit.TOPIC)) == []
+
+
+async def test_a_message_that_keeps_failing_is_parked_with_its_error_and_the_rest_go_on(
+    ledger_db: Database, message_log: MessageLog
+) -> None:
+    deposit = deposit_event()
+    group = group_name()
+
+    async def refuse_thirteen(event: Deposit, uow: LedgerUnitOfWork) -> None:
+        if event.amount == 13:
+            raise ValueError("thirteen is unlucky")
+        await apply_deposit(event, uow)
+
+    registry = ConsumerRegistry()
+    registry.on(deposit, group=group)(refuse_thirteen)
+    await publish_deposits(message_log, deposit, [1, 13, 2])
+    async with Running(worker_for(registry, message_log, ledger_db)):
+
+        async def others_applied() -> bool:
+            return await totals(ledger_db) == (3, 2)
+
+        await eventually(others_applied)
+
+    async def parked() -> bool:
+        return len(await message_log.read(dead_letter_topic(deposit.TOPIC))) == 1
+
+    await eventually(parked)
+    (dead,) = await message_log.read(dead_letter_topic(deposit.TOPIC))
+    assert dead.headers["dlq.consumer_group"] == group
+    assert dead.headers["dlq.error_type"] == "ValueError"
+    assert "thirteen is unlucky" in dead.headers["dlq.error"]
+    assert dead.headers["dlq.attempts"] == str(FAST_RETRY.max_attempts)
+    assert dead.headers["dlq.original_topic"] == deposit.TOPIC
+
+
+async def test_a_message_that_does_not_parse_is_parked_without_retries(
+    ledger_db: Database, message_log: MessageLog
+) -> None:
+    deposit = deposit_event()
+    await message_log.ensure_topics([TopicConfig(deposit.TOPIC)])
+    bad = Envelope.wrap(deposit(account="ann", amount=1), datetime.now(UTC)).to_message()
+    await message_log.publish([OutgoingMessage(bad.topic, bad.key, b'{"account": "ann"}', bad.headers)])
+    await publish_deposits(message_log, deposit, [4])
+    async with Running(worker_for(ledger_consumers(deposit, group_name()), message_log, ledger_db)):
+
+        async def good_one_applied() -> bool:
+            return await totals(ledger_db) == (4, 1)
+
+        await eventually(good_one_applied)
+    (dead,) = await message_log.read(dead_letter_topic(deposit.TOPIC))
+    assert dead.headers["dlq.error_type"] == "ValidationError"
+    assert dead.headers["dlq.attempts"] == "1"
+
+
+async def test_replaying_dead_letters_applies_them_once_the_cause_is_fixed(
+    ledger_db: Database, message_log: MessageLog
+) -> None:
+    deposit = deposit_event()
+    group = group_name()
+    broken = {"yes": True}
+
+    async def sometimes_broken(event: Deposit, uow: LedgerUnitOfWork) -> None:
+        if broken["yes"]:
+            raise RuntimeError("bug in the handler")
+        await apply_deposit(event, uow)
+
+    registry = ConsumerRegistry()
+    registry.on(deposit, group=group)(sometimes_broken)
+    await publish_deposits(message_log, deposit, [5, 6])
+    async with Running(worker_for(registry, message_log, ledger_db)):
+
+        async def both_parked() -> bool:
+            return len(await message_log.read(dead_letter_topic(deposit.TOPIC))) == 2
+
+        await eventually(both_parked)
+        broken["yes"] = False  # the fix is deployed
+        assert await replay_dead_letters(message_log, deposit.TOPIC, group=group) == 2
+
+        async def both_applied() -> bool:
+            return await totals(ledger_db) == (11, 2)
+
+        await eventually(both_applied)
+    # Replaying again publishes nothing new: progress through the dead-letter topic is kept.
+    assert await replay_dead_letters(message_log, deposit.TOPIC, group=group) == 0
+
+
+async def test_a_read_model_is_rebuilt_by_replaying_its_topic_from_the_beginning(
+    ledger_db: Database, message_log: MessageLog, tmp_path: Path
+) -> None:
+    deposit = deposit_event()
+    group = group_name()
+    await publish_deposits(message_log, deposit, [1, 2, 3, 4])
+    registry = ledger_consumers(deposit, group)
+    async with Running(worker_for(registry, message_log, ledger_db)):
+
+        async def applied() -> bool:
+            return await totals(ledger_db) == (10, 4)
+
+        await eventually(applied)
+
+    # The read model is lost (a new database); rewind the group and forget what its inbox remembers.
+    fresh = Database(f"sqlite+aiosqlite:///{tmp_path / 'rebuilt.db'}")
+    await create_schema(fresh)
+    try:
+        await forget_processed(fresh, group)
+        await message_log.reset_group(group, [deposit.TOPIC], "earliest")
+        async with Running(worker_for(registry, message_log, fresh)):
+
+            async def rebuilt() -> bool:
+                return await totals(fresh) == (10, 4)
+
+            await eventually(rebuilt)
+    finally:
+        await fresh.dispose()

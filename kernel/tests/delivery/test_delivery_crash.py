@@ -1,0 +1,166 @@
+"""Real process kills: a consumer or a relay dies mid-stream (SIGKILL) and nothing is lost or applied twice."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from ledger import create_schema, deposit_event, totals
+
+from gatherly.kernel.db import Database
+from gatherly.kernel.log.base import TopicConfig
+from gatherly.kernel.log.embedded import EmbeddedLog
+from gatherly.kernel.messages import Envelope
+
+pytestmark = pytest.mark.slow
+SCRIPT = Path(__file__).with_name("ledger_process.py")
+
+
+def start(*args: str) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPT), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "ready", process.stderr.read() if process.stderr else ""
+    return process
+
+
+def kill(process: subprocess.Popen[str]) -> None:
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+    assert process.returncode == -signal.SIGKILL
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def log(tmp_path: Path) -> AsyncIterator[EmbeddedLog]:
+    message_log = EmbeddedLog(tmp_path / "log.db")
+    await message_log.start()
+    yield message_log
+    await message_log.close()
+
+
+async def test_a_consumer_killed_mid_stream_loses_nothing_and_applies_nothing_twice(
+    tmp_path: Path, log: EmbeddedLog
+) -> None:
+    suffix, group, count = uuid.uuid4().hex[:8], f"ledger.{uuid.uuid4().hex[:6]}", 2000
+    deposit = deposit_event(suffix)
+    await log.ensure_topics([TopicConfig(deposit.TOPIC)])
+    envelopes = [Envelope.wrap(deposit(account=f"acct-{n % 7}", amount=n), datetime.now(UTC)) for n in range(1, count + 1)]
+    for start_at in range(0, count, 500):
+        await log.publish([e.to_message() for e in envelopes[start_at : start_at + 500]])
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
+    await create_schema(db)
+    try:
+        consumer = start("consume-and-stall", str(tmp_path / "log.db"), str(tmp_path / "ledger.db"), suffix, group)
+        assert consumer.stdout is not None
+        # The worst moment: two batches applied in the database, the second one's offsets not committed.
+        assert consumer.stdout.readline().strip() == "applied, offsets not committed"
+        kill(consumer)
+        applied_at_kill = (await totals(db))[1]
+        committed_at_kill = sum(
+            [await log.committed(group, tp) or 0 for tp in (await log.end_offsets(deposit.TOPIC))]
+        )
+        assert 0 < applied_at_kill < count, "the kill must land mid-stream"
+        assert committed_at_kill < applied_at_kill, "some applied records must be waiting for their offset commit"
+
+        replacement = start("consume", str(tmp_path / "log.db"), str(tmp_path / "ledger.db"), suffix, group)
+        try:
+
+            async def all_applied() -> bool:
+                return (await totals(db))[1] >= count
+
+            await eventually(all_applied)
+            # Let the replacement finish its batch: nothing more may be applied after this point.
+            await eventually(lambda: _committed_to_end(log, group, deposit.TOPIC))
+        finally:
+            replacement.terminate()
+            replacement.wait(timeout=10)
+        assert await totals(db) == (count * (count + 1) // 2, count)
+        # The records applied but not committed at the kill were delivered again; the inbox skipped them.
+    finally:
+        await db.dispose()
+
+
+async def _committed_to_end(log: EmbeddedLog, group: str, topic: str) -> bool:
+    for partition, end in (await log.end_offsets(topic)).items():
+        if (await log.committed(group, partition) or 0) < end:
+            return False
+    return True
+
+
+async def test_a_relay_killed_mid_stream_loses_nothing_and_duplicates_are_harmless(
+    tmp_path: Path, log: EmbeddedLog
+) -> None:
+    suffix, count = uuid.uuid4().hex[:8], 2000
+    deposit = deposit_event(suffix)
+    source = tmp_path / "source.db"
+    producer = start("produce", str(tmp_path / "log.db"), str(source), suffix, str(count))
+    source_db = Database(f"sqlite+aiosqlite:///{source}")
+    try:
+
+        async def some_relayed() -> bool:
+            return len(await log.read(deposit.TOPIC, limit=count)) >= count // 10
+
+        await eventually(some_relayed)
+        kill(producer)
+        committed_deposits = (await totals(source_db))[1]
+        assert 0 < committed_deposits <= count
+    finally:
+        await source_db.dispose()
+
+    # A new relay publishes whatever the killed one left in the outbox.
+    finisher = subprocess.run(
+        [sys.executable, str(SCRIPT), "relay", str(tmp_path / "log.db"), str(source), suffix],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert finisher.returncode == 0, finisher.stderr
+
+    records = []
+    for partition in await log.end_offsets(deposit.TOPIC):
+        records += await log.read(deposit.TOPIC, {partition.partition: 0}, limit=10 * count)
+    records = [r for r in records if r.partition in {p.partition for p in await log.end_offsets(deposit.TOPIC)}]
+    ids = {r.headers["id"] for r in records}
+    # Every committed deposit reached the log (maybe twice, if the kill fell between publish and delete)...
+    assert len(ids) == committed_deposits
+
+    # ...and a consumer applies each exactly once.
+    group = f"ledger.{uuid.uuid4().hex[:6]}"
+    target = tmp_path / "target.db"
+    target_db = Database(f"sqlite+aiosqlite:///{target}")
+    await create_schema(target_db)
+    consumer = start("consume", str(tmp_path / "log.db"), str(target), suffix, group)
+    try:
+        await eventually(lambda: _committed_to_end(log, group, deposit.TOPIC))
+    finally:
+        consumer.terminate()
+        consumer.wait(timeout=10)
+    try:
+        source_totals = await _totals_at(source)
+        assert await totals(target_db) == source_totals
+    finally:
+        await target_db.dispose()
+
+
+async def _totals_at(path: Path) -> tuple[int, int]:
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    try:
+        return await totals(db)
+    finally:
+        await db.dispose()

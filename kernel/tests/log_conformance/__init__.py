@@ -1,0 +1,1 @@
+"""Message-log conformance tests: one suite, run against every configured backend."""

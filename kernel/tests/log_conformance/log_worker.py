@@ -1,0 +1,65 @@
+"""A child process for the crash tests: publishes to or consumes from an embedded log until done or killed.
+
+Every line it prints is a promise already kept: `published N` once messages 0..N-1 are durable,
+`committed {"partition": next_offset, ...}` once that commit is durable."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+
+from gatherly.kernel.log import EmbeddedLog, OutgoingMessage, TopicPartition
+
+KEYS_PER_PUBLISHER = 7
+
+
+async def publish(log: EmbeddedLog, topic: str, prefix: str, count: int | None, batch: int) -> None:
+    sent = 0
+    while count is None or sent < count:
+        size = batch if count is None else min(batch, count - sent)
+        await log.publish(
+            [
+                OutgoingMessage(topic, f"{prefix}-k{n % KEYS_PER_PUBLISHER}", f"{prefix}:{n}".encode())
+                for n in range(sent, sent + size)
+            ]
+        )
+        sent += size
+        print(f"published {sent}", flush=True)
+
+
+async def consume(log: EmbeddedLog, topic: str, group: str, batch: int) -> None:
+    consumer = log.consumer(group, [topic])
+    while True:
+        records = await consumer.poll(max_records=batch, timeout=0.5)
+        if not records:
+            continue
+        offsets: dict[TopicPartition, int] = {}
+        for record in records:
+            offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
+        await consumer.commit(offsets)
+        print("committed " + json.dumps({str(tp.partition): n for tp, n in offsets.items()}), flush=True)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=["publish", "consume"])
+    parser.add_argument("path", type=Path)
+    parser.add_argument("topic")
+    parser.add_argument("--prefix", default="p")
+    parser.add_argument("--count", type=int, default=None, help="stop after this many (default: until killed)")
+    parser.add_argument("--group", default="g")
+    parser.add_argument("--batch", type=int, default=20)
+    parser.add_argument("--session-timeout", type=float, default=1.0)
+    args = parser.parse_args()
+    async with EmbeddedLog(args.path, session_timeout=args.session_timeout) as log:
+        if args.mode == "publish":
+            await publish(log, args.topic, args.prefix, args.count, args.batch)
+        else:
+            await consume(log, args.topic, args.group, args.batch)
+    print("done", flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,173 @@
+"""What only the embedded log promises: its file is the truth, in-process wake-ups, retention, the assignor."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gatherly.kernel.log import (
+    EmbeddedLog,
+    OutgoingMessage,
+    TopicConfig,
+    TopicPartition,
+    assign_partitions,
+    open_embedded_log,
+    utcnow,
+)
+
+from .support import consume, keys_on_each_partition, messages, values, wait_until
+
+
+async def test_a_published_message_survives_reopening_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "log.sqlite"
+    async with EmbeddedLog(path) as log:
+        await log.publish([OutgoingMessage("user", "u1", b"registered", {"type": "user.registered"})])
+
+    async with EmbeddedLog(path) as reopened:
+        [record] = await reopened.read("user")
+        assert (record.key, record.value, record.headers) == ("u1", b"registered", {"type": "user.registered"})
+        assert await reopened.end_offsets("user") == {
+            TopicPartition("user", p): int(p == record.partition) for p in range(4)
+        }
+
+
+async def test_a_waiting_poll_is_woken_at_once_by_a_publish_in_the_same_process(tmp_path: Path) -> None:
+    # A poll interval far longer than the allowed delay: only the in-process wake-up can deliver in time.
+    async with EmbeddedLog(tmp_path / "log.sqlite", poll_interval=5.0) as log:
+        await log.ensure_topics([TopicConfig("t", partitions=1)])
+        consumer = log.consumer("g", ["t"])
+        assert await consumer.assignment() == {TopicPartition("t", 0)}
+        waiting = asyncio.create_task(consumer.poll(timeout=10.0))
+        # Not the assertion: lets the poll look once and start waiting, so the publish has to wake it.
+        await asyncio.sleep(0.1)
+
+        await log.publish([OutgoingMessage("t", "k", b"now")])
+
+        assert values(await asyncio.wait_for(waiting, 1.0)) == ["now"]
+
+
+async def test_records_appended_through_another_connection_to_the_file_are_noticed(tmp_path: Path) -> None:
+    path = tmp_path / "log.sqlite"
+    async with EmbeddedLog(path, poll_interval=0.02) as reader, EmbeddedLog(path) as writer:
+        consumer = reader.consumer("g", ["t"])
+        waiting = asyncio.create_task(consume(consumer, lambda got: len(got) >= 20))
+        await writer.publish(messages("t", keys_on_each_partition(4, per_partition=1), per_key=5))
+        assert len(await waiting) == 20
+
+
+async def test_a_silent_member_loses_its_partitions_after_the_session_timeout(tmp_path: Path) -> None:
+    async with EmbeddedLog(tmp_path / "log.sqlite", session_timeout=0.3) as log:
+        await log.ensure_topics([TopicConfig("t", partitions=2)])
+        everything = {TopicPartition("t", 0), TopicPartition("t", 1)}
+        silent, survivor = log.consumer("g", ["t"]), log.consumer("g", ["t"])
+        assert await silent.assignment() == everything
+
+        async def survivor_has_everything() -> bool:
+            return await survivor.assignment() == everything
+
+        await wait_until(survivor_has_everything, "the silent member's partitions moved", deadline_s=5.0)
+
+
+async def test_a_cancelled_publish_leaves_the_log_usable(tmp_path: Path) -> None:
+    async with EmbeddedLog(tmp_path / "log.sqlite") as log:
+        publishing = asyncio.create_task(log.publish(messages("t", ["a", "b"], per_key=50)))
+        await asyncio.sleep(0)
+        publishing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await publishing
+
+        await log.publish([OutgoingMessage("t", "c", b"after")])
+
+        # The cancelled append either happened whole or not at all; the next one lands after it either way.
+        stored = values(await log.read("t"))
+        assert len(stored) in (1, 101)
+        assert "after" in stored
+
+
+async def test_seeking_a_partition_the_member_does_not_own_is_refused(tmp_path: Path) -> None:
+    async with EmbeddedLog(tmp_path / "log.sqlite") as log:
+        await log.ensure_topics([TopicConfig("t", partitions=1)])
+        consumer = log.consumer("g", ["t"])
+        with pytest.raises(ValueError, match="not assigned"):
+            await consumer.seek(TopicPartition("other", 0), 0)
+
+
+async def old_and_new(log: EmbeddedLog, topic: str) -> datetime:
+    """Publish 5 records, then 5 more at a later millisecond; returns the newer batch's timestamp."""
+    await log.publish(messages(topic, ["k"], per_key=5))
+    first = (await log.read(topic))[-1].timestamp
+
+    async def clock_moved() -> bool:
+        return utcnow() > first + timedelta(milliseconds=1)
+
+    await wait_until(clock_moved, "the clock passed the first batch")
+    await log.publish([OutgoingMessage(topic, "k", f"k:{n}".encode()) for n in range(5, 10)])
+    return (await log.read(topic))[-1].timestamp
+
+
+async def test_retention_deletes_old_records_and_never_reuses_their_offsets(tmp_path: Path) -> None:
+    async with EmbeddedLog(tmp_path / "log.sqlite") as log:
+        await log.ensure_topics([TopicConfig("t", partitions=1, retention_ms=60_000)])
+        newer = await old_and_new(log, "t")
+
+        deleted = await log.enforce_retention(now=newer + timedelta(milliseconds=60_000))
+
+        assert deleted == 5
+        assert [r.offset for r in await log.read("t")] == list(range(5, 10))
+        assert await log.end_offsets("t") == {TopicPartition("t", 0): 10}
+        await log.publish([OutgoingMessage("t", "k", b"next")])
+        assert (await log.read("t", {0: 10}))[0].offset == 10
+        await log.reset_group("g", ["t"], "earliest")
+        assert await log.committed("g", TopicPartition("t", 0)) == 5
+
+
+async def test_a_group_behind_the_kept_records_resumes_at_the_earliest_kept_one(tmp_path: Path) -> None:
+    async with EmbeddedLog(tmp_path / "log.sqlite") as log:
+        await log.ensure_topics([TopicConfig("t", partitions=1, retention_ms=60_000)])
+        newer = await old_and_new(log, "t")
+        tp = TopicPartition("t", 0)
+        behind = log.consumer("g", ["t"])
+        await behind.commit({tp: 2})
+        await behind.close()
+
+        await log.enforce_retention(now=newer + timedelta(milliseconds=60_000))
+
+        consumer = log.consumer("g", ["t"])
+        records = await consume(consumer, lambda got: len(got) >= 5)
+        assert [r.offset for r in records] == list(range(5, 10))
+
+
+async def test_a_topic_without_retention_keeps_everything(tmp_path: Path) -> None:
+    log = await open_embedded_log(tmp_path / "log.sqlite")
+    try:
+        await log.ensure_topics([TopicConfig("forever", partitions=1, retention_ms=None)])
+        await log.publish(messages("forever", ["k"], per_key=3))
+        assert await log.enforce_retention(now=utcnow() + timedelta(days=10_000)) == 0
+        assert len(await log.read("forever")) == 3
+    finally:
+        await log.close()
+
+
+def test_partitions_are_dealt_evenly_and_the_same_way_by_every_member() -> None:
+    partitions = [TopicPartition(topic, p) for topic in ("a", "b") for p in range(3)]
+    members = {"m2": frozenset({"a", "b"}), "m1": frozenset({"a", "b"})}
+
+    assignment = assign_partitions(members, reversed(partitions))
+
+    assert assignment == assign_partitions(dict(reversed(members.items())), partitions)
+    assert sorted(map(len, assignment.values())) == [3, 3]
+    assert set().union(*assignment.values()) == set(partitions)
+
+
+def test_a_member_only_gets_partitions_of_topics_it_reads() -> None:
+    partitions = [TopicPartition("a", 0), TopicPartition("a", 1), TopicPartition("b", 0)]
+    members = {"m1": frozenset({"a"}), "m2": frozenset({"a", "b"})}
+
+    assignment = assign_partitions(members, partitions)
+
+    assert TopicPartition("b", 0) in assignment["m2"]
+    assert all(tp.topic == "a" for tp in assignment["m1"])
+    assert set().union(*assignment.values()) == set(partitions)

@@ -1,0 +1,119 @@
+"""Conformance: appending to topics, partitioning by key, offsets, and reading without a group."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+
+from gatherly.kernel.log import MessageLog, OutgoingMessage, TopicConfig, TopicPartition, partition_for
+
+from .support import consume, keys_on_each_partition, messages, values
+
+
+async def test_messages_with_the_same_key_keep_their_order(
+    message_log: MessageLog, unique: Callable[[str], str]
+) -> None:
+    topic = unique("order")
+    await message_log.ensure_topics([TopicConfig(topic, partitions=4)])
+    keys = [f"aggregate-{i}" for i in range(10)]
+    batch = messages(topic, keys, per_key=20)
+    for start in range(0, len(batch), 30):  # several appends, so order must hold across them too
+        await message_log.publish(batch[start : start + 30])
+
+    consumer = message_log.consumer(unique("group"), [topic])
+    records = await consume(consumer, lambda got: len(got) >= len(batch))
+    await consumer.close()
+
+    by_key: dict[str, list[int]] = defaultdict(list)
+    for record in records:
+        key, n = record.value.decode().split(":")
+        assert key == record.key
+        assert record.headers == {"n": n}
+        by_key[key].append(int(n))
+    assert by_key == {key: list(range(20)) for key in keys}
+
+
+async def test_the_key_picks_the_partition_and_offsets_count_up_from_zero(
+    message_log: MessageLog, unique: Callable[[str], str]
+) -> None:
+    topic = unique("partitions")
+    await message_log.ensure_topics([TopicConfig(topic, partitions=3)])
+    keys = [f"k{i}" for i in range(12)]
+    await message_log.publish(messages(topic, keys, per_key=5))
+
+    records = await message_log.read(topic)
+
+    assert len(records) == 60
+    offsets: dict[int, list[int]] = defaultdict(list)
+    for record in records:
+        assert record.partition == partition_for(record.key, 3)
+        offsets[record.partition].append(record.offset)
+    for partition, seen in offsets.items():
+        assert seen == list(range(len(seen))), f"partition {partition} has gaps or is out of order"
+
+
+async def test_end_offsets_are_the_next_offset_to_be_written_on_each_partition(
+    message_log: MessageLog, unique: Callable[[str], str]
+) -> None:
+    topic = unique("ends")
+    await message_log.ensure_topics([TopicConfig(topic, partitions=4)])
+    assert await message_log.end_offsets(topic) == {TopicPartition(topic, p): 0 for p in range(4)}
+
+    keys = [f"k{i}" for i in range(9)]
+    await message_log.publish(messages(topic, keys, per_key=3))
+
+    expected = {TopicPartition(topic, p): 0 for p in range(4)}
+    for key in keys:
+        expected[TopicPartition(topic, partition_for(key, 4))] += 3
+    assert await message_log.end_offsets(topic) == expected
+
+
+async def test_publishing_to_an_unknown_topic_creates_it_with_the_default_partitions(
+    message_log: MessageLog, unique: Callable[[str], str]
+) -> None:
+    topic = unique("unknown")
+    await message_log.publish([OutgoingMessage(topic, "k", b"hello")])
+
+    ends = await message_log.end_offsets(topic)
+    assert len(ends) == TopicConfig(topic).partitions
+    assert sum(ends.values()) == 1
+    assert values(await message_log.read(topic)) == ["hello"]
+
+
+async def test_ensure_topics_leaves_an_existing_topic_as_it_is(
+    message_log: MessageLog, unique: Callable[[str], str]
+) -> None:
+    topic = unique("existing")
+    await message_log.ensure_topics([TopicConfig(topic, partitions=2)])
+    await message_log.publish([OutgoingMessage(topic, "k", b"kept")])
+
+    await message_log.ensure_topics([TopicConfig(topic, partitions=6)])
+
+    assert len(await message_log.end_offsets(topic)) == 2
+    assert values(await message_log.read(topic)) == ["kept"]
+
+
+async def test_read_starts_at_the_given_offsets_and_stops_at_the_limit(
+    message_log: MessageLog, unique: Callable[[str], str]
+) -> None:
+    topic = unique("read")
+    await message_log.ensure_topics([TopicConfig(topic, partitions=2)])
+    await message_log.publish(messages(topic, keys_on_each_partition(2, per_partition=3), per_key=4))
+    ends = await message_log.end_offsets(topic)
+    assert ends == {TopicPartition(topic, 0): 12, TopicPartition(topic, 1): 12}
+
+    everything = await message_log.read(topic)
+    assert len(everything) == 24
+    assert [(r.partition, r.offset) for r in everything] == sorted((r.partition, r.offset) for r in everything)
+
+    later = await message_log.read(topic, {0: 2, 1: ends[TopicPartition(topic, 1)] - 1})
+    assert [(r.partition, r.offset) for r in later] == [
+        *((0, o) for o in range(2, ends[TopicPartition(topic, 0)])),
+        (1, ends[TopicPartition(topic, 1)] - 1),
+    ]
+
+    # A partition left out of from_offsets is read from its beginning.
+    assert [r.offset for r in await message_log.read(topic, {0: ends[TopicPartition(topic, 0)]})] == list(
+        range(ends[TopicPartition(topic, 1)])
+    )
+    assert len(await message_log.read(topic, limit=5)) == 5
