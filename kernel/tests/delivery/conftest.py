@@ -9,7 +9,6 @@ import pytest
 from ledger import create_schema
 
 from gatherly.kernel.db import Database
-from gatherly.kernel.log.embedded import EmbeddedLog
 
 
 @pytest.fixture
@@ -18,11 +17,3 @@ async def ledger_db(tmp_path: Path) -> AsyncIterator[Database]:
     await create_schema(db)
     yield db
     await db.dispose()
-
-
-@pytest.fixture
-async def message_log(tmp_path: Path) -> AsyncIterator[EmbeddedLog]:
-    log = EmbeddedLog(tmp_path / "log.db")
-    await log.start()
-    yield log
-    await log.close()

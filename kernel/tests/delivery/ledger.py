@@ -72,8 +72,9 @@ async def create_schema(db: Database) -> None:
 async def totals(db: Database) -> tuple[int, int]:
     """(sum of balances, number of deposits applied)."""
     async with db.read_session() as session:
-        row = (await session.execute(select(func.coalesce(func.sum(accounts.c.balance), 0),
-                                            func.coalesce(func.sum(accounts.c.deposits), 0)))).one()
+        row = (
+            await session.execute(
+                select(func.coalesce(func.sum(accounts.c.balance), 0), func.coalesce(func.sum(accounts.c.deposits), 0))
+            )
+        ).one()
     return int(row[0]), int(row[1])
-
-

@@ -1,10 +1,10 @@
 """A ledger process for crash tests; the test SIGKILLs it mid-stream.
 
-    python ledger_process.py consume LOG DB TOPIC_SUFFIX GROUP       apply deposits until stopped
-    python ledger_process.py consume-and-stall LOG DB TOPIC_SUFFIX GROUP
-        like consume, but after its second batch is applied it says so and stalls before committing offsets
-    python ledger_process.py produce LOG DB TOPIC_SUFFIX COUNT       commit COUNT deposits (state + outbox) and relay
-    python ledger_process.py relay LOG DB TOPIC_SUFFIX               relay what the outbox still holds, then exit
+python ledger_process.py consume LOG DB TOPIC_SUFFIX GROUP       apply deposits until stopped
+python ledger_process.py consume-and-stall LOG DB TOPIC_SUFFIX GROUP
+    like consume, but after its second batch is applied it says so and stalls before committing offsets
+python ledger_process.py produce LOG DB TOPIC_SUFFIX COUNT       commit COUNT deposits (state + outbox) and relay
+python ledger_process.py relay LOG DB TOPIC_SUFFIX               relay what the outbox still holds, then exit
 """
 
 from __future__ import annotations

@@ -7,10 +7,9 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-
-import pytest
 from pathlib import Path
 
+import pytest
 from ledger import Deposit, LedgerUnitOfWork, apply_deposit, create_schema, deposit_event, ledger_consumers, totals
 from sqlalchemy import func, select
 

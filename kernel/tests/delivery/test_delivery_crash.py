@@ -62,7 +62,9 @@ async def test_a_consumer_killed_mid_stream_loses_nothing_and_applies_nothing_tw
     suffix, group, count = uuid.uuid4().hex[:8], f"ledger.{uuid.uuid4().hex[:6]}", 2000
     deposit = deposit_event(suffix)
     await log.ensure_topics([TopicConfig(deposit.TOPIC)])
-    envelopes = [Envelope.wrap(deposit(account=f"acct-{n % 7}", amount=n), datetime.now(UTC)) for n in range(1, count + 1)]
+    envelopes = [
+        Envelope.wrap(deposit(account=f"acct-{n % 7}", amount=n), datetime.now(UTC)) for n in range(1, count + 1)
+    ]
     for start_at in range(0, count, 500):
         await log.publish([e.to_message() for e in envelopes[start_at : start_at + 500]])
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
@@ -74,9 +76,7 @@ async def test_a_consumer_killed_mid_stream_loses_nothing_and_applies_nothing_tw
         assert consumer.stdout.readline().strip() == "applied, offsets not committed"
         kill(consumer)
         applied_at_kill = (await totals(db))[1]
-        committed_at_kill = sum(
-            [await log.committed(group, tp) or 0 for tp in (await log.end_offsets(deposit.TOPIC))]
-        )
+        committed_at_kill = sum([await log.committed(group, tp) or 0 for tp in (await log.end_offsets(deposit.TOPIC))])
         assert 0 < applied_at_kill < count, "the kill must land mid-stream"
         assert committed_at_kill < applied_at_kill, "some applied records must be waiting for their offset commit"
 
@@ -128,7 +128,9 @@ async def test_a_relay_killed_mid_stream_loses_nothing_and_duplicates_are_harmle
     # A new relay publishes whatever the killed one left in the outbox.
     finisher = subprocess.run(
         [sys.executable, str(SCRIPT), "relay", str(tmp_path / "log.db"), str(source), suffix],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert finisher.returncode == 0, finisher.stderr
 

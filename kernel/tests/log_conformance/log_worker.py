@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from pathlib import Path
 
 from gatherly.kernel.log import EmbeddedLog, OutgoingMessage, TopicPartition
@@ -52,8 +53,13 @@ async def main() -> None:
     parser.add_argument("--group", default="g")
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--session-timeout", type=float, default=1.0)
+    parser.add_argument("--wait-for-go", action="store_true", help="say `ready`, then start at a line on stdin")
     args = parser.parse_args()
     async with EmbeddedLog(args.path, session_timeout=args.session_timeout) as log:
+        if args.wait_for_go:
+            print("ready", flush=True)
+            # A start line for several children, so their work really overlaps despite uneven start-up times.
+            await asyncio.to_thread(sys.stdin.readline)
         if args.mode == "publish":
             await publish(log, args.topic, args.prefix, args.count, args.batch)
         else:

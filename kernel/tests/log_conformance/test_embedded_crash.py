@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import signal
 import sys
@@ -35,6 +36,7 @@ class Child:
             sys.executable,
             str(WORKER),
             *args,
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
@@ -53,6 +55,10 @@ class Child:
                 await self.finish()
                 pytest.fail(f"child never got to {what}; it said {self.lines[-5:]}, stderr: {await self.stderr()}")
             await asyncio.sleep(0.01)
+
+    def go(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(b"go\n")
 
     async def kill(self) -> None:
         """SIGKILL: no finally blocks, no closing of the database, possibly in the middle of a transaction."""
@@ -168,9 +174,15 @@ async def test_two_publishing_processes_lose_nothing_and_leave_no_gaps(tmp_path:
     async with EmbeddedLog(path):
         pass  # the schema exists; the topic is created by whichever child appends first
     children = [
-        await Child.start("publish", str(path), "shared", "--prefix", prefix, "--count", "1500", "--batch", "10")
+        await Child.start(
+            "publish", str(path), "shared", "--prefix", prefix, "--count", "1500", "--batch", "10", "--wait-for-go"
+        )
         for prefix in ("a", "b")
     ]
+    for child in children:
+        await child.wait_for(lambda lines: "ready" in lines, "being ready")
+    for child in children:
+        child.go()
     for child in children:
         await child.exited()
 
@@ -184,3 +196,6 @@ async def test_two_publishing_processes_lose_nothing_and_leave_no_gaps(tmp_path:
     assert sum(ends.values()) == 3000
     assert_offsets_are_gap_free(records, ends)
     assert_each_key_in_order(records)
+    # The appends really interleaved (otherwise this test would prove nothing about concurrency).
+    writers = [r.value[:1] for r in records]
+    assert sum(a != b for a, b in itertools.pairwise(writers)) > 10

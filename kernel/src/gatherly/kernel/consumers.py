@@ -145,16 +145,20 @@ class ConsumerWorker:
                     await self._apply_all(parsed)
                     return
                 except Exception as error:
-                    log.info("batch failed; applying its records one by one", consumer=self.spec.group, error=repr(error))
+                    log.info(
+                        "batch failed; applying its records one by one", consumer=self.spec.group, error=repr(error)
+                    )
         for record in records:
             await self.handle(record)
 
     async def _apply_all(self, parsed: Sequence[tuple[Envelope, IntegrationEvent, Handler]]) -> None:
         applied: list[Envelope] = []
         async with self.uow_factory() as uow:
+            seen = await uow.processed_among(self.spec.group, [envelope.id for envelope, _, _ in parsed])
             for envelope, event, handler in parsed:
-                if await uow.already_processed(self.spec.group, envelope.id):
+                if envelope.id in seen:
                     continue
+                seen.add(envelope.id)  # the log may hold the same message twice in one batch
                 correlation = correlation_id_var.set(envelope.correlation_id)
                 causation = causation_id_var.set(envelope.id)
                 try:
@@ -162,8 +166,8 @@ class ConsumerWorker:
                 finally:
                     correlation_id_var.reset(correlation)
                     causation_id_var.reset(causation)
-                await uow.mark_processed(self.spec.group, envelope.id)
                 applied.append(envelope)
+            await uow.mark_processed(self.spec.group, *(envelope.id for envelope in applied))
         duplicates = len(parsed) - len(applied)
         if duplicates:
             HANDLED.labels(self.spec.group, "duplicate").inc(duplicates)
@@ -286,5 +290,5 @@ def topics_of(specs: Sequence[ConsumerSpec]) -> set[str]:
 
 async def forget_processed(db: Database, group: str) -> None:
     """Delete a consumer group's inbox rows, so a replay from the beginning applies every message again."""
-    async with db.session() as session, session.begin():
+    async with db.writing() as session:
         await session.execute(delete(INBOX).where(INBOX.c.consumer == group))

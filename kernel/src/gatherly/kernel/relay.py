@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import structlog
 from sqlalchemy import delete, select
@@ -39,6 +40,16 @@ class OutboxRelay:
         self.poll_interval = poll_interval
         self.batch_size = batch_size
         self._stopping = asyncio.Event()
+        # SQLite commits one writer at a time, so `seq` order is commit order and the relay may read on from
+        # the last row it published and delete published rows in bulk now and then (a write transaction per
+        # batch would cost more than the publishing). On PostgreSQL a row with a lower seq can commit after a
+        # higher one, so there the relay always reads from the oldest remaining row and deletes per batch.
+        self._cursor_mode = db.is_sqlite
+        self._published_up_to = 0
+        self._undeleted = 0
+        self._last_delete = time.monotonic()
+        self.delete_every_seconds = 1.0
+        self.delete_every_rows = 5000
 
     async def run(self) -> None:
         while not self._stopping.is_set():
@@ -50,6 +61,7 @@ class OutboxRelay:
                 log.exception("outbox relay failed; will retry", service=self.service)
                 await asyncio.sleep(self.poll_interval)
             await self.signal.wait(self.poll_interval)
+        await self.delete_published()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -57,9 +69,13 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         """Publish one batch of outbox rows; returns how many were published."""
+        query = select(OUTBOX).order_by(OUTBOX.c.seq).limit(self.batch_size)
+        if self._cursor_mode:
+            query = query.where(OUTBOX.c.seq > self._published_up_to)
         async with self.db.read_session() as session:
-            rows = (await session.execute(select(OUTBOX).order_by(OUTBOX.c.seq).limit(self.batch_size))).all()
+            rows = (await session.execute(query)).all()
         if not rows:
+            await self.delete_published()
             return 0
         envelopes = [
             Envelope(
@@ -77,7 +93,25 @@ class OutboxRelay:
             for row in rows
         ]
         await self.log.publish([e.to_message() for e in envelopes])
-        async with self.db.session() as session, session.begin():
-            await session.execute(delete(OUTBOX).where(OUTBOX.c.seq.in_([row.seq for row in rows])))
         RELAYED.labels(self.service).inc(len(rows))
+        if not self._cursor_mode:
+            async with self.db.writing() as session:
+                await session.execute(delete(OUTBOX).where(OUTBOX.c.seq.in_([row.seq for row in rows])))
+            return len(rows)
+        self._published_up_to = rows[-1].seq
+        self._undeleted += len(rows)
+        if (
+            self._undeleted >= self.delete_every_rows
+            or time.monotonic() - self._last_delete >= self.delete_every_seconds
+        ):
+            await self.delete_published()
         return len(rows)
+
+    async def delete_published(self) -> None:
+        """Remove rows already in the log (cursor mode). A crash before this only means they go out again."""
+        if not self._cursor_mode or not self._undeleted:
+            return
+        async with self.db.writing() as session:
+            await session.execute(delete(OUTBOX).where(OUTBOX.c.seq <= self._published_up_to))
+        self._undeleted = 0
+        self._last_delete = time.monotonic()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -13,8 +15,31 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always timezone-aware UTC in Python. SQLite keeps no offset, so values read back
+    naive are marked UTC; aware values are converted to UTC before they are written. Use it for every time column."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are ambiguous: give a timezone")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
 SequenceId = BigInteger().with_variant(Integer(), "sqlite")
@@ -34,7 +59,7 @@ def outbox_table(metadata: MetaData) -> Table:
         Column("type", String(128), nullable=False),
         Column("schema_version", Integer, nullable=False),
         Column("payload", Json, nullable=False),
-        Column("occurred_at", DateTime(timezone=True), nullable=False),
+        Column("occurred_at", UtcDateTime(), nullable=False),
         Column("correlation_id", String(64)),
         Column("causation_id", String(64)),
         Column("traceparent", String(128)),
@@ -48,7 +73,7 @@ def inbox_table(metadata: MetaData) -> Table:
         metadata,
         Column("consumer", String(128), primary_key=True),
         Column("message_id", String(36), primary_key=True),
-        Column("processed_at", DateTime(timezone=True), nullable=False),
+        Column("processed_at", UtcDateTime(), nullable=False),
         Index("ix_inbox_processed_at", "processed_at"),
     )
 
@@ -64,9 +89,9 @@ def saga_table(metadata: MetaData) -> Table:
         Column("step", String(64), nullable=False),
         Column("data", Json, nullable=False),
         Column("reason", Text),
-        Column("deadline_at", DateTime(timezone=True)),
-        Column("created_at", DateTime(timezone=True), nullable=False),
-        Column("updated_at", DateTime(timezone=True), nullable=False),
+        Column("deadline_at", UtcDateTime()),
+        Column("created_at", UtcDateTime(), nullable=False),
+        Column("updated_at", UtcDateTime(), nullable=False),
         Index("ix_sagas_status_deadline", "status", "deadline_at"),
     )
 

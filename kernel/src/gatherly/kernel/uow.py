@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Self
 
@@ -45,6 +47,7 @@ class UnitOfWork:
         self.signal = signal
         self._pending: list[Envelope] = []
         self._session: AsyncSession | None = None
+        self._writing: AbstractAsyncContextManager[AsyncSession] | None = None
 
     @property
     def session(self) -> AsyncSession:
@@ -56,8 +59,8 @@ class UnitOfWork:
         """Subclasses build their stores on the session here."""
 
     async def __aenter__(self) -> Self:
-        self._session = self.db.session()
-        await self._session.begin()
+        self._writing = self.db.writing()
+        self._session = await self._writing.__aenter__()
         self._pending = []
         self.open_stores(self._session)
         return self
@@ -65,16 +68,17 @@ class UnitOfWork:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        session = self.session
-        try:
-            if exc_type is None:
+        session, writing = self.session, self._writing
+        assert writing is not None
+        self._session = None
+        if exc_type is None:
+            try:
                 await self._write_outbox(session)
-                await session.commit()
-            else:
-                await session.rollback()
-        finally:
-            await session.close()
-            self._session = None
+            except BaseException as error:
+                await writing.__aexit__(type(error), error, error.__traceback__)
+                raise
+        # Leaving `writing` commits (or, with an exception, rolls back) and releases the write turn.
+        await writing.__aexit__(exc_type, exc, tb)
         if exc_type is None and self._pending and self.signal is not None:
             self.signal.notify()
         self._pending = []
@@ -113,7 +117,17 @@ class UnitOfWork:
         )
         return found is not None
 
-    async def mark_processed(self, consumer: str, message_id: str) -> None:
+    async def processed_among(self, consumer: str, message_ids: Sequence[str]) -> set[str]:
+        """Which of these messages `consumer` applied before (one query for a whole batch)."""
+        found = await self.session.scalars(
+            select(INBOX.c.message_id).where(INBOX.c.consumer == consumer, INBOX.c.message_id.in_(message_ids))
+        )
+        return set(found)
+
+    async def mark_processed(self, consumer: str, *message_ids: str) -> None:
+        if not message_ids:
+            return
+        now = self.clock.now()
         await self.session.execute(
-            insert(INBOX).values(consumer=consumer, message_id=message_id, processed_at=self.clock.now())
+            insert(INBOX), [{"consumer": consumer, "message_id": m, "processed_at": now} for m in message_ids]
         )

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import json
 import os
+import random
+import sqlite3
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -90,6 +92,11 @@ def assign_partitions(
     return assignment
 
 
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    # Extended codes (SQLITE_BUSY_RECOVERY, ...) carry the primary code in their low byte.
+    return (getattr(error, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_BUSY
+
+
 def _placeholders(count: int) -> str:
     return ",".join("?" * count)
 
@@ -126,7 +133,8 @@ class EmbeddedLog:
         if self._writer is not None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = await self._connect()
+        # The writer waits for other processes' write locks in `_run_write`, fairly, not in SQLite's handler.
+        self._writer = await self._connect(busy_timeout=0)
 
         async def create_schema(db: aiosqlite.Connection) -> None:
             # Statement by statement: executescript would commit the surrounding transaction first.
@@ -137,13 +145,14 @@ class EmbeddedLog:
         await self._write(create_schema)
         self._reader = await self._connect()
 
-    async def _connect(self) -> aiosqlite.Connection:
+    async def _connect(self, *, busy_timeout: float = BUSY_TIMEOUT_S) -> aiosqlite.Connection:
         # isolation_level=None: transactions are begun explicitly (BEGIN IMMEDIATE), never implicitly.
         db = await aiosqlite.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
         try:
-            await db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            # Switching a new file to WAL needs a moment of exclusive access: wait for it here.
             await db.execute("PRAGMA journal_mode = WAL")
             await db.execute("PRAGMA synchronous = NORMAL")
+            await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         except BaseException:
             await db.close()
             raise
@@ -180,16 +189,31 @@ class EmbeddedLog:
             raise RuntimeError("EmbeddedLog is not started (call start() first)")
         db = self._writer
         async with self._write_lock:
-            # IMMEDIATE takes the write lock up front: a deferred transaction that later upgrades to a
-            # write fails at once with SQLITE_BUSY in WAL mode instead of waiting for the busy timeout.
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                result = await work(db)
-            except BaseException:
-                await db.rollback()
-                raise
+            deadline = time.monotonic() + BUSY_TIMEOUT_S
+            while True:
+                try:
+                    return await self._transaction(db, work)
+                except sqlite3.OperationalError as error:
+                    if not _is_busy(error) or time.monotonic() > deadline:
+                        raise
+                # Another process holds the write lock. SQLite's own busy handler would sleep up to 100 ms
+                # between tries, long enough for a busy writer to take the lock again and again (starving us);
+                # short random retries share it fairly. `work` reads what it needs inside the transaction,
+                # so running it again is safe.
+                await asyncio.sleep(random.uniform(0.0002, 0.002))
+
+    @staticmethod
+    async def _transaction(db: aiosqlite.Connection, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        # IMMEDIATE takes the write lock up front: a deferred transaction that later upgrades to a
+        # write fails at once with SQLITE_BUSY in WAL mode instead of waiting for the busy timeout.
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            result = await work(db)
             await db.commit()
-            return result
+        except BaseException:
+            await db.rollback()  # a no-op when the transaction is not open
+            raise
+        return result
 
     def _notify(self) -> None:
         wakeup, self._wakeup = self._wakeup, asyncio.Event()
@@ -239,22 +263,29 @@ class EmbeddedLog:
         timestamp = _now_ms()
 
         async def append(db: aiosqlite.Connection) -> None:
-            topics = {m.topic for m in messages}
-            counts = await self._partitions_of(db, topics)
-            for topic in topics - counts.keys():
-                await self._create_topic(db, TopicConfig(topic))
-            counts = await self._partitions_of(db, topics)
+            # Heads are read inside the write transaction (never from a cache): they are the truth every
+            # publishing process agrees on, and the partition count is simply how many there are.
             heads: dict[tuple[str, int], int] = {}
-            for topic in topics:
-                for partition, next_offset in await db.execute_fetchall(
-                    "SELECT partition, next_offset FROM partitions WHERE topic = ?", (topic,)
-                ):
-                    heads[(topic, partition)] = next_offset
+            counts: dict[str, int] = {}
+            for topic in {m.topic for m in messages}:
+                existing: list[tuple[int, int]] = [
+                    (partition, next_offset)
+                    for partition, next_offset in await db.execute_fetchall(
+                        "SELECT partition, next_offset FROM partitions WHERE topic = ?", (topic,)
+                    )
+                ]
+                if not existing:
+                    config = TopicConfig(topic)
+                    await self._create_topic(db, config)
+                    existing = [(p, 0) for p in range(config.partitions)]
+                counts[topic] = len(existing)
+                heads.update(((topic, partition), next_offset) for partition, next_offset in existing)
+            appended: dict[tuple[str, int], int] = {}
             rows = []
             for m in messages:
                 head = (m.topic, partition_for(m.key, counts[m.topic]))
-                offset = heads[head]
-                heads[head] = offset + 1
+                offset = appended.get(head, heads[head])
+                appended[head] = offset + 1
                 rows.append((m.topic, head[1], offset, m.key, m.value, json.dumps(dict(m.headers)), timestamp))
             await db.executemany(
                 "INSERT INTO records (topic, partition, offset, key, value, headers, timestamp_ms)"
@@ -263,7 +294,7 @@ class EmbeddedLog:
             )
             await db.executemany(
                 "UPDATE partitions SET next_offset = ? WHERE topic = ? AND partition = ?",
-                [(offset, topic, partition) for (topic, partition), offset in heads.items()],
+                [(offset, topic, partition) for (topic, partition), offset in appended.items()],
             )
 
         await self._write(append)

@@ -1,0 +1,49 @@
+"""Shared kernel fixtures. `message_log` runs a test against each backend named in GATHERLY_TEST_LOG_BACKENDS
+(comma separated, default `embedded`), e.g. `embedded,kafka`: the log conformance suite and the delivery tests
+(outbox, relay, inbox, retries, dead letters) are the same tests for every backend."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gatherly.kernel.log import EmbeddedLog, MessageLog
+
+# Generous, because a Kafka group takes seconds to rebalance; the embedded log starts in milliseconds.
+DEADLINE_S = 30.0
+
+BACKENDS = [
+    name.strip() for name in os.environ.get("GATHERLY_TEST_LOG_BACKENDS", "embedded").split(",") if name.strip()
+]
+
+
+async def build_log(backend: str, tmp_path: Path) -> MessageLog:
+    """A started log of the named backend, or a test failure saying why not (never a skip: a backend that
+    was asked for and cannot run is a broken test environment, not a reason to pass)."""
+    log: MessageLog
+    try:
+        if backend == "embedded":
+            log = EmbeddedLog(tmp_path / "log.sqlite", session_timeout=2.0, poll_interval=0.02)
+        elif backend == "kafka":
+            from gatherly.kernel.log.kafka import KafkaLog
+
+            log = KafkaLog(os.environ.get("GATHERLY_TEST_KAFKA_BOOTSTRAP", "localhost:9092"))
+        else:
+            pytest.fail(f"unknown log backend {backend!r} in GATHERLY_TEST_LOG_BACKENDS (known: embedded, kafka)")
+        await asyncio.wait_for(log.start(), DEADLINE_S)
+    except Exception as error:  # a missing module, a refused connection, a timeout: all fail the test loudly
+        pytest.fail(f"log backend {backend!r} could not be built and started: {error!r}")
+    return log
+
+
+@pytest.fixture(params=BACKENDS)
+async def message_log(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MessageLog]:
+    log = await build_log(request.param, tmp_path)
+    try:
+        yield log
+    finally:
+        await log.close()

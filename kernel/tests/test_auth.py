@@ -1,0 +1,168 @@
+"""Token verification against a JWKS: what passes, what is refused, and key rotation."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from jwt.algorithms import OKPAlgorithm
+
+from gatherly.kernel.auth import StaticJwksSource, TokenVerifier
+from gatherly.kernel.errors import Unauthorized
+
+ISSUER, AUDIENCE = "https://id.example.org", "gatherly"
+
+
+class KeySet:
+    """A signer with rotating Ed25519 keys and the JWKS it publishes."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, Ed25519PrivateKey] = {}
+        self.fetches = 0
+        self.rotate()
+
+    def rotate(self) -> str:
+        kid = f"key-{len(self.keys) + 1}"
+        self.keys[kid] = Ed25519PrivateKey.generate()
+        self.current = kid
+        return kid
+
+    async def jwks(self) -> dict[str, Any]:
+        self.fetches += 1
+        keys = []
+        for kid, key in self.keys.items():
+            jwk = json.loads(OKPAlgorithm.to_jwk(key.public_key()))
+            keys.append({**jwk, "kid": kid, "use": "sig", "alg": "EdDSA"})
+        return {"keys": keys}
+
+    def token(self, kid: str | None = None, **claims: Any) -> str:
+        now = int(time.time())
+        body = {"sub": "user-1", "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 900, **claims}
+        kid = kid or self.current
+        return jwt.encode(body, self.keys[kid], algorithm="EdDSA", headers={"kid": kid})
+
+
+@pytest.fixture
+def keys() -> KeySet:
+    return KeySet()
+
+
+@pytest.fixture
+def verifier(keys: KeySet) -> TokenVerifier:
+    return TokenVerifier(StaticJwksSource(keys.jwks), issuer=ISSUER, audience=AUDIENCE, min_refetch_seconds=0)
+
+
+async def test_a_well_signed_token_names_its_user(keys: KeySet, verifier: TokenVerifier) -> None:
+    principal = await verifier.verify(keys.token(sub="ann"))
+    assert principal.user_id == "ann"
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"exp": int(time.time()) - 3600},
+        {"aud": "someone-else"},
+        {"iss": "https://evil.example.org"},
+    ],
+    ids=["expired", "wrong-audience", "wrong-issuer"],
+)
+async def test_tokens_with_wrong_claims_are_refused(
+    keys: KeySet, verifier: TokenVerifier, claims: dict[str, Any]
+) -> None:
+    with pytest.raises(Unauthorized):
+        await verifier.verify(keys.token(**claims))
+
+
+async def test_a_token_without_an_expiry_is_refused(keys: KeySet, verifier: TokenVerifier) -> None:
+    token = jwt.encode(
+        {"sub": "ann", "iss": ISSUER, "aud": AUDIENCE},
+        keys.keys[keys.current],
+        algorithm="EdDSA",
+        headers={"kid": keys.current},
+    )
+    with pytest.raises(Unauthorized):
+        await verifier.verify(token)
+
+
+def _b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+
+async def test_an_unsigned_alg_none_token_is_refused(keys: KeySet, verifier: TokenVerifier) -> None:
+    header = {"alg": "none", "kid": keys.current, "typ": "JWT"}
+    body = {"sub": "ann", "iss": ISSUER, "aud": AUDIENCE, "exp": int(time.time()) + 600}
+    with pytest.raises(Unauthorized):
+        await verifier.verify(f"{_b64(header)}.{_b64(body)}.")
+
+
+async def test_a_tampered_token_is_refused(keys: KeySet, verifier: TokenVerifier) -> None:
+    header, _, signature = keys.token(sub="ann").split(".")
+    forged = _b64({"sub": "admin", "iss": ISSUER, "aud": AUDIENCE, "exp": int(time.time()) + 600})
+    with pytest.raises(Unauthorized):
+        await verifier.verify(f"{header}.{forged}.{signature}")
+
+
+async def test_a_token_signed_by_a_stranger_is_refused(keys: KeySet, verifier: TokenVerifier) -> None:
+    stranger = KeySet()
+    stranger.current = keys.current  # claims a kid we know, signed with another key
+    stranger.keys = {keys.current: Ed25519PrivateKey.generate()}
+    with pytest.raises(Unauthorized):
+        await verifier.verify(stranger.token())
+
+
+async def test_an_hmac_token_made_with_the_public_key_is_refused(keys: KeySet, verifier: TokenVerifier) -> None:
+    # The classic algorithm-confusion attack: HS256 "signed" with the published public key.
+    public = (await keys.jwks())["keys"][0]["x"]
+    token = jwt.encode(
+        {"sub": "admin", "iss": ISSUER, "aud": AUDIENCE, "exp": int(time.time()) + 600},
+        public,
+        algorithm="HS256",
+        headers={"kid": keys.current},
+    )
+    with pytest.raises(Unauthorized):
+        await verifier.verify(token)
+
+
+async def test_garbage_is_refused(verifier: TokenVerifier) -> None:
+    with pytest.raises(Unauthorized):
+        await verifier.verify("not-a-token")
+
+
+async def test_a_rotated_key_is_picked_up_and_the_old_one_still_verifies(keys: KeySet, verifier: TokenVerifier) -> None:
+    old_token = keys.token(sub="ann")
+    await verifier.verify(old_token)
+    keys.rotate()
+    new_token = keys.token(sub="bob")
+    assert (await verifier.verify(new_token)).user_id == "bob"  # unknown kid → JWKS fetched again
+    assert (await verifier.verify(old_token)).user_id == "ann"
+
+
+async def test_keys_are_cached_between_verifications(keys: KeySet, verifier: TokenVerifier) -> None:
+    for _ in range(5):
+        await verifier.verify(keys.token())
+    assert keys.fetches == 1
+
+
+async def test_unknown_key_ids_do_not_hammer_the_key_server(keys: KeySet) -> None:
+    verifier = TokenVerifier(StaticJwksSource(keys.jwks), issuer=ISSUER, audience=AUDIENCE, min_refetch_seconds=60)
+    await verifier.verify(keys.token())
+    stranger = KeySet()
+    for _ in range(5):
+        with pytest.raises(Unauthorized):
+            await verifier.verify(_with_kid(stranger, "nope"))
+    assert keys.fetches == 1
+
+
+def _with_kid(keys: KeySet, kid: str) -> str:
+    now = int(time.time())
+    return jwt.encode(
+        {"sub": "x", "iss": ISSUER, "aud": AUDIENCE, "exp": now + 60},
+        keys.keys[keys.current],
+        algorithm="EdDSA",
+        headers={"kid": kid},
+    )

@@ -1,0 +1,135 @@
+"""HTTP conventions: problem+json for every error, field-level validation errors, cursors, health."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from fastapi import Depends, FastAPI
+from pydantic import BaseModel, Field
+
+from gatherly.kernel.errors import Conflict, TooManyRequests
+from gatherly.kernel.web import (
+    PageRequest,
+    Readiness,
+    decode_cursor,
+    encode_cursor,
+    install_error_handlers,
+    install_health,
+    page_request,
+)
+
+
+class Signup(BaseModel):
+    email: str = Field(min_length=3)
+    age: int
+
+
+def make_app(readiness: Readiness) -> FastAPI:
+    app = FastAPI()
+    install_error_handlers(app)
+    install_health(app, readiness)
+
+    @app.post("/things")
+    async def create(body: Signup) -> dict[str, str]:
+        return {"email": body.email}
+
+    @app.post("/taken")
+    async def taken() -> None:
+        raise Conflict("That name is taken.")
+
+    @app.post("/slow-down")
+    async def slow_down() -> None:
+        raise TooManyRequests("Too many tries.", retry_after=8)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("secret internals")
+
+    @app.get("/page")
+    async def page(request: PageRequest = Depends(page_request)) -> dict[str, object]:
+        return {"limit": request.limit, "cursor": request.cursor}
+
+    return app
+
+
+@pytest.fixture
+def readiness() -> Readiness:
+    return Readiness()
+
+
+@pytest.fixture
+async def client(readiness: Readiness) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=make_app(readiness), raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://test")
+
+
+async def test_invalid_input_is_a_422_problem_listing_each_field(client: httpx.AsyncClient) -> None:
+    response = await client.post("/things", json={"email": "x", "age": "old"})
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["status"] == 422 and body["title"] and body["detail"]
+    assert {e["field"] for e in body["errors"]} == {"email", "age"}
+
+
+async def test_a_body_that_is_not_json_is_a_422_problem(client: httpx.AsyncClient) -> None:
+    response = await client.post("/things", content=b"{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_domain_error_becomes_its_status(client: httpx.AsyncClient) -> None:
+    response = await client.post("/taken")
+    assert response.status_code == 409
+    assert response.json()["detail"] == "That name is taken."
+
+
+async def test_too_many_requests_says_when_to_come_back(client: httpx.AsyncClient) -> None:
+    response = await client.post("/slow-down")
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "8"
+
+
+async def test_an_unknown_path_is_a_404_problem(client: httpx.AsyncClient) -> None:
+    response = await client.get("/nowhere")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_an_unexpected_error_is_a_500_without_internals(client: httpx.AsyncClient) -> None:
+    response = await client.get("/boom")
+    assert response.status_code == 500
+    assert "secret internals" not in response.text
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_readiness_follows_start_and_drain(client: httpx.AsyncClient, readiness: Readiness) -> None:
+    assert (await client.get("/readyz")).status_code == 503
+    readiness.set_ready()
+    assert (await client.get("/readyz")).status_code == 200
+    readiness.set_draining()
+    response = await client.get("/readyz")
+    assert response.status_code == 503 and response.json()["detail"] == "draining"
+    assert (await client.get("/livez")).status_code == 200
+
+
+async def test_metrics_are_exposed_for_prometheus(client: httpx.AsyncClient) -> None:
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert "gatherly_messages_handled_total" in response.text
+
+
+async def test_limits_are_bounded(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/page")).json()["limit"] == 20
+    assert (await client.get("/page?limit=100")).json()["limit"] == 100
+    assert (await client.get("/page?limit=101")).status_code == 422
+    assert (await client.get("/page?limit=0")).status_code == 422
+
+
+async def test_a_cursor_round_trips_and_a_forged_one_is_a_422(client: httpx.AsyncClient) -> None:
+    cursor = encode_cursor({"starts_at": "2026-12-01T18:00:00+00:00", "id": "e1"})
+    assert decode_cursor(cursor) == {"starts_at": "2026-12-01T18:00:00+00:00", "id": "e1"}
+    assert (await client.get(f"/page?cursor={cursor}")).json()["cursor"]["id"] == "e1"
+    response = await client.get("/page?cursor=%%%garbage")
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "cursor"
