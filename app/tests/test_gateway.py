@@ -1,0 +1,69 @@
+"""The all-in-one process: prefixes reach their service, the whole-process health, OpenAPI and dev mail."""
+
+from __future__ import annotations
+
+from gatherly.app.gateway import PREFIXES
+from gatherly.app.testing import RunningGatherly
+from gatherly.kernel.mail import compose
+
+
+async def test_every_service_is_ready_behind_the_gateway(gatherly: RunningGatherly) -> None:
+    response = await gatherly.client.get("/readyz")
+    assert response.status_code == 200
+    assert set(response.json()["services"]) == set(PREFIXES)
+    assert (await gatherly.client.get("/livez")).status_code == 200
+
+
+async def test_the_web_app_is_served_at_the_root_and_for_client_side_routes(gatherly: RunningGatherly) -> None:
+    for path in ("/", "/groups/some-slug"):
+        response = await gatherly.client.get(path)
+        assert response.status_code == 200
+        assert "<title>Gatherly</title>" in response.text
+
+
+async def test_unknown_api_paths_are_problems_not_the_web_app(gatherly: RunningGatherly) -> None:
+    response = await gatherly.client.get("/api/nothing-here")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_prefix_belongs_to_its_service(gatherly: RunningGatherly) -> None:
+    by_prefix = {prefix: name for name, prefixes in PREFIXES.items() for prefix in prefixes}
+    for host in gatherly.process.hosts:
+        for route in host.app.routes:
+            path = getattr(route, "path", "")
+            if path.startswith(("/api/", "/.well-known", "/media")):
+                owner = next(name for prefix, name in by_prefix.items() if path == prefix or path.startswith(prefix + "/"))
+                assert owner == host.name, f"{path} is served by {host.name} but its prefix belongs to {owner}"
+
+
+async def test_the_merged_openapi_document_covers_every_service(gatherly: RunningGatherly) -> None:
+    response = await gatherly.client.get("/api/openapi.json")
+    assert response.status_code == 200
+    document = response.json()
+    assert document["openapi"].startswith("3.")
+    for host in gatherly.process.hosts:
+        for path in host.app.openapi().get("paths", {}):
+            assert path in document["paths"]
+
+
+async def test_the_dev_mailbox_lists_messages_with_clickable_links(gatherly: RunningGatherly) -> None:
+    await gatherly.process.platform.mailer.send(
+        compose(sender="g@g.local", to="ann@example.org", subject="Confirm please",
+                text="Open http://localhost:8000/confirm?token=xyz to confirm.")
+    )
+    inbox = await gatherly.client.get("/dev/mail")
+    assert "Confirm please" in inbox.text
+    name = next(path.name for path in gatherly.mail_dir.glob("*.eml"))
+    message = await gatherly.client.get(f"/dev/mail/{name}")
+    assert '<a href="http://localhost:8000/confirm?token=xyz">' in message.text
+    for escape in ("/dev/mail/..%2F..%2Fetc%2Fpasswd", "/dev/mail/passwd.eml", "/..%2F..%2Fetc%2Fpasswd"):
+        response = await gatherly.client.get(escape)
+        assert "root:" not in response.text
+
+
+async def test_metrics_cover_the_whole_process(gatherly: RunningGatherly) -> None:
+    await gatherly.client.get("/readyz")
+    response = await gatherly.client.get("/metrics")
+    assert response.status_code == 200
+    assert "gatherly_outbox_relayed_total" in response.text
