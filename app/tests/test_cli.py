@@ -80,7 +80,9 @@ def test_a_request_in_flight_at_sigterm_is_answered_before_exit(tmp_path: Path) 
     env = {**os.environ, "GATHERLY_DATA_DIR": str(tmp_path), "GATHERLY_SHUTDOWN_DRAIN_SECONDS": "1"}
     process = subprocess.Popen(
         [sys.executable, "-m", "gatherly.app", "up", "--no-demo", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_ready(port, process)

@@ -33,7 +33,7 @@ async def test_a_prefix_belongs_to_its_service(gatherly: RunningGatherly) -> Non
         for route in host.app.routes:
             path = getattr(route, "path", "")
             if path.startswith(("/api/", "/.well-known", "/media")):
-                owner = next(name for prefix, name in by_prefix.items() if path == prefix or path.startswith(prefix + "/"))
+                owner = next(n for prefix, n in by_prefix.items() if path == prefix or path.startswith(prefix + "/"))
                 assert owner == host.name, f"{path} is served by {host.name} but its prefix belongs to {owner}"
 
 
@@ -49,8 +49,12 @@ async def test_the_merged_openapi_document_covers_every_service(gatherly: Runnin
 
 async def test_the_dev_mailbox_lists_messages_with_clickable_links(gatherly: RunningGatherly) -> None:
     await gatherly.process.platform.mailer.send(
-        compose(sender="g@g.local", to="ann@example.org", subject="Confirm please",
-                text="Open http://localhost:8000/confirm?token=xyz to confirm.")
+        compose(
+            sender="g@g.local",
+            to="ann@example.org",
+            subject="Confirm please",
+            text="Open http://localhost:8000/confirm?token=xyz to confirm.",
+        )
     )
     inbox = await gatherly.client.get("/dev/mail")
     assert "Confirm please" in inbox.text

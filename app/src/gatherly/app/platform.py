@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import httpx
-from gatherly.kernel.log.embedded import EmbeddedLog
 
 from gatherly.kernel.auth import HttpJwksSource, JwksSource, TokenVerifier
 from gatherly.kernel.clock import SystemClock
 from gatherly.kernel.flags import FileFlagProvider, Flags, ensure_flags_file
 from gatherly.kernel.log.base import MessageLog
+from gatherly.kernel.log.embedded import EmbeddedLog
 from gatherly.kernel.mail import FileMailer, Mailer, SmtpMailer
 from gatherly.kernel.resilience import Resilience
 from gatherly.kernel.runtime import Platform

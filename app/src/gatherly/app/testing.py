@@ -78,9 +78,12 @@ async def running_gatherly(
     data_dir: Path, services: Sequence[str] | None = None, **overrides: Any
 ) -> AsyncIterator[RunningGatherly]:
     process = Process(test_settings(data_dir, **overrides), services)
-    async with LifespanManager(process, startup_timeout=60, shutdown_timeout=60):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=process), base_url=BASE_URL) as client:
-            yield RunningGatherly(process, client)
+    transport = httpx.ASGITransport(app=process)
+    async with (
+        LifespanManager(process, startup_timeout=60, shutdown_timeout=60),
+        httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client,
+    ):
+        yield RunningGatherly(process, client)
 
 
 # --- people -----------------------------------------------------------------------------------------------
