@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import html
 import re
+import urllib.parse
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -28,6 +29,25 @@ def read_message(path: Path) -> EmailMessage:
 def text_of(message: EmailMessage) -> str:
     part = message.get_body(preferencelist=("plain",))
     return part.get_content() if part is not None else ""
+
+
+CONFIRM_LINK = re.compile(r"/confirm\?token=([A-Za-z0-9_\-.~%]+)")
+
+
+def messages_to(mail_dir: Path, address: str) -> list[EmailMessage]:
+    """Messages written to `address` so far, oldest first."""
+    if not mail_dir.exists():
+        return []
+    messages = [read_message(path) for path in sorted(mail_dir.glob("*.eml"))]
+    return [m for m in messages if address.lower() in str(m["To"]).lower()]
+
+
+def newest_link_token(mail_dir: Path, address: str, link: re.Pattern[str] = CONFIRM_LINK) -> str | None:
+    """The token of the newest link of this kind mailed to `address` (confirmation by default)."""
+    for message in reversed(messages_to(mail_dir, address)):
+        if match := link.search(text_of(message)):
+            return urllib.parse.unquote(match.group(1))
+    return None
 
 
 def _newest_messages(mail_dir: Path, limit: int) -> tuple[list[Path], list[tuple[Path, EmailMessage]]]:

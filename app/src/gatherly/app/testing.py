@@ -4,9 +4,7 @@ to wait until every event has travelled (outboxes empty, every consumer group ca
 from __future__ import annotations
 
 import asyncio
-import re
 import time
-import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -20,7 +18,7 @@ from asgi_lifespan import LifespanManager
 from sqlalchemy import func, select
 
 from gatherly.app.compose import Process
-from gatherly.app.devmail import read_message, text_of
+from gatherly.app.devmail import messages_to, newest_link_token
 from gatherly.kernel.log.base import TopicPartition
 from gatherly.kernel.settings import Settings
 from gatherly.kernel.uow import OUTBOX
@@ -75,9 +73,9 @@ def test_settings(data_dir: Path, **overrides: Any) -> Settings:
 
 @asynccontextmanager
 async def running_gatherly(
-    data_dir: Path, services: Sequence[str] | None = None, **overrides: Any
+    data_dir: Path, services: Sequence[str] | None = None, *, demo: bool = False, **overrides: Any
 ) -> AsyncIterator[RunningGatherly]:
-    process = Process(test_settings(data_dir, **overrides), services)
+    process = Process(test_settings(data_dir, **overrides), services, demo=demo)
     transport = httpx.ASGITransport(app=process)
     async with (
         LifespanManager(process, startup_timeout=60, shutdown_timeout=60),
@@ -87,8 +85,6 @@ async def running_gatherly(
 
 
 # --- people -----------------------------------------------------------------------------------------------
-
-CONFIRM_LINK = re.compile(r"/confirm\?token=([A-Za-z0-9_\-.~%]+)")
 
 
 @dataclass(frozen=True)
@@ -107,10 +103,7 @@ class Person:
 
 def mail_to(mail_dir: Path, address: str) -> list[EmailMessage]:
     """Messages written to `address` so far, oldest first."""
-    if not mail_dir.exists():
-        return []
-    messages = [read_message(path) for path in sorted(mail_dir.glob("*.eml"))]
-    return [m for m in messages if address.lower() in str(m["To"]).lower()]
+    return messages_to(mail_dir, address)
 
 
 async def wait_for_mail(
@@ -137,10 +130,10 @@ async def sign_up(
         "/api/auth/signup", json={"email": email, "password": password, "display_name": display_name}
     )
     assert response.status_code == 202, response.text
-    (message,) = (await wait_for_mail(running, email))[-1:]
-    match = CONFIRM_LINK.search(text_of(message))
-    assert match, "the confirmation email has no /confirm?token= link"
-    response = await client.post("/api/auth/confirm", json={"token": urllib.parse.unquote(match.group(1))})
+    await wait_for_mail(running, email)
+    token = newest_link_token(running.mail_dir, email)
+    assert token, "the confirmation email has no /confirm?token= link"
+    response = await client.post("/api/auth/confirm", json={"token": token})
     assert response.status_code == 200, response.text
     response = await client.post("/api/auth/login", json={"email": email, "password": password})
     assert response.status_code == 200, response.text
