@@ -299,3 +299,19 @@ async def test_a_read_model_is_rebuilt_by_replaying_its_topic_from_the_beginning
             await eventually(rebuilt)
     finally:
         await fresh.dispose()
+
+
+async def test_inbox_rows_older_than_the_log_keeps_messages_are_pruned(ledger_db: Database) -> None:
+    from datetime import timedelta
+
+    from gatherly.kernel.clock import FrozenClock
+    from gatherly.kernel.consumers import prune_inbox
+
+    old = FrozenClock(datetime.now(UTC) - timedelta(days=10))
+    async with LedgerUnitOfWork(ledger_db, clock=old) as uow:
+        await uow.mark_processed("ledger.x", "old-message")
+    async with LedgerUnitOfWork(ledger_db) as uow:
+        await uow.mark_processed("ledger.x", "new-message")
+    assert await prune_inbox(ledger_db, older_than=timedelta(days=8)) == 1
+    async with LedgerUnitOfWork(ledger_db) as uow:
+        assert await uow.processed_among("ledger.x", ["old-message", "new-message"]) == {"new-message"}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import structlog
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -15,6 +17,8 @@ from starlette.types import Receive, Scope, Send
 from gatherly.app import devmail
 from gatherly.kernel.runtime import Platform, ServiceHost
 from gatherly.kernel.web import install_error_handlers, problem
+
+log = structlog.get_logger(__name__)
 
 # api.md: each top-level prefix belongs to exactly one service.
 PREFIXES: dict[str, tuple[str, ...]] = {
@@ -83,6 +87,17 @@ class Gateway:
                     return
         await self.local(scope, receive, send)
 
+    async def _enforce_log_retention_hourly(self) -> None:
+        # Kafka enforces retention itself; the embedded log needs to be asked.
+        enforce = getattr(self.platform.log, "enforce_retention", None)
+        if enforce is None:
+            return
+        while True:
+            deleted = await enforce()
+            if deleted:
+                log.info("old log records deleted", records=deleted)
+            await asyncio.sleep(3600)
+
     def _build_local_app(self) -> FastAPI:
         @asynccontextmanager
         async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -95,6 +110,8 @@ class Gateway:
                     await stack.enter_async_context(host.app.router.lifespan_context(host.app))
                 for started in self.on_started:
                     await started()
+                retention = asyncio.create_task(self._enforce_log_retention_hourly())
+                stack.callback(retention.cancel)
                 yield
 
         app = FastAPI(title="Gatherly", lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)

@@ -6,7 +6,7 @@ import asyncio
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import stamina
@@ -292,3 +292,10 @@ async def forget_processed(db: Database, group: str) -> None:
     """Delete a consumer group's inbox rows, so a replay from the beginning applies every message again."""
     async with db.writing() as session:
         await session.execute(delete(INBOX).where(INBOX.c.consumer == group))
+
+
+async def prune_inbox(db: Database, older_than: timedelta) -> int:
+    """Forget inbox rows older than the log keeps messages: such a message can no longer be delivered again."""
+    async with db.writing() as session:
+        result = await session.execute(delete(INBOX).where(INBOX.c.processed_at < datetime.now(UTC) - older_than))
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from sqlalchemy import MetaData, text
 
 from gatherly.kernel.auth import TokenVerifier
 from gatherly.kernel.clock import Clock
-from gatherly.kernel.consumers import ConsumerRegistry, ConsumerWorker, RetryPolicy
+from gatherly.kernel.consumers import ConsumerRegistry, ConsumerWorker, RetryPolicy, prune_inbox
 from gatherly.kernel.db import Database
 from gatherly.kernel.flags import Flags
 from gatherly.kernel.log.base import MessageLog, TopicConfig
@@ -173,8 +174,14 @@ class ServiceHost:
             self._draining_tasks.append(self._spawn(worker.run(), f"consumer {worker.spec.group}"))
         for task in self.definition.tasks:
             self._cancelled_tasks.append(self._spawn(task(self.context), getattr(task, "__name__", "task")))
+        self._cancelled_tasks.append(self._spawn(self._prune_inbox_hourly(), "inbox pruning"))
         self.context.readiness.set_ready()
         log.info("service started", service=self.name, consumers=len(self.workers))
+
+    async def _prune_inbox_hourly(self) -> None:
+        while True:
+            await prune_inbox(self.context.db, older_than=timedelta(days=self.context.settings.inbox_retention_days))
+            await asyncio.sleep(3600)
 
     def _spawn(self, coroutine: Awaitable[None], what: str) -> asyncio.Task[None]:
         async def guarded() -> None:

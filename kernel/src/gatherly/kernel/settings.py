@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     outbox_relay: bool = True
     relay_poll_interval: float = 0.5
 
+    # Inbox rows outlive the log's retention (7 days by default), so no message can come back unrecognised.
+    inbox_retention_days: int = 8
     consumer_max_attempts: int = 5
     consumer_retry_initial_delay: float = 0.1
     consumer_retry_max_delay: float = 5.0
