@@ -161,6 +161,60 @@ def replay(
     console.print(f"{group} will read {', '.join(sorted(spec.topics))} from the beginning")
 
 
+keys = typer.Typer(help="Keys that sign access tokens (users service): rotate and list.", no_args_is_help=True)
+app.add_typer(keys, name="keys")
+
+
+@keys.command("rotate")
+def keys_rotate() -> None:
+    """Add a signing key: published in the JWKS at once, signing new tokens after a short activation delay.
+    Keys no unexpired token can name any more are retired (dropped from the JWKS)."""
+    from gatherly.users.service import rotate_keys_of
+
+    settings = _settings()
+
+    async def go() -> tuple[str, list[str]]:
+        db = Database(settings.database_url_for("users"))
+        try:
+            if settings.should_migrate_on_start:
+                await db.migrate(ALL["users"].migrations)
+            rotation = await rotate_keys_of(db, settings)
+        finally:
+            await db.dispose()
+        return rotation.new_kid, rotation.retired
+
+    new_kid, retired = asyncio.run(go())
+    console.print(f"added key [bold]{new_kid}[/] (signs after {settings.signing_key_activation_seconds:g} s)")
+    if retired:
+        console.print(f"retired {', '.join(retired)}")
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """Show every signing key: when it was added, when it signs from, whether it is retired."""
+    from gatherly.users.service import keys_of
+
+    settings = _settings()
+
+    async def go() -> Table:
+        db = Database(settings.database_url_for("users"))
+        try:
+            table = Table("kid", "algorithm", "created", "signs from", "retired")
+            for key in await keys_of(db):
+                table.add_row(
+                    key.kid,
+                    key.algorithm,
+                    key.created_at.isoformat(timespec="seconds"),
+                    key.activates_at.isoformat(timespec="seconds"),
+                    key.retired_at.isoformat(timespec="seconds") if key.retired_at else "",
+                )
+            return table
+        finally:
+            await db.dispose()
+
+    console.print(asyncio.run(go()))
+
+
 def _topics_of(definition: object) -> set[str]:
     from gatherly.kernel.runtime import ServiceDefinition
 

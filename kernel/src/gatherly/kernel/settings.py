@@ -79,6 +79,26 @@ class Settings(BaseSettings):
 
     rate_limits: dict[str, int] = Field(default_factory=dict)
 
+    # Users service (identity). argon2id parameters: RFC 9106's second recommended option (64 MiB, t=3, p=4);
+    # hashes record their parameters and are upgraded at the next login when these change.
+    password_time_cost: int = 3
+    password_memory_kib: int = 64 * 1024
+    password_parallelism: int = 4
+    # Per client address and minute (token buckets, per process); 0 turns a limit off.
+    signup_limit_per_minute: int = 30
+    login_limit_per_minute: int = 60
+    password_reset_limit_per_minute: int = 30
+    # How many proxies in front of the service append to X-Forwarded-For; 0 trusts no header (the client
+    # address is the peer's). Behind one nginx or Ingress: 1.
+    trusted_proxy_hops: int = 0
+    # A rotated-in signing key is published at once but signs only after this delay, so every verifier
+    # (which refetches the JWKS on an unknown key id at most every few seconds) can know it first.
+    signing_key_activation_seconds: float = 30.0
+    # Emails the users service sends are kept in its database until delivered: retried with backoff.
+    mail_retry_initial_delay: float = 5.0
+    mail_retry_max_delay: float = 15 * 60.0
+    mail_poll_interval: float = 2.0
+
     @property
     def effective_public_url(self) -> str:
         return (self.public_url or f"http://localhost:{self.port}").rstrip("/")

@@ -63,6 +63,9 @@ def outbox_table(metadata: MetaData) -> Table:
         Column("correlation_id", String(64)),
         Column("causation_id", String(64)),
         Column("traceparent", String(128)),
+        # AUTOINCREMENT: without it SQLite hands out max(rowid)+1, so once the relay has deleted every published
+        # row the next event gets seq 1 again, below the relay's cursor, and is never published.
+        sqlite_autoincrement=True,
     )
 
 

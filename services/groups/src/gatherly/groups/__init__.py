@@ -4,13 +4,8 @@ from pathlib import Path
 
 from gatherly.groups.api import router
 from gatherly.groups.consumers import consumers
-from gatherly.groups.store import GroupsUnitOfWork, metadata
-from gatherly.kernel.runtime import ServiceContext, ServiceDefinition
-
-
-def _unit_of_work(context: ServiceContext) -> GroupsUnitOfWork:
-    return GroupsUnitOfWork(context.db, clock=context.clock, signal=context.signal)
-
+from gatherly.groups.store import metadata, unit_of_work
+from gatherly.kernel.runtime import ServiceDefinition
 
 SERVICE = ServiceDefinition(
     name="groups",
@@ -18,6 +13,7 @@ SERVICE = ServiceDefinition(
     routers=[router],
     metadata=metadata,
     migrations=Path(__file__).parent / "migrations",
-    unit_of_work=_unit_of_work,
+    unit_of_work=unit_of_work,
     consumers=consumers,
+    topics=["group", "membership", "join_request"],
 )

@@ -1,5 +1,400 @@
-"""HTTP routes of the groups service: parse, call a use case, shape the response."""
+"""HTTP routes of the groups service: parse, call a use case, shape the response.
 
-from fastapi import APIRouter
+Domain errors become problem+json through the kernel (their classes carry the status): GroupNotFound,
+NotAMember, JoinRequestNotFound → 404; NotAllowed, Banned → 403; LastOrganizer, NotForYourself → 409;
+InvalidInput → 422. Who may see what is written down at the top of domain.py."""
 
-router = APIRouter()
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from gatherly.contracts.users import ImageVariants
+from gatherly.groups import service
+from gatherly.groups.domain import (
+    DEFAULT_RADIUS_KM,
+    MAX_RADIUS_KM,
+    GroupSearch,
+    JoinPolicy,
+    Location,
+    Relation,
+    Role,
+    Standing,
+    UserId,
+    Visibility,
+    details_from,
+    normalize_topic,
+    parse_near,
+    valid_location,
+    valid_radius,
+)
+from gatherly.groups.service import GroupView
+from gatherly.groups.store import GroupsUnitOfWork, MemberView, RequestView, reading, unit_of_work
+from gatherly.kernel.auth import CurrentUser, MaybeUser
+from gatherly.kernel.errors import InvalidInput, Unauthorized
+from gatherly.kernel.runtime import ServiceContext, service_context
+from gatherly.kernel.web import Page, PageRequest, encode_cursor, page_request
+
+router = APIRouter(prefix="/api/groups", tags=["groups"])
+
+
+def _uow(context: ServiceContext = Depends(service_context)) -> GroupsUnitOfWork:
+    return unit_of_work(context)
+
+
+# --- shapes -------------------------------------------------------------------------------------------------------
+
+
+class LocationBody(BaseModel):
+    lat: float
+    lng: float
+
+    def location(self, field: str) -> Location:
+        return valid_location(Location(self.lat, self.lng), field)
+
+
+class MyMembership(BaseModel):
+    role: Role | None
+    status: Standing
+
+
+class GroupSummary(BaseModel):
+    id: str
+    slug: str
+    name: str
+    city: str | None
+    location: LocationBody | None
+    topics: list[str]
+    member_count: int
+    visibility: Visibility
+    join_policy: JoinPolicy
+    banner: ImageVariants | None
+    distance_km: float | None = Field(None, description="Only in searches with `near`: how far the group is.")
+
+
+class GroupOut(GroupSummary):
+    description: str
+    questions: list[str]
+    banner_image_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    my_membership: MyMembership | None
+
+
+class MemberOut(BaseModel):
+    user_id: str
+    display_name: str | None
+    avatar: ImageVariants | None
+    role: Role
+    joined_at: datetime
+
+
+class AnswerOut(BaseModel):
+    question: str
+    answer: str
+
+
+class JoinRequestOut(BaseModel):
+    user_id: str
+    display_name: str | None
+    avatar: ImageVariants | None
+    answers: list[AnswerOut]
+    requested_at: datetime
+
+
+class NewGroup(BaseModel):
+    name: str
+    description: str = ""
+    topics: list[str] = []
+    city: str | None = None
+    location: LocationBody | None = None
+    visibility: Visibility = Visibility.PUBLIC
+    join_policy: JoinPolicy = JoinPolicy.OPEN
+    questions: list[str] = []
+
+
+class GroupChanges(BaseModel):
+    """Any of these; a field left out stays as it is. city, location and banner_image_id may be null."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    description: str | None = None
+    topics: list[str] | None = None
+    city: str | None = None
+    location: LocationBody | None = None
+    visibility: Visibility | None = None
+    join_policy: JoinPolicy | None = None
+    questions: list[str] | None = None
+    banner_image_id: str | None = Field(None, max_length=64)
+
+
+NULLABLE_CHANGES = {"city", "location", "banner_image_id"}
+
+
+class JoinBody(BaseModel):
+    answers: list[str] = []
+
+
+class JoinOut(BaseModel):
+    status: Standing
+
+
+class RoleBody(BaseModel):
+    role: Role
+
+
+class DecisionOut(BaseModel):
+    user_id: str
+    status: Literal["member", "denied"]
+
+
+class AnnouncementBody(BaseModel):
+    subject: str
+    body: str
+
+
+class AnnouncementOut(BaseModel):
+    announcement_id: str
+
+
+class DeletionOut(BaseModel):
+    id: str
+    status: Literal["deleted"]
+
+
+def _location_out(location: Location | None) -> LocationBody | None:
+    return LocationBody(lat=location.lat, lng=location.lng) if location else None
+
+
+def _summary(view: GroupView) -> dict[str, Any]:
+    group, details = view.group, view.group.details
+    return {
+        "id": group.id,
+        "slug": group.slug,
+        "name": details.name,
+        "city": details.city,
+        "location": _location_out(details.location),
+        "topics": list(details.topics),
+        "member_count": group.member_count,
+        "visibility": details.visibility,
+        "join_policy": details.join_policy,
+        "banner": view.banner,
+        "distance_km": round(view.distance_km, 3) if view.distance_km is not None else None,
+    }
+
+
+def _group_out(view: GroupView) -> GroupOut:
+    group, details, relation = view.group, view.group.details, view.relation
+    standing = relation.standing if relation else None
+    return GroupOut(
+        **_summary(view),
+        description=details.description,
+        questions=list(details.questions),
+        banner_image_id=details.banner_image_id,
+        created_at=group.created_at,
+        updated_at=group.updated_at,
+        my_membership=MyMembership(role=relation.role, status=standing) if relation and standing else None,
+    )
+
+
+def _member_out(member: MemberView) -> MemberOut:
+    return MemberOut(
+        user_id=member.user_id,
+        display_name=member.display_name,
+        avatar=member.avatar,
+        role=member.role,
+        joined_at=member.joined_at,
+    )
+
+
+def _request_out(request: RequestView) -> JoinRequestOut:
+    return JoinRequestOut(
+        user_id=request.user_id,
+        display_name=request.display_name,
+        avatar=request.avatar,
+        answers=[AnswerOut(question=a.question, answer=a.answer) for a in request.answers],
+        requested_at=request.requested_at,
+    )
+
+
+def _next(position: dict[str, Any] | None) -> str | None:
+    return encode_cursor(position) if position else None
+
+
+# --- groups ---------------------------------------------------------------------------------------------------------
+
+
+@router.post("", status_code=201)
+async def create_group(body: NewGroup, caller: CurrentUser, uow: GroupsUnitOfWork = Depends(_uow)) -> GroupOut:
+    details = details_from(
+        name=body.name,
+        description=body.description,
+        topics=body.topics,
+        city=body.city,
+        location=body.location.location("location") if body.location else None,
+        visibility=body.visibility,
+        join_policy=body.join_policy,
+        questions=body.questions,
+    )
+    group = await service.create_group(uow, UserId(caller.user_id), details)
+    return _group_out(GroupView(group, None, Relation(role=Role.ORGANIZER)))
+
+
+RADIUS_HELP = f"With near: how far to look; default {DEFAULT_RADIUS_KM:g}, at most {MAX_RADIUS_KM:g}."
+
+
+@router.get("")
+async def search_groups(
+    caller: MaybeUser,
+    q: str | None = Query(None, max_length=200, description="Words in the name or description (any case)."),
+    topic: str | None = Query(None, max_length=50),
+    near: str | None = Query(None, description="<lat>,<lng>: groups around this point, nearest first."),
+    radius_km: float | None = Query(
+        None, description=f"With near; default {DEFAULT_RADIUS_KM:g}, at most {MAX_RADIUS_KM:g}."
+    ),
+    member: Literal["me"] | None = Query(None, description="me: only groups the caller belongs to."),
+    page: PageRequest = Depends(page_request),
+    context: ServiceContext = Depends(service_context),
+) -> Page[GroupSummary]:
+    if radius_km is not None and near is None:
+        raise InvalidInput("radius_km needs near=<lat>,<lng>.", field="radius_km")
+    if member == "me" and caller is None:
+        raise Unauthorized("Log in to list your own groups.")
+    criteria = GroupSearch(
+        text=(q.strip() or None) if q else None,
+        topic=(normalize_topic(topic) or None) if topic else None,
+        near=parse_near(near) if near is not None else None,
+        radius_km=valid_radius(radius_km) if radius_km is not None else DEFAULT_RADIUS_KM,
+        member=UserId(caller.user_id) if member == "me" and caller else None,
+    )
+    if page.cursor is not None and ("d" in page.cursor) != (criteria.near is not None):
+        raise InvalidInput("The cursor belongs to a different search.", field="cursor")
+    async with reading(context.db) as stores:
+        views, position = await service.search_groups(stores, criteria, page)
+    return Page(items=[GroupSummary(**_summary(v)) for v in views], next_cursor=_next(position))
+
+
+@router.get("/{group}")
+async def get_group(group: str, caller: MaybeUser, context: ServiceContext = Depends(service_context)) -> GroupOut:
+    async with reading(context.db) as stores:
+        view = await service.view_group(stores, group, UserId(caller.user_id) if caller else None)
+    return _group_out(view)
+
+
+@router.patch("/{group}")
+async def update_group(
+    group: str, body: GroupChanges, caller: CurrentUser, uow: GroupsUnitOfWork = Depends(_uow)
+) -> GroupOut:
+    changes: dict[str, Any] = {}
+    for name in body.model_fields_set:
+        value = getattr(body, name)
+        if value is None and name not in NULLABLE_CHANGES:
+            raise InvalidInput(f"{name} cannot be null.", field=name)
+        changes[name] = value.location(name) if isinstance(value, LocationBody) else value
+    updated = await service.update_group(uow, group, UserId(caller.user_id), changes)
+    async with reading(uow.db) as stores:
+        view = await service.view_group(stores, updated.id, UserId(caller.user_id))
+    return _group_out(view)
+
+
+@router.delete("/{group}", status_code=202)
+async def delete_group(group: str, caller: CurrentUser, uow: GroupsUnitOfWork = Depends(_uow)) -> DeletionOut:
+    """Hides the group and starts its deletion (upcoming events are cancelled by the events service)."""
+    deleted = await service.delete_group(uow, group, UserId(caller.user_id))
+    return DeletionOut(id=deleted, status="deleted")
+
+
+# --- membership -----------------------------------------------------------------------------------------------------
+
+
+@router.post("/{group}/join")
+async def join_group(
+    group: str, caller: CurrentUser, body: JoinBody | None = None, uow: GroupsUnitOfWork = Depends(_uow)
+) -> JoinOut:
+    answers = body.answers if body else []
+    return JoinOut(status=await service.join_group(uow, group, UserId(caller.user_id), answers))
+
+
+@router.delete("/{group}/members/me", status_code=204)
+async def leave_group(group: str, caller: CurrentUser, uow: GroupsUnitOfWork = Depends(_uow)) -> Response:
+    await service.leave_group(uow, group, UserId(caller.user_id))
+    return Response(status_code=204)
+
+
+@router.get("/{group}/members")
+async def list_members(
+    group: str,
+    caller: MaybeUser,
+    page: PageRequest = Depends(page_request),
+    context: ServiceContext = Depends(service_context),
+) -> Page[MemberOut]:
+    async with reading(context.db) as stores:
+        members, position = await service.list_members(stores, group, UserId(caller.user_id) if caller else None, page)
+    return Page(items=[_member_out(m) for m in members], next_cursor=_next(position))
+
+
+@router.put("/{group}/members/{user_id}/role")
+async def change_role(
+    group: str, user_id: str, body: RoleBody, caller: CurrentUser, uow: GroupsUnitOfWork = Depends(_uow)
+) -> MemberOut:
+    member = await service.change_role(uow, group, UserId(caller.user_id), UserId(user_id), body.role)
+    return _member_out(member)
+
+
+@router.delete("/{group}/members/{user_id}", status_code=204)
+async def remove_member(
+    group: str,
+    user_id: str,
+    caller: CurrentUser,
+    ban: bool = Query(False, description="Also keep the person from joining again."),
+    uow: GroupsUnitOfWork = Depends(_uow),
+) -> Response:
+    await service.remove_member(uow, group, UserId(caller.user_id), UserId(user_id), ban=ban)
+    return Response(status_code=204)
+
+
+# --- join requests --------------------------------------------------------------------------------------------------
+
+
+@router.get("/{group}/requests")
+async def list_requests(
+    group: str,
+    caller: CurrentUser,
+    page: PageRequest = Depends(page_request),
+    context: ServiceContext = Depends(service_context),
+) -> Page[JoinRequestOut]:
+    async with reading(context.db) as stores:
+        requests, position = await service.list_requests(stores, group, UserId(caller.user_id), page)
+    return Page(items=[_request_out(r) for r in requests], next_cursor=_next(position))
+
+
+@router.post("/{group}/requests/{user_id}/approve")
+async def approve_request(
+    group: str, user_id: str, caller: CurrentUser, uow: GroupsUnitOfWork = Depends(_uow)
+) -> DecisionOut:
+    await service.approve_request(uow, group, UserId(caller.user_id), UserId(user_id))
+    return DecisionOut(user_id=user_id, status="member")
+
+
+@router.post("/{group}/requests/{user_id}/deny")
+async def deny_request(
+    group: str, user_id: str, caller: CurrentUser, uow: GroupsUnitOfWork = Depends(_uow)
+) -> DecisionOut:
+    await service.deny_request(uow, group, UserId(caller.user_id), UserId(user_id))
+    return DecisionOut(user_id=user_id, status="denied")
+
+
+# --- announcements --------------------------------------------------------------------------------------------------
+
+
+@router.post("/{group}/announcements", status_code=202)
+async def announce(
+    group: str, body: AnnouncementBody, caller: CurrentUser, uow: GroupsUnitOfWork = Depends(_uow)
+) -> AnnouncementOut:
+    """Every member is told by the notifications service (in-app, and by email per their preferences)."""
+    announcement_id = await service.announce(uow, group, UserId(caller.user_id), body.subject, body.body)
+    return AnnouncementOut(announcement_id=announcement_id)

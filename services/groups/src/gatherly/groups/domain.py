@@ -1,1 +1,503 @@
-"""What the groups service's entities are and the rules they obey: no I/O, no framework."""
+"""What the groups service's entities are and the rules they obey: no I/O, no framework.
+
+Who may see what (decided once, here, and used by every endpoint):
+- Every group that is not deleted is listed and can be read by anyone, private ones included: their existence
+  is public. A deleted group is gone: 404 everywhere.
+- The member list of a public group is public. The member list of a private group is shown to its members
+  only: anonymous callers get 401, everybody else who is not a member (outsiders, pending requesters, banned
+  people) gets 403 — never 404, since the group itself is listed and a 404 would pretend it does not exist.
+- Pending requests are seen and decided by organizers and co-organizers ("managers"); 403 for anyone else.
+- Only organizers edit or delete the group; organizers and co-organizers write announcements.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import NewType
+
+from gatherly.kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
+
+GroupId = NewType("GroupId", str)
+UserId = NewType("UserId", str)
+
+# --- limits -------------------------------------------------------------------------------------------------------
+
+MAX_NAME = 100
+MAX_DESCRIPTION = 5000
+MAX_CITY = 100
+MAX_TOPICS = 20
+MAX_TOPIC = 50
+MAX_QUESTIONS = 10
+MAX_QUESTION = 300
+MAX_ANSWER = 2000
+MAX_SUBJECT = 200
+MAX_BODY = 10_000
+MAX_SLUG = 60
+DEFAULT_RADIUS_KM = 50.0
+# Beyond this a "nearby" search is no longer local, and its bounding box would cover most of the table.
+MAX_RADIUS_KM = 1000.0
+
+
+# --- roles and what they allow -------------------------------------------------------------------------------------
+
+
+class Role(StrEnum):
+    ORGANIZER = "organizer"
+    CO_ORGANIZER = "co_organizer"
+    EVENT_ORGANIZER = "event_organizer"
+    MEMBER = "member"
+
+    @property
+    def rank(self) -> int:
+        """Higher is more powerful: organizer > co_organizer > event_organizer > member."""
+        return _RANKS[self]
+
+    @property
+    def manages_members(self) -> bool:
+        """Organizers and co-organizers approve requests, change roles, remove and ban."""
+        return self.rank >= Role.CO_ORGANIZER.rank
+
+    @property
+    def is_leader(self) -> bool:
+        """The three leader roles create and edit events (and may upload the group's banner)."""
+        return self.rank >= Role.EVENT_ORGANIZER.rank
+
+
+_RANKS = {Role.ORGANIZER: 4, Role.CO_ORGANIZER: 3, Role.EVENT_ORGANIZER: 2, Role.MEMBER: 1}
+MANAGER_ROLES = (Role.ORGANIZER, Role.CO_ORGANIZER)
+LEADER_ROLES = (Role.ORGANIZER, Role.CO_ORGANIZER, Role.EVENT_ORGANIZER)
+
+
+class Visibility(StrEnum):
+    PUBLIC = "public"
+    PRIVATE = "private"
+
+
+class JoinPolicy(StrEnum):
+    OPEN = "open"
+    APPROVAL = "approval"
+
+
+class Standing(StrEnum):
+    """What a person is to a group, as `my_membership.status` shows it."""
+
+    MEMBER = "member"
+    PENDING = "pending"
+    BANNED = "banned"
+
+
+@dataclass(frozen=True)
+class Relation:
+    """One person's relation to one group: a role when a member, else pending / banned / nothing."""
+
+    role: Role | None = None
+    pending: bool = False
+    banned: bool = False
+
+    @property
+    def standing(self) -> Standing | None:
+        if self.role is not None:
+            return Standing.MEMBER
+        if self.banned:
+            return Standing.BANNED
+        if self.pending:
+            return Standing.PENDING
+        return None
+
+    @property
+    def is_member(self) -> bool:
+        return self.role is not None
+
+
+NOBODY = Relation()
+
+
+# --- errors ---------------------------------------------------------------------------------------------------------
+
+
+class GroupNotFound(NotFound):
+    title = "No such group"
+
+
+class NotAMember(NotFound):
+    title = "Not a member"
+
+
+class JoinRequestNotFound(NotFound):
+    title = "No such join request"
+
+
+class NotAllowed(Forbidden):
+    title = "Not allowed in this group"
+
+
+class Banned(Forbidden):
+    title = "Banned from this group"
+
+
+class LastOrganizer(Conflict):
+    title = "A group needs an organizer"
+
+
+class NotForYourself(Conflict):
+    title = "Not on yourself"
+
+
+# --- what each role may do ------------------------------------------------------------------------------------------
+
+
+class Action(StrEnum):
+    EDIT_GROUP = "edit the group"
+    DELETE_GROUP = "delete the group"
+    SEE_REQUESTS = "see join requests"
+    DECIDE_REQUESTS = "approve or deny join requests"
+    CHANGE_ROLES = "change roles"
+    REMOVE_MEMBERS = "remove or ban members"
+    ANNOUNCE = "write announcements"
+
+
+# The least role that may do each thing.
+LEAST_ROLE: dict[Action, Role] = {
+    Action.EDIT_GROUP: Role.ORGANIZER,
+    Action.DELETE_GROUP: Role.ORGANIZER,
+    Action.SEE_REQUESTS: Role.CO_ORGANIZER,
+    Action.DECIDE_REQUESTS: Role.CO_ORGANIZER,
+    Action.CHANGE_ROLES: Role.CO_ORGANIZER,
+    Action.REMOVE_MEMBERS: Role.CO_ORGANIZER,
+    Action.ANNOUNCE: Role.CO_ORGANIZER,
+}
+
+
+def may(relation: Relation, action: Action) -> bool:
+    return relation.role is not None and relation.role.rank >= LEAST_ROLE[action].rank
+
+
+def require(relation: Relation, action: Action) -> Role:
+    """The caller's role when it allows `action`; NotAllowed otherwise."""
+    if relation.role is None or not may(relation, action):
+        raise NotAllowed(f"Only a {LEAST_ROLE[action].value} or above may {action.value}.")
+    return relation.role
+
+
+def may_see_members(visibility: Visibility, relation: Relation) -> bool:
+    return visibility is Visibility.PUBLIC or relation.is_member
+
+
+def check_role_change(actor: Role, target: Role, new_role: Role, organizers: int) -> None:
+    """Organizers may give and take any role; a co-organizer only moves people below their own rank
+    (members and event organizers) between those ranks. The last organizer keeps the role."""
+    if actor is not Role.ORGANIZER and (target.rank >= actor.rank or new_role.rank >= actor.rank):
+        raise NotAllowed("A co-organizer can only make members event organizers or members again.")
+    if target is Role.ORGANIZER and new_role is not Role.ORGANIZER and organizers <= 1:
+        raise LastOrganizer("Make someone else an organizer first.")
+
+
+def check_removal(actor: Role, target: Role, organizers: int, *, actor_is_target: bool) -> None:
+    if actor_is_target:
+        raise NotForYourself("To leave the group, use DELETE /api/groups/{id}/members/me.")
+    if actor is not Role.ORGANIZER and target.rank >= actor.rank:
+        raise NotAllowed("A co-organizer can only remove members and event organizers.")
+    if target is Role.ORGANIZER and organizers <= 1:
+        raise LastOrganizer("The last organizer cannot be removed.")
+
+
+def check_leaving(role: Role, organizers: int) -> None:
+    if role is Role.ORGANIZER and organizers <= 1:
+        raise LastOrganizer("The last organizer cannot leave: make someone else an organizer, or delete the group.")
+
+
+def check_joining(relation: Relation) -> None:
+    if relation.banned:
+        raise Banned("You were banned from this group.")
+
+
+# --- the group ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Location:
+    lat: float
+    lng: float
+
+
+@dataclass(frozen=True)
+class GroupDetails:
+    """What an organizer chooses about a group (everything but identity, counts and lifecycle)."""
+
+    name: str
+    description: str = ""
+    topics: tuple[str, ...] = ()
+    city: str | None = None
+    location: Location | None = None
+    visibility: Visibility = Visibility.PUBLIC
+    join_policy: JoinPolicy = JoinPolicy.OPEN
+    questions: tuple[str, ...] = ()
+    banner_image_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Group:
+    id: GroupId
+    slug: str
+    details: GroupDetails
+    member_count: int
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None = None
+
+    @property
+    def name(self) -> str:
+        return self.details.name
+
+    def changed(self, details: GroupDetails, now: datetime) -> Group:
+        """The slug stays: links to the group keep working after a rename."""
+        return replace(self, details=details, updated_at=now)
+
+
+def new_group_id() -> GroupId:
+    return GroupId(str(uuid.uuid4()))
+
+
+def details_from(
+    *,
+    name: str,
+    description: str = "",
+    topics: Sequence[str] = (),
+    city: str | None = None,
+    location: Location | None = None,
+    visibility: Visibility = Visibility.PUBLIC,
+    join_policy: JoinPolicy = JoinPolicy.OPEN,
+    questions: Sequence[str] = (),
+    banner_image_id: str | None = None,
+) -> GroupDetails:
+    """Valid, normalised group details, or InvalidInput naming the field."""
+    return GroupDetails(
+        name=_text(name, "name", MAX_NAME, required=True),
+        description=_text(description, "description", MAX_DESCRIPTION),
+        topics=normalize_topics(topics),
+        city=(_text(city, "city", MAX_CITY) or None) if city is not None else None,
+        location=valid_location(location, "location") if location is not None else None,
+        visibility=visibility,
+        join_policy=join_policy,
+        questions=_questions(questions),
+        banner_image_id=banner_image_id or None,
+    )
+
+
+def _text(value: str, field_name: str, limit: int, *, required: bool = False) -> str:
+    text = value.strip()
+    if required and not text:
+        raise InvalidInput(f"The {field_name} must not be empty.", field=field_name)
+    if len(text) > limit:
+        raise InvalidInput(f"The {field_name} is longer than {limit} characters.", field=field_name)
+    return text
+
+
+def normalize_topic(topic: str) -> str:
+    """Topics compare case-insensitively and ignore surrounding and repeated spaces."""
+    return " ".join(topic.split()).casefold()
+
+
+def normalize_topics(topics: Iterable[str]) -> tuple[str, ...]:
+    seen: dict[str, None] = {}
+    for raw in topics:
+        topic = normalize_topic(raw)
+        if not topic:
+            continue
+        if len(topic) > MAX_TOPIC:
+            raise InvalidInput(f"A topic is longer than {MAX_TOPIC} characters.", field="topics")
+        seen.setdefault(topic)
+    if len(seen) > MAX_TOPICS:
+        raise InvalidInput(f"At most {MAX_TOPICS} topics.", field="topics")
+    return tuple(seen)
+
+
+def _questions(questions: Sequence[str]) -> tuple[str, ...]:
+    cleaned = tuple(q.strip() for q in questions)
+    if len(cleaned) > MAX_QUESTIONS:
+        raise InvalidInput(f"At most {MAX_QUESTIONS} questions.", field="questions")
+    for question in cleaned:
+        if not question:
+            raise InvalidInput("A question must not be empty.", field="questions")
+        if len(question) > MAX_QUESTION:
+            raise InvalidInput(f"A question is longer than {MAX_QUESTION} characters.", field="questions")
+    return cleaned
+
+
+def valid_location(location: Location, field_name: str) -> Location:
+    if not (math.isfinite(location.lat) and -90.0 <= location.lat <= 90.0):
+        raise InvalidInput("Latitude must be between -90 and 90.", field=field_name)
+    if not (math.isfinite(location.lng) and -180.0 <= location.lng <= 180.0):
+        raise InvalidInput("Longitude must be between -180 and 180.", field=field_name)
+    return location
+
+
+def search_text(details: GroupDetails) -> str:
+    """What `?q=` matches: name and description, case-folded once here so the query is a plain LIKE on any
+    database (SQLite's lower() folds ASCII only)."""
+    return f"{details.name}\n{details.description}".casefold()
+
+
+# --- joining --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    question: str
+    answer: str
+
+
+def answers_for(details: GroupDetails, answers: Sequence[str]) -> tuple[Answer, ...]:
+    """An approval group's questions each need one non-empty answer, in order. Open groups ask nothing:
+    answers sent to them are ignored."""
+    if details.join_policy is JoinPolicy.OPEN:
+        return ()
+    if len(answers) != len(details.questions):
+        raise InvalidInput(
+            f"This group asks {len(details.questions)} question(s): send one answer for each, in order.",
+            field="answers",
+        )
+    paired = []
+    for index, (question, raw) in enumerate(zip(details.questions, answers, strict=True)):
+        answer = raw.strip()
+        if not answer:
+            raise InvalidInput(f"Answer {index + 1} is empty.", field=f"answers.{index}")
+        if len(answer) > MAX_ANSWER:
+            raise InvalidInput(f"Answer {index + 1} is longer than {MAX_ANSWER} characters.", field=f"answers.{index}")
+        paired.append(Answer(question, answer))
+    return tuple(paired)
+
+
+@dataclass(frozen=True)
+class Announcement:
+    subject: str
+    body: str
+
+
+def announcement_from(subject: str, body: str) -> Announcement:
+    return Announcement(
+        _text(subject, "subject", MAX_SUBJECT, required=True), _text(body, "body", MAX_BODY, required=True)
+    )
+
+
+# --- slugs ----------------------------------------------------------------------------------------------------------
+
+_NOT_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+def slug_base(name: str) -> str:
+    """A URL-safe slug from a name: accents dropped, lower case, words joined by '-'. Never a UUID, so
+    `/api/groups/{id or slug}` can tell the two apart."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    slug = _NOT_SLUG.sub("-", ascii_name.lower()).strip("-")[:MAX_SLUG].strip("-") or "group"
+    return f"group-{slug}"[:MAX_SLUG] if looks_like_id(slug) else slug
+
+
+def pick_slug(base: str, taken: Iterable[str]) -> str:
+    """`base`, or `base-2`, `base-3`… whichever is free first."""
+    used = set(taken)
+    if base not in used:
+        return base
+    n = 2
+    while True:
+        suffix = f"-{n}"
+        candidate = base[: MAX_SLUG - len(suffix)] + suffix
+        if candidate not in used:
+            return candidate
+        n += 1
+
+
+def looks_like_id(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+# --- geography ------------------------------------------------------------------------------------------------------
+
+EARTH_RADIUS_KM = 6371.0088  # the mean radius (IUGG)
+
+
+def distance_km(a: Location, b: Location) -> float:
+    """Great-circle distance (haversine), accurate to ~0.5% on the Earth's ellipsoid."""
+    lat1, lat2 = math.radians(a.lat), math.radians(b.lat)
+    dlat = lat2 - lat1
+    dlng = math.radians(b.lng - a.lng)
+    h = math.sin(dlat / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin(dlng / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
+
+
+@dataclass(frozen=True)
+class BoundingBox:
+    """Every point within the radius lies inside: the latitude band and one or two longitude ranges (two when
+    the circle crosses the antimeridian). Points inside may still be farther than the radius (the corners)."""
+
+    min_lat: float
+    max_lat: float
+    lng_ranges: tuple[tuple[float, float], ...] = field(default=((-180.0, 180.0),))
+
+
+def bounding_box(center: Location, radius_km: float) -> BoundingBox:
+    angular = math.degrees(radius_km / EARTH_RADIUS_KM)
+    min_lat, max_lat = center.lat - angular, center.lat + angular
+    if min_lat <= -90.0 or max_lat >= 90.0:
+        # The circle holds a pole: every longitude is within reach.
+        return BoundingBox(max(min_lat, -90.0), min(max_lat, 90.0))
+    # The widest longitude span is at the latitude where the circle touches its meridians (not the centre's).
+    lat_rad = math.radians(center.lat)
+    spread = math.asin(min(1.0, math.sin(radius_km / EARTH_RADIUS_KM) / math.cos(lat_rad)))
+    dlng = math.degrees(spread)
+    west, east = center.lng - dlng, center.lng + dlng
+    if west < -180.0:
+        return BoundingBox(min_lat, max_lat, ((west + 360.0, 180.0), (-180.0, east)))
+    if east > 180.0:
+        return BoundingBox(min_lat, max_lat, ((west, 180.0), (-180.0, east - 360.0)))
+    return BoundingBox(min_lat, max_lat, ((west, east),))
+
+
+def parse_near(value: str) -> Location:
+    """`near=<lat>,<lng>` as the API takes it."""
+    parts = value.split(",")
+    if len(parts) != 2:
+        raise InvalidInput("Give near as <lat>,<lng>, e.g. near=52.52,13.405.", field="near")
+    try:
+        location = Location(float(parts[0]), float(parts[1]))
+    except ValueError:
+        raise InvalidInput("Give near as <lat>,<lng>, e.g. near=52.52,13.405.", field="near")
+    return valid_location(location, "near")
+
+
+def valid_radius(radius_km: float) -> float:
+    if not math.isfinite(radius_km) or radius_km <= 0 or radius_km > MAX_RADIUS_KM:
+        raise InvalidInput(f"radius_km must be above 0 and at most {MAX_RADIUS_KM:g}.", field="radius_km")
+    return radius_km
+
+
+# --- search ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GroupSearch:
+    """What `GET /api/groups` asks for. With `near`, results are the groups within `radius_km`, nearest first;
+    without it, newest first."""
+
+    text: str | None = None
+    topic: str | None = None
+    near: Location | None = None
+    radius_km: float = DEFAULT_RADIUS_KM
+    member: UserId | None = None
+
+
+@dataclass(frozen=True)
+class Found:
+    group: Group
+    distance_km: float | None = None

@@ -1,17 +1,675 @@
-"""Tables of the groups service and the queries that need SQL."""
+"""Tables of the groups service and the queries that need SQL: locking, keyset pages, the nearby search."""
 
-from sqlalchemy import MetaData
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gatherly.kernel.tables import kernel_tables
+from gatherly.contracts.users import ImageVariants, UserProfileUpdated
+from gatherly.groups.domain import (
+    LEADER_ROLES,
+    MANAGER_ROLES,
+    Answer,
+    Found,
+    Group,
+    GroupDetails,
+    GroupId,
+    GroupSearch,
+    JoinPolicy,
+    Location,
+    Relation,
+    Role,
+    UserId,
+    Visibility,
+    bounding_box,
+    distance_km,
+    looks_like_id,
+    pick_slug,
+    search_text,
+)
+from gatherly.kernel.db import Database
+from gatherly.kernel.errors import InvalidInput
+from gatherly.kernel.runtime import ServiceContext
+from gatherly.kernel.tables import Json, UtcDateTime, kernel_tables
 from gatherly.kernel.uow import UnitOfWork
 
 metadata = MetaData()
 kernel_tables(metadata)
 
+# A user id is the users service's UUID or an outside identity provider's `sub` (up to 255 characters in OIDC).
+USER_ID = String(255)
+GROUP_ID = String(36)
+
+groups = Table(
+    "groups",
+    metadata,
+    Column("id", GROUP_ID, primary_key=True),
+    Column("slug", String(60), nullable=False, unique=True),
+    Column("name", String(100), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("search_text", Text, nullable=False),  # name + description, case-folded (see domain.search_text)
+    Column("topics", Json, nullable=False),
+    Column("city", String(100)),
+    Column("lat", Double),
+    Column("lng", Double),
+    Column("visibility", String(16), nullable=False),
+    Column("join_policy", String(16), nullable=False),
+    Column("questions", Json, nullable=False),
+    Column("banner_image_id", String(64)),
+    Column("member_count", Integer, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Column("deleted_at", UtcDateTime()),
+    # The nearby search narrows to a latitude band with this index, then checks longitude and exact distance.
+    Index("ix_groups_lat_lng", "lat", "lng"),
+    # The default listing is newest first, paged by (created_at, id).
+    Index("ix_groups_created_at_id", "created_at", "id"),
+)
+
+# One row per topic of a group: `?topic=` is an indexed lookup instead of a scan of JSON lists.
+group_topics = Table(
+    "group_topics",
+    metadata,
+    Column("group_id", GROUP_ID, ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("topic", String(50), primary_key=True),
+    Index("ix_group_topics_topic", "topic", "group_id"),
+)
+
+memberships = Table(
+    "memberships",
+    metadata,
+    Column("group_id", GROUP_ID, ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", USER_ID, primary_key=True),
+    Column("role", String(32), nullable=False),
+    Column("joined_at", UtcDateTime(), nullable=False),
+    Index("ix_memberships_user_id", "user_id"),  # `?member=me`
+)
+
+join_requests = Table(
+    "join_requests",
+    metadata,
+    Column("group_id", GROUP_ID, ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", USER_ID, primary_key=True),
+    Column("answers", Json, nullable=False),  # [{question, answer}]: the questions as they were asked
+    Column("requested_at", UtcDateTime(), nullable=False),
+)
+
+bans = Table(
+    "bans",
+    metadata,
+    Column("group_id", GROUP_ID, ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", USER_ID, primary_key=True),
+    Column("banned_by", USER_ID, nullable=False),
+    Column("banned_at", UtcDateTime(), nullable=False),
+)
+
+# Read model of the users service's profiles (user.profile_updated / user.deleted): member lists need no call.
+member_profiles = Table(
+    "member_profiles",
+    metadata,
+    Column("user_id", USER_ID, primary_key=True),
+    Column("display_name", String(80)),
+    Column("avatar", Json),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    # A tombstone: a profile update that arrives after the deletion must not bring the person back.
+    Column("deleted_at", UtcDateTime()),
+)
+
+# Read model of the images service's ready group banners (image.ready / image.deleted).
+banner_images = Table(
+    "banner_images",
+    metadata,
+    Column("image_id", String(64), primary_key=True),
+    Column("owner_id", USER_ID, nullable=False),
+    Column("variants", Json, nullable=False),
+    Column("ready_at", UtcDateTime(), nullable=False),
+)
+
+ROLE_RANK = case({role.value: role.rank for role in Role}, value=memberships.c.role, else_=0)
+
+
+def _rowcount(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _group(row: RowMapping) -> Group:
+    location = Location(row["lat"], row["lng"]) if row["lat"] is not None and row["lng"] is not None else None
+    return Group(
+        id=GroupId(row["id"]),
+        slug=row["slug"],
+        details=GroupDetails(
+            name=row["name"],
+            description=row["description"],
+            topics=tuple(row["topics"]),
+            city=row["city"],
+            location=location,
+            visibility=Visibility(row["visibility"]),
+            join_policy=JoinPolicy(row["join_policy"]),
+            questions=tuple(row["questions"]),
+            banner_image_id=row["banner_image_id"],
+        ),
+        member_count=row["member_count"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        deleted_at=row["deleted_at"],
+    )
+
+
+def _detail_columns(details: GroupDetails) -> dict[str, Any]:
+    return {
+        "name": details.name,
+        "description": details.description,
+        "search_text": search_text(details),
+        "topics": list(details.topics),
+        "city": details.city,
+        "lat": details.location.lat if details.location else None,
+        "lng": details.location.lng if details.location else None,
+        "visibility": details.visibility.value,
+        "join_policy": details.join_policy.value,
+        "questions": list(details.questions),
+        "banner_image_id": details.banner_image_id,
+    }
+
+
+LIVE = groups.c.deleted_at.is_(None)
+
+
+class GroupStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def find(self, id_or_slug: str) -> Group | None:
+        """A group that is not deleted, by id or by slug (slugs never look like ids)."""
+        key = groups.c.id if looks_like_id(id_or_slug) else groups.c.slug
+        row = (await self.session.execute(select(groups).where(key == id_or_slug, LIVE))).mappings().first()
+        return _group(row) if row else None
+
+    async def find_for_update(self, id_or_slug: str) -> Group | None:
+        """The group row locked until the transaction ends (PostgreSQL; SQLite holds the whole write lock
+        already): membership counts and "is there another organizer" are decided under this lock, so two
+        concurrent joins or two organizers leaving at once cannot both see stale numbers."""
+        key = groups.c.id if looks_like_id(id_or_slug) else groups.c.slug
+        query = select(groups).where(key == id_or_slug, LIVE).with_for_update()
+        row = (await self.session.execute(query)).mappings().first()
+        return _group(row) if row else None
+
+    async def add(self, group: Group, slug_base: str) -> Group:
+        """Insert with the first free slug of `slug_base`. Slugs of deleted groups stay taken, so an old link
+        never leads to a different group. A concurrent insert of the same slug (PostgreSQL) fails the unique
+        constraint inside a savepoint and the next free slug is tried."""
+        for _ in range(10):
+            taken = await self.session.scalars(
+                select(groups.c.slug).where(or_(groups.c.slug == slug_base, groups.c.slug.startswith(slug_base + "-")))
+            )
+            slug = pick_slug(slug_base, taken)
+            try:
+                async with self.session.begin_nested():
+                    await self.session.execute(
+                        insert(groups).values(
+                            id=group.id,
+                            slug=slug,
+                            member_count=group.member_count,
+                            created_at=group.created_at,
+                            updated_at=group.updated_at,
+                            **_detail_columns(group.details),
+                        )
+                    )
+            except IntegrityError:
+                continue
+            await self._set_topics(group.id, group.details.topics)
+            return Group(group.id, slug, group.details, group.member_count, group.created_at, group.updated_at)
+        raise RuntimeError(f"no free slug for {slug_base!r} after 10 attempts")
+
+    async def save(self, group: Group) -> None:
+        await self.session.execute(
+            update(groups)
+            .where(groups.c.id == group.id)
+            .values(updated_at=group.updated_at, **_detail_columns(group.details))
+        )
+        await self._set_topics(group.id, group.details.topics)
+
+    async def _set_topics(self, group_id: GroupId, topics: Sequence[str]) -> None:
+        await self.session.execute(delete(group_topics).where(group_topics.c.group_id == group_id))
+        if topics:
+            await self.session.execute(insert(group_topics), [{"group_id": group_id, "topic": t} for t in topics])
+
+    async def count_members(self, group_id: GroupId, delta: int) -> None:
+        """Adjust the member count in the same transaction as the membership change (under the row lock)."""
+        await self.session.execute(
+            update(groups).where(groups.c.id == group_id).values(member_count=groups.c.member_count + delta)
+        )
+
+    async def mark_deleted(self, group_id: GroupId, now: datetime) -> None:
+        await self.session.execute(update(groups).where(groups.c.id == group_id).values(deleted_at=now))
+
+    async def search(self, criteria: GroupSearch, limit: int, after: dict[str, Any] | None) -> tuple[list[Found], Any]:
+        """A page of groups and the position after it (None on the last page)."""
+        if criteria.near is not None:
+            return await self._search_nearby(criteria, criteria.near, limit, after)
+        query = select(groups).where(*self._filters(criteria)).order_by(groups.c.created_at.desc(), groups.c.id.desc())
+        if after is not None:
+            created_at, last_id = _position(after, ("c", "i"))
+            try:
+                since = datetime.fromisoformat(str(created_at))
+            except ValueError:
+                raise InvalidInput("The cursor is not one this API issued.", field="cursor")
+            query = query.where(
+                or_(groups.c.created_at < since, and_(groups.c.created_at == since, groups.c.id < str(last_id)))
+            )
+        rows = list((await self.session.execute(query.limit(limit + 1))).mappings())
+        found = [Found(_group(row)) for row in rows[:limit]]
+        position = None
+        if len(rows) > limit:
+            last = found[-1].group
+            position = {"c": last.created_at.isoformat(), "i": last.id}
+        return found, position
+
+    async def _search_nearby(
+        self, criteria: GroupSearch, center: Location, limit: int, after: dict[str, Any] | None
+    ) -> tuple[list[Found], Any]:
+        # The bounding box is an indexed range on lat (and a cheap check on lng); the exact great-circle
+        # distance then drops the box's corners and orders what is left. Only (id, lat, lng) of the candidates
+        # are read; whole rows only for the page.
+        box = bounding_box(center, criteria.radius_km)
+        in_lng = or_(*(groups.c.lng.between(west, east) for west, east in box.lng_ranges))
+        query = select(groups.c.id, groups.c.lat, groups.c.lng).where(
+            *self._filters(criteria), groups.c.lat.between(box.min_lat, box.max_lat), in_lng
+        )
+        candidates = []
+        for group_id, lat, lng in await self.session.execute(query):
+            distance = distance_km(center, Location(lat, lng))
+            if distance <= criteria.radius_km:
+                candidates.append((distance, str(group_id)))
+        candidates.sort()
+        if after is not None:
+            last_distance, last_id = _position(after, ("d", "i"))
+            if not isinstance(last_distance, int | float):
+                raise InvalidInput("The cursor is not one this API issued.", field="cursor")
+            candidates = [c for c in candidates if c > (float(last_distance), str(last_id))]
+        page = candidates[: limit + 1]
+        ids = [group_id for _, group_id in page[:limit]]
+        rows = {
+            row["id"]: _group(row)
+            for row in (await self.session.execute(select(groups).where(groups.c.id.in_(ids)))).mappings()
+        }
+        found = [Found(rows[group_id], distance) for distance, group_id in page[:limit] if group_id in rows]
+        position = {"d": page[limit - 1][0], "i": page[limit - 1][1]} if len(page) > limit else None
+        return found, position
+
+    def _filters(self, criteria: GroupSearch) -> list[ColumnElement[bool]]:
+        filters: list[ColumnElement[bool]] = [LIVE]
+        if criteria.text:
+            filters.append(groups.c.search_text.contains(criteria.text.casefold(), autoescape=True))
+        if criteria.topic:
+            filters.append(
+                groups.c.id.in_(select(group_topics.c.group_id).where(group_topics.c.topic == criteria.topic))
+            )
+        if criteria.member is not None:
+            filters.append(
+                groups.c.id.in_(select(memberships.c.group_id).where(memberships.c.user_id == criteria.member))
+            )
+        return filters
+
+    async def banners(self, shown: Iterable[Group]) -> dict[GroupId, ImageVariants]:
+        """Banner variants of these groups: an image that is ready and was uploaded by a current leader of the
+        group (anyone could name someone else's image id; it shows only when a leader owns it)."""
+        wanted = {g.id: g.details.banner_image_id for g in shown if g.details.banner_image_id}
+        if not wanted:
+            return {}
+        query = (
+            select(memberships.c.group_id, banner_images.c.image_id, banner_images.c.variants)
+            .join(banner_images, banner_images.c.owner_id == memberships.c.user_id)
+            .where(
+                memberships.c.group_id.in_(list(wanted)),
+                memberships.c.role.in_([r.value for r in LEADER_ROLES]),
+                banner_images.c.image_id.in_(list(wanted.values())),
+            )
+        )
+        return {
+            GroupId(group_id): ImageVariants(**variants)
+            for group_id, image_id, variants in await self.session.execute(query)
+            if wanted.get(GroupId(group_id)) == image_id
+        }
+
+
+def _position(after: dict[str, Any], keys: tuple[str, str]) -> tuple[Any, Any]:
+    if any(key not in after for key in keys):
+        raise InvalidInput("The cursor is not one this API issued.", field="cursor")
+    return after[keys[0]], after[keys[1]]
+
+
+@dataclass(frozen=True)
+class MemberView:
+    user_id: UserId
+    display_name: str | None
+    avatar: ImageVariants | None
+    role: Role
+    joined_at: datetime
+
+
+@dataclass(frozen=True)
+class RequestView:
+    user_id: UserId
+    display_name: str | None
+    avatar: ImageVariants | None
+    answers: tuple[Answer, ...]
+    requested_at: datetime
+
+
+def _avatar(value: Any) -> ImageVariants | None:
+    return ImageVariants(**value) if value else None
+
+
+class MembershipStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def relation(self, group_id: GroupId, user_id: str | None) -> Relation:
+        """What this person is to the group: member with a role, pending, banned, or nothing."""
+        if user_id is None:
+            return Relation()
+        # One round trip: membership, request and ban are three small primary-key lookups.
+        query = select(
+            select(memberships.c.role)
+            .where(memberships.c.group_id == group_id, memberships.c.user_id == user_id)
+            .scalar_subquery(),
+            select(join_requests.c.user_id)
+            .where(join_requests.c.group_id == group_id, join_requests.c.user_id == user_id)
+            .exists(),
+            select(bans.c.user_id).where(bans.c.group_id == group_id, bans.c.user_id == user_id).exists(),
+        )
+        role, pending, banned = (await self.session.execute(query)).one()
+        return Relation(role=Role(role) if role else None, pending=bool(pending), banned=bool(banned))
+
+    async def add(self, group_id: GroupId, user_id: str, role: Role, now: datetime) -> None:
+        await self.session.execute(
+            insert(memberships).values(group_id=group_id, user_id=user_id, role=role.value, joined_at=now)
+        )
+
+    async def remove(self, group_id: GroupId, user_id: str) -> bool:
+        result = await self.session.execute(
+            delete(memberships).where(memberships.c.group_id == group_id, memberships.c.user_id == user_id)
+        )
+        return _rowcount(result) == 1
+
+    async def set_role(self, group_id: GroupId, user_id: str, role: Role) -> None:
+        await self.session.execute(
+            update(memberships)
+            .where(memberships.c.group_id == group_id, memberships.c.user_id == user_id)
+            .values(role=role.value)
+        )
+
+    async def count_with_role(self, group_id: GroupId, role: Role) -> int:
+        return int(
+            await self.session.scalar(
+                select(func.count())
+                .select_from(memberships)
+                .where(memberships.c.group_id == group_id, memberships.c.role == role.value)
+            )
+            or 0
+        )
+
+    async def user_ids(self, group_id: GroupId, roles: Sequence[Role] | None = None) -> list[UserId]:
+        query = select(memberships.c.user_id).where(memberships.c.group_id == group_id)
+        if roles is not None:
+            query = query.where(memberships.c.role.in_([r.value for r in roles]))
+        return [UserId(u) for u in await self.session.scalars(query.order_by(memberships.c.user_id))]
+
+    async def managers(self, group_id: GroupId) -> list[UserId]:
+        return await self.user_ids(group_id, MANAGER_ROLES)
+
+    async def view(self, group_id: GroupId, user_id: str) -> MemberView | None:
+        rows, _ = await self._views(
+            select().where(memberships.c.group_id == group_id, memberships.c.user_id == user_id), 1, None
+        )
+        return rows[0] if rows else None
+
+    async def page(self, group_id: GroupId, limit: int, after: dict[str, Any] | None) -> tuple[list[MemberView], Any]:
+        """Members, leaders first (by rank), then by when they joined."""
+        return await self._views(select().where(memberships.c.group_id == group_id), limit, after)
+
+    async def _views(self, base: Any, limit: int, after: dict[str, Any] | None) -> tuple[list[MemberView], Any]:
+        query = (
+            base.add_columns(
+                memberships.c.user_id,
+                memberships.c.role,
+                memberships.c.joined_at,
+                member_profiles.c.display_name,
+                member_profiles.c.avatar,
+            )
+            .select_from(memberships.outerjoin(member_profiles, member_profiles.c.user_id == memberships.c.user_id))
+            .order_by(ROLE_RANK.desc(), memberships.c.joined_at, memberships.c.user_id)
+        )
+        if after is not None:
+            try:
+                rank, joined_at, user_id = int(after["r"]), datetime.fromisoformat(after["j"]), str(after["u"])
+            except (KeyError, TypeError, ValueError):
+                raise InvalidInput("The cursor is not one this API issued.", field="cursor")
+            query = query.where(
+                or_(
+                    literal(rank) > ROLE_RANK,
+                    and_(
+                        literal(rank) == ROLE_RANK,
+                        or_(
+                            memberships.c.joined_at > joined_at,
+                            and_(memberships.c.joined_at == joined_at, memberships.c.user_id > user_id),
+                        ),
+                    ),
+                )
+            )
+        rows = list((await self.session.execute(query.limit(limit + 1))).mappings())
+        views = [
+            MemberView(
+                UserId(row["user_id"]), row["display_name"], _avatar(row["avatar"]), Role(row["role"]), row["joined_at"]
+            )
+            for row in rows[:limit]
+        ]
+        position = None
+        if len(rows) > limit:
+            last = views[-1]
+            position = {"r": last.role.rank, "j": last.joined_at.isoformat(), "u": last.user_id}
+        return views, position
+
+
+class JoinRequestStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, group_id: GroupId, user_id: str, answers: Sequence[Answer], now: datetime) -> None:
+        await self.session.execute(
+            insert(join_requests).values(
+                group_id=group_id,
+                user_id=user_id,
+                answers=[{"question": a.question, "answer": a.answer} for a in answers],
+                requested_at=now,
+            )
+        )
+
+    async def remove(self, group_id: GroupId, user_id: str) -> bool:
+        result = await self.session.execute(
+            delete(join_requests).where(join_requests.c.group_id == group_id, join_requests.c.user_id == user_id)
+        )
+        return _rowcount(result) == 1
+
+    async def page(self, group_id: GroupId, limit: int, after: dict[str, Any] | None) -> tuple[list[RequestView], Any]:
+        """Pending requests, oldest first."""
+        query = (
+            select(
+                join_requests.c.user_id,
+                join_requests.c.answers,
+                join_requests.c.requested_at,
+                member_profiles.c.display_name,
+                member_profiles.c.avatar,
+            )
+            .select_from(join_requests.outerjoin(member_profiles, member_profiles.c.user_id == join_requests.c.user_id))
+            .where(join_requests.c.group_id == group_id)
+            .order_by(join_requests.c.requested_at, join_requests.c.user_id)
+        )
+        if after is not None:
+            try:
+                since, user_id = datetime.fromisoformat(after["t"]), str(after["u"])
+            except (KeyError, TypeError, ValueError):
+                raise InvalidInput("The cursor is not one this API issued.", field="cursor")
+            query = query.where(
+                or_(
+                    join_requests.c.requested_at > since,
+                    and_(join_requests.c.requested_at == since, join_requests.c.user_id > user_id),
+                )
+            )
+        rows = list((await self.session.execute(query.limit(limit + 1))).mappings())
+        views = [
+            RequestView(
+                UserId(row["user_id"]),
+                row["display_name"],
+                _avatar(row["avatar"]),
+                tuple(Answer(a["question"], a["answer"]) for a in row["answers"]),
+                row["requested_at"],
+            )
+            for row in rows[:limit]
+        ]
+        position = None
+        if len(rows) > limit:
+            position = {"t": views[-1].requested_at.isoformat(), "u": views[-1].user_id}
+        return views, position
+
+
+class BanStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, group_id: GroupId, user_id: str, banned_by: str, now: datetime) -> None:
+        exists = await self.session.scalar(
+            select(func.count()).select_from(bans).where(bans.c.group_id == group_id, bans.c.user_id == user_id)
+        )
+        if not exists:
+            await self.session.execute(
+                insert(bans).values(group_id=group_id, user_id=user_id, banned_by=banned_by, banned_at=now)
+            )
+
+
+class ProfileStore:
+    """The read model of people's public names and avatars. Updates carry the whole profile and its time,
+    so an older message arriving late (a replay, a retry) never overwrites a newer one."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def apply(self, event: UserProfileUpdated) -> None:
+        row = (
+            await self.session.execute(
+                select(member_profiles.c.updated_at, member_profiles.c.deleted_at).where(
+                    member_profiles.c.user_id == event.user_id
+                )
+            )
+        ).first()
+        values = {
+            "display_name": event.display_name,
+            "avatar": event.avatar.model_dump() if event.avatar else None,
+            "updated_at": event.updated_at,
+        }
+        if row is None:
+            await self.session.execute(insert(member_profiles).values(user_id=event.user_id, **values))
+        elif row.deleted_at is None and row.updated_at <= event.updated_at:
+            await self.session.execute(
+                update(member_profiles).where(member_profiles.c.user_id == event.user_id).values(**values)
+            )
+
+    async def forget(self, user_id: str, deleted_at: datetime) -> None:
+        values = {"display_name": None, "avatar": None, "updated_at": deleted_at, "deleted_at": deleted_at}
+        result = await self.session.execute(
+            update(member_profiles).where(member_profiles.c.user_id == user_id).values(**values)
+        )
+        if _rowcount(result) == 0:
+            await self.session.execute(insert(member_profiles).values(user_id=user_id, **values))
+
+
+class BannerStore:
+    """The read model of ready group-banner images."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def put(self, image_id: str, owner_id: str, variants: ImageVariants, ready_at: datetime) -> None:
+        values = {"owner_id": owner_id, "variants": variants.model_dump(), "ready_at": ready_at}
+        result = await self.session.execute(
+            update(banner_images).where(banner_images.c.image_id == image_id).values(**values)
+        )
+        if _rowcount(result) == 0:
+            await self.session.execute(insert(banner_images).values(image_id=image_id, **values))
+
+    async def remove(self, image_id: str) -> None:
+        await self.session.execute(delete(banner_images).where(banner_images.c.image_id == image_id))
+
+
+# --- unit of work -----------------------------------------------------------------------------------------------
+
+
+class Stores:
+    """Every store of the service on one session."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.groups = GroupStore(session)
+        self.memberships = MembershipStore(session)
+        self.requests = JoinRequestStore(session)
+        self.bans = BanStore(session)
+        self.profiles = ProfileStore(session)
+        self.banners = BannerStore(session)
+
 
 class GroupsUnitOfWork(UnitOfWork):
     """One transaction of the groups service: its stores plus the outbox."""
 
+    groups: GroupStore
+    memberships: MembershipStore
+    requests: JoinRequestStore
+    bans: BanStore
+    profiles: ProfileStore
+    banners: BannerStore
+
     def open_stores(self, session: AsyncSession) -> None:
-        pass
+        stores = Stores(session)
+        self.groups = stores.groups
+        self.memberships = stores.memberships
+        self.requests = stores.requests
+        self.bans = stores.bans
+        self.profiles = stores.profiles
+        self.banners = stores.banners
+
+
+def unit_of_work(context: ServiceContext) -> GroupsUnitOfWork:
+    return GroupsUnitOfWork(context.db, clock=context.clock, signal=context.signal)
+
+
+@asynccontextmanager
+async def reading(db: Database) -> AsyncIterator[Stores]:
+    """Stores on a read-only session: queries that do not wait for SQLite's write turn."""
+    async with db.read_session() as session:
+        yield Stores(session)

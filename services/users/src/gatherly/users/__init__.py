@@ -3,13 +3,20 @@
 from pathlib import Path
 
 from gatherly.kernel.runtime import ServiceContext, ServiceDefinition
+from gatherly.kernel.uow import OutboxSignal
+from gatherly.users import service
 from gatherly.users.api import router
 from gatherly.users.consumers import consumers
-from gatherly.users.store import UsersUnitOfWork, metadata
+from gatherly.users.emails import deliver_mail
+from gatherly.users.store import metadata, unit_of_work
 
 
-def _unit_of_work(context: ServiceContext) -> UsersUnitOfWork:
-    return UsersUnitOfWork(context.db, clock=context.clock, signal=context.signal)
+async def _start(context: ServiceContext) -> None:
+    context.extras["mail_signal"] = OutboxSignal()
+    identity = service.Identity.build(context.settings)
+    context.extras["identity"] = identity
+    await service.ensure_signing_key(unit_of_work(context))
+    await identity.passwords.decoy()  # made now, so the first login for an unknown address is not faster
 
 
 SERVICE = ServiceDefinition(
@@ -18,6 +25,9 @@ SERVICE = ServiceDefinition(
     routers=[router],
     metadata=metadata,
     migrations=Path(__file__).parent / "migrations",
-    unit_of_work=_unit_of_work,
+    unit_of_work=unit_of_work,
     consumers=consumers,
+    topics=["user"],
+    tasks=[deliver_mail, service.keep_tidy],
+    on_start=_start,
 )

@@ -1,5 +1,213 @@
 """HTTP routes of the users service: parse, call a use case, shape the response."""
 
-from fastapi import APIRouter
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from gatherly.contracts.users import GeoPoint, ImageVariants
+from gatherly.kernel.auth import CurrentUser
+from gatherly.kernel.runtime import ServiceContext, service_context
+from gatherly.users import service
+from gatherly.users.service import Identity, ProfileView, TokenPair
+from gatherly.users.store import UsersUnitOfWork, unit_of_work
 
 router = APIRouter()
+
+Context = Annotated[ServiceContext, Depends(service_context)]
+
+# Generous bounds on raw input: the domain gives the precise rule (and message); these only keep junk small.
+EmailField = Annotated[str, Field(max_length=320)]
+PasswordField = Annotated[str, Field(max_length=1024)]
+TokenField = Annotated[str, Field(max_length=512)]
+NO_STORE = {"Cache-Control": "no-store"}  # token responses must not be cached (RFC 6749 §5.1)
+
+
+# Dependencies are async: FastAPI runs plain `def` ones in a worker thread, a hop that costs more than they do.
+async def identity_of(context: Context) -> Identity:
+    identity: Identity = context.extras["identity"]
+    return identity
+
+
+async def uow_of(context: Context) -> UsersUnitOfWork:
+    return unit_of_work(context)
+
+
+IdentityDep = Annotated[Identity, Depends(identity_of)]
+Uow = Annotated[UsersUnitOfWork, Depends(uow_of)]
+
+
+async def client_address(request: Request, context: Context) -> str:
+    """The caller's address: the peer's, or with `trusted_proxy_hops` proxies in front, the X-Forwarded-For
+    entry the outermost trusted proxy saw (entries further left can be forged by the client)."""
+    peer = request.client.host if request.client else "unknown"
+    hops = context.settings.trusted_proxy_hops
+    if hops <= 0:
+        return peer
+    forwarded = [part.strip() for part in request.headers.get("x-forwarded-for", "").split(",") if part.strip()]
+    return forwarded[-hops] if len(forwarded) >= hops else (forwarded[0] if forwarded else peer)
+
+
+Client = Annotated[str, Depends(client_address)]
+
+
+# --- models -----------------------------------------------------------------------------------------------------
+
+
+class SignUpRequest(BaseModel):
+    email: EmailField
+    password: PasswordField
+    display_name: Annotated[str, Field(max_length=200)]
+
+
+class TokenRequest(BaseModel):
+    token: TokenField
+
+
+class LoginRequest(BaseModel):
+    email: EmailField
+    password: PasswordField
+
+
+class RefreshRequest(BaseModel):
+    refresh_token: TokenField
+
+
+class PasswordResetRequest(BaseModel):
+    email: EmailField
+
+
+class PasswordResetConfirmation(BaseModel):
+    token: TokenField
+    password: PasswordField
+
+
+class Tokens(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int
+
+
+class PublicProfile(BaseModel):
+    id: str
+    display_name: str
+    bio: str
+    city: str | None
+    location: GeoPoint | None
+    topics: list[str]
+    avatar: ImageVariants | None
+    created_at: datetime
+
+
+class Me(PublicProfile):
+    email: str | None
+
+
+class ProfileChanges(BaseModel):
+    display_name: Annotated[str | None, Field(max_length=200)] = None
+    bio: Annotated[str | None, Field(max_length=10_000)] = None
+    city: Annotated[str | None, Field(max_length=200)] = None
+    location: GeoPoint | None = None
+    topics: Annotated[list[Annotated[str, Field(max_length=200)]] | None, Field(max_length=100)] = None
+    avatar_image_id: Annotated[str | None, Field(max_length=64)] = None
+
+
+def _tokens(pair: TokenPair) -> JSONResponse:
+    body = Tokens(access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in)
+    return JSONResponse(body.model_dump(), headers=NO_STORE)
+
+
+def _public(view: ProfileView) -> dict[str, Any]:
+    p = view.profile
+    return {
+        "id": p.user_id,
+        "display_name": p.display_name,
+        "bio": p.bio,
+        "city": p.city,
+        "location": p.location,
+        "topics": p.topics,
+        "avatar": view.avatar,
+        "created_at": p.created_at,
+    }
+
+
+def _me(view: ProfileView) -> Me:
+    return Me(**_public(view), email=view.profile.email)
+
+
+# --- identity ---------------------------------------------------------------------------------------------------
+
+
+@router.post("/api/auth/signup", status_code=202, tags=["auth"])
+async def sign_up(body: SignUpRequest, uow: Uow, identity: IdentityDep, client: Client) -> dict[str, Any]:
+    await service.sign_up(
+        uow, identity, email=body.email, password=body.password, display_name=body.display_name, client=client
+    )
+    return {}
+
+
+@router.post("/api/auth/confirm", tags=["auth"])
+async def confirm(body: TokenRequest, uow: Uow) -> dict[str, Any]:
+    await service.confirm_email(uow, body.token)
+    return {}
+
+
+@router.post("/api/auth/login", response_model=Tokens, tags=["auth"])
+async def log_in(body: LoginRequest, uow: Uow, identity: IdentityDep, client: Client) -> JSONResponse:
+    return _tokens(await service.log_in(uow, identity, email=body.email, password=body.password, client=client))
+
+
+@router.post("/api/auth/refresh", response_model=Tokens, tags=["auth"])
+async def refresh(body: RefreshRequest, uow: Uow, identity: IdentityDep) -> JSONResponse:
+    return _tokens(await service.refresh(uow, identity, body.refresh_token))
+
+
+@router.post("/api/auth/logout", status_code=204, tags=["auth"])
+async def log_out(body: RefreshRequest, uow: Uow) -> Response:
+    await service.log_out(uow, body.refresh_token)
+    return Response(status_code=204)
+
+
+@router.post("/api/auth/password-reset", status_code=202, tags=["auth"])
+async def request_password_reset(
+    body: PasswordResetRequest, uow: Uow, identity: IdentityDep, client: Client
+) -> dict[str, Any]:
+    await service.request_password_reset(uow, identity, email=body.email, client=client)
+    return {}
+
+
+@router.post("/api/auth/password-reset/confirm", status_code=204, tags=["auth"])
+async def reset_password(body: PasswordResetConfirmation, uow: Uow, identity: IdentityDep) -> Response:
+    await service.reset_password(uow, identity, token=body.token, password=body.password)
+    return Response(status_code=204)
+
+
+@router.get("/.well-known/jwks.json", tags=["auth"])
+async def json_web_key_set(context: Context) -> JSONResponse:
+    # Short cache: verifiers also refetch on an unknown key id, so a rotation is seen at once anyway.
+    keys = await service.published_keys(context.db)
+    return JSONResponse(keys, headers={"Cache-Control": "public, max-age=60"})
+
+
+# --- profiles ---------------------------------------------------------------------------------------------------
+
+
+@router.get("/api/users/me", response_model=Me, tags=["users"])
+async def get_me(me: CurrentUser, uow: Uow, identity: IdentityDep) -> Me:
+    return _me(await service.my_profile(uow, identity, me))
+
+
+@router.patch("/api/users/me", response_model=Me, tags=["users"])
+async def patch_me(body: ProfileChanges, me: CurrentUser, uow: Uow, identity: IdentityDep) -> Me:
+    changes = {name: getattr(body, name) for name in body.model_fields_set}
+    return _me(await service.update_profile(uow, identity, me, changes))
+
+
+@router.get("/api/users/{user_id}", response_model=PublicProfile, tags=["users"])
+async def get_user(user_id: Annotated[str, Path(max_length=255)], context: Context) -> PublicProfile:
+    return PublicProfile(**_public(await service.public_profile(context.db, user_id)))

@@ -1,1 +1,396 @@
 """What the users service's entities are and the rules they obey: no I/O, no framework."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import secrets
+import unicodedata
+import uuid
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import NewType
+
+from gatherly.contracts.users import GeoPoint, ImageVariants, UserProfileUpdated
+from gatherly.kernel.errors import DomainError, Forbidden, InvalidInput, TooManyRequests, Unauthorized
+
+UserId = NewType("UserId", str)
+Email = NewType("Email", str)
+
+# --- errors ---------------------------------------------------------------------------------------------------
+
+
+class BadCredentials(Unauthorized):
+    """One answer for an unknown email and a wrong password, so a login reveals nobody's account."""
+
+    title = "Invalid credentials"
+
+    def __init__(self) -> None:
+        super().__init__("The email or password is not right.")
+
+
+class AccountNotConfirmed(Forbidden):
+    title = "Email not confirmed"
+
+    def __init__(self) -> None:
+        super().__init__("Confirm your email address first: follow the link in the email we sent.")
+
+
+class AccountLocked(TooManyRequests):
+    title = "Too many failed logins"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"Too many failed logins; try again in {retry_after} s.", retry_after=retry_after)
+
+
+class RateLimited(TooManyRequests):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"Too many requests from your address; try again in {retry_after} s.", retry_after=retry_after)
+
+
+class InvalidRefreshToken(Unauthorized):
+    title = "Invalid refresh token"
+
+    def __init__(self) -> None:
+        super().__init__("The refresh token is not valid; log in again.")
+
+
+class InvalidLink(DomainError):
+    """A confirmation or reset token that is unknown, used or expired (400: the link, not the form, is wrong)."""
+
+    status = 400
+    title = "Invalid or expired link"
+
+    def __init__(self) -> None:
+        super().__init__("This link is not valid any more. Ask for a new one.")
+
+
+class UserNotFound(DomainError):
+    status = 404
+    title = "Not found"
+
+    def __init__(self, user_id: str) -> None:
+        super().__init__(f"No user {user_id}.")
+
+
+# --- email ----------------------------------------------------------------------------------------------------
+
+# Deliberately loose (one @, a dot in the domain, no spaces): the confirmation email is the real check.
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+MAX_EMAIL_LENGTH = 254
+
+
+def normalize_email(raw: str) -> Email:
+    """The form an address is stored and compared in: trimmed and lower-cased (providers treat the local
+    part case-insensitively in practice, and two accounts differing only by case would confuse people)."""
+    email = unicodedata.normalize("NFC", raw.strip()).lower()
+    if len(email) > MAX_EMAIL_LENGTH or not _EMAIL.match(email):
+        raise InvalidInput("This is not an email address.", field="email")
+    return Email(email)
+
+
+def email_key(email: Email) -> str:
+    """What login throttles are keyed by: a digest, so addresses of people who have no account are not stored."""
+    return hashlib.sha256(email.encode()).hexdigest()
+
+
+# --- passwords --------------------------------------------------------------------------------------------------
+
+MIN_PASSWORD_LENGTH = 10
+MAX_PASSWORD_LENGTH = 128
+
+
+def normalize_password(password: str) -> str:
+    """NFKC, so the same passphrase typed on two keyboards (composed vs decomposed accents) is the same secret."""
+    return unicodedata.normalize("NFKC", password)
+
+
+def check_password_policy(password: str, common_passwords: Collection[str], *, field: str = "password") -> None:
+    """Length 10 to 128 and not a well-known password; no composition rules (NIST SP 800-63B)."""
+    length = len(normalize_password(password))
+    if length < MIN_PASSWORD_LENGTH:
+        raise InvalidInput(f"A password needs at least {MIN_PASSWORD_LENGTH} characters.", field=field)
+    if length > MAX_PASSWORD_LENGTH:
+        raise InvalidInput(f"A password may have at most {MAX_PASSWORD_LENGTH} characters.", field=field)
+    if normalize_password(password).lower() in common_passwords:
+        raise InvalidInput("This password is too common; choose another one.", field=field)
+
+
+# --- opaque tokens ----------------------------------------------------------------------------------------------
+
+OPAQUE_TOKEN_BYTES = 32
+
+
+def new_opaque_token() -> str:
+    """A random secret for links and refresh tokens (256 bits, URL-safe)."""
+    return secrets.token_urlsafe(OPAQUE_TOKEN_BYTES)
+
+
+def token_digest(token: str) -> str:
+    """Tokens are stored as SHA-256: a leaked table yields nothing usable. (No salt or slow hash needed:
+    the token is 256 random bits, not something a person chose.)"""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class TokenPurpose(StrEnum):
+    CONFIRM_EMAIL = "confirm_email"
+    RESET_PASSWORD = "reset_password"
+
+
+TOKEN_LIFETIMES: dict[TokenPurpose, timedelta] = {
+    TokenPurpose.CONFIRM_EMAIL: timedelta(hours=24),
+    TokenPurpose.RESET_PASSWORD: timedelta(hours=1),
+}
+
+
+@dataclass(frozen=True)
+class OneTimeToken:
+    """An emailed link's secret, as stored: single use, expiring. A confirmation token may carry the password
+    hash and name chosen at that sign-up, so whoever owns the mailbox activates the credentials of the
+    sign-up they confirm (someone else signing up with your address cannot pick your password)."""
+
+    digest: str
+    purpose: TokenPurpose
+    user_id: UserId
+    expires_at: datetime
+    used_at: datetime | None = None
+    password_hash: str | None = None
+    display_name: str | None = None
+
+    def is_usable(self, purpose: TokenPurpose, now: datetime) -> bool:
+        return self.purpose is purpose and self.used_at is None and now < self.expires_at
+
+
+@dataclass(frozen=True)
+class RefreshToken:
+    """One link of a rotation chain ("family"): each use retires it and issues the next."""
+
+    digest: str
+    family_id: str
+    user_id: UserId
+    expires_at: datetime
+    used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class RefreshVerdict(StrEnum):
+    ROTATE = "rotate"
+    REUSED = "reused"  # a retired token came back: someone holds a copy; the family dies
+    INVALID = "invalid"
+
+
+def judge_refresh(token: RefreshToken | None, now: datetime) -> RefreshVerdict:
+    if token is None or token.revoked_at is not None or now >= token.expires_at:
+        return RefreshVerdict.INVALID
+    if token.used_at is not None:
+        return RefreshVerdict.REUSED
+    return RefreshVerdict.ROTATE
+
+
+# --- lockout ----------------------------------------------------------------------------------------------------
+
+FAILURES_BEFORE_LOCKOUT = 5
+FIRST_LOCKOUT = timedelta(seconds=1)
+LONGEST_LOCKOUT = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class LoginThrottle:
+    """Consecutive failed logins for one email address (account or not, so lockout reveals nothing) and
+    until when it is locked. Like Cognito: from the 5th failure on, locked for 1 s, doubling per further
+    failure up to 15 min; attempts while locked are refused without checking the password."""
+
+    failures: int = 0
+    locked_until: datetime | None = None
+
+    def retry_after(self, now: datetime) -> int | None:
+        """Whole seconds to wait while locked, else None."""
+        if self.locked_until is None or now >= self.locked_until:
+            return None
+        return max(1, math.ceil((self.locked_until - now).total_seconds()))
+
+    def after_failure(self, now: datetime) -> LoginThrottle:
+        failures = self.failures + 1
+        lockout = lockout_for(failures)
+        return replace(self, failures=failures, locked_until=now + lockout if lockout else None)
+
+
+def lockout_for(failures: int) -> timedelta | None:
+    if failures < FAILURES_BEFORE_LOCKOUT:
+        return None
+    doublings = failures - FAILURES_BEFORE_LOCKOUT
+    # Cap the exponent before computing: 2**failures of an ancient counter must not overflow a timedelta.
+    if doublings >= math.ceil(math.log2(LONGEST_LOCKOUT / FIRST_LOCKOUT)):
+        return LONGEST_LOCKOUT
+    return min(FIRST_LOCKOUT * 2**doublings, LONGEST_LOCKOUT)
+
+
+# --- rate limits ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: datetime
+
+
+class RateLimiter:
+    """Token buckets per (action, client address): `limit` requests per minute, refilled continuously, so a
+    burst of `limit` is allowed and then one every 60/limit seconds. Kept in memory per process: these
+    limits slow down scripts, they are not an accounting."""
+
+    MAX_TRACKED = 50_000  # addresses remembered per action; full buckets are forgotten first
+
+    def __init__(self, limits_per_minute: dict[str, int]) -> None:
+        self.limits = limits_per_minute
+        self._buckets: dict[str, dict[str, _Bucket]] = {action: {} for action in limits_per_minute}
+
+    def check(self, action: str, address: str, now: datetime) -> None:
+        """Take one token or raise RateLimited with the seconds until one is available."""
+        limit = self.limits[action]
+        if limit <= 0:
+            return
+        per_second = limit / 60.0
+        buckets = self._buckets[action]
+        bucket = buckets.get(address)
+        if bucket is None:
+            if len(buckets) >= self.MAX_TRACKED:
+                self._forget_full(buckets, limit, per_second, now)
+            bucket = buckets[address] = _Bucket(float(limit), now)
+        elapsed = max(0.0, (now - bucket.updated).total_seconds())
+        bucket.tokens = min(float(limit), bucket.tokens + elapsed * per_second)
+        bucket.updated = now
+        if bucket.tokens < 1.0:
+            raise RateLimited(max(1, math.ceil((1.0 - bucket.tokens) / per_second)))
+        bucket.tokens -= 1.0
+
+    @staticmethod
+    def _forget_full(buckets: dict[str, _Bucket], limit: int, per_second: float, now: datetime) -> None:
+        for address in [
+            a for a, b in buckets.items() if b.tokens + (now - b.updated).total_seconds() * per_second >= limit
+        ]:
+            del buckets[address]
+        if len(buckets) >= RateLimiter.MAX_TRACKED:  # all busy: drop the oldest half rather than grow forever
+            for address in sorted(buckets, key=lambda a: buckets[a].updated)[: len(buckets) // 2]:
+                del buckets[address]
+
+
+# --- profiles ---------------------------------------------------------------------------------------------------
+
+MAX_DISPLAY_NAME = 80
+MAX_BIO = 2000
+MAX_CITY = 100
+MAX_TOPICS = 20
+MAX_TOPIC = 40
+
+# Control characters (except newline and tab in the bio) have no business in a name shown to others.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean_display_name(raw: str) -> str:
+    name = " ".join(_CONTROL.sub("", raw).split())
+    if not name:
+        raise InvalidInput("A display name cannot be empty.", field="display_name")
+    if len(name) > MAX_DISPLAY_NAME:
+        raise InvalidInput(f"A display name has at most {MAX_DISPLAY_NAME} characters.", field="display_name")
+    return name
+
+
+def clean_bio(raw: str) -> str:
+    """Plain text: kept as typed (clients escape it), minus control characters, at most MAX_BIO characters."""
+    bio = _CONTROL.sub("", raw.replace("\r\n", "\n")).strip()
+    if len(bio) > MAX_BIO:
+        raise InvalidInput(f"A bio has at most {MAX_BIO} characters.", field="bio")
+    return bio
+
+
+def clean_city(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    city = " ".join(_CONTROL.sub("", raw).split())
+    if len(city) > MAX_CITY:
+        raise InvalidInput(f"A city has at most {MAX_CITY} characters.", field="city")
+    return city or None
+
+
+def clean_topics(raw: Iterable[str]) -> list[str]:
+    """Lower-case, trimmed, de-duplicated in the order given."""
+    topics: list[str] = []
+    for item in raw:
+        topic = " ".join(_CONTROL.sub("", item).split()).lower()
+        if not topic or topic in topics:
+            continue
+        if len(topic) > MAX_TOPIC:
+            raise InvalidInput(f"A topic has at most {MAX_TOPIC} characters.", field="topics")
+        topics.append(topic)
+    if len(topics) > MAX_TOPICS:
+        raise InvalidInput(f"At most {MAX_TOPICS} topics.", field="topics")
+    return topics
+
+
+def clean_location(point: GeoPoint | None) -> GeoPoint | None:
+    if point is None:
+        return None
+    if not (-90.0 <= point.lat <= 90.0 and -180.0 <= point.lng <= 180.0) or not all(
+        math.isfinite(v) for v in (point.lat, point.lng)
+    ):
+        raise InvalidInput("A location needs -90 ≤ lat ≤ 90 and -180 ≤ lng ≤ 180.", field="location")
+    return point
+
+
+def clean_image_id(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise InvalidInput("An image id is a UUID.", field="avatar_image_id")
+
+
+@dataclass(frozen=True)
+class Avatar:
+    """A ready image as the images service reported it (the users service's read model)."""
+
+    image_id: str
+    owner_id: str
+    variants: ImageVariants
+
+
+@dataclass(frozen=True)
+class Profile:
+    user_id: UserId
+    email: Email | None
+    display_name: str
+    created_at: datetime
+    updated_at: datetime
+    bio: str = ""
+    city: str | None = None
+    location: GeoPoint | None = None
+    topics: list[str] = field(default_factory=list)
+    avatar_image_id: str | None = None
+    confirmed: bool = False
+
+    def avatar(self, image: Avatar | None) -> ImageVariants | None:
+        """The chosen image is shown only once it is ready AND was uploaded by this person."""
+        if image is None or self.avatar_image_id != image.image_id or image.owner_id != self.user_id:
+            return None
+        return image.variants
+
+    def changed(self, updated_at: datetime, **changes: object) -> Profile:
+        return replace(self, updated_at=updated_at, **changes)  # type: ignore[arg-type]
+
+    def published(self, image: Avatar | None) -> UserProfileUpdated:
+        return UserProfileUpdated(
+            user_id=self.user_id,
+            email=self.email or "",
+            display_name=self.display_name,
+            bio=self.bio,
+            city=self.city,
+            location=self.location,
+            topics=list(self.topics),
+            avatar=self.avatar(image),
+            updated_at=self.updated_at,
+        )

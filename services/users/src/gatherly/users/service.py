@@ -1,1 +1,573 @@
 """Use cases of the users service: one function per thing a person does, state and outbox committed together."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy.exc import IntegrityError
+
+from gatherly.contracts.images import ImageDeleted, ImageReady
+from gatherly.contracts.users import ImageVariants, UserConfirmed, UserRegistered
+from gatherly.kernel.auth import Principal
+from gatherly.kernel.db import Database
+from gatherly.kernel.errors import DomainError, InvalidInput
+from gatherly.kernel.runtime import ServiceContext
+from gatherly.kernel.settings import Settings
+from gatherly.users.credentials import (
+    Passwords,
+    Signer,
+    common_passwords,
+    jwks,
+    new_signing_key,
+    retirable,
+    signing_key_for,
+)
+from gatherly.users.domain import (
+    TOKEN_LIFETIMES,
+    AccountLocked,
+    AccountNotConfirmed,
+    Avatar,
+    BadCredentials,
+    Email,
+    InvalidLink,
+    InvalidRefreshToken,
+    OneTimeToken,
+    Profile,
+    RateLimiter,
+    RefreshToken,
+    RefreshVerdict,
+    TokenPurpose,
+    UserId,
+    UserNotFound,
+    check_password_policy,
+    clean_bio,
+    clean_city,
+    clean_display_name,
+    clean_image_id,
+    clean_location,
+    clean_topics,
+    email_key,
+    judge_refresh,
+    new_opaque_token,
+    normalize_email,
+    token_digest,
+)
+from gatherly.users.emails import EmailTemplates, RenderedMail
+from gatherly.users.store import StoredKey, UsersUnitOfWork, is_unique_violation, reading, unit_of_work
+
+log = structlog.get_logger(__name__)
+
+AVATAR_PURPOSE = "avatar"
+
+
+@dataclass
+class Identity:
+    """What the identity use cases need besides a unit of work; built once when the service starts."""
+
+    settings: Settings
+    passwords: Passwords
+    signer: Signer
+    templates: EmailTemplates
+    limiter: RateLimiter
+    common_passwords: frozenset[str]
+
+    @classmethod
+    def build(cls, settings: Settings) -> Identity:
+        return cls(
+            settings=settings,
+            passwords=Passwords(settings),
+            signer=Signer(settings),
+            templates=EmailTemplates(settings),
+            limiter=RateLimiter(
+                {
+                    "signup": settings.signup_limit_per_minute,
+                    "login": settings.login_limit_per_minute,
+                    "password_reset": settings.password_reset_limit_per_minute,
+                }
+            ),
+            common_passwords=common_passwords(),
+        )
+
+    @property
+    def external(self) -> bool:
+        """An outside OIDC provider issues the tokens (people arrive with its `sub`, not through sign-up)."""
+        return bool(self.settings.jwks_url)
+
+    @property
+    def refresh_lifetime(self) -> timedelta:
+        return timedelta(days=self.settings.refresh_token_ttl_days)
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+
+
+# --- sign-up and confirmation -----------------------------------------------------------------------------------
+
+
+async def sign_up(
+    uow: UsersUnitOfWork, identity: Identity, *, email: str, password: str, display_name: str, client: str
+) -> None:
+    """Answer the same whether or not the address has an account: a new one gets a confirmation link, an
+    unconfirmed one a fresh link (for the credentials of this sign-up), a confirmed one an "already
+    registered" email. The password is hashed in every case so the timing says nothing either."""
+    identity.limiter.check("signup", client, uow.clock.now())
+    address = normalize_email(email)
+    name = clean_display_name(display_name)
+    check_password_policy(password, identity.common_passwords)
+    password_hash = await identity.passwords.hash(password)
+    for attempt in (1, 2):
+        try:
+            await _register(uow, identity, address, name, password_hash)
+            return
+        except IntegrityError as error:
+            # Two sign-ups with one address raced (PostgreSQL): the second now finds the first's account.
+            if attempt == 2 or not is_unique_violation(error):
+                raise
+
+
+async def _register(uow: UsersUnitOfWork, identity: Identity, email: Email, name: str, password_hash: str) -> None:
+    async with uow:
+        now = uow.clock.now()
+        existing = await uow.accounts.credentials_of(email)
+        if existing is None:
+            user_id = UserId(str(uuid.uuid4()))
+            await uow.accounts.add(Profile(user_id, email, name, created_at=now, updated_at=now), password_hash)
+            token = await _issue_one_time(uow, user_id, TokenPurpose.CONFIRM_EMAIL, now)
+            mail = identity.templates.confirmation(name, token)
+            uow.publish(UserRegistered(user_id=user_id, email=email, display_name=name, registered_at=now))
+        elif existing.confirmed_at is None:
+            token = await _issue_one_time(
+                uow, existing.user_id, TokenPurpose.CONFIRM_EMAIL, now, password_hash=password_hash, display_name=name
+            )
+            mail = identity.templates.confirmation(name, token)
+        else:
+            profile = await _profile(uow, existing.user_id)
+            mail = identity.templates.already_registered(profile.display_name)
+        await _queue(uow, email, mail)
+
+
+async def confirm_email(uow: UsersUnitOfWork, token: str) -> None:
+    """Spend a confirmation link: the account can log in from now on, and other services learn of the person."""
+    async with uow:
+        now = uow.clock.now()
+        stored = await _spend(uow, token, TokenPurpose.CONFIRM_EMAIL, now)
+        credentials = await uow.accounts.credentials_by_id(stored.user_id)
+        if credentials is None or credentials.confirmed_at is not None:
+            raise InvalidLink()
+        if stored.password_hash is not None:
+            await uow.accounts.set_password(stored.user_id, stored.password_hash)
+        profile = await _profile(uow, stored.user_id)
+        if stored.display_name is not None and stored.display_name != profile.display_name:
+            profile = profile.changed(now, display_name=stored.display_name)
+            await uow.accounts.save_profile(profile)
+        await _confirm(uow, profile, now)
+
+
+async def _confirm(uow: UsersUnitOfWork, profile: Profile, now: datetime) -> None:
+    await uow.accounts.confirm(profile.user_id, now)
+    await uow.one_time_tokens.use_all(profile.user_id, TokenPurpose.CONFIRM_EMAIL, now)
+    uow.publish(
+        UserConfirmed(
+            user_id=profile.user_id, email=profile.email or "", display_name=profile.display_name, confirmed_at=now
+        ),
+        # Read models elsewhere get the person as soon as they can log in, not only at their first edit.
+        profile.published(await uow.avatars.get(profile.avatar_image_id)),
+    )
+
+
+# --- sessions ---------------------------------------------------------------------------------------------------
+
+
+async def log_in(uow: UsersUnitOfWork, identity: Identity, *, email: str, password: str, client: str) -> TokenPair:
+    """Check the password off the event loop and outside any transaction; record the outcome after.
+
+    Failures are counted per email address whether or not it has an account, and an unknown address still
+    costs a hash, so neither the answer, the lockout nor the timing tells who has an account."""
+    now = uow.clock.now()
+    identity.limiter.check("login", client, now)
+    try:
+        address: Email | None = normalize_email(email)
+    except InvalidInput:
+        address = None
+    throttle_key = email_key(address or Email(email))
+    async with reading(uow.db) as stores:
+        wait = (await stores.throttles.get(throttle_key)).retry_after(now)
+        credentials = await stores.accounts.credentials_of(address) if address else None
+    if wait is not None:
+        raise AccountLocked(wait)
+    stored_hash = credentials.password_hash if credentials else None
+    matches = await identity.passwords.verify(stored_hash, password)
+    upgraded = None
+    if matches and stored_hash is not None and identity.passwords.needs_rehash(stored_hash):
+        upgraded = await identity.passwords.hash(password)
+
+    outcome: DomainError
+    async with uow:
+        now = uow.clock.now()
+        if not matches or credentials is None:
+            # Re-read in the transaction: concurrent failures must all count.
+            throttle = await uow.throttles.get(throttle_key)
+            await uow.throttles.save(throttle_key, throttle.after_failure(now), now)
+            outcome = BadCredentials()
+        else:
+            await uow.throttles.clear(throttle_key)
+            if upgraded is not None:
+                await uow.accounts.set_password(credentials.user_id, upgraded)
+            if credentials.confirmed_at is None:
+                outcome = AccountNotConfirmed()
+            else:
+                return await _issue_tokens(uow, identity, credentials.user_id, now)
+    # Raised after the commit: the failure count (or the reset and rehash) must be kept.
+    raise outcome
+
+
+async def refresh(uow: UsersUnitOfWork, identity: Identity, refresh_token: str) -> TokenPair:
+    """Rotate: the presented token is spent and a new pair issued in the same family. A spent token presented
+    again means two parties hold it; the whole family is revoked, so the thief's copy dies too."""
+    digest = token_digest(refresh_token)
+    async with uow:
+        now = uow.clock.now()
+        stored = await uow.refresh_tokens.get(digest)
+        verdict = judge_refresh(stored, now)
+        if verdict is RefreshVerdict.ROTATE and not await uow.refresh_tokens.mark_used(digest, now):
+            verdict = RefreshVerdict.REUSED  # a concurrent request spent it a moment ago
+        if stored is not None and verdict is RefreshVerdict.ROTATE:
+            credentials = await uow.accounts.credentials_by_id(stored.user_id)
+            if credentials is not None and credentials.confirmed_at is not None:
+                return await _issue_tokens(uow, identity, stored.user_id, now, family_id=stored.family_id)
+            verdict = RefreshVerdict.INVALID
+        if stored is not None and verdict is RefreshVerdict.REUSED:
+            await uow.refresh_tokens.revoke_family(stored.family_id, now)
+    raise InvalidRefreshToken()
+
+
+async def log_out(uow: UsersUnitOfWork, refresh_token: str) -> None:
+    """End the session the refresh token belongs to (its whole family). Unknown tokens are ignored."""
+    async with uow:
+        stored = await uow.refresh_tokens.get(token_digest(refresh_token))
+        if stored is not None:
+            await uow.refresh_tokens.revoke_family(stored.family_id, uow.clock.now())
+
+
+async def _issue_tokens(
+    uow: UsersUnitOfWork, identity: Identity, user_id: UserId, now: datetime, *, family_id: str | None = None
+) -> TokenPair:
+    key = signing_key_for(await uow.signing_keys.published(), now)
+    access = identity.signer.access_token(key, user_id, now)
+    secret = new_opaque_token()
+    token = RefreshToken(
+        digest=token_digest(secret),
+        family_id=family_id or str(uuid.uuid4()),
+        user_id=user_id,
+        expires_at=now + identity.refresh_lifetime,
+    )
+    await uow.refresh_tokens.add(token, now)
+    return TokenPair(access, secret, int(identity.signer.lifetime.total_seconds()))
+
+
+# --- password reset ---------------------------------------------------------------------------------------------
+
+
+async def request_password_reset(uow: UsersUnitOfWork, identity: Identity, *, email: str, client: str) -> None:
+    """Email a reset link when the address has an account; answer the same when it has none."""
+    identity.limiter.check("password_reset", client, uow.clock.now())
+    try:
+        address = normalize_email(email)
+    except InvalidInput:
+        return
+    async with uow:
+        now = uow.clock.now()
+        credentials = await uow.accounts.credentials_of(address)
+        if credentials is None:
+            return
+        profile = await _profile(uow, credentials.user_id)
+        token = await _issue_one_time(uow, credentials.user_id, TokenPurpose.RESET_PASSWORD, now)
+        await _queue(uow, address, identity.templates.password_reset(profile.display_name, token))
+
+
+async def reset_password(uow: UsersUnitOfWork, identity: Identity, *, token: str, password: str) -> None:
+    """Set a new password through a reset link: every session of the account ends, and a lockout is lifted.
+    (Following the link also proves the mailbox is theirs, so an unconfirmed account becomes confirmed.)"""
+    check_password_policy(password, identity.common_passwords)
+    digest = token_digest(token)
+    async with reading(uow.db) as stores:
+        candidate = await stores.one_time_tokens.get(digest)
+    # Checked before hashing, so junk tokens cannot make the service burn argon2 time.
+    if candidate is None or not candidate.is_usable(TokenPurpose.RESET_PASSWORD, uow.clock.now()):
+        raise InvalidLink()
+    password_hash = await identity.passwords.hash(password)
+    async with uow:
+        now = uow.clock.now()
+        stored = await _spend(uow, token, TokenPurpose.RESET_PASSWORD, now)
+        credentials = await uow.accounts.credentials_by_id(stored.user_id)
+        if credentials is None:
+            raise InvalidLink()
+        await uow.accounts.set_password(stored.user_id, password_hash)
+        await uow.refresh_tokens.revoke_all_of(stored.user_id, now)
+        await uow.one_time_tokens.use_all(stored.user_id, TokenPurpose.RESET_PASSWORD, now)
+        if credentials.email is not None:
+            await uow.throttles.clear(email_key(credentials.email))
+        if credentials.confirmed_at is None:
+            await _confirm(uow, await _profile(uow, stored.user_id), now)
+
+
+# --- one-time tokens and mail -------------------------------------------------------------------------------------
+
+
+async def _issue_one_time(
+    uow: UsersUnitOfWork,
+    user_id: UserId,
+    purpose: TokenPurpose,
+    now: datetime,
+    *,
+    password_hash: str | None = None,
+    display_name: str | None = None,
+) -> str:
+    secret = new_opaque_token()
+    token = OneTimeToken(
+        digest=token_digest(secret),
+        purpose=purpose,
+        user_id=user_id,
+        expires_at=now + TOKEN_LIFETIMES[purpose],
+        password_hash=password_hash,
+        display_name=display_name,
+    )
+    await uow.one_time_tokens.add(token, now)
+    return secret
+
+
+async def _spend(uow: UsersUnitOfWork, token: str, purpose: TokenPurpose, now: datetime) -> OneTimeToken:
+    digest = token_digest(token)
+    stored = await uow.one_time_tokens.get(digest)
+    if stored is None or not stored.is_usable(purpose, now) or not await uow.one_time_tokens.use(digest, now):
+        raise InvalidLink()
+    return stored
+
+
+async def _profile(uow: UsersUnitOfWork, user_id: str) -> Profile:
+    profile = await uow.accounts.profile(user_id)
+    if profile is None:
+        raise UserNotFound(user_id)
+    return profile
+
+
+async def _queue(uow: UsersUnitOfWork, recipient: str, mail: RenderedMail) -> None:
+    await uow.queue_mail(recipient, mail.subject, mail.text, mail.html)
+
+
+# --- profiles ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProfileView:
+    profile: Profile
+    avatar: ImageVariants | None
+
+
+async def my_profile(uow: UsersUnitOfWork, identity: Identity, me: Principal) -> ProfileView:
+    async with reading(uow.db) as stores:
+        profile = await stores.accounts.profile(me.user_id)
+        if profile is not None:
+            return ProfileView(profile, profile.avatar(await stores.avatars.get(profile.avatar_image_id)))
+    if identity.external:
+        return await _welcome_outside_identity(uow, me)
+    raise UserNotFound(me.user_id)
+
+
+async def public_profile(db: Database, user_id: str) -> ProfileView:
+    async with reading(db) as stores:
+        profile = await stores.accounts.profile(user_id)
+        if profile is None or not profile.confirmed:
+            raise UserNotFound(user_id)
+        return ProfileView(profile, profile.avatar(await stores.avatars.get(profile.avatar_image_id)))
+
+
+# PATCH fields and how each is cleaned; a field left out stays as it is.
+_CLEANERS: dict[str, Any] = {
+    "display_name": clean_display_name,
+    "bio": clean_bio,
+    "city": clean_city,
+    "location": clean_location,
+    "topics": clean_topics,
+    "avatar_image_id": clean_image_id,
+}
+
+
+async def update_profile(
+    uow: UsersUnitOfWork, identity: Identity, me: Principal, changes: dict[str, Any]
+) -> ProfileView:
+    """Change any of display name, bio, city, location, topics and avatar; other services hear of it."""
+    unknown = set(changes) - set(_CLEANERS)
+    if unknown:
+        raise InvalidInput(f"Not a profile field: {', '.join(sorted(unknown))}.", field=sorted(unknown)[0])
+    if changes.get("display_name", "") is None or changes.get("bio", "") is None:
+        raise InvalidInput(
+            "A display name and bio cannot be null.", field="display_name" if "display_name" in changes else "bio"
+        )
+    if "topics" in changes and changes["topics"] is None:
+        changes = {**changes, "topics": []}  # null clears the list, like the other optional fields
+    cleaned = {name: _CLEANERS[name](value) for name, value in changes.items()}
+    if identity.external:
+        await my_profile(uow, identity, me)  # a person from an outside provider may edit before ever reading
+    async with uow:
+        now = uow.clock.now()
+        profile = await uow.accounts.profile(me.user_id)
+        if profile is None:
+            raise UserNotFound(me.user_id)
+        profile = profile.changed(now, **cleaned)
+        await uow.accounts.save_profile(profile)
+        avatar = await uow.avatars.get(profile.avatar_image_id)
+        if profile.confirmed:
+            uow.publish(profile.published(avatar))
+        return ProfileView(profile, profile.avatar(avatar))
+
+
+async def _welcome_outside_identity(uow: UsersUnitOfWork, me: Principal) -> ProfileView:
+    """Someone an outside OIDC provider vouches for, seen for the first time: their account and profile are
+    made from the token's claims, confirmed (the provider did that), and announced like a sign-up."""
+    claims = me.claims
+    email = claims.get("email") if claims.get("email_verified", True) else None
+    address = normalize_email(email) if isinstance(email, str) else None
+    name_claim = next(
+        (claims[c] for c in ("name", "preferred_username", "given_name") if isinstance(claims.get(c), str)), ""
+    )
+    name = clean_display_name(name_claim or (address.split("@")[0] if address else "Member"))
+    for attempt in (1, 2):
+        try:
+            async with uow:
+                now = uow.clock.now()
+                existing = await uow.accounts.profile(me.user_id)
+                if existing is not None:
+                    return ProfileView(existing, existing.avatar(await uow.avatars.get(existing.avatar_image_id)))
+                if address is not None and await uow.accounts.credentials_of(address) is not None:
+                    address = None  # the address belongs to a local account: not taken over by an outside claim
+                profile = Profile(UserId(me.user_id), address, name, created_at=now, updated_at=now, confirmed=True)
+                await uow.accounts.add(profile, password_hash=None, confirmed_at=now)
+                uow.publish(
+                    UserRegistered(user_id=me.user_id, email=address or "", display_name=name, registered_at=now)
+                )
+                await _confirm(uow, profile, now)
+                return ProfileView(profile, None)
+        except IntegrityError as error:
+            if attempt == 2 or not is_unique_violation(error):
+                raise
+    raise AssertionError("unreachable")
+
+
+# --- avatars (reactions to the images service) --------------------------------------------------------------------
+
+
+async def keep_ready_image(uow: UsersUnitOfWork, event: ImageReady) -> None:
+    """Remember ready avatars; whoever already chose this image now shows it, and other services hear of it."""
+    if event.purpose != AVATAR_PURPOSE:
+        return
+    avatar = Avatar(event.image_id, event.owner_id, event.variants)
+    await uow.avatars.put(avatar, event.ready_at)
+    now = uow.clock.now()
+    for profile in await uow.accounts.profiles_showing(event.image_id):
+        if profile.avatar(avatar) is not None and profile.confirmed:
+            updated = profile.changed(now)
+            await uow.accounts.save_profile(updated)
+            uow.publish(updated.published(avatar))
+
+
+async def forget_deleted_image(uow: UsersUnitOfWork, event: ImageDeleted) -> None:
+    """A deleted image stops being anyone's avatar."""
+    avatar = await uow.avatars.get(event.image_id)
+    await uow.avatars.remove(event.image_id)
+    now = uow.clock.now()
+    for profile in await uow.accounts.profiles_showing(event.image_id):
+        updated = profile.changed(now, avatar_image_id=None)
+        await uow.accounts.save_profile(updated)
+        if profile.avatar(avatar) is not None and profile.confirmed:
+            uow.publish(updated.published(None))
+
+
+# --- housekeeping ----------------------------------------------------------------------------------------------
+
+# Expired rows are kept a day (a support question about "my link did not work" can still be answered), then go.
+KEEP_EXPIRED = timedelta(days=1)
+HOUSEKEEPING_INTERVAL_SECONDS = 3600.0
+
+
+async def forget_expired(uow: UsersUnitOfWork) -> int:
+    """Delete refresh and link tokens expired over a day ago and login throttles idle for a day (a lockout lasts
+    at most 15 minutes, so those only hold old failure counts). Returns how many rows went."""
+    async with uow:
+        cutoff = uow.clock.now() - KEEP_EXPIRED
+        return (
+            await uow.refresh_tokens.prune(cutoff)
+            + await uow.one_time_tokens.prune(cutoff)
+            + await uow.throttles.prune(cutoff)
+        )
+
+
+async def keep_tidy(context: ServiceContext) -> None:
+    """Background task: `forget_expired` once an hour."""
+    while True:
+        try:
+            deleted = await forget_expired(unit_of_work(context))
+            if deleted:
+                log.info("expired tokens and throttles deleted", rows=deleted)
+        except Exception:
+            log.exception("housekeeping failed; will try again")  # a missed round only delays the cleanup
+        await asyncio.sleep(HOUSEKEEPING_INTERVAL_SECONDS)
+
+
+# --- signing keys ----------------------------------------------------------------------------------------------
+
+
+async def ensure_signing_key(uow: UsersUnitOfWork) -> None:
+    """At start: a fresh installation gets its first key, usable at once."""
+    async with uow:
+        if not await uow.signing_keys.published():
+            await uow.signing_keys.add(new_signing_key(uow.clock.now()))
+
+
+@dataclass(frozen=True)
+class Rotation:
+    new_kid: str
+    activates_at: datetime
+    retired: list[str]
+
+
+async def rotate_signing_keys(uow: UsersUnitOfWork, settings: Settings) -> Rotation:
+    """Add a key (published now, signing after the activation delay) and retire keys no live token can name."""
+    async with uow:
+        now = uow.clock.now()
+        keys = await uow.signing_keys.all()
+        retired = retirable(keys, now, token_lifetime(settings))
+        await uow.signing_keys.retire(retired, now)
+        key = new_signing_key(now, activates_at=now + timedelta(seconds=settings.signing_key_activation_seconds))
+        await uow.signing_keys.add(key)
+        return Rotation(key.kid, key.activates_at, retired)
+
+
+def token_lifetime(settings: Settings) -> timedelta:
+    # A token stays valid for its lifetime plus the verifiers' clock leeway; a margin on top costs nothing.
+    return timedelta(seconds=settings.access_token_ttl_seconds) + timedelta(minutes=1)
+
+
+async def rotate_keys_of(db: Database, settings: Settings) -> Rotation:
+    """For `gatherly keys rotate`, which runs beside (or without) a running users service."""
+    await ensure_signing_key(UsersUnitOfWork(db))
+    return await rotate_signing_keys(UsersUnitOfWork(db), settings)
+
+
+async def keys_of(db: Database) -> list[StoredKey]:
+    async with reading(db) as stores:
+        return await stores.signing_keys.all()
+
+
+async def published_keys(db: Database) -> dict[str, Any]:
+    async with reading(db) as stores:
+        return jwks(await stores.signing_keys.published())

@@ -1,17 +1,614 @@
 """Tables of the users service and the queries that need SQL."""
 
-from sqlalchemy import MetaData
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gatherly.kernel.tables import kernel_tables
-from gatherly.kernel.uow import UnitOfWork
+from gatherly.contracts.users import GeoPoint, ImageVariants
+from gatherly.kernel.clock import Clock
+from gatherly.kernel.db import Database
+from gatherly.kernel.runtime import ServiceContext
+from gatherly.kernel.tables import Json, UtcDateTime, kernel_tables
+from gatherly.kernel.uow import OutboxSignal, UnitOfWork
+from gatherly.users.domain import (
+    Avatar,
+    Email,
+    LoginThrottle,
+    OneTimeToken,
+    Profile,
+    RefreshToken,
+    TokenPurpose,
+    UserId,
+)
 
 metadata = MetaData()
 kernel_tables(metadata)
 
+# An id is ours (a UUID) or an outside identity provider's `sub` (up to 255 characters in OIDC).
+USER_ID = String(255)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", USER_ID, primary_key=True),
+    # NULL only for people who came through an outside identity provider whose tokens carry no email.
+    Column("email", String(254), unique=True),
+    Column("password_hash", String(255)),  # NULL: signs in elsewhere (outside identity provider)
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("confirmed_at", UtcDateTime()),
+)
+
+profiles = Table(
+    "profiles",
+    metadata,
+    Column("user_id", USER_ID, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("display_name", String(80), nullable=False),
+    Column("bio", Text, nullable=False, default=""),
+    Column("city", String(100)),
+    # Plain doubles: a person's location is shown, never searched, so it needs no PostGIS geography.
+    Column("lat", Double),
+    Column("lng", Double),
+    Column("topics", Json, nullable=False),
+    Column("avatar_image_id", String(36)),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    # The image consumer finds whose avatar became ready by image id.
+    Index("ix_profiles_avatar_image_id", "avatar_image_id"),
+)
+
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("digest", String(64), primary_key=True),
+    Column("family_id", String(36), nullable=False, index=True),
+    Column("user_id", USER_ID, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("issued_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+    Column("used_at", UtcDateTime()),
+    Column("revoked_at", UtcDateTime()),
+)
+
+one_time_tokens = Table(
+    "one_time_tokens",
+    metadata,
+    Column("digest", String(64), primary_key=True),
+    Column("purpose", String(32), nullable=False),
+    Column("user_id", USER_ID, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+    Column("used_at", UtcDateTime()),
+    Column("password_hash", String(255)),
+    Column("display_name", String(80)),
+)
+
+login_throttles = Table(
+    "login_throttles",
+    metadata,
+    Column("email_key", String(64), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("locked_until", UtcDateTime()),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+# Private keys are stored unencrypted: whoever reads this database could sign tokens. Encrypting them with a
+# key from a secret store (KMS, Vault) is the next step when one is available (see the service's README).
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("kid", String(64), primary_key=True),
+    Column("algorithm", String(16), nullable=False),
+    Column("private_key", Text, nullable=False),
+    Column("public_jwk", Json, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("activates_at", UtcDateTime(), nullable=False),
+    Column("retired_at", UtcDateTime()),
+)
+
+# Read model of the images service's ready avatars (from image.ready / image.deleted).
+avatar_images = Table(
+    "avatar_images",
+    metadata,
+    Column("image_id", String(36), primary_key=True),
+    Column("owner_id", USER_ID, nullable=False),
+    Column("variants", Json, nullable=False),
+    Column("ready_at", UtcDateTime(), nullable=False),
+)
+
+# Emails written in the transaction of the change that causes them, delivered by a background task.
+mail_outbox = Table(
+    "mail_outbox",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("recipient", String(254), nullable=False),
+    Column("subject", String(255), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("html", Text),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UtcDateTime(), nullable=False),
+    Column("last_error", Text),
+    Index("ix_mail_outbox_next_attempt_at", "next_attempt_at"),
+)
+
+
+# --- stores -----------------------------------------------------------------------------------------------------
+
+
+class AccountStore:
+    """Accounts and their profiles (one person = one row in each)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def credentials_of(self, email: Email) -> Credentials | None:
+        row = (await self.session.execute(select(accounts).where(accounts.c.email == email))).mappings().first()
+        return Credentials.of(row) if row else None
+
+    async def credentials_by_id(self, user_id: str) -> Credentials | None:
+        row = (await self.session.execute(select(accounts).where(accounts.c.id == user_id))).mappings().first()
+        return Credentials.of(row) if row else None
+
+    async def add(self, profile: Profile, password_hash: str | None, confirmed_at: datetime | None = None) -> None:
+        await self.session.execute(
+            insert(accounts).values(
+                id=profile.user_id,
+                email=profile.email,
+                password_hash=password_hash,
+                created_at=profile.created_at,
+                confirmed_at=confirmed_at,
+            )
+        )
+        await self.session.execute(insert(profiles).values(user_id=profile.user_id, **_profile_values(profile)))
+
+    async def set_password(self, user_id: str, password_hash: str) -> None:
+        await self.session.execute(update(accounts).where(accounts.c.id == user_id).values(password_hash=password_hash))
+
+    async def confirm(self, user_id: str, at: datetime) -> None:
+        await self.session.execute(update(accounts).where(accounts.c.id == user_id).values(confirmed_at=at))
+
+    async def profile(self, user_id: str) -> Profile | None:
+        query = select(accounts, profiles).join(profiles, profiles.c.user_id == accounts.c.id)
+        row = (await self.session.execute(query.where(accounts.c.id == user_id))).mappings().first()
+        return _profile_of(row) if row else None
+
+    async def save_profile(self, profile: Profile) -> None:
+        await self.session.execute(
+            update(profiles).where(profiles.c.user_id == profile.user_id).values(**_profile_values(profile))
+        )
+
+    async def profiles_showing(self, image_id: str) -> list[Profile]:
+        query = select(accounts, profiles).join(profiles, profiles.c.user_id == accounts.c.id)
+        rows = (await self.session.execute(query.where(profiles.c.avatar_image_id == image_id))).mappings()
+        return [_profile_of(row) for row in rows]
+
+
+@dataclass(frozen=True)
+class Credentials:
+    user_id: UserId
+    email: Email | None
+    password_hash: str | None
+    confirmed_at: datetime | None
+
+    @classmethod
+    def of(cls, row: RowMapping) -> Credentials:
+        return cls(UserId(row["id"]), row["email"], row["password_hash"], row["confirmed_at"])
+
+
+def _profile_values(profile: Profile) -> dict[str, Any]:
+    return {
+        "display_name": profile.display_name,
+        "bio": profile.bio,
+        "city": profile.city,
+        "lat": profile.location.lat if profile.location else None,
+        "lng": profile.location.lng if profile.location else None,
+        "topics": list(profile.topics),
+        "avatar_image_id": profile.avatar_image_id,
+        "updated_at": profile.updated_at,
+    }
+
+
+def _profile_of(row: RowMapping) -> Profile:
+    location = GeoPoint(lat=row["lat"], lng=row["lng"]) if row["lat"] is not None else None
+    return Profile(
+        user_id=UserId(row["id"]),
+        email=row["email"],
+        display_name=row["display_name"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        bio=row["bio"],
+        city=row["city"],
+        location=location,
+        topics=list(row["topics"] or []),
+        avatar_image_id=row["avatar_image_id"],
+        confirmed=row["confirmed_at"] is not None,
+    )
+
+
+class RefreshTokenStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, token: RefreshToken, issued_at: datetime) -> None:
+        await self.session.execute(
+            insert(refresh_tokens).values(
+                digest=token.digest,
+                family_id=token.family_id,
+                user_id=token.user_id,
+                issued_at=issued_at,
+                expires_at=token.expires_at,
+            )
+        )
+
+    async def get(self, digest: str) -> RefreshToken | None:
+        row = (
+            (await self.session.execute(select(refresh_tokens).where(refresh_tokens.c.digest == digest)))
+            .mappings()
+            .first()
+        )
+        if row is None:
+            return None
+        return RefreshToken(
+            digest=row["digest"],
+            family_id=row["family_id"],
+            user_id=UserId(row["user_id"]),
+            expires_at=row["expires_at"],
+            used_at=row["used_at"],
+            revoked_at=row["revoked_at"],
+        )
+
+    async def mark_used(self, digest: str, at: datetime) -> bool:
+        """Retire a token; False when another request retired it first (then this one is a reuse)."""
+        result = await self.session.execute(
+            update(refresh_tokens)
+            .where(refresh_tokens.c.digest == digest, refresh_tokens.c.used_at.is_(None))
+            .values(used_at=at)
+        )
+        return _rowcount(result) == 1
+
+    async def revoke_family(self, family_id: str, at: datetime) -> None:
+        await self.session.execute(
+            update(refresh_tokens)
+            .where(refresh_tokens.c.family_id == family_id, refresh_tokens.c.revoked_at.is_(None))
+            .values(revoked_at=at)
+        )
+
+    async def revoke_all_of(self, user_id: str, at: datetime) -> None:
+        await self.session.execute(
+            update(refresh_tokens)
+            .where(refresh_tokens.c.user_id == user_id, refresh_tokens.c.revoked_at.is_(None))
+            .values(revoked_at=at)
+        )
+
+    async def prune(self, before: datetime) -> int:
+        result = await self.session.execute(delete(refresh_tokens).where(refresh_tokens.c.expires_at < before))
+        return _rowcount(result)
+
+
+class OneTimeTokenStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, token: OneTimeToken, created_at: datetime) -> None:
+        await self.session.execute(
+            insert(one_time_tokens).values(
+                digest=token.digest,
+                purpose=token.purpose.value,
+                user_id=token.user_id,
+                created_at=created_at,
+                expires_at=token.expires_at,
+                password_hash=token.password_hash,
+                display_name=token.display_name,
+            )
+        )
+
+    async def get(self, digest: str) -> OneTimeToken | None:
+        row = (
+            (await self.session.execute(select(one_time_tokens).where(one_time_tokens.c.digest == digest)))
+            .mappings()
+            .first()
+        )
+        if row is None:
+            return None
+        return OneTimeToken(
+            digest=row["digest"],
+            purpose=TokenPurpose(row["purpose"]),
+            user_id=UserId(row["user_id"]),
+            expires_at=row["expires_at"],
+            used_at=row["used_at"],
+            password_hash=row["password_hash"],
+            display_name=row["display_name"],
+        )
+
+    async def use(self, digest: str, at: datetime) -> bool:
+        """Spend a token; False when it was spent already (two clicks racing: only one wins)."""
+        result = await self.session.execute(
+            update(one_time_tokens)
+            .where(one_time_tokens.c.digest == digest, one_time_tokens.c.used_at.is_(None))
+            .values(used_at=at)
+        )
+        return _rowcount(result) == 1
+
+    async def use_all(self, user_id: str, purpose: TokenPurpose, at: datetime) -> None:
+        await self.session.execute(
+            update(one_time_tokens)
+            .where(
+                one_time_tokens.c.user_id == user_id,
+                one_time_tokens.c.purpose == purpose.value,
+                one_time_tokens.c.used_at.is_(None),
+            )
+            .values(used_at=at)
+        )
+
+    async def prune(self, before: datetime) -> int:
+        result = await self.session.execute(delete(one_time_tokens).where(one_time_tokens.c.expires_at < before))
+        return _rowcount(result)
+
+
+class LoginThrottleStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, email_key: str) -> LoginThrottle:
+        row = (
+            (await self.session.execute(select(login_throttles).where(login_throttles.c.email_key == email_key)))
+            .mappings()
+            .first()
+        )
+        return LoginThrottle(row["failures"], row["locked_until"]) if row else LoginThrottle()
+
+    async def save(self, email_key: str, throttle: LoginThrottle, now: datetime) -> None:
+        values = {"failures": throttle.failures, "locked_until": throttle.locked_until, "updated_at": now}
+        result = await self.session.execute(
+            update(login_throttles).where(login_throttles.c.email_key == email_key).values(**values)
+        )
+        if _rowcount(result) == 0:
+            await self.session.execute(insert(login_throttles).values(email_key=email_key, **values))
+
+    async def clear(self, email_key: str) -> None:
+        await self.session.execute(delete(login_throttles).where(login_throttles.c.email_key == email_key))
+
+    async def prune(self, before: datetime) -> int:
+        result = await self.session.execute(delete(login_throttles).where(login_throttles.c.updated_at < before))
+        return _rowcount(result)
+
+
+@dataclass(frozen=True)
+class StoredKey:
+    kid: str
+    algorithm: str
+    private_key: str
+    public_jwk: dict[str, Any]
+    created_at: datetime
+    activates_at: datetime
+    retired_at: datetime | None
+
+
+class SigningKeyStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, key: StoredKey) -> None:
+        await self.session.execute(
+            insert(signing_keys).values(
+                kid=key.kid,
+                algorithm=key.algorithm,
+                private_key=key.private_key,
+                public_jwk=key.public_jwk,
+                created_at=key.created_at,
+                activates_at=key.activates_at,
+            )
+        )
+
+    async def all(self) -> list[StoredKey]:
+        rows = (await self.session.execute(select(signing_keys).order_by(signing_keys.c.activates_at))).mappings()
+        return [StoredKey(**row) for row in rows]
+
+    async def published(self) -> list[StoredKey]:
+        query = select(signing_keys).where(signing_keys.c.retired_at.is_(None)).order_by(signing_keys.c.activates_at)
+        return [StoredKey(**row) for row in (await self.session.execute(query)).mappings()]
+
+    async def retire(self, kids: Sequence[str], at: datetime) -> None:
+        if kids:
+            await self.session.execute(update(signing_keys).where(signing_keys.c.kid.in_(kids)).values(retired_at=at))
+
+
+class AvatarStore:
+    """The read model of ready avatar images: upserted from image.ready, removed on image.deleted."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, image_id: str | None) -> Avatar | None:
+        if image_id is None:
+            return None
+        row = (
+            (await self.session.execute(select(avatar_images).where(avatar_images.c.image_id == image_id)))
+            .mappings()
+            .first()
+        )
+        return Avatar(row["image_id"], row["owner_id"], ImageVariants(**row["variants"])) if row else None
+
+    async def put(self, avatar: Avatar, ready_at: datetime) -> None:
+        values = {"owner_id": avatar.owner_id, "variants": avatar.variants.model_dump(), "ready_at": ready_at}
+        result = await self.session.execute(
+            update(avatar_images).where(avatar_images.c.image_id == avatar.image_id).values(**values)
+        )
+        if _rowcount(result) == 0:
+            await self.session.execute(insert(avatar_images).values(image_id=avatar.image_id, **values))
+
+    async def remove(self, image_id: str) -> None:
+        await self.session.execute(delete(avatar_images).where(avatar_images.c.image_id == image_id))
+
+
+@dataclass(frozen=True)
+class OutgoingMail:
+    id: str
+    recipient: str
+    subject: str
+    text: str
+    html: str | None
+    attempts: int
+
+
+class MailOutboxStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, recipient: str, subject: str, text: str, html: str | None, now: datetime) -> None:
+        await self.session.execute(
+            insert(mail_outbox).values(
+                id=str(uuid.uuid4()),
+                recipient=recipient,
+                subject=subject,
+                text=text,
+                html=html,
+                created_at=now,
+                attempts=0,
+                next_attempt_at=now,
+            )
+        )
+
+    async def due(self, now: datetime, limit: int) -> list[OutgoingMail]:
+        query = (
+            select(mail_outbox)
+            .where(mail_outbox.c.next_attempt_at <= now)
+            .order_by(mail_outbox.c.next_attempt_at)
+            .limit(limit)
+        )
+        rows = (await self.session.execute(query)).mappings()
+        return [
+            OutgoingMail(row["id"], row["recipient"], row["subject"], row["text"], row["html"], row["attempts"])
+            for row in rows
+        ]
+
+    async def claim(self, mail_id: str, now: datetime, until: datetime) -> bool:
+        """Take a message for sending until `until` (another replica skips it meanwhile); False if taken."""
+        result = await self.session.execute(
+            update(mail_outbox)
+            .where(mail_outbox.c.id == mail_id, mail_outbox.c.next_attempt_at <= now)
+            .values(next_attempt_at=until)
+        )
+        return _rowcount(result) == 1
+
+    async def sent(self, mail_id: str) -> None:
+        # Deleted once delivered: the rows hold live link tokens that should not outlive their purpose.
+        await self.session.execute(delete(mail_outbox).where(mail_outbox.c.id == mail_id))
+
+    async def failed(self, mail_id: str, error: str, retry_at: datetime) -> None:
+        await self.session.execute(
+            update(mail_outbox)
+            .where(mail_outbox.c.id == mail_id)
+            .values(attempts=mail_outbox.c.attempts + 1, last_error=error[:2000], next_attempt_at=retry_at)
+        )
+
+    async def next_due_at(self) -> datetime | None:
+        value: datetime | None = await self.session.scalar(select(func.min(mail_outbox.c.next_attempt_at)))
+        return value
+
+    async def pending(self) -> int:
+        return int(await self.session.scalar(select(func.count()).select_from(mail_outbox)) or 0)
+
+
+def _rowcount(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+# --- unit of work -----------------------------------------------------------------------------------------------
+
+
+class Stores:
+    """Every store of the service on one session."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.accounts = AccountStore(session)
+        self.refresh_tokens = RefreshTokenStore(session)
+        self.one_time_tokens = OneTimeTokenStore(session)
+        self.throttles = LoginThrottleStore(session)
+        self.signing_keys = SigningKeyStore(session)
+        self.avatars = AvatarStore(session)
+        self.mail = MailOutboxStore(session)
+
 
 class UsersUnitOfWork(UnitOfWork):
-    """One transaction of the users service: its stores plus the outbox."""
+    """One transaction of the users service: its stores plus the outbox. Emails queued in it are written in
+    the same transaction; after the commit the mail sender is woken."""
+
+    stores: Stores
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Clock | None = None,
+        signal: OutboxSignal | None = None,
+        mail_signal: OutboxSignal | None = None,
+    ) -> None:
+        super().__init__(db, clock=clock, signal=signal)
+        self.mail_signal = mail_signal
+        self._mail_queued = False
 
     def open_stores(self, session: AsyncSession) -> None:
-        pass
+        self.stores = Stores(session)
+        self.accounts = self.stores.accounts
+        self.refresh_tokens = self.stores.refresh_tokens
+        self.one_time_tokens = self.stores.one_time_tokens
+        self.throttles = self.stores.throttles
+        self.signing_keys = self.stores.signing_keys
+        self.avatars = self.stores.avatars
+        self.mail = self.stores.mail
+        self._mail_queued = False
+
+    async def queue_mail(self, recipient: str, subject: str, text: str, html: str | None) -> None:
+        await self.mail.add(recipient, subject, text, html, self.clock.now())
+        self._mail_queued = True
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await super().__aexit__(exc_type, exc, tb)
+        if exc_type is None and self._mail_queued and self.mail_signal is not None:
+            self.mail_signal.notify()
+        self._mail_queued = False
+
+
+def unit_of_work(context: ServiceContext) -> UsersUnitOfWork:
+    return UsersUnitOfWork(
+        context.db, clock=context.clock, signal=context.signal, mail_signal=context.extras.get("mail_signal")
+    )
+
+
+@asynccontextmanager
+async def reading(db: Database) -> AsyncIterator[Stores]:
+    """Stores on a read-only session: queries without taking SQLite's write turn."""
+    async with db.read_session() as session:
+        yield Stores(session)
+
+
+def is_unique_violation(error: Exception) -> bool:
+    """Whether an IntegrityError comes from a unique constraint (SQLite and PostgreSQL word it differently)."""
+    text = str(getattr(error, "orig", error)).lower()
+    return "unique" in text or "duplicate key" in text

@@ -1,0 +1,187 @@
+"""Events of the groups service: topics `group`, `membership` and `join_request`, all keyed by group id so
+everything that happens to one group (its details, its members, its requests) keeps its order per topic."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import ClassVar
+
+from pydantic import BaseModel
+
+from gatherly.contracts.base import IntegrationEvent
+from gatherly.contracts.users import GeoPoint
+
+# Roles, most powerful first. organizer and co_organizer manage members; those two and event_organizer
+# ("leaders") create and edit events.
+ROLES = ("organizer", "co_organizer", "event_organizer", "member")
+LEADER_ROLES = ("organizer", "co_organizer", "event_organizer")
+
+
+# --- topic `group` ----------------------------------------------------------------------------------------------
+
+
+class GroupEvent(IntegrationEvent):
+    TOPIC: ClassVar[str] = "group"
+    AGGREGATE_ID: ClassVar[str] = "group_id"
+
+    group_id: str
+
+
+class GroupSnapshot(GroupEvent):
+    """The whole public state of a group, so a read model (the events service's group summaries) can be
+    upserted from one message. `visibility` is public | private; `join_policy` is open | approval."""
+
+    slug: str
+    name: str
+    description: str = ""
+    topics: list[str] = []
+    city: str | None = None
+    location: GeoPoint | None = None
+    visibility: str
+    join_policy: str
+    banner_image_id: str | None = None
+
+
+class GroupCreated(GroupSnapshot):
+    """A group was founded; `organizer_id` is its first organizer (a membership.joined follows)."""
+
+    TYPE: ClassVar[str] = "group.created"
+
+    organizer_id: str
+    created_at: datetime
+
+
+class GroupUpdated(GroupSnapshot):
+    TYPE: ClassVar[str] = "group.updated"
+
+    updated_by: str
+    updated_at: datetime
+
+
+class GroupDeleted(GroupEvent):
+    """An organizer deleted the group. It is hidden at once; the group-deletion saga cancels its upcoming
+    events and tells their attendees. `member_ids` are everyone who belonged to it at that moment (their
+    memberships end with the group: no membership.left follows)."""
+
+    TYPE: ClassVar[str] = "group.deleted"
+
+    slug: str
+    name: str
+    deleted_by: str
+    member_ids: list[str]
+    deleted_at: datetime
+
+
+class GroupAnnouncement(GroupEvent):
+    """An organizer or co-organizer wrote to the whole group. `recipient_ids` are the members when it was
+    sent, the author excepted, so the notifications service needs no member list of its own to deliver it."""
+
+    TYPE: ClassVar[str] = "group.announcement"
+
+    announcement_id: str
+    group_name: str
+    author_id: str
+    subject: str
+    body: str
+    recipient_ids: list[str]
+    sent_at: datetime
+
+
+# --- topic `membership` (key: group id, so one group's membership changes keep their order) -----------------------
+
+
+class MembershipEvent(IntegrationEvent):
+    TOPIC: ClassVar[str] = "membership"
+    AGGREGATE_ID: ClassVar[str] = "group_id"
+
+    group_id: str
+    user_id: str
+
+
+class MembershipJoined(MembershipEvent):
+    """Someone became a member. `via` is created (the founder) | open (joined an open group) | approval."""
+
+    TYPE: ClassVar[str] = "membership.joined"
+
+    role: str
+    via: str
+    joined_at: datetime
+
+
+class MembershipLeft(MembershipEvent):
+    TYPE: ClassVar[str] = "membership.left"
+
+    role: str
+    left_at: datetime
+
+
+class MembershipRoleChanged(MembershipEvent):
+    TYPE: ClassVar[str] = "membership.role_changed"
+
+    role: str
+    previous_role: str
+    changed_by: str
+    changed_at: datetime
+
+
+class MembershipRemoved(MembershipEvent):
+    """A leader removed a member; with `banned` the person cannot join again."""
+
+    TYPE: ClassVar[str] = "membership.removed"
+
+    role: str
+    removed_by: str
+    banned: bool
+    removed_at: datetime
+
+
+# --- topic `join_request` (key: group id) ---------------------------------------------------------------------------
+
+
+class QuestionAnswer(BaseModel):
+    question: str
+    answer: str
+
+
+class JoinRequestEvent(IntegrationEvent):
+    TOPIC: ClassVar[str] = "join_request"
+    AGGREGATE_ID: ClassVar[str] = "group_id"
+
+    group_id: str
+    user_id: str
+    group_name: str
+
+
+class JoinRequestCreated(JoinRequestEvent):
+    """Someone asked to join a group that approves its members. `approver_ids` are the organizers and
+    co-organizers, who are told (`join_requested`)."""
+
+    TYPE: ClassVar[str] = "join_request.created"
+
+    answers: list[QuestionAnswer] = []
+    approver_ids: list[str]
+    requested_at: datetime
+
+
+class JoinRequestApproved(JoinRequestEvent):
+    """The requester (`user_id`) is told (`join_approved`); a membership.joined follows on its topic."""
+
+    TYPE: ClassVar[str] = "join_request.approved"
+
+    decided_by: str
+    decided_at: datetime
+
+
+class JoinRequestDenied(JoinRequestEvent):
+    TYPE: ClassVar[str] = "join_request.denied"
+
+    decided_by: str
+    decided_at: datetime
+
+
+class JoinRequestWithdrawn(JoinRequestEvent):
+    """The requester took the request back before anyone decided."""
+
+    TYPE: ClassVar[str] = "join_request.withdrawn"
+
+    withdrawn_at: datetime

@@ -1,0 +1,288 @@
+"""The rules of groups, without a database: roles, joining, slugs, geography."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gatherly.groups.domain import (
+    Action,
+    Banned,
+    JoinPolicy,
+    LastOrganizer,
+    Location,
+    NotAllowed,
+    NotForYourself,
+    Relation,
+    Role,
+    Standing,
+    answers_for,
+    bounding_box,
+    check_joining,
+    check_leaving,
+    check_removal,
+    check_role_change,
+    details_from,
+    distance_km,
+    may,
+    normalize_topics,
+    parse_near,
+    pick_slug,
+    require,
+    search_text,
+    slug_base,
+    valid_radius,
+)
+from gatherly.kernel.errors import InvalidInput
+
+BERLIN = Location(52.5200, 13.4050)
+PARIS = Location(48.8566, 2.3522)
+
+# --- roles ----------------------------------------------------------------------------------------------------
+
+
+def test_roles_rank_organizer_over_co_organizer_over_event_organizer_over_member() -> None:
+    ranked = sorted(Role, key=lambda role: role.rank, reverse=True)
+    assert ranked == [Role.ORGANIZER, Role.CO_ORGANIZER, Role.EVENT_ORGANIZER, Role.MEMBER]
+
+
+def test_the_three_leader_roles_lead_and_the_top_two_manage_members() -> None:
+    assert [r for r in Role if r.is_leader] == [Role.ORGANIZER, Role.CO_ORGANIZER, Role.EVENT_ORGANIZER]
+    assert [r for r in Role if r.manages_members] == [Role.ORGANIZER, Role.CO_ORGANIZER]
+
+
+@pytest.mark.parametrize(
+    ("role", "allowed"),
+    [
+        (Role.ORGANIZER, set(Action)),
+        (Role.CO_ORGANIZER, set(Action) - {Action.EDIT_GROUP, Action.DELETE_GROUP}),
+        (Role.EVENT_ORGANIZER, set()),
+        (Role.MEMBER, set()),
+        (None, set()),
+    ],
+)
+def test_what_each_role_may_do(role: Role | None, allowed: set[Action]) -> None:
+    relation = Relation(role=role)
+    assert {action for action in Action if may(relation, action)} == allowed
+    for action in set(Action) - allowed:
+        with pytest.raises(NotAllowed):
+            require(relation, action)
+
+
+def test_pending_and_banned_people_may_do_nothing_a_member_may() -> None:
+    for relation in (Relation(pending=True), Relation(banned=True)):
+        assert not any(may(relation, action) for action in Action)
+
+
+def test_standing_shows_member_pending_or_banned() -> None:
+    assert Relation(role=Role.MEMBER).standing is Standing.MEMBER
+    assert Relation(pending=True).standing is Standing.PENDING
+    assert Relation(banned=True).standing is Standing.BANNED
+    assert Relation().standing is None
+
+
+def test_a_banned_person_cannot_join() -> None:
+    with pytest.raises(Banned):
+        check_joining(Relation(banned=True))
+    check_joining(Relation())
+
+
+def test_the_last_organizer_cannot_leave_but_one_of_two_can() -> None:
+    with pytest.raises(LastOrganizer):
+        check_leaving(Role.ORGANIZER, organizers=1)
+    check_leaving(Role.ORGANIZER, organizers=2)
+    check_leaving(Role.MEMBER, organizers=1)
+
+
+def test_organizers_give_any_role_but_keep_one_organizer() -> None:
+    check_role_change(Role.ORGANIZER, Role.MEMBER, Role.ORGANIZER, organizers=1)
+    check_role_change(Role.ORGANIZER, Role.ORGANIZER, Role.MEMBER, organizers=2)
+    with pytest.raises(LastOrganizer):
+        check_role_change(Role.ORGANIZER, Role.ORGANIZER, Role.CO_ORGANIZER, organizers=1)
+
+
+@pytest.mark.parametrize(
+    ("target", "new_role", "allowed"),
+    [
+        (Role.MEMBER, Role.EVENT_ORGANIZER, True),
+        (Role.EVENT_ORGANIZER, Role.MEMBER, True),
+        (Role.MEMBER, Role.CO_ORGANIZER, False),
+        (Role.MEMBER, Role.ORGANIZER, False),
+        (Role.CO_ORGANIZER, Role.MEMBER, False),
+        (Role.ORGANIZER, Role.MEMBER, False),
+    ],
+)
+def test_co_organizers_move_people_only_below_their_own_rank(target: Role, new_role: Role, allowed: bool) -> None:
+    if allowed:
+        check_role_change(Role.CO_ORGANIZER, target, new_role, organizers=1)
+    else:
+        with pytest.raises(NotAllowed):
+            check_role_change(Role.CO_ORGANIZER, target, new_role, organizers=1)
+
+
+def test_removal_rules() -> None:
+    check_removal(Role.CO_ORGANIZER, Role.EVENT_ORGANIZER, organizers=1, actor_is_target=False)
+    check_removal(Role.ORGANIZER, Role.ORGANIZER, organizers=2, actor_is_target=False)
+    with pytest.raises(NotAllowed):
+        check_removal(Role.CO_ORGANIZER, Role.CO_ORGANIZER, organizers=1, actor_is_target=False)
+    with pytest.raises(NotForYourself):
+        check_removal(Role.ORGANIZER, Role.ORGANIZER, organizers=2, actor_is_target=True)
+
+
+# --- details and answers ---------------------------------------------------------------------------------------
+
+
+def test_group_details_are_trimmed_and_topics_normalised() -> None:
+    details = details_from(name="  Hikers  ", topics=["Hiking", " hiking ", "Trail  Running", ""], city=" ")
+    assert details.name == "Hikers"
+    assert details.topics == ("hiking", "trail running")
+    assert details.city is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"name": "   "}, "name"),
+        ({"name": "x" * 101}, "name"),
+        ({"location": Location(91, 0)}, "location"),
+        ({"location": Location(0, -180.5)}, "location"),
+        ({"location": Location(math.nan, 0)}, "location"),
+        ({"questions": [""]}, "questions"),
+        ({"questions": ["q"] * 11}, "questions"),
+    ],
+)
+def test_invalid_details_name_their_field(changes: dict[str, object], field: str) -> None:
+    values: dict[str, object] = {"name": "Hikers", **changes}
+    with pytest.raises(InvalidInput) as refused:
+        details_from(**values)  # type: ignore[arg-type]
+    assert refused.value.field == field
+
+
+def test_too_many_topics_are_refused() -> None:
+    with pytest.raises(InvalidInput):
+        normalize_topics([f"topic {n}" for n in range(21)])
+
+
+def test_an_approval_group_needs_one_answer_per_question() -> None:
+    details = details_from(name="G", join_policy=JoinPolicy.APPROVAL, questions=["Why?", "Where from?"])
+    answers = answers_for(details, [" To hike ", "Berlin"])
+    assert [(a.question, a.answer) for a in answers] == [("Why?", "To hike"), ("Where from?", "Berlin")]
+    for wrong in ([], ["only one"], ["a", "b", "c"]):
+        with pytest.raises(InvalidInput) as refused:
+            answers_for(details, wrong)
+        assert refused.value.field == "answers"
+    with pytest.raises(InvalidInput) as refused:
+        answers_for(details, ["fine", "  "])
+    assert refused.value.field == "answers.1"
+
+
+def test_an_open_group_ignores_answers() -> None:
+    assert answers_for(details_from(name="G", questions=["Why?"]), ["whatever", "more"]) == ()
+
+
+def test_search_text_folds_case_beyond_ascii() -> None:
+    text = search_text(details_from(name="ÜBER UNS", description="Große Straße"))
+    assert "über".casefold() in text
+    assert "STRASSE".casefold() in text  # the query is folded the same way
+
+
+# --- slugs --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "slug"),
+    [
+        ("Berlin Hikers", "berlin-hikers"),
+        ("  Café & Crêpes!  ", "cafe-crepes"),
+        ("東京", "group"),
+        ("---", "group"),
+        ("8c2e1f0e-6b0a-4c1e-9a43-000000000000", "group-8c2e1f0e-6b0a-4c1e-9a43-000000000000"),
+    ],
+)
+def test_slugs_are_url_safe_and_never_look_like_ids(name: str, slug: str) -> None:
+    assert slug_base(name) == slug
+
+
+def test_long_names_make_slugs_of_at_most_60_characters() -> None:
+    assert len(slug_base("word " * 40)) <= 60
+    assert not slug_base("word " * 40).endswith("-")
+
+
+def test_a_taken_slug_gets_the_first_free_number() -> None:
+    assert pick_slug("hikers", []) == "hikers"
+    assert pick_slug("hikers", ["hikers"]) == "hikers-2"
+    assert pick_slug("hikers", ["hikers", "hikers-2", "hikers-3"]) == "hikers-4"
+    assert len(pick_slug("x" * 60, ["x" * 60])) == 60
+
+
+# --- geography ----------------------------------------------------------------------------------------------------
+
+
+def test_berlin_to_paris_is_about_878_km() -> None:
+    assert distance_km(BERLIN, PARIS) == pytest.approx(878, abs=3)
+    assert distance_km(BERLIN, BERLIN) == 0
+
+
+def _destination(start: Location, bearing_deg: float, km: float) -> Location:
+    """The point `km` away from `start` in direction `bearing_deg` (on the same sphere as distance_km)."""
+    angular = km / 6371.0088
+    lat1, lng1, bearing = math.radians(start.lat), math.radians(start.lng), math.radians(bearing_deg)
+    lat2 = math.asin(math.sin(lat1) * math.cos(angular) + math.cos(lat1) * math.sin(angular) * math.cos(bearing))
+    lng2 = lng1 + math.atan2(
+        math.sin(bearing) * math.sin(angular) * math.cos(lat1), math.cos(angular) - math.sin(lat1) * math.sin(lat2)
+    )
+    return Location(math.degrees(lat2), (math.degrees(lng2) + 540) % 360 - 180)
+
+
+def _inside(box_point: Location, center: Location, radius_km: float) -> bool:
+    box = bounding_box(center, radius_km)
+    return box.min_lat <= box_point.lat <= box.max_lat and any(
+        west <= box_point.lng <= east for west, east in box.lng_ranges
+    )
+
+
+@given(
+    lat=st.floats(-89.0, 89.0),
+    lng=st.floats(-180.0, 180.0),
+    radius=st.floats(0.1, 1000.0),
+    bearing=st.floats(0.0, 360.0),
+    fraction=st.floats(0.0, 0.999),
+)
+def test_every_point_within_the_radius_is_inside_the_bounding_box(
+    lat: float, lng: float, radius: float, bearing: float, fraction: float
+) -> None:
+    center = Location(lat, lng)
+    point = _destination(center, bearing, radius * fraction)
+    assert _inside(point, center, radius)
+
+
+def test_a_circle_over_the_antimeridian_gets_two_longitude_ranges() -> None:
+    box = bounding_box(Location(-17.7, 179.9), 100)  # Fiji
+    assert len(box.lng_ranges) == 2
+    assert _inside(Location(-17.7, -179.9), Location(-17.7, 179.9), 100)
+
+
+def test_a_circle_around_a_pole_spans_every_longitude() -> None:
+    box = bounding_box(Location(89.5, 0), 100)
+    assert box.max_lat == 90
+    assert box.lng_ranges == ((-180.0, 180.0),)
+
+
+@pytest.mark.parametrize("near", ["52.5", "52.5,13.4,1", "abc,13", "91,0", "0,181", "nan,0", ""])
+def test_near_must_be_a_valid_lat_lng_pair(near: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        parse_near(near)
+    assert refused.value.field == "near"
+
+
+def test_near_is_parsed() -> None:
+    assert parse_near(" 52.52 , 13.405") == BERLIN
+
+
+@pytest.mark.parametrize("radius", [0, -1, 1000.1, math.inf, math.nan])
+def test_radius_must_be_positive_and_local(radius: float) -> None:
+    with pytest.raises(InvalidInput):
+        valid_radius(radius)

@@ -1,0 +1,161 @@
+"""GET /api/groups: text, topic, nearby and member=me searches, their order, cursors and validation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+BERLIN = {"lat": 52.5200, "lng": 13.4050}
+POTSDAM = {"lat": 52.3906, "lng": 13.0645}  # ~27 km from Berlin
+LEIPZIG = {"lat": 51.3397, "lng": 12.3731}  # ~150 km
+HAMBURG = {"lat": 53.5511, "lng": 9.9937}  # ~255 km
+SUMMARY_FIELDS = {
+    "id",
+    "slug",
+    "name",
+    "city",
+    "location",
+    "topics",
+    "member_count",
+    "visibility",
+    "join_policy",
+    "banner",
+    "distance_km",
+}
+
+
+async def _search(api: Any, person: Any = None, **params: Any) -> list[dict[str, Any]]:
+    response = await api.client.get("/api/groups", params=params, headers=person.auth if person else {})
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()["items"]
+    return items
+
+
+async def _all_pages(api: Any, **params: Any) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        page = (await api.client.get("/api/groups", params={**params, **({"cursor": cursor} if cursor else {})})).json()
+        items.extend(page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return items
+
+
+async def test_text_search_matches_name_and_description_in_any_case(shared_api: Any) -> None:
+    ann = await shared_api.person("Ann")
+    by_name = await shared_api.create(ann, name="ÜBER Walkers", topics=["textsearch"])
+    by_description = await shared_api.create(
+        ann, name="Strollers", description="We go über hills", topics=["textsearch"]
+    )
+    await shared_api.create(ann, name="Cyclists", description="100% wheels", topics=["textsearch"])
+
+    found = await _search(shared_api, q="über", topic="textsearch")
+    assert {g["id"] for g in found} == {by_name["id"], by_description["id"]}
+    assert await _search(shared_api, q="WALKERS", topic="textsearch") == [g for g in found if g["id"] == by_name["id"]]
+    assert [g["name"] for g in await _search(shared_api, q="100%", topic="textsearch")] == ["Cyclists"]
+    assert await _search(shared_api, q="%", topic="textsearch") == await _search(
+        shared_api, q="100%", topic="textsearch"
+    )
+    assert await _search(shared_api, q="_", topic="textsearch") == []  # wildcards are literal
+
+
+async def test_topic_search_ignores_case(shared_api: Any) -> None:
+    ann = await shared_api.person("Ann")
+    chess = await shared_api.create(ann, name="Chess Club", topics=["Board Games", "Chess"])
+    await shared_api.create(ann, name="Go Club", topics=["Board Games"])
+    assert [g["id"] for g in await _search(shared_api, topic="CHESS")] == [chess["id"]]
+    assert len(await _search(shared_api, topic="board games")) == 2
+
+
+async def test_private_groups_are_listed_with_the_summary_fields(shared_api: Any) -> None:
+    ann = await shared_api.person("Ann")
+    private = await shared_api.create(ann, name="Secret Society", visibility="private", topics=["secrets"])
+    [listed] = await _search(shared_api, topic="secrets")
+    assert set(listed) == SUMMARY_FIELDS
+    assert (listed["id"], listed["visibility"], listed["member_count"]) == (private["id"], "private", 1)
+
+
+async def test_nearby_search_keeps_to_the_radius_and_orders_by_distance(shared_api: Any) -> None:
+    ann = await shared_api.person("Ann")
+    made = {}
+    for name, where in (("Hamburg", HAMBURG), ("Potsdam", POTSDAM), ("Berlin", BERLIN), ("Leipzig", LEIPZIG)):
+        made[name] = await shared_api.create(ann, name=f"{name} Runners", location=where, topics=["nearby"])
+    await shared_api.create(ann, name="Nowhere Runners", topics=["nearby"])  # no location: never "near"
+
+    near = f"{BERLIN['lat']},{BERLIN['lng']}"
+    found = await _search(shared_api, topic="nearby", near=near, radius_km=200)
+    assert [g["name"] for g in found] == ["Berlin Runners", "Potsdam Runners", "Leipzig Runners"]
+    assert [round(g["distance_km"]) for g in found] == [0, 27, 149]
+    assert [g["name"] for g in await _search(shared_api, topic="nearby", near=near)] == [
+        "Berlin Runners",
+        "Potsdam Runners",
+    ]  # the default radius is 50 km
+    paged = await _all_pages(shared_api, topic="nearby", near=near, radius_km=1000, limit=1)
+    assert [g["name"] for g in paged] == ["Berlin Runners", "Potsdam Runners", "Leipzig Runners", "Hamburg Runners"]
+
+
+async def test_nearby_search_reaches_across_the_antimeridian(shared_api: Any) -> None:
+    ann = await shared_api.person("Ann")
+    east = await shared_api.create(ann, name="Taveuni East", location={"lat": -16.8, "lng": -179.95})
+    west = await shared_api.create(ann, name="Taveuni West", location={"lat": -16.8, "lng": 179.95})
+    found = await _search(shared_api, near="-16.8,179.99", radius_km=30)
+    assert [g["id"] for g in found] == [west["id"], east["id"]]
+
+
+async def test_without_near_the_newest_come_first_page_by_page(shared_api: Any) -> None:
+    ann = await shared_api.person("Ann")
+    made = [await shared_api.create(ann, name=f"Paged {n}", topics=["paging"]) for n in range(5)]
+    paged = await _all_pages(shared_api, topic="paging", limit=2)
+    assert [g["id"] for g in paged] == [g["id"] for g in reversed(made)]
+
+
+async def test_member_me_lists_the_callers_groups_only(shared_api: Any) -> None:
+    ann, bob = await shared_api.people("Ann", "Bob")
+    mine = await shared_api.create(bob, name="Bob's private club", visibility="private")
+    joined = await shared_api.create(ann, name="Ann's open club")
+    await shared_api.join(bob, joined["id"])
+    await shared_api.create(ann, name="Not Bob's")
+    assert {g["id"] for g in await _search(shared_api, bob, member="me")} == {mine["id"], joined["id"]}
+    anonymous = await shared_api.client.get("/api/groups", params={"member": "me"})
+    assert anonymous.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"near": "52.5"}, "near"),
+        ({"near": "north,south"}, "near"),
+        ({"near": "95,13"}, "near"),
+        ({"near": "52,200"}, "near"),
+        ({"near": "52.5,13.4", "radius_km": "0"}, "radius_km"),
+        ({"near": "52.5,13.4", "radius_km": "-5"}, "radius_km"),
+        ({"near": "52.5,13.4", "radius_km": "5000"}, "radius_km"),
+        ({"near": "52.5,13.4", "radius_km": "nan"}, "radius_km"),
+        ({"near": "52.5,13.4", "radius_km": "far"}, "radius_km"),
+        ({"radius_km": "10"}, "radius_km"),
+        ({"member": "you"}, "member"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "101"}, "limit"),
+        ({"cursor": "not-a-cursor"}, "cursor"),
+    ],
+)
+async def test_bad_search_parameters_are_422_problems(shared_api: Any, params: dict[str, str], field: str) -> None:
+    response = await shared_api.client.get("/api/groups", params=params)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert field in [error["field"] for error in response.json()["errors"]]
+
+
+async def test_a_cursor_of_one_kind_of_search_is_refused_by_the_other(shared_api: Any) -> None:
+    ann = await shared_api.person("Ann")
+    for n in range(2):
+        await shared_api.create(ann, name=f"Mixed {n}", topics=["mixed"], location=BERLIN)
+    newest = (await shared_api.client.get("/api/groups", params={"topic": "mixed", "limit": 1})).json()
+    response = await shared_api.client.get(
+        "/api/groups", params={"topic": "mixed", "near": "52.52,13.40", "cursor": newest["next_cursor"]}
+    )
+    assert response.status_code == 422

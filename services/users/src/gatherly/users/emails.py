@@ -1,0 +1,169 @@
+"""The emails the users service sends: rendered from templates (HTML + plain text), queued in the database in the
+transaction of the change, and delivered by a background task that retries with backoff and never drops one."""
+
+from __future__ import annotations
+
+import urllib.parse
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+from gatherly.kernel.mail import compose
+from gatherly.kernel.runtime import ServiceContext
+from gatherly.kernel.settings import Settings
+from gatherly.kernel.uow import OutboxSignal
+from gatherly.users.domain import TOKEN_LIFETIMES, TokenPurpose
+from gatherly.users.store import OutgoingMail, Stores
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class RenderedMail:
+    subject: str
+    text: str
+    html: str
+
+
+class EmailTemplates:
+    """Renders each email twice from one context: HTML (autoescaped) and plain text."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.public_url = settings.effective_public_url
+        loader = PackageLoader("gatherly.users", "templates")
+        self._html = Environment(loader=loader, autoescape=select_autoescape(["html"]), undefined=StrictUndefined)
+        self._text = Environment(loader=loader, autoescape=False, undefined=StrictUndefined, keep_trailing_newline=True)
+
+    def link(self, path: str, token: str) -> str:
+        return f"{self.public_url}/{path}?token={urllib.parse.quote(token, safe='')}"
+
+    def confirmation(self, display_name: str, token: str) -> RenderedMail:
+        hours = int(TOKEN_LIFETIMES[TokenPurpose.CONFIRM_EMAIL] / timedelta(hours=1))
+        return self._render(
+            "confirm_email",
+            "Confirm your email address",
+            display_name=display_name,
+            link=self.link("confirm", token),
+            hours=hours,
+        )
+
+    def already_registered(self, display_name: str) -> RenderedMail:
+        return self._render(
+            "already_registered",
+            "You already have a Gatherly account",
+            display_name=display_name,
+            login_link=f"{self.public_url}/login",
+        )
+
+    def password_reset(self, display_name: str, token: str) -> RenderedMail:
+        hours = int(TOKEN_LIFETIMES[TokenPurpose.RESET_PASSWORD] / timedelta(hours=1))
+        return self._render(
+            "reset_password",
+            "Reset your Gatherly password",
+            display_name=display_name,
+            link=self.link("reset-password", token),
+            hours=hours,
+        )
+
+    def _render(self, name: str, subject: str, **values: object) -> RenderedMail:
+        values = {**values, "subject": subject, "public_url": self.public_url}
+        return RenderedMail(
+            subject=subject,
+            text=self._text.get_template(f"{name}.txt").render(values),
+            html=self._html.get_template(f"{name}.html").render(values),
+        )
+
+
+# --- delivery ---------------------------------------------------------------------------------------------------
+
+BATCH = 50
+# While a message is being sent, other replicas leave it alone for this long (then it is considered lost
+# mid-send and tried again: at-least-once, like every other delivery in Gatherly).
+CLAIM = timedelta(minutes=2)
+
+
+def retry_delay(attempts: int, initial: float, longest: float) -> timedelta:
+    """Doubling per failed attempt, capped: a mail server that is down for an hour is tried a few times an hour."""
+    return timedelta(seconds=min(longest, initial * 2 ** min(attempts, 30)))
+
+
+class MailSender:
+    """Delivers due emails from the mail outbox through the platform's mailer (files or SMTP)."""
+
+    def __init__(self, context: ServiceContext, signal: OutboxSignal) -> None:
+        self.context = context
+        self.signal = signal
+        settings = context.settings
+        self.initial_delay = settings.mail_retry_initial_delay
+        self.longest_delay = settings.mail_retry_max_delay
+        self.poll_interval = settings.mail_poll_interval
+
+    async def run(self) -> None:
+        """Until cancelled: send what is due, then sleep until woken by a commit, the next retry, or the poll."""
+        while True:
+            try:
+                await self.send_due()
+                wait = await self._seconds_until_next()
+            except Exception:
+                # The database may be briefly unavailable; the mail stays queued, so try again shortly.
+                log.exception("mail delivery round failed")
+                wait = self.poll_interval
+            await self.signal.wait(wait)
+
+    async def send_due(self) -> int:
+        """Send every message due now; returns how many were delivered."""
+        delivered = 0
+        while True:
+            claimed = await self._claim_due()
+            if not claimed:
+                return delivered
+            for mail in claimed:
+                delivered += await self._send(mail)
+            if len(claimed) < BATCH:
+                return delivered
+
+    async def _claim_due(self) -> list[OutgoingMail]:
+        now = self.context.clock.now()
+        async with self.context.db.writing() as session:
+            stores = Stores(session)
+            due = await stores.mail.due(now, BATCH)
+            return [mail for mail in due if await stores.mail.claim(mail.id, now, now + CLAIM)]
+
+    async def _send(self, mail: OutgoingMail) -> int:
+        message = compose(
+            sender=self.context.settings.mail_from,
+            to=mail.recipient,
+            subject=mail.subject,
+            text=mail.text,
+            html=mail.html,
+        )
+        try:
+            await self.context.platform.mailer.send(message)
+        except Exception as error:
+            # Whatever the mailer raised (SMTP refusal, open circuit, full disk), the message is kept.
+            retry_at = self.context.clock.now() + retry_delay(mail.attempts, self.initial_delay, self.longest_delay)
+            log.warning(
+                "email not delivered; will retry", mail_id=mail.id, attempts=mail.attempts + 1, error=repr(error)
+            )
+            async with self.context.db.writing() as session:
+                await Stores(session).mail.failed(mail.id, repr(error), retry_at)
+            return 0
+        async with self.context.db.writing() as session:
+            await Stores(session).mail.sent(mail.id)
+        return 1
+
+    async def _seconds_until_next(self) -> float:
+        async with self.context.db.read_session() as session:
+            next_due: datetime | None = await Stores(session).mail.next_due_at()
+        if next_due is None:
+            return self.poll_interval
+        until = (next_due - self.context.clock.now()).total_seconds()
+        return min(self.poll_interval, max(0.0, until))
+
+
+async def deliver_mail(context: ServiceContext) -> None:
+    """Background task of the users service (see ServiceDefinition.tasks)."""
+    signal: OutboxSignal = context.extras["mail_signal"]
+    await MailSender(context, signal).run()
