@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
 
 from gatherly.kernel.auth import StaticJwksSource, TokenVerifier
-from gatherly.kernel.errors import Unauthorized
+from gatherly.kernel.errors import Unauthorized, Unavailable
 
 ISSUER, AUDIENCE = "https://id.example.org", "gatherly"
 
@@ -166,3 +166,46 @@ def _with_kid(keys: KeySet, kid: str) -> str:
         algorithm="EdDSA",
         headers={"kid": kid},
     )
+
+
+@pytest.mark.parametrize("subject", ["", "   "])
+async def test_a_token_without_a_subject_is_refused(keys: KeySet, verifier: TokenVerifier, subject: str) -> None:
+    with pytest.raises(Unauthorized, match="names no user"):
+        await verifier.verify(keys.token(sub=subject))
+
+
+class FlakyKeyServer:
+    """Serves the key set until it goes down."""
+
+    def __init__(self, keys: KeySet) -> None:
+        self.keys = keys
+        self.down = False
+
+    async def jwks(self) -> dict[str, Any]:
+        if self.down:
+            raise ConnectionError("key server unreachable")
+        return await self.keys.jwks()
+
+
+async def test_known_keys_keep_verifying_while_the_key_server_is_down(keys: KeySet) -> None:
+    server = FlakyKeyServer(keys)
+    verifier = TokenVerifier(
+        StaticJwksSource(server.jwks), issuer=ISSUER, audience=AUDIENCE, cache_seconds=0, min_refetch_seconds=0
+    )
+    await verifier.verify(keys.token(sub="ann"))
+    server.down = True
+    # The cache has expired (cache_seconds=0), the refetch fails: the key known from before still serves.
+    assert (await verifier.verify(keys.token(sub="ann"))).user_id == "ann"
+
+
+async def test_a_token_needing_an_unknown_key_while_the_key_server_is_down_is_a_503_not_a_401(
+    keys: KeySet,
+) -> None:
+    server = FlakyKeyServer(keys)
+    verifier = TokenVerifier(StaticJwksSource(server.jwks), issuer=ISSUER, audience=AUDIENCE, min_refetch_seconds=0)
+    await verifier.verify(keys.token())
+    keys.rotate()
+    server.down = True
+    with pytest.raises(Unavailable) as raised:
+        await verifier.verify(keys.token())
+    assert raised.value.status == 503

@@ -7,7 +7,7 @@ import pytest
 from fastapi import Depends, FastAPI
 from pydantic import BaseModel, Field
 
-from gatherly.kernel.errors import Conflict, TooManyRequests
+from gatherly.kernel.errors import Conflict, TooManyRequests, Unavailable
 from gatherly.kernel.web import (
     PageRequest,
     Readiness,
@@ -40,6 +40,10 @@ def make_app(readiness: Readiness) -> FastAPI:
     @app.post("/slow-down")
     async def slow_down() -> None:
         raise TooManyRequests("Too many tries.", retry_after=8)
+
+    @app.get("/keys-down")
+    async def keys_down() -> None:
+        raise Unavailable("The key server is down.", retry_after=3)
 
     @app.get("/boom")
     async def boom() -> None:
@@ -88,6 +92,13 @@ async def test_too_many_requests_says_when_to_come_back(client: httpx.AsyncClien
     response = await client.post("/slow-down")
     assert response.status_code == 429
     assert response.headers["retry-after"] == "8"
+
+
+async def test_an_unavailable_dependency_is_a_503_that_says_when_to_come_back(client: httpx.AsyncClient) -> None:
+    response = await client.get("/keys-down")
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["retry-after"] == "3"
 
 
 async def test_an_unknown_path_is_a_404_problem(client: httpx.AsyncClient) -> None:

@@ -13,7 +13,7 @@ from gatherly.kernel.db import Database
 
 @pytest.fixture
 async def ledger_db(tmp_path: Path) -> AsyncIterator[Database]:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
+    db = Database(f"sqlite:///{tmp_path / 'ledger.db'}")
     await create_schema(db)
     yield db
     await db.dispose()

@@ -41,7 +41,7 @@ async def main(mode: str, log_path: str, db_path: str, suffix: str, extra: str =
     # A short session timeout: a killed member's partitions pass to the next one within two seconds.
     log = EmbeddedLog(Path(log_path), session_timeout=2.0)
     await log.start()
-    db = Database(f"sqlite+aiosqlite:///{db_path}")
+    db = Database(f"sqlite:///{db_path}")
     await create_schema(db)
     deposit = deposit_event(suffix)
     await log.ensure_topics([TopicConfig(deposit.TOPIC)])

@@ -107,6 +107,26 @@ async def test_a_commit_wakes_the_relay_at_once(ledger_db: Database, message_log
         await task
 
 
+async def test_events_committed_after_the_outbox_was_emptied_still_go_out(
+    ledger_db: Database, message_log: MessageLog
+) -> None:
+    # The relay reads on from the last seq it published; SQLite must not hand a deleted row's seq to a new row.
+    deposit = deposit_event()
+    signal = OutboxSignal()
+    relay = OutboxRelay("ledger", ledger_db, message_log, signal)
+    for round_amounts in ([1, 2, 3], [4], [5, 6]):
+        for amount in round_amounts:
+            async with LedgerUnitOfWork(ledger_db, signal=signal) as uow:
+                uow.publish(deposit(account="ann", amount=amount))
+        while await relay.relay_once():
+            pass
+        await relay.delete_published()
+        assert await outbox_size(ledger_db) == 0
+    records = await message_log.read(deposit.TOPIC, limit=100)
+    amounts = [Envelope.from_record(r).event() for r in records]
+    assert [a.amount for a in amounts if isinstance(a, deposit)] == [1, 2, 3, 4, 5, 6]
+
+
 def worker_for(
     registry: ConsumerRegistry, message_log: MessageLog, db: Database, retry: RetryPolicy = FAST_RETRY
 ) -> ConsumerWorker:
@@ -286,7 +306,7 @@ async def test_a_read_model_is_rebuilt_by_replaying_its_topic_from_the_beginning
         await eventually(applied)
 
     # The read model is lost (a new database); rewind the group and forget what its inbox remembers.
-    fresh = Database(f"sqlite+aiosqlite:///{tmp_path / 'rebuilt.db'}")
+    fresh = Database(f"sqlite:///{tmp_path / 'rebuilt.db'}")
     await create_schema(fresh)
     try:
         await forget_processed(fresh, group)

@@ -67,7 +67,7 @@ async def test_a_consumer_killed_mid_stream_loses_nothing_and_applies_nothing_tw
     ]
     for start_at in range(0, count, 500):
         await log.publish([e.to_message() for e in envelopes[start_at : start_at + 500]])
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
+    db = Database(f"sqlite:///{tmp_path / 'ledger.db'}")
     await create_schema(db)
     try:
         consumer = start("consume-and-stall", str(tmp_path / "log.db"), str(tmp_path / "ledger.db"), suffix, group)
@@ -112,7 +112,7 @@ async def test_a_relay_killed_mid_stream_loses_nothing_and_duplicates_are_harmle
     deposit = deposit_event(suffix)
     source = tmp_path / "source.db"
     producer = start("produce", str(tmp_path / "log.db"), str(source), suffix, str(count))
-    source_db = Database(f"sqlite+aiosqlite:///{source}")
+    source_db = Database(f"sqlite:///{source}")
     try:
 
         async def some_relayed() -> bool:
@@ -145,7 +145,7 @@ async def test_a_relay_killed_mid_stream_loses_nothing_and_duplicates_are_harmle
     # ...and a consumer applies each exactly once.
     group = f"ledger.{uuid.uuid4().hex[:6]}"
     target = tmp_path / "target.db"
-    target_db = Database(f"sqlite+aiosqlite:///{target}")
+    target_db = Database(f"sqlite:///{target}")
     await create_schema(target_db)
     consumer = start("consume", str(tmp_path / "log.db"), str(target), suffix, group)
     try:
@@ -161,7 +161,7 @@ async def test_a_relay_killed_mid_stream_loses_nothing_and_duplicates_are_harmle
 
 
 async def _totals_at(path: Path) -> tuple[int, int]:
-    db = Database(f"sqlite+aiosqlite:///{path}")
+    db = Database(f"sqlite:///{path}")
     try:
         return await totals(db)
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -76,7 +77,8 @@ async def test_a_cancelled_publish_leaves_the_log_usable(tmp_path: Path) -> None
         publishing = asyncio.create_task(log.publish(messages("t", ["a", "b"], per_key=50)))
         await asyncio.sleep(0)
         publishing.cancel()
-        with pytest.raises(asyncio.CancelledError):
+        # Whether the cancellation lands before the append or after it finished depends on timing.
+        with contextlib.suppress(asyncio.CancelledError):
             await publishing
 
         await log.publish([OutgoingMessage("t", "c", b"after")])

@@ -131,7 +131,7 @@ def _verifier() -> TokenVerifier:
     )
 
 
-@given(st.text(min_size=1, max_size=64))
+@given(st.text(min_size=1, max_size=64).filter(str.strip))
 def test_an_issued_access_token_verifies_to_its_subject(user_id: str) -> None:
     token = SIGNER.access_token(KEY, user_id, datetime.now(UTC))
     principal = asyncio.run(_verifier().verify(token))
@@ -177,6 +177,7 @@ def test_a_validly_signed_token_with_wrong_claims_is_refused(overrides: dict[str
     token = _sign_raw(claims)
     valid = (
         isinstance(claims.get("sub"), str)
+        and claims["sub"].strip() != ""  # a blank subject names no one
         and claims.get("iss") == SETTINGS.effective_issuer
         and claims.get("aud") == SETTINGS.jwt_audience
         and isinstance(claims.get("exp"), int)

@@ -12,7 +12,7 @@ import jwt
 from fastapi import Depends, Request
 from jwt import PyJWK
 
-from gatherly.kernel.errors import Unauthorized
+from gatherly.kernel.errors import Unauthorized, Unavailable
 from gatherly.kernel.resilience import Resilience
 
 ALLOWED_ALGORITHMS = ("EdDSA", "RS256", "ES256")
@@ -67,7 +67,8 @@ class TokenVerifier:
 
     Keys are cached for `cache_seconds`; a token with an unknown `kid` triggers a refetch (at most once
     per `min_refetch_seconds`) so a key rotation is picked up at once without letting bad tokens flood
-    the key server."""
+    the key server. While the key server cannot be reached, keys already known keep verifying; a token
+    that needs a key not yet known gets 503 (try again), not 401 (the token is not to blame)."""
 
     def __init__(
         self,
@@ -105,7 +106,12 @@ class TokenVerifier:
     async def _key(self, kid: str) -> PyJWK | None:
         age = time.monotonic() - self._fetched_at
         if age > self.cache_seconds or (kid not in self._keys and age > self.min_refetch_seconds):
-            await self._refresh()
+            try:
+                await self._refresh()
+            except Exception as error:
+                if kid in self._keys:
+                    return self._keys[kid]
+                raise Unavailable("The keys that verify access tokens cannot be fetched right now.") from error
         return self._keys.get(kid)
 
     async def verify(self, token: str) -> Principal:
@@ -136,7 +142,10 @@ class TokenVerifier:
             raise Unauthorized("The access token has expired.") from error
         except jwt.PyJWTError as error:
             raise Unauthorized("The access token is not valid.") from error
-        return Principal(user_id=str(claims["sub"]), claims=claims)
+        subject = claims["sub"]
+        if not isinstance(subject, str) or not subject.strip():
+            raise Unauthorized("The access token names no user.")
+        return Principal(user_id=subject, claims=claims)
 
 
 def bearer_token(request: Request) -> str | None:

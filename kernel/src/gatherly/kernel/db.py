@@ -1,4 +1,5 @@
-"""One database per service through SQLAlchemy 2 async: SQLite (aiosqlite) or PostgreSQL (asyncpg), same code."""
+"""One database per service through SQLAlchemy 2 async: SQLite (inline, see inline_sqlite.py, or aiosqlite) or
+PostgreSQL (asyncpg), same code."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from sqlalchemy import Connection, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from gatherly.kernel import inline_sqlite
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -26,18 +29,21 @@ class Database:
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
-        self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
+        parsed = make_url(url)
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
         kwargs: dict[str, Any] = {"echo": echo}
         if self.is_sqlite:
-            database = make_url(url).database
-            if database and database != ":memory:":
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+            if parsed.get_driver_name() == "pysqlite":  # a plain sqlite:/// URL
+                parsed = parsed.set(drivername=inline_sqlite.DRIVER)
+            else:
+                kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         else:
             kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=10)
-        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        self.engine: AsyncEngine = create_async_engine(parsed, **kwargs)
         if self.is_sqlite:
-            _make_sqlite_transactional(self.engine)
+            _make_sqlite_transactional(self.engine, inline=parsed.drivername == inline_sqlite.DRIVER)
         # SQLite lets one writer in at a time; writers of this process queue on this lock instead of
         # hitting SQLite's busy handler, whose sleeps (up to 100 ms) would dominate latency under load.
         self.write_lock = asyncio.Lock() if self.is_sqlite else None
@@ -90,8 +96,9 @@ def _upgrade(connection: Connection, config: Config) -> None:
     command.upgrade(config, "head")
 
 
-def _make_sqlite_transactional(engine: AsyncEngine) -> None:
+def _make_sqlite_transactional(engine: AsyncEngine, *, inline: bool) -> None:
     sync_engine = engine.sync_engine
+    busy_timeout_ms = inline_sqlite.READ_BUSY_TIMEOUT_MS if inline else SQLITE_BUSY_TIMEOUT_MS
 
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -101,11 +108,14 @@ def _make_sqlite_transactional(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode survives a process crash; only an OS crash may lose the last commits.
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
         mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-        connection.exec_driver_sql(f"BEGIN {mode}")
+        if inline and mode == "IMMEDIATE":
+            inline_sqlite.begin_immediate(connection.connection.dbapi_connection)  # type: ignore[arg-type]
+        else:
+            connection.exec_driver_sql(f"BEGIN {mode}")

@@ -53,3 +53,14 @@ class TooManyRequests(DomainError):
     def __init__(self, detail: str = "", *, retry_after: int, **extra: Any) -> None:
         super().__init__(detail, **extra)
         self.retry_after = retry_after
+
+
+class Unavailable(DomainError):
+    """A dependency needed to answer cannot be reached right now; the caller may try again shortly."""
+
+    status = 503
+    title = "Service unavailable"
+
+    def __init__(self, detail: str = "", *, retry_after: int = 5, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.retry_after = retry_after

@@ -214,7 +214,7 @@ class ServiceHost:
         log.info("service stopped", service=self.name)
 
 
-def service_context(request: Request) -> ServiceContext:
+async def service_context(request: Request) -> ServiceContext:
     """FastAPI dependency: the ServiceContext of the app serving this request."""
     context: ServiceContext = request.app.state.context
     return context

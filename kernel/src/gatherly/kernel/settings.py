@@ -116,7 +116,7 @@ class Settings(BaseSettings):
     def database_url_for(self, service: str) -> str:
         if self.database_url:
             return self.database_url.replace("{service}", service)
-        return f"sqlite+aiosqlite:///{(self.data_dir / f'{service}.db').resolve()}"
+        return f"sqlite:///{(self.data_dir / f'{service}.db').resolve()}"
 
     @property
     def log_path(self) -> Path:

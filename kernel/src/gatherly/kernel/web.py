@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
-from gatherly.kernel.errors import DomainError, InvalidInput, TooManyRequests
+from gatherly.kernel.errors import DomainError, InvalidInput, TooManyRequests, Unavailable
 from gatherly.kernel.messages import correlation_id_var
 from gatherly.kernel.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
@@ -68,7 +68,7 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, DomainError)
         headers: dict[str, str] = {}
         extra = dict(exc.extra)
-        if isinstance(exc, TooManyRequests):
+        if isinstance(exc, TooManyRequests | Unavailable):
             headers["Retry-After"] = str(exc.retry_after)
         if isinstance(exc, InvalidInput) and exc.field:
             extra["errors"] = [{"field": exc.field, "message": exc.detail}]
@@ -179,7 +179,7 @@ def decode_cursor(cursor: str) -> dict[str, Any]:
     return value
 
 
-def page_request(
+async def page_request(
     limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT), cursor: str | None = Query(None)
 ) -> PageRequest:
     """FastAPI dependency for `?limit=&cursor=`."""

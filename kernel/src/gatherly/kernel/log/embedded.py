@@ -10,13 +10,12 @@ import random
 import sqlite3
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
-import aiosqlite
-
+from gatherly.kernel.inline_sqlite import is_busy
 from gatherly.kernel.log.base import (
     GroupNotEmpty,
     OutgoingMessage,
@@ -32,6 +31,8 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Several processes share the file; a writer waits this long for another's transaction before failing.
 BUSY_TIMEOUT_S = 30.0
+# Readers in WAL mode wait only while another process recovers the WAL index after a crash: rare and short.
+READ_BUSY_TIMEOUT_S = 2.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (
@@ -92,11 +93,6 @@ def assign_partitions(
     return assignment
 
 
-def _is_busy(error: sqlite3.OperationalError) -> bool:
-    # Extended codes (SQLITE_BUSY_RECOVERY, ...) carry the primary code in their low byte.
-    return (getattr(error, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_BUSY
-
-
 def _placeholders(count: int) -> str:
     return ",".join("?" * count)
 
@@ -111,16 +107,18 @@ class EmbeddedLog:
     Appends take the write lock (`BEGIN IMMEDIATE`), so offsets are gap-free per partition even with many
     publishing processes. Durability is `synchronous=NORMAL`: a committed append survives the process being
     killed (not necessarily a power loss). Consumers in this process are woken at once by `publish`; records
-    written by other processes are noticed within `poll_interval`."""
+    written by other processes are noticed within `poll_interval`.
+
+    Statements run on the event loop's thread, as for the service databases (see kernel/inline_sqlite.py): they
+    take microseconds, a hop to a worker thread costs far more. A transaction never awaits, so transactions
+    of this process cannot interleave; waiting for another process's write lock is done asynchronously."""
 
     def __init__(self, path: Path, *, session_timeout: float = 10.0, poll_interval: float = 0.05) -> None:
         self.path = Path(path)
         self.session_timeout = session_timeout
         self.poll_interval = poll_interval
-        self._writer: aiosqlite.Connection | None = None
-        self._reader: aiosqlite.Connection | None = None
-        # One transaction at a time on the writer connection; other processes are held off by SQLite's lock.
-        self._write_lock = asyncio.Lock()
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
         # Replaced on every publish: pollers wait on the one current when they last found nothing.
         self._wakeup = asyncio.Event()
         # Partition counts never change once a topic exists, so they are cached for good.
@@ -133,28 +131,28 @@ class EmbeddedLog:
         if self._writer is not None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # The writer waits for other processes' write locks in `_run_write`, fairly, not in SQLite's handler.
-        self._writer = await self._connect(busy_timeout=0)
+        # The writer waits for other processes' write locks in `_write`, asynchronously, not in SQLite's handler.
+        self._writer = self._connect(busy_timeout=0)
 
-        async def create_schema(db: aiosqlite.Connection) -> None:
+        def create_schema(db: sqlite3.Connection) -> None:
             # Statement by statement: executescript would commit the surrounding transaction first.
             for statement in SCHEMA.split(";"):
                 if statement.strip():
-                    await db.execute(statement)
+                    db.execute(statement)
 
         await self._write(create_schema)
-        self._reader = await self._connect()
+        self._reader = self._connect(busy_timeout=READ_BUSY_TIMEOUT_S)
 
-    async def _connect(self, *, busy_timeout: float = BUSY_TIMEOUT_S) -> aiosqlite.Connection:
+    def _connect(self, *, busy_timeout: float) -> sqlite3.Connection:
         # isolation_level=None: transactions are begun explicitly (BEGIN IMMEDIATE), never implicitly.
-        db = await aiosqlite.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
         try:
-            # Switching a new file to WAL needs a moment of exclusive access: wait for it here.
-            await db.execute("PRAGMA journal_mode = WAL")
-            await db.execute("PRAGMA synchronous = NORMAL")
-            await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            # Switching a new file to WAL needs a moment of exclusive access: wait for it here, once, at start.
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         except BaseException:
-            await db.close()
+            db.close()
             raise
         return db
 
@@ -163,7 +161,7 @@ class EmbeddedLog:
             await consumer.close()
         for db in (self._reader, self._writer):
             if db is not None:
-                await db.close()
+                db.close()
         self._reader = self._writer = None
 
     async def __aenter__(self) -> EmbeddedLog:
@@ -174,44 +172,43 @@ class EmbeddedLog:
         await self.close()
 
     @property
-    def _read_db(self) -> aiosqlite.Connection:
+    def _read_db(self) -> sqlite3.Connection:
         if self._reader is None:
             raise RuntimeError("EmbeddedLog is not started (call start() first)")
         return self._reader
 
-    async def _write(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
-        """Run `work` in one write transaction. Shielded: a cancelled caller must not leave the shared
-        connection mid-transaction (the work finishes or rolls back either way)."""
-        return await asyncio.shield(self._run_write(work))
+    def _select(self, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
+        return self._read_db.execute(sql, parameters).fetchall()
 
-    async def _run_write(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` in one write transaction, retrying while another process holds the write lock."""
         if self._writer is None:
             raise RuntimeError("EmbeddedLog is not started (call start() first)")
         db = self._writer
-        async with self._write_lock:
-            deadline = time.monotonic() + BUSY_TIMEOUT_S
-            while True:
-                try:
-                    return await self._transaction(db, work)
-                except sqlite3.OperationalError as error:
-                    if not _is_busy(error) or time.monotonic() > deadline:
-                        raise
-                # Another process holds the write lock. SQLite's own busy handler would sleep up to 100 ms
-                # between tries, long enough for a busy writer to take the lock again and again (starving us);
-                # short random retries share it fairly. `work` reads what it needs inside the transaction,
-                # so running it again is safe.
-                await asyncio.sleep(random.uniform(0.0002, 0.002))
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                return self._transaction(db, work)
+            except sqlite3.OperationalError as error:
+                if not is_busy(error) or time.monotonic() > deadline:
+                    raise
+            # Another process holds the write lock. SQLite's own busy handler would sleep on this thread, and
+            # up to 100 ms between tries, long enough for a busy writer to take the lock again and again
+            # (starving us); short random retries share it fairly. `work` reads what it needs inside the
+            # transaction, so running it again is safe.
+            await asyncio.sleep(random.uniform(0.0002, 0.002))
 
     @staticmethod
-    async def _transaction(db: aiosqlite.Connection, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+    def _transaction(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
         # IMMEDIATE takes the write lock up front: a deferred transaction that later upgrades to a
         # write fails at once with SQLITE_BUSY in WAL mode instead of waiting for the busy timeout.
-        await db.execute("BEGIN IMMEDIATE")
+        db.execute("BEGIN IMMEDIATE")
         try:
-            result = await work(db)
-            await db.commit()
+            result = work(db)
+            db.execute("COMMIT")
         except BaseException:
-            await db.rollback()  # a no-op when the transaction is not open
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
         return result
 
@@ -222,33 +219,33 @@ class EmbeddedLog:
     # -- topics --------------------------------------------------------------------------------------
 
     async def ensure_topics(self, topics: Sequence[TopicConfig]) -> None:
-        async def create(db: aiosqlite.Connection) -> None:
+        def create(db: sqlite3.Connection) -> None:
             for config in topics:
-                await self._create_topic(db, config)
+                self._create_topic(db, config)
 
         await self._write(create)
 
     @staticmethod
-    async def _create_topic(db: aiosqlite.Connection, config: TopicConfig) -> None:
+    def _create_topic(db: sqlite3.Connection, config: TopicConfig) -> None:
         if config.partitions < 1:
             raise ValueError(f"topic {config.name!r} needs at least one partition")
-        created = await db.execute(
+        created = db.execute(
             "INSERT OR IGNORE INTO topics (name, partitions, retention_ms) VALUES (?, ?, ?)",
             (config.name, config.partitions, config.retention_ms),
         )
         if created.rowcount == 0:
             return  # it exists: an existing topic keeps its partitions and retention
-        await db.executemany(
+        db.executemany(
             "INSERT OR IGNORE INTO partitions (topic, partition) VALUES (?, ?)",
             [(config.name, p) for p in range(config.partitions)],
         )
 
-    async def _partitions_of(self, db: aiosqlite.Connection, topics: Iterable[str]) -> dict[str, int]:
+    def _partitions_of(self, db: sqlite3.Connection, topics: Iterable[str]) -> dict[str, int]:
         """Partition counts of the topics that exist (unknown ones are left out)."""
         wanted = set(topics)
         missing = [t for t in wanted if t not in self._partition_counts]
         if missing:
-            rows = await db.execute_fetchall(
+            rows = db.execute(
                 f"SELECT name, partitions FROM topics WHERE name IN ({_placeholders(len(missing))})", missing
             )
             for name, partitions in rows:
@@ -262,7 +259,7 @@ class EmbeddedLog:
             return
         timestamp = _now_ms()
 
-        async def append(db: aiosqlite.Connection) -> None:
+        def append(db: sqlite3.Connection) -> None:
             # Heads are read inside the write transaction (never from a cache): they are the truth every
             # publishing process agrees on, and the partition count is simply how many there are.
             heads: dict[tuple[str, int], int] = {}
@@ -270,13 +267,13 @@ class EmbeddedLog:
             for topic in {m.topic for m in messages}:
                 existing: list[tuple[int, int]] = [
                     (partition, next_offset)
-                    for partition, next_offset in await db.execute_fetchall(
+                    for partition, next_offset in db.execute(
                         "SELECT partition, next_offset FROM partitions WHERE topic = ?", (topic,)
                     )
                 ]
                 if not existing:
                     config = TopicConfig(topic)
-                    await self._create_topic(db, config)
+                    self._create_topic(db, config)
                     existing = [(p, 0) for p in range(config.partitions)]
                 counts[topic] = len(existing)
                 heads.update(((topic, partition), next_offset) for partition, next_offset in existing)
@@ -287,12 +284,12 @@ class EmbeddedLog:
                 offset = appended.get(head, heads[head])
                 appended[head] = offset + 1
                 rows.append((m.topic, head[1], offset, m.key, m.value, json.dumps(dict(m.headers)), timestamp))
-            await db.executemany(
+            db.executemany(
                 "INSERT INTO records (topic, partition, offset, key, value, headers, timestamp_ms)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
-            await db.executemany(
+            db.executemany(
                 "UPDATE partitions SET next_offset = ? WHERE topic = ? AND partition = ?",
                 [(offset, topic, partition) for (topic, partition), offset in appended.items()],
             )
@@ -309,7 +306,7 @@ class EmbeddedLog:
 
     async def committed(self, group: str, partition: TopicPartition) -> int | None:
         rows = list(
-            await self._read_db.execute_fetchall(
+            self._select(
                 "SELECT next_offset FROM group_offsets WHERE group_id = ? AND topic = ? AND partition = ?",
                 (group, partition.topic, partition.partition),
             )
@@ -320,8 +317,8 @@ class EmbeddedLog:
         if not offsets:
             return
 
-        async def upsert(db: aiosqlite.Connection) -> None:
-            await db.executemany(
+        def upsert(db: sqlite3.Connection) -> None:
+            db.executemany(
                 "INSERT INTO group_offsets (group_id, topic, partition, next_offset) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (group_id, topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
                 [(group, tp.topic, tp.partition, offset) for tp, offset in offsets.items()],
@@ -333,8 +330,8 @@ class EmbeddedLog:
         if not isinstance(to, int) and to not in ("earliest", "latest"):
             raise ValueError(f"reset target must be 'earliest', 'latest' or an offset, not {to!r}")
 
-        async def reset(db: aiosqlite.Connection) -> None:
-            members = await self._live_members(db, group, time.time())
+        def reset(db: sqlite3.Connection) -> None:
+            members = self._live_members(db, group, time.time())
             if members:
                 raise GroupNotEmpty(
                     f"group {group!r} has live members {sorted(members)}: stop its consumers first"
@@ -342,7 +339,7 @@ class EmbeddedLog:
                 )
             rows = []
             for topic in topics:
-                for partition, start, end in await db.execute_fetchall(
+                for partition, start, end in db.execute(
                     "SELECT partition, start_offset, next_offset FROM partitions WHERE topic = ?", (topic,)
                 ):
                     if to == "earliest":
@@ -352,7 +349,7 @@ class EmbeddedLog:
                     else:
                         offset = min(max(int(to), start), end)
                     rows.append((group, topic, partition, offset))
-            await db.executemany(
+            db.executemany(
                 "INSERT INTO group_offsets (group_id, topic, partition, next_offset) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (group_id, topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
                 rows,
@@ -363,14 +360,14 @@ class EmbeddedLog:
     async def _heartbeat(self, group: str, member_id: str, topics: Sequence[str]) -> None:
         now = time.time()
 
-        async def beat(db: aiosqlite.Connection) -> None:
-            await db.execute(
+        def beat(db: sqlite3.Connection) -> None:
+            db.execute(
                 "INSERT INTO group_members (group_id, member_id, topics, heartbeat_at) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (group_id, member_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
                 (group, member_id, json.dumps(list(topics)), now),
             )
             # Members of killed processes never say goodbye; forget them once long dead.
-            await db.execute(
+            db.execute(
                 "DELETE FROM group_members WHERE group_id = ? AND heartbeat_at < ?",
                 (group, now - 10 * self.session_timeout),
             )
@@ -378,15 +375,15 @@ class EmbeddedLog:
         await self._write(beat)
 
     async def _leave(self, group: str, member_id: str) -> None:
-        async def delete(db: aiosqlite.Connection) -> None:
-            await db.execute("DELETE FROM group_members WHERE group_id = ? AND member_id = ?", (group, member_id))
+        def delete(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM group_members WHERE group_id = ? AND member_id = ?", (group, member_id))
 
         await self._write(delete)
         # Members in this process take over the partitions at once rather than at their next poll tick.
         self._notify()
 
-    async def _live_members(self, db: aiosqlite.Connection, group: str, now: float) -> dict[str, frozenset[str]]:
-        rows = await db.execute_fetchall(
+    def _live_members(self, db: sqlite3.Connection, group: str, now: float) -> dict[str, frozenset[str]]:
+        rows = db.execute(
             "SELECT member_id, topics FROM group_members WHERE group_id = ? AND heartbeat_at >= ?",
             (group, now - self.session_timeout),
         )
@@ -397,7 +394,7 @@ class EmbeddedLog:
     async def _bounds(self, topics: Iterable[str]) -> dict[TopicPartition, tuple[int, int]]:
         """(start_offset, next_offset) of every partition of `topics`."""
         names = sorted(set(topics))
-        rows = await self._read_db.execute_fetchall(
+        rows = self._select(
             "SELECT topic, partition, start_offset, next_offset FROM partitions"
             f" WHERE topic IN ({_placeholders(len(names))})",
             names,
@@ -405,7 +402,7 @@ class EmbeddedLog:
         return {TopicPartition(topic, partition): (start, end) for topic, partition, start, end in rows}
 
     async def _records(self, tp: TopicPartition, from_offset: int, limit: int) -> list[Record]:
-        rows = await self._read_db.execute_fetchall(
+        rows = self._select(
             "SELECT offset, key, value, headers, timestamp_ms FROM records"
             " WHERE topic = ? AND partition = ? AND offset >= ? ORDER BY offset LIMIT ?",
             (tp.topic, tp.partition, from_offset, limit),
@@ -445,17 +442,15 @@ class EmbeddedLog:
         Offsets are never reused: a partition's head stays where it is and its start moves up to the earliest
         kept record, so a group whose committed offset points before it resumes there. `now` is for tests."""
         now_ms = _now_ms() if now is None else (now - EPOCH) // timedelta(milliseconds=1)
-        configs = list(
-            await self._read_db.execute_fetchall("SELECT name, retention_ms FROM topics WHERE retention_ms IS NOT NULL")
-        )
+        configs = list(self._select("SELECT name, retention_ms FROM topics WHERE retention_ms IS NOT NULL"))
         deleted = 0
         # One transaction per topic so a large purge does not hold off publishers for long.
         for topic, retention_ms in configs:
 
-            async def purge(db: aiosqlite.Connection, topic: str = topic, cutoff: int = now_ms - retention_ms) -> int:
-                cursor = await db.execute("DELETE FROM records WHERE topic = ? AND timestamp_ms < ?", (topic, cutoff))
+            def purge(db: sqlite3.Connection, topic: str = topic, cutoff: int = now_ms - retention_ms) -> int:
+                cursor = db.execute("DELETE FROM records WHERE topic = ? AND timestamp_ms < ?", (topic, cutoff))
                 if cursor.rowcount:
-                    await db.execute(
+                    db.execute(
                         "UPDATE partitions SET start_offset = COALESCE("
                         " (SELECT MIN(r.offset) FROM records r"
                         "  WHERE r.topic = partitions.topic AND r.partition = partitions.partition),"
@@ -495,10 +490,10 @@ class EmbeddedConsumer:
             await self._log._heartbeat(self.group, self.member_id, self.topics)
             self._last_heartbeat = time.monotonic()
         db = self._log._read_db
-        members = await self._log._live_members(db, self.group, time.time())
+        members = self._log._live_members(db, self.group, time.time())
         # Alive by definition, whatever the table says (e.g. a wall-clock jump made our row look old).
         members[self.member_id] = frozenset(self.topics)
-        counts = await self._log._partitions_of(db, set().union(*members.values()))
+        counts = self._log._partitions_of(db, set().union(*members.values()))
         partitions = [TopicPartition(t, p) for t, n in counts.items() for p in range(n)]
         assigned = assign_partitions(members, partitions)[self.member_id]
         gained = assigned - self._positions.keys()

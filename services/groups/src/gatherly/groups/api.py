@@ -41,7 +41,7 @@ from gatherly.kernel.web import Page, PageRequest, encode_cursor, page_request
 router = APIRouter(prefix="/api/groups", tags=["groups"])
 
 
-def _uow(context: ServiceContext = Depends(service_context)) -> GroupsUnitOfWork:
+async def _uow(context: ServiceContext = Depends(service_context)) -> GroupsUnitOfWork:
     return unit_of_work(context)
 
 

@@ -1,0 +1,112 @@
+"""The service database on SQLite: both drivers give the same transactions; the inline driver never makes
+the event loop wait for another connection's write lock."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
+
+from gatherly.kernel.db import Database
+from gatherly.kernel.log import EmbeddedLog, OutgoingMessage
+
+metadata = MetaData()
+notes = Table("notes", metadata, Column("id", Integer, primary_key=True), Column("text", String, nullable=False))
+
+
+@pytest.fixture(params=["sqlite", "sqlite+aiosqlite"])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    database = Database(f"{request.param}:///{tmp_path / 'notes.db'}")
+    async with database.engine.begin() as connection:
+        await connection.run_sync(metadata.create_all)
+    yield database
+    await database.dispose()
+
+
+async def count(db: Database) -> int:
+    async with db.read_session() as session:
+        return int(await session.scalar(select(func.count()).select_from(notes)) or 0)
+
+
+async def test_a_write_commits_and_a_failed_one_leaves_nothing(db: Database) -> None:
+    async with db.writing() as session:
+        await session.execute(insert(notes), [{"text": "kept"}, {"text": "kept too"}])
+    with pytest.raises(RuntimeError):
+        async with db.writing() as session:
+            await session.execute(insert(notes), {"text": "lost"})
+            raise RuntimeError("the rule said no")
+    assert await count(db) == 2
+
+
+async def test_concurrent_writers_of_one_process_queue_and_all_commit(db: Database) -> None:
+    async def write(n: int) -> None:
+        async with db.writing() as session:
+            await session.execute(insert(notes), {"text": f"note {n}"})
+            await asyncio.sleep(0)  # give the others a chance to interleave
+
+    await asyncio.gather(*(write(n) for n in range(50)))
+    assert await count(db) == 50
+
+
+class Ticker:
+    """Counts how often the event loop got to run it: a loop blocked inside SQLite would not."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+
+    async def run(self) -> None:
+        while True:
+            self.ticks += 1
+            await asyncio.sleep(0.01)
+
+
+async def hold_write_lock(path: Path, seconds: float) -> sqlite3.Connection:
+    """Another connection (as another process would) takes the write lock; the loop releases it later,
+    which it can do only if it is not stuck waiting inside SQLite."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    asyncio.get_running_loop().call_later(seconds, other.execute, "COMMIT")
+    return other
+
+
+async def test_the_inline_driver_waits_for_another_writer_without_blocking_the_loop(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'notes.db'}")
+    async with db.engine.begin() as connection:
+        await connection.run_sync(metadata.create_all)
+    other = await hold_write_lock(tmp_path / "notes.db", 0.3)
+    ticker = Ticker()
+    ticking = asyncio.create_task(ticker.run())
+    started = time.monotonic()
+    try:
+        async with db.writing() as session:
+            await session.execute(insert(notes), {"text": "after the other writer"})
+        waited = time.monotonic() - started
+    finally:
+        ticking.cancel()
+        other.close()
+    assert waited >= 0.25
+    assert ticker.ticks >= 10
+    assert await count(db) == 1
+    await db.dispose()
+
+
+async def test_the_embedded_log_waits_for_another_writer_without_blocking_the_loop(tmp_path: Path) -> None:
+    async with EmbeddedLog(tmp_path / "log.sqlite") as log:
+        other = await hold_write_lock(tmp_path / "log.sqlite", 0.3)
+        ticker = Ticker()
+        ticking = asyncio.create_task(ticker.run())
+        started = time.monotonic()
+        try:
+            await log.publish([OutgoingMessage("t", "k", b"after the other writer")])
+            waited = time.monotonic() - started
+        finally:
+            ticking.cancel()
+            other.close()
+        assert waited >= 0.25
+        assert ticker.ticks >= 10
+        assert [r.value for r in await log.read("t")] == [b"after the other writer"]
