@@ -16,8 +16,19 @@ async def test_the_demo_people_can_log_in_and_the_demo_groups_are_listed(tmp_pat
         assert login.status_code == 200
         listed = await gatherly.client.get("/api/groups", params={"limit": 100})
         assert listed.status_code == 200
-        names = {group["name"] for group in listed.json()["items"]}
-        assert {spec["name"] for spec in GROUPS} <= names
+        by_name = {group["name"]: group for group in listed.json()["items"]}
+        assert {spec["name"] for spec in GROUPS} <= by_name.keys()
+
+        # An approval group holds what its organizer decided: one approved member, one request still waiting.
+        hikers = next(spec for spec in GROUPS if spec["name"] == "Alpine Weekend Hikers")
+        owner_login = await gatherly.client.post(
+            "/api/auth/login", json={"email": hikers["owner"], "password": DEMO_PASSWORD}
+        )
+        owner = {"Authorization": f"Bearer {owner_login.json()['access_token']}"}
+        group_id = by_name["Alpine Weekend Hikers"]["id"]
+        assert by_name["Alpine Weekend Hikers"]["member_count"] == 2
+        pending = (await gatherly.client.get(f"/api/groups/{group_id}/requests", headers=owner)).json()["items"]
+        assert [[a["answer"] for a in request["answers"]] for request in pending] == [["None yet, but keen to learn!"]]
     # A second start on the same data loads nothing twice.
     async with running_gatherly(tmp_path, demo=True) as gatherly:
         listed = await gatherly.client.get("/api/groups", params={"limit": 100})

@@ -64,7 +64,12 @@ GROUPS: tuple[dict[str, Any], ...] = (
         "visibility": "public",
         "join_policy": "approval",
         "questions": ["How much hiking experience do you have?"],
-        "members": [],
+        # Approval groups: these people ask to join with their answers; "members" are approved, the rest wait.
+        "requests": {
+            "ada@demo.gatherly.local": ["Alpine huts every summer since I was ten."],
+            "dev@demo.gatherly.local": ["None yet, but keen to learn!"],
+        },
+        "members": ["ada@demo.gatherly.local"],
     },
     {
         "owner": "cleo@demo.gatherly.local",
@@ -88,7 +93,8 @@ GROUPS: tuple[dict[str, Any], ...] = (
         "visibility": "private",
         "join_policy": "approval",
         "questions": ["Which project do you maintain?"],
-        "members": [],
+        "requests": {"dev@demo.gatherly.local": ["A Python date-parsing library."]},
+        "members": ["dev@demo.gatherly.local"],
     },
 )
 
@@ -113,6 +119,13 @@ async def _person(client: httpx.AsyncClient, mail_dir: Path, person: DemoPerson)
     profile = {"city": person.city, "location": {"lat": person.lat, "lng": person.lng}, "topics": list(person.topics)}
     (await client.patch("/api/users/me", json=profile, headers=headers)).raise_for_status()
     return headers
+
+
+async def _user_id(client: httpx.AsyncClient, headers: dict[str, str]) -> str:
+    me = await client.get("/api/users/me", headers=headers)
+    me.raise_for_status()
+    user_id: str = me.json()["id"]
+    return user_id
 
 
 async def seed_demo(process: Process) -> None:
@@ -140,10 +153,18 @@ async def _load(process: Process) -> None:
     async with httpx.AsyncClient(transport=transport, base_url=settings.effective_public_url) as client:
         auth = {p.email: await _person(client, settings.mail_dir, p) for p in PEOPLE}
         for spec in GROUPS:
-            body = {k: v for k, v in spec.items() if k not in ("owner", "members")}
-            created = await client.post("/api/groups", json=body, headers=auth[spec["owner"]])
+            owner = auth[spec["owner"]]
+            body = {k: v for k, v in spec.items() if k not in ("owner", "members", "requests")}
+            created = await client.post("/api/groups", json=body, headers=owner)
             created.raise_for_status()
             group_id = created.json()["id"]
-            for member in spec["members"]:
-                joined = await client.post(f"/api/groups/{group_id}/join", json={"answers": []}, headers=auth[member])
-                joined.raise_for_status()
+            requests: dict[str, list[str]] = spec.get("requests", {})
+            for person in dict.fromkeys([*spec["members"], *requests]):
+                answers = {"answers": requests.get(person, [])}
+                (
+                    await client.post(f"/api/groups/{group_id}/join", json=answers, headers=auth[person])
+                ).raise_for_status()
+            for person in requests.keys() & set(spec["members"]):
+                user_id = await _user_id(client, auth[person])
+                approve = f"/api/groups/{group_id}/requests/{user_id}/approve"
+                (await client.post(approve, headers=owner)).raise_for_status()
