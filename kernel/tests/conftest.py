@@ -1,5 +1,6 @@
 """Shared kernel fixtures. `message_log` runs a test against each backend named in GATHERLY_TEST_LOG_BACKENDS
-(comma separated, default `embedded`), e.g. `embedded,kafka`: the log conformance suite and the delivery tests
+(comma separated, default `embedded`), e.g. `embedded,kafka`; `database_url` against each database backend named
+in GATHERLY_TEST_DB_BACKENDS (see gatherly.kernel.testing). The log conformance suite and the delivery tests
 (outbox, relay, inbox, retries, dead letters) are the same tests for every backend."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from gatherly.kernel.log import EmbeddedLog, MessageLog
+from gatherly.kernel.testing import DB_BACKENDS, BackendUnavailable, scratch_database
 
 # Generous, because a Kafka group takes seconds to rebalance; the embedded log starts in milliseconds.
 DEADLINE_S = 30.0
@@ -47,3 +49,13 @@ async def message_log(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIt
         yield log
     finally:
         await log.close()
+
+
+@pytest.fixture(params=DB_BACKENDS)
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The URL of an empty database of each backend in GATHERLY_TEST_DB_BACKENDS, dropped after the test."""
+    try:
+        async with scratch_database(request.param, tmp_path) as url:
+            yield url
+    except BackendUnavailable as error:
+        pytest.fail(str(error))

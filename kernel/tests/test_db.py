@@ -1,5 +1,6 @@
-"""The service database on SQLite: both drivers give the same transactions; the inline driver never makes
-the event loop wait for another connection's write lock."""
+"""The service database: every backend (SQLite, and PostgreSQL when GATHERLY_TEST_DB_BACKENDS names it) and both
+SQLite drivers give the same transactions; the inline SQLite driver never makes the event loop wait for another
+connection's write lock."""
 
 from __future__ import annotations
 
@@ -19,11 +20,16 @@ metadata = MetaData()
 notes = Table("notes", metadata, Column("id", Integer, primary_key=True), Column("text", String, nullable=False))
 
 
-@pytest.fixture(params=["sqlite", "sqlite+aiosqlite"])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"{request.param}:///{tmp_path / 'notes.db'}")
+async def open_database(url: str) -> Database:
+    database = Database(url)
     async with database.engine.begin() as connection:
         await connection.run_sync(metadata.create_all)
+    return database
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = await open_database(database_url)
     yield database
     await database.dispose()
 
@@ -34,6 +40,18 @@ async def count(db: Database) -> int:
 
 
 async def test_a_write_commits_and_a_failed_one_leaves_nothing(db: Database) -> None:
+    await a_write_commits_and_a_failed_one_leaves_nothing(db)
+
+
+async def test_the_aiosqlite_driver_commits_and_rolls_back_the_same(tmp_path: Path) -> None:
+    db = await open_database(f"sqlite+aiosqlite:///{tmp_path / 'notes.db'}")
+    try:
+        await a_write_commits_and_a_failed_one_leaves_nothing(db)
+    finally:
+        await db.dispose()
+
+
+async def a_write_commits_and_a_failed_one_leaves_nothing(db: Database) -> None:
     async with db.writing() as session:
         await session.execute(insert(notes), [{"text": "kept"}, {"text": "kept too"}])
     with pytest.raises(RuntimeError):
@@ -75,9 +93,7 @@ async def hold_write_lock(path: Path, seconds: float) -> sqlite3.Connection:
 
 
 async def test_the_inline_driver_waits_for_another_writer_without_blocking_the_loop(tmp_path: Path) -> None:
-    db = Database(f"sqlite:///{tmp_path / 'notes.db'}")
-    async with db.engine.begin() as connection:
-        await connection.run_sync(metadata.create_all)
+    db = await open_database(f"sqlite:///{tmp_path / 'notes.db'}")
     other = await hold_write_lock(tmp_path / "notes.db", 0.3)
     ticker = Ticker()
     ticking = asyncio.create_task(ticker.run())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from ledger import create_schema
@@ -12,8 +11,8 @@ from gatherly.kernel.db import Database
 
 
 @pytest.fixture
-async def ledger_db(tmp_path: Path) -> AsyncIterator[Database]:
-    db = Database(f"sqlite:///{tmp_path / 'ledger.db'}")
+async def ledger_db(database_url: str) -> AsyncIterator[Database]:
+    db = Database(database_url)
     await create_schema(db)
     yield db
     await db.dispose()

@@ -6,6 +6,7 @@ import uuid
 from typing import ClassVar
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from gatherly.contracts.base import IntegrationEvent
@@ -45,7 +46,8 @@ def deposit_event(name: str | None = None) -> type[Deposit]:
 
 class LedgerUnitOfWork(UnitOfWork):
     async def add(self, account: str, amount: int) -> None:
-        statement = sqlite_insert(accounts).values(account=account, balance=amount, deposits=1)
+        insert = sqlite_insert if self.db.is_sqlite else postgresql_insert
+        statement = insert(accounts).values(account=account, balance=amount, deposits=1)
         await self.session.execute(
             statement.on_conflict_do_update(
                 index_elements=["account"],

@@ -37,11 +37,11 @@ class StallingWorker(ConsumerWorker):
             await asyncio.sleep(3600)
 
 
-async def main(mode: str, log_path: str, db_path: str, suffix: str, extra: str = "") -> None:
+async def main(mode: str, log_path: str, db_url: str, suffix: str, extra: str = "") -> None:
     # A short session timeout: a killed member's partitions pass to the next one within two seconds.
     log = EmbeddedLog(Path(log_path), session_timeout=2.0)
     await log.start()
-    db = Database(f"sqlite:///{db_path}")
+    db = Database(db_url)
     await create_schema(db)
     deposit = deposit_event(suffix)
     await log.ensure_topics([TopicConfig(deposit.TOPIC)])

@@ -57,7 +57,7 @@ async def log(tmp_path: Path) -> AsyncIterator[EmbeddedLog]:
 
 
 async def test_a_consumer_killed_mid_stream_loses_nothing_and_applies_nothing_twice(
-    tmp_path: Path, log: EmbeddedLog
+    tmp_path: Path, log: EmbeddedLog, database_url: str
 ) -> None:
     suffix, group, count = uuid.uuid4().hex[:8], f"ledger.{uuid.uuid4().hex[:6]}", 2000
     deposit = deposit_event(suffix)
@@ -67,10 +67,10 @@ async def test_a_consumer_killed_mid_stream_loses_nothing_and_applies_nothing_tw
     ]
     for start_at in range(0, count, 500):
         await log.publish([e.to_message() for e in envelopes[start_at : start_at + 500]])
-    db = Database(f"sqlite:///{tmp_path / 'ledger.db'}")
+    db = Database(database_url)
     await create_schema(db)
     try:
-        consumer = start("consume-and-stall", str(tmp_path / "log.db"), str(tmp_path / "ledger.db"), suffix, group)
+        consumer = start("consume-and-stall", str(tmp_path / "log.db"), database_url, suffix, group)
         assert consumer.stdout is not None
         # The worst moment: two batches applied in the database, the second one's offsets not committed.
         assert consumer.stdout.readline().strip() == "applied, offsets not committed"
@@ -80,7 +80,7 @@ async def test_a_consumer_killed_mid_stream_loses_nothing_and_applies_nothing_tw
         assert 0 < applied_at_kill < count, "the kill must land mid-stream"
         assert committed_at_kill < applied_at_kill, "some applied records must be waiting for their offset commit"
 
-        replacement = start("consume", str(tmp_path / "log.db"), str(tmp_path / "ledger.db"), suffix, group)
+        replacement = start("consume", str(tmp_path / "log.db"), database_url, suffix, group)
         try:
 
             async def all_applied() -> bool:
@@ -106,13 +106,13 @@ async def _committed_to_end(log: EmbeddedLog, group: str, topic: str) -> bool:
 
 
 async def test_a_relay_killed_mid_stream_loses_nothing_and_duplicates_are_harmless(
-    tmp_path: Path, log: EmbeddedLog
+    tmp_path: Path, log: EmbeddedLog, database_url: str
 ) -> None:
     suffix, count = uuid.uuid4().hex[:8], 2000
     deposit = deposit_event(suffix)
-    source = tmp_path / "source.db"
-    producer = start("produce", str(tmp_path / "log.db"), str(source), suffix, str(count))
-    source_db = Database(f"sqlite:///{source}")
+    source = database_url
+    producer = start("produce", str(tmp_path / "log.db"), source, suffix, str(count))
+    source_db = Database(source)
     try:
 
         async def some_relayed() -> bool:
@@ -127,7 +127,7 @@ async def test_a_relay_killed_mid_stream_loses_nothing_and_duplicates_are_harmle
 
     # A new relay publishes whatever the killed one left in the outbox.
     finisher = subprocess.run(
-        [sys.executable, str(SCRIPT), "relay", str(tmp_path / "log.db"), str(source), suffix],
+        [sys.executable, str(SCRIPT), "relay", str(tmp_path / "log.db"), source, suffix],
         capture_output=True,
         text=True,
         timeout=60,
@@ -144,10 +144,10 @@ async def test_a_relay_killed_mid_stream_loses_nothing_and_duplicates_are_harmle
 
     # ...and a consumer applies each exactly once.
     group = f"ledger.{uuid.uuid4().hex[:6]}"
-    target = tmp_path / "target.db"
-    target_db = Database(f"sqlite:///{target}")
+    target = f"sqlite:///{tmp_path / 'target.db'}"
+    target_db = Database(target)
     await create_schema(target_db)
-    consumer = start("consume", str(tmp_path / "log.db"), str(target), suffix, group)
+    consumer = start("consume", str(tmp_path / "log.db"), target, suffix, group)
     try:
         await eventually(lambda: _committed_to_end(log, group, deposit.TOPIC))
     finally:
@@ -160,8 +160,8 @@ async def test_a_relay_killed_mid_stream_loses_nothing_and_duplicates_are_harmle
         await target_db.dispose()
 
 
-async def _totals_at(path: Path) -> tuple[int, int]:
-    db = Database(f"sqlite:///{path}")
+async def _totals_at(url: str) -> tuple[int, int]:
+    db = Database(url)
     try:
         return await totals(db)
     finally:

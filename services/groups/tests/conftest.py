@@ -4,7 +4,9 @@ people up through the real HTTP flow; hashing cost is the users service's busine
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,8 @@ import pytest
 import pytest_asyncio
 
 from gatherly.app.testing import Person, RunningGatherly, running_gatherly, sign_up
+from gatherly.contracts.base import IntegrationEvent
+from gatherly.groups.store import Stores, reading
 from gatherly.kernel.messages import Envelope
 
 FAST: dict[str, Any] = {
@@ -113,6 +117,18 @@ class GroupsApi:
         records = await self.running.process.platform.log.read(topic, limit=100_000)
         envelopes = [Envelope.from_record(record) for record in records]
         return [e for e in envelopes if group_id is None or e.aggregate_id == group_id]
+
+    async def deliver(self, *events: IntegrationEvent) -> None:
+        """Put other services' events on the log as their owner would, then wait until every consumer applied them."""
+        now = datetime.now(UTC)
+        await self.running.process.platform.log.publish([Envelope.wrap(event, now).to_message() for event in events])
+        await self.running.settle()
+
+    @asynccontextmanager
+    async def stores(self) -> AsyncIterator[Stores]:
+        """The groups service's own tables, for what HTTP cannot show (rows of a deleted group, saga state)."""
+        async with reading(self.running.process.host("groups").context.db) as stores:
+            yield stores
 
     async def cast(self, people: dict[str, Person], **fields: Any) -> Cast:
         """An approval group (one question) founded by people["organizer"], everyone else in their named relation."""

@@ -400,6 +400,54 @@ async def test_an_announcement_is_published_for_every_member(shared_api: Any) ->
         assert (await shared_api.client.post(url, json=body, headers=ann.auth)).status_code == 422
 
 
+# --- what is published ---------------------------------------------------------------------------------------------
+
+
+async def test_group_events_carry_the_whole_group_as_the_api_shows_it(shared_api: Any) -> None:
+    """The events service keeps group summaries from group.created / group.updated alone: each must hold every
+    public detail, equal to what GET shows, and every published payload must parse with its contract schema."""
+    ann, bob = await shared_api.people("Ann", "Bob")
+    group = await shared_api.create(
+        ann,
+        name="Snapshot Club",
+        description="All of it",
+        topics=["Maps"],
+        city="Berlin",
+        location={"lat": 52.52, "lng": 13.405},
+        visibility="private",
+        join_policy="approval",
+        questions=["Why?"],
+    )
+    await shared_api.client.patch(
+        f"/api/groups/{group['id']}", json={"city": "Potsdam", "topics": ["Maps", "Lakes"]}, headers=ann.auth
+    )
+    await shared_api.join(bob, group["id"], ["Because"])
+    await shared_api.approve(ann, group["id"], bob)
+    await shared_api.set_role(ann, group["id"], bob, "co_organizer")
+    shown = await shared_api.get(group["id"])
+
+    published = await shared_api.published("group", group["id"])
+    assert _types(published) == ["group.created", "group.updated"]
+    snapshot_fields = ("slug", "name", "description", "topics", "city", "location", "visibility", "join_policy")
+    created, updated = published[0].payload, published[1].payload
+    assert created["group_id"] == updated["group_id"] == group["id"]
+    assert {f: created[f] for f in snapshot_fields} == {f: group[f] for f in snapshot_fields}
+    assert {f: updated[f] for f in snapshot_fields} == {f: shown[f] for f in snapshot_fields}
+    assert created["banner_image_id"] is None
+
+    for topic in ("group", "membership", "join_request"):
+        for envelope in await shared_api.published(topic, group["id"]):
+            parsed = envelope.event()  # raises when a required field is missing
+            assert set(envelope.payload) == set(type(parsed).model_fields), envelope.type
+    changed = (await shared_api.published("membership", group["id"]))[-1].payload
+    assert (changed["user_id"], changed["role"], changed["previous_role"], changed["changed_by"]) == (
+        bob.user_id,
+        "co_organizer",
+        "member",
+        ann.user_id,
+    )
+
+
 # --- member_count under concurrency ---------------------------------------------------------------------------------
 
 

@@ -124,6 +124,34 @@ async def test_member_me_lists_the_callers_groups_only(shared_api: Any) -> None:
     assert anonymous.status_code == 401
 
 
+async def test_member_me_combines_with_text_and_near_and_is_ordered_by_distance(shared_api: Any) -> None:
+    ann, bob = await shared_api.people("Ann", "Bob")
+    near = f"{BERLIN['lat']},{BERLIN['lng']}"
+    far = await shared_api.create(ann, name="Combo Leipzig", location=LEIPZIG)
+    close = await shared_api.create(ann, name="Combo Potsdam", location=POTSDAM)
+    here = await shared_api.create(bob, name="Combo Berlin", location=BERLIN, visibility="private")
+    await shared_api.create(ann, name="Combo Berlin, not Bob's", location=BERLIN)
+    hamburg = await shared_api.create(ann, name="Combo Hamburg", location=HAMBURG)  # Bob's, but out of reach
+    for group in (far, close, hamburg):
+        await shared_api.join(bob, group["id"])
+
+    found = await _search(shared_api, bob, member="me", q="COMBO", near=near, radius_km=200)
+    assert [g["id"] for g in found] == [here["id"], close["id"], far["id"]]
+    assert [round(g["distance_km"]) for g in found] == [0, 27, 149]
+    paged = []
+    cursor = None
+    while True:
+        params = {"member": "me", "q": "combo", "near": near, "radius_km": 200, "limit": 1}
+        response = await shared_api.client.get(
+            "/api/groups", params={**params, **({"cursor": cursor} if cursor else {})}, headers=bob.auth
+        )
+        paged.extend(response.json()["items"])
+        cursor = response.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert paged == found
+
+
 @pytest.mark.parametrize(
     ("params", "field"),
     [

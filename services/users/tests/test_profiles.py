@@ -102,6 +102,15 @@ async def test_invalid_profile_values_are_refused_with_the_field_named(users: Ru
         assert response.json()["errors"][0]["field"].startswith(field)
 
 
+async def test_a_field_that_cannot_be_edited_is_refused_not_ignored(users: RunningGatherly) -> None:
+    person = await sign_up(users)
+    response = await _patch(users, person, email="someone.else@example.org", bio="Hi")
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "email"
+    me = await _me(users, person)
+    assert (me["email"], me["bio"]) == (person.email, "")
+
+
 async def test_a_public_profile_shows_no_email(users: RunningGatherly) -> None:
     ann = await sign_up(users, display_name="Ann")
     await _patch(users, ann, bio="Hi", topics=["chess"])

@@ -19,8 +19,10 @@ from sqlalchemy import func, select
 
 from gatherly.app.compose import Process
 from gatherly.app.devmail import messages_to, newest_link_token
+from gatherly.app.services import ALL
 from gatherly.kernel.log.base import TopicPartition
 from gatherly.kernel.settings import Settings
+from gatherly.kernel.testing import scratch_databases
 from gatherly.kernel.uow import OUTBOX
 
 BASE_URL = "http://localhost:8000"
@@ -73,15 +75,24 @@ def test_settings(data_dir: Path, **overrides: Any) -> Settings:
 
 @asynccontextmanager
 async def running_gatherly(
-    data_dir: Path, services: Sequence[str] | None = None, *, demo: bool = False, **overrides: Any
+    data_dir: Path,
+    services: Sequence[str] | None = None,
+    *,
+    demo: bool = False,
+    database_backend: str = "sqlite",
+    **overrides: Any,
 ) -> AsyncIterator[RunningGatherly]:
-    process = Process(test_settings(data_dir, **overrides), services, demo=demo)
-    transport = httpx.ASGITransport(app=process)
-    async with (
-        LifespanManager(process, startup_timeout=60, shutdown_timeout=60),
-        httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client,
-    ):
-        yield RunningGatherly(process, client)
+    """The services (all five by default) with their databases on `database_backend` (`sqlite` files in
+    `data_dir`, or scratch `postgresql` databases: see gatherly.kernel.testing)."""
+    async with scratch_databases(database_backend, data_dir, list(services or ALL)) as database_url:
+        settings = test_settings(data_dir, **{"database_url": database_url, **overrides})
+        process = Process(settings, services, demo=demo)
+        transport = httpx.ASGITransport(app=process)
+        async with (
+            LifespanManager(process, startup_timeout=60, shutdown_timeout=60),
+            httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client,
+        ):
+            yield RunningGatherly(process, client)
 
 
 # --- people -----------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Events of the groups service: topics `group`, `membership` and `join_request`, all keyed by group id so
-everything that happens to one group (its details, its members, its requests) keeps its order per topic."""
+everything that happens to one group (its details, its members, its requests) keeps its order per topic; and
+`group_deletion`, the replies the groups service waits for in the group-deletion saga."""
 
 from __future__ import annotations
 
@@ -59,9 +60,11 @@ class GroupUpdated(GroupSnapshot):
 
 
 class GroupDeleted(GroupEvent):
-    """An organizer deleted the group. It is hidden at once; the group-deletion saga cancels its upcoming
-    events and tells their attendees. `member_ids` are everyone who belonged to it at that moment (their
-    memberships end with the group: no membership.left follows)."""
+    """An organizer deleted the group: the first step of the group-deletion saga. It is hidden at once; the
+    events service cancels its upcoming events, tells their attendees and answers with
+    group_deletion.events_cancelled. `member_ids` are everyone who belonged to it at that moment (their
+    memberships end with the group: no membership.left follows); `requester_ids` are the people whose join
+    requests were still pending (they end too: no join_request.denied follows)."""
 
     TYPE: ClassVar[str] = "group.deleted"
 
@@ -69,6 +72,7 @@ class GroupDeleted(GroupEvent):
     name: str
     deleted_by: str
     member_ids: list[str]
+    requester_ids: list[str] = []
     deleted_at: datetime
 
 
@@ -185,3 +189,26 @@ class JoinRequestWithdrawn(JoinRequestEvent):
     TYPE: ClassVar[str] = "join_request.withdrawn"
 
     withdrawn_at: datetime
+
+
+# --- topic `group_deletion` (key: group id): the other services' replies in the group-deletion saga -------------
+
+
+class GroupDeletionReply(IntegrationEvent):
+    """Published by a service taking part in the group-deletion saga (not by the groups service, which runs
+    the saga and waits for these replies; its schema lives here because the saga is the groups service's)."""
+
+    TOPIC: ClassVar[str] = "group_deletion"
+    AGGREGATE_ID: ClassVar[str] = "group_id"
+
+    group_id: str
+
+
+class GroupEventsCancelled(GroupDeletionReply):
+    """The events service's answer to group.deleted: every upcoming event of the group is cancelled and its
+    attendees were told (`cancelled_event_ids` may be empty). Publishing it again is harmless."""
+
+    TYPE: ClassVar[str] = "group_deletion.events_cancelled"
+
+    cancelled_event_ids: list[str] = []
+    cancelled_at: datetime

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from gatherly.groups.api import router
 from gatherly.groups.consumers import consumers
+from gatherly.groups.service import watch_deletions
 from gatherly.groups.store import metadata, unit_of_work
 from gatherly.kernel.runtime import ServiceDefinition
 
@@ -16,4 +17,5 @@ SERVICE = ServiceDefinition(
     unit_of_work=unit_of_work,
     consumers=consumers,
     topics=["group", "membership", "join_request"],
+    tasks=[watch_deletions],
 )

@@ -17,6 +17,7 @@ from gatherly.groups import service
 from gatherly.groups.domain import (
     DEFAULT_RADIUS_KM,
     MAX_RADIUS_KM,
+    DeletionStatus,
     GroupSearch,
     JoinPolicy,
     Location,
@@ -164,6 +165,7 @@ class AnnouncementOut(BaseModel):
 class DeletionOut(BaseModel):
     id: str
     status: Literal["deleted"]
+    deletion: DeletionStatus = Field(description="The group-deletion saga: pending until the events are cancelled.")
 
 
 def _location_out(location: Location | None) -> LocationBody | None:
@@ -303,9 +305,9 @@ async def update_group(
 
 @router.delete("/{group}", status_code=202)
 async def delete_group(group: str, caller: CurrentUser, uow: GroupsUnitOfWork = Depends(_uow)) -> DeletionOut:
-    """Hides the group and starts its deletion (upcoming events are cancelled by the events service)."""
-    deleted = await service.delete_group(uow, group, UserId(caller.user_id))
-    return DeletionOut(id=deleted, status="deleted")
+    """Hides the group and starts its deletion saga (upcoming events are cancelled by the events service)."""
+    deletion = await service.delete_group(uow, group, UserId(caller.user_id))
+    return DeletionOut(id=deletion.group_id, status="deleted", deletion=deletion.status)
 
 
 # --- membership -----------------------------------------------------------------------------------------------------

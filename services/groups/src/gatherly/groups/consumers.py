@@ -1,8 +1,11 @@
 """Reactions of the groups service to other services' events: the read models of people's profiles (names and
-avatars for member lists) and of ready banner images. Replaying the topics from the beginning rebuilds both."""
+avatars for member lists) and of ready banner images (replaying the topics from the beginning rebuilds both), and
+the replies of the group-deletion saga."""
 
+from gatherly.contracts.groups import GroupEventsCancelled
 from gatherly.contracts.images import ImageDeleted, ImageReady
 from gatherly.contracts.users import UserDeleted, UserProfileUpdated
+from gatherly.groups import service
 from gatherly.groups.store import GroupsUnitOfWork
 from gatherly.kernel.consumers import ConsumerRegistry
 
@@ -31,3 +34,8 @@ async def keep_banner(event: ImageReady, uow: GroupsUnitOfWork) -> None:
 @consumers.on(ImageDeleted, group="groups.banners")
 async def forget_banner(event: ImageDeleted, uow: GroupsUnitOfWork) -> None:
     await uow.banners.remove(event.image_id)
+
+
+@consumers.on(GroupEventsCancelled, group="groups.deletions")
+async def finish_deletion(event: GroupEventsCancelled, uow: GroupsUnitOfWork) -> None:
+    await service.finish_deletion(uow, event)

@@ -18,7 +18,7 @@ import unicodedata
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import NewType
 
@@ -343,6 +343,44 @@ def search_text(details: GroupDetails) -> str:
     """What `?q=` matches: name and description, case-folded once here so the query is a plain LIKE on any
     database (SQLite's lower() folds ASCII only)."""
     return f"{details.name}\n{details.description}".casefold()
+
+
+# --- deletion: the group-deletion saga ------------------------------------------------------------------------------
+
+
+class DeletionStatus(StrEnum):
+    PENDING = "pending"
+    COMPLETED = "completed"
+    FAILED = "failed"  # no reply by the deadline: an operator looks (a reply that comes later still completes it)
+
+
+class DeletionStep(StrEnum):
+    CANCEL_EVENTS = "cancel_events"  # waiting for the events service (group_deletion.events_cancelled)
+    DONE = "done"
+
+
+# The events service answers within seconds when it runs; an hour covers a rolling update or a short outage of it.
+DELETION_TIMEOUT = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """The persisted state of one group's deletion saga (one per group: a group is deleted once).
+
+    Hiding the group and ending its memberships is the saga's pivot, committed with group.deleted: the organizer
+    asked for it and nothing after it can fail in a way that should bring the group back, so there is no
+    compensating step. What is left (the events service cancelling upcoming events) is retried by the log's
+    at-least-once delivery; a saga that hears nothing by its deadline is marked failed for an operator."""
+
+    group_id: GroupId
+    status: DeletionStatus
+    step: DeletionStep
+    deadline_at: datetime
+    reason: str | None = None
+
+    @property
+    def overdue_reason(self) -> str:
+        return f"No reply to step {self.step.value} by {self.deadline_at.isoformat()}."
 
 
 # --- joining --------------------------------------------------------------------------------------------------------

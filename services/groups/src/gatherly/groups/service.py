@@ -5,15 +5,19 @@ of organizers and whether someone is already a member are decided while no one e
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+import structlog
 
 from gatherly.contracts.groups import (
     GroupAnnouncement,
     GroupCreated,
     GroupDeleted,
+    GroupEventsCancelled,
     GroupUpdated,
     JoinRequestApproved,
     JoinRequestCreated,
@@ -27,11 +31,14 @@ from gatherly.contracts.groups import (
 )
 from gatherly.contracts.users import GeoPoint, ImageVariants
 from gatherly.groups.domain import (
+    DELETION_TIMEOUT,
     Action,
+    Deletion,
+    DeletionStatus,
+    DeletionStep,
     Found,
     Group,
     GroupDetails,
-    GroupId,
     GroupNotFound,
     GroupSearch,
     JoinPolicy,
@@ -54,9 +61,12 @@ from gatherly.groups.domain import (
     require,
     slug_base,
 )
-from gatherly.groups.store import GroupsUnitOfWork, MemberView, RequestView, Stores
+from gatherly.groups.store import GroupsUnitOfWork, MemberView, RequestView, Stores, unit_of_work
 from gatherly.kernel.errors import Unauthorized
+from gatherly.kernel.runtime import ServiceContext
 from gatherly.kernel.web import PageRequest
+
+log = structlog.get_logger(__name__)
 
 
 def _snapshot(group: Group) -> dict[str, Any]:
@@ -114,25 +124,71 @@ async def update_group(uow: GroupsUnitOfWork, ref: str, editor: UserId, changes:
         return updated
 
 
-async def delete_group(uow: GroupsUnitOfWork, ref: str, organizer: UserId) -> GroupId:
-    """Hides the group at once. Memberships are kept as they were for the group-deletion saga (and its
-    audit); the group.deleted event carries who belonged."""
+async def delete_group(uow: GroupsUnitOfWork, ref: str, organizer: UserId) -> Deletion:
+    """Starts the group-deletion saga (see domain.Deletion). In this one transaction: the group is hidden, its
+    memberships, pending requests and bans end (who belonged and who was waiting stay in the saga's data and in
+    group.deleted), and the saga waits for the events service to cancel the upcoming events."""
     async with uow:
         group = await _locked(uow, ref)
         require(await uow.memberships.relation(group.id, organizer), Action.DELETE_GROUP)
         now = uow.clock.now()
+        member_ids = list(await uow.memberships.user_ids(group.id))
+        requester_ids = list(await uow.requests.user_ids(group.id))
         await uow.groups.mark_deleted(group.id, now)
+        await uow.memberships.remove_all(group.id)
+        await uow.requests.remove_all(group.id)
+        await uow.bans.remove_all(group.id)
+        deletion = Deletion(group.id, DeletionStatus.PENDING, DeletionStep.CANCEL_EVENTS, now + DELETION_TIMEOUT)
+        data = {"deleted_by": organizer, "member_ids": member_ids, "requester_ids": requester_ids}
+        await uow.deletions.start(deletion, data, now)
         uow.publish(
             GroupDeleted(
                 group_id=group.id,
                 slug=group.slug,
                 name=group.name,
                 deleted_by=organizer,
-                member_ids=list(await uow.memberships.user_ids(group.id)),
+                member_ids=member_ids,
+                requester_ids=requester_ids,
                 deleted_at=now,
             )
         )
-        return group.id
+        return deletion
+
+
+async def finish_deletion(uow: GroupsUnitOfWork, reply: GroupEventsCancelled) -> None:
+    """The events service cancelled the group's upcoming events: the saga is complete (also when it had been
+    marked failed for being late). Runs in the consumer's unit of work; a repeated reply changes nothing."""
+    deletion = await uow.deletions.get(reply.group_id)
+    if deletion is None or deletion.status is DeletionStatus.COMPLETED:
+        return
+    done = replace(deletion, status=DeletionStatus.COMPLETED, step=DeletionStep.DONE, reason=None)
+    await uow.deletions.save(done, uow.clock.now())
+
+
+async def fail_overdue_deletions(uow: GroupsUnitOfWork) -> list[Deletion]:
+    """Marks pending deletion sagas past their deadline failed, with the step they were stuck at."""
+    async with uow:
+        now = uow.clock.now()
+        failed = []
+        for deletion in await uow.deletions.overdue(now):
+            stuck = replace(deletion, status=DeletionStatus.FAILED, reason=deletion.overdue_reason)
+            await uow.deletions.save(stuck, now)
+            failed.append(stuck)
+        return failed
+
+
+DELETION_CHECK_INTERVAL_SECONDS = 60.0
+
+
+async def watch_deletions(context: ServiceContext) -> None:
+    """Background task: the group-deletion sagas' timeouts, checked once a minute."""
+    while True:
+        try:
+            for deletion in await fail_overdue_deletions(unit_of_work(context)):
+                log.error("group deletion saga timed out", group_id=deletion.group_id, reason=deletion.reason)
+        except Exception:
+            log.exception("checking group deletions failed; will try again")  # a missed round only delays it
+        await asyncio.sleep(DELETION_CHECK_INTERVAL_SECONDS)
 
 
 # --- joining and leaving ----------------------------------------------------------------------------------------

@@ -38,6 +38,9 @@ from gatherly.groups.domain import (
     LEADER_ROLES,
     MANAGER_ROLES,
     Answer,
+    Deletion,
+    DeletionStatus,
+    DeletionStep,
     Found,
     Group,
     GroupDetails,
@@ -63,6 +66,8 @@ from gatherly.kernel.uow import UnitOfWork
 
 metadata = MetaData()
 kernel_tables(metadata)
+# The kernel's saga table: this service keeps the state of its group-deletion sagas there.
+sagas = metadata.tables["sagas"]
 
 # A user id is the users service's UUID or an outside identity provider's `sub` (up to 255 characters in OIDC).
 USER_ID = String(255)
@@ -268,7 +273,10 @@ class GroupStore:
         )
 
     async def mark_deleted(self, group_id: GroupId, now: datetime) -> None:
-        await self.session.execute(update(groups).where(groups.c.id == group_id).values(deleted_at=now))
+        """The row stays as a tombstone (its slug stays taken); the group has no members any more."""
+        await self.session.execute(
+            update(groups).where(groups.c.id == group_id).values(deleted_at=now, updated_at=now, member_count=0)
+        )
 
     async def search(self, criteria: GroupSearch, limit: int, after: dict[str, Any] | None) -> tuple[list[Found], Any]:
         """A page of groups and the position after it (None on the last page)."""
@@ -446,6 +454,9 @@ class MembershipStore:
     async def managers(self, group_id: GroupId) -> list[UserId]:
         return await self.user_ids(group_id, MANAGER_ROLES)
 
+    async def remove_all(self, group_id: GroupId) -> None:
+        await self.session.execute(delete(memberships).where(memberships.c.group_id == group_id))
+
     async def view(self, group_id: GroupId, user_id: str) -> MemberView | None:
         rows, _ = await self._views(
             select().where(memberships.c.group_id == group_id, memberships.c.user_id == user_id), 1, None
@@ -519,6 +530,13 @@ class JoinRequestStore:
         )
         return _rowcount(result) == 1
 
+    async def user_ids(self, group_id: GroupId) -> list[UserId]:
+        query = select(join_requests.c.user_id).where(join_requests.c.group_id == group_id)
+        return [UserId(u) for u in await self.session.scalars(query.order_by(join_requests.c.user_id))]
+
+    async def remove_all(self, group_id: GroupId) -> None:
+        await self.session.execute(delete(join_requests).where(join_requests.c.group_id == group_id))
+
     async def page(self, group_id: GroupId, limit: int, after: dict[str, Any] | None) -> tuple[list[RequestView], Any]:
         """Pending requests, oldest first."""
         query = (
@@ -573,6 +591,77 @@ class BanStore:
             await self.session.execute(
                 insert(bans).values(group_id=group_id, user_id=user_id, banned_by=banned_by, banned_at=now)
             )
+
+    async def remove_all(self, group_id: GroupId) -> None:
+        await self.session.execute(delete(bans).where(bans.c.group_id == group_id))
+
+
+GROUP_DELETION = "group_deletion"
+
+
+class DeletionStore:
+    """Group-deletion sagas in the kernel's saga table: id = the group's id, `data` = what the saga was started
+    with (who belonged, who was waiting), kept for the saga's audit after the memberships themselves are gone."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def start(self, deletion: Deletion, data: dict[str, Any], now: datetime) -> None:
+        await self.session.execute(
+            insert(sagas).values(
+                id=deletion.group_id,
+                kind=GROUP_DELETION,
+                status=deletion.status.value,
+                step=deletion.step.value,
+                data=data,
+                reason=deletion.reason,
+                deadline_at=deletion.deadline_at,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+
+    async def get(self, group_id: str) -> Deletion | None:
+        row = (
+            (await self.session.execute(select(sagas).where(sagas.c.id == group_id, sagas.c.kind == GROUP_DELETION)))
+            .mappings()
+            .first()
+        )
+        return _deletion(row) if row else None
+
+    async def save(self, deletion: Deletion, now: datetime) -> None:
+        await self.session.execute(
+            update(sagas)
+            .where(sagas.c.id == deletion.group_id, sagas.c.kind == GROUP_DELETION)
+            .values(
+                status=deletion.status.value,
+                step=deletion.step.value,
+                reason=deletion.reason,
+                deadline_at=deletion.deadline_at,
+                updated_at=now,
+            )
+        )
+
+    async def overdue(self, now: datetime, limit: int = 100) -> list[Deletion]:
+        """Pending sagas past their deadline, oldest deadline first (ix_sagas_status_deadline)."""
+        query = (
+            select(sagas)
+            .where(sagas.c.kind == GROUP_DELETION, sagas.c.status == DeletionStatus.PENDING.value)
+            .where(sagas.c.deadline_at < now)
+            .order_by(sagas.c.deadline_at)
+            .limit(limit)
+        )
+        return [_deletion(row) for row in (await self.session.execute(query)).mappings()]
+
+
+def _deletion(row: RowMapping) -> Deletion:
+    return Deletion(
+        group_id=GroupId(row["id"]),
+        status=DeletionStatus(row["status"]),
+        step=DeletionStep(row["step"]),
+        deadline_at=row["deadline_at"],
+        reason=row["reason"],
+    )
 
 
 class ProfileStore:
@@ -640,6 +729,7 @@ class Stores:
         self.memberships = MembershipStore(session)
         self.requests = JoinRequestStore(session)
         self.bans = BanStore(session)
+        self.deletions = DeletionStore(session)
         self.profiles = ProfileStore(session)
         self.banners = BannerStore(session)
 
@@ -651,6 +741,7 @@ class GroupsUnitOfWork(UnitOfWork):
     memberships: MembershipStore
     requests: JoinRequestStore
     bans: BanStore
+    deletions: DeletionStore
     profiles: ProfileStore
     banners: BannerStore
 
@@ -660,6 +751,7 @@ class GroupsUnitOfWork(UnitOfWork):
         self.memberships = stores.memberships
         self.requests = stores.requests
         self.bans = stores.bans
+        self.deletions = stores.deletions
         self.profiles = stores.profiles
         self.banners = stores.banners
 

@@ -7,12 +7,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from gatherly.contracts.users import GeoPoint, ImageVariants
 from gatherly.kernel.auth import CurrentUser
 from gatherly.kernel.runtime import ServiceContext, service_context
 from gatherly.users import service
+from gatherly.users.domain import DeletionStatus
 from gatherly.users.service import Identity, ProfileView, TokenPair
 from gatherly.users.store import UsersUnitOfWork, unit_of_work
 
@@ -109,12 +110,24 @@ class Me(PublicProfile):
 
 
 class ProfileChanges(BaseModel):
+    # A field that cannot be changed here (email, id) is refused, not silently dropped with a 200.
+    model_config = ConfigDict(extra="forbid")
+
     display_name: Annotated[str | None, Field(max_length=200)] = None
     bio: Annotated[str | None, Field(max_length=10_000)] = None
     city: Annotated[str | None, Field(max_length=200)] = None
     location: GeoPoint | None = None
     topics: Annotated[list[Annotated[str, Field(max_length=200)]] | None, Field(max_length=100)] = None
     avatar_image_id: Annotated[str | None, Field(max_length=64)] = None
+
+
+class DeletionStarted(BaseModel):
+    deletion_id: str
+
+
+class DeletionProgress(BaseModel):
+    status: DeletionStatus
+    reason: str | None
 
 
 def _tokens(pair: TokenPair) -> JSONResponse:
@@ -206,6 +219,17 @@ async def get_me(me: CurrentUser, uow: Uow, identity: IdentityDep) -> Me:
 async def patch_me(body: ProfileChanges, me: CurrentUser, uow: Uow, identity: IdentityDep) -> Me:
     changes = {name: getattr(body, name) for name in body.model_fields_set}
     return _me(await service.update_profile(uow, identity, me, changes))
+
+
+@router.delete("/api/users/me", status_code=202, response_model=DeletionStarted, tags=["users"])
+async def delete_me(me: CurrentUser, uow: Uow) -> DeletionStarted:
+    return DeletionStarted(deletion_id=(await service.delete_account(uow, me)).id)
+
+
+@router.get("/api/users/me/deletion", response_model=DeletionProgress, tags=["users"])
+async def get_my_deletion(me: CurrentUser, context: Context) -> DeletionProgress:
+    deletion = await service.deletion_of(context.db, me)
+    return DeletionProgress(status=deletion.status, reason=deletion.reason)
 
 
 @router.get("/api/users/{user_id}", response_model=PublicProfile, tags=["users"])

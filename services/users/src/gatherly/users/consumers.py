@@ -1,8 +1,10 @@
-"""Reactions of the users service to other services' events: the read model of ready avatar images."""
+"""Reactions of the users service to events: the read model of ready avatar images, and the erasing step of
+its own account-deletion saga."""
 
 from __future__ import annotations
 
 from gatherly.contracts.images import ImageDeleted, ImageReady
+from gatherly.contracts.users import UserDeleted
 from gatherly.kernel.consumers import ConsumerRegistry
 from gatherly.users import service
 from gatherly.users.store import UsersUnitOfWork
@@ -16,3 +18,9 @@ async def keep_avatars(event: ImageReady | ImageDeleted, uow: UsersUnitOfWork) -
         await service.keep_ready_image(uow, event)
     else:
         await service.forget_deleted_image(uow, event)
+
+
+# Its own event: the erasure happens after the request, through the log, so it is retried until done.
+@consumers.on(UserDeleted, group="users.deletions")
+async def erase_deleted_account(event: UserDeleted, uow: UsersUnitOfWork) -> None:
+    await service.erase_account(uow, event)

@@ -68,6 +68,14 @@ class InvalidLink(DomainError):
         super().__init__("This link is not valid any more. Ask for a new one.")
 
 
+class NoDeletion(DomainError):
+    status = 404
+    title = "Not found"
+
+    def __init__(self) -> None:
+        super().__init__("This account has not been asked to be deleted.")
+
+
 class UserNotFound(DomainError):
     status = 404
     title = "Not found"
@@ -394,3 +402,32 @@ class Profile:
             avatar=self.avatar(image),
             updated_at=self.updated_at,
         )
+
+
+# --- account deletion -------------------------------------------------------------------------------------------
+
+ACCOUNT_DELETION = "account_deletion"  # the saga's `kind` in the kernel's sagas table
+# Erasing an account takes the users service a moment; a deletion still pending after this long is stuck
+# (its message parked on the dead-letter topic) and is reported failed, so the person can ask again.
+DELETION_DEADLINE = timedelta(hours=1)
+
+
+class DeletionStatus(StrEnum):
+    PENDING = "pending"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class AccountDeletion:
+    """The account-deletion saga of one account: asked for, then erased here when `user.deleted` comes back
+    through the log (durable, retried, idempotent), failed when that did not happen before the deadline."""
+
+    id: str
+    user_id: UserId
+    status: DeletionStatus
+    reason: str | None
+    deadline_at: datetime
+
+    def is_overdue(self, now: datetime) -> bool:
+        return self.status is DeletionStatus.PENDING and now >= self.deadline_at

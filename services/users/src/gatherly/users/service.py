@@ -12,7 +12,7 @@ import structlog
 from sqlalchemy.exc import IntegrityError
 
 from gatherly.contracts.images import ImageDeleted, ImageReady
-from gatherly.contracts.users import ImageVariants, UserConfirmed, UserRegistered
+from gatherly.contracts.users import ImageVariants, UserConfirmed, UserDeleted, UserRegistered
 from gatherly.kernel.auth import Principal
 from gatherly.kernel.db import Database
 from gatherly.kernel.errors import DomainError, InvalidInput
@@ -28,14 +28,18 @@ from gatherly.users.credentials import (
     signing_key_for,
 )
 from gatherly.users.domain import (
+    DELETION_DEADLINE,
     TOKEN_LIFETIMES,
+    AccountDeletion,
     AccountLocked,
     AccountNotConfirmed,
     Avatar,
     BadCredentials,
+    DeletionStatus,
     Email,
     InvalidLink,
     InvalidRefreshToken,
+    NoDeletion,
     OneTimeToken,
     Profile,
     RateLimiter,
@@ -287,7 +291,7 @@ async def request_password_reset(uow: UsersUnitOfWork, identity: Identity, *, em
     async with uow:
         now = uow.clock.now()
         credentials = await uow.accounts.credentials_of(address)
-        if credentials is None:
+        if credentials is None or await _being_deleted(uow, credentials.user_id):
             return
         profile = await _profile(uow, credentials.user_id)
         token = await _issue_one_time(uow, credentials.user_id, TokenPurpose.RESET_PASSWORD, now)
@@ -463,6 +467,73 @@ async def _welcome_outside_identity(uow: UsersUnitOfWork, me: Principal) -> Prof
     raise AssertionError("unreachable")
 
 
+# --- account deletion ------------------------------------------------------------------------------------------
+
+
+async def delete_account(uow: UsersUnitOfWork, me: Principal) -> AccountDeletion:
+    """Start the account-deletion saga: the sessions end and the password stops working at once, other services
+    hear `user.deleted`, and this service erases the account when that message comes back (`erase_account`)."""
+    async with uow:
+        now = uow.clock.now()
+        latest = await uow.deletions.latest_of(me.user_id)
+        credentials = await uow.accounts.credentials_by_id(me.user_id)
+        # Asked twice (or again with a token still valid after the erasure): the same deletion.
+        if latest is not None and (latest.status is DeletionStatus.PENDING or credentials is None):
+            return latest
+        if credentials is None:
+            raise UserNotFound(me.user_id)
+        deletion = AccountDeletion(
+            id=str(uuid.uuid4()),
+            user_id=credentials.user_id,
+            status=DeletionStatus.PENDING,
+            reason=None,
+            deadline_at=now + DELETION_DEADLINE,
+        )
+        await uow.deletions.add(deletion, now)
+        await uow.accounts.lock_out(me.user_id)
+        await uow.refresh_tokens.revoke_all_of(me.user_id, now)
+        for purpose in TokenPurpose:  # an emailed reset link must not bring the account back meanwhile
+            await uow.one_time_tokens.use_all(me.user_id, purpose, now)
+        uow.publish(UserDeleted(user_id=me.user_id, deleted_at=now))
+        return deletion
+
+
+async def _being_deleted(uow: UsersUnitOfWork, user_id: str) -> bool:
+    deletion = await uow.deletions.latest_of(user_id)
+    return deletion is not None and deletion.status is DeletionStatus.PENDING
+
+
+async def deletion_of(db: Database, me: Principal) -> AccountDeletion:
+    async with reading(db) as stores:
+        deletion = await stores.deletions.latest_of(me.user_id)
+    if deletion is None:
+        raise NoDeletion()
+    return deletion
+
+
+async def erase_account(uow: UsersUnitOfWork, event: UserDeleted) -> None:
+    """The saga's step here: the account goes with its profile and tokens. Only while a deletion is pending, so a
+    replayed `user.deleted` cannot erase an account an outside identity provider's person made again later."""
+    deletion = await uow.deletions.latest_of(event.user_id)
+    if deletion is None or deletion.status is not DeletionStatus.PENDING:
+        return
+    await uow.accounts.erase(event.user_id)
+    await uow.deletions.finish(deletion.id, DeletionStatus.COMPLETED, uow.clock.now())
+
+
+async def fail_overdue_deletions(uow: UsersUnitOfWork) -> int:
+    """Deletions not finished by their deadline are failed (the person can ask again); returns how many."""
+    async with uow:
+        now = uow.clock.now()
+        failed = 0
+        for deletion in await uow.deletions.overdue(now):
+            reason = "The account could not be erased in time. Ask again, or contact support."
+            if await uow.deletions.finish(deletion.id, DeletionStatus.FAILED, now, reason):
+                log.error("account deletion timed out", deletion_id=deletion.id, user_id=deletion.user_id)
+                failed += 1
+        return failed
+
+
 # --- avatars (reactions to the images service) --------------------------------------------------------------------
 
 
@@ -512,12 +583,13 @@ async def forget_expired(uow: UsersUnitOfWork) -> int:
 
 
 async def keep_tidy(context: ServiceContext) -> None:
-    """Background task: `forget_expired` once an hour."""
+    """Background task: `forget_expired` and `fail_overdue_deletions` once an hour."""
     while True:
         try:
             deleted = await forget_expired(unit_of_work(context))
             if deleted:
                 log.info("expired tokens and throttles deleted", rows=deleted)
+            await fail_overdue_deletions(unit_of_work(context))
         except Exception:
             log.exception("housekeeping failed; will try again")  # a missed round only delays the cleanup
         await asyncio.sleep(HOUSEKEEPING_INTERVAL_SECONDS)

@@ -36,7 +36,10 @@ from gatherly.kernel.runtime import ServiceContext
 from gatherly.kernel.tables import Json, UtcDateTime, kernel_tables
 from gatherly.kernel.uow import OutboxSignal, UnitOfWork
 from gatherly.users.domain import (
+    ACCOUNT_DELETION,
+    AccountDeletion,
     Avatar,
+    DeletionStatus,
     Email,
     LoginThrottle,
     OneTimeToken,
@@ -48,6 +51,7 @@ from gatherly.users.domain import (
 
 metadata = MetaData()
 kernel_tables(metadata)
+sagas = metadata.tables["sagas"]
 
 # An id is ours (a UUID) or an outside identity provider's `sub` (up to 255 characters in OIDC).
 USER_ID = String(255)
@@ -186,6 +190,14 @@ class AccountStore:
 
     async def set_password(self, user_id: str, password_hash: str) -> None:
         await self.session.execute(update(accounts).where(accounts.c.id == user_id).values(password_hash=password_hash))
+
+    async def lock_out(self, user_id: str) -> None:
+        """No password logs in any more (a login is then checked against the decoy hash, like an unknown one)."""
+        await self.session.execute(update(accounts).where(accounts.c.id == user_id).values(password_hash=None))
+
+    async def erase(self, user_id: str) -> None:
+        # The profile, refresh tokens and link tokens go with the account (ON DELETE CASCADE).
+        await self.session.execute(delete(accounts).where(accounts.c.id == user_id))
 
     async def confirm(self, user_id: str, at: datetime) -> None:
         await self.session.execute(update(accounts).where(accounts.c.id == user_id).values(confirmed_at=at))
@@ -464,6 +476,66 @@ class AvatarStore:
         await self.session.execute(delete(avatar_images).where(avatar_images.c.image_id == image_id))
 
 
+class DeletionStore:
+    """Account-deletion sagas, kept in the kernel's sagas table (`data` holds the user id)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, deletion: AccountDeletion, now: datetime) -> None:
+        await self.session.execute(
+            insert(sagas).values(
+                id=deletion.id,
+                kind=ACCOUNT_DELETION,
+                status=deletion.status.value,
+                step="erase_account",
+                data={"user_id": deletion.user_id},
+                reason=deletion.reason,
+                deadline_at=deletion.deadline_at,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+
+    async def latest_of(self, user_id: str) -> AccountDeletion | None:
+        # No index on the JSON field: only these two rarely used calls look deletions up by person.
+        query = (
+            select(sagas)
+            .where(sagas.c.kind == ACCOUNT_DELETION, sagas.c.data["user_id"].as_string() == user_id)
+            .order_by(sagas.c.created_at.desc())
+            .limit(1)
+        )
+        row = (await self.session.execute(query)).mappings().first()
+        return _deletion_of(row) if row else None
+
+    async def overdue(self, now: datetime) -> list[AccountDeletion]:
+        query = select(sagas).where(
+            sagas.c.kind == ACCOUNT_DELETION,
+            sagas.c.status == DeletionStatus.PENDING.value,
+            sagas.c.deadline_at <= now,
+        )
+        return [_deletion_of(row) for row in (await self.session.execute(query)).mappings()]
+
+    async def finish(self, deletion_id: str, status: DeletionStatus, now: datetime, reason: str | None = None) -> bool:
+        """Move a pending deletion to its end; False when it had ended already (erased vs timed out racing)."""
+        result = await self.session.execute(
+            update(sagas)
+            .where(sagas.c.id == deletion_id, sagas.c.status == DeletionStatus.PENDING.value)
+            .values(status=status.value, step="done", reason=reason, updated_at=now)
+        )
+        return _rowcount(result) == 1
+
+
+def _deletion_of(row: RowMapping) -> AccountDeletion:
+    return AccountDeletion(
+        id=row["id"],
+        user_id=UserId(row["data"]["user_id"]),
+        status=DeletionStatus(row["status"]),
+        reason=row["reason"],
+        deadline_at=row["deadline_at"],
+    )
+
+
 @dataclass(frozen=True)
 class OutgoingMail:
     id: str
@@ -551,6 +623,7 @@ class Stores:
         self.signing_keys = SigningKeyStore(session)
         self.avatars = AvatarStore(session)
         self.mail = MailOutboxStore(session)
+        self.deletions = DeletionStore(session)
 
 
 class UsersUnitOfWork(UnitOfWork):
@@ -580,6 +653,7 @@ class UsersUnitOfWork(UnitOfWork):
         self.signing_keys = self.stores.signing_keys
         self.avatars = self.stores.avatars
         self.mail = self.stores.mail
+        self.deletions = self.stores.deletions
         self._mail_queued = False
 
     async def queue_mail(self, recipient: str, subject: str, text: str, html: str | None) -> None:

@@ -1,0 +1,69 @@
+"""Test support shared by every package's tests: scratch databases of each configured backend.
+
+GATHERLY_TEST_DB_BACKENDS names the backends the database-touching tests run against (comma separated, default
+`sqlite`; CI uses `sqlite,postgresql`). PostgreSQL tests get a scratch database each on the server at
+GATHERLY_TEST_POSTGRES_URL (`scripts/postgres.sh` sets one up). A backend that was asked for and cannot be reached
+fails the test: it is never skipped."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+from sqlalchemy.engine import make_url
+
+DB_BACKENDS = [
+    name.strip() for name in os.environ.get("GATHERLY_TEST_DB_BACKENDS", "sqlite").split(",") if name.strip()
+]
+POSTGRES_URL = os.environ.get(
+    "GATHERLY_TEST_POSTGRES_URL", "postgresql+asyncpg://gatherly:gatherly@127.0.0.1:5432/postgres"
+)
+CONNECT_TIMEOUT_S = 10.0
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend the tests were asked to use is unknown or cannot be reached."""
+
+
+@asynccontextmanager
+async def scratch_databases(backend: str, folder: Path, names: Sequence[str]) -> AsyncIterator[str]:
+    """A database URL template with `{service}` in it, naming an empty database for each of `names`: SQLite files
+    in `folder`, or new PostgreSQL databases that are dropped afterwards."""
+    if backend == "sqlite":
+        yield f"sqlite:///{folder}/{{service}}.db"
+        return
+    if backend != "postgresql":
+        raise BackendUnavailable(f"unknown database backend {backend!r} (known: sqlite, postgresql)")
+    server = make_url(POSTGRES_URL)
+    try:
+        admin = await asyncio.wait_for(
+            asyncpg.connect(server.set(drivername="postgresql").render_as_string(hide_password=False)),
+            CONNECT_TIMEOUT_S,
+        )
+    except Exception as error:
+        raise BackendUnavailable(
+            f"PostgreSQL at {server!r} cannot be reached: {error!r} (scripts/postgres.sh sets one up)"
+        ) from error
+    prefix = f"gatherly_test_{uuid.uuid4().hex[:16]}"
+    created: list[str] = []
+    try:
+        for name in names:
+            await admin.execute(f'CREATE DATABASE "{prefix}_{name}"')
+            created.append(f"{prefix}_{name}")
+        yield server.set(database=f"{prefix}_{{service}}").render_as_string(hide_password=False)
+    finally:
+        for database in created:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await admin.close()
+
+
+@asynccontextmanager
+async def scratch_database(backend: str, folder: Path) -> AsyncIterator[str]:
+    """The URL of one empty database (see `scratch_databases`)."""
+    async with scratch_databases(backend, folder, ["test"]) as template:
+        yield template.replace("{service}", "test")

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# A local PostgreSQL 15 for the test suite (GATHERLY_TEST_DB_BACKENDS=...,postgresql): installs Debian's package
+# when missing, starts the cluster, and creates the `gatherly` role the tests log in with. Safe to run again.
+set -euo pipefail
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else sudo -u postgres "$@"; fi; }
+
+if [ ! -x /usr/lib/postgresql/15/bin/postgres ]; then
+  echo "== installing PostgreSQL 15"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq postgresql-15 >/dev/null
+fi
+
+if ! pg_lsclusters -h | awk '$1 == "15" && $2 == "main"' | grep -q .; then
+  as_root pg_createcluster 15 main
+fi
+if ! pg_lsclusters -h | awk '$1 == "15" && $2 == "main" && $4 ~ /online/' | grep -q .; then
+  as_root pg_ctlcluster 15 main start
+fi
+
+as_postgres psql -q -v ON_ERROR_STOP=1 -d postgres <<'SQL'
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'gatherly') THEN
+    -- CREATEDB: every test gets a scratch database of its own.
+    CREATE ROLE gatherly LOGIN CREATEDB PASSWORD 'gatherly';
+  END IF;
+END
+$$;
+SQL
+echo "PostgreSQL ready: postgresql+asyncpg://gatherly:gatherly@127.0.0.1:5432/postgres"
