@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from gatherly.app.demo import DEMO_PASSWORD, GROUPS, PEOPLE
+from gatherly.app.services import ALL
 from gatherly.app.testing import running_gatherly
+from gatherly.kernel.testing import DB_BACKENDS, scratch_databases
 
 
-async def test_the_demo_people_can_log_in_and_the_demo_groups_are_listed(tmp_path: Path) -> None:
-    async with running_gatherly(tmp_path, demo=True) as gatherly:
+@pytest.mark.parametrize("database_backend", DB_BACKENDS)
+async def test_the_demo_people_can_log_in_and_the_demo_groups_are_listed(tmp_path: Path, database_backend: str) -> None:
+    async with scratch_databases(database_backend, tmp_path, list(ALL)) as database_url:
+        await demo_is_loaded_once(tmp_path, database_url)
+
+
+async def demo_is_loaded_once(tmp_path: Path, database_url: str) -> None:
+    async with running_gatherly(tmp_path, demo=True, database_url=database_url) as gatherly:
         login = await gatherly.client.post(
             "/api/auth/login", json={"email": PEOPLE[0].email, "password": DEMO_PASSWORD}
         )
@@ -30,7 +40,7 @@ async def test_the_demo_people_can_log_in_and_the_demo_groups_are_listed(tmp_pat
         pending = (await gatherly.client.get(f"/api/groups/{group_id}/requests", headers=owner)).json()["items"]
         assert [[a["answer"] for a in request["answers"]] for request in pending] == [["None yet, but keen to learn!"]]
     # A second start on the same data loads nothing twice.
-    async with running_gatherly(tmp_path, demo=True) as gatherly:
+    async with running_gatherly(tmp_path, demo=True, database_url=database_url) as gatherly:
         listed = await gatherly.client.get("/api/groups", params={"limit": 100})
         names = [group["name"] for group in listed.json()["items"]]
         assert names.count(GROUPS[0]["name"]) == 1

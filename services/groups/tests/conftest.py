@@ -18,6 +18,7 @@ from gatherly.app.testing import Person, RunningGatherly, running_gatherly, sign
 from gatherly.contracts.base import IntegrationEvent
 from gatherly.groups.store import Stores, reading
 from gatherly.kernel.messages import Envelope
+from gatherly.kernel.testing import DB_BACKENDS
 
 FAST: dict[str, Any] = {
     "password_time_cost": 1,
@@ -32,11 +33,11 @@ FAST: dict[str, Any] = {
 }
 
 
-@pytest.fixture
-async def gatherly(tmp_path: Path) -> AsyncIterator[RunningGatherly]:
+@pytest.fixture(params=DB_BACKENDS)
+async def gatherly(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunningGatherly]:
     """All five services in-process on fresh SQLite files and an embedded log (overrides the root fixture
     only to make password hashing cheap)."""
-    async with running_gatherly(tmp_path / "data", **FAST) as running:
+    async with running_gatherly(tmp_path / "data", database_backend=request.param, **FAST) as running:
         yield running
 
 
@@ -179,9 +180,13 @@ def make_cast(api: GroupsApi) -> Callable[..., Awaitable[Cast]]:
     return make
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def shared_api(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[GroupsApi]:
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=DB_BACKENDS)
+async def shared_api(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[GroupsApi]:
     """One Gatherly for a whole test module (its tests must run in the module's event loop:
     `pytestmark = pytest.mark.asyncio(loop_scope="module")`). Tests on it make their own groups."""
-    async with running_gatherly(tmp_path_factory.mktemp("groups") / "data", **FAST) as running:
+    async with running_gatherly(
+        tmp_path_factory.mktemp("groups") / "data", database_backend=request.param, **FAST
+    ) as running:
         yield GroupsApi(running)

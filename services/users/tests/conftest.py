@@ -16,6 +16,7 @@ from gatherly.app.devmail import text_of
 from gatherly.app.testing import RunningGatherly, running_gatherly, wait_for_mail
 from gatherly.kernel.clock import FrozenClock
 from gatherly.kernel.messages import Envelope
+from gatherly.kernel.testing import DB_BACKENDS
 
 # argon2id at its cheapest: tests exercise the flow, not the cost (production defaults stay strong).
 CHEAP_HASHES: dict[str, Any] = {"password_time_cost": 1, "password_memory_kib": 8, "password_parallelism": 1}
@@ -27,12 +28,16 @@ NO_LIMITS: dict[str, Any] = {
 }
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def shared_users(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningGatherly]:
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=DB_BACKENDS)
+async def shared_users(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[RunningGatherly]:
     """One running users service per test module (starting and stopping one costs ~0.7 s). Rate limits are
     off here (tests of limits start their own); tests use addresses of their own, so they do not meet."""
     data_dir = tmp_path_factory.mktemp("users") / "data"
-    async with running_gatherly(data_dir, services=["users"], **CHEAP_HASHES, **FAST_MAIL, **NO_LIMITS) as running:
+    async with running_gatherly(
+        data_dir, services=["users"], database_backend=request.param, **CHEAP_HASHES, **FAST_MAIL, **NO_LIMITS
+    ) as running:
         yield running
 
 
@@ -46,10 +51,12 @@ async def users(shared_users: RunningGatherly) -> AsyncIterator[RunningGatherly]
     platform.clock, platform.mailer, platform.verifier.min_refetch_seconds, identity.passwords = saved
 
 
-@pytest_asyncio.fixture(loop_scope="module")
-async def own_users(tmp_path: Path) -> AsyncIterator[RunningGatherly]:
+@pytest_asyncio.fixture(loop_scope="module", params=DB_BACKENDS)
+async def own_users(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunningGatherly]:
     """A users service of the test's own, with the default rate limits (for tests that change what all share)."""
-    async with running_gatherly(tmp_path / "data", services=["users"], **CHEAP_HASHES, **FAST_MAIL) as running:
+    async with running_gatherly(
+        tmp_path / "data", services=["users"], database_backend=request.param, **CHEAP_HASHES, **FAST_MAIL
+    ) as running:
         yield running
 
 

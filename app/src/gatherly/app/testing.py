@@ -7,7 +7,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -83,10 +83,14 @@ async def running_gatherly(
     **overrides: Any,
 ) -> AsyncIterator[RunningGatherly]:
     """The services (all five by default) with their databases on `database_backend` (`sqlite` files in
-    `data_dir`, or scratch `postgresql` databases: see gatherly.kernel.testing)."""
-    async with scratch_databases(database_backend, data_dir, list(services or ALL)) as database_url:
-        settings = test_settings(data_dir, **{"database_url": database_url, **overrides})
-        process = Process(settings, services, demo=demo)
+    `data_dir`, or scratch `postgresql` databases: see gatherly.kernel.testing), unless `database_url` is given."""
+    async with AsyncExitStack() as stack:
+        if "database_url" not in overrides:
+            names = list(services or ALL)
+            overrides["database_url"] = await stack.enter_async_context(
+                scratch_databases(database_backend, data_dir, names)
+            )
+        process = Process(test_settings(data_dir, **overrides), services, demo=demo)
         transport = httpx.ASGITransport(app=process)
         async with (
             LifespanManager(process, startup_timeout=60, shutdown_timeout=60),

@@ -55,7 +55,9 @@ async def scratch_databases(backend: str, folder: Path, names: Sequence[str]) ->
         for name in names:
             await admin.execute(f'CREATE DATABASE "{prefix}_{name}"')
             created.append(f"{prefix}_{name}")
-        yield server.set(database=f"{prefix}_{{service}}").render_as_string(hide_password=False)
+        # Rendered with a stand-in: a URL would percent-encode the braces of the template.
+        url = server.set(database=f"{prefix}_SERVICE").render_as_string(hide_password=False)
+        yield url.replace(f"{prefix}_SERVICE", f"{prefix}_{{service}}")
     finally:
         for database in created:
             await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
