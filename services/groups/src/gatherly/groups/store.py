@@ -61,13 +61,12 @@ from gatherly.groups.domain import (
 from gatherly.kernel.db import Database
 from gatherly.kernel.errors import InvalidInput
 from gatherly.kernel.runtime import ServiceContext
+from gatherly.kernel.sagas import SagaState, SagaStore
 from gatherly.kernel.tables import Json, UtcDateTime, kernel_tables
 from gatherly.kernel.uow import UnitOfWork
 
 metadata = MetaData()
 kernel_tables(metadata)
-# The kernel's saga table: this service keeps the state of its group-deletion sagas there.
-sagas = metadata.tables["sagas"]
 
 # A user id is the users service's UUID or an outside identity provider's `sub` (up to 255 characters in OIDC).
 USER_ID = String(255)
@@ -604,63 +603,39 @@ class DeletionStore:
     with (who belonged, who was waiting), kept for the saga's audit after the memberships themselves are gone."""
 
     def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+        self.sagas = SagaStore(session, GROUP_DELETION)
 
     async def start(self, deletion: Deletion, data: dict[str, Any], now: datetime) -> None:
-        await self.session.execute(
-            insert(sagas).values(
-                id=deletion.group_id,
-                kind=GROUP_DELETION,
-                status=deletion.status.value,
-                step=deletion.step.value,
-                data=data,
-                reason=deletion.reason,
-                deadline_at=deletion.deadline_at,
-                created_at=now,
-                updated_at=now,
-            )
+        await self.sagas.start(
+            deletion.group_id, step=deletion.step.value, data=data, deadline_at=deletion.deadline_at, now=now
         )
 
     async def get(self, group_id: str) -> Deletion | None:
-        row = (
-            (await self.session.execute(select(sagas).where(sagas.c.id == group_id, sagas.c.kind == GROUP_DELETION)))
-            .mappings()
-            .first()
-        )
-        return _deletion(row) if row else None
+        saga = await self.sagas.get(group_id)
+        return _deletion(saga) if saga else None
 
     async def save(self, deletion: Deletion, now: datetime) -> None:
-        await self.session.execute(
-            update(sagas)
-            .where(sagas.c.id == deletion.group_id, sagas.c.kind == GROUP_DELETION)
-            .values(
-                status=deletion.status.value,
-                step=deletion.step.value,
-                reason=deletion.reason,
-                deadline_at=deletion.deadline_at,
-                updated_at=now,
-            )
+        await self.sagas.move(
+            deletion.group_id,
+            now,
+            status=deletion.status.value,
+            step=deletion.step.value,
+            reason=deletion.reason,
+            deadline_at=deletion.deadline_at,
         )
 
     async def overdue(self, now: datetime, limit: int = 100) -> list[Deletion]:
-        """Pending sagas past their deadline, oldest deadline first (ix_sagas_status_deadline)."""
-        query = (
-            select(sagas)
-            .where(sagas.c.kind == GROUP_DELETION, sagas.c.status == DeletionStatus.PENDING.value)
-            .where(sagas.c.deadline_at < now)
-            .order_by(sagas.c.deadline_at)
-            .limit(limit)
-        )
-        return [_deletion(row) for row in (await self.session.execute(query)).mappings()]
+        return [_deletion(saga) for saga in await self.sagas.overdue(now, limit)]
 
 
-def _deletion(row: RowMapping) -> Deletion:
+def _deletion(saga: SagaState) -> Deletion:
+    assert saga.deadline_at is not None  # every group deletion is started with one
     return Deletion(
-        group_id=GroupId(row["id"]),
-        status=DeletionStatus(row["status"]),
-        step=DeletionStep(row["step"]),
-        deadline_at=row["deadline_at"],
-        reason=row["reason"],
+        group_id=GroupId(saga.id),
+        status=DeletionStatus(saga.status),
+        step=DeletionStep(saga.step),
+        deadline_at=saga.deadline_at,
+        reason=saga.reason,
     )
 
 

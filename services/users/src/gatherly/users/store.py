@@ -33,6 +33,7 @@ from gatherly.contracts.users import GeoPoint, ImageVariants
 from gatherly.kernel.clock import Clock
 from gatherly.kernel.db import Database
 from gatherly.kernel.runtime import ServiceContext
+from gatherly.kernel.sagas import SagaState, SagaStore
 from gatherly.kernel.tables import Json, UtcDateTime, kernel_tables
 from gatherly.kernel.uow import OutboxSignal, UnitOfWork
 from gatherly.users.domain import (
@@ -51,7 +52,6 @@ from gatherly.users.domain import (
 
 metadata = MetaData()
 kernel_tables(metadata)
-sagas = metadata.tables["sagas"]
 
 # An id is ours (a UUID) or an outside identity provider's `sub` (up to 255 characters in OIDC).
 USER_ID = String(255)
@@ -480,59 +480,40 @@ class DeletionStore:
     """Account-deletion sagas, kept in the kernel's sagas table (`data` holds the user id)."""
 
     def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+        self.sagas = SagaStore(session, ACCOUNT_DELETION)
 
     async def add(self, deletion: AccountDeletion, now: datetime) -> None:
-        await self.session.execute(
-            insert(sagas).values(
-                id=deletion.id,
-                kind=ACCOUNT_DELETION,
-                status=deletion.status.value,
-                step="erase_account",
-                data={"user_id": deletion.user_id},
-                reason=deletion.reason,
-                deadline_at=deletion.deadline_at,
-                created_at=now,
-                updated_at=now,
-            )
+        await self.sagas.start(
+            deletion.id,
+            step="erase_account",
+            data={"user_id": deletion.user_id},
+            deadline_at=deletion.deadline_at,
+            now=now,
         )
 
     async def latest_of(self, user_id: str) -> AccountDeletion | None:
-        # No index on the JSON field: only these two rarely used calls look deletions up by person.
-        query = (
-            select(sagas)
-            .where(sagas.c.kind == ACCOUNT_DELETION, sagas.c.data["user_id"].as_string() == user_id)
-            .order_by(sagas.c.created_at.desc())
-            .limit(1)
-        )
-        row = (await self.session.execute(query)).mappings().first()
-        return _deletion_of(row) if row else None
+        # Only two rarely used calls look deletions up by person: the JSON field has no index.
+        saga = await self.sagas.latest_with("user_id", user_id)
+        return _deletion_of(saga) if saga else None
 
     async def overdue(self, now: datetime) -> list[AccountDeletion]:
-        query = select(sagas).where(
-            sagas.c.kind == ACCOUNT_DELETION,
-            sagas.c.status == DeletionStatus.PENDING.value,
-            sagas.c.deadline_at <= now,
-        )
-        return [_deletion_of(row) for row in (await self.session.execute(query)).mappings()]
+        return [_deletion_of(saga) for saga in await self.sagas.overdue(now)]
 
     async def finish(self, deletion_id: str, status: DeletionStatus, now: datetime, reason: str | None = None) -> bool:
         """Move a pending deletion to its end; False when it had ended already (erased vs timed out racing)."""
-        result = await self.session.execute(
-            update(sagas)
-            .where(sagas.c.id == deletion_id, sagas.c.status == DeletionStatus.PENDING.value)
-            .values(status=status.value, step="done", reason=reason, updated_at=now)
+        return await self.sagas.move(
+            deletion_id, now, status=status.value, step="done", reason=reason, only_if_pending=True
         )
-        return _rowcount(result) == 1
 
 
-def _deletion_of(row: RowMapping) -> AccountDeletion:
+def _deletion_of(saga: SagaState) -> AccountDeletion:
+    assert saga.deadline_at is not None  # every account deletion is started with one
     return AccountDeletion(
-        id=row["id"],
-        user_id=UserId(row["data"]["user_id"]),
-        status=DeletionStatus(row["status"]),
-        reason=row["reason"],
-        deadline_at=row["deadline_at"],
+        id=saga.id,
+        user_id=UserId(saga.data["user_id"]),
+        status=DeletionStatus(saga.status),
+        reason=saga.reason,
+        deadline_at=saga.deadline_at,
     )
 
 
