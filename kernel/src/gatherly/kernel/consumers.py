@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy import delete
 
 from gatherly.contracts.base import IntegrationEvent
-from gatherly.kernel.db import Database
+from gatherly.kernel.db import Database, rowcount
 from gatherly.kernel.log.base import LogConsumer, MessageLog, OutgoingMessage, Record, TopicPartition
 from gatherly.kernel.messages import Envelope, UnknownEventType, causation_id_var, correlation_id_var
 from gatherly.kernel.metrics import DEAD_LETTERS, HANDLE_LATENCY, HANDLED
@@ -298,4 +298,4 @@ async def prune_inbox(db: Database, older_than: timedelta) -> int:
     """Forget inbox rows older than the log keeps messages: such a message can no longer be delivered again."""
     async with db.writing() as session:
         result = await session.execute(delete(INBOX).where(INBOX.c.processed_at < datetime.now(UTC) - older_than))
-    return int(getattr(result, "rowcount", 0) or 0)
+    return rowcount(result)

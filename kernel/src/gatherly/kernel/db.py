@@ -84,6 +84,11 @@ class Database:
         await self.engine.dispose()
 
 
+def rowcount(result: Any) -> int:
+    """Rows an UPDATE or DELETE touched (SQLAlchemy's generic Result type does not declare `rowcount`)."""
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 def alembic_config(migrations_dir: Path, url: str) -> Config:
     config = Config()
     config.set_main_option("script_location", str(migrations_dir))

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import RowMapping, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gatherly.kernel.db import rowcount
 from gatherly.kernel.tables import KERNEL_METADATA
 
 SAGAS = KERNEL_METADATA.tables["sagas"]
@@ -97,7 +98,7 @@ class SagaStore:
         if only_if_pending:
             statement = statement.where(SAGAS.c.status == PENDING)
         result = await self.session.execute(statement.values(**values))
-        return int(getattr(result, "rowcount", 0) or 0) == 1
+        return rowcount(result) == 1
 
 
 def _state(row: RowMapping) -> SagaState:

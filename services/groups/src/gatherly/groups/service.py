@@ -250,12 +250,18 @@ async def leave_group(uow: GroupsUnitOfWork, ref: str, person: UserId) -> None:
         uow.publish(MembershipLeft(group_id=group.id, user_id=person, role=relation.role, left_at=now))
 
 
+async def _take_request(uow: GroupsUnitOfWork, ref: str, manager: UserId, requester: UserId) -> Group:
+    """Checks that `manager` may decide and removes `requester`'s pending request; returns the (locked) group."""
+    group = await _locked(uow, ref)
+    require(await uow.memberships.relation(group.id, manager), Action.DECIDE_REQUESTS)
+    if not await uow.requests.remove(group.id, requester):
+        raise JoinRequestNotFound("No pending request from this person.")
+    return group
+
+
 async def approve_request(uow: GroupsUnitOfWork, ref: str, manager: UserId, requester: UserId) -> None:
     async with uow:
-        group = await _locked(uow, ref)
-        require(await uow.memberships.relation(group.id, manager), Action.DECIDE_REQUESTS)
-        if not await uow.requests.remove(group.id, requester):
-            raise JoinRequestNotFound("No pending request from this person.")
+        group = await _take_request(uow, ref, manager, requester)
         uow.publish(
             JoinRequestApproved(
                 group_id=group.id,
@@ -270,10 +276,7 @@ async def approve_request(uow: GroupsUnitOfWork, ref: str, manager: UserId, requ
 
 async def deny_request(uow: GroupsUnitOfWork, ref: str, manager: UserId, requester: UserId) -> None:
     async with uow:
-        group = await _locked(uow, ref)
-        require(await uow.memberships.relation(group.id, manager), Action.DECIDE_REQUESTS)
-        if not await uow.requests.remove(group.id, requester):
-            raise JoinRequestNotFound("No pending request from this person.")
+        group = await _take_request(uow, ref, manager, requester)
         uow.publish(
             JoinRequestDenied(
                 group_id=group.id,

@@ -58,7 +58,7 @@ from gatherly.groups.domain import (
     pick_slug,
     search_text,
 )
-from gatherly.kernel.db import Database
+from gatherly.kernel.db import Database, rowcount
 from gatherly.kernel.errors import InvalidInput
 from gatherly.kernel.runtime import ServiceContext
 from gatherly.kernel.sagas import SagaState, SagaStore
@@ -158,10 +158,6 @@ banner_images = Table(
 )
 
 ROLE_RANK = case({role.value: role.rank for role in Role}, value=memberships.c.role, else_=0)
-
-
-def _rowcount(result: Any) -> int:
-    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _group(row: RowMapping) -> Group:
@@ -425,7 +421,7 @@ class MembershipStore:
         result = await self.session.execute(
             delete(memberships).where(memberships.c.group_id == group_id, memberships.c.user_id == user_id)
         )
-        return _rowcount(result) == 1
+        return rowcount(result) == 1
 
     async def set_role(self, group_id: GroupId, user_id: str, role: Role) -> None:
         await self.session.execute(
@@ -527,7 +523,7 @@ class JoinRequestStore:
         result = await self.session.execute(
             delete(join_requests).where(join_requests.c.group_id == group_id, join_requests.c.user_id == user_id)
         )
-        return _rowcount(result) == 1
+        return rowcount(result) == 1
 
     async def user_ids(self, group_id: GroupId) -> list[UserId]:
         query = select(join_requests.c.user_id).where(join_requests.c.group_id == group_id)
@@ -671,7 +667,7 @@ class ProfileStore:
         result = await self.session.execute(
             update(member_profiles).where(member_profiles.c.user_id == user_id).values(**values)
         )
-        if _rowcount(result) == 0:
+        if rowcount(result) == 0:
             await self.session.execute(insert(member_profiles).values(user_id=user_id, **values))
 
 
@@ -686,7 +682,7 @@ class BannerStore:
         result = await self.session.execute(
             update(banner_images).where(banner_images.c.image_id == image_id).values(**values)
         )
-        if _rowcount(result) == 0:
+        if rowcount(result) == 0:
             await self.session.execute(insert(banner_images).values(image_id=image_id, **values))
 
     async def remove(self, image_id: str) -> None:

@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gatherly.contracts.users import GeoPoint, ImageVariants
 from gatherly.kernel.clock import Clock
-from gatherly.kernel.db import Database
+from gatherly.kernel.db import Database, rowcount
 from gatherly.kernel.runtime import ServiceContext
 from gatherly.kernel.sagas import SagaState, SagaStore
 from gatherly.kernel.tables import Json, UtcDateTime, kernel_tables
@@ -299,7 +299,7 @@ class RefreshTokenStore:
             .where(refresh_tokens.c.digest == digest, refresh_tokens.c.used_at.is_(None))
             .values(used_at=at)
         )
-        return _rowcount(result) == 1
+        return rowcount(result) == 1
 
     async def revoke_family(self, family_id: str, at: datetime) -> None:
         await self.session.execute(
@@ -317,7 +317,7 @@ class RefreshTokenStore:
 
     async def prune(self, before: datetime) -> int:
         result = await self.session.execute(delete(refresh_tokens).where(refresh_tokens.c.expires_at < before))
-        return _rowcount(result)
+        return rowcount(result)
 
 
 class OneTimeTokenStore:
@@ -362,7 +362,7 @@ class OneTimeTokenStore:
             .where(one_time_tokens.c.digest == digest, one_time_tokens.c.used_at.is_(None))
             .values(used_at=at)
         )
-        return _rowcount(result) == 1
+        return rowcount(result) == 1
 
     async def use_all(self, user_id: str, purpose: TokenPurpose, at: datetime) -> None:
         await self.session.execute(
@@ -377,7 +377,7 @@ class OneTimeTokenStore:
 
     async def prune(self, before: datetime) -> int:
         result = await self.session.execute(delete(one_time_tokens).where(one_time_tokens.c.expires_at < before))
-        return _rowcount(result)
+        return rowcount(result)
 
 
 class LoginThrottleStore:
@@ -397,7 +397,7 @@ class LoginThrottleStore:
         result = await self.session.execute(
             update(login_throttles).where(login_throttles.c.email_key == email_key).values(**values)
         )
-        if _rowcount(result) == 0:
+        if rowcount(result) == 0:
             await self.session.execute(insert(login_throttles).values(email_key=email_key, **values))
 
     async def clear(self, email_key: str) -> None:
@@ -405,7 +405,7 @@ class LoginThrottleStore:
 
     async def prune(self, before: datetime) -> int:
         result = await self.session.execute(delete(login_throttles).where(login_throttles.c.updated_at < before))
-        return _rowcount(result)
+        return rowcount(result)
 
 
 @dataclass(frozen=True)
@@ -469,7 +469,7 @@ class AvatarStore:
         result = await self.session.execute(
             update(avatar_images).where(avatar_images.c.image_id == avatar.image_id).values(**values)
         )
-        if _rowcount(result) == 0:
+        if rowcount(result) == 0:
             await self.session.execute(insert(avatar_images).values(image_id=avatar.image_id, **values))
 
     async def remove(self, image_id: str) -> None:
@@ -565,7 +565,7 @@ class MailOutboxStore:
             .where(mail_outbox.c.id == mail_id, mail_outbox.c.next_attempt_at <= now)
             .values(next_attempt_at=until)
         )
-        return _rowcount(result) == 1
+        return rowcount(result) == 1
 
     async def sent(self, mail_id: str) -> None:
         # Deleted once delivered: the rows hold live link tokens that should not outlive their purpose.
@@ -584,10 +584,6 @@ class MailOutboxStore:
 
     async def pending(self) -> int:
         return int(await self.session.scalar(select(func.count()).select_from(mail_outbox)) or 0)
-
-
-def _rowcount(result: Any) -> int:
-    return int(getattr(result, "rowcount", 0) or 0)
 
 
 # --- unit of work -----------------------------------------------------------------------------------------------
