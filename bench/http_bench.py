@@ -1,8 +1,8 @@
-"""HTTP benchmark (`make bench-http`): wrk against a seeded `gatherly up`, each endpoint beside `/livez` in the same run.
+"""HTTP benchmark (`make bench-http`): wrk against a seeded `gatherly up`, each endpoint beside `/livez` in one run.
 
 Every endpoint is measured right after `/livez` on the same server, so the ratio (endpoint req/s ÷ `/livez` req/s)
 says what the request path costs on top of the bare server whatever else the machine is doing. Targets (issue #9):
-reads ≥ 0.4× `/livez` with p99 < 50 ms at 32 connections, writes ≥ 0.25×. A ratio under its target prints a line
+reads ≥ 0.4x `/livez` with p99 < 50 ms at 32 connections, writes ≥ 0.25x. A ratio under its target prints a line
 starting with `BELOW TARGET`. The slowest endpoint (lowest ratio) is then profiled with py-spy while wrk runs again.
 """
 
@@ -180,8 +180,21 @@ def profile(server_pid: int, wrk: str, url: str, script: Path, args: argparse.Na
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "stacks.txt"
         sampler = subprocess.Popen(
-            [py_spy, "record", "--pid", str(server_pid), "--duration", str(args.seconds), "--rate", "200"]
-            + ["--format", "raw", "--output", str(raw), "--nonblocking"],
+            [
+                py_spy,
+                "record",
+                "--pid",
+                str(server_pid),
+                "--duration",
+                str(args.seconds),
+                "--rate",
+                "200",
+                "--format",
+                "raw",
+                "--output",
+                str(raw),
+                "--nonblocking",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -216,8 +229,17 @@ def summarize_stacks(collapsed: str, top: int = 25) -> str:
         return rows
 
     return "\n".join(
-        [f"{samples} samples.", "", "Own time (where the CPU is):", "", *table(own), "", "Total time (incl. callees):"]
-        + ["", *table(total)]
+        [
+            f"{samples} samples.",
+            "",
+            "Own time (where the CPU is):",
+            "",
+            *table(own),
+            "",
+            "Total time (incl. callees):",
+            "",
+            *table(total),
+        ]
     )
 
 
@@ -238,7 +260,7 @@ def report(rows: list[tuple[Endpoint, Result, Result]], args: argparse.Namespace
         f"`make bench-http` on {platform.node()} ({os.cpu_count()} cores), {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: "
         f"wrk {args.threads} threads, {args.connections} connections, {args.seconds} s per run, one `gatherly up` "
         f"seeded with the demo and generated groups ({GROUPS_IN_ALL} in all); each endpoint measured right after "
-        "`/livez` on the same server. Targets: reads ≥ 0.4× `/livez` and p99 < 50 ms; writes ≥ 0.25×.",
+        "`/livez` on the same server. Targets: reads ≥ 0.4x `/livez` and p99 < 50 ms; writes ≥ 0.25x.",
         "",
         "| endpoint | req/s | p50 ms | p99 ms | `/livez` req/s | ratio | target | |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
@@ -314,7 +336,7 @@ def main() -> None:
     for endpoint, bare, measured in rows:
         ratio = measured.requests_per_s / bare.requests_per_s
         if ratio < endpoint.target:
-            print(f"BELOW TARGET: {endpoint.name} at {ratio:.2f}× /livez (target {endpoint.target}×)")
+            print(f"BELOW TARGET: {endpoint.name} at {ratio:.2f}x /livez (target {endpoint.target}x)")
         if endpoint.kind == "read" and measured.p99_ms >= 50:
             print(f"BELOW TARGET: {endpoint.name} p99 {measured.p99_ms:.1f} ms (target < 50 ms)")
 
