@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import statistics
 import tempfile
@@ -125,7 +126,8 @@ async def main() -> None:
         "",
         f"`uv run python bench/group_search.py --groups {args.groups}`, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
         "on the 2-core reference machine: one page (20, newest first) of `GET /api/groups?q=…` through the store, "
-        f"median and worst of {args.runs} runs.",
+        f"median and worst of {args.runs} runs. Load average when written: "
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} (the machine is shared: compare, do not read absolutes).",
         "",
         "| database | query | LIKE scan: median / worst ms | index: median / worst ms | results |",
         "|---|---|---:|---:|---:|",

@@ -63,7 +63,9 @@ class Result:
     requests_per_s: float
     p50_ms: float
     p99_ms: float
-    bad: int
+    bad_status: int  # answers other than 2xx/3xx
+    socket_errors: int  # timeouts (wrk gives up after 2 s) and connection errors
+    cpu_ms: float  # the server's CPU time per request: unlike req/s, it hardly depends on what else runs
 
 
 def free_port() -> int:
@@ -81,9 +83,18 @@ def ensure_wrk() -> str:
     return wrk
 
 
-def start_server(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
+def start_server(port: int, data_dir: Path, sources: Path | None) -> subprocess.Popen[bytes]:
     log = (data_dir / "server.log").open("wb")
     env = {**os.environ, "GATHERLY_SHUTDOWN_DRAIN_SECONDS": "0"}
+    if sources is not None:
+        # Another checkout's packages shadow this one's (e.g. the code before a change): same venv, its sources.
+        packages = [
+            sources / "kernel",
+            sources / "contracts",
+            *sorted((sources / "services").iterdir()),
+            sources / "app",
+        ]
+        env["PYTHONPATH"] = os.pathsep.join(str(package / "src") for package in packages)
     command = [sys.executable, "-m", "gatherly.app", "up", "--port", str(port), "--data-dir", str(data_dir)]
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
 
@@ -157,9 +168,17 @@ def lua_script(endpoint: Endpoint, token: str, directory: Path) -> Path:
     return script
 
 
-def run_wrk(wrk: str, url: str, script: Path, args: argparse.Namespace) -> Result:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(wrk: str, url: str, script: Path, args: argparse.Namespace, server_pid: int) -> Result:
     command = [wrk, f"-t{args.threads}", f"-c{args.connections}", f"-d{args.seconds}s", "-s", str(script), url]
+    cpu_before = cpu_seconds(server_pid)
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    cpu = cpu_seconds(server_pid) - cpu_before
     line = next((x for x in output.splitlines() if x.startswith("RESULT ")), None)
     if line is None:
         sys.exit(f"wrk printed no result:\n{output}")
@@ -168,7 +187,9 @@ def run_wrk(wrk: str, url: str, script: Path, args: argparse.Namespace) -> Resul
         requests_per_s=raw["requests"] / (raw["duration_us"] / 1e6),
         p50_ms=raw["p50_us"] / 1000,
         p99_ms=raw["p99_us"] / 1000,
-        bad=raw["bad_status"] + raw["socket_errors"],
+        bad_status=raw["bad_status"],
+        socket_errors=raw["socket_errors"],
+        cpu_ms=cpu * 1000 / max(raw["requests"], 1),
     )
 
 
@@ -199,7 +220,7 @@ def profile(server_pid: int, wrk: str, url: str, script: Path, args: argparse.Na
             stderr=subprocess.PIPE,
             text=True,
         )
-        run_wrk(wrk, url, script, args)
+        run_wrk(wrk, url, script, args, server_pid)
         _, errors = sampler.communicate(timeout=60)
         if sampler.returncode != 0 or not raw.exists():
             return f"py-spy could not sample the server: {errors.strip()[-500:]}"
@@ -223,6 +244,9 @@ def summarize_stacks(collapsed: str, top: int = 25) -> str:
     if not samples:
         return "py-spy recorded no samples."
 
+    everywhere = max(total.values())
+    below = collections.Counter({frame: n for frame, n in total.items() if n < everywhere * 0.95})
+
     def table(counter: collections.Counter[str]) -> list[str]:
         rows = ["| share | function |", "|---:|---|"]
         rows += [f"| {n / samples:.1%} | `{frame}` |" for frame, n in counter.most_common(top)]
@@ -236,9 +260,9 @@ def summarize_stacks(collapsed: str, top: int = 25) -> str:
             "",
             *table(own),
             "",
-            "Total time (incl. callees):",
+            "Total time (incl. callees; frames under every sample, such as the CLI and uvicorn's loop, left out):",
             "",
-            *table(total),
+            *table(below),
         ]
     )
 
@@ -260,17 +284,20 @@ def report(rows: list[tuple[Endpoint, Result, Result]], args: argparse.Namespace
         f"`make bench-http` on {platform.node()} ({os.cpu_count()} cores), {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: "
         f"wrk {args.threads} threads, {args.connections} connections, {args.seconds} s per run, one `gatherly up` "
         f"seeded with the demo and generated groups ({GROUPS_IN_ALL} in all); each endpoint measured right after "
-        "`/livez` on the same server. Targets: reads ≥ 0.4x `/livez` and p99 < 50 ms; writes ≥ 0.25x.",
+        "`/livez` on the same server. Targets: reads ≥ 0.4x `/livez` and p99 < 50 ms; writes ≥ 0.25x. "
+        f"Load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} (2 cores shared with other work).",
         "",
-        "| endpoint | req/s | p50 ms | p99 ms | `/livez` req/s | ratio | target | |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| endpoint | req/s | p50 ms | p99 ms | CPU ms/req | timeouts | `/livez` req/s | `/livez` CPU ms/req | ratio "
+        "| target | |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for endpoint, bare, measured in rows:
         ratio = measured.requests_per_s / bare.requests_per_s
         ok = ratio >= endpoint.target and (endpoint.kind != "read" or measured.p99_ms < 50)
         lines.append(
             f"| `{endpoint.name}` | {measured.requests_per_s:,.0f} | {measured.p50_ms:.1f} | {measured.p99_ms:.1f} | "
-            f"{bare.requests_per_s:,.0f} | {ratio:.2f} | {endpoint.target} | {'met' if ok else '**below**'} |"
+            f"{measured.cpu_ms:.2f} | {measured.socket_errors} | {bare.requests_per_s:,.0f} | {bare.cpu_ms:.2f} | "
+            f"{ratio:.2f} | {endpoint.target} | {'met' if ok else '**below**'} |"
         )
     lines += ["", f"## Profile of the slowest: `{slow}`", "", profile_text, ""]
     return "\n".join(lines)
@@ -284,6 +311,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--report", type=Path, default=REPORTS / "http.md")
     parser.add_argument("--only", default="", help="run only endpoints whose name contains this")
+    parser.add_argument("--sources", type=Path, help="serve another checkout's code (e.g. before a change)")
     args = parser.parse_args()
 
     wrk = ensure_wrk()
@@ -291,7 +319,7 @@ def main() -> None:
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="gatherly-bench-") as tmp:
         data_dir = Path(tmp)
-        server = start_server(port, data_dir)
+        server = start_server(port, data_dir, args.sources)
         try:
             wait_until_seeded(base, data_dir, server)
             token, group_id = seed(base)
@@ -311,15 +339,16 @@ def main() -> None:
                     )
                 if check.status_code >= 400:
                     sys.exit(f"{endpoint.name} answered {check.status_code}: {check.text[:300]}")
-                bare = run_wrk(wrk, base + "/livez", livez, args)
-                measured = run_wrk(wrk, base + endpoint.path, lua_script(endpoint, token, data_dir), args)
-                if measured.bad:
-                    sys.exit(f"{endpoint.name}: {measured.bad} failed requests under load")
+                bare = run_wrk(wrk, base + "/livez", livez, args, server.pid)
+                measured = run_wrk(wrk, base + endpoint.path, lua_script(endpoint, token, data_dir), args, server.pid)
+                if measured.bad_status:
+                    sys.exit(f"{endpoint.name}: {measured.bad_status} requests failed under load")
                 rows.append((endpoint, bare, measured))
                 ratio = measured.requests_per_s / bare.requests_per_s
                 print(
                     f"{endpoint.name:45} {measured.requests_per_s:8,.0f} req/s  p50 {measured.p50_ms:6.1f} ms  "
-                    f"p99 {measured.p99_ms:6.1f} ms  /livez {bare.requests_per_s:8,.0f} req/s  ratio {ratio:.2f}",
+                    f"p99 {measured.p99_ms:6.1f} ms  CPU {measured.cpu_ms:5.2f} ms/req  "
+                    f"/livez {bare.requests_per_s:8,.0f} req/s {bare.cpu_ms:5.2f} ms/req  ratio {ratio:.2f}",
                     flush=True,
                 )
             slowest = min(rows, key=lambda row: row[2].requests_per_s / row[1].requests_per_s)[0]
