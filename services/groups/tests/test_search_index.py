@@ -4,18 +4,19 @@ substring match found, and the index follows inserts, edits and deletes of group
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, select, text
+from alembic import command
+from sqlalchemy import Connection, delete, select, text
 
 from gatherly.groups import SERVICE, store
 from gatherly.groups.domain import Group, GroupSearch, details_from, new_group_id, search_text, slug_base
 from gatherly.groups.store import GroupStore, groups, reading
-from gatherly.kernel.db import Database
+from gatherly.kernel.db import Database, alembic_config
 from gatherly.kernel.testing import DB_BACKENDS, scratch_database
 
 WORDS = [
@@ -70,8 +71,13 @@ QUERIES = [
 
 
 @pytest.fixture(params=DB_BACKENDS)
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    async with scratch_database(request.param, tmp_path) as url:
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def db(backend: str, tmp_path: Path) -> AsyncIterator[Database]:
+    async with scratch_database(backend, tmp_path) as url:
         database = Database(url)
         await database.migrate(SERVICE.migrations)
         try:
@@ -147,3 +153,28 @@ async def test_on_sqlite_a_text_search_reads_the_fts_index_not_every_group(tmp_p
     steps = [str(row[-1]) for row in plan]
     assert any(step.startswith("SCAN groups_search VIRTUAL TABLE INDEX") for step in steps), steps
     assert not any(step.startswith("SCAN groups ") or step == "SCAN groups" for step in steps), steps
+
+
+async def test_groups_made_before_the_index_existed_are_found_after_the_migration(tmp_path: Path, backend: str) -> None:
+    async with scratch_database(backend, tmp_path) as url:
+        database = Database(url)
+        try:
+            config = alembic_config(SERVICE.migrations, url)
+
+            def upgrade_to(revision: str) -> Callable[[Connection], None]:
+                def upgrade(connection: Connection) -> None:
+                    config.attributes["connection"] = connection
+                    command.upgrade(config, revision)
+
+                return upgrade
+
+            async with database.engine.begin() as connection:
+                await connection.run_sync(upgrade_to("0001"))
+            old = await _add(database, "Quokka Watchers", "Since before the index", datetime(2025, 1, 1, tzinfo=UTC))
+            async with database.engine.begin() as connection:
+                await connection.run_sync(upgrade_to("head"))
+            assert await _found(database, "quokka") == {old.id}
+            new = await _add(database, "More quokkas", "", datetime(2026, 1, 1, tzinfo=UTC))
+            assert await _found(database, "quokka") == {old.id, new.id}
+        finally:
+            await database.dispose()
