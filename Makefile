@@ -5,7 +5,7 @@ export UV_COMPILE_BYTECODE := 1
 PORT ?= 8000
 DATA_DIR ?= ./var
 
-.PHONY: up test install uv lint format typecheck imports pytest bench clean
+.PHONY: up test install uv lint format typecheck imports pytest bench bench-http clean
 
 up: install ## install everything and start Gatherly with demo data at http://localhost:8000
 	$(UV) run gatherly up --port $(PORT) --data-dir $(DATA_DIR)
@@ -38,6 +38,10 @@ pytest:
 
 bench: install ## benchmarks; reports land in bench/reports/
 	$(UV) run python bench/log_latency.py
+
+bench-http: install ## wrk against a seeded `gatherly up`: each endpoint beside /livez; report in bench/reports/http.md
+	bash scripts/wrk.sh
+	$(UV) run python bench/http_bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -209,3 +210,160 @@ async def test_a_token_needing_an_unknown_key_while_the_key_server_is_down_is_a_
     with pytest.raises(Unavailable) as raised:
         await verifier.verify(keys.token())
     assert raised.value.status == 503
+
+
+class GatedKeyServer:
+    """A key server whose answers wait for the test to open the gate: concurrent requests really overlap."""
+
+    def __init__(self, keys: KeySet) -> None:
+        self.keys = keys
+        self.gate = asyncio.Event()
+        self.down = False
+
+    async def jwks(self) -> dict[str, Any]:
+        await self.gate.wait()
+        if self.down:
+            raise ConnectionError("key server unreachable")
+        return await self.keys.jwks()
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_hundred_requests_needing_an_unknown_key_fetch_the_key_set_once(keys: KeySet) -> None:
+    server = GatedKeyServer(keys)
+    verifier = TokenVerifier(StaticJwksSource(server.jwks), issuer=ISSUER, audience=AUDIENCE)
+    waiting = [asyncio.create_task(verifier.verify(keys.token(sub=f"user-{n}"))) for n in range(100)]
+    await asyncio.sleep(0)  # every request reaches the fetch before the key server answers
+    server.gate.set()
+    principals = await asyncio.gather(*waiting)
+    assert {p.user_id for p in principals} == {f"user-{n}" for n in range(100)}
+    assert keys.fetches == 1
+
+
+async def test_a_key_dropped_from_the_key_set_stops_verifying_at_the_next_fetch(keys: KeySet) -> None:
+    clock = FakeClock()
+    verifier = TokenVerifier(
+        StaticJwksSource(keys.jwks), issuer=ISSUER, audience=AUDIENCE, cache_seconds=60, monotonic=clock
+    )
+    old_kid = keys.current
+    old_token = keys.token(sub="ann")
+    await verifier.verify(old_token)  # verified, and cached
+    keys.rotate()
+    del keys.keys[old_kid]  # the issuer retires the old key (e.g. it leaked)
+    clock.now += 61
+    with pytest.raises(Unauthorized, match="unknown key"):
+        await verifier.verify(old_token)
+
+
+async def test_a_removed_key_is_trusted_no_longer_than_the_key_sets_max_age_while_the_server_is_down(
+    keys: KeySet,
+) -> None:
+    server = FlakyKeyServer(keys)
+    clock = FakeClock()
+    verifier = TokenVerifier(
+        StaticJwksSource(server.jwks),
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        cache_seconds=60,
+        max_age_seconds=600,
+        monotonic=clock,
+    )
+    token = keys.token(sub="ann")
+    await verifier.verify(token)
+    server.down = True  # from here on nobody can tell us the key was removed
+    clock.now += 300
+    assert (await verifier.verify(token)).user_id == "ann"  # refetch fails, the key set is 300 s old: still trusted
+    clock.now += 301
+    with pytest.raises(Unavailable):
+        await verifier.verify(token)  # 601 s without a successful fetch: fail closed
+    server.down = False
+    clock.now += 10
+    assert (await verifier.verify(token)).user_id == "ann"  # the key server answers again, the key is still there
+
+
+async def test_a_token_needing_an_unknown_key_after_a_failed_fetch_stays_a_503(keys: KeySet) -> None:
+    server = FlakyKeyServer(keys)
+    clock = FakeClock()
+    verifier = TokenVerifier(
+        StaticJwksSource(server.jwks), issuer=ISSUER, audience=AUDIENCE, min_refetch_seconds=60, monotonic=clock
+    )
+    await verifier.verify(keys.token())
+    keys.rotate()
+    server.down = True
+    clock.now += 61
+    for _ in range(3):  # the first asks the key server; the others are inside min_refetch_seconds
+        with pytest.raises(Unavailable):
+            await verifier.verify(keys.token())
+
+
+@pytest.mark.parametrize("typ", ["id+jwt", "logout+jwt", "JOSE"])
+async def test_a_token_of_another_type_is_refused(keys: KeySet, verifier: TokenVerifier, typ: str) -> None:
+    token = jwt.encode(
+        {"sub": "ann", "iss": ISSUER, "aud": AUDIENCE, "exp": int(time.time()) + 600},
+        keys.keys[keys.current],
+        algorithm="EdDSA",
+        headers={"kid": keys.current, "typ": typ},
+    )
+    with pytest.raises(Unauthorized, match="not an access token"):
+        await verifier.verify(token)
+
+
+@pytest.mark.parametrize("typ", ["at+jwt", "JWT", None])
+async def test_access_token_types_are_accepted(keys: KeySet, verifier: TokenVerifier, typ: str | None) -> None:
+    now = int(time.time())
+    token = jwt.encode(
+        {"sub": "ann", "iss": ISSUER, "aud": AUDIENCE, "exp": now + 600},
+        keys.keys[keys.current],
+        algorithm="EdDSA",
+        headers={"kid": keys.current, "typ": typ},  # PyJWT leaves `typ` out when it is None
+    )
+    assert (await verifier.verify(token)).user_id == "ann"
+
+
+class CountingDecode:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        self.decode = jwt.decode
+        monkeypatch.setattr(jwt, "decode", self)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        return self.decode(*args, **kwargs)
+
+
+async def test_a_verified_token_is_not_verified_again(
+    keys: KeySet, verifier: TokenVerifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decode = CountingDecode(monkeypatch)
+    token = keys.token(sub="ann")
+    for _ in range(5):
+        assert (await verifier.verify(token)).user_id == "ann"
+    assert decode.calls == 1
+
+
+async def test_the_verified_token_cache_is_bounded(keys: KeySet, monkeypatch: pytest.MonkeyPatch) -> None:
+    verifier = TokenVerifier(StaticJwksSource(keys.jwks), issuer=ISSUER, audience=AUDIENCE, cache_size=2)
+    decode = CountingDecode(monkeypatch)
+    first, second, third = (keys.token(sub=name) for name in ("ann", "bob", "cat"))
+    for token in (first, second, third, first):
+        await verifier.verify(token)
+    assert decode.calls == 4  # `first` was evicted by `third` and verified again
+
+
+async def test_a_cached_token_past_its_expiry_is_verified_again(keys: KeySet, monkeypatch: pytest.MonkeyPatch) -> None:
+    verifier = TokenVerifier(StaticJwksSource(keys.jwks), issuer=ISSUER, audience=AUDIENCE, leeway_seconds=0)
+    decode = CountingDecode(monkeypatch)
+    issued = time.time()
+    token = keys.token(sub="ann", exp=int(issued) + 60)
+    await verifier.verify(token)
+    await verifier.verify(token)
+    assert decode.calls == 1
+    monkeypatch.setattr(time, "time", lambda: issued + 120)
+    await verifier.verify(token)  # (PyJWT reads its own clock, so here only the cache sees the token as expired)
+    assert decode.calls == 2

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+
 import httpx
 import pytest
 from fastapi import Depends, FastAPI
+from prometheus_client import REGISTRY
 from pydantic import BaseModel, Field
+from starlette.types import Message
 
 from gatherly.kernel.errors import Conflict, TooManyRequests, Unavailable
+from gatherly.kernel.messages import correlation_id_var
 from gatherly.kernel.web import (
     PageRequest,
     Readiness,
+    RequestContextMiddleware,
     decode_cursor,
     encode_cursor,
     install_error_handlers,
@@ -144,3 +151,90 @@ async def test_a_cursor_round_trips_and_a_forged_one_is_a_422(client: httpx.Asyn
     response = await client.get("/page?cursor=%%%garbage")
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "cursor"
+
+
+def traced_app() -> tuple[FastAPI, dict[str, object]]:
+    """An app behind RequestContextMiddleware whose endpoint notes the task it runs in and the correlation id."""
+    seen: dict[str, object] = {}
+    app = FastAPI()
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware, service="test")
+
+    @app.get("/where")
+    async def where() -> dict[str, str]:
+        seen["task"] = asyncio.current_task()
+        seen["correlation_id"] = correlation_id_var.get()
+        return {"ok": "yes"}
+
+    return app, seen
+
+
+async def test_a_request_id_sent_by_the_caller_comes_back_and_correlates_what_the_request_causes() -> None:
+    app, seen = traced_app()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        response = await client.get("/where", headers={"X-Request-ID": "req-42"})
+    assert response.headers["x-request-id"] == "req-42"
+    assert seen["correlation_id"] == "req-42"
+
+
+async def test_a_request_without_an_id_gets_a_fresh_one_and_an_unprintable_one_is_replaced() -> None:
+    app, seen = traced_app()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        plain = await client.get("/where")
+        hostile = await client.get("/where", headers={"X-Request-ID": "x\tforged=1"})
+    assert uuid.UUID(plain.headers["x-request-id"])
+    assert uuid.UUID(hostile.headers["x-request-id"])
+    assert seen["correlation_id"] == hostile.headers["x-request-id"]
+
+
+async def test_the_endpoint_runs_in_the_servers_task_without_an_extra_one() -> None:
+    # Starlette's BaseHTTPMiddleware runs the endpoint in a task of its own and re-streams its body.
+    app, seen = traced_app()
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/where",
+        "raw_path": b"/where",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [],
+        "client": ("127.0.0.1", 1),
+        "server": ("test", 80),
+    }
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 200
+    assert seen["task"] is asyncio.current_task()
+
+
+async def test_requests_are_counted_by_status_even_when_the_endpoint_raises() -> None:
+    app, _ = traced_app()
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("secret internals")
+
+    def count(status: str) -> float:
+        return (
+            REGISTRY.get_sample_value(
+                "gatherly_http_requests_total", {"service": "test", "method": "GET", "status": status}
+            )
+            or 0.0
+        )
+
+    ok, failed = count("200"), count("500")
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        assert (await client.get("/where")).status_code == 200
+        assert (await client.get("/boom")).status_code == 500
+    assert (count("200"), count("500")) == (ok + 1, failed + 1)

@@ -1,7 +1,10 @@
-"""Access-token verification against a JWKS (cached, refreshed on an unknown key id) and FastAPI dependencies."""
+"""Access-token verification against a JWKS (cached, refreshed on an unknown key id), a cache of verified tokens,
+and the FastAPI dependencies that give routes their caller."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -9,6 +12,7 @@ from typing import Annotated, Any, Protocol
 
 import httpx
 import jwt
+from cachetools import LRUCache
 from fastapi import Depends, Request
 from jwt import PyJWK
 
@@ -16,6 +20,9 @@ from gatherly.kernel.errors import Unauthorized, Unavailable
 from gatherly.kernel.resilience import Resilience
 
 ALLOWED_ALGORITHMS = ("EdDSA", "RS256", "ES256")
+# `at+jwt` is RFC 9068's access-token type (what the users service issues); plain `JWT` is what most OIDC
+# providers put on theirs. Anything else (an ID token marked `id+jwt`, a logout token ...) is refused.
+ACCESS_TOKEN_TYPES = ("at+jwt", "application/at+jwt", "jwt")
 
 
 class JwksSource(Protocol):
@@ -62,13 +69,35 @@ class Principal:
     claims: dict[str, Any] = field(default_factory=dict)
 
 
-class TokenVerifier:
-    """Verifies signature, `alg` (never `none`, never a symmetric algorithm), `iss`, `aud`, `exp` and `sub`.
+@dataclass(frozen=True)
+class _Verified:
+    """A token that passed every check, remembered until it expires: verifying is an Ed25519 signature check
+    plus JSON parsing on every request otherwise, for the same token a client sends again and again."""
 
-    Keys are cached for `cache_seconds`; a token with an unknown `kid` triggers a refetch (at most once
-    per `min_refetch_seconds`) so a key rotation is picked up at once without letting bad tokens flood
-    the key server. While the key server cannot be reached, keys already known keep verifying; a token
-    that needs a key not yet known gets 503 (try again), not 401 (the token is not to blame)."""
+    principal: Principal
+    kid: str
+    key: PyJWK  # the key object that verified it: replaced or removed from the key set → verify again
+    expires_at: float  # the token's `exp` (wall clock, seconds)
+
+
+class TokenVerifier:
+    """Verifies signature, `alg` (never `none`, never a symmetric algorithm), `typ`, `iss`, `aud`, `exp` and `sub`.
+
+    The key set (JWKS):
+    - is refetched when older than `cache_seconds`, and when a token names an unknown `kid` (at most once per
+      `min_refetch_seconds`, so bad tokens cannot flood the key server). Refetches are single-flight: requests
+      that need one while it runs wait for that fetch instead of starting their own.
+    - a refetch that succeeds replaces the key set: a key it lacks is no longer trusted, at once.
+    - while the key server cannot be reached, the keys of the last successful fetch keep verifying for at most
+      `max_age_seconds` after that fetch (a key removed meanwhile stays trusted no longer than that); after it
+      every token gets 503 (fail closed). A token that needs a key not yet known gets 503 too: try again, the
+      token is not to blame (401 would log people out).
+
+    Verified tokens are cached (bounded LRU of `cache_size`, keyed by the token's SHA-256) until their `exp`;
+    a cache hit still passes the key-set rules above and only counts while the key that verified the token is
+    the one the current key set holds for its `kid`. Access tokens carry no revocation (they live
+    `access_token_ttl_seconds`; refresh tokens are what gets revoked), so the cache never trusts a token longer
+    than a fresh verification would."""
 
     def __init__(
         self,
@@ -77,44 +106,88 @@ class TokenVerifier:
         issuer: str,
         audience: str,
         cache_seconds: float = 300.0,
+        max_age_seconds: float = 900.0,
         min_refetch_seconds: float = 5.0,
         leeway_seconds: float = 10.0,
+        cache_size: int = 10_000,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.source = source
         self.issuer = issuer
         self.audience = audience
         self.cache_seconds = cache_seconds
+        self.max_age_seconds = max(max_age_seconds, cache_seconds)
         self.min_refetch_seconds = min_refetch_seconds
         self.leeway_seconds = leeway_seconds
+        self._monotonic = monotonic
         self._keys: dict[str, PyJWK] = {}
-        self._fetched_at = float("-inf")
+        self._raw: dict[str, dict[str, Any]] = {}
+        self._fetched_at = float("-inf")  # last successful fetch
+        self._tried_at = float("-inf")  # last attempt, successful or not
+        self._failing = False  # the last attempt failed
+        self._fetching: asyncio.Future[None] | None = None
+        self._verified: LRUCache[bytes, _Verified] = LRUCache(maxsize=cache_size)
 
     async def _refresh(self) -> None:
+        """Fetch the key set, once for everyone who asks while a fetch is under way."""
+        if self._fetching is None:
+            self._fetching = asyncio.ensure_future(self._fetch())
+        fetching = self._fetching
+        try:
+            await asyncio.shield(fetching)
+        finally:
+            if fetching.done() and self._fetching is fetching:
+                self._fetching = None
+
+    async def _fetch(self) -> None:
+        self._tried_at = self._monotonic()
+        self._failing = True
         jwks = await self.source.fetch()
         keys: dict[str, PyJWK] = {}
+        raw_keys: dict[str, dict[str, Any]] = {}
         for raw in jwks.get("keys", []):
             kid = raw.get("kid")
             if not kid or raw.get("use", "sig") != "sig":
                 continue
+            if self._raw.get(kid) == raw:
+                keys[kid], raw_keys[kid] = self._keys[kid], raw  # unchanged: cached verifications stay valid
+                continue
             try:
-                keys[kid] = PyJWK(raw)
+                keys[kid], raw_keys[kid] = PyJWK(raw), raw
             except jwt.PyJWTError:
                 continue  # a key type this build cannot use is not a reason to reject the others
-        self._keys = keys
-        self._fetched_at = time.monotonic()
+        self._keys, self._raw = keys, raw_keys
+        self._fetched_at = self._monotonic()
+        self._failing = False
 
     async def _key(self, kid: str) -> PyJWK | None:
-        age = time.monotonic() - self._fetched_at
-        if age > self.cache_seconds or (kid not in self._keys and age > self.min_refetch_seconds):
+        now = self._monotonic()
+        age = now - self._fetched_at
+        since_try = now - self._tried_at
+        stale = age > self.cache_seconds and since_try > self.min_refetch_seconds
+        if stale or (kid not in self._keys and since_try > self.min_refetch_seconds):
             try:
                 await self._refresh()
             except Exception as error:
-                if kid in self._keys:
+                if kid in self._keys and self._monotonic() - self._fetched_at <= self.max_age_seconds:
                     return self._keys[kid]
                 raise Unavailable("The keys that verify access tokens cannot be fetched right now.") from error
+        elif age > self.max_age_seconds or (kid not in self._keys and self._failing):
+            raise Unavailable("The keys that verify access tokens cannot be fetched right now.")
         return self._keys.get(kid)
 
     async def verify(self, token: str) -> Principal:
+        digest = hashlib.sha256(token.encode()).digest()
+        known = self._verified.get(digest)
+        if known is not None:
+            if time.time() < known.expires_at + self.leeway_seconds and await self._key(known.kid) is known.key:
+                return known.principal
+            self._verified.pop(digest, None)
+        principal, kid, key = await self._verify(token)
+        self._verified[digest] = _Verified(principal, kid, key, float(principal.claims["exp"]))
+        return principal
+
+    async def _verify(self, token: str) -> tuple[Principal, str, PyJWK]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as error:
@@ -122,6 +195,10 @@ class TokenVerifier:
         algorithm = header.get("alg")
         if algorithm not in ALLOWED_ALGORITHMS:
             raise Unauthorized("The access token's algorithm is not accepted.")
+        # RFC 9068: access tokens say so in `typ`, so an ID token or another JWT of the issuer is not one.
+        # Some providers (Cognito) send no `typ` at all; a token that names another type is refused.
+        if "typ" in header and str(header["typ"]).lower() not in ACCESS_TOKEN_TYPES:
+            raise Unauthorized("The token is not an access token.")
         kid = header.get("kid")
         if not isinstance(kid, str):
             raise Unauthorized("The access token names no key.")
@@ -145,7 +222,7 @@ class TokenVerifier:
         subject = claims["sub"]
         if not isinstance(subject, str) or not subject.strip():
             raise Unauthorized("The access token names no user.")
-        return Principal(user_id=subject, claims=claims)
+        return Principal(user_id=subject, claims=claims), kid, key
 
 
 def bearer_token(request: Request) -> str | None:
@@ -173,14 +250,6 @@ async def require_principal(request: Request) -> Principal:
     token = bearer_token(request)
     if token is None:
         raise Unauthorized("Send an access token: Authorization: Bearer <token>.")
-    return await verifier_of(request).verify(token)
-
-
-async def require_principal_header_or_query(request: Request) -> Principal:
-    """For EventSource, which cannot send headers: the token may come as `?access_token=`."""
-    token = bearer_token(request) or request.query_params.get("access_token")
-    if not token:
-        raise Unauthorized("Send an access token.")
     return await verifier_of(request).verify(token)
 
 

@@ -7,17 +7,20 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from gatherly.kernel import inline_sqlite
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+# What stores run their statements on: a unit of work's session, or a plain connection for reads.
+Executor: TypeAlias = AsyncSession | AsyncConnection
 
 
 class Database:
@@ -48,9 +51,8 @@ class Database:
         # hitting SQLite's busy handler, whose sleeps (up to 100 ms) would dominate latency under load.
         self.write_lock = asyncio.Lock() if self.is_sqlite else None
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        self.read_sessions = async_sessionmaker(
-            self.engine.execution_options(sqlite_begin="DEFERRED"), expire_on_commit=False
-        )
+        self.read_engine = self.engine.execution_options(sqlite_begin="DEFERRED")
+        self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
     def session(self) -> AsyncSession:
         """A session for a unit of work that writes."""
@@ -73,6 +75,14 @@ class Database:
     def read_session(self) -> AsyncSession:
         """A session for queries only."""
         return self.read_sessions()
+
+    @asynccontextmanager
+    async def read_connection(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for queries only, in a read transaction (on SQLite a plain BEGIN: it never waits for the
+        write lock) that is rolled back at the end. Core statements only: no ORM session, identity map or
+        session-level bookkeeping on the request path."""
+        async with self.read_engine.connect() as connection:
+            yield connection
 
     async def migrate(self, migrations_dir: Path) -> None:
         """Bring the schema to the newest Alembic revision of `migrations_dir`."""

@@ -9,9 +9,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import RowMapping, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from gatherly.kernel.db import rowcount
+from gatherly.kernel.db import Executor, rowcount
 from gatherly.kernel.tables import KERNEL_METADATA
 
 SAGAS = KERNEL_METADATA.tables["sagas"]
@@ -31,7 +30,7 @@ class SagaState:
 class SagaStore:
     """The sagas of one kind (e.g. "group_deletion")."""
 
-    def __init__(self, session: AsyncSession, kind: str) -> None:
+    def __init__(self, session: Executor, kind: str) -> None:
         self.session = session
         self.kind = kind
 

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     case,
     delete,
     func,
@@ -27,11 +28,13 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.sql.elements import BindParameter
 
 from gatherly.contracts.users import ImageVariants, UserProfileUpdated
 from gatherly.groups.domain import (
@@ -58,7 +61,7 @@ from gatherly.groups.domain import (
     pick_slug,
     search_text,
 )
-from gatherly.kernel.db import Database, rowcount
+from gatherly.kernel.db import Database, Executor, rowcount
 from gatherly.kernel.errors import InvalidInput
 from gatherly.kernel.runtime import ServiceContext
 from gatherly.kernel.sagas import SagaState, SagaStore
@@ -157,6 +160,32 @@ banner_images = Table(
     Column("ready_at", UtcDateTime(), nullable=False),
 )
 
+# Statements on the request path, built once: no per-call construction or cache-key work in SQLAlchemy.
+GROUP_BY_ID = select(groups).where(groups.c.id == bindparam("key"), groups.c.deleted_at.is_(None))
+GROUP_BY_SLUG = select(groups).where(groups.c.slug == bindparam("key"), groups.c.deleted_at.is_(None))
+# One round trip: membership, request and ban are three small primary-key lookups.
+_GROUP_ID: BindParameter[str] = bindparam("group_id")
+_USER_ID: BindParameter[str] = bindparam("user_id")
+RELATION = select(
+    select(memberships.c.role)
+    .where(memberships.c.group_id == _GROUP_ID, memberships.c.user_id == _USER_ID)
+    .scalar_subquery(),
+    select(join_requests.c.user_id)
+    .where(join_requests.c.group_id == _GROUP_ID, join_requests.c.user_id == _USER_ID)
+    .exists(),
+    select(bans.c.user_id).where(bans.c.group_id == _GROUP_ID, bans.c.user_id == _USER_ID).exists(),
+)
+# Banner variants of groups: a ready image uploaded by a current leader of the group.
+LEADERS_BANNERS = (
+    select(memberships.c.group_id, banner_images.c.image_id, banner_images.c.variants)
+    .join(banner_images, banner_images.c.owner_id == memberships.c.user_id)
+    .where(
+        memberships.c.group_id.in_(bindparam("groups", expanding=True)),
+        memberships.c.role.in_([r.value for r in LEADER_ROLES]),
+        banner_images.c.image_id.in_(bindparam("images", expanding=True)),
+    )
+)
+
 ROLE_RANK = case({role.value: role.rank for role in Role}, value=memberships.c.role, else_=0)
 
 
@@ -201,15 +230,33 @@ def _detail_columns(details: GroupDetails) -> dict[str, Any]:
 
 LIVE = groups.c.deleted_at.is_(None)
 
+# The SQLite text index (migration 0002): an FTS5 trigram table, its rows tied to groups by group_search_ids.
+# A phrase query of the case-folded text matches where search_text contains it, as the LIKE does.
+TRIGRAM = 3
+INDEXED_MATCHES_AT_MOST = 2000
+COUNT_TEXT_MATCHES = text(
+    "SELECT count(*) FROM (SELECT rowid FROM groups_search WHERE groups_search MATCH :phrase LIMIT :cap)"
+)
+TEXT_MATCHES = text(
+    "SELECT group_search_ids.group_id FROM groups_search"
+    " JOIN group_search_ids ON group_search_ids.rowid = groups_search.rowid"
+    " WHERE groups_search MATCH :phrase"
+).columns(group_id=GROUP_ID)
+
+
+def _dialect_of(executor: Executor) -> str:
+    dialect = executor.dialect if isinstance(executor, AsyncConnection) else executor.get_bind().dialect
+    return str(dialect.name)
+
 
 class GroupStore:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: Executor) -> None:
         self.session = session
 
     async def find(self, id_or_slug: str) -> Group | None:
         """A group that is not deleted, by id or by slug (slugs never look like ids)."""
-        key = groups.c.id if looks_like_id(id_or_slug) else groups.c.slug
-        row = (await self.session.execute(select(groups).where(key == id_or_slug, LIVE))).mappings().first()
+        query = GROUP_BY_ID if looks_like_id(id_or_slug) else GROUP_BY_SLUG
+        row = (await self.session.execute(query, {"key": id_or_slug})).mappings().first()
         return _group(row) if row else None
 
     async def find_for_update(self, id_or_slug: str) -> Group | None:
@@ -277,7 +324,11 @@ class GroupStore:
         """A page of groups and the position after it (None on the last page)."""
         if criteria.near is not None:
             return await self._search_nearby(criteria, criteria.near, limit, after)
-        query = select(groups).where(*self._filters(criteria)).order_by(groups.c.created_at.desc(), groups.c.id.desc())
+        query = (
+            select(groups)
+            .where(*(await self._filters(criteria)))
+            .order_by(groups.c.created_at.desc(), groups.c.id.desc())
+        )
         if after is not None:
             created_at, last_id = _position(after, ("c", "i"))
             try:
@@ -304,7 +355,7 @@ class GroupStore:
         box = bounding_box(center, criteria.radius_km)
         in_lng = or_(*(groups.c.lng.between(west, east) for west, east in box.lng_ranges))
         query = select(groups.c.id, groups.c.lat, groups.c.lng).where(
-            *self._filters(criteria), groups.c.lat.between(box.min_lat, box.max_lat), in_lng
+            *await self._filters(criteria), groups.c.lat.between(box.min_lat, box.max_lat), in_lng
         )
         candidates = []
         for group_id, lat, lng in await self.session.execute(query):
@@ -327,10 +378,10 @@ class GroupStore:
         position = {"d": page[limit - 1][0], "i": page[limit - 1][1]} if len(page) > limit else None
         return found, position
 
-    def _filters(self, criteria: GroupSearch) -> list[ColumnElement[bool]]:
+    async def _filters(self, criteria: GroupSearch) -> list[ColumnElement[bool]]:
         filters: list[ColumnElement[bool]] = [LIVE]
         if criteria.text:
-            filters.append(groups.c.search_text.contains(criteria.text.casefold(), autoescape=True))
+            filters.append(await self._text_filter(criteria.text.casefold()))
         if criteria.topic:
             filters.append(
                 groups.c.id.in_(select(group_topics.c.group_id).where(group_topics.c.topic == criteria.topic))
@@ -341,24 +392,33 @@ class GroupStore:
             )
         return filters
 
+    async def _text_filter(self, folded: str) -> ColumnElement[bool]:
+        """Groups whose name or description contains `folded`.
+
+        On SQLite a selective query goes through the FTS5 trigram index (migration 0002): the matching groups
+        are looked up, then ordered. A query matching more than INDEXED_MATCHES_AT_MOST groups is common enough
+        that walking the groups newest first and testing each (the LIKE) finds a page sooner than fetching and
+        sorting every match. Queries under three characters have no trigram and use the LIKE too. On PostgreSQL
+        the LIKE is the query either way: the planner uses the pg_trgm index when it pays off."""
+        like = groups.c.search_text.contains(folded, autoescape=True)
+        if len(folded) < TRIGRAM or _dialect_of(self.session) != "sqlite":
+            return like
+        phrase = '"' + folded.replace('"', '""') + '"'
+        matches = await self.session.scalar(COUNT_TEXT_MATCHES, {"phrase": phrase, "cap": INDEXED_MATCHES_AT_MOST + 1})
+        if (matches or 0) > INDEXED_MATCHES_AT_MOST:
+            return like
+        return groups.c.id.in_(TEXT_MATCHES.bindparams(phrase=phrase))
+
     async def banners(self, shown: Iterable[Group]) -> dict[GroupId, ImageVariants]:
         """Banner variants of these groups: an image that is ready and was uploaded by a current leader of the
         group (anyone could name someone else's image id; it shows only when a leader owns it)."""
         wanted = {g.id: g.details.banner_image_id for g in shown if g.details.banner_image_id}
         if not wanted:
             return {}
-        query = (
-            select(memberships.c.group_id, banner_images.c.image_id, banner_images.c.variants)
-            .join(banner_images, banner_images.c.owner_id == memberships.c.user_id)
-            .where(
-                memberships.c.group_id.in_(list(wanted)),
-                memberships.c.role.in_([r.value for r in LEADER_ROLES]),
-                banner_images.c.image_id.in_(list(wanted.values())),
-            )
-        )
+        found = await self.session.execute(LEADERS_BANNERS, {"groups": list(wanted), "images": list(wanted.values())})
         return {
             GroupId(group_id): ImageVariants(**variants)
-            for group_id, image_id, variants in await self.session.execute(query)
+            for group_id, image_id, variants in found
             if wanted.get(GroupId(group_id)) == image_id
         }
 
@@ -392,24 +452,15 @@ def _avatar(value: Any) -> ImageVariants | None:
 
 
 class MembershipStore:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: Executor) -> None:
         self.session = session
 
     async def relation(self, group_id: GroupId, user_id: str | None) -> Relation:
         """What this person is to the group: member with a role, pending, banned, or nothing."""
         if user_id is None:
             return Relation()
-        # One round trip: membership, request and ban are three small primary-key lookups.
-        query = select(
-            select(memberships.c.role)
-            .where(memberships.c.group_id == group_id, memberships.c.user_id == user_id)
-            .scalar_subquery(),
-            select(join_requests.c.user_id)
-            .where(join_requests.c.group_id == group_id, join_requests.c.user_id == user_id)
-            .exists(),
-            select(bans.c.user_id).where(bans.c.group_id == group_id, bans.c.user_id == user_id).exists(),
-        )
-        role, pending, banned = (await self.session.execute(query)).one()
+        found = await self.session.execute(RELATION, {"group_id": group_id, "user_id": user_id})
+        role, pending, banned = found.one()
         return Relation(role=Role(role) if role else None, pending=bool(pending), banned=bool(banned))
 
     async def add(self, group_id: GroupId, user_id: str, role: Role, now: datetime) -> None:
@@ -506,7 +557,7 @@ class MembershipStore:
 
 
 class JoinRequestStore:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: Executor) -> None:
         self.session = session
 
     async def add(self, group_id: GroupId, user_id: str, answers: Sequence[Answer], now: datetime) -> None:
@@ -575,7 +626,7 @@ class JoinRequestStore:
 
 
 class BanStore:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: Executor) -> None:
         self.session = session
 
     async def add(self, group_id: GroupId, user_id: str, banned_by: str, now: datetime) -> None:
@@ -598,7 +649,7 @@ class DeletionStore:
     """Group-deletion sagas in the kernel's saga table: id = the group's id, `data` = what the saga was started
     with (who belonged, who was waiting), kept for the saga's audit after the memberships themselves are gone."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: Executor) -> None:
         self.sagas = SagaStore(session, GROUP_DELETION)
 
     async def start(self, deletion: Deletion, data: dict[str, Any], now: datetime) -> None:
@@ -639,7 +690,7 @@ class ProfileStore:
     """The read model of people's public names and avatars. Updates carry the whole profile and its time,
     so an older message arriving late (a replay, a retry) never overwrites a newer one."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: Executor) -> None:
         self.session = session
 
     async def apply(self, event: UserProfileUpdated) -> None:
@@ -674,7 +725,7 @@ class ProfileStore:
 class BannerStore:
     """The read model of ready group-banner images."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: Executor) -> None:
         self.session = session
 
     async def put(self, image_id: str, owner_id: str, variants: ImageVariants, ready_at: datetime) -> None:
@@ -695,7 +746,7 @@ class BannerStore:
 class Stores:
     """Every store of the service on one session."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: Executor) -> None:
         self.groups = GroupStore(session)
         self.memberships = MembershipStore(session)
         self.requests = JoinRequestStore(session)
@@ -733,6 +784,6 @@ def unit_of_work(context: ServiceContext) -> GroupsUnitOfWork:
 
 @asynccontextmanager
 async def reading(db: Database) -> AsyncIterator[Stores]:
-    """Stores on a read-only session: queries that do not wait for SQLite's write turn."""
-    async with db.read_session() as session:
-        yield Stores(session)
+    """Stores on a read-only connection (Core, no ORM session): queries that do not wait for SQLite's write turn."""
+    async with db.read_connection() as connection:
+        yield Stores(connection)

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     delete,
     func,
     insert,
@@ -31,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gatherly.contracts.users import GeoPoint, ImageVariants
 from gatherly.kernel.clock import Clock
-from gatherly.kernel.db import Database, rowcount
+from gatherly.kernel.db import Database, Executor, rowcount
 from gatherly.kernel.runtime import ServiceContext
 from gatherly.kernel.sagas import SagaState, SagaStore
 from gatherly.kernel.tables import Json, UtcDateTime, kernel_tables
@@ -162,10 +163,18 @@ mail_outbox = Table(
 # --- stores -----------------------------------------------------------------------------------------------------
 
 
+# Built once: statements on the request path skip SQLAlchemy's per-call construction and cache-key work.
+PROFILE_BY_ID = (
+    select(accounts, profiles)
+    .join(profiles, profiles.c.user_id == accounts.c.id)
+    .where(accounts.c.id == bindparam("user_id"))
+)
+
+
 class AccountStore:
     """Accounts and their profiles (one person = one row in each)."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: Executor) -> None:
         self.session = session
 
     async def credentials_of(self, email: Email) -> Credentials | None:
@@ -203,8 +212,7 @@ class AccountStore:
         await self.session.execute(update(accounts).where(accounts.c.id == user_id).values(confirmed_at=at))
 
     async def profile(self, user_id: str) -> Profile | None:
-        query = select(accounts, profiles).join(profiles, profiles.c.user_id == accounts.c.id)
-        row = (await self.session.execute(query.where(accounts.c.id == user_id))).mappings().first()
+        row = (await self.session.execute(PROFILE_BY_ID, {"user_id": user_id})).mappings().first()
         return _profile_of(row) if row else None
 
     async def save_profile(self, profile: Profile) -> None:
@@ -261,7 +269,7 @@ def _profile_of(row: RowMapping) -> Profile:
 
 
 class RefreshTokenStore:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: Executor) -> None:
         self.session = session
 
     async def add(self, token: RefreshToken, issued_at: datetime) -> None:
@@ -321,7 +329,7 @@ class RefreshTokenStore:
 
 
 class OneTimeTokenStore:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: Executor) -> None:
         self.session = session
 
     async def add(self, token: OneTimeToken, created_at: datetime) -> None:
@@ -381,7 +389,7 @@ class OneTimeTokenStore:
 
 
 class LoginThrottleStore:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: Executor) -> None:
         self.session = session
 
     async def get(self, email_key: str) -> LoginThrottle:
@@ -420,7 +428,7 @@ class StoredKey:
 
 
 class SigningKeyStore:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: Executor) -> None:
         self.session = session
 
     async def add(self, key: StoredKey) -> None:
@@ -448,20 +456,19 @@ class SigningKeyStore:
             await self.session.execute(update(signing_keys).where(signing_keys.c.kid.in_(kids)).values(retired_at=at))
 
 
+AVATAR_BY_ID = select(avatar_images).where(avatar_images.c.image_id == bindparam("image_id"))
+
+
 class AvatarStore:
     """The read model of ready avatar images: upserted from image.ready, removed on image.deleted."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: Executor) -> None:
         self.session = session
 
     async def get(self, image_id: str | None) -> Avatar | None:
         if image_id is None:
             return None
-        row = (
-            (await self.session.execute(select(avatar_images).where(avatar_images.c.image_id == image_id)))
-            .mappings()
-            .first()
-        )
+        row = (await self.session.execute(AVATAR_BY_ID, {"image_id": image_id})).mappings().first()
         return Avatar(row["image_id"], row["owner_id"], ImageVariants(**row["variants"])) if row else None
 
     async def put(self, avatar: Avatar, ready_at: datetime) -> None:
@@ -479,7 +486,7 @@ class AvatarStore:
 class DeletionStore:
     """Account-deletion sagas, kept in the kernel's sagas table (`data` holds the user id)."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: Executor) -> None:
         self.sagas = SagaStore(session, ACCOUNT_DELETION)
 
     async def add(self, deletion: AccountDeletion, now: datetime) -> None:
@@ -528,7 +535,7 @@ class OutgoingMail:
 
 
 class MailOutboxStore:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: Executor) -> None:
         self.session = session
 
     async def add(self, recipient: str, subject: str, text: str, html: str | None, now: datetime) -> None:
@@ -592,7 +599,7 @@ class MailOutboxStore:
 class Stores:
     """Every store of the service on one session."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: Executor) -> None:
         self.accounts = AccountStore(session)
         self.refresh_tokens = RefreshTokenStore(session)
         self.one_time_tokens = OneTimeTokenStore(session)
@@ -654,9 +661,9 @@ def unit_of_work(context: ServiceContext) -> UsersUnitOfWork:
 
 @asynccontextmanager
 async def reading(db: Database) -> AsyncIterator[Stores]:
-    """Stores on a read-only session: queries without taking SQLite's write turn."""
-    async with db.read_session() as session:
-        yield Stores(session)
+    """Stores on a read-only connection (Core, no ORM session): queries without taking SQLite's write turn."""
+    async with db.read_connection() as connection:
+        yield Stores(connection)
 
 
 def is_unique_violation(error: Exception) -> bool:

@@ -1,0 +1,374 @@
+"""HTTP benchmark (`make bench-http`): wrk against a seeded `gatherly up`, each endpoint beside `/livez` in one run.
+
+Every endpoint is measured right after `/livez` on the same server, so the ratio (endpoint req/s ÷ `/livez` req/s)
+says what the request path costs on top of the bare server whatever else the machine is doing. Targets (issue #9):
+reads ≥ 0.4x `/livez` with p99 < 50 ms at 32 connections, writes ≥ 0.25x. A ratio under its target prints a line
+starting with `BELOW TARGET`. The slowest endpoint (lowest ratio) is then profiled with py-spy while wrk runs again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORTS = ROOT / "bench" / "reports"
+DEMO_PASSWORD = "gatherly-demo-password"
+ORGANIZER = "ada@demo.gatherly.local"
+GROUPS_IN_ALL = 41  # the issue's measurement: the demo's groups plus generated ones
+BERLIN = (52.52, 13.405)
+
+# wrk calls `done` once at the end; it prints one JSON line the benchmark reads back.
+DONE_LUA = """
+done = function(summary, latency, requests)
+  local errors = summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout
+  io.write(string.format('RESULT {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, '
+    .. '"bad_status": %d, "socket_errors": %d}\\n', summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), summary.errors.status, errors))
+end
+"""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    method: str
+    path: str
+    kind: str  # "read" or "write"
+    auth: bool = False
+    body: dict[str, object] | None = None
+
+    @property
+    def target(self) -> float:
+        return 0.4 if self.kind == "read" else 0.25
+
+
+@dataclass(frozen=True)
+class Result:
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    bad_status: int  # answers other than 2xx/3xx
+    socket_errors: int  # timeouts (wrk gives up after 2 s) and connection errors
+    cpu_ms: float  # the server's CPU time per request: unlike req/s, it hardly depends on what else runs
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ensure_wrk() -> str:
+    if shutil.which("wrk") is None:
+        subprocess.run(["bash", str(ROOT / "scripts" / "wrk.sh")], check=True)
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        sys.exit("wrk is not installed and scripts/wrk.sh could not install it")
+    return wrk
+
+
+def start_server(port: int, data_dir: Path, sources: Path | None) -> subprocess.Popen[bytes]:
+    log = (data_dir / "server.log").open("wb")
+    env = {**os.environ, "GATHERLY_SHUTDOWN_DRAIN_SECONDS": "0"}
+    if sources is not None:
+        # Another checkout's packages shadow this one's (e.g. the code before a change): same venv, its sources.
+        packages = [
+            sources / "kernel",
+            sources / "contracts",
+            *sorted((sources / "services").iterdir()),
+            sources / "app",
+        ]
+        env["PYTHONPATH"] = os.pathsep.join(str(package / "src") for package in packages)
+    command = [sys.executable, "-m", "gatherly.app", "up", "--port", str(port), "--data-dir", str(data_dir)]
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+
+def wait_until_seeded(base: str, data_dir: Path, server: subprocess.Popen[bytes], timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            sys.exit(f"gatherly up exited with {server.returncode}; see {data_dir / 'server.log'}")
+        if (data_dir / ".demo-loaded").exists():
+            try:
+                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.2)
+    sys.exit(f"gatherly up was not ready with its demo data after {timeout:.0f} s; see {data_dir / 'server.log'}")
+
+
+def seed(base: str) -> tuple[str, str]:
+    """Log in as the demo organizer and add groups around Berlin up to GROUPS_IN_ALL; returns (token, group id)."""
+    with httpx.Client(base_url=base, timeout=30) as client:
+        login = client.post("/api/auth/login", json={"email": ORGANIZER, "password": DEMO_PASSWORD})
+        login.raise_for_status()
+        headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        existing = client.get("/api/groups", params={"limit": 100}).json()["items"]
+        for n in range(len(existing), GROUPS_IN_ALL):
+            body = {
+                "name": f"Bench group {n}",
+                "description": f"Generated by bench/http_bench.py: group number {n}.",
+                "topics": ["tech", "bench"],
+                "city": "Berlin",
+                "location": {"lat": BERLIN[0] + (n % 7) * 0.05, "lng": BERLIN[1] + (n % 5) * 0.05},
+            }
+            client.post("/api/groups", json=body, headers=headers).raise_for_status()
+        mine = client.get("/api/groups", params={"member": "me"}, headers=headers).json()["items"]
+        return login.json()["access_token"], mine[0]["id"]
+
+
+def endpoints(group_id: str) -> list[Endpoint]:
+    near = f"{BERLIN[0]},{BERLIN[1]}"
+    return [
+        Endpoint("GET /api/groups?limit=20", "GET", "/api/groups?limit=20", "read"),
+        Endpoint("GET /api/groups?near=…&radius_km=50", "GET", f"/api/groups?near={near}&radius_km=50", "read"),
+        Endpoint("GET /api/groups?q=python", "GET", "/api/groups?q=python", "read"),
+        Endpoint("GET /api/users/me (bearer)", "GET", "/api/users/me", "read", auth=True),
+        Endpoint("GET /api/groups?member=me (bearer)", "GET", "/api/groups?member=me", "read", auth=True),
+        Endpoint("GET /api/groups/{id}", "GET", f"/api/groups/{group_id}", "read", auth=True),
+        Endpoint("GET /api/groups/{id}/members", "GET", f"/api/groups/{group_id}/members", "read", auth=True),
+        Endpoint("PATCH /api/users/me (bearer)", "PATCH", "/api/users/me", "write", True, {"bio": "Benchmarking."}),
+        Endpoint(
+            "PATCH /api/groups/{id} (bearer)",
+            "PATCH",
+            f"/api/groups/{group_id}",
+            "write",
+            True,
+            {"description": "Talks, lightning talks and pairing for Pythonistas of every level."},
+        ),
+    ]
+
+
+def lua_script(endpoint: Endpoint, token: str, directory: Path) -> Path:
+    lines = [f"wrk.method = {json.dumps(endpoint.method)}"]
+    if endpoint.auth:
+        lines.append(f'wrk.headers["Authorization"] = {json.dumps("Bearer " + token)}')
+    if endpoint.body is not None:
+        lines.append('wrk.headers["Content-Type"] = "application/json"')
+        lines.append(f"wrk.body = {json.dumps(json.dumps(endpoint.body))}")
+    script = directory / f"{abs(hash(endpoint.name))}.lua"
+    script.write_text("\n".join(lines) + "\n" + DONE_LUA)
+    return script
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(wrk: str, url: str, script: Path, args: argparse.Namespace, server_pid: int) -> Result:
+    command = [wrk, f"-t{args.threads}", f"-c{args.connections}", f"-d{args.seconds}s", "-s", str(script), url]
+    cpu_before = cpu_seconds(server_pid)
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    cpu = cpu_seconds(server_pid) - cpu_before
+    line = next((x for x in output.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        sys.exit(f"wrk printed no result:\n{output}")
+    raw = json.loads(line.removeprefix("RESULT "))
+    return Result(
+        requests_per_s=raw["requests"] / (raw["duration_us"] / 1e6),
+        p50_ms=raw["p50_us"] / 1000,
+        p99_ms=raw["p99_us"] / 1000,
+        bad_status=raw["bad_status"],
+        socket_errors=raw["socket_errors"],
+        cpu_ms=cpu * 1000 / max(raw["requests"], 1),
+    )
+
+
+def profile(server_pid: int, wrk: str, url: str, script: Path, args: argparse.Namespace) -> str:
+    """py-spy samples the server while wrk loads the slowest endpoint; the top functions by own and total time."""
+    py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if py_spy is None:
+        return "py-spy is not installed (it is a dev dependency: `make install`)."
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "stacks.txt"
+        sampler = subprocess.Popen(
+            [
+                py_spy,
+                "record",
+                "--pid",
+                str(server_pid),
+                "--duration",
+                str(args.seconds),
+                "--rate",
+                "200",
+                "--format",
+                "raw",
+                "--output",
+                str(raw),
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        run_wrk(wrk, url, script, args, server_pid)
+        _, errors = sampler.communicate(timeout=60)
+        if sampler.returncode != 0 or not raw.exists():
+            return f"py-spy could not sample the server: {errors.strip()[-500:]}"
+        return summarize_stacks(raw.read_text())
+
+
+def summarize_stacks(collapsed: str, top: int = 25) -> str:
+    own: collections.Counter[str] = collections.Counter()
+    total: collections.Counter[str] = collections.Counter()
+    samples = 0
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        samples += n
+        frames = [_short(frame) for frame in stack.split(";")]
+        own[frames[-1]] += n
+        for frame in set(frames):
+            total[frame] += n
+    if not samples:
+        return "py-spy recorded no samples."
+
+    everywhere = max(total.values())
+    below = collections.Counter({frame: n for frame, n in total.items() if n < everywhere * 0.95})
+
+    def table(counter: collections.Counter[str]) -> list[str]:
+        rows = ["| share | function |", "|---:|---|"]
+        rows += [f"| {n / samples:.1%} | `{frame}` |" for frame, n in counter.most_common(top)]
+        return rows
+
+    return "\n".join(
+        [
+            f"{samples} samples.",
+            "",
+            "Own time (where the CPU is):",
+            "",
+            *table(own),
+            "",
+            "Total time (incl. callees; frames under every sample, such as the CLI and uvicorn's loop, left out):",
+            "",
+            *table(below),
+        ]
+    )
+
+
+def _short(frame: str) -> str:
+    # py-spy frames look like `function (/path/to/module.py:123)`; keep the function and the file's tail.
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")")
+    path, _, _line = where.rpartition(":")
+    parts = Path(path).parts
+    tail = "/".join(parts[-2:]) if parts else where
+    return f"{name} ({tail})"
+
+
+def report(rows: list[tuple[Endpoint, Result, Result]], args: argparse.Namespace, profile_text: str, slow: str) -> str:
+    lines = [
+        "# HTTP benchmark",
+        "",
+        f"`make bench-http` on {platform.node()} ({os.cpu_count()} cores), {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: "
+        f"wrk {args.threads} threads, {args.connections} connections, {args.seconds} s per run, one `gatherly up` "
+        f"seeded with the demo and generated groups ({GROUPS_IN_ALL} in all); each endpoint measured right after "
+        "`/livez` on the same server. Targets: reads ≥ 0.4x `/livez` and p99 < 50 ms; writes ≥ 0.25x. "
+        f"Load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} (2 cores shared with other work).",
+        "",
+        "| endpoint | req/s | p50 ms | p99 ms | CPU ms/req | timeouts | `/livez` req/s | `/livez` CPU ms/req | ratio "
+        "| target | |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for endpoint, bare, measured in rows:
+        ratio = measured.requests_per_s / bare.requests_per_s
+        ok = ratio >= endpoint.target and (endpoint.kind != "read" or measured.p99_ms < 50)
+        lines.append(
+            f"| `{endpoint.name}` | {measured.requests_per_s:,.0f} | {measured.p50_ms:.1f} | {measured.p99_ms:.1f} | "
+            f"{measured.cpu_ms:.2f} | {measured.socket_errors} | {bare.requests_per_s:,.0f} | {bare.cpu_ms:.2f} | "
+            f"{ratio:.2f} | {endpoint.target} | {'met' if ok else '**below**'} |"
+        )
+    lines += ["", f"## Profile of the slowest: `{slow}`", "", profile_text, ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0, help="port for gatherly up (default: a free one)")
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--report", type=Path, default=REPORTS / "http.md")
+    parser.add_argument("--only", default="", help="run only endpoints whose name contains this")
+    parser.add_argument("--sources", type=Path, help="serve another checkout's code (e.g. before a change)")
+    args = parser.parse_args()
+
+    wrk = ensure_wrk()
+    port = args.port or free_port()
+    base = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory(prefix="gatherly-bench-") as tmp:
+        data_dir = Path(tmp)
+        server = start_server(port, data_dir, args.sources)
+        try:
+            wait_until_seeded(base, data_dir, server)
+            token, group_id = seed(base)
+            livez = data_dir / "livez.lua"
+            livez.write_text(DONE_LUA)
+            rows = []
+            for endpoint in endpoints(group_id):
+                if args.only not in endpoint.name:
+                    continue
+                # Each endpoint's requests must succeed, or the figure measures the error path.
+                with httpx.Client(base_url=base) as client:
+                    check = client.request(
+                        endpoint.method,
+                        endpoint.path,
+                        json=endpoint.body,
+                        headers={"Authorization": f"Bearer {token}"} if endpoint.auth else {},
+                    )
+                if check.status_code >= 400:
+                    sys.exit(f"{endpoint.name} answered {check.status_code}: {check.text[:300]}")
+                bare = run_wrk(wrk, base + "/livez", livez, args, server.pid)
+                measured = run_wrk(wrk, base + endpoint.path, lua_script(endpoint, token, data_dir), args, server.pid)
+                if measured.bad_status:
+                    sys.exit(f"{endpoint.name}: {measured.bad_status} requests failed under load")
+                rows.append((endpoint, bare, measured))
+                ratio = measured.requests_per_s / bare.requests_per_s
+                print(
+                    f"{endpoint.name:45} {measured.requests_per_s:8,.0f} req/s  p50 {measured.p50_ms:6.1f} ms  "
+                    f"p99 {measured.p99_ms:6.1f} ms  CPU {measured.cpu_ms:5.2f} ms/req  "
+                    f"/livez {bare.requests_per_s:8,.0f} req/s {bare.cpu_ms:5.2f} ms/req  ratio {ratio:.2f}",
+                    flush=True,
+                )
+            slowest = min(rows, key=lambda row: row[2].requests_per_s / row[1].requests_per_s)[0]
+            profile_text = profile(server.pid, wrk, base + slowest.path, lua_script(slowest, token, data_dir), args)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.write_text(report(rows, args, profile_text, slowest.name))
+    print(f"report: {args.report.relative_to(ROOT) if args.report.is_relative_to(ROOT) else args.report}")
+    for endpoint, bare, measured in rows:
+        ratio = measured.requests_per_s / bare.requests_per_s
+        if ratio < endpoint.target:
+            print(f"BELOW TARGET: {endpoint.name} at {ratio:.2f}x /livez (target {endpoint.target}x)")
+        if endpoint.kind == "read" and measured.p99_ms >= 50:
+            print(f"BELOW TARGET: {endpoint.name} p99 {measured.p99_ms:.1f} ms (target < 50 ms)")
+
+
+if __name__ == "__main__":
+    main()
