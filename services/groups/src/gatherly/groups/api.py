@@ -108,6 +108,23 @@ class JoinRequestOut(BaseModel):
 
 
 class NewGroup(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Lyon Hikers",
+                    "description": "Day hikes around Lyon.",
+                    "topics": ["hiking"],
+                    "city": "Lyon",
+                    "location": {"lat": 45.76, "lng": 4.84},
+                    "visibility": "public",
+                    "join_policy": "approval",
+                    "questions": ["How often do you hike?"],
+                }
+            ]
+        }
+    )
+
     name: str
     description: str = ""
     topics: list[str] = []
@@ -121,7 +138,12 @@ class NewGroup(BaseModel):
 class GroupChanges(BaseModel):
     """Any of these; a field left out stays as it is. city, location and banner_image_id may be null."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"description": "Day hikes and weekend trips around Lyon.", "join_policy": "open"}]
+        },
+    )
 
     name: str | None = None
     description: str | None = None
@@ -138,6 +160,8 @@ NULLABLE_CHANGES = {"city", "location", "banner_image_id"}
 
 
 class JoinBody(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"answers": ["Most weekends"]}]})
+
     answers: list[str] = []
 
 
@@ -146,6 +170,8 @@ class JoinOut(BaseModel):
 
 
 class RoleBody(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"role": "co_organizer"}]})
+
     role: Role
 
 
@@ -155,6 +181,10 @@ class DecisionOut(BaseModel):
 
 
 class AnnouncementBody(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"subject": "Saturday hike moved", "body": "We meet at 9:00 instead of 8:30."}]}
+    )
+
     subject: str
     body: str
 

@@ -61,29 +61,53 @@ Client = Annotated[str, Depends(client_address)]
 
 
 class SignUpRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"email": "ann@example.org", "password": "correct horse battery staple", "display_name": "Ann"}
+            ]
+        }
+    )
+
     email: EmailField
     password: PasswordField
     display_name: Annotated[str, Field(max_length=200)]
 
 
 class TokenRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"token": "the-token-from-the-emailed-link"}]})
+
     token: TokenField
 
 
 class LoginRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"email": "ann@example.org", "password": "correct horse battery staple"}]}
+    )
+
     email: EmailField
     password: PasswordField
 
 
 class RefreshRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"refresh_token": "the-refresh-token-from-login"}]})
+
     refresh_token: TokenField
 
 
 class PasswordResetRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"email": "ann@example.org"}]})
+
     email: EmailField
 
 
 class PasswordResetConfirmation(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"token": "the-token-from-the-emailed-link", "password": "a new long passphrase"}]
+        }
+    )
+
     token: TokenField
     password: PasswordField
 
@@ -111,6 +135,12 @@ class Me(PublicProfile):
 
 
 class ProfileChanges(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"display_name": "Ann B.", "city": "Lyon", "topics": ["hiking", "board games"]}]
+        }
+    )
+
     # A field that cannot be changed here (email, id) is refused, not silently dropped with a 200.
     model_config = ConfigDict(extra="forbid")
 
