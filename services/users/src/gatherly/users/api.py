@@ -135,14 +135,13 @@ class Me(PublicProfile):
 
 
 class ProfileChanges(BaseModel):
+    # A field that cannot be changed here (email, id) is refused, not silently dropped with a 200.
     model_config = ConfigDict(
+        extra="forbid",
         json_schema_extra={
             "examples": [{"display_name": "Ann B.", "city": "Lyon", "topics": ["hiking", "board games"]}]
-        }
+        },
     )
-
-    # A field that cannot be changed here (email, id) is refused, not silently dropped with a 200.
-    model_config = ConfigDict(extra="forbid")
 
     display_name: Annotated[str | None, Field(max_length=200)] = None
     bio: Annotated[str | None, Field(max_length=10_000)] = None
