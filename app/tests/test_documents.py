@@ -67,7 +67,8 @@ def test_request_bodies_carry_examples(openapi: dict[str, Any]) -> None:
     schemas = openapi["components"]["schemas"]
     for path, method, op in operations(openapi):
         if "requestBody" in op:
-            ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+            schema = op["requestBody"]["content"]["application/json"]["schema"]
+            ref = next(o["$ref"] for o in [schema, *schema.get("anyOf", [])] if "$ref" in o).rsplit("/", 1)[-1]
             assert schemas[ref].get("examples"), (method, path, ref)
 
 
