@@ -120,6 +120,8 @@ def checked_json(body: bytes) -> bytes:
         document = json.loads(body) if body else None
     except RecursionError:
         raise RefusedJson(f"The JSON is nested deeper than {MAX_JSON_DEPTH} levels.", [])
+    except UnicodeDecodeError:
+        raise RefusedJson("The body is not JSON text in UTF-8.", [{"field": "body", "message": "Not UTF-8."}])
     except ValueError:
         return body
     try:
