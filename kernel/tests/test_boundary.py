@@ -229,3 +229,10 @@ async def test_a_500_leaves_the_keep_alive_connection_open() -> None:
         await serving
     assert answers[0][0] == b"500" and answers[0][1]["status"] == 500
     assert answers[1] == (b"200", {"slug": "after", "q": ""})
+
+
+async def test_a_body_that_is_not_utf8_is_a_422_not_a_400(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/notes", content=b'{"title": "\xff\xfe"}', headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422 and response.json()["errors"][0]["field"] == "body"
