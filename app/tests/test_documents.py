@@ -81,7 +81,9 @@ def test_the_checked_in_event_catalog_is_what_the_code_generates() -> None:
 
 def test_the_catalog_lists_every_event_in_contracts() -> None:
     catalog = catalog_document()
-    for event in all_schemas().values():
+    events = [e for e in all_schemas().values() if e.__module__.startswith("gatherly.contracts.")]
+    assert len(events) >= 20
+    for event in events:
         assert message_name(event) in catalog["components"]["messages"], event.TYPE
         assert message_name(event) in catalog["channels"][event.TOPIC]["messages"], event.TYPE
 
@@ -90,7 +92,11 @@ def test_no_service_publishes_or_consumes_an_event_the_catalog_lacks() -> None:
     catalog = catalog_document()
     messages = catalog["components"]["messages"]
     # An event class defined outside contracts/ (inside a service) would be published or consumed uncatalogued.
-    strays = [e.__module__ for e in _every_event_class() if not e.__module__.startswith("gatherly.contracts.")]
+    strays = [
+        e.__module__
+        for e in _every_event_class()
+        if e.__module__.startswith("gatherly.") and not e.__module__.startswith("gatherly.contracts.")
+    ]
     assert not strays, f"integration events must live in contracts/: {strays}"
     for service in ALL.values():
         for topic in service.topics:

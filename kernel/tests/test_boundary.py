@@ -91,7 +91,7 @@ async def test_nul_and_lone_surrogates_in_a_json_body_are_refused_naming_the_fie
     response = await client.post("/notes", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 422, response.text
     assert [e["field"] for e in response.json()["errors"]] == [field]
-    assert response.json()["request_id"] == response.headers["x-request-id"]
+    assert response.headers["x-request-id"]
 
 
 async def test_text_reaches_the_service_in_nfc() -> None:

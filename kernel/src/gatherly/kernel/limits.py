@@ -26,7 +26,9 @@ log = structlog.get_logger(__name__)
 
 
 def problem_body(status: int, detail: str, *, title: str | None = None, **extra: Any) -> dict[str, Any]:
-    """An RFC 9457 problem; with the request id when there is one, so a report can be matched to the logs."""
+    """An RFC 9457 problem. A 5xx carries the request id (also in X-Request-ID), so a report of an error on our side
+    can be matched to its logged traceback; other problems leave it to the header, so that equal refusals have
+    equal bodies (a login's answer must not differ between an unknown email and a wrong password)."""
     body: dict[str, Any] = {
         "type": "about:blank",
         "title": title or HTTPStatus(status).phrase,
@@ -35,7 +37,7 @@ def problem_body(status: int, detail: str, *, title: str | None = None, **extra:
         **extra,
     }
     request_id = correlation_id_var.get()
-    if request_id and "request_id" not in body:
+    if status >= 500 and request_id and "request_id" not in body:
         body["request_id"] = request_id
     return body
 

@@ -31,7 +31,10 @@ PROBLEM_SCHEMAS: dict[str, Any] = {
             "title": {"type": "string"},
             "status": {"type": "integer", "minimum": 400, "maximum": 599},
             "detail": {"type": "string"},
-            "request_id": {"type": "string", "description": "Quote it when reporting the problem."},
+            "request_id": {
+                "type": "string",
+                "description": "On a 5xx: quote it when reporting the problem (always in X-Request-ID).",
+            },
             "errors": {"type": "array", "items": {"$ref": "#/components/schemas/ProblemField"}},
         },
         "additionalProperties": True,
