@@ -158,7 +158,10 @@ def schemathesis(live: Live, *extra: str) -> None:
         "1",
         *extra,
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=SECONDS * 4 + 120, check=False)
+    # Run in the temporary folder: Schemathesis keeps a cache in its working directory.
+    result = subprocess.run(
+        command, cwd=live.data_dir.parent, capture_output=True, text=True, timeout=SECONDS * 4 + 120, check=False
+    )
     assert result.returncode == 0, f"Schemathesis found failures:\n{result.stdout[-15000:]}\n{result.stderr[-3000:]}"
     print(result.stdout[result.stdout.rfind("SUMMARY") :])  # shown with `pytest -s`: what was covered
 

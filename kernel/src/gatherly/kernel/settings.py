@@ -36,7 +36,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     public_url: str = ""  # empty: http://localhost:<port>
     # Dev conveniences such as the /dev/mail page (every confirmation and reset link): unset, they are on only
-    # while the bind address is loopback, so nobody else can reach them; set explicitly, they are on (with a warning).
+    # while the bind address is loopback, so nobody else can reach them; set explicitly, they are on (warned about
+    # loudly at start when the bind address is not loopback).
     dev: bool | None = None
     # Origins whose pages may call the API from a browser (CORS); the public URL is always one.
     cors_origins: list[str] = Field(default_factory=list)
