@@ -5,7 +5,7 @@ export UV_COMPILE_BYTECODE := 1
 PORT ?= 8000
 DATA_DIR ?= ./var
 
-.PHONY: up test install uv lint format typecheck imports pytest bench bench-http clean
+.PHONY: up test install uv lint format typecheck imports pytest bench bench-http clean docs openapi catalog contract-long
 
 up: install ## install everything and start Gatherly with demo data at http://localhost:8000
 	$(UV) run gatherly up --port $(PORT) --data-dir $(DATA_DIR)
@@ -35,6 +35,15 @@ imports:
 
 pytest:
 	$(UV) run pytest -q
+
+docs: install ## regenerate docs/openapi.json and docs/events.md from the code (tests fail when they drift)
+	$(UV) run gatherly docs
+
+openapi catalog: docs
+
+contract-long: install ## the Schemathesis contract run for longer (CONTRACT_SECONDS per run, default 600)
+	GATHERLY_CONTRACT_SECONDS=$${CONTRACT_SECONDS:-600} GATHERLY_CONTRACT_EXAMPLES=$${CONTRACT_EXAMPLES:-1000} \
+		$(UV) run pytest -q -p no:cacheprovider tests/contract --timeout=0
 
 bench: install ## benchmarks; reports land in bench/reports/
 	$(UV) run python bench/log_latency.py

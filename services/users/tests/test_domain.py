@@ -199,11 +199,25 @@ def test_mail_retries_back_off_doubling_up_to_a_cap() -> None:
 
 
 def test_a_display_name_is_trimmed_and_stripped_of_control_characters() -> None:
-    assert clean_display_name("  Ann\u202e  Smith\x00 ") == "Ann Smith"
+    assert clean_display_name("  Ann\u200b  Smith\x07 ") == "Ann Smith"
     with pytest.raises(InvalidInput):
         clean_display_name(" \t ")
     with pytest.raises(InvalidInput):
         clean_display_name("a" * 81)
+
+
+def test_a_display_name_keeps_joiners_that_emoji_and_persian_need() -> None:
+    family = "\U0001f469\u200d\U0001f467"  # woman ZWJ girl: one emoji
+    persian = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"  # "mi-khaham", ZWNJ between the parts
+    assert clean_display_name(family) == family
+    assert clean_display_name(persian) == persian
+
+
+@pytest.mark.parametrize("name", ["Ann\u202eSmith", "\u2066Ann", "\u200d\u200c", "\u3164", "\u200b \u2800"])
+def test_a_display_name_with_bidi_overrides_or_nothing_visible_is_refused(name: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        clean_display_name(name)
+    assert refused.value.field == "display_name"
 
 
 def test_a_bio_keeps_its_lines_but_is_bounded() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,7 @@ from gatherly.app.server import serve
 from gatherly.app.services import ALL
 from gatherly.kernel.consumers import DLQ_SUFFIX, forget_processed, replay_dead_letters
 from gatherly.kernel.db import Database
+from gatherly.kernel.files import PRIVATE_UMASK
 from gatherly.kernel.settings import Settings
 
 app = typer.Typer(help="Gatherly: local groups and events.", no_args_is_help=True)
@@ -39,6 +41,7 @@ def up(
     no_demo: Annotated[bool, typer.Option("--no-demo", help="Start without demo data")] = False,
 ) -> None:
     """Start everything in one process: five services, the gateway and the web app."""
+    os.umask(PRIVATE_UMASK)  # databases (signing keys), mail files, logs: the owner's only
     settings = _settings(port=port, host=host, data_dir=data_dir)
     configure_logging(settings.log_level, settings.log_json)
     process = Process(settings, demo=not no_demo)
@@ -55,6 +58,7 @@ def run(
     """Run one service (its API, relay and consumers) in this process: distributed mode."""
     if service not in ALL:
         raise typer.BadParameter(f"unknown service {service!r}; one of {', '.join(ALL)}")
+    os.umask(PRIVATE_UMASK)
     settings = _settings(port=port, host=host)
     configure_logging(settings.log_level, settings.log_json)
     serve(Process(settings, [service], serve_web=False, demo=False), settings.host, settings.port)
@@ -213,6 +217,15 @@ def keys_list() -> None:
             await db.dispose()
 
     console.print(asyncio.run(go()))
+
+
+@app.command()
+def docs() -> None:
+    """Write docs/openapi.json and docs/events.md from the code (the tests fail when they drift from it)."""
+    from gatherly.app.documents import write_documents
+
+    for path in write_documents():
+        console.print(f"wrote {path}")
 
 
 def _topics_of(definition: object) -> set[str]:

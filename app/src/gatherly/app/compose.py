@@ -9,9 +9,10 @@ import httpx
 from starlette.types import Receive, Scope, Send
 
 from gatherly.app.demo import seed_demo
-from gatherly.app.gateway import Gateway
+from gatherly.app.gateway import Gateway, front_door
 from gatherly.app.platform import build_platform
 from gatherly.app.services import ALL
+from gatherly.kernel.boundary import install_boundary
 from gatherly.kernel.runtime import Platform, ServiceHost
 from gatherly.kernel.settings import Settings
 
@@ -40,12 +41,15 @@ class Process:
             )
         self.platform: Platform = build_platform(settings, jwks_client=jwks_client)
         self.hosts = [ServiceHost(ALL[name], self.platform) for name in names]
+        for host in self.hosts:
+            install_boundary(host.app, host.name, settings)
         self.gateway = Gateway(self.hosts, self.platform, web_dir=web_dir or REPO_WEB_DIST, serve_web=serve_web)
+        self.asgi = front_door(self.gateway, settings)
         if demo:
             self.gateway.on_started.append(lambda: seed_demo(self))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.gateway(scope, receive, send)
+        await self.asgi(scope, receive, send)
 
     def host(self, name: str) -> ServiceHost:
         return next(h for h in self.hosts if h.name == name)

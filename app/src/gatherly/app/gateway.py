@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.resources
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -11,11 +12,15 @@ from typing import Any
 import structlog
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.types import Receive, Scope, Send
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gatherly.app import devmail
+from gatherly.kernel.catalog import asyncapi
 from gatherly.kernel.runtime import Platform, ServiceHost
+from gatherly.kernel.settings import Settings
 from gatherly.kernel.web import install_error_handlers, problem
 
 log = structlog.get_logger(__name__)
@@ -30,22 +35,83 @@ PREFIXES: dict[str, tuple[str, ...]] = {
 }
 
 PLACEHOLDER = Path(__file__).parent / "static"
+SWAGGER_UI = Path(str(importlib.resources.files("fastapi_offline") / "static"))
+# No inline script or style of our own, so the page runs under the CSP every response carries.
+DOCS_PAGE = (
+    '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Gatherly API</title>'
+    '<link rel="stylesheet" href="/api/docs/assets/swagger-ui.css">'
+    '<link rel="icon" href="/api/docs/assets/favicon.png"></head>'
+    '<body><div id="swagger-ui"></div><script src="/api/docs/assets/swagger-ui-bundle.js"></script>'
+    '<script src="/api/docs/init.js"></script></body></html>'
+)
+DOCS_SCRIPT = (
+    'window.ui = SwaggerUIBundle({url: "/api/openapi.json", dom_id: "#swagger-ui", deepLinking: true,'
+    " validatorUrl: null, presets: [SwaggerUIBundle.presets.apis], layout: 'BaseLayout'});\n"
+)
+# Every response: scripts, styles and fetches from this origin only, no framing (clickjacking), no sniffing.
+SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+        b"connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
+
+
+class SecurityHeaders:
+    """Pure ASGI middleware adding SECURITY_HEADERS to every HTTP response (a service's own value wins)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [(name, value) for name, value in SECURITY_HEADERS if name not in present]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def front_door(app: ASGIApp, settings: Settings) -> ASGIApp:
+    """What every process puts in front of its gateway: security headers, then CORS (preflights answered here,
+    for the public origin and the configured ones)."""
+    cors = CORSMiddleware(
+        app,
+        allow_origins=settings.allowed_origins,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        expose_headers=["X-Request-ID", "Retry-After", "Location"],
+        max_age=600,
+    )
+    return SecurityHeaders(cors)
 
 
 def merged_openapi(hosts: Sequence[ServiceHost]) -> dict[str, Any]:
+    """The documents of the hosted services as one (each prefix belongs to one service, so paths never clash)."""
     merged: dict[str, Any] = {
         "openapi": "3.1.0",
-        "info": {"title": "Gatherly API", "version": "1"},
+        "info": {
+            "title": "Gatherly API",
+            "version": "1",
+            "description": "Errors are application/problem+json (the Problem schema). Events: /api/asyncapi.json.",
+        },
+        "tags": [{"name": host.name, "description": f"The {host.definition.title}."} for host in hosts],
         "paths": {},
         "components": {"schemas": {}, "securitySchemes": {}},
     }
     for host in hosts:
         document = host.app.openapi()
-        for path, operations in document.get("paths", {}).items():
-            merged["paths"][path] = {
-                method: {**operation, "tags": operation.get("tags") or [host.name]}
-                for method, operation in operations.items()
-            }
+        merged["paths"].update(document.get("paths", {}))
         for section in ("schemas", "securitySchemes"):
             merged["components"][section].update(document.get("components", {}).get(section, {}))
     return merged
@@ -118,15 +184,32 @@ class Gateway:
         install_error_handlers(app)
         hosts = self.hosts
 
+        documents: dict[str, JSONResponse] = {}  # built at the first request, then the same every time
+
+        # /openapi.json too: where FastAPI-style clients and tools look first.
         @app.get("/api/openapi.json", include_in_schema=False)
+        @app.get("/openapi.json", include_in_schema=False)
         async def openapi() -> JSONResponse:
-            return JSONResponse(merged_openapi(hosts))
+            if "openapi" not in documents:
+                documents["openapi"] = JSONResponse(merged_openapi(hosts))
+            return documents["openapi"]
+
+        @app.get("/api/asyncapi.json", include_in_schema=False)
+        async def events_catalog() -> JSONResponse:
+            if "asyncapi" not in documents:
+                documents["asyncapi"] = JSONResponse(asyncapi([host.definition for host in hosts]))
+            return documents["asyncapi"]
+
+        # Swagger UI from the installed package, not a CDN: the page works offline and under the strict CSP.
+        app.mount("/api/docs/assets", StaticFiles(directory=SWAGGER_UI), name="swagger-ui")
 
         @app.get("/api/docs", include_in_schema=False)
         async def docs() -> HTMLResponse:
-            from fastapi.openapi.docs import get_swagger_ui_html
+            return HTMLResponse(DOCS_PAGE)
 
-            return get_swagger_ui_html(openapi_url="/api/openapi.json", title="Gatherly API")
+        @app.get("/api/docs/init.js", include_in_schema=False)
+        async def docs_script() -> Response:
+            return Response(DOCS_SCRIPT, media_type="text/javascript")
 
         @app.get("/livez", include_in_schema=False)
         async def livez() -> dict[str, str]:
@@ -143,8 +226,14 @@ class Gateway:
         async def metrics() -> Response:
             return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-        if self.settings.dev:
+        if self.settings.dev_endpoints:
             app.include_router(devmail.router(self.settings.mail_dir))
+            if self.settings.dev and not self.settings.is_loopback:
+                log.warning(
+                    "DEV MODE IS ON FOR A NON-LOOPBACK ADDRESS: /dev/mail shows every confirmation and password "
+                    "reset link to anyone who can reach this port. Unset GATHERLY_DEV outside development.",
+                    host=self.settings.host,
+                )
 
         if not self.serve_web:
             return app

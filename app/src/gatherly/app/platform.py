@@ -6,6 +6,7 @@ import httpx
 
 from gatherly.kernel.auth import HttpJwksSource, JwksSource, TokenVerifier
 from gatherly.kernel.clock import SystemClock
+from gatherly.kernel.files import private_directory
 from gatherly.kernel.flags import FileFlagProvider, Flags, ensure_flags_file
 from gatherly.kernel.log.base import MessageLog
 from gatherly.kernel.log.embedded import EmbeddedLog
@@ -21,7 +22,7 @@ def build_log(settings: Settings) -> MessageLog:
 
         kafka_log: MessageLog = kafka.KafkaLog(settings.kafka_bootstrap_servers)
         return kafka_log
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_directory(settings.data_dir)
     return EmbeddedLog(settings.log_path)
 
 
@@ -32,7 +33,7 @@ def build_mailer(settings: Settings, resilience: Resilience) -> Mailer:
             host=settings.smtp_host,
             port=settings.smtp_port,
             username=settings.smtp_username,
-            password=settings.smtp_password,
+            password=settings.smtp_password.get_secret_value(),
             starttls=settings.smtp_starttls,
         )
     return FileMailer(settings.mail_dir)

@@ -13,6 +13,7 @@ from typing import Protocol
 
 import aiosmtplib
 
+from gatherly.kernel.files import private_directory, write_private
 from gatherly.kernel.resilience import Resilience
 
 
@@ -42,14 +43,14 @@ class FileMailer:
         self.folder = folder
 
     async def send(self, message: EmailMessage) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(private_directory, self.folder)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         recipient = re.sub(r"[^A-Za-z0-9@._-]", "_", str(message["To"]))[:80]
         path = self.folder / f"{stamp}-{recipient}-{uuid.uuid4().hex[:8]}.eml"
         data = bytes(message)
         temporary = path.with_suffix(".tmp")
-        # Write then rename, so a reader never sees half a message.
-        await asyncio.to_thread(temporary.write_bytes, data)
+        # Write then rename, so a reader never sees half a message; only the owner may read people's mail.
+        await asyncio.to_thread(write_private, temporary, data)
         await asyncio.to_thread(temporary.rename, path)
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,11 +35,18 @@ class Settings(BaseSettings):
     port: int = 8000
     host: str = "127.0.0.1"
     public_url: str = ""  # empty: http://localhost:<port>
-    dev: bool = True  # dev conveniences such as the /dev/mail page
+    # Dev conveniences such as the /dev/mail page (every confirmation and reset link): unset, they are on only
+    # while the bind address is loopback, so nobody else can reach them; set explicitly, they are on (warned about
+    # loudly at start when the bind address is not loopback).
+    dev: bool | None = None
+    # Origins whose pages may call the API from a browser (CORS); the public URL is always one.
+    cors_origins: list[str] = Field(default_factory=list)
+    # Request body limits by path prefix; every other route takes 1 MiB (gatherly.kernel.limits).
+    body_limits: dict[str, int] = Field(default_factory=lambda: {"/api/images": 20 * 1024 * 1024})
 
     # Database: empty → one SQLite file per service under data_dir. Otherwise a URL template in which
     # "{service}" is replaced by the service name, e.g. postgresql+asyncpg://u:p@host/gatherly_{service}.
-    database_url: str = ""
+    database_url: SecretStr = SecretStr("")  # secret: it may carry a password; never printed or logged
     # Apply migrations at start; on by default in embedded mode, `gatherly migrate` otherwise.
     migrate_on_start: bool | None = None
 
@@ -68,13 +76,13 @@ class Settings(BaseSettings):
     smtp_host: str = "localhost"
     smtp_port: int = 587
     smtp_username: str = ""
-    smtp_password: str = ""
+    smtp_password: SecretStr = SecretStr("")
     smtp_starttls: bool = True
 
     flags_file: Path | None = None  # empty: <data_dir>/flags.json (created with defaults)
 
     shutdown_drain_seconds: float = 0.0  # time to stay up "not ready" so a load balancer stops routing
-    log_json: bool = False
+    log_json: bool | None = None  # unset: JSON lines unless the log goes to a terminal
     log_level: str = "INFO"
 
     rate_limits: dict[str, int] = Field(default_factory=dict)
@@ -114,9 +122,27 @@ class Settings(BaseSettings):
         return self.mode is Mode.EMBEDDED
 
     def database_url_for(self, service: str) -> str:
-        if self.database_url:
-            return self.database_url.replace("{service}", service)
+        if template := self.database_url.get_secret_value():
+            return template.replace("{service}", service)
         return f"sqlite:///{(self.data_dir / f'{service}.db').resolve()}"
+
+    @property
+    def is_loopback(self) -> bool:
+        """Bound to this machine only, so nothing on the network can reach the port."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def dev_endpoints(self) -> bool:
+        return self.dev if self.dev is not None else self.is_loopback
+
+    @property
+    def allowed_origins(self) -> list[str]:
+        return [self.effective_public_url, *self.cors_origins]
 
     @property
     def log_path(self) -> Path:

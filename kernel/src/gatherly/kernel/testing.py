@@ -60,8 +60,21 @@ async def scratch_databases(backend: str, folder: Path, names: Sequence[str]) ->
         yield url.replace(f"{prefix}_SERVICE", f"{prefix}_{{service}}")
     finally:
         for database in created:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            await _drop(admin, database)
         await admin.close()
+
+
+async def _drop(admin: asyncpg.Connection, database: str) -> None:
+    # FORCE cannot end an autovacuum worker (it runs as the superuser, we do not) on a database the test wrote
+    # much to; the worker gives way within moments, so try again for a while.
+    for attempt in range(50):
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            return
+        except asyncpg.exceptions.InsufficientPrivilegeError:
+            if attempt == 49:
+                raise
+            await asyncio.sleep(0.2)
 
 
 @asynccontextmanager

@@ -20,12 +20,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gatherly.kernel.errors import DomainError, InvalidInput, TooManyRequests, Unavailable
+from gatherly.kernel.limits import PROBLEM_JSON, problem_body, send_problem
 from gatherly.kernel.messages import correlation_id_var
 from gatherly.kernel.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 log = structlog.get_logger(__name__)
 
-PROBLEM_JSON = "application/problem+json"
 T = TypeVar("T")
 
 
@@ -37,13 +37,9 @@ def problem(
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
-    body = {
-        "type": "about:blank",
-        "title": title or HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail or HTTPStatus(status).description or HTTPStatus(status).phrase,
-        **extra,
-    }
+    body = problem_body(
+        status, detail or HTTPStatus(status).description or HTTPStatus(status).phrase, title=title, **extra
+    )
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
@@ -77,13 +73,43 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem(exc.status, exc.detail, title=exc.title, headers=headers, **extra)
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error", path=request.url.path)
+        log.error("unhandled error", path=request.url.path, exc_info=exc)
         return problem(500, "Something went wrong on our side; it has been logged.")
 
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(DomainError, on_domain)
+    # The last resort only: UnexpectedErrors (innermost) answers first. Starlette runs this handler in its
+    # outermost middleware, which re-raises after answering, so the server resets the connection.
     app.add_exception_handler(Exception, on_unexpected)
+
+
+class UnexpectedErrors:
+    """Innermost pure ASGI middleware: an exception no handler mapped becomes a 500 problem+json carrying the
+    request id, logged with its traceback (no local variables: see app/logging.py). It is not re-raised, so the
+    server keeps the connection open for the next request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        except Exception as error:
+            log.error("unhandled error", path=scope["path"], method=scope["method"], exc_info=error)
+            if started:
+                raise  # half an answer is out: only closing the connection can tell the client
+            await send_problem(send, 500, "Something went wrong on our side; it has been logged with this request id.")
 
 
 class RequestContextMiddleware:

@@ -36,6 +36,7 @@ from gatherly.groups.service import GroupView
 from gatherly.groups.store import GroupsUnitOfWork, MemberView, RequestView, reading, unit_of_work
 from gatherly.kernel.auth import CurrentUser, MaybeUser
 from gatherly.kernel.errors import InvalidInput, Unauthorized
+from gatherly.kernel.openapi import problems
 from gatherly.kernel.runtime import ServiceContext, service_context
 from gatherly.kernel.web import Page, PageRequest, encode_cursor, page_request
 
@@ -107,6 +108,23 @@ class JoinRequestOut(BaseModel):
 
 
 class NewGroup(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Lyon Hikers",
+                    "description": "Day hikes around Lyon.",
+                    "topics": ["hiking"],
+                    "city": "Lyon",
+                    "location": {"lat": 45.76, "lng": 4.84},
+                    "visibility": "public",
+                    "join_policy": "approval",
+                    "questions": ["How often do you hike?"],
+                }
+            ]
+        }
+    )
+
     name: str
     description: str = ""
     topics: list[str] = []
@@ -120,7 +138,12 @@ class NewGroup(BaseModel):
 class GroupChanges(BaseModel):
     """Any of these; a field left out stays as it is. city, location and banner_image_id may be null."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"description": "Day hikes and weekend trips around Lyon.", "join_policy": "open"}]
+        },
+    )
 
     name: str | None = None
     description: str | None = None
@@ -137,6 +160,8 @@ NULLABLE_CHANGES = {"city", "location", "banner_image_id"}
 
 
 class JoinBody(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"answers": ["Most weekends"]}]})
+
     answers: list[str] = []
 
 
@@ -145,6 +170,8 @@ class JoinOut(BaseModel):
 
 
 class RoleBody(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"role": "co_organizer"}]})
+
     role: Role
 
 
@@ -154,6 +181,10 @@ class DecisionOut(BaseModel):
 
 
 class AnnouncementBody(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"subject": "Saturday hike moved", "body": "We meet at 9:00 instead of 8:30."}]}
+    )
+
     subject: str
     body: str
 
@@ -280,14 +311,14 @@ async def search_groups(
     return Page(items=[GroupSummary(**_summary(v)) for v in views], next_cursor=_next(position))
 
 
-@router.get("/{group}")
+@router.get("/{group}", responses=problems(404))
 async def get_group(group: str, caller: MaybeUser, context: ServiceContext = Depends(service_context)) -> GroupOut:
     async with reading(context.db) as stores:
         view = await service.view_group(stores, group, UserId(caller.user_id) if caller else None)
     return _group_out(view)
 
 
-@router.patch("/{group}")
+@router.patch("/{group}", responses=problems(403, 404))
 async def update_group(
     group: str, body: GroupChanges, caller: CurrentUser, uow: GroupsUnitOfWork = Depends(_uow)
 ) -> GroupOut:
@@ -303,7 +334,7 @@ async def update_group(
     return _group_out(view)
 
 
-@router.delete("/{group}", status_code=202)
+@router.delete("/{group}", status_code=202, responses=problems(403, 404))
 async def delete_group(group: str, caller: CurrentUser, uow: GroupsUnitOfWork = Depends(_uow)) -> DeletionOut:
     """Hides the group and starts its deletion saga (upcoming events are cancelled by the events service)."""
     deletion = await service.delete_group(uow, group, UserId(caller.user_id))
@@ -313,7 +344,7 @@ async def delete_group(group: str, caller: CurrentUser, uow: GroupsUnitOfWork = 
 # --- membership -----------------------------------------------------------------------------------------------------
 
 
-@router.post("/{group}/join")
+@router.post("/{group}/join", responses=problems(403, 404, 409))
 async def join_group(
     group: str, caller: CurrentUser, body: JoinBody | None = None, uow: GroupsUnitOfWork = Depends(_uow)
 ) -> JoinOut:
@@ -321,13 +352,13 @@ async def join_group(
     return JoinOut(status=await service.join_group(uow, group, UserId(caller.user_id), answers))
 
 
-@router.delete("/{group}/members/me", status_code=204)
+@router.delete("/{group}/members/me", status_code=204, responses=problems(404, 409))
 async def leave_group(group: str, caller: CurrentUser, uow: GroupsUnitOfWork = Depends(_uow)) -> Response:
     await service.leave_group(uow, group, UserId(caller.user_id))
     return Response(status_code=204)
 
 
-@router.get("/{group}/members")
+@router.get("/{group}/members", responses=problems(403, 404))
 async def list_members(
     group: str,
     caller: MaybeUser,
@@ -339,7 +370,7 @@ async def list_members(
     return Page(items=[_member_out(m) for m in members], next_cursor=_next(position))
 
 
-@router.put("/{group}/members/{user_id}/role")
+@router.put("/{group}/members/{user_id}/role", responses=problems(403, 404, 409))
 async def change_role(
     group: str, user_id: str, body: RoleBody, caller: CurrentUser, uow: GroupsUnitOfWork = Depends(_uow)
 ) -> MemberOut:
@@ -347,7 +378,7 @@ async def change_role(
     return _member_out(member)
 
 
-@router.delete("/{group}/members/{user_id}", status_code=204)
+@router.delete("/{group}/members/{user_id}", status_code=204, responses=problems(403, 404, 409))
 async def remove_member(
     group: str,
     user_id: str,
@@ -362,7 +393,7 @@ async def remove_member(
 # --- join requests --------------------------------------------------------------------------------------------------
 
 
-@router.get("/{group}/requests")
+@router.get("/{group}/requests", responses=problems(403, 404))
 async def list_requests(
     group: str,
     caller: CurrentUser,
@@ -374,7 +405,7 @@ async def list_requests(
     return Page(items=[_request_out(r) for r in requests], next_cursor=_next(position))
 
 
-@router.post("/{group}/requests/{user_id}/approve")
+@router.post("/{group}/requests/{user_id}/approve", responses=problems(403, 404, 409))
 async def approve_request(
     group: str, user_id: str, caller: CurrentUser, uow: GroupsUnitOfWork = Depends(_uow)
 ) -> DecisionOut:
@@ -382,7 +413,7 @@ async def approve_request(
     return DecisionOut(user_id=user_id, status="member")
 
 
-@router.post("/{group}/requests/{user_id}/deny")
+@router.post("/{group}/requests/{user_id}/deny", responses=problems(403, 404, 409))
 async def deny_request(
     group: str, user_id: str, caller: CurrentUser, uow: GroupsUnitOfWork = Depends(_uow)
 ) -> DecisionOut:
@@ -393,8 +424,8 @@ async def deny_request(
 # --- announcements --------------------------------------------------------------------------------------------------
 
 
-@router.post("/{group}/announcements", status_code=202)
-async def announce(
+@router.post("/{group}/announcements", status_code=202, responses=problems(403, 404))
+async def send_announcement(
     group: str, body: AnnouncementBody, caller: CurrentUser, uow: GroupsUnitOfWork = Depends(_uow)
 ) -> AnnouncementOut:
     """Every member is told by the notifications service (in-app, and by email per their preferences)."""

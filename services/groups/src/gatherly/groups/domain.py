@@ -23,6 +23,7 @@ from enum import StrEnum
 from typing import NewType
 
 from gatherly.kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
+from gatherly.kernel.text import check_name
 
 GroupId = NewType("GroupId", str)
 UserId = NewType("UserId", str)
@@ -279,10 +280,10 @@ def details_from(
 ) -> GroupDetails:
     """Valid, normalised group details, or InvalidInput naming the field."""
     return GroupDetails(
-        name=_text(name, "name", MAX_NAME, required=True),
+        name=_text(check_name(name, "name"), "name", MAX_NAME, required=True),
         description=_text(description, "description", MAX_DESCRIPTION),
         topics=normalize_topics(topics),
-        city=(_text(city, "city", MAX_CITY) or None) if city is not None else None,
+        city=(_text(check_name(city, "city"), "city", MAX_CITY) or None) if city is not None else None,
         location=valid_location(location, "location") if location is not None else None,
         visibility=visibility,
         join_policy=join_policy,

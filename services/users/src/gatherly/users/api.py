@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gatherly.contracts.users import GeoPoint, ImageVariants
 from gatherly.kernel.auth import CurrentUser
+from gatherly.kernel.openapi import problems
 from gatherly.kernel.runtime import ServiceContext, service_context
 from gatherly.users import service
 from gatherly.users.domain import DeletionStatus
@@ -60,29 +61,53 @@ Client = Annotated[str, Depends(client_address)]
 
 
 class SignUpRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"email": "ann@example.org", "password": "correct horse battery staple", "display_name": "Ann"}
+            ]
+        }
+    )
+
     email: EmailField
     password: PasswordField
     display_name: Annotated[str, Field(max_length=200)]
 
 
 class TokenRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"token": "the-token-from-the-emailed-link"}]})
+
     token: TokenField
 
 
 class LoginRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"email": "ann@example.org", "password": "correct horse battery staple"}]}
+    )
+
     email: EmailField
     password: PasswordField
 
 
 class RefreshRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"refresh_token": "the-refresh-token-from-login"}]})
+
     refresh_token: TokenField
 
 
 class PasswordResetRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"email": "ann@example.org"}]})
+
     email: EmailField
 
 
 class PasswordResetConfirmation(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"token": "the-token-from-the-emailed-link", "password": "a new long passphrase"}]
+        }
+    )
+
     token: TokenField
     password: PasswordField
 
@@ -111,7 +136,12 @@ class Me(PublicProfile):
 
 class ProfileChanges(BaseModel):
     # A field that cannot be changed here (email, id) is refused, not silently dropped with a 200.
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"display_name": "Ann B.", "city": "Lyon", "topics": ["hiking", "board games"]}]
+        },
+    )
 
     display_name: Annotated[str | None, Field(max_length=200)] = None
     bio: Annotated[str | None, Field(max_length=10_000)] = None
@@ -156,7 +186,7 @@ def _me(view: ProfileView) -> Me:
 # --- identity ---------------------------------------------------------------------------------------------------
 
 
-@router.post("/api/auth/signup", status_code=202, tags=["auth"])
+@router.post("/api/auth/signup", status_code=202, tags=["auth"], responses=problems(429))
 async def sign_up(body: SignUpRequest, uow: Uow, identity: IdentityDep, client: Client) -> dict[str, Any]:
     await service.sign_up(
         uow, identity, email=body.email, password=body.password, display_name=body.display_name, client=client
@@ -164,19 +194,19 @@ async def sign_up(body: SignUpRequest, uow: Uow, identity: IdentityDep, client: 
     return {}
 
 
-@router.post("/api/auth/confirm", tags=["auth"])
-async def confirm(body: TokenRequest, uow: Uow) -> dict[str, Any]:
+@router.post("/api/auth/confirm", tags=["auth"], responses=problems(400))
+async def confirm_email(body: TokenRequest, uow: Uow) -> dict[str, Any]:
     await service.confirm_email(uow, body.token)
     return {}
 
 
-@router.post("/api/auth/login", response_model=Tokens, tags=["auth"])
+@router.post("/api/auth/login", response_model=Tokens, tags=["auth"], responses=problems(401, 403, 429))
 async def log_in(body: LoginRequest, uow: Uow, identity: IdentityDep, client: Client) -> JSONResponse:
     return _tokens(await service.log_in(uow, identity, email=body.email, password=body.password, client=client))
 
 
-@router.post("/api/auth/refresh", response_model=Tokens, tags=["auth"])
-async def refresh(body: RefreshRequest, uow: Uow, identity: IdentityDep) -> JSONResponse:
+@router.post("/api/auth/refresh", response_model=Tokens, tags=["auth"], responses=problems(401))
+async def refresh_tokens(body: RefreshRequest, uow: Uow, identity: IdentityDep) -> JSONResponse:
     return _tokens(await service.refresh(uow, identity, body.refresh_token))
 
 
@@ -186,7 +216,7 @@ async def log_out(body: RefreshRequest, uow: Uow) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/api/auth/password-reset", status_code=202, tags=["auth"])
+@router.post("/api/auth/password-reset", status_code=202, tags=["auth"], responses=problems(429))
 async def request_password_reset(
     body: PasswordResetRequest, uow: Uow, identity: IdentityDep, client: Client
 ) -> dict[str, Any]:
@@ -194,14 +224,14 @@ async def request_password_reset(
     return {}
 
 
-@router.post("/api/auth/password-reset/confirm", status_code=204, tags=["auth"])
+@router.post("/api/auth/password-reset/confirm", status_code=204, tags=["auth"], responses=problems(400))
 async def reset_password(body: PasswordResetConfirmation, uow: Uow, identity: IdentityDep) -> Response:
     await service.reset_password(uow, identity, token=body.token, password=body.password)
     return Response(status_code=204)
 
 
 @router.get("/.well-known/jwks.json", tags=["auth"])
-async def json_web_key_set(context: Context) -> JSONResponse:
+async def get_signing_keys(context: Context) -> JSONResponse:
     # Short cache: verifiers also refetch on an unknown key id, so a rotation is seen at once anyway.
     keys = await service.published_keys(context.db)
     return JSONResponse(keys, headers={"Cache-Control": "public, max-age=60"})
@@ -210,28 +240,30 @@ async def json_web_key_set(context: Context) -> JSONResponse:
 # --- profiles ---------------------------------------------------------------------------------------------------
 
 
-@router.get("/api/users/me", response_model=Me, tags=["users"])
+@router.get("/api/users/me", response_model=Me, tags=["users"], responses=problems(404))
 async def get_me(me: CurrentUser, uow: Uow, identity: IdentityDep) -> Me:
     return _me(await service.my_profile(uow, identity, me))
 
 
-@router.patch("/api/users/me", response_model=Me, tags=["users"])
-async def patch_me(body: ProfileChanges, me: CurrentUser, uow: Uow, identity: IdentityDep) -> Me:
+@router.patch("/api/users/me", response_model=Me, tags=["users"], responses=problems(404))
+async def update_me(body: ProfileChanges, me: CurrentUser, uow: Uow, identity: IdentityDep) -> Me:
     changes = {name: getattr(body, name) for name in body.model_fields_set}
     return _me(await service.update_profile(uow, identity, me, changes))
 
 
-@router.delete("/api/users/me", status_code=202, response_model=DeletionStarted, tags=["users"])
+@router.delete(
+    "/api/users/me", status_code=202, response_model=DeletionStarted, tags=["users"], responses=problems(404)
+)
 async def delete_me(me: CurrentUser, uow: Uow) -> DeletionStarted:
     return DeletionStarted(deletion_id=(await service.delete_account(uow, me)).id)
 
 
-@router.get("/api/users/me/deletion", response_model=DeletionProgress, tags=["users"])
+@router.get("/api/users/me/deletion", response_model=DeletionProgress, tags=["users"], responses=problems(404))
 async def get_my_deletion(me: CurrentUser, context: Context) -> DeletionProgress:
     deletion = await service.deletion_of(context.db, me)
     return DeletionProgress(status=deletion.status, reason=deletion.reason)
 
 
-@router.get("/api/users/{user_id}", response_model=PublicProfile, tags=["users"])
+@router.get("/api/users/{user_id}", response_model=PublicProfile, tags=["users"], responses=problems(404))
 async def get_user(user_id: Annotated[str, Path(max_length=255)], context: Context) -> PublicProfile:
     return PublicProfile(**_public(await service.public_profile(context.db, user_id)))

@@ -16,6 +16,7 @@ from typing import NewType
 
 from gatherly.contracts.users import GeoPoint, ImageVariants, UserProfileUpdated
 from gatherly.kernel.errors import DomainError, Forbidden, InvalidInput, TooManyRequests, Unauthorized
+from gatherly.kernel.text import check_name
 
 UserId = NewType("UserId", str)
 Email = NewType("Email", str)
@@ -294,11 +295,14 @@ MAX_CITY = 100
 MAX_TOPICS = 20
 MAX_TOPIC = 40
 
-# Control characters (except newline and tab in the bio) have no business in a name shown to others.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+# Control characters (except newline and tab in the bio) and zero-width spaces have no business in text shown to
+# others. The joiners ZWJ/ZWNJ (U+200C/U+200D) are kept: emoji sequences and Persian need them. Bidi overrides are
+# refused in names (kernel text policy) and dropped from the other fields.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u202a-\u202e\u2066-\u2069]")
 
 
 def clean_display_name(raw: str) -> str:
+    check_name(raw, "display_name")
     name = " ".join(_CONTROL.sub("", raw).split())
     if not name:
         raise InvalidInput("A display name cannot be empty.", field="display_name")

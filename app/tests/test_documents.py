@@ -1,0 +1,136 @@
+"""The checked-in documents tell the truth: docs/openapi.json and docs/events.md are what the code generates, the
+OpenAPI documents errors as Problem under application/problem+json, and the catalog covers every event."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from gatherly.app.documents import EVENTS_FILE, OPENAPI_FILE, as_text, catalog_document, openapi_document
+from gatherly.app.services import ALL
+from gatherly.contracts.base import IntegrationEvent, all_schemas
+from gatherly.kernel.catalog import markdown, message_name
+from gatherly.kernel.limits import PROBLEM_JSON
+
+REGENERATE = "run `make docs` and commit the result"
+
+
+@pytest.fixture(scope="module")
+def openapi() -> dict[str, Any]:
+    return openapi_document()
+
+
+def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(path, method, op) for path, ops in document["paths"].items() for method, op in ops.items()]
+
+
+def test_the_checked_in_openapi_is_what_the_code_serves(openapi: dict[str, Any]) -> None:
+    assert OPENAPI_FILE.read_text() == as_text(openapi), f"docs/openapi.json drifted from the code: {REGENERATE}"
+
+
+def test_every_error_response_is_a_problem_as_problem_json(openapi: dict[str, Any]) -> None:
+    assert "HTTPValidationError" not in openapi["components"]["schemas"]
+    for path, method, op in operations(openapi):
+        errors = {status: r for status, r in op["responses"].items() if int(status) >= 400}
+        assert {"422", "500"} <= set(errors) or "422" not in errors, (method, path)
+        for status, response in errors.items():
+            assert response["content"] == {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}, (
+                method,
+                path,
+                status,
+            )
+
+
+def test_operations_have_stable_ids_one_tag_per_service_and_a_summary(openapi: dict[str, Any]) -> None:
+    ids = [op["operationId"] for _, _, op in operations(openapi)]
+    assert len(ids) == len(set(ids))
+    for path, method, op in operations(openapi):
+        service = op["tags"][0]
+        assert op["tags"] == [service] and service in ALL, (method, path)
+        assert re.fullmatch(rf"{service}_[a-z]+(_[a-z]+)+", op["operationId"]), op["operationId"]
+        assert op.get("summary"), (method, path)
+    assert {t["name"] for t in openapi["tags"]} == set(ALL)
+
+
+def test_operations_that_need_a_token_say_so(openapi: dict[str, Any]) -> None:
+    me = openapi["paths"]["/api/users/me"]["get"]
+    assert me["security"] == [{"bearer": []}] and "401" in me["responses"]
+    search = openapi["paths"]["/api/groups"]["get"]
+    assert search["security"] == [{}, {"bearer": []}]  # anonymous or with a token
+    assert "security" not in openapi["paths"]["/api/auth/login"]["post"]
+    assert openapi["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+
+
+def test_request_bodies_carry_examples(openapi: dict[str, Any]) -> None:
+    schemas = openapi["components"]["schemas"]
+    for path, method, op in operations(openapi):
+        if "requestBody" in op:
+            schema = op["requestBody"]["content"]["application/json"]["schema"]
+            ref = next(o["$ref"] for o in [schema, *schema.get("anyOf", [])] if "$ref" in o).rsplit("/", 1)[-1]
+            assert schemas[ref].get("examples"), (method, path, ref)
+
+
+# --- the event catalog ----------------------------------------------------------------------------------------
+
+
+def test_the_checked_in_event_catalog_is_what_the_code_generates() -> None:
+    assert EVENTS_FILE.read_text() == markdown(catalog_document()), f"docs/events.md drifted: {REGENERATE}"
+
+
+def test_the_catalog_lists_every_event_in_contracts() -> None:
+    catalog = catalog_document()
+    events = [e for e in all_schemas().values() if e.__module__.startswith("gatherly.contracts.")]
+    assert len(events) >= 20
+    for event in events:
+        assert message_name(event) in catalog["components"]["messages"], event.TYPE
+        assert message_name(event) in catalog["channels"][event.TOPIC]["messages"], event.TYPE
+
+
+def test_no_service_publishes_or_consumes_an_event_the_catalog_lacks() -> None:
+    catalog = catalog_document()
+    messages = catalog["components"]["messages"]
+    # An event class defined outside contracts/ (inside a service) would be published or consumed uncatalogued.
+    strays = [
+        e.__module__
+        for e in _every_event_class()
+        if e.__module__.startswith("gatherly.") and not e.__module__.startswith("gatherly.contracts.")
+    ]
+    assert not strays, f"integration events must live in contracts/: {strays}"
+    for service in ALL.values():
+        for topic in service.topics:
+            assert topic in catalog["channels"], f"{service.name} publishes to {topic}, not in the catalog"
+            assert f"{service.name}_publishes_{topic}" in catalog["operations"]
+        for group, spec in service.consumers.specs.items():
+            for event_type in spec.handlers:
+                assert any(m["name"] == event_type for m in messages.values()), f"{group} consumes {event_type}"
+            for topic in spec.topics:
+                assert f"{group}_consumes_{topic}" in catalog["operations"]
+
+
+def _every_event_class() -> list[type[IntegrationEvent]]:
+    found: list[type[IntegrationEvent]] = []
+    pending = list(IntegrationEvent.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        found.append(cls)
+        pending.extend(cls.__subclasses__())
+    return [cls for cls in found if "TYPE" in cls.__dict__]
+
+
+def test_the_catalog_is_an_asyncapi_3_document_with_schemas_and_keys() -> None:
+    catalog = catalog_document()
+    assert catalog["asyncapi"] == "3.0.0"
+    created = catalog["components"]["messages"]["group.created.v1"]
+    assert created["payload"] == {"$ref": "#/components/schemas/GroupCreated"}
+    assert created["x-key"] == "group_id" and created["bindings"]["kafka"]["key"]["type"] == "string"
+    assert "name" in catalog["components"]["schemas"]["GroupCreated"]["properties"]
+    receive = catalog["operations"]["groups.profiles_consumes_user"]
+    assert receive["action"] == "receive" and receive["x-service"] == "groups"
+    # Every $ref points at something that exists.
+    text = as_text(catalog)
+    for ref in set(re.findall(r'"\$ref": "#/([^"]+)"', text)):
+        node: Any = catalog
+        for part in ref.split("/"):
+            node = node[part]

@@ -1,0 +1,22 @@
+"""The hard API boundary around one service's app, installed the same way for every service: size limits and the
+text policy in front of its routes, and an OpenAPI document that says what the boundary answers."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from starlette.middleware import Middleware
+
+from gatherly.kernel.limits import RequestLimits
+from gatherly.kernel.openapi import install_openapi
+from gatherly.kernel.settings import Settings
+from gatherly.kernel.text import TextPolicy
+from gatherly.kernel.web import UnexpectedErrors
+
+
+def install_boundary(app: FastAPI, service: str, settings: Settings) -> None:
+    """Call before the app serves its first request. The middlewares go innermost (after the request-context
+    one), so their refusals carry the request id like any other answer."""
+    install_openapi(app, service)
+    app.user_middleware.append(Middleware(RequestLimits, body_limits=settings.body_limits))
+    app.user_middleware.append(Middleware(TextPolicy))
+    app.user_middleware.append(Middleware(UnexpectedErrors))

@@ -1,0 +1,233 @@
+"""The text policy of every API, applied once at the boundary: no NUL or lone surrogate anywhere, NFC, clean names.
+
+`TextPolicy` is pure ASGI middleware in front of a service: it refuses NUL and lone surrogates in the path, the query
+and JSON bodies (422 naming the field), bounds JSON nesting, and hands the service NFC text, so no service can store
+text a database refuses (PostgreSQL: NUL; SQLite's encoder: lone surrogates) or two spellings of one word.
+`check_name` is the stricter rule for names shown to others, called by the domains that own them.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+import urllib.parse
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi.routing import iter_route_contexts
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gatherly.kernel.errors import InvalidInput
+from gatherly.kernel.limits import read_body, replay, send_problem
+
+# Deeper JSON than this is refused: no request of this API nests more than a few levels, and deep nesting is
+# the cheap way to make a parser or a validator recurse for a long time.
+MAX_JSON_DEPTH = 32
+
+# Bidirectional overrides and isolates reorder what surrounds them: in a name they make one person look like
+# another (or a file name look harmless). The marks LRM/RLM and the joiners ZWJ/ZWNJ do no such thing and stay:
+# emoji sequences, Persian and Indic scripts need the joiners.
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# Letters and symbols that render as nothing although Unicode does not class them as spaces or formats.
+_BLANK_LOOKALIKES = frozenset("\u115f\u1160\u3164\uffa0\u2800\u180e")
+_INVISIBLE_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf", "Cs", "Co", "Cn", "Mn", "Me"})
+
+
+def text_problem(value: str) -> str | None:
+    """Why this text cannot be accepted anywhere (NUL, lone surrogate), or None."""
+    if "\x00" in value:
+        return "must not contain the NUL character"
+    for char in value:
+        if "\ud800" <= char <= "\udfff":
+            return "must not contain a lone surrogate (text must be valid Unicode)"
+    return None
+
+
+def name_problem(value: str) -> str | None:
+    """Why this name cannot be shown to others (bidi controls, nothing visible), or None. Empty or blank is left
+    to the caller: some names are optional, and a blank one clears them."""
+    if not value.strip():
+        return None
+    if any(char in BIDI_CONTROLS for char in value):
+        return "must not contain bidirectional override or isolate characters"
+    if all(_invisible(char) for char in value):
+        return "must contain a visible character"
+    return None
+
+
+def _invisible(char: str) -> bool:
+    return char in _BLANK_LOOKALIKES or unicodedata.category(char) in _INVISIBLE_CATEGORIES
+
+
+def check_name(value: str, field: str) -> str:
+    """The name, or InvalidInput naming `field`."""
+    problem = name_problem(value)
+    if problem:
+        raise InvalidInput(f"The {field.replace('_', ' ')} {problem}.", field=field)
+    return value
+
+
+def nfc(value: str) -> str:
+    return value if unicodedata.is_normalized("NFC", value) else unicodedata.normalize("NFC", value)
+
+
+# --- walking JSON ---------------------------------------------------------------------------------------------
+
+
+class TooDeep(ValueError):
+    pass
+
+
+def _bad_strings(value: Any, path: tuple[str, ...], depth: int) -> Iterator[tuple[str, str]]:
+    """(field, problem) for every refused string in a parsed JSON value, keys included."""
+    if depth > MAX_JSON_DEPTH:
+        raise TooDeep(".".join(path))
+    if isinstance(value, str):
+        if problem := text_problem(value):
+            yield ".".join(path) or "body", problem
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if problem := text_problem(key):
+                yield ".".join(path) or "body", f"has a key that {problem}"
+            else:
+                yield from _bad_strings(item, (*path, key), depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _bad_strings(item, (*path, str(index)), depth + 1)
+
+
+def _normalized(value: Any) -> Any:
+    if isinstance(value, str):
+        return nfc(value)
+    if isinstance(value, dict):
+        return {nfc(key): _normalized(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_normalized(item) for item in value]
+    return value
+
+
+class RefusedJson(ValueError):
+    def __init__(self, detail: str, errors: list[dict[str, str]]) -> None:
+        super().__init__(detail)
+        self.detail, self.errors = detail, errors
+
+
+def checked_json(body: bytes) -> bytes:
+    """The body with its text in NFC, or RefusedJson (too deep, NUL, lone surrogate). A body that is not JSON
+    passes unchanged: the service refuses it itself, naming the position."""
+    try:
+        document = json.loads(body) if body else None
+    except RecursionError:
+        raise RefusedJson(f"The JSON is nested deeper than {MAX_JSON_DEPTH} levels.", [])
+    except UnicodeDecodeError:
+        raise RefusedJson("The body is not JSON text in UTF-8.", [{"field": "body", "message": "Not UTF-8."}])
+    except ValueError:
+        return body
+    try:
+        problems = list(_bad_strings(document, (), 0))
+    except TooDeep:
+        raise RefusedJson(f"The JSON is nested deeper than {MAX_JSON_DEPTH} levels.", [])
+    if problems:
+        errors = [{"field": field, "message": f"The text {problem}."} for field, problem in problems]
+        raise RefusedJson("The request is not valid.", errors)
+    normalized = _normalized(document)
+    return body if normalized == document else json.dumps(normalized, ensure_ascii=False).encode()
+
+
+# --- the middleware -------------------------------------------------------------------------------------------
+
+
+class TextPolicy:
+    """Pure ASGI middleware applying the text policy to path, query and JSON body before the service sees them."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        errors = [*self._path_errors(scope), *self._query_errors(scope)]
+        if errors:
+            await send_problem(send, 422, "The request is not valid.", title="Invalid input", errors=errors)
+            return
+        scope = self._query_in_nfc(scope)
+        if not _is_json(scope):
+            await self.app(scope, receive, send)
+            return
+        body, stopped = await read_body(receive)
+        if stopped is not None:  # the client went away while sending
+            return
+        try:
+            body = checked_json(body)
+        except RefusedJson as refused:
+            await send_problem(send, 422, refused.detail, title="Invalid input", errors=refused.errors)
+            return
+        await self.app(_with_content_length(scope, len(body)), replay(body, receive), send)
+
+    def _path_errors(self, scope: Scope) -> list[dict[str, str]]:
+        path: str = scope["path"]
+        problem = text_problem(path)
+        if problem is None:
+            return []
+        return [{"field": field, "message": f"The text {problem}."} for field in _path_fields(scope)]
+
+    def _query_errors(self, scope: Scope) -> list[dict[str, str]]:
+        raw = scope.get("query_string", b"").decode("latin-1")
+        errors = []
+        for name, value in urllib.parse.parse_qsl(raw, keep_blank_values=True):
+            problem = text_problem(name) or text_problem(value)
+            if problem:
+                errors.append({"field": name if not text_problem(name) else "query", "message": f"The text {problem}."})
+        return errors
+
+    def _query_in_nfc(self, scope: Scope) -> Scope:
+        raw = scope.get("query_string", b"")
+        if not raw or (raw.isascii() and b"%" not in raw):
+            return scope
+        pairs = urllib.parse.parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
+        normalized = [(nfc(name), nfc(value)) for name, value in pairs]
+        if normalized == pairs:
+            return scope
+        return {**scope, "query_string": urllib.parse.urlencode(normalized).encode("ascii")}
+
+
+def _path_fields(scope: Scope) -> list[str]:
+    """The names of the path parameters that hold a refused character (routing done early, for this only)."""
+    app = scope.get("app")
+    path: str = scope["path"]
+    for route in iter_route_contexts(getattr(app, "routes", [])):
+        if not route.path:
+            continue
+        regex, _, _ = compile_path(route.path)
+        if match := regex.match(path):
+            named = [name for name, value in match.groupdict().items() if text_problem(value)]
+            if named:
+                return named
+    return ["path"]
+
+
+def _is_json(scope: Scope) -> bool:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            media = value.split(b";", 1)[0].strip().lower()
+            return media == b"application/json" or media.endswith(b"+json")
+    return False
+
+
+def _with_content_length(scope: Scope, length: int) -> Scope:
+    headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
+    headers.append((b"content-length", str(length).encode()))
+    return {**scope, "headers": headers}
+
+
+__all__ = [
+    "BIDI_CONTROLS",
+    "MAX_JSON_DEPTH",
+    "TextPolicy",
+    "check_name",
+    "name_problem",
+    "nfc",
+    "text_problem",
+]
