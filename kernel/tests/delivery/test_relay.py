@@ -148,7 +148,12 @@ async def test_a_row_the_log_refuses_holds_back_only_its_aggregate_is_retried_co
     log = RecordingLog(message_log)
     log.refused_keys = {"bad"}
     relay = OutboxRelay(
-        "ledger-refused", ledger_db, log, signal, backoff=Backoff(initial=0.0), alert_after=0.0  # type: ignore[arg-type]
+        "ledger-refused",
+        ledger_db,
+        log,
+        signal,
+        backoff=Backoff(initial=0.0),
+        alert_after=0.0,  # type: ignore[arg-type]
     )
     failures_before = metric("gatherly_outbox_publish_failures_total", "ledger-refused")
     ids = await commit_deposits(ledger_db, deposit, ["a", "bad", "b", "bad", "c"], signal)
@@ -210,9 +215,7 @@ async def test_the_debezium_mode_cleanup_deletes_only_rows_old_enough_in_batches
     assert await cleaner.clean_once(now) == 0
 
 
-async def test_the_leader_reports_backlog_and_the_oldest_rows_age(
-    ledger_db: Database, message_log: MessageLog
-) -> None:
+async def test_the_leader_reports_backlog_and_the_oldest_rows_age(ledger_db: Database, message_log: MessageLog) -> None:
     deposit = deposit_event()
     signal = OutboxSignal()
     log = RecordingLog(message_log)

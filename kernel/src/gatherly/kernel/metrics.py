@@ -32,9 +32,7 @@ OUTBOX_CLEANED = Counter(
     "gatherly_outbox_cleaned_total", "Outbox rows deleted by the cleanup loop (Debezium mode)", ["service"]
 )
 LOOP_LAG = Gauge("gatherly_event_loop_lag_seconds", "How late the event loop ran the last lag probe", ["service"])
-LOOP_LAG_MAX = Gauge(
-    "gatherly_event_loop_lag_max_seconds", "Worst event-loop lag seen in the last minute", ["service"]
-)
+LOOP_LAG_MAX = Gauge("gatherly_event_loop_lag_max_seconds", "Worst event-loop lag seen in the last minute", ["service"])
 LOOP_LAG_HISTOGRAM = Histogram(
     "gatherly_event_loop_lag_seconds_distribution",
     "How late the event loop ran its lag probes",

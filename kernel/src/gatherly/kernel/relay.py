@@ -17,7 +17,7 @@ from sqlalchemy import Row, delete, func, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gatherly.kernel.db import Database, rowcount
+from gatherly.kernel.db import Database, delete_in_batches, rowcount
 from gatherly.kernel.log.base import MessageLog
 from gatherly.kernel.messages import Envelope
 from gatherly.kernel.metrics import (
@@ -468,19 +468,11 @@ class OutboxCleaner:
     async def clean_once(self, now: datetime | None = None) -> int:
         """Delete rows older than `keep`, a batch per transaction; returns how many were deleted."""
         cutoff = (now or datetime.now(UTC)) - self.keep
-        deleted = 0
-        while True:
-            oldest = select(OUTBOX.c.seq).where(OUTBOX.c.occurred_at < cutoff).order_by(OUTBOX.c.seq)
-            async with self.db.writing() as session:
-                result = await session.execute(
-                    delete(OUTBOX).where(OUTBOX.c.seq.in_(oldest.limit(self.batch_size)))
-                )
-            count = rowcount(result)
-            deleted += count
-            OUTBOX_CLEANED.labels(self.service).inc(count)
-            if count < self.batch_size:
-                return deleted
-            await asyncio.sleep(0)  # let requests take the write turn between batches
+        deleted = await delete_in_batches(
+            self.db, OUTBOX, OUTBOX.c.occurred_at < cutoff, key=[OUTBOX.c.seq], batch_size=self.batch_size
+        )
+        OUTBOX_CLEANED.labels(self.service).inc(deleted)
+        return deleted
 
 
 def _key(row: Row[Any]) -> tuple[str, str]:
