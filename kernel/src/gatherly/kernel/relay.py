@@ -238,6 +238,9 @@ class OutboxRelay:
         self.delete_every_rows = 5000
         self._held: dict[tuple[str, str], HeldKey] = {}
         self._gauges_at = float("-inf")
+        # Reads go through a Core connection, not an ORM session: the relay reads once per commit, and a session's
+        # bookkeeping cost more than the query (see bench/README.md). DEFERRED: reading takes no write lock.
+        self._reads = db.engine.execution_options(sqlite_begin="DEFERRED")
 
     async def run(self) -> None:
         """Relay until `stop`. Errors propagate (wrap it in the host's supervisor); a restarted run resumes."""
@@ -282,8 +285,8 @@ class OutboxRelay:
             query = query.where(OUTBOX.c.seq > self._read_up_to)
         elif self._held:
             query = query.where(OUTBOX.c.seq.not_in([seq for held in self._held.values() for seq in held.seqs]))
-        async with self.db.read_session() as session:
-            rows = (await session.execute(query)).all()
+        async with self._reads.connect() as connection:
+            rows = (await connection.execute(query)).all()
         if rows:
             await self._publish_new(rows, done)
             self._read_up_to = rows[-1].seq
