@@ -38,6 +38,7 @@ pytest:
 
 bench: install ## benchmarks; reports land in bench/reports/
 	$(UV) run python bench/log_latency.py
+	$(UV) run python bench/loop_stall.py
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
