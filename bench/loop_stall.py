@@ -172,9 +172,9 @@ async def write_burst(db: Database, megabytes: int) -> str:
         await connection.run_sync(ballast.create, checkfirst=True)
     largest_wal = 0
     wal = Path(str(db.engine.url.database) + "-wal")
-    for chunk in range(megabytes * 4):  # 256 KiB per transaction
+    for chunk in range(megabytes * 16):  # 64 KiB per transaction
         async with db.writing() as session:
-            await session.execute(insert(ballast), [{"n": chunk * 64 + i, "data": os.urandom(4096)} for i in range(64)])
+            await session.execute(insert(ballast), [{"n": chunk * 16 + i, "data": os.urandom(4096)} for i in range(16)])
         largest_wal = max(largest_wal, await asyncio.to_thread(_size, wal))
         await asyncio.sleep(0.005)
     await asyncio.sleep(2.5)  # let the checkpointer threads run their rounds

@@ -102,7 +102,7 @@ async def test_two_relays_on_one_database_publish_each_row_once_through_the_lead
         async def all_out() -> bool:
             return sorted(logs[0].published + logs[1].published) == sorted(ids)
 
-        await eventually(all_out)
+        await eventually(all_out, timeout=30)
         leader = 0 if logs[0].published else 1
         follower = 1 - leader
         assert logs[follower].published == []  # every row went through the leader, once
@@ -126,7 +126,7 @@ async def test_two_relays_on_one_database_publish_each_row_once_through_the_lead
         async def taken_over() -> bool:
             return set(later) <= set(logs[follower].published)
 
-        await eventually(taken_over)
+        await eventually(taken_over, timeout=30)
     finally:
         for relay in relays:
             relay.stop()

@@ -298,4 +298,4 @@ async def prune_inbox(db: Database, older_than: timedelta) -> int:
     """Forget inbox rows older than the log keeps messages: such a message can no longer be delivered again.
     In small batches through ix_inbox_processed_at, so a large prune never stalls the event loop."""
     cutoff = datetime.now(UTC) - older_than
-    return await delete_in_batches(db, INBOX, INBOX.c.processed_at < cutoff, key=[INBOX.c.consumer, INBOX.c.message_id])
+    return await delete_in_batches(db, INBOX, INBOX.c.processed_at < cutoff)

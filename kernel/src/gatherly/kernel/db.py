@@ -4,14 +4,14 @@ PostgreSQL (asyncpg), same code."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Column, ColumnElement, Connection, Table, delete, event, select, tuple_
+from sqlalchemy import ColumnElement, Connection, Table, delete, event, literal_column, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -92,17 +92,21 @@ class Database:
 
 
 async def delete_in_batches(
-    db: Database, table: Table, condition: ColumnElement[bool], *, key: Sequence[Column[Any]], batch_size: int = 500
+    db: Database, table: Table, condition: ColumnElement[bool], *, batch_size: int = 500
 ) -> int:
     """Delete the rows matching `condition`, `batch_size` per transaction (found through an index on the condition's
     column), yielding to the event loop between batches. On inline SQLite one large DELETE would hold up the whole
-    process for its length; short ones also let other writers in between. Returns how many rows were deleted."""
-    chosen = select(*key).where(condition).limit(batch_size)
-    target = key[0].in_(chosen) if len(key) == 1 else tuple_(*key).in_(chosen)
+    process for its length; short ones also let other writers in between. Returns how many rows were deleted.
+
+    Rows are picked by their physical id (SQLite's rowid, PostgreSQL's ctid): a composite key `IN (subquery)`
+    makes SQLite scan the table for every batch."""
+    row_id: ColumnElement[Any] = literal_column("rowid" if db.is_sqlite else "ctid")
+    chosen = select(row_id).select_from(table).where(condition).limit(batch_size)
+    statement = delete(table).where(row_id.in_(chosen))
     deleted = 0
     while True:
         async with db.writing() as session:
-            count = rowcount(await session.execute(delete(table).where(target)))
+            count = rowcount(await session.execute(statement))
         deleted += count
         if count < batch_size:
             return deleted

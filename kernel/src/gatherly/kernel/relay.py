@@ -471,9 +471,7 @@ class OutboxCleaner:
     async def clean_once(self, now: datetime | None = None) -> int:
         """Delete rows older than `keep`, a batch per transaction; returns how many were deleted."""
         cutoff = (now or datetime.now(UTC)) - self.keep
-        deleted = await delete_in_batches(
-            self.db, OUTBOX, OUTBOX.c.occurred_at < cutoff, key=[OUTBOX.c.seq], batch_size=self.batch_size
-        )
+        deleted = await delete_in_batches(self.db, OUTBOX, OUTBOX.c.occurred_at < cutoff, batch_size=self.batch_size)
         OUTBOX_CLEANED.labels(self.service).inc(deleted)
         return deleted
 
