@@ -92,7 +92,7 @@ class Database:
 
 
 async def delete_in_batches(
-    db: Database, table: Table, condition: ColumnElement[bool], *, batch_size: int = 500
+    db: Database, table: Table, condition: ColumnElement[bool], *, batch_size: int = 200
 ) -> int:
     """Delete the rows matching `condition`, `batch_size` per transaction (found through an index on the condition's
     column), yielding to the event loop between batches. On inline SQLite one large DELETE would hold up the whole
