@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from gatherly.app.gateway import PREFIXES
 from gatherly.app.testing import RunningGatherly
 from gatherly.kernel.mail import compose
@@ -71,3 +73,27 @@ async def test_metrics_cover_the_whole_process(gatherly: RunningGatherly) -> Non
     response = await gatherly.client.get("/metrics")
     assert response.status_code == 200
     assert "gatherly_outbox_relayed_total" in response.text
+
+
+async def test_metrics_report_each_services_loop_lag_and_outbox(gatherly: RunningGatherly) -> None:
+    # Values are process-wide, and earlier tests' services had the same names: wait for this process's relays
+    # to lead (the gauge is 0 once a relay stops) and its probes to report.
+    names = [host.name for host in gatherly.process.hosts]
+    wanted = [f'gatherly_outbox_relay_leader{{service="{name}"}} 1.0' for name in names] + [
+        f'{metric}{{service="{name}"}}'
+        for name in names
+        for metric in (
+            "gatherly_event_loop_lag_seconds",
+            "gatherly_event_loop_lag_max_seconds",
+            "gatherly_outbox_backlog",
+            "gatherly_outbox_oldest_age_seconds",
+        )
+    ]
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        text = (await gatherly.client.get("/metrics")).text
+        missing = [line for line in wanted if line not in text]
+        if not missing or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert missing == []

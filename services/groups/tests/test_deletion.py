@@ -118,3 +118,37 @@ async def test_a_saga_without_a_reply_fails_at_its_deadline_and_a_late_reply_sti
         completed = await stores.deletions.get(group["id"])
     assert completed is not None
     assert (completed.status, completed.reason) == (DeletionStatus.COMPLETED, None)
+
+
+async def test_a_reply_that_commits_while_the_timeout_check_runs_keeps_the_saga_completed(shared_api: Any) -> None:
+    # On PostgreSQL the reply can commit between the check's SELECT of overdue sagas and its UPDATE. Here the
+    # completion is written right after that SELECT (in the same transaction, so on either database); the
+    # check must not overwrite it with "failed".
+    ann = await shared_api.person("Ann")
+    group = await shared_api.create(ann, name="Racing Group")
+    await _delete(shared_api, group, ann)
+    context = shared_api.running.process.host("groups").context
+    async with shared_api.stores() as stores:
+        deadline = (await stores.deletions.get(group["id"])).deadline_at
+
+    class ReplyLandsAfterTheSelect(GroupsUnitOfWork):
+        def open_stores(self, session: Any) -> None:
+            super().open_stores(session)
+            read_overdue = self.deletions.overdue
+
+            async def overdue(now: datetime, limit: int = 100) -> list[Any]:
+                stale = await read_overdue(now, limit)
+                reply = GroupEventsCancelled(group_id=group["id"], cancelled_at=now)
+                await service.finish_deletion(self, reply)
+                return stale
+
+            self.deletions.overdue = overdue  # type: ignore[method-assign]
+
+    uow = ReplyLandsAfterTheSelect(context.db, clock=FrozenClock(deadline + timedelta(seconds=1)))
+    failed = await service.fail_overdue_deletions(uow)
+
+    assert group["id"] not in [d.group_id for d in failed]
+    async with shared_api.stores() as stores:
+        deletion = await stores.deletions.get(group["id"])
+    assert deletion is not None
+    assert (deletion.status, deletion.step, deletion.reason) == (DeletionStatus.COMPLETED, DeletionStep.DONE, None)

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy import delete
 
 from gatherly.contracts.base import IntegrationEvent
-from gatherly.kernel.db import Database, rowcount
+from gatherly.kernel.db import Database, delete_in_batches
 from gatherly.kernel.log.base import LogConsumer, MessageLog, OutgoingMessage, Record, TopicPartition
 from gatherly.kernel.messages import Envelope, UnknownEventType, causation_id_var, correlation_id_var
 from gatherly.kernel.metrics import DEAD_LETTERS, HANDLE_LATENCY, HANDLED
@@ -295,7 +295,7 @@ async def forget_processed(db: Database, group: str) -> None:
 
 
 async def prune_inbox(db: Database, older_than: timedelta) -> int:
-    """Forget inbox rows older than the log keeps messages: such a message can no longer be delivered again."""
-    async with db.writing() as session:
-        result = await session.execute(delete(INBOX).where(INBOX.c.processed_at < datetime.now(UTC) - older_than))
-    return rowcount(result)
+    """Forget inbox rows older than the log keeps messages: such a message can no longer be delivered again.
+    In small batches through ix_inbox_processed_at, so a large prune never stalls the event loop."""
+    cutoff = datetime.now(UTC) - older_than
+    return await delete_in_batches(db, INBOX, INBOX.c.processed_at < cutoff)

@@ -11,7 +11,7 @@ from typing import Any, TypeAlias
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event
+from sqlalchemy import ColumnElement, Connection, Table, delete, event, literal_column, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -45,8 +45,13 @@ class Database:
         else:
             kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=10)
         self.engine: AsyncEngine = create_async_engine(parsed, **kwargs)
+        # Inline SQLite files are checkpointed by a thread of their own (see inline_sqlite.WalCheckpointer).
+        self.checkpointer: inline_sqlite.WalCheckpointer | None = None
         if self.is_sqlite:
-            _make_sqlite_transactional(self.engine, inline=parsed.drivername == inline_sqlite.DRIVER)
+            inline = parsed.drivername == inline_sqlite.DRIVER
+            if inline and parsed.database and parsed.database != ":memory:":
+                self.checkpointer = inline_sqlite.WalCheckpointer(Path(parsed.database))
+            _make_sqlite_transactional(self.engine, inline=inline, checkpointer=self.checkpointer)
         # SQLite lets one writer in at a time; writers of this process queue on this lock instead of
         # hitting SQLite's busy handler, whose sleeps (up to 100 ms) would dominate latency under load.
         self.write_lock = asyncio.Lock() if self.is_sqlite else None
@@ -92,6 +97,30 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.checkpointer is not None:
+            await asyncio.to_thread(self.checkpointer.stop)
+
+
+async def delete_in_batches(
+    db: Database, table: Table, condition: ColumnElement[bool], *, batch_size: int = 200
+) -> int:
+    """Delete the rows matching `condition`, `batch_size` per transaction (found through an index on the condition's
+    column), yielding to the event loop between batches. On inline SQLite one large DELETE would hold up the whole
+    process for its length; short ones also let other writers in between. Returns how many rows were deleted.
+
+    Rows are picked by their physical id (SQLite's rowid, PostgreSQL's ctid): a composite key `IN (subquery)`
+    makes SQLite scan the table for every batch."""
+    row_id: ColumnElement[Any] = literal_column("rowid" if db.is_sqlite else "ctid")
+    chosen = select(row_id).select_from(table).where(condition).limit(batch_size)
+    statement = delete(table).where(row_id.in_(chosen))
+    deleted = 0
+    while True:
+        async with db.writing() as session:
+            count = rowcount(await session.execute(statement))
+        deleted += count
+        if count < batch_size:
+            return deleted
+        await asyncio.sleep(0)
 
 
 def rowcount(result: Any) -> int:
@@ -111,7 +140,9 @@ def _upgrade(connection: Connection, config: Config) -> None:
     command.upgrade(config, "head")
 
 
-def _make_sqlite_transactional(engine: AsyncEngine, *, inline: bool) -> None:
+def _make_sqlite_transactional(
+    engine: AsyncEngine, *, inline: bool, checkpointer: inline_sqlite.WalCheckpointer | None
+) -> None:
     sync_engine = engine.sync_engine
     busy_timeout_ms = inline_sqlite.READ_BUSY_TIMEOUT_MS if inline else SQLITE_BUSY_TIMEOUT_MS
 
@@ -125,6 +156,10 @@ def _make_sqlite_transactional(engine: AsyncEngine, *, inline: bool) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        if checkpointer is not None:
+            for pragma in inline_sqlite.WAL_PRAGMAS:
+                cursor.execute(pragma)
+            checkpointer.ensure_started()
         cursor.close()
 
     @event.listens_for(sync_engine, "begin")

@@ -19,14 +19,21 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
+import structlog
 from sqlalchemy import pool
 from sqlalchemy.dialects import registry
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.util.concurrency import await_, in_greenlet
+
+from gatherly.kernel.metrics import WAL_CHECKPOINTS
+
+log = structlog.get_logger(__name__)
 
 DRIVER = "sqlite+inline"
 
@@ -113,3 +120,70 @@ def begin_immediate(connection: sqlite3.Connection, *, timeout: float = WRITE_LO
             await_(asyncio.sleep(random.uniform(0.0005, 0.005)))
     finally:
         connection.execute(f"PRAGMA busy_timeout = {READ_BUSY_TIMEOUT_MS}")
+
+
+# WAL pages are written back to the database by `WalCheckpointer`, not by whichever COMMIT crosses SQLite's
+# 1,000-page threshold (that COMMIT runs on the event loop and would stall it for the checkpoint's length).
+WAL_PRAGMAS = (
+    "PRAGMA wal_autocheckpoint = 0",
+    # After a checkpoint has copied the whole WAL back, the next writer restarts it and cuts the file to this size.
+    f"PRAGMA journal_size_limit = {64 * 1024 * 1024}",
+)
+
+
+class WalCheckpointer:
+    """Checkpoints one SQLite file's WAL every `interval` seconds from a thread with its own connection, so the
+    I/O happens off the event loop (sqlite3 releases the GIL while SQLite works).
+
+    PASSIVE checkpoints never wait for anyone and are enough while readers come and go: a completed one lets the
+    WAL restart and `journal_size_limit` cut it. Only when the WAL has still grown past `truncate_above` bytes
+    (long readers kept it from completing) is a TRUNCATE tried, with a short busy timeout: it holds off new
+    writers while it waits, and writers here wait for the write lock asynchronously, never on the loop."""
+
+    def __init__(self, path: Path, *, interval: float = 1.0, truncate_above: int = 256 * 1024 * 1024) -> None:
+        self.path = Path(path)
+        self.interval = interval
+        self.truncate_above = truncate_above
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def ensure_started(self) -> None:
+        with self._lock:
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(target=self._run, name=f"wal-checkpoint {self.path.name}", daemon=True)
+                self._thread.start()
+
+    def stop(self) -> None:
+        """Stop and wait for the thread (at most one checkpoint's length)."""
+        self._stop.set()
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+    def _run(self) -> None:
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            for pragma in WAL_PRAGMAS:
+                connection.execute(pragma)
+            while not self._stop.wait(self.interval):
+                self.checkpoint(connection)
+        finally:
+            connection.close()
+
+    def checkpoint(self, connection: sqlite3.Connection) -> str:
+        """One checkpoint; returns its outcome ("done", "partial": readers kept some frames, "busy", "error")."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        try:
+            size = wal.stat().st_size if wal.exists() else 0
+            mode = "TRUNCATE" if size > self.truncate_above else "PASSIVE"
+            connection.execute(f"PRAGMA busy_timeout = {100 if mode == 'TRUNCATE' else 0}")
+            busy, frames, copied = connection.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+            outcome = "busy" if busy else ("done" if copied == frames else "partial")
+        except sqlite3.Error:
+            # A failed checkpoint loses nothing (the frames stay in the WAL); the next round tries again.
+            log.warning("WAL checkpoint failed; will try again", database=str(self.path), exc_info=True)
+            outcome = "error"
+        WAL_CHECKPOINTS.labels(self.path.name, outcome).inc()
+        return outcome

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 RELAYED = Counter("gatherly_outbox_relayed_total", "Outbox rows published to the log", ["service"])
 HANDLED = Counter("gatherly_messages_handled_total", "Messages applied by a consumer", ["consumer", "outcome"])
@@ -15,3 +15,30 @@ HANDLE_LATENCY = Histogram(
 DEAD_LETTERS = Counter("gatherly_dead_letters_total", "Messages parked on a dead-letter topic", ["consumer", "topic"])
 HTTP_REQUESTS = Counter("gatherly_http_requests_total", "HTTP requests", ["service", "method", "status"])
 HTTP_LATENCY = Histogram("gatherly_http_request_seconds", "HTTP request duration", ["service", "method"])
+
+# -- outbox relay and loop health (kernel/relay.py, kernel/loop_health.py) --------------------------------------
+RELAY_LEADER = Gauge("gatherly_outbox_relay_leader", "1 while this process's relay publishes the outbox", ["service"])
+OUTBOX_BACKLOG = Gauge("gatherly_outbox_backlog", "Outbox rows not yet published (leader's view)", ["service"])
+OUTBOX_OLDEST_AGE = Gauge(
+    "gatherly_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox row (0 when empty)", ["service"]
+)
+OUTBOX_PUBLISH_FAILURES = Counter(
+    "gatherly_outbox_publish_failures_total", "Attempts to publish an outbox row that the log refused", ["service"]
+)
+OUTBOX_HELD_ROWS = Gauge(
+    "gatherly_outbox_held_rows", "Outbox rows held back behind an unpublishable row of their aggregate", ["service"]
+)
+OUTBOX_CLEANED = Counter(
+    "gatherly_outbox_cleaned_total", "Outbox rows deleted by the cleanup loop (Debezium mode)", ["service"]
+)
+LOOP_LAG = Gauge("gatherly_event_loop_lag_seconds", "How late the event loop ran the last lag probe", ["service"])
+LOOP_LAG_MAX = Gauge("gatherly_event_loop_lag_max_seconds", "Worst event-loop lag seen in the last minute", ["service"])
+LOOP_LAG_HISTOGRAM = Histogram(
+    "gatherly_event_loop_lag_seconds_distribution",
+    "How late the event loop ran its lag probes",
+    ["service"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+WAL_CHECKPOINTS = Counter(
+    "gatherly_sqlite_wal_checkpoints_total", "WAL checkpoints run off the event loop", ["database", "outcome"]
+)

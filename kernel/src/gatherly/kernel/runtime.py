@@ -21,8 +21,9 @@ from gatherly.kernel.consumers import ConsumerRegistry, ConsumerWorker, RetryPol
 from gatherly.kernel.db import Database
 from gatherly.kernel.flags import Flags
 from gatherly.kernel.log.base import MessageLog, TopicConfig
+from gatherly.kernel.loop_health import LoopLagProbe
 from gatherly.kernel.mail import Mailer
-from gatherly.kernel.relay import OutboxRelay
+from gatherly.kernel.relay import OutboxCleaner, OutboxRelay
 from gatherly.kernel.resilience import Resilience
 from gatherly.kernel.settings import Settings
 from gatherly.kernel.uow import OutboxSignal, UnitOfWork
@@ -144,7 +145,7 @@ class ServiceHost:
         app.state.host = self
         install_error_handlers(app)
         app.add_middleware(RequestContextMiddleware, service=self.name)
-        install_health(app, self.context.readiness, checks=[self._database_answers])
+        install_health(app, self.context.readiness, checks=[self._database_answers, self.relay.check])
         for router in self.definition.routers:
             app.include_router(router)
         return app
@@ -170,6 +171,10 @@ class ServiceHost:
             await self.definition.on_start(self.context)
         if settings.outbox_relay:
             self._draining_tasks.append(self._spawn(self.relay.run(), "relay"))
+        else:  # Debezium publishes the outbox; its rows still need deleting
+            cleaner = OutboxCleaner(self.name, self.context.db)
+            self._cancelled_tasks.append(self._spawn(cleaner.run(), "outbox cleanup"))
+        self._cancelled_tasks.append(self._spawn(LoopLagProbe(self.name).run(), "loop lag probe"))
         for worker in self.workers:
             self._draining_tasks.append(self._spawn(worker.run(), f"consumer {worker.spec.group}"))
         for task in self.definition.tasks:

@@ -1,4 +1,4 @@
-"""Tables the kernel keeps in every service's database: the outbox, the consumer inbox and saga state."""
+"""Tables the kernel keeps in every service's database: the outbox, the consumer inbox, saga state, the relay lease."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -99,9 +100,22 @@ def saga_table(metadata: MetaData) -> Table:
     )
 
 
+def relay_lease_table(metadata: MetaData) -> Table:
+    """Which relay process may publish a SQLite service database's outbox, until when (a lease it keeps renewing).
+    PostgreSQL uses an advisory lock instead (kernel/relay.py); the table exists there too, unused."""
+    return Table(
+        "relay_lease",
+        metadata,
+        Column("name", String(64), primary_key=True),
+        Column("holder", String(64), nullable=False),
+        # Wall-clock seconds (time.time()): the relays sharing a SQLite file share the machine's clock.
+        Column("expires_at", Float, nullable=False),
+    )
+
+
 def kernel_tables(metadata: MetaData) -> list[Table]:
     """Add the kernel's tables to a service's metadata (idempotent per metadata)."""
-    makers = {"outbox": outbox_table, "inbox": inbox_table, "sagas": saga_table}
+    makers = {"outbox": outbox_table, "inbox": inbox_table, "sagas": saga_table, "relay_lease": relay_lease_table}
     return [metadata.tables[name] if name in metadata.tables else make(metadata) for name, make in makers.items()]
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
@@ -23,18 +22,37 @@ INBOX = KERNEL_METADATA.tables["inbox"]
 
 
 class OutboxSignal:
-    """Wakes the in-process relay right after a commit that wrote to the outbox (polling is the fallback)."""
+    """Wakes the in-process relay right after a commit that wrote to the outbox (polling is the fallback).
+
+    A future and a timer rather than `asyncio.wait_for(event.wait())`, which starts a task per wait: the relay
+    waits once per commit, so this is on the path of every single-event transaction."""
 
     def __init__(self) -> None:
-        self._event = asyncio.Event()
+        self._set = False
+        self._waiter: asyncio.Future[None] | None = None
 
     def notify(self) -> None:
-        self._event.set()
+        self._set = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def wait(self, timeout: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), timeout)
-        self._event.clear()
+        """Return when notified (at once if notified since the last wait) or after `timeout` seconds."""
+        if not self._set:
+            loop = asyncio.get_running_loop()
+            self._waiter = waiter = loop.create_future()
+            timer = loop.call_later(timeout, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+        self._set = False
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class UnitOfWork:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gatherly.kernel.inline_sqlite import is_busy
+from gatherly.kernel.inline_sqlite import WAL_PRAGMAS, WalCheckpointer, is_busy
 from gatherly.kernel.log.base import (
     GroupNotEmpty,
     OutgoingMessage,
@@ -58,6 +58,8 @@ CREATE TABLE IF NOT EXISTS records (
     timestamp_ms INTEGER NOT NULL,
     PRIMARY KEY (topic, partition, offset)
 );
+-- Retention deletes by age in small batches: without this index each batch would scan the whole topic.
+CREATE INDEX IF NOT EXISTS ix_records_topic_timestamp ON records (topic, timestamp_ms);
 CREATE TABLE IF NOT EXISTS group_offsets (
     group_id TEXT NOT NULL,
     topic TEXT NOT NULL,
@@ -124,6 +126,9 @@ class EmbeddedLog:
         # Partition counts never change once a topic exists, so they are cached for good.
         self._partition_counts: dict[str, int] = {}
         self._consumers: set[EmbeddedConsumer] = set()
+        self._checkpointer = WalCheckpointer(self.path)
+        # Retention deletes this many records per transaction, then lets the loop run (see enforce_retention).
+        self.retention_batch = 500
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -142,6 +147,8 @@ class EmbeddedLog:
 
         await self._write(create_schema)
         self._reader = self._connect(busy_timeout=READ_BUSY_TIMEOUT_S)
+        self._checkpointer = WalCheckpointer(self.path)
+        self._checkpointer.ensure_started()
 
     def _connect(self, *, busy_timeout: float) -> sqlite3.Connection:
         # isolation_level=None: transactions are begun explicitly (BEGIN IMMEDIATE), never implicitly.
@@ -151,6 +158,8 @@ class EmbeddedLog:
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
             db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            for pragma in WAL_PRAGMAS:  # checkpoints run in WalCheckpointer's thread, not inside our COMMITs
+                db.execute(pragma)
         except BaseException:
             db.close()
             raise
@@ -163,6 +172,7 @@ class EmbeddedLog:
             if db is not None:
                 db.close()
         self._reader = self._writer = None
+        await asyncio.to_thread(self._checkpointer.stop)
 
     async def __aenter__(self) -> EmbeddedLog:
         await self.start()
@@ -440,15 +450,22 @@ class EmbeddedLog:
         """Delete records older than their topic's `retention_ms`; returns how many were deleted.
 
         Offsets are never reused: a partition's head stays where it is and its start moves up to the earliest
-        kept record, so a group whose committed offset points before it resumes there. `now` is for tests."""
+        kept record, so a group whose committed offset points before it resumes there. `now` is for tests.
+
+        Statements run on the loop's thread, so the purge goes `retention_batch` records per transaction through
+        the (topic, timestamp) index, yielding to the loop between batches: a large purge becomes many pauses
+        of a millisecond or two instead of one long stall, and publishers get the write lock in between."""
         now_ms = _now_ms() if now is None else (now - EPOCH) // timedelta(milliseconds=1)
         configs = list(self._select("SELECT name, retention_ms FROM topics WHERE retention_ms IS NOT NULL"))
         deleted = 0
-        # One transaction per topic so a large purge does not hold off publishers for long.
         for topic, retention_ms in configs:
 
             def purge(db: sqlite3.Connection, topic: str = topic, cutoff: int = now_ms - retention_ms) -> int:
-                cursor = db.execute("DELETE FROM records WHERE topic = ? AND timestamp_ms < ?", (topic, cutoff))
+                cursor = db.execute(
+                    "DELETE FROM records WHERE rowid IN (SELECT rowid FROM records"
+                    " WHERE topic = ? AND timestamp_ms < ? LIMIT ?)",
+                    (topic, cutoff, self.retention_batch),
+                )
                 if cursor.rowcount:
                     db.execute(
                         "UPDATE partitions SET start_offset = COALESCE("
@@ -459,7 +476,12 @@ class EmbeddedLog:
                     )
                 return int(cursor.rowcount)
 
-            deleted += await self._write(purge)
+            while True:
+                batch = await self._write(purge)
+                deleted += batch
+                if batch < self.retention_batch:
+                    break
+                await asyncio.sleep(0)
         return deleted
 
 

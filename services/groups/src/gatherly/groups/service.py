@@ -166,14 +166,16 @@ async def finish_deletion(uow: GroupsUnitOfWork, reply: GroupEventsCancelled) ->
 
 
 async def fail_overdue_deletions(uow: GroupsUnitOfWork) -> list[Deletion]:
-    """Marks pending deletion sagas past their deadline failed, with the step they were stuck at."""
+    """Marks pending deletion sagas past their deadline failed, with the step they were stuck at. Only while still
+    pending: on PostgreSQL the events service's reply may commit between reading the overdue sagas and updating
+    them, and a completed saga must stay completed."""
     async with uow:
         now = uow.clock.now()
         failed = []
         for deletion in await uow.deletions.overdue(now):
             stuck = replace(deletion, status=DeletionStatus.FAILED, reason=deletion.overdue_reason)
-            await uow.deletions.save(stuck, now)
-            failed.append(stuck)
+            if await uow.deletions.save(stuck, now, only_if_pending=True):
+                failed.append(stuck)
         return failed
 
 
@@ -181,13 +183,11 @@ DELETION_CHECK_INTERVAL_SECONDS = 60.0
 
 
 async def watch_deletions(context: ServiceContext) -> None:
-    """Background task: the group-deletion sagas' timeouts, checked once a minute."""
+    """Background task: the group-deletion sagas' timeouts, checked once a minute. An error ends the task: the
+    host's supervisor logs it and restarts the task with backoff (a missed round only delays a timeout)."""
     while True:
-        try:
-            for deletion in await fail_overdue_deletions(unit_of_work(context)):
-                log.error("group deletion saga timed out", group_id=deletion.group_id, reason=deletion.reason)
-        except Exception:
-            log.exception("checking group deletions failed; will try again")  # a missed round only delays it
+        for deletion in await fail_overdue_deletions(unit_of_work(context)):
+            log.error("group deletion saga timed out", group_id=deletion.group_id, reason=deletion.reason)
         await asyncio.sleep(DELETION_CHECK_INTERVAL_SECONDS)
 
 

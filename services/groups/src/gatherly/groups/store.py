@@ -661,14 +661,17 @@ class DeletionStore:
         saga = await self.sagas.get(group_id)
         return _deletion(saga) if saga else None
 
-    async def save(self, deletion: Deletion, now: datetime) -> None:
-        await self.sagas.move(
+    async def save(self, deletion: Deletion, now: datetime, *, only_if_pending: bool = False) -> bool:
+        """Store the deletion's new state. With `only_if_pending`, a saga that ended meanwhile (a reply committed
+        after it was read) is left alone; returns whether it was changed."""
+        return await self.sagas.move(
             deletion.group_id,
             now,
             status=deletion.status.value,
             step=deletion.step.value,
             reason=deletion.reason,
             deadline_at=deletion.deadline_at,
+            only_if_pending=only_if_pending,
         )
 
     async def overdue(self, now: datetime, limit: int = 100) -> list[Deletion]:

@@ -1,0 +1,229 @@
+"""The relay's fault paths: one leader per database with takeover, a row the log refuses, a log outage, and the
+outbox cleanup of the Debezium mode. Each runs on every database backend."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from ledger import LedgerUnitOfWork, deposit_event
+from prometheus_client import REGISTRY
+from sqlalchemy import select, text
+
+from gatherly.kernel.clock import FrozenClock
+from gatherly.kernel.db import Database
+from gatherly.kernel.log.base import MessageLog, OutgoingMessage
+from gatherly.kernel.relay import (
+    RELAY_LOCK_KEY,
+    Backoff,
+    OutboxCleaner,
+    OutboxRelay,
+    OutboxStuck,
+    PostgresAdvisoryLock,
+    SqliteLease,
+    leadership_for,
+)
+from gatherly.kernel.uow import OUTBOX, OutboxSignal
+
+from .test_delivery import eventually, outbox_size
+
+
+class RecordingLog:
+    """Passes publishes through to the real log and remembers the message ids this relay published; refuses
+    messages whose key is in `refused_keys`, and everything while `down`."""
+
+    def __init__(self, inner: MessageLog) -> None:
+        self.inner = inner
+        self.published: list[str] = []
+        self.refused_keys: set[str] = set()
+        self.down = False
+
+    async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        if self.down:
+            raise ConnectionError("log unavailable")
+        if any(m.key in self.refused_keys for m in messages):
+            raise ValueError("record too large")
+        await self.inner.publish(messages)
+        self.published.extend(dict(m.headers)["id"] for m in messages)
+
+
+async def commit_deposits(db: Database, event: type, accounts: Sequence[str], signal: OutboxSignal) -> list[str]:
+    """Commit a deposit per account, one transaction each; returns their message ids in commit order."""
+    ids = []
+    for n, account in enumerate(accounts):
+        async with LedgerUnitOfWork(db, signal=signal) as uow:
+            uow.publish(event(account=account, amount=n + 1))
+        async with db.read_session() as session:
+            ids.append(await session.scalar(select(OUTBOX.c.id).order_by(OUTBOX.c.seq.desc()).limit(1)))
+    return ids
+
+
+def metric(name: str, service: str) -> float:
+    return REGISTRY.get_sample_value(name, {"service": service}) or 0.0
+
+
+async def test_only_one_leader_holds_a_database_until_it_lets_go(ledger_db: Database) -> None:
+    first, second = leadership_for(ledger_db), leadership_for(ledger_db)
+    assert await first.hold()
+    assert not await second.hold()
+    assert await first.hold()  # keeping it is fine
+    await first.release()
+    if isinstance(second, SqliteLease):
+        second._renew_at = float("-inf")  # do not wait for its next scheduled try
+    if isinstance(second, PostgresAdvisoryLock):
+        second._check_at = float("-inf")
+    assert await second.hold()
+    await second.release()
+
+
+async def test_two_relays_on_one_database_publish_each_row_once_through_the_leader_and_a_follower_takes_over(
+    ledger_db: Database, message_log: MessageLog
+) -> None:
+    deposit = deposit_event()
+    signal = OutboxSignal()
+    logs = [RecordingLog(message_log), RecordingLog(message_log)]
+
+    def leadership() -> SqliteLease | PostgresAdvisoryLock:
+        if ledger_db.is_sqlite:
+            return SqliteLease(ledger_db, ttl=1.0)
+        return PostgresAdvisoryLock(ledger_db, check_every=0.2)
+
+    relays = [
+        OutboxRelay("ledger", ledger_db, log, signal, poll_interval=0.05, leadership=leadership())  # type: ignore[arg-type]
+        for log in logs
+    ]
+    tasks = [asyncio.create_task(relay.run()) for relay in relays]
+    try:
+        ids = await commit_deposits(ledger_db, deposit, [f"acct-{n % 5}" for n in range(60)], signal)
+
+        async def all_out() -> bool:
+            return sorted(logs[0].published + logs[1].published) == sorted(ids)
+
+        await eventually(all_out, timeout=30)
+        leader = 0 if logs[0].published else 1
+        follower = 1 - leader
+        assert logs[follower].published == []  # every row went through the leader, once
+        assert Counter(logs[leader].published) == Counter(ids)
+
+        # The leader dies: no release, its lease (or its database session) is simply gone.
+        relays[leader].leadership.release = _nothing  # type: ignore[method-assign]
+        tasks[leader].cancel()
+        if not ledger_db.is_sqlite:
+            async with ledger_db.engine.connect() as connection:
+                await connection.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
+                        " AND objid = :low AND database = (SELECT oid FROM pg_database"
+                        " WHERE datname = current_database())"
+                    ),
+                    {"low": RELAY_LOCK_KEY & 0xFFFF_FFFF},
+                )
+        later = await commit_deposits(ledger_db, deposit, ["acct-late"] * 5, signal)
+
+        async def taken_over() -> bool:
+            return set(later) <= set(logs[follower].published)
+
+        await eventually(taken_over, timeout=30)
+    finally:
+        for relay in relays:
+            relay.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for relay in relays:
+            if isinstance(relay.leadership, PostgresAdvisoryLock):
+                await relay.leadership._drop()  # the dead leader's connection object, for a clean teardown
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def test_a_row_the_log_refuses_holds_back_only_its_aggregate_is_retried_counted_and_alerted(
+    ledger_db: Database, message_log: MessageLog
+) -> None:
+    deposit = deposit_event()
+    signal = OutboxSignal()
+    log = RecordingLog(message_log)
+    log.refused_keys = {"bad"}
+    relay = OutboxRelay(
+        "ledger-refused",
+        ledger_db,
+        log,
+        signal,
+        backoff=Backoff(initial=0.0),
+        alert_after=0.0,  # type: ignore[arg-type]
+    )
+    failures_before = metric("gatherly_outbox_publish_failures_total", "ledger-refused")
+    ids = await commit_deposits(ledger_db, deposit, ["a", "bad", "b", "bad", "c"], signal)
+
+    while await relay.relay_once():
+        pass
+    await relay.delete_published()
+    # Unrelated aggregates went out; the refused row and the row behind it (same aggregate) wait, in the outbox.
+    assert sorted(log.published) == sorted([ids[0], ids[2], ids[4]])
+    async with ledger_db.read_session() as session:
+        assert sorted(await session.scalars(select(OUTBOX.c.id))) == sorted([ids[1], ids[3]])
+    assert metric("gatherly_outbox_publish_failures_total", "ledger-refused") > failures_before
+    assert metric("gatherly_outbox_held_rows", "ledger-refused") == 2
+    with pytest.raises(OutboxStuck, match="/bad"):
+        await relay.check()
+
+    # Still refused: retried (counted again), still held. Then the log accepts it: both go, in their order.
+    counted = metric("gatherly_outbox_publish_failures_total", "ledger-refused")
+    await relay.relay_once()
+    assert metric("gatherly_outbox_publish_failures_total", "ledger-refused") == counted + 1
+    log.refused_keys.clear()
+    await relay.relay_once()
+    await relay.delete_published()
+    assert log.published[-2:] == [ids[1], ids[3]]
+    assert await outbox_size(ledger_db) == 0
+    await relay.check()  # healthy again
+
+
+async def test_a_log_outage_holds_nothing_and_the_relay_raises_for_its_supervisor(
+    ledger_db: Database, message_log: MessageLog
+) -> None:
+    deposit = deposit_event()
+    signal = OutboxSignal()
+    log = RecordingLog(message_log)
+    relay = OutboxRelay("ledger", ledger_db, log, signal, poll_interval=0.01)  # type: ignore[arg-type]
+    ids = await commit_deposits(ledger_db, deposit, ["a", "b", "c"], signal)
+    log.down = True
+    with pytest.raises(ConnectionError):
+        await relay.run()
+    assert relay._held == {}
+    assert await outbox_size(ledger_db) == 3
+    log.down = False
+    while await relay.relay_once():
+        pass
+    assert sorted(log.published) == sorted(ids)
+
+
+async def test_the_debezium_mode_cleanup_deletes_only_rows_old_enough_in_batches(ledger_db: Database) -> None:
+    deposit = deposit_event()
+    now = datetime.now(UTC)
+    for age_minutes in (30, 20, 15, 12, 11, 1):
+        async with LedgerUnitOfWork(ledger_db, clock=FrozenClock(now - timedelta(minutes=age_minutes))) as uow:
+            uow.publish(deposit(account="ann", amount=age_minutes))
+    cleaner = OutboxCleaner("ledger", ledger_db, keep=timedelta(minutes=10), batch_size=2)
+    assert await cleaner.clean_once(now) == 5
+    async with ledger_db.read_session() as session:
+        rows = (await session.execute(select(OUTBOX.c.payload))).all()
+    assert [row.payload["amount"] for row in rows] == [1]
+    assert await cleaner.clean_once(now) == 0
+
+
+async def test_the_leader_reports_backlog_and_the_oldest_rows_age(ledger_db: Database, message_log: MessageLog) -> None:
+    deposit = deposit_event()
+    signal = OutboxSignal()
+    log = RecordingLog(message_log)
+    log.down = True
+    relay = OutboxRelay("ledger-gauges", ledger_db, log, signal)  # type: ignore[arg-type]
+    old = datetime.now(UTC) - timedelta(minutes=5)
+    async with LedgerUnitOfWork(ledger_db, clock=FrozenClock(old), signal=signal) as uow:
+        uow.publish(deposit(account="ann", amount=1), deposit(account="bob", amount=2))
+    await relay._update_gauges()
+    assert metric("gatherly_outbox_backlog", "ledger-gauges") == 2
+    assert 299 <= metric("gatherly_outbox_oldest_age_seconds", "ledger-gauges") < 400
