@@ -16,8 +16,8 @@ from pathlib import Path
 
 from ledger import LedgerUnitOfWork, apply_deposit, create_schema, deposit_event
 
-from gatherly.kernel.consumers import ConsumerRegistry, ConsumerWorker, RetryPolicy
 from gatherly.kernel.db import Database
+from gatherly.kernel.delivery import ConsumerRegistry, ConsumerWorker, RetryPolicy
 from gatherly.kernel.log.base import Record, TopicConfig
 from gatherly.kernel.log.embedded import EmbeddedLog
 from gatherly.kernel.relay import OutboxRelay

@@ -13,7 +13,8 @@ import pytest
 from ledger import Deposit, LedgerUnitOfWork, apply_deposit, create_schema, deposit_event, ledger_consumers, totals
 from sqlalchemy import func, select
 
-from gatherly.kernel.consumers import (
+from gatherly.kernel.db import Database
+from gatherly.kernel.delivery import (
     ConsumerRegistry,
     ConsumerWorker,
     RetryPolicy,
@@ -21,7 +22,6 @@ from gatherly.kernel.consumers import (
     forget_processed,
     replay_dead_letters,
 )
-from gatherly.kernel.db import Database
 from gatherly.kernel.log.base import MessageLog, OutgoingMessage, TopicConfig
 from gatherly.kernel.messages import Envelope
 from gatherly.kernel.relay import OutboxRelay
@@ -325,7 +325,7 @@ async def test_inbox_rows_older_than_the_log_keeps_messages_are_pruned(ledger_db
     from datetime import timedelta
 
     from gatherly.kernel.clock import FrozenClock
-    from gatherly.kernel.consumers import prune_inbox
+    from gatherly.kernel.delivery import prune_inbox
 
     old = FrozenClock(datetime.now(UTC) - timedelta(days=10))
     async with LedgerUnitOfWork(ledger_db, clock=old) as uow:

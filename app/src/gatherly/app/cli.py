@@ -15,8 +15,8 @@ from gatherly.app.logging import configure_logging
 from gatherly.app.platform import build_log
 from gatherly.app.server import serve
 from gatherly.app.services import ALL
-from gatherly.kernel.consumers import DLQ_SUFFIX, forget_processed, replay_dead_letters
 from gatherly.kernel.db import Database
+from gatherly.kernel.delivery import DLQ_SUFFIX, forget_processed, replay_dead_letters
 from gatherly.kernel.settings import Settings
 
 app = typer.Typer(help="Gatherly: local groups and events.", no_args_is_help=True)

@@ -17,8 +17,8 @@ from sqlalchemy import MetaData, text
 
 from gatherly.kernel.auth import TokenVerifier
 from gatherly.kernel.clock import Clock
-from gatherly.kernel.consumers import ConsumerRegistry, ConsumerWorker, RetryPolicy, prune_inbox
 from gatherly.kernel.db import Database
+from gatherly.kernel.delivery import ConsumerRegistry, ConsumerWorker, RetryPolicy, prune_inbox
 from gatherly.kernel.flags import Flags
 from gatherly.kernel.log.base import MessageLog, TopicConfig
 from gatherly.kernel.mail import Mailer

@@ -1,4 +1,4 @@
-"""The consumer runtime: at-least-once delivery made idempotent by the inbox, bounded retries, dead letters."""
+"""The delivery runtime: at-least-once consumption made idempotent by the inbox, bounded retries, dead letters."""
 
 from __future__ import annotations
 
