@@ -72,6 +72,7 @@ async def test_the_relay_publishes_each_accounts_events_in_order_and_empties_the
         async with LedgerUnitOfWork(ledger_db, signal=signal) as uow:
             uow.publish(deposit(account=f"acct-{amount % 3}", amount=amount))
     relay = OutboxRelay("ledger", ledger_db, message_log, signal, batch_size=7)
+    await message_log.ensure_topics([TopicConfig(deposit.TOPIC)])
     while await relay.relay_once():
         pass
     assert await outbox_size(ledger_db) == 0
@@ -114,6 +115,7 @@ async def test_events_committed_after_the_outbox_was_emptied_still_go_out(
     deposit = deposit_event()
     signal = OutboxSignal()
     relay = OutboxRelay("ledger", ledger_db, message_log, signal)
+    await message_log.ensure_topics([TopicConfig(deposit.TOPIC)])
     for round_amounts in ([1, 2, 3], [4], [5, 6]):
         for amount in round_amounts:
             async with LedgerUnitOfWork(ledger_db, signal=signal) as uow:

@@ -3,22 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import sqlite3
+import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-import stamina
 import structlog
 from pydantic import ValidationError
 from sqlalchemy import delete
+from sqlalchemy import exc as sa_exc
 
-from gatherly.contracts.base import IntegrationEvent
+from gatherly.contracts.base import IntegrationEvent, all_schemas
 from gatherly.kernel.db import Database, rowcount
-from gatherly.kernel.log.base import LogConsumer, MessageLog, OutgoingMessage, Record, TopicPartition
+from gatherly.kernel.log.base import (
+    CommitFailed,
+    GroupNotEmpty,
+    LogConsumer,
+    LogUnavailable,
+    MessageLog,
+    OutgoingMessage,
+    Record,
+    TopicConfig,
+    TopicPartition,
+)
 from gatherly.kernel.messages import Envelope, UnknownEventType, causation_id_var, correlation_id_var
-from gatherly.kernel.metrics import DEAD_LETTERS, HANDLE_LATENCY, HANDLED
+from gatherly.kernel.metrics import DEAD_LETTERS, HANDLE_LATENCY, HANDLED, INFRA_RETRIES, UNHANDLED_TYPES
 from gatherly.kernel.uow import INBOX, UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -81,12 +94,68 @@ class RetryPolicy:
     max_delay: float = 5.0
 
 
-class ConsumerWorker:
-    """Runs one consumer group: poll, apply each record in its own transaction with the inbox row, commit offsets.
+def redelivery_topic(group: str) -> str:
+    """Where `gatherly dlq replay` puts a group's parked messages: read by that group only."""
+    return f"gatherly.redeliver.{group}"
 
-    Offsets are committed only after the records' transactions committed; a crash in between redelivers
-    them and the inbox turns the repeat into a no-op. A handler that keeps failing (or a message that
-    cannot be parsed) is parked on `<topic>.dlq` with the error, so the partition moves on."""
+
+# Headers of a replayed message naming where it first came from (its DLQ is that topic's).
+ORIGINAL_TOPIC = "gatherly.original_topic"
+
+
+def is_infrastructure_error(error: BaseException) -> bool:
+    """Whether an error comes from the database or the log being unavailable (locked, down, timed out), not
+    from the message or the handler: such errors are retried without limit and never park a message."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(
+            seen,
+            sa_exc.OperationalError
+            | sa_exc.InterfaceError
+            | sa_exc.TimeoutError
+            | sa_exc.DisconnectionError
+            | sqlite3.OperationalError
+            | LogUnavailable
+            | OSError
+            | TimeoutError,
+        ):
+            return True
+        if isinstance(seen, sa_exc.DBAPIError) and seen.connection_invalidated:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+@dataclass
+class _Pause:
+    resume_at: float
+    failures: int
+
+
+def read_event(envelope: Envelope) -> IntegrationEvent:
+    """The event, read tolerantly: a version newer than this build knows (a newer producer during a rolling
+    deploy) is read with the newest schema it has for the type, ignoring the fields it does not know."""
+    try:
+        return envelope.event()
+    except UnknownEventType:
+        older = [v for t, v in all_schemas() if t == envelope.type and v < envelope.schema_version]
+        if not older:
+            raise
+        return all_schemas()[(envelope.type, max(older))].model_validate(envelope.payload)
+
+
+class ConsumerWorker:
+    """Runs one consumer group: poll, apply each record in its own transaction with the inbox row, commit.
+
+    Offsets are committed only after the records' transactions committed; a crash in between redelivers them and
+    the inbox turns the repeat into a no-op. Failures are handled per partition, without sleeping in the loop:
+    the failing partition is rewound to the failing record and paused for a backoff, while the others go on.
+
+    - Infrastructure errors (database locked or down, log unavailable, timeouts) are retried without limit.
+    - A handler error is retried `max_attempts` times, then the record is parked on `<topic>.dlq`.
+    - A record that cannot be parsed is parked at once.
+    - An event type the group has no handler for is skipped and counted (tolerant reader).
+    An error outside a record (poll, commit) ends `run` with the error: the supervisor restarts it."""
 
     def __init__(
         self,
@@ -104,52 +173,142 @@ class ConsumerWorker:
         self.batch_size = batch_size
         self._stopping = asyncio.Event()
         self._consumer: LogConsumer | None = None
+        # Next offset to commit per partition: everything before it is applied or parked.
+        self._done: dict[TopicPartition, int] = {}
+        self._paused: dict[TopicPartition, _Pause] = {}
+        self._attempts: dict[tuple[TopicPartition, int], int] = {}
+
+    @property
+    def topics(self) -> list[str]:
+        return sorted(self.spec.topics | {redelivery_topic(self.spec.group)})
 
     def stop(self) -> None:
         """Finish the record in hand, commit, leave the group."""
         self._stopping.set()
 
+    async def ensure_topics(self, partitions: int = 4) -> None:
+        """Create what this group reads and parks to: its topics, their dead-letter topics (kept forever: a
+        parked message must wait for an operator), and its redelivery topic."""
+        await self.log.ensure_topics(
+            [TopicConfig(t, partitions=partitions) for t in sorted(self.spec.topics)]
+            + [TopicConfig(dead_letter_topic(t), partitions=partitions, retention_ms=None) for t in self.spec.topics]
+            + [TopicConfig(redelivery_topic(self.spec.group), partitions=partitions, retention_ms=None)]
+        )
+
     async def run(self) -> None:
-        consumer = self.log.consumer(self.spec.group, sorted(self.spec.topics))
+        await self.ensure_topics()
+        self._done.clear()
+        self._paused.clear()
+        consumer = self.log.consumer(self.spec.group, self.topics, on_revoked=self._commit_revoked)
         self._consumer = consumer
         try:
             while not self._stopping.is_set():
-                records = await consumer.poll(self.batch_size, timeout=0.5)
-                if not records:
-                    continue
+                self._resume_due(consumer)
+                records = await consumer.poll(self.batch_size, timeout=self._poll_timeout())
                 await self.handle_batch(records)
-                done: dict[TopicPartition, int] = {}
-                for record in records:
-                    done[TopicPartition(record.topic, record.partition)] = record.offset + 1
-                await consumer.commit(done)
+                await self._commit(consumer, set(self._done))
         finally:
-            await consumer.close()
+            try:
+                await consumer.close()
+            except Exception as error:  # the log is down: our partitions are freed by the session timeout
+                log.warning("could not leave the group cleanly", consumer=self.spec.group, error=repr(error))
+
+    def _poll_timeout(self) -> float:
+        if not self._paused:
+            return 0.5
+        soonest = min(p.resume_at for p in self._paused.values())
+        return max(0.0, min(0.5, soonest - time.monotonic()))
+
+    def _resume_due(self, consumer: LogConsumer) -> None:
+        now = time.monotonic()
+        due = {tp for tp, pause in self._paused.items() if pause.resume_at <= now}
+        if due:
+            consumer.resume(due)
+
+    async def _commit(self, consumer: LogConsumer, partitions: set[TopicPartition]) -> None:
+        offsets = {tp: self._done[tp] for tp in partitions if tp in self._done}
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except CommitFailed as error:
+            # We lost the partitions (silent too long): their new owner redelivers; the inbox makes it harmless.
+            log.warning("offset commit refused: partitions moved on", consumer=self.spec.group, error=str(error))
+        for tp in offsets:
+            if self._done.get(tp) == offsets[tp]:
+                del self._done[tp]
+
+    async def _commit_revoked(self, partitions: set[TopicPartition]) -> None:
+        """Commit what was done on partitions we are giving up, so the next owner starts right after it."""
+        assert self._consumer is not None
+        await self._commit(self._consumer, partitions)
+        for tp in partitions:
+            self._paused.pop(tp, None)
+            self._attempts = {k: v for k, v in self._attempts.items() if k[0] != tp}
 
     async def handle_batch(self, records: Sequence[Record]) -> None:
-        """Apply records in order. A transaction costs milliseconds, so a batch is first tried in ONE
-        transaction (an inbox row per message); if anything in it fails, it is rolled back whole and every
-        record goes through `handle` alone, with retries and dead letters."""
+        """Apply polled records partition by partition: a failure holds back only its own partition."""
+        assert self._consumer is not None
+        by_partition: dict[TopicPartition, list[Record]] = {}
+        for record in records:
+            by_partition.setdefault(TopicPartition(record.topic, record.partition), []).append(record)
+        for tp, batch in by_partition.items():
+            await self._handle_partition(self._consumer, tp, batch)
+
+    async def _handle_partition(self, consumer: LogConsumer, tp: TopicPartition, records: list[Record]) -> None:
+        """Apply one partition's records in order; on a failure rewind to it and pause the partition."""
+        if len(records) > 1 and await self._try_batch(records):
+            self._done[tp] = records[-1].offset + 1
+            self._paused.pop(tp, None)
+            return
+        for record in records:
+            try:
+                await self.handle(record)
+            except Exception as error:
+                await self._back_off(consumer, tp, record, error)
+                return
+            self._done[tp] = record.offset + 1
+            self._paused.pop(tp, None)
+
+    async def _back_off(self, consumer: LogConsumer, tp: TopicPartition, record: Record, error: Exception) -> None:
+        previous = self._paused.get(tp)
+        failures = (previous.failures if previous else 0) + 1
+        if is_infrastructure_error(error):
+            INFRA_RETRIES.labels(self.spec.group).inc()
+            log.warning(
+                "database or log unavailable; partition paused, record will be retried",
+                consumer=self.spec.group,
+                partition=str(tp),
+                offset=record.offset,
+                error=repr(error),
+            )
+        delay = min(self.retry.max_delay, self.retry.initial_delay * 2 ** (failures - 1))
+        self._paused[tp] = _Pause(time.monotonic() + delay * random.uniform(0.8, 1.0), failures)
+        await consumer.seek(tp, record.offset)
+        consumer.pause({tp})
+
+    async def _try_batch(self, records: Sequence[Record]) -> bool:
+        """A transaction costs milliseconds, so a run of records is first tried in ONE transaction (an inbox row
+        per message); if anything in it fails, it is rolled back whole and each record goes alone."""
         parsed: list[tuple[Envelope, IntegrationEvent, Handler]] = []
         for record in records:
             try:
                 envelope = Envelope.from_record(record)
-                handler = self.spec.handlers.get(envelope.type)
-                if handler is None:
-                    continue
+            except (KeyError, ValueError, ValidationError):
+                return False
+            handler = self.spec.handlers.get(envelope.type)
+            if handler is None:
+                return False  # counted on the one-by-one path
+            try:
                 parsed.append((envelope, envelope.event(), handler))
-            except (KeyError, ValueError, ValidationError, UnknownEventType):
-                break  # let the one-by-one path park it, keeping order with the rest
-        else:
-            if len(parsed) > 1:
-                try:
-                    await self._apply_all(parsed)
-                    return
-                except Exception as error:
-                    log.info(
-                        "batch failed; applying its records one by one", consumer=self.spec.group, error=repr(error)
-                    )
-        for record in records:
-            await self.handle(record)
+            except (ValueError, ValidationError, UnknownEventType):
+                return False
+        try:
+            await self._apply_all(parsed)
+        except Exception as error:
+            log.info("batch failed; applying its records one by one", consumer=self.spec.group, error=repr(error))
+            return False
+        return True
 
     async def _apply_all(self, parsed: Sequence[tuple[Envelope, IntegrationEvent, Handler]]) -> None:
         applied: list[Envelope] = []
@@ -175,30 +334,34 @@ class ConsumerWorker:
             self._record_success(envelope)
 
     async def handle(self, record: Record) -> None:
+        """Apply one record, or park it when it is poison. Raises (to be retried later) on an infrastructure
+        error, or on a handler error while attempts remain."""
+        tp = TopicPartition(record.topic, record.partition)
         try:
             envelope = Envelope.from_record(record)
             handler = self.spec.handlers.get(envelope.type)
             if handler is None:
-                return  # another consumer's business: skipped, and its offset committed
-            event = envelope.event()
+                # Tolerant reader: another group's business, or a type newer than this build. Skipped, counted.
+                UNHANDLED_TYPES.labels(self.spec.group, envelope.type).inc()
+                HANDLED.labels(self.spec.group, "skipped").inc()
+                return
+            event = read_event(envelope)
         except (KeyError, ValueError, ValidationError, UnknownEventType) as error:
             # Retrying cannot fix a message that does not parse: park it at once.
             await self.park(record, error, attempts=1)
             return
-        attempts = 0
+        attempt = self._attempts.get((tp, record.offset), 0) + 1
         try:
-            async for attempt in stamina.retry_context(
-                on=Exception,
-                attempts=self.retry.max_attempts,
-                wait_initial=self.retry.initial_delay,
-                wait_max=self.retry.max_delay,
-                timeout=None,
-            ):
-                with attempt:
-                    attempts = attempt.num
-                    await self._apply(envelope, event, handler)
+            await self._apply(envelope, event, handler)
         except Exception as error:
-            await self.park(record, error, attempts=attempts)
+            if is_infrastructure_error(error):
+                raise  # not the message's fault: never counted as an attempt, never parked
+            if attempt < self.retry.max_attempts:
+                self._attempts[(tp, record.offset)] = attempt
+                log.info("handler failed; will retry", consumer=self.spec.group, attempt=attempt, error=repr(error))
+                raise
+            await self.park(record, error, attempts=attempt)
+        self._attempts.pop((tp, record.offset), None)
 
     async def _apply(self, envelope: Envelope, event: IntegrationEvent, handler: Handler) -> None:
         correlation = correlation_id_var.set(envelope.correlation_id)
@@ -222,17 +385,20 @@ class ConsumerWorker:
         )
 
     async def park(self, record: Record, error: BaseException, attempts: int) -> None:
+        """Put the record on its topic's dead-letter topic with why. If the log cannot take it, this raises and
+        the record is retried later (never skipped unparked)."""
+        original_topic = record.headers.get(ORIGINAL_TOPIC, record.topic)
         log.error(
             "message parked on the dead-letter topic",
             consumer=self.spec.group,
-            topic=record.topic,
+            topic=original_topic,
             offset=record.offset,
             error=repr(error),
         )
         headers = {
-            **record.headers,
+            **{k: v for k, v in record.headers.items() if k != ORIGINAL_TOPIC},
             "dlq.consumer_group": self.spec.group,
-            "dlq.original_topic": record.topic,
+            "dlq.original_topic": original_topic,
             "dlq.original_partition": str(record.partition),
             "dlq.original_offset": str(record.offset),
             "dlq.error_type": type(error).__name__,
@@ -241,47 +407,80 @@ class ConsumerWorker:
             "dlq.attempts": str(attempts),
             "dlq.failed_at": datetime.now(UTC).isoformat(),
         }
-        await self.log.publish(
-            [
-                OutgoingMessage(
-                    topic=dead_letter_topic(record.topic), key=record.key, value=record.value, headers=headers
-                )
-            ]
-        )
-        DEAD_LETTERS.labels(self.spec.group, record.topic).inc()
+        dlq = dead_letter_topic(original_topic)
+        await self.log.publish([OutgoingMessage(topic=dlq, key=record.key, value=record.value, headers=headers)])
+        DEAD_LETTERS.labels(self.spec.group, original_topic).inc()
         HANDLED.labels(self.spec.group, "dead_letter").inc()
 
 
-async def replay_dead_letters(message_log: MessageLog, topic: str, *, group: str | None = None) -> int:
-    """Publish parked messages of `<topic>.dlq` back to `topic` (same message id; consumers that had applied
-    them skip them via their inbox). Progress is kept as a replay group's offsets,
-    so each is replayed once.
-    With `group`, only the messages that this consumer group parked. Returns how many were replayed."""
+async def wait_for_assignment(consumer: LogConsumer, partitions: set[TopicPartition], timeout: float = 30.0) -> None:
+    """Admin tools read as a group: wait until this member owns every partition, rather than taking the first
+    empty poll (before the member joined) for "nothing there"."""
+    deadline = time.monotonic() + timeout
+    while not partitions <= await consumer.assignment():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not assigned {sorted(partitions - await consumer.assignment())} in {timeout:g}s")
+        await asyncio.sleep(0.05)
+
+
+async def replay_dead_letters(message_log: MessageLog, topic: str, *, group: str) -> int:
+    """Redeliver the messages `group` parked on `<topic>.dlq` to that group only (its redelivery topic), once.
+
+    A bounded pass: what was parked when it started; a message parked again meanwhile waits for the next
+    replay. Progress is a replay group's committed offsets, so each is redelivered once (a crash between the
+    publish and the commit redelivers it once more: the inbox makes that harmless). The group applies it
+    with the same message id, or parks it again if it still fails. Returns how many were redelivered."""
     dlq = dead_letter_topic(topic)
-    replay_group = f"gatherly.dlq-replay.{group or 'all'}"
-    consumer = message_log.consumer(replay_group, [dlq])
+    end = await message_log.end_offsets(dlq)
+    if not end:
+        return 0
+    consumer = message_log.consumer(f"gatherly.dlq-replay.{group}", [dlq])
     replayed = 0
     try:
-        while True:
-            records = await consumer.poll(500, timeout=0.5)
-            if not records:
+        await wait_for_assignment(consumer, set(end))
+        remaining = {tp for tp, offset in end.items() if offset > 0}
+        while remaining:
+            positions = {tp: await message_log.committed(consumer.group, tp) or 0 for tp in remaining}
+            remaining = {tp for tp in remaining if positions[tp] < end[tp]}
+            if not remaining:
                 break
+            records = await consumer.poll(500, timeout=0.5)
             out: list[OutgoingMessage] = []
             done: dict[TopicPartition, int] = {}
             for record in records:
-                done[TopicPartition(record.topic, record.partition)] = record.offset + 1
-                if group is not None and record.headers.get("dlq.consumer_group") != group:
+                tp = TopicPartition(record.topic, record.partition)
+                if record.offset >= end[tp]:
+                    continue  # parked after the pass began
+                done[tp] = record.offset + 1
+                if record.headers.get("dlq.consumer_group") != group:
                     continue
                 headers = {k: v for k, v in record.headers.items() if not k.startswith("dlq.")}
+                headers[ORIGINAL_TOPIC] = record.headers.get("dlq.original_topic", topic)
                 headers["replayed_from"] = f"{record.topic}:{record.partition}:{record.offset}"
-                out.append(OutgoingMessage(topic=topic, key=record.key, value=record.value, headers=headers))
+                out.append(
+                    OutgoingMessage(topic=redelivery_topic(group), key=record.key, value=record.value, headers=headers)
+                )
             if out:
                 await message_log.publish(out)
                 replayed += len(out)
             await consumer.commit(done)
+            for tp in [tp for tp in remaining if done.get(tp, 0) >= end[tp]]:
+                remaining.discard(tp)
     finally:
         await consumer.close()
     return replayed
+
+
+async def rebuild_group(db: Database, message_log: MessageLog, group: str, topics: Sequence[str]) -> None:
+    """Make a stopped group read `topics` from the beginning and apply everything again (read-model rebuild).
+
+    Refuses (GroupNotEmpty) BEFORE touching the inbox when the group has live members: deleting the inbox
+    under a running consumer would make its next duplicate delivery apply twice."""
+    members = await message_log.group_members(group)
+    if members:
+        raise GroupNotEmpty(f"group {group!r} has live members {sorted(members)}: stop its consumers first")
+    await forget_processed(db, group)
+    await message_log.reset_group(group, [*topics, redelivery_topic(group)], "earliest")
 
 
 def topics_of(specs: Sequence[ConsumerSpec]) -> set[str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 RELAYED = Counter("gatherly_outbox_relayed_total", "Outbox rows published to the log", ["service"])
 HANDLED = Counter("gatherly_messages_handled_total", "Messages applied by a consumer", ["consumer", "outcome"])
@@ -15,3 +15,21 @@ HANDLE_LATENCY = Histogram(
 DEAD_LETTERS = Counter("gatherly_dead_letters_total", "Messages parked on a dead-letter topic", ["consumer", "topic"])
 HTTP_REQUESTS = Counter("gatherly_http_requests_total", "HTTP requests", ["service", "method", "status"])
 HTTP_LATENCY = Histogram("gatherly_http_request_seconds", "HTTP request duration", ["service", "method"])
+
+# --- delivery: supervision, consumer lag, dead letters (issue #7, delivery side) -------------------------------
+WORKER_RESTARTS = Counter(
+    "gatherly_worker_restarts_total", "Supervised background tasks restarted after an error", ["service", "task"]
+)
+WORKERS_DOWN = Gauge("gatherly_workers_down", "Supervised tasks down longer than the readiness threshold", ["service"])
+CONSUMER_LAG = Gauge(
+    "gatherly_consumer_lag", "Records on a partition not yet processed by a group", ["group", "topic", "partition"]
+)
+DLQ_SIZE = Gauge("gatherly_dlq_records", "Records kept on a dead-letter topic", ["topic"])
+UNHANDLED_TYPES = Counter(
+    "gatherly_messages_skipped_total", "Messages of event types a group does not handle (skipped)", ["consumer", "type"]
+)
+INFRA_RETRIES = Counter(
+    "gatherly_infrastructure_retries_total",
+    "Records put back because the database or log failed (retried without limit, never parked)",
+    ["consumer"],
+)

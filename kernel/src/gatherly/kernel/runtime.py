@@ -25,6 +25,7 @@ from gatherly.kernel.mail import Mailer
 from gatherly.kernel.relay import OutboxRelay
 from gatherly.kernel.resilience import Resilience
 from gatherly.kernel.settings import Settings
+from gatherly.kernel.supervision import Supervisor
 from gatherly.kernel.uow import OutboxSignal, UnitOfWork
 from gatherly.kernel.web import Readiness, RequestContextMiddleware, install_error_handlers, install_health
 
@@ -118,7 +119,9 @@ class ServiceHost:
             ConsumerWorker(spec, platform.log, self.new_unit_of_work, retry=retry)
             for spec in definition.consumers.specs.values()
         ]
-        # Relay and consumers stop by themselves after finishing their batch; background tasks are cancelled.
+        # Every long-running task is supervised: restarted with backoff after any error, readiness turns red
+        # while one stays down. Relay and consumers stop by themselves after their batch; tasks are cancelled.
+        self.supervisor = Supervisor(definition.name, unready_after=settings.supervision_unready_after)
         self._draining_tasks: list[asyncio.Task[None]] = []
         self._cancelled_tasks: list[asyncio.Task[None]] = []
         self.app = self._build_app()
@@ -144,7 +147,7 @@ class ServiceHost:
         app.state.host = self
         install_error_handlers(app)
         app.add_middleware(RequestContextMiddleware, service=self.name)
-        install_health(app, self.context.readiness, checks=[self._database_answers])
+        install_health(app, self.context.readiness, checks=[self._database_answers, self.supervisor.check])
         for router in self.definition.routers:
             app.include_router(router)
         return app
@@ -168,13 +171,15 @@ class ServiceHost:
         )
         if self.definition.on_start is not None:
             await self.definition.on_start(self.context)
+        supervise = self.supervisor.start
         if settings.outbox_relay:
-            self._draining_tasks.append(self._spawn(self.relay.run(), "relay"))
+            self._draining_tasks.append(supervise("relay", self.relay.run))
         for worker in self.workers:
-            self._draining_tasks.append(self._spawn(worker.run(), f"consumer {worker.spec.group}"))
+            self._draining_tasks.append(supervise(f"consumer {worker.spec.group}", worker.run))
         for task in self.definition.tasks:
-            self._cancelled_tasks.append(self._spawn(task(self.context), getattr(task, "__name__", "task")))
-        self._cancelled_tasks.append(self._spawn(self._prune_inbox_hourly(), "inbox pruning"))
+            name = getattr(task, "__name__", "task")
+            self._cancelled_tasks.append(supervise(name, lambda task=task: task(self.context)))  # type: ignore[misc]
+        self._cancelled_tasks.append(supervise("inbox pruning", self._prune_inbox_hourly))
         self.context.readiness.set_ready()
         log.info("service started", service=self.name, consumers=len(self.workers))
 
@@ -182,18 +187,6 @@ class ServiceHost:
         while True:
             await prune_inbox(self.context.db, older_than=timedelta(days=self.context.settings.inbox_retention_days))
             await asyncio.sleep(3600)
-
-    def _spawn(self, coroutine: Awaitable[None], what: str) -> asyncio.Task[None]:
-        async def guarded() -> None:
-            try:
-                await coroutine
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("background work stopped with an error", service=self.name, what=what)
-                raise
-
-        return asyncio.create_task(guarded(), name=f"{self.name}: {what}")
 
     async def stop(self) -> None:
         """Not ready first, then consumers finish their record and commit, then the relay flushes, then exit."""

@@ -1,0 +1,116 @@
+"""Supervision: long-running tasks restart with backoff after any error, and readiness says when one stays down."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+
+from gatherly.kernel.metrics import WORKER_RESTARTS, WORKERS_DOWN
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    initial: float = 0.1
+    maximum: float = 30.0
+    # A run that lasted this long counts as healthy: the next failure starts the backoff from `initial` again.
+    healthy_after: float = 60.0
+
+    def delay(self, failures: int) -> float:
+        return min(self.maximum, self.initial * 2 ** max(0, failures - 1))
+
+
+class _Supervised:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.failures = 0
+        self.run_started = 0.0
+        # Monotonic time of the first failure of the current crash loop; None while healthy.
+        self.down_since: float | None = None
+
+    def recovered(self, now: float, healthy_after: float) -> bool:
+        """Whether the run since the last restart has lasted long enough to count as healthy (and say so)."""
+        if (
+            self.down_since is not None
+            and self.run_started > self.down_since
+            and now - self.run_started >= healthy_after
+        ):
+            self.down_since, self.failures = None, 0
+        return self.down_since is None
+
+
+class Supervisor:
+    """Runs named coroutines for the life of a service, restarting each after any exception.
+
+        supervisor = Supervisor("groups")
+        supervisor.start("relay", relay.run)   # a factory: each restart calls it again
+        ...
+        await supervisor.check()               # raises while a task has been down over `unready_after`
+
+    A task that returns normally has finished (it was asked to stop) and is not restarted; cancellation
+    stops it. A restarted task counts as up again once its new run has lasted `backoff.healthy_after`, so a
+    crash loop keeps it down; the restart counter and an error log with the cause record every failure."""
+
+    def __init__(self, service: str, *, backoff: Backoff | None = None, unready_after: float = 30.0) -> None:
+        self.service = service
+        self.backoff = backoff or Backoff()
+        self.unready_after = unready_after
+        self._tasks: dict[str, _Supervised] = {}
+
+    def start(self, name: str, work: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+        if name in self._tasks:
+            raise ValueError(f"{self.service} already supervises a task named {name!r}")
+        state = self._tasks[name] = _Supervised(name)
+        return asyncio.create_task(self._run(state, work), name=f"{self.service}: {name}")
+
+    async def _run(self, state: _Supervised, work: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            state.run_started = time.monotonic()
+            try:
+                await work()
+                state.down_since = None
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                now = time.monotonic()
+                state.recovered(now, self.backoff.healthy_after)
+                state.failures += 1
+                if state.down_since is None:
+                    state.down_since = now
+                delay = self.backoff.delay(state.failures)
+                WORKER_RESTARTS.labels(self.service, state.name).inc()
+                log.error(
+                    "supervised task failed; restarting",
+                    service=self.service,
+                    task=state.name,
+                    cause=repr(error),
+                    restart_in_s=round(delay, 3),
+                    failures=state.failures,
+                    exc_info=error,
+                )
+                await asyncio.sleep(delay)
+
+    def down_too_long(self) -> list[str]:
+        """Names of tasks that failed and have not run healthily since, for longer than `unready_after` s."""
+        now = time.monotonic()
+        down = [
+            state.name
+            for state in self._tasks.values()
+            if not state.recovered(now, self.backoff.healthy_after)
+            and state.down_since is not None
+            and now - state.down_since > self.unready_after
+        ]
+        WORKERS_DOWN.labels(self.service).set(len(down))
+        return sorted(down)
+
+    async def check(self) -> None:
+        """A readiness check: raises while a task has been down longer than `unready_after`."""
+        down = self.down_too_long()
+        if down:
+            raise RuntimeError(f"background work down for over {self.unready_after:g}s: {', '.join(down)}")
