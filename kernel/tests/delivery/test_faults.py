@@ -307,3 +307,38 @@ async def test_nesting_a_unit_of_work_raises_instead_of_splitting_its_transactio
 
 
 _unused: Callable[..., object] = apply_deposit
+
+
+# -- metrics ------------------------------------------------------------------------------------------------
+
+
+async def test_lag_per_partition_and_dead_letter_counts_are_exported(
+    ledger_db: Database, message_log: MessageLog
+) -> None:
+    deposit = deposit_event()
+    group = group_name()
+    outage = {"on": True}
+
+    async def stuck_while_down(event: Deposit, uow: LedgerUnitOfWork) -> None:
+        if outage["on"] and event.account == "stuck":
+            raise locked()
+        if event.amount == 13:
+            raise ValueError("a bug")
+        await apply_deposit(event, uow)
+
+    registry = ConsumerRegistry()
+    registry.on(deposit, group=group)(stuck_while_down)
+    await publish_deposits(message_log, deposit, [1, 2], account="stuck")
+    await publish_deposits(message_log, deposit, [13], account="other")
+    stuck = str(partition_for("stuck", 4))
+
+    def lag() -> float:
+        return metric("gatherly_consumer_lag", group=group, topic=deposit.TOPIC, partition=stuck)
+
+    async with Running(worker_for(registry, message_log, ledger_db)):
+        dlq = dead_letter_topic(deposit.TOPIC)
+        await eventually(lambda: _true(metric("gatherly_dlq_records", topic=dlq) == 1))
+        await eventually(lambda: _true(lag() == 2))
+        outage["on"] = False
+        await eventually(lambda: _true(lag() == 0))
+    assert await totals(ledger_db) == (3, 2)

@@ -31,7 +31,15 @@ from gatherly.kernel.log.base import (
     TopicPartition,
 )
 from gatherly.kernel.messages import Envelope, UnknownEventType, causation_id_var, correlation_id_var
-from gatherly.kernel.metrics import DEAD_LETTERS, HANDLE_LATENCY, HANDLED, INFRA_RETRIES, UNHANDLED_TYPES
+from gatherly.kernel.metrics import (
+    CONSUMER_LAG,
+    DEAD_LETTERS,
+    DLQ_SIZE,
+    HANDLE_LATENCY,
+    HANDLED,
+    INFRA_RETRIES,
+    UNHANDLED_TYPES,
+)
 from gatherly.kernel.uow import INBOX, UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -41,6 +49,7 @@ U = TypeVar("U", bound=UnitOfWork)
 Handler = Callable[[Any, Any], Awaitable[None]]
 
 DLQ_SUFFIX = ".dlq"
+METRICS_EVERY_S = 1.0
 
 
 def dead_letter_topic(topic: str) -> str:
@@ -177,6 +186,7 @@ class ConsumerWorker:
         self._done: dict[TopicPartition, int] = {}
         self._paused: dict[TopicPartition, _Pause] = {}
         self._attempts: dict[tuple[TopicPartition, int], int] = {}
+        self._metrics_due = 0.0
 
     @property
     def topics(self) -> list[str]:
@@ -207,11 +217,28 @@ class ConsumerWorker:
                 records = await consumer.poll(self.batch_size, timeout=self._poll_timeout())
                 await self.handle_batch(records)
                 await self._commit(consumer, set(self._done))
+                await self._update_metrics(consumer)
         finally:
             try:
                 await consumer.close()
             except Exception as error:  # the log is down: our partitions are freed by the session timeout
                 log.warning("could not leave the group cleanly", consumer=self.spec.group, error=repr(error))
+
+    async def _update_metrics(self, consumer: LogConsumer) -> None:
+        """Lag per owned partition and the size of this group's dead-letter topics, at most once a second."""
+        now = time.monotonic()
+        if now < self._metrics_due:
+            return
+        self._metrics_due = now + METRICS_EVERY_S
+        assigned = await consumer.assignment()
+        for topic in self.spec.topics:
+            ends = await self.log.end_offsets(topic)
+            for tp, end in ends.items():
+                if tp in assigned:
+                    committed = await self.log.committed(self.spec.group, tp) or 0
+                    CONSUMER_LAG.labels(self.spec.group, tp.topic, str(tp.partition)).set(max(0, end - committed))
+            dlq = dead_letter_topic(topic)
+            DLQ_SIZE.labels(dlq).set(sum((await self.log.end_offsets(dlq)).values()))
 
     def _poll_timeout(self) -> float:
         if not self._paused:
