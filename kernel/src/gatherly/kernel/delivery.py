@@ -438,6 +438,11 @@ class ConsumerWorker:
         await self.log.publish([OutgoingMessage(topic=dlq, key=record.key, value=record.value, headers=headers)])
         DEAD_LETTERS.labels(self.spec.group, original_topic).inc()
         HANDLED.labels(self.spec.group, "dead_letter").inc()
+        # Commit past it at once: a crash now must not park it (and the poison before it) a second time.
+        if self._consumer is not None:
+            tp = TopicPartition(record.topic, record.partition)
+            self._done[tp] = record.offset + 1
+            await self._commit(self._consumer, {tp})
 
 
 async def wait_for_assignment(consumer: LogConsumer, partitions: set[TopicPartition], timeout: float = 30.0) -> None:

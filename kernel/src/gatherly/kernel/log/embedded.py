@@ -349,8 +349,6 @@ class EmbeddedLog:
             return
 
         def upsert(db: sqlite3.Connection) -> None:
-            if member_id not in self._live_members(db, group, time.time()):
-                raise CommitFailed(f"member {member_id} of group {group!r} is no longer live (session timed out)")
             for tp in offsets:
                 owner = db.execute(
                     "SELECT member_id, generation FROM partition_owners"
@@ -362,6 +360,11 @@ class EmbeddedLog:
                         f"member {member_id} of group {group!r} does not own {tp} at generation"
                         f" {generations.get(tp)} (owner now: {owner})"
                     )
+            # A commit proves the member alive, whatever delayed its last heartbeat.
+            db.execute(
+                "UPDATE group_members SET heartbeat_at = ? WHERE group_id = ? AND member_id = ?",
+                (time.time(), group, member_id),
+            )
             db.executemany(
                 "INSERT INTO group_offsets (group_id, topic, partition, next_offset) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (group_id, topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
