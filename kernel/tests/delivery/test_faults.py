@@ -342,3 +342,120 @@ async def test_lag_per_partition_and_dead_letter_counts_are_exported(
         outage["on"] = False
         await eventually(lambda: _true(lag() == 0))
     assert await totals(ledger_db) == (3, 2)
+
+
+# -- fault injection on the real database ---------------------------------------------------------------------
+
+
+class DatabaseOutage:
+    """Makes the ledger database fail for real for `seconds`: on SQLite another connection holds the write lock
+    for longer than a writer waits for it (cut to 0.3 s here), so writes fail with "database is locked"; on
+    PostgreSQL every other backend of the database is terminated again and again (connections drop
+    mid-transaction)."""
+
+    def __init__(self, db: Database, seconds: float, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.db, self.seconds = db, seconds
+        self.begun = asyncio.Event()
+        if db.is_sqlite:
+            from gatherly.kernel import inline_sqlite
+
+            monkeypatch.setattr(inline_sqlite.begin_immediate, "__kwdefaults__", {"timeout": 0.3})
+
+    async def run(self) -> None:
+        if self.db.is_sqlite:
+            import sqlite3
+
+            path = self.db.engine.url.database
+            assert path is not None
+            other = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
+            # From a thread: the worker holding the lock right now needs the loop to finish its transaction.
+            await asyncio.to_thread(other.execute, "BEGIN IMMEDIATE")
+            self.begun.set()
+            try:
+                await asyncio.sleep(self.seconds)
+            finally:
+                other.execute("COMMIT")
+                other.close()
+            return
+        from sqlalchemy import text
+
+        admin = Database(self.db.engine.url.render_as_string(hide_password=False))
+        try:
+            deadline = time.monotonic() + self.seconds
+            self.begun.set()
+            while time.monotonic() < deadline:
+                async with admin.engine.connect() as connection:
+                    await connection.execute(
+                        text(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                        )
+                    )
+                await asyncio.sleep(0.02)
+        finally:
+            await admin.dispose()
+
+
+async def test_a_database_down_for_seconds_loses_nothing_applies_nothing_twice_parks_nothing(
+    ledger_db: Database, message_log: MessageLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deposit = deposit_event()
+    group = group_name()
+    amounts = list(range(1, 201))
+
+    async def slowly(event: Deposit, uow: LedgerUnitOfWork) -> None:
+        await apply_deposit(event, uow)
+        await asyncio.sleep(0.005)  # inside the transaction, so the outage lands mid-transaction too
+
+    registry = ConsumerRegistry()
+    registry.on(deposit, group=group)(slowly)
+    retries_before = metric("gatherly_infrastructure_retries_total", consumer=group)
+    await publish_deposits(message_log, deposit, amounts[:50])
+    async with Running(worker_for(registry, message_log, ledger_db)):
+        await eventually(lambda: _true(_applied_some(ledger_db)))
+        outage = DatabaseOutage(ledger_db, 3.0, monkeypatch)
+        running_outage = asyncio.create_task(outage.run())
+        await asyncio.wait_for(outage.begun.wait(), 30)
+        await publish_deposits(message_log, deposit, amounts[50:])
+        await running_outage
+        await eventually(lambda: _equal(totals(ledger_db), (sum(amounts), len(amounts))), timeout=60)
+    assert metric("gatherly_infrastructure_retries_total", consumer=group) > retries_before, "no fault was hit"
+    assert await parked(message_log, deposit.TOPIC) == 0
+
+
+def _applied_some(db: Database) -> Awaitable[bool]:
+    async def check() -> bool:
+        return (await totals(db))[1] > 0
+
+    return check()
+
+
+async def test_parking_while_the_log_is_unavailable_waits_and_keeps_order(
+    ledger_db: Database, message_log: MessageLog
+) -> None:
+    deposit = deposit_event()
+    group = group_name()
+    unavailable_until = time.monotonic() + 1.0
+    publish = message_log.publish
+
+    async def flaky_publish(messages: object) -> None:
+        if time.monotonic() < unavailable_until:
+            from gatherly.kernel.log.base import LogUnavailable
+
+            raise LogUnavailable("log unreachable")
+        await publish(messages)  # type: ignore[arg-type]
+
+    async def refuse_thirteen(event: Deposit, uow: LedgerUnitOfWork) -> None:
+        if event.amount == 13:
+            raise ValueError("thirteen")
+        await apply_deposit(event, uow)
+
+    registry = ConsumerRegistry()
+    registry.on(deposit, group=group)(refuse_thirteen)
+    await publish_deposits(message_log, deposit, [13, 2])
+    message_log.publish = flaky_publish  # type: ignore[method-assign]
+    async with Running(worker_for(registry, message_log, ledger_db)):
+        await eventually(lambda: _equal(totals(ledger_db), (2, 1)))
+        # The record after the poison waited until the poison was safely parked.
+        assert time.monotonic() >= unavailable_until
+    assert await parked(message_log, deposit.TOPIC) == 1

@@ -284,9 +284,13 @@ class ConsumerWorker:
 
     async def _handle_partition(self, consumer: LogConsumer, tp: TopicPartition, records: list[Record]) -> None:
         """Apply one partition's records in order; on a failure rewind to it and pause the partition."""
-        if len(records) > 1 and await self._try_batch(records):
-            self._done[tp] = records[-1].offset + 1
-            self._paused.pop(tp, None)
+        try:
+            if len(records) > 1 and await self._try_batch(records):
+                self._done[tp] = records[-1].offset + 1
+                self._paused.pop(tp, None)
+                return
+        except Exception as error:
+            await self._back_off(consumer, tp, records[0], error)
             return
         for record in records:
             try:
@@ -333,6 +337,8 @@ class ConsumerWorker:
         try:
             await self._apply_all(parsed)
         except Exception as error:
+            if is_infrastructure_error(error):
+                raise  # one by one would fail the same way: the partition backs off instead
             log.info("batch failed; applying its records one by one", consumer=self.spec.group, error=repr(error))
             return False
         return True
