@@ -412,7 +412,7 @@ async def test_a_database_down_for_seconds_loses_nothing_applies_nothing_twice_p
     retries_before = metric("gatherly_infrastructure_retries_total", consumer=group)
     await publish_deposits(message_log, deposit, amounts[:50])
     async with Running(worker_for(registry, message_log, ledger_db)):
-        await eventually(lambda: _true(_applied_some(ledger_db)))
+        await eventually(lambda: _applied_some(ledger_db))
         outage = DatabaseOutage(ledger_db, 3.0, monkeypatch)
         running_outage = asyncio.create_task(outage.run())
         await asyncio.wait_for(outage.begun.wait(), 30)
@@ -459,3 +459,31 @@ async def test_parking_while_the_log_is_unavailable_waits_and_keeps_order(
         # The record after the poison waited until the poison was safely parked.
         assert time.monotonic() >= unavailable_until
     assert await parked(message_log, deposit.TOPIC) == 1
+
+
+@pytest.mark.parametrize(
+    ("error", "infrastructure"),
+    [
+        (locked(), True),
+        (sa_exc.InterfaceError("SELECT 1", {}, Exception("connection is closed")), True),
+        (ConnectionRefusedError("connection refused"), True),
+        (TimeoutError(), True),
+        (sa_exc.DBAPIError("SELECT 1", {}, Exception("terminating connection"), connection_invalidated=True), True),
+        (sa_exc.IntegrityError("INSERT", {}, Exception("duplicate key")), False),
+        (ValueError("a bug"), False),
+        (KeyError("missing"), False),
+    ],
+)
+def test_errors_are_classified_as_infrastructure_or_not(error: BaseException, infrastructure: bool) -> None:
+    from gatherly.kernel.delivery import is_infrastructure_error
+
+    assert is_infrastructure_error(error) is infrastructure
+
+
+def test_an_error_caused_by_an_outage_counts_as_infrastructure() -> None:
+    from gatherly.kernel.delivery import is_infrastructure_error
+
+    cause = ConnectionResetError("peer went away")
+    error = RuntimeError("handler could not finish")
+    error.__cause__ = cause
+    assert is_infrastructure_error(error)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+import asyncpg
 import structlog
 from pydantic import ValidationError
 from sqlalchemy import delete
@@ -112,6 +113,10 @@ def redelivery_topic(group: str) -> str:
 ORIGINAL_TOPIC = "gatherly.original_topic"
 
 
+# SQLSTATE classes of a database that is unreachable, shutting down, overloaded or asking to retry.
+TRANSIENT_SQLSTATES = ("08", "53", "57P", "40001", "40P01")
+
+
 def is_infrastructure_error(error: BaseException) -> bool:
     """Whether an error comes from the database or the log being unavailable (locked, down, timed out), not
     from the message or the handler: such errors are retried without limit and never park a message."""
@@ -130,6 +135,11 @@ def is_infrastructure_error(error: BaseException) -> bool:
         ):
             return True
         if isinstance(seen, sa_exc.DBAPIError) and seen.connection_invalidated:
+            return True
+        # asyncpg's client-side errors after its connection was cut, and PostgreSQL's transient SQLSTATEs.
+        if isinstance(seen, asyncpg.InterfaceError | asyncpg.exceptions.InternalClientError):
+            return True
+        if str(getattr(seen, "sqlstate", "") or "").startswith(TRANSIENT_SQLSTATES):
             return True
         seen = seen.__cause__ or seen.__context__
     return False
