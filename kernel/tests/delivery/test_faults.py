@@ -68,6 +68,20 @@ async def test_a_task_that_fails_is_restarted_counted_and_turns_readiness_red_wh
         task.cancel()
 
 
+async def test_stopping_ends_a_task_waiting_out_its_backoff_at_once() -> None:
+    supervisor = Supervisor("svc-stop", backoff=Backoff(initial=60, maximum=60))
+    failed = asyncio.Event()
+
+    async def work() -> None:
+        failed.set()
+        raise OSError("down")
+
+    task = supervisor.start("relay", work)
+    await asyncio.wait_for(failed.wait(), 5)
+    supervisor.stop()
+    await asyncio.wait_for(task, 1)
+
+
 async def _true(value: bool) -> bool:
     return value
 

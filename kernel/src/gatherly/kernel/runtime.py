@@ -191,6 +191,7 @@ class ServiceHost:
     async def stop(self) -> None:
         """Not ready first, then consumers finish their record and commit, then the relay flushes, then exit."""
         self.context.readiness.set_draining()
+        self.supervisor.stop()
         for worker in self.workers:
             worker.stop()
         self.relay.stop()

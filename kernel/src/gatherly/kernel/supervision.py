@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -61,6 +62,11 @@ class Supervisor:
         self.backoff = backoff or Backoff()
         self.unready_after = unready_after
         self._tasks: dict[str, _Supervised] = {}
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Restart nothing from now on (a task waiting out its backoff ends at once)."""
+        self._stopping.set()
 
     def start(self, name: str, work: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
         if name in self._tasks:
@@ -94,7 +100,10 @@ class Supervisor:
                     failures=state.failures,
                     exc_info=error,
                 )
-                await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                if self._stopping.is_set():
+                    return
 
     def down_too_long(self) -> list[str]:
         """Names of tasks that failed and have not run healthily since, for longer than `unready_after` s."""
