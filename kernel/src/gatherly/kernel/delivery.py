@@ -289,6 +289,18 @@ class ConsumerWorker:
         by_partition: dict[TopicPartition, list[Record]] = {}
         for record in records:
             by_partition.setdefault(TopicPartition(record.topic, record.partition), []).append(record)
+        # The common case first: the whole poll in one transaction (one commit instead of one per partition).
+        if len(by_partition) > 1:
+            try:
+                whole = await self._try_batch(records)
+            except Exception as error:
+                whole = False
+                log.info("batch failed; applying partition by partition", consumer=self.spec.group, error=repr(error))
+            if whole:
+                for tp, batch in by_partition.items():
+                    self._done[tp] = batch[-1].offset + 1
+                    self._paused.pop(tp, None)
+                return
         for tp, batch in by_partition.items():
             await self._handle_partition(self._consumer, tp, batch)
 
