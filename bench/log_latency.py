@@ -24,8 +24,8 @@ from typing import ClassVar
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert
 
 from gatherly.contracts.base import IntegrationEvent
-from gatherly.kernel.consumers import ConsumerRegistry, ConsumerWorker
 from gatherly.kernel.db import Database
+from gatherly.kernel.delivery import ConsumerRegistry, ConsumerWorker
 from gatherly.kernel.log.base import TopicConfig
 from gatherly.kernel.log.embedded import EmbeddedLog
 from gatherly.kernel.relay import OutboxRelay

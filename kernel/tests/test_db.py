@@ -15,6 +15,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, s
 
 from gatherly.kernel.db import Database
 from gatherly.kernel.log import EmbeddedLog, OutgoingMessage
+from gatherly.kernel.log.base import TopicConfig
 
 metadata = MetaData()
 notes = Table("notes", metadata, Column("id", Integer, primary_key=True), Column("text", String, nullable=False))
@@ -113,6 +114,7 @@ async def test_the_inline_driver_waits_for_another_writer_without_blocking_the_l
 
 async def test_the_embedded_log_waits_for_another_writer_without_blocking_the_loop(tmp_path: Path) -> None:
     async with EmbeddedLog(tmp_path / "log.sqlite") as log:
+        await log.ensure_topics([TopicConfig("t")])
         other = await hold_write_lock(tmp_path / "log.sqlite", 0.3)
         ticker = Ticker()
         ticking = asyncio.create_task(ticker.run())

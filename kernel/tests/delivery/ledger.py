@@ -10,8 +10,8 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from gatherly.contracts.base import IntegrationEvent
-from gatherly.kernel.consumers import ConsumerRegistry
 from gatherly.kernel.db import Database
+from gatherly.kernel.delivery import ConsumerRegistry
 from gatherly.kernel.tables import kernel_tables
 from gatherly.kernel.uow import UnitOfWork
 

@@ -13,7 +13,8 @@ import pytest
 from ledger import Deposit, LedgerUnitOfWork, apply_deposit, create_schema, deposit_event, ledger_consumers, totals
 from sqlalchemy import func, select
 
-from gatherly.kernel.consumers import (
+from gatherly.kernel.db import Database
+from gatherly.kernel.delivery import (
     ConsumerRegistry,
     ConsumerWorker,
     RetryPolicy,
@@ -21,7 +22,6 @@ from gatherly.kernel.consumers import (
     forget_processed,
     replay_dead_letters,
 )
-from gatherly.kernel.db import Database
 from gatherly.kernel.log.base import MessageLog, OutgoingMessage, TopicConfig
 from gatherly.kernel.messages import Envelope
 from gatherly.kernel.relay import OutboxRelay
@@ -72,6 +72,7 @@ async def test_the_relay_publishes_each_accounts_events_in_order_and_empties_the
         async with LedgerUnitOfWork(ledger_db, signal=signal) as uow:
             uow.publish(deposit(account=f"acct-{amount % 3}", amount=amount))
     relay = OutboxRelay("ledger", ledger_db, message_log, signal, batch_size=7)
+    await message_log.ensure_topics([TopicConfig(deposit.TOPIC)])
     while await relay.relay_once():
         pass
     assert await outbox_size(ledger_db) == 0
@@ -114,6 +115,7 @@ async def test_events_committed_after_the_outbox_was_emptied_still_go_out(
     deposit = deposit_event()
     signal = OutboxSignal()
     relay = OutboxRelay("ledger", ledger_db, message_log, signal)
+    await message_log.ensure_topics([TopicConfig(deposit.TOPIC)])
     for round_amounts in ([1, 2, 3], [4], [5, 6]):
         for amount in round_amounts:
             async with LedgerUnitOfWork(ledger_db, signal=signal) as uow:
@@ -325,7 +327,7 @@ async def test_inbox_rows_older_than_the_log_keeps_messages_are_pruned(ledger_db
     from datetime import timedelta
 
     from gatherly.kernel.clock import FrozenClock
-    from gatherly.kernel.consumers import prune_inbox
+    from gatherly.kernel.delivery import prune_inbox
 
     old = FrozenClock(datetime.now(UTC) - timedelta(days=10))
     async with LedgerUnitOfWork(ledger_db, clock=old) as uow:

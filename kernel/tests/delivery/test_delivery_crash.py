@@ -17,6 +17,7 @@ import pytest
 from ledger import create_schema, deposit_event, totals
 
 from gatherly.kernel.db import Database
+from gatherly.kernel.delivery import dead_letter_topic, redelivery_topic, replay_dead_letters
 from gatherly.kernel.log.base import TopicConfig
 from gatherly.kernel.log.embedded import EmbeddedLog
 from gatherly.kernel.messages import Envelope
@@ -32,6 +33,15 @@ def start(*args: str) -> subprocess.Popen[str]:
     assert process.stdout is not None
     assert process.stdout.readline().strip() == "ready", process.stderr.read() if process.stderr else ""
     return process
+
+
+def wait_for_line(process: subprocess.Popen[str], line: str) -> None:
+    """Read the child's output (log lines included) until it prints `line`; fail if it exits first."""
+    assert process.stdout is not None
+    for printed in process.stdout:
+        if printed.strip() == line:
+            return
+    pytest.fail(f"the child exited without printing {line!r}")
 
 
 def kill(process: subprocess.Popen[str]) -> None:
@@ -166,3 +176,87 @@ async def _totals_at(url: str) -> tuple[int, int]:
         return await totals(db)
     finally:
         await db.dispose()
+
+
+async def _publish_deposits(log: EmbeddedLog, suffix: str, count: int) -> tuple[str, list[Envelope]]:
+    """`count` deposits on a new topic; returns the topic and the envelopes published."""
+    deposit = deposit_event(suffix)
+    await log.ensure_topics([TopicConfig(deposit.TOPIC)])
+    envelopes = [
+        Envelope.wrap(deposit(account=f"acct-{n % 7}", amount=n), datetime.now(UTC)) for n in range(1, count + 1)
+    ]
+    await log.publish([e.to_message() for e in envelopes])
+    return deposit.TOPIC, envelopes
+
+
+async def _parked_ids(log: EmbeddedLog, topic: str) -> list[str]:
+    return [r.headers["id"] for r in await log.read(dead_letter_topic(topic), limit=100_000)]
+
+
+async def test_a_consumer_killed_while_dead_lettering_loses_nothing_and_parks_only_poison(
+    tmp_path: Path, log: EmbeddedLog, database_url: str
+) -> None:
+    suffix, group, count = uuid.uuid4().hex[:8], f"ledger.{uuid.uuid4().hex[:6]}", 300
+    topic, envelopes = await _publish_deposits(log, suffix, count)
+    poison = {e.id for e in envelopes if e.payload["amount"] % 10 == 0}
+    db = Database(database_url)
+    await create_schema(db)
+    try:
+        consumer = start("consume-poison-and-stall", str(tmp_path / "log.db"), database_url, suffix, group)
+        assert consumer.stdout is not None
+        wait_for_line(consumer, "parked, offset not committed")
+        kill(consumer)
+        replacement = start("consume-poison", str(tmp_path / "log.db"), database_url, suffix, group)
+        try:
+            await eventually(lambda: _committed_to_end(log, group, topic))
+        finally:
+            replacement.terminate()
+            replacement.wait(timeout=10)
+        good = [e.payload["amount"] for e in envelopes if e.id not in poison]
+        assert await totals(db) == (sum(good), len(good))  # every good one applied, once
+        parked = await _parked_ids(log, topic)
+        # Every poison message is parked; one whose park landed but whose commit the kill prevented, twice.
+        assert set(parked) == poison
+        assert len(parked) == len(poison) + 1
+    finally:
+        await db.dispose()
+
+
+async def test_a_replay_killed_midway_redelivers_each_parked_message_and_applies_it_once(
+    tmp_path: Path, log: EmbeddedLog, database_url: str
+) -> None:
+    suffix, group, count = uuid.uuid4().hex[:8], f"ledger.{uuid.uuid4().hex[:6]}", 100
+    topic, envelopes = await _publish_deposits(log, suffix, count)
+    db = Database(database_url)
+    await create_schema(db)
+    try:
+        buggy = start("consume-poison", str(tmp_path / "log.db"), database_url, suffix, group)
+        try:
+            await eventually(lambda: _committed_to_end(log, group, topic))
+        finally:
+            buggy.terminate()
+            buggy.wait(timeout=10)
+        assert len(await _parked_ids(log, topic)) == count // 10
+
+        replay = start("replay-and-stall", str(tmp_path / "log.db"), database_url, suffix, group)
+        assert replay.stdout is not None
+        wait_for_line(replay, "redelivered, progress not committed")
+        kill(replay)
+        await eventually(lambda: _no_live_members(log, f"gatherly.dlq-replay.{group}"))
+        # The fix is deployed: a second replay finishes the pass (redelivering what the killed one had sent).
+        assert await replay_dead_letters(log, topic, group=group) == count // 10
+        fixed = start("consume", str(tmp_path / "log.db"), database_url, suffix, group)
+        try:
+            await eventually(lambda: _committed_to_end(log, group, redelivery_topic(group)))
+        finally:
+            fixed.terminate()
+            fixed.wait(timeout=10)
+        amounts = [e.payload["amount"] for e in envelopes]
+        assert await totals(db) == (sum(amounts), count)  # the twice-redelivered ones applied once
+        assert await replay_dead_letters(log, topic, group=group) == 0
+    finally:
+        await db.dispose()
+
+
+async def _no_live_members(log: EmbeddedLog, group: str) -> bool:
+    return not await log.group_members(group)

@@ -12,11 +12,13 @@ import sys
 from pathlib import Path
 
 from gatherly.kernel.log import EmbeddedLog, OutgoingMessage, TopicPartition
+from gatherly.kernel.log.base import TopicConfig
 
 KEYS_PER_PUBLISHER = 7
 
 
 async def publish(log: EmbeddedLog, topic: str, prefix: str, count: int | None, batch: int) -> None:
+    await log.ensure_topics([TopicConfig(topic)])
     sent = 0
     while count is None or sent < count:
         size = batch if count is None else min(batch, count - sent)

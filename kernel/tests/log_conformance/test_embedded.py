@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gatherly.kernel.log import (
+    CommitFailed,
     EmbeddedLog,
     OutgoingMessage,
     TopicConfig,
@@ -25,6 +26,7 @@ from .support import consume, keys_on_each_partition, messages, values, wait_unt
 async def test_a_published_message_survives_reopening_the_file(tmp_path: Path) -> None:
     path = tmp_path / "log.sqlite"
     async with EmbeddedLog(path) as log:
+        await log.ensure_topics([TopicConfig("user")])
         await log.publish([OutgoingMessage("user", "u1", b"registered", {"type": "user.registered"})])
 
     async with EmbeddedLog(path) as reopened:
@@ -53,27 +55,37 @@ async def test_a_waiting_poll_is_woken_at_once_by_a_publish_in_the_same_process(
 async def test_records_appended_through_another_connection_to_the_file_are_noticed(tmp_path: Path) -> None:
     path = tmp_path / "log.sqlite"
     async with EmbeddedLog(path, poll_interval=0.02) as reader, EmbeddedLog(path) as writer:
+        await writer.ensure_topics([TopicConfig("t")])
         consumer = reader.consumer("g", ["t"])
         waiting = asyncio.create_task(consume(consumer, lambda got: len(got) >= 20))
         await writer.publish(messages("t", keys_on_each_partition(4, per_partition=1), per_key=5))
         assert len(await waiting) == 20
 
 
-async def test_a_silent_member_loses_its_partitions_after_the_session_timeout(tmp_path: Path) -> None:
+async def test_a_frozen_member_loses_its_partitions_and_its_late_commit_is_refused(tmp_path: Path) -> None:
     async with EmbeddedLog(tmp_path / "log.sqlite", session_timeout=0.3) as log:
         await log.ensure_topics([TopicConfig("t", partitions=2)])
         everything = {TopicPartition("t", 0), TopicPartition("t", 1)}
-        silent, survivor = log.consumer("g", ["t"]), log.consumer("g", ["t"])
-        assert await silent.assignment() == everything
+        zombie, survivor = log.consumer("g", ["t"]), log.consumer("g", ["t"])
+        assert await zombie.assignment() == everything
+        # A frozen process (GC pause, SIGSTOP): its heartbeats stop along with everything else.
+        assert zombie._heartbeats is not None
+        zombie._heartbeats.cancel()
 
         async def survivor_has_everything() -> bool:
             return await survivor.assignment() == everything
 
-        await wait_until(survivor_has_everything, "the silent member's partitions moved", deadline_s=5.0)
+        await wait_until(survivor_has_everything, "the frozen member's partitions moved", deadline_s=5.0)
+        await survivor.commit({TopicPartition("t", 0): 7})
+
+        with pytest.raises(CommitFailed):
+            await zombie.commit({TopicPartition("t", 0): 3})
+        assert await log.committed("g", TopicPartition("t", 0)) == 7
 
 
 async def test_a_cancelled_publish_leaves_the_log_usable(tmp_path: Path) -> None:
     async with EmbeddedLog(tmp_path / "log.sqlite") as log:
+        await log.ensure_topics([TopicConfig("t")])
         publishing = asyncio.create_task(log.publish(messages("t", ["a", "b"], per_key=50)))
         await asyncio.sleep(0)
         publishing.cancel()
@@ -132,6 +144,7 @@ async def test_a_group_behind_the_kept_records_resumes_at_the_earliest_kept_one(
         newer = await old_and_new(log, "t")
         tp = TopicPartition("t", 0)
         behind = log.consumer("g", ["t"])
+        assert await behind.assignment() == {tp}
         await behind.commit({tp: 2})
         await behind.close()
 

@@ -10,7 +10,16 @@ import pytest
 
 from gatherly.kernel.log import LogConsumer, MessageLog, Record, TopicConfig, TopicPartition
 
-from .support import DEADLINE_S, consume, keys_on_each_partition, messages, next_offsets, settle_split, values
+from .support import (
+    DEADLINE_S,
+    consume,
+    keys_on_each_partition,
+    messages,
+    next_offsets,
+    settle_split,
+    values,
+    wait_until,
+)
 
 
 async def a_topic_with(
@@ -197,3 +206,45 @@ async def test_a_record_published_while_a_member_waits_is_delivered_to_it(
 
     assert values(await waiting) == ["k:0"]
     await consumer.close()
+
+
+async def test_a_member_commits_in_on_revoked_and_the_next_owner_starts_right_after(
+    message_log: MessageLog, unique: Callable[[str], str]
+) -> None:
+    topic, _ = await a_topic_with(message_log, unique, partitions=2, per_partition=6)
+    group = unique("group")
+    events: list[tuple[str, set[TopicPartition]]] = []
+    first: LogConsumer
+
+    async def assigned(partitions: set[TopicPartition]) -> None:
+        events.append(("assigned", partitions))
+
+    async def revoked(partitions: set[TopicPartition]) -> None:
+        events.append(("revoked", partitions))
+        # Still the owner here: the commit is accepted, so the next owner resumes exactly after it.
+        await first.commit({tp: 4 for tp in partitions})
+
+    first = message_log.consumer(group, [topic], on_assigned=assigned, on_revoked=revoked)
+    everything = {TopicPartition(topic, 0), TopicPartition(topic, 1)}
+    await consume(first, lambda got: len(got) >= 12, commit=False)
+    assert events == [("assigned", everything)]
+
+    second = message_log.consumer(group, [topic])
+    try:
+        moved: set[TopicPartition] = set()
+
+        async def one_each() -> bool:
+            nonlocal moved
+            await first.poll(timeout=0.05)
+            moved = await second.assignment()
+            return len(moved) == 1 and len(await first.assignment()) == 1
+
+        await wait_until(one_each, "the second member took one partition")
+        assert events[1] == ("revoked", moved)
+        (tp,) = moved
+        records = await consume(second, lambda got: len(got) >= 2)
+        assert [r.offset for r in records] == [4, 5]
+        assert {r.partition for r in records} == {tp.partition}
+    finally:
+        await first.close()
+        await second.close()

@@ -5,7 +5,17 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 
-from gatherly.kernel.log import MessageLog, OutgoingMessage, TopicConfig, TopicPartition, partition_for
+import pytest
+
+from gatherly.kernel.log import (
+    MessageLog,
+    OutgoingMessage,
+    TopicConfig,
+    TopicPartition,
+    UnknownTopic,
+    murmur2,
+    partition_for,
+)
 
 from .support import consume, keys_on_each_partition, messages, values
 
@@ -68,16 +78,41 @@ async def test_end_offsets_are_the_next_offset_to_be_written_on_each_partition(
     assert await message_log.end_offsets(topic) == expected
 
 
-async def test_publishing_to_an_unknown_topic_creates_it_with_the_default_partitions(
+async def test_publishing_to_a_topic_never_created_is_refused(
     message_log: MessageLog, unique: Callable[[str], str]
 ) -> None:
+    # Topics are created explicitly, so retention and partitions are always chosen (a DLQ must keep forever).
     topic = unique("unknown")
-    await message_log.publish([OutgoingMessage(topic, "k", b"hello")])
+    with pytest.raises(UnknownTopic):
+        await message_log.publish([OutgoingMessage(topic, "k", b"hello")])
+    assert await message_log.end_offsets(topic) == {}
 
-    ends = await message_log.end_offsets(topic)
-    assert len(ends) == TopicConfig(topic).partitions
-    assert sum(ends.values()) == 1
-    assert values(await message_log.read(topic)) == ["hello"]
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        # Kafka's own test vectors (UtilsTest.testMurmur2) and values from Kafka's Java partitioner.
+        (b"21", -973932308),
+        (b"foobar", -790332482),
+        (b"a-little-bit-long-string", -985981536),
+        (b"a-little-bit-longer-string", -1486304829),
+        (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+        (b"abc", 479470107),
+        (b"0", 971027396),
+        (b"1", -1993445489),
+    ],
+)
+def test_murmur2_matches_kafka(key: bytes, expected: int) -> None:
+    assert murmur2(key) == expected
+
+
+def test_keys_land_on_the_partition_kafkas_default_partitioner_picks() -> None:
+    # toPositive(murmur2(utf8(key))) % partitions, as Kafka producers and Debezium's outbox router do.
+    assert partition_for("21", 4) == (-973932308 & 0x7FFFFFFF) % 4
+    assert partition_for("foobar", 12) == (-790332482 & 0x7FFFFFFF) % 12
+    assert [partition_for(k, 4) for k in ("0", "1", "abc")] == [
+        (v & 0x7FFFFFFF) % 4 for v in (971027396, -1993445489, 479470107)
+    ]
 
 
 async def test_ensure_topics_leaves_an_existing_topic_as_it_is(

@@ -16,9 +16,10 @@ from gatherly.app.logging import configure_logging
 from gatherly.app.platform import build_log
 from gatherly.app.server import serve
 from gatherly.app.services import ALL
-from gatherly.kernel.consumers import DLQ_SUFFIX, forget_processed, replay_dead_letters
 from gatherly.kernel.db import Database
+from gatherly.kernel.delivery import DLQ_SUFFIX, rebuild_group, replay_dead_letters
 from gatherly.kernel.files import PRIVATE_UMASK
+from gatherly.kernel.log.base import GroupNotEmpty
 from gatherly.kernel.settings import Settings
 
 app = typer.Typer(help="Gatherly: local groups and events.", no_args_is_help=True)
@@ -121,14 +122,22 @@ def dlq_replay(
     topic: Annotated[str, typer.Argument(help="The original topic, e.g. membership")],
     group: Annotated[str | None, typer.Option(help="Only what this consumer group parked")] = None,
 ) -> None:
-    """Publish parked messages back to their topic (consumers that applied them already skip them)."""
+    """Redeliver parked messages, each once, to the consumer group that parked it only (a message that still
+    fails is parked again). A bounded pass: what was parked when it started. Ordering caveat: a redelivered
+    message arrives after any newer events for its key that the group has applied meanwhile."""
     settings = _settings()
+    original = topic.removesuffix(DLQ_SUFFIX)
+    groups = (
+        [group]
+        if group
+        else sorted(g for d in ALL.values() for g, s in d.consumers.specs.items() if original in s.topics)
+    )
 
     async def go() -> int:
         log = build_log(settings)
         await log.start()
         try:
-            return await replay_dead_letters(log, topic.removesuffix(DLQ_SUFFIX), group=group)
+            return sum([await replay_dead_letters(log, original, group=g) for g in groups])
         finally:
             await log.close()
 
@@ -148,20 +157,21 @@ def replay(
     spec = owner.consumers.specs[group]
 
     async def go() -> None:
-        # The inbox would make the group skip every message it has seen: forget them first.
         db = Database(settings.database_url_for(owner.name))
-        try:
-            await forget_processed(db, group)
-        finally:
-            await db.dispose()
         log = build_log(settings)
         await log.start()
         try:
-            await log.reset_group(group, sorted(spec.topics), "earliest")
+            # Refuses before the inbox is touched while the group has live members.
+            await rebuild_group(db, log, group, sorted(spec.topics))
         finally:
             await log.close()
+            await db.dispose()
 
-    asyncio.run(go())
+    try:
+        asyncio.run(go())
+    except GroupNotEmpty as error:
+        console.print(f"[red]refused:[/] {error}")
+        raise typer.Exit(1) from error
     console.print(f"{group} will read {', '.join(sorted(spec.topics))} from the beginning")
 
 

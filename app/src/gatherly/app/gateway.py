@@ -21,6 +21,7 @@ from gatherly.app import devmail
 from gatherly.kernel.catalog import asyncapi
 from gatherly.kernel.runtime import Platform, ServiceHost
 from gatherly.kernel.settings import Settings
+from gatherly.kernel.supervision import Supervisor
 from gatherly.kernel.web import install_error_handlers, problem
 
 log = structlog.get_logger(__name__)
@@ -176,7 +177,7 @@ class Gateway:
                     await stack.enter_async_context(host.app.router.lifespan_context(host.app))
                 for started in self.on_started:
                     await started()
-                retention = asyncio.create_task(self._enforce_log_retention_hourly())
+                retention = Supervisor("gateway").start("log retention", self._enforce_log_retention_hourly)
                 stack.callback(retention.cancel)
                 yield
 

@@ -42,3 +42,21 @@ LOOP_LAG_HISTOGRAM = Histogram(
 WAL_CHECKPOINTS = Counter(
     "gatherly_sqlite_wal_checkpoints_total", "WAL checkpoints run off the event loop", ["database", "outcome"]
 )
+
+# --- delivery: supervision, consumer lag, dead letters (issue #7, delivery side) -------------------------------
+WORKER_RESTARTS = Counter(
+    "gatherly_worker_restarts_total", "Supervised background tasks restarted after an error", ["service", "task"]
+)
+WORKERS_DOWN = Gauge("gatherly_workers_down", "Supervised tasks down longer than the readiness threshold", ["service"])
+CONSUMER_LAG = Gauge(
+    "gatherly_consumer_lag", "Records on a partition not yet processed by a group", ["group", "topic", "partition"]
+)
+DLQ_SIZE = Gauge("gatherly_dlq_records", "Records kept on a dead-letter topic", ["topic"])
+UNHANDLED_TYPES = Counter(
+    "gatherly_messages_skipped_total", "Messages of event types a group does not handle (skipped)", ["consumer", "type"]
+)
+INFRA_RETRIES = Counter(
+    "gatherly_infrastructure_retries_total",
+    "Records put back because the database or log failed (retried without limit, never parked)",
+    ["consumer"],
+)

@@ -17,8 +17,8 @@ from sqlalchemy import MetaData, text
 
 from gatherly.kernel.auth import TokenVerifier
 from gatherly.kernel.clock import Clock
-from gatherly.kernel.consumers import ConsumerRegistry, ConsumerWorker, RetryPolicy, prune_inbox
 from gatherly.kernel.db import Database
+from gatherly.kernel.delivery import ConsumerRegistry, ConsumerWorker, RetryPolicy, prune_inbox
 from gatherly.kernel.flags import Flags
 from gatherly.kernel.log.base import MessageLog, TopicConfig
 from gatherly.kernel.loop_health import LoopLagProbe
@@ -26,6 +26,7 @@ from gatherly.kernel.mail import Mailer
 from gatherly.kernel.relay import OutboxCleaner, OutboxRelay
 from gatherly.kernel.resilience import Resilience
 from gatherly.kernel.settings import Settings
+from gatherly.kernel.supervision import Supervisor
 from gatherly.kernel.uow import OutboxSignal, UnitOfWork
 from gatherly.kernel.web import Readiness, RequestContextMiddleware, install_error_handlers, install_health
 
@@ -119,7 +120,9 @@ class ServiceHost:
             ConsumerWorker(spec, platform.log, self.new_unit_of_work, retry=retry)
             for spec in definition.consumers.specs.values()
         ]
-        # Relay and consumers stop by themselves after finishing their batch; background tasks are cancelled.
+        # Every long-running task is supervised: restarted with backoff after any error, readiness turns red
+        # while one stays down. Relay and consumers stop by themselves after their batch; tasks are cancelled.
+        self.supervisor = Supervisor(definition.name, unready_after=settings.supervision_unready_after)
         self._draining_tasks: list[asyncio.Task[None]] = []
         self._cancelled_tasks: list[asyncio.Task[None]] = []
         self.app = self._build_app()
@@ -145,7 +148,9 @@ class ServiceHost:
         app.state.host = self
         install_error_handlers(app)
         app.add_middleware(RequestContextMiddleware, service=self.name)
-        install_health(app, self.context.readiness, checks=[self._database_answers, self.relay.check])
+        install_health(
+            app, self.context.readiness, checks=[self._database_answers, self.relay.check, self.supervisor.check]
+        )
         for router in self.definition.routers:
             app.include_router(router)
         return app
@@ -169,17 +174,19 @@ class ServiceHost:
         )
         if self.definition.on_start is not None:
             await self.definition.on_start(self.context)
+        supervise = self.supervisor.start
         if settings.outbox_relay:
-            self._draining_tasks.append(self._spawn(self.relay.run(), "relay"))
+            self._draining_tasks.append(supervise("relay", self.relay.run))
         else:  # Debezium publishes the outbox; its rows still need deleting
             cleaner = OutboxCleaner(self.name, self.context.db)
-            self._cancelled_tasks.append(self._spawn(cleaner.run(), "outbox cleanup"))
-        self._cancelled_tasks.append(self._spawn(LoopLagProbe(self.name).run(), "loop lag probe"))
+            self._cancelled_tasks.append(supervise("outbox cleanup", cleaner.run))
+        self._cancelled_tasks.append(supervise("loop lag probe", LoopLagProbe(self.name).run))
         for worker in self.workers:
-            self._draining_tasks.append(self._spawn(worker.run(), f"consumer {worker.spec.group}"))
+            self._draining_tasks.append(supervise(f"consumer {worker.spec.group}", worker.run))
         for task in self.definition.tasks:
-            self._cancelled_tasks.append(self._spawn(task(self.context), getattr(task, "__name__", "task")))
-        self._cancelled_tasks.append(self._spawn(self._prune_inbox_hourly(), "inbox pruning"))
+            name = getattr(task, "__name__", "task")
+            self._cancelled_tasks.append(supervise(name, lambda task=task: task(self.context)))  # type: ignore[misc]
+        self._cancelled_tasks.append(supervise("inbox pruning", self._prune_inbox_hourly))
         self.context.readiness.set_ready()
         log.info("service started", service=self.name, consumers=len(self.workers))
 
@@ -188,21 +195,10 @@ class ServiceHost:
             await prune_inbox(self.context.db, older_than=timedelta(days=self.context.settings.inbox_retention_days))
             await asyncio.sleep(3600)
 
-    def _spawn(self, coroutine: Awaitable[None], what: str) -> asyncio.Task[None]:
-        async def guarded() -> None:
-            try:
-                await coroutine
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("background work stopped with an error", service=self.name, what=what)
-                raise
-
-        return asyncio.create_task(guarded(), name=f"{self.name}: {what}")
-
     async def stop(self) -> None:
         """Not ready first, then consumers finish their record and commit, then the relay flushes, then exit."""
         self.context.readiness.set_draining()
+        self.supervisor.stop()
         for worker in self.workers:
             worker.stop()
         self.relay.stop()

@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     consumer_max_attempts: int = 5
     consumer_retry_initial_delay: float = 0.1
     consumer_retry_max_delay: float = 5.0
+    # Readiness turns unready while a supervised task (consumer, relay, scheduler) has been down this long.
+    supervision_unready_after: float = 30.0
 
     # Tokens. The users service signs; every service verifies against the JWKS.
     jwt_issuer: str = ""  # empty: public_url

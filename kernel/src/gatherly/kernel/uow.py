@@ -77,6 +77,12 @@ class UnitOfWork:
         """Subclasses build their stores on the session here."""
 
     async def __aenter__(self) -> Self:
+        # Nesting is refused rather than joined: a joined inner block could not commit on its own, yet its
+        # caller would believe it had (and SQLite's write turn is not re-entrant, so it would deadlock).
+        if self._session is not None:
+            raise RuntimeError(
+                "this unit of work is already open: nesting `async with uow` would split the transaction"
+            )
         self._writing = self.db.writing()
         self._session = await self._writing.__aenter__()
         self._pending = []
@@ -102,7 +108,11 @@ class UnitOfWork:
         self._pending = []
 
     def publish(self, *events: IntegrationEvent) -> None:
-        """Queue integration events; they are written to the outbox in this transaction."""
+        """Queue integration events; they are written to the outbox in this transaction.
+
+        Outside `async with` there is no transaction to write them in: raises rather than dropping them."""
+        if self._session is None:
+            raise RuntimeError("publish inside `async with uow`: outside it the events would be lost")
         now = self.clock.now()
         self._pending.extend(Envelope.wrap(event, now) for event in events)
 

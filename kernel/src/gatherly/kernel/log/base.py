@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -46,9 +45,41 @@ class TopicConfig:
     retention_ms: int | None = 7 * 24 * 3600 * 1000
 
 
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 hash (`org.apache.kafka.common.utils.Utils.murmur2`), as a signed 32-bit int.
+
+    Written out because no maintained library exposes it without a Kafka client; tests pin it to Kafka's own
+    test vectors."""
+    m, r = 0x5BD1E995, 24
+    length = len(data)
+    h = (0x9747B28C ^ length) & 0xFFFFFFFF
+    whole = length - length % 4
+    for i in range(0, whole, 4):
+        k = int.from_bytes(data[i : i + 4], "little")
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> r
+        k = (k * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    tail = length % 4
+    if tail == 3:
+        h ^= data[whole + 2] << 16
+    if tail >= 2:
+        h ^= data[whole + 1] << 8
+    if tail >= 1:
+        h ^= data[whole]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
 def partition_for(key: str, partitions: int) -> int:
-    """Stable key → partition mapping (the same in every process and every run)."""
-    return zlib.crc32(key.encode()) % partitions
+    """Kafka's default partitioner on the key's UTF-8 bytes: `toPositive(murmur2(key)) % partitions`.
+
+    Debezium's outbox router keys records by `aggregateid` with the string key converter (UTF-8 bytes), so a
+    key lands on the same partition whoever publishes it: the relay, Debezium, or a Kafka producer."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
 def utcnow() -> datetime:
@@ -57,6 +88,24 @@ def utcnow() -> datetime:
 
 class GroupNotEmpty(RuntimeError):
     """A group's committed offsets cannot be reset while it has live members (they would overwrite the reset)."""
+
+
+class CommitFailed(RuntimeError):
+    """The commit was refused: this member no longer owns the partition (its generation is stale, e.g. it was
+    silent past the session timeout and another member took over). Its records will be redelivered there."""
+
+
+class UnknownTopic(LookupError):
+    """Publishing to a topic that was never created: topics are created explicitly with `ensure_topics`."""
+
+
+class LogUnavailable(ConnectionError):
+    """The log cannot be reached or written right now: an infrastructure error, worth retrying."""
+
+
+# Called with the partitions gained or about to be lost. `on_revoked` runs BEFORE the partitions are released,
+# so a consumer commits what it has processed there and the next owner starts exactly after it.
+RebalanceCallback = Callable[[set["TopicPartition"]], Awaitable[None]]
 
 
 class LogConsumer(Protocol):
@@ -72,7 +121,18 @@ class LogConsumer(Protocol):
         ...
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-        """Durably record, for the group, the NEXT offset to read on each partition."""
+        """Durably record, for the group, the NEXT offset to read on each partition.
+
+        Fenced by generation: raises `CommitFailed` if this member does not own every partition at the
+        generation it was assigned (a zombie's commit never overwrites the new owner's progress)."""
+        ...
+
+    def pause(self, partitions: set[TopicPartition]) -> None:
+        """Stop returning records of these partitions from `poll` (they stay assigned; heartbeats go on)."""
+        ...
+
+    def resume(self, partitions: set[TopicPartition]) -> None:
+        """Return records of these partitions from `poll` again, from the current position."""
         ...
 
     async def seek(self, partition: TopicPartition, offset: int) -> None:
@@ -80,11 +140,11 @@ class LogConsumer(Protocol):
         ...
 
     async def assignment(self) -> set[TopicPartition]:
-        """The partitions this member currently reads."""
+        """The partitions this member currently reads (joining the group and rebalancing if needed)."""
         ...
 
     async def close(self) -> None:
-        """Leave the group; its partitions go to the remaining members."""
+        """Leave the group (after `on_revoked`); its partitions go to the remaining members."""
         ...
 
 
@@ -100,11 +160,24 @@ class MessageLog(Protocol):
         ...
 
     async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
-        """Append the messages; when this returns they are durable. Unknown topics are created with defaults."""
+        """Append the messages; when this returns they are durable. A topic never created raises
+        `UnknownTopic` (as Kafka with auto-creation off): retention and partitions are always chosen."""
         ...
 
-    def consumer(self, group: str, topics: Sequence[str]) -> LogConsumer:
-        """A new member of `group` reading `topics`."""
+    def consumer(
+        self,
+        group: str,
+        topics: Sequence[str],
+        *,
+        on_assigned: RebalanceCallback | None = None,
+        on_revoked: RebalanceCallback | None = None,
+    ) -> LogConsumer:
+        """A new member of `group` reading `topics`. It heartbeats in the background from its first poll
+        until closed, however long the caller takes between polls."""
+        ...
+
+    async def group_members(self, group: str) -> set[str]:
+        """The group's live members (for admin commands that must not run beside them)."""
         ...
 
     async def committed(self, group: str, partition: TopicPartition) -> int | None:

@@ -15,17 +15,24 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import structlog
+
 from gatherly.kernel.inline_sqlite import WAL_PRAGMAS, WalCheckpointer, is_busy
 from gatherly.kernel.log.base import (
+    CommitFailed,
     GroupNotEmpty,
     OutgoingMessage,
+    RebalanceCallback,
     Record,
     TopicConfig,
     TopicPartition,
+    UnknownTopic,
     partition_for,
 )
 
 T = TypeVar("T")
+
+log = structlog.get_logger(__name__)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -73,6 +80,16 @@ CREATE TABLE IF NOT EXISTS group_members (
     topics TEXT NOT NULL,
     heartbeat_at REAL NOT NULL,
     PRIMARY KEY (group_id, member_id)
+) WITHOUT ROWID;
+-- Who reads each partition for a group, and the generation at which it took it: a member takes a partition
+-- only from no one or from a dead member, and a commit is accepted only from the owner at its generation.
+CREATE TABLE IF NOT EXISTS partition_owners (
+    group_id TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    member_id TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    PRIMARY KEY (group_id, topic, partition)
 ) WITHOUT ROWID;
 """
 
@@ -282,9 +299,7 @@ class EmbeddedLog:
                     )
                 ]
                 if not existing:
-                    config = TopicConfig(topic)
-                    self._create_topic(db, config)
-                    existing = [(p, 0) for p in range(config.partitions)]
+                    raise UnknownTopic(f"topic {topic!r} does not exist: create it with ensure_topics first")
                 counts[topic] = len(existing)
                 heads.update(((topic, partition), next_offset) for partition, next_offset in existing)
             appended: dict[tuple[str, int], int] = {}
@@ -309,8 +324,15 @@ class EmbeddedLog:
 
     # -- groups and offsets --------------------------------------------------------------------------
 
-    def consumer(self, group: str, topics: Sequence[str]) -> EmbeddedConsumer:
-        consumer = EmbeddedConsumer(self, group, topics)
+    def consumer(
+        self,
+        group: str,
+        topics: Sequence[str],
+        *,
+        on_assigned: RebalanceCallback | None = None,
+        on_revoked: RebalanceCallback | None = None,
+    ) -> EmbeddedConsumer:
+        consumer = EmbeddedConsumer(self, group, topics, on_assigned=on_assigned, on_revoked=on_revoked)
         self._consumers.add(consumer)
         return consumer
 
@@ -323,11 +345,36 @@ class EmbeddedLog:
         )
         return int(rows[0][0]) if rows else None
 
-    async def _commit(self, group: str, offsets: Mapping[TopicPartition, int]) -> None:
+    async def group_members(self, group: str) -> set[str]:
+        return set(self._live_members(self._read_db, group, time.time()))
+
+    async def _commit(
+        self,
+        group: str,
+        member_id: str,
+        offsets: Mapping[TopicPartition, int],
+        generations: Mapping[TopicPartition, int],
+    ) -> None:
         if not offsets:
             return
 
         def upsert(db: sqlite3.Connection) -> None:
+            for tp in offsets:
+                owner = db.execute(
+                    "SELECT member_id, generation FROM partition_owners"
+                    " WHERE group_id = ? AND topic = ? AND partition = ?",
+                    (group, tp.topic, tp.partition),
+                ).fetchone()
+                if owner is None or (owner[0], owner[1]) != (member_id, generations.get(tp)):
+                    raise CommitFailed(
+                        f"member {member_id} of group {group!r} does not own {tp} at generation"
+                        f" {generations.get(tp)} (owner now: {owner})"
+                    )
+            # A commit proves the member alive, whatever delayed its last heartbeat.
+            db.execute(
+                "UPDATE group_members SET heartbeat_at = ? WHERE group_id = ? AND member_id = ?",
+                (time.time(), group, member_id),
+            )
             db.executemany(
                 "INSERT INTO group_offsets (group_id, topic, partition, next_offset) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (group_id, topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
@@ -384,9 +431,49 @@ class EmbeddedLog:
 
         await self._write(beat)
 
+    def _owners(self, db: sqlite3.Connection, group: str) -> dict[TopicPartition, tuple[str, int]]:
+        rows = db.execute(
+            "SELECT topic, partition, member_id, generation FROM partition_owners WHERE group_id = ?", (group,)
+        )
+        return {TopicPartition(topic, partition): (member, generation) for topic, partition, member, generation in rows}
+
+    async def _claim(self, group: str, member_id: str, wanted: set[TopicPartition]) -> dict[TopicPartition, int]:
+        """Take the wanted partitions that nobody live owns; returns each taken one with its new generation."""
+
+        def claim(db: sqlite3.Connection) -> dict[TopicPartition, int]:
+            live = self._live_members(db, group, time.time())
+            owners = self._owners(db, group)
+            taken: dict[TopicPartition, int] = {}
+            for tp in sorted(wanted):
+                owner, generation = owners.get(tp, ("", 0))
+                if owner and owner != member_id and owner in live:
+                    continue  # its owner is alive: it releases it at its next poll, after committing
+                taken[tp] = generation + 1
+            db.executemany(
+                "INSERT INTO partition_owners (group_id, topic, partition, member_id, generation)"
+                " VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (group_id, topic, partition) DO UPDATE"
+                " SET member_id = excluded.member_id, generation = excluded.generation",
+                [(group, tp.topic, tp.partition, member_id, generation) for tp, generation in taken.items()],
+            )
+            return taken
+
+        return await self._write(claim)
+
+    async def _release(self, group: str, member_id: str, partitions: set[TopicPartition]) -> None:
+        def release(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "DELETE FROM partition_owners WHERE group_id = ? AND topic = ? AND partition = ? AND member_id = ?",
+                [(group, tp.topic, tp.partition, member_id) for tp in partitions],
+            )
+
+        await self._write(release)
+        self._notify()
+
     async def _leave(self, group: str, member_id: str) -> None:
         def delete(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM group_members WHERE group_id = ? AND member_id = ?", (group, member_id))
+            db.execute("DELETE FROM partition_owners WHERE group_id = ? AND member_id = ?", (group, member_id))
 
         await self._write(delete)
         # Members in this process take over the partitions at once rather than at their next poll tick.
@@ -488,50 +575,101 @@ class EmbeddedLog:
 class EmbeddedConsumer:
     """A member of a consumer group on an `EmbeddedLog` (implements `LogConsumer`).
 
-    Membership is a row heartbeated while the member polls; a member silent for `session_timeout` is dead.
-    Every member derives the assignment from the sorted live members on each poll, so no coordinator is needed.
-    During a change-over two members may briefly read the same partition: delivery is at-least-once."""
+    Membership is a row heartbeated by a background task from the first poll until `close`, so a slow handler
+    does not lose its partitions; a member silent for `session_timeout` is dead. Every member derives the
+    target assignment from the sorted live members, then hands over cooperatively: an owner gives up a
+    partition at its next poll (after `on_revoked`, where it commits), and only then may the next member take
+    it, at a new generation. A commit is accepted only from the partition's owner at its generation."""
 
-    def __init__(self, log: EmbeddedLog, group: str, topics: Sequence[str]) -> None:
+    def __init__(
+        self,
+        log: EmbeddedLog,
+        group: str,
+        topics: Sequence[str],
+        *,
+        on_assigned: RebalanceCallback | None = None,
+        on_revoked: RebalanceCallback | None = None,
+    ) -> None:
         self.group = group
         self.topics = sorted(set(topics))
         self.member_id = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self._log = log
+        self._on_assigned = on_assigned
+        self._on_revoked = on_revoked
         self._positions: dict[TopicPartition, int] = {}
-        self._last_heartbeat = float("-inf")
+        self._generations: dict[TopicPartition, int] = {}
+        self._paused: set[TopicPartition] = set()
         # Heartbeats are writes: a few per session timeout keep the member alive without contending on the lock.
         self._heartbeat_every = log.session_timeout / 4
+        self._heartbeats: asyncio.Task[None] | None = None
         self._round = 0
         self._closed = False
 
+    async def _join(self) -> None:
+        if self._heartbeats is None:
+            await self._log._heartbeat(self.group, self.member_id, self.topics)
+            self._heartbeats = asyncio.create_task(self._heartbeat_forever(), name=f"heartbeat {self.member_id}")
+
+    async def _heartbeat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_every)
+            try:
+                await self._log._heartbeat(self.group, self.member_id, self.topics)
+            except (sqlite3.Error, RuntimeError) as error:
+                # The log file is locked or gone for a moment: try again at the next beat.
+                log.warning("heartbeat failed", group=self.group, member=self.member_id, error=repr(error))
+
     async def _refresh(self) -> None:
-        """Heartbeat when due, then recompute this member's partitions from the live members."""
+        """Join (once), then move toward the target assignment: give up what is no longer ours (after
+        `on_revoked`), notice what was taken from us, take what is ours and free (then `on_assigned`)."""
         if self._closed:
             raise RuntimeError(f"consumer {self.member_id} of group {self.group!r} is closed")
-        if time.monotonic() - self._last_heartbeat >= self._heartbeat_every:
-            await self._log._heartbeat(self.group, self.member_id, self.topics)
-            self._last_heartbeat = time.monotonic()
+        await self._join()
         db = self._log._read_db
         members = self._log._live_members(db, self.group, time.time())
         # Alive by definition, whatever the table says (e.g. a wall-clock jump made our row look old).
         members[self.member_id] = frozenset(self.topics)
         counts = self._log._partitions_of(db, set().union(*members.values()))
         partitions = [TopicPartition(t, p) for t, n in counts.items() for p in range(n)]
-        assigned = assign_partitions(members, partitions)[self.member_id]
-        gained = assigned - self._positions.keys()
-        for tp in self._positions.keys() - assigned:
-            del self._positions[tp]
-        for tp in sorted(gained):
-            committed = await self._log.committed(self.group, tp)
-            # Without a commit the group starts at the beginning; retention is applied when fetching.
-            self._positions[tp] = 0 if committed is None else committed
+        target = assign_partitions(members, partitions)[self.member_id]
+        owners = self._log._owners(db, self.group)
+        lost = {tp for tp in self._positions if owners.get(tp) != (self.member_id, self._generations[tp])}
+        if lost:
+            # Taken over while we were silent past the session timeout: nothing to commit, it is not ours.
+            self._forget(lost)
+        revoked = set(self._positions) - target
+        if revoked:
+            if self._on_revoked is not None:
+                await self._on_revoked(revoked)
+            await self._log._release(self.group, self.member_id, revoked)
+            self._forget(revoked)
+        wanted = target - set(self._positions)
+        free = {
+            tp for tp in wanted if tp not in owners or owners[tp][0] == self.member_id or owners[tp][0] not in members
+        }
+        if free:
+            taken = await self._log._claim(self.group, self.member_id, free)
+            for tp, generation in sorted(taken.items()):
+                committed = await self._log.committed(self.group, tp)
+                # Without a commit the group starts at the beginning; retention is applied when fetching.
+                self._positions[tp] = 0 if committed is None else committed
+                self._generations[tp] = generation
+            if taken and self._on_assigned is not None:
+                await self._on_assigned(set(taken))
+
+    def _forget(self, partitions: set[TopicPartition]) -> None:
+        for tp in partitions:
+            self._positions.pop(tp, None)
+            self._generations.pop(tp, None)
+            self._paused.discard(tp)
 
     async def _fetch(self, max_records: int) -> list[Record]:
-        if not self._positions:
+        readable = [tp for tp in self._positions if tp not in self._paused]
+        if not readable:
             return []
-        bounds = await self._log._bounds(tp.topic for tp in self._positions)
+        bounds = await self._log._bounds(tp.topic for tp in readable)
         ready = []
-        for tp in sorted(self._positions):
+        for tp in sorted(readable):
             start, end = bounds.get(tp, (0, 0))
             # Records before `start` were deleted by retention: resume at the earliest kept one.
             self._positions[tp] = max(self._positions[tp], start)
@@ -568,10 +706,17 @@ class EmbeddedConsumer:
                 await asyncio.wait_for(wakeup.wait(), min(remaining, self._log.poll_interval))
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-        await self._log._commit(self.group, offsets)
+        await self._log._commit(self.group, self.member_id, offsets, self._generations)
+
+    def pause(self, partitions: set[TopicPartition]) -> None:
+        self._paused |= partitions
+
+    def resume(self, partitions: set[TopicPartition]) -> None:
+        self._paused -= partitions
 
     async def seek(self, partition: TopicPartition, offset: int) -> None:
-        await self._refresh()
+        if partition not in self._positions:
+            await self._refresh()
         if partition not in self._positions:
             raise ValueError(f"{partition} is not assigned to member {self.member_id} of group {self.group!r}")
         self._positions[partition] = offset
@@ -584,9 +729,17 @@ class EmbeddedConsumer:
         if self._closed:
             return
         self._closed = True
-        self._positions.clear()
-        self._log._consumers.discard(self)
-        await self._log._leave(self.group, self.member_id)
+        if self._heartbeats is not None:
+            self._heartbeats.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeats
+        try:
+            if self._positions and self._on_revoked is not None:
+                await self._on_revoked(set(self._positions))
+        finally:
+            self._forget(set(self._positions))
+            self._log._consumers.discard(self)
+            await self._log._leave(self.group, self.member_id)
 
 
 async def open_embedded_log(path: Path, *, session_timeout: float = 10.0, poll_interval: float = 0.05) -> EmbeddedLog:

@@ -7,7 +7,7 @@ from gatherly.contracts.images import ImageDeleted, ImageReady
 from gatherly.contracts.users import UserDeleted, UserProfileUpdated
 from gatherly.groups import service
 from gatherly.groups.store import GroupsUnitOfWork
-from gatherly.kernel.consumers import ConsumerRegistry
+from gatherly.kernel.delivery import ConsumerRegistry
 
 consumers = ConsumerRegistry()
 

@@ -1,5 +1,5 @@
 """Reactions of the notifications service to other services' events."""
 
-from gatherly.kernel.consumers import ConsumerRegistry
+from gatherly.kernel.delivery import ConsumerRegistry
 
 consumers = ConsumerRegistry()

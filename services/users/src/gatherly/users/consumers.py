@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from gatherly.contracts.images import ImageDeleted, ImageReady
 from gatherly.contracts.users import UserDeleted
-from gatherly.kernel.consumers import ConsumerRegistry
+from gatherly.kernel.delivery import ConsumerRegistry
 from gatherly.users import service
 from gatherly.users.store import UsersUnitOfWork
 

@@ -1,0 +1,560 @@
+"""The delivery runtime: at-least-once consumption made idempotent by the inbox, bounded retries, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import asyncpg
+import structlog
+from pydantic import ValidationError
+from sqlalchemy import delete
+from sqlalchemy import exc as sa_exc
+
+from gatherly.contracts.base import IntegrationEvent, all_schemas
+from gatherly.kernel.db import Database, delete_in_batches
+from gatherly.kernel.log.base import (
+    CommitFailed,
+    GroupNotEmpty,
+    LogConsumer,
+    LogUnavailable,
+    MessageLog,
+    OutgoingMessage,
+    Record,
+    TopicConfig,
+    TopicPartition,
+)
+from gatherly.kernel.messages import Envelope, UnknownEventType, causation_id_var, correlation_id_var
+from gatherly.kernel.metrics import (
+    CONSUMER_LAG,
+    DEAD_LETTERS,
+    DLQ_SIZE,
+    HANDLE_LATENCY,
+    HANDLED,
+    INFRA_RETRIES,
+    UNHANDLED_TYPES,
+)
+from gatherly.kernel.uow import INBOX, UnitOfWork
+
+log = structlog.get_logger(__name__)
+
+E = TypeVar("E", bound=IntegrationEvent)
+U = TypeVar("U", bound=UnitOfWork)
+Handler = Callable[[Any, Any], Awaitable[None]]
+
+DLQ_SUFFIX = ".dlq"
+METRICS_EVERY_S = 1.0
+
+
+def dead_letter_topic(topic: str) -> str:
+    return topic + DLQ_SUFFIX
+
+
+@dataclass
+class ConsumerSpec:
+    """One consumer group: the event types it reacts to and the handler of each."""
+
+    group: str
+    handlers: dict[str, Handler] = field(default_factory=dict)
+    topics: set[str] = field(default_factory=set)
+
+
+class ConsumerRegistry:
+    """Collects a service's handlers. Each group keeps its own offsets, so one read model can be rebuilt
+    (or can fail) without touching the others.
+
+        consumers = ConsumerRegistry()
+
+        @consumers.on(UserProfileUpdated, group="groups.profiles")
+        async def keep_profiles(event: UserProfileUpdated, uow: GroupsUnitOfWork) -> None: ...
+
+    A handler's effects go through its unit of work only (rows, outbox events, queued mail), because a
+    handler may run more than once before its transaction commits (a failed batch is retried per record).
+    """
+
+    def __init__(self) -> None:
+        self.specs: dict[str, ConsumerSpec] = {}
+
+    def on(
+        self, *events: type[IntegrationEvent], group: str
+    ) -> Callable[[Callable[[E, U], Awaitable[None]]], Callable[[E, U], Awaitable[None]]]:
+        def register(handler: Callable[[E, U], Awaitable[None]]) -> Callable[[E, U], Awaitable[None]]:
+            spec = self.specs.setdefault(group, ConsumerSpec(group))
+            for event in events:
+                if event.TYPE in spec.handlers:
+                    raise ValueError(f"{group} already handles {event.TYPE}")
+                spec.handlers[event.TYPE] = handler
+                spec.topics.add(event.TOPIC)
+            return handler
+
+        return register
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    initial_delay: float = 0.1
+    max_delay: float = 5.0
+
+
+def redelivery_topic(group: str) -> str:
+    """Where `gatherly dlq replay` puts a group's parked messages: read by that group only."""
+    return f"gatherly.redeliver.{group}"
+
+
+# Headers of a replayed message naming where it first came from (its DLQ is that topic's).
+ORIGINAL_TOPIC = "gatherly.original_topic"
+
+
+# SQLSTATE classes of a database that is unreachable, shutting down, overloaded or asking to retry.
+TRANSIENT_SQLSTATES = ("08", "53", "57P", "40001", "40P01")
+
+
+def is_infrastructure_error(error: BaseException) -> bool:
+    """Whether an error comes from the database or the log being unavailable (locked, down, timed out), not
+    from the message or the handler: such errors are retried without limit and never park a message."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(
+            seen,
+            sa_exc.OperationalError
+            | sa_exc.InterfaceError
+            | sa_exc.TimeoutError
+            | sa_exc.DisconnectionError
+            | sqlite3.OperationalError
+            | LogUnavailable
+            | OSError
+            | TimeoutError,
+        ):
+            return True
+        if isinstance(seen, sa_exc.DBAPIError) and seen.connection_invalidated:
+            return True
+        # asyncpg's client-side errors after its connection was cut, and PostgreSQL's transient SQLSTATEs.
+        if isinstance(seen, asyncpg.InterfaceError | asyncpg.exceptions.InternalClientError):
+            return True
+        if str(getattr(seen, "sqlstate", "") or "").startswith(TRANSIENT_SQLSTATES):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+@dataclass
+class _Pause:
+    resume_at: float
+    failures: int
+
+
+def read_event(envelope: Envelope) -> IntegrationEvent:
+    """The event, read tolerantly: a version newer than this build knows (a newer producer during a rolling
+    deploy) is read with the newest schema it has for the type, ignoring the fields it does not know."""
+    try:
+        return envelope.event()
+    except UnknownEventType:
+        older = [v for t, v in all_schemas() if t == envelope.type and v < envelope.schema_version]
+        if not older:
+            raise
+        return all_schemas()[(envelope.type, max(older))].model_validate(envelope.payload)
+
+
+class ConsumerWorker:
+    """Runs one consumer group: poll, apply each record in its own transaction with the inbox row, commit.
+
+    Offsets are committed only after the records' transactions committed; a crash in between redelivers them and
+    the inbox turns the repeat into a no-op. Failures are handled per partition, without sleeping in the loop:
+    the failing partition is rewound to the failing record and paused for a backoff, while the others go on.
+
+    - Infrastructure errors (database locked or down, log unavailable, timeouts) are retried without limit.
+    - A handler error is retried `max_attempts` times, then the record is parked on `<topic>.dlq`.
+    - A record that cannot be parsed is parked at once.
+    - An event type the group has no handler for is skipped and counted (tolerant reader).
+    An error outside a record (poll, commit) ends `run` with the error: the supervisor restarts it."""
+
+    def __init__(
+        self,
+        spec: ConsumerSpec,
+        message_log: MessageLog,
+        uow_factory: Callable[[], UnitOfWork],
+        *,
+        retry: RetryPolicy | None = None,
+        batch_size: int = 200,
+    ) -> None:
+        self.spec = spec
+        self.log = message_log
+        self.uow_factory = uow_factory
+        self.retry = retry or RetryPolicy()
+        self.batch_size = batch_size
+        self._stopping = asyncio.Event()
+        self._consumer: LogConsumer | None = None
+        # Next offset to commit per partition: everything before it is applied or parked.
+        self._done: dict[TopicPartition, int] = {}
+        self._paused: dict[TopicPartition, _Pause] = {}
+        self._attempts: dict[tuple[TopicPartition, int], int] = {}
+        self._metrics_due = 0.0
+
+    @property
+    def topics(self) -> list[str]:
+        return sorted(self.spec.topics | {redelivery_topic(self.spec.group)})
+
+    def stop(self) -> None:
+        """Finish the record in hand, commit, leave the group."""
+        self._stopping.set()
+
+    async def ensure_topics(self, partitions: int = 4) -> None:
+        """Create what this group reads and parks to: its topics, their dead-letter topics (kept forever: a
+        parked message must wait for an operator), and its redelivery topic."""
+        await self.log.ensure_topics(
+            [TopicConfig(t, partitions=partitions) for t in sorted(self.spec.topics)]
+            + [TopicConfig(dead_letter_topic(t), partitions=partitions, retention_ms=None) for t in self.spec.topics]
+            + [TopicConfig(redelivery_topic(self.spec.group), partitions=partitions, retention_ms=None)]
+        )
+
+    async def run(self) -> None:
+        await self.ensure_topics()
+        self._done.clear()
+        self._paused.clear()
+        consumer = self.log.consumer(self.spec.group, self.topics, on_revoked=self._commit_revoked)
+        self._consumer = consumer
+        try:
+            while not self._stopping.is_set():
+                self._resume_due(consumer)
+                records = await consumer.poll(self.batch_size, timeout=self._poll_timeout())
+                await self.handle_batch(records)
+                await self._commit(consumer, set(self._done))
+                await self._update_metrics(consumer)
+        finally:
+            try:
+                await consumer.close()
+            except Exception as error:  # the log is down: our partitions are freed by the session timeout
+                log.warning("could not leave the group cleanly", consumer=self.spec.group, error=repr(error))
+
+    async def _update_metrics(self, consumer: LogConsumer) -> None:
+        """Lag per owned partition and the size of this group's dead-letter topics, at most once a second."""
+        now = time.monotonic()
+        if now < self._metrics_due:
+            return
+        self._metrics_due = now + METRICS_EVERY_S
+        assigned = await consumer.assignment()
+        for topic in self.spec.topics:
+            ends = await self.log.end_offsets(topic)
+            for tp, end in ends.items():
+                if tp in assigned:
+                    committed = await self.log.committed(self.spec.group, tp) or 0
+                    CONSUMER_LAG.labels(self.spec.group, tp.topic, str(tp.partition)).set(max(0, end - committed))
+            dlq = dead_letter_topic(topic)
+            DLQ_SIZE.labels(dlq).set(sum((await self.log.end_offsets(dlq)).values()))
+
+    def _poll_timeout(self) -> float:
+        if not self._paused:
+            return 0.5
+        soonest = min(p.resume_at for p in self._paused.values())
+        return max(0.0, min(0.5, soonest - time.monotonic()))
+
+    def _resume_due(self, consumer: LogConsumer) -> None:
+        now = time.monotonic()
+        due = {tp for tp, pause in self._paused.items() if pause.resume_at <= now}
+        if due:
+            consumer.resume(due)
+
+    async def _commit(self, consumer: LogConsumer, partitions: set[TopicPartition]) -> None:
+        offsets = {tp: self._done[tp] for tp in partitions if tp in self._done}
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except CommitFailed as error:
+            # We lost the partitions (silent too long): their new owner redelivers; the inbox makes it harmless.
+            log.warning("offset commit refused: partitions moved on", consumer=self.spec.group, error=str(error))
+        for tp in offsets:
+            if self._done.get(tp) == offsets[tp]:
+                del self._done[tp]
+
+    async def _commit_revoked(self, partitions: set[TopicPartition]) -> None:
+        """Commit what was done on partitions we are giving up, so the next owner starts right after it."""
+        assert self._consumer is not None
+        await self._commit(self._consumer, partitions)
+        for tp in partitions:
+            self._paused.pop(tp, None)
+            self._attempts = {k: v for k, v in self._attempts.items() if k[0] != tp}
+
+    async def handle_batch(self, records: Sequence[Record]) -> None:
+        """Apply polled records partition by partition: a failure holds back only its own partition."""
+        assert self._consumer is not None
+        by_partition: dict[TopicPartition, list[Record]] = {}
+        for record in records:
+            by_partition.setdefault(TopicPartition(record.topic, record.partition), []).append(record)
+        # The common case first: the whole poll in one transaction (one commit instead of one per partition).
+        if len(by_partition) > 1:
+            try:
+                whole = await self._try_batch(records)
+            except Exception as error:
+                whole = False
+                log.info("batch failed; applying partition by partition", consumer=self.spec.group, error=repr(error))
+            if whole:
+                for tp, batch in by_partition.items():
+                    self._done[tp] = batch[-1].offset + 1
+                    self._paused.pop(tp, None)
+                return
+        for tp, batch in by_partition.items():
+            await self._handle_partition(self._consumer, tp, batch)
+
+    async def _handle_partition(self, consumer: LogConsumer, tp: TopicPartition, records: list[Record]) -> None:
+        """Apply one partition's records in order; on a failure rewind to it and pause the partition."""
+        try:
+            if len(records) > 1 and await self._try_batch(records):
+                self._done[tp] = records[-1].offset + 1
+                self._paused.pop(tp, None)
+                return
+        except Exception as error:
+            await self._back_off(consumer, tp, records[0], error)
+            return
+        for record in records:
+            try:
+                await self.handle(record)
+            except Exception as error:
+                await self._back_off(consumer, tp, record, error)
+                return
+            self._done[tp] = record.offset + 1
+            self._paused.pop(tp, None)
+
+    async def _back_off(self, consumer: LogConsumer, tp: TopicPartition, record: Record, error: Exception) -> None:
+        previous = self._paused.get(tp)
+        failures = (previous.failures if previous else 0) + 1
+        if is_infrastructure_error(error):
+            INFRA_RETRIES.labels(self.spec.group).inc()
+            log.warning(
+                "database or log unavailable; partition paused, record will be retried",
+                consumer=self.spec.group,
+                partition=str(tp),
+                offset=record.offset,
+                error=repr(error),
+            )
+        delay = min(self.retry.max_delay, self.retry.initial_delay * 2 ** (failures - 1))
+        self._paused[tp] = _Pause(time.monotonic() + delay * random.uniform(0.8, 1.0), failures)
+        await consumer.seek(tp, record.offset)
+        consumer.pause({tp})
+
+    async def _try_batch(self, records: Sequence[Record]) -> bool:
+        """A transaction costs milliseconds, so a run of records is first tried in ONE transaction (an inbox row
+        per message); if anything in it fails, it is rolled back whole and each record goes alone."""
+        parsed: list[tuple[Envelope, IntegrationEvent, Handler]] = []
+        for record in records:
+            try:
+                envelope = Envelope.from_record(record)
+            except (KeyError, ValueError, ValidationError):
+                return False
+            handler = self.spec.handlers.get(envelope.type)
+            if handler is None:
+                return False  # counted on the one-by-one path
+            try:
+                parsed.append((envelope, envelope.event(), handler))
+            except (ValueError, ValidationError, UnknownEventType):
+                return False
+        try:
+            await self._apply_all(parsed)
+        except Exception as error:
+            if is_infrastructure_error(error):
+                raise  # one by one would fail the same way: the partition backs off instead
+            log.info("batch failed; applying its records one by one", consumer=self.spec.group, error=repr(error))
+            return False
+        return True
+
+    async def _apply_all(self, parsed: Sequence[tuple[Envelope, IntegrationEvent, Handler]]) -> None:
+        applied: list[Envelope] = []
+        async with self.uow_factory() as uow:
+            seen = await uow.processed_among(self.spec.group, [envelope.id for envelope, _, _ in parsed])
+            for envelope, event, handler in parsed:
+                if envelope.id in seen:
+                    continue
+                seen.add(envelope.id)  # the log may hold the same message twice in one batch
+                correlation = correlation_id_var.set(envelope.correlation_id)
+                causation = causation_id_var.set(envelope.id)
+                try:
+                    await handler(event, uow)
+                finally:
+                    correlation_id_var.reset(correlation)
+                    causation_id_var.reset(causation)
+                applied.append(envelope)
+            await uow.mark_processed(self.spec.group, *(envelope.id for envelope in applied))
+        duplicates = len(parsed) - len(applied)
+        if duplicates:
+            HANDLED.labels(self.spec.group, "duplicate").inc(duplicates)
+        for envelope in applied:
+            self._record_success(envelope)
+
+    async def handle(self, record: Record) -> None:
+        """Apply one record, or park it when it is poison. Raises (to be retried later) on an infrastructure
+        error, or on a handler error while attempts remain."""
+        tp = TopicPartition(record.topic, record.partition)
+        try:
+            envelope = Envelope.from_record(record)
+            handler = self.spec.handlers.get(envelope.type)
+            if handler is None:
+                # Tolerant reader: another group's business, or a type newer than this build. Skipped, counted.
+                UNHANDLED_TYPES.labels(self.spec.group, envelope.type).inc()
+                HANDLED.labels(self.spec.group, "skipped").inc()
+                return
+            event = read_event(envelope)
+        except (KeyError, ValueError, ValidationError, UnknownEventType) as error:
+            # Retrying cannot fix a message that does not parse: park it at once.
+            await self.park(record, error, attempts=1)
+            return
+        attempt = self._attempts.get((tp, record.offset), 0) + 1
+        try:
+            await self._apply(envelope, event, handler)
+        except Exception as error:
+            if is_infrastructure_error(error):
+                raise  # not the message's fault: never counted as an attempt, never parked
+            if attempt < self.retry.max_attempts:
+                self._attempts[(tp, record.offset)] = attempt
+                log.info("handler failed; will retry", consumer=self.spec.group, attempt=attempt, error=repr(error))
+                raise
+            await self.park(record, error, attempts=attempt)
+        self._attempts.pop((tp, record.offset), None)
+
+    async def _apply(self, envelope: Envelope, event: IntegrationEvent, handler: Handler) -> None:
+        correlation = correlation_id_var.set(envelope.correlation_id)
+        causation = causation_id_var.set(envelope.id)
+        try:
+            async with self.uow_factory() as uow:
+                if await uow.already_processed(self.spec.group, envelope.id):
+                    HANDLED.labels(self.spec.group, "duplicate").inc()
+                    return
+                await handler(event, uow)
+                await uow.mark_processed(self.spec.group, envelope.id)
+        finally:
+            correlation_id_var.reset(correlation)
+            causation_id_var.reset(causation)
+        self._record_success(envelope)
+
+    def _record_success(self, envelope: Envelope) -> None:
+        HANDLED.labels(self.spec.group, "ok").inc()
+        HANDLE_LATENCY.labels(self.spec.group).observe(
+            max(0.0, (datetime.now(UTC) - envelope.occurred_at).total_seconds())
+        )
+
+    async def park(self, record: Record, error: BaseException, attempts: int) -> None:
+        """Put the record on its topic's dead-letter topic with why. If the log cannot take it, this raises and
+        the record is retried later (never skipped unparked)."""
+        original_topic = record.headers.get(ORIGINAL_TOPIC, record.topic)
+        log.error(
+            "message parked on the dead-letter topic",
+            consumer=self.spec.group,
+            topic=original_topic,
+            offset=record.offset,
+            error=repr(error),
+        )
+        headers = {
+            **{k: v for k, v in record.headers.items() if k != ORIGINAL_TOPIC},
+            "dlq.consumer_group": self.spec.group,
+            "dlq.original_topic": original_topic,
+            "dlq.original_partition": str(record.partition),
+            "dlq.original_offset": str(record.offset),
+            "dlq.error_type": type(error).__name__,
+            "dlq.error": str(error)[:2000],
+            "dlq.stacktrace": "".join(traceback.format_exception(error))[-4000:],
+            "dlq.attempts": str(attempts),
+            "dlq.failed_at": datetime.now(UTC).isoformat(),
+        }
+        dlq = dead_letter_topic(original_topic)
+        await self.log.publish([OutgoingMessage(topic=dlq, key=record.key, value=record.value, headers=headers)])
+        DEAD_LETTERS.labels(self.spec.group, original_topic).inc()
+        HANDLED.labels(self.spec.group, "dead_letter").inc()
+        # Commit past it at once: a crash now must not park it (and the poison before it) a second time.
+        if self._consumer is not None:
+            tp = TopicPartition(record.topic, record.partition)
+            self._done[tp] = record.offset + 1
+            await self._commit(self._consumer, {tp})
+
+
+async def wait_for_assignment(consumer: LogConsumer, partitions: set[TopicPartition], timeout: float = 30.0) -> None:
+    """Admin tools read as a group: wait until this member owns every partition, rather than taking the first
+    empty poll (before the member joined) for "nothing there"."""
+    deadline = time.monotonic() + timeout
+    while not partitions <= await consumer.assignment():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not assigned {sorted(partitions - await consumer.assignment())} in {timeout:g}s")
+        await asyncio.sleep(0.05)
+
+
+async def replay_dead_letters(message_log: MessageLog, topic: str, *, group: str) -> int:
+    """Redeliver the messages `group` parked on `<topic>.dlq` to that group only (its redelivery topic), once.
+
+    A bounded pass: what was parked when it started; a message parked again meanwhile waits for the next
+    replay. Progress is a replay group's committed offsets, so each is redelivered once (a crash between the
+    publish and the commit redelivers it once more: the inbox makes that harmless). The group applies it
+    with the same message id, or parks it again if it still fails. Returns how many were redelivered."""
+    dlq = dead_letter_topic(topic)
+    end = await message_log.end_offsets(dlq)
+    if not end:
+        return 0
+    consumer = message_log.consumer(f"gatherly.dlq-replay.{group}", [dlq])
+    replayed = 0
+    try:
+        await wait_for_assignment(consumer, set(end))
+        remaining = {tp for tp, offset in end.items() if offset > 0}
+        while remaining:
+            positions = {tp: await message_log.committed(consumer.group, tp) or 0 for tp in remaining}
+            remaining = {tp for tp in remaining if positions[tp] < end[tp]}
+            if not remaining:
+                break
+            records = await consumer.poll(500, timeout=0.5)
+            out: list[OutgoingMessage] = []
+            done: dict[TopicPartition, int] = {}
+            for record in records:
+                tp = TopicPartition(record.topic, record.partition)
+                if record.offset >= end[tp]:
+                    continue  # parked after the pass began
+                done[tp] = record.offset + 1
+                if record.headers.get("dlq.consumer_group") != group:
+                    continue
+                headers = {k: v for k, v in record.headers.items() if not k.startswith("dlq.")}
+                headers[ORIGINAL_TOPIC] = record.headers.get("dlq.original_topic", topic)
+                headers["replayed_from"] = f"{record.topic}:{record.partition}:{record.offset}"
+                out.append(
+                    OutgoingMessage(topic=redelivery_topic(group), key=record.key, value=record.value, headers=headers)
+                )
+            if out:
+                await message_log.publish(out)
+                replayed += len(out)
+            await consumer.commit(done)
+            for tp in [tp for tp in remaining if done.get(tp, 0) >= end[tp]]:
+                remaining.discard(tp)
+    finally:
+        await consumer.close()
+    return replayed
+
+
+async def rebuild_group(db: Database, message_log: MessageLog, group: str, topics: Sequence[str]) -> None:
+    """Make a stopped group read `topics` from the beginning and apply everything again (read-model rebuild).
+
+    Refuses (GroupNotEmpty) BEFORE touching the inbox when the group has live members: deleting the inbox
+    under a running consumer would make its next duplicate delivery apply twice."""
+    members = await message_log.group_members(group)
+    if members:
+        raise GroupNotEmpty(f"group {group!r} has live members {sorted(members)}: stop its consumers first")
+    await forget_processed(db, group)
+    await message_log.reset_group(group, [*topics, redelivery_topic(group)], "earliest")
+
+
+def topics_of(specs: Sequence[ConsumerSpec]) -> set[str]:
+    return {topic for spec in specs for topic in spec.topics}
+
+
+async def forget_processed(db: Database, group: str) -> None:
+    """Delete a consumer group's inbox rows, so a replay from the beginning applies every message again."""
+    async with db.writing() as session:
+        await session.execute(delete(INBOX).where(INBOX.c.consumer == group))
+
+
+async def prune_inbox(db: Database, older_than: timedelta) -> int:
+    """Forget inbox rows older than the log keeps messages: such a message can no longer be delivered again.
+    In small batches through ix_inbox_processed_at, so a large prune never stalls the event loop."""
+    cutoff = datetime.now(UTC) - older_than
+    return await delete_in_batches(db, INBOX, INBOX.c.processed_at < cutoff)
