@@ -33,8 +33,8 @@ from sqlalchemy import Column, Integer, LargeBinary, MetaData, Table, insert
 
 from gatherly.groups.domain import GroupSearch
 from gatherly.groups.store import GroupStore, groups
-from gatherly.kernel.delivery import prune_inbox
 from gatherly.kernel.db import Database
+from gatherly.kernel.delivery import prune_inbox
 from gatherly.kernel.log.base import OutgoingMessage, TopicConfig
 from gatherly.kernel.loop_health import LoopLagProbe
 from gatherly.kernel.metrics import WAL_CHECKPOINTS

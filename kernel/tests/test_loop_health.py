@@ -12,8 +12,8 @@ from typing import Any
 from prometheus_client import REGISTRY
 from sqlalchemy import Column, Integer, LargeBinary, MetaData, Table, event, insert, text
 
-from gatherly.kernel.delivery import prune_inbox
 from gatherly.kernel.db import Database
+from gatherly.kernel.delivery import prune_inbox
 from gatherly.kernel.inline_sqlite import WalCheckpointer
 from gatherly.kernel.log.base import OutgoingMessage, TopicConfig
 from gatherly.kernel.log.embedded import EmbeddedLog
