@@ -128,3 +128,12 @@ async def test_the_embedded_log_waits_for_another_writer_without_blocking_the_lo
         assert waited >= 0.25
         assert ticker.ticks >= 10
         assert [r.value for r in await log.read("t")] == [b"after the other writer"]
+
+
+async def test_a_failing_statement_does_not_put_its_values_in_the_error(db: Database) -> None:
+    # Errors reach the log: the values a statement bound (emails, hashes, hostile text) must not ride along.
+    with pytest.raises(Exception) as failure:
+        async with db.writing() as session:
+            await session.execute(insert(notes).values(id=1, text="secret-value-1"))
+            await session.execute(insert(notes).values(id=1, text="secret-value-2"))
+    assert "secret-value" not in str(failure.value)

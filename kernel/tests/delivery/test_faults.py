@@ -10,7 +10,7 @@ import pytest
 from ledger import Deposit, LedgerUnitOfWork, apply_deposit, deposit_event, ledger_consumers, totals
 from prometheus_client import REGISTRY
 from sqlalchemy import exc as sa_exc
-from test_delivery import FAST_RETRY, Running, eventually, group_name, publish_deposits, worker_for
+from test_delivery import FAST_RETRY, Running, caught_up, eventually, group_name, publish_deposits, worker_for
 
 from gatherly.kernel.db import Database
 from gatherly.kernel.delivery import (
@@ -528,3 +528,95 @@ def test_an_error_caused_by_an_outage_counts_as_infrastructure() -> None:
     error = RuntimeError("handler could not finish")
     error.__cause__ = cause
     assert is_infrastructure_error(error)
+
+
+# -- found by review after the first pass -----------------------------------------------------------------------
+
+
+class _Sqlstate(Exception):
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(f"sqlstate {sqlstate}")
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize("sqlstate", ["55P03", "57014", "57P01", "08006"])
+def test_lock_and_statement_timeouts_count_as_infrastructure(sqlstate: str) -> None:
+    from gatherly.kernel.delivery import is_infrastructure_error
+
+    assert is_infrastructure_error(_Sqlstate(sqlstate))
+
+
+async def test_a_group_skips_an_unparseable_message_of_a_type_it_does_not_handle(
+    ledger_db: Database, message_log: MessageLog
+) -> None:
+    from datetime import UTC, datetime
+
+    from gatherly.kernel.log.base import OutgoingMessage
+    from gatherly.kernel.messages import Envelope
+
+    deposit, other = deposit_event(), deposit_event()
+    other_on_same_topic = type("OtherEvent", (other,), {"__module__": __name__, "TOPIC": deposit.TOPIC})
+    group = group_name()
+    await message_log.ensure_topics([TopicConfig(deposit.TOPIC)])
+    foreign = Envelope.wrap(other_on_same_topic(account="ann", amount=1), datetime.now(UTC)).to_message()
+    await message_log.publish([OutgoingMessage(foreign.topic, foreign.key, b"{not json", foreign.headers)])
+    await publish_deposits(message_log, deposit, [4])
+    async with Running(worker_for(ledger_consumers(deposit, group), message_log, ledger_db)):
+        await eventually(lambda: _equal(totals(ledger_db), (4, 1)))
+        await eventually(lambda: caught_up(message_log, group, deposit.TOPIC))
+    assert await parked(message_log, deposit.TOPIC) == 0
+    assert metric("gatherly_messages_skipped_total", consumer=group, type=other.TYPE) == 1
+
+
+async def test_a_rebuild_does_not_read_the_redelivery_topic_again(ledger_db: Database, message_log: MessageLog) -> None:
+    from datetime import UTC, datetime
+
+    from gatherly.kernel.log.base import OutgoingMessage
+    from gatherly.kernel.messages import Envelope
+
+    deposit = deposit_event()
+    group = group_name()
+    await message_log.ensure_topics([TopicConfig(deposit.TOPIC)])
+    bad = Envelope.wrap(deposit(account="ann", amount=1), datetime.now(UTC)).to_message()
+    await message_log.publish([OutgoingMessage(bad.topic, bad.key, b"not json", bad.headers)])
+    worker = worker_for(ledger_consumers(deposit, group), message_log, ledger_db)
+    async with Running(worker):
+        await eventually(lambda: _equal(parked(message_log, deposit.TOPIC), 1))
+        assert await replay_dead_letters(message_log, deposit.TOPIC, group=group) == 1
+        await eventually(lambda: _equal(parked(message_log, deposit.TOPIC), 2))
+    await eventually(lambda: _equal(message_log.group_members(group), set()), timeout=30)
+    await rebuild_group(ledger_db, message_log, group, [deposit.TOPIC])
+    redelivery_end = await message_log.end_offsets(redelivery_topic(group))
+    for tp, end in redelivery_end.items():
+        assert await message_log.committed(group, tp) == end  # what was redelivered is not applied again
+    for tp in await message_log.end_offsets(deposit.TOPIC):
+        assert await message_log.committed(group, tp) == 0  # the source topic is read again from the start
+
+
+async def test_dead_letter_topics_made_with_the_old_seven_day_default_keep_their_records(
+    message_log: MessageLog,
+) -> None:
+    from datetime import timedelta
+
+    from gatherly.kernel.log.base import OutgoingMessage, utcnow
+
+    enforce = getattr(message_log, "enforce_retention", None)
+    assert enforce is not None
+    dlq = dead_letter_topic(f"legacy-{group_name()}")
+    await message_log.ensure_topics([TopicConfig(dlq, retention_ms=7 * 24 * 3600 * 1000)])  # as before issue #7
+    await message_log.publish([OutgoingMessage(dlq, "k", b"{}", {})])
+    await message_log.ensure_topics([TopicConfig(dlq, retention_ms=None)])  # what a worker asks for today
+    await enforce(now=utcnow() + timedelta(days=30))
+    assert len(await message_log.read(dlq)) == 1
+
+
+async def test_a_resumed_partition_whose_record_is_gone_does_not_make_polling_spin(
+    ledger_db: Database, message_log: MessageLog
+) -> None:
+    from gatherly.kernel.delivery import _Pause
+
+    worker = worker_for(ledger_consumers(deposit_event(), group_name()), message_log, ledger_db)
+    worker._paused[TopicPartition("t", 0)] = _Pause(resume_at=time.monotonic() - 5, failures=1)
+    assert worker._poll_timeout() == 0.5
+    worker._paused[TopicPartition("t", 1)] = _Pause(resume_at=time.monotonic() + 0.2, failures=1)
+    assert 0.0 < worker._poll_timeout() <= 0.2

@@ -44,7 +44,9 @@ class Database:
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         else:
             kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=10)
-        self.engine: AsyncEngine = create_async_engine(parsed, **kwargs)
+        # hide_parameters: a failed statement's error message (which reaches the log) must not carry the values
+        # it bound — emails, password and token hashes, hostile text.
+        self.engine: AsyncEngine = create_async_engine(parsed, hide_parameters=True, **kwargs)
         # Inline SQLite files are checkpointed by a thread of their own (see inline_sqlite.WalCheckpointer).
         self.checkpointer: inline_sqlite.WalCheckpointer | None = None
         if self.is_sqlite:

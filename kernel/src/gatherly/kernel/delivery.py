@@ -114,7 +114,8 @@ ORIGINAL_TOPIC = "gatherly.original_topic"
 
 
 # SQLSTATE classes of a database that is unreachable, shutting down, overloaded or asking to retry.
-TRANSIENT_SQLSTATES = ("08", "53", "57P", "40001", "40P01")
+# 55P03 (lock not available) and 57014 (statement timeout) come from a lock or time limit, not from the message.
+TRANSIENT_SQLSTATES = ("08", "53", "57P", "40001", "40P01", "55P03", "57014")
 
 
 def is_infrastructure_error(error: BaseException) -> bool:
@@ -251,10 +252,14 @@ class ConsumerWorker:
             DLQ_SIZE.labels(dlq).set(sum((await self.log.end_offsets(dlq)).values()))
 
     def _poll_timeout(self) -> float:
-        if not self._paused:
+        # Only pauses still to come count: a resumed partition stays in `_paused` until its record succeeds, and
+        # if that record is gone (retention, a lost partition) a past resume time would make every poll return
+        # at once, a busy loop.
+        now = time.monotonic()
+        upcoming = [p.resume_at for p in self._paused.values() if p.resume_at > now]
+        if not upcoming:
             return 0.5
-        soonest = min(p.resume_at for p in self._paused.values())
-        return max(0.0, min(0.5, soonest - time.monotonic()))
+        return min(0.5, min(upcoming) - now)
 
     def _resume_due(self, consumer: LogConsumer) -> None:
         now = time.monotonic()
@@ -345,6 +350,8 @@ class ConsumerWorker:
         per message); if anything in it fails, it is rolled back whole and each record goes alone."""
         parsed: list[tuple[Envelope, IntegrationEvent, Handler]] = []
         for record in records:
+            if not self._handles(record):
+                return False  # skipped and counted on the one-by-one path
             try:
                 envelope = Envelope.from_record(record)
             except (KeyError, ValueError, ValidationError):
@@ -392,14 +399,15 @@ class ConsumerWorker:
         """Apply one record, or park it when it is poison. Raises (to be retried later) on an infrastructure
         error, or on a handler error while attempts remain."""
         tp = TopicPartition(record.topic, record.partition)
+        if not self._handles(record):
+            # Tolerant reader: another group's business, or a type newer than this build. Skipped, counted, and
+            # never parsed: a payload this group would not read cannot be poison to it.
+            UNHANDLED_TYPES.labels(self.spec.group, record.headers.get("type", "")).inc()
+            HANDLED.labels(self.spec.group, "skipped").inc()
+            return
         try:
             envelope = Envelope.from_record(record)
-            handler = self.spec.handlers.get(envelope.type)
-            if handler is None:
-                # Tolerant reader: another group's business, or a type newer than this build. Skipped, counted.
-                UNHANDLED_TYPES.labels(self.spec.group, envelope.type).inc()
-                HANDLED.labels(self.spec.group, "skipped").inc()
-                return
+            handler = self.spec.handlers[envelope.type]
             event = read_event(envelope)
         except (KeyError, ValueError, ValidationError, UnknownEventType) as error:
             # Retrying cannot fix a message that does not parse: park it at once.
@@ -417,6 +425,12 @@ class ConsumerWorker:
                 raise
             await self.park(record, error, attempts=attempt)
         self._attempts.pop((tp, record.offset), None)
+
+    def _handles(self, record: Record) -> bool:
+        """Whether this group has a handler for the record's type (a record without one is parsed, and parked
+        if it does not parse)."""
+        record_type = record.headers.get("type")
+        return record_type is None or record_type in self.spec.handlers
 
     async def _apply(self, envelope: Envelope, event: IntegrationEvent, handler: Handler) -> None:
         correlation = correlation_id_var.set(envelope.correlation_id)
@@ -539,8 +553,13 @@ async def rebuild_group(db: Database, message_log: MessageLog, group: str, topic
     members = await message_log.group_members(group)
     if members:
         raise GroupNotEmpty(f"group {group!r} has live members {sorted(members)}: stop its consumers first")
+    # Offsets first: the log refuses the reset itself if a member joined since the check, and a rewind whose
+    # inbox is still there only makes the group skip what it already applied (run the command again).
+    await message_log.reset_group(group, list(topics), "earliest")
+    # Not the redelivery topic: what `dlq replay` redelivered is on the source topics too (applied again by the
+    # rewind) or was parked again; reading it from the start would apply old messages after newer ones.
+    await message_log.reset_group(group, [redelivery_topic(group)], "latest")
     await forget_processed(db, group)
-    await message_log.reset_group(group, [*topics, redelivery_topic(group)], "earliest")
 
 
 def topics_of(specs: Sequence[ConsumerSpec]) -> set[str]:

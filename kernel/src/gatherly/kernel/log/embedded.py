@@ -34,6 +34,9 @@ T = TypeVar("T")
 
 log = structlog.get_logger(__name__)
 
+# What every topic got before topics were created explicitly (dead-letter topics included).
+LEGACY_DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Several processes share the file; a writer waits this long for another's transaction before failing.
@@ -261,7 +264,14 @@ class EmbeddedLog:
             (config.name, config.partitions, config.retention_ms),
         )
         if created.rowcount == 0:
-            return  # it exists: an existing topic keeps its partitions and retention
+            # It exists: an existing topic keeps its partitions and retention. One exception: dead-letter topics
+            # made before they were created explicitly got the 7-day default, which would purge parked messages.
+            if config.name.endswith(".dlq") and config.retention_ms is None:
+                db.execute(
+                    "UPDATE topics SET retention_ms = NULL WHERE name = ? AND retention_ms = ?",
+                    (config.name, LEGACY_DEFAULT_RETENTION_MS),
+                )
+            return
         db.executemany(
             "INSERT OR IGNORE INTO partitions (topic, partition) VALUES (?, ?)",
             [(config.name, p) for p in range(config.partitions)],
