@@ -8,10 +8,10 @@ text a database refuses (PostgreSQL: NUL; SQLite's encoder: lone surrogates) or 
 
 from __future__ import annotations
 
+import email.message
 import json
 import unicodedata
 import urllib.parse
-from collections.abc import Iterator
 from typing import Any
 
 from fastapi.routing import iter_route_contexts
@@ -79,22 +79,42 @@ class TooDeep(ValueError):
     pass
 
 
-def _bad_strings(value: Any, path: tuple[str, ...], depth: int) -> Iterator[tuple[str, str]]:
-    """(field, problem) for every refused string in a parsed JSON value, keys included."""
-    if depth > MAX_JSON_DEPTH:
-        raise TooDeep(".".join(path))
-    if isinstance(value, str):
-        if problem := text_problem(value):
-            yield ".".join(path) or "body", problem
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if problem := text_problem(key):
-                yield ".".join(path) or "body", f"has a key that {problem}"
-            else:
-                yield from _bad_strings(item, (*path, key), depth + 1)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _bad_strings(item, (*path, str(index)), depth + 1)
+class TooMany(ValueError):
+    pass
+
+
+# More JSON values (strings, numbers, items, keys) than this are refused before they are walked: no request of this
+# API holds more than a few hundred, and an unbounded walk lets one 1 MiB body hold the event loop for seconds.
+MAX_JSON_VALUES = 10_000
+
+
+def _bad_strings(document: Any) -> list[tuple[str, str]]:
+    """(field, problem) for every refused string in a parsed JSON value, keys included, in document order.
+    Iterative, and bounded by MAX_JSON_DEPTH and MAX_JSON_VALUES (TooDeep, TooMany)."""
+    problems: list[tuple[str, str]] = []
+    stack: list[tuple[Any, tuple[str, ...]]] = [(document, ())]
+    seen = 0
+    while stack:
+        value, path = stack.pop()
+        seen += 1
+        if seen > MAX_JSON_VALUES:
+            raise TooMany()
+        if len(path) > MAX_JSON_DEPTH:
+            raise TooDeep(".".join(path))
+        if isinstance(value, str):
+            if problem := text_problem(value):
+                problems.append((".".join(path) or "body", problem))
+        elif isinstance(value, dict):
+            children = []
+            for key, item in value.items():
+                if problem := text_problem(key):
+                    problems.append((".".join(path) or "body", f"has a key that {problem}"))
+                else:
+                    children.append((item, (*path, key)))
+            stack.extend(reversed(children))
+        elif isinstance(value, list):
+            stack.extend(reversed([(item, (*path, str(index))) for index, item in enumerate(value)]))
+    return problems
 
 
 def _normalized(value: Any) -> Any:
@@ -125,9 +145,11 @@ def checked_json(body: bytes) -> bytes:
     except ValueError:
         return body
     try:
-        problems = list(_bad_strings(document, (), 0))
+        problems = _bad_strings(document)
     except TooDeep:
         raise RefusedJson(f"The JSON is nested deeper than {MAX_JSON_DEPTH} levels.", [])
+    except TooMany:
+        raise RefusedJson(f"The JSON holds more than {MAX_JSON_VALUES:,} values.", [])
     if problems:
         errors = [{"field": field, "message": f"The text {problem}."} for field, problem in problems]
         raise RefusedJson("The request is not valid.", errors)
@@ -209,11 +231,18 @@ def _path_fields(scope: Scope) -> list[str]:
 
 
 def _is_json(scope: Scope) -> bool:
+    """Whether FastAPI will parse the body as JSON, decided exactly as it does (fastapi/routing.py): its media type
+    parser forgives more than a plain comparison would (`application/json\\xa0` is JSON to it), and every body
+    it parses must pass the policy."""
     for name, value in scope.get("headers", ()):
         if name == b"content-type":
-            media = value.split(b";", 1)[0].strip().lower()
-            return media == b"application/json" or media.endswith(b"+json")
-    return False
+            message = email.message.Message()
+            message["content-type"] = value.decode("latin-1")
+            if message.get_content_maintype() != "application":
+                return False
+            subtype = message.get_content_subtype()
+            return subtype == "json" or subtype.endswith("+json")
+    return False  # FastAPI's strict content type: no Content-Type, no JSON
 
 
 def _with_content_length(scope: Scope, length: int) -> Scope:
