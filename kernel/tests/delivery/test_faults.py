@@ -620,3 +620,29 @@ async def test_a_resumed_partition_whose_record_is_gone_does_not_make_polling_sp
     assert worker._poll_timeout() == 0.5
     worker._paused[TopicPartition("t", 1)] = _Pause(resume_at=time.monotonic() + 0.2, failures=1)
     assert 0.0 < worker._poll_timeout() <= 0.2
+
+
+async def test_a_consumer_stuck_without_failing_turns_readiness_red_until_it_goes_round_again(
+    ledger_db: Database, message_log: MessageLog
+) -> None:
+    # A log or database that hangs rather than fails raises nothing, so the supervisor sees no failure; the
+    # poll loop's own progress is what readiness watches.
+    from gatherly.kernel.delivery import stuck_workers
+
+    deposit = deposit_event()
+    release = asyncio.Event()
+
+    async def hang(event: Deposit, uow: LedgerUnitOfWork) -> None:
+        await release.wait()
+        await apply_deposit(event, uow)
+
+    registry = ConsumerRegistry()
+    registry.on(deposit, group=group_name())(hang)
+    await publish_deposits(message_log, deposit, [2])
+    worker = worker_for(registry, message_log, ledger_db)
+    assert stuck_workers([worker], 0.3) == []  # not running is the supervisor's business
+    async with Running(worker):
+        await eventually(lambda: _true(stuck_workers([worker], 0.3) == [worker.spec.group]))
+        release.set()
+        await eventually(lambda: _equal(totals(ledger_db), (2, 1)))
+        await eventually(lambda: _true(stuck_workers([worker], 0.3) == []))

@@ -198,6 +198,14 @@ class ConsumerWorker:
         self._paused: dict[TopicPartition, _Pause] = {}
         self._attempts: dict[tuple[TopicPartition, int], int] = {}
         self._metrics_due = 0.0
+        # When the poll loop last went round (monotonic), None while not running. A loop that has not gone round
+        # for long is stuck (a log or database that hangs rather than fails, a handler that never returns): the
+        # supervisor cannot see that, since nothing raised.
+        self._last_round: float | None = None
+
+    def stuck_for(self) -> float:
+        """Seconds since the poll loop last went round while running (0 when not running)."""
+        return 0.0 if self._last_round is None else time.monotonic() - self._last_round
 
     @property
     def topics(self) -> list[str]:
@@ -224,12 +232,14 @@ class ConsumerWorker:
         self._consumer = consumer
         try:
             while not self._stopping.is_set():
+                self._last_round = time.monotonic()
                 self._resume_due(consumer)
                 records = await consumer.poll(self.batch_size, timeout=self._poll_timeout())
                 await self.handle_batch(records)
                 await self._commit(consumer, set(self._done))
                 await self._update_metrics(consumer)
         finally:
+            self._last_round = None
             try:
                 await consumer.close()
             except Exception as error:  # the log is down: our partitions are freed by the session timeout
@@ -485,6 +495,11 @@ class ConsumerWorker:
             tp = TopicPartition(record.topic, record.partition)
             self._done[tp] = record.offset + 1
             await self._commit(self._consumer, {tp})
+
+
+def stuck_workers(workers: Sequence[ConsumerWorker], threshold: float) -> list[str]:
+    """The groups whose poll loop has not gone round for over `threshold` seconds (a readiness check)."""
+    return sorted(worker.spec.group for worker in workers if worker.stuck_for() > threshold)
 
 
 async def wait_for_assignment(consumer: LogConsumer, partitions: set[TopicPartition], timeout: float = 30.0) -> None:

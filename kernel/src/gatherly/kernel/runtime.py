@@ -18,7 +18,7 @@ from sqlalchemy import MetaData, text
 from gatherly.kernel.auth import TokenVerifier
 from gatherly.kernel.clock import Clock
 from gatherly.kernel.db import Database
-from gatherly.kernel.delivery import ConsumerRegistry, ConsumerWorker, RetryPolicy, prune_inbox
+from gatherly.kernel.delivery import ConsumerRegistry, ConsumerWorker, RetryPolicy, prune_inbox, stuck_workers
 from gatherly.kernel.flags import Flags
 from gatherly.kernel.log.base import MessageLog, TopicConfig
 from gatherly.kernel.loop_health import LoopLagProbe
@@ -149,11 +149,18 @@ class ServiceHost:
         install_error_handlers(app)
         app.add_middleware(RequestContextMiddleware, service=self.name)
         install_health(
-            app, self.context.readiness, checks=[self._database_answers, self.relay.check, self.supervisor.check]
+            app,
+            self.context.readiness,
+            checks=[self._database_answers, self.relay.check, self.supervisor.check, self._consumers_go_round],
         )
         for router in self.definition.routers:
             app.include_router(router)
         return app
+
+    async def _consumers_go_round(self) -> None:
+        stuck = stuck_workers(self.workers, self.supervisor.unready_after)
+        if stuck:
+            raise RuntimeError(f"consumers stuck for over {self.supervisor.unready_after:g}s: {', '.join(stuck)}")
 
     async def _database_answers(self) -> None:
         async with self.context.db.read_session() as session:
