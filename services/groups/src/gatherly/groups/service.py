@@ -210,7 +210,7 @@ async def join_group(uow: GroupsUnitOfWork, ref: str, person: UserId, answers: S
 async def _admit(uow: GroupsUnitOfWork, group: Group, person: UserId, *, via: str) -> None:
     now = uow.clock.now()
     await uow.memberships.add(group.id, person, Role.MEMBER, now)
-    await uow.groups.count_members(group.id, +1)
+    await uow.groups.adjust_member_count(group.id, +1)
     uow.publish(MembershipJoined(group_id=group.id, user_id=person, role=Role.MEMBER, via=via, joined_at=now))
 
 
@@ -229,7 +229,7 @@ async def leave_group(uow: GroupsUnitOfWork, ref: str, person: UserId) -> None:
             raise NotAMember("You are not a member of this group.")
         check_leaving(relation.role, await uow.memberships.count_with_role(group.id, Role.ORGANIZER))
         await uow.memberships.remove(group.id, person)
-        await uow.groups.count_members(group.id, -1)
+        await uow.groups.adjust_member_count(group.id, -1)
         uow.publish(MembershipLeft(group_id=group.id, user_id=person, role=relation.role, left_at=now))
 
 
@@ -315,7 +315,7 @@ async def remove_member(uow: GroupsUnitOfWork, ref: str, manager: UserId, member
                 actor_is_target=manager == member,
             )
             await uow.memberships.remove(group.id, member)
-            await uow.groups.count_members(group.id, -1)
+            await uow.groups.adjust_member_count(group.id, -1)
             uow.publish(
                 MembershipRemoved(
                     group_id=group.id, user_id=member, role=target.role, removed_by=manager, banned=ban, removed_at=now

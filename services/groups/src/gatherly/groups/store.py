@@ -218,7 +218,7 @@ class GroupStore:
         if topics:
             await self.session.execute(insert(group_topics), [{"group_id": group_id, "topic": t} for t in topics])
 
-    async def count_members(self, group_id: GroupId, delta: int) -> None:
+    async def adjust_member_count(self, group_id: GroupId, delta: int) -> None:
         """Adjust the member count in the same transaction as the membership change (under the row lock)."""
         await self.session.execute(
             update(groups).where(groups.c.id == group_id).values(member_count=groups.c.member_count + delta)
