@@ -25,7 +25,8 @@ from sqlalchemy import Connection, insert, text
 
 from gatherly.groups import SERVICE
 from gatherly.groups.domain import GroupDetails, GroupSearch, details_from, search_text
-from gatherly.groups.store import GroupStore, groups, reading
+from gatherly.groups.store import GroupStore, reading
+from gatherly.groups.tables import groups
 from gatherly.kernel.db import Database, alembic_config
 from gatherly.kernel.testing import scratch_database
 

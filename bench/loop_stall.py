@@ -32,7 +32,8 @@ from log_latency import Harness, percentile
 from sqlalchemy import Column, Integer, LargeBinary, MetaData, Table, insert
 
 from gatherly.groups.domain import GroupSearch
-from gatherly.groups.store import GroupStore, groups
+from gatherly.groups.store import GroupStore
+from gatherly.groups.tables import groups
 from gatherly.kernel.db import Database
 from gatherly.kernel.delivery import prune_inbox
 from gatherly.kernel.log.base import OutgoingMessage, TopicConfig

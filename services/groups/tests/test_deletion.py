@@ -12,7 +12,8 @@ from sqlalchemy import func, select
 from gatherly.contracts.groups import GroupEventsCancelled
 from gatherly.groups import service
 from gatherly.groups.domain import DELETION_TIMEOUT, DeletionStatus, DeletionStep, GroupId
-from gatherly.groups.store import GroupsUnitOfWork, bans, join_requests, memberships
+from gatherly.groups.store import GroupsUnitOfWork
+from gatherly.groups.tables import bans, join_requests, memberships
 from gatherly.kernel.clock import FrozenClock
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -11,20 +11,23 @@ from hypothesis import strategies as st
 from gatherly.groups.domain import (
     Action,
     Banned,
+    Join,
     JoinPolicy,
     LastOrganizer,
     Location,
+    LoginRequired,
     NotAllowed,
     NotForYourself,
     Relation,
     Role,
     Standing,
+    Visibility,
     answers_for,
     bounding_box,
-    check_joining,
     check_leaving,
     check_removal,
     check_role_change,
+    decide_join,
     details_from,
     distance_km,
     may,
@@ -32,6 +35,7 @@ from gatherly.groups.domain import (
     parse_near,
     pick_slug,
     require,
+    require_member_list,
     search_text,
     slug_base,
     valid_radius,
@@ -86,8 +90,24 @@ def test_standing_shows_member_pending_or_banned() -> None:
 
 def test_a_banned_person_cannot_join() -> None:
     with pytest.raises(Banned):
-        check_joining(Relation(banned=True))
-    check_joining(Relation())
+        decide_join(Relation(banned=True), JoinPolicy.OPEN)
+    decide_join(Relation(), JoinPolicy.OPEN)
+
+
+def test_joining_is_decided_by_relation_then_policy() -> None:
+    assert decide_join(Relation(role=Role.MEMBER), JoinPolicy.APPROVAL) is Join.ALREADY_MEMBER
+    assert decide_join(Relation(pending=True), JoinPolicy.OPEN) is Join.ALREADY_PENDING
+    assert decide_join(Relation(), JoinPolicy.OPEN) is Join.ADMIT
+    assert decide_join(Relation(), JoinPolicy.APPROVAL) is Join.REQUEST
+
+
+def test_a_private_member_list_asks_anonymous_callers_to_log_in_and_refuses_outsiders() -> None:
+    require_member_list(Visibility.PUBLIC, Relation(), anonymous=True)
+    require_member_list(Visibility.PRIVATE, Relation(role=Role.MEMBER), anonymous=False)
+    with pytest.raises(LoginRequired):
+        require_member_list(Visibility.PRIVATE, Relation(), anonymous=True)
+    with pytest.raises(NotAllowed):
+        require_member_list(Visibility.PRIVATE, Relation(pending=True), anonymous=False)
 
 
 def test_the_last_organizer_cannot_leave_but_one_of_two_can() -> None:
@@ -286,3 +306,16 @@ def test_near_is_parsed() -> None:
 def test_radius_must_be_positive_and_local(radius: float) -> None:
     with pytest.raises(InvalidInput):
         valid_radius(radius)
+
+
+def test_every_domain_error_has_an_http_status() -> None:
+    """A domain error missing from api.STATUS_OF would leave as a bare 400."""
+    from gatherly.groups import api, domain
+    from gatherly.kernel.errors import DomainError
+
+    errors = {
+        value
+        for value in vars(domain).values()
+        if isinstance(value, type) and issubclass(value, DomainError) and value.__module__ == domain.__name__
+    }
+    assert errors and errors == set(api.STATUS_OF)

@@ -12,7 +12,7 @@ from sqlalchemy import delete
 from gatherly.contracts.base import IntegrationEvent
 from gatherly.contracts.images import ImageDeleted, ImageReady
 from gatherly.contracts.users import ImageVariants, UserDeleted, UserProfileUpdated
-from gatherly.groups.store import member_profiles
+from gatherly.groups.tables import member_profiles
 from gatherly.kernel.messages import Envelope
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -15,7 +15,8 @@ from sqlalchemy import Connection, delete, select, text
 
 from gatherly.groups import SERVICE, store
 from gatherly.groups.domain import Group, GroupSearch, details_from, new_group_id, search_text, slug_base
-from gatherly.groups.store import GroupStore, groups, reading
+from gatherly.groups.store import GroupStore, reading
+from gatherly.groups.tables import groups
 from gatherly.kernel.db import Database, alembic_config
 from gatherly.kernel.testing import DB_BACKENDS, scratch_database
 

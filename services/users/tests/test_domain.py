@@ -9,7 +9,7 @@ import pytest
 from gatherly.contracts.users import GeoPoint, ImageVariants
 from gatherly.kernel.errors import InvalidInput
 from gatherly.kernel.settings import Settings
-from gatherly.users.credentials import common_passwords, new_signing_key, retirable, signing_key_for
+from gatherly.users.crypto import common_passwords, new_signing_key, retirable, signing_key_for
 from gatherly.users.domain import (
     Avatar,
     Email,
@@ -255,3 +255,16 @@ def test_an_avatar_shows_once_ready_and_owned_by_the_person() -> None:
     assert _profile("img").avatar(None) is None  # not ready yet
     assert _profile("img").avatar(Avatar("img", "bob", VARIANTS)) is None  # someone else's image
     assert _profile(None).avatar(Avatar("img", "ann", VARIANTS)) is None
+
+
+def test_every_domain_error_has_an_http_status() -> None:
+    """A domain error missing from api.STATUS_OF would leave as a bare 400."""
+    from gatherly.kernel.errors import DomainError
+    from gatherly.users import api, domain
+
+    errors = {
+        value
+        for value in vars(domain).values()
+        if isinstance(value, type) and issubclass(value, DomainError) and value.__module__ == domain.__name__
+    }
+    assert errors and errors == set(api.STATUS_OF)

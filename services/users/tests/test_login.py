@@ -13,9 +13,9 @@ from sqlalchemy import select
 from gatherly.app.testing import RunningGatherly, running_gatherly, sign_up
 from gatherly.kernel.clock import FrozenClock
 from gatherly.kernel.settings import Settings
-from gatherly.users.credentials import Passwords
+from gatherly.users.crypto import Passwords
 from gatherly.users.service import Identity
-from gatherly.users.store import accounts
+from gatherly.users.tables import accounts
 
 from .conftest import CHEAP_HASHES  # type: ignore[import-not-found]
 

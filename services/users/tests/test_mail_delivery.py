@@ -13,7 +13,8 @@ from sqlalchemy import select
 
 from gatherly.app.testing import RunningGatherly, mail_to, running_gatherly, wait_for_mail
 from gatherly.kernel.mail import Mailer
-from gatherly.users.store import mail_outbox, reading
+from gatherly.users.store import reading
+from gatherly.users.tables import mail_outbox
 
 from .conftest import CHEAP_HASHES  # type: ignore[import-not-found]
 

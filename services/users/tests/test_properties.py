@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from gatherly.kernel.auth import StaticJwksSource, TokenVerifier
 from gatherly.kernel.errors import InvalidInput, Unauthorized
 from gatherly.kernel.settings import Settings
-from gatherly.users.credentials import Passwords, Signer, common_passwords, jwks, new_signing_key
+from gatherly.users.crypto import Passwords, Signer, common_passwords, jwks, new_signing_key
 from gatherly.users.domain import (
     MAX_PASSWORD_LENGTH,
     MIN_PASSWORD_LENGTH,

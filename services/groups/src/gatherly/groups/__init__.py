@@ -4,8 +4,9 @@ from pathlib import Path
 
 from gatherly.groups.api import router
 from gatherly.groups.consumers import consumers
-from gatherly.groups.service import watch_deletions
-from gatherly.groups.store import metadata, unit_of_work
+from gatherly.groups.store import unit_of_work
+from gatherly.groups.tables import metadata
+from gatherly.groups.tasks import watch_deletions
 from gatherly.kernel.runtime import ServiceDefinition
 
 SERVICE = ServiceDefinition(

@@ -1,202 +1,99 @@
 """HTTP routes of the groups service: parse, call a use case, shape the response.
 
-Domain errors become problem+json through the kernel (their classes carry the status): GroupNotFound,
-NotAMember, JoinRequestNotFound → 404; NotAllowed, Banned → 403; LastOrganizer, NotForYourself → 409;
-InvalidInput → 422. Who may see what is written down at the top of domain.py."""
+Domain errors get their HTTP status here, in STATUS_OF; the kernel writes them as problem+json (InvalidInput is
+the kernel's own, 422). Who may see what is written down at the top of domain.py."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.routing import APIRoute
 
-from gatherly.contracts.users import ImageVariants
 from gatherly.groups import service
 from gatherly.groups.domain import (
     DEFAULT_RADIUS_KM,
     MAX_RADIUS_KM,
-    DeletionStatus,
+    Banned,
+    GroupNotFound,
     GroupSearch,
-    JoinPolicy,
+    JoinRequestNotFound,
+    LastOrganizer,
     Location,
+    LoginRequired,
+    NotAllowed,
+    NotAMember,
+    NotForYourself,
     Relation,
     Role,
-    Standing,
     UserId,
-    Visibility,
     details_from,
     normalize_topic,
     parse_near,
-    valid_location,
     valid_radius,
+)
+from gatherly.groups.schemas import (
+    NULLABLE_CHANGES,
+    AnnouncementBody,
+    AnnouncementOut,
+    AnswerOut,
+    DecisionOut,
+    DeletionOut,
+    GroupChanges,
+    GroupOut,
+    GroupSummary,
+    JoinBody,
+    JoinOut,
+    JoinRequestOut,
+    LocationBody,
+    MemberOut,
+    MyMembership,
+    NewGroup,
+    RoleBody,
 )
 from gatherly.groups.service import GroupView
 from gatherly.groups.store import GroupsUnitOfWork, MemberView, RequestView, reading, unit_of_work
 from gatherly.kernel.auth import CurrentUser, MaybeUser
-from gatherly.kernel.errors import InvalidInput, Unauthorized
+from gatherly.kernel.errors import DomainError, InvalidInput, Unauthorized
 from gatherly.kernel.openapi import problems
 from gatherly.kernel.runtime import ServiceContext, service_context
 from gatherly.kernel.web import Page, PageRequest, encode_cursor, page_request
 
-router = APIRouter(prefix="/api/groups", tags=["groups"])
+# Each domain error's HTTP status, in one place.
+STATUS_OF: dict[type[DomainError], int] = {
+    GroupNotFound: 404,
+    NotAMember: 404,
+    JoinRequestNotFound: 404,
+    LoginRequired: 401,
+    NotAllowed: 403,
+    Banned: 403,
+    LastOrganizer: 409,
+    NotForYourself: 409,
+}
+
+
+class _DomainErrorsAsProblems(APIRoute):
+    """Gives a domain error raised under a route its status from STATUS_OF; the kernel's handler writes it."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def handle_with_statuses(request: Request) -> Response:
+            try:
+                return await handle(request)
+            except DomainError as error:
+                error.status = STATUS_OF.get(type(error), error.status)
+                raise
+
+        return handle_with_statuses
+
+
+router = APIRouter(prefix="/api/groups", tags=["groups"], route_class=_DomainErrorsAsProblems)
 
 
 async def _uow(context: ServiceContext = Depends(service_context)) -> GroupsUnitOfWork:
     return unit_of_work(context)
-
-
-# --- shapes -------------------------------------------------------------------------------------------------------
-
-
-class LocationBody(BaseModel):
-    lat: float
-    lng: float
-
-    def location(self, field: str) -> Location:
-        return valid_location(Location(self.lat, self.lng), field)
-
-
-class MyMembership(BaseModel):
-    role: Role | None
-    status: Standing
-
-
-class GroupSummary(BaseModel):
-    id: str
-    slug: str
-    name: str
-    city: str | None
-    location: LocationBody | None
-    topics: list[str]
-    member_count: int
-    visibility: Visibility
-    join_policy: JoinPolicy
-    banner: ImageVariants | None
-    distance_km: float | None = Field(None, description="Only in searches with `near`: how far the group is.")
-
-
-class GroupOut(GroupSummary):
-    description: str
-    questions: list[str]
-    banner_image_id: str | None
-    created_at: datetime
-    updated_at: datetime
-    my_membership: MyMembership | None
-
-
-class MemberOut(BaseModel):
-    user_id: str
-    display_name: str | None
-    avatar: ImageVariants | None
-    role: Role
-    joined_at: datetime
-
-
-class AnswerOut(BaseModel):
-    question: str
-    answer: str
-
-
-class JoinRequestOut(BaseModel):
-    user_id: str
-    display_name: str | None
-    avatar: ImageVariants | None
-    answers: list[AnswerOut]
-    requested_at: datetime
-
-
-class NewGroup(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "name": "Lyon Hikers",
-                    "description": "Day hikes around Lyon.",
-                    "topics": ["hiking"],
-                    "city": "Lyon",
-                    "location": {"lat": 45.76, "lng": 4.84},
-                    "visibility": "public",
-                    "join_policy": "approval",
-                    "questions": ["How often do you hike?"],
-                }
-            ]
-        }
-    )
-
-    name: str
-    description: str = ""
-    topics: list[str] = []
-    city: str | None = None
-    location: LocationBody | None = None
-    visibility: Visibility = Visibility.PUBLIC
-    join_policy: JoinPolicy = JoinPolicy.OPEN
-    questions: list[str] = []
-
-
-class GroupChanges(BaseModel):
-    """Any of these; a field left out stays as it is. city, location and banner_image_id may be null."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [{"description": "Day hikes and weekend trips around Lyon.", "join_policy": "open"}]
-        },
-    )
-
-    name: str | None = None
-    description: str | None = None
-    topics: list[str] | None = None
-    city: str | None = None
-    location: LocationBody | None = None
-    visibility: Visibility | None = None
-    join_policy: JoinPolicy | None = None
-    questions: list[str] | None = None
-    banner_image_id: str | None = Field(None, max_length=64)
-
-
-NULLABLE_CHANGES = {"city", "location", "banner_image_id"}
-
-
-class JoinBody(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"answers": ["Most weekends"]}]})
-
-    answers: list[str] = []
-
-
-class JoinOut(BaseModel):
-    status: Standing
-
-
-class RoleBody(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"role": "co_organizer"}]})
-
-    role: Role
-
-
-class DecisionOut(BaseModel):
-    user_id: str
-    status: Literal["member", "denied"]
-
-
-class AnnouncementBody(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"subject": "Saturday hike moved", "body": "We meet at 9:00 instead of 8:30."}]}
-    )
-
-    subject: str
-    body: str
-
-
-class AnnouncementOut(BaseModel):
-    announcement_id: str
-
-
-class DeletionOut(BaseModel):
-    id: str
-    status: Literal["deleted"]
-    deletion: DeletionStatus = Field(description="The group-deletion saga: pending until the events are cancelled.")
 
 
 def _location_out(location: Location | None) -> LocationBody | None:

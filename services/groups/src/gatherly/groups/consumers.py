@@ -28,7 +28,7 @@ async def forget_profile(event: UserDeleted, uow: GroupsUnitOfWork) -> None:
 @consumers.on(ImageReady, group="groups.banners")
 async def keep_banner(event: ImageReady, uow: GroupsUnitOfWork) -> None:
     if event.purpose == BANNER_PURPOSE:
-        await uow.banners.put(event.image_id, event.owner_id, event.variants, event.ready_at)
+        await uow.banners.keep(event)
 
 
 @consumers.on(ImageDeleted, group="groups.banners")

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import NewType
 
-from gatherly.kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
+from gatherly.kernel.errors import DomainError, InvalidInput
 from gatherly.kernel.text import check_name
 
 GroupId = NewType("GroupId", str)
@@ -120,34 +120,40 @@ class Relation:
 NOBODY = Relation()
 
 
-# --- errors ---------------------------------------------------------------------------------------------------------
+# --- errors (api.py gives each its HTTP status) -----------------------------------------------------------------------
 
 
-class GroupNotFound(NotFound):
+class GroupNotFound(DomainError):
     title = "No such group"
 
 
-class NotAMember(NotFound):
+class NotAMember(DomainError):
     title = "Not a member"
 
 
-class JoinRequestNotFound(NotFound):
+class JoinRequestNotFound(DomainError):
     title = "No such join request"
 
 
-class NotAllowed(Forbidden):
+class NotAllowed(DomainError):
     title = "Not allowed in this group"
 
 
-class Banned(Forbidden):
+class LoginRequired(DomainError):
+    """Anonymous callers asking for what only some people may see (a private group's members)."""
+
+    title = "Authentication required"
+
+
+class Banned(DomainError):
     title = "Banned from this group"
 
 
-class LastOrganizer(Conflict):
+class LastOrganizer(DomainError):
     title = "A group needs an organizer"
 
 
-class NotForYourself(Conflict):
+class NotForYourself(DomainError):
     title = "Not on yourself"
 
 
@@ -191,6 +197,16 @@ def may_see_members(visibility: Visibility, relation: Relation) -> bool:
     return visibility is Visibility.PUBLIC or relation.is_member
 
 
+def require_member_list(visibility: Visibility, relation: Relation, *, anonymous: bool) -> None:
+    """A private group's members are shown to its members: anonymous callers are asked to log in, anyone else
+    who is not a member is refused."""
+    if may_see_members(visibility, relation):
+        return
+    if anonymous:
+        raise LoginRequired("Log in: the members of a private group are shown to its members.")
+    raise NotAllowed("The members of a private group are shown to its members only.")
+
+
 def check_role_change(actor: Role, target: Role, new_role: Role, organizers: int) -> None:
     """Organizers may give and take any role; a co-organizer only moves people below their own rank
     (members and event organizers) between those ranks. The last organizer keeps the role."""
@@ -214,9 +230,25 @@ def check_leaving(role: Role, organizers: int) -> None:
         raise LastOrganizer("The last organizer cannot leave: make someone else an organizer, or delete the group.")
 
 
-def check_joining(relation: Relation) -> None:
+class Join(StrEnum):
+    """What asking to join a group does."""
+
+    ALREADY_MEMBER = "already_member"
+    ALREADY_PENDING = "already_pending"
+    ADMIT = "admit"  # an open group takes the person at once
+    REQUEST = "request"  # an approval group records a request with the answers to its questions
+
+
+def decide_join(relation: Relation, policy: JoinPolicy) -> Join:
+    """The whole joining rule: banned people can neither join nor ask; asking again changes nothing (a member
+    stays a member, a pending request keeps its first answers); otherwise the group's join policy decides."""
     if relation.banned:
         raise Banned("You were banned from this group.")
+    if relation.is_member:
+        return Join.ALREADY_MEMBER
+    if relation.pending:
+        return Join.ALREADY_PENDING
+    return Join.ADMIT if policy is JoinPolicy.OPEN else Join.REQUEST
 
 
 # --- the group ------------------------------------------------------------------------------------------------------

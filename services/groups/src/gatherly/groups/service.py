@@ -1,11 +1,11 @@
 """Use cases of the groups service: one function per thing a person does, state and outbox committed together.
+Rules come from domain.py (their errors are domain errors; api.py gives them HTTP statuses).
 
 Every use case that changes members locks the group row first (`find_for_update`): the member count, the number
 of organizers and whether someone is already a member are decided while no one else can change them."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -41,9 +41,8 @@ from gatherly.groups.domain import (
     GroupDetails,
     GroupNotFound,
     GroupSearch,
-    JoinPolicy,
+    Join,
     JoinRequestNotFound,
-    NotAllowed,
     NotAMember,
     Relation,
     Role,
@@ -51,19 +50,17 @@ from gatherly.groups.domain import (
     UserId,
     announcement_from,
     answers_for,
-    check_joining,
     check_leaving,
     check_removal,
     check_role_change,
+    decide_join,
     details_from,
-    may_see_members,
     new_group_id,
     require,
+    require_member_list,
     slug_base,
 )
-from gatherly.groups.store import GroupsUnitOfWork, MemberView, RequestView, Stores, unit_of_work
-from gatherly.kernel.errors import Unauthorized
-from gatherly.kernel.runtime import ServiceContext
+from gatherly.groups.store import GroupsUnitOfWork, MemberView, RequestView, Stores
 from gatherly.kernel.web import PageRequest
 
 log = structlog.get_logger(__name__)
@@ -179,36 +176,22 @@ async def fail_overdue_deletions(uow: GroupsUnitOfWork) -> list[Deletion]:
         return failed
 
 
-DELETION_CHECK_INTERVAL_SECONDS = 60.0
-
-
-async def watch_deletions(context: ServiceContext) -> None:
-    """Background task: the group-deletion sagas' timeouts, checked once a minute. An error ends the task: the
-    host's supervisor logs it and restarts the task with backoff (a missed round only delays a timeout)."""
-    while True:
-        for deletion in await fail_overdue_deletions(unit_of_work(context)):
-            log.error("group deletion saga timed out", group_id=deletion.group_id, reason=deletion.reason)
-        await asyncio.sleep(DELETION_CHECK_INTERVAL_SECONDS)
-
-
 # --- joining and leaving ----------------------------------------------------------------------------------------
 
 
 async def join_group(uow: GroupsUnitOfWork, ref: str, person: UserId, answers: Sequence[str]) -> Standing:
-    """Open groups take the person at once; approval groups record a request with the answers. Asking again
-    changes nothing (a member stays a member, a pending request keeps its first answers)."""
+    """Joins at once or records a request with the answers, as domain.decide_join says."""
     async with uow:
         group = await _locked(uow, ref)
-        relation = await uow.memberships.relation(group.id, person)
-        check_joining(relation)
-        if relation.is_member:
+        decision = decide_join(await uow.memberships.relation(group.id, person), group.details.join_policy)
+        if decision is Join.ALREADY_MEMBER:
             return Standing.MEMBER
-        if relation.pending:
+        if decision is Join.ALREADY_PENDING:
             return Standing.PENDING
-        now = uow.clock.now()
-        if group.details.join_policy is JoinPolicy.OPEN:
+        if decision is Join.ADMIT:
             await _admit(uow, group, person, via="open")
             return Standing.MEMBER
+        now = uow.clock.now()
         answered = answers_for(group.details, answers)
         await uow.requests.add(group.id, person, answered, now)
         uow.publish(
@@ -227,7 +210,7 @@ async def join_group(uow: GroupsUnitOfWork, ref: str, person: UserId, answers: S
 async def _admit(uow: GroupsUnitOfWork, group: Group, person: UserId, *, via: str) -> None:
     now = uow.clock.now()
     await uow.memberships.add(group.id, person, Role.MEMBER, now)
-    await uow.groups.count_members(group.id, +1)
+    await uow.groups.adjust_member_count(group.id, +1)
     uow.publish(MembershipJoined(group_id=group.id, user_id=person, role=Role.MEMBER, via=via, joined_at=now))
 
 
@@ -246,7 +229,7 @@ async def leave_group(uow: GroupsUnitOfWork, ref: str, person: UserId) -> None:
             raise NotAMember("You are not a member of this group.")
         check_leaving(relation.role, await uow.memberships.count_with_role(group.id, Role.ORGANIZER))
         await uow.memberships.remove(group.id, person)
-        await uow.groups.count_members(group.id, -1)
+        await uow.groups.adjust_member_count(group.id, -1)
         uow.publish(MembershipLeft(group_id=group.id, user_id=person, role=relation.role, left_at=now))
 
 
@@ -332,7 +315,7 @@ async def remove_member(uow: GroupsUnitOfWork, ref: str, manager: UserId, member
                 actor_is_target=manager == member,
             )
             await uow.memberships.remove(group.id, member)
-            await uow.groups.count_members(group.id, -1)
+            await uow.groups.adjust_member_count(group.id, -1)
             uow.publish(
                 MembershipRemoved(
                     group_id=group.id, user_id=member, role=target.role, removed_by=manager, banned=ban, removed_at=now
@@ -413,10 +396,7 @@ async def list_members(
 ) -> tuple[list[MemberView], Any]:
     group = await _find(stores, ref)
     relation = await stores.memberships.relation(group.id, caller)
-    if not may_see_members(group.details.visibility, relation):
-        if caller is None:
-            raise Unauthorized("Log in: the members of a private group are shown to its members.")
-        raise NotAllowed("The members of a private group are shown to its members only.")
+    require_member_list(group.details.visibility, relation, anonymous=caller is None)
     return await stores.memberships.page(group.id, page.limit, page.cursor)
 
 

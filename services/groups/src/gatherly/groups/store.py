@@ -1,4 +1,5 @@
-"""Tables of the groups service and the queries that need SQL: locking, keyset pages, the nearby search."""
+"""Stores of the groups service: the queries that need SQL (locking, keyset pages, the nearby and text search),
+the read views of member lists, and the unit of work."""
 
 from __future__ import annotations
 
@@ -9,16 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    Column,
     ColumnElement,
-    Double,
-    ForeignKey,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
     and_,
     bindparam,
     case,
@@ -61,104 +53,22 @@ from gatherly.groups.domain import (
     pick_slug,
     search_text,
 )
+from gatherly.groups.tables import (
+    GROUP_ID,
+    banner_images,
+    bans,
+    group_topics,
+    groups,
+    join_requests,
+    member_profiles,
+    memberships,
+)
 from gatherly.kernel.db import Database, Executor, rowcount
 from gatherly.kernel.errors import InvalidInput
+from gatherly.kernel.read_models import ReadyImageStore
 from gatherly.kernel.runtime import ServiceContext
 from gatherly.kernel.sagas import SagaState, SagaStore
-from gatherly.kernel.tables import Json, UtcDateTime, kernel_tables
 from gatherly.kernel.uow import UnitOfWork
-
-metadata = MetaData()
-kernel_tables(metadata)
-
-# A user id is the users service's UUID or an outside identity provider's `sub` (up to 255 characters in OIDC).
-USER_ID = String(255)
-GROUP_ID = String(36)
-
-groups = Table(
-    "groups",
-    metadata,
-    Column("id", GROUP_ID, primary_key=True),
-    Column("slug", String(60), nullable=False, unique=True),
-    Column("name", String(100), nullable=False),
-    Column("description", Text, nullable=False),
-    Column("search_text", Text, nullable=False),  # name + description, case-folded (see domain.search_text)
-    Column("topics", Json, nullable=False),
-    Column("city", String(100)),
-    Column("lat", Double),
-    Column("lng", Double),
-    Column("visibility", String(16), nullable=False),
-    Column("join_policy", String(16), nullable=False),
-    Column("questions", Json, nullable=False),
-    Column("banner_image_id", String(64)),
-    Column("member_count", Integer, nullable=False),
-    Column("created_at", UtcDateTime(), nullable=False),
-    Column("updated_at", UtcDateTime(), nullable=False),
-    Column("deleted_at", UtcDateTime()),
-    # The nearby search narrows to a latitude band with this index, then checks longitude and exact distance.
-    Index("ix_groups_lat_lng", "lat", "lng"),
-    # The default listing is newest first, paged by (created_at, id).
-    Index("ix_groups_created_at_id", "created_at", "id"),
-)
-
-# One row per topic of a group: `?topic=` is an indexed lookup instead of a scan of JSON lists.
-group_topics = Table(
-    "group_topics",
-    metadata,
-    Column("group_id", GROUP_ID, ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
-    Column("topic", String(50), primary_key=True),
-    Index("ix_group_topics_topic", "topic", "group_id"),
-)
-
-memberships = Table(
-    "memberships",
-    metadata,
-    Column("group_id", GROUP_ID, ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
-    Column("user_id", USER_ID, primary_key=True),
-    Column("role", String(32), nullable=False),
-    Column("joined_at", UtcDateTime(), nullable=False),
-    Index("ix_memberships_user_id", "user_id"),  # `?member=me`
-)
-
-join_requests = Table(
-    "join_requests",
-    metadata,
-    Column("group_id", GROUP_ID, ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
-    Column("user_id", USER_ID, primary_key=True),
-    Column("answers", Json, nullable=False),  # [{question, answer}]: the questions as they were asked
-    Column("requested_at", UtcDateTime(), nullable=False),
-)
-
-bans = Table(
-    "bans",
-    metadata,
-    Column("group_id", GROUP_ID, ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
-    Column("user_id", USER_ID, primary_key=True),
-    Column("banned_by", USER_ID, nullable=False),
-    Column("banned_at", UtcDateTime(), nullable=False),
-)
-
-# Read model of the users service's profiles (user.profile_updated / user.deleted): member lists need no call.
-member_profiles = Table(
-    "member_profiles",
-    metadata,
-    Column("user_id", USER_ID, primary_key=True),
-    Column("display_name", String(80)),
-    Column("avatar", Json),
-    Column("updated_at", UtcDateTime(), nullable=False),
-    # A tombstone: a profile update that arrives after the deletion must not bring the person back.
-    Column("deleted_at", UtcDateTime()),
-)
-
-# Read model of the images service's ready group banners (image.ready / image.deleted).
-banner_images = Table(
-    "banner_images",
-    metadata,
-    Column("image_id", String(64), primary_key=True),
-    Column("owner_id", USER_ID, nullable=False),
-    Column("variants", Json, nullable=False),
-    Column("ready_at", UtcDateTime(), nullable=False),
-)
 
 # Statements on the request path, built once: no per-call construction or cache-key work in SQLAlchemy.
 GROUP_BY_ID = select(groups).where(groups.c.id == bindparam("key"), groups.c.deleted_at.is_(None))
@@ -308,7 +218,7 @@ class GroupStore:
         if topics:
             await self.session.execute(insert(group_topics), [{"group_id": group_id, "topic": t} for t in topics])
 
-    async def count_members(self, group_id: GroupId, delta: int) -> None:
+    async def adjust_member_count(self, group_id: GroupId, delta: int) -> None:
         """Adjust the member count in the same transaction as the membership change (under the row lock)."""
         await self.session.execute(
             update(groups).where(groups.c.id == group_id).values(member_count=groups.c.member_count + delta)
@@ -725,29 +635,11 @@ class ProfileStore:
             await self.session.execute(insert(member_profiles).values(user_id=user_id, **values))
 
 
-class BannerStore:
-    """The read model of ready group-banner images."""
-
-    def __init__(self, session: Executor) -> None:
-        self.session = session
-
-    async def put(self, image_id: str, owner_id: str, variants: ImageVariants, ready_at: datetime) -> None:
-        values = {"owner_id": owner_id, "variants": variants.model_dump(), "ready_at": ready_at}
-        result = await self.session.execute(
-            update(banner_images).where(banner_images.c.image_id == image_id).values(**values)
-        )
-        if rowcount(result) == 0:
-            await self.session.execute(insert(banner_images).values(image_id=image_id, **values))
-
-    async def remove(self, image_id: str) -> None:
-        await self.session.execute(delete(banner_images).where(banner_images.c.image_id == image_id))
-
-
 # --- unit of work -----------------------------------------------------------------------------------------------
 
 
 class Stores:
-    """Every store of the service on one session."""
+    """Every store of the service on one connection or session (listed once: the unit of work is one too)."""
 
     def __init__(self, session: Executor) -> None:
         self.groups = GroupStore(session)
@@ -756,29 +648,14 @@ class Stores:
         self.bans = BanStore(session)
         self.deletions = DeletionStore(session)
         self.profiles = ProfileStore(session)
-        self.banners = BannerStore(session)
+        self.banners = ReadyImageStore(session, banner_images)
 
 
-class GroupsUnitOfWork(UnitOfWork):
+class GroupsUnitOfWork(UnitOfWork, Stores):
     """One transaction of the groups service: its stores plus the outbox."""
 
-    groups: GroupStore
-    memberships: MembershipStore
-    requests: JoinRequestStore
-    bans: BanStore
-    deletions: DeletionStore
-    profiles: ProfileStore
-    banners: BannerStore
-
     def open_stores(self, session: AsyncSession) -> None:
-        stores = Stores(session)
-        self.groups = stores.groups
-        self.memberships = stores.memberships
-        self.requests = stores.requests
-        self.bans = stores.bans
-        self.deletions = stores.deletions
-        self.profiles = stores.profiles
-        self.banners = stores.banners
+        Stores.__init__(self, session)
 
 
 def unit_of_work(context: ServiceContext) -> GroupsUnitOfWork:

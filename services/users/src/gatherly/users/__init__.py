@@ -7,8 +7,9 @@ from gatherly.kernel.uow import OutboxSignal
 from gatherly.users import service
 from gatherly.users.api import router
 from gatherly.users.consumers import consumers
-from gatherly.users.emails import deliver_mail
-from gatherly.users.store import metadata, unit_of_work
+from gatherly.users.store import unit_of_work
+from gatherly.users.tables import metadata
+from gatherly.users.tasks import deliver_mail, keep_tidy
 
 
 async def _start(context: ServiceContext) -> None:
@@ -28,6 +29,6 @@ SERVICE = ServiceDefinition(
     unit_of_work=unit_of_work,
     consumers=consumers,
     topics=["user"],
-    tasks=[deliver_mail, service.keep_tidy],
+    tasks=[deliver_mail, keep_tidy],
     on_start=_start,
 )

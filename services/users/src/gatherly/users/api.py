@@ -1,31 +1,80 @@
-"""HTTP routes of the users service: parse, call a use case, shape the response."""
+"""HTTP routes of the users service: parse, call a use case, shape the response. Domain errors get their HTTP
+status here, in STATUS_OF; the kernel writes them as problem+json."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.routing import APIRoute
 
-from gatherly.contracts.users import GeoPoint, ImageVariants
 from gatherly.kernel.auth import CurrentUser
+from gatherly.kernel.errors import DomainError
 from gatherly.kernel.openapi import problems
 from gatherly.kernel.runtime import ServiceContext, service_context
 from gatherly.users import service
-from gatherly.users.domain import DeletionStatus
+from gatherly.users.domain import (
+    AccountLocked,
+    AccountNotConfirmed,
+    BadCredentials,
+    InvalidLink,
+    InvalidRefreshToken,
+    NoDeletion,
+    RateLimited,
+    UserNotFound,
+)
+from gatherly.users.schemas import (
+    DeletionProgress,
+    DeletionStarted,
+    LoginRequest,
+    Me,
+    PasswordResetConfirmation,
+    PasswordResetRequest,
+    ProfileChanges,
+    PublicProfile,
+    RefreshRequest,
+    SignUpRequest,
+    TokenRequest,
+    Tokens,
+)
 from gatherly.users.service import Identity, ProfileView, TokenPair
 from gatherly.users.store import UsersUnitOfWork, unit_of_work
 
-router = APIRouter()
+# Each domain error's HTTP status, in one place.
+STATUS_OF: dict[type[DomainError], int] = {
+    InvalidLink: 400,
+    BadCredentials: 401,
+    InvalidRefreshToken: 401,
+    AccountNotConfirmed: 403,
+    NoDeletion: 404,
+    UserNotFound: 404,
+    AccountLocked: 429,
+    RateLimited: 429,
+}
+
+
+class _DomainErrorsAsProblems(APIRoute):
+    """Gives a domain error raised under a route its status from STATUS_OF; the kernel's handler writes it."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def handle_with_statuses(request: Request) -> Response:
+            try:
+                return await handle(request)
+            except DomainError as error:
+                error.status = STATUS_OF.get(type(error), error.status)
+                raise
+
+        return handle_with_statuses
+
+
+router = APIRouter(route_class=_DomainErrorsAsProblems)
 
 Context = Annotated[ServiceContext, Depends(service_context)]
 
-# Generous bounds on raw input: the domain gives the precise rule (and message); these only keep junk small.
-EmailField = Annotated[str, Field(max_length=320)]
-PasswordField = Annotated[str, Field(max_length=1024)]
-TokenField = Annotated[str, Field(max_length=512)]
 NO_STORE = {"Cache-Control": "no-store"}  # token responses must not be cached (RFC 6749 §5.1)
 
 
@@ -55,109 +104,6 @@ async def client_address(request: Request, context: Context) -> str:
 
 
 Client = Annotated[str, Depends(client_address)]
-
-
-# --- models -----------------------------------------------------------------------------------------------------
-
-
-class SignUpRequest(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {"email": "ann@example.org", "password": "correct horse battery staple", "display_name": "Ann"}
-            ]
-        }
-    )
-
-    email: EmailField
-    password: PasswordField
-    display_name: Annotated[str, Field(max_length=200)]
-
-
-class TokenRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"token": "the-token-from-the-emailed-link"}]})
-
-    token: TokenField
-
-
-class LoginRequest(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"email": "ann@example.org", "password": "correct horse battery staple"}]}
-    )
-
-    email: EmailField
-    password: PasswordField
-
-
-class RefreshRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"refresh_token": "the-refresh-token-from-login"}]})
-
-    refresh_token: TokenField
-
-
-class PasswordResetRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"email": "ann@example.org"}]})
-
-    email: EmailField
-
-
-class PasswordResetConfirmation(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [{"token": "the-token-from-the-emailed-link", "password": "a new long passphrase"}]
-        }
-    )
-
-    token: TokenField
-    password: PasswordField
-
-
-class Tokens(BaseModel):
-    access_token: str
-    refresh_token: str
-    token_type: Literal["Bearer"] = "Bearer"
-    expires_in: int
-
-
-class PublicProfile(BaseModel):
-    id: str
-    display_name: str
-    bio: str
-    city: str | None
-    location: GeoPoint | None
-    topics: list[str]
-    avatar: ImageVariants | None
-    created_at: datetime
-
-
-class Me(PublicProfile):
-    email: str | None
-
-
-class ProfileChanges(BaseModel):
-    # A field that cannot be changed here (email, id) is refused, not silently dropped with a 200.
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [{"display_name": "Ann B.", "city": "Lyon", "topics": ["hiking", "board games"]}]
-        },
-    )
-
-    display_name: Annotated[str | None, Field(max_length=200)] = None
-    bio: Annotated[str | None, Field(max_length=10_000)] = None
-    city: Annotated[str | None, Field(max_length=200)] = None
-    location: GeoPoint | None = None
-    topics: Annotated[list[Annotated[str, Field(max_length=200)]] | None, Field(max_length=100)] = None
-    avatar_image_id: Annotated[str | None, Field(max_length=64)] = None
-
-
-class DeletionStarted(BaseModel):
-    deletion_id: str
-
-
-class DeletionProgress(BaseModel):
-    status: DeletionStatus
-    reason: str | None
 
 
 def _tokens(pair: TokenPair) -> JSONResponse:

@@ -15,16 +15,18 @@ from enum import StrEnum
 from typing import NewType
 
 from gatherly.contracts.users import GeoPoint, ImageVariants, UserProfileUpdated
-from gatherly.kernel.errors import DomainError, Forbidden, InvalidInput, TooManyRequests, Unauthorized
+from gatherly.kernel.errors import DomainError, InvalidInput, TooManyRequests
+from gatherly.kernel.read_models import ReadyImage
 from gatherly.kernel.text import check_name
 
 UserId = NewType("UserId", str)
 Email = NewType("Email", str)
 
-# --- errors ---------------------------------------------------------------------------------------------------
+# --- errors (api.py gives each its HTTP status) -----------------------------------------------------------------------
+# The two 429s are the kernel's TooManyRequests: they carry how long to wait (Retry-After).
 
 
-class BadCredentials(Unauthorized):
+class BadCredentials(DomainError):
     """One answer for an unknown email and a wrong password, so a login reveals nobody's account."""
 
     title = "Invalid credentials"
@@ -33,7 +35,7 @@ class BadCredentials(Unauthorized):
         super().__init__("The email or password is not right.")
 
 
-class AccountNotConfirmed(Forbidden):
+class AccountNotConfirmed(DomainError):
     title = "Email not confirmed"
 
     def __init__(self) -> None:
@@ -52,7 +54,7 @@ class RateLimited(TooManyRequests):
         super().__init__(f"Too many requests from your address; try again in {retry_after} s.", retry_after=retry_after)
 
 
-class InvalidRefreshToken(Unauthorized):
+class InvalidRefreshToken(DomainError):
     title = "Invalid refresh token"
 
     def __init__(self) -> None:
@@ -60,9 +62,8 @@ class InvalidRefreshToken(Unauthorized):
 
 
 class InvalidLink(DomainError):
-    """A confirmation or reset token that is unknown, used or expired (400: the link, not the form, is wrong)."""
+    """A confirmation or reset token that is unknown, used or expired (the link, not the form, is wrong)."""
 
-    status = 400
     title = "Invalid or expired link"
 
     def __init__(self) -> None:
@@ -70,7 +71,6 @@ class InvalidLink(DomainError):
 
 
 class NoDeletion(DomainError):
-    status = 404
     title = "Not found"
 
     def __init__(self) -> None:
@@ -78,7 +78,6 @@ class NoDeletion(DomainError):
 
 
 class UserNotFound(DomainError):
-    status = 404
     title = "Not found"
 
     def __init__(self, user_id: str) -> None:
@@ -185,7 +184,12 @@ class RefreshToken:
     revoked_at: datetime | None = None
 
 
+# --- refresh tokens: rotation and reuse detection ----------------------------------------------------------------
+
+
 class RefreshVerdict(StrEnum):
+    """What presenting a refresh token means (the rule; crypto.py only makes and signs tokens)."""
+
     ROTATE = "rotate"
     REUSED = "reused"  # a retired token came back: someone holds a copy; the family dies
     INVALID = "invalid"
@@ -362,13 +366,8 @@ def clean_image_id(raw: str | None) -> str | None:
         raise InvalidInput("An image id is a UUID.", field="avatar_image_id")
 
 
-@dataclass(frozen=True)
-class Avatar:
-    """A ready image as the images service reported it (the users service's read model)."""
-
-    image_id: str
-    owner_id: str
-    variants: ImageVariants
+# A ready image as the images service reported it: the users service's read model of avatars.
+Avatar = ReadyImage
 
 
 @dataclass(frozen=True)

@@ -161,9 +161,3 @@ class MailSender:
             return self.poll_interval
         until = (next_due - self.context.clock.now()).total_seconds()
         return min(self.poll_interval, max(0.0, until))
-
-
-async def deliver_mail(context: ServiceContext) -> None:
-    """Background task of the users service (see ServiceDefinition.tasks)."""
-    signal: OutboxSignal = context.extras["mail_signal"]
-    await MailSender(context, signal).run()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,9 +15,8 @@ from gatherly.contracts.users import ImageVariants, UserConfirmed, UserDeleted, 
 from gatherly.kernel.auth import Principal
 from gatherly.kernel.db import Database
 from gatherly.kernel.errors import DomainError, InvalidInput
-from gatherly.kernel.runtime import ServiceContext
 from gatherly.kernel.settings import Settings
-from gatherly.users.credentials import (
+from gatherly.users.crypto import (
     Passwords,
     Signer,
     common_passwords,
@@ -62,7 +60,7 @@ from gatherly.users.domain import (
     token_digest,
 )
 from gatherly.users.emails import EmailTemplates, RenderedMail
-from gatherly.users.store import StoredKey, UsersUnitOfWork, is_unique_violation, reading, unit_of_work
+from gatherly.users.store import StoredKey, UsersUnitOfWork, is_unique_violation, reading
 
 log = structlog.get_logger(__name__)
 
@@ -490,7 +488,7 @@ async def delete_account(uow: UsersUnitOfWork, me: Principal) -> AccountDeletion
             deadline_at=now + DELETION_DEADLINE,
         )
         await uow.deletions.add(deletion, now)
-        await uow.accounts.lock_out(me.user_id)
+        await uow.accounts.remove_password(me.user_id)
         await uow.refresh_tokens.revoke_all_of(me.user_id, now)
         for purpose in TokenPurpose:  # an emailed reset link must not bring the account back meanwhile
             await uow.one_time_tokens.use_all(me.user_id, purpose, now)
@@ -541,8 +539,8 @@ async def keep_ready_image(uow: UsersUnitOfWork, event: ImageReady) -> None:
     """Remember ready avatars; whoever already chose this image now shows it, and other services hear of it."""
     if event.purpose != AVATAR_PURPOSE:
         return
+    await uow.avatars.keep(event)
     avatar = Avatar(event.image_id, event.owner_id, event.variants)
-    await uow.avatars.put(avatar, event.ready_at)
     now = uow.clock.now()
     for profile in await uow.accounts.profiles_showing(event.image_id):
         if profile.avatar(avatar) is not None and profile.confirmed:
@@ -567,7 +565,6 @@ async def forget_deleted_image(uow: UsersUnitOfWork, event: ImageDeleted) -> Non
 
 # Expired rows are kept a day (a support question about "my link did not work" can still be answered), then go.
 KEEP_EXPIRED = timedelta(days=1)
-HOUSEKEEPING_INTERVAL_SECONDS = 3600.0
 
 
 async def forget_expired(uow: UsersUnitOfWork) -> int:
@@ -580,19 +577,6 @@ async def forget_expired(uow: UsersUnitOfWork) -> int:
             + await uow.one_time_tokens.prune(cutoff)
             + await uow.throttles.prune(cutoff)
         )
-
-
-async def keep_tidy(context: ServiceContext) -> None:
-    """Background task: `forget_expired` and `fail_overdue_deletions` once an hour."""
-    while True:
-        try:
-            deleted = await forget_expired(unit_of_work(context))
-            if deleted:
-                log.info("expired tokens and throttles deleted", rows=deleted)
-            await fail_overdue_deletions(unit_of_work(context))
-        except Exception:
-            log.exception("housekeeping failed; will try again")  # a missed round only delays the cleanup
-        await asyncio.sleep(HOUSEKEEPING_INTERVAL_SECONDS)
 
 
 # --- signing keys ----------------------------------------------------------------------------------------------

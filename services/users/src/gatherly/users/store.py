@@ -1,4 +1,4 @@
-"""Tables of the users service and the queries that need SQL."""
+"""Stores of the users service (the queries that need SQL) and its unit of work."""
 
 from __future__ import annotations
 
@@ -11,15 +11,6 @@ from types import TracebackType
 from typing import Any
 
 from sqlalchemy import (
-    Column,
-    Double,
-    ForeignKey,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
     bindparam,
     delete,
     func,
@@ -30,17 +21,16 @@ from sqlalchemy import (
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gatherly.contracts.users import GeoPoint, ImageVariants
+from gatherly.contracts.users import GeoPoint
 from gatherly.kernel.clock import Clock
 from gatherly.kernel.db import Database, Executor, rowcount
+from gatherly.kernel.read_models import ReadyImageStore
 from gatherly.kernel.runtime import ServiceContext
 from gatherly.kernel.sagas import SagaState, SagaStore
-from gatherly.kernel.tables import Json, UtcDateTime, kernel_tables
 from gatherly.kernel.uow import OutboxSignal, UnitOfWork
 from gatherly.users.domain import (
     ACCOUNT_DELETION,
     AccountDeletion,
-    Avatar,
     DeletionStatus,
     Email,
     LoginThrottle,
@@ -50,115 +40,16 @@ from gatherly.users.domain import (
     TokenPurpose,
     UserId,
 )
-
-metadata = MetaData()
-kernel_tables(metadata)
-
-# An id is ours (a UUID) or an outside identity provider's `sub` (up to 255 characters in OIDC).
-USER_ID = String(255)
-
-accounts = Table(
-    "accounts",
-    metadata,
-    Column("id", USER_ID, primary_key=True),
-    # NULL only for people who came through an outside identity provider whose tokens carry no email.
-    Column("email", String(254), unique=True),
-    Column("password_hash", String(255)),  # NULL: signs in elsewhere (outside identity provider)
-    Column("created_at", UtcDateTime(), nullable=False),
-    Column("confirmed_at", UtcDateTime()),
+from gatherly.users.tables import (
+    accounts,
+    avatar_images,
+    login_throttles,
+    mail_outbox,
+    one_time_tokens,
+    profiles,
+    refresh_tokens,
+    signing_keys,
 )
-
-profiles = Table(
-    "profiles",
-    metadata,
-    Column("user_id", USER_ID, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
-    Column("display_name", String(80), nullable=False),
-    Column("bio", Text, nullable=False, default=""),
-    Column("city", String(100)),
-    # Plain doubles: a person's location is shown, never searched, so it needs no PostGIS geography.
-    Column("lat", Double),
-    Column("lng", Double),
-    Column("topics", Json, nullable=False),
-    Column("avatar_image_id", String(36)),
-    Column("updated_at", UtcDateTime(), nullable=False),
-    # The image consumer finds whose avatar became ready by image id.
-    Index("ix_profiles_avatar_image_id", "avatar_image_id"),
-)
-
-refresh_tokens = Table(
-    "refresh_tokens",
-    metadata,
-    Column("digest", String(64), primary_key=True),
-    Column("family_id", String(36), nullable=False, index=True),
-    Column("user_id", USER_ID, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False, index=True),
-    Column("issued_at", UtcDateTime(), nullable=False),
-    Column("expires_at", UtcDateTime(), nullable=False),
-    Column("used_at", UtcDateTime()),
-    Column("revoked_at", UtcDateTime()),
-)
-
-one_time_tokens = Table(
-    "one_time_tokens",
-    metadata,
-    Column("digest", String(64), primary_key=True),
-    Column("purpose", String(32), nullable=False),
-    Column("user_id", USER_ID, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False, index=True),
-    Column("created_at", UtcDateTime(), nullable=False),
-    Column("expires_at", UtcDateTime(), nullable=False),
-    Column("used_at", UtcDateTime()),
-    Column("password_hash", String(255)),
-    Column("display_name", String(80)),
-)
-
-login_throttles = Table(
-    "login_throttles",
-    metadata,
-    Column("email_key", String(64), primary_key=True),
-    Column("failures", Integer, nullable=False),
-    Column("locked_until", UtcDateTime()),
-    Column("updated_at", UtcDateTime(), nullable=False),
-)
-
-# Private keys are stored unencrypted: whoever reads this database could sign tokens. Encrypting them with a
-# key from a secret store (KMS, Vault) is the next step when one is available (see the service's README).
-signing_keys = Table(
-    "signing_keys",
-    metadata,
-    Column("kid", String(64), primary_key=True),
-    Column("algorithm", String(16), nullable=False),
-    Column("private_key", Text, nullable=False),
-    Column("public_jwk", Json, nullable=False),
-    Column("created_at", UtcDateTime(), nullable=False),
-    Column("activates_at", UtcDateTime(), nullable=False),
-    Column("retired_at", UtcDateTime()),
-)
-
-# Read model of the images service's ready avatars (from image.ready / image.deleted).
-avatar_images = Table(
-    "avatar_images",
-    metadata,
-    Column("image_id", String(36), primary_key=True),
-    Column("owner_id", USER_ID, nullable=False),
-    Column("variants", Json, nullable=False),
-    Column("ready_at", UtcDateTime(), nullable=False),
-)
-
-# Emails written in the transaction of the change that causes them, delivered by a background task.
-mail_outbox = Table(
-    "mail_outbox",
-    metadata,
-    Column("id", String(36), primary_key=True),
-    Column("recipient", String(254), nullable=False),
-    Column("subject", String(255), nullable=False),
-    Column("text", Text, nullable=False),
-    Column("html", Text),
-    Column("created_at", UtcDateTime(), nullable=False),
-    Column("attempts", Integer, nullable=False, default=0),
-    Column("next_attempt_at", UtcDateTime(), nullable=False),
-    Column("last_error", Text),
-    Index("ix_mail_outbox_next_attempt_at", "next_attempt_at"),
-)
-
 
 # --- stores -----------------------------------------------------------------------------------------------------
 
@@ -200,8 +91,9 @@ class AccountStore:
     async def set_password(self, user_id: str, password_hash: str) -> None:
         await self.session.execute(update(accounts).where(accounts.c.id == user_id).values(password_hash=password_hash))
 
-    async def lock_out(self, user_id: str) -> None:
-        """No password logs in any more (a login is then checked against the decoy hash, like an unknown one)."""
+    async def remove_password(self, user_id: str) -> None:
+        """At deletion: no password logs in any more (a login is then checked against the decoy hash, like an
+        unknown address). Not the login lockout, which is LoginThrottleStore's."""
         await self.session.execute(update(accounts).where(accounts.c.id == user_id).values(password_hash=None))
 
     async def erase(self, user_id: str) -> None:
@@ -456,33 +348,6 @@ class SigningKeyStore:
             await self.session.execute(update(signing_keys).where(signing_keys.c.kid.in_(kids)).values(retired_at=at))
 
 
-AVATAR_BY_ID = select(avatar_images).where(avatar_images.c.image_id == bindparam("image_id"))
-
-
-class AvatarStore:
-    """The read model of ready avatar images: upserted from image.ready, removed on image.deleted."""
-
-    def __init__(self, session: Executor) -> None:
-        self.session = session
-
-    async def get(self, image_id: str | None) -> Avatar | None:
-        if image_id is None:
-            return None
-        row = (await self.session.execute(AVATAR_BY_ID, {"image_id": image_id})).mappings().first()
-        return Avatar(row["image_id"], row["owner_id"], ImageVariants(**row["variants"])) if row else None
-
-    async def put(self, avatar: Avatar, ready_at: datetime) -> None:
-        values = {"owner_id": avatar.owner_id, "variants": avatar.variants.model_dump(), "ready_at": ready_at}
-        result = await self.session.execute(
-            update(avatar_images).where(avatar_images.c.image_id == avatar.image_id).values(**values)
-        )
-        if rowcount(result) == 0:
-            await self.session.execute(insert(avatar_images).values(image_id=avatar.image_id, **values))
-
-    async def remove(self, image_id: str) -> None:
-        await self.session.execute(delete(avatar_images).where(avatar_images.c.image_id == image_id))
-
-
 class DeletionStore:
     """Account-deletion sagas, kept in the kernel's sagas table (`data` holds the user id)."""
 
@@ -597,7 +462,7 @@ class MailOutboxStore:
 
 
 class Stores:
-    """Every store of the service on one session."""
+    """Every store of the service on one connection or session (listed once: the unit of work is one too)."""
 
     def __init__(self, session: Executor) -> None:
         self.accounts = AccountStore(session)
@@ -605,16 +470,14 @@ class Stores:
         self.one_time_tokens = OneTimeTokenStore(session)
         self.throttles = LoginThrottleStore(session)
         self.signing_keys = SigningKeyStore(session)
-        self.avatars = AvatarStore(session)
+        self.avatars = ReadyImageStore(session, avatar_images)
         self.mail = MailOutboxStore(session)
         self.deletions = DeletionStore(session)
 
 
-class UsersUnitOfWork(UnitOfWork):
+class UsersUnitOfWork(UnitOfWork, Stores):
     """One transaction of the users service: its stores plus the outbox. Emails queued in it are written in
     the same transaction; after the commit the mail sender is woken."""
-
-    stores: Stores
 
     def __init__(
         self,
@@ -629,15 +492,7 @@ class UsersUnitOfWork(UnitOfWork):
         self._mail_queued = False
 
     def open_stores(self, session: AsyncSession) -> None:
-        self.stores = Stores(session)
-        self.accounts = self.stores.accounts
-        self.refresh_tokens = self.stores.refresh_tokens
-        self.one_time_tokens = self.stores.one_time_tokens
-        self.throttles = self.stores.throttles
-        self.signing_keys = self.stores.signing_keys
-        self.avatars = self.stores.avatars
-        self.mail = self.stores.mail
-        self.deletions = self.stores.deletions
+        Stores.__init__(self, session)
         self._mail_queued = False
 
     async def queue_mail(self, recipient: str, subject: str, text: str, html: str | None) -> None:

@@ -1,6 +1,6 @@
 """Alembic environment of the groups service."""
 
-from gatherly.groups.store import metadata
+from gatherly.groups.tables import metadata
 from gatherly.kernel.migrations import run_env
 
 run_env(metadata)

@@ -1,5 +1,5 @@
-"""Secrets the users service handles: argon2id password hashes (off the event loop), the common-password list,
-and the Ed25519 keys that sign access tokens."""
+"""The users service's cryptography: argon2id password hashes (off the event loop), the common-password list,
+and the Ed25519 keys that sign access tokens. Rules about tokens (expiry, rotation, reuse) are in domain.py."""
 
 from __future__ import annotations
 

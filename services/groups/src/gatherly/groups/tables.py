@@ -1,0 +1,93 @@
+"""Tables of the groups service (the migrations in migrations/ create the same)."""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, Double, ForeignKey, Index, Integer, MetaData, String, Table, Text
+
+from gatherly.kernel.read_models import ready_images_table
+from gatherly.kernel.tables import Json, UtcDateTime, kernel_tables
+
+metadata = MetaData()
+kernel_tables(metadata)
+
+# A user id is the users service's UUID or an outside identity provider's `sub` (up to 255 characters in OIDC).
+USER_ID = String(255)
+GROUP_ID = String(36)
+
+groups = Table(
+    "groups",
+    metadata,
+    Column("id", GROUP_ID, primary_key=True),
+    Column("slug", String(60), nullable=False, unique=True),
+    Column("name", String(100), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("search_text", Text, nullable=False),  # name + description, case-folded (see domain.search_text)
+    Column("topics", Json, nullable=False),
+    Column("city", String(100)),
+    Column("lat", Double),
+    Column("lng", Double),
+    Column("visibility", String(16), nullable=False),
+    Column("join_policy", String(16), nullable=False),
+    Column("questions", Json, nullable=False),
+    Column("banner_image_id", String(64)),
+    Column("member_count", Integer, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Column("deleted_at", UtcDateTime()),
+    # The nearby search narrows to a latitude band with this index, then checks longitude and exact distance.
+    Index("ix_groups_lat_lng", "lat", "lng"),
+    # The default listing is newest first, paged by (created_at, id).
+    Index("ix_groups_created_at_id", "created_at", "id"),
+)
+
+# One row per topic of a group: `?topic=` is an indexed lookup instead of a scan of JSON lists.
+group_topics = Table(
+    "group_topics",
+    metadata,
+    Column("group_id", GROUP_ID, ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("topic", String(50), primary_key=True),
+    Index("ix_group_topics_topic", "topic", "group_id"),
+)
+
+memberships = Table(
+    "memberships",
+    metadata,
+    Column("group_id", GROUP_ID, ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", USER_ID, primary_key=True),
+    Column("role", String(32), nullable=False),
+    Column("joined_at", UtcDateTime(), nullable=False),
+    Index("ix_memberships_user_id", "user_id"),  # `?member=me`
+)
+
+join_requests = Table(
+    "join_requests",
+    metadata,
+    Column("group_id", GROUP_ID, ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", USER_ID, primary_key=True),
+    Column("answers", Json, nullable=False),  # [{question, answer}]: the questions as they were asked
+    Column("requested_at", UtcDateTime(), nullable=False),
+)
+
+bans = Table(
+    "bans",
+    metadata,
+    Column("group_id", GROUP_ID, ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", USER_ID, primary_key=True),
+    Column("banned_by", USER_ID, nullable=False),
+    Column("banned_at", UtcDateTime(), nullable=False),
+)
+
+# Read model of the users service's profiles (user.profile_updated / user.deleted): member lists need no call.
+member_profiles = Table(
+    "member_profiles",
+    metadata,
+    Column("user_id", USER_ID, primary_key=True),
+    Column("display_name", String(80)),
+    Column("avatar", Json),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    # A tombstone: a profile update that arrives after the deletion must not bring the person back.
+    Column("deleted_at", UtcDateTime()),
+)
+
+# Read model of the images service's ready group banners (image.ready / image.deleted).
+banner_images = ready_images_table(metadata, "banner_images", image_id_length=64)

@@ -1,0 +1,116 @@
+"""Request and response shapes of the users service's HTTP API (the OpenAPI schema is made from these)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gatherly.contracts.users import GeoPoint, ImageVariants
+from gatherly.users.domain import DeletionStatus
+
+# Generous bounds on raw input: the domain gives the precise rule (and message); these only keep junk small.
+EmailField = Annotated[str, Field(max_length=320)]
+PasswordField = Annotated[str, Field(max_length=1024)]
+TokenField = Annotated[str, Field(max_length=512)]
+
+
+class SignUpRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"email": "ann@example.org", "password": "correct horse battery staple", "display_name": "Ann"}
+            ]
+        }
+    )
+
+    email: EmailField
+    password: PasswordField
+    display_name: Annotated[str, Field(max_length=200)]
+
+
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"token": "the-token-from-the-emailed-link"}]})
+
+    token: TokenField
+
+
+class LoginRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"email": "ann@example.org", "password": "correct horse battery staple"}]}
+    )
+
+    email: EmailField
+    password: PasswordField
+
+
+class RefreshRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"refresh_token": "the-refresh-token-from-login"}]})
+
+    refresh_token: TokenField
+
+
+class PasswordResetRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"email": "ann@example.org"}]})
+
+    email: EmailField
+
+
+class PasswordResetConfirmation(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"token": "the-token-from-the-emailed-link", "password": "a new long passphrase"}]
+        }
+    )
+
+    token: TokenField
+    password: PasswordField
+
+
+class Tokens(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int
+
+
+class PublicProfile(BaseModel):
+    id: str
+    display_name: str
+    bio: str
+    city: str | None
+    location: GeoPoint | None
+    topics: list[str]
+    avatar: ImageVariants | None
+    created_at: datetime
+
+
+class Me(PublicProfile):
+    email: str | None
+
+
+class ProfileChanges(BaseModel):
+    # A field that cannot be changed here (email, id) is refused, not silently dropped with a 200.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"display_name": "Ann B.", "city": "Lyon", "topics": ["hiking", "board games"]}]
+        },
+    )
+
+    display_name: Annotated[str | None, Field(max_length=200)] = None
+    bio: Annotated[str | None, Field(max_length=10_000)] = None
+    city: Annotated[str | None, Field(max_length=200)] = None
+    location: GeoPoint | None = None
+    topics: Annotated[list[Annotated[str, Field(max_length=200)]] | None, Field(max_length=100)] = None
+    avatar_image_id: Annotated[str | None, Field(max_length=64)] = None
+
+
+class DeletionStarted(BaseModel):
+    deletion_id: str
+
+
+class DeletionProgress(BaseModel):
+    status: DeletionStatus
+    reason: str | None

@@ -1,0 +1,36 @@
+"""Background tasks of the users service: loops the host starts next to the API and the consumers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from gatherly.kernel.runtime import ServiceContext
+from gatherly.kernel.uow import OutboxSignal
+from gatherly.users.emails import MailSender
+from gatherly.users.service import fail_overdue_deletions, forget_expired
+from gatherly.users.store import unit_of_work
+
+log = structlog.get_logger(__name__)
+
+HOUSEKEEPING_INTERVAL_SECONDS = 3600.0
+
+
+async def deliver_mail(context: ServiceContext) -> None:
+    """Background task of the users service (see ServiceDefinition.tasks)."""
+    signal: OutboxSignal = context.extras["mail_signal"]
+    await MailSender(context, signal).run()
+
+
+async def keep_tidy(context: ServiceContext) -> None:
+    """Background task: `forget_expired` and `fail_overdue_deletions` once an hour."""
+    while True:
+        try:
+            deleted = await forget_expired(unit_of_work(context))
+            if deleted:
+                log.info("expired tokens and throttles deleted", rows=deleted)
+            await fail_overdue_deletions(unit_of_work(context))
+        except Exception:
+            log.exception("housekeeping failed; will try again")  # a missed round only delays the cleanup
+        await asyncio.sleep(HOUSEKEEPING_INTERVAL_SECONDS)
