@@ -257,3 +257,11 @@ async def test_json_with_too_many_values_is_refused_before_it_is_walked(client: 
     response = await client.post("/notes", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 422
     assert "values" in response.json()["detail"]
+
+
+async def test_a_number_too_long_to_read_is_a_422_naming_the_body(client: httpx.AsyncClient) -> None:
+    body = '{"title": "x", "extra": {"n": ' + "9" * 5000 + "}}"
+    response = await client.post("/notes", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert [e["field"] for e in response.json()["errors"]] == ["body"]

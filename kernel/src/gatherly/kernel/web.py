@@ -48,6 +48,10 @@ def _field_of(location: Sequence[Any]) -> str:
     return ".".join(parts) or ".".join(str(p) for p in location)
 
 
+# What FastAPI says when reading a JSON body raised something other than a JSON syntax error.
+FASTAPI_BODY_PARSE_ERROR = "There was an error parsing the body"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Every error leaves as problem+json; validation errors list their fields; nothing leaks a stack trace."""
 
@@ -58,6 +62,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400 and exc.detail == FASTAPI_BODY_PARSE_ERROR:
+            # JSON that parses but cannot be read (a number past Python's 4,300-digit limit): bad input like any
+            # other, so the documented 422 naming the body rather than an undocumented 400.
+            errors = [{"field": "body", "message": "The body could not be read (e.g. a number with too many digits)."}]
+            return problem(422, "The request is not valid.", title="Invalid input", errors=errors)
         return problem(exc.status_code, str(exc.detail) if exc.detail else "", headers=dict(exc.headers or {}))
 
     async def on_domain(_: Request, exc: Exception) -> Response:
