@@ -97,3 +97,11 @@ async def test_metrics_report_each_services_loop_lag_and_outbox(gatherly: Runnin
             break
         await asyncio.sleep(0.05)
     assert missing == []
+
+
+async def test_the_landing_page_runs_no_inline_script_its_own_csp_would_block(gatherly: RunningGatherly) -> None:
+    page = await gatherly.client.get("/")
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert "<script>" not in page.text and '<script src="/status.js"' in page.text
+    script = await gatherly.client.get("/status.js")
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
