@@ -7,6 +7,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from ledger import LedgerUnitOfWork, deposit_event
@@ -231,3 +232,23 @@ async def test_the_leader_reports_backlog_and_the_oldest_rows_age(ledger_db: Dat
     await relay._update_gauges()
     assert metric("gatherly_outbox_backlog", "ledger-gauges") == 2
     assert 299 <= metric("gatherly_outbox_oldest_age_seconds", "ledger-gauges") < 400
+
+
+async def test_a_lease_whose_holder_process_is_gone_is_taken_at_once(tmp_path: Path) -> None:
+    # The lease is SQLite's (PostgreSQL frees an advisory lock when its session dies): a restarted `gatherly up`
+    # after a SIGKILL must not wait out the dead process's lease before publishing.
+    from gatherly.kernel.relay import RELAY_LEASE
+
+    db = Database(f"sqlite:///{tmp_path / 'relay.db'}")
+    try:
+        gone = await asyncio.create_subprocess_exec("true")  # a process that has ended and been reaped
+        await gone.wait()
+        first = SqliteLease(db, ttl=60.0)
+        assert await first.hold()
+        async with db.writing() as session:  # as a SIGKILLed holder leaves it: valid for a minute more
+            await session.execute(RELAY_LEASE.update().values(holder=f"{gone.pid}-killed"))
+        assert await SqliteLease(db, ttl=60.0).hold()
+        # A live holder keeps its lease.
+        assert not await SqliteLease(db, ttl=60.0).hold()
+    finally:
+        await db.dispose()

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import structlog
 from sqlalchemy import Row, delete, func, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from gatherly.kernel.db import Database, delete_in_batches, rowcount
 from gatherly.kernel.log.base import MessageLog
@@ -82,6 +82,9 @@ class SqliteLease:
         )
         async with self.db.writing() as session:
             taken = rowcount(await session.execute(statement)) == 1
+            if not taken and await self._holder_died(session):
+                # The holder was SIGKILLed (a restarted `gatherly up`): take over now rather than after its ttl.
+                taken = rowcount(await session.execute(statement)) == 1
         if taken:
             self._valid_until = started + self.ttl - self.margin
             self._renew_at = started + self.ttl / 3
@@ -89,6 +92,25 @@ class SqliteLease:
             self._valid_until = float("-inf")
             self._renew_at = started + self.ttl / 3  # ask again when a dead holder's lease may have run out
         return taken
+
+    async def _holder_died(self, session: AsyncSession) -> bool:
+        """Whether the lease's holder is a process of this machine that no longer exists (holders are named
+        `<pid>-<random>`; an SQLite file is only ever shared by processes of one machine). If so, its lease is
+        removed. A pid reused by another process only means waiting for the lease to expire, as before."""
+        holder = await session.scalar(select(RELAY_LEASE.c.holder).where(RELAY_LEASE.c.name == self.name))
+        pid_text = (holder or "").split("-", 1)[0]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid():
+            return False
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            await session.execute(
+                delete(RELAY_LEASE).where(RELAY_LEASE.c.name == self.name, RELAY_LEASE.c.holder == holder)
+            )
+            return True
+        except OSError:
+            return False  # it exists (another user's process): alive
+        return False
 
     async def release(self) -> None:
         if self._valid_until == float("-inf"):
