@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gatherly.app import devmail
 from gatherly.kernel.catalog import asyncapi
+from gatherly.kernel.loop_health import LoopLagProbe
 from gatherly.kernel.runtime import Platform, ServiceHost
 from gatherly.kernel.settings import Settings
 from gatherly.kernel.web import install_error_handlers, problem
@@ -178,6 +179,10 @@ class Gateway:
                     await started()
                 retention = asyncio.create_task(self._enforce_log_retention_hourly())
                 stack.callback(retention.cancel)
+                # One probe for the process's loop, exported under each hosted service: a probe per service would
+                # measure the same loop several times over, each waking it 20 times a second.
+                probe = asyncio.create_task(LoopLagProbe(*(host.name for host in hosts)).run(), name="loop lag probe")
+                stack.callback(probe.cancel)
                 yield
 
         app = FastAPI(title="Gatherly", lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)

@@ -21,7 +21,6 @@ from gatherly.kernel.consumers import ConsumerRegistry, ConsumerWorker, RetryPol
 from gatherly.kernel.db import Database
 from gatherly.kernel.flags import Flags
 from gatherly.kernel.log.base import MessageLog, TopicConfig
-from gatherly.kernel.loop_health import LoopLagProbe
 from gatherly.kernel.mail import Mailer
 from gatherly.kernel.relay import OutboxCleaner, OutboxRelay
 from gatherly.kernel.resilience import Resilience
@@ -174,7 +173,6 @@ class ServiceHost:
         else:  # Debezium publishes the outbox; its rows still need deleting
             cleaner = OutboxCleaner(self.name, self.context.db)
             self._cancelled_tasks.append(self._spawn(cleaner.run(), "outbox cleanup"))
-        self._cancelled_tasks.append(self._spawn(LoopLagProbe(self.name).run(), "loop lag probe"))
         for worker in self.workers:
             self._draining_tasks.append(self._spawn(worker.run(), f"consumer {worker.spec.group}"))
         for task in self.definition.tasks:
