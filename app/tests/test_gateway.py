@@ -105,3 +105,10 @@ async def test_the_landing_page_runs_no_inline_script_its_own_csp_would_block(ga
     assert "<script>" not in page.text and '<script src="/status.js"' in page.text
     script = await gatherly.client.get("/status.js")
     assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+
+
+async def test_one_loop_lag_probe_measures_the_process_for_every_service(gatherly: RunningGatherly) -> None:
+    # The services of a process share its loop: a probe each would measure it over and over (each waking it 20
+    # times a second). One probe, exported under every service's name (see the metrics test above).
+    probes = [task.get_name() for task in asyncio.all_tasks() if "loop lag probe" in task.get_name()]
+    assert probes == ["gateway: loop lag probe"]

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from starlette.types import Message
 
+from gatherly.kernel import text as text_module
 from gatherly.kernel.boundary import install_boundary
 from gatherly.kernel.limits import DEFAULT_BODY_LIMIT, MAX_QUERY_BYTES
 from gatherly.kernel.settings import Settings
@@ -115,6 +116,54 @@ async def test_json_nested_too_deep_is_refused(client: httpx.AsyncClient, depth:
     response = await client.post("/notes", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 422
     assert "nested deeper" in response.json()["detail"]
+
+
+async def test_json_nested_up_to_the_limit_passes(client: httpx.AsyncClient) -> None:
+    lists = MAX_JSON_DEPTH - 2  # with the two objects around them: as many brackets as the limit
+    body = '{"title": "x", "extra": {"a": ' + "[" * lists + "]" * lists + "}}"
+    response = await client.post("/notes", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"title": "plain ascii", "tags": ["a", "b"]}',
+        b'{"title": "' + b"[" * 40 + b'"}',  # brackets inside a string: parsed to be sure, still fine
+    ],
+)
+async def test_bodies_the_bytes_already_clear_are_not_parsed_again(
+    client: httpx.AsyncClient, body: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The text policy reads the bytes first: only a body with a \\u escape, non-ASCII bytes, a NUL byte or more
+    brackets than the depth limit is parsed (FastAPI parses every body anyway; a second full parse cost more
+    than a small endpoint)."""
+    parsed: list[bytes] = []
+
+    class CountingJson:
+        dumps = staticmethod(json.dumps)
+
+        @staticmethod
+        def loads(raw: bytes) -> Any:
+            parsed.append(raw)
+            return json.loads(raw)
+
+    monkeypatch.setattr(text_module, "json", CountingJson)
+    response = await client.post("/notes", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 200, response.text
+    assert parsed == ([] if body.count(b"[") <= MAX_JSON_DEPTH else [body])
+    escaped = b'{"title": "caf\\u00e9"}'
+    assert (await client.post("/notes", content=escaped, headers={"content-type": "application/json"})).json() == {
+        "title": "caf\u00e9",
+        "tags": [],
+        "extra": {},
+    }
+    assert parsed[-1] == escaped
+
+
+async def test_a_raw_nul_byte_in_a_body_is_refused(client: httpx.AsyncClient) -> None:
+    response = await client.post("/notes", content=b'{"title": "a\x00b"}', headers={"content-type": "application/json"})
+    assert response.status_code == 422
 
 
 def test_names_refuse_bidi_controls_and_invisible_only_values_but_keep_joiners() -> None:

@@ -39,7 +39,7 @@ class Process:
             jwks_client = httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=self), base_url="http://gatherly.internal"
             )
-        self.platform: Platform = build_platform(settings, jwks_client=jwks_client)
+        self.platform: Platform = build_platform(settings, names, jwks_client=jwks_client)
         self.hosts = [ServiceHost(ALL[name], self.platform) for name in names]
         for host in self.hosts:
             install_boundary(host.app, host.name, settings)

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gatherly.app import devmail
 from gatherly.kernel.catalog import asyncapi
+from gatherly.kernel.loop_health import LoopLagProbe
 from gatherly.kernel.runtime import Platform, ServiceHost
 from gatherly.kernel.settings import Settings
 from gatherly.kernel.supervision import Supervisor
@@ -177,8 +178,13 @@ class Gateway:
                     await stack.enter_async_context(host.app.router.lifespan_context(host.app))
                 for started in self.on_started:
                     await started()
-                retention = Supervisor("gateway").start("log retention", self._enforce_log_retention_hourly)
+                supervisor = Supervisor("gateway")
+                retention = supervisor.start("log retention", self._enforce_log_retention_hourly)
                 stack.callback(retention.cancel)
+                # One probe for the process's loop, exported under each hosted service: a probe per service would
+                # measure the same loop several times over, each waking it 20 times a second.
+                probe = supervisor.start("loop lag probe", LoopLagProbe(*(host.name for host in hosts)).run)
+                stack.callback(probe.cancel)
                 yield
 
         app = FastAPI(title="Gatherly", lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)

@@ -35,15 +35,20 @@ class GracefulServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def serve(process: Process, host: str, port: int) -> None:
-    config = uvicorn.Config(
+def server_config(process: Process, host: str, port: int) -> uvicorn.Config:
+    return uvicorn.Config(
         process,
         host=host,
         port=port,
         lifespan="on",
         log_config=None,
+        access_log=process.settings.access_log,
         timeout_graceful_shutdown=30,
         proxy_headers=True,
     )
+
+
+def serve(process: Process, host: str, port: int) -> None:
+    config = server_config(process, host, port)
     server = GracefulServer(config, process, process.settings.shutdown_drain_seconds)
     server.run()

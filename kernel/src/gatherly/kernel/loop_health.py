@@ -14,11 +14,12 @@ WINDOW_S = 60.0
 class LoopLagProbe:
     """Sleeps `interval` seconds over and over and records how much later than asked it woke up.
 
-    Statements on inline SQLite and anything else that blocks the loop show up here as lag. With `service`
-    set it exports gatherly_event_loop_lag_seconds{,_max,_distribution}; benchmarks read `worst` directly."""
+    Statements on inline SQLite and anything else that blocks the loop show up here as lag. With `services`
+    named it exports gatherly_event_loop_lag_seconds{,_max,_distribution} under each (services of one process share
+    its loop, so one probe measures for all of them); benchmarks read `worst` directly."""
 
-    def __init__(self, service: str | None = None, *, interval: float = 0.05) -> None:
-        self.service = service
+    def __init__(self, *services: str, interval: float = 0.05) -> None:
+        self.services = services
         self.interval = interval
         self.worst = 0.0  # seconds, since start or the last `reset`
         # The worst lag counting only time the loop's thread spent on a CPU (its own work), not time the operating
@@ -48,11 +49,12 @@ class LoopLagProbe:
             self.worst = max(self.worst, lag)
             self.worst_busy = max(self.worst_busy, min(lag, time.thread_time() - cpu))
             self.samples += 1
-            if self.service is not None:
+            if self.services:
                 if loop.time() - window_started >= WINDOW_S:
                     window_started, window_worst = loop.time(), 0.0
                 window_worst = max(window_worst, lag)
-                LOOP_LAG.labels(self.service).set(lag)
-                LOOP_LAG_MAX.labels(self.service).set(window_worst)
-                LOOP_LAG_HISTOGRAM.labels(self.service).observe(lag)
+                for service in self.services:
+                    LOOP_LAG.labels(service).set(lag)
+                    LOOP_LAG_MAX.labels(service).set(window_worst)
+                    LOOP_LAG_HISTOGRAM.labels(service).observe(lag)
             self._sampled.set()

@@ -21,7 +21,6 @@ from gatherly.kernel.db import Database
 from gatherly.kernel.delivery import ConsumerRegistry, ConsumerWorker, RetryPolicy, prune_inbox, stuck_workers
 from gatherly.kernel.flags import Flags
 from gatherly.kernel.log.base import MessageLog, TopicConfig
-from gatherly.kernel.loop_health import LoopLagProbe
 from gatherly.kernel.mail import Mailer
 from gatherly.kernel.relay import OutboxCleaner, OutboxRelay
 from gatherly.kernel.resilience import Resilience
@@ -187,7 +186,6 @@ class ServiceHost:
         else:  # Debezium publishes the outbox; its rows still need deleting
             cleaner = OutboxCleaner(self.name, self.context.db)
             self._cancelled_tasks.append(supervise("outbox cleanup", cleaner.run))
-        self._cancelled_tasks.append(supervise("loop lag probe", LoopLagProbe(self.name).run))
         for worker in self.workers:
             self._draining_tasks.append(supervise(f"consumer {worker.spec.group}", worker.run))
         for task in self.definition.tasks:

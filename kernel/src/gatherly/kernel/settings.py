@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     # The polling relay publishes the outbox; turn it off where Debezium's outbox router does the job.
     outbox_relay: bool = True
     relay_poll_interval: float = 0.5
+    # How often an embedded-log consumer looks for records that other processes appended (this process's own appends
+    # wake it at once). Unset: 0.5 s when one process hosts every service (`gatherly up`: only tools such as
+    # `gatherly dlq replay` append from elsewhere), 0.05 s when services run in processes of their own.
+    log_poll_interval: float | None = None
 
     # Inbox rows outlive the log's retention (7 days by default), so no message can come back unrecognised.
     inbox_retention_days: int = 8
@@ -86,6 +90,9 @@ class Settings(BaseSettings):
     shutdown_drain_seconds: float = 0.0  # time to stay up "not ready" so a load balancer stops routing
     log_json: bool | None = None  # unset: JSON lines unless the log goes to a terminal
     log_level: str = "INFO"
+    # One log line per request (uvicorn's access log). Off by default: a proxy in front usually logs requests, and
+    # formatting and redacting a line cost about a tenth of a cheap read's CPU time (docs/request-path.md).
+    access_log: bool = False
 
     rate_limits: dict[str, int] = Field(default_factory=dict)
 

@@ -133,9 +133,24 @@ class RefusedJson(ValueError):
         self.detail, self.errors = detail, errors
 
 
+def _plainly_fine(body: bytes) -> bool:
+    """True when the body cannot hold anything the policy refuses or changes, decided from the bytes alone (the
+    common case, without parsing a second time before the service does). All ASCII: no raw lone surrogate and nothing
+    to normalize; no `\\u` escape: no escaped NUL, surrogate or non-ASCII letter; no raw NUL; and fewer brackets
+    than the depth limit, so it cannot nest too deep."""
+    return (
+        body.isascii()
+        and b"\\u" not in body
+        and b"\x00" not in body
+        and body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH
+    )
+
+
 def checked_json(body: bytes) -> bytes:
     """The body with its text in NFC, or RefusedJson (too deep, NUL, lone surrogate). A body that is not JSON
     passes unchanged: the service refuses it itself, naming the position."""
+    if _plainly_fine(body):
+        return body
     try:
         document = json.loads(body) if body else None
     except RecursionError:
@@ -190,13 +205,18 @@ class TextPolicy:
 
     def _path_errors(self, scope: Scope) -> list[dict[str, str]]:
         path: str = scope["path"]
+        if path.isascii() and "\x00" not in path:  # the usual path: no character-by-character look
+            return []
         problem = text_problem(path)
         if problem is None:
             return []
         return [{"field": field, "message": f"The text {problem}."} for field in _path_fields(scope)]
 
     def _query_errors(self, scope: Scope) -> list[dict[str, str]]:
-        raw = scope.get("query_string", b"").decode("latin-1")
+        query: bytes = scope.get("query_string", b"")
+        if b"%" not in query and b"\x00" not in query and query.isascii():
+            return []  # nothing escaped, nothing outside ASCII: no NUL and no surrogate can be in it
+        raw = query.decode("latin-1")
         errors = []
         for name, value in urllib.parse.parse_qsl(raw, keep_blank_values=True):
             problem = text_problem(name) or text_problem(value)
