@@ -4,13 +4,8 @@ from pathlib import Path
 
 from gatherly.events.api import router
 from gatherly.events.consumers import consumers
-from gatherly.events.store import EventsUnitOfWork, metadata
-from gatherly.kernel.runtime import ServiceContext, ServiceDefinition
-
-
-def _unit_of_work(context: ServiceContext) -> EventsUnitOfWork:
-    return EventsUnitOfWork(context.db, clock=context.clock, signal=context.signal)
-
+from gatherly.events.store import metadata, unit_of_work
+from gatherly.kernel.runtime import ServiceDefinition
 
 SERVICE = ServiceDefinition(
     name="events",
@@ -18,6 +13,7 @@ SERVICE = ServiceDefinition(
     routers=[router],
     metadata=metadata,
     migrations=Path(__file__).parent / "migrations",
-    unit_of_work=_unit_of_work,
+    unit_of_work=unit_of_work,
     consumers=consumers,
+    topics=["event", "rsvp", "comment", "group_deletion"],
 )

@@ -1,5 +1,238 @@
-"""HTTP routes of the events service: parse, call a use case, shape the response."""
+"""HTTP routes of the events service: parse, call a use case, shape the response.
 
-from fastapi import APIRouter
+The one table of refusals and their statuses is REFUSALS below; the kernel's handlers turn what it yields (and
+any kernel error, e.g. a bad cursor) into problem+json."""
 
-router = APIRouter()
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.routing import APIRoute
+
+from gatherly.events import service
+from gatherly.events.domain import (
+    EventCancelled,
+    EventDetails,
+    EventNotFound,
+    EventStarted,
+    GroupId,
+    GroupNotFound,
+    InvalidEvent,
+    Location,
+    NotALeader,
+    NotAMember,
+    NotEnoughSeats,
+    Refusal,
+    RsvpWindowClosed,
+    UserId,
+    Venue,
+    details_from,
+)
+from gatherly.events.schemas import (
+    NULLABLE_CHANGES,
+    AttendeeOut,
+    EventChanges,
+    EventOut,
+    GroupRef,
+    LocationBody,
+    MyRsvpOut,
+    NewEvent,
+    RsvpBody,
+    VenueBody,
+)
+from gatherly.events.service import EventView, MyRsvp
+from gatherly.events.store import EventsUnitOfWork, reading, unit_of_work
+from gatherly.kernel.auth import CurrentUser, MaybeUser
+from gatherly.kernel.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
+from gatherly.kernel.runtime import ServiceContext, service_context
+from gatherly.kernel.web import Page, PageRequest, encode_cursor, page_request
+
+# Each refusal of domain.py and the problem it becomes.
+REFUSALS: dict[type[Refusal], type[DomainError]] = {
+    EventNotFound: NotFound,
+    GroupNotFound: NotFound,
+    NotALeader: Forbidden,
+    NotAMember: Forbidden,
+    EventCancelled: Conflict,
+    EventStarted: Conflict,
+    RsvpWindowClosed: Conflict,
+    NotEnoughSeats: Conflict,
+    InvalidEvent: InvalidInput,
+}
+
+
+def as_problem(refusal: Refusal) -> DomainError:
+    problem = REFUSALS[type(refusal)]
+    if isinstance(refusal, InvalidEvent):
+        return InvalidInput(refusal.detail, field=refusal.field)
+    return problem(refusal.detail)
+
+
+class EventsRoute(APIRoute):
+    """Turns the domain's refusals into the kernel's problem errors, per REFUSALS."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def refusals_as_problems(request: Request) -> Response:
+            try:
+                return await handle(request)
+            except Refusal as refusal:
+                raise as_problem(refusal) from refusal
+
+        return refusals_as_problems
+
+
+router = APIRouter(prefix="/api/events", tags=["events"], route_class=EventsRoute)
+
+
+async def _uow(context: ServiceContext = Depends(service_context)) -> EventsUnitOfWork:
+    return unit_of_work(context)
+
+
+# --- shaping ------------------------------------------------------------------------------------------------------
+
+
+def _venue(body: VenueBody | None) -> Venue | None:
+    if body is None:
+        return None
+    location = Location(body.location.lat, body.location.lng) if body.location else None
+    return Venue(body.name, body.address, location)
+
+
+def _venue_out(venue: Venue | None) -> VenueBody | None:
+    if venue is None:
+        return None
+    location = LocationBody(lat=venue.location.lat, lng=venue.location.lng) if venue.location else None
+    return VenueBody(name=venue.name, address=venue.address, location=location)
+
+
+def _my_rsvp(mine: MyRsvp | None) -> MyRsvpOut | None:
+    if mine is None:
+        return None
+    return MyRsvpOut(status=mine.status, guests=mine.guests, waitlist_position=mine.waitlist_position)
+
+
+def _event_out(view: EventView) -> EventOut:
+    event, details = view.event, view.event.details
+    return EventOut(
+        id=event.id,
+        group=GroupRef(id=view.group.id, name=view.group.name),
+        title=details.title,
+        description=details.description,
+        starts_at=details.starts_at,
+        ends_at=details.ends_at,
+        timezone=details.timezone,
+        venue=_venue_out(details.venue),
+        online=details.online_url is not None,
+        online_url=details.online_url if view.going else None,
+        capacity=details.capacity,
+        guest_limit=details.guest_limit,
+        rsvp_opens_at=details.rsvp_opens_at,
+        rsvp_closes_at=details.rsvp_closes_at,
+        cover_image_id=details.cover_image_id,
+        going_count=event.going_count,
+        waitlist_count=event.waitlist_count,
+        status=event.status,
+        my_rsvp=_my_rsvp(view.my_rsvp),
+        created_by=event.created_by,
+        created_at=event.created_at,
+        updated_at=event.updated_at,
+    )
+
+
+def _details(body: NewEvent) -> EventDetails:
+    values = body.model_dump(exclude={"group_id", "venue"})
+    return details_from(**values, venue=_venue(body.venue))
+
+
+async def _view(context: ServiceContext, event_id: str, caller: UserId | None) -> EventOut:
+    async with reading(context.db) as stores:
+        return _event_out(await service.view_event(stores, event_id, caller))
+
+
+# --- events -------------------------------------------------------------------------------------------------------
+
+
+@router.post("", status_code=201)
+async def schedule_event(
+    body: NewEvent,
+    caller: CurrentUser,
+    uow: EventsUnitOfWork = Depends(_uow),
+    context: ServiceContext = Depends(service_context),
+) -> EventOut:
+    """Leaders of the group only (organizer, co_organizer, event_organizer)."""
+    event = await service.schedule_event(uow, UserId(caller.user_id), GroupId(body.group_id), _details(body))
+    return await _view(context, event.id, UserId(caller.user_id))
+
+
+@router.get("/{event_id}")
+async def get_event(event_id: str, caller: MaybeUser, context: ServiceContext = Depends(service_context)) -> EventOut:
+    return await _view(context, event_id, UserId(caller.user_id) if caller else None)
+
+
+@router.patch("/{event_id}")
+async def update_event(
+    event_id: str,
+    body: EventChanges,
+    caller: CurrentUser,
+    uow: EventsUnitOfWork = Depends(_uow),
+    context: ServiceContext = Depends(service_context),
+) -> EventOut:
+    changes: dict[str, Any] = {}
+    for name in body.model_fields_set:
+        value = getattr(body, name)
+        if value is None and name not in NULLABLE_CHANGES:
+            raise InvalidInput(f"{name} cannot be null.", field=name)
+        changes[name] = _venue(value) if name == "venue" else value
+    await service.update_event(uow, event_id, UserId(caller.user_id), changes)
+    return await _view(context, event_id, UserId(caller.user_id))
+
+
+@router.post("/{event_id}/cancel")
+async def cancel_event(
+    event_id: str,
+    caller: CurrentUser,
+    uow: EventsUnitOfWork = Depends(_uow),
+    context: ServiceContext = Depends(service_context),
+) -> EventOut:
+    await service.cancel_event(uow, event_id, UserId(caller.user_id))
+    return await _view(context, event_id, UserId(caller.user_id))
+
+
+# --- RSVPs --------------------------------------------------------------------------------------------------------
+
+
+@router.put("/{event_id}/rsvp")
+async def respond(
+    event_id: str, body: RsvpBody, caller: CurrentUser, uow: EventsUnitOfWork = Depends(_uow)
+) -> MyRsvpOut:
+    """Members of the group only. Full: waitlisted, first come first served; seats freed later go to the
+    waitlist's head automatically."""
+    mine = await service.respond(uow, event_id, UserId(caller.user_id), body.response, body.guests)
+    out = _my_rsvp(mine)
+    assert out is not None
+    return out
+
+
+@router.get("/{event_id}/attendees")
+async def list_attendees(
+    event_id: str,
+    caller: MaybeUser,
+    page: PageRequest = Depends(page_request),
+    context: ServiceContext = Depends(service_context),
+) -> Page[AttendeeOut]:
+    """Going first, then the waitlist in its order."""
+    async with reading(context.db) as stores:
+        rows, position = await service.list_attendees(
+            stores, event_id, UserId(caller.user_id) if caller else None, page
+        )
+    items = [
+        AttendeeOut(
+            user_id=r.rsvp.user_id, guests=r.rsvp.guests, status=r.rsvp.status.value, waitlist_position=r.position
+        )
+        for r in rows
+    ]
+    return Page(items=items, next_cursor=encode_cursor(position) if position else None)

@@ -1,1 +1,288 @@
-"""Use cases of the events service: one function per thing a person does, state and outbox committed together."""
+"""Use cases of the events service: one function per thing a person does, state and outbox committed together.
+
+Every use case that changes an event or its seats locks the event row first (`get_for_update`): seats are counted
+and handed out while no one else can change them, so concurrent answers queue and the event is never overbooked.
+Who may do what is decided by domain.py from the local read models of groups and memberships (no call to the
+groups service)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from gatherly.contracts.events import (
+    EventCancelled,
+    EventScheduled,
+    EventUpdated,
+    RsvpCancelled,
+    RsvpConfirmed,
+    RsvpEvent,
+    RsvpPromoted,
+    RsvpWaitlisted,
+)
+from gatherly.contracts.events import Venue as VenueOut
+from gatherly.contracts.groups import GroupDeleted, GroupEventsCancelled
+from gatherly.contracts.users import GeoPoint
+from gatherly.events.domain import (
+    TIME_OR_PLACE,
+    Answer,
+    Attendance,
+    Change,
+    Event,
+    EventDetails,
+    EventNotFound,
+    GroupId,
+    GroupNotFound,
+    GroupSummary,
+    Reason,
+    Rsvp,
+    RsvpChange,
+    RsvpStatus,
+    UserId,
+    check_leader,
+    check_member,
+    check_schedulable,
+    may_see,
+    new_event_id,
+)
+from gatherly.events.store import AttendeeRow, EventsUnitOfWork, Stores
+from gatherly.kernel.web import PageRequest
+
+
+def _snapshot(event: Event, group_name: str) -> dict[str, Any]:
+    details, venue = event.details, event.details.venue
+    location = venue.location if venue else None
+    return {
+        "event_id": event.id,
+        "group_id": event.group_id,
+        "group_name": group_name,
+        "title": details.title,
+        "starts_at": details.starts_at,
+        "ends_at": details.ends_at,
+        "timezone": details.timezone,
+        "venue": VenueOut(
+            name=venue.name,
+            address=venue.address,
+            location=GeoPoint(lat=location.lat, lng=location.lng) if location else None,
+        )
+        if venue
+        else None,
+        "online": details.online_url is not None,
+        "capacity": details.capacity,
+        "sequence": event.sequence,
+    }
+
+
+async def _visible_group(stores: Stores, group_id: GroupId, caller: UserId | None) -> tuple[GroupSummary, str | None]:
+    """The event's group and the caller's role in it; EventNotFound when the caller may not know of it."""
+    group = await stores.groups.get(group_id)
+    role = await stores.members.role(group_id, caller)
+    if group is None or not may_see(group, role):
+        raise EventNotFound("No such event.")
+    return group, role
+
+
+async def _locked(uow: EventsUnitOfWork, event_id: str, caller: UserId) -> tuple[Event, GroupSummary, str | None]:
+    event = await uow.events.get_for_update(event_id)
+    if event is None:
+        raise EventNotFound("No such event.")
+    group, role = await _visible_group(uow.stores, event.group_id, caller)
+    return event, group, role
+
+
+# --- events -----------------------------------------------------------------------------------------------------
+
+
+async def schedule_event(uow: EventsUnitOfWork, leader: UserId, group_id: GroupId, details: EventDetails) -> Event:
+    async with uow:
+        now = uow.clock.now()
+        group = await uow.groups.get(group_id)
+        role = await uow.members.role(group_id, leader)
+        if group is None or not may_see(group, role):
+            raise GroupNotFound(f"No group {group_id} (or it has not reached the events service yet).")
+        check_leader(role)
+        check_schedulable(details, now)
+        event = Event(new_event_id(), group_id, details, created_by=leader, created_at=now, updated_at=now)
+        await uow.events.add(event)
+        uow.publish(EventScheduled(**_snapshot(event, group.name), scheduled_by=leader, scheduled_at=now))
+        return event
+
+
+async def update_event(uow: EventsUnitOfWork, event_id: str, editor: UserId, changes: Mapping[str, Any]) -> Event:
+    """`changes` names EventDetails fields; the rest stay. More seats (or a higher guest limit) promote from the
+    waitlist at once; fewer seats than are taken send nobody away."""
+    async with uow:
+        event, group, role = await _locked(uow, event_id, editor)
+        check_leader(role)
+        now = uow.clock.now()
+        event.check_changeable(now)
+        edited, changed = event.edited(changes, now)
+        if not changed:
+            return event
+        attendance = Attendance.of(edited, await uow.rsvps.attending(event.id))
+        attendance.resize(edited.details.capacity, edited.details.guest_limit)
+        edited = await _save_attendance(uow, edited, attendance)
+        going = [r.user_id for r in attendance.rsvps.values() if r.status is RsvpStatus.GOING]
+        uow.publish(
+            EventUpdated(
+                **_snapshot(edited, group.name),
+                changed=changed,
+                attendee_ids=sorted(going) if TIME_OR_PLACE & set(changed) else [],
+                updated_by=editor,
+                updated_at=now,
+            )
+        )
+        return edited
+
+
+async def cancel_event(uow: EventsUnitOfWork, event_id: str, leader: UserId) -> Event:
+    async with uow:
+        event, group, role = await _locked(uow, event_id, leader)
+        check_leader(role)
+        event.check_changeable(uow.clock.now())
+        return await _cancel(uow, event, group.name, reason="cancelled", by=leader)
+
+
+async def _cancel(uow: EventsUnitOfWork, event: Event, group_name: str, *, reason: str, by: str) -> Event:
+    now = uow.clock.now()
+    cancelled = event.cancelled(now)
+    await uow.events.save(cancelled)
+    attendance = Attendance.of(event, await uow.rsvps.attending(event.id))
+    uow.publish(
+        EventCancelled(
+            event_id=event.id,
+            group_id=event.group_id,
+            group_name=group_name,
+            title=event.details.title,
+            starts_at=event.details.starts_at,
+            reason=reason,
+            cancelled_by=by,
+            attendee_ids=sorted(r.user_id for r in attendance.rsvps.values() if r.status is RsvpStatus.GOING),
+            waitlist_ids=[r.user_id for r in attendance.waitlist],
+            sequence=cancelled.sequence,
+            cancelled_at=now,
+        )
+    )
+    return cancelled
+
+
+# --- RSVPs ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MyRsvp:
+    status: RsvpStatus
+    guests: int
+    waitlist_position: int | None
+
+
+async def respond(uow: EventsUnitOfWork, event_id: str, member: UserId, answer: Answer, guests: int) -> MyRsvp:
+    async with uow:
+        event, _, role = await _locked(uow, event_id, member)
+        check_member(role)
+        now = uow.clock.now()
+        event.check_rsvp_open(now)
+        attendance = Attendance.of(event, await uow.rsvps.attending(event.id, also=member))
+        rsvp = attendance.respond(member, answer, guests, now)
+        await _save_attendance(uow, event, attendance)
+        return MyRsvp(rsvp.status, rsvp.guests, attendance.position_of(member))
+
+
+async def _save_attendance(uow: EventsUnitOfWork, event: Event, attendance: Attendance) -> Event:
+    """Writes the changed RSVPs and the event's counters, and publishes an rsvp.* event per change."""
+    if not attendance.dirty:
+        return event
+    await uow.rsvps.save(event.id, list(attendance.dirty.values()))
+    counted = replace(
+        event,
+        going_count=attendance.seats_taken,
+        waitlist_count=len(attendance.waitlist),
+        queue_counter=attendance.queue_counter,
+    )
+    await uow.events.save(counted)
+    now = uow.clock.now()
+    uow.publish(*(_rsvp_event(counted, change, now) for change in attendance.changes))
+    return counted
+
+
+def _rsvp_event(event: Event, change: RsvpChange, now: Any) -> RsvpEvent:
+    common = {"event_id": event.id, "group_id": event.group_id, "user_id": change.user_id, "guests": change.guests}
+    if change.change is Change.CONFIRMED:
+        return RsvpConfirmed(**common, responded_at=now)
+    if change.change is Change.WAITLISTED:
+        assert change.position is not None
+        return RsvpWaitlisted(**common, position=change.position, responded_at=now)
+    if change.change is Change.PROMOTED:
+        return RsvpPromoted(**common, promoted_at=now)
+    assert change.reason is not None and change.previous is not None
+    return RsvpCancelled(**common, previous_status=change.previous, reason=change.reason, cancelled_at=now)
+
+
+# --- reactions to the groups service's events (run in a consumer's unit of work) -----------------------------------
+
+
+async def drop_member(uow: EventsUnitOfWork, group_id: str, user_id: UserId, reason: Reason) -> None:
+    """Someone left the group, was removed or banned: their membership ends here, and their seats and places in
+    the group's upcoming events go to the waitlists."""
+    await uow.members.remove(group_id, user_id)
+    now = uow.clock.now()
+    for event_id in await uow.events.upcoming_ids_attended_by(group_id, user_id, now):
+        event = await uow.events.get_for_update(event_id)
+        assert event is not None
+        attendance = Attendance.of(event, await uow.rsvps.attending(event.id))
+        attendance.withdraw(user_id, reason, now)
+        await _save_attendance(uow, event, attendance)
+
+
+async def cancel_group_events(uow: EventsUnitOfWork, deleted: GroupDeleted) -> list[str]:
+    """The events service's step of the group-deletion saga: the group is gone here too, every upcoming event of
+    it is cancelled (attendees and waitlist told through event.cancelled), and the saga gets its reply. A repeated
+    group.deleted cancels nothing more and replies again, which the saga takes calmly."""
+    now = uow.clock.now()
+    await uow.groups.mark_deleted(deleted.group_id, deleted.name, deleted.slug, deleted.deleted_at)
+    await uow.members.remove_all(deleted.group_id)
+    cancelled: list[str] = []
+    for event_id in await uow.events.upcoming_ids_of_group(deleted.group_id, now):
+        event = await uow.events.get_for_update(event_id)
+        assert event is not None
+        await _cancel(uow, event, deleted.name, reason="group_deleted", by=deleted.deleted_by)
+        cancelled.append(event.id)
+    uow.publish(GroupEventsCancelled(group_id=deleted.group_id, cancelled_event_ids=cancelled, cancelled_at=now))
+    return cancelled
+
+
+# --- reading ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EventView:
+    event: Event
+    group: GroupSummary
+    my_rsvp: MyRsvp | None
+
+    @property
+    def going(self) -> bool:
+        return self.my_rsvp is not None and self.my_rsvp.status is RsvpStatus.GOING
+
+
+async def view_event(stores: Stores, event_id: str, caller: UserId | None) -> EventView:
+    event = await stores.events.get(event_id)
+    if event is None:
+        raise EventNotFound("No such event.")
+    group, _ = await _visible_group(stores, event.group_id, caller)
+    mine: MyRsvp | None = None
+    rsvp: Rsvp | None = await stores.rsvps.of(event.id, caller) if caller else None
+    if rsvp is not None:
+        mine = MyRsvp(rsvp.status, rsvp.guests, await stores.rsvps.waitlist_position(event.id, rsvp))
+    return EventView(event, group, mine)
+
+
+async def list_attendees(
+    stores: Stores, event_id: str, caller: UserId | None, page: PageRequest
+) -> tuple[list[AttendeeRow], Any]:
+    event = await stores.events.get(event_id)
+    if event is None:
+        raise EventNotFound("No such event.")
+    await _visible_group(stores, event.group_id, caller)
+    return await stores.rsvps.page(event.id, page.limit, page.cursor)

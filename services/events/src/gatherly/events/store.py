@@ -1,17 +1,400 @@
-"""Tables of the events service and the queries that need SQL."""
+"""The events service's queries that need SQL (locking, ordered attendance, upserts of read models); they return
+domain objects. The tables are in tables.py."""
 
-from sqlalchemy import MetaData
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, case, delete, func, insert, literal, or_, select, update
+from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gatherly.kernel.tables import kernel_tables
+from gatherly.contracts.groups import GroupSnapshot
+from gatherly.events.domain import (
+    Event,
+    EventDetails,
+    EventId,
+    EventStatus,
+    GroupId,
+    GroupSummary,
+    Location,
+    Rsvp,
+    RsvpStatus,
+    UserId,
+    Venue,
+    Visibility,
+)
+from gatherly.events.tables import events, group_members, group_summaries, metadata, rsvps
+from gatherly.kernel.db import Database, rowcount
+from gatherly.kernel.errors import InvalidInput
+from gatherly.kernel.runtime import ServiceContext
 from gatherly.kernel.uow import UnitOfWork
 
-metadata = MetaData()
-kernel_tables(metadata)
+__all__ = ["EventsUnitOfWork", "Stores", "metadata", "reading", "unit_of_work"]
+
+
+def _event(row: RowMapping) -> Event:
+    venue = None
+    if row["venue_name"] is not None:
+        location = Location(row["lat"], row["lng"]) if row["lat"] is not None and row["lng"] is not None else None
+        venue = Venue(row["venue_name"], row["venue_address"] or "", location)
+    return Event(
+        id=EventId(row["id"]),
+        group_id=GroupId(row["group_id"]),
+        details=EventDetails(
+            title=row["title"],
+            description=row["description"],
+            starts_at=row["starts_at"],
+            ends_at=row["ends_at"],
+            timezone=row["timezone"],
+            venue=venue,
+            online_url=row["online_url"],
+            capacity=row["capacity"],
+            guest_limit=row["guest_limit"],
+            rsvp_opens_at=row["rsvp_opens_at"],
+            rsvp_closes_at=row["rsvp_closes_at"],
+            cover_image_id=row["cover_image_id"],
+        ),
+        created_by=UserId(row["created_by"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        status=EventStatus(row["status"]),
+        sequence=row["sequence"],
+        going_count=row["going_count"],
+        waitlist_count=row["waitlist_count"],
+        queue_counter=row["queue_counter"],
+        cancelled_at=row["cancelled_at"],
+    )
+
+
+def _columns(event: Event) -> dict[str, Any]:
+    details, venue = event.details, event.details.venue
+    location = venue.location if venue else None
+    return {
+        "group_id": event.group_id,
+        "title": details.title,
+        "description": details.description,
+        "starts_at": details.starts_at,
+        "ends_at": details.ends_at,
+        "timezone": details.timezone,
+        "venue_name": venue.name if venue else None,
+        "venue_address": venue.address if venue else None,
+        "lat": location.lat if location else None,
+        "lng": location.lng if location else None,
+        "online_url": details.online_url,
+        "capacity": details.capacity,
+        "guest_limit": details.guest_limit,
+        "rsvp_opens_at": details.rsvp_opens_at,
+        "rsvp_closes_at": details.rsvp_closes_at,
+        "cover_image_id": details.cover_image_id,
+        "status": event.status.value,
+        "sequence": event.sequence,
+        "going_count": event.going_count,
+        "waitlist_count": event.waitlist_count,
+        "queue_counter": event.queue_counter,
+        "created_by": event.created_by,
+        "created_at": event.created_at,
+        "updated_at": event.updated_at,
+        "cancelled_at": event.cancelled_at,
+    }
+
+
+class EventStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, event_id: str) -> Event | None:
+        row = (await self.session.execute(select(events).where(events.c.id == event_id))).mappings().first()
+        return _event(row) if row else None
+
+    async def get_for_update(self, event_id: str) -> Event | None:
+        """The event row locked until the transaction ends (PostgreSQL; on SQLite the unit of work holds the
+        database's write lock already). Seats are counted and handed out under this lock, so concurrent RSVPs
+        queue here and never both take the last seat."""
+        query = select(events).where(events.c.id == event_id).with_for_update()
+        row = (await self.session.execute(query)).mappings().first()
+        return _event(row) if row else None
+
+    async def add(self, event: Event) -> None:
+        await self.session.execute(insert(events).values(id=event.id, **_columns(event)))
+
+    async def save(self, event: Event) -> None:
+        await self.session.execute(update(events).where(events.c.id == event.id).values(**_columns(event)))
+
+    async def upcoming_ids_of_group(self, group_id: str, now: datetime) -> list[EventId]:
+        """Scheduled events of the group that have not started, soonest first (ix_events_group_id_starts_at)."""
+        query = (
+            select(events.c.id)
+            .where(events.c.group_id == group_id, events.c.starts_at > now, events.c.status == EventStatus.SCHEDULED)
+            .order_by(events.c.starts_at, events.c.id)
+        )
+        return [EventId(i) for i in await self.session.scalars(query)]
+
+    async def upcoming_ids_attended_by(self, group_id: str, user_id: str, now: datetime) -> list[EventId]:
+        """Upcoming scheduled events of the group where the person is going or waiting."""
+        query = (
+            select(events.c.id)
+            .join(rsvps, rsvps.c.event_id == events.c.id)
+            .where(
+                events.c.group_id == group_id,
+                events.c.starts_at > now,
+                events.c.status == EventStatus.SCHEDULED,
+                rsvps.c.user_id == user_id,
+                rsvps.c.status.in_([RsvpStatus.GOING, RsvpStatus.WAITLISTED]),
+            )
+            .order_by(events.c.starts_at, events.c.id)
+        )
+        return [EventId(i) for i in await self.session.scalars(query)]
+
+
+def _rsvp(row: RowMapping) -> Rsvp:
+    return Rsvp(
+        user_id=UserId(row["user_id"]),
+        status=RsvpStatus(row["status"]),
+        guests=row["guests"],
+        queue_no=row["queue_no"],
+        responded_at=row["responded_at"],
+        checked_in_at=row["checked_in_at"],
+    )
+
+
+# Going first, then the waitlist, each in FIFO order; "not going" last.
+STATUS_RANK = case({RsvpStatus.GOING.value: 0, RsvpStatus.WAITLISTED.value: 1}, value=rsvps.c.status, else_=2)
+
+
+@dataclass(frozen=True)
+class AttendeeRow:
+    rsvp: Rsvp
+    position: int | None  # on the waitlist, 1 = next
+
+
+class RsvpStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def attending(self, event_id: str, also: str | None = None) -> list[Rsvp]:
+        """The event's RSVPs that hold or wait for a seat, plus `also`'s own answer whatever it is."""
+        holding = rsvps.c.status.in_([RsvpStatus.GOING, RsvpStatus.WAITLISTED])
+        wanted = or_(holding, rsvps.c.user_id == also) if also is not None else holding
+        query = select(rsvps).where(rsvps.c.event_id == event_id, wanted)
+        return [_rsvp(row) for row in (await self.session.execute(query)).mappings()]
+
+    async def of(self, event_id: str, user_id: str) -> Rsvp | None:
+        query = select(rsvps).where(rsvps.c.event_id == event_id, rsvps.c.user_id == user_id)
+        row = (await self.session.execute(query)).mappings().first()
+        return _rsvp(row) if row else None
+
+    async def waitlist_position(self, event_id: str, rsvp: Rsvp) -> int | None:
+        if rsvp.status is not RsvpStatus.WAITLISTED:
+            return None
+        ahead = await self.session.scalar(
+            select(literal(1) + func.count())
+            .select_from(rsvps)
+            .where(
+                rsvps.c.event_id == event_id,
+                rsvps.c.status == RsvpStatus.WAITLISTED,
+                rsvps.c.queue_no < rsvp.queue_no,
+            )
+        )
+        return int(ahead or 1)
+
+    async def save(self, event_id: str, changed: Sequence[Rsvp]) -> None:
+        """Upsert the changed RSVPs (update first: most changes are to existing answers)."""
+        for rsvp in changed:
+            values = {
+                "status": rsvp.status.value,
+                "guests": rsvp.guests,
+                "queue_no": rsvp.queue_no,
+                "responded_at": rsvp.responded_at,
+                "checked_in_at": rsvp.checked_in_at,
+            }
+            result = await self.session.execute(
+                update(rsvps).where(rsvps.c.event_id == event_id, rsvps.c.user_id == rsvp.user_id).values(**values)
+            )
+            if rowcount(result) == 0:
+                await self.session.execute(insert(rsvps).values(event_id=event_id, user_id=rsvp.user_id, **values))
+
+    async def page(self, event_id: str, limit: int, after: dict[str, Any] | None) -> tuple[list[AttendeeRow], Any]:
+        """Going first, then the waitlist in order (with positions); keyset-paged by (status rank, queue_no)."""
+        query = (
+            select(rsvps, STATUS_RANK.label("rank"))
+            .where(rsvps.c.event_id == event_id, rsvps.c.status.in_([RsvpStatus.GOING, RsvpStatus.WAITLISTED]))
+            .order_by(STATUS_RANK, rsvps.c.queue_no, rsvps.c.user_id)
+        )
+        waiting_before = 0
+        if after is not None:
+            try:
+                rank, queue_no, user_id = int(after["r"]), int(after["q"]), str(after["u"])
+                waiting_before = int(after["w"])
+            except (KeyError, TypeError, ValueError):
+                raise InvalidInput("The cursor is not one this API issued.", field="cursor")
+            query = query.where(
+                or_(
+                    literal(rank) < STATUS_RANK,
+                    and_(
+                        literal(rank) == STATUS_RANK,
+                        or_(rsvps.c.queue_no > queue_no, and_(rsvps.c.queue_no == queue_no, rsvps.c.user_id > user_id)),
+                    ),
+                )
+            )
+        rows = list((await self.session.execute(query.limit(limit + 1))).mappings())
+        found: list[AttendeeRow] = []
+        for row in rows[:limit]:
+            rsvp = _rsvp(row)
+            position = None
+            if rsvp.status is RsvpStatus.WAITLISTED:
+                waiting_before += 1
+                position = waiting_before
+            found.append(AttendeeRow(rsvp, position))
+        position_after = None
+        if len(rows) > limit:
+            last = found[-1].rsvp
+            rank = 0 if last.status is RsvpStatus.GOING else 1
+            position_after = {"r": rank, "q": last.queue_no, "u": last.user_id, "w": waiting_before}
+        return found, position_after
+
+
+class GroupStore:
+    """The read model of groups: what the events service shows of a group and whether it still exists."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, group_id: str) -> GroupSummary | None:
+        """A group that exists (not deleted), or None."""
+        query = select(group_summaries).where(
+            group_summaries.c.group_id == group_id, group_summaries.c.deleted_at.is_(None)
+        )
+        row = (await self.session.execute(query)).mappings().first()
+        if row is None:
+            return None
+        return GroupSummary(
+            GroupId(row["group_id"]), row["name"], Visibility(row["visibility"]), tuple(row["topics"]), row["city"]
+        )
+
+    async def apply(self, snapshot: GroupSnapshot) -> None:
+        """Upsert from group.created / group.updated; a deleted group stays deleted."""
+        location = snapshot.location
+        values = {
+            "slug": snapshot.slug,
+            "name": snapshot.name,
+            "visibility": snapshot.visibility,
+            "topics": list(snapshot.topics),
+            "city": snapshot.city,
+            "lat": location.lat if location else None,
+            "lng": location.lng if location else None,
+        }
+        result = await self.session.execute(
+            update(group_summaries)
+            .where(group_summaries.c.group_id == snapshot.group_id, group_summaries.c.deleted_at.is_(None))
+            .values(**values)
+        )
+        if rowcount(result) == 0 and await self._absent(snapshot.group_id):
+            await self.session.execute(insert(group_summaries).values(group_id=snapshot.group_id, **values))
+
+    async def mark_deleted(self, group_id: str, name: str, slug: str, when: datetime) -> None:
+        result = await self.session.execute(
+            update(group_summaries).where(group_summaries.c.group_id == group_id).values(deleted_at=when)
+        )
+        if rowcount(result) == 0:
+            # group.deleted overtook group.created (another topic): the tombstone keeps a late creation out.
+            await self.session.execute(
+                insert(group_summaries).values(
+                    group_id=group_id, slug=slug, name=name, visibility="private", topics=[], deleted_at=when
+                )
+            )
+
+    async def _absent(self, group_id: str) -> bool:
+        query = select(group_summaries.c.group_id).where(group_summaries.c.group_id == group_id)
+        return (await self.session.scalar(query)) is None
+
+    async def is_deleted(self, group_id: str) -> bool:
+        query = select(group_summaries.c.deleted_at).where(group_summaries.c.group_id == group_id)
+        return (await self.session.scalar(query)) is not None
+
+
+class MemberStore:
+    """The read model of memberships and roles: who belongs to which group, as what."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def role(self, group_id: str, user_id: str | None) -> str | None:
+        """The person's role in the group, None when not a member (or anonymous)."""
+        if user_id is None:
+            return None
+        query = select(group_members.c.role).where(
+            group_members.c.group_id == group_id, group_members.c.user_id == user_id
+        )
+        role: str | None = await self.session.scalar(query)
+        return role
+
+    async def put(self, group_id: str, user_id: str, role: str) -> None:
+        result = await self.session.execute(
+            update(group_members)
+            .where(group_members.c.group_id == group_id, group_members.c.user_id == user_id)
+            .values(role=role)
+        )
+        if rowcount(result) == 0:
+            await self.session.execute(insert(group_members).values(group_id=group_id, user_id=user_id, role=role))
+
+    async def remove(self, group_id: str, user_id: str) -> None:
+        await self.session.execute(
+            delete(group_members).where(group_members.c.group_id == group_id, group_members.c.user_id == user_id)
+        )
+
+    async def remove_all(self, group_id: str) -> None:
+        await self.session.execute(delete(group_members).where(group_members.c.group_id == group_id))
+
+
+# --- unit of work -----------------------------------------------------------------------------------------------
+
+
+class Stores:
+    """Every store of the service on one session."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.events = EventStore(session)
+        self.rsvps = RsvpStore(session)
+        self.groups = GroupStore(session)
+        self.members = MemberStore(session)
 
 
 class EventsUnitOfWork(UnitOfWork):
     """One transaction of the events service: its stores plus the outbox."""
 
+    stores: Stores
+
     def open_stores(self, session: AsyncSession) -> None:
-        pass
+        self.stores = Stores(session)
+
+    @property
+    def events(self) -> EventStore:
+        return self.stores.events
+
+    @property
+    def rsvps(self) -> RsvpStore:
+        return self.stores.rsvps
+
+    @property
+    def groups(self) -> GroupStore:
+        return self.stores.groups
+
+    @property
+    def members(self) -> MemberStore:
+        return self.stores.members
+
+
+def unit_of_work(context: ServiceContext) -> EventsUnitOfWork:
+    return EventsUnitOfWork(context.db, clock=context.clock, signal=context.signal)
+
+
+@asynccontextmanager
+async def reading(db: Database) -> AsyncIterator[Stores]:
+    """Stores on a read-only session: queries that do not wait for SQLite's write turn."""
+    async with db.read_session() as session:
+        yield Stores(session)

@@ -1,0 +1,108 @@
+"""The events service's HTTP request and response shapes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from gatherly.events.domain import Answer, EventStatus, RsvpStatus
+
+
+class LocationBody(BaseModel):
+    lat: float
+    lng: float
+
+
+class VenueBody(BaseModel):
+    name: str = Field(max_length=200)
+    address: str = Field("", max_length=500)
+    location: LocationBody | None = None
+
+
+class NewEvent(BaseModel):
+    group_id: str = Field(max_length=36)
+    title: str
+    description: str = ""
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+    timezone: str = Field(description="IANA time zone the event happens in, e.g. Europe/Berlin.", max_length=64)
+    venue: VenueBody | None = None
+    online_url: str | None = Field(None, description="Shown to people going only.")
+    capacity: int | None = Field(None, description="Seats, guests included; null = unlimited.")
+    guest_limit: int = Field(0, description="Guests each person may bring.")
+    rsvp_opens_at: AwareDatetime | None = None
+    rsvp_closes_at: AwareDatetime | None = None
+    cover_image_id: str | None = Field(None, max_length=64)
+
+
+class EventChanges(BaseModel):
+    """Any of these; a field left out stays as it is. venue, online_url, capacity, rsvp_* and cover_image_id
+    may be null."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = None
+    description: str | None = None
+    starts_at: AwareDatetime | None = None
+    ends_at: AwareDatetime | None = None
+    timezone: str | None = Field(None, max_length=64)
+    venue: VenueBody | None = None
+    online_url: str | None = None
+    capacity: int | None = None
+    guest_limit: int | None = None
+    rsvp_opens_at: AwareDatetime | None = None
+    rsvp_closes_at: AwareDatetime | None = None
+    cover_image_id: str | None = Field(None, max_length=64)
+
+
+NULLABLE_CHANGES = frozenset({"venue", "online_url", "capacity", "rsvp_opens_at", "rsvp_closes_at", "cover_image_id"})
+
+
+class GroupRef(BaseModel):
+    id: str
+    name: str
+
+
+class MyRsvpOut(BaseModel):
+    status: RsvpStatus
+    guests: int
+    waitlist_position: int | None = Field(None, description="On the waitlist: 1 = the next to get a seat.")
+
+
+class EventOut(BaseModel):
+    id: str
+    group: GroupRef
+    title: str
+    description: str
+    starts_at: datetime
+    ends_at: datetime
+    timezone: str
+    venue: VenueBody | None
+    online: bool
+    online_url: str | None = Field(description="Shown to people going only.")
+    capacity: int | None
+    guest_limit: int
+    rsvp_opens_at: datetime | None
+    rsvp_closes_at: datetime | None
+    cover_image_id: str | None
+    going_count: int = Field(description="Seats taken, guests included.")
+    waitlist_count: int = Field(description="Parties waiting for a seat.")
+    status: EventStatus
+    my_rsvp: MyRsvpOut | None
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class RsvpBody(BaseModel):
+    response: Answer
+    guests: int = Field(0, ge=0)
+
+
+class AttendeeOut(BaseModel):
+    user_id: str
+    guests: int
+    status: Literal["going", "waitlisted"]
+    waitlist_position: int | None

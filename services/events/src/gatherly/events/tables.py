@@ -1,0 +1,91 @@
+"""Tables of the events service: its own (events, RSVPs) and its read models of other services' data."""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, Double, Index, Integer, MetaData, String, Table, Text
+
+from gatherly.kernel.tables import Json, UtcDateTime, kernel_tables
+
+metadata = MetaData()
+kernel_tables(metadata)
+
+# A user id is the users service's UUID or an outside identity provider's `sub` (up to 255 characters in OIDC).
+USER_ID = String(255)
+ID = String(36)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("group_id", ID, nullable=False),
+    Column("title", String(200), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("starts_at", UtcDateTime(), nullable=False),
+    Column("ends_at", UtcDateTime(), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("venue_name", String(200)),
+    Column("venue_address", String(500)),
+    Column("lat", Double),
+    Column("lng", Double),
+    Column("online_url", String(2000)),
+    Column("capacity", Integer),
+    Column("guest_limit", Integer, nullable=False),
+    Column("rsvp_opens_at", UtcDateTime()),
+    Column("rsvp_closes_at", UtcDateTime()),
+    Column("cover_image_id", String(64)),
+    Column("status", String(16), nullable=False),
+    Column("sequence", Integer, nullable=False),
+    # Seats taken (guests included) and parties waiting, kept under the event row's lock with every RSVP, so
+    # lists show them without counting rows.
+    Column("going_count", Integer, nullable=False),
+    Column("waitlist_count", Integer, nullable=False),
+    # The last FIFO number handed out to an answer (see domain.Rsvp.queue_no).
+    Column("queue_counter", Integer, nullable=False),
+    Column("created_by", USER_ID, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Column("cancelled_at", UtcDateTime()),
+    # A group's upcoming events (group deletion, a member leaving) and its listing by start.
+    Index("ix_events_group_id_starts_at", "group_id", "starts_at"),
+    Index("ix_events_starts_at_id", "starts_at", "id"),
+)
+
+rsvps = Table(
+    "rsvps",
+    metadata,
+    Column("event_id", ID, primary_key=True),
+    Column("user_id", USER_ID, primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("guests", Integer, nullable=False),
+    Column("queue_no", Integer, nullable=False),
+    Column("responded_at", UtcDateTime(), nullable=False),
+    Column("checked_in_at", UtcDateTime()),
+    # A member leaving the group: their RSVPs, found without a scan.
+    Index("ix_rsvps_user_id", "user_id", "status"),
+)
+
+# Read model of the groups service's groups (group.created / updated / deleted).
+group_summaries = Table(
+    "group_summaries",
+    metadata,
+    Column("group_id", ID, primary_key=True),
+    Column("slug", String(60), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("visibility", String(16), nullable=False),
+    Column("topics", Json, nullable=False),
+    Column("city", String(100)),
+    Column("lat", Double),
+    Column("lng", Double),
+    # A tombstone: the group is gone, and a late group.updated must not bring it back.
+    Column("deleted_at", UtcDateTime()),
+)
+
+# Read model of the groups service's memberships and roles (membership.* events): authorization without a call.
+group_members = Table(
+    "group_members",
+    metadata,
+    Column("group_id", ID, primary_key=True),
+    Column("user_id", USER_ID, primary_key=True),
+    Column("role", String(32), nullable=False),
+    Index("ix_group_members_user_id", "user_id"),
+)
