@@ -452,11 +452,6 @@ class Attendance:
             self._cancel(current, reason, now)
             self.promote()
 
-    def resize(self, capacity: int | None, guest_limit: int) -> None:
-        """New limits from an edit. Fewer seats than are taken sends nobody away; more seats promote."""
-        self.capacity, self.guest_limit = capacity, guest_limit
-        self.promote()
-
     def promote(self) -> None:
         """Seat the waitlist's head while its whole party fits; stop at the first that does not (strict FIFO).
         A promoted RSVP keeps its answer's time and queue number."""

@@ -120,8 +120,9 @@ async def update_event(uow: EventsUnitOfWork, event_id: str, editor: UserId, cha
         edited, changed = event.edited(changes, now)
         if not changed:
             return event
+        # More seats (edited.details.capacity) may seat people waiting.
         attendance = Attendance.of(edited, await uow.rsvps.attending(event.id))
-        attendance.resize(edited.details.capacity, edited.details.guest_limit)
+        attendance.promote()
         edited = await _save_attendance(uow, edited, attendance)
         going = [r.user_id for r in attendance.rsvps.values() if r.status is RsvpStatus.GOING]
         uow.publish(
@@ -190,9 +191,7 @@ async def respond(uow: EventsUnitOfWork, event_id: str, member: UserId, answer: 
 
 
 async def _save_attendance(uow: EventsUnitOfWork, event: Event, attendance: Attendance) -> Event:
-    """Writes the changed RSVPs and the event's counters, and publishes an rsvp.* event per change."""
-    if not attendance.dirty:
-        return event
+    """Writes the event with its counters and the changed RSVPs, and publishes an rsvp.* event per change."""
     await uow.rsvps.save(event.id, list(attendance.dirty.values()))
     counted = replace(
         event,
