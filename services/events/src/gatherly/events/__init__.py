@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from gatherly.events.api import router
+from gatherly.events.api import calendar_router, router
 from gatherly.events.consumers import consumers
 from gatherly.events.store import metadata, unit_of_work
 from gatherly.kernel.runtime import ServiceDefinition
@@ -10,7 +10,7 @@ from gatherly.kernel.runtime import ServiceDefinition
 SERVICE = ServiceDefinition(
     name="events",
     title="events service",
-    routers=[router],
+    routers=[router, calendar_router],
     metadata=metadata,
     migrations=Path(__file__).parent / "migrations",
     unit_of_work=unit_of_work,

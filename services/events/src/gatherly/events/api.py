@@ -12,11 +12,15 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.routing import APIRoute
 
 from gatherly.events import service
+from gatherly.events.calendars import calendar_of
 from gatherly.events.domain import (
+    Comment,
+    CommentNotFound,
     EventCancelled,
     EventDetails,
     EventNotFound,
     EventStarted,
+    FeedNotFound,
     GroupId,
     GroupNotFound,
     InvalidEvent,
@@ -24,6 +28,8 @@ from gatherly.events.domain import (
     NotALeader,
     NotAMember,
     NotEnoughSeats,
+    NotGoing,
+    NotTheAuthor,
     Refusal,
     RsvpWindowClosed,
     UserId,
@@ -33,8 +39,12 @@ from gatherly.events.domain import (
 from gatherly.events.schemas import (
     NULLABLE_CHANGES,
     AttendeeOut,
+    CheckInOut,
+    CommentBody,
+    CommentOut,
     EventChanges,
     EventOut,
+    FeedOut,
     GroupRef,
     LocationBody,
     MyRsvpOut,
@@ -42,7 +52,7 @@ from gatherly.events.schemas import (
     RsvpBody,
     VenueBody,
 )
-from gatherly.events.service import EventView, MyRsvp
+from gatherly.events.service import CheckIn, EventView, MyRsvp
 from gatherly.events.store import EventsUnitOfWork, reading, unit_of_work
 from gatherly.kernel.auth import CurrentUser, MaybeUser
 from gatherly.kernel.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
@@ -53,12 +63,16 @@ from gatherly.kernel.web import Page, PageRequest, encode_cursor, page_request
 REFUSALS: dict[type[Refusal], type[DomainError]] = {
     EventNotFound: NotFound,
     GroupNotFound: NotFound,
+    CommentNotFound: NotFound,
+    FeedNotFound: NotFound,
     NotALeader: Forbidden,
     NotAMember: Forbidden,
+    NotTheAuthor: Forbidden,
     EventCancelled: Conflict,
     EventStarted: Conflict,
     RsvpWindowClosed: Conflict,
     NotEnoughSeats: Conflict,
+    NotGoing: Conflict,
     InvalidEvent: InvalidInput,
 }
 
@@ -86,6 +100,9 @@ class EventsRoute(APIRoute):
 
 
 router = APIRouter(prefix="/api/events", tags=["events"], route_class=EventsRoute)
+calendar_router = APIRouter(prefix="/api/calendar", tags=["calendars"], route_class=EventsRoute)
+
+CALENDAR = "text/calendar; charset=utf-8"
 
 
 async def _uow(context: ServiceContext = Depends(service_context)) -> EventsUnitOfWork:
@@ -135,6 +152,7 @@ def _event_out(view: EventView) -> EventOut:
         cover_image_id=details.cover_image_id,
         going_count=event.going_count,
         waitlist_count=event.waitlist_count,
+        attendance=view.attendance,
         status=event.status,
         my_rsvp=_my_rsvp(view.my_rsvp),
         created_by=event.created_by,
@@ -236,3 +254,115 @@ async def list_attendees(
         for r in rows
     ]
     return Page(items=items, next_cursor=encode_cursor(position) if position else None)
+
+
+# --- comments and check-in ------------------------------------------------------------------------------------------
+
+
+def _comment_out(comment: Comment) -> CommentOut:
+    return CommentOut(
+        id=comment.id,
+        author_id=comment.author_id,
+        body=comment.body,
+        created_at=comment.created_at,
+        updated_at=comment.updated_at,
+    )
+
+
+@router.get("/{event_id}/comments")
+async def list_comments(
+    event_id: str,
+    caller: CurrentUser,
+    page: PageRequest = Depends(page_request),
+    context: ServiceContext = Depends(service_context),
+) -> Page[CommentOut]:
+    """Members of the group; oldest first."""
+    async with reading(context.db) as stores:
+        found, position = await service.list_comments(stores, event_id, UserId(caller.user_id), page)
+    return Page(items=[_comment_out(c) for c in found], next_cursor=encode_cursor(position) if position else None)
+
+
+@router.post("/{event_id}/comments", status_code=201)
+async def post_comment(
+    event_id: str, body: CommentBody, caller: CurrentUser, uow: EventsUnitOfWork = Depends(_uow)
+) -> CommentOut:
+    return _comment_out(await service.post_comment(uow, event_id, UserId(caller.user_id), body.body))
+
+
+@router.patch("/{event_id}/comments/{comment_id}")
+async def edit_comment(
+    event_id: str, comment_id: str, body: CommentBody, caller: CurrentUser, uow: EventsUnitOfWork = Depends(_uow)
+) -> CommentOut:
+    """Its author only."""
+    return _comment_out(await service.edit_comment(uow, event_id, comment_id, UserId(caller.user_id), body.body))
+
+
+@router.delete("/{event_id}/comments/{comment_id}", status_code=204)
+async def delete_comment(
+    event_id: str, comment_id: str, caller: CurrentUser, uow: EventsUnitOfWork = Depends(_uow)
+) -> Response:
+    """Its author, or a leader of the group."""
+    await service.delete_comment(uow, event_id, comment_id, UserId(caller.user_id))
+    return Response(status_code=204)
+
+
+@router.post("/{event_id}/check-in/{user_id}")
+async def check_in(
+    event_id: str, user_id: str, caller: CurrentUser, uow: EventsUnitOfWork = Depends(_uow)
+) -> CheckInOut:
+    """Leaders mark a going attendee present; again changes nothing."""
+    done: CheckIn = await service.check_in_attendee(uow, event_id, UserId(caller.user_id), UserId(user_id))
+    return CheckInOut(user_id=done.user_id, checked_in_at=done.checked_in_at, attendance=done.attendance)
+
+
+# --- calendars ------------------------------------------------------------------------------------------------------
+
+
+@router.get("/{event_id}/ics", response_class=Response, responses={200: {"content": {"text/calendar": {}}}})
+async def event_calendar(
+    event_id: str, caller: MaybeUser, context: ServiceContext = Depends(service_context)
+) -> Response:
+    """One event as an iCalendar file (the online URL only for people going)."""
+    async with reading(context.db) as stores:
+        view = await service.view_event(stores, event_id, UserId(caller.user_id) if caller else None)
+    body = calendar_of(
+        [(view.event, view.group.name, view.going)],
+        public_url=context.settings.effective_public_url,
+        now=context.clock.now(),
+    )
+    headers = {"Content-Disposition": f'attachment; filename="{event_id}.ics"'}
+    return Response(body, media_type=CALENDAR, headers=headers)
+
+
+def _feed_url(context: ServiceContext, token: str) -> str:
+    return f"{context.settings.effective_public_url}/api/calendar/{token}.ics"
+
+
+@calendar_router.get("/me")
+async def my_calendar_feed(
+    caller: CurrentUser, uow: EventsUnitOfWork = Depends(_uow), context: ServiceContext = Depends(service_context)
+) -> FeedOut:
+    """A secret feed URL of everything you are going to (issued on first request)."""
+    return FeedOut(url=_feed_url(context, await service.calendar_feed_token(uow, UserId(caller.user_id))))
+
+
+@calendar_router.delete("/me", status_code=204)
+async def revoke_my_calendar_feed(caller: CurrentUser, uow: EventsUnitOfWork = Depends(_uow)) -> Response:
+    """The feed URL stops working; asking again gives a new one."""
+    await service.revoke_calendar_feed(uow, UserId(caller.user_id))
+    return Response(status_code=204)
+
+
+@calendar_router.get("/{token}.ics", response_class=Response, responses={200: {"content": {"text/calendar": {}}}})
+async def calendar_feed(token: str, context: ServiceContext = Depends(service_context)) -> Response:
+    """The feed itself: no login (calendar apps cannot send one); the token is the key."""
+    now = context.clock.now()
+    async with reading(context.db) as stores:
+        going = await service.calendar_feed(stores, token, now)
+    body = calendar_of(
+        [(event, group_name, True) for event, group_name in going],
+        public_url=context.settings.effective_public_url,
+        now=now,
+        name="Gatherly: my events",
+    )
+    return Response(body, media_type=CALENDAR)

@@ -81,6 +81,22 @@ class NotEnoughSeats(Refusal):
     """More guests than the seats still free (and nobody waiting for them)."""
 
 
+class CommentNotFound(Refusal):
+    """No such comment on this event."""
+
+
+class NotTheAuthor(Refusal):
+    """Only the author edits a comment; the author or a leader deletes it."""
+
+
+class NotGoing(Refusal):
+    """Only people going to the event can be checked in."""
+
+
+class FeedNotFound(Refusal):
+    """No calendar feed has this token (never issued, or revoked)."""
+
+
 class InvalidEvent(Refusal):
     """A field of the request breaks a rule; `field` names it."""
 
@@ -474,3 +490,49 @@ class Attendance:
         self._put(rsvp)
         position = self.position_of(rsvp.user_id) if change is Change.WAITLISTED else None
         self.changes.append(RsvpChange(rsvp.user_id, change, rsvp.guests, previous, position))
+
+
+# --- comments and check-in --------------------------------------------------------------------------------------------
+
+MAX_COMMENT = 5000
+CommentId = NewType("CommentId", str)
+
+
+@dataclass(frozen=True)
+class Comment:
+    id: CommentId
+    event_id: EventId
+    author_id: UserId
+    body: str
+    created_at: datetime
+    updated_at: datetime
+
+
+def comment_body(body: str) -> str:
+    return _text(body, "body", MAX_COMMENT, required=True)
+
+
+def new_comment_id() -> CommentId:
+    return CommentId(str(uuid.uuid4()))
+
+
+def check_may_edit(comment: Comment, editor: UserId) -> None:
+    if comment.author_id != editor:
+        raise NotTheAuthor("Only its author edits a comment.")
+
+
+def check_may_delete(comment: Comment, caller: UserId, role: str | None) -> None:
+    if comment.author_id != caller and not is_leader(role):
+        raise NotTheAuthor("Only its author or a leader of the group deletes a comment.")
+
+
+def check_in(event: Event, rsvp: Rsvp | None, now: datetime) -> Rsvp | None:
+    """The attendee's RSVP marked present, or None when they were checked in already. Leaders check in people
+    going to an event that is not cancelled (at the door: before, during or after its start)."""
+    if event.status is EventStatus.CANCELLED:
+        raise EventCancelled("This event was cancelled.")
+    if rsvp is None or rsvp.status is not RsvpStatus.GOING:
+        raise NotGoing("Only people going to the event can be checked in.")
+    if rsvp.checked_in_at is not None:
+        return None
+    return replace(rsvp, checked_in_at=now)

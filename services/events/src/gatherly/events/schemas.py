@@ -89,6 +89,7 @@ class EventOut(BaseModel):
     cover_image_id: str | None
     going_count: int = Field(description="Seats taken, guests included.")
     waitlist_count: int = Field(description="Parties waiting for a seat.")
+    attendance: int = Field(description="People checked in by the leaders.")
     status: EventStatus
     my_rsvp: MyRsvpOut | None
     created_by: str
@@ -106,3 +107,25 @@ class AttendeeOut(BaseModel):
     guests: int
     status: Literal["going", "waitlisted"]
     waitlist_position: int | None
+
+
+class CommentBody(BaseModel):
+    body: str
+
+
+class CommentOut(BaseModel):
+    id: str
+    author_id: str
+    body: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class CheckInOut(BaseModel):
+    user_id: str
+    checked_in_at: datetime
+    attendance: int = Field(description="People checked in to this event so far.")
+
+
+class FeedOut(BaseModel):
+    url: str = Field(description="Secret: whoever has it sees what you are going to. DELETE revokes it.")

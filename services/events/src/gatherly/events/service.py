@@ -7,12 +7,16 @@ groups service)."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from gatherly.contracts.events import (
+    CommentPosted,
     EventCancelled,
+    EventCheckedIn,
     EventScheduled,
     EventUpdated,
     RsvpCancelled,
@@ -29,9 +33,12 @@ from gatherly.events.domain import (
     Answer,
     Attendance,
     Change,
+    Comment,
+    CommentNotFound,
     Event,
     EventDetails,
     EventNotFound,
+    FeedNotFound,
     GroupId,
     GroupNotFound,
     GroupSummary,
@@ -40,10 +47,15 @@ from gatherly.events.domain import (
     RsvpChange,
     RsvpStatus,
     UserId,
+    check_in,
     check_leader,
+    check_may_delete,
+    check_may_edit,
     check_member,
     check_schedulable,
+    comment_body,
     may_see,
+    new_comment_id,
     new_event_id,
 )
 from gatherly.events.store import AttendeeRow, EventsUnitOfWork, Stores
@@ -251,6 +263,130 @@ async def cancel_group_events(uow: EventsUnitOfWork, deleted: GroupDeleted) -> l
     return cancelled
 
 
+# --- comments and check-in -------------------------------------------------------------------------------------------
+
+
+async def _event_for_member(stores: Stores, event_id: str, caller: UserId) -> tuple[Event, str | None]:
+    event = await stores.events.get(event_id)
+    if event is None:
+        raise EventNotFound("No such event.")
+    _, role = await _visible_group(stores, event.group_id, caller)
+    check_member(role)
+    return event, role
+
+
+async def post_comment(uow: EventsUnitOfWork, event_id: str, author: UserId, body: str) -> Comment:
+    text = comment_body(body)
+    async with uow:
+        event, _ = await _event_for_member(uow.stores, event_id, author)
+        now = uow.clock.now()
+        comment = Comment(new_comment_id(), event.id, author, text, now, now)
+        await uow.comments.add(comment)
+        uow.publish(
+            CommentPosted(
+                event_id=event.id,
+                group_id=event.group_id,
+                comment_id=comment.id,
+                author_id=author,
+                body=text,
+                posted_at=now,
+            )
+        )
+        return comment
+
+
+async def edit_comment(uow: EventsUnitOfWork, event_id: str, comment_id: str, editor: UserId, body: str) -> Comment:
+    text = comment_body(body)
+    async with uow:
+        event, _ = await _event_for_member(uow.stores, event_id, editor)
+        comment = await uow.comments.get(event.id, comment_id)
+        if comment is None:
+            raise CommentNotFound("No such comment.")
+        check_may_edit(comment, editor)
+        edited = replace(comment, body=text, updated_at=uow.clock.now())
+        await uow.comments.save(edited)
+        return edited
+
+
+async def delete_comment(uow: EventsUnitOfWork, event_id: str, comment_id: str, caller: UserId) -> None:
+    async with uow:
+        event, role = await _event_for_member(uow.stores, event_id, caller)
+        comment = await uow.comments.get(event.id, comment_id)
+        if comment is None:
+            raise CommentNotFound("No such comment.")
+        check_may_delete(comment, caller, role)
+        await uow.comments.remove(comment.id)
+
+
+async def list_comments(stores: Stores, event_id: str, caller: UserId, page: PageRequest) -> tuple[list[Comment], Any]:
+    event, _ = await _event_for_member(stores, event_id, caller)
+    return await stores.comments.page(event.id, page.limit, page.cursor)
+
+
+@dataclass(frozen=True)
+class CheckIn:
+    user_id: UserId
+    checked_in_at: datetime
+    attendance: int
+
+
+async def check_in_attendee(uow: EventsUnitOfWork, event_id: str, leader: UserId, attendee: UserId) -> CheckIn:
+    """Marks a going attendee present; doing it again changes nothing. The event row is locked so the attendance
+    count published with each check-in is exact."""
+    async with uow:
+        event, _, role = await _locked(uow, event_id, leader)
+        check_leader(role)
+        now = uow.clock.now()
+        rsvp = await uow.rsvps.of(event.id, attendee)
+        present = check_in(event, rsvp, now)
+        if present is None:
+            assert rsvp is not None and rsvp.checked_in_at is not None
+            return CheckIn(attendee, rsvp.checked_in_at, await uow.rsvps.checked_in_count(event.id))
+        await uow.rsvps.save(event.id, [present])
+        attendance = await uow.rsvps.checked_in_count(event.id)
+        uow.publish(
+            EventCheckedIn(
+                event_id=event.id,
+                group_id=event.group_id,
+                user_id=attendee,
+                checked_in_by=leader,
+                attendance=attendance,
+                checked_in_at=now,
+            )
+        )
+        return CheckIn(attendee, now, attendance)
+
+
+# --- calendars ----------------------------------------------------------------------------------------------------
+
+# The feed holds what ended at most this long ago, so a calendar keeps recent history without growing forever.
+FEED_HISTORY = timedelta(days=30)
+
+
+async def calendar_feed_token(uow: EventsUnitOfWork, person: UserId) -> str:
+    """The person's secret feed token, issued on first use."""
+    async with uow:
+        token = await uow.feeds.token_of(person)
+        if token is None:
+            token = secrets.token_urlsafe(32)
+            await uow.feeds.add(person, token, uow.clock.now())
+        return token
+
+
+async def revoke_calendar_feed(uow: EventsUnitOfWork, person: UserId) -> None:
+    """The old URL stops working; the next request for one issues a new token."""
+    async with uow:
+        await uow.feeds.remove(person)
+
+
+async def calendar_feed(stores: Stores, token: str, now: datetime) -> list[tuple[Event, str]]:
+    """What the feed's owner is going to (with group names), for `<token>.ics`."""
+    owner = await stores.feeds.owner_of(token)
+    if owner is None:
+        raise FeedNotFound("No calendar feed has this address (it may have been revoked).")
+    return await stores.events.going_of(owner, now - FEED_HISTORY)
+
+
 # --- reading ----------------------------------------------------------------------------------------------------
 
 
@@ -259,6 +395,7 @@ class EventView:
     event: Event
     group: GroupSummary
     my_rsvp: MyRsvp | None
+    attendance: int = 0
 
     @property
     def going(self) -> bool:
@@ -274,7 +411,7 @@ async def view_event(stores: Stores, event_id: str, caller: UserId | None) -> Ev
     rsvp: Rsvp | None = await stores.rsvps.of(event.id, caller) if caller else None
     if rsvp is not None:
         mine = MyRsvp(rsvp.status, rsvp.guests, await stores.rsvps.waitlist_position(event.id, rsvp))
-    return EventView(event, group, mine)
+    return EventView(event, group, mine, await stores.rsvps.checked_in_count(event.id))
 
 
 async def list_attendees(

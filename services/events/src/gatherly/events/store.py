@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gatherly.contracts.groups import GroupSnapshot
 from gatherly.events.domain import (
+    Comment,
+    CommentId,
     Event,
     EventDetails,
     EventId,
@@ -28,7 +30,15 @@ from gatherly.events.domain import (
     Venue,
     Visibility,
 )
-from gatherly.events.tables import events, group_members, group_summaries, metadata, rsvps
+from gatherly.events.tables import (
+    calendar_feeds,
+    comments,
+    events,
+    group_members,
+    group_summaries,
+    metadata,
+    rsvps,
+)
 from gatherly.kernel.db import Database, rowcount
 from gatherly.kernel.errors import InvalidInput
 from gatherly.kernel.runtime import ServiceContext
@@ -150,6 +160,19 @@ class EventStore:
         )
         return [EventId(i) for i in await self.session.scalars(query)]
 
+    async def going_of(self, user_id: str, ending_after: datetime, limit: int = 500) -> list[tuple[Event, str]]:
+        """Events the person is going to (cancelled ones too: a calendar must learn of the cancellation) that end
+        after `ending_after`, soonest first, with their group's name."""
+        query = (
+            select(events, group_summaries.c.name.label("group_name"))
+            .join(rsvps, and_(rsvps.c.event_id == events.c.id, rsvps.c.user_id == user_id))
+            .join(group_summaries, group_summaries.c.group_id == events.c.group_id)
+            .where(rsvps.c.status == RsvpStatus.GOING, events.c.ends_at > ending_after)
+            .order_by(events.c.starts_at, events.c.id)
+            .limit(limit)
+        )
+        return [(_event(row), row["group_name"]) for row in (await self.session.execute(query)).mappings()]
+
 
 def _rsvp(row: RowMapping) -> Rsvp:
     return Rsvp(
@@ -201,6 +224,14 @@ class RsvpStore:
             )
         )
         return int(ahead or 1)
+
+    async def checked_in_count(self, event_id: str) -> int:
+        query = (
+            select(func.count())
+            .select_from(rsvps)
+            .where(rsvps.c.event_id == event_id, rsvps.c.checked_in_at.is_not(None))
+        )
+        return int(await self.session.scalar(query) or 0)
 
     async def save(self, event_id: str, changed: Sequence[Rsvp]) -> None:
         """Upsert the changed RSVPs (update first: most changes are to existing answers)."""
@@ -256,6 +287,87 @@ class RsvpStore:
             rank = 0 if last.status is RsvpStatus.GOING else 1
             position_after = {"r": rank, "q": last.queue_no, "u": last.user_id, "w": waiting_before}
         return found, position_after
+
+
+def _comment(row: RowMapping) -> Comment:
+    return Comment(
+        id=CommentId(row["id"]),
+        event_id=EventId(row["event_id"]),
+        author_id=UserId(row["author_id"]),
+        body=row["body"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+class CommentStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, comment: Comment) -> None:
+        await self.session.execute(
+            insert(comments).values(
+                id=comment.id,
+                event_id=comment.event_id,
+                author_id=comment.author_id,
+                body=comment.body,
+                created_at=comment.created_at,
+                updated_at=comment.updated_at,
+            )
+        )
+
+    async def get(self, event_id: str, comment_id: str) -> Comment | None:
+        query = select(comments).where(comments.c.id == comment_id, comments.c.event_id == event_id)
+        row = (await self.session.execute(query)).mappings().first()
+        return _comment(row) if row else None
+
+    async def save(self, comment: Comment) -> None:
+        await self.session.execute(
+            update(comments).where(comments.c.id == comment.id).values(body=comment.body, updated_at=comment.updated_at)
+        )
+
+    async def remove(self, comment_id: str) -> None:
+        await self.session.execute(delete(comments).where(comments.c.id == comment_id))
+
+    async def page(self, event_id: str, limit: int, after: dict[str, Any] | None) -> tuple[list[Comment], Any]:
+        """Oldest first, keyset-paged by (created_at, id)."""
+        query = select(comments).where(comments.c.event_id == event_id).order_by(comments.c.created_at, comments.c.id)
+        if after is not None:
+            try:
+                since, last_id = datetime.fromisoformat(str(after["t"])), str(after["i"])
+            except (KeyError, TypeError, ValueError):
+                raise InvalidInput("The cursor is not one this API issued.", field="cursor")
+            query = query.where(
+                or_(comments.c.created_at > since, and_(comments.c.created_at == since, comments.c.id > last_id))
+            )
+        rows = list((await self.session.execute(query.limit(limit + 1))).mappings())
+        found = [_comment(row) for row in rows[:limit]]
+        position = {"t": found[-1].created_at.isoformat(), "i": found[-1].id} if len(rows) > limit else None
+        return found, position
+
+
+class FeedStore:
+    """Secret calendar feed tokens, one per person."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def token_of(self, user_id: str) -> str | None:
+        token: str | None = await self.session.scalar(
+            select(calendar_feeds.c.token).where(calendar_feeds.c.user_id == user_id)
+        )
+        return token
+
+    async def add(self, user_id: str, token: str, now: datetime) -> None:
+        await self.session.execute(insert(calendar_feeds).values(user_id=user_id, token=token, created_at=now))
+
+    async def remove(self, user_id: str) -> bool:
+        result = await self.session.execute(delete(calendar_feeds).where(calendar_feeds.c.user_id == user_id))
+        return rowcount(result) == 1
+
+    async def owner_of(self, token: str) -> UserId | None:
+        owner = await self.session.scalar(select(calendar_feeds.c.user_id).where(calendar_feeds.c.token == token))
+        return UserId(owner) if owner else None
 
 
 class GroupStore:
@@ -362,6 +474,8 @@ class Stores:
         self.rsvps = RsvpStore(session)
         self.groups = GroupStore(session)
         self.members = MemberStore(session)
+        self.comments = CommentStore(session)
+        self.feeds = FeedStore(session)
 
 
 class EventsUnitOfWork(UnitOfWork):
@@ -387,6 +501,14 @@ class EventsUnitOfWork(UnitOfWork):
     @property
     def members(self) -> MemberStore:
         return self.stores.members
+
+    @property
+    def comments(self) -> CommentStore:
+        return self.stores.comments
+
+    @property
+    def feeds(self) -> FeedStore:
+        return self.stores.feeds
 
 
 def unit_of_work(context: ServiceContext) -> EventsUnitOfWork:

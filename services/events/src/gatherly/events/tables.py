@@ -64,6 +64,29 @@ rsvps = Table(
     Index("ix_rsvps_user_id", "user_id", "status"),
 )
 
+comments = Table(
+    "comments",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("event_id", ID, nullable=False),
+    Column("author_id", USER_ID, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    # An event's comments, oldest first, paged by (created_at, id).
+    Index("ix_comments_event_id_created_at", "event_id", "created_at", "id"),
+)
+
+# Secret calendar feed URLs, one per person. GET /api/calendar/me shows the URL again whenever asked, so the token
+# itself is kept (it reads one person's going-list, nothing more); revoking deletes the row.
+calendar_feeds = Table(
+    "calendar_feeds",
+    metadata,
+    Column("user_id", USER_ID, primary_key=True),
+    Column("token", String(64), nullable=False, unique=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+
 # Read model of the groups service's groups (group.created / updated / deleted).
 group_summaries = Table(
     "group_summaries",
