@@ -5,7 +5,7 @@ STATUS:CANCELLED so they remove it; times carry their TZID with a VTIMEZONE, so 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 import icalendar
@@ -31,9 +31,13 @@ def calendar_of(
     calendar.add("method", "PUBLISH")
     if name:
         calendar.add("x-wr-calname", name)
-    for event, group_name, show_online_url in events:
+    shown = list(events)
+    for event, group_name, show_online_url in shown:
         calendar.add_component(_vevent(event, group_name, show_online_url, public_url, now))
-    calendar.add_missing_timezones()
+    # The VTIMEZONE rules cover the years of the events (icalendar's default ends in 2038).
+    first = min((e.details.starts_at.date() for e, _, _ in shown), default=now.date())
+    last = max((e.details.ends_at.date() for e, _, _ in shown), default=now.date())
+    calendar.add_missing_timezones(first_date=date(first.year - 1, 1, 1), last_date=date(last.year + 2, 1, 1))
     return calendar.to_ical()
 
 
