@@ -6,9 +6,10 @@ any kernel error, e.g. a bad cursor) into problem+json."""
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.routing import APIRoute
 
 from gatherly.events import service
@@ -25,6 +26,7 @@ from gatherly.events.domain import (
     GroupNotFound,
     InvalidEvent,
     Location,
+    LoginRequired,
     NotALeader,
     NotAMember,
     NotEnoughSeats,
@@ -32,9 +34,11 @@ from gatherly.events.domain import (
     NotTheAuthor,
     Refusal,
     RsvpWindowClosed,
+    SearchOrder,
     UserId,
     Venue,
     details_from,
+    search_from,
 )
 from gatherly.events.schemas import (
     NULLABLE_CHANGES,
@@ -44,6 +48,7 @@ from gatherly.events.schemas import (
     CommentOut,
     EventChanges,
     EventOut,
+    EventSummary,
     FeedOut,
     GroupRef,
     LocationBody,
@@ -55,7 +60,7 @@ from gatherly.events.schemas import (
 from gatherly.events.service import CheckIn, EventView, MyRsvp
 from gatherly.events.store import EventsUnitOfWork, reading, unit_of_work
 from gatherly.kernel.auth import CurrentUser, MaybeUser
-from gatherly.kernel.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
+from gatherly.kernel.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, Unauthorized
 from gatherly.kernel.runtime import ServiceContext, service_context
 from gatherly.kernel.web import Page, PageRequest, encode_cursor, page_request
 
@@ -65,6 +70,7 @@ REFUSALS: dict[type[Refusal], type[DomainError]] = {
     GroupNotFound: NotFound,
     CommentNotFound: NotFound,
     FeedNotFound: NotFound,
+    LoginRequired: Unauthorized,
     NotALeader: Forbidden,
     NotAMember: Forbidden,
     NotTheAuthor: Forbidden,
@@ -184,6 +190,56 @@ async def schedule_event(
     """Leaders of the group only (organizer, co_organizer, event_organizer)."""
     event = await service.schedule_event(uow, UserId(caller.user_id), GroupId(body.group_id), _details(body))
     return await _view(context, event.id, UserId(caller.user_id))
+
+
+@router.get("")
+async def search_events(
+    caller: MaybeUser,
+    near: str | None = Query(None, description="<lat>,<lng>: events around this point (with venue locations)."),
+    radius_km: float | None = Query(None, description="With near: how far to look; default 50, at most 1000."),
+    q: str | None = Query(None, max_length=200, description="Words in the title or description (any case)."),
+    topic: str | None = Query(None, max_length=50, description="A topic of the event's group."),
+    group_id: str | None = Query(None, max_length=36),
+    starts_from: datetime | None = Query(None, alias="from", description="Starting at or after (default: now)."),
+    starts_before: datetime | None = Query(None, alias="to", description="Starting before."),
+    attending: Literal["me"] | None = Query(None, description="me: only events you are going to."),
+    sort: SearchOrder | None = Query(None, description="start (default) or distance (default with near)."),
+    page: PageRequest = Depends(page_request),
+    context: ServiceContext = Depends(service_context),
+) -> Page[EventSummary]:
+    """Scheduled events of public groups and of the caller's groups, soonest first (or nearest first)."""
+    criteria = search_from(
+        caller=UserId(caller.user_id) if caller else None,
+        now=context.clock.now(),
+        starts_from=starts_from,
+        starts_before=starts_before,
+        text=q,
+        topic=topic,
+        group_id=group_id,
+        near=near,
+        radius_km=radius_km,
+        attending_me=attending == "me",
+        order=sort,
+    )
+    async with reading(context.db) as stores:
+        found, position = await service.search_events(stores, criteria, page)
+    items = [
+        EventSummary(
+            id=f.event.id,
+            group=GroupRef(id=f.event.group_id, name=f.group_name),
+            title=f.event.details.title,
+            starts_at=f.event.details.starts_at,
+            ends_at=f.event.details.ends_at,
+            timezone=f.event.details.timezone,
+            venue=_venue_out(f.event.details.venue),
+            online=f.event.details.online_url is not None,
+            going_count=f.event.going_count,
+            capacity=f.event.details.capacity,
+            distance_km=round(f.distance_km, 3) if f.distance_km is not None else None,
+        )
+        for f in found
+    ]
+    return Page(items=items, next_cursor=encode_cursor(position) if position else None)
 
 
 @router.get("/{event_id}")

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gatherly.contracts.groups import LEADER_ROLES
+from gatherly.kernel.geo import Point
 
 EventId = NewType("EventId", str)
 GroupId = NewType("GroupId", str)
@@ -97,6 +98,10 @@ class FeedNotFound(Refusal):
     """No calendar feed has this token (never issued, or revoked)."""
 
 
+class LoginRequired(Refusal):
+    """Only a logged-in person can ask this (e.g. for the events they are going to)."""
+
+
 class InvalidEvent(Refusal):
     """A field of the request breaks a rule; `field` names it."""
 
@@ -148,10 +153,7 @@ def check_member(role: str | None) -> None:
 # --- the event --------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Location:
-    lat: float
-    lng: float
+Location = Point  # a map position: kernel/geo.py measures distances between them
 
 
 @dataclass(frozen=True)
@@ -536,3 +538,96 @@ def check_in(event: Event, rsvp: Rsvp | None, now: datetime) -> Rsvp | None:
     if rsvp.checked_in_at is not None:
         return None
     return replace(rsvp, checked_in_at=now)
+
+
+# --- search ---------------------------------------------------------------------------------------------------------
+
+DEFAULT_RADIUS_KM = 50.0
+# Beyond this a "nearby" search is no longer local, and its bounding box would cover most of the table.
+MAX_RADIUS_KM = 1000.0
+
+
+class SearchOrder(StrEnum):
+    START = "start"
+    DISTANCE = "distance"
+
+
+@dataclass(frozen=True)
+class EventSearch:
+    """What `GET /api/events` asks for. Always: scheduled events of groups the caller may see (public ones and
+    their own), starting from `starts_from` (default: now) and before `starts_before`."""
+
+    caller: UserId | None
+    starts_from: datetime
+    starts_before: datetime | None = None
+    text: str | None = None
+    topic: str | None = None
+    group_id: GroupId | None = None
+    near: Location | None = None
+    radius_km: float = DEFAULT_RADIUS_KM
+    attending: UserId | None = None
+    order: SearchOrder = SearchOrder.START
+
+
+def search_text(details: EventDetails) -> str:
+    """What `q` matches: title and description, case-folded (SQLite's lower() only folds ASCII)."""
+    return f"{details.title}\n{details.description}".casefold()
+
+
+def search_from(
+    *,
+    caller: UserId | None,
+    now: datetime,
+    starts_from: datetime | None,
+    starts_before: datetime | None,
+    text: str | None,
+    topic: str | None,
+    group_id: str | None,
+    near: str | None,
+    radius_km: float | None,
+    attending_me: bool,
+    order: SearchOrder | None,
+) -> EventSearch:
+    """The search as asked, checked: `radius_km` and sort=distance need `near`; attending=me needs a login."""
+    if radius_km is not None and near is None:
+        raise InvalidEvent("radius_km needs near=<lat>,<lng>.", field="radius_km")
+    if order is SearchOrder.DISTANCE and near is None:
+        raise InvalidEvent("sort=distance needs near=<lat>,<lng>.", field="sort")
+    if attending_me and caller is None:
+        raise LoginRequired("Log in to list the events you are going to.")
+    for name, value in (("from", starts_from), ("to", starts_before)):
+        _aware(value, name)
+    if radius_km is not None and (not math.isfinite(radius_km) or not 0 < radius_km <= MAX_RADIUS_KM):
+        raise InvalidEvent(f"radius_km must be above 0 and at most {MAX_RADIUS_KM:g}.", field="radius_km")
+    center = parse_near(near) if near is not None else None
+    return EventSearch(
+        caller=caller,
+        starts_from=starts_from or now,
+        starts_before=starts_before,
+        text=(text.strip().casefold() or None) if text else None,
+        topic=(topic.strip().casefold() or None) if topic else None,
+        group_id=GroupId(group_id) if group_id else None,
+        near=center,
+        radius_km=radius_km if radius_km is not None else DEFAULT_RADIUS_KM,
+        attending=caller if attending_me else None,
+        order=order or (SearchOrder.DISTANCE if center is not None else SearchOrder.START),
+    )
+
+
+def parse_near(value: str) -> Location:
+    """`near=<lat>,<lng>` as the API takes it."""
+    parts = value.split(",")
+    try:
+        if len(parts) != 2:
+            raise ValueError(value)
+        location = Location(float(parts[0]), float(parts[1]))
+    except ValueError:
+        raise InvalidEvent("Give near as <lat>,<lng>, e.g. near=52.52,13.405.", field="near")
+    return valid_location(location, "near")
+
+
+@dataclass(frozen=True)
+class Found:
+    event: Event
+    group_name: str
+    distance_km: float | None = None

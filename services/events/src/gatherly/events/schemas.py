@@ -129,3 +129,17 @@ class CheckInOut(BaseModel):
 
 class FeedOut(BaseModel):
     url: str = Field(description="Secret: whoever has it sees what you are going to. DELETE revokes it.")
+
+
+class EventSummary(BaseModel):
+    id: str
+    group: GroupRef
+    title: str
+    starts_at: datetime
+    ends_at: datetime
+    timezone: str
+    venue: VenueBody | None
+    online: bool
+    going_count: int
+    capacity: int | None
+    distance_km: float | None = Field(None, description="Only in searches with `near`: how far the venue is.")

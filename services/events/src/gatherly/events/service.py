@@ -38,7 +38,9 @@ from gatherly.events.domain import (
     Event,
     EventDetails,
     EventNotFound,
+    EventSearch,
     FeedNotFound,
+    Found,
     GroupId,
     GroupNotFound,
     GroupSummary,
@@ -422,3 +424,7 @@ async def list_attendees(
         raise EventNotFound("No such event.")
     await _visible_group(stores, event.group_id, caller)
     return await stores.rsvps.page(event.id, page.limit, page.cursor)
+
+
+async def search_events(stores: Stores, criteria: EventSearch, page: PageRequest) -> tuple[list[Found], Any]:
+    return await stores.events.search(criteria, page.limit, page.cursor)

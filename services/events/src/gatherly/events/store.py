@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, insert, literal, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, delete, func, insert, literal, or_, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,15 +20,19 @@ from gatherly.events.domain import (
     Event,
     EventDetails,
     EventId,
+    EventSearch,
     EventStatus,
+    Found,
     GroupId,
     GroupSummary,
     Location,
     Rsvp,
     RsvpStatus,
+    SearchOrder,
     UserId,
     Venue,
     Visibility,
+    search_text,
 )
 from gatherly.events.tables import (
     calendar_feeds,
@@ -36,11 +40,13 @@ from gatherly.events.tables import (
     events,
     group_members,
     group_summaries,
+    group_topics,
     metadata,
     rsvps,
 )
 from gatherly.kernel.db import Database, rowcount
 from gatherly.kernel.errors import InvalidInput
+from gatherly.kernel.geo import bounding_box, distance_km
 from gatherly.kernel.runtime import ServiceContext
 from gatherly.kernel.uow import UnitOfWork
 
@@ -88,6 +94,7 @@ def _columns(event: Event) -> dict[str, Any]:
         "group_id": event.group_id,
         "title": details.title,
         "description": details.description,
+        "search_text": search_text(details),
         "starts_at": details.starts_at,
         "ends_at": details.ends_at,
         "timezone": details.timezone,
@@ -172,6 +179,115 @@ class EventStore:
             .limit(limit)
         )
         return [(_event(row), row["group_name"]) for row in (await self.session.execute(query)).mappings()]
+
+    async def search(self, criteria: EventSearch, limit: int, after: dict[str, Any] | None) -> tuple[list[Found], Any]:
+        """A page of events and the position after it (None on the last page). Who may see what is part of the
+        query, so a page is never short for rows dropped afterwards."""
+        if criteria.near is not None:
+            return await self._search_nearby(criteria, limit, after)
+        query = (
+            select(events, group_summaries.c.name.label("group_name"))
+            .join(group_summaries, group_summaries.c.group_id == events.c.group_id)
+            .where(*_filters(criteria))
+            .order_by(events.c.starts_at, events.c.id)
+        )
+        if after is not None:
+            since, last_id = _position(after, "s")
+            query = query.where(
+                or_(events.c.starts_at > since, and_(events.c.starts_at == since, events.c.id > last_id))
+            )
+        rows = list((await self.session.execute(query.limit(limit + 1))).mappings())
+        found = [Found(_event(row), row["group_name"]) for row in rows[:limit]]
+        position = None
+        if len(rows) > limit:
+            last = found[-1].event
+            position = {"s": last.details.starts_at.isoformat(), "i": last.id}
+        return found, position
+
+    async def _search_nearby(
+        self, criteria: EventSearch, limit: int, after: dict[str, Any] | None
+    ) -> tuple[list[Found], Any]:
+        # The bounding box is an indexed range on lat (and a cheap check on lng); the exact great-circle distance
+        # then drops the box's corners. Only (id, start, lat, lng) of the candidates are read; whole rows only for
+        # the page, so the page is cut after the exact filter and is never short.
+        assert criteria.near is not None
+        center = criteria.near
+        box = bounding_box(center, criteria.radius_km)
+        in_lng = or_(*(events.c.lng.between(west, east) for west, east in box.lng_ranges))
+        query = (
+            select(events.c.id, events.c.starts_at, events.c.lat, events.c.lng)
+            .join(group_summaries, group_summaries.c.group_id == events.c.group_id)
+            .where(*_filters(criteria), events.c.lat.between(box.min_lat, box.max_lat), in_lng)
+        )
+        by_distance = criteria.order is SearchOrder.DISTANCE
+        candidates: list[tuple[Any, str, float]] = []
+        for event_id, starts_at, lat, lng in await self.session.execute(query):
+            distance = distance_km(center, Location(lat, lng))
+            if distance <= criteria.radius_km:
+                key = distance if by_distance else starts_at.isoformat()
+                candidates.append((key, str(event_id), distance))
+        candidates.sort()
+        if after is not None:
+            key, last_id = _position(after, "d" if by_distance else "s")
+            last = float(key) if by_distance else key.isoformat()
+            candidates = [c for c in candidates if (c[0], c[1]) > (last, last_id)]
+        page = candidates[: limit + 1]
+        ids = [event_id for _, event_id, _ in page[:limit]]
+        query = (
+            select(events, group_summaries.c.name.label("group_name"))
+            .join(group_summaries, group_summaries.c.group_id == events.c.group_id)
+            .where(events.c.id.in_(ids))
+        )
+        rows = {row["id"]: row for row in (await self.session.execute(query)).mappings()}
+        found = [Found(_event(rows[i]), rows[i]["group_name"], d) for _, i, d in page[:limit] if i in rows]
+        position = None
+        if len(page) > limit:
+            key, last_id, _ = page[limit - 1]
+            position = {"d": key, "i": last_id} if by_distance else {"s": key, "i": last_id}
+        return found, position
+
+
+def _filters(criteria: EventSearch) -> list[ColumnElement[bool]]:
+    """Scheduled events of live groups the caller may see, and whatever else was asked."""
+    visible = group_summaries.c.visibility == Visibility.PUBLIC.value
+    if criteria.caller is not None:
+        mine = select(group_members.c.group_id).where(group_members.c.user_id == criteria.caller)
+        visible = or_(visible, events.c.group_id.in_(mine))
+    filters: list[ColumnElement[bool]] = [
+        group_summaries.c.deleted_at.is_(None),
+        visible,
+        events.c.status == EventStatus.SCHEDULED.value,
+        events.c.starts_at >= criteria.starts_from,
+    ]
+    if criteria.starts_before is not None:
+        filters.append(events.c.starts_at < criteria.starts_before)
+    if criteria.text:
+        filters.append(events.c.search_text.contains(criteria.text, autoescape=True))
+    if criteria.topic:
+        filters.append(
+            events.c.group_id.in_(select(group_topics.c.group_id).where(group_topics.c.topic == criteria.topic))
+        )
+    if criteria.group_id:
+        filters.append(events.c.group_id == criteria.group_id)
+    if criteria.attending is not None:
+        going = select(rsvps.c.event_id).where(
+            rsvps.c.user_id == criteria.attending, rsvps.c.status == RsvpStatus.GOING.value
+        )
+        filters.append(events.c.id.in_(going))
+    return filters
+
+
+def _position(after: dict[str, Any], key: str) -> tuple[Any, str]:
+    """The (sort key, id) of a cursor: a start time ("s") or a distance ("d")."""
+    try:
+        value, last_id = after[key], str(after["i"])
+        if key == "s":
+            return datetime.fromisoformat(str(value)), last_id
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(value)
+        return float(value), last_id
+    except (KeyError, TypeError, ValueError):
+        raise InvalidInput("The cursor is not one this API issued (or belongs to another sort).", field="cursor")
 
 
 def _rsvp(row: RowMapping) -> Rsvp:
@@ -405,8 +521,16 @@ class GroupStore:
             .where(group_summaries.c.group_id == snapshot.group_id, group_summaries.c.deleted_at.is_(None))
             .values(**values)
         )
-        if rowcount(result) == 0 and await self._absent(snapshot.group_id):
+        if rowcount(result) == 0:
+            if not await self._absent(snapshot.group_id):
+                return  # deleted
             await self.session.execute(insert(group_summaries).values(group_id=snapshot.group_id, **values))
+        await self.session.execute(delete(group_topics).where(group_topics.c.group_id == snapshot.group_id))
+        topics = sorted({t.casefold() for t in snapshot.topics})
+        if topics:
+            await self.session.execute(
+                insert(group_topics), [{"group_id": snapshot.group_id, "topic": t} for t in topics]
+            )
 
     async def mark_deleted(self, group_id: str, name: str, slug: str, when: datetime) -> None:
         result = await self.session.execute(

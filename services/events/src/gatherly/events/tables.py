@@ -20,6 +20,7 @@ events = Table(
     Column("group_id", ID, nullable=False),
     Column("title", String(200), nullable=False),
     Column("description", Text, nullable=False),
+    Column("search_text", Text, nullable=False),  # title + description, case-folded (see domain.search_text)
     Column("starts_at", UtcDateTime(), nullable=False),
     Column("ends_at", UtcDateTime(), nullable=False),
     Column("timezone", String(64), nullable=False),
@@ -47,7 +48,10 @@ events = Table(
     Column("cancelled_at", UtcDateTime()),
     # A group's upcoming events (group deletion, a member leaving) and its listing by start.
     Index("ix_events_group_id_starts_at", "group_id", "starts_at"),
+    # The search's default order (by start, paged by (starts_at, id)).
     Index("ix_events_starts_at_id", "starts_at", "id"),
+    # The nearby search narrows to a latitude band with this index, then checks longitude and exact distance.
+    Index("ix_events_lat_lng", "lat", "lng"),
 )
 
 rsvps = Table(
@@ -101,6 +105,15 @@ group_summaries = Table(
     Column("lng", Double),
     # A tombstone: the group is gone, and a late group.updated must not bring it back.
     Column("deleted_at", UtcDateTime()),
+)
+
+# One row per topic of a group (from the group summaries): `?topic=` is an indexed lookup, not a scan of JSON.
+group_topics = Table(
+    "group_topics",
+    metadata,
+    Column("group_id", ID, primary_key=True),
+    Column("topic", String(50), primary_key=True),
+    Index("ix_group_topics_topic", "topic", "group_id"),
 )
 
 # Read model of the groups service's memberships and roles (membership.* events): authorization without a call.

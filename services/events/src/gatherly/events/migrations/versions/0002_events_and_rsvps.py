@@ -1,4 +1,4 @@
-"""Events and their RSVPs, and the read models of groups and of memberships with their roles.
+"""Events and their RSVPs, and the read models of groups (with their topics) and of memberships with their roles.
 
 Revision ID: 0002
 Revises: 0001
@@ -22,6 +22,7 @@ def upgrade() -> None:
         sa.Column("group_id", sa.String(36), nullable=False),
         sa.Column("title", sa.String(200), nullable=False),
         sa.Column("description", sa.Text, nullable=False),
+        sa.Column("search_text", sa.Text, nullable=False),
         sa.Column("starts_at", UtcDateTime(), nullable=False),
         sa.Column("ends_at", UtcDateTime(), nullable=False),
         sa.Column("timezone", sa.String(64), nullable=False),
@@ -47,6 +48,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_events_group_id_starts_at", "events", ["group_id", "starts_at"])
     op.create_index("ix_events_starts_at_id", "events", ["starts_at", "id"])
+    op.create_index("ix_events_lat_lng", "events", ["lat", "lng"])
     op.create_table(
         "rsvps",
         sa.Column("event_id", sa.String(36), primary_key=True),
@@ -71,6 +73,12 @@ def upgrade() -> None:
         sa.Column("deleted_at", UtcDateTime()),
     )
     op.create_table(
+        "group_topics",
+        sa.Column("group_id", sa.String(36), primary_key=True),
+        sa.Column("topic", sa.String(50), primary_key=True),
+    )
+    op.create_index("ix_group_topics_topic", "group_topics", ["topic", "group_id"])
+    op.create_table(
         "group_members",
         sa.Column("group_id", sa.String(36), primary_key=True),
         sa.Column("user_id", sa.String(255), primary_key=True),
@@ -80,5 +88,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("group_members", "group_summaries", "rsvps", "events"):
+    for table in ("group_members", "group_topics", "group_summaries", "rsvps", "events"):
         op.drop_table(table)
