@@ -3,7 +3,7 @@ their roles — are built from group and membership events alone, and replaying 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ from gatherly.app.platform import build_log
 from gatherly.app.services import ALL
 from gatherly.app.testing import running_gatherly, sign_up
 from gatherly.contracts.groups import GroupUpdated, MembershipJoined
+from gatherly.contracts.users import UserDeleted, UserProfileUpdated
 from gatherly.events.tables import group_members, group_summaries
 from gatherly.kernel.consumers import forget_processed
 from gatherly.kernel.db import Database
@@ -118,3 +119,46 @@ async def test_a_deleted_group_stays_deleted_whatever_arrives_late(tmp_path: Pat
             "online_url": "https://meet.example.org/ghost",
         }
         assert (await gatherly.client.post("/api/events", json=body, headers=olga.auth)).status_code == 404
+
+
+@pytest.mark.parametrize("database_backend", DB_BACKENDS)
+async def test_attendee_names_follow_profiles_and_a_deleted_account_stays_nameless(
+    tmp_path: Path, database_backend: str
+) -> None:
+    async with running_gatherly(tmp_path, database_backend=database_backend, **FAST) as gatherly:
+        olga = await sign_up(gatherly, display_name="Olga")
+        group_id = (await gatherly.client.post("/api/groups", json={"name": "Named"}, headers=olga.auth)).json()["id"]
+        await gatherly.settle()
+        body = {
+            "group_id": group_id,
+            "title": "Named run",
+            "starts_at": "2099-01-01T19:00:00+01:00",
+            "ends_at": "2099-01-01T21:00:00+01:00",
+            "timezone": "Europe/Berlin",
+            "online_url": "https://meet.example.org/named",
+        }
+        event_id = (await gatherly.client.post("/api/events", json=body, headers=olga.auth)).json()["id"]
+        rsvp = await gatherly.client.put(f"/api/events/{event_id}/rsvp", json={"response": "yes"}, headers=olga.auth)
+        assert rsvp.status_code == 200
+
+        async def names() -> list[str | None]:
+            await gatherly.settle()
+            listed = await gatherly.client.get(f"/api/events/{event_id}/attendees")
+            return [a["display_name"] for a in listed.json()["items"]]
+
+        assert await names() == ["Olga"]
+        renamed = await gatherly.client.patch("/api/users/me", json={"display_name": "Olga K."}, headers=olga.auth)
+        assert renamed.status_code == 200
+        assert await names() == ["Olga K."]
+        now = datetime.now(UTC)
+        stale = UserProfileUpdated(
+            user_id=olga.user_id, email=olga.email, display_name="Old Olga", updated_at=now - timedelta(days=1)
+        )
+        deleted = UserDeleted(user_id=olga.user_id, deleted_at=now)
+        late = UserProfileUpdated(user_id=olga.user_id, email=olga.email, display_name="Ghost", updated_at=now)
+        for message in (stale, deleted, late):
+            await gatherly.process.platform.log.publish([Envelope.wrap(message, now).to_message()])
+            await gatherly.settle()
+            if message is stale:
+                assert await names() == ["Olga K."]
+        assert await names() == [None]

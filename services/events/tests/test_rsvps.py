@@ -68,6 +68,9 @@ async def test_nobody_overtakes_the_waitlist_and_promotion_is_strict_fifo(api: E
         (dan.user_id, "waitlisted", 2),
     ]
     assert (await api.get(event_id, cat))["my_rsvp"]["waitlist_position"] == 1
+    # Names come from the events service's own copy of people's profiles.
+    listed = await api.client.get(f"/api/events/{event_id}/attendees")
+    assert [(a["display_name"], a["guests"]) for a in listed.json()["items"]] == [("Bob", 2), ("Cat", 0), ("Dan", 0)]
     shown = await api.get(event_id)
     assert (shown["going_count"], shown["waitlist_count"]) == (3, 2)
 

@@ -13,6 +13,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 EventsApi = Any  # the `api` fixture of conftest.py (test modules do not import conftest)
 
 BERLIN = {"lat": 52.52, "lng": 13.405}
+NEAR_BERLIN = {"lat": 52.525, "lng": 13.405}  # ~0.6 km north
 POTSDAM = {"lat": 52.3906, "lng": 13.0645}  # ~27 km from Berlin
 HAMBURG = {"lat": 53.5511, "lng": 9.9937}  # ~255 km from Berlin
 
@@ -75,7 +76,7 @@ async def test_the_search_finds_what_it_is_asked_for_and_only_what_the_caller_ma
             title=f"Secret run {tag}",
             starts_at=first.isoformat(),
             ends_at=(first + timedelta(hours=1)).isoformat(),
-            venue=_venue("Hidden", BERLIN),
+            venue=_venue("Hidden", NEAR_BERLIN),
         ),
         "online": await api.schedule(
             olga,

@@ -305,7 +305,12 @@ async def list_attendees(
         )
     items = [
         AttendeeOut(
-            user_id=r.rsvp.user_id, guests=r.rsvp.guests, status=r.rsvp.status.value, waitlist_position=r.position
+            user_id=r.rsvp.user_id,
+            display_name=r.display_name,
+            avatar=r.avatar,
+            guests=r.rsvp.guests,
+            status=r.rsvp.status.value,
+            waitlist_position=r.position,
         )
         for r in rows
     ]

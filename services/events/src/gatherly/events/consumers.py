@@ -1,6 +1,7 @@
-"""Reactions of the events service to other services' events: the read models of groups and of memberships with
-their roles (authorization without calling the groups service; replaying the topics from the beginning rebuilds
-them), seats freed when someone leaves a group, and the events service's step of the group-deletion saga."""
+"""Reactions of the events service to other services' events: the read models of groups, of memberships with
+their roles (authorization without calling the groups service) and of people's names and avatars (attendee
+lists), which replaying the topics from the beginning rebuilds; seats freed when someone leaves a group; and the
+events service's step of the group-deletion saga."""
 
 from gatherly.contracts.groups import (
     GroupCreated,
@@ -11,6 +12,7 @@ from gatherly.contracts.groups import (
     MembershipRemoved,
     MembershipRoleChanged,
 )
+from gatherly.contracts.users import UserDeleted, UserProfileUpdated
 from gatherly.events import service
 from gatherly.events.domain import Reason, UserId
 from gatherly.events.store import EventsUnitOfWork
@@ -45,3 +47,13 @@ async def forget_member(event: MembershipLeft, uow: EventsUnitOfWork) -> None:
 async def forget_removed_member(event: MembershipRemoved, uow: EventsUnitOfWork) -> None:
     reason = Reason.BANNED if event.banned else Reason.REMOVED
     await service.drop_member(uow, event.group_id, UserId(event.user_id), reason)
+
+
+@consumers.on(UserProfileUpdated, group="events.profiles")
+async def keep_profile(event: UserProfileUpdated, uow: EventsUnitOfWork) -> None:
+    await uow.profiles.apply(event)
+
+
+@consumers.on(UserDeleted, group="events.profiles")
+async def forget_profile(event: UserDeleted, uow: EventsUnitOfWork) -> None:
+    await uow.profiles.forget(event.user_id, event.deleted_at)

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from gatherly.contracts.users import ImageVariants
 from gatherly.events.domain import Answer, EventStatus, RsvpStatus
 
 
@@ -104,6 +105,8 @@ class RsvpBody(BaseModel):
 
 class AttendeeOut(BaseModel):
     user_id: str
+    display_name: str | None = Field(description="null until the person's profile reached this service, or deleted")
+    avatar: ImageVariants | None
     guests: int
     status: Literal["going", "waitlisted"]
     waitlist_position: int | None

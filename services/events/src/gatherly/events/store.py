@@ -14,6 +14,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gatherly.contracts.groups import GroupSnapshot
+from gatherly.contracts.users import ImageVariants, UserProfileUpdated
 from gatherly.events.domain import (
     Comment,
     CommentId,
@@ -42,6 +43,7 @@ from gatherly.events.tables import (
     group_summaries,
     group_topics,
     metadata,
+    profiles,
     rsvps,
 )
 from gatherly.kernel.db import Database, rowcount
@@ -309,6 +311,8 @@ STATUS_RANK = case({RsvpStatus.GOING.value: 0, RsvpStatus.WAITLISTED.value: 1}, 
 class AttendeeRow:
     rsvp: Rsvp
     position: int | None  # on the waitlist, 1 = next
+    display_name: str | None = None
+    avatar: ImageVariants | None = None
 
 
 class RsvpStore:
@@ -368,7 +372,8 @@ class RsvpStore:
     async def page(self, event_id: str, limit: int, after: dict[str, Any] | None) -> tuple[list[AttendeeRow], Any]:
         """Going first, then the waitlist in order (with positions); keyset-paged by (status rank, queue_no)."""
         query = (
-            select(rsvps, STATUS_RANK.label("rank"))
+            select(rsvps, profiles.c.display_name, profiles.c.avatar)
+            .select_from(rsvps.outerjoin(profiles, profiles.c.user_id == rsvps.c.user_id))
             .where(rsvps.c.event_id == event_id, rsvps.c.status.in_([RsvpStatus.GOING, RsvpStatus.WAITLISTED]))
             .order_by(STATUS_RANK, rsvps.c.queue_no, rsvps.c.user_id)
         )
@@ -396,7 +401,8 @@ class RsvpStore:
             if rsvp.status is RsvpStatus.WAITLISTED:
                 waiting_before += 1
                 position = waiting_before
-            found.append(AttendeeRow(rsvp, position))
+            avatar = ImageVariants(**row["avatar"]) if row["avatar"] else None
+            found.append(AttendeeRow(rsvp, position, row["display_name"], avatar))
         position_after = None
         if len(rows) > limit:
             last = found[-1].rsvp
@@ -553,6 +559,41 @@ class GroupStore:
         return (await self.session.scalar(query)) is not None
 
 
+class ProfileStore:
+    """The read model of people's public names and avatars. A message carries the whole profile and its time, so
+    an older one arriving late (a retry, a replay) never overwrites a newer one, and a deletion is final."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def apply(self, event: UserProfileUpdated) -> None:
+        values = {
+            "display_name": event.display_name,
+            "avatar": event.avatar.model_dump() if event.avatar else None,
+            "updated_at": event.updated_at,
+        }
+        result = await self.session.execute(
+            update(profiles)
+            .where(
+                profiles.c.user_id == event.user_id,
+                profiles.c.deleted_at.is_(None),
+                profiles.c.updated_at <= event.updated_at,
+            )
+            .values(**values)
+        )
+        if rowcount(result) == 0 and await self._absent(event.user_id):
+            await self.session.execute(insert(profiles).values(user_id=event.user_id, **values))
+
+    async def forget(self, user_id: str, deleted_at: datetime) -> None:
+        values = {"display_name": None, "avatar": None, "updated_at": deleted_at, "deleted_at": deleted_at}
+        result = await self.session.execute(update(profiles).where(profiles.c.user_id == user_id).values(**values))
+        if rowcount(result) == 0:
+            await self.session.execute(insert(profiles).values(user_id=user_id, **values))
+
+    async def _absent(self, user_id: str) -> bool:
+        return (await self.session.scalar(select(profiles.c.user_id).where(profiles.c.user_id == user_id))) is None
+
+
 class MemberStore:
     """The read model of memberships and roles: who belongs to which group, as what."""
 
@@ -600,6 +641,7 @@ class Stores:
         self.members = MemberStore(session)
         self.comments = CommentStore(session)
         self.feeds = FeedStore(session)
+        self.profiles = ProfileStore(session)
 
 
 class EventsUnitOfWork(UnitOfWork):
@@ -633,6 +675,10 @@ class EventsUnitOfWork(UnitOfWork):
     @property
     def feeds(self) -> FeedStore:
         return self.stores.feeds
+
+    @property
+    def profiles(self) -> ProfileStore:
+        return self.stores.profiles
 
 
 def unit_of_work(context: ServiceContext) -> EventsUnitOfWork:

@@ -116,6 +116,18 @@ group_topics = Table(
     Index("ix_group_topics_topic", "topic", "group_id"),
 )
 
+# Read model of the users service's profiles (user.profile_updated / user.deleted): attendee lists need no call.
+profiles = Table(
+    "profiles",
+    metadata,
+    Column("user_id", USER_ID, primary_key=True),
+    Column("display_name", String(80)),
+    Column("avatar", Json),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    # A tombstone: a profile update that arrives after the deletion must not bring the person back.
+    Column("deleted_at", UtcDateTime()),
+)
+
 # Read model of the groups service's memberships and roles (membership.* events): authorization without a call.
 group_members = Table(
     "group_members",

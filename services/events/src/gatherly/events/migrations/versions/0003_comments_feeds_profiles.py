@@ -1,4 +1,4 @@
-"""Comments on events and the secret calendar feed tokens.
+"""Comments on events, the secret calendar feed tokens, and the read model of people's names and avatars.
 
 Revision ID: 0003
 Revises: 0002
@@ -7,7 +7,7 @@ Revises: 0002
 import sqlalchemy as sa
 from alembic import op
 
-from gatherly.kernel.tables import UtcDateTime
+from gatherly.kernel.tables import Json, UtcDateTime
 
 revision = "0003"
 down_revision = "0002"
@@ -32,8 +32,17 @@ def upgrade() -> None:
         sa.Column("token", sa.String(64), nullable=False, unique=True),
         sa.Column("created_at", UtcDateTime(), nullable=False),
     )
+    op.create_table(
+        "profiles",
+        sa.Column("user_id", sa.String(255), primary_key=True),
+        sa.Column("display_name", sa.String(80)),
+        sa.Column("avatar", Json),
+        sa.Column("updated_at", UtcDateTime(), nullable=False),
+        sa.Column("deleted_at", UtcDateTime()),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("profiles")
     op.drop_table("calendar_feeds")
     op.drop_table("comments")
