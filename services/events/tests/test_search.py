@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from gatherly.kernel.web import encode_cursor
+
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 EventsApi = Any  # the `api` fixture of conftest.py (test modules do not import conftest)
@@ -127,6 +129,8 @@ async def test_bad_search_parameters_are_refused(api: EventsApi) -> None:
         ({"sort": "distance"}, "sort"),
         ({"from": "2030-01-01T00:00:00"}, "from"),
         ({"cursor": "not-a-cursor"}, "cursor"),
+        ({"cursor": encode_cursor({"s": "yesterday", "i": "x"})}, "cursor"),
+        ({"near": "52.5,13.4", "cursor": encode_cursor({"s": "2030-01-01T00:00:00+00:00", "i": "x"})}, "cursor"),
     ]
     for params, field in bad:
         response = await api.client.get("/api/events", params=params)

@@ -26,6 +26,7 @@ from gatherly.events.domain import (
     Found,
     GroupId,
     GroupSummary,
+    InvalidEvent,
     Location,
     Rsvp,
     RsvpStatus,
@@ -47,7 +48,6 @@ from gatherly.events.tables import (
     rsvps,
 )
 from gatherly.kernel.db import Database, rowcount
-from gatherly.kernel.errors import InvalidInput
 from gatherly.kernel.geo import bounding_box, distance_km
 from gatherly.kernel.runtime import ServiceContext
 from gatherly.kernel.uow import UnitOfWork
@@ -289,7 +289,7 @@ def _position(after: dict[str, Any], key: str) -> tuple[Any, str]:
             raise TypeError(value)
         return float(value), last_id
     except (KeyError, TypeError, ValueError):
-        raise InvalidInput("The cursor is not one this API issued (or belongs to another sort).", field="cursor")
+        raise InvalidEvent("The cursor is not one this API issued (or belongs to another sort).", field="cursor")
 
 
 def _rsvp(row: RowMapping) -> Rsvp:
@@ -383,7 +383,7 @@ class RsvpStore:
                 rank, queue_no, user_id = int(after["r"]), int(after["q"]), str(after["u"])
                 waiting_before = int(after["w"])
             except (KeyError, TypeError, ValueError):
-                raise InvalidInput("The cursor is not one this API issued.", field="cursor")
+                raise InvalidEvent("The cursor is not one this API issued.", field="cursor")
             query = query.where(
                 or_(
                     literal(rank) < STATUS_RANK,
@@ -458,7 +458,7 @@ class CommentStore:
             try:
                 since, last_id = datetime.fromisoformat(str(after["t"])), str(after["i"])
             except (KeyError, TypeError, ValueError):
-                raise InvalidInput("The cursor is not one this API issued.", field="cursor")
+                raise InvalidEvent("The cursor is not one this API issued.", field="cursor")
             query = query.where(
                 or_(comments.c.created_at > since, and_(comments.c.created_at == since, comments.c.id > last_id))
             )
