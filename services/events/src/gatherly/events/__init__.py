@@ -5,6 +5,7 @@ from pathlib import Path
 from gatherly.events.api import calendar_router, router
 from gatherly.events.consumers import consumers
 from gatherly.events.store import metadata, unit_of_work
+from gatherly.events.tasks import top_up_series
 from gatherly.kernel.runtime import ServiceDefinition
 
 SERVICE = ServiceDefinition(
@@ -16,4 +17,5 @@ SERVICE = ServiceDefinition(
     unit_of_work=unit_of_work,
     consumers=consumers,
     topics=["event", "rsvp", "comment", "group_deletion"],
+    tasks=[top_up_series],
 )

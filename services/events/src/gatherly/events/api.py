@@ -57,7 +57,7 @@ from gatherly.events.schemas import (
     RsvpBody,
     VenueBody,
 )
-from gatherly.events.service import CheckIn, EventView, MyRsvp
+from gatherly.events.service import CheckIn, EventView, MyRsvp, Scope
 from gatherly.events.store import EventsUnitOfWork, reading, unit_of_work
 from gatherly.kernel.auth import CurrentUser, MaybeUser
 from gatherly.kernel.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, Unauthorized
@@ -161,6 +161,7 @@ def _event_out(view: EventView) -> EventOut:
         attendance=view.attendance,
         status=event.status,
         my_rsvp=_my_rsvp(view.my_rsvp),
+        series_id=event.series_id,
         created_by=event.created_by,
         created_at=event.created_at,
         updated_at=event.updated_at,
@@ -168,7 +169,7 @@ def _event_out(view: EventView) -> EventOut:
 
 
 def _details(body: NewEvent) -> EventDetails:
-    values = body.model_dump(exclude={"group_id", "venue"})
+    values = body.model_dump(exclude={"group_id", "venue", "recurrence"})
     return details_from(**values, venue=_venue(body.venue))
 
 
@@ -187,8 +188,11 @@ async def schedule_event(
     uow: EventsUnitOfWork = Depends(_uow),
     context: ServiceContext = Depends(service_context),
 ) -> EventOut:
-    """Leaders of the group only (organizer, co_organizer, event_organizer)."""
-    event = await service.schedule_event(uow, UserId(caller.user_id), GroupId(body.group_id), _details(body))
+    """Leaders of the group only (organizer, co_organizer, event_organizer). With `recurrence`: a series, whose
+    first occurrence is returned."""
+    event = await service.schedule_event(
+        uow, UserId(caller.user_id), GroupId(body.group_id), _details(body), body.recurrence
+    )
     return await _view(context, event.id, UserId(caller.user_id))
 
 
@@ -252,6 +256,7 @@ async def update_event(
     event_id: str,
     body: EventChanges,
     caller: CurrentUser,
+    scope: Scope = Query(Scope.THIS, description="Of a series: this occurrence, or it and all later ones."),
     uow: EventsUnitOfWork = Depends(_uow),
     context: ServiceContext = Depends(service_context),
 ) -> EventOut:
@@ -261,7 +266,7 @@ async def update_event(
         if value is None and name not in NULLABLE_CHANGES:
             raise InvalidInput(f"{name} cannot be null.", field=name)
         changes[name] = _venue(value) if name == "venue" else value
-    await service.update_event(uow, event_id, UserId(caller.user_id), changes)
+    await service.update_event(uow, event_id, UserId(caller.user_id), changes, scope)
     return await _view(context, event_id, UserId(caller.user_id))
 
 
@@ -269,10 +274,11 @@ async def update_event(
 async def cancel_event(
     event_id: str,
     caller: CurrentUser,
+    scope: Scope = Query(Scope.THIS, description="Of a series: this occurrence, or it and all later ones."),
     uow: EventsUnitOfWork = Depends(_uow),
     context: ServiceContext = Depends(service_context),
 ) -> EventOut:
-    await service.cancel_event(uow, event_id, UserId(caller.user_id))
+    await service.cancel_event(uow, event_id, UserId(caller.user_id), scope)
     return await _view(context, event_id, UserId(caller.user_id))
 
 

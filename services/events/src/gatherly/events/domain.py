@@ -17,7 +17,7 @@ import math
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, NewType
 from urllib.parse import urlsplit
@@ -284,6 +284,9 @@ class Event:
     waitlist_count: int = 0
     queue_counter: int = 0
     cancelled_at: datetime | None = None
+    # An occurrence of a recurring series: the series, and the local date its rule gave it (kept when edited).
+    series_id: str | None = None
+    occurrence_date: date | None = None
 
     def check_changeable(self, now: datetime) -> None:
         """Leaders edit and cancel an event until it starts, and never once it is cancelled."""

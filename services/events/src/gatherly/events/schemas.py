@@ -36,6 +36,11 @@ class NewEvent(BaseModel):
     rsvp_opens_at: AwareDatetime | None = None
     rsvp_closes_at: AwareDatetime | None = None
     cover_image_id: str | None = Field(None, max_length=64)
+    recurrence: str | None = Field(
+        None,
+        max_length=300,
+        description="An RRULE (RFC 5545), e.g. FREQ=WEEKLY;BYDAY=TU: a series of events, expanded in `timezone`.",
+    )
 
 
 class EventChanges(BaseModel):
@@ -93,6 +98,7 @@ class EventOut(BaseModel):
     attendance: int = Field(description="People checked in by the leaders.")
     status: EventStatus
     my_rsvp: MyRsvpOut | None
+    series_id: str | None = Field(description="The recurring series this event is an occurrence of.")
     created_by: str
     created_at: datetime
     updated_at: datetime

@@ -8,9 +8,11 @@ groups service)."""
 from __future__ import annotations
 
 import secrets
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from gatherly.contracts.events import (
@@ -44,6 +46,7 @@ from gatherly.events.domain import (
     GroupId,
     GroupNotFound,
     GroupSummary,
+    InvalidEvent,
     Reason,
     Rsvp,
     RsvpChange,
@@ -60,6 +63,7 @@ from gatherly.events.domain import (
     new_comment_id,
     new_event_id,
 )
+from gatherly.events.recurrence import HORIZON, Series, SeriesId, Template, check_rule, local
 from gatherly.events.store import AttendeeRow, EventsUnitOfWork, Stores
 from gatherly.kernel.web import PageRequest
 
@@ -108,7 +112,12 @@ async def _locked(uow: EventsUnitOfWork, event_id: str, caller: UserId) -> tuple
 # --- events -----------------------------------------------------------------------------------------------------
 
 
-async def schedule_event(uow: EventsUnitOfWork, leader: UserId, group_id: GroupId, details: EventDetails) -> Event:
+async def schedule_event(
+    uow: EventsUnitOfWork, leader: UserId, group_id: GroupId, details: EventDetails, recurrence: str | None = None
+) -> Event:
+    """One event, or with an RRULE a series: its occurrences up to the horizon become events at once (the first
+    is returned), later ones as time passes (`top_up_series`)."""
+    rule = check_rule(recurrence) if recurrence is not None else None
     async with uow:
         now = uow.clock.now()
         group = await uow.groups.get(group_id)
@@ -117,46 +126,159 @@ async def schedule_event(uow: EventsUnitOfWork, leader: UserId, group_id: GroupI
             raise GroupNotFound(f"No group {group_id} (or it has not reached the events service yet).")
         check_leader(role)
         check_schedulable(details, now)
+        if rule is not None:
+            return await _schedule_series(uow, leader, group, details, rule, now)
         event = Event(new_event_id(), group_id, details, created_by=leader, created_at=now, updated_at=now)
         await uow.events.add(event)
         uow.publish(EventScheduled(**_snapshot(event, group.name), scheduled_by=leader, scheduled_at=now))
         return event
 
 
-async def update_event(uow: EventsUnitOfWork, event_id: str, editor: UserId, changes: Mapping[str, Any]) -> Event:
+async def _schedule_series(
+    uow: EventsUnitOfWork, leader: UserId, group: GroupSummary, details: EventDetails, rule: str, now: datetime
+) -> Event:
+    first = local(details.starts_at, details.timezone)
+    series = Series(SeriesId(str(uuid.uuid4())), group.id, rule, first, Template.of(details), None, None, leader, now)
+    days = series.due_days(now)
+    if not days:
+        raise InvalidEvent("The rule gives no occurrence within the next six months.", field="recurrence")
+    await uow.series.add(series)
+    made = await _make_occurrences(uow, series, group.name, days, now)
+    return made[0]
+
+
+async def _make_occurrences(
+    uow: EventsUnitOfWork, series: Series, group_name: str, days: list[date], now: datetime
+) -> list[Event]:
+    made: list[Event] = []
+    for day in days:
+        event = Event(
+            new_event_id(),
+            series.group_id,
+            series.template.on(day),
+            created_by=series.created_by,
+            created_at=now,
+            updated_at=now,
+            series_id=series.id,
+            occurrence_date=day,
+        )
+        await uow.events.add(event)
+        uow.publish(EventScheduled(**_snapshot(event, group_name), scheduled_by=series.created_by, scheduled_at=now))
+        made.append(event)
+    await uow.series.save(replace(series, generated_through=days[-1]))
+    return made
+
+
+async def top_up_series(uow: EventsUnitOfWork) -> int:
+    """Makes the occurrences that came within the horizon since the last round, one transaction per series;
+    returns how many. A series whose group is gone makes no more."""
+    async with uow:
+        now = uow.clock.now()
+        due = await uow.series.due_ids((now + HORIZON + timedelta(days=2)).date())
+    made = 0
+    for series_id in due:
+        async with uow:
+            series = await uow.series.get_for_update(series_id)
+            assert series is not None
+            group = await uow.groups.get(series.group_id)
+            days = series.due_days(now)
+            if group is None:
+                await uow.series.save(replace(series, ends_before=series.generated_through or series.first.date()))
+            elif days:
+                made += len(await _make_occurrences(uow, series, group.name, days, now))
+    return made
+
+
+class Scope(StrEnum):
+    """Which occurrences of a series an edit or a cancellation is for (a one-off event: always itself)."""
+
+    THIS = "this"
+    FOLLOWING = "following"  # this one and every later one, including those made later
+
+
+async def update_event(
+    uow: EventsUnitOfWork, event_id: str, editor: UserId, changes: Mapping[str, Any], scope: Scope = Scope.THIS
+) -> Event:
     """`changes` names EventDetails fields; the rest stay. More seats (or a higher guest limit) promote from the
-    waitlist at once; fewer seats than are taken send nobody away."""
+    waitlist at once; fewer seats than are taken send nobody away. With scope=following the same changes go to
+    the later occurrences of the series (times as the same local time of day on each one's date) and to those
+    made from now on."""
     async with uow:
         event, group, role = await _locked(uow, event_id, editor)
         check_leader(role)
         now = uow.clock.now()
         event.check_changeable(now)
-        edited, changed = event.edited(changes, now)
-        if not changed:
-            return event
-        # More seats (edited.details.capacity) may seat people waiting.
-        attendance = Attendance.of(edited, await uow.rsvps.attending(event.id))
-        attendance.promote()
-        edited = await _save_attendance(uow, edited, attendance)
-        going = [r.user_id for r in attendance.rsvps.values() if r.status is RsvpStatus.GOING]
-        uow.publish(
-            EventUpdated(
-                **_snapshot(edited, group.name),
-                changed=changed,
-                attendee_ids=sorted(going) if TIME_OR_PLACE & set(changed) else [],
-                updated_by=editor,
-                updated_at=now,
-            )
+        if scope is Scope.THIS:
+            return await _edit(uow, event, group.name, editor, changes, now)
+        series, day = await _series_of(uow, event)
+        template = series.template.changed(day, changes)
+        await uow.series.save(replace(series, template=template))
+        retimed = bool(set(changes) & {*TIMES, "timezone"})
+        result = event
+        for occurrence_id in await uow.events.upcoming_ids_of_series(series.id, day, now):
+            occurrence = await uow.events.get_for_update(occurrence_id)
+            assert occurrence is not None and occurrence.occurrence_date is not None
+            at_date = template.on(occurrence.occurrence_date)
+            named = set(changes) | (set(TIMES) if retimed else set())
+            updated = await _edit(uow, occurrence, group.name, editor, {n: getattr(at_date, n) for n in named}, now)
+            result = updated if occurrence.id == event.id else result
+        return result
+
+
+# Fields an edit of a series' following occurrences sets per date, from the edited one's local time of day.
+TIMES = ("starts_at", "ends_at", "rsvp_opens_at", "rsvp_closes_at")
+
+
+async def _series_of(uow: EventsUnitOfWork, event: Event) -> tuple[Series, date]:
+    if event.series_id is None or event.occurrence_date is None:
+        raise InvalidEvent("scope=following is for occurrences of a recurring series.", field="scope")
+    series = await uow.series.get_for_update(event.series_id)
+    assert series is not None
+    return series, event.occurrence_date
+
+
+async def _edit(
+    uow: EventsUnitOfWork, event: Event, group_name: str, editor: UserId, changes: Mapping[str, Any], now: datetime
+) -> Event:
+    edited, changed = event.edited(changes, now)
+    if not changed:
+        return event
+    # More seats (edited.details.capacity) may seat people waiting.
+    attendance = Attendance.of(edited, await uow.rsvps.attending(event.id))
+    attendance.promote()
+    edited = await _save_attendance(uow, edited, attendance)
+    going = [r.user_id for r in attendance.rsvps.values() if r.status is RsvpStatus.GOING]
+    uow.publish(
+        EventUpdated(
+            **_snapshot(edited, group_name),
+            changed=changed,
+            attendee_ids=sorted(going) if TIME_OR_PLACE & set(changed) else [],
+            updated_by=editor,
+            updated_at=now,
         )
-        return edited
+    )
+    return edited
 
 
-async def cancel_event(uow: EventsUnitOfWork, event_id: str, leader: UserId) -> Event:
+async def cancel_event(uow: EventsUnitOfWork, event_id: str, leader: UserId, scope: Scope = Scope.THIS) -> Event:
+    """With scope=following: this occurrence, every later one, and the series makes no more (from its first
+    occurrence: the whole series)."""
     async with uow:
         event, group, role = await _locked(uow, event_id, leader)
         check_leader(role)
-        event.check_changeable(uow.clock.now())
-        return await _cancel(uow, event, group.name, reason="cancelled", by=leader)
+        now = uow.clock.now()
+        event.check_changeable(now)
+        if scope is Scope.THIS:
+            return await _cancel(uow, event, group.name, reason="cancelled", by=leader)
+        series, day = await _series_of(uow, event)
+        await uow.series.save(replace(series, ends_before=day))
+        result = event
+        for occurrence_id in await uow.events.upcoming_ids_of_series(series.id, day, now):
+            occurrence = await uow.events.get_for_update(occurrence_id)
+            assert occurrence is not None
+            cancelled = await _cancel(uow, occurrence, group.name, reason="cancelled", by=leader)
+            result = cancelled if occurrence.id == event.id else result
+        return result
 
 
 async def _cancel(uow: EventsUnitOfWork, event: Event, group_name: str, *, reason: str, by: str) -> Event:

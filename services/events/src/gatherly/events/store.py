@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, delete, func, insert, literal, or_, select, update
@@ -36,6 +36,7 @@ from gatherly.events.domain import (
     Visibility,
     search_text,
 )
+from gatherly.events.recurrence import Series, SeriesId, Template
 from gatherly.events.tables import (
     calendar_feeds,
     comments,
@@ -46,6 +47,7 @@ from gatherly.events.tables import (
     metadata,
     profiles,
     rsvps,
+    series,
 )
 from gatherly.kernel.db import Database, rowcount
 from gatherly.kernel.geo import bounding_box, distance_km
@@ -86,6 +88,8 @@ def _event(row: RowMapping) -> Event:
         waitlist_count=row["waitlist_count"],
         queue_counter=row["queue_counter"],
         cancelled_at=row["cancelled_at"],
+        series_id=row["series_id"],
+        occurrence_date=date.fromisoformat(row["occurrence_date"]) if row["occurrence_date"] else None,
     )
 
 
@@ -119,6 +123,8 @@ def _columns(event: Event) -> dict[str, Any]:
         "created_at": event.created_at,
         "updated_at": event.updated_at,
         "cancelled_at": event.cancelled_at,
+        "series_id": event.series_id,
+        "occurrence_date": event.occurrence_date.isoformat() if event.occurrence_date else None,
     }
 
 
@@ -150,6 +156,20 @@ class EventStore:
             select(events.c.id)
             .where(events.c.group_id == group_id, events.c.starts_at > now, events.c.status == EventStatus.SCHEDULED)
             .order_by(events.c.starts_at, events.c.id)
+        )
+        return [EventId(i) for i in await self.session.scalars(query)]
+
+    async def upcoming_ids_of_series(self, series_id: str, from_date: date, now: datetime) -> list[EventId]:
+        """Scheduled occurrences of the series from this local date on that have not started, in date order."""
+        query = (
+            select(events.c.id)
+            .where(
+                events.c.series_id == series_id,
+                events.c.occurrence_date >= from_date.isoformat(),
+                events.c.starts_at > now,
+                events.c.status == EventStatus.SCHEDULED,
+            )
+            .order_by(events.c.occurrence_date)
         )
         return [EventId(i) for i in await self.session.scalars(query)]
 
@@ -290,6 +310,60 @@ def _position(after: dict[str, Any], key: str) -> tuple[Any, str]:
         return float(value), last_id
     except (KeyError, TypeError, ValueError):
         raise InvalidEvent("The cursor is not one this API issued (or belongs to another sort).", field="cursor")
+
+
+def _series(row: RowMapping) -> Series:
+    through, ends = row["generated_through"], row["ends_before"]
+    return Series(
+        id=SeriesId(row["id"]),
+        group_id=GroupId(row["group_id"]),
+        rule=row["rule"],
+        first=datetime.fromisoformat(row["first_start"]),
+        template=Template.from_json(row["template"]),
+        generated_through=date.fromisoformat(through) if through else None,
+        ends_before=date.fromisoformat(ends) if ends else None,
+        created_by=UserId(row["created_by"]),
+        created_at=row["created_at"],
+    )
+
+
+class SeriesStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    @staticmethod
+    def _columns(found: Series) -> dict[str, Any]:
+        return {
+            "group_id": found.group_id,
+            "rule": found.rule,
+            "first_start": found.first.isoformat(timespec="seconds"),
+            "template": found.template.to_json(),
+            "generated_through": found.generated_through.isoformat() if found.generated_through else None,
+            "ends_before": found.ends_before.isoformat() if found.ends_before else None,
+            "created_by": found.created_by,
+            "created_at": found.created_at,
+        }
+
+    async def add(self, found: Series) -> None:
+        await self.session.execute(insert(series).values(id=found.id, **self._columns(found)))
+
+    async def save(self, found: Series) -> None:
+        await self.session.execute(update(series).where(series.c.id == found.id).values(**self._columns(found)))
+
+    async def get_for_update(self, series_id: str) -> Series | None:
+        """The series locked: two top-up rounds (or a top-up and an edit) never make the same dates twice."""
+        query = select(series).where(series.c.id == series_id).with_for_update()
+        row = (await self.session.execute(query)).mappings().first()
+        return _series(row) if row else None
+
+    async def due_ids(self, through: date) -> list[SeriesId]:
+        """Series not cut short whose occurrences are made only up to a date before `through` (a few days'
+        slack against time zones: a series made up to its horizon is skipped by its own check)."""
+        query = select(series.c.id).where(
+            series.c.ends_before.is_(None),
+            or_(series.c.generated_through.is_(None), series.c.generated_through < through.isoformat()),
+        )
+        return [SeriesId(i) for i in await self.session.scalars(query)]
 
 
 def _rsvp(row: RowMapping) -> Rsvp:
@@ -642,6 +716,7 @@ class Stores:
         self.comments = CommentStore(session)
         self.feeds = FeedStore(session)
         self.profiles = ProfileStore(session)
+        self.series = SeriesStore(session)
 
 
 class EventsUnitOfWork(UnitOfWork):
@@ -679,6 +754,10 @@ class EventsUnitOfWork(UnitOfWork):
     @property
     def profiles(self) -> ProfileStore:
         return self.stores.profiles
+
+    @property
+    def series(self) -> SeriesStore:
+        return self.stores.series
 
 
 def unit_of_work(context: ServiceContext) -> EventsUnitOfWork:

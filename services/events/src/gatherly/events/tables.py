@@ -46,12 +46,32 @@ events = Table(
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
     Column("cancelled_at", UtcDateTime()),
+    # An occurrence of a recurring series, and the local date (YYYY-MM-DD) its rule gave it: one per date.
+    Column("series_id", ID),
+    Column("occurrence_date", String(10)),
+    Index("ux_events_series_id_occurrence_date", "series_id", "occurrence_date", unique=True),
     # A group's upcoming events (group deletion, a member leaving) and its listing by start.
     Index("ix_events_group_id_starts_at", "group_id", "starts_at"),
     # The search's default order (by start, paged by (starts_at, id)).
     Index("ix_events_starts_at_id", "starts_at", "id"),
     # The nearby search narrows to a latitude band with this index, then checks longitude and exact distance.
     Index("ix_events_lat_lng", "lat", "lng"),
+)
+
+# Recurring series: the rule, what each occurrence is made of (recurrence.Template as JSON) and how far it has been
+# made into events; tasks.py tops them up to the horizon as time passes.
+series = Table(
+    "series",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("group_id", ID, nullable=False),
+    Column("rule", String(300), nullable=False),
+    Column("first_start", String(19), nullable=False),  # naive local wall-clock time of the first event
+    Column("template", Json, nullable=False),
+    Column("generated_through", String(10)),  # the last local date made into an event
+    Column("ends_before", String(10)),  # cancelled from this local date on
+    Column("created_by", USER_ID, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
 )
 
 rsvps = Table(
