@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.routing import APIRoute
 
 from gatherly.events import service
-from gatherly.events.calendars import calendar_of
+from gatherly.events.calendars import calendar_of, import_entries
 from gatherly.events.domain import (
     Comment,
     CommentNotFound,
@@ -24,6 +24,7 @@ from gatherly.events.domain import (
     FeedNotFound,
     GroupId,
     GroupNotFound,
+    ImportOutcome,
     InvalidEvent,
     Location,
     LoginRequired,
@@ -51,6 +52,8 @@ from gatherly.events.schemas import (
     EventSummary,
     FeedOut,
     GroupRef,
+    ImportedOut,
+    ImportReport,
     LocationBody,
     MyRsvpOut,
     NewEvent,
@@ -280,6 +283,56 @@ async def cancel_event(
 ) -> EventOut:
     await service.cancel_event(uow, event_id, UserId(caller.user_id), scope)
     return await _view(context, event_id, UserId(caller.user_id))
+
+
+class PayloadTooLarge(DomainError):
+    status = 413
+    title = "Payload too large"
+
+
+# An .ics of a few years of a group's history is tens of kilobytes; this leaves room and bounds the parse.
+MAX_IMPORT_BYTES = 2 * 1024 * 1024
+
+
+async def _limited_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is longer than `limit` (not read to the end first)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The file is larger than {limit // 1024} KiB.")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"The file is larger than {limit // 1024} KiB.")
+    return bytes(body)
+
+
+@router.post(
+    "/import",
+    openapi_extra={"requestBody": {"required": True, "content": {"text/calendar": {"schema": {"type": "string"}}}}},
+)
+async def import_events(
+    request: Request,
+    caller: CurrentUser,
+    group_id: str = Query(max_length=36, description="The group the events go to; its leaders only."),
+    uow: EventsUnitOfWork = Depends(_uow),
+) -> ImportReport:
+    """A calendar file (text/calendar) from another platform: its VEVENTs become the group's events (past ones as
+    history). A UID imported before updates its event instead of duplicating it. The report lists what was
+    created, updated and skipped, with reasons."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "text/calendar":
+        raise InvalidInput("Send the file as text/calendar.", field="body")
+    entries = import_entries(await _limited_body(request, MAX_IMPORT_BYTES))
+    results = await service.import_events(uow, UserId(caller.user_id), GroupId(group_id), entries)
+    report: dict[ImportOutcome, list[ImportedOut]] = {outcome: [] for outcome in ImportOutcome}
+    for result in results:
+        report[result.outcome].append(ImportedOut(uid=result.uid, event_id=result.event_id, reason=result.reason))
+    return ImportReport(
+        created=report[ImportOutcome.CREATED],
+        updated=report[ImportOutcome.UPDATED],
+        skipped=report[ImportOutcome.SKIPPED],
+    )
 
 
 # --- RSVPs --------------------------------------------------------------------------------------------------------

@@ -1,16 +1,29 @@
-"""Events as iCalendar (RFC 5545) files: one event, or a person's feed. A stable UID per event and a SEQUENCE that
-grows with each change let calendar apps update the copy they have; a cancelled event stays in the file with
-STATUS:CANCELLED so they remove it; times carry their TZID with a VTIMEZONE, so they show in the event's zone."""
+"""Events as iCalendar (RFC 5545) files (one event, or a person's feed), and the VEVENTs of an imported file.
+
+A stable UID per event and a SEQUENCE that grows with each change let calendar apps update the copy they have; a
+cancelled event stays in the file with STATUS:CANCELLED so they remove it; times carry their TZID with a VTIMEZONE,
+so they show in the event's zone. Imported files are read leniently: a VEVENT this service cannot take is skipped
+with the reason, not the whole file."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import icalendar
 
-from gatherly.events.domain import Event, EventStatus
+from gatherly.events.domain import (
+    Event,
+    EventStatus,
+    ImportEntry,
+    InvalidEvent,
+    Location,
+    Venue,
+    details_from,
+    valid_timezone,
+)
 
 PRODID = "-//Gatherly//events service//EN"
 UID_DOMAIN = "events.gatherly"
@@ -70,3 +83,77 @@ def _vevent(event: Event, group_name: str, show_online_url: bool, public_url: st
     elif online_url:
         vevent.add("location", online_url)
     return vevent
+
+
+# --- import ---------------------------------------------------------------------------------------------------------
+
+MAX_IMPORT_EVENTS = 1000
+
+
+def import_entries(body: bytes) -> list[ImportEntry]:
+    """The VEVENTs of an uploaded calendar file, each as the event it describes or the reason it is skipped;
+    InvalidEvent when the file is not iCalendar at all or holds too many events."""
+    try:
+        calendars = icalendar.Calendar.from_ical(body, multiple=True)
+        vevents = [c for calendar in calendars for c in calendar.walk("VEVENT")]
+    except Exception as error:  # the parser's many ways of failing on hostile input all mean "not iCalendar"
+        raise InvalidEvent(f"Not an iCalendar file: {str(error)[:200]}", field="body") from error
+    if not vevents:
+        raise InvalidEvent("The file has no VEVENT.", field="body")
+    if len(vevents) > MAX_IMPORT_EVENTS:
+        raise InvalidEvent(f"At most {MAX_IMPORT_EVENTS} events per import.", field="body")
+    return [_entry(vevent) for vevent in vevents]
+
+
+def _entry(vevent: Any) -> ImportEntry:
+    uid = str(vevent.get("uid", "")).strip()
+    if not uid or len(uid) > 255:
+        return ImportEntry(uid[:255], skipped="no UID (or one longer than 255 characters)")
+    if "rrule" in vevent or "recurrence-id" in vevent:
+        return ImportEntry(uid, skipped="recurring VEVENTs are not imported: schedule the series here instead")
+    try:
+        starts = vevent.decoded("dtstart")
+        ends = vevent.decoded("dtend") if "dtend" in vevent else None
+        duration = vevent.decoded("duration") if "duration" in vevent else None
+        summary = str(vevent.get("summary", "")).strip()
+        description = str(vevent.get("description", "")).strip()
+        place = str(vevent.get("location", "")).strip()
+        geo = vevent.get("geo")
+        url = str(vevent.get("url", "")).strip()
+        cancelled = str(vevent.get("status", "")).upper() == "CANCELLED"
+    except Exception:  # a property the parser cannot decode
+        return ImportEntry(uid, skipped="a property could not be read")
+    if not isinstance(starts, datetime):
+        return ImportEntry(uid, skipped="all-day events (DTSTART without a time) are not imported")
+    zone = _zone_name(starts.tzinfo)
+    if zone is None:
+        return ImportEntry(uid, skipped="DTSTART has no IANA time zone (floating or unknown TZID)")
+    if ends is None and isinstance(duration, timedelta):
+        ends = starts + duration
+    if not isinstance(ends, datetime):
+        return ImportEntry(uid, skipped="no DTEND or DURATION with a time")
+    location = Location(float(geo.latitude), float(geo.longitude)) if geo is not None else None
+    online_url = url if url.startswith(("https://", "http://")) else None
+    try:
+        details = details_from(
+            title=summary,
+            description=description,
+            starts_at=starts.astimezone(UTC),
+            ends_at=ends.astimezone(UTC),
+            timezone=zone,
+            venue=Venue(place[:200], "", location) if place else None,
+            online_url=online_url,
+        )
+    except InvalidEvent as refusal:
+        return ImportEntry(uid, skipped=refusal.detail)
+    return ImportEntry(uid, details, cancelled=cancelled)
+
+
+def _zone_name(zone: tzinfo | None) -> str | None:
+    if zone is None:
+        return None
+    name = getattr(zone, "key", None) or getattr(zone, "zone", None) or ("UTC" if zone is UTC else None)
+    try:
+        return valid_timezone(name) if isinstance(name, str) else None
+    except InvalidEvent:
+        return None

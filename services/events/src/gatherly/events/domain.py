@@ -287,6 +287,8 @@ class Event:
     # An occurrence of a recurring series: the series, and the local date its rule gave it (kept when edited).
     series_id: str | None = None
     occurrence_date: date | None = None
+    # The UID of the VEVENT it was imported from (a re-import of the same UID updates it).
+    source_uid: str | None = None
 
     def check_changeable(self, now: datetime) -> None:
         """Leaders edit and cancel an event until it starts, and never once it is cancelled."""
@@ -392,30 +394,36 @@ class RsvpChange:
 
 @dataclass
 class Attendance:
-    """The seats of one event: who is going and who waits, in order. Built from the event's rows under the event
-    row's lock, changed by the decisions below; the caller saves the `dirty` rows and publishes the `changes`."""
+    """The seats of one event: its counters (seats taken, parties waiting, the last queue number) and the RSVPs a
+    decision reads, which need not be all of them: the person's own answer and the head of the waitlist, as many
+    parties as could get a seat (`waitlist_to_read`). Built under the event row's lock and changed by the
+    decisions below; the caller saves the `dirty` rows and the counters, and publishes the `changes`."""
 
     capacity: int | None
     guest_limit: int
     rsvps: dict[UserId, Rsvp]
     queue_counter: int
+    seats_taken: int = 0
+    waiting: int = 0
     changes: list[RsvpChange] = field(default_factory=list)
     dirty: dict[UserId, Rsvp] = field(default_factory=dict)
 
     @classmethod
     def of(cls, event: Event, rsvps: Iterable[Rsvp]) -> Attendance:
         return cls(
-            event.details.capacity, event.details.guest_limit, {r.user_id: r for r in rsvps}, event.queue_counter
+            event.details.capacity,
+            event.details.guest_limit,
+            {r.user_id: r for r in rsvps},
+            event.queue_counter,
+            event.going_count,
+            event.waitlist_count,
         )
 
     # --- what it looks like
 
     @property
-    def seats_taken(self) -> int:
-        return sum(r.seats for r in self.rsvps.values() if r.status is RsvpStatus.GOING)
-
-    @property
     def waitlist(self) -> list[Rsvp]:
+        """The waiting RSVPs read, in FIFO order (the head of the whole waitlist)."""
         return sorted((r for r in self.rsvps.values() if r.status is RsvpStatus.WAITLISTED), key=lambda r: r.queue_no)
 
     def free_seats(self) -> int | None:
@@ -423,6 +431,7 @@ class Attendance:
         return None if self.capacity is None else max(0, self.capacity - self.seats_taken)
 
     def position_of(self, user: UserId) -> int | None:
+        """1 = next to get a seat; exact when the waitlist was read through this person."""
         for index, rsvp in enumerate(self.waitlist, start=1):
             if rsvp.user_id == user:
                 return index
@@ -451,13 +460,15 @@ class Attendance:
             self.queue_counter += 1
             wanted = Rsvp(user, RsvpStatus.GOING, guests, self.queue_counter, now)
             # Strict FIFO: while anyone waits, a new yes waits behind them even if its party would fit.
-            if not self.waitlist and self._fits(wanted.seats):
+            if not self.waiting and self._fits(wanted.seats):
                 self._record(wanted, Change.CONFIRMED, before)
             else:
-                self._record(replace(wanted, status=RsvpStatus.WAITLISTED), Change.WAITLISTED, before)
+                self._put(replace(wanted, status=RsvpStatus.WAITLISTED))
+                # At the back of the queue: its place is the number of parties waiting.
+                self.changes.append(RsvpChange(user, Change.WAITLISTED, guests, before, self.waiting))
         elif current.status is RsvpStatus.GOING and guests != current.guests:
             extra = guests - current.guests
-            if extra > 0 and (self.waitlist or not self._fits(extra)):
+            if extra > 0 and (self.waiting or not self._fits(extra)):
                 raise NotEnoughSeats(f"Not enough free seats for {extra} more guest(s).")
             self._record(replace(current, guests=guests, responded_at=now), Change.CONFIRMED, before)
         elif current.status is RsvpStatus.WAITLISTED and guests != current.guests:
@@ -488,6 +499,12 @@ class Attendance:
         )
 
     def _put(self, rsvp: Rsvp) -> None:
+        """Stores the RSVP and keeps the counters: what the old answer held is given back, the new one taken."""
+        for held, sign in ((self.rsvps.get(rsvp.user_id), -1), (rsvp, 1)):
+            if held is not None and held.status is RsvpStatus.GOING:
+                self.seats_taken += sign * held.seats
+            elif held is not None and held.status is RsvpStatus.WAITLISTED:
+                self.waiting += sign
         self.rsvps[rsvp.user_id] = rsvp
         self.dirty[rsvp.user_id] = rsvp
 
@@ -495,6 +512,44 @@ class Attendance:
         self._put(rsvp)
         position = self.position_of(rsvp.user_id) if change is Change.WAITLISTED else None
         self.changes.append(RsvpChange(rsvp.user_id, change, rsvp.guests, previous, position))
+
+
+def waitlist_to_read(event: Event, own: Rsvp | None = None) -> int:
+    """How many parties at the head of the waitlist a decision may seat: each needs a seat at least, so no more
+    than the free seats plus those the person's own answer may give back (all of them when seats are unlimited)."""
+    capacity = event.details.capacity
+    if capacity is None:
+        return event.waitlist_count
+    released = own.seats if own is not None and own.status is RsvpStatus.GOING else 0
+    return min(event.waitlist_count, max(0, capacity - event.going_count) + released)
+
+
+# --- import of calendar files ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImportEntry:
+    """One VEVENT of an imported calendar file: the event it describes (cancelled there or not), or why it is
+    skipped."""
+
+    uid: str
+    details: EventDetails | None = None
+    cancelled: bool = False
+    skipped: str | None = None
+
+
+class ImportOutcome(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    uid: str
+    outcome: ImportOutcome
+    event_id: EventId | None = None
+    reason: str | None = None
 
 
 # --- comments and check-in --------------------------------------------------------------------------------------------

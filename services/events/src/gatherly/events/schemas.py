@@ -152,3 +152,15 @@ class EventSummary(BaseModel):
     going_count: int
     capacity: int | None
     distance_km: float | None = Field(None, description="Only in searches with `near`: how far the venue is.")
+
+
+class ImportedOut(BaseModel):
+    uid: str
+    event_id: str | None
+    reason: str | None = None
+
+
+class ImportReport(BaseModel):
+    created: list[ImportedOut]
+    updated: list[ImportedOut]
+    skipped: list[ImportedOut] = Field(description="With the reason: unreadable, unsupported, unchanged, repeated.")

@@ -31,6 +31,7 @@ from gatherly.contracts.events import Venue as VenueOut
 from gatherly.contracts.groups import GroupDeleted, GroupEventsCancelled
 from gatherly.contracts.users import GeoPoint
 from gatherly.events.domain import (
+    DETAIL_FIELDS,
     TIME_OR_PLACE,
     Answer,
     Attendance,
@@ -41,11 +42,15 @@ from gatherly.events.domain import (
     EventDetails,
     EventNotFound,
     EventSearch,
+    EventStatus,
     FeedNotFound,
     Found,
     GroupId,
     GroupNotFound,
     GroupSummary,
+    ImportEntry,
+    ImportOutcome,
+    ImportResult,
     InvalidEvent,
     Reason,
     Rsvp,
@@ -62,6 +67,7 @@ from gatherly.events.domain import (
     may_see,
     new_comment_id,
     new_event_id,
+    waitlist_to_read,
 )
 from gatherly.events.recurrence import HORIZON, Series, SeriesId, Template, check_rule, local
 from gatherly.events.store import AttendeeRow, EventsUnitOfWork, Stores
@@ -244,15 +250,15 @@ async def _edit(
     if not changed:
         return event
     # More seats (edited.details.capacity) may seat people waiting.
-    attendance = Attendance.of(edited, await uow.rsvps.attending(event.id))
+    attendance = await _attendance(uow, edited)
     attendance.promote()
     edited = await _save_attendance(uow, edited, attendance)
-    going = [r.user_id for r in attendance.rsvps.values() if r.status is RsvpStatus.GOING]
+    going = await uow.rsvps.going_ids(event.id) if TIME_OR_PLACE & set(changed) else []
     uow.publish(
         EventUpdated(
             **_snapshot(edited, group_name),
             changed=changed,
-            attendee_ids=sorted(going) if TIME_OR_PLACE & set(changed) else [],
+            attendee_ids=sorted(going),
             updated_by=editor,
             updated_at=now,
         )
@@ -304,6 +310,58 @@ async def _cancel(uow: EventsUnitOfWork, event: Event, group_name: str, *, reaso
     return cancelled
 
 
+# --- import of calendar files ---------------------------------------------------------------------------------------
+
+
+async def import_events(
+    uow: EventsUnitOfWork, leader: UserId, group_id: GroupId, entries: list[ImportEntry]
+) -> list[ImportResult]:
+    """Events from another platform's calendar file, in one transaction: a UID seen before in this group updates
+    its event (or cancels it, when the file says so) instead of making another; past events come in as the
+    group's history. Each entry gets its outcome, skipped ones with the reason."""
+    async with uow:
+        now = uow.clock.now()
+        group = await uow.groups.get(group_id)
+        role = await uow.members.role(group_id, leader)
+        if group is None or not may_see(group, role):
+            raise GroupNotFound(f"No group {group_id} (or it has not reached the events service yet).")
+        check_leader(role)
+        results: list[ImportResult] = []
+        seen: set[str] = set()
+        for entry in entries:
+            if entry.skipped is not None or entry.details is None:
+                results.append(ImportResult(entry.uid, ImportOutcome.SKIPPED, reason=entry.skipped))
+            elif entry.uid in seen:
+                results.append(ImportResult(entry.uid, ImportOutcome.SKIPPED, reason="UID repeated in the file"))
+            else:
+                seen.add(entry.uid)
+                results.append(await _import_one(uow, leader, group, entry, entry.details, now))
+        return results
+
+
+async def _import_one(
+    uow: EventsUnitOfWork, leader: UserId, group: GroupSummary, entry: ImportEntry, details: EventDetails, now: datetime
+) -> ImportResult:
+    existing = await uow.events.imported_for_update(group.id, entry.uid)
+    if existing is None:
+        if entry.cancelled:
+            return ImportResult(entry.uid, ImportOutcome.SKIPPED, reason="cancelled in the file")
+        event = Event(new_event_id(), group.id, details, leader, now, now, source_uid=entry.uid)
+        await uow.events.add(event)
+        uow.publish(EventScheduled(**_snapshot(event, group.name), scheduled_by=leader, scheduled_at=now))
+        return ImportResult(entry.uid, ImportOutcome.CREATED, event.id)
+    if existing.status is EventStatus.CANCELLED:
+        return ImportResult(entry.uid, ImportOutcome.SKIPPED, existing.id, "the event was cancelled here")
+    if entry.cancelled:
+        await _cancel(uow, existing, group.name, reason="cancelled", by=leader)
+        return ImportResult(entry.uid, ImportOutcome.UPDATED, existing.id, "cancelled")
+    changes = {name: getattr(details, name) for name in DETAIL_FIELDS if name != "cover_image_id"}
+    edited = await _edit(uow, existing, group.name, leader, changes, now)
+    if edited is existing:
+        return ImportResult(entry.uid, ImportOutcome.SKIPPED, existing.id, "unchanged")
+    return ImportResult(entry.uid, ImportOutcome.UPDATED, existing.id)
+
+
 # --- RSVPs ------------------------------------------------------------------------------------------------------
 
 
@@ -320,10 +378,22 @@ async def respond(uow: EventsUnitOfWork, event_id: str, member: UserId, answer: 
         check_member(role)
         now = uow.clock.now()
         event.check_rsvp_open(now)
-        attendance = Attendance.of(event, await uow.rsvps.attending(event.id, also=member))
+        attendance = await _attendance(uow, event, member)
         rsvp = attendance.respond(member, answer, guests, now)
         await _save_attendance(uow, event, attendance)
-        return MyRsvp(rsvp.status, rsvp.guests, attendance.position_of(member))
+        return MyRsvp(rsvp.status, rsvp.guests, await uow.rsvps.waitlist_position(event.id, rsvp))
+
+
+async def _attendance(uow: EventsUnitOfWork, event: Event, person: UserId | None = None) -> Attendance:
+    """What a decision about the event's seats reads (under the event row's lock): its counters, the person's own
+    answer, and the head of the waitlist as far as seats could free up. A waiting person's answer reads the
+    waitlist through them, so the place they keep is known."""
+    own = await uow.rsvps.of(event.id, person) if person is not None else None
+    head = waitlist_to_read(event, own)
+    if own is not None and own.status is RsvpStatus.WAITLISTED:
+        head = max(head, await uow.rsvps.waitlist_position(event.id, own) or 0)
+    waiting = await uow.rsvps.waitlist_head(event.id, head) if head else []
+    return Attendance.of(event, [*waiting, *([own] if own is not None else [])])
 
 
 async def _save_attendance(uow: EventsUnitOfWork, event: Event, attendance: Attendance) -> Event:
@@ -332,7 +402,7 @@ async def _save_attendance(uow: EventsUnitOfWork, event: Event, attendance: Atte
     counted = replace(
         event,
         going_count=attendance.seats_taken,
-        waitlist_count=len(attendance.waitlist),
+        waitlist_count=attendance.waiting,
         queue_counter=attendance.queue_counter,
     )
     await uow.events.save(counted)
@@ -365,7 +435,7 @@ async def drop_member(uow: EventsUnitOfWork, group_id: str, user_id: UserId, rea
     for event_id in await uow.events.upcoming_ids_attended_by(group_id, user_id, now):
         event = await uow.events.get_for_update(event_id)
         assert event is not None
-        attendance = Attendance.of(event, await uow.rsvps.attending(event.id))
+        attendance = await _attendance(uow, event, user_id)
         attendance.withdraw(user_id, reason, now)
         await _save_attendance(uow, event, attendance)
 

@@ -90,6 +90,7 @@ def _event(row: RowMapping) -> Event:
         cancelled_at=row["cancelled_at"],
         series_id=row["series_id"],
         occurrence_date=date.fromisoformat(row["occurrence_date"]) if row["occurrence_date"] else None,
+        source_uid=row["source_uid"],
     )
 
 
@@ -125,6 +126,7 @@ def _columns(event: Event) -> dict[str, Any]:
         "cancelled_at": event.cancelled_at,
         "series_id": event.series_id,
         "occurrence_date": event.occurrence_date.isoformat() if event.occurrence_date else None,
+        "source_uid": event.source_uid,
     }
 
 
@@ -141,6 +143,12 @@ class EventStore:
         database's write lock already). Seats are counted and handed out under this lock, so concurrent RSVPs
         queue here and never both take the last seat."""
         query = select(events).where(events.c.id == event_id).with_for_update()
+        row = (await self.session.execute(query)).mappings().first()
+        return _event(row) if row else None
+
+    async def imported_for_update(self, group_id: str, uid: str) -> Event | None:
+        """The group's event imported from this VEVENT UID, locked (ux_events_group_id_source_uid)."""
+        query = select(events).where(events.c.group_id == group_id, events.c.source_uid == uid).with_for_update()
         row = (await self.session.execute(query)).mappings().first()
         return _event(row) if row else None
 
@@ -399,6 +407,20 @@ class RsvpStore:
         wanted = or_(holding, rsvps.c.user_id == also) if also is not None else holding
         query = select(rsvps).where(rsvps.c.event_id == event_id, wanted)
         return [_rsvp(row) for row in (await self.session.execute(query)).mappings()]
+
+    async def waitlist_head(self, event_id: str, limit: int) -> list[Rsvp]:
+        """The first `limit` parties waiting, in FIFO order (ix_rsvps_event_id_status_queue_no)."""
+        query = (
+            select(rsvps)
+            .where(rsvps.c.event_id == event_id, rsvps.c.status == RsvpStatus.WAITLISTED)
+            .order_by(rsvps.c.queue_no)
+            .limit(limit)
+        )
+        return [_rsvp(row) for row in (await self.session.execute(query)).mappings()]
+
+    async def going_ids(self, event_id: str) -> list[UserId]:
+        query = select(rsvps.c.user_id).where(rsvps.c.event_id == event_id, rsvps.c.status == RsvpStatus.GOING)
+        return [UserId(u) for u in await self.session.scalars(query)]
 
     async def of(self, event_id: str, user_id: str) -> Rsvp | None:
         query = select(rsvps).where(rsvps.c.event_id == event_id, rsvps.c.user_id == user_id)

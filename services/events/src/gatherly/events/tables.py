@@ -50,6 +50,9 @@ events = Table(
     Column("series_id", ID),
     Column("occurrence_date", String(10)),
     Index("ux_events_series_id_occurrence_date", "series_id", "occurrence_date", unique=True),
+    # The UID of the VEVENT an imported event came from: a re-import into the group updates it.
+    Column("source_uid", String(255)),
+    Index("ux_events_group_id_source_uid", "group_id", "source_uid", unique=True),
     # A group's upcoming events (group deletion, a member leaving) and its listing by start.
     Index("ix_events_group_id_starts_at", "group_id", "starts_at"),
     # The search's default order (by start, paged by (starts_at, id)).
@@ -86,6 +89,8 @@ rsvps = Table(
     Column("checked_in_at", UtcDateTime()),
     # A member leaving the group: their RSVPs, found without a scan.
     Index("ix_rsvps_user_id", "user_id", "status"),
+    # The head of an event's waitlist and a waiting person's place, without reading the rest of its RSVPs.
+    Index("ix_rsvps_event_id_status_queue_no", "event_id", "status", "queue_no"),
 )
 
 comments = Table(
