@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gatherly.contracts.groups import LEADER_ROLES
-from gatherly.kernel.geo import Point
+from gatherly.kernel.geo import EARTH_RADIUS_KM, Point
 
 EventId = NewType("EventId", str)
 GroupId = NewType("GroupId", str)
@@ -682,6 +682,25 @@ def parse_near(value: str) -> Location:
     except ValueError:
         raise InvalidEvent("Give near as <lat>,<lng>, e.g. near=52.52,13.405.", field="near")
     return valid_location(location, "near")
+
+
+# The nearby search orders by the straight-line (chord) distance between points on the unit sphere: plain arithmetic
+# the database computes, and in the same order as the great-circle distance, so the ordering, the radius and the
+# cursor are exact without a geo extension.
+
+
+def unit_vector(location: Location) -> tuple[float, float, float]:
+    lat, lng = math.radians(location.lat), math.radians(location.lng)
+    return (math.cos(lat) * math.cos(lng), math.cos(lat) * math.sin(lng), math.sin(lat))
+
+
+def chord2_within(radius_km: float) -> float:
+    """The squared chord on the unit sphere of a great-circle distance."""
+    return (2 * math.sin(min(math.pi, radius_km / EARTH_RADIUS_KM) / 2)) ** 2
+
+
+def km_of_chord2(chord2: float) -> float:
+    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(max(0.0, chord2)) / 2))
 
 
 @dataclass(frozen=True)

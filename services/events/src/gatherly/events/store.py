@@ -34,7 +34,10 @@ from gatherly.events.domain import (
     UserId,
     Venue,
     Visibility,
+    chord2_within,
+    km_of_chord2,
     search_text,
+    unit_vector,
 )
 from gatherly.events.recurrence import Series, SeriesId, Template
 from gatherly.events.tables import (
@@ -50,7 +53,7 @@ from gatherly.events.tables import (
     series,
 )
 from gatherly.kernel.db import Database, rowcount
-from gatherly.kernel.geo import bounding_box, distance_km
+from gatherly.kernel.geo import bounding_box
 from gatherly.kernel.runtime import ServiceContext
 from gatherly.kernel.uow import UnitOfWork
 
@@ -97,6 +100,7 @@ def _event(row: RowMapping) -> Event:
 def _columns(event: Event) -> dict[str, Any]:
     details, venue = event.details, event.details.venue
     location = venue.location if venue else None
+    x, y, z = unit_vector(location) if location else (None, None, None)
     return {
         "group_id": event.group_id,
         "title": details.title,
@@ -109,6 +113,9 @@ def _columns(event: Event) -> dict[str, Any]:
         "venue_address": venue.address if venue else None,
         "lat": location.lat if location else None,
         "lng": location.lng if location else None,
+        "x": x,
+        "y": y,
+        "z": z,
         "online_url": details.online_url,
         "capacity": details.capacity,
         "guest_limit": details.guest_limit,
@@ -237,43 +244,56 @@ class EventStore:
     async def _search_nearby(
         self, criteria: EventSearch, limit: int, after: dict[str, Any] | None
     ) -> tuple[list[Found], Any]:
-        # The bounding box is an indexed range on lat (and a cheap check on lng); the exact great-circle distance
-        # then drops the box's corners. Only (id, start, lat, lng) of the candidates are read; whole rows only for
-        # the page, so the page is cut after the exact filter and is never short.
+        # The bounding box is an indexed range on lat (and a cheap check on lng) that narrows the candidates; the
+        # chord to the centre (domain.unit_vector) drops the box's corners and orders by distance, all in the query
+        # and from ix_events_nearby alone; then the page's whole rows are read (the same transaction: same rows).
         assert criteria.near is not None
-        center = criteria.near
-        box = bounding_box(center, criteria.radius_km)
-        in_lng = or_(*(events.c.lng.between(west, east) for west, east in box.lng_ranges))
+        box = bounding_box(criteria.near, criteria.radius_km)
+        cx, cy, cz = unit_vector(criteria.near)
+        chord2 = ((events.c.x - cx) * (events.c.x - cx) + (events.c.y - cy) * (events.c.y - cy)) + (events.c.z - cz) * (
+            events.c.z - cz
+        )
         query = (
-            select(events.c.id, events.c.starts_at, events.c.lat, events.c.lng)
+            select(events.c.id, events.c.starts_at, chord2.label("chord2"))
             .join(group_summaries, group_summaries.c.group_id == events.c.group_id)
-            .where(*_filters(criteria), events.c.lat.between(box.min_lat, box.max_lat), in_lng)
+            .where(
+                *_filters(criteria),
+                events.c.lat.between(box.min_lat, box.max_lat),
+                or_(*(events.c.lng.between(west, east) for west, east in box.lng_ranges)),
+                chord2 <= chord2_within(criteria.radius_km),
+            )
         )
         by_distance = criteria.order is SearchOrder.DISTANCE
-        candidates: list[tuple[Any, str, float]] = []
-        for event_id, starts_at, lat, lng in await self.session.execute(query):
-            distance = distance_km(center, Location(lat, lng))
-            if distance <= criteria.radius_km:
-                key = distance if by_distance else starts_at.isoformat()
-                candidates.append((key, str(event_id), distance))
-        candidates.sort()
-        if after is not None:
-            key, last_id = _position(after, "d" if by_distance else "s")
-            last = float(key) if by_distance else key.isoformat()
-            candidates = [c for c in candidates if (c[0], c[1]) > (last, last_id)]
-        page = candidates[: limit + 1]
-        ids = [event_id for _, event_id, _ in page[:limit]]
-        query = (
+        if by_distance:
+            query = query.order_by(chord2, events.c.id)
+            if after is not None:
+                last, last_id = _position(after, "c")
+                query = query.where(or_(chord2 > last, and_(chord2 == last, events.c.id > last_id)))
+        else:
+            query = query.order_by(events.c.starts_at, events.c.id)
+            if after is not None:
+                since, last_id = _position(after, "s")
+                query = query.where(
+                    or_(events.c.starts_at > since, and_(events.c.starts_at == since, events.c.id > last_id))
+                )
+        rows = list((await self.session.execute(query.limit(limit + 1))).mappings())
+        page = rows[:limit]
+        whole = (
             select(events, group_summaries.c.name.label("group_name"))
             .join(group_summaries, group_summaries.c.group_id == events.c.group_id)
-            .where(events.c.id.in_(ids))
+            .where(events.c.id.in_([row["id"] for row in page]))
         )
-        rows = {row["id"]: row for row in (await self.session.execute(query)).mappings()}
-        found = [Found(_event(rows[i]), rows[i]["group_name"], d) for _, i, d in page[:limit] if i in rows]
+        by_id = {row["id"]: row for row in (await self.session.execute(whole)).mappings()}
+        found = [
+            Found(_event(by_id[row["id"]]), by_id[row["id"]]["group_name"], km_of_chord2(row["chord2"])) for row in page
+        ]
         position = None
-        if len(page) > limit:
-            key, last_id, _ = page[limit - 1]
-            position = {"d": key, "i": last_id} if by_distance else {"s": key, "i": last_id}
+        if len(rows) > limit:
+            last_row = rows[limit - 1]
+            if by_distance:
+                position = {"c": last_row["chord2"], "i": last_row["id"]}
+            else:
+                position = {"s": last_row["starts_at"].isoformat(), "i": last_row["id"]}
         return found, position
 
 
@@ -308,7 +328,7 @@ def _filters(criteria: EventSearch) -> list[ColumnElement[bool]]:
 
 
 def _position(after: dict[str, Any], key: str) -> tuple[Any, str]:
-    """The (sort key, id) of a cursor: a start time ("s") or a distance ("d")."""
+    """The (sort key, id) of a cursor: a start time ("s") or a squared chord to the centre ("c")."""
     try:
         value, last_id = after[key], str(after["i"])
         if key == "s":

@@ -28,6 +28,10 @@ events = Table(
     Column("venue_address", String(500)),
     Column("lat", Double),
     Column("lng", Double),
+    # The venue as a point on the unit sphere (domain.unit_vector): the nearby search's exact order and radius.
+    Column("x", Double),
+    Column("y", Double),
+    Column("z", Double),
     Column("online_url", String(2000)),
     Column("capacity", Integer),
     Column("guest_limit", Integer, nullable=False),
@@ -57,8 +61,9 @@ events = Table(
     Index("ix_events_group_id_starts_at", "group_id", "starts_at"),
     # The search's default order (by start, paged by (starts_at, id)).
     Index("ix_events_starts_at_id", "starts_at", "id"),
-    # The nearby search narrows to a latitude band with this index, then checks longitude and exact distance.
-    Index("ix_events_lat_lng", "lat", "lng"),
+    # The nearby search narrows to a latitude band with this index, then checks longitude, the exact distance and
+    # the other filters, and orders, from the index alone (it covers the query); whole rows only for the page.
+    Index("ix_events_nearby", "lat", "lng", "x", "y", "z", "status", "starts_at", "group_id", "id"),
 )
 
 # Recurring series: the rule, what each occurrence is made of (recurrence.Template as JSON) and how far it has been
