@@ -2,9 +2,9 @@
 measured in the same run.
 
 The events table is filled directly (a bulk insert with the columns the events store writes; scheduling 100,000
-events through the API would only measure the inserts): half of the events cluster around 20 European cities (as real meetups do), half spread over
-Europe, starting over the next year, in 200 public groups. Then, through the HTTP API of the whole Gatherly
-(httpx ASGITransport → gateway → events service, no sockets):
+events through the API would only measure the inserts): half of the events cluster around 20 European cities
+(as real meetups do), half spread over Europe, starting over the next year, in 200 public groups. Then, through
+the HTTP API of the whole Gatherly (httpx ASGITransport → gateway → events service, no sockets):
 
 1. `GET /api/events?near=<city>&radius_km=50` (nearest first, first page of 20), at random cities, p50/p99;
 2. the same with `sort=start` (soonest first within the radius);
