@@ -4,7 +4,8 @@ measured in the same run.
 The events table is filled directly (a bulk insert with the columns the events store writes; scheduling 100,000
 events through the API would only measure the inserts): half of the events cluster around 20 European cities
 (as real meetups do), half spread over Europe, starting over the next year, in 200 public groups. Then, through
-the HTTP API of the whole Gatherly (httpx ASGITransport → gateway → events service, no sockets):
+the HTTP API of the events service embedded in the gateway (httpx ASGITransport, no sockets; `--all-services` for
+all five):
 
 1. `GET /api/events?near=<city>&radius_km=50` (nearest first, first page of 20), at random cities, p50/p99;
 2. the same with `sort=start` (soonest first within the radius);
@@ -13,7 +14,7 @@ the HTTP API of the whole Gatherly (httpx ASGITransport → gateway → events s
 CPU time per request is reported too: the machine is shared, so wall-clock latency depends on the neighbours.
 Writes bench/reports/nearby_search.md (and prints it).
 
-    uv run python bench/nearby_search.py [--events 100000] [--queries 500]
+    uv run python bench/nearby_search.py [--events 100000] [--queries 500] [--all-services]
 """
 
 from __future__ import annotations
@@ -133,11 +134,11 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-async def run(count: int, queries: int) -> str:
+async def run(count: int, queries: int, services: list[str] | None) -> str:
     rng = random.Random(7)
     found: list[int] = []
     with tempfile.TemporaryDirectory() as folder:
-        async with running_gatherly(Path(folder) / "data") as gatherly:
+        async with running_gatherly(Path(folder) / "data", services) as gatherly:
             seeding = time.perf_counter()
             await _seed(gatherly, count)
             seeded = time.perf_counter() - seeding
@@ -163,7 +164,8 @@ async def run(count: int, queries: int) -> str:
         "",
         f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "
         f"{count:,} scheduled events (half around 20 cities, half spread over Europe; seeded in {seeded:.1f} s), "
-        f"{queries} requests per row, one at a time through the HTTP API in-process, {datetime.now(UTC):%Y-%m-%d}. "
+        f"{queries} requests per row, one at a time through the HTTP API in-process "
+        f"({'the events service alone' if services else 'all five services'}), {datetime.now(UTC):%Y-%m-%d}. "
         f"Nearby pages held {min(found)} to {max(found)} of 20 events. Load average at the end (the machine is "
         f"shared): {_load()}.",
         "",
@@ -183,8 +185,13 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--report", type=Path, default=REPORT)
+    parser.add_argument(
+        "--all-services",
+        action="store_true",
+        help="run all five services in the process (their idle pollers share the CPU) instead of events alone",
+    )
     args = parser.parse_args()
-    report = asyncio.run(run(args.events, args.queries))
+    report = asyncio.run(run(args.events, args.queries, None if args.all_services else ["events"]))
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(report)
     print(report)
