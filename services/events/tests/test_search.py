@@ -136,3 +136,22 @@ async def test_bad_search_parameters_are_refused(api: EventsApi) -> None:
         response = await api.client.get("/api/events", params=params)
         assert response.status_code == 422, (params, response.text)
         assert field in [e["field"] for e in response.json()["errors"]], (params, response.json())
+
+
+async def test_nearest_first_pages_are_exact_whether_a_small_circle_holds_a_page_or_not(api: EventsApi) -> None:
+    # 1, 2 and 3 km north of a point, then 30 km: the first page (limit 2) comes from a small circle, the second
+    # has to look further out for its second event.
+    olga = await api.person("Olga")
+    tag = api.soon().strftime("%H%M%S%f")
+    group_id = await api.group(olga, name=f"Circles {tag}")
+    center = {"lat": -33.0, "lng": 151.0}  # far from the module's other events
+    ids = []
+    for km in (3, 1, 30, 2):
+        where = {"lat": center["lat"] + km / 111.2, "lng": center["lng"]}
+        event = await api.schedule(olga, group_id, title=f"{km} km {tag}", venue=_venue(f"{km} km", where))
+        ids.append((km, event["id"]))
+
+    found = await _search(api, near=f"{center['lat']},{center['lng']}", radius_km=50)
+
+    assert [e["id"] for e in found] == [event_id for _, event_id in sorted(ids)]
+    assert [round(e["distance_km"]) for e in found] == [1, 2, 3, 30]

@@ -248,35 +248,14 @@ class EventStore:
         # chord to the centre (domain.unit_vector) drops the box's corners and orders by distance, all in the query
         # and from ix_events_nearby alone; then the page's whole rows are read (the same transaction: same rows).
         assert criteria.near is not None
-        box = bounding_box(criteria.near, criteria.radius_km)
-        cx, cy, cz = unit_vector(criteria.near)
-        chord2 = ((events.c.x - cx) * (events.c.x - cx) + (events.c.y - cy) * (events.c.y - cy)) + (events.c.z - cz) * (
-            events.c.z - cz
-        )
-        query = (
-            select(events.c.id, events.c.starts_at, chord2.label("chord2"))
-            .join(group_summaries, group_summaries.c.group_id == events.c.group_id)
-            .where(
-                *_filters(criteria),
-                events.c.lat.between(box.min_lat, box.max_lat),
-                or_(*(events.c.lng.between(west, east) for west, east in box.lng_ranges)),
-                chord2 <= chord2_within(criteria.radius_km),
-            )
-        )
         by_distance = criteria.order is SearchOrder.DISTANCE
-        if by_distance:
-            query = query.order_by(chord2, events.c.id)
-            if after is not None:
-                last, last_id = _position(after, "c")
-                query = query.where(or_(chord2 > last, and_(chord2 == last, events.c.id > last_id)))
-        else:
-            query = query.order_by(events.c.starts_at, events.c.id)
-            if after is not None:
-                since, last_id = _position(after, "s")
-                query = query.where(
-                    or_(events.c.starts_at > since, and_(events.c.starts_at == since, events.c.id > last_id))
-                )
-        rows = list((await self.session.execute(query.limit(limit + 1))).mappings())
+        # Nearest first, a smaller circle is tried first: when it holds more than a page, that page is the whole
+        # circle's too (everything outside it is farther), and a dense city reads a few dozen rows, not thousands.
+        radii = [r for r in (criteria.radius_km / 16, criteria.radius_km / 4) if by_distance] + [criteria.radius_km]
+        for radius in radii:
+            rows = await self._nearby_candidates(criteria, radius, limit, after)
+            if len(rows) > limit:
+                break
         page = rows[:limit]
         whole = (
             select(events, group_summaries.c.name.label("group_name"))
@@ -295,6 +274,41 @@ class EventStore:
             else:
                 position = {"s": last_row["starts_at"].isoformat(), "i": last_row["id"]}
         return found, position
+
+    async def _nearby_candidates(
+        self, criteria: EventSearch, radius_km: float, limit: int, after: dict[str, Any] | None
+    ) -> list[RowMapping]:
+        """Up to limit + 1 (id, starts_at, chord2) of the events within `radius_km` of the centre, in the order asked,
+        after the cursor's position."""
+        assert criteria.near is not None
+        box = bounding_box(criteria.near, radius_km)
+        cx, cy, cz = unit_vector(criteria.near)
+        chord2 = ((events.c.x - cx) * (events.c.x - cx) + (events.c.y - cy) * (events.c.y - cy)) + (events.c.z - cz) * (
+            events.c.z - cz
+        )
+        query = (
+            select(events.c.id, events.c.starts_at, chord2.label("chord2"))
+            .join(group_summaries, group_summaries.c.group_id == events.c.group_id)
+            .where(
+                *_filters(criteria),
+                events.c.lat.between(box.min_lat, box.max_lat),
+                or_(*(events.c.lng.between(west, east) for west, east in box.lng_ranges)),
+                chord2 <= chord2_within(radius_km),
+            )
+        )
+        if criteria.order is SearchOrder.DISTANCE:
+            query = query.order_by(chord2, events.c.id)
+            if after is not None:
+                last, last_id = _position(after, "c")
+                query = query.where(or_(chord2 > last, and_(chord2 == last, events.c.id > last_id)))
+        else:
+            query = query.order_by(events.c.starts_at, events.c.id)
+            if after is not None:
+                since, last_id = _position(after, "s")
+                query = query.where(
+                    or_(events.c.starts_at > since, and_(events.c.starts_at == since, events.c.id > last_id))
+                )
+        return list((await self.session.execute(query.limit(limit + 1))).mappings())
 
 
 def _filters(criteria: EventSearch) -> list[ColumnElement[bool]]:
