@@ -185,8 +185,12 @@ async def shared_api(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[GroupsApi]:
     """One Gatherly for a whole test module (its tests must run in the module's event loop:
-    `pytestmark = pytest.mark.asyncio(loop_scope="module")`). Tests on it make their own groups."""
+    `pytestmark = pytest.mark.asyncio(loop_scope="module")`). Tests on it make their own groups. A module may
+    name the services to run in `SERVICES` (default: all five)."""
     async with running_gatherly(
-        tmp_path_factory.mktemp("groups") / "data", database_backend=request.param, **FAST
+        tmp_path_factory.mktemp("groups") / "data",
+        getattr(request.module, "SERVICES", None),
+        database_backend=request.param,
+        **FAST,
     ) as running:
         yield GroupsApi(running)

@@ -18,6 +18,10 @@ from gatherly.kernel.clock import FrozenClock
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
+# The groups side of the saga alone: without the events service nobody replies to group.deleted, so these tests
+# decide when (and whether) the reply comes. services/events/tests/test_group_deletion.py runs the whole saga.
+SERVICES = ("users", "groups")
+
 
 async def _delete(api: Any, group: dict[str, Any], organizer: Any) -> dict[str, Any]:
     response = await api.client.delete(f"/api/groups/{group['id']}", headers=organizer.auth)

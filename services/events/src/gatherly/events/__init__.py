@@ -2,22 +2,20 @@
 
 from pathlib import Path
 
-from gatherly.events.api import router
+from gatherly.events.api import calendar_router, router
 from gatherly.events.consumers import consumers
-from gatherly.events.store import EventsUnitOfWork, metadata
-from gatherly.kernel.runtime import ServiceContext, ServiceDefinition
-
-
-def _unit_of_work(context: ServiceContext) -> EventsUnitOfWork:
-    return EventsUnitOfWork(context.db, clock=context.clock, signal=context.signal)
-
+from gatherly.events.store import metadata, unit_of_work
+from gatherly.events.tasks import top_up_series
+from gatherly.kernel.runtime import ServiceDefinition
 
 SERVICE = ServiceDefinition(
     name="events",
     title="events service",
-    routers=[router],
+    routers=[router, calendar_router],
     metadata=metadata,
     migrations=Path(__file__).parent / "migrations",
-    unit_of_work=_unit_of_work,
+    unit_of_work=unit_of_work,
     consumers=consumers,
+    topics=["event", "rsvp", "comment", "group_deletion"],
+    tasks=[top_up_series],
 )

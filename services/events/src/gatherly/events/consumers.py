@@ -1,5 +1,59 @@
-"""Reactions of the events service to other services' events."""
+"""Reactions of the events service to other services' events: the read models of groups, of memberships with
+their roles (authorization without calling the groups service) and of people's names and avatars (attendee
+lists), which replaying the topics from the beginning rebuilds; seats freed when someone leaves a group; and the
+events service's step of the group-deletion saga."""
 
+from gatherly.contracts.groups import (
+    GroupCreated,
+    GroupDeleted,
+    GroupUpdated,
+    MembershipJoined,
+    MembershipLeft,
+    MembershipRemoved,
+    MembershipRoleChanged,
+)
+from gatherly.contracts.users import UserDeleted, UserProfileUpdated
+from gatherly.events import service
+from gatherly.events.domain import Reason, UserId
+from gatherly.events.store import EventsUnitOfWork
 from gatherly.kernel.delivery import ConsumerRegistry
 
 consumers = ConsumerRegistry()
+
+
+@consumers.on(GroupCreated, GroupUpdated, group="events.groups")
+async def keep_group(event: GroupCreated | GroupUpdated, uow: EventsUnitOfWork) -> None:
+    await uow.groups.apply(event)
+
+
+@consumers.on(GroupDeleted, group="events.groups")
+async def cancel_group_events(event: GroupDeleted, uow: EventsUnitOfWork) -> None:
+    await service.cancel_group_events(uow, event)
+
+
+@consumers.on(MembershipJoined, MembershipRoleChanged, group="events.members")
+async def keep_member(event: MembershipJoined | MembershipRoleChanged, uow: EventsUnitOfWork) -> None:
+    # A membership event that arrives after its group's deletion (another topic) must not revive it.
+    if not await uow.groups.is_deleted(event.group_id):
+        await uow.members.put(event.group_id, event.user_id, event.role)
+
+
+@consumers.on(MembershipLeft, group="events.members")
+async def forget_member(event: MembershipLeft, uow: EventsUnitOfWork) -> None:
+    await service.drop_member(uow, event.group_id, UserId(event.user_id), Reason.LEFT_GROUP)
+
+
+@consumers.on(MembershipRemoved, group="events.members")
+async def forget_removed_member(event: MembershipRemoved, uow: EventsUnitOfWork) -> None:
+    reason = Reason.BANNED if event.banned else Reason.REMOVED
+    await service.drop_member(uow, event.group_id, UserId(event.user_id), reason)
+
+
+@consumers.on(UserProfileUpdated, group="events.profiles")
+async def keep_profile(event: UserProfileUpdated, uow: EventsUnitOfWork) -> None:
+    await uow.profiles.apply(event)
+
+
+@consumers.on(UserDeleted, group="events.profiles")
+async def forget_profile(event: UserDeleted, uow: EventsUnitOfWork) -> None:
+    await uow.profiles.forget(event.user_id, event.deleted_at)

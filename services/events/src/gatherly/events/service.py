@@ -1,1 +1,622 @@
-"""Use cases of the events service: one function per thing a person does, state and outbox committed together."""
+"""Use cases of the events service: one function per thing a person does, state and outbox committed together.
+
+Every use case that changes an event or its seats locks the event row first (`get_for_update`): seats are counted
+and handed out while no one else can change them, so concurrent answers queue and the event is never overbooked.
+Who may do what is decided by domain.py from the local read models of groups and memberships (no call to the
+groups service)."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from gatherly.contracts.events import (
+    CommentPosted,
+    EventCancelled,
+    EventCheckedIn,
+    EventScheduled,
+    EventUpdated,
+    RsvpCancelled,
+    RsvpConfirmed,
+    RsvpEvent,
+    RsvpPromoted,
+    RsvpWaitlisted,
+)
+from gatherly.contracts.events import Venue as VenueOut
+from gatherly.contracts.groups import GroupDeleted, GroupEventsCancelled
+from gatherly.contracts.users import GeoPoint
+from gatherly.events.domain import (
+    DETAIL_FIELDS,
+    TIME_OR_PLACE,
+    Answer,
+    Attendance,
+    Change,
+    Comment,
+    CommentNotFound,
+    Event,
+    EventDetails,
+    EventNotFound,
+    EventSearch,
+    EventStatus,
+    FeedNotFound,
+    Found,
+    GroupId,
+    GroupNotFound,
+    GroupSummary,
+    ImportEntry,
+    ImportOutcome,
+    ImportResult,
+    InvalidEvent,
+    Reason,
+    Rsvp,
+    RsvpChange,
+    RsvpStatus,
+    UserId,
+    check_in,
+    check_leader,
+    check_may_delete,
+    check_may_edit,
+    check_member,
+    check_schedulable,
+    comment_body,
+    may_see,
+    new_comment_id,
+    new_event_id,
+    waitlist_to_read,
+)
+from gatherly.events.recurrence import HORIZON, Series, SeriesId, Template, check_rule, local
+from gatherly.events.store import AttendeeRow, EventsUnitOfWork, Stores
+from gatherly.kernel.web import PageRequest
+
+
+def _snapshot(event: Event, group_name: str) -> dict[str, Any]:
+    details, venue = event.details, event.details.venue
+    location = venue.location if venue else None
+    return {
+        "event_id": event.id,
+        "group_id": event.group_id,
+        "group_name": group_name,
+        "title": details.title,
+        "starts_at": details.starts_at,
+        "ends_at": details.ends_at,
+        "timezone": details.timezone,
+        "venue": VenueOut(
+            name=venue.name,
+            address=venue.address,
+            location=GeoPoint(lat=location.lat, lng=location.lng) if location else None,
+        )
+        if venue
+        else None,
+        "online": details.online_url is not None,
+        "capacity": details.capacity,
+        "sequence": event.sequence,
+    }
+
+
+async def _visible_group(stores: Stores, group_id: GroupId, caller: UserId | None) -> tuple[GroupSummary, str | None]:
+    """The event's group and the caller's role in it; EventNotFound when the caller may not know of it."""
+    group = await stores.groups.get(group_id)
+    role = await stores.members.role(group_id, caller)
+    if group is None or not may_see(group, role):
+        raise EventNotFound("No such event.")
+    return group, role
+
+
+async def _locked(uow: EventsUnitOfWork, event_id: str, caller: UserId) -> tuple[Event, GroupSummary, str | None]:
+    event = await uow.events.get_for_update(event_id)
+    if event is None:
+        raise EventNotFound("No such event.")
+    group, role = await _visible_group(uow.stores, event.group_id, caller)
+    return event, group, role
+
+
+# --- events -----------------------------------------------------------------------------------------------------
+
+
+async def schedule_event(
+    uow: EventsUnitOfWork, leader: UserId, group_id: GroupId, details: EventDetails, recurrence: str | None = None
+) -> Event:
+    """One event, or with an RRULE a series: its occurrences up to the horizon become events at once (the first
+    is returned), later ones as time passes (`top_up_series`)."""
+    rule = check_rule(recurrence) if recurrence is not None else None
+    async with uow:
+        now = uow.clock.now()
+        group = await uow.groups.get(group_id)
+        role = await uow.members.role(group_id, leader)
+        if group is None or not may_see(group, role):
+            raise GroupNotFound(f"No group {group_id} (or it has not reached the events service yet).")
+        check_leader(role)
+        check_schedulable(details, now)
+        if rule is not None:
+            return await _schedule_series(uow, leader, group, details, rule, now)
+        event = Event(new_event_id(), group_id, details, created_by=leader, created_at=now, updated_at=now)
+        await uow.events.add(event)
+        uow.publish(EventScheduled(**_snapshot(event, group.name), scheduled_by=leader, scheduled_at=now))
+        return event
+
+
+async def _schedule_series(
+    uow: EventsUnitOfWork, leader: UserId, group: GroupSummary, details: EventDetails, rule: str, now: datetime
+) -> Event:
+    first = local(details.starts_at, details.timezone)
+    series = Series(SeriesId(str(uuid.uuid4())), group.id, rule, first, Template.of(details), None, None, leader, now)
+    days = series.due_days(now)
+    if not days:
+        raise InvalidEvent("The rule gives no occurrence within the next six months.", field="recurrence")
+    await uow.series.add(series)
+    made = await _make_occurrences(uow, series, group.name, days, now)
+    return made[0]
+
+
+async def _make_occurrences(
+    uow: EventsUnitOfWork, series: Series, group_name: str, days: list[date], now: datetime
+) -> list[Event]:
+    made: list[Event] = []
+    for day in days:
+        event = Event(
+            new_event_id(),
+            series.group_id,
+            series.template.on(day),
+            created_by=series.created_by,
+            created_at=now,
+            updated_at=now,
+            series_id=series.id,
+            occurrence_date=day,
+        )
+        await uow.events.add(event)
+        uow.publish(EventScheduled(**_snapshot(event, group_name), scheduled_by=series.created_by, scheduled_at=now))
+        made.append(event)
+    await uow.series.save(replace(series, generated_through=days[-1]))
+    return made
+
+
+async def top_up_series(uow: EventsUnitOfWork) -> int:
+    """Makes the occurrences that came within the horizon since the last round, one transaction per series;
+    returns how many. A series whose group is gone makes no more."""
+    async with uow:
+        now = uow.clock.now()
+        due = await uow.series.due_ids((now + HORIZON + timedelta(days=2)).date())
+    made = 0
+    for series_id in due:
+        async with uow:
+            series = await uow.series.get_for_update(series_id)
+            assert series is not None
+            group = await uow.groups.get(series.group_id)
+            days = series.due_days(now)
+            if group is None:
+                await uow.series.save(replace(series, ends_before=series.generated_through or series.first.date()))
+            elif days:
+                made += len(await _make_occurrences(uow, series, group.name, days, now))
+    return made
+
+
+class Scope(StrEnum):
+    """Which occurrences of a series an edit or a cancellation is for (a one-off event: always itself)."""
+
+    THIS = "this"
+    FOLLOWING = "following"  # this one and every later one, including those made later
+
+
+async def update_event(
+    uow: EventsUnitOfWork, event_id: str, editor: UserId, changes: Mapping[str, Any], scope: Scope = Scope.THIS
+) -> Event:
+    """`changes` names EventDetails fields; the rest stay. More seats (or a higher guest limit) promote from the
+    waitlist at once; fewer seats than are taken send nobody away. With scope=following the same changes go to
+    the later occurrences of the series (times as the same local time of day on each one's date) and to those
+    made from now on."""
+    async with uow:
+        event, group, role = await _locked(uow, event_id, editor)
+        check_leader(role)
+        now = uow.clock.now()
+        event.check_changeable(now)
+        if scope is Scope.THIS:
+            return await _edit(uow, event, group.name, editor, changes, now)
+        series, day = await _series_of(uow, event)
+        template = series.template.changed(day, changes)
+        await uow.series.save(replace(series, template=template))
+        retimed = bool(set(changes) & {*TIMES, "timezone"})
+        result = event
+        for occurrence_id in await uow.events.upcoming_ids_of_series(series.id, day, now):
+            occurrence = await uow.events.get_for_update(occurrence_id)
+            assert occurrence is not None and occurrence.occurrence_date is not None
+            at_date = template.on(occurrence.occurrence_date)
+            named = set(changes) | (set(TIMES) if retimed else set())
+            updated = await _edit(uow, occurrence, group.name, editor, {n: getattr(at_date, n) for n in named}, now)
+            result = updated if occurrence.id == event.id else result
+        return result
+
+
+# Fields an edit of a series' following occurrences sets per date, from the edited one's local time of day.
+TIMES = ("starts_at", "ends_at", "rsvp_opens_at", "rsvp_closes_at")
+
+
+async def _series_of(uow: EventsUnitOfWork, event: Event) -> tuple[Series, date]:
+    if event.series_id is None or event.occurrence_date is None:
+        raise InvalidEvent("scope=following is for occurrences of a recurring series.", field="scope")
+    series = await uow.series.get_for_update(event.series_id)
+    assert series is not None
+    return series, event.occurrence_date
+
+
+async def _edit(
+    uow: EventsUnitOfWork, event: Event, group_name: str, editor: UserId, changes: Mapping[str, Any], now: datetime
+) -> Event:
+    edited, changed = event.edited(changes, now)
+    if not changed:
+        return event
+    # More seats (edited.details.capacity) may seat people waiting.
+    attendance = await _attendance(uow, edited)
+    attendance.promote()
+    edited = await _save_attendance(uow, edited, attendance)
+    going = await uow.rsvps.going_ids(event.id) if TIME_OR_PLACE & set(changed) else []
+    uow.publish(
+        EventUpdated(
+            **_snapshot(edited, group_name),
+            changed=changed,
+            attendee_ids=sorted(going),
+            updated_by=editor,
+            updated_at=now,
+        )
+    )
+    return edited
+
+
+async def cancel_event(uow: EventsUnitOfWork, event_id: str, leader: UserId, scope: Scope = Scope.THIS) -> Event:
+    """With scope=following: this occurrence, every later one, and the series makes no more (from its first
+    occurrence: the whole series)."""
+    async with uow:
+        event, group, role = await _locked(uow, event_id, leader)
+        check_leader(role)
+        now = uow.clock.now()
+        event.check_changeable(now)
+        if scope is Scope.THIS:
+            return await _cancel(uow, event, group.name, reason="cancelled", by=leader)
+        series, day = await _series_of(uow, event)
+        await uow.series.save(replace(series, ends_before=day))
+        result = event
+        for occurrence_id in await uow.events.upcoming_ids_of_series(series.id, day, now):
+            occurrence = await uow.events.get_for_update(occurrence_id)
+            assert occurrence is not None
+            cancelled = await _cancel(uow, occurrence, group.name, reason="cancelled", by=leader)
+            result = cancelled if occurrence.id == event.id else result
+        return result
+
+
+async def _cancel(uow: EventsUnitOfWork, event: Event, group_name: str, *, reason: str, by: str) -> Event:
+    now = uow.clock.now()
+    cancelled = event.cancelled(now)
+    await uow.events.save(cancelled)
+    attendance = Attendance.of(event, await uow.rsvps.attending(event.id))
+    uow.publish(
+        EventCancelled(
+            event_id=event.id,
+            group_id=event.group_id,
+            group_name=group_name,
+            title=event.details.title,
+            starts_at=event.details.starts_at,
+            reason=reason,
+            cancelled_by=by,
+            attendee_ids=sorted(r.user_id for r in attendance.rsvps.values() if r.status is RsvpStatus.GOING),
+            waitlist_ids=[r.user_id for r in attendance.waitlist],
+            sequence=cancelled.sequence,
+            cancelled_at=now,
+        )
+    )
+    return cancelled
+
+
+# --- import of calendar files ---------------------------------------------------------------------------------------
+
+
+async def import_events(
+    uow: EventsUnitOfWork, leader: UserId, group_id: GroupId, entries: list[ImportEntry]
+) -> list[ImportResult]:
+    """Events from another platform's calendar file, in one transaction: a UID seen before in this group updates
+    its event (or cancels it, when the file says so) instead of making another; past events come in as the
+    group's history. Each entry gets its outcome, skipped ones with the reason."""
+    async with uow:
+        now = uow.clock.now()
+        group = await uow.groups.get(group_id)
+        role = await uow.members.role(group_id, leader)
+        if group is None or not may_see(group, role):
+            raise GroupNotFound(f"No group {group_id} (or it has not reached the events service yet).")
+        check_leader(role)
+        results: list[ImportResult] = []
+        seen: set[str] = set()
+        for entry in entries:
+            if entry.skipped is not None or entry.details is None:
+                results.append(ImportResult(entry.uid, ImportOutcome.SKIPPED, reason=entry.skipped))
+            elif entry.uid in seen:
+                results.append(ImportResult(entry.uid, ImportOutcome.SKIPPED, reason="UID repeated in the file"))
+            else:
+                seen.add(entry.uid)
+                results.append(await _import_one(uow, leader, group, entry, entry.details, now))
+        return results
+
+
+async def _import_one(
+    uow: EventsUnitOfWork, leader: UserId, group: GroupSummary, entry: ImportEntry, details: EventDetails, now: datetime
+) -> ImportResult:
+    existing = await uow.events.imported_for_update(group.id, entry.uid)
+    if existing is None:
+        if entry.cancelled:
+            return ImportResult(entry.uid, ImportOutcome.SKIPPED, reason="cancelled in the file")
+        event = Event(new_event_id(), group.id, details, leader, now, now, source_uid=entry.uid)
+        await uow.events.add(event)
+        uow.publish(EventScheduled(**_snapshot(event, group.name), scheduled_by=leader, scheduled_at=now))
+        return ImportResult(entry.uid, ImportOutcome.CREATED, event.id)
+    if existing.status is EventStatus.CANCELLED:
+        return ImportResult(entry.uid, ImportOutcome.SKIPPED, existing.id, "the event was cancelled here")
+    if entry.cancelled:
+        await _cancel(uow, existing, group.name, reason="cancelled", by=leader)
+        return ImportResult(entry.uid, ImportOutcome.UPDATED, existing.id, "cancelled")
+    changes = {name: getattr(details, name) for name in DETAIL_FIELDS if name != "cover_image_id"}
+    edited = await _edit(uow, existing, group.name, leader, changes, now)
+    if edited is existing:
+        return ImportResult(entry.uid, ImportOutcome.SKIPPED, existing.id, "unchanged")
+    return ImportResult(entry.uid, ImportOutcome.UPDATED, existing.id)
+
+
+# --- RSVPs ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MyRsvp:
+    status: RsvpStatus
+    guests: int
+    waitlist_position: int | None
+
+
+async def respond(uow: EventsUnitOfWork, event_id: str, member: UserId, answer: Answer, guests: int) -> MyRsvp:
+    async with uow:
+        event, _, role = await _locked(uow, event_id, member)
+        check_member(role)
+        now = uow.clock.now()
+        event.check_rsvp_open(now)
+        attendance = await _attendance(uow, event, member)
+        rsvp = attendance.respond(member, answer, guests, now)
+        await _save_attendance(uow, event, attendance)
+        return MyRsvp(rsvp.status, rsvp.guests, await uow.rsvps.waitlist_position(event.id, rsvp))
+
+
+async def _attendance(uow: EventsUnitOfWork, event: Event, person: UserId | None = None) -> Attendance:
+    """What a decision about the event's seats reads (under the event row's lock): its counters, the person's own
+    answer, and the head of the waitlist as far as seats could free up. A waiting person's answer reads the
+    waitlist through them, so the place they keep is known."""
+    own = await uow.rsvps.of(event.id, person) if person is not None else None
+    head = waitlist_to_read(event, own)
+    if own is not None and own.status is RsvpStatus.WAITLISTED:
+        head = max(head, await uow.rsvps.waitlist_position(event.id, own) or 0)
+    waiting = await uow.rsvps.waitlist_head(event.id, head) if head else []
+    return Attendance.of(event, [*waiting, *([own] if own is not None else [])])
+
+
+async def _save_attendance(uow: EventsUnitOfWork, event: Event, attendance: Attendance) -> Event:
+    """Writes the event with its counters and the changed RSVPs, and publishes an rsvp.* event per change."""
+    await uow.rsvps.save(event.id, list(attendance.dirty.values()))
+    counted = replace(
+        event,
+        going_count=attendance.seats_taken,
+        waitlist_count=attendance.waiting,
+        queue_counter=attendance.queue_counter,
+    )
+    await uow.events.save(counted)
+    now = uow.clock.now()
+    uow.publish(*(_rsvp_event(counted, change, now) for change in attendance.changes))
+    return counted
+
+
+def _rsvp_event(event: Event, change: RsvpChange, now: Any) -> RsvpEvent:
+    common = {"event_id": event.id, "group_id": event.group_id, "user_id": change.user_id, "guests": change.guests}
+    if change.change is Change.CONFIRMED:
+        return RsvpConfirmed(**common, responded_at=now)
+    if change.change is Change.WAITLISTED:
+        assert change.position is not None
+        return RsvpWaitlisted(**common, position=change.position, responded_at=now)
+    if change.change is Change.PROMOTED:
+        return RsvpPromoted(**common, promoted_at=now)
+    assert change.reason is not None and change.previous is not None
+    return RsvpCancelled(**common, previous_status=change.previous, reason=change.reason, cancelled_at=now)
+
+
+# --- reactions to the groups service's events (run in a consumer's unit of work) -----------------------------------
+
+
+async def drop_member(uow: EventsUnitOfWork, group_id: str, user_id: UserId, reason: Reason) -> None:
+    """Someone left the group, was removed or banned: their membership ends here, and their seats and places in
+    the group's upcoming events go to the waitlists."""
+    await uow.members.remove(group_id, user_id)
+    now = uow.clock.now()
+    for event_id in await uow.events.upcoming_ids_attended_by(group_id, user_id, now):
+        event = await uow.events.get_for_update(event_id)
+        assert event is not None
+        attendance = await _attendance(uow, event, user_id)
+        attendance.withdraw(user_id, reason, now)
+        await _save_attendance(uow, event, attendance)
+
+
+async def cancel_group_events(uow: EventsUnitOfWork, deleted: GroupDeleted) -> list[str]:
+    """The events service's step of the group-deletion saga: the group is gone here too, every upcoming event of
+    it is cancelled (attendees and waitlist told through event.cancelled), and the saga gets its reply. A repeated
+    group.deleted cancels nothing more and replies again, which the saga takes calmly."""
+    now = uow.clock.now()
+    await uow.groups.mark_deleted(deleted.group_id, deleted.name, deleted.slug, deleted.deleted_at)
+    await uow.members.remove_all(deleted.group_id)
+    cancelled: list[str] = []
+    for event_id in await uow.events.upcoming_ids_of_group(deleted.group_id, now):
+        event = await uow.events.get_for_update(event_id)
+        assert event is not None
+        await _cancel(uow, event, deleted.name, reason="group_deleted", by=deleted.deleted_by)
+        cancelled.append(event.id)
+    uow.publish(GroupEventsCancelled(group_id=deleted.group_id, cancelled_event_ids=cancelled, cancelled_at=now))
+    return cancelled
+
+
+# --- comments and check-in -------------------------------------------------------------------------------------------
+
+
+async def _event_for_member(stores: Stores, event_id: str, caller: UserId) -> tuple[Event, str | None]:
+    event = await stores.events.get(event_id)
+    if event is None:
+        raise EventNotFound("No such event.")
+    _, role = await _visible_group(stores, event.group_id, caller)
+    check_member(role)
+    return event, role
+
+
+async def post_comment(uow: EventsUnitOfWork, event_id: str, author: UserId, body: str) -> Comment:
+    text = comment_body(body)
+    async with uow:
+        event, _ = await _event_for_member(uow.stores, event_id, author)
+        now = uow.clock.now()
+        comment = Comment(new_comment_id(), event.id, author, text, now, now)
+        await uow.comments.add(comment)
+        uow.publish(
+            CommentPosted(
+                event_id=event.id,
+                group_id=event.group_id,
+                comment_id=comment.id,
+                author_id=author,
+                body=text,
+                posted_at=now,
+            )
+        )
+        return comment
+
+
+async def edit_comment(uow: EventsUnitOfWork, event_id: str, comment_id: str, editor: UserId, body: str) -> Comment:
+    text = comment_body(body)
+    async with uow:
+        event, _ = await _event_for_member(uow.stores, event_id, editor)
+        comment = await uow.comments.get(event.id, comment_id)
+        if comment is None:
+            raise CommentNotFound("No such comment.")
+        check_may_edit(comment, editor)
+        edited = replace(comment, body=text, updated_at=uow.clock.now())
+        await uow.comments.save(edited)
+        return edited
+
+
+async def delete_comment(uow: EventsUnitOfWork, event_id: str, comment_id: str, caller: UserId) -> None:
+    async with uow:
+        event, role = await _event_for_member(uow.stores, event_id, caller)
+        comment = await uow.comments.get(event.id, comment_id)
+        if comment is None:
+            raise CommentNotFound("No such comment.")
+        check_may_delete(comment, caller, role)
+        await uow.comments.remove(comment.id)
+
+
+async def list_comments(stores: Stores, event_id: str, caller: UserId, page: PageRequest) -> tuple[list[Comment], Any]:
+    event, _ = await _event_for_member(stores, event_id, caller)
+    return await stores.comments.page(event.id, page.limit, page.cursor)
+
+
+@dataclass(frozen=True)
+class CheckIn:
+    user_id: UserId
+    checked_in_at: datetime
+    attendance: int
+
+
+async def check_in_attendee(uow: EventsUnitOfWork, event_id: str, leader: UserId, attendee: UserId) -> CheckIn:
+    """Marks a going attendee present; doing it again changes nothing. The event row is locked so the attendance
+    count published with each check-in is exact."""
+    async with uow:
+        event, _, role = await _locked(uow, event_id, leader)
+        check_leader(role)
+        now = uow.clock.now()
+        rsvp = await uow.rsvps.of(event.id, attendee)
+        present = check_in(event, rsvp, now)
+        if present is None:
+            assert rsvp is not None and rsvp.checked_in_at is not None
+            return CheckIn(attendee, rsvp.checked_in_at, await uow.rsvps.checked_in_count(event.id))
+        await uow.rsvps.save(event.id, [present])
+        attendance = await uow.rsvps.checked_in_count(event.id)
+        uow.publish(
+            EventCheckedIn(
+                event_id=event.id,
+                group_id=event.group_id,
+                user_id=attendee,
+                checked_in_by=leader,
+                attendance=attendance,
+                checked_in_at=now,
+            )
+        )
+        return CheckIn(attendee, now, attendance)
+
+
+# --- calendars ----------------------------------------------------------------------------------------------------
+
+# The feed holds what ended at most this long ago, so a calendar keeps recent history without growing forever.
+FEED_HISTORY = timedelta(days=30)
+
+
+async def calendar_feed_token(uow: EventsUnitOfWork, person: UserId) -> str:
+    """The person's secret feed token, issued on first use."""
+    async with uow:
+        token = await uow.feeds.token_of(person)
+        if token is None:
+            token = secrets.token_urlsafe(32)
+            await uow.feeds.add(person, token, uow.clock.now())
+        return token
+
+
+async def revoke_calendar_feed(uow: EventsUnitOfWork, person: UserId) -> None:
+    """The old URL stops working; the next request for one issues a new token."""
+    async with uow:
+        await uow.feeds.remove(person)
+
+
+async def calendar_feed(stores: Stores, token: str, now: datetime) -> list[tuple[Event, str]]:
+    """What the feed's owner is going to (with group names), for `<token>.ics`."""
+    owner = await stores.feeds.owner_of(token)
+    if owner is None:
+        raise FeedNotFound("No calendar feed has this address (it may have been revoked).")
+    return await stores.events.going_of(owner, now - FEED_HISTORY)
+
+
+# --- reading ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EventView:
+    event: Event
+    group: GroupSummary
+    my_rsvp: MyRsvp | None
+    attendance: int = 0
+
+    @property
+    def going(self) -> bool:
+        return self.my_rsvp is not None and self.my_rsvp.status is RsvpStatus.GOING
+
+
+async def view_event(stores: Stores, event_id: str, caller: UserId | None) -> EventView:
+    event = await stores.events.get(event_id)
+    if event is None:
+        raise EventNotFound("No such event.")
+    group, _ = await _visible_group(stores, event.group_id, caller)
+    mine: MyRsvp | None = None
+    rsvp: Rsvp | None = await stores.rsvps.of(event.id, caller) if caller else None
+    if rsvp is not None:
+        mine = MyRsvp(rsvp.status, rsvp.guests, await stores.rsvps.waitlist_position(event.id, rsvp))
+    return EventView(event, group, mine, await stores.rsvps.checked_in_count(event.id))
+
+
+async def list_attendees(
+    stores: Stores, event_id: str, caller: UserId | None, page: PageRequest
+) -> tuple[list[AttendeeRow], Any]:
+    event = await stores.events.get(event_id)
+    if event is None:
+        raise EventNotFound("No such event.")
+    await _visible_group(stores, event.group_id, caller)
+    return await stores.rsvps.page(event.id, page.limit, page.cursor)
+
+
+async def search_events(stores: Stores, criteria: EventSearch, page: PageRequest) -> tuple[list[Found], Any]:
+    return await stores.events.search(criteria, page.limit, page.cursor)

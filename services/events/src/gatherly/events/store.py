@@ -1,17 +1,827 @@
-"""Tables of the events service and the queries that need SQL."""
+"""The events service's queries that need SQL (locking, ordered attendance, upserts of read models); they return
+domain objects. The tables are in tables.py."""
 
-from sqlalchemy import MetaData
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, case, delete, func, insert, literal, or_, select, update
+from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gatherly.kernel.tables import kernel_tables
+from gatherly.contracts.groups import GroupSnapshot
+from gatherly.contracts.users import ImageVariants, UserProfileUpdated
+from gatherly.events.domain import (
+    Comment,
+    CommentId,
+    Event,
+    EventDetails,
+    EventId,
+    EventSearch,
+    EventStatus,
+    Found,
+    GroupId,
+    GroupSummary,
+    InvalidEvent,
+    Location,
+    Rsvp,
+    RsvpStatus,
+    SearchOrder,
+    UserId,
+    Venue,
+    Visibility,
+    chord2_within,
+    km_of_chord2,
+    search_text,
+    unit_vector,
+)
+from gatherly.events.recurrence import Series, SeriesId, Template
+from gatherly.events.tables import (
+    calendar_feeds,
+    comments,
+    events,
+    group_members,
+    group_summaries,
+    group_topics,
+    metadata,
+    profiles,
+    rsvps,
+    series,
+)
+from gatherly.kernel.db import Database, rowcount
+from gatherly.kernel.geo import bounding_box
+from gatherly.kernel.runtime import ServiceContext
 from gatherly.kernel.uow import UnitOfWork
 
-metadata = MetaData()
-kernel_tables(metadata)
+__all__ = ["EventsUnitOfWork", "Stores", "metadata", "reading", "unit_of_work"]
+
+
+def _event(row: RowMapping) -> Event:
+    venue = None
+    if row["venue_name"] is not None:
+        location = Location(row["lat"], row["lng"]) if row["lat"] is not None and row["lng"] is not None else None
+        venue = Venue(row["venue_name"], row["venue_address"] or "", location)
+    return Event(
+        id=EventId(row["id"]),
+        group_id=GroupId(row["group_id"]),
+        details=EventDetails(
+            title=row["title"],
+            description=row["description"],
+            starts_at=row["starts_at"],
+            ends_at=row["ends_at"],
+            timezone=row["timezone"],
+            venue=venue,
+            online_url=row["online_url"],
+            capacity=row["capacity"],
+            guest_limit=row["guest_limit"],
+            rsvp_opens_at=row["rsvp_opens_at"],
+            rsvp_closes_at=row["rsvp_closes_at"],
+            cover_image_id=row["cover_image_id"],
+        ),
+        created_by=UserId(row["created_by"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        status=EventStatus(row["status"]),
+        sequence=row["sequence"],
+        going_count=row["going_count"],
+        waitlist_count=row["waitlist_count"],
+        queue_counter=row["queue_counter"],
+        cancelled_at=row["cancelled_at"],
+        series_id=row["series_id"],
+        occurrence_date=date.fromisoformat(row["occurrence_date"]) if row["occurrence_date"] else None,
+        source_uid=row["source_uid"],
+    )
+
+
+def _columns(event: Event) -> dict[str, Any]:
+    details, venue = event.details, event.details.venue
+    location = venue.location if venue else None
+    x, y, z = unit_vector(location) if location else (None, None, None)
+    return {
+        "group_id": event.group_id,
+        "title": details.title,
+        "description": details.description,
+        "search_text": search_text(details),
+        "starts_at": details.starts_at,
+        "ends_at": details.ends_at,
+        "timezone": details.timezone,
+        "venue_name": venue.name if venue else None,
+        "venue_address": venue.address if venue else None,
+        "lat": location.lat if location else None,
+        "lng": location.lng if location else None,
+        "x": x,
+        "y": y,
+        "z": z,
+        "online_url": details.online_url,
+        "capacity": details.capacity,
+        "guest_limit": details.guest_limit,
+        "rsvp_opens_at": details.rsvp_opens_at,
+        "rsvp_closes_at": details.rsvp_closes_at,
+        "cover_image_id": details.cover_image_id,
+        "status": event.status.value,
+        "sequence": event.sequence,
+        "going_count": event.going_count,
+        "waitlist_count": event.waitlist_count,
+        "queue_counter": event.queue_counter,
+        "created_by": event.created_by,
+        "created_at": event.created_at,
+        "updated_at": event.updated_at,
+        "cancelled_at": event.cancelled_at,
+        "series_id": event.series_id,
+        "occurrence_date": event.occurrence_date.isoformat() if event.occurrence_date else None,
+        "source_uid": event.source_uid,
+    }
+
+
+class EventStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, event_id: str) -> Event | None:
+        row = (await self.session.execute(select(events).where(events.c.id == event_id))).mappings().first()
+        return _event(row) if row else None
+
+    async def get_for_update(self, event_id: str) -> Event | None:
+        """The event row locked until the transaction ends (PostgreSQL; on SQLite the unit of work holds the
+        database's write lock already). Seats are counted and handed out under this lock, so concurrent RSVPs
+        queue here and never both take the last seat."""
+        query = select(events).where(events.c.id == event_id).with_for_update()
+        row = (await self.session.execute(query)).mappings().first()
+        return _event(row) if row else None
+
+    async def imported_for_update(self, group_id: str, uid: str) -> Event | None:
+        """The group's event imported from this VEVENT UID, locked (ux_events_group_id_source_uid)."""
+        query = select(events).where(events.c.group_id == group_id, events.c.source_uid == uid).with_for_update()
+        row = (await self.session.execute(query)).mappings().first()
+        return _event(row) if row else None
+
+    async def add(self, event: Event) -> None:
+        await self.session.execute(insert(events).values(id=event.id, **_columns(event)))
+
+    async def save(self, event: Event) -> None:
+        await self.session.execute(update(events).where(events.c.id == event.id).values(**_columns(event)))
+
+    async def upcoming_ids_of_group(self, group_id: str, now: datetime) -> list[EventId]:
+        """Scheduled events of the group that have not started, soonest first (ix_events_group_id_starts_at)."""
+        query = (
+            select(events.c.id)
+            .where(events.c.group_id == group_id, events.c.starts_at > now, events.c.status == EventStatus.SCHEDULED)
+            .order_by(events.c.starts_at, events.c.id)
+        )
+        return [EventId(i) for i in await self.session.scalars(query)]
+
+    async def upcoming_ids_of_series(self, series_id: str, from_date: date, now: datetime) -> list[EventId]:
+        """Scheduled occurrences of the series from this local date on that have not started, in date order."""
+        query = (
+            select(events.c.id)
+            .where(
+                events.c.series_id == series_id,
+                events.c.occurrence_date >= from_date.isoformat(),
+                events.c.starts_at > now,
+                events.c.status == EventStatus.SCHEDULED,
+            )
+            .order_by(events.c.occurrence_date)
+        )
+        return [EventId(i) for i in await self.session.scalars(query)]
+
+    async def upcoming_ids_attended_by(self, group_id: str, user_id: str, now: datetime) -> list[EventId]:
+        """Upcoming scheduled events of the group where the person is going or waiting."""
+        query = (
+            select(events.c.id)
+            .join(rsvps, rsvps.c.event_id == events.c.id)
+            .where(
+                events.c.group_id == group_id,
+                events.c.starts_at > now,
+                events.c.status == EventStatus.SCHEDULED,
+                rsvps.c.user_id == user_id,
+                rsvps.c.status.in_([RsvpStatus.GOING, RsvpStatus.WAITLISTED]),
+            )
+            .order_by(events.c.starts_at, events.c.id)
+        )
+        return [EventId(i) for i in await self.session.scalars(query)]
+
+    async def going_of(self, user_id: str, ending_after: datetime, limit: int = 500) -> list[tuple[Event, str]]:
+        """Events the person is going to (cancelled ones too: a calendar must learn of the cancellation) that end
+        after `ending_after`, soonest first, with their group's name."""
+        query = (
+            select(events, group_summaries.c.name.label("group_name"))
+            .join(rsvps, and_(rsvps.c.event_id == events.c.id, rsvps.c.user_id == user_id))
+            .join(group_summaries, group_summaries.c.group_id == events.c.group_id)
+            .where(rsvps.c.status == RsvpStatus.GOING, events.c.ends_at > ending_after)
+            .order_by(events.c.starts_at, events.c.id)
+            .limit(limit)
+        )
+        return [(_event(row), row["group_name"]) for row in (await self.session.execute(query)).mappings()]
+
+    async def search(self, criteria: EventSearch, limit: int, after: dict[str, Any] | None) -> tuple[list[Found], Any]:
+        """A page of events and the position after it (None on the last page). Who may see what is part of the
+        query, so a page is never short for rows dropped afterwards."""
+        if criteria.near is not None:
+            return await self._search_nearby(criteria, limit, after)
+        query = (
+            select(events, group_summaries.c.name.label("group_name"))
+            .join(group_summaries, group_summaries.c.group_id == events.c.group_id)
+            .where(*_filters(criteria))
+            .order_by(events.c.starts_at, events.c.id)
+        )
+        if after is not None:
+            since, last_id = _position(after, "s")
+            query = query.where(
+                or_(events.c.starts_at > since, and_(events.c.starts_at == since, events.c.id > last_id))
+            )
+        rows = list((await self.session.execute(query.limit(limit + 1))).mappings())
+        found = [Found(_event(row), row["group_name"]) for row in rows[:limit]]
+        position = None
+        if len(rows) > limit:
+            last = found[-1].event
+            position = {"s": last.details.starts_at.isoformat(), "i": last.id}
+        return found, position
+
+    async def _search_nearby(
+        self, criteria: EventSearch, limit: int, after: dict[str, Any] | None
+    ) -> tuple[list[Found], Any]:
+        # The bounding box is an indexed range on lat (and a cheap check on lng) that narrows the candidates; the
+        # chord to the centre (domain.unit_vector) drops the box's corners and orders by distance, all in the query
+        # and from ix_events_nearby alone; then the page's whole rows are read (the same transaction: same rows).
+        assert criteria.near is not None
+        by_distance = criteria.order is SearchOrder.DISTANCE
+        # Nearest first, a smaller circle is tried first: when it holds more than a page, that page is the whole
+        # circle's too (everything outside it is farther), and a dense city reads a few dozen rows, not thousands.
+        radii = [r for r in (criteria.radius_km / 16, criteria.radius_km / 4) if by_distance] + [criteria.radius_km]
+        for radius in radii:
+            rows = await self._nearby_candidates(criteria, radius, limit, after)
+            if len(rows) > limit:
+                break
+        page = rows[:limit]
+        whole = (
+            select(events, group_summaries.c.name.label("group_name"))
+            .join(group_summaries, group_summaries.c.group_id == events.c.group_id)
+            .where(events.c.id.in_([row["id"] for row in page]))
+        )
+        by_id = {row["id"]: row for row in (await self.session.execute(whole)).mappings()}
+        found = [
+            Found(_event(by_id[row["id"]]), by_id[row["id"]]["group_name"], km_of_chord2(row["chord2"])) for row in page
+        ]
+        position = None
+        if len(rows) > limit:
+            last_row = rows[limit - 1]
+            if by_distance:
+                position = {"c": last_row["chord2"], "i": last_row["id"]}
+            else:
+                position = {"s": last_row["starts_at"].isoformat(), "i": last_row["id"]}
+        return found, position
+
+    async def _nearby_candidates(
+        self, criteria: EventSearch, radius_km: float, limit: int, after: dict[str, Any] | None
+    ) -> list[RowMapping]:
+        """Up to limit + 1 (id, starts_at, chord2) of the events within `radius_km` of the centre, in the order asked,
+        after the cursor's position."""
+        assert criteria.near is not None
+        box = bounding_box(criteria.near, radius_km)
+        cx, cy, cz = unit_vector(criteria.near)
+        chord2 = ((events.c.x - cx) * (events.c.x - cx) + (events.c.y - cy) * (events.c.y - cy)) + (events.c.z - cz) * (
+            events.c.z - cz
+        )
+        query = (
+            select(events.c.id, events.c.starts_at, chord2.label("chord2"))
+            .join(group_summaries, group_summaries.c.group_id == events.c.group_id)
+            .where(
+                *_filters(criteria),
+                events.c.lat.between(box.min_lat, box.max_lat),
+                or_(*(events.c.lng.between(west, east) for west, east in box.lng_ranges)),
+                chord2 <= chord2_within(radius_km),
+            )
+        )
+        if criteria.order is SearchOrder.DISTANCE:
+            query = query.order_by(chord2, events.c.id)
+            if after is not None:
+                last, last_id = _position(after, "c")
+                query = query.where(or_(chord2 > last, and_(chord2 == last, events.c.id > last_id)))
+        else:
+            query = query.order_by(events.c.starts_at, events.c.id)
+            if after is not None:
+                since, last_id = _position(after, "s")
+                query = query.where(
+                    or_(events.c.starts_at > since, and_(events.c.starts_at == since, events.c.id > last_id))
+                )
+        return list((await self.session.execute(query.limit(limit + 1))).mappings())
+
+
+def _filters(criteria: EventSearch) -> list[ColumnElement[bool]]:
+    """Scheduled events of live groups the caller may see, and whatever else was asked."""
+    visible = group_summaries.c.visibility == Visibility.PUBLIC.value
+    if criteria.caller is not None:
+        mine = select(group_members.c.group_id).where(group_members.c.user_id == criteria.caller)
+        visible = or_(visible, events.c.group_id.in_(mine))
+    filters: list[ColumnElement[bool]] = [
+        group_summaries.c.deleted_at.is_(None),
+        visible,
+        events.c.status == EventStatus.SCHEDULED.value,
+        events.c.starts_at >= criteria.starts_from,
+    ]
+    if criteria.starts_before is not None:
+        filters.append(events.c.starts_at < criteria.starts_before)
+    if criteria.text:
+        filters.append(events.c.search_text.contains(criteria.text, autoescape=True))
+    if criteria.topic:
+        filters.append(
+            events.c.group_id.in_(select(group_topics.c.group_id).where(group_topics.c.topic == criteria.topic))
+        )
+    if criteria.group_id:
+        filters.append(events.c.group_id == criteria.group_id)
+    if criteria.attending is not None:
+        going = select(rsvps.c.event_id).where(
+            rsvps.c.user_id == criteria.attending, rsvps.c.status == RsvpStatus.GOING.value
+        )
+        filters.append(events.c.id.in_(going))
+    return filters
+
+
+def _position(after: dict[str, Any], key: str) -> tuple[Any, str]:
+    """The (sort key, id) of a cursor: a start time ("s") or a squared chord to the centre ("c")."""
+    try:
+        value, last_id = after[key], str(after["i"])
+        if key == "s":
+            return datetime.fromisoformat(str(value)), last_id
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(value)
+        return float(value), last_id
+    except (KeyError, TypeError, ValueError):
+        raise InvalidEvent("The cursor is not one this API issued (or belongs to another sort).", field="cursor")
+
+
+def _series(row: RowMapping) -> Series:
+    through, ends = row["generated_through"], row["ends_before"]
+    return Series(
+        id=SeriesId(row["id"]),
+        group_id=GroupId(row["group_id"]),
+        rule=row["rule"],
+        first=datetime.fromisoformat(row["first_start"]),
+        template=Template.from_json(row["template"]),
+        generated_through=date.fromisoformat(through) if through else None,
+        ends_before=date.fromisoformat(ends) if ends else None,
+        created_by=UserId(row["created_by"]),
+        created_at=row["created_at"],
+    )
+
+
+class SeriesStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    @staticmethod
+    def _columns(found: Series) -> dict[str, Any]:
+        return {
+            "group_id": found.group_id,
+            "rule": found.rule,
+            "first_start": found.first.isoformat(timespec="seconds"),
+            "template": found.template.to_json(),
+            "generated_through": found.generated_through.isoformat() if found.generated_through else None,
+            "ends_before": found.ends_before.isoformat() if found.ends_before else None,
+            "created_by": found.created_by,
+            "created_at": found.created_at,
+        }
+
+    async def add(self, found: Series) -> None:
+        await self.session.execute(insert(series).values(id=found.id, **self._columns(found)))
+
+    async def save(self, found: Series) -> None:
+        await self.session.execute(update(series).where(series.c.id == found.id).values(**self._columns(found)))
+
+    async def get_for_update(self, series_id: str) -> Series | None:
+        """The series locked: two top-up rounds (or a top-up and an edit) never make the same dates twice."""
+        query = select(series).where(series.c.id == series_id).with_for_update()
+        row = (await self.session.execute(query)).mappings().first()
+        return _series(row) if row else None
+
+    async def due_ids(self, through: date) -> list[SeriesId]:
+        """Series not cut short whose occurrences are made only up to a date before `through` (a few days'
+        slack against time zones: a series made up to its horizon is skipped by its own check)."""
+        query = select(series.c.id).where(
+            series.c.ends_before.is_(None),
+            or_(series.c.generated_through.is_(None), series.c.generated_through < through.isoformat()),
+        )
+        return [SeriesId(i) for i in await self.session.scalars(query)]
+
+
+def _rsvp(row: RowMapping) -> Rsvp:
+    return Rsvp(
+        user_id=UserId(row["user_id"]),
+        status=RsvpStatus(row["status"]),
+        guests=row["guests"],
+        queue_no=row["queue_no"],
+        responded_at=row["responded_at"],
+        checked_in_at=row["checked_in_at"],
+    )
+
+
+# Going first, then the waitlist, each in FIFO order; "not going" last.
+STATUS_RANK = case({RsvpStatus.GOING.value: 0, RsvpStatus.WAITLISTED.value: 1}, value=rsvps.c.status, else_=2)
+
+
+@dataclass(frozen=True)
+class AttendeeRow:
+    rsvp: Rsvp
+    position: int | None  # on the waitlist, 1 = next
+    display_name: str | None = None
+    avatar: ImageVariants | None = None
+
+
+class RsvpStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def attending(self, event_id: str, also: str | None = None) -> list[Rsvp]:
+        """The event's RSVPs that hold or wait for a seat, plus `also`'s own answer whatever it is."""
+        holding = rsvps.c.status.in_([RsvpStatus.GOING, RsvpStatus.WAITLISTED])
+        wanted = or_(holding, rsvps.c.user_id == also) if also is not None else holding
+        query = select(rsvps).where(rsvps.c.event_id == event_id, wanted)
+        return [_rsvp(row) for row in (await self.session.execute(query)).mappings()]
+
+    async def waitlist_head(self, event_id: str, limit: int) -> list[Rsvp]:
+        """The first `limit` parties waiting, in FIFO order (ix_rsvps_event_id_status_queue_no)."""
+        query = (
+            select(rsvps)
+            .where(rsvps.c.event_id == event_id, rsvps.c.status == RsvpStatus.WAITLISTED)
+            .order_by(rsvps.c.queue_no)
+            .limit(limit)
+        )
+        return [_rsvp(row) for row in (await self.session.execute(query)).mappings()]
+
+    async def going_ids(self, event_id: str) -> list[UserId]:
+        query = select(rsvps.c.user_id).where(rsvps.c.event_id == event_id, rsvps.c.status == RsvpStatus.GOING)
+        return [UserId(u) for u in await self.session.scalars(query)]
+
+    async def of(self, event_id: str, user_id: str) -> Rsvp | None:
+        query = select(rsvps).where(rsvps.c.event_id == event_id, rsvps.c.user_id == user_id)
+        row = (await self.session.execute(query)).mappings().first()
+        return _rsvp(row) if row else None
+
+    async def waitlist_position(self, event_id: str, rsvp: Rsvp) -> int | None:
+        if rsvp.status is not RsvpStatus.WAITLISTED:
+            return None
+        ahead = await self.session.scalar(
+            select(literal(1) + func.count())
+            .select_from(rsvps)
+            .where(
+                rsvps.c.event_id == event_id,
+                rsvps.c.status == RsvpStatus.WAITLISTED,
+                rsvps.c.queue_no < rsvp.queue_no,
+            )
+        )
+        return int(ahead or 1)
+
+    async def checked_in_count(self, event_id: str) -> int:
+        query = (
+            select(func.count())
+            .select_from(rsvps)
+            .where(rsvps.c.event_id == event_id, rsvps.c.checked_in_at.is_not(None))
+        )
+        return int(await self.session.scalar(query) or 0)
+
+    async def save(self, event_id: str, changed: Sequence[Rsvp]) -> None:
+        """Upsert the changed RSVPs (update first: most changes are to existing answers)."""
+        for rsvp in changed:
+            values = {
+                "status": rsvp.status.value,
+                "guests": rsvp.guests,
+                "queue_no": rsvp.queue_no,
+                "responded_at": rsvp.responded_at,
+                "checked_in_at": rsvp.checked_in_at,
+            }
+            result = await self.session.execute(
+                update(rsvps).where(rsvps.c.event_id == event_id, rsvps.c.user_id == rsvp.user_id).values(**values)
+            )
+            if rowcount(result) == 0:
+                await self.session.execute(insert(rsvps).values(event_id=event_id, user_id=rsvp.user_id, **values))
+
+    async def page(self, event_id: str, limit: int, after: dict[str, Any] | None) -> tuple[list[AttendeeRow], Any]:
+        """Going first, then the waitlist in order (with positions); keyset-paged by (status rank, queue_no)."""
+        query = (
+            select(rsvps, profiles.c.display_name, profiles.c.avatar)
+            .select_from(rsvps.outerjoin(profiles, profiles.c.user_id == rsvps.c.user_id))
+            .where(rsvps.c.event_id == event_id, rsvps.c.status.in_([RsvpStatus.GOING, RsvpStatus.WAITLISTED]))
+            .order_by(STATUS_RANK, rsvps.c.queue_no, rsvps.c.user_id)
+        )
+        waiting_before = 0
+        if after is not None:
+            try:
+                rank, queue_no, user_id = int(after["r"]), int(after["q"]), str(after["u"])
+                waiting_before = int(after["w"])
+            except (KeyError, TypeError, ValueError):
+                raise InvalidEvent("The cursor is not one this API issued.", field="cursor")
+            query = query.where(
+                or_(
+                    literal(rank) < STATUS_RANK,
+                    and_(
+                        literal(rank) == STATUS_RANK,
+                        or_(rsvps.c.queue_no > queue_no, and_(rsvps.c.queue_no == queue_no, rsvps.c.user_id > user_id)),
+                    ),
+                )
+            )
+        rows = list((await self.session.execute(query.limit(limit + 1))).mappings())
+        found: list[AttendeeRow] = []
+        for row in rows[:limit]:
+            rsvp = _rsvp(row)
+            position = None
+            if rsvp.status is RsvpStatus.WAITLISTED:
+                waiting_before += 1
+                position = waiting_before
+            avatar = ImageVariants(**row["avatar"]) if row["avatar"] else None
+            found.append(AttendeeRow(rsvp, position, row["display_name"], avatar))
+        position_after = None
+        if len(rows) > limit:
+            last = found[-1].rsvp
+            rank = 0 if last.status is RsvpStatus.GOING else 1
+            position_after = {"r": rank, "q": last.queue_no, "u": last.user_id, "w": waiting_before}
+        return found, position_after
+
+
+def _comment(row: RowMapping) -> Comment:
+    return Comment(
+        id=CommentId(row["id"]),
+        event_id=EventId(row["event_id"]),
+        author_id=UserId(row["author_id"]),
+        body=row["body"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+class CommentStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, comment: Comment) -> None:
+        await self.session.execute(
+            insert(comments).values(
+                id=comment.id,
+                event_id=comment.event_id,
+                author_id=comment.author_id,
+                body=comment.body,
+                created_at=comment.created_at,
+                updated_at=comment.updated_at,
+            )
+        )
+
+    async def get(self, event_id: str, comment_id: str) -> Comment | None:
+        query = select(comments).where(comments.c.id == comment_id, comments.c.event_id == event_id)
+        row = (await self.session.execute(query)).mappings().first()
+        return _comment(row) if row else None
+
+    async def save(self, comment: Comment) -> None:
+        await self.session.execute(
+            update(comments).where(comments.c.id == comment.id).values(body=comment.body, updated_at=comment.updated_at)
+        )
+
+    async def remove(self, comment_id: str) -> None:
+        await self.session.execute(delete(comments).where(comments.c.id == comment_id))
+
+    async def page(self, event_id: str, limit: int, after: dict[str, Any] | None) -> tuple[list[Comment], Any]:
+        """Oldest first, keyset-paged by (created_at, id)."""
+        query = select(comments).where(comments.c.event_id == event_id).order_by(comments.c.created_at, comments.c.id)
+        if after is not None:
+            try:
+                since, last_id = datetime.fromisoformat(str(after["t"])), str(after["i"])
+            except (KeyError, TypeError, ValueError):
+                raise InvalidEvent("The cursor is not one this API issued.", field="cursor")
+            query = query.where(
+                or_(comments.c.created_at > since, and_(comments.c.created_at == since, comments.c.id > last_id))
+            )
+        rows = list((await self.session.execute(query.limit(limit + 1))).mappings())
+        found = [_comment(row) for row in rows[:limit]]
+        position = {"t": found[-1].created_at.isoformat(), "i": found[-1].id} if len(rows) > limit else None
+        return found, position
+
+
+class FeedStore:
+    """Secret calendar feed tokens, one per person."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def token_of(self, user_id: str) -> str | None:
+        token: str | None = await self.session.scalar(
+            select(calendar_feeds.c.token).where(calendar_feeds.c.user_id == user_id)
+        )
+        return token
+
+    async def add(self, user_id: str, token: str, now: datetime) -> None:
+        await self.session.execute(insert(calendar_feeds).values(user_id=user_id, token=token, created_at=now))
+
+    async def remove(self, user_id: str) -> bool:
+        result = await self.session.execute(delete(calendar_feeds).where(calendar_feeds.c.user_id == user_id))
+        return rowcount(result) == 1
+
+    async def owner_of(self, token: str) -> UserId | None:
+        owner = await self.session.scalar(select(calendar_feeds.c.user_id).where(calendar_feeds.c.token == token))
+        return UserId(owner) if owner else None
+
+
+class GroupStore:
+    """The read model of groups: what the events service shows of a group and whether it still exists."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, group_id: str) -> GroupSummary | None:
+        """A group that exists (not deleted), or None."""
+        query = select(group_summaries).where(
+            group_summaries.c.group_id == group_id, group_summaries.c.deleted_at.is_(None)
+        )
+        row = (await self.session.execute(query)).mappings().first()
+        if row is None:
+            return None
+        return GroupSummary(
+            GroupId(row["group_id"]), row["name"], Visibility(row["visibility"]), tuple(row["topics"]), row["city"]
+        )
+
+    async def apply(self, snapshot: GroupSnapshot) -> None:
+        """Upsert from group.created / group.updated; a deleted group stays deleted."""
+        location = snapshot.location
+        values = {
+            "slug": snapshot.slug,
+            "name": snapshot.name,
+            "visibility": snapshot.visibility,
+            "topics": list(snapshot.topics),
+            "city": snapshot.city,
+            "lat": location.lat if location else None,
+            "lng": location.lng if location else None,
+        }
+        result = await self.session.execute(
+            update(group_summaries)
+            .where(group_summaries.c.group_id == snapshot.group_id, group_summaries.c.deleted_at.is_(None))
+            .values(**values)
+        )
+        if rowcount(result) == 0:
+            if not await self._absent(snapshot.group_id):
+                return  # deleted
+            await self.session.execute(insert(group_summaries).values(group_id=snapshot.group_id, **values))
+        await self.session.execute(delete(group_topics).where(group_topics.c.group_id == snapshot.group_id))
+        topics = sorted({t.casefold() for t in snapshot.topics})
+        if topics:
+            await self.session.execute(
+                insert(group_topics), [{"group_id": snapshot.group_id, "topic": t} for t in topics]
+            )
+
+    async def mark_deleted(self, group_id: str, name: str, slug: str, when: datetime) -> None:
+        result = await self.session.execute(
+            update(group_summaries).where(group_summaries.c.group_id == group_id).values(deleted_at=when)
+        )
+        if rowcount(result) == 0:
+            # group.deleted overtook group.created (another topic): the tombstone keeps a late creation out.
+            await self.session.execute(
+                insert(group_summaries).values(
+                    group_id=group_id, slug=slug, name=name, visibility="private", topics=[], deleted_at=when
+                )
+            )
+
+    async def _absent(self, group_id: str) -> bool:
+        query = select(group_summaries.c.group_id).where(group_summaries.c.group_id == group_id)
+        return (await self.session.scalar(query)) is None
+
+    async def is_deleted(self, group_id: str) -> bool:
+        query = select(group_summaries.c.deleted_at).where(group_summaries.c.group_id == group_id)
+        return (await self.session.scalar(query)) is not None
+
+
+class ProfileStore:
+    """The read model of people's public names and avatars. A message carries the whole profile and its time, so
+    an older one arriving late (a retry, a replay) never overwrites a newer one, and a deletion is final."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def apply(self, event: UserProfileUpdated) -> None:
+        values = {
+            "display_name": event.display_name,
+            "avatar": event.avatar.model_dump() if event.avatar else None,
+            "updated_at": event.updated_at,
+        }
+        result = await self.session.execute(
+            update(profiles)
+            .where(
+                profiles.c.user_id == event.user_id,
+                profiles.c.deleted_at.is_(None),
+                profiles.c.updated_at <= event.updated_at,
+            )
+            .values(**values)
+        )
+        if rowcount(result) == 0 and await self._absent(event.user_id):
+            await self.session.execute(insert(profiles).values(user_id=event.user_id, **values))
+
+    async def forget(self, user_id: str, deleted_at: datetime) -> None:
+        values = {"display_name": None, "avatar": None, "updated_at": deleted_at, "deleted_at": deleted_at}
+        result = await self.session.execute(update(profiles).where(profiles.c.user_id == user_id).values(**values))
+        if rowcount(result) == 0:
+            await self.session.execute(insert(profiles).values(user_id=user_id, **values))
+
+    async def _absent(self, user_id: str) -> bool:
+        return (await self.session.scalar(select(profiles.c.user_id).where(profiles.c.user_id == user_id))) is None
+
+
+class MemberStore:
+    """The read model of memberships and roles: who belongs to which group, as what."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def role(self, group_id: str, user_id: str | None) -> str | None:
+        """The person's role in the group, None when not a member (or anonymous)."""
+        if user_id is None:
+            return None
+        query = select(group_members.c.role).where(
+            group_members.c.group_id == group_id, group_members.c.user_id == user_id
+        )
+        role: str | None = await self.session.scalar(query)
+        return role
+
+    async def put(self, group_id: str, user_id: str, role: str) -> None:
+        result = await self.session.execute(
+            update(group_members)
+            .where(group_members.c.group_id == group_id, group_members.c.user_id == user_id)
+            .values(role=role)
+        )
+        if rowcount(result) == 0:
+            await self.session.execute(insert(group_members).values(group_id=group_id, user_id=user_id, role=role))
+
+    async def remove(self, group_id: str, user_id: str) -> None:
+        await self.session.execute(
+            delete(group_members).where(group_members.c.group_id == group_id, group_members.c.user_id == user_id)
+        )
+
+    async def remove_all(self, group_id: str) -> None:
+        await self.session.execute(delete(group_members).where(group_members.c.group_id == group_id))
+
+
+# --- unit of work -----------------------------------------------------------------------------------------------
+
+
+class Stores:
+    """Every store of the service on one session."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.events = EventStore(session)
+        self.rsvps = RsvpStore(session)
+        self.groups = GroupStore(session)
+        self.members = MemberStore(session)
+        self.comments = CommentStore(session)
+        self.feeds = FeedStore(session)
+        self.profiles = ProfileStore(session)
+        self.series = SeriesStore(session)
 
 
 class EventsUnitOfWork(UnitOfWork):
     """One transaction of the events service: its stores plus the outbox."""
 
+    stores: Stores
+
     def open_stores(self, session: AsyncSession) -> None:
-        pass
+        self.stores = Stores(session)
+
+    @property
+    def events(self) -> EventStore:
+        return self.stores.events
+
+    @property
+    def rsvps(self) -> RsvpStore:
+        return self.stores.rsvps
+
+    @property
+    def groups(self) -> GroupStore:
+        return self.stores.groups
+
+    @property
+    def members(self) -> MemberStore:
+        return self.stores.members
+
+    @property
+    def comments(self) -> CommentStore:
+        return self.stores.comments
+
+    @property
+    def feeds(self) -> FeedStore:
+        return self.stores.feeds
+
+    @property
+    def profiles(self) -> ProfileStore:
+        return self.stores.profiles
+
+    @property
+    def series(self) -> SeriesStore:
+        return self.stores.series
+
+
+def unit_of_work(context: ServiceContext) -> EventsUnitOfWork:
+    return EventsUnitOfWork(context.db, clock=context.clock, signal=context.signal)
+
+
+@asynccontextmanager
+async def reading(db: Database) -> AsyncIterator[Stores]:
+    """Stores on a read-only session: queries that do not wait for SQLite's write turn."""
+    async with db.read_session() as session:
+        yield Stores(session)

@@ -1,0 +1,187 @@
+"""Benchmark: RSVPs through the HTTP API of a whole Gatherly in one process (embedded mode, SQLite), beside a
+baseline measured in the same run.
+
+1. Contention: N clients answer yes at once to one event of S seats → exactly S going, the rest waitlisted with
+   positions 1..N-S; RSVPs per second.
+2. No contention: N clients answer yes at once, each to an event of their own; RSVPs per second.
+3. Baseline: N concurrent requests to a bare JSON endpoint of the same server (`GET /livez`), requests per second.
+
+Requests go through the gateway's ASGI app in-process (httpx ASGITransport): the whole HTTP stack of the app,
+no sockets. Writes bench/reports/rsvp_contention.md (and prints it).
+
+    uv run python bench/rsvp_contention.py [--clients 200] [--seats 20] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from gatherly.app.testing import Person, RunningGatherly, running_gatherly, sign_up
+
+FAST = {
+    "password_time_cost": 1,
+    "password_memory_kib": 8,
+    "password_parallelism": 1,
+    "signup_limit_per_minute": 0,
+    "login_limit_per_minute": 0,
+}
+REPORT = Path(__file__).parent / "reports" / "rsvp_contention.md"
+
+
+def _event(group_id: str, capacity: int | None) -> dict[str, Any]:
+    starts = datetime.now(UTC) + timedelta(days=7)
+    return {
+        "group_id": group_id,
+        "title": "Bench run",
+        "starts_at": starts.isoformat(),
+        "ends_at": (starts + timedelta(hours=1)).isoformat(),
+        "timezone": "Europe/Berlin",
+        "online_url": "https://meet.example.org/bench",
+        "capacity": capacity,
+    }
+
+
+async def _people(gatherly: RunningGatherly, count: int) -> tuple[Person, list[Person], str]:
+    organizer = await sign_up(gatherly, display_name="Organizer")
+    group = await gatherly.client.post("/api/groups", json={"name": "Bench"}, headers=organizer.auth)
+    group_id = group.json()["id"]
+    people = []
+    for index in range(count):
+        person = await sign_up(gatherly, display_name=f"Person {index}")
+        joined = await gatherly.client.post(f"/api/groups/{group_id}/join", json={}, headers=person.auth)
+        assert joined.status_code == 200, joined.text
+        people.append(person)
+    await gatherly.settle(timeout=120)
+    return organizer, people, group_id
+
+
+async def _schedule(gatherly: RunningGatherly, organizer: Person, group_id: str, capacity: int | None) -> str:
+    response = await gatherly.client.post("/api/events", json=_event(group_id, capacity), headers=organizer.auth)
+    assert response.status_code == 201, response.text
+    event_id: str = response.json()["id"]
+    return event_id
+
+
+class Cpu:
+    """CPU time of this whole process (server, relay, consumers and clients) per request of a phase: on a shared
+    machine wall-clock throughput depends on the neighbours, CPU per request much less."""
+
+    def __init__(self) -> None:
+        self.per_request_ms: list[float] = []
+
+    def measure(self, started: float, requests: int) -> None:
+        self.per_request_ms.append((time.process_time() - started) * 1000 / requests)
+
+    def median(self) -> str:
+        return f"{statistics.median(self.per_request_ms):.2f} ms CPU/request"
+
+
+async def _answer_all(gatherly: RunningGatherly, pairs: list[tuple[Person, str]]) -> tuple[float, list[Any]]:
+    async def answer(person: Person, event_id: str) -> Any:
+        response = await gatherly.client.put(
+            f"/api/events/{event_id}/rsvp", json={"response": "yes", "guests": 0}, headers=person.auth
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    started = time.perf_counter()
+    answers = await asyncio.gather(*(answer(p, e) for p, e in pairs))
+    return time.perf_counter() - started, answers
+
+
+async def _baseline(gatherly: RunningGatherly, count: int) -> float:
+    started = time.perf_counter()
+    responses = await asyncio.gather(*(gatherly.client.get("/livez") for _ in range(count)))
+    elapsed = time.perf_counter() - started
+    assert all(r.status_code == 200 for r in responses)
+    return count / elapsed
+
+
+async def run(clients: int, seats: int, rounds: int) -> str:
+    contention: list[float] = []
+    spread: list[float] = []
+    baseline: list[float] = []
+    cpu = {"contention": Cpu(), "spread": Cpu(), "baseline": Cpu()}
+    with tempfile.TemporaryDirectory() as folder:
+        async with running_gatherly(Path(folder) / "data", **FAST) as gatherly:
+            organizer, people, group_id = await _people(gatherly, clients)
+            for _ in range(rounds):
+                started = time.process_time()
+                baseline.append(await _baseline(gatherly, clients))
+                cpu["baseline"].measure(started, clients)
+
+                event_id = await _schedule(gatherly, organizer, group_id, seats)
+                started = time.process_time()
+                elapsed, answers = await _answer_all(gatherly, [(p, event_id) for p in people])
+                cpu["contention"].measure(started, clients)
+                going = [a for a in answers if a["status"] == "going"]
+                positions = sorted(a["waitlist_position"] for a in answers if a["status"] == "waitlisted")
+                assert len(going) == seats, f"{len(going)} going for {seats} seats"
+                assert positions == list(range(1, clients - seats + 1)), "waitlist positions are not 1..N-S"
+                contention.append(clients / elapsed)
+
+                events = [await _schedule(gatherly, organizer, group_id, None) for _ in people]
+                await gatherly.settle(timeout=120)
+                started = time.process_time()
+                elapsed, answers = await _answer_all(gatherly, list(zip(people, events, strict=True)))
+                cpu["spread"].measure(started, clients)
+                assert all(a["status"] == "going" for a in answers)
+                spread.append(clients / elapsed)
+
+    def median(values: list[float]) -> str:
+        return f"{statistics.median(values):,.0f}/s (runs: {', '.join(f'{v:,.0f}' for v in values)})"
+
+    ratio = statistics.median(spread) / statistics.median(baseline)
+    return "\n".join(
+        [
+            "# RSVP throughput through the HTTP API (embedded mode, SQLite)",
+            "",
+            f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "
+            f"{clients} concurrent clients in-process (httpx ASGITransport → gateway → events service), "
+            f"median of {rounds} rounds, {datetime.now(UTC):%Y-%m-%d}.",
+            "",
+            f"Load average at the end (the machine is shared): {_load()}.",
+            "",
+            "| measurement | result | CPU per request (median) |",
+            "|---|---|---|",
+            f"| baseline: `GET /livez` (bare JSON) | {median(baseline)} | {cpu['baseline'].median()} |",
+            f"| contention: {clients} yes to one event of {seats} seats | {median(contention)}; "
+            f"exactly {seats} going, {clients - seats} waitlisted at positions 1..{clients - seats} (every round) "
+            f"| {cpu['contention'].median()} |",
+            f"| no contention: {clients} yes, one event each | {median(spread)} | {cpu['spread'].median()} |",
+            f"| no contention / baseline | {ratio:.2f} | |",
+            "",
+        ]
+    )
+
+
+def _load() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--seats", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--report", type=Path, default=REPORT)
+    args = parser.parse_args()
+    report = asyncio.run(run(args.clients, args.seats, args.rounds))
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.write_text(report)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()

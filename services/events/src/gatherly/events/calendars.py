@@ -1,0 +1,159 @@
+"""Events as iCalendar (RFC 5545) files (one event, or a person's feed), and the VEVENTs of an imported file.
+
+A stable UID per event and a SEQUENCE that grows with each change let calendar apps update the copy they have; a
+cancelled event stays in the file with STATUS:CANCELLED so they remove it; times carry their TZID with a VTIMEZONE,
+so they show in the event's zone. Imported files are read leniently: a VEVENT this service cannot take is skipped
+with the reason, not the whole file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import icalendar
+
+from gatherly.events.domain import (
+    Event,
+    EventStatus,
+    ImportEntry,
+    InvalidEvent,
+    Location,
+    Venue,
+    details_from,
+    valid_timezone,
+)
+
+PRODID = "-//Gatherly//events service//EN"
+UID_DOMAIN = "events.gatherly"
+
+
+def event_uid(event: Event) -> str:
+    return f"{event.id}@{UID_DOMAIN}"
+
+
+def calendar_of(
+    events: Iterable[tuple[Event, str, bool]], *, public_url: str, now: datetime, name: str | None = None
+) -> bytes:
+    """A VCALENDAR of (event, group name, show the online URL) triples."""
+    calendar = icalendar.Calendar()
+    calendar.add("prodid", PRODID)
+    calendar.add("version", "2.0")
+    calendar.add("calscale", "GREGORIAN")
+    calendar.add("method", "PUBLISH")
+    if name:
+        calendar.add("x-wr-calname", name)
+    shown = list(events)
+    for event, group_name, show_online_url in shown:
+        calendar.add_component(_vevent(event, group_name, show_online_url, public_url, now))
+    # The VTIMEZONE rules cover the years of the events (icalendar's default ends in 2038).
+    first = min((e.details.starts_at.date() for e, _, _ in shown), default=now.date())
+    last = max((e.details.ends_at.date() for e, _, _ in shown), default=now.date())
+    calendar.add_missing_timezones(first_date=date(first.year - 1, 1, 1), last_date=date(last.year + 2, 1, 1))
+    return calendar.to_ical()
+
+
+def _vevent(event: Event, group_name: str, show_online_url: bool, public_url: str, now: datetime) -> icalendar.Event:
+    details = event.details
+    zone = ZoneInfo(details.timezone)
+    vevent = icalendar.Event()
+    vevent.add("uid", event_uid(event))
+    vevent.add("sequence", event.sequence)
+    vevent.add("dtstamp", now)
+    vevent.add("created", event.created_at)
+    vevent.add("last-modified", event.updated_at)
+    vevent.add("dtstart", details.starts_at.astimezone(zone))
+    vevent.add("dtend", details.ends_at.astimezone(zone))
+    vevent.add("summary", details.title)
+    vevent.add("status", "CANCELLED" if event.status is EventStatus.CANCELLED else "CONFIRMED")
+    vevent.add("url", f"{public_url}/events/{event.id}")
+    vevent.add("categories", [group_name])
+    description = details.description
+    online_url = details.online_url if show_online_url else None
+    if online_url:
+        description = f"{description}\n\nJoin online: {online_url}".strip()
+    if description:
+        vevent.add("description", description)
+    venue = details.venue
+    if venue is not None:
+        vevent.add("location", ", ".join(part for part in (venue.name, venue.address) if part))
+        if venue.location is not None:
+            vevent.add("geo", (venue.location.lat, venue.location.lng))
+    elif online_url:
+        vevent.add("location", online_url)
+    return vevent
+
+
+# --- import ---------------------------------------------------------------------------------------------------------
+
+MAX_IMPORT_EVENTS = 1000
+
+
+def import_entries(body: bytes) -> list[ImportEntry]:
+    """The VEVENTs of an uploaded calendar file, each as the event it describes or the reason it is skipped;
+    InvalidEvent when the file is not iCalendar at all or holds too many events."""
+    try:
+        calendars = icalendar.Calendar.from_ical(body, multiple=True)
+        vevents = [c for calendar in calendars for c in calendar.walk("VEVENT")]
+    except Exception as error:  # the parser's many ways of failing on hostile input all mean "not iCalendar"
+        raise InvalidEvent(f"Not an iCalendar file: {str(error)[:200]}", field="body") from error
+    if not vevents:
+        raise InvalidEvent("The file has no VEVENT.", field="body")
+    if len(vevents) > MAX_IMPORT_EVENTS:
+        raise InvalidEvent(f"At most {MAX_IMPORT_EVENTS} events per import.", field="body")
+    return [_entry(vevent) for vevent in vevents]
+
+
+def _entry(vevent: Any) -> ImportEntry:
+    uid = str(vevent.get("uid", "")).strip()
+    if not uid or len(uid) > 255:
+        return ImportEntry(uid[:255], skipped="no UID (or one longer than 255 characters)")
+    if "rrule" in vevent or "recurrence-id" in vevent:
+        return ImportEntry(uid, skipped="recurring VEVENTs are not imported: schedule the series here instead")
+    try:
+        starts = vevent.decoded("dtstart")
+        ends = vevent.decoded("dtend") if "dtend" in vevent else None
+        duration = vevent.decoded("duration") if "duration" in vevent else None
+        summary = str(vevent.get("summary", "")).strip()
+        description = str(vevent.get("description", "")).strip()
+        place = str(vevent.get("location", "")).strip()
+        geo = vevent.get("geo")
+        url = str(vevent.get("url", "")).strip()
+        cancelled = str(vevent.get("status", "")).upper() == "CANCELLED"
+    except Exception:  # a property the parser cannot decode
+        return ImportEntry(uid, skipped="a property could not be read")
+    if not isinstance(starts, datetime):
+        return ImportEntry(uid, skipped="all-day events (DTSTART without a time) are not imported")
+    zone = _zone_name(starts.tzinfo)
+    if zone is None:
+        return ImportEntry(uid, skipped="DTSTART has no IANA time zone (floating or unknown TZID)")
+    if ends is None and isinstance(duration, timedelta):
+        ends = starts + duration
+    if not isinstance(ends, datetime):
+        return ImportEntry(uid, skipped="no DTEND or DURATION with a time")
+    location = Location(float(geo.latitude), float(geo.longitude)) if geo is not None else None
+    online_url = url if url.startswith(("https://", "http://")) else None
+    try:
+        details = details_from(
+            title=summary,
+            description=description,
+            starts_at=starts.astimezone(UTC),
+            ends_at=ends.astimezone(UTC),
+            timezone=zone,
+            venue=Venue(place[:200], "", location) if place else None,
+            online_url=online_url,
+        )
+    except InvalidEvent as refusal:
+        return ImportEntry(uid, skipped=refusal.detail)
+    return ImportEntry(uid, details, cancelled=cancelled)
+
+
+def _zone_name(zone: tzinfo | None) -> str | None:
+    if zone is None:
+        return None
+    name = getattr(zone, "key", None) or getattr(zone, "zone", None) or ("UTC" if zone is UTC else None)
+    try:
+        return valid_timezone(name) if isinstance(name, str) else None
+    except InvalidEvent:
+        return None

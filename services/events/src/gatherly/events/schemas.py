@@ -1,0 +1,166 @@
+"""The events service's HTTP request and response shapes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from gatherly.contracts.users import ImageVariants
+from gatherly.events.domain import Answer, EventStatus, RsvpStatus
+
+
+class LocationBody(BaseModel):
+    lat: float
+    lng: float
+
+
+class VenueBody(BaseModel):
+    name: str = Field(max_length=200)
+    address: str = Field("", max_length=500)
+    location: LocationBody | None = None
+
+
+class NewEvent(BaseModel):
+    group_id: str = Field(max_length=36)
+    title: str
+    description: str = ""
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+    timezone: str = Field(description="IANA time zone the event happens in, e.g. Europe/Berlin.", max_length=64)
+    venue: VenueBody | None = None
+    online_url: str | None = Field(None, description="Shown to people going only.")
+    capacity: int | None = Field(None, description="Seats, guests included; null = unlimited.")
+    guest_limit: int = Field(0, description="Guests each person may bring.")
+    rsvp_opens_at: AwareDatetime | None = None
+    rsvp_closes_at: AwareDatetime | None = None
+    cover_image_id: str | None = Field(None, max_length=64)
+    recurrence: str | None = Field(
+        None,
+        max_length=300,
+        description="An RRULE (RFC 5545), e.g. FREQ=WEEKLY;BYDAY=TU: a series of events, expanded in `timezone`.",
+    )
+
+
+class EventChanges(BaseModel):
+    """Any of these; a field left out stays as it is. venue, online_url, capacity, rsvp_* and cover_image_id
+    may be null."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = None
+    description: str | None = None
+    starts_at: AwareDatetime | None = None
+    ends_at: AwareDatetime | None = None
+    timezone: str | None = Field(None, max_length=64)
+    venue: VenueBody | None = None
+    online_url: str | None = None
+    capacity: int | None = None
+    guest_limit: int | None = None
+    rsvp_opens_at: AwareDatetime | None = None
+    rsvp_closes_at: AwareDatetime | None = None
+    cover_image_id: str | None = Field(None, max_length=64)
+
+
+NULLABLE_CHANGES = frozenset({"venue", "online_url", "capacity", "rsvp_opens_at", "rsvp_closes_at", "cover_image_id"})
+
+
+class GroupRef(BaseModel):
+    id: str
+    name: str
+
+
+class MyRsvpOut(BaseModel):
+    status: RsvpStatus
+    guests: int
+    waitlist_position: int | None = Field(None, description="On the waitlist: 1 = the next to get a seat.")
+
+
+class EventOut(BaseModel):
+    id: str
+    group: GroupRef
+    title: str
+    description: str
+    starts_at: datetime
+    ends_at: datetime
+    timezone: str
+    venue: VenueBody | None
+    online: bool
+    online_url: str | None = Field(description="Shown to people going only.")
+    capacity: int | None
+    guest_limit: int
+    rsvp_opens_at: datetime | None
+    rsvp_closes_at: datetime | None
+    cover_image_id: str | None
+    going_count: int = Field(description="Seats taken, guests included.")
+    waitlist_count: int = Field(description="Parties waiting for a seat.")
+    attendance: int = Field(description="People checked in by the leaders.")
+    status: EventStatus
+    my_rsvp: MyRsvpOut | None
+    series_id: str | None = Field(description="The recurring series this event is an occurrence of.")
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class RsvpBody(BaseModel):
+    response: Answer
+    guests: int = Field(0, ge=0)
+
+
+class AttendeeOut(BaseModel):
+    user_id: str
+    display_name: str | None = Field(description="null until the person's profile reached this service, or deleted")
+    avatar: ImageVariants | None
+    guests: int
+    status: Literal["going", "waitlisted"]
+    waitlist_position: int | None
+
+
+class CommentBody(BaseModel):
+    body: str
+
+
+class CommentOut(BaseModel):
+    id: str
+    author_id: str
+    body: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class CheckInOut(BaseModel):
+    user_id: str
+    checked_in_at: datetime
+    attendance: int = Field(description="People checked in to this event so far.")
+
+
+class FeedOut(BaseModel):
+    url: str = Field(description="Secret: whoever has it sees what you are going to. DELETE revokes it.")
+
+
+class EventSummary(BaseModel):
+    id: str
+    group: GroupRef
+    title: str
+    starts_at: datetime
+    ends_at: datetime
+    timezone: str
+    venue: VenueBody | None
+    online: bool
+    going_count: int
+    capacity: int | None
+    distance_km: float | None = Field(None, description="Only in searches with `near`: how far the venue is.")
+
+
+class ImportedOut(BaseModel):
+    uid: str
+    event_id: str | None
+    reason: str | None = None
+
+
+class ImportReport(BaseModel):
+    created: list[ImportedOut]
+    updated: list[ImportedOut]
+    skipped: list[ImportedOut] = Field(description="With the reason: unreadable, unsupported, unchanged, repeated.")

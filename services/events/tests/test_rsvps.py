@@ -1,0 +1,201 @@
+"""PUT /api/events/{id}/rsvp and GET …/attendees through HTTP: seats that count guests, the FIFO waitlist with
+positions, automatic promotion in strict FIFO order, the RSVP window, and never a seat too many under concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from gatherly.app.testing import Person
+from gatherly.events.tables import events
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+EventsApi = Any  # the `api` fixture of conftest.py (test modules do not import conftest)
+
+
+async def _group_of(api: EventsApi, *names: str) -> tuple[str, Person, list[Person]]:
+    """An open group founded by "Olga", with these people as members."""
+    organizer = await api.person("Olga")
+    people = await api.people(*names)
+    return await api.group(organizer, members=dict.fromkeys(people, "member")), organizer, people
+
+
+async def test_guests_take_seats_and_a_full_event_puts_people_on_the_waitlist_in_order(api: EventsApi) -> None:
+    group_id, olga, [ann, bob, cat, dan] = await _group_of(api, "Ann", "Bob", "Cat", "Dan")
+    event = await api.schedule(olga, group_id, capacity=4, guest_limit=2)
+    assert await api.going(ann, event["id"], guests=2) == {"status": "going", "guests": 2, "waitlist_position": None}
+    assert (await api.going(bob, event["id"], guests=1))["status"] == "waitlisted"  # 3 + 2 > 4
+    assert (await api.going(cat, event["id"]))["waitlist_position"] == 2
+    shown = await api.get(event["id"], bob)
+    assert shown["my_rsvp"] == {"status": "waitlisted", "guests": 1, "waitlist_position": 1}
+    assert (shown["going_count"], shown["waitlist_count"]) == (3, 2)
+    # Bob brings no guest after all: now his party fits, and he is seated; Cat's place moves up.
+    assert (await api.going(bob, event["id"], guests=0))["status"] == "going"
+    assert (await api.get(event["id"], cat))["my_rsvp"]["waitlist_position"] == 1
+    assert (await api.going(dan, event["id"]))["waitlist_position"] == 2
+
+
+async def test_nobody_overtakes_the_waitlist_and_promotion_is_strict_fifo(api: EventsApi) -> None:
+    group_id, olga, [ann, bob, cat, dan] = await _group_of(api, "Ann", "Bob", "Cat", "Dan")
+    event = await api.schedule(olga, group_id, capacity=3, guest_limit=2)
+    event_id = event["id"]
+    assert (await api.going(ann, event_id, guests=1))["status"] == "going"  # 2 of 3 seats
+    assert (await api.going(bob, event_id, guests=2))["waitlist_position"] == 1  # a party of 3 does not fit
+    # One seat is free, and Cat alone would fit, but Bob's party waits before her: she queues behind.
+    assert (await api.going(cat, event_id))["waitlist_position"] == 2
+    assert (await api.going(dan, event_id))["waitlist_position"] == 3
+    assert await api.attendees(event_id) == [
+        (ann.user_id, "going", None),
+        (bob.user_id, "waitlisted", 1),
+        (cat.user_id, "waitlisted", 2),
+        (dan.user_id, "waitlisted", 3),
+    ]
+
+    # Ann says no: 3 seats free, Bob's party of 3 gets them; Cat is not seated before him.
+    assert (await api.rsvp(ann, event_id, "no")).json() == {
+        "status": "not_going",
+        "guests": 0,
+        "waitlist_position": None,
+    }
+    assert await api.attendees(event_id) == [
+        (bob.user_id, "going", None),
+        (cat.user_id, "waitlisted", 1),
+        (dan.user_id, "waitlisted", 2),
+    ]
+    assert (await api.get(event_id, cat))["my_rsvp"]["waitlist_position"] == 1
+    # Names come from the events service's own copy of people's profiles.
+    listed = await api.client.get(f"/api/events/{event_id}/attendees")
+    assert [(a["display_name"], a["guests"]) for a in listed.json()["items"]] == [("Bob", 2), ("Cat", 0), ("Dan", 0)]
+    shown = await api.get(event_id)
+    assert (shown["going_count"], shown["waitlist_count"]) == (3, 2)
+
+    rsvps = [(e.type, e.payload["user_id"]) for e in await api.published("rsvp", event_id)]
+    assert rsvps == [
+        ("rsvp.confirmed", ann.user_id),
+        ("rsvp.waitlisted", bob.user_id),
+        ("rsvp.waitlisted", cat.user_id),
+        ("rsvp.waitlisted", dan.user_id),
+        ("rsvp.cancelled", ann.user_id),
+        ("rsvp.promoted", bob.user_id),
+    ]
+
+
+async def test_more_capacity_promotes_as_far_as_the_seats_go(api: EventsApi) -> None:
+    group_id, olga, [ann, bob, cat, dan] = await _group_of(api, "Ann", "Bob", "Cat", "Dan")
+    event = await api.schedule(olga, group_id, capacity=1)
+    for person in (ann, bob, cat, dan):
+        await api.going(person, event["id"])
+    response = await api.client.patch(f"/api/events/{event['id']}", json={"capacity": 3}, headers=olga.auth)
+    assert response.status_code == 200, response.text
+    assert (response.json()["going_count"], response.json()["waitlist_count"]) == (3, 1)
+    assert [(status, position) for _, status, position in await api.attendees(event["id"])] == [
+        ("going", None),
+        ("going", None),
+        ("going", None),
+        ("waitlisted", 1),
+    ]
+    promoted = [e.payload["user_id"] for e in await api.published("rsvp", event["id"]) if e.type == "rsvp.promoted"]
+    assert promoted == [bob.user_id, cat.user_id]
+    # Unlimited seats: everyone goes.
+    await api.client.patch(f"/api/events/{event['id']}", json={"capacity": None}, headers=olga.auth)
+    assert (await api.get(event["id"]))["waitlist_count"] == 0
+
+
+async def test_a_member_who_leaves_or_is_removed_frees_their_seat_for_the_waitlist(api: EventsApi) -> None:
+    group_id, olga, [ann, bob, cat] = await _group_of(api, "Ann", "Bob", "Cat")
+    event = await api.schedule(olga, group_id, capacity=1)
+    await api.going(ann, event["id"])
+    await api.going(bob, event["id"])
+    await api.going(cat, event["id"])
+
+    assert (await api.client.delete(f"/api/groups/{group_id}/members/me", headers=ann.auth)).status_code == 204
+    await api.running.settle()
+    assert [(u, s) for u, s, _ in await api.attendees(event["id"])] == [
+        (bob.user_id, "going"),
+        (cat.user_id, "waitlisted"),
+    ]
+
+    removed = await api.client.delete(f"/api/groups/{group_id}/members/{bob.user_id}?ban=true", headers=olga.auth)
+    assert removed.status_code == 204
+    await api.running.settle()
+    assert [(u, s) for u, s, _ in await api.attendees(event["id"])] == [(cat.user_id, "going")]
+    cancelled = [
+        (e.payload["user_id"], e.payload["reason"])
+        for e in await api.published("rsvp", event["id"])
+        if e.type == "rsvp.cancelled"
+    ]
+    assert cancelled == [(ann.user_id, "left_group"), (bob.user_id, "banned")]
+    # Ann is no member any more: she cannot answer.
+    assert (await api.rsvp(ann, event["id"])).status_code == 403
+
+
+async def test_only_members_answer_and_guests_are_bounded(api: EventsApi) -> None:
+    group_id, olga, [ann] = await _group_of(api, "Ann")
+    outsider = await api.person("Otto Outsider")
+    event = await api.schedule(olga, group_id, capacity=10, guest_limit=1)
+    assert (await api.rsvp(outsider, event["id"])).status_code == 403
+    assert (await api.client.put(f"/api/events/{event['id']}/rsvp", json={"response": "yes"})).status_code == 401
+    too_many = await api.rsvp(ann, event["id"], guests=2)
+    assert too_many.status_code == 422
+    assert too_many.json()["errors"][0]["field"] == "guests"
+    assert (await api.rsvp(ann, event["id"], "maybe")).status_code == 422
+
+
+async def test_more_guests_than_free_seats_is_a_conflict_and_the_answer_stays(api: EventsApi) -> None:
+    group_id, olga, [ann, bob] = await _group_of(api, "Ann", "Bob")
+    event = await api.schedule(olga, group_id, capacity=3, guest_limit=3)
+    await api.going(ann, event["id"], guests=1)
+    await api.going(bob, event["id"])
+    refused = await api.rsvp(ann, event["id"], guests=2)
+    assert refused.status_code == 409, refused.text
+    assert (await api.get(event["id"], ann))["my_rsvp"] == {"status": "going", "guests": 1, "waitlist_position": None}
+    assert (await api.going(ann, event["id"], guests=0))["guests"] == 0
+    assert (await api.get(event["id"]))["going_count"] == 2
+
+
+async def test_answers_outside_the_rsvp_window_or_after_the_start_are_refused(api: EventsApi) -> None:
+    group_id, olga, [ann] = await _group_of(api, "Ann")
+    now = datetime.now(UTC)
+    not_yet = await api.schedule(olga, group_id, rsvp_opens_at=(now + timedelta(days=1)).isoformat())
+    closed = await api.schedule(olga, group_id, rsvp_closes_at=(now - timedelta(minutes=1)).isoformat())
+    started = await api.schedule(olga, group_id)
+    async with api.running.process.host("events").context.db.writing() as session:
+        await session.execute(
+            update(events).where(events.c.id == started["id"]).values(starts_at=now - timedelta(minutes=5))
+        )
+    for event in (not_yet, closed, started):
+        for answer in ("yes", "no"):
+            response = await api.rsvp(ann, event["id"], answer)
+            assert response.status_code == 409, response.text
+            assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_many_concurrent_answers_never_overbook_and_the_rest_wait_in_order(api: EventsApi) -> None:
+    names = [f"Runner {i}" for i in range(24)]
+    group_id, olga, people = await _group_of(api, *names)
+    event = await api.schedule(olga, group_id, capacity=10, guest_limit=1)
+
+    # Everyone at once, some with a guest: the seats must come out exactly, whatever the interleaving.
+    answers = await asyncio.gather(*(api.going(p, event["id"], guests=i % 2) for i, p in enumerate(people)))
+    going = [a for a in answers if a["status"] == "going"]
+    waiting = sorted(a["waitlist_position"] for a in answers if a["status"] == "waitlisted")
+    # Filled as far as strict FIFO allows: a waiting party of 2 may leave one seat empty.
+    assert sum(1 + a["guests"] for a in going) in (9, 10)
+    assert waiting == list(range(1, len(people) - len(going) + 1))
+    shown = await api.get(event["id"])
+    assert shown["going_count"] == sum(1 + a["guests"] for a in going)
+    assert shown["waitlist_count"] == len(waiting)
+
+    # Everyone going says no at once: the waitlist moves up, still never over capacity.
+    going_people = [p for p, a in zip(people, answers, strict=True) if a["status"] == "going"]
+    await asyncio.gather(*(api.rsvp(p, event["id"], "no") for p in going_people))
+    listed = await api.attendees(event["id"])
+    seats = {p.user_id: 1 + (i % 2) for i, p in enumerate(people)}
+    assert sum(seats[u] for u, status, _ in listed if status == "going") <= 10
+    positions = [position for _, status, position in listed if status == "waitlisted"]
+    assert positions == list(range(1, len(positions) + 1))

@@ -1,0 +1,157 @@
+"""GET /api/events: nearby with distances, text, topic, group, date range, attending=me, sort by start or distance,
+cursor pages that are never short, and visibility decided in the query."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from gatherly.kernel.web import encode_cursor
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+EventsApi = Any  # the `api` fixture of conftest.py (test modules do not import conftest)
+
+BERLIN = {"lat": 52.52, "lng": 13.405}
+NEAR_BERLIN = {"lat": 52.525, "lng": 13.405}  # ~0.6 km north
+POTSDAM = {"lat": 52.3906, "lng": 13.0645}  # ~27 km from Berlin
+HAMBURG = {"lat": 53.5511, "lng": 9.9937}  # ~255 km from Berlin
+
+
+def _venue(name: str, where: dict[str, float]) -> dict[str, Any]:
+    return {"name": name, "location": where}
+
+
+async def _search(api: EventsApi, person: Any = None, **params: Any) -> list[dict[str, Any]]:
+    """Every page of a search, following the cursor; asserts no page but the last is short."""
+    found: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        query = {"limit": 2, **params, **({"cursor": cursor} if cursor else {})}
+        response = await api.client.get("/api/events", params=query, headers=person.auth if person else {})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        found.extend(body["items"])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return found
+        assert len(body["items"]) == query["limit"]
+
+
+async def test_the_search_finds_what_it_is_asked_for_and_only_what_the_caller_may_see(api: EventsApi) -> None:
+    olga, ann, otto = await api.people("Olga", "Ann", "Otto")
+    tag = api.soon().strftime("%H%M%S%f")  # the module's other tests make events too: search only ours by text
+    public = await api.group(olga, members={ann: "member"}, topics=["running", "outdoors"], name=f"Public {tag}")
+    private = await api.group(olga, members={ann: "member"}, visibility="private", name=f"Private {tag}")
+    other = await api.group(olga, topics=["chess"], name=f"Chess {tag}")
+    first, second, third, fourth = (api.soon(days=d) for d in (3, 4, 5, 6))
+    made = {
+        "berlin": await api.schedule(
+            olga,
+            public,
+            title=f"Berlin run {tag}",
+            starts_at=second.isoformat(),
+            ends_at=(second + timedelta(hours=1)).isoformat(),
+            venue=_venue("Mitte", BERLIN),
+        ),
+        "potsdam": await api.schedule(
+            olga,
+            public,
+            title=f"Potsdam run {tag}",
+            starts_at=first.isoformat(),
+            ends_at=(first + timedelta(hours=1)).isoformat(),
+            venue=_venue("Park", POTSDAM),
+        ),
+        "hamburg": await api.schedule(
+            olga,
+            other,
+            title=f"Hamburg chess {tag}",
+            starts_at=third.isoformat(),
+            ends_at=(third + timedelta(hours=1)).isoformat(),
+            venue=_venue("Cafe", HAMBURG),
+        ),
+        "secret": await api.schedule(
+            olga,
+            private,
+            title=f"Secret run {tag}",
+            starts_at=first.isoformat(),
+            ends_at=(first + timedelta(hours=1)).isoformat(),
+            venue=_venue("Hidden", NEAR_BERLIN),
+        ),
+        "online": await api.schedule(
+            olga,
+            public,
+            title=f"Online talk {tag}",
+            venue=None,
+            online_url="https://meet.example.org/t",
+            starts_at=fourth.isoformat(),
+            ends_at=(fourth + timedelta(hours=1)).isoformat(),
+        ),
+    }
+    cancelled = await api.schedule(olga, public, title=f"Cancelled run {tag}")
+    await api.client.post(f"/api/events/{cancelled['id']}/cancel", headers=olga.auth)
+
+    def titles(found: list[dict[str, Any]]) -> list[str]:
+        return [e["title"].removesuffix(f" {tag}") for e in found]
+
+    # Soonest first; the private group's event for its members only; cancelled events not at all.
+    assert titles(await _search(api, q=tag)) == ["Potsdam run", "Berlin run", "Hamburg chess", "Online talk"]
+    assert titles(await _search(api, otto, q=tag)) == ["Potsdam run", "Berlin run", "Hamburg chess", "Online talk"]
+    assert "Secret run" in titles(await _search(api, ann, q=tag))
+    assert titles(await _search(api, q=f"POTSDAM RUN {tag}")) == ["Potsdam run"]
+
+    near = await _search(api, q=tag, near="52.52,13.405", radius_km=100)
+    assert titles(near) == ["Berlin run", "Potsdam run"]  # nearest first
+    assert near[0]["distance_km"] == 0.0 and 25 < near[1]["distance_km"] < 30
+    by_start = await _search(api, q=tag, near="52.52,13.405", radius_km=300, sort="start")
+    assert titles(by_start) == ["Potsdam run", "Berlin run", "Hamburg chess"]
+    assert titles(await _search(api, ann, q=tag, near="52.52,13.405", radius_km=1)) == ["Berlin run", "Secret run"]
+
+    assert titles(await _search(api, q=tag, topic="Running")) == ["Potsdam run", "Berlin run", "Online talk"]
+    assert titles(await _search(api, q=tag, group_id=other)) == ["Hamburg chess"]
+    window = {"from": (first + timedelta(hours=12)).isoformat(), "to": third.isoformat()}
+    assert titles(await _search(api, q=tag, **window)) == ["Berlin run"]
+
+    await api.going(ann, made["berlin"]["id"])
+    await api.going(ann, made["secret"]["id"])
+    assert titles(await _search(api, ann, q=tag, attending="me")) == ["Secret run", "Berlin run"]
+    assert (await api.client.get("/api/events", params={"attending": "me"})).status_code == 401
+
+
+async def test_bad_search_parameters_are_refused(api: EventsApi) -> None:
+    bad = [
+        ({"near": "52.5"}, "near"),
+        ({"near": "91,0"}, "near"),
+        ({"radius_km": 5}, "radius_km"),
+        ({"near": "52.5,13.4", "radius_km": 5000}, "radius_km"),
+        ({"sort": "distance"}, "sort"),
+        ({"from": "2030-01-01T00:00:00"}, "from"),
+        ({"cursor": "not-a-cursor"}, "cursor"),
+        ({"cursor": encode_cursor({"s": "yesterday", "i": "x"})}, "cursor"),
+        ({"near": "52.5,13.4", "cursor": encode_cursor({"s": "2030-01-01T00:00:00+00:00", "i": "x"})}, "cursor"),
+    ]
+    for params, field in bad:
+        response = await api.client.get("/api/events", params=params)
+        assert response.status_code == 422, (params, response.text)
+        assert field in [e["field"] for e in response.json()["errors"]], (params, response.json())
+
+
+async def test_nearest_first_pages_are_exact_whether_a_small_circle_holds_a_page_or_not(api: EventsApi) -> None:
+    # 1, 2 and 3 km north of a point, then 30 km: the first page (limit 2) comes from a small circle, the second
+    # has to look further out for its second event.
+    olga = await api.person("Olga")
+    tag = api.soon().strftime("%H%M%S%f")
+    group_id = await api.group(olga, name=f"Circles {tag}")
+    center = {"lat": -33.0, "lng": 151.0}  # far from the module's other events
+    ids = []
+    for km in (3, 1, 30, 2):
+        where = {"lat": center["lat"] + km / 111.2, "lng": center["lng"]}
+        event = await api.schedule(olga, group_id, title=f"{km} km {tag}", venue=_venue(f"{km} km", where))
+        ids.append((km, event["id"]))
+
+    found = await _search(api, near=f"{center['lat']},{center['lng']}", radius_km=50)
+
+    assert [e["id"] for e in found] == [event_id for _, event_id in sorted(ids)]
+    assert [round(e["distance_km"]) for e in found] == [1, 2, 3, 30]
