@@ -3,7 +3,9 @@ command refuses settings it cannot honour with a message instead of a traceback.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from pathlib import Path
 
 from asgi_lifespan import LifespanManager
@@ -35,3 +37,20 @@ def test_gatherly_refuses_the_kafka_log_backend_with_a_clear_message(tmp_path: P
     assert "invalid setting GATHERLY_LOG_BACKEND: the Kafka log backend is not built yet" in output
     assert "Traceback" not in output
     assert not (tmp_path / "users.db").exists()  # refused before anything was touched
+
+
+async def test_the_process_is_not_ready_while_a_services_background_task_is_down(tmp_path: Path) -> None:
+    async with testing.running_gatherly(tmp_path, ["users"], supervision_unready_after=0.05) as running:
+        assert (await running.client.get("/readyz")).status_code == 200
+        host = running.process.host("users")
+
+        async def broken() -> None:
+            raise RuntimeError("the mail server is on fire")
+
+        host.supervisor.start("broken task", broken)
+        deadline = time.monotonic() + 10
+        while (response := await running.client.get("/readyz")).status_code == 200:
+            assert time.monotonic() < deadline, "the process stayed ready with a task down"
+            await asyncio.sleep(0.02)
+        assert response.status_code == 503
+        assert "users" in response.json()["detail"] and "broken task" in response.json()["detail"]

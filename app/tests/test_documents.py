@@ -1,5 +1,6 @@
 """The checked-in documents tell the truth: docs/openapi.json, the reference in docs/api.md and docs/events.md are
-what the code generates, the OpenAPI documents errors as Problem under application/problem+json, and the catalog covers every event."""
+what the code generates, the OpenAPI documents errors as Problem under application/problem+json, and the catalog
+covers every event."""
 
 from __future__ import annotations
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -15,3 +17,9 @@ def test_the_kafka_log_backend_is_refused_until_it_exists() -> None:
 
 def test_the_embedded_log_backend_is_the_default() -> None:
     assert Settings().log_backend is LogBackend.EMBEDDED
+
+
+def test_every_setting_is_documented_in_operations_md() -> None:
+    operations = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    missing = [name for name in Settings.model_fields if f"`GATHERLY_{name.upper()}`" not in operations]
+    assert not missing, f"settings missing from docs/operations.md: {missing}"

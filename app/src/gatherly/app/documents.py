@@ -106,8 +106,9 @@ def api_reference(openapi: dict[str, Any]) -> str:
         "## Reference",
         "",
         f"Every operation may also answer {', '.join(sorted(EVERYWHERE))} (see the conventions above); the other",
-        "statuses each one can answer are listed with it. Bodies are JSON unless said. `token`: whether the operation needs a bearer access token",
-        "(`optional`: it answers anonymous callers too, and shows more to a member).",
+        "statuses each one can answer are listed with it. Bodies are JSON unless said. `token`: whether the",
+        "operation needs a bearer access token (`optional`: it answers anonymous callers too, and shows more to a",
+        "member).",
         "",
     ]
     for tag in openapi["tags"]:

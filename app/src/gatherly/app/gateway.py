@@ -190,9 +190,10 @@ class Gateway:
 
         @app.get("/readyz", include_in_schema=False)
         async def readyz() -> Response:
-            waiting = [h.name for h in hosts if not h.context.readiness.ready]
-            if waiting:
-                return problem(503, "not ready: " + ", ".join(waiting), title="Not ready")
+            # Each service's own checks (database, outbox, background tasks), not only whether it has started.
+            reasons = [f"{h.name} ({reason})" for h in hosts if (reason := await h.context.readiness.problem())]
+            if reasons:
+                return problem(503, "not ready: " + "; ".join(reasons), title="Not ready")
             return JSONResponse({"status": "ready", "services": [h.name for h in hosts]})
 
         @app.get("/metrics", include_in_schema=False)

@@ -92,8 +92,6 @@ class Settings(BaseSettings):
     log_json: bool | None = None  # unset: JSON lines unless the log goes to a terminal
     log_level: str = "INFO"
 
-    rate_limits: dict[str, int] = Field(default_factory=dict)
-
     # Users service (identity). argon2id parameters: RFC 9106's second recommended option (64 MiB, t=3, p=4);
     # hashes record their parameters and are upgraded at the next login when these change.
     password_time_cost: int = 3
