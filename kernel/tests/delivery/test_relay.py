@@ -15,7 +15,7 @@ from sqlalchemy import select, text
 
 from gatherly.kernel.clock import FrozenClock
 from gatherly.kernel.db import Database
-from gatherly.kernel.log.base import MessageLog, OutgoingMessage
+from gatherly.kernel.log.base import MessageLog, OutgoingMessage, TopicConfig
 from gatherly.kernel.relay import (
     RELAY_LOCK_KEY,
     Backoff,
@@ -83,6 +83,7 @@ async def test_two_relays_on_one_database_publish_each_row_once_through_the_lead
     ledger_db: Database, message_log: MessageLog
 ) -> None:
     deposit = deposit_event()
+    await message_log.ensure_topics([TopicConfig(deposit.TOPIC)])  # the log creates no topic by itself
     signal = OutboxSignal()
     logs = [RecordingLog(message_log), RecordingLog(message_log)]
 
@@ -144,6 +145,7 @@ async def test_a_row_the_log_refuses_holds_back_only_its_aggregate_is_retried_co
     ledger_db: Database, message_log: MessageLog
 ) -> None:
     deposit = deposit_event()
+    await message_log.ensure_topics([TopicConfig(deposit.TOPIC)])  # the log creates no topic by itself
     signal = OutboxSignal()
     log = RecordingLog(message_log)
     log.refused_keys = {"bad"}
@@ -186,6 +188,7 @@ async def test_a_log_outage_holds_nothing_and_the_relay_raises_for_its_superviso
     ledger_db: Database, message_log: MessageLog
 ) -> None:
     deposit = deposit_event()
+    await message_log.ensure_topics([TopicConfig(deposit.TOPIC)])  # the log creates no topic by itself
     signal = OutboxSignal()
     log = RecordingLog(message_log)
     relay = OutboxRelay("ledger", ledger_db, log, signal, poll_interval=0.01)  # type: ignore[arg-type]
