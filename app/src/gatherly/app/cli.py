@@ -238,7 +238,7 @@ def keys_list() -> None:
 
 @app.command()
 def docs() -> None:
-    """Write docs/openapi.json and docs/events.md from the code (the tests fail when they drift from it)."""
+    """Write docs/openapi.json, the reference in docs/api.md and docs/events.md (the tests fail when they drift)."""
     from gatherly.app.documents import write_documents
 
     for path in write_documents():
