@@ -13,6 +13,7 @@ from ledger import LedgerUnitOfWork, deposit_event
 from prometheus_client import REGISTRY
 from sqlalchemy import select, text
 
+from gatherly.contracts.base import IntegrationEvent
 from gatherly.kernel.clock import FrozenClock
 from gatherly.kernel.db import Database
 from gatherly.kernel.log.base import MessageLog, OutgoingMessage, TopicConfig
@@ -50,14 +51,24 @@ class RecordingLog:
         self.published.extend(dict(m.headers)["id"] for m in messages)
 
 
+class IdRecordingUnitOfWork(LedgerUnitOfWork):
+    """Remembers the ids of the messages it publishes: a running relay may publish and delete an outbox row
+    before the test could read it back."""
+
+    published_ids: list[str]
+
+    def publish(self, *events: IntegrationEvent) -> None:
+        super().publish(*events)
+        self.published_ids = [envelope.id for envelope in self._pending]
+
+
 async def commit_deposits(db: Database, event: type, accounts: Sequence[str], signal: OutboxSignal) -> list[str]:
     """Commit a deposit per account, one transaction each; returns their message ids in commit order."""
     ids = []
     for n, account in enumerate(accounts):
-        async with LedgerUnitOfWork(db, signal=signal) as uow:
+        async with IdRecordingUnitOfWork(db, signal=signal) as uow:
             uow.publish(event(account=account, amount=n + 1))
-        async with db.read_session() as session:
-            ids.append(await session.scalar(select(OUTBOX.c.id).order_by(OUTBOX.c.seq.desc()).limit(1)))
+        ids.extend(uow.published_ids)
     return ids
 
 
