@@ -36,7 +36,7 @@ imports:
 pytest:
 	$(UV) run pytest -q
 
-docs: install ## regenerate docs/openapi.json and docs/events.md from the code (tests fail when they drift)
+docs: install ## regenerate docs/openapi.json, the reference in docs/api.md and docs/events.md (tests fail when they drift)
 	$(UV) run gatherly docs
 
 openapi catalog: docs

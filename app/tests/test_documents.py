@@ -1,14 +1,25 @@
-"""The checked-in documents tell the truth: docs/openapi.json and docs/events.md are what the code generates, the
-OpenAPI documents errors as Problem under application/problem+json, and the catalog covers every event."""
+"""The checked-in documents tell the truth: docs/openapi.json, the reference in docs/api.md and docs/events.md are
+what the code generates, the OpenAPI documents errors as Problem under application/problem+json, and the catalog
+covers every event."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 import pytest
 
-from gatherly.app.documents import EVENTS_FILE, OPENAPI_FILE, as_text, catalog_document, openapi_document
+from gatherly.app.documents import (
+    API_FILE,
+    EVENTS_FILE,
+    OPENAPI_FILE,
+    REFERENCE_MARKER,
+    api_page,
+    as_text,
+    catalog_document,
+    openapi_document,
+)
 from gatherly.app.services import ALL
 from gatherly.contracts.base import IntegrationEvent, all_schemas
 from gatherly.kernel.catalog import markdown, message_name
@@ -28,6 +39,27 @@ def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]
 
 def test_the_checked_in_openapi_is_what_the_code_serves(openapi: dict[str, Any]) -> None:
     assert OPENAPI_FILE.read_text() == as_text(openapi), f"docs/openapi.json drifted from the code: {REGENERATE}"
+
+
+def test_the_api_reference_is_generated_from_the_checked_in_openapi() -> None:
+    page = API_FILE.read_text()
+    checked_in = json.loads(OPENAPI_FILE.read_text())
+    assert page == api_page(page, checked_in), f"docs/api.md drifted from docs/openapi.json: {REGENERATE}"
+
+
+def test_the_api_reference_names_every_operation_with_its_statuses() -> None:
+    page = API_FILE.read_text()
+    reference = page.split(REFERENCE_MARKER, 1)[1]
+    for path, method, op in operations(json.loads(OPENAPI_FILE.read_text())):
+        [row] = [line for line in reference.splitlines() if line.startswith(f"| `{method.upper()} {path}` |")]
+        for status in op["responses"]:
+            assert status in row or status in ("414", "431", "500"), (method, path, status)
+    assert "#### `Problem`" in reference
+
+
+def test_the_api_page_refuses_to_lose_its_conventions() -> None:
+    with pytest.raises(ValueError, match="generated part"):
+        api_page("# HTTP API\n\nconventions without the marker\n", {"tags": [], "paths": {}, "components": {}})
 
 
 def test_every_error_response_is_a_problem_as_problem_json(openapi: dict[str, Any]) -> None:
@@ -66,7 +98,7 @@ def test_operations_that_need_a_token_say_so(openapi: dict[str, Any]) -> None:
 def test_request_bodies_carry_examples(openapi: dict[str, Any]) -> None:
     schemas = openapi["components"]["schemas"]
     for path, method, op in operations(openapi):
-        if "requestBody" in op:
+        if "application/json" in op.get("requestBody", {}).get("content", {}):  # not files (text/calendar)
             schema = op["requestBody"]["content"]["application/json"]["schema"]
             ref = next(o["$ref"] for o in [schema, *schema.get("anyOf", [])] if "$ref" in o).rsplit("/", 1)[-1]
             assert schemas[ref].get("examples"), (method, path, ref)

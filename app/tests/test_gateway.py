@@ -111,4 +111,4 @@ async def test_one_loop_lag_probe_measures_the_process_for_every_service(gatherl
     # The services of a process share its loop: a probe each would measure it over and over (each waking it 20
     # times a second). One probe, exported under every service's name (see the metrics test above).
     probes = [task.get_name() for task in asyncio.all_tasks() if "loop lag probe" in task.get_name()]
-    assert probes == ["gateway: loop lag probe"]
+    assert probes == ["process: loop lag probe"]

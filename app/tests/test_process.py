@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gatherly.app.compose import Process
-from gatherly.app.platform import POLL_ALONE, POLL_SHARED
+from gatherly.app.compose import POLL_ALONE, POLL_SHARED, Process
 from gatherly.app.server import server_config
 from gatherly.kernel.log.embedded import EmbeddedLog
 from gatherly.kernel.settings import Settings

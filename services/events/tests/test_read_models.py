@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, func, select
 
-from gatherly.app.platform import build_log
+from gatherly.app.compose import build_log
 from gatherly.app.services import ALL
 from gatherly.app.testing import running_gatherly, sign_up
 from gatherly.contracts.groups import GroupUpdated, MembershipJoined

@@ -1,4 +1,4 @@
-"""The `gatherly` command: up, run, migrate, dlq, replay."""
+"""The `gatherly` command: up, run, migrate, dlq, replay, keys, docs."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from gatherly.app.compose import Process
+from gatherly.app.compose import Process, build_log
 from gatherly.app.logging import configure_logging
-from gatherly.app.platform import build_log
 from gatherly.app.server import serve
 from gatherly.app.services import ALL
 from gatherly.kernel.db import Database
@@ -29,7 +29,14 @@ console = Console()
 
 
 def _settings(**overrides: object) -> Settings:
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        # A setting the operator got wrong: say which and why, without a traceback.
+        for problem in error.errors():
+            name = "GATHERLY_" + "__".join(str(part) for part in problem["loc"]).upper()
+            console.print(f"[red]invalid setting {name}:[/] {problem['msg'].removeprefix('Value error, ')}")
+        raise typer.Exit(2) from error
     updates = {k: v for k, v in overrides.items() if v is not None}
     return settings.model_copy(update=updates) if updates else settings
 
@@ -231,7 +238,7 @@ def keys_list() -> None:
 
 @app.command()
 def docs() -> None:
-    """Write docs/openapi.json and docs/events.md from the code (the tests fail when they drift from it)."""
+    """Write docs/openapi.json, the reference in docs/api.md and docs/events.md (the tests fail when they drift)."""
     from gatherly.app.documents import write_documents
 
     for path in write_documents():

@@ -12,16 +12,15 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
 import structlog
+from starlette.types import ASGIApp
 
 from gatherly.app.devmail import newest_link_token
-
-if TYPE_CHECKING:
-    from gatherly.app.compose import Process
+from gatherly.kernel.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -246,9 +245,9 @@ async def _user_id(client: httpx.AsyncClient, headers: dict[str, str]) -> str:
     return user_id
 
 
-async def seed_demo(process: Process) -> None:
-    """Load the demo unless this data directory has it already (a marker file says so)."""
-    settings = process.settings
+async def seed_demo(app: ASGIApp, settings: Settings) -> None:
+    """Load the demo through `app` (the whole process) unless this data directory has it already (a marker file
+    says so)."""
     marker = settings.data_dir / ".demo-loaded"
     if marker.exists():
         return
@@ -256,7 +255,7 @@ async def seed_demo(process: Process) -> None:
         log.info("demo data needs the file mailer (it confirms accounts through the emailed links); skipped")
         return
     try:
-        await _load(process)
+        await _load(app, settings)
     except (httpx.HTTPError, TimeoutError) as error:
         # The app is still worth serving without its demo; the next start tries again (no marker written).
         log.error("demo data could not be loaded", error=repr(error))
@@ -265,9 +264,8 @@ async def seed_demo(process: Process) -> None:
     log.info("demo data loaded", people=len(PEOPLE), groups=len(GROUPS), events=len(EVENTS), password=DEMO_PASSWORD)
 
 
-async def _load(process: Process) -> None:
-    settings = process.settings
-    transport = httpx.ASGITransport(app=process)
+async def _load(app: ASGIApp, settings: Settings) -> None:
+    transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url=settings.effective_public_url) as client:
         auth = {p.email: await _person(client, settings.mail_dir, p) for p in PEOPLE}
         groups: dict[str, str] = {}

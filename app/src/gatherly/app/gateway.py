@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib.resources
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gatherly.app import devmail
 from gatherly.kernel.catalog import asyncapi
-from gatherly.kernel.loop_health import LoopLagProbe
-from gatherly.kernel.runtime import Platform, ServiceHost
+from gatherly.kernel.runtime import ServiceHost
 from gatherly.kernel.settings import Settings
-from gatherly.kernel.supervision import Supervisor
 from gatherly.kernel.web import install_error_handlers, problem
 
 log = structlog.get_logger(__name__)
@@ -121,22 +118,22 @@ def merged_openapi(hosts: Sequence[ServiceHost]) -> dict[str, Any]:
 
 class Gateway:
     """An ASGI app: requests under a service's prefixes go to that service's app unchanged; the rest
-    (health of the whole process, merged OpenAPI, dev mail, the web app) is served here."""
+    (health of the whole process, merged OpenAPI, dev mail, the web app) is served here. Starting and stopping
+    the process is the `lifespan` it is given (the composition root's, gatherly.app.compose)."""
 
     def __init__(
         self,
         hosts: Sequence[ServiceHost],
-        platform: Platform,
-        web_dir: Path | None = None,
+        settings: Settings,
         *,
+        lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+        web_dir: Path | None = None,
         serve_web: bool = True,
     ) -> None:
         self.hosts = list(hosts)
-        self.platform = platform
-        self.settings = platform.settings
+        self.settings = settings
         self.serve_web = serve_web
-        # Run once every service is up (demo data is loaded this way).
-        self.on_started: list[Callable[[], Awaitable[None]]] = []
+        self.lifespan = lifespan
         by_name = {host.name: host for host in self.hosts}
         routes = [
             (prefix, by_name[name].app) for name, prefixes in PREFIXES.items() if name in by_name for prefix in prefixes
@@ -155,39 +152,8 @@ class Gateway:
                     return
         await self.local(scope, receive, send)
 
-    async def _enforce_log_retention_hourly(self) -> None:
-        # Kafka enforces retention itself; the embedded log needs to be asked.
-        enforce = getattr(self.platform.log, "enforce_retention", None)
-        if enforce is None:
-            return
-        while True:
-            deleted = await enforce()
-            if deleted:
-                log.info("old log records deleted", records=deleted)
-            await asyncio.sleep(3600)
-
     def _build_local_app(self) -> FastAPI:
-        @asynccontextmanager
-        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-            # Start the log, then every service (in declaration order); stop them in reverse.
-            async with AsyncExitStack() as stack:
-                await self.platform.log.start()
-                stack.push_async_callback(self.platform.http.aclose)
-                stack.push_async_callback(self.platform.log.close)
-                for host in self.hosts:
-                    await stack.enter_async_context(host.app.router.lifespan_context(host.app))
-                for started in self.on_started:
-                    await started()
-                supervisor = Supervisor("gateway")
-                retention = supervisor.start("log retention", self._enforce_log_retention_hourly)
-                stack.callback(retention.cancel)
-                # One probe for the process's loop, exported under each hosted service: a probe per service would
-                # measure the same loop several times over, each waking it 20 times a second.
-                probe = supervisor.start("loop lag probe", LoopLagProbe(*(host.name for host in hosts)).run)
-                stack.callback(probe.cancel)
-                yield
-
-        app = FastAPI(title="Gatherly", lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
+        app = FastAPI(title="Gatherly", lifespan=self.lifespan, openapi_url=None, docs_url=None, redoc_url=None)
         install_error_handlers(app)
         hosts = self.hosts
 
@@ -224,9 +190,10 @@ class Gateway:
 
         @app.get("/readyz", include_in_schema=False)
         async def readyz() -> Response:
-            waiting = [h.name for h in hosts if not h.context.readiness.ready]
-            if waiting:
-                return problem(503, "not ready: " + ", ".join(waiting), title="Not ready")
+            # Each service's own checks (database, outbox, background tasks), not only whether it has started.
+            reasons = [f"{h.name} ({reason})" for h in hosts if (reason := await h.context.readiness.problem())]
+            if reasons:
+                return problem(503, "not ready: " + "; ".join(reasons), title="Not ready")
             return JSONResponse({"status": "ready", "services": [h.name for h in hosts]})
 
         @app.get("/metrics", include_in_schema=False)

@@ -121,8 +121,8 @@ def markdown(document: dict[str, Any]) -> str:
     lines = [
         "# Event catalog",
         "",
-        "Generated from `contracts/` by `make catalog` (the same document is served as AsyncAPI 3 at",
-        "`/api/asyncapi.json`); `app/tests/test_catalog.py` fails when this page or a service drifts from it.",
+        "Generated from `contracts/` by `make docs` (the same document is served as AsyncAPI 3 at",
+        "`/api/asyncapi.json`); `app/tests/test_documents.py` fails when this page or a service drifts from it.",
         "Every message carries the envelope of docs/messaging.md; the key is the aggregate id named below.",
         "",
     ]

@@ -165,8 +165,10 @@ def read_event(envelope: Envelope) -> IntegrationEvent:
 
 
 class ConsumerWorker:
-    """Runs one consumer group: poll, apply each record in its own transaction with the inbox row, commit.
+    """Runs one consumer group: poll, apply the records with their inbox rows, commit the offsets.
 
+    A poll's records share ONE transaction when they all succeed; when that fails, each partition's run is tried
+    in one transaction, then record by record, each in its own (see `handle_batch`).
     Offsets are committed only after the records' transactions committed; a crash in between redelivers them and
     the inbox turns the repeat into a no-op. Failures are handled per partition, without sleeping in the loop:
     the failing partition is rewound to the failing record and paused for a backoff, while the others go on.

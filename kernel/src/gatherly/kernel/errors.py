@@ -6,7 +6,9 @@ from typing import Any
 
 
 class DomainError(Exception):
-    """A rule said no. Services subclass it; `api.py` of each service maps classes to HTTP statuses."""
+    """A rule said no. Services subclass it; the kernel's error handlers (`install_error_handlers` in web.py)
+    write any DomainError that leaves a route as problem+json with its `status` (a service's api.py may set
+    the status of its own errors in one table first)."""
 
     status: int = 400
     title: str = "Request refused"

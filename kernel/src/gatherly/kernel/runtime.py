@@ -147,11 +147,13 @@ class ServiceHost:
         app.state.host = self
         install_error_handlers(app)
         app.add_middleware(RequestContextMiddleware, service=self.name)
-        install_health(
-            app,
-            self.context.readiness,
-            checks=[self._database_answers, self.relay.check, self.supervisor.check, self._consumers_go_round],
-        )
+        self.context.readiness.checks = [
+            self._database_answers,
+            self.relay.check,
+            self.supervisor.check,
+            self._consumers_go_round,
+        ]
+        install_health(app, self.context.readiness)
         for router in self.definition.routers:
             app.include_router(router)
         return app

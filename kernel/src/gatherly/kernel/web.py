@@ -174,11 +174,13 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 class Readiness:
-    """Ready once started, not ready while starting or draining (so load balancers route elsewhere)."""
+    """Ready once started and while every check passes (the database answers, no outbox row is stuck, no background
+    task is down); not ready while starting or draining (so load balancers route elsewhere)."""
 
-    def __init__(self) -> None:
+    def __init__(self, checks: Sequence[Callable[[], Awaitable[None]]] = ()) -> None:
         self.ready = False
         self.reason = "starting"
+        self.checks = list(checks)
 
     def set_ready(self) -> None:
         self.ready, self.reason = True, "ready"
@@ -186,21 +188,27 @@ class Readiness:
     def set_draining(self) -> None:
         self.ready, self.reason = False, "draining"
 
+    async def problem(self) -> str | None:
+        """Why this is not ready now, or None when it is."""
+        if not self.ready:
+            return self.reason
+        for check in self.checks:
+            try:
+                await check()
+            except Exception as error:
+                return f"dependency unavailable: {error}"
+        return None
 
-def install_health(app: FastAPI, readiness: Readiness, checks: Sequence[Callable[[], Awaitable[None]]] = ()) -> None:
+
+def install_health(app: FastAPI, readiness: Readiness) -> None:
     @app.get("/livez", include_in_schema=False)
     async def livez() -> dict[str, str]:
         return {"status": "alive"}
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> Response:
-        if not readiness.ready:
-            return problem(503, readiness.reason, title="Not ready")
-        for check in checks:
-            try:
-                await check()
-            except Exception as error:
-                return problem(503, f"dependency unavailable: {error}", title="Not ready")
+        if reason := await readiness.problem():
+            return problem(503, reason, title="Not ready")
         return JSONResponse({"status": "ready"})
 
     @app.get("/metrics", include_in_schema=False)

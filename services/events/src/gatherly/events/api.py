@@ -341,7 +341,7 @@ async def import_events(
 
 
 @router.put("/{event_id}/rsvp", responses=problems(403, 404, 409))
-async def respond(
+async def respond_to_event(
     event_id: str, body: RsvpBody, caller: CurrentUser, uow: EventsUnitOfWork = Depends(_uow)
 ) -> MyRsvpOut:
     """Members of the group only. Full: waitlisted, first come first served; seats freed later go to the

@@ -23,6 +23,29 @@ class VenueBody(BaseModel):
 
 
 class NewEvent(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "group_id": "9b2f3c1e-8d4a-4f6b-9c2d-1a2b3c4d5e6f",
+                    "title": "Tuesday board games",
+                    "description": "Bring a game or learn a new one.",
+                    "starts_at": "2027-01-12T18:00:00Z",
+                    "ends_at": "2027-01-12T21:00:00Z",
+                    "timezone": "Europe/Berlin",
+                    "venue": {
+                        "name": "Café Anker",
+                        "address": "Ankerstraße 5, Berlin",
+                        "location": {"lat": 52.52, "lng": 13.405},
+                    },
+                    "capacity": 24,
+                    "guest_limit": 1,
+                    "recurrence": "FREQ=WEEKLY;BYDAY=TU",
+                }
+            ]
+        }
+    )
+
     group_id: str = Field(max_length=36)
     title: str
     description: str = ""
@@ -47,7 +70,9 @@ class EventChanges(BaseModel):
     """Any of these; a field left out stays as it is. venue, online_url, capacity, rsvp_* and cover_image_id
     may be null."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"capacity": 30, "starts_at": "2027-01-12T18:30:00Z"}]}
+    )
 
     title: str | None = None
     description: str | None = None
@@ -105,6 +130,8 @@ class EventOut(BaseModel):
 
 
 class RsvpBody(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"response": "yes", "guests": 1}]})
+
     response: Answer
     guests: int = Field(0, ge=0)
 
@@ -119,6 +146,8 @@ class AttendeeOut(BaseModel):
 
 
 class CommentBody(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"body": "I can bring Catan."}]})
+
     body: str
 
 

@@ -4,7 +4,7 @@ Revision ID: 0001
 Revises:
 """
 
-from gatherly.kernel.migrations import create_kernel_tables, drop_kernel_tables
+from gatherly.kernel.alembic_scripts import create_kernel_tables, drop_kernel_tables
 
 revision = "0001"
 down_revision = None

@@ -8,7 +8,7 @@ Revises:
 import sqlalchemy as sa
 from alembic import op
 
-from gatherly.kernel.migrations import create_kernel_tables, drop_kernel_tables
+from gatherly.kernel.alembic_scripts import create_kernel_tables, drop_kernel_tables
 from gatherly.kernel.tables import Json, UtcDateTime
 
 revision = "0001"

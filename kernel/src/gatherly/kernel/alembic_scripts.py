@@ -1,4 +1,5 @@
-"""Alembic glue: each service's migrations/env.py calls `run_env`; its first revision creates the kernel tables."""
+"""What each service's Alembic scripts call: `run_env` from migrations/env.py, `create_kernel_tables` from the
+first revision. Running the migrations (`gatherly migrate`, or at start) is `Database.migrate` in db.py."""
 
 from __future__ import annotations
 
