@@ -23,13 +23,11 @@ from gatherly.groups.domain import (
     Standing,
     Visibility,
     answers_for,
-    bounding_box,
     check_leaving,
     check_removal,
     check_role_change,
     decide_join,
     details_from,
-    distance_km,
     may,
     normalize_topics,
     parse_near,
@@ -41,6 +39,7 @@ from gatherly.groups.domain import (
     valid_radius,
 )
 from gatherly.kernel.errors import InvalidInput
+from gatherly.kernel.geo import bounding_box, distance_km
 
 BERLIN = Location(52.5200, 13.4050)
 PARIS = Location(48.8566, 2.3522)

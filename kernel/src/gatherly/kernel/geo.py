@@ -1,10 +1,11 @@
-"""Distances on the Earth and the bounding box that lets an index narrow a "within r km" search.
-(The events service uses it; the groups service keeps its own copy in groups/domain.py until it switches.)"""
+"""Distances on the Earth and the bounding box that lets an index narrow a "within r km" search (groups and
+events services)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Protocol
 
 EARTH_RADIUS_KM = 6371.0088  # the mean radius (IUGG)
 
@@ -15,7 +16,17 @@ class Point:
     lng: float
 
 
-def distance_km(a: Point, b: Point) -> float:
+class LatLng(Protocol):
+    """Anything with a latitude and a longitude in degrees (each service has its own location type)."""
+
+    @property
+    def lat(self) -> float: ...
+
+    @property
+    def lng(self) -> float: ...
+
+
+def distance_km(a: LatLng, b: LatLng) -> float:
     """Great-circle distance (haversine), accurate to ~0.5% on the Earth's ellipsoid."""
     lat1, lat2 = math.radians(a.lat), math.radians(b.lat)
     dlat = lat2 - lat1
@@ -34,7 +45,7 @@ class BoundingBox:
     lng_ranges: tuple[tuple[float, float], ...] = field(default=((-180.0, 180.0),))
 
 
-def bounding_box(center: Point, radius_km: float) -> BoundingBox:
+def bounding_box(center: LatLng, radius_km: float) -> BoundingBox:
     angular = math.degrees(radius_km / EARTH_RADIUS_KM)
     min_lat, max_lat = center.lat - angular, center.lat + angular
     if min_lat <= -90.0 or max_lat >= 90.0:

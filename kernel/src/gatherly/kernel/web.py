@@ -6,7 +6,7 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any, Generic, TypeVar
 
@@ -14,6 +14,7 @@ import structlog
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -91,6 +92,29 @@ def install_error_handlers(app: FastAPI) -> None:
     # The last resort only: UnexpectedErrors (innermost) answers first. Starlette runs this handler in its
     # outermost middleware, which re-raises after answering, so the server resets the connection.
     app.add_exception_handler(Exception, on_unexpected)
+
+
+def statuses_from(status_of: Mapping[type[DomainError], int]) -> type[APIRoute]:
+    """A route class for a service's router: a domain error raised under its routes gets the status `status_of`
+    names for its class (the service's one table of statuses), and the kernel's handler writes the problem.
+
+        router = APIRouter(prefix="/api/groups", route_class=statuses_from(STATUS_OF))
+    """
+
+    class DomainErrorsAsProblems(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handle = super().get_route_handler()
+
+            async def handle_with_statuses(request: Request) -> Response:
+                try:
+                    return await handle(request)
+                except DomainError as error:
+                    error.status = status_of.get(type(error), error.status)
+                    raise
+
+            return handle_with_statuses
+
+    return DomainErrorsAsProblems
 
 
 class UnexpectedErrors:

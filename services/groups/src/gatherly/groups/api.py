@@ -5,11 +5,9 @@ the kernel's own, 422). Who may see what is written down at the top of domain.py
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.routing import APIRoute
+from fastapi import APIRouter, Depends, Query, Response
 
 from gatherly.groups import service
 from gatherly.groups.domain import (
@@ -58,7 +56,7 @@ from gatherly.kernel.auth import CurrentUser, MaybeUser
 from gatherly.kernel.errors import DomainError, InvalidInput, Unauthorized
 from gatherly.kernel.openapi import problems
 from gatherly.kernel.runtime import ServiceContext, service_context
-from gatherly.kernel.web import Page, PageRequest, encode_cursor, page_request
+from gatherly.kernel.web import Page, PageRequest, encode_cursor, page_request, statuses_from
 
 # Each domain error's HTTP status, in one place.
 STATUS_OF: dict[type[DomainError], int] = {
@@ -73,23 +71,7 @@ STATUS_OF: dict[type[DomainError], int] = {
 }
 
 
-class _DomainErrorsAsProblems(APIRoute):
-    """Gives a domain error raised under a route its status from STATUS_OF; the kernel's handler writes it."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handle = super().get_route_handler()
-
-        async def handle_with_statuses(request: Request) -> Response:
-            try:
-                return await handle(request)
-            except DomainError as error:
-                error.status = STATUS_OF.get(type(error), error.status)
-                raise
-
-        return handle_with_statuses
-
-
-router = APIRouter(prefix="/api/groups", tags=["groups"], route_class=_DomainErrorsAsProblems)
+router = APIRouter(prefix="/api/groups", tags=["groups"], route_class=statuses_from(STATUS_OF))
 
 
 async def _uow(context: ServiceContext = Depends(service_context)) -> GroupsUnitOfWork:

@@ -17,7 +17,7 @@ import re
 import unicodedata
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import NewType
@@ -495,44 +495,7 @@ def looks_like_id(value: str) -> bool:
 
 # --- geography ------------------------------------------------------------------------------------------------------
 
-EARTH_RADIUS_KM = 6371.0088  # the mean radius (IUGG)
-
-
-def distance_km(a: Location, b: Location) -> float:
-    """Great-circle distance (haversine), accurate to ~0.5% on the Earth's ellipsoid."""
-    lat1, lat2 = math.radians(a.lat), math.radians(b.lat)
-    dlat = lat2 - lat1
-    dlng = math.radians(b.lng - a.lng)
-    h = math.sin(dlat / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin(dlng / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
-
-
-@dataclass(frozen=True)
-class BoundingBox:
-    """Every point within the radius lies inside: the latitude band and one or two longitude ranges (two when
-    the circle crosses the antimeridian). Points inside may still be farther than the radius (the corners)."""
-
-    min_lat: float
-    max_lat: float
-    lng_ranges: tuple[tuple[float, float], ...] = field(default=((-180.0, 180.0),))
-
-
-def bounding_box(center: Location, radius_km: float) -> BoundingBox:
-    angular = math.degrees(radius_km / EARTH_RADIUS_KM)
-    min_lat, max_lat = center.lat - angular, center.lat + angular
-    if min_lat <= -90.0 or max_lat >= 90.0:
-        # The circle holds a pole: every longitude is within reach.
-        return BoundingBox(max(min_lat, -90.0), min(max_lat, 90.0))
-    # The widest longitude span is at the latitude where the circle touches its meridians (not the centre's).
-    lat_rad = math.radians(center.lat)
-    spread = math.asin(min(1.0, math.sin(radius_km / EARTH_RADIUS_KM) / math.cos(lat_rad)))
-    dlng = math.degrees(spread)
-    west, east = center.lng - dlng, center.lng + dlng
-    if west < -180.0:
-        return BoundingBox(min_lat, max_lat, ((west + 360.0, 180.0), (-180.0, east)))
-    if east > 180.0:
-        return BoundingBox(min_lat, max_lat, ((west, 180.0), (-180.0, east - 360.0)))
-    return BoundingBox(min_lat, max_lat, ((west, east),))
+# Distances and the search box are the kernel's (kernel/geo.py), shared with the events service.
 
 
 def parse_near(value: str) -> Location:

@@ -47,8 +47,6 @@ from gatherly.groups.domain import (
     Role,
     UserId,
     Visibility,
-    bounding_box,
-    distance_km,
     looks_like_id,
     pick_slug,
     search_text,
@@ -65,6 +63,7 @@ from gatherly.groups.tables import (
 )
 from gatherly.kernel.db import Database, Executor, rowcount
 from gatherly.kernel.errors import InvalidInput
+from gatherly.kernel.geo import bounding_box, distance_km
 from gatherly.kernel.read_models import ReadyImageStore
 from gatherly.kernel.runtime import ServiceContext
 from gatherly.kernel.sagas import SagaState, SagaStore

@@ -3,17 +3,16 @@ status here, in STATUS_OF; the kernel writes them as problem+json."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 
 from gatherly.kernel.auth import CurrentUser
 from gatherly.kernel.errors import DomainError
 from gatherly.kernel.openapi import problems
 from gatherly.kernel.runtime import ServiceContext, service_context
+from gatherly.kernel.web import statuses_from
 from gatherly.users import service
 from gatherly.users.domain import (
     AccountLocked,
@@ -55,23 +54,7 @@ STATUS_OF: dict[type[DomainError], int] = {
 }
 
 
-class _DomainErrorsAsProblems(APIRoute):
-    """Gives a domain error raised under a route its status from STATUS_OF; the kernel's handler writes it."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handle = super().get_route_handler()
-
-        async def handle_with_statuses(request: Request) -> Response:
-            try:
-                return await handle(request)
-            except DomainError as error:
-                error.status = STATUS_OF.get(type(error), error.status)
-                raise
-
-        return handle_with_statuses
-
-
-router = APIRouter(route_class=_DomainErrorsAsProblems)
+router = APIRouter(route_class=statuses_from(STATUS_OF))
 
 Context = Annotated[ServiceContext, Depends(service_context)]
 
