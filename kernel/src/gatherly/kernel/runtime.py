@@ -89,6 +89,10 @@ class ServiceDefinition:
     on_start: Callable[[ServiceContext], Awaitable[None]] | None = None
 
 
+# A consumer whose poll loop has not gone round for this long (at least) is stuck (readiness turns red).
+MIN_STUCK_SECONDS = 10.0
+
+
 class ServiceHost:
     """Runs one service in this process: migrations (when configured), the outbox relay, one worker per
     consumer group, background tasks, and the FastAPI app. Stopping drains in the safe order."""
@@ -159,9 +163,12 @@ class ServiceHost:
         return app
 
     async def _consumers_go_round(self) -> None:
-        stuck = stuck_workers(self.workers, self.supervisor.unready_after)
+        # A round is a poll that may wait 0.5 s plus a batch: only a round far longer than that is a hang, whatever
+        # the supervision threshold is set to.
+        threshold = max(self.supervisor.unready_after, MIN_STUCK_SECONDS)
+        stuck = stuck_workers(self.workers, threshold)
         if stuck:
-            raise RuntimeError(f"consumers stuck for over {self.supervisor.unready_after:g}s: {', '.join(stuck)}")
+            raise RuntimeError(f"consumers stuck for over {threshold:g}s: {', '.join(stuck)}")
 
     async def _database_answers(self) -> None:
         async with self.context.db.read_session() as session:
