@@ -17,6 +17,7 @@ from gatherly.events.calendars import calendar_of, import_entries
 from gatherly.events.domain import (
     Comment,
     CommentNotFound,
+    CoverNotReady,
     EventCancelled,
     EventDetails,
     EventNotFound,
@@ -83,6 +84,7 @@ REFUSALS: dict[type[Refusal], type[DomainError]] = {
     RsvpWindowClosed: Conflict,
     NotEnoughSeats: Conflict,
     NotGoing: Conflict,
+    CoverNotReady: Conflict,
     InvalidEvent: InvalidInput,
 }
 
@@ -160,6 +162,7 @@ def _event_out(view: EventView) -> EventOut:
         rsvp_opens_at=details.rsvp_opens_at,
         rsvp_closes_at=details.rsvp_closes_at,
         cover_image_id=details.cover_image_id,
+        cover=view.cover,
         going_count=event.going_count,
         waitlist_count=event.waitlist_count,
         attendance=view.attendance,

@@ -1,6 +1,6 @@
 """Reactions of the events service to other services' events: the read models of groups, of memberships with
 their roles (authorization without calling the groups service) and of people's names and avatars (attendee
-lists), which replaying the topics from the beginning rebuilds; seats freed when someone leaves a group; and the
+lists) and of ready cover images, which replaying the topics from the beginning rebuilds; seats freed when someone leaves a group; and the
 events service's step of the group-deletion saga."""
 
 from gatherly.contracts.groups import (
@@ -12,6 +12,7 @@ from gatherly.contracts.groups import (
     MembershipRemoved,
     MembershipRoleChanged,
 )
+from gatherly.contracts.images import ImageDeleted, ImageReady
 from gatherly.contracts.users import UserDeleted, UserProfileUpdated
 from gatherly.events import service
 from gatherly.events.domain import Reason, UserId
@@ -19,6 +20,8 @@ from gatherly.events.store import EventsUnitOfWork
 from gatherly.kernel.delivery import ConsumerRegistry
 
 consumers = ConsumerRegistry()
+
+COVER_PURPOSE = "event_cover"
 
 
 @consumers.on(GroupCreated, GroupUpdated, group="events.groups")
@@ -57,3 +60,14 @@ async def keep_profile(event: UserProfileUpdated, uow: EventsUnitOfWork) -> None
 @consumers.on(UserDeleted, group="events.profiles")
 async def forget_profile(event: UserDeleted, uow: EventsUnitOfWork) -> None:
     await uow.profiles.forget(event.user_id, event.deleted_at)
+
+
+@consumers.on(ImageReady, group="events.covers")
+async def keep_cover(event: ImageReady, uow: EventsUnitOfWork) -> None:
+    if event.purpose == COVER_PURPOSE:
+        await uow.covers.keep(event)
+
+
+@consumers.on(ImageDeleted, group="events.covers")
+async def forget_cover(event: ImageDeleted, uow: EventsUnitOfWork) -> None:
+    await uow.covers.remove(event.image_id)

@@ -102,6 +102,11 @@ class LoginRequired(Refusal):
     """Only a logged-in person can ask this (e.g. for the events they are going to)."""
 
 
+class CoverNotReady(Refusal):
+    """The cover image is not a ready event cover (yet): unknown, still being processed, rejected, deleted, or
+    uploaded for another purpose."""
+
+
 class InvalidEvent(Refusal):
     """A field of the request breaks a rule; `field` names it."""
 
@@ -319,6 +324,27 @@ class Event:
 
     def cancelled(self, now: datetime) -> Event:
         return replace(self, status=EventStatus.CANCELLED, sequence=self.sequence + 1, cancelled_at=now, updated_at=now)
+
+
+def check_cover(image_id: str, owner_id: str | None, requester: UserId) -> None:
+    """A leader may choose as cover an image they uploaded as an event cover, once the images service reported
+    it ready (`owner_id` is its uploader from the ready-image read model, None when it is not there)."""
+    try:
+        uuid.UUID(image_id)
+    except ValueError:
+        raise InvalidEvent("cover_image_id is an image id (a UUID).", field="cover_image_id")
+    if owner_id is None:
+        raise CoverNotReady(
+            "cover_image_id is not a ready event cover: upload it with purpose event_cover and wait until it is ready."
+        )
+    if owner_id != requester:
+        raise InvalidEvent("cover_image_id names an image someone else uploaded: use one of yours.", field="cover_image_id")
+
+
+def shows_cover(owner_role: str | None) -> bool:
+    """A cover shows while the person who uploaded it is a leader of the group (anyone could name any image id;
+    a leader who steps down or leaves takes their image with them)."""
+    return is_leader(owner_role)
 
 
 def new_event_id() -> EventId:

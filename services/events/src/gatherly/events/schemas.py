@@ -118,6 +118,9 @@ class EventOut(BaseModel):
     rsvp_opens_at: datetime | None
     rsvp_closes_at: datetime | None
     cover_image_id: str | None
+    cover: ImageVariants | None = Field(
+        description="The cover's variants: shown while the image is ready and its uploader leads the group."
+    )
     going_count: int = Field(description="Seats taken, guests included.")
     waitlist_count: int = Field(description="Parties waiting for a seat.")
     attendance: int = Field(description="People checked in by the leaders.")

@@ -29,7 +29,7 @@ from gatherly.contracts.events import (
 )
 from gatherly.contracts.events import Venue as VenueOut
 from gatherly.contracts.groups import GroupDeleted, GroupEventsCancelled
-from gatherly.contracts.users import GeoPoint
+from gatherly.contracts.users import GeoPoint, ImageVariants
 from gatherly.events.domain import (
     DETAIL_FIELDS,
     TIME_OR_PLACE,
@@ -62,11 +62,13 @@ from gatherly.events.domain import (
     check_may_delete,
     check_may_edit,
     check_member,
+    check_cover,
     check_schedulable,
     comment_body,
     may_see,
     new_comment_id,
     new_event_id,
+    shows_cover,
     waitlist_to_read,
 )
 from gatherly.events.recurrence import HORIZON, Series, SeriesId, Template, check_rule, local
@@ -132,6 +134,7 @@ async def schedule_event(
             raise GroupNotFound(f"No group {group_id} (or it has not reached the events service yet).")
         check_leader(role)
         check_schedulable(details, now)
+        await _check_cover(uow, details.cover_image_id, leader)
         if rule is not None:
             return await _schedule_series(uow, leader, group, details, rule, now)
         event = Event(new_event_id(), group_id, details, created_by=leader, created_at=now, updated_at=now)
@@ -214,6 +217,8 @@ async def update_event(
         check_leader(role)
         now = uow.clock.now()
         event.check_changeable(now)
+        if "cover_image_id" in changes and changes["cover_image_id"] != event.details.cover_image_id:
+            await _check_cover(uow, changes["cover_image_id"], editor)
         if scope is Scope.THIS:
             return await _edit(uow, event, group.name, editor, changes, now)
         series, day = await _series_of(uow, event)
@@ -229,6 +234,13 @@ async def update_event(
             updated = await _edit(uow, occurrence, group.name, editor, {n: getattr(at_date, n) for n in named}, now)
             result = updated if occurrence.id == event.id else result
         return result
+
+
+async def _check_cover(uow: EventsUnitOfWork, image_id: str | None, leader: UserId) -> None:
+    """A newly chosen cover must be a ready event cover the leader uploaded (none: no cover)."""
+    if image_id is not None:
+        image = await uow.covers.get(image_id)
+        check_cover(image_id, image.owner_id if image else None, leader)
 
 
 # Fields an edit of a series' following occurrences sets per date, from the edited one's local time of day.
@@ -590,6 +602,7 @@ class EventView:
     group: GroupSummary
     my_rsvp: MyRsvp | None
     attendance: int = 0
+    cover: ImageVariants | None = None
 
     @property
     def going(self) -> bool:
@@ -605,7 +618,15 @@ async def view_event(stores: Stores, event_id: str, caller: UserId | None) -> Ev
     rsvp: Rsvp | None = await stores.rsvps.of(event.id, caller) if caller else None
     if rsvp is not None:
         mine = MyRsvp(rsvp.status, rsvp.guests, await stores.rsvps.waitlist_position(event.id, rsvp))
-    return EventView(event, group, mine, await stores.rsvps.checked_in_count(event.id))
+    return EventView(event, group, mine, await stores.rsvps.checked_in_count(event.id), await _cover(stores, event))
+
+
+async def _cover(stores: Stores, event: Event) -> ImageVariants | None:
+    """The cover's variants while the image is ready and whoever uploaded it leads the event's group."""
+    image = await stores.covers.get(event.details.cover_image_id)
+    if image is None or not shows_cover(await stores.members.role(event.group_id, image.owner_id)):
+        return None
+    return image.variants
 
 
 async def list_attendees(

@@ -43,6 +43,7 @@ from gatherly.events.recurrence import Series, SeriesId, Template
 from gatherly.events.tables import (
     calendar_feeds,
     comments,
+    cover_images,
     events,
     group_members,
     group_summaries,
@@ -54,6 +55,7 @@ from gatherly.events.tables import (
 )
 from gatherly.kernel.db import Database, rowcount
 from gatherly.kernel.geo import bounding_box
+from gatherly.kernel.read_models import ReadyImageStore
 from gatherly.kernel.runtime import ServiceContext
 from gatherly.kernel.uow import UnitOfWork
 
@@ -773,6 +775,7 @@ class Stores:
         self.feeds = FeedStore(session)
         self.profiles = ProfileStore(session)
         self.series = SeriesStore(session)
+        self.covers = ReadyImageStore(session, cover_images)
 
 
 class EventsUnitOfWork(UnitOfWork):
@@ -814,6 +817,10 @@ class EventsUnitOfWork(UnitOfWork):
     @property
     def series(self) -> SeriesStore:
         return self.stores.series
+
+    @property
+    def covers(self) -> ReadyImageStore:
+        return self.stores.covers
 
 
 def unit_of_work(context: ServiceContext) -> EventsUnitOfWork:

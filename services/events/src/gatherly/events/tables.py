@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Column, Double, Index, Integer, MetaData, String, Table, Text
 
+from gatherly.kernel.read_models import ready_images_table
 from gatherly.kernel.tables import Json, UtcDateTime, kernel_tables
 
 metadata = MetaData()
@@ -64,6 +65,9 @@ events = Table(
     # The nearby search narrows to a latitude band with this index, then checks longitude, the exact distance and
     # the other filters, and orders, from the index alone (it covers the query); whole rows only for the page.
     Index("ix_events_nearby", "lat", "lng", "x", "y", "z", "status", "starts_at", "group_id", "id"),
+    # The nearby search soonest first reads upcoming events in start order from this index alone (it covers the
+    # place and the group), so a dense radius yields its first page after a few hundred entries, unsorted.
+    Index("ix_events_upcoming_places", "status", "starts_at", "id", "lat", "lng", "x", "y", "z", "group_id"),
 )
 
 # Recurring series: the rule, what each occurrence is made of (recurrence.Template as JSON) and how far it has been
@@ -80,7 +84,13 @@ series = Table(
     Column("ends_before", String(10)),  # cancelled from this local date on
     Column("created_by", USER_ID, nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
+    # The UID of the recurring VEVENT an imported series came from: a re-import into the group finds it.
+    Column("source_uid", String(255)),
+    Index("ux_series_group_id_source_uid", "group_id", "source_uid", unique=True),
 )
+
+# Read model of the images service's ready event covers (image.ready with purpose event_cover / image.deleted).
+cover_images = ready_images_table(metadata, "cover_images")
 
 rsvps = Table(
     "rsvps",
