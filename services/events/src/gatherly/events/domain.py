@@ -14,6 +14,7 @@ in strict FIFO order: a party of 3 at the head is not skipped for a party of 1 b
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -25,6 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gatherly.contracts.groups import LEADER_ROLES
 from gatherly.kernel.geo import EARTH_RADIUS_KM, Point
+from gatherly.kernel.text import name_problem, text_problem
 
 EventId = NewType("EventId", str)
 GroupId = NewType("GroupId", str)
@@ -193,8 +195,21 @@ DETAIL_FIELDS = tuple(f.name for f in fields(EventDetails))
 TIME_OR_PLACE = frozenset({"starts_at", "ends_at", "timezone", "venue", "online_url"})
 
 
-def _text(value: str, field_name: str, limit: int, *, required: bool = False) -> str:
-    value = value.strip()
+# Control characters (C0 but newline and tab, DEL, C1): terminal escapes and worse in text shown to others.
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _text(value: str, field_name: str, limit: int, *, required: bool = False, one_line: bool = False) -> str:
+    """The text as stored, or InvalidEvent naming the field. JSON bodies passed the kernel's text policy already
+    (no NUL, no lone surrogate); imported calendar files did not, so it is checked here too. One-line texts (a
+    title, a place) have their whitespace runs made one space and refuse what names refuse (bidi overrides, nothing
+    visible); longer texts keep their lines."""
+    value = " ".join(value.split()) if one_line else value.replace("\r\n", "\n").strip()
+    problem = text_problem(value) or (name_problem(value) if one_line else None)
+    if problem is None and _CONTROLS.search(value):
+        problem = "must not contain control characters"
+    if problem is not None:
+        raise InvalidEvent(f"{field_name} {problem}.", field=field_name)
     if required and not value:
         raise InvalidEvent(f"{field_name} must not be empty.", field=field_name)
     if len(value) > limit:
@@ -218,6 +233,15 @@ def valid_location(location: Location, field_name: str) -> Location:
     return location
 
 
+def _is_web_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 -- a port that is not a number raises here
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
+    return parts.scheme in ("https", "http") and bool(parts.hostname) and " " not in value
+
+
 def _aware(value: datetime | None, field_name: str) -> datetime | None:
     if value is not None and value.tzinfo is None:
         raise InvalidEvent(
@@ -232,15 +256,13 @@ def details_from(**values: Any) -> EventDetails:
     venue = details.venue
     if venue is not None:
         venue = Venue(
-            name=_text(venue.name, "venue.name", MAX_VENUE_NAME, required=True),
-            address=_text(venue.address, "venue.address", MAX_ADDRESS),
+            name=_text(venue.name, "venue.name", MAX_VENUE_NAME, required=True, one_line=True),
+            address=_text(venue.address, "venue.address", MAX_ADDRESS, one_line=True),
             location=valid_location(venue.location, "venue.location") if venue.location else None,
         )
-    online_url = details.online_url.strip() if details.online_url else None
-    if online_url is not None:
-        parts = urlsplit(online_url)
-        if parts.scheme not in ("https", "http") or not parts.netloc or len(online_url) > MAX_URL:
-            raise InvalidEvent("online_url must be an http(s) URL.", field="online_url")
+    online_url = _text(details.online_url, "online_url", MAX_URL, one_line=True) if details.online_url else None
+    if online_url is not None and not _is_web_url(online_url):
+        raise InvalidEvent("online_url must be an http(s) URL.", field="online_url")
     if venue is None and online_url is None:
         raise InvalidEvent("Give a venue, an online_url, or both.", field="venue")
     for name in ("starts_at", "ends_at", "rsvp_opens_at", "rsvp_closes_at"):
@@ -258,7 +280,7 @@ def details_from(**values: Any) -> EventDetails:
         raise InvalidEvent("rsvp_opens_at must be before rsvp_closes_at and starts_at.", field="rsvp_opens_at")
     return replace(
         details,
-        title=_text(details.title, "title", MAX_TITLE, required=True),
+        title=_text(details.title, "title", MAX_TITLE, required=True, one_line=True),
         description=_text(details.description, "description", MAX_DESCRIPTION),
         timezone=valid_timezone(details.timezone),
         venue=venue,

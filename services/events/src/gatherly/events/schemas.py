@@ -8,7 +8,17 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from gatherly.contracts.users import ImageVariants
-from gatherly.events.domain import Answer, EventStatus, RsvpStatus
+from gatherly.events.domain import (
+    MAX_ADDRESS,
+    MAX_COMMENT,
+    MAX_DESCRIPTION,
+    MAX_TITLE,
+    MAX_URL,
+    MAX_VENUE_NAME,
+    Answer,
+    EventStatus,
+    RsvpStatus,
+)
 
 
 class LocationBody(BaseModel):
@@ -17,8 +27,8 @@ class LocationBody(BaseModel):
 
 
 class VenueBody(BaseModel):
-    name: str = Field(max_length=200)
-    address: str = Field("", max_length=500)
+    name: str = Field(max_length=MAX_VENUE_NAME)
+    address: str = Field("", max_length=MAX_ADDRESS)
     location: LocationBody | None = None
 
 
@@ -47,13 +57,13 @@ class NewEvent(BaseModel):
     )
 
     group_id: str = Field(max_length=36)
-    title: str
-    description: str = ""
+    title: str = Field(max_length=MAX_TITLE)
+    description: str = Field("", max_length=MAX_DESCRIPTION)
     starts_at: AwareDatetime
     ends_at: AwareDatetime
     timezone: str = Field(description="IANA time zone the event happens in, e.g. Europe/Berlin.", max_length=64)
     venue: VenueBody | None = None
-    online_url: str | None = Field(None, description="Shown to people going only.")
+    online_url: str | None = Field(None, max_length=MAX_URL, description="Shown to people going only.")
     capacity: int | None = Field(None, description="Seats, guests included; null = unlimited.")
     guest_limit: int = Field(0, description="Guests each person may bring.")
     rsvp_opens_at: AwareDatetime | None = None
@@ -74,13 +84,13 @@ class EventChanges(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"capacity": 30, "starts_at": "2027-01-12T18:30:00Z"}]}
     )
 
-    title: str | None = None
-    description: str | None = None
+    title: str | None = Field(None, max_length=MAX_TITLE)
+    description: str | None = Field(None, max_length=MAX_DESCRIPTION)
     starts_at: AwareDatetime | None = None
     ends_at: AwareDatetime | None = None
     timezone: str | None = Field(None, max_length=64)
     venue: VenueBody | None = None
-    online_url: str | None = None
+    online_url: str | None = Field(None, max_length=MAX_URL)
     capacity: int | None = None
     guest_limit: int | None = None
     rsvp_opens_at: AwareDatetime | None = None
@@ -151,7 +161,7 @@ class AttendeeOut(BaseModel):
 class CommentBody(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"body": "I can bring Catan."}]})
 
-    body: str
+    body: str = Field(max_length=MAX_COMMENT)
 
 
 class CommentOut(BaseModel):
