@@ -66,7 +66,8 @@ async def test_someone_elses_or_a_malformed_image_id_is_refused_with_422(api: Ev
         assert response.status_code == 422, response.text
         assert response.json()["errors"][0]["field"] == "cover_image_id"
     event = await api.schedule(olga, group_id)
-    response = await api.client.patch(f"/api/events/{event['id']}", json={"cover_image_id": bobs_cover}, headers=olga.auth)
+    patch = {"cover_image_id": bobs_cover}
+    response = await api.client.patch(f"/api/events/{event['id']}", json=patch, headers=olga.auth)
     assert response.status_code == 422, response.text
     assert (await api.get(event["id"]))["cover_image_id"] is None
 

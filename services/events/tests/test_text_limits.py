@@ -63,7 +63,8 @@ async def test_each_text_field_takes_its_limit_and_refuses_one_more_character(ap
 async def test_an_online_url_comment_and_rule_have_limits(api: EventsApi) -> None:
     olga, group_id = await _leader_group(api)
     long_url = "https://example.org/" + "a" * 2000
-    response = await api.client.post("/api/events", json=api.event_body(group_id, online_url=long_url), headers=olga.auth)
+    body = api.event_body(group_id, online_url=long_url)
+    response = await api.client.post("/api/events", json=body, headers=olga.auth)
     assert _field_of(response).endswith("online_url")
     rule = "FREQ=WEEKLY;" + "BYDAY=MO;" * 40
     response = await api.client.post("/api/events", json=api.event_body(group_id, recurrence=rule), headers=olga.auth)

@@ -206,7 +206,9 @@ async def schedule_event(
 @router.get("", responses=problems(401))
 async def search_events(
     caller: MaybeUser,
-    near: str | None = Query(None, max_length=64, description="<lat>,<lng>: events around this point (with venue locations)."),
+    near: str | None = Query(
+        None, max_length=64, description="<lat>,<lng>: events around this point (with venue locations)."
+    ),
     radius_km: float | None = Query(None, description="With near: how far to look; default 50, at most 1000."),
     q: str | None = Query(None, max_length=200, description="Words in the title or description (any case)."),
     topic: str | None = Query(None, max_length=50, description="A topic of the event's group."),

@@ -8,7 +8,7 @@ with the reason, not the whole file."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -24,6 +24,7 @@ from gatherly.events.domain import (
     details_from,
     valid_timezone,
 )
+from gatherly.events.recurrence import check_rule
 
 PRODID = "-//Gatherly//events service//EN"
 UID_DOMAIN = "events.gatherly"
@@ -91,62 +92,113 @@ MAX_IMPORT_EVENTS = 1000
 
 
 def import_entries(body: bytes) -> list[ImportEntry]:
-    """The VEVENTs of an uploaded calendar file, each as the event it describes or the reason it is skipped;
-    InvalidEvent when the file is not iCalendar at all or holds too many events."""
+    """The VEVENTs of an uploaded calendar file, each as the event (or series) it describes or the reason it is
+    skipped; InvalidEvent when the file is not iCalendar at all or holds too many events."""
     try:
         calendars = icalendar.Calendar.from_ical(body, multiple=True)
-        vevents = [c for calendar in calendars for c in calendar.walk("VEVENT")]
+        vevents = [(c, _calendar_zone(calendar)) for calendar in calendars for c in calendar.walk("VEVENT")]
     except Exception as error:  # the parser's many ways of failing on hostile input all mean "not iCalendar"
         raise InvalidEvent(f"Not an iCalendar file: {str(error)[:200]}", field="body") from error
     if not vevents:
         raise InvalidEvent("The file has no VEVENT.", field="body")
     if len(vevents) > MAX_IMPORT_EVENTS:
         raise InvalidEvent(f"At most {MAX_IMPORT_EVENTS} events per import.", field="body")
-    return [_entry(vevent) for vevent in vevents]
+    return [_entry(vevent, zone) for vevent, zone in vevents]
 
 
-def _entry(vevent: Any) -> ImportEntry:
+def _calendar_zone(calendar: Any) -> str | None:
+    """The calendar's own time zone (X-WR-TIMEZONE, as Google and Apple calendars write it), if it is IANA."""
+    name = str(calendar.get("x-wr-timezone", "")).strip()
+    try:
+        return valid_timezone(name) if name else None
+    except InvalidEvent:
+        return None
+
+
+# UIDs are matched on re-import and echoed in the report: printable text, at most this long.
+MAX_UID = 255
+
+
+def _entry(vevent: Any, calendar_zone: str | None) -> ImportEntry:
     uid = str(vevent.get("uid", "")).strip()
-    if not uid or len(uid) > 255:
-        return ImportEntry(uid[:255], skipped="no UID (or one longer than 255 characters)")
-    if "rrule" in vevent or "recurrence-id" in vevent:
-        return ImportEntry(uid, skipped="recurring VEVENTs are not imported: schedule the series here instead")
+    if not uid or len(uid) > MAX_UID or not uid.isprintable():
+        shown = uid[:MAX_UID] if uid.isprintable() else repr(uid)[:MAX_UID]
+        return ImportEntry(shown, skipped=f"no UID, or one that is not printable text of at most {MAX_UID} characters")
+    if "recurrence-id" in vevent:
+        return ImportEntry(uid, skipped="a changed occurrence (RECURRENCE-ID): its series comes in, edit it here")
+    if "rdate" in vevent or "exdate" in vevent:
+        return ImportEntry(uid, skipped="RDATE and EXDATE are not imported: schedule the series here instead")
+    rule = vevent.get("rrule")
+    if isinstance(rule, list):
+        return ImportEntry(uid, skipped="more than one RRULE: schedule the series here instead")
     try:
         starts = vevent.decoded("dtstart")
         ends = vevent.decoded("dtend") if "dtend" in vevent else None
         duration = vevent.decoded("duration") if "duration" in vevent else None
-        summary = str(vevent.get("summary", "")).strip()
-        description = str(vevent.get("description", "")).strip()
-        place = str(vevent.get("location", "")).strip()
+        summary = str(vevent.get("summary", ""))
+        description = str(vevent.get("description", ""))
+        place = str(vevent.get("location", ""))
         geo = vevent.get("geo")
         url = str(vevent.get("url", "")).strip()
         cancelled = str(vevent.get("status", "")).upper() == "CANCELLED"
+        rule_text = rule.to_ical().decode() if rule is not None else None
     except Exception:  # a property the parser cannot decode
         return ImportEntry(uid, skipped="a property could not be read")
-    if not isinstance(starts, datetime):
-        return ImportEntry(uid, skipped="all-day events (DTSTART without a time) are not imported")
-    zone = _zone_name(starts.tzinfo)
-    if zone is None:
-        return ImportEntry(uid, skipped="DTSTART has no IANA time zone (floating or unknown TZID)")
-    if ends is None and isinstance(duration, timedelta):
-        ends = starts + duration
-    if not isinstance(ends, datetime):
-        return ImportEntry(uid, skipped="no DTEND or DURATION with a time")
+    times = _times(starts, ends, duration, calendar_zone)
+    if isinstance(times, str):
+        return ImportEntry(uid, skipped=times)
+    starts_at, ends_at, zone = times
     location = Location(float(geo.latitude), float(geo.longitude)) if geo is not None else None
     online_url = url if url.startswith(("https://", "http://")) else None
     try:
         details = details_from(
             title=summary,
             description=description,
-            starts_at=starts.astimezone(UTC),
-            ends_at=ends.astimezone(UTC),
+            starts_at=starts_at,
+            ends_at=ends_at,
             timezone=zone,
-            venue=Venue(place[:200], "", location) if place else None,
+            venue=Venue(place, "", location) if place.strip() else None,
             online_url=online_url,
         )
+        rule_text = check_rule(rule_text) if rule_text is not None else None
     except InvalidEvent as refusal:
         return ImportEntry(uid, skipped=refusal.detail)
-    return ImportEntry(uid, details, cancelled=cancelled)
+    return ImportEntry(uid, details, cancelled=cancelled, rule=rule_text)
+
+
+def _times(starts: Any, ends: Any, duration: Any, calendar_zone: str | None) -> tuple[datetime, datetime, str] | str:
+    """(start, end, IANA zone) of a VEVENT, or why it cannot be placed in time.
+
+    All-day events (DTSTART as a date) last from midnight to midnight in the calendar's X-WR-TIMEZONE (UTC
+    without one), DTEND exclusive as RFC 5545 has it (a day when neither DTEND nor DURATION is given). Floating
+    times (no TZID, no Z) are read in the calendar's X-WR-TIMEZONE; without one they are skipped (hours off)."""
+    if not isinstance(starts, datetime) and isinstance(starts, date):
+        zone_name = calendar_zone or "UTC"
+        zone = ZoneInfo(zone_name)
+        first = datetime.combine(starts, time(), zone)
+        if isinstance(ends, date) and not isinstance(ends, datetime):
+            last = datetime.combine(ends, time(), zone)
+        elif isinstance(duration, timedelta):
+            last = datetime.combine(starts + timedelta(days=max(1, duration.days)), time(), zone)
+        elif ends is None:
+            last = datetime.combine(starts + timedelta(days=1), time(), zone)
+        else:
+            return "an all-day DTSTART needs an all-day DTEND"
+        return first.astimezone(UTC), last.astimezone(UTC), zone_name
+    if not isinstance(starts, datetime):
+        return "DTSTART could not be read"
+    named = _zone_name(starts.tzinfo) if starts.tzinfo is not None else calendar_zone
+    if named is None:
+        return "DTSTART has no IANA time zone (floating without X-WR-TIMEZONE, or an unknown TZID)"
+    if starts.tzinfo is None:
+        starts = starts.replace(tzinfo=ZoneInfo(named))
+    if ends is None and isinstance(duration, timedelta):
+        ends = starts + duration
+    if not isinstance(ends, datetime):
+        return "no DTEND or DURATION with a time"
+    if ends.tzinfo is None:
+        ends = ends.replace(tzinfo=ZoneInfo(named))
+    return starts.astimezone(UTC), ends.astimezone(UTC), named
 
 
 def _zone_name(zone: tzinfo | None) -> str | None:

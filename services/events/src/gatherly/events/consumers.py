@@ -1,7 +1,7 @@
 """Reactions of the events service to other services' events: the read models of groups, of memberships with
-their roles (authorization without calling the groups service) and of people's names and avatars (attendee
-lists) and of ready cover images, which replaying the topics from the beginning rebuilds; seats freed when someone leaves a group; and the
-events service's step of the group-deletion saga."""
+their roles (authorization without calling the groups service), of people's names and avatars (attendee lists)
+and of ready cover images, which replaying the topics from the beginning rebuilds; seats freed when someone
+leaves a group; and the events service's step of the group-deletion saga."""
 
 from gatherly.contracts.groups import (
     GroupCreated,

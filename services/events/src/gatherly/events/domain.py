@@ -360,7 +360,9 @@ def check_cover(image_id: str, owner_id: str | None, requester: UserId) -> None:
             "cover_image_id is not a ready event cover: upload it with purpose event_cover and wait until it is ready."
         )
     if owner_id != requester:
-        raise InvalidEvent("cover_image_id names an image someone else uploaded: use one of yours.", field="cover_image_id")
+        raise InvalidEvent(
+            "cover_image_id names an image someone else uploaded: use one of yours.", field="cover_image_id"
+        )
 
 
 def shows_cover(owner_role: str | None) -> bool:
@@ -584,6 +586,12 @@ class ImportEntry:
     details: EventDetails | None = None
     cancelled: bool = False
     skipped: str | None = None
+    rule: str | None = None  # a recurring VEVENT's RRULE: the entry is a series, `details` its first occurrence
+
+
+# What an imported file decides about its events; the rest (capacity, guest limit, RSVP window, cover) stays as
+# the group's leaders set it here, so a re-import does not undo their changes.
+IMPORTED_FIELDS = ("title", "description", "starts_at", "ends_at", "timezone", "venue", "online_url")
 
 
 class ImportOutcome(StrEnum):

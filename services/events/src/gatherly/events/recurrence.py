@@ -272,6 +272,7 @@ class Series:
     ends_before: date | None
     created_by: UserId
     created_at: datetime
+    source_uid: str | None = None  # the UID of the recurring VEVENT it was imported from
 
     def due_days(self, now: datetime) -> list[date]:
         """Local dates of occurrences not made yet, up to the horizon from `now`, whose start is still ahead."""

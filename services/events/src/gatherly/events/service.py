@@ -31,7 +31,7 @@ from gatherly.contracts.events import Venue as VenueOut
 from gatherly.contracts.groups import GroupDeleted, GroupEventsCancelled
 from gatherly.contracts.users import GeoPoint, ImageVariants
 from gatherly.events.domain import (
-    DETAIL_FIELDS,
+    IMPORTED_FIELDS,
     TIME_OR_PLACE,
     Answer,
     Attendance,
@@ -57,12 +57,12 @@ from gatherly.events.domain import (
     RsvpChange,
     RsvpStatus,
     UserId,
+    check_cover,
     check_in,
     check_leader,
     check_may_delete,
     check_may_edit,
     check_member,
-    check_cover,
     check_schedulable,
     comment_body,
     may_see,
@@ -144,10 +144,22 @@ async def schedule_event(
 
 
 async def _schedule_series(
-    uow: EventsUnitOfWork, leader: UserId, group: GroupSummary, details: EventDetails, rule: str, now: datetime
+    uow: EventsUnitOfWork,
+    leader: UserId,
+    group: GroupSummary,
+    details: EventDetails,
+    rule: str,
+    now: datetime,
+    source_uid: str | None = None,
 ) -> Event:
     first = local(details.starts_at, details.timezone)
-    series = Series(SeriesId(str(uuid.uuid4())), group.id, rule, first, Template.of(details), None, None, leader, now)
+    series = Series(
+        SeriesId(str(uuid.uuid4())), group.id, rule, first, Template.of(details), None, None, leader, now, source_uid
+    )
+    # A series that began long ago (an imported one) is expanded from today, not through its whole past.
+    yesterday = local(now, details.timezone).date() - timedelta(days=1)
+    if first.date() < yesterday:
+        series = replace(series, generated_through=yesterday)
     days = series.due_days(now)
     if not days:
         raise InvalidEvent("The rule gives no occurrence within the next six months.", field="recurrence")
@@ -223,17 +235,34 @@ async def update_event(
             return await _edit(uow, event, group.name, editor, changes, now)
         series, day = await _series_of(uow, event)
         template = series.template.changed(day, changes)
-        await uow.series.save(replace(series, template=template))
-        retimed = bool(set(changes) & {*TIMES, "timezone"})
-        result = event
-        for occurrence_id in await uow.events.upcoming_ids_of_series(series.id, day, now):
-            occurrence = await uow.events.get_for_update(occurrence_id)
-            assert occurrence is not None and occurrence.occurrence_date is not None
-            at_date = template.on(occurrence.occurrence_date)
-            named = set(changes) | (set(TIMES) if retimed else set())
-            updated = await _edit(uow, occurrence, group.name, editor, {n: getattr(at_date, n) for n in named}, now)
-            result = updated if occurrence.id == event.id else result
-        return result
+        edited = await _edit_following(uow, series, template, day, set(changes), group.name, editor, now)
+        return edited.get(event.id, event)
+
+
+async def _edit_following(
+    uow: EventsUnitOfWork,
+    series: Series,
+    template: Template,
+    day: date,
+    named: set[str],
+    group_name: str,
+    editor: UserId,
+    now: datetime,
+) -> dict[str, Event]:
+    """The series made from `template` from now on, and its occurrences from `day` on that have not started
+    given the `named` fields as the template has them on their dates (with new times, the RSVP window moves
+    along). Returns the occurrences by id, edited or not."""
+    await uow.series.save(replace(series, template=template))
+    if named & {*TIMES, "timezone"}:
+        named = named | set(TIMES)
+    result: dict[str, Event] = {}
+    for occurrence_id in await uow.events.upcoming_ids_of_series(series.id, day, now):
+        occurrence = await uow.events.get_for_update(occurrence_id)
+        assert occurrence is not None and occurrence.occurrence_date is not None
+        at_date = template.on(occurrence.occurrence_date)
+        changes = {n: getattr(at_date, n) for n in named}
+        result[occurrence.id] = await _edit(uow, occurrence, group_name, editor, changes, now)
+    return result
 
 
 async def _check_cover(uow: EventsUnitOfWork, image_id: str | None, leader: UserId) -> None:
@@ -347,7 +376,8 @@ async def import_events(
                 results.append(ImportResult(entry.uid, ImportOutcome.SKIPPED, reason="UID repeated in the file"))
             else:
                 seen.add(entry.uid)
-                results.append(await _import_one(uow, leader, group, entry, entry.details, now))
+                importer = _import_series if entry.rule is not None else _import_one
+                results.append(await importer(uow, leader, group, entry, entry.details, now))
         return results
 
 
@@ -356,6 +386,8 @@ async def _import_one(
 ) -> ImportResult:
     existing = await uow.events.imported_for_update(group.id, entry.uid)
     if existing is None:
+        if await uow.series.imported_for_update(group.id, entry.uid) is not None:
+            return ImportResult(entry.uid, ImportOutcome.SKIPPED, reason=IMPORTED_AS_OTHER)
         if entry.cancelled:
             return ImportResult(entry.uid, ImportOutcome.SKIPPED, reason="cancelled in the file")
         event = Event(new_event_id(), group.id, details, leader, now, now, source_uid=entry.uid)
@@ -367,11 +399,67 @@ async def _import_one(
     if entry.cancelled:
         await _cancel(uow, existing, group.name, reason="cancelled", by=leader)
         return ImportResult(entry.uid, ImportOutcome.UPDATED, existing.id, "cancelled")
-    changes = {name: getattr(details, name) for name in DETAIL_FIELDS if name != "cover_image_id"}
+    changes = {name: getattr(details, name) for name in IMPORTED_FIELDS}
     edited = await _edit(uow, existing, group.name, leader, changes, now)
     if edited is existing:
         return ImportResult(entry.uid, ImportOutcome.SKIPPED, existing.id, "unchanged")
     return ImportResult(entry.uid, ImportOutcome.UPDATED, existing.id)
+
+
+def _same_occurrences(one: Template, other: Template) -> bool:
+    """Whether two templates make the same occurrences (their `starts_at` is only the date they were taken on)."""
+    first, second = one.to_json(), other.to_json()
+    return first | {"starts_at": None} == second | {"starts_at": None}
+
+
+IMPORTED_AS_OTHER = "this UID was imported as a single event and now recurs (or the reverse): cancel it here first"
+
+
+async def _import_series(
+    uow: EventsUnitOfWork, leader: UserId, group: GroupSummary, entry: ImportEntry, details: EventDetails, now: datetime
+) -> ImportResult:
+    """A recurring VEVENT: a series made as one scheduled here would be (its occurrences within six months, the
+    rest as time passes). Imported again: a new rule or first date is skipped (that is another series), other
+    changes go to the occurrences that have not started, and STATUS:CANCELLED ends the series."""
+    assert entry.rule is not None
+    existing = await uow.series.imported_for_update(group.id, entry.uid)
+    if existing is None:
+        if await uow.events.imported_for_update(group.id, entry.uid) is not None:
+            return ImportResult(entry.uid, ImportOutcome.SKIPPED, reason=IMPORTED_AS_OTHER)
+        if entry.cancelled:
+            return ImportResult(entry.uid, ImportOutcome.SKIPPED, reason="cancelled in the file")
+        try:
+            first = await _schedule_series(uow, leader, group, details, entry.rule, now, source_uid=entry.uid)
+        except InvalidEvent as refusal:
+            return ImportResult(entry.uid, ImportOutcome.SKIPPED, reason=refusal.detail)
+        return ImportResult(entry.uid, ImportOutcome.CREATED, first.id)
+    upcoming = await uow.events.upcoming_ids_of_series(existing.id, existing.first.date(), now)
+    first_id = upcoming[0] if upcoming else None
+    if existing.ends_before is not None and not upcoming:
+        return ImportResult(entry.uid, ImportOutcome.SKIPPED, first_id, "the series was cancelled here")
+    if entry.cancelled:
+        await uow.series.save(replace(existing, ends_before=local(now, existing.template.details.timezone).date()))
+        for event_id in upcoming:
+            event = await uow.events.get_for_update(event_id)
+            assert event is not None
+            await _cancel(uow, event, group.name, reason="cancelled", by=leader)
+        return ImportResult(entry.uid, ImportOutcome.UPDATED, first_id, "cancelled")
+    if entry.rule != existing.rule or local(details.starts_at, details.timezone).date() != existing.first.date():
+        reason = "the rule or the first date changed: that is another series (cancel this one here, then import)"
+        return ImportResult(entry.uid, ImportOutcome.SKIPPED, first_id, reason)
+    # The file's fields on the template; what leaders set here (capacity, guests, RSVP window, cover) stays.
+    kept = existing.template
+    from_file = Template.of(details)
+    template = replace(
+        from_file,
+        opens_before=kept.opens_before,
+        closes_before=kept.closes_before,
+        details=replace(kept.details, **{name: getattr(from_file.details, name) for name in IMPORTED_FIELDS}),
+    )
+    if _same_occurrences(template, kept):
+        return ImportResult(entry.uid, ImportOutcome.SKIPPED, first_id, "unchanged")
+    await _edit_following(uow, existing, template, existing.first.date(), set(IMPORTED_FIELDS), group.name, leader, now)
+    return ImportResult(entry.uid, ImportOutcome.UPDATED, first_id)
 
 
 # --- RSVPs ------------------------------------------------------------------------------------------------------

@@ -368,6 +368,7 @@ def _series(row: RowMapping) -> Series:
         ends_before=date.fromisoformat(ends) if ends else None,
         created_by=UserId(row["created_by"]),
         created_at=row["created_at"],
+        source_uid=row["source_uid"],
     )
 
 
@@ -386,6 +387,7 @@ class SeriesStore:
             "ends_before": found.ends_before.isoformat() if found.ends_before else None,
             "created_by": found.created_by,
             "created_at": found.created_at,
+            "source_uid": found.source_uid,
         }
 
     async def add(self, found: Series) -> None:
@@ -397,6 +399,12 @@ class SeriesStore:
     async def get_for_update(self, series_id: str) -> Series | None:
         """The series locked: two top-up rounds (or a top-up and an edit) never make the same dates twice."""
         query = select(series).where(series.c.id == series_id).with_for_update()
+        row = (await self.session.execute(query)).mappings().first()
+        return _series(row) if row else None
+
+    async def imported_for_update(self, group_id: str, uid: str) -> Series | None:
+        """The group's series imported from this recurring VEVENT UID, locked (ux_series_group_id_source_uid)."""
+        query = select(series).where(series.c.group_id == group_id, series.c.source_uid == uid).with_for_update()
         row = (await self.session.execute(query)).mappings().first()
         return _series(row) if row else None
 
