@@ -155,3 +155,56 @@ async def test_nearest_first_pages_are_exact_whether_a_small_circle_holds_a_page
 
     assert [e["id"] for e in found] == [event_id for _, event_id in sorted(ids)]
     assert [round(e["distance_km"]) for e in found] == [1, 2, 3, 30]
+
+
+async def test_soonest_first_nearby_reads_the_next_upcoming_events_not_the_whole_radius(
+    api: EventsApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page of a dense radius comes from the next upcoming events in start order (store.SOONEST_SCAN of them,
+    here 4); only when they hold no whole page is the radius read as a whole. Both give the exact order."""
+    from gatherly.events import store
+
+    olga = await api.person("Olga")
+    group_id = await api.group(olga)
+    window = api.soon(days=400)  # a stretch of time no other test schedules in
+    inside = [True, True, True, False, True, False, False, False, False, True]
+    made = []
+    for index, near in enumerate(inside):
+        starts = window + timedelta(hours=index)
+        event = await api.schedule(
+            olga,
+            group_id,
+            starts_at=starts.isoformat(),
+            ends_at=(starts + timedelta(minutes=30)).isoformat(),
+            venue=_venue("Here" if near else "Far", NEAR_BERLIN if near else HAMBURG),
+        )
+        made.append(event["id"])
+    monkeypatch.setattr(store, "SOONEST_SCAN", 4)
+    radius_reads: list[int] = []
+    whole_radius = store.EventStore._nearby_candidates
+
+    async def counted(self: Any, *args: Any) -> Any:
+        radius_reads.append(len(pages))
+        return await whole_radius(self, *args)
+
+    monkeypatch.setattr(store.EventStore, "_nearby_candidates", counted)
+    pages: list[list[str]] = []
+    params: dict[str, Any] = {
+        "near": "52.52,13.405",
+        "radius_km": 10,
+        "sort": "start",
+        "from": window.isoformat(),
+        "to": (window + timedelta(days=1)).isoformat(),
+        "limit": 2,
+    }
+    while True:
+        body = (await api.client.get("/api/events", params=params)).json()
+        pages.append([e["id"] for e in body["items"]])
+        if not body["next_cursor"]:
+            break
+        params["cursor"] = body["next_cursor"]
+    assert [i for page in pages for i in page] == [e for e, near in zip(made, inside, strict=True) if near]
+    assert [len(page) for page in pages] == [2, 2, 1]
+    # Page 1: three of the first four are inside. Page 2: two of the next four (not more than a page) and page 3:
+    # none of the four after it, so the radius is read as a whole for those two.
+    assert radius_reads == [1, 2]

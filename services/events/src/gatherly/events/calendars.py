@@ -144,7 +144,10 @@ def _entry(vevent: Any, calendar_zone: str | None) -> ImportEntry:
         rule_text = rule.to_ical().decode() if rule is not None else None
     except Exception:  # a property the parser cannot decode
         return ImportEntry(uid, skipped="a property could not be read")
-    times = _times(starts, ends, duration, calendar_zone)
+    try:
+        times = _times(starts, ends, duration, calendar_zone)
+    except (OverflowError, ValueError):  # e.g. DTSTART in the year 9999 with a DURATION past it
+        times = "a time outside the years this service can store"
     if isinstance(times, str):
         return ImportEntry(uid, skipped=times)
     starts_at, ends_at, zone = times

@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, delete, func, insert, literal, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, delete, exists, func, insert, literal, or_, select, tuple_, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -254,7 +255,10 @@ class EventStore:
         # Nearest first, a smaller circle is tried first: when it holds more than a page, that page is the whole
         # circle's too (everything outside it is farther), and a dense city reads a few dozen rows, not thousands.
         radii = [r for r in (criteria.radius_km / 16, criteria.radius_km / 4) if by_distance] + [criteria.radius_km]
-        for radius in radii:
+        rows, exact = ([], False) if by_distance else await self._soonest_nearby(criteria, limit, after)
+        # Soonest first, when the next upcoming events hold less than a page within the radius (a sparse area), the
+        # radius is read as a whole in the lat band instead: it holds few events then.
+        for radius in [] if exact else radii:
             rows = await self._nearby_candidates(criteria, radius, limit, after)
             if len(rows) > limit:
                 break
@@ -277,6 +281,55 @@ class EventStore:
                 position = {"s": last_row["starts_at"].isoformat(), "i": last_row["id"]}
         return found, position
 
+    async def _soonest_nearby(
+        self, criteria: EventSearch, limit: int, after: dict[str, Any] | None
+    ) -> tuple[list[RowMapping], bool]:
+        """Up to limit + 1 (id, starts_at, chord2) within the radius, soonest first, from the next SOONEST_SCAN
+        upcoming events only, walked in start order (ix_events_upcoming_places covers the place) until a page is
+        found: a page of a dense radius without reading, let alone sorting, every event in it. Exact (True) when
+        more than a page was found (every event not walked starts later) or nothing is beyond the scan; else the
+        caller reads the radius as a whole."""
+        assert criteria.near is not None
+        if criteria.text:  # the text is not in the index: the lat band's query reads it
+            return [], False
+        in_order = tuple_(events.c.starts_at, events.c.id)
+        upcoming = [events.c.status == EventStatus.SCHEDULED.value, events.c.starts_at >= criteria.starts_from]
+        if criteria.starts_before is not None:
+            upcoming.append(events.c.starts_at < criteria.starts_before)
+        if after is not None:
+            upcoming.append(in_order > _position(after, "s"))  # the values take the columns' types
+        last_scanned = (
+            select(events.c.starts_at, events.c.id)
+            .where(*upcoming)
+            .order_by(events.c.starts_at, events.c.id)
+            .offset(SOONEST_SCAN - 1)
+            .limit(1)
+        )
+        cutoff = (await self.session.execute(last_scanned)).first()
+        box = bounding_box(criteria.near, criteria.radius_km)
+        chord2 = _chord2(events.c, criteria.near)
+        # `lat + 0` and `lng + 0`: the same tests, but no index serves them, so the walk is in start order; and
+        # the group is checked per event walked (EXISTS), so the walk is not turned into a loop over groups.
+        lat, lng = events.c.lat + 0, events.c.lng + 0
+        group_filters, event_filters = _filters_split(criteria)
+        query = (
+            select(events.c.id, events.c.starts_at, chord2.label("chord2"))
+            .where(
+                *event_filters,
+                *upcoming,
+                lat.between(box.min_lat, box.max_lat),
+                or_(*(lng.between(west, east) for west, east in box.lng_ranges)),
+                chord2 <= chord2_within(criteria.radius_km),
+                exists().where(group_summaries.c.group_id == events.c.group_id, *group_filters),
+            )
+            .order_by(events.c.starts_at, events.c.id)
+            .limit(limit + 1)
+        )
+        if cutoff is not None:
+            query = query.where(in_order <= tuple(cutoff))
+        rows = list((await self.session.execute(query)).mappings())
+        return rows, len(rows) > limit or cutoff is None
+
     async def _nearby_candidates(
         self, criteria: EventSearch, radius_km: float, limit: int, after: dict[str, Any] | None
     ) -> list[RowMapping]:
@@ -284,15 +337,12 @@ class EventStore:
         after the cursor's position."""
         assert criteria.near is not None
         box = bounding_box(criteria.near, radius_km)
-        cx, cy, cz = unit_vector(criteria.near)
-        chord2 = ((events.c.x - cx) * (events.c.x - cx) + (events.c.y - cy) * (events.c.y - cy)) + (events.c.z - cz) * (
-            events.c.z - cz
-        )
+        chord2 = _chord2(events.c, criteria.near)
         query = (
             select(events.c.id, events.c.starts_at, chord2.label("chord2"))
             .join(group_summaries, group_summaries.c.group_id == events.c.group_id)
             .where(
-                *_filters(criteria),
+                *_filters(criteria, BAND_COLUMNS),
                 events.c.lat.between(box.min_lat, box.max_lat),
                 or_(*(events.c.lng.between(west, east) for west, east in box.lng_ranges)),
                 chord2 <= chord2_within(radius_km),
@@ -313,34 +363,62 @@ class EventStore:
         return list((await self.session.execute(query.limit(limit + 1))).mappings())
 
 
-def _filters(criteria: EventSearch) -> list[ColumnElement[bool]]:
-    """Scheduled events of live groups the caller may see, and whatever else was asked."""
+# Of the nearby search soonest first: how many upcoming events (in start order) are looked at for a page before
+# the whole radius is read instead. A radius holding 1 in 200 of the upcoming events fills a page of 20 from them.
+SOONEST_SCAN = 4096
+
+
+# The lat band's query tests `status || ''`: the same test, but one no index serves, so SQLite (which plans without
+# statistics) reads the band from ix_events_nearby rather than every upcoming event in start order.
+BAND_COLUMNS = SimpleNamespace(
+    **({column.name: column for column in events.c} | {"status": events.c.status.concat("")})
+)
+
+
+def _chord2(columns: Any, center: Location) -> ColumnElement[float]:
+    """The squared chord from the centre to the venue (domain.unit_vector), of the events table or a subquery."""
+    cx, cy, cz = unit_vector(center)
+    return ((columns.x - cx) * (columns.x - cx) + (columns.y - cy) * (columns.y - cy)) + (columns.z - cz) * (
+        columns.z - cz
+    )
+
+
+def _filters(criteria: EventSearch, columns: Any = events.c) -> list[ColumnElement[bool]]:
+    """Scheduled events of live groups the caller may see, and whatever else was asked (the query joins
+    group_summaries); on the events table's columns, or stand-ins of the same names."""
+    group_filters, event_filters = _filters_split(criteria, columns)
+    return [*group_filters, *event_filters]
+
+
+def _filters_split(
+    criteria: EventSearch, columns: Any = events.c
+) -> tuple[list[ColumnElement[bool]], list[ColumnElement[bool]]]:
+    """The search's conditions on the event's group (live, visible to the caller) and on the event itself."""
     visible = group_summaries.c.visibility == Visibility.PUBLIC.value
     if criteria.caller is not None:
         mine = select(group_members.c.group_id).where(group_members.c.user_id == criteria.caller)
-        visible = or_(visible, events.c.group_id.in_(mine))
+        visible = or_(visible, columns.group_id.in_(mine))
+    group_filters = [group_summaries.c.deleted_at.is_(None), visible]
     filters: list[ColumnElement[bool]] = [
-        group_summaries.c.deleted_at.is_(None),
-        visible,
-        events.c.status == EventStatus.SCHEDULED.value,
-        events.c.starts_at >= criteria.starts_from,
+        columns.status == EventStatus.SCHEDULED.value,
+        columns.starts_at >= criteria.starts_from,
     ]
     if criteria.starts_before is not None:
-        filters.append(events.c.starts_at < criteria.starts_before)
+        filters.append(columns.starts_at < criteria.starts_before)
     if criteria.text:
-        filters.append(events.c.search_text.contains(criteria.text, autoescape=True))
+        filters.append(columns.search_text.contains(criteria.text, autoescape=True))
     if criteria.topic:
         filters.append(
-            events.c.group_id.in_(select(group_topics.c.group_id).where(group_topics.c.topic == criteria.topic))
+            columns.group_id.in_(select(group_topics.c.group_id).where(group_topics.c.topic == criteria.topic))
         )
     if criteria.group_id:
-        filters.append(events.c.group_id == criteria.group_id)
+        filters.append(columns.group_id == criteria.group_id)
     if criteria.attending is not None:
         going = select(rsvps.c.event_id).where(
             rsvps.c.user_id == criteria.attending, rsvps.c.status == RsvpStatus.GOING.value
         )
-        filters.append(events.c.id.in_(going))
-    return filters
+        filters.append(columns.id.in_(going))
+    return group_filters, filters
 
 
 def _position(after: dict[str, Any], key: str) -> tuple[Any, str]:
