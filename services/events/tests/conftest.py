@@ -4,7 +4,7 @@ service's read models, as in production) with cheap password hashes, and helpers
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,22 +12,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from gatherly.app.testing import Person, RunningGatherly, running_gatherly, sign_up
-from gatherly.contracts.base import IntegrationEvent
-from gatherly.kernel.messages import Envelope
+from gatherly.app.testing import FAST_SETTINGS, ApiHelpers, Person, running_gatherly
 from gatherly.kernel.testing import DB_BACKENDS
-
-FAST: dict[str, Any] = {
-    "password_time_cost": 1,
-    "password_memory_kib": 8,
-    "password_parallelism": 1,
-    "mail_retry_initial_delay": 0.05,
-    "mail_retry_max_delay": 0.2,
-    "mail_poll_interval": 0.2,
-    # Many sign-ups and logins from one address within a minute: the limits are the users service's tests' job.
-    "signup_limit_per_minute": 0,
-    "login_limit_per_minute": 0,
-}
 
 
 def soon(days: float = 7, hours: float = 0) -> datetime:
@@ -35,24 +21,8 @@ def soon(days: float = 7, hours: float = 0) -> datetime:
 
 
 @dataclass
-class EventsApi:
+class EventsApi(ApiHelpers):
     """Thin helpers over the HTTP API, asserting the status of each step that is setup, not the point of a test."""
-
-    running: RunningGatherly
-    _people: dict[str, Person] = field(default_factory=dict)
-
-    @property
-    def client(self) -> httpx.AsyncClient:
-        return self.running.client
-
-    async def person(self, display_name: str = "Test Person") -> Person:
-        """The person of this name, signed up on first use (tests make their own groups and events)."""
-        if display_name not in self._people:
-            self._people[display_name] = await sign_up(self.running, display_name=display_name)
-        return self._people[display_name]
-
-    async def people(self, *names: str) -> list[Person]:
-        return [await self.person(name) for name in names]
 
     async def group(self, organizer: Person, *, members: dict[Person, str] | None = None, **fields: Any) -> str:
         """A group founded by `organizer` with `members` in the given roles, known to the events service."""
@@ -113,19 +83,6 @@ class EventsApi:
         assert response.status_code == 200, response.text
         return [(a["user_id"], a["status"], a["waitlist_position"]) for a in response.json()["items"]]
 
-    async def published(self, topic: str, key: str | None = None) -> list[Envelope]:
-        """Everything relayed to `topic` so far (of one aggregate when given), in publishing order."""
-        await self.running.settle()
-        records = await self.running.process.platform.log.read(topic, limit=100_000)
-        envelopes = [Envelope.from_record(record) for record in records]
-        return [e for e in envelopes if key is None or e.aggregate_id == key]
-
-    async def deliver(self, *events: IntegrationEvent) -> None:
-        """Put other services' events on the log as their owner would, then wait until every consumer applied them."""
-        now = datetime.now(UTC)
-        await self.running.process.platform.log.publish([Envelope.wrap(event, now).to_message() for event in events])
-        await self.running.settle()
-
 
 def event_body(group_id: str, **fields: Any) -> dict[str, Any]:
     starts = soon()
@@ -146,6 +103,6 @@ async def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     """One Gatherly for a whole test module (its tests run in the module's event loop:
     `pytestmark = pytest.mark.asyncio(loop_scope="module")`). Tests on it make their own groups and events."""
     async with running_gatherly(
-        tmp_path_factory.mktemp("events") / "data", database_backend=request.param, **FAST
+        tmp_path_factory.mktemp("events") / "data", database_backend=request.param, **FAST_SETTINGS
     ) as running:
         yield EventsApi(running)

@@ -337,3 +337,17 @@ async def test_importing_into_an_unknown_group_is_404(api: EventsApi) -> None:
     leader = await api.person("Lost Importer")
     response = await _import(api, leader, "00000000-0000-0000-0000-000000000000", ics(meetup("x@other")))
     assert response.status_code == 404, response.text
+
+
+async def test_times_past_the_storable_years_are_skipped_not_a_500(api: EventsApi) -> None:
+    leader = await api.person("Far Future Importer")
+    group_id = await api.group(leader)
+    body = ics(
+        vevent("weeks", "SUMMARY:Run", "DTSTART:99991231T230000Z", "DURATION:P9999W", "LOCATION:Park"),
+        vevent("days", "SUMMARY:Fair", "DTSTART;VALUE=DATE:99991231", "LOCATION:Park"),
+        vevent("early", "SUMMARY:Fair", "DTSTART;VALUE=DATE:00010101", "DURATION:P99999999D", "LOCATION:Park"),
+    )
+    response = await _import(api, leader, group_id, body)
+    assert response.status_code == 200, response.text
+    reasons = {s["uid"]: s["reason"] for s in response.json()["skipped"]}
+    assert reasons == dict.fromkeys(("weeks", "days", "early"), "a time outside the years this service can store")

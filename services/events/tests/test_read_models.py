@@ -11,7 +11,7 @@ from sqlalchemy import delete, func, select
 
 from gatherly.app.compose import build_log
 from gatherly.app.services import ALL
-from gatherly.app.testing import running_gatherly, sign_up
+from gatherly.app.testing import FAST_SETTINGS, running_gatherly, sign_up
 from gatherly.contracts.groups import GroupUpdated, MembershipJoined
 from gatherly.contracts.users import UserDeleted, UserProfileUpdated
 from gatherly.events.tables import group_members, group_summaries
@@ -20,14 +20,13 @@ from gatherly.kernel.delivery import forget_processed
 from gatherly.kernel.messages import Envelope
 from gatherly.kernel.testing import DB_BACKENDS, scratch_databases
 
-FAST = {"password_time_cost": 1, "password_memory_kib": 8, "password_parallelism": 1, "signup_limit_per_minute": 0}
 READ_MODELS = ("events.groups", "events.members")
 
 
 @pytest.mark.parametrize("database_backend", DB_BACKENDS)
 async def test_replaying_the_group_topics_rebuilds_the_read_models(tmp_path: Path, database_backend: str) -> None:
     async with scratch_databases(database_backend, tmp_path, list(ALL)) as database_url:
-        async with running_gatherly(tmp_path, database_url=database_url, **FAST) as gatherly:
+        async with running_gatherly(tmp_path, database_url=database_url, **FAST_SETTINGS) as gatherly:
             olga = await sign_up(gatherly, display_name="Olga")
             ann = await sign_up(gatherly, display_name="Ann")
             created = await gatherly.client.post(
@@ -63,7 +62,7 @@ async def test_replaying_the_group_topics_rebuilds_the_read_models(tmp_path: Pat
         finally:
             await log.close()
 
-        async with running_gatherly(tmp_path, database_url=database_url, **FAST) as gatherly:
+        async with running_gatherly(tmp_path, database_url=database_url, **FAST_SETTINGS) as gatherly:
             await gatherly.settle()
             # Ann's role came back: she schedules; Olga, a member, sees the private group's event.
             body = {
@@ -88,7 +87,7 @@ async def test_replaying_the_group_topics_rebuilds_the_read_models(tmp_path: Pat
 
 @pytest.mark.parametrize("database_backend", DB_BACKENDS)
 async def test_a_deleted_group_stays_deleted_whatever_arrives_late(tmp_path: Path, database_backend: str) -> None:
-    async with running_gatherly(tmp_path, database_backend=database_backend, **FAST) as gatherly:
+    async with running_gatherly(tmp_path, database_backend=database_backend, **FAST_SETTINGS) as gatherly:
         olga = await sign_up(gatherly, display_name="Olga")
         created = await gatherly.client.post("/api/groups", json={"name": "Gone Runners"}, headers=olga.auth)
         group = created.json()
@@ -125,7 +124,7 @@ async def test_a_deleted_group_stays_deleted_whatever_arrives_late(tmp_path: Pat
 async def test_attendee_names_follow_profiles_and_a_deleted_account_stays_nameless(
     tmp_path: Path, database_backend: str
 ) -> None:
-    async with running_gatherly(tmp_path, database_backend=database_backend, **FAST) as gatherly:
+    async with running_gatherly(tmp_path, database_backend=database_backend, **FAST_SETTINGS) as gatherly:
         olga = await sign_up(gatherly, display_name="Olga")
         group_id = (await gatherly.client.post("/api/groups", json={"name": "Named"}, headers=olga.auth)).json()["id"]
         await gatherly.settle()

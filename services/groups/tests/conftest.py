@@ -5,39 +5,23 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import pytest_asyncio
 
-from gatherly.app.testing import Person, RunningGatherly, running_gatherly, sign_up
-from gatherly.contracts.base import IntegrationEvent
+from gatherly.app.testing import FAST_SETTINGS, ApiHelpers, Person, RunningGatherly, running_gatherly
 from gatherly.groups.store import Stores, reading
-from gatherly.kernel.messages import Envelope
 from gatherly.kernel.testing import DB_BACKENDS
-
-FAST: dict[str, Any] = {
-    "password_time_cost": 1,
-    "password_memory_kib": 8,
-    "password_parallelism": 1,
-    "mail_retry_initial_delay": 0.05,
-    "mail_retry_max_delay": 0.2,
-    "mail_poll_interval": 0.2,
-    # Many sign-ups and logins from one address within a minute: the limits are the users service's tests' job.
-    "signup_limit_per_minute": 0,
-    "login_limit_per_minute": 0,
-}
 
 
 @pytest.fixture(params=DB_BACKENDS)
 async def gatherly(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RunningGatherly]:
     """All five services in-process on fresh SQLite files and an embedded log (overrides the root fixture
     only to make password hashing cheap)."""
-    async with running_gatherly(tmp_path / "data", database_backend=request.param, **FAST) as running:
+    async with running_gatherly(tmp_path / "data", database_backend=request.param, **FAST_SETTINGS) as running:
         yield running
 
 
@@ -45,25 +29,8 @@ async def gatherly(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
 
 
 @dataclass
-class GroupsApi:
+class GroupsApi(ApiHelpers):
     """Thin helpers over the HTTP API, asserting the status of each step that is setup, not the point of a test."""
-
-    running: RunningGatherly
-    _people: dict[str, Person] = field(default_factory=dict)
-
-    @property
-    def client(self) -> httpx.AsyncClient:
-        return self.running.client
-
-    async def person(self, display_name: str = "Test Person") -> Person:
-        """The person of this name in this Gatherly, signed up on first use. Tests make their own groups, so
-        people can be shared between the tests of a module (signing up is the slow part of setting up)."""
-        if display_name not in self._people:
-            self._people[display_name] = await sign_up(self.running, display_name=display_name)
-        return self._people[display_name]
-
-    async def people(self, *names: str) -> list[Person]:
-        return [await self.person(name) for name in names]
 
     async def create(self, organizer: Person, **fields: Any) -> dict[str, Any]:
         body = {"name": "Berlin Hikers", **fields}
@@ -111,19 +78,6 @@ class GroupsApi:
         assert response.status_code == 200, response.text
         items: list[dict[str, Any]] = response.json()["items"]
         return items
-
-    async def published(self, topic: str, group_id: str | None = None) -> list[Envelope]:
-        """Everything relayed to `topic` so far (of one group when given), in publishing order."""
-        await self.running.settle()
-        records = await self.running.process.platform.log.read(topic, limit=100_000)
-        envelopes = [Envelope.from_record(record) for record in records]
-        return [e for e in envelopes if group_id is None or e.aggregate_id == group_id]
-
-    async def deliver(self, *events: IntegrationEvent) -> None:
-        """Put other services' events on the log as their owner would, then wait until every consumer applied them."""
-        now = datetime.now(UTC)
-        await self.running.process.platform.log.publish([Envelope.wrap(event, now).to_message() for event in events])
-        await self.running.settle()
 
     @asynccontextmanager
     async def stores(self) -> AsyncIterator[Stores]:
@@ -191,6 +145,6 @@ async def shared_api(
         tmp_path_factory.mktemp("groups") / "data",
         getattr(request.module, "SERVICES", None),
         database_backend=request.param,
-        **FAST,
+        **FAST_SETTINGS,
     ) as running:
         yield GroupsApi(running)

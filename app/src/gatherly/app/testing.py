@@ -8,7 +8,8 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ from sqlalchemy import func, select
 from gatherly.app.compose import Process
 from gatherly.app.devmail import messages_to, newest_link_token
 from gatherly.app.services import ALL
+from gatherly.contracts.base import IntegrationEvent
 from gatherly.kernel.log.base import TopicPartition
+from gatherly.kernel.messages import Envelope
 from gatherly.kernel.settings import Settings
 from gatherly.kernel.testing import scratch_databases
 from gatherly.kernel.uow import OUTBOX
@@ -163,3 +166,54 @@ async def sign_up(
         access_token=tokens["access_token"],
         refresh_token=tokens["refresh_token"],
     )
+
+
+# Settings for a Gatherly that services' tests fill with people: password hashing at its cheapest (they sign many
+# people up through the real flow; hashing cost is the users service's business), quick mail retries, and no
+# sign-up or login limits per address (the users service's tests test those).
+FAST_SETTINGS: dict[str, Any] = {
+    "password_time_cost": 1,
+    "password_memory_kib": 8,
+    "password_parallelism": 1,
+    "mail_retry_initial_delay": 0.05,
+    "mail_retry_max_delay": 0.2,
+    "mail_poll_interval": 0.2,
+    "signup_limit_per_minute": 0,
+    "login_limit_per_minute": 0,
+}
+
+
+@dataclass
+class ApiHelpers:
+    """Thin helpers over a running Gatherly that services' test fixtures build on (GroupsApi, EventsApi): people
+    signed up once per name, what was published on a topic, and other services' events delivered."""
+
+    running: RunningGatherly
+    _people: dict[str, Person] = field(default_factory=dict)
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        return self.running.client
+
+    async def person(self, display_name: str = "Test Person") -> Person:
+        """The person of this name in this Gatherly, signed up on first use. Tests make their own groups, so
+        people can be shared between the tests of a module (signing up is the slow part of setting up)."""
+        if display_name not in self._people:
+            self._people[display_name] = await sign_up(self.running, display_name=display_name)
+        return self._people[display_name]
+
+    async def people(self, *names: str) -> list[Person]:
+        return [await self.person(name) for name in names]
+
+    async def published(self, topic: str, key: str | None = None) -> list[Envelope]:
+        """Everything relayed to `topic` so far (of one aggregate when given), in publishing order."""
+        await self.running.settle()
+        records = await self.running.process.platform.log.read(topic, limit=100_000)
+        envelopes = [Envelope.from_record(record) for record in records]
+        return [e for e in envelopes if key is None or e.aggregate_id == key]
+
+    async def deliver(self, *events: IntegrationEvent) -> None:
+        """Put other services' events on the log as their owner would, then wait until every consumer applied them."""
+        now = datetime.now(UTC)
+        await self.running.process.platform.log.publish([Envelope.wrap(event, now).to_message() for event in events])
+        await self.running.settle()
