@@ -111,3 +111,31 @@ async def test_hostile_comments_are_refused_and_whitespace_in_titles_is_one_spac
     for body in ("مرحبا بالجميع", "שלום", "👩\u200d💻 see you"):
         response = await api.client.post(comments, json={"body": body}, headers=olga.auth)
         assert (response.status_code, response.json()["body"]) == (201, body)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("capacity", True),  # JSON true is not the number 1
+        ("capacity", "5"),
+        ("capacity", 5.0),
+        ("guest_limit", False),
+        ("venue.location", {"lat": "52.5", "lng": 13.4}),
+        ("venue.location", {"lat": True, "lng": 13.4}),
+    ],
+)
+async def test_numbers_of_the_wrong_json_type_are_refused(api: EventsApi, field: str, value: Any) -> None:
+    olga, group_id = await _leader_group(api)
+    response = await _post(api, "/api/events", _with(api.event_body(group_id), field, value), olga.auth)
+    assert field.split(".")[-1] in _field_of(response)
+
+
+async def test_rsvp_guests_of_the_wrong_json_type_are_refused(api: EventsApi) -> None:
+    olga, group_id = await _leader_group(api)
+    event = await api.schedule(olga, group_id, guest_limit=2)
+    for guests in ("1", True, 1.0):
+        response = await api.client.put(
+            f"/api/events/{event['id']}/rsvp", json={"response": "yes", "guests": guests}, headers=olga.auth
+        )
+        assert "guests" in _field_of(response)
+    assert (await api.get(event["id"], olga))["my_rsvp"] is None

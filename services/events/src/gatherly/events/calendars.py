@@ -139,10 +139,11 @@ def _entry(vevent: Any, calendar_zone: str | None) -> ImportEntry:
         description = str(vevent.get("description", ""))
         place = str(vevent.get("location", ""))
         geo = vevent.get("geo")
+        location = Location(float(geo.latitude), float(geo.longitude)) if geo is not None else None
         url = str(vevent.get("url", "")).strip()
         cancelled = str(vevent.get("status", "")).upper() == "CANCELLED"
         rule_text = rule.to_ical().decode() if rule is not None else None
-    except Exception:  # a property the parser cannot decode
+    except Exception:  # a property the parser cannot decode (icalendar raises only when a broken one is read)
         return ImportEntry(uid, skipped="a property could not be read")
     try:
         times = _times(starts, ends, duration, calendar_zone)
@@ -151,7 +152,6 @@ def _entry(vevent: Any, calendar_zone: str | None) -> ImportEntry:
     if isinstance(times, str):
         return ImportEntry(uid, skipped=times)
     starts_at, ends_at, zone = times
-    location = Location(float(geo.latitude), float(geo.longitude)) if geo is not None else None
     online_url = url if url.startswith(("https://", "http://")) else None
     try:
         details = details_from(

@@ -22,8 +22,8 @@ from gatherly.events.domain import (
 
 
 class LocationBody(BaseModel):
-    lat: float
-    lng: float
+    lat: float = Field(strict=True)
+    lng: float = Field(strict=True)
 
 
 class VenueBody(BaseModel):
@@ -64,8 +64,8 @@ class NewEvent(BaseModel):
     timezone: str = Field(description="IANA time zone the event happens in, e.g. Europe/Berlin.", max_length=64)
     venue: VenueBody | None = None
     online_url: str | None = Field(None, max_length=MAX_URL, description="Shown to people going only.")
-    capacity: int | None = Field(None, description="Seats, guests included; null = unlimited.")
-    guest_limit: int = Field(0, description="Guests each person may bring.")
+    capacity: int | None = Field(None, strict=True, description="Seats, guests included; null = unlimited.")
+    guest_limit: int = Field(0, strict=True, description="Guests each person may bring.")
     rsvp_opens_at: AwareDatetime | None = None
     rsvp_closes_at: AwareDatetime | None = None
     cover_image_id: str | None = Field(None, max_length=64)
@@ -91,8 +91,8 @@ class EventChanges(BaseModel):
     timezone: str | None = Field(None, max_length=64)
     venue: VenueBody | None = None
     online_url: str | None = Field(None, max_length=MAX_URL)
-    capacity: int | None = None
-    guest_limit: int | None = None
+    capacity: int | None = Field(None, strict=True)
+    guest_limit: int | None = Field(None, strict=True)
     rsvp_opens_at: AwareDatetime | None = None
     rsvp_closes_at: AwareDatetime | None = None
     cover_image_id: str | None = Field(None, max_length=64)
@@ -146,7 +146,7 @@ class RsvpBody(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"response": "yes", "guests": 1}]})
 
     response: Answer
-    guests: int = Field(0, ge=0)
+    guests: int = Field(0, ge=0, strict=True)
 
 
 class AttendeeOut(BaseModel):

@@ -354,6 +354,17 @@ async def _cancel(uow: EventsUnitOfWork, event: Event, group_name: str, *, reaso
 # --- import of calendar files ---------------------------------------------------------------------------------------
 
 
+async def leader_group(stores: Stores, leader: UserId, group_id: GroupId) -> GroupSummary:
+    """The group, if `leader` leads it: checked again before a file is read (a non-leader's upload is refused
+    before the parse)."""
+    group = await stores.groups.get(group_id)
+    role = await stores.members.role(group_id, leader)
+    if group is None or not may_see(group, role):
+        raise GroupNotFound(f"No group {group_id} (or it has not reached the events service yet).")
+    check_leader(role)
+    return group
+
+
 async def import_events(
     uow: EventsUnitOfWork, leader: UserId, group_id: GroupId, entries: list[ImportEntry]
 ) -> list[ImportResult]:
@@ -362,11 +373,7 @@ async def import_events(
     group's history. Each entry gets its outcome, skipped ones with the reason."""
     async with uow:
         now = uow.clock.now()
-        group = await uow.groups.get(group_id)
-        role = await uow.members.role(group_id, leader)
-        if group is None or not may_see(group, role):
-            raise GroupNotFound(f"No group {group_id} (or it has not reached the events service yet).")
-        check_leader(role)
+        group = await leader_group(uow.stores, leader, group_id)
         results: list[ImportResult] = []
         seen: set[str] = set()
         for entry in entries:
