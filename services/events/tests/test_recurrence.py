@@ -109,6 +109,17 @@ async def test_count_bounds_a_series_and_an_endless_rule_is_made_six_months_ahea
     assert all(datetime.fromisoformat(e["starts_at"]) < horizon for e in daily)
 
 
+async def test_a_start_with_fractions_of_a_second_keeps_its_first_occurrence(api: EventsApi) -> None:
+    """dateutil drops the first start's microseconds; the first occurrence must not be lost for it."""
+    leader = await api.person("Fraction Leader")
+    group_id = await api.group(leader)
+    starts = _next_week_at("Europe/Berlin", 19) + timedelta(seconds=4, microseconds=247_327)
+    first = await _series(api, leader, group_id, "FREQ=WEEKLY;COUNT=5", starts_at=starts)
+    events = await _occurrences(api, group_id, leader)
+    assert datetime.fromisoformat(first["starts_at"]) == starts
+    assert [e["id"] for e in events][:1] == [first["id"]] and len(events) == 5
+
+
 @pytest.mark.parametrize(
     "rule",
     [

@@ -138,7 +138,9 @@ def occurrence_days(rule: str, first: datetime, after: date | None, until: date)
     """Local dates of the series' occurrences after `after` (None: from the first) and before `until`, at most
     MAX_AHEAD. `first` is the first event's local wall-clock start."""
     expander = _expander(rule, first)
-    start = datetime.combine(after + timedelta(days=1), time()) if after else first
+    # From the start of a day: dateutil drops the first start's microseconds, so the first occurrence (at whole
+    # seconds) would come before `first` itself and be lost.
+    start = datetime.combine(after + timedelta(days=1) if after else first.date(), time())
     found: list[date] = []
     for moment in expander.xafter(start, count=MAX_AHEAD, inc=True):
         if moment.date() >= until:
