@@ -15,7 +15,7 @@ from gatherly.kernel.runtime import ServiceContext, ServiceDefinition
 
 async def _start(context: ServiceContext) -> None:
     platform = context.platform
-    storage = await build_storage(context.settings, platform.resilience, platform.clock)
+    storage = await build_storage(context.settings, platform.resilience, lambda: platform.clock.now())
     context.extras[STORAGE] = storage
     context.extras[UPLOADS_COMPLETED] = asyncio.Event()
     context.readiness.checks.append(storage.check)

@@ -76,7 +76,7 @@ def check(data: bytes, declared_type: str) -> str:
     if kind != expected:
         raise Rejection(f"the file is a {kind} image, but {declared_type} was declared")
     if not _ends_where_it_should(data, kind):
-        raise Rejection(f"data follows the end of the {kind} image (a polyglot or a damaged file)")
+        raise Rejection(f"the file does not end where a {kind} image ends: it is cut short, or other data follows")
     lowered = data.lower()
     if any(marker in lowered for marker in ACTIVE_CONTENT):
         raise Rejection("the file carries markup or script inside the image (a polyglot)")

@@ -21,7 +21,7 @@ class UploadRequest(BaseModel):
 
     purpose: Purpose
     content_type: str = Field(max_length=100, description="One of " + ", ".join(ACCEPTED_TYPES) + " (static GIF only).")
-    size_bytes: int = Field(description=f"The exact size of the file. At most: {LIMITS}.")
+    size_bytes: int = Field(strict=True, description=f"The exact size of the file. At most: {LIMITS}.")
     owner_id: str | None = Field(None, max_length=255, description="The uploader; only the caller themself.")
 
 

@@ -30,7 +30,6 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from gatherly.kernel.clock import Clock
 from gatherly.kernel.errors import DomainError, Forbidden
 from gatherly.kernel.files import private_directory, write_private
 from gatherly.kernel.resilience import CircuitOpen, Resilience
@@ -102,11 +101,11 @@ class ObjectStorage(Protocol):
 class LocalStorage:
     """Files under `root`; URLs under `<base_url>/media/<key>` signed with HMAC-SHA256 over what they allow."""
 
-    def __init__(self, root: Path, base_url: str, signing_key: bytes, clock: Clock) -> None:
+    def __init__(self, root: Path, base_url: str, signing_key: bytes, now: Callable[[], datetime]) -> None:
         self.root = private_directory(root)
         self.base_url = base_url.rstrip("/")
         self.signing_key = signing_key
-        self.clock = clock
+        self.now = now  # the platform's clock, read at each check (tests move it)
 
     def _sign(self, *parts: str) -> str:
         digest = hmac.new(self.signing_key, "\n".join(parts).encode(), hashlib.sha256).digest()
@@ -129,7 +128,7 @@ class LocalStorage:
             raise UrlRefused("The URL's signature does not match: it was changed or is not ours.")
 
     def _check_expiry(self, expires: str) -> None:
-        if not expires.isdigit() or int(expires) <= self.clock.now().timestamp():
+        if not expires.isdigit() or int(expires) <= self.now().timestamp():
             raise UrlRefused("The URL has expired.")
 
     async def accept_upload(self, key: str, query: dict[str, str], content_type: str, body: bytes) -> None:
@@ -348,9 +347,9 @@ def s3_client(settings: Settings) -> Any:
     )
 
 
-async def build_storage(settings: Settings, resilience: Resilience, clock: Clock) -> ObjectStorage:
+async def build_storage(settings: Settings, resilience: Resilience, now: Callable[[], datetime]) -> ObjectStorage:
     if settings.storage_backend is StorageBackend.S3:
         storage = S3Storage(s3_client(settings), settings.s3_bucket, resilience, public_url=settings.s3_public_url)
         await storage.ensure_bucket()
         return storage
-    return LocalStorage(settings.data_dir / "media", settings.effective_public_url, local_signing_key(settings), clock)
+    return LocalStorage(settings.data_dir / "media", settings.effective_public_url, local_signing_key(settings), now)
