@@ -326,3 +326,15 @@ async def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
         **storage_overrides(storage, request),
     ) as running:
         yield ImagesApi(running, storage)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=STORAGE_BACKENDS)
+async def storage_api(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[ImagesApi]:
+    """The images service alone (its /media serves local storage's URLs) on each storage backend: the storage
+    conformance suite's way in."""
+    async with running_gatherly(
+        tmp_path_factory.mktemp("storage") / "data", services=["images"], **storage_overrides(request.param, request)
+    ) as running:
+        yield ImagesApi(running, request.param)
