@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 from typing import Any
@@ -29,6 +30,13 @@ async def exists(api: Any, key: str) -> bool:
     return await storage.read(key, limit=50 * 1024 * 1024) is not None
 
 
+async def gone(api: Any, key: str, why: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while await exists(api, key):
+        assert time.monotonic() < deadline, why
+        await asyncio.sleep(0.05)
+
+
 async def test_an_uploaded_photo_becomes_ready_with_three_webp_variants_and_image_ready(
     api: Any, pictures: Any
 ) -> None:
@@ -49,10 +57,7 @@ async def test_an_uploaded_photo_becomes_ready_with_three_webp_variants_and_imag
     assert ready.payload["owner_id"] == ann.user_id and ready.payload["purpose"] == "event_photo"
     assert set(ready.payload["variants"]) == {"thumb", "medium", "large"}
     # The original is never served and is deleted once processed.
-    deadline = time.monotonic() + 20
-    while await exists(api, f"uploads/{image['id']}"):
-        assert time.monotonic() < deadline, "the original upload was not deleted"
-        await api.running.settle()
+    await gone(api, f"uploads/{image['id']}", "the original upload was not deleted")
 
 
 async def test_exif_orientation_is_applied_then_every_piece_of_metadata_is_gone(api: Any, pictures: Any) -> None:
@@ -91,10 +96,7 @@ async def test_the_owner_deletes_an_image_its_objects_go_and_image_deleted_is_pu
     assert (await api.client.delete(f"/api/images/{image['id']}", headers=ann.auth)).status_code == 404
     types = [e.type for e in await published(api, image["id"])]
     assert types == ["image.ready", "image.deleted"]
-    deadline = time.monotonic() + 20
-    while await exists(api, f"images/{image['id']}/thumb.webp"):
-        assert time.monotonic() < deadline, "the variants of a deleted image were not deleted"
-        await api.running.settle()
+    await gone(api, f"images/{image['id']}/thumb.webp", "the variants of a deleted image were not deleted")
 
 
 async def test_a_slot_states_what_it_accepts_and_complete_is_once_only(api: Any, pictures: Any) -> None:
@@ -121,3 +123,14 @@ async def test_requests_without_a_token_are_refused(api: Any) -> None:
     body = {"purpose": "avatar", "content_type": "image/png", "size_bytes": 10}
     assert (await api.client.post("/api/images/uploads", json=body)).status_code == 401
     assert (await api.client.get("/api/images/00000000-0000-0000-0000-000000000000")).status_code == 401
+
+
+async def test_a_deleted_accounts_images_are_deleted_with_it(api: Any, pictures: Any) -> None:
+    ann = await api.person()
+    ready = await api.upload(ann, pictures.jpeg())
+    pending = await api.slot(ann, pictures.jpeg())
+    assert (await api.client.delete("/api/users/me", headers=ann.auth)).status_code == 202
+    await api.running.settle()
+    for image_id in (ready["id"], pending["image_id"]):
+        assert "image.deleted" in [e.type for e in await published(api, image_id)]
+    await gone(api, f"images/{ready['id']}/large.webp", "the variants of a deleted account's image were not deleted")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from gatherly.images.api import media, router
 from gatherly.images.consumers import consumers
-from gatherly.images.service import STORAGE, UPLOADS_COMPLETED
+from gatherly.images.service import GARBAGE_LISTED, STORAGE, UPLOADS_COMPLETED
 from gatherly.images.storage import build_storage
 from gatherly.images.store import unit_of_work
 from gatherly.images.tables import metadata
@@ -18,6 +18,7 @@ async def _start(context: ServiceContext) -> None:
     storage = await build_storage(context.settings, platform.resilience, lambda: platform.clock.now())
     context.extras[STORAGE] = storage
     context.extras[UPLOADS_COMPLETED] = asyncio.Event()
+    context.extras[GARBAGE_LISTED] = asyncio.Event()
     context.readiness.checks.append(storage.check)
 
 

@@ -19,7 +19,7 @@ from gatherly.images.domain import (
     check_slot,
 )
 from gatherly.images.schemas import ImageOut, UploadOut, UploadRequest, UploadTargetOut
-from gatherly.images.service import ImageView, storage_of, wake_processing
+from gatherly.images.service import ImageView, storage_of, wake_processing, wake_tidying
 from gatherly.images.storage import CACHE_FOREVER, LocalStorage, UploadRefused, UrlRefused
 from gatherly.images.store import ImagesUnitOfWork, reading, unit_of_work
 from gatherly.kernel.auth import CurrentUser
@@ -111,9 +111,15 @@ async def get_image(image_id: str, caller: CurrentUser, context: ServiceContext 
 
 
 @router.delete("/{image_id}", status_code=204, responses=problems(404))
-async def delete_image(image_id: str, caller: CurrentUser, uow: ImagesUnitOfWork = Depends(_uow)) -> Response:
+async def delete_image(
+    image_id: str,
+    caller: CurrentUser,
+    uow: ImagesUnitOfWork = Depends(_uow),
+    context: ServiceContext = Depends(service_context),
+) -> Response:
     """The owner deletes an image: profiles and groups stop showing it, its files are deleted."""
     await service.delete_image(uow, image_id, UserId(caller.user_id))
+    wake_tidying(context)
     return Response(status_code=204)
 
 

@@ -180,7 +180,7 @@ class Image:
         """An attempt failed for a reason outside the file: back off (doubling), or give up after MAX_ATTEMPTS."""
         if self.attempts >= MAX_ATTEMPTS:
             return self.reject(f"could not be processed after {self.attempts} attempts", now=now)
-        backoff = timedelta(seconds=min(300, 2**self.attempts))
+        backoff = timedelta(seconds=min(300, 2 ** (self.attempts - 1)))
         return replace(self, claimed_until=now + backoff)
 
     def make_ready(self, variants: dict[Variant, str], width: int, height: int, *, now: datetime) -> Image:

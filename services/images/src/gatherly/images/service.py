@@ -35,6 +35,7 @@ from gatherly.kernel.runtime import ServiceContext
 # Keys of ServiceContext.extras, filled when the service starts (__init__.py).
 STORAGE = "storage"
 UPLOADS_COMPLETED = "uploads_completed"  # an asyncio.Event: wakes the processing task
+GARBAGE_LISTED = "garbage_listed"  # an asyncio.Event: wakes the tidy task
 
 
 def storage_of(context: ServiceContext) -> ObjectStorage:
@@ -43,7 +44,15 @@ def storage_of(context: ServiceContext) -> ObjectStorage:
 
 
 def wake_processing(context: ServiceContext) -> None:
-    event: asyncio.Event | None = context.extras.get(UPLOADS_COMPLETED)
+    _wake(context, UPLOADS_COMPLETED)
+
+
+def wake_tidying(context: ServiceContext) -> None:
+    _wake(context, GARBAGE_LISTED)
+
+
+def _wake(context: ServiceContext, name: str) -> None:
+    event: asyncio.Event | None = context.extras.get(name)
     if event is not None:
         event.set()
 

@@ -9,7 +9,7 @@ import contextlib
 import structlog
 
 from gatherly.images import service
-from gatherly.images.service import UPLOADS_COMPLETED, storage_of
+from gatherly.images.service import GARBAGE_LISTED, UPLOADS_COMPLETED, storage_of, wake_tidying
 from gatherly.images.storage import StorageUnavailable
 from gatherly.images.store import unit_of_work
 from gatherly.kernel.runtime import ServiceContext
@@ -26,13 +26,13 @@ async def process_uploads(context: ServiceContext) -> None:
     """Background task: process completed uploads one at a time (one decoded picture in memory per process).
     When storage fails, the image waits out a backoff of its own (service.process_next) and is tried again."""
     wake: asyncio.Event = context.extras[UPLOADS_COMPLETED]
-    storage = storage_of(context)
     url_ttl = context.settings.image_url_ttl_seconds
     while True:
         wake.clear()
         try:
-            while (image := await service.process_next(unit_of_work(context), storage, url_ttl=url_ttl)) is not None:
+            while image := await service.process_next(unit_of_work(context), storage_of(context), url_ttl=url_ttl):
                 log.info("image processed", image_id=image.id, status=image.status.value, reason=image.reason)
+                wake_tidying(context)  # the original upload is garbage now
         except StorageUnavailable as error:
             log.warning("storage unavailable; the image will be processed later", error=repr(error))
         with contextlib.suppress(TimeoutError):
@@ -40,15 +40,18 @@ async def process_uploads(context: ServiceContext) -> None:
 
 
 async def keep_storage_tidy(context: ServiceContext) -> None:
-    """Background task: reject upload slots that expired without complete, and delete objects nobody needs."""
-    storage = storage_of(context)
+    """Background task: reject upload slots that expired without complete, and delete objects nobody needs (at
+    once when this process listed them, otherwise at the next round)."""
+    wake: asyncio.Event = context.extras[GARBAGE_LISTED]
     while True:
+        wake.clear()
         expired = await service.expire_uploads(unit_of_work(context))
         try:
-            deleted = await service.collect_garbage(unit_of_work(context), storage)
+            deleted = await service.collect_garbage(unit_of_work(context), storage_of(context))
         except StorageUnavailable as error:  # the keys stay listed: deleted at a later round
             log.warning("storage unavailable; objects will be deleted later", error=repr(error))
             deleted = 0
         if expired or deleted:
             log.info("storage tidied", expired_uploads=expired, deleted_objects=deleted)
-        await asyncio.sleep(TIDY_INTERVAL_SECONDS)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), TIDY_INTERVAL_SECONDS)

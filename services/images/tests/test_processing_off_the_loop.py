@@ -1,0 +1,41 @@
+"""Processing runs in a worker thread: while a 24-megapixel photo is decoded, resized and encoded, the same process
+keeps answering API calls quickly. Were it on the event loop, a call would wait for the whole processing (seconds)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+async def test_api_calls_stay_fast_while_a_24_megapixel_photo_is_processed(api: Any, pictures: Any) -> None:
+    ann = await api.person()
+    photo = await asyncio.to_thread(pictures.photo, (6000, 4000))
+    slot = await api.slot(ann, photo)
+    assert (await api.send(slot["upload"], photo)).status_code in (200, 201, 204)
+    small = await api.upload(ann, pictures.jpeg())
+
+    assert (await api.complete(ann, slot["image_id"])).status_code == 202
+    started = time.monotonic()
+    latencies: list[float] = []
+    while True:
+        before = time.perf_counter()
+        other = await api.client.get(f"/api/images/{small['id']}", headers=ann.auth)
+        latencies.append(time.perf_counter() - before)
+        assert other.status_code == 200
+        status = (await api.client.get(f"/api/images/{slot['image_id']}", headers=ann.auth)).json()["status"]
+        if status != "pending":
+            break
+        assert time.monotonic() - started < 120, "the photo was not processed in time"
+    processing = time.monotonic() - started
+
+    assert status == "ready"
+    assert processing > 0.5, "the photo must take long enough to show anything"
+    worst = max(latencies)
+    print(f"processing {processing:.2f}s, {len(latencies)} calls meanwhile, worst {worst * 1000:.0f} ms")
+    assert len(latencies) >= 10
+    assert worst < min(0.5, processing / 3), f"a call waited {worst:.2f}s while processing took {processing:.2f}s"
