@@ -3,8 +3,9 @@
 
 The bound: one picture is processed at a time per process (tasks.process_uploads), and its pixels are bounded
 before decoding (imaging.MAX_PIXELS = 40 MP). The peak above the process's baseline is at most the decoded picture
-(4 bytes a pixel with alpha, 3 without), twice over with alpha (Pillow resizes RGBA through a premultiplied copy),
-plus the uploaded file (at most the largest slot, 15 MiB) plus the variants, resampling and encoder buffers (48 MiB).
+(Pillow keeps RGB and RGBA at 4 bytes a pixel), twice over with alpha (Pillow resizes RGBA through a premultiplied
+copy), plus the uploaded file (at most the largest slot, 15 MiB), plus 48 MiB: the resampling pass (at most a quarter
+of the picture at 40 MP: the large variant's 1,600 px over a side of at least 6,325) and the variants and encoders.
 At the pixel bound with alpha: 2 x 160 MB + 15 MiB + 48 MiB = 368 MiB per process. Each case checks its own bound.
 
 Writes bench/reports/image_processing.md (and prints it).
@@ -117,7 +118,7 @@ def main() -> None:
         best = min(runs, key=lambda r: r["seconds"])
         worst_peak = max(r["peak_mib"] for r in runs)
         alpha = "alpha" in case
-        decoded = best["width"] * best["height"] * (4 if alpha else 3) * (2 if alpha else 1)
+        decoded = best["width"] * best["height"] * 4 * (2 if alpha else 1)
         case_bound = (decoded + best["file_mib"] * MiB + 48 * MiB) / MiB
         holds = worst_peak <= case_bound
         if not holds:
@@ -137,8 +138,9 @@ def main() -> None:
             "Time is the fastest run; memory is the largest peak resident set above the process's baseline "
             "(VmHWM after resetting it, so building the test picture does not count).",
             "",
-            "Bound of a case: its decoded pixels (3 bytes each, or 4 with alpha and then twice: Pillow resizes RGBA "
-            "through a premultiplied copy) + the file + 48 MiB of variants and buffers. Per process, at the pixel "
+            "Bound of a case: its decoded pixels at 4 bytes each (Pillow's layout for RGB and RGBA), twice with alpha "
+            "(Pillow resizes RGBA through a premultiplied copy), + the file + 48 MiB for the resampling pass, the "
+            "variants and the encoders. Per process, at the pixel "
             f"bound (40 MP with alpha, a 15 MiB upload): {bound_mib:.0f} MiB.",
             "",
             "| picture | file | time | peak memory | bound |",
