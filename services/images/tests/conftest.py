@@ -91,7 +91,10 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     config = folder / "s3.json"
     identity = {"name": "gatherly", "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}]}
     config.write_text(json.dumps({"identities": [{**identity, "actions": ["Admin", "Read", "Write", "List"]}]}))
-    ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
+    # Every port chosen here (gRPC ports default to the HTTP port + 10000, which may not exist or be taken), and the
+    # side servers this test needs not (Iceberg, Lance) turned off, so parallel sessions never collide.
+    names = ("master", "volume", "filer", "s3", "master.grpc", "volume.grpc", "filer.grpc", "s3.grpc", "debug")
+    ports = {name: free_port() for name in names}
     command = [
         weed_binary(),
         "server",
@@ -104,6 +107,13 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         "-s3",
         f"-s3.port={ports['s3']}",
         f"-s3.config={config}",
+        f"-master.port.grpc={ports['master.grpc']}",
+        f"-volume.port.grpc={ports['volume.grpc']}",
+        f"-filer.port.grpc={ports['filer.grpc']}",
+        f"-s3.port.grpc={ports['s3.grpc']}",
+        f"-debug.port={ports['debug']}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
         "-volume.max=0",
     ]
     with (folder / "weed.log").open("wb") as log:
