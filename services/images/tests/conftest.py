@@ -114,7 +114,10 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         f"-debug.port={ports['debug']}",
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
-        "-volume.max=0",
+        # Small volumes and many of them: each bucket (one per running Gatherly) is a collection with volumes of
+        # its own, and the 30 GB default would leave no free volume for the next bucket.
+        "-master.volumeSizeLimitMB=32",
+        "-volume.max=500",
     ]
     with (folder / "weed.log").open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
