@@ -4,6 +4,7 @@ keeps answering API calls quickly. Were it on the event loop, a call would wait 
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from typing import Any
 
@@ -27,7 +28,9 @@ async def test_api_calls_stay_fast_while_a_24_megapixel_photo_is_processed(api: 
         other = await api.client.get(f"/api/images/{small['id']}", headers=ann.auth)
         latencies.append(time.perf_counter() - before)
         assert other.status_code == 200
+        before = time.perf_counter()
         status = (await api.client.get(f"/api/images/{slot['image_id']}", headers=ann.auth)).json()["status"]
+        latencies.append(time.perf_counter() - before)
         if status != "pending":
             break
         assert time.monotonic() - started < 120, "the photo was not processed in time"
@@ -35,7 +38,13 @@ async def test_api_calls_stay_fast_while_a_24_megapixel_photo_is_processed(api: 
 
     assert status == "ready"
     assert processing > 0.5, "the photo must take long enough to show anything"
-    worst = max(latencies)
-    print(f"processing {processing:.2f}s, {len(latencies)} calls meanwhile, worst {worst * 1000:.0f} ms")
+    worst, median = max(latencies), statistics.median(latencies)
+    print(
+        f"processing {processing:.2f}s, {len(latencies)} calls meanwhile, median {median * 1000:.0f} ms, worst "
+        f"{worst * 1000:.0f} ms"
+    )
+    # On the loop, the call made while the photo is decoded would wait for all of it. Bounds relative to the
+    # processing time, since the machine these tests share may be loaded many times over its cores.
     assert len(latencies) >= 10
-    assert worst < min(0.5, processing / 3), f"a call waited {worst:.2f}s while processing took {processing:.2f}s"
+    assert worst < processing / 4, f"a call waited {worst:.2f}s while processing took {processing:.2f}s"
+    assert median < 0.1, f"calls took {median * 1000:.0f} ms (median) during processing"
