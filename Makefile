@@ -48,6 +48,7 @@ contract-long: install ## the Schemathesis contract run for longer (CONTRACT_SEC
 bench: install ## benchmarks; reports land in bench/reports/
 	$(UV) run python bench/log_latency.py
 	$(UV) run python bench/loop_stall.py
+	$(UV) run python bench/image_processing.py
 
 bench-http: install ## wrk against a seeded `gatherly up`: each endpoint beside /livez; report in bench/reports/http.md
 	bash scripts/wrk.sh

@@ -31,6 +31,11 @@ class MailBackend(StrEnum):
     SMTP = "smtp"
 
 
+class StorageBackend(StrEnum):
+    LOCAL = "local"
+    S3 = "s3"
+
+
 class Settings(BaseSettings):
     """Everything configurable. Defaults give the one-process embedded mode."""
 
@@ -48,7 +53,9 @@ class Settings(BaseSettings):
     # Origins whose pages may call the API from a browser (CORS); the public URL is always one.
     cors_origins: list[str] = Field(default_factory=list)
     # Request body limits by path prefix; every other route takes 1 MiB (gatherly.kernel.limits).
-    body_limits: dict[str, int] = Field(default_factory=lambda: {"/api/images": 20 * 1024 * 1024})
+    body_limits: dict[str, int] = Field(
+        default_factory=lambda: {"/api/images": 20 * 1024 * 1024, "/media": 20 * 1024 * 1024}
+    )
 
     # Database: empty → one SQLite file per service under data_dir. Otherwise a URL template in which
     # "{service}" is replaced by the service name, e.g. postgresql+asyncpg://u:p@host/gatherly_{service}.
@@ -118,6 +125,20 @@ class Settings(BaseSettings):
     mail_retry_initial_delay: float = 5.0
     mail_retry_max_delay: float = 15 * 60.0
     mail_poll_interval: float = 2.0
+
+    # Images service: where uploads and variants live. `local`: files in <data_dir>/media behind HMAC-signed URLs
+    # that the service serves under /media; `s3`: a bucket of any S3 API with presigned URLs.
+    storage_backend: StorageBackend = StorageBackend.LOCAL
+    storage_signing_key: SecretStr = SecretStr("")  # local URLs' HMAC key; empty: a random one in the data dir
+    s3_endpoint_url: str = ""  # empty: AWS; e.g. http://127.0.0.1:8333 for SeaweedFS or MinIO
+    s3_region: str = "us-east-1"
+    s3_bucket: str = "gatherly-images"
+    s3_access_key_id: str = ""  # empty: boto3's own chain (environment, instance role)
+    s3_secret_access_key: SecretStr = SecretStr("")
+    # Where variants are public (a CDN or a bucket policy), e.g. https://cdn.example.org; empty: presigned GETs.
+    s3_public_url: str = ""
+    image_upload_ttl_seconds: int = 30 * 60  # an upload slot's life: upload and complete within it
+    image_url_ttl_seconds: int = 7 * 24 * 3600  # signed variant URLs (SigV4 allows at most 7 days)
 
     @field_validator("log_backend")
     @classmethod

@@ -1,1 +1,282 @@
-"""Use cases of the images service: one function per thing a person does, state and outbox committed together."""
+"""Use cases of the images service: one function per thing a person (or the processing task) does, state and outbox
+committed together.
+
+Storage is never touched inside a transaction: a use case decides and commits, then reads or writes objects, then
+commits the outcome. Records are locked (`get_for_update`) where a decision depends on the status, because
+completing, processing, expiring and deleting one image may race; the processing claim keeps two processes from
+working on the same upload."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from gatherly.contracts.images import ImageDeleted, ImageReady, ImageRejected
+from gatherly.contracts.users import ImageVariants
+from gatherly.images import imaging
+from gatherly.images.domain import (
+    Image,
+    ImageId,
+    ImageNotFound,
+    Rejection,
+    Slot,
+    Status,
+    UserId,
+    Variant,
+    original_key,
+    variant_key,
+)
+from gatherly.images.storage import ObjectStorage, StorageUnavailable, UploadRefused, UploadTarget
+from gatherly.images.store import ImagesUnitOfWork, Stores
+from gatherly.kernel.runtime import ServiceContext
+
+# Keys of ServiceContext.extras, filled when the service starts (__init__.py).
+STORAGE = "storage"
+UPLOADS_COMPLETED = "uploads_completed"  # an asyncio.Event: wakes the processing task
+GARBAGE_LISTED = "garbage_listed"  # an asyncio.Event: wakes the tidy task
+
+
+def storage_of(context: ServiceContext) -> ObjectStorage:
+    storage: ObjectStorage = context.extras[STORAGE]
+    return storage
+
+
+def wake_processing(context: ServiceContext) -> None:
+    _wake(context, UPLOADS_COMPLETED)
+
+
+def wake_tidying(context: ServiceContext) -> None:
+    _wake(context, GARBAGE_LISTED)
+
+
+def _wake(context: ServiceContext, name: str) -> None:
+    event: asyncio.Event | None = context.extras.get(name)
+    if event is not None:
+        event.set()
+
+
+@dataclass(frozen=True)
+class ImageView:
+    image: Image
+    variant_urls: ImageVariants | None
+
+
+@dataclass(frozen=True)
+class NewUpload:
+    image: Image
+    target: UploadTarget
+
+
+def variant_urls(image: Image, storage: ObjectStorage, *, now: datetime, url_ttl: int) -> ImageVariants | None:
+    if image.status is not Status.READY:
+        return None
+    expires_at = now + timedelta(seconds=url_ttl)
+    urls = {variant.value: storage.download_url(key, expires_at=expires_at) for variant, key in image.variants.items()}
+    return ImageVariants(**urls)
+
+
+async def request_upload(
+    uow: ImagesUnitOfWork, storage: ObjectStorage, owner: UserId, slot: Slot, *, ttl_seconds: int
+) -> NewUpload:
+    """A slot: the record waits for its upload, the client gets a signed target for exactly this type and size."""
+    async with uow:
+        now = uow.clock.now()
+        image = Image(
+            id=ImageId(str(uuid.uuid4())),
+            owner_id=owner,
+            purpose=slot.purpose,
+            content_type=slot.content_type,
+            size_bytes=slot.size_bytes,
+            status=Status.AWAITING_UPLOAD,
+            created_at=now,
+            upload_expires_at=now + timedelta(seconds=ttl_seconds),
+        )
+        await uow.images.add(image)
+    target = await storage.upload_target(
+        original_key(image.id),
+        content_type=image.content_type,
+        size=image.size_bytes,
+        expires_at=image.upload_expires_at,
+    )
+    return NewUpload(image, target)
+
+
+async def complete_upload(uow: ImagesUnitOfWork, image_id: str, person: UserId) -> Image:
+    """The owner says the bytes are in storage: the image waits for the processing task."""
+    async with uow:
+        image = await uow.images.get_for_update(image_id)
+        if image is None or not image.visible_to(person):
+            raise ImageNotFound(image_id)
+        completed = image.complete(now=uow.clock.now())
+        await uow.images.save(completed)
+        return completed
+
+
+async def view_image(
+    stores: Stores, storage: ObjectStorage, image_id: str, person: UserId, *, now: datetime, url_ttl: int
+) -> ImageView:
+    image = await stores.images.get(image_id)
+    if image is None or not image.visible_to(person):
+        raise ImageNotFound(image_id)
+    return ImageView(image, variant_urls(image, storage, now=now, url_ttl=url_ttl))
+
+
+async def delete_image(uow: ImagesUnitOfWork, image_id: str, person: UserId) -> None:
+    """The owner deletes the image: read models drop it (image.deleted), its objects are deleted by the tidy task."""
+    async with uow:
+        image = await uow.images.get_for_update(image_id)
+        if image is None or not image.visible_to(person):
+            raise ImageNotFound(image_id)
+        await uow.images.save(image.delete(now=uow.clock.now()))
+        uow.publish(ImageDeleted(image_id=image.id, owner_id=image.owner_id))
+
+
+async def delete_images_of(uow: ImagesUnitOfWork, owner: str) -> None:
+    """The owner's account is deleted (user.deleted): so is each of their images. Inside the consumer's unit of
+    work; a replayed message finds nothing left to delete."""
+    now = uow.clock.now()
+    for image in await uow.images.owned_by(owner):
+        await uow.images.save(image.delete(now=now))
+        uow.publish(ImageDeleted(image_id=image.id, owner_id=image.owner_id))
+
+
+# --- processing (run by tasks.process_uploads) ----------------------------------------------------------------------
+
+
+def _rejected(image: Image) -> ImageRejected:
+    return ImageRejected(
+        image_id=image.id, owner_id=image.owner_id, purpose=image.purpose.value, reason=image.reason or ""
+    )
+
+
+async def _claim(uow: ImagesUnitOfWork) -> Image | None:
+    async with uow:
+        image = await uow.images.next_to_process(uow.clock.now())
+        if image is None:
+            return None
+        claimed = image.claim(now=uow.clock.now())
+        await uow.images.save(claimed)
+        return claimed
+
+
+async def _read_upload(storage: ObjectStorage, image: Image) -> bytes:
+    try:
+        data = await storage.read(original_key(image.id), limit=image.size_bytes)
+    except UploadRefused as too_large:
+        raise Rejection(f"more bytes were uploaded than the {image.size_bytes} the slot was for") from too_large
+    if data is None:
+        raise Rejection("no file was uploaded")
+    if len(data) != image.size_bytes:
+        raise Rejection(f"{len(data)} bytes were uploaded, {image.size_bytes} were declared")
+    return data
+
+
+async def process_next(uow: ImagesUnitOfWork, storage: ObjectStorage, *, url_ttl: int) -> Image | None:
+    """Process the next completed upload, if any: ready with its variants, or rejected with the reason. Returns the
+    outcome. A storage failure leaves it to be tried again after a backoff, and is raised (StorageUnavailable)."""
+    image = await _claim(uow)
+    if image is None:
+        return None
+    written: list[str] = []
+    try:
+        data = await _read_upload(storage, image)
+        # Pillow off the event loop: one large picture must not stall the requests this process serves.
+        processed = await asyncio.to_thread(imaging.process, data, image.content_type)
+        del data
+        keys = {variant: variant_key(image.id, variant) for variant in Variant}
+        for variant, key in keys.items():
+            await storage.write(key, processed.variants[variant], content_type="image/webp")
+            written.append(key)
+    except Rejection as rejection:
+        return await _reject(uow, image, rejection.reason)
+    except StorageUnavailable:
+        await _try_later(uow, image, written)
+        raise
+    return await _make_ready(uow, image, keys, (processed.width, processed.height), storage, url_ttl=url_ttl)
+
+
+async def _reject(uow: ImagesUnitOfWork, claimed: Image, reason: str) -> Image:
+    async with uow:
+        image = await uow.images.get_for_update(claimed.id)
+        assert image is not None
+        if image.holds_claim(claimed):
+            image = image.reject(reason, now=uow.clock.now())
+            await uow.images.save(image)
+            uow.publish(_rejected(image))
+        return image
+
+
+async def _make_ready(
+    uow: ImagesUnitOfWork,
+    claimed: Image,
+    variants: dict[Variant, str],
+    size: tuple[int, int],
+    storage: ObjectStorage,
+    *,
+    url_ttl: int,
+) -> Image:
+    async with uow:
+        now = uow.clock.now()
+        image = await uow.images.get_for_update(claimed.id)
+        assert image is not None
+        if not image.holds_claim(claimed):
+            # Deleted meanwhile, or the claim ran out and another attempt owns it: what we wrote is not needed.
+            await uow.images.save(image.discard([k for k in variants.values() if k not in image.variants.values()]))
+            return image
+        image = image.make_ready(variants, *size, now=now)
+        await uow.images.save(image)
+        urls = variant_urls(image, storage, now=now, url_ttl=url_ttl)
+        assert urls is not None
+        ready = ImageReady(
+            image_id=image.id, owner_id=image.owner_id, purpose=image.purpose.value, variants=urls, ready_at=now
+        )
+        uow.publish(ready)
+        return image
+
+
+async def _try_later(uow: ImagesUnitOfWork, claimed: Image, written: list[str]) -> None:
+    async with uow:
+        image = await uow.images.get_for_update(claimed.id)
+        if image is None or not image.holds_claim(claimed):
+            return
+        later = image.retry_later(now=uow.clock.now())
+        if later.status is Status.REJECTED:
+            later = later.discard(written)
+            uow.publish(_rejected(later))
+        await uow.images.save(later)
+
+
+# --- housekeeping (run by tasks.keep_storage_tidy) ------------------------------------------------------------------
+
+SWEEP_BATCH = 100
+
+
+async def expire_uploads(uow: ImagesUnitOfWork) -> int:
+    """Slots whose time ran out without complete are rejected; their objects (if any came) become garbage."""
+    async with uow:
+        now = uow.clock.now()
+        overdue = await uow.images.overdue_uploads(now, SWEEP_BATCH)
+        for image in overdue:
+            expired = image.expire(now=now)
+            await uow.images.save(expired)
+            uow.publish(_rejected(expired))
+        return len(overdue)
+
+
+async def collect_garbage(uow: ImagesUnitOfWork, storage: ObjectStorage) -> int:
+    """Delete objects nobody needs any more (originals after processing, everything of a deleted image). The keys
+    stay listed until storage confirms, so a failure is retried at the next round, never forgotten."""
+    async with uow:
+        batch = await uow.images.with_garbage(SWEEP_BATCH)
+    keys = [key for image in batch for key in image.garbage]
+    if not keys:
+        return 0
+    await storage.delete(keys)
+    async with uow:
+        for done in batch:
+            image = await uow.images.get_for_update(done.id)
+            if image is not None:
+                await uow.images.save(image.collected(done.garbage))
+    return len(keys)

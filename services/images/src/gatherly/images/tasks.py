@@ -1,0 +1,57 @@
+"""Background tasks of the images service: processing completed uploads, and keeping storage tidy (expired slots,
+objects no longer needed). The host supervises both: an error is logged and the task restarted with backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+
+from gatherly.images import service
+from gatherly.images.service import GARBAGE_LISTED, UPLOADS_COMPLETED, storage_of, wake_tidying
+from gatherly.images.storage import StorageUnavailable
+from gatherly.images.store import unit_of_work
+from gatherly.kernel.runtime import ServiceContext
+
+log = structlog.get_logger(__name__)
+
+# complete wakes the processing task at once in this process; uploads completed through another process of the
+# service are found by this poll.
+PROCESSING_POLL_SECONDS = 1.0
+TIDY_INTERVAL_SECONDS = 5.0
+
+
+async def process_uploads(context: ServiceContext) -> None:
+    """Background task: process completed uploads one at a time (one decoded picture in memory per process).
+    When storage fails, the image waits out a backoff of its own (service.process_next) and is tried again."""
+    wake: asyncio.Event = context.extras[UPLOADS_COMPLETED]
+    url_ttl = context.settings.image_url_ttl_seconds
+    while True:
+        wake.clear()
+        try:
+            while image := await service.process_next(unit_of_work(context), storage_of(context), url_ttl=url_ttl):
+                log.info("image processed", image_id=image.id, status=image.status.value, reason=image.reason)
+                wake_tidying(context)  # the original upload is garbage now
+        except StorageUnavailable as error:
+            log.warning("storage unavailable; the image will be processed later", error=repr(error))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), PROCESSING_POLL_SECONDS)
+
+
+async def keep_storage_tidy(context: ServiceContext) -> None:
+    """Background task: reject upload slots that expired without complete, and delete objects nobody needs (at
+    once when this process listed them, otherwise at the next round)."""
+    wake: asyncio.Event = context.extras[GARBAGE_LISTED]
+    while True:
+        wake.clear()
+        expired = await service.expire_uploads(unit_of_work(context))
+        try:
+            deleted = await service.collect_garbage(unit_of_work(context), storage_of(context))
+        except StorageUnavailable as error:  # the keys stay listed: deleted at a later round
+            log.warning("storage unavailable; objects will be deleted later", error=repr(error))
+            deleted = 0
+        if expired or deleted:
+            log.info("storage tidied", expired_uploads=expired, deleted_objects=deleted)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), TIDY_INTERVAL_SECONDS)

@@ -1,0 +1,81 @@
+"""When storage fails while an upload is processed, the image waits and is tried again (never rejected for it, never
+lost), and objects that could not be deleted stay listed until they are."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from gatherly.images.service import STORAGE
+from gatherly.images.storage import ObjectStorage, StorageUnavailable
+from gatherly.kernel.messages import Envelope
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+class Outage:
+    """The real storage, except that its next `failures` reads and deletes fail as an unreachable storage does."""
+
+    def __init__(self, real: ObjectStorage, failures: int) -> None:
+        self.real = real
+        self.failures = failures
+        self.calls = 0
+
+    def _maybe_fail(self) -> None:
+        self.calls += 1
+        if self.failures > 0:
+            self.failures -= 1
+            raise StorageUnavailable("storage is down (injected)")
+
+    async def read(self, key: str, *, limit: int) -> bytes | None:
+        self._maybe_fail()
+        return await self.real.read(key, limit=limit)
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        self._maybe_fail()
+        await self.real.delete(keys)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+async def test_an_upload_processed_while_storage_is_down_is_retried_until_ready(api: Any, pictures: Any) -> None:
+    context = api.running.process.host("images").context
+    ann = await api.person()
+    data = pictures.jpeg()
+    slot = await api.slot(ann, data)
+    assert (await api.send(slot["upload"], data)).status_code in (200, 201, 204)
+    real = context.extras[STORAGE]
+    outage = context.extras[STORAGE] = Outage(real, failures=2)
+    try:
+        assert (await api.complete(ann, slot["image_id"])).status_code == 202
+        image = await api.outcome(ann, slot["image_id"], timeout=60)
+    finally:
+        context.extras[STORAGE] = real
+    assert outage.failures == 0 and outage.calls >= 3
+    assert image["status"] == "ready", image
+    await api.running.settle()
+    records = await api.running.process.platform.log.read("image", limit=100_000)
+    types = [e.type for e in map(Envelope.from_record, records) if e.aggregate_id == slot["image_id"]]
+    assert types == ["image.ready"]
+
+
+async def test_objects_that_could_not_be_deleted_are_deleted_later(api: Any, pictures: Any) -> None:
+    context = api.running.process.host("images").context
+    ann = await api.person()
+    image = await api.upload(ann, pictures.jpeg())
+    real = context.extras[STORAGE]
+    context.extras[STORAGE] = Outage(real, failures=1)
+    try:
+        assert (await api.client.delete(f"/api/images/{image['id']}", headers=ann.auth)).status_code == 204
+        key = f"images/{image['id']}/thumb.webp"
+        deadline = time.monotonic() + 30
+        while await real.read(key, limit=10**8) is not None:
+            assert time.monotonic() < deadline, "the objects were never deleted after the outage"
+            await asyncio.sleep(0.1)
+    finally:
+        context.extras[STORAGE] = real

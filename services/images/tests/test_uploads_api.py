@@ -1,0 +1,136 @@
+"""The upload flow through HTTP, on every database and storage backend: slot → direct upload → complete → ready
+(variants re-encoded, metadata gone) → delete; the events it publishes; expiry of slots never completed."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from gatherly.kernel.messages import Envelope
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+JPEG_GPS_EXIF = 0x8825
+ORIENTATION = 0x0112
+
+
+async def published(api: Any, image_id: str) -> list[Envelope]:
+    await api.running.settle()
+    records = await api.running.process.platform.log.read("image", limit=100_000)
+    return [e for e in (Envelope.from_record(r) for r in records) if e.aggregate_id == image_id]
+
+
+async def exists(api: Any, key: str) -> bool:
+    storage = api.running.process.host("images").context.extras["storage"]
+    return await storage.read(key, limit=50 * 1024 * 1024) is not None
+
+
+async def gone(api: Any, key: str, why: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while await exists(api, key):
+        assert time.monotonic() < deadline, why
+        await asyncio.sleep(0.05)
+
+
+async def test_an_uploaded_photo_becomes_ready_with_three_webp_variants_and_image_ready(
+    api: Any, pictures: Any
+) -> None:
+    ann = await api.person()
+    image = await api.upload(ann, pictures.jpeg((1200, 900)))
+    assert image["status"] == "ready" and image["reason"] is None
+    assert (image["width"], image["height"]) == (1200, 900)
+    sizes = {}
+    for variant, url in image["variants"].items():
+        fetched = await api.fetch(url)
+        assert fetched.status_code == 200, fetched.text
+        with Image.open(io.BytesIO(fetched.content)) as decoded:
+            assert decoded.format == "WEBP"
+            sizes[variant] = decoded.size
+    assert sizes == {"thumb": (160, 160), "medium": (640, 480), "large": (1200, 900)}  # never enlarged
+
+    (ready,) = [e for e in await published(api, image["id"]) if e.type == "image.ready"]
+    assert ready.payload["owner_id"] == ann.user_id and ready.payload["purpose"] == "event_photo"
+    assert set(ready.payload["variants"]) == {"thumb", "medium", "large"}
+    # The original is never served and is deleted once processed.
+    await gone(api, f"uploads/{image['id']}", "the original upload was not deleted")
+
+
+async def test_exif_orientation_is_applied_then_every_piece_of_metadata_is_gone(api: Any, pictures: Any) -> None:
+    exif = Image.Exif()
+    exif[ORIENTATION] = 6  # stored sideways: upright, the 400 x 300 picture is 300 x 400
+    exif[0x010F] = "SecretCam"  # Make
+    exif.get_ifd(JPEG_GPS_EXIF).update({1: "N", 2: (52.0, 31.0, 12.0), 3: "E", 4: (13.0, 24.0, 36.0)})
+    original = pictures.jpeg((400, 300), exif=exif)
+    assert b"SecretCam" in original
+
+    image = await api.upload(await api.person(), original)
+    assert (image["width"], image["height"]) == (300, 400)
+    for url in image["variants"].values():
+        data = (await api.fetch(url)).content
+        assert b"Exif" not in data and b"SecretCam" not in data and b"XMP" not in data and b"ICCP" not in data
+        with Image.open(io.BytesIO(data)) as decoded:
+            assert not decoded.getexif() and "exif" not in decoded.info and "icc_profile" not in decoded.info
+    with Image.open(io.BytesIO((await api.fetch(image["variants"]["large"])).content)) as large:
+        assert large.size == (300, 400)
+
+
+@pytest.mark.parametrize(("kind", "content_type"), [("png", "image/png"), ("webp", "image/webp"), ("gif", "image/gif")])
+async def test_png_webp_and_static_gif_are_accepted(api: Any, pictures: Any, kind: str, content_type: str) -> None:
+    image = await api.upload(await api.person(), getattr(pictures, kind)(), content_type)
+    assert image["status"] == "ready", image["reason"]
+
+
+async def test_the_owner_deletes_an_image_its_objects_go_and_image_deleted_is_published(
+    api: Any, pictures: Any
+) -> None:
+    ann = await api.person()
+    image = await api.upload(ann, pictures.jpeg())
+    response = await api.client.delete(f"/api/images/{image['id']}", headers=ann.auth)
+    assert response.status_code == 204
+    assert (await api.client.get(f"/api/images/{image['id']}", headers=ann.auth)).status_code == 404
+    assert (await api.client.delete(f"/api/images/{image['id']}", headers=ann.auth)).status_code == 404
+    types = [e.type for e in await published(api, image["id"])]
+    assert types == ["image.ready", "image.deleted"]
+    await gone(api, f"images/{image['id']}/thumb.webp", "the variants of a deleted image were not deleted")
+
+
+async def test_a_slot_states_what_it_accepts_and_complete_is_once_only(api: Any, pictures: Any) -> None:
+    ann = await api.person()
+    data = pictures.jpeg()
+    slot = await api.slot(ann, data, purpose="avatar")
+    upload = slot["upload"]
+    if api.storage == "local":
+        assert upload["method"] == "PUT" and upload["headers"] == {"Content-Type": "image/jpeg"}
+    else:
+        assert upload["method"] == "POST" and upload["fields"]["Content-Type"] == "image/jpeg"
+    pending = await api.client.get(f"/api/images/{slot['image_id']}", headers=ann.auth)
+    assert pending.json()["status"] == "pending" and pending.json()["variants"] is None
+    assert (await api.send(upload, data)).status_code in (200, 201, 204)
+    first = await api.complete(ann, slot["image_id"])
+    assert first.status_code == 202 and first.json()["status"] == "pending"
+    second = await api.complete(ann, slot["image_id"])
+    assert second.status_code == 409
+    assert second.headers["content-type"] == "application/problem+json"
+    assert (await api.outcome(ann, slot["image_id"]))["status"] == "ready"
+
+
+async def test_requests_without_a_token_are_refused(api: Any) -> None:
+    body = {"purpose": "avatar", "content_type": "image/png", "size_bytes": 10}
+    assert (await api.client.post("/api/images/uploads", json=body)).status_code == 401
+    assert (await api.client.get("/api/images/00000000-0000-0000-0000-000000000000")).status_code == 401
+
+
+async def test_a_deleted_accounts_images_are_deleted_with_it(api: Any, pictures: Any) -> None:
+    ann = await api.person()
+    ready = await api.upload(ann, pictures.jpeg())
+    pending = await api.slot(ann, pictures.jpeg())
+    assert (await api.client.delete("/api/users/me", headers=ann.auth)).status_code == 202
+    await api.running.settle()
+    for image_id in (ready["id"], pending["image_id"]):
+        assert "image.deleted" in [e.type for e in await published(api, image_id)]
+    await gone(api, f"images/{ready['id']}/large.webp", "the variants of a deleted account's image were not deleted")
