@@ -1,17 +1,685 @@
-"""Tables of the notifications service and the queries that need SQL."""
+"""Stores of the notifications service: read models kept from other services' events, the inbox, preferences,
+deliveries (claimed with a lease, SKIP LOCKED on PostgreSQL), stream tickets and kept secrets; and the unit of work."""
 
-from sqlalchemy import MetaData
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gatherly.kernel.tables import kernel_tables
-from gatherly.kernel.uow import UnitOfWork
+from gatherly.contracts.events import EventSnapshot
+from gatherly.kernel.clock import Clock
+from gatherly.kernel.db import Database, rowcount
+from gatherly.kernel.runtime import ServiceContext
+from gatherly.kernel.uow import OutboxSignal, UnitOfWork
+from gatherly.notifications.domain import (
+    Channel,
+    EventFacts,
+    EventId,
+    GroupId,
+    Kind,
+    Notice,
+    Preferences,
+    UserId,
+)
+from gatherly.notifications.tables import (
+    attendees,
+    deliveries,
+    events,
+    group_members,
+    groups,
+    metadata,
+    notifications,
+    preferences,
+    recipients,
+    secrets,
+    stream_tickets,
+)
 
-metadata = MetaData()
-kernel_tables(metadata)
+__all__ = ["NotificationsUnitOfWork", "metadata", "reading", "unit_of_work"]
+
+# IN lists stay well under SQLite's and asyncpg's parameter limits.
+CHUNK = 500
+
+
+def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), CHUNK):
+        yield items[start : start + CHUNK]
+
+
+# --- read models ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recipient:
+    user_id: UserId
+    email: str | None
+    display_name: str
+    confirmed: bool
+
+    @property
+    def mailable(self) -> bool:
+        return self.confirmed and bool(self.email)
+
+
+class RecipientStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def keep(self, user_id: str, at: datetime, *, confirmed: bool | None = None, **values: Any) -> None:
+        """Upsert what an event says of a person (unless they are deleted); `confirmed` only ever turns on."""
+        row = (await self.session.execute(select(recipients).where(recipients.c.user_id == user_id))).mappings().first()
+        if row is None:
+            await self.session.execute(
+                insert(recipients).values(user_id=user_id, confirmed=bool(confirmed), updated_at=at, **values)
+            )
+            return
+        if row["deleted_at"] is not None:
+            return
+        if confirmed:
+            values["confirmed"] = True
+        await self.session.execute(
+            update(recipients).where(recipients.c.user_id == user_id).values(updated_at=at, **values)
+        )
+
+    async def forget(self, user_id: str, at: datetime) -> None:
+        """The person is gone: keep a tombstone only (no address, no name)."""
+        await self.keep(user_id, at)
+        await self.session.execute(
+            update(recipients)
+            .where(recipients.c.user_id == user_id)
+            .values(email=None, display_name=None, confirmed=False, deleted_at=at)
+        )
+
+    async def get(self, user_id: str) -> Recipient | None:
+        found = await self.many([user_id])
+        return found.get(UserId(user_id))
+
+    async def many(self, user_ids: Sequence[str]) -> dict[UserId, Recipient]:
+        found: dict[UserId, Recipient] = {}
+        for chunk in _chunks(user_ids):
+            rows = await self.session.execute(
+                select(recipients).where(recipients.c.user_id.in_(chunk), recipients.c.deleted_at.is_(None))
+            )
+            for row in rows.mappings():
+                found[UserId(row["user_id"])] = Recipient(
+                    UserId(row["user_id"]), row["email"], row["display_name"] or "", row["confirmed"]
+                )
+        return found
+
+
+class MemberStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def put(self, group_id: str, user_id: str, role: str) -> None:
+        if await self.session.scalar(select(groups.c.deleted_at).where(groups.c.group_id == group_id)):
+            return
+        changed = await self.session.execute(
+            update(group_members)
+            .where(group_members.c.group_id == group_id, group_members.c.user_id == user_id)
+            .values(role=role)
+        )
+        if rowcount(changed) == 0:
+            await self.session.execute(insert(group_members).values(group_id=group_id, user_id=user_id, role=role))
+
+    async def remove(self, group_id: str, user_id: str) -> None:
+        await self.session.execute(
+            delete(group_members).where(group_members.c.group_id == group_id, group_members.c.user_id == user_id)
+        )
+
+    async def forget_group(self, group_id: str, at: datetime) -> None:
+        await self.session.execute(delete(group_members).where(group_members.c.group_id == group_id))
+        if await self.session.scalar(select(groups.c.group_id).where(groups.c.group_id == group_id)) is None:
+            await self.session.execute(insert(groups).values(group_id=group_id, deleted_at=at))
+
+    async def of(self, group_id: str) -> list[UserId]:
+        rows = await self.session.scalars(select(group_members.c.user_id).where(group_members.c.group_id == group_id))
+        return [UserId(r) for r in rows]
+
+
+def _place(snapshot: EventSnapshot) -> str:
+    if snapshot.venue is not None:
+        return ", ".join(part for part in (snapshot.venue.name, snapshot.venue.address) if part)
+    return "Online" if snapshot.online else ""
+
+
+class EventStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def keep(self, snapshot: EventSnapshot) -> None:
+        """Upsert from a snapshot unless what is kept is as new or newer (by the event's sequence)."""
+        values = {
+            "group_id": snapshot.group_id,
+            "group_name": snapshot.group_name,
+            "title": snapshot.title,
+            "starts_at": snapshot.starts_at,
+            "timezone": snapshot.timezone,
+            "place": _place(snapshot),
+            "sequence": snapshot.sequence,
+        }
+        kept = await self.session.scalar(select(events.c.sequence).where(events.c.event_id == snapshot.event_id))
+        if kept is None:
+            await self.session.execute(insert(events).values(event_id=snapshot.event_id, status="scheduled", **values))
+        elif kept < snapshot.sequence:
+            await self.session.execute(update(events).where(events.c.event_id == snapshot.event_id).values(**values))
+
+    async def cancel(self, event_id: str, sequence: int) -> None:
+        await self.session.execute(
+            update(events).where(events.c.event_id == event_id).values(status="cancelled", sequence=sequence)
+        )
+        await self.session.execute(delete(attendees).where(attendees.c.event_id == event_id))
+
+    async def get(self, event_id: str) -> EventFacts | None:
+        row = (await self.session.execute(select(events).where(events.c.event_id == event_id))).mappings().first()
+        if row is None:
+            return None
+        return EventFacts(
+            EventId(row["event_id"]),
+            GroupId(row["group_id"]),
+            row["group_name"],
+            row["title"],
+            row["starts_at"],
+            row["timezone"],
+            row["place"],
+            row["status"],
+        )
+
+
+class AttendeeStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def put(self, event_id: str, user_id: str, status: str) -> None:
+        changed = await self.session.execute(
+            update(attendees)
+            .where(attendees.c.event_id == event_id, attendees.c.user_id == user_id)
+            .values(status=status)
+        )
+        if rowcount(changed) == 0:
+            await self.session.execute(insert(attendees).values(event_id=event_id, user_id=user_id, status=status))
+
+    async def remove(self, event_id: str, user_id: str) -> None:
+        await self.session.execute(
+            delete(attendees).where(attendees.c.event_id == event_id, attendees.c.user_id == user_id)
+        )
+
+    async def going(self, event_id: str) -> list[UserId]:
+        rows = await self.session.scalars(
+            select(attendees.c.user_id).where(attendees.c.event_id == event_id, attendees.c.status == "going")
+        )
+        return [UserId(r) for r in rows]
+
+    async def forget_person(self, user_id: str) -> None:
+        await self.session.execute(delete(attendees).where(attendees.c.user_id == user_id))
+        await self.session.execute(delete(group_members).where(group_members.c.user_id == user_id))
+
+
+# --- the inbox -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Notification:
+    seq: int
+    id: str
+    user_id: UserId
+    kind: Kind
+    title: str
+    body: str
+    link: str
+    created_at: datetime
+    read_at: datetime | None
+
+
+def _notification(row: Any) -> Notification:
+    return Notification(
+        row["seq"],
+        row["id"],
+        UserId(row["user_id"]),
+        Kind(row["kind"]),
+        row["title"],
+        row["body"],
+        row["link"],
+        row["created_at"],
+        row["read_at"],
+    )
+
+
+class InboxStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, notices: Sequence[Notice], source: str, now: datetime) -> list[tuple[str, Notice]]:
+        """Put each notice in its person's inbox unless this cause already told them (a redelivery, a replay);
+        returns the new notifications' ids with their notice."""
+        told: set[str] = set()
+        for chunk in _chunks([n.user_id for n in notices]):
+            told |= set(
+                await self.session.scalars(
+                    select(notifications.c.user_id).where(
+                        notifications.c.source == source, notifications.c.user_id.in_(chunk)
+                    )
+                )
+            )
+        new = [(str(uuid.uuid4()), notice) for notice in notices if notice.user_id not in told]
+        if new:
+            await self.session.execute(
+                insert(notifications),
+                [
+                    {
+                        "id": notification_id,
+                        "user_id": notice.user_id,
+                        "kind": notice.kind.value,
+                        "title": notice.title[:300],
+                        "body": notice.body,
+                        "link": notice.link[:500],
+                        "source": source,
+                        "created_at": now,
+                    }
+                    for notification_id, notice in new
+                ],
+            )
+        return new
+
+    async def page(self, user_id: str, *, unread_only: bool, limit: int, before: int | None) -> list[Notification]:
+        """Newest first; `before` is the seq the previous page ended at."""
+        query = select(notifications).where(notifications.c.user_id == user_id)
+        if unread_only:
+            query = query.where(notifications.c.read_at.is_(None))
+        if before is not None:
+            query = query.where(notifications.c.seq < before)
+        rows = await self.session.execute(query.order_by(notifications.c.seq.desc()).limit(limit))
+        return [_notification(row) for row in rows.mappings()]
+
+    async def after(self, user_id: str, seq: int, limit: int) -> list[Notification]:
+        """Oldest first from just after `seq`: what a live stream has not sent yet."""
+        rows = await self.session.execute(
+            select(notifications)
+            .where(notifications.c.user_id == user_id, notifications.c.seq > seq)
+            .order_by(notifications.c.seq)
+            .limit(limit)
+        )
+        return [_notification(row) for row in rows.mappings()]
+
+    async def newest_seq(self, user_id: str) -> int:
+        newest = await self.session.scalar(
+            select(func.max(notifications.c.seq)).where(notifications.c.user_id == user_id)
+        )
+        return int(newest or 0)
+
+    async def unread_count(self, user_id: str) -> int:
+        count = await self.session.scalar(
+            select(func.count())
+            .select_from(notifications)
+            .where(notifications.c.user_id == user_id, notifications.c.read_at.is_(None))
+        )
+        return int(count or 0)
+
+    async def get(self, notification_id: str) -> Notification | None:
+        row = (
+            (await self.session.execute(select(notifications).where(notifications.c.id == notification_id)))
+            .mappings()
+            .first()
+        )
+        return _notification(row) if row else None
+
+    async def mark_read(self, user_id: str, notification_id: str, now: datetime) -> bool:
+        """Whether the person has this notification (reading it twice is fine)."""
+        found = await self.session.scalar(
+            select(notifications.c.seq).where(notifications.c.id == notification_id, notifications.c.user_id == user_id)
+        )
+        if found is None:
+            return False
+        await self.session.execute(
+            update(notifications)
+            .where(notifications.c.seq == found, notifications.c.read_at.is_(None))
+            .values(read_at=now)
+        )
+        return True
+
+    async def mark_all_read(self, user_id: str, now: datetime) -> None:
+        await self.session.execute(
+            update(notifications)
+            .where(notifications.c.user_id == user_id, notifications.c.read_at.is_(None))
+            .values(read_at=now)
+        )
+
+    async def forget_person(self, user_id: str) -> None:
+        await self.session.execute(delete(notifications).where(notifications.c.user_id == user_id))
+        await self.session.execute(delete(deliveries).where(deliveries.c.user_id == user_id))
+        await self.session.execute(delete(preferences).where(preferences.c.user_id == user_id))
+        await self.session.execute(delete(stream_tickets).where(stream_tickets.c.user_id == user_id))
+
+
+# --- preferences -----------------------------------------------------------------------------------------------------
+
+
+KINDS = {kind.value for kind in Kind}
+
+
+def _preferences(row: Any) -> Preferences:
+    # A kind this build no longer knows is ignored rather than refused: the row outlives the code that wrote it.
+    return Preferences(
+        {Kind(k): bool(v) for k, v in row["email"].items() if k in KINDS},
+        {Kind(k): bool(v) for k, v in row["push"].items() if k in KINDS},
+        tuple(row["reminder_hours"]),
+    )
+
+
+class PreferenceStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def of(self, user_id: str) -> Preferences:
+        found = await self.many([user_id])
+        return found.get(UserId(user_id), Preferences())
+
+    async def many(self, user_ids: Sequence[str]) -> dict[UserId, Preferences]:
+        """The preferences of those who set any (the others have the defaults)."""
+        found: dict[UserId, Preferences] = {}
+        for chunk in _chunks(user_ids):
+            rows = await self.session.execute(select(preferences).where(preferences.c.user_id.in_(chunk)))
+            for row in rows.mappings():
+                found[UserId(row["user_id"])] = _preferences(row)
+        return found
+
+    async def put(self, user_id: str, chosen: Preferences, now: datetime) -> None:
+        values = {
+            "email": {k.value: v for k, v in chosen.email.items()},
+            "push": {k.value: v for k, v in chosen.push.items()},
+            "reminder_hours": list(chosen.reminder_hours),
+            "updated_at": now,
+        }
+        changed = await self.session.execute(
+            update(preferences).where(preferences.c.user_id == user_id).values(**values)
+        )
+        if rowcount(changed) == 0:
+            await self.session.execute(insert(preferences).values(user_id=user_id, **values))
+
+
+# --- deliveries ----------------------------------------------------------------------------------------------------
+
+
+class DeliveryStatus:
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"  # gave up after the bounded retries: listed and retried by an operator
+    DROPPED = "dropped"  # nobody to send to any more (the person deleted their account or address)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: str
+    notification_id: str
+    user_id: UserId
+    channel: Channel
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+
+
+def delivery_key(notification_id: str, channel: Channel) -> str:
+    """The send's idempotency key: one notification is sent at most once per channel."""
+    return f"{notification_id}:{channel.value}"
+
+
+def _delivery(row: Any) -> Delivery:
+    return Delivery(
+        row["id"],
+        row["notification_id"],
+        UserId(row["user_id"]),
+        Channel(row["channel"]),
+        row["status"],
+        row["attempts"],
+        row["next_attempt_at"],
+        row["last_error"],
+    )
+
+
+class DeliveryStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, items: Sequence[tuple[str, UserId, Channel]], now: datetime) -> None:
+        if not items:
+            return
+        await self.session.execute(
+            insert(deliveries),
+            [
+                {
+                    "id": delivery_key(notification_id, channel),
+                    "notification_id": notification_id,
+                    "user_id": user_id,
+                    "channel": channel.value,
+                    "status": DeliveryStatus.PENDING,
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                }
+                for notification_id, user_id, channel in items
+            ],
+        )
+
+    async def claim_due(self, channel: Channel, now: datetime, lease: timedelta, limit: int) -> list[Delivery]:
+        """Due sends of a channel, leased to the caller: other workers skip them until the lease ends (then a
+        sender that died mid-send is taken over). PostgreSQL: rows another worker is claiming are skipped
+        (SKIP LOCKED); SQLite: one writer at a time, so the read and the lease are one step for everyone."""
+        query = (
+            select(deliveries)
+            .where(
+                deliveries.c.status == DeliveryStatus.PENDING,
+                deliveries.c.channel == channel.value,
+                deliveries.c.next_attempt_at <= now,
+            )
+            .order_by(deliveries.c.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        due = [_delivery(row) for row in (await self.session.execute(query)).mappings()]
+        if due:
+            await self.session.execute(
+                update(deliveries).where(deliveries.c.id.in_([d.id for d in due])).values(next_attempt_at=now + lease)
+            )
+        return due
+
+    async def sent(self, delivery_id: str, now: datetime) -> None:
+        await self.session.execute(
+            update(deliveries)
+            .where(deliveries.c.id == delivery_id)
+            .values(status=DeliveryStatus.SENT, sent_at=now, last_error=None)
+        )
+
+    async def failed(self, delivery_id: str, error: str, *, retry_at: datetime | None) -> None:
+        """One more failed attempt: retried at `retry_at`, or given up (status failed) when None."""
+        values: dict[str, Any] = {"attempts": deliveries.c.attempts + 1, "last_error": error[:2000]}
+        if retry_at is None:
+            values["status"] = DeliveryStatus.FAILED
+        else:
+            values["next_attempt_at"] = retry_at
+        await self.session.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(**values))
+
+    async def postpone(self, delivery_id: str, until: datetime) -> None:
+        """Not an attempt (the channel's circuit is open): try again at `until`."""
+        await self.session.execute(
+            update(deliveries).where(deliveries.c.id == delivery_id).values(next_attempt_at=until)
+        )
+
+    async def dropped(self, delivery_id: str, reason: str) -> None:
+        await self.session.execute(
+            update(deliveries)
+            .where(deliveries.c.id == delivery_id)
+            .values(status=DeliveryStatus.DROPPED, last_error=reason)
+        )
+
+    async def failed_ones(self, limit: int) -> list[Delivery]:
+        rows = await self.session.execute(
+            select(deliveries)
+            .where(deliveries.c.status == DeliveryStatus.FAILED)
+            .order_by(deliveries.c.created_at, deliveries.c.id)
+            .limit(limit)
+        )
+        return [_delivery(row) for row in rows.mappings()]
+
+    async def retry_failed(self, now: datetime, ids: Sequence[str] = ()) -> int:
+        """Failed sends back in the queue with fresh attempts (all of them, or those named)."""
+        condition = deliveries.c.status == DeliveryStatus.FAILED
+        if ids:
+            condition = and_(condition, deliveries.c.id.in_(ids))
+        result = await self.session.execute(
+            update(deliveries).where(condition).values(status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=now)
+        )
+        return rowcount(result)
+
+    async def next_due_at(self) -> datetime | None:
+        due: datetime | None = await self.session.scalar(
+            select(func.min(deliveries.c.next_attempt_at)).where(deliveries.c.status == DeliveryStatus.PENDING)
+        )
+        return due
+
+    async def count(self, status: str) -> int:
+        return int(
+            await self.session.scalar(select(func.count()).select_from(deliveries).where(deliveries.c.status == status))
+            or 0
+        )
+
+
+# --- stream tickets and secrets ------------------------------------------------------------------------------------
+
+
+class TicketStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, ticket_hash: str, user_id: str, expires_at: datetime, now: datetime) -> None:
+        # Spent and expired tickets go as new ones come: the table stays as small as the tickets in flight.
+        await self.session.execute(delete(stream_tickets).where(stream_tickets.c.expires_at <= now))
+        await self.session.execute(
+            insert(stream_tickets).values(ticket_hash=ticket_hash, user_id=user_id, expires_at=expires_at)
+        )
+
+    async def take(self, ticket_hash: str, now: datetime) -> UserId | None:
+        """The ticket's person if it is valid; it is spent either way (single use)."""
+        row = (
+            (await self.session.execute(select(stream_tickets).where(stream_tickets.c.ticket_hash == ticket_hash)))
+            .mappings()
+            .first()
+        )
+        if row is None:
+            return None
+        await self.session.execute(delete(stream_tickets).where(stream_tickets.c.ticket_hash == ticket_hash))
+        return UserId(row["user_id"]) if row["expires_at"] > now else None
+
+
+class SecretStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, name: str) -> str | None:
+        value: str | None = await self.session.scalar(select(secrets.c.value).where(secrets.c.name == name))
+        return value
+
+    async def add(self, name: str, value: str, now: datetime) -> bool:
+        """Whether it was stored (False: another process stored one first; use theirs)."""
+        try:
+            async with self.session.begin_nested():
+                await self.session.execute(insert(secrets).values(name=name, value=value, created_at=now))
+        except IntegrityError:
+            return False
+        return True
+
+
+# --- unit of work -------------------------------------------------------------------------------------------------
+
+
+class Stores:
+    """Every store of the service on one session (read-only sessions use these too)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.recipients = RecipientStore(session)
+        self.members = MemberStore(session)
+        self.events = EventStore(session)
+        self.attendees = AttendeeStore(session)
+        self.inbox = InboxStore(session)
+        self.preferences = PreferenceStore(session)
+        self.deliveries = DeliveryStore(session)
+        self.tickets = TicketStore(session)
+        self.secrets = SecretStore(session)
 
 
 class NotificationsUnitOfWork(UnitOfWork):
-    """One transaction of the notifications service: its stores plus the outbox."""
+    """One transaction of the notifications service: its stores plus the outbox. Sends queued in it are written
+    in the same transaction; after the commit this process's senders are woken (others find them by polling)."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Clock | None = None,
+        signal: OutboxSignal | None = None,
+        sends_signal: OutboxSignal | None = None,
+    ) -> None:
+        super().__init__(db, clock=clock, signal=signal)
+        self.sends_signal = sends_signal
+        self._sends_queued = False
+
+    recipients: RecipientStore
+    members: MemberStore
+    events: EventStore
+    attendees: AttendeeStore
+    inbox: InboxStore
+    preferences: PreferenceStore
+    deliveries: DeliveryStore
+    tickets: TicketStore
+    secrets: SecretStore
 
     def open_stores(self, session: AsyncSession) -> None:
-        pass
+        stores = Stores(session)
+        self.recipients = stores.recipients
+        self.members = stores.members
+        self.events = stores.events
+        self.attendees = stores.attendees
+        self.inbox = stores.inbox
+        self.preferences = stores.preferences
+        self.deliveries = stores.deliveries
+        self.tickets = stores.tickets
+        self.secrets = stores.secrets
+        self._sends_queued = False
+
+    async def queue_sends(self, items: Sequence[tuple[str, UserId, Channel]]) -> None:
+        """Sends (notification id, person, channel) to make once this transaction commits."""
+        await self.deliveries.add(items, self.clock.now())
+        self._sends_queued = self._sends_queued or bool(items)
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await super().__aexit__(exc_type, exc, tb)
+        if exc_type is None and self._sends_queued and self.sends_signal is not None:
+            self.sends_signal.notify()
+        self._sends_queued = False
+
+
+SENDS_SIGNAL = "sends_signal"
+
+
+def unit_of_work(context: ServiceContext) -> NotificationsUnitOfWork:
+    return NotificationsUnitOfWork(
+        context.db, clock=context.clock, signal=context.signal, sends_signal=context.extras.get(SENDS_SIGNAL)
+    )
+
+
+@asynccontextmanager
+async def reading(db: Database) -> AsyncIterator[Stores]:
+    """Stores on a read-only session: queries that do not wait for SQLite's write turn."""
+    async with db.read_session() as session:
+        yield Stores(session)
