@@ -32,6 +32,8 @@ class LiveFeed:
         self.poll_interval = poll_interval
         self.batch = batch
         self._watchers: dict[str, set[asyncio.Event]] = {}
+        # Set once the feed knows where the topic ended when it started: records after that wake watchers.
+        self.following = asyncio.Event()
 
     @contextmanager
     def watch(self, user_id: str) -> Iterator[asyncio.Event]:
@@ -55,6 +57,7 @@ class LiveFeed:
         """Follow the topic from its end now: older notifications are the streams' own business (they read the
         database from the client's Last-Event-ID)."""
         positions = {tp.partition: end for tp, end in (await self.log.end_offsets(TOPIC)).items()}
+        self.following.set()
         while True:
             records = await self.log.read(TOPIC, positions, limit=self.batch)
             for record in records:
