@@ -112,7 +112,7 @@ async def test_bad_preferences_are_refused_naming_the_field(api: Any, body: dict
 
 
 async def test_the_emailed_unsubscribe_link_switches_that_kind_off_in_one_click_without_login(api: Any) -> None:
-    olga, ann = await _announce(api, 1)
+    _, ann = await _announce(api, 1)
     mail = await api.wait_for_mail(ann, "Runners: News 0")
     link = mail["List-Unsubscribe"].strip("<>")
     assert link in mail.get_body(preferencelist=("plain",)).get_content()

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,14 +26,20 @@ from gatherly.notifications.stream import TOPIC, LiveFeed
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
+async def eventually(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what}: not after {timeout}s"
+        await asyncio.sleep(0.01)
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def server(api: Any) -> AsyncIterator[str]:
     """The test's Gatherly served by uvicorn on a free loopback port (its lifespan is already running)."""
     config = uvicorn.Config(api.running.process, host="127.0.0.1", port=0, lifespan="off", log_config=None)
     served = uvicorn.Server(config)
     task = asyncio.create_task(served.serve())
-    while not served.started:
-        await asyncio.sleep(0.01)
+    await eventually(lambda: served.started, what="uvicorn listening")
     port = served.servers[0].sockets[0].getsockname()[1]
     yield f"http://127.0.0.1:{port}"
     served.should_exit = True
