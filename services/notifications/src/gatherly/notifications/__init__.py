@@ -11,7 +11,7 @@ from gatherly.notifications.consumers import consumers
 from gatherly.notifications.emails import TEMPLATES, EmailTemplates
 from gatherly.notifications.store import SENDS_SIGNAL, metadata, unit_of_work
 from gatherly.notifications.stream import LIVE_FEED, LiveFeed
-from gatherly.notifications.tasks import follow_notifications, send_emails
+from gatherly.notifications.tasks import follow_notifications, send_emails, send_reminders
 
 
 async def _start(context: ServiceContext) -> None:
@@ -33,6 +33,6 @@ SERVICE = ServiceDefinition(
     unit_of_work=unit_of_work,
     consumers=consumers,
     topics=["notification"],
-    tasks=[send_emails, follow_notifications],
+    tasks=[send_reminders, send_emails, follow_notifications],
     on_start=_start,
 )

@@ -81,11 +81,15 @@ async def event_updated(uow: NotificationsUnitOfWork, event: EventUpdated, sourc
     await uow.events.keep(event)
     facts = await uow.events.get(event.event_id)
     assert facts is not None
+    if "starts_at" in event.changed:
+        for person in await uow.attendees.going(event.event_id):
+            await schedule_reminders(uow, event.event_id, person)
     await tell(uow, domain.event_updated(facts, event.changed, event.attendee_ids, by=event.updated_by), source)
 
 
 async def event_cancelled(uow: NotificationsUnitOfWork, event: EventCancelled, source: str) -> None:
     await uow.events.cancel(event.event_id, event.sequence)
+    await uow.reminders.drop(event.event_id)
     people = [*event.attendee_ids, *event.waitlist_ids]
     notices = domain.event_cancelled(
         event.event_id, event.title, event.starts_at, event.reason, people, by=event.cancelled_by
@@ -102,12 +106,17 @@ async def rsvp_changed(
         kind = Kind.RSVP_CONFIRMED if isinstance(event, RsvpConfirmed) else Kind.RSVP_PROMOTED
         status, position = "going", None
     await uow.attendees.put(event.event_id, event.user_id, status)
+    if status == "going":
+        await schedule_reminders(uow, event.event_id, event.user_id)
+    else:
+        await uow.reminders.drop(event.event_id, event.user_id)
     facts = await uow.events.get(event.event_id) or domain.unknown_event(event.event_id, event.group_id)
     await tell(uow, [domain.rsvp_outcome(kind, facts, event.user_id, position=position)], source)
 
 
 async def rsvp_cancelled(uow: NotificationsUnitOfWork, event: RsvpCancelled) -> None:
     await uow.attendees.remove(event.event_id, event.user_id)
+    await uow.reminders.drop(event.event_id, event.user_id)
 
 
 async def comment_posted(uow: NotificationsUnitOfWork, event: CommentPosted, source: str) -> None:
@@ -144,6 +153,41 @@ async def forget_person(uow: NotificationsUnitOfWork, user_id: str, at: datetime
     await uow.recipients.forget(user_id, at)
     await uow.inbox.forget_person(user_id)
     await uow.attendees.forget_person(user_id)
+    await uow.reminders.forget_person(user_id)
+
+
+# --- reminders -----------------------------------------------------------------------------------------------------
+
+
+async def schedule_reminders(uow: NotificationsUnitOfWork, event_id: str, user_id: str) -> None:
+    """A person going to an event gets the reminders their preferences ask for, those still ahead."""
+    facts = await uow.events.get(event_id)
+    if facts is None or facts.starts_at is None or facts.status != "scheduled":
+        await uow.reminders.drop(event_id, user_id)
+        return
+    chosen = await uow.preferences.of(user_id)
+    times = domain.reminder_times(facts.starts_at, chosen.reminder_hours, now=uow.clock.now())
+    await uow.reminders.schedule(event_id, user_id, times)
+
+
+async def send_due_reminders(uow: NotificationsUnitOfWork, limit: int = 100) -> int:
+    """Tell everyone whose reminder is due, each exactly once: the inbox row (with its sends) and the schedule's
+    `sent_at` commit together, so a crash before the commit sends nothing and one after it has marked it sent."""
+    async with uow:
+        now = uow.clock.now()
+        due = await uow.reminders.claim_due(now, limit)
+        for reminder in due:
+            facts = await uow.events.get(reminder.event_id)
+            if facts is not None and facts.status == "scheduled":
+                notice = domain.reminder(facts, reminder.user_id, reminder.hours_before)
+                await tell(uow, [notice], f"reminder:{reminder.event_id}:{reminder.hours_before}")
+            await uow.reminders.mark_sent(reminder, now)
+        return len(due)
+
+
+async def next_reminder_at(db: Database) -> datetime | None:
+    async with reading(db) as stores:
+        return await stores.reminders.next_due_at()
 
 
 # --- the inbox -----------------------------------------------------------------------------------------------------
@@ -188,6 +232,9 @@ async def preferences_of(db: Database, me: Principal) -> Preferences:
 async def set_preferences(uow: NotificationsUnitOfWork, me: Principal, chosen: Preferences) -> Preferences:
     async with uow:
         await uow.preferences.put(me.user_id, chosen, uow.clock.now())
+        # Reminder hours apply to the events already in the person's calendar too.
+        for event_id in await uow.attendees.going_to(me.user_id):
+            await schedule_reminders(uow, event_id, me.user_id)
     return chosen
 
 

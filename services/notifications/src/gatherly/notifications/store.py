@@ -40,6 +40,7 @@ from gatherly.notifications.tables import (
     notifications,
     preferences,
     recipients,
+    reminders,
     secrets,
     stream_tickets,
 )
@@ -218,6 +219,12 @@ class AttendeeStore:
             select(attendees.c.user_id).where(attendees.c.event_id == event_id, attendees.c.status == "going")
         )
         return [UserId(r) for r in rows]
+
+    async def going_to(self, user_id: str) -> list[EventId]:
+        rows = await self.session.scalars(
+            select(attendees.c.event_id).where(attendees.c.user_id == user_id, attendees.c.status == "going")
+        )
+        return [EventId(r) for r in rows]
 
     async def forget_person(self, user_id: str) -> None:
         await self.session.execute(delete(attendees).where(attendees.c.user_id == user_id))
@@ -553,6 +560,83 @@ class DeliveryStore:
         )
 
 
+# --- reminders -------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DueReminder:
+    event_id: EventId
+    user_id: UserId
+    hours_before: int
+
+
+class ReminderStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def schedule(self, event_id: str, user_id: str, times: Sequence[tuple[int, datetime]]) -> None:
+        """A person's reminders of an event are these from now on (those already sent stay sent, never again)."""
+        mine = and_(reminders.c.event_id == event_id, reminders.c.user_id == user_id)
+        await self.session.execute(delete(reminders).where(mine, reminders.c.sent_at.is_(None)))
+        sent = set(await self.session.scalars(select(reminders.c.hours_before).where(mine)))
+        rows = [
+            {"event_id": event_id, "user_id": user_id, "hours_before": hours, "due_at": due_at}
+            for hours, due_at in times
+            if hours not in sent
+        ]
+        if rows:
+            await self.session.execute(insert(reminders), rows)
+
+    async def drop(self, event_id: str, user_id: str | None = None) -> None:
+        """Unsent reminders of an event (of one person, or everyone's) are not sent."""
+        condition = and_(reminders.c.event_id == event_id, reminders.c.sent_at.is_(None))
+        if user_id is not None:
+            condition = and_(condition, reminders.c.user_id == user_id)
+        await self.session.execute(delete(reminders).where(condition))
+
+    async def claim_due(self, now: datetime, limit: int) -> list[DueReminder]:
+        """Unsent reminders due now, locked for this transaction: another worker on PostgreSQL skips them (SKIP
+        LOCKED) and, once this transaction marks them sent, never sees them; on SQLite this transaction is the only
+        writer until it commits, so the same holds."""
+        rows = await self.session.execute(
+            select(reminders.c.event_id, reminders.c.user_id, reminders.c.hours_before)
+            .where(reminders.c.sent_at.is_(None), reminders.c.due_at <= now)
+            .order_by(reminders.c.due_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return [DueReminder(EventId(r.event_id), UserId(r.user_id), r.hours_before) for r in rows]
+
+    async def mark_sent(self, reminder: DueReminder, now: datetime) -> None:
+        await self.session.execute(
+            update(reminders)
+            .where(
+                reminders.c.event_id == reminder.event_id,
+                reminders.c.user_id == reminder.user_id,
+                reminders.c.hours_before == reminder.hours_before,
+            )
+            .values(sent_at=now)
+        )
+
+    async def next_due_at(self) -> datetime | None:
+        due: datetime | None = await self.session.scalar(
+            select(func.min(reminders.c.due_at)).where(reminders.c.sent_at.is_(None))
+        )
+        return due
+
+    async def of(self, event_id: str) -> list[tuple[UserId, int, datetime, datetime | None]]:
+        """(person, hours before, due at, sent at) of an event's schedule."""
+        rows = await self.session.execute(
+            select(reminders.c.user_id, reminders.c.hours_before, reminders.c.due_at, reminders.c.sent_at)
+            .where(reminders.c.event_id == event_id)
+            .order_by(reminders.c.user_id, reminders.c.hours_before)
+        )
+        return [(UserId(r.user_id), r.hours_before, r.due_at, r.sent_at) for r in rows]
+
+    async def forget_person(self, user_id: str) -> None:
+        await self.session.execute(delete(reminders).where(reminders.c.user_id == user_id))
+
+
 # --- stream tickets and secrets ------------------------------------------------------------------------------------
 
 
@@ -614,6 +698,7 @@ class Stores:
         self.deliveries = DeliveryStore(session)
         self.tickets = TicketStore(session)
         self.secrets = SecretStore(session)
+        self.reminders = ReminderStore(session)
 
 
 class NotificationsUnitOfWork(UnitOfWork):
@@ -641,6 +726,7 @@ class NotificationsUnitOfWork(UnitOfWork):
     deliveries: DeliveryStore
     tickets: TicketStore
     secrets: SecretStore
+    reminders: ReminderStore
 
     def open_stores(self, session: AsyncSession) -> None:
         stores = Stores(session)
@@ -653,6 +739,7 @@ class NotificationsUnitOfWork(UnitOfWork):
         self.deliveries = stores.deliveries
         self.tickets = stores.tickets
         self.secrets = stores.secrets
+        self.reminders = stores.reminders
         self._sends_queued = False
 
     async def queue_sends(self, items: Sequence[tuple[str, UserId, Channel]]) -> None:

@@ -147,3 +147,19 @@ secrets = Table(
     Column("value", Text, nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
 )
+
+# The reminder schedule: one row per event, person going and hours-before, due at the event's start minus those
+# hours. Moved when the event's time changes, deleted when it is cancelled or the person stops going; a row is
+# marked sent in the same transaction that puts the reminder in the inbox, so it is sent exactly once.
+reminders = Table(
+    "reminders",
+    metadata,
+    Column("event_id", ID, primary_key=True),
+    Column("user_id", USER_ID, primary_key=True),
+    Column("hours_before", Integer, primary_key=True),
+    Column("due_at", UtcDateTime(), nullable=False),
+    Column("sent_at", UtcDateTime()),
+    # The scheduler's next batch: unsent rows in due order.
+    Index("ix_reminders_sent_at_due_at", "sent_at", "due_at"),
+    Index("ix_reminders_user_id", "user_id"),
+)

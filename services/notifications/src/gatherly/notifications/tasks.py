@@ -1,10 +1,14 @@
-"""Background work of the notifications service: the email sender and the live feed that wakes streams."""
+"""Background work of the notifications service: reminders when due, the email sender, and the live feed that
+wakes streams."""
 
 from __future__ import annotations
 
+import asyncio
+
 from gatherly.kernel.runtime import ServiceContext
+from gatherly.notifications import service
 from gatherly.notifications.emails import TEMPLATES, EmailSender, EmailTemplates
-from gatherly.notifications.store import SENDS_SIGNAL
+from gatherly.notifications.store import SENDS_SIGNAL, unit_of_work
 from gatherly.notifications.stream import LIVE_FEED, LiveFeed
 
 
@@ -18,3 +22,20 @@ async def follow_notifications(context: ServiceContext) -> None:
     """Background task: follow the `notification` topic and wake this process's live streams."""
     feed: LiveFeed = context.extras[LIVE_FEED]
     await feed.run()
+
+
+REMINDER_BATCH = 100
+
+
+async def send_reminders(context: ServiceContext) -> None:
+    """Background task: send reminders as they come due. It looks at least every notification poll interval
+    (1 s by default), so a reminder goes out within that of its due time, even when another process scheduled it.
+    A failing round raises: the host's supervisor logs it and restarts the loop with backoff."""
+    poll = context.settings.notification_poll_interval
+    while True:
+        sent = await service.send_due_reminders(unit_of_work(context), REMINDER_BATCH)
+        if sent == REMINDER_BATCH:
+            continue
+        next_due = await service.next_reminder_at(context.db)
+        wait = poll if next_due is None else (next_due - context.clock.now()).total_seconds()
+        await asyncio.sleep(min(poll, max(0.0, wait)))
