@@ -13,6 +13,7 @@ from email.message import EmailMessage
 
 import structlog
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from prometheus_client import Counter
 
 from gatherly.kernel.mail import compose
 from gatherly.kernel.resilience import CircuitOpen
@@ -24,6 +25,10 @@ from gatherly.notifications.store import Delivery, Notification, Recipient, Stor
 log = structlog.get_logger(__name__)
 
 _Change = Callable[[Stores], Awaitable[None]]
+
+# Outcomes of send attempts: sent | retry (failed, tried again later) | gave_up (recorded as failed) |
+# postponed (the channel's circuit is open: not an attempt) | dropped (nobody to send to any more).
+SENDS = Counter("gatherly_notification_sends_total", "Notification send attempts by outcome", ["channel", "outcome"])
 
 # The circuit breaker of the email channel (the kernel's SMTP adapter has its own around each connection).
 EMAIL_CIRCUIT = "notifications.email"
@@ -145,6 +150,7 @@ class EmailSender:
                 recipient = await stores.recipients.get(delivery.user_id)
             if notification is None or recipient is None or not recipient.mailable:
                 await self._record(lambda s: s.deliveries.dropped(delivery.id, "nobody to send to any more"))
+                SENDS.labels(Channel.EMAIL.value, "dropped").inc()
                 return 0
             message = message_for(
                 delivery,
@@ -160,12 +166,14 @@ class EmailSender:
                 # trial call through once its time is up.
                 retry_at = self.context.clock.now() + CIRCUIT_OPEN_WAIT
                 await self._record(lambda s: s.deliveries.postpone(delivery.id, retry_at))
+                SENDS.labels(Channel.EMAIL.value, "postponed").inc()
                 return 0
             except Exception as error:
                 # Whatever the mailer raised (SMTP refusal, network, full disk), the send is kept and retried.
                 await self._failed(delivery, error)
                 return 0
             await self._record(lambda s: s.deliveries.sent(delivery.id, self.context.clock.now()))
+            SENDS.labels(Channel.EMAIL.value, "sent").inc()
             return 1
 
     async def _failed(self, delivery: Delivery, error: Exception) -> None:
@@ -181,6 +189,7 @@ class EmailSender:
             error=repr(error),
         )
         await self._record(lambda s: s.deliveries.failed(delivery.id, repr(error), retry_at=retry_at))
+        SENDS.labels(Channel.EMAIL.value, "retry" if retry_at is not None else "gave_up").inc()
 
     async def _record(self, change: _Change) -> None:
         async with self.context.db.writing() as session:
