@@ -14,7 +14,7 @@ import pytest
 
 from gatherly.app.testing import running_gatherly, sign_up
 from gatherly.kernel.testing import DB_BACKENDS
-from gatherly.notifications.emails import SENDS
+from gatherly.notifications.sending import SENDS
 from gatherly.notifications.store import DeliveryStatus, reading
 
 FAST: dict[str, Any] = {

@@ -32,7 +32,7 @@ from gatherly.notifications.store import DeliveryStatus, reading
 pytestmark = pytest.mark.slow
 
 ANNOUNCEMENTS = 60
-# What the sender may have in flight at once (emails.CONCURRENCY): the most a kill can leave unrecorded.
+# What the sender may have in flight at once (sending.CONCURRENCY): the most a kill can leave unrecorded.
 IN_FLIGHT = 10
 
 

@@ -21,18 +21,23 @@ from gatherly.kernel.runtime import ServiceContext, service_context
 from gatherly.kernel.web import PageRequest, encode_cursor, page_request
 from gatherly.notifications import service
 from gatherly.notifications.domain import InvalidPreferences, Preferences, UserId, preferences_from
+from gatherly.notifications.push import VAPID, VapidKeys
 from gatherly.notifications.schemas import (
     InboxOut,
     NotificationOut,
     PreferencesBody,
     PreferencesOut,
+    PushSubscriptionBody,
+    PushSubscriptionOut,
     RemindersBody,
     TicketOut,
+    VapidKeyOut,
 )
 from gatherly.notifications.store import Notification, NotificationsUnitOfWork, reading, unit_of_work
 from gatherly.notifications.stream import LIVE_FEED, LiveFeed
 
 router = APIRouter(prefix="/api/notifications", tags=["notifications"])
+push_router = APIRouter(prefix="/api/push", tags=["notifications"])
 
 UNSUBSCRIBE_KEY = "unsubscribe_key"
 STREAM_BATCH = 100
@@ -238,3 +243,36 @@ async def _events(
                 await asyncio.wait_for(woken.wait(), heartbeat)
             except TimeoutError:
                 yield ": heartbeat\n\n"
+
+
+# --- web push --------------------------------------------------------------------------------------------------------
+
+
+@push_router.get("/vapid-public-key", response_model=VapidKeyOut)
+async def get_vapid_public_key(context: ServiceContext = Depends(service_context)) -> VapidKeyOut:
+    """Made at the service's first start and kept: subscriptions stay valid across restarts."""
+    keys: VapidKeys = context.extras[VAPID]
+    return VapidKeyOut(public_key=keys.public_key)
+
+
+@push_router.post("/subscriptions", status_code=201, response_model=PushSubscriptionOut)
+async def subscribe_to_push(
+    body: PushSubscriptionBody,
+    me: CurrentUser,
+    uow: NotificationsUnitOfWork = Depends(_uow),
+    context: ServiceContext = Depends(service_context),
+) -> PushSubscriptionOut:
+    """This browser gets the caller's notifications as pushes (per their `push` preferences)."""
+    key = await service.subscribe_to_push(
+        uow, me, body.endpoint, body.keys.p256dh, body.keys.auth, dev=context.settings.dev_endpoints
+    )
+    return PushSubscriptionOut(id=key)
+
+
+@push_router.delete("/subscriptions/{subscription_id}", status_code=204, responses=problems(404))
+async def unsubscribe_from_push(
+    subscription_id: Annotated[str, Path(max_length=64)], me: CurrentUser, uow: NotificationsUnitOfWork = Depends(_uow)
+) -> Response:
+    """Someone else's subscription is 404."""
+    await service.unsubscribe_from_push(uow, me, subscription_id)
+    return Response(status_code=204)

@@ -3,8 +3,11 @@ and what people may choose. No I/O, no framework."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -303,3 +306,39 @@ def unsubscribe_signature(key: bytes, user_id: str, kind: Kind) -> str:
 
 def signature_matches(key: bytes, user_id: str, kind: Kind, signature: str) -> bool:
     return hmac.compare_digest(unsubscribe_signature(key, user_id, kind), signature)
+
+
+# --- web push subscriptions -------------------------------------------------------------------------------------
+
+
+class InvalidSubscription(ValueError):
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(detail)
+        self.field = field
+        self.detail = detail
+
+
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
+
+
+def check_subscription(endpoint: str, p256dh: str, auth: str, *, plain_http_on_loopback: bool) -> None:
+    """A browser's PushSubscription as the Push API gives it: an https endpoint (the server posts there, so nothing
+    else: no other scheme, no credentials in it), a P-256 public key and a 16-byte auth secret (RFC 8291). Plain http
+    to this machine only in dev mode (a local push service for testing)."""
+    url = urllib.parse.urlsplit(endpoint)
+    local = url.hostname in LOOPBACK_HOSTS
+    if url.scheme != "https" and not (url.scheme == "http" and local and plain_http_on_loopback):
+        raise InvalidSubscription("endpoint", "A push endpoint is an https URL.")
+    if not url.hostname or url.username or url.password:
+        raise InvalidSubscription("endpoint", "A push endpoint names a host and no credentials.")
+    if len(_b64url(p256dh, "keys.p256dh")) != 65 or not _b64url(p256dh, "keys.p256dh").startswith(b"\x04"):
+        raise InvalidSubscription("keys.p256dh", "An uncompressed P-256 public key (65 bytes, base64url).")
+    if len(_b64url(auth, "keys.auth")) != 16:
+        raise InvalidSubscription("keys.auth", "A 16-byte authentication secret (base64url).")
+
+
+def _b64url(value: str, field: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (ValueError, binascii.Error):
+        raise InvalidSubscription(field, "Not base64url.") from None

@@ -53,3 +53,29 @@ class PreferencesOut(BaseModel):
     email: dict[str, bool]
     push: dict[str, bool]
     reminders: RemindersBody
+
+
+class VapidKeyOut(BaseModel):
+    public_key: str = Field(
+        description="The VAPID public key (base64url): PushManager.subscribe's applicationServerKey."
+    )
+
+
+class PushKeys(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    p256dh: str = Field(max_length=200)
+    auth: str = Field(max_length=100)
+
+
+class PushSubscriptionBody(BaseModel):
+    """A browser's PushSubscription (`subscription.toJSON()`); `expirationTime` and unknown fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    endpoint: str = Field(max_length=2000)
+    keys: PushKeys
+
+
+class PushSubscriptionOut(BaseModel):
+    id: str = Field(description="For DELETE /api/push/subscriptions/{id}.")

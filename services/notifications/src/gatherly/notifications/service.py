@@ -30,10 +30,12 @@ from gatherly.kernel.errors import InvalidInput, NotFound
 from gatherly.notifications import domain
 from gatherly.notifications.domain import (
     Channel,
+    InvalidSubscription,
     Kind,
     Notice,
     Preferences,
     UserId,
+    check_subscription,
     signature_matches,
 )
 from gatherly.notifications.store import Delivery, Notification, NotificationsUnitOfWork, reading
@@ -51,12 +53,15 @@ async def tell(uow: NotificationsUnitOfWork, notices: Sequence[Notice], source: 
     people = sorted({notice.user_id for _, notice in new})
     chosen = await uow.preferences.many(people)
     reachable = await uow.recipients.many(people)
+    subscribed = await uow.push.subscribed(people)
     sends: list[tuple[str, UserId, Channel]] = []
     for notification_id, notice in new:
         recipient = reachable.get(notice.user_id)
-        wants_email = chosen.get(notice.user_id, Preferences()).wants(Channel.EMAIL, notice.kind)
-        if recipient is not None and recipient.mailable and wants_email:
+        wants = chosen.get(notice.user_id, Preferences())
+        if recipient is not None and recipient.mailable and wants.wants(Channel.EMAIL, notice.kind):
             sends.append((notification_id, notice.user_id, Channel.EMAIL))
+        if notice.user_id in subscribed and wants.wants(Channel.PUSH, notice.kind):
+            sends.append((notification_id, notice.user_id, Channel.PUSH))
     await uow.queue_sends(sends)
     uow.publish(
         *(
@@ -154,6 +159,7 @@ async def forget_person(uow: NotificationsUnitOfWork, user_id: str, at: datetime
     await uow.inbox.forget_person(user_id)
     await uow.attendees.forget_person(user_id)
     await uow.reminders.forget_person(user_id)
+    await uow.push.forget_person(user_id)
 
 
 # --- reminders -----------------------------------------------------------------------------------------------------
@@ -273,6 +279,26 @@ async def issue_stream_ticket(uow: NotificationsUnitOfWork, me: Principal) -> st
 async def redeem_stream_ticket(uow: NotificationsUnitOfWork, ticket: str) -> UserId | None:
     async with uow:
         return await uow.tickets.take(_hash(ticket), uow.clock.now())
+
+
+# --- web push subscriptions ----------------------------------------------------------------------------------------
+
+
+async def subscribe_to_push(
+    uow: NotificationsUnitOfWork, me: Principal, endpoint: str, p256dh: str, auth: str, *, dev: bool
+) -> str:
+    try:
+        check_subscription(endpoint, p256dh, auth, plain_http_on_loopback=dev)
+    except InvalidSubscription as invalid:
+        raise InvalidInput(invalid.detail, field=invalid.field) from None
+    async with uow:
+        return await uow.push.put(me.user_id, endpoint, p256dh, auth, uow.clock.now())
+
+
+async def unsubscribe_from_push(uow: NotificationsUnitOfWork, me: Principal, subscription_id: str) -> None:
+    async with uow:
+        if not await uow.push.remove(me.user_id, subscription_id):
+            raise NotFound("No such push subscription.")
 
 
 # --- kept secrets --------------------------------------------------------------------------------------------------

@@ -3,8 +3,9 @@ deliveries (claimed with a lease, SKIP LOCKED on PostgreSQL), stream tickets and
 
 from __future__ import annotations
 
+import hashlib
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -39,6 +40,7 @@ from gatherly.notifications.tables import (
     metadata,
     notifications,
     preferences,
+    push_subscriptions,
     recipients,
     reminders,
     secrets,
@@ -547,9 +549,11 @@ class DeliveryStore:
         )
         return rowcount(result)
 
-    async def next_due_at(self) -> datetime | None:
+    async def next_due_at(self, channel: Channel) -> datetime | None:
         due: datetime | None = await self.session.scalar(
-            select(func.min(deliveries.c.next_attempt_at)).where(deliveries.c.status == DeliveryStatus.PENDING)
+            select(func.min(deliveries.c.next_attempt_at)).where(
+                deliveries.c.status == DeliveryStatus.PENDING, deliveries.c.channel == channel.value
+            )
         )
         return due
 
@@ -558,6 +562,69 @@ class DeliveryStore:
             await self.session.scalar(select(func.count()).select_from(deliveries).where(deliveries.c.status == status))
             or 0
         )
+
+
+# --- push subscriptions --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PushSubscription:
+    id: str
+    user_id: UserId
+    endpoint: str
+    p256dh: str
+    auth: str
+
+
+def subscription_id(endpoint: str) -> str:
+    return hashlib.sha256(endpoint.encode()).hexdigest()
+
+
+class PushSubscriptionStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def put(self, user_id: str, endpoint: str, p256dh: str, auth: str, now: datetime) -> str:
+        """The browser's subscription, now the caller's (a browser profile has one endpoint per service)."""
+        key = subscription_id(endpoint)
+        await self.session.execute(delete(push_subscriptions).where(push_subscriptions.c.id == key))
+        await self.session.execute(
+            insert(push_subscriptions).values(
+                id=key, user_id=user_id, endpoint=endpoint, p256dh=p256dh, auth=auth, created_at=now
+            )
+        )
+        return key
+
+    async def remove(self, user_id: str, key: str) -> bool:
+        result = await self.session.execute(
+            delete(push_subscriptions).where(push_subscriptions.c.id == key, push_subscriptions.c.user_id == user_id)
+        )
+        return rowcount(result) > 0
+
+    async def remove_gone(self, key: str) -> None:
+        await self.session.execute(delete(push_subscriptions).where(push_subscriptions.c.id == key))
+
+    async def of(self, user_id: str) -> list[PushSubscription]:
+        rows = await self.session.execute(
+            select(push_subscriptions).where(push_subscriptions.c.user_id == user_id).order_by(push_subscriptions.c.id)
+        )
+        return [
+            PushSubscription(r["id"], UserId(r["user_id"]), r["endpoint"], r["p256dh"], r["auth"])
+            for r in rows.mappings()
+        ]
+
+    async def subscribed(self, user_ids: Sequence[str]) -> set[UserId]:
+        """Which of these people have at least one subscription."""
+        found: set[UserId] = set()
+        for chunk in _chunks(user_ids):
+            rows = await self.session.scalars(
+                select(push_subscriptions.c.user_id).where(push_subscriptions.c.user_id.in_(chunk)).distinct()
+            )
+            found |= {UserId(r) for r in rows}
+        return found
+
+    async def forget_person(self, user_id: str) -> None:
+        await self.session.execute(delete(push_subscriptions).where(push_subscriptions.c.user_id == user_id))
 
 
 # --- reminders -------------------------------------------------------------------------------------------------------
@@ -699,6 +766,7 @@ class Stores:
         self.tickets = TicketStore(session)
         self.secrets = SecretStore(session)
         self.reminders = ReminderStore(session)
+        self.push = PushSubscriptionStore(session)
 
 
 class NotificationsUnitOfWork(UnitOfWork):
@@ -711,11 +779,11 @@ class NotificationsUnitOfWork(UnitOfWork):
         *,
         clock: Clock | None = None,
         signal: OutboxSignal | None = None,
-        sends_signal: OutboxSignal | None = None,
+        sends_signals: Mapping[Channel, OutboxSignal] | None = None,
     ) -> None:
         super().__init__(db, clock=clock, signal=signal)
-        self.sends_signal = sends_signal
-        self._sends_queued = False
+        self.sends_signals = sends_signals or {}
+        self._queued: set[Channel] = set()
 
     recipients: RecipientStore
     members: MemberStore
@@ -727,6 +795,7 @@ class NotificationsUnitOfWork(UnitOfWork):
     tickets: TicketStore
     secrets: SecretStore
     reminders: ReminderStore
+    push: PushSubscriptionStore
 
     def open_stores(self, session: AsyncSession) -> None:
         stores = Stores(session)
@@ -740,28 +809,32 @@ class NotificationsUnitOfWork(UnitOfWork):
         self.tickets = stores.tickets
         self.secrets = stores.secrets
         self.reminders = stores.reminders
-        self._sends_queued = False
+        self.push = stores.push
+        self._queued = set()
 
     async def queue_sends(self, items: Sequence[tuple[str, UserId, Channel]]) -> None:
         """Sends (notification id, person, channel) to make once this transaction commits."""
         await self.deliveries.add(items, self.clock.now())
-        self._sends_queued = self._sends_queued or bool(items)
+        self._queued.update(channel for _, _, channel in items)
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await super().__aexit__(exc_type, exc, tb)
-        if exc_type is None and self._sends_queued and self.sends_signal is not None:
-            self.sends_signal.notify()
-        self._sends_queued = False
+        if exc_type is None:
+            for channel in self._queued:
+                if (signal := self.sends_signals.get(channel)) is not None:
+                    signal.notify()
+        self._queued = set()
 
 
-SENDS_SIGNAL = "sends_signal"
+# Where each channel's sender waits to be woken (ServiceContext.extras): {Channel: OutboxSignal}.
+SENDS_SIGNALS = "sends_signals"
 
 
 def unit_of_work(context: ServiceContext) -> NotificationsUnitOfWork:
     return NotificationsUnitOfWork(
-        context.db, clock=context.clock, signal=context.signal, sends_signal=context.extras.get(SENDS_SIGNAL)
+        context.db, clock=context.clock, signal=context.signal, sends_signals=context.extras.get(SENDS_SIGNALS)
     )
 
 

@@ -163,3 +163,17 @@ reminders = Table(
     Index("ix_reminders_sent_at_due_at", "sent_at", "due_at"),
     Index("ix_reminders_user_id", "user_id"),
 )
+
+# Browsers' Web Push subscriptions. The id is a hash of the endpoint (a URL up to thousands of characters), so one
+# browser's subscription is one row whoever registers it last.
+push_subscriptions = Table(
+    "push_subscriptions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("user_id", USER_ID, nullable=False),
+    Column("endpoint", Text, nullable=False),
+    Column("p256dh", String(200), nullable=False),
+    Column("auth", String(100), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Index("ix_push_subscriptions_user_id", "user_id"),
+)

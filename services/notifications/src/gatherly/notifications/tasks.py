@@ -1,5 +1,5 @@
-"""Background work of the notifications service: reminders when due, the email sender, and the live feed that
-wakes streams."""
+"""Background work of the notifications service: reminders when due, the email and push senders, and the live feed
+that wakes streams."""
 
 from __future__ import annotations
 
@@ -7,15 +7,26 @@ import asyncio
 
 from gatherly.kernel.runtime import ServiceContext
 from gatherly.notifications import service
-from gatherly.notifications.emails import TEMPLATES, EmailSender, EmailTemplates
-from gatherly.notifications.store import SENDS_SIGNAL, unit_of_work
+from gatherly.notifications.domain import Channel
+from gatherly.notifications.emails import TEMPLATES, EmailChannel, EmailTemplates
+from gatherly.notifications.push import VAPID, PushChannel, VapidKeys
+from gatherly.notifications.sending import Sender
+from gatherly.notifications.store import SENDS_SIGNALS, unit_of_work
 from gatherly.notifications.stream import LIVE_FEED, LiveFeed
 
 
 async def send_emails(context: ServiceContext) -> None:
-    """Background task: deliver queued notification emails (see emails.EmailSender)."""
+    """Background task: deliver queued notification emails (sending.Sender with emails.EmailChannel)."""
     templates: EmailTemplates = context.extras[TEMPLATES]
-    await EmailSender(context, templates, context.extras[SENDS_SIGNAL]).run()
+    channel = EmailChannel(context, templates)
+    await Sender(context, Channel.EMAIL, channel, context.extras[SENDS_SIGNALS][Channel.EMAIL]).run()
+
+
+async def send_pushes(context: ServiceContext) -> None:
+    """Background task: deliver queued web pushes (sending.Sender with push.PushChannel)."""
+    keys: VapidKeys = context.extras[VAPID]
+    channel = PushChannel(context, keys)
+    await Sender(context, Channel.PUSH, channel, context.extras[SENDS_SIGNALS][Channel.PUSH]).run()
 
 
 async def follow_notifications(context: ServiceContext) -> None:
