@@ -531,9 +531,12 @@ class DeliveryStore:
         )
 
     async def failed_ones(self, limit: int) -> list[Delivery]:
+        return await self.with_status(DeliveryStatus.FAILED, limit)
+
+    async def with_status(self, status: str, limit: int) -> list[Delivery]:
         rows = await self.session.execute(
             select(deliveries)
-            .where(deliveries.c.status == DeliveryStatus.FAILED)
+            .where(deliveries.c.status == status)
             .order_by(deliveries.c.created_at, deliveries.c.id)
             .limit(limit)
         )
