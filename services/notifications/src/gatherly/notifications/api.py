@@ -11,7 +11,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, StreamingResponse
 
 from gatherly.kernel.auth import CurrentUser, MaybeUser
@@ -194,21 +194,25 @@ def _sse(notification: Notification) -> str:
     responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"}},
 )
 async def stream_notifications(
+    request: Request,
     me: MaybeUser,
     ticket: Annotated[str | None, Query(max_length=100, description="From POST /stream-ticket")] = None,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
     uow: NotificationsUnitOfWork = Depends(_uow),
     context: ServiceContext = Depends(service_context),
 ) -> StreamingResponse:
     """New notifications as they come (`event: notification`, `id:` their place in the inbox), a comment line as
-    heartbeat; with `Last-Event-ID` what came since that id first."""
-    user_id: UserId | None = UserId(me.user_id) if me is not None else None
-    if user_id is None and ticket is not None:
+    heartbeat. A `Last-Event-ID` header (EventSource sends it when it reconnects) sends what came after that id
+    first; a bad one is 422. A `ticket`, when given, is what authenticates (a spent or unknown one is 401)."""
+    user_id: UserId | None = None
+    if ticket is not None:
         user_id = await service.redeem_stream_ticket(uow, ticket)
+    elif me is not None:
+        user_id = UserId(me.user_id)
     if user_id is None:
         raise Unauthorized("A bearer token or a valid stream ticket is needed.")
+    last_event_id = request.headers.get("last-event-id")
     if last_event_id is not None:
-        if not last_event_id.isdigit():
+        if not (last_event_id.isascii() and last_event_id.isdigit() and len(last_event_id) <= 18):
             raise InvalidInput("Last-Event-ID is an id this stream sent.", field="Last-Event-ID")
         since = int(last_event_id)
     else:
