@@ -13,7 +13,13 @@ from gatherly.notifications.emails import TEMPLATES, EmailTemplates
 from gatherly.notifications.push import VAPID, VapidKeys, new_private_key
 from gatherly.notifications.store import SENDS_SIGNALS, metadata, unit_of_work
 from gatherly.notifications.stream import LIVE_FEED, LiveFeed
-from gatherly.notifications.tasks import follow_notifications, send_emails, send_pushes, send_reminders
+from gatherly.notifications.tasks import (
+    follow_notifications,
+    send_emails,
+    send_pushes,
+    send_reminders,
+    send_weekly_digests,
+)
 
 
 async def _start(context: ServiceContext) -> None:
@@ -37,6 +43,6 @@ SERVICE = ServiceDefinition(
     unit_of_work=unit_of_work,
     consumers=consumers,
     topics=["notification"],
-    tasks=[send_reminders, send_emails, send_pushes, follow_notifications],
+    tasks=[send_reminders, send_emails, send_pushes, follow_notifications, send_weekly_digests],
     on_start=_start,
 )

@@ -17,7 +17,9 @@ from gatherly.contracts.events import (
 )
 from gatherly.contracts.groups import (
     GroupAnnouncement,
+    GroupCreated,
     GroupDeleted,
+    GroupUpdated,
     JoinRequestApproved,
     JoinRequestCreated,
     JoinRequestDenied,
@@ -59,7 +61,15 @@ async def keep_confirmed(event: UserConfirmed, uow: NotificationsUnitOfWork) -> 
 
 @consumers.on(UserProfileUpdated, group="notifications.recipients")
 async def keep_profile(event: UserProfileUpdated, uow: NotificationsUnitOfWork) -> None:
-    await uow.recipients.keep(event.user_id, event.updated_at, email=event.email, display_name=event.display_name)
+    where = event.location
+    await uow.recipients.keep(
+        event.user_id,
+        event.updated_at,
+        email=event.email,
+        display_name=event.display_name,
+        lat=where.lat if where else None,
+        lng=where.lng if where else None,
+    )
 
 
 @consumers.on(UserDeleted, group="notifications.recipients")
@@ -68,6 +78,11 @@ async def forget_recipient(event: UserDeleted, uow: NotificationsUnitOfWork) -> 
 
 
 # --- groups: members, announcements, deletion, join requests -------------------------------------------------------
+
+
+@consumers.on(GroupCreated, GroupUpdated, group="notifications.members")
+async def keep_group(event: GroupCreated | GroupUpdated, uow: NotificationsUnitOfWork) -> None:
+    await uow.members.keep_group(event.group_id, event.visibility)
 
 
 @consumers.on(MembershipJoined, MembershipRoleChanged, group="notifications.members")

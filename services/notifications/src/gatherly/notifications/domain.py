@@ -36,6 +36,7 @@ class Kind(StrEnum):
     COMMENT_POSTED = "comment_posted"
     GROUP_ANNOUNCEMENT = "group_announcement"
     GROUP_DELETED = "group_deleted"
+    WEEKLY_DIGEST = "weekly_digest"
 
 
 class Channel(StrEnum):
@@ -46,6 +47,8 @@ class Channel(StrEnum):
 
 # api.md: email for every kind but comment_posted (busy threads would flood inboxes); push for every kind.
 EMAIL_OFF_BY_DEFAULT = frozenset({Kind.COMMENT_POSTED})
+# The digest is a reading for the week, not news for the lock screen.
+PUSH_OFF_BY_DEFAULT = frozenset({Kind.WEEKLY_DIGEST})
 DEFAULT_REMINDER_HOURS = (24, 2)
 # A reminder more than four weeks ahead is a calendar's job; more than five reminders per event is noise.
 MAX_REMINDER_HOURS = 24 * 28
@@ -73,7 +76,7 @@ class Preferences:
             return True  # the inbox keeps everything; the other channels are what people choose
         if channel is Channel.EMAIL:
             return self.email.get(kind, kind not in EMAIL_OFF_BY_DEFAULT)
-        return self.push.get(kind, True)
+        return self.push.get(kind, kind not in PUSH_OFF_BY_DEFAULT)
 
     def without(self, channel: Channel, kind: Kind) -> Preferences:
         """These preferences with one kind switched off on one channel (an unsubscribe link)."""
@@ -342,3 +345,30 @@ def _b64url(value: str, field: str) -> bytes:
         return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
     except (ValueError, binascii.Error):
         raise InvalidSubscription(field, "Not base64url.") from None
+
+
+# --- the weekly digest ------------------------------------------------------------------------------------------
+
+DIGEST_DAYS = 7
+DIGEST_NEAR_KM = 50.0
+DIGEST_MAX_EVENTS = 10
+
+
+def digest_week(now: datetime) -> str:
+    """The ISO week a digest belongs to ("2026-W48"): one per person and week."""
+    year, week, _ = now.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def weekly_digest(user_id: str, mine: list[EventFacts], near: list[EventFacts]) -> Notice | None:
+    """The week ahead in a person's groups and near them; nothing when there is nothing to say."""
+    if not mine and not near:
+        return None
+    lines: list[str] = []
+    if mine:
+        lines.append("In your groups:")
+        lines += [f"- {e.title} ({e.group_name}){_on(e)}{_at(e)}" for e in mine[:DIGEST_MAX_EVENTS]]
+    if near:
+        lines.append("Near you:")
+        lines += [f"- {e.title} ({e.group_name}){_on(e)}{_at(e)}" for e in near[:DIGEST_MAX_EVENTS]]
+    return Notice(UserId(user_id), Kind.WEEKLY_DIGEST, "Your week on Gatherly", "\n".join(lines), "/events")

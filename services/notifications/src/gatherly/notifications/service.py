@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets as random_secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -27,6 +27,7 @@ from gatherly.contracts.notifications import NotificationCreated
 from gatherly.kernel.auth import Principal
 from gatherly.kernel.db import Database
 from gatherly.kernel.errors import InvalidInput, NotFound
+from gatherly.kernel.geo import Point
 from gatherly.notifications import domain
 from gatherly.notifications.domain import (
     Channel,
@@ -194,6 +195,39 @@ async def send_due_reminders(uow: NotificationsUnitOfWork, limit: int = 100) -> 
 async def next_reminder_at(db: Database) -> datetime | None:
     async with reading(db) as stores:
         return await stores.reminders.next_due_at()
+
+
+# --- the weekly digest ---------------------------------------------------------------------------------------------
+
+DIGEST_BATCH = 200
+
+
+async def send_weekly_digests(make_uow: Callable[[], NotificationsUnitOfWork]) -> int:
+    """This week's digest for everyone who has not had it and has something to read (a few hundred people per
+    transaction). At most once per person and week: the digest's cause is the week, unique with the person in the
+    inbox. Returns how many were sent."""
+    sent, after = 0, ""
+    while True:
+        uow = make_uow()
+        async with uow:
+            now = uow.clock.now()
+            source = f"digest:{domain.digest_week(now)}"
+            people = await uow.recipients.without_digest(source, after, DIGEST_BATCH)
+            end = now + timedelta(days=domain.DIGEST_DAYS)
+            for user_id, lat, lng in people:
+                mine = await uow.events.upcoming_in_groups_of(user_id, now, end, domain.DIGEST_MAX_EVENTS)
+                near: list[domain.EventFacts] = []
+                if lat is not None and lng is not None:
+                    seen = {e.event_id for e in mine}
+                    found = await uow.events.upcoming_near(
+                        Point(lat, lng), domain.DIGEST_NEAR_KM, now, end, domain.DIGEST_MAX_EVENTS + len(seen)
+                    )
+                    near = [e for e in found if e.event_id not in seen]
+                if (notice := domain.weekly_digest(user_id, mine, near)) is not None:
+                    sent += await tell(uow, [notice], source)
+        if len(people) < DIGEST_BATCH:
+            return sent
+        after = people[-1][0]
 
 
 # --- the inbox -----------------------------------------------------------------------------------------------------

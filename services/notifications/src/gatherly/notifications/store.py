@@ -12,13 +12,14 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gatherly.contracts.events import EventSnapshot
 from gatherly.kernel.clock import Clock
 from gatherly.kernel.db import Database, rowcount
+from gatherly.kernel.geo import Point, bounding_box, distance_km
 from gatherly.kernel.runtime import ServiceContext
 from gatherly.kernel.uow import OutboxSignal, UnitOfWork
 from gatherly.notifications.domain import (
@@ -73,6 +74,10 @@ class Recipient:
         return self.confirmed and bool(self.email)
 
 
+# A person and where they are (their profile's location, when they gave one).
+Located = tuple[UserId, float | None, float | None]
+
+
 class RecipientStore:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -101,6 +106,26 @@ class RecipientStore:
             .where(recipients.c.user_id == user_id)
             .values(email=None, display_name=None, confirmed=False, deleted_at=at)
         )
+
+    async def without_digest(
+        self, source: str, after: str, limit: int
+    ) -> list[tuple[UserId, float | None, float | None]]:
+        """Confirmed people (by id, after `after`) who have not had this week's digest: (id, lat, lng)."""
+        had = select(notifications.c.seq).where(
+            notifications.c.source == source, notifications.c.user_id == recipients.c.user_id
+        )
+        rows = await self.session.execute(
+            select(recipients.c.user_id, recipients.c.lat, recipients.c.lng)
+            .where(
+                recipients.c.confirmed.is_(True),
+                recipients.c.deleted_at.is_(None),
+                recipients.c.user_id > after,
+                ~had.exists(),
+            )
+            .order_by(recipients.c.user_id)
+            .limit(limit)
+        )
+        return [(UserId(r.user_id), r.lat, r.lng) for r in rows]
 
     async def get(self, user_id: str) -> Recipient | None:
         found = await self.many([user_id])
@@ -139,10 +164,22 @@ class MemberStore:
             delete(group_members).where(group_members.c.group_id == group_id, group_members.c.user_id == user_id)
         )
 
+    async def keep_group(self, group_id: str, visibility: str) -> None:
+        """A group's visibility (unless it is gone: a late update must not bring it back)."""
+        kept = (await self.session.execute(select(groups).where(groups.c.group_id == group_id))).mappings().first()
+        if kept is None:
+            await self.session.execute(insert(groups).values(group_id=group_id, visibility=visibility))
+        elif kept["deleted_at"] is None:
+            await self.session.execute(
+                update(groups).where(groups.c.group_id == group_id).values(visibility=visibility)
+            )
+
     async def forget_group(self, group_id: str, at: datetime) -> None:
         await self.session.execute(delete(group_members).where(group_members.c.group_id == group_id))
         if await self.session.scalar(select(groups.c.group_id).where(groups.c.group_id == group_id)) is None:
             await self.session.execute(insert(groups).values(group_id=group_id, deleted_at=at))
+        else:
+            await self.session.execute(update(groups).where(groups.c.group_id == group_id).values(deleted_at=at))
 
     async def of(self, group_id: str) -> list[UserId]:
         rows = await self.session.scalars(select(group_members.c.user_id).where(group_members.c.group_id == group_id))
@@ -168,6 +205,8 @@ class EventStore:
             "starts_at": snapshot.starts_at,
             "timezone": snapshot.timezone,
             "place": _place(snapshot),
+            "lat": snapshot.venue.location.lat if snapshot.venue and snapshot.venue.location else None,
+            "lng": snapshot.venue.location.lng if snapshot.venue and snapshot.venue.location else None,
             "sequence": snapshot.sequence,
         }
         kept = await self.session.scalar(select(events.c.sequence).where(events.c.event_id == snapshot.event_id))
@@ -184,18 +223,61 @@ class EventStore:
 
     async def get(self, event_id: str) -> EventFacts | None:
         row = (await self.session.execute(select(events).where(events.c.event_id == event_id))).mappings().first()
-        if row is None:
-            return None
-        return EventFacts(
-            EventId(row["event_id"]),
-            GroupId(row["group_id"]),
-            row["group_name"],
-            row["title"],
-            row["starts_at"],
-            row["timezone"],
-            row["place"],
-            row["status"],
+        return _facts(row) if row is not None else None
+
+    async def upcoming_in_groups_of(self, user_id: str, start: datetime, end: datetime, limit: int) -> list[EventFacts]:
+        rows = await self.session.execute(
+            select(events)
+            .join(group_members, group_members.c.group_id == events.c.group_id)
+            .where(
+                group_members.c.user_id == user_id,
+                events.c.status == "scheduled",
+                events.c.starts_at >= start,
+                events.c.starts_at < end,
+            )
+            .order_by(events.c.starts_at, events.c.event_id)
+            .limit(limit)
         )
+        return [_facts(row) for row in rows.mappings()]
+
+    async def upcoming_near(
+        self, center: Point, radius_km: float, start: datetime, end: datetime, limit: int
+    ) -> list[EventFacts]:
+        """Public groups' scheduled events in the window within `radius_km`, nearest first."""
+        box = bounding_box(center, radius_km)
+        longitudes = or_(*(events.c.lng.between(west, east) for west, east in box.lng_ranges))
+        rows = await self.session.execute(
+            select(events)
+            .join(groups, groups.c.group_id == events.c.group_id)
+            .where(
+                groups.c.visibility == "public",
+                groups.c.deleted_at.is_(None),
+                events.c.status == "scheduled",
+                events.c.starts_at >= start,
+                events.c.starts_at < end,
+                events.c.lat.between(box.min_lat, box.max_lat),
+                longitudes,
+            )
+        )
+        near = [
+            (distance, _facts(row))
+            for row in rows.mappings()
+            if (distance := distance_km(center, Point(row["lat"], row["lng"]))) <= radius_km
+        ]
+        return [facts for _, facts in sorted(near, key=lambda pair: (pair[0], pair[1].event_id))][:limit]
+
+
+def _facts(row: Any) -> EventFacts:
+    return EventFacts(
+        EventId(row["event_id"]),
+        GroupId(row["group_id"]),
+        row["group_name"],
+        row["title"],
+        row["starts_at"],
+        row["timezone"],
+        row["place"],
+        row["status"],
+    )
 
 
 class AttendeeStore:

@@ -3,7 +3,7 @@ read models of other services' data (recipients, group members, events, attendee
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import Boolean, Column, Double, Index, Integer, MetaData, String, Table, Text
 
 from gatherly.kernel.tables import Json, SequenceId, UtcDateTime, kernel_tables
 
@@ -25,18 +25,22 @@ recipients = Table(
     Column("email", String(320)),
     Column("display_name", String(80)),
     Column("confirmed", Boolean, nullable=False),
+    # Where they are (their profile's location), for the weekly digest's events near them.
+    Column("lat", Double),
+    Column("lng", Double),
     Column("updated_at", UtcDateTime(), nullable=False),
     # A tombstone: an event that arrives after the deletion (another partition, a replay) must not bring them back.
     Column("deleted_at", UtcDateTime()),
 )
 
-# The groups service's groups, for their tombstones: a membership event arriving after the group's deletion
-# (another topic) must not revive a member list.
+# The groups service's groups: their visibility (the digest shows public groups' events to people nearby) and their
+# tombstones (a membership event arriving after the group's deletion, on another topic, must not revive a member list).
 groups = Table(
     "groups",
     metadata,
     Column("group_id", ID, primary_key=True),
     Column("deleted_at", UtcDateTime()),
+    Column("visibility", String(16)),
 )
 
 # The groups service's memberships and roles: who hears of a group's new events.
@@ -60,9 +64,14 @@ events = Table(
     Column("starts_at", UtcDateTime(), nullable=False),
     Column("timezone", String(64), nullable=False),
     Column("place", String(800), nullable=False),
+    Column("lat", Double),
+    Column("lng", Double),
     Column("status", String(16), nullable=False),
     # The event's own change counter: an older snapshot arriving late (a redelivery) never overwrites a newer one.
     Column("sequence", Integer, nullable=False),
+    # The digest's queries: upcoming events by start, and near a place.
+    Index("ix_events_starts_at", "starts_at"),
+    Index("ix_events_lat_lng", "lat", "lng"),
 )
 
 # The events service's RSVPs: who is going (told of comments, reminded) or waiting.

@@ -50,3 +50,22 @@ async def send_reminders(context: ServiceContext) -> None:
         next_due = await service.next_reminder_at(context.db)
         wait = poll if next_due is None else (next_due - context.clock.now()).total_seconds()
         await asyncio.sleep(min(poll, max(0.0, wait)))
+
+
+# Looked at hourly: each person gets the week's digest at the first round of the week that has something for them.
+DIGEST_INTERVAL_SECONDS = 3600.0
+DIGEST_FLAG = "weekly-digest"
+
+
+async def digest_round(context: ServiceContext) -> int:
+    """One round of the weekly digest, when its feature flag is on (it is by default)."""
+    if not await context.platform.flags.enabled(DIGEST_FLAG, default=True):
+        return 0
+    return await service.send_weekly_digests(lambda: unit_of_work(context))
+
+
+async def send_weekly_digests(context: ServiceContext) -> None:
+    """Background task: `digest_round` at start and then hourly."""
+    while True:
+        await digest_round(context)
+        await asyncio.sleep(DIGEST_INTERVAL_SECONDS)
