@@ -161,7 +161,7 @@ async def unsubscribe_page(user_id: UnsubscribeUser, kind: UnsubscribeKind, sign
 
 
 @router.post("/unsubscribe", response_class=HTMLResponse, responses=problems(404))
-async def unsubscribe(
+async def unsubscribe_from_email(
     user_id: UnsubscribeUser,
     kind: UnsubscribeKind,
     signature: UnsubscribeSig,

@@ -42,7 +42,18 @@ class RemindersBody(BaseModel):
 class PreferencesBody(BaseModel):
     """Per kind and channel; kinds left out keep their default (email on for all but comment_posted, push on)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "email": {"comment_posted": True},
+                    "push": {"event_reminder": False},
+                    "reminders": {"hours_before": [24, 2]},
+                }
+            ]
+        },
+    )
 
     email: dict[str, StrictBool] = Field(default_factory=dict, max_length=50)
     push: dict[str, StrictBool] = Field(default_factory=dict, max_length=50)
@@ -53,6 +64,10 @@ class PreferencesOut(BaseModel):
     email: dict[str, bool]
     push: dict[str, bool]
     reminders: RemindersBody
+
+
+# A P-256 public key as browsers send it (the example of RFC 8291's appendix A).
+EXAMPLE_P256DH = "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4"
 
 
 class VapidKeyOut(BaseModel):
@@ -71,7 +86,20 @@ class PushKeys(BaseModel):
 class PushSubscriptionBody(BaseModel):
     """A browser's PushSubscription (`subscription.toJSON()`); `expirationTime` and unknown fields are ignored."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [
+                {
+                    "endpoint": "https://push.example.org/send/abc123",
+                    "keys": {
+                        "p256dh": EXAMPLE_P256DH,
+                        "auth": "tBHItJI5svbpez7KI4CCXg",
+                    },
+                }
+            ]
+        },
+    )
 
     endpoint: str = Field(max_length=2000)
     keys: PushKeys
