@@ -5,6 +5,7 @@ database backend: hostile text (NUL, lone surrogates) is a 422 naming the field,
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 import urllib.parse
 from dataclasses import dataclass
@@ -88,7 +89,8 @@ def request_for(world: World, field: TextField, value: str) -> tuple[str, str, d
     """(method, url, headers, raw body) with `value` in `field` and valid values everywhere else."""
     real = {"group": world.group_id, "user_id": world.organizer.user_id}
     path = field.path
-    for name in [part[1:-1] for part in field.path.split("/") if part.startswith("{")]:
+    # Every {name} of the template, also one that is not a whole segment (`/api/calendar/{token}.ics`).
+    for name in re.findall(r"\{(\w+)\}", field.path):
         text = value if (field.where, field.name) == ("path", name) else real.get(name, "x")
         path = path.replace("{" + name + "}", urllib.parse.quote(text, safe=""))
     if field.where == "query":

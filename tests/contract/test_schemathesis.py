@@ -41,6 +41,9 @@ EXCLUDED_WITH_TOKEN = [
     # Deleting the account the token belongs to would turn every later authenticated call into a 401 and end the
     # run's coverage; account deletion is tested end to end in services/users/tests/test_account_deletion.py.
     "users_delete_me",
+    # A live stream never ends, so every call would wait out the request timeout; it is tested over a real server in
+    # services/notifications/tests/test_stream.py (and anonymously, here, its 401 is checked).
+    "notifications_stream_notifications",
 ]
 
 

@@ -236,6 +236,55 @@ def keys_list() -> None:
     console.print(asyncio.run(go()))
 
 
+notifications = typer.Typer(
+    help="Notification sends that failed after their retries: list them and send them again.", no_args_is_help=True
+)
+app.add_typer(notifications, name="notifications")
+
+
+@notifications.command("failed")
+def notifications_failed(limit: Annotated[int, typer.Option(help="At most this many")] = 100) -> None:
+    """Sends (one notification on one channel) that gave up after their bounded retries, oldest first."""
+    from gatherly.notifications.service import failed_deliveries
+
+    settings = _settings()
+
+    async def go() -> Table:
+        db = Database(settings.database_url_for("notifications"))
+        try:
+            failed = await failed_deliveries(db, limit)
+        finally:
+            await db.dispose()
+        table = Table("send", "user", "attempts", "last error")
+        for delivery in failed:
+            table.add_row(delivery.id, delivery.user_id, str(delivery.attempts), (delivery.last_error or "")[:200])
+        return table
+
+    console.print(asyncio.run(go()))
+
+
+@notifications.command("retry")
+def notifications_retry(
+    sends: Annotated[
+        list[str] | None, typer.Argument(help="Send ids from `failed` (default: every failed one)")
+    ] = None,
+) -> None:
+    """Queue failed sends again with fresh attempts; the running service sends them (each at most once)."""
+    from gatherly.notifications.service import retry_failed_deliveries
+    from gatherly.notifications.store import NotificationsUnitOfWork
+
+    settings = _settings()
+
+    async def go() -> int:
+        db = Database(settings.database_url_for("notifications"))
+        try:
+            return await retry_failed_deliveries(NotificationsUnitOfWork(db), sends or ())
+        finally:
+            await db.dispose()
+
+    console.print(f"queued {asyncio.run(go())} send(s) again")
+
+
 @app.command()
 def docs() -> None:
     """Write docs/openapi.json, the reference in docs/api.md and docs/events.md (the tests fail when they drift)."""

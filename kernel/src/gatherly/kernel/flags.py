@@ -19,6 +19,7 @@ from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvid
 DEFAULT_FLAGS: dict[str, dict[str, Any]] = {
     "flags": {
         "demo-data": {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "on"},
+        "weekly-digest": {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "on"},
     }
 }
 

@@ -139,6 +139,17 @@ class Settings(BaseSettings):
     s3_public_url: str = ""
     image_upload_ttl_seconds: int = 30 * 60  # an upload slot's life: upload and complete within it
     image_url_ttl_seconds: int = 7 * 24 * 3600  # signed variant URLs (SigV4 allows at most 7 days)
+    # Notifications service. A send (one notification on one channel) is tried this many times, the wait doubling
+    # from the initial delay up to the longest; then it is recorded as failed for `gatherly notifications retry`.
+    notification_send_attempts: int = 6
+    notification_retry_initial_delay: float = 5.0
+    notification_retry_max_delay: float = 10 * 60.0
+    # How often the sender looks for due sends queued by other processes (its own process's commits wake it).
+    notification_poll_interval: float = 1.0
+    # A send being made is leased to its worker this long; a worker that dies mid-send is taken over after it.
+    notification_send_lease_seconds: float = 60.0
+    # Live streams send a comment line this often, so proxies keep the connection and clients notice a dead one.
+    notification_heartbeat_seconds: float = 15.0
 
     @field_validator("log_backend")
     @classmethod

@@ -1,5 +1,282 @@
-"""HTTP routes of the notifications service: parse, call a use case, shape the response."""
+"""HTTP routes of the notifications service: parse, call a use case, shape the response.
 
-from fastapi import APIRouter
+Refusals are the kernel's errors, raised by the use cases with their status (404 for a notification that is not
+the caller's, 422 naming the field, 401 without a token or ticket); the kernel's handlers write problem+json."""
 
-router = APIRouter()
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.responses import HTMLResponse, StreamingResponse
+
+from gatherly.kernel.auth import CurrentUser, MaybeUser
+from gatherly.kernel.errors import InvalidInput, Unauthorized
+from gatherly.kernel.openapi import problems
+from gatherly.kernel.runtime import ServiceContext, service_context
+from gatherly.kernel.web import PageRequest, encode_cursor, page_request
+from gatherly.notifications import service
+from gatherly.notifications.domain import InvalidPreferences, Preferences, UserId, preferences_from
+from gatherly.notifications.push import VAPID, VapidKeys
+from gatherly.notifications.schemas import (
+    InboxOut,
+    NotificationOut,
+    PreferencesBody,
+    PreferencesOut,
+    PushSubscriptionBody,
+    PushSubscriptionOut,
+    RemindersBody,
+    TicketOut,
+    VapidKeyOut,
+)
+from gatherly.notifications.store import Notification, NotificationsUnitOfWork, reading, unit_of_work
+from gatherly.notifications.stream import LIVE_FEED, LiveFeed
+
+router = APIRouter(prefix="/api/notifications", tags=["notifications"])
+push_router = APIRouter(prefix="/api/push", tags=["notifications"])
+
+UNSUBSCRIBE_KEY = "unsubscribe_key"
+STREAM_BATCH = 100
+
+
+async def _uow(context: ServiceContext = Depends(service_context)) -> NotificationsUnitOfWork:
+    return unit_of_work(context)
+
+
+def _out(notification: Notification) -> NotificationOut:
+    return NotificationOut(
+        id=notification.id,
+        kind=notification.kind,
+        title=notification.title,
+        body=notification.body,
+        link=notification.link,
+        created_at=notification.created_at,
+        read_at=notification.read_at,
+    )
+
+
+def _preferences_out(chosen: Preferences) -> PreferencesOut:
+    return PreferencesOut(
+        email=chosen.email_table(),
+        push=chosen.push_table(),
+        reminders=RemindersBody(hours_before=list(chosen.reminder_hours)),
+    )
+
+
+# --- the inbox -----------------------------------------------------------------------------------------------------
+
+
+@router.get("", response_model=InboxOut)
+async def list_notifications(
+    me: CurrentUser,
+    unread: bool = Query(False, description="Only notifications not read yet."),
+    page: PageRequest = Depends(page_request),
+    context: ServiceContext = Depends(service_context),
+) -> InboxOut:
+    """Newest first, with the caller's unread count."""
+    before = None
+    if page.cursor is not None:
+        before = page.cursor.get("before")
+        if not isinstance(before, int) or isinstance(before, bool):
+            raise InvalidInput("The cursor is not one this API issued.", field="cursor")
+    found = await service.inbox(context.db, me, unread_only=unread, limit=page.limit, before=before)
+    return InboxOut(
+        items=[_out(n) for n in found.items],
+        next_cursor=encode_cursor({"before": found.next_before}) if found.next_before is not None else None,
+        unread_count=found.unread_count,
+    )
+
+
+@router.post("/read-all", status_code=204)
+async def read_all_notifications(me: CurrentUser, uow: NotificationsUnitOfWork = Depends(_uow)) -> Response:
+    await service.mark_all_read(uow, me)
+    return Response(status_code=204)
+
+
+@router.post("/{notification_id}/read", status_code=204, responses=problems(404))
+async def read_notification(
+    notification_id: Annotated[str, Path(max_length=64)],
+    me: CurrentUser,
+    uow: NotificationsUnitOfWork = Depends(_uow),
+) -> Response:
+    """Marks one of the caller's notifications read (again is fine); anyone else's is 404."""
+    await service.mark_read(uow, me, notification_id)
+    return Response(status_code=204)
+
+
+# --- preferences ---------------------------------------------------------------------------------------------------
+
+
+@router.get("/preferences", response_model=PreferencesOut)
+async def get_preferences(me: CurrentUser, context: ServiceContext = Depends(service_context)) -> PreferencesOut:
+    return _preferences_out(await service.preferences_of(context.db, me))
+
+
+@router.put("/preferences", response_model=PreferencesOut)
+async def put_preferences(
+    body: PreferencesBody, me: CurrentUser, uow: NotificationsUnitOfWork = Depends(_uow)
+) -> PreferencesOut:
+    """Replaces the caller's choices: kinds left out go back to their default."""
+    try:
+        chosen = preferences_from(body.email, body.push, body.reminders.hours_before)
+    except InvalidPreferences as invalid:
+        raise InvalidInput(invalid.detail, field=invalid.field) from None
+    return _preferences_out(await service.set_preferences(uow, me, chosen))
+
+
+# --- one-click unsubscribe (RFC 8058) ----------------------------------------------------------------------------
+
+
+def _page(title: str, text: str, form_action: str | None = None) -> HTMLResponse:
+    button = ""
+    if form_action is not None:
+        button = (
+            f'<form method="post" action="{html.escape(form_action)}">'
+            '<button type="submit">Stop these emails</button></form>'
+        )
+    return HTMLResponse(
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title></head>'
+        f"<body><h1>{html.escape(title)}</h1><p>{html.escape(text)}</p>{button}</body></html>"
+    )
+
+
+UnsubscribeUser = Annotated[str, Query(alias="user", max_length=255)]
+UnsubscribeKind = Annotated[str, Query(max_length=40)]
+UnsubscribeSig = Annotated[str, Query(alias="sig", max_length=64)]
+
+
+@router.get("/unsubscribe", response_class=HTMLResponse, responses=problems(404))
+async def unsubscribe_page(user_id: UnsubscribeUser, kind: UnsubscribeKind, signature: UnsubscribeSig) -> HTMLResponse:
+    """The link in every email: a page with one button (a GET never unsubscribes: mail scanners follow links)."""
+    query = f"user={user_id}&kind={kind}&sig={signature}"
+    return _page(
+        "Unsubscribe",
+        f"Stop emails about {kind.replace('_', ' ')}? You keep them in your Gatherly inbox.",
+        form_action=f"/api/notifications/unsubscribe?{query}",
+    )
+
+
+@router.post("/unsubscribe", response_class=HTMLResponse, responses=problems(404))
+async def unsubscribe_from_email(
+    user_id: UnsubscribeUser,
+    kind: UnsubscribeKind,
+    signature: UnsubscribeSig,
+    uow: NotificationsUnitOfWork = Depends(_uow),
+    context: ServiceContext = Depends(service_context),
+) -> HTMLResponse:
+    """One click, no login (RFC 8058's `List-Unsubscribe=One-Click` POST, or the page's button): that kind's
+    emails stop for the person the signed link names."""
+    chosen = await service.unsubscribe(uow, context.extras[UNSUBSCRIBE_KEY], user_id, kind, signature)
+    return _page("Unsubscribed", f"You will get no more emails about {chosen.value.replace('_', ' ')}.")
+
+
+# --- the live stream ---------------------------------------------------------------------------------------------
+
+
+@router.post("/stream-ticket", response_model=TicketOut)
+async def issue_stream_ticket(me: CurrentUser, uow: NotificationsUnitOfWork = Depends(_uow)) -> TicketOut:
+    """For browsers' EventSource, which cannot send an Authorization header: never an access token in a URL."""
+    return TicketOut(ticket=await service.issue_stream_ticket(uow, me))
+
+
+def _sse(notification: Notification) -> str:
+    data = _out(notification).model_dump_json()
+    return f"id: {notification.seq}\nevent: notification\ndata: {data}\n\n"
+
+
+@router.get(
+    "/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"}},
+)
+async def stream_notifications(
+    request: Request,
+    me: MaybeUser,
+    ticket: Annotated[str | None, Query(max_length=100, description="From POST /stream-ticket")] = None,
+    uow: NotificationsUnitOfWork = Depends(_uow),
+    context: ServiceContext = Depends(service_context),
+) -> StreamingResponse:
+    """New notifications as they come (`event: notification`, `id:` their place in the inbox), a comment line as
+    heartbeat. A `Last-Event-ID` header (EventSource sends it when it reconnects) sends what came after that id
+    first; a bad one is 422. A `ticket`, when given, is what authenticates (a spent or unknown one is 401)."""
+    user_id: UserId | None = None
+    if ticket is not None:
+        user_id = await service.redeem_stream_ticket(uow, ticket)
+    elif me is not None:
+        user_id = UserId(me.user_id)
+    if user_id is None:
+        raise Unauthorized("A bearer token or a valid stream ticket is needed.")
+    last_event_id = request.headers.get("last-event-id")
+    if last_event_id is not None:
+        if not (last_event_id.isascii() and last_event_id.isdigit() and len(last_event_id) <= 18):
+            raise InvalidInput("Last-Event-ID is an id this stream sent.", field="Last-Event-ID")
+        since = int(last_event_id)
+    else:
+        async with reading(context.db) as stores:
+            since = await stores.inbox.newest_seq(user_id)
+    feed: LiveFeed = context.extras[LIVE_FEED]
+    heartbeat = context.settings.notification_heartbeat_seconds
+    return StreamingResponse(
+        _events(context, feed, user_id, since, heartbeat),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _events(
+    context: ServiceContext, feed: LiveFeed, user_id: UserId, since: int, heartbeat: float
+) -> AsyncIterator[str]:
+    last = since
+    with feed.watch(user_id) as woken:
+        yield f"retry: 3000\n: since {json.dumps(last)}\n\n"
+        # A stopping service ends its streams (clients reconnect elsewhere with Last-Event-ID).
+        while context.readiness.ready:
+            woken.clear()  # before reading: a notification announced while we read wakes the next wait at once
+            async with reading(context.db) as stores:
+                new = await stores.inbox.after(user_id, last, STREAM_BATCH)
+            for notification in new:
+                yield _sse(notification)
+                last = notification.seq
+            if len(new) == STREAM_BATCH:
+                continue
+            try:
+                await asyncio.wait_for(woken.wait(), heartbeat)
+            except TimeoutError:
+                yield ": heartbeat\n\n"
+
+
+# --- web push --------------------------------------------------------------------------------------------------------
+
+
+@push_router.get("/vapid-public-key", response_model=VapidKeyOut)
+async def get_vapid_public_key(context: ServiceContext = Depends(service_context)) -> VapidKeyOut:
+    """Made at the service's first start and kept: subscriptions stay valid across restarts."""
+    keys: VapidKeys = context.extras[VAPID]
+    return VapidKeyOut(public_key=keys.public_key)
+
+
+@push_router.post("/subscriptions", status_code=201, response_model=PushSubscriptionOut)
+async def subscribe_to_push(
+    body: PushSubscriptionBody,
+    me: CurrentUser,
+    uow: NotificationsUnitOfWork = Depends(_uow),
+    context: ServiceContext = Depends(service_context),
+) -> PushSubscriptionOut:
+    """This browser gets the caller's notifications as pushes (per their `push` preferences)."""
+    key = await service.subscribe_to_push(
+        uow, me, body.endpoint, body.keys.p256dh, body.keys.auth, dev=context.settings.dev_endpoints
+    )
+    return PushSubscriptionOut(id=key)
+
+
+@push_router.delete("/subscriptions/{subscription_id}", status_code=204, responses=problems(404))
+async def unsubscribe_from_push(
+    subscription_id: Annotated[str, Path(max_length=64)], me: CurrentUser, uow: NotificationsUnitOfWork = Depends(_uow)
+) -> Response:
+    """Someone else's subscription is 404."""
+    await service.unsubscribe_from_push(uow, me, subscription_id)
+    return Response(status_code=204)

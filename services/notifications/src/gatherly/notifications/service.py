@@ -1,1 +1,363 @@
-"""Use cases of the notifications service: one function per thing a person does, state and outbox committed together."""
+"""Use cases of the notifications service: one function per thing that happens, state and outbox committed together.
+
+Telling people (`tell`) writes the inbox rows, the sends each person's preferences ask for (one row per
+notification and channel: the idempotency key) and a `notification.created` per row in one transaction, so a
+notification is never in the inbox without its email queued, nor announced to live streams before it exists."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets as random_secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from gatherly.contracts.events import (
+    CommentPosted,
+    EventCancelled,
+    EventScheduled,
+    EventUpdated,
+    RsvpCancelled,
+    RsvpConfirmed,
+    RsvpPromoted,
+    RsvpWaitlisted,
+)
+from gatherly.contracts.groups import GroupAnnouncement, GroupDeleted, JoinRequestCreated
+from gatherly.contracts.notifications import NotificationCreated
+from gatherly.kernel.auth import Principal
+from gatherly.kernel.db import Database
+from gatherly.kernel.errors import InvalidInput, NotFound
+from gatherly.kernel.geo import Point
+from gatherly.notifications import domain
+from gatherly.notifications.domain import (
+    Channel,
+    InvalidSubscription,
+    Kind,
+    Notice,
+    Preferences,
+    UserId,
+    check_subscription,
+    signature_matches,
+)
+from gatherly.notifications.store import Delivery, Notification, NotificationsUnitOfWork, reading
+
+# --- telling people ------------------------------------------------------------------------------------------------
+
+
+async def tell(uow: NotificationsUnitOfWork, notices: Sequence[Notice], source: str) -> int:
+    """Put the notices in their people's inboxes (once per cause and person), queue the emails their preferences
+    and addresses allow, and announce each on the log for live streams. Returns how many were new."""
+    if not notices:
+        return 0
+    now = uow.clock.now()
+    new = await uow.inbox.add(notices, source, now)
+    people = sorted({notice.user_id for _, notice in new})
+    chosen = await uow.preferences.many(people)
+    reachable = await uow.recipients.many(people)
+    subscribed = await uow.push.subscribed(people)
+    sends: list[tuple[str, UserId, Channel]] = []
+    for notification_id, notice in new:
+        recipient = reachable.get(notice.user_id)
+        wants = chosen.get(notice.user_id, Preferences())
+        if recipient is not None and recipient.mailable and wants.wants(Channel.EMAIL, notice.kind):
+            sends.append((notification_id, notice.user_id, Channel.EMAIL))
+        if notice.user_id in subscribed and wants.wants(Channel.PUSH, notice.kind):
+            sends.append((notification_id, notice.user_id, Channel.PUSH))
+    await uow.queue_sends(sends)
+    uow.publish(
+        *(
+            NotificationCreated(
+                notification_id=notification_id, user_id=notice.user_id, kind=notice.kind.value, created_at=now
+            )
+            for notification_id, notice in new
+        )
+    )
+    return len(new)
+
+
+async def event_scheduled(uow: NotificationsUnitOfWork, event: EventScheduled, source: str) -> None:
+    await uow.events.keep(event)
+    facts = await uow.events.get(event.event_id)
+    assert facts is not None
+    members = await uow.members.of(event.group_id)
+    await tell(uow, domain.event_scheduled(facts, members, by=event.scheduled_by), source)
+
+
+async def event_updated(uow: NotificationsUnitOfWork, event: EventUpdated, source: str) -> None:
+    await uow.events.keep(event)
+    facts = await uow.events.get(event.event_id)
+    assert facts is not None
+    if "starts_at" in event.changed:
+        for person in await uow.attendees.going(event.event_id):
+            await schedule_reminders(uow, event.event_id, person)
+    await tell(uow, domain.event_updated(facts, event.changed, event.attendee_ids, by=event.updated_by), source)
+
+
+async def event_cancelled(uow: NotificationsUnitOfWork, event: EventCancelled, source: str) -> None:
+    await uow.events.cancel(event.event_id, event.sequence)
+    await uow.reminders.drop(event.event_id)
+    people = [*event.attendee_ids, *event.waitlist_ids]
+    notices = domain.event_cancelled(
+        event.event_id, event.title, event.starts_at, event.reason, people, by=event.cancelled_by
+    )
+    await tell(uow, notices, source)
+
+
+async def rsvp_changed(
+    uow: NotificationsUnitOfWork, event: RsvpConfirmed | RsvpWaitlisted | RsvpPromoted, source: str
+) -> None:
+    if isinstance(event, RsvpWaitlisted):
+        kind, status, position = Kind.RSVP_WAITLISTED, "waitlisted", event.position
+    else:
+        kind = Kind.RSVP_CONFIRMED if isinstance(event, RsvpConfirmed) else Kind.RSVP_PROMOTED
+        status, position = "going", None
+    await uow.attendees.put(event.event_id, event.user_id, status)
+    if status == "going":
+        await schedule_reminders(uow, event.event_id, event.user_id)
+    else:
+        await uow.reminders.drop(event.event_id, event.user_id)
+    facts = await uow.events.get(event.event_id) or domain.unknown_event(event.event_id, event.group_id)
+    await tell(uow, [domain.rsvp_outcome(kind, facts, event.user_id, position=position)], source)
+
+
+async def rsvp_cancelled(uow: NotificationsUnitOfWork, event: RsvpCancelled) -> None:
+    await uow.attendees.remove(event.event_id, event.user_id)
+    await uow.reminders.drop(event.event_id, event.user_id)
+
+
+async def comment_posted(uow: NotificationsUnitOfWork, event: CommentPosted, source: str) -> None:
+    facts = await uow.events.get(event.event_id) or domain.unknown_event(event.event_id, event.group_id)
+    going = await uow.attendees.going(event.event_id)
+    await tell(uow, domain.comment_posted(facts, going, author=event.author_id, text=event.body), source)
+
+
+async def join_requested(uow: NotificationsUnitOfWork, event: JoinRequestCreated, source: str) -> None:
+    notices = domain.join_requested(event.group_id, event.group_name, event.approver_ids, requester=event.user_id)
+    await tell(uow, notices, source)
+
+
+async def join_decided(
+    uow: NotificationsUnitOfWork, group_id: str, group_name: str, user_id: str, *, approved: bool, by: str, source: str
+) -> None:
+    await tell(uow, domain.join_decided(group_id, group_name, user_id, approved=approved, by=by), source)
+
+
+async def group_announced(uow: NotificationsUnitOfWork, event: GroupAnnouncement, source: str) -> None:
+    notices = domain.group_announcement(
+        event.group_id, event.group_name, event.subject, event.body, event.recipient_ids, author=event.author_id
+    )
+    await tell(uow, notices, source)
+
+
+async def group_deleted(uow: NotificationsUnitOfWork, event: GroupDeleted, source: str) -> None:
+    await uow.members.forget_group(event.group_id, event.deleted_at)
+    await tell(uow, domain.group_deleted(event.name, event.member_ids, by=event.deleted_by), source)
+
+
+async def forget_person(uow: NotificationsUnitOfWork, user_id: str, at: datetime) -> None:
+    """Account deletion: the person's inbox, preferences, queued sends and memberships go; a tombstone stays."""
+    await uow.recipients.forget(user_id, at)
+    await uow.inbox.forget_person(user_id)
+    await uow.attendees.forget_person(user_id)
+    await uow.reminders.forget_person(user_id)
+    await uow.push.forget_person(user_id)
+
+
+# --- reminders -----------------------------------------------------------------------------------------------------
+
+
+async def schedule_reminders(uow: NotificationsUnitOfWork, event_id: str, user_id: str) -> None:
+    """A person going to an event gets the reminders their preferences ask for, those still ahead."""
+    facts = await uow.events.get(event_id)
+    if facts is None or facts.starts_at is None or facts.status != "scheduled":
+        await uow.reminders.drop(event_id, user_id)
+        return
+    chosen = await uow.preferences.of(user_id)
+    times = domain.reminder_times(facts.starts_at, chosen.reminder_hours, now=uow.clock.now())
+    await uow.reminders.schedule(event_id, user_id, times)
+
+
+async def send_due_reminders(uow: NotificationsUnitOfWork, limit: int = 100) -> int:
+    """Tell everyone whose reminder is due, each exactly once: the inbox row (with its sends) and the schedule's
+    `sent_at` commit together, so a crash before the commit sends nothing and one after it has marked it sent."""
+    async with uow:
+        now = uow.clock.now()
+        due = await uow.reminders.claim_due(now, limit)
+        for reminder in due:
+            facts = await uow.events.get(reminder.event_id)
+            if facts is not None and facts.status == "scheduled":
+                notice = domain.reminder(facts, reminder.user_id, reminder.hours_before)
+                await tell(uow, [notice], f"reminder:{reminder.event_id}:{reminder.hours_before}")
+            await uow.reminders.mark_sent(reminder, now)
+        return len(due)
+
+
+async def next_reminder_at(db: Database) -> datetime | None:
+    async with reading(db) as stores:
+        return await stores.reminders.next_due_at()
+
+
+# --- the weekly digest ---------------------------------------------------------------------------------------------
+
+DIGEST_BATCH = 200
+
+
+async def send_weekly_digests(make_uow: Callable[[], NotificationsUnitOfWork]) -> int:
+    """This week's digest for everyone who has not had it and has something to read (a few hundred people per
+    transaction). At most once per person and week: the digest's cause is the week, unique with the person in the
+    inbox. Returns how many were sent."""
+    sent, after = 0, ""
+    while True:
+        uow = make_uow()
+        async with uow:
+            now = uow.clock.now()
+            source = f"digest:{domain.digest_week(now)}"
+            people = await uow.recipients.without_digest(source, after, DIGEST_BATCH)
+            end = now + timedelta(days=domain.DIGEST_DAYS)
+            for user_id, lat, lng in people:
+                mine = await uow.events.upcoming_in_groups_of(user_id, now, end, domain.DIGEST_MAX_EVENTS)
+                near: list[domain.EventFacts] = []
+                if lat is not None and lng is not None:
+                    seen = {e.event_id for e in mine}
+                    found = await uow.events.upcoming_near(
+                        Point(lat, lng), domain.DIGEST_NEAR_KM, now, end, domain.DIGEST_MAX_EVENTS + len(seen)
+                    )
+                    near = [e for e in found if e.event_id not in seen]
+                if (notice := domain.weekly_digest(user_id, mine, near)) is not None:
+                    sent += await tell(uow, [notice], source)
+        if len(people) < DIGEST_BATCH:
+            return sent
+        after = people[-1][0]
+
+
+# --- the inbox -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InboxPage:
+    items: list[Notification]
+    next_before: int | None
+    unread_count: int
+
+
+async def inbox(db: Database, me: Principal, *, unread_only: bool, limit: int, before: int | None) -> InboxPage:
+    async with reading(db) as stores:
+        items = await stores.inbox.page(me.user_id, unread_only=unread_only, limit=limit + 1, before=before)
+        unread = await stores.inbox.unread_count(me.user_id)
+    more = len(items) > limit
+    items = items[:limit]
+    return InboxPage(items, items[-1].seq if more else None, unread)
+
+
+async def mark_read(uow: NotificationsUnitOfWork, me: Principal, notification_id: str) -> None:
+    async with uow:
+        if not await uow.inbox.mark_read(me.user_id, notification_id, uow.clock.now()):
+            # Someone else's notification is as unknown as one that never existed.
+            raise NotFound("No such notification.")
+
+
+async def mark_all_read(uow: NotificationsUnitOfWork, me: Principal) -> None:
+    async with uow:
+        await uow.inbox.mark_all_read(me.user_id, uow.clock.now())
+
+
+# --- preferences ---------------------------------------------------------------------------------------------------
+
+
+async def preferences_of(db: Database, me: Principal) -> Preferences:
+    async with reading(db) as stores:
+        return await stores.preferences.of(me.user_id)
+
+
+async def set_preferences(uow: NotificationsUnitOfWork, me: Principal, chosen: Preferences) -> Preferences:
+    async with uow:
+        await uow.preferences.put(me.user_id, chosen, uow.clock.now())
+        # Reminder hours apply to the events already in the person's calendar too.
+        for event_id in await uow.attendees.going_to(me.user_id):
+            await schedule_reminders(uow, event_id, me.user_id)
+    return chosen
+
+
+async def unsubscribe(uow: NotificationsUnitOfWork, key: bytes, user_id: str, kind: str, signature: str) -> Kind:
+    """One-click unsubscribe from an email's link: no login, the signature proves the link is ours."""
+    try:
+        chosen_kind = Kind(kind)
+    except ValueError:
+        raise InvalidInput("Unknown kind.", field="kind") from None
+    if not signature_matches(key, user_id, chosen_kind, signature):
+        raise NotFound("This unsubscribe link is not valid.")
+    async with uow:
+        current = await uow.preferences.of(user_id)
+        await uow.preferences.put(user_id, current.without(Channel.EMAIL, chosen_kind), uow.clock.now())
+    return chosen_kind
+
+
+# --- live stream tickets -------------------------------------------------------------------------------------------
+
+TICKET_LIFETIME = timedelta(seconds=60)
+
+
+def _hash(ticket: str) -> str:
+    return hashlib.sha256(ticket.encode()).hexdigest()
+
+
+async def issue_stream_ticket(uow: NotificationsUnitOfWork, me: Principal) -> str:
+    """A single-use ticket for `?ticket=` (EventSource cannot send headers); only its hash is stored."""
+    ticket = random_secrets.token_urlsafe(32)
+    async with uow:
+        now = uow.clock.now()
+        await uow.tickets.add(_hash(ticket), me.user_id, now + TICKET_LIFETIME, now)
+    return ticket
+
+
+async def redeem_stream_ticket(uow: NotificationsUnitOfWork, ticket: str) -> UserId | None:
+    async with uow:
+        return await uow.tickets.take(_hash(ticket), uow.clock.now())
+
+
+# --- web push subscriptions ----------------------------------------------------------------------------------------
+
+
+async def subscribe_to_push(
+    uow: NotificationsUnitOfWork, me: Principal, endpoint: str, p256dh: str, auth: str, *, dev: bool
+) -> str:
+    try:
+        check_subscription(endpoint, p256dh, auth, plain_http_on_loopback=dev)
+    except InvalidSubscription as invalid:
+        raise InvalidInput(invalid.detail, field=invalid.field) from None
+    async with uow:
+        return await uow.push.put(me.user_id, endpoint, p256dh, auth, uow.clock.now())
+
+
+async def unsubscribe_from_push(uow: NotificationsUnitOfWork, me: Principal, subscription_id: str) -> None:
+    async with uow:
+        if not await uow.push.remove(me.user_id, subscription_id):
+            raise NotFound("No such push subscription.")
+
+
+# --- kept secrets --------------------------------------------------------------------------------------------------
+
+
+async def kept_secret(uow: NotificationsUnitOfWork, name: str, make: str) -> str:
+    """The secret of this name, stored at first use; every process of the service ends up with the same one."""
+    async with uow:
+        if (found := await uow.secrets.get(name)) is not None:
+            return found
+        if await uow.secrets.add(name, make, uow.clock.now()):
+            return make
+        stored = await uow.secrets.get(name)
+    assert stored is not None
+    return stored
+
+
+# --- failed deliveries (the operator's commands) -------------------------------------------------------------------
+
+
+async def failed_deliveries(db: Database, limit: int = 100) -> list[Delivery]:
+    async with reading(db) as stores:
+        return await stores.deliveries.failed_ones(limit)
+
+
+async def retry_failed_deliveries(uow: NotificationsUnitOfWork, ids: Sequence[str] = ()) -> int:
+    async with uow:
+        return await uow.deliveries.retry_failed(uow.clock.now(), ids)

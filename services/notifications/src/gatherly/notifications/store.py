@@ -1,17 +1,930 @@
-"""Tables of the notifications service and the queries that need SQL."""
+"""Stores of the notifications service: read models kept from other services' events, the inbox, preferences,
+deliveries (claimed with a lease, SKIP LOCKED on PostgreSQL), stream tickets and kept secrets; and the unit of work."""
 
-from sqlalchemy import MetaData
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gatherly.kernel.tables import kernel_tables
-from gatherly.kernel.uow import UnitOfWork
+from gatherly.contracts.events import EventSnapshot
+from gatherly.kernel.clock import Clock
+from gatherly.kernel.db import Database, rowcount
+from gatherly.kernel.geo import Point, bounding_box, distance_km
+from gatherly.kernel.runtime import ServiceContext
+from gatherly.kernel.uow import OutboxSignal, UnitOfWork
+from gatherly.notifications.domain import (
+    Channel,
+    EventFacts,
+    EventId,
+    GroupId,
+    Kind,
+    Notice,
+    Preferences,
+    UserId,
+)
+from gatherly.notifications.tables import (
+    attendees,
+    deliveries,
+    events,
+    group_members,
+    groups,
+    metadata,
+    notifications,
+    preferences,
+    push_subscriptions,
+    recipients,
+    reminders,
+    secrets,
+    stream_tickets,
+)
 
-metadata = MetaData()
-kernel_tables(metadata)
+__all__ = ["NotificationsUnitOfWork", "metadata", "reading", "unit_of_work"]
+
+# IN lists stay well under SQLite's and asyncpg's parameter limits.
+CHUNK = 500
+
+
+def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), CHUNK):
+        yield items[start : start + CHUNK]
+
+
+# --- read models ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recipient:
+    user_id: UserId
+    email: str | None
+    display_name: str
+    confirmed: bool
+
+    @property
+    def mailable(self) -> bool:
+        return self.confirmed and bool(self.email)
+
+
+# A person and where they are (their profile's location, when they gave one).
+Located = tuple[UserId, float | None, float | None]
+
+
+class RecipientStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def keep(self, user_id: str, at: datetime, *, confirmed: bool | None = None, **values: Any) -> None:
+        """Upsert what an event says of a person (unless they are deleted); `confirmed` only ever turns on."""
+        row = (await self.session.execute(select(recipients).where(recipients.c.user_id == user_id))).mappings().first()
+        if row is None:
+            await self.session.execute(
+                insert(recipients).values(user_id=user_id, confirmed=bool(confirmed), updated_at=at, **values)
+            )
+            return
+        if row["deleted_at"] is not None:
+            return
+        if confirmed:
+            values["confirmed"] = True
+        await self.session.execute(
+            update(recipients).where(recipients.c.user_id == user_id).values(updated_at=at, **values)
+        )
+
+    async def forget(self, user_id: str, at: datetime) -> None:
+        """The person is gone: keep a tombstone only (no address, no name)."""
+        await self.keep(user_id, at)
+        await self.session.execute(
+            update(recipients)
+            .where(recipients.c.user_id == user_id)
+            .values(email=None, display_name=None, confirmed=False, deleted_at=at)
+        )
+
+    async def without_digest(
+        self, source: str, after: str, limit: int
+    ) -> list[tuple[UserId, float | None, float | None]]:
+        """Confirmed people (by id, after `after`) who have not had this week's digest: (id, lat, lng)."""
+        had = select(notifications.c.seq).where(
+            notifications.c.source == source, notifications.c.user_id == recipients.c.user_id
+        )
+        rows = await self.session.execute(
+            select(recipients.c.user_id, recipients.c.lat, recipients.c.lng)
+            .where(
+                recipients.c.confirmed.is_(True),
+                recipients.c.deleted_at.is_(None),
+                recipients.c.user_id > after,
+                ~had.exists(),
+            )
+            .order_by(recipients.c.user_id)
+            .limit(limit)
+        )
+        return [(UserId(r.user_id), r.lat, r.lng) for r in rows]
+
+    async def get(self, user_id: str) -> Recipient | None:
+        found = await self.many([user_id])
+        return found.get(UserId(user_id))
+
+    async def many(self, user_ids: Sequence[str]) -> dict[UserId, Recipient]:
+        found: dict[UserId, Recipient] = {}
+        for chunk in _chunks(user_ids):
+            rows = await self.session.execute(
+                select(recipients).where(recipients.c.user_id.in_(chunk), recipients.c.deleted_at.is_(None))
+            )
+            for row in rows.mappings():
+                found[UserId(row["user_id"])] = Recipient(
+                    UserId(row["user_id"]), row["email"], row["display_name"] or "", row["confirmed"]
+                )
+        return found
+
+
+class MemberStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def put(self, group_id: str, user_id: str, role: str) -> None:
+        if await self.session.scalar(select(groups.c.deleted_at).where(groups.c.group_id == group_id)):
+            return
+        changed = await self.session.execute(
+            update(group_members)
+            .where(group_members.c.group_id == group_id, group_members.c.user_id == user_id)
+            .values(role=role)
+        )
+        if rowcount(changed) == 0:
+            await self.session.execute(insert(group_members).values(group_id=group_id, user_id=user_id, role=role))
+
+    async def remove(self, group_id: str, user_id: str) -> None:
+        await self.session.execute(
+            delete(group_members).where(group_members.c.group_id == group_id, group_members.c.user_id == user_id)
+        )
+
+    async def keep_group(self, group_id: str, visibility: str) -> None:
+        """A group's visibility (unless it is gone: a late update must not bring it back)."""
+        kept = (await self.session.execute(select(groups).where(groups.c.group_id == group_id))).mappings().first()
+        if kept is None:
+            await self.session.execute(insert(groups).values(group_id=group_id, visibility=visibility))
+        elif kept["deleted_at"] is None:
+            await self.session.execute(
+                update(groups).where(groups.c.group_id == group_id).values(visibility=visibility)
+            )
+
+    async def forget_group(self, group_id: str, at: datetime) -> None:
+        await self.session.execute(delete(group_members).where(group_members.c.group_id == group_id))
+        if await self.session.scalar(select(groups.c.group_id).where(groups.c.group_id == group_id)) is None:
+            await self.session.execute(insert(groups).values(group_id=group_id, deleted_at=at))
+        else:
+            await self.session.execute(update(groups).where(groups.c.group_id == group_id).values(deleted_at=at))
+
+    async def of(self, group_id: str) -> list[UserId]:
+        rows = await self.session.scalars(select(group_members.c.user_id).where(group_members.c.group_id == group_id))
+        return [UserId(r) for r in rows]
+
+
+def _place(snapshot: EventSnapshot) -> str:
+    if snapshot.venue is not None:
+        return ", ".join(part for part in (snapshot.venue.name, snapshot.venue.address) if part)
+    return "Online" if snapshot.online else ""
+
+
+class EventStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def keep(self, snapshot: EventSnapshot) -> None:
+        """Upsert from a snapshot unless what is kept is as new or newer (by the event's sequence)."""
+        values = {
+            "group_id": snapshot.group_id,
+            "group_name": snapshot.group_name,
+            "title": snapshot.title,
+            "starts_at": snapshot.starts_at,
+            "timezone": snapshot.timezone,
+            "place": _place(snapshot),
+            "lat": snapshot.venue.location.lat if snapshot.venue and snapshot.venue.location else None,
+            "lng": snapshot.venue.location.lng if snapshot.venue and snapshot.venue.location else None,
+            "sequence": snapshot.sequence,
+        }
+        kept = await self.session.scalar(select(events.c.sequence).where(events.c.event_id == snapshot.event_id))
+        if kept is None:
+            await self.session.execute(insert(events).values(event_id=snapshot.event_id, status="scheduled", **values))
+        elif kept < snapshot.sequence:
+            await self.session.execute(update(events).where(events.c.event_id == snapshot.event_id).values(**values))
+
+    async def cancel(self, event_id: str, sequence: int) -> None:
+        await self.session.execute(
+            update(events).where(events.c.event_id == event_id).values(status="cancelled", sequence=sequence)
+        )
+        await self.session.execute(delete(attendees).where(attendees.c.event_id == event_id))
+
+    async def get(self, event_id: str) -> EventFacts | None:
+        row = (await self.session.execute(select(events).where(events.c.event_id == event_id))).mappings().first()
+        return _facts(row) if row is not None else None
+
+    async def upcoming_in_groups_of(self, user_id: str, start: datetime, end: datetime, limit: int) -> list[EventFacts]:
+        rows = await self.session.execute(
+            select(events)
+            .join(group_members, group_members.c.group_id == events.c.group_id)
+            .where(
+                group_members.c.user_id == user_id,
+                events.c.status == "scheduled",
+                events.c.starts_at >= start,
+                events.c.starts_at < end,
+            )
+            .order_by(events.c.starts_at, events.c.event_id)
+            .limit(limit)
+        )
+        return [_facts(row) for row in rows.mappings()]
+
+    async def upcoming_near(
+        self, center: Point, radius_km: float, start: datetime, end: datetime, limit: int
+    ) -> list[EventFacts]:
+        """Public groups' scheduled events in the window within `radius_km`, nearest first."""
+        box = bounding_box(center, radius_km)
+        longitudes = or_(*(events.c.lng.between(west, east) for west, east in box.lng_ranges))
+        rows = await self.session.execute(
+            select(events)
+            .join(groups, groups.c.group_id == events.c.group_id)
+            .where(
+                groups.c.visibility == "public",
+                groups.c.deleted_at.is_(None),
+                events.c.status == "scheduled",
+                events.c.starts_at >= start,
+                events.c.starts_at < end,
+                events.c.lat.between(box.min_lat, box.max_lat),
+                longitudes,
+            )
+        )
+        near = [
+            (distance, _facts(row))
+            for row in rows.mappings()
+            if (distance := distance_km(center, Point(row["lat"], row["lng"]))) <= radius_km
+        ]
+        return [facts for _, facts in sorted(near, key=lambda pair: (pair[0], pair[1].event_id))][:limit]
+
+
+def _facts(row: Any) -> EventFacts:
+    return EventFacts(
+        EventId(row["event_id"]),
+        GroupId(row["group_id"]),
+        row["group_name"],
+        row["title"],
+        row["starts_at"],
+        row["timezone"],
+        row["place"],
+        row["status"],
+    )
+
+
+class AttendeeStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def put(self, event_id: str, user_id: str, status: str) -> None:
+        changed = await self.session.execute(
+            update(attendees)
+            .where(attendees.c.event_id == event_id, attendees.c.user_id == user_id)
+            .values(status=status)
+        )
+        if rowcount(changed) == 0:
+            await self.session.execute(insert(attendees).values(event_id=event_id, user_id=user_id, status=status))
+
+    async def remove(self, event_id: str, user_id: str) -> None:
+        await self.session.execute(
+            delete(attendees).where(attendees.c.event_id == event_id, attendees.c.user_id == user_id)
+        )
+
+    async def going(self, event_id: str) -> list[UserId]:
+        rows = await self.session.scalars(
+            select(attendees.c.user_id).where(attendees.c.event_id == event_id, attendees.c.status == "going")
+        )
+        return [UserId(r) for r in rows]
+
+    async def going_to(self, user_id: str) -> list[EventId]:
+        rows = await self.session.scalars(
+            select(attendees.c.event_id).where(attendees.c.user_id == user_id, attendees.c.status == "going")
+        )
+        return [EventId(r) for r in rows]
+
+    async def forget_person(self, user_id: str) -> None:
+        await self.session.execute(delete(attendees).where(attendees.c.user_id == user_id))
+        await self.session.execute(delete(group_members).where(group_members.c.user_id == user_id))
+
+
+# --- the inbox -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Notification:
+    seq: int
+    id: str
+    user_id: UserId
+    kind: Kind
+    title: str
+    body: str
+    link: str
+    created_at: datetime
+    read_at: datetime | None
+
+
+def _notification(row: Any) -> Notification:
+    return Notification(
+        row["seq"],
+        row["id"],
+        UserId(row["user_id"]),
+        Kind(row["kind"]),
+        row["title"],
+        row["body"],
+        row["link"],
+        row["created_at"],
+        row["read_at"],
+    )
+
+
+class InboxStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, notices: Sequence[Notice], source: str, now: datetime) -> list[tuple[str, Notice]]:
+        """Put each notice in its person's inbox unless this cause already told them (a redelivery, a replay);
+        returns the new notifications' ids with their notice."""
+        told: set[str] = set()
+        for chunk in _chunks([n.user_id for n in notices]):
+            told |= set(
+                await self.session.scalars(
+                    select(notifications.c.user_id).where(
+                        notifications.c.source == source, notifications.c.user_id.in_(chunk)
+                    )
+                )
+            )
+        new = [(str(uuid.uuid4()), notice) for notice in notices if notice.user_id not in told]
+        if new:
+            await self.session.execute(
+                insert(notifications),
+                [
+                    {
+                        "id": notification_id,
+                        "user_id": notice.user_id,
+                        "kind": notice.kind.value,
+                        "title": notice.title[:300],
+                        "body": notice.body,
+                        "link": notice.link[:500],
+                        "source": source,
+                        "created_at": now,
+                    }
+                    for notification_id, notice in new
+                ],
+            )
+        return new
+
+    async def page(self, user_id: str, *, unread_only: bool, limit: int, before: int | None) -> list[Notification]:
+        """Newest first; `before` is the seq the previous page ended at."""
+        query = select(notifications).where(notifications.c.user_id == user_id)
+        if unread_only:
+            query = query.where(notifications.c.read_at.is_(None))
+        if before is not None:
+            query = query.where(notifications.c.seq < before)
+        rows = await self.session.execute(query.order_by(notifications.c.seq.desc()).limit(limit))
+        return [_notification(row) for row in rows.mappings()]
+
+    async def after(self, user_id: str, seq: int, limit: int) -> list[Notification]:
+        """Oldest first from just after `seq`: what a live stream has not sent yet."""
+        rows = await self.session.execute(
+            select(notifications)
+            .where(notifications.c.user_id == user_id, notifications.c.seq > seq)
+            .order_by(notifications.c.seq)
+            .limit(limit)
+        )
+        return [_notification(row) for row in rows.mappings()]
+
+    async def newest_seq(self, user_id: str) -> int:
+        newest = await self.session.scalar(
+            select(func.max(notifications.c.seq)).where(notifications.c.user_id == user_id)
+        )
+        return int(newest or 0)
+
+    async def unread_count(self, user_id: str) -> int:
+        count = await self.session.scalar(
+            select(func.count())
+            .select_from(notifications)
+            .where(notifications.c.user_id == user_id, notifications.c.read_at.is_(None))
+        )
+        return int(count or 0)
+
+    async def get(self, notification_id: str) -> Notification | None:
+        row = (
+            (await self.session.execute(select(notifications).where(notifications.c.id == notification_id)))
+            .mappings()
+            .first()
+        )
+        return _notification(row) if row else None
+
+    async def mark_read(self, user_id: str, notification_id: str, now: datetime) -> bool:
+        """Whether the person has this notification (reading it twice is fine)."""
+        found = await self.session.scalar(
+            select(notifications.c.seq).where(notifications.c.id == notification_id, notifications.c.user_id == user_id)
+        )
+        if found is None:
+            return False
+        await self.session.execute(
+            update(notifications)
+            .where(notifications.c.seq == found, notifications.c.read_at.is_(None))
+            .values(read_at=now)
+        )
+        return True
+
+    async def mark_all_read(self, user_id: str, now: datetime) -> None:
+        await self.session.execute(
+            update(notifications)
+            .where(notifications.c.user_id == user_id, notifications.c.read_at.is_(None))
+            .values(read_at=now)
+        )
+
+    async def forget_person(self, user_id: str) -> None:
+        await self.session.execute(delete(notifications).where(notifications.c.user_id == user_id))
+        await self.session.execute(delete(deliveries).where(deliveries.c.user_id == user_id))
+        await self.session.execute(delete(preferences).where(preferences.c.user_id == user_id))
+        await self.session.execute(delete(stream_tickets).where(stream_tickets.c.user_id == user_id))
+
+
+# --- preferences -----------------------------------------------------------------------------------------------------
+
+
+KINDS = {kind.value for kind in Kind}
+
+
+def _preferences(row: Any) -> Preferences:
+    # A kind this build no longer knows is ignored rather than refused: the row outlives the code that wrote it.
+    return Preferences(
+        {Kind(k): bool(v) for k, v in row["email"].items() if k in KINDS},
+        {Kind(k): bool(v) for k, v in row["push"].items() if k in KINDS},
+        tuple(row["reminder_hours"]),
+    )
+
+
+class PreferenceStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def of(self, user_id: str) -> Preferences:
+        found = await self.many([user_id])
+        return found.get(UserId(user_id), Preferences())
+
+    async def many(self, user_ids: Sequence[str]) -> dict[UserId, Preferences]:
+        """The preferences of those who set any (the others have the defaults)."""
+        found: dict[UserId, Preferences] = {}
+        for chunk in _chunks(user_ids):
+            rows = await self.session.execute(select(preferences).where(preferences.c.user_id.in_(chunk)))
+            for row in rows.mappings():
+                found[UserId(row["user_id"])] = _preferences(row)
+        return found
+
+    async def put(self, user_id: str, chosen: Preferences, now: datetime) -> None:
+        values = {
+            "email": {k.value: v for k, v in chosen.email.items()},
+            "push": {k.value: v for k, v in chosen.push.items()},
+            "reminder_hours": list(chosen.reminder_hours),
+            "updated_at": now,
+        }
+        changed = await self.session.execute(
+            update(preferences).where(preferences.c.user_id == user_id).values(**values)
+        )
+        if rowcount(changed) == 0:
+            await self.session.execute(insert(preferences).values(user_id=user_id, **values))
+
+
+# --- deliveries ----------------------------------------------------------------------------------------------------
+
+
+class DeliveryStatus:
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"  # gave up after the bounded retries: listed and retried by an operator
+    DROPPED = "dropped"  # nobody to send to any more (the person deleted their account or address)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: str
+    notification_id: str
+    user_id: UserId
+    channel: Channel
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+
+
+def delivery_key(notification_id: str, channel: Channel) -> str:
+    """The send's idempotency key: one notification is sent at most once per channel."""
+    return f"{notification_id}:{channel.value}"
+
+
+def _delivery(row: Any) -> Delivery:
+    return Delivery(
+        row["id"],
+        row["notification_id"],
+        UserId(row["user_id"]),
+        Channel(row["channel"]),
+        row["status"],
+        row["attempts"],
+        row["next_attempt_at"],
+        row["last_error"],
+    )
+
+
+class DeliveryStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, items: Sequence[tuple[str, UserId, Channel]], now: datetime) -> None:
+        if not items:
+            return
+        await self.session.execute(
+            insert(deliveries),
+            [
+                {
+                    "id": delivery_key(notification_id, channel),
+                    "notification_id": notification_id,
+                    "user_id": user_id,
+                    "channel": channel.value,
+                    "status": DeliveryStatus.PENDING,
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                }
+                for notification_id, user_id, channel in items
+            ],
+        )
+
+    async def claim_due(self, channel: Channel, now: datetime, lease: timedelta, limit: int) -> list[Delivery]:
+        """Due sends of a channel, leased to the caller: other workers skip them until the lease ends (then a
+        sender that died mid-send is taken over). PostgreSQL: rows another worker is claiming are skipped
+        (SKIP LOCKED); SQLite: one writer at a time, so the read and the lease are one step for everyone."""
+        query = (
+            select(deliveries)
+            .where(
+                deliveries.c.status == DeliveryStatus.PENDING,
+                deliveries.c.channel == channel.value,
+                deliveries.c.next_attempt_at <= now,
+            )
+            .order_by(deliveries.c.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        due = [_delivery(row) for row in (await self.session.execute(query)).mappings()]
+        if due:
+            await self.session.execute(
+                update(deliveries).where(deliveries.c.id.in_([d.id for d in due])).values(next_attempt_at=now + lease)
+            )
+        return due
+
+    async def sent(self, delivery_id: str, now: datetime) -> None:
+        await self.session.execute(
+            update(deliveries)
+            .where(deliveries.c.id == delivery_id)
+            .values(status=DeliveryStatus.SENT, sent_at=now, last_error=None)
+        )
+
+    async def failed(self, delivery_id: str, error: str, *, retry_at: datetime | None) -> None:
+        """One more failed attempt: retried at `retry_at`, or given up (status failed) when None."""
+        values: dict[str, Any] = {"attempts": deliveries.c.attempts + 1, "last_error": error[:2000]}
+        if retry_at is None:
+            values["status"] = DeliveryStatus.FAILED
+        else:
+            values["next_attempt_at"] = retry_at
+        await self.session.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(**values))
+
+    async def postpone(self, delivery_id: str, until: datetime) -> None:
+        """Not an attempt (the channel's circuit is open): try again at `until`."""
+        await self.session.execute(
+            update(deliveries).where(deliveries.c.id == delivery_id).values(next_attempt_at=until)
+        )
+
+    async def dropped(self, delivery_id: str, reason: str) -> None:
+        await self.session.execute(
+            update(deliveries)
+            .where(deliveries.c.id == delivery_id)
+            .values(status=DeliveryStatus.DROPPED, last_error=reason)
+        )
+
+    async def failed_ones(self, limit: int) -> list[Delivery]:
+        return await self.with_status(DeliveryStatus.FAILED, limit)
+
+    async def with_status(self, status: str, limit: int) -> list[Delivery]:
+        rows = await self.session.execute(
+            select(deliveries)
+            .where(deliveries.c.status == status)
+            .order_by(deliveries.c.created_at, deliveries.c.id)
+            .limit(limit)
+        )
+        return [_delivery(row) for row in rows.mappings()]
+
+    async def retry_failed(self, now: datetime, ids: Sequence[str] = ()) -> int:
+        """Failed sends back in the queue with fresh attempts (all of them, or those named)."""
+        condition = deliveries.c.status == DeliveryStatus.FAILED
+        if ids:
+            condition = and_(condition, deliveries.c.id.in_(ids))
+        result = await self.session.execute(
+            update(deliveries).where(condition).values(status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=now)
+        )
+        return rowcount(result)
+
+    async def next_due_at(self, channel: Channel) -> datetime | None:
+        due: datetime | None = await self.session.scalar(
+            select(func.min(deliveries.c.next_attempt_at)).where(
+                deliveries.c.status == DeliveryStatus.PENDING, deliveries.c.channel == channel.value
+            )
+        )
+        return due
+
+    async def count(self, status: str) -> int:
+        return int(
+            await self.session.scalar(select(func.count()).select_from(deliveries).where(deliveries.c.status == status))
+            or 0
+        )
+
+
+# --- push subscriptions --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PushSubscription:
+    id: str
+    user_id: UserId
+    endpoint: str
+    p256dh: str
+    auth: str
+
+
+def subscription_id(endpoint: str) -> str:
+    return hashlib.sha256(endpoint.encode()).hexdigest()
+
+
+class PushSubscriptionStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def put(self, user_id: str, endpoint: str, p256dh: str, auth: str, now: datetime) -> str:
+        """The browser's subscription, now the caller's (a browser profile has one endpoint per service)."""
+        key = subscription_id(endpoint)
+        await self.session.execute(delete(push_subscriptions).where(push_subscriptions.c.id == key))
+        await self.session.execute(
+            insert(push_subscriptions).values(
+                id=key, user_id=user_id, endpoint=endpoint, p256dh=p256dh, auth=auth, created_at=now
+            )
+        )
+        return key
+
+    async def remove(self, user_id: str, key: str) -> bool:
+        result = await self.session.execute(
+            delete(push_subscriptions).where(push_subscriptions.c.id == key, push_subscriptions.c.user_id == user_id)
+        )
+        return rowcount(result) > 0
+
+    async def remove_gone(self, key: str) -> None:
+        await self.session.execute(delete(push_subscriptions).where(push_subscriptions.c.id == key))
+
+    async def of(self, user_id: str) -> list[PushSubscription]:
+        rows = await self.session.execute(
+            select(push_subscriptions).where(push_subscriptions.c.user_id == user_id).order_by(push_subscriptions.c.id)
+        )
+        return [
+            PushSubscription(r["id"], UserId(r["user_id"]), r["endpoint"], r["p256dh"], r["auth"])
+            for r in rows.mappings()
+        ]
+
+    async def subscribed(self, user_ids: Sequence[str]) -> set[UserId]:
+        """Which of these people have at least one subscription."""
+        found: set[UserId] = set()
+        for chunk in _chunks(user_ids):
+            rows = await self.session.scalars(
+                select(push_subscriptions.c.user_id).where(push_subscriptions.c.user_id.in_(chunk)).distinct()
+            )
+            found |= {UserId(r) for r in rows}
+        return found
+
+    async def forget_person(self, user_id: str) -> None:
+        await self.session.execute(delete(push_subscriptions).where(push_subscriptions.c.user_id == user_id))
+
+
+# --- reminders -------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DueReminder:
+    event_id: EventId
+    user_id: UserId
+    hours_before: int
+
+
+class ReminderStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def schedule(self, event_id: str, user_id: str, times: Sequence[tuple[int, datetime]]) -> None:
+        """A person's reminders of an event are these from now on (those already sent stay sent, never again)."""
+        mine = and_(reminders.c.event_id == event_id, reminders.c.user_id == user_id)
+        await self.session.execute(delete(reminders).where(mine, reminders.c.sent_at.is_(None)))
+        sent = set(await self.session.scalars(select(reminders.c.hours_before).where(mine)))
+        rows = [
+            {"event_id": event_id, "user_id": user_id, "hours_before": hours, "due_at": due_at}
+            for hours, due_at in times
+            if hours not in sent
+        ]
+        if rows:
+            await self.session.execute(insert(reminders), rows)
+
+    async def drop(self, event_id: str, user_id: str | None = None) -> None:
+        """Unsent reminders of an event (of one person, or everyone's) are not sent."""
+        condition = and_(reminders.c.event_id == event_id, reminders.c.sent_at.is_(None))
+        if user_id is not None:
+            condition = and_(condition, reminders.c.user_id == user_id)
+        await self.session.execute(delete(reminders).where(condition))
+
+    async def claim_due(self, now: datetime, limit: int) -> list[DueReminder]:
+        """Unsent reminders due now, locked for this transaction: another worker on PostgreSQL skips them (SKIP
+        LOCKED) and, once this transaction marks them sent, never sees them; on SQLite this transaction is the only
+        writer until it commits, so the same holds."""
+        rows = await self.session.execute(
+            select(reminders.c.event_id, reminders.c.user_id, reminders.c.hours_before)
+            .where(reminders.c.sent_at.is_(None), reminders.c.due_at <= now)
+            .order_by(reminders.c.due_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return [DueReminder(EventId(r.event_id), UserId(r.user_id), r.hours_before) for r in rows]
+
+    async def mark_sent(self, reminder: DueReminder, now: datetime) -> None:
+        await self.session.execute(
+            update(reminders)
+            .where(
+                reminders.c.event_id == reminder.event_id,
+                reminders.c.user_id == reminder.user_id,
+                reminders.c.hours_before == reminder.hours_before,
+            )
+            .values(sent_at=now)
+        )
+
+    async def next_due_at(self) -> datetime | None:
+        due: datetime | None = await self.session.scalar(
+            select(func.min(reminders.c.due_at)).where(reminders.c.sent_at.is_(None))
+        )
+        return due
+
+    async def of(self, event_id: str) -> list[tuple[UserId, int, datetime, datetime | None]]:
+        """(person, hours before, due at, sent at) of an event's schedule."""
+        rows = await self.session.execute(
+            select(reminders.c.user_id, reminders.c.hours_before, reminders.c.due_at, reminders.c.sent_at)
+            .where(reminders.c.event_id == event_id)
+            .order_by(reminders.c.user_id, reminders.c.hours_before)
+        )
+        return [(UserId(r.user_id), r.hours_before, r.due_at, r.sent_at) for r in rows]
+
+    async def forget_person(self, user_id: str) -> None:
+        await self.session.execute(delete(reminders).where(reminders.c.user_id == user_id))
+
+
+# --- stream tickets and secrets ------------------------------------------------------------------------------------
+
+
+class TicketStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, ticket_hash: str, user_id: str, expires_at: datetime, now: datetime) -> None:
+        # Spent and expired tickets go as new ones come: the table stays as small as the tickets in flight.
+        await self.session.execute(delete(stream_tickets).where(stream_tickets.c.expires_at <= now))
+        await self.session.execute(
+            insert(stream_tickets).values(ticket_hash=ticket_hash, user_id=user_id, expires_at=expires_at)
+        )
+
+    async def take(self, ticket_hash: str, now: datetime) -> UserId | None:
+        """The ticket's person if it is valid; it is spent either way (single use)."""
+        row = (
+            (await self.session.execute(select(stream_tickets).where(stream_tickets.c.ticket_hash == ticket_hash)))
+            .mappings()
+            .first()
+        )
+        if row is None:
+            return None
+        await self.session.execute(delete(stream_tickets).where(stream_tickets.c.ticket_hash == ticket_hash))
+        return UserId(row["user_id"]) if row["expires_at"] > now else None
+
+
+class SecretStore:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, name: str) -> str | None:
+        value: str | None = await self.session.scalar(select(secrets.c.value).where(secrets.c.name == name))
+        return value
+
+    async def add(self, name: str, value: str, now: datetime) -> bool:
+        """Whether it was stored (False: another process stored one first; use theirs)."""
+        try:
+            async with self.session.begin_nested():
+                await self.session.execute(insert(secrets).values(name=name, value=value, created_at=now))
+        except IntegrityError:
+            return False
+        return True
+
+
+# --- unit of work -------------------------------------------------------------------------------------------------
+
+
+class Stores:
+    """Every store of the service on one session (read-only sessions use these too)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.recipients = RecipientStore(session)
+        self.members = MemberStore(session)
+        self.events = EventStore(session)
+        self.attendees = AttendeeStore(session)
+        self.inbox = InboxStore(session)
+        self.preferences = PreferenceStore(session)
+        self.deliveries = DeliveryStore(session)
+        self.tickets = TicketStore(session)
+        self.secrets = SecretStore(session)
+        self.reminders = ReminderStore(session)
+        self.push = PushSubscriptionStore(session)
 
 
 class NotificationsUnitOfWork(UnitOfWork):
-    """One transaction of the notifications service: its stores plus the outbox."""
+    """One transaction of the notifications service: its stores plus the outbox. Sends queued in it are written
+    in the same transaction; after the commit this process's senders are woken (others find them by polling)."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Clock | None = None,
+        signal: OutboxSignal | None = None,
+        sends_signals: Mapping[Channel, OutboxSignal] | None = None,
+    ) -> None:
+        super().__init__(db, clock=clock, signal=signal)
+        self.sends_signals = sends_signals or {}
+        self._queued: set[Channel] = set()
+
+    recipients: RecipientStore
+    members: MemberStore
+    events: EventStore
+    attendees: AttendeeStore
+    inbox: InboxStore
+    preferences: PreferenceStore
+    deliveries: DeliveryStore
+    tickets: TicketStore
+    secrets: SecretStore
+    reminders: ReminderStore
+    push: PushSubscriptionStore
 
     def open_stores(self, session: AsyncSession) -> None:
-        pass
+        stores = Stores(session)
+        self.recipients = stores.recipients
+        self.members = stores.members
+        self.events = stores.events
+        self.attendees = stores.attendees
+        self.inbox = stores.inbox
+        self.preferences = stores.preferences
+        self.deliveries = stores.deliveries
+        self.tickets = stores.tickets
+        self.secrets = stores.secrets
+        self.reminders = stores.reminders
+        self.push = stores.push
+        self._queued = set()
+
+    async def queue_sends(self, items: Sequence[tuple[str, UserId, Channel]]) -> None:
+        """Sends (notification id, person, channel) to make once this transaction commits."""
+        await self.deliveries.add(items, self.clock.now())
+        self._queued.update(channel for _, _, channel in items)
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await super().__aexit__(exc_type, exc, tb)
+        if exc_type is None:
+            for channel in self._queued:
+                if (signal := self.sends_signals.get(channel)) is not None:
+                    signal.notify()
+        self._queued = set()
+
+
+# Where each channel's sender waits to be woken (ServiceContext.extras): {Channel: OutboxSignal}.
+SENDS_SIGNALS = "sends_signals"
+
+
+def unit_of_work(context: ServiceContext) -> NotificationsUnitOfWork:
+    return NotificationsUnitOfWork(
+        context.db, clock=context.clock, signal=context.signal, sends_signals=context.extras.get(SENDS_SIGNALS)
+    )
+
+
+@asynccontextmanager
+async def reading(db: Database) -> AsyncIterator[Stores]:
+    """Stores on a read-only session: queries that do not wait for SQLite's write turn."""
+    async with db.read_session() as session:
+        yield Stores(session)

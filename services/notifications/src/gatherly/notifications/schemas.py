@@ -1,0 +1,109 @@
+"""Request and response shapes of the notifications service's HTTP API (the OpenAPI schema is made from these)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+
+from gatherly.notifications.domain import DEFAULT_REMINDER_HOURS, MAX_REMINDERS, Kind
+
+
+class NotificationOut(BaseModel):
+    id: str
+    kind: Kind
+    title: str
+    body: str
+    link: str = Field(description="A path in the web app (e.g. /events/<id>), relative to the public URL.")
+    created_at: datetime
+    read_at: datetime | None
+
+
+class InboxOut(BaseModel):
+    items: list[NotificationOut]
+    next_cursor: str | None
+    unread_count: int
+
+
+class TicketOut(BaseModel):
+    ticket: str = Field(description="For `GET /api/notifications/stream?ticket=`: single use, valid for 60 s.")
+
+
+class RemindersBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    hours_before: list[StrictInt] = Field(
+        default_factory=lambda: list(DEFAULT_REMINDER_HOURS),
+        max_length=MAX_REMINDERS,
+        description="Hours before each event you go to that a reminder comes (1 to 672).",
+    )
+
+
+class PreferencesBody(BaseModel):
+    """Per kind and channel; kinds left out keep their default (email on for all but comment_posted, push on)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "email": {"comment_posted": True},
+                    "push": {"event_reminder": False},
+                    "reminders": {"hours_before": [24, 2]},
+                }
+            ]
+        },
+    )
+
+    email: dict[str, StrictBool] = Field(default_factory=dict, max_length=50)
+    push: dict[str, StrictBool] = Field(default_factory=dict, max_length=50)
+    reminders: RemindersBody = Field(default_factory=RemindersBody)
+
+
+class PreferencesOut(BaseModel):
+    email: dict[str, bool]
+    push: dict[str, bool]
+    reminders: RemindersBody
+
+
+# A P-256 public key as browsers send it (the example of RFC 8291's appendix A).
+EXAMPLE_P256DH = "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4"
+
+
+class VapidKeyOut(BaseModel):
+    public_key: str = Field(
+        description="The VAPID public key (base64url): PushManager.subscribe's applicationServerKey."
+    )
+
+
+class PushKeys(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    p256dh: str = Field(max_length=200)
+    auth: str = Field(max_length=100)
+
+
+class PushSubscriptionBody(BaseModel):
+    """A browser's PushSubscription (`subscription.toJSON()`); `expirationTime` and unknown fields are ignored."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [
+                {
+                    "endpoint": "https://push.example.org/send/abc123",
+                    "keys": {
+                        "p256dh": EXAMPLE_P256DH,
+                        "auth": "tBHItJI5svbpez7KI4CCXg",
+                    },
+                }
+            ]
+        },
+    )
+
+    endpoint: str = Field(max_length=2000)
+    keys: PushKeys
+
+
+class PushSubscriptionOut(BaseModel):
+    id: str = Field(description="For DELETE /api/push/subscriptions/{id}.")

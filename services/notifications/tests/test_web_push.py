@@ -1,0 +1,226 @@
+"""Web Push against a local receiving endpoint that does what a push service and a browser do: checks the VAPID JWT
+(RFC 8292) against the published key and decrypts the payload (RFC 8291, with http_ece) with the subscription's own
+keys; a subscription the push service reports gone (410) is removed; keys are kept across restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import http_ece
+import jwt
+import pytest
+import pytest_asyncio
+import uvicorn
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gatherly.app.services import ALL
+from gatherly.app.testing import running_gatherly
+from gatherly.kernel.testing import DB_BACKENDS, scratch_databases
+from gatherly.notifications.store import reading
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+# `api` is conftest.NotificationsApi: one whole Gatherly per module and database backend.
+
+VAPID_HEADER = re.compile(r"vapid t=(?P<token>[^,\s]+),\s*k=(?P<key>[A-Za-z0-9_-]+)")
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass
+class Browser:
+    """A browser's side of a subscription: its key pair and auth secret (RFC 8291)."""
+
+    private_key: ec.EllipticCurvePrivateKey = field(default_factory=lambda: ec.generate_private_key(ec.SECP256R1()))
+    auth: bytes = field(default_factory=lambda: os.urandom(16))
+
+    @property
+    def p256dh(self) -> str:
+        point = self.private_key.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+        return b64url(point)
+
+
+@dataclass
+class PushService:
+    """Receives pushes at /push/<name>: verifies the VAPID JWT, decrypts with that subscription's browser keys,
+    keeps what it read; names starting with `gone` answer 410 like an expired subscription."""
+
+    browsers: dict[str, Browser] = field(default_factory=dict)
+    received: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    origin: str = ""
+    vapid_public_key: str = ""
+
+    async def receive(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        if name.startswith("gone"):
+            return Response(status_code=410)
+        match = VAPID_HEADER.fullmatch(request.headers.get("authorization", ""))
+        if match is None or match["key"] != self.vapid_public_key:
+            self.refused.append(f"{name}: no VAPID or another key")
+            return Response(status_code=401)
+        key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), unb64url(match["key"]))
+        try:
+            claims = jwt.decode(match["token"], key, algorithms=["ES256"], audience=self.origin)
+        except jwt.InvalidTokenError as error:
+            self.refused.append(f"{name}: {error}")
+            return Response(status_code=403)
+        assert claims["sub"].startswith("mailto:") and claims["exp"] > time.time()
+        assert request.headers["content-encoding"] == "aes128gcm"
+        browser = self.browsers[name]
+        plain = http_ece.decrypt(
+            await request.body(), private_key=browser.private_key, auth_secret=browser.auth, version="aes128gcm"
+        )
+        self.received.append((name, json.loads(plain)))
+        return Response(status_code=201)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def push_service(api: Any) -> AsyncIterator[PushService]:
+    service = PushService()
+    app = Starlette(routes=[Route("/push/{name}", service.receive, methods=["POST"])])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_config=None))
+    task = asyncio.create_task(server.serve())
+    await _until(lambda: server.started, "the push service listening")
+    service.origin = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    service.vapid_public_key = (await api.client.get("/api/push/vapid-public-key")).json()["public_key"]
+    yield service
+    server.should_exit = True
+    await task
+
+
+async def _until(check: Callable[[], Any], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what}: not after {timeout}s"
+        await asyncio.sleep(0.05)
+
+
+async def _subscribe(api: Any, push_service: PushService, person: Any, name: str) -> str:
+    browser = push_service.browsers.setdefault(name, Browser())
+    body = {
+        "endpoint": f"{push_service.origin}/push/{name}",
+        "keys": {"p256dh": browser.p256dh, "auth": b64url(browser.auth)},
+    }
+    response = await api.client.post("/api/push/subscriptions", json=body, headers=person.auth)
+    assert response.status_code == 201, response.text
+    subscription_id: str = response.json()["id"]
+    return subscription_id
+
+
+async def test_the_public_key_is_a_p256_point(api: Any) -> None:
+    key = (await api.client.get("/api/push/vapid-public-key")).json()["public_key"]
+    point = unb64url(key)
+    assert len(point) == 65 and point[0] == 4
+
+
+async def test_a_push_is_signed_encrypted_and_a_gone_subscription_removed(api: Any, push_service: PushService) -> None:
+    olga, ann = await api.person("Olga"), await api.person("Ann")
+    await _subscribe(api, push_service, ann, "ann-phone")
+    await _subscribe(api, push_service, ann, "gone-ann-laptop")
+    group_id = await api.group(olga, ann, name="Choir")
+    sent = await api.client.post(
+        f"/api/groups/{group_id}/announcements", json={"subject": "Hello", "body": "Sing!"}, headers=olga.auth
+    )
+    assert sent.status_code == 202
+
+    await _until(lambda: [p for n, p in push_service.received if p["title"] == "Choir: Hello"], "the push")
+    [(name, payload)] = [(n, p) for n, p in push_service.received if p["title"] == "Choir: Hello"]
+    assert name == "ann-phone"
+    assert payload["body"] == "Sing!" and payload["kind"] == "group_announcement"
+    assert payload["link"] == f"/groups/{group_id}"
+    assert push_service.refused == []
+
+    async def left() -> list[str]:
+        async with reading(api.running.process.host("notifications").context.db) as stores:
+            return [s.endpoint.rsplit("/", 1)[1] for s in await stores.push.of(ann.user_id)]
+
+    deadline = time.monotonic() + 15
+    while await left() != ["ann-phone"]:
+        assert time.monotonic() < deadline, await left()
+        await asyncio.sleep(0.05)
+
+
+async def test_push_off_for_a_kind_queues_no_push(api: Any, push_service: PushService) -> None:
+    olga, bob = await api.person("Olga"), await api.person("Bob")
+    await _subscribe(api, push_service, bob, "bob-phone")
+    put = await api.client.put(
+        "/api/notifications/preferences", json={"push": {"group_announcement": False}}, headers=bob.auth
+    )
+    assert put.status_code == 200
+    group_id = await api.group(olga, bob, name="Quiet Choir")
+    await api.client.post(
+        f"/api/groups/{group_id}/announcements", json={"subject": "Shh", "body": "."}, headers=olga.auth
+    )
+    event = await api.schedule(olga, group_id, title="Rehearsal")
+    assert event["id"]
+    # The event's push (still on) comes; the announcement's was never queued (sends are queued with the inbox row).
+    await _until(lambda: [p for n, p in push_service.received if n == "bob-phone"], "bob's event push")
+    assert [p["kind"] for n, p in push_service.received if n == "bob-phone"] == ["event_scheduled"]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"endpoint": "ftp://push.example.org/x"}, "endpoint"),
+        ({"endpoint": "http://push.example.org/x"}, "endpoint"),
+        ({"endpoint": "https://user:pw@push.example.org/x"}, "endpoint"),
+        ({"keys": {"p256dh": "AAAA", "auth": b64url(os.urandom(16))}}, "keys.p256dh"),
+        ({"keys": {"p256dh": Browser().p256dh, "auth": "%%%"}}, "keys.auth"),
+        ({"endpoint": "https://push.example.org/" + "x" * 3000}, "endpoint"),
+        ({"keys": None}, "keys"),
+    ],
+)
+async def test_a_bad_subscription_is_refused_naming_the_field(api: Any, change: dict[str, Any], field: str) -> None:
+    ann = await api.person()
+    body = {
+        "endpoint": "https://push.example.org/ok",
+        "keys": {"p256dh": Browser().p256dh, "auth": b64url(os.urandom(16))},
+    }
+    refused = await api.client.post("/api/push/subscriptions", json={**body, **change}, headers=ann.auth)
+    assert refused.status_code == 422, refused.text
+    assert any(e["field"].startswith(field) for e in refused.json()["errors"]), refused.json()
+
+
+async def test_a_subscription_is_deleted_by_its_owner_only(api: Any) -> None:
+    ann, bob = await api.person("Ann"), await api.person("Bob")
+    body = {
+        "endpoint": "https://push.example.org/ann",
+        "keys": {"p256dh": Browser().p256dh, "auth": b64url(os.urandom(16))},
+    }
+    subscription_id = (await api.client.post("/api/push/subscriptions", json=body, headers=ann.auth)).json()["id"]
+    assert (await api.client.delete(f"/api/push/subscriptions/{subscription_id}", headers=bob.auth)).status_code == 404
+    assert (await api.client.delete(f"/api/push/subscriptions/{subscription_id}", headers=ann.auth)).status_code == 204
+    assert (await api.client.delete(f"/api/push/subscriptions/{subscription_id}", headers=ann.auth)).status_code == 404
+    assert (await api.client.post("/api/push/subscriptions", json=body)).status_code == 401
+
+
+@pytest.mark.parametrize("database_backend", DB_BACKENDS)
+async def test_the_vapid_keys_are_made_once_and_kept_across_restarts(tmp_path: Path, database_backend: str) -> None:
+    async with scratch_databases(database_backend, tmp_path, list(ALL)) as database_url:
+        keys = []
+        for _ in range(2):
+            async with running_gatherly(tmp_path, database_url=database_url) as running:
+                keys.append((await running.client.get("/api/push/vapid-public-key")).json()["public_key"])
+    assert keys[0] == keys[1]
