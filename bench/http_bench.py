@@ -145,7 +145,12 @@ def seed(base: str) -> tuple[str, str, str]:
                 "location": {"lat": BERLIN[0], "lng": BERLIN[1]},
             },
         }
-        created = client.post("/api/events", json=event, headers=headers)
+        # The events service learns of the group from the groups service's events: wait until it has.
+        deadline = time.monotonic() + 60
+        while (created := client.post("/api/events", json=event, headers=headers)).status_code == 404:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         created.raise_for_status()
         return login.json()["access_token"], mine[0]["id"], created.json()["id"]
 
