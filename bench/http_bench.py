@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -114,8 +114,9 @@ def wait_until_seeded(base: str, data_dir: Path, server: subprocess.Popen[bytes]
     sys.exit(f"gatherly up was not ready with its demo data after {timeout:.0f} s; see {data_dir / 'server.log'}")
 
 
-def seed(base: str) -> tuple[str, str]:
-    """Log in as the demo organizer and add groups around Berlin up to GROUPS_IN_ALL; returns (token, group id)."""
+def seed(base: str) -> tuple[str, str, str]:
+    """Log in as the demo organizer, add groups around Berlin up to GROUPS_IN_ALL and an event in the organizer's
+    first group; returns (token, group id, event id)."""
     with httpx.Client(base_url=base, timeout=30) as client:
         login = client.post("/api/auth/login", json={"email": ORGANIZER, "password": DEMO_PASSWORD})
         login.raise_for_status()
@@ -131,10 +132,30 @@ def seed(base: str) -> tuple[str, str]:
             }
             client.post("/api/groups", json=body, headers=headers).raise_for_status()
         mine = client.get("/api/groups", params={"member": "me"}, headers=headers).json()["items"]
-        return login.json()["access_token"], mine[0]["id"]
+        starts = datetime.now(UTC) + timedelta(days=14)
+        event = {
+            "group_id": mine[0]["id"],
+            "title": "Bench meetup",
+            "starts_at": starts.isoformat(),
+            "ends_at": (starts + timedelta(hours=2)).isoformat(),
+            "timezone": "Europe/Berlin",
+            "venue": {
+                "name": "Bench hall",
+                "address": "Alexanderplatz 1",
+                "location": {"lat": BERLIN[0], "lng": BERLIN[1]},
+            },
+        }
+        # The events service learns of the group from the groups service's events: wait until it has.
+        deadline = time.monotonic() + 60
+        while (created := client.post("/api/events", json=event, headers=headers)).status_code == 404:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        created.raise_for_status()
+        return login.json()["access_token"], mine[0]["id"], created.json()["id"]
 
 
-def endpoints(group_id: str) -> list[Endpoint]:
+def endpoints(group_id: str, event_id: str) -> list[Endpoint]:
     near = f"{BERLIN[0]},{BERLIN[1]}"
     return [
         Endpoint("GET /api/groups?limit=20", "GET", "/api/groups?limit=20", "read"),
@@ -144,7 +165,18 @@ def endpoints(group_id: str) -> list[Endpoint]:
         Endpoint("GET /api/groups?member=me (bearer)", "GET", "/api/groups?member=me", "read", auth=True),
         Endpoint("GET /api/groups/{id}", "GET", f"/api/groups/{group_id}", "read", auth=True),
         Endpoint("GET /api/groups/{id}/members", "GET", f"/api/groups/{group_id}/members", "read", auth=True),
+        Endpoint("GET /api/events?limit=20", "GET", "/api/events?limit=20", "read"),
+        Endpoint("GET /api/events/{id} (bearer)", "GET", f"/api/events/{event_id}", "read", auth=True),
         Endpoint("PATCH /api/users/me (bearer)", "PATCH", "/api/users/me", "write", True, {"bio": "Benchmarking."}),
+        # The same person answering again: the RSVP's whole transaction (event locked, counters, answer) each time.
+        Endpoint(
+            "PUT /api/events/{id}/rsvp (bearer)",
+            "PUT",
+            f"/api/events/{event_id}/rsvp",
+            "write",
+            True,
+            {"response": "yes", "guests": 0},
+        ),
         Endpoint(
             "PATCH /api/groups/{id} (bearer)",
             "PATCH",
@@ -322,11 +354,11 @@ def main() -> None:
         server = start_server(port, data_dir, args.sources)
         try:
             wait_until_seeded(base, data_dir, server)
-            token, group_id = seed(base)
+            token, group_id, event_id = seed(base)
             livez = data_dir / "livez.lua"
             livez.write_text(DONE_LUA)
             rows = []
-            for endpoint in endpoints(group_id):
+            for endpoint in endpoints(group_id, event_id):
                 if args.only not in endpoint.name:
                     continue
                 # Each endpoint's requests must succeed, or the figure measures the error path.

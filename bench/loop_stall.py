@@ -38,6 +38,7 @@ from gatherly.kernel.db import Database
 from gatherly.kernel.delivery import prune_inbox
 from gatherly.kernel.log.base import OutgoingMessage, TopicConfig
 from gatherly.kernel.loop_health import LoopLagProbe
+from gatherly.kernel.messages import new_message_id
 from gatherly.kernel.metrics import WAL_CHECKPOINTS
 from gatherly.kernel.uow import INBOX
 
@@ -102,7 +103,7 @@ async def prefill_inbox(db: Database, count: int) -> None:
             await session.execute(
                 insert(INBOX),
                 [
-                    {"consumer": "bench.old", "message_id": str(uuid.uuid4()), "processed_at": old}
+                    {"consumer": "bench.old", "message_id": new_message_id(), "processed_at": old}
                     for _ in range(first, min(count, first + 10_000))
                 ],
             )

@@ -50,12 +50,13 @@ def _event(group_id: str, capacity: int | None) -> dict[str, Any]:
 
 
 async def _people(gatherly: RunningGatherly, count: int) -> tuple[Person, list[Person], str]:
-    organizer = await sign_up(gatherly, display_name="Organizer")
+    organizer = await sign_up(gatherly, display_name="Organizer", mail_timeout=120)
     group = await gatherly.client.post("/api/groups", json={"name": "Bench"}, headers=organizer.auth)
     group_id = group.json()["id"]
     people = []
     for index in range(count):
-        person = await sign_up(gatherly, display_name=f"Person {index}")
+        # A generous wait for the confirmation mail: on a loaded shared machine it can take longer than a test allows.
+        person = await sign_up(gatherly, display_name=f"Person {index}", mail_timeout=120)
         joined = await gatherly.client.post(f"/api/groups/{group_id}/join", json={}, headers=person.auth)
         assert joined.status_code == 200, joined.text
         people.append(person)

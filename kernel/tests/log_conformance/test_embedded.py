@@ -52,6 +52,32 @@ async def test_a_waiting_poll_is_woken_at_once_by_a_publish_in_the_same_process(
         assert values(await asyncio.wait_for(waiting, 1.0)) == ["now"]
 
 
+async def test_a_publish_wakes_only_the_consumers_of_its_topic(tmp_path: Path) -> None:
+    # Every woken consumer looks at the log again (membership, bounds): a process runs a consumer group per
+    # subscribing service, so waking all of them on every append cost more than the append.
+    async with EmbeddedLog(tmp_path / "log.sqlite", poll_interval=5.0) as log:
+        await log.ensure_topics([TopicConfig("busy", partitions=1), TopicConfig("quiet", partitions=1)])
+        bystander = log.consumer("g", ["quiet"])
+        assert await bystander.assignment() == {TopicPartition("quiet", 0)}
+        looks = 0
+        refresh = bystander._refresh
+
+        async def counted_refresh() -> None:
+            nonlocal looks
+            looks += 1
+            await refresh()
+
+        bystander._refresh = counted_refresh  # type: ignore[method-assign]
+        waiting = asyncio.create_task(bystander.poll(timeout=0.5))
+        await asyncio.sleep(0.1)  # not the assertion: lets the poll look once and start waiting
+        for n in range(5):
+            await log.publish([OutgoingMessage("busy", "k", f"{n}".encode())])
+            await asyncio.sleep(0.02)  # not the assertion: a woken poll would look before the next append
+
+        assert await waiting == []
+        assert looks == 2  # the first look and the last one at the poll's deadline: no append to "busy" woke it
+
+
 async def test_records_appended_through_another_connection_to_the_file_are_noticed(tmp_path: Path) -> None:
     path = tmp_path / "log.sqlite"
     async with EmbeddedLog(path, poll_interval=0.02) as reader, EmbeddedLog(path) as writer:

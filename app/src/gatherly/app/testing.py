@@ -140,6 +140,7 @@ async def sign_up(
     email: str | None = None,
     display_name: str = "Test Person",
     password: str = "correct horse battery staple",
+    mail_timeout: float = 10.0,
 ) -> Person:
     """A confirmed, logged-in person, made the way a real one is: sign up, click the emailed link, log in."""
     email = email or f"person-{uuid.uuid4().hex[:10]}@example.org"
@@ -148,7 +149,7 @@ async def sign_up(
         "/api/auth/signup", json={"email": email, "password": password, "display_name": display_name}
     )
     assert response.status_code == 202, response.text
-    await wait_for_mail(running, email)
+    await wait_for_mail(running, email, timeout=mail_timeout)
     token = newest_link_token(running.mail_dir, email)
     assert token, "the confirmation email has no /confirm?token= link"
     response = await client.post("/api/auth/confirm", json={"token": token})

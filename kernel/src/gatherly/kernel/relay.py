@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import structlog
-from sqlalchemy import Row, delete, func, select, text
+from sqlalchemy import Integer, Row, bindparam, delete, func, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -263,6 +263,9 @@ class OutboxRelay:
         # Reads go through a Core connection, not an ORM session: the relay reads once per commit, and a session's
         # bookkeeping cost more than the query (see bench/README.md). DEFERRED: reading takes no write lock.
         self._reads = db.engine.execution_options(sqlite_begin="DEFERRED")
+        # Built once (a statement's construction and cache key cost about what SQLite takes to run it).
+        self._oldest_rows = select(OUTBOX).order_by(OUTBOX.c.seq).limit(bindparam("batch_size", type_=Integer))
+        self._rows_after_cursor = self._oldest_rows.where(OUTBOX.c.seq > bindparam("read_up_to"))
 
     async def run(self) -> None:
         """Relay until `stop`. Errors propagate (wrap it in the host's supervisor); a restarted run resumes."""
@@ -302,13 +305,14 @@ class OutboxRelay:
         """Publish one batch of outbox rows (and retry held ones that are due); returns how many rows were read."""
         done = _Pass()
         await self._retry_held(done)
-        query = select(OUTBOX).order_by(OUTBOX.c.seq).limit(self.batch_size)
+        query = self._oldest_rows
         if self._cursor_mode:
-            query = query.where(OUTBOX.c.seq > self._read_up_to)
+            query = self._rows_after_cursor
         elif self._held:
             query = query.where(OUTBOX.c.seq.not_in([seq for held in self._held.values() for seq in held.seqs]))
         async with self._reads.connect() as connection:
-            rows = (await connection.execute(query)).all()
+            parameters = {"read_up_to": self._read_up_to, "batch_size": self.batch_size}
+            rows = (await connection.execute(query, parameters)).all()
         if rows:
             await self._publish_new(rows, done)
             self._read_up_to = rows[-1].seq

@@ -8,7 +8,7 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Self
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gatherly.contracts.base import IntegrationEvent
@@ -19,6 +19,16 @@ from gatherly.kernel.tables import KERNEL_METADATA
 
 OUTBOX = KERNEL_METADATA.tables["outbox"]
 INBOX = KERNEL_METADATA.tables["inbox"]
+# Built once: every transaction that publishes or consumes runs these, and building a statement and its cache key
+# per call cost about as much as SQLite running it.
+INSERT_OUTBOX = insert(OUTBOX)
+INSERT_INBOX = insert(INBOX)
+PROCESSED = select(INBOX.c.message_id).where(
+    INBOX.c.consumer == bindparam("consumer"), INBOX.c.message_id == bindparam("message_id")
+)
+PROCESSED_AMONG = select(INBOX.c.message_id).where(
+    INBOX.c.consumer == bindparam("consumer"), INBOX.c.message_id.in_(bindparam("message_ids", expanding=True))
+)
 
 
 class OutboxSignal:
@@ -120,7 +130,7 @@ class UnitOfWork:
         if not self._pending:
             return
         await session.execute(
-            insert(OUTBOX),
+            INSERT_OUTBOX,
             [
                 {
                     "id": e.id,
@@ -140,16 +150,12 @@ class UnitOfWork:
 
     async def already_processed(self, consumer: str, message_id: str) -> bool:
         """Whether `consumer` applied this message before (checked inside this transaction)."""
-        found = await self.session.scalar(
-            select(INBOX.c.message_id).where(INBOX.c.consumer == consumer, INBOX.c.message_id == message_id)
-        )
+        found = await self.session.scalar(PROCESSED, {"consumer": consumer, "message_id": message_id})
         return found is not None
 
     async def processed_among(self, consumer: str, message_ids: Sequence[str]) -> set[str]:
         """Which of these messages `consumer` applied before (one query for a whole batch)."""
-        found = await self.session.scalars(
-            select(INBOX.c.message_id).where(INBOX.c.consumer == consumer, INBOX.c.message_id.in_(message_ids))
-        )
+        found = await self.session.scalars(PROCESSED_AMONG, {"consumer": consumer, "message_ids": list(message_ids)})
         return set(found)
 
     async def mark_processed(self, consumer: str, *message_ids: str) -> None:
@@ -157,5 +163,5 @@ class UnitOfWork:
             return
         now = self.clock.now()
         await self.session.execute(
-            insert(INBOX), [{"consumer": consumer, "message_id": m, "processed_at": now} for m in message_ids]
+            INSERT_INBOX, [{"consumer": consumer, "message_id": m, "processed_at": now} for m in message_ids]
         )

@@ -141,8 +141,6 @@ class EmbeddedLog:
         self.poll_interval = poll_interval
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
-        # Replaced on every publish: pollers wait on the one current when they last found nothing.
-        self._wakeup = asyncio.Event()
         # Partition counts never change once a topic exists, so they are cached for good.
         self._partition_counts: dict[str, int] = {}
         self._consumers: set[EmbeddedConsumer] = set()
@@ -242,9 +240,13 @@ class EmbeddedLog:
             raise
         return result
 
-    def _notify(self) -> None:
-        wakeup, self._wakeup = self._wakeup, asyncio.Event()
-        wakeup.set()
+    def _notify(self, topics: set[str] | None = None) -> None:
+        """Wake this process's consumers of `topics` (all of them when None: a member left or released partitions).
+        Only the consumers of what was appended: every woken consumer looks at the log, and a process runs a
+        consumer group per subscribing service, most of them for other topics."""
+        for consumer in self._consumers:
+            if topics is None or not topics.isdisjoint(consumer.topics):
+                consumer._wakeup.set()
 
     # -- topics --------------------------------------------------------------------------------------
 
@@ -330,7 +332,7 @@ class EmbeddedLog:
             )
 
         await self._write(append)
-        self._notify()
+        self._notify({m.topic for m in messages})
 
     # -- groups and offsets --------------------------------------------------------------------------
 
@@ -614,6 +616,8 @@ class EmbeddedConsumer:
         self._heartbeats: asyncio.Task[None] | None = None
         self._round = 0
         self._closed = False
+        # Set by the log when records land in our topics or the group changes (see EmbeddedLog._notify).
+        self._wakeup = asyncio.Event()
 
     async def _join(self) -> None:
         if self._heartbeats is None:
@@ -704,8 +708,8 @@ class EmbeddedConsumer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            # Taken before looking, so a publish that lands after the look still wakes us.
-            wakeup = self._log._wakeup
+            # Cleared before looking, so a publish that lands after the look still wakes us.
+            self._wakeup.clear()
             await self._refresh()
             records = await self._fetch(max_records)
             remaining = deadline - loop.time()
@@ -713,7 +717,7 @@ class EmbeddedConsumer:
                 return records
             # Other processes' appends cannot wake us: look again every poll_interval.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wakeup.wait(), min(remaining, self._log.poll_interval))
+                await asyncio.wait_for(self._wakeup.wait(), min(remaining, self._log.poll_interval))
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         await self._log._commit(self.group, self.member_id, offsets, self._generations)

@@ -487,7 +487,7 @@ async def respond(uow: EventsUnitOfWork, event_id: str, member: UserId, answer: 
         event.check_rsvp_open(now)
         attendance = await _attendance(uow, event, member)
         rsvp = attendance.respond(member, answer, guests, now)
-        await _save_attendance(uow, event, attendance)
+        await _save_attendance(uow, event, attendance, counts_only=True)
         return MyRsvp(rsvp.status, rsvp.guests, await uow.rsvps.waitlist_position(event.id, rsvp))
 
 
@@ -503,8 +503,11 @@ async def _attendance(uow: EventsUnitOfWork, event: Event, person: UserId | None
     return Attendance.of(event, [*waiting, *([own] if own is not None else [])])
 
 
-async def _save_attendance(uow: EventsUnitOfWork, event: Event, attendance: Attendance) -> Event:
-    """Writes the event with its counters and the changed RSVPs, and publishes an rsvp.* event per change."""
+async def _save_attendance(
+    uow: EventsUnitOfWork, event: Event, attendance: Attendance, *, counts_only: bool = False
+) -> Event:
+    """Writes the event with its counters and the changed RSVPs, and publishes an rsvp.* event per change.
+    `counts_only`: the event is as read (an answer changes nothing else), so only its counters are written."""
     await uow.rsvps.save(event.id, list(attendance.dirty.values()))
     counted = replace(
         event,
@@ -512,7 +515,7 @@ async def _save_attendance(uow: EventsUnitOfWork, event: Event, attendance: Atte
         waitlist_count=attendance.waiting,
         queue_counter=attendance.queue_counter,
     )
-    await uow.events.save(counted)
+    await (uow.events.save_counts if counts_only else uow.events.save)(counted)
     now = uow.clock.now()
     uow.publish(*(_rsvp_event(counted, change, now) for change in attendance.changes))
     return counted

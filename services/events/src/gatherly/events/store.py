@@ -10,7 +10,22 @@ from datetime import date, datetime
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, delete, exists, func, insert, literal, or_, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    and_,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -140,6 +155,45 @@ def _columns(event: Event) -> dict[str, Any]:
     }
 
 
+# The statements of an RSVP (its hot path: one per answer, under the event's lock) are built once, here: building a
+# statement and generating its cache key per call cost more than SQLite running it (bench/README.md, RSVPs).
+EVENT_FOR_UPDATE = select(events).where(events.c.id == bindparam("event_id")).with_for_update()
+SAVE_COUNTS = (
+    update(events)
+    .where(events.c.id == bindparam("event_id"))
+    .values(
+        going_count=bindparam("going"), waitlist_count=bindparam("waiting"), queue_counter=bindparam("queue_counter")
+    )
+)
+RSVP_OF = select(rsvps).where(rsvps.c.event_id == bindparam("event_id"), rsvps.c.user_id == bindparam("user_id"))
+WAITLIST_HEAD = (
+    select(rsvps)
+    .where(rsvps.c.event_id == bindparam("event_id"), rsvps.c.status == RsvpStatus.WAITLISTED.value)
+    .order_by(rsvps.c.queue_no)
+    .limit(bindparam("limit", type_=Integer))
+)
+WAITLIST_AHEAD = (
+    select(func.count())
+    .select_from(rsvps)
+    .where(
+        rsvps.c.event_id == bindparam("event_id"),
+        rsvps.c.status == RsvpStatus.WAITLISTED.value,
+        rsvps.c.queue_no < bindparam("queue_no"),
+    )
+)
+# Parameters named after the SET columns (status, guests, ...) fill the SET clause; the key's are renamed.
+UPDATE_RSVP = update(rsvps).where(
+    rsvps.c.event_id == bindparam("rsvp_event_id"), rsvps.c.user_id == bindparam("rsvp_user_id")
+)
+INSERT_RSVP = insert(rsvps)
+GROUP_BY_ID = select(group_summaries).where(
+    group_summaries.c.group_id == bindparam("group_id"), group_summaries.c.deleted_at.is_(None)
+)
+ROLE = select(group_members.c.role).where(
+    group_members.c.group_id == bindparam("group_id"), group_members.c.user_id == bindparam("user_id")
+)
+
+
 class EventStore:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -152,8 +206,7 @@ class EventStore:
         """The event row locked until the transaction ends (PostgreSQL; on SQLite the unit of work holds the
         database's write lock already). Seats are counted and handed out under this lock, so concurrent RSVPs
         queue here and never both take the last seat."""
-        query = select(events).where(events.c.id == event_id).with_for_update()
-        row = (await self.session.execute(query)).mappings().first()
+        row = (await self.session.execute(EVENT_FOR_UPDATE, {"event_id": event_id})).mappings().first()
         return _event(row) if row else None
 
     async def imported_for_update(self, group_id: str, uid: str) -> Event | None:
@@ -167,6 +220,11 @@ class EventStore:
 
     async def save(self, event: Event) -> None:
         await self.session.execute(update(events).where(events.c.id == event.id).values(**_columns(event)))
+
+    async def save_counts(self, event: Event) -> None:
+        """Write only the event's seat counters and FIFO counter (what an RSVP changes)."""
+        values = {"going": event.going_count, "waiting": event.waitlist_count, "queue_counter": event.queue_counter}
+        await self.session.execute(SAVE_COUNTS, {"event_id": event.id, **values})
 
     async def upcoming_ids_of_group(self, group_id: str, now: datetime) -> list[EventId]:
         """Scheduled events of the group that have not started, soonest first (ix_events_group_id_starts_at)."""
@@ -532,36 +590,22 @@ class RsvpStore:
 
     async def waitlist_head(self, event_id: str, limit: int) -> list[Rsvp]:
         """The first `limit` parties waiting, in FIFO order (ix_rsvps_event_id_status_queue_no)."""
-        query = (
-            select(rsvps)
-            .where(rsvps.c.event_id == event_id, rsvps.c.status == RsvpStatus.WAITLISTED)
-            .order_by(rsvps.c.queue_no)
-            .limit(limit)
-        )
-        return [_rsvp(row) for row in (await self.session.execute(query)).mappings()]
+        result = await self.session.execute(WAITLIST_HEAD, {"event_id": event_id, "limit": limit})
+        return [_rsvp(row) for row in result.mappings()]
 
     async def going_ids(self, event_id: str) -> list[UserId]:
         query = select(rsvps.c.user_id).where(rsvps.c.event_id == event_id, rsvps.c.status == RsvpStatus.GOING)
         return [UserId(u) for u in await self.session.scalars(query)]
 
     async def of(self, event_id: str, user_id: str) -> Rsvp | None:
-        query = select(rsvps).where(rsvps.c.event_id == event_id, rsvps.c.user_id == user_id)
-        row = (await self.session.execute(query)).mappings().first()
+        row = (await self.session.execute(RSVP_OF, {"event_id": event_id, "user_id": user_id})).mappings().first()
         return _rsvp(row) if row else None
 
     async def waitlist_position(self, event_id: str, rsvp: Rsvp) -> int | None:
         if rsvp.status is not RsvpStatus.WAITLISTED:
             return None
-        ahead = await self.session.scalar(
-            select(literal(1) + func.count())
-            .select_from(rsvps)
-            .where(
-                rsvps.c.event_id == event_id,
-                rsvps.c.status == RsvpStatus.WAITLISTED,
-                rsvps.c.queue_no < rsvp.queue_no,
-            )
-        )
-        return int(ahead or 1)
+        ahead = await self.session.scalar(WAITLIST_AHEAD, {"event_id": event_id, "queue_no": rsvp.queue_no})
+        return 1 + int(ahead or 0)
 
     async def checked_in_count(self, event_id: str) -> int:
         query = (
@@ -581,11 +625,9 @@ class RsvpStore:
                 "responded_at": rsvp.responded_at,
                 "checked_in_at": rsvp.checked_in_at,
             }
-            result = await self.session.execute(
-                update(rsvps).where(rsvps.c.event_id == event_id, rsvps.c.user_id == rsvp.user_id).values(**values)
-            )
-            if rowcount(result) == 0:
-                await self.session.execute(insert(rsvps).values(event_id=event_id, user_id=rsvp.user_id, **values))
+            key = {"rsvp_event_id": event_id, "rsvp_user_id": rsvp.user_id}
+            if rowcount(await self.session.execute(UPDATE_RSVP, {**key, **values})) == 0:
+                await self.session.execute(INSERT_RSVP, {"event_id": event_id, "user_id": rsvp.user_id, **values})
 
     async def page(self, event_id: str, limit: int, after: dict[str, Any] | None) -> tuple[list[AttendeeRow], Any]:
         """Going first, then the waitlist in order (with positions); keyset-paged by (status rank, queue_no)."""
@@ -718,10 +760,7 @@ class GroupStore:
 
     async def get(self, group_id: str) -> GroupSummary | None:
         """A group that exists (not deleted), or None."""
-        query = select(group_summaries).where(
-            group_summaries.c.group_id == group_id, group_summaries.c.deleted_at.is_(None)
-        )
-        row = (await self.session.execute(query)).mappings().first()
+        row = (await self.session.execute(GROUP_BY_ID, {"group_id": group_id})).mappings().first()
         if row is None:
             return None
         return GroupSummary(
@@ -822,10 +861,7 @@ class MemberStore:
         """The person's role in the group, None when not a member (or anonymous)."""
         if user_id is None:
             return None
-        query = select(group_members.c.role).where(
-            group_members.c.group_id == group_id, group_members.c.user_id == user_id
-        )
-        role: str | None = await self.session.scalar(query)
+        role: str | None = await self.session.scalar(ROLE, {"group_id": group_id, "user_id": user_id})
         return role
 
     async def put(self, group_id: str, user_id: str, role: str) -> None:
