@@ -31,6 +31,9 @@ export default defineConfig({
         globPatterns: ['**/*.{js,css,html,png,svg,woff2}'],
         // The gazetteer chunk is large; precached so a city can be typed offline too.
         maximumFileSizeToCacheInBytes: 4 * 1024 * 1024,
+        // The first visit is controlled at once (nothing older to wait for); a later version still waits for the
+        // person to accept it (no skipWaiting).
+        clientsClaim: true,
         navigateFallback: '/index.html',
         navigateFallbackDenylist: [/^\/api\//, /^\/dev\//, /^\/media\//, /^\/(livez|readyz|metrics)$/],
         runtimeCaching: [

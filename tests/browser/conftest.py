@@ -94,6 +94,7 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 def new_context(browser: Browser, server: Server) -> Iterator[NewContext]:
     """Browser contexts (one per person) for this test, closed after it; phone-sized unless told otherwise."""
     made: list[BrowserContext] = []
+    errors: list[str] = []  # uncaught errors in the app's pages: each one fails the test
 
     def make(viewport: dict[str, int] = PHONE, **options: Any) -> BrowserContext:
         context = browser.new_context(
@@ -106,9 +107,11 @@ def new_context(browser: Browser, server: Server) -> Iterator[NewContext]:
             **options,
         )
         context.set_default_timeout(15_000)
+        context.on("weberror", lambda error: errors.append(f"{error.page.url if error.page else '?'}: {error.error}"))
         made.append(context)
         return context
 
     yield make
     for context in made:
         context.close()
+    assert not errors, "uncaught errors in the app:\n" + "\n".join(errors)

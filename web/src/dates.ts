@@ -6,8 +6,10 @@ export function browserZone(): string {
 }
 
 export function formatIn(iso: string, timeZone: string): string {
-  return new Intl.DateTimeFormat(locale(), { dateStyle: 'medium', timeStyle: 'short', timeZone, timeZoneName: 'short' })
-    .format(new Date(iso));
+  // dateStyle/timeStyle cannot be combined with timeZoneName: the fields one by one.
+  return new Intl.DateTimeFormat(locale(), {
+    weekday: 'short', year: 'numeric', month: 'short', day: 'numeric', hour: 'numeric', minute: '2-digit', timeZone, timeZoneName: 'short',
+  }).format(new Date(iso));
 }
 
 /** The offset of `timeZone` from UTC at `instant`, in milliseconds. */

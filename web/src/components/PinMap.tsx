@@ -64,14 +64,23 @@ export function PinMap({ label, center, zoom = 12, pins, onPick }: PinMapProps) 
     if (!group) return;
     group.clearLayers();
     for (const pin of pins) {
-      const marker = L.marker([pin.lat, pin.lng], { icon: icon(pin.kind), title: pin.title, keyboard: true, alt: pin.title });
-      if (pin.onSelect) {
-        const select = pin.onSelect;
-        marker.on('click', select);
-        marker.on('keypress', (e: L.LeafletKeyboardEvent) => e.originalEvent.key === 'Enter' && select());
-      }
+      const selectable = Boolean(pin.onSelect);
+      const marker = L.marker([pin.lat, pin.lng], {
+        icon: icon(pin.kind), title: pin.title, alt: pin.title, interactive: selectable, keyboard: selectable,
+      });
       marker.addTo(group);
-      marker.getElement()?.setAttribute('aria-label', pin.title);
+      const node = marker.getElement();
+      if (pin.onSelect && node) {
+        // Listened to on the pin's own element: a tap or Enter opens what it stands for.
+        const select = pin.onSelect;
+        node.addEventListener('click', (e) => {
+          e.stopPropagation();
+          select();
+        });
+        node.addEventListener('keydown', (e) => e.key === 'Enter' && select());
+      }
+      if (!selectable) node?.setAttribute('role', 'img'); // a picture of where, not a control
+      node?.setAttribute('aria-label', pin.title);
     }
   }, [pins]);
 
