@@ -71,8 +71,11 @@ export function PinMap({ label, center, zoom = 12, pins, onPick }: PinMapProps) 
       marker.addTo(group);
       const node = marker.getElement();
       if (pin.onSelect && node) {
-        // Listened to on the pin's own element: a tap or Enter opens what it stands for.
+        // Listened to on the pin's own element: a tap or Enter opens what it stands for. A press on a pin must not
+        // start dragging the map: the drag captures the pointer and the click would land on the map instead.
         const select = pin.onSelect;
+        L.DomEvent.disableClickPropagation(node);
+        node.addEventListener('pointerdown', (e) => e.stopPropagation());
         node.addEventListener('click', (e) => {
           e.stopPropagation();
           select();
