@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.resources
+import re
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -61,7 +62,9 @@ def security_headers(tiles_url: str = "") -> list[tuple[bytes, bytes]]:
     tiles = urlsplit(tiles_url.replace("{s}", "a"))
     # Leaflet's {s} picks a subdomain: allow every one of them.
     host = tiles.netloc.replace("a.", "*.", 1) if "{s}." in tiles_url else tiles.netloc
-    origin = f" {tiles.scheme}://{host}" if tiles.scheme in ("http", "https") and host else ""
+    # Only a plain http(s) origin joins: a setting cannot add other sources or directives to the policy.
+    plain = tiles.scheme in ("http", "https") and re.fullmatch(r"[A-Za-z0-9.*-]+(:[0-9]+)?", host)
+    origin = f" {tiles.scheme}://{host}" if plain else ""
     return [
         (b"content-security-policy", CSP.format(tiles=origin).encode()),
         (b"x-content-type-options", b"nosniff"),
