@@ -48,6 +48,7 @@ WEB_SOURCES := $(shell find web/src web/public -type f 2>/dev/null) web/index.ht
 WEB_CLIENT := web/src/api/schema.d.ts
 
 web/node_modules/.installed: web/package-lock.json
+	bash scripts/node.sh
 	cd web && npm ci --prefer-offline --no-audit --no-fund
 	touch $@
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs Debian's Chromium for the browser tests (idempotent; Playwright drives it, never downloads a browser).
 set -euo pipefail
-if [ -x /usr/bin/chromium ]; then
+if [ -x /usr/bin/chromium ]; then  # already there: nothing to do
   exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive
