@@ -1,4 +1,4 @@
-"""Browser tests: one `gatherly up` per session serving the built web app, driven by Playwright in Debian's Chromium."""
+"""Browser tests: one `gatherly up` per test module with the built web app, driven by Playwright in Chromium."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from browsing import BERLIN, CHROMIUM, PHONE, WEB_DIST, NewContext, Server, free
 from playwright.sync_api import Browser, BrowserContext, Playwright, sync_playwright
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """`gatherly up` in a process of its own, as people run it, with the built web app."""
     if not (WEB_DIST / "index.html").exists():
@@ -65,13 +65,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             process.kill()
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: sync Playwright keeps an event loop running, which later asyncio tests may not meet.
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
         raise AssertionError(f"{CHROMIUM} is missing: run `make chromium` (scripts/chromium.sh)")

@@ -98,7 +98,7 @@ def _create_group_and_event(page: Page, group: str, event: str, capacity: int) -
     screenshot(page, "new-group")
     page.get_by_role("button", name="Create the group").click()
     expect(page.get_by_role("heading", level=1)).to_have_text(group)
-    expect(page.get_by_role("status")).to_contain_text("You are a organizer")
+    expect(page.get_by_role("status")).to_contain_text("You are an organizer")
     screenshot(page, "group-organizer")
 
     page.get_by_role("button", name="Schedule an event").click()
@@ -123,6 +123,10 @@ def _create_group_and_event(page: Page, group: str, event: str, capacity: int) -
         lambda: expect(page).to_have_url(re.compile(r"/events/[0-9a-f-]+$"), timeout=2_000),
     )
     expect(page.get_by_role("heading", level=1)).to_have_text(event)
+    # Typed as 19:00 in Berlin; the person's browser is in London: both times shown, the difference plain.
+    when = page.locator(".facts dd").first
+    expect(when).to_contain_text(re.compile(r"19:00\s*(CET|CEST|GMT\+[12])"))
+    expect(when).to_contain_text(re.compile(r"Your time: .*18:00\s*(GMT|BST)"))
     return page.url.rsplit("/", 1)[1]
 
 

@@ -1,6 +1,7 @@
 // Who is logged in: the profile from GET /api/users/me, kept in step with the stored tokens.
 import { createContext, useCallback, useContext, useEffect, useState, type ReactNode } from 'react';
-import { AUTH_CHANGED, api, clearTokens, isLoggedIn, type Schemas } from './api/client';
+import { forgetRsvps } from './offline/rsvpQueue';
+import { AUTH_CHANGED, api, clearTokens, isLoggedIn, refreshToken, type Schemas } from './api/client';
 
 interface Auth {
   me: Schemas['Me'] | null;
@@ -32,9 +33,10 @@ export function AuthProvider({ children }: { children: ReactNode }) {
   }, [loggedIn]);
 
   const logOut = useCallback(async () => {
-    const refresh = localStorage.getItem('gatherly.refresh');
+    const refresh = refreshToken();
     if (refresh) await api.POST('/api/auth/logout', { body: { refresh_token: refresh } }).catch(() => undefined);
     clearTokens();
+    forgetRsvps();
     // What this person saw must not be readable offline by the next one on this device.
     if ('caches' in window) await caches.delete('gatherly-api');
   }, []);

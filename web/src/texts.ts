@@ -57,7 +57,10 @@ export const texts = {
     requestJoin: 'Ask to join',
     leave: 'Leave this group',
     pending: 'Your request to join is waiting for an organizer.',
-    member: (role: string) => `You are a ${role.replace('_', '-')} of this group.`,
+    member: (role: string) => {
+      const named = role.replace('_', '-');
+      return `You are ${/^[aeiou]/.test(named) ? 'an' : 'a'} ${named} of this group.`;
+    },
     banned: 'You cannot join this group.',
     answers: 'The organizers ask',
     requests: 'Requests to join',
@@ -110,6 +113,7 @@ export const texts = {
     youWait: (position: number | null | undefined) =>
       position ? `You are on the waitlist, position ${position}.` : 'You are on the waitlist.',
     youDont: 'You are not going.',
+    waitingAt: (position: number | null) => (position ? `waiting, position ${position}` : 'waiting'),
     pending: 'Pending: your answer will be sent when you are back online.',
     attendees: 'Attendees',
     comments: 'Comments',

@@ -16,6 +16,10 @@ export function accessToken(): string | null {
   return localStorage.getItem(ACCESS);
 }
 
+export function refreshToken(): string | null {
+  return localStorage.getItem(REFRESH);
+}
+
 export function isLoggedIn(): boolean {
   return localStorage.getItem(REFRESH) !== null;
 }

@@ -29,6 +29,12 @@ export function pendingRsvp(eventId: string): PendingRsvp | null {
   return read()[eventId] ?? null;
 }
 
+/** At log-out: answers queued by this person must not be sent with the next person's tokens. */
+export function forgetRsvps(): void {
+  localStorage.removeItem(KEY);
+  window.dispatchEvent(new Event(QUEUE_CHANGED));
+}
+
 export function queueRsvp(eventId: string, rsvp: PendingRsvp): void {
   write({ ...read(), [eventId]: rsvp }); // the newest answer for an event replaces an older one
 }

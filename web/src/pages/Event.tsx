@@ -202,7 +202,7 @@ export function EventPage() {
               <IonLabel>
                 {a.display_name ?? '…'}
                 {a.guests > 0 && ` +${a.guests}`}
-                {a.status === 'waitlisted' && ` (${t.youWait(a.waitlist_position).replace('You are on the ', '')})`}
+                {a.status === 'waitlisted' && ` (${t.waitingAt(a.waitlist_position)})`}
               </IonLabel>
             </IonItem>
           ))}

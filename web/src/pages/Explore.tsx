@@ -41,7 +41,7 @@ export function Explore() {
     setPlace(next);
   }
 
-  function useMyLocation() {
+  function locateMe() {
     navigator.geolocation.getCurrentPosition(
       (position) =>
         choose({ name: 'your location', lat: position.coords.latitude, lng: position.coords.longitude, timezone: '' }),
@@ -102,7 +102,7 @@ export function Explore() {
   return (
     <Layout title={t.title}>
       <div className="toolbar-row">
-        <IonButton onClick={useMyLocation}>{t.useLocation}</IonButton>
+        <IonButton onClick={locateMe}>{t.useLocation}</IonButton>
         <form onSubmit={typeCity} className="inline-form">
           <Field label={t.city} value={city} onChange={setCity} error={cityError} autocomplete="address-level2" />
           <IonButton type="submit">{t.findCity}</IonButton>
