@@ -5,12 +5,13 @@ export UV_COMPILE_BYTECODE := 1
 PORT ?= 8000
 DATA_DIR ?= ./var
 
-.PHONY: up test install uv lint format typecheck imports pytest bench bench-http clean docs openapi catalog contract-long
+.PHONY: up test install uv lint format typecheck imports pytest bench bench-http clean docs openapi catalog contract-long \
+	web web-client web-check chromium
 
-up: install ## install everything and start Gatherly with demo data at http://localhost:8000
+up: install web ## install everything, build the web app and start Gatherly with demo data at http://localhost:8000
 	$(UV) run gatherly up --port $(PORT) --data-dir $(DATA_DIR)
 
-test: install lint typecheck imports pytest ## the whole suite: lint, types, import contracts, tests
+test: install web web-check chromium lint typecheck imports pytest ## the whole suite: lint, types, the web app's checks, tests
 
 uv:
 	@command -v uv >/dev/null 2>&1 || test -x "$(HOME)/.local/bin/uv" || \
@@ -38,6 +39,37 @@ pytest:
 
 docs: install ## regenerate docs/openapi.json, the reference in docs/api.md and docs/events.md (tests fail when they drift)
 	$(UV) run gatherly docs
+	$(MAKE) web-client
+
+# The web app (web/): npm ci from the lockfile (the npm cache makes a second install cheap), built by vite only
+# when a source changed, so a second `make up` does not rebuild.
+WEB_SOURCES := $(shell find web/src web/public -type f 2>/dev/null) web/index.html web/vite.config.ts \
+	web/tsconfig.json web/package.json
+WEB_CLIENT := web/src/api/schema.d.ts
+
+web/node_modules/.installed: web/package-lock.json
+	bash scripts/node.sh
+	cd web && npm ci --prefer-offline --no-audit --no-fund
+	touch $@
+
+web/dist/index.html: web/node_modules/.installed $(WEB_SOURCES)
+	cd web && npx vite build
+	touch $@
+
+web: web/dist/index.html ## build the web app into web/dist (served at / by gatherly up)
+
+web-client: web/node_modules/.installed ## regenerate the typed API client from docs/openapi.json
+	cd web && npx openapi-typescript ../docs/openapi.json -o src/api/schema.d.ts
+
+web-check: web/node_modules/.installed ## the client matches docs/openapi.json, then tsc --noEmit and eslint
+	cd web && npx openapi-typescript ../docs/openapi.json -o node_modules/.schema-check.d.ts >/dev/null 2>&1
+	@diff -q $(WEB_CLIENT) web/node_modules/.schema-check.d.ts >/dev/null || \
+		{ echo "$(WEB_CLIENT) drifted from docs/openapi.json: run make web-client"; exit 1; }
+	cd web && npx tsc --noEmit
+	cd web && npx eslint --max-warnings 0 src
+
+chromium: ## Debian's Chromium for the browser tests (Playwright drives it; no browser download)
+	bash scripts/chromium.sh
 
 openapi catalog: docs
 
@@ -55,4 +87,4 @@ bench-http: install ## wrk against a seeded `gatherly up`: each endpoint beside 
 	$(UV) run python bench/http_bench.py $(BENCH_ARGS)
 
 clean:
-	rm -rf var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache web/dist

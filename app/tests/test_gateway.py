@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import re
+from pathlib import Path
 
-from gatherly.app.gateway import PREFIXES
-from gatherly.app.testing import RunningGatherly
+from gatherly.app.gateway import PREFIXES, security_headers
+from gatherly.app.testing import RunningGatherly, running_gatherly
 from gatherly.kernel.mail import compose
 
 
@@ -100,11 +102,30 @@ async def test_metrics_report_each_services_loop_lag_and_outbox(gatherly: Runnin
 
 
 async def test_the_landing_page_runs_no_inline_script_its_own_csp_would_block(gatherly: RunningGatherly) -> None:
+    # The built web app when web/dist exists (make web), else the placeholder: either runs under the CSP.
     page = await gatherly.client.get("/")
     assert "script-src 'self'" in page.headers["content-security-policy"]
-    assert "<script>" not in page.text and '<script src="/status.js"' in page.text
-    script = await gatherly.client.get("/status.js")
-    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    scripts = re.findall(r"<script\b[^>]*>", page.text)
+    assert scripts and all(" src=" in tag for tag in scripts), scripts
+    for source in (re.search(r'src="([^"]+)"', tag)[1] for tag in scripts):  # type: ignore[index]
+        script = await gatherly.client.get(source)
+        assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+
+
+async def test_the_web_app_gets_its_map_settings_and_the_tiles_origin_joins_the_csp(tmp_path: Path) -> None:
+    tiles = "https://{s}.tiles.example.org/{z}/{x}/{y}.png"
+    async with running_gatherly(tmp_path, ["users"], map_tiles_url=tiles, map_attribution="© Example") as running:
+        response = await running.client.get("/config.json")
+        assert response.json() == {"map_tiles_url": tiles, "map_attribution": "© Example"}
+        assert response.headers["cache-control"] == "no-cache"
+    csp = dict(security_headers(tiles))[b"content-security-policy"].decode()
+    assert "img-src 'self' data: blob: https://*.tiles.example.org;" in csp
+    plain = dict(security_headers(""))[b"content-security-policy"].decode()
+    assert "img-src 'self' data: blob:;" in plain
+    # Only an http(s) origin joins: a hostile setting cannot widen the policy with other sources.
+    for hostile_url in ("javascript:alert(1)", "https://a.example; script-src *"):
+        hostile = dict(security_headers(hostile_url))[b"content-security-policy"].decode()
+        assert "img-src 'self' data: blob:;" in hostile and "script-src *" not in hostile
 
 
 async def test_one_loop_lag_probe_measures_the_process_for_every_service(gatherly: RunningGatherly) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import importlib.resources
+import re
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 from fastapi import FastAPI
@@ -47,24 +49,39 @@ DOCS_SCRIPT = (
     'window.ui = SwaggerUIBundle({url: "/api/openapi.json", dom_id: "#swagger-ui", deepLinking: true,'
     " validatorUrl: null, presets: [SwaggerUIBundle.presets.apis], layout: 'BaseLayout'});\n"
 )
-# Every response: scripts, styles and fetches from this origin only, no framing (clickjacking), no sniffing.
-SECURITY_HEADERS = [
-    (
-        b"content-security-policy",
-        b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
-        b"connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'",
-    ),
-    (b"x-content-type-options", b"nosniff"),
-    (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
-]
+# Every response: scripts, styles and fetches from this origin only, no framing (clickjacking), no sniffing. Images
+# may also come from the map tiles' origin (GATHERLY_MAP_TILES_URL), when one is set.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:{tiles}; "
+    "connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'; "
+    "worker-src 'self'; manifest-src 'self'"
+)
+
+
+def security_headers(tiles_url: str = "") -> list[tuple[bytes, bytes]]:
+    tiles = urlsplit(tiles_url.replace("{s}", "a"))
+    # Leaflet's {s} picks a subdomain: allow every one of them.
+    host = tiles.netloc.replace("a.", "*.", 1) if "{s}." in tiles_url else tiles.netloc
+    # Only a plain http(s) origin joins: a setting cannot add other sources or directives to the policy.
+    plain = tiles.scheme in ("http", "https") and re.fullmatch(r"[A-Za-z0-9.*-]+(:[0-9]+)?", host)
+    origin = f" {tiles.scheme}://{host}" if plain else ""
+    return [
+        (b"content-security-policy", CSP.format(tiles=origin).encode()),
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"no-referrer"),
+    ]
+
+
+SECURITY_HEADERS = security_headers()
 
 
 class SecurityHeaders:
-    """Pure ASGI middleware adding SECURITY_HEADERS to every HTTP response (a service's own value wins)."""
+    """Pure ASGI middleware adding security headers to every HTTP response (a service's own value wins)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, headers: Sequence[tuple[bytes, bytes]] = SECURITY_HEADERS) -> None:
         self.app = app
+        self.headers = list(headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -74,7 +91,7 @@ class SecurityHeaders:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 present = {name.lower() for name, _ in message.get("headers", [])}
-                extra = [(name, value) for name, value in SECURITY_HEADERS if name not in present]
+                extra = [(name, value) for name, value in self.headers if name not in present]
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 
@@ -92,7 +109,7 @@ def front_door(app: ASGIApp, settings: Settings) -> ASGIApp:
         expose_headers=["X-Request-ID", "Retry-After", "Location"],
         max_age=600,
     )
-    return SecurityHeaders(cors)
+    return SecurityHeaders(cors, security_headers(settings.map_tiles_url))
 
 
 def merged_openapi(hosts: Sequence[ServiceHost]) -> dict[str, Any]:
@@ -184,6 +201,12 @@ class Gateway:
         async def docs_script() -> Response:
             return Response(DOCS_SCRIPT, media_type="text/javascript")
 
+        # What the web app needs to know at run time; no-cache, so a changed setting shows at the next start.
+        @app.get("/config.json", include_in_schema=False)
+        async def web_config() -> JSONResponse:
+            config = {"map_tiles_url": self.settings.map_tiles_url, "map_attribution": self.settings.map_attribution}
+            return JSONResponse(config, headers={"Cache-Control": "no-cache"})
+
         @app.get("/livez", include_in_schema=False)
         async def livez() -> dict[str, str]:
             return {"status": "alive"}
@@ -219,7 +242,10 @@ class Gateway:
                 return problem(404, f"No API at /{path}.")
             candidate = (web_dir / path).resolve()
             if path and candidate.is_file() and candidate.is_relative_to(web_dir.resolve()):
-                return FileResponse(candidate)
+                # Hashed build assets never change; everything else (sw.js above all) is checked at each load, so
+                # a new version of the app is noticed and offered.
+                cache = "public, max-age=31536000, immutable" if path.startswith("assets/") else "no-cache"
+                return FileResponse(candidate, headers={"Cache-Control": cache})
             # A single-page app: unknown paths get index.html and the client-side router decides.
             return FileResponse(web_dir / "index.html", headers={"Cache-Control": "no-cache"})
 

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     dev: bool | None = None
     # Origins whose pages may call the API from a browser (CORS); the public URL is always one.
     cors_origins: list[str] = Field(default_factory=list)
+    # The web app's map tiles ({z}/{x}/{y} URL template) and their credit line; empty: markers on a plain
+    # background. The tiles' origin is added to the CSP's img-src.
+    map_tiles_url: str = ""
+    map_attribution: str = ""
     # Request body limits by path prefix; every other route takes 1 MiB (gatherly.kernel.limits).
     body_limits: dict[str, int] = Field(
         default_factory=lambda: {"/api/images": 20 * 1024 * 1024, "/media": 20 * 1024 * 1024}

@@ -1,0 +1,182 @@
+"""More of the web app in a real browser: a typed city and the filters, silent token refresh, joining by approval
+with questions, leaving, and hostile text shown as text."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from browsing import DESKTOP, PHONE, NewContext, Server, check_accessibility, log_in, screenshot
+from playwright.sync_api import expect
+
+BERLIN = {"lat": 52.52, "lng": 13.405}
+
+
+def _group(server: Server, token: str, **fields: Any) -> dict[str, Any]:
+    with server.api() as client:
+        body = {"name": f"Group {time.time_ns()}", "location": BERLIN, "city": "Berlin", **fields}
+        response = client.post("/api/groups", json=body, headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 201, response.text
+        return dict(response.json())
+
+
+def _event(server: Server, token: str, group_id: str, title: str) -> str:
+    """Scheduled once the events service has heard of the group (eventual: retried for a few seconds)."""
+    starts = datetime.now(UTC) + timedelta(days=5)
+    body = {
+        "group_id": group_id,
+        "title": title,
+        "starts_at": starts.isoformat(),
+        "ends_at": (starts + timedelta(hours=2)).isoformat(),
+        "timezone": "Europe/Berlin",
+        "venue": {"name": "Library", "location": {"lat": 52.51, "lng": 13.39}},
+    }
+    deadline = time.monotonic() + 20
+    with server.api() as client:
+        while True:
+            response = client.post("/api/events", json=body, headers={"Authorization": f"Bearer {token}"})
+            if response.status_code == 201 or time.monotonic() > deadline:
+                assert response.status_code == 201, response.text
+                return str(response.json()["id"])
+            time.sleep(0.2)
+
+
+def test_a_typed_city_is_found_in_the_gazetteer_and_the_filters_narrow_what_is_shown(
+    server: Server, new_context: NewContext
+) -> None:
+    email, _ = server.person("Clara")
+    token = server.token_of(email)
+    group = _group(server, token, topics=["chess"])
+    title = f"Blitz evening {time.time_ns()}"
+    _event(server, token, group["id"], title)
+
+    page = new_context(DESKTOP).new_page()
+    page.goto("/")
+    page.get_by_label("City").fill("Atlantis")
+    page.get_by_role("button", name="Find").click()
+    expect(page.locator("ion-input.ion-invalid .error-text")).to_contain_text("No city called “Atlantis”")
+
+    page.get_by_label("City").fill("Hamburg")
+    page.get_by_role("button", name="Find").click()
+    expect(page.get_by_role("status")).to_have_text("Near Hamburg, Germany")
+    expect(page.get_by_text("No events match.")).to_be_visible()  # Berlin is 250 km away; 25 km is the radius
+
+    page.get_by_label("City").fill("berlin")
+    page.get_by_role("button", name="Find").click()
+    expect(page.get_by_role("status")).to_have_text("Near Berlin, Germany")
+    expect(page.get_by_text(title)).to_be_visible()
+    page.get_by_label("Topic").fill("knitting")
+    expect(page.get_by_text(title)).to_have_count(0)
+    page.get_by_label("Topic").fill("chess")
+    expect(page.get_by_text(title)).to_be_visible()
+    expect(page.get_by_role("heading", name=group["name"])).to_be_visible()
+    check_accessibility(page)
+
+
+def test_tokens_are_refreshed_silently_when_expired_or_refused(server: Server, new_context: NewContext) -> None:
+    email, name = server.person("Rafael")
+    page = new_context(PHONE).new_page()
+    log_in(page, email)
+    expect(page.locator("ion-toolbar .who")).to_have_text(name)
+    first = page.evaluate("() => localStorage.getItem('gatherly.refresh')")
+
+    # An access token the server refuses (401): refreshed, and the request sent once more.
+    page.evaluate("() => localStorage.setItem('gatherly.access', 'not-a-token')")
+    page.reload()
+    expect(page.locator("ion-toolbar .who")).to_have_text(name)
+    second = page.evaluate("() => localStorage.getItem('gatherly.refresh')")
+    assert second != first  # rotated
+
+    # An access token about to expire: refreshed before the request leaves.
+    page.evaluate("() => localStorage.setItem('gatherly.expires', '0')")
+    page.reload()
+    expect(page.locator("ion-toolbar .who")).to_have_text(name)
+    assert page.evaluate("() => localStorage.getItem('gatherly.refresh')") not in (first, second)
+
+    # A refresh token the server no longer accepts: logged out, not stuck.
+    page.evaluate(
+        "() => { localStorage.setItem('gatherly.access', 'x'); localStorage.setItem('gatherly.refresh', 'revoked'); }"
+    )
+    page.reload()
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    assert page.evaluate("() => localStorage.getItem('gatherly.refresh')") is None
+
+
+def test_joining_by_approval_answers_the_questions_and_an_organizer_approves(
+    server: Server, new_context: NewContext
+) -> None:
+    organizer_email, _ = server.person("Petra")
+    member_email, member_name = server.person("Quentin")
+    group = _group(
+        server, server.token_of(organizer_email), join_policy="approval", questions=["Which openings do you play?"]
+    )
+
+    member = new_context(PHONE).new_page()
+    log_in(member, member_email, f"/groups/{group['id']}")
+    member.get_by_label("Which openings do you play?").fill("The Sicilian")
+    member.get_by_role("button", name="Ask to join").click()
+    expect(member.get_by_role("status")).to_have_text("Your request to join is waiting for an organizer.")
+    check_accessibility(member)
+
+    organizer = new_context(DESKTOP).new_page()
+    log_in(organizer, organizer_email, f"/groups/{group['id']}")
+    request = organizer.locator("ion-item", has_text=member_name)
+    expect(request).to_contain_text("Which openings do you play?: The Sicilian")
+    check_accessibility(organizer)
+    screenshot(organizer, "group-requests")
+    request.get_by_role("button", name="Approve").click()
+    expect(organizer.get_by_text("No requests waiting.")).to_be_visible()
+
+    member.reload()
+    expect(member.get_by_role("status")).to_have_text("You are a member of this group.")
+    member.get_by_role("button", name="Leave this group").click()
+    expect(member.get_by_role("button", name="Ask to join")).to_be_visible()
+
+
+def test_hostile_text_from_others_is_shown_as_text(server: Server, new_context: NewContext) -> None:
+    email, _ = server.person("Mallory")
+    name = '<img src=x onerror="window.pwned=1">Evil'
+    group = _group(server, server.token_of(email), name=name, description="<script>window.pwned=2</script>")
+    page = new_context(DESKTOP).new_page()
+    page.goto(f"/groups/{group['id']}")
+    expect(page.get_by_role("heading", level=1)).to_have_text(name)
+    expect(page.get_by_text("<script>window.pwned=2</script>")).to_be_visible()
+    assert page.evaluate("() => window.pwned") is None
+    assert page.locator("img[src=x]").count() == 0
+
+
+def test_an_unknown_group_shows_the_problem(new_context: NewContext) -> None:
+    page = new_context(PHONE).new_page()
+    page.goto("/groups/00000000-0000-0000-0000-000000000000")
+    expect(page.get_by_role("alert")).to_have_text(re.compile(r"\S"))
+
+
+def test_logging_out_forgets_answers_still_queued_offline(server: Server, new_context: NewContext) -> None:
+    organizer_email, _ = server.person("Ines")
+    member_email, _ = server.person("Jonas")
+    organizer_token, member_token = server.token_of(organizer_email), server.token_of(member_email)
+    group = _group(server, organizer_token)
+    event_id = _event(server, organizer_token, group["id"], f"Quiz {time.time_ns()}")
+    with server.api() as client:
+        joined = client.post(
+            f"/api/groups/{group['id']}/join", json={}, headers={"Authorization": f"Bearer {member_token}"}
+        )
+        assert joined.status_code == 200
+
+    context = new_context(PHONE)
+    page = context.new_page()
+    log_in(page, member_email, f"/events/{event_id}")
+    expect(page.get_by_role("button", name="Going", exact=True)).to_be_visible()
+    context.set_offline(True)
+    page.get_by_role("button", name="Going", exact=True).click()
+    expect(page.locator(".pending")).to_be_visible()
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    assert page.evaluate("() => localStorage.getItem('gatherly.pendingRsvps')") is None
+    context.set_offline(False)
+    page.evaluate("() => window.dispatchEvent(new Event('online'))")
+    with server.api() as client:
+        event = client.get(f"/api/events/{event_id}", headers={"Authorization": f"Bearer {member_token}"}).json()
+        assert event["my_rsvp"] is None and event["going_count"] == 0

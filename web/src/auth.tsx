@@ -1,0 +1,49 @@
+// Who is logged in: the profile from GET /api/users/me, kept in step with the stored tokens.
+import { createContext, useCallback, useContext, useEffect, useState, type ReactNode } from 'react';
+import { forgetRsvps } from './offline/rsvpQueue';
+import { AUTH_CHANGED, api, clearTokens, isLoggedIn, refreshToken, type Schemas } from './api/client';
+
+interface Auth {
+  me: Schemas['Me'] | null;
+  loggedIn: boolean;
+  logOut: () => Promise<void>;
+}
+
+const AuthContext = createContext<Auth>({ me: null, loggedIn: false, logOut: async () => {} });
+
+export function AuthProvider({ children }: { children: ReactNode }) {
+  const [loggedIn, setLoggedIn] = useState(isLoggedIn());
+  const [me, setMe] = useState<Schemas['Me'] | null>(null);
+
+  useEffect(() => {
+    const changed = () => setLoggedIn(isLoggedIn());
+    window.addEventListener(AUTH_CHANGED, changed);
+    return () => window.removeEventListener(AUTH_CHANGED, changed);
+  }, []);
+
+  useEffect(() => {
+    if (!loggedIn) {
+      setMe(null);
+      return;
+    }
+    api.GET('/api/users/me').then(
+      ({ data }) => data && setMe(data),
+      () => undefined, // offline: the name shows when the connection is back
+    );
+  }, [loggedIn]);
+
+  const logOut = useCallback(async () => {
+    const refresh = refreshToken();
+    if (refresh) await api.POST('/api/auth/logout', { body: { refresh_token: refresh } }).catch(() => undefined);
+    clearTokens();
+    forgetRsvps();
+    // What this person saw must not be readable offline by the next one on this device.
+    if ('caches' in window) await caches.delete('gatherly-api');
+  }, []);
+
+  return <AuthContext.Provider value={{ me, loggedIn, logOut }}>{children}</AuthContext.Provider>;
+}
+
+export function useAuth(): Auth {
+  return useContext(AuthContext);
+}

@@ -1,0 +1,67 @@
+// The frame of every screen: a header with the navigation, an offline banner, and the content.
+import { IonButton, IonButtons, IonContent, IonHeader, IonPage, IonTitle, IonToolbar } from '@ionic/react';
+import { useEffect, useState, type ReactNode } from 'react';
+import { Link, useNavigate } from 'react-router-dom';
+import { useAuth } from '../auth';
+import { texts } from '../texts';
+
+export function useOnline(): boolean {
+  const [online, setOnline] = useState(navigator.onLine);
+  useEffect(() => {
+    const update = () => setOnline(navigator.onLine);
+    window.addEventListener('online', update);
+    window.addEventListener('offline', update);
+    return () => {
+      window.removeEventListener('online', update);
+      window.removeEventListener('offline', update);
+    };
+  }, []);
+  return online;
+}
+
+export function Layout({ title, children }: { title: string; children: ReactNode }) {
+  const { me, loggedIn, logOut } = useAuth();
+  const navigate = useNavigate();
+  const online = useOnline();
+  useEffect(() => {
+    document.title = `${title} · ${texts.appName}`;
+  }, [title]);
+  return (
+    <IonPage>
+      <IonHeader>
+        <IonToolbar color="primary">
+          <IonTitle>
+            <Link to="/" className="brand">
+              {texts.appName}
+            </Link>
+          </IonTitle>
+          <IonButtons slot="end">
+            <IonButton onClick={() => navigate('/')}>{texts.nav.explore}</IonButton>
+            {loggedIn ? (
+              <>
+                <span className="who">{me?.display_name}</span>
+                <IonButton onClick={() => void logOut().then(() => navigate('/'))}>{texts.nav.logout}</IonButton>
+              </>
+            ) : (
+              <>
+                <IonButton onClick={() => navigate('/login')}>{texts.nav.login}</IonButton>
+                <IonButton onClick={() => navigate('/signup')}>{texts.nav.signup}</IonButton>
+              </>
+            )}
+          </IonButtons>
+        </IonToolbar>
+      </IonHeader>
+      <IonContent className="ion-padding">
+        <main className="page">
+          {!online && (
+            <p className="banner" role="status">
+              {texts.offlineBanner}
+            </p>
+          )}
+          <h1>{title}</h1>
+          {children}
+        </main>
+      </IonContent>
+    </IonPage>
+  );
+}
