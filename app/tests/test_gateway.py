@@ -6,8 +6,9 @@ import asyncio
 import re
 from pathlib import Path
 
-from gatherly.app.gateway import PREFIXES, security_headers
+from gatherly.app.gateway import PREFIXES, security_headers, storage_origins
 from gatherly.app.testing import RunningGatherly, running_gatherly
+from gatherly.app.testing import test_settings as settings_in
 from gatherly.kernel.mail import compose
 
 
@@ -126,6 +127,26 @@ async def test_the_web_app_gets_its_map_settings_and_the_tiles_origin_joins_the_
     for hostile_url in ("javascript:alert(1)", "https://a.example; script-src *"):
         hostile = dict(security_headers(hostile_url))[b"content-security-policy"].decode()
         assert "img-src 'self' data: blob:;" in hostile and "script-src *" not in hostile
+
+
+def test_an_s3_storage_joins_the_csp_for_uploads_and_variants_and_local_storage_adds_nothing(tmp_path: Path) -> None:
+    s3 = settings_in(
+        tmp_path,
+        storage_backend="s3",
+        s3_endpoint_url="https://s3.example.org:9000",
+        s3_public_url="https://cdn.example.org",
+    )
+    csp = dict(security_headers("", storage_origins(s3)))[b"content-security-policy"].decode()
+    assert "img-src 'self' data: blob: https://s3.example.org:9000 https://cdn.example.org;" in csp
+    assert "connect-src 'self' https://s3.example.org:9000 https://cdn.example.org;" in csp
+    aws = settings_in(tmp_path, storage_backend="s3", s3_bucket="pics", s3_region="eu-west-1")
+    aws_csp = dict(security_headers("", storage_origins(aws)))[b"content-security-policy"].decode()
+    assert "connect-src 'self' https://pics.s3.amazonaws.com https://pics.s3.eu-west-1.amazonaws.com;" in aws_csp
+    assert storage_origins(settings_in(tmp_path)) == []
+    hostile = settings_in(tmp_path, storage_backend="s3", s3_endpoint_url="https://a.example; script-src *")
+    assert (
+        "script-src *" not in dict(security_headers("", storage_origins(hostile)))[b"content-security-policy"].decode()
+    )
 
 
 async def test_one_loop_lag_probe_measures_the_process_for_every_service(gatherly: RunningGatherly) -> None:

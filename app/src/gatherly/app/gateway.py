@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gatherly.app import devmail
 from gatherly.kernel.catalog import asyncapi
 from gatherly.kernel.runtime import ServiceHost
-from gatherly.kernel.settings import Settings
+from gatherly.kernel.settings import Settings, StorageBackend
 from gatherly.kernel.web import install_error_handlers, problem
 
 log = structlog.get_logger(__name__)
@@ -52,24 +52,46 @@ DOCS_SCRIPT = (
 # Every response: scripts, styles and fetches from this origin only, no framing (clickjacking), no sniffing. Images
 # may also come from the map tiles' origin (GATHERLY_MAP_TILES_URL), when one is set.
 CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:{tiles}; "
-    "connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'; "
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:{images}; "
+    "connect-src 'self'{uploads}; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'; "
     "worker-src 'self'; manifest-src 'self'"
 )
 
 
-def security_headers(tiles_url: str = "") -> list[tuple[bytes, bytes]]:
-    tiles = urlsplit(tiles_url.replace("{s}", "a"))
+def _origin(url: str) -> str:
+    """` <scheme>://<host>` of a plain http(s) URL, else "": a setting cannot add other sources or directives."""
+    parts = urlsplit(url.replace("{s}", "a"))
     # Leaflet's {s} picks a subdomain: allow every one of them.
-    host = tiles.netloc.replace("a.", "*.", 1) if "{s}." in tiles_url else tiles.netloc
-    # Only a plain http(s) origin joins: a setting cannot add other sources or directives to the policy.
-    plain = tiles.scheme in ("http", "https") and re.fullmatch(r"[A-Za-z0-9.*-]+(:[0-9]+)?", host)
-    origin = f" {tiles.scheme}://{host}" if plain else ""
+    host = parts.netloc.replace("a.", "*.", 1) if "{s}." in url else parts.netloc
+    plain = parts.scheme in ("http", "https") and re.fullmatch(r"[A-Za-z0-9.*-]+(:[0-9]+)?", host)
+    return f" {parts.scheme}://{host}" if plain else ""
+
+
+def security_headers(tiles_url: str = "", storage_urls: Sequence[str] = ()) -> list[tuple[bytes, bytes]]:
+    """The headers of every response. Map tiles' origin joins img-src; an S3 storage's origins join img-src (the
+    variants browsers show) and connect-src (the presigned uploads browsers send there)."""
+    storage = "".join(dict.fromkeys(_origin(url) for url in storage_urls if url))
+    policy = CSP.format(images=_origin(tiles_url) + storage, uploads=storage)
     return [
-        (b"content-security-policy", CSP.format(tiles=origin).encode()),
+        (b"content-security-policy", policy.encode()),
         (b"x-content-type-options", b"nosniff"),
         (b"x-frame-options", b"DENY"),
         (b"referrer-policy", b"no-referrer"),
+    ]
+
+
+def storage_origins(settings: Settings) -> list[str]:
+    """Where browsers upload pictures and load their variants when they are not served by Gatherly itself."""
+    if settings.storage_backend != StorageBackend.S3:
+        return []
+    if settings.s3_endpoint_url:
+        return [settings.s3_endpoint_url, settings.s3_public_url]
+    # AWS itself: presigned URLs name the bucket's global or regional host.
+    bucket = settings.s3_bucket
+    return [
+        f"https://{bucket}.s3.amazonaws.com",
+        f"https://{bucket}.s3.{settings.s3_region}.amazonaws.com",
+        settings.s3_public_url,
     ]
 
 
@@ -109,7 +131,7 @@ def front_door(app: ASGIApp, settings: Settings) -> ASGIApp:
         expose_headers=["X-Request-ID", "Retry-After", "Location"],
         max_age=600,
     )
-    return SecurityHeaders(cors, security_headers(settings.map_tiles_url))
+    return SecurityHeaders(cors, security_headers(settings.map_tiles_url, storage_origins(settings)))
 
 
 def merged_openapi(hosts: Sequence[ServiceHost]) -> dict[str, Any]:
