@@ -3,6 +3,8 @@ through HTTP, with hostile input and other people's ids."""
 
 from __future__ import annotations
 
+import base64
+import json
 import urllib.parse
 from typing import Any
 
@@ -62,7 +64,10 @@ async def test_someone_elses_notification_is_not_found_and_stays_unread(api: Any
 async def test_the_inbox_needs_a_token_and_refuses_a_cursor_it_did_not_issue(api: Any) -> None:
     assert (await api.client.get("/api/notifications")).status_code == 401
     person = await api.person()
-    for cursor in ("garbage", "eyJiZWZvcmUiOiAieCJ9", "W10"):  # not base64 JSON; {"before": "x"}; []
+    huge = base64.urlsafe_b64encode(json.dumps({"before": 10**30}).encode()).decode()  # overflows a 64-bit integer
+    negative = base64.urlsafe_b64encode(json.dumps({"before": -1}).encode()).decode()
+    # not base64 JSON; {"before": "x"}; []; a position no inbox has
+    for cursor in ("garbage", "eyJiZWZvcmUiOiAieCJ9", "W10", huge, negative):
         bad = await api.client.get("/api/notifications", params={"cursor": cursor}, headers=person.auth)
         assert bad.status_code == 422, cursor
         assert bad.json()["errors"][0]["field"] == "cursor"
