@@ -3,10 +3,21 @@ through HTTP, with hostile input and other people's ids."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
 import urllib.parse
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
+
+from gatherly.kernel.db import Database
+from gatherly.kernel.testing import DB_BACKENDS, scratch_database
+from gatherly.notifications import SERVICE
+from gatherly.notifications.store import TicketStore
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 # `api` is conftest.NotificationsApi: one whole Gatherly per module and database backend.
@@ -62,7 +73,10 @@ async def test_someone_elses_notification_is_not_found_and_stays_unread(api: Any
 async def test_the_inbox_needs_a_token_and_refuses_a_cursor_it_did_not_issue(api: Any) -> None:
     assert (await api.client.get("/api/notifications")).status_code == 401
     person = await api.person()
-    for cursor in ("garbage", "eyJiZWZvcmUiOiAieCJ9", "W10"):  # not base64 JSON; {"before": "x"}; []
+    huge = base64.urlsafe_b64encode(json.dumps({"before": 10**30}).encode()).decode()  # overflows a 64-bit integer
+    negative = base64.urlsafe_b64encode(json.dumps({"before": -1}).encode()).decode()
+    # not base64 JSON; {"before": "x"}; []; a position no inbox has
+    for cursor in ("garbage", "eyJiZWZvcmUiOiAieCJ9", "W10", huge, negative):
         bad = await api.client.get("/api/notifications", params={"cursor": cursor}, headers=person.auth)
         assert bad.status_code == 422, cursor
         assert bad.json()["errors"][0]["field"] == "cursor"
@@ -161,3 +175,49 @@ async def test_a_stream_ticket_works_once(api: Any) -> None:
     async with api.client.stream("GET", "/api/notifications/stream", params={"ticket": "made-up"}) as refused:
         assert refused.status_code == 401
     assert len(ticket) >= 40
+
+
+@pytest.mark.parametrize("database_backend", DB_BACKENDS)
+async def test_two_redemptions_of_one_ticket_at_once_let_only_one_stream_in(
+    tmp_path: Path, database_backend: str
+) -> None:
+    """The race is PostgreSQL's (READ COMMITTED: the second redemption reads the row the first is deleting);
+    SQLite's one writer at a time rules it out, and the test holds there too."""
+    now = datetime.now(UTC)
+    async with scratch_database(database_backend, tmp_path) as url:
+        setup, first, second = Database(url), Database(url), Database(url)
+        await setup.migrate(SERVICE.migrations)
+        try:
+            async with setup.writing() as session:
+                await TicketStore(session).add("hash", "ann", now + timedelta(seconds=60), now)
+            async with first.writing() as session:
+                taken_first = await TicketStore(session).take("hash", now)
+                # The second redemption starts while the first's is not committed yet, and waits on its row lock.
+                racing = asyncio.create_task(_take(second, "hash", now))
+                if database_backend == "postgresql":
+                    await _until_a_lock_is_awaited(setup)
+            taken_second = await racing
+        finally:
+            for db in (setup, first, second):
+                await db.dispose()
+    assert (taken_first, taken_second) == ("ann", None)
+
+
+async def _take(db: Database, ticket_hash: str, now: datetime) -> str | None:
+    async with db.writing() as session:
+        return await TicketStore(session).take(ticket_hash, now)
+
+
+async def _until_a_lock_is_awaited(db: Database) -> None:
+    for _ in range(500):
+        async with db.read_session() as session:
+            waiting = await session.scalar(
+                text(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                    " WHERE NOT l.granted AND a.datname = current_database()"
+                )
+            )
+        if waiting:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the second redemption never waited for the first")

@@ -134,6 +134,15 @@ async def test_the_smtp_server_gets_each_notification_once_with_its_unsubscribe_
     assert "Sing!" in mail.get_body(preferencelist=("plain",)).get_content()
 
 
+async def test_a_subject_with_line_breaks_is_sent_on_one_line(smtp_gatherly: Any, receiver: Receiver) -> None:
+    """A line break in a header would fail the email on every attempt (and could inject headers)."""
+    _, ann = await _announce(smtp_gatherly, "Rehearsal moved\r\nBcc: someone@example.org")
+    await _wait(lambda: [m for m in receiver.to(ann.email) if "Rehearsal" in str(m["Subject"])], "the email")
+    [mail] = [m for m in receiver.to(ann.email) if "Rehearsal" in str(m["Subject"])]
+    assert mail["Subject"] == "Choir: Rehearsal moved Bcc: someone@example.org"
+    assert mail["Bcc"] is None
+
+
 async def test_a_refused_send_is_recorded_listed_and_sent_once_by_retry(
     smtp_gatherly: Any, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -30,6 +30,7 @@ from starlette.routing import Route
 from gatherly.app.services import ALL
 from gatherly.app.testing import running_gatherly
 from gatherly.kernel.testing import DB_BACKENDS, scratch_databases
+from gatherly.notifications.domain import InvalidSubscription, check_subscription
 from gatherly.notifications.store import reading
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -190,6 +191,9 @@ async def test_push_off_for_a_kind_queues_no_push(api: Any, push_service: PushSe
         ({"keys": {"p256dh": Browser().p256dh, "auth": "%%%"}}, "keys.auth"),
         ({"endpoint": "https://push.example.org/" + "x" * 3000}, "endpoint"),
         ({"keys": None}, "keys"),
+        ({"endpoint": "https://[::1"}, "endpoint"),  # unclosed IPv6 bracket
+        ({"endpoint": "https://push.example.org:99999/x"}, "endpoint"),  # no such port
+        ({"endpoint": "https://push.example.org:abc/x"}, "endpoint"),
     ],
 )
 async def test_a_bad_subscription_is_refused_naming_the_field(api: Any, change: dict[str, Any], field: str) -> None:
@@ -224,3 +228,23 @@ async def test_the_vapid_keys_are_made_once_and_kept_across_restarts(tmp_path: P
             async with running_gatherly(tmp_path, database_url=database_url) as running:
                 keys.append((await running.client.get("/api/push/vapid-public-key")).json()["public_key"])
     assert keys[0] == keys[1]
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "https://127.0.0.1/x",
+        "https://localhost/x",
+        "https://[::1]/x",
+        "https://10.0.0.7/x",
+        "https://169.254.169.254/x",
+    ],
+)
+async def test_outside_dev_mode_a_push_endpoint_is_never_this_machine_or_a_private_network(endpoint: str) -> None:
+    keys = (Browser().p256dh, b64url(os.urandom(16)))
+    with pytest.raises(InvalidSubscription) as refused:
+        check_subscription(endpoint, *keys, plain_http_on_loopback=False)
+    assert refused.value.field == "endpoint"
+    check_subscription("https://push.example.org/x", *keys, plain_http_on_loopback=False)
+    if "127.0.0.1" in endpoint:
+        check_subscription(endpoint, *keys, plain_http_on_loopback=True)  # a local push service in dev mode

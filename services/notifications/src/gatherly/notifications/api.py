@@ -81,7 +81,8 @@ async def list_notifications(
     before = None
     if page.cursor is not None:
         before = page.cursor.get("before")
-        if not isinstance(before, int) or isinstance(before, bool):
+        # An inbox position: a positive 64-bit integer (a larger one would overflow the database's integer).
+        if not isinstance(before, int) or isinstance(before, bool) or not 0 < before < 2**63:
             raise InvalidInput("The cursor is not one this API issued.", field="cursor")
     found = await service.inbox(context.db, me, unread_only=unread, limit=page.limit, before=before)
     return InboxOut(

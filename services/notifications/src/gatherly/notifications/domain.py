@@ -7,6 +7,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import ipaddress
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -328,16 +329,31 @@ def check_subscription(endpoint: str, p256dh: str, auth: str, *, plain_http_on_l
     """A browser's PushSubscription as the Push API gives it: an https endpoint (the server posts there, so nothing
     else: no other scheme, no credentials in it), a P-256 public key and a 16-byte auth secret (RFC 8291). Plain http
     to this machine only in dev mode (a local push service for testing)."""
-    url = urllib.parse.urlsplit(endpoint)
+    try:
+        url = urllib.parse.urlsplit(endpoint)
+        url.port  # noqa: B018 -- parsed here so a bad port ("https://h:99999/") is refused now, not at each send
+    except ValueError:
+        raise InvalidSubscription("endpoint", "Not a URL.") from None
     local = url.hostname in LOOPBACK_HOSTS
     if url.scheme != "https" and not (url.scheme == "http" and local and plain_http_on_loopback):
         raise InvalidSubscription("endpoint", "A push endpoint is an https URL.")
     if not url.hostname or url.username or url.password:
         raise InvalidSubscription("endpoint", "A push endpoint names a host and no credentials.")
+    if not plain_http_on_loopback and (local or _private_address(url.hostname)):
+        # The server posts to the endpoint: outside dev mode, never to this machine or a private network.
+        raise InvalidSubscription("endpoint", "A push endpoint is a public host.")
     if len(_b64url(p256dh, "keys.p256dh")) != 65 or not _b64url(p256dh, "keys.p256dh").startswith(b"\x04"):
         raise InvalidSubscription("keys.p256dh", "An uncompressed P-256 public key (65 bytes, base64url).")
     if len(_b64url(auth, "keys.auth")) != 16:
         raise InvalidSubscription("keys.auth", "A 16-byte authentication secret (base64url).")
+
+
+def _private_address(host: str) -> bool:
+    """Whether the host is an IP address outside the public internet (loopback, private, link-local, ...)."""
+    try:
+        return not ipaddress.ip_address(host).is_global
+    except ValueError:
+        return False  # a name: push services are named hosts
 
 
 def _b64url(value: str, field: str) -> bytes:

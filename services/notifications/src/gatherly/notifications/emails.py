@@ -61,11 +61,17 @@ class EmailTemplates:
             "settings_link": f"{self.public_url}/settings/notifications",
         }
         return RenderedMail(
-            subject=notification.title,
+            subject=one_line(notification.title),
             text=self._text.get_template("notification.txt").render(values),
             html=self._html.get_template("notification.html").render(values),
             unsubscribe_link=unsubscribe,
         )
+
+
+def one_line(text: str) -> str:
+    """A header's text: titles come from people (an announcement's subject may hold line breaks), and a line break
+    in a header is refused by the email library, which would fail that email on every attempt."""
+    return " ".join(text.split())
 
 
 def message_for(delivery: Delivery, mail: RenderedMail, *, sender: str, to: str) -> EmailMessage:

@@ -804,15 +804,22 @@ class TicketStore:
         )
 
     async def take(self, ticket_hash: str, now: datetime) -> UserId | None:
-        """The ticket's person if it is valid; it is spent either way (single use)."""
+        """The ticket's person if it is valid; it is spent either way (single use). One DELETE ... RETURNING: of two
+        concurrent redemptions only the one whose delete removed the row gets the person (a SELECT first would let
+        both read it before either deleted it)."""
         row = (
-            (await self.session.execute(select(stream_tickets).where(stream_tickets.c.ticket_hash == ticket_hash)))
+            (
+                await self.session.execute(
+                    delete(stream_tickets)
+                    .where(stream_tickets.c.ticket_hash == ticket_hash)
+                    .returning(stream_tickets.c.user_id, stream_tickets.c.expires_at)
+                )
+            )
             .mappings()
             .first()
         )
         if row is None:
             return None
-        await self.session.execute(delete(stream_tickets).where(stream_tickets.c.ticket_hash == ticket_hash))
         return UserId(row["user_id"]) if row["expires_at"] > now else None
 
 
