@@ -6,12 +6,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from gatherly.images.service import STORAGE
+from gatherly.images.domain import MAX_ATTEMPTS, Status
+from gatherly.images.service import STORAGE, wake_processing
 from gatherly.images.storage import ObjectStorage, StorageUnavailable
+from gatherly.images.store import unit_of_work
 from gatherly.kernel.messages import Envelope
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -79,3 +83,31 @@ async def test_objects_that_could_not_be_deleted_are_deleted_later(api: Any, pic
             await asyncio.sleep(0.1)
     finally:
         context.extras[STORAGE] = real
+
+
+async def test_an_upload_whose_attempts_all_crashed_is_rejected_not_tried_forever(api: Any, pictures: Any) -> None:
+    # Attempts that end without an outcome (the process died, or something unforeseen was raised) leave the image
+    # processing with its claim run out; after MAX_ATTEMPTS of them the next claim gives up instead of a sixth try.
+    context = api.running.process.host("images").context
+    ann = await api.person()
+    data = pictures.jpeg()
+    slot = await api.slot(ann, data)
+    assert (await api.send(slot["upload"], data)).status_code in (200, 201, 204)
+    async with (uow := unit_of_work(context)):
+        image = await uow.images.get_for_update(slot["image_id"])
+        assert image is not None
+        crashed = replace(
+            image,
+            status=Status.PROCESSING,
+            attempts=MAX_ATTEMPTS,
+            claimed_until=uow.clock.now() - timedelta(seconds=1),
+        )
+        await uow.images.save(crashed)
+    wake_processing(context)
+    outcome = await api.outcome(ann, slot["image_id"], timeout=30)
+    assert outcome["status"] == "rejected", outcome
+    assert outcome["reason"] == f"could not be processed after {MAX_ATTEMPTS} attempts"
+    await api.running.settle()
+    records = await api.running.process.platform.log.read("image", limit=100_000)
+    types = [e.type for e in map(Envelope.from_record, records) if e.aggregate_id == slot["image_id"]]
+    assert types == ["image.rejected"]

@@ -176,10 +176,17 @@ class Image:
         """A processing attempt starts: the claim keeps other processes off it until it ends or times out."""
         return replace(self, attempts=self.attempts + 1, claimed_until=now + timedelta(seconds=CLAIM_SECONDS))
 
+    @property
+    def out_of_attempts(self) -> bool:
+        return self.attempts >= MAX_ATTEMPTS
+
+    def give_up(self, *, now: datetime) -> Image:
+        return self.reject(f"could not be processed after {self.attempts} attempts", now=now)
+
     def retry_later(self, *, now: datetime) -> Image:
         """An attempt failed for a reason outside the file: back off (doubling), or give up after MAX_ATTEMPTS."""
-        if self.attempts >= MAX_ATTEMPTS:
-            return self.reject(f"could not be processed after {self.attempts} attempts", now=now)
+        if self.out_of_attempts:
+            return self.give_up(now=now)
         backoff = timedelta(seconds=min(300, 2 ** (self.attempts - 1)))
         return replace(self, claimed_until=now + backoff)
 

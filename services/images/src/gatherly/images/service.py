@@ -152,10 +152,17 @@ def _rejected(image: Image) -> ImageRejected:
 
 
 async def _claim(uow: ImagesUnitOfWork) -> Image | None:
+    """The next upload, claimed for one attempt; or, when every attempt so far ended without an outcome (the
+    process crashed, or the attempt raised something unforeseen), that upload rejected: it is not tried forever."""
     async with uow:
         image = await uow.images.next_to_process(uow.clock.now())
         if image is None:
             return None
+        if image.out_of_attempts:
+            given_up = image.give_up(now=uow.clock.now())
+            await uow.images.save(given_up)
+            uow.publish(_rejected(given_up))
+            return given_up
         claimed = image.claim(now=uow.clock.now())
         await uow.images.save(claimed)
         return claimed
@@ -177,8 +184,8 @@ async def process_next(uow: ImagesUnitOfWork, storage: ObjectStorage, *, url_ttl
     """Process the next completed upload, if any: ready with its variants, or rejected with the reason. Returns the
     outcome. A storage failure leaves it to be tried again after a backoff, and is raised (StorageUnavailable)."""
     image = await _claim(uow)
-    if image is None:
-        return None
+    if image is None or image.status is not Status.PROCESSING:
+        return image
     written: list[str] = []
     try:
         data = await _read_upload(storage, image)
