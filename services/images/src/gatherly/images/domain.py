@@ -47,6 +47,8 @@ ACCEPTED_TYPES: dict[str, str] = {
 
 # A processing attempt that neither finished nor failed cleanly (a crashed process) is taken again after this.
 CLAIM_SECONDS = 120
+# A storage whose clock runs behind ours may still take an upload this long after its slot expired.
+UPLOAD_CLOCK_MARGIN = timedelta(minutes=1)
 # Attempts that failed for a reason outside the file (storage down, a crash) before the image is given up on.
 MAX_ATTEMPTS = 5
 
@@ -161,6 +163,9 @@ class Image:
     finished_at: datetime | None = None
     # Objects of this image that are no longer needed and not yet deleted from storage.
     garbage: tuple[str, ...] = ()
+    # When the original must be deleted once more: the image finished while its upload URL still worked, and a
+    # replay of that URL would otherwise leave an object nobody deletes.
+    original_sweep_at: datetime | None = None
 
     def visible_to(self, person: str) -> bool:
         return self.owner_id == person and self.status is not Status.DELETED
@@ -200,6 +205,7 @@ class Image:
             finished_at=now,
             claimed_until=None,
             garbage=(*self.garbage, original_key(self.id)),
+            original_sweep_at=self._original_sweep_at(now),
         )
 
     def reject(self, reason: str, *, now: datetime) -> Image:
@@ -210,6 +216,7 @@ class Image:
             finished_at=now,
             claimed_until=None,
             garbage=(*self.garbage, original_key(self.id)),
+            original_sweep_at=self._original_sweep_at(now),
         )
 
     def expire(self, *, now: datetime) -> Image:
@@ -225,6 +232,18 @@ class Image:
             finished_at=now,
             claimed_until=None,
             garbage=tuple(dict.fromkeys((*self.garbage, *keys))),
+            original_sweep_at=self._original_sweep_at(now),
+        )
+
+    def _original_sweep_at(self, now: datetime) -> datetime | None:
+        if self.original_sweep_at is not None:
+            return self.original_sweep_at
+        return self.upload_expires_at + UPLOAD_CLOCK_MARGIN if now < self.upload_expires_at else None
+
+    def sweep_original(self) -> Image:
+        """The upload URL has expired: whatever a replay of it left is deleted, and then nothing more can come."""
+        return replace(
+            self, garbage=tuple(dict.fromkeys((*self.garbage, original_key(self.id)))), original_sweep_at=None
         )
 
     def discard(self, keys: Sequence[str]) -> Image:

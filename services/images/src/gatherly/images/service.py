@@ -272,6 +272,16 @@ async def expire_uploads(uow: ImagesUnitOfWork) -> int:
         return len(overdue)
 
 
+async def sweep_originals(uow: ImagesUnitOfWork) -> int:
+    """Images that finished while their upload URL still worked: once it has expired, their original is listed as
+    garbage again, so a replayed upload does not stay in storage for ever."""
+    async with uow:
+        due = await uow.images.originals_to_sweep(uow.clock.now(), SWEEP_BATCH)
+        for image in due:
+            await uow.images.save(image.sweep_original())
+        return len(due)
+
+
 async def collect_garbage(uow: ImagesUnitOfWork, storage: ObjectStorage) -> int:
     """Delete objects nobody needs any more (originals after processing, everything of a deleted image). The keys
     stay listed until storage confirms, so a failure is retried at the next round, never forgotten."""
