@@ -229,7 +229,11 @@ async def _make_ready(
         image = await uow.images.get_for_update(claimed.id)
         assert image is not None
         if not image.holds_claim(claimed):
-            # Deleted meanwhile, or the claim ran out and another attempt owns it: what we wrote is not needed.
+            # The claim ran out and a newer attempt owns the image: it writes the same keys and decides on them, so
+            # listing them as garbage here would delete its variants.
+            if image.status is Status.PROCESSING:
+                return image
+            # Deleted or finished meanwhile: what we wrote and the image does not use is not needed.
             await uow.images.save(image.discard([k for k in variants.values() if k not in image.variants.values()]))
             return image
         image = image.make_ready(variants, *size, now=now)
