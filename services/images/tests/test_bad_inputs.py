@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 
+from gatherly.images.service import STORAGE, wake_tidying
 from gatherly.kernel.clock import FrozenClock
 from gatherly.kernel.messages import Envelope
 
@@ -271,3 +274,39 @@ async def test_the_service_is_healthy_after_the_corpus(api: Any, pictures: Any) 
     image = await api.upload(await api.person(), pictures.png(), "image/png")
     assert image["status"] == "ready", image["reason"]
     await asyncio.wait_for(api.running.settle(), 30)
+
+
+async def test_a_replayed_upload_after_processing_is_deleted_once_its_url_expires(api: Any, pictures: Any) -> None:
+    """An upload URL works until its slot expires, also after the image was processed and its original deleted:
+    what a replay leaves is deleted after the URL has expired, not kept for ever."""
+    context = api.running.process.host("images").context
+    storage = context.extras[STORAGE]
+    ann = await api.person()
+    data = pictures.jpeg()
+    slot = await api.slot(ann, data)
+    assert (await api.send(slot["upload"], data)).status_code in (200, 201, 204)
+    assert (await api.complete(ann, slot["image_id"])).status_code == 202
+    assert (await api.outcome(ann, slot["image_id"]))["status"] == "ready"
+    original = f"uploads/{slot['image_id']}"
+    await _until(lambda: _missing(storage, original), "the original was never deleted after processing")
+    assert (await api.send(slot["upload"], data)).status_code in (200, 201, 204)  # the replay
+    assert await storage.read(original, limit=len(data)) == data
+    platform = api.running.process.platform
+    real = platform.clock
+    platform.clock = FrozenClock(real.now() + timedelta(seconds=api.running.settings.image_upload_ttl_seconds + 120))
+    try:
+        wake_tidying(context)
+        await _until(lambda: _missing(storage, original), "the replayed original was never deleted")
+    finally:
+        platform.clock = real
+
+
+async def _missing(storage: Any, key: str) -> bool:
+    return await storage.read(key, limit=10**8) is None
+
+
+async def _until(condition: Callable[[], Awaitable[bool]], failure: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        assert time.monotonic() < deadline, failure
+        await asyncio.sleep(0.1)

@@ -6,12 +6,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from gatherly.images.service import STORAGE
+from gatherly.images import service
+from gatherly.images.domain import MAX_ATTEMPTS, Status, Variant, variant_key
+from gatherly.images.service import STORAGE, wake_processing
 from gatherly.images.storage import ObjectStorage, StorageUnavailable
+from gatherly.images.store import unit_of_work
 from gatherly.kernel.messages import Envelope
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -79,3 +84,54 @@ async def test_objects_that_could_not_be_deleted_are_deleted_later(api: Any, pic
             await asyncio.sleep(0.1)
     finally:
         context.extras[STORAGE] = real
+
+
+async def test_an_upload_whose_attempts_all_crashed_is_rejected_not_tried_forever(api: Any, pictures: Any) -> None:
+    # Attempts that end without an outcome (the process died, or something unforeseen was raised) leave the image
+    # processing with its claim run out; after MAX_ATTEMPTS of them the next claim gives up instead of a sixth try.
+    context = api.running.process.host("images").context
+    ann = await api.person()
+    data = pictures.jpeg()
+    slot = await api.slot(ann, data)
+    assert (await api.send(slot["upload"], data)).status_code in (200, 201, 204)
+    async with (uow := unit_of_work(context)):
+        image = await uow.images.get_for_update(slot["image_id"])
+        assert image is not None
+        crashed = replace(
+            image,
+            status=Status.PROCESSING,
+            attempts=MAX_ATTEMPTS,
+            claimed_until=uow.clock.now() - timedelta(seconds=1),
+        )
+        await uow.images.save(crashed)
+    wake_processing(context)
+    outcome = await api.outcome(ann, slot["image_id"], timeout=30)
+    assert outcome["status"] == "rejected", outcome
+    assert outcome["reason"] == f"could not be processed after {MAX_ATTEMPTS} attempts"
+    await api.running.settle()
+    records = await api.running.process.platform.log.read("image", limit=100_000)
+    types = [e.type for e in map(Envelope.from_record, records) if e.aggregate_id == slot["image_id"]]
+    assert types == ["image.rejected"]
+
+
+async def test_an_attempt_that_lost_its_claim_leaves_the_newer_attempts_variants_alone(api: Any) -> None:
+    # An attempt slower than its claim (CLAIM_SECONDS) finishes while a newer attempt (another process) holds the
+    # image: both write the same variant keys, so the late one must not list them as garbage.
+    context = api.running.process.host("images").context
+    ann = await api.person()
+    slot = await api.slot(ann, b"x")
+    now = context.clock.now()
+    async with (uow := unit_of_work(context)):
+        image = await uow.images.get_for_update(slot["image_id"])
+        assert image is not None
+        late = replace(image, status=Status.PROCESSING, attempts=1, claimed_until=now - timedelta(seconds=1))
+        newer = replace(late, attempts=2, claimed_until=now + timedelta(hours=1))  # the polling task keeps off it
+        await uow.images.save(newer)
+    keys = {variant: variant_key(image.id, variant) for variant in Variant}
+    storage = context.extras[STORAGE]
+    await service._make_ready(unit_of_work(context), late, keys, (8, 8), storage, url_ttl=60)
+    await service._make_ready(unit_of_work(context), newer, keys, (8, 8), storage, url_ttl=60)
+    async with (uow := unit_of_work(context)):
+        ready = await uow.images.get(image.id)
+    assert ready is not None and ready.status is Status.READY
+    assert not set(keys.values()) & set(ready.garbage), ready.garbage

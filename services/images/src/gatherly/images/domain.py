@@ -47,6 +47,8 @@ ACCEPTED_TYPES: dict[str, str] = {
 
 # A processing attempt that neither finished nor failed cleanly (a crashed process) is taken again after this.
 CLAIM_SECONDS = 120
+# A storage whose clock runs behind ours may still take an upload this long after its slot expired.
+UPLOAD_CLOCK_MARGIN = timedelta(minutes=1)
 # Attempts that failed for a reason outside the file (storage down, a crash) before the image is given up on.
 MAX_ATTEMPTS = 5
 
@@ -161,6 +163,9 @@ class Image:
     finished_at: datetime | None = None
     # Objects of this image that are no longer needed and not yet deleted from storage.
     garbage: tuple[str, ...] = ()
+    # When the original must be deleted once more: the image finished while its upload URL still worked, and a
+    # replay of that URL would otherwise leave an object nobody deletes.
+    original_sweep_at: datetime | None = None
 
     def visible_to(self, person: str) -> bool:
         return self.owner_id == person and self.status is not Status.DELETED
@@ -176,10 +181,17 @@ class Image:
         """A processing attempt starts: the claim keeps other processes off it until it ends or times out."""
         return replace(self, attempts=self.attempts + 1, claimed_until=now + timedelta(seconds=CLAIM_SECONDS))
 
+    @property
+    def out_of_attempts(self) -> bool:
+        return self.attempts >= MAX_ATTEMPTS
+
+    def give_up(self, *, now: datetime) -> Image:
+        return self.reject(f"could not be processed after {self.attempts} attempts", now=now)
+
     def retry_later(self, *, now: datetime) -> Image:
         """An attempt failed for a reason outside the file: back off (doubling), or give up after MAX_ATTEMPTS."""
-        if self.attempts >= MAX_ATTEMPTS:
-            return self.reject(f"could not be processed after {self.attempts} attempts", now=now)
+        if self.out_of_attempts:
+            return self.give_up(now=now)
         backoff = timedelta(seconds=min(300, 2 ** (self.attempts - 1)))
         return replace(self, claimed_until=now + backoff)
 
@@ -193,6 +205,7 @@ class Image:
             finished_at=now,
             claimed_until=None,
             garbage=(*self.garbage, original_key(self.id)),
+            original_sweep_at=self._original_sweep_at(now),
         )
 
     def reject(self, reason: str, *, now: datetime) -> Image:
@@ -203,6 +216,7 @@ class Image:
             finished_at=now,
             claimed_until=None,
             garbage=(*self.garbage, original_key(self.id)),
+            original_sweep_at=self._original_sweep_at(now),
         )
 
     def expire(self, *, now: datetime) -> Image:
@@ -218,6 +232,18 @@ class Image:
             finished_at=now,
             claimed_until=None,
             garbage=tuple(dict.fromkeys((*self.garbage, *keys))),
+            original_sweep_at=self._original_sweep_at(now),
+        )
+
+    def _original_sweep_at(self, now: datetime) -> datetime | None:
+        if self.original_sweep_at is not None:
+            return self.original_sweep_at
+        return self.upload_expires_at + UPLOAD_CLOCK_MARGIN if now < self.upload_expires_at else None
+
+    def sweep_original(self) -> Image:
+        """The upload URL has expired: whatever a replay of it left is deleted, and then nothing more can come."""
+        return replace(
+            self, garbage=tuple(dict.fromkeys((*self.garbage, original_key(self.id)))), original_sweep_at=None
         )
 
     def discard(self, keys: Sequence[str]) -> Image:

@@ -152,10 +152,17 @@ def _rejected(image: Image) -> ImageRejected:
 
 
 async def _claim(uow: ImagesUnitOfWork) -> Image | None:
+    """The next upload, claimed for one attempt; or, when every attempt so far ended without an outcome (the
+    process crashed, or the attempt raised something unforeseen), that upload rejected: it is not tried forever."""
     async with uow:
         image = await uow.images.next_to_process(uow.clock.now())
         if image is None:
             return None
+        if image.out_of_attempts:
+            given_up = image.give_up(now=uow.clock.now())
+            await uow.images.save(given_up)
+            uow.publish(_rejected(given_up))
+            return given_up
         claimed = image.claim(now=uow.clock.now())
         await uow.images.save(claimed)
         return claimed
@@ -177,8 +184,8 @@ async def process_next(uow: ImagesUnitOfWork, storage: ObjectStorage, *, url_ttl
     """Process the next completed upload, if any: ready with its variants, or rejected with the reason. Returns the
     outcome. A storage failure leaves it to be tried again after a backoff, and is raised (StorageUnavailable)."""
     image = await _claim(uow)
-    if image is None:
-        return None
+    if image is None or image.status is not Status.PROCESSING:
+        return image
     written: list[str] = []
     try:
         data = await _read_upload(storage, image)
@@ -222,7 +229,11 @@ async def _make_ready(
         image = await uow.images.get_for_update(claimed.id)
         assert image is not None
         if not image.holds_claim(claimed):
-            # Deleted meanwhile, or the claim ran out and another attempt owns it: what we wrote is not needed.
+            # The claim ran out and a newer attempt owns the image: it writes the same keys and decides on them, so
+            # listing them as garbage here would delete its variants.
+            if image.status is Status.PROCESSING:
+                return image
+            # Deleted or finished meanwhile: what we wrote and the image does not use is not needed.
             await uow.images.save(image.discard([k for k in variants.values() if k not in image.variants.values()]))
             return image
         image = image.make_ready(variants, *size, now=now)
@@ -263,6 +274,16 @@ async def expire_uploads(uow: ImagesUnitOfWork) -> int:
             await uow.images.save(expired)
             uow.publish(_rejected(expired))
         return len(overdue)
+
+
+async def sweep_originals(uow: ImagesUnitOfWork) -> int:
+    """Images that finished while their upload URL still worked: once it has expired, their original is listed as
+    garbage again, so a replayed upload does not stay in storage for ever."""
+    async with uow:
+        due = await uow.images.originals_to_sweep(uow.clock.now(), SWEEP_BATCH)
+        for image in due:
+            await uow.images.save(image.sweep_original())
+        return len(due)
 
 
 async def collect_garbage(uow: ImagesUnitOfWork, storage: ObjectStorage) -> int:

@@ -37,6 +37,7 @@ def _image(row: RowMapping) -> Image:
         claimed_until=row["claimed_until"],
         finished_at=row["finished_at"],
         garbage=tuple(row["garbage"]),
+        original_sweep_at=row["original_sweep_at"],
     )
 
 
@@ -58,6 +59,7 @@ def _columns(image: Image) -> dict[str, Any]:
         "finished_at": image.finished_at,
         "garbage": list(image.garbage),
         "has_garbage": bool(image.garbage),
+        "original_sweep_at": image.original_sweep_at,
     }
 
 
@@ -107,6 +109,16 @@ class ImageStore:
         query = (
             select(images)
             .where(and_(images.c.status == Status.AWAITING_UPLOAD.value, images.c.upload_expires_at <= now))
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return [_image(row) for row in (await self.session.execute(query)).mappings()]
+
+    async def originals_to_sweep(self, now: datetime, limit: int) -> list[Image]:
+        query = (
+            select(images)
+            .where(images.c.original_sweep_at <= now)
+            .order_by(images.c.original_sweep_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )

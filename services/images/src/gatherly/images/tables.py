@@ -30,9 +30,12 @@ images = Table(
     Column("finished_at", UtcDateTime()),
     Column("garbage", Json, nullable=False),  # storage keys still to delete
     Column("has_garbage", Boolean, nullable=False),
+    # Finished while its upload URL still worked: the original is deleted once more after this (a replayed upload).
+    Column("original_sweep_at", UtcDateTime()),
     # The processing task's next image and the expiry sweep: both look up by status and a time.
     Index("ix_images_status_claimed_until", "status", "claimed_until"),
     Index("ix_images_status_upload_expires_at", "status", "upload_expires_at"),
     Index("ix_images_has_garbage", "has_garbage"),
     Index("ix_images_owner_id", "owner_id"),  # a deleted account's images
+    Index("ix_images_original_sweep_at", "original_sweep_at"),
 )

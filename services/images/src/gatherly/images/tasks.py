@@ -46,6 +46,7 @@ async def keep_storage_tidy(context: ServiceContext) -> None:
     while True:
         wake.clear()
         expired = await service.expire_uploads(unit_of_work(context))
+        await service.sweep_originals(unit_of_work(context))
         try:
             deleted = await service.collect_garbage(unit_of_work(context), storage_of(context))
         except StorageUnavailable as error:  # the keys stay listed: deleted at a later round
