@@ -15,9 +15,11 @@ from gatherly.images.domain import (
     ImageNotFound,
     Purpose,
     Status,
+    TooManyOpenUploads,
     UploadNotCompletable,
     UserId,
     Variant,
+    check_open_uploads,
     check_slot,
     original_key,
     variant_key,
@@ -117,3 +119,10 @@ def test_an_expired_slot_is_rejected_with_the_reason() -> None:
     expired = an_image().expire(now=NOON)
     assert expired.status is Status.REJECTED and "expired" in (expired.reason or "")
     assert Status.AWAITING_UPLOAD.shown_as == Status.PROCESSING.shown_as == "pending"
+
+
+def test_open_uploads_are_capped_per_person_unless_the_cap_is_zero() -> None:
+    check_open_uploads(19, 20)
+    check_open_uploads(500, 0)
+    with pytest.raises(TooManyOpenUploads):
+        check_open_uploads(20, 20)

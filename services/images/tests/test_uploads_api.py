@@ -134,3 +134,20 @@ async def test_a_deleted_accounts_images_are_deleted_with_it(api: Any, pictures:
     for image_id in (ready["id"], pending["image_id"]):
         assert "image.deleted" in [e.type for e in await published(api, image_id)]
     await gone(api, f"images/{ready['id']}/large.webp", "the variants of a deleted account's image were not deleted")
+
+
+async def test_a_person_holds_a_bounded_number_of_open_uploads_and_deleting_one_frees_a_slot(
+    api: Any, pictures: Any
+) -> None:
+    limit = api.running.settings.image_open_uploads_per_person
+    hoarder, other = await api.person(), await api.person()
+    data = pictures.jpeg((64, 64))
+    slots = [await api.slot(hoarder, data) for _ in range(limit)]
+    body = {"purpose": "event_photo", "content_type": "image/jpeg", "size_bytes": len(data)}
+    refused = await api.client.post("/api/images/uploads", json=body, headers=hoarder.auth)
+    assert refused.status_code == 429 and refused.headers["content-type"] == "application/problem+json"
+    assert "unfinished uploads" in refused.json()["detail"]
+    # The cap is per person, and a slot given up makes room again.
+    await api.slot(other, data)
+    assert (await api.client.delete(f"/api/images/{slots[0]['image_id']}", headers=hoarder.auth)).status_code == 204
+    await api.slot(hoarder, data)

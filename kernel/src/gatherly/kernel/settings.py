@@ -143,6 +143,7 @@ class Settings(BaseSettings):
     s3_public_url: str = ""
     image_upload_ttl_seconds: int = 30 * 60  # an upload slot's life: upload and complete within it
     image_url_ttl_seconds: int = 7 * 24 * 3600  # signed variant URLs (SigV4 allows at most 7 days)
+    image_open_uploads_per_person: int = 20  # unfinished uploads one person may hold (each reserves space); 0: any
     # Notifications service. A send (one notification on one channel) is tried this many times, the wait doubling
     # from the initial delay up to the longest; then it is recorded as failed for `gatherly notifications retry`.
     notification_send_attempts: int = 6

@@ -14,6 +14,7 @@ from gatherly.images.domain import (
     ImageNotFound,
     NotYourUpload,
     Purpose,
+    TooManyOpenUploads,
     UploadNotCompletable,
     UserId,
     check_slot,
@@ -32,6 +33,7 @@ from gatherly.kernel.web import statuses_from
 STATUS_OF: dict[type[DomainError], int] = {
     ImageNotFound: 404,
     NotYourUpload: 403,
+    TooManyOpenUploads: 429,
     UploadNotCompletable: 409,
     UploadRefused: 400,
     UrlRefused: 403,
@@ -59,7 +61,7 @@ def _image_out(view: ImageView) -> ImageOut:
     )
 
 
-@router.post("/uploads", status_code=201, responses=problems(403))
+@router.post("/uploads", status_code=201, responses=problems(403, 429))
 async def request_upload(
     body: UploadRequest,
     caller: CurrentUser,
@@ -72,7 +74,12 @@ async def request_upload(
         raise NotYourUpload("An image is uploaded by its owner: owner_id must be yours, or left out.")
     slot = check_slot(Purpose(body.purpose), body.content_type, body.size_bytes)
     new = await service.request_upload(
-        uow, storage_of(context), UserId(caller.user_id), slot, ttl_seconds=context.settings.image_upload_ttl_seconds
+        uow,
+        storage_of(context),
+        UserId(caller.user_id),
+        slot,
+        ttl_seconds=context.settings.image_upload_ttl_seconds,
+        open_limit=context.settings.image_open_uploads_per_person,
     )
     target = new.target
     return UploadOut(

@@ -95,6 +95,23 @@ class UploadNotCompletable(Conflict):
     """complete was called on an image that is not waiting for its upload, or whose slot has expired."""
 
 
+class TooManyOpenUploads(DomainError):
+    """A person holds as many unfinished uploads (slots still open, files still processing) as one may."""
+
+    status = 429
+    title = "Too many open uploads"
+
+
+def check_open_uploads(open_uploads: int, limit: int) -> None:
+    """A slot reserves storage for its file until it expires: a cap per person keeps one account from filling the
+    disk or bucket with slots (0: no cap)."""
+    if limit and open_uploads >= limit:
+        raise TooManyOpenUploads(
+            f"You have {open_uploads} unfinished uploads, the most one person may have; complete or delete one, "
+            "or wait until a slot expires."
+        )
+
+
 class NothingUploaded(Conflict):
     """complete was called before the bytes reached storage."""
 

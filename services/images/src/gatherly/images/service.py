@@ -25,6 +25,7 @@ from gatherly.images.domain import (
     Status,
     UserId,
     Variant,
+    check_open_uploads,
     original_key,
     variant_key,
 )
@@ -78,11 +79,12 @@ def variant_urls(image: Image, storage: ObjectStorage, *, now: datetime, url_ttl
 
 
 async def request_upload(
-    uow: ImagesUnitOfWork, storage: ObjectStorage, owner: UserId, slot: Slot, *, ttl_seconds: int
+    uow: ImagesUnitOfWork, storage: ObjectStorage, owner: UserId, slot: Slot, *, ttl_seconds: int, open_limit: int
 ) -> NewUpload:
     """A slot: the record waits for its upload, the client gets a signed target for exactly this type and size."""
     async with uow:
         now = uow.clock.now()
+        check_open_uploads(await uow.images.count_open(owner, now), open_limit)
         image = Image(
             id=ImageId(str(uuid.uuid4())),
             owner_id=owner,

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -89,6 +89,17 @@ class ImageStore:
             select(images).where(images.c.owner_id == owner, images.c.status != Status.DELETED.value).with_for_update()
         )
         return [_image(row) for row in (await self.session.execute(query)).mappings()]
+
+    async def count_open(self, owner: str, now: datetime) -> int:
+        """Images of `owner` still in flight: slots not yet expired, and uploads being processed."""
+        query = select(func.count()).where(
+            images.c.owner_id == owner,
+            or_(
+                and_(images.c.status == Status.AWAITING_UPLOAD.value, images.c.upload_expires_at > now),
+                images.c.status == Status.PROCESSING.value,
+            ),
+        )
+        return int(await self.session.scalar(query) or 0)
 
     async def next_to_process(self, now: datetime) -> Image | None:
         """The oldest completed upload that no live attempt holds, locked (others skip it on PostgreSQL)."""
