@@ -127,6 +127,18 @@ class RecipientStore:
         )
         return [(UserId(r.user_id), r.lat, r.lng) for r in rows]
 
+    async def deleted(self, user_ids: Sequence[str]) -> set[UserId]:
+        """Those of `user_ids` who deleted their account (their tombstones)."""
+        gone: set[UserId] = set()
+        for chunk in _chunks(user_ids):
+            rows = await self.session.execute(
+                select(recipients.c.user_id).where(
+                    recipients.c.user_id.in_(chunk), recipients.c.deleted_at.is_not(None)
+                )
+            )
+            gone.update(UserId(user_id) for user_id in rows.scalars())
+        return gone
+
     async def get(self, user_id: str) -> Recipient | None:
         found = await self.many([user_id])
         return found.get(UserId(user_id))
