@@ -41,6 +41,7 @@ from gatherly.notifications.tables import (
     metadata,
     notifications,
     preferences,
+    push_receipts,
     push_subscriptions,
     recipients,
     reminders,
@@ -714,7 +715,25 @@ class PushSubscriptionStore:
         return rowcount(result) > 0
 
     async def remove_gone(self, key: str) -> None:
+        await self.session.execute(delete(push_receipts).where(push_receipts.c.subscription_id == key))
         await self.session.execute(delete(push_subscriptions).where(push_subscriptions.c.id == key))
+
+    async def delivered_to(self, delivery_id: str) -> set[str]:
+        """The subscriptions that already took this push send."""
+        rows = await self.session.scalars(
+            select(push_receipts.c.subscription_id).where(push_receipts.c.delivery_id == delivery_id)
+        )
+        return set(rows)
+
+    async def record_delivered(self, delivery_id: str, key: str, now: datetime) -> None:
+        """A subscription took the push send (recorded once: a sender that lost its lease may record it too)."""
+        recorded = select(push_receipts.c.delivery_id).where(
+            push_receipts.c.delivery_id == delivery_id, push_receipts.c.subscription_id == key
+        )
+        if await self.session.scalar(recorded) is None:
+            await self.session.execute(
+                insert(push_receipts).values(delivery_id=delivery_id, subscription_id=key, delivered_at=now)
+            )
 
     async def of(self, user_id: str) -> list[PushSubscription]:
         rows = await self.session.execute(
@@ -736,6 +755,8 @@ class PushSubscriptionStore:
         return found
 
     async def forget_person(self, user_id: str) -> None:
+        theirs = select(push_subscriptions.c.id).where(push_subscriptions.c.user_id == user_id)
+        await self.session.execute(delete(push_receipts).where(push_receipts.c.subscription_id.in_(theirs)))
         await self.session.execute(delete(push_subscriptions).where(push_subscriptions.c.user_id == user_id))
 
 
