@@ -65,9 +65,11 @@ class Browser:
 @dataclass
 class PushService:
     """Receives pushes at /push/<name>: verifies the VAPID JWT, decrypts with that subscription's browser keys,
-    keeps what it read; names starting with `gone` answer 410 like an expired subscription."""
+    keeps what it read; names starting with `gone` answer 410 like an expired subscription, names starting with
+    `flaky` answer 500 to their first two pushes (a push service having a bad moment)."""
 
     browsers: dict[str, Browser] = field(default_factory=dict)
+    failed: dict[str, int] = field(default_factory=dict)
     received: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     origin: str = ""
@@ -77,6 +79,9 @@ class PushService:
         name = request.path_params["name"]
         if name.startswith("gone"):
             return Response(status_code=410)
+        if name.startswith("flaky") and self.failed.get(name, 0) < 2:
+            self.failed[name] = self.failed.get(name, 0) + 1
+            return Response(status_code=500)
         match = VAPID_HEADER.fullmatch(request.headers.get("authorization", ""))
         if match is None or match["key"] != self.vapid_public_key:
             self.refused.append(f"{name}: no VAPID or another key")
@@ -161,6 +166,35 @@ async def test_a_push_is_signed_encrypted_and_a_gone_subscription_removed(api: A
     while await left() != ["ann-phone"]:
         assert time.monotonic() < deadline, await left()
         await asyncio.sleep(0.05)
+
+
+async def test_a_retry_pushes_only_to_the_subscriptions_that_did_not_take_it(
+    api: Any, push_service: PushService
+) -> None:
+    olga, ann = await api.person("Olga"), await api.person("Ann")
+    await _subscribe(api, push_service, ann, "ann-phone-2")
+    await _subscribe(api, push_service, ann, "flaky-ann-tablet")
+    group_id = await api.group(olga, ann, name="Band")
+    sent = await api.client.post(
+        f"/api/groups/{group_id}/announcements", json={"subject": "Gig", "body": "Friday"}, headers=olga.auth
+    )
+    assert sent.status_code == 202
+
+    def got(name: str) -> list[dict[str, Any]]:
+        return [p for n, p in push_service.received if n == name and p["title"] == "Band: Gig"]
+
+    await _until(lambda: got("flaky-ann-tablet"), "the push to the tablet, after two failed attempts")
+    assert push_service.failed["flaky-ann-tablet"] == 2
+    await api.running.settle()
+    async with reading(api.running.process.host("notifications").context.db) as stores:
+        [push] = [
+            d
+            for d in await stores.deliveries.with_status("sent", 1000)
+            if d.user_id == ann.user_id and d.channel == "push"
+        ]
+    assert push.attempts == 2, "retried twice"
+    assert len(got("ann-phone-2")) == 1, "the phone took it on the first attempt and got it only then"
+    assert len(got("flaky-ann-tablet")) == 1
 
 
 async def test_push_off_for_a_kind_queues_no_push(api: Any, push_service: PushService) -> None:

@@ -1,6 +1,7 @@
 """Web Push (RFC 8030) with VAPID (RFC 8292) through pywebpush: the service's key pair, and the channel adapter that
 encrypts a notification for each of its person's subscriptions (RFC 8291) and posts it to their push services.
-A subscription the push service reports gone (404, 410) is removed; any other failure is retried by sending.py."""
+A subscription the push service reports gone (404, 410) is removed; any other failure is retried by sending.py, and
+only to the subscriptions that did not take it yet (each one that did is recorded in `push_receipts`)."""
 
 from __future__ import annotations
 
@@ -59,10 +60,11 @@ class PushChannel:
 
     async def deliver(self, delivery: Delivery) -> bool:
         """True when every subscription took it (or is gone, and removed); False when nobody is subscribed any
-        more; raises when a push service failed, so the send is retried."""
+        more; raises when a push service failed, so the send is retried for the subscriptions still owed it."""
         async with reading(self.context.db) as stores:
             notification = await stores.inbox.get(delivery.notification_id)
             subscriptions = await stores.push.of(delivery.user_id)
+            already = await stores.push.delivered_to(delivery.id)
         if notification is None or not subscriptions:
             return False
         payload = json.dumps(
@@ -76,6 +78,8 @@ class PushChannel:
         )
         failures: list[Exception] = []
         for subscription in subscriptions:
+            if subscription.id in already:
+                continue  # took it on an earlier attempt: a browser shows each notification once
             try:
                 await webpush_async(
                     {
@@ -96,8 +100,12 @@ class PushChannel:
                         await Stores(session).push.remove_gone(subscription.id)
                     continue
                 failures.append(error)
+                continue
             except Exception as error:  # the push service unreachable, a timeout: retried by the sender
                 failures.append(error)
+                continue
+            async with self.context.db.writing() as session:
+                await Stores(session).push.record_delivered(delivery.id, subscription.id, self.context.clock.now())
         if failures:
             raise failures[0]
         return True

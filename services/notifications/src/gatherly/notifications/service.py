@@ -47,6 +47,9 @@ from gatherly.notifications.store import Delivery, Notification, NotificationsUn
 async def tell(uow: NotificationsUnitOfWork, notices: Sequence[Notice], source: str) -> int:
     """Put the notices in their people's inboxes (once per cause and person), queue the emails their preferences
     and addresses allow, and announce each on the log for live streams. Returns how many were new."""
+    # Nothing for anyone who deleted their account (a later event may still name them, as an attendee, say).
+    gone = await uow.recipients.deleted(sorted({notice.user_id for notice in notices}))
+    notices = [notice for notice in notices if notice.user_id not in gone]
     if not notices:
         return 0
     now = uow.clock.now()
@@ -111,6 +114,8 @@ async def rsvp_changed(
     else:
         kind = Kind.RSVP_CONFIRMED if isinstance(event, RsvpConfirmed) else Kind.RSVP_PROMOTED
         status, position = "going", None
+    if await uow.recipients.deleted([event.user_id]):
+        return  # an RSVP that raced the account's deletion: nothing of theirs is kept again
     await uow.attendees.put(event.event_id, event.user_id, status)
     if status == "going":
         await schedule_reminders(uow, event.event_id, event.user_id)
@@ -287,6 +292,8 @@ async def unsubscribe(uow: NotificationsUnitOfWork, key: bytes, user_id: str, ki
     if not signature_matches(key, user_id, chosen_kind, signature):
         raise NotFound("This unsubscribe link is not valid.")
     async with uow:
+        if await uow.recipients.deleted([user_id]):
+            return chosen_kind  # the account is gone and so are its preferences: nothing to switch off, or recreate
         current = await uow.preferences.of(user_id)
         await uow.preferences.put(user_id, current.without(Channel.EMAIL, chosen_kind), uow.clock.now())
     return chosen_kind

@@ -7,7 +7,7 @@ import hashlib
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
@@ -41,6 +41,7 @@ from gatherly.notifications.tables import (
     metadata,
     notifications,
     preferences,
+    push_receipts,
     push_subscriptions,
     recipients,
     reminders,
@@ -126,6 +127,18 @@ class RecipientStore:
             .limit(limit)
         )
         return [(UserId(r.user_id), r.lat, r.lng) for r in rows]
+
+    async def deleted(self, user_ids: Sequence[str]) -> set[UserId]:
+        """Those of `user_ids` who deleted their account (their tombstones)."""
+        gone: set[UserId] = set()
+        for chunk in _chunks(user_ids):
+            rows = await self.session.execute(
+                select(recipients.c.user_id).where(
+                    recipients.c.user_id.in_(chunk), recipients.c.deleted_at.is_not(None)
+                )
+            )
+            gone.update(UserId(user_id) for user_id in rows.scalars())
+        return gone
 
     async def get(self, user_id: str) -> Recipient | None:
         found = await self.many([user_id])
@@ -577,40 +590,55 @@ class DeliveryStore:
             .with_for_update(skip_locked=True)
         )
         due = [_delivery(row) for row in (await self.session.execute(query)).mappings()]
-        if due:
-            await self.session.execute(
-                update(deliveries).where(deliveries.c.id.in_([d.id for d in due])).values(next_attempt_at=now + lease)
-            )
-        return due
-
-    async def sent(self, delivery_id: str, now: datetime) -> None:
+        if not due:
+            return []
+        held_until = now + lease
         await self.session.execute(
-            update(deliveries)
-            .where(deliveries.c.id == delivery_id)
-            .values(status=DeliveryStatus.SENT, sent_at=now, last_error=None)
+            update(deliveries).where(deliveries.c.id.in_([d.id for d in due])).values(next_attempt_at=held_until)
+        )
+        return [replace(d, next_attempt_at=held_until) for d in due]
+
+    # A lease is held while the send is pending and its `next_attempt_at` is still the lease end its holder set:
+    # a sender that took it over after the lease ran out set a later one. So every change below is made only by
+    # the holder (False: the lease was lost, another sender owns the send now).
+
+    def _held(self, delivery_id: str, held_until: datetime) -> Any:
+        return and_(
+            deliveries.c.id == delivery_id,
+            deliveries.c.status == DeliveryStatus.PENDING,
+            deliveries.c.next_attempt_at == held_until,
         )
 
-    async def failed(self, delivery_id: str, error: str, *, retry_at: datetime | None) -> None:
+    async def _change_held(self, delivery_id: str, held_until: datetime, **values: Any) -> bool:
+        result = await self.session.execute(
+            update(deliveries).where(self._held(delivery_id, held_until)).values(**values)
+        )
+        return rowcount(result) == 1
+
+    async def renew(self, delivery_id: str, held_until: datetime, until: datetime) -> bool:
+        """The lease extended to `until` while the send is still in progress."""
+        return await self._change_held(delivery_id, held_until, next_attempt_at=until)
+
+    async def sent(self, delivery_id: str, held_until: datetime, now: datetime) -> bool:
+        return await self._change_held(
+            delivery_id, held_until, status=DeliveryStatus.SENT, sent_at=now, last_error=None
+        )
+
+    async def failed(self, delivery_id: str, held_until: datetime, error: str, *, retry_at: datetime | None) -> bool:
         """One more failed attempt: retried at `retry_at`, or given up (status failed) when None."""
         values: dict[str, Any] = {"attempts": deliveries.c.attempts + 1, "last_error": error[:2000]}
         if retry_at is None:
             values["status"] = DeliveryStatus.FAILED
         else:
             values["next_attempt_at"] = retry_at
-        await self.session.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(**values))
+        return await self._change_held(delivery_id, held_until, **values)
 
-    async def postpone(self, delivery_id: str, until: datetime) -> None:
+    async def postpone(self, delivery_id: str, held_until: datetime, until: datetime) -> bool:
         """Not an attempt (the channel's circuit is open): try again at `until`."""
-        await self.session.execute(
-            update(deliveries).where(deliveries.c.id == delivery_id).values(next_attempt_at=until)
-        )
+        return await self._change_held(delivery_id, held_until, next_attempt_at=until)
 
-    async def dropped(self, delivery_id: str, reason: str) -> None:
-        await self.session.execute(
-            update(deliveries)
-            .where(deliveries.c.id == delivery_id)
-            .values(status=DeliveryStatus.DROPPED, last_error=reason)
-        )
+    async def dropped(self, delivery_id: str, held_until: datetime, reason: str) -> bool:
+        return await self._change_held(delivery_id, held_until, status=DeliveryStatus.DROPPED, last_error=reason)
 
     async def failed_ones(self, limit: int) -> list[Delivery]:
         return await self.with_status(DeliveryStatus.FAILED, limit)
@@ -687,7 +715,25 @@ class PushSubscriptionStore:
         return rowcount(result) > 0
 
     async def remove_gone(self, key: str) -> None:
+        await self.session.execute(delete(push_receipts).where(push_receipts.c.subscription_id == key))
         await self.session.execute(delete(push_subscriptions).where(push_subscriptions.c.id == key))
+
+    async def delivered_to(self, delivery_id: str) -> set[str]:
+        """The subscriptions that already took this push send."""
+        rows = await self.session.scalars(
+            select(push_receipts.c.subscription_id).where(push_receipts.c.delivery_id == delivery_id)
+        )
+        return set(rows)
+
+    async def record_delivered(self, delivery_id: str, key: str, now: datetime) -> None:
+        """A subscription took the push send (recorded once: a sender that lost its lease may record it too)."""
+        recorded = select(push_receipts.c.delivery_id).where(
+            push_receipts.c.delivery_id == delivery_id, push_receipts.c.subscription_id == key
+        )
+        if await self.session.scalar(recorded) is None:
+            await self.session.execute(
+                insert(push_receipts).values(delivery_id=delivery_id, subscription_id=key, delivered_at=now)
+            )
 
     async def of(self, user_id: str) -> list[PushSubscription]:
         rows = await self.session.execute(
@@ -709,6 +755,8 @@ class PushSubscriptionStore:
         return found
 
     async def forget_person(self, user_id: str) -> None:
+        theirs = select(push_subscriptions.c.id).where(push_subscriptions.c.user_id == user_id)
+        await self.session.execute(delete(push_receipts).where(push_receipts.c.subscription_id.in_(theirs)))
         await self.session.execute(delete(push_subscriptions).where(push_subscriptions.c.user_id == user_id))
 
 

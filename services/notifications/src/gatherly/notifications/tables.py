@@ -186,3 +186,13 @@ push_subscriptions = Table(
     Column("created_at", UtcDateTime(), nullable=False),
     Index("ix_push_subscriptions_user_id", "user_id"),
 )
+
+# Which of a push send's subscriptions took it: a retry of the send goes only to those still owed it.
+push_receipts = Table(
+    "push_receipts",
+    metadata,
+    Column("delivery_id", String(64), primary_key=True),
+    Column("subscription_id", String(64), primary_key=True),
+    Column("delivered_at", UtcDateTime(), nullable=False),
+    Index("ix_push_receipts_subscription_id", "subscription_id"),
+)
