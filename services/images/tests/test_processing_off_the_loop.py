@@ -46,5 +46,7 @@ async def test_api_calls_stay_fast_while_a_24_megapixel_photo_is_processed(api: 
     # On the loop, the call made while the photo is decoded would wait for all of it. Bounds relative to the
     # processing time, since the machine these tests share may be loaded many times over its cores.
     assert len(latencies) >= 10
-    assert worst < processing / 4, f"a call waited {worst:.2f}s while processing took {processing:.2f}s"
+    # On the loop one call would wait for (nearly) the whole processing; in a thread a call may still wait for the
+    # GIL or a core on a busy machine, but never for most of the photo.
+    assert worst < processing / 2, f"a call waited {worst:.2f}s while processing took {processing:.2f}s"
     assert median < 0.1, f"calls took {median * 1000:.0f} ms (median) during processing"
