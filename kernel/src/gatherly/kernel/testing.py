@@ -13,9 +13,15 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import MetaData
 from sqlalchemy.engine import make_url
+
+from gatherly.kernel.db import Database
 
 DB_BACKENDS = [
     name.strip() for name in os.environ.get("GATHERLY_TEST_DB_BACKENDS", "sqlite").split(",") if name.strip()
@@ -82,3 +88,22 @@ async def scratch_database(backend: str, folder: Path) -> AsyncIterator[str]:
     """The URL of one empty database (see `scratch_databases`)."""
     async with scratch_databases(backend, folder, ["test"]) as template:
         yield template.replace("{service}", "test")
+
+
+async def schema_drift(backend: str, folder: Path, migrations: Path, metadata: MetaData) -> list[Any]:
+    """How the schema that the Alembic chain in `migrations` builds on a scratch database differs from the tables
+    the code declares in `metadata` (empty: they match)."""
+
+    def differences(connection: Any) -> list[Any]:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        found = compare_metadata(context, metadata)
+        return [d for d in found if d[0] != "remove_table" or d[1].name != "alembic_version"]
+
+    async with scratch_database(backend, folder) as url:
+        db = Database(url)
+        try:
+            await db.migrate(migrations)
+            async with db.engine.connect() as connection:
+                return await connection.run_sync(differences)
+        finally:
+            await db.dispose()
