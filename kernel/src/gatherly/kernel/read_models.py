@@ -13,10 +13,7 @@ from sqlalchemy import Column, MetaData, String, Table, bindparam, delete, inser
 from gatherly.contracts.images import ImageReady
 from gatherly.contracts.users import ImageVariants
 from gatherly.kernel.db import Executor, rowcount
-from gatherly.kernel.tables import Json, UtcDateTime
-
-# An owner is a users-service UUID or an outside identity provider's `sub` (up to 255 characters in OIDC).
-OWNER_ID = String(255)
+from gatherly.kernel.tables import USER_ID, Json, UtcDateTime
 
 
 def ready_images_table(metadata: MetaData, name: str, *, image_id_length: int = 36) -> Table:
@@ -25,7 +22,7 @@ def ready_images_table(metadata: MetaData, name: str, *, image_id_length: int = 
         name,
         metadata,
         Column("image_id", String(image_id_length), primary_key=True),
-        Column("owner_id", OWNER_ID, nullable=False),
+        Column("owner_id", USER_ID, nullable=False),
         Column("variants", Json, nullable=False),
         Column("ready_at", UtcDateTime(), nullable=False),
     )

@@ -120,5 +120,8 @@ def kernel_tables(metadata: MetaData) -> list[Table]:
 
 
 # The kernel's own handle on its tables (a service's metadata gets copies through `kernel_tables`).
+# A user id is the users service's UUID or an outside identity provider's `sub` (up to 255 characters in OIDC).
+USER_ID = String(255)
+
 KERNEL_METADATA = MetaData()
 kernel_tables(KERNEL_METADATA)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Boolean, Column, Index, Integer, MetaData, String, Table, Text
 
-from gatherly.kernel.read_models import OWNER_ID
-from gatherly.kernel.tables import Json, UtcDateTime, kernel_tables
+from gatherly.kernel.tables import USER_ID, Json, UtcDateTime, kernel_tables
 
 metadata = MetaData()
 kernel_tables(metadata)
@@ -14,7 +13,7 @@ images = Table(
     "images",
     metadata,
     Column("id", String(36), primary_key=True),
-    Column("owner_id", OWNER_ID, nullable=False),
+    Column("owner_id", USER_ID, nullable=False),
     Column("purpose", String(16), nullable=False),
     Column("content_type", String(32), nullable=False),
     Column("size_bytes", Integer, nullable=False),

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 from sqlalchemy import Boolean, Column, Double, Index, Integer, MetaData, String, Table, Text
 
-from gatherly.kernel.tables import Json, SequenceId, UtcDateTime, kernel_tables
+from gatherly.kernel.tables import USER_ID, Json, SequenceId, UtcDateTime, kernel_tables
 
 metadata = MetaData()
 kernel_tables(metadata)
 
-# A user id is the users service's UUID or an outside identity provider's `sub` (up to 255 characters in OIDC).
-USER_ID = String(255)
 ID = String(36)
 
 # --- read models ---------------------------------------------------------------------------------------------------

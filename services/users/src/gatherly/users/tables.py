@@ -5,13 +5,11 @@ from __future__ import annotations
 from sqlalchemy import Column, Double, ForeignKey, Index, Integer, MetaData, String, Table, Text
 
 from gatherly.kernel.read_models import ready_images_table
-from gatherly.kernel.tables import Json, UtcDateTime, kernel_tables
+from gatherly.kernel.tables import USER_ID, Json, UtcDateTime, kernel_tables
 
 metadata = MetaData()
 kernel_tables(metadata)
 
-# An id is ours (a UUID) or an outside identity provider's `sub` (up to 255 characters in OIDC).
-USER_ID = String(255)
 
 accounts = Table(
     "accounts",
