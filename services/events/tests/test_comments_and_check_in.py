@@ -71,6 +71,22 @@ async def test_authors_edit_their_own_comments_and_leaders_delete_any(api: Event
     assert listed.json()["items"] == []
 
 
+async def test_a_cancelled_event_takes_no_new_comments_but_keeps_and_shows_its_old_ones(api: EventsApi) -> None:
+    event, people = await _setting(api)
+    url = f"/api/events/{event['id']}/comments"
+    said = (await api.client.post(url, json={"body": "See you there"}, headers=people["ann"].auth)).json()
+    assert (await api.client.post(f"/api/events/{event['id']}/cancel", headers=people["olga"].auth)).status_code == 200
+
+    refused = await api.client.post(url, json={"body": "Why?"}, headers=people["bob"].auth)
+
+    assert refused.status_code == 409, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+    listed = await api.client.get(url, headers=people["bob"].auth)
+    assert [c["id"] for c in listed.json()["items"]] == [said["id"]]
+    # Moderation goes on: a leader still removes a comment of a cancelled event.
+    assert (await api.client.delete(f"{url}/{said['id']}", headers=people["olga"].auth)).status_code == 204
+
+
 async def test_leaders_check_in_going_attendees_only_and_the_event_counts_them(api: EventsApi) -> None:
     event, people = await _setting(api)
     ann, bob, evan = people["ann"], people["bob"], people["evan"]

@@ -94,10 +94,15 @@ async def test_a_leader_imports_past_and_future_events_and_a_reimport_updates_by
     assert second["created"] == []
     assert [(u["uid"], u["event_id"]) for u in second["updated"]] == [("a@other", future["id"])]
     assert [(s["uid"], s["reason"]) for s in second["skipped"]] == [
-        ("b@other", "unchanged"),
+        ("b@other", "the event has started here"),
         ("c@other", "cancelled in the file"),
     ]
     assert (await api.get(future["id"], leader))["title"] == "Board games night"
+    rewritten = await _import(api, leader, group_id, ics(meetup("b@other", "A rewritten past", year=NEXT_YEAR - 2)))
+    assert rewritten.json()["skipped"] == [
+        {"uid": "b@other", "event_id": past["id"], "reason": "the event has started here"}
+    ]
+    assert (await api.get(past["id"], leader))["title"] == "Last year's picnic"
     listed = await api.client.get("/api/events", params={"group_id": group_id}, headers=leader.auth)
     assert [e["id"] for e in listed.json()["items"]] == [future["id"]]
 

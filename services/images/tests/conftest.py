@@ -10,7 +10,6 @@ import itertools
 import json
 import os
 import shutil
-import socket
 import struct
 import subprocess
 import time
@@ -28,7 +27,7 @@ import pytest_asyncio
 from PIL import Image
 
 from gatherly.app.testing import Person, RunningGatherly, running_gatherly, sign_up
-from gatherly.kernel.testing import DB_BACKENDS
+from gatherly.kernel.testing import DB_BACKENDS, free_port
 
 STORAGE_BACKENDS = [
     name.strip() for name in os.environ.get("GATHERLY_TEST_STORAGE_BACKENDS", "local").split(",") if name.strip()
@@ -37,6 +36,7 @@ WEED_BINARY = os.environ.get("GATHERLY_TEST_WEED", "")
 S3_ACCESS_KEY = "gatherly-test"
 S3_SECRET_KEY = "gatherly-test-secret"  # a throwaway server's credentials, made for this test session
 S3_STARTUP_S = 60.0
+S3_START_ATTEMPTS = 3
 
 FAST: dict[str, Any] = {
     "password_time_cost": 1,
@@ -67,12 +67,6 @@ class S3Server:
         }
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def weed_binary() -> str:
     found = WEED_BINARY or shutil.which("weed") or str(Path.home() / ".local" / "bin" / "weed")
     if not Path(found).is_file():
@@ -91,6 +85,31 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     config = folder / "s3.json"
     identity = {"name": "gatherly", "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}]}
     config.write_text(json.dumps({"identities": [{**identity, "actions": ["Admin", "Read", "Write", "List"]}]}))
+    # A port chosen free can still be taken before SeaweedFS binds it (another test's server, a client socket):
+    # then it exits at start saying so, and is started again on other ports. Any other failure fails at once.
+    for attempt in itertools.count(1):
+        process, endpoint = _start_seaweedfs(folder, config)
+        try:
+            _wait_for_s3(endpoint, process, folder / "weed.log")
+            break
+        except SeaweedPortTaken:
+            _stop(process)
+            if attempt == S3_START_ATTEMPTS:
+                raise
+        except BaseException:
+            _stop(process)
+            raise
+    try:
+        yield S3Server(endpoint)
+    finally:
+        _stop(process)
+
+
+class SeaweedPortTaken(RuntimeError):
+    """SeaweedFS exited at start because one of its ports was taken meanwhile."""
+
+
+def _start_seaweedfs(folder: Path, config: Path) -> tuple[subprocess.Popen[bytes], str]:
     # Every port chosen here (gRPC ports default to the HTTP port + 10000, which may not exist or be taken), and the
     # side servers this test needs not (Iceberg, Lance) turned off, so parallel sessions never collide.
     names = ("master", "volume", "filer", "s3", "master.grpc", "volume.grpc", "filer.grpc", "s3.grpc", "debug")
@@ -121,24 +140,25 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     ]
     with (folder / "weed.log").open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{ports['s3']}"
+    return process, f"http://127.0.0.1:{ports['s3']}"
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
     try:
-        _wait_for_s3(endpoint, process, folder / "weed.log")
-        yield S3Server(endpoint)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _wait_for_s3(endpoint: str, process: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + S3_STARTUP_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"SeaweedFS exited at start ({process.returncode}): {log.read_text()[-2000:]}")
+            output = log.read_text()
+            failure = SeaweedPortTaken if "address already in use" in output else RuntimeError
+            raise failure(f"SeaweedFS exited at start ({process.returncode}): {output[-2000:]}")
         try:
             # Anonymous requests are refused once the S3 gateway (and its identities) are up.
             if httpx.get(endpoint, timeout=1).status_code in (200, 403):

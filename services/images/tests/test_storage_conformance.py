@@ -22,6 +22,7 @@ from gatherly.images.storage import (
 )
 from gatherly.kernel.resilience import Resilience
 from gatherly.kernel.settings import Settings
+from gatherly.kernel.testing import free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -182,11 +183,7 @@ class socket_closed:
     """A loopback port nothing listens on."""
 
     def __enter__(self) -> int:
-        import socket
-
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            return int(probe.getsockname()[1])
+        return free_port()
 
     def __exit__(self, *_: object) -> None:
         return None

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
+import socket
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -107,3 +109,32 @@ async def schema_drift(backend: str, folder: Path, migrations: Path, metadata: M
                 return await connection.run_sync(differences)
         finally:
             await db.dispose()
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on, taken from below the kernel's ephemeral range.
+
+    Binding port 0 hands out a port from the ephemeral range, the same range the kernel gives to outgoing connections:
+    a server started a moment later (SeaweedFS opens its S3 port only after its parts have connected to each other)
+    found its port taken by one of its own client sockets. Below that range only listeners compete."""
+    ephemeral_low = _ephemeral_port_range()[0]
+    if ephemeral_low > 20_000:
+        for _ in range(100):
+            port = random.randrange(20_000, ephemeral_low)
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _ephemeral_port_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32_768, 60_999  # Linux's default

@@ -324,6 +324,12 @@ class Event:
         if now >= self.details.starts_at:
             raise EventStarted("This event has started; it can no longer be changed.")
 
+    def check_open_for_comments(self) -> None:
+        """Members talk about an event before and after it, but a cancelled one takes no new comments: nobody is
+        going, and every attendee would be told of each one."""
+        if self.status is EventStatus.CANCELLED:
+            raise EventCancelled("This event was cancelled: it takes no new comments.")
+
     def check_rsvp_open(self, now: datetime) -> None:
         """Answers (yes or no) are taken while the event is scheduled, not started, and within its RSVP window."""
         self.check_changeable(now)

@@ -403,6 +403,10 @@ async def _import_one(
         return ImportResult(entry.uid, ImportOutcome.CREATED, event.id)
     if existing.status is EventStatus.CANCELLED:
         return ImportResult(entry.uid, ImportOutcome.SKIPPED, existing.id, "the event was cancelled here")
+    if now >= existing.details.starts_at:
+        # What happened stays as it happened here (attendance, check-ins): another platform's later edit of a past
+        # event does not rewrite the group's history.
+        return ImportResult(entry.uid, ImportOutcome.SKIPPED, existing.id, "the event has started here")
     if entry.cancelled:
         await _cancel(uow, existing, group.name, reason="cancelled", by=leader)
         return ImportResult(entry.uid, ImportOutcome.UPDATED, existing.id, "cancelled")
@@ -583,6 +587,7 @@ async def post_comment(uow: EventsUnitOfWork, event_id: str, author: UserId, bod
     text = comment_body(body)
     async with uow:
         event, _ = await _event_for_member(uow.stores, event_id, author)
+        event.check_open_for_comments()
         now = uow.clock.now()
         comment = Comment(new_comment_id(), event.id, author, text, now, now)
         await uow.comments.add(comment)
