@@ -8,6 +8,7 @@ import pytest
 
 from gatherly.images.domain import (
     CLAIM_SECONDS,
+    GARBAGE_RETRY,
     MAX_ATTEMPTS,
     MAX_BYTES,
     Image,
@@ -113,6 +114,14 @@ def test_ready_keeps_the_variants_and_lists_the_original_for_deletion_and_delete
     deleted = ready.collected(ready.garbage).delete(now=NOON)
     assert set(deleted.garbage) == {original_key(ready.id), *variants.values()}
     assert deleted.collected(deleted.garbage).garbage == ()
+
+
+def test_garbage_the_storage_refused_waits_its_retry_and_collecting_the_rest_clears_it() -> None:
+    deleted = an_image(status=Status.READY, variants={Variant.THUMB: "t"}).delete(now=NOON)
+    original = original_key(deleted.id)
+    refused = deleted.garbage_refused([original], now=NOON)
+    assert refused.garbage == ("t",) and refused.garbage_retry_at == NOON + GARBAGE_RETRY
+    assert refused.collected(["t"]).garbage == () and refused.collected(["t"]).garbage_retry_at is None
 
 
 def test_an_expired_slot_is_rejected_with_the_reason() -> None:

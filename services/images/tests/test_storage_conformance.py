@@ -18,6 +18,7 @@ from gatherly.images.storage import (
     S3Storage,
     StorageUnavailable,
     UploadRefused,
+    refusals,
     s3_client,
 )
 from gatherly.kernel.resilience import Resilience
@@ -113,8 +114,8 @@ async def test_written_objects_are_read_and_deleted_and_deleting_twice_is_fine(s
     for key in keys:
         await storage.write(key, key.encode(), content_type="image/webp")
     assert [await storage.read(key, limit=100) for key in keys] == [key.encode() for key in keys]
-    await storage.delete(keys[:2])
-    await storage.delete(keys[:2])
+    assert await storage.delete(keys[:2]) == {}
+    assert await storage.delete(keys[:2]) == {}
     assert [await storage.read(key, limit=100) for key in keys] == [None, None, keys[2].encode()]
     assert await storage.read(new_key(), limit=100) is None
 
@@ -169,6 +170,34 @@ async def test_an_s3_that_cannot_be_reached_raises_storage_unavailable_and_opens
         with pytest.raises(StorageUnavailable, match="circuit"):
             await storage.write(new_key(), b"x", content_type="image/png")
         assert time.monotonic() - started < 0.5, "an open circuit fails fast, without calling"
+
+
+async def test_local_storage_deletes_the_others_when_one_object_cannot_be_and_names_it(tmp_path: Any) -> None:
+    storage = LocalStorage(tmp_path / "media", "http://localhost", b"k" * 32, lambda: datetime.now(UTC))
+    kept, gone = f"images/{uuid.uuid4()}/thumb.webp", f"images/{uuid.uuid4()}/thumb.webp"
+    await storage.write(gone, b"x", content_type="image/webp")
+    (tmp_path / "media" / kept).mkdir(parents=True)  # a directory where a file was: unlink refuses it
+    (tmp_path / "media" / kept / "inside").write_bytes(b"x")
+
+    refused = await storage.delete([kept, gone])
+
+    assert list(refused) == [kept] and "Error" in refused[kept]
+    assert await storage.read(gone, limit=10) is None
+
+
+async def test_an_s3_delete_answer_names_each_refused_key_with_its_reason() -> None:
+    answer = {
+        "Deleted": [{"Key": "images/a/thumb.webp"}],
+        "Errors": [
+            {"Key": "images/b/thumb.webp", "Code": "AccessDenied", "Message": "Access Denied"},
+            {"Key": "images/c/thumb.webp", "Code": "InternalError"},
+        ],
+    }
+    assert refusals(answer) == {
+        "images/b/thumb.webp": "AccessDenied: Access Denied",
+        "images/c/thumb.webp": "InternalError",
+    }
+    assert refusals({"Deleted": []}) == {}
 
 
 async def test_local_storage_without_its_directory_is_not_ready(tmp_path: Any) -> None:

@@ -40,9 +40,9 @@ class Outage:
         self._maybe_fail()
         return await self.real.read(key, limit=limit)
 
-    async def delete(self, keys: Sequence[str]) -> None:
+    async def delete(self, keys: Sequence[str]) -> dict[str, str]:
         self._maybe_fail()
-        await self.real.delete(keys)
+        return await self.real.delete(keys)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
@@ -82,6 +82,62 @@ async def test_objects_that_could_not_be_deleted_are_deleted_later(api: Any, pic
         while await real.read(key, limit=10**8) is not None:
             assert time.monotonic() < deadline, "the objects were never deleted after the outage"
             await asyncio.sleep(0.1)
+    finally:
+        context.extras[STORAGE] = real
+
+
+class Refusing:
+    """The real storage, except that it refuses to delete the objects of one image, as S3 does for one object
+    under a legal hold or a deny policy."""
+
+    def __init__(self, real: ObjectStorage, image_id: str) -> None:
+        self.real = real
+        self.image_id = image_id
+        self.asked: list[str] = []
+
+    async def delete(self, keys: Sequence[str]) -> dict[str, str]:
+        self.asked += keys
+        refused = {key: "AccessDenied: on hold" for key in keys if self.image_id in key}
+        await self.real.delete([key for key in keys if key not in refused])
+        return refused
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+async def test_an_object_storage_refuses_to_delete_waits_aside_and_never_holds_up_the_others(
+    api: Any, pictures: Any
+) -> None:
+    context = api.running.process.host("images").context
+    ann = await api.person()
+    held, other = await api.upload(ann, pictures.jpeg()), await api.upload(ann, pictures.jpeg())
+    real = context.extras[STORAGE]
+    refusing = context.extras[STORAGE] = Refusing(real, held["id"])
+    try:
+        for image in (held, other):
+            assert (await api.client.delete(f"/api/images/{image['id']}", headers=ann.auth)).status_code == 204
+        other_thumb = f"images/{other['id']}/thumb.webp"
+        deadline = time.monotonic() + 30
+        while await real.read(other_thumb, limit=10**8) is not None:
+            assert time.monotonic() < deadline, "the other image's objects were held up by the refused one"
+            await asyncio.sleep(0.1)
+
+        async with (uow := unit_of_work(context)):
+            aside = await uow.images.get_for_update(held["id"])
+            assert aside is not None and aside.garbage and aside.garbage_retry_at is not None
+            assert aside.garbage_retry_at > uow.clock.now()
+            # Not asked again before its time: the next rounds find nothing due.
+            assert await uow.images.with_garbage(uow.clock.now(), 100) == []
+            await uow.images.save(replace(aside, garbage_retry_at=uow.clock.now() - timedelta(seconds=1)))
+        refusing.image_id = "nothing any more"  # the hold was lifted
+        asked_before = len(refusing.asked)
+        collected = await service.collect_garbage(unit_of_work(context), refusing)
+        assert collected.refused == {} and collected.deleted >= 1
+        assert any(held["id"] in key for key in refusing.asked[asked_before:])
+        assert await real.read(f"images/{held['id']}/thumb.webp", limit=10**8) is None
+        async with (uow := unit_of_work(context)):
+            done = await uow.images.get_for_update(held["id"])
+            assert done is not None and done.garbage == () and done.garbage_retry_at is None
     finally:
         context.extras[STORAGE] = real
 

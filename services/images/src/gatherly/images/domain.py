@@ -51,6 +51,8 @@ CLAIM_SECONDS = 120
 UPLOAD_CLOCK_MARGIN = timedelta(minutes=1)
 # Attempts that failed for a reason outside the file (storage down, a crash) before the image is given up on.
 MAX_ATTEMPTS = 5
+# Objects the storage refused to delete (one object's permissions or lock) are tried again after this.
+GARBAGE_RETRY = timedelta(minutes=10)
 
 
 class Status(StrEnum):
@@ -183,6 +185,8 @@ class Image:
     # When the original must be deleted once more: the image finished while its upload URL still worked, and a
     # replay of that URL would otherwise leave an object nobody deletes.
     original_sweep_at: datetime | None = None
+    # Storage refused to delete some of its garbage: not tried again before this, so it never holds up the others.
+    garbage_retry_at: datetime | None = None
 
     def visible_to(self, person: str) -> bool:
         return self.owner_id == person and self.status is not Status.DELETED
@@ -272,4 +276,8 @@ class Image:
         return self.status is Status.PROCESSING and self.claimed_until == claimed.claimed_until
 
     def collected(self, keys: Sequence[str]) -> Image:
-        return replace(self, garbage=tuple(k for k in self.garbage if k not in keys))
+        return replace(self, garbage=tuple(k for k in self.garbage if k not in keys), garbage_retry_at=None)
+
+    def garbage_refused(self, deleted: Sequence[str], *, now: datetime) -> Image:
+        """Storage deleted `deleted` and refused the rest (its permissions, a lock): the rest is tried later."""
+        return replace(self.collected(deleted), garbage_retry_at=now + GARBAGE_RETRY)

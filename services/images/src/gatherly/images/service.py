@@ -288,18 +288,33 @@ async def sweep_originals(uow: ImagesUnitOfWork) -> int:
         return len(due)
 
 
-async def collect_garbage(uow: ImagesUnitOfWork, storage: ObjectStorage) -> int:
+async def collect_garbage(uow: ImagesUnitOfWork, storage: ObjectStorage) -> Collected:
     """Delete objects nobody needs any more (originals after processing, everything of a deleted image). The keys
-    stay listed until storage confirms, so a failure is retried at the next round, never forgotten."""
+    stay listed until storage confirms, so a failure is retried at the next round, never forgotten; an object the
+    storage refuses on its own puts its image's garbage aside for a while, so it never holds up the others."""
     async with uow:
-        batch = await uow.images.with_garbage(SWEEP_BATCH)
+        batch = await uow.images.with_garbage(uow.clock.now(), SWEEP_BATCH)
     keys = [key for image in batch for key in image.garbage]
     if not keys:
-        return 0
-    await storage.delete(keys)
+        return Collected(0, {})
+    refused = await storage.delete(keys)
     async with uow:
+        now = uow.clock.now()
         for done in batch:
             image = await uow.images.get_for_update(done.id)
-            if image is not None:
-                await uow.images.save(image.collected(done.garbage))
-    return len(keys)
+            if image is None:
+                continue
+            deleted = [key for key in done.garbage if key not in refused]
+            if len(deleted) < len(done.garbage):
+                await uow.images.save(image.garbage_refused(deleted, now=now))
+            else:
+                await uow.images.save(image.collected(deleted))
+    return Collected(len(keys) - len(refused), refused)
+
+
+@dataclass(frozen=True)
+class Collected:
+    """What a round of garbage collection did: objects deleted, and the ones storage refused with its reasons."""
+
+    deleted: int
+    refused: dict[str, str]

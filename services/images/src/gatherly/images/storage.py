@@ -19,7 +19,7 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -84,8 +84,10 @@ class ObjectStorage(Protocol):
 
     async def write(self, key: str, data: bytes, *, content_type: str) -> None: ...
 
-    async def delete(self, keys: Sequence[str]) -> None:
-        """Delete the objects; a missing one is not an error (deleting is retried until it is done)."""
+    async def delete(self, keys: Sequence[str]) -> dict[str, str]:
+        """Delete the objects; a missing one is not an error (deleting is retried until it is done). Returns the
+        keys the storage refused one by one, each with its reason; raises StorageUnavailable when it cannot be
+        reached at all."""
         ...
 
     def download_url(self, key: str, *, expires_at: datetime) -> str: ...
@@ -177,14 +179,19 @@ class LocalStorage:
         write_private(temporary, data)
         os.replace(temporary, path)
 
-    async def delete(self, keys: Sequence[str]) -> None:
-        paths = [self._path(key) for key in keys]
-        await asyncio.to_thread(self._unlink, paths)
+    async def delete(self, keys: Sequence[str]) -> dict[str, str]:
+        paths = {key: self._path(key) for key in keys}
+        return await asyncio.to_thread(self._unlink, paths)
 
     @staticmethod
-    def _unlink(paths: Sequence[Path]) -> None:
-        for path in paths:
-            path.unlink(missing_ok=True)
+    def _unlink(paths: Mapping[str, Path]) -> dict[str, str]:
+        refused: dict[str, str] = {}
+        for key, path in paths.items():
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as error:  # one file's permissions or type, not the disk: the others go on
+                refused[key] = f"{type(error).__name__}: {error.strerror or error}"
+        return refused
 
     def download_url(self, key: str, *, expires_at: datetime) -> str:
         self._path(key)
@@ -264,19 +271,22 @@ class S3Storage:
 
         await self._call(put)
 
-    async def delete(self, keys: Sequence[str]) -> None:
-        def remove() -> None:
+    async def delete(self, keys: Sequence[str]) -> dict[str, str]:
+        def remove() -> dict[str, str]:
+            refused: dict[str, str] = {}
             for start in range(0, len(keys), 1000):  # DeleteObjects takes up to 1,000 keys
                 batch = [{"Key": key} for key in keys[start : start + 1000]]
                 try:
                     answer = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
                 except ClientError as error:
                     raise self._server_side(error) from error
-                if answer.get("Errors"):
-                    raise StorageUnavailable(f"S3 did not delete: {answer['Errors']!r}")
+                refused |= refusals(answer)
+            return refused
 
-        if keys:
-            await self._call(remove)
+        if not keys:
+            return {}
+        refused: dict[str, str] = await self._call(remove)
+        return refused
 
     def download_url(self, key: str, *, expires_at: datetime) -> str:
         if self.public_url:
@@ -353,3 +363,11 @@ async def build_storage(settings: Settings, resilience: Resilience, now: Callabl
         await storage.ensure_bucket()
         return storage
     return LocalStorage(settings.data_dir / "media", settings.effective_public_url, local_signing_key(settings), now)
+
+
+def refusals(answer: Mapping[str, Any]) -> dict[str, str]:
+    """The keys a DeleteObjects answer lists under Errors (one object's permissions, a lock), with S3's reason."""
+    return {
+        error["Key"]: f"{error.get('Code', 'Error')}: {error.get('Message', '')}".rstrip(": ")
+        for error in answer.get("Errors", [])
+    }

@@ -38,6 +38,7 @@ def _image(row: RowMapping) -> Image:
         finished_at=row["finished_at"],
         garbage=tuple(row["garbage"]),
         original_sweep_at=row["original_sweep_at"],
+        garbage_retry_at=row["garbage_retry_at"],
     )
 
 
@@ -60,6 +61,7 @@ def _columns(image: Image) -> dict[str, Any]:
         "garbage": list(image.garbage),
         "has_garbage": bool(image.garbage),
         "original_sweep_at": image.original_sweep_at,
+        "garbage_retry_at": image.garbage_retry_at,
     }
 
 
@@ -135,8 +137,9 @@ class ImageStore:
         )
         return [_image(row) for row in (await self.session.execute(query)).mappings()]
 
-    async def with_garbage(self, limit: int) -> list[Image]:
-        query = select(images).where(images.c.has_garbage.is_(True)).limit(limit).with_for_update(skip_locked=True)
+    async def with_garbage(self, now: datetime, limit: int) -> list[Image]:
+        due = or_(images.c.garbage_retry_at.is_(None), images.c.garbage_retry_at <= now)
+        query = select(images).where(images.c.has_garbage.is_(True), due).limit(limit).with_for_update(skip_locked=True)
         return [_image(row) for row in (await self.session.execute(query)).mappings()]
 
 

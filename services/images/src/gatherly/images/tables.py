@@ -31,6 +31,8 @@ images = Table(
     Column("has_garbage", Boolean, nullable=False),
     # Finished while its upload URL still worked: the original is deleted once more after this (a replayed upload).
     Column("original_sweep_at", UtcDateTime()),
+    # Storage refused some of the garbage: the next attempt is not before this.
+    Column("garbage_retry_at", UtcDateTime()),
     # The processing task's next image and the expiry sweep: both look up by status and a time.
     Index("ix_images_status_claimed_until", "status", "claimed_until"),
     Index("ix_images_status_upload_expires_at", "status", "upload_expires_at"),

@@ -48,7 +48,10 @@ async def keep_storage_tidy(context: ServiceContext) -> None:
         expired = await service.expire_uploads(unit_of_work(context))
         await service.sweep_originals(unit_of_work(context))
         try:
-            deleted = await service.collect_garbage(unit_of_work(context), storage_of(context))
+            collected = await service.collect_garbage(unit_of_work(context), storage_of(context))
+            deleted = collected.deleted
+            if collected.refused:
+                log.warning("storage refused to delete objects; tried again later", refused=collected.refused)
         except StorageUnavailable as error:  # the keys stay listed: deleted at a later round
             log.warning("storage unavailable; objects will be deleted later", error=repr(error))
             deleted = 0
