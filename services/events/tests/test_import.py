@@ -192,6 +192,63 @@ async def test_a_recurring_vevent_becomes_a_series_and_a_reimport_updates_it(api
     assert (await api.get(created["event_id"], leader))["status"] == "cancelled"
 
 
+async def test_a_series_skips_its_exdates_and_a_reimport_with_a_new_one_cancels_that_occurrence(
+    api: EventsApi,
+) -> None:
+    leader, fan = await api.people("Exdate Importer", "Exdate Fan")
+    group_id = await api.group(leader, members={fan: "member"})
+    await api.running.settle()
+    monday = datetime.now(UTC).date() + timedelta(days=7 - datetime.now(UTC).weekday())  # next Monday
+    skipped, later = monday + timedelta(weeks=1), monday + timedelta(weeks=3)
+
+    def weekly(*exdates: str) -> bytes:
+        extra = [f"EXDATE;TZID=Europe/Berlin:{day}" for day in exdates]
+        return ics(
+            vevent(
+                "mondays@other",
+                "SUMMARY:Monday run",
+                f"DTSTART;TZID=Europe/Berlin:{monday:%Y%m%d}T190000",
+                "DURATION:PT1H",
+                "RRULE:FREQ=WEEKLY",
+                "LOCATION:Park",
+                *extra,
+            )
+        )
+
+    # Two EXDATE lines, one with a list: the forms calendars write; the second parser agrees on what is left.
+    first = weekly(f"{skipped:%Y%m%d}T190000", f"{later:%Y%m%d}T190000,{later + timedelta(weeks=1):%Y%m%d}T190000")
+    response = await _import(api, leader, group_id, first)
+    assert response.status_code == 200, response.text
+    days = [datetime.fromisoformat(e["starts_at"]).date() for e in await _group_events(api, leader, group_id)]
+    assert skipped not in days and later not in days and later + timedelta(weeks=1) not in days
+    assert days[: len(_expected_starts(first, "Europe/Berlin"))] == [
+        s.date() for s in _expected_starts(first, "Europe/Berlin")
+    ]
+    assert (await _import(api, leader, group_id, first)).json()["skipped"][0]["reason"] == "unchanged"
+
+    # The other platform drops the meetup two weeks on: the occurrence here is cancelled, and its attendee told.
+    dropped = monday + timedelta(weeks=2)
+    [occurrence] = [
+        e
+        for e in await _group_events(api, leader, group_id)
+        if datetime.fromisoformat(e["starts_at"]).date() == dropped
+    ]
+    await api.going(fan, occurrence["id"])
+    again = weekly(
+        f"{dropped:%Y%m%d}T190000,{skipped:%Y%m%d}T190000",
+        f"{later:%Y%m%d}T190000,{later + timedelta(weeks=1):%Y%m%d}T190000",
+    )
+    response = await _import(api, leader, group_id, again)
+
+    assert response.status_code == 200, response.text
+    assert [u["uid"] for u in response.json()["updated"]] == ["mondays@other"]
+    assert (await api.get(occurrence["id"], leader))["status"] == "cancelled"
+    cancelled = [e for e in await api.published("event", occurrence["id"]) if e.type == "event.cancelled"]
+    assert len(cancelled) == 1
+    left = [datetime.fromisoformat(e["starts_at"]).date() for e in await _group_events(api, leader, group_id)]
+    assert dropped not in left and monday in left and monday + timedelta(weeks=5) in left
+
+
 async def test_all_day_events_last_from_midnight_to_midnight_in_the_calendars_zone(api: EventsApi) -> None:
     leader = await api.person("All-day Importer")
     group_id = await api.group(leader)
@@ -247,7 +304,8 @@ async def test_vevents_it_cannot_take_are_skipped_with_the_reason(api: EventsApi
         vevent("floating", "SUMMARY:Run", f"DTSTART:{day}T180000", f"DTEND:{day}T190000", "LOCATION:Park"),
         vevent("hourly", "SUMMARY:Run", *at, "RRULE:FREQ=HOURLY"),
         vevent("moved", "SUMMARY:Run", *at, f"RECURRENCE-ID:{day}T180000Z"),
-        vevent("holidays", "SUMMARY:Run", *at, "RRULE:FREQ=WEEKLY", f"EXDATE:{day}T180000Z"),
+        vevent("extra", "SUMMARY:Run", *at, "RRULE:FREQ=WEEKLY", f"RDATE:{day}T200000Z"),
+        vevent("holey", "SUMMARY:Run", *at, "RRULE:FREQ=DAILY", "EXDATE:" + ",".join(["20300101T180000Z"] * 1001)),
         vevent("over", "SUMMARY:Run", "DTSTART:20200101T180000Z", *at[1:], "RRULE:FREQ=DAILY;COUNT=3"),
         vevent("nowhere", "SUMMARY:Run", f"DTSTART:{day}T180000Z", f"DTEND:{day}T190000Z"),
         vevent("backwards", "SUMMARY:Run", f"DTSTART:{day}T180000Z", f"DTEND:{day}T170000Z", "LOCATION:Park"),
@@ -269,11 +327,11 @@ async def test_vevents_it_cannot_take_are_skipped_with_the_reason(api: EventsApi
     assert (online["timezone"], online["online"]) == ("UTC", True)
     reasons = {s["uid"]: s["reason"] for s in report["skipped"]}
     assert set(reasons) == {
-        *("", "floating", "hourly", "moved", "holidays", "over", "nowhere", "backwards", "bad-tz"),
+        *("", "floating", "hourly", "moved", "extra", "holey", "over", "nowhere", "backwards", "bad-tz"),
         *("long", "far", "spoof", "online"),
     }
     assert "UID" in reasons[""] and "IANA" in reasons["floating"] and "FREQ" in reasons["hourly"]
-    assert "RECURRENCE-ID" in reasons["moved"] and "EXDATE" in reasons["holidays"]
+    assert "RECURRENCE-ID" in reasons["moved"] and "RDATE" in reasons["extra"] and "EXDATE" in reasons["holey"]
     assert "six months" in reasons["over"] and "venue" in reasons["nowhere"] and "ends_at" in reasons["backwards"]
     assert "IANA" in reasons["bad-tz"] and "repeated" in reasons["online"]
     assert "title" in reasons["long"] and "venue.name" in reasons["far"] and "bidirectional" in reasons["spoof"]

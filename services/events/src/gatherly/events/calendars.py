@@ -126,8 +126,8 @@ def _entry(vevent: Any, calendar_zone: str | None) -> ImportEntry:
         return ImportEntry(shown, skipped=f"no UID, or one that is not printable text of at most {MAX_UID} characters")
     if "recurrence-id" in vevent:
         return ImportEntry(uid, skipped="a changed occurrence (RECURRENCE-ID): its series comes in, edit it here")
-    if "rdate" in vevent or "exdate" in vevent:
-        return ImportEntry(uid, skipped="RDATE and EXDATE are not imported: schedule the series here instead")
+    if "rdate" in vevent:
+        return ImportEntry(uid, skipped="RDATE is not imported: schedule the extra dates here instead")
     rule = vevent.get("rrule")
     if isinstance(rule, list):
         return ImportEntry(uid, skipped="more than one RRULE: schedule the series here instead")
@@ -143,6 +143,7 @@ def _entry(vevent: Any, calendar_zone: str | None) -> ImportEntry:
         url = str(vevent.get("url", "")).strip()
         cancelled = str(vevent.get("status", "")).upper() == "CANCELLED"
         rule_text = rule.to_ical().decode() if rule is not None else None
+        exdates = _exdates(vevent)
     except Exception:  # a property the parser cannot decode (icalendar raises only when a broken one is read)
         return ImportEntry(uid, skipped="a property could not be read")
     try:
@@ -152,6 +153,8 @@ def _entry(vevent: Any, calendar_zone: str | None) -> ImportEntry:
     if isinstance(times, str):
         return ImportEntry(uid, skipped=times)
     starts_at, ends_at, zone = times
+    if len(exdates) > MAX_EXDATES:
+        return ImportEntry(uid, skipped=f"more than {MAX_EXDATES} EXDATEs")
     online_url = url if url.startswith(("https://", "http://")) else None
     try:
         details = details_from(
@@ -166,7 +169,26 @@ def _entry(vevent: Any, calendar_zone: str | None) -> ImportEntry:
         rule_text = check_rule(rule_text) if rule_text is not None else None
     except InvalidEvent as refusal:
         return ImportEntry(uid, skipped=refusal.detail)
-    return ImportEntry(uid, details, cancelled=cancelled, rule=rule_text)
+    excluded = frozenset(_local_day(moment, zone) for moment in exdates) if rule_text is not None else frozenset()
+    return ImportEntry(uid, details, cancelled=cancelled, rule=rule_text, excluded=excluded)
+
+
+# A series skipping more dates than this is not a series any more; the bound keeps a hostile file's work small.
+MAX_EXDATES = 1000
+
+
+def _exdates(vevent: Any) -> list[date]:
+    """The EXDATE values of a VEVENT (the property may come once with several values, or several times)."""
+    found = vevent.get("exdate")
+    listed = found if isinstance(found, list) else [found] if found is not None else []
+    return [value.dt for values in listed for value in values.dts]
+
+
+def _local_day(moment: date, zone: str) -> date:
+    """The local date an EXDATE names in the event's zone (floating times and dates are local already)."""
+    if isinstance(moment, datetime):
+        return (moment.astimezone(ZoneInfo(zone)) if moment.tzinfo is not None else moment).date()
+    return moment
 
 
 def _times(starts: Any, ends: Any, duration: Any, calendar_zone: str | None) -> tuple[datetime, datetime, str] | str:

@@ -593,6 +593,7 @@ class ImportEntry:
     cancelled: bool = False
     skipped: str | None = None
     rule: str | None = None  # a recurring VEVENT's RRULE: the entry is a series, `details` its first occurrence
+    excluded: frozenset[date] = frozenset()  # its EXDATEs, as local dates in the event's time zone
 
 
 # What an imported file decides about its events; the rest (capacity, guest limit, RSVP window, cover) stays as

@@ -275,6 +275,8 @@ class Series:
     created_by: UserId
     created_at: datetime
     source_uid: str | None = None  # the UID of the recurring VEVENT it was imported from
+    # Local dates the rule gives that are not occurrences (an imported VEVENT's EXDATE).
+    excluded_days: frozenset[date] = frozenset()
 
     def due_days(self, now: datetime) -> list[date]:
         """Local dates of occurrences not made yet, up to the horizon from `now`, whose start is still ahead."""
@@ -283,4 +285,4 @@ class Series:
         if self.ends_before is not None:
             until = min(until, self.ends_before)
         days = occurrence_days(self.rule, self.first, self.generated_through, until)
-        return [day for day in days if self.template.on(day).starts_at > now]
+        return [day for day in days if day not in self.excluded_days and self.template.on(day).starts_at > now]

@@ -40,6 +40,7 @@ from gatherly.events.domain import (
     CommentNotFound,
     Event,
     EventDetails,
+    EventId,
     EventNotFound,
     EventSearch,
     EventStatus,
@@ -151,10 +152,21 @@ async def _schedule_series(
     rule: str,
     now: datetime,
     source_uid: str | None = None,
+    excluded: frozenset[date] = frozenset(),
 ) -> Event:
     first = local(details.starts_at, details.timezone)
     series = Series(
-        SeriesId(str(uuid.uuid4())), group.id, rule, first, Template.of(details), None, None, leader, now, source_uid
+        SeriesId(str(uuid.uuid4())),
+        group.id,
+        rule,
+        first,
+        Template.of(details),
+        None,
+        None,
+        leader,
+        now,
+        source_uid,
+        excluded_days=excluded,
     )
     # A series that began long ago (an imported one) is expanded from today, not through its whole past.
     yesterday = local(now, details.timezone).date() - timedelta(days=1)
@@ -440,7 +452,9 @@ async def _import_series(
         if entry.cancelled:
             return ImportResult(entry.uid, ImportOutcome.SKIPPED, reason="cancelled in the file")
         try:
-            first = await _schedule_series(uow, leader, group, details, entry.rule, now, source_uid=entry.uid)
+            first = await _schedule_series(
+                uow, leader, group, details, entry.rule, now, source_uid=entry.uid, excluded=entry.excluded
+            )
         except InvalidEvent as refusal:
             return ImportResult(entry.uid, ImportOutcome.SKIPPED, reason=refusal.detail)
         return ImportResult(entry.uid, ImportOutcome.CREATED, first.id)
@@ -467,10 +481,39 @@ async def _import_series(
         closes_before=kept.closes_before,
         details=replace(kept.details, **{name: getattr(from_file.details, name) for name in IMPORTED_FIELDS}),
     )
+    excluding = entry.excluded != existing.excluded_days
+    if excluding:
+        existing = await _exclude_days(uow, existing, entry.excluded, upcoming, group.name, leader)
+        upcoming = await uow.events.upcoming_ids_of_series(existing.id, existing.first.date(), now)
+        first_id = upcoming[0] if upcoming else None
     if _same_occurrences(template, kept):
+        if excluding:
+            return ImportResult(entry.uid, ImportOutcome.UPDATED, first_id)
         return ImportResult(entry.uid, ImportOutcome.SKIPPED, first_id, "unchanged")
     await _edit_following(uow, existing, template, existing.first.date(), set(IMPORTED_FIELDS), group.name, leader, now)
     return ImportResult(entry.uid, ImportOutcome.UPDATED, first_id)
+
+
+async def _exclude_days(
+    uow: EventsUnitOfWork,
+    existing: Series,
+    excluded: frozenset[date],
+    upcoming: list[EventId],
+    group_name: str,
+    leader: UserId,
+) -> Series:
+    """The file's EXDATEs become the series': occurrences made already on a newly excluded date are cancelled (their
+    attendees are told, as for any cancellation). A date no longer excluded is made again only if the series has
+    not been made that far yet: an occurrence cancelled here stays cancelled."""
+    changed = replace(existing, excluded_days=excluded)
+    await uow.series.save(changed)
+    newly = excluded - existing.excluded_days
+    for event_id in upcoming:
+        event = await uow.events.get_for_update(event_id)
+        assert event is not None
+        if event.occurrence_date in newly:
+            await _cancel(uow, event, group_name, reason="cancelled", by=leader)
+    return changed
 
 
 # --- RSVPs ------------------------------------------------------------------------------------------------------

@@ -505,6 +505,7 @@ def _series(row: RowMapping) -> Series:
         created_by=UserId(row["created_by"]),
         created_at=row["created_at"],
         source_uid=row["source_uid"],
+        excluded_days=frozenset(date.fromisoformat(day) for day in row["excluded_days"] or ()),
     )
 
 
@@ -524,6 +525,7 @@ class SeriesStore:
             "created_by": found.created_by,
             "created_at": found.created_at,
             "source_uid": found.source_uid,
+            "excluded_days": sorted(day.isoformat() for day in found.excluded_days) or None,
         }
 
     async def add(self, found: Series) -> None:

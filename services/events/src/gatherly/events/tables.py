@@ -84,6 +84,8 @@ series = Table(
     Column("created_at", UtcDateTime(), nullable=False),
     # The UID of the recurring VEVENT an imported series came from: a re-import into the group finds it.
     Column("source_uid", String(255)),
+    # Local dates (YYYY-MM-DD) the rule gives that are not occurrences: an imported VEVENT's EXDATE (null: none).
+    Column("excluded_days", Json),
     Index("ux_series_group_id_source_uid", "group_id", "source_uid", unique=True),
 )
 
