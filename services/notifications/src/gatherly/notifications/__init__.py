@@ -15,6 +15,7 @@ from gatherly.notifications.store import SENDS_SIGNALS, metadata, unit_of_work
 from gatherly.notifications.stream import LIVE_FEED, LiveFeed
 from gatherly.notifications.tasks import (
     follow_notifications,
+    prune_push_receipts,
     send_emails,
     send_pushes,
     send_reminders,
@@ -43,6 +44,13 @@ SERVICE = ServiceDefinition(
     unit_of_work=unit_of_work,
     consumers=consumers,
     topics=["notification"],
-    tasks=[send_reminders, send_emails, send_pushes, follow_notifications, send_weekly_digests],
+    tasks=[
+        send_reminders,
+        send_emails,
+        send_pushes,
+        follow_notifications,
+        send_weekly_digests,
+        prune_push_receipts,
+    ],
     on_start=_start,
 )

@@ -336,6 +336,13 @@ async def subscribe_to_push(
         return await uow.push.put(me.user_id, endpoint, p256dh, auth, uow.clock.now())
 
 
+async def prune_push_receipts(uow: NotificationsUnitOfWork, older_than: timedelta, batch: int) -> int:
+    """One small batch of old receipts of finished push sends (a transaction each, so SQLite's single writer is
+    never held long); returns how many went (fewer than `batch`: nothing more to prune now)."""
+    async with uow:
+        return await uow.push.prune_receipts(uow.clock.now() - older_than, batch)
+
+
 async def unsubscribe_from_push(uow: NotificationsUnitOfWork, me: Principal, subscription_id: str) -> None:
     async with uow:
         if not await uow.push.remove(me.user_id, subscription_id):
