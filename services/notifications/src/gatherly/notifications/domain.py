@@ -15,6 +15,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import NewType
 
+from gatherly.kernel.errors import DomainError
+
 UserId = NewType("UserId", str)
 EventId = NewType("EventId", str)
 GroupId = NewType("GroupId", str)
@@ -310,6 +312,23 @@ def unsubscribe_signature(key: bytes, user_id: str, kind: Kind) -> str:
 
 def signature_matches(key: bytes, user_id: str, kind: Kind, signature: str) -> bool:
     return hmac.compare_digest(unsubscribe_signature(key, user_id, kind), signature)
+
+
+# --- live streams --------------------------------------------------------------------------------------------------
+
+
+class TooManyStreams(DomainError):
+    """A person has as many live streams open on this process as one may (each holds a connection and looks at the
+    database on every wake-up and heartbeat). The new stream is refused rather than the oldest closed: a closed
+    EventSource reconnects by itself, so closing the oldest would have tabs take turns closing each other."""
+
+    status = 429
+    title = "Too many live streams"
+
+
+def check_stream_allowed(open_streams: int, limit: int) -> None:
+    if open_streams >= limit:
+        raise TooManyStreams(f"At most {limit} live streams at once; close one (another tab or device) first.")
 
 
 # --- web push subscriptions -------------------------------------------------------------------------------------
