@@ -22,7 +22,7 @@ from gatherly.kernel.runtime import ServiceContext, service_context
 from gatherly.kernel.web import PageRequest, encode_cursor, page_request
 from gatherly.notifications import service
 from gatherly.notifications.domain import InvalidPreferences, Preferences, UserId, preferences_from
-from gatherly.notifications.push import VAPID, VapidKeys
+from gatherly.notifications.push import HOST_RESOLVER, VAPID, VapidKeys
 from gatherly.notifications.schemas import (
     InboxOut,
     NotificationOut,
@@ -291,7 +291,13 @@ async def subscribe_to_push(
 ) -> PushSubscriptionOut:
     """This browser gets the caller's notifications as pushes (per their `push` preferences)."""
     key = await service.subscribe_to_push(
-        uow, me, body.endpoint, body.keys.p256dh, body.keys.auth, dev=context.settings.dev_endpoints
+        uow,
+        me,
+        body.endpoint,
+        body.keys.p256dh,
+        body.keys.auth,
+        dev=context.settings.dev_endpoints,
+        resolve=context.extras[HOST_RESOLVER],
     )
     return PushSubscriptionOut(id=key)
 
