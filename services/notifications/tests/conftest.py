@@ -30,6 +30,7 @@ FAST: dict[str, Any] = {
     "notification_retry_max_delay": 0.2,
     "notification_poll_interval": 0.2,
     "notification_heartbeat_seconds": 0.5,
+    "notification_streams_per_person": 2,  # test_stream.py opens one more
 }
 
 

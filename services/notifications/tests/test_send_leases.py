@@ -113,5 +113,5 @@ async def test_a_sender_that_lost_its_lease_does_not_mark_the_send_as_its_own(
         assert await first == 0, "the first sender's send is not counted as delivered by it"
         assert await _statuses(context) == {send_id: DeliveryStatus.PENDING}, "still the other sender's to record"
         async with context.db.writing() as session:
-            assert await Stores(session).deliveries.sent(send_id, taken.next_attempt_at, later)
+            assert await Stores(session).deliveries.sent([send_id], taken.next_attempt_at, later) == {send_id}
         assert await _statuses(context) == {send_id: DeliveryStatus.SENT}

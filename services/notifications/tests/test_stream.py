@@ -8,6 +8,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from gatherly.contracts.notifications import NotificationCreated
 from gatherly.kernel.log.base import TopicConfig
 from gatherly.kernel.log.embedded import EmbeddedLog
 from gatherly.kernel.messages import Envelope
-from gatherly.notifications.stream import TOPIC, LiveFeed
+from gatherly.notifications.stream import LIVE_FEED, TOPIC, LiveFeed
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -127,6 +128,32 @@ async def test_a_ticket_opens_one_stream_only(api: Any, server: str) -> None:
         again = await client.get("/api/notifications/stream", params={"ticket": ticket})
         assert again.status_code == 401
         assert (await client.get("/api/notifications/stream")).status_code == 401
+
+
+async def test_one_stream_more_than_a_person_may_hold_is_refused_until_one_closes(api: Any, server: str) -> None:
+    ann, bob = await api.person("Ann"), await api.person("Bob")
+    feed = api.running.process.host("notifications").context.extras[LIVE_FEED]
+    limit = api.running.process.platform.settings.notification_streams_per_person
+    async with AsyncExitStack() as streams, httpx.AsyncClient(base_url=server, timeout=10) as client:
+        for _ in range(limit):
+            response = await streams.enter_async_context(
+                client.stream("GET", "/api/notifications/stream", headers=ann.auth)
+            )
+            assert response.status_code == 200
+        refused = await client.get("/api/notifications/stream", headers=ann.auth)
+        assert refused.status_code == 429
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert f"At most {limit} live streams" in refused.json()["detail"]
+        # The cap is per person: someone else still gets theirs.
+        async with client.stream("GET", "/api/notifications/stream", headers=bob.auth) as other:
+            assert other.status_code == 200
+        assert feed.streams_of(ann.user_id) == limit, "a refused stream takes no place"
+        # Her streams close (tabs shut): their places are given back, and a new stream may open.
+        await streams.aclose()
+        await eventually(lambda: feed.streams_of(ann.user_id) == 0, what="the closed streams given back")
+        async with client.stream("GET", "/api/notifications/stream", headers=ann.auth) as again:
+            assert again.status_code == 200
+    await eventually(lambda: feed.streams_of(bob.user_id) == 0, what="bob's stream given back")
 
 
 async def test_the_feed_wakes_a_watcher_for_a_notification_another_process_announced(tmp_path: Path) -> None:

@@ -9,10 +9,12 @@ import base64
 import json
 import os
 import re
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import http_ece
@@ -29,9 +31,12 @@ from starlette.routing import Route
 
 from gatherly.app.services import ALL
 from gatherly.app.testing import running_gatherly
+from gatherly.kernel.errors import InvalidInput
 from gatherly.kernel.testing import DB_BACKENDS, scratch_databases
+from gatherly.notifications import service
 from gatherly.notifications.domain import InvalidSubscription, check_subscription
-from gatherly.notifications.store import reading
+from gatherly.notifications.push import HOST_RESOLVER
+from gatherly.notifications.store import reading, unit_of_work
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 # `api` is conftest.NotificationsApi: one whole Gatherly per module and database backend.
@@ -116,6 +121,27 @@ async def push_service(api: Any) -> AsyncIterator[PushService]:
     await task
 
 
+@dataclass
+class FakeDns:
+    """The test's DNS: names mapped to addresses (changed by tests, as DNS changes); other names do not resolve."""
+
+    table: dict[str, list[str]] = field(default_factory=dict)
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        if host not in self.table:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return self.table[host]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module", autouse=True)
+async def resolver(api: Any) -> AsyncIterator[FakeDns]:
+    """Push endpoints' hosts are resolved here instead of by the system (no DNS in tests)."""
+    fake = FakeDns({"push.example.org": ["93.184.216.34"], "metadata.example.org": ["169.254.169.254"]})
+    context = api.running.process.host("notifications").context
+    context.extras[HOST_RESOLVER] = fake
+    yield fake
+
+
 async def _until(check: Callable[[], Any], what: str, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -185,13 +211,18 @@ async def test_a_retry_pushes_only_to_the_subscriptions_that_did_not_take_it(
 
     await _until(lambda: got("flaky-ann-tablet"), "the push to the tablet, after two failed attempts")
     assert push_service.failed["flaky-ann-tablet"] == 2
-    await api.running.settle()
-    async with reading(api.running.process.host("notifications").context.db) as stores:
-        [push] = [
-            d
-            for d in await stores.deliveries.with_status("sent", 1000)
-            if d.user_id == ann.user_id and d.channel == "push"
-        ]
+
+    async def recorded() -> list[Any]:
+        async with reading(api.running.process.host("notifications").context.db) as stores:
+            sent = await stores.deliveries.with_status("sent", 1000)
+        return [d for d in sent if d.user_id == ann.user_id and d.channel == "push"]
+
+    # The push service took it before the sender recorded it: wait for the record.
+    deadline = time.monotonic() + 15
+    while not (found := await recorded()):
+        assert time.monotonic() < deadline, "the push send was not recorded as sent"
+        await asyncio.sleep(0.05)
+    [push] = found
     assert push.attempts == 2, "retried twice"
     assert len(got("ann-phone-2")) == 1, "the phone took it on the first attempt and got it only then"
     assert len(got("flaky-ann-tablet")) == 1
@@ -267,11 +298,81 @@ async def test_the_vapid_keys_are_made_once_and_kept_across_restarts(tmp_path: P
 @pytest.mark.parametrize(
     "endpoint",
     [
+        "https://10.0.0.7/x",
+        "https://172.16.5.4/x",
+        "https://192.168.1.1/x",
+        "https://169.254.169.254/latest/meta-data/",
+        "https://[fe80::1]/x",
+        "https://[fc00::1]/x",
+        "https://224.0.0.1/x",
+        "https://[ff02::1]/x",
+        "https://[::ffff:10.0.0.1]/x",
+        "https://0.0.0.0/x",
+        "https://metadata.example.org/x",  # a name resolving to the cloud metadata address
+        "https://nowhere.example.org/x",  # a name that does not resolve
+    ],
+)
+async def test_a_push_endpoint_on_a_private_network_is_refused_even_in_dev_mode(api: Any, endpoint: str) -> None:
+    ann = await api.person()
+    body = {"endpoint": endpoint, "keys": {"p256dh": Browser().p256dh, "auth": b64url(os.urandom(16))}}
+    refused = await api.client.post("/api/push/subscriptions", json=body, headers=ann.auth)
+    assert refused.status_code == 422, refused.text
+    assert [e["field"] for e in refused.json()["errors"]] == ["endpoint"]
+
+
+async def test_outside_dev_mode_a_name_resolving_to_this_machine_is_refused(api: Any, resolver: FakeDns) -> None:
+    resolver.table["sneaky.example.org"] = ["93.184.216.34", "127.0.0.1"]
+    ann = await api.person()
+    keys = (Browser().p256dh, b64url(os.urandom(16)))
+    uow = unit_of_work(api.running.process.host("notifications").context)
+    me = SimpleNamespace(user_id=ann.user_id)
+    with pytest.raises(InvalidInput) as refused:
+        await service.subscribe_to_push(uow, me, "https://sneaky.example.org/x", *keys, dev=False, resolve=resolver)
+    assert refused.value.field == "endpoint"
+    # The same name with public addresses only is a push service like any other.
+    resolver.table["sneaky.example.org"] = ["93.184.216.34"]
+    assert await service.subscribe_to_push(uow, me, "https://sneaky.example.org/x", *keys, dev=False, resolve=resolver)
+
+
+async def test_a_subscription_whose_host_now_resolves_to_a_private_address_gets_no_post_and_is_removed(
+    api: Any, push_service: PushService, resolver: FakeDns
+) -> None:
+    olga, ann = await api.person("Olga"), await api.person("Ann")
+    resolver.table["rebind.example.org"] = ["93.184.216.34"]
+    keys = {"p256dh": Browser().p256dh, "auth": b64url(os.urandom(16))}
+    body = {"endpoint": "https://rebind.example.org/push/ann-rebound", "keys": keys}
+    assert (await api.client.post("/api/push/subscriptions", json=body, headers=ann.auth)).status_code == 201
+    await _subscribe(api, push_service, ann, "ann-desk")
+    # DNS changes after the subscription was accepted: the name now points into the private network.
+    resolver.table["rebind.example.org"] = ["10.0.0.5"]
+    group_id = await api.group(olga, ann, name="Rebinders")
+    sent = await api.client.post(
+        f"/api/groups/{group_id}/announcements", json={"subject": "Hi", "body": "."}, headers=olga.auth
+    )
+    assert sent.status_code == 202
+    await _until(lambda: [n for n, p in push_service.received if p["title"] == "Rebinders: Hi"], "the other push")
+
+    async def endpoints() -> list[str]:
+        async with reading(api.running.process.host("notifications").context.db) as stores:
+            return [s.endpoint for s in await stores.push.of(ann.user_id)]
+
+    deadline = time.monotonic() + 15
+    while "https://rebind.example.org/push/ann-rebound" in await endpoints():
+        assert time.monotonic() < deadline, "the rebound subscription was not removed"
+        await asyncio.sleep(0.05)
+    assert await endpoints() == [f"{push_service.origin}/push/ann-desk"]
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
         "https://127.0.0.1/x",
         "https://localhost/x",
         "https://[::1]/x",
+        "https://[::ffff:127.0.0.1]/x",
         "https://10.0.0.7/x",
         "https://169.254.169.254/x",
+        "https://224.0.0.1/x",
     ],
 )
 async def test_outside_dev_mode_a_push_endpoint_is_never_this_machine_or_a_private_network(endpoint: str) -> None:
@@ -280,5 +381,8 @@ async def test_outside_dev_mode_a_push_endpoint_is_never_this_machine_or_a_priva
         check_subscription(endpoint, *keys, plain_http_on_loopback=False)
     assert refused.value.field == "endpoint"
     check_subscription("https://push.example.org/x", *keys, plain_http_on_loopback=False)
-    if "127.0.0.1" in endpoint:
+    if "127.0.0.1" in endpoint or "localhost" in endpoint or "[::1]" in endpoint:
         check_subscription(endpoint, *keys, plain_http_on_loopback=True)  # a local push service in dev mode
+    else:
+        with pytest.raises(InvalidSubscription):  # dev mode allows this machine, not a private network
+            check_subscription(endpoint, *keys, plain_http_on_loopback=True)

@@ -63,6 +63,7 @@ def build_mailer(settings: Settings, resilience: Resilience) -> Mailer:
             username=settings.smtp_username,
             password=settings.smtp_password.get_secret_value(),
             starttls=settings.smtp_starttls,
+            connections=settings.smtp_connections,
         )
     return FileMailer(settings.mail_dir)
 
@@ -156,6 +157,7 @@ class Process:
             await self.platform.log.start()
             stack.push_async_callback(self.platform.http.aclose)
             stack.push_async_callback(self.platform.log.close)
+            stack.push_async_callback(self.platform.mailer.close)
             for host in self.hosts:
                 await stack.enter_async_context(host.app.router.lifespan_context(host.app))
             for started in self.on_started:

@@ -35,6 +35,10 @@ class Mailer(Protocol):
         """Deliver or raise; callers keep what failed and try again later."""
         ...
 
+    async def close(self) -> None:
+        """Let go of what the mailer holds open (at shutdown)."""
+        ...
+
 
 class FileMailer:
     """Writes each message as an RFC 5322 file to the mail folder (listed at /dev/mail)."""
@@ -53,8 +57,16 @@ class FileMailer:
         await asyncio.to_thread(write_private, temporary, data)
         await asyncio.to_thread(temporary.rename, path)
 
+    async def close(self) -> None:
+        """Nothing is held open between messages."""
+
 
 class SmtpMailer:
+    """Sends through an SMTP server over at most `connections` connections, each kept open for the next message
+    (a new connection costs the connect, EHLO, STARTTLS and login round trips per message). A connection that broke
+    is dropped and a new one opened on the retry; a message the server refused leaves its connection usable
+    (aiosmtplib resets the envelope), so one refused message does not fail the others."""
+
     def __init__(
         self,
         resilience: Resilience,
@@ -64,22 +76,57 @@ class SmtpMailer:
         username: str = "",
         password: str = "",
         starttls: bool = True,
+        connections: int = 10,
     ) -> None:
         self.resilience = resilience
         self.host, self.port = host, port
         self.username, self.password = username, password
         self.starttls = starttls
+        self._slots = asyncio.Semaphore(connections)
+        self._idle: list[aiosmtplib.SMTP] = []
+        self.opened = 0  # connections opened so far (for tests and benches)
 
     async def send(self, message: EmailMessage) -> None:
-        async def deliver() -> None:
-            await aiosmtplib.send(
-                message,
-                hostname=self.host,
-                port=self.port,
-                username=self.username or None,
-                password=self.password or None,
-                start_tls=self.starttls,
-                timeout=15,
-            )
+        await self.resilience.call("smtp", lambda: self._send(message), retry_on=(aiosmtplib.SMTPException, OSError))
 
-        await self.resilience.call("smtp", deliver, retry_on=(aiosmtplib.SMTPException, OSError))
+    async def _send(self, message: EmailMessage) -> None:
+        async with self._slots:
+            client = await self._connection()
+            try:
+                await client.send_message(message)
+            except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+                self._keep(client)  # this message was refused; the session is reset and serves the next one
+                raise
+            except BaseException:
+                client.close()  # broken, timed out or cancelled mid-message: its state is unknown
+                raise
+            self._keep(client)
+
+    async def _connection(self) -> aiosmtplib.SMTP:
+        while self._idle:
+            client = self._idle.pop()
+            if client.is_connected:  # the server may have closed an idle one (its own timeout)
+                return client
+        client = aiosmtplib.SMTP(
+            hostname=self.host,
+            port=self.port,
+            username=self.username or None,
+            password=self.password or None,
+            start_tls=self.starttls,
+            timeout=15,
+        )
+        await client.connect()
+        self.opened += 1
+        return client
+
+    def _keep(self, client: aiosmtplib.SMTP) -> None:
+        if client.is_connected:
+            self._idle.append(client)
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for client in idle:
+            try:
+                await client.quit(timeout=5)
+            except (aiosmtplib.SMTPException, OSError):
+                client.close()

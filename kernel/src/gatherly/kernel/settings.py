@@ -100,6 +100,8 @@ class Settings(BaseSettings):
     smtp_username: str = ""
     smtp_password: SecretStr = SecretStr("")
     smtp_starttls: bool = True
+    # SMTP connections a process keeps open and sends over at once (each carries many messages, one at a time).
+    smtp_connections: int = Field(10, ge=1, le=100)
 
     flags_file: Path | None = None  # empty: <data_dir>/flags.json (created with defaults)
 
@@ -155,6 +157,11 @@ class Settings(BaseSettings):
     notification_send_lease_seconds: float = 60.0
     # Live streams send a comment line this often, so proxies keep the connection and clients notice a dead one.
     notification_heartbeat_seconds: float = 15.0
+    # Live streams one person may hold open at once on one process (tabs, devices); one more gets 429.
+    notification_streams_per_person: int = Field(5, ge=1)
+    # A push receipt (this browser took that push) is kept this long after its send finished; while the send may be
+    # retried (pending, or failed and retried by an operator) it is kept whatever its age.
+    notification_push_receipt_retention_days: float = Field(7.0, gt=0)
 
     @field_validator("log_backend")
     @classmethod

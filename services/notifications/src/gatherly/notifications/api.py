@@ -8,11 +8,12 @@ from __future__ import annotations
 import asyncio
 import html
 import json
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from gatherly.kernel.auth import CurrentUser, MaybeUser
 from gatherly.kernel.errors import InvalidInput, Unauthorized
@@ -21,7 +22,7 @@ from gatherly.kernel.runtime import ServiceContext, service_context
 from gatherly.kernel.web import PageRequest, encode_cursor, page_request
 from gatherly.notifications import service
 from gatherly.notifications.domain import InvalidPreferences, Preferences, UserId, preferences_from
-from gatherly.notifications.push import VAPID, VapidKeys
+from gatherly.notifications.push import HOST_RESOLVER, VAPID, VapidKeys
 from gatherly.notifications.schemas import (
     InboxOut,
     NotificationOut,
@@ -192,7 +193,10 @@ def _sse(notification: Notification) -> str:
 @router.get(
     "/stream",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"}},
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"},
+        **problems(401, 422, 429),
+    },
 )
 async def stream_notifications(
     request: Request,
@@ -203,7 +207,8 @@ async def stream_notifications(
 ) -> StreamingResponse:
     """New notifications as they come (`event: notification`, `id:` their place in the inbox), a comment line as
     heartbeat. A `Last-Event-ID` header (EventSource sends it when it reconnects) sends what came after that id
-    first; a bad one is 422. A `ticket`, when given, is what authenticates (a spent or unknown one is 401)."""
+    first; a bad one is 422. A `ticket`, when given, is what authenticates (a spent or unknown one is 401). A person
+    may hold `GATHERLY_NOTIFICATION_STREAMS_PER_PERSON` streams at once on a process; one more is 429."""
     user_id: UserId | None = None
     if ticket is not None:
         user_id = await service.redeem_stream_ticket(uow, ticket)
@@ -221,33 +226,50 @@ async def stream_notifications(
             since = await stores.inbox.newest_seq(user_id)
     feed: LiveFeed = context.extras[LIVE_FEED]
     heartbeat = context.settings.notification_heartbeat_seconds
-    return StreamingResponse(
-        _events(context, feed, user_id, since, heartbeat),
+    # Taken last, with nothing awaited before the response owns it: two requests cannot both take the last one.
+    woken = feed.open(user_id, limit=context.settings.notification_streams_per_person)
+    return _EventStream(
+        _events(context, woken, user_id, since, heartbeat),
+        release=lambda: feed.close(user_id, woken),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 
 
+class _EventStream(StreamingResponse):
+    """A stream that gives its place in the live feed back however it ends: finished, the client gone, or cancelled
+    before its first line (a generator that never started runs no `finally`)."""
+
+    def __init__(self, content: AsyncIterator[str], *, release: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.release()
+
+
 async def _events(
-    context: ServiceContext, feed: LiveFeed, user_id: UserId, since: int, heartbeat: float
+    context: ServiceContext, woken: asyncio.Event, user_id: UserId, since: int, heartbeat: float
 ) -> AsyncIterator[str]:
     last = since
-    with feed.watch(user_id) as woken:
-        yield f"retry: 3000\n: since {json.dumps(last)}\n\n"
-        # A stopping service ends its streams (clients reconnect elsewhere with Last-Event-ID).
-        while context.readiness.ready:
-            woken.clear()  # before reading: a notification announced while we read wakes the next wait at once
-            async with reading(context.db) as stores:
-                new = await stores.inbox.after(user_id, last, STREAM_BATCH)
-            for notification in new:
-                yield _sse(notification)
-                last = notification.seq
-            if len(new) == STREAM_BATCH:
-                continue
-            try:
-                await asyncio.wait_for(woken.wait(), heartbeat)
-            except TimeoutError:
-                yield ": heartbeat\n\n"
+    yield f"retry: 3000\n: since {json.dumps(last)}\n\n"
+    # A stopping service ends its streams (clients reconnect elsewhere with Last-Event-ID).
+    while context.readiness.ready:
+        woken.clear()  # before reading: a notification announced while we read wakes the next wait at once
+        async with reading(context.db) as stores:
+            new = await stores.inbox.after(user_id, last, STREAM_BATCH)
+        for notification in new:
+            yield _sse(notification)
+            last = notification.seq
+        if len(new) == STREAM_BATCH:
+            continue
+        try:
+            await asyncio.wait_for(woken.wait(), heartbeat)
+        except TimeoutError:
+            yield ": heartbeat\n\n"
 
 
 # --- web push --------------------------------------------------------------------------------------------------------
@@ -269,7 +291,13 @@ async def subscribe_to_push(
 ) -> PushSubscriptionOut:
     """This browser gets the caller's notifications as pushes (per their `push` preferences)."""
     key = await service.subscribe_to_push(
-        uow, me, body.endpoint, body.keys.p256dh, body.keys.auth, dev=context.settings.dev_endpoints
+        uow,
+        me,
+        body.endpoint,
+        body.keys.p256dh,
+        body.keys.auth,
+        dev=context.settings.dev_endpoints,
+        resolve=context.extras[HOST_RESOLVER],
     )
     return PushSubscriptionOut(id=key)
 

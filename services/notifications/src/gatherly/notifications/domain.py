@@ -15,6 +15,9 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import NewType
 
+from gatherly.kernel.egress import ip_literal, is_public_address
+from gatherly.kernel.errors import DomainError
+
 UserId = NewType("UserId", str)
 EventId = NewType("EventId", str)
 GroupId = NewType("GroupId", str)
@@ -312,6 +315,23 @@ def signature_matches(key: bytes, user_id: str, kind: Kind, signature: str) -> b
     return hmac.compare_digest(unsubscribe_signature(key, user_id, kind), signature)
 
 
+# --- live streams --------------------------------------------------------------------------------------------------
+
+
+class TooManyStreams(DomainError):
+    """A person has as many live streams open on this process as one may (each holds a connection and looks at the
+    database on every wake-up and heartbeat). The new stream is refused rather than the oldest closed: a closed
+    EventSource reconnects by itself, so closing the oldest would have tabs take turns closing each other."""
+
+    status = 429
+    title = "Too many live streams"
+
+
+def check_stream_allowed(open_streams: int, limit: int) -> None:
+    if open_streams >= limit:
+        raise TooManyStreams(f"At most {limit} live streams at once; close one (another tab or device) first.")
+
+
 # --- web push subscriptions -------------------------------------------------------------------------------------
 
 
@@ -322,38 +342,31 @@ class InvalidSubscription(ValueError):
         self.detail = detail
 
 
-LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
-
-
 def check_subscription(endpoint: str, p256dh: str, auth: str, *, plain_http_on_loopback: bool) -> None:
     """A browser's PushSubscription as the Push API gives it: an https endpoint (the server posts there, so nothing
-    else: no other scheme, no credentials in it), a P-256 public key and a 16-byte auth secret (RFC 8291). Plain http
-    to this machine only in dev mode (a local push service for testing)."""
+    else: no other scheme, no credentials in it), a P-256 public key and a 16-byte auth secret (RFC 8291). This
+    machine (plain http too) only in dev mode, for a local push service; a private, link-local or multicast address
+    never. A host name is checked here only by its form; what it resolves to is the use case's check (I/O)."""
     try:
         url = urllib.parse.urlsplit(endpoint)
         url.port  # noqa: B018 -- parsed here so a bad port ("https://h:99999/") is refused now, not at each send
     except ValueError:
         raise InvalidSubscription("endpoint", "Not a URL.") from None
-    local = url.hostname in LOOPBACK_HOSTS
-    if url.scheme != "https" and not (url.scheme == "http" and local and plain_http_on_loopback):
-        raise InvalidSubscription("endpoint", "A push endpoint is an https URL.")
     if not url.hostname or url.username or url.password:
         raise InvalidSubscription("endpoint", "A push endpoint names a host and no credentials.")
-    if not plain_http_on_loopback and (local or _private_address(url.hostname)):
-        # The server posts to the endpoint: outside dev mode, never to this machine or a private network.
+    literal = ip_literal(url.hostname)
+    loopback = url.hostname == "localhost" or (literal is not None and ipaddress.ip_address(literal).is_loopback)
+    if url.scheme != "https" and not (url.scheme == "http" and loopback and plain_http_on_loopback):
+        raise InvalidSubscription("endpoint", "A push endpoint is an https URL.")
+    if loopback and not plain_http_on_loopback:
+        # The server posts to the endpoint: outside dev mode, never to this machine.
+        raise InvalidSubscription("endpoint", "A push endpoint is a public host.")
+    if literal is not None and not is_public_address(literal, allow_loopback=plain_http_on_loopback):
         raise InvalidSubscription("endpoint", "A push endpoint is a public host.")
     if len(_b64url(p256dh, "keys.p256dh")) != 65 or not _b64url(p256dh, "keys.p256dh").startswith(b"\x04"):
         raise InvalidSubscription("keys.p256dh", "An uncompressed P-256 public key (65 bytes, base64url).")
     if len(_b64url(auth, "keys.auth")) != 16:
         raise InvalidSubscription("keys.auth", "A 16-byte authentication secret (base64url).")
-
-
-def _private_address(host: str) -> bool:
-    """Whether the host is an IP address outside the public internet (loopback, private, link-local, ...)."""
-    try:
-        return not ipaddress.ip_address(host).is_global
-    except ValueError:
-        return False  # a name: push services are named hosts
 
 
 def _b64url(value: str, field: str) -> bytes:

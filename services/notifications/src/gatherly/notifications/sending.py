@@ -1,13 +1,14 @@
-"""The sender of each channel's sends: claims due sends with a lease (only as many as it sends at once, renewed while
-they are sent), delivers them through the channel's circuit breaker, retries failures with doubling waits a bounded
-number of times, and records what still fails (listed and retried by `gatherly notifications failed|retry`). A send
-is never dropped while there is someone to send it to, and a sender records a send only while it holds its lease."""
+"""The sender of each channel's sends: claims due sends with a lease (a batch of as many as it sends at once, the
+batch's leases renewed together while they are sent), delivers them through the channel's circuit breaker, records
+the batch's outcomes in one transaction, retries failures with doubling waits a bounded number of times, and
+records what still fails (listed and retried by `gatherly notifications failed|retry`). A send is never dropped
+while there is someone to send it to, and a sender records a send only while it holds its lease."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -18,11 +19,9 @@ from gatherly.kernel.resilience import CircuitOpen
 from gatherly.kernel.runtime import ServiceContext
 from gatherly.kernel.uow import OutboxSignal
 from gatherly.notifications.domain import Channel
-from gatherly.notifications.store import Delivery, Stores
+from gatherly.notifications.store import Delivery, DeliveryStore, Stores
 
 log = structlog.get_logger(__name__)
-
-_Change = Callable[[Stores, datetime], Awaitable[bool]]
 
 # Outcomes of send attempts: sent | retry (failed, tried again later) | gave_up (recorded as failed) |
 # postponed (the channel's circuit is open: not an attempt) | dropped (nobody to send to any more) |
@@ -30,19 +29,26 @@ _Change = Callable[[Stores, datetime], Awaitable[bool]]
 SENDS = Counter("gatherly_notification_sends_total", "Notification send attempts by outcome", ["channel", "outcome"])
 
 CIRCUIT_OPEN_WAIT = timedelta(seconds=1)
-# Sends in flight at once: enough to keep a mail server or push service busy, few enough not to look like a flood.
-# Only these are claimed at a time, so no claimed send waits its lease away behind the others.
+# Sends in flight at once (one batch): enough to keep a mail server or push service busy, few enough not to look
+# like a flood. It is also the most a crash can leave sent but unrecorded (sent again after the restart).
 CONCURRENCY = 10
 # Leases are renewed this many times per lease length while their sends are in progress.
 RENEWALS_PER_LEASE = 3
+DROPPED_REASON = "nobody to send to any more"
 
 
 @dataclass
-class _Lease:
-    """A claimed send's lease as this sender holds it: the lease end it last set, or lost to another sender."""
+class _Leases:
+    """A claimed batch's leases as this sender holds them: the lease end it last set (the same for the whole batch,
+    claimed and renewed together), and the sends whose lease another sender took over."""
 
     until: datetime
-    lost: bool = False
+    ids: list[str]
+    lost: set[str] = field(default_factory=set)
+
+    @property
+    def held(self) -> list[str]:
+        return [key for key in self.ids if key not in self.lost]
 
 
 class ChannelAdapter(Protocol):
@@ -86,14 +92,13 @@ class Sender:
             await self.signal.wait(await self._seconds_until_next())
 
     async def send_due(self) -> int:
-        """Send everything due now; returns how many were delivered."""
+        """Send everything due now, a batch at a time; returns how many were delivered."""
         delivered = 0
         while True:
             claimed = await self._claim()
             if not claimed:
                 return delivered
-            results = await asyncio.gather(*(self._send(delivery) for delivery in claimed))
-            delivered += sum(results)
+            delivered += await self._send_batch(claimed)
             if len(claimed) < CONCURRENCY:
                 return delivered
 
@@ -102,18 +107,19 @@ class Sender:
             now = self.context.clock.now()
             return await Stores(session).deliveries.claim_due(self.channel, now, self.lease, CONCURRENCY)
 
-    async def _send(self, delivery: Delivery) -> int:
-        lease = _Lease(delivery.next_attempt_at)  # claim_due returns the lease end as the send's next attempt
+    async def _send_batch(self, claimed: Sequence[Delivery]) -> int:
+        # claim_due returns the lease end as each send's next attempt (one claim: the same for all of them).
+        leases = _Leases(claimed[0].next_attempt_at, [delivery.id for delivery in claimed])
         finished = asyncio.Event()
-        renewing = asyncio.create_task(self._keep_leased(delivery.id, lease, finished))
+        renewing = asyncio.create_task(self._keep_leased(leases, finished))
         try:
-            outcome = await self._deliver(delivery)
+            outcomes = await asyncio.gather(*(self._deliver(delivery) for delivery in claimed))
         finally:
             finished.set()
-            await renewing  # ends after any renewal in progress, so `lease` is what the database holds
-        return await self._record_outcome(delivery, lease, outcome)
+            await renewing  # ends after any renewal in progress, so `leases` is what the database holds
+        return await self._record(list(zip(claimed, outcomes, strict=True)), leases)
 
-    async def _deliver(self, delivery: Delivery) -> bool | CircuitOpen | Exception:
+    async def _deliver(self, delivery: Delivery) -> bool | Exception:
         """The adapter's answer, or what it raised (the circuit open, or any failure of the channel)."""
         resilience = self.context.platform.resilience
         try:
@@ -121,33 +127,11 @@ class Sender:
         except Exception as error:  # SMTP refusal, network, a push service's 5xx: the send is kept
             return error
 
-    async def _record_outcome(self, delivery: Delivery, lease: _Lease, outcome: bool | Exception) -> int:
-        if isinstance(outcome, CircuitOpen):
-            # Not an attempt: the channel is resting after failures. Look again shortly; the breaker lets a
-            # trial call through once its time is up.
-            retry_at = self.context.clock.now() + CIRCUIT_OPEN_WAIT
-            await self._record(
-                delivery, lease, "postponed", lambda s, held: s.deliveries.postpone(delivery.id, held, retry_at)
-            )
-            return 0
-        if isinstance(outcome, Exception):
-            await self._failed(delivery, lease, outcome)
-            return 0
-        if not outcome:
-            reason = "nobody to send to any more"
-            await self._record(
-                delivery, lease, "dropped", lambda s, held: s.deliveries.dropped(delivery.id, held, reason)
-            )
-            return 0
-        now = self.context.clock.now()
-        return int(
-            await self._record(delivery, lease, "sent", lambda s, held: s.deliveries.sent(delivery.id, held, now))
-        )
-
-    async def _keep_leased(self, delivery_id: str, lease: _Lease, finished: asyncio.Event) -> None:
-        """Renews the lease until the send is finished, so a slow send is not taken over (and sent twice)."""
+    async def _keep_leased(self, leases: _Leases, finished: asyncio.Event) -> None:
+        """Renews the batch's leases until its sends are finished, so a slow send is not taken over (and sent
+        twice)."""
         interval = self.lease.total_seconds() / RENEWALS_PER_LEASE
-        while not lease.lost:
+        while leases.held:
             try:
                 await asyncio.wait_for(finished.wait(), interval)
                 return
@@ -156,16 +140,46 @@ class Sender:
             until = self.context.clock.now() + self.lease
             try:
                 async with self.context.db.writing() as session:
-                    held = await Stores(session).deliveries.renew(delivery_id, lease.until, until)
-            except Exception as error:  # the database away for a moment: try again; the lease may still hold
-                log.warning("notification send lease not renewed", delivery=delivery_id, error=repr(error))
+                    held = await Stores(session).deliveries.renew(leases.held, leases.until, until)
+            except Exception as error:  # the database away for a moment: try again; the leases may still hold
+                log.warning("notification send leases not renewed", sends=len(leases.held), error=repr(error))
                 continue
-            if held:
-                lease.until = until
-            else:
-                lease.lost = True
+            leases.lost.update(key for key in leases.held if key not in held)
+            leases.until = until
 
-    async def _failed(self, delivery: Delivery, lease: _Lease, error: Exception) -> None:
+    async def _record(self, outcomes: Sequence[tuple[Delivery, bool | Exception]], leases: _Leases) -> int:
+        """Records the batch's outcomes in one transaction, each only if this sender still holds its lease; returns
+        how many were recorded as sent."""
+        now = self.context.clock.now()
+        held = [(delivery, outcome) for delivery, outcome in outcomes if delivery.id not in leases.lost]
+        sent = [d.id for d, outcome in held if outcome is True]
+        dropped = [d.id for d, outcome in held if outcome is False]
+        # Not an attempt: the channel is resting after failures. Look again shortly; the breaker lets a trial call
+        # through once its time is up.
+        postponed = [d.id for d, outcome in held if isinstance(outcome, CircuitOpen)]
+        failed = [(d, o) for d, o in held if isinstance(o, Exception) and not isinstance(o, CircuitOpen)]
+        recorded: dict[str, str] = {}
+        if held:
+            async with self.context.db.writing() as session:
+                store = Stores(session).deliveries
+                for key in await store.sent(sent, leases.until, now):
+                    recorded[key] = "sent"
+                for key in await store.dropped(dropped, leases.until, DROPPED_REASON):
+                    recorded[key] = "dropped"
+                for key in await store.postpone(postponed, leases.until, now + CIRCUIT_OPEN_WAIT):
+                    recorded[key] = "postponed"
+                for delivery, error in failed:
+                    if (outcome := await self._failed(store, delivery, leases.until, error)) is not None:
+                        recorded[delivery.id] = outcome
+        for delivery, _ in outcomes:
+            outcome = recorded.get(delivery.id, "lease_lost")
+            if outcome == "lease_lost":
+                log.warning("notification send lease lost; another sender owns the send", delivery=delivery.id)
+            SENDS.labels(self.channel.value, outcome).inc()
+        return sum(1 for outcome in recorded.values() if outcome == "sent")
+
+    async def _failed(self, store: DeliveryStore, delivery: Delivery, held: datetime, error: Exception) -> str | None:
+        """One more failed attempt, retried later or given up; the outcome, or None when the lease was lost."""
         attempts = delivery.attempts + 1
         retry_at: datetime | None = None
         if attempts < self.attempts:
@@ -177,27 +191,9 @@ class Sender:
             gave_up=retry_at is None,
             error=repr(error),
         )
-        await self._record(
-            delivery,
-            lease,
-            "retry" if retry_at is not None else "gave_up",
-            lambda s, held: s.deliveries.failed(delivery.id, held, repr(error), retry_at=retry_at),
-        )
-
-    async def _record(self, delivery: Delivery, lease: _Lease, outcome: str, change: _Change) -> bool:
-        """Records the outcome if this sender still holds the send's lease; True when it did."""
-        recorded = False
-        if not lease.lost:
-            async with self.context.db.writing() as session:
-                recorded = await change(Stores(session), lease.until)
-        if not recorded:
-            log.warning("notification send lease lost; another sender owns the send", delivery=delivery.id)
-            outcome = "lease_lost"
-        self._count(outcome)
-        return recorded
-
-    def _count(self, outcome: str) -> None:
-        SENDS.labels(self.channel.value, outcome).inc()
+        if not await store.failed(delivery.id, held, repr(error), retry_at=retry_at):
+            return None
+        return "retry" if retry_at is not None else "gave_up"
 
     async def _seconds_until_next(self) -> float:
         async with self.context.db.read_session() as session:

@@ -26,6 +26,7 @@ from gatherly.contracts.groups import GroupAnnouncement, GroupDeleted, JoinReque
 from gatherly.contracts.notifications import NotificationCreated
 from gatherly.kernel.auth import Principal
 from gatherly.kernel.db import Database
+from gatherly.kernel.egress import NotPublic, Resolver, check_public_endpoint
 from gatherly.kernel.errors import InvalidInput, NotFound
 from gatherly.kernel.geo import Point
 from gatherly.notifications import domain
@@ -326,14 +327,36 @@ async def redeem_stream_ticket(uow: NotificationsUnitOfWork, ticket: str) -> Use
 
 
 async def subscribe_to_push(
-    uow: NotificationsUnitOfWork, me: Principal, endpoint: str, p256dh: str, auth: str, *, dev: bool
+    uow: NotificationsUnitOfWork,
+    me: Principal,
+    endpoint: str,
+    p256dh: str,
+    auth: str,
+    *,
+    dev: bool,
+    resolve: Resolver,
 ) -> str:
+    """The endpoint is checked by its form and by what its host resolves to now (the sender checks again at each
+    send: DNS can change)."""
     try:
         check_subscription(endpoint, p256dh, auth, plain_http_on_loopback=dev)
     except InvalidSubscription as invalid:
         raise InvalidInput(invalid.detail, field=invalid.field) from None
+    try:
+        await check_public_endpoint(endpoint, resolve, allow_loopback=dev)
+    except NotPublic:
+        raise InvalidInput("A push endpoint is a public host.", field="endpoint") from None
+    except OSError:
+        raise InvalidInput("The push endpoint's host does not resolve.", field="endpoint") from None
     async with uow:
         return await uow.push.put(me.user_id, endpoint, p256dh, auth, uow.clock.now())
+
+
+async def prune_push_receipts(uow: NotificationsUnitOfWork, older_than: timedelta, batch: int) -> int:
+    """One small batch of old receipts of finished push sends (a transaction each, so SQLite's single writer is
+    never held long); returns how many went (fewer than `batch`: nothing more to prune now)."""
+    async with uow:
+        return await uow.push.prune_receipts(uow.clock.now() - older_than, batch)
 
 
 async def unsubscribe_from_push(uow: NotificationsUnitOfWork, me: Principal, subscription_id: str) -> None:

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -600,29 +600,30 @@ class DeliveryStore:
 
     # A lease is held while the send is pending and its `next_attempt_at` is still the lease end its holder set:
     # a sender that took it over after the lease ran out set a later one. So every change below is made only by
-    # the holder (False: the lease was lost, another sender owns the send now).
+    # the holder, and says which sends it changed (the others' leases were lost: another sender owns them now).
 
-    def _held(self, delivery_id: str, held_until: datetime) -> Any:
+    def _held(self, ids: Sequence[str], held_until: datetime) -> Any:
         return and_(
-            deliveries.c.id == delivery_id,
+            deliveries.c.id.in_(ids),
             deliveries.c.status == DeliveryStatus.PENDING,
             deliveries.c.next_attempt_at == held_until,
         )
 
-    async def _change_held(self, delivery_id: str, held_until: datetime, **values: Any) -> bool:
+    async def _change_held(self, ids: Sequence[str], held_until: datetime, **values: Any) -> set[str]:
+        """One UPDATE for a batch of sends (CONCURRENCY of them at most); the ids it changed."""
+        if not ids:
+            return set()
         result = await self.session.execute(
-            update(deliveries).where(self._held(delivery_id, held_until)).values(**values)
+            update(deliveries).where(self._held(ids, held_until)).values(**values).returning(deliveries.c.id)
         )
-        return rowcount(result) == 1
+        return set(result.scalars())
 
-    async def renew(self, delivery_id: str, held_until: datetime, until: datetime) -> bool:
-        """The lease extended to `until` while the send is still in progress."""
-        return await self._change_held(delivery_id, held_until, next_attempt_at=until)
+    async def renew(self, ids: Sequence[str], held_until: datetime, until: datetime) -> set[str]:
+        """The leases extended to `until` while the sends are still in progress."""
+        return await self._change_held(ids, held_until, next_attempt_at=until)
 
-    async def sent(self, delivery_id: str, held_until: datetime, now: datetime) -> bool:
-        return await self._change_held(
-            delivery_id, held_until, status=DeliveryStatus.SENT, sent_at=now, last_error=None
-        )
+    async def sent(self, ids: Sequence[str], held_until: datetime, now: datetime) -> set[str]:
+        return await self._change_held(ids, held_until, status=DeliveryStatus.SENT, sent_at=now, last_error=None)
 
     async def failed(self, delivery_id: str, held_until: datetime, error: str, *, retry_at: datetime | None) -> bool:
         """One more failed attempt: retried at `retry_at`, or given up (status failed) when None."""
@@ -631,14 +632,14 @@ class DeliveryStore:
             values["status"] = DeliveryStatus.FAILED
         else:
             values["next_attempt_at"] = retry_at
-        return await self._change_held(delivery_id, held_until, **values)
+        return bool(await self._change_held([delivery_id], held_until, **values))
 
-    async def postpone(self, delivery_id: str, held_until: datetime, until: datetime) -> bool:
+    async def postpone(self, ids: Sequence[str], held_until: datetime, until: datetime) -> set[str]:
         """Not an attempt (the channel's circuit is open): try again at `until`."""
-        return await self._change_held(delivery_id, held_until, next_attempt_at=until)
+        return await self._change_held(ids, held_until, next_attempt_at=until)
 
-    async def dropped(self, delivery_id: str, held_until: datetime, reason: str) -> bool:
-        return await self._change_held(delivery_id, held_until, status=DeliveryStatus.DROPPED, last_error=reason)
+    async def dropped(self, ids: Sequence[str], held_until: datetime, reason: str) -> set[str]:
+        return await self._change_held(ids, held_until, status=DeliveryStatus.DROPPED, last_error=reason)
 
     async def failed_ones(self, limit: int) -> list[Delivery]:
         return await self.with_status(DeliveryStatus.FAILED, limit)
@@ -734,6 +735,39 @@ class PushSubscriptionStore:
             await self.session.execute(
                 insert(push_receipts).values(delivery_id=delivery_id, subscription_id=key, delivered_at=now)
             )
+
+    async def prune_receipts(self, before: datetime, limit: int) -> int:
+        """Deletes up to `limit` receipts recorded before `before` whose send is finished (sent, dropped, or gone):
+        a pending or failed send may still be retried, and its receipts are what keep the browsers that took it
+        from getting it twice. Returns how many went."""
+        finished = or_(
+            deliveries.c.id.is_(None), deliveries.c.status.in_([DeliveryStatus.SENT, DeliveryStatus.DROPPED])
+        )
+        oldest = (
+            select(push_receipts.c.delivery_id, push_receipts.c.subscription_id)
+            .select_from(push_receipts.outerjoin(deliveries, deliveries.c.id == push_receipts.c.delivery_id))
+            .where(push_receipts.c.delivered_at < before, finished)
+            .order_by(push_receipts.c.delivered_at)
+            .limit(limit)
+        )
+        keys = (await self.session.execute(oldest)).all()
+        if not keys:
+            return 0
+        result = await self.session.execute(
+            delete(push_receipts).where(
+                tuple_(push_receipts.c.delivery_id, push_receipts.c.subscription_id).in_([tuple(k) for k in keys])
+            )
+        )
+        return rowcount(result)
+
+    async def receipts(self) -> list[tuple[str, str]]:
+        """Every receipt (delivery, subscription), for tests and the operator."""
+        rows = await self.session.execute(
+            select(push_receipts.c.delivery_id, push_receipts.c.subscription_id).order_by(
+                push_receipts.c.delivery_id, push_receipts.c.subscription_id
+            )
+        )
+        return [(r.delivery_id, r.subscription_id) for r in rows]
 
     async def of(self, user_id: str) -> list[PushSubscription]:
         rows = await self.session.execute(

@@ -16,6 +16,7 @@ import structlog
 
 from gatherly.contracts.notifications import NotificationCreated
 from gatherly.kernel.log.base import MessageLog
+from gatherly.notifications.domain import check_stream_allowed
 
 log = structlog.get_logger(__name__)
 
@@ -38,16 +39,30 @@ class LiveFeed:
     @contextmanager
     def watch(self, user_id: str) -> Iterator[asyncio.Event]:
         """An event set whenever a notification for `user_id` is announced (clear it before looking again)."""
-        woken = asyncio.Event()
-        self._watchers.setdefault(user_id, set()).add(woken)
+        woken = self.open(user_id)
         try:
             yield woken
         finally:
-            watchers = self._watchers.get(user_id)
-            if watchers is not None:
-                watchers.discard(woken)
-                if not watchers:
-                    del self._watchers[user_id]
+            self.close(user_id, woken)
+
+    def open(self, user_id: str, limit: int | None = None) -> asyncio.Event:
+        """Like `watch`, for a stream that ends elsewhere (`close` it then); refused with TooManyStreams when the
+        person already has `limit` open here."""
+        if limit is not None:
+            check_stream_allowed(self.streams_of(user_id), limit)
+        woken = asyncio.Event()
+        self._watchers.setdefault(user_id, set()).add(woken)
+        return woken
+
+    def close(self, user_id: str, woken: asyncio.Event) -> None:
+        watchers = self._watchers.get(user_id)
+        if watchers is not None:
+            watchers.discard(woken)
+            if not watchers:
+                del self._watchers[user_id]
+
+    def streams_of(self, user_id: str) -> int:
+        return len(self._watchers.get(user_id, ()))
 
     @property
     def watching(self) -> int:

@@ -193,4 +193,5 @@ push_receipts = Table(
     Column("subscription_id", String(64), primary_key=True),
     Column("delivered_at", UtcDateTime(), nullable=False),
     Index("ix_push_receipts_subscription_id", "subscription_id"),
+    Index("ix_push_receipts_delivered_at", "delivered_at"),
 )

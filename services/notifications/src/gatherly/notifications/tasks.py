@@ -1,9 +1,10 @@
-"""Background work of the notifications service: reminders when due, the email and push senders, and the live feed
-that wakes streams."""
+"""Background work of the notifications service: reminders when due, the email and push senders, the live feed
+that wakes streams, and pruning old push receipts."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from gatherly.kernel.runtime import ServiceContext
 from gatherly.notifications import service
@@ -69,3 +70,18 @@ async def send_weekly_digests(context: ServiceContext) -> None:
     while True:
         await digest_round(context)
         await asyncio.sleep(DIGEST_INTERVAL_SECONDS)
+
+
+# Receipts are pruned at start and then hourly, a small batch per transaction.
+PRUNE_INTERVAL_SECONDS = 3600.0
+PRUNE_BATCH = 500
+
+
+async def prune_push_receipts(context: ServiceContext) -> None:
+    """Background task: delete push receipts older than `notification_push_receipt_retention_days` whose send is
+    finished (one row per push per browser: without this the table only grows)."""
+    older_than = timedelta(days=context.settings.notification_push_receipt_retention_days)
+    while True:
+        pruned = await service.prune_push_receipts(unit_of_work(context), older_than, PRUNE_BATCH)
+        # A full batch: there is more, pruned after other writers had their turn; else wait for the next round.
+        await asyncio.sleep(0 if pruned == PRUNE_BATCH else PRUNE_INTERVAL_SECONDS)
