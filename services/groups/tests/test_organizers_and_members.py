@@ -498,6 +498,11 @@ async def test_an_email_invitation_is_single_use_announced_and_reaches_the_perso
     link_only = await _invite(shared_api, ann, group["id"])
     assert [e.type for e in await shared_api.published("group", group["id"])].count("group.invitation_sent") == 1
     assert link_only["email"] is None
+    # An address without an account: announced all the same, and handled without a failure (settle would time out
+    # on a message being retried, and nothing is parked on the dead-letter topic).
+    await _invite(shared_api, ann, group["id"], email=f"nobody-{uuid.uuid4().hex[:8]}@example.com")
+    assert [e.type for e in await shared_api.published("group", group["id"])].count("group.invitation_sent") == 2
+    assert await shared_api.published("group.dlq") == []
 
 
 @pytest.mark.parametrize(

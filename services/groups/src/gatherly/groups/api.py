@@ -294,7 +294,7 @@ async def delete_group(group: str, caller: CurrentUser, uow: GroupsUnitOfWork = 
 # --- membership -----------------------------------------------------------------------------------------------------
 
 
-@router.post("/{group}/join", responses=problems(403, 404, 409))
+@router.post("/{group}/join", responses=problems(403, 404, 409, 410))
 async def join_group(
     group: str, caller: CurrentUser, body: JoinBody | None = None, uow: GroupsUnitOfWork = Depends(_uow)
 ) -> JoinOut:
