@@ -604,3 +604,19 @@ async def test_post_and_put_bodies_refuse_fields_they_do_not_know(
     assert response.status_code == 422, response.text
     unknown = (set(body) - {"answers", "subject", "body", "role"}).pop()
     assert unknown in [e["field"] for e in response.json()["errors"]]
+
+
+@pytest.mark.parametrize(
+    "invitation",
+    ["", "x" * 101, 12345, ["token"], "nul\u0000inside"],
+    ids=["empty", "too-long", "number", "list", "nul"],
+)
+async def test_a_malformed_invitation_token_is_refused_with_the_field_named(shared_api: Any, invitation: Any) -> None:
+    ann, bob = await shared_api.people("Ann", "Bob")
+    group = await shared_api.create(ann, name="Malformed Tokens", **ONE_QUESTION)
+    response = await shared_api.client.post(
+        f"/api/groups/{group['id']}/join", json={"invitation": invitation}, headers=bob.auth
+    )
+    assert response.status_code == 422, response.text
+    assert any(e["field"].startswith("invitation") for e in response.json()["errors"])
+    assert (await shared_api.get(group["id"], bob))["my_membership"] is None

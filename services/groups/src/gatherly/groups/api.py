@@ -449,11 +449,9 @@ async def invite(
     """An invitation link (expiring, with an optional use limit), or with `email` one sent to that address.
     Whoever joins with it joins without approval. The token is in this answer only."""
     terms = invitation_terms(body.expires_in_days, body.max_uses, body.email)
-    invitation, token = await service.invite(uow, group, UserId(caller.user_id), terms)
-    async with reading(context.db) as stores:
-        slug = (await service.view_group(stores, invitation.group_id, None)).group.slug
-    link = f"{context.settings.effective_public_url}/groups/{slug}?{urlencode({'invitation': token})}"
-    return NewInvitationOut(**_invitation_fields(invitation), token=token, link=link)
+    issued = await service.invite(uow, group, UserId(caller.user_id), terms)
+    link = f"{context.settings.effective_public_url}/groups/{issued.slug}?{urlencode({'invitation': issued.token})}"
+    return NewInvitationOut(**_invitation_fields(issued.invitation), token=issued.token, link=link)
 
 
 @router.get("/{group}/invitations", responses=problems(403, 404))

@@ -437,9 +437,18 @@ async def lift_ban(uow: GroupsUnitOfWork, ref: str, manager: UserId, person: Use
 # --- invitations --------------------------------------------------------------------------------------------------
 
 
-async def invite(uow: GroupsUnitOfWork, ref: str, manager: UserId, terms: InvitationTerms) -> tuple[Invitation, str]:
-    """A new invitation and its token (returned once: only its hash is stored). An email invitation is announced
-    as group.invitation_sent, which the notifications service delivers."""
+@dataclass(frozen=True)
+class Issued:
+    """A new invitation, its token (handed out once: only its hash is stored) and the slug of its group."""
+
+    invitation: Invitation
+    token: str
+    slug: str
+
+
+async def invite(uow: GroupsUnitOfWork, ref: str, manager: UserId, terms: InvitationTerms) -> Issued:
+    """A new invitation. An email invitation is announced as group.invitation_sent, which the notifications
+    service delivers."""
     token = secrets.token_urlsafe(32)
     async with uow:
         group = await _locked(uow, ref)
@@ -470,7 +479,7 @@ async def invite(uow: GroupsUnitOfWork, ref: str, manager: UserId, terms: Invita
                     sent_at=now,
                 )
             )
-        return invitation, token
+        return Issued(invitation, token, group.slug)
 
 
 async def revoke_invitation(uow: GroupsUnitOfWork, ref: str, manager: UserId, invitation_id: str) -> None:

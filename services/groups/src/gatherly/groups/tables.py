@@ -94,7 +94,7 @@ known_people = Table(
 invitations = Table(
     "invitations",
     metadata,
-    Column("id", GROUP_ID, primary_key=True),
+    Column("id", String(36), primary_key=True),
     Column("group_id", GROUP_ID, ForeignKey("groups.id", ondelete="CASCADE"), nullable=False),
     Column("token_hash", String(64), nullable=False, unique=True),
     Column("created_by", USER_ID, nullable=False),
