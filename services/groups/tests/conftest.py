@@ -99,7 +99,9 @@ class GroupsApi(ApiHelpers):
         await self.set_role(organizer, group_id, people["event_organizer"], "event_organizer")
         await self.ban(organizer, group_id, people["banned"])
         await self.join(people["pending"], group_id, ANSWERS)
-        return Cast(group, people)
+        response = await self.client.post(f"/api/groups/{group_id}/invitations", json={}, headers=organizer.auth)
+        assert response.status_code == 201, response.text
+        return Cast(group, people, invitation_id=response.json()["id"])
 
 
 ANSWERS = ["I love walking"]
@@ -111,6 +113,7 @@ class Cast:
 
     group: dict[str, Any]
     people: dict[str, Person]
+    invitation_id: str  # a link invitation the organizer made
 
     @property
     def id(self) -> str:

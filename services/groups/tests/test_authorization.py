@@ -22,7 +22,7 @@ MANAGERS = ("co_organizer", "organizer")
 @dataclass(frozen=True)
 class Endpoint:
     method: str
-    path: str  # {group}, {pending} and {member} are filled in from the cast
+    path: str  # {group}, {pending}, {member}, {banned} and {invitation} are filled in from the cast
     body: dict[str, Any] | None = None
     params: dict[str, str] | None = None
     changes_state: bool = True
@@ -53,8 +53,32 @@ MATRIX: dict[str, tuple[Endpoint, dict[str, int]]] = {
     ),
     "delete the group": (Endpoint("DELETE", "/api/groups/{group}"), allowed(202, ("organizer",))),
     "join": (
-        Endpoint("POST", "/api/groups/{group}/join", {"answers": ["Because"]}, idempotent_for=("pending", *MEMBERS)),
-        allowed(200, ("outsider", "pending", *MEMBERS)),
+        Endpoint("POST", "/api/groups/{group}/join", {"answers": ["Because"]}, idempotent_for=MEMBERS),
+        allowed(200, ("outsider", *MEMBERS), pending=409),
+    ),
+    "step down": (
+        Endpoint("POST", "/api/groups/{group}/members/me/step-down", idempotent_for=("member",)),
+        allowed(
+            200, ("member", "event_organizer", "co_organizer"), outsider=404, pending=404, banned=404, organizer=409
+        ),
+    ),
+    "see my own requests": (
+        Endpoint("GET", "/api/groups/requests/mine", changes_state=False),
+        allowed(200, CALLERS[1:]),
+    ),
+    "see bans": (Endpoint("GET", "/api/groups/{group}/bans", changes_state=False), allowed(200, MANAGERS)),
+    "lift a ban": (Endpoint("DELETE", "/api/groups/{group}/bans/{banned}"), allowed(204, MANAGERS)),
+    "invite": (
+        Endpoint("POST", "/api/groups/{group}/invitations", {"max_uses": 5}, changes_state=False),
+        allowed(201, MANAGERS),
+    ),
+    "see invitations": (
+        Endpoint("GET", "/api/groups/{group}/invitations", changes_state=False),
+        allowed(200, MANAGERS),
+    ),
+    "revoke an invitation": (
+        Endpoint("DELETE", "/api/groups/{group}/invitations/{invitation}"),
+        allowed(204, MANAGERS),
     ),
     "leave": (
         Endpoint("DELETE", "/api/groups/{group}/members/me"),
@@ -126,7 +150,11 @@ async def test_authorization_matrix(
     else:
         cast = shared_casts[endpoint.private]
     path = endpoint.path.format(
-        group=cast.id, pending=cast_people["pending"].user_id, member=cast_people["member"].user_id
+        group=cast.id,
+        pending=cast_people["pending"].user_id,
+        member=cast_people["member"].user_id,
+        banned=cast_people["banned"].user_id,
+        invitation=cast.invitation_id,
     )
     headers = {} if caller == "anonymous" else cast_people[caller].auth
     response = await shared_api.client.request(

@@ -13,7 +13,7 @@ from gatherly.contracts.groups import GroupEventsCancelled
 from gatherly.groups import service
 from gatherly.groups.domain import DELETION_TIMEOUT, DeletionStatus, DeletionStep, GroupId
 from gatherly.groups.store import GroupsUnitOfWork
-from gatherly.groups.tables import bans, join_requests, memberships
+from gatherly.groups.tables import bans, invitations, join_requests, known_people, memberships
 from gatherly.kernel.clock import FrozenClock
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -42,12 +42,15 @@ async def test_deleting_a_group_ends_its_memberships_requests_and_bans_and_start
     await shared_api.join(bob, group["id"])
     await shared_api.approve(ann, group["id"], bob)
     await shared_api.join(cat, group["id"])  # still pending when the group goes
+    await shared_api.join(dan, group["id"])
     await shared_api.ban(ann, group["id"], dan)
+    invited = await shared_api.client.post(f"/api/groups/{group['id']}/invitations", json={}, headers=ann.auth)
+    assert invited.status_code == 201
 
     body = await _delete(shared_api, group, ann)
     assert (body["id"], body["status"], body["deletion"]) == (group["id"], "deleted", "pending")
 
-    for table in (memberships, join_requests, bans):
+    for table in (memberships, join_requests, bans, invitations, known_people):
         assert await _rows(shared_api, table, group["id"]) == 0, table.name
     # Bob's group is gone from his groups, and nobody is left to manage it.
     mine = await shared_api.client.get("/api/groups", params={"member": "me"}, headers=bob.auth)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -10,7 +12,12 @@ from hypothesis import strategies as st
 
 from gatherly.groups.domain import (
     Action,
+    AlreadyRequested,
     Banned,
+    GroupId,
+    GroupSort,
+    Invitation,
+    InvitationUnusable,
     Join,
     JoinPolicy,
     LastOrganizer,
@@ -21,13 +28,18 @@ from gatherly.groups.domain import (
     Relation,
     Role,
     Standing,
+    UserId,
     Visibility,
     answers_for,
     check_leaving,
     check_removal,
     check_role_change,
+    check_stepping_down,
     decide_join,
+    decision_message,
     details_from,
+    group_sort,
+    invitation_terms,
     may,
     normalize_topics,
     parse_near,
@@ -95,7 +107,12 @@ def test_a_banned_person_cannot_join() -> None:
 
 def test_joining_is_decided_by_relation_then_policy() -> None:
     assert decide_join(Relation(role=Role.MEMBER), JoinPolicy.APPROVAL) is Join.ALREADY_MEMBER
-    assert decide_join(Relation(pending=True), JoinPolicy.OPEN) is Join.ALREADY_PENDING
+    with pytest.raises(AlreadyRequested):
+        decide_join(Relation(pending=True), JoinPolicy.APPROVAL)
+    assert decide_join(Relation(pending=True), JoinPolicy.APPROVAL, invited=True) is Join.ADMIT
+    assert decide_join(Relation(), JoinPolicy.APPROVAL, invited=True) is Join.ADMIT
+    with pytest.raises(Banned):
+        decide_join(Relation(banned=True), JoinPolicy.OPEN, invited=True)
     assert decide_join(Relation(), JoinPolicy.OPEN) is Join.ADMIT
     assert decide_join(Relation(), JoinPolicy.APPROVAL) is Join.REQUEST
 
@@ -318,3 +335,67 @@ def test_every_domain_error_has_an_http_status() -> None:
         if isinstance(value, type) and issubclass(value, DomainError) and value.__module__ == domain.__name__
     }
     assert errors and errors == set(api.STATUS_OF)
+
+
+# --- issue 15: stepping down, decisions' messages, invitations, sorting ----------------------------------------------
+
+
+def test_leaders_step_down_but_the_last_organizer_may_not() -> None:
+    for role in (Role.CO_ORGANIZER, Role.EVENT_ORGANIZER):
+        check_stepping_down(role, organizers=1)
+    check_stepping_down(Role.ORGANIZER, organizers=2)
+    with pytest.raises(LastOrganizer):
+        check_stepping_down(Role.ORGANIZER, organizers=1)
+
+
+def test_a_decision_message_is_trimmed_optional_and_bounded() -> None:
+    assert decision_message(None) is None
+    assert decision_message("   ") is None
+    assert decision_message("  Welcome!  ") == "Welcome!"
+    with pytest.raises(InvalidInput) as refused:
+        decision_message("x" * 1001)
+    assert refused.value.field == "message"
+
+
+def test_invitation_terms_default_bound_and_make_email_invitations_single_use() -> None:
+    link = invitation_terms(None, None, None)
+    assert (link.expires_in, link.max_uses, link.email) == (timedelta(days=7), None, None)
+    mailed = invitation_terms(3, None, "  Sam@Example.COM ")
+    assert (mailed.expires_in, mailed.max_uses, mailed.email) == (timedelta(days=3), 1, "sam@example.com")
+    for days, uses, email, field in [
+        (0, None, None, "expires_in_days"),
+        (31, None, None, "expires_in_days"),
+        (7, 0, None, "max_uses"),
+        (7, 1001, None, "max_uses"),
+        (7, 5, "sam@example.com", "max_uses"),
+        (7, None, "not an address", "email"),
+        (7, None, "a@b", "email"),
+    ]:
+        with pytest.raises(InvalidInput) as refused:
+            invitation_terms(days, uses, email)
+        assert refused.value.field == field
+
+
+def test_an_invitation_is_usable_until_it_expires_is_used_up_or_is_revoked() -> None:
+    now = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    invitation = Invitation("i", GroupId("g"), UserId("ann"), now, now + timedelta(days=1), max_uses=2, uses=1)
+    invitation.check_usable(now)
+    for unusable in (
+        replace(invitation, uses=2),
+        replace(invitation, revoked_at=now),
+    ):
+        with pytest.raises(InvitationUnusable):
+            unusable.check_usable(now)
+    with pytest.raises(InvitationUnusable):
+        invitation.check_usable(now + timedelta(days=1))
+    replace(invitation, max_uses=None, uses=10_000).check_usable(now)
+
+
+def test_groups_sort_nearest_first_near_a_point_and_newest_first_otherwise() -> None:
+    berlin = Location(52.52, 13.405)
+    assert group_sort(None, None) is GroupSort.NEWEST
+    assert group_sort(None, berlin) is GroupSort.NEAREST
+    assert group_sort(GroupSort.NAME, berlin) is GroupSort.NAME
+    with pytest.raises(InvalidInput) as refused:
+        group_sort(GroupSort.NEAREST, None)
+    assert refused.value.field == "sort"

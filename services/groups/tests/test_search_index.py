@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import Connection, delete, select, text
+from sqlalchemy import Connection, delete, insert, select, text
 
 from gatherly.groups import SERVICE, store
-from gatherly.groups.domain import Group, GroupSearch, details_from, new_group_id, search_text, slug_base
+from gatherly.groups.domain import Group, GroupSearch, GroupSort, details_from, new_group_id, search_text, slug_base
 from gatherly.groups.store import GroupStore, reading
 from gatherly.groups.tables import groups
 from gatherly.kernel.db import Database, alembic_config
@@ -94,6 +94,25 @@ async def _add(db: Database, name: str, description: str, created_at: datetime) 
         return await GroupStore(session).add(draft, slug_base(name))
 
 
+async def _add_as_0001_did(db: Database, name: str, description: str, created_at: datetime) -> str:
+    """A group row with the columns of revision 0001 only (before name_key existed)."""
+    columns = {k: v for k, v in store._detail_columns(details_from(name=name, description=description)).items()}
+    del columns["name_key"]
+    group_id = new_group_id()
+    async with db.writing() as session:
+        await session.execute(
+            insert(groups).values(
+                id=group_id,
+                slug=slug_base(name),
+                member_count=1,
+                created_at=created_at,
+                updated_at=created_at,
+                **columns,
+            )
+        )
+    return group_id
+
+
 async def _found(db: Database, query: str) -> set[str]:
     async with reading(db) as stores:
         found, position = await stores.groups.search(GroupSearch(text=query), 100, None)
@@ -171,11 +190,17 @@ async def test_groups_made_before_the_index_existed_are_found_after_the_migratio
 
             async with database.engine.begin() as connection:
                 await connection.run_sync(upgrade_to("0001"))
-            old = await _add(database, "Quokka Watchers", "Since before the index", datetime(2025, 1, 1, tzinfo=UTC))
+            old = await _add_as_0001_did(
+                database, "Quokka Watchers", "Since before the index", datetime(2025, 1, 1, tzinfo=UTC)
+            )
             async with database.engine.begin() as connection:
                 await connection.run_sync(upgrade_to("head"))
-            assert await _found(database, "quokka") == {old.id}
+            assert await _found(database, "quokka") == {old}
             new = await _add(database, "More quokkas", "", datetime(2026, 1, 1, tzinfo=UTC))
-            assert await _found(database, "quokka") == {old.id, new.id}
+            assert await _found(database, "quokka") == {old, new.id}
+            # Migration 0003 gave the old group its sort=name key.
+            async with reading(database) as stores:
+                by_name, _ = await stores.groups.search(GroupSearch(sort=GroupSort.NAME), 10, None)
+            assert [f.group.id for f in by_name] == [new.id, old]  # "more quokkas" < "quokka watchers"
         finally:
             await database.dispose()

@@ -242,7 +242,11 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Join Group */
+        /**
+         * Join Group
+         * @description Joins an open group, or asks to join one that approves its members (a second request while one is pending
+         *     is refused: 409). With `invitation`, joins without approval.
+         */
         post: operations["groups_join_group"];
         delete?: never;
         options?: never;
@@ -262,6 +266,26 @@ export interface paths {
         post?: never;
         /** Leave Group */
         delete: operations["groups_leave_group"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/groups/{group}/members/me/step-down": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Step Down
+         * @description A co-organizer, event organizer or (not the last) organizer becomes a member, staying in the group.
+         */
+        post: operations["groups_step_down"];
+        delete?: never;
         options?: never;
         head?: never;
         patch?: never;
@@ -318,6 +342,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/groups/requests/mine": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * My Requests
+         * @description The caller's own pending join requests, oldest first.
+         */
+        get: operations["groups_my_requests"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/groups/{group}/requests": {
         parameters: {
             query?: never;
@@ -344,7 +388,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Approve Request */
+        /**
+         * Approve Request
+         * @description Admits the requester; `message` is shown to them with the news.
+         */
         post: operations["groups_approve_request"];
         delete?: never;
         options?: never;
@@ -361,9 +408,97 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Deny Request */
+        /**
+         * Deny Request
+         * @description Declines the request; `message` is shown to the applicant with the news.
+         */
         post: operations["groups_deny_request"];
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/groups/{group}/bans": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Bans
+         * @description Who is banned, by whom and when, newest first (organizers and co-organizers).
+         */
+        get: operations["groups_list_bans"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/groups/{group}/bans/{user_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Lift Ban
+         * @description The person may join (or ask to) again; they do not become a member by it.
+         */
+        delete: operations["groups_lift_ban"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/groups/{group}/invitations": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Invitations
+         * @description The group's invitations, newest first, revoked and expired ones included (never their tokens).
+         */
+        get: operations["groups_list_invitations"];
+        put?: never;
+        /**
+         * Invite
+         * @description An invitation link (expiring, with an optional use limit), or with `email` one sent to that address.
+         *     Whoever joins with it joins without approval. The token is in this answer only.
+         */
+        post: operations["groups_invite"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/groups/{group}/invitations/{invitation_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Revoke Invitation
+         * @description Nobody can join with it any more (revoking twice is harmless).
+         */
+        delete: operations["groups_revoke_invitation"];
         options?: never;
         head?: never;
         patch?: never;
@@ -1149,6 +1284,83 @@ export interface components {
             /** Answer */
             answer: string;
         };
+        /** BanOut */
+        BanOut: {
+            /** User Id */
+            user_id: string;
+            /** Display Name */
+            display_name: string | null;
+            /** Banned By */
+            banned_by: string;
+            /** Banned By Name */
+            banned_by_name: string | null;
+            /**
+             * Banned At
+             * Format: date-time
+             */
+            banned_at: string;
+        };
+        /** CountedPage[BanOut] */
+        CountedPage_BanOut_: {
+            /** Items */
+            items: components["schemas"]["BanOut"][];
+            /** Next Cursor */
+            next_cursor?: string | null;
+            /**
+             * Total
+             * @description How many the whole list holds (all pages).
+             */
+            total: number;
+        };
+        /** CountedPage[JoinRequestOut] */
+        CountedPage_JoinRequestOut_: {
+            /** Items */
+            items: components["schemas"]["JoinRequestOut"][];
+            /** Next Cursor */
+            next_cursor?: string | null;
+            /**
+             * Total
+             * @description How many the whole list holds (all pages).
+             */
+            total: number;
+        };
+        /** CountedPage[MemberOut] */
+        CountedPage_MemberOut_: {
+            /** Items */
+            items: components["schemas"]["MemberOut"][];
+            /** Next Cursor */
+            next_cursor?: string | null;
+            /**
+             * Total
+             * @description How many the whole list holds (all pages).
+             */
+            total: number;
+        };
+        /** CountedPage[MyRequestOut] */
+        CountedPage_MyRequestOut_: {
+            /** Items */
+            items: components["schemas"]["MyRequestOut"][];
+            /** Next Cursor */
+            next_cursor?: string | null;
+            /**
+             * Total
+             * @description How many the whole list holds (all pages).
+             */
+            total: number;
+        };
+        /**
+         * DecisionBody
+         * @example {
+         *       "message": "Welcome! We meet on Saturdays."
+         *     }
+         */
+        DecisionBody: {
+            /**
+             * Message
+             * @description A note to the applicant, up to 1000 characters.
+             */
+            message?: string | null;
+        };
         /** DecisionOut */
         DecisionOut: {
             /** User Id */
@@ -1193,7 +1405,10 @@ export interface components {
             join_policy?: components["schemas"]["JoinPolicy"] | null;
             /** Questions */
             questions?: string[] | null;
-            /** Banner Image Id */
+            /**
+             * Banner Image Id
+             * @description An image of the images service (a UUID).
+             */
             banner_image_id?: string | null;
         };
         /** GroupOut */
@@ -1237,6 +1452,11 @@ export interface components {
             updated_at: string;
             my_membership: components["schemas"]["MyMembership"] | null;
         };
+        /**
+         * GroupSort
+         * @enum {string}
+         */
+        GroupSort: "newest" | "members" | "nearest" | "name";
         /** GroupSummary */
         GroupSummary: {
             /** Id */
@@ -1261,6 +1481,43 @@ export interface components {
              */
             distance_km?: number | null;
         };
+        /** GroupsPage */
+        GroupsPage: {
+            /** Items */
+            items: components["schemas"]["GroupSummary"][];
+            /** Next Cursor */
+            next_cursor?: string | null;
+            /**
+             * Total
+             * @description With member=me: how many groups the caller belongs to.
+             */
+            total?: number | null;
+        };
+        /** InvitationOut */
+        InvitationOut: {
+            /** Id */
+            id: string;
+            /** Created By */
+            created_by: string;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /**
+             * Expires At
+             * Format: date-time
+             */
+            expires_at: string;
+            /** Max Uses */
+            max_uses: number | null;
+            /** Uses */
+            uses: number;
+            /** Email */
+            email: string | null;
+            /** Revoked */
+            revoked: boolean;
+        };
         /**
          * JoinBody
          * @example {
@@ -1275,6 +1532,11 @@ export interface components {
              * @default []
              */
             answers: string[];
+            /**
+             * Invitation
+             * @description An invitation's token: join without approval.
+             */
+            invitation?: string | null;
         };
         /** JoinOut */
         JoinOut: {
@@ -1326,6 +1588,22 @@ export interface components {
             role: components["schemas"]["Role"] | null;
             status: components["schemas"]["Standing"];
         };
+        /** MyRequestOut */
+        MyRequestOut: {
+            /** Group Id */
+            group_id: string;
+            /** Slug */
+            slug: string;
+            /** Group Name */
+            group_name: string;
+            /** Answers */
+            answers: components["schemas"]["AnswerOut"][];
+            /**
+             * Requested At
+             * Format: date-time
+             */
+            requested_at: string;
+        };
         /**
          * NewGroup
          * @example {
@@ -1372,24 +1650,74 @@ export interface components {
              */
             questions: string[];
         };
-        /** Page[GroupSummary] */
-        Page_GroupSummary_: {
-            /** Items */
-            items: components["schemas"]["GroupSummary"][];
-            /** Next Cursor */
-            next_cursor?: string | null;
+        /**
+         * NewInvitation
+         * @description A link anyone holding it may use, or (with `email`) an invitation mailed to one person (one use).
+         * @example {
+         *       "expires_in_days": 7,
+         *       "max_uses": 20
+         *     }
+         * @example {
+         *       "email": "sam@example.com"
+         *     }
+         */
+        NewInvitation: {
+            /**
+             * Expires In Days
+             * @description 1 to 30.
+             * @default 7
+             */
+            expires_in_days: number;
+            /**
+             * Max Uses
+             * @description 1 to 1000; none: no limit until it expires.
+             */
+            max_uses?: number | null;
+            /**
+             * Email
+             * @description Send it to this address (one use).
+             */
+            email?: string | null;
         };
-        /** Page[JoinRequestOut] */
-        Page_JoinRequestOut_: {
-            /** Items */
-            items: components["schemas"]["JoinRequestOut"][];
-            /** Next Cursor */
-            next_cursor?: string | null;
+        /** NewInvitationOut */
+        NewInvitationOut: {
+            /** Id */
+            id: string;
+            /** Created By */
+            created_by: string;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /**
+             * Expires At
+             * Format: date-time
+             */
+            expires_at: string;
+            /** Max Uses */
+            max_uses: number | null;
+            /** Uses */
+            uses: number;
+            /** Email */
+            email: string | null;
+            /** Revoked */
+            revoked: boolean;
+            /**
+             * Token
+             * @description Shown this once (only a hash is kept): join with {"invitation": token}.
+             */
+            token: string;
+            /**
+             * Link
+             * @description The group's page with the token, to share.
+             */
+            link: string;
         };
-        /** Page[MemberOut] */
-        Page_MemberOut_: {
+        /** Page[InvitationOut] */
+        Page_InvitationOut_: {
             /** Items */
-            items: components["schemas"]["MemberOut"][];
+            items: components["schemas"]["InvitationOut"][];
             /** Next Cursor */
             next_cursor?: string | null;
         };
@@ -1835,7 +2163,7 @@ export interface components {
          *     rules ask for: requesters hear of a denial too, members of their group's deletion).
          * @enum {string}
          */
-        Kind: "event_scheduled" | "event_updated" | "event_cancelled" | "rsvp_confirmed" | "rsvp_waitlisted" | "rsvp_promoted" | "event_reminder" | "join_requested" | "join_approved" | "join_denied" | "comment_posted" | "group_announcement" | "group_deleted" | "weekly_digest";
+        Kind: "event_scheduled" | "event_updated" | "event_cancelled" | "rsvp_confirmed" | "rsvp_waitlisted" | "rsvp_promoted" | "event_reminder" | "join_requested" | "join_approved" | "join_denied" | "comment_posted" | "group_announcement" | "group_deleted" | "group_invitation" | "weekly_digest";
         /** NotificationOut */
         NotificationOut: {
             /** Id */
@@ -3056,8 +3384,10 @@ export interface operations {
                 near?: string | null;
                 /** @description With near; default 50, at most 1000. */
                 radius_km?: number | null;
-                /** @description me: only groups the caller belongs to. */
+                /** @description me: only groups the caller belongs to (the page then carries their `total`). */
                 member?: "me" | null;
+                /** @description newest | members (most first) | nearest (needs near) | name; default nearest with near. */
+                sort?: components["schemas"]["GroupSort"] | null;
                 limit?: number;
                 cursor?: string | null;
             };
@@ -3073,7 +3403,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Page_GroupSummary_"];
+                    "application/json": components["schemas"]["GroupsPage"];
                 };
             };
             /** @description No valid access token */
@@ -3713,9 +4043,105 @@ export interface operations {
             };
         };
     };
+    groups_step_down: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                group: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MemberOut"];
+                };
+            };
+            /** @description No valid access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Query string too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: the fields at fault are in `errors` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request headers too large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error, logged under the request id in the answer */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency cannot be reached right now; try again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     groups_list_members: {
         parameters: {
             query?: {
+                /** @description Only members with this role (`total` counts them). */
+                role?: components["schemas"]["Role"] | null;
                 limit?: number;
                 cursor?: string | null;
             };
@@ -3733,7 +4159,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Page_MemberOut_"];
+                    "application/json": components["schemas"]["CountedPage_MemberOut_"];
                 };
             };
             /** @description No valid access token */
@@ -4032,6 +4458,83 @@ export interface operations {
             };
         };
     };
+    groups_my_requests: {
+        parameters: {
+            query?: {
+                limit?: number;
+                cursor?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CountedPage_MyRequestOut_"];
+                };
+            };
+            /** @description No valid access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Query string too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: the fields at fault are in `errors` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request headers too large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error, logged under the request id in the answer */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency cannot be reached right now; try again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     groups_list_requests: {
         parameters: {
             query?: {
@@ -4052,7 +4555,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Page_JoinRequestOut_"];
+                    "application/json": components["schemas"]["CountedPage_JoinRequestOut_"];
                 };
             };
             /** @description No valid access token */
@@ -4139,7 +4642,11 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody?: never;
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["DecisionBody"] | null;
+            };
+        };
         responses: {
             /** @description Successful Response */
             200: {
@@ -4179,6 +4686,15 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request body over the route's limit */
+            413: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4243,7 +4759,11 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody?: never;
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["DecisionBody"] | null;
+            };
+        };
         responses: {
             /** @description Successful Response */
             200: {
@@ -4283,6 +4803,502 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request body over the route's limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Query string too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: the fields at fault are in `errors` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request headers too large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error, logged under the request id in the answer */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency cannot be reached right now; try again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    groups_list_bans: {
+        parameters: {
+            query?: {
+                limit?: number;
+                cursor?: string | null;
+            };
+            header?: never;
+            path: {
+                group: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CountedPage_BanOut_"];
+                };
+            };
+            /** @description No valid access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Query string too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: the fields at fault are in `errors` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request headers too large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error, logged under the request id in the answer */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency cannot be reached right now; try again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    groups_lift_ban: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                group: string;
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description No valid access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Query string too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: the fields at fault are in `errors` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request headers too large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error, logged under the request id in the answer */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency cannot be reached right now; try again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    groups_list_invitations: {
+        parameters: {
+            query?: {
+                limit?: number;
+                cursor?: string | null;
+            };
+            header?: never;
+            path: {
+                group: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Page_InvitationOut_"];
+                };
+            };
+            /** @description No valid access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Query string too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: the fields at fault are in `errors` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request headers too large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error, logged under the request id in the answer */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency cannot be reached right now; try again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    groups_invite: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                group: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewInvitation"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NewInvitationOut"];
+                };
+            };
+            /** @description No valid access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request body over the route's limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Query string too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: the fields at fault are in `errors` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request headers too large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error, logged under the request id in the answer */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency cannot be reached right now; try again after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    groups_revoke_invitation: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                group: string;
+                invitation_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description No valid access token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

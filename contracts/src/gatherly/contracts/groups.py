@@ -91,6 +91,24 @@ class GroupAnnouncement(GroupEvent):
     sent_at: datetime
 
 
+class GroupInvitationSent(GroupEvent):
+    """A manager invited someone by email. The notifications service tells the person with an account at this
+    address (in-app, and by email per their preferences) and links to the group with the invitation's `token`:
+    only a hash of it is stored by the groups service, so the message carries the one copy the mail needs.
+    The invitation is for one use and lapses at `expires_at`."""
+
+    TYPE: ClassVar[str] = "group.invitation_sent"
+
+    invitation_id: str
+    slug: str
+    group_name: str
+    invited_by: str
+    email: str
+    token: str
+    expires_at: datetime
+    sent_at: datetime
+
+
 # --- topic `membership` (key: group id, so one group's membership changes keep their order) -----------------------
 
 
@@ -103,7 +121,8 @@ class MembershipEvent(IntegrationEvent):
 
 
 class MembershipJoined(MembershipEvent):
-    """Someone became a member. `via` is created (the founder) | open (joined an open group) | approval."""
+    """Someone became a member. `via` is created (the founder) | open (joined an open group) | approval (a request
+    approved, also when the group switched from approval to open) | invitation (joined with an invitation)."""
 
     TYPE: ClassVar[str] = "membership.joined"
 
@@ -139,6 +158,15 @@ class MembershipRemoved(MembershipEvent):
     removed_at: datetime
 
 
+class MembershipBanLifted(MembershipEvent):
+    """A manager lifted a ban: `user_id` may ask to join (or join) again. No membership comes back with it."""
+
+    TYPE: ClassVar[str] = "membership.ban_lifted"
+
+    lifted_by: str
+    lifted_at: datetime
+
+
 # --- topic `join_request` (key: group id) ---------------------------------------------------------------------------
 
 
@@ -168,23 +196,30 @@ class JoinRequestCreated(JoinRequestEvent):
 
 
 class JoinRequestApproved(JoinRequestEvent):
-    """The requester (`user_id`) is told (`join_approved`); a membership.joined follows on its topic."""
+    """The requester (`user_id`) is told (`join_approved`); a membership.joined follows on its topic. `message` is
+    the manager's optional note to the applicant. When a group switches from approval to open, every pending
+    request is approved this way, `decided_by` the organizer who switched it."""
 
     TYPE: ClassVar[str] = "join_request.approved"
 
     decided_by: str
     decided_at: datetime
+    message: str | None = None
 
 
 class JoinRequestDenied(JoinRequestEvent):
+    """The requester is told (`join_denied`), with the manager's optional `message`."""
+
     TYPE: ClassVar[str] = "join_request.denied"
 
     decided_by: str
     decided_at: datetime
+    message: str | None = None
 
 
 class JoinRequestWithdrawn(JoinRequestEvent):
-    """The requester took the request back before anyone decided."""
+    """The request ended before anyone decided: the requester took it back, or joined with an invitation meanwhile
+    (a membership.joined with `via` invitation follows)."""
 
     TYPE: ClassVar[str] = "join_request.withdrawn"
 

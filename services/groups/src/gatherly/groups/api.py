@@ -1,11 +1,14 @@
 """HTTP routes of the groups service: parse, call a use case, shape the response.
 
 Domain errors get their HTTP status here, in STATUS_OF; the kernel writes them as problem+json (InvalidInput is
-the kernel's own, 422). Who may see what is written down at the top of domain.py."""
+the kernel's own, 422). Who may see what is written down at the top of domain.py. Request bodies refuse fields
+they do not know (422), as PATCH always did."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, Literal
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Response
 
@@ -13,13 +16,20 @@ from gatherly.groups import service
 from gatherly.groups.domain import (
     DEFAULT_RADIUS_KM,
     MAX_RADIUS_KM,
+    AlreadyRequested,
     Banned,
+    BanNotFound,
     GroupNotFound,
     GroupSearch,
+    GroupSort,
+    Invitation,
+    InvitationNotFound,
+    InvitationUnusable,
     JoinRequestNotFound,
     LastOrganizer,
     Location,
     LoginRequired,
+    NeverSeen,
     NotAllowed,
     NotAMember,
     NotForYourself,
@@ -27,6 +37,8 @@ from gatherly.groups.domain import (
     Role,
     UserId,
     details_from,
+    group_sort,
+    invitation_terms,
     normalize_topic,
     parse_near,
     valid_radius,
@@ -36,22 +48,38 @@ from gatherly.groups.schemas import (
     AnnouncementBody,
     AnnouncementOut,
     AnswerOut,
+    BanOut,
+    CountedPage,
+    DecisionBody,
     DecisionOut,
     DeletionOut,
     GroupChanges,
     GroupOut,
+    GroupsPage,
     GroupSummary,
+    InvitationOut,
     JoinBody,
     JoinOut,
     JoinRequestOut,
     LocationBody,
     MemberOut,
     MyMembership,
+    MyRequestOut,
     NewGroup,
+    NewInvitation,
+    NewInvitationOut,
     RoleBody,
 )
 from gatherly.groups.service import GroupView
-from gatherly.groups.store import GroupsUnitOfWork, MemberView, RequestView, reading, unit_of_work
+from gatherly.groups.store import (
+    BanView,
+    GroupsUnitOfWork,
+    MemberView,
+    MyRequestView,
+    RequestView,
+    reading,
+    unit_of_work,
+)
 from gatherly.kernel.auth import CurrentUser, MaybeUser
 from gatherly.kernel.errors import DomainError, InvalidInput, Unauthorized
 from gatherly.kernel.openapi import problems
@@ -68,6 +96,11 @@ STATUS_OF: dict[type[DomainError], int] = {
     Banned: 403,
     LastOrganizer: 409,
     NotForYourself: 409,
+    AlreadyRequested: 409,
+    NeverSeen: 404,
+    BanNotFound: 404,
+    InvitationNotFound: 404,
+    InvitationUnusable: 410,
 }
 
 
@@ -133,6 +166,39 @@ def _request_out(request: RequestView) -> JoinRequestOut:
     )
 
 
+def _my_request_out(request: MyRequestView) -> MyRequestOut:
+    return MyRequestOut(
+        group_id=request.group_id,
+        slug=request.slug,
+        group_name=request.group_name,
+        answers=[AnswerOut(question=a.question, answer=a.answer) for a in request.answers],
+        requested_at=request.requested_at,
+    )
+
+
+def _ban_out(ban: BanView) -> BanOut:
+    return BanOut(
+        user_id=ban.user_id,
+        display_name=ban.display_name,
+        banned_by=ban.banned_by,
+        banned_by_name=ban.banned_by_name,
+        banned_at=ban.banned_at,
+    )
+
+
+def _invitation_fields(invitation: Invitation) -> dict[str, Any]:
+    return {
+        "id": invitation.id,
+        "created_by": invitation.created_by,
+        "created_at": invitation.created_at,
+        "expires_at": invitation.expires_at,
+        "max_uses": invitation.max_uses,
+        "uses": invitation.uses,
+        "email": invitation.email,
+        "revoked": invitation.revoked_at is not None,
+    }
+
+
 def _next(position: dict[str, Any] | None) -> str | None:
     return encode_cursor(position) if position else None
 
@@ -156,9 +222,6 @@ async def create_group(body: NewGroup, caller: CurrentUser, uow: GroupsUnitOfWor
     return _group_out(GroupView(group, None, Relation(role=Role.ORGANIZER)))
 
 
-RADIUS_HELP = f"With near: how far to look; default {DEFAULT_RADIUS_KM:g}, at most {MAX_RADIUS_KM:g}."
-
-
 @router.get("")
 async def search_groups(
     caller: MaybeUser,
@@ -168,26 +231,32 @@ async def search_groups(
     radius_km: float | None = Query(
         None, description=f"With near; default {DEFAULT_RADIUS_KM:g}, at most {MAX_RADIUS_KM:g}."
     ),
-    member: Literal["me"] | None = Query(None, description="me: only groups the caller belongs to."),
+    member: Literal["me"] | None = Query(
+        None, description="me: only groups the caller belongs to (the page then carries their `total`)."
+    ),
+    sort: GroupSort | None = Query(
+        None, description="newest | members (most first) | nearest (needs near) | name; default nearest with near."
+    ),
     page: PageRequest = Depends(page_request),
     context: ServiceContext = Depends(service_context),
-) -> Page[GroupSummary]:
+) -> GroupsPage:
     if radius_km is not None and near is None:
         raise InvalidInput("radius_km needs near=<lat>,<lng>.", field="radius_km")
     if member == "me" and caller is None:
         raise Unauthorized("Log in to list your own groups.")
+    center = parse_near(near) if near is not None else None
     criteria = GroupSearch(
         text=(q.strip() or None) if q else None,
         topic=(normalize_topic(topic) or None) if topic else None,
-        near=parse_near(near) if near is not None else None,
+        near=center,
         radius_km=valid_radius(radius_km) if radius_km is not None else DEFAULT_RADIUS_KM,
         member=UserId(caller.user_id) if member == "me" and caller else None,
+        sort=group_sort(sort, center),
     )
-    if page.cursor is not None and ("d" in page.cursor) != (criteria.near is not None):
-        raise InvalidInput("The cursor belongs to a different search.", field="cursor")
     async with reading(context.db) as stores:
         views, position = await service.search_groups(stores, criteria, page)
-    return Page(items=[GroupSummary(**_summary(v)) for v in views], next_cursor=_next(position))
+        total = await service.count_groups(stores, criteria) if criteria.member is not None else None
+    return GroupsPage(items=[GroupSummary(**_summary(v)) for v in views], next_cursor=_next(position), total=total)
 
 
 @router.get("/{group}", responses=problems(404))
@@ -206,7 +275,9 @@ async def update_group(
         value = getattr(body, name)
         if value is None and name not in NULLABLE_CHANGES:
             raise InvalidInput(f"{name} cannot be null.", field=name)
-        changes[name] = value.location(name) if isinstance(value, LocationBody) else value
+        if isinstance(value, LocationBody):
+            value = value.location(name)
+        changes[name] = str(value) if isinstance(value, uuid.UUID) else value
     updated = await service.update_group(uow, group, UserId(caller.user_id), changes)
     async with reading(uow.db) as stores:
         view = await service.view_group(stores, updated.id, UserId(caller.user_id))
@@ -223,12 +294,14 @@ async def delete_group(group: str, caller: CurrentUser, uow: GroupsUnitOfWork = 
 # --- membership -----------------------------------------------------------------------------------------------------
 
 
-@router.post("/{group}/join", responses=problems(403, 404, 409))
+@router.post("/{group}/join", responses=problems(403, 404, 409, 410))
 async def join_group(
     group: str, caller: CurrentUser, body: JoinBody | None = None, uow: GroupsUnitOfWork = Depends(_uow)
 ) -> JoinOut:
-    answers = body.answers if body else []
-    return JoinOut(status=await service.join_group(uow, group, UserId(caller.user_id), answers))
+    """Joins an open group, or asks to join one that approves its members (a second request while one is pending
+    is refused: 409). With `invitation`, joins without approval."""
+    answers, invitation = (body.answers, body.invitation) if body else ([], None)
+    return JoinOut(status=await service.join_group(uow, group, UserId(caller.user_id), answers, invitation))
 
 
 @router.delete("/{group}/members/me", status_code=204, responses=problems(404, 409))
@@ -237,16 +310,25 @@ async def leave_group(group: str, caller: CurrentUser, uow: GroupsUnitOfWork = D
     return Response(status_code=204)
 
 
+@router.post("/{group}/members/me/step-down", responses=problems(404, 409))
+async def step_down(group: str, caller: CurrentUser, uow: GroupsUnitOfWork = Depends(_uow)) -> MemberOut:
+    """A co-organizer, event organizer or (not the last) organizer becomes a member, staying in the group."""
+    return _member_out(await service.step_down(uow, group, UserId(caller.user_id)))
+
+
 @router.get("/{group}/members", responses=problems(403, 404))
 async def list_members(
     group: str,
     caller: MaybeUser,
+    role: Role | None = Query(None, description="Only members with this role (`total` counts them)."),
     page: PageRequest = Depends(page_request),
     context: ServiceContext = Depends(service_context),
-) -> Page[MemberOut]:
+) -> CountedPage[MemberOut]:
     async with reading(context.db) as stores:
-        members, position = await service.list_members(stores, group, UserId(caller.user_id) if caller else None, page)
-    return Page(items=[_member_out(m) for m in members], next_cursor=_next(position))
+        listing = await service.list_members(stores, group, UserId(caller.user_id) if caller else None, page, role)
+    return CountedPage(
+        items=[_member_out(m) for m in listing.items], next_cursor=_next(listing.position), total=listing.total
+    )
 
 
 @router.put("/{group}/members/{user_id}/role", responses=problems(403, 404, 409))
@@ -272,32 +354,126 @@ async def remove_member(
 # --- join requests --------------------------------------------------------------------------------------------------
 
 
+@router.get("/requests/mine")
+async def my_requests(
+    caller: CurrentUser,
+    page: PageRequest = Depends(page_request),
+    context: ServiceContext = Depends(service_context),
+) -> CountedPage[MyRequestOut]:
+    """The caller's own pending join requests, oldest first."""
+    async with reading(context.db) as stores:
+        listing = await service.my_requests(stores, UserId(caller.user_id), page)
+    return CountedPage(
+        items=[_my_request_out(r) for r in listing.items], next_cursor=_next(listing.position), total=listing.total
+    )
+
+
 @router.get("/{group}/requests", responses=problems(403, 404))
 async def list_requests(
     group: str,
     caller: CurrentUser,
     page: PageRequest = Depends(page_request),
     context: ServiceContext = Depends(service_context),
-) -> Page[JoinRequestOut]:
+) -> CountedPage[JoinRequestOut]:
     async with reading(context.db) as stores:
-        requests, position = await service.list_requests(stores, group, UserId(caller.user_id), page)
-    return Page(items=[_request_out(r) for r in requests], next_cursor=_next(position))
+        listing = await service.list_requests(stores, group, UserId(caller.user_id), page)
+    return CountedPage(
+        items=[_request_out(r) for r in listing.items], next_cursor=_next(listing.position), total=listing.total
+    )
 
 
 @router.post("/{group}/requests/{user_id}/approve", responses=problems(403, 404, 409))
 async def approve_request(
-    group: str, user_id: str, caller: CurrentUser, uow: GroupsUnitOfWork = Depends(_uow)
+    group: str,
+    user_id: str,
+    caller: CurrentUser,
+    body: DecisionBody | None = None,
+    uow: GroupsUnitOfWork = Depends(_uow),
 ) -> DecisionOut:
-    await service.approve_request(uow, group, UserId(caller.user_id), UserId(user_id))
+    """Admits the requester; `message` is shown to them with the news."""
+    message = body.message if body else None
+    await service.approve_request(uow, group, UserId(caller.user_id), UserId(user_id), message)
     return DecisionOut(user_id=user_id, status="member")
 
 
 @router.post("/{group}/requests/{user_id}/deny", responses=problems(403, 404, 409))
 async def deny_request(
-    group: str, user_id: str, caller: CurrentUser, uow: GroupsUnitOfWork = Depends(_uow)
+    group: str,
+    user_id: str,
+    caller: CurrentUser,
+    body: DecisionBody | None = None,
+    uow: GroupsUnitOfWork = Depends(_uow),
 ) -> DecisionOut:
-    await service.deny_request(uow, group, UserId(caller.user_id), UserId(user_id))
+    """Declines the request; `message` is shown to the applicant with the news."""
+    message = body.message if body else None
+    await service.deny_request(uow, group, UserId(caller.user_id), UserId(user_id), message)
     return DecisionOut(user_id=user_id, status="denied")
+
+
+# --- bans -----------------------------------------------------------------------------------------------------------
+
+
+@router.get("/{group}/bans", responses=problems(403, 404))
+async def list_bans(
+    group: str,
+    caller: CurrentUser,
+    page: PageRequest = Depends(page_request),
+    context: ServiceContext = Depends(service_context),
+) -> CountedPage[BanOut]:
+    """Who is banned, by whom and when, newest first (organizers and co-organizers)."""
+    async with reading(context.db) as stores:
+        listing = await service.list_bans(stores, group, UserId(caller.user_id), page)
+    return CountedPage(
+        items=[_ban_out(b) for b in listing.items], next_cursor=_next(listing.position), total=listing.total
+    )
+
+
+@router.delete("/{group}/bans/{user_id}", status_code=204, responses=problems(403, 404))
+async def lift_ban(group: str, user_id: str, caller: CurrentUser, uow: GroupsUnitOfWork = Depends(_uow)) -> Response:
+    """The person may join (or ask to) again; they do not become a member by it."""
+    await service.lift_ban(uow, group, UserId(caller.user_id), UserId(user_id))
+    return Response(status_code=204)
+
+
+# --- invitations ----------------------------------------------------------------------------------------------------
+
+
+@router.post("/{group}/invitations", status_code=201, responses=problems(403, 404))
+async def invite(
+    group: str,
+    body: NewInvitation,
+    caller: CurrentUser,
+    context: ServiceContext = Depends(service_context),
+    uow: GroupsUnitOfWork = Depends(_uow),
+) -> NewInvitationOut:
+    """An invitation link (expiring, with an optional use limit), or with `email` one sent to that address.
+    Whoever joins with it joins without approval. The token is in this answer only."""
+    terms = invitation_terms(body.expires_in_days, body.max_uses, body.email)
+    issued = await service.invite(uow, group, UserId(caller.user_id), terms)
+    link = f"{context.settings.effective_public_url}/groups/{issued.slug}?{urlencode({'invitation': issued.token})}"
+    return NewInvitationOut(**_invitation_fields(issued.invitation), token=issued.token, link=link)
+
+
+@router.get("/{group}/invitations", responses=problems(403, 404))
+async def list_invitations(
+    group: str,
+    caller: CurrentUser,
+    page: PageRequest = Depends(page_request),
+    context: ServiceContext = Depends(service_context),
+) -> Page[InvitationOut]:
+    """The group's invitations, newest first, revoked and expired ones included (never their tokens)."""
+    async with reading(context.db) as stores:
+        found, position = await service.list_invitations(stores, group, UserId(caller.user_id), page)
+    return Page(items=[InvitationOut(**_invitation_fields(i)) for i in found], next_cursor=_next(position))
+
+
+@router.delete("/{group}/invitations/{invitation_id}", status_code=204, responses=problems(403, 404))
+async def revoke_invitation(
+    group: str, invitation_id: str, caller: CurrentUser, uow: GroupsUnitOfWork = Depends(_uow)
+) -> Response:
+    """Nobody can join with it any more (revoking twice is harmless)."""
+    await service.revoke_invitation(uow, group, UserId(caller.user_id), invitation_id)
+    return Response(status_code=204)
 
 
 # --- announcements --------------------------------------------------------------------------------------------------

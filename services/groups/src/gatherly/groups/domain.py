@@ -7,7 +7,9 @@ Who may see what (decided once, here, and used by every endpoint):
   only: anonymous callers get 401, everybody else who is not a member (outsiders, pending requesters, banned
   people) gets 403 — never 404, since the group itself is listed and a 404 would pretend it does not exist.
 - Pending requests are seen and decided by organizers and co-organizers ("managers"); 403 for anyone else.
-- Only organizers edit or delete the group; organizers and co-organizers write announcements.
+- Only organizers edit or delete the group; organizers and co-organizers write announcements, invite by link or
+  email, and see and lift bans.
+- A person sees their own pending requests (and nobody else's, but for the managers of the group asked).
 """
 
 from __future__ import annotations
@@ -157,6 +159,33 @@ class NotForYourself(DomainError):
     title = "Not on yourself"
 
 
+class AlreadyRequested(DomainError):
+    """A second request while the first is pending is refused, not silently dropped: the first one's answers are
+    what the managers are reading; to change them, withdraw (leave) and ask again."""
+
+    title = "Already asked to join"
+
+
+class NeverSeen(DomainError):
+    """Bans are for people the group has seen (members, requesters, past ones), not for any id typed in."""
+
+    title = "Not known to this group"
+
+
+class BanNotFound(DomainError):
+    title = "No such ban"
+
+
+class InvitationNotFound(DomainError):
+    title = "No such invitation"
+
+
+class InvitationUnusable(DomainError):
+    """The invitation exists but may not be used any more: expired, revoked or used up."""
+
+    title = "Invitation no longer valid"
+
+
 # --- what each role may do ------------------------------------------------------------------------------------------
 
 
@@ -168,6 +197,9 @@ class Action(StrEnum):
     CHANGE_ROLES = "change roles"
     REMOVE_MEMBERS = "remove or ban members"
     ANNOUNCE = "write announcements"
+    INVITE = "invite people"
+    SEE_BANS = "see bans"
+    LIFT_BANS = "lift bans"
 
 
 # The least role that may do each thing.
@@ -179,6 +211,9 @@ LEAST_ROLE: dict[Action, Role] = {
     Action.CHANGE_ROLES: Role.CO_ORGANIZER,
     Action.REMOVE_MEMBERS: Role.CO_ORGANIZER,
     Action.ANNOUNCE: Role.CO_ORGANIZER,
+    Action.INVITE: Role.CO_ORGANIZER,
+    Action.SEE_BANS: Role.CO_ORGANIZER,
+    Action.LIFT_BANS: Role.CO_ORGANIZER,
 }
 
 
@@ -225,6 +260,12 @@ def check_removal(actor: Role, target: Role, organizers: int, *, actor_is_target
         raise LastOrganizer("The last organizer cannot be removed.")
 
 
+def check_stepping_down(role: Role, organizers: int) -> None:
+    """A leader may become a plain member without leaving; the last organizer may not (the group needs one)."""
+    if role is Role.ORGANIZER and organizers <= 1:
+        raise LastOrganizer("The last organizer cannot step down: make someone else an organizer first.")
+
+
 def check_leaving(role: Role, organizers: int) -> None:
     if role is Role.ORGANIZER and organizers <= 1:
         raise LastOrganizer("The last organizer cannot leave: make someone else an organizer, or delete the group.")
@@ -234,21 +275,93 @@ class Join(StrEnum):
     """What asking to join a group does."""
 
     ALREADY_MEMBER = "already_member"
-    ALREADY_PENDING = "already_pending"
-    ADMIT = "admit"  # an open group takes the person at once
+    ADMIT = "admit"  # an open group, or an invitation, takes the person at once
     REQUEST = "request"  # an approval group records a request with the answers to its questions
 
 
-def decide_join(relation: Relation, policy: JoinPolicy) -> Join:
-    """The whole joining rule: banned people can neither join nor ask; asking again changes nothing (a member
-    stays a member, a pending request keeps its first answers); otherwise the group's join policy decides."""
+def decide_join(relation: Relation, policy: JoinPolicy, *, invited: bool = False) -> Join:
+    """The whole joining rule: banned people can neither join nor ask, invited or not; a member stays a member;
+    an invited person joins without approval (a pending request of theirs ends); a second request while the
+    first is pending is refused (AlreadyRequested); otherwise the group's join policy decides."""
     if relation.banned:
         raise Banned("You were banned from this group.")
     if relation.is_member:
         return Join.ALREADY_MEMBER
+    if invited:
+        return Join.ADMIT
     if relation.pending:
-        return Join.ALREADY_PENDING
+        raise AlreadyRequested("Your request is waiting for a decision; leave the group to withdraw it first.")
     return Join.ADMIT if policy is JoinPolicy.OPEN else Join.REQUEST
+
+
+MAX_MESSAGE = 1000
+
+
+def decision_message(message: str | None) -> str | None:
+    """The optional note an organizer adds when approving or denying (shown to the applicant): trimmed, or None."""
+    if message is None:
+        return None
+    return _text(message, "message", MAX_MESSAGE) or None
+
+
+# --- invitations ----------------------------------------------------------------------------------------------------
+
+DEFAULT_INVITATION_DAYS = 7
+MAX_INVITATION_DAYS = 30
+MAX_INVITATION_USES = 1000
+# One loose check (one @, a dot in the domain, no spaces), as the users service does: the mail is the real test.
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+MAX_EMAIL = 254
+
+
+@dataclass(frozen=True)
+class InvitationTerms:
+    """What an organizer chooses for an invitation. An email invitation is for one person: one use."""
+
+    expires_in: timedelta
+    max_uses: int | None
+    email: str | None
+
+
+def invitation_terms(expires_in_days: int | None, max_uses: int | None, email: str | None) -> InvitationTerms:
+    days = DEFAULT_INVITATION_DAYS if expires_in_days is None else expires_in_days
+    if not 1 <= days <= MAX_INVITATION_DAYS:
+        raise InvalidInput(f"expires_in_days must be 1 to {MAX_INVITATION_DAYS}.", field="expires_in_days")
+    if max_uses is not None and not 1 <= max_uses <= MAX_INVITATION_USES:
+        raise InvalidInput(f"max_uses must be 1 to {MAX_INVITATION_USES}.", field="max_uses")
+    address = None
+    if email is not None:
+        address = unicodedata.normalize("NFC", email.strip()).lower()
+        if len(address) > MAX_EMAIL or not _EMAIL.match(address):
+            raise InvalidInput("This is not an email address.", field="email")
+        if max_uses not in (None, 1):
+            raise InvalidInput("An email invitation is for one person: max_uses is 1.", field="max_uses")
+        max_uses = 1
+    return InvitationTerms(timedelta(days=days), max_uses, address)
+
+
+@dataclass(frozen=True)
+class Invitation:
+    """A link (or an email carrying one) that lets people join without approval. Only a hash of its token is
+    kept: the token itself is shown once, to the organizer who made it (or sent by mail)."""
+
+    id: str
+    group_id: GroupId
+    created_by: UserId
+    created_at: datetime
+    expires_at: datetime
+    max_uses: int | None
+    uses: int
+    email: str | None = None
+    revoked_at: datetime | None = None
+
+    def check_usable(self, now: datetime) -> None:
+        if self.revoked_at is not None:
+            raise InvitationUnusable("This invitation was revoked.")
+        if now >= self.expires_at:
+            raise InvitationUnusable("This invitation has expired.")
+        if self.max_uses is not None and self.uses >= self.max_uses:
+            raise InvitationUnusable("This invitation has been used as often as it may be.")
 
 
 # --- the group ------------------------------------------------------------------------------------------------------
@@ -519,16 +632,38 @@ def valid_radius(radius_km: float) -> float:
 # --- search ---------------------------------------------------------------------------------------------------------
 
 
+class GroupSort(StrEnum):
+    NEWEST = "newest"
+    MEMBERS = "members"  # most members first
+    NEAREST = "nearest"  # needs near
+    NAME = "name"  # A to Z, case-insensitive
+
+
+def group_sort(sort: GroupSort | None, near: Location | None) -> GroupSort:
+    """The order asked for, or the default: nearest first with `near`, newest first without."""
+    if sort is None:
+        return GroupSort.NEAREST if near is not None else GroupSort.NEWEST
+    if sort is GroupSort.NEAREST and near is None:
+        raise InvalidInput("sort=nearest needs near=<lat>,<lng>.", field="sort")
+    return sort
+
+
+def name_key(name: str) -> str:
+    """What sort=name orders by: the name case-folded (in Python, so both databases order the same keys)."""
+    return name.casefold()
+
+
 @dataclass(frozen=True)
 class GroupSearch:
-    """What `GET /api/groups` asks for. With `near`, results are the groups within `radius_km`, nearest first;
-    without it, newest first."""
+    """What `GET /api/groups` asks for. With `near`, results are the groups within `radius_km`; `sort` orders
+    them (by default nearest first with `near`, newest first without)."""
 
     text: str | None = None
     topic: str | None = None
     near: Location | None = None
     radius_km: float = DEFAULT_RADIUS_KM
     member: UserId | None = None
+    sort: GroupSort = GroupSort.NEWEST
 
 
 @dataclass(frozen=True)

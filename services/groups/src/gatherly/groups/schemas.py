@@ -2,18 +2,41 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
 from gatherly.contracts.users import ImageVariants
-from gatherly.groups.domain import DeletionStatus, JoinPolicy, Location, Role, Standing, Visibility, valid_location
+from gatherly.groups.domain import (
+    DEFAULT_INVITATION_DAYS,
+    MAX_INVITATION_DAYS,
+    MAX_INVITATION_USES,
+    MAX_MESSAGE,
+    DeletionStatus,
+    JoinPolicy,
+    Location,
+    Role,
+    Standing,
+    Visibility,
+    valid_location,
+)
+from gatherly.kernel.web import Page
+
+T = TypeVar("T")
+
+
+class CountedPage(Page[T], Generic[T]):
+    total: int = Field(description="How many the whole list holds (all pages).")
 
 
 class LocationBody(BaseModel):
-    lat: float
-    lng: float
+    model_config = ConfigDict(extra="forbid")
+
+    # Strict: numbers only (JSON integers too); true or "52.5" are refused rather than read as 1.0 or 52.5.
+    lat: StrictFloat
+    lng: StrictFloat
 
     def location(self, field: str) -> Location:
         return valid_location(Location(self.lat, self.lng), field)
@@ -36,6 +59,10 @@ class GroupSummary(BaseModel):
     join_policy: JoinPolicy
     banner: ImageVariants | None
     distance_km: float | None = Field(None, description="Only in searches with `near`: how far the group is.")
+
+
+class GroupsPage(Page[GroupSummary]):
+    total: int | None = Field(None, description="With member=me: how many groups the caller belongs to.")
 
 
 class GroupOut(GroupSummary):
@@ -70,6 +97,7 @@ class JoinRequestOut(BaseModel):
 
 class NewGroup(BaseModel):
     model_config = ConfigDict(
+        extra="forbid",
         json_schema_extra={
             "examples": [
                 {
@@ -83,7 +111,7 @@ class NewGroup(BaseModel):
                     "questions": ["How often do you hike?"],
                 }
             ]
-        }
+        },
     )
 
     name: str
@@ -114,16 +142,19 @@ class GroupChanges(BaseModel):
     visibility: Visibility | None = None
     join_policy: JoinPolicy | None = None
     questions: list[str] | None = None
-    banner_image_id: str | None = Field(None, max_length=64)
+    banner_image_id: uuid.UUID | None = Field(None, description="An image of the images service (a UUID).")
 
 
 NULLABLE_CHANGES = {"city", "location", "banner_image_id"}
 
 
 class JoinBody(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"answers": ["Most weekends"]}]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"answers": ["Most weekends"]}]})
 
     answers: list[str] = []
+    invitation: str | None = Field(
+        None, min_length=1, max_length=100, description="An invitation's token: join without approval."
+    )
 
 
 class JoinOut(BaseModel):
@@ -131,9 +162,17 @@ class JoinOut(BaseModel):
 
 
 class RoleBody(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"role": "co_organizer"}]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"role": "co_organizer"}]})
 
     role: Role
+
+
+class DecisionBody(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"message": "Welcome! We meet on Saturdays."}]}
+    )
+
+    message: str | None = Field(None, description=f"A note to the applicant, up to {MAX_MESSAGE} characters.")
 
 
 class DecisionOut(BaseModel):
@@ -143,7 +182,10 @@ class DecisionOut(BaseModel):
 
 class AnnouncementBody(BaseModel):
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"subject": "Saturday hike moved", "body": "We meet at 9:00 instead of 8:30."}]}
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"subject": "Saturday hike moved", "body": "We meet at 9:00 instead of 8:30."}]
+        },
     )
 
     subject: str
@@ -158,3 +200,50 @@ class DeletionOut(BaseModel):
     id: str
     status: Literal["deleted"]
     deletion: DeletionStatus = Field(description="The group-deletion saga: pending until the events are cancelled.")
+
+
+class MyRequestOut(BaseModel):
+    group_id: str
+    slug: str
+    group_name: str
+    answers: list[AnswerOut]
+    requested_at: datetime
+
+
+class BanOut(BaseModel):
+    user_id: str
+    display_name: str | None
+    banned_by: str
+    banned_by_name: str | None
+    banned_at: datetime
+
+
+class NewInvitation(BaseModel):
+    """A link anyone holding it may use, or (with `email`) an invitation mailed to one person (one use)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"expires_in_days": 7, "max_uses": 20}, {"email": "sam@example.com"}]},
+    )
+
+    expires_in_days: StrictInt = Field(DEFAULT_INVITATION_DAYS, description=f"1 to {MAX_INVITATION_DAYS}.")
+    max_uses: StrictInt | None = Field(
+        None, description=f"1 to {MAX_INVITATION_USES}; none: no limit until it expires."
+    )
+    email: str | None = Field(None, max_length=320, description="Send it to this address (one use).")
+
+
+class InvitationOut(BaseModel):
+    id: str
+    created_by: str
+    created_at: datetime
+    expires_at: datetime
+    max_uses: int | None
+    uses: int
+    email: str | None
+    revoked: bool
+
+
+class NewInvitationOut(InvitationOut):
+    token: str = Field(description='Shown this once (only a hash is kept): join with {"invitation": token}.')
+    link: str = Field(description="The group's page with the token, to share.")

@@ -6,10 +6,12 @@ of organizers and whether someone is already a member are decided while no one e
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import structlog
 
@@ -18,11 +20,13 @@ from gatherly.contracts.groups import (
     GroupCreated,
     GroupDeleted,
     GroupEventsCancelled,
+    GroupInvitationSent,
     GroupUpdated,
     JoinRequestApproved,
     JoinRequestCreated,
     JoinRequestDenied,
     JoinRequestWithdrawn,
+    MembershipBanLifted,
     MembershipJoined,
     MembershipLeft,
     MembershipRemoved,
@@ -33,6 +37,7 @@ from gatherly.contracts.users import GeoPoint, ImageVariants
 from gatherly.groups.domain import (
     DELETION_TIMEOUT,
     Action,
+    BanNotFound,
     Deletion,
     DeletionStatus,
     DeletionStep,
@@ -41,8 +46,13 @@ from gatherly.groups.domain import (
     GroupDetails,
     GroupNotFound,
     GroupSearch,
+    Invitation,
+    InvitationNotFound,
+    InvitationTerms,
     Join,
+    JoinPolicy,
     JoinRequestNotFound,
+    NeverSeen,
     NotAMember,
     Relation,
     Role,
@@ -53,14 +63,16 @@ from gatherly.groups.domain import (
     check_leaving,
     check_removal,
     check_role_change,
+    check_stepping_down,
     decide_join,
+    decision_message,
     details_from,
     new_group_id,
     require,
     require_member_list,
     slug_base,
 )
-from gatherly.groups.store import GroupsUnitOfWork, MemberView, RequestView, Stores
+from gatherly.groups.store import BanView, GroupsUnitOfWork, MemberView, MyRequestView, RequestView, Stores
 from gatherly.kernel.web import PageRequest
 
 log = structlog.get_logger(__name__)
@@ -99,6 +111,7 @@ async def create_group(uow: GroupsUnitOfWork, founder: UserId, details: GroupDet
         draft = Group(new_group_id(), "", details, member_count=1, created_at=now, updated_at=now)
         group = await uow.groups.add(draft, slug_base(details.name))
         await uow.memberships.add(group.id, founder, Role.ORGANIZER, now)
+        await uow.known.add(group.id, founder, now)
         uow.publish(
             GroupCreated(**_snapshot(group), organizer_id=founder, created_at=now),
             MembershipJoined(group_id=group.id, user_id=founder, role=Role.ORGANIZER, via="created", joined_at=now),
@@ -107,7 +120,9 @@ async def create_group(uow: GroupsUnitOfWork, founder: UserId, details: GroupDet
 
 
 async def update_group(uow: GroupsUnitOfWork, ref: str, editor: UserId, changes: Mapping[str, Any]) -> Group:
-    """`changes` names GroupDetails fields; the rest stay as they are. The slug never changes."""
+    """`changes` names GroupDetails fields; the rest stay as they are. The slug never changes. A group that
+    switches from approval to open approves everyone still waiting (nobody is left asking a group that no longer
+    asks): join_request.approved and membership.joined for each, as an approval by the editor."""
     async with uow:
         group = await _locked(uow, ref)
         require(await uow.memberships.relation(group.id, editor), Action.EDIT_GROUP)
@@ -118,6 +133,10 @@ async def update_group(uow: GroupsUnitOfWork, ref: str, editor: UserId, changes:
         updated = group.changed(details_from(**merged), now)
         await uow.groups.save(updated)
         uow.publish(GroupUpdated(**_snapshot(updated), updated_by=editor, updated_at=now))
+        if current.join_policy is JoinPolicy.APPROVAL and updated.details.join_policy is JoinPolicy.OPEN:
+            for requester in await uow.requests.user_ids(group.id):
+                await uow.requests.remove(group.id, requester)
+                await _approved(uow, updated, editor, requester, message=None)
         return updated
 
 
@@ -135,6 +154,8 @@ async def delete_group(uow: GroupsUnitOfWork, ref: str, organizer: UserId) -> De
         await uow.memberships.remove_all(group.id)
         await uow.requests.remove_all(group.id)
         await uow.bans.remove_all(group.id)
+        await uow.invitations.remove_all(group.id)
+        await uow.known.remove_all(group.id)
         deletion = Deletion(group.id, DeletionStatus.PENDING, DeletionStep.CANCEL_EVENTS, now + DELETION_TIMEOUT)
         data = {"deleted_by": organizer, "member_ids": member_ids, "requester_ids": requester_ids}
         await uow.deletions.start(deletion, data, now)
@@ -179,21 +200,34 @@ async def fail_overdue_deletions(uow: GroupsUnitOfWork) -> list[Deletion]:
 # --- joining and leaving ----------------------------------------------------------------------------------------
 
 
-async def join_group(uow: GroupsUnitOfWork, ref: str, person: UserId, answers: Sequence[str]) -> Standing:
-    """Joins at once or records a request with the answers, as domain.decide_join says."""
+async def join_group(
+    uow: GroupsUnitOfWork, ref: str, person: UserId, answers: Sequence[str], invitation: str | None = None
+) -> Standing:
+    """Joins at once or records a request with the answers, as domain.decide_join says. With an invitation's
+    token the person joins without approval (and the invitation counts one use)."""
     async with uow:
         group = await _locked(uow, ref)
-        decision = decide_join(await uow.memberships.relation(group.id, person), group.details.join_policy)
+        now = uow.clock.now()
+        relation = await uow.memberships.relation(group.id, person)
+        # A member following the link again stays a member and uses nothing up.
+        invited = None
+        if invitation is not None and not relation.is_member:
+            invited = await _usable_invitation(uow, group, invitation)
+        decision = decide_join(relation, group.details.join_policy, invited=invited is not None)
         if decision is Join.ALREADY_MEMBER:
             return Standing.MEMBER
-        if decision is Join.ALREADY_PENDING:
-            return Standing.PENDING
         if decision is Join.ADMIT:
-            await _admit(uow, group, person, via="open")
+            if invited is not None:
+                await uow.invitations.count_use(invited.id)
+                if relation.pending and await uow.requests.remove(group.id, person):
+                    uow.publish(
+                        JoinRequestWithdrawn(group_id=group.id, user_id=person, group_name=group.name, withdrawn_at=now)
+                    )
+            await _admit(uow, group, person, via="invitation" if invited is not None else "open")
             return Standing.MEMBER
-        now = uow.clock.now()
         answered = answers_for(group.details, answers)
         await uow.requests.add(group.id, person, answered, now)
+        await uow.known.add(group.id, person, now)
         uow.publish(
             JoinRequestCreated(
                 group_id=group.id,
@@ -207,9 +241,22 @@ async def join_group(uow: GroupsUnitOfWork, ref: str, person: UserId, answers: S
         return Standing.PENDING
 
 
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def _usable_invitation(uow: GroupsUnitOfWork, group: Group, token: str) -> Invitation:
+    invitation = await uow.invitations.by_token(group.id, _token_hash(token))
+    if invitation is None:
+        raise InvitationNotFound("This group has no such invitation.")
+    invitation.check_usable(uow.clock.now())
+    return invitation
+
+
 async def _admit(uow: GroupsUnitOfWork, group: Group, person: UserId, *, via: str) -> None:
     now = uow.clock.now()
     await uow.memberships.add(group.id, person, Role.MEMBER, now)
+    await uow.known.add(group.id, person, now)
     await uow.groups.adjust_member_count(group.id, +1)
     uow.publish(MembershipJoined(group_id=group.id, user_id=person, role=Role.MEMBER, via=via, joined_at=now))
 
@@ -242,22 +289,36 @@ async def _take_request(uow: GroupsUnitOfWork, ref: str, manager: UserId, reques
     return group
 
 
-async def approve_request(uow: GroupsUnitOfWork, ref: str, manager: UserId, requester: UserId) -> None:
+async def approve_request(
+    uow: GroupsUnitOfWork, ref: str, manager: UserId, requester: UserId, message: str | None = None
+) -> None:
+    """Admits the requester; `message` (optional) is the manager's note to them, carried in the event."""
+    note = decision_message(message)
     async with uow:
         group = await _take_request(uow, ref, manager, requester)
-        uow.publish(
-            JoinRequestApproved(
-                group_id=group.id,
-                user_id=requester,
-                group_name=group.name,
-                decided_by=manager,
-                decided_at=uow.clock.now(),
-            )
+        await _approved(uow, group, manager, requester, message=note)
+
+
+async def _approved(
+    uow: GroupsUnitOfWork, group: Group, manager: UserId, requester: UserId, *, message: str | None
+) -> None:
+    uow.publish(
+        JoinRequestApproved(
+            group_id=group.id,
+            user_id=requester,
+            group_name=group.name,
+            decided_by=manager,
+            decided_at=uow.clock.now(),
+            message=message,
         )
-        await _admit(uow, group, requester, via="approval")
+    )
+    await _admit(uow, group, requester, via="approval")
 
 
-async def deny_request(uow: GroupsUnitOfWork, ref: str, manager: UserId, requester: UserId) -> None:
+async def deny_request(
+    uow: GroupsUnitOfWork, ref: str, manager: UserId, requester: UserId, message: str | None = None
+) -> None:
+    note = decision_message(message)
     async with uow:
         group = await _take_request(uow, ref, manager, requester)
         uow.publish(
@@ -267,6 +328,7 @@ async def deny_request(uow: GroupsUnitOfWork, ref: str, manager: UserId, request
                 group_name=group.name,
                 decided_by=manager,
                 decided_at=uow.clock.now(),
+                message=note,
             )
         )
 
@@ -299,9 +361,34 @@ async def change_role(uow: GroupsUnitOfWork, ref: str, manager: UserId, member: 
         return view
 
 
+async def step_down(uow: GroupsUnitOfWork, ref: str, person: UserId) -> MemberView:
+    """A leader becomes a plain member and stays in the group (a member stepping down changes nothing)."""
+    async with uow:
+        group = await _locked(uow, ref)
+        role = (await uow.memberships.relation(group.id, person)).role
+        if role is None:
+            raise NotAMember("You are not a member of this group.")
+        if role is not Role.MEMBER:
+            check_stepping_down(role, await uow.memberships.count_with_role(group.id, Role.ORGANIZER))
+            await uow.memberships.set_role(group.id, person, Role.MEMBER)
+            uow.publish(
+                MembershipRoleChanged(
+                    group_id=group.id,
+                    user_id=person,
+                    role=Role.MEMBER,
+                    previous_role=role,
+                    changed_by=person,
+                    changed_at=uow.clock.now(),
+                )
+            )
+        view = await uow.memberships.view(group.id, person)
+        assert view is not None
+        return view
+
+
 async def remove_member(uow: GroupsUnitOfWork, ref: str, manager: UserId, member: UserId, *, ban: bool) -> None:
     """Removes a member. With `ban`, the person also cannot join (or ask to) again; a ban may also be laid on
-    someone who is not a member (their pending request, if any, is denied)."""
+    someone who is not a member but whom the group has seen (their pending request, if any, is denied)."""
     async with uow:
         group = await _locked(uow, ref)
         actor = require(await uow.memberships.relation(group.id, manager), Action.REMOVE_MEMBERS)
@@ -323,6 +410,8 @@ async def remove_member(uow: GroupsUnitOfWork, ref: str, manager: UserId, member
             )
         elif not ban:
             raise NotAMember("That person is not a member of this group.")
+        elif not await uow.known.knows(group.id, member):
+            raise NeverSeen("This group has never seen that person: nobody to ban.")
         elif target.pending and await uow.requests.remove(group.id, member):
             uow.publish(
                 JoinRequestDenied(
@@ -331,6 +420,74 @@ async def remove_member(uow: GroupsUnitOfWork, ref: str, manager: UserId, member
             )
         if ban:
             await uow.bans.add(group.id, member, manager, now)
+
+
+async def lift_ban(uow: GroupsUnitOfWork, ref: str, manager: UserId, person: UserId) -> None:
+    """The person may ask to join (or join) again; they do not become a member by it."""
+    async with uow:
+        group = await _locked(uow, ref)
+        require(await uow.memberships.relation(group.id, manager), Action.LIFT_BANS)
+        if not await uow.bans.remove(group.id, person):
+            raise BanNotFound("That person is not banned from this group.")
+        uow.publish(
+            MembershipBanLifted(group_id=group.id, user_id=person, lifted_by=manager, lifted_at=uow.clock.now())
+        )
+
+
+# --- invitations --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Issued:
+    """A new invitation, its token (handed out once: only its hash is stored) and the slug of its group."""
+
+    invitation: Invitation
+    token: str
+    slug: str
+
+
+async def invite(uow: GroupsUnitOfWork, ref: str, manager: UserId, terms: InvitationTerms) -> Issued:
+    """A new invitation. An email invitation is announced as group.invitation_sent, which the notifications
+    service delivers."""
+    token = secrets.token_urlsafe(32)
+    async with uow:
+        group = await _locked(uow, ref)
+        require(await uow.memberships.relation(group.id, manager), Action.INVITE)
+        now = uow.clock.now()
+        invitation = Invitation(
+            id=str(uuid.uuid4()),
+            group_id=group.id,
+            created_by=manager,
+            created_at=now,
+            expires_at=now + terms.expires_in,
+            max_uses=terms.max_uses,
+            uses=0,
+            email=terms.email,
+        )
+        await uow.invitations.add(invitation, _token_hash(token))
+        if terms.email is not None:
+            uow.publish(
+                GroupInvitationSent(
+                    group_id=group.id,
+                    invitation_id=invitation.id,
+                    slug=group.slug,
+                    group_name=group.name,
+                    invited_by=manager,
+                    email=terms.email,
+                    token=token,
+                    expires_at=invitation.expires_at,
+                    sent_at=now,
+                )
+            )
+        return Issued(invitation, token, group.slug)
+
+
+async def revoke_invitation(uow: GroupsUnitOfWork, ref: str, manager: UserId, invitation_id: str) -> None:
+    async with uow:
+        group = await _locked(uow, ref)
+        require(await uow.memberships.relation(group.id, manager), Action.INVITE)
+        if not await uow.invitations.revoke(group.id, invitation_id, uow.clock.now()):
+            raise InvitationNotFound("This group has no such invitation.")
 
 
 async def announce(uow: GroupsUnitOfWork, ref: str, author: UserId, subject: str, body: str) -> str:
@@ -391,16 +548,54 @@ def _listed(found: Found, banner: ImageVariants | None) -> GroupView:
     return GroupView(found.group, banner, None, found.distance_km)
 
 
+async def count_groups(stores: Stores, criteria: GroupSearch) -> int:
+    return await stores.groups.count(criteria)
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Listing(Generic[T]):
+    """A page of a list, the position after it (None on the last page) and how many the whole list holds."""
+
+    items: list[T]
+    position: Any
+    total: int
+
+
 async def list_members(
-    stores: Stores, ref: str, caller: UserId | None, page: PageRequest
-) -> tuple[list[MemberView], Any]:
+    stores: Stores, ref: str, caller: UserId | None, page: PageRequest, role: Role | None = None
+) -> Listing[MemberView]:
     group = await _find(stores, ref)
     relation = await stores.memberships.relation(group.id, caller)
     require_member_list(group.details.visibility, relation, anonymous=caller is None)
-    return await stores.memberships.page(group.id, page.limit, page.cursor)
+    members, position = await stores.memberships.page(group.id, page.limit, page.cursor, role)
+    return Listing(members, position, await stores.memberships.count(group.id, role))
 
 
-async def list_requests(stores: Stores, ref: str, manager: UserId, page: PageRequest) -> tuple[list[RequestView], Any]:
+async def list_requests(stores: Stores, ref: str, manager: UserId, page: PageRequest) -> Listing[RequestView]:
     group = await _find(stores, ref)
     require(await stores.memberships.relation(group.id, manager), Action.SEE_REQUESTS)
-    return await stores.requests.page(group.id, page.limit, page.cursor)
+    requests, position = await stores.requests.page(group.id, page.limit, page.cursor)
+    return Listing(requests, position, await stores.requests.count(group.id))
+
+
+async def my_requests(stores: Stores, person: UserId, page: PageRequest) -> Listing[MyRequestView]:
+    requests, position = await stores.requests.of_person(person, page.limit, page.cursor)
+    return Listing(requests, position, await stores.requests.count_of(person))
+
+
+async def list_bans(stores: Stores, ref: str, manager: UserId, page: PageRequest) -> Listing[BanView]:
+    group = await _find(stores, ref)
+    require(await stores.memberships.relation(group.id, manager), Action.SEE_BANS)
+    bans, position = await stores.bans.page(group.id, page.limit, page.cursor)
+    return Listing(bans, position, await stores.bans.count(group.id))
+
+
+async def list_invitations(
+    stores: Stores, ref: str, manager: UserId, page: PageRequest
+) -> tuple[list[Invitation], Any]:
+    group = await _find(stores, ref)
+    require(await stores.memberships.relation(group.id, manager), Action.INVITE)
+    return await stores.invitations.page(group.id, page.limit, page.cursor)

@@ -41,6 +41,8 @@ from gatherly.groups.domain import (
     GroupDetails,
     GroupId,
     GroupSearch,
+    GroupSort,
+    Invitation,
     JoinPolicy,
     Location,
     Relation,
@@ -48,6 +50,7 @@ from gatherly.groups.domain import (
     UserId,
     Visibility,
     looks_like_id,
+    name_key,
     pick_slug,
     search_text,
 )
@@ -57,7 +60,9 @@ from gatherly.groups.tables import (
     bans,
     group_topics,
     groups,
+    invitations,
     join_requests,
+    known_people,
     member_profiles,
     memberships,
 )
@@ -124,6 +129,7 @@ def _group(row: RowMapping) -> Group:
 def _detail_columns(details: GroupDetails) -> dict[str, Any]:
     return {
         "name": details.name,
+        "name_key": name_key(details.name),
         "description": details.description,
         "search_text": search_text(details),
         "topics": list(details.topics),
@@ -230,48 +236,61 @@ class GroupStore:
         )
 
     async def search(self, criteria: GroupSearch, limit: int, after: dict[str, Any] | None) -> tuple[list[Found], Any]:
-        """A page of groups and the position after it (None on the last page)."""
+        """A page of groups in `criteria.sort` order and the position after it (None on the last page). Every
+        order ends with the id, so ties (same size, same name) never repeat or skip a group across pages."""
+        if after is not None and after.get("s") != criteria.sort.value:
+            raise InvalidInput("The cursor belongs to a different search.", field="cursor")
+        distances: dict[str, float] = {}
+        filters = await self._filters(criteria)
         if criteria.near is not None:
-            return await self._search_nearby(criteria, criteria.near, limit, after)
-        query = (
-            select(groups)
-            .where(*(await self._filters(criteria)))
-            .order_by(groups.c.created_at.desc(), groups.c.id.desc())
-        )
+            distances = await self._within(criteria, criteria.near, filters)
+            if criteria.sort is GroupSort.NEAREST:
+                return await self._nearest(distances, limit, after)
+            filters = [groups.c.id.in_(list(distances))]
+        key, descending, last_key = _SORTS[criteria.sort]
+        ordered = (key.desc(), groups.c.id.desc()) if descending else (key.asc(), groups.c.id.asc())
+        query = select(groups).where(*filters).order_by(*ordered)
         if after is not None:
-            created_at, last_id = _position(after, ("c", "i"))
-            try:
-                since = datetime.fromisoformat(str(created_at))
-            except ValueError:
-                raise InvalidInput("The cursor is not one this API issued.", field="cursor")
-            query = query.where(
-                or_(groups.c.created_at < since, and_(groups.c.created_at == since, groups.c.id < str(last_id)))
-            )
+            since, last_id = _sort_position(criteria.sort, after)
+            beyond = or_(key < since, and_(key == since, groups.c.id < last_id))
+            if not descending:
+                beyond = or_(key > since, and_(key == since, groups.c.id > last_id))
+            query = query.where(beyond)
         rows = list((await self.session.execute(query.limit(limit + 1))).mappings())
-        found = [Found(_group(row)) for row in rows[:limit]]
+        found = [Found(_group(row), distances.get(row["id"])) for row in rows[:limit]]
         position = None
         if len(rows) > limit:
-            last = found[-1].group
-            position = {"c": last.created_at.isoformat(), "i": last.id}
+            last = rows[limit - 1]
+            position = {"s": criteria.sort.value, "k": last_key(last), "i": last["id"]}
         return found, position
 
-    async def _search_nearby(
-        self, criteria: GroupSearch, center: Location, limit: int, after: dict[str, Any] | None
-    ) -> tuple[list[Found], Any]:
-        # The bounding box is an indexed range on lat (and a cheap check on lng); the exact great-circle
-        # distance then drops the box's corners and orders what is left. Only (id, lat, lng) of the candidates
-        # are read; whole rows only for the page.
+    async def count(self, criteria: GroupSearch) -> int:
+        """How many groups the search finds in all (the total of `?member=me`)."""
+        query = select(func.count()).select_from(groups).where(*(await self._filters(criteria)))
+        return int(await self.session.scalar(query) or 0)
+
+    async def _within(
+        self, criteria: GroupSearch, center: Location, filters: list[ColumnElement[bool]]
+    ) -> dict[str, float]:
+        """Every group within the radius, by id, with its distance. The bounding box is an indexed range on lat
+        (and a cheap check on lng); the exact great-circle distance then drops the box's corners. Only
+        (id, lat, lng) of the candidates are read."""
         box = bounding_box(center, criteria.radius_km)
         in_lng = or_(*(groups.c.lng.between(west, east) for west, east in box.lng_ranges))
         query = select(groups.c.id, groups.c.lat, groups.c.lng).where(
-            *await self._filters(criteria), groups.c.lat.between(box.min_lat, box.max_lat), in_lng
+            *filters, groups.c.lat.between(box.min_lat, box.max_lat), in_lng
         )
-        candidates = []
+        found = {}
         for group_id, lat, lng in await self.session.execute(query):
             distance = distance_km(center, Location(lat, lng))
             if distance <= criteria.radius_km:
-                candidates.append((distance, str(group_id)))
-        candidates.sort()
+                found[str(group_id)] = distance
+        return found
+
+    async def _nearest(
+        self, distances: dict[str, float], limit: int, after: dict[str, Any] | None
+    ) -> tuple[list[Found], Any]:
+        candidates = sorted((distance, group_id) for group_id, distance in distances.items())
         if after is not None:
             last_distance, last_id = _position(after, ("d", "i"))
             if not isinstance(last_distance, int | float):
@@ -284,7 +303,9 @@ class GroupStore:
             for row in (await self.session.execute(select(groups).where(groups.c.id.in_(ids)))).mappings()
         }
         found = [Found(rows[group_id], distance) for distance, group_id in page[:limit] if group_id in rows]
-        position = {"d": page[limit - 1][0], "i": page[limit - 1][1]} if len(page) > limit else None
+        position = None
+        if len(page) > limit:
+            position = {"s": GroupSort.NEAREST.value, "d": page[limit - 1][0], "i": page[limit - 1][1]}
         return found, position
 
     async def _filters(self, criteria: GroupSearch) -> list[ColumnElement[bool]]:
@@ -332,6 +353,30 @@ class GroupStore:
         }
 
 
+# Each keyset order: its key column, whether it runs high to low, and the key of a row for the cursor.
+_SORTS: dict[GroupSort, tuple[Any, bool, Any]] = {
+    GroupSort.NEWEST: (groups.c.created_at, True, lambda row: row["created_at"].isoformat()),
+    GroupSort.MEMBERS: (groups.c.member_count, True, lambda row: row["member_count"]),
+    GroupSort.NAME: (groups.c.name_key, False, lambda row: row["name_key"]),
+}
+
+
+def _sort_position(sort: GroupSort, after: dict[str, Any]) -> tuple[Any, str]:
+    """The (key, id) a cursor of this sort carries, checked to be of the key's type."""
+    key, last_id = _position(after, ("k", "i"))
+    if not isinstance(last_id, str):
+        raise InvalidInput("The cursor is not one this API issued.", field="cursor")
+    if sort is GroupSort.NEWEST:
+        try:
+            return datetime.fromisoformat(str(key)), last_id
+        except ValueError:
+            raise InvalidInput("The cursor is not one this API issued.", field="cursor")
+    expected = int if sort is GroupSort.MEMBERS else str
+    if not isinstance(key, expected) or isinstance(key, bool):
+        raise InvalidInput("The cursor is not one this API issued.", field="cursor")
+    return key, last_id
+
+
 def _position(after: dict[str, Any], keys: tuple[str, str]) -> tuple[Any, Any]:
     if any(key not in after for key in keys):
         raise InvalidInput("The cursor is not one this API issued.", field="cursor")
@@ -348,6 +393,24 @@ class MemberView:
 
 
 @dataclass(frozen=True)
+class MyRequestView:
+    group_id: GroupId
+    slug: str
+    group_name: str
+    answers: tuple[Answer, ...]
+    requested_at: datetime
+
+
+@dataclass(frozen=True)
+class BanView:
+    user_id: UserId
+    display_name: str | None
+    banned_by: UserId
+    banned_by_name: str | None
+    banned_at: datetime
+
+
+@dataclass(frozen=True)
 class RequestView:
     user_id: UserId
     display_name: str | None
@@ -356,8 +419,27 @@ class RequestView:
     requested_at: datetime
 
 
+def _answers(value: Any) -> tuple[Answer, ...]:
+    return tuple(Answer(a["question"], a["answer"]) for a in value)
+
+
+def _time_position(after: dict[str, Any], id_key: str) -> tuple[datetime, str]:
+    """A (time, id) cursor: `t` and `id_key`."""
+    try:
+        return datetime.fromisoformat(after["t"]), str(after[id_key])
+    except (KeyError, TypeError, ValueError):
+        raise InvalidInput("The cursor is not one this API issued.", field="cursor")
+
+
 def _avatar(value: Any) -> ImageVariants | None:
     return ImageVariants(**value) if value else None
+
+
+def _members_of(group_id: GroupId, role: Role | None) -> list[ColumnElement[bool]]:
+    where = [memberships.c.group_id == group_id]
+    if role is not None:
+        where.append(memberships.c.role == role.value)
+    return where
 
 
 class MembershipStore:
@@ -418,9 +500,15 @@ class MembershipStore:
         )
         return rows[0] if rows else None
 
-    async def page(self, group_id: GroupId, limit: int, after: dict[str, Any] | None) -> tuple[list[MemberView], Any]:
-        """Members, leaders first (by rank), then by when they joined."""
-        return await self._views(select().where(memberships.c.group_id == group_id), limit, after)
+    async def page(
+        self, group_id: GroupId, limit: int, after: dict[str, Any] | None, role: Role | None = None
+    ) -> tuple[list[MemberView], Any]:
+        """Members (only those with `role` if given), leaders first (by rank), then by when they joined."""
+        return await self._views(select().where(*_members_of(group_id, role)), limit, after)
+
+    async def count(self, group_id: GroupId, role: Role | None = None) -> int:
+        query = select(func.count()).select_from(memberships).where(*_members_of(group_id, role))
+        return int(await self.session.scalar(query) or 0)
 
     async def _views(self, base: Any, limit: int, after: dict[str, Any] | None) -> tuple[list[MemberView], Any]:
         query = (
@@ -492,6 +580,54 @@ class JoinRequestStore:
     async def remove_all(self, group_id: GroupId) -> None:
         await self.session.execute(delete(join_requests).where(join_requests.c.group_id == group_id))
 
+    async def count(self, group_id: GroupId) -> int:
+        query = select(func.count()).select_from(join_requests).where(join_requests.c.group_id == group_id)
+        return int(await self.session.scalar(query) or 0)
+
+    async def count_of(self, user_id: str) -> int:
+        query = (
+            select(func.count())
+            .select_from(join_requests.join(groups, groups.c.id == join_requests.c.group_id))
+            .where(join_requests.c.user_id == user_id, LIVE)
+        )
+        return int(await self.session.scalar(query) or 0)
+
+    async def of_person(
+        self, user_id: str, limit: int, after: dict[str, Any] | None
+    ) -> tuple[list[MyRequestView], Any]:
+        """One person's pending requests, oldest first, with the groups they went to."""
+        query = (
+            select(
+                join_requests.c.group_id,
+                join_requests.c.answers,
+                join_requests.c.requested_at,
+                groups.c.slug,
+                groups.c.name,
+            )
+            .select_from(join_requests.join(groups, groups.c.id == join_requests.c.group_id))
+            .where(join_requests.c.user_id == user_id, LIVE)
+            .order_by(join_requests.c.requested_at, join_requests.c.group_id)
+        )
+        if after is not None:
+            since, group_id = _time_position(after, "g")
+            query = query.where(
+                or_(
+                    join_requests.c.requested_at > since,
+                    and_(join_requests.c.requested_at == since, join_requests.c.group_id > group_id),
+                )
+            )
+        rows = list((await self.session.execute(query.limit(limit + 1))).mappings())
+        views = [
+            MyRequestView(
+                GroupId(row["group_id"]), row["slug"], row["name"], _answers(row["answers"]), row["requested_at"]
+            )
+            for row in rows[:limit]
+        ]
+        position = None
+        if len(rows) > limit:
+            position = {"t": views[-1].requested_at.isoformat(), "g": views[-1].group_id}
+        return views, position
+
     async def page(self, group_id: GroupId, limit: int, after: dict[str, Any] | None) -> tuple[list[RequestView], Any]:
         """Pending requests, oldest first."""
         query = (
@@ -507,10 +643,7 @@ class JoinRequestStore:
             .order_by(join_requests.c.requested_at, join_requests.c.user_id)
         )
         if after is not None:
-            try:
-                since, user_id = datetime.fromisoformat(after["t"]), str(after["u"])
-            except (KeyError, TypeError, ValueError):
-                raise InvalidInput("The cursor is not one this API issued.", field="cursor")
+            since, user_id = _time_position(after, "u")
             query = query.where(
                 or_(
                     join_requests.c.requested_at > since,
@@ -523,7 +656,7 @@ class JoinRequestStore:
                 UserId(row["user_id"]),
                 row["display_name"],
                 _avatar(row["avatar"]),
-                tuple(Answer(a["question"], a["answer"]) for a in row["answers"]),
+                _answers(row["answers"]),
                 row["requested_at"],
             )
             for row in rows[:limit]
@@ -547,8 +680,166 @@ class BanStore:
                 insert(bans).values(group_id=group_id, user_id=user_id, banned_by=banned_by, banned_at=now)
             )
 
+    async def remove(self, group_id: GroupId, user_id: str) -> bool:
+        result = await self.session.execute(delete(bans).where(bans.c.group_id == group_id, bans.c.user_id == user_id))
+        return rowcount(result) == 1
+
     async def remove_all(self, group_id: GroupId) -> None:
         await self.session.execute(delete(bans).where(bans.c.group_id == group_id))
+
+    async def count(self, group_id: GroupId) -> int:
+        query = select(func.count()).select_from(bans).where(bans.c.group_id == group_id)
+        return int(await self.session.scalar(query) or 0)
+
+    async def page(self, group_id: GroupId, limit: int, after: dict[str, Any] | None) -> tuple[list[BanView], Any]:
+        """Bans, newest first, with the names of the banned person and of who banned them."""
+        banned, banner = member_profiles.alias("banned"), member_profiles.alias("banner")
+        query = (
+            select(
+                bans.c.user_id,
+                bans.c.banned_by,
+                bans.c.banned_at,
+                banned.c.display_name,
+                banner.c.display_name.label("banned_by_name"),
+            )
+            .select_from(
+                bans.outerjoin(banned, banned.c.user_id == bans.c.user_id).outerjoin(
+                    banner, banner.c.user_id == bans.c.banned_by
+                )
+            )
+            .where(bans.c.group_id == group_id)
+            .order_by(bans.c.banned_at.desc(), bans.c.user_id.desc())
+        )
+        if after is not None:
+            since, user_id = _time_position(after, "u")
+            query = query.where(
+                or_(bans.c.banned_at < since, and_(bans.c.banned_at == since, bans.c.user_id < user_id))
+            )
+        rows = list((await self.session.execute(query.limit(limit + 1))).mappings())
+        views = [
+            BanView(
+                UserId(row["user_id"]),
+                row["display_name"],
+                UserId(row["banned_by"]),
+                row["banned_by_name"],
+                row["banned_at"],
+            )
+            for row in rows[:limit]
+        ]
+        position = None
+        if len(rows) > limit:
+            position = {"t": views[-1].banned_at.isoformat(), "u": views[-1].user_id}
+        return views, position
+
+
+class KnownPeopleStore:
+    """Everyone a group has seen (see tables.known_people): who may be banned."""
+
+    def __init__(self, session: Executor) -> None:
+        self.session = session
+
+    async def add(self, group_id: GroupId, user_id: str, now: datetime) -> None:
+        if not await self.knows(group_id, user_id):
+            await self.session.execute(
+                insert(known_people).values(group_id=group_id, user_id=user_id, first_seen_at=now)
+            )
+
+    async def knows(self, group_id: GroupId, user_id: str) -> bool:
+        query = select(known_people.c.user_id).where(
+            known_people.c.group_id == group_id, known_people.c.user_id == user_id
+        )
+        return (await self.session.scalar(query)) is not None
+
+    async def remove_all(self, group_id: GroupId) -> None:
+        await self.session.execute(delete(known_people).where(known_people.c.group_id == group_id))
+
+
+def _invitation(row: RowMapping) -> Invitation:
+    return Invitation(
+        id=row["id"],
+        group_id=GroupId(row["group_id"]),
+        created_by=UserId(row["created_by"]),
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        max_uses=row["max_uses"],
+        uses=row["uses"],
+        email=row["email"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+class InvitationStore:
+    def __init__(self, session: Executor) -> None:
+        self.session = session
+
+    async def add(self, invitation: Invitation, token_hash: str) -> None:
+        await self.session.execute(
+            insert(invitations).values(
+                id=invitation.id,
+                group_id=invitation.group_id,
+                token_hash=token_hash,
+                created_by=invitation.created_by,
+                email=invitation.email,
+                max_uses=invitation.max_uses,
+                uses=invitation.uses,
+                created_at=invitation.created_at,
+                expires_at=invitation.expires_at,
+                revoked_at=invitation.revoked_at,
+            )
+        )
+
+    async def by_token(self, group_id: GroupId, token_hash: str) -> Invitation | None:
+        """The group's invitation with this token (another group's token is as unknown as a made-up one)."""
+        query = select(invitations).where(invitations.c.group_id == group_id, invitations.c.token_hash == token_hash)
+        row = (await self.session.execute(query)).mappings().first()
+        return _invitation(row) if row else None
+
+    async def count_use(self, invitation_id: str) -> None:
+        """One more use (under the group's row lock: two people taking the last use cannot both get it)."""
+        await self.session.execute(
+            update(invitations).where(invitations.c.id == invitation_id).values(uses=invitations.c.uses + 1)
+        )
+
+    async def revoke(self, group_id: GroupId, invitation_id: str, now: datetime) -> bool:
+        """False when the group has no such invitation; revoking twice changes nothing."""
+        found = await self.session.scalar(
+            select(invitations.c.revoked_at.is_(None)).where(
+                invitations.c.group_id == group_id, invitations.c.id == invitation_id
+            )
+        )
+        if found is None:
+            return False
+        await self.session.execute(
+            update(invitations)
+            .where(invitations.c.id == invitation_id, invitations.c.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        return True
+
+    async def remove_all(self, group_id: GroupId) -> None:
+        await self.session.execute(delete(invitations).where(invitations.c.group_id == group_id))
+
+    async def page(self, group_id: GroupId, limit: int, after: dict[str, Any] | None) -> tuple[list[Invitation], Any]:
+        """The group's invitations, newest first (revoked and expired ones too: the list is the organizers' record)."""
+        query = (
+            select(invitations)
+            .where(invitations.c.group_id == group_id)
+            .order_by(invitations.c.created_at.desc(), invitations.c.id.desc())
+        )
+        if after is not None:
+            since, last_id = _time_position(after, "i")
+            query = query.where(
+                or_(
+                    invitations.c.created_at < since,
+                    and_(invitations.c.created_at == since, invitations.c.id < last_id),
+                )
+            )
+        rows = list((await self.session.execute(query.limit(limit + 1))).mappings())
+        found = [_invitation(row) for row in rows[:limit]]
+        position = None
+        if len(rows) > limit:
+            position = {"t": found[-1].created_at.isoformat(), "i": found[-1].id}
+        return found, position
 
 
 GROUP_DELETION = "group_deletion"
@@ -645,6 +936,8 @@ class Stores:
         self.memberships = MembershipStore(session)
         self.requests = JoinRequestStore(session)
         self.bans = BanStore(session)
+        self.known = KnownPeopleStore(session)
+        self.invitations = InvitationStore(session)
         self.deletions = DeletionStore(session)
         self.profiles = ProfileStore(session)
         self.banners = ReadyImageStore(session, banner_images)

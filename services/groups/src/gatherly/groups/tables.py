@@ -28,6 +28,8 @@ groups = Table(
     Column("join_policy", String(16), nullable=False),
     Column("questions", Json, nullable=False),
     Column("banner_image_id", String(64)),
+    # The name case-folded (domain.name_key): what sort=name orders by, the same on both databases.
+    Column("name_key", String(100), nullable=False, server_default=""),
     Column("member_count", Integer, nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
@@ -36,6 +38,9 @@ groups = Table(
     Index("ix_groups_lat_lng", "lat", "lng"),
     # The default listing is newest first, paged by (created_at, id).
     Index("ix_groups_created_at_id", "created_at", "id"),
+    # sort=members and sort=name, paged by (key, id).
+    Index("ix_groups_member_count_id", "member_count", "id"),
+    Index("ix_groups_name_key_id", "name_key", "id"),
 )
 
 # One row per topic of a group: `?topic=` is an indexed lookup instead of a scan of JSON lists.
@@ -73,6 +78,33 @@ bans = Table(
     Column("user_id", USER_ID, primary_key=True),
     Column("banned_by", USER_ID, nullable=False),
     Column("banned_at", UtcDateTime(), nullable=False),
+)
+
+# Everyone the group has seen: founders, members, requesters, past ones too. Only they may be banned (a ban on an
+# id the group never saw is a typo or a probe, 404); the row outlives the membership, so someone who left can be.
+known_people = Table(
+    "known_people",
+    metadata,
+    Column("group_id", GROUP_ID, ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", USER_ID, primary_key=True),
+    Column("first_seen_at", UtcDateTime(), nullable=False),
+)
+
+# Invitations by link or email: only the SHA-256 of the token is kept (a leaked table lets nobody in).
+invitations = Table(
+    "invitations",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("group_id", GROUP_ID, ForeignKey("groups.id", ondelete="CASCADE"), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_by", USER_ID, nullable=False),
+    Column("email", String(254)),
+    Column("max_uses", Integer),
+    Column("uses", Integer, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+    Column("revoked_at", UtcDateTime()),
+    Index("ix_invitations_group_id_created_at", "group_id", "created_at"),
 )
 
 # Read model of the users service's profiles (user.profile_updated / user.deleted): member lists need no call.

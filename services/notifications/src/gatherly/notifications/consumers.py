@@ -19,6 +19,7 @@ from gatherly.contracts.groups import (
     GroupAnnouncement,
     GroupCreated,
     GroupDeleted,
+    GroupInvitationSent,
     GroupUpdated,
     JoinRequestApproved,
     JoinRequestCreated,
@@ -120,7 +121,13 @@ async def tell_join_decided(event: JoinRequestApproved | JoinRequestDenied, uow:
         approved=isinstance(event, JoinRequestApproved),
         by=event.decided_by,
         source=_cause(),
+        message=event.message,
     )
+
+
+@consumers.on(GroupInvitationSent, group="notifications.members")
+async def tell_invitation(event: GroupInvitationSent, uow: NotificationsUnitOfWork) -> None:
+    await service.invited(uow, event, _cause())
 
 
 # --- events, RSVPs, comments ---------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ class Kind(StrEnum):
     COMMENT_POSTED = "comment_posted"
     GROUP_ANNOUNCEMENT = "group_announcement"
     GROUP_DELETED = "group_deleted"
+    GROUP_INVITATION = "group_invitation"
     WEEKLY_DIGEST = "weekly_digest"
 
 
@@ -241,14 +242,18 @@ def join_requested(group_id: str, group_name: str, approvers: Iterable[str], *, 
     )
 
 
-def join_decided(group_id: str, group_name: str, requester: str, *, approved: bool, by: str) -> list[Notice]:
+def join_decided(
+    group_id: str, group_name: str, requester: str, *, approved: bool, by: str, message: str | None = None
+) -> list[Notice]:
+    """The requester hears the decision, with the manager's note when they wrote one."""
+    note = f"\n\n{message}" if message else ""
     if approved:
         return _each(
             [requester],
             by,
             Kind.JOIN_APPROVED,
             f"Welcome to {group_name}",
-            "Your request to join was approved.",
+            "Your request to join was approved." + note,
             group_link(group_id),
         )
     return _each(
@@ -256,8 +261,21 @@ def join_decided(group_id: str, group_name: str, requester: str, *, approved: bo
         by,
         Kind.JOIN_DENIED,
         f"Your request to join {group_name}",
-        "Your request to join was declined.",
+        "Your request to join was declined." + note,
         group_link(group_id),
+    )
+
+
+def group_invitation(group_id: str, group_name: str, person: str, token: str, *, by: str) -> list[Notice]:
+    """An invitation mailed to a person's address: the link carries its token (joining with it needs no approval)."""
+    link = f"{group_link(group_id)}?{urllib.parse.urlencode({'invitation': token})}"
+    return _each(
+        [person],
+        by,
+        Kind.GROUP_INVITATION,
+        f"You are invited to join {group_name}",
+        "Follow the link to join the group; no approval needed.",
+        link,
     )
 
 

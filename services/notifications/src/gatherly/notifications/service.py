@@ -22,7 +22,7 @@ from gatherly.contracts.events import (
     RsvpPromoted,
     RsvpWaitlisted,
 )
-from gatherly.contracts.groups import GroupAnnouncement, GroupDeleted, JoinRequestCreated
+from gatherly.contracts.groups import GroupAnnouncement, GroupDeleted, GroupInvitationSent, JoinRequestCreated
 from gatherly.contracts.notifications import NotificationCreated
 from gatherly.kernel.auth import Principal
 from gatherly.kernel.db import Database
@@ -143,9 +143,28 @@ async def join_requested(uow: NotificationsUnitOfWork, event: JoinRequestCreated
 
 
 async def join_decided(
-    uow: NotificationsUnitOfWork, group_id: str, group_name: str, user_id: str, *, approved: bool, by: str, source: str
+    uow: NotificationsUnitOfWork,
+    group_id: str,
+    group_name: str,
+    user_id: str,
+    *,
+    approved: bool,
+    by: str,
+    source: str,
+    message: str | None = None,
 ) -> None:
-    await tell(uow, domain.join_decided(group_id, group_name, user_id, approved=approved, by=by), source)
+    notices = domain.join_decided(group_id, group_name, user_id, approved=approved, by=by, message=message)
+    await tell(uow, notices, source)
+
+
+async def invited(uow: NotificationsUnitOfWork, event: GroupInvitationSent, source: str) -> None:
+    """An email invitation reaches the person whose confirmed account has that address (inbox, and email per
+    their preferences). An address without a confirmed account is not written to: the service mails people it
+    knows, and the organizer still has the invitation's link to pass on."""
+    person = await uow.recipients.with_email(event.email)
+    if person is not None:
+        notices = domain.group_invitation(event.group_id, event.group_name, person, event.token, by=event.invited_by)
+        await tell(uow, notices, source)
 
 
 async def group_announced(uow: NotificationsUnitOfWork, event: GroupAnnouncement, source: str) -> None:

@@ -128,6 +128,15 @@ class RecipientStore:
         )
         return [(UserId(r.user_id), r.lat, r.lng) for r in rows]
 
+    async def with_email(self, email: str) -> UserId | None:
+        """The person whose confirmed account has this address (addresses are stored lower-cased)."""
+        found = await self.session.scalar(
+            select(recipients.c.user_id).where(
+                recipients.c.email == email, recipients.c.confirmed.is_(True), recipients.c.deleted_at.is_(None)
+            )
+        )
+        return UserId(found) if found is not None else None
+
     async def deleted(self, user_ids: Sequence[str]) -> set[UserId]:
         """Those of `user_ids` who deleted their account (their tombstones)."""
         gone: set[UserId] = set()
