@@ -910,7 +910,8 @@ export interface paths {
          * Stream Notifications
          * @description New notifications as they come (`event: notification`, `id:` their place in the inbox), a comment line as
          *     heartbeat. A `Last-Event-ID` header (EventSource sends it when it reconnects) sends what came after that id
-         *     first; a bad one is 422. A `ticket`, when given, is what authenticates (a spent or unknown one is 401).
+         *     first; a bad one is 422. A `ticket`, when given, is what authenticates (a spent or unknown one is 401). A person
+         *     may hold `GATHERLY_NOTIFICATION_STREAMS_PER_PERSON` streams at once on a process; one more is 429.
          */
         get: operations["notifications_stream_notifications"];
         put?: never;
@@ -3888,6 +3889,15 @@ export interface operations {
             };
             /** @description Conflict */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Gone */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -7689,7 +7699,7 @@ export interface operations {
                     "text/event-stream": unknown;
                 };
             };
-            /** @description No valid access token */
+            /** @description Unauthorized */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -7707,8 +7717,17 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Invalid input: the fields at fault are in `errors` */
+            /** @description Unprocessable Entity */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
