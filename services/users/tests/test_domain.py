@@ -27,9 +27,9 @@ from gatherly.users.domain import (
     clean_location,
     clean_topics,
     judge_refresh,
-    successor_token,
     lockout_for,
     normalize_email,
+    successor_token,
 )
 from gatherly.users.emails import retry_delay
 
