@@ -4,6 +4,7 @@ the emails sent, and addresses taken meanwhile (races included)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -65,8 +66,10 @@ async def test_changing_my_password_keeps_this_device_and_ends_the_others(users:
     assert (await _refresh(users, person.refresh_token)).status_code == 200  # the device that changed it
 
 
-async def test_a_wrong_current_password_is_refused_and_counts_toward_the_lockout(users: RunningGatherly) -> None:
-    person = await sign_up(users)
+async def test_a_wrong_current_password_is_refused_and_counts_toward_the_lockout(
+    users: RunningGatherly, clock: FrozenClock
+) -> None:
+    person = await sign_up(users)  # (the clock stands still: the first lockout lasts only a second)
     other_device = (await _log_in(users, person.email, person.password)).json()
     for _ in range(4):
         wrong = await _change_password(users, person, "not my password at all")
@@ -225,3 +228,27 @@ async def test_a_confirm_email_token_that_is_junk_or_of_another_kind_is_refused(
     for token in ("junk", reset_link):
         response = await _confirm(users, token)
         assert response.status_code == 400 and response.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"new_email": "nul\u0000@example.org", "password": "correct horse battery staple"},
+        {"new_email": "\ud800@example.org", "password": "correct horse battery staple"},
+        {"new_email": "x" * 400 + "@example.org", "password": "correct horse battery staple"},
+        {"new_email": ["a@example.org"], "password": "correct horse battery staple"},
+        {"new_email": "a@example.org", "password": None},
+        {"new_email": "a@example.org", "password": "correct horse battery staple", "user_id": "someone-else"},
+    ],
+    ids=["nul", "lone-surrogate", "huge", "list", "null-password", "someone-elses-id"],
+)
+async def test_hostile_email_changes_are_a_422_naming_the_field(users: RunningGatherly, body: dict[str, Any]) -> None:
+    person = await sign_up(users)
+    # Sent as the JSON text itself: an HTTP client would refuse to encode a lone surrogate, a hostile one would not.
+    raw = json.dumps(body).encode()
+    headers = {**person.auth, "Content-Type": "application/json"}
+    response = await users.client.post("/api/users/me/email", content=raw, headers=headers)
+    assert response.status_code == 422 and response.headers["content-type"] == "application/problem+json"
+    assert response.json()["errors"][0]["field"].split(".")[-1] in {"new_email", "password", "user_id"}
+    me = await users.client.get("/api/users/me", headers=person.auth)
+    assert me.json()["email"] == person.email
