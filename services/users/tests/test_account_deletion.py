@@ -76,7 +76,11 @@ async def test_deleting_my_account_starts_a_saga_that_erases_it(users: RunningGa
     assert status.status_code == 200 and status.json() == {"status": "completed", "reason": None}
 
     assert (await users.client.get(f"/api/users/{person.user_id}")).status_code == 404
-    assert (await users.client.get("/api/users/me", headers=person.auth)).status_code == 404
+    me = await users.client.get("/api/users/me", headers=person.auth)
+    assert (me.status_code, me.headers["content-type"]) == (
+        401,
+        "application/problem+json",
+    )  # the token's account is gone
     assert (await _refresh(users, person.refresh_token)).status_code == 401
     unknown = await _log_in(users, "nobody@example.org", person.password)
     gone = await _log_in(users, person.email, person.password)

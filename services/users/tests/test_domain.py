@@ -29,6 +29,7 @@ from gatherly.users.domain import (
     judge_refresh,
     lockout_for,
     normalize_email,
+    successor_token,
 )
 from gatherly.users.emails import retry_delay
 
@@ -71,6 +72,12 @@ def test_a_password_may_have_at_most_128_characters() -> None:
     check_password_policy("x" * 127 + "y", COMMON)
     with pytest.raises(InvalidInput, match="at most 128"):
         check_password_policy("x" * 129, COMMON)
+
+
+@pytest.mark.parametrize("password", [" " * 10, " " * 128, "\u3000" * 12, "\t \n" * 4])
+def test_a_password_of_only_spaces_is_refused(password: str) -> None:
+    with pytest.raises(InvalidInput, match="only spaces"):
+        check_password_policy(password, COMMON)
 
 
 def test_a_passphrase_needs_no_digits_or_symbols() -> None:
@@ -149,12 +156,29 @@ def _refresh(**changes: object) -> RefreshToken:
     return RefreshToken(**{**values, **changes})  # type: ignore[arg-type]
 
 
+GRACE = timedelta(seconds=10)
+
+
 def test_a_fresh_refresh_token_rotates() -> None:
-    assert judge_refresh(_refresh(), NOON) is RefreshVerdict.ROTATE
+    assert judge_refresh(_refresh(), NOON, GRACE) is RefreshVerdict.ROTATE
 
 
 def test_a_spent_refresh_token_is_a_reuse() -> None:
-    assert judge_refresh(_refresh(used_at=NOON), NOON) is RefreshVerdict.REUSED
+    assert judge_refresh(_refresh(used_at=NOON), NOON, timedelta(0)) is RefreshVerdict.REUSED
+
+
+def test_a_refresh_token_spent_within_the_grace_window_repeats_its_rotation_and_after_it_is_a_reuse() -> None:
+    rotated = _refresh(used_at=NOON, successor_nonce="n")
+    assert judge_refresh(rotated, NOON + GRACE - timedelta(milliseconds=1), GRACE) is RefreshVerdict.REPEAT
+    assert judge_refresh(rotated, NOON + GRACE, GRACE) is RefreshVerdict.REUSED
+    # Spent before successors were remembered (no nonce): nothing to repeat.
+    assert judge_refresh(_refresh(used_at=NOON), NOON, GRACE) is RefreshVerdict.REUSED
+
+
+def test_a_successor_needs_both_the_token_and_the_nonce() -> None:
+    assert successor_token("token", "nonce") == successor_token("token", "nonce")
+    assert successor_token("token", "nonce") != successor_token("token", "other nonce")
+    assert successor_token("token", "nonce") != successor_token("other token", "nonce")
 
 
 @pytest.mark.parametrize(
@@ -163,7 +187,7 @@ def test_a_spent_refresh_token_is_a_reuse() -> None:
     ids=["unknown", "revoked", "expired"],
 )
 def test_unknown_revoked_and_expired_refresh_tokens_are_invalid(token: RefreshToken | None) -> None:
-    assert judge_refresh(token, NOON) is RefreshVerdict.INVALID
+    assert judge_refresh(token, NOON, GRACE) is RefreshVerdict.INVALID
 
 
 # --- signing keys ---------------------------------------------------------------------------------------------

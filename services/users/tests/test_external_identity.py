@@ -136,3 +136,8 @@ async def test_tokens_signed_with_gatherlys_own_keys_are_refused_when_an_outside
         headers={"kid": key.kid},
     )
     assert (await outside.client.get("/api/users/me", headers=_bearer(own_token))).status_code == 401
+
+
+async def test_with_an_outside_provider_this_service_publishes_no_discovery_document(outside: RunningGatherly) -> None:
+    response = await outside.client.get("/.well-known/openid-configuration")
+    assert response.status_code == 404 and response.headers["content-type"] == "application/problem+json"

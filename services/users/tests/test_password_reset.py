@@ -42,6 +42,7 @@ async def test_a_reset_link_sets_a_new_password_and_ends_every_session(
     messages = await wait_for_mail(users, person.email, count=2)
     assert messages[-1]["Subject"] == "Reset your Gatherly password"
     assert f"{users.settings.effective_public_url}/reset-password?token=" in text_of(messages[-1])
+    assert "for 1 hour." in text_of(messages[-1]) and "hour(s)" not in text_of(messages[-1])
     token = await link_in_mail(person.email, "reset-password", count=2)
 
     assert (await _reset(users, token)).status_code == 204

@@ -91,6 +91,9 @@ async def test_invalid_profile_values_are_refused_with_the_field_named(users: Ru
     person = await sign_up(users)
     for changes, field in [
         ({"display_name": ""}, "display_name"),
+        ({"display_name": "\u200b\u200b"}, "display_name"),  # invisible only
+        ({"display_name": "\u3164"}, "display_name"),  # a Hangul filler: a letter that shows nothing
+        ({"display_name": " \u2800 \u200d"}, "display_name"),
         ({"display_name": None}, "display_name"),
         ({"bio": "x" * 2001}, "bio"),
         ({"location": {"lat": 95, "lng": 0}}, "location"),
@@ -111,13 +114,17 @@ async def test_a_field_that_cannot_be_edited_is_refused_not_ignored(users: Runni
     assert (me["email"], me["bio"]) == (person.email, "")
 
 
-async def test_a_public_profile_shows_no_email(users: RunningGatherly) -> None:
+async def test_a_public_profile_shows_no_email_and_a_city_but_never_the_point(users: RunningGatherly) -> None:
     ann = await sign_up(users, display_name="Ann")
-    await _patch(users, ann, bio="Hi", topics=["chess"])
-    response = await users.client.get(f"/api/users/{ann.user_id}")
-    assert response.status_code == 200
-    body = response.json()
-    assert "email" not in body
+    bob = await sign_up(users)
+    await _patch(users, ann, bio="Hi", topics=["chess"], city="Lyon", location={"lat": 45.764, "lng": 4.8357})
+    for headers in ({}, bob.auth, ann.auth):  # anonymous, someone else, and the owner viewing as others do
+        response = await users.client.get(f"/api/users/{ann.user_id}", headers=headers)
+        assert response.status_code == 200
+        body = response.json()
+        assert set(body) == {"id", "display_name", "bio", "city", "topics", "avatar", "created_at"}
+        assert body["city"] == "Lyon" and "45.764" not in response.text
+    assert (await _me(users, ann))["location"] == {"lat": 45.764, "lng": 4.8357}  # the owner sees their point
     assert (body["id"], body["display_name"], body["bio"], body["topics"]) == (ann.user_id, "Ann", "Hi", ["chess"])
     assert (await users.client.get(f"/api/users/{uuid.uuid4()}")).status_code == 404
 

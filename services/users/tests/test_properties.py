@@ -133,7 +133,7 @@ def _verifier() -> TokenVerifier:
 
 @given(st.text(min_size=1, max_size=64).filter(str.strip))
 def test_an_issued_access_token_verifies_to_its_subject(user_id: str) -> None:
-    token = SIGNER.access_token(KEY, user_id, datetime.now(UTC))
+    token = SIGNER.access_token(KEY, user_id, datetime.now(UTC), session_id="s", token_id="t")
     principal = asyncio.run(_verifier().verify(token))
     assert principal.user_id == user_id
     assert jwt.get_unverified_header(token)["kid"] == KEY.kid
@@ -141,7 +141,7 @@ def test_an_issued_access_token_verifies_to_its_subject(user_id: str) -> None:
 
 @given(st.data())
 def test_changing_any_character_of_an_access_token_makes_it_invalid(data: st.DataObject) -> None:
-    token = SIGNER.access_token(KEY, "ann", datetime.now(UTC))
+    token = SIGNER.access_token(KEY, "ann", datetime.now(UTC), session_id="s", token_id="t")
     position = data.draw(st.integers(min_value=0, max_value=len(token) - 1))
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
     replacement = data.draw(st.sampled_from([c for c in alphabet if c != token[position]]))
@@ -210,7 +210,7 @@ def _decoded(token: str) -> list[bytes]:
 
 
 def test_the_signer_puts_issuer_audience_expiry_and_key_id_in_every_token() -> None:
-    token = SIGNER.access_token(KEY, "ann", NOW)
+    token = SIGNER.access_token(KEY, "ann", NOW, session_id="s", token_id="t")
     header = jwt.get_unverified_header(token)
     claims = json.loads(_decoded(token)[1])
     assert header["alg"] == "EdDSA" and header["kid"] == KEY.kid

@@ -40,6 +40,7 @@ async def test_signing_up_emails_a_link_whose_confirmation_lets_the_person_log_i
     assert message["Subject"] == "Confirm your email address"
     assert message.get_body(preferencelist=("html",)) is not None
     assert f"http://localhost:{users.settings.port}/confirm?token=" in text_of(message)
+    assert "works once, for 1 day." in text_of(message)  # a proper plural, not "24 hour(s)"
 
     assert (await _log_in(users, "ann@example.org")).status_code == 403  # not confirmed yet
     token = await link_in_mail("ann@example.org", "confirm")
@@ -131,7 +132,7 @@ async def test_signing_up_again_before_confirming_sends_a_link_for_the_newest_cr
 
 
 async def test_short_long_and_common_passwords_are_refused_at_sign_up(users: RunningGatherly) -> None:
-    for password in ("short", "x" * 129, "Password123", "qwertyuiop"):
+    for password in ("short", "x" * 129, "Password123", "qwertyuiop", " " * 12, "\u3000" * 10):
         response = await _sign_up(users, "hal@example.org", password=password)
         assert response.status_code == 422, password
         assert response.json()["errors"][0]["field"] == "password"
@@ -141,6 +142,10 @@ async def test_short_long_and_common_passwords_are_refused_at_sign_up(users: Run
 async def test_a_sign_up_without_a_proper_email_or_name_is_refused(users: RunningGatherly) -> None:
     assert (await _sign_up(users, "not-an-email")).status_code == 422
     assert (await _sign_up(users, "ivy@example.org", name="   ")).status_code == 422
+    for invisible in ("\u200b", "\u3164\u3164", "\u2800", "\u200d\u200c"):
+        response = await _sign_up(users, "ivy@example.org", name=invisible)
+        assert response.status_code == 422 and response.json()["errors"][0]["field"] == "display_name", invisible
+    assert mail_to(users.mail_dir, "ivy@example.org") == []
     missing = await users.client.post("/api/auth/signup", json={"email": "ivy@example.org"})
     assert missing.status_code == 422
     assert {e["field"] for e in missing.json()["errors"]} == {"password", "display_name"}

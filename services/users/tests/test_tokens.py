@@ -158,17 +158,77 @@ async def test_refreshing_rotates_the_pair(users: RunningGatherly) -> None:
     assert (await _refresh(users, pair["refresh_token"])).status_code == 200
 
 
-async def test_reusing_a_spent_refresh_token_revokes_the_whole_family(users: RunningGatherly) -> None:
+async def test_reusing_a_spent_refresh_token_after_the_grace_window_revokes_the_whole_family(
+    users: RunningGatherly, clock: FrozenClock
+) -> None:
     person = await sign_up(users)
     other_session = (
         await users.client.post("/api/auth/login", json={"email": person.email, "password": person.password})
     ).json()
     rotated = (await _refresh(users, person.refresh_token)).json()
 
+    clock.advance(timedelta(seconds=users.settings.refresh_grace_seconds))
     reuse = await _refresh(users, person.refresh_token)  # a stolen copy comes back
     assert reuse.status_code == 401
     assert (await _refresh(users, rotated["refresh_token"])).status_code == 401  # the family is dead
     assert (await _refresh(users, other_session["refresh_token"])).status_code == 200  # other sessions live on
+
+
+async def test_within_the_grace_window_a_spent_refresh_token_returns_the_same_new_pair(
+    users: RunningGatherly, clock: FrozenClock
+) -> None:
+    assert users.settings.refresh_grace_seconds == 10
+    person = await sign_up(users)
+    first = (await _refresh(users, person.refresh_token)).json()
+    clock.advance(timedelta(seconds=9))  # the second tab, a moment later
+    second = await _refresh(users, person.refresh_token)
+    assert second.status_code == 200 and second.headers["cache-control"] == "no-store"
+    assert (second.json()["access_token"], second.json()["refresh_token"]) == (
+        first["access_token"],
+        first["refresh_token"],
+    )
+    assert second.json()["expires_in"] == first["expires_in"] - 9
+    assert (await _me(users, first["access_token"])).status_code == 200
+    # The family lives on: the shared new token rotates normally.
+    assert (await _refresh(users, first["refresh_token"])).status_code == 200
+
+
+async def test_two_tabs_refreshing_at_once_both_get_the_same_new_pair(users: RunningGatherly) -> None:
+    person = await sign_up(users)
+    answers = await asyncio.gather(*(_refresh(users, person.refresh_token) for _ in range(6)))
+    assert [a.status_code for a in answers] == [200] * 6
+    assert len({(a.json()["access_token"], a.json()["refresh_token"]) for a in answers}) == 1
+    assert (await _refresh(users, answers[0].json()["refresh_token"])).status_code == 200
+
+
+async def test_a_reuse_after_the_window_also_kills_the_pair_the_window_handed_out(
+    users: RunningGatherly, clock: FrozenClock
+) -> None:
+    person = await sign_up(users)
+    await _refresh(users, person.refresh_token)
+    repeated = (await _refresh(users, person.refresh_token)).json()
+    clock.advance(timedelta(seconds=11))
+    assert (await _refresh(users, person.refresh_token)).status_code == 401
+    assert (await _refresh(users, repeated["refresh_token"])).status_code == 401
+
+
+async def test_a_repeat_within_the_window_cannot_revive_a_session_logged_out_meanwhile(
+    users: RunningGatherly,
+) -> None:
+    person = await sign_up(users)
+    rotated = (await _refresh(users, person.refresh_token)).json()
+    await users.client.post("/api/auth/logout", json={"refresh_token": rotated["refresh_token"]})
+    assert (await _refresh(users, person.refresh_token)).status_code == 401
+
+
+async def test_with_no_grace_window_a_second_refresh_at_once_revokes_the_family(tmp_path: Path) -> None:
+    async with running_gatherly(
+        tmp_path / "data", services=["users"], refresh_grace_seconds=0, **CHEAP_HASHES
+    ) as users:
+        person = await sign_up(users)
+        rotated = (await _refresh(users, person.refresh_token)).json()
+        assert (await _refresh(users, person.refresh_token)).status_code == 401
+        assert (await _refresh(users, rotated["refresh_token"])).status_code == 401
 
 
 async def test_an_unknown_refresh_token_gets_401(users: RunningGatherly) -> None:

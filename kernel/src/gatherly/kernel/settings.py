@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     jwks_url: str = ""
     access_token_ttl_seconds: int = 15 * 60
     refresh_token_ttl_days: int = 30
+    # A refresh token presented again this soon after its rotation returns the same new pair (two tabs refreshing
+    # at once); later, the reuse revokes its family. 0 turns the window off.
+    refresh_grace_seconds: float = 10.0
 
     mail_backend: MailBackend = MailBackend.FILES
     mail_from: str = "Gatherly <no-reply@gatherly.local>"

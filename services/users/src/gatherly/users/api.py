@@ -15,20 +15,26 @@ from gatherly.kernel.runtime import ServiceContext, service_context
 from gatherly.kernel.web import statuses_from
 from gatherly.users import service
 from gatherly.users.domain import (
+    AccountGone,
     AccountLocked,
     AccountNotConfirmed,
     BadCredentials,
+    EmailTaken,
     InvalidLink,
     InvalidRefreshToken,
     NoDeletion,
     RateLimited,
     UserNotFound,
+    WrongPassword,
 )
 from gatherly.users.schemas import (
     DeletionProgress,
     DeletionStarted,
+    EmailChange,
     LoginRequest,
     Me,
+    OpenIdConfiguration,
+    PasswordChange,
     PasswordResetConfirmation,
     PasswordResetRequest,
     ProfileChanges,
@@ -46,9 +52,12 @@ STATUS_OF: dict[type[DomainError], int] = {
     InvalidLink: 400,
     BadCredentials: 401,
     InvalidRefreshToken: 401,
+    AccountGone: 401,
     AccountNotConfirmed: 403,
+    WrongPassword: 403,
     NoDeletion: 404,
     UserNotFound: 404,
+    EmailTaken: 409,
     AccountLocked: 429,
     RateLimited: 429,
 }
@@ -95,13 +104,13 @@ def _tokens(pair: TokenPair) -> JSONResponse:
 
 
 def _public(view: ProfileView) -> dict[str, Any]:
+    """The fields anyone may see: no email, and a city but never the exact point."""
     p = view.profile
     return {
         "id": p.user_id,
         "display_name": p.display_name,
         "bio": p.bio,
         "city": p.city,
-        "location": p.location,
         "topics": p.topics,
         "avatar": view.avatar,
         "created_at": p.created_at,
@@ -109,7 +118,7 @@ def _public(view: ProfileView) -> dict[str, Any]:
 
 
 def _me(view: ProfileView) -> Me:
-    return Me(**_public(view), email=view.profile.email)
+    return Me(**_public(view), email=view.profile.email, location=view.profile.location)
 
 
 # --- identity ---------------------------------------------------------------------------------------------------
@@ -159,6 +168,21 @@ async def reset_password(body: PasswordResetConfirmation, uow: Uow, identity: Id
     return Response(status_code=204)
 
 
+@router.post("/api/auth/confirm-email", tags=["auth"], responses=problems(400, 409))
+async def confirm_email_change(body: TokenRequest, uow: Uow) -> dict[str, Any]:
+    await service.confirm_email_change(uow, body.token)
+    return {}
+
+
+@router.get(
+    "/.well-known/openid-configuration", response_model=OpenIdConfiguration, tags=["auth"], responses=problems(404)
+)
+async def get_openid_configuration(identity: IdentityDep) -> JSONResponse:
+    # Long-lived facts (the keys themselves rotate behind jwks_uri): cacheable for an hour.
+    document = service.openid_configuration(identity)
+    return JSONResponse(document.model_dump(), headers={"Cache-Control": "public, max-age=3600"})
+
+
 @router.get("/.well-known/jwks.json", tags=["auth"])
 async def get_signing_keys(context: Context) -> JSONResponse:
     # Short cache: verifiers also refetch on an unknown key id, so a rotation is seen at once anyway.
@@ -169,15 +193,29 @@ async def get_signing_keys(context: Context) -> JSONResponse:
 # --- profiles ---------------------------------------------------------------------------------------------------
 
 
-@router.get("/api/users/me", response_model=Me, tags=["users"], responses=problems(404))
+@router.get("/api/users/me", response_model=Me, tags=["users"], responses=problems(401))
 async def get_me(me: CurrentUser, uow: Uow, identity: IdentityDep) -> Me:
     return _me(await service.my_profile(uow, identity, me))
 
 
-@router.patch("/api/users/me", response_model=Me, tags=["users"], responses=problems(404))
+@router.patch("/api/users/me", response_model=Me, tags=["users"], responses=problems(401))
 async def update_me(body: ProfileChanges, me: CurrentUser, uow: Uow, identity: IdentityDep) -> Me:
     changes = {name: getattr(body, name) for name in body.model_fields_set}
     return _me(await service.update_profile(uow, identity, me, changes))
+
+
+@router.post("/api/users/me/password", status_code=204, tags=["users"], responses=problems(401, 403, 429))
+async def change_password(body: PasswordChange, me: CurrentUser, uow: Uow, identity: IdentityDep) -> Response:
+    await service.change_password(
+        uow, identity, me, current_password=body.current_password, new_password=body.new_password
+    )
+    return Response(status_code=204)
+
+
+@router.post("/api/users/me/email", status_code=202, tags=["users"], responses=problems(401, 403, 409, 429))
+async def change_email(body: EmailChange, me: CurrentUser, uow: Uow, identity: IdentityDep) -> dict[str, Any]:
+    await service.request_email_change(uow, identity, me, new_email=body.new_email, password=body.password)
+    return {}
 
 
 @router.delete(

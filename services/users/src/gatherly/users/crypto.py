@@ -131,7 +131,9 @@ class Signer:
         self.lifetime = timedelta(seconds=settings.access_token_ttl_seconds)
         self._parsed: dict[str, Ed25519PrivateKey] = {}
 
-    def access_token(self, key: StoredKey, user_id: str, now: datetime) -> str:
+    def access_token(self, key: StoredKey, user_id: str, now: datetime, *, session_id: str, token_id: str) -> str:
+        """Deterministic given its inputs (Ed25519 signatures are), so a refresh repeated within the grace window
+        can give the very same token again. `sid` names the refresh-token family: the device's session."""
         private = self._parsed.get(key.kid)
         if private is None:
             loaded = serialization.load_pem_private_key(key.private_key.encode(), None)
@@ -144,7 +146,8 @@ class Signer:
             "sub": user_id,
             "iat": int(now.timestamp()),
             "exp": int((now + self.lifetime).timestamp()),
-            "jti": uuid.uuid4().hex,
+            "jti": token_id,
+            "sid": session_id,
         }
         return jwt.encode(claims, private, algorithm=key.algorithm, headers={"kid": key.kid, "typ": "at+jwt"})
 

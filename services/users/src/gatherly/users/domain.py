@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import math
 import re
 import secrets
@@ -84,6 +86,31 @@ class UserNotFound(DomainError):
         super().__init__(f"No user {user_id}.")
 
 
+class AccountGone(DomainError):
+    """A valid access token whose account was deleted (or is being deleted): the token, not a resource, is wrong."""
+
+    title = "Account closed"
+
+    def __init__(self) -> None:
+        super().__init__("The account this token belongs to no longer exists; log in again.")
+
+
+class WrongPassword(DomainError):
+    title = "Wrong password"
+
+    def __init__(self, field: str) -> None:
+        detail = "The current password is not right."
+        super().__init__(detail, errors=[{"field": field, "message": detail}])
+
+
+class EmailTaken(DomainError):
+    title = "Email address taken"
+
+    def __init__(self) -> None:
+        detail = "Another account uses this email address."
+        super().__init__(detail, errors=[{"field": "new_email", "message": detail}])
+
+
 # --- email ----------------------------------------------------------------------------------------------------
 
 # Deliberately loose (one @, a dot in the domain, no spaces): the confirmation email is the real check.
@@ -119,6 +146,8 @@ def normalize_password(password: str) -> str:
 def check_password_policy(password: str, common_passwords: Collection[str], *, field: str = "password") -> None:
     """Length 10 to 128 and not a well-known password; no composition rules (NIST SP 800-63B)."""
     length = len(normalize_password(password))
+    if not password.strip():
+        raise InvalidInput("A password cannot be only spaces.", field=field)
     if length < MIN_PASSWORD_LENGTH:
         raise InvalidInput(f"A password needs at least {MIN_PASSWORD_LENGTH} characters.", field=field)
     if length > MAX_PASSWORD_LENGTH:
@@ -143,14 +172,30 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def successor_token(token: str, nonce: str) -> str:
+    """The refresh token that replaces `token` at its rotation: derived from it and a nonce kept in its row, so a
+    repeat of the rotation within the grace window can hand out the same one without the row ever holding a usable
+    secret. Needs both halves: a copy of the old token alone, or a copy of the table alone, yields nothing."""
+    digest = hmac.new(token.encode(), nonce.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def access_token_id(refresh_token: str) -> str:
+    """The `jti` of the access token issued with a refresh token: unique as the refresh token is, and the same
+    each time that pair is made (a repeated rotation returns the very same pair)."""
+    return hashlib.sha256(b"jti:" + refresh_token.encode()).hexdigest()[:32]
+
+
 class TokenPurpose(StrEnum):
     CONFIRM_EMAIL = "confirm_email"
     RESET_PASSWORD = "reset_password"
+    CHANGE_EMAIL = "change_email"
 
 
 TOKEN_LIFETIMES: dict[TokenPurpose, timedelta] = {
     TokenPurpose.CONFIRM_EMAIL: timedelta(hours=24),
     TokenPurpose.RESET_PASSWORD: timedelta(hours=1),
+    TokenPurpose.CHANGE_EMAIL: timedelta(hours=24),
 }
 
 
@@ -167,6 +212,7 @@ class OneTimeToken:
     used_at: datetime | None = None
     password_hash: str | None = None
     display_name: str | None = None
+    new_email: Email | None = None  # a change-email token: the address it confirms
 
     def is_usable(self, purpose: TokenPurpose, now: datetime) -> bool:
         return self.purpose is purpose and self.used_at is None and now < self.expires_at
@@ -182,6 +228,7 @@ class RefreshToken:
     expires_at: datetime
     used_at: datetime | None = None
     revoked_at: datetime | None = None
+    successor_nonce: str | None = None  # set at rotation: with the token, it gives the successor (successor_token)
 
 
 # --- refresh tokens: rotation and reuse detection ----------------------------------------------------------------
@@ -191,14 +238,17 @@ class RefreshVerdict(StrEnum):
     """What presenting a refresh token means (the rule; crypto.py only makes and signs tokens)."""
 
     ROTATE = "rotate"
-    REUSED = "reused"  # a retired token came back: someone holds a copy; the family dies
+    REPEAT = "repeat"  # rotated a moment ago (another tab refreshed at once): the same new pair again
+    REUSED = "reused"  # a retired token came back after the grace window: someone holds a copy; the family dies
     INVALID = "invalid"
 
 
-def judge_refresh(token: RefreshToken | None, now: datetime) -> RefreshVerdict:
+def judge_refresh(token: RefreshToken | None, now: datetime, grace: timedelta) -> RefreshVerdict:
     if token is None or token.revoked_at is not None or now >= token.expires_at:
         return RefreshVerdict.INVALID
     if token.used_at is not None:
+        if token.successor_nonce is not None and now < token.used_at + grace:
+            return RefreshVerdict.REPEAT
         return RefreshVerdict.REUSED
     return RefreshVerdict.ROTATE
 
@@ -383,6 +433,7 @@ class Profile:
     topics: list[str] = field(default_factory=list)
     avatar_image_id: str | None = None
     confirmed: bool = False
+    closed: bool = False  # its deletion was asked for
 
     def avatar(self, image: Avatar | None) -> ImageVariants | None:
         """The chosen image is shown only once it is ready AND was uploaded by this person."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
+from babel.dates import format_timedelta
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from gatherly.kernel.mail import compose
@@ -40,13 +41,12 @@ class EmailTemplates:
         return f"{self.public_url}/{path}?token={urllib.parse.quote(token, safe='')}"
 
     def confirmation(self, display_name: str, token: str) -> RenderedMail:
-        hours = int(TOKEN_LIFETIMES[TokenPurpose.CONFIRM_EMAIL] / timedelta(hours=1))
         return self._render(
             "confirm_email",
             "Confirm your email address",
             display_name=display_name,
             link=self.link("confirm", token),
-            hours=hours,
+            validity=validity(TokenPurpose.CONFIRM_EMAIL),
         )
 
     def already_registered(self, display_name: str) -> RenderedMail:
@@ -58,13 +58,32 @@ class EmailTemplates:
         )
 
     def password_reset(self, display_name: str, token: str) -> RenderedMail:
-        hours = int(TOKEN_LIFETIMES[TokenPurpose.RESET_PASSWORD] / timedelta(hours=1))
         return self._render(
             "reset_password",
             "Reset your Gatherly password",
             display_name=display_name,
             link=self.link("reset-password", token),
-            hours=hours,
+            validity=validity(TokenPurpose.RESET_PASSWORD),
+        )
+
+    def email_change(self, display_name: str, token: str) -> RenderedMail:
+        """To the new address: the link that makes it the account's."""
+        return self._render(
+            "change_email",
+            "Confirm your new email address",
+            display_name=display_name,
+            link=self.link("confirm-email", token),
+            validity=validity(TokenPurpose.CHANGE_EMAIL),
+        )
+
+    def email_change_notice(self, display_name: str, new_email: str) -> RenderedMail:
+        """To the old address: a change was asked for (a stolen session should not move an account quietly)."""
+        return self._render(
+            "email_change_notice",
+            "Your Gatherly email address is being changed",
+            display_name=display_name,
+            new_email=new_email,
+            login_link=f"{self.public_url}/login",
         )
 
     def _render(self, name: str, subject: str, **values: object) -> RenderedMail:
@@ -74,6 +93,11 @@ class EmailTemplates:
             text=self._text.get_template(f"{name}.txt").render(values),
             html=self._html.get_template(f"{name}.html").render(values),
         )
+
+
+def validity(purpose: TokenPurpose) -> str:
+    """How long a link works, in words with the right plural ("1 hour", "2 hours", "1 day")."""
+    return format_timedelta(TOKEN_LIFETIMES[purpose], locale="en")
 
 
 # --- delivery ---------------------------------------------------------------------------------------------------

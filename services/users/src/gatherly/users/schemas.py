@@ -76,11 +76,12 @@ class Tokens(BaseModel):
 
 
 class PublicProfile(BaseModel):
+    """What anyone sees of a person: a city, never their point (only its owner sees that, in Me)."""
+
     id: str
     display_name: str
     bio: str
     city: str | None
-    location: GeoPoint | None
     topics: list[str]
     avatar: ImageVariants | None
     created_at: datetime
@@ -88,6 +89,40 @@ class PublicProfile(BaseModel):
 
 class Me(PublicProfile):
     email: str | None
+    location: GeoPoint | None
+
+
+class PasswordChange(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"current_password": "correct horse battery staple", "new_password": "a new long passphrase"}]
+        },
+    )
+
+    current_password: PasswordField
+    new_password: PasswordField
+
+
+class EmailChange(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"new_email": "ann@example.com", "password": "correct horse battery staple"}]},
+    )
+
+    new_email: EmailField
+    password: PasswordField
+
+
+class OpenIdConfiguration(BaseModel):
+    """OpenID Connect discovery (OpenID Connect Discovery 1.0 §3): what a verifier needs from the issuer alone."""
+
+    issuer: str
+    jwks_uri: str
+    response_types_supported: list[str]
+    subject_types_supported: list[str]
+    id_token_signing_alg_values_supported: list[str]
+    claims_supported: list[str]
 
 
 class ProfileChanges(BaseModel):

@@ -14,9 +14,10 @@ from gatherly.contracts.images import ImageDeleted, ImageReady
 from gatherly.contracts.users import ImageVariants, UserConfirmed, UserDeleted, UserRegistered
 from gatherly.kernel.auth import Principal
 from gatherly.kernel.db import Database
-from gatherly.kernel.errors import DomainError, InvalidInput
+from gatherly.kernel.errors import DomainError, InvalidInput, NotFound
 from gatherly.kernel.settings import Settings
 from gatherly.users.crypto import (
+    ALGORITHM,
     Passwords,
     Signer,
     common_passwords,
@@ -29,12 +30,14 @@ from gatherly.users.domain import (
     DELETION_DEADLINE,
     TOKEN_LIFETIMES,
     AccountDeletion,
+    AccountGone,
     AccountLocked,
     AccountNotConfirmed,
     Avatar,
     BadCredentials,
     DeletionStatus,
     Email,
+    EmailTaken,
     InvalidLink,
     InvalidRefreshToken,
     NoDeletion,
@@ -46,6 +49,8 @@ from gatherly.users.domain import (
     TokenPurpose,
     UserId,
     UserNotFound,
+    WrongPassword,
+    access_token_id,
     check_password_policy,
     clean_bio,
     clean_city,
@@ -57,10 +62,12 @@ from gatherly.users.domain import (
     judge_refresh,
     new_opaque_token,
     normalize_email,
+    successor_token,
     token_digest,
 )
 from gatherly.users.emails import EmailTemplates, RenderedMail
-from gatherly.users.store import StoredKey, UsersUnitOfWork, is_unique_violation, reading
+from gatherly.users.schemas import OpenIdConfiguration
+from gatherly.users.store import Credentials, StoredKey, UsersUnitOfWork, is_unique_violation, reading
 
 log = structlog.get_logger(__name__)
 
@@ -103,6 +110,10 @@ class Identity:
     @property
     def refresh_lifetime(self) -> timedelta:
         return timedelta(days=self.settings.refresh_token_ttl_days)
+
+    @property
+    def refresh_grace(self) -> timedelta:
+        return timedelta(seconds=self.settings.refresh_grace_seconds)
 
 
 @dataclass(frozen=True)
@@ -233,23 +244,51 @@ async def log_in(uow: UsersUnitOfWork, identity: Identity, *, email: str, passwo
 
 
 async def refresh(uow: UsersUnitOfWork, identity: Identity, refresh_token: str) -> TokenPair:
-    """Rotate: the presented token is spent and a new pair issued in the same family. A spent token presented
-    again means two parties hold it; the whole family is revoked, so the thief's copy dies too."""
+    """Rotate: the presented token is spent and a new pair issued in the same family. Presented again within the
+    grace window (two tabs refreshing at once), it gives the same new pair; later, it means two parties hold it
+    and the whole family is revoked, so the thief's copy dies too."""
     digest = token_digest(refresh_token)
+    grace = identity.refresh_grace
     async with uow:
         now = uow.clock.now()
         stored = await uow.refresh_tokens.get(digest)
-        verdict = judge_refresh(stored, now)
-        if verdict is RefreshVerdict.ROTATE and not await uow.refresh_tokens.mark_used(digest, now):
-            verdict = RefreshVerdict.REUSED  # a concurrent request spent it a moment ago
-        if stored is not None and verdict is RefreshVerdict.ROTATE:
-            credentials = await uow.accounts.credentials_by_id(stored.user_id)
-            if credentials is not None and credentials.confirmed_at is not None:
-                return await _issue_tokens(uow, identity, stored.user_id, now, family_id=stored.family_id)
-            verdict = RefreshVerdict.INVALID
+        verdict = judge_refresh(stored, now, grace)
+        if verdict is RefreshVerdict.ROTATE:
+            nonce = new_opaque_token()
+            if await uow.refresh_tokens.mark_used(digest, now, nonce):
+                assert stored is not None  # ROTATE judges a stored token
+                if await _can_log_in(uow, stored.user_id):
+                    secret = successor_token(refresh_token, nonce)
+                    return await _issue_tokens(uow, identity, stored.user_id, now, stored.family_id, secret)
+                verdict = RefreshVerdict.INVALID
+            else:
+                # A concurrent request rotated it a moment ago (its commit is visible now): judge what it left.
+                stored = await uow.refresh_tokens.get(digest)
+                verdict = judge_refresh(stored, now, grace)
+        if stored is not None and verdict is RefreshVerdict.REPEAT:
+            pair = await _repeat_rotation(uow, identity, stored, refresh_token, now)
+            if pair is not None:
+                return pair
         if stored is not None and verdict is RefreshVerdict.REUSED:
             await uow.refresh_tokens.revoke_family(stored.family_id, now)
     raise InvalidRefreshToken()
+
+
+async def _repeat_rotation(
+    uow: UsersUnitOfWork, identity: Identity, stored: RefreshToken, refresh_token: str, now: datetime
+) -> TokenPair | None:
+    """The pair this token's rotation issued, made again; None when that successor was revoked meanwhile."""
+    assert stored.used_at is not None and stored.successor_nonce is not None  # REPEAT judges a rotated token
+    secret = successor_token(refresh_token, stored.successor_nonce)
+    successor = await uow.refresh_tokens.get(token_digest(secret))
+    if successor is None or successor.revoked_at is not None or not await _can_log_in(uow, stored.user_id):
+        return None
+    return await _pair(uow, identity, successor, secret, issued_at=stored.used_at, now=now)
+
+
+async def _can_log_in(uow: UsersUnitOfWork, user_id: str) -> bool:
+    credentials = await uow.accounts.credentials_by_id(user_id)
+    return credentials is not None and credentials.confirmed_at is not None and credentials.closed_at is None
 
 
 async def log_out(uow: UsersUnitOfWork, refresh_token: str) -> None:
@@ -261,11 +300,15 @@ async def log_out(uow: UsersUnitOfWork, refresh_token: str) -> None:
 
 
 async def _issue_tokens(
-    uow: UsersUnitOfWork, identity: Identity, user_id: UserId, now: datetime, *, family_id: str | None = None
+    uow: UsersUnitOfWork,
+    identity: Identity,
+    user_id: UserId,
+    now: datetime,
+    family_id: str | None = None,
+    secret: str | None = None,
 ) -> TokenPair:
-    key = signing_key_for(await uow.signing_keys.published(), now)
-    access = identity.signer.access_token(key, user_id, now)
-    secret = new_opaque_token()
+    """A new refresh token (`secret`, or a random one) in `family_id` (or a new family), and its access token."""
+    secret = secret or new_opaque_token()
     token = RefreshToken(
         digest=token_digest(secret),
         family_id=family_id or str(uuid.uuid4()),
@@ -273,7 +316,19 @@ async def _issue_tokens(
         expires_at=now + identity.refresh_lifetime,
     )
     await uow.refresh_tokens.add(token, now)
-    return TokenPair(access, secret, int(identity.signer.lifetime.total_seconds()))
+    return await _pair(uow, identity, token, secret, issued_at=now, now=now)
+
+
+async def _pair(
+    uow: UsersUnitOfWork, identity: Identity, token: RefreshToken, secret: str, *, issued_at: datetime, now: datetime
+) -> TokenPair:
+    """The refresh token and its access token, as issued at `issued_at`: the same inputs give the same pair."""
+    key = signing_key_for(await uow.signing_keys.published(), issued_at)
+    access = identity.signer.access_token(
+        key, token.user_id, issued_at, session_id=token.family_id, token_id=access_token_id(secret)
+    )
+    left = issued_at + identity.signer.lifetime - now
+    return TokenPair(access, secret, max(0, int(left.total_seconds())))
 
 
 # --- password reset ---------------------------------------------------------------------------------------------
@@ -322,6 +377,107 @@ async def reset_password(uow: UsersUnitOfWork, identity: Identity, *, token: str
             await _confirm(uow, await _profile(uow, stored.user_id), now)
 
 
+# --- password and email changes (logged in) -----------------------------------------------------------------------
+
+
+async def change_password(
+    uow: UsersUnitOfWork, identity: Identity, me: Principal, *, current_password: str, new_password: str
+) -> None:
+    """Set a new password, given the current one. The refresh tokens of every other device are revoked; this
+    device's session (the `sid` of the calling token) goes on. Wrong guesses count toward the login lockout, so
+    a stolen access token cannot be used to try passwords faster than the login form allows."""
+    check_password_policy(new_password, identity.common_passwords, field="new_password")
+    credentials = await _check_password(uow, identity, me, current_password, field="current_password")
+    password_hash = await identity.passwords.hash(new_password)
+    async with uow:
+        now = uow.clock.now()
+        await uow.accounts.set_password(credentials.user_id, password_hash)
+        session = me.claims.get("sid")
+        await uow.refresh_tokens.revoke_all_of(
+            credentials.user_id, now, except_family=session if isinstance(session, str) else None
+        )
+        # A reset link asked for earlier must not undo this change.
+        await uow.one_time_tokens.use_all(credentials.user_id, TokenPurpose.RESET_PASSWORD, now)
+
+
+async def request_email_change(
+    uow: UsersUnitOfWork, identity: Identity, me: Principal, *, new_email: str, password: str
+) -> None:
+    """Send a confirmation link to the new address and a notice to the old one; the old address stays the
+    account's until the link is followed (confirm_email_change)."""
+    try:
+        address = normalize_email(new_email)
+    except InvalidInput as error:
+        raise InvalidInput(error.detail, field="new_email") from error
+    credentials = await _check_password(uow, identity, me, password, field="password")
+    if address == credentials.email:
+        raise InvalidInput("This is already the account's email address.", field="new_email")
+    async with uow:
+        now = uow.clock.now()
+        if await uow.accounts.credentials_of(address) is not None:
+            raise EmailTaken()
+        profile = await _profile(uow, credentials.user_id)
+        # One pending change at a time: a new request voids the links of earlier ones.
+        await uow.one_time_tokens.use_all(credentials.user_id, TokenPurpose.CHANGE_EMAIL, now)
+        token = await _issue_one_time(uow, credentials.user_id, TokenPurpose.CHANGE_EMAIL, now, new_email=address)
+        await _queue(uow, address, identity.templates.email_change(profile.display_name, token))
+        if credentials.email is not None:
+            notice = identity.templates.email_change_notice(profile.display_name, address)
+            await _queue(uow, credentials.email, notice)
+
+
+async def confirm_email_change(uow: UsersUnitOfWork, token: str) -> None:
+    """Spend a change-email link: the account's address becomes the new one, and other services hear of it. The
+    address may have been taken since the request (a sign-up, another change): then 409 and nothing changes."""
+    try:
+        async with uow:
+            now = uow.clock.now()
+            stored = await _spend(uow, token, TokenPurpose.CHANGE_EMAIL, now)
+            credentials = await uow.accounts.credentials_by_id(stored.user_id)
+            if credentials is None or credentials.closed_at is not None or stored.new_email is None:
+                raise InvalidLink()
+            owner = await uow.accounts.credentials_of(stored.new_email)
+            if owner is not None:
+                raise EmailTaken()
+            await uow.accounts.set_email(stored.user_id, stored.new_email)
+            # Login failures were counted against the old address; a reset link sent there is void now.
+            await uow.one_time_tokens.use_all(stored.user_id, TokenPurpose.RESET_PASSWORD, now)
+            profile = await _profile(uow, stored.user_id)
+            profile = profile.changed(now)
+            await uow.accounts.save_profile(profile)
+            uow.publish(profile.published(await uow.avatars.get(profile.avatar_image_id)))
+    except IntegrityError as error:
+        # Two accounts confirmed the same new address at once: the unique index let only the first one in.
+        if not is_unique_violation(error):
+            raise
+        raise EmailTaken() from error
+
+
+async def _check_password(
+    uow: UsersUnitOfWork, identity: Identity, me: Principal, password: str, *, field: str
+) -> Credentials:
+    """The caller's credentials when `password` is theirs; else WrongPassword (counted like a failed login) or
+    AccountLocked. Checked off the event loop and outside any transaction, like a login."""
+    now = uow.clock.now()
+    async with reading(uow.db) as stores:
+        credentials = await stores.accounts.credentials_by_id(me.user_id)
+        _check_open(credentials)
+        assert credentials is not None
+        throttle_key = email_key(credentials.email) if credentials.email else None
+        throttle = await stores.throttles.get(throttle_key) if throttle_key else None
+    wait = throttle.retry_after(now) if throttle else None
+    if wait is not None:
+        raise AccountLocked(wait)
+    if await identity.passwords.verify(credentials.password_hash, password):
+        return credentials
+    if throttle_key is not None:
+        async with uow:
+            now = uow.clock.now()
+            throttle = await uow.throttles.get(throttle_key)
+            await uow.throttles.save(throttle_key, throttle.after_failure(now), now)
+    raise WrongPassword(field)
+
+
 # --- one-time tokens and mail -------------------------------------------------------------------------------------
 
 
@@ -333,6 +489,7 @@ async def _issue_one_time(
     *,
     password_hash: str | None = None,
     display_name: str | None = None,
+    new_email: Email | None = None,
 ) -> str:
     secret = new_opaque_token()
     token = OneTimeToken(
@@ -342,6 +499,7 @@ async def _issue_one_time(
         expires_at=now + TOKEN_LIFETIMES[purpose],
         password_hash=password_hash,
         display_name=display_name,
+        new_email=new_email,
     )
     await uow.one_time_tokens.add(token, now)
     return secret
@@ -379,16 +537,23 @@ async def my_profile(uow: UsersUnitOfWork, identity: Identity, me: Principal) ->
     async with reading(uow.db) as stores:
         profile = await stores.accounts.profile(me.user_id)
         if profile is not None:
+            _check_open(profile)
             return ProfileView(profile, profile.avatar(await stores.avatars.get(profile.avatar_image_id)))
     if identity.external:
         return await _welcome_outside_identity(uow, me)
-    raise UserNotFound(me.user_id)
+    raise AccountGone()
+
+
+def _check_open(account: Profile | Credentials | None) -> None:
+    """A valid token of an account that is gone or being deleted is refused like an invalid token (401)."""
+    if account is None or (account.closed if isinstance(account, Profile) else account.closed_at is not None):
+        raise AccountGone()
 
 
 async def public_profile(db: Database, user_id: str) -> ProfileView:
     async with reading(db) as stores:
         profile = await stores.accounts.profile(user_id)
-        if profile is None or not profile.confirmed:
+        if profile is None or not profile.confirmed or profile.closed:
             raise UserNotFound(user_id)
         return ProfileView(profile, profile.avatar(await stores.avatars.get(profile.avatar_image_id)))
 
@@ -423,8 +588,8 @@ async def update_profile(
     async with uow:
         now = uow.clock.now()
         profile = await uow.accounts.profile(me.user_id)
-        if profile is None:
-            raise UserNotFound(me.user_id)
+        _check_open(profile)
+        assert profile is not None
         profile = profile.changed(now, **cleaned)
         await uow.accounts.save_profile(profile)
         avatar = await uow.avatars.get(profile.avatar_image_id)
@@ -488,7 +653,7 @@ async def delete_account(uow: UsersUnitOfWork, me: Principal) -> AccountDeletion
             deadline_at=now + DELETION_DEADLINE,
         )
         await uow.deletions.add(deletion, now)
-        await uow.accounts.remove_password(me.user_id)
+        await uow.accounts.close(me.user_id, now)
         await uow.refresh_tokens.revoke_all_of(me.user_id, now)
         for purpose in TokenPurpose:  # an emailed reset link must not bring the account back meanwhile
             await uow.one_time_tokens.use_all(me.user_id, purpose, now)
@@ -622,6 +787,23 @@ async def rotate_keys_of(db: Database, settings: Settings) -> Rotation:
 async def keys_of(db: Database) -> list[StoredKey]:
     async with reading(db) as stores:
         return await stores.signing_keys.all()
+
+
+def openid_configuration(identity: Identity) -> OpenIdConfiguration:
+    """The discovery document of this issuer. With an outside provider issuing the tokens, that provider's
+    document is the one to use: this service has none (404)."""
+    if identity.external:
+        raise NotFound("Tokens are issued by an outside identity provider; use its discovery document.")
+    settings = identity.settings
+    return OpenIdConfiguration(
+        issuer=settings.effective_issuer,
+        jwks_uri=f"{settings.effective_public_url}/.well-known/jwks.json",
+        # Access tokens are handed out directly by POST /api/auth/login (no authorization endpoint, no ID tokens).
+        response_types_supported=["token"],
+        subject_types_supported=["public"],
+        id_token_signing_alg_values_supported=[ALGORITHM],
+        claims_supported=["iss", "aud", "sub", "iat", "exp", "jti", "sid"],
+    )
 
 
 async def published_keys(db: Database) -> dict[str, Any]:

@@ -88,13 +88,18 @@ class AccountStore:
         )
         await self.session.execute(insert(profiles).values(user_id=profile.user_id, **_profile_values(profile)))
 
+    async def set_email(self, user_id: str, email: Email) -> None:
+        await self.session.execute(update(accounts).where(accounts.c.id == user_id).values(email=email))
+
     async def set_password(self, user_id: str, password_hash: str) -> None:
         await self.session.execute(update(accounts).where(accounts.c.id == user_id).values(password_hash=password_hash))
 
-    async def remove_password(self, user_id: str) -> None:
+    async def close(self, user_id: str, at: datetime) -> None:
         """At deletion: no password logs in any more (a login is then checked against the decoy hash, like an
-        unknown address). Not the login lockout, which is LoginThrottleStore's."""
-        await self.session.execute(update(accounts).where(accounts.c.id == user_id).values(password_hash=None))
+        unknown address) and the account counts as closed. Not the login lockout, which is LoginThrottleStore's."""
+        await self.session.execute(
+            update(accounts).where(accounts.c.id == user_id).values(password_hash=None, closed_at=at)
+        )
 
     async def erase(self, user_id: str) -> None:
         # The profile, refresh tokens and link tokens go with the account (ON DELETE CASCADE).
@@ -124,10 +129,11 @@ class Credentials:
     email: Email | None
     password_hash: str | None
     confirmed_at: datetime | None
+    closed_at: datetime | None = None
 
     @classmethod
     def of(cls, row: RowMapping) -> Credentials:
-        return cls(UserId(row["id"]), row["email"], row["password_hash"], row["confirmed_at"])
+        return cls(UserId(row["id"]), row["email"], row["password_hash"], row["confirmed_at"], row["closed_at"])
 
 
 def _profile_values(profile: Profile) -> dict[str, Any]:
@@ -157,6 +163,7 @@ def _profile_of(row: RowMapping) -> Profile:
         topics=list(row["topics"] or []),
         avatar_image_id=row["avatar_image_id"],
         confirmed=row["confirmed_at"] is not None,
+        closed=row["closed_at"] is not None,
     )
 
 
@@ -190,14 +197,15 @@ class RefreshTokenStore:
             expires_at=row["expires_at"],
             used_at=row["used_at"],
             revoked_at=row["revoked_at"],
+            successor_nonce=row["successor_nonce"],
         )
 
-    async def mark_used(self, digest: str, at: datetime) -> bool:
-        """Retire a token; False when another request retired it first (then this one is a reuse)."""
+    async def mark_used(self, digest: str, at: datetime, successor_nonce: str) -> bool:
+        """Retire a token, noting the nonce of its successor; False when another request retired it first."""
         result = await self.session.execute(
             update(refresh_tokens)
             .where(refresh_tokens.c.digest == digest, refresh_tokens.c.used_at.is_(None))
-            .values(used_at=at)
+            .values(used_at=at, successor_nonce=successor_nonce)
         )
         return rowcount(result) == 1
 
@@ -208,12 +216,11 @@ class RefreshTokenStore:
             .values(revoked_at=at)
         )
 
-    async def revoke_all_of(self, user_id: str, at: datetime) -> None:
-        await self.session.execute(
-            update(refresh_tokens)
-            .where(refresh_tokens.c.user_id == user_id, refresh_tokens.c.revoked_at.is_(None))
-            .values(revoked_at=at)
-        )
+    async def revoke_all_of(self, user_id: str, at: datetime, *, except_family: str | None = None) -> None:
+        query = update(refresh_tokens).where(refresh_tokens.c.user_id == user_id, refresh_tokens.c.revoked_at.is_(None))
+        if except_family is not None:
+            query = query.where(refresh_tokens.c.family_id != except_family)
+        await self.session.execute(query.values(revoked_at=at))
 
     async def prune(self, before: datetime) -> int:
         result = await self.session.execute(delete(refresh_tokens).where(refresh_tokens.c.expires_at < before))
@@ -234,6 +241,7 @@ class OneTimeTokenStore:
                 expires_at=token.expires_at,
                 password_hash=token.password_hash,
                 display_name=token.display_name,
+                new_email=token.new_email,
             )
         )
 
@@ -253,6 +261,7 @@ class OneTimeTokenStore:
             used_at=row["used_at"],
             password_hash=row["password_hash"],
             display_name=row["display_name"],
+            new_email=row["new_email"],
         )
 
     async def use(self, digest: str, at: datetime) -> bool:

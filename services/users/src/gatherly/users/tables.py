@@ -20,6 +20,8 @@ accounts = Table(
     Column("password_hash", String(255)),  # NULL: signs in elsewhere (outside identity provider)
     Column("created_at", UtcDateTime(), nullable=False),
     Column("confirmed_at", UtcDateTime()),
+    # When its deletion was asked for: from then on its access tokens get 401 and its profile is not shown.
+    Column("closed_at", UtcDateTime()),
 )
 
 profiles = Table(
@@ -49,6 +51,8 @@ refresh_tokens = Table(
     Column("expires_at", UtcDateTime(), nullable=False),
     Column("used_at", UtcDateTime()),
     Column("revoked_at", UtcDateTime()),
+    # Set at rotation; with the presented token it gives the successor again within the grace window.
+    Column("successor_nonce", String(64)),
 )
 
 one_time_tokens = Table(
@@ -62,6 +66,7 @@ one_time_tokens = Table(
     Column("used_at", UtcDateTime()),
     Column("password_hash", String(255)),
     Column("display_name", String(80)),
+    Column("new_email", String(254)),  # a change-email link: the address it confirms
 )
 
 login_throttles = Table(
