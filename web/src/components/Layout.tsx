@@ -43,8 +43,10 @@ export function Layout({ title, children }: { title: string; children: ReactNode
             <IonButton onClick={() => navigate('/')}>{texts.nav.explore}</IonButton>
             {loggedIn ? (
               <>
-                <IonButton onClick={() => navigate('/notifications')} aria-label={texts.nav.notifications(unread)}>
+                {/* The name is text (hidden), not aria-label: Ionic copies an aria-label into the button once only. */}
+                <IonButton onClick={() => navigate('/notifications')} className="bell">
                   <IonIcon icon={notificationsOutline} aria-hidden="true" />
+                  <span className="visually-hidden">{texts.nav.notifications(unread)}</span>
                   {unread > 0 && (
                     <IonBadge color="light" className="unread" aria-hidden="true">
                       {unread > 99 ? '99+' : unread}

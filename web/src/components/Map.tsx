@@ -8,7 +8,8 @@ const Lazy = lazy(() => import('./PinMap').then((module) => ({ default: module.P
 
 export function PinMap(props: ComponentProps<typeof Eager>) {
   return (
-    <Suspense fallback={<div className="map" role="region" aria-label={props.label} aria-busy="true" />}>
+    // The place keeps its size while Leaflet loads; it is named a map region only once it is one to tap.
+    <Suspense fallback={<div className="map" aria-busy="true" />}>
       <Lazy {...props} />
     </Suspense>
   );
