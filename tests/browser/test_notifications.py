@@ -4,6 +4,7 @@ and web push on this device."""
 from __future__ import annotations
 
 import base64
+import json
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -182,6 +183,27 @@ def test_push_is_enabled_with_the_servers_vapid_key_and_turned_off_again(server:
     used = page.evaluate("() => window.subscribedWith")
     assert used["userVisibleOnly"] is True
     assert base64.b64decode(used["key"]) == base64.urlsafe_b64decode(vapid + "=" * (-len(vapid) % 4))
+
+    # A push as the service sends it (push.py's payload), delivered by the browser: the service worker shows it.
+    registrations: list[str] = []
+    cdp = context.new_cdp_session(page)
+    cdp.on(
+        "ServiceWorker.workerRegistrationUpdated",
+        lambda e: registrations.extend(r["registrationId"] for r in e["registrations"] if not r["isDeleted"]),
+    )
+    cdp.send("ServiceWorker.enable")
+    deadline = time.monotonic() + 10
+    while not registrations:  # CDP events are taken in while Playwright waits
+        assert time.monotonic() < deadline, "no service worker registration reported"
+        page.wait_for_timeout(50)
+    payload = {"id": "n1", "kind": "event_scheduled", "title": "New event: Push ride", "body": "Sat", "link": "/notifications"}
+    cdp.send(
+        "ServiceWorker.deliverPushMessage",
+        {"origin": server.url, "registrationId": registrations[0], "data": json.dumps(payload)},
+    )
+    shown = "navigator.serviceWorker.ready.then(r => r.getNotifications()).then(n => n.map(x => [x.title, x.body]))"
+    page.wait_for_function(f"() => {shown}.then(n => n.length > 0)")
+    assert page.evaluate(shown) == [["New event: Push ride", "Sat"]]
 
     with page.expect_response(lambda r: r.url.endswith(f"/api/push/subscriptions/{subscription_id}")) as removed:
         page.get_by_role("button", name="Turn push notifications off").click()

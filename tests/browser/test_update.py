@@ -56,7 +56,7 @@ def test_a_new_version_waits_until_the_person_chooses_update(browser: Browser, s
         page = context.new_page()
         page.goto(url + "/")
         page.wait_for_function("() => navigator.serviceWorker.controller !== null")
-        expect(page.get_by_text("A new version of Gatherly is ready.")).to_have_count(0)
+        expect(page.get_by_text("A new version of Gatherly is ready.")).to_be_hidden()
 
         # A new version is published; the browser finds it and installs it next to the running one.
         sw = root / "sw.js"
