@@ -32,13 +32,14 @@ def test_a_profile_picture_uploads_with_progress_and_shows_when_ready(server: Se
     page.get_by_label("Profile picture").set_input_files({"name": "me.png", "mimeType": "image/png", "buffer": data})
     bar = page.get_by_role("progressbar", name="Upload progress")
     expect(bar).to_be_visible()
-    page.wait_for_function("() => { const p = document.querySelector('progress'); return p && p.value > 0 && p.value < 1; }")
+    moving = "() => { const bar = document.querySelector('progress'); return bar?.value > 0 && bar.value < 1; }"
+    page.wait_for_function(moving)
     screenshot(page, "profile-uploading")
     expect(page.get_by_role("status")).to_have_text("The picture is saved.", timeout=30_000)
     expect(bar).to_have_count(0)
     avatar = page.get_by_role("img", name="Your profile picture")
     expect(avatar).to_be_visible()
-    assert page.evaluate("() => document.querySelector('img.avatar').naturalWidth") > 0  # really served
+    page.wait_for_function("() => document.querySelector('img.avatar').naturalWidth > 0")  # really served
     check_accessibility(page)
     screenshot(page, "profile")
 

@@ -45,6 +45,7 @@ def _schedule(server: Server, token: str, group_id: str, titles: list[str]) -> l
                 "starts_at": starts.isoformat(),
                 "ends_at": (starts + timedelta(hours=1)).isoformat(),
                 "timezone": "Europe/Berlin",
+                "online_url": "https://meet.example.org/ride",
             }
             deadline = time.monotonic() + 20
             while True:
@@ -164,9 +165,12 @@ PushManager.prototype.subscribe = async function (options) {{
 """
 
 
-def test_push_is_enabled_with_the_servers_vapid_key_and_turned_off_again(server: Server, new_context: NewContext) -> None:
+def test_push_is_enabled_with_the_servers_vapid_key_and_turned_off_again(
+    server: Server, new_context: NewContext
+) -> None:
     email, _ = server.person("Paula")
-    context = new_context(DESKTOP, permissions=["geolocation", "notifications"])
+    context = new_context(DESKTOP)
+    context.grant_permissions(["notifications"])
     context.add_init_script(RECORD_SUBSCRIBE)
     page = context.new_page()
     log_in(page, email, "/settings/notifications")
@@ -196,14 +200,17 @@ def test_push_is_enabled_with_the_servers_vapid_key_and_turned_off_again(server:
     while not registrations:  # CDP events are taken in while Playwright waits
         assert time.monotonic() < deadline, "no service worker registration reported"
         page.wait_for_timeout(50)
-    payload = {"id": "n1", "kind": "event_scheduled", "title": "New event: Push ride", "body": "Sat", "link": "/notifications"}
+    payload = {"id": "n1", "kind": "event_scheduled", "title": "New event: Push ride", "body": "Sat", "link": "/"}
     cdp.send(
         "ServiceWorker.deliverPushMessage",
         {"origin": server.url, "registrationId": registrations[0], "data": json.dumps(payload)},
     )
     shown = "navigator.serviceWorker.ready.then(r => r.getNotifications()).then(n => n.map(x => [x.title, x.body]))"
-    page.wait_for_function(f"() => {shown}.then(n => n.length > 0)")
-    assert page.evaluate(shown) == [["New event: Push ride", "Sat"]]
+    deadline = time.monotonic() + 10
+    while not (notifications := page.evaluate(shown)):
+        assert time.monotonic() < deadline, "the pushed notification was not shown"
+        page.wait_for_timeout(100)
+    assert notifications == [["New event: Push ride", "Sat"]]
 
     with page.expect_response(lambda r: r.url.endswith(f"/api/push/subscriptions/{subscription_id}")) as removed:
         page.get_by_role("button", name="Turn push notifications off").click()

@@ -55,6 +55,7 @@ def _event(server: Server, token: str, group_id: str, **fields: Any) -> str:
         "starts_at": starts.isoformat(),
         "ends_at": (starts + timedelta(hours=2)).isoformat(),
         "timezone": "Europe/Berlin",
+        "online_url": "https://meet.example.org/climb",
         **fields,
     }
     with server.api() as client:
@@ -84,13 +85,14 @@ def test_an_organizer_changes_roles_bans_denies_announces_edits_and_imports(
     page = new_context(DESKTOP).new_page()
     log_in(page, organizer_email, f"/groups/{group_id}")
     members = page.locator("ion-item", has_text=member)
+    shown_role = members.locator(".muted")
 
     # Roles: promoted, then back.
     page.get_by_label(f"Role of {member}").select_option("co_organizer")
-    expect(members).to_contain_text("co-organizer")
+    expect(shown_role).to_have_text("co-organizer")
     assert _membership(server, member_token, group_id)["role"] == "co_organizer"
     page.get_by_label(f"Role of {member}").select_option("member")
-    expect(members).not_to_contain_text("co-organizer")
+    expect(shown_role).to_have_text("member")
     assert _membership(server, member_token, group_id)["role"] == "member"
 
     # An announcement reaches the members' inboxes.
@@ -115,7 +117,7 @@ def test_an_organizer_changes_roles_bans_denies_announces_edits_and_imports(
         "BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//Other//Platform//EN",
         "BEGIN:VEVENT", f"UID:{time.time_ns()}@other", "DTSTAMP:20240101T000000Z", f"SUMMARY:{title}",
         f"DTSTART;TZID=Europe/Berlin:{NEXT_YEAR}0715T190000", f"DTEND;TZID=Europe/Berlin:{NEXT_YEAR}0715T220000",
-        "END:VEVENT", "END:VCALENDAR", "",
+        "LOCATION:Boulder hall", "END:VEVENT", "END:VCALENDAR", "",
     ])  # fmt: skip
     report = page.get_by_role("status").filter(has_text="Imported")
     deadline = time.monotonic() + 20
@@ -127,7 +129,8 @@ def test_an_organizer_changes_roles_bans_denies_announces_edits_and_imports(
             expect(report).to_contain_text("Imported: 1 new, 0 updated, 0 skipped.", timeout=2_000)
             break
         except AssertionError:
-            assert time.monotonic() < deadline
+            if time.monotonic() > deadline:
+                raise
     expect(page.get_by_role("heading", name=title)).to_be_visible()
 
     # A ban: gone from the members, and cannot come back.
@@ -143,7 +146,7 @@ def test_an_organizer_changes_roles_bans_denies_announces_edits_and_imports(
         {"name": "banner.png", "mimeType": "image/png", "buffer": picture(300)}
     )
     expect(page.get_by_role("status")).to_have_text("The picture is saved.", timeout=30_000)
-    expect(page.get_by_role("img", name="The group’s banner")).to_be_visible()
+    expect(page.get_by_role("img", name=re.compile("^The group.s banner$"))).to_be_visible()
     renamed = f"Boulderers {time.time_ns()}"
     page.get_by_label("Name").fill(renamed)
     check_accessibility(page)
@@ -177,6 +180,7 @@ def test_a_recurring_event_is_scheduled_one_occurrence_edited_with_a_cover_and_p
     page.get_by_label("Starts").fill(starts.strftime("%Y-%m-%dT18:00"))
     page.get_by_label("Ends").fill(starts.strftime("%Y-%m-%dT20:00"))
     page.get_by_label("Time zone").fill("Europe/Berlin")
+    page.get_by_label("Venue name").fill("The climbing hall")
     page.get_by_label("Repeats (an RRULE such as FREQ=WEEKLY;COUNT=4; empty: once)").fill("FREQ=WEEKLY;COUNT=3")
     deadline = time.monotonic() + 20
     while True:  # the events service hears of the new group a moment after it exists
@@ -185,7 +189,8 @@ def test_a_recurring_event_is_scheduled_one_occurrence_edited_with_a_cover_and_p
             expect(page).to_have_url(re.compile(r"/events/[0-9a-f-]+$"), timeout=2_000)
             break
         except AssertionError:
-            assert time.monotonic() < deadline
+            if time.monotonic() > deadline:
+                raise
     event_id = page.url.rsplit("/", 1)[1]
 
     def listed() -> bool:
@@ -217,8 +222,9 @@ def test_a_recurring_event_is_scheduled_one_occurrence_edited_with_a_cover_and_p
     page.get_by_role("button", name="Edit the event").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Edit the event")
     expect(page.get_by_label("only this one")).to_be_checked()
-    page.get_by_label("Cover picture").set_input_files({"name": "cover.png", "mimeType": "image/png", "buffer": picture(300)})
-    expect(page.get_by_role("img", name="The event’s cover")).to_be_visible(timeout=30_000)
+    cover = {"name": "cover.png", "mimeType": "image/png", "buffer": picture(300)}
+    page.get_by_label("Cover picture").set_input_files(cover)
+    expect(page.get_by_role("img", name=re.compile("^The event.s cover$"))).to_be_visible(timeout=30_000)
     page.get_by_label("Title").fill(f"{title} (special)")
     check_accessibility(page)
     screenshot(page, "edit-event")
@@ -243,7 +249,7 @@ def test_guests_beyond_the_limit_are_named_and_comments_are_posted_as_text(
 
     page = new_context(PHONE).new_page()
     log_in(page, member_email, f"/events/{event_id}")
-    guests = page.get_by_label("Guests (0–2)")
+    guests = page.get_by_label(re.compile(r"^Guests \(0.2\)$"))  # 0 to 2
     guests.fill("1")
     deadline = time.monotonic() + 20
     while True:  # the events service hears of the member's joining through events
@@ -252,7 +258,8 @@ def test_guests_beyond_the_limit_are_named_and_comments_are_posted_as_text(
             expect(page.locator(".rsvp-status")).to_have_text("You are going.", timeout=2_000)
             break
         except AssertionError:
-            assert time.monotonic() < deadline
+            if time.monotonic() > deadline:
+                raise
     expect(page.get_by_text("2 of 10 seats taken")).to_be_visible()
     expect(page.locator("ion-item", has_text=member)).to_contain_text("+1")
     guests.fill("5")  # over the limit: named at the field, and the answer stays as it was
