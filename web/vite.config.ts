@@ -28,6 +28,8 @@ export default defineConfig({
         ],
       },
       workbox: {
+        // Web push: showing a pushed notification and opening its page (public/push-sw.js).
+        importScripts: ['/push-sw.js'],
         globPatterns: ['**/*.{js,css,html,png,svg,woff2}'],
         // The gazetteer chunk is large; precached so a city can be typed offline too.
         maximumFileSizeToCacheInBytes: 4 * 1024 * 1024,
@@ -53,5 +55,15 @@ export default defineConfig({
       },
     }),
   ],
-  build: { sourcemap: false, chunkSizeWarningLimit: 3000 },
+  build: {
+    sourcemap: false,
+    chunkSizeWarningLimit: 3000,
+    rollupOptions: {
+      treeshake: {
+        // @ionic/core declares no sideEffects, so every component module @ionic/react imports (all 90) was kept,
+        // used or not. A component module only defines its element when its React wrapper asks: unused ones can go.
+        moduleSideEffects: (id) => !/[\\/]@ionic[\\/]core[\\/]components[\\/]ion-[a-z-]+\.js$/.test(id),
+      },
+    },
+  },
 });

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import socket
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from PIL import Image
 from playwright.sync_api import BrowserContext, Page
 
 from gatherly.app.devmail import newest_link_token
@@ -100,3 +102,11 @@ def screenshot(page: Page, name: str) -> None:
     width = page.viewport_size["width"] if page.viewport_size else 0
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}-{'phone' if width < 600 else 'desktop'}.png"), full_page=True)
+
+
+def picture(side: int = 600) -> bytes:
+    """A PNG of noise (incompressible: large enough that a throttled upload shows its progress)."""
+    image = Image.frombytes("RGB", (side, side), os.urandom(side * side * 3))
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()

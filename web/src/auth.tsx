@@ -1,5 +1,6 @@
 // Who is logged in: the profile from GET /api/users/me, kept in step with the stored tokens.
 import { createContext, useCallback, useContext, useEffect, useState, type ReactNode } from 'react';
+import { disablePush, pushEnabledHere } from './notifications/push';
 import { forgetRsvps } from './offline/rsvpQueue';
 import { AUTH_CHANGED, api, clearTokens, isLoggedIn, refreshToken, type Schemas } from './api/client';
 
@@ -7,9 +8,11 @@ interface Auth {
   me: Schemas['Me'] | null;
   loggedIn: boolean;
   logOut: () => Promise<void>;
+  /** Reads the profile again (after it changed, e.g. a new avatar). */
+  reload: () => Promise<void>;
 }
 
-const AuthContext = createContext<Auth>({ me: null, loggedIn: false, logOut: async () => {} });
+const AuthContext = createContext<Auth>({ me: null, loggedIn: false, logOut: async () => {}, reload: async () => {} });
 
 export function AuthProvider({ children }: { children: ReactNode }) {
   const [loggedIn, setLoggedIn] = useState(isLoggedIn());
@@ -21,18 +24,25 @@ export function AuthProvider({ children }: { children: ReactNode }) {
     return () => window.removeEventListener(AUTH_CHANGED, changed);
   }, []);
 
+  const reload = useCallback(async () => {
+    if (!isLoggedIn()) return;
+    await api.GET('/api/users/me').then(
+      ({ data }) => data && setMe(data),
+      () => undefined, // offline: the name shows when the connection is back
+    );
+  }, []);
+
   useEffect(() => {
     if (!loggedIn) {
       setMe(null);
       return;
     }
-    api.GET('/api/users/me').then(
-      ({ data }) => data && setMe(data),
-      () => undefined, // offline: the name shows when the connection is back
-    );
-  }, [loggedIn]);
+    void reload();
+  }, [loggedIn, reload]);
 
   const logOut = useCallback(async () => {
+    // This device stops receiving the person's pushes: the next one to use it must not see them.
+    if (pushEnabledHere()) await disablePush().catch(() => undefined);
     const refresh = refreshToken();
     if (refresh) await api.POST('/api/auth/logout', { body: { refresh_token: refresh } }).catch(() => undefined);
     clearTokens();
@@ -41,7 +51,7 @@ export function AuthProvider({ children }: { children: ReactNode }) {
     if ('caches' in window) await caches.delete('gatherly-api');
   }, []);
 
-  return <AuthContext.Provider value={{ me, loggedIn, logOut }}>{children}</AuthContext.Provider>;
+  return <AuthContext.Provider value={{ me, loggedIn, logOut, reload }}>{children}</AuthContext.Provider>;
 }
 
 export function useAuth(): Auth {

@@ -36,3 +36,12 @@ export function wallTimeToIso(local: string, timeZone: string): string {
   instant = guess - offsetAt(instant, timeZone); // once more: the offset may differ across a DST change
   return new Date(instant).toISOString();
 }
+
+/** An instant as the wall-clock time in `timeZone` ("2026-12-01T19:00"), for a datetime-local field. */
+export function isoToWallTime(iso: string, timeZone: string): string {
+  const parts = new Intl.DateTimeFormat('en-US', {
+    timeZone, hourCycle: 'h23', year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit',
+  }).formatToParts(new Date(iso));
+  const value = (type: string) => parts.find((part) => part.type === type)?.value ?? '';
+  return `${value('year')}-${value('month')}-${value('day')}T${value('hour')}:${value('minute')}`;
+}

@@ -1,8 +1,11 @@
-// The frame of every screen: a header with the navigation, an offline banner, and the content.
-import { IonButton, IonButtons, IonContent, IonHeader, IonPage, IonTitle, IonToolbar } from '@ionic/react';
+// The frame of every screen: a header with the navigation and the live unread badge, an offline banner, and the
+// content.
+import { IonBadge, IonButton, IonButtons, IonContent, IonHeader, IonIcon, IonPage, IonTitle, IonToolbar } from '@ionic/react';
+import { notificationsOutline } from 'ionicons/icons';
 import { useEffect, useState, type ReactNode } from 'react';
 import { Link, useNavigate } from 'react-router-dom';
 import { useAuth } from '../auth';
+import { useLiveNotifications } from '../notifications/live';
 import { texts } from '../texts';
 
 export function useOnline(): boolean {
@@ -23,6 +26,7 @@ export function Layout({ title, children }: { title: string; children: ReactNode
   const { me, loggedIn, logOut } = useAuth();
   const navigate = useNavigate();
   const online = useOnline();
+  const { unread } = useLiveNotifications();
   useEffect(() => {
     document.title = `${title} · ${texts.appName}`;
   }, [title]);
@@ -39,7 +43,19 @@ export function Layout({ title, children }: { title: string; children: ReactNode
             <IonButton onClick={() => navigate('/')}>{texts.nav.explore}</IonButton>
             {loggedIn ? (
               <>
-                <span className="who">{me?.display_name}</span>
+                {/* The name is text (hidden), not aria-label: Ionic copies an aria-label into the button once only. */}
+                <IonButton onClick={() => navigate('/notifications')} className="bell">
+                  <IonIcon icon={notificationsOutline} aria-hidden="true" />
+                  <span className="visually-hidden">{texts.nav.notifications(unread)}</span>
+                  {unread > 0 && (
+                    <IonBadge color="light" className="unread" aria-hidden="true">
+                      {unread > 99 ? '99+' : unread}
+                    </IonBadge>
+                  )}
+                </IonButton>
+                <Link to="/profile" className="who">
+                  {me?.display_name}
+                </Link>
                 <IonButton onClick={() => void logOut().then(() => navigate('/'))}>{texts.nav.logout}</IonButton>
               </>
             ) : (

@@ -1,5 +1,6 @@
 // An event: details in both time zones, the venue on a map, RSVP with guests (queued when offline), the waitlist
-// position (watched until a seat frees up), attendees, comments, and calendar links.
+// position (watched until a seat frees up), attendees, comments, and calendar links; for the group's leaders, editing
+// and the check-in list.
 import { IonButton, IonItem, IonLabel, IonList } from '@ionic/react';
 import { useCallback, useEffect, useState, type FormEvent } from 'react';
 import { Link, useNavigate, useParams } from 'react-router-dom';
@@ -8,13 +9,14 @@ import { attempt, type Shown } from '../api/problem';
 import { useAuth } from '../auth';
 import { ErrorText, Field } from '../components/Field';
 import { Layout } from '../components/Layout';
-import { PinMap } from '../components/PinMap';
+import { PinMap } from '../components/Map';
 import { eventTimes } from '../dates';
 import { pendingRsvp, queueRsvp, QUEUE_CHANGED, refused, sendRsvp, type PendingRsvp } from '../offline/rsvpQueue';
 import { texts } from '../texts';
 
 const t = texts.event;
 const WAITLIST_POLL_MS = 3000;
+const LEADERS = ['organizer', 'co_organizer', 'event_organizer'];
 
 export function EventPage() {
   const { eventId = '' } = useParams();
@@ -29,6 +31,8 @@ export function EventPage() {
   const [feed, setFeed] = useState<string | null>(null);
   const [problem, setProblem] = useState<Shown | null>(null);
   const [loadProblem, setLoadProblem] = useState<Shown | null>(null);
+  const [role, setRole] = useState<string | null>(null);
+  const [checkedIn, setCheckedIn] = useState<Set<string>>(new Set());
 
   const path = { params: { path: { event_id: eventId } } };
   const load = useCallback(async () => {
@@ -41,6 +45,10 @@ export function EventPage() {
     );
     setAttendees(people.data?.items ?? []);
     if (loggedIn) {
+      const group = await attempt(() =>
+        api.GET('/api/groups/{group}', { params: { path: { group: found.data!.group.id } } }),
+      );
+      setRole(group.data?.my_membership?.role ?? null);
       const said = await attempt(() =>
         api.GET('/api/events/{event_id}/comments', { params: { path: { event_id: eventId }, query: { limit: 100 } } }),
       );
@@ -96,6 +104,17 @@ export function EventPage() {
     }
   }
 
+  async function checkIn(userId: string) {
+    const result = await attempt(() =>
+      api.POST('/api/events/{event_id}/check-in/{user_id}', { params: { path: { event_id: eventId, user_id: userId } } }),
+    );
+    setProblem(result.problem ?? null);
+    if (!result.data) return;
+    const attendance = result.data.attendance;
+    setCheckedIn((old) => new Set(old).add(userId));
+    setEvent((old) => old && { ...old, attendance });
+  }
+
   async function showFeed() {
     const result = await attempt(() => api.GET('/api/calendar/me'));
     setProblem(result.problem ?? null);
@@ -114,11 +133,18 @@ export function EventPage() {
   const mine = event.my_rsvp;
   const where = event.venue?.location;
   const names = new Map(attendees.map((a) => [a.user_id, a.display_name]));
+  const leader = role !== null && LEADERS.includes(role);
   return (
     <Layout title={event.title}>
+      {event.cover && <img className="cover" src={event.cover.medium} alt="" />}
       <p>
         <Link to={`/groups/${event.group.id}`}>{event.group.name}</Link>
       </p>
+      {leader && (
+        <IonButton fill="outline" onClick={() => navigate(`/events/${event.id}/edit`)}>
+          {texts.organizer.editEvent}
+        </IonButton>
+      )}
       {event.status === 'cancelled' && <p className="error">{t.cancelled}</p>}
       <dl className="facts">
         <dt>{t.when}</dt>
@@ -195,7 +221,8 @@ export function EventPage() {
       </section>
 
       <section aria-labelledby="attendees">
-        <h2 id="attendees">{t.attendees}</h2>
+        <h2 id="attendees">{leader ? texts.organizer.checkInList : t.attendees}</h2>
+        {leader && <p role="status">{texts.organizer.attendance(event.attendance)}</p>}
         <IonList>
           {attendees.map((a) => (
             <IonItem key={a.user_id}>
@@ -203,7 +230,14 @@ export function EventPage() {
                 {a.display_name ?? '…'}
                 {a.guests > 0 && ` +${a.guests}`}
                 {a.status === 'waitlisted' && ` (${t.waitingAt(a.waitlist_position)})`}
+                {checkedIn.has(a.user_id) && <span className="muted"> · {texts.organizer.checkedIn}</span>}
               </IonLabel>
+              {leader && a.status === 'going' && !checkedIn.has(a.user_id) && (
+                <IonButton slot="end" size="small" onClick={() => void checkIn(a.user_id)}
+                  aria-label={texts.organizer.checkInOf(a.display_name ?? a.user_id)}>
+                  {texts.organizer.checkIn}
+                </IonButton>
+              )}
             </IonItem>
           ))}
         </IonList>

@@ -6,7 +6,7 @@ import { api, type Schemas } from '../api/client';
 import { attempt, type Shown } from '../api/problem';
 import { ErrorText, Field } from '../components/Field';
 import { Layout } from '../components/Layout';
-import { PinMap, type Pin } from '../components/PinMap';
+import { PinMap, type Pin } from '../components/Map';
 import { eventTimes } from '../dates';
 import { findCity, type Place } from '../gazetteer';
 import { texts } from '../texts';

@@ -1,5 +1,5 @@
 // A group: about, members, upcoming events, join (with the organizers' questions) or leave, and for its leaders
-// the requests to join and scheduling an event.
+// the requests to join, scheduling and importing events, roles, removals and bans, and announcements.
 import { IonButton, IonItem, IonLabel, IonList } from '@ionic/react';
 import { useCallback, useEffect, useState } from 'react';
 import { useNavigate, useParams } from 'react-router-dom';
@@ -8,17 +8,20 @@ import { attempt, type Shown } from '../api/problem';
 import { useAuth } from '../auth';
 import { ErrorText, Field } from '../components/Field';
 import { Layout } from '../components/Layout';
-import { PinMap } from '../components/PinMap';
+import { PinMap } from '../components/Map';
 import { eventTimes } from '../dates';
 import { texts } from '../texts';
+import { Announce, IcsImport, MemberTools } from './GroupTools';
 
 const t = texts.group;
-const LEADERS = ['organizer', 'co_organizer'];
+// Who sees requests, changes roles, bans and announces; who schedules and imports events (domain.py of groups).
+const MANAGERS = ['organizer', 'co_organizer'];
+const LEADERS = [...MANAGERS, 'event_organizer'];
 
 export function GroupPage() {
   const { groupId = '' } = useParams();
   const navigate = useNavigate();
-  const { loggedIn } = useAuth();
+  const { loggedIn, me } = useAuth();
   const [group, setGroup] = useState<Schemas['GroupOut'] | null>(null);
   const [members, setMembers] = useState<Schemas['MemberOut'][]>([]);
   const [events, setEvents] = useState<Schemas['EventSummary'][]>([]);
@@ -39,7 +42,7 @@ export function GroupPage() {
     ]);
     setMembers(memberPage.data?.items ?? []);
     setEvents(eventPage.data?.items ?? []);
-    if (LEADERS.includes(found.data.my_membership?.role ?? '')) {
+    if (MANAGERS.includes(found.data.my_membership?.role ?? '')) {
       const pending = await attempt(() => api.GET('/api/groups/{group}/requests', { params: { path: { group: id } } }));
       setRequests(pending.data?.items ?? []);
     }
@@ -65,10 +68,12 @@ export function GroupPage() {
 
   const membership = group.my_membership;
   const leader = LEADERS.includes(membership?.role ?? '');
+  const manager = MANAGERS.includes(membership?.role ?? '');
   const joined = membership?.status === 'member';
 
   return (
     <Layout title={group.name}>
+      {group.banner && <img className="banner-image" src={group.banner.medium} alt="" />}
       <p>
         {t.membersCount(group.member_count)}
         {group.city && ` · ${group.city}`}
@@ -110,6 +115,11 @@ export function GroupPage() {
           <>
             <p role="status">{t.member(membership?.role ?? 'member')}</p>
             {leader && <IonButton onClick={() => navigate(`/groups/${group.id}/events/new`)}>{t.newEvent}</IonButton>}
+            {membership?.role === 'organizer' && (
+              <IonButton fill="outline" onClick={() => navigate(`/groups/${group.id}/edit`)}>
+                {texts.organizer.edit}
+              </IonButton>
+            )}
             <IonButton fill="outline" color="medium" onClick={() => void act(() => api.DELETE('/api/groups/{group}/members/me', path))}>
               {t.leave}
             </IonButton>
@@ -118,7 +128,7 @@ export function GroupPage() {
         <ErrorText text={problem?.detail} />
       </section>
 
-      {leader && (
+      {manager && (
         <section aria-labelledby="requests">
           <h2 id="requests">{t.requests}</h2>
           {requests.length === 0 && <p>{t.noRequests}</p>}
@@ -148,8 +158,11 @@ export function GroupPage() {
         </section>
       )}
 
+      {manager && <Announce groupId={group.id} />}
+
       <section aria-labelledby="events">
         <h2 id="events">{t.events}</h2>
+        {leader && <IcsImport groupId={group.id} onImported={load} />}
         <IonList>
           {events.map((e) => (
             <IonItem key={e.id} button detail={false} onClick={() => navigate(`/events/${e.id}`)}>
@@ -170,6 +183,9 @@ export function GroupPage() {
               <IonLabel>
                 {m.display_name ?? '…'} <span className="muted">{m.role.replace('_', '-')}</span>
               </IonLabel>
+              {manager && m.user_id !== me?.id && m.role !== 'organizer' && (
+                <MemberTools groupId={group.id} member={m} onChanged={load} onProblem={setProblem} />
+              )}
             </IonItem>
           ))}
         </IonList>

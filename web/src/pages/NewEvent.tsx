@@ -1,4 +1,5 @@
-// Schedule an event of a group: title, times in the event's time zone, venue picked on the map, seats, guests.
+// Schedule an event of a group: title, times in the event's time zone, venue picked on the map, seats, guests, and
+// a recurrence rule for a series.
 import { IonButton } from '@ionic/react';
 import { useState, type FormEvent } from 'react';
 import { useNavigate, useParams } from 'react-router-dom';
@@ -6,7 +7,7 @@ import { api, type Schemas } from '../api/client';
 import { attempt, type Shown } from '../api/problem';
 import { ErrorText, Field } from '../components/Field';
 import { Layout } from '../components/Layout';
-import { PinMap } from '../components/PinMap';
+import { PinMap } from '../components/Map';
 import { browserZone, wallTimeToIso } from '../dates';
 import { texts } from '../texts';
 import { startingPoint } from './NewGroup';
@@ -26,6 +27,7 @@ export function NewEvent() {
   const [location, setLocation] = useState<{ lat: number; lng: number } | null>(null);
   const [capacity, setCapacity] = useState('');
   const [guests, setGuests] = useState('0');
+  const [recurrence, setRecurrence] = useState('');
   const [problem, setProblem] = useState<Shown | null>(null);
 
   async function submit(event: FormEvent) {
@@ -48,6 +50,7 @@ export function NewEvent() {
       venue: venue.trim() ? { name: venue, address, location } : null,
       capacity: capacity.trim() ? Number(capacity) : null,
       guest_limit: Number(guests || 0),
+      recurrence: recurrence.trim() || null,
     };
     const result = await attempt(() => api.POST('/api/events', { body }));
     setProblem(result.problem ?? null);
@@ -75,6 +78,7 @@ export function NewEvent() {
         {location && <p className="muted">{`${location.lat.toFixed(4)}, ${location.lng.toFixed(4)}`}</p>}
         <Field label={t.capacity} type="number" value={capacity} onChange={setCapacity} error={field('capacity')} />
         <Field label={t.guests} type="number" value={guests} onChange={setGuests} error={field('guest_limit')} />
+        <Field label={t.recurrence} value={recurrence} onChange={setRecurrence} error={field('recurrence')} />
         <ErrorText text={problem?.detail} />
         <IonButton type="submit">{t.create}</IonButton>
       </form>

@@ -6,7 +6,7 @@ import { api, type Schemas } from '../api/client';
 import { attempt, type Shown } from '../api/problem';
 import { ErrorText, Field } from '../components/Field';
 import { Layout } from '../components/Layout';
-import { PinMap } from '../components/PinMap';
+import { PinMap } from '../components/Map';
 import { findCity } from '../gazetteer';
 import { texts } from '../texts';
 
