@@ -82,6 +82,7 @@ export const texts = {
     comment_posted: 'New comments on your events',
     group_announcement: 'Announcements',
     group_deleted: 'A group of yours was deleted',
+    group_invitation: 'Invitations to groups',
     weekly_digest: 'Weekly digest',
   } satisfies Record<Schemas['Kind'], string>,
   auth: {
