@@ -43,7 +43,7 @@ RUN uv sync --frozen --no-dev --all-packages
 FROM nginxinc/nginx-unprivileged:1.27.3-alpine AS web
 COPY --from=web-build /src/web/dist /usr/share/nginx/html
 COPY deploy/web/nginx.conf /etc/nginx/conf.d/default.conf
-USER 101:101
+USER 10101:10101
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s CMD ["wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/healthz"]
 

@@ -8,7 +8,7 @@ set -euo pipefail
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Pinned versions: bump them here (the checks print the version they ran with).
-KUSTOMIZE_VERSION="${KUSTOMIZE_VERSION:-v5.8.3}"
+KUSTOMIZE_VERSION="${KUSTOMIZE_VERSION:-v5.7.1}"  # v5.8.x needs a kube-openapi version the proxy does not serve
 KUBECONFORM_VERSION="${KUBECONFORM_VERSION:-v0.8.0}"
 ACTIONLINT_VERSION="${ACTIONLINT_VERSION:-v1.7.12}"
 BIN_DIR="${GATHERLY_TOOLS_BIN:-$HOME/.local/bin}"
