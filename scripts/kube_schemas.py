@@ -69,7 +69,7 @@ def write_crd_schemas(out_dir: str, *paths: str) -> None:
                 target = Path(out_dir) / name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(json.dumps(schema, sort_keys=True, separators=(",", ":")) + "\n")
-                print(target)
+                sys.stdout.write(f"{target}\n")
 
 
 # A kind's file points into the shared file; the shared definitions point at each other.
@@ -95,9 +95,11 @@ def inlined(schema: Any, definitions: dict[str, Any], seen: tuple[str, ...] = ()
 
 
 def write_builtin_schemas(out_dir: str, kubernetes_version: str) -> None:
-    import kubernetes_validate  # noqa: PLC0415 - a dev dependency, needed by this subcommand only
+    import kubernetes_validate
 
-    source = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema" / f"v{kubernetes_version}-local-strict"
+    source = (
+        Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema" / f"v{kubernetes_version}-local-strict"
+    )
     definitions = json.loads((source / "_definitions.json").read_text())["$defs"]
     target_dir = Path(out_dir)
     target_dir.mkdir(parents=True, exist_ok=True)
