@@ -36,7 +36,6 @@ module "rds" {
   client_security_groups = [module.eks.node_security_group_id]
   instance_class         = var.database_instance_class
   storage_gb             = var.database_storage_gb
-  multi_az               = var.environment == "prod"
 }
 
 module "msk" {

@@ -1,5 +1,5 @@
 # PostgreSQL on RDS with PostGIS available (`CREATE EXTENSION postgis` in each service database): encrypted,
-# Multi-AZ in prod, the master password managed by RDS in Secrets Manager, logical replication on for Debezium
+# Multi-AZ (a standby in another zone), the master password managed by RDS in Secrets Manager, logical replication on for Debezium
 # (rds.logical_replication), IAM authentication, backups kept 14 days, deletion protection, reachable from the
 # cluster's security group only.
 resource "aws_db_subnet_group" "this" {
@@ -43,6 +43,7 @@ resource "aws_db_parameter_group" "this" {
 }
 
 resource "aws_kms_key" "this" {
+  #checkov:skip=CKV2_AWS_64:The default key policy (the account's IAM decides who uses the key) is intended; IAM policies grant its use.
   description         = "${var.name} RDS storage"
   enable_key_rotation = true
 }
@@ -80,7 +81,7 @@ resource "aws_db_instance" "this" {
   username                    = "gatherly_admin"
   manage_master_user_password = true
 
-  multi_az               = var.multi_az
+  multi_az               = true
   db_subnet_group_name   = aws_db_subnet_group.this.name
   vpc_security_group_ids = [aws_security_group.this.id]
   parameter_group_name   = aws_db_parameter_group.this.name

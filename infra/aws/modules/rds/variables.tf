@@ -27,8 +27,3 @@ variable "storage_gb" {
   description = "Allocated storage in GiB."
   type        = number
 }
-
-variable "multi_az" {
-  description = "A standby in another zone (prod)."
-  type        = bool
-}

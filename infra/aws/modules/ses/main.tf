@@ -20,6 +20,7 @@ resource "aws_sesv2_configuration_set" "this" {
 }
 
 resource "aws_iam_user" "smtp" {
+  #checkov:skip=CKV_AWS_273:SES SMTP credentials can only be derived from an IAM user's access key; the user may only send mail.
   name = "${var.name}-smtp"
 }
 
