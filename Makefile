@@ -6,12 +6,12 @@ PORT ?= 8000
 DATA_DIR ?= ./var
 
 .PHONY: up test install uv lint format typecheck imports pytest bench bench-http clean docs openapi catalog contract-long \
-	web web-client web-check chromium
+	web web-client web-check chromium deploy-check
 
 up: install web ## install everything, build the web app and start Gatherly with demo data at http://localhost:8000
 	$(UV) run gatherly up --port $(PORT) --data-dir $(DATA_DIR)
 
-test: install web web-check chromium lint typecheck imports pytest ## the whole suite: lint, types, the web app's checks, tests
+test: install web web-check chromium lint typecheck imports deploy-check pytest ## the whole suite: lint, types, the web app's checks, the deployment checks, tests
 
 uv:
 	@command -v uv >/dev/null 2>&1 || test -x "$(HOME)/.local/bin/uv" || \
@@ -67,6 +67,9 @@ web-check: web/node_modules/.installed ## the client matches docs/openapi.json, 
 		{ echo "$(WEB_CLIENT) drifted from docs/openapi.json: run make web-client"; exit 1; }
 	cd web && npx tsc --noEmit
 	cd web && npx eslint --max-warnings 0 src
+
+deploy-check: install ## render the Kubernetes overlays, validate them (kubeconform), lint Dockerfile and workflows, checkov (scripts/deploy-check.sh)
+	UV=$(UV) bash scripts/deploy-check.sh
 
 chromium: ## Debian's Chromium for the browser tests (Playwright drives it; no browser download)
 	bash scripts/chromium.sh
