@@ -541,11 +541,11 @@ export interface paths {
         get: operations["groups_list_invitations"];
         put?: never;
         /**
-         * Invite
+         * Create Invitation
          * @description An invitation link (expiring, with an optional use limit), or with `email` one sent to that address.
          *     Whoever joins with it joins without approval. The token is in this answer only.
          */
-        post: operations["groups_invite"];
+        post: operations["groups_create_invitation"];
         delete?: never;
         options?: never;
         head?: never;
@@ -5623,7 +5623,7 @@ export interface operations {
             };
         };
     };
-    groups_invite: {
+    groups_create_invitation: {
         parameters: {
             query?: never;
             header?: never;

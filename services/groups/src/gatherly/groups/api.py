@@ -439,7 +439,7 @@ async def lift_ban(group: str, user_id: str, caller: CurrentUser, uow: GroupsUni
 
 
 @router.post("/{group}/invitations", status_code=201, responses=problems(403, 404))
-async def invite(
+async def create_invitation(
     group: str,
     body: NewInvitation,
     caller: CurrentUser,
