@@ -7,33 +7,17 @@ named in GATHERLY_TEST_DB_BACKENDS (see gatherly.kernel.testing). The log confor
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from gatherly.kernel.kafka_broker import running_kafka
 from gatherly.kernel.log import EmbeddedLog, MessageLog
 from gatherly.kernel.log.kafka import KafkaLog
-from gatherly.kernel.testing import DB_BACKENDS, BackendUnavailable, scratch_database
+from gatherly.kernel.testing import DB_BACKENDS, LOG_BACKENDS, BackendUnavailable, scratch_database
 
 # Generous, because a Kafka group takes seconds to rebalance; the embedded log starts in milliseconds.
 DEADLINE_S = 30.0
-
-BACKENDS = [
-    name.strip() for name in os.environ.get("GATHERLY_TEST_LOG_BACKENDS", "embedded").split(",") if name.strip()
-]
-
-
-@pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One Kafka broker for the session (tests use unique topic and group names, so they share it)."""
-    try:
-        with running_kafka(tmp_path_factory.mktemp("kafka")) as bootstrap:
-            yield bootstrap
-    except Exception as error:  # missing jars, a broker that would not start: fail loudly, never skip
-        pytest.fail(f"kafka is in GATHERLY_TEST_LOG_BACKENDS but no broker could be started: {error}")
 
 
 def kafka_log(bootstrap: str) -> KafkaLog:
@@ -60,7 +44,7 @@ async def build_log(backend: str, tmp_path: Path, request: pytest.FixtureRequest
     return log
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=LOG_BACKENDS)
 async def message_log(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MessageLog]:
     log = await build_log(request.param, tmp_path, request)
     try:

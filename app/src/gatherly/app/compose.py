@@ -21,8 +21,8 @@ from gatherly.kernel.boundary import install_boundary
 from gatherly.kernel.clock import SystemClock
 from gatherly.kernel.files import private_directory
 from gatherly.kernel.flags import FileFlagProvider, Flags, ensure_flags_file
-from gatherly.kernel.log.base import MessageLog
 from gatherly.kernel.log import log_from_settings
+from gatherly.kernel.log.base import MessageLog
 from gatherly.kernel.loop_health import LoopLagProbe
 from gatherly.kernel.mail import FileMailer, Mailer, SmtpMailer
 from gatherly.kernel.resilience import Resilience

@@ -68,10 +68,17 @@ def _record(message: ConsumerRecord[bytes, bytes]) -> Record:
     )
 
 
-def topic_settings(topic: TopicConfig) -> dict[str, str]:
-    """The topic-level configs a TopicConfig stands for (retention None: keep forever, Kafka's -1)."""
+def topic_settings(topic: TopicConfig, replication_factor: int) -> dict[str, str]:
+    """The topic-level configs a TopicConfig stands for: retention None keeps forever (Kafka's -1); every topic
+    holds events (several per key, whose history consumers replay), so records are deleted by age, never compacted.
+    With acks=all, a write waits for `min.insync.replicas` copies: one fewer than the replicas, so one broker may
+    be down (3 replicas: 2)."""
     retention = -1 if topic.retention_ms is None else topic.retention_ms
-    return {"retention.ms": str(retention)}
+    return {
+        "retention.ms": str(retention),
+        "cleanup.policy": "delete",
+        "min.insync.replicas": str(max(1, replication_factor - 1)),
+    }
 
 
 class KafkaLog:
@@ -166,7 +173,12 @@ class KafkaLog:
         missing = [t for t in topics if not metadata.partitions_for_topic(t.name)]
         if missing:
             new = [
-                NewTopic(t.name, t.partitions, self.replication_factor, topic_configs=topic_settings(t))
+                NewTopic(
+                    t.name,
+                    t.partitions,
+                    self.replication_factor,
+                    topic_configs=topic_settings(t, self.replication_factor),
+                )
                 for t in missing
             ]
             response = await self._ask(lambda: admin.create_topics(new))
