@@ -1,0 +1,103 @@
+"""What only the Kafka backend needs showing: fencing of a frozen member's commit, and an unreachable cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from gatherly.kernel.log import (
+    KafkaLog,
+    LogUnavailable,
+    OutgoingMessage,
+    Record,
+    TopicConfig,
+    TopicPartition,
+    UnknownTopic,
+)
+from gatherly.kernel.testing import LOG_BACKENDS, free_port
+
+from .support import DEADLINE_S, consume, keys_on_each_partition, messages, wait_until
+
+MEMBER = Path(__file__).with_name("kafka_member.py")
+
+
+async def test_a_log_whose_brokers_cannot_be_reached_is_unavailable() -> None:
+    # Nothing listens there: the infrastructure error the delivery code retries, not a crash or a hang.
+    log = KafkaLog(f"127.0.0.1:{free_port()}", request_timeout=2.0)
+    with pytest.raises(LogUnavailable):
+        await asyncio.wait_for(log.start(), DEADLINE_S)
+
+
+if "kafka" in LOG_BACKENDS:  # these need the session's broker, started only when Kafka is under test
+
+    async def test_a_frozen_member_loses_its_partitions_and_its_late_commit_is_refused(
+        kafka_bootstrap: str, unique: Callable[[str], str]
+    ) -> None:
+        topic, group = unique("fenced"), unique("group")
+        async with KafkaLog(kafka_bootstrap, session_timeout=3.0) as log:
+            await log.ensure_topics([TopicConfig(topic, partitions=2)])
+            await log.publish(messages(topic, keys_on_each_partition(2, per_partition=1), per_key=3))
+            frozen = await asyncio.create_subprocess_exec(
+                sys.executable,
+                str(MEMBER),
+                kafka_bootstrap,
+                topic,
+                group,
+                "6",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            try:
+                assert frozen.stdout is not None and frozen.stdin is not None
+                line = (await asyncio.wait_for(frozen.stdout.readline(), DEADLINE_S * 2)).decode()
+                assert line.startswith("holding"), line
+                frozen.send_signal(signal.SIGSTOP)  # no heartbeats: past the session timeout it is out
+
+                successor = log.consumer(group, [topic])
+                everything = {TopicPartition(topic, 0), TopicPartition(topic, 1)}
+                seen: list[Record] = []
+
+                async def took_over() -> bool:
+                    seen.extend(await successor.poll(timeout=0.1))
+                    return await successor.assignment() == everything
+
+                await wait_until(took_over, "the other member took every partition", deadline_s=DEADLINE_S * 2)
+                # The frozen member commits the moment it runs again, before it can notice it was replaced.
+                frozen.stdin.write(b"commit\n")
+                await frozen.stdin.drain()
+                frozen.send_signal(signal.SIGCONT)
+                outcome = (await asyncio.wait_for(frozen.stdout.readline(), DEADLINE_S)).decode()
+
+                assert outcome.startswith("refused:"), outcome
+                assert [await log.committed(group, tp) for tp in sorted(everything)] == [None, None]
+                # The new owner read from the start, since the zombie's progress never landed.
+                # (Possibly twice: the zombie rejoins and the group rebalances, so reading again from no commit.)
+                read = {(r.partition, r.offset) for r in seen}
+                read |= {
+                    (r.partition, r.offset) for r in await consume(successor, lambda got: len(read) + len(got) >= 6)
+                }
+                assert read == {(p, o) for p in (0, 1) for o in range(3)}
+                await successor.close()
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    frozen.send_signal(signal.SIGCONT)
+                    frozen.kill()
+                await frozen.wait()
+
+    async def test_a_publish_to_an_unknown_topic_is_refused_without_creating_it(
+        kafka_bootstrap: str, unique: Callable[[str], str]
+    ) -> None:
+        # The broker never auto-creates topics, and the log checks before sending rather than waiting on metadata.
+        topic = unique("never-created")
+        async with KafkaLog(kafka_bootstrap) as log:
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(UnknownTopic):
+                await log.publish([OutgoingMessage(topic, "k", b"v")])
+            assert asyncio.get_running_loop().time() - started < 5.0
+            assert await log.end_offsets(topic) == {}
