@@ -27,6 +27,10 @@ from .support import DEADLINE_S, consume, keys_on_each_partition, messages, wait
 MEMBER = Path(__file__).with_name("kafka_member.py")
 
 
+def positions(records: list[Record]) -> set[tuple[int, int]]:
+    return {(r.partition, r.offset) for r in records}
+
+
 async def test_a_log_whose_brokers_cannot_be_reached_is_unavailable() -> None:
     # Nothing listens there: the infrastructure error the delivery code retries, not a crash or a hang.
     log = KafkaLog(f"127.0.0.1:{free_port()}", request_timeout=2.0)
@@ -78,10 +82,8 @@ if "kafka" in LOG_BACKENDS:  # these need the session's broker, started only whe
                 assert [await log.committed(group, tp) for tp in sorted(everything)] == [None, None]
                 # The new owner read from the start, since the zombie's progress never landed.
                 # (Possibly twice: the zombie rejoins and the group rebalances, so reading again from no commit.)
-                read = {(r.partition, r.offset) for r in seen}
-                read |= {
-                    (r.partition, r.offset) for r in await consume(successor, lambda got: len(read) + len(got) >= 6)
-                }
+                read = positions(seen)
+                read |= positions(await consume(successor, lambda got: len(read | positions(got)) >= 6))
                 assert read == {(p, o) for p in (0, 1) for o in range(3)}
                 await successor.close()
             finally:

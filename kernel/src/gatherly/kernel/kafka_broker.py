@@ -9,6 +9,7 @@ import contextlib
 import os
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -142,3 +143,20 @@ def running_kafka(folder: Path) -> Iterator[str]:
         finally:
             _stop(process)
         return
+
+
+def main() -> None:
+    """`python -m gatherly.kernel.kafka_broker <data-dir>`: run a one-node Kafka until interrupted."""
+    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "./var/kafka").resolve()
+    with running_kafka(folder) as bootstrap:
+        sys.stdout.write(
+            f"Kafka is listening: GATHERLY_KAFKA_BOOTSTRAP_SERVERS={bootstrap} (log: {folder / 'broker.log'})\n"
+        )
+        sys.stdout.flush()
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(3600)
+
+
+if __name__ == "__main__":
+    main()
