@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from gatherly.kernel.log import (
     KafkaLog,
@@ -103,3 +104,25 @@ if "kafka" in LOG_BACKENDS:  # these need the session's broker, started only whe
                 await log.publish([OutgoingMessage(topic, "k", b"v")])
             assert asyncio.get_running_loop().time() - started < 5.0
             assert await log.end_offsets(topic) == {}
+
+    async def test_a_record_from_another_producer_with_broken_key_and_headers_is_still_delivered(
+        kafka_bootstrap: str, unique: Callable[[str], str]
+    ) -> None:
+        # Not UTF-8, a null header value: the worker must get the record (and park it), not have its poll loop fail.
+        topic = unique("foreign")
+        async with KafkaLog(kafka_bootstrap) as log:
+            await log.ensure_topics([TopicConfig(topic, partitions=1)])
+            outsider = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+            await outsider.start()
+            try:
+                await outsider.send_and_wait(
+                    topic, b"\x00payload", key=b"\xff\xfe", headers=[("type", b"\xc3\x28"), ("empty", None)]
+                )
+            finally:
+                await outsider.stop()
+            consumer = log.consumer(unique("group"), [topic])
+            [record] = await consume(consumer, lambda got: len(got) >= 1)
+            await consumer.close()
+
+        assert (record.key, record.value) == ("\ufffd\ufffd", b"\x00payload")
+        assert record.headers == {"type": "\ufffd(", "empty": ""}

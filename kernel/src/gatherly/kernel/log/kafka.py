@@ -57,13 +57,15 @@ def _theirs(tp: TopicPartition) -> KafkaTopicPartition:
 
 
 def _record(message: ConsumerRecord[bytes, bytes]) -> Record:
+    # Other producers (Debezium, tools) may write keys or headers that are not UTF-8, or null header values: such a
+    # record must still reach the worker (which parks what it cannot parse), not stop the poll loop.
     return Record(
         topic=message.topic,
         partition=message.partition,
         offset=message.offset,
-        key=(message.key or b"").decode(),
+        key=(message.key or b"").decode(errors="replace"),
         value=message.value or b"",
-        headers={name: value.decode() for name, value in message.headers},
+        headers={name: (value or b"").decode(errors="replace") for name, value in message.headers},
         timestamp=datetime.fromtimestamp(message.timestamp / 1000, UTC),
     )
 
@@ -105,7 +107,9 @@ class KafkaLog:
         self.request_timeout = request_timeout
         self._producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
-        self._offsets: AIOKafkaConsumer | None = None  # group-less: asks for partitions' first and next offsets
+        # Group-less: asks for partitions' first and next offsets, and reads for `read` (one read at a time).
+        self._offsets: AIOKafkaConsumer | None = None
+        self._reading = asyncio.Lock()
         self._partitions: dict[str, int] = {}  # topic → partition count, once seen (topics never shrink)
 
     def _client_options(self) -> dict[str, Any]:
@@ -137,6 +141,9 @@ class KafkaLog:
         if producer is not None:
             await producer.stop()  # sends what is buffered first
         if offsets is not None:
+            # aiokafka's group-less consumer awaits a background task at stop that raises CancelledError if it was
+            # cancelled before it ever ran (a log closed right after it started): let it run once first.
+            await asyncio.sleep(0)
             await offsets.stop()
         if admin is not None:
             await admin.close()
@@ -323,17 +330,16 @@ class KafkaLog:
             ends = await offsets_reader.end_offsets(partitions)
         wanted = {tp: max(firsts[tp], (from_offsets or {}).get(tp.partition, 0)) for tp in partitions}
         records: list[Record] = []
-        reader = AIOKafkaConsumer(**self._client_options(), group_id=None, enable_auto_commit=False)
-        with unavailable_on_connection_trouble():
-            await reader.start()
-        try:
-            for tp in partitions:  # partition by partition: the result is in (partition, offset) order
-                if len(records) >= limit:
-                    break
-                if wanted[tp] < ends[tp]:
-                    records += await self._read_partition(reader, tp, wanted[tp], ends[tp], limit - len(records))
-        finally:
-            await reader.stop()
+        async with self._reading:  # one read at a time moves the shared reader's assignment
+            try:
+                for tp in partitions:  # partition by partition: the result is in (partition, offset) order
+                    if len(records) >= limit:
+                        break
+                    if wanted[tp] < ends[tp]:
+                        left = limit - len(records)
+                        records += await self._read_partition(offsets_reader, tp, wanted[tp], ends[tp], left)
+            finally:
+                offsets_reader.unsubscribe()  # no fetching in the background between reads
         return records
 
     async def _read_partition(
