@@ -126,3 +126,24 @@ if "kafka" in LOG_BACKENDS:  # these need the session's broker, started only whe
 
         assert (record.key, record.value) == ("\ufffd\ufffd", b"\x00payload")
         assert record.headers == {"type": "\ufffd(", "empty": ""}
+
+    async def test_a_member_busy_past_its_session_timeout_stays_in_the_group_and_its_commit_is_accepted(
+        kafka_bootstrap: str, unique: Callable[[str], str]
+    ) -> None:
+        # Heartbeats run in aiokafka's background task, not in poll: a handler slower than the session timeout does
+        # not cost the member its partitions (a newcomer would still take its share: aiokafka rebalances meanwhile).
+        topic, group = unique("busy"), unique("group")
+        async with KafkaLog(kafka_bootstrap, session_timeout=3.0) as log:
+            await log.ensure_topics([TopicConfig(topic, partitions=2)])
+            busy = log.consumer(group, [topic])
+            everything = {TopicPartition(topic, 0), TopicPartition(topic, 1)}
+            assert await busy.assignment() == everything
+            members = await log.group_members(group)
+
+            await asyncio.sleep(2 * 3.0)  # "in a handler": no poll for twice the session timeout
+
+            assert await log.group_members(group) == members
+            assert await busy.assignment() == everything
+            await busy.commit({TopicPartition(topic, 0): 0})
+            assert await log.committed(group, TopicPartition(topic, 0)) == 0
+            await busy.close()
