@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from gatherly.app.testing import RunningGatherly, running_gatherly
+from gatherly.kernel.kafka_broker import running_kafka
 
 
 @pytest.fixture
@@ -15,3 +16,14 @@ async def gatherly(tmp_path: Path) -> AsyncIterator[RunningGatherly]:
     """All five services in-process on fresh SQLite files and an embedded log."""
     async with running_gatherly(tmp_path / "data") as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One Kafka broker for the whole session, from the jars scripts/kafka.sh fetches (tests use unique topic and
+    group names, so they share it); its bootstrap address."""
+    try:
+        with running_kafka(tmp_path_factory.mktemp("kafka")) as bootstrap:
+            yield bootstrap
+    except Exception as error:  # missing jars, a broker that would not start: fail loudly, never skip
+        pytest.fail(f"kafka was asked for (GATHERLY_TEST_LOG_BACKENDS) but no broker could be started: {error}")

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from gatherly.app import testing
 from gatherly.app.cli import app
-from gatherly.app.compose import Process
+from gatherly.app.compose import Process, build_log
+from gatherly.kernel.log import EmbeddedLog, KafkaLog
 
 
 async def test_on_started_runs_once_every_service_is_ready_and_the_stop_reverses_the_start(tmp_path: Path) -> None:
@@ -29,14 +30,29 @@ async def test_on_started_runs_once_every_service_is_ready_and_the_stop_reverses
     assert not any(host.context.readiness.ready for host in process.hosts)
 
 
-def test_gatherly_refuses_the_kafka_log_backend_with_a_clear_message(tmp_path: Path) -> None:
-    env = {"GATHERLY_LOG_BACKEND": "kafka", "GATHERLY_DATA_DIR": str(tmp_path)}
+def test_gatherly_refuses_an_unknown_log_backend_with_a_clear_message(tmp_path: Path) -> None:
+    env = {"GATHERLY_LOG_BACKEND": "rabbitmq", "GATHERLY_DATA_DIR": str(tmp_path)}
     result = CliRunner().invoke(app, ["migrate"], env=env)
     output = re.sub(r"\s+", " ", result.output)
     assert result.exit_code == 2, output
-    assert "invalid setting GATHERLY_LOG_BACKEND: the Kafka log backend is not built yet" in output
+    assert "invalid setting GATHERLY_LOG_BACKEND" in output
+    assert "'embedded' or 'kafka'" in output
     assert "Traceback" not in output
     assert not (tmp_path / "users.db").exists()  # refused before anything was touched
+
+
+def test_the_kafka_log_backend_builds_a_kafka_log_from_the_settings(tmp_path: Path) -> None:
+    settings = testing.test_settings(
+        tmp_path,
+        log_backend="kafka",
+        kafka_bootstrap_servers="kafka-1:9092,kafka-2:9092",
+        kafka_replication_factor=3,
+        kafka_session_timeout=7.5,
+    )
+    log = build_log(settings, ["users"])
+    assert isinstance(log, KafkaLog)
+    assert (log.bootstrap_servers, log.replication_factor, log.session_timeout) == ("kafka-1:9092,kafka-2:9092", 3, 7.5)
+    assert isinstance(build_log(testing.test_settings(tmp_path), ["users"]), EmbeddedLog)
 
 
 async def test_the_process_is_not_ready_while_a_services_background_task_is_down(tmp_path: Path) -> None:

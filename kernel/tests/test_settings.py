@@ -10,9 +10,16 @@ from pydantic import ValidationError
 from gatherly.kernel.settings import LogBackend, Settings
 
 
-def test_the_kafka_log_backend_is_refused_until_it_exists() -> None:
-    with pytest.raises(ValidationError, match="Kafka log backend is not built yet"):
-        Settings(log_backend="kafka")
+def test_an_unknown_log_backend_is_refused_naming_the_choices() -> None:
+    with pytest.raises(ValidationError, match="'embedded' or 'kafka'"):
+        Settings(log_backend="rabbitmq")
+
+
+def test_the_kafka_settings_refuse_nonsense() -> None:
+    with pytest.raises(ValidationError, match="kafka_replication_factor"):
+        Settings(log_backend="kafka", kafka_replication_factor=0)
+    with pytest.raises(ValidationError, match="kafka_session_timeout"):
+        Settings(log_backend="kafka", kafka_session_timeout=-1)
 
 
 def test_the_embedded_log_backend_is_the_default() -> None:

@@ -240,7 +240,11 @@ async def test_a_member_commits_in_on_revoked_and_the_next_owner_starts_right_af
             return len(moved) == 1 and len(await first.assignment()) == 1
 
         await wait_until(one_each, "the second member took one partition")
-        assert events[1] == ("revoked", moved)
+        # The moved partition was revoked before the second member got it. The embedded log revokes only that one;
+        # Kafka's classic (eager) protocol revokes every partition and then assigns the kept one again.
+        what, revoked = events[1]
+        assert what == "revoked"
+        assert moved <= revoked
         (tp,) = moved
         records = await consume(second, lambda got: len(got) >= 2)
         assert [r.offset for r in records] == [4, 5]

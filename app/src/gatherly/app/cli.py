@@ -1,4 +1,4 @@
-"""The `gatherly` command: up, run, migrate, dlq, replay, keys, docs."""
+"""The `gatherly` command: up, run, migrate, dlq, replay, kafka, keys, docs."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from gatherly.app.logging import configure_logging
 from gatherly.app.server import serve
 from gatherly.app.services import ALL
 from gatherly.kernel.db import Database
-from gatherly.kernel.delivery import DLQ_SUFFIX, rebuild_group, replay_dead_letters
+from gatherly.kernel.delivery import DLQ_SUFFIX, dead_letter_topic, rebuild_group, redelivery_topic, replay_dead_letters
 from gatherly.kernel.files import PRIVATE_UMASK
-from gatherly.kernel.log.base import GroupNotEmpty
-from gatherly.kernel.settings import Settings
+from gatherly.kernel.log.base import GroupNotEmpty, TopicConfig
+from gatherly.kernel.settings import LogBackend, Settings
 
 app = typer.Typer(help="Gatherly: local groups and events.", no_args_is_help=True)
 dlq = typer.Typer(help="Dead-letter topics: see and replay parked messages.", no_args_is_help=True)
@@ -180,6 +180,53 @@ def replay(
         console.print(f"[red]refused:[/] {error}")
         raise typer.Exit(1) from error
     console.print(f"{group} will read {', '.join(sorted(spec.topics))} from the beginning")
+
+
+kafka = typer.Typer(help="Kafka (GATHERLY_LOG_BACKEND=kafka): create the event catalog's topics.", no_args_is_help=True)
+app.add_typer(kafka, name="kafka")
+
+
+def catalog_topics(partitions: int) -> list[TopicConfig]:
+    """Every topic the services publish or read (records kept 7 days), the dead-letter topic of each (kept until
+    an operator acts) and each consumer group's redelivery topic (kept: `dlq replay` writes there). The same
+    topics each service creates at start; none is compacted, since each holds events whose history is replayed."""
+    topics = sorted({t for d in ALL.values() for t in _topics_of(d)})
+    groups = sorted(g for d in ALL.values() for g in d.consumers.specs)
+    return (
+        [TopicConfig(t, partitions=partitions) for t in topics]
+        + [TopicConfig(dead_letter_topic(t), partitions=partitions, retention_ms=None) for t in topics]
+        + [TopicConfig(redelivery_topic(g), partitions=partitions, retention_ms=None) for g in groups]
+    )
+
+
+@kafka.command("init")
+def kafka_init() -> None:
+    """Create the topics of the event catalog on the Kafka cluster (GATHERLY_KAFKA_BOOTSTRAP_SERVERS), with
+    GATHERLY_TOPIC_PARTITIONS partitions, GATHERLY_KAFKA_REPLICATION_FACTOR replicas and their retention. Topics
+    that exist are left as they are. Safe to run again."""
+    settings = _settings()
+    if settings.log_backend is not LogBackend.KAFKA:
+        console.print(
+            "[red]refused:[/] GATHERLY_LOG_BACKEND is not 'kafka'; set it and GATHERLY_KAFKA_BOOTSTRAP_SERVERS"
+        )
+        raise typer.Exit(2)
+    topics = catalog_topics(settings.topic_partitions)
+
+    async def go() -> None:
+        log = build_log(settings)
+        await log.start()
+        try:
+            await log.ensure_topics(topics)
+        finally:
+            await log.close()
+
+    asyncio.run(go())
+    table = Table("topic", "partitions", "replicas", "retention")
+    for topic in topics:
+        retention = "forever" if topic.retention_ms is None else f"{topic.retention_ms / 86_400_000:g} days"
+        table.add_row(topic.name, str(topic.partitions), str(settings.kafka_replication_factor), retention)
+    console.print(table)
+    console.print(f"{len(topics)} topics exist on {settings.kafka_bootstrap_servers}")
 
 
 keys = typer.Typer(help="Keys that sign access tokens (users service): rotate and list.", no_args_is_help=True)

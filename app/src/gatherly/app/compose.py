@@ -21,8 +21,8 @@ from gatherly.kernel.boundary import install_boundary
 from gatherly.kernel.clock import SystemClock
 from gatherly.kernel.files import private_directory
 from gatherly.kernel.flags import FileFlagProvider, Flags, ensure_flags_file
+from gatherly.kernel.log import log_from_settings
 from gatherly.kernel.log.base import MessageLog
-from gatherly.kernel.log.embedded import EmbeddedLog
 from gatherly.kernel.loop_health import LoopLagProbe
 from gatherly.kernel.mail import FileMailer, Mailer, SmtpMailer
 from gatherly.kernel.resilience import Resilience
@@ -48,10 +48,12 @@ def log_poll_interval(settings: Settings, services: Collection[str]) -> float:
 
 
 def build_log(settings: Settings, services: Collection[str] = ()) -> MessageLog:
-    """The message log for a process hosting `services` (none: a tool that only reads or publishes). The embedded
-    log is the only backend built so far (Settings refuses `kafka` with a clear message)."""
+    """The message log for a process hosting `services` (none: a tool that only reads or publishes): the
+    embedded file in the data directory, or Kafka (GATHERLY_LOG_BACKEND=kafka)."""
     private_directory(settings.data_dir)
-    return EmbeddedLog(settings.log_path, poll_interval=log_poll_interval(settings, services))
+    return log_from_settings(
+        settings, embedded_path=settings.log_path, embedded_poll_interval=log_poll_interval(settings, services)
+    )
 
 
 def build_mailer(settings: Settings, resilience: Resilience) -> Mailer:

@@ -6,7 +6,7 @@ import ipaddress
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -17,13 +17,7 @@ class Mode(StrEnum):
 
 class LogBackend(StrEnum):
     EMBEDDED = "embedded"
-    KAFKA = "kafka"  # planned for distributed mode, not built yet: Settings refuses it
-
-
-KAFKA_NOT_BUILT = (
-    "the Kafka log backend is not built yet; 'embedded' (the default) is the only one. "
-    "Unset GATHERLY_LOG_BACKEND, or set it to 'embedded'."
-)
+    KAFKA = "kafka"  # a Kafka cluster (gatherly.kernel.log.kafka), for distributed mode
 
 
 class MailBackend(StrEnum):
@@ -69,6 +63,12 @@ class Settings(BaseSettings):
 
     log_backend: LogBackend = LogBackend.EMBEDDED
     topic_partitions: int = 4
+    # Kafka (log_backend=kafka): the brokers to bootstrap from (comma separated host:port), the replication factor
+    # of the topics Gatherly creates (3 on a production cluster), and how long a silent group member keeps its
+    # partitions (the brokers' group.min/max.session.timeout.ms must allow it).
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_replication_factor: int = Field(default=1, ge=1)
+    kafka_session_timeout: float = Field(default=10.0, gt=0)
     # The polling relay publishes the outbox; turn it off where Debezium's outbox router does the job.
     outbox_relay: bool = True
     relay_poll_interval: float = 0.5
@@ -165,14 +165,6 @@ class Settings(BaseSettings):
     # A push receipt (this browser took that push) is kept this long after its send finished; while the send may be
     # retried (pending, or failed and retried by an operator) it is kept whatever its age.
     notification_push_receipt_retention_days: float = Field(7.0, gt=0)
-
-    @field_validator("log_backend")
-    @classmethod
-    def _only_built_log_backends(cls, backend: LogBackend) -> LogBackend:
-        # Refused at start rather than later, where a missing module would be a confusing ImportError.
-        if backend is LogBackend.KAFKA:
-            raise ValueError(KAFKA_NOT_BUILT)
-        return backend
 
     @property
     def effective_public_url(self) -> str:

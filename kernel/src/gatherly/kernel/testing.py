@@ -28,6 +28,10 @@ from gatherly.kernel.db import Database
 DB_BACKENDS = [
     name.strip() for name in os.environ.get("GATHERLY_TEST_DB_BACKENDS", "sqlite").split(",") if name.strip()
 ]
+# The message-log backends the log tests run on: `embedded` (default) and `kafka` (one broker per test session).
+LOG_BACKENDS = [
+    name.strip() for name in os.environ.get("GATHERLY_TEST_LOG_BACKENDS", "embedded").split(",") if name.strip()
+]
 POSTGRES_URL = os.environ.get(
     "GATHERLY_TEST_POSTGRES_URL", "postgresql+asyncpg://gatherly:gatherly@127.0.0.1:5432/postgres"
 )
