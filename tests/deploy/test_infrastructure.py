@@ -1,5 +1,5 @@
 """Terraform, the Dockerfile, the dashboard and the CI workflow: parsed and checked for what they promise
-(terraform itself cannot reach its provider registry here; python-hcl2 parses what it would)."""
+(terraform itself cannot reach its provider registry here; checkov's python-hcl2 (bc-python-hcl2) parses what it would)."""
 
 from __future__ import annotations
 

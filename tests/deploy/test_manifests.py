@@ -87,8 +87,6 @@ SERVICES = tuple(ALL)
 UVICORN_GRACEFUL = int(
     re.search(r"timeout_graceful_shutdown=(\d+)", (ROOT / "app/src/gatherly/app/server.py").read_text())[1]
 )  # type: ignore[index]
-# Settings the Kafka backend (issue #17, built in parallel) adds; remove once kernel/settings.py has them.
-PENDING_SETTINGS = {"GATHERLY_KAFKA_BOOTSTRAP_SERVERS"}
 
 overlays = pytest.mark.parametrize("overlay", OVERLAYS)
 
@@ -272,7 +270,7 @@ def test_every_secret_a_pod_reads_comes_from_an_external_secret(
 
 @overlays
 def test_settings_are_settings_gatherly_knows(rendered: dict[str, list[Manifest]], overlay: str) -> None:
-    known = {f"GATHERLY_{name.upper()}" for name in Settings.model_fields} | PENDING_SETTINGS
+    known = {f"GATHERLY_{name.upper()}" for name in Settings.model_fields}
     settings = config(rendered[overlay])
     assert set(settings) - known == set()
     assert settings["GATHERLY_MODE"] == "distributed"
