@@ -143,10 +143,10 @@ async def test_a_relay_killed_mid_stream_loses_nothing_and_duplicates_are_harmle
     source_db = Database(source)
     try:
 
-        async def some_relayed() -> bool:
-            return len(await log.read(deposit.TOPIC, limit=count)) >= count // 10
+        async def some_relayed() -> tuple[int, int]:
+            return len(await log.read(deposit.TOPIC, limit=count)), count // 10
 
-        await eventually(some_relayed)
+        await until_complete(some_relayed)
         kill(producer)
         committed_deposits = (await totals(source_db))[1]
         assert 0 < committed_deposits <= count
