@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ledger import Deposit, LedgerUnitOfWork, apply_deposit, create_schema, deposit_event, ledger_consumers, totals
@@ -22,7 +23,8 @@ from gatherly.kernel.delivery import (
     forget_processed,
     replay_dead_letters,
 )
-from gatherly.kernel.log.base import MessageLog, OutgoingMessage, TopicConfig
+from gatherly.kernel.log.base import LogConsumer, MessageLog, OutgoingMessage, TopicConfig, TopicPartition
+from gatherly.kernel.loop_health import LoopLagProbe
 from gatherly.kernel.messages import Envelope
 from gatherly.kernel.relay import OutboxRelay
 from gatherly.kernel.uow import OUTBOX, OutboxSignal
@@ -182,6 +184,76 @@ async def caught_up(message_log: MessageLog, group: str, topic: str) -> bool:
         if (await message_log.committed(group, partition) or 0) < end:
             return False
     return True
+
+
+async def test_offsets_are_committed_once_per_interval_not_after_every_poll(
+    ledger_db: Database, message_log: MessageLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A commit is a write transaction on the log: with one record per poll (a group keeping up with single-event
+    # transactions) committing after every poll doubled the consumer's cost per event.
+    deposit = deposit_event()
+    group = group_name()
+    commits: list[dict[TopicPartition, int]] = []
+    make_consumer = message_log.consumer
+
+    def counting_consumer(*args: Any, **kwargs: Any) -> LogConsumer:
+        consumer = make_consumer(*args, **kwargs)
+        commit = consumer.commit
+
+        async def counted(offsets: Mapping[TopicPartition, int]) -> None:
+            commits.append(dict(offsets))
+            await commit(offsets)
+
+        consumer.commit = counted  # type: ignore[method-assign]
+        return consumer
+
+    monkeypatch.setattr(message_log, "consumer", counting_consumer)
+    worker = worker_for(ledger_consumers(deposit, group), message_log, ledger_db)
+    worker.commit_interval = 5.0
+    async with Running(worker):
+        for amount in range(1, 11):
+            await publish_deposits(message_log, deposit, [amount])
+
+            async def applied(count: int = amount) -> bool:
+                return (await totals(ledger_db))[1] == count
+
+            await eventually(applied)  # so each poll brings one record
+        # Ten polls with a record each, committed after every poll before; now once per 5 s (twice if slow).
+        assert len(commits) <= 2
+        # An idle group commits what it applied when the interval is over, without a new record to poll.
+        await eventually(lambda: caught_up(message_log, group, deposit.TOPIC))
+    assert await totals(ledger_db) == (55, 10)
+
+
+async def test_a_large_batch_lets_the_event_loop_run_between_its_handlers(
+    ledger_db: Database, message_log: MessageLog
+) -> None:
+    # Inline SQLite runs statements on the loop's thread: a backlog applied in one transaction held the loop for
+    # all of it (here 100 handlers of 2 ms of CPU each: 200 ms during which no request was served).
+    deposit = deposit_event()
+    await publish_deposits(message_log, deposit, list(range(1, 101)))  # one key: one partition, one batch
+
+    async def costly(event: Deposit, uow: LedgerUnitOfWork) -> None:
+        busy_until = time.thread_time() + 0.002  # CPU time: a handler doing real work, not waiting
+        while time.thread_time() < busy_until:
+            pass
+        await apply_deposit(event, uow)
+
+    registry = ConsumerRegistry()
+    registry.on(deposit, group=group_name())(costly)
+    probe = LoopLagProbe(interval=0.001)
+    probe_task = asyncio.create_task(probe.run())
+    try:
+        async with Running(worker_for(registry, message_log, ledger_db)):
+
+            async def all_applied() -> bool:
+                return await totals(ledger_db) == (5050, 100)
+
+            await eventually(all_applied, timeout=30)
+    finally:
+        probe_task.cancel()
+    # The loop's own share of its worst stall (time the operating system gave other processes is not counted).
+    assert probe.worst_busy < 0.05, f"the loop was held {probe.worst_busy * 1000:.0f} ms"
 
 
 async def test_a_handler_that_fails_for_a_while_is_retried_until_it_succeeds(
