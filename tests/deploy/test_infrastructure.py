@@ -1,5 +1,5 @@
 """Terraform, the Dockerfile, the dashboard and the CI workflow: parsed and checked for what they promise
-(terraform itself cannot reach its provider registry here; checkov's python-hcl2 (bc-python-hcl2) parses what it would)."""
+(terraform cannot reach its provider registry here; checkov's bc-python-hcl2 parses what it would)."""
 
 from __future__ import annotations
 
