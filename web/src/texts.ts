@@ -192,7 +192,6 @@ export const texts = {
     message: 'Message',
     send: 'Send to all members',
     announced: 'The announcement is on its way to the members.',
-    importTitle: 'Import events from a calendar (.ics)',
     importFile: 'Calendar file (.ics)',
     imported: (created: number, updated: number, skipped: number) =>
       `Imported: ${created} new, ${updated} updated, ${skipped} skipped.`,
