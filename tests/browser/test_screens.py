@@ -118,6 +118,7 @@ def test_joining_by_approval_answers_the_questions_and_an_organizer_approves(
     member.get_by_label("Which openings do you play?").fill("The Sicilian")
     member.get_by_role("button", name="Ask to join").click()
     expect(member.get_by_role("status")).to_have_text("Your request to join is waiting for an organizer.")
+    expect(member.get_by_role("region", name=group["name"])).to_be_visible()  # the map (loaded on demand) is in
     check_accessibility(member)
 
     organizer = new_context(DESKTOP).new_page()

@@ -11,6 +11,7 @@ export const texts = {
   updateReload: 'Update',
   updateLater: 'Later',
   loading: 'Loading…',
+  screenUnavailable: 'Not available offline yet',
   images: {
     uploading: 'Uploading…',
     processing: 'Uploaded: checking and resizing the picture…',
