@@ -174,7 +174,7 @@ def test_logging_out_forgets_answers_still_queued_offline(server: Server, new_co
     page.get_by_role("button", name="Going", exact=True).click()
     expect(page.locator(".pending")).to_be_visible()
     page.get_by_role("button", name="Log out").click()
-    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    expect(page.get_by_role("button", name="Log in", exact=True)).to_be_visible()
     assert page.evaluate("() => localStorage.getItem('gatherly.pendingRsvps')") is None
     context.set_offline(False)
     page.evaluate("() => window.dispatchEvent(new Event('online'))")

@@ -61,12 +61,15 @@ const Notifications = screen(screens.notifications, (m) => m.Notifications);
 const NotificationSettings = screen(screens.notificationSettings, (m) => m.NotificationSettings);
 const Profile = screen(screens.profile, (m) => m.Profile);
 
+// Long enough for the first screen's own requests (the profile, the inbox count) to go first on a slow server.
+const PREFETCH_AFTER_MS = 3000;
+
 /** Fetches every screen in the background once the first one is shown (failures are fine: it is only ahead). */
 function usePrefetchScreens() {
   useEffect(() => {
     const timer = window.setTimeout(() => {
       for (const load of Object.values(screens)) void load().catch(() => undefined);
-    }, 1000);
+    }, PREFETCH_AFTER_MS);
     return () => window.clearTimeout(timer);
   }, []);
 }
