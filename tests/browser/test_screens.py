@@ -118,6 +118,7 @@ def test_joining_by_approval_answers_the_questions_and_an_organizer_approves(
     member.get_by_label("Which openings do you play?").fill("The Sicilian")
     member.get_by_role("button", name="Ask to join").click()
     expect(member.get_by_role("status")).to_have_text("Your request to join is waiting for an organizer.")
+    expect(member.get_by_role("region", name=group["name"])).to_be_visible()  # the map (loaded on demand) is in
     check_accessibility(member)
 
     organizer = new_context(DESKTOP).new_page()
@@ -173,7 +174,7 @@ def test_logging_out_forgets_answers_still_queued_offline(server: Server, new_co
     page.get_by_role("button", name="Going", exact=True).click()
     expect(page.locator(".pending")).to_be_visible()
     page.get_by_role("button", name="Log out").click()
-    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    expect(page.get_by_role("button", name="Log in", exact=True)).to_be_visible()
     assert page.evaluate("() => localStorage.getItem('gatherly.pendingRsvps')") is None
     context.set_offline(False)
     page.evaluate("() => window.dispatchEvent(new Event('online'))")

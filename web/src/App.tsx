@@ -1,7 +1,7 @@
-// The routes of the app, inside Ionic's app frame; each screen is a chunk of its own, loaded when first opened, so
-// the first screen fetches only what it shows. An update of the app is offered, never forced.
+// The routes of the app, inside Ionic's app frame; each screen is a chunk of its own, so the first screen is shown
+// before the rest is fetched. An update of the app is offered, never forced.
 import { IonApp, IonToast } from '@ionic/react';
-import { lazy, Suspense } from 'react';
+import { lazy, Suspense, useEffect, type ComponentType } from 'react';
 import { BrowserRouter, Route, Routes } from 'react-router-dom';
 import { useRegisterSW } from 'virtual:pwa-register/react';
 import { AuthProvider } from './auth';
@@ -9,24 +9,70 @@ import { Layout } from './components/Layout';
 import { LiveNotifications } from './notifications/live';
 import { texts } from './texts';
 
-const Auth = () => import('./pages/Auth');
-const SignUp = lazy(() => Auth().then((m) => ({ default: m.SignUp })));
-const Confirm = lazy(() => Auth().then((m) => ({ default: m.Confirm })));
-const LogIn = lazy(() => Auth().then((m) => ({ default: m.LogIn })));
-const ForgotPassword = lazy(() => Auth().then((m) => ({ default: m.ForgotPassword })));
-const ResetPassword = lazy(() => Auth().then((m) => ({ default: m.ResetPassword })));
-const EventPage = lazy(() => import('./pages/Event').then((m) => ({ default: m.EventPage })));
-const EditEvent = lazy(() => import('./pages/EditEvent').then((m) => ({ default: m.EditEvent })));
-const Explore = lazy(() => import('./pages/Explore').then((m) => ({ default: m.Explore })));
-const GroupPage = lazy(() => import('./pages/Group').then((m) => ({ default: m.GroupPage })));
-const EditGroup = lazy(() => import('./pages/EditGroup').then((m) => ({ default: m.EditGroup })));
-const NewEvent = lazy(() => import('./pages/NewEvent').then((m) => ({ default: m.NewEvent })));
-const NewGroup = lazy(() => import('./pages/NewGroup').then((m) => ({ default: m.NewGroup })));
-const Notifications = lazy(() => import('./pages/Notifications').then((m) => ({ default: m.Notifications })));
-const NotificationSettings = lazy(() =>
-  import('./pages/NotificationSettings').then((m) => ({ default: m.NotificationSettings })),
-);
-const Profile = lazy(() => import('./pages/Profile').then((m) => ({ default: m.Profile })));
+// Every screen's module: loaded when first opened, and all fetched in the background once the first screen is up,
+// so screens open offline too (and before the service worker has precached them).
+const screens = {
+  auth: () => import('./pages/Auth'),
+  event: () => import('./pages/Event'),
+  editEvent: () => import('./pages/EditEvent'),
+  explore: () => import('./pages/Explore'),
+  group: () => import('./pages/Group'),
+  editGroup: () => import('./pages/EditGroup'),
+  newEvent: () => import('./pages/NewEvent'),
+  newGroup: () => import('./pages/NewGroup'),
+  notifications: () => import('./pages/Notifications'),
+  notificationSettings: () => import('./pages/NotificationSettings'),
+  profile: () => import('./pages/Profile'),
+  map: () => import('./components/PinMap'),
+};
+
+/** A screen that could not be loaded (offline before it was ever fetched): said so, instead of a blank page. */
+function Unavailable() {
+  return (
+    <Layout title={texts.screenUnavailable}>
+      <p role="status">{texts.offline}</p>
+    </Layout>
+  );
+}
+
+function screen<M>(load: () => Promise<M>, pick: (module: M) => ComponentType) {
+  return lazy(async (): Promise<{ default: ComponentType }> => {
+    try {
+      return { default: pick(await load()) };
+    } catch {
+      return { default: Unavailable };
+    }
+  });
+}
+
+const SignUp = screen(screens.auth, (m) => m.SignUp);
+const Confirm = screen(screens.auth, (m) => m.Confirm);
+const LogIn = screen(screens.auth, (m) => m.LogIn);
+const ForgotPassword = screen(screens.auth, (m) => m.ForgotPassword);
+const ResetPassword = screen(screens.auth, (m) => m.ResetPassword);
+const EventPage = screen(screens.event, (m) => m.EventPage);
+const EditEvent = screen(screens.editEvent, (m) => m.EditEvent);
+const Explore = screen(screens.explore, (m) => m.Explore);
+const GroupPage = screen(screens.group, (m) => m.GroupPage);
+const EditGroup = screen(screens.editGroup, (m) => m.EditGroup);
+const NewEvent = screen(screens.newEvent, (m) => m.NewEvent);
+const NewGroup = screen(screens.newGroup, (m) => m.NewGroup);
+const Notifications = screen(screens.notifications, (m) => m.Notifications);
+const NotificationSettings = screen(screens.notificationSettings, (m) => m.NotificationSettings);
+const Profile = screen(screens.profile, (m) => m.Profile);
+
+// Long enough for the first screen's own requests (the profile, the inbox count) to go first on a slow server.
+const PREFETCH_AFTER_MS = 3000;
+
+/** Fetches every screen in the background once the first one is shown (failures are fine: it is only ahead). */
+function usePrefetchScreens() {
+  useEffect(() => {
+    const timer = window.setTimeout(() => {
+      for (const load of Object.values(screens)) void load().catch(() => undefined);
+    }, PREFETCH_AFTER_MS);
+    return () => window.clearTimeout(timer);
+  }, []);
+}
 
 function UpdatePrompt() {
   const {
@@ -47,6 +93,7 @@ function UpdatePrompt() {
 }
 
 export function App() {
+  usePrefetchScreens();
   return (
     <IonApp>
       <AuthProvider>

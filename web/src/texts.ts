@@ -11,6 +11,7 @@ export const texts = {
   updateReload: 'Update',
   updateLater: 'Later',
   loading: 'Loading…',
+  screenUnavailable: 'Not available offline yet',
   images: {
     uploading: 'Uploading…',
     processing: 'Uploaded: checking and resizing the picture…',
@@ -193,7 +194,6 @@ export const texts = {
     message: 'Message',
     send: 'Send to all members',
     announced: 'The announcement is on its way to the members.',
-    importTitle: 'Import events from a calendar (.ics)',
     importFile: 'Calendar file (.ics)',
     imported: (created: number, updated: number, skipped: number) =>
       `Imported: ${created} new, ${updated} updated, ${skipped} skipped.`,
