@@ -21,6 +21,8 @@ from browsing import (
 )
 from playwright.sync_api import Page, expect
 
+CHANGE_EMAIL_LINK = re.compile(r"/confirm-email\?token=([^\s\"'<>]+)")
+
 
 def retry(action: Callable[[], object], done: Callable[[], None], seconds: float = 20) -> None:
     """Do `action` until `done` holds: for what waits on events between services (eventual consistency)."""
@@ -84,6 +86,24 @@ def test_a_bad_confirmation_link_says_why(new_context: NewContext) -> None:
     page.goto("/confirm?token=not-a-real-token")
     expect(page.get_by_role("alert")).not_to_be_empty()
     expect(page.get_by_role("status")).to_have_count(0)
+
+
+def test_the_link_mailed_to_a_new_address_confirms_the_change(server: Server, new_context: NewContext) -> None:
+    email, _ = server.person("Mover")
+    moved = f"moved-{time.time_ns()}@example.org"
+    with server.api() as client:
+        token = server.token_of(email)
+        body = {"new_email": moved, "password": PASSWORD}
+        response = client.post("/api/users/me/email", json=body, headers={"authorization": f"Bearer {token}"})
+        assert response.status_code == 202, response.text
+    page = new_context().new_page()
+
+    page.goto(f"/confirm-email?token={server.wait_for_token(moved, CHANGE_EMAIL_LINK)}")
+
+    expect(page.get_by_role("status")).to_contain_text("Your new email address is confirmed")
+    check_accessibility(page)
+    log_in(page, moved)
+    expect(page.locator("ion-toolbar .who")).to_have_text("Mover")
 
 
 def _create_group_and_event(page: Page, group: str, event: str, capacity: int) -> str:

@@ -47,6 +47,7 @@ function screen<M>(load: () => Promise<M>, pick: (module: M) => ComponentType) {
 
 const SignUp = screen(screens.auth, (m) => m.SignUp);
 const Confirm = screen(screens.auth, (m) => m.Confirm);
+const ConfirmEmail = screen(screens.auth, (m) => m.ConfirmEmail);
 const LogIn = screen(screens.auth, (m) => m.LogIn);
 const ForgotPassword = screen(screens.auth, (m) => m.ForgotPassword);
 const ResetPassword = screen(screens.auth, (m) => m.ResetPassword);
@@ -104,6 +105,7 @@ export function App() {
                 <Route path="/" element={<Explore />} />
                 <Route path="/signup" element={<SignUp />} />
                 <Route path="/confirm" element={<Confirm />} />
+                <Route path="/confirm-email" element={<ConfirmEmail />} />
                 <Route path="/login" element={<LogIn />} />
                 <Route path="/forgot-password" element={<ForgotPassword />} />
                 <Route path="/reset-password" element={<ResetPassword />} />

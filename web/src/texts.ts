@@ -96,6 +96,8 @@ export const texts = {
     confirmTitle: 'Confirm your email',
     confirming: 'Confirming…',
     confirmed: 'Your email is confirmed. You can log in now.',
+    confirmEmailTitle: 'Confirm your new email',
+    emailChanged: 'Your new email address is confirmed: use it to log in from now on.',
     noToken: 'This link has no token. Open the link from your email again.',
     loginTitle: 'Log in',
     forgot: 'Forgot your password?',

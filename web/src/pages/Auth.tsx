@@ -53,7 +53,8 @@ export function SignUp() {
   );
 }
 
-export function Confirm() {
+/** A page an emailed single-use link opens (`?token=`): it spends the token once and says how that went. */
+function SpendLink({ title, done, spend }: { title: string; done: string; spend: (token: string) => Promise<{ problem?: Shown }> }) {
   const [params] = useSearchParams();
   const token = params.get('token');
   const [state, setState] = useState<'working' | 'done' | Shown>(token ? 'working' : { detail: t.noToken, fields: {} });
@@ -62,22 +63,32 @@ export function Confirm() {
   useEffect(() => {
     if (!token || sent.current) return; // the token is single use: send it once, also under StrictMode
     sent.current = true;
-    void attempt(() => api.POST('/api/auth/confirm', { body: { token } })).then((result) =>
-      setState(result.problem ?? 'done'),
-    );
-  }, [token]);
+    void spend(token).then((result) => setState(result.problem ?? 'done'));
+  }, [token, spend]);
 
   return (
-    <Layout title={t.confirmTitle}>
+    <Layout title={title}>
       {state === 'working' && <p role="status">{t.confirming}</p>}
       {state === 'done' && (
         <p role="status">
-          {t.confirmed} <Link to="/login">{texts.nav.login}</Link>
+          {done} <Link to="/login">{texts.nav.login}</Link>
         </p>
       )}
       {typeof state === 'object' && <ErrorText text={state.detail} />}
     </Layout>
   );
+}
+
+const confirmAccount = (token: string) => attempt(() => api.POST('/api/auth/confirm', { body: { token } }));
+const confirmNewEmail = (token: string) => attempt(() => api.POST('/api/auth/confirm-email', { body: { token } }));
+
+export function Confirm() {
+  return <SpendLink title={t.confirmTitle} done={t.confirmed} spend={confirmAccount} />;
+}
+
+/** The link sent to a new address when a person changes their email (the old address works until then). */
+export function ConfirmEmail() {
+  return <SpendLink title={t.confirmEmailTitle} done={t.emailChanged} spend={confirmNewEmail} />;
 }
 
 export function LogIn() {
