@@ -27,7 +27,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import RowMapping
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gatherly.contracts.groups import GroupSnapshot
 from gatherly.contracts.users import ImageVariants, UserProfileUpdated
@@ -195,7 +195,7 @@ ROLE = select(group_members.c.role).where(
 
 
 class EventStore:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self.session = session
 
     async def get(self, event_id: str) -> Event | None:
@@ -509,7 +509,7 @@ def _series(row: RowMapping) -> Series:
 
 
 class SeriesStore:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self.session = session
 
     @staticmethod
@@ -578,7 +578,7 @@ class AttendeeRow:
 
 
 class RsvpStore:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self.session = session
 
     async def attending(self, event_id: str, also: str | None = None) -> list[Rsvp]:
@@ -683,7 +683,7 @@ def _comment(row: RowMapping) -> Comment:
 
 
 class CommentStore:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self.session = session
 
     async def add(self, comment: Comment) -> None:
@@ -731,7 +731,7 @@ class CommentStore:
 class FeedStore:
     """Secret calendar feed tokens, one per person."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self.session = session
 
     async def token_of(self, user_id: str) -> str | None:
@@ -755,7 +755,7 @@ class FeedStore:
 class GroupStore:
     """The read model of groups: what the events service shows of a group and whether it still exists."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self.session = session
 
     async def get(self, group_id: str) -> GroupSummary | None:
@@ -820,7 +820,7 @@ class ProfileStore:
     """The read model of people's public names and avatars. A message carries the whole profile and its time, so
     an older one arriving late (a retry, a replay) never overwrites a newer one, and a deletion is final."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self.session = session
 
     async def apply(self, event: UserProfileUpdated) -> None:
@@ -854,7 +854,7 @@ class ProfileStore:
 class MemberStore:
     """The read model of memberships and roles: who belongs to which group, as what."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self.session = session
 
     async def role(self, group_id: str, user_id: str | None) -> str | None:
@@ -888,7 +888,7 @@ class MemberStore:
 class Stores:
     """Every store of the service on one session."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self.events = EventStore(session)
         self.rsvps = RsvpStore(session)
         self.groups = GroupStore(session)
@@ -905,7 +905,7 @@ class EventsUnitOfWork(UnitOfWork):
 
     stores: Stores
 
-    def open_stores(self, session: AsyncSession) -> None:
+    def open_stores(self, session: AsyncConnection) -> None:
         self.stores = Stores(session)
 
     @property
@@ -951,6 +951,6 @@ def unit_of_work(context: ServiceContext) -> EventsUnitOfWork:
 
 @asynccontextmanager
 async def reading(db: Database) -> AsyncIterator[Stores]:
-    """Stores on a read-only session: queries that do not wait for SQLite's write turn."""
-    async with db.read_session() as session:
-        yield Stores(session)
+    """Stores on a read-only connection (Core, no ORM session): queries that do not wait for SQLite's write turn."""
+    async with db.read_connection() as connection:
+        yield Stores(connection)
