@@ -363,7 +363,7 @@ def main() -> None:
                 if args.only not in endpoint.name:
                     continue
                 # Each endpoint's requests must succeed, or the figure measures the error path.
-                with httpx.Client(base_url=base) as client:
+                with httpx.Client(base_url=base, timeout=60) as client:
                     check = client.request(
                         endpoint.method,
                         endpoint.path,
