@@ -33,9 +33,6 @@ FAST = {
     # RSVPs, not token expiry.
     "access_token_ttl_seconds": 6 * 3600,
 }
-# Set-up is done this many requests at a time (sign-ups, joins, events): one at a time, 200 people took longer than
-# the RSVPs themselves by far, and the run did not finish on a loaded machine.
-SETUP_CONCURRENCY = 20
 # Every phase has a deadline: on a machine too loaded to finish, the benchmark says which phase did not, rather than
 # running on.
 PHASE_TIMEOUT_S = 600.0
@@ -69,17 +66,6 @@ async def _phase(name: str, work: Awaitable[T]) -> T:
         ) from None
 
 
-async def _bounded(calls: list[Awaitable[T]]) -> list[T]:
-    """Run the calls SETUP_CONCURRENCY at a time, results in order."""
-    gate = asyncio.Semaphore(SETUP_CONCURRENCY)
-
-    async def one(call: Awaitable[T]) -> T:
-        async with gate:
-            return await call
-
-    return await asyncio.gather(*(one(call) for call in calls))
-
-
 async def _person_in(gatherly: RunningGatherly, group_id: str, index: int) -> Person:
     # A generous wait for the confirmation mail: on a loaded shared machine it can take longer than a test allows.
     person = await sign_up(gatherly, display_name=f"Person {index}", mail_timeout=120)
@@ -92,7 +78,8 @@ async def _people(gatherly: RunningGatherly, count: int) -> tuple[Person, list[P
     organizer = await sign_up(gatherly, display_name="Organizer", mail_timeout=120)
     group = await gatherly.client.post("/api/groups", json={"name": "Bench"}, headers=organizer.auth)
     group_id = group.json()["id"]
-    people = await _bounded([_person_in(gatherly, group_id, index) for index in range(count)])
+    # One at a time: ten sign-ups at once took 26-41 s on the loaded machine, one at a time 0.3-1 s each.
+    people = [await _person_in(gatherly, group_id, index) for index in range(count)]
     await gatherly.settle(timeout=120)
     return organizer, people, group_id
 
@@ -102,6 +89,10 @@ async def _schedule(gatherly: RunningGatherly, organizer: Person, group_id: str,
     assert response.status_code == 201, response.text
     event_id: str = response.json()["id"]
     return event_id
+
+
+async def _schedule_each(gatherly: RunningGatherly, organizer: Person, group_id: str, count: int) -> list[str]:
+    return [await _schedule(gatherly, organizer, group_id, None) for _ in range(count)]
 
 
 class Cpu:
@@ -162,9 +153,7 @@ async def run(clients: int, seats: int, rounds: int) -> str:
                 assert positions == list(range(1, clients - seats + 1)), "waitlist positions are not 1..N-S"
                 contention.append(clients / elapsed)
 
-                events = await _phase(
-                    "events", _bounded([_schedule(gatherly, organizer, group_id, None) for _ in people])
-                )
+                events = await _phase("events", _schedule_each(gatherly, organizer, group_id, len(people)))
                 await gatherly.settle(timeout=120)
                 started = time.process_time()
                 elapsed, answers = await _phase(
