@@ -145,9 +145,10 @@ def seed(base: str) -> tuple[str, str, str]:
                 "location": {"lat": BERLIN[0], "lng": BERLIN[1]},
             },
         }
-        # The events service learns of the group from the groups service's events: wait until it has.
+        # The events service learns of the group and of the organizer's role from the groups service's events:
+        # until it has, it answers 404 (no such group) or 403 (not a leader of it). Wait for both.
         deadline = time.monotonic() + 60
-        while (created := client.post("/api/events", json=event, headers=headers)).status_code == 404:
+        while (created := client.post("/api/events", json=event, headers=headers)).status_code in (403, 404):
             if time.monotonic() > deadline:
                 break
             time.sleep(0.2)
@@ -362,7 +363,7 @@ def main() -> None:
                 if args.only not in endpoint.name:
                     continue
                 # Each endpoint's requests must succeed, or the figure measures the error path.
-                with httpx.Client(base_url=base) as client:
+                with httpx.Client(base_url=base, timeout=60) as client:
                     check = client.request(
                         endpoint.method,
                         endpoint.path,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
@@ -173,3 +174,36 @@ async def test_the_loop_lag_probe_sees_a_blocked_loop_and_exports_it() -> None:
         assert (REGISTRY.get_sample_value("gatherly_event_loop_lag_max_seconds", {"service": "lag-test"}) or 0) >= 0.15
     finally:
         task.cancel()
+
+
+async def test_the_probe_exports_one_distribution_under_every_service_read_when_scraped() -> None:
+    # One probe per process, exported under each hosted service: the buckets are counted once per tick and the
+    # same figures appear under every name (they measure the same loop).
+    probe = LoopLagProbe("lag-a", "lag-b", interval=0.005)
+    task = asyncio.create_task(probe.run())
+    try:
+        for _ in range(5):
+            await probe.next_sample()
+        time.sleep(0.06)  # one tick lands in a bucket above 50 ms
+        await probe.next_sample()
+        samples = probe.samples
+        for service in ("lag-a", "lag-b"):
+            labels = {"service": service}
+            count = REGISTRY.get_sample_value("gatherly_event_loop_lag_seconds_distribution_count", labels)
+            assert count == samples
+            above_50ms = count - (
+                REGISTRY.get_sample_value(
+                    "gatherly_event_loop_lag_seconds_distribution_bucket", {**labels, "le": "0.05"}
+                )
+                or 0
+            )
+            assert above_50ms >= 1
+            assert REGISTRY.get_sample_value("gatherly_event_loop_lag_seconds", labels) == probe.last
+            assert (REGISTRY.get_sample_value("gatherly_event_loop_lag_max_seconds", labels) or 0) >= 0.05
+    finally:
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    frozen = probe.samples
+    await asyncio.sleep(0.03)
+    assert probe.samples == frozen, "the probe's timer kept firing after it was cancelled"

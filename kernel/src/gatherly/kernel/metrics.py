@@ -31,14 +31,7 @@ OUTBOX_HELD_ROWS = Gauge(
 OUTBOX_CLEANED = Counter(
     "gatherly_outbox_cleaned_total", "Outbox rows deleted by the cleanup loop (Debezium mode)", ["service"]
 )
-LOOP_LAG = Gauge("gatherly_event_loop_lag_seconds", "How late the event loop ran the last lag probe", ["service"])
-LOOP_LAG_MAX = Gauge("gatherly_event_loop_lag_max_seconds", "Worst event-loop lag seen in the last minute", ["service"])
-LOOP_LAG_HISTOGRAM = Histogram(
-    "gatherly_event_loop_lag_seconds_distribution",
-    "How late the event loop ran its lag probes",
-    ["service"],
-    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-)
+# The loop-lag metrics are exported by kernel/loop_health.py's collector (computed when scraped).
 WAL_CHECKPOINTS = Counter(
     "gatherly_sqlite_wal_checkpoints_total", "WAL checkpoints run off the event loop", ["database", "outcome"]
 )

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import structlog
 from sqlalchemy import Integer, Row, bindparam, delete, func, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gatherly.kernel.db import Database, delete_in_batches, rowcount
 from gatherly.kernel.log.base import MessageLog
@@ -93,7 +93,7 @@ class SqliteLease:
             self._renew_at = started + self.ttl / 3  # ask again when a dead holder's lease may have run out
         return taken
 
-    async def _holder_died(self, session: AsyncSession) -> bool:
+    async def _holder_died(self, session: AsyncConnection) -> bool:
         """Whether the lease's holder is a process of this machine that no longer exists (holders are named
         `<pid>-<random>`; an SQLite file is only ever shared by processes of one machine). If so, its lease is
         removed. A pid reused by another process only means waiting for the lease to expire, as before."""

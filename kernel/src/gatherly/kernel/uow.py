@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import Self
 
 from sqlalchemy import bindparam, insert, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gatherly.contracts.base import IntegrationEvent
 from gatherly.kernel.clock import Clock, SystemClock
@@ -74,17 +74,17 @@ class UnitOfWork:
         self.clock: Clock = clock or SystemClock()
         self.signal = signal
         self._pending: list[Envelope] = []
-        self._session: AsyncSession | None = None
-        self._writing: AbstractAsyncContextManager[AsyncSession] | None = None
+        self._session: AsyncConnection | None = None
+        self._writing: AbstractAsyncContextManager[AsyncConnection] | None = None
 
     @property
-    def session(self) -> AsyncSession:
+    def session(self) -> AsyncConnection:
         if self._session is None:
             raise RuntimeError("use the unit of work inside `async with`")
         return self._session
 
-    def open_stores(self, session: AsyncSession) -> None:
-        """Subclasses build their stores on the session here."""
+    def open_stores(self, session: AsyncConnection) -> None:
+        """Subclasses build their stores on the transaction's connection here."""
 
     async def __aenter__(self) -> Self:
         # Nesting is refused rather than joined: a joined inner block could not commit on its own, yet its
@@ -126,7 +126,7 @@ class UnitOfWork:
         now = self.clock.now()
         self._pending.extend(Envelope.wrap(event, now) for event in events)
 
-    async def _write_outbox(self, session: AsyncSession) -> None:
+    async def _write_outbox(self, session: AsyncConnection) -> None:
         if not self._pending:
             return
         await session.execute(

@@ -528,11 +528,15 @@ class MyRsvp:
 
 async def respond(uow: EventsUnitOfWork, event_id: str, member: UserId, answer: Answer, guests: int) -> MyRsvp:
     async with uow:
-        event, _, role = await _locked(uow, event_id, member)
-        check_member(role)
+        # One read for what the decision needs (event locked, group, role, own answer), as answers queue on the lock.
+        found = await uow.events.answering(event_id, member)
+        if found is None or found.group is None or not may_see(found.group, found.role):
+            raise EventNotFound("No such event.")
+        event = found.event
+        check_member(found.role)
         now = uow.clock.now()
         event.check_rsvp_open(now)
-        attendance = await _attendance(uow, event, member)
+        attendance = await _attendance_with(uow, event, found.own)
         rsvp = attendance.respond(member, answer, guests, now)
         await _save_attendance(uow, event, attendance, counts_only=True)
         return MyRsvp(rsvp.status, rsvp.guests, await uow.rsvps.waitlist_position(event.id, rsvp))
@@ -543,6 +547,10 @@ async def _attendance(uow: EventsUnitOfWork, event: Event, person: UserId | None
     answer, and the head of the waitlist as far as seats could free up. A waiting person's answer reads the
     waitlist through them, so the place they keep is known."""
     own = await uow.rsvps.of(event.id, person) if person is not None else None
+    return await _attendance_with(uow, event, own)
+
+
+async def _attendance_with(uow: EventsUnitOfWork, event: Event, own: Rsvp | None) -> Attendance:
     head = waitlist_to_read(event, own)
     if own is not None and own.status is RsvpStatus.WAITLISTED:
         head = max(head, await uow.rsvps.waitlist_position(event.id, own) or 0)

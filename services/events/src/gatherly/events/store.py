@@ -26,8 +26,10 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import RowMapping
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gatherly.contracts.groups import GroupSnapshot
 from gatherly.contracts.users import ImageVariants, UserProfileUpdated
@@ -181,21 +183,65 @@ WAITLIST_AHEAD = (
         rsvps.c.queue_no < bindparam("queue_no"),
     )
 )
-# Parameters named after the SET columns (status, guests, ...) fill the SET clause; the key's are renamed.
-UPDATE_RSVP = update(rsvps).where(
-    rsvps.c.event_id == bindparam("rsvp_event_id"), rsvps.c.user_id == bindparam("rsvp_user_id")
-)
-INSERT_RSVP = insert(rsvps)
 GROUP_BY_ID = select(group_summaries).where(
     group_summaries.c.group_id == bindparam("group_id"), group_summaries.c.deleted_at.is_(None)
 )
 ROLE = select(group_members.c.role).where(
     group_members.c.group_id == bindparam("group_id"), group_members.c.user_id == bindparam("user_id")
 )
+# What an answer decides on, in one statement: the event (locked: only its row, `OF events`, as PostgreSQL does not
+# lock the nullable side of an outer join), its group unless deleted, the person's role in it and their answer.
+ANSWERING = (
+    select(
+        events,
+        group_summaries.c.group_id.label("group_found"),
+        group_summaries.c.name.label("group_name"),
+        group_summaries.c.visibility.label("group_visibility"),
+        group_summaries.c.topics.label("group_topics"),
+        group_summaries.c.city.label("group_city"),
+        group_members.c.role.label("my_role"),
+        *(column.label(f"rsvp_{column.name}") for column in rsvps.c),
+    )
+    .outerjoin(
+        group_summaries,
+        and_(group_summaries.c.group_id == events.c.group_id, group_summaries.c.deleted_at.is_(None)),
+    )
+    .outerjoin(
+        group_members,
+        and_(group_members.c.group_id == events.c.group_id, group_members.c.user_id == bindparam("user_id")),
+    )
+    .outerjoin(rsvps, and_(rsvps.c.event_id == events.c.id, rsvps.c.user_id == bindparam("user_id")))
+    .where(events.c.id == bindparam("event_id"))
+    .with_for_update(of=events)
+)
+# An answer written whether or not the person answered before (one statement instead of an UPDATE, then an INSERT
+# when it touched nothing), per dialect: both spell it ON CONFLICT ... DO UPDATE.
+RSVP_VALUES = ("status", "guests", "queue_no", "responded_at", "checked_in_at")
+
+
+def _upsert_rsvp(insert_of: Any) -> Any:
+    statement = insert_of(rsvps)
+    return statement.on_conflict_do_update(
+        index_elements=[rsvps.c.event_id, rsvps.c.user_id],
+        set_={name: statement.excluded[name] for name in RSVP_VALUES},
+    )
+
+
+UPSERT_RSVP = {"sqlite": _upsert_rsvp(sqlite_insert), "postgresql": _upsert_rsvp(postgresql_insert)}
+
+
+@dataclass(frozen=True)
+class Answering:
+    """What an answer to an event is decided on (EventStore.answering)."""
+
+    event: Event
+    group: GroupSummary | None  # None when deleted (or not known yet)
+    role: str | None
+    own: Rsvp | None  # the person's answer so far
 
 
 class EventStore:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self.session = session
 
     async def get(self, event_id: str) -> Event | None:
@@ -208,6 +254,24 @@ class EventStore:
         queue here and never both take the last seat."""
         row = (await self.session.execute(EVENT_FOR_UPDATE, {"event_id": event_id})).mappings().first()
         return _event(row) if row else None
+
+    async def answering(self, event_id: str, user_id: str) -> Answering | None:
+        """The event locked as in `get_for_update`, with its group, the person's role and own answer: one read."""
+        row = (await self.session.execute(ANSWERING, {"event_id": event_id, "user_id": user_id})).mappings().first()
+        if row is None:
+            return None
+        group = None
+        if row["group_found"] is not None:
+            topics = tuple(row["group_topics"])
+            group = GroupSummary(
+                GroupId(row["group_found"]),
+                row["group_name"],
+                Visibility(row["group_visibility"]),
+                topics,
+                row["group_city"],
+            )
+        own = _rsvp(row, prefix="rsvp_") if row["rsvp_user_id"] is not None else None
+        return Answering(_event(row), group, row["my_role"], own)
 
     async def imported_for_update(self, group_id: str, uid: str) -> Event | None:
         """The group's event imported from this VEVENT UID, locked (ux_events_group_id_source_uid)."""
@@ -510,7 +574,7 @@ def _series(row: RowMapping) -> Series:
 
 
 class SeriesStore:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self.session = session
 
     @staticmethod
@@ -556,14 +620,14 @@ class SeriesStore:
         return [SeriesId(i) for i in await self.session.scalars(query)]
 
 
-def _rsvp(row: RowMapping) -> Rsvp:
+def _rsvp(row: RowMapping, prefix: str = "") -> Rsvp:
     return Rsvp(
-        user_id=UserId(row["user_id"]),
-        status=RsvpStatus(row["status"]),
-        guests=row["guests"],
-        queue_no=row["queue_no"],
-        responded_at=row["responded_at"],
-        checked_in_at=row["checked_in_at"],
+        user_id=UserId(row[prefix + "user_id"]),
+        status=RsvpStatus(row[prefix + "status"]),
+        guests=row[prefix + "guests"],
+        queue_no=row[prefix + "queue_no"],
+        responded_at=row[prefix + "responded_at"],
+        checked_in_at=row[prefix + "checked_in_at"],
     )
 
 
@@ -580,7 +644,7 @@ class AttendeeRow:
 
 
 class RsvpStore:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self.session = session
 
     async def attending(self, event_id: str, also: str | None = None) -> list[Rsvp]:
@@ -618,18 +682,19 @@ class RsvpStore:
         return int(await self.session.scalar(query) or 0)
 
     async def save(self, event_id: str, changed: Sequence[Rsvp]) -> None:
-        """Upsert the changed RSVPs (update first: most changes are to existing answers)."""
+        """Write the changed RSVPs, new or not (one upsert each)."""
+        upsert = UPSERT_RSVP[self.session.dialect.name]
         for rsvp in changed:
             values = {
+                "event_id": event_id,
+                "user_id": rsvp.user_id,
                 "status": rsvp.status.value,
                 "guests": rsvp.guests,
                 "queue_no": rsvp.queue_no,
                 "responded_at": rsvp.responded_at,
                 "checked_in_at": rsvp.checked_in_at,
             }
-            key = {"rsvp_event_id": event_id, "rsvp_user_id": rsvp.user_id}
-            if rowcount(await self.session.execute(UPDATE_RSVP, {**key, **values})) == 0:
-                await self.session.execute(INSERT_RSVP, {"event_id": event_id, "user_id": rsvp.user_id, **values})
+            await self.session.execute(upsert, values)
 
     async def page(self, event_id: str, limit: int, after: dict[str, Any] | None) -> tuple[list[AttendeeRow], Any]:
         """Going first, then the waitlist in order (with positions); keyset-paged by (status rank, queue_no)."""
@@ -685,7 +750,7 @@ def _comment(row: RowMapping) -> Comment:
 
 
 class CommentStore:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self.session = session
 
     async def add(self, comment: Comment) -> None:
@@ -733,7 +798,7 @@ class CommentStore:
 class FeedStore:
     """Secret calendar feed tokens, one per person."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self.session = session
 
     async def token_of(self, user_id: str) -> str | None:
@@ -757,7 +822,7 @@ class FeedStore:
 class GroupStore:
     """The read model of groups: what the events service shows of a group and whether it still exists."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self.session = session
 
     async def get(self, group_id: str) -> GroupSummary | None:
@@ -822,7 +887,7 @@ class ProfileStore:
     """The read model of people's public names and avatars. A message carries the whole profile and its time, so
     an older one arriving late (a retry, a replay) never overwrites a newer one, and a deletion is final."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self.session = session
 
     async def apply(self, event: UserProfileUpdated) -> None:
@@ -856,7 +921,7 @@ class ProfileStore:
 class MemberStore:
     """The read model of memberships and roles: who belongs to which group, as what."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self.session = session
 
     async def role(self, group_id: str, user_id: str | None) -> str | None:
@@ -890,7 +955,7 @@ class MemberStore:
 class Stores:
     """Every store of the service on one session."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self.events = EventStore(session)
         self.rsvps = RsvpStore(session)
         self.groups = GroupStore(session)
@@ -907,7 +972,7 @@ class EventsUnitOfWork(UnitOfWork):
 
     stores: Stores
 
-    def open_stores(self, session: AsyncSession) -> None:
+    def open_stores(self, session: AsyncConnection) -> None:
         self.stores = Stores(session)
 
     @property
@@ -953,6 +1018,6 @@ def unit_of_work(context: ServiceContext) -> EventsUnitOfWork:
 
 @asynccontextmanager
 async def reading(db: Database) -> AsyncIterator[Stores]:
-    """Stores on a read-only session: queries that do not wait for SQLite's write turn."""
-    async with db.read_session() as session:
-        yield Stores(session)
+    """Stores on a read-only connection (Core, no ORM session): queries that do not wait for SQLite's write turn."""
+    async with db.read_connection() as connection:
+        yield Stores(connection)

@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import BindParameter
 
 from gatherly.contracts.users import ImageVariants, UserProfileUpdated
@@ -946,7 +946,7 @@ class Stores:
 class GroupsUnitOfWork(UnitOfWork, Stores):
     """One transaction of the groups service: its stores plus the outbox."""
 
-    def open_stores(self, session: AsyncSession) -> None:
+    def open_stores(self, session: AsyncConnection) -> None:
         Stores.__init__(self, session)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.engine import RowMapping
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gatherly.images.domain import Image, ImageId, Purpose, Status, UserId, Variant
 from gatherly.images.tables import images
@@ -153,7 +153,7 @@ class Stores:
 class ImagesUnitOfWork(UnitOfWork, Stores):
     """One transaction of the images service: its stores plus the outbox."""
 
-    def open_stores(self, session: AsyncSession) -> None:
+    def open_stores(self, session: AsyncConnection) -> None:
         Stores.__init__(self, session)
 
 

@@ -196,8 +196,8 @@ class Sender:
         return "retry" if retry_at is not None else "gave_up"
 
     async def _seconds_until_next(self) -> float:
-        async with self.context.db.read_session() as session:
-            next_due = await Stores(session).deliveries.next_due_at(self.channel)
+        async with self.context.db.read_connection() as connection:
+            next_due = await Stores(connection).deliveries.next_due_at(self.channel)
         if next_due is None:
             return self.poll_interval
         until = (next_due - self.context.clock.now()).total_seconds()

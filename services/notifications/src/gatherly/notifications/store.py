@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gatherly.contracts.events import EventSnapshot
 from gatherly.kernel.clock import Clock
@@ -80,7 +80,7 @@ Located = tuple[UserId, float | None, float | None]
 
 
 class RecipientStore:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self.session = session
 
     async def keep(self, user_id: str, at: datetime, *, confirmed: bool | None = None, **values: Any) -> None:
@@ -167,7 +167,7 @@ class RecipientStore:
 
 
 class MemberStore:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self.session = session
 
     async def put(self, group_id: str, user_id: str, role: str) -> None:
@@ -215,7 +215,7 @@ def _place(snapshot: EventSnapshot) -> str:
 
 
 class EventStore:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self.session = session
 
     async def keep(self, snapshot: EventSnapshot) -> None:
@@ -303,7 +303,7 @@ def _facts(row: Any) -> EventFacts:
 
 
 class AttendeeStore:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self.session = session
 
     async def put(self, event_id: str, user_id: str, status: str) -> None:
@@ -368,7 +368,7 @@ def _notification(row: Any) -> Notification:
 
 
 class InboxStore:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self.session = session
 
     async def add(self, notices: Sequence[Notice], source: str, now: datetime) -> list[tuple[str, Notice]]:
@@ -489,7 +489,7 @@ def _preferences(row: Any) -> Preferences:
 
 
 class PreferenceStore:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self.session = session
 
     async def of(self, user_id: str) -> Preferences:
@@ -560,7 +560,7 @@ def _delivery(row: Any) -> Delivery:
 
 
 class DeliveryStore:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self.session = session
 
     async def add(self, items: Sequence[tuple[str, UserId, Channel]], now: datetime) -> None:
@@ -704,7 +704,7 @@ def subscription_id(endpoint: str) -> str:
 
 
 class PushSubscriptionStore:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self.session = session
 
     async def put(self, user_id: str, endpoint: str, p256dh: str, auth: str, now: datetime) -> str:
@@ -814,7 +814,7 @@ class DueReminder:
 
 
 class ReminderStore:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self.session = session
 
     async def schedule(self, event_id: str, user_id: str, times: Sequence[tuple[int, datetime]]) -> None:
@@ -884,7 +884,7 @@ class ReminderStore:
 
 
 class TicketStore:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self.session = session
 
     async def add(self, ticket_hash: str, user_id: str, expires_at: datetime, now: datetime) -> None:
@@ -915,7 +915,7 @@ class TicketStore:
 
 
 class SecretStore:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self.session = session
 
     async def get(self, name: str) -> str | None:
@@ -938,7 +938,7 @@ class SecretStore:
 class Stores:
     """Every store of the service on one session (read-only sessions use these too)."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
         self.recipients = RecipientStore(session)
         self.members = MemberStore(session)
         self.events = EventStore(session)
@@ -980,7 +980,7 @@ class NotificationsUnitOfWork(UnitOfWork):
     reminders: ReminderStore
     push: PushSubscriptionStore
 
-    def open_stores(self, session: AsyncSession) -> None:
+    def open_stores(self, session: AsyncConnection) -> None:
         stores = Stores(session)
         self.recipients = stores.recipients
         self.members = stores.members
@@ -1023,6 +1023,6 @@ def unit_of_work(context: ServiceContext) -> NotificationsUnitOfWork:
 
 @asynccontextmanager
 async def reading(db: Database) -> AsyncIterator[Stores]:
-    """Stores on a read-only session: queries that do not wait for SQLite's write turn."""
-    async with db.read_session() as session:
-        yield Stores(session)
+    """Stores on a read-only connection (Core, no ORM session): queries that do not wait for SQLite's write turn."""
+    async with db.read_connection() as connection:
+        yield Stores(connection)

@@ -19,7 +19,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import RowMapping
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gatherly.contracts.users import GeoPoint
 from gatherly.kernel.clock import Clock
@@ -500,7 +500,7 @@ class UsersUnitOfWork(UnitOfWork, Stores):
         self.mail_signal = mail_signal
         self._mail_queued = False
 
-    def open_stores(self, session: AsyncSession) -> None:
+    def open_stores(self, session: AsyncConnection) -> None:
         Stores.__init__(self, session)
         self._mail_queued = False
 
