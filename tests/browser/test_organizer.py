@@ -218,7 +218,7 @@ def test_a_recurring_event_is_scheduled_one_occurrence_edited_with_a_cover_and_p
     with server.api() as client:
         assert client.get(f"/api/events/{event_id}").json()["attendance"] == 1
 
-    # This occurrence only: a new title and a cover; the others keep theirs.
+    # This occurrence only: a new title, venue (placed on the map) and cover; the others keep theirs.
     page.get_by_role("button", name="Edit the event").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Edit the event")
     expect(page.get_by_label("only this one")).to_be_checked()
@@ -226,15 +226,23 @@ def test_a_recurring_event_is_scheduled_one_occurrence_edited_with_a_cover_and_p
     page.get_by_label("Cover picture").set_input_files(cover)
     expect(page.get_by_role("img", name=re.compile("^The event.s cover$"))).to_be_visible(timeout=30_000)
     page.get_by_label("Title").fill(f"{title} (special)")
+    expect(page.get_by_label("Venue name")).to_have_value("The climbing hall")
+    page.get_by_label("Venue name").fill("The bouldering hall")
+    page.get_by_role("region", name="Where: tap the map to place the venue").click()
+    expect(page.locator(".pin-picked")).to_have_count(1)
     check_accessibility(page)
     screenshot(page, "edit-event")
     page.get_by_role("button", name="Save the event").click()
     expect(page).to_have_url(re.compile(f"/events/{event_id}$"))
     expect(page.get_by_role("heading", level=1)).to_have_text(f"{title} (special)")
     with server.api() as client:
-        titles = sorted(e["title"] for e in client.get("/api/events", params={"group_id": group_id}).json()["items"])
-        assert client.get(f"/api/events/{event_id}").json()["cover_image_id"]
-    assert titles == [title, title, f"{title} (special)"]
+        series = client.get("/api/events", params={"group_id": group_id}).json()["items"]
+        edited = client.get(f"/api/events/{event_id}").json()
+    assert edited["cover_image_id"]
+    assert edited["venue"]["name"] == "The bouldering hall" and edited["venue"]["location"] is not None
+    assert sorted(e["title"] for e in series) == [title, title, f"{title} (special)"]
+    venues = sorted(e["venue"]["name"] for e in series)
+    assert venues == ["The bouldering hall", "The climbing hall", "The climbing hall"]
 
 
 def test_guests_beyond_the_limit_are_named_and_comments_are_posted_as_text(

@@ -1,5 +1,5 @@
-// Edit an event (its leaders): details, times in the event's time zone, seats, the cover picture; for an occurrence
-// of a recurring series, this one or this and the following ones; or cancel it.
+// Edit an event (its leaders): details, times in the event's time zone, the venue on the map, seats, the cover
+// picture; for an occurrence of a recurring series, this one or this and the following ones; or cancel it.
 import { IonButton } from '@ionic/react';
 import { useEffect, useState, type FormEvent } from 'react';
 import { useNavigate, useParams } from 'react-router-dom';
@@ -8,6 +8,7 @@ import { attempt, type Shown } from '../api/problem';
 import { ErrorText, Field } from '../components/Field';
 import { ImageUpload } from '../components/ImageUpload';
 import { Layout } from '../components/Layout';
+import { VenueFields, type Point } from '../components/VenueFields';
 import { isoToWallTime, wallTimeToIso } from '../dates';
 import { texts } from '../texts';
 
@@ -24,6 +25,9 @@ export function EditEvent() {
   const [starts, setStarts] = useState('');
   const [ends, setEnds] = useState('');
   const [timezone, setTimezone] = useState('');
+  const [venue, setVenue] = useState('');
+  const [address, setAddress] = useState('');
+  const [location, setLocation] = useState<Point | null>(null);
   const [capacity, setCapacity] = useState('');
   const [guests, setGuests] = useState('0');
   const [scope, setScope] = useState<Schemas['Scope']>('this');
@@ -41,6 +45,9 @@ export function EditEvent() {
       setStarts(isoToWallTime(e.starts_at, e.timezone));
       setEnds(isoToWallTime(e.ends_at, e.timezone));
       setTimezone(e.timezone);
+      setVenue(e.venue?.name ?? '');
+      setAddress(e.venue?.address ?? '');
+      setLocation(e.venue?.location ?? null);
       setCapacity(e.capacity === null ? '' : String(e.capacity));
       setGuests(String(e.guest_limit));
     });
@@ -64,6 +71,9 @@ export function EditEvent() {
       capacity: capacity.trim() ? Number(capacity) : null,
       guest_limit: Number(guests || 0),
     };
+    // The venue only when changed: an online event without one keeps having none.
+    const place = venue.trim() ? { name: venue, address, location } : null;
+    if (JSON.stringify(place) !== JSON.stringify(event.venue ?? null)) changes.venue = place;
     // Times only when changed: an occurrence of a series keeps its own date unless the leader moves it.
     if (startsAt !== new Date(event.starts_at).toISOString()) changes.starts_at = startsAt;
     if (endsAt !== new Date(event.ends_at).toISOString()) changes.ends_at = endsAt;
@@ -115,6 +125,15 @@ export function EditEvent() {
         <Field label={texts.newEvent.starts} type="datetime-local" value={starts} onChange={setStarts} error={field('starts_at')} />
         <Field label={texts.newEvent.ends} type="datetime-local" value={ends} onChange={setEnds} error={field('ends_at')} />
         <Field label={texts.newEvent.timezone} value={timezone} onChange={setTimezone} error={field('timezone')} />
+        <VenueFields
+          name={venue}
+          address={address}
+          location={location}
+          onName={setVenue}
+          onAddress={setAddress}
+          onLocation={setLocation}
+          error={field}
+        />
         <Field label={texts.newEvent.capacity} type="number" value={capacity} onChange={setCapacity} error={field('capacity')} />
         <Field label={texts.newEvent.guests} type="number" value={guests} onChange={setGuests} error={field('guest_limit')} />
         {event.series_id && (

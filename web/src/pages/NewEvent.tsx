@@ -7,10 +7,9 @@ import { api, type Schemas } from '../api/client';
 import { attempt, type Shown } from '../api/problem';
 import { ErrorText, Field } from '../components/Field';
 import { Layout } from '../components/Layout';
-import { PinMap } from '../components/Map';
+import { VenueFields, type Point } from '../components/VenueFields';
 import { browserZone, wallTimeToIso } from '../dates';
 import { texts } from '../texts';
-import { startingPoint } from './NewGroup';
 
 const t = texts.newEvent;
 
@@ -24,7 +23,7 @@ export function NewEvent() {
   const [timezone, setTimezone] = useState(browserZone());
   const [venue, setVenue] = useState('');
   const [address, setAddress] = useState('');
-  const [location, setLocation] = useState<{ lat: number; lng: number } | null>(null);
+  const [location, setLocation] = useState<Point | null>(null);
   const [capacity, setCapacity] = useState('');
   const [guests, setGuests] = useState('0');
   const [recurrence, setRecurrence] = useState('');
@@ -66,16 +65,15 @@ export function NewEvent() {
         <Field label={t.starts} type="datetime-local" value={starts} onChange={setStarts} error={field('starts_at')} />
         <Field label={t.ends} type="datetime-local" value={ends} onChange={setEnds} error={field('ends_at')} />
         <Field label={t.timezone} value={timezone} onChange={setTimezone} error={field('timezone')} />
-        <Field label={t.venue} value={venue} onChange={setVenue} error={field('venue.name') ?? field('venue')} />
-        <Field label={t.address} value={address} onChange={setAddress} error={field('venue.address')} />
-        <p>{t.where}</p>
-        <PinMap
-          label={t.where}
-          center={startingPoint()}
-          pins={location ? [{ id: 'picked', kind: 'picked', title: t.where, ...location }] : []}
-          onPick={setLocation}
+        <VenueFields
+          name={venue}
+          address={address}
+          location={location}
+          onName={setVenue}
+          onAddress={setAddress}
+          onLocation={setLocation}
+          error={field}
         />
-        {location && <p className="muted">{`${location.lat.toFixed(4)}, ${location.lng.toFixed(4)}`}</p>}
         <Field label={t.capacity} type="number" value={capacity} onChange={setCapacity} error={field('capacity')} />
         <Field label={t.guests} type="number" value={guests} onChange={setGuests} error={field('guest_limit')} />
         <Field label={t.recurrence} value={recurrence} onChange={setRecurrence} error={field('recurrence')} />
