@@ -137,3 +137,30 @@ async def test_a_failing_statement_does_not_put_its_values_in_the_error(db: Data
             await session.execute(insert(notes).values(id=1, text="secret-value-1"))
             await session.execute(insert(notes).values(id=1, text="secret-value-2"))
     assert "secret-value" not in str(failure.value)
+
+
+async def test_transactions_on_inline_sqlite_give_other_tasks_a_turn_between_them(tmp_path: Path) -> None:
+    # Nothing of inline SQLite waits: without a turn at the end of each transaction, a producer committing one
+    # transaction after another kept the relay it woke from running until it was done.
+    db = Database(f"sqlite:///{tmp_path / 'turns.db'}")
+    assert db.inline
+    turns = 0
+
+    async def other_task() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_task())
+    await asyncio.sleep(0)
+    try:
+        for _ in range(20):
+            async with db.writing() as connection:
+                await connection.execute(select(1))
+            async with db.read_connection() as connection:
+                await connection.execute(select(1))
+        assert turns >= 40
+    finally:
+        other.cancel()
+        await db.dispose()

@@ -113,6 +113,10 @@ class Database:
             yield connection
         finally:
             await connection.close()
+            # Nothing on inline SQLite waits, so code running transactions one after another (a batch, an import, a
+            # producer) would hold the event loop: the end of each is a turn for the other tasks (the relay the
+            # commit just woke, requests), as awaiting real I/O gives on other databases.
+            await asyncio.sleep(0)
 
     async def migrate(self, migrations_dir: Path) -> None:
         """Bring the schema to the newest Alembic revision of `migrations_dir`."""
