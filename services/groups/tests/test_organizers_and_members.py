@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from gatherly.groups.tables import invitations
 from gatherly.kernel.clock import FrozenClock
+from gatherly.kernel.web import encode_cursor
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -620,3 +621,28 @@ async def test_a_malformed_invitation_token_is_refused_with_the_field_named(shar
     assert response.status_code == 422, response.text
     assert any(e["field"].startswith("invitation") for e in response.json()["errors"])
     assert (await shared_api.get(group["id"], bob))["my_membership"] is None
+
+
+async def test_a_forged_cursor_with_a_naive_time_or_a_float_rank_is_a_422_in_every_list(shared_api: Any) -> None:
+    """Cursors are base64 JSON anyone can write: a time without an offset (the database layer refuses it) or a
+    role rank of 1e300 (int() makes it an integer no database takes) must be refused, not reach the query."""
+    ann = await shared_api.person("Ann")
+    group = await shared_api.create(ann, name="Forged Cursors")
+    naive, aware, member = "2026-01-01T00:00:00", "2026-01-01T00:00:00+00:00", str(ann.user_id)
+    lists = {
+        f"/api/groups/{group['id']}/members": [
+            {"r": 4, "j": naive, "u": member},
+            {"r": 1e300, "j": aware, "u": member},
+        ],
+        f"/api/groups/{group['id']}/requests": [{"t": naive, "u": member}],
+        f"/api/groups/{group['id']}/bans": [{"t": naive, "u": member}],
+        f"/api/groups/{group['id']}/invitations": [{"t": naive, "i": member}],
+        "/api/groups/requests/mine": [{"t": naive, "g": group["id"]}],
+        "/api/groups": [{"s": "newest", "k": naive, "i": group["id"]}],
+    }
+    for path, positions in lists.items():
+        for position in positions:
+            params = {"cursor": encode_cursor(position), **({"sort": "newest"} if path == "/api/groups" else {})}
+            response = await shared_api.client.get(path, params=params, headers=ann.auth)
+            assert response.status_code == 422, (path, position, response.text)
+            assert response.json()["errors"][0]["field"] == "cursor"
