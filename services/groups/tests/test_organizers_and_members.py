@@ -50,6 +50,7 @@ async def test_a_ban_is_listed_with_who_banned_and_when_and_lifting_it_lets_the_
     group = await shared_api.create(ann, name="Ban Lifters", **ONE_QUESTION)
     assert await shared_api.join(bob, group["id"], ["Hi"]) == "pending"
     await shared_api.ban(ann, group["id"], bob)
+    await shared_api.running.settle()  # the names come from the users service's events (a read model)
 
     listed = await shared_api.client.get(f"/api/groups/{group['id']}/bans", headers=ann.auth)
     assert listed.status_code == 200, listed.text
