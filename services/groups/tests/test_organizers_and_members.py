@@ -3,6 +3,7 @@ stepping down, decisions with a message, one's own requests, approval → open, 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from datetime import timedelta
@@ -647,3 +648,19 @@ async def test_a_forged_cursor_with_a_naive_time_or_a_float_rank_is_a_422_in_eve
             response = await shared_api.client.get(path, params=params, headers=ann.auth)
             assert response.status_code == 422, (path, position, response.text)
             assert response.json()["errors"][0]["field"] == "cursor"
+
+
+async def test_people_racing_for_an_invitations_last_use_cannot_all_get_in(shared_api: Any) -> None:
+    """Uses are counted under the group's row lock: of five people following a two-use link at once, two join."""
+    ann, *racers = await shared_api.people("Ann", "Racer 1", "Racer 2", "Racer 3", "Racer 4", "Racer 5")
+    group = await shared_api.create(ann, name="Last Seats", visibility="private", **ONE_QUESTION)
+    invitation = await _invite(shared_api, ann, group["id"], max_uses=2)
+
+    answers = await asyncio.gather(
+        *(_join_with(shared_api, racer, group["id"], invitation["token"]) for racer in racers)
+    )
+
+    assert sorted(a.status_code for a in answers) == [200, 200, 410, 410, 410]
+    assert (await shared_api.get(group["id"]))["member_count"] == 3
+    [listed] = (await shared_api.client.get(f"/api/groups/{group['id']}/invitations", headers=ann.auth)).json()["items"]
+    assert listed["uses"] == 2
