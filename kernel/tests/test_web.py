@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 
 import httpx
@@ -151,6 +152,27 @@ async def test_a_cursor_round_trips_and_a_forged_one_is_a_422(client: httpx.Asyn
     response = await client.get("/page?cursor=%%%garbage")
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "cursor"
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        '{"k":"\\u0000","i":"x"}',  # NUL: PostgreSQL refuses it
+        '{"k":"a","i":"\\ud800"}',  # a lone surrogate: SQLite's encoder refuses it
+        '{"k":100000000000000000000000000000000000000,"i":"x"}',  # past 64 bits
+        '{"d":NaN,"i":"x"}',
+        '{"d":-Infinity,"i":"x"}',
+        '{"k":["\\u0000"],"i":"x"}',
+        '{"\\u0000":1}',
+    ],
+)
+async def test_a_forged_cursor_with_values_no_database_takes_is_a_422(client: httpx.AsyncClient, forged: str) -> None:
+    """The text policy cannot see inside a cursor's base64: what the cursor carries is checked when decoded."""
+    cursor = base64.urlsafe_b64encode(forged.encode()).decode().rstrip("=")
+    response = await client.get(f"/page?cursor={cursor}")
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "cursor"
+    assert decode_cursor(encode_cursor({"k": 2**63 - 1, "d": 1.5, "i": "zoë"}))["k"] == 2**63 - 1
 
 
 def traced_app() -> tuple[FastAPI, dict[str, object]]:

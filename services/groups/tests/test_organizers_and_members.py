@@ -3,6 +3,7 @@ stepping down, decisions with a message, one's own requests, approval → open, 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from datetime import timedelta
@@ -14,6 +15,7 @@ from sqlalchemy import select
 
 from gatherly.groups.tables import invitations
 from gatherly.kernel.clock import FrozenClock
+from gatherly.kernel.web import encode_cursor
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -49,6 +51,7 @@ async def test_a_ban_is_listed_with_who_banned_and_when_and_lifting_it_lets_the_
     group = await shared_api.create(ann, name="Ban Lifters", **ONE_QUESTION)
     assert await shared_api.join(bob, group["id"], ["Hi"]) == "pending"
     await shared_api.ban(ann, group["id"], bob)
+    await shared_api.running.settle()  # the names come from the users service's events (a read model)
 
     listed = await shared_api.client.get(f"/api/groups/{group['id']}/bans", headers=ann.auth)
     assert listed.status_code == 200, listed.text
@@ -620,3 +623,44 @@ async def test_a_malformed_invitation_token_is_refused_with_the_field_named(shar
     assert response.status_code == 422, response.text
     assert any(e["field"].startswith("invitation") for e in response.json()["errors"])
     assert (await shared_api.get(group["id"], bob))["my_membership"] is None
+
+
+async def test_a_forged_cursor_with_a_naive_time_or_a_float_rank_is_a_422_in_every_list(shared_api: Any) -> None:
+    """Cursors are base64 JSON anyone can write: a time without an offset (the database layer refuses it) or a
+    role rank of 1e300 (int() makes it an integer no database takes) must be refused, not reach the query."""
+    ann = await shared_api.person("Ann")
+    group = await shared_api.create(ann, name="Forged Cursors")
+    naive, aware, member = "2026-01-01T00:00:00", "2026-01-01T00:00:00+00:00", str(ann.user_id)
+    lists = {
+        f"/api/groups/{group['id']}/members": [
+            {"r": 4, "j": naive, "u": member},
+            {"r": 1e300, "j": aware, "u": member},
+        ],
+        f"/api/groups/{group['id']}/requests": [{"t": naive, "u": member}],
+        f"/api/groups/{group['id']}/bans": [{"t": naive, "u": member}],
+        f"/api/groups/{group['id']}/invitations": [{"t": naive, "i": member}],
+        "/api/groups/requests/mine": [{"t": naive, "g": group["id"]}],
+        "/api/groups": [{"s": "newest", "k": naive, "i": group["id"]}],
+    }
+    for path, positions in lists.items():
+        for position in positions:
+            params = {"cursor": encode_cursor(position), **({"sort": "newest"} if path == "/api/groups" else {})}
+            response = await shared_api.client.get(path, params=params, headers=ann.auth)
+            assert response.status_code == 422, (path, position, response.text)
+            assert response.json()["errors"][0]["field"] == "cursor"
+
+
+async def test_people_racing_for_an_invitations_last_use_cannot_all_get_in(shared_api: Any) -> None:
+    """Uses are counted under the group's row lock: of five people following a two-use link at once, two join."""
+    ann, *racers = await shared_api.people("Ann", "Racer 1", "Racer 2", "Racer 3", "Racer 4", "Racer 5")
+    group = await shared_api.create(ann, name="Last Seats", visibility="private", **ONE_QUESTION)
+    invitation = await _invite(shared_api, ann, group["id"], max_uses=2)
+
+    answers = await asyncio.gather(
+        *(_join_with(shared_api, racer, group["id"], invitation["token"]) for racer in racers)
+    )
+
+    assert sorted(a.status_code for a in answers) == [200, 200, 410, 410, 410]
+    assert (await shared_api.get(group["id"]))["member_count"] == 3
+    [listed] = (await shared_api.client.get(f"/api/groups/{group['id']}/invitations", headers=ann.auth)).json()["items"]
+    assert listed["uses"] == 2

@@ -198,6 +198,39 @@ async def test_a_new_request_voids_the_link_of_an_earlier_one(users: RunningGath
     assert (await _confirm(users, first)).status_code == 400
 
 
+async def test_a_new_password_voids_a_pending_email_change_link(
+    users: RunningGatherly, link_in_mail: LinkInMail
+) -> None:
+    """Someone who knew the old password may have asked to move the account to their address: whoever changes the
+    password (the person who got the notice, say) must not leave that link working."""
+    person = await sign_up(users)
+    thief_address = person.email.replace("person-", "thief-")
+    assert (await _change_email(users, person, thief_address)).status_code == 202
+    token = await link_in_mail(thief_address, "confirm-email")
+
+    assert (await _change_password(users, person, person.password)).status_code == 204
+
+    assert (await _confirm(users, token)).status_code == 400
+    me = await users.client.get("/api/users/me", headers=person.auth)
+    assert me.json()["email"] == person.email
+
+
+async def test_a_password_reset_voids_a_pending_email_change_link(
+    users: RunningGatherly, link_in_mail: LinkInMail
+) -> None:
+    person = await sign_up(users)
+    thief_address = person.email.replace("person-", "robber-")
+    assert (await _change_email(users, person, thief_address)).status_code == 202
+    change = await link_in_mail(thief_address, "confirm-email")
+    assert (await users.client.post("/api/auth/password-reset", json={"email": person.email})).status_code == 202
+    reset = await link_in_mail(person.email, "reset-password", count=3)  # after the sign-up and the notice
+    body = {"token": reset, "password": NEW_PASSWORD}
+    assert (await users.client.post("/api/auth/password-reset/confirm", json=body)).status_code == 204
+
+    assert (await _confirm(users, change)).status_code == 400
+    assert (await _log_in(users, person.email, NEW_PASSWORD)).status_code == 200
+
+
 async def test_a_change_link_expires_after_a_day(
     users: RunningGatherly, link_in_mail: LinkInMail, clock: FrozenClock
 ) -> None:

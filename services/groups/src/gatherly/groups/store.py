@@ -368,8 +368,8 @@ def _sort_position(sort: GroupSort, after: dict[str, Any]) -> tuple[Any, str]:
         raise InvalidInput("The cursor is not one this API issued.", field="cursor")
     if sort is GroupSort.NEWEST:
         try:
-            return datetime.fromisoformat(str(key)), last_id
-        except ValueError:
+            return _moment(key), last_id
+        except (TypeError, ValueError):
             raise InvalidInput("The cursor is not one this API issued.", field="cursor")
     expected = int if sort is GroupSort.MEMBERS else str
     if not isinstance(key, expected) or isinstance(key, bool):
@@ -423,10 +423,25 @@ def _answers(value: Any) -> tuple[Answer, ...]:
     return tuple(Answer(a["question"], a["answer"]) for a in value)
 
 
+def _moment(value: Any) -> datetime:
+    """A cursor's time, as this API writes them: ISO 8601 with an offset (a naive one cannot be compared)."""
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        raise ValueError("a cursor's time has an offset")
+    return moment
+
+
+def _rank(value: Any) -> int:
+    """A cursor's role rank, a small whole number (int() would turn 1e300 into an integer no database takes)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError("a cursor's rank is an integer")
+    return value
+
+
 def _time_position(after: dict[str, Any], id_key: str) -> tuple[datetime, str]:
     """A (time, id) cursor: `t` and `id_key`."""
     try:
-        return datetime.fromisoformat(after["t"]), str(after[id_key])
+        return _moment(after["t"]), str(after[id_key])
     except (KeyError, TypeError, ValueError):
         raise InvalidInput("The cursor is not one this API issued.", field="cursor")
 
@@ -524,7 +539,7 @@ class MembershipStore:
         )
         if after is not None:
             try:
-                rank, joined_at, user_id = int(after["r"]), datetime.fromisoformat(after["j"]), str(after["u"])
+                rank, joined_at, user_id = _rank(after["r"]), _moment(after["j"]), str(after["u"])
             except (KeyError, TypeError, ValueError):
                 raise InvalidInput("The cursor is not one this API issued.", field="cursor")
             query = query.where(

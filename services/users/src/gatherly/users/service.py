@@ -371,6 +371,8 @@ async def reset_password(uow: UsersUnitOfWork, identity: Identity, *, token: str
         await uow.accounts.set_password(stored.user_id, password_hash)
         await uow.refresh_tokens.revoke_all_of(stored.user_id, now)
         await uow.one_time_tokens.use_all(stored.user_id, TokenPurpose.RESET_PASSWORD, now)
+        # Recovering the account also stops a pending email change someone with the old password asked for.
+        await uow.one_time_tokens.use_all(stored.user_id, TokenPurpose.CHANGE_EMAIL, now)
         if credentials.email is not None:
             await uow.throttles.clear(email_key(credentials.email))
         if credentials.confirmed_at is None:
@@ -396,8 +398,10 @@ async def change_password(
         await uow.refresh_tokens.revoke_all_of(
             credentials.user_id, now, except_family=session if isinstance(session, str) else None
         )
-        # A reset link asked for earlier must not undo this change.
+        # A reset link asked for earlier must not undo this change, nor a pending email change (asked for by
+        # whoever knew the old password) move the account away.
         await uow.one_time_tokens.use_all(credentials.user_id, TokenPurpose.RESET_PASSWORD, now)
+        await uow.one_time_tokens.use_all(credentials.user_id, TokenPurpose.CHANGE_EMAIL, now)
 
 
 async def request_email_change(
