@@ -164,3 +164,27 @@ async def test_registration_and_confirmation_are_published(
     (profile,) = await published("user.profile_updated", user_id=registered.user_id)
     assert confirmed.user_id == profile.user_id == registered.user_id
     assert (profile.email, profile.display_name, profile.avatar) == ("jo@example.org", "Jo", None)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/auth/signup", {"email": "x@example.org", "password": PASSWORD, "display_name": "X"}),
+        ("/api/auth/confirm", {"token": "x"}),
+        ("/api/auth/confirm-email", {"token": "x"}),
+        ("/api/auth/login", {"email": "x@example.org", "password": PASSWORD}),
+        ("/api/auth/refresh", {"refresh_token": "x"}),
+        ("/api/auth/logout", {"refresh_token": "x"}),
+        ("/api/auth/password-reset", {"email": "x@example.org"}),
+        ("/api/auth/password-reset/confirm", {"token": "x", "password": PASSWORD}),
+    ],
+)
+async def test_an_auth_body_with_a_field_it_does_not_take_is_refused_naming_it(
+    users: RunningGatherly, path: str, body: dict[str, str]
+) -> None:
+    # A misspelt field silently ignored hides a client's bug (and a "remember_me" nobody implemented).
+    response = await users.client.post(path, json={**body, "remember_me": True})
+
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert [e["field"] for e in response.json()["errors"]] == ["remember_me"]

@@ -18,11 +18,12 @@ TokenField = Annotated[str, Field(max_length=512)]
 
 class SignUpRequest(BaseModel):
     model_config = ConfigDict(
+        extra="forbid",
         json_schema_extra={
             "examples": [
                 {"email": "ann@example.org", "password": "correct horse battery staple", "display_name": "Ann"}
             ]
-        }
+        },
     )
 
     email: EmailField
@@ -31,14 +32,17 @@ class SignUpRequest(BaseModel):
 
 
 class TokenRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"token": "the-token-from-the-emailed-link"}]})
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"token": "the-token-from-the-emailed-link"}]}
+    )
 
     token: TokenField
 
 
 class LoginRequest(BaseModel):
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"email": "ann@example.org", "password": "correct horse battery staple"}]}
+        extra="forbid",
+        json_schema_extra={"examples": [{"email": "ann@example.org", "password": "correct horse battery staple"}]},
     )
 
     email: EmailField
@@ -46,22 +50,25 @@ class LoginRequest(BaseModel):
 
 
 class RefreshRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"refresh_token": "the-refresh-token-from-login"}]})
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"refresh_token": "the-refresh-token-from-login"}]}
+    )
 
     refresh_token: TokenField
 
 
 class PasswordResetRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"email": "ann@example.org"}]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"email": "ann@example.org"}]})
 
     email: EmailField
 
 
 class PasswordResetConfirmation(BaseModel):
     model_config = ConfigDict(
+        extra="forbid",
         json_schema_extra={
             "examples": [{"token": "the-token-from-the-emailed-link", "password": "a new long passphrase"}]
-        }
+        },
     )
 
     token: TokenField
