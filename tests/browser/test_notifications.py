@@ -150,12 +150,13 @@ def test_settings_are_saved_per_kind_and_channel_with_reminder_hours_and_bad_hou
 
 
 # Debian's Chromium reaches no push service from this machine: the browser's subscribe() is replaced by one that keeps
-# the key it was given and hands out a subscription as a push service would. Everything else is the app's own path.
+# the key it was given and hands out a subscription as a push service would (on loopback: the server refuses endpoints
+# that do not resolve to a public address, except loopback in dev mode). Everything else is the app's own path.
 RECORD_SUBSCRIBE = f"""
 PushManager.prototype.subscribe = async function (options) {{
   const key = new Uint8Array(options.applicationServerKey);
   window.subscribedWith = {{ userVisibleOnly: options.userVisibleOnly, key: btoa(String.fromCharCode(...key)) }};
-  const endpoint = 'https://push.example.org/send/' + crypto.randomUUID();
+  const endpoint = 'https://127.0.0.1:9/send/' + crypto.randomUUID();
   return {{
     endpoint,
     toJSON: () => ({{ endpoint, expirationTime: null, keys: {{ p256dh: '{P256DH}', auth: '{AUTH}' }} }}),
