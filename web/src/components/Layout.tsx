@@ -53,12 +53,9 @@ export function Layout({ title, children }: { title: string; children: ReactNode
                     </IonBadge>
                   )}
                 </IonButton>
-                {me && (
-                  // Only once the name is known: an empty link has no accessible name.
-                  <Link to="/profile" className="who">
-                    {me.display_name}
-                  </Link>
-                )}
+                <Link to="/profile" className="who">
+                  {me?.display_name}
+                </Link>
                 <IonButton onClick={() => void logOut().then(() => navigate('/'))}>{texts.nav.logout}</IonButton>
               </>
             ) : (
