@@ -23,9 +23,6 @@ INBOX = KERNEL_METADATA.tables["inbox"]
 # per call cost about as much as SQLite running it.
 INSERT_OUTBOX = insert(OUTBOX)
 INSERT_INBOX = insert(INBOX)
-PROCESSED = select(INBOX.c.message_id).where(
-    INBOX.c.consumer == bindparam("consumer"), INBOX.c.message_id == bindparam("message_id")
-)
 PROCESSED_AMONG = select(INBOX.c.message_id).where(
     INBOX.c.consumer == bindparam("consumer"), INBOX.c.message_id.in_(bindparam("message_ids", expanding=True))
 )
@@ -147,11 +144,6 @@ class UnitOfWork:
                 for e in self._pending
             ],
         )
-
-    async def already_processed(self, consumer: str, message_id: str) -> bool:
-        """Whether `consumer` applied this message before (checked inside this transaction)."""
-        found = await self.session.scalar(PROCESSED, {"consumer": consumer, "message_id": message_id})
-        return found is not None
 
     async def processed_among(self, consumer: str, message_ids: Sequence[str]) -> set[str]:
         """Which of these messages `consumer` applied before (one query for a whole batch)."""
