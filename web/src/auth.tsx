@@ -24,21 +24,38 @@ export function AuthProvider({ children }: { children: ReactNode }) {
     return () => window.removeEventListener(AUTH_CHANGED, changed);
   }, []);
 
-  const reload = useCallback(async () => {
-    if (!isLoggedIn()) return;
-    await api.GET('/api/users/me').then(
-      ({ data }) => data && setMe(data),
-      () => undefined, // offline: the name shows when the connection is back
-    );
+  /** True when the profile is known; false when it is worth asking again (offline, or the server said 5xx). */
+  const load = useCallback(async (): Promise<boolean> => {
+    if (!isLoggedIn()) return true;
+    try {
+      const { data, response } = await api.GET('/api/users/me');
+      if (data) setMe(data);
+      return response.status < 500;
+    } catch {
+      return false; // offline
+    }
   }, []);
+
+  const reload = useCallback(async () => void (await load()), [load]);
 
   useEffect(() => {
     if (!loggedIn) {
       setMe(null);
       return;
     }
-    void reload();
-  }, [loggedIn, reload]);
+    // The name in the header must not stay blank after one failed read: ask again, less and less often.
+    let timer: number | undefined;
+    let stopped = false;
+    const attempt = async (wait: number) => {
+      if ((await load()) || stopped) return;
+      timer = window.setTimeout(() => void attempt(Math.min(wait * 2, 30_000)), wait);
+    };
+    void attempt(1_000);
+    return () => {
+      stopped = true;
+      window.clearTimeout(timer);
+    };
+  }, [loggedIn, load]);
 
   const logOut = useCallback(async () => {
     // This device stops receiving the person's pushes: the next one to use it must not see them.

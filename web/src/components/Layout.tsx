@@ -53,8 +53,9 @@ export function Layout({ title, children }: { title: string; children: ReactNode
                     </IonBadge>
                   )}
                 </IonButton>
+                {/* Until the profile is read, the link still needs a name (axe: link-name). */}
                 <Link to="/profile" className="who">
-                  {me?.display_name}
+                  {me?.display_name ?? texts.profile.title}
                 </Link>
                 <IonButton onClick={() => void logOut().then(() => navigate('/'))}>{texts.nav.logout}</IonButton>
               </>

@@ -165,7 +165,9 @@ class TokenVerifier:
         age = now - self._fetched_at
         since_try = now - self._tried_at
         stale = age > self.cache_seconds and since_try > self.min_refetch_seconds
-        if stale or (kid not in self._keys and since_try > self.min_refetch_seconds):
+        # A fetch under way is joined, not judged: its attempt counts as failing only once it has failed.
+        in_flight = self._fetching is not None
+        if in_flight or stale or (kid not in self._keys and since_try > self.min_refetch_seconds):
             try:
                 await self._refresh()
             except Exception as error:
