@@ -67,8 +67,38 @@ class UserProfileUpdated(UserEvent):
 
 
 class UserDeleted(UserEvent):
-    """The account is gone; other services forget or anonymise the person."""
+    """The person asked to delete their account: the first step of the account-deletion saga. Each of groups,
+    events, notifications and images erases or anonymises what it holds of the person and answers with
+    `user_deletion.step_done` in the same transaction; users erases the account itself. `deletion_id` names the
+    saga (absent in messages written before the saga had replies: erase, but there is nobody to answer)."""
 
     TYPE: ClassVar[str] = "user.deleted"
 
     deleted_at: datetime
+    deletion_id: str | None = None
+
+
+# --- topic `user_deletion` (key: user id): the other services' replies in the account-deletion saga -------------
+
+
+class UserDeletionReply(IntegrationEvent):
+    """Published by a service taking part in the account-deletion saga (not by the users service, which runs the
+    saga and waits for these replies; its schema lives here because the saga is the users service's)."""
+
+    TOPIC: ClassVar[str] = "user_deletion"
+    AGGREGATE_ID: ClassVar[str] = "user_id"
+
+    user_id: str
+
+
+class UserDeletionStepDone(UserDeletionReply):
+    """`service` (groups, events, notifications or images) has erased or anonymised everything it held of the
+    person, in the transaction that published this. `what` counts it by kind (e.g. {"memberships": 3}), for the
+    operators' view of the saga. Publishing it again is harmless: the saga counts each service once."""
+
+    TYPE: ClassVar[str] = "user_deletion.step_done"
+
+    deletion_id: str
+    service: str
+    what: dict[str, int] = {}
+    done_at: datetime
