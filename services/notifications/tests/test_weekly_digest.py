@@ -3,7 +3,10 @@ and none while its feature flag is off."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import time
 from typing import Any
 
 import pytest
@@ -25,7 +28,7 @@ async def _located(api: Any, name: str, where: dict[str, float]) -> Any:
     return person
 
 
-def _set_flag(api: Any, on: bool) -> None:
+async def _set_flag(api: Any, on: bool) -> None:
     path = api.running.settings.flags_path
     flags = json.loads(path.read_text())
     flags["flags"][DIGEST_FLAG] = {
@@ -33,8 +36,19 @@ def _set_flag(api: Any, on: bool) -> None:
         "variants": {"on": True, "off": False},
         "defaultVariant": "on" if on else "off",
     }
-    path.write_text(json.dumps(flags))
-    api.running.process.platform.flags.client.provider.reload_if_changed()
+    # The file is re-read on the provider's schedule: wait until the service sees the switch, saving again now
+    # and then (flagd's watcher misses a save made in the instant it started: see kernel/tests/test_platform.py).
+    for attempt in range(250):
+        if attempt % 25 == 0:
+            draft = path.with_suffix(".draft")
+            draft.write_text(json.dumps(flags))
+            stamp = max(time.time_ns(), path.stat().st_mtime_ns + 10_000_000)  # a new time even inside one tick
+            os.utime(draft, ns=(stamp, stamp))
+            draft.replace(path)
+        if await api.running.process.platform.flags.enabled(DIGEST_FLAG, default=not on) is on:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the weekly-digest flag never followed the file")
 
 
 async def _digests(api: Any, person: Any) -> list[dict[str, Any]]:
@@ -69,11 +83,11 @@ async def test_no_digest_while_its_flag_is_off(api: Any) -> None:
     group_id = await api.group(olga, bob, name="Flagged")
     await api.schedule(olga, group_id, title="Quiet evening")
     context = api.running.process.host("notifications").context
-    _set_flag(api, False)
+    await _set_flag(api, False)
     try:
         assert await digest_round(context) == 0
         assert await _digests(api, bob) == []
     finally:
-        _set_flag(api, True)
+        await _set_flag(api, True)
     assert await digest_round(context) >= 1
     assert len(await _digests(api, bob)) == 1

@@ -20,7 +20,7 @@ from gatherly.kernel.auth import HttpJwksSource, JwksSource, TokenVerifier
 from gatherly.kernel.boundary import install_boundary
 from gatherly.kernel.clock import SystemClock
 from gatherly.kernel.files import private_directory
-from gatherly.kernel.flags import FileFlagProvider, Flags, ensure_flags_file
+from gatherly.kernel.flags import Flags, flag_provider
 from gatherly.kernel.log import log_from_settings
 from gatherly.kernel.log.base import MessageLog
 from gatherly.kernel.loop_health import LoopLagProbe
@@ -79,7 +79,6 @@ def build_platform(
     a client bound in-process to the gateway, otherwise the public URL."""
     resilience = Resilience()
     http = httpx.AsyncClient(timeout=10.0)
-    ensure_flags_file(settings.flags_path)
     jwks_url = settings.jwks_url or "/.well-known/jwks.json"
     source: JwksSource
     if settings.jwks_url:
@@ -93,7 +92,7 @@ def build_platform(
         log=build_log(settings, services),
         verifier=TokenVerifier(source, issuer=settings.effective_issuer, audience=settings.jwt_audience),
         mailer=build_mailer(settings, resilience),
-        flags=Flags(FileFlagProvider(settings.flags_path)),
+        flags=Flags(flag_provider(settings.flags_provider, settings.flags_path)),
         resilience=resilience,
         http=http,
         clock=SystemClock(),
@@ -157,6 +156,8 @@ class Process:
         # Start the log, then every service (in declaration order); stop them in reverse.
         async with AsyncExitStack() as stack:
             await self.platform.log.start()
+            await self.platform.flags.start()
+            stack.callback(self.platform.flags.close)
             stack.push_async_callback(self.platform.http.aclose)
             stack.push_async_callback(self.platform.log.close)
             stack.push_async_callback(self.platform.mailer.close)

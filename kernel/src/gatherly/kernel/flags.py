@@ -1,19 +1,24 @@
-"""Feature flags through OpenFeature. By default a JSON file in flagd's flag-definition format, reloaded when
-it changes; a flagd or LaunchDarkly provider can be registered instead without touching callers."""
+"""Feature flags through OpenFeature with flagd's provider: by default a JSON file in flagd's flag-definition format
+evaluated in-process and reloaded when it changes, or a flagd server; another OpenFeature provider (LaunchDarkly,
+...) can be registered instead without touching callers."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-import time
 from pathlib import Path
 from typing import Any
 
+import structlog
 from openfeature import api
 from openfeature.client import OpenFeatureClient
+from openfeature.contrib.provider.flagd import FlagdProvider
+from openfeature.contrib.provider.flagd.config import ResolverType
 from openfeature.evaluation_context import EvaluationContext
-from openfeature.flag_evaluation import FlagResolutionDetails
-from openfeature.provider import FeatureProvider, Metadata
-from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
+from openfeature.event import ProviderEvent
+from openfeature.provider import FeatureProvider
+
+log = structlog.get_logger(__name__)
 
 # Flags every service knows, written to a new flags file so operators see what they can switch.
 DEFAULT_FLAGS: dict[str, dict[str, Any]] = {
@@ -24,53 +29,19 @@ DEFAULT_FLAGS: dict[str, dict[str, Any]] = {
 }
 
 
-class FileFlagProvider(InMemoryProvider):
-    """Reads `{"flags": {key: {state, variants, defaultVariant}}}` (flagd's format, without targeting rules)
-    and re-reads the file when its modification time changes (looked at no more than every `check_seconds`)."""
-
-    def __init__(self, path: Path, *, check_seconds: float = 1.0) -> None:
-        super().__init__({})
-        self.path = path
-        self.check_seconds = check_seconds
-        self._mtime: float | None = None
-        self._checked_at = float("-inf")
-        self.reload_if_changed()
-
-    def get_metadata(self) -> Metadata:
-        return Metadata(name="gatherly-file")
-
-    def reload_if_changed(self) -> None:
-        self._checked_at = time.monotonic()
-        try:
-            mtime = self.path.stat().st_mtime
-        except FileNotFoundError:
-            self._flags, self._mtime = {}, None
-            return
-        if mtime == self._mtime:
-            return
-        try:
-            document = json.loads(self.path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return  # a half-written file: keep the flags we have, look again next time
-        self._flags = {key: _flag_from(spec) for key, spec in document.get("flags", {}).items()}
-        self._mtime = mtime
-
-    def _resolve(
-        self, flag_key: str, default_value: Any, evaluation_context: EvaluationContext | None
-    ) -> FlagResolutionDetails[Any]:
-        if time.monotonic() - self._checked_at >= self.check_seconds:
-            self.reload_if_changed()
-        flag = self._flags.get(flag_key)
-        if flag is not None and flag.state == InMemoryFlag.State.DISABLED:
-            return FlagResolutionDetails(value=default_value, reason="DISABLED")
-        return super()._resolve(flag_key, default_value, evaluation_context)
-
-
-def _flag_from(spec: dict[str, Any]) -> InMemoryFlag[Any]:
-    return InMemoryFlag(
-        default_variant=spec["defaultVariant"],
-        variants=dict(spec["variants"]),
-        state=InMemoryFlag.State(spec.get("state", "ENABLED")),
+def flag_provider(kind: str, path: Path, *, check_seconds: float = 1.0) -> FeatureProvider:
+    """flagd's own provider in both modes, so flag files get flagd's whole format (targeting rules, fractional
+    rollouts) and moving to a flagd server is a setting:
+    - "file": flagd's evaluation engine in this process on `path` (created with the defaults when missing),
+      re-read every `check_seconds` when its modification time changed; a half-written file keeps the last good
+      flags (the provider reports an error and logs it until the file parses again);
+    - "flagd": a flagd server, configured by the provider's own FLAGD_* environment variables (FLAGD_RESOLVER=rpc
+      or in-process, FLAGD_HOST, FLAGD_PORT, FLAGD_TLS, ...), as flagd's documentation describes them."""
+    if kind == "flagd":
+        return FlagdProvider()
+    ensure_flags_file(path)
+    return FlagdProvider(
+        resolver_type=ResolverType.FILE, offline_flag_source_path=str(path), deadline_ms=int(check_seconds * 1000)
     )
 
 
@@ -81,11 +52,33 @@ def ensure_flags_file(path: Path) -> None:
 
 
 class Flags:
-    """What services hold: `await flags.enabled("new-search", user_id=...)`."""
+    """What services hold: `await flags.enabled("new-search", user_id=...)`. A flag read before the provider has
+    its flags gives the caller's default; `start` waits for them."""
 
     def __init__(self, provider: FeatureProvider, domain: str = "gatherly") -> None:
+        self.provider = provider
         api.set_provider(provider, domain=domain)
         self.client: OpenFeatureClient = api.get_client(domain)
+
+    async def start(self, timeout: float = 10.0) -> None:
+        """Wait until the provider has read its flags (the file, or the flagd server's first answer); after
+        `timeout` go on with callers' defaults and log why, rather than keep a service from starting."""
+        loop = asyncio.get_running_loop()
+        ready = asyncio.Event()
+
+        def on_ready(_: object) -> None:  # called on the provider's thread
+            loop.call_soon_threadsafe(ready.set)
+
+        self.client.add_handler(ProviderEvent.PROVIDER_READY, on_ready)
+        try:
+            await asyncio.wait_for(ready.wait(), timeout)
+        except TimeoutError:
+            log.error("feature flags not available yet: callers get their defaults", provider=type(self.provider))
+        finally:
+            self.client.remove_handler(ProviderEvent.PROVIDER_READY, on_ready)
+
+    def close(self) -> None:
+        self.provider.shutdown()  # stops the file watcher's thread or the flagd connection
 
     async def enabled(self, key: str, default: bool = False, **context: str) -> bool:
         evaluation = EvaluationContext(targeting_key=context.pop("user_id", None), attributes=dict(context))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -106,6 +107,8 @@ class Settings(BaseSettings):
     # SMTP connections a process keeps open and sends over at once (each carries many messages, one at a time).
     smtp_connections: int = Field(10, ge=1, le=100)
 
+    # "file": flagd's engine in-process on flags_file; "flagd": a flagd server set up by the FLAGD_* variables.
+    flags_provider: Literal["file", "flagd"] = "file"
     flags_file: Path | None = None  # empty: <data_dir>/flags.json (created with defaults)
 
     shutdown_drain_seconds: float = 0.0  # time to stay up "not ready" so a load balancer stops routing
