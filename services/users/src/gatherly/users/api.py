@@ -17,6 +17,7 @@ from gatherly.users import service
 from gatherly.users.domain import (
     AccountGone,
     AccountLocked,
+    AccountLockedByAdministrator,
     AccountNotConfirmed,
     BadCredentials,
     EmailTaken,
@@ -53,6 +54,7 @@ STATUS_OF: dict[type[DomainError], int] = {
     BadCredentials: 401,
     InvalidRefreshToken: 401,
     AccountGone: 401,
+    AccountLockedByAdministrator: 401,
     AccountNotConfirmed: 403,
     WrongPassword: 403,
     NoDeletion: 404,
