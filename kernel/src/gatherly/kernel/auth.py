@@ -185,9 +185,11 @@ class TokenVerifier:
             raise Unavailable("The keys that verify access tokens cannot be fetched right now.")
         return self._keys.get(kid)
 
-    async def verify(self, token: str) -> Principal:
+    async def verify(self, token: str, *, deleted_ok: bool = False) -> Principal:
+        """The token's principal, or Unauthorized. `deleted_ok` lets a deleted account's token through (still not a
+        locked one's): for the few routes that tell a person about their own account's deletion."""
         principal = await self._verified_principal(token)
-        if self.revoked.refuses(principal.user_id, principal.claims):
+        if self.revoked.refuses(principal.user_id, principal.claims, deleted_ok=deleted_ok):
             raise Unauthorized("The account of this access token is locked or deleted; log in again.")
         return principal
 
@@ -268,5 +270,15 @@ async def require_principal(request: Request) -> Principal:
     return await verifier_of(request).verify(token)
 
 
+async def require_principal_even_if_deleted(request: Request) -> Principal:
+    token = bearer_token(request)
+    if token is None:
+        raise Unauthorized("Send an access token: Authorization: Bearer <token>.")
+    return await verifier_of(request).verify(token, deleted_ok=True)
+
+
 CurrentUser = Annotated[Principal, Depends(require_principal)]
+# Only for routes that tell people about their own account's deletion (its progress, asking again): every other
+# route refuses a deleted account's tokens.
+CurrentOrDeletedUser = Annotated[Principal, Depends(require_principal_even_if_deleted)]
 MaybeUser = Annotated[Principal | None, Depends(optional_principal)]

@@ -60,8 +60,10 @@ class Revocation:
     locked: bool = False
     not_before: datetime | None = None  # tokens issued (`iat`) before this second are refused
 
-    def refuses(self, claims: Mapping[str, Any]) -> bool:
-        if self.deleted or self.locked:
+    def refuses(self, claims: Mapping[str, Any], *, deleted_ok: bool = False) -> bool:
+        """`deleted_ok`: judge a deleted subject's token on the lock and unlock alone (only the routes that tell a
+        person about their own deletion take it)."""
+        if (self.deleted and not deleted_ok) or self.locked:
             return True
         if self.not_before is None:
             return False
@@ -102,9 +104,9 @@ class RevokedSubjects:
     def __init__(self) -> None:
         self._by_subject: dict[str, Revocation] = {}
 
-    def refuses(self, subject: str, claims: Mapping[str, Any]) -> bool:
+    def refuses(self, subject: str, claims: Mapping[str, Any], *, deleted_ok: bool = False) -> bool:
         revocation = self._by_subject.get(subject)
-        return revocation is not None and revocation.refuses(claims)
+        return revocation is not None and revocation.refuses(claims, deleted_ok=deleted_ok)
 
     def merge(self, rows: Iterable[tuple[str, Revocation]]) -> None:
         """Take rows read from a service's table. The services of one process share this set and one may lag
@@ -193,5 +195,7 @@ def register_revocations(consumers: ConsumerRegistry, *, group: str) -> None:
     @consumers.on(UserDeleted, UserLocked, UserUnlocked, group=group)
     async def record_revocation(event: UserDeleted | UserLocked | UserUnlocked, uow: UnitOfWork) -> None:
         await RevocationStore(uow.session).apply(RevocationChange.of(event), uow.clock.now())
-        if uow.revocations_changed is not None:  # this process refreshes its set as soon as the row is committed
+        # This process refreshes its set once the row is committed; also when the row was there already (the users
+        # service writes a lock's row with the lock, maybe from another process: `gatherly users lock`).
+        if uow.revocations_changed is not None:
             uow.after_commit(uow.revocations_changed)

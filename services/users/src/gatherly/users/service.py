@@ -24,6 +24,7 @@ from gatherly.kernel.db import Database
 from gatherly.kernel.errors import DomainError, InvalidInput, NotFound
 from gatherly.kernel.revocation import RevocationChange
 from gatherly.kernel.settings import Settings
+from gatherly.kernel.text import text_problem
 from gatherly.users.crypto import (
     ALGORITHM,
     Passwords,
@@ -363,7 +364,7 @@ async def lock_account(uow: UsersUnitOfWork, *, email: str, reason: str) -> bool
 
     The lock is the kernel's revoked-subjects row, written here in the same transaction as the event, so a login
     is refused from this commit on (this service's consumer then finds the row already there)."""
-    address = normalize_email(email)
+    address = _administered_address(email)
     why = clean_lock_reason(reason)
     async with uow:
         now = uow.clock.now()
@@ -380,7 +381,7 @@ async def lock_account(uow: UsersUnitOfWork, *, email: str, reason: str) -> bool
 async def unlock_account(uow: UsersUnitOfWork, *, email: str) -> bool:
     """Lift the lock (`gatherly users unlock`): the person can log in again; access tokens issued before stay
     refused. Returns False when the account was not locked."""
-    address = normalize_email(email)
+    address = _administered_address(email)
     async with uow:
         now = uow.clock.now()
         user_id = await _open_account_id(uow, address)
@@ -390,6 +391,13 @@ async def unlock_account(uow: UsersUnitOfWork, *, email: str) -> bool:
         uow.publish(UserUnlocked(user_id=user_id, unlocked_at=now))
     log.info("account unlocked", user_id=user_id)
     return True
+
+
+def _administered_address(email: str) -> Email:
+    # Typed by an administrator, not through the API's text policy: NUL and lone surrogates are refused here.
+    if text_problem(email):
+        raise InvalidInput("This is not an email address.", field="email")
+    return normalize_email(email)
 
 
 async def _open_account_id(uow: UsersUnitOfWork, address: Email) -> UserId:
