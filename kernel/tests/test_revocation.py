@@ -247,3 +247,18 @@ async def test_an_unlock_written_by_another_process_reaches_the_set(db: Database
     await feed.refresh()
     assert not subjects.refuses("ann", token_claims)
     assert subjects.refuses("ann", {"iat": int(time.time()) - 120})
+
+
+async def test_after_commit_callbacks_run_after_a_commit_and_never_after_a_rollback(db: Database) -> None:
+    calls: list[str] = []
+    uow = UnitOfWork(db)
+    with pytest.raises(RuntimeError):
+        uow.after_commit(lambda: calls.append("outside"))  # no transaction to wait for
+    with pytest.raises(ZeroDivisionError):
+        async with uow:
+            uow.after_commit(lambda: calls.append("rolled back"))
+            raise ZeroDivisionError
+    async with uow:
+        uow.after_commit(lambda: calls.append("committed"))
+        assert calls == []  # not before the commit
+    assert calls == ["committed"]

@@ -8,6 +8,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,9 +16,10 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from gatherly.app.cli import app as gatherly_cli
-from gatherly.app.testing import Person, RunningGatherly, sign_up
+from gatherly.app.testing import FAST_SETTINGS, Person, RunningGatherly, running_gatherly, sign_up
 from gatherly.kernel.messages import Envelope
 from gatherly.kernel.revocation import RevocationStore
+from gatherly.kernel.testing import DB_BACKENDS
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -189,3 +191,18 @@ async def test_the_lock_commands_refuse_bad_input_with_a_message_not_a_traceback
 async def test_the_lock_command_needs_a_reason(gatherly: RunningGatherly) -> None:
     result = await cli(gatherly, "users", "lock", "someone@example.org")
     assert result.exit_code == 2 and "--reason" in result.output
+
+
+@pytest.mark.parametrize("backend", DB_BACKENDS)
+async def test_a_process_refreshes_at_once_when_its_own_consumer_records_a_revocation(
+    tmp_path: Path, backend: str
+) -> None:
+    """With a refresh interval far too long to matter, the token is still refused within seconds: the service's
+    consumer wakes its process's refresh when it commits the row (ServiceHost wires it)."""
+    async with running_gatherly(
+        tmp_path / "data", ["users", "groups"], database_backend=backend, revocation_refresh_seconds=60, **FAST_SETTINGS
+    ) as gatherly:
+        person = await sign_up(gatherly)
+        assert (await create_group(gatherly, person)).status_code == 201
+        assert (await gatherly.client.delete("/api/users/me", headers=person.auth)).status_code == 202
+        await refused_within(lambda: create_group(gatherly, person))
