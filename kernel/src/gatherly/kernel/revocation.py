@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import RowMapping, bindparam, insert, select, update
 
@@ -39,7 +39,7 @@ class RevocationChange:
     """One event's effect: `kind` is deleted, locked or unlocked, `at` when it happened."""
 
     user_id: str
-    kind: str
+    kind: Literal["deleted", "locked", "unlocked"]
     at: datetime
 
     @classmethod
