@@ -135,7 +135,7 @@ async def main() -> None:
     ]
     for backend in args.backends.split(","):
         before = await measure(backend, revision="0001", indexed=False)
-        after = await measure(backend, revision="head", indexed=True)
+        after = await measure(backend, revision="heads", indexed=True)
         for label in QUERIES:
             (like, like_worst, found), (index, index_worst, found_after) = before[label], after[label]
             assert found == found_after, (label, found, found_after)

@@ -194,7 +194,7 @@ async def test_groups_made_before_the_index_existed_are_found_after_the_migratio
                 database, "Quokka Watchers", "Since before the index", datetime(2025, 1, 1, tzinfo=UTC)
             )
             async with database.engine.begin() as connection:
-                await connection.run_sync(upgrade_to("head"))
+                await connection.run_sync(upgrade_to("heads"))
             assert await _found(database, "quokka") == {old}
             new = await _add(database, "More quokkas", "", datetime(2026, 1, 1, tzinfo=UTC))
             assert await _found(database, "quokka") == {old, new.id}

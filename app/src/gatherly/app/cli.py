@@ -1,11 +1,12 @@
-"""The `gatherly` command: up, run, migrate, dlq, replay, kafka, keys, docs."""
+"""The `gatherly` command: up, run, migrate, dlq, replay, kafka, keys, users, notifications, docs."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
@@ -21,6 +22,9 @@ from gatherly.kernel.delivery import DLQ_SUFFIX, dead_letter_topic, rebuild_grou
 from gatherly.kernel.files import PRIVATE_UMASK
 from gatherly.kernel.log.base import GroupNotEmpty, TopicConfig
 from gatherly.kernel.settings import LogBackend, Settings
+
+if TYPE_CHECKING:
+    from gatherly.users.store import UsersUnitOfWork
 
 app = typer.Typer(help="Gatherly: local groups and events.", no_args_is_help=True)
 dlq = typer.Typer(help="Dead-letter topics: see and replay parked messages.", no_args_is_help=True)
@@ -281,6 +285,59 @@ def keys_list() -> None:
             await db.dispose()
 
     console.print(asyncio.run(go()))
+
+
+users = typer.Typer(help="Accounts (users service): lock and unlock them.", no_args_is_help=True)
+app.add_typer(users, name="users")
+
+
+def _on_users_db(work: Callable[[UsersUnitOfWork], Awaitable[bool]]) -> bool:
+    """Run a users use case on the users database; a refused input or unknown account is a message, not a traceback."""
+    from gatherly.kernel.errors import DomainError
+    from gatherly.users.store import UsersUnitOfWork
+
+    settings = _settings()
+
+    async def go() -> bool:
+        db = Database(settings.database_url_for("users"))
+        try:
+            if settings.should_migrate_on_start:
+                await db.migrate(ALL["users"].migrations)
+            return await work(UsersUnitOfWork(db))
+        finally:
+            await db.dispose()
+
+    try:
+        return asyncio.run(go())
+    except DomainError as error:
+        console.print(f"[red]{error.detail}[/]")
+        raise typer.Exit(1) from error
+
+
+@users.command("lock")
+def users_lock(
+    email: Annotated[str, typer.Argument(help="The account's email address")],
+    reason: Annotated[str, typer.Option(help="Why (kept in the user.locked event)")],
+) -> None:
+    """Lock an account: no login or refresh, its sessions end, and every service refuses its access tokens within
+    seconds (user.locked). The person is told the account is locked only after giving the right password."""
+    from gatherly.users.service import lock_account
+
+    if _on_users_db(lambda uow: lock_account(uow, email=email, reason=reason)):
+        console.print(f"locked {email}")
+    else:
+        console.print(f"{email} was locked already")
+
+
+@users.command("unlock")
+def users_unlock(email: Annotated[str, typer.Argument(help="The account's email address")]) -> None:
+    """Unlock an account: the person can log in again; access tokens issued before stay refused (user.unlocked)."""
+    from gatherly.users.service import unlock_account
+
+    if _on_users_db(lambda uow: unlock_account(uow, email=email)):
+        console.print(f"unlocked {email}")
+    else:
+        console.print(f"{email} was not locked")
 
 
 notifications = typer.Typer(

@@ -78,6 +78,25 @@ class UserDeleted(UserEvent):
     deletion_id: str | None = None
 
 
+class UserLocked(UserEvent):
+    """An administrator locked the account (`gatherly users lock`): it cannot log in or refresh, its sessions
+    ended, and every service refuses its access tokens until it is unlocked. `reason` is the administrator's note."""
+
+    TYPE: ClassVar[str] = "user.locked"
+
+    locked_at: datetime
+    reason: str
+
+
+class UserUnlocked(UserEvent):
+    """An administrator lifted the lock: the person can log in again. Access tokens issued before the unlock
+    stay refused (they were issued before the lock)."""
+
+    TYPE: ClassVar[str] = "user.unlocked"
+
+    unlocked_at: datetime
+
+
 # --- topic `user_deletion` (key: user id): the other services' replies in the account-deletion saga -------------
 
 

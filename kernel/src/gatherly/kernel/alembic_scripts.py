@@ -6,7 +6,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import MetaData
 
-from gatherly.kernel.tables import kernel_tables
+from gatherly.kernel.tables import FIRST_REVISION_TABLES
 
 
 def run_env(target_metadata: MetaData) -> None:
@@ -25,17 +25,22 @@ def run_env(target_metadata: MetaData) -> None:
 
 
 def create_kernel_tables() -> None:
-    """Create the outbox, inbox and saga tables (call from a service's first revision)."""
+    """Create the outbox, inbox, saga and relay-lease tables (call from a service's first revision). Kernel tables
+    added since come from the kernel's own migrations (kernel/migrations), a branch every service runs too."""
     from alembic import op
 
-    metadata = MetaData()
-    kernel_tables(metadata)
+    metadata = _first_revision_tables()
     metadata.create_all(op.get_bind())
 
 
 def drop_kernel_tables() -> None:
     from alembic import op
 
+    _first_revision_tables().drop_all(op.get_bind())
+
+
+def _first_revision_tables() -> MetaData:
     metadata = MetaData()
-    kernel_tables(metadata)
-    metadata.drop_all(op.get_bind())
+    for make in FIRST_REVISION_TABLES.values():
+        make(metadata)
+    return metadata

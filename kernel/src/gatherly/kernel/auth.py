@@ -1,5 +1,6 @@
 """Access-token verification against a JWKS (cached, refreshed on an unknown key id), a cache of verified tokens,
-and the FastAPI dependencies that give routes their caller."""
+the refusal of revoked subjects (deleted or locked accounts), and the FastAPI dependencies that give routes their
+caller."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from jwt import PyJWK
 
 from gatherly.kernel.errors import Unauthorized, Unavailable
 from gatherly.kernel.resilience import Resilience
+from gatherly.kernel.revocation import RevokedSubjects
 
 ALLOWED_ALGORITHMS = ("EdDSA", "RS256", "ES256")
 # `at+jwt` is RFC 9068's access-token type (what the users service issues); plain `JWT` is what most OIDC
@@ -95,9 +97,12 @@ class TokenVerifier:
 
     Verified tokens are cached (bounded LRU of `cache_size`, keyed by the token's SHA-256) until their `exp`;
     a cache hit still passes the key-set rules above and only counts while the key that verified the token is
-    the one the current key set holds for its `kid`. Access tokens carry no revocation (they live
-    `access_token_ttl_seconds`; refresh tokens are what gets revoked), so the cache never trusts a token longer
-    than a fresh verification would."""
+    the one the current key set holds for its `kid`, so the cache never trusts a token longer than a fresh
+    verification would.
+
+    Revoked subjects (`revoked`, kept up to date from the log by kernel/revocation.py): a token whose subject was
+    deleted, is locked, or was unlocked after the token was issued gets 401, whether it was verified just now or
+    found in the cache. The check is one dictionary lookup."""
 
     def __init__(
         self,
@@ -111,6 +116,7 @@ class TokenVerifier:
         leeway_seconds: float = 10.0,
         cache_size: int = 10_000,
         monotonic: Callable[[], float] = time.monotonic,
+        revoked: RevokedSubjects | None = None,
     ) -> None:
         self.source = source
         self.issuer = issuer
@@ -127,6 +133,7 @@ class TokenVerifier:
         self._failing = False  # the last attempt failed
         self._fetching: asyncio.Future[None] | None = None
         self._verified: LRUCache[bytes, _Verified] = LRUCache(maxsize=cache_size)
+        self.revoked = revoked if revoked is not None else RevokedSubjects()
 
     async def _refresh(self) -> None:
         """Fetch the key set, once for everyone who asks while a fetch is under way."""
@@ -178,7 +185,15 @@ class TokenVerifier:
             raise Unavailable("The keys that verify access tokens cannot be fetched right now.")
         return self._keys.get(kid)
 
-    async def verify(self, token: str) -> Principal:
+    async def verify(self, token: str, *, deleted_ok: bool = False) -> Principal:
+        """The token's principal, or Unauthorized. `deleted_ok` lets a deleted account's token through (still not a
+        locked one's): for the few routes that tell a person about their own account's deletion."""
+        principal = await self._verified_principal(token)
+        if self.revoked.refuses(principal.user_id, principal.claims, deleted_ok=deleted_ok):
+            raise Unauthorized("The account of this access token is locked or deleted; log in again.")
+        return principal
+
+    async def _verified_principal(self, token: str) -> Principal:
         digest = hashlib.sha256(token.encode()).digest()
         known = self._verified.get(digest)
         if known is not None:
@@ -255,5 +270,15 @@ async def require_principal(request: Request) -> Principal:
     return await verifier_of(request).verify(token)
 
 
+async def require_principal_even_if_deleted(request: Request) -> Principal:
+    token = bearer_token(request)
+    if token is None:
+        raise Unauthorized("Send an access token: Authorization: Bearer <token>.")
+    return await verifier_of(request).verify(token, deleted_ok=True)
+
+
 CurrentUser = Annotated[Principal, Depends(require_principal)]
+# Only for routes that tell people about their own account's deletion (its progress, asking again): every other
+# route refuses a deleted account's tokens.
+CurrentOrDeletedUser = Annotated[Principal, Depends(require_principal_even_if_deleted)]
 MaybeUser = Annotated[Principal | None, Depends(optional_principal)]

@@ -4,6 +4,7 @@ PostgreSQL (asyncpg), same code."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -119,7 +120,7 @@ class Database:
             await asyncio.sleep(0)
 
     async def migrate(self, migrations_dir: Path) -> None:
-        """Bring the schema to the newest Alembic revision of `migrations_dir`."""
+        """Bring the schema to the newest Alembic revisions of `migrations_dir` and of the kernel's branch."""
         config = alembic_config(migrations_dir, self.url)
         async with self.engine.begin() as connection:
             await connection.run_sync(_upgrade, config)
@@ -157,16 +158,25 @@ def rowcount(result: Any) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+# The kernel's own revisions (tables it added after the services' first revisions): a branch of its own in every
+# service's chain, so upgrading means `heads` (the service's newest revision and the kernel's).
+KERNEL_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
 def alembic_config(migrations_dir: Path, url: str) -> Config:
     config = Config()
     config.set_main_option("script_location", str(migrations_dir))
+    config.set_main_option("path_separator", "os")
+    config.set_main_option(
+        "version_locations", os.pathsep.join([str(migrations_dir / "versions"), str(KERNEL_MIGRATIONS)])
+    )
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 
 
 def _upgrade(connection: Connection, config: Config) -> None:
     config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    command.upgrade(config, "heads")
 
 
 def _make_sqlite_transactional(

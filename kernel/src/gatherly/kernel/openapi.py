@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 
-from gatherly.kernel.auth import optional_principal, require_principal
+from gatherly.kernel.auth import optional_principal, require_principal, require_principal_even_if_deleted
 from gatherly.kernel.limits import PROBLEM_JSON
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
@@ -127,6 +127,7 @@ def truthful(document: dict[str, Any], app: FastAPI, service: str) -> None:
 
 TOKEN_DEPENDENCIES: dict[Callable[..., Any], str] = {
     require_principal: "required",
+    require_principal_even_if_deleted: "required",
     optional_principal: "optional",
 }
 

@@ -24,6 +24,7 @@ from gatherly.kernel.log.base import MessageLog, TopicConfig
 from gatherly.kernel.mail import Mailer
 from gatherly.kernel.relay import OutboxCleaner, OutboxRelay
 from gatherly.kernel.resilience import Resilience
+from gatherly.kernel.revocation import RevocationFeed
 from gatherly.kernel.settings import Settings
 from gatherly.kernel.supervision import Supervisor
 from gatherly.kernel.uow import OutboxSignal, UnitOfWork
@@ -119,6 +120,10 @@ class ServiceHost:
             initial_delay=settings.consumer_retry_initial_delay,
             max_delay=settings.consumer_retry_max_delay,
         )
+        # This service's table of revoked subjects, read into the process's set that the token verifier asks.
+        self.revocations = RevocationFeed(
+            self.context.db, platform.verifier.revoked, interval=settings.revocation_refresh_seconds
+        )
         self.workers = [
             ConsumerWorker(spec, platform.log, self.new_unit_of_work, retry=retry)
             for spec in definition.consumers.specs.values()
@@ -135,7 +140,9 @@ class ServiceHost:
         return self.definition.name
 
     def new_unit_of_work(self) -> UnitOfWork:
-        return self.definition.unit_of_work(self.context)
+        uow = self.definition.unit_of_work(self.context)
+        uow.revocations_changed = self.revocations.wake
+        return uow
 
     def _build_app(self) -> FastAPI:
         @asynccontextmanager
@@ -189,7 +196,10 @@ class ServiceHost:
         )
         if self.definition.on_start is not None:
             await self.definition.on_start(self.context)
+        # Before the first request: a restarted process refuses revoked subjects from the start.
+        await self.revocations.refresh()
         supervise = self.supervisor.start
+        self._cancelled_tasks.append(supervise("revocations", self.revocations.run))
         if settings.outbox_relay:
             self._draining_tasks.append(supervise("relay", self.relay.run))
         else:  # Debezium publishes the outbox; its rows still need deleting

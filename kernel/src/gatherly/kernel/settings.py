@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     # A refresh token presented again this soon after its rotation returns the same new pair (two tabs refreshing
     # at once); later, the reuse revokes its family. 0 turns the window off.
     refresh_grace_seconds: float = 10.0
+    # How often each process reads the revoked subjects (deleted or locked accounts) its services' consumers wrote
+    # (a commit by its own consumer is read at once): the longest a revoked token keeps working on another process.
+    revocation_refresh_seconds: float = Field(2.0, gt=0, le=60)
 
     mail_backend: MailBackend = MailBackend.FILES
     mail_from: str = "Gatherly <no-reply@gatherly.local>"

@@ -1,4 +1,5 @@
-"""Tables the kernel keeps in every service's database: the outbox, the consumer inbox, saga state, the relay lease."""
+"""Tables the kernel keeps in every service's database: the outbox, the consumer inbox, saga state, the relay lease,
+revoked token subjects."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -41,6 +43,9 @@ class UtcDateTime(TypeDecorator[datetime]):
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
+
+# A user id is the users service's UUID or an outside identity provider's `sub` (up to 255 characters in OIDC).
+USER_ID = String(255)
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
 SequenceId = BigInteger().with_variant(Integer(), "sqlite")
@@ -113,15 +118,42 @@ def relay_lease_table(metadata: MetaData) -> Table:
     )
 
 
+def revoked_subjects_table(metadata: MetaData) -> Table:
+    """Subjects whose access tokens every service refuses: deleted, or locked by an administrator (written from
+    the log by the kernel's consumer, read by every process: kernel/revocation.py)."""
+    return Table(
+        "revoked_subjects",
+        metadata,
+        Column("user_id", USER_ID, primary_key=True),
+        Column("deleted", Boolean, nullable=False),
+        Column("locked", Boolean, nullable=False),
+        # Tokens issued (`iat`) before this stay refused: set by an unlock.
+        Column("not_before", UtcDateTime()),
+        # When the newest event applied to the row happened: an older one arriving later changes nothing.
+        Column("as_of", UtcDateTime(), nullable=False),
+        # When the row was last written: what processes refresh from.
+        Column("changed_at", UtcDateTime(), nullable=False),
+        Index("ix_revoked_subjects_changed_at", "changed_at"),
+    )
+
+
+# Created by each service's first revision (alembic_scripts.create_kernel_tables).
+FIRST_REVISION_TABLES = {
+    "outbox": outbox_table,
+    "inbox": inbox_table,
+    "sagas": saga_table,
+    "relay_lease": relay_lease_table,
+}
+# Added later: created by the kernel's own migrations (kernel/migrations), which every service database runs too.
+LATER_TABLES = {"revoked_subjects": revoked_subjects_table}
+
+
 def kernel_tables(metadata: MetaData) -> list[Table]:
     """Add the kernel's tables to a service's metadata (idempotent per metadata)."""
-    makers = {"outbox": outbox_table, "inbox": inbox_table, "sagas": saga_table, "relay_lease": relay_lease_table}
+    makers = FIRST_REVISION_TABLES | LATER_TABLES
     return [metadata.tables[name] if name in metadata.tables else make(metadata) for name, make in makers.items()]
 
 
 # The kernel's own handle on its tables (a service's metadata gets copies through `kernel_tables`).
-# A user id is the users service's UUID or an outside identity provider's `sub` (up to 255 characters in OIDC).
-USER_ID = String(255)
-
 KERNEL_METADATA = MetaData()
 kernel_tables(KERNEL_METADATA)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Self
@@ -73,6 +73,9 @@ class UnitOfWork:
         self._pending: list[Envelope] = []
         self._session: AsyncConnection | None = None
         self._writing: AbstractAsyncContextManager[AsyncConnection] | None = None
+        self._after_commit: list[Callable[[], None]] = []
+        # Set by the service host: wakes this process's refresh of revoked token subjects (kernel/revocation.py).
+        self.revocations_changed: Callable[[], None] | None = None
 
     @property
     def session(self) -> AsyncConnection:
@@ -93,6 +96,7 @@ class UnitOfWork:
         self._writing = self.db.writing()
         self._session = await self._writing.__aenter__()
         self._pending = []
+        self._after_commit = []
         self.open_stores(self._session)
         return self
 
@@ -112,7 +116,18 @@ class UnitOfWork:
         await writing.__aexit__(exc_type, exc, tb)
         if exc_type is None and self._pending and self.signal is not None:
             self.signal.notify()
+        callbacks, self._after_commit = self._after_commit, []
+        if exc_type is None:
+            for callback in callbacks:
+                callback()
         self._pending = []
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once this transaction has committed (not at all if it rolls back): for telling other
+        parts of the process about rows they can only read once committed."""
+        if self._session is None:
+            raise RuntimeError("after_commit inside `async with uow`: outside it there is no commit to wait for")
+        self._after_commit.append(callback)
 
     def publish(self, *events: IntegrationEvent) -> None:
         """Queue integration events; they are written to the outbox in this transaction.

@@ -18,8 +18,11 @@ from gatherly.events import service
 from gatherly.events.domain import Reason, UserId
 from gatherly.events.store import EventsUnitOfWork
 from gatherly.kernel.delivery import ConsumerRegistry
+from gatherly.kernel.revocation import register_revocations
 
 consumers = ConsumerRegistry()
+# Deleted and locked accounts: their access tokens are refused by this service too (kernel/revocation.py).
+register_revocations(consumers, group="events.revocations")
 
 COVER_PURPOSE = "event_cover"
 

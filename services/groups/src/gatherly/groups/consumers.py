@@ -8,8 +8,11 @@ from gatherly.contracts.users import UserDeleted, UserProfileUpdated
 from gatherly.groups import service
 from gatherly.groups.store import GroupsUnitOfWork
 from gatherly.kernel.delivery import ConsumerRegistry
+from gatherly.kernel.revocation import register_revocations
 
 consumers = ConsumerRegistry()
+# Deleted and locked accounts: their access tokens are refused by this service too (kernel/revocation.py).
+register_revocations(consumers, group="groups.revocations")
 
 BANNER_PURPOSE = "group_banner"
 

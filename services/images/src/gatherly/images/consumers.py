@@ -5,8 +5,11 @@ from gatherly.contracts.users import UserDeleted
 from gatherly.images import service
 from gatherly.images.store import ImagesUnitOfWork
 from gatherly.kernel.delivery import ConsumerRegistry
+from gatherly.kernel.revocation import register_revocations
 
 consumers = ConsumerRegistry()
+# Deleted and locked accounts: their access tokens are refused by this service too (kernel/revocation.py).
+register_revocations(consumers, group="images.revocations")
 
 
 @consumers.on(UserDeleted, group="images.accounts")

@@ -32,10 +32,13 @@ from gatherly.contracts.groups import (
 from gatherly.contracts.users import UserConfirmed, UserDeleted, UserProfileUpdated, UserRegistered
 from gatherly.kernel.delivery import ConsumerRegistry
 from gatherly.kernel.messages import causation_id_var
+from gatherly.kernel.revocation import register_revocations
 from gatherly.notifications import service
 from gatherly.notifications.store import NotificationsUnitOfWork
 
 consumers = ConsumerRegistry()
+# Deleted and locked accounts: their access tokens are refused by this service too (kernel/revocation.py).
+register_revocations(consumers, group="notifications.revocations")
 
 
 def _cause() -> str:

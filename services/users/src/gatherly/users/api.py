@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import JSONResponse
 
-from gatherly.kernel.auth import CurrentUser
+from gatherly.kernel.auth import CurrentOrDeletedUser, CurrentUser
 from gatherly.kernel.errors import DomainError
 from gatherly.kernel.openapi import problems
 from gatherly.kernel.runtime import ServiceContext, service_context
@@ -17,11 +17,13 @@ from gatherly.users import service
 from gatherly.users.domain import (
     AccountGone,
     AccountLocked,
+    AccountLockedByAdministrator,
     AccountNotConfirmed,
     BadCredentials,
     EmailTaken,
     InvalidLink,
     InvalidRefreshToken,
+    NoAccountWithEmail,
     NoDeletion,
     RateLimited,
     UserNotFound,
@@ -53,8 +55,10 @@ STATUS_OF: dict[type[DomainError], int] = {
     BadCredentials: 401,
     InvalidRefreshToken: 401,
     AccountGone: 401,
+    AccountLockedByAdministrator: 401,
     AccountNotConfirmed: 403,
     WrongPassword: 403,
+    NoAccountWithEmail: 404,  # from the administrators' lock command, not from a route
     NoDeletion: 404,
     UserNotFound: 404,
     EmailTaken: 409,
@@ -221,12 +225,12 @@ async def change_email(body: EmailChange, me: CurrentUser, uow: Uow, identity: I
 @router.delete(
     "/api/users/me", status_code=202, response_model=DeletionStarted, tags=["users"], responses=problems(404)
 )
-async def delete_me(me: CurrentUser, uow: Uow) -> DeletionStarted:
+async def delete_me(me: CurrentOrDeletedUser, uow: Uow) -> DeletionStarted:
     return DeletionStarted(deletion_id=(await service.delete_account(uow, me)).id)
 
 
 @router.get("/api/users/me/deletion", response_model=DeletionProgress, tags=["users"], responses=problems(404))
-async def get_my_deletion(me: CurrentUser, context: Context) -> DeletionProgress:
+async def get_my_deletion(me: CurrentOrDeletedUser, context: Context) -> DeletionProgress:
     deletion = await service.deletion_of(context.db, me)
     return DeletionProgress(status=deletion.status, reason=deletion.reason)
 

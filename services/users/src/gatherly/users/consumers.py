@@ -6,10 +6,13 @@ from __future__ import annotations
 from gatherly.contracts.images import ImageDeleted, ImageReady
 from gatherly.contracts.users import UserDeleted
 from gatherly.kernel.delivery import ConsumerRegistry
+from gatherly.kernel.revocation import register_revocations
 from gatherly.users import service
 from gatherly.users.store import UsersUnitOfWork
 
 consumers = ConsumerRegistry()
+# Deleted and locked accounts: their access tokens are refused by this service too (kernel/revocation.py).
+register_revocations(consumers, group="users.revocations")
 
 
 @consumers.on(ImageReady, ImageDeleted, group="users.images")

@@ -19,7 +19,7 @@ from typing import NewType
 from gatherly.contracts.users import GeoPoint, ImageVariants, UserProfileUpdated
 from gatherly.kernel.errors import DomainError, InvalidInput, TooManyRequests
 from gatherly.kernel.read_models import ReadyImage
-from gatherly.kernel.text import check_name
+from gatherly.kernel.text import check_name, text_problem
 
 UserId = NewType("UserId", str)
 Email = NewType("Email", str)
@@ -54,6 +54,24 @@ class AccountLocked(TooManyRequests):
 class RateLimited(TooManyRequests):
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"Too many requests from your address; try again in {retry_after} s.", retry_after=retry_after)
+
+
+class AccountLockedByAdministrator(DomainError):
+    """Said only to whoever gave the right password (like AccountNotConfirmed), so it reveals nothing to others."""
+
+    title = "Account locked"
+
+    def __init__(self) -> None:
+        super().__init__("An administrator has locked this account. Contact support to have it unlocked.")
+
+
+class NoAccountWithEmail(DomainError):
+    """An administrator named an address no account has (or whose account is being deleted)."""
+
+    title = "Not found"
+
+    def __init__(self, email: str) -> None:
+        super().__init__(f"No account has the email address {email}.")
 
 
 class InvalidRefreshToken(DomainError):
@@ -371,6 +389,22 @@ def clean_bio(raw: str) -> str:
     if len(bio) > MAX_BIO:
         raise InvalidInput(f"A bio has at most {MAX_BIO} characters.", field="bio")
     return bio
+
+
+MAX_LOCK_REASON = 500
+
+
+def clean_lock_reason(raw: str) -> str:
+    """Why an administrator locks an account: required, one line of visible text, kept in the `user.locked` event."""
+    problem = text_problem(raw)
+    if problem:
+        raise InvalidInput(f"The reason {problem}.", field="reason")
+    reason = " ".join(_CONTROL.sub(" ", raw).split())
+    if not reason:
+        raise InvalidInput("Give a reason for the lock.", field="reason")
+    if len(reason) > MAX_LOCK_REASON:
+        raise InvalidInput(f"A reason has at most {MAX_LOCK_REASON} characters.", field="reason")
+    return check_name(reason, "reason")
 
 
 def clean_city(raw: str | None) -> str | None:

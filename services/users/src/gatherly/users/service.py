@@ -11,11 +11,20 @@ import structlog
 from sqlalchemy.exc import IntegrityError
 
 from gatherly.contracts.images import ImageDeleted, ImageReady
-from gatherly.contracts.users import ImageVariants, UserConfirmed, UserDeleted, UserRegistered
+from gatherly.contracts.users import (
+    ImageVariants,
+    UserConfirmed,
+    UserDeleted,
+    UserLocked,
+    UserRegistered,
+    UserUnlocked,
+)
 from gatherly.kernel.auth import Principal
 from gatherly.kernel.db import Database
 from gatherly.kernel.errors import DomainError, InvalidInput, NotFound
+from gatherly.kernel.revocation import RevocationChange
 from gatherly.kernel.settings import Settings
+from gatherly.kernel.text import text_problem
 from gatherly.users.crypto import (
     ALGORITHM,
     Passwords,
@@ -32,6 +41,7 @@ from gatherly.users.domain import (
     AccountDeletion,
     AccountGone,
     AccountLocked,
+    AccountLockedByAdministrator,
     AccountNotConfirmed,
     Avatar,
     BadCredentials,
@@ -40,6 +50,7 @@ from gatherly.users.domain import (
     EmailTaken,
     InvalidLink,
     InvalidRefreshToken,
+    NoAccountWithEmail,
     NoDeletion,
     OneTimeToken,
     Profile,
@@ -57,6 +68,7 @@ from gatherly.users.domain import (
     clean_display_name,
     clean_image_id,
     clean_location,
+    clean_lock_reason,
     clean_topics,
     email_key,
     judge_refresh,
@@ -237,6 +249,8 @@ async def log_in(uow: UsersUnitOfWork, identity: Identity, *, email: str, passwo
                 await uow.accounts.set_password(credentials.user_id, upgraded)
             if credentials.confirmed_at is None:
                 outcome = AccountNotConfirmed()
+            elif await _locked(uow, credentials.user_id):
+                outcome = AccountLockedByAdministrator()
             else:
                 return await _issue_tokens(uow, identity, credentials.user_id, now)
     # Raised after the commit: the failure count (or the reset and rehash) must be kept.
@@ -288,7 +302,17 @@ async def _repeat_rotation(
 
 async def _can_log_in(uow: UsersUnitOfWork, user_id: str) -> bool:
     credentials = await uow.accounts.credentials_by_id(user_id)
-    return credentials is not None and credentials.confirmed_at is not None and credentials.closed_at is None
+    return (
+        credentials is not None
+        and credentials.confirmed_at is not None
+        and credentials.closed_at is None
+        and not await _locked(uow, user_id)
+    )
+
+
+async def _locked(uow: UsersUnitOfWork, user_id: str) -> bool:
+    revocation = await uow.revocations.get(user_id)
+    return revocation is not None and revocation.locked
 
 
 async def log_out(uow: UsersUnitOfWork, refresh_token: str) -> None:
@@ -329,6 +353,58 @@ async def _pair(
     )
     left = issued_at + identity.signer.lifetime - now
     return TokenPair(access, secret, max(0, int(left.total_seconds())))
+
+
+# --- locks by an administrator ----------------------------------------------------------------------------------
+
+
+async def lock_account(uow: UsersUnitOfWork, *, email: str, reason: str) -> bool:
+    """Lock the account of `email` (`gatherly users lock`): it cannot log in or refresh, its sessions end, and every
+    service refuses its access tokens once `user.locked` reaches it. Returns False when it was locked already.
+
+    The lock is the kernel's revoked-subjects row, written here in the same transaction as the event, so a login
+    is refused from this commit on (this service's consumer then finds the row already there)."""
+    address = _administered_address(email)
+    why = clean_lock_reason(reason)
+    async with uow:
+        now = uow.clock.now()
+        user_id = await _open_account_id(uow, address)
+        if await _locked(uow, user_id):
+            return False
+        await uow.revocations.apply(RevocationChange(user_id, "locked", now), now)
+        await uow.refresh_tokens.revoke_all_of(user_id, now)
+        uow.publish(UserLocked(user_id=user_id, locked_at=now, reason=why))
+    log.info("account locked", user_id=user_id, reason=why)
+    return True
+
+
+async def unlock_account(uow: UsersUnitOfWork, *, email: str) -> bool:
+    """Lift the lock (`gatherly users unlock`): the person can log in again; access tokens issued before stay
+    refused. Returns False when the account was not locked."""
+    address = _administered_address(email)
+    async with uow:
+        now = uow.clock.now()
+        user_id = await _open_account_id(uow, address)
+        if not await _locked(uow, user_id):
+            return False
+        await uow.revocations.apply(RevocationChange(user_id, "unlocked", now), now)
+        uow.publish(UserUnlocked(user_id=user_id, unlocked_at=now))
+    log.info("account unlocked", user_id=user_id)
+    return True
+
+
+def _administered_address(email: str) -> Email:
+    # Typed by an administrator, not through the API's text policy: NUL and lone surrogates are refused here.
+    if text_problem(email):
+        raise InvalidInput("This is not an email address.", field="email")
+    return normalize_email(email)
+
+
+async def _open_account_id(uow: UsersUnitOfWork, address: Email) -> UserId:
+    credentials = await uow.accounts.credentials_of(address)
+    if credentials is None or credentials.closed_at is not None:
+        raise NoAccountWithEmail(address)
+    return credentials.user_id
 
 
 # --- password reset ---------------------------------------------------------------------------------------------

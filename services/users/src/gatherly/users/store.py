@@ -25,6 +25,7 @@ from gatherly.contracts.users import GeoPoint
 from gatherly.kernel.clock import Clock
 from gatherly.kernel.db import Database, Executor, rowcount
 from gatherly.kernel.read_models import ReadyImageStore
+from gatherly.kernel.revocation import RevocationStore
 from gatherly.kernel.runtime import ServiceContext
 from gatherly.kernel.sagas import SagaState, SagaStore
 from gatherly.kernel.uow import OutboxSignal, UnitOfWork
@@ -482,6 +483,7 @@ class Stores:
         self.avatars = ReadyImageStore(session, avatar_images)
         self.mail = MailOutboxStore(session)
         self.deletions = DeletionStore(session)
+        self.revocations = RevocationStore(session)  # the kernel's table: accounts locked (or deleted)
 
 
 class UsersUnitOfWork(UnitOfWork, Stores):
