@@ -205,6 +205,9 @@ async def test_soonest_first_nearby_reads_the_next_upcoming_events_not_the_whole
         params["cursor"] = body["next_cursor"]
     assert [i for page in pages for i in page] == [e for e, near in zip(made, inside, strict=True) if near]
     assert [len(page) for page in pages] == [2, 2, 1]
-    # Page 1: three of the first four are inside. Page 2: two of the next four (not more than a page) and page 3:
-    # none of the four after it, so the radius is read as a whole for those two.
-    assert radius_reads == [1, 2]
+    if api.running.settings.database_url_for("events").startswith("sqlite"):
+        # Page 1: three of the first four are inside. Page 2: two of the next four (not more than a page) and page 3:
+        # none of the four after it, so the radius is read as a whole for those two.
+        assert radius_reads == [1, 2]
+    else:  # PostGIS: one query per page, through the GiST index or in start order, as the planner finds cheaper
+        assert radius_reads == []

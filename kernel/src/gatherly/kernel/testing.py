@@ -23,6 +23,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import MetaData
 from sqlalchemy.engine import make_url
 
+from gatherly.kernel import postgis
 from gatherly.kernel.db import Database
 
 DB_BACKENDS = [
@@ -113,6 +114,18 @@ async def schema_drift(backend: str, folder: Path, migrations: Path, metadata: M
                 return await connection.run_sync(differences)
         finally:
             await db.dispose()
+
+
+def is_postgis_location(difference: Any) -> bool:
+    """Whether a `schema_drift` difference is what postgis.add_location_sql made (raw SQL that the declared tables
+    do not describe: the generated location column, its GiST index) or the extension's own spatial_ref_sys table."""
+    kind = difference[0]
+    if kind == "remove_column":
+        return bool(difference[3].name == postgis.LOCATION)
+    name = str(getattr(difference[1], "name", ""))
+    return (kind == "remove_index" and name.endswith(f"_{postgis.LOCATION}")) or (
+        kind == "remove_table" and name == "spatial_ref_sys"
+    )
 
 
 def free_port() -> int:
