@@ -1,5 +1,5 @@
-"""Benchmark: nearby event search over 100,000 events in embedded mode (one process, SQLite), beside a baseline
-measured in the same run.
+"""Benchmark: nearby event search over 100,000 events in embedded mode (one process, SQLite by default, or PostgreSQL
+with PostGIS: `--database postgresql`), beside a baseline measured in the same run.
 
 The events table is filled directly (a bulk insert with the columns the events store writes; scheduling 100,000
 events through the API would only measure the inserts): half of the events cluster around 20 European cities
@@ -11,12 +11,15 @@ all five):
 2. the same with `sort=start` (soonest first within the radius: a page from the next upcoming events in start
    order, `store.SOONEST_SCAN` of them);
 3. the same as it was before (`SOONEST_SCAN = 0`: every event within the radius read and ordered);
-4. baseline: `GET /livez` (bare JSON) on the same server, p50/p99.
+4. baseline: `GET /livez` (bare JSON) on the same server, p50/p99;
+5. the store's query alone (nearest first, `EventStore.search` on a read connection: no HTTP, no JSON), p50/p99.
+
+On PostgreSQL row 3 is left out: the PostGIS search is one query whatever the order (postgis.py).
 
 CPU time per request is reported too: the machine is shared, so wall-clock latency depends on the neighbours.
 Writes bench/reports/nearby_search.md (and prints it).
 
-    uv run python bench/nearby_search.py [--events 100000] [--queries 500] [--all-services]
+    uv run python bench/nearby_search.py [--events 100000] [--queries 500] [--all-services] [--database postgresql]
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from sqlalchemy import insert
 
 from gatherly.app.testing import running_gatherly
 from gatherly.events import store
-from gatherly.events.domain import EventStatus, Location, unit_vector
+from gatherly.events.domain import EventSearch, EventStatus, Location, SearchOrder, unit_vector
 from gatherly.events.tables import events, group_summaries
 
 REPORT = Path(__file__).parent / "reports" / "nearby_search.md"
@@ -109,8 +112,7 @@ async def _seed(gatherly: Any, count: int) -> None:
         )
         for start in range(0, len(rows), 5000):
             await connection.execute(insert(events), rows[start : start + 5000])
-        if db.engine.dialect.name == "sqlite":
-            await connection.exec_driver_sql("ANALYZE")
+        await connection.exec_driver_sql("ANALYZE")
 
 
 async def _timed(call: Callable[[], Awaitable[httpx.Response]], queries: int) -> tuple[list[float], float]:
@@ -122,6 +124,31 @@ async def _timed(call: Callable[[], Awaitable[httpx.Response]], queries: int) ->
         response = await call()
         latencies.append((time.perf_counter() - started) * 1000)
         assert response.status_code == 200, response.text
+    return latencies, (time.process_time() - cpu) * 1000 / queries
+
+
+DATABASES = {"sqlite": "SQLite", "postgresql": "PostgreSQL 15 + PostGIS 3"}
+
+
+async def _timed_queries(db: Any, rng: random.Random, queries: int) -> tuple[list[float], float]:
+    """The events store's nearby query alone: latencies in ms and CPU ms per query (of this process: the
+    database server's own CPU is not in it on PostgreSQL)."""
+    latencies = []
+    cpu = time.process_time()
+    for _ in range(queries):
+        lat, lng = rng.choice(CITIES)
+        search = EventSearch(
+            caller=None,
+            starts_from=datetime.now(UTC),
+            near=Location(lat, lng),
+            radius_km=50,
+            order=SearchOrder.DISTANCE,
+        )
+        started = time.perf_counter()
+        async with db.read_connection() as connection:
+            page, _ = await store.EventStore(connection).search(search, 20, None)
+        latencies.append((time.perf_counter() - started) * 1000)
+        assert len(page) == 20
     return latencies, (time.process_time() - cpu) * 1000 / queries
 
 
@@ -137,11 +164,11 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-async def run(count: int, queries: int, services: list[str] | None) -> str:
+async def run(count: int, queries: int, services: list[str] | None, database: str = "sqlite") -> str:
     rng = random.Random(7)
     found: list[int] = []
     with tempfile.TemporaryDirectory() as folder:
-        async with running_gatherly(Path(folder) / "data", services) as gatherly:
+        async with running_gatherly(Path(folder) / "data", services, database_backend=database) as gatherly:
             seeding = time.perf_counter()
             await _seed(gatherly, count)
             seeded = time.perf_counter() - seeding
@@ -161,14 +188,19 @@ async def run(count: int, queries: int, services: list[str] | None) -> str:
                 "nearby, nearest first": await _timed(lambda: nearby("distance"), queries),
                 "nearby, soonest first": await _timed(lambda: nearby("start"), queries),
             }
-            scan, store.SOONEST_SCAN = store.SOONEST_SCAN, 0
-            try:
-                results["nearby, soonest first, whole radius (before)"] = await _timed(lambda: nearby("start"), queries)
-            finally:
-                store.SOONEST_SCAN = scan
+            if database == "sqlite":
+                scan, store.SOONEST_SCAN = store.SOONEST_SCAN, 0
+                try:
+                    results["nearby, soonest first, whole radius (before)"] = await _timed(
+                        lambda: nearby("start"), queries
+                    )
+                finally:
+                    store.SOONEST_SCAN = scan
             results["baseline: `GET /livez`"] = await _timed(lambda: client.get("/livez"), queries)
+            db = gatherly.process.host("events").context.db
+            results["the store's query alone, nearest first"] = await _timed_queries(db, rng, queries)
     lines = [
-        f"# Nearby search over {count:,} events (embedded mode, SQLite)",
+        f"# Nearby search over {count:,} events (embedded mode, {DATABASES[database]})",
         "",
         f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "
         f"{count:,} scheduled events (half around 20 cities, half spread over Europe; seeded in {seeded:.1f} s), "
@@ -198,8 +230,10 @@ def main() -> None:
         action="store_true",
         help="run all five services in the process (their idle pollers share the CPU) instead of events alone",
     )
+    parser.add_argument("--database", choices=sorted(DATABASES), default="sqlite")
     args = parser.parse_args()
-    report = asyncio.run(run(args.events, args.queries, None if args.all_services else ["events"]))
+    services = None if args.all_services else ["events"]
+    report = asyncio.run(run(args.events, args.queries, services, args.database))
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(report)
     print(report)

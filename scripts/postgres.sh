@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# A local PostgreSQL 15 for the test suite (GATHERLY_TEST_DB_BACKENDS=...,postgresql): installs Debian's package
-# when missing, starts the cluster, and creates the `gatherly` role the tests log in with. Safe to run again.
+# A local PostgreSQL 15 with PostGIS 3 for the test suite (GATHERLY_TEST_DB_BACKENDS=...,postgresql): installs
+# Debian's packages when missing, starts the cluster, and creates the `gatherly` role the tests log in with. Safe to
+# run again.
 set -euo pipefail
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -10,6 +11,12 @@ if [ ! -x /usr/lib/postgresql/15/bin/postgres ]; then
   echo "== installing PostgreSQL 15"
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq postgresql-15 >/dev/null
+fi
+# The groups and events services keep places as PostGIS geography points on PostgreSQL (nearby search).
+if [ ! -f /usr/share/postgresql/15/extension/postgis.control ]; then
+  echo "== installing PostGIS 3 for PostgreSQL 15"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq postgresql-15-postgis-3 >/dev/null
 fi
 
 if ! pg_lsclusters -h | awk '$1 == "15" && $2 == "main"' | grep -q .; then
@@ -28,5 +35,8 @@ BEGIN
   END IF;
 END
 $$;
+-- The groups and events migrations create the PostGIS extension in their database, as `gatherly migrate` does in
+-- production; PostGIS is not a trusted extension, so only a superuser may (on RDS: a member of rds_superuser).
+ALTER ROLE gatherly SUPERUSER;
 SQL
 echo "PostgreSQL ready: postgresql+asyncpg://gatherly:gatherly@127.0.0.1:5432/postgres"

@@ -11,6 +11,7 @@ import pytest
 from fastapi import Depends, FastAPI
 from prometheus_client import REGISTRY
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import OperationalError
 from starlette.types import Message
 
 from gatherly.kernel.errors import Conflict, TooManyRequests, Unavailable
@@ -56,6 +57,14 @@ def make_app(readiness: Readiness) -> FastAPI:
     @app.get("/boom")
     async def boom() -> None:
         raise RuntimeError("secret internals")
+
+    @app.get("/database-gone")
+    async def database_gone() -> None:
+        raise OperationalError("SELECT 1", {}, ConnectionResetError("connection was closed in the middle"))
+
+    @app.get("/database-slow-to-connect")
+    async def database_slow_to_connect() -> None:
+        raise TimeoutError()
 
     @app.get("/page")
     async def page(request: PageRequest = Depends(page_request)) -> dict[str, object]:
@@ -120,6 +129,15 @@ async def test_an_unexpected_error_is_a_500_without_internals(client: httpx.Asyn
     assert response.status_code == 500
     assert "secret internals" not in response.text
     assert response.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("path", ["/database-gone", "/database-slow-to-connect"])
+async def test_a_database_that_cannot_be_reached_is_a_503_to_try_again(client: httpx.AsyncClient, path: str) -> None:
+    response = await client.get(path)
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["retry-after"] == "1"
+    assert "connection was closed" not in response.text
 
 
 async def test_readiness_follows_start_and_drain(client: httpx.AsyncClient, readiness: Readiness) -> None:
@@ -245,6 +263,14 @@ async def test_requests_are_counted_by_status_even_when_the_endpoint_raises() ->
     @app.get("/boom")
     async def boom() -> None:
         raise RuntimeError("secret internals")
+
+    @app.get("/database-gone")
+    async def database_gone() -> None:
+        raise OperationalError("SELECT 1", {}, ConnectionResetError("connection was closed in the middle"))
+
+    @app.get("/database-slow-to-connect")
+    async def database_slow_to_connect() -> None:
+        raise TimeoutError()
 
     def count(status: str) -> float:
         return (

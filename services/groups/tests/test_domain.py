@@ -51,7 +51,7 @@ from gatherly.groups.domain import (
     valid_radius,
 )
 from gatherly.kernel.errors import InvalidInput
-from gatherly.kernel.geo import bounding_box, distance_km
+from gatherly.kernel.geo import EARTH_RADIUS_KM, bounding_box, distance_km
 
 BERLIN = Location(52.5200, 13.4050)
 PARIS = Location(48.8566, 2.3522)
@@ -264,7 +264,7 @@ def test_berlin_to_paris_is_about_878_km() -> None:
 
 def _destination(start: Location, bearing_deg: float, km: float) -> Location:
     """The point `km` away from `start` in direction `bearing_deg` (on the same sphere as distance_km)."""
-    angular = km / 6371.0088
+    angular = km / EARTH_RADIUS_KM
     lat1, lng1, bearing = math.radians(start.lat), math.radians(start.lng), math.radians(bearing_deg)
     lat2 = math.asin(math.sin(lat1) * math.cos(angular) + math.cos(lat1) * math.sin(angular) * math.cos(bearing))
     lng2 = lng1 + math.atan2(

@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 
+from gatherly.kernel.web import encode_cursor
+
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 BERLIN = {"lat": 52.5200, "lng": 13.4050}
@@ -187,3 +189,46 @@ async def test_a_cursor_of_one_kind_of_search_is_refused_by_the_other(shared_api
         "/api/groups", params={"topic": "mixed", "near": "52.52,13.40", "cursor": newest["next_cursor"]}
     )
     assert response.status_code == 422
+
+
+async def test_nearby_search_around_the_poles_reaches_every_longitude(shared_api: Any) -> None:
+    ann = await shared_api.person("Ann")
+    greenwich = await shared_api.create(ann, name="Pole Greenwich", location={"lat": 89.9, "lng": 0.0}, topics=["pole"])
+    dateline = await shared_api.create(ann, name="Pole Dateline", location={"lat": 89.9, "lng": 180.0}, topics=["pole"])
+    await shared_api.create(ann, name="Pole Far", location={"lat": 89.5, "lng": 90.0}, topics=["pole"])  # ~56 km
+    south = await shared_api.create(ann, name="Pole South", location={"lat": -89.95, "lng": -45.0}, topics=["pole"])
+
+    across = await _search(shared_api, topic="pole", near="89.95,0", radius_km=30)
+    assert [g["id"] for g in across] == [greenwich["id"], dateline["id"]]  # 5.6 and 16.7 km, over the pole
+    assert [round(g["distance_km"], 1) for g in across] == [5.6, 16.7]
+    at_the_pole = await _search(shared_api, topic="pole", near="90,123", radius_km=12)
+    assert {g["id"] for g in at_the_pole} == {greenwich["id"], dateline["id"]}  # 11.1 km each, any longitude
+    assert [g["id"] for g in await _search(shared_api, topic="pole", near="-90,0", radius_km=6)] == [south["id"]]
+
+
+async def test_the_radius_is_inclusive_up_to_its_limit_and_refused_beyond(shared_api: Any) -> None:
+    ann = await shared_api.person("Ann")
+    here = await shared_api.create(ann, name="Radius Zero", location={"lat": 0.0, "lng": 0.0}, topics=["radius"])
+    # 8.99 degrees along the equator: 999.64 km.
+    far = await shared_api.create(ann, name="Radius Far", location={"lat": 0.0, "lng": 8.99}, topics=["radius"])
+
+    widest = await _search(shared_api, topic="radius", near="0,0", radius_km=1000)
+    assert [g["id"] for g in widest] == [here["id"], far["id"]]
+    assert widest[1]["distance_km"] == pytest.approx(999.64, abs=0.01)
+    assert [g["id"] for g in await _search(shared_api, topic="radius", near="0,0", radius_km=999.6)] == [here["id"]]
+    assert [g["id"] for g in await _search(shared_api, topic="radius", near="0,0", radius_km=0.001)] == [here["id"]]
+    for radius in ("1000.001", "1e308", "inf"):
+        response = await shared_api.client.get("/api/groups", params={"near": "0,0", "radius_km": radius})
+        assert response.status_code == 422, radius
+        assert "radius_km" in [error["field"] for error in response.json()["errors"]]
+
+
+@pytest.mark.parametrize(
+    "position",
+    [{"m": "far", "i": "x"}, {"m": True, "i": "x"}, {"d": [1], "i": "x"}, {"m": 1.0}, {"d": None, "i": "x"}],
+)
+async def test_a_forged_nearest_first_cursor_is_refused(shared_api: Any, position: dict[str, Any]) -> None:
+    cursor = encode_cursor({"s": "nearest", **position})
+    response = await shared_api.client.get("/api/groups", params={"near": "0,0", "cursor": cursor})
+    assert response.status_code == 422, response.text
+    assert "cursor" in [error["field"] for error in response.json()["errors"]]

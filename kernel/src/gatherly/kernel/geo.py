@@ -7,7 +7,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
-EARTH_RADIUS_KM = 6371.0088  # the mean radius (IUGG)
+# The mean radius of WGS 84's ellipsoid, (2a + b) / 3 (IUGG rounds it to 6371.0088): the sphere PostGIS measures on
+# too (postgis.py), so the same search finds the same places on SQLite and PostgreSQL.
+EARTH_RADIUS_KM = 6371.008771415059
 
 
 @dataclass(frozen=True)

@@ -68,12 +68,15 @@ class SagaStore:
         return _state(row) if row else None
 
     async def overdue(self, now: datetime, limit: int = 100) -> list[SagaState]:
-        """Pending sagas past their deadline, oldest deadline first (ix_sagas_status_deadline)."""
+        """Pending sagas past their deadline, oldest deadline first (ix_sagas_status_deadline), locked for the
+        caller's transaction. On PostgreSQL those another process is handling right now are skipped (SKIP LOCKED):
+        two replicas' timers take different sagas at once, never the same one twice nor waiting for each other."""
         query = (
             select(SAGAS)
             .where(SAGAS.c.kind == self.kind, SAGAS.c.status == PENDING, SAGAS.c.deadline_at <= now)
             .order_by(SAGAS.c.deadline_at)
             .limit(limit)
+            .with_for_update(skip_locked=True)
         )
         return [_state(row) for row in (await self.session.execute(query)).mappings()]
 

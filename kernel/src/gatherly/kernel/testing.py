@@ -12,7 +12,7 @@ import os
 import random
 import socket
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -20,9 +20,11 @@ from typing import Any
 import asyncpg
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gatherly.kernel import postgis
 from gatherly.kernel.db import Database
 
 DB_BACKENDS = [
@@ -113,6 +115,40 @@ async def schema_drift(backend: str, folder: Path, migrations: Path, metadata: M
                 return await connection.run_sync(differences)
         finally:
             await db.dispose()
+
+
+async def query_plans(db: Database, run: Callable[[AsyncConnection], Awaitable[Any]]) -> tuple[Any, list[str]]:
+    """What `run` returns on a read connection of `db`, and PostgreSQL's plan (EXPLAIN) of each statement it ran, with
+    the very parameters it ran them with."""
+    statements: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
+        statements.append((statement, parameters))
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        async with db.read_connection() as connection:
+            result = await run(connection)
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
+    plans = []
+    async with db.read_connection() as connection:
+        for statement, parameters in statements:
+            rows = await connection.exec_driver_sql(f"EXPLAIN {statement}", parameters)
+            plans.append("\n".join(row[0] for row in rows))
+    return result, plans
+
+
+def is_postgis_location(difference: Any) -> bool:
+    """Whether a `schema_drift` difference is what postgis.add_location_sql made (raw SQL that the declared tables
+    do not describe: the generated location column, its GiST index) or the extension's own spatial_ref_sys table."""
+    kind = difference[0]
+    if kind == "remove_column":
+        return bool(difference[3].name == postgis.LOCATION)
+    name = str(getattr(difference[1], "name", ""))
+    return (kind == "remove_index" and name.endswith(f"_{postgis.LOCATION}")) or (
+        kind == "remove_table" and name == "spatial_ref_sys"
+    )
 
 
 def free_port() -> int:

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -84,6 +85,9 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem(exc.status, exc.detail, title=exc.title, headers=headers, **extra)
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
+        if database_unreachable(exc):
+            log.warning("database unreachable", path=request.url.path, error=repr(exc))
+            return problem(503, DATABASE_UNREACHABLE, headers=RETRY_SOON)
         log.error("unhandled error", path=request.url.path, exc_info=exc)
         return problem(500, "Something went wrong on our side; it has been logged.")
 
@@ -140,10 +144,28 @@ class UnexpectedErrors:
         try:
             await self.app(scope, receive, watched_send)
         except Exception as error:
+            if not started and database_unreachable(error):
+                # A restart or failover of the database: the pool replaces the dead connections, so the caller
+                # may well succeed at once on trying again.
+                log.warning("database unreachable", path=scope["path"], method=scope["method"], error=repr(error))
+                await send_problem(send, 503, DATABASE_UNREACHABLE, headers=RETRY_SOON)
+                return
             log.error("unhandled error", path=scope["path"], method=scope["method"], exc_info=error)
             if started:
                 raise  # half an answer is out: only closing the connection can tell the client
             await send_problem(send, 500, "Something went wrong on our side; it has been logged with this request id.")
+
+
+DATABASE_UNREACHABLE = "The database cannot be reached right now; try again shortly."
+RETRY_SOON = {"Retry-After": "1"}
+
+
+def database_unreachable(error: BaseException) -> bool:
+    """Whether `error` says the database could not be reached (its connection lost, refused or timed out), not
+    that a statement was wrong: a dependency failure, so a 503 rather than a 500."""
+    if isinstance(error, DBAPIError):
+        return error.connection_invalidated or isinstance(error, OperationalError | InterfaceError)
+    return isinstance(error, DisconnectionError | ConnectionError | TimeoutError)
 
 
 class RequestContextMiddleware:

@@ -71,6 +71,7 @@ from gatherly.events.tables import (
     rsvps,
     series,
 )
+from gatherly.kernel import postgis
 from gatherly.kernel.db import Database, rowcount
 from gatherly.kernel.geo import bounding_box
 from gatherly.kernel.read_models import ReadyImageStore
@@ -347,6 +348,8 @@ class EventStore:
     async def search(self, criteria: EventSearch, limit: int, after: dict[str, Any] | None) -> tuple[list[Found], Any]:
         """A page of events and the position after it (None on the last page). Who may see what is part of the
         query, so a page is never short for rows dropped afterwards."""
+        if criteria.near is not None and self.session.dialect.name == "postgresql":
+            return await self._search_nearby_postgis(criteria, limit, after)
         if criteria.near is not None:
             return await self._search_nearby(criteria, limit, after)
         query = (
@@ -366,6 +369,38 @@ class EventStore:
         if len(rows) > limit:
             last = found[-1].event
             position = {"s": last.details.starts_at.isoformat(), "i": last.id}
+        return found, position
+
+    async def _search_nearby_postgis(
+        self, criteria: EventSearch, limit: int, after: dict[str, Any] | None
+    ) -> tuple[list[Found], Any]:
+        """The nearby search on PostgreSQL: ST_DWithin on the venue's geography point (migration 0007) through its
+        GiST index; nearest first is a KNN scan of that index (`<->`), so a page reads about a page of rows."""
+        assert criteria.near is not None
+        location = postgis.location_of(events)
+        distance_m = postgis.nearest_first(location, criteria.near)
+        query = (
+            select(events, group_summaries.c.name.label("group_name"), distance_m.label("distance_m"))
+            .join(group_summaries, group_summaries.c.group_id == events.c.group_id)
+            .where(*_filters(criteria), postgis.within(location, criteria.near, criteria.radius_km))
+        )
+        by_distance = criteria.order is SearchOrder.DISTANCE
+        if by_distance:
+            query = query.order_by(distance_m, events.c.id)
+            if after is not None:
+                # In metres as the query gave them: the same float, so the page boundary neither repeats nor skips.
+                query = query.where(tuple_(distance_m, events.c.id) > _position(after, "m"))
+        else:
+            query = query.order_by(events.c.starts_at, events.c.id)
+            if after is not None:
+                query = query.where(tuple_(events.c.starts_at, events.c.id) > _position(after, "s"))
+        rows = list((await self.session.execute(query.limit(limit + 1))).mappings())
+        found = [Found(_event(row), row["group_name"], row["distance_m"] / 1000.0) for row in rows[:limit]]
+        position = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            key = {"m": last["distance_m"]} if by_distance else {"s": last["starts_at"].isoformat()}
+            position = {**key, "i": last["id"]}
         return found, position
 
     async def _search_nearby(
@@ -546,7 +581,8 @@ def _filters_split(
 
 
 def _position(after: dict[str, Any], key: str) -> tuple[Any, str]:
-    """The (sort key, id) of a cursor: a start time ("s") or a squared chord to the centre ("c")."""
+    """The (sort key, id) of a cursor: a start time ("s"), a squared chord to the centre ("c", SQLite) or a distance in
+    metres ("m", PostgreSQL)."""
     try:
         value, last_id = after[key], str(after["i"])
         if key == "s":

@@ -21,6 +21,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.engine import RowMapping
@@ -66,6 +67,7 @@ from gatherly.groups.tables import (
     member_profiles,
     memberships,
 )
+from gatherly.kernel import postgis
 from gatherly.kernel.db import Database, Executor, rowcount
 from gatherly.kernel.errors import InvalidInput
 from gatherly.kernel.geo import bounding_box, distance_km
@@ -241,15 +243,23 @@ class GroupStore:
         if after is not None and after.get("s") != criteria.sort.value:
             raise InvalidInput("The cursor belongs to a different search.", field="cursor")
         distances: dict[str, float] = {}
+        distance_m: ColumnElement[float] | None = None  # PostGIS computes the distances in the query
         filters = await self._filters(criteria)
-        if criteria.near is not None:
+        if criteria.near is not None and _dialect_of(self.session) == "postgresql":
+            location = postgis.location_of(groups)
+            filters.append(postgis.within(location, criteria.near, criteria.radius_km))
+            distance_m = postgis.nearest_first(location, criteria.near)
+            if criteria.sort is GroupSort.NEAREST:
+                return await self._nearest_postgis(filters, distance_m, limit, after)
+        elif criteria.near is not None:
             distances = await self._within(criteria, criteria.near, filters)
             if criteria.sort is GroupSort.NEAREST:
                 return await self._nearest(distances, limit, after)
             filters = [groups.c.id.in_(list(distances))]
         key, descending, last_key = _SORTS[criteria.sort]
         ordered = (key.desc(), groups.c.id.desc()) if descending else (key.asc(), groups.c.id.asc())
-        query = select(groups).where(*filters).order_by(*ordered)
+        shown = [groups] if distance_m is None else [groups, distance_m.label("distance_m")]
+        query = select(*shown).where(*filters).order_by(*ordered)
         if after is not None:
             since, last_id = _sort_position(criteria.sort, after)
             beyond = or_(key < since, and_(key == since, groups.c.id < last_id))
@@ -257,6 +267,8 @@ class GroupStore:
                 beyond = or_(key > since, and_(key == since, groups.c.id > last_id))
             query = query.where(beyond)
         rows = list((await self.session.execute(query.limit(limit + 1))).mappings())
+        if distance_m is not None:
+            distances = {row["id"]: row["distance_m"] / 1000.0 for row in rows[:limit]}
         found = [Found(_group(row), distances.get(row["id"])) for row in rows[:limit]]
         position = None
         if len(rows) > limit:
@@ -287,15 +299,36 @@ class GroupStore:
                 found[str(group_id)] = distance
         return found
 
+    async def _nearest_postgis(
+        self,
+        filters: list[ColumnElement[bool]],
+        distance_m: ColumnElement[float],
+        limit: int,
+        after: dict[str, Any] | None,
+    ) -> tuple[list[Found], Any]:
+        """Nearest first on PostgreSQL: the GiST index yields the groups within the radius in distance order (a KNN
+        scan, `<->`), so a page reads about a page of rows however many groups the radius holds."""
+        query = select(groups, distance_m.label("distance_m")).where(*filters)
+        if after is not None:
+            # In metres as the query gave them (km would not convert back to the same float).
+            last_m, last_id = _distance_position(after, "m")
+            query = query.where(tuple_(distance_m, groups.c.id) > (last_m, last_id))
+        query = query.order_by(distance_m, groups.c.id).limit(limit + 1)
+        rows = list((await self.session.execute(query)).mappings())
+        found = [Found(_group(row), row["distance_m"] / 1000.0) for row in rows[:limit]]
+        position = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            position = {"s": GroupSort.NEAREST.value, "m": last["distance_m"], "i": last["id"]}
+        return found, position
+
     async def _nearest(
         self, distances: dict[str, float], limit: int, after: dict[str, Any] | None
     ) -> tuple[list[Found], Any]:
         candidates = sorted((distance, group_id) for group_id, distance in distances.items())
         if after is not None:
-            last_distance, last_id = _position(after, ("d", "i"))
-            if not isinstance(last_distance, int | float):
-                raise InvalidInput("The cursor is not one this API issued.", field="cursor")
-            candidates = [c for c in candidates if c > (float(last_distance), str(last_id))]
+            last_distance, last_id = _distance_position(after, "d")
+            candidates = [c for c in candidates if c > (last_distance, last_id)]
         page = candidates[: limit + 1]
         ids = [group_id for _, group_id in page[:limit]]
         rows = {
@@ -375,6 +408,13 @@ def _sort_position(sort: GroupSort, after: dict[str, Any]) -> tuple[Any, str]:
     if not isinstance(key, expected) or isinstance(key, bool):
         raise InvalidInput("The cursor is not one this API issued.", field="cursor")
     return key, last_id
+
+
+def _distance_position(after: dict[str, Any], key: str) -> tuple[float, str]:
+    last_distance, last_id = _position(after, (key, "i"))
+    if not isinstance(last_distance, int | float) or isinstance(last_distance, bool):
+        raise InvalidInput("The cursor is not one this API issued.", field="cursor")
+    return float(last_distance), str(last_id)
 
 
 def _position(after: dict[str, Any], keys: tuple[str, str]) -> tuple[Any, Any]:

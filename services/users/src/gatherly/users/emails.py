@@ -151,9 +151,7 @@ class MailSender:
     async def _claim_due(self) -> list[OutgoingMail]:
         now = self.context.clock.now()
         async with self.context.db.writing() as session:
-            stores = Stores(session)
-            due = await stores.mail.due(now, BATCH)
-            return [mail for mail in due if await stores.mail.claim(mail.id, now, now + CLAIM)]
+            return await Stores(session).mail.claim_due(now, now + CLAIM, BATCH)
 
     async def _send(self, mail: OutgoingMail) -> int:
         message = compose(

@@ -427,27 +427,25 @@ class MailOutboxStore:
             )
         )
 
-    async def due(self, now: datetime, limit: int) -> list[OutgoingMail]:
+    async def claim_due(self, now: datetime, until: datetime, limit: int) -> list[OutgoingMail]:
+        """Take up to `limit` messages due now for sending until `until` (another sender skips them meanwhile).
+        On PostgreSQL the rows another sender's claim holds locked are skipped (SKIP LOCKED): replicas take
+        different messages at once instead of waiting for each other's claims. SQLite lets one writer in at a time."""
         query = (
             select(mail_outbox)
             .where(mail_outbox.c.next_attempt_at <= now)
             .order_by(mail_outbox.c.next_attempt_at)
             .limit(limit)
+            .with_for_update(skip_locked=True)
         )
-        rows = (await self.session.execute(query)).mappings()
+        rows = list((await self.session.execute(query)).mappings())
+        if rows:
+            taken = mail_outbox.c.id.in_([row["id"] for row in rows])
+            await self.session.execute(update(mail_outbox).where(taken).values(next_attempt_at=until))
         return [
             OutgoingMail(row["id"], row["recipient"], row["subject"], row["text"], row["html"], row["attempts"])
             for row in rows
         ]
-
-    async def claim(self, mail_id: str, now: datetime, until: datetime) -> bool:
-        """Take a message for sending until `until` (another replica skips it meanwhile); False if taken."""
-        result = await self.session.execute(
-            update(mail_outbox)
-            .where(mail_outbox.c.id == mail_id, mail_outbox.c.next_attempt_at <= now)
-            .values(next_attempt_at=until)
-        )
-        return rowcount(result) == 1
 
     async def sent(self, mail_id: str) -> None:
         # Deleted once delivered: the rows hold live link tokens that should not outlive their purpose.

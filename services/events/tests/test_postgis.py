@@ -1,0 +1,75 @@
+"""On PostgreSQL the events' nearby search runs on the PostGIS location (migration 0008) through its GiST index: the
+plan of the very statement the store runs shows the index, over enough events that the planner prefers it, and the
+events found and their distances are the ones the haversine formula gives."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gatherly.events import SERVICE
+from gatherly.events.domain import EventSearch, Location, SearchOrder
+from gatherly.events.store import EventStore
+from gatherly.kernel.db import Database
+from gatherly.kernel.geo import distance_km
+from gatherly.kernel.testing import DB_BACKENDS, query_plans, scratch_database
+
+BERLIN = Location(52.52, 13.405)
+# One public group; 60,000 upcoming events spread over the globe and 3,000 around Berlin (within about 40 km).
+INSERT_EVENTS = (
+    """INSERT INTO group_summaries (group_id, slug, name, visibility, topics)
+       VALUES ('g', 'g', 'Group', 'public', '[]')""",
+    """INSERT INTO events (id, group_id, title, description, search_text, starts_at, ends_at, timezone, venue_name,
+                          lat, lng, guest_limit, status, sequence, going_count, waitlist_count, queue_counter,
+                          created_by, created_at, updated_at)
+       SELECT 'e' || n, 'g', 'Event', '', '', now() + n * interval '1 minute', now() + n * interval '1 minute'
+              + interval '1 hour', 'UTC', 'Venue', lat, lng, 0, 'scheduled', 0, 0, 0, 0, 'u', now(), now()
+       FROM (SELECT n,
+                    CASE WHEN n % 21 = 0 THEN 52.52 + (random() - 0.5) * 0.7 ELSE random() * 170 - 85 END AS lat,
+                    CASE WHEN n % 21 = 0 THEN 13.405 + (random() - 0.5) * 1.1 ELSE random() * 360 - 180 END AS lng
+             FROM generate_series(1, 63000) AS n) AS places""",
+)
+
+if "postgresql" in DB_BACKENDS:  # a PostgreSQL plan: there is none to show on SQLite
+
+    @pytest.fixture
+    async def many_events(tmp_path: Path) -> Any:
+        async with scratch_database("postgresql", tmp_path) as url:
+            db = Database(url)
+            try:
+                await db.migrate(SERVICE.migrations)
+                async with db.writing() as connection:
+                    for statement in INSERT_EVENTS:
+                        await connection.exec_driver_sql(statement)
+                async with db.writing() as connection:
+                    await connection.exec_driver_sql("ANALYZE events")
+                yield db
+            finally:
+                await db.dispose()
+
+    @pytest.mark.parametrize(("order", "radius_km"), [(SearchOrder.DISTANCE, 50), (SearchOrder.START, 10)])
+    async def test_the_nearby_search_uses_the_gist_index(
+        many_events: Database, order: SearchOrder, radius_km: float
+    ) -> None:
+        search = EventSearch(caller=None, starts_from=datetime.now(UTC), near=BERLIN, radius_km=radius_km, order=order)
+
+        async def run(connection: Any) -> Any:
+            return await EventStore(connection).search(search, 20, None)
+
+        (found, position), plans = await query_plans(many_events, run)
+
+        [plan] = plans
+        assert "Index Scan using ix_events_location" in plan or "Bitmap Index Scan on ix_events_location" in plan, plan
+        assert len(found) == 20 and position is not None
+        for each in found:
+            location = each.event.details.venue.location if each.event.details.venue else None
+            assert location is not None and each.distance_km is not None
+            assert each.distance_km == pytest.approx(distance_km(BERLIN, location), rel=1e-9)
+            assert each.distance_km <= radius_km
+        if order is SearchOrder.DISTANCE:
+            assert [f.distance_km for f in found] == sorted(f.distance_km for f in found)  # type: ignore[type-var]
+        else:
+            assert [f.event.details.starts_at for f in found] == sorted(f.event.details.starts_at for f in found)
