@@ -25,7 +25,8 @@ def valid_address(raw: str, field: str = "email") -> str:
     if not address or len(address) > MAX_ADDRESS:
         raise InvalidInput(f"An email address has 1 to {MAX_ADDRESS} characters.", field=field)
     try:
-        validate_email(address, check_deliverability=False)
+        # strict: RFC 5321 lengths too (64 before the @), which mail servers enforce.
+        validate_email(address, check_deliverability=False, strict=True)
     except EmailNotValidError as invalid:
         raise InvalidInput(f"This is not an email address: {invalid}", field=field) from None
     return address
