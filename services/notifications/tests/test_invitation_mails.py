@@ -130,6 +130,26 @@ async def test_the_same_invitation_handled_twice_is_mailed_once(api: Any) -> Non
     assert len(mail_to(api.running.mail_dir, event.email)) == 1
 
 
+async def test_an_invitation_that_lapsed_before_it_arrived_is_not_mailed(api: Any) -> None:
+    olga = await api.person("Olga Organizer")
+    now = datetime.now(UTC)
+    event = GroupInvitationSent(
+        group_id=str(uuid.uuid4()),
+        invitation_id=str(uuid.uuid4()),
+        slug="late",
+        group_name="Late",
+        invited_by=olga.user_id,
+        email=_address(),
+        token="t" * 43,
+        expires_at=now - timedelta(seconds=1),
+        sent_at=now - timedelta(days=7),
+    )
+    uow = unit_of_work(_notifications(api))
+    async with uow:
+        await service.invited(uow, event, source=str(uuid.uuid4()))
+    assert await _queued_for(api, event.invitation_id) == (0, 0)
+
+
 async def test_the_opt_out_link_needs_no_login_and_stops_invitations_to_that_address_for_good(api: Any) -> None:
     olga = await api.person("Olga Organizer")
     group_id = await api.group(olga, name="Opt Out Hikers")

@@ -118,12 +118,12 @@ class InvitationMailChannel:
         self.templates = templates
 
     async def deliver(self, delivery: Delivery) -> bool:
-        """True when handed to the mailer, False when there is nothing to send (already sent, or opted out since);
-        raises on failure."""
+        """True when handed to the mailer, False when there is nothing to send (already sent, opted out since, or
+        lapsed while the send waited); raises on failure."""
         async with reading(self.context.db) as stores:
             mail = await stores.invitations.get(delivery.notification_id)
             opted_out = mail is not None and await stores.invitations.opted_out(address_hash(mail.email))
-        if mail is None or opted_out:
+        if mail is None or opted_out or mail.expires_at <= self.context.clock.now():
             return False
         message = message_for(
             delivery, self.templates.render_invitation(mail), sender=self.context.settings.mail_from, to=mail.email

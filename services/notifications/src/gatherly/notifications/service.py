@@ -170,8 +170,8 @@ async def invited(uow: NotificationsUnitOfWork, event: GroupInvitationSent, sour
         notices = domain.group_invitation(event.group_id, event.group_name, person, event.token, by=event.invited_by)
         await tell(uow, notices, source, mail=not opted_out)
         return
-    if opted_out:
-        return
+    if opted_out or event.expires_at <= uow.clock.now():
+        return  # nor is an invitation mailed that lapsed before it got here (a late redelivery or a replay)
     inviter = await uow.recipients.get(event.invited_by)
     mail = domain.InvitationMail(
         invitation_id=event.invitation_id,
