@@ -17,6 +17,7 @@ from gatherly.groups.domain import (
     GroupId,
     GroupSort,
     Invitation,
+    InvitationForAnotherAddress,
     InvitationUnusable,
     Join,
     JoinPolicy,
@@ -28,9 +29,11 @@ from gatherly.groups.domain import (
     Relation,
     Role,
     Standing,
+    TooManyInvitations,
     UserId,
     Visibility,
     answers_for,
+    check_invitation_quota,
     check_leaving,
     check_removal,
     check_role_change,
@@ -50,6 +53,7 @@ from gatherly.groups.domain import (
     slug_base,
     valid_radius,
 )
+from gatherly.kernel.addresses import address_hash
 from gatherly.kernel.errors import InvalidInput
 from gatherly.kernel.geo import EARTH_RADIUS_KM, bounding_box, distance_km
 
@@ -379,16 +383,49 @@ def test_invitation_terms_default_bound_and_make_email_invitations_single_use() 
 def test_an_invitation_is_usable_until_it_expires_is_used_up_or_is_revoked() -> None:
     now = datetime(2026, 1, 1, 12, tzinfo=UTC)
     invitation = Invitation("i", GroupId("g"), UserId("ann"), now, now + timedelta(days=1), max_uses=2, uses=1)
-    invitation.check_usable(now)
+    invitation.check_usable(now, None)
     for unusable in (
         replace(invitation, uses=2),
         replace(invitation, revoked_at=now),
     ):
         with pytest.raises(InvitationUnusable):
-            unusable.check_usable(now)
+            unusable.check_usable(now, None)
     with pytest.raises(InvitationUnusable):
-        invitation.check_usable(now + timedelta(days=1))
-    replace(invitation, max_uses=None, uses=10_000).check_usable(now)
+        invitation.check_usable(now + timedelta(days=1), None)
+    replace(invitation, max_uses=None, uses=10_000).check_usable(now, None)
+
+
+def test_an_email_invitation_is_usable_only_by_the_person_with_that_confirmed_address() -> None:
+    now = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    mailed = Invitation(
+        "i", GroupId("g"), UserId("ann"), now, now + timedelta(days=1), max_uses=1, uses=0, email="sam@example.com"
+    )
+    mailed.check_usable(now, address_hash(" Sam@Example.com"))
+    for someone_else in (address_hash("tom@example.com"), None):
+        with pytest.raises(InvitationForAnotherAddress):
+            mailed.check_usable(now, someone_else)
+    # A link invitation is for whoever holds it, whatever their address.
+    replace(mailed, email=None).check_usable(now, address_hash("tom@example.com"))
+
+
+def test_the_daily_bound_on_email_invitations_says_when_a_place_frees_up() -> None:
+    now = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    check_invitation_quota(4, now - timedelta(hours=1), 5, now, by="from one person")
+    with pytest.raises(TooManyInvitations) as refused:
+        check_invitation_quota(5, now - timedelta(hours=1), 5, now, by="from one person")
+    assert refused.value.retry_after == 23 * 3600
+    with pytest.raises(TooManyInvitations) as refused:
+        check_invitation_quota(5, now - timedelta(days=1) + timedelta(milliseconds=1), 5, now, by="for one group")
+    assert refused.value.retry_after == 1
+
+
+def test_a_decision_message_refuses_bidi_overrides_controls_and_invisible_only_text() -> None:
+    assert decision_message("Welcome!\nSee you Saturday.\t:)") == "Welcome!\nSee you Saturday.\t:)"
+    assert decision_message("مرحبا ‍👋") is not None  # joiners stay: scripts and emoji need them
+    for hostile in ("Wel‮come", "evil⁦text", "bell", "esc[2J", "c1", "​⁠"):
+        with pytest.raises(InvalidInput) as refused:
+            decision_message(hostile)
+        assert refused.value.field == "message"
 
 
 def test_groups_sort_nearest_first_near_a_point_and_newest_first_otherwise() -> None:

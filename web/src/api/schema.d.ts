@@ -157,6 +157,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/.well-known/oauth-authorization-server": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get Authorization Server Metadata */
+        get: operations["users_get_authorization_server_metadata"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/.well-known/jwks.json": {
         parameters: {
             query?: never;
@@ -543,7 +560,9 @@ export interface paths {
         /**
          * Create Invitation
          * @description An invitation link (expiring, with an optional use limit), or with `email` one sent to that address.
-         *     Whoever joins with it joins without approval. The token is in this answer only.
+         *     Whoever joins with it joins without approval; an email invitation only the person whose confirmed email is
+         *     that address. Email invitations are bounded per inviter and per group a day (429 with Retry-After). The
+         *     token is in this answer only.
          */
         post: operations["groups_create_invitation"];
         delete?: never;
@@ -947,6 +966,32 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/notifications/invitations/opt-out": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Invitations Opt Out Page
+         * @description The link in every invitation to an address with no account: a page with one button (a GET changes nothing:
+         *     mail scanners follow links).
+         */
+        get: operations["notifications_invitations_opt_out_page"];
+        put?: never;
+        /**
+         * Opt Out Of Invitations
+         * @description One click, no login (RFC 8058's One-Click POST, or the page's button): the address the signed link names
+         *     (by the hash of it) is never emailed an invitation again.
+         */
+        post: operations["notifications_opt_out_of_invitations"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/notifications/stream-ticket": {
         parameters: {
             query?: never;
@@ -1119,6 +1164,22 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /**
+         * AuthorizationServerMetadata
+         * @description OAuth 2.0 Authorization Server Metadata (RFC 8414): the issuer and its keys, and, said outright, no OAuth
+         *     grant: tokens come from Gatherly's own login API, so there is no authorization endpoint and no token endpoint
+         *     in the OAuth sense (an omitted `grant_types_supported` would mean the authorization code and implicit grants).
+         */
+        AuthorizationServerMetadata: {
+            /** Issuer */
+            issuer: string;
+            /** Jwks Uri */
+            jwks_uri: string;
+            /** Grant Types Supported */
+            grant_types_supported: string[];
+            /** Response Types Supported */
+            response_types_supported: string[];
+        };
         /** DeletionProgress */
         DeletionProgress: {
             status: components["schemas"]["DeletionStatus"];
@@ -3165,6 +3226,62 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["OpenIdConfiguration"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Query string too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request headers too large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error, logged under the request id in the answer */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    users_get_authorization_server_metadata: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuthorizationServerMetadata"];
                 };
             };
             /** @description Not Found */
@@ -5704,6 +5821,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Request headers too large */
             431: {
                 headers: {
@@ -8012,6 +8138,133 @@ export interface operations {
             query: {
                 user: string;
                 kind: string;
+                sig: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": string;
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Query string too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: the fields at fault are in `errors` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request headers too large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error, logged under the request id in the answer */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    notifications_invitations_opt_out_page: {
+        parameters: {
+            query: {
+                address: string;
+                sig: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": string;
+                };
+            };
+            /** @description Query string too long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid input: the fields at fault are in `errors` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Request headers too large */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unexpected error, logged under the request id in the answer */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    notifications_opt_out_of_invitations: {
+        parameters: {
+            query: {
+                address: string;
                 sig: string;
             };
             header?: never;

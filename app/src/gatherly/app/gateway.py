@@ -28,7 +28,13 @@ log = structlog.get_logger(__name__)
 
 # api.md: each top-level prefix belongs to exactly one service.
 PREFIXES: dict[str, tuple[str, ...]] = {
-    "users": ("/api/auth", "/api/users", "/.well-known/jwks.json", "/.well-known/openid-configuration"),
+    "users": (
+        "/api/auth",
+        "/api/users",
+        "/.well-known/jwks.json",
+        "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
+    ),
     "groups": ("/api/groups",),
     "events": ("/api/events", "/api/calendar"),
     "notifications": ("/api/notifications", "/api/push"),

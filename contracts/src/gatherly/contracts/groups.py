@@ -92,10 +92,13 @@ class GroupAnnouncement(GroupEvent):
 
 
 class GroupInvitationSent(GroupEvent):
-    """A manager invited someone by email. The notifications service tells the person with an account at this
-    address (in-app, and by email per their preferences) and links to the group with the invitation's `token`:
-    only a hash of it is stored by the groups service, so the message carries the one copy the mail needs.
-    The invitation is for one use and lapses at `expires_at`."""
+    """A manager invited someone by email (`email` normalized: trimmed, NFC, lower case). The notifications service
+    tells the person whose confirmed account has this address (in-app, and by email per their preferences), or
+    else mails the address itself, and links to the group with the invitation's `token`: only a hash of it is
+    stored by the groups service, so the message carries the one copy the mail needs. The token is not a secret
+    worth stealing from the log: an email invitation admits only the person whose confirmed email is `email`
+    (the groups service compares hashes), that is, whoever the mail reaches anyway. The invitation is for one
+    use and lapses at `expires_at`."""
 
     TYPE: ClassVar[str] = "group.invitation_sent"
 

@@ -155,6 +155,10 @@ class Settings(BaseSettings):
     image_upload_ttl_seconds: int = 30 * 60  # an upload slot's life: upload and complete within it
     image_url_ttl_seconds: int = 7 * 24 * 3600  # signed variant URLs (SigV4 allows at most 7 days)
     image_open_uploads_per_person: int = 20  # unfinished uploads one person may hold (each reserves space); 0: any
+    # Groups service. Email invitations reach any address, so each inviter (all groups together) and each group may
+    # send only this many in any 24 hours; one more is refused with 429 and Retry-After.
+    invitation_emails_per_inviter_per_day: int = Field(20, ge=1)
+    invitation_emails_per_group_per_day: int = Field(100, ge=1)
     # Notifications service. A send (one notification on one channel) is tried this many times, the wait doubling
     # from the initial delay up to the longest; then it is recorded as failed for `gatherly notifications retry`.
     notification_send_attempts: int = 6

@@ -60,6 +60,29 @@ def _invisible(char: str) -> bool:
     return char in _BLANK_LOOKALIKES or unicodedata.category(char) in _INVISIBLE_CATEGORIES
 
 
+# Control characters a message may hold: line breaks and tabs lay text out; every other C0/C1 control is invisible
+# or rewrites the terminal or mail client showing it.
+_LAYOUT_CONTROLS = frozenset("\n\r\t")
+
+
+def message_problem(value: str) -> str | None:
+    """Why this free text, shown to another person as written (a note, a message), cannot be accepted, or None:
+    the rule of names (no bidi controls, something visible) plus no control characters but line breaks and tabs."""
+    if problem := name_problem(value):
+        return problem
+    if any(unicodedata.category(char) == "Cc" and char not in _LAYOUT_CONTROLS for char in value):
+        return "must not contain control characters (only line breaks and tabs)"
+    return None
+
+
+def check_message(value: str, field: str) -> str:
+    """The message, or InvalidInput naming `field`."""
+    problem = message_problem(value)
+    if problem:
+        raise InvalidInput(f"The {field.replace('_', ' ')} {problem}.", field=field)
+    return value
+
+
 def check_name(value: str, field: str) -> str:
     """The name, or InvalidInput naming `field`."""
     problem = name_problem(value)
@@ -275,7 +298,9 @@ __all__ = [
     "BIDI_CONTROLS",
     "MAX_JSON_DEPTH",
     "TextPolicy",
+    "check_message",
     "check_name",
+    "message_problem",
     "name_problem",
     "nfc",
     "text_problem",

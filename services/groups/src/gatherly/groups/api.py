@@ -23,6 +23,8 @@ from gatherly.groups.domain import (
     GroupSearch,
     GroupSort,
     Invitation,
+    InvitationForAnotherAddress,
+    InvitationLimits,
     InvitationNotFound,
     InvitationUnusable,
     JoinRequestNotFound,
@@ -35,6 +37,7 @@ from gatherly.groups.domain import (
     NotForYourself,
     Relation,
     Role,
+    TooManyInvitations,
     UserId,
     details_from,
     group_sort,
@@ -101,6 +104,8 @@ STATUS_OF: dict[type[DomainError], int] = {
     BanNotFound: 404,
     InvitationNotFound: 404,
     InvitationUnusable: 410,
+    InvitationForAnotherAddress: 403,
+    TooManyInvitations: 429,
 }
 
 
@@ -438,7 +443,7 @@ async def lift_ban(group: str, user_id: str, caller: CurrentUser, uow: GroupsUni
 # --- invitations ----------------------------------------------------------------------------------------------------
 
 
-@router.post("/{group}/invitations", status_code=201, responses=problems(403, 404))
+@router.post("/{group}/invitations", status_code=201, responses=problems(403, 404, 429))
 async def create_invitation(
     group: str,
     body: NewInvitation,
@@ -447,9 +452,16 @@ async def create_invitation(
     uow: GroupsUnitOfWork = Depends(_uow),
 ) -> NewInvitationOut:
     """An invitation link (expiring, with an optional use limit), or with `email` one sent to that address.
-    Whoever joins with it joins without approval. The token is in this answer only."""
+    Whoever joins with it joins without approval; an email invitation only the person whose confirmed email is
+    that address. Email invitations are bounded per inviter and per group a day (429 with Retry-After). The
+    token is in this answer only."""
     terms = invitation_terms(body.expires_in_days, body.max_uses, body.email)
-    issued = await service.invite(uow, group, UserId(caller.user_id), terms)
+    settings = context.settings
+    limits = InvitationLimits(
+        per_inviter=settings.invitation_emails_per_inviter_per_day,
+        per_group=settings.invitation_emails_per_group_per_day,
+    )
+    issued = await service.invite(uow, group, UserId(caller.user_id), terms, limits)
     link = f"{context.settings.effective_public_url}/groups/{issued.slug}?{urlencode({'invitation': issued.token})}"
     return NewInvitationOut(**_invitation_fields(issued.invitation), token=issued.token, link=link)
 

@@ -24,8 +24,9 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import NewType
 
-from gatherly.kernel.errors import DomainError, InvalidInput
-from gatherly.kernel.text import check_name
+from gatherly.kernel.addresses import address_hash, valid_address
+from gatherly.kernel.errors import DomainError, InvalidInput, TooManyRequests
+from gatherly.kernel.text import check_message, check_name
 
 GroupId = NewType("GroupId", str)
 UserId = NewType("UserId", str)
@@ -186,6 +187,19 @@ class InvitationUnusable(DomainError):
     title = "Invitation no longer valid"
 
 
+class InvitationForAnotherAddress(DomainError):
+    """An email invitation is for the person whose confirmed email is the invited address, nobody else."""
+
+    title = "Invitation for another address"
+
+
+class TooManyInvitations(TooManyRequests):
+    """More email invitations in a day than one inviter, or one group, may send (the mail goes to anyone: a
+    bound keeps Gatherly from being a way to spam)."""
+
+    title = "Too many invitations"
+
+
 # --- what each role may do ------------------------------------------------------------------------------------------
 
 
@@ -298,10 +312,11 @@ MAX_MESSAGE = 1000
 
 
 def decision_message(message: str | None) -> str | None:
-    """The optional note an organizer adds when approving or denying (shown to the applicant): trimmed, or None."""
+    """The optional note an organizer adds when approving or denying (shown to the applicant): trimmed, or None.
+    It is shown as written, so it follows the text policy of messages (no bidi overrides, no stray controls)."""
     if message is None:
         return None
-    return _text(message, "message", MAX_MESSAGE) or None
+    return _text(check_message(message, "message"), "message", MAX_MESSAGE) or None
 
 
 # --- invitations ----------------------------------------------------------------------------------------------------
@@ -309,9 +324,9 @@ def decision_message(message: str | None) -> str | None:
 DEFAULT_INVITATION_DAYS = 7
 MAX_INVITATION_DAYS = 30
 MAX_INVITATION_USES = 1000
-# One loose check (one @, a dot in the domain, no spaces), as the users service does: the mail is the real test.
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
-MAX_EMAIL = 254
+# Email invitations go to any address, so each inviter and each group may send only so many a day (the numbers are
+# settings); the window slides: the oldest invitation in it leaving frees a place.
+INVITATION_WINDOW = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -331,9 +346,7 @@ def invitation_terms(expires_in_days: int | None, max_uses: int | None, email: s
         raise InvalidInput(f"max_uses must be 1 to {MAX_INVITATION_USES}.", field="max_uses")
     address = None
     if email is not None:
-        address = unicodedata.normalize("NFC", email.strip()).lower()
-        if len(address) > MAX_EMAIL or not _EMAIL.match(address):
-            raise InvalidInput("This is not an email address.", field="email")
+        address = valid_address(email, "email")
         if max_uses not in (None, 1):
             raise InvalidInput("An email invitation is for one person: max_uses is 1.", field="max_uses")
         max_uses = 1
@@ -355,13 +368,39 @@ class Invitation:
     email: str | None = None
     revoked_at: datetime | None = None
 
-    def check_usable(self, now: datetime) -> None:
+    def check_usable(self, now: datetime, person_email_hash: str | None) -> None:
+        """Usable now by this person (the hash of their confirmed email, None when not known): an email
+        invitation is tied to its address, a link invitation is for whoever holds it."""
+        if self.email is not None and person_email_hash != address_hash(self.email):
+            raise InvitationForAnotherAddress(
+                "This invitation was sent to another email address; log in with the account of that address."
+            )
         if self.revoked_at is not None:
             raise InvitationUnusable("This invitation was revoked.")
         if now >= self.expires_at:
             raise InvitationUnusable("This invitation has expired.")
         if self.max_uses is not None and self.uses >= self.max_uses:
             raise InvitationUnusable("This invitation has been used as often as it may be.")
+
+
+@dataclass(frozen=True)
+class InvitationLimits:
+    """Email invitations allowed per INVITATION_WINDOW: to each inviter (all groups together) and to each group."""
+
+    per_inviter: int
+    per_group: int
+
+
+def check_invitation_quota(sent: int, oldest: datetime | None, limit: int, now: datetime, *, by: str) -> None:
+    """Refuses one more email invitation when `sent` (in the window, the oldest sent at `oldest`) reached `limit`;
+    Retry-After is when the oldest leaves the window."""
+    if sent < limit:
+        return
+    free_at = (oldest or now) + INVITATION_WINDOW
+    raise TooManyInvitations(
+        f"At most {limit} email invitations a day {by}; try again later.",
+        retry_after=max(1, math.ceil((free_at - now).total_seconds())),
+    )
 
 
 # --- the group ------------------------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from gatherly.contracts.groups import (
 from gatherly.contracts.users import GeoPoint, ImageVariants
 from gatherly.groups.domain import (
     DELETION_TIMEOUT,
+    INVITATION_WINDOW,
     Action,
     BanNotFound,
     Deletion,
@@ -47,6 +48,7 @@ from gatherly.groups.domain import (
     GroupNotFound,
     GroupSearch,
     Invitation,
+    InvitationLimits,
     InvitationNotFound,
     InvitationTerms,
     Join,
@@ -60,6 +62,7 @@ from gatherly.groups.domain import (
     UserId,
     announcement_from,
     answers_for,
+    check_invitation_quota,
     check_leaving,
     check_removal,
     check_role_change,
@@ -212,7 +215,7 @@ async def join_group(
         # A member following the link again stays a member and uses nothing up.
         invited = None
         if invitation is not None and not relation.is_member:
-            invited = await _usable_invitation(uow, group, invitation)
+            invited = await _usable_invitation(uow, group, invitation, person)
         decision = decide_join(relation, group.details.join_policy, invited=invited is not None)
         if decision is Join.ALREADY_MEMBER:
             return Standing.MEMBER
@@ -245,11 +248,13 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-async def _usable_invitation(uow: GroupsUnitOfWork, group: Group, token: str) -> Invitation:
+async def _usable_invitation(uow: GroupsUnitOfWork, group: Group, token: str, person: UserId) -> Invitation:
     invitation = await uow.invitations.by_token(group.id, _token_hash(token))
     if invitation is None:
         raise InvitationNotFound("This group has no such invitation.")
-    invitation.check_usable(uow.clock.now())
+    # An email invitation's address is compared with the person's confirmed one (a hash of each, both normalized).
+    email_hash = await uow.profiles.email_hash(person) if invitation.email is not None else None
+    invitation.check_usable(uow.clock.now(), email_hash)
     return invitation
 
 
@@ -446,14 +451,24 @@ class Issued:
     slug: str
 
 
-async def invite(uow: GroupsUnitOfWork, ref: str, manager: UserId, terms: InvitationTerms) -> Issued:
+async def invite(
+    uow: GroupsUnitOfWork, ref: str, manager: UserId, terms: InvitationTerms, limits: InvitationLimits
+) -> Issued:
     """A new invitation. An email invitation is announced as group.invitation_sent, which the notifications
-    service delivers."""
+    service delivers to the address, within the daily bounds per inviter and per group."""
     token = secrets.token_urlsafe(32)
     async with uow:
         group = await _locked(uow, ref)
         require(await uow.memberships.relation(group.id, manager), Action.INVITE)
         now = uow.clock.now()
+        if terms.email is not None:
+            since = now - INVITATION_WINDOW
+            # The group's count is exact (its row is locked); an inviter's, across groups, may let a race of
+            # two groups' invitations through at once, which a daily bound can afford.
+            sent, oldest = await uow.invitations.emails_since(since, created_by=manager)
+            check_invitation_quota(sent, oldest, limits.per_inviter, now, by="from one person")
+            sent, oldest = await uow.invitations.emails_since(since, group_id=group.id)
+            check_invitation_quota(sent, oldest, limits.per_group, now, by="for one group")
         invitation = Invitation(
             id=str(uuid.uuid4()),
             group_id=group.id,

@@ -68,6 +68,7 @@ from gatherly.groups.tables import (
     memberships,
 )
 from gatherly.kernel import postgis
+from gatherly.kernel.addresses import address_hash
 from gatherly.kernel.db import Database, Executor, rowcount
 from gatherly.kernel.errors import InvalidInput
 from gatherly.kernel.geo import bounding_box, distance_km
@@ -874,6 +875,21 @@ class InvitationStore:
     async def remove_all(self, group_id: GroupId) -> None:
         await self.session.execute(delete(invitations).where(invitations.c.group_id == group_id))
 
+    async def emails_since(
+        self, since: datetime, *, group_id: GroupId | None = None, created_by: UserId | None = None
+    ) -> tuple[int, datetime | None]:
+        """How many email invitations the group (or the inviter, in any group) made since then, and the oldest's
+        time: what the daily bounds count."""
+        query = select(func.count(), func.min(invitations.c.created_at)).where(
+            invitations.c.email.is_not(None), invitations.c.created_at > since
+        )
+        if group_id is not None:
+            query = query.where(invitations.c.group_id == group_id)
+        if created_by is not None:
+            query = query.where(invitations.c.created_by == created_by)
+        count, oldest = (await self.session.execute(query)).one()
+        return int(count), oldest
+
     async def page(self, group_id: GroupId, limit: int, after: dict[str, Any] | None) -> tuple[list[Invitation], Any]:
         """The group's invitations, newest first (revoked and expired ones too: the list is the organizers' record)."""
         query = (
@@ -962,6 +978,8 @@ class ProfileStore:
         values = {
             "display_name": event.display_name,
             "avatar": event.avatar.model_dump() if event.avatar else None,
+            # Only confirmed accounts are announced, with their confirmed address: its hash is all that is kept.
+            "email_hash": address_hash(event.email) if event.email else None,
             "updated_at": event.updated_at,
         }
         if row is None:
@@ -972,12 +990,24 @@ class ProfileStore:
             )
 
     async def forget(self, user_id: str, deleted_at: datetime) -> None:
-        values = {"display_name": None, "avatar": None, "updated_at": deleted_at, "deleted_at": deleted_at}
+        values = {
+            "display_name": None,
+            "avatar": None,
+            "email_hash": None,
+            "updated_at": deleted_at,
+            "deleted_at": deleted_at,
+        }
         result = await self.session.execute(
             update(member_profiles).where(member_profiles.c.user_id == user_id).values(**values)
         )
         if rowcount(result) == 0:
             await self.session.execute(insert(member_profiles).values(user_id=user_id, **values))
+
+    async def email_hash(self, user_id: str) -> str | None:
+        """The hash of the person's confirmed email, None when not (yet) known."""
+        query = select(member_profiles.c.email_hash).where(member_profiles.c.user_id == user_id)
+        found: str | None = await self.session.scalar(query)
+        return found
 
 
 # --- unit of work -----------------------------------------------------------------------------------------------

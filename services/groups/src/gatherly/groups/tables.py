@@ -105,15 +105,20 @@ invitations = Table(
     Column("expires_at", UtcDateTime(), nullable=False),
     Column("revoked_at", UtcDateTime()),
     Index("ix_invitations_group_id_created_at", "group_id", "created_at"),
+    # The daily bound on each inviter's email invitations.
+    Index("ix_invitations_created_by_created_at", "created_by", "created_at"),
 )
 
-# Read model of the users service's profiles (user.profile_updated / user.deleted): member lists need no call.
+# Read model of the users service's profiles (user.profile_updated / user.deleted): member lists need no call, and
+# an email invitation is matched to its person by the hash of their confirmed address.
 member_profiles = Table(
     "member_profiles",
     metadata,
     Column("user_id", USER_ID, primary_key=True),
     Column("display_name", String(80)),
     Column("avatar", Json),
+    # SHA-256 of the confirmed email (kernel.addresses): whom an email invitation is for, without the address.
+    Column("email_hash", String(64)),
     Column("updated_at", UtcDateTime(), nullable=False),
     # A tombstone: a profile update that arrives after the deletion must not bring the person back.
     Column("deleted_at", UtcDateTime()),

@@ -18,6 +18,7 @@ from gatherly.notifications.tasks import (
     follow_notifications,
     prune_push_receipts,
     send_emails,
+    send_invitation_emails,
     send_pushes,
     send_reminders,
     send_weekly_digests,
@@ -25,7 +26,7 @@ from gatherly.notifications.tasks import (
 
 
 async def _start(context: ServiceContext) -> None:
-    context.extras[SENDS_SIGNALS] = {Channel.EMAIL: OutboxSignal(), Channel.PUSH: OutboxSignal()}
+    context.extras[SENDS_SIGNALS] = {channel: OutboxSignal() for channel in Channel if channel is not Channel.IN_APP}
     context.extras[LIVE_FEED] = LiveFeed(context.platform.log)
     context.extras[HOST_RESOLVER] = system_resolve
     # Made at first start and kept in the database: links in emails already sent keep working after restarts,
@@ -49,6 +50,7 @@ SERVICE = ServiceDefinition(
     tasks=[
         send_reminders,
         send_emails,
+        send_invitation_emails,
         send_pushes,
         follow_notifications,
         send_weekly_digests,

@@ -176,6 +176,35 @@ async def unsubscribe_from_email(
     return _page("Unsubscribed", f"You will get no more emails about {chosen.value.replace('_', ' ')}.")
 
 
+# --- never email me invitations again -------------------------------------------------------------------------
+
+OptOutAddress = Annotated[str, Query(alias="address", min_length=64, max_length=64, pattern="^[0-9a-f]{64}$")]
+
+
+@router.get("/invitations/opt-out", response_class=HTMLResponse)
+async def invitations_opt_out_page(email_hash: OptOutAddress, signature: UnsubscribeSig) -> HTMLResponse:
+    """The link in every invitation to an address with no account: a page with one button (a GET changes nothing:
+    mail scanners follow links)."""
+    return _page(
+        "No more invitations",
+        "Never email invitations to this address again?",
+        form_action=f"/api/notifications/invitations/opt-out?address={email_hash}&sig={signature}",
+    )
+
+
+@router.post("/invitations/opt-out", response_class=HTMLResponse, responses=problems(404))
+async def opt_out_of_invitations(
+    email_hash: OptOutAddress,
+    signature: UnsubscribeSig,
+    uow: NotificationsUnitOfWork = Depends(_uow),
+    context: ServiceContext = Depends(service_context),
+) -> HTMLResponse:
+    """One click, no login (RFC 8058's One-Click POST, or the page's button): the address the signed link names
+    (by the hash of it) is never emailed an invitation again."""
+    await service.opt_out_of_invitations(uow, context.extras[UNSUBSCRIBE_KEY], email_hash, signature)
+    return _page("No more invitations", "This address will get no more invitations from Gatherly.")
+
+
 # --- the live stream ---------------------------------------------------------------------------------------------
 
 

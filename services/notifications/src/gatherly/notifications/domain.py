@@ -48,6 +48,9 @@ class Channel(StrEnum):
     IN_APP = "in_app"
     EMAIL = "email"
     PUSH = "push"
+    # An email to an address rather than a person: an invitation to someone with no account. Not a channel people
+    # choose in their preferences; the address's owner stops it with the invitations opt-out.
+    INVITATION_EMAIL = "invitation_email"
 
 
 # api.md: email for every kind but comment_posted (busy threads would flood inboxes); push for every kind.
@@ -81,7 +84,9 @@ class Preferences:
             return True  # the inbox keeps everything; the other channels are what people choose
         if channel is Channel.EMAIL:
             return self.email.get(kind, kind not in EMAIL_OFF_BY_DEFAULT)
-        return self.push.get(kind, kind not in PUSH_OFF_BY_DEFAULT)
+        if channel is Channel.PUSH:
+            return self.push.get(kind, kind not in PUSH_OFF_BY_DEFAULT)
+        return False  # an address's email is nobody's preference
 
     def without(self, channel: Channel, kind: Kind) -> Preferences:
         """These preferences with one kind switched off on one channel (an unsubscribe link)."""
@@ -266,17 +271,45 @@ def join_decided(
     )
 
 
+def invitation_link(group_id: str, token: str) -> str:
+    """Where an invitation leads: the group's page, which joins with the token (no approval needed)."""
+    return f"{group_link(group_id)}?{urllib.parse.urlencode({'invitation': token})}"
+
+
 def group_invitation(group_id: str, group_name: str, person: str, token: str, *, by: str) -> list[Notice]:
     """An invitation mailed to a person's address: the link carries its token (joining with it needs no approval)."""
-    link = f"{group_link(group_id)}?{urllib.parse.urlencode({'invitation': token})}"
     return _each(
         [person],
         by,
         Kind.GROUP_INVITATION,
         f"You are invited to join {group_name}",
         "Follow the link to join the group; no approval needed.",
-        link,
+        invitation_link(group_id, token),
     )
+
+
+@dataclass(frozen=True)
+class InvitationMail:
+    """An invitation to an address with no account: mailed once, and forgotten once sent (its link is live)."""
+
+    invitation_id: str
+    email: str
+    group_name: str
+    inviter_name: str
+    link: str
+    expires_at: datetime
+
+    @property
+    def title(self) -> str:
+        return f"{self.inviter_name or 'Someone'} invites you to join {self.group_name} on Gatherly"
+
+    @property
+    def body(self) -> str:
+        return (
+            f"{self.inviter_name or 'An organizer'} invited you to {self.group_name}. Follow the link to join; "
+            f"you sign up with this address first if you have no account. The invitation is for this address "
+            f"only and lapses on {when(self.expires_at)}."
+        )
 
 
 def group_announcement(
@@ -331,6 +364,19 @@ def unsubscribe_signature(key: bytes, user_id: str, kind: Kind) -> str:
 
 def signature_matches(key: bytes, user_id: str, kind: Kind, signature: str) -> bool:
     return hmac.compare_digest(unsubscribe_signature(key, user_id, kind), signature)
+
+
+# --- never email me invitations again ----------------------------------------------------------------------------
+
+
+def opt_out_signature(key: bytes, email_hash: str) -> str:
+    """What proves an invitations opt-out link came from us: an HMAC of the address's hash (the link names the hash,
+    never the address), so it needs no login and cannot be turned into anyone else's opt-out."""
+    return hmac.new(key, f"invitations\n{email_hash}".encode(), hashlib.sha256).hexdigest()[:40]
+
+
+def opt_out_matches(key: bytes, email_hash: str, signature: str) -> bool:
+    return hmac.compare_digest(opt_out_signature(key, email_hash), signature)
 
 
 # --- live streams --------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-"""Notification emails: rendered from templates (HTML + plain text, the account emails' look) with a one-click
-unsubscribe link (RFC 8058 headers), and handed to the platform's mailer (files in embedded mode, SMTP otherwise).
-sending.py claims, retries and records the sends."""
+"""Notification emails, and invitations mailed to addresses with no account: rendered from templates (HTML + plain
+text, the account emails' look) with a one-click unsubscribe link (RFC 8058 headers), and handed to the platform's
+mailer (files in embedded mode, SMTP otherwise). sending.py claims, retries and records the sends."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from email.message import EmailMessage
 import structlog
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from gatherly.kernel.addresses import address_hash
 from gatherly.kernel.mail import compose
 from gatherly.kernel.runtime import ServiceContext
-from gatherly.notifications.domain import Kind, unsubscribe_signature
-from gatherly.notifications.store import Delivery, Notification, Recipient, reading
+from gatherly.notifications.domain import InvitationMail, Kind, opt_out_signature, unsubscribe_signature
+from gatherly.notifications.store import Delivery, Notification, Recipient, Stores, reading
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +48,30 @@ class EmailTemplates:
             {"user": user_id, "kind": kind.value, "sig": unsubscribe_signature(self.unsubscribe_key, user_id, kind)}
         )
         return f"{self.public_url}/api/notifications/unsubscribe?{query}"
+
+    def opt_out_link(self, email_hash: str) -> str:
+        query = urllib.parse.urlencode(
+            {"address": email_hash, "sig": opt_out_signature(self.unsubscribe_key, email_hash)}
+        )
+        return f"{self.public_url}/api/notifications/invitations/opt-out?{query}"
+
+    def render_invitation(self, mail: InvitationMail) -> RenderedMail:
+        """An invitation to an address: the notifications' look, with the invitations opt-out instead of settings."""
+        opt_out = self.opt_out_link(address_hash(mail.email))
+        values = {
+            "subject": mail.title,
+            "title": mail.title,
+            "body": mail.body,
+            "link": f"{self.public_url}{mail.link}",
+            "public_url": self.public_url,
+            "unsubscribe_link": opt_out,
+        }
+        return RenderedMail(
+            subject=one_line(mail.title),
+            text=self._text.get_template("invitation.txt").render(values),
+            html=self._html.get_template("invitation.html").render(values),
+            unsubscribe_link=opt_out,
+        )
 
     def render(self, notification: Notification, recipient: Recipient) -> RenderedMail:
         unsubscribe = self.unsubscribe_link(notification.user_id, notification.kind)
@@ -83,6 +108,31 @@ def message_for(delivery: Delivery, mail: RenderedMail, *, sender: str, to: str)
     message["List-Unsubscribe"] = f"<{mail.unsubscribe_link}>"
     message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     return message
+
+
+class InvitationMailChannel:
+    """Sends an invitation to an address with no account, then forgets the address and its live link."""
+
+    def __init__(self, context: ServiceContext, templates: EmailTemplates) -> None:
+        self.context = context
+        self.templates = templates
+
+    async def deliver(self, delivery: Delivery) -> bool:
+        """True when handed to the mailer, False when there is nothing to send (already sent, opted out since, or
+        lapsed while the send waited); raises on failure."""
+        async with reading(self.context.db) as stores:
+            mail = await stores.invitations.get(delivery.notification_id)
+            opted_out = mail is not None and await stores.invitations.opted_out(address_hash(mail.email))
+        if mail is None or opted_out or mail.expires_at <= self.context.clock.now():
+            return False
+        message = message_for(
+            delivery, self.templates.render_invitation(mail), sender=self.context.settings.mail_from, to=mail.email
+        )
+        await self.context.platform.mailer.send(message)
+        # A crash before this line sends it again after the lease (same Message-ID); after it, never.
+        async with self.context.db.writing() as connection:
+            await Stores(connection).invitations.forget(mail.invitation_id)
+        return True
 
 
 class EmailChannel:

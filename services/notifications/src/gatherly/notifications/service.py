@@ -25,6 +25,7 @@ from gatherly.contracts.events import (
 from gatherly.contracts.groups import GroupAnnouncement, GroupDeleted, GroupInvitationSent, JoinRequestCreated
 from gatherly.contracts.notifications import NotificationCreated
 from gatherly.contracts.users import UserDeleted, UserDeletionStepDone
+from gatherly.kernel.addresses import address_hash
 from gatherly.kernel.auth import Principal
 from gatherly.kernel.db import Database
 from gatherly.kernel.egress import NotPublic, Resolver, check_public_endpoint
@@ -46,9 +47,10 @@ from gatherly.notifications.store import Delivery, Notification, NotificationsUn
 # --- telling people ------------------------------------------------------------------------------------------------
 
 
-async def tell(uow: NotificationsUnitOfWork, notices: Sequence[Notice], source: str) -> int:
+async def tell(uow: NotificationsUnitOfWork, notices: Sequence[Notice], source: str, *, mail: bool = True) -> int:
     """Put the notices in their people's inboxes (once per cause and person), queue the emails their preferences
-    and addresses allow, and announce each on the log for live streams. Returns how many were new."""
+    and addresses allow (none when not `mail`), and announce each on the log for live streams. Returns how many
+    were new."""
     # Nothing for anyone who deleted their account (a later event may still name them, as an attendee, say).
     gone = await uow.recipients.deleted(sorted({notice.user_id for notice in notices}))
     notices = [notice for notice in notices if notice.user_id not in gone]
@@ -64,7 +66,7 @@ async def tell(uow: NotificationsUnitOfWork, notices: Sequence[Notice], source: 
     for notification_id, notice in new:
         recipient = reachable.get(notice.user_id)
         wants = chosen.get(notice.user_id, Preferences())
-        if recipient is not None and recipient.mailable and wants.wants(Channel.EMAIL, notice.kind):
+        if mail and recipient is not None and recipient.mailable and wants.wants(Channel.EMAIL, notice.kind):
             sends.append((notification_id, notice.user_id, Channel.EMAIL))
         if notice.user_id in subscribed and wants.wants(Channel.PUSH, notice.kind):
             sends.append((notification_id, notice.user_id, Channel.PUSH))
@@ -160,12 +162,28 @@ async def join_decided(
 
 async def invited(uow: NotificationsUnitOfWork, event: GroupInvitationSent, source: str) -> None:
     """An email invitation reaches the person whose confirmed account has that address (inbox, and email per
-    their preferences). An address without a confirmed account is not written to: the service mails people it
-    knows, and the organizer still has the invitation's link to pass on."""
+    their preferences), or else the address itself: one email with the group's name, who invites and the link.
+    An address whose owner opted out of invitations is mailed no invitation again (a person with an account
+    still finds it in their inbox)."""
+    opted_out = await uow.invitations.opted_out(address_hash(event.email))
     person = await uow.recipients.with_email(event.email)
     if person is not None:
         notices = domain.group_invitation(event.group_id, event.group_name, person, event.token, by=event.invited_by)
-        await tell(uow, notices, source)
+        await tell(uow, notices, source, mail=not opted_out)
+        return
+    if opted_out or event.expires_at <= uow.clock.now():
+        return  # nor is an invitation mailed that lapsed before it got here (a late redelivery or a replay)
+    inviter = await uow.recipients.get(event.invited_by)
+    mail = domain.InvitationMail(
+        invitation_id=event.invitation_id,
+        email=event.email,
+        group_name=event.group_name,
+        inviter_name=inviter.display_name if inviter is not None else "",
+        link=domain.invitation_link(event.group_id, event.token),
+        expires_at=event.expires_at,
+    )
+    if await uow.invitations.add(mail, uow.clock.now()):
+        await uow.queue_sends([(event.invitation_id, UserId(""), Channel.INVITATION_EMAIL)])
 
 
 async def group_announced(uow: NotificationsUnitOfWork, event: GroupAnnouncement, source: str) -> None:
@@ -335,6 +353,14 @@ async def unsubscribe(uow: NotificationsUnitOfWork, key: bytes, user_id: str, ki
         current = await uow.preferences.of(user_id)
         await uow.preferences.put(user_id, current.without(Channel.EMAIL, chosen_kind), uow.clock.now())
     return chosen_kind
+
+
+async def opt_out_of_invitations(uow: NotificationsUnitOfWork, key: bytes, email_hash: str, signature: str) -> None:
+    """One click from an invitation email, no login: that address gets no invitation email again."""
+    if not domain.opt_out_matches(key, email_hash, signature):
+        raise NotFound("This link is not valid.")
+    async with uow:
+        await uow.invitations.opt_out(email_hash, uow.clock.now())
 
 
 # --- live stream tickets -------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from gatherly.notifications.domain import (
     EventFacts,
     EventId,
     GroupId,
+    InvitationMail,
     Kind,
     Notice,
     Preferences,
@@ -38,6 +39,8 @@ from gatherly.notifications.tables import (
     events,
     group_members,
     groups,
+    invitation_mails,
+    invitation_opt_outs,
     metadata,
     notifications,
     preferences,
@@ -941,6 +944,53 @@ class SecretStore:
         return True
 
 
+class InvitationMailStore:
+    """Invitations to addresses with no account, until mailed, and the addresses that opted out of them."""
+
+    def __init__(self, session: AsyncConnection) -> None:
+        self.session = session
+
+    async def add(self, mail: InvitationMail, now: datetime) -> bool:
+        """False when this invitation was queued before (a redelivery or a replay: it is mailed once)."""
+        try:
+            async with self.session.begin_nested():
+                await self.session.execute(
+                    insert(invitation_mails).values(
+                        invitation_id=mail.invitation_id,
+                        email=mail.email,
+                        group_name=mail.group_name,
+                        inviter_name=mail.inviter_name,
+                        link=mail.link,
+                        expires_at=mail.expires_at,
+                        created_at=now,
+                    )
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    async def get(self, invitation_id: str) -> InvitationMail | None:
+        query = select(invitation_mails).where(invitation_mails.c.invitation_id == invitation_id)
+        row = (await self.session.execute(query)).mappings().first()
+        if row is None:
+            return None
+        return InvitationMail(
+            row["invitation_id"], row["email"], row["group_name"], row["inviter_name"], row["link"], row["expires_at"]
+        )
+
+    async def forget(self, invitation_id: str) -> None:
+        """Once sent: the row held the address and a live link."""
+        await self.session.execute(delete(invitation_mails).where(invitation_mails.c.invitation_id == invitation_id))
+
+    async def opt_out(self, email_hash: str, now: datetime) -> None:
+        if not await self.opted_out(email_hash):
+            await self.session.execute(insert(invitation_opt_outs).values(email_hash=email_hash, created_at=now))
+
+    async def opted_out(self, email_hash: str) -> bool:
+        query = select(invitation_opt_outs.c.email_hash).where(invitation_opt_outs.c.email_hash == email_hash)
+        return await self.session.scalar(query) is not None
+
+
 # --- unit of work -------------------------------------------------------------------------------------------------
 
 
@@ -959,6 +1009,7 @@ class Stores:
         self.secrets = SecretStore(session)
         self.reminders = ReminderStore(session)
         self.push = PushSubscriptionStore(session)
+        self.invitations = InvitationMailStore(session)
 
 
 class NotificationsUnitOfWork(UnitOfWork):
@@ -988,6 +1039,7 @@ class NotificationsUnitOfWork(UnitOfWork):
     secrets: SecretStore
     reminders: ReminderStore
     push: PushSubscriptionStore
+    invitations: InvitationMailStore
 
     def open_stores(self, session: AsyncConnection) -> None:
         stores = Stores(session)
@@ -1002,6 +1054,7 @@ class NotificationsUnitOfWork(UnitOfWork):
         self.secrets = stores.secrets
         self.reminders = stores.reminders
         self.push = stores.push
+        self.invitations = stores.invitations
         self._queued = set()
 
     async def queue_sends(self, items: Sequence[tuple[str, UserId, Channel]]) -> None:

@@ -148,6 +148,29 @@ stream_tickets = Table(
     Column("expires_at", UtcDateTime(), nullable=False),
 )
 
+# Invitations to addresses with no account, waiting to be mailed (the send is a `deliveries` row on the
+# invitation_email channel). Deleted once sent: the link carries a live token.
+invitation_mails = Table(
+    "invitation_mails",
+    metadata,
+    Column("invitation_id", ID, primary_key=True),
+    Column("email", String(320), nullable=False),
+    Column("group_name", String(100), nullable=False),
+    Column("inviter_name", String(80), nullable=False),
+    Column("link", String(500), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+
+# Addresses whose owner asked never to be emailed invitations again (the one-click link in an invitation), kept as
+# the SHA-256 of the normalized address (kernel.addresses): the list does not hold the addresses themselves.
+invitation_opt_outs = Table(
+    "invitation_opt_outs",
+    metadata,
+    Column("email_hash", String(64), primary_key=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+
 # Keys made at first start and kept (the unsubscribe links' HMAC key): every process of the service shares them.
 secrets = Table(
     "secrets",

@@ -1,5 +1,5 @@
-"""Background work of the notifications service: reminders when due, the email and push senders, the live feed
-that wakes streams, and pruning old push receipts."""
+"""Background work of the notifications service: reminders when due, the senders (emails, invitation emails to
+addresses, pushes), the live feed that wakes streams, and pruning old push receipts."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import timedelta
 from gatherly.kernel.runtime import ServiceContext
 from gatherly.notifications import service
 from gatherly.notifications.domain import Channel
-from gatherly.notifications.emails import TEMPLATES, EmailChannel, EmailTemplates
+from gatherly.notifications.emails import TEMPLATES, EmailChannel, EmailTemplates, InvitationMailChannel
 from gatherly.notifications.push import VAPID, PushChannel, VapidKeys
 from gatherly.notifications.sending import Sender
 from gatherly.notifications.store import SENDS_SIGNALS, unit_of_work
@@ -21,6 +21,15 @@ async def send_emails(context: ServiceContext) -> None:
     templates: EmailTemplates = context.extras[TEMPLATES]
     channel = EmailChannel(context, templates)
     await Sender(context, Channel.EMAIL, channel, context.extras[SENDS_SIGNALS][Channel.EMAIL]).run()
+
+
+async def send_invitation_emails(context: ServiceContext) -> None:
+    """Background task: deliver invitations to addresses with no account (sending.Sender with
+    emails.InvitationMailChannel)."""
+    templates: EmailTemplates = context.extras[TEMPLATES]
+    channel = InvitationMailChannel(context, templates)
+    signal = context.extras[SENDS_SIGNALS][Channel.INVITATION_EMAIL]
+    await Sender(context, Channel.INVITATION_EMAIL, channel, signal).run()
 
 
 async def send_pushes(context: ServiceContext) -> None:

@@ -30,6 +30,7 @@ from gatherly.users.domain import (
     WrongPassword,
 )
 from gatherly.users.schemas import (
+    AuthorizationServerMetadata,
     DeletionProgress,
     DeletionStarted,
     EmailChange,
@@ -184,6 +185,17 @@ async def confirm_email_change(body: TokenRequest, uow: Uow) -> dict[str, Any]:
 async def get_openid_configuration(identity: IdentityDep) -> JSONResponse:
     # Long-lived facts (the keys themselves rotate behind jwks_uri): cacheable for an hour.
     document = service.openid_configuration(identity)
+    return JSONResponse(document.model_dump(), headers={"Cache-Control": "public, max-age=3600"})
+
+
+@router.get(
+    "/.well-known/oauth-authorization-server",
+    response_model=AuthorizationServerMetadata,
+    tags=["auth"],
+    responses=problems(404),
+)
+async def get_authorization_server_metadata(identity: IdentityDep) -> JSONResponse:
+    document = service.authorization_server_metadata(identity)
     return JSONResponse(document.model_dump(), headers={"Cache-Control": "public, max-age=3600"})
 
 

@@ -132,6 +132,17 @@ class OpenIdConfiguration(BaseModel):
     claims_supported: list[str]
 
 
+class AuthorizationServerMetadata(BaseModel):
+    """OAuth 2.0 Authorization Server Metadata (RFC 8414): the issuer and its keys, and, said outright, no OAuth
+    grant: tokens come from Gatherly's own login API, so there is no authorization endpoint and no token endpoint
+    in the OAuth sense (an omitted `grant_types_supported` would mean the authorization code and implicit grants)."""
+
+    issuer: str
+    jwks_uri: str
+    grant_types_supported: list[str]
+    response_types_supported: list[str]
+
+
 class ProfileChanges(BaseModel):
     # A field that cannot be changed here (email, id) is refused, not silently dropped with a 200.
     model_config = ConfigDict(

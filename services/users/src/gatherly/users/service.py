@@ -78,7 +78,7 @@ from gatherly.users.domain import (
     token_digest,
 )
 from gatherly.users.emails import EmailTemplates, RenderedMail
-from gatherly.users.schemas import OpenIdConfiguration
+from gatherly.users.schemas import AuthorizationServerMetadata, OpenIdConfiguration
 from gatherly.users.store import Credentials, StoredKey, UsersUnitOfWork, is_unique_violation, reading
 
 log = structlog.get_logger(__name__)
@@ -883,6 +883,15 @@ def openid_configuration(identity: Identity) -> OpenIdConfiguration:
         subject_types_supported=["public"],
         id_token_signing_alg_values_supported=[ALGORITHM],
         claims_supported=["iss", "aud", "sub", "iat", "exp", "jti", "sid"],
+    )
+
+
+def authorization_server_metadata(identity: Identity) -> AuthorizationServerMetadata:
+    """RFC 8414's form of the same facts, for clients that want an honest document rather than OpenID Connect's,
+    whose authorization endpoint is required and which Gatherly does not have."""
+    discovery = openid_configuration(identity)
+    return AuthorizationServerMetadata(
+        issuer=discovery.issuer, jwks_uri=discovery.jwks_uri, grant_types_supported=[], response_types_supported=[]
     )
 
 
