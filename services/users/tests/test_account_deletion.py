@@ -63,11 +63,15 @@ async def _reply(
 ) -> None:
     """The other services' `user_deletion.step_done`, put on the log as they would, then let the saga take them."""
     now = datetime.now(UTC)
-    replies = [
+    replies = [  # a millisecond apart, in the order given
         UserDeletionStepDone(
-            user_id=user_id or person.user_id, deletion_id=deletion_id, service=name, what={"rows": 1}, done_at=now
+            user_id=user_id or person.user_id,
+            deletion_id=deletion_id,
+            service=name,
+            what={"rows": 1},
+            done_at=now + timedelta(milliseconds=position),
         )
-        for name in services
+        for position, name in enumerate(services)
     ]
     await users.process.platform.log.publish([Envelope.wrap(reply, now).to_message() for reply in replies])
     await users.settle()
@@ -276,6 +280,8 @@ async def test_replies_that_name_no_such_deletion_or_service_or_someone_else_are
     await _reply(users, person, deletion_id, *PARTICIPANTS, user_id=other.user_id)  # another person's id
     await _reply(users, person, str(uuid.uuid4()), *PARTICIPANTS)
     await _reply(users, person, "no-such\x00deletion", "groups")
+    await _reply(users, person, "9" * 100_000, "groups")
+    await _reply(users, person, deletion_id.upper(), "groups")  # not the id as this service wrote it
     assert (await _deletion(users, person)).json() == {"status": "pending", "reason": None, "answered": ["users"]}
     assert await users.process.platform.log.read("user_deletion.dlq", limit=10) == []
 

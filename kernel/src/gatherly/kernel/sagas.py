@@ -35,8 +35,10 @@ class SagaState:
 
     @property
     def replies(self) -> dict[str, dict[str, Any]]:
-        """Who answered ({service: {"at": ISO time, ...}}), in the order they did."""
-        return dict(self.data.get("replies", {}))
+        """Who answered ({service: {"at": ISO time, ...}}), in the order they did (ties by name: PostgreSQL's
+        JSONB keeps no key order, so the times say it)."""
+        replies: dict[str, dict[str, Any]] = self.data.get("replies", {})
+        return dict(sorted(replies.items(), key=lambda item: (str(item[1].get("at", "")), item[0])))
 
 
 class SagaStore:
@@ -163,7 +165,7 @@ async def count_sagas(session: Executor) -> dict[tuple[str, str], int]:
 SAGA_GAUGE_INTERVAL = 15.0  # seconds; a saga's deadline is minutes to hours, so a fresher count would say nothing new
 
 
-async def keep_saga_gauge(service: str, db: Database, interval: float = SAGA_GAUGE_INTERVAL) -> None:
+async def keep_saga_gauge(service: str, db: Database) -> None:
     """Background loop of every service: `gatherly_sagas{service, kind, status}` from its sagas table. A (kind,
     status) no longer present is set to 0 rather than left at its last count."""
     shown: set[tuple[str, str]] = set()
@@ -173,7 +175,7 @@ async def keep_saga_gauge(service: str, db: Database, interval: float = SAGA_GAU
         for kind, status in shown | set(counts):
             SAGAS_GAUGE.labels(service, kind, status).set(counts.get((kind, status), 0))
         shown |= set(counts)
-        await asyncio.sleep(interval)
+        await asyncio.sleep(SAGA_GAUGE_INTERVAL)
 
 
 def _state(row: RowMapping) -> SagaState:

@@ -467,6 +467,15 @@ DELETION_PARTICIPANTS = ("groups", "events", "notifications", "images")
 OWN_ERASURE = "users"
 
 
+def is_deletion_id(value: str) -> bool:
+    """Whether `value` can name an account deletion (this service makes them as canonical UUIDs); anything else in
+    a reply (a NUL, a huge string) is not looked up, as PostgreSQL refuses some such values outright."""
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
+
+
 class DeletionStatus(StrEnum):
     PENDING = "pending"
     COMPLETED = "completed"

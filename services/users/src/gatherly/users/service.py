@@ -66,6 +66,7 @@ from gatherly.users.domain import (
     clean_location,
     clean_topics,
     email_key,
+    is_deletion_id,
     judge_refresh,
     new_opaque_token,
     normalize_email,
@@ -704,10 +705,8 @@ async def erase_account(uow: UsersUnitOfWork, event: UserDeleted) -> None:
 async def record_deletion_step(uow: UsersUnitOfWork, reply: UserDeletionStepDone) -> None:
     """Another service's reply: recorded once per service (a repeat changes nothing); the deletion completes when
     the last one expected comes in. A reply for a deletion that failed meanwhile is kept for the record only."""
-    if reply.service not in DELETION_PARTICIPANTS:
-        log.warning(
-            "deletion reply from a service that takes no part", service=reply.service, deletion_id=reply.deletion_id
-        )
+    if reply.service not in DELETION_PARTICIPANTS or not is_deletion_id(reply.deletion_id):
+        log.warning("deletion reply from no participant or for no deletion", service=reply.service[:64])
         return
     current = await uow.deletions.get(reply.deletion_id)
     if current is None or current.user_id != reply.user_id:
