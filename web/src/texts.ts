@@ -240,6 +240,7 @@ export const texts = {
     pending: 'Pending: your answer will be sent when you are back online.',
     attendees: 'Attendees',
     comments: 'Comments',
+    deletedMember: 'A deleted member',
     comment: 'Your comment',
     post: 'Post',
     calendar: 'Add to calendar',

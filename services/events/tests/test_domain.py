@@ -152,6 +152,22 @@ def test_someone_leaving_the_group_frees_their_place() -> None:
     assert len(event.changes) == 2
 
 
+def test_seats_move_until_the_start_of_a_scheduled_event_only() -> None:
+    event = an_event()
+    assert event.seats_change(NOON)
+    assert not event.seats_change(event.details.starts_at)
+    assert not event.cancelled(NOON).seats_change(NOON)
+
+
+def test_a_deleted_persons_check_in_stays_as_a_count_and_nothing_else_changes() -> None:
+    event = replace(an_event(), going_count=5, waitlist_count=2)
+    answered = Rsvp(UserId("ann"), RsvpStatus.GOING, 1, 3, NOON)
+    assert event.without_rsvp_of_deleted(answered) == event
+    present = event.without_rsvp_of_deleted(replace(answered, checked_in_at=NOON))
+    assert present == replace(event, anonymous_check_ins=1)
+    assert present.without_rsvp_of_deleted(replace(answered, checked_in_at=NOON)).anonymous_check_ins == 2
+
+
 def test_answers_are_taken_within_the_window_before_the_start_of_a_scheduled_event() -> None:
     window = an_event(rsvp_opens_at=NOON, rsvp_closes_at=NOON + timedelta(hours=6))
     window.check_rsvp_open(NOON + timedelta(hours=1))

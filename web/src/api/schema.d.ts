@@ -1924,8 +1924,11 @@ export interface components {
         CommentOut: {
             /** Id */
             id: string;
-            /** Author Id */
-            author_id: string;
+            /**
+             * Author Id
+             * @description null when the author deleted their account: the comment stays, shown as by a deleted member
+             */
+            author_id: string | null;
             /** Body */
             body: string;
             /**

@@ -250,7 +250,14 @@ export function EventPage() {
             {comments.map((c) => (
               <IonItem key={c.id}>
                 <IonLabel className="ion-text-wrap">
-                  <strong>{c.author_id === me?.id ? me.display_name : (names.get(c.author_id) ?? '…')}</strong> {c.body}
+                  <strong>
+                    {c.author_id === null
+                      ? t.deletedMember
+                      : c.author_id === me?.id
+                        ? me.display_name
+                        : (names.get(c.author_id) ?? '…')}
+                  </strong>{' '}
+                  {c.body}
                 </IonLabel>
               </IonItem>
             ))}

@@ -135,7 +135,8 @@ class RsvpPromoted(RsvpEvent):
 
 
 class RsvpCancelled(RsvpEvent):
-    """Someone going or waiting no longer is. `reason`: declined (answered no) | left_group | removed | banned."""
+    """Someone going or waiting no longer is. `reason`: declined (answered no) | left_group | removed | banned |
+    account_deleted (the person deleted their account)."""
 
     TYPE: ClassVar[str] = "rsvp.cancelled"
 

@@ -1,7 +1,7 @@
 """Reactions of the events service to other services' events: the read models of groups, of memberships with
 their roles (authorization without calling the groups service), of people's names and avatars (attendee lists)
 and of ready cover images, which replaying the topics from the beginning rebuilds; seats freed when someone
-leaves a group; and the events service's step of the group-deletion saga."""
+leaves a group; and the events service's steps of the group-deletion and account-deletion sagas."""
 
 from gatherly.contracts.groups import (
     GroupCreated,
@@ -58,8 +58,9 @@ async def keep_profile(event: UserProfileUpdated, uow: EventsUnitOfWork) -> None
 
 
 @consumers.on(UserDeleted, group="events.profiles")
-async def forget_profile(event: UserDeleted, uow: EventsUnitOfWork) -> None:
-    await uow.profiles.forget(event.user_id, event.deleted_at)
+async def forget_person(event: UserDeleted, uow: EventsUnitOfWork) -> None:
+    # In the profiles' group: a profile update published before the deletion is applied before it.
+    await service.forget_person(uow, event)
 
 
 @consumers.on(ImageReady, group="events.covers")

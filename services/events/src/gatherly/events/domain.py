@@ -316,6 +316,8 @@ class Event:
     occurrence_date: date | None = None
     # The UID of the VEVENT it was imported from (a re-import of the same UID updates it).
     source_uid: str | None = None
+    # Check-ins of people who deleted their account since: kept as a count only, with no one to name.
+    anonymous_check_ins: int = 0
 
     def check_changeable(self, now: datetime) -> None:
         """Leaders edit and cancel an event until it starts, and never once it is cancelled."""
@@ -352,6 +354,19 @@ class Event:
 
     def cancelled(self, now: datetime) -> Event:
         return replace(self, status=EventStatus.CANCELLED, sequence=self.sequence + 1, cancelled_at=now, updated_at=now)
+
+    def seats_change(self, now: datetime) -> bool:
+        """Whether seats still move: scheduled and not started. A seat given up then goes to the waitlist; once
+        the event has started or was cancelled, who came and who waited is its history."""
+        return self.status is EventStatus.SCHEDULED and now < self.details.starts_at
+
+    def without_rsvp_of_deleted(self, rsvp: Rsvp) -> Event:
+        """The event once a deleted person's RSVP is erased (after `Attendance.withdraw` while seats change): their
+        check-in stays as a count; the event's counters are otherwise as they are (a started or cancelled event
+        keeps its history's seats, nameless)."""
+        if rsvp.checked_in_at is None:
+            return self
+        return replace(self, anonymous_check_ins=self.anonymous_check_ins + 1)
 
 
 def check_cover(image_id: str, owner_id: str | None, requester: UserId) -> None:
@@ -416,6 +431,7 @@ class Reason(StrEnum):
     LEFT_GROUP = "left_group"
     REMOVED = "removed"
     BANNED = "banned"
+    ACCOUNT_DELETED = "account_deleted"
 
 
 @dataclass(frozen=True)
@@ -625,7 +641,7 @@ CommentId = NewType("CommentId", str)
 class Comment:
     id: CommentId
     event_id: EventId
-    author_id: UserId
+    author_id: UserId | None  # None: the author deleted their account (the comment shows as "a deleted member")
     body: str
     created_at: datetime
     updated_at: datetime

@@ -166,7 +166,9 @@ class CommentBody(BaseModel):
 
 class CommentOut(BaseModel):
     id: str
-    author_id: str
+    author_id: str | None = Field(
+        description="null when the author deleted their account: the comment stays, shown as by a deleted member"
+    )
     body: str
     created_at: datetime
     updated_at: datetime

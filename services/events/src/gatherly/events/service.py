@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
@@ -29,7 +30,7 @@ from gatherly.contracts.events import (
 )
 from gatherly.contracts.events import Venue as VenueOut
 from gatherly.contracts.groups import GroupDeleted, GroupEventsCancelled
-from gatherly.contracts.users import GeoPoint, ImageVariants
+from gatherly.contracts.users import GeoPoint, ImageVariants, UserDeleted, UserDeletionStepDone
 from gatherly.events.domain import (
     IMPORTED_FIELDS,
     TIME_OR_PLACE,
@@ -620,6 +621,49 @@ async def cancel_group_events(uow: EventsUnitOfWork, deleted: GroupDeleted) -> l
         cancelled.append(event.id)
     uow.publish(GroupEventsCancelled(group_id=deleted.group_id, cancelled_event_ids=cancelled, cancelled_at=now))
     return cancelled
+
+
+# --- account deletion (run in a consumer's unit of work) -------------------------------------------------------------
+
+
+async def forget_person(uow: EventsUnitOfWork, deleted: UserDeleted) -> dict[str, int]:
+    """The events service's step of the account-deletion saga. In an event whose seats still move, the person's
+    seat or waitlist place is given up as an answer "no" would (the waitlist promotes, rsvp.* events published);
+    then each of their RSVPs goes, a check-in staying as a count. Their comments stay by "a deleted member" (no
+    author), their calendar feed and memberships here go, and their profile becomes a tombstone. With the saga's
+    `deletion_id` the reply (user_deletion.step_done) commits with all of it; a repeated deletion erases nothing
+    more and replies again. Returns what went, by kind."""
+    person = UserId(deleted.user_id)
+    now = uow.clock.now()
+    what: Counter[str] = Counter()
+    # Events locked one by one in id order, so two transactions locking several events never wait on each other.
+    for event_id, _ in await uow.rsvps.of_person(person):
+        event = await uow.events.get_for_update(event_id)
+        assert event is not None
+        attendance = await _attendance(uow, event, person)
+        own = attendance.rsvps[person]
+        if event.seats_change(now) and own.status is not RsvpStatus.NOT_GOING:
+            attendance.withdraw(person, Reason.ACCOUNT_DELETED, now)
+            event = await _save_attendance(uow, event, attendance)
+            what["rsvps_withdrawn"] += 1
+        erased = event.without_rsvp_of_deleted(own)
+        if erased != event:
+            await uow.events.save(erased)
+            what["check_ins_kept_as_counts"] += 1
+        await uow.rsvps.remove(event.id, person)
+        what["rsvps"] += 1
+    what["comments_anonymised"] = await uow.comments.unname_author(person)
+    what["calendar_feeds"] = int(await uow.feeds.remove(person))
+    await uow.members.remove_person(person)
+    await uow.profiles.forget(person, deleted.deleted_at)
+    counted = {kind: n for kind, n in what.items() if n}
+    if deleted.deletion_id is not None:
+        uow.publish(
+            UserDeletionStepDone(
+                user_id=person, deletion_id=deleted.deletion_id, service="events", what=counted, done_at=now
+            )
+        )
+    return counted
 
 
 # --- comments and check-in -------------------------------------------------------------------------------------------

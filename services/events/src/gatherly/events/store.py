@@ -114,6 +114,7 @@ def _event(row: RowMapping) -> Event:
         series_id=row["series_id"],
         occurrence_date=date.fromisoformat(row["occurrence_date"]) if row["occurrence_date"] else None,
         source_uid=row["source_uid"],
+        anonymous_check_ins=row["anonymous_check_ins"],
     )
 
 
@@ -154,6 +155,7 @@ def _columns(event: Event) -> dict[str, Any]:
         "series_id": event.series_id,
         "occurrence_date": event.occurrence_date.isoformat() if event.occurrence_date else None,
         "source_uid": event.source_uid,
+        "anonymous_check_ins": event.anonymous_check_ins,
     }
 
 
@@ -674,12 +676,23 @@ class RsvpStore:
         return 1 + int(ahead or 0)
 
     async def checked_in_count(self, event_id: str) -> int:
-        query = (
+        """People checked in: those still listed plus those who deleted their account since (a count only)."""
+        listed = (
             select(func.count())
             .select_from(rsvps)
             .where(rsvps.c.event_id == event_id, rsvps.c.checked_in_at.is_not(None))
+            .scalar_subquery()
         )
+        query = select(events.c.anonymous_check_ins + listed).where(events.c.id == event_id)
         return int(await self.session.scalar(query) or 0)
+
+    async def of_person(self, user_id: str) -> list[tuple[EventId, Rsvp]]:
+        """Every RSVP of the person, whatever its status, by event (ix_rsvps_user_id)."""
+        query = select(rsvps).where(rsvps.c.user_id == user_id).order_by(rsvps.c.event_id)
+        return [(EventId(row["event_id"]), _rsvp(row)) for row in (await self.session.execute(query)).mappings()]
+
+    async def remove(self, event_id: str, user_id: str) -> None:
+        await self.session.execute(delete(rsvps).where(rsvps.c.event_id == event_id, rsvps.c.user_id == user_id))
 
     async def save(self, event_id: str, changed: Sequence[Rsvp]) -> None:
         """Write the changed RSVPs, new or not (one upsert each)."""
@@ -742,7 +755,7 @@ def _comment(row: RowMapping) -> Comment:
     return Comment(
         id=CommentId(row["id"]),
         event_id=EventId(row["event_id"]),
-        author_id=UserId(row["author_id"]),
+        author_id=UserId(row["author_id"]) if row["author_id"] is not None else None,
         body=row["body"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
@@ -777,6 +790,13 @@ class CommentStore:
 
     async def remove(self, comment_id: str) -> None:
         await self.session.execute(delete(comments).where(comments.c.id == comment_id))
+
+    async def unname_author(self, user_id: str) -> int:
+        """The person's comments stay, by nobody (the author deleted their account); returns how many."""
+        result = await self.session.execute(
+            update(comments).where(comments.c.author_id == user_id).values(author_id=None)
+        )
+        return rowcount(result)
 
     async def page(self, event_id: str, limit: int, after: dict[str, Any] | None) -> tuple[list[Comment], Any]:
         """Oldest first, keyset-paged by (created_at, id)."""
@@ -947,6 +967,10 @@ class MemberStore:
 
     async def remove_all(self, group_id: str) -> None:
         await self.session.execute(delete(group_members).where(group_members.c.group_id == group_id))
+
+    async def remove_person(self, user_id: str) -> None:
+        """A deleted account belongs to no group here any more (its token, valid a while longer, answers nothing)."""
+        await self.session.execute(delete(group_members).where(group_members.c.user_id == user_id))
 
 
 # --- unit of work -----------------------------------------------------------------------------------------------

@@ -45,6 +45,8 @@ events = Table(
     Column("waitlist_count", Integer, nullable=False),
     # The last FIFO number handed out to an answer (see domain.Rsvp.queue_no).
     Column("queue_counter", Integer, nullable=False),
+    # Check-ins of people who deleted their account since (their RSVP rows are gone): counted, never named.
+    Column("anonymous_check_ins", Integer, nullable=False, server_default="0"),
     Column("created_by", USER_ID, nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
@@ -113,12 +115,14 @@ comments = Table(
     metadata,
     Column("id", ID, primary_key=True),
     Column("event_id", ID, nullable=False),
-    Column("author_id", USER_ID, nullable=False),
+    Column("author_id", USER_ID),  # null: the author deleted their account ("a deleted member")
     Column("body", Text, nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
     # An event's comments, oldest first, paged by (created_at, id).
     Index("ix_comments_event_id_created_at", "event_id", "created_at", "id"),
+    # A deleted account's comments, found without a scan to blank their author.
+    Index("ix_comments_author_id", "author_id"),
 )
 
 # Secret calendar feed URLs, one per person. GET /api/calendar/me shows the URL again whenever asked, so the token

@@ -30,7 +30,7 @@ SERVICE = ServiceDefinition(
     migrations=Path(__file__).parent / "migrations",
     unit_of_work=unit_of_work,
     consumers=consumers,
-    topics=["image"],
+    topics=["image", "user_deletion"],
     tasks=[process_uploads, keep_storage_tidy],
     on_start=_start,
 )

@@ -1,4 +1,5 @@
-"""Reactions of the images service to other services' events: a deleted account's images are deleted with it."""
+"""Reactions of the images service to other services' events: a deleted account's images are deleted with it (the
+images service's step of the account-deletion saga)."""
 
 from gatherly.contracts.users import UserDeleted
 from gatherly.images import service
@@ -10,4 +11,4 @@ consumers = ConsumerRegistry()
 
 @consumers.on(UserDeleted, group="images.accounts")
 async def delete_images_of_account(event: UserDeleted, uow: ImagesUnitOfWork) -> None:
-    await service.delete_images_of(uow, event.user_id)
+    await service.delete_images_of(uow, event)

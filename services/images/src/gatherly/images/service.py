@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from gatherly.contracts.images import ImageDeleted, ImageReady, ImageRejected
-from gatherly.contracts.users import ImageVariants
+from gatherly.contracts.users import ImageVariants, UserDeleted, UserDeletionStepDone
 from gatherly.images import imaging
 from gatherly.images.domain import (
     Image,
@@ -135,13 +136,26 @@ async def delete_image(uow: ImagesUnitOfWork, image_id: str, person: UserId) -> 
         uow.publish(ImageDeleted(image_id=image.id, owner_id=image.owner_id))
 
 
-async def delete_images_of(uow: ImagesUnitOfWork, owner: str) -> None:
-    """The owner's account is deleted (user.deleted): so is each of their images. Inside the consumer's unit of
-    work; a replayed message finds nothing left to delete."""
+async def delete_images_of(uow: ImagesUnitOfWork, deleted: UserDeleted) -> dict[str, int]:
+    """The images service's step of the account-deletion saga (user.deleted): each of the person's images, whatever
+    its purpose or status, is deleted and announced (image.deleted, for the read models); its objects are listed as
+    garbage, which the tidy task deletes with its retries. With the saga's `deletion_id` the reply
+    (user_deletion.step_done) commits with the records marked deleted, before the objects are gone. Inside the
+    consumer's unit of work; a repeated message finds nothing left to delete and replies again. Returns how many
+    images went, by purpose."""
     now = uow.clock.now()
-    for image in await uow.images.owned_by(owner):
+    what: Counter[str] = Counter()
+    for image in await uow.images.owned_by(deleted.user_id):
         await uow.images.save(image.delete(now=now))
         uow.publish(ImageDeleted(image_id=image.id, owner_id=image.owner_id))
+        what[image.purpose.value] += 1
+    if deleted.deletion_id is not None:
+        uow.publish(
+            UserDeletionStepDone(
+                user_id=deleted.user_id, deletion_id=deleted.deletion_id, service="images", what=dict(what), done_at=now
+            )
+        )
+    return dict(what)
 
 
 # --- processing (run by tasks.process_uploads) ----------------------------------------------------------------------

@@ -75,7 +75,7 @@ async def keep_profile(event: UserProfileUpdated, uow: NotificationsUnitOfWork) 
 
 @consumers.on(UserDeleted, group="notifications.recipients")
 async def forget_recipient(event: UserDeleted, uow: NotificationsUnitOfWork) -> None:
-    await service.forget_person(uow, event.user_id, event.deleted_at)
+    await service.forget_person(uow, event)
 
 
 # --- groups: members, announcements, deletion, join requests -------------------------------------------------------

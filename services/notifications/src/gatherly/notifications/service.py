@@ -24,6 +24,7 @@ from gatherly.contracts.events import (
 )
 from gatherly.contracts.groups import GroupAnnouncement, GroupDeleted, GroupInvitationSent, JoinRequestCreated
 from gatherly.contracts.notifications import NotificationCreated
+from gatherly.contracts.users import UserDeleted, UserDeletionStepDone
 from gatherly.kernel.auth import Principal
 from gatherly.kernel.db import Database
 from gatherly.kernel.egress import NotPublic, Resolver, check_public_endpoint
@@ -179,13 +180,30 @@ async def group_deleted(uow: NotificationsUnitOfWork, event: GroupDeleted, sourc
     await tell(uow, domain.group_deleted(event.name, event.member_ids, by=event.deleted_by), source)
 
 
-async def forget_person(uow: NotificationsUnitOfWork, user_id: str, at: datetime) -> None:
-    """Account deletion: the person's inbox, preferences, queued sends and memberships go; a tombstone stays."""
-    await uow.recipients.forget(user_id, at)
-    await uow.inbox.forget_person(user_id)
+async def forget_person(uow: NotificationsUnitOfWork, deleted: UserDeleted) -> dict[str, int]:
+    """The notifications service's step of the account-deletion saga: the person's inbox, preferences, sends
+    (queued or not), push subscriptions, reminders and read-model rows go; a tombstone without address or name
+    stays, so no later event brings them back or mails them. With the saga's `deletion_id`, the reply
+    (user_deletion.step_done) commits with the erasure; a repeated deletion erases nothing more and replies again.
+    Returns what went, by kind."""
+    user_id = deleted.user_id
+    await uow.recipients.forget(user_id, deleted.deleted_at)
+    counted = await uow.inbox.forget_person(user_id)
+    counted["push_subscriptions"] = await uow.push.forget_person(user_id)
+    counted["reminders"] = await uow.reminders.forget_person(user_id)
     await uow.attendees.forget_person(user_id)
-    await uow.reminders.forget_person(user_id)
-    await uow.push.forget_person(user_id)
+    what = {kind: n for kind, n in counted.items() if n}
+    if deleted.deletion_id is not None:
+        uow.publish(
+            UserDeletionStepDone(
+                user_id=user_id,
+                deletion_id=deleted.deletion_id,
+                service="notifications",
+                what=what,
+                done_at=uow.clock.now(),
+            )
+        )
+    return what
 
 
 # --- reminders -----------------------------------------------------------------------------------------------------

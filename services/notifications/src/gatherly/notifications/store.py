@@ -466,11 +466,17 @@ class InboxStore:
             .values(read_at=now)
         )
 
-    async def forget_person(self, user_id: str) -> None:
-        await self.session.execute(delete(notifications).where(notifications.c.user_id == user_id))
-        await self.session.execute(delete(deliveries).where(deliveries.c.user_id == user_id))
-        await self.session.execute(delete(preferences).where(preferences.c.user_id == user_id))
-        await self.session.execute(delete(stream_tickets).where(stream_tickets.c.user_id == user_id))
+    async def forget_person(self, user_id: str) -> dict[str, int]:
+        """Deletes the person's inbox, sends (queued or not), preferences and stream tickets; counts by kind."""
+        counted = {}
+        for kind, table in (
+            ("notifications", notifications),
+            ("sends", deliveries),
+            ("preferences", preferences),
+            ("stream_tickets", stream_tickets),
+        ):
+            counted[kind] = rowcount(await self.session.execute(delete(table).where(table.c.user_id == user_id)))
+        return counted
 
 
 # --- preferences -----------------------------------------------------------------------------------------------------
@@ -797,10 +803,12 @@ class PushSubscriptionStore:
             found |= {UserId(r) for r in rows}
         return found
 
-    async def forget_person(self, user_id: str) -> None:
+    async def forget_person(self, user_id: str) -> int:
+        """Deletes the person's subscriptions (and their receipts); returns how many subscriptions."""
         theirs = select(push_subscriptions.c.id).where(push_subscriptions.c.user_id == user_id)
         await self.session.execute(delete(push_receipts).where(push_receipts.c.subscription_id.in_(theirs)))
-        await self.session.execute(delete(push_subscriptions).where(push_subscriptions.c.user_id == user_id))
+        result = await self.session.execute(delete(push_subscriptions).where(push_subscriptions.c.user_id == user_id))
+        return rowcount(result)
 
 
 # --- reminders -------------------------------------------------------------------------------------------------------
@@ -876,8 +884,9 @@ class ReminderStore:
         )
         return [(UserId(r.user_id), r.hours_before, r.due_at, r.sent_at) for r in rows]
 
-    async def forget_person(self, user_id: str) -> None:
-        await self.session.execute(delete(reminders).where(reminders.c.user_id == user_id))
+    async def forget_person(self, user_id: str) -> int:
+        """Deletes the person's reminder schedule (sent or not); returns how many rows."""
+        return rowcount(await self.session.execute(delete(reminders).where(reminders.c.user_id == user_id)))
 
 
 # --- stream tickets and secrets ------------------------------------------------------------------------------------

@@ -29,6 +29,8 @@ recipients = Table(
     Column("updated_at", UtcDateTime(), nullable=False),
     # A tombstone: an event that arrives after the deletion (another partition, a replay) must not bring them back.
     Column("deleted_at", UtcDateTime()),
+    # An email invitation finds the account with that address (RecipientStore.with_email) without a scan.
+    Index("ix_recipients_email", "email"),
 )
 
 # The groups service's groups: their visibility (the digest shows public groups' events to people nearby) and their
