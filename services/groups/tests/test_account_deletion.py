@@ -211,3 +211,21 @@ async def test_the_erasure_and_the_reply_commit_together_or_not_at_all(
     assert await _replies(api, zed) == []
     parked = await api.running.process.platform.log.read("user.dlq", limit=1000)
     assert any(Envelope.from_record(r).aggregate_id == zed.user_id for r in parked)
+
+
+async def test_a_deleted_account_with_a_token_still_valid_can_neither_found_nor_join_a_group(shared_api: Any) -> None:
+    api = shared_api
+    ann = await api.person("Ann")
+    zed = await _newcomer(api, "Zed Still Holding A Token")
+    group = await api.create(ann, name="Joined after deletion?")
+
+    await _delete_account(api, zed)
+
+    founded = await api.client.post("/api/groups", json={"name": "Ghost group"}, headers=zed.auth)
+    joined = await api.client.post(f"/api/groups/{group['id']}/join", json={}, headers=zed.auth)
+    for response in (founded, joined):
+        assert (response.status_code, response.headers["content-type"]) == (401, "application/problem+json")
+        assert response.json()["title"] == "Account deleted"
+    assert [m["user_id"] for m in await api.members(group["id"])] == [ann.user_id]
+    mine = await api.client.get("/api/groups", params={"q": "Ghost group"})
+    assert mine.json()["items"] == []

@@ -147,6 +147,13 @@ class LoginRequired(DomainError):
     title = "Authentication required"
 
 
+class AccountDeleted(DomainError):
+    """A still-valid token of a person whose account was deleted (this service heard `user.deleted`): they may
+    found or join nothing, or the erasure would be undone behind the saga's back."""
+
+    title = "Account deleted"
+
+
 class Banned(DomainError):
     title = "Banned from this group"
 

@@ -37,6 +37,7 @@ from gatherly.contracts.groups import (
 from gatherly.contracts.users import GeoPoint, ImageVariants, UserDeleted, UserDeletionStepDone
 from gatherly.groups.domain import (
     DELETION_TIMEOUT,
+    AccountDeleted,
     Action,
     BanNotFound,
     Deletion,
@@ -97,6 +98,11 @@ def _snapshot(group: Group) -> dict[str, Any]:
     }
 
 
+async def _not_deleted(uow: GroupsUnitOfWork, person: UserId) -> None:
+    if await uow.profiles.is_deleted(person):
+        raise AccountDeleted("This account was deleted.")
+
+
 async def _locked(uow: GroupsUnitOfWork, ref: str) -> Group:
     group = await uow.groups.find_for_update(ref)
     if group is None:
@@ -109,6 +115,7 @@ async def _locked(uow: GroupsUnitOfWork, ref: str) -> Group:
 
 async def create_group(uow: GroupsUnitOfWork, founder: UserId, details: GroupDetails) -> Group:
     async with uow:
+        await _not_deleted(uow, founder)
         now = uow.clock.now()
         draft = Group(new_group_id(), "", details, member_count=1, created_at=now, updated_at=now)
         group = await uow.groups.add(draft, slug_base(details.name))
@@ -280,6 +287,7 @@ async def join_group(
     """Joins at once or records a request with the answers, as domain.decide_join says. With an invitation's
     token the person joins without approval (and the invitation counts one use)."""
     async with uow:
+        await _not_deleted(uow, person)
         group = await _locked(uow, ref)
         now = uow.clock.now()
         relation = await uow.memberships.relation(group.id, person)

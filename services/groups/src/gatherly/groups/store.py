@@ -966,6 +966,10 @@ class ProfileStore:
                 update(member_profiles).where(member_profiles.c.user_id == event.user_id).values(**values)
             )
 
+    async def is_deleted(self, user_id: str) -> bool:
+        query = select(member_profiles.c.deleted_at).where(member_profiles.c.user_id == user_id)
+        return (await self.session.scalar(query)) is not None
+
     async def forget(self, user_id: str, deleted_at: datetime) -> None:
         values = {"display_name": None, "avatar": None, "updated_at": deleted_at, "deleted_at": deleted_at}
         result = await self.session.execute(
