@@ -51,10 +51,10 @@ async def _avatar(gatherly: RunningGatherly, person: Person) -> dict[str, Any]:
         "status"
     ] == "pending":
         assert time.monotonic() < deadline, image
-        await gatherly.settle()
+        await gatherly.settle(timeout=60)
     assert image["status"] == "ready", image
     await _ok(await client.patch("/api/users/me", json={"avatar_image_id": image["id"]}, headers=person.auth))
-    await gatherly.settle()
+    await gatherly.settle(timeout=60)
     return dict(image)
 
 
@@ -66,7 +66,7 @@ async def _group(gatherly: RunningGatherly, organizer: Person, name: str, *membe
 
 
 async def _event(gatherly: RunningGatherly, organizer: Person, group_id: str) -> str:
-    await gatherly.settle()  # the events service knows the group and its leaders
+    await gatherly.settle(timeout=60)  # the events service knows the group and its leaders
     starts = datetime.now(UTC) + timedelta(days=7)
     body = {
         "group_id": group_id,
@@ -81,7 +81,7 @@ async def _event(gatherly: RunningGatherly, organizer: Person, group_id: str) ->
 
 
 async def _rsvp(gatherly: RunningGatherly, person: Person, event_id: str) -> None:
-    await gatherly.settle()  # the events service knows the membership
+    await gatherly.settle(timeout=60)  # the events service knows the membership
     body = {"response": "yes"}
     await _ok(await gatherly.client.put(f"/api/events/{event_id}/rsvp", json=body, headers=person.auth))
 
@@ -119,7 +119,7 @@ async def test_a_deleted_account_is_gone_from_every_service_and_the_counts_and_o
     comment = await _ok(
         await client.post(f"/api/events/{walk}/comments", json={"body": "See you there"}, headers=zed.auth), 201
     )
-    await gatherly.settle()
+    await gatherly.settle(timeout=60)
     going_before = (await _ok(await client.get(f"/api/events/{walk}", headers=ann.auth)))["going_count"]
 
     def everything_seen_by(viewer: Person) -> list[tuple[str, dict[str, str]]]:
@@ -182,7 +182,7 @@ async def test_a_service_that_never_answers_makes_the_deletion_fail_with_its_nam
             zed = await sign_up(partial, display_name="Zed")
             await _group(partial, zed, "Zed's walks")
             await _ok(await partial.client.delete("/api/users/me", headers=zed.auth), 202)
-            await partial.settle()
+            await partial.settle(timeout=60)
             progress = (await partial.client.get("/api/users/me/deletion", headers=zed.auth)).json()
             assert (progress["status"], set(progress["answered"])) == ("pending", EVERYONE - {"images"})
 
