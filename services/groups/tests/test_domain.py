@@ -29,6 +29,7 @@ from gatherly.groups.domain import (
     Relation,
     Role,
     Standing,
+    Tenure,
     TooManyInvitations,
     UserId,
     Visibility,
@@ -51,6 +52,7 @@ from gatherly.groups.domain import (
     require_member_list,
     search_text,
     slug_base,
+    successor,
     valid_radius,
 )
 from gatherly.kernel.addresses import address_hash
@@ -436,3 +438,36 @@ def test_groups_sort_nearest_first_near_a_point_and_newest_first_otherwise() -> 
     with pytest.raises(InvalidInput) as refused:
         group_sort(GroupSort.NEAREST, None)
     assert refused.value.field == "sort"
+
+
+# --- who succeeds the last organizer whose account is deleted -------------------------------------------------------
+
+DAY1 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _tenure(user: str, role: Role, days: int) -> Tenure:
+    return Tenure(UserId(user), role, DAY1 + timedelta(days=days))
+
+
+def test_the_longest_standing_co_organizer_succeeds_before_anyone_who_joined_earlier() -> None:
+    remaining = [
+        _tenure("old-member", Role.MEMBER, 0),
+        _tenure("old-event-organizer", Role.EVENT_ORGANIZER, 1),
+        _tenure("new-co", Role.CO_ORGANIZER, 9),
+        _tenure("first-co", Role.CO_ORGANIZER, 5),
+    ]
+    assert successor(remaining) == "first-co"
+
+
+def test_without_a_co_organizer_the_longest_standing_member_succeeds_whatever_their_role() -> None:
+    remaining = [_tenure("later", Role.EVENT_ORGANIZER, 3), _tenure("earliest", Role.MEMBER, 1)]
+    assert successor(remaining) == "earliest"
+
+
+def test_nobody_left_means_no_successor() -> None:
+    assert successor([]) is None
+
+
+def test_a_tie_in_joining_time_goes_to_the_smaller_id_whatever_the_order() -> None:
+    a, b = _tenure("a", Role.MEMBER, 2), _tenure("b", Role.MEMBER, 2)
+    assert successor([b, a]) == successor([a, b]) == "a"

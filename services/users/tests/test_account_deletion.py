@@ -1,5 +1,6 @@
-"""Deleting one's account through HTTP: the saga's id and status, what ends at once, what is erased, and a
-deletion that does not finish in time."""
+"""Deleting one's account through HTTP: the saga's id and status, what ends at once, what is erased, the other
+services' replies (counted once each; the deletion completes only when all four and the erasure here are in), and a
+deletion that does not finish in time (failed, naming who did not answer; a late reply does not revive it)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from gatherly.app.testing import Person, RunningGatherly, mail_to, sign_up, wait_for_mail
-from gatherly.contracts.users import UserDeleted
+from gatherly.contracts.users import UserDeleted, UserDeletionStepDone
 from gatherly.kernel.clock import FrozenClock
+from gatherly.kernel.messages import Envelope
 from gatherly.users import service
 from gatherly.users.store import UsersUnitOfWork, reading, unit_of_work
 
@@ -52,6 +55,41 @@ async def _mail_sent(users: RunningGatherly, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
+PARTICIPANTS = ("groups", "events", "notifications", "images")
+
+
+async def _reply(
+    users: RunningGatherly, person: Person, deletion_id: str, *services: str, user_id: str | None = None
+) -> None:
+    """The other services' `user_deletion.step_done`, put on the log as they would, then let the saga take them."""
+    now = datetime.now(UTC)
+    replies = [  # a millisecond apart, in the order given
+        UserDeletionStepDone(
+            user_id=user_id or person.user_id,
+            deletion_id=deletion_id,
+            service=name,
+            what={"rows": 1},
+            done_at=now + timedelta(milliseconds=position),
+        )
+        for position, name in enumerate(services)
+    ]
+    await users.process.platform.log.publish([Envelope.wrap(reply, now).to_message() for reply in replies])
+    await users.settle()
+
+
+async def _deleted_and_answered(users: RunningGatherly, person: Person, published: Published) -> str:
+    """Delete the account and have all four services answer: the deletion's id."""
+    deletion_id: str = (await _delete(users, person)).json()["deletion_id"]
+    await published("user.deleted", user_id=person.user_id)
+    await _reply(users, person, deletion_id, *PARTICIPANTS)
+    return deletion_id
+
+
+async def _account_row(users: RunningGatherly, person: Person) -> Any:
+    async with reading(users.process.host("users").context.db) as stores:
+        return await stores.accounts.credentials_by_id(person.user_id)
+
+
 def _erasure_lost(monkeypatch: pytest.MonkeyPatch) -> None:
     """The users service's erasing step never happens (as if its message sat on the dead-letter topic)."""
 
@@ -71,9 +109,12 @@ async def test_deleting_my_account_starts_a_saga_that_erases_it(users: RunningGa
     uuid.UUID(response.json()["deletion_id"])
 
     (deleted,) = await published("user.deleted", user_id=person.user_id)  # settles: the saga has run its step
-    assert deleted.user_id == person.user_id
+    assert (deleted.user_id, deleted.deletion_id) == (person.user_id, response.json()["deletion_id"])
     status = await _deletion(users, person)
-    assert status.status_code == 200 and status.json() == {"status": "completed", "reason": None}
+    assert status.status_code == 200 and status.json() == {"status": "pending", "reason": None, "answered": ["users"]}
+    await _reply(users, person, deleted.deletion_id, *PARTICIPANTS)
+    done = {"status": "completed", "reason": None, "answered": ["users", *PARTICIPANTS]}
+    assert (await _deletion(users, person)).json() == done
 
     assert (await users.client.get(f"/api/users/{person.user_id}")).status_code == 404
     me = await users.client.get("/api/users/me", headers=person.auth)
@@ -114,7 +155,7 @@ async def test_while_the_deletion_is_pending_sessions_and_password_are_dead_and_
     deletion_id = (await _delete(users, person)).json()["deletion_id"]
     await published("user.deleted", user_id=person.user_id)
 
-    assert (await _deletion(users, person)).json() == {"status": "pending", "reason": None}
+    assert (await _deletion(users, person)).json() == {"status": "pending", "reason": None, "answered": []}
     assert (await _refresh(users, person.refresh_token)).status_code == 401
     assert (await _log_in(users, person.email, person.password)).status_code == 401
     # No way back in through a reset link, old or new.
@@ -139,19 +180,21 @@ async def test_a_deletion_not_finished_in_time_fails_and_may_be_asked_for_again(
     async def housekeeping() -> None:
         await service.fail_overdue_deletions(unit_of_work(users.process.host("users").context))
 
+    await _reply(users, person, first, *PARTICIPANTS)  # everyone else answered; the erasure here is what is late
     clock.advance(timedelta(minutes=59))
     await housekeeping()
     assert (await _deletion(users, person)).json()["status"] == "pending"
     clock.advance(timedelta(minutes=1))
     await housekeeping()
     failed = (await _deletion(users, person)).json()
-    assert failed["status"] == "failed" and "could not be erased" in failed["reason"]
+    assert failed["status"] == "failed" and "no answer from users." in failed["reason"]
 
     monkeypatch.undo()  # the erasing step works again
     second = await _delete(users, person)
     assert second.status_code == 202 and second.json()["deletion_id"] != first
     await published("user.deleted", user_id=person.user_id)
-    assert (await _deletion(users, person)).json() == {"status": "completed", "reason": None}
+    await _reply(users, person, second.json()["deletion_id"], *PARTICIPANTS)
+    assert (await _deletion(users, person)).json()["status"] == "completed"
     assert (await users.client.get(f"/api/users/{person.user_id}")).status_code == 404
 
 
@@ -161,3 +204,94 @@ async def test_a_deletion_status_needs_a_token_and_a_deletion(users: RunningGath
     assert (await users.client.get("/api/users/me/deletion")).status_code == 401
     never = await _deletion(users, person)
     assert never.status_code == 404 and never.headers["content-type"] == "application/problem+json"
+
+
+# --- the other services' replies ------------------------------------------------------------------------------------
+
+
+async def test_each_service_is_counted_once_and_the_deletion_completes_only_when_all_have_answered(
+    users: RunningGatherly, published: Published
+) -> None:
+    person = await sign_up(users)
+    deletion_id = (await _delete(users, person)).json()["deletion_id"]
+    await published("user.deleted", user_id=person.user_id)  # the account is erased here meanwhile
+
+    await _reply(users, person, deletion_id, "groups", "events", "notifications")
+    await _reply(users, person, deletion_id, "groups", "groups", "events")  # redeliveries
+    progress = (await _deletion(users, person)).json()
+    assert progress == {"status": "pending", "reason": None, "answered": ["users", "groups", "events", "notifications"]}
+
+    await _reply(users, person, deletion_id, "images")
+    progress = (await _deletion(users, person)).json()
+    assert progress == {"status": "completed", "reason": None, "answered": ["users", *PARTICIPANTS]}
+
+
+async def test_the_deletion_completes_only_once_the_account_itself_is_erased(
+    users: RunningGatherly, monkeypatch: pytest.MonkeyPatch, published: Published
+) -> None:
+    _erasure_lost(monkeypatch)
+    person = await sign_up(users)
+    deletion_id = await _deleted_and_answered(users, person, published)
+    assert (await _deletion(users, person)).json() == {"status": "pending", "reason": None, "answered": [*PARTICIPANTS]}
+    assert await _account_row(users, person) is not None  # not erased yet
+
+    monkeypatch.undo()
+    (message,) = await published("user.deleted", user_id=person.user_id)
+    uow = unit_of_work(users.process.host("users").context)
+    async with uow:  # the step, run again (as a redelivery would)
+        await service.erase_account(uow, message)
+    progress = (await _deletion(users, person)).json()
+    assert progress == {"status": "completed", "reason": None, "answered": [*PARTICIPANTS, "users"]}
+    assert deletion_id == message.deletion_id
+    assert await _account_row(users, person) is None
+
+
+async def test_an_overdue_deletion_fails_naming_who_did_not_answer_and_a_late_reply_changes_nothing(
+    users: RunningGatherly, clock: FrozenClock, published: Published
+) -> None:
+    person = await sign_up(users)
+    deletion_id = (await _delete(users, person)).json()["deletion_id"]
+    await published("user.deleted", user_id=person.user_id)
+    await _reply(users, person, deletion_id, "groups", "notifications")
+
+    clock.advance(timedelta(hours=1))
+    with capture_logs() as logs:
+        await service.fail_overdue_deletions(unit_of_work(users.process.host("users").context))
+    failed = (await _deletion(users, person)).json()
+    assert failed["status"] == "failed"
+    assert "no answer from events, images." in failed["reason"]
+    [line] = [entry for entry in logs if entry["event"] == "account deletion failed"]
+    assert (line["log_level"], line["deletion_id"], line["missing"]) == ("error", deletion_id, ["events", "images"])
+
+    await _reply(users, person, deletion_id, "events", "images")
+    late = (await _deletion(users, person)).json()
+    assert (late["status"], late["reason"]) == ("failed", failed["reason"])
+    assert late["answered"] == ["users", "groups", "notifications", "events", "images"]  # kept for the record
+
+
+async def test_replies_that_name_no_such_deletion_or_service_or_someone_else_are_ignored(
+    users: RunningGatherly, published: Published
+) -> None:
+    person, other = await sign_up(users), await sign_up(users)
+    deletion_id = (await _delete(users, person)).json()["deletion_id"]
+    await published("user.deleted", user_id=person.user_id)
+
+    await _reply(users, person, deletion_id, "payments", "users", "GROUPS", "groups\x00")
+    await _reply(users, person, deletion_id, *PARTICIPANTS, user_id=other.user_id)  # another person's id
+    await _reply(users, person, str(uuid.uuid4()), *PARTICIPANTS)
+    await _reply(users, person, "no-such\x00deletion", "groups")
+    await _reply(users, person, "9" * 100_000, "groups")
+    await _reply(users, person, deletion_id.upper(), "groups")  # not the id as this service wrote it
+    assert (await _deletion(users, person)).json() == {"status": "pending", "reason": None, "answered": ["users"]}
+    assert await users.process.platform.log.read("user_deletion.dlq", limit=10) == []
+
+
+async def test_the_deadline_is_the_setting(users: RunningGatherly, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(users.settings, "account_deletion_deadline_seconds", 90.0)
+    person = await sign_up(users)
+    deletion_id = (await _delete(users, person)).json()["deletion_id"]
+    async with reading(users.process.host("users").context.db) as stores:
+        deletion = await stores.deletions.get(deletion_id)
+        saga = await stores.deletions.sagas.get(deletion_id)
+    assert deletion is not None and saga is not None and saga.created_at is not None
+    assert deletion.deadline_at - saga.created_at == timedelta(seconds=90)

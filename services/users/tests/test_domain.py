@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -26,6 +27,7 @@ from gatherly.users.domain import (
     clean_image_id,
     clean_location,
     clean_topics,
+    is_deletion_id,
     judge_refresh,
     lockout_for,
     normalize_email,
@@ -292,3 +294,10 @@ def test_every_domain_error_has_an_http_status() -> None:
         if isinstance(value, type) and issubclass(value, DomainError) and value.__module__ == domain.__name__
     }
     assert errors and errors == set(api.STATUS_OF)
+
+
+def test_only_a_canonical_uuid_can_name_an_account_deletion() -> None:
+    made = str(uuid.uuid4())
+    assert is_deletion_id(made)
+    for hostile in (made.upper(), made + "\x00", "", "\x00", "9" * 100_000, "{" + made + "}", made.replace("-", "")):
+        assert not is_deletion_id(hostile), hostile

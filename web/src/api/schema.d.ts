@@ -1180,11 +1180,20 @@ export interface components {
             /** Response Types Supported */
             response_types_supported: string[];
         };
-        /** DeletionProgress */
+        /**
+         * DeletionProgress
+         * @description Where one's account deletion stands. `answered`: the services that have erased what they held (groups,
+         *     events, notifications, images, and users for the account itself), in the order they did.
+         */
         DeletionProgress: {
             status: components["schemas"]["DeletionStatus"];
             /** Reason */
             reason: string | null;
+            /**
+             * Answered
+             * @default []
+             */
+            answered: string[];
         };
         /** DeletionStarted */
         DeletionStarted: {

@@ -1,10 +1,12 @@
-"""The `gatherly` command: up, run, migrate, dlq, replay, kafka, keys, users, notifications, docs."""
+"""The `gatherly` command: up, run, migrate, dlq, replay, kafka, keys, users, notifications, sagas, docs."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -12,6 +14,8 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gatherly.app.compose import Process, build_log
 from gatherly.app.logging import configure_logging
@@ -21,6 +25,7 @@ from gatherly.kernel.db import Database
 from gatherly.kernel.delivery import DLQ_SUFFIX, dead_letter_topic, rebuild_group, redelivery_topic, replay_dead_letters
 from gatherly.kernel.files import PRIVATE_UMASK
 from gatherly.kernel.log.base import GroupNotEmpty, TopicConfig
+from gatherly.kernel.sagas import SagaState, find_saga, list_sagas
 from gatherly.kernel.settings import LogBackend, Settings
 
 if TYPE_CHECKING:
@@ -387,6 +392,108 @@ def notifications_retry(
             await db.dispose()
 
     console.print(f"queued {asyncio.run(go())} send(s) again")
+
+
+sagas = typer.Typer(
+    help="Sagas (account deletions, group deletions) in every service database: list them and see one.",
+    no_args_is_help=True,
+)
+app.add_typer(sagas, name="sagas")
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.isoformat(timespec="seconds") if moment else ""
+
+
+async def _in_each_database(
+    settings: Settings, read: Callable[[AsyncConnection], Awaitable[list[SagaState]]]
+) -> list[tuple[str, SagaState]]:
+    """(service, saga) for what `read` finds in each service's database. A database without a sagas table (the
+    service was never started or migrated) has none: said once, not a failure."""
+    found: list[tuple[str, SagaState]] = []
+    for name in ALL:
+        db = Database(settings.database_url_for(name))
+        try:
+            async with db.read_connection() as connection:
+                found += [(name, saga) for saga in await read(connection)]
+        except DBAPIError as error:
+            if not _is_missing_table(error):
+                raise
+            console.print(f"[dim]{name}: no sagas table (never migrated)[/]")
+        finally:
+            await db.dispose()
+    return found
+
+
+def _is_missing_table(error: DBAPIError) -> bool:
+    text = str(error.orig)
+    return "no such table" in text or "does not exist" in text
+
+
+@sagas.command("list")
+def sagas_list(
+    status: Annotated[str | None, typer.Option(help="Only sagas in this status: pending | completed | failed")] = None,
+    kind: Annotated[str | None, typer.Option(help="Only this kind: account_deletion | group_deletion")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many per service")] = 100,
+) -> None:
+    """Every service's sagas, newest first: kind, id, status, step, who answered, deadline, reason."""
+    settings = _settings()
+
+    async def read(connection: AsyncConnection) -> list[SagaState]:
+        return await list_sagas(connection, status=status, kind=kind, limit=limit)
+
+    found = asyncio.run(_in_each_database(settings, read))
+    table = Table("service", "kind", "id", "status", "step", "answered", "started", "deadline", "reason")
+    for service, saga in found:
+        table.add_row(
+            service,
+            saga.kind,
+            saga.id,
+            saga.status,
+            saga.step,
+            ", ".join(saga.replies),
+            _when(saga.created_at),
+            _when(saga.deadline_at),
+            (saga.reason or "")[:200],
+        )
+    console.print(table)
+    console.print(f"{len(found)} saga(s)")
+
+
+@sagas.command("show")
+def sagas_show(saga_id: Annotated[str, typer.Argument(help="The saga's id (from `gatherly sagas list`)")]) -> None:
+    """One saga: its state, each reply (who answered, when, what they reported) and the rest of its data."""
+    settings = _settings()
+
+    async def read(connection: AsyncConnection) -> list[SagaState]:
+        return await find_saga(connection, saga_id)
+
+    found = asyncio.run(_in_each_database(settings, read))
+    if not found:
+        console.print(f"[red]no saga {saga_id}[/]")
+        raise typer.Exit(1)
+    for service, saga in found:
+        facts = Table("", "", show_header=False, box=None)
+        for label, value in (
+            ("service", service),
+            ("kind", saga.kind),
+            ("id", saga.id),
+            ("status", saga.status),
+            ("step", saga.step),
+            ("started", _when(saga.created_at)),
+            ("updated", _when(saga.updated_at)),
+            ("deadline", _when(saga.deadline_at)),
+            ("reason", saga.reason or ""),
+        ):
+            facts.add_row(label, value)
+        console.print(facts)
+        replies = Table("answered", "at", "reported")
+        for who, reply in saga.replies.items():
+            details = {k: v for k, v in reply.items() if k != "at"}
+            replies.add_row(who, str(reply.get("at", "")), json.dumps(details, sort_keys=True))
+        console.print(replies)
+        rest = {k: v for k, v in saga.data.items() if k != "replies"}
+        console.print_json(json.dumps(rest, sort_keys=True, default=str))
 
 
 @app.command()

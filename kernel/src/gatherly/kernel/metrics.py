@@ -53,3 +53,6 @@ INFRA_RETRIES = Counter(
     "Records put back because the database or log failed (retried without limit, never parked)",
     ["consumer"],
 )
+
+# --- sagas (kernel/sagas.py): counted from each service's sagas table every SAGA_GAUGE_INTERVAL seconds -----------
+SAGAS = Gauge("gatherly_sagas", "Sagas in a service's database, by kind and status", ["service", "kind", "status"])

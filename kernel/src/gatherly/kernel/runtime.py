@@ -25,6 +25,7 @@ from gatherly.kernel.mail import Mailer
 from gatherly.kernel.relay import OutboxCleaner, OutboxRelay
 from gatherly.kernel.resilience import Resilience
 from gatherly.kernel.revocation import RevocationFeed
+from gatherly.kernel.sagas import keep_saga_gauge
 from gatherly.kernel.settings import Settings
 from gatherly.kernel.supervision import Supervisor
 from gatherly.kernel.uow import OutboxSignal, UnitOfWork
@@ -211,6 +212,7 @@ class ServiceHost:
             name = getattr(task, "__name__", "task")
             self._cancelled_tasks.append(supervise(name, lambda task=task: task(self.context)))  # type: ignore[misc]
         self._cancelled_tasks.append(supervise("inbox pruning", self._prune_inbox_hourly))
+        self._cancelled_tasks.append(supervise("saga gauge", lambda: keep_saga_gauge(self.name, self.context.db)))
         self.context.readiness.set_ready()
         log.info("service started", service=self.name, consumers=len(self.workers))
 

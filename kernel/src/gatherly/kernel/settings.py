@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     mail_retry_initial_delay: float = 5.0
     mail_retry_max_delay: float = 15 * 60.0
     mail_poll_interval: float = 2.0
+    # How long an account deletion waits for every service's reply (groups, events, notifications, images) and its
+    # own erasure before it is reported failed, naming who did not answer (checked about once a minute).
+    account_deletion_deadline_seconds: float = Field(3600.0, gt=0)
 
     # Images service: where uploads and variants live. `local`: files in <data_dir>/media behind HMAC-signed URLs
     # that the service serves under /media; `s3`: a bucket of any S3 API with presigned URLs.

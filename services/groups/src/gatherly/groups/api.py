@@ -16,6 +16,7 @@ from gatherly.groups import service
 from gatherly.groups.domain import (
     DEFAULT_RADIUS_KM,
     MAX_RADIUS_KM,
+    AccountDeleted,
     AlreadyRequested,
     Banned,
     BanNotFound,
@@ -95,6 +96,7 @@ STATUS_OF: dict[type[DomainError], int] = {
     NotAMember: 404,
     JoinRequestNotFound: 404,
     LoginRequired: 401,
+    AccountDeleted: 401,
     NotAllowed: 403,
     Banned: 403,
     LastOrganizer: 409,

@@ -1,6 +1,6 @@
 """Reactions of the groups service to other services' events: the read models of people's profiles (names and
-avatars for member lists) and of ready banner images (replaying the topics from the beginning rebuilds both), and
-the replies of the group-deletion saga."""
+avatars for member lists) and of ready banner images (replaying the topics from the beginning rebuilds both), its
+step in the account-deletion saga, and the replies of the group-deletion saga."""
 
 from gatherly.contracts.groups import GroupEventsCancelled
 from gatherly.contracts.images import ImageDeleted, ImageReady
@@ -22,10 +22,11 @@ async def keep_profile(event: UserProfileUpdated, uow: GroupsUnitOfWork) -> None
     await uow.profiles.apply(event)
 
 
+# The groups step of the account-deletion saga: the profile is forgotten, memberships, requests and bans end, and
+# the reply is published, all in this one transaction.
 @consumers.on(UserDeleted, group="groups.profiles")
-async def forget_profile(event: UserDeleted, uow: GroupsUnitOfWork) -> None:
-    # Memberships of a deleted account end with the account-deletion saga; until then the member shows unnamed.
-    await uow.profiles.forget(event.user_id, event.deleted_at)
+async def erase_member(event: UserDeleted, uow: GroupsUnitOfWork) -> None:
+    await service.erase_member(uow, event)
 
 
 @consumers.on(ImageReady, group="groups.banners")

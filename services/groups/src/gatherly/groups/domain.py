@@ -148,6 +148,13 @@ class LoginRequired(DomainError):
     title = "Authentication required"
 
 
+class AccountDeleted(DomainError):
+    """A still-valid token of a person whose account was deleted (this service heard `user.deleted`): they may
+    found or join nothing, or the erasure would be undone behind the saga's back."""
+
+    title = "Account deleted"
+
+
 class Banned(DomainError):
     title = "Banned from this group"
 
@@ -566,6 +573,29 @@ class Deletion:
     @property
     def overdue_reason(self) -> str:
         return f"No reply to step {self.step.value} by {self.deadline_at.isoformat()}."
+
+
+# --- a member's account deleted ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tenure:
+    """One member of a group: their role and since when they belong."""
+
+    user_id: UserId
+    role: Role
+    joined_at: datetime
+
+
+def successor(remaining: Sequence[Tenure]) -> UserId | None:
+    """Who becomes organizer when the group's last organizer deletes their account: the longest-standing
+    co-organizer, else the longest-standing of the other members (whatever their role), else nobody (the group is
+    then deleted). Ties of `joined_at` go to the smaller user id, so the choice never depends on row order."""
+    co_organizers = [m for m in remaining if m.role is Role.CO_ORGANIZER]
+    candidates = co_organizers or list(remaining)
+    if not candidates:
+        return None
+    return min(candidates, key=lambda m: (m.joined_at, m.user_id)).user_id
 
 
 # --- joining --------------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
@@ -33,10 +34,11 @@ from gatherly.contracts.groups import (
     MembershipRoleChanged,
     QuestionAnswer,
 )
-from gatherly.contracts.users import GeoPoint, ImageVariants
+from gatherly.contracts.users import GeoPoint, ImageVariants, UserDeleted, UserDeletionStepDone
 from gatherly.groups.domain import (
     DELETION_TIMEOUT,
     INVITATION_WINDOW,
+    AccountDeleted,
     Action,
     BanNotFound,
     Deletion,
@@ -74,6 +76,7 @@ from gatherly.groups.domain import (
     require,
     require_member_list,
     slug_base,
+    successor,
 )
 from gatherly.groups.store import BanView, GroupsUnitOfWork, MemberView, MyRequestView, RequestView, Stores
 from gatherly.kernel.web import PageRequest
@@ -98,6 +101,11 @@ def _snapshot(group: Group) -> dict[str, Any]:
     }
 
 
+async def _not_deleted(uow: GroupsUnitOfWork, person: UserId) -> None:
+    if await uow.profiles.is_deleted(person):
+        raise AccountDeleted("This account was deleted.")
+
+
 async def _locked(uow: GroupsUnitOfWork, ref: str) -> Group:
     group = await uow.groups.find_for_update(ref)
     if group is None:
@@ -110,6 +118,7 @@ async def _locked(uow: GroupsUnitOfWork, ref: str) -> Group:
 
 async def create_group(uow: GroupsUnitOfWork, founder: UserId, details: GroupDetails) -> Group:
     async with uow:
+        await _not_deleted(uow, founder)
         now = uow.clock.now()
         draft = Group(new_group_id(), "", details, member_count=1, created_at=now, updated_at=now)
         group = await uow.groups.add(draft, slug_base(details.name))
@@ -150,30 +159,34 @@ async def delete_group(uow: GroupsUnitOfWork, ref: str, organizer: UserId) -> De
     async with uow:
         group = await _locked(uow, ref)
         require(await uow.memberships.relation(group.id, organizer), Action.DELETE_GROUP)
-        now = uow.clock.now()
-        member_ids = list(await uow.memberships.user_ids(group.id))
-        requester_ids = list(await uow.requests.user_ids(group.id))
-        await uow.groups.mark_deleted(group.id, now)
-        await uow.memberships.remove_all(group.id)
-        await uow.requests.remove_all(group.id)
-        await uow.bans.remove_all(group.id)
-        await uow.invitations.remove_all(group.id)
-        await uow.known.remove_all(group.id)
-        deletion = Deletion(group.id, DeletionStatus.PENDING, DeletionStep.CANCEL_EVENTS, now + DELETION_TIMEOUT)
-        data = {"deleted_by": organizer, "member_ids": member_ids, "requester_ids": requester_ids}
-        await uow.deletions.start(deletion, data, now)
-        uow.publish(
-            GroupDeleted(
-                group_id=group.id,
-                slug=group.slug,
-                name=group.name,
-                deleted_by=organizer,
-                member_ids=member_ids,
-                requester_ids=requester_ids,
-                deleted_at=now,
-            )
+        return await _start_deletion(uow, group, organizer)
+
+
+async def _start_deletion(uow: GroupsUnitOfWork, group: Group, deleted_by: UserId) -> Deletion:
+    now = uow.clock.now()
+    member_ids = list(await uow.memberships.user_ids(group.id))
+    requester_ids = list(await uow.requests.user_ids(group.id))
+    await uow.groups.mark_deleted(group.id, now)
+    await uow.memberships.remove_all(group.id)
+    await uow.requests.remove_all(group.id)
+    await uow.bans.remove_all(group.id)
+    await uow.invitations.remove_all(group.id)
+    await uow.known.remove_all(group.id)
+    deletion = Deletion(group.id, DeletionStatus.PENDING, DeletionStep.CANCEL_EVENTS, now + DELETION_TIMEOUT)
+    data = {"deleted_by": deleted_by, "member_ids": member_ids, "requester_ids": requester_ids}
+    await uow.deletions.start(deletion, data, now)
+    uow.publish(
+        GroupDeleted(
+            group_id=group.id,
+            slug=group.slug,
+            name=group.name,
+            deleted_by=deleted_by,
+            member_ids=member_ids,
+            requester_ids=requester_ids,
+            deleted_at=now,
         )
-        return deletion
+    )
+    return deletion
 
 
 async def finish_deletion(uow: GroupsUnitOfWork, reply: GroupEventsCancelled) -> None:
@@ -200,6 +213,74 @@ async def fail_overdue_deletions(uow: GroupsUnitOfWork) -> list[Deletion]:
         return failed
 
 
+# --- a member's account deleted (the groups step of the users service's account-deletion saga) ------------------
+
+
+async def erase_member(uow: GroupsUnitOfWork, event: UserDeleted) -> None:
+    """Runs in the consumer's unit of work, so everything here commits with the saga's reply: the person's name
+    and avatar are forgotten; their memberships end (membership.left; where they were the last organizer, the
+    domain's `successor` becomes organizer first, or the group is deleted through its own saga when nobody else
+    belongs); their join requests are withdrawn (join_request.withdrawn) and their bans end. A repeated message
+    finds nothing left to end and replies again, which the saga ignores. Without a `deletion_id` (a message written
+    before the saga had replies) the same is erased and nobody is answered."""
+    person = UserId(event.user_id)
+    await uow.profiles.forget(person, event.deleted_at)
+    what = Counter({"memberships": 0, "join_requests": 0, "bans": 0, "organizers_succeeded": 0, "groups_deleted": 0})
+    for group_id in await uow.memberships.groups_of(person):
+        group = await _locked(uow, group_id)
+        what["memberships"] += 1
+        if (outcome := await _end_membership_of_deleted(uow, group, person)) is not None:
+            what[outcome] += 1
+    now = uow.clock.now()
+    for group_id in await uow.requests.groups_of(person):
+        group = await _locked(uow, group_id)
+        if await uow.requests.remove(group.id, person):
+            uow.publish(
+                JoinRequestWithdrawn(group_id=group.id, user_id=person, group_name=group.name, withdrawn_at=now)
+            )
+            what["join_requests"] += 1
+    what["bans"] = await uow.bans.remove_all_of(person)
+    await uow.known.forget(person)
+    if event.deletion_id is not None:
+        uow.publish(
+            UserDeletionStepDone(
+                user_id=person, deletion_id=event.deletion_id, service="groups", what=dict(what), done_at=now
+            )
+        )
+
+
+async def _end_membership_of_deleted(uow: GroupsUnitOfWork, group: Group, person: UserId) -> str | None:
+    """Ends `person`'s membership of the (locked) group. Returns "organizers_succeeded" when someone became
+    organizer in their place, "groups_deleted" when nobody else belonged, else None."""
+    now = uow.clock.now()
+    role = (await uow.memberships.relation(group.id, person)).role
+    assert role is not None  # groups_of found the membership and the group is locked since
+    outcome = None
+    if role is Role.ORGANIZER and await uow.memberships.count_with_role(group.id, Role.ORGANIZER) == 1:
+        others = [m for m in await uow.memberships.tenures(group.id) if m.user_id != person]
+        heir = successor(others)
+        if heir is None:
+            await _start_deletion(uow, group, person)
+            return "groups_deleted"
+        previous = next(m.role for m in others if m.user_id == heir)
+        await uow.memberships.set_role(group.id, heir, Role.ORGANIZER)
+        uow.publish(
+            MembershipRoleChanged(
+                group_id=group.id,
+                user_id=heir,
+                role=Role.ORGANIZER,
+                previous_role=previous,
+                changed_by=person,
+                changed_at=now,
+            )
+        )
+        outcome = "organizers_succeeded"
+    await uow.memberships.remove(group.id, person)
+    await uow.groups.adjust_member_count(group.id, -1)
+    uow.publish(MembershipLeft(group_id=group.id, user_id=person, role=role, left_at=now))
+    return outcome
+
+
 # --- joining and leaving ----------------------------------------------------------------------------------------
 
 
@@ -209,6 +290,7 @@ async def join_group(
     """Joins at once or records a request with the answers, as domain.decide_join says. With an invitation's
     token the person joins without approval (and the invitation counts one use)."""
     async with uow:
+        await _not_deleted(uow, person)
         group = await _locked(uow, ref)
         now = uow.clock.now()
         relation = await uow.memberships.relation(group.id, person)

@@ -48,6 +48,7 @@ from gatherly.groups.domain import (
     Location,
     Relation,
     Role,
+    Tenure,
     UserId,
     Visibility,
     looks_like_id,
@@ -547,6 +548,22 @@ class MembershipStore:
     async def managers(self, group_id: GroupId) -> list[UserId]:
         return await self.user_ids(group_id, MANAGER_ROLES)
 
+    async def groups_of(self, user_id: str) -> list[GroupId]:
+        """The live groups this person belongs to, by id (the order groups are locked in when all are changed)."""
+        query = (
+            select(memberships.c.group_id)
+            .select_from(memberships.join(groups, groups.c.id == memberships.c.group_id))
+            .where(memberships.c.user_id == user_id, LIVE)
+            .order_by(memberships.c.group_id)
+        )
+        return [GroupId(g) for g in await self.session.scalars(query)]
+
+    async def tenures(self, group_id: GroupId) -> list[Tenure]:
+        query = select(memberships.c.user_id, memberships.c.role, memberships.c.joined_at).where(
+            memberships.c.group_id == group_id
+        )
+        return [Tenure(UserId(row.user_id), Role(row.role), row.joined_at) for row in await self.session.execute(query)]
+
     async def remove_all(self, group_id: GroupId) -> None:
         await self.session.execute(delete(memberships).where(memberships.c.group_id == group_id))
 
@@ -635,6 +652,16 @@ class JoinRequestStore:
 
     async def remove_all(self, group_id: GroupId) -> None:
         await self.session.execute(delete(join_requests).where(join_requests.c.group_id == group_id))
+
+    async def groups_of(self, user_id: str) -> list[GroupId]:
+        """The live groups this person waits to join, by id."""
+        query = (
+            select(join_requests.c.group_id)
+            .select_from(join_requests.join(groups, groups.c.id == join_requests.c.group_id))
+            .where(join_requests.c.user_id == user_id, LIVE)
+            .order_by(join_requests.c.group_id)
+        )
+        return [GroupId(g) for g in await self.session.scalars(query)]
 
     async def count(self, group_id: GroupId) -> int:
         query = select(func.count()).select_from(join_requests).where(join_requests.c.group_id == group_id)
@@ -743,6 +770,10 @@ class BanStore:
     async def remove_all(self, group_id: GroupId) -> None:
         await self.session.execute(delete(bans).where(bans.c.group_id == group_id))
 
+    async def remove_all_of(self, user_id: str) -> int:
+        """Every ban of this person ends; returns how many there were."""
+        return rowcount(await self.session.execute(delete(bans).where(bans.c.user_id == user_id)))
+
     async def count(self, group_id: GroupId) -> int:
         query = select(func.count()).select_from(bans).where(bans.c.group_id == group_id)
         return int(await self.session.scalar(query) or 0)
@@ -808,6 +839,10 @@ class KnownPeopleStore:
 
     async def remove_all(self, group_id: GroupId) -> None:
         await self.session.execute(delete(known_people).where(known_people.c.group_id == group_id))
+
+    async def forget(self, user_id: str) -> None:
+        """No group has seen this person any more (their account was deleted)."""
+        await self.session.execute(delete(known_people).where(known_people.c.user_id == user_id))
 
 
 def _invitation(row: RowMapping) -> Invitation:
@@ -988,6 +1023,10 @@ class ProfileStore:
             await self.session.execute(
                 update(member_profiles).where(member_profiles.c.user_id == event.user_id).values(**values)
             )
+
+    async def is_deleted(self, user_id: str) -> bool:
+        query = select(member_profiles.c.deleted_at).where(member_profiles.c.user_id == user_id)
+        return (await self.session.scalar(query)) is not None
 
     async def forget(self, user_id: str, deleted_at: datetime) -> None:
         values = {

@@ -3,6 +3,7 @@ status here, in STATUS_OF; the kernel writes them as problem+json."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
@@ -237,14 +238,15 @@ async def change_email(body: EmailChange, me: CurrentUser, uow: Uow, identity: I
 @router.delete(
     "/api/users/me", status_code=202, response_model=DeletionStarted, tags=["users"], responses=problems(404)
 )
-async def delete_me(me: CurrentOrDeletedUser, uow: Uow) -> DeletionStarted:
-    return DeletionStarted(deletion_id=(await service.delete_account(uow, me)).id)
+async def delete_me(me: CurrentOrDeletedUser, uow: Uow, context: Context) -> DeletionStarted:
+    deadline = timedelta(seconds=context.settings.account_deletion_deadline_seconds)
+    return DeletionStarted(deletion_id=(await service.delete_account(uow, me, deadline)).id)
 
 
 @router.get("/api/users/me/deletion", response_model=DeletionProgress, tags=["users"], responses=problems(404))
 async def get_my_deletion(me: CurrentOrDeletedUser, context: Context) -> DeletionProgress:
     deletion = await service.deletion_of(context.db, me)
-    return DeletionProgress(status=deletion.status, reason=deletion.reason)
+    return DeletionProgress(status=deletion.status, reason=deletion.reason, answered=list(deletion.answered))
 
 
 @router.get("/api/users/{user_id}", response_model=PublicProfile, tags=["users"], responses=problems(404))

@@ -1,10 +1,10 @@
-"""Reactions of the users service to events: the read model of ready avatar images, and the erasing step of
-its own account-deletion saga."""
+"""Reactions of the users service to events: the read model of ready avatar images, and its own account-deletion
+saga (the erasing step here and the other services' replies)."""
 
 from __future__ import annotations
 
 from gatherly.contracts.images import ImageDeleted, ImageReady
-from gatherly.contracts.users import UserDeleted
+from gatherly.contracts.users import UserDeleted, UserDeletionStepDone
 from gatherly.kernel.delivery import ConsumerRegistry
 from gatherly.kernel.revocation import register_revocations
 from gatherly.users import service
@@ -27,3 +27,8 @@ async def keep_avatars(event: ImageReady | ImageDeleted, uow: UsersUnitOfWork) -
 @consumers.on(UserDeleted, group="users.deletions")
 async def erase_deleted_account(event: UserDeleted, uow: UsersUnitOfWork) -> None:
     await service.erase_account(uow, event)
+
+
+@consumers.on(UserDeletionStepDone, group="users.deletion_replies")
+async def record_deletion_step(event: UserDeletionStepDone, uow: UsersUnitOfWork) -> None:
+    await service.record_deletion_step(uow, event)

@@ -495,9 +495,19 @@ class Profile:
 # --- account deletion -------------------------------------------------------------------------------------------
 
 ACCOUNT_DELETION = "account_deletion"  # the saga's `kind` in the kernel's sagas table
-# Erasing an account takes the users service a moment; a deletion still pending after this long is stuck
-# (its message parked on the dead-letter topic) and is reported failed, so the person can ask again.
-DELETION_DEADLINE = timedelta(hours=1)
+# The services that hold something of a person and answer `user.deleted` with `user_deletion.step_done`. The users
+# service's own erasure counts as a reply from "users" (it happens through the log too: `erase_account`).
+DELETION_PARTICIPANTS = ("groups", "events", "notifications", "images")
+OWN_ERASURE = "users"
+
+
+def is_deletion_id(value: str) -> bool:
+    """Whether `value` can name an account deletion (this service makes them as canonical UUIDs); anything else in
+    a reply (a NUL, a huge string) is not looked up, as PostgreSQL refuses some such values outright."""
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
 
 
 class DeletionStatus(StrEnum):
@@ -508,14 +518,35 @@ class DeletionStatus(StrEnum):
 
 @dataclass(frozen=True)
 class AccountDeletion:
-    """The account-deletion saga of one account: asked for, then erased here when `user.deleted` comes back
-    through the log (durable, retried, idempotent), failed when that did not happen before the deadline."""
+    """The account-deletion saga of one account. Asked for: the sessions end and `user.deleted` goes out; each
+    service in `awaits` erases what it holds and replies; this service erases the account when `user.deleted` comes
+    back through the log. `completed` once every one of them (and the erasure here) has answered; `failed` when
+    some have not by the deadline. A deletion started before services replied awaits nobody but the erasure."""
 
     id: str
     user_id: UserId
     status: DeletionStatus
     reason: str | None
     deadline_at: datetime
+    awaits: tuple[str, ...] = ()
+    answered: tuple[str, ...] = ()  # who has answered (OWN_ERASURE included), in the order they did
 
     def is_overdue(self, now: datetime) -> bool:
         return self.status is DeletionStatus.PENDING and now >= self.deadline_at
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """Who has still to answer, the erasure here last."""
+        expected = (*self.awaits, OWN_ERASURE)
+        return tuple(who for who in expected if who not in self.answered)
+
+    @property
+    def is_done(self) -> bool:
+        return not self.missing
+
+    @property
+    def overdue_reason(self) -> str:
+        return (
+            f"Not finished by {self.deadline_at.isoformat(timespec='seconds')}: no answer from "
+            f"{', '.join(self.missing)}. Ask again, or contact support."
+        )

@@ -165,5 +165,9 @@ class DeletionStarted(BaseModel):
 
 
 class DeletionProgress(BaseModel):
+    """Where one's account deletion stands. `answered`: the services that have erased what they held (groups,
+    events, notifications, images, and users for the account itself), in the order they did."""
+
     status: DeletionStatus
     reason: str | None
+    answered: list[str] = []

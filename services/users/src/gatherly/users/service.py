@@ -15,6 +15,7 @@ from gatherly.contracts.users import (
     ImageVariants,
     UserConfirmed,
     UserDeleted,
+    UserDeletionStepDone,
     UserLocked,
     UserRegistered,
     UserUnlocked,
@@ -36,7 +37,8 @@ from gatherly.users.crypto import (
     signing_key_for,
 )
 from gatherly.users.domain import (
-    DELETION_DEADLINE,
+    DELETION_PARTICIPANTS,
+    OWN_ERASURE,
     TOKEN_LIFETIMES,
     AccountDeletion,
     AccountGone,
@@ -71,6 +73,7 @@ from gatherly.users.domain import (
     clean_lock_reason,
     clean_topics,
     email_key,
+    is_deletion_id,
     judge_refresh,
     new_opaque_token,
     normalize_email,
@@ -713,9 +716,10 @@ async def _welcome_outside_identity(uow: UsersUnitOfWork, me: Principal) -> Prof
 # --- account deletion ------------------------------------------------------------------------------------------
 
 
-async def delete_account(uow: UsersUnitOfWork, me: Principal) -> AccountDeletion:
+async def delete_account(uow: UsersUnitOfWork, me: Principal, deadline: timedelta) -> AccountDeletion:
     """Start the account-deletion saga: the sessions end and the password stops working at once, other services
-    hear `user.deleted`, and this service erases the account when that message comes back (`erase_account`)."""
+    hear `user.deleted` (with the deletion's id, which their replies name), and this service erases the account
+    when that message comes back (`erase_account`). `deadline`: how long the saga may take before it fails."""
     async with uow:
         now = uow.clock.now()
         latest = await uow.deletions.latest_of(me.user_id)
@@ -730,14 +734,15 @@ async def delete_account(uow: UsersUnitOfWork, me: Principal) -> AccountDeletion
             user_id=credentials.user_id,
             status=DeletionStatus.PENDING,
             reason=None,
-            deadline_at=now + DELETION_DEADLINE,
+            deadline_at=now + deadline,
+            awaits=DELETION_PARTICIPANTS,
         )
         await uow.deletions.add(deletion, now)
         await uow.accounts.close(me.user_id, now)
         await uow.refresh_tokens.revoke_all_of(me.user_id, now)
         for purpose in TokenPurpose:  # an emailed reset link must not bring the account back meanwhile
             await uow.one_time_tokens.use_all(me.user_id, purpose, now)
-        uow.publish(UserDeleted(user_id=me.user_id, deleted_at=now))
+        uow.publish(UserDeleted(user_id=me.user_id, deleted_at=now, deletion_id=deletion.id))
         return deletion
 
 
@@ -755,24 +760,61 @@ async def deletion_of(db: Database, me: Principal) -> AccountDeletion:
 
 
 async def erase_account(uow: UsersUnitOfWork, event: UserDeleted) -> None:
-    """The saga's step here: the account goes with its profile and tokens. Only while a deletion is pending, so a
-    replayed `user.deleted` cannot erase an account an outside identity provider's person made again later."""
-    deletion = await uow.deletions.latest_of(event.user_id)
-    if deletion is None or deletion.status is not DeletionStatus.PENDING:
+    """The saga's step here: the account goes with its profile and tokens, recorded as the reply of "users". Only
+    while a deletion is pending, so a replayed `user.deleted` cannot erase an account an outside identity provider's
+    person made again later."""
+    if event.deletion_id is not None:
+        deletion = await uow.deletions.get(event.deletion_id, for_update=True)
+    else:  # written before user.deleted named its deletion
+        deletion = await uow.deletions.latest_of(event.user_id)
+    if deletion is None or deletion.user_id != event.user_id or deletion.status is not DeletionStatus.PENDING:
         return
     await uow.accounts.erase(event.user_id)
-    await uow.deletions.finish(deletion.id, DeletionStatus.COMPLETED, uow.clock.now())
+    await _record_step(uow, deletion.id, OWN_ERASURE, {"accounts": 1})
+
+
+async def record_deletion_step(uow: UsersUnitOfWork, reply: UserDeletionStepDone) -> None:
+    """Another service's reply: recorded once per service (a repeat changes nothing); the deletion completes when
+    the last one expected comes in. A reply for a deletion that failed meanwhile is kept for the record only."""
+    if reply.service not in DELETION_PARTICIPANTS or not is_deletion_id(reply.deletion_id):
+        log.warning("deletion reply from no participant or for no deletion", service=reply.service[:64])
+        return
+    current = await uow.deletions.get(reply.deletion_id)
+    if current is None or current.user_id != reply.user_id:
+        log.warning("deletion reply for no such deletion", deletion_id=reply.deletion_id, service=reply.service)
+        return
+    await _record_step(uow, reply.deletion_id, reply.service, reply.what, at=reply.done_at)
+
+
+async def _record_step(
+    uow: UsersUnitOfWork, deletion_id: str, who: str, what: dict[str, int], at: datetime | None = None
+) -> None:
+    now = uow.clock.now()
+    recorded = await uow.deletions.record_reply(deletion_id, who, at or now, now, what)
+    if recorded is None:
+        return
+    deletion, new = recorded
+    if new and deletion.status is DeletionStatus.PENDING and deletion.is_done:
+        await uow.deletions.finish(deletion.id, DeletionStatus.COMPLETED, now)
+        log.info("account deletion completed", deletion_id=deletion.id, answered=list(deletion.answered))
 
 
 async def fail_overdue_deletions(uow: UsersUnitOfWork) -> int:
-    """Deletions not finished by their deadline are failed (the person can ask again); returns how many."""
+    """Deletions not finished by their deadline are failed, naming who did not answer (the person can ask again);
+    returns how many."""
     async with uow:
         now = uow.clock.now()
         failed = 0
         for deletion in await uow.deletions.overdue(now):
-            reason = "The account could not be erased in time. Ask again, or contact support."
+            reason = deletion.overdue_reason
             if await uow.deletions.finish(deletion.id, DeletionStatus.FAILED, now, reason):
-                log.error("account deletion timed out", deletion_id=deletion.id, user_id=deletion.user_id)
+                log.error(
+                    "account deletion failed",
+                    deletion_id=deletion.id,
+                    user_id=deletion.user_id,
+                    missing=list(deletion.missing),
+                    reason=reason,
+                )
                 failed += 1
         return failed
 

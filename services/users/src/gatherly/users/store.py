@@ -359,7 +359,8 @@ class SigningKeyStore:
 
 
 class DeletionStore:
-    """Account-deletion sagas, kept in the kernel's sagas table (`data` holds the user id)."""
+    """Account-deletion sagas, kept in the kernel's sagas table: `data` holds the user id, the services it awaits
+    and their replies (the kernel's `data["replies"]`, the users service's own erasure as "users")."""
 
     def __init__(self, session: Executor) -> None:
         self.sagas = SagaStore(session, ACCOUNT_DELETION)
@@ -367,19 +368,34 @@ class DeletionStore:
     async def add(self, deletion: AccountDeletion, now: datetime) -> None:
         await self.sagas.start(
             deletion.id,
-            step="erase_account",
-            data={"user_id": deletion.user_id},
+            step="await_replies",
+            data={"user_id": deletion.user_id, "awaits": list(deletion.awaits)},
             deadline_at=deletion.deadline_at,
             now=now,
         )
 
+    async def get(self, deletion_id: str, *, for_update: bool = False) -> AccountDeletion | None:
+        saga = await self.sagas.get(deletion_id, for_update=for_update)
+        return _deletion_of(saga) if saga else None
+
     async def latest_of(self, user_id: str) -> AccountDeletion | None:
-        # Only two rarely used calls look deletions up by person: the JSON field has no index.
+        # Only a few rarely used calls look deletions up by person: the JSON field has no index.
         saga = await self.sagas.latest_with("user_id", user_id)
         return _deletion_of(saga) if saga else None
 
     async def overdue(self, now: datetime) -> list[AccountDeletion]:
         return [_deletion_of(saga) for saga in await self.sagas.overdue(now)]
+
+    async def record_reply(
+        self, deletion_id: str, who: str, at: datetime, now: datetime, what: dict[str, int]
+    ) -> tuple[AccountDeletion, bool] | None:
+        """Record `who`'s reply once (the saga's row locked meanwhile); the deletion and whether the reply was new,
+        or None for an unknown deletion."""
+        recorded = await self.sagas.record_reply(deletion_id, who, at, now, {"what": what})
+        if recorded is None:
+            return None
+        saga, new = recorded
+        return _deletion_of(saga), new
 
     async def finish(self, deletion_id: str, status: DeletionStatus, now: datetime, reason: str | None = None) -> bool:
         """Move a pending deletion to its end; False when it had ended already (erased vs timed out racing)."""
@@ -396,6 +412,8 @@ def _deletion_of(saga: SagaState) -> AccountDeletion:
         status=DeletionStatus(saga.status),
         reason=saga.reason,
         deadline_at=saga.deadline_at,
+        awaits=tuple(saga.data.get("awaits", ())),
+        answered=tuple(saga.replies),
     )
 
 

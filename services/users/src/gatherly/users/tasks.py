@@ -15,6 +15,7 @@ from gatherly.users.store import unit_of_work
 log = structlog.get_logger(__name__)
 
 HOUSEKEEPING_INTERVAL_SECONDS = 3600.0
+DELETION_CHECK_INTERVAL_SECONDS = 60.0
 
 
 async def deliver_mail(context: ServiceContext) -> None:
@@ -24,13 +25,20 @@ async def deliver_mail(context: ServiceContext) -> None:
 
 
 async def keep_tidy(context: ServiceContext) -> None:
-    """Background task: `forget_expired` and `fail_overdue_deletions` once an hour."""
+    """Background task: `forget_expired` once an hour."""
     while True:
         try:
             deleted = await forget_expired(unit_of_work(context))
             if deleted:
                 log.info("expired tokens and throttles deleted", rows=deleted)
-            await fail_overdue_deletions(unit_of_work(context))
         except Exception:
             log.exception("housekeeping failed; will try again")  # a missed round only delays the cleanup
         await asyncio.sleep(HOUSEKEEPING_INTERVAL_SECONDS)
+
+
+async def watch_deletions(context: ServiceContext) -> None:
+    """Background task: account deletions past their deadline fail, checked once a minute. An error ends the task:
+    the host's supervisor logs it and restarts it with backoff (a missed round only delays a failure)."""
+    while True:
+        await fail_overdue_deletions(unit_of_work(context))
+        await asyncio.sleep(DELETION_CHECK_INTERVAL_SECONDS)
