@@ -594,6 +594,9 @@ class ImportEntry:
     skipped: str | None = None
     rule: str | None = None  # a recurring VEVENT's RRULE: the entry is a series, `details` its first occurrence
     excluded: frozenset[date] = frozenset()  # its EXDATEs, as local dates in the event's time zone
+    added: frozenset[date] = frozenset()  # its RDATEs, as local dates
+    # Its occurrences that differ from the rule's (RECURRENCE-ID VEVENTs, RDATEs at another time), by local date.
+    changed: Mapping[date, EventDetails] = field(default_factory=dict)
 
 
 # What an imported file decides about its events; the rest (capacity, guest limit, RSVP window, cover) stays as

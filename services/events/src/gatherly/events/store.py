@@ -313,6 +313,11 @@ class EventStore:
         )
         return [EventId(i) for i in await self.session.scalars(query)]
 
+    async def occurrence_dates(self, series_id: str) -> set[date]:
+        """The local dates the series has made into events, cancelled ones included (ux_events_series_id_...)."""
+        query = select(events.c.occurrence_date).where(events.c.series_id == series_id)
+        return {date.fromisoformat(day) for day in await self.session.scalars(query)}
+
     async def upcoming_ids_attended_by(self, group_id: str, user_id: str, now: datetime) -> list[EventId]:
         """Upcoming scheduled events of the group where the person is going or waiting."""
         query = (
@@ -570,6 +575,11 @@ def _series(row: RowMapping) -> Series:
         created_at=row["created_at"],
         source_uid=row["source_uid"],
         excluded_days=frozenset(date.fromisoformat(day) for day in row["excluded_days"] or ()),
+        added_days=frozenset(date.fromisoformat(day) for day in row["added_days"] or ()),
+        changed_days={
+            date.fromisoformat(day): Template.from_json(details).details
+            for day, details in (row["changed_days"] or {}).items()
+        },
     )
 
 
@@ -590,6 +600,11 @@ class SeriesStore:
             "created_at": found.created_at,
             "source_uid": found.source_uid,
             "excluded_days": sorted(day.isoformat() for day in found.excluded_days) or None,
+            "added_days": sorted(day.isoformat() for day in found.added_days) or None,
+            "changed_days": {
+                day.isoformat(): Template.of(details).to_json() for day, details in sorted(found.changed_days.items())
+            }
+            or None,
         }
 
     async def add(self, found: Series) -> None:
