@@ -489,7 +489,11 @@ async def test_vevents_it_cannot_take_are_skipped_with_the_reason(api: EventsApi
         *("long", "far", "spoof", "online"),
     }
     assert "UID" in reasons[""] and "IANA" in reasons["floating"] and "FREQ" in reasons["hourly"]
-    assert "RECURRENCE-ID" in reasons["moved"] and "RDATE without an RRULE" in reasons["extra"] and "EXDATE" in reasons["holey"]
+    assert (
+        "RECURRENCE-ID" in reasons["moved"]
+        and "RDATE without an RRULE" in reasons["extra"]
+        and "EXDATE" in reasons["holey"]
+    )
     assert "six months" in reasons["over"] and "venue" in reasons["nowhere"] and "ends_at" in reasons["backwards"]
     assert "IANA" in reasons["bad-tz"] and "repeated" in reasons["online"]
     assert "title" in reasons["long"] and "venue.name" in reasons["far"] and "bidirectional" in reasons["spoof"]

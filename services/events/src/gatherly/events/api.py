@@ -249,6 +249,7 @@ async def search_events(
             going_count=f.event.going_count,
             capacity=f.event.details.capacity,
             distance_km=round(f.distance_km, 3) if f.distance_km is not None else None,
+            cover=f.cover,
         )
         for f in found
     ]

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gatherly.contracts.groups import LEADER_ROLES
+from gatherly.contracts.users import ImageVariants
 from gatherly.kernel.geo import EARTH_RADIUS_KM, Point
 from gatherly.kernel.text import name_problem, text_problem
 
@@ -774,3 +775,4 @@ class Found:
     event: Event
     group_name: str
     distance_km: float | None = None
+    cover: ImageVariants | None = None

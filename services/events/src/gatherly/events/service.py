@@ -798,15 +798,21 @@ async def view_event(stores: Stores, event_id: str, caller: UserId | None) -> Ev
     rsvp: Rsvp | None = await stores.rsvps.of(event.id, caller) if caller else None
     if rsvp is not None:
         mine = MyRsvp(rsvp.status, rsvp.guests, await stores.rsvps.waitlist_position(event.id, rsvp))
-    return EventView(event, group, mine, await stores.rsvps.checked_in_count(event.id), await _cover(stores, event))
+    covers = await _covers(stores, [event])
+    return EventView(event, group, mine, await stores.rsvps.checked_in_count(event.id), covers.get(event.id))
 
 
-async def _cover(stores: Stores, event: Event) -> ImageVariants | None:
-    """The cover's variants while the image is ready and whoever uploaded it leads the event's group."""
-    image = await stores.covers.get(event.details.cover_image_id)
-    if image is None or not shows_cover(await stores.members.role(event.group_id, image.owner_id)):
-        return None
-    return image.variants
+async def _covers(stores: Stores, events: list[Event]) -> dict[EventId, ImageVariants]:
+    """The covers' variants of these events (one query for all), each while its image is ready and whoever
+    uploaded it leads the event's group."""
+    chosen = [(event, event.details.cover_image_id) for event in events if event.details.cover_image_id]
+    found = await stores.events.cover_roles({(event.group_id, image_id) for event, image_id in chosen})
+    shown: dict[EventId, ImageVariants] = {}
+    for event, image_id in chosen:
+        role, variants = found.get((event.group_id, image_id), (None, None))
+        if variants is not None and shows_cover(role):
+            shown[event.id] = variants
+    return shown
 
 
 async def list_attendees(
@@ -820,4 +826,7 @@ async def list_attendees(
 
 
 async def search_events(stores: Stores, criteria: EventSearch, page: PageRequest) -> tuple[list[Found], Any]:
-    return await stores.events.search(criteria, page.limit, page.cursor)
+    """A page of events, with their covers (one more query for the page)."""
+    found, position = await stores.events.search(criteria, page.limit, page.cursor)
+    covers = await _covers(stores, [f.event for f in found])
+    return [replace(f, cover=covers.get(f.event.id)) for f in found], position

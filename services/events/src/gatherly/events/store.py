@@ -3,7 +3,7 @@ domain objects. The tables are in tables.py."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -312,6 +312,28 @@ class EventStore:
             .order_by(events.c.occurrence_date)
         )
         return [EventId(i) for i in await self.session.scalars(query)]
+
+    async def cover_roles(
+        self, wanted: Collection[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[str, ImageVariants]]:
+        """For (group id, cover image id) pairs: the ready image's variants and its uploader's role in that group,
+        in one query however many pairs (a page of search results). A pair is missing when the image is not ready or
+        its uploader is not a member."""
+        if not wanted:
+            return {}
+        query = (
+            select(cover_images.c.image_id, cover_images.c.variants, group_members.c.group_id, group_members.c.role)
+            .join(group_members, group_members.c.user_id == cover_images.c.owner_id)
+            .where(
+                cover_images.c.image_id.in_({image_id for _, image_id in wanted}),
+                group_members.c.group_id.in_({group_id for group_id, _ in wanted}),
+            )
+        )
+        found = {
+            (row["group_id"], row["image_id"]): (row["role"], ImageVariants(**row["variants"]))
+            for row in (await self.session.execute(query)).mappings()
+        }
+        return {pair: found[pair] for pair in wanted if pair in found}
 
     async def occurrence_dates(self, series_id: str) -> set[date]:
         """The local dates the series has made into events, cancelled ones included (ux_events_series_id_...)."""
