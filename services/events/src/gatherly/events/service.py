@@ -565,7 +565,18 @@ async def respond(uow: EventsUnitOfWork, event_id: str, member: UserId, answer: 
         attendance = await _attendance_with(uow, event, found.own)
         rsvp = attendance.respond(member, answer, guests, now)
         await _save_attendance(uow, event, attendance, counts_only=True)
-        return MyRsvp(rsvp.status, rsvp.guests, await uow.rsvps.waitlist_position(event.id, rsvp))
+        return MyRsvp(rsvp.status, rsvp.guests, await _position(uow, event.id, rsvp, attendance.changes))
+
+
+async def _position(uow: EventsUnitOfWork, event_id: str, rsvp: Rsvp, changes: list[RsvpChange]) -> int | None:
+    """The person's place on the waitlist after their answer. When the answer put them there and nobody was seated
+    by it, the decision knows the place (the back of the queue, from the counters): no query."""
+    if rsvp.status is not RsvpStatus.WAITLISTED:
+        return None
+    known = [c.position for c in changes if c.user_id == rsvp.user_id and c.change is Change.WAITLISTED]
+    if known and known[-1] is not None and not any(c.change is Change.PROMOTED for c in changes):
+        return known[-1]
+    return await uow.rsvps.waitlist_position(event_id, rsvp)
 
 
 async def _attendance(uow: EventsUnitOfWork, event: Event, person: UserId | None = None) -> Attendance:
