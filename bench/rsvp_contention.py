@@ -9,14 +9,20 @@ baseline measured in the same run.
 Requests go through the gateway's ASGI app in-process (httpx ASGITransport): the whole HTTP stack of the app,
 no sockets. Writes bench/reports/rsvp_contention.md (and prints it).
 
-    uv run python bench/rsvp_contention.py [--clients 200] [--seats 20] [--rounds 3]
+    uv run python bench/rsvp_contention.py [--clients 200] [--seats 20] [--rounds 3] [--profile FILE]
+
+With --profile, the RSVP phases run under cProfile (the relay and consumers in the same process included) and FILE
+gets the functions that took the most CPU of their own, to see where an RSVP's time goes.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import io
 import platform
+import pstats
 import statistics
 import tempfile
 import time
@@ -37,6 +43,7 @@ FAST = {
 # running on.
 PHASE_TIMEOUT_S = 600.0
 PHASE_LIMIT = [PHASE_TIMEOUT_S]  # as given with --phase-timeout
+PROFILER: list[cProfile.Profile] = []  # with --profile
 REPORT = Path(__file__).parent / "reports" / "rsvp_contention.md"
 T = TypeVar("T")
 
@@ -118,7 +125,13 @@ async def _answer_all(gatherly: RunningGatherly, pairs: list[tuple[Person, str]]
         return response.json()
 
     started = time.perf_counter()
-    answers = await asyncio.gather(*(answer(p, e) for p, e in pairs))
+    for profiler in PROFILER:
+        profiler.enable()
+    try:
+        answers = await asyncio.gather(*(answer(p, e) for p, e in pairs))
+    finally:
+        for profiler in PROFILER:
+            profiler.disable()
     return time.perf_counter() - started, answers
 
 
@@ -204,9 +217,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--report", type=Path, default=REPORT)
     parser.add_argument("--phase-timeout", type=float, default=PHASE_TIMEOUT_S, help="seconds a phase may take")
+    parser.add_argument("--profile", type=Path, help="write the RSVP phases' cProfile summary (by own time) here")
     args = parser.parse_args()
     PHASE_LIMIT[0] = args.phase_timeout
+    if args.profile:
+        PROFILER.append(cProfile.Profile())
     report = asyncio.run(run(args.clients, args.seats, args.rounds))
+    if args.profile:
+        summary = io.StringIO()
+        stats = pstats.Stats(PROFILER[0], stream=summary)
+        stats.sort_stats("tottime").print_stats(60)
+        stats.sort_stats("cumulative").print_stats(80)
+        args.profile.write_text(summary.getvalue())
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(report)
     print(report)

@@ -5,10 +5,13 @@ group, and goes when the image is deleted."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import event as sqlalchemy_events
 
 from gatherly.contracts.images import ImageDeleted, ImageReady
 from gatherly.contracts.users import ImageVariants
@@ -95,3 +98,52 @@ async def test_a_cover_is_set_and_cleared_by_patch_and_shows_while_its_uploader_
     response = await api.client.patch(patch, json={"cover_image_id": None}, headers=olga.auth)
     assert response.status_code == 200, response.text
     assert (response.json()["cover_image_id"], response.json()["cover"]) == (None, None)
+
+
+@contextmanager
+def cover_lookups(api: EventsApi) -> Iterator[list[str]]:
+    """The statements the events service runs on the covers' read model meanwhile."""
+    engine = api.running.process.host("events").context.db.engine.sync_engine
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "cover_images" in statement:
+            seen.append(statement)
+
+    sqlalchemy_events.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        sqlalchemy_events.remove(engine, "before_cursor_execute", record)
+
+
+async def test_search_results_carry_the_covers_that_show_read_in_one_query_per_page(api: EventsApi) -> None:
+    olga, cleo, member = await api.people("Cover Olga 5", "Cover Cleo 5", "Cover Member 5")
+    group_id = await api.group(olga, members={cleo: "event_organizer", member: "member"})
+    olgas, cleos = await _ready(api, olga.user_id, name="olga5"), await _ready(api, cleo.user_id, name="cleo5")
+    with_olgas = [await api.schedule(olga, group_id, title=f"Olga's {n}", cover_image_id=olgas) for n in range(5)]
+    with_cleos = await api.schedule(cleo, group_id, title="Cleo's", cover_image_id=cleos)
+    without = await api.schedule(olga, group_id, title="No cover")
+    # Cleo steps down: her image no longer shows (as on the event itself).
+    changed = await api.client.put(
+        f"/api/groups/{group_id}/members/{cleo.user_id}/role", json={"role": "member"}, headers=olga.auth
+    )
+    assert changed.status_code == 200, changed.text
+    await api.running.settle()
+    expected = {e["id"]: _variants("olga5").model_dump() for e in with_olgas} | {
+        with_cleos["id"]: None,
+        without["id"]: None,
+    }
+
+    for params in ({"group_id": group_id}, {"group_id": group_id, "near": "52.514,13.35", "radius_km": 5}):
+        for limit in (2, 7):  # a bigger page does not read the covers more often
+            with cover_lookups(api) as lookups:
+                response = await api.client.get("/api/events", params={**params, "limit": limit}, headers=member.auth)
+            assert response.status_code == 200, response.text
+            items = response.json()["items"]
+            assert len(items) == limit
+            assert {item["id"]: item["cover"] for item in items} == {item["id"]: expected[item["id"]] for item in items}
+            assert len(lookups) == 1, lookups
+    # An event's own cover is read the same way.
+    assert (await api.get(with_cleos["id"], member))["cover"] is None
+    assert (await api.get(with_olgas[0]["id"], member))["cover"] == _variants("olga5").model_dump()

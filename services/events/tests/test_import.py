@@ -5,7 +5,7 @@ and why, and hostile files get 4xx."""
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -249,6 +249,164 @@ async def test_a_series_skips_its_exdates_and_a_reimport_with_a_new_one_cancels_
     assert dropped not in left and monday in left and monday + timedelta(weeks=5) in left
 
 
+def _occurrences(body: bytes) -> list[tuple[datetime, str]]:
+    """(start, title) of what is not cancelled from now on within the horizon, as a second parser (ical) reads the
+    file with its RDATEs and changed occurrences."""
+    calendar = IcsCalendarStream.calendar_from_ics(body.decode())
+    now = datetime.now(UTC)
+    timeline = calendar.timeline_tz(ZoneInfo("Europe/Berlin")).active_after(now)
+    found = [(e.dtstart, e.summary or "") for e in itertools.islice(timeline, 400) if e.status != "CANCELLED"]
+    return [(start, title) for start, title in found if now < start < now + timedelta(days=181)]
+
+
+def _berlin(day: date, at: str) -> str:
+    return f"{day:%Y%m%d}T{at}"
+
+
+async def test_rdates_add_occurrences_and_recurrence_ids_change_or_cancel_one_and_a_reimport_follows_the_file(
+    api: EventsApi,
+) -> None:
+    leader, fan = await api.people("Rdate Importer", "Rdate Fan")
+    group_id = await api.group(leader, members={fan: "member"})
+    await api.running.settle()
+    monday = datetime.now(UTC).date() + timedelta(days=7 - datetime.now(UTC).weekday())  # next Monday
+    wednesday, thursday = monday + timedelta(days=2), monday + timedelta(days=10)
+    moved, dropped = monday + timedelta(weeks=3), monday + timedelta(weeks=4)
+
+    def calendar(*rdates: str, moved_title: str = "Tuesday run instead") -> bytes:
+        return ics(
+            vevent(
+                "runs@other",
+                "SUMMARY:Monday run",
+                f"DTSTART;TZID=Europe/Berlin:{_berlin(monday, '190000')}",
+                "DURATION:PT1H",
+                "RRULE:FREQ=WEEKLY",
+                "LOCATION:Park",
+                *(f"RDATE;TZID=Europe/Berlin:{rdate}" for rdate in rdates),
+            ),
+            # One Monday moves to the Tuesday at 18:00 in another place; another one is called off.
+            vevent(
+                "runs@other",
+                f"SUMMARY:{moved_title}",
+                f"RECURRENCE-ID;TZID=Europe/Berlin:{_berlin(moved, '190000')}",
+                f"DTSTART;TZID=Europe/Berlin:{_berlin(moved + timedelta(days=1), '180000')}",
+                "DURATION:PT1H",
+                "LOCATION:Stadium",
+            ),
+            vevent(
+                "runs@other",
+                "SUMMARY:Monday run",
+                "STATUS:CANCELLED",
+                f"RECURRENCE-ID;TZID=Europe/Berlin:{_berlin(dropped, '190000')}",
+                f"DTSTART;TZID=Europe/Berlin:{_berlin(dropped, '190000')}",
+                "DURATION:PT1H",
+                "LOCATION:Park",
+            ),
+        )
+
+    # An extra Wednesday at the usual time, and an extra Thursday at 20:30 (one line, a list of two).
+    first = calendar(f"{_berlin(wednesday, '190000')},{_berlin(thursday, '203000')}")
+    response = await _import(api, leader, group_id, first)
+
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert [c["uid"] for c in report["created"]] == ["runs@other"] and report["skipped"] == []
+    events = await _group_events(api, leader, group_id)
+    made = [(datetime.fromisoformat(e["starts_at"]), e["title"]) for e in events]
+    expected = _occurrences(first)
+    assert made[: len(expected)] == expected  # the second parser agrees on every date, time and title
+    by_start = {datetime.fromisoformat(e["starts_at"]): e for e in events}
+    berlin = ZoneInfo("Europe/Berlin")
+    tuesday = by_start[datetime.combine(moved + timedelta(days=1), time(18), berlin)]
+    assert (tuesday["title"], tuesday["venue"]["name"]) == ("Tuesday run instead", "Stadium")
+    assert datetime.combine(thursday, time(20, 30), berlin) in by_start
+    assert datetime.combine(wednesday, time(19), berlin) in by_start
+    assert datetime.combine(moved, time(19), berlin) not in by_start
+    assert datetime.combine(dropped, time(19), berlin) not in by_start
+
+    again = (await _import(api, leader, group_id, first)).json()  # the same file again changes nothing
+    assert again["skipped"] == [{"uid": "runs@other", "event_id": events[0]["id"], "reason": "unchanged"}]
+    assert [e["id"] for e in await _group_events(api, leader, group_id)] == [e["id"] for e in events]
+
+    # The other platform renames the moved run, drops the Thursday and adds a Friday: the same events follow.
+    thursday_id = by_start[datetime.combine(thursday, time(20, 30), berlin)]["id"]
+    await api.going(fan, thursday_id)
+    friday = monday + timedelta(days=11)
+    changed = calendar(
+        f"{_berlin(wednesday, '190000')}", f"{_berlin(friday, '190000')}", moved_title="Tuesday run, track"
+    )
+    response = await _import(api, leader, group_id, changed)
+
+    assert response.status_code == 200, response.text
+    assert [u["uid"] for u in response.json()["updated"]] == ["runs@other"]
+    after = await _group_events(api, leader, group_id)
+    assert [(datetime.fromisoformat(e["starts_at"]), e["title"]) for e in after][: len(_occurrences(changed))] == (
+        _occurrences(changed)
+    )
+    assert (await api.get(tuesday["id"], leader))["title"] == "Tuesday run, track"  # updated, not made again
+    assert (await api.get(thursday_id, leader))["status"] == "cancelled"
+    told = [e for e in await api.published("event", thursday_id) if e.type == "event.cancelled"]
+    assert [e.payload["attendee_ids"] for e in told] == [[fan.user_id]]
+    assert datetime.combine(friday, time(19), berlin) in {datetime.fromisoformat(e["starts_at"]) for e in after}
+
+
+async def test_changed_occurrences_and_rdates_it_cannot_take_get_report_lines(api: EventsApi) -> None:
+    leader = await api.person("Recurrence-id Skipper")
+    group_id = await api.group(leader)
+    monday = datetime.now(UTC).date() + timedelta(days=7 - datetime.now(UTC).weekday())
+    series = (
+        "SUMMARY:Monday run",
+        f"DTSTART;TZID=Europe/Berlin:{_berlin(monday, '190000')}",
+        "DURATION:PT1H",
+        "RRULE:FREQ=WEEKLY",
+        "LOCATION:Park",
+    )
+
+    def change(uid: str, day: date, *lines: str, params: str = ";TZID=Europe/Berlin") -> str:
+        when = (f"DTSTART;TZID=Europe/Berlin:{_berlin(day, '200000')}", "DURATION:PT1H", "LOCATION:Park")
+        return vevent(uid, "SUMMARY:Changed", f"RECURRENCE-ID{params}:{_berlin(day, '190000')}", *when, *lines)
+
+    body = ics(
+        vevent("runs", *series),
+        change("runs", monday + timedelta(days=1)),  # a Tuesday: not a date of the series
+        change("runs", monday + timedelta(weeks=1), params=";RANGE=THISANDFUTURE;TZID=Europe/Berlin"),
+        change("runs", monday - timedelta(weeks=60)),  # long past
+        change("runs", monday + timedelta(weeks=2)),
+        change("runs", monday + timedelta(weeks=2)),  # the same date twice
+        vevent(  # a floating start with no calendar zone to read it in
+            "runs",
+            "SUMMARY:Changed",
+            f"RECURRENCE-ID;TZID=Europe/Berlin:{_berlin(monday + timedelta(weeks=3), '190000')}",
+            f"DTSTART:{_berlin(monday + timedelta(weeks=3), '200000')}",
+            "DURATION:PT1H",
+            "LOCATION:Park",
+        ),
+        change("orphan", monday),  # no series in the file
+        vevent("many", *series, "RDATE:" + ",".join(["20300101T180000Z"] * 1001)),
+        vevent("huge", *series, "RDATE:" + ",".join(f"{2030 + i // 365}0101T180000Z" for i in range(50_000))),
+    )
+    assert len(body) < 1024 * 1024
+
+    response = await _import(api, leader, group_id, body)
+
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert [c["uid"] for c in report["created"]] == ["runs"]
+    reasons = [(s["uid"], s["reason"]) for s in report["skipped"]]
+    assert [uid for uid, _ in reasons] == ["many", "huge", *["runs"] * 5, "orphan"]
+    why = [reason for _, reason in reasons]
+    assert "more than 1000 RDATEs" in why[0] and "more than 1000 RDATEs" in why[1]
+    assert "no occurrence on that date" in why[2] and f"{monday + timedelta(days=1)}" in why[2]
+    assert "THISANDFUTURE" in why[3] and "past" in why[4] and "repeated" in why[5] and "IANA" in why[6]
+    assert "RECURRENCE-ID" in why[7]
+    # The one change it could take is made; the rest of the series is as its rule has it.
+    starts = {datetime.fromisoformat(e["starts_at"]) for e in await _group_events(api, leader, group_id)}
+    berlin = ZoneInfo("Europe/Berlin")
+    assert datetime.combine(monday + timedelta(weeks=2), time(20), berlin) in starts
+    assert datetime.combine(monday + timedelta(weeks=1), time(19), berlin) in starts
+    assert datetime.combine(monday + timedelta(weeks=3), time(19), berlin) in starts
+
+
 async def test_all_day_events_last_from_midnight_to_midnight_in_the_calendars_zone(api: EventsApi) -> None:
     leader = await api.person("All-day Importer")
     group_id = await api.group(leader)
@@ -304,7 +462,7 @@ async def test_vevents_it_cannot_take_are_skipped_with_the_reason(api: EventsApi
         vevent("floating", "SUMMARY:Run", f"DTSTART:{day}T180000", f"DTEND:{day}T190000", "LOCATION:Park"),
         vevent("hourly", "SUMMARY:Run", *at, "RRULE:FREQ=HOURLY"),
         vevent("moved", "SUMMARY:Run", *at, f"RECURRENCE-ID:{day}T180000Z"),
-        vevent("extra", "SUMMARY:Run", *at, "RRULE:FREQ=WEEKLY", f"RDATE:{day}T200000Z"),
+        vevent("extra", "SUMMARY:Run", *at, f"RDATE:{day}T200000Z"),  # extra dates of no rule
         vevent("holey", "SUMMARY:Run", *at, "RRULE:FREQ=DAILY", "EXDATE:" + ",".join(["20300101T180000Z"] * 1001)),
         vevent("over", "SUMMARY:Run", "DTSTART:20200101T180000Z", *at[1:], "RRULE:FREQ=DAILY;COUNT=3"),
         vevent("nowhere", "SUMMARY:Run", f"DTSTART:{day}T180000Z", f"DTEND:{day}T190000Z"),
@@ -331,7 +489,11 @@ async def test_vevents_it_cannot_take_are_skipped_with_the_reason(api: EventsApi
         *("long", "far", "spoof", "online"),
     }
     assert "UID" in reasons[""] and "IANA" in reasons["floating"] and "FREQ" in reasons["hourly"]
-    assert "RECURRENCE-ID" in reasons["moved"] and "RDATE" in reasons["extra"] and "EXDATE" in reasons["holey"]
+    assert (
+        "RECURRENCE-ID" in reasons["moved"]
+        and "RDATE without an RRULE" in reasons["extra"]
+        and "EXDATE" in reasons["holey"]
+    )
     assert "six months" in reasons["over"] and "venue" in reasons["nowhere"] and "ends_at" in reasons["backwards"]
     assert "IANA" in reasons["bad-tz"] and "repeated" in reasons["online"]
     assert "title" in reasons["long"] and "venue.name" in reasons["far"] and "bidirectional" in reasons["spoof"]

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import event as sqlalchemy_events
 from sqlalchemy import update
 
 from gatherly.app.testing import Person
@@ -38,6 +39,30 @@ async def test_guests_take_seats_and_a_full_event_puts_people_on_the_waitlist_in
     assert (await api.going(bob, event["id"], guests=0))["status"] == "going"
     assert (await api.get(event["id"], cat))["my_rsvp"]["waitlist_position"] == 1
     assert (await api.going(dan, event["id"]))["waitlist_position"] == 2
+
+
+async def test_a_new_place_on_the_waitlist_is_known_without_counting_the_waitlist(api: EventsApi) -> None:
+    # The answer that puts someone at the back of the queue knows their place from the event's counters: no COUNT
+    # over the waitlist while the event is locked (one statement of the four an answer runs).
+    group_id, olga, [ann, bob, cat] = await _group_of(api, "Ann", "Bob", "Cat")
+    event = await api.schedule(olga, group_id, capacity=1)
+    await api.going(ann, event["id"])
+    await api.going(bob, event["id"])
+    engine = api.running.process.host("events").context.db.engine.sync_engine
+    counted: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "count(" in statement.lower() and "rsvps" in statement:
+            counted.append(statement)
+
+    sqlalchemy_events.listen(engine, "before_cursor_execute", record)
+    try:
+        answer = await api.going(cat, event["id"])
+    finally:
+        sqlalchemy_events.remove(engine, "before_cursor_execute", record)
+    assert answer == {"status": "waitlisted", "guests": 0, "waitlist_position": 2}
+    assert counted == []
+    assert (await api.get(event["id"], cat))["my_rsvp"]["waitlist_position"] == 2  # as counted when read
 
 
 async def test_nobody_overtakes_the_waitlist_and_promotion_is_strict_fifo(api: EventsApi) -> None:

@@ -2149,6 +2149,8 @@ export interface components {
              * @description Only in searches with `near`: how far the venue is.
              */
             distance_km?: number | null;
+            /** @description The cover's variants: shown while the image is ready and its uploader leads the group. */
+            cover?: components["schemas"]["ImageVariants"] | null;
         };
         /** FeedOut */
         FeedOut: {

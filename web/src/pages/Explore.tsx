@@ -1,5 +1,5 @@
 // Explore near me: a place (the browser's location or a typed city), filters, and what is near on a map and a list.
-import { IonButton, IonItem, IonLabel, IonList, IonSelect, IonSelectOption } from '@ionic/react';
+import { IonButton, IonItem, IonLabel, IonList, IonSelect, IonSelectOption, IonThumbnail } from '@ionic/react';
 import { useEffect, useMemo, useState, type FormEvent } from 'react';
 import { useNavigate } from 'react-router-dom';
 import { api, type Schemas } from '../api/client';
@@ -143,6 +143,11 @@ export function Explore() {
               <IonList>
                 {events.map((e) => (
                   <IonItem key={e.id} button detail={false} onClick={() => navigate(`/events/${e.id}`)}>
+                    {e.cover && (
+                      <IonThumbnail slot="start">
+                        <img src={e.cover.thumb} alt="" />
+                      </IonThumbnail>
+                    )}
                     <IonLabel>
                       <h3>{e.title}</h3>
                       <p>

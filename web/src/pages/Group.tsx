@@ -1,6 +1,6 @@
 // A group: about, members, upcoming events, join (with the organizers' questions) or leave, and for its leaders
 // the requests to join, scheduling and importing events, roles, removals and bans, and announcements.
-import { IonButton, IonItem, IonLabel, IonList } from '@ionic/react';
+import { IonButton, IonItem, IonLabel, IonList, IonThumbnail } from '@ionic/react';
 import { useCallback, useEffect, useState } from 'react';
 import { useNavigate, useParams } from 'react-router-dom';
 import { api, type Schemas } from '../api/client';
@@ -166,6 +166,11 @@ export function GroupPage() {
         <IonList>
           {events.map((e) => (
             <IonItem key={e.id} button detail={false} onClick={() => navigate(`/events/${e.id}`)}>
+              {e.cover && (
+                <IonThumbnail slot="start">
+                  <img src={e.cover.thumb} alt="" />
+                </IonThumbnail>
+              )}
               <IonLabel>
                 <h3>{e.title}</h3>
                 <p>{eventTimes(e.starts_at, e.timezone).event}</p>

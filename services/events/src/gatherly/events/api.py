@@ -249,6 +249,7 @@ async def search_events(
             going_count=f.event.going_count,
             capacity=f.event.details.capacity,
             distance_km=round(f.distance_km, 3) if f.distance_km is not None else None,
+            cover=f.cover,
         )
         for f in found
     ]
@@ -334,7 +335,7 @@ async def import_events(
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "text/calendar":
         raise InvalidInput("Send the file as text/calendar.", field="body")
-    entries = import_entries(await _limited_body(request, MAX_IMPORT_BYTES))
+    entries = import_entries(await _limited_body(request, MAX_IMPORT_BYTES), context.clock.now())
     results = await service.import_events(uow, UserId(caller.user_id), GroupId(group_id), entries)
     report: dict[ImportOutcome, list[ImportedOut]] = {outcome: [] for outcome in ImportOutcome}
     for result in results:

@@ -8,6 +8,7 @@ with the reason, not the whole file."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -16,6 +17,7 @@ import icalendar
 
 from gatherly.events.domain import (
     Event,
+    EventDetails,
     EventStatus,
     ImportEntry,
     InvalidEvent,
@@ -24,7 +26,7 @@ from gatherly.events.domain import (
     details_from,
     valid_timezone,
 )
-from gatherly.events.recurrence import check_rule
+from gatherly.events.recurrence import check_rule, local, occurrence_days
 
 PRODID = "-//Gatherly//events service//EN"
 UID_DOMAIN = "events.gatherly"
@@ -91,9 +93,10 @@ def _vevent(event: Event, group_name: str, show_online_url: bool, public_url: st
 MAX_IMPORT_EVENTS = 1000
 
 
-def import_entries(body: bytes) -> list[ImportEntry]:
+def import_entries(body: bytes, now: datetime) -> list[ImportEntry]:
     """The VEVENTs of an uploaded calendar file, each as the event (or series) it describes or the reason it is
-    skipped; InvalidEvent when the file is not iCalendar at all or holds too many events."""
+    skipped; InvalidEvent when the file is not iCalendar at all or holds too many events. A changed occurrence
+    (a VEVENT with RECURRENCE-ID) goes into its series' entry, or gets an entry of its own saying why not."""
     try:
         calendars = icalendar.Calendar.from_ical(body, multiple=True)
         vevents = [(c, _calendar_zone(calendar)) for calendar in calendars for c in calendar.walk("VEVENT")]
@@ -103,7 +106,9 @@ def import_entries(body: bytes) -> list[ImportEntry]:
         raise InvalidEvent("The file has no VEVENT.", field="body")
     if len(vevents) > MAX_IMPORT_EVENTS:
         raise InvalidEvent(f"At most {MAX_IMPORT_EVENTS} events per import.", field="body")
-    return [_entry(vevent, zone) for vevent, zone in vevents]
+    entries = [_entry(vevent, zone) for vevent, zone in vevents if "recurrence-id" not in vevent]
+    changes = [(vevent, zone) for vevent, zone in vevents if "recurrence-id" in vevent]
+    return entries + _fold_changes(entries, changes, now)
 
 
 def _calendar_zone(calendar: Any) -> str | None:
@@ -119,15 +124,19 @@ def _calendar_zone(calendar: Any) -> str | None:
 MAX_UID = 255
 
 
-def _entry(vevent: Any, calendar_zone: str | None) -> ImportEntry:
+def _uid(vevent: Any) -> tuple[str, str | None]:
+    """The VEVENT's UID as the report shows it, and why it cannot be used (None: it can)."""
     uid = str(vevent.get("uid", "")).strip()
     if not uid or len(uid) > MAX_UID or not uid.isprintable():
         shown = uid[:MAX_UID] if uid.isprintable() else repr(uid)[:MAX_UID]
-        return ImportEntry(shown, skipped=f"no UID, or one that is not printable text of at most {MAX_UID} characters")
-    if "recurrence-id" in vevent:
-        return ImportEntry(uid, skipped="a changed occurrence (RECURRENCE-ID): its series comes in, edit it here")
-    if "rdate" in vevent:
-        return ImportEntry(uid, skipped="RDATE is not imported: schedule the extra dates here instead")
+        return shown, f"no UID, or one that is not printable text of at most {MAX_UID} characters"
+    return uid, None
+
+
+def _entry(vevent: Any, calendar_zone: str | None) -> ImportEntry:
+    uid, unusable = _uid(vevent)
+    if unusable is not None:
+        return ImportEntry(uid, skipped=unusable)
     rule = vevent.get("rrule")
     if isinstance(rule, list):
         return ImportEntry(uid, skipped="more than one RRULE: schedule the series here instead")
@@ -143,7 +152,8 @@ def _entry(vevent: Any, calendar_zone: str | None) -> ImportEntry:
         url = str(vevent.get("url", "")).strip()
         cancelled = str(vevent.get("status", "")).upper() == "CANCELLED"
         rule_text = rule.to_ical().decode() if rule is not None else None
-        exdates = _exdates(vevent)
+        exdates = _dates_of(vevent, "exdate")
+        rdates = _dates_of(vevent, "rdate")
     except Exception:  # a property the parser cannot decode (icalendar raises only when a broken one is read)
         return ImportEntry(uid, skipped="a property could not be read")
     try:
@@ -155,6 +165,10 @@ def _entry(vevent: Any, calendar_zone: str | None) -> ImportEntry:
     starts_at, ends_at, zone = times
     if len(exdates) > MAX_EXDATES:
         return ImportEntry(uid, skipped=f"more than {MAX_EXDATES} EXDATEs")
+    if len(rdates) > MAX_RDATES:
+        return ImportEntry(uid, skipped=f"more than {MAX_RDATES} RDATEs")
+    if rdates and rule_text is None:
+        return ImportEntry(uid, skipped="RDATE without an RRULE: schedule the dates here instead")
     online_url = url if url.startswith(("https://", "http://")) else None
     try:
         details = details_from(
@@ -169,19 +183,128 @@ def _entry(vevent: Any, calendar_zone: str | None) -> ImportEntry:
         rule_text = check_rule(rule_text) if rule_text is not None else None
     except InvalidEvent as refusal:
         return ImportEntry(uid, skipped=refusal.detail)
-    excluded = frozenset(_local_day(moment, zone) for moment in exdates) if rule_text is not None else frozenset()
-    return ImportEntry(uid, details, cancelled=cancelled, rule=rule_text, excluded=excluded)
+    if rule_text is None:
+        return ImportEntry(uid, details, cancelled=cancelled)
+    try:
+        added = _added_days(details, rdates)
+    except (OverflowError, ValueError):
+        return ImportEntry(uid, skipped="an RDATE outside the years this service can store")
+    return ImportEntry(
+        uid,
+        details,
+        cancelled=cancelled,
+        rule=rule_text,
+        excluded=frozenset(_local_day(moment, zone) for moment in exdates),
+        added=frozenset(added),
+        changed={day: changed for day, changed in added.items() if changed is not None},
+    )
 
 
-# A series skipping more dates than this is not a series any more; the bound keeps a hostile file's work small.
+# A series skipping (or adding) more dates than this is not a series any more; the bound keeps a hostile file's work
+# small.
 MAX_EXDATES = 1000
+MAX_RDATES = 1000
 
 
-def _exdates(vevent: Any) -> list[date]:
-    """The EXDATE values of a VEVENT (the property may come once with several values, or several times)."""
-    found = vevent.get("exdate")
+def _dates_of(vevent: Any, name: str) -> list[Any]:
+    """The EXDATE or RDATE values of a VEVENT (the property may come once with several values, or several times):
+    dates, times, or (for RDATE) periods as (start, end or duration)."""
+    found = vevent.get(name)
     listed = found if isinstance(found, list) else [found] if found is not None else []
     return [value.dt for values in listed for value in values.dts]
+
+
+def _added_days(details: EventDetails, rdates: list[Any]) -> dict[date, EventDetails | None]:
+    """The local dates an RDATE adds to the series, each with its own details when it starts at another time of
+    day than the series (or lasts another time, as a PERIOD); None when it is like the others."""
+    zone = ZoneInfo(details.timezone)
+    duration = details.ends_at - details.starts_at
+    usual = details.starts_at.astimezone(zone).time()
+    added: dict[date, EventDetails | None] = {}
+    for value in rdates:
+        if not isinstance(value, datetime | tuple):  # a date: the series' time of day on it
+            added[value] = None
+            continue
+        starts, last = value if isinstance(value, tuple) else (value, duration)
+        starts = starts if starts.tzinfo is not None else starts.replace(tzinfo=zone)
+        ends = starts + last if isinstance(last, timedelta) else last
+        ends = ends if ends.tzinfo is not None else ends.replace(tzinfo=zone)
+        wall = starts.astimezone(zone)
+        if wall.time() == usual and ends - starts == duration:
+            added[wall.date()] = None
+        elif ends > starts:
+            added[wall.date()] = replace(details, starts_at=starts.astimezone(UTC), ends_at=ends.astimezone(UTC))
+    return added
+
+
+def _fold_changes(
+    entries: list[ImportEntry], changes: list[tuple[Any, str | None]], now: datetime
+) -> list[ImportEntry]:
+    """Each changed occurrence (RECURRENCE-ID) into the entry of its series, which `entries` is updated with; the
+    ones that cannot be taken come back as skipped entries, with the reason and the date they name."""
+    series = {e.uid: i for i, e in reversed(list(enumerate(entries))) if e.rule is not None and e.details is not None}
+    known: dict[str, set[date]] = {}  # per series: the rule's dates from yesterday on
+    taken: set[tuple[str, date]] = set()
+    refused: list[ImportEntry] = []
+    for vevent, calendar_zone in changes:
+        uid, unusable = _uid(vevent)
+        index = series.get(uid) if unusable is None else None
+        if index is None:
+            reason = unusable or "a changed occurrence (RECURRENCE-ID) of no series the file brings in"
+            refused.append(ImportEntry(uid, skipped=reason))
+            continue
+        entry = entries[index]
+        outcome = _changed_occurrence(entry, vevent, calendar_zone, now, known, taken)
+        if isinstance(outcome, str):
+            refused.append(ImportEntry(uid, skipped=outcome))
+        else:
+            entries[index] = outcome
+    return refused
+
+
+def _changed_occurrence(
+    entry: ImportEntry,
+    vevent: Any,
+    calendar_zone: str | None,
+    now: datetime,
+    known: dict[str, set[date]],
+    taken: set[tuple[str, date]],
+) -> ImportEntry | str:
+    """The series' entry with one changed (or cancelled) occurrence, or why it is skipped."""
+    assert entry.details is not None and entry.rule is not None
+    zone = entry.details.timezone
+    try:
+        named = vevent.get("recurrence-id")
+        day = _local_day(vevent.decoded("recurrence-id"), zone)
+    except Exception:  # a value the parser cannot decode
+        return "RECURRENCE-ID could not be read"
+    if str(named.params.get("RANGE", "")).upper() == "THISANDFUTURE":
+        return f"RECURRENCE-ID {day} with RANGE=THISANDFUTURE is not imported: edit the series here (scope=following)"
+    if (entry.uid, day) in taken:
+        return f"RECURRENCE-ID {day} repeated in the file"
+    yesterday = local(now, zone).date() - timedelta(days=1)
+    if day < yesterday:
+        return f"RECURRENCE-ID {day} is in the past: a series comes in from today on"
+    if day not in _series_days(entry, yesterday, known) and day not in entry.added:
+        return f"RECURRENCE-ID {day}: the series has no occurrence on that date (or it is too far ahead)"
+    taken.add((entry.uid, day))
+    if str(vevent.get("status", "")).upper() == "CANCELLED":
+        return replace(entry, excluded=entry.excluded | {day})
+    changed = _entry(vevent, calendar_zone)
+    if changed.details is None:
+        return f"RECURRENCE-ID {day}: {changed.skipped}"
+    return replace(entry, changed={**entry.changed, day: changed.details})
+
+
+def _series_days(entry: ImportEntry, yesterday: date, known: dict[str, set[date]]) -> set[date]:
+    """The rule's local dates from yesterday on, as far as one expansion reads (MAX_AHEAD occurrences), read once
+    per series however many changed occurrences name it."""
+    assert entry.details is not None and entry.rule is not None
+    if entry.uid not in known:
+        first = local(entry.details.starts_at, entry.details.timezone)
+        days = occurrence_days(entry.rule, first, max(yesterday, first.date()) - timedelta(days=1), date.max)
+        known[entry.uid] = set(days)
+    return known[entry.uid]
 
 
 def _local_day(moment: date, zone: str) -> date:

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gatherly.contracts.groups import LEADER_ROLES
+from gatherly.contracts.users import ImageVariants
 from gatherly.kernel.geo import EARTH_RADIUS_KM, Point
 from gatherly.kernel.text import name_problem, text_problem
 
@@ -610,6 +611,9 @@ class ImportEntry:
     skipped: str | None = None
     rule: str | None = None  # a recurring VEVENT's RRULE: the entry is a series, `details` its first occurrence
     excluded: frozenset[date] = frozenset()  # its EXDATEs, as local dates in the event's time zone
+    added: frozenset[date] = frozenset()  # its RDATEs, as local dates
+    # Its occurrences that differ from the rule's (RECURRENCE-ID VEVENTs, RDATEs at another time), by local date.
+    changed: Mapping[date, EventDetails] = field(default_factory=dict)
 
 
 # What an imported file decides about its events; the rest (capacity, guest limit, RSVP window, cover) stays as
@@ -787,3 +791,4 @@ class Found:
     event: Event
     group_name: str
     distance_km: float | None = None
+    cover: ImageVariants | None = None

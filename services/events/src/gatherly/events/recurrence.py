@@ -12,7 +12,7 @@ from __future__ import annotations
 import calendar
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any, NewType
 from zoneinfo import ZoneInfo
@@ -21,6 +21,7 @@ from dateutil.rrule import rrule, rrulestr
 
 from gatherly.events.domain import (
     DETAIL_FIELDS,
+    IMPORTED_FIELDS,
     EventDetails,
     GroupId,
     InvalidEvent,
@@ -132,6 +133,13 @@ def placed(wall: datetime, zone: str) -> datetime:
     """A naive wall-clock time in the zone, as an aware time. In the spring gap (a time that does not exist)
     zoneinfo keeps the offset before it, i.e. the clock reading an hour later."""
     return wall.replace(tzinfo=ZoneInfo(zone))
+
+
+def gives(rule: str, first: datetime, day: date) -> bool:
+    """Whether the rule has an occurrence on this local date (one step of dateutil: check_rule refuses the rules
+    that could search for years)."""
+    found = _expander(rule, first).after(datetime.combine(day, time()), inc=True)
+    return found is not None and found.date() == day
 
 
 def occurrence_days(rule: str, first: datetime, after: date | None, until: date) -> list[date]:
@@ -277,6 +285,11 @@ class Series:
     source_uid: str | None = None  # the UID of the recurring VEVENT it was imported from
     # Local dates the rule gives that are not occurrences (an imported VEVENT's EXDATE).
     excluded_days: frozenset[date] = frozenset()
+    # Local dates of occurrences besides the rule's (an imported VEVENT's RDATE).
+    added_days: frozenset[date] = frozenset()
+    # Occurrences that differ from the template (an imported RECURRENCE-ID, or an RDATE at another time of day):
+    # by their date in the series, the details the file gives them (IMPORTED_FIELDS are taken from these).
+    changed_days: Mapping[date, EventDetails] = field(default_factory=dict)
 
     def due_days(self, now: datetime) -> list[date]:
         """Local dates of occurrences not made yet, up to the horizon from `now`, whose start is still ahead."""
@@ -284,5 +297,26 @@ class Series:
         until = (local(now, zone) + HORIZON).date()
         if self.ends_before is not None:
             until = min(until, self.ends_before)
-        days = occurrence_days(self.rule, self.first, self.generated_through, until)
-        return [day for day in days if day not in self.excluded_days and self.template.on(day).starts_at > now]
+        return [day for day in self.days_between(self.generated_through, until) if self.details_on(day).starts_at > now]
+
+    def days_between(self, after: date | None, until: date) -> list[date]:
+        """The series' local dates after `after` (None: from the first) and before `until`: the rule's and the added
+        ones, without the excluded ones."""
+        ruled = occurrence_days(self.rule, self.first, after, until)
+        added = (day for day in self.added_days if (after is None or day > after) and day < until)
+        return sorted({*ruled, *added} - self.excluded_days)
+
+    def details_on(self, day: date) -> EventDetails:
+        """The details of the occurrence on this local date: the template's, or the changed ones the file gave it
+        (its RSVP window moves along with its start)."""
+        details = self.template.on(day)
+        change = self.changed_days.get(day)
+        if change is None:
+            return details
+        moved = replace(details, **{name: getattr(change, name) for name in IMPORTED_FIELDS})
+        opens, closes = self.template.opens_before, self.template.closes_before
+        return replace(
+            moved,
+            rsvp_opens_at=moved.starts_at - opens if opens is not None else None,
+            rsvp_closes_at=moved.starts_at - closes if closes is not None else None,
+        )

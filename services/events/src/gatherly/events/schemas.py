@@ -196,6 +196,9 @@ class EventSummary(BaseModel):
     going_count: int
     capacity: int | None
     distance_km: float | None = Field(None, description="Only in searches with `near`: how far the venue is.")
+    cover: ImageVariants | None = Field(
+        None, description="The cover's variants: shown while the image is ready and its uploader leads the group."
+    )
 
 
 class ImportedOut(BaseModel):

@@ -152,9 +152,10 @@ async def _schedule_series(
     details: EventDetails,
     rule: str,
     now: datetime,
-    source_uid: str | None = None,
-    excluded: frozenset[date] = frozenset(),
+    imported: ImportEntry | None = None,
 ) -> Event:
+    """The series and its occurrences up to the horizon; `imported`: the VEVENT it comes from, whose EXDATEs,
+    RDATEs and changed occurrences it keeps."""
     first = local(details.starts_at, details.timezone)
     series = Series(
         SeriesId(str(uuid.uuid4())),
@@ -166,8 +167,10 @@ async def _schedule_series(
         None,
         leader,
         now,
-        source_uid,
-        excluded_days=excluded,
+        imported.uid if imported else None,
+        excluded_days=imported.excluded if imported else frozenset(),
+        added_days=imported.added if imported else frozenset(),
+        changed_days=dict(imported.changed) if imported else {},
     )
     # A series that began long ago (an imported one) is expanded from today, not through its whole past.
     yesterday = local(now, details.timezone).date() - timedelta(days=1)
@@ -189,7 +192,7 @@ async def _make_occurrences(
         event = Event(
             new_event_id(),
             series.group_id,
-            series.template.on(day),
+            series.details_on(day),
             created_by=series.created_by,
             created_at=now,
             updated_at=now,
@@ -199,7 +202,9 @@ async def _make_occurrences(
         await uow.events.add(event)
         uow.publish(EventScheduled(**_snapshot(event, group_name), scheduled_by=series.created_by, scheduled_at=now))
         made.append(event)
-    await uow.series.save(replace(series, generated_through=days[-1]))
+    # Days made again below the series' end (a re-import's new RDATE) do not move that end back.
+    through = max(days[-1], series.generated_through) if series.generated_through else days[-1]
+    await uow.series.save(replace(series, generated_through=through))
     return made
 
 
@@ -453,9 +458,7 @@ async def _import_series(
         if entry.cancelled:
             return ImportResult(entry.uid, ImportOutcome.SKIPPED, reason="cancelled in the file")
         try:
-            first = await _schedule_series(
-                uow, leader, group, details, entry.rule, now, source_uid=entry.uid, excluded=entry.excluded
-            )
+            first = await _schedule_series(uow, leader, group, details, entry.rule, now, imported=entry)
         except InvalidEvent as refusal:
             return ImportResult(entry.uid, ImportOutcome.SKIPPED, reason=refusal.detail)
         return ImportResult(entry.uid, ImportOutcome.CREATED, first.id)
@@ -482,39 +485,62 @@ async def _import_series(
         closes_before=kept.closes_before,
         details=replace(kept.details, **{name: getattr(from_file.details, name) for name in IMPORTED_FIELDS}),
     )
-    excluding = entry.excluded != existing.excluded_days
-    if excluding:
-        existing = await _exclude_days(uow, existing, entry.excluded, upcoming, group.name, leader)
-        upcoming = await uow.events.upcoming_ids_of_series(existing.id, existing.first.date(), now)
-        first_id = upcoming[0] if upcoming else None
-    if _same_occurrences(template, kept):
-        if excluding:
-            return ImportResult(entry.uid, ImportOutcome.UPDATED, first_id)
+    wanted = replace(
+        existing,
+        template=template,
+        excluded_days=entry.excluded,
+        added_days=entry.added,
+        changed_days=dict(entry.changed),
+    )
+    if _same_series(wanted, existing):
         return ImportResult(entry.uid, ImportOutcome.SKIPPED, first_id, "unchanged")
-    await _edit_following(uow, existing, template, existing.first.date(), set(IMPORTED_FIELDS), group.name, leader, now)
-    return ImportResult(entry.uid, ImportOutcome.UPDATED, first_id)
+    await uow.series.save(wanted)
+    await _follow_file(uow, wanted, upcoming, group.name, leader, now)
+    upcoming = await uow.events.upcoming_ids_of_series(existing.id, existing.first.date(), now)
+    return ImportResult(entry.uid, ImportOutcome.UPDATED, upcoming[0] if upcoming else None)
 
 
-async def _exclude_days(
-    uow: EventsUnitOfWork,
-    existing: Series,
-    excluded: frozenset[date],
-    upcoming: list[EventId],
-    group_name: str,
-    leader: UserId,
-) -> Series:
-    """The file's EXDATEs become the series': occurrences made already on a newly excluded date are cancelled (their
-    attendees are told, as for any cancellation). A date no longer excluded is made again only if the series has
-    not been made that far yet: an occurrence cancelled here stays cancelled."""
-    changed = replace(existing, excluded_days=excluded)
-    await uow.series.save(changed)
-    newly = excluded - existing.excluded_days
+def _imported_fields(details: EventDetails) -> tuple[Any, ...]:
+    return tuple(getattr(details, name) for name in IMPORTED_FIELDS)
+
+
+def _same_series(one: Series, other: Series) -> bool:
+    """Whether two versions of an imported series make the same occurrences."""
+    return (
+        _same_occurrences(one.template, other.template)
+        and (one.excluded_days, one.added_days) == (other.excluded_days, other.added_days)
+        and {day: _imported_fields(d) for day, d in one.changed_days.items()}
+        == {day: _imported_fields(d) for day, d in other.changed_days.items()}
+    )
+
+
+async def _follow_file(
+    uow: EventsUnitOfWork, series: Series, upcoming: list[EventId], group_name: str, leader: UserId, now: datetime
+) -> None:
+    """The series' occurrences as a re-imported file has them now. Those that have not started take the file's
+    details for their date (their own when the file changes that one occurrence); one on a date the series no
+    longer has (a new EXDATE, an RDATE gone) is cancelled, its attendees told as for any cancellation; a date it
+    has and that was never made (a new RDATE, an EXDATE gone) is made, up to where the series is made so far. An
+    occurrence cancelled here stays cancelled."""
+    today = local(now, series.template.details.timezone).date()
+    through = max(series.generated_through or today, today)
+    days = set(series.days_between(today - timedelta(days=2), through + timedelta(days=1)))
     for event_id in upcoming:
         event = await uow.events.get_for_update(event_id)
-        assert event is not None
-        if event.occurrence_date in newly:
+        assert event is not None and event.occurrence_date is not None
+        if event.occurrence_date not in days:
             await _cancel(uow, event, group_name, reason="cancelled", by=leader)
-    return changed
+            continue
+        target = series.details_on(event.occurrence_date)
+        await _edit(uow, event, group_name, leader, {name: getattr(target, name) for name in FROM_FILE}, now)
+    made = await uow.events.occurrence_dates(series.id)
+    missing = sorted(day for day in days - made if series.details_on(day).starts_at > now)
+    if missing:
+        await _make_occurrences(uow, series, group_name, missing, now)
+
+
+# What a re-imported file sets on each occurrence that has not started (the RSVP window moves with the start).
+FROM_FILE = (*IMPORTED_FIELDS, "rsvp_opens_at", "rsvp_closes_at")
 
 
 # --- RSVPs ------------------------------------------------------------------------------------------------------
@@ -540,7 +566,18 @@ async def respond(uow: EventsUnitOfWork, event_id: str, member: UserId, answer: 
         attendance = await _attendance_with(uow, event, found.own)
         rsvp = attendance.respond(member, answer, guests, now)
         await _save_attendance(uow, event, attendance, counts_only=True)
-        return MyRsvp(rsvp.status, rsvp.guests, await uow.rsvps.waitlist_position(event.id, rsvp))
+        return MyRsvp(rsvp.status, rsvp.guests, await _position(uow, event.id, rsvp, attendance.changes))
+
+
+async def _position(uow: EventsUnitOfWork, event_id: str, rsvp: Rsvp, changes: list[RsvpChange]) -> int | None:
+    """The person's place on the waitlist after their answer. When the answer put them there and nobody was seated
+    by it, the decision knows the place (the back of the queue, from the counters): no query."""
+    if rsvp.status is not RsvpStatus.WAITLISTED:
+        return None
+    known = [c.position for c in changes if c.user_id == rsvp.user_id and c.change is Change.WAITLISTED]
+    if known and known[-1] is not None and not any(c.change is Change.PROMOTED for c in changes):
+        return known[-1]
+    return await uow.rsvps.waitlist_position(event_id, rsvp)
 
 
 async def _attendance(uow: EventsUnitOfWork, event: Event, person: UserId | None = None) -> Attendance:
@@ -816,15 +853,21 @@ async def view_event(stores: Stores, event_id: str, caller: UserId | None) -> Ev
     rsvp: Rsvp | None = await stores.rsvps.of(event.id, caller) if caller else None
     if rsvp is not None:
         mine = MyRsvp(rsvp.status, rsvp.guests, await stores.rsvps.waitlist_position(event.id, rsvp))
-    return EventView(event, group, mine, await stores.rsvps.checked_in_count(event.id), await _cover(stores, event))
+    covers = await _covers(stores, [event])
+    return EventView(event, group, mine, await stores.rsvps.checked_in_count(event.id), covers.get(event.id))
 
 
-async def _cover(stores: Stores, event: Event) -> ImageVariants | None:
-    """The cover's variants while the image is ready and whoever uploaded it leads the event's group."""
-    image = await stores.covers.get(event.details.cover_image_id)
-    if image is None or not shows_cover(await stores.members.role(event.group_id, image.owner_id)):
-        return None
-    return image.variants
+async def _covers(stores: Stores, events: list[Event]) -> dict[EventId, ImageVariants]:
+    """The covers' variants of these events (one query for all), each while its image is ready and whoever
+    uploaded it leads the event's group."""
+    chosen = [(event, event.details.cover_image_id) for event in events if event.details.cover_image_id]
+    found = await stores.events.cover_roles({(event.group_id, image_id) for event, image_id in chosen})
+    shown: dict[EventId, ImageVariants] = {}
+    for event, image_id in chosen:
+        role, variants = found.get((event.group_id, image_id), (None, None))
+        if variants is not None and shows_cover(role):
+            shown[event.id] = variants
+    return shown
 
 
 async def list_attendees(
@@ -838,4 +881,7 @@ async def list_attendees(
 
 
 async def search_events(stores: Stores, criteria: EventSearch, page: PageRequest) -> tuple[list[Found], Any]:
-    return await stores.events.search(criteria, page.limit, page.cursor)
+    """A page of events, with their covers (one more query for the page)."""
+    found, position = await stores.events.search(criteria, page.limit, page.cursor)
+    covers = await _covers(stores, [f.event for f in found])
+    return [replace(f, cover=covers.get(f.event.id)) for f in found], position

@@ -88,6 +88,11 @@ series = Table(
     Column("source_uid", String(255)),
     # Local dates (YYYY-MM-DD) the rule gives that are not occurrences: an imported VEVENT's EXDATE (null: none).
     Column("excluded_days", Json),
+    # Local dates of occurrences besides the rule's (an imported VEVENT's RDATE; null: none).
+    Column("added_days", Json),
+    # Occurrences that differ from the template (imported RECURRENCE-IDs, RDATEs at another time): local date ->
+    # their details as recurrence.Template JSON (null: none).
+    Column("changed_days", Json),
     Index("ux_series_group_id_source_uid", "group_id", "source_uid", unique=True),
 )
 
