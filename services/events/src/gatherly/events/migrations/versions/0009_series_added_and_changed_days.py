@@ -1,7 +1,7 @@
 """Occurrences a recurring series adds to its rule and changes: an imported VEVENT's RDATE and RECURRENCE-IDs.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0009
+Revises: 0008
 """
 
 import sqlalchemy as sa
@@ -9,8 +9,8 @@ from alembic import op
 
 from gatherly.kernel.tables import Json
 
-revision = "0007"
-down_revision = "0006"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
