@@ -149,6 +149,11 @@ class Settings(BaseSettings):
     image_upload_ttl_seconds: int = 30 * 60  # an upload slot's life: upload and complete within it
     image_url_ttl_seconds: int = 7 * 24 * 3600  # signed variant URLs (SigV4 allows at most 7 days)
     image_open_uploads_per_person: int = 20  # unfinished uploads one person may hold (each reserves space); 0: any
+    # Data export ("download my data"): a saga not finished this long after the request is failed, naming the
+    # services that did not answer; a finished archive can be downloaded this long (S3 presigns at most 7 days),
+    # then it is deleted.
+    export_deadline_seconds: int = 3600
+    export_link_ttl_seconds: int = 2 * 24 * 3600
     # Notifications service. A send (one notification on one channel) is tried this many times, the wait doubling
     # from the initial delay up to the longest; then it is recorded as failed for `gatherly notifications retry`.
     notification_send_attempts: int = 6

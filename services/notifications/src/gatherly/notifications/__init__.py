@@ -45,7 +45,7 @@ SERVICE = ServiceDefinition(
     migrations=Path(__file__).parent / "migrations",
     unit_of_work=unit_of_work,
     consumers=consumers,
-    topics=["notification"],
+    topics=["notification", "user_export"],
     tasks=[
         send_reminders,
         send_emails,

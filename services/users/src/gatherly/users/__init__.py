@@ -28,7 +28,7 @@ SERVICE = ServiceDefinition(
     migrations=Path(__file__).parent / "migrations",
     unit_of_work=unit_of_work,
     consumers=consumers,
-    topics=["user"],
+    topics=["user", "user_export"],
     tasks=[deliver_mail, keep_tidy],
     on_start=_start,
 )

@@ -3,6 +3,7 @@ status here, in STATUS_OF; the kernel writes them as problem+json."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
@@ -23,6 +24,7 @@ from gatherly.users.domain import (
     InvalidLink,
     InvalidRefreshToken,
     NoDeletion,
+    NoExport,
     RateLimited,
     UserNotFound,
     WrongPassword,
@@ -31,6 +33,8 @@ from gatherly.users.schemas import (
     DeletionProgress,
     DeletionStarted,
     EmailChange,
+    ExportProgress,
+    ExportStarted,
     LoginRequest,
     Me,
     OpenIdConfiguration,
@@ -56,6 +60,7 @@ STATUS_OF: dict[type[DomainError], int] = {
     AccountNotConfirmed: 403,
     WrongPassword: 403,
     NoDeletion: 404,
+    NoExport: 404,
     UserNotFound: 404,
     EmailTaken: 409,
     AccountLocked: 429,
@@ -229,6 +234,29 @@ async def delete_me(me: CurrentUser, uow: Uow) -> DeletionStarted:
 async def get_my_deletion(me: CurrentUser, context: Context) -> DeletionProgress:
     deletion = await service.deletion_of(context.db, me)
     return DeletionProgress(status=deletion.status, reason=deletion.reason)
+
+
+@router.post(
+    "/api/users/me/export", status_code=202, response_model=ExportStarted, tags=["users"], responses=problems(401)
+)
+async def export_me(me: CurrentUser, uow: Uow, context: Context) -> ExportStarted:
+    """Ask for a copy of everything Gatherly holds of you: an email brings a link to one zip when it is ready.
+    Asked again while an export is pending, the answer names that one."""
+    deadline = timedelta(seconds=context.settings.export_deadline_seconds)
+    return ExportStarted(export_id=(await service.request_export(uow, me, deadline=deadline)).id)
+
+
+# Export ids are UUIDs: anything else cannot name one (and is refused before reaching the database).
+ExportId = Annotated[str, Path(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
+
+
+@router.get("/api/users/me/exports/{export_id}", response_model=ExportProgress, tags=["users"], responses=problems(404))
+async def get_my_export(export_id: ExportId, me: CurrentUser, context: Context) -> ExportProgress:
+    export = await service.export_of(context.db, me, export_id)
+    link = export.link(context.clock.now())
+    return ExportProgress(
+        status=export.status, download_url=link, expires_at=export.expires_at if link else None, reason=export.reason
+    )
 
 
 @router.get("/api/users/{user_id}", response_model=PublicProfile, tags=["users"], responses=problems(404))

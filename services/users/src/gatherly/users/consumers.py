@@ -4,7 +4,13 @@ its own account-deletion saga."""
 from __future__ import annotations
 
 from gatherly.contracts.images import ImageDeleted, ImageReady
-from gatherly.contracts.users import UserDeleted
+from gatherly.contracts.users import (
+    UserDeleted,
+    UserExportArchiveReady,
+    UserExportPartFailed,
+    UserExportPartReady,
+    UserExportRequested,
+)
 from gatherly.kernel.delivery import ConsumerRegistry
 from gatherly.users import service
 from gatherly.users.store import UsersUnitOfWork
@@ -24,3 +30,20 @@ async def keep_avatars(event: ImageReady | ImageDeleted, uow: UsersUnitOfWork) -
 @consumers.on(UserDeleted, group="users.deletions")
 async def erase_deleted_account(event: UserDeleted, uow: UsersUnitOfWork) -> None:
     await service.erase_account(uow, event)
+
+
+# The data-export saga: this service's own part, then the others' answers and the archive.
+@consumers.on(UserExportRequested, group="users.exports")
+async def give_profile_part(event: UserExportRequested, uow: UsersUnitOfWork) -> None:
+    await service.give_profile_part(uow, event)
+
+
+@consumers.on(UserExportPartReady, UserExportPartFailed, UserExportArchiveReady, group="users.export_saga")
+async def follow_export(
+    event: UserExportPartReady | UserExportPartFailed | UserExportArchiveReady,
+    uow: UsersUnitOfWork,
+) -> None:
+    if isinstance(event, UserExportArchiveReady):
+        await service.finish_export(uow, event)
+    else:
+        await service.record_export_part(uow, event)

@@ -9,7 +9,7 @@ import structlog
 from gatherly.kernel.runtime import ServiceContext
 from gatherly.kernel.uow import OutboxSignal
 from gatherly.users.emails import MailSender
-from gatherly.users.service import fail_overdue_deletions, forget_expired
+from gatherly.users.service import fail_overdue_deletions, fail_overdue_exports, forget_expired
 from gatherly.users.store import unit_of_work
 
 log = structlog.get_logger(__name__)
@@ -24,13 +24,14 @@ async def deliver_mail(context: ServiceContext) -> None:
 
 
 async def keep_tidy(context: ServiceContext) -> None:
-    """Background task: `forget_expired` and `fail_overdue_deletions` once an hour."""
+    """Background task: `forget_expired`, `fail_overdue_deletions` and `fail_overdue_exports` once an hour."""
     while True:
         try:
             deleted = await forget_expired(unit_of_work(context))
             if deleted:
                 log.info("expired tokens and throttles deleted", rows=deleted)
             await fail_overdue_deletions(unit_of_work(context))
+            await fail_overdue_exports(unit_of_work(context))
         except Exception:
             log.exception("housekeeping failed; will try again")  # a missed round only delays the cleanup
         await asyncio.sleep(HOUSEKEEPING_INTERVAL_SECONDS)
