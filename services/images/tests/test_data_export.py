@@ -24,6 +24,7 @@ from gatherly.contracts.users import UserExportRequested
 from gatherly.events import service as events_service
 from gatherly.events.store import EventsUnitOfWork
 from gatherly.images.domain import export_key
+from gatherly.kernel import exports
 from gatherly.kernel.clock import FrozenClock
 from gatherly.users import service as users_service
 from gatherly.users.store import unit_of_work as users_unit_of_work
@@ -167,7 +168,7 @@ async def test_my_export_holds_exactly_my_data_and_comes_by_email(api: ImagesApi
 async def test_the_link_is_refused_when_tampered_with_or_expired_and_the_archive_deleted(api: ImagesApi) -> None:
     settings = api.running.settings
     saved = settings.export_link_ttl_seconds
-    settings.export_link_ttl_seconds = 3
+    settings.export_link_ttl_seconds = 10  # long enough to read the status on a slow run
     try:
         cleo = await api.person(f"Cleo {uuid.uuid4().hex[:4]}")
         export_id = await _export(api, cleo)
@@ -218,6 +219,17 @@ async def test_a_service_that_never_answers_fails_the_export_with_its_name(
     assert "groups" not in status["reason"] and "notifications" not in status["reason"], status
 
     assert await _export(api, dana) != export_id  # a failed export is not pending: a new one starts
+
+
+async def test_a_part_over_its_bound_fails_the_export_saying_why(
+    api: ImagesApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(exports, "EXPORT_PART_MAX_BYTES", 10)  # every part is larger than this
+    fay = await api.person(f"Fay {uuid.uuid4().hex[:4]}")
+    export_id = await _export(api, fay)
+    status = await _finished(api, fay, export_id)
+    assert (status["status"], status["download_url"]) == ("failed", None)
+    assert "more than the 10 a part may take" in status["reason"], status
 
 
 @pytest.mark.parametrize(

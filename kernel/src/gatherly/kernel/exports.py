@@ -31,9 +31,11 @@ def export_part(
     files: Mapping[str, Any],
     now: datetime,
     *,
-    max_bytes: int = EXPORT_PART_MAX_BYTES,
+    max_bytes: int | None = None,
 ) -> UserExportPartReady | UserExportPartFailed:
-    """`service`'s answer to `request`: its files, or a failure naming the size when they exceed `max_bytes`."""
+    """`service`'s answer to `request`: its files, or a failure naming the size when they exceed `max_bytes`
+    (EXPORT_PART_MAX_BYTES unless given)."""
+    max_bytes = max_bytes or EXPORT_PART_MAX_BYTES
     documents = to_jsonable_python(dict(files))
     size = len(json.dumps(documents, ensure_ascii=False).encode())
     if size > max_bytes:
