@@ -9,7 +9,7 @@ from gatherly.users.api import router
 from gatherly.users.consumers import consumers
 from gatherly.users.store import unit_of_work
 from gatherly.users.tables import metadata
-from gatherly.users.tasks import deliver_mail, keep_tidy
+from gatherly.users.tasks import deliver_mail, keep_tidy, watch_exports
 
 
 async def _start(context: ServiceContext) -> None:
@@ -29,6 +29,6 @@ SERVICE = ServiceDefinition(
     unit_of_work=unit_of_work,
     consumers=consumers,
     topics=["user", "user_export"],
-    tasks=[deliver_mail, keep_tidy],
+    tasks=[deliver_mail, keep_tidy, watch_exports],
     on_start=_start,
 )

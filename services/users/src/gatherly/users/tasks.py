@@ -15,6 +15,7 @@ from gatherly.users.store import unit_of_work
 log = structlog.get_logger(__name__)
 
 HOUSEKEEPING_INTERVAL_SECONDS = 3600.0
+EXPORT_CHECK_INTERVAL_SECONDS = 60.0
 
 
 async def deliver_mail(context: ServiceContext) -> None:
@@ -24,14 +25,21 @@ async def deliver_mail(context: ServiceContext) -> None:
 
 
 async def keep_tidy(context: ServiceContext) -> None:
-    """Background task: `forget_expired`, `fail_overdue_deletions` and `fail_overdue_exports` once an hour."""
+    """Background task: `forget_expired` and `fail_overdue_deletions` once an hour."""
     while True:
         try:
             deleted = await forget_expired(unit_of_work(context))
             if deleted:
                 log.info("expired tokens and throttles deleted", rows=deleted)
             await fail_overdue_deletions(unit_of_work(context))
-            await fail_overdue_exports(unit_of_work(context))
         except Exception:
             log.exception("housekeeping failed; will try again")  # a missed round only delays the cleanup
         await asyncio.sleep(HOUSEKEEPING_INTERVAL_SECONDS)
+
+
+async def watch_exports(context: ServiceContext) -> None:
+    """Background task: data exports past their deadline are failed, checked once a minute (a person waiting for
+    their data learns soon). An error ends the task: the host's supervisor logs it and restarts it with backoff."""
+    while True:
+        await fail_overdue_exports(unit_of_work(context))
+        await asyncio.sleep(EXPORT_CHECK_INTERVAL_SECONDS)
