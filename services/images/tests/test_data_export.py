@@ -23,9 +23,13 @@ from gatherly.app.testing import Person, wait_for_mail
 from gatherly.contracts.users import UserExportRequested
 from gatherly.events import service as events_service
 from gatherly.events.store import EventsUnitOfWork
+from gatherly.images import service as images_service
 from gatherly.images.domain import export_key
+from gatherly.images.service import STORAGE
+from gatherly.images.storage import StorageUnavailable
 from gatherly.kernel import exports
 from gatherly.kernel.clock import FrozenClock
+from gatherly.kernel.messages import Envelope
 from gatherly.users import service as users_service
 from gatherly.users.store import unit_of_work as users_unit_of_work
 
@@ -230,6 +234,47 @@ async def test_a_part_over_its_bound_fails_the_export_saying_why(
     status = await _finished(api, fay, export_id)
     assert (status["status"], status["download_url"]) == ("failed", None)
     assert "more than the 10 a part may take" in status["reason"], status
+
+
+class WriteOutage:
+    """The real storage, except that its next `failures` writes fail as an unreachable storage does."""
+
+    def __init__(self, real: Any, failures: int) -> None:
+        self.real = real
+        self.failures = failures
+        self.calls = 0
+
+    async def write(self, key: str, data: bytes, **options: Any) -> None:
+        self.calls += 1
+        if self.failures > 0:
+            self.failures -= 1
+            raise StorageUnavailable("storage is down (injected)")
+        await self.real.write(key, data, **options)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+async def test_an_archive_that_storage_cannot_take_is_written_when_it_can(
+    api: ImagesApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(images_service, "ARCHIVE_RETRY", timedelta(0))
+    context = api.running.process.host("images").context
+    real = context.extras[STORAGE]
+    outage = context.extras[STORAGE] = WriteOutage(real, failures=2)
+    try:
+        gus = await api.person(f"Gus {uuid.uuid4().hex[:4]}")
+        export_id = await _export(api, gus)
+        status = await _finished(api, gus, export_id, timeout=60)
+    finally:
+        context.extras[STORAGE] = real
+    assert status["status"] == "ready", status
+    assert outage.failures == 0 and outage.calls == 3
+    assert (await api.fetch(status["download_url"])).status_code == 200
+    await api.running.settle()
+    records = await api.running.process.platform.log.read("user_export", limit=100_000)
+    ready = [e for e in map(Envelope.from_record, records) if e.type == "user_export.archive_ready"]
+    assert [e.payload["export_id"] for e in ready].count(export_id) == 1
 
 
 @pytest.mark.parametrize(

@@ -331,8 +331,10 @@ class Collected:
 
 # --- data exports (the users service's saga; the archive is written by tasks.write_export_archives) -----------------
 
-# While one process writes an export's archive, others leave it alone this long (then it is taken over).
+# While one process writes an export's archive, others leave it alone this long (then it is taken over); when
+# storage fails, the export is tried again after ARCHIVE_RETRY.
 ARCHIVE_CLAIM = timedelta(minutes=10)
+ARCHIVE_RETRY = timedelta(seconds=30)
 
 
 async def note_export_request(uow: ImagesUnitOfWork, event: UserExportRequested) -> None:
@@ -348,7 +350,7 @@ async def keep_export_part(uow: ImagesUnitOfWork, event: UserExportPartReady) ->
 async def write_next_archive(uow: ImagesUnitOfWork, storage: ObjectStorage, *, link_ttl: int) -> str | None:
     """Write the archive of one export whose parts are all in: the parts' files and the person's pictures in one
     zip, then `user_export.archive_ready` with a signed link that works for `link_ttl` seconds. Returns the
-    export's id (None when none was waiting). Storage failing leaves the claim to run out: tried again later."""
+    export's id (None when none was waiting). When storage fails, the export is tried again after ARCHIVE_RETRY."""
     async with uow:
         now = uow.clock.now()
         job = await uow.exports.next_to_assemble(now)
@@ -358,14 +360,21 @@ async def write_next_archive(uow: ImagesUnitOfWork, storage: ObjectStorage, *, l
         parts = await uow.exports.parts_of(job)
         images = await uow.images.ready_of(job.user_id)
     files = {name: document for part in parts.values() for name, document in part.items()}
-    pictures = []
-    for image in images:
-        data = await storage.read(image.variants[Variant.LARGE], limit=EXPORT_PICTURE_LIMIT)
-        if data is not None:  # deleted meanwhile: not the person's any more
-            pictures.append(Picture(image.id, image.purpose.value, image.created_at, image.width, image.height, data))
-    archive = await asyncio.to_thread(build_archive, files, pictures, now)
     key = export_key(job.id)
-    await storage.write(key, archive, content_type="application/zip", cache_control=PRIVATE)
+    try:
+        pictures = []
+        for image in images:
+            data = await storage.read(image.variants[Variant.LARGE], limit=EXPORT_PICTURE_LIMIT)
+            if data is not None:  # deleted meanwhile: not the person's any more
+                pictures.append(
+                    Picture(image.id, image.purpose.value, image.created_at, image.width, image.height, data)
+                )
+        archive = await asyncio.to_thread(build_archive, files, pictures, now)
+        await storage.write(key, archive, content_type="application/zip", cache_control=PRIVATE)
+    except StorageUnavailable:
+        async with uow:
+            await uow.exports.claim(job.id, uow.clock.now() + ARCHIVE_RETRY)
+        raise
     async with uow:
         expires_at = uow.clock.now() + timedelta(seconds=link_ttl)
         if await uow.exports.finish(job.id, key, len(archive), expires_at):
