@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
@@ -97,6 +97,17 @@ class UserUnlocked(UserEvent):
     unlocked_at: datetime
 
 
+class UserExportRequested(UserEvent):
+    """The person asked for a copy of their data: the first step of the data-export saga. Each service in
+    `EXPORT_PARTS` answers with `user_export.part_ready` (or `user_export.part_failed`); the images service
+    collects the parts, adds the person's images and announces the archive with `user_export.archive_ready`."""
+
+    TYPE: ClassVar[str] = "user.export_requested"
+
+    export_id: str
+    requested_at: datetime
+
+
 # --- topic `user_deletion` (key: user id): the other services' replies in the account-deletion saga -------------
 
 
@@ -121,3 +132,56 @@ class UserDeletionStepDone(UserDeletionReply):
     service: str
     what: dict[str, int] = {}
     done_at: datetime
+
+
+# --- topic `user_export` (key: user id): the parts and the archive of the data-export saga ----------------------
+
+# The services whose parts make an export, and the name each gives in `service` (images adds the images itself).
+EXPORT_PARTS: tuple[str, ...] = ("users", "groups", "events", "notifications")
+# A part's `files`, as JSON, may take at most this many bytes: the log's default message limit (Kafka: 1 MB) less
+# room for the envelope. A larger part is not cut short: the service publishes `user_export.part_failed`.
+EXPORT_PART_MAX_BYTES = 900_000
+
+
+class UserExportEvent(IntegrationEvent):
+    """Published by the services taking part in the data-export saga (its schemas live here because the saga is
+    the users service's)."""
+
+    TOPIC: ClassVar[str] = "user_export"
+    AGGREGATE_ID: ClassVar[str] = "user_id"
+
+    user_id: str
+    export_id: str
+
+
+class UserExportPartReady(UserExportEvent):
+    """`service`'s part of the export: `files` maps a file name in the archive (e.g. "groups/memberships.json") to
+    its JSON document, everything the service holds of the person and nothing of anyone else. Publishing it again
+    is harmless: the saga counts each service once."""
+
+    TYPE: ClassVar[str] = "user_export.part_ready"
+
+    service: str
+    files: dict[str, Any]
+    made_at: datetime
+
+
+class UserExportPartFailed(UserExportEvent):
+    """`service` cannot give its part (it is larger than EXPORT_PART_MAX_BYTES): the export fails, saying why."""
+
+    TYPE: ClassVar[str] = "user_export.part_failed"
+
+    service: str
+    reason: str
+    failed_at: datetime
+
+
+class UserExportArchiveReady(UserExportEvent):
+    """The images service wrote the archive (every part's files and the person's images, in one zip); anyone with
+    `download_url` can download it until `expires_at`, when it is deleted."""
+
+    TYPE: ClassVar[str] = "user_export.archive_ready"
+
+    download_url: str
+    expires_at: datetime
+    size_bytes: int

@@ -107,13 +107,16 @@ class SagaStore:
         step: str,
         reason: str | None = None,
         deadline_at: datetime | None = None,
+        data: dict[str, Any] | None = None,
         only_if_pending: bool = False,
     ) -> bool:
-        """Record the saga's new status and step (and deadline, when given). With `only_if_pending`, a saga that
-        has ended already is left alone. Returns whether a saga was changed."""
+        """Record the saga's new status and step (and deadline and data, when given). With `only_if_pending`, a
+        saga that has ended already is left alone. Returns whether a saga was changed."""
         values: dict[str, Any] = {"status": status, "step": step, "reason": reason, "updated_at": now}
         if deadline_at is not None:
             values["deadline_at"] = deadline_at
+        if data is not None:
+            values["data"] = data
         statement = update(SAGAS).where(SAGAS.c.id == saga_id, SAGAS.c.kind == self.kind)
         if only_if_pending:
             statement = statement.where(SAGAS.c.status == PENDING)

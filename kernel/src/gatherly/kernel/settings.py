@@ -162,6 +162,11 @@ class Settings(BaseSettings):
     # send only this many in any 24 hours; one more is refused with 429 and Retry-After.
     invitation_emails_per_inviter_per_day: int = Field(20, ge=1)
     invitation_emails_per_group_per_day: int = Field(100, ge=1)
+    # Data export ("download my data"): a saga not finished this long after the request is failed, naming the
+    # services that did not answer; a finished archive can be downloaded this long (S3 presigns at most 7 days),
+    # then it is deleted.
+    export_deadline_seconds: int = 3600
+    export_link_ttl_seconds: int = 2 * 24 * 3600
     # Notifications service. A send (one notification on one channel) is tried this many times, the wait doubling
     # from the initial delay up to the longest; then it is recorded as failed for `gatherly notifications retry`.
     notification_send_attempts: int = 6

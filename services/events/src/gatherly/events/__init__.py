@@ -16,6 +16,6 @@ SERVICE = ServiceDefinition(
     migrations=Path(__file__).parent / "migrations",
     unit_of_work=unit_of_work,
     consumers=consumers,
-    topics=["event", "rsvp", "comment", "group_deletion", "user_deletion"],
+    topics=["event", "rsvp", "comment", "group_deletion", "user_deletion", "user_export"],
     tasks=[top_up_series],
 )

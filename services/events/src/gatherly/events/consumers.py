@@ -13,7 +13,7 @@ from gatherly.contracts.groups import (
     MembershipRoleChanged,
 )
 from gatherly.contracts.images import ImageDeleted, ImageReady
-from gatherly.contracts.users import UserDeleted, UserProfileUpdated
+from gatherly.contracts.users import UserDeleted, UserExportRequested, UserProfileUpdated
 from gatherly.events import service
 from gatherly.events.domain import Reason, UserId
 from gatherly.events.store import EventsUnitOfWork
@@ -75,3 +75,8 @@ async def keep_cover(event: ImageReady, uow: EventsUnitOfWork) -> None:
 @consumers.on(ImageDeleted, group="events.covers")
 async def forget_cover(event: ImageDeleted, uow: EventsUnitOfWork) -> None:
     await uow.covers.remove(event.image_id)
+
+
+@consumers.on(UserExportRequested, group="events.exports")
+async def give_export_part(event: UserExportRequested, uow: EventsUnitOfWork) -> None:
+    await service.give_export_part(uow, event)

@@ -30,7 +30,7 @@ from gatherly.contracts.events import (
 )
 from gatherly.contracts.events import Venue as VenueOut
 from gatherly.contracts.groups import GroupDeleted, GroupEventsCancelled
-from gatherly.contracts.users import GeoPoint, ImageVariants, UserDeleted, UserDeletionStepDone
+from gatherly.contracts.users import GeoPoint, ImageVariants, UserDeleted, UserDeletionStepDone, UserExportRequested
 from gatherly.events.domain import (
     IMPORTED_FIELDS,
     TIME_OR_PLACE,
@@ -75,6 +75,7 @@ from gatherly.events.domain import (
 )
 from gatherly.events.recurrence import HORIZON, Series, SeriesId, Template, check_rule, local
 from gatherly.events.store import AttendeeRow, EventsUnitOfWork, Stores
+from gatherly.kernel.exports import export_part
 from gatherly.kernel.web import PageRequest
 
 
@@ -885,3 +886,12 @@ async def search_events(stores: Stores, criteria: EventSearch, page: PageRequest
     found, position = await stores.events.search(criteria, page.limit, page.cursor)
     covers = await _covers(stores, [f.event for f in found])
     return [replace(f, cover=covers.get(f.event.id)) for f in found], position
+
+
+# --- data export ------------------------------------------------------------------------------------------------
+
+
+async def give_export_part(uow: EventsUnitOfWork, event: UserExportRequested) -> None:
+    """The events service's part of a person's data export: RSVPs, comments, check-ins."""
+    files = await uow.stores.personal_data.files_of(event.user_id)
+    uow.publish(export_part(event, "events", files, uow.clock.now()))

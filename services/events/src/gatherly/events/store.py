@@ -74,6 +74,7 @@ from gatherly.events.tables import (
 )
 from gatherly.kernel import postgis
 from gatherly.kernel.db import Database, rowcount
+from gatherly.kernel.exports import rows
 from gatherly.kernel.geo import bounding_box
 from gatherly.kernel.read_models import ReadyImageStore
 from gatherly.kernel.runtime import ServiceContext
@@ -1050,6 +1051,41 @@ class MemberStore:
 # --- unit of work -----------------------------------------------------------------------------------------------
 
 
+class PersonalDataStore:
+    """What the events service holds of one person, as the files of their data export (others' ids left out)."""
+
+    def __init__(self, session: AsyncConnection) -> None:
+        self.session = session
+
+    async def files_of(self, user_id: str) -> dict[str, list[dict[str, Any]]]:
+        event = [events.c.id.label("event_id"), events.c.title.label("event_title"), events.c.starts_at]
+        rsvps_query = (
+            select(*event, rsvps.c.status, rsvps.c.guests, rsvps.c.responded_at)
+            .join(events, events.c.id == rsvps.c.event_id)
+            .where(rsvps.c.user_id == user_id)
+            .order_by(events.c.starts_at, events.c.id)
+        )
+        comments_query = (
+            select(
+                *event, comments.c.id.label("comment_id"), comments.c.body, comments.c.created_at, comments.c.updated_at
+            )
+            .join(events, events.c.id == comments.c.event_id)
+            .where(comments.c.author_id == user_id)
+            .order_by(comments.c.created_at, comments.c.id)
+        )
+        check_ins_query = (
+            select(*event, rsvps.c.checked_in_at)
+            .join(events, events.c.id == rsvps.c.event_id)
+            .where(rsvps.c.user_id == user_id, rsvps.c.checked_in_at.is_not(None))
+            .order_by(rsvps.c.checked_in_at, events.c.id)
+        )
+        return {
+            "events/rsvps.json": rows((await self.session.execute(rsvps_query)).mappings()),
+            "events/comments.json": rows((await self.session.execute(comments_query)).mappings()),
+            "events/check_ins.json": rows((await self.session.execute(check_ins_query)).mappings()),
+        }
+
+
 class Stores:
     """Every store of the service on one session."""
 
@@ -1063,6 +1099,7 @@ class Stores:
         self.feeds = FeedStore(session)
         self.profiles = ProfileStore(session)
         self.series = SeriesStore(session)
+        self.personal_data = PersonalDataStore(session)
 
     @cached_property
     def covers(self) -> ReadyImageStore:

@@ -17,6 +17,6 @@ SERVICE = ServiceDefinition(
     migrations=Path(__file__).parent / "migrations",
     unit_of_work=unit_of_work,
     consumers=consumers,
-    topics=["group", "membership", "join_request", "user_deletion"],
+    topics=["group", "membership", "join_request", "user_deletion", "user_export"],
     tasks=[watch_deletions],
 )

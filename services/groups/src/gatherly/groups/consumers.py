@@ -4,7 +4,7 @@ step in the account-deletion saga, and the replies of the group-deletion saga.""
 
 from gatherly.contracts.groups import GroupEventsCancelled
 from gatherly.contracts.images import ImageDeleted, ImageReady
-from gatherly.contracts.users import UserDeleted, UserProfileUpdated
+from gatherly.contracts.users import UserDeleted, UserExportRequested, UserProfileUpdated
 from gatherly.groups import service
 from gatherly.groups.store import GroupsUnitOfWork
 from gatherly.kernel.delivery import ConsumerRegistry
@@ -43,3 +43,8 @@ async def forget_banner(event: ImageDeleted, uow: GroupsUnitOfWork) -> None:
 @consumers.on(GroupEventsCancelled, group="groups.deletions")
 async def finish_deletion(event: GroupEventsCancelled, uow: GroupsUnitOfWork) -> None:
     await service.finish_deletion(uow, event)
+
+
+@consumers.on(UserExportRequested, group="groups.exports")
+async def give_export_part(event: UserExportRequested, uow: GroupsUnitOfWork) -> None:
+    await service.give_export_part(uow, event)

@@ -34,7 +34,7 @@ from gatherly.contracts.groups import (
     MembershipRoleChanged,
     QuestionAnswer,
 )
-from gatherly.contracts.users import GeoPoint, ImageVariants, UserDeleted, UserDeletionStepDone
+from gatherly.contracts.users import GeoPoint, ImageVariants, UserDeleted, UserDeletionStepDone, UserExportRequested
 from gatherly.groups.domain import (
     DELETION_TIMEOUT,
     INVITATION_WINDOW,
@@ -79,6 +79,7 @@ from gatherly.groups.domain import (
     successor,
 )
 from gatherly.groups.store import BanView, GroupsUnitOfWork, MemberView, MyRequestView, RequestView, Stores
+from gatherly.kernel.exports import export_part
 from gatherly.kernel.web import PageRequest
 
 log = structlog.get_logger(__name__)
@@ -696,3 +697,12 @@ async def list_invitations(
     group = await _find(stores, ref)
     require(await stores.memberships.relation(group.id, manager), Action.INVITE)
     return await stores.invitations.page(group.id, page.limit, page.cursor)
+
+
+# --- data export ------------------------------------------------------------------------------------------------
+
+
+async def give_export_part(uow: GroupsUnitOfWork, event: UserExportRequested) -> None:
+    """The groups service's part of a person's data export: memberships, join requests, bans, groups organized."""
+    files = await uow.personal_data.files_of(event.user_id)
+    uow.publish(export_part(event, "groups", files, uow.clock.now()))

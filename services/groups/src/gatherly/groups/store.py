@@ -72,6 +72,7 @@ from gatherly.kernel import postgis
 from gatherly.kernel.addresses import address_hash
 from gatherly.kernel.db import Database, Executor, rowcount
 from gatherly.kernel.errors import InvalidInput
+from gatherly.kernel.exports import rows
 from gatherly.kernel.geo import bounding_box, distance_km
 from gatherly.kernel.read_models import ReadyImageStore
 from gatherly.kernel.runtime import ServiceContext
@@ -1052,6 +1053,55 @@ class ProfileStore:
 # --- unit of work -----------------------------------------------------------------------------------------------
 
 
+class PersonalDataStore:
+    """What the groups service holds of one person, as the files of their data export (others' ids left out)."""
+
+    def __init__(self, session: Executor) -> None:
+        self.session = session
+
+    async def files_of(self, user_id: str) -> dict[str, list[dict[str, Any]]]:
+        group = [groups.c.id.label("group_id"), groups.c.name.label("group_name"), groups.c.slug]
+        memberships_query = (
+            select(*group, memberships.c.role, memberships.c.joined_at)
+            .join(groups, groups.c.id == memberships.c.group_id)
+            .where(memberships.c.user_id == user_id)
+            .order_by(memberships.c.joined_at, groups.c.id)
+        )
+        requests_query = (
+            select(*group, join_requests.c.answers, join_requests.c.requested_at)
+            .join(groups, groups.c.id == join_requests.c.group_id)
+            .where(join_requests.c.user_id == user_id)
+            .order_by(join_requests.c.requested_at, groups.c.id)
+        )
+        bans_query = (
+            select(*group, bans.c.banned_at)
+            .join(groups, groups.c.id == bans.c.group_id)
+            .where(bans.c.user_id == user_id)
+            .order_by(bans.c.banned_at, groups.c.id)
+        )
+        organized_query = (
+            select(
+                *group,
+                groups.c.description,
+                groups.c.topics,
+                groups.c.city,
+                groups.c.visibility,
+                groups.c.join_policy,
+                groups.c.questions,
+                groups.c.created_at,
+            )
+            .join(memberships, memberships.c.group_id == groups.c.id)
+            .where(memberships.c.user_id == user_id, memberships.c.role == Role.ORGANIZER.value)
+            .order_by(groups.c.created_at, groups.c.id)
+        )
+        return {
+            "groups/memberships.json": rows((await self.session.execute(memberships_query)).mappings()),
+            "groups/join_requests.json": rows((await self.session.execute(requests_query)).mappings()),
+            "groups/bans.json": rows((await self.session.execute(bans_query)).mappings()),
+            "groups/groups_organized.json": rows((await self.session.execute(organized_query)).mappings()),
+        }
+
+
 class Stores:
     """Every store of the service on one connection or session (listed once: the unit of work is one too)."""
 
@@ -1065,6 +1115,7 @@ class Stores:
         self.deletions = DeletionStore(session)
         self.profiles = ProfileStore(session)
         self.banners = ReadyImageStore(session, banner_images)
+        self.personal_data = PersonalDataStore(session)
 
 
 class GroupsUnitOfWork(UnitOfWork, Stores):

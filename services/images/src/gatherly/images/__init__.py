@@ -9,7 +9,7 @@ from gatherly.images.service import GARBAGE_LISTED, STORAGE, UPLOADS_COMPLETED
 from gatherly.images.storage import build_storage
 from gatherly.images.store import unit_of_work
 from gatherly.images.tables import metadata
-from gatherly.images.tasks import keep_storage_tidy, process_uploads
+from gatherly.images.tasks import keep_storage_tidy, process_uploads, write_export_archives
 from gatherly.kernel.runtime import ServiceContext, ServiceDefinition
 
 
@@ -30,7 +30,7 @@ SERVICE = ServiceDefinition(
     migrations=Path(__file__).parent / "migrations",
     unit_of_work=unit_of_work,
     consumers=consumers,
-    topics=["image", "user_deletion"],
-    tasks=[process_uploads, keep_storage_tidy],
+    topics=["image", "user_deletion", "user_export"],
+    tasks=[process_uploads, keep_storage_tidy, write_export_archives],
     on_start=_start,
 )

@@ -21,7 +21,7 @@ from gatherly.images.domain import (
 )
 from gatherly.images.schemas import ImageOut, UploadOut, UploadRequest, UploadTargetOut
 from gatherly.images.service import ImageView, storage_of, wake_processing, wake_tidying
-from gatherly.images.storage import CACHE_FOREVER, LocalStorage, UploadRefused, UrlRefused
+from gatherly.images.storage import CACHE_FOREVER, PRIVATE, LocalStorage, UploadRefused, UrlRefused
 from gatherly.images.store import ImagesUnitOfWork, reading, unit_of_work
 from gatherly.kernel.auth import CurrentUser
 from gatherly.kernel.errors import DomainError, NotFound
@@ -153,4 +153,6 @@ async def download_object(key: str, request: Request, context: ServiceContext = 
     path = _local(context).download_path(key, dict(request.query_params))
     if path is None:
         raise NotFound("No such object.")
+    if key.startswith("exports/"):  # a person's data export: downloaded as a file, kept by nobody on the way
+        return FileResponse(path, media_type="application/zip", filename=path.name, headers={"Cache-Control": PRIVATE})
     return FileResponse(path, media_type="image/webp", headers={"Cache-Control": CACHE_FOREVER})

@@ -8,6 +8,7 @@ straight to storage and calls complete (`processing`); the processing task check
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -136,6 +137,11 @@ def original_key(image_id: str) -> str:
 
 def variant_key(image_id: str, variant: Variant) -> str:
     return f"images/{image_id}/{variant.value}.webp"
+
+
+def export_key(export_id: str) -> str:
+    """Where a data export's archive is written: served only through a signed link, deleted when it expires."""
+    return f"exports/{export_id}.zip"
 
 
 # --- the image -----------------------------------------------------------------------------------------------------
@@ -281,3 +287,38 @@ class Image:
     def garbage_refused(self, deleted: Sequence[str], *, now: datetime) -> Image:
         """Storage deleted `deleted` and refused the rest (its permissions, a lock): the rest is tried later."""
         return replace(self.collected(deleted), garbage_retry_at=now + GARBAGE_RETRY)
+
+
+# --- data exports -----------------------------------------------------------------------------------------------------
+
+# A part's files are named "<service>/<name>.json": anything else is not put in an archive (a zip entry's name is a
+# path on the person's disk once unpacked).
+EXPORT_FILE_NAME = re.compile(r"^([a-z_]+)/[a-z_]+\.json$")
+# The largest variant of a picture goes into the archive (the original is deleted once processed); it is at most
+# 1600 px a side, so far below this.
+EXPORT_PICTURE_LIMIT = 20 * MiB
+
+
+class ExportStatus(StrEnum):
+    COLLECTING = "collecting"  # waiting for the request and every part
+    READY = "ready"  # the archive is in storage until expires_at
+    EXPIRED = "expired"  # the archive was deleted
+    ABANDONED = "abandoned"  # a part never came: its parts were dropped (the users service failed the export)
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    """A data export with the request and every part in: its archive is to be written."""
+
+    id: str
+    user_id: UserId
+
+
+def export_files(service: str, files: dict[str, object]) -> dict[str, object]:
+    """The files of `service`'s part that may go into an archive: named under the service's own folder."""
+    kept: dict[str, object] = {}
+    for name, document in files.items():
+        match = EXPORT_FILE_NAME.match(name)
+        if match and match.group(1) == service:
+            kept[name] = document
+    return kept

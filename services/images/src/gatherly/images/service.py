@@ -15,9 +15,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from gatherly.contracts.images import ImageDeleted, ImageReady, ImageRejected
-from gatherly.contracts.users import ImageVariants, UserDeleted, UserDeletionStepDone
+from gatherly.contracts.users import (
+    ImageVariants,
+    UserDeleted,
+    UserDeletionStepDone,
+    UserExportArchiveReady,
+    UserExportPartReady,
+    UserExportRequested,
+)
 from gatherly.images import imaging
+from gatherly.images.archives import Picture, build_archive
 from gatherly.images.domain import (
+    EXPORT_PICTURE_LIMIT,
     Image,
     ImageId,
     ImageNotFound,
@@ -27,10 +36,12 @@ from gatherly.images.domain import (
     UserId,
     Variant,
     check_open_uploads,
+    export_files,
+    export_key,
     original_key,
     variant_key,
 )
-from gatherly.images.storage import ObjectStorage, StorageUnavailable, UploadRefused, UploadTarget
+from gatherly.images.storage import PRIVATE, ObjectStorage, StorageUnavailable, UploadRefused, UploadTarget
 from gatherly.images.store import ImagesUnitOfWork, Stores
 from gatherly.kernel.runtime import ServiceContext
 
@@ -332,3 +343,80 @@ class Collected:
 
     deleted: int
     refused: dict[str, str]
+
+
+# --- data exports (the users service's saga; the archive is written by tasks.write_export_archives) -----------------
+
+# While one process writes an export's archive, others leave it alone this long (then it is taken over); when
+# storage fails, the export is tried again after ARCHIVE_RETRY.
+ARCHIVE_CLAIM = timedelta(minutes=10)
+ARCHIVE_RETRY = timedelta(seconds=30)
+
+
+async def note_export_request(uow: ImagesUnitOfWork, event: UserExportRequested) -> None:
+    await uow.exports.note_request(event.export_id, event.user_id, uow.clock.now())
+
+
+async def keep_export_part(uow: ImagesUnitOfWork, event: UserExportPartReady) -> None:
+    """A service's part, kept until the archive is written (only files named under its own folder)."""
+    files = export_files(event.service, event.files)
+    await uow.exports.add_part(event.export_id, event.user_id, event.service, files, uow.clock.now())
+
+
+async def write_next_archive(uow: ImagesUnitOfWork, storage: ObjectStorage, *, link_ttl: int) -> str | None:
+    """Write the archive of one export whose parts are all in: the parts' files and the person's pictures in one
+    zip, then `user_export.archive_ready` with a signed link that works for `link_ttl` seconds. Returns the
+    export's id (None when none was waiting). When storage fails, the export is tried again after ARCHIVE_RETRY."""
+    async with uow:
+        now = uow.clock.now()
+        job = await uow.exports.next_to_assemble(now)
+        if job is None:
+            return None
+        await uow.exports.claim(job.id, now + ARCHIVE_CLAIM)
+        parts = await uow.exports.parts_of(job)
+        images = await uow.images.ready_of(job.user_id)
+    files = {name: document for part in parts.values() for name, document in part.items()}
+    key = export_key(job.id)
+    try:
+        pictures = []
+        for image in images:
+            data = await storage.read(image.variants[Variant.LARGE], limit=EXPORT_PICTURE_LIMIT)
+            if data is not None:  # deleted meanwhile: not the person's any more
+                pictures.append(
+                    Picture(image.id, image.purpose.value, image.created_at, image.width, image.height, data)
+                )
+        archive = await asyncio.to_thread(build_archive, files, pictures, now)
+        await storage.write(key, archive, content_type="application/zip", cache_control=PRIVATE)
+    except StorageUnavailable:
+        async with uow:
+            await uow.exports.claim(job.id, uow.clock.now() + ARCHIVE_RETRY)
+        raise
+    async with uow:
+        expires_at = uow.clock.now() + timedelta(seconds=link_ttl)
+        if await uow.exports.finish(job.id, key, len(archive), expires_at):
+            uow.publish(
+                UserExportArchiveReady(
+                    user_id=job.user_id,
+                    export_id=job.id,
+                    download_url=storage.download_url(key, expires_at=expires_at, private=True),
+                    expires_at=expires_at,
+                    size_bytes=len(archive),
+                )
+            )
+    return job.id
+
+
+async def expire_exports(uow: ImagesUnitOfWork, storage: ObjectStorage, *, keep_collecting: timedelta) -> int:
+    """Archives past their expiry are deleted from storage (kept listed until storage confirms); exports still
+    collecting after `keep_collecting` (a part never came, and the saga has failed) drop their parts. Returns
+    how many archives were deleted."""
+    async with uow:
+        now = uow.clock.now()
+        await uow.exports.abandon_stale(now - keep_collecting)
+        due = await uow.exports.expired_archives(now, SWEEP_BATCH)
+    if not due:
+        return 0
+    refused = await storage.delete([key for _, key in due])
+    async with uow:
+        await uow.exports.mark_expired([export_id for export_id, key in due if key not in refused])
+    return len(due) - len(refused)

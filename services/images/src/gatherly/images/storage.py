@@ -39,9 +39,11 @@ T = TypeVar("T")
 
 # SigV4 presigned URLs live at most 7 days; local download URLs get the same ceiling so both behave alike.
 MAX_URL_SECONDS = 7 * 24 * 3600
-# Keys this service writes: `uploads/<id>`, `images/<id>/<variant>.webp`. Anything else in a URL is refused.
-KEY_PATTERN = re.compile(r"^(uploads/[0-9a-f-]{36}|images/[0-9a-f-]{36}/[a-z]+\.webp)$")
+# Keys this service writes: `uploads/<id>`, `images/<id>/<variant>.webp`, `exports/<id>.zip` (a person's data
+# export). Anything else in a URL is refused.
+KEY_PATTERN = re.compile(r"^(uploads/[0-9a-f-]{36}|images/[0-9a-f-]{36}/[a-z]+\.webp|exports/[0-9a-f-]{36}\.zip)$")
 CACHE_FOREVER = "public, max-age=31536000, immutable"  # a variant never changes: a new image has a new id
+PRIVATE = "private, no-store"  # a data export: nobody keeps a copy on the way
 
 
 class StorageUnavailable(OSError):
@@ -82,7 +84,7 @@ class ObjectStorage(Protocol):
         """The object's bytes (None when missing); raises UploadRefused when it is larger than `limit`."""
         ...
 
-    async def write(self, key: str, data: bytes, *, content_type: str) -> None: ...
+    async def write(self, key: str, data: bytes, *, content_type: str, cache_control: str = CACHE_FOREVER) -> None: ...
 
     async def delete(self, keys: Sequence[str]) -> dict[str, str]:
         """Delete the objects; a missing one is not an error (deleting is retried until it is done). Returns the
@@ -90,7 +92,10 @@ class ObjectStorage(Protocol):
         reached at all."""
         ...
 
-    def download_url(self, key: str, *, expires_at: datetime) -> str: ...
+    def download_url(self, key: str, *, expires_at: datetime, private: bool = False) -> str:
+        """A URL that fetches the object until `expires_at`; `private` ones are always signed (never the public
+        base URL of a CDN or bucket policy)."""
+        ...
 
     async def check(self) -> None:
         """Raises when the storage cannot be used (readiness)."""
@@ -146,8 +151,8 @@ class LocalStorage:
 
     def download_path(self, key: str, query: dict[str, str]) -> Path | None:
         """The file a signed download URL names (None when missing); raises UrlRefused for a bad URL."""
-        if not KEY_PATTERN.match(key) or not key.startswith("images/"):
-            raise UrlRefused("Only image variants are served.")
+        if not KEY_PATTERN.match(key) or key.startswith("uploads/"):
+            raise UrlRefused("Only image variants and data exports are served.")
         expires, signature = query.get("expires", ""), query.get("signature", "")
         self._check_signature(signature, "GET", key, expires)
         self._check_expiry(expires)
@@ -168,7 +173,7 @@ class LocalStorage:
             raise UploadRefused(f"The object is larger than {limit} bytes.")
         return data
 
-    async def write(self, key: str, data: bytes, *, content_type: str) -> None:
+    async def write(self, key: str, data: bytes, *, content_type: str, cache_control: str = CACHE_FOREVER) -> None:
         await asyncio.to_thread(self._write, self._path(key), data)
 
     @staticmethod
@@ -193,7 +198,7 @@ class LocalStorage:
                 refused[key] = f"{type(error).__name__}: {error.strerror or error}"
         return refused
 
-    def download_url(self, key: str, *, expires_at: datetime) -> str:
+    def download_url(self, key: str, *, expires_at: datetime, private: bool = False) -> str:
         self._path(key)
         expires = str(int(expires_at.timestamp()))
         query = urlencode({"expires": expires, "signature": self._sign("GET", key, expires)})
@@ -260,11 +265,11 @@ class S3Storage:
 
         return await self._call(get)
 
-    async def write(self, key: str, data: bytes, *, content_type: str) -> None:
+    async def write(self, key: str, data: bytes, *, content_type: str, cache_control: str = CACHE_FOREVER) -> None:
         def put() -> None:
             try:
                 self.client.put_object(
-                    Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, CacheControl=CACHE_FOREVER
+                    Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, CacheControl=cache_control
                 )
             except ClientError as error:
                 raise self._server_side(error) from error
@@ -288,8 +293,8 @@ class S3Storage:
         refused: dict[str, str] = await self._call(remove)
         return refused
 
-    def download_url(self, key: str, *, expires_at: datetime) -> str:
-        if self.public_url:
+    def download_url(self, key: str, *, expires_at: datetime, private: bool = False) -> str:
+        if self.public_url and not private:
             return f"{self.public_url}/{quote(key)}"
         seconds = min(MAX_URL_SECONDS, _seconds_until(expires_at))
         url: str = self.client.generate_presigned_url(

@@ -3,18 +3,21 @@ of work."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gatherly.images.domain import Image, ImageId, Purpose, Status, UserId, Variant
-from gatherly.images.tables import images
-from gatherly.kernel.db import Database, Executor
+from gatherly.contracts.users import EXPORT_PARTS
+from gatherly.images.domain import ExportJob, ExportStatus, Image, ImageId, Purpose, Status, UserId, Variant
+from gatherly.images.tables import export_parts, exports, images
+from gatherly.kernel.db import Database, Executor, rowcount
 from gatherly.kernel.runtime import ServiceContext
 from gatherly.kernel.uow import UnitOfWork
 
@@ -92,6 +95,15 @@ class ImageStore:
         )
         return [_image(row) for row in (await self.session.execute(query)).mappings()]
 
+    async def ready_of(self, owner: str) -> list[Image]:
+        """Every ready image of `owner`, oldest first (not locked: for reading their variants)."""
+        query = (
+            select(images)
+            .where(images.c.owner_id == owner, images.c.status == Status.READY.value)
+            .order_by(images.c.created_at, images.c.id)
+        )
+        return [_image(row) for row in (await self.session.execute(query)).mappings()]
+
     async def count_open(self, owner: str, now: datetime) -> int:
         """Images of `owner` still in flight: slots not yet expired, and uploads being processed."""
         query = select(func.count()).where(
@@ -143,11 +155,129 @@ class ImageStore:
         return [_image(row) for row in (await self.session.execute(query)).mappings()]
 
 
-class Stores:
-    """Every store of the service on one connection or session."""
+class ExportStore:
+    """Data exports being assembled: the request and the parts as they arrive, then the archive."""
 
-    def __init__(self, session: Executor) -> None:
+    def __init__(self, session: AsyncConnection) -> None:
+        self.session = session
+
+    def _insert_ignoring_repeats(self, table: Any) -> Any:
+        """INSERT … ON CONFLICT DO NOTHING: a redelivered request or part is recorded once."""
+        dialect = self.session.dialect.name
+        return (sqlite_insert if dialect == "sqlite" else postgresql_insert)(table).on_conflict_do_nothing()
+
+    async def _ensure(self, export_id: str, user_id: str, now: datetime) -> None:
+        await self.session.execute(
+            self._insert_ignoring_repeats(exports).values(
+                id=export_id, user_id=user_id, status=ExportStatus.COLLECTING.value, created_at=now
+            )
+        )
+
+    async def note_request(self, export_id: str, user_id: str, now: datetime) -> None:
+        await self._ensure(export_id, user_id, now)
+        await self.session.execute(
+            update(exports)
+            .where(exports.c.id == export_id, exports.c.user_id == user_id, exports.c.requested_at.is_(None))
+            .values(requested_at=now)
+        )
+
+    async def add_part(self, export_id: str, user_id: str, service: str, files: dict[str, Any], now: datetime) -> None:
+        await self._ensure(export_id, user_id, now)
+        await self.session.execute(
+            self._insert_ignoring_repeats(export_parts).values(
+                export_id=export_id, service=service, user_id=user_id, files=files, received_at=now
+            )
+        )
+
+    async def next_to_assemble(self, now: datetime) -> ExportJob | None:
+        """An export whose request and every part (of its own person) are in, that no live claim holds, locked."""
+        parts_in = (
+            select(func.count())
+            .where(
+                export_parts.c.export_id == exports.c.id,
+                export_parts.c.user_id == exports.c.user_id,
+                export_parts.c.service.in_(EXPORT_PARTS),
+            )
+            .scalar_subquery()
+        )
+        query = (
+            select(exports.c.id, exports.c.user_id)
+            .where(
+                exports.c.status == ExportStatus.COLLECTING.value,
+                exports.c.requested_at.is_not(None),
+                or_(exports.c.claimed_until.is_(None), exports.c.claimed_until <= now),
+                parts_in == len(EXPORT_PARTS),
+            )
+            .order_by(exports.c.created_at)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        row = (await self.session.execute(query)).mappings().first()
+        return ExportJob(row["id"], UserId(row["user_id"])) if row else None
+
+    async def claim(self, export_id: str, until: datetime) -> None:
+        await self.session.execute(update(exports).where(exports.c.id == export_id).values(claimed_until=until))
+
+    async def parts_of(self, job: ExportJob) -> dict[str, dict[str, Any]]:
+        """Each service's files, by service (only parts of the export's own person)."""
+        query = select(export_parts.c.service, export_parts.c.files).where(
+            export_parts.c.export_id == job.id, export_parts.c.user_id == job.user_id
+        )
+        return {row["service"]: row["files"] for row in (await self.session.execute(query)).mappings()}
+
+    async def finish(self, export_id: str, archive_key: str, size_bytes: int, expires_at: datetime) -> bool:
+        """The archive is written: the parts go (the archive holds them); False when it was finished already."""
+        result = await self.session.execute(
+            update(exports)
+            .where(exports.c.id == export_id, exports.c.status == ExportStatus.COLLECTING.value)
+            .values(
+                status=ExportStatus.READY.value,
+                archive_key=archive_key,
+                size_bytes=size_bytes,
+                expires_at=expires_at,
+                claimed_until=None,
+            )
+        )
+        await self.session.execute(delete(export_parts).where(export_parts.c.export_id == export_id))
+        return rowcount(result) == 1
+
+    async def expired_archives(self, now: datetime, limit: int) -> list[tuple[str, str]]:
+        """(export id, archive key) of archives past their expiry, locked."""
+        query = (
+            select(exports.c.id, exports.c.archive_key)
+            .where(exports.c.status == ExportStatus.READY.value, exports.c.expires_at <= now)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return [(row["id"], row["archive_key"]) for row in (await self.session.execute(query)).mappings()]
+
+    async def mark_expired(self, export_ids: Sequence[str]) -> None:
+        if export_ids:
+            await self.session.execute(
+                update(exports).where(exports.c.id.in_(export_ids)).values(status=ExportStatus.EXPIRED.value)
+            )
+
+    async def abandon_stale(self, created_before: datetime) -> int:
+        """Exports still collecting since before the cutoff: their parts are dropped (personal data not kept for
+        an archive that will never be made); returns how many."""
+        stale = select(exports.c.id).where(
+            exports.c.status == ExportStatus.COLLECTING.value, exports.c.created_at <= created_before
+        )
+        ids = list((await self.session.execute(stale)).scalars())
+        if ids:
+            await self.session.execute(delete(export_parts).where(export_parts.c.export_id.in_(ids)))
+            await self.session.execute(
+                update(exports).where(exports.c.id.in_(ids)).values(status=ExportStatus.ABANDONED.value)
+            )
+        return len(ids)
+
+
+class Stores:
+    """Every store of the service on one connection."""
+
+    def __init__(self, session: AsyncConnection) -> None:
         self.images = ImageStore(session)
+        self.exports = ExportStore(session)
 
 
 class ImagesUnitOfWork(UnitOfWork, Stores):

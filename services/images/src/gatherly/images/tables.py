@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import Boolean, Column, ForeignKey, Index, Integer, MetaData, String, Table, Text
 
 from gatherly.kernel.tables import USER_ID, Json, UtcDateTime, kernel_tables
 
@@ -39,4 +39,32 @@ images = Table(
     Index("ix_images_has_garbage", "has_garbage"),
     Index("ix_images_owner_id", "owner_id"),  # a deleted account's images
     Index("ix_images_original_sweep_at", "original_sweep_at"),
+)
+
+# Data exports this service assembles: the request and the parts arrive in any order (two topics), each recorded
+# once; when all are in, the archive is written and kept until expires_at.
+exports = Table(
+    "exports",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("user_id", USER_ID, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("requested_at", UtcDateTime()),  # None until user.export_requested arrives
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("claimed_until", UtcDateTime()),  # an archive being written by one process
+    Column("archive_key", String(100)),
+    Column("size_bytes", Integer),
+    Column("expires_at", UtcDateTime()),
+    Index("ix_exports_status_expires_at", "status", "expires_at"),
+    Index("ix_exports_status_created_at", "status", "created_at"),
+)
+
+export_parts = Table(
+    "export_parts",
+    metadata,
+    Column("export_id", String(36), ForeignKey("exports.id", ondelete="CASCADE"), primary_key=True),
+    Column("service", String(32), primary_key=True),
+    Column("user_id", USER_ID, nullable=False),
+    Column("files", Json, nullable=False),
+    Column("received_at", UtcDateTime(), nullable=False),
 )

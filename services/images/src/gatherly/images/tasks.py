@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import timedelta
 
 import structlog
 
@@ -20,6 +21,9 @@ log = structlog.get_logger(__name__)
 # service are found by this poll.
 PROCESSING_POLL_SECONDS = 1.0
 TIDY_INTERVAL_SECONDS = 5.0
+# How often the archive task looks for exports whose last part came in (the consumer that records it cannot
+# wake the task: it has no context; a second is nothing next to the minutes a person expects to wait).
+ARCHIVE_POLL_SECONDS = 1.0
 
 
 async def process_uploads(context: ServiceContext) -> None:
@@ -48,6 +52,12 @@ async def keep_storage_tidy(context: ServiceContext) -> None:
         expired = await service.expire_uploads(unit_of_work(context))
         await service.sweep_originals(unit_of_work(context))
         try:
+            keep_collecting = timedelta(seconds=2 * context.settings.export_deadline_seconds)
+            archives = await service.expire_exports(
+                unit_of_work(context), storage_of(context), keep_collecting=keep_collecting
+            )
+            if archives:
+                log.info("expired export archives deleted", archives=archives)
             collected = await service.collect_garbage(unit_of_work(context), storage_of(context))
             deleted = collected.deleted
             if collected.refused:
@@ -59,3 +69,17 @@ async def keep_storage_tidy(context: ServiceContext) -> None:
             log.info("storage tidied", expired_uploads=expired, deleted_objects=deleted)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), TIDY_INTERVAL_SECONDS)
+
+
+async def write_export_archives(context: ServiceContext) -> None:
+    """Background task: write the archive of each data export whose parts are all in (one at a time: an archive
+    is built in memory). When storage fails, the export's claim runs out and it is tried again."""
+    while True:
+        try:
+            while export_id := await service.write_next_archive(
+                unit_of_work(context), storage_of(context), link_ttl=context.settings.export_link_ttl_seconds
+            ):
+                log.info("export archive written", export_id=export_id)
+        except StorageUnavailable as error:
+            log.warning("storage unavailable; the export archive will be written later", error=repr(error))
+        await asyncio.sleep(ARCHIVE_POLL_SECONDS)

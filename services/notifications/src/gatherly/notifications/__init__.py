@@ -46,7 +46,7 @@ SERVICE = ServiceDefinition(
     migrations=Path(__file__).parent / "migrations",
     unit_of_work=unit_of_work,
     consumers=consumers,
-    topics=["notification", "user_deletion"],
+    topics=["notification", "user_deletion", "user_export"],
     tasks=[
         send_reminders,
         send_emails,

@@ -29,7 +29,13 @@ from gatherly.contracts.groups import (
     MembershipRemoved,
     MembershipRoleChanged,
 )
-from gatherly.contracts.users import UserConfirmed, UserDeleted, UserProfileUpdated, UserRegistered
+from gatherly.contracts.users import (
+    UserConfirmed,
+    UserDeleted,
+    UserExportRequested,
+    UserProfileUpdated,
+    UserRegistered,
+)
 from gatherly.kernel.delivery import ConsumerRegistry
 from gatherly.kernel.messages import causation_id_var
 from gatherly.kernel.revocation import register_revocations
@@ -164,3 +170,8 @@ async def forget_attendee(event: RsvpCancelled, uow: NotificationsUnitOfWork) ->
 @consumers.on(CommentPosted, group="notifications.events")
 async def tell_comment(event: CommentPosted, uow: NotificationsUnitOfWork) -> None:
     await service.comment_posted(uow, event, _cause())
+
+
+@consumers.on(UserExportRequested, group="notifications.exports")
+async def give_export_part(event: UserExportRequested, uow: NotificationsUnitOfWork) -> None:
+    await service.give_export_part(uow, event)

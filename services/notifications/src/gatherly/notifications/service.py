@@ -24,12 +24,13 @@ from gatherly.contracts.events import (
 )
 from gatherly.contracts.groups import GroupAnnouncement, GroupDeleted, GroupInvitationSent, JoinRequestCreated
 from gatherly.contracts.notifications import NotificationCreated
-from gatherly.contracts.users import UserDeleted, UserDeletionStepDone
+from gatherly.contracts.users import UserDeleted, UserDeletionStepDone, UserExportRequested
 from gatherly.kernel.addresses import address_hash
 from gatherly.kernel.auth import Principal
 from gatherly.kernel.db import Database
 from gatherly.kernel.egress import NotPublic, Resolver, check_public_endpoint
 from gatherly.kernel.errors import InvalidInput, NotFound
+from gatherly.kernel.exports import export_part
 from gatherly.kernel.geo import Point
 from gatherly.notifications import domain
 from gatherly.notifications.domain import (
@@ -454,3 +455,12 @@ async def failed_deliveries(db: Database, limit: int = 100) -> list[Delivery]:
 async def retry_failed_deliveries(uow: NotificationsUnitOfWork, ids: Sequence[str] = ()) -> int:
     async with uow:
         return await uow.deliveries.retry_failed(uow.clock.now(), ids)
+
+
+# --- data export ------------------------------------------------------------------------------------------------
+
+
+async def give_export_part(uow: NotificationsUnitOfWork, event: UserExportRequested) -> None:
+    """The notifications service's part of a person's data export: the inbox, preferences, push subscriptions."""
+    files = await uow.personal_data.files_of(event.user_id)
+    uow.publish(export_part(event, "notifications", files, uow.clock.now()))

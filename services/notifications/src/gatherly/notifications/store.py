@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from gatherly.contracts.events import EventSnapshot
 from gatherly.kernel.clock import Clock
 from gatherly.kernel.db import Database, rowcount
+from gatherly.kernel.exports import rows
 from gatherly.kernel.geo import Point, bounding_box, distance_km
 from gatherly.kernel.runtime import ServiceContext
 from gatherly.kernel.uow import OutboxSignal, UnitOfWork
@@ -994,6 +995,43 @@ class InvitationMailStore:
 # --- unit of work -------------------------------------------------------------------------------------------------
 
 
+class PersonalDataStore:
+    """What the notifications service holds of one person, as the files of their data export (no push keys: those
+    are the browser's secrets, not the person's data)."""
+
+    def __init__(self, session: AsyncConnection) -> None:
+        self.session = session
+
+    async def files_of(self, user_id: str) -> dict[str, Any]:
+        inbox_query = (
+            select(
+                notifications.c.id,
+                notifications.c.kind,
+                notifications.c.title,
+                notifications.c.body,
+                notifications.c.link,
+                notifications.c.created_at,
+                notifications.c.read_at,
+            )
+            .where(notifications.c.user_id == user_id)
+            .order_by(notifications.c.seq)
+        )
+        preferences_query = select(
+            preferences.c.email, preferences.c.push, preferences.c.reminder_hours, preferences.c.updated_at
+        ).where(preferences.c.user_id == user_id)
+        push_query = (
+            select(push_subscriptions.c.endpoint, push_subscriptions.c.created_at)
+            .where(push_subscriptions.c.user_id == user_id)
+            .order_by(push_subscriptions.c.created_at, push_subscriptions.c.id)
+        )
+        chosen = rows((await self.session.execute(preferences_query)).mappings())
+        return {
+            "notifications/inbox.json": rows((await self.session.execute(inbox_query)).mappings()),
+            "notifications/preferences.json": chosen[0] if chosen else {},
+            "notifications/push_subscriptions.json": rows((await self.session.execute(push_query)).mappings()),
+        }
+
+
 class Stores:
     """Every store of the service on one session (read-only sessions use these too)."""
 
@@ -1010,6 +1048,7 @@ class Stores:
         self.reminders = ReminderStore(session)
         self.push = PushSubscriptionStore(session)
         self.invitations = InvitationMailStore(session)
+        self.personal_data = PersonalDataStore(session)
 
 
 class NotificationsUnitOfWork(UnitOfWork):
@@ -1040,6 +1079,7 @@ class NotificationsUnitOfWork(UnitOfWork):
     reminders: ReminderStore
     push: PushSubscriptionStore
     invitations: InvitationMailStore
+    personal_data: PersonalDataStore
 
     def open_stores(self, session: AsyncConnection) -> None:
         stores = Stores(session)
@@ -1055,6 +1095,7 @@ class NotificationsUnitOfWork(UnitOfWork):
         self.reminders = stores.reminders
         self.push = stores.push
         self.invitations = stores.invitations
+        self.personal_data = stores.personal_data
         self._queued = set()
 
     async def queue_sends(self, items: Sequence[tuple[str, UserId, Channel]]) -> None:

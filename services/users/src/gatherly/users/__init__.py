@@ -9,7 +9,7 @@ from gatherly.users.api import router
 from gatherly.users.consumers import consumers
 from gatherly.users.store import unit_of_work
 from gatherly.users.tables import metadata
-from gatherly.users.tasks import deliver_mail, keep_tidy, watch_deletions
+from gatherly.users.tasks import deliver_mail, keep_tidy, watch_deletions, watch_exports
 
 
 async def _start(context: ServiceContext) -> None:
@@ -28,7 +28,7 @@ SERVICE = ServiceDefinition(
     migrations=Path(__file__).parent / "migrations",
     unit_of_work=unit_of_work,
     consumers=consumers,
-    topics=["user"],
-    tasks=[deliver_mail, keep_tidy, watch_deletions],
+    topics=["user", "user_export"],
+    tasks=[deliver_mail, keep_tidy, watch_deletions, watch_exports],
     on_start=_start,
 )

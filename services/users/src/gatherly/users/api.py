@@ -26,6 +26,7 @@ from gatherly.users.domain import (
     InvalidRefreshToken,
     NoAccountWithEmail,
     NoDeletion,
+    NoExport,
     RateLimited,
     UserNotFound,
     WrongPassword,
@@ -35,6 +36,8 @@ from gatherly.users.schemas import (
     DeletionProgress,
     DeletionStarted,
     EmailChange,
+    ExportProgress,
+    ExportStarted,
     LoginRequest,
     Me,
     OpenIdConfiguration,
@@ -62,6 +65,7 @@ STATUS_OF: dict[type[DomainError], int] = {
     WrongPassword: 403,
     NoAccountWithEmail: 404,  # from the administrators' lock command, not from a route
     NoDeletion: 404,
+    NoExport: 404,
     UserNotFound: 404,
     EmailTaken: 409,
     AccountLocked: 429,
@@ -247,6 +251,29 @@ async def delete_me(me: CurrentOrDeletedUser, uow: Uow, context: Context) -> Del
 async def get_my_deletion(me: CurrentOrDeletedUser, context: Context) -> DeletionProgress:
     deletion = await service.deletion_of(context.db, me)
     return DeletionProgress(status=deletion.status, reason=deletion.reason, answered=list(deletion.answered))
+
+
+@router.post(
+    "/api/users/me/export", status_code=202, response_model=ExportStarted, tags=["users"], responses=problems(401)
+)
+async def export_me(me: CurrentUser, uow: Uow, context: Context) -> ExportStarted:
+    """Ask for a copy of everything Gatherly holds of you: an email brings a link to one zip when it is ready.
+    Asked again while an export is pending, the answer names that one."""
+    deadline = timedelta(seconds=context.settings.export_deadline_seconds)
+    return ExportStarted(export_id=(await service.request_export(uow, me, deadline=deadline)).id)
+
+
+# Export ids are UUIDs: anything else cannot name one (and is refused before reaching the database).
+ExportId = Annotated[str, Path(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
+
+
+@router.get("/api/users/me/exports/{export_id}", response_model=ExportProgress, tags=["users"], responses=problems(404))
+async def get_my_export(export_id: ExportId, me: CurrentUser, context: Context) -> ExportProgress:
+    export = await service.export_of(context.db, me, export_id)
+    link = export.link(context.clock.now())
+    return ExportProgress(
+        status=export.status, download_url=link, expires_at=export.expires_at if link else None, reason=export.reason
+    )
 
 
 @router.get("/api/users/{user_id}", response_model=PublicProfile, tags=["users"], responses=problems(404))

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import NewType
 
-from gatherly.contracts.users import GeoPoint, ImageVariants, UserProfileUpdated
+from gatherly.contracts.users import EXPORT_PARTS, GeoPoint, ImageVariants, UserProfileUpdated
 from gatherly.kernel.errors import DomainError, InvalidInput, TooManyRequests
 from gatherly.kernel.read_models import ReadyImage
 from gatherly.kernel.text import check_name, text_problem
@@ -88,6 +88,13 @@ class InvalidLink(DomainError):
 
     def __init__(self) -> None:
         super().__init__("This link is not valid any more. Ask for a new one.")
+
+
+class NoExport(DomainError):
+    title = "Not found"
+
+    def __init__(self) -> None:
+        super().__init__("You have no export with this id.")
 
 
 class NoDeletion(DomainError):
@@ -550,3 +557,52 @@ class AccountDeletion:
             f"Not finished by {self.deadline_at.isoformat(timespec='seconds')}: no answer from "
             f"{', '.join(self.missing)}. Ask again, or contact support."
         )
+
+
+# --- data export ------------------------------------------------------------------------------------------------
+
+DATA_EXPORT = "user_export"  # the saga's `kind` in the kernel's sagas table
+ARCHIVE_MAKER = "images"  # the service that collects the parts and writes the archive
+
+
+class ExportStatus(StrEnum):
+    PENDING = "pending"
+    READY = "ready"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class DataExport:
+    """The data-export saga of one request: pending until the images service announces the archive (every part
+    in), failed when a part failed or the deadline passed first. `parts` are the services whose part arrived."""
+
+    id: str
+    user_id: UserId
+    status: ExportStatus
+    reason: str | None
+    deadline_at: datetime
+    parts: tuple[str, ...] = ()
+    download_url: str | None = None
+    expires_at: datetime | None = None
+
+    def is_live(self, now: datetime) -> bool:
+        """Pending and within its deadline: asked again, the person gets this one rather than a second export."""
+        return self.status is ExportStatus.PENDING and now < self.deadline_at
+
+    def with_part(self, service: str) -> DataExport:
+        if service not in EXPORT_PARTS or service in self.parts:
+            return self
+        return replace(self, parts=(*self.parts, service))
+
+    def silent(self) -> list[str]:
+        """The services that have not answered: parts not in, and the archive's maker while it is not ready."""
+        return [s for s in EXPORT_PARTS if s not in self.parts] + ([ARCHIVE_MAKER] if self.download_url is None else [])
+
+    def timeout_reason(self) -> str:
+        return f"No answer in time from: {', '.join(self.silent())}. Ask again, or contact support."
+
+    def link(self, now: datetime) -> str | None:
+        """The download link while it works."""
+        if self.download_url is None or self.expires_at is None or now >= self.expires_at:
+            return None
+        return self.download_url

@@ -3,6 +3,7 @@ transaction of the change, and delivered by a background task that retries with 
 
 from __future__ import annotations
 
+import functools
 import urllib.parse
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -13,7 +14,6 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from gatherly.kernel.mail import compose
 from gatherly.kernel.runtime import ServiceContext
-from gatherly.kernel.settings import Settings
 from gatherly.kernel.uow import OutboxSignal
 from gatherly.users.domain import TOKEN_LIFETIMES, TokenPurpose
 from gatherly.users.store import OutgoingMail, Stores
@@ -31,8 +31,8 @@ class RenderedMail:
 class EmailTemplates:
     """Renders each email twice from one context: HTML (autoescaped) and plain text."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.public_url = settings.effective_public_url
+    def __init__(self, public_url: str) -> None:
+        self.public_url = public_url
         loader = PackageLoader("gatherly.users", "templates")
         self._html = Environment(loader=loader, autoescape=select_autoescape(["html"]), undefined=StrictUndefined)
         self._text = Environment(loader=loader, autoescape=False, undefined=StrictUndefined, keep_trailing_newline=True)
@@ -86,6 +86,15 @@ class EmailTemplates:
             login_link=f"{self.public_url}/login",
         )
 
+    def export_ready(self, display_name: str, link: str, expires_at: datetime) -> RenderedMail:
+        return self._render(
+            "export_ready",
+            "Your Gatherly data is ready to download",
+            display_name=display_name,
+            link=link,
+            expires=expires_at.strftime("%Y-%m-%d %H:%M"),
+        )
+
     def _render(self, name: str, subject: str, **values: object) -> RenderedMail:
         values = {**values, "subject": subject, "public_url": self.public_url}
         return RenderedMail(
@@ -93,6 +102,13 @@ class EmailTemplates:
             text=self._text.get_template(f"{name}.txt").render(values),
             html=self._html.get_template(f"{name}.html").render(values),
         )
+
+
+@functools.cache
+def templates_at(public_url: str) -> EmailTemplates:
+    """The templates for links under `public_url`, made once (for consumers: they have a unit of work, not the
+    service's Identity)."""
+    return EmailTemplates(public_url)
 
 
 def validity(purpose: TokenPurpose) -> str:

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from gatherly.contracts.users import GeoPoint, ImageVariants
-from gatherly.users.domain import DeletionStatus
+from gatherly.users.domain import DeletionStatus, ExportStatus
 
 # Generous bounds on raw input: the domain gives the precise rule (and message); these only keep junk small.
 EmailField = Annotated[str, Field(max_length=320)]
@@ -171,3 +171,16 @@ class DeletionProgress(BaseModel):
     status: DeletionStatus
     reason: str | None
     answered: list[str] = []
+
+
+class ExportStarted(BaseModel):
+    export_id: str
+
+
+class ExportProgress(BaseModel):
+    """`download_url` while the archive can be downloaded (until `expires_at`); `reason` when it failed."""
+
+    status: ExportStatus
+    download_url: str | None = None
+    expires_at: datetime | None = None
+    reason: str | None = None

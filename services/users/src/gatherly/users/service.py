@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,6 +16,10 @@ from gatherly.contracts.users import (
     UserConfirmed,
     UserDeleted,
     UserDeletionStepDone,
+    UserExportArchiveReady,
+    UserExportPartFailed,
+    UserExportPartReady,
+    UserExportRequested,
     UserLocked,
     UserRegistered,
     UserUnlocked,
@@ -23,6 +27,7 @@ from gatherly.contracts.users import (
 from gatherly.kernel.auth import Principal
 from gatherly.kernel.db import Database
 from gatherly.kernel.errors import DomainError, InvalidInput, NotFound
+from gatherly.kernel.exports import export_part
 from gatherly.kernel.revocation import RevocationChange
 from gatherly.kernel.settings import Settings
 from gatherly.kernel.text import text_problem
@@ -47,13 +52,16 @@ from gatherly.users.domain import (
     AccountNotConfirmed,
     Avatar,
     BadCredentials,
+    DataExport,
     DeletionStatus,
     Email,
     EmailTaken,
+    ExportStatus,
     InvalidLink,
     InvalidRefreshToken,
     NoAccountWithEmail,
     NoDeletion,
+    NoExport,
     OneTimeToken,
     Profile,
     RateLimiter,
@@ -80,7 +88,7 @@ from gatherly.users.domain import (
     successor_token,
     token_digest,
 )
-from gatherly.users.emails import EmailTemplates, RenderedMail
+from gatherly.users.emails import EmailTemplates, RenderedMail, templates_at
 from gatherly.users.schemas import AuthorizationServerMetadata, OpenIdConfiguration
 from gatherly.users.store import Credentials, StoredKey, UsersUnitOfWork, is_unique_violation, reading
 
@@ -106,7 +114,7 @@ class Identity:
             settings=settings,
             passwords=Passwords(settings),
             signer=Signer(settings),
-            templates=EmailTemplates(settings),
+            templates=templates_at(settings.effective_public_url),
             limiter=RateLimiter(
                 {
                     "signup": settings.signup_limit_per_minute,
@@ -815,6 +823,85 @@ async def fail_overdue_deletions(uow: UsersUnitOfWork) -> int:
                     missing=list(deletion.missing),
                     reason=reason,
                 )
+                failed += 1
+        return failed
+
+
+# --- data export -----------------------------------------------------------------------------------------------
+
+
+async def request_export(uow: UsersUnitOfWork, me: Principal, *, deadline: timedelta) -> DataExport:
+    """Start the data-export saga: every service hears `user.export_requested` and answers with its part. Asked
+    again while one is pending (and within its deadline), the person gets that one, not a second."""
+    async with uow:
+        now = uow.clock.now()
+        _check_open(await uow.accounts.credentials_by_id(me.user_id))
+        latest = await uow.exports.latest_of(me.user_id)
+        if latest is not None and latest.is_live(now):
+            return latest
+        export = DataExport(
+            id=str(uuid.uuid4()),
+            user_id=UserId(me.user_id),
+            status=ExportStatus.PENDING,
+            reason=None,
+            deadline_at=now + deadline,
+        )
+        await uow.exports.add(export, now)
+        uow.publish(UserExportRequested(user_id=me.user_id, export_id=export.id, requested_at=now))
+        return export
+
+
+async def export_of(db: Database, me: Principal, export_id: str) -> DataExport:
+    """One of the person's own exports; anyone else's is not found, like one that does not exist."""
+    async with reading(db) as stores:
+        export = await stores.exports.get(export_id)
+    if export is None or export.user_id != me.user_id:
+        raise NoExport()
+    return export
+
+
+async def give_profile_part(uow: UsersUnitOfWork, event: UserExportRequested) -> None:
+    """The users service's own part: the account and profile (no password hash, no tokens: secrets, not data)."""
+    profile = await uow.accounts.profile(event.user_id)
+    files = {"users/profile.json": profile} if profile is not None else {}
+    uow.publish(export_part(event, "users", files, uow.clock.now()))
+
+
+async def record_export_part(uow: UsersUnitOfWork, event: UserExportPartReady | UserExportPartFailed) -> None:
+    """A service answered: its part is counted, or its failure fails the export with its reason."""
+    export = await uow.exports.get(event.export_id)
+    if export is None or export.user_id != event.user_id or export.status is not ExportStatus.PENDING:
+        return
+    if isinstance(event, UserExportPartFailed):
+        export = replace(export, status=ExportStatus.FAILED, reason=event.reason)
+        log.error("data export failed", export_id=export.id, service=event.service, reason=event.reason)
+    else:
+        export = export.with_part(event.service)
+    await uow.exports.save(export, uow.clock.now())
+
+
+async def finish_export(uow: UsersUnitOfWork, event: UserExportArchiveReady) -> None:
+    """The archive is written: the export is ready and the person gets the link by email."""
+    export = await uow.exports.get(event.export_id)
+    if export is None or export.user_id != event.user_id or export.status is not ExportStatus.PENDING:
+        return
+    export = replace(export, status=ExportStatus.READY, download_url=event.download_url, expires_at=event.expires_at)
+    await uow.exports.save(export, uow.clock.now())
+    profile = await uow.accounts.profile(event.user_id)
+    if profile is not None and profile.email is not None and not profile.closed:
+        mail = templates_at(uow.public_url).export_ready(profile.display_name, event.download_url, event.expires_at)
+        await _queue(uow, profile.email, mail)
+
+
+async def fail_overdue_exports(uow: UsersUnitOfWork) -> int:
+    """Exports not ready by their deadline are failed, naming the services that did not answer; returns how many."""
+    async with uow:
+        now = uow.clock.now()
+        failed = 0
+        for export in await uow.exports.overdue(now):
+            reason = export.timeout_reason()
+            if await uow.exports.save(replace(export, status=ExportStatus.FAILED, reason=reason), now):
+                log.error("data export timed out", export_id=export.id, user_id=export.user_id, silent=export.silent())
                 failed += 1
         return failed
 

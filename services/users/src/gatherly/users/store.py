@@ -31,9 +31,12 @@ from gatherly.kernel.sagas import SagaState, SagaStore
 from gatherly.kernel.uow import OutboxSignal, UnitOfWork
 from gatherly.users.domain import (
     ACCOUNT_DELETION,
+    DATA_EXPORT,
     AccountDeletion,
+    DataExport,
     DeletionStatus,
     Email,
+    ExportStatus,
     LoginThrottle,
     OneTimeToken,
     Profile,
@@ -404,6 +407,66 @@ class DeletionStore:
         )
 
 
+class ExportStore:
+    """Data-export sagas, kept in the kernel's sagas table (`data`: the user id, the parts in, the archive)."""
+
+    def __init__(self, session: Executor) -> None:
+        self.sagas = SagaStore(session, DATA_EXPORT)
+
+    async def add(self, export: DataExport, now: datetime) -> None:
+        await self.sagas.start(
+            export.id, step="collect_parts", data=_export_data(export), deadline_at=export.deadline_at, now=now
+        )
+
+    async def get(self, export_id: str) -> DataExport | None:
+        saga = await self.sagas.get(export_id)
+        return _export_of(saga) if saga else None
+
+    async def latest_of(self, user_id: str) -> DataExport | None:
+        saga = await self.sagas.latest_with("user_id", user_id)
+        return _export_of(saga) if saga else None
+
+    async def overdue(self, now: datetime) -> list[DataExport]:
+        return [_export_of(saga) for saga in await self.sagas.overdue(now)]
+
+    async def save(self, export: DataExport, now: datetime) -> bool:
+        """Record a pending export's parts, end or archive; False when it had ended already."""
+        step = "collect_parts" if export.status is ExportStatus.PENDING else "done"
+        return await self.sagas.move(
+            export.id,
+            now,
+            status=export.status.value,
+            step=step,
+            reason=export.reason,
+            data=_export_data(export),
+            only_if_pending=True,
+        )
+
+
+def _export_data(export: DataExport) -> dict[str, Any]:
+    return {
+        "user_id": export.user_id,
+        "parts": list(export.parts),
+        "download_url": export.download_url,
+        "expires_at": export.expires_at.isoformat() if export.expires_at else None,
+    }
+
+
+def _export_of(saga: SagaState) -> DataExport:
+    assert saga.deadline_at is not None  # every export is started with one
+    expires_at = saga.data.get("expires_at")
+    return DataExport(
+        id=saga.id,
+        user_id=UserId(saga.data["user_id"]),
+        status=ExportStatus(saga.status),
+        reason=saga.reason,
+        deadline_at=saga.deadline_at,
+        parts=tuple(saga.data.get("parts", ())),
+        download_url=saga.data.get("download_url"),
+        expires_at=datetime.fromisoformat(expires_at) if expires_at else None,
+    )
+
+
 def _deletion_of(saga: SagaState) -> AccountDeletion:
     assert saga.deadline_at is not None  # every account deletion is started with one
     return AccountDeletion(
@@ -500,6 +563,7 @@ class Stores:
         self.mail = MailOutboxStore(session)
         self.deletions = DeletionStore(session)
         self.revocations = RevocationStore(session)  # the kernel's table: accounts locked (or deleted)
+        self.exports = ExportStore(session)
 
 
 class UsersUnitOfWork(UnitOfWork, Stores):
@@ -513,9 +577,11 @@ class UsersUnitOfWork(UnitOfWork, Stores):
         clock: Clock | None = None,
         signal: OutboxSignal | None = None,
         mail_signal: OutboxSignal | None = None,
+        public_url: str = "",
     ) -> None:
         super().__init__(db, clock=clock, signal=signal)
         self.mail_signal = mail_signal
+        self.public_url = public_url  # where links in emails queued by consumers point
         self._mail_queued = False
 
     def open_stores(self, session: AsyncConnection) -> None:
@@ -537,7 +603,11 @@ class UsersUnitOfWork(UnitOfWork, Stores):
 
 def unit_of_work(context: ServiceContext) -> UsersUnitOfWork:
     return UsersUnitOfWork(
-        context.db, clock=context.clock, signal=context.signal, mail_signal=context.extras.get("mail_signal")
+        context.db,
+        clock=context.clock,
+        signal=context.signal,
+        mail_signal=context.extras.get("mail_signal"),
+        public_url=context.settings.effective_public_url,
     )
 
 
