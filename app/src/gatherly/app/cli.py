@@ -1,4 +1,4 @@
-"""The `gatherly` command: up, run, migrate, dlq, replay, kafka, keys, docs."""
+"""The `gatherly` command: up, run, migrate, dlq, replay, kafka, debezium, keys, docs."""
 
 from __future__ import annotations
 
@@ -227,6 +227,47 @@ def kafka_init() -> None:
         table.add_row(topic.name, str(topic.partitions), str(settings.kafka_replication_factor), retention)
     console.print(table)
     console.print(f"{len(topics)} topics exist on {settings.kafka_bootstrap_servers}")
+
+
+debezium = typer.Typer(
+    help="Debezium (services with GATHERLY_OUTBOX_RELAY=false): the outbox connectors on Kafka Connect.",
+    no_args_is_help=True,
+)
+app.add_typer(debezium, name="debezium")
+
+
+@debezium.command("register")
+def debezium_register(
+    services: Annotated[list[str] | None, typer.Argument(help="Services to connect (default: all)")] = None,
+    connect_url: Annotated[
+        str, typer.Option(envvar="GATHERLY_KAFKA_CONNECT_URL", help="Kafka Connect's REST API")
+    ] = "http://127.0.0.1:8083",
+) -> None:
+    """Publish each service database's outbox table (PostgreSQL, migrated) and put its Debezium connector
+    (deploy/debezium/outbox-connector.json) on Kafka Connect; return once each connector streams. From then on every
+    committed event reaches Kafka: run the services with GATHERLY_OUTBOX_RELAY=false. Safe to run again."""
+    from gatherly.kernel.kafka_connect import ConnectClient, ensure_publication, outbox_connector, wait_for_slot
+
+    settings = _settings()
+    names = services or list(ALL)
+    if unknown := [name for name in names if name not in ALL]:
+        raise typer.BadParameter(f"unknown service(s) {', '.join(unknown)}; known: {', '.join(ALL)}")
+    try:
+        connectors = {name: outbox_connector(name, settings.database_url_for(name)) for name in names}
+    except ValueError as error:
+        console.print(f"[red]refused:[/] {error} (set GATHERLY_DATABASE_URL to PostgreSQL)")
+        raise typer.Exit(2) from error
+
+    async def go() -> None:
+        async with ConnectClient(connect_url) as connect:
+            for name, connector in connectors.items():
+                url = settings.database_url_for(name)
+                await ensure_publication(url)
+                await connect.put(connector)
+                await wait_for_slot(url, connector.slot)
+                console.print(f"[bold]{connector.name}[/] streams {connector.database}'s outbox")
+
+    asyncio.run(go())
 
 
 keys = typer.Typer(help="Keys that sign access tokens (users service): rotate and list.", no_args_is_help=True)
