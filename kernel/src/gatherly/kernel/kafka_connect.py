@@ -320,6 +320,16 @@ async def wait_for_slot(database_url: str, slot: str, timeout: float = STARTUP_S
         await connection.close()
 
 
+async def connect_outbox(connect: ConnectClient, service: str, database_url: str) -> OutboxConnector:
+    """Publish `service`'s outbox table, put its connector and wait until it streams: from then on every event
+    the service commits reaches Kafka (the service may run with its polling relay off). Safe to run again."""
+    connector = outbox_connector(service, database_url)
+    await ensure_publication(database_url)
+    await connect.put(connector)
+    await wait_for_slot(database_url, connector.slot)
+    return connector
+
+
 async def drop_slot(database_url: str, slot: str, timeout: float = 60.0) -> None:
     """Drop a deleted connector's replication slot (it would keep WAL forever, and blocks dropping the database),
     once its task has let go of it."""
@@ -347,6 +357,7 @@ __all__ = [
     "ConnectWorker",
     "ConnectorFailed",
     "OutboxConnector",
+    "connect_outbox",
     "drop_slot",
     "ensure_publication",
     "outbox_connector",
