@@ -36,6 +36,8 @@ from gatherly.kernel.testing import DB_BACKENDS, LOG_BACKENDS, scratch_database
 from gatherly.kernel.uow import OUTBOX
 
 PARTITIONS = 4
+# The session's broker and Connect worker may start within a test (a minute or two each on a busy machine).
+pytestmark = pytest.mark.timeout(900)
 DEADLINE_S = 120.0  # Connect and Debezium on a busy two-core machine: seconds per step, not milliseconds
 
 

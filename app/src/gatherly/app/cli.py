@@ -1,9 +1,11 @@
-"""The `gatherly` command: up, run, migrate, dlq, replay, kafka, debezium, keys, docs."""
+"""The `gatherly` command: up, run, migrate, dlq, replay, kafka, debezium, stack, keys, docs."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -246,28 +248,70 @@ def debezium_register(
     """Publish each service database's outbox table (PostgreSQL, migrated) and put its Debezium connector
     (deploy/debezium/outbox-connector.json) on Kafka Connect; return once each connector streams. From then on every
     committed event reaches Kafka: run the services with GATHERLY_OUTBOX_RELAY=false. Safe to run again."""
-    from gatherly.kernel.kafka_connect import ConnectClient, ensure_publication, outbox_connector, wait_for_slot
+    from gatherly.kernel.kafka_connect import ConnectClient, connect_outbox, outbox_connector
 
     settings = _settings()
     names = services or list(ALL)
     if unknown := [name for name in names if name not in ALL]:
         raise typer.BadParameter(f"unknown service(s) {', '.join(unknown)}; known: {', '.join(ALL)}")
     try:
-        connectors = {name: outbox_connector(name, settings.database_url_for(name)) for name in names}
+        for name in names:
+            outbox_connector(name, settings.database_url_for(name))
     except ValueError as error:
         console.print(f"[red]refused:[/] {error} (set GATHERLY_DATABASE_URL to PostgreSQL)")
         raise typer.Exit(2) from error
 
     async def go() -> None:
         async with ConnectClient(connect_url) as connect:
-            for name, connector in connectors.items():
-                url = settings.database_url_for(name)
-                await ensure_publication(url)
-                await connect.put(connector)
-                await wait_for_slot(url, connector.slot)
+            for name in names:
+                connector = await connect_outbox(connect, name, settings.database_url_for(name))
                 console.print(f"[bold]{connector.name}[/] streams {connector.database}'s outbox")
 
     asyncio.run(go())
+
+
+stack = typer.Typer(
+    help="The distributed stack on this machine, every part in a process of its own.", no_args_is_help=True
+)
+app.add_typer(stack, name="stack")
+
+
+@stack.command("up")
+def stack_up(
+    port: Annotated[int, typer.Option(help="The gateway's port (nginx)")] = 8080,
+    data_dir: Annotated[Path, typer.Option(help="Kafka, Connect, mail, media, logs")] = Path("./var/stack"),
+    database_url: Annotated[
+        str, typer.Option(help="PostgreSQL URL template, {service} replaced by each service's name")
+    ] = "postgresql+asyncpg://gatherly:gatherly@127.0.0.1:5432/gatherly_{service}",
+    kafka_bootstrap: Annotated[str | None, typer.Option(help="Use this Kafka instead of starting one")] = None,
+    connect_url: Annotated[str | None, typer.Option(help="Use this Kafka Connect instead of starting one")] = None,
+) -> None:
+    """Start PostgreSQL databases per service, Kafka, Kafka Connect with Debezium's outbox connectors, the five
+    services (`gatherly run`, relays off) and nginx in front; Ctrl-C stops everything. Needs scripts/postgres.sh,
+    scripts/kafka.sh, scripts/debezium.sh and scripts/nginx.sh to have run (`make stack-deps`)."""
+    import signal
+
+    from gatherly.app.stack import running_stack
+
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)  # stop as on Ctrl-C
+    os.umask(PRIVATE_UMASK)
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        running_stack(
+            data_dir,
+            port,
+            database_url=database_url,
+            bootstrap=kafka_bootstrap,
+            connect_url=connect_url,
+            say=lambda line: console.print(f"[bold magenta]stack[/] {line}", soft_wrap=True),
+        ),
+    ):
+        while True:
+            time.sleep(3600)
+    console.print("[bold magenta]stack[/] stopped")
 
 
 keys = typer.Typer(help="Keys that sign access tokens (users service): rotate and list.", no_args_is_help=True)
