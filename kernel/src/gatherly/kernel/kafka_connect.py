@@ -40,15 +40,17 @@ class ConnectorFailed(RuntimeError):
     """A connector or its task did not reach RUNNING (the worker's status says why)."""
 
 
-def _newest(pattern: str, inner: str) -> Path | None:
-    copies = sorted((Path.home() / ".cache" / "gatherly").glob(pattern))
-    return copies[-1].parent / inner if copies else None
+def _newest_complete(pattern: str) -> Path | None:
+    """The directory of the newest `complete` marker matching `pattern` under ~/.cache/gatherly (scripts/debezium.sh
+    writes the marker once a copy is whole)."""
+    markers = sorted((Path.home() / ".cache" / "gatherly").glob(pattern))
+    return markers[-1].parent if markers else None
 
 
 def connect_libs() -> Path:
     """The Connect worker's jars: GATHERLY_KAFKA_CONNECT_LIBS, else the newest complete copy of scripts/debezium.sh."""
     configured = os.environ.get("GATHERLY_KAFKA_CONNECT_LIBS")
-    libs = Path(configured) if configured else _newest("kafka-connect-*/libs/complete", "")
+    libs = Path(configured) if configured else _newest_complete("kafka-connect-*/libs/complete")
     if libs is None or not any(libs.glob("connect-runtime-*.jar")):
         raise ConnectMissing(f"no Kafka Connect jars in {libs}: run `bash scripts/debezium.sh` (CI does)")
     return libs
@@ -58,8 +60,8 @@ def debezium_plugins() -> Path:
     """Connect's plugin.path holding Debezium's PostgreSQL connector: GATHERLY_DEBEZIUM_PLUGINS, else the newest
     complete copy of scripts/debezium.sh."""
     configured = os.environ.get("GATHERLY_DEBEZIUM_PLUGINS")
-    found = _newest("debezium-*/plugins/debezium-connector-postgres/complete", "")
-    plugins = Path(configured) if configured else (found.parent if found else None)
+    connector = _newest_complete("debezium-*/plugins/debezium-connector-postgres/complete")
+    plugins = Path(configured) if configured else (connector.parent if connector else None)
     if plugins is None or not any(plugins.glob("*/debezium-connector-postgres-*.jar")):
         raise ConnectMissing(f"no Debezium connector in {plugins}: run `bash scripts/debezium.sh` (CI does)")
     return plugins
