@@ -18,10 +18,11 @@ from gatherly.app.compose import Process, build_log
 from gatherly.app.logging import configure_logging
 from gatherly.app.server import serve
 from gatherly.app.services import ALL
+from gatherly.app.topics import catalog_topics, topics_of
 from gatherly.kernel.db import Database
-from gatherly.kernel.delivery import DLQ_SUFFIX, dead_letter_topic, rebuild_group, redelivery_topic, replay_dead_letters
+from gatherly.kernel.delivery import DLQ_SUFFIX, rebuild_group, replay_dead_letters
 from gatherly.kernel.files import PRIVATE_UMASK
-from gatherly.kernel.log.base import GroupNotEmpty, TopicConfig
+from gatherly.kernel.log.base import GroupNotEmpty
 from gatherly.kernel.settings import LogBackend, Settings
 
 app = typer.Typer(help="Gatherly: local groups and events.", no_args_is_help=True)
@@ -106,7 +107,7 @@ def dlq_list(
         log = build_log(settings)
         await log.start()
         try:
-            topics = [topic] if topic else sorted({t for d in ALL.values() for t in _topics_of(d)})
+            topics = [topic] if topic else sorted({t for d in ALL.values() for t in topics_of(d)})
             table = Table("dead-letter topic", "offset", "consumer", "type", "attempts", "error")
             for name in topics:
                 for record in await log.read(name + DLQ_SUFFIX, limit=limit):
@@ -186,19 +187,6 @@ def replay(
 
 kafka = typer.Typer(help="Kafka (GATHERLY_LOG_BACKEND=kafka): create the event catalog's topics.", no_args_is_help=True)
 app.add_typer(kafka, name="kafka")
-
-
-def catalog_topics(partitions: int) -> list[TopicConfig]:
-    """Every topic the services publish or read (records kept 7 days), the dead-letter topic of each (kept until
-    an operator acts) and each consumer group's redelivery topic (kept: `dlq replay` writes there). The same
-    topics each service creates at start; none is compacted, since each holds events whose history is replayed."""
-    topics = sorted({t for d in ALL.values() for t in _topics_of(d)})
-    groups = sorted(g for d in ALL.values() for g in d.consumers.specs)
-    return (
-        [TopicConfig(t, partitions=partitions) for t in topics]
-        + [TopicConfig(dead_letter_topic(t), partitions=partitions, retention_ms=None) for t in topics]
-        + [TopicConfig(redelivery_topic(g), partitions=partitions, retention_ms=None) for g in groups]
-    )
 
 
 @kafka.command("init")
@@ -424,13 +412,6 @@ def docs() -> None:
 
     for path in write_documents():
         console.print(f"wrote {path}")
-
-
-def _topics_of(definition: object) -> set[str]:
-    from gatherly.kernel.runtime import ServiceDefinition
-
-    assert isinstance(definition, ServiceDefinition)
-    return set(definition.topics) | {t for s in definition.consumers.specs.values() for t in s.topics}
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 from gatherly.app.compose import REPO_WEB_DIST
 from gatherly.app.gateway import PREFIXES
 from gatherly.app.services import ALL
+from gatherly.app.topics import catalog_topics
 from gatherly.kernel.db import Database
 from gatherly.kernel.kafka_broker import running_kafka
 from gatherly.kernel.kafka_connect import ConnectClient, connect_outbox, running_connect
@@ -29,7 +30,9 @@ from gatherly.kernel.log.kafka import KafkaLog
 from gatherly.kernel.testing import free_port
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://gatherly:gatherly@127.0.0.1:5432/gatherly_{service}"
-READY_S = 120.0
+# A service imports, connects and joins its consumer groups in seconds; on a two-core machine shared with much else
+# five of them starting at once took minutes.
+READY_S = 600.0
 STOP_S = 30.0
 NGINX = "/usr/sbin/nginx"
 
@@ -106,8 +109,6 @@ async def create_databases(template: str, services: list[str]) -> None:
 
 async def prepare(template: str, bootstrap: str, connect_url: str, say: Callable[[str], None]) -> None:
     """Databases, topics, schemas and outbox connectors, in that order (a connector needs its outbox table)."""
-    from gatherly.app.cli import catalog_topics  # the CLI imports this module
-
     names = list(ALL)
     await create_databases(template, names)
     async with KafkaLog(bootstrap) as log:
@@ -189,6 +190,7 @@ def running_stack(
             "GATHERLY_PUBLIC_URL": stack.url,
             "GATHERLY_JWKS_URL": f"http://127.0.0.1:{stack.ports['users']}/.well-known/jwks.json",
             "GATHERLY_TRUSTED_PROXY_HOPS": "1",  # nginx appends the client's address
+            "PYTHONUNBUFFERED": "1",  # each log line in logs/<service>.log as it happens
         }
         services = {}
         for name, service_port in stack.ports.items():  # all at once: each takes seconds to import and start
