@@ -208,7 +208,14 @@ if "kafka" in LOG_BACKENDS and "postgresql" in DB_BACKENDS:
             async def all_applied() -> bool:
                 return (await totals(outbox.db))[1] == 2 * total
 
-            await eventually(all_applied, f"all {total} deposits applied")
+            try:
+                await eventually(all_applied, f"all {total} deposits applied")
+            except AssertionError:
+                async with ConnectClient(kafka_connect.url) as connect:
+                    status = await connect.status(outbox.connector.name)
+                applied = (await totals(outbox.db))[1] - total
+                on_topic = len(await all_records(outbox.log, deposit.TOPIC))
+                raise AssertionError(f"{applied} of {total} applied, {on_topic} records; connector: {status}") from None
         finally:
             worker.stop()
             await asyncio.wait_for(task, 30)
