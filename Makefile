@@ -6,10 +6,19 @@ PORT ?= 8000
 DATA_DIR ?= ./var
 
 .PHONY: up test install uv lint format typecheck imports pytest bench bench-http clean docs openapi catalog contract-long \
-	web web-client web-check chromium deploy-check
+	web web-client web-check chromium deploy-check stack-deps stack-up
 
 up: install web ## install everything, build the web app and start Gatherly with demo data at http://localhost:8000
 	$(UV) run gatherly up --port $(PORT) --data-dir $(DATA_DIR)
+
+stack-deps: ## install what `gatherly stack up` needs: PostgreSQL (wal_level=logical), Kafka, Connect + Debezium, nginx
+	bash scripts/postgres.sh
+	bash scripts/kafka.sh
+	bash scripts/debezium.sh
+	bash scripts/nginx.sh
+
+stack-up: install web stack-deps ## the distributed stack on this machine at http://localhost:8080; Ctrl-C stops it
+	$(UV) run gatherly stack up --port 8080 --data-dir $(DATA_DIR)/stack
 
 test: install web web-check chromium lint typecheck imports deploy-check pytest ## the whole suite: lint, types, the web app's checks, the deployment checks, tests
 

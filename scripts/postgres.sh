@@ -25,6 +25,12 @@ fi
 if ! pg_lsclusters -h | awk '$1 == "15" && $2 == "main" && $4 ~ /online/' | grep -q .; then
   as_root pg_ctlcluster 15 main start
 fi
+# Debezium reads the outbox from the write-ahead log: logical decoding needs wal_level=logical (a restart, only
+# when it changes).
+if [ "$(as_postgres psql -Atqc 'SHOW wal_level')" != logical ]; then
+  as_postgres psql -q -c 'ALTER SYSTEM SET wal_level = logical'
+  as_root pg_ctlcluster 15 main restart
+fi
 
 as_postgres psql -q -v ON_ERROR_STOP=1 -d postgres <<'SQL'
 DO $$
@@ -33,6 +39,8 @@ BEGIN
     -- CREATEDB: every test gets a scratch database of its own.
     CREATE ROLE gatherly LOGIN CREATEDB PASSWORD 'gatherly';
   END IF;
+  -- REPLICATION: Debezium's connectors log in as gatherly and open replication slots (tests/debezium).
+  ALTER ROLE gatherly REPLICATION;
 END
 $$;
 -- The groups and events migrations create the PostGIS extension in their database, as `gatherly migrate` does in

@@ -1,10 +1,13 @@
-"""The `gatherly` command: up, run, migrate, dlq, replay, kafka, keys, users, notifications, sagas, docs."""
+"""The `gatherly` command: up, run, migrate, dlq, replay, kafka, debezium, stack, keys, users, notifications, sagas,
+docs."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -21,10 +24,11 @@ from gatherly.app.compose import Process, build_log
 from gatherly.app.logging import configure_logging
 from gatherly.app.server import serve
 from gatherly.app.services import ALL
+from gatherly.app.topics import catalog_topics, topics_of
 from gatherly.kernel.db import Database
-from gatherly.kernel.delivery import DLQ_SUFFIX, dead_letter_topic, rebuild_group, redelivery_topic, replay_dead_letters
+from gatherly.kernel.delivery import DLQ_SUFFIX, rebuild_group, replay_dead_letters
 from gatherly.kernel.files import PRIVATE_UMASK
-from gatherly.kernel.log.base import GroupNotEmpty, TopicConfig
+from gatherly.kernel.log.base import GroupNotEmpty
 from gatherly.kernel.sagas import SagaState, find_saga, list_sagas
 from gatherly.kernel.settings import LogBackend, Settings
 
@@ -113,7 +117,7 @@ def dlq_list(
         log = build_log(settings)
         await log.start()
         try:
-            topics = [topic] if topic else sorted({t for d in ALL.values() for t in _topics_of(d)})
+            topics = [topic] if topic else sorted({t for d in ALL.values() for t in topics_of(d)})
             table = Table("dead-letter topic", "offset", "consumer", "type", "attempts", "error")
             for name in topics:
                 for record in await log.read(name + DLQ_SUFFIX, limit=limit):
@@ -195,19 +199,6 @@ kafka = typer.Typer(help="Kafka (GATHERLY_LOG_BACKEND=kafka): create the event c
 app.add_typer(kafka, name="kafka")
 
 
-def catalog_topics(partitions: int) -> list[TopicConfig]:
-    """Every topic the services publish or read (records kept 7 days), the dead-letter topic of each (kept until
-    an operator acts) and each consumer group's redelivery topic (kept: `dlq replay` writes there). The same
-    topics each service creates at start; none is compacted, since each holds events whose history is replayed."""
-    topics = sorted({t for d in ALL.values() for t in _topics_of(d)})
-    groups = sorted(g for d in ALL.values() for g in d.consumers.specs)
-    return (
-        [TopicConfig(t, partitions=partitions) for t in topics]
-        + [TopicConfig(dead_letter_topic(t), partitions=partitions, retention_ms=None) for t in topics]
-        + [TopicConfig(redelivery_topic(g), partitions=partitions, retention_ms=None) for g in groups]
-    )
-
-
 @kafka.command("init")
 def kafka_init() -> None:
     """Create the topics of the event catalog on the Kafka cluster (GATHERLY_KAFKA_BOOTSTRAP_SERVERS), with
@@ -236,6 +227,89 @@ def kafka_init() -> None:
         table.add_row(topic.name, str(topic.partitions), str(settings.kafka_replication_factor), retention)
     console.print(table)
     console.print(f"{len(topics)} topics exist on {settings.kafka_bootstrap_servers}")
+
+
+debezium = typer.Typer(
+    help="Debezium (services with GATHERLY_OUTBOX_RELAY=false): the outbox connectors on Kafka Connect.",
+    no_args_is_help=True,
+)
+app.add_typer(debezium, name="debezium")
+
+
+@debezium.command("register")
+def debezium_register(
+    services: Annotated[list[str] | None, typer.Argument(help="Services to connect (default: all)")] = None,
+    connect_url: Annotated[
+        str, typer.Option(envvar="GATHERLY_KAFKA_CONNECT_URL", help="Kafka Connect's REST API")
+    ] = "http://127.0.0.1:8083",
+) -> None:
+    """Publish each service database's outbox table (PostgreSQL, migrated) and put its Debezium connector
+    (deploy/debezium/outbox-connector.json) on Kafka Connect; return once each connector streams. From then on every
+    committed event reaches Kafka: run the services with GATHERLY_OUTBOX_RELAY=false. Safe to run again."""
+    from gatherly.kernel.kafka_connect import ConnectClient, connect_outbox, outbox_connector
+
+    settings = _settings()
+    names = services or list(ALL)
+    if unknown := [name for name in names if name not in ALL]:
+        raise typer.BadParameter(f"unknown service(s) {', '.join(unknown)}; known: {', '.join(ALL)}")
+    try:
+        for name in names:
+            outbox_connector(name, settings.database_url_for(name))
+    except ValueError as error:
+        console.print(f"[red]refused:[/] {error} (set GATHERLY_DATABASE_URL to PostgreSQL)")
+        raise typer.Exit(2) from error
+
+    async def go() -> None:
+        async with ConnectClient(connect_url) as connect:
+            for name in names:
+                connector = await connect_outbox(connect, name, settings.database_url_for(name))
+                console.print(f"[bold]{connector.name}[/] streams {connector.database}'s outbox")
+
+    asyncio.run(go())
+
+
+stack = typer.Typer(
+    help="The distributed stack on this machine, every part in a process of its own.", no_args_is_help=True
+)
+app.add_typer(stack, name="stack")
+
+
+@stack.command("up")
+def stack_up(
+    port: Annotated[int, typer.Option(help="The gateway's port (nginx)")] = 8080,
+    data_dir: Annotated[Path, typer.Option(help="Kafka, Connect, mail, media, logs")] = Path("./var/stack"),
+    database_url: Annotated[
+        str, typer.Option(help="PostgreSQL URL template, {service} replaced by each service's name")
+    ] = "postgresql+asyncpg://gatherly:gatherly@127.0.0.1:5432/gatherly_{service}",
+    kafka_bootstrap: Annotated[str | None, typer.Option(help="Use this Kafka instead of starting one")] = None,
+    connect_url: Annotated[str | None, typer.Option(help="Use this Kafka Connect instead of starting one")] = None,
+) -> None:
+    """Start PostgreSQL databases per service, Kafka, Kafka Connect with Debezium's outbox connectors, the five
+    services (`gatherly run`, relays off) and nginx in front; Ctrl-C stops everything. Needs scripts/postgres.sh,
+    scripts/kafka.sh, scripts/debezium.sh and scripts/nginx.sh to have run (`make stack-deps`)."""
+    import signal
+
+    from gatherly.app.stack import running_stack
+
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)  # stop as on Ctrl-C
+    os.umask(PRIVATE_UMASK)
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        running_stack(
+            data_dir,
+            port,
+            database_url=database_url,
+            bootstrap=kafka_bootstrap,
+            connect_url=connect_url,
+            say=lambda line: console.print(f"[bold magenta]stack[/] {line}", soft_wrap=True),
+        ),
+    ):
+        while True:
+            time.sleep(3600)
+    console.print("[bold magenta]stack[/] stopped")
 
 
 keys = typer.Typer(help="Keys that sign access tokens (users service): rotate and list.", no_args_is_help=True)
@@ -503,13 +577,6 @@ def docs() -> None:
 
     for path in write_documents():
         console.print(f"wrote {path}")
-
-
-def _topics_of(definition: object) -> set[str]:
-    from gatherly.kernel.runtime import ServiceDefinition
-
-    assert isinstance(definition, ServiceDefinition)
-    return set(definition.topics) | {t for s in definition.consumers.specs.values() for t in s.topics}
 
 
 def main() -> None:
