@@ -25,10 +25,19 @@ fi
 if ! pg_lsclusters -h | awk '$1 == "15" && $2 == "main" && $4 ~ /online/' | grep -q .; then
   as_root pg_ctlcluster 15 main start
 fi
-# Debezium reads the outbox from the write-ahead log: logical decoding needs wal_level=logical (a restart, only
-# when it changes).
+# Debezium reads the outbox from the write-ahead log: logical decoding needs wal_level=logical. The suites run five
+# service databases per test, Kafka Connect and whole stacks beside them: 100 connections (the default) ran out when
+# several ran at once. Both need a restart, done only when one of them changes.
+restart=no
 if [ "$(as_postgres psql -Atqc 'SHOW wal_level')" != logical ]; then
   as_postgres psql -q -c 'ALTER SYSTEM SET wal_level = logical'
+  restart=yes
+fi
+if [ "$(as_postgres psql -Atqc 'SHOW max_connections')" -lt 300 ]; then
+  as_postgres psql -q -c 'ALTER SYSTEM SET max_connections = 300'
+  restart=yes
+fi
+if [ "$restart" = yes ]; then
   as_root pg_ctlcluster 15 main restart
 fi
 
