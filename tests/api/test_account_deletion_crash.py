@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,7 +14,7 @@ import httpx
 import pytest
 
 from gatherly.app.services import ALL
-from gatherly.app.testing import sign_up
+from gatherly.app.testing import sign_up, start_gatherly, until_ready
 from gatherly.kernel.db import Database
 from gatherly.kernel.sagas import SagaState, find_saga
 from gatherly.kernel.testing import DB_BACKENDS, free_port, scratch_databases
@@ -24,28 +22,6 @@ from gatherly.kernel.testing import DB_BACKENDS, free_port, scratch_databases
 pytestmark = pytest.mark.slow
 
 EVERYONE = {"users", "groups", "events", "notifications", "images"}
-
-
-def _start(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "gatherly.app", "up", "--no-demo", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-async def _ready(client: httpx.AsyncClient, process: subprocess.Popen[bytes], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        assert process.poll() is None, "gatherly exited"
-        try:
-            if (await client.get("/readyz")).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "gatherly not ready"
-        await asyncio.sleep(0.2)
 
 
 async def _saga(users_url: str, deletion_id: str) -> SagaState:
@@ -81,9 +57,9 @@ async def test_a_sigkill_in_the_middle_of_an_account_deletion_and_a_restart_stil
             "GATHERLY_LOG_JSON": "true",
         }
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            process = _start(env, port)
+            process = start_gatherly(env, "up", "--no-demo", "--port", str(port))
             try:
-                await _ready(client, process)
+                await until_ready(client, process)
                 running = SimpleNamespace(client=client, mail_dir=data_dir / "mail")
                 zed = await sign_up(running, display_name="Zed")  # type: ignore[arg-type]
                 ann = await sign_up(running, display_name="Ann")  # type: ignore[arg-type]
@@ -100,8 +76,8 @@ async def test_a_sigkill_in_the_middle_of_an_account_deletion_and_a_restart_stil
                 at_kill = await _saga(users_url, deletion_id)
                 assert at_kill.status == "pending", "the kill came after the saga had completed: nothing was tested"
 
-                process = _start(env, port)
-                await _ready(client, process)
+                process = start_gatherly(env, "up", "--no-demo", "--port", str(port))
+                await until_ready(client, process)
                 deadline = time.monotonic() + 90
                 while (saga := await _saga(users_url, deletion_id)).status == "pending":
                     assert time.monotonic() < deadline, f"still pending; answered: {list(saga.replies)}"

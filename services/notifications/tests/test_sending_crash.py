@@ -9,8 +9,6 @@ import asyncio
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,7 +22,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from gatherly.app.services import ALL
-from gatherly.app.testing import sign_up
+from gatherly.app.testing import sign_up, start_gatherly, until_ready
 from gatherly.kernel.db import Database
 from gatherly.kernel.testing import DB_BACKENDS, scratch_databases
 from gatherly.notifications.store import DeliveryStatus, reading
@@ -66,28 +64,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _start(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "gatherly.app", "up", "--no-demo", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-async def _ready(client: httpx.AsyncClient, process: subprocess.Popen[bytes], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        assert process.poll() is None, "gatherly exited"
-        try:
-            if (await client.get("/readyz")).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "gatherly not ready"
-        await asyncio.sleep(0.2)
 
 
 async def _until(check: Any, what: str, timeout: float) -> None:
@@ -143,9 +119,9 @@ async def test_a_sigkill_in_the_middle_of_sending_loses_no_email_and_repeats_onl
                 "GATHERLY_LOG_JSON": "true",
             }
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-                process = _start(env, port)
+                process = start_gatherly(env, "up", "--no-demo", "--port", str(port))
                 try:
-                    await _ready(client, process)
+                    await until_ready(client, process)
                     running = SimpleNamespace(client=client, mail_dir=receiver.mail_dir)
                     olga = await sign_up(running, display_name="Olga")  # type: ignore[arg-type]
                     ann = await sign_up(running, display_name="Ann")  # type: ignore[arg-type]
@@ -169,8 +145,8 @@ async def test_a_sigkill_in_the_middle_of_sending_loses_no_email_and_repeats_onl
                     at_kill = len(receiver.announcements_to(ann.email))
                     assert at_kill < ANNOUNCEMENTS, "the kill came after everything was sent: nothing was tested"
 
-                    process = _start(env, port)
-                    await _ready(client, process)
+                    process = start_gatherly(env, "up", "--no-demo", "--port", str(port))
+                    await until_ready(client, process)
                     await _until(
                         lambda: len(set(receiver.announcements_to(ann.email))) == ANNOUNCEMENTS, "every email", 90
                     )

@@ -11,8 +11,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,7 +19,7 @@ import httpx
 import pytest
 
 from gatherly.app.services import ALL
-from gatherly.app.testing import sign_up
+from gatherly.app.testing import sign_up, start_gatherly, until_ready
 from gatherly.kernel.testing import DB_BACKENDS, scratch_databases
 
 pytestmark = pytest.mark.slow
@@ -31,25 +29,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _start(env: dict[str, str], *command: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "gatherly.app", *command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-
-
-async def _ready(client: httpx.AsyncClient, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        assert process.poll() is None, "the process exited"
-        try:
-            if (await client.get("/readyz")).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "not ready"
-        await asyncio.sleep(0.2)
 
 
 async def _notifications(response: httpx.Response) -> AsyncIterator[dict[str, str]]:
@@ -96,16 +75,16 @@ async def test_a_notification_reaches_live_streams_held_on_either_of_two_process
             "GATHERLY_NOTIFICATION_HEARTBEAT_SECONDS": "1",
             "GATHERLY_LOG_JSON": "true",
         }
-        first = _start(env, "up", "--no-demo", "--port", str(whole))
+        first = start_gatherly(env, "up", "--no-demo", "--port", str(whole))
         second: subprocess.Popen[bytes] | None = None
         try:
             async with (
                 httpx.AsyncClient(base_url=f"http://127.0.0.1:{whole}", timeout=30) as one,
                 httpx.AsyncClient(base_url=f"http://127.0.0.1:{alone}", timeout=30) as other,
             ):
-                await _ready(one, first)
-                second = _start(env, "run", "notifications", "--port", str(alone))
-                await _ready(other, second)
+                await until_ready(one, first)
+                second = start_gatherly(env, "run", "notifications", "--port", str(alone))
+                await until_ready(other, second)
                 running = SimpleNamespace(client=one, mail_dir=data_dir / "mail")
                 olga = await sign_up(running, display_name="Olga")  # type: ignore[arg-type]
                 ann = await sign_up(running, display_name="Ann")  # type: ignore[arg-type]

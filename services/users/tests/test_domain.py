@@ -16,8 +16,8 @@ from gatherly.users.domain import (
     Email,
     LoginThrottle,
     Profile,
+    RateBucket,
     RateLimited,
-    RateLimiter,
     RefreshToken,
     RefreshVerdict,
     UserId,
@@ -32,6 +32,7 @@ from gatherly.users.domain import (
     lockout_for,
     normalize_email,
     successor_token,
+    take_rate_token,
 )
 from gatherly.users.emails import retry_delay
 
@@ -114,29 +115,25 @@ def test_a_lock_ends_when_its_time_is_up() -> None:
 # --- rate limits ----------------------------------------------------------------------------------------------
 
 
-def test_an_address_gets_its_limit_per_minute_then_waits() -> None:
-    limiter = RateLimiter({"login": 60})
+def test_a_client_gets_its_limit_per_minute_then_waits() -> None:
+    bucket = None
     for _ in range(60):
-        limiter.check("login", "10.0.0.1", NOON)
+        bucket = take_rate_token(bucket, 60, NOON)
     with pytest.raises(RateLimited) as refused:
-        limiter.check("login", "10.0.0.1", NOON)
+        take_rate_token(bucket, 60, NOON)
     assert refused.value.retry_after == 1
-    limiter.check("login", "10.0.0.2", NOON)  # another address is not affected
-    limiter.check("login", "10.0.0.1", NOON + timedelta(seconds=1))  # one more token a second
+    assert take_rate_token(bucket, 60, NOON + timedelta(seconds=1)).tokens == 0.0  # one more token a second
 
 
-def test_a_limit_of_zero_turns_limiting_off() -> None:
-    limiter = RateLimiter({"signup": 0})
-    for _ in range(1000):
-        limiter.check("signup", "10.0.0.1", NOON)
+def test_a_new_client_starts_with_a_full_bucket_and_an_idle_one_refills_to_full_only() -> None:
+    assert take_rate_token(None, 10, NOON) == RateBucket(9.0, NOON)
+    emptied = RateBucket(0.0, NOON)
+    assert take_rate_token(emptied, 10, NOON + timedelta(hours=5)) == RateBucket(9.0, NOON + timedelta(hours=5))
 
 
-def test_the_limiter_forgets_idle_addresses_rather_than_grow_forever() -> None:
-    limiter = RateLimiter({"login": 10})
-    limiter.MAX_TRACKED = 100
-    for n in range(1000):
-        limiter.check("login", f"10.0.{n // 256}.{n % 256}", NOON + timedelta(seconds=n))
-    assert len(limiter._buckets["login"]) <= 100
+def test_a_clock_that_goes_back_adds_no_tokens() -> None:
+    with pytest.raises(RateLimited):
+        take_rate_token(RateBucket(0.5, NOON), 10, NOON - timedelta(minutes=5))
 
 
 def test_the_default_limits_are_generous_and_hashing_is_production_strength() -> None:

@@ -143,6 +143,21 @@ async def test_login_attempts_are_limited_per_client_address(tmp_path: Path) -> 
         assert spoofed.status_code == 429
 
 
+async def test_the_login_limit_holds_across_processes_of_the_service(tmp_path: Path) -> None:
+    # Two processes of the users service on one database (replicas): the tokens a client spent on one are spent on
+    # the other too, since the buckets are rows, not process memory.
+    settings = {"services": ["users"], "login_limit_per_minute": 3, "trusted_proxy_hops": 1, **CHEAP_HASHES}
+    forwarded = {"X-Forwarded-For": "203.0.113.9"}
+    async with running_gatherly(tmp_path / "one", **settings) as one:
+        for _ in range(2):
+            assert (await _log_in(one, "ann@example.org", WRONG, **forwarded)).status_code == 401
+        async with running_gatherly(tmp_path / "two", database_url=one.settings.database_url, **settings) as two:
+            assert (await _log_in(two, "ann@example.org", WRONG, **forwarded)).status_code == 401
+            refused = await _log_in(two, "ann@example.org", WRONG, **forwarded)
+            assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+            assert (await _log_in(one, "ann@example.org", WRONG, **forwarded)).status_code == 429
+
+
 async def test_sign_ups_are_limited_per_client_address(tmp_path: Path) -> None:
     async with running_gatherly(
         tmp_path / "data", services=["users"], signup_limit_per_minute=2, **CHEAP_HASHES

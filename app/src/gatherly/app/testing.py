@@ -4,6 +4,8 @@ to wait until every event has travelled (outboxes empty, every consumer group ca
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -29,6 +31,30 @@ from gatherly.kernel.testing import scratch_databases
 from gatherly.kernel.uow import OUTBOX
 
 BASE_URL = "http://localhost:8000"
+
+
+# --- Gatherly in processes of its own (crash, restart and multi-process tests) ----------------------------------
+
+
+def start_gatherly(env: dict[str, str], *command: str) -> subprocess.Popen[bytes]:
+    """`python -m gatherly.app <command…>` (e.g. "up", "--no-demo", "--port", "8123") with `env`, output dropped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "gatherly.app", *command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+async def until_ready(client: httpx.AsyncClient, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    """Wait until the process behind `client` answers /readyz with 200; fail at once if it exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, f"gatherly exited with {process.returncode}"
+        try:
+            if (await client.get("/readyz")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"gatherly not ready in {timeout} s"
+        await asyncio.sleep(0.2)
 
 
 class RunningGatherly:

@@ -319,51 +319,27 @@ def lockout_for(failures: int) -> timedelta | None:
 # --- rate limits ------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Bucket:
+@dataclass(frozen=True)
+class RateBucket:
+    """A token bucket of one (action, client address): `tokens` as of `updated`."""
+
     tokens: float
     updated: datetime
 
 
-class RateLimiter:
-    """Token buckets per (action, client address): `limit` requests per minute, refilled continuously, so a
-    burst of `limit` is allowed and then one every 60/limit seconds. Kept in memory per process: these
-    limits slow down scripts, they are not an accounting."""
-
-    MAX_TRACKED = 50_000  # addresses remembered per action; full buckets are forgotten first
-
-    def __init__(self, limits_per_minute: dict[str, int]) -> None:
-        self.limits = limits_per_minute
-        self._buckets: dict[str, dict[str, _Bucket]] = {action: {} for action in limits_per_minute}
-
-    def check(self, action: str, address: str, now: datetime) -> None:
-        """Take one token or raise RateLimited with the seconds until one is available."""
-        limit = self.limits[action]
-        if limit <= 0:
-            return
-        per_second = limit / 60.0
-        buckets = self._buckets[action]
-        bucket = buckets.get(address)
-        if bucket is None:
-            if len(buckets) >= self.MAX_TRACKED:
-                self._forget_full(buckets, limit, per_second, now)
-            bucket = buckets[address] = _Bucket(float(limit), now)
+def take_rate_token(bucket: RateBucket | None, limit_per_minute: int, now: datetime) -> RateBucket:
+    """The bucket after one request: `limit_per_minute` requests per minute, refilled continuously, so a burst of
+    `limit` is allowed and then one every 60/limit seconds; a new client starts full. Raises RateLimited with the
+    seconds until a token is there. These limits slow scripts down; they are not an accounting."""
+    per_second = limit_per_minute / 60.0
+    if bucket is None:
+        tokens = float(limit_per_minute)
+    else:
         elapsed = max(0.0, (now - bucket.updated).total_seconds())
-        bucket.tokens = min(float(limit), bucket.tokens + elapsed * per_second)
-        bucket.updated = now
-        if bucket.tokens < 1.0:
-            raise RateLimited(max(1, math.ceil((1.0 - bucket.tokens) / per_second)))
-        bucket.tokens -= 1.0
-
-    @staticmethod
-    def _forget_full(buckets: dict[str, _Bucket], limit: int, per_second: float, now: datetime) -> None:
-        for address in [
-            a for a, b in buckets.items() if b.tokens + (now - b.updated).total_seconds() * per_second >= limit
-        ]:
-            del buckets[address]
-        if len(buckets) >= RateLimiter.MAX_TRACKED:  # all busy: drop the oldest half rather than grow forever
-            for address in sorted(buckets, key=lambda a: buckets[a].updated)[: len(buckets) // 2]:
-                del buckets[address]
+        tokens = min(float(limit_per_minute), bucket.tokens + elapsed * per_second)
+    if tokens < 1.0:
+        raise RateLimited(max(1, math.ceil((1.0 - tokens) / per_second)))
+    return RateBucket(tokens - 1.0, now)
 
 
 # --- profiles ---------------------------------------------------------------------------------------------------

@@ -64,7 +64,6 @@ from gatherly.users.domain import (
     NoExport,
     OneTimeToken,
     Profile,
-    RateLimiter,
     RefreshToken,
     RefreshVerdict,
     TokenPurpose,
@@ -86,6 +85,7 @@ from gatherly.users.domain import (
     new_opaque_token,
     normalize_email,
     successor_token,
+    take_rate_token,
     token_digest,
 )
 from gatherly.users.emails import EmailTemplates, RenderedMail, templates_at
@@ -105,7 +105,7 @@ class Identity:
     passwords: Passwords
     signer: Signer
     templates: EmailTemplates
-    limiter: RateLimiter
+    rate_limits: dict[str, int]  # requests per minute per client address, by action (0: no limit)
     common_passwords: frozenset[str]
 
     @classmethod
@@ -115,13 +115,11 @@ class Identity:
             passwords=Passwords(settings),
             signer=Signer(settings),
             templates=templates_at(settings.effective_public_url),
-            limiter=RateLimiter(
-                {
-                    "signup": settings.signup_limit_per_minute,
-                    "login": settings.login_limit_per_minute,
-                    "password_reset": settings.password_reset_limit_per_minute,
-                }
-            ),
+            rate_limits={
+                "signup": settings.signup_limit_per_minute,
+                "login": settings.login_limit_per_minute,
+                "password_reset": settings.password_reset_limit_per_minute,
+            },
             common_passwords=common_passwords(),
         )
 
@@ -149,13 +147,26 @@ class TokenPair:
 # --- sign-up and confirmation -----------------------------------------------------------------------------------
 
 
+async def _spend_rate_token(uow: UsersUnitOfWork, identity: Identity, action: str, client: str) -> None:
+    """One request of `client` for `action`, counted in the database so every process of the service shares the
+    limit; a short transaction of its own, before any slow work (a password hash) and any other lock."""
+    limit = identity.rate_limits[action]
+    if limit <= 0:
+        return
+    client = client[:100]
+    async with uow:
+        now = uow.clock.now()
+        bucket = await uow.rate_buckets.locked(action, client, now, full=float(limit))
+        await uow.rate_buckets.save(action, client, take_rate_token(bucket, limit, now))
+
+
 async def sign_up(
     uow: UsersUnitOfWork, identity: Identity, *, email: str, password: str, display_name: str, client: str
 ) -> None:
     """Answer the same whether or not the address has an account: a new one gets a confirmation link, an
     unconfirmed one a fresh link (for the credentials of this sign-up), a confirmed one an "already
     registered" email. The password is hashed in every case so the timing says nothing either."""
-    identity.limiter.check("signup", client, uow.clock.now())
+    await _spend_rate_token(uow, identity, "signup", client)
     address = normalize_email(email)
     name = clean_display_name(display_name)
     check_password_policy(password, identity.common_passwords)
@@ -228,8 +239,8 @@ async def log_in(uow: UsersUnitOfWork, identity: Identity, *, email: str, passwo
 
     Failures are counted per email address whether or not it has an account, and an unknown address still
     costs a hash, so neither the answer, the lockout nor the timing tells who has an account."""
+    await _spend_rate_token(uow, identity, "login", client)
     now = uow.clock.now()
-    identity.limiter.check("login", client, now)
     try:
         address: Email | None = normalize_email(email)
     except InvalidInput:
@@ -423,7 +434,7 @@ async def _open_account_id(uow: UsersUnitOfWork, address: Email) -> UserId:
 
 async def request_password_reset(uow: UsersUnitOfWork, identity: Identity, *, email: str, client: str) -> None:
     """Email a reset link when the address has an account; answer the same when it has none."""
-    identity.limiter.check("password_reset", client, uow.clock.now())
+    await _spend_rate_token(uow, identity, "password_reset", client)
     try:
         address = normalize_email(email)
     except InvalidInput:
@@ -939,6 +950,7 @@ async def forget_deleted_image(uow: UsersUnitOfWork, event: ImageDeleted) -> Non
 
 # Expired rows are kept a day (a support question about "my link did not work" can still be answered), then go.
 KEEP_EXPIRED = timedelta(days=1)
+RATE_BUCKETS_IDLE = timedelta(hours=1)  # a bucket idle for a minute is full again: its row says nothing more
 
 
 async def forget_expired(uow: UsersUnitOfWork) -> int:
@@ -950,6 +962,7 @@ async def forget_expired(uow: UsersUnitOfWork) -> int:
             await uow.refresh_tokens.prune(cutoff)
             + await uow.one_time_tokens.prune(cutoff)
             + await uow.throttles.prune(cutoff)
+            + await uow.rate_buckets.prune(uow.clock.now() - RATE_BUCKETS_IDLE)
         )
 
 

@@ -18,8 +18,10 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import RowMapping
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from gatherly.contracts.users import GeoPoint
 from gatherly.kernel.clock import Clock
@@ -40,6 +42,7 @@ from gatherly.users.domain import (
     LoginThrottle,
     OneTimeToken,
     Profile,
+    RateBucket,
     RefreshToken,
     TokenPurpose,
     UserId,
@@ -51,6 +54,7 @@ from gatherly.users.tables import (
     mail_outbox,
     one_time_tokens,
     profiles,
+    rate_buckets,
     refresh_tokens,
     signing_keys,
 )
@@ -321,6 +325,41 @@ class LoginThrottleStore:
         return rowcount(result)
 
 
+class RateBucketStore:
+    """Rate-limit buckets shared by every process: taken under a row lock, so concurrent requests of one client on
+    several processes spend one token each."""
+
+    def __init__(self, session: Executor) -> None:
+        self.session = session
+
+    async def locked(self, action: str, client: str, now: datetime, full: float) -> RateBucket:
+        """The bucket, locked until the transaction ends (made full first if the client is new)."""
+        key = (rate_buckets.c.action == action) & (rate_buckets.c.client == client)
+        result = await self.session.execute(
+            update(rate_buckets).where(key).values(tokens=rate_buckets.c.tokens)  # takes the row lock, if any
+        )
+        if rowcount(result) == 0:
+            # Another process may make the same row at the same moment: then its row stands, locked by its insert.
+            bind = self.session.get_bind() if isinstance(self.session, AsyncSession) else self.session
+            dialect = bind.dialect.name
+            insert_new = (sqlite_insert if dialect == "sqlite" else postgresql_insert)(rate_buckets)
+            await self.session.execute(
+                insert_new.values(action=action, client=client, tokens=full, updated_at=now).on_conflict_do_nothing()
+            )
+        row = (await self.session.execute(select(rate_buckets.c.tokens, rate_buckets.c.updated_at).where(key))).one()
+        return RateBucket(row.tokens, row.updated_at)
+
+    async def save(self, action: str, client: str, bucket: RateBucket) -> None:
+        key = (rate_buckets.c.action == action) & (rate_buckets.c.client == client)
+        await self.session.execute(
+            update(rate_buckets).where(key).values(tokens=bucket.tokens, updated_at=bucket.updated)
+        )
+
+    async def prune(self, before: datetime) -> int:
+        result = await self.session.execute(delete(rate_buckets).where(rate_buckets.c.updated_at < before))
+        return rowcount(result)
+
+
 @dataclass(frozen=True)
 class StoredKey:
     kid: str
@@ -558,6 +597,7 @@ class Stores:
         self.refresh_tokens = RefreshTokenStore(session)
         self.one_time_tokens = OneTimeTokenStore(session)
         self.throttles = LoginThrottleStore(session)
+        self.rate_buckets = RateBucketStore(session)
         self.signing_keys = SigningKeyStore(session)
         self.avatars = ReadyImageStore(session, avatar_images)
         self.mail = MailOutboxStore(session)

@@ -78,6 +78,17 @@ login_throttles = Table(
     Column("updated_at", UtcDateTime(), nullable=False),
 )
 
+# Rate limits per (action, client address), shared by every process of the service; a row idle for a minute is
+# full again, so the hourly housekeeping drops rows idle for an hour.
+rate_buckets = Table(
+    "rate_buckets",
+    metadata,
+    Column("action", String(32), primary_key=True),
+    Column("client", String(100), primary_key=True),
+    Column("tokens", Double, nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
 # Private keys are stored unencrypted: whoever reads this database could sign tokens. Encrypting them with a
 # key from a secret store (KMS, Vault) is the next step when one is available (see the service's README).
 signing_keys = Table(
