@@ -275,7 +275,7 @@ def test_settings_are_settings_gatherly_knows(rendered: dict[str, list[Manifest]
     assert set(settings) - known == set()
     assert settings["GATHERLY_MODE"] == "distributed"
     assert settings["GATHERLY_MIGRATE_ON_START"] == "false"  # the Jobs migrate
-    assert settings["GATHERLY_OUTBOX_RELAY"] == "false"  # Debezium publishes the outbox
+    assert settings["GATHERLY_RELAY"] == "debezium"  # Debezium publishes the outbox
 
 
 @overlays

@@ -230,7 +230,7 @@ def kafka_init() -> None:
 
 
 debezium = typer.Typer(
-    help="Debezium (services with GATHERLY_OUTBOX_RELAY=false): the outbox connectors on Kafka Connect.",
+    help="Debezium (services with GATHERLY_RELAY=debezium): the outbox connectors on Kafka Connect.",
     no_args_is_help=True,
 )
 app.add_typer(debezium, name="debezium")
@@ -245,7 +245,7 @@ def debezium_register(
 ) -> None:
     """Publish each service database's outbox table (PostgreSQL, migrated) and put its Debezium connector
     (deploy/debezium/outbox-connector.json) on Kafka Connect; return once each connector streams. From then on every
-    committed event reaches Kafka: run the services with GATHERLY_OUTBOX_RELAY=false. Safe to run again."""
+    committed event reaches Kafka: run the services with GATHERLY_RELAY=debezium. Safe to run again."""
     from gatherly.kernel.kafka_connect import ConnectClient, connect_outbox, outbox_connector
 
     settings = _settings()

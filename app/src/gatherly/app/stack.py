@@ -186,7 +186,7 @@ def running_stack(
             "GATHERLY_MIGRATE_ON_START": "false",
             "GATHERLY_LOG_BACKEND": "kafka",
             "GATHERLY_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "GATHERLY_OUTBOX_RELAY": "false",  # Debezium publishes the outboxes
+            "GATHERLY_RELAY": "debezium",  # Debezium publishes the outboxes
             "GATHERLY_PUBLIC_URL": stack.url,
             "GATHERLY_JWKS_URL": f"http://127.0.0.1:{stack.ports['users']}/.well-known/jwks.json",
             "GATHERLY_TRUSTED_PROXY_HOPS": "1",  # nginx appends the client's address

@@ -57,14 +57,16 @@ class Flags:
 
     def __init__(self, provider: FeatureProvider, domain: str = "gatherly") -> None:
         self.provider = provider
-        api.set_provider(provider, domain=domain)
+        self.domain = domain
         self.client: OpenFeatureClient = api.get_client(domain)
 
     async def start(self, timeout: float = 10.0) -> None:
-        """Wait until the provider has read its flags (the file, or the flagd server's first answer); after
-        `timeout` go on with callers' defaults and log why, rather than keep a service from starting."""
+        """Register the provider (its file watcher or flagd connection starts here, not when the process object is
+        made) and wait until it has read its flags; after `timeout` go on with callers' defaults and log why,
+        rather than keep a service from starting."""
         loop = asyncio.get_running_loop()
         ready = asyncio.Event()
+        api.set_provider(self.provider, domain=self.domain)
 
         def on_ready(_: object) -> None:  # called on the provider's thread
             loop.call_soon_threadsafe(ready.set)

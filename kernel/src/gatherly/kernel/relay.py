@@ -482,7 +482,7 @@ class OutboxRelay:
 
 
 class OutboxCleaner:
-    """With Debezium publishing the outbox (`outbox_relay=False`), nothing else deletes its rows.
+    """With Debezium publishing the outbox (`GATHERLY_RELAY=debezium`), nothing else deletes its rows.
 
     Debezium reads the rows' INSERTs from PostgreSQL's write-ahead log through its replication slot, which keeps
     the WAL until Debezium has confirmed it, so deleting a row cannot take it from Debezium, and the Outbox Event

@@ -201,7 +201,7 @@ class ServiceHost:
         await self.revocations.refresh()
         supervise = self.supervisor.start
         self._cancelled_tasks.append(supervise("revocations", self.revocations.run))
-        if settings.outbox_relay:
+        if settings.relay == "polling":
             self._draining_tasks.append(supervise("relay", self.relay.run))
         else:  # Debezium publishes the outbox; its rows still need deleting
             cleaner = OutboxCleaner(self.name, self.context.db)

@@ -70,8 +70,9 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     kafka_replication_factor: int = Field(default=1, ge=1)
     kafka_session_timeout: float = Field(default=10.0, gt=0)
-    # The polling relay publishes the outbox; turn it off where Debezium's outbox router does the job.
-    outbox_relay: bool = True
+    # Who publishes the outbox to the log: the service's own polling relay, or Debezium's outbox router reading
+    # PostgreSQL's write-ahead log (then the service only deletes published rows).
+    relay: Literal["polling", "debezium"] = "polling"
     relay_poll_interval: float = 0.5
     # How often an embedded-log consumer looks for records that other processes appended (this process's own appends
     # wake it at once). Unset: 0.5 s when one process hosts every service (`gatherly up`: only tools such as
