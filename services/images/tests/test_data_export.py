@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from gatherly.app.devmail import text_of
 from gatherly.app.testing import Person, wait_for_mail
@@ -24,6 +25,7 @@ from gatherly.contracts.users import UserExportRequested
 from gatherly.events import service as events_service
 from gatherly.events.store import EventsUnitOfWork
 from gatherly.images import service as images_service
+from gatherly.images import tables
 from gatherly.images.domain import export_key
 from gatherly.images.service import STORAGE
 from gatherly.images.storage import StorageUnavailable
@@ -294,3 +296,53 @@ async def test_an_unknown_export_is_not_found(api: ImagesApi) -> None:
     response = await api.client.get(f"/api/users/me/exports/{uuid.uuid4()}", headers=erin.auth)
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def _exports_of(api: ImagesApi, user_id: str) -> tuple[dict[str, str], int]:
+    """The images service's exports of a person (id → status) and how many parts it still keeps of them."""
+    async with api.running.process.host("images").context.db.read_session() as session:
+        rows = await session.execute(
+            select(tables.exports.c.id, tables.exports.c.status).where(tables.exports.c.user_id == user_id)
+        )
+        statuses = {row.id: row.status for row in rows}
+        parts = await session.execute(
+            select(tables.export_parts.c.export_id).where(tables.export_parts.c.user_id == user_id)
+        )
+        return statuses, len(parts.all())
+
+
+async def _until_not_stored(api: ImagesApi, export_id: str, timeout: float = 30.0) -> None:
+    storage = api.running.process.host("images").context.extras["storage"]
+    deadline = time.monotonic() + timeout
+    while await storage.read(export_key(export_id), limit=10_000_000) is not None:  # the tidy task's next round
+        assert time.monotonic() < deadline, "the deleted person's archive is still in storage"
+        await api.running.settle()
+        await asyncio.sleep(0.2)
+
+
+async def _delete_account(api: ImagesApi, person: Person) -> None:
+    response = await api.client.delete("/api/users/me", headers=person.auth)
+    assert response.status_code == 202, response.text
+    await api.running.settle()
+
+
+async def test_a_deleted_persons_archive_is_deleted_with_the_account_not_when_its_link_expires(api: ImagesApi) -> None:
+    dora = await api.person(f"Dora {uuid.uuid4().hex[:4]}")
+    export_id = await _export(api, dora)
+    assert (await _finished(api, dora, export_id))["status"] == "ready"
+
+    await _delete_account(api, dora)
+
+    await _until_not_stored(api, export_id)  # not two days later, when the link would have expired
+    assert await _exports_of(api, dora.user_id) == ({export_id: "expired"}, 0)
+
+
+async def test_an_export_asked_for_just_before_the_deletion_leaves_no_archive(api: ImagesApi) -> None:
+    eve = await api.person(f"Eve {uuid.uuid4().hex[:4]}")
+    export_id = await _export(api, eve)
+    await _delete_account(api, eve)  # the parts and the deletion cross in the log
+
+    await _until_not_stored(api, export_id)
+    # Whichever came first in this service, the request and parts or the deletion: no archive, no part kept.
+    statuses, parts = await _exports_of(api, eve.user_id)
+    assert statuses.get(export_id) in (None, "abandoned", "expired") and parts == 0

@@ -202,3 +202,22 @@ async def test_a_database_error_during_the_erasure_is_retried_not_parked(
     assert len(calls) >= 2
     assert [r["deletion_id"] for r in await _replies(api, ann.user_id)] == ["retried"]
     assert len(await api.running.process.platform.log.read("user.dlq", limit=100_000)) == parked_before
+
+
+async def test_the_tombstone_keeps_no_location_of_the_person(api: Any) -> None:
+    ann = await api.person("Ann")
+    where = {"city": "Lyon", "location": {"lat": 45.764, "lng": 4.8357}}
+    patched = await api.client.patch("/api/users/me", json=where, headers=ann.auth)
+    assert patched.status_code == 200, patched.text
+    await api.running.settle()
+    await eventually(lambda: _has_location(api, ann.user_id))
+
+    await _deliver(api, UserDeleted(user_id=ann.user_id, deleted_at=datetime.now(UTC), deletion_id="deletion-4"))
+
+    kept = await _recipient(api, ann.user_id)
+    assert kept["deleted_at"] is not None
+    assert (kept["lat"], kept["lng"]) == (None, None), "a deleted person's exact place stays behind"
+
+
+async def _has_location(api: Any, user_id: str) -> bool:
+    return (await _recipient(api, user_id))["lat"] is not None

@@ -27,6 +27,7 @@ from gatherly.images import imaging
 from gatherly.images.archives import Picture, build_archive
 from gatherly.images.domain import (
     EXPORT_PICTURE_LIMIT,
+    ExportStatus,
     Image,
     ImageId,
     ImageNotFound,
@@ -43,6 +44,7 @@ from gatherly.images.domain import (
 )
 from gatherly.images.storage import PRIVATE, ObjectStorage, StorageUnavailable, UploadRefused, UploadTarget
 from gatherly.images.store import ImagesUnitOfWork, Stores
+from gatherly.kernel.revocation import RevocationChange
 from gatherly.kernel.runtime import ServiceContext
 
 # Keys of ServiceContext.extras, filled when the service starts (__init__.py).
@@ -160,6 +162,11 @@ async def delete_images_of(uow: ImagesUnitOfWork, deleted: UserDeleted) -> dict[
         await uow.images.save(image.delete(now=now))
         uow.publish(ImageDeleted(image_id=image.id, owner_id=image.owner_id))
         what[image.purpose.value] += 1
+    # Their data exports too: an archive (profile, memberships, RSVPs…) must not outlive the account by its link's
+    # two days, nor one still collecting be written after it. The deletion is recorded here as well (the kernel's
+    # consumer of it may come later), so a request or part arriving after this step is not kept.
+    await uow.revocations.apply(RevocationChange.of(deleted), now)
+    await uow.exports.forget_person(deleted.user_id, now)
     if deleted.deletion_id is not None:
         uow.publish(
             UserDeletionStepDone(
@@ -354,24 +361,45 @@ ARCHIVE_RETRY = timedelta(seconds=30)
 
 
 async def note_export_request(uow: ImagesUnitOfWork, event: UserExportRequested) -> None:
+    if await _settled(uow, event.export_id, event.user_id):
+        return
     await uow.exports.note_request(event.export_id, event.user_id, uow.clock.now())
 
 
 async def keep_export_part(uow: ImagesUnitOfWork, event: UserExportPartReady) -> None:
-    """A service's part, kept until the archive is written (only files named under its own folder)."""
+    """A service's part, kept until the archive is written (only files named under its own folder); not for an
+    export already written or abandoned (a part arriving after the person's deletion is not kept)."""
+    if await _settled(uow, event.export_id, event.user_id):
+        return
     files = export_files(event.service, event.files)
     await uow.exports.add_part(event.export_id, event.user_id, event.service, files, uow.clock.now())
+
+
+async def _settled(uow: ImagesUnitOfWork, export_id: str, user_id: str) -> bool:
+    """Whether the export is past collecting (written or abandoned), or its person deleted."""
+    if (await uow.exports.status_of(export_id)) not in (None, ExportStatus.COLLECTING):
+        return True
+    return await _deleted(uow, user_id)
+
+
+async def _deleted(uow: ImagesUnitOfWork, user_id: str) -> bool:
+    revocation = await uow.revocations.get(user_id)
+    return revocation is not None and revocation.deleted
 
 
 async def write_next_archive(uow: ImagesUnitOfWork, storage: ObjectStorage, *, link_ttl: int) -> str | None:
     """Write the archive of one export whose parts are all in: the parts' files and the person's pictures in one
     zip, then `user_export.archive_ready` with a signed link that works for `link_ttl` seconds. Returns the
-    export's id (None when none was waiting). When storage fails, the export is tried again after ARCHIVE_RETRY."""
+    export's id (None when none was waiting); one whose person was deleted meanwhile is dropped, not written.
+    When storage fails, the export is tried again after ARCHIVE_RETRY."""
     async with uow:
         now = uow.clock.now()
         job = await uow.exports.next_to_assemble(now)
         if job is None:
             return None
+        if await _deleted(uow, job.user_id):  # the account went while its parts were coming in
+            await uow.exports.forget_person(job.user_id, now)
+            return job.id
         await uow.exports.claim(job.id, now + ARCHIVE_CLAIM)
         parts = await uow.exports.parts_of(job)
         images = await uow.images.ready_of(job.user_id)

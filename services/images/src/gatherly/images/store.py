@@ -18,6 +18,7 @@ from gatherly.contracts.users import EXPORT_PARTS
 from gatherly.images.domain import ExportJob, ExportStatus, Image, ImageId, Purpose, Status, UserId, Variant
 from gatherly.images.tables import export_parts, exports, images
 from gatherly.kernel.db import Database, Executor, rowcount
+from gatherly.kernel.revocation import RevocationStore
 from gatherly.kernel.runtime import ServiceContext
 from gatherly.kernel.uow import UnitOfWork
 
@@ -257,6 +258,26 @@ class ExportStore:
                 update(exports).where(exports.c.id.in_(export_ids)).values(status=ExportStatus.EXPIRED.value)
             )
 
+    async def status_of(self, export_id: str) -> ExportStatus | None:
+        query = select(exports.c.status).where(exports.c.id == export_id)
+        status = (await self.session.execute(query)).scalar()
+        return ExportStatus(status) if status is not None else None
+
+    async def forget_person(self, user_id: str, now: datetime) -> None:
+        """The person's account is deleted: the parts kept for their archives go, exports still collecting are
+        abandoned (no archive is written), and archives written are due now (the tidy task deletes them)."""
+        await self.session.execute(delete(export_parts).where(export_parts.c.user_id == user_id))
+        await self.session.execute(
+            update(exports)
+            .where(exports.c.user_id == user_id, exports.c.status == ExportStatus.COLLECTING.value)
+            .values(status=ExportStatus.ABANDONED.value)
+        )
+        await self.session.execute(
+            update(exports)
+            .where(exports.c.user_id == user_id, exports.c.status == ExportStatus.READY.value)
+            .values(expires_at=now)
+        )
+
     async def abandon_stale(self, created_before: datetime) -> int:
         """Exports still collecting since before the cutoff: their parts are dropped (personal data not kept for
         an archive that will never be made); returns how many."""
@@ -278,6 +299,7 @@ class Stores:
     def __init__(self, session: AsyncConnection) -> None:
         self.images = ImageStore(session)
         self.exports = ExportStore(session)
+        self.revocations = RevocationStore(session)  # the kernel's table: accounts deleted (or locked)
 
 
 class ImagesUnitOfWork(UnitOfWork, Stores):

@@ -104,12 +104,12 @@ class RecipientStore:
         )
 
     async def forget(self, user_id: str, at: datetime) -> None:
-        """The person is gone: keep a tombstone only (no address, no name)."""
+        """The person is gone: keep a tombstone only (no address, no name, no place)."""
         await self.keep(user_id, at)
         await self.session.execute(
             update(recipients)
             .where(recipients.c.user_id == user_id)
-            .values(email=None, display_name=None, confirmed=False, deleted_at=at)
+            .values(email=None, display_name=None, lat=None, lng=None, confirmed=False, deleted_at=at)
         )
 
     async def without_digest(
