@@ -127,6 +127,10 @@ async def test_attendee_names_follow_profiles_and_a_deleted_account_stays_namele
     async with running_gatherly(tmp_path, database_backend=database_backend, **FAST_SETTINGS) as gatherly:
         olga = await sign_up(gatherly, display_name="Olga")
         group_id = (await gatherly.client.post("/api/groups", json={"name": "Named"}, headers=olga.auth)).json()["id"]
+        # A second member: when Olga's account goes, the group (and its event) stays with Ann as its organizer.
+        ann = await sign_up(gatherly, display_name="Ann")
+        joined = await gatherly.client.post(f"/api/groups/{group_id}/join", json={}, headers=ann.auth)
+        assert joined.status_code == 200, joined.text
         await gatherly.settle()
         body = {
             "group_id": group_id,
