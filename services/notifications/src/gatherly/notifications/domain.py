@@ -363,7 +363,13 @@ def unsubscribe_signature(key: bytes, user_id: str, kind: Kind) -> str:
 
 
 def signature_matches(key: bytes, user_id: str, kind: Kind, signature: str) -> bool:
-    return hmac.compare_digest(unsubscribe_signature(key, user_id, kind), signature)
+    return _same(unsubscribe_signature(key, user_id, kind), signature)
+
+
+def _same(expected: str, given: str) -> bool:
+    """Constant-time comparison of a signature from a link; as bytes, since compare_digest refuses (TypeError) a
+    str with non-ASCII characters, which anyone can put in a link."""
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogatepass"))
 
 
 # --- never email me invitations again ----------------------------------------------------------------------------
@@ -376,7 +382,7 @@ def opt_out_signature(key: bytes, email_hash: str) -> str:
 
 
 def opt_out_matches(key: bytes, email_hash: str, signature: str) -> bool:
-    return hmac.compare_digest(opt_out_signature(key, email_hash), signature)
+    return _same(opt_out_signature(key, email_hash), signature)
 
 
 # --- live streams --------------------------------------------------------------------------------------------------
