@@ -65,6 +65,12 @@ def test_gatherly_up_serves_the_app_and_api_and_stops_cleanly_on_sigterm(tmp_pat
         assert "Gatherly" in httpx.get(base + "/").text
         assert httpx.get(base + "/api/openapi.json").status_code == 200
         assert httpx.get(base + "/livez").json() == {"status": "alive"}
+        # What was alive once started is frozen out of the collector's reach (its full runs stopped the loop for
+        # 100 ms and more); every pause since is measured.
+        metrics = httpx.get(base + "/metrics").text
+        frozen = next(line for line in metrics.splitlines() if line.startswith("gatherly_gc_frozen_objects "))
+        assert float(frozen.split()[1]) > 50_000, frozen
+        assert 'gatherly_gc_pause_seconds_count{generation="0"}' in metrics
         process.send_signal(signal.SIGTERM)
         assert_stopped_gracefully(process)
     finally:

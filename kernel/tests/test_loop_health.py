@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,7 @@ from gatherly.kernel.delivery import prune_inbox
 from gatherly.kernel.inline_sqlite import WalCheckpointer
 from gatherly.kernel.log.base import OutgoingMessage, TopicConfig
 from gatherly.kernel.log.embedded import EmbeddedLog
-from gatherly.kernel.loop_health import LoopLagProbe
+from gatherly.kernel.loop_health import LoopLagProbe, time_gc_pauses
 from gatherly.kernel.tables import kernel_tables
 from gatherly.kernel.uow import INBOX
 
@@ -207,3 +208,15 @@ async def test_the_probe_exports_one_distribution_under_every_service_read_when_
     frozen = probe.samples
     await asyncio.sleep(0.03)
     assert probe.samples == frozen, "the probe's timer kept firing after it was cancelled"
+
+
+def test_every_garbage_collection_pause_is_measured_per_generation() -> None:
+    def full_runs() -> float:
+        return REGISTRY.get_sample_value("gatherly_gc_pause_seconds_count", {"generation": "2"}) or 0.0
+
+    time_gc_pauses()
+    time_gc_pauses()  # once per process, however often it is asked
+    before = full_runs()
+    gc.collect()
+    assert full_runs() == before + 1
+    assert (REGISTRY.get_sample_value("gatherly_gc_pause_seconds_sum", {"generation": "2"}) or 0.0) > 0

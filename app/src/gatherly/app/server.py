@@ -9,6 +9,7 @@ import structlog
 import uvicorn
 
 from gatherly.app.compose import Process
+from gatherly.kernel.loop_health import freeze_startup_heap, time_gc_pauses
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +50,9 @@ def server_config(process: Process, host: str, port: int) -> uvicorn.Config:
 
 
 def serve(process: Process, host: str, port: int) -> None:
+    time_gc_pauses()
+    # Last of the start-up steps (after demo data): what is alive then lives as long as the process.
+    process.on_started.append(freeze_startup_heap)
     config = server_config(process, host, port)
     server = GracefulServer(config, process, process.settings.shutdown_drain_seconds)
     server.run()
