@@ -273,7 +273,8 @@ export interface paths {
         /**
          * Export Me
          * @description Ask for a copy of everything Gatherly holds of you: an email brings a link to one zip when it is ready.
-         *     Asked again while an export is pending, the answer names that one.
+         *     Asked again while an export is pending, the answer names that one. At most `GATHERLY_EXPORTS_PER_PERSON_PER_DAY`
+         *     (3) in any 24 hours: one more is 429 with Retry-After.
          */
         post: operations["users_export_me"];
         delete?: never;
@@ -3989,6 +3990,15 @@ export interface operations {
             };
             /** @description Query string too long */
             414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
