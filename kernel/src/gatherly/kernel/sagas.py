@@ -95,6 +95,13 @@ class SagaStore:
         )
         return [_state(row) for row in (await self.session.execute(query)).mappings()]
 
+    async def pending_with(self, key: str, value: str) -> list[SagaState]:
+        """The pending sagas whose `data[key]` is `value` (not indexed by `key`: for rare lookups)."""
+        query = select(SAGAS).where(
+            SAGAS.c.kind == self.kind, SAGAS.c.status == PENDING, SAGAS.c.data[key].as_string() == value
+        )
+        return [_state(row) for row in (await self.session.execute(query)).mappings()]
+
     async def overdue(self, now: datetime, limit: int = 100) -> list[SagaState]:
         """Pending sagas past their deadline, oldest deadline first (ix_sagas_status_deadline), locked for the
         caller's transaction. On PostgreSQL those another process is handling right now are skipped (SKIP LOCKED):

@@ -593,6 +593,7 @@ class DataExport:
 
 
 EXPORT_LIMIT_WINDOW = timedelta(days=1)
+ACCOUNT_DELETED = "The account was deleted."  # the reason of an export the account's deletion ended
 
 
 def export_to_give(recent: Sequence[DataExport], now: datetime, *, per_day: int) -> DataExport | None:

@@ -42,6 +42,7 @@ from gatherly.users.crypto import (
     signing_key_for,
 )
 from gatherly.users.domain import (
+    ACCOUNT_DELETED,
     DELETION_PARTICIPANTS,
     EXPORT_LIMIT_WINDOW,
     OWN_ERASURE,
@@ -761,8 +762,16 @@ async def delete_account(uow: UsersUnitOfWork, me: Principal, deadline: timedelt
         await uow.deletions.add(deletion, now)
         await uow.accounts.close(me.user_id, now)
         await uow.refresh_tokens.revoke_all_of(me.user_id, now)
+        # Mails not sent yet (a reset link, an export's link, a change-email link to the new address) are not sent
+        # to an account that is gone.
+        addresses = [a for a in [credentials.email, *await uow.one_time_tokens.pending_new_emails(me.user_id)] if a]
+        dropped = await uow.mail.drop_to(addresses)
         for purpose in TokenPurpose:  # an emailed reset link must not bring the account back meanwhile
             await uow.one_time_tokens.use_all(me.user_id, purpose, now)
+        # An export being made ends here: its archive is deleted by the images service, so it is never `ready`.
+        for export in await uow.exports.pending_of(me.user_id):
+            await uow.exports.save(replace(export, status=ExportStatus.FAILED, reason=ACCOUNT_DELETED), now)
+        log.info("account deletion started", deletion_id=deletion.id, unsent_mails_dropped=dropped)
         uow.publish(UserDeleted(user_id=me.user_id, deleted_at=now, deletion_id=deletion.id))
         return deletion
 

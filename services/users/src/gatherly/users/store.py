@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -284,6 +284,16 @@ class OneTimeTokenStore:
         )
         return rowcount(result) == 1
 
+    async def pending_new_emails(self, user_id: str) -> list[str]:
+        """The addresses the person's unused change-email links would confirm (each was mailed a link)."""
+        query = select(one_time_tokens.c.new_email).where(
+            one_time_tokens.c.user_id == user_id,
+            one_time_tokens.c.purpose == TokenPurpose.CHANGE_EMAIL.value,
+            one_time_tokens.c.used_at.is_(None),
+            one_time_tokens.c.new_email.is_not(None),
+        )
+        return list((await self.session.execute(query)).scalars())
+
     async def use_all(self, user_id: str, purpose: TokenPurpose, at: datetime) -> None:
         await self.session.execute(
             update(one_time_tokens)
@@ -464,6 +474,9 @@ class ExportStore:
         saga = await self.sagas.get(export_id)
         return _export_of(saga) if saga else None
 
+    async def pending_of(self, user_id: str) -> list[DataExport]:
+        return [_export_of(saga) for saga in await self.sagas.pending_with("user_id", user_id)]
+
     async def requested_since(self, user_id: str, since: datetime) -> list[DataExport]:
         return [_export_of(saga) for saga in await self.sagas.started_with("user_id", user_id, since)]
 
@@ -569,6 +582,10 @@ class MailOutboxStore:
             OutgoingMail(row["id"], row["recipient"], row["subject"], row["text"], row["html"], row["attempts"])
             for row in rows
         ]
+
+    async def drop_to(self, recipients: Collection[str]) -> int:
+        """Drop the mails not yet sent to these addresses; returns how many."""
+        return rowcount(await self.session.execute(delete(mail_outbox).where(mail_outbox.c.recipient.in_(recipients))))
 
     async def sent(self, mail_id: str) -> None:
         # Deleted once delivered: the rows hold live link tokens that should not outlive their purpose.
