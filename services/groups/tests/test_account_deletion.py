@@ -52,7 +52,14 @@ async def _rows_of(api: Any, table: Any, person: Person) -> int:
         return int(await stores.groups.session.scalar(query) or 0)
 
 
-NOTHING = {"memberships": 0, "join_requests": 0, "bans": 0, "organizers_succeeded": 0, "groups_deleted": 0}
+NOTHING = {
+    "memberships": 0,
+    "join_requests": 0,
+    "bans": 0,
+    "organizers_succeeded": 0,
+    "groups_deleted": 0,
+    "invitations_redacted": 0,
+}
 
 
 async def test_memberships_requests_and_bans_end_with_their_events_and_one_reply(shared_api: Any) -> None:

@@ -1764,6 +1764,11 @@ export interface components {
             email: string | null;
             /** Revoked */
             revoked: boolean;
+            /**
+             * Account Deleted
+             * @description Sent to an account that has since been deleted: its address is erased (`email` is null) and the invitation admits nobody.
+             */
+            account_deleted: boolean;
         };
         /**
          * JoinBody
@@ -1950,6 +1955,11 @@ export interface components {
             email: string | null;
             /** Revoked */
             revoked: boolean;
+            /**
+             * Account Deleted
+             * @description Sent to an account that has since been deleted: its address is erased (`email` is null) and the invitation admits nobody.
+             */
+            account_deleted: boolean;
             /**
              * Token
              * @description Shown this once (only a hash is kept): join with {"invitation": token}.

@@ -221,12 +221,17 @@ async def erase_member(uow: GroupsUnitOfWork, event: UserDeleted) -> None:
     """Runs in the consumer's unit of work, so everything here commits with the saga's reply: the person's name
     and avatar are forgotten; their memberships end (membership.left; where they were the last organizer, the
     domain's `successor` becomes organizer first, or the group is deleted through its own saga when nobody else
-    belongs); their join requests are withdrawn (join_request.withdrawn) and their bans end. A repeated message
+    belongs); their join requests are withdrawn (join_request.withdrawn) and their bans end; email invitations sent
+    to their confirmed address are redacted (the address erased, the invitation unusable). A repeated message
     finds nothing left to end and replies again, which the saga ignores. Without a `deletion_id` (a message written
     before the saga had replies) the same is erased and nobody is answered."""
     person = UserId(event.user_id)
+    email_hash = await uow.profiles.email_hash(person)
     await uow.profiles.forget(person, event.deleted_at)
     what = Counter({"memberships": 0, "join_requests": 0, "bans": 0, "organizers_succeeded": 0, "groups_deleted": 0})
+    # The invitations sent to their address keep no trace of it (nor admit anyone).
+    redacted = await uow.invitations.redact_sent_to(email_hash, uow.clock.now()) if email_hash is not None else 0
+    what["invitations_redacted"] = redacted
     for group_id in await uow.memberships.groups_of(person):
         group = await _locked(uow, group_id)
         what["memberships"] += 1
