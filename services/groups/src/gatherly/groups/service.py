@@ -221,7 +221,8 @@ async def erase_member(uow: GroupsUnitOfWork, event: UserDeleted) -> None:
     """Runs in the consumer's unit of work, so everything here commits with the saga's reply: the person's name
     and avatar are forgotten; their memberships end (membership.left; where they were the last organizer, the
     domain's `successor` becomes organizer first, or the group is deleted through its own saga when nobody else
-    belongs); their join requests are withdrawn (join_request.withdrawn) and their bans end; email invitations sent
+    belongs, without them among its `member_ids`); their join requests are withdrawn (join_request.withdrawn) and
+    their bans end (membership.ban_lifted, `lifted_by` the person); email invitations sent
     to their confirmed address are redacted (the address erased, the invitation unusable). A repeated message
     finds nothing left to end and replies again, which the saga ignores. Without a `deletion_id` (a message written
     before the saga had replies) the same is erased and nobody is answered."""
@@ -245,7 +246,10 @@ async def erase_member(uow: GroupsUnitOfWork, event: UserDeleted) -> None:
                 JoinRequestWithdrawn(group_id=group.id, user_id=person, group_name=group.name, withdrawn_at=now)
             )
             what["join_requests"] += 1
-    what["bans"] = await uow.bans.remove_all_of(person)
+    banned_from = await uow.bans.remove_all_of(person)
+    for group_id in banned_from:  # as when a manager lifts one: read models of bans follow (`lifted_by` the person)
+        uow.publish(MembershipBanLifted(group_id=group_id, user_id=person, lifted_by=person, lifted_at=now))
+    what["bans"] = len(banned_from)
     await uow.known.forget(person)
     if event.deletion_id is not None:
         uow.publish(
@@ -266,6 +270,8 @@ async def _end_membership_of_deleted(uow: GroupsUnitOfWork, group: Group, person
         others = [m for m in await uow.memberships.tenures(group.id) if m.user_id != person]
         heir = successor(others)
         if heir is None:
+            # Their membership ends first: `group.deleted` lists the members to tell, and they are gone.
+            await uow.memberships.remove(group.id, person)
             await _start_deletion(uow, group, person)
             return "groups_deleted"
         previous = next(m.role for m in others if m.user_id == heir)

@@ -771,9 +771,10 @@ class BanStore:
     async def remove_all(self, group_id: GroupId) -> None:
         await self.session.execute(delete(bans).where(bans.c.group_id == group_id))
 
-    async def remove_all_of(self, user_id: str) -> int:
-        """Every ban of this person ends; returns how many there were."""
-        return rowcount(await self.session.execute(delete(bans).where(bans.c.user_id == user_id)))
+    async def remove_all_of(self, user_id: str) -> list[GroupId]:
+        """Every ban of this person ends; returns the groups that had banned them."""
+        result = await self.session.execute(delete(bans).where(bans.c.user_id == user_id).returning(bans.c.group_id))
+        return [GroupId(group_id) for group_id in result.scalars()]
 
     async def count(self, group_id: GroupId) -> int:
         query = select(func.count()).select_from(bans).where(bans.c.group_id == group_id)
