@@ -11,10 +11,12 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from typer.testing import CliRunner
 
 from gatherly.app.cli import app, catalog_topics
-from gatherly.kernel.log import KafkaLog, TopicPartition
+from gatherly.kernel.log import KafkaLog, TopicConfig, TopicPartition
+from gatherly.kernel.log.kafka import topic_settings
 from gatherly.kernel.testing import LOG_BACKENDS
 
 WEEK_MS = 7 * 24 * 3600 * 1000
+DAY_MS = 24 * 3600 * 1000
 
 
 def test_kafka_init_refuses_when_the_log_backend_is_not_kafka(tmp_path: Path) -> None:
@@ -30,6 +32,19 @@ def test_the_catalog_has_every_topic_with_its_dead_letter_and_redelivery_topics(
     assert topics["membership.dlq"].retention_ms is None  # a parked message waits for an operator
     assert topics["gatherly.redeliver.notifications.members"].retention_ms is None
     assert {t.partitions for t in topics.values()} == {6}
+
+
+def test_export_parts_and_links_are_kept_a_day_also_when_parked_or_redelivered() -> None:
+    # They carry everything a service holds of a person: they must not outlive an account's deletion by long.
+    topics = {t.name: t for t in catalog_topics(partitions=4)}
+    for name in ["user_export", "user_export.dlq", "gatherly.redeliver.images.exports"]:
+        assert topics[name].retention_ms == DAY_MS, name
+    assert topics["user.dlq"].retention_ms is None
+
+
+def test_a_kafka_topic_s_segments_are_a_quarter_of_its_retention_so_records_do_not_outlive_it_by_a_week() -> None:
+    assert topic_settings(TopicConfig("user_export", retention_ms=DAY_MS), 1)["segment.ms"] == str(DAY_MS // 4)
+    assert "segment.ms" not in topic_settings(TopicConfig("user.dlq", retention_ms=None), 1)
 
 
 async def topic_configs(bootstrap: str, names: list[str]) -> dict[str, dict[str, str]]:
@@ -65,6 +80,8 @@ if "kafka" in LOG_BACKENDS:  # the broker is started only when the Kafka backend
                 config = configs[topic.name]
                 assert config["retention.ms"] == str(topic.retention_ms or -1), topic.name
                 assert config["cleanup.policy"] == "delete", topic.name
+                if topic.retention_ms is not None:
+                    assert config["segment.ms"] == str(topic.retention_ms // 4), topic.name
 
         asyncio.run(check())
         again = CliRunner().invoke(app, ["kafka", "init"], env=env)  # existing topics are left as they are

@@ -262,3 +262,51 @@ async def test_after_commit_callbacks_run_after_a_commit_and_never_after_a_rollb
         uow.after_commit(lambda: calls.append("committed"))
         assert calls == []  # not before the commit
     assert calls == ["committed"]
+
+
+# --- two writers of one subject at once (PostgreSQL runs them side by side; SQLite's writers queue) -------------
+
+
+async def until_waiting_for_a_lock(db: Database, writer: asyncio.Task[Revocation]) -> None:
+    """Until `writer` waits for a lock the test's open transaction holds. On SQLite nothing can start beside that
+    transaction (writers queue on the engine's write lock before their BEGIN IMMEDIATE): the order is already set."""
+    if db.is_sqlite:
+        return
+    start = time.monotonic()
+    while True:
+        assert not writer.done(), f"the second writer did not wait: {writer}"
+        async with db.read_connection() as connection:
+            waiting = (await connection.exec_driver_sql("SELECT count(*) FROM pg_locks WHERE NOT granted")).scalar()
+        if waiting:
+            return
+        assert time.monotonic() - start < 10, "the second writer never waited for the first"
+        await asyncio.sleep(0.01)
+
+
+async def apply_alone(db: Database, change: RevocationChange) -> Revocation:
+    async with db.writing() as connection:
+        return await RevocationStore(connection).apply(change, datetime.now(UTC))
+
+
+async def test_two_writers_making_a_subject_s_row_at_once_both_succeed(db: Database) -> None:
+    # The images service's deletion step and the kernel's consumer both record the same deletion.
+    deleted = RevocationChange("ann", "deleted", at(0))
+    async with db.writing() as connection:
+        await RevocationStore(connection).apply(deleted, datetime.now(UTC))
+        second = asyncio.create_task(apply_alone(db, deleted))
+        await until_waiting_for_a_lock(db, second)
+    assert await second == Revocation.applying(deleted)
+    async with db.read_connection() as connection:
+        assert len((await connection.execute(REVOKED_SUBJECTS.select())).all()) == 1
+
+
+async def test_a_deletion_is_not_lost_to_an_unlock_written_at_the_same_moment(db: Database) -> None:
+    await apply_alone(db, RevocationChange("ann", "locked", at(0)))
+    async with db.writing() as connection:
+        await RevocationStore(connection).apply(RevocationChange("ann", "deleted", at(10)), datetime.now(UTC))
+        unlock = asyncio.create_task(apply_alone(db, RevocationChange("ann", "unlocked", at(20))))
+        await until_waiting_for_a_lock(db, unlock)
+    assert (await unlock).deleted  # it read the deletion before deciding, not the lock it saw before
+    async with db.read_connection() as connection:
+        stored = await RevocationStore(connection).get("ann")
+    assert stored is not None and stored.deleted and stored.not_before == at(20)

@@ -623,6 +623,34 @@ async def test_dead_letter_topics_made_with_the_old_seven_day_default_keep_their
     assert len(await message_log.read(dlq)) == 1
 
 
+# Embedded only: on Kafka the same configs become retention.ms (app/tests/test_kafka_init.py).
+@pytest.mark.parametrize("message_log", ["embedded"], indirect=True)
+async def test_a_topic_of_personal_data_its_dead_letters_and_redeliveries_are_kept_only_as_long_as_it_says(
+    ledger_db: Database, message_log: MessageLog
+) -> None:
+    from datetime import timedelta
+
+    from gatherly.kernel.log.base import OutgoingMessage, utcnow
+
+    deposit = deposit_event()
+    short_lived = type(
+        f"Private{deposit.__name__}",
+        (deposit,),
+        {"__module__": __name__, "TYPE": f"{deposit.TYPE}.private", "TOPIC_RETENTION": timedelta(hours=1)},
+    )
+    group = group_name()
+    worker = worker_for(ledger_consumers(short_lived, group), message_log, ledger_db)
+    await worker.ensure_topics()
+    kept = [deposit.TOPIC, dead_letter_topic(deposit.TOPIC), redelivery_topic(group)]
+    await message_log.publish([OutgoingMessage(topic, "k", b"{}", {}) for topic in kept])
+    enforce = getattr(message_log, "enforce_retention", None)
+    assert enforce is not None
+    await enforce(now=utcnow() + timedelta(minutes=59))
+    assert [len(await message_log.read(topic)) for topic in kept] == [1, 1, 1]
+    await enforce(now=utcnow() + timedelta(minutes=61))
+    assert [len(await message_log.read(topic)) for topic in kept] == [0, 0, 0]
+
+
 async def test_a_resumed_partition_whose_record_is_gone_does_not_make_polling_spin(
     ledger_db: Database, message_log: MessageLog
 ) -> None:

@@ -181,6 +181,17 @@ async def test_a_group_behind_the_kept_records_resumes_at_the_earliest_kept_one(
         assert [r.offset for r in records] == list(range(5, 10))
 
 
+async def test_an_existing_topic_takes_a_shorter_retention_asked_for_but_never_a_longer_one(tmp_path: Path) -> None:
+    # A topic made with the default, then declared short-lived (personal data): its records must not stay longer.
+    async with EmbeddedLog(tmp_path / "log.sqlite") as log:
+        await log.ensure_topics([TopicConfig("t", partitions=1)])
+        newer = await old_and_new(log, "t")
+        await log.ensure_topics([TopicConfig("t", partitions=1, retention_ms=60_000)])
+        await log.ensure_topics([TopicConfig("t", partitions=1)])  # a longer one asked for later changes nothing
+
+        assert await log.enforce_retention(now=newer + timedelta(milliseconds=60_000)) == 5
+
+
 async def test_a_topic_without_retention_keeps_everything(tmp_path: Path) -> None:
     log = await open_embedded_log(tmp_path / "log.sqlite")
     try:

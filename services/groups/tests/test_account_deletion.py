@@ -52,7 +52,14 @@ async def _rows_of(api: Any, table: Any, person: Person) -> int:
         return int(await stores.groups.session.scalar(query) or 0)
 
 
-NOTHING = {"memberships": 0, "join_requests": 0, "bans": 0, "organizers_succeeded": 0, "groups_deleted": 0}
+NOTHING = {
+    "memberships": 0,
+    "join_requests": 0,
+    "bans": 0,
+    "organizers_succeeded": 0,
+    "groups_deleted": 0,
+    "invitations_redacted": 0,
+}
 
 
 async def test_memberships_requests_and_bans_end_with_their_events_and_one_reply(shared_api: Any) -> None:
@@ -79,6 +86,8 @@ async def test_memberships_requests_and_bans_end_with_their_events_and_one_reply
     assert [e.type for e in asked] == ["join_request.created", "join_request.withdrawn"]
     for table in (memberships, join_requests, bans, known_people):
         assert await _rows_of(api, table, zed) == 0, table.name
+    lifted = [e for e in await api.published("membership", banning["id"]) if e.type == "membership.ban_lifted"]
+    assert [(e.payload["user_id"], e.payload["lifted_by"]) for e in lifted] == [(zed.user_id, zed.user_id)]
     [reply] = await _replies(api, zed)
     assert reply.payload["deletion_id"] == deletion_id and reply.payload["service"] == "groups"
     assert reply.payload["what"] == {**NOTHING, "memberships": 1, "join_requests": 1, "bans": 1}
@@ -165,7 +174,7 @@ async def test_a_group_nobody_else_belongs_to_is_deleted_through_its_saga(shared
     assert deleted.type == "group.deleted"
     assert (deleted.payload["deleted_by"], deleted.payload["member_ids"], deleted.payload["requester_ids"]) == (
         zed.user_id,
-        [zed.user_id],
+        [],  # nobody to tell: the deleted person is no member any more
         [waiting.user_id],
     )
     async with api.stores() as stores:

@@ -410,6 +410,15 @@ def test_an_email_invitation_is_usable_only_by_the_person_with_that_confirmed_ad
     replace(mailed, email=None).check_usable(now, address_hash("tom@example.com"))
 
 
+def test_an_invitation_whose_address_was_erased_with_its_account_admits_nobody() -> None:
+    now = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    redacted = Invitation("i", GroupId("g"), UserId("ann"), now, now + timedelta(days=1), max_uses=1, uses=0)
+    redacted = replace(redacted, redacted_at=now)  # no address left: it must not read as a link invitation
+    for anyone in (address_hash("sam@example.com"), None):
+        with pytest.raises(InvitationUnusable, match="deleted"):
+            redacted.check_usable(now, anyone)
+
+
 def test_the_daily_bound_on_email_invitations_says_when_a_place_frees_up() -> None:
     now = datetime(2026, 1, 1, 12, tzinfo=UTC)
     check_invitation_quota(4, now - timedelta(hours=1), 5, now, by="from one person")

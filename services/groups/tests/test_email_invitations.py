@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from sqlalchemy import select
 
-from gatherly.app.testing import FAST_SETTINGS, running_gatherly, wait_for_mail
+from gatherly.app.testing import FAST_SETTINGS, running_gatherly, sign_up, wait_for_mail
+from gatherly.groups.tables import invitations
 from gatherly.kernel.clock import FrozenClock
 from gatherly.kernel.testing import DB_BACKENDS
 
@@ -71,6 +73,39 @@ async def test_an_email_invitation_lets_in_only_the_person_whose_confirmed_email
     assert (await api.get(group["id"], cat))["my_membership"] is None
 
     assert (await _join_with(api, bob, group["id"], token)).json() == {"status": "member"}
+
+
+async def test_an_invitation_to_a_deleted_account_keeps_no_address_and_admits_nobody(api: Any) -> None:
+    (cat,) = await api.people("Cat")
+    olga = await sign_up(api.running, display_name="Olga Inviting")  # her own daily bound: the module's is spent
+    dora = await sign_up(api.running, display_name="Dora Leaving")  # this test's own: she deletes her account
+    group = await api.create(olga, name=f"For Dora {uuid.uuid4().hex[:6]}", join_policy="approval", questions=["?"])
+    await api.running.settle()
+    to_dora = await _invite(api, olga, group["id"], email=dora.email)
+    someone = _address()
+    to_someone = await _invite(api, olga, group["id"], email=someone)
+    assert to_dora.status_code == to_someone.status_code == 201, (to_dora.text, to_someone.text)
+    to_dora, to_someone = to_dora.json(), to_someone.json()
+
+    assert (await api.client.delete("/api/users/me", headers=dora.auth)).status_code == 202
+    await api.running.settle()
+
+    listed = await api.client.get(f"/api/groups/{group['id']}/invitations", headers=olga.auth)
+    assert dora.email not in listed.text
+    items = {item["id"]: item for item in listed.json()["items"]}
+    assert (items[to_dora["id"]]["email"], items[to_dora["id"]]["account_deleted"]) == (None, True)
+    assert (items[to_someone["id"]]["email"], items[to_someone["id"]]["account_deleted"]) == (someone, False)
+    async with api.stores() as stores:
+        row = (await stores.groups.session.execute(select(invitations).where(invitations.c.id == to_dora["id"]))).one()
+    assert (row.email, row.email_hash) == (None, None) and row.redacted_at is not None
+
+    # Without its address it is no open link: not for anyone holding it, nor for whoever takes the address next.
+    for person in (cat, await sign_up(api.running, email=dora.email, display_name="Dora Again")):
+        await api.running.settle()
+        refused = await _join_with(api, person, group["id"], to_dora["token"])
+        assert refused.status_code == 410, refused.text
+        assert "account that has been deleted" in refused.json()["detail"]
+        assert (await api.get(group["id"], person))["my_membership"] is None
 
 
 async def test_a_link_invitation_still_lets_in_whoever_holds_it(api: Any) -> None:

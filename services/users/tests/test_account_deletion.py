@@ -12,14 +12,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 from structlog.testing import capture_logs
 
 from gatherly.app.testing import Person, RunningGatherly, mail_to, sign_up, wait_for_mail
-from gatherly.contracts.users import UserDeleted, UserDeletionStepDone
+from gatherly.contracts.users import UserDeleted, UserDeletionStepDone, UserExportArchiveReady
 from gatherly.kernel.clock import FrozenClock
 from gatherly.kernel.messages import Envelope
 from gatherly.users import service
+from gatherly.users.domain import ACCOUNT_DELETED, ExportStatus
 from gatherly.users.store import UsersUnitOfWork, reading, unit_of_work
+from gatherly.users.tables import mail_outbox
 
 Published = Callable[..., Awaitable[list[Any]]]
 LinkInMail = Callable[..., Awaitable[str]]
@@ -295,3 +298,75 @@ async def test_the_deadline_is_the_setting(users: RunningGatherly, monkeypatch: 
         saga = await stores.deletions.sagas.get(deletion_id)
     assert deletion is not None and saga is not None and saga.created_at is not None
     assert deletion.deadline_at - saga.created_at == timedelta(seconds=90)
+
+
+# --- what was under way when the account was deleted ---------------------------------------------------------------
+
+
+class DownMailer:
+    """An SMTP server that refuses everything: queued mail stays in the outbox."""
+
+    attempts = 0
+
+    async def send(self, message: object) -> None:
+        self.attempts += 1
+        raise ConnectionRefusedError("SMTP server down")
+
+
+async def _queued_to(users: RunningGatherly) -> list[str]:
+    async with users.process.host("users").context.db.read_connection() as connection:
+        return list((await connection.execute(select(mail_outbox.c.recipient))).scalars())
+
+
+async def test_mails_not_yet_sent_to_a_deleted_person_are_never_sent(users: RunningGatherly) -> None:
+    person, other = await sign_up(users), await sign_up(users)
+    new_address = f"new-{uuid.uuid4().hex[:8]}@example.org"
+    real = users.process.platform.mailer
+    users.process.platform.mailer = DownMailer()  # the `users` fixture puts the real one back
+    for someone in (person, other):
+        reset = await users.client.post("/api/auth/password-reset", json={"email": someone.email})
+        assert reset.status_code == 202, reset.text
+    change = await users.client.post(
+        "/api/users/me/email", json={"new_email": new_address, "password": person.password}, headers=person.auth
+    )
+    assert change.status_code == 202, change.text
+    queued = await _queued_to(users)
+    assert queued.count(person.email) == 2 and new_address in queued  # the reset link, the change notice; the link
+
+    assert (await _delete(users, person)).status_code == 202
+    left = await _queued_to(users)
+    assert person.email not in left and new_address not in left
+    assert other.email in left  # someone else's mail still goes
+
+    users.process.platform.mailer = real
+    mailed = len(mail_to(users.mail_dir, person.email))
+    await wait_for_mail(users, other.email, 2)  # the other's reset link went out once the server was back
+    assert len(mail_to(users.mail_dir, person.email)) == mailed
+    assert mail_to(users.mail_dir, new_address) == []
+
+
+async def test_an_export_being_made_when_the_account_is_deleted_never_becomes_ready(users: RunningGatherly) -> None:
+    person = await sign_up(users)
+    asked = await users.client.post("/api/users/me/export", headers=person.auth)
+    assert asked.status_code == 202, asked.text
+    export_id = asked.json()["export_id"]
+    assert (await _delete(users, person)).status_code == 202
+    mailed = len(mail_to(users.mail_dir, person.email))
+
+    # The images service wrote the archive before it heard of the deletion (it then deletes it).
+    now = datetime.now(UTC)
+    ready = UserExportArchiveReady(
+        user_id=person.user_id,
+        export_id=export_id,
+        download_url="https://gatherly.example/media/exports/x.zip",
+        expires_at=now + timedelta(days=2),
+        size_bytes=1000,
+    )
+    await users.process.platform.log.publish([Envelope.wrap(ready, now).to_message()])
+    await users.settle()
+
+    async with reading(users.process.host("users").context.db) as stores:
+        export = await stores.exports.get(export_id)
+    assert export is not None
+    assert (export.status, export.reason, export.download_url) == (ExportStatus.FAILED, ACCOUNT_DELETED, None)
+    assert len(mail_to(users.mail_dir, person.email)) == mailed

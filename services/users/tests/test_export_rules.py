@@ -1,12 +1,14 @@
 """The data-export saga's rules in the users service, without a database: which parts count, who did not
-answer, when the link works, and when a new request gets the pending export."""
+answer, when the link works, when a new request gets the pending export, and how many a day."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from gatherly.contracts.users import EXPORT_PARTS
-from gatherly.users.domain import DataExport, ExportStatus, UserId
+from gatherly.users.domain import DataExport, ExportStatus, TooManyExports, UserId, export_to_give
 
 NOON = datetime(2026, 6, 1, 12, tzinfo=UTC)
 
@@ -18,6 +20,7 @@ def pending(**changes: object) -> DataExport:
         "status": ExportStatus.PENDING,
         "reason": None,
         "deadline_at": NOON + timedelta(hours=1),
+        "requested_at": NOON,
     }
     return DataExport(**{**values, **changes})  # type: ignore[arg-type]
 
@@ -50,3 +53,16 @@ def test_the_link_is_shown_until_it_expires() -> None:
     assert ready.link(NOON) == "https://x/e.zip"
     assert ready.link(NOON + timedelta(days=2)) is None
     assert pending().link(NOON) is None
+
+
+def test_a_request_gets_the_export_being_made_else_a_new_one_up_to_the_day_s_limit() -> None:
+    made = [pending(id=f"e-{n}", requested_at=NOON - timedelta(hours=n), status=ExportStatus.READY) for n in (1, 2)]
+    assert export_to_give(made, NOON, per_day=3) is None
+    live = pending(id="e-0")
+    assert export_to_give([live, *made], NOON, per_day=3) is live  # one at a time, even at the limit
+    with pytest.raises(TooManyExports) as refused:
+        export_to_give([pending(id="e-0", status=ExportStatus.FAILED), *made], NOON, per_day=3)
+    assert refused.value.retry_after == int(timedelta(hours=22).total_seconds())  # when e-2 leaves the 24 hours
+    with pytest.raises(TooManyExports) as almost:
+        export_to_give(made, NOON + timedelta(hours=22) - timedelta(microseconds=1), per_day=2)
+    assert almost.value.retry_after == 1  # never "try again in 0 s"

@@ -273,7 +273,8 @@ export interface paths {
         /**
          * Export Me
          * @description Ask for a copy of everything Gatherly holds of you: an email brings a link to one zip when it is ready.
-         *     Asked again while an export is pending, the answer names that one.
+         *     Asked again while an export is pending, the answer names that one. At most `GATHERLY_EXPORTS_PER_PERSON_PER_DAY`
+         *     (3) in any 24 hours: one more is 429 with Retry-After.
          */
         post: operations["users_export_me"];
         delete?: never;
@@ -1763,6 +1764,11 @@ export interface components {
             email: string | null;
             /** Revoked */
             revoked: boolean;
+            /**
+             * Account Deleted
+             * @description Sent to an account that has since been deleted: its address is erased (`email` is null) and the invitation admits nobody.
+             */
+            account_deleted: boolean;
         };
         /**
          * JoinBody
@@ -1949,6 +1955,11 @@ export interface components {
             email: string | null;
             /** Revoked */
             revoked: boolean;
+            /**
+             * Account Deleted
+             * @description Sent to an account that has since been deleted: its address is erased (`email` is null) and the invitation admits nobody.
+             */
+            account_deleted: boolean;
             /**
              * Token
              * @description Shown this once (only a hash is kept): join with {"invitation": token}.
@@ -3989,6 +4000,15 @@ export interface operations {
             };
             /** @description Query string too long */
             414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };

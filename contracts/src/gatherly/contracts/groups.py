@@ -162,7 +162,8 @@ class MembershipRemoved(MembershipEvent):
 
 
 class MembershipBanLifted(MembershipEvent):
-    """A manager lifted a ban: `user_id` may ask to join (or join) again. No membership comes back with it."""
+    """A manager lifted a ban: `user_id` may ask to join (or join) again. No membership comes back with it. Also
+    published when the banned person's account is deleted (`lifted_by` is then the person themself)."""
 
     TYPE: ClassVar[str] = "membership.ban_lifted"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
@@ -149,6 +149,10 @@ class UserExportEvent(IntegrationEvent):
 
     TOPIC: ClassVar[str] = "user_export"
     AGGREGATE_ID: ClassVar[str] = "user_id"
+    # The parts carry everything a service holds of the person, and the archive's event a link to all of it: they
+    # are of no use after the export's deadline (an hour) and must not outlast a deletion by the log's 7 days (nor,
+    # parked on the dead-letter topic, for ever). A day leaves room for an outage of the collecting service.
+    TOPIC_RETENTION: ClassVar[timedelta | None] = timedelta(days=1)
 
     user_id: str
     export_id: str

@@ -13,6 +13,7 @@ from typing import Any, TypeAlias
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import ColumnElement, Connection, Table, delete, event, literal_column, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -151,6 +152,14 @@ async def delete_in_batches(
         if count < batch_size:
             return deleted
         await asyncio.sleep(0)
+
+
+def insert_ignoring_conflicts(executor: Executor, table: Table) -> sqlite.Insert | postgresql.Insert:
+    """INSERT … ON CONFLICT DO NOTHING in the executor's dialect: a row another transaction makes at the same moment
+    stands, and this statement inserts nothing instead of failing (on PostgreSQL it waits for that transaction)."""
+    bind = executor.get_bind() if isinstance(executor, AsyncSession) else executor
+    dialect = sqlite if bind.dialect.name == "sqlite" else postgresql
+    return dialect.insert(table).on_conflict_do_nothing()
 
 
 def rowcount(result: Any) -> int:

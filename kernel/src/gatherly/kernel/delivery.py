@@ -7,7 +7,7 @@ import random
 import sqlite3
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -19,7 +19,7 @@ from sqlalchemy import delete
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 
-from gatherly.contracts.base import IntegrationEvent, all_schemas
+from gatherly.contracts.base import IntegrationEvent, all_schemas, topic_retention
 from gatherly.kernel.db import Database, delete_in_batches
 from gatherly.kernel.log.base import (
     CommitFailed,
@@ -129,6 +129,36 @@ class RetryPolicy:
 def redelivery_topic(group: str) -> str:
     """Where `gatherly dlq replay` puts a group's parked messages: read by that group only."""
     return f"gatherly.redeliver.{group}"
+
+
+# --- how long the log keeps each topic ---------------------------------------------------------------------------
+# An event topic keeps the log's default (7 days) unless its events declare a shorter retention (personal data:
+# `IntegrationEvent.TOPIC_RETENTION`). Its dead-letter topic keeps a parked message until an operator acts, except
+# that it keeps no longer than the topic's short retention: such a message is of no use past it, and the personal
+# data it carries must not be kept for ever. A group's redelivery topic keeps as long as the shortest of its topics.
+
+
+def _ms(retention: timedelta) -> int:
+    return retention // timedelta(milliseconds=1)
+
+
+def event_topic(topic: str, partitions: int) -> TopicConfig:
+    retention = topic_retention(topic)
+    return (
+        TopicConfig(topic, partitions=partitions)
+        if retention is None
+        else TopicConfig(topic, partitions, _ms(retention))
+    )
+
+
+def dead_letter_topic_config(topic: str, partitions: int) -> TopicConfig:
+    retention = topic_retention(topic)
+    return TopicConfig(dead_letter_topic(topic), partitions, None if retention is None else _ms(retention))
+
+
+def redelivery_topic_config(group: str, topics: Iterable[str], partitions: int) -> TopicConfig:
+    short = [retention for retention in map(topic_retention, topics) if retention is not None]
+    return TopicConfig(redelivery_topic(group), partitions, _ms(min(short)) if short else None)
 
 
 # Headers of a replayed message naming where it first came from (its DLQ is that topic's).
@@ -250,12 +280,13 @@ class ConsumerWorker:
         self._stopping.set()
 
     async def ensure_topics(self, partitions: int = 4) -> None:
-        """Create what this group reads and parks to: its topics, their dead-letter topics (kept forever: a
-        parked message must wait for an operator), and its redelivery topic."""
+        """Create what this group reads and parks to: its topics, their dead-letter topics (a parked message waits
+        for an operator) and its redelivery topic, each kept as long as "how long the log keeps each topic" says."""
+        topics = sorted(self.spec.topics)
         await self.log.ensure_topics(
-            [TopicConfig(t, partitions=partitions) for t in sorted(self.spec.topics)]
-            + [TopicConfig(dead_letter_topic(t), partitions=partitions, retention_ms=None) for t in self.spec.topics]
-            + [TopicConfig(redelivery_topic(self.spec.group), partitions=partitions, retention_ms=None)]
+            [event_topic(t, partitions) for t in topics]
+            + [dead_letter_topic_config(t, partitions) for t in topics]
+            + [redelivery_topic_config(self.spec.group, topics, partitions)]
         )
 
     async def run(self) -> None:

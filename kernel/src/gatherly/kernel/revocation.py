@@ -15,10 +15,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import RowMapping, bindparam, insert, select, update
+from sqlalchemy import RowMapping, bindparam, select, update
 
 from gatherly.contracts.users import UserDeleted, UserLocked, UserUnlocked
-from gatherly.kernel.db import Database, Executor
+from gatherly.kernel.db import Database, Executor, insert_ignoring_conflicts
 from gatherly.kernel.delivery import ConsumerRegistry
 from gatherly.kernel.tables import KERNEL_METADATA
 from gatherly.kernel.uow import OutboxSignal, UnitOfWork
@@ -32,6 +32,9 @@ REFRESH_OVERLAP = timedelta(minutes=5)
 REVOKED_SUBJECTS = KERNEL_METADATA.tables["revoked_subjects"]
 _CHANGED_SINCE = select(REVOKED_SUBJECTS).where(REVOKED_SUBJECTS.c.changed_at >= bindparam("since"))
 _ROW = select(REVOKED_SUBJECTS).where(REVOKED_SUBJECTS.c.user_id == bindparam("user_id"))
+# Two writers of one subject (the kernel's consumer and a service's own deletion step, or a lock and a deletion)
+# each read the row, decide and write: the row lock makes the second read what the first wrote, so no state is lost.
+_LOCKED_ROW = _ROW.with_for_update()
 
 
 @dataclass(frozen=True)
@@ -130,24 +133,31 @@ class RevocationStore:
         return Revocation.of_row(row) if row is not None else None
 
     async def apply(self, change: RevocationChange, now: datetime) -> Revocation:
-        """Record `change` (idempotent: a replayed or older event writes nothing); returns the subject's state."""
-        before = await self.get(change.user_id)
-        after = before.after(change) if before is not None else Revocation.applying(change)
+        """Record `change` (idempotent: a replayed or older event writes nothing); returns the subject's state.
+        Safe beside another transaction applying a change to the same subject at the same moment."""
+        before = await self._locked(change.user_id)
+        if before is None:
+            made = Revocation.applying(change)
+            inserted = await self.session.execute(
+                insert_ignoring_conflicts(self.session, REVOKED_SUBJECTS)
+                .values(user_id=change.user_id, **_values(made, now))
+                .returning(REVOKED_SUBJECTS.c.user_id)
+            )
+            if inserted.first() is not None:
+                return made
+            # Another transaction made the row first and has committed (the insert waited for it): change its row.
+            before = await self._locked(change.user_id)
+            assert before is not None, "a conflicting row that is not there"
+        after = before.after(change)
         if after == before:
             return after  # nothing new: no write, nothing for the processes to refresh
-        values = {
-            "deleted": after.deleted,
-            "locked": after.locked,
-            "not_before": after.not_before,
-            "as_of": after.as_of,
-            "changed_at": now,
-        }
-        if before is None:
-            await self.session.execute(insert(REVOKED_SUBJECTS).values(user_id=change.user_id, **values))
-        else:
-            table = REVOKED_SUBJECTS
-            await self.session.execute(update(table).where(table.c.user_id == change.user_id).values(**values))
+        table = REVOKED_SUBJECTS
+        await self.session.execute(update(table).where(table.c.user_id == change.user_id).values(**_values(after, now)))
         return after
+
+    async def _locked(self, user_id: str) -> Revocation | None:
+        row = (await self.session.execute(_LOCKED_ROW, {"user_id": user_id})).mappings().first()
+        return Revocation.of_row(row) if row is not None else None
 
     async def changed_since(self, since: datetime | None) -> list[tuple[str, Revocation, datetime]]:
         """Rows written at or after `since` (every row when None), with when each was written."""
@@ -156,6 +166,16 @@ class RevocationStore:
         else:
             result = await self.session.execute(_CHANGED_SINCE, {"since": since})
         return [(row["user_id"], Revocation.of_row(row), row["changed_at"]) for row in result.mappings()]
+
+
+def _values(revocation: Revocation, changed_at: datetime) -> dict[str, Any]:
+    return {
+        "deleted": revocation.deleted,
+        "locked": revocation.locked,
+        "not_before": revocation.not_before,
+        "as_of": revocation.as_of,
+        "changed_at": changed_at,
+    }
 
 
 class RevocationFeed:

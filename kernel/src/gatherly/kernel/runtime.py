@@ -18,9 +18,16 @@ from sqlalchemy import MetaData, text
 from gatherly.kernel.auth import TokenVerifier
 from gatherly.kernel.clock import Clock
 from gatherly.kernel.db import Database
-from gatherly.kernel.delivery import ConsumerRegistry, ConsumerWorker, RetryPolicy, prune_inbox, stuck_workers
+from gatherly.kernel.delivery import (
+    ConsumerRegistry,
+    ConsumerWorker,
+    RetryPolicy,
+    event_topic,
+    prune_inbox,
+    stuck_workers,
+)
 from gatherly.kernel.flags import Flags
-from gatherly.kernel.log.base import MessageLog, TopicConfig
+from gatherly.kernel.log.base import MessageLog
 from gatherly.kernel.mail import Mailer
 from gatherly.kernel.relay import OutboxCleaner, OutboxRelay
 from gatherly.kernel.resilience import Resilience
@@ -193,7 +200,7 @@ class ServiceHost:
             t for spec in self.definition.consumers.specs.values() for t in spec.topics
         }
         await self.context.platform.log.ensure_topics(
-            [TopicConfig(topic, partitions=settings.topic_partitions) for topic in sorted(topics)]
+            [event_topic(topic, settings.topic_partitions) for topic in sorted(topics)]
         )
         if self.definition.on_start is not None:
             await self.definition.on_start(self.context)

@@ -85,6 +85,23 @@ class SagaStore:
         row = (await self.session.execute(query)).mappings().first()
         return _state(row) if row else None
 
+    async def started_with(self, key: str, value: str, since: datetime) -> list[SagaState]:
+        """The sagas whose `data[key]` is `value` started after `since`, newest first (not indexed by `key`:
+        for lookups a person makes now and then, such as counting their requests of a day)."""
+        query = (
+            select(SAGAS)
+            .where(SAGAS.c.kind == self.kind, SAGAS.c.data[key].as_string() == value, SAGAS.c.created_at > since)
+            .order_by(SAGAS.c.created_at.desc())
+        )
+        return [_state(row) for row in (await self.session.execute(query)).mappings()]
+
+    async def pending_with(self, key: str, value: str) -> list[SagaState]:
+        """The pending sagas whose `data[key]` is `value` (not indexed by `key`: for rare lookups)."""
+        query = select(SAGAS).where(
+            SAGAS.c.kind == self.kind, SAGAS.c.status == PENDING, SAGAS.c.data[key].as_string() == value
+        )
+        return [_state(row) for row in (await self.session.execute(query)).mappings()]
+
     async def overdue(self, now: datetime, limit: int = 100) -> list[SagaState]:
         """Pending sagas past their deadline, oldest deadline first (ix_sagas_status_deadline), locked for the
         caller's transaction. On PostgreSQL those another process is handling right now are skipped (SKIP LOCKED):

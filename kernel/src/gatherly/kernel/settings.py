@@ -168,6 +168,9 @@ class Settings(BaseSettings):
     # then it is deleted.
     export_deadline_seconds: int = 3600
     export_link_ttl_seconds: int = 2 * 24 * 3600
+    # Each export builds a zip of all the person's pictures, kept for the link's life: a person may start this many
+    # in any 24 hours (asked again while one is being made, they get that one); one more is refused with 429.
+    exports_per_person_per_day: int = Field(3, ge=1)
     # Notifications service. A send (one notification on one channel) is tried this many times, the wait doubling
     # from the initial delay up to the longest; then it is recorded as failed for `gatherly notifications retry`.
     notification_send_attempts: int = 6

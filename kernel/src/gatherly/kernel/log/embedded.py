@@ -266,8 +266,15 @@ class EmbeddedLog:
             (config.name, config.partitions, config.retention_ms),
         )
         if created.rowcount == 0:
-            # It exists: an existing topic keeps its partitions and retention. One exception: dead-letter topics
-            # made before they were created explicitly got the 7-day default, which would purge parked messages.
+            # It exists: an existing topic keeps its partitions and retention, with two exceptions. A shorter
+            # retention asked for is taken: it is asked for erasure (personal data must not stay longer than it).
+            if config.retention_ms is not None:
+                db.execute(
+                    "UPDATE topics SET retention_ms = ? WHERE name = ? AND (retention_ms IS NULL OR retention_ms > ?)",
+                    (config.retention_ms, config.name, config.retention_ms),
+                )
+            # And dead-letter topics made before they were created explicitly got the 7-day default, which would
+            # purge parked messages.
             if config.name.endswith(".dlq") and config.retention_ms is None:
                 db.execute(
                     "UPDATE topics SET retention_ms = NULL WHERE name = ? AND retention_ms = ?",

@@ -203,6 +203,7 @@ def _invitation_fields(invitation: Invitation) -> dict[str, Any]:
         "uses": invitation.uses,
         "email": invitation.email,
         "revoked": invitation.revoked_at is not None,
+        "account_deleted": invitation.redacted_at is not None,
     }
 
 

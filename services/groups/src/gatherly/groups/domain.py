@@ -374,10 +374,14 @@ class Invitation:
     uses: int
     email: str | None = None
     revoked_at: datetime | None = None
+    redacted_at: datetime | None = None  # sent to an account since deleted: its address is erased
 
     def check_usable(self, now: datetime, person_email_hash: str | None) -> None:
         """Usable now by this person (the hash of their confirmed email, None when not known): an email
-        invitation is tied to its address, a link invitation is for whoever holds it."""
+        invitation is tied to its address, a link invitation is for whoever holds it. One whose address was erased
+        (the account deleted) admits nobody: without its address it must not become a link for anyone."""
+        if self.redacted_at is not None:
+            raise InvitationUnusable("This invitation was sent to an account that has been deleted.")
         if self.email is not None and person_email_hash != address_hash(self.email):
             raise InvitationForAnotherAddress(
                 "This invitation was sent to another email address; log in with the account of that address."

@@ -242,6 +242,10 @@ class InvitationOut(BaseModel):
     uses: int
     email: str | None
     revoked: bool
+    account_deleted: bool = Field(
+        description="Sent to an account that has since been deleted: its address is erased (`email` is null) and "
+        "the invitation admits nobody."
+    )
 
 
 class NewInvitationOut(InvitationOut):

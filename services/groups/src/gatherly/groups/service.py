@@ -221,12 +221,18 @@ async def erase_member(uow: GroupsUnitOfWork, event: UserDeleted) -> None:
     """Runs in the consumer's unit of work, so everything here commits with the saga's reply: the person's name
     and avatar are forgotten; their memberships end (membership.left; where they were the last organizer, the
     domain's `successor` becomes organizer first, or the group is deleted through its own saga when nobody else
-    belongs); their join requests are withdrawn (join_request.withdrawn) and their bans end. A repeated message
+    belongs, without them among its `member_ids`); their join requests are withdrawn (join_request.withdrawn) and
+    their bans end (membership.ban_lifted, `lifted_by` the person); email invitations sent
+    to their confirmed address are redacted (the address erased, the invitation unusable). A repeated message
     finds nothing left to end and replies again, which the saga ignores. Without a `deletion_id` (a message written
     before the saga had replies) the same is erased and nobody is answered."""
     person = UserId(event.user_id)
+    email_hash = await uow.profiles.email_hash(person)
     await uow.profiles.forget(person, event.deleted_at)
     what = Counter({"memberships": 0, "join_requests": 0, "bans": 0, "organizers_succeeded": 0, "groups_deleted": 0})
+    # The invitations sent to their address keep no trace of it (nor admit anyone).
+    redacted = await uow.invitations.redact_sent_to(email_hash, uow.clock.now()) if email_hash is not None else 0
+    what["invitations_redacted"] = redacted
     for group_id in await uow.memberships.groups_of(person):
         group = await _locked(uow, group_id)
         what["memberships"] += 1
@@ -240,7 +246,10 @@ async def erase_member(uow: GroupsUnitOfWork, event: UserDeleted) -> None:
                 JoinRequestWithdrawn(group_id=group.id, user_id=person, group_name=group.name, withdrawn_at=now)
             )
             what["join_requests"] += 1
-    what["bans"] = await uow.bans.remove_all_of(person)
+    banned_from = await uow.bans.remove_all_of(person)
+    for group_id in banned_from:  # as when a manager lifts one: read models of bans follow (`lifted_by` the person)
+        uow.publish(MembershipBanLifted(group_id=group_id, user_id=person, lifted_by=person, lifted_at=now))
+    what["bans"] = len(banned_from)
     await uow.known.forget(person)
     if event.deletion_id is not None:
         uow.publish(
@@ -261,6 +270,8 @@ async def _end_membership_of_deleted(uow: GroupsUnitOfWork, group: Group, person
         others = [m for m in await uow.memberships.tenures(group.id) if m.user_id != person]
         heir = successor(others)
         if heir is None:
+            # Their membership ends first: `group.deleted` lists the members to tell, and they are gone.
+            await uow.memberships.remove(group.id, person)
             await _start_deletion(uow, group, person)
             return "groups_deleted"
         previous = next(m.role for m in others if m.user_id == heir)

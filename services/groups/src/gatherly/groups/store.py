@@ -771,9 +771,10 @@ class BanStore:
     async def remove_all(self, group_id: GroupId) -> None:
         await self.session.execute(delete(bans).where(bans.c.group_id == group_id))
 
-    async def remove_all_of(self, user_id: str) -> int:
-        """Every ban of this person ends; returns how many there were."""
-        return rowcount(await self.session.execute(delete(bans).where(bans.c.user_id == user_id)))
+    async def remove_all_of(self, user_id: str) -> list[GroupId]:
+        """Every ban of this person ends; returns the groups that had banned them."""
+        result = await self.session.execute(delete(bans).where(bans.c.user_id == user_id).returning(bans.c.group_id))
+        return [GroupId(group_id) for group_id in result.scalars()]
 
     async def count(self, group_id: GroupId) -> int:
         query = select(func.count()).select_from(bans).where(bans.c.group_id == group_id)
@@ -857,6 +858,7 @@ def _invitation(row: RowMapping) -> Invitation:
         uses=row["uses"],
         email=row["email"],
         revoked_at=row["revoked_at"],
+        redacted_at=row["redacted_at"],
     )
 
 
@@ -872,6 +874,7 @@ class InvitationStore:
                 token_hash=token_hash,
                 created_by=invitation.created_by,
                 email=invitation.email,
+                email_hash=address_hash(invitation.email) if invitation.email is not None else None,
                 max_uses=invitation.max_uses,
                 uses=invitation.uses,
                 created_at=invitation.created_at,
@@ -910,6 +913,15 @@ class InvitationStore:
 
     async def remove_all(self, group_id: GroupId) -> None:
         await self.session.execute(delete(invitations).where(invitations.c.group_id == group_id))
+
+    async def redact_sent_to(self, email_hash: str, now: datetime) -> int:
+        """Erase the address of every invitation sent to it (its account is deleted); returns how many."""
+        result = await self.session.execute(
+            update(invitations)
+            .where(invitations.c.email_hash == email_hash)
+            .values(email=None, email_hash=None, redacted_at=now)
+        )
+        return rowcount(result)
 
     async def emails_since(
         self, since: datetime, *, group_id: GroupId | None = None, created_by: UserId | None = None

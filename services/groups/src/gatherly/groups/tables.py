@@ -104,7 +104,12 @@ invitations = Table(
     Column("created_at", UtcDateTime(), nullable=False),
     Column("expires_at", UtcDateTime(), nullable=False),
     Column("revoked_at", UtcDateTime()),
+    # SHA-256 of `email` (kernel.addresses): the invitations of an account being deleted are found by it.
+    Column("email_hash", String(64)),
+    # The invited person's account was deleted: `email` and its hash are erased, and the invitation admits nobody.
+    Column("redacted_at", UtcDateTime()),
     Index("ix_invitations_group_id_created_at", "group_id", "created_at"),
+    Index("ix_invitations_email_hash", "email_hash"),
     # The daily bound on each inviter's email invitations.
     Index("ix_invitations_created_by_created_at", "created_by", "created_at"),
 )

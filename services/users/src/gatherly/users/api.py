@@ -28,6 +28,7 @@ from gatherly.users.domain import (
     NoDeletion,
     NoExport,
     RateLimited,
+    TooManyExports,
     UserNotFound,
     WrongPassword,
 )
@@ -70,6 +71,7 @@ STATUS_OF: dict[type[DomainError], int] = {
     EmailTaken: 409,
     AccountLocked: 429,
     RateLimited: 429,
+    TooManyExports: 429,
 }
 
 
@@ -254,13 +256,16 @@ async def get_my_deletion(me: CurrentOrDeletedUser, context: Context) -> Deletio
 
 
 @router.post(
-    "/api/users/me/export", status_code=202, response_model=ExportStarted, tags=["users"], responses=problems(401)
+    "/api/users/me/export", status_code=202, response_model=ExportStarted, tags=["users"], responses=problems(401, 429)
 )
 async def export_me(me: CurrentUser, uow: Uow, context: Context) -> ExportStarted:
     """Ask for a copy of everything Gatherly holds of you: an email brings a link to one zip when it is ready.
-    Asked again while an export is pending, the answer names that one."""
-    deadline = timedelta(seconds=context.settings.export_deadline_seconds)
-    return ExportStarted(export_id=(await service.request_export(uow, me, deadline=deadline)).id)
+    Asked again while an export is pending, the answer names that one. At most `GATHERLY_EXPORTS_PER_PERSON_PER_DAY`
+    (3) in any 24 hours: one more is 429 with Retry-After."""
+    settings = context.settings
+    deadline = timedelta(seconds=settings.export_deadline_seconds)
+    export = await service.request_export(uow, me, deadline=deadline, per_day=settings.exports_per_person_per_day)
+    return ExportStarted(export_id=export.id)
 
 
 # Export ids are UUIDs: anything else cannot name one (and is refused before reaching the database).

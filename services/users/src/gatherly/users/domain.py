@@ -10,7 +10,7 @@ import re
 import secrets
 import unicodedata
 import uuid
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -88,6 +88,13 @@ class InvalidLink(DomainError):
 
     def __init__(self) -> None:
         super().__init__("This link is not valid any more. Ask for a new one.")
+
+
+class TooManyExports(TooManyRequests):
+    def __init__(self, limit: int, retry_after: int) -> None:
+        super().__init__(
+            f"You may ask for {limit} data exports in 24 hours; try again in {retry_after} s.", retry_after=retry_after
+        )
 
 
 class NoExport(DomainError):
@@ -557,6 +564,7 @@ class DataExport:
     status: ExportStatus
     reason: str | None
     deadline_at: datetime
+    requested_at: datetime
     parts: tuple[str, ...] = ()
     download_url: str | None = None
     expires_at: datetime | None = None
@@ -582,3 +590,20 @@ class DataExport:
         if self.download_url is None or self.expires_at is None or now >= self.expires_at:
             return None
         return self.download_url
+
+
+EXPORT_LIMIT_WINDOW = timedelta(days=1)
+ACCOUNT_DELETED = "The account was deleted."  # the reason of an export the account's deletion ended
+
+
+def export_to_give(recent: Sequence[DataExport], now: datetime, *, per_day: int) -> DataExport | None:
+    """What a new export request gets, from the person's exports requested in the last EXPORT_LIMIT_WINDOW: the one
+    still being made, if any (one at a time), else None (start one) while they have made fewer than `per_day`.
+    Raises TooManyExports, saying when the oldest of them leaves the window."""
+    for export in recent:
+        if export.is_live(now):
+            return export
+    if len(recent) < per_day:
+        return None
+    oldest = min(export.requested_at for export in recent)
+    raise TooManyExports(per_day, max(1, math.ceil((oldest + EXPORT_LIMIT_WINDOW - now).total_seconds())))

@@ -42,7 +42,9 @@ from gatherly.users.crypto import (
     signing_key_for,
 )
 from gatherly.users.domain import (
+    ACCOUNT_DELETED,
     DELETION_PARTICIPANTS,
+    EXPORT_LIMIT_WINDOW,
     OWN_ERASURE,
     TOKEN_LIFETIMES,
     AccountDeletion,
@@ -80,6 +82,7 @@ from gatherly.users.domain import (
     clean_lock_reason,
     clean_topics,
     email_key,
+    export_to_give,
     is_deletion_id,
     judge_refresh,
     new_opaque_token,
@@ -759,8 +762,16 @@ async def delete_account(uow: UsersUnitOfWork, me: Principal, deadline: timedelt
         await uow.deletions.add(deletion, now)
         await uow.accounts.close(me.user_id, now)
         await uow.refresh_tokens.revoke_all_of(me.user_id, now)
+        # Mails not sent yet (a reset link, an export's link, a change-email link to the new address) are not sent
+        # to an account that is gone.
+        addresses = [a for a in [credentials.email, *await uow.one_time_tokens.pending_new_emails(me.user_id)] if a]
+        dropped = await uow.mail.drop_to(addresses)
         for purpose in TokenPurpose:  # an emailed reset link must not bring the account back meanwhile
             await uow.one_time_tokens.use_all(me.user_id, purpose, now)
+        # An export being made ends here: its archive is deleted by the images service, so it is never `ready`.
+        for export in await uow.exports.pending_of(me.user_id):
+            await uow.exports.save(replace(export, status=ExportStatus.FAILED, reason=ACCOUNT_DELETED), now)
+        log.info("account deletion started", deletion_id=deletion.id, unsent_mails_dropped=dropped)
         uow.publish(UserDeleted(user_id=me.user_id, deleted_at=now, deletion_id=deletion.id))
         return deletion
 
@@ -841,21 +852,26 @@ async def fail_overdue_deletions(uow: UsersUnitOfWork) -> int:
 # --- data export -----------------------------------------------------------------------------------------------
 
 
-async def request_export(uow: UsersUnitOfWork, me: Principal, *, deadline: timedelta) -> DataExport:
+async def request_export(uow: UsersUnitOfWork, me: Principal, *, deadline: timedelta, per_day: int) -> DataExport:
     """Start the data-export saga: every service hears `user.export_requested` and answers with its part. Asked
-    again while one is pending (and within its deadline), the person gets that one, not a second."""
+    again while one is pending (and within its deadline), the person gets that one, not a second; at most
+    `per_day` in any 24 hours (domain.export_to_give)."""
     async with uow:
         now = uow.clock.now()
-        _check_open(await uow.accounts.credentials_by_id(me.user_id))
-        latest = await uow.exports.latest_of(me.user_id)
-        if latest is not None and latest.is_live(now):
-            return latest
+        # The account's row lock: two requests at the same moment (PostgreSQL runs them side by side) would each
+        # see no export being made and start one each; the second now waits and gets the first's.
+        _check_open(await uow.accounts.credentials_by_id(me.user_id, for_update=True))
+        recent = await uow.exports.requested_since(me.user_id, now - EXPORT_LIMIT_WINDOW)
+        existing = export_to_give(recent, now, per_day=per_day)
+        if existing is not None:
+            return existing
         export = DataExport(
             id=str(uuid.uuid4()),
             user_id=UserId(me.user_id),
             status=ExportStatus.PENDING,
             reason=None,
             deadline_at=now + deadline,
+            requested_at=now,
         )
         await uow.exports.add(export, now)
         uow.publish(UserExportRequested(user_id=me.user_id, export_id=export.id, requested_at=now))

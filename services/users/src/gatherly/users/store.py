@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -80,8 +80,11 @@ class AccountStore:
         row = (await self.session.execute(select(accounts).where(accounts.c.email == email))).mappings().first()
         return Credentials.of(row) if row else None
 
-    async def credentials_by_id(self, user_id: str) -> Credentials | None:
-        row = (await self.session.execute(select(accounts).where(accounts.c.id == user_id))).mappings().first()
+    async def credentials_by_id(self, user_id: str, *, for_update: bool = False) -> Credentials | None:
+        """The account; with `for_update` its row stays locked until the transaction ends (PostgreSQL; SQLite's
+        writer is alone anyway): a person's requests that must not run side by side wait for each other."""
+        query = select(accounts).where(accounts.c.id == user_id)
+        row = (await self.session.execute(query.with_for_update() if for_update else query)).mappings().first()
         return Credentials.of(row) if row else None
 
     async def add(self, profile: Profile, password_hash: str | None, confirmed_at: datetime | None = None) -> None:
@@ -281,6 +284,16 @@ class OneTimeTokenStore:
         )
         return rowcount(result) == 1
 
+    async def pending_new_emails(self, user_id: str) -> list[str]:
+        """The addresses the person's unused change-email links would confirm (each was mailed a link)."""
+        query = select(one_time_tokens.c.new_email).where(
+            one_time_tokens.c.user_id == user_id,
+            one_time_tokens.c.purpose == TokenPurpose.CHANGE_EMAIL.value,
+            one_time_tokens.c.used_at.is_(None),
+            one_time_tokens.c.new_email.is_not(None),
+        )
+        return list((await self.session.execute(query)).scalars())
+
     async def use_all(self, user_id: str, purpose: TokenPurpose, at: datetime) -> None:
         await self.session.execute(
             update(one_time_tokens)
@@ -461,9 +474,11 @@ class ExportStore:
         saga = await self.sagas.get(export_id)
         return _export_of(saga) if saga else None
 
-    async def latest_of(self, user_id: str) -> DataExport | None:
-        saga = await self.sagas.latest_with("user_id", user_id)
-        return _export_of(saga) if saga else None
+    async def pending_of(self, user_id: str) -> list[DataExport]:
+        return [_export_of(saga) for saga in await self.sagas.pending_with("user_id", user_id)]
+
+    async def requested_since(self, user_id: str, since: datetime) -> list[DataExport]:
+        return [_export_of(saga) for saga in await self.sagas.started_with("user_id", user_id, since)]
 
     async def overdue(self, now: datetime) -> list[DataExport]:
         return [_export_of(saga) for saga in await self.sagas.overdue(now)]
@@ -492,7 +507,7 @@ def _export_data(export: DataExport) -> dict[str, Any]:
 
 
 def _export_of(saga: SagaState) -> DataExport:
-    assert saga.deadline_at is not None  # every export is started with one
+    assert saga.deadline_at is not None and saga.created_at is not None  # every export is started with them
     expires_at = saga.data.get("expires_at")
     return DataExport(
         id=saga.id,
@@ -500,6 +515,7 @@ def _export_of(saga: SagaState) -> DataExport:
         status=ExportStatus(saga.status),
         reason=saga.reason,
         deadline_at=saga.deadline_at,
+        requested_at=saga.created_at,
         parts=tuple(saga.data.get("parts", ())),
         download_url=saga.data.get("download_url"),
         expires_at=datetime.fromisoformat(expires_at) if expires_at else None,
@@ -566,6 +582,10 @@ class MailOutboxStore:
             OutgoingMail(row["id"], row["recipient"], row["subject"], row["text"], row["html"], row["attempts"])
             for row in rows
         ]
+
+    async def drop_to(self, recipients: Collection[str]) -> int:
+        """Drop the mails not yet sent to these addresses; returns how many."""
+        return rowcount(await self.session.execute(delete(mail_outbox).where(mail_outbox.c.recipient.in_(recipients))))
 
     async def sent(self, mail_id: str) -> None:
         # Deleted once delivered: the rows hold live link tokens that should not outlive their purpose.
