@@ -8,7 +8,8 @@ copy), plus the uploaded file (at most the largest slot, 15 MiB), plus 48 MiB: t
 of the picture at 40 MP: the large variant's 1,600 px over a side of at least 6,325) and the variants and encoders.
 At the pixel bound with alpha: 2 x 160 MB + 15 MiB + 48 MiB = 368 MiB per process. Each case checks its own bound.
 
-Writes bench/reports/image_processing.md (and prints it).
+Writes bench/reports/image_processing.md (and prints it). `--check CASE` measures one case once and fails when it
+exceeds its bound (the test suite runs it for the 24 MP photo).
 
     uv run python bench/image_processing.py
 """
@@ -97,9 +98,25 @@ CASES = [
 ]
 
 
+def run_case(case: str) -> dict[str, float]:
+    """One measurement of `case` in a fresh process, with the case's bound (`bound_mib`)."""
+    done = subprocess.run([sys.executable, __file__, "--case", case], check=True, capture_output=True, text=True)
+    result: dict[str, float] = json.loads(done.stdout)
+    decoded = result["width"] * result["height"] * 4 * (2 if "alpha" in case else 1)
+    result["bound_mib"] = (decoded + result["file_mib"] * MiB + 48 * MiB) / MiB
+    return result
+
+
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--case":
         print(json.dumps(measure(sys.argv[2])))
+        return
+    if len(sys.argv) == 3 and sys.argv[1] == "--check":
+        # One run of one case, failing when it exceeds its bound (services/images/tests/test_memory_bound.py).
+        result = run_case(sys.argv[2])
+        print(json.dumps(result))
+        if result["peak_mib"] > result["bound_mib"]:
+            raise SystemExit(f"memory bound exceeded: {result['peak_mib']:.0f} > {result['bound_mib']:.0f} MiB")
         return
     from gatherly.images.imaging import MAX_PIXELS
 
@@ -107,19 +124,10 @@ def main() -> None:
     rows = []
     failed = []
     for case in CASES:
-        runs = [
-            json.loads(
-                subprocess.run(
-                    [sys.executable, __file__, "--case", case], check=True, capture_output=True, text=True
-                ).stdout
-            )
-            for _ in range(3)
-        ]
+        runs = [run_case(case) for _ in range(3)]
         best = min(runs, key=lambda r: r["seconds"])
         worst_peak = max(r["peak_mib"] for r in runs)
-        alpha = "alpha" in case
-        decoded = best["width"] * best["height"] * 4 * (2 if alpha else 1)
-        case_bound = (decoded + best["file_mib"] * MiB + 48 * MiB) / MiB
+        case_bound = best["bound_mib"]
         holds = worst_peak <= case_bound
         if not holds:
             failed.append(case)

@@ -185,8 +185,12 @@ async def test_an_attempt_that_lost_its_claim_leaves_the_newer_attempts_variants
         await uow.images.save(newer)
     keys = {variant: variant_key(image.id, variant) for variant in Variant}
     storage = context.extras[STORAGE]
-    await service._make_ready(unit_of_work(context), late, keys, (8, 8), storage, url_ttl=60)
-    await service._make_ready(unit_of_work(context), newer, keys, (8, 8), storage, url_ttl=60)
+    await service._make_ready(
+        unit_of_work(context), late, keys, (8, 8), storage, urls=service.UrlPolicy(60, frozenset())
+    )
+    await service._make_ready(
+        unit_of_work(context), newer, keys, (8, 8), storage, urls=service.UrlPolicy(60, frozenset())
+    )
     async with (uow := unit_of_work(context)):
         ready = await uow.images.get(image.id)
     assert ready is not None and ready.status is Status.READY

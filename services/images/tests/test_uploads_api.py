@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import io
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from PIL import Image
 
+from gatherly.images.service import wake_tidying
+from gatherly.kernel.clock import FrozenClock
 from gatherly.kernel.messages import Envelope
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -151,3 +154,25 @@ async def test_a_person_holds_a_bounded_number_of_open_uploads_and_deleting_one_
     await api.slot(other, data)
     assert (await api.client.delete(f"/api/images/{slots[0]['image_id']}", headers=hoarder.auth)).status_code == 204
     await api.slot(hoarder, data)
+
+
+async def test_an_upload_never_completed_expires_and_its_object_is_deleted(api: Any, pictures: Any) -> None:
+    ann = await api.person()
+    data = pictures.jpeg()
+    slot = await api.slot(ann, data)
+    assert (await api.send(slot["upload"], data)).status_code in (200, 201, 204)
+    original = f"uploads/{slot['image_id']}"
+    assert await exists(api, original)
+    context = api.running.process.host("images").context
+    platform = api.running.process.platform
+    real = platform.clock
+    platform.clock = FrozenClock(real.now() + timedelta(seconds=api.running.settings.image_upload_ttl_seconds + 1))
+    try:
+        wake_tidying(context)
+        image = await api.outcome(ann, slot["image_id"], timeout=30)
+        assert image["status"] == "rejected" and "not completed before its slot expired" in image["reason"]
+        await gone(api, original, "the object of an upload never completed was not deleted when its slot expired")
+    finally:
+        platform.clock = real
+    (rejected,) = [e for e in await published(api, slot["image_id"]) if e.type == "image.rejected"]
+    assert "expired" in rejected.payload["reason"]

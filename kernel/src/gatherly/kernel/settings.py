@@ -10,6 +10,10 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The images service's purposes (gatherly.images.domain.Purpose; a test there keeps the two alike).
+ImagePurpose = Literal["avatar", "group_banner", "event_cover", "event_photo"]
+PUBLIC_IMAGE_PURPOSES: tuple[ImagePurpose, ...] = ("avatar", "group_banner", "event_cover")
+
 
 class Mode(StrEnum):
     EMBEDDED = "embedded"
@@ -156,6 +160,9 @@ class Settings(BaseSettings):
     s3_secret_access_key: SecretStr = SecretStr("")
     # Where variants are public (a CDN or a bucket policy), e.g. https://cdn.example.org; empty: presigned GETs.
     s3_public_url: str = ""
+    # The purposes whose variants get public URLs when s3_public_url is set; the others stay presigned GETs. Shown
+    # to anyone by default: avatars, banners, covers. Event photos may come from members-only groups.
+    s3_public_purposes: list[ImagePurpose] = Field(default_factory=lambda: list(PUBLIC_IMAGE_PURPOSES))
     image_upload_ttl_seconds: int = 30 * 60  # an upload slot's life: upload and complete within it
     image_url_ttl_seconds: int = 7 * 24 * 3600  # signed variant URLs (SigV4 allows at most 7 days)
     image_open_uploads_per_person: int = 20  # unfinished uploads one person may hold (each reserves space); 0: any

@@ -112,7 +112,7 @@ async def get_image(image_id: str, caller: CurrentUser, context: ServiceContext 
             image_id,
             UserId(caller.user_id),
             now=context.clock.now(),
-            url_ttl=context.settings.image_url_ttl_seconds,
+            urls=service.UrlPolicy.of(context.settings),
         )
     return _image_out(view)
 

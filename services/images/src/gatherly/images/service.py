@@ -31,6 +31,7 @@ from gatherly.images.domain import (
     Image,
     ImageId,
     ImageNotFound,
+    Purpose,
     Rejection,
     Slot,
     Status,
@@ -46,6 +47,7 @@ from gatherly.images.storage import PRIVATE, ObjectStorage, StorageUnavailable, 
 from gatherly.images.store import ImagesUnitOfWork, Stores
 from gatherly.kernel.revocation import RevocationChange
 from gatherly.kernel.runtime import ServiceContext
+from gatherly.kernel.settings import Settings
 
 # Keys of ServiceContext.extras, filled when the service starts (__init__.py).
 STORAGE = "storage"
@@ -84,12 +86,30 @@ class NewUpload:
     target: UploadTarget
 
 
-def variant_urls(image: Image, storage: ObjectStorage, *, now: datetime, url_ttl: int) -> ImageVariants | None:
+@dataclass(frozen=True)
+class UrlPolicy:
+    """How variant URLs are made: signed for `ttl_seconds`, or public (S3 with a public base URL) for the purposes
+    in `public` — avatars and banners are shown to anyone, an event photo may belong to a members-only group."""
+
+    ttl_seconds: int
+    public: frozenset[Purpose]
+
+    @classmethod
+    def of(cls, settings: Settings) -> UrlPolicy:
+        return cls(settings.image_url_ttl_seconds, frozenset(map(Purpose, settings.s3_public_purposes)))
+
+
+def variant_urls(image: Image, storage: ObjectStorage, *, now: datetime, urls: UrlPolicy) -> ImageVariants | None:
     if image.status is not Status.READY:
         return None
-    expires_at = now + timedelta(seconds=url_ttl)
-    urls = {variant.value: storage.download_url(key, expires_at=expires_at) for variant, key in image.variants.items()}
-    return ImageVariants(**urls)
+    expires_at = now + timedelta(seconds=urls.ttl_seconds)
+    private = image.purpose not in urls.public
+    return ImageVariants(
+        **{
+            variant.value: storage.download_url(key, expires_at=expires_at, private=private)
+            for variant, key in image.variants.items()
+        }
+    )
 
 
 async def request_upload(
@@ -131,12 +151,12 @@ async def complete_upload(uow: ImagesUnitOfWork, image_id: str, person: UserId) 
 
 
 async def view_image(
-    stores: Stores, storage: ObjectStorage, image_id: str, person: UserId, *, now: datetime, url_ttl: int
+    stores: Stores, storage: ObjectStorage, image_id: str, person: UserId, *, now: datetime, urls: UrlPolicy
 ) -> ImageView:
     image = await stores.images.get(image_id)
     if image is None or not image.visible_to(person):
         raise ImageNotFound(image_id)
-    return ImageView(image, variant_urls(image, storage, now=now, url_ttl=url_ttl))
+    return ImageView(image, variant_urls(image, storage, now=now, urls=urls))
 
 
 async def delete_image(uow: ImagesUnitOfWork, image_id: str, person: UserId) -> None:
@@ -214,7 +234,7 @@ async def _read_upload(storage: ObjectStorage, image: Image) -> bytes:
     return data
 
 
-async def process_next(uow: ImagesUnitOfWork, storage: ObjectStorage, *, url_ttl: int) -> Image | None:
+async def process_next(uow: ImagesUnitOfWork, storage: ObjectStorage, *, urls: UrlPolicy) -> Image | None:
     """Process the next completed upload, if any: ready with its variants, or rejected with the reason. Returns the
     outcome. A storage failure leaves it to be tried again after a backoff, and is raised (StorageUnavailable)."""
     image = await _claim(uow)
@@ -235,7 +255,7 @@ async def process_next(uow: ImagesUnitOfWork, storage: ObjectStorage, *, url_ttl
     except StorageUnavailable:
         await _try_later(uow, image, written)
         raise
-    return await _make_ready(uow, image, keys, (processed.width, processed.height), storage, url_ttl=url_ttl)
+    return await _make_ready(uow, image, keys, (processed.width, processed.height), storage, urls=urls)
 
 
 async def _reject(uow: ImagesUnitOfWork, claimed: Image, reason: str) -> Image:
@@ -256,7 +276,7 @@ async def _make_ready(
     size: tuple[int, int],
     storage: ObjectStorage,
     *,
-    url_ttl: int,
+    urls: UrlPolicy,
 ) -> Image:
     async with uow:
         now = uow.clock.now()
@@ -272,10 +292,10 @@ async def _make_ready(
             return image
         image = image.make_ready(variants, *size, now=now)
         await uow.images.save(image)
-        urls = variant_urls(image, storage, now=now, url_ttl=url_ttl)
-        assert urls is not None
+        made = variant_urls(image, storage, now=now, urls=urls)
+        assert made is not None
         ready = ImageReady(
-            image_id=image.id, owner_id=image.owner_id, purpose=image.purpose.value, variants=urls, ready_at=now
+            image_id=image.id, owner_id=image.owner_id, purpose=image.purpose.value, variants=made, ready_at=now
         )
         uow.publish(ready)
         return image

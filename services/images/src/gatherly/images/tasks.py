@@ -30,11 +30,11 @@ async def process_uploads(context: ServiceContext) -> None:
     """Background task: process completed uploads one at a time (one decoded picture in memory per process).
     When storage fails, the image waits out a backoff of its own (service.process_next) and is tried again."""
     wake: asyncio.Event = context.extras[UPLOADS_COMPLETED]
-    url_ttl = context.settings.image_url_ttl_seconds
+    urls = service.UrlPolicy.of(context.settings)
     while True:
         wake.clear()
         try:
-            while image := await service.process_next(unit_of_work(context), storage_of(context), url_ttl=url_ttl):
+            while image := await service.process_next(unit_of_work(context), storage_of(context), urls=urls):
                 log.info("image processed", image_id=image.id, status=image.status.value, reason=image.reason)
                 wake_tidying(context)  # the original upload is garbage now
         except StorageUnavailable as error:
