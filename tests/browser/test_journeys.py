@@ -24,6 +24,9 @@ from browsing import (
 )
 from playwright.sync_api import Page, Playwright, expect
 
+# Installing the service worker precaches the whole build (about 3 MB): on a saturated machine it takes longer than
+# the 15 s an expectation waits.
+SERVICE_WORKER_MS = 60_000
 CHANGE_EMAIL_LINK = re.compile(r"/confirm-email\?token=([^\s\"'<>]+)")
 
 
@@ -267,7 +270,7 @@ def test_an_rsvp_made_offline_is_pending_then_sent_and_seen_pages_read_offline(
     member = context.new_page()
     log_in(member, member_email)
     # Installing the service worker precaches the shell first: only then are API answers kept for offline use.
-    member.wait_for_function("() => navigator.serviceWorker.controller !== null")
+    member.wait_for_function("() => navigator.serviceWorker.controller !== null", timeout=SERVICE_WORKER_MS)
     member.goto(f"/events/{event_id}")
     expect(member.get_by_role("heading", level=1)).to_have_text(event)
     _join(member, group)
@@ -307,7 +310,7 @@ def test_the_shell_loads_with_the_network_off(new_context: NewContext) -> None:
     context = new_context(PHONE)
     page = context.new_page()
     page.goto("/")
-    page.wait_for_function("() => navigator.serviceWorker.controller !== null")
+    page.wait_for_function("() => navigator.serviceWorker.controller !== null", timeout=SERVICE_WORKER_MS)
     context.set_offline(True)
     for path in ("/", "/login", "/groups/never-seen"):
         page.goto(path)
@@ -331,7 +334,7 @@ def test_the_app_is_installable(server: Server, playwright: Playwright, tmp_path
 
 def _check_installable(server: Server, page: Page) -> None:
     page.goto("/")
-    page.wait_for_function("() => navigator.serviceWorker.controller !== null")
+    page.wait_for_function("() => navigator.serviceWorker.controller !== null", timeout=SERVICE_WORKER_MS)
     assert page.evaluate("window.isSecureContext")
     href = page.locator('link[rel="manifest"]').get_attribute("href")
     assert href
