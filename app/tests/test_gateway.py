@@ -26,6 +26,24 @@ async def test_the_web_app_is_served_at_the_root_and_for_client_side_routes(gath
         assert "<title>Gatherly</title>" in response.text
 
 
+async def test_paths_no_file_system_takes_get_the_web_app_not_a_500(gatherly: RunningGatherly) -> None:
+    """A name longer than the file system allows (ENAMETOOLONG), a NUL, a lone surrogate's bytes, a way out of the
+    build: each is no file of the app, so index.html answers (found by driving gatherly up from outside: a 500)."""
+    for path in (
+        "/" + "a" * 300,
+        "/assets/" + "b" * 5000 + ".js",
+        "/%00",
+        "/assets/x%00.js",
+        "/%ed%b0%80",
+        "/%ff%fe",
+        "/assets/..%2f..%2f..%2fpyproject.toml",
+        "/%2e%2e/%2e%2e/pyproject.toml",
+    ):
+        response = await gatherly.client.get(path)
+        assert response.status_code == 200, (path[:40], response.status_code)
+        assert "<title>Gatherly</title>" in response.text
+
+
 async def test_unknown_api_paths_are_problems_not_the_web_app(gatherly: RunningGatherly) -> None:
     response = await gatherly.client.get("/api/nothing-here")
     assert response.status_code == 404

@@ -23,6 +23,14 @@ REPO = Path(__file__).resolve().parents[2]
 WEB_DIST = REPO / "web" / "dist"
 AXE = REPO / "web" / "node_modules" / "axe-core" / "axe.min.js"
 CHROMIUM = os.environ.get("GATHERLY_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 # The README names this folder: each main screen, on a phone and on a desktop, after every run.
 SCREENSHOTS = REPO / "web" / "screenshots"
 PHONE = {"width": 360, "height": 740}
@@ -99,9 +107,15 @@ def check_accessibility(page: Page) -> None:
 
 
 def screenshot(page: Page, name: str) -> None:
-    width = page.viewport_size["width"] if page.viewport_size else 0
+    """The screen as it is, on a phone and on a desktop: `<name>-phone.png` and `<name>-desktop.png` (the page is
+    resized for each, then given its own size back)."""
+    own = page.viewport_size
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}-{'phone' if width < 600 else 'desktop'}.png"), full_page=True)
+    for device, viewport in (("phone", PHONE), ("desktop", DESKTOP)):
+        page.set_viewport_size(viewport)
+        page.screenshot(path=str(SCREENSHOTS / f"{name}-{device}.png"), full_page=True)
+    if own:
+        page.set_viewport_size(own)
 
 
 def picture(side: int = 600) -> bytes:

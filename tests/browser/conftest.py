@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from browsing import BERLIN, CHROMIUM, PHONE, WEB_DIST, NewContext, Server, free_port
+from browsing import BERLIN, CHROMIUM, CHROMIUM_ARGS, PHONE, WEB_DIST, NewContext, Server, free_port
 from playwright.sync_api import Browser, BrowserContext, Playwright, sync_playwright
 
 
@@ -76,17 +76,7 @@ def playwright() -> Iterator[Playwright]:
 def browser(playwright: Playwright) -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
         raise AssertionError(f"{CHROMIUM} is missing: run `make chromium` (scripts/chromium.sh)")
-    browser = playwright.chromium.launch(
-        executable_path=CHROMIUM,
-        args=[
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-        ],
-    )
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     yield browser
     browser.close()
 
@@ -98,15 +88,13 @@ def new_context(browser: Browser, server: Server) -> Iterator[NewContext]:
     errors: list[str] = []  # uncaught errors in the app's pages: each one fails the test
 
     def make(viewport: dict[str, int] = PHONE, **options: Any) -> BrowserContext:
-        context = browser.new_context(
-            base_url=server.url,
-            viewport=viewport,
-            geolocation=BERLIN,
-            permissions=["geolocation"],
-            locale="en-GB",
-            timezone_id="Europe/London",
-            **options,
-        )
+        defaults = {
+            "geolocation": BERLIN,
+            "permissions": ["geolocation"],
+            "locale": "en-GB",
+            "timezone_id": "Europe/London",
+        }
+        context = browser.new_context(base_url=server.url, viewport=viewport, **{**defaults, **options})
         context.set_default_timeout(15_000)
         context.on("weberror", lambda error: errors.append(f"{error.page.url if error.page else '?'}: {error.error}"))
         made.append(context)

@@ -7,8 +7,9 @@ import re
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from browsing import DESKTOP, PHONE, NewContext, Server, check_accessibility, log_in, screenshot
+from browsing import DESKTOP, PASSWORD, PHONE, NewContext, Server, check_accessibility, log_in, screenshot
 from playwright.sync_api import expect
 
 BERLIN = {"lat": 52.52, "lng": 13.405}
@@ -22,9 +23,9 @@ def _group(server: Server, token: str, **fields: Any) -> dict[str, Any]:
         return dict(response.json())
 
 
-def _event(server: Server, token: str, group_id: str, title: str) -> str:
+def _event(server: Server, token: str, group_id: str, title: str, starts: datetime | None = None) -> str:
     """Scheduled once the events service has heard of the group (eventual: retried for a few seconds)."""
-    starts = datetime.now(UTC) + timedelta(days=5)
+    starts = starts or datetime.now(UTC) + timedelta(days=5)
     body = {
         "group_id": group_id,
         "title": title,
@@ -71,8 +72,81 @@ def test_a_typed_city_is_found_in_the_gazetteer_and_the_filters_narrow_what_is_s
     expect(page.get_by_text(title)).to_have_count(0)
     page.get_by_label("Topic").fill("chess")
     expect(page.get_by_text(title)).to_be_visible()
+    # Dates: from the day after it, the event is gone; from today again, it is back.
+    page.get_by_label("From", exact=True).fill((datetime.now(UTC) + timedelta(days=7)).strftime("%Y-%m-%d"))
+    expect(page.get_by_text("No events match.")).to_be_visible()
+    page.get_by_label("To", exact=True).fill((datetime.now(UTC) + timedelta(days=30)).strftime("%Y-%m-%d"))
+    page.get_by_label("From", exact=True).fill(datetime.now(UTC).strftime("%Y-%m-%d"))
+    expect(page.get_by_text(title)).to_be_visible()
+    page.get_by_label("To", exact=True).fill((datetime.now(UTC) + timedelta(days=2)).strftime("%Y-%m-%d"))
+    expect(page.get_by_text("No events match.")).to_be_visible()
+    page.get_by_label("To", exact=True).fill("")
+    expect(page.get_by_text(title)).to_be_visible()
+    # Distance: Leipzig is about 147 km from the venue, out of the 25 km radius and within 250 km.
+    page.get_by_label("City").fill("Leipzig")
+    page.get_by_role("button", name="Find").click()
+    expect(page.get_by_role("status")).to_have_text("Near Leipzig, Germany")
+    expect(page.get_by_text("No events match.")).to_be_visible()
+    page.locator("ion-select").click()
+    page.get_by_role("radio", name="250 km").click()
+    page.get_by_role("button", name="OK").click()
+    expect(page.get_by_text(title)).to_be_visible()
     expect(page.get_by_role("heading", name=group["name"])).to_be_visible()
     check_accessibility(page)
+
+
+def test_dates_show_both_time_zones_in_the_formats_of_the_browsers_locale(
+    server: Server, new_context: NewContext
+) -> None:
+    """The same event, 19:00 in Berlin, seen from New York in American English (12-hour clock, month before day,
+    their own time beside it) and from Berlin in German (24-hour clock, day before month, one time: the zones agree)."""
+    email, _ = server.person("Dora")
+    token = server.token_of(email)
+    day = datetime.now(UTC).date() + timedelta(days=6)
+    starts = datetime(day.year, day.month, day.day, 19, 0, tzinfo=ZoneInfo("Europe/Berlin"))
+    event_id = _event(server, token, _group(server, token)["id"], f"Lecture {time.time_ns()}", starts)
+    in_new_york = starts.astimezone(ZoneInfo("America/New_York"))
+
+    american = new_context(DESKTOP, locale="en-US", timezone_id="America/New_York").new_page()
+    american.goto(f"/events/{event_id}")
+    when = american.locator(".facts dd").first
+    expect(when).to_contain_text(re.compile(rf"{starts:%b} {day.day}, {day.year}.*7:00\s*PM\s*(GMT\+[12]|CES?T)"))
+    hour = in_new_york.hour % 12 or 12
+    expect(when).to_contain_text(
+        re.compile(rf"Your time: .*{in_new_york:%b} {in_new_york.day}.*{hour}:00\s*{in_new_york:%p}\s*E[SD]T")
+    )
+
+    german = new_context(PHONE, locale="de-DE", timezone_id="Europe/Berlin").new_page()
+    german.goto(f"/events/{event_id}")
+    when = german.locator(".facts dd").first
+    expect(when).to_contain_text(re.compile(rf"\b{day.day}\. \S+ {day.year}.*19:00\s*(MEZ|MESZ)"))
+    expect(when).not_to_contain_text("Your time")
+    expect(when).not_to_contain_text("PM")
+
+
+def test_logging_in_with_the_keyboard_alone_follows_the_order_on_screen(
+    server: Server, new_context: NewContext
+) -> None:
+    email, name = server.person("Kim")
+    page = new_context(DESKTOP).new_page()
+    page.goto("/login")
+    email_field, password_field = page.get_by_label("Email"), page.get_by_label("Password")
+    expect(email_field).to_be_visible()
+    for _ in range(20):  # reached with Tab from the top of the page
+        page.keyboard.press("Tab")
+        if email_field.evaluate("field => field === document.activeElement"):
+            break
+    expect(email_field).to_be_focused()
+    page.keyboard.type(email)
+    page.keyboard.press("Tab")
+    expect(password_field).to_be_focused()
+    page.keyboard.press("Shift+Tab")
+    expect(email_field).to_be_focused()
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Tab")  # the Log in button comes next, and Enter presses it
+    page.keyboard.press("Enter")
+    expect(page.locator("ion-toolbar .who")).to_have_text(name)
 
 
 def test_tokens_are_refreshed_silently_when_expired_or_refused(server: Server, new_context: NewContext) -> None:

@@ -118,7 +118,7 @@ export function App() {
                 <Route path="/groups/:groupId/events/new" element={<NewEvent />} />
                 <Route path="/events/:eventId" element={<EventPage />} />
                 <Route path="/events/:eventId/edit" element={<EditEvent />} />
-                <Route path="*" element={<Layout title="Not found">{null}</Layout>} />
+                <Route path="*" element={<Layout title={texts.notFound}>{null}</Layout>} />
               </Routes>
             </Suspense>
           </BrowserRouter>

@@ -12,6 +12,7 @@ export const texts = {
   updateLater: 'Later',
   loading: 'Loading…',
   screenUnavailable: 'Not available offline yet',
+  notFound: 'Not found',
   images: {
     uploading: 'Uploading…',
     processing: 'Uploaded: checking and resizing the picture…',
@@ -244,6 +245,7 @@ export const texts = {
     comment: 'Your comment',
     post: 'Post',
     calendar: 'Add to calendar',
+    calendarFile: 'Add to calendar (.ics)',
     feed: 'My calendar feed link',
     feedHint: 'Secret: anyone with this link sees what you are going to.',
     cancelled: 'This event is cancelled.',

@@ -203,7 +203,7 @@ export function EventPage() {
         <h2 id="calendar">{t.calendar}</h2>
         <p>
           <a href={`/api/events/${event.id}/ics`} download={`${event.title}.ics`}>
-            {t.calendar} (.ics)
+            {t.calendarFile}
           </a>
         </p>
         {loggedIn && (

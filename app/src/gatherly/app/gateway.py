@@ -268,8 +268,8 @@ class Gateway:
         async def web(path: str) -> Response:
             if path.startswith("api/"):
                 return problem(404, f"No API at /{path}.")
-            candidate = (web_dir / path).resolve()
-            if path and candidate.is_file() and candidate.is_relative_to(web_dir.resolve()):
+            candidate = built_file(web_dir, path)
+            if candidate:
                 # Hashed build assets never change; everything else (sw.js above all) is checked at each load, so
                 # a new version of the app is noticed and offered.
                 cache = "public, max-age=31536000, immutable" if path.startswith("assets/") else "no-cache"
@@ -278,3 +278,15 @@ class Gateway:
             return FileResponse(web_dir / "index.html", headers={"Cache-Control": "no-cache"})
 
         return app
+
+
+def built_file(web_dir: Path, path: str) -> Path | None:
+    """The file of the built web app that `path` names, or None: an empty path, one outside `web_dir`, or one no
+    file system takes (a NUL, a name longer than the system allows) is no file, so the app's router gets it."""
+    if not path:
+        return None
+    try:
+        candidate = (web_dir / path).resolve()
+        return candidate if candidate.is_relative_to(web_dir.resolve()) and candidate.is_file() else None
+    except (OSError, ValueError):  # ENAMETOOLONG and the like; ValueError: an embedded NUL
+        return None
