@@ -80,10 +80,11 @@ async def test_the_public_key_is_a_p256_point(api: Any) -> None:
     assert len(point) == 65 and point[0] == 4
 
 
-async def test_a_push_is_signed_encrypted_and_a_gone_subscription_removed(api: Any, push_service: PushService) -> None:
+async def test_a_push_is_signed_encrypted_and_gone_subscriptions_removed(api: Any, push_service: PushService) -> None:
     olga, ann = await api.person("Olga"), await api.person("Ann")
     await _subscribe(api, push_service, ann, "ann-phone")
-    await _subscribe(api, push_service, ann, "gone-ann-laptop")
+    await _subscribe(api, push_service, ann, "gone-ann-laptop")  # 410
+    await _subscribe(api, push_service, ann, "missing-ann-tablet")  # 404
     group_id = await api.group(olga, ann, name="Choir")
     sent = await api.client.post(
         f"/api/groups/{group_id}/announcements", json={"subject": "Hello", "body": "Sing!"}, headers=olga.auth

@@ -54,10 +54,10 @@ class Browser:
 @dataclass
 class PushService:
     """Receives pushes at /push/<name>: verifies the VAPID JWT, decrypts with that subscription's browser keys,
-    keeps what it read; names starting with `gone` answer 410 like an expired subscription, names starting with
-    `flaky` answer 500 to their first two pushes (a push service having a bad moment). With a `delay`, it takes
-    that long before accepting a push, and accepts it only if the sender is still connected then (a push service
-    takes a message with its 201, not before)."""
+    keeps what it read; names starting with `gone` answer 410 like an expired subscription, `missing` 404 like an
+    unknown one, `flaky` 500 to their first two pushes (a push service having a bad moment). With a `delay`, it
+    takes that long before accepting a push, and accepts it only if the sender is still connected then (a push
+    service takes a message with its 201, not before)."""
 
     browsers: dict[str, Browser] = field(default_factory=dict)
     failed: dict[str, int] = field(default_factory=dict)
@@ -71,6 +71,8 @@ class PushService:
         name = request.path_params["name"]
         if name.startswith("gone"):
             return Response(status_code=410)
+        if name.startswith("missing"):
+            return Response(status_code=404)
         if name.startswith("flaky") and self.failed.get(name, 0) < 2:
             self.failed[name] = self.failed.get(name, 0) + 1
             return Response(status_code=500)
