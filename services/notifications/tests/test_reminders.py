@@ -15,7 +15,7 @@ from gatherly.kernel.db import Database
 from gatherly.kernel.testing import DB_BACKENDS, scratch_database
 from gatherly.notifications import SERVICE
 from gatherly.notifications.service import send_due_reminders
-from gatherly.notifications.store import NotificationsUnitOfWork, reading
+from gatherly.notifications.store import NotificationsUnitOfWork, ReminderStore, reading
 from gatherly.notifications.tables import attendees, events, notifications, reminders
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -119,6 +119,37 @@ async def test_changing_the_reminder_hours_reschedules_the_events_already_planne
     ]
 
 
+async def _due_reminders(db: Database, people: list[str], due: datetime) -> None:
+    """An event two hours after `due` with `people` going, each with a two-hours-before reminder due at `due`."""
+    async with db.writing() as session:
+        await session.execute(
+            insert(events).values(
+                event_id="e1",
+                group_id="g1",
+                group_name="Runners",
+                title="Relay",
+                starts_at=due + timedelta(hours=2),
+                timezone="UTC",
+                place="Track",
+                status="scheduled",
+                sequence=1,
+            )
+        )
+        await session.execute(insert(attendees), [{"event_id": "e1", "user_id": p, "status": "going"} for p in people])
+        await session.execute(
+            insert(reminders), [{"event_id": "e1", "user_id": p, "hours_before": 2, "due_at": due} for p in people]
+        )
+
+
+async def _told_and_unsent(db: Database) -> tuple[int, int, int]:
+    """Notifications, distinct people told, and reminders not marked sent."""
+    async with db.read_session() as session:
+        told = await session.scalar(select(func.count()).select_from(notifications))
+        distinct = await session.scalar(select(func.count(func.distinct(notifications.c.user_id))))
+        unsent = await session.scalar(select(func.count()).select_from(reminders).where(reminders.c.sent_at.is_(None)))
+    return int(told or 0), int(distinct or 0), int(unsent or 0)
+
+
 @pytest.mark.parametrize("database_backend", DB_BACKENDS)
 async def test_two_workers_send_each_due_reminder_exactly_once(tmp_path: Path, database_backend: str) -> None:
     due = datetime.now(UTC) - timedelta(seconds=1)
@@ -126,26 +157,7 @@ async def test_two_workers_send_each_due_reminder_exactly_once(tmp_path: Path, d
     async with scratch_database(database_backend, tmp_path) as url:
         setup = Database(url)
         await setup.migrate(SERVICE.migrations)
-        async with setup.writing() as session:
-            await session.execute(
-                insert(events).values(
-                    event_id="e1",
-                    group_id="g1",
-                    group_name="Runners",
-                    title="Relay",
-                    starts_at=due + timedelta(hours=2),
-                    timezone="UTC",
-                    place="Track",
-                    status="scheduled",
-                    sequence=1,
-                )
-            )
-            await session.execute(
-                insert(attendees), [{"event_id": "e1", "user_id": p, "status": "going"} for p in people]
-            )
-            await session.execute(
-                insert(reminders), [{"event_id": "e1", "user_id": p, "hours_before": 2, "due_at": due} for p in people]
-            )
+        await _due_reminders(setup, people, due)
         # Two engines are two workers' connections (as two processes have); each claims batches of 7 until none is left.
         workers = [Database(url), Database(url)]
 
@@ -158,15 +170,52 @@ async def test_two_workers_send_each_due_reminder_exactly_once(tmp_path: Path, d
 
         try:
             counts = await asyncio.gather(*(work(db) for db in workers))
-            async with setup.read_session() as session:
-                told = await session.scalar(select(func.count()).select_from(notifications))
-                distinct = await session.scalar(select(func.count(func.distinct(notifications.c.user_id))))
-                unsent = await session.scalar(
-                    select(func.count()).select_from(reminders).where(reminders.c.sent_at.is_(None))
-                )
+            told, distinct, unsent = await _told_and_unsent(setup)
         finally:
             for db in (*workers, setup):
                 await db.dispose()
     assert sum(counts) == told == distinct == 300
     assert unsent == 0
     assert all(counts), f"both workers took part: {counts}"
+
+
+class WorkerDied(Exception):
+    """The worker's process ending in the middle of a round (a SIGKILL, a power cut): its transaction never commits."""
+
+
+@pytest.mark.parametrize("database_backend", DB_BACKENDS)
+async def test_a_worker_dying_mid_round_tells_nobody_and_after_the_restart_each_is_told_once(
+    tmp_path: Path, database_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    due = datetime.now(UTC) - timedelta(seconds=1)
+    people = [f"person-{n}" for n in range(5)]
+    async with scratch_database(database_backend, tmp_path) as url:
+        setup = Database(url)
+        await setup.migrate(SERVICE.migrations)
+        await _due_reminders(setup, people, due)
+        marked = 0
+        mark_sent = ReminderStore.mark_sent
+
+        async def dies_at_the_third(self: ReminderStore, reminder: Any, now: datetime) -> None:
+            nonlocal marked
+            marked += 1
+            if marked == 3:  # two people told and marked in this round, the third told: then the process dies
+                raise WorkerDied
+            await mark_sent(self, reminder, now)
+
+        first, restarted = Database(url), Database(url)
+        try:
+            with monkeypatch.context() as patch:
+                patch.setattr(ReminderStore, "mark_sent", dies_at_the_third)
+                with pytest.raises(WorkerDied):
+                    await send_due_reminders(NotificationsUnitOfWork(first), limit=10)
+            assert await _told_and_unsent(setup) == (0, 0, 5), "the dead round told nobody and marked nothing"
+            await first.dispose()
+            sent = await send_due_reminders(NotificationsUnitOfWork(restarted), limit=10)
+            again = await send_due_reminders(NotificationsUnitOfWork(restarted), limit=10)
+            told = await _told_and_unsent(setup)
+        finally:
+            for db in (first, restarted, setup):
+                await db.dispose()
+    assert (sent, again) == (5, 0)
+    assert told == (5, 5, 0), "each told once after the restart, all marked sent"

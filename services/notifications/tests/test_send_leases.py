@@ -1,25 +1,56 @@
 """Two senders of one channel: a send that takes longer than its lease is not taken over (the lease is renewed while
-it is sent), and a sender whose lease was taken over anyway records nothing (the send is the other sender's)."""
+it is sent), and a sender whose lease was taken over anyway records nothing (the send is the other sender's).
+
+The service's own senders run in the background of every test: the sends here are due an hour from now and the
+tests' senders live an hour ahead, so only they ever find them due. (With the sends due now, the service's push
+sender could claim one between its queueing and the test's first claim, and the test then waited forever for a
+delivery that never came.)"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections import Counter
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gatherly.app.testing import running_gatherly
+from gatherly.kernel.clock import Clock
+from gatherly.kernel.runtime import ServiceContext
 from gatherly.kernel.testing import DB_BACKENDS
 from gatherly.kernel.uow import OutboxSignal
 from gatherly.notifications.domain import Channel, UserId
 from gatherly.notifications.sending import Sender
 from gatherly.notifications.store import Delivery, DeliveryStatus, Stores, reading
 
-# The built-in senders poll only hourly here, so the two senders of each test are the only ones at work.
-QUIET: dict[str, Any] = {"notification_poll_interval": 3600}
+AHEAD = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class AheadClock:
+    """The service's clock, an hour ahead."""
+
+    clock: Clock
+
+    def now(self) -> datetime:
+        return self.clock.now() + AHEAD
+
+
+def _ahead(context: ServiceContext) -> ServiceContext:
+    """The notifications service's context as the tests' senders see it: everything shared but the clock."""
+    return replace(context, platform=replace(context.platform, clock=AheadClock(context.clock)))
+
+
+async def _until_delivering(started: asyncio.Event, sender: asyncio.Task[int]) -> None:
+    """Until the sender's channel has started a delivery; fails at once if the sender ends without one."""
+    delivering = asyncio.create_task(started.wait())
+    await asyncio.wait({delivering, sender}, return_when=asyncio.FIRST_COMPLETED)
+    delivering.cancel()
+    assert started.is_set(), f"the sender found nothing to send (it returned {sender.result()!r})"
 
 
 class SlowChannel:
@@ -74,13 +105,13 @@ async def test_a_send_slower_than_its_lease_is_not_taken_over_and_sent_twice(
     tmp_path: Path, database_backend: str
 ) -> None:
     async with running_gatherly(
-        tmp_path, ["notifications"], database_backend=database_backend, notification_send_lease_seconds=0.4, **QUIET
+        tmp_path, ["notifications"], database_backend=database_backend, notification_send_lease_seconds=0.4
     ) as running:
-        context = running.process.host("notifications").context
+        context = _ahead(running.process.host("notifications").context)
         ids = await _queue(context, 3)
         channel = SlowChannel(seconds=1.5)  # well over the lease
         first = asyncio.create_task(_sender(context, channel).send_due())
-        await channel.started.wait()  # the first sender has claimed them all
+        await _until_delivering(channel.started, first)  # the first sender has claimed them all
         second = _sender(context, channel)
         # The second sender looks for due sends all the while the first one sends (as a second worker polls).
         taken_over = 0
@@ -99,12 +130,12 @@ async def test_a_send_slower_than_its_lease_is_not_taken_over_and_sent_twice(
 async def test_a_sender_that_lost_its_lease_does_not_mark_the_send_as_its_own(
     tmp_path: Path, database_backend: str
 ) -> None:
-    async with running_gatherly(tmp_path, ["notifications"], database_backend=database_backend, **QUIET) as running:
-        context = running.process.host("notifications").context
+    async with running_gatherly(tmp_path, ["notifications"], database_backend=database_backend) as running:
+        context = _ahead(running.process.host("notifications").context)
         [send_id] = await _queue(context, 1)
         held = HeldChannel()
         first = asyncio.create_task(_sender(context, held).send_due())
-        await held.started.wait()
+        await _until_delivering(held.started, first)
         # The first sender stalls past its lease (a process paused, say); another sender takes the send over.
         later = context.clock.now() + 2 * _sender(context, held).lease
         async with context.db.writing() as session:

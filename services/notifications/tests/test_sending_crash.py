@@ -1,7 +1,8 @@
-"""A `gatherly up` SIGKILLed in the middle of sending notification emails through SMTP: after a restart every email
-reaches the SMTP server (counted by what it accepted), and an email is repeated only if it was in flight at the kill
-(its send accepted by the server, its record not yet committed), always under the same Message-ID, the send's
-idempotency key, so a receiver that deduplicates on it (as mailbox providers do) shows it once."""
+"""A `gatherly up` SIGKILLed in the middle of sending notification emails through SMTP and web pushes to a push
+service: after a restart every email reaches the SMTP server and every push the push service (counted by what each
+accepted), and one is repeated only if it was in flight at the kill (accepted by the receiver, its record not yet
+committed): an email always under the same Message-ID, the send's idempotency key, so a receiver that deduplicates
+on it (as mailbox providers do) shows it once; a push with the same notification id in its payload."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from aiosmtpd.controller import Controller
+from push_service import PushService, serving
 
 from gatherly.app.services import ALL
 from gatherly.app.testing import sign_up, start_gatherly, until_ready
@@ -27,10 +29,11 @@ from gatherly.kernel.db import Database
 from gatherly.kernel.testing import DB_BACKENDS, scratch_databases
 from gatherly.notifications.store import DeliveryStatus, reading
 
-pytestmark = pytest.mark.slow
+# Two `gatherly up` starts and 60 emails and pushes through slow receivers: over four minutes on a loaded machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 ANNOUNCEMENTS = 60
-# What the sender may have in flight at once (sending.CONCURRENCY): the most a kill can leave unrecorded.
+# What each channel's sender may have in flight at once (sending.CONCURRENCY): the most a kill can leave unrecorded.
 IN_FLIGHT = 10
 
 
@@ -87,8 +90,44 @@ async def _until_nothing_pending(url: str, timeout: float) -> None:
         await db.dispose()
 
 
+def _pushed_announcements(push_service: PushService) -> list[str]:
+    """The notification id of each announcement push the push service accepted."""
+    return [payload["id"] for _, payload in push_service.received if payload["kind"] == "group_announcement"]
+
+
+def _environment(data_dir: Path, database_url: str, smtp_port: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        "GATHERLY_DATA_DIR": str(data_dir),
+        "GATHERLY_DATABASE_URL": database_url,
+        "GATHERLY_MIGRATE_ON_START": "true",
+        "GATHERLY_MAIL_BACKEND": "smtp",
+        "GATHERLY_SMTP_HOST": "127.0.0.1",
+        "GATHERLY_SMTP_PORT": str(smtp_port),
+        "GATHERLY_SMTP_STARTTLS": "false",
+        "GATHERLY_PASSWORD_TIME_COST": "1",
+        "GATHERLY_PASSWORD_MEMORY_KIB": "8",
+        "GATHERLY_PASSWORD_PARALLELISM": "1",
+        "GATHERLY_SIGNUP_LIMIT_PER_MINUTE": "0",
+        "GATHERLY_LOGIN_LIMIT_PER_MINUTE": "0",
+        "GATHERLY_MAIL_RETRY_INITIAL_DELAY": "0.1",
+        # A send the killed process was making is taken over after this lease.
+        "GATHERLY_NOTIFICATION_SEND_LEASE_SECONDS": "3",
+        "GATHERLY_NOTIFICATION_POLL_INTERVAL": "0.2",
+        "GATHERLY_LOG_JSON": "true",
+        # `up` on 127.0.0.1 is in dev mode, so the push service on this machine is an endpoint it may post to.
+    }
+
+
+def _assert_each_once_but_what_was_in_flight(received: Counter[str], what: str) -> None:
+    assert len(received) == ANNOUNCEMENTS, f"{what}: nothing lost"
+    repeated = {key: n for key, n in received.items() if n > 1}
+    assert sum(n - 1 for n in repeated.values()) <= IN_FLIGHT, (what, repeated)
+    assert all(n == 2 for n in repeated.values()), (what, repeated)
+
+
 @pytest.mark.parametrize("database_backend", DB_BACKENDS)
-async def test_a_sigkill_in_the_middle_of_sending_loses_no_email_and_repeats_only_what_was_in_flight(
+async def test_a_sigkill_in_the_middle_of_sending_loses_no_email_or_push_and_repeats_only_what_was_in_flight(
     tmp_path: Path, database_backend: str
 ) -> None:
     data_dir = tmp_path / "data"
@@ -97,73 +136,78 @@ async def test_a_sigkill_in_the_middle_of_sending_loses_no_email_and_repeats_onl
     controller.start()
     port = _free_port()
     try:
-        async with scratch_databases(database_backend, tmp_path, list(ALL)) as database_url:
-            env = {
-                **os.environ,
-                "GATHERLY_DATA_DIR": str(data_dir),
-                "GATHERLY_DATABASE_URL": database_url,
-                "GATHERLY_MIGRATE_ON_START": "true",
-                "GATHERLY_MAIL_BACKEND": "smtp",
-                "GATHERLY_SMTP_HOST": "127.0.0.1",
-                "GATHERLY_SMTP_PORT": str(receiver.port),
-                "GATHERLY_SMTP_STARTTLS": "false",
-                "GATHERLY_PASSWORD_TIME_COST": "1",
-                "GATHERLY_PASSWORD_MEMORY_KIB": "8",
-                "GATHERLY_PASSWORD_PARALLELISM": "1",
-                "GATHERLY_SIGNUP_LIMIT_PER_MINUTE": "0",
-                "GATHERLY_LOGIN_LIMIT_PER_MINUTE": "0",
-                "GATHERLY_MAIL_RETRY_INITIAL_DELAY": "0.1",
-                # A send the killed process was making is taken over after this lease.
-                "GATHERLY_NOTIFICATION_SEND_LEASE_SECONDS": "3",
-                "GATHERLY_NOTIFICATION_POLL_INTERVAL": "0.2",
-                "GATHERLY_LOG_JSON": "true",
-            }
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-                process = start_gatherly(env, "up", "--no-demo", "--port", str(port))
-                try:
-                    await until_ready(client, process)
-                    running = SimpleNamespace(client=client, mail_dir=receiver.mail_dir)
-                    olga = await sign_up(running, display_name="Olga")  # type: ignore[arg-type]
-                    ann = await sign_up(running, display_name="Ann")  # type: ignore[arg-type]
-                    group_id = (await client.post("/api/groups", json={"name": "Choir"}, headers=olga.auth)).json()[
-                        "id"
-                    ]
-                    joined = await client.post(f"/api/groups/{group_id}/join", json={}, headers=ann.auth)
-                    assert joined.status_code == 200
+        async with (
+            serving(PushService()) as push_service,
+            scratch_databases(database_backend, tmp_path, list(ALL)) as database_url,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client,
+        ):
+            env = _environment(data_dir, database_url, receiver.port)
+            process = start_gatherly(env, "up", "--no-demo", "--port", str(port))
+            try:
+                await until_ready(client, process)
+                push_service.vapid_public_key = (await client.get("/api/push/vapid-public-key")).json()["public_key"]
+                running = SimpleNamespace(client=client, mail_dir=receiver.mail_dir)
+                olga = await sign_up(running, display_name="Olga")  # type: ignore[arg-type]
+                ann = await sign_up(running, display_name="Ann")  # type: ignore[arg-type]
+                subscribed = await client.post(
+                    "/api/push/subscriptions", json=push_service.subscription("ann-phone"), headers=ann.auth
+                )
+                assert subscribed.status_code == 201, subscribed.text
+                group_id = (await client.post("/api/groups", json={"name": "Choir"}, headers=olga.auth)).json()["id"]
+                joined = await client.post(f"/api/groups/{group_id}/join", json={}, headers=ann.auth)
+                assert joined.status_code == 200
 
-                    receiver.delay = 0.1  # slow enough that the kill lands while sends are in flight
-                    for n in range(ANNOUNCEMENTS):
-                        sent = await client.post(
-                            f"/api/groups/{group_id}/announcements",
-                            json={"subject": f"Update {n}", "body": "."},
-                            headers=olga.auth,
-                        )
-                        assert sent.status_code == 202
-                    await _until(lambda: len(receiver.announcements_to(ann.email)) >= 15, "some emails", 60)
-                    process.send_signal(signal.SIGKILL)
-                    process.wait(10)
-                    at_kill = len(receiver.announcements_to(ann.email))
-                    assert at_kill < ANNOUNCEMENTS, "the kill came after everything was sent: nothing was tested"
-
-                    process = start_gatherly(env, "up", "--no-demo", "--port", str(port))
-                    await until_ready(client, process)
-                    await _until(
-                        lambda: len(set(receiver.announcements_to(ann.email))) == ANNOUNCEMENTS, "every email", 90
+                # Slow enough that the kill lands while sends of both channels are in flight.
+                receiver.delay = push_service.delay = 0.1
+                for n in range(ANNOUNCEMENTS):
+                    sent = await client.post(
+                        f"/api/groups/{group_id}/announcements",
+                        json={"subject": f"Update {n}", "body": "."},
+                        headers=olga.auth,
                     )
-                    # Every send recorded (the killed process's leased ones too): nothing more can come.
-                    await _until_nothing_pending(database_url.replace("{service}", "notifications"), timeout=30)
-                finally:
-                    if process.poll() is None:
-                        process.send_signal(signal.SIGTERM)
-                        process.wait(60)
+                    assert sent.status_code == 202
+                await _until(
+                    lambda: (
+                        len(receiver.announcements_to(ann.email)) >= 15
+                        and len(_pushed_announcements(push_service)) >= 15
+                    ),
+                    "some emails and pushes",
+                    60,
+                )
+                process.send_signal(signal.SIGKILL)
+                process.wait(10)
+                emails_at_kill = len(receiver.announcements_to(ann.email))
+                pushes_at_kill = len(_pushed_announcements(push_service))
+                assert emails_at_kill < ANNOUNCEMENTS, "the kill came after every email: nothing was tested"
+                assert pushes_at_kill < ANNOUNCEMENTS, "the kill came after every push: nothing was tested"
+
+                process = start_gatherly(env, "up", "--no-demo", "--port", str(port))
+                await until_ready(client, process)
+                await _until(
+                    lambda: (
+                        len(set(receiver.announcements_to(ann.email))) == ANNOUNCEMENTS
+                        and len(set(_pushed_announcements(push_service))) == ANNOUNCEMENTS
+                    ),
+                    "every email and push",
+                    90,
+                )
+                # Every send recorded (the killed process's leased ones too): nothing more can come.
+                await _until_nothing_pending(database_url.replace("{service}", "notifications"), timeout=30)
+            finally:
+                if process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+                    process.wait(60)
     finally:
         controller.stop()
 
-    received = Counter(receiver.announcements_to(ann.email))
-    print(f"accepted before the kill: {at_kill}; after: {sum(received.values())}, distinct: {len(received)}")
-    assert len(received) == ANNOUNCEMENTS, "nothing lost"
-    repeated = {mid: n for mid, n in received.items() if n > 1}
-    assert sum(n - 1 for n in repeated.values()) <= IN_FLIGHT, repeated
-    assert all(n == 2 for n in repeated.values()), repeated
+    emails = Counter(receiver.announcements_to(ann.email))
+    pushes = Counter(_pushed_announcements(push_service))
+    print(
+        f"emails accepted before the kill: {emails_at_kill}; after: {emails.total()}, distinct: {len(emails)}; "
+        f"pushes accepted before the kill: {pushes_at_kill}; after: {pushes.total()}, distinct: {len(pushes)}"
+    )
+    _assert_each_once_but_what_was_in_flight(emails, "emails")
+    _assert_each_once_but_what_was_in_flight(pushes, "pushes")
+    assert push_service.refused == [], "every push signed with the published VAPID key"
     # Each notification has its own Message-ID: one per notification, whether it was repeated or not.
-    assert all(mid.endswith(".email@notifications.gatherly.local>") for mid in received)
+    assert all(mid.endswith(".email@notifications.gatherly.local>") for mid in emails)

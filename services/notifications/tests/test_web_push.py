@@ -5,10 +5,7 @@ keys; a subscription the push service reports gone (410) is removed; keys are ke
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import os
-import re
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -17,17 +14,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import http_ece
-import jwt
 import pytest
 import pytest_asyncio
-import uvicorn
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from push_service import Browser, PushService, b64url, serving, unb64url
 
 from gatherly.app.services import ALL
 from gatherly.app.testing import running_gatherly
@@ -41,84 +30,12 @@ from gatherly.notifications.store import reading, unit_of_work
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 # `api` is conftest.NotificationsApi: one whole Gatherly per module and database backend.
 
-VAPID_HEADER = re.compile(r"vapid t=(?P<token>[^,\s]+),\s*k=(?P<key>[A-Za-z0-9_-]+)")
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def unb64url(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-@dataclass
-class Browser:
-    """A browser's side of a subscription: its key pair and auth secret (RFC 8291)."""
-
-    private_key: ec.EllipticCurvePrivateKey = field(default_factory=lambda: ec.generate_private_key(ec.SECP256R1()))
-    auth: bytes = field(default_factory=lambda: os.urandom(16))
-
-    @property
-    def p256dh(self) -> str:
-        point = self.private_key.public_key().public_bytes(
-            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-        )
-        return b64url(point)
-
-
-@dataclass
-class PushService:
-    """Receives pushes at /push/<name>: verifies the VAPID JWT, decrypts with that subscription's browser keys,
-    keeps what it read; names starting with `gone` answer 410 like an expired subscription, names starting with
-    `flaky` answer 500 to their first two pushes (a push service having a bad moment)."""
-
-    browsers: dict[str, Browser] = field(default_factory=dict)
-    failed: dict[str, int] = field(default_factory=dict)
-    received: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    refused: list[str] = field(default_factory=list)
-    origin: str = ""
-    vapid_public_key: str = ""
-
-    async def receive(self, request: Request) -> Response:
-        name = request.path_params["name"]
-        if name.startswith("gone"):
-            return Response(status_code=410)
-        if name.startswith("flaky") and self.failed.get(name, 0) < 2:
-            self.failed[name] = self.failed.get(name, 0) + 1
-            return Response(status_code=500)
-        match = VAPID_HEADER.fullmatch(request.headers.get("authorization", ""))
-        if match is None or match["key"] != self.vapid_public_key:
-            self.refused.append(f"{name}: no VAPID or another key")
-            return Response(status_code=401)
-        key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), unb64url(match["key"]))
-        try:
-            claims = jwt.decode(match["token"], key, algorithms=["ES256"], audience=self.origin)
-        except jwt.InvalidTokenError as error:
-            self.refused.append(f"{name}: {error}")
-            return Response(status_code=403)
-        assert claims["sub"].startswith("mailto:") and claims["exp"] > time.time()
-        assert request.headers["content-encoding"] == "aes128gcm"
-        browser = self.browsers[name]
-        plain = http_ece.decrypt(
-            await request.body(), private_key=browser.private_key, auth_secret=browser.auth, version="aes128gcm"
-        )
-        self.received.append((name, json.loads(plain)))
-        return Response(status_code=201)
-
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def push_service(api: Any) -> AsyncIterator[PushService]:
-    service = PushService()
-    app = Starlette(routes=[Route("/push/{name}", service.receive, methods=["POST"])])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_config=None))
-    task = asyncio.create_task(server.serve())
-    await _until(lambda: server.started, "the push service listening")
-    service.origin = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    service.vapid_public_key = (await api.client.get("/api/push/vapid-public-key")).json()["public_key"]
-    yield service
-    server.should_exit = True
-    await task
+    async with serving(PushService()) as service:
+        service.vapid_public_key = (await api.client.get("/api/push/vapid-public-key")).json()["public_key"]
+        yield service
 
 
 @dataclass
@@ -150,11 +67,7 @@ async def _until(check: Callable[[], Any], what: str, timeout: float = 15.0) -> 
 
 
 async def _subscribe(api: Any, push_service: PushService, person: Any, name: str) -> str:
-    browser = push_service.browsers.setdefault(name, Browser())
-    body = {
-        "endpoint": f"{push_service.origin}/push/{name}",
-        "keys": {"p256dh": browser.p256dh, "auth": b64url(browser.auth)},
-    }
+    body = push_service.subscription(name)
     response = await api.client.post("/api/push/subscriptions", json=body, headers=person.auth)
     assert response.status_code == 201, response.text
     subscription_id: str = response.json()["id"]
@@ -167,10 +80,11 @@ async def test_the_public_key_is_a_p256_point(api: Any) -> None:
     assert len(point) == 65 and point[0] == 4
 
 
-async def test_a_push_is_signed_encrypted_and_a_gone_subscription_removed(api: Any, push_service: PushService) -> None:
+async def test_a_push_is_signed_encrypted_and_gone_subscriptions_removed(api: Any, push_service: PushService) -> None:
     olga, ann = await api.person("Olga"), await api.person("Ann")
     await _subscribe(api, push_service, ann, "ann-phone")
-    await _subscribe(api, push_service, ann, "gone-ann-laptop")
+    await _subscribe(api, push_service, ann, "gone-ann-laptop")  # 410
+    await _subscribe(api, push_service, ann, "missing-ann-tablet")  # 404
     group_id = await api.group(olga, ann, name="Choir")
     sent = await api.client.post(
         f"/api/groups/{group_id}/announcements", json={"subject": "Hello", "body": "Sing!"}, headers=olga.auth
