@@ -11,16 +11,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy
 import structlog
+from alembic import command
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 from gatherly.app.logging import configure_logging
+from gatherly.app.services import ALL
 from gatherly.app.testing import FAST_SETTINGS, RunningGatherly, running_gatherly, sign_up
 from gatherly.kernel import tracing
-from gatherly.kernel.testing import DB_BACKENDS, LOG_BACKENDS
+from gatherly.kernel.db import Database, alembic_config
+from gatherly.kernel.testing import DB_BACKENDS, LOG_BACKENDS, scratch_database
 
 CALLER_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN_ID = "00f067aa0ba902b7"
@@ -127,3 +131,31 @@ async def test_log_lines_carry_the_trace_and_span_ids_of_the_active_span(spans: 
     assert "trace_id" not in outside and "span_id" not in outside
     assert inside["trace_id"] == f"{span.get_span_context().trace_id:032x}"
     assert inside["span_id"] == f"{span.get_span_context().span_id:016x}"
+
+
+@pytest.mark.parametrize("backend", DB_BACKENDS)
+async def test_kernel_0002_gives_an_outbox_made_before_it_its_tracestate_column(backend: str, tmp_path: Path) -> None:
+    async with scratch_database(backend, tmp_path) as url:
+        db = Database(url)
+        try:
+            await db.migrate(ALL["users"].migrations)  # a new database: the outbox is made with the column
+            assert "tracestate" in await _outbox_columns(db)
+            config = alembic_config(ALL["users"].migrations, url)
+            async with db.engine.begin() as connection:  # back to before kernel_0002: the column goes
+                await connection.run_sync(lambda sync: _alembic(command.downgrade, config, sync, "kernel_0001"))
+            assert "tracestate" not in await _outbox_columns(db)
+            await db.migrate(ALL["users"].migrations)
+            assert "tracestate" in await _outbox_columns(db)
+        finally:
+            await db.dispose()
+
+
+def _alembic(run: Any, config: Any, connection: Any, revision: str) -> None:
+    config.attributes["connection"] = connection
+    run(config, revision)
+
+
+async def _outbox_columns(db: Database) -> set[str]:
+    async with db.engine.connect() as connection:
+        columns = await connection.run_sync(lambda sync: sqlalchemy.inspect(sync).get_columns("outbox"))
+    return {column["name"] for column in columns}
