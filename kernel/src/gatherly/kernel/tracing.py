@@ -135,19 +135,20 @@ class ServerSpan:
                 traceparent = value.decode("latin-1")
             elif key == b"tracestate":
                 tracestate = value.decode("latin-1")
+        self.method = scope["method"]
         self.span = tracer.start_span(
-            scope["method"],
+            self.method,
             context=_context_from(traceparent, tracestate),
             kind=SpanKind.SERVER,
             attributes={"http.request.method": scope["method"], "url.path": scope["path"], "gatherly.service": service},
         )
         self._token = otel_context.attach(trace.set_span_in_context(self.span))
 
-    def end(self, scope: Scope, status: int) -> None:
+    def end(self, route: str, status: int) -> None:
+        """`route`: the path template matched ("" when none did)."""
         otel_context.detach(self._token)
-        route = route_of(scope)
         if route:
-            self.span.update_name(f"{scope['method']} {route}")
+            self.span.update_name(f"{self.method} {route}")
             self.span.set_attribute("http.route", route)
         self.span.set_attribute("http.response.status_code", status)
         if status >= 500:
@@ -158,12 +159,6 @@ class ServerSpan:
 def server_span(scope: Scope, service: str) -> ServerSpan | None:
     """A started request span, or None while tracing is off."""
     return None if _tracer is None else ServerSpan(_tracer, scope, service)
-
-
-def route_of(scope: Scope) -> str:
-    """The path template the request matched (`/api/groups/{group_id}`), or "" when no route matched."""
-    route = scope.get("route")
-    return getattr(route, "path", "") if route is not None else ""
 
 
 # --- the unit of work, the relay, the consumers ------------------------------------------------------------------

@@ -209,9 +209,10 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - started
             correlation_id_var.reset(token)
             structlog.contextvars.unbind_contextvars("request_id")
+            route = route_of(scope)
             if span is not None:
-                span.end(scope, status)
-            self._count(scope["method"], tracing.route_of(scope), status, elapsed)
+                span.end(route, status)
+            self._count(scope["method"], route, status, elapsed)
 
     def _count(self, method: str, route: str, status: int, elapsed: float) -> None:
         latency = self._latency.get((method, route))
@@ -224,6 +225,13 @@ class RequestContextMiddleware:
                 self.service, method, route, str(status)
             )
         requests.inc()
+
+
+def route_of(scope: Scope) -> str:
+    """The path template the request matched (`/api/groups/{group}`), or "" when no route matched. Routing writes
+    it into the scope, which middleware passes on without copying (see kernel/text.py)."""
+    route = scope.get("route")
+    return getattr(route, "path", "") if route is not None else ""
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
