@@ -4,8 +4,10 @@ the log lines; a malformed traceparent from a caller is ignored."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -54,7 +56,11 @@ async def traced_gatherly(
     # The three services the journey needs (users signs up and logs in, groups takes the POST, events consumes it):
     # five starting on Kafka and PostgreSQL can outlast the start-up timeout on a busy machine.
     services = ["users", "groups", "events"]
-    async with running_gatherly(tmp_path / "data", services, database_backend=database_backend, **overrides) as running:
+    # Joining Kafka consumer groups takes seconds per group; on a busy machine, minutes for all of them.
+    startup_timeout = 240 if log_backend == "kafka" else 60
+    async with running_gatherly(
+        tmp_path / "data", services, database_backend=database_backend, startup_timeout=startup_timeout, **overrides
+    ) as running:
         yield running
 
 
@@ -62,6 +68,14 @@ def _of_trace(exporter: InMemorySpanExporter, trace_id: str) -> list[ReadableSpa
     return [
         s for s in exporter.get_finished_spans() if s.context is not None and f"{s.context.trace_id:032x}" == trace_id
     ]
+
+
+async def _until_handled(exporter: InMemorySpanExporter, name: str, timeout: float) -> None:
+    """Wait until the consumer span `name` of the caller's trace has ended (Kafka on a busy machine can take long)."""
+    deadline = time.monotonic() + timeout
+    while not any(s.name == name for s in _of_trace(exporter, CALLER_TRACE_ID)):
+        assert time.monotonic() < deadline, f"no span {name!r} in the trace after {timeout} s"
+        await asyncio.sleep(0.05)
 
 
 def _parent_of(span: ReadableSpan, among: list[ReadableSpan]) -> ReadableSpan:
@@ -75,14 +89,13 @@ async def test_one_post_is_one_trace_from_the_request_to_a_consumer_in_another_s
 ) -> None:
     running = traced_gatherly
     olga = await sign_up(running, display_name="Olga")
-    await running.settle(timeout=60)
     response = await running.client.post(
         "/api/groups",
         json={"name": "Traced runners"},
         headers={**olga.auth, "traceparent": CALLER_TRACEPARENT, "tracestate": "vendor=opaque"},
     )
     assert response.status_code == 201, response.text
-    await running.settle(timeout=60)
+    await _until_handled(spans, "events.groups process group.created", timeout=240)
 
     trace = _of_trace(spans, CALLER_TRACE_ID)
     (server,) = [s for s in trace if s.kind is SpanKind.SERVER]
