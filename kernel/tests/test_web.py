@@ -272,17 +272,36 @@ async def test_requests_are_counted_by_status_even_when_the_endpoint_raises() ->
     async def database_slow_to_connect() -> None:
         raise TimeoutError()
 
-    def count(status: str) -> float:
-        return (
-            REGISTRY.get_sample_value(
-                "gatherly_http_requests_total", {"service": "test", "method": "GET", "status": status}
-            )
-            or 0.0
-        )
+    def count(route: str, status: str) -> float:
+        labels = {"service": "test", "method": "GET", "route": route, "status": status}
+        return REGISTRY.get_sample_value("gatherly_http_requests_total", labels) or 0.0
 
-    ok, failed = count("200"), count("500")
+    ok, failed = count("/where", "200"), count("/boom", "500")
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         assert (await client.get("/where")).status_code == 200
         assert (await client.get("/boom")).status_code == 500
-    assert (count("200"), count("500")) == (ok + 1, failed + 1)
+    assert (count("/where", "200"), count("/boom", "500")) == (ok + 1, failed + 1)
+
+
+async def test_requests_are_counted_and_timed_per_route_template_and_unmatched_paths_under_none() -> None:
+    app, _ = traced_app()
+
+    @app.post("/things/{thing_id}")
+    async def thing(thing_id: str, body: dict[str, str]) -> dict[str, str]:
+        return {"id": thing_id}
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, {"service": "test", **labels}) or 0.0
+
+    counted = {"method": "POST", "route": "/things/{thing_id}", "status": "200"}
+    timed = {"method": "POST", "route": "/things/{thing_id}"}
+    before = sample("gatherly_http_requests_total", **counted), sample("gatherly_http_request_seconds_count", **timed)
+    unmatched = sample("gatherly_http_requests_total", method="GET", route="", status="404")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        for thing_id in ("a", "b", "c"):  # three ids, one route: the label's values stay bounded
+            assert (await client.post(f"/things/{thing_id}", json={"x": "y"})).status_code == 200
+        assert (await client.get("/no/such/path")).status_code == 404
+    after = sample("gatherly_http_requests_total", **counted), sample("gatherly_http_request_seconds_count", **timed)
+    assert after == (before[0] + 3, before[1] + 3)
+    assert sample("gatherly_http_requests_total", method="GET", route="", status="404") == unmatched + 1

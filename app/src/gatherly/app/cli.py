@@ -25,6 +25,7 @@ from gatherly.app.logging import configure_logging
 from gatherly.app.server import serve
 from gatherly.app.services import ALL
 from gatherly.app.topics import catalog_topics, topics_of
+from gatherly.kernel import tracing
 from gatherly.kernel.db import Database
 from gatherly.kernel.delivery import DLQ_SUFFIX, rebuild_group, replay_dead_letters
 from gatherly.kernel.files import PRIVATE_UMASK
@@ -65,6 +66,7 @@ def up(
     os.umask(PRIVATE_UMASK)  # databases (signing keys), mail files, logs: the owner's only
     settings = _settings(port=port, host=host, data_dir=data_dir)
     configure_logging(settings.log_level, settings.log_json)
+    tracing.configure_from_environment()
     process = Process(settings, demo=not no_demo)
     console.print(f"[bold magenta]Gatherly[/] on {settings.effective_public_url}  (data in {settings.data_dir})")
     serve(process, settings.host, settings.port)
@@ -82,6 +84,7 @@ def run(
     os.umask(PRIVATE_UMASK)
     settings = _settings(port=port, host=host)
     configure_logging(settings.log_level, settings.log_json)
+    tracing.configure_from_environment()
     serve(Process(settings, [service], serve_web=False, demo=False), settings.host, settings.port)
 
 

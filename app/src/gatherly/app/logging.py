@@ -13,6 +13,8 @@ from typing import Any
 
 import structlog
 
+from gatherly.kernel.tracing import add_trace_ids
+
 REDACTED = "[redacted]"
 # Field names whose values are secrets, wherever they appear (nested too): password, new_password, access_token,
 # refresh_token, authorization, cookie, set-cookie, smtp_password, client_secret…
@@ -62,6 +64,7 @@ def configure_logging(level: str = "INFO", json: bool | None = None, *, stream: 
     as_json = json if json is not None else not stream.isatty()
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         # Plain traceback text: no local variables, and `redact` below sees all of it.

@@ -109,10 +109,12 @@ async def running_gatherly(
     *,
     demo: bool = False,
     database_backend: str = "sqlite",
+    startup_timeout: float = 60,
     **overrides: Any,
 ) -> AsyncIterator[RunningGatherly]:
     """The services (all five by default) with their databases on `database_backend` (`sqlite` files in
-    `data_dir`, or scratch `postgresql` databases: see gatherly.kernel.testing), unless `database_url` is given."""
+    `data_dir`, or scratch `postgresql` databases: see gatherly.kernel.testing), unless `database_url` is given.
+    `startup_timeout`: seconds the services may take to start (and to stop)."""
     async with AsyncExitStack() as stack:
         if "database_url" not in overrides:
             names = list(services or ALL)
@@ -122,7 +124,7 @@ async def running_gatherly(
         process = Process(test_settings(data_dir, **overrides), services, demo=demo)
         transport = httpx.ASGITransport(app=process)
         async with (
-            LifespanManager(process, startup_timeout=60, shutdown_timeout=60),
+            LifespanManager(process, startup_timeout=startup_timeout, shutdown_timeout=startup_timeout),
             httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client,
         ):
             yield RunningGatherly(process, client)

@@ -20,6 +20,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 
 from gatherly.contracts.base import IntegrationEvent, all_schemas, topic_retention
+from gatherly.kernel import tracing
 from gatherly.kernel.db import Database, delete_in_batches
 from gatherly.kernel.log.base import (
     CommitFailed,
@@ -480,7 +481,8 @@ class ConsumerWorker:
                 correlation = correlation_id_var.set(envelope.correlation_id)
                 causation = causation_id_var.set(envelope.id)
                 try:
-                    await handler(event, uow)
+                    with tracing.handling(self.spec.group, envelope.type, envelope.traceparent, envelope.tracestate):
+                        await handler(event, uow)
                 finally:
                     correlation_id_var.reset(correlation)
                     causation_id_var.reset(causation)
@@ -532,11 +534,12 @@ class ConsumerWorker:
         correlation = correlation_id_var.set(envelope.correlation_id)
         causation = causation_id_var.set(envelope.id)
         try:
-            async with self.uow_factory() as uow:
-                if not await claim_unprocessed(uow, self.spec.group, [envelope.id]):
-                    HANDLED.labels(self.spec.group, "duplicate").inc()
-                    return
-                await handler(event, uow)
+            with tracing.handling(self.spec.group, envelope.type, envelope.traceparent, envelope.tracestate):
+                async with self.uow_factory() as uow:
+                    if not await claim_unprocessed(uow, self.spec.group, [envelope.id]):
+                        HANDLED.labels(self.spec.group, "duplicate").inc()
+                        return
+                    await handler(event, uow)
         finally:
             correlation_id_var.reset(correlation)
             causation_id_var.reset(causation)

@@ -12,12 +12,12 @@ import uuid6
 
 from gatherly.contracts.base import IntegrationEvent, schema_for
 from gatherly.kernel.log.base import OutgoingMessage, Record
+from gatherly.kernel.tracing import current_headers
 
 # What caused the work in progress: set per HTTP request (correlation) and per consumed message (causation),
 # so every event a request or a handler publishes can be traced back.
 correlation_id_var: ContextVar[str | None] = ContextVar("correlation_id", default=None)
 causation_id_var: ContextVar[str | None] = ContextVar("causation_id", default=None)
-traceparent_var: ContextVar[str | None] = ContextVar("traceparent", default=None)
 
 HEADER_FIELDS = (
     "id",
@@ -29,6 +29,7 @@ HEADER_FIELDS = (
     "correlation_id",
     "causation_id",
     "traceparent",
+    "tracestate",
 )
 
 
@@ -54,12 +55,15 @@ class Envelope:
     payload: dict[str, Any]
     correlation_id: str | None = None
     causation_id: str | None = None
+    # W3C trace context of the work that published the event (kernel/tracing.py); None while tracing is off.
     traceparent: str | None = None
+    tracestate: str | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def wrap(cls, event: IntegrationEvent, occurred_at: datetime) -> Envelope:
         message_id = new_message_id()
+        traceparent, tracestate = current_headers()
         return cls(
             id=message_id,
             type=event.TYPE,
@@ -70,7 +74,8 @@ class Envelope:
             payload=event.model_dump(mode="json"),
             correlation_id=correlation_id_var.get() or message_id,
             causation_id=causation_id_var.get(),
-            traceparent=traceparent_var.get(),
+            traceparent=traceparent,
+            tracestate=tracestate,
         )
 
     def headers(self) -> dict[str, str]:
@@ -84,6 +89,7 @@ class Envelope:
             "correlation_id": self.correlation_id,
             "causation_id": self.causation_id,
             "traceparent": self.traceparent,
+            "tracestate": self.tracestate,
         }
         return {**self.extra_headers, **{k: v for k, v in values.items() if v is not None}}
 
@@ -110,6 +116,7 @@ class Envelope:
             correlation_id=h.pop("correlation_id", None),
             causation_id=h.pop("causation_id", None),
             traceparent=h.pop("traceparent", None),
+            tracestate=h.pop("tracestate", None),
             extra_headers=h,
         )
 

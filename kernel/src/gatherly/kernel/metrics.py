@@ -13,8 +13,9 @@ HANDLE_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 DEAD_LETTERS = Counter("gatherly_dead_letters_total", "Messages parked on a dead-letter topic", ["consumer", "topic"])
-HTTP_REQUESTS = Counter("gatherly_http_requests_total", "HTTP requests", ["service", "method", "status"])
-HTTP_LATENCY = Histogram("gatherly_http_request_seconds", "HTTP request duration", ["service", "method"])
+# `route` is the matched path template (e.g. /api/groups/{group_id}); "" when no route matched (a 404).
+HTTP_REQUESTS = Counter("gatherly_http_requests_total", "HTTP requests", ["service", "method", "route", "status"])
+HTTP_LATENCY = Histogram("gatherly_http_request_seconds", "HTTP request duration", ["service", "method", "route"])
 
 # -- outbox relay and loop health (kernel/relay.py, kernel/loop_health.py) --------------------------------------
 RELAY_LEADER = Gauge("gatherly_outbox_relay_leader", "1 while this process's relay publishes the outbox", ["service"])

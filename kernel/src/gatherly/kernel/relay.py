@@ -17,6 +17,7 @@ from sqlalchemy import Integer, Row, bindparam, delete, func, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gatherly.kernel import tracing
 from gatherly.kernel.db import Database, delete_in_batches, rowcount
 from gatherly.kernel.log.base import MessageLog
 from gatherly.kernel.messages import Envelope
@@ -342,7 +343,7 @@ class OutboxRelay:
         refused: dict[tuple[str, str], tuple[list[Row[Any]], BaseException]] = {}
         try:
             if free:
-                await self.log.publish([_envelope(row).to_message() for row in free])
+                await self._publish(free)
             done.published.extend(row.seq for row in free)
         except Exception as batch_error:
             if len(free) > 1:
@@ -352,7 +353,7 @@ class OutboxRelay:
                         refused[_key(row)][0].append(row)
                         continue
                     try:
-                        await self.log.publish([_envelope(row).to_message()])
+                        await self._publish([row])
                         done.published.append(row.seq)
                     except Exception as row_error:
                         refused[_key(row)] = ([row], row_error)
@@ -392,7 +393,7 @@ class OutboxRelay:
             while held.rows:
                 row = held.rows[0]
                 try:
-                    await self.log.publish([_envelope(row).to_message()])
+                    await self._publish([row])
                 except Exception as error:
                     held.attempts += 1
                     held.error = f"{type(error).__name__}: {error}"
@@ -411,6 +412,20 @@ class OutboxRelay:
             if not held.rows:
                 del self._held[key]
                 log.info("held outbox rows published", service=self.service, aggregate=f"{key[0]}/{key[1]}")
+
+    async def _publish(self, rows: Sequence[Row[Any]]) -> None:
+        """Publish rows in one call; while tracing, each in a publish span that its message's headers name."""
+        spans = tracing.publishing(self.service, rows)
+        if spans is None:
+            await self.log.publish([_envelope(row).to_message() for row in rows])
+            return
+        messages = [_envelope(row, trace).to_message() for row, trace in zip(rows, spans.headers(), strict=True)]
+        try:
+            await self.log.publish(messages)
+        except BaseException as error:
+            spans.end(error)
+            raise
+        spans.end()
 
     def _next_retry_in(self) -> float:
         if not self._held:
@@ -528,7 +543,9 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
-def _envelope(row: Row[Any]) -> Envelope:
+def _envelope(row: Row[Any], trace: tuple[str | None, str | None] | None = None) -> Envelope:
+    """The row's envelope; `trace` replaces its stored trace headers (with those of the relay's publish span)."""
+    traceparent, tracestate = trace or (row.traceparent, row.tracestate)
     return Envelope(
         id=row.id,
         type=row.type,
@@ -539,5 +556,6 @@ def _envelope(row: Row[Any]) -> Envelope:
         payload=row.payload,
         correlation_id=row.correlation_id,
         causation_id=row.causation_id,
-        traceparent=row.traceparent,
+        traceparent=traceparent,
+        tracestate=tracestate,
     )

@@ -69,6 +69,8 @@ def outbox_table(metadata: MetaData) -> Table:
         Column("correlation_id", String(64)),
         Column("causation_id", String(64)),
         Column("traceparent", String(128)),
+        # Added by kernel_0002 to databases made before it (the first revision creates the table as defined here).
+        Column("tracestate", String(512)),
         # AUTOINCREMENT: without it SQLite hands out max(rowid)+1, so once the relay has deleted every published
         # row the next event gets seq 1 again, below the relay's cursor, and is never published.
         sqlite_autoincrement=True,

@@ -255,7 +255,8 @@ class TextPolicy:
         normalized = [(nfc(name), nfc(value)) for name, value in pairs]
         if normalized == pairs:
             return scope
-        return {**scope, "query_string": urllib.parse.urlencode(normalized).encode("ascii")}
+        scope["query_string"] = urllib.parse.urlencode(normalized).encode("ascii")
+        return scope
 
 
 def _path_fields(scope: Scope) -> list[str]:
@@ -289,9 +290,12 @@ def _is_json(scope: Scope) -> bool:
 
 
 def _with_content_length(scope: Scope, length: int) -> Scope:
+    # The scope is changed in place, not copied: outer middleware reads what routing adds to it (the matched
+    # route, for metrics and traces per route).
     headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
     headers.append((b"content-length", str(length).encode()))
-    return {**scope, "headers": headers}
+    scope["headers"] = headers
+    return scope
 
 
 __all__ = [

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gatherly.contracts.base import IntegrationEvent
+from gatherly.kernel import tracing
 from gatherly.kernel.clock import Clock, SystemClock
 from gatherly.kernel.db import Database
 from gatherly.kernel.messages import Envelope
@@ -73,6 +74,7 @@ class UnitOfWork:
         self._pending: list[Envelope] = []
         self._session: AsyncConnection | None = None
         self._writing: AbstractAsyncContextManager[AsyncConnection] | None = None
+        self._span: AbstractContextManager[Any] = nullcontext()
         self._after_commit: list[Callable[[], None]] = []
         # Set by the service host: wakes this process's refresh of revoked token subjects (kernel/revocation.py).
         self.revocations_changed: Callable[[], None] | None = None
@@ -93,14 +95,31 @@ class UnitOfWork:
             raise RuntimeError(
                 "this unit of work is already open: nesting `async with uow` would split the transaction"
             )
+        # A span around the transaction (commit included) while a traced request or handler runs it.
+        self._span = tracing.unit_of_work(f"{type(self).__name__} transaction")
+        self._span.__enter__()
         self._writing = self.db.writing()
-        self._session = await self._writing.__aenter__()
+        try:
+            self._session = await self._writing.__aenter__()
+        except BaseException as error:
+            self._span.__exit__(type(error), error, error.__traceback__)
+            raise
         self._pending = []
         self._after_commit = []
         self.open_stores(self._session)
         return self
 
     async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            await self._finish(exc_type, exc, tb)
+        except BaseException as error:
+            self._span.__exit__(type(error), error, error.__traceback__)
+            raise
+        self._span.__exit__(exc_type, exc, tb)
+
+    async def _finish(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         session, writing = self.session, self._writing
@@ -155,6 +174,7 @@ class UnitOfWork:
                     "correlation_id": e.correlation_id,
                     "causation_id": e.causation_id,
                     "traceparent": e.traceparent,
+                    "tracestate": e.tracestate,
                 }
                 for e in self._pending
             ],

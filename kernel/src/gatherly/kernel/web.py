@@ -15,12 +15,13 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gatherly.kernel import tracing
 from gatherly.kernel.errors import DomainError, InvalidInput, TooManyRequests, Unavailable
 from gatherly.kernel.limits import PROBLEM_JSON, problem_body, send_problem
 from gatherly.kernel.messages import correlation_id_var
@@ -170,14 +171,18 @@ def database_unreachable(error: BaseException) -> bool:
 
 class RequestContextMiddleware:
     """Gives every request an id (X-Request-ID, taken from the caller when sent) that also correlates the
-    events it causes, and records metrics. Plain ASGI: the endpoint runs in the server's task and its response
-    streams through untouched (Starlette's BaseHTTPMiddleware would run it in a task of its own and re-wrap
-    the body, which cost more than many endpoints themselves)."""
+    events it causes, records metrics per route, and (only while tracing is on) the request's server span.
+    Plain ASGI: the endpoint runs in the server's task and its response streams through untouched (Starlette's
+    BaseHTTPMiddleware would run it in a task of its own and re-wrap the body, which cost more than many endpoints
+    themselves)."""
 
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
         self.service = service
-        self._latency = {method: HTTP_LATENCY.labels(service, method) for method in COMMON_METHODS}
+        # Labelled metrics, looked up once per (method, route[, status]): each lookup costs tens of microseconds.
+        # Routes are the app's path templates ("" when none matched), so the label's values are bounded.
+        self._latency: dict[tuple[str, str], Histogram] = {}
+        self._requests: dict[tuple[str, str, int], Counter] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -196,19 +201,37 @@ class RequestContextMiddleware:
 
         token = correlation_id_var.set(request_id)
         structlog.contextvars.bind_contextvars(request_id=request_id)
+        span = tracing.server_span(scope, self.service)  # None while tracing is off
         started = time.perf_counter()
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - started
             correlation_id_var.reset(token)
             structlog.contextvars.unbind_contextvars("request_id")
-            method = scope["method"]
-            latency = self._latency.get(method) or HTTP_LATENCY.labels(self.service, method)
-            latency.observe(time.perf_counter() - started)
-            HTTP_REQUESTS.labels(self.service, method, str(status)).inc()
+            route = route_of(scope)
+            if span is not None:
+                span.end(route, status)
+            self._count(scope["method"], route, status, elapsed)
+
+    def _count(self, method: str, route: str, status: int, elapsed: float) -> None:
+        latency = self._latency.get((method, route))
+        if latency is None:
+            latency = self._latency[(method, route)] = HTTP_LATENCY.labels(self.service, method, route)
+        latency.observe(elapsed)
+        requests = self._requests.get((method, route, status))
+        if requests is None:
+            requests = self._requests[(method, route, status)] = HTTP_REQUESTS.labels(
+                self.service, method, route, str(status)
+            )
+        requests.inc()
 
 
-COMMON_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+def route_of(scope: Scope) -> str:
+    """The path template the request matched (`/api/groups/{group}`), or "" when no route matched. Routing writes
+    it into the scope, which middleware passes on without copying (see kernel/text.py)."""
+    route = scope.get("route")
+    return getattr(route, "path", "") if route is not None else ""
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
