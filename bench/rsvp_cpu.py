@@ -7,11 +7,14 @@ could not finish at load 13): the group, its members and the events are put into
 and made through its use cases, in a whole Gatherly in one process (embedded mode, SQLite). Answers are sent one
 after another; with inline SQLite a use case runs without yielding, so the thread's CPU time around each call is
 that call's own, except while it waits for the write lock (a consumer's transaction then runs). The SQL
-statements each answer runs are counted exactly.
+statements each answer runs are counted exactly, and so are those the rest of the process runs on the events and the
+notifications databases until every message is handled (the events service's relay, the notifications service's
+consumer of rsvp.*, leases and polls).
 
-    uv run python bench/rsvp_cpu.py [--people 200] [--profile FILE] [--report FILE]
+    uv run python bench/rsvp_cpu.py [--people 200] [--profile FILE] [--whole-profile FILE] [--report FILE]
 
-Writes bench/reports/rsvp_cpu.md (and prints it); with --profile, FILE gets cProfile's view of the use case alone.
+Appends a dated section to bench/reports/rsvp_cpu.md (and prints it); with --profile, FILE gets cProfile's view of
+the use case alone; with --whole-profile, of the whole process while the answers are made and handled.
 """
 
 from __future__ import annotations
@@ -80,24 +83,39 @@ async def _group(gatherly: RunningGatherly, people: int) -> tuple[UserId, GroupI
 
 
 ANSWERING: ContextVar[bool] = ContextVar("answering", default=False)
+# Set in the benchmark's own task: its statements (the answers', counted apart, and settle()'s polls) are not the
+# process's background work. The relay and the consumers run in tasks started before, which keep the default.
+BENCHMARK: ContextVar[bool] = ContextVar("benchmark", default=False)
+
+
+@dataclass
+class Statements:
+    answers: list[str]  # run by the answers themselves
+    background: dict[str, int]  # run by the rest of the process, per service database
 
 
 @contextmanager
-def statements_of_answers(gatherly: RunningGatherly) -> Iterator[list[str]]:
-    """The SQL statements the answers themselves run (the context variable tells them from the relay's and the
-    consumers', which run on the same database meanwhile)."""
-    engine = gatherly.process.host("events").context.db.engine.sync_engine
-    seen: list[str] = []
+def statements_of(gatherly: RunningGatherly) -> Iterator[Statements]:
+    """The SQL statements the answers themselves run, and those the rest of the process runs meanwhile on the events
+    and notifications databases (the context variables tell them apart)."""
+    seen = Statements([], {"events": 0, "notifications": 0})
+    listeners = []
+    for name in seen.background:
+        engine = gatherly.process.host(name).context.db.engine.sync_engine
 
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if ANSWERING.get():
-            seen.append(statement)
+        def record(conn: Any, cursor: Any, statement: str, *args: Any, service: str = name) -> None:
+            if ANSWERING.get():
+                seen.answers.append(statement)
+            elif not BENCHMARK.get():
+                seen.background[service] += 1
 
-    sqlalchemy_events.listen(engine, "before_cursor_execute", record)
+        sqlalchemy_events.listen(engine, "before_cursor_execute", record)
+        listeners.append((engine, record))
     try:
         yield seen
     finally:
-        sqlalchemy_events.remove(engine, "before_cursor_execute", record)
+        for engine, record in listeners:
+            sqlalchemy_events.remove(engine, "before_cursor_execute", record)
 
 
 @dataclass
@@ -105,17 +123,25 @@ class Answers:
     own_ms: float  # CPU per answer while `respond` ran (other tasks may run while it waits for the write lock)
     whole_ms: float  # the process's CPU per answer until every message is handled
     statements: float  # SQL statements per answer
+    relay: float  # statements per answer on the events database outside the answers (the relay, mostly)
+    consumer: float  # statements per answer on the notifications database (its consumer of rsvp.*, mostly)
     made: list[service.MyRsvp]
 
 
 async def _answer_all(
-    gatherly: RunningGatherly, pairs: list[tuple[UserId, str]], profiler: cProfile.Profile | None
+    gatherly: RunningGatherly,
+    pairs: list[tuple[UserId, str]],
+    profiler: cProfile.Profile | None,
+    whole_profiler: cProfile.Profile | None,
 ) -> Answers:
     context = gatherly.process.host("events").context
     own = 0.0
     answers = []
+    BENCHMARK.set(True)
+    if whole_profiler:
+        whole_profiler.enable()
     process_started = time.process_time()
-    with statements_of_answers(gatherly) as statements:
+    with statements_of(gatherly) as statements:
         for person, event_id in pairs:
             started = time.thread_time()
             if profiler:
@@ -124,18 +150,30 @@ async def _answer_all(
             if profiler:
                 profiler.disable()
             own += time.thread_time() - started
-    await gatherly.settle(timeout=600)
+        await gatherly.settle(timeout=600)
     whole = time.process_time() - process_started
+    if whole_profiler:
+        whole_profiler.disable()
     count = len(pairs)
-    return Answers(own * 1000 / count, whole * 1000 / count, len(statements) / count, answers)
+    return Answers(
+        own * 1000 / count,
+        whole * 1000 / count,
+        len(statements.answers) / count,
+        statements.background["events"] / count,
+        statements.background["notifications"] / count,
+        answers,
+    )
 
 
 async def _respond(context: Any, event_id: str, person: UserId) -> service.MyRsvp:
-    ANSWERING.set(True)  # in this task's own context only
-    return await service.respond(unit_of_work(context), event_id, person, Answer.YES, 0)
+    token = ANSWERING.set(True)
+    try:
+        return await service.respond(unit_of_work(context), event_id, person, Answer.YES, 0)
+    finally:
+        ANSWERING.reset(token)
 
 
-async def run(people: int, profiler: cProfile.Profile | None) -> str:
+async def run(people: int, profiler: cProfile.Profile | None, whole_profiler: cProfile.Profile | None) -> str:
     with tempfile.TemporaryDirectory() as folder:
         async with running_gatherly(Path(folder) / "data", **FAST_SETTINGS) as gatherly:
             context = gatherly.process.host("events").context
@@ -146,28 +184,30 @@ async def run(people: int, profiler: cProfile.Profile | None) -> str:
                 for _ in members
             ]
             await gatherly.settle(timeout=600)
-            contention = await _answer_all(gatherly, [(m, contended.id) for m in members], profiler)
+            contention = await _answer_all(gatherly, [(m, contended.id) for m in members], profiler, whole_profiler)
             going = [a for a in contention.made if a.status is RsvpStatus.GOING]
             positions = [a.waitlist_position for a in contention.made if a.status is RsvpStatus.WAITLISTED]
             assert len(going) == SEATS and positions == list(range(1, people - SEATS + 1))
             pairs = [(m, e.id) for m, e in zip(members, spread, strict=True)]
-            spread_out = await _answer_all(gatherly, pairs, profiler)
+            spread_out = await _answer_all(gatherly, pairs, profiler, whole_profiler)
             assert all(a.status is RsvpStatus.GOING for a in spread_out.made)
     return "\n".join(
         [
-            "# CPU per RSVP in the events service's use case (embedded mode, SQLite)",
+            f"## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `bench/rsvp_cpu.py`",
             "",
             f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}, {people} members "
             f"answering yes one after another, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; load average at the end "
             f"(the machine is shared): {_load()}.",
             "",
-            "| answers | SQL statements per answer | CPU per answer while `respond` ran | whole process, until "
+            "| answers | SQL statements per answer | statements per answer, rest of the process: events DB "
+            "(relay) / notifications DB (consumer) | CPU per answer while `respond` ran | whole process, until "
             "every message is handled |",
-            "|---|---|---|---|",
+            "|---|---|---|---|---|",
             f"| {people} to one event of {SEATS} seats ({SEATS} going, the rest waitlisted 1..{people - SEATS}) "
-            f"| {contention.statements:.2f} | {contention.own_ms:.2f} ms | {contention.whole_ms:.2f} ms |",
-            f"| {people}, one event each | {spread_out.statements:.2f} | {spread_out.own_ms:.2f} ms "
-            f"| {spread_out.whole_ms:.2f} ms |",
+            f"| {contention.statements:.2f} | {contention.relay:.2f} / {contention.consumer:.2f} "
+            f"| {contention.own_ms:.2f} ms | {contention.whole_ms:.2f} ms |",
+            f"| {people}, one event each | {spread_out.statements:.2f} | {spread_out.relay:.2f} / "
+            f"{spread_out.consumer:.2f} | {spread_out.own_ms:.2f} ms | {spread_out.whole_ms:.2f} ms |",
             "",
         ]
     )
@@ -184,20 +224,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--people", type=int, default=200)
     parser.add_argument("--profile", type=Path, help="write cProfile's view of the use case alone here")
-    parser.add_argument("--report", type=Path, default=REPORT)
+    parser.add_argument("--whole-profile", type=Path, help="write cProfile's view of the whole process here")
+    parser.add_argument("--report", type=Path, default=REPORT, help="the report a dated section is appended to")
     args = parser.parse_args()
+    if args.profile and args.whole_profile:
+        parser.error("one profile at a time: cProfile runs one profiler per thread")
     profiler = cProfile.Profile() if args.profile else None
-    report = asyncio.run(run(args.people, profiler))
-    if profiler is not None and args.profile:
-        summary = io.StringIO()
-        stats = pstats.Stats(profiler, stream=summary)
-        stats.sort_stats("tottime").print_stats(40)
-        stats.sort_stats("cumulative").print_stats(70)
-        args.profile.write_text(summary.getvalue())
-        profiler.dump_stats(args.profile.with_suffix(".prof"))  # for pstats / snakeviz
+    whole_profiler = cProfile.Profile() if args.whole_profile else None
+    report = asyncio.run(run(args.people, profiler, whole_profiler))
+    for chosen, path in ((profiler, args.profile), (whole_profiler, args.whole_profile)):
+        if chosen is not None and path:
+            _write_profile(chosen, path)
     args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(report)
+    with args.report.open("a") as appended:
+        appended.write("\n" + report)
     print(report)
+
+
+def _write_profile(profiler: cProfile.Profile, path: Path) -> None:
+    summary = io.StringIO()
+    stats = pstats.Stats(profiler, stream=summary)
+    stats.sort_stats("tottime").print_stats(40)
+    stats.sort_stats("cumulative").print_stats(70)
+    path.write_text(summary.getvalue())
+    profiler.dump_stats(path.with_suffix(".prof"))  # for pstats / snakeviz
 
 
 if __name__ == "__main__":

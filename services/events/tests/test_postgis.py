@@ -4,6 +4,7 @@ events found and their distances are the ones the haversine formula gives."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from gatherly.events.domain import EventSearch, Location, SearchOrder
 from gatherly.events.store import EventStore
 from gatherly.kernel.db import Database
 from gatherly.kernel.geo import distance_km
-from gatherly.kernel.testing import DB_BACKENDS, query_plans, scratch_database
+from gatherly.kernel.testing import DB_BACKENDS, query_plans, scratch_database, walks_nearest_first
 
 BERLIN = Location(52.52, 13.405)
 # One public group; 60,000 upcoming events spread over the globe and 3,000 around Berlin (within about 40 km).
@@ -63,6 +64,9 @@ if "postgresql" in DB_BACKENDS:  # a PostgreSQL plan: there is none to show on S
 
         [plan] = plans
         assert "Index Scan using ix_events_location" in plan or "Bitmap Index Scan on ix_events_location" in plan, plan
+        if order is SearchOrder.DISTANCE:
+            # A walk of the index nearest-first that stops after the page; no Sort of every row in the radius.
+            assert walks_nearest_first(plan, "ix_events_location"), plan
         assert len(found) == 20 and position is not None
         for each in found:
             location = each.event.details.venue.location if each.event.details.venue else None
@@ -73,3 +77,43 @@ if "postgresql" in DB_BACKENDS:  # a PostgreSQL plan: there is none to show on S
             assert [f.distance_km for f in found] == sorted(f.distance_km for f in found)  # type: ignore[type-var]
         else:
             assert [f.event.details.starts_at for f in found] == sorted(f.event.details.starts_at for f in found)
+
+    # Many events at one venue (a recurring series' occurrences share it): their distance is one and the same float.
+    INSERT_TIED_EVENTS = """
+        INSERT INTO events (id, group_id, title, description, search_text, starts_at, ends_at, timezone, venue_name,
+                            lat, lng, guest_limit, status, sequence, going_count, waitlist_count, queue_counter,
+                            created_by, created_at, updated_at)
+        SELECT 'e' || lpad(n::text, 3, '0'), 'g', 'Event', '', '', now() + n * interval '1 minute',
+               now() + n * interval '1 minute' + interval '1 hour', 'UTC', 'Venue', lat, lng, 0, 'scheduled', 0, 0, 0,
+               0, 'u', now(), now()
+        FROM (SELECT n,
+                     CASE WHEN n % 3 = 0 THEN 52.53 WHEN n % 7 = 0 THEN 52.60 ELSE 52.52 + n * 0.001 END AS lat,
+                     CASE WHEN n % 3 = 0 THEN 13.41 WHEN n % 7 = 0 THEN 13.50 ELSE 13.405 END AS lng
+              FROM generate_series(1, 150) AS n) AS places"""
+
+    async def test_pages_nearest_first_neither_repeat_nor_skip_events_at_one_distance(tmp_path: Path) -> None:
+        async with scratch_database("postgresql", tmp_path) as url:
+            db = Database(url)
+            try:
+                await db.migrate(SERVICE.migrations)
+                async with db.writing() as connection:
+                    await connection.exec_driver_sql(INSERT_EVENTS[0])
+                    await connection.exec_driver_sql(INSERT_TIED_EVENTS)
+                search = EventSearch(
+                    caller=None, starts_from=datetime.now(UTC), near=BERLIN, radius_km=50, order=SearchOrder.DISTANCE
+                )
+                pages, position = [], None
+                while True:
+                    async with db.read_connection() as connection:
+                        found, position = await EventStore(connection).search(search, 20, position)
+                    pages.append([(each.distance_km, each.event.id) for each in found])
+                    if position is None:
+                        break
+            finally:
+                await db.dispose()
+        seen = [each for page in pages for each in page]
+        assert len(pages) == 8 and all(len(page) == 20 for page in pages[:-1])
+        assert len(seen) == 150 and len({event_id for _, event_id in seen}) == 150
+        # Nearest first, and by id among the 50 at one venue and the 14 at another: ties cross the pages' ends.
+        assert seen == sorted(seen)
+        assert sorted(Counter(distance for distance, _ in seen).values())[-2:] == [14, 50]

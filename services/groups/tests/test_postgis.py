@@ -14,7 +14,7 @@ from gatherly.groups.domain import GroupSearch, GroupSort, Location
 from gatherly.groups.store import GroupStore
 from gatherly.kernel.db import Database
 from gatherly.kernel.geo import distance_km
-from gatherly.kernel.testing import DB_BACKENDS, query_plans, scratch_database
+from gatherly.kernel.testing import DB_BACKENDS, query_plans, scratch_database, walks_nearest_first
 
 BERLIN = Location(52.52, 13.405)
 # 60,000 groups spread over the globe and 3,000 around Berlin (within about 40 km).
@@ -59,6 +59,9 @@ if "postgresql" in DB_BACKENDS:  # a PostgreSQL plan: there is none to show on S
 
         [plan] = plans
         assert "Index Scan using ix_groups_location" in plan or "Bitmap Index Scan on ix_groups_location" in plan, plan
+        if sort is GroupSort.NEAREST:
+            # A walk of the index nearest-first that stops after the page; no Sort of every row in the radius.
+            assert walks_nearest_first(plan, "ix_groups_location"), plan
         assert len(found) == 20 and position is not None
         for each in found:
             location = each.group.details.location

@@ -36,6 +36,20 @@ from gatherly.kernel.uow import OUTBOX, OutboxSignal
 log = structlog.get_logger(__name__)
 
 RELAY_LEASE = KERNEL_METADATA.tables["relay_lease"]
+# Built once, like the relay's read: a statement's construction and cache key cost about what SQLite takes to run it,
+# and the relay runs one per batch.
+DELETE_PUBLISHED = delete(OUTBOX).where(OUTBOX.c.seq.in_(bindparam("seqs", expanding=True)))
+DELETE_READ = delete(OUTBOX).where(OUTBOX.c.seq <= bindparam("read_up_to"))
+DELETE_READ_BUT_HELD = DELETE_READ.where(OUTBOX.c.seq.not_in(bindparam("held", expanding=True)))
+_WAITING = select(OUTBOX.c.seq, OUTBOX.c.occurred_at)
+BACKLOG = {
+    # (the count is bounded: a huge backlog is not counted row by row every second)
+    cursor_mode: select(func.count(), func.min(waiting.c.occurred_at))
+    for cursor_mode, waiting in (
+        (False, _WAITING.order_by(OUTBOX.c.seq).limit(100_000).subquery()),
+        (True, _WAITING.where(OUTBOX.c.seq > bindparam("read_up_to")).order_by(OUTBOX.c.seq).limit(100_000).subquery()),
+    )
+}
 # pg_advisory_lock takes a bigint; any fixed number works, since each service has its own database.
 RELAY_LOCK_KEY = 0x6761_7468_6572  # "gather"
 
@@ -441,7 +455,7 @@ class OutboxRelay:
         self._relayed.inc(len(seqs))
         if not self._cursor_mode:
             async with self.db.writing() as session:
-                await session.execute(delete(OUTBOX).where(OUTBOX.c.seq.in_(seqs)))
+                await session.execute(DELETE_PUBLISHED, {"seqs": seqs})
             return
         self._undeleted += len(seqs)
         if (
@@ -454,12 +468,12 @@ class OutboxRelay:
         """Remove rows already in the log (cursor mode). A crash before this only means they go out again."""
         if not self._cursor_mode or not self._undeleted:
             return
-        statement = delete(OUTBOX).where(OUTBOX.c.seq <= self._read_up_to)
         held = [seq for rows in self._held.values() for seq in rows.seqs]
-        if held:
-            statement = statement.where(OUTBOX.c.seq.not_in(held))
         async with self.db.writing() as session:
-            await session.execute(statement)
+            if held:
+                await session.execute(DELETE_READ_BUT_HELD, {"read_up_to": self._read_up_to, "held": held})
+            else:
+                await session.execute(DELETE_READ, {"read_up_to": self._read_up_to})
         self._undeleted = 0
         self._last_delete = time.monotonic()
 
@@ -481,12 +495,9 @@ class OutboxRelay:
         if now - self._gauges_at < 1.0:
             return
         self._gauges_at = now
-        query = select(OUTBOX.c.seq, OUTBOX.c.occurred_at)
-        if self._cursor_mode:
-            query = query.where(OUTBOX.c.seq > self._read_up_to)
-        waiting = query.order_by(OUTBOX.c.seq).limit(100_000).subquery()
-        async with self.db.read_session() as session:
-            count, oldest = (await session.execute(select(func.count(), func.min(waiting.c.occurred_at)))).one()
+        parameters = {"read_up_to": self._read_up_to} if self._cursor_mode else {}
+        async with self.db.read_connection() as connection:
+            count, oldest = (await connection.execute(BACKLOG[self._cursor_mode], parameters)).one()
         held = [row for rows in self._held.values() for row in rows.rows]
         if self._cursor_mode:
             count += len(held)

@@ -119,7 +119,8 @@ async def schema_drift(backend: str, folder: Path, migrations: Path, metadata: M
 
 async def query_plans(db: Database, run: Callable[[AsyncConnection], Awaitable[Any]]) -> tuple[Any, list[str]]:
     """What `run` returns on a read connection of `db`, and PostgreSQL's plan (EXPLAIN) of each statement it ran, with
-    the very parameters it ran them with."""
+    the very parameters it ran them with. Planner settings it made for a statement (postgis.SETTINGS_SQL) are made
+    again in their place, not explained."""
     statements: list[tuple[str, Any]] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
@@ -134,9 +135,20 @@ async def query_plans(db: Database, run: Callable[[AsyncConnection], Awaitable[A
     plans = []
     async with db.read_connection() as connection:
         for statement, parameters in statements:
+            if statement in postgis.SETTINGS_SQL:
+                await connection.exec_driver_sql(statement, parameters)
+                continue
             rows = await connection.exec_driver_sql(f"EXPLAIN {statement}", parameters)
             plans.append("\n".join(row[0] for row in rows))
     return result, plans
+
+
+def walks_nearest_first(plan: str, index: str) -> bool:
+    """Whether a PostgreSQL plan reads `index` nearest-first (a KNN index scan: `Order By` the distance operator)
+    and sorts nothing: it stops after a page instead of reading every row within the radius."""
+    lines = [line.strip().removeprefix("->").strip() for line in plan.splitlines()]
+    sorts = [line for line in lines if line.split(" ")[0] in {"Sort", "Incremental"}]
+    return f"Index Scan using {index}" in plan and "Order By: (location <->" in plan and not sorts
 
 
 def is_postgis_location(difference: Any) -> bool:

@@ -404,31 +404,40 @@ class EventStore:
         self, criteria: EventSearch, limit: int, after: dict[str, Any] | None
     ) -> tuple[list[Found], Any]:
         """The nearby search on PostgreSQL: ST_DWithin on the venue's geography point (migration 0007) through its
-        GiST index; nearest first is a KNN scan of that index (`<->`), so a page reads about a page of rows."""
+        GiST index; nearest first is a KNN scan of that index (`<->`, postgis.nearest_page), so a page reads about
+        a page of rows."""
         assert criteria.near is not None
         location = postgis.location_of(events)
         distance_m = postgis.nearest_first(location, criteria.near)
         query = (
-            select(events, group_summaries.c.name.label("group_name"), distance_m.label("distance_m"))
+            select(events, group_summaries.c.name.label("group_name"), distance_m.label(postgis.DISTANCE))
             .join(group_summaries, group_summaries.c.group_id == events.c.group_id)
             .where(*_filters(criteria), postgis.within(location, criteria.near, criteria.radius_km))
         )
         by_distance = criteria.order is SearchOrder.DISTANCE
         if by_distance:
-            query = query.order_by(distance_m, events.c.id)
-            if after is not None:
-                # In metres as the query gave them: the same float, so the page boundary neither repeats nor skips.
-                query = query.where(tuple_(distance_m, events.c.id) > _position(after, "m"))
+            nearest = None if after is None else _position(after, "m")
+            rows = list(
+                await postgis.nearest_page(
+                    self.session,
+                    query,
+                    location=location,
+                    center=criteria.near,
+                    key=events.c.id,
+                    limit=limit,
+                    after=nearest,
+                )
+            )
         else:
             query = query.order_by(events.c.starts_at, events.c.id)
             if after is not None:
                 query = query.where(tuple_(events.c.starts_at, events.c.id) > _position(after, "s"))
-        rows = list((await self.session.execute(query.limit(limit + 1))).mappings())
-        found = [Found(_event(row), row["group_name"], row["distance_m"] / 1000.0) for row in rows[:limit]]
+            rows = list((await self.session.execute(query.limit(limit + 1))).mappings())
+        found = [Found(_event(row), row["group_name"], row[postgis.DISTANCE] / 1000.0) for row in rows[:limit]]
         position = None
         if len(rows) > limit:
             last = rows[limit - 1]
-            key = {"m": last["distance_m"]} if by_distance else {"s": last["starts_at"].isoformat()}
+            key = {"m": last[postgis.DISTANCE]} if by_distance else {"s": last["starts_at"].isoformat()}
             position = {**key, "i": last["id"]}
         return found, position
 

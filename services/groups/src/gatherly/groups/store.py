@@ -21,7 +21,6 @@ from sqlalchemy import (
     or_,
     select,
     text,
-    tuple_,
     update,
 )
 from sqlalchemy.engine import RowMapping
@@ -253,7 +252,7 @@ class GroupStore:
             filters.append(postgis.within(location, criteria.near, criteria.radius_km))
             distance_m = postgis.nearest_first(location, criteria.near)
             if criteria.sort is GroupSort.NEAREST:
-                return await self._nearest_postgis(filters, distance_m, limit, after)
+                return await self._nearest_postgis(filters, location, criteria.near, limit, after)
         elif criteria.near is not None:
             distances = await self._within(criteria, criteria.near, filters)
             if criteria.sort is GroupSort.NEAREST:
@@ -305,24 +304,26 @@ class GroupStore:
     async def _nearest_postgis(
         self,
         filters: list[ColumnElement[bool]],
-        distance_m: ColumnElement[float],
+        location: ColumnElement[Any],
+        center: Location,
         limit: int,
         after: dict[str, Any] | None,
     ) -> tuple[list[Found], Any]:
         """Nearest first on PostgreSQL: the GiST index yields the groups within the radius in distance order (a KNN
-        scan, `<->`), so a page reads about a page of rows however many groups the radius holds."""
-        query = select(groups, distance_m.label("distance_m")).where(*filters)
-        if after is not None:
-            # In metres as the query gave them (km would not convert back to the same float).
-            last_m, last_id = _distance_position(after, "m")
-            query = query.where(tuple_(distance_m, groups.c.id) > (last_m, last_id))
-        query = query.order_by(distance_m, groups.c.id).limit(limit + 1)
-        rows = list((await self.session.execute(query)).mappings())
-        found = [Found(_group(row), row["distance_m"] / 1000.0) for row in rows[:limit]]
+        scan, `<->`, postgis.nearest_page), so a page reads about a page of rows however many groups the radius
+        holds."""
+        distance_m = postgis.nearest_first(location, center)
+        query = select(groups, distance_m.label(postgis.DISTANCE)).where(*filters)
+        # In metres as the query gave them (km would not convert back to the same float).
+        nearest = None if after is None else _distance_position(after, "m")
+        rows = await postgis.nearest_page(
+            self.session, query, location=location, center=center, key=groups.c.id, limit=limit, after=nearest
+        )
+        found = [Found(_group(row), row[postgis.DISTANCE] / 1000.0) for row in rows[:limit]]
         position = None
         if len(rows) > limit:
             last = rows[limit - 1]
-            position = {"s": GroupSort.NEAREST.value, "m": last["distance_m"], "i": last["id"]}
+            position = {"s": GroupSort.NEAREST.value, "m": last[postgis.DISTANCE], "i": last["id"]}
         return found, position
 
     async def _nearest(

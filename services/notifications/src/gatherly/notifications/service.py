@@ -35,6 +35,7 @@ from gatherly.kernel.geo import Point
 from gatherly.notifications import domain
 from gatherly.notifications.domain import (
     Channel,
+    EventFacts,
     InvalidSubscription,
     Kind,
     Notice,
@@ -43,30 +44,59 @@ from gatherly.notifications.domain import (
     check_subscription,
     signature_matches,
 )
-from gatherly.notifications.store import Delivery, Notification, NotificationsUnitOfWork, reading
+from gatherly.notifications.store import Delivery, Notification, NotificationsUnitOfWork, Recipient, reading
 
 # --- telling people ------------------------------------------------------------------------------------------------
 
 
-async def tell(uow: NotificationsUnitOfWork, notices: Sequence[Notice], source: str, *, mail: bool = True) -> int:
+@dataclass(frozen=True)
+class People:
+    """What telling people needs to know of them, read once per message: what the service knows of each (their
+    tombstone too) and the preferences of those who set any."""
+
+    known: dict[UserId, Recipient]
+    chosen: dict[UserId, Preferences]
+
+    def gone(self, user_id: UserId) -> bool:
+        """They deleted their account: nothing of theirs is kept again, nothing is told to them."""
+        found = self.known.get(user_id)
+        return found is not None and found.deleted
+
+    def preferences(self, user_id: UserId) -> Preferences:
+        return self.chosen.get(user_id, Preferences())
+
+
+async def people(uow: NotificationsUnitOfWork, user_ids: Sequence[UserId]) -> People:
+    distinct = sorted(set(user_ids))
+    return People(await uow.recipients.known(distinct), await uow.preferences.many(distinct))
+
+
+async def tell(
+    uow: NotificationsUnitOfWork,
+    notices: Sequence[Notice],
+    source: str,
+    *,
+    mail: bool = True,
+    told: People | None = None,
+) -> int:
     """Put the notices in their people's inboxes (once per cause and person), queue the emails their preferences
     and addresses allow (none when not `mail`), and announce each on the log for live streams. Returns how many
-    were new."""
+    were new. `told`: the notices' people, when the caller has read them already."""
+    if told is None:
+        told = await people(uow, [notice.user_id for notice in notices])
     # Nothing for anyone who deleted their account (a later event may still name them, as an attendee, say).
-    gone = await uow.recipients.deleted(sorted({notice.user_id for notice in notices}))
-    notices = [notice for notice in notices if notice.user_id not in gone]
+    notices = [notice for notice in notices if not told.gone(notice.user_id)]
     if not notices:
         return 0
     now = uow.clock.now()
     new = await uow.inbox.add(notices, source, now)
-    people = sorted({notice.user_id for _, notice in new})
-    chosen = await uow.preferences.many(people)
-    reachable = await uow.recipients.many(people)
-    subscribed = await uow.push.subscribed(people)
+    if not new:
+        return 0
+    subscribed = await uow.push.subscribed(sorted({notice.user_id for _, notice in new}))
     sends: list[tuple[str, UserId, Channel]] = []
     for notification_id, notice in new:
-        recipient = reachable.get(notice.user_id)
-        wants = chosen.get(notice.user_id, Preferences())
+        recipient = told.known.get(notice.user_id)
+        wants = told.preferences(notice.user_id)
         if mail and recipient is not None and recipient.mailable and wants.wants(Channel.EMAIL, notice.kind):
             sends.append((notification_id, notice.user_id, Channel.EMAIL))
         if notice.user_id in subscribed and wants.wants(Channel.PUSH, notice.kind):
@@ -119,15 +149,19 @@ async def rsvp_changed(
     else:
         kind = Kind.RSVP_CONFIRMED if isinstance(event, RsvpConfirmed) else Kind.RSVP_PROMOTED
         status, position = "going", None
-    if await uow.recipients.deleted([event.user_id]):
+    person = UserId(event.user_id)
+    # One read of the person and one of the event serve the read model, the reminders and the notice.
+    told = await people(uow, [person])
+    if told.gone(person):
         return  # an RSVP that raced the account's deletion: nothing of theirs is kept again
-    await uow.attendees.put(event.event_id, event.user_id, status)
+    await uow.attendees.put(event.event_id, person, status)
+    kept = await uow.events.get(event.event_id)
     if status == "going":
-        await schedule_reminders(uow, event.event_id, event.user_id)
+        await _schedule_reminders(uow, event.event_id, person, kept, told.preferences(person))
     else:
-        await uow.reminders.drop(event.event_id, event.user_id)
-    facts = await uow.events.get(event.event_id) or domain.unknown_event(event.event_id, event.group_id)
-    await tell(uow, [domain.rsvp_outcome(kind, facts, event.user_id, position=position)], source)
+        await uow.reminders.drop(event.event_id, person)
+    facts = kept or domain.unknown_event(event.event_id, event.group_id)
+    await tell(uow, [domain.rsvp_outcome(kind, facts, person, position=position)], source, told=told)
 
 
 async def rsvp_cancelled(uow: NotificationsUnitOfWork, event: RsvpCancelled) -> None:
@@ -230,11 +264,15 @@ async def forget_person(uow: NotificationsUnitOfWork, deleted: UserDeleted) -> d
 
 async def schedule_reminders(uow: NotificationsUnitOfWork, event_id: str, user_id: str) -> None:
     """A person going to an event gets the reminders their preferences ask for, those still ahead."""
-    facts = await uow.events.get(event_id)
+    await _schedule_reminders(uow, event_id, user_id, await uow.events.get(event_id), await uow.preferences.of(user_id))
+
+
+async def _schedule_reminders(
+    uow: NotificationsUnitOfWork, event_id: str, user_id: str, facts: EventFacts | None, chosen: Preferences
+) -> None:
     if facts is None or facts.starts_at is None or facts.status != "scheduled":
         await uow.reminders.drop(event_id, user_id)
         return
-    chosen = await uow.preferences.of(user_id)
     times = domain.reminder_times(facts.starts_at, chosen.reminder_hours, now=uow.clock.now())
     await uow.reminders.schedule(event_id, user_id, times)
 

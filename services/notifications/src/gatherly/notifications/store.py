@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import BindParameter, Table, and_, bindparam, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -64,6 +65,46 @@ def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
         yield items[start : start + CHUNK]
 
 
+# The statements every notification runs (telling people, an RSVP's read models and reminders), built once: building
+# one and its cache key per call cost more CPU than SQLite running it (cProfile of an RSVP, bench/rsvp_cpu.py).
+# Where the two databases need their own INSERT ... ON CONFLICT, there is one statement per dialect.
+USER_IDS: BindParameter[Any] = bindparam("user_ids", expanding=True)
+RECIPIENTS_AMONG = select(recipients).where(recipients.c.user_id.in_(USER_IDS))
+DELETED_AMONG = select(recipients.c.user_id).where(
+    recipients.c.user_id.in_(USER_IDS), recipients.c.deleted_at.is_not(None)
+)
+PREFERENCES_AMONG = select(preferences).where(preferences.c.user_id.in_(USER_IDS))
+SUBSCRIBED_AMONG = select(push_subscriptions.c.user_id).where(push_subscriptions.c.user_id.in_(USER_IDS)).distinct()
+EVENT_BY_ID = select(events).where(events.c.event_id == bindparam("event_id"))
+INSERT_DELIVERIES = insert(deliveries)
+DROP_UNSENT_REMINDERS = delete(reminders).where(
+    reminders.c.event_id == bindparam("event_id"),
+    reminders.c.user_id == bindparam("user_id"),
+    reminders.c.sent_at.is_(None),
+)
+# Both spell INSERT ... ON CONFLICT alike; SQLAlchemy has a construct per dialect.
+DIALECTS: dict[str, Callable[[Table], Any]] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+# A notice's row unless its cause already told the person (the unique source and person): the ids of those written.
+INSERT_NEW_NOTIFICATIONS = {
+    name: make(notifications)
+    .on_conflict_do_nothing(index_elements=[notifications.c.source, notifications.c.user_id])
+    .returning(notifications.c.id)
+    for name, make in DIALECTS.items()
+}
+UPSERT_ATTENDEE = {
+    name: (upsert := make(attendees)).on_conflict_do_update(
+        index_elements=[attendees.c.event_id, attendees.c.user_id], set_={"status": upsert.excluded.status}
+    )
+    for name, make in DIALECTS.items()
+}
+# The reminders not sent yet are deleted first, so a conflict is one already sent: it stays sent, never again.
+INSERT_NEW_REMINDERS = {name: make(reminders).on_conflict_do_nothing() for name, make in DIALECTS.items()}
+
+
+def _dialect(session: AsyncConnection) -> str:
+    return session.dialect.name
+
+
 # --- read models ---------------------------------------------------------------------------------------------------
 
 
@@ -73,10 +114,11 @@ class Recipient:
     email: str | None
     display_name: str
     confirmed: bool
+    deleted: bool = False  # a tombstone: they deleted their account
 
     @property
     def mailable(self) -> bool:
-        return self.confirmed and bool(self.email)
+        return self.confirmed and bool(self.email) and not self.deleted
 
 
 # A person and where they are (their profile's location, when they gave one).
@@ -145,11 +187,7 @@ class RecipientStore:
         """Those of `user_ids` who deleted their account (their tombstones)."""
         gone: set[UserId] = set()
         for chunk in _chunks(user_ids):
-            rows = await self.session.execute(
-                select(recipients.c.user_id).where(
-                    recipients.c.user_id.in_(chunk), recipients.c.deleted_at.is_not(None)
-                )
-            )
+            rows = await self.session.execute(DELETED_AMONG, {"user_ids": list(chunk)})
             gone.update(UserId(user_id) for user_id in rows.scalars())
         return gone
 
@@ -158,14 +196,21 @@ class RecipientStore:
         return found.get(UserId(user_id))
 
     async def many(self, user_ids: Sequence[str]) -> dict[UserId, Recipient]:
+        """Those of `user_ids` the service knows and who did not delete their account."""
+        return {user_id: found for user_id, found in (await self.known(user_ids)).items() if not found.deleted}
+
+    async def known(self, user_ids: Sequence[str]) -> dict[UserId, Recipient]:
+        """Those of `user_ids` the service knows, tombstones too (`deleted`)."""
         found: dict[UserId, Recipient] = {}
         for chunk in _chunks(user_ids):
-            rows = await self.session.execute(
-                select(recipients).where(recipients.c.user_id.in_(chunk), recipients.c.deleted_at.is_(None))
-            )
+            rows = await self.session.execute(RECIPIENTS_AMONG, {"user_ids": list(chunk)})
             for row in rows.mappings():
                 found[UserId(row["user_id"])] = Recipient(
-                    UserId(row["user_id"]), row["email"], row["display_name"] or "", row["confirmed"]
+                    UserId(row["user_id"]),
+                    row["email"],
+                    row["display_name"] or "",
+                    row["confirmed"],
+                    deleted=row["deleted_at"] is not None,
                 )
         return found
 
@@ -248,7 +293,7 @@ class EventStore:
         await self.session.execute(delete(attendees).where(attendees.c.event_id == event_id))
 
     async def get(self, event_id: str) -> EventFacts | None:
-        row = (await self.session.execute(select(events).where(events.c.event_id == event_id))).mappings().first()
+        row = (await self.session.execute(EVENT_BY_ID, {"event_id": event_id})).mappings().first()
         return _facts(row) if row is not None else None
 
     async def upcoming_in_groups_of(self, user_id: str, start: datetime, end: datetime, limit: int) -> list[EventFacts]:
@@ -311,13 +356,9 @@ class AttendeeStore:
         self.session = session
 
     async def put(self, event_id: str, user_id: str, status: str) -> None:
-        changed = await self.session.execute(
-            update(attendees)
-            .where(attendees.c.event_id == event_id, attendees.c.user_id == user_id)
-            .values(status=status)
+        await self.session.execute(
+            UPSERT_ATTENDEE[_dialect(self.session)], {"event_id": event_id, "user_id": user_id, "status": status}
         )
-        if rowcount(changed) == 0:
-            await self.session.execute(insert(attendees).values(event_id=event_id, user_id=user_id, status=status))
 
     async def remove(self, event_id: str, user_id: str) -> None:
         await self.session.execute(
@@ -378,34 +419,29 @@ class InboxStore:
     async def add(self, notices: Sequence[Notice], source: str, now: datetime) -> list[tuple[str, Notice]]:
         """Put each notice in its person's inbox unless this cause already told them (a redelivery, a replay);
         returns the new notifications' ids with their notice."""
-        told: set[str] = set()
-        for chunk in _chunks([n.user_id for n in notices]):
-            told |= set(
-                await self.session.scalars(
-                    select(notifications.c.user_id).where(
-                        notifications.c.source == source, notifications.c.user_id.in_(chunk)
-                    )
-                )
-            )
-        new = [(str(uuid.uuid4()), notice) for notice in notices if notice.user_id not in told]
-        if new:
-            await self.session.execute(
-                insert(notifications),
-                [
-                    {
-                        "id": notification_id,
-                        "user_id": notice.user_id,
-                        "kind": notice.kind.value,
-                        "title": notice.title[:300],
-                        "body": notice.body,
-                        "link": notice.link[:500],
-                        "source": source,
-                        "created_at": now,
-                    }
-                    for notification_id, notice in new
-                ],
-            )
-        return new
+        if not notices:
+            return []
+        # One statement: a row that the same cause and person already have is skipped, and only the ids of the rows
+        # written come back.
+        numbered = {str(uuid.uuid4()): notice for notice in notices}
+        written = await self.session.execute(
+            INSERT_NEW_NOTIFICATIONS[_dialect(self.session)],
+            [
+                {
+                    "id": notification_id,
+                    "user_id": notice.user_id,
+                    "kind": notice.kind.value,
+                    "title": notice.title[:300],
+                    "body": notice.body,
+                    "link": notice.link[:500],
+                    "source": source,
+                    "created_at": now,
+                }
+                for notification_id, notice in numbered.items()
+            ],
+        )
+        new = set(written.scalars())
+        return [(notification_id, notice) for notification_id, notice in numbered.items() if notification_id in new]
 
     async def page(self, user_id: str, *, unread_only: bool, limit: int, before: int | None) -> list[Notification]:
         """Newest first; `before` is the seq the previous page ended at."""
@@ -510,7 +546,7 @@ class PreferenceStore:
         """The preferences of those who set any (the others have the defaults)."""
         found: dict[UserId, Preferences] = {}
         for chunk in _chunks(user_ids):
-            rows = await self.session.execute(select(preferences).where(preferences.c.user_id.in_(chunk)))
+            rows = await self.session.execute(PREFERENCES_AMONG, {"user_ids": list(chunk)})
             for row in rows.mappings():
                 found[UserId(row["user_id"])] = _preferences(row)
         return found
@@ -577,7 +613,7 @@ class DeliveryStore:
         if not items:
             return
         await self.session.execute(
-            insert(deliveries),
+            INSERT_DELIVERIES,
             [
                 {
                     "id": delivery_key(notification_id, channel),
@@ -801,9 +837,7 @@ class PushSubscriptionStore:
         """Which of these people have at least one subscription."""
         found: set[UserId] = set()
         for chunk in _chunks(user_ids):
-            rows = await self.session.scalars(
-                select(push_subscriptions.c.user_id).where(push_subscriptions.c.user_id.in_(chunk)).distinct()
-            )
+            rows = await self.session.scalars(SUBSCRIBED_AMONG, {"user_ids": list(chunk)})
             found |= {UserId(r) for r in rows}
         return found
 
@@ -831,23 +865,22 @@ class ReminderStore:
 
     async def schedule(self, event_id: str, user_id: str, times: Sequence[tuple[int, datetime]]) -> None:
         """A person's reminders of an event are these from now on (those already sent stay sent, never again)."""
-        mine = and_(reminders.c.event_id == event_id, reminders.c.user_id == user_id)
-        await self.session.execute(delete(reminders).where(mine, reminders.c.sent_at.is_(None)))
-        sent = set(await self.session.scalars(select(reminders.c.hours_before).where(mine)))
+        await self.session.execute(DROP_UNSENT_REMINDERS, {"event_id": event_id, "user_id": user_id})
         rows = [
             {"event_id": event_id, "user_id": user_id, "hours_before": hours, "due_at": due_at}
             for hours, due_at in times
-            if hours not in sent
         ]
         if rows:
-            await self.session.execute(insert(reminders), rows)
+            await self.session.execute(INSERT_NEW_REMINDERS[_dialect(self.session)], rows)
 
     async def drop(self, event_id: str, user_id: str | None = None) -> None:
         """Unsent reminders of an event (of one person, or everyone's) are not sent."""
-        condition = and_(reminders.c.event_id == event_id, reminders.c.sent_at.is_(None))
         if user_id is not None:
-            condition = and_(condition, reminders.c.user_id == user_id)
-        await self.session.execute(delete(reminders).where(condition))
+            await self.session.execute(DROP_UNSENT_REMINDERS, {"event_id": event_id, "user_id": user_id})
+            return
+        await self.session.execute(
+            delete(reminders).where(reminders.c.event_id == event_id, reminders.c.sent_at.is_(None))
+        )
 
     async def claim_due(self, now: datetime, limit: int) -> list[DueReminder]:
         """Unsent reminders due now, locked for this transaction: another worker on PostgreSQL skips them (SKIP
