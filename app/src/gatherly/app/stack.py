@@ -46,6 +46,8 @@ STOP_S = 30.0
 DOWN_S = 300.0
 NGINX = "/usr/sbin/nginx"
 STATE_FILE = "stack.json"
+# Every long-running part, in the order the stack starts them (deploy/compose.yaml has a service of each name).
+COMPONENTS = ("postgresql", "kafka", "kafka-connect", "s3", "smtp", *ALL, "gateway")
 S3_BUCKET = "gatherly-images"
 
 
@@ -243,6 +245,44 @@ def _process(command: list[str], log: Path, env: dict[str, str] | None = None) -
             process.wait()
 
 
+def service_environment(
+    *,
+    data_dir: Path,
+    database_url: str,
+    bootstrap: str,
+    public_url: str,
+    users_url: str,
+    s3_endpoint: str,
+    s3_key: str,
+    s3_secret: str,
+    smtp_port: int,
+    smtp_host: str = "127.0.0.1",
+) -> dict[str, str]:
+    """The settings every service process of the stack gets (deploy/compose.yaml gives its services the same)."""
+    return {
+        "GATHERLY_DATA_DIR": str(data_dir),  # shared: the mail files and flags
+        "GATHERLY_DATABASE_URL": database_url,
+        "GATHERLY_MIGRATE_ON_START": "false",
+        "GATHERLY_LOG_BACKEND": "kafka",
+        "GATHERLY_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "GATHERLY_RELAY": "debezium",  # Debezium publishes the outboxes
+        "GATHERLY_PUBLIC_URL": public_url,
+        "GATHERLY_JWKS_URL": f"{users_url}/.well-known/jwks.json",
+        "GATHERLY_TRUSTED_PROXY_HOPS": "1",  # nginx appends the client's address
+        # The images service's pictures on the S3 server (it makes its bucket at start).
+        "GATHERLY_STORAGE_BACKEND": "s3",
+        "GATHERLY_S3_ENDPOINT_URL": s3_endpoint,
+        "GATHERLY_S3_BUCKET": S3_BUCKET,
+        "GATHERLY_S3_ACCESS_KEY_ID": s3_key,
+        "GATHERLY_S3_SECRET_ACCESS_KEY": s3_secret,
+        # The users and notifications services' mail through SMTP, to the sink.
+        "GATHERLY_MAIL_BACKEND": "smtp",
+        "GATHERLY_SMTP_HOST": smtp_host,
+        "GATHERLY_SMTP_PORT": str(smtp_port),
+        "GATHERLY_SMTP_STARTTLS": "false",
+    }
+
+
 @contextlib.contextmanager
 def running_stack(
     data_dir: Path,
@@ -294,27 +334,18 @@ def running_stack(
         stack.ports = {name: free_port() for name in ALL}
         env = {
             **os.environ,
-            "GATHERLY_DATA_DIR": str(data_dir),  # shared: the mail files, local media and flags
-            "GATHERLY_DATABASE_URL": database_url,
-            "GATHERLY_MIGRATE_ON_START": "false",
-            "GATHERLY_LOG_BACKEND": "kafka",
-            "GATHERLY_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "GATHERLY_RELAY": "debezium",  # Debezium publishes the outboxes
-            "GATHERLY_PUBLIC_URL": stack.url,
-            "GATHERLY_JWKS_URL": f"http://127.0.0.1:{stack.ports['users']}/.well-known/jwks.json",
-            "GATHERLY_TRUSTED_PROXY_HOPS": "1",  # nginx appends the client's address
+            **service_environment(
+                data_dir=data_dir,
+                database_url=database_url,
+                bootstrap=bootstrap,
+                public_url=stack.url,
+                users_url=f"http://127.0.0.1:{stack.ports['users']}",
+                s3_endpoint=s3.endpoint,
+                s3_key=s3_key,
+                s3_secret=s3_secret,
+                smtp_port=smtp_port,
+            ),
             "PYTHONUNBUFFERED": "1",  # each log line in logs/<service>.log as it happens
-            # The images service's pictures on the S3 server (it makes its bucket at start).
-            "GATHERLY_STORAGE_BACKEND": "s3",
-            "GATHERLY_S3_ENDPOINT_URL": s3.endpoint,
-            "GATHERLY_S3_BUCKET": S3_BUCKET,
-            "GATHERLY_S3_ACCESS_KEY_ID": s3_key,
-            "GATHERLY_S3_SECRET_ACCESS_KEY": s3_secret,
-            # The users and notifications services' mail through SMTP, to the sink.
-            "GATHERLY_MAIL_BACKEND": "smtp",
-            "GATHERLY_SMTP_HOST": "127.0.0.1",
-            "GATHERLY_SMTP_PORT": str(smtp_port),
-            "GATHERLY_SMTP_STARTTLS": "false",
         }
         services = {}
         for name, service_port in stack.ports.items():  # all at once: each takes seconds to import and start
