@@ -298,12 +298,15 @@ def stack_up(
     import signal
     import sys
 
-    from gatherly.app.stack import StackRunning, running_stack, start_detached
+    from gatherly.app.stack import StackRunning, StackState, alive, running_stack, start_detached
 
     def say(line: str) -> None:
         console.print(f"[bold magenta]stack[/] {line}", soft_wrap=True, highlight=False)
 
     if detach:
+        if (running := StackState.load(data_dir)) and alive(running.pid):
+            console.print(f"[red]refused:[/] a stack already runs from {data_dir} (pid {running.pid})")
+            raise typer.Exit(1)
         command = [sys.executable, "-m", "gatherly.app", "stack", "up", "--port", str(port)]
         command += ["--data-dir", str(data_dir), "--database-url", database_url]
         command += ["--kafka-bootstrap", kafka_bootstrap] if kafka_bootstrap else []
