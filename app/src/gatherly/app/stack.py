@@ -100,9 +100,7 @@ class StackState:
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process took the number
+    except (ProcessLookupError, PermissionError):  # gone, or the number now belongs to someone else's process
         return False
     return True
 
