@@ -94,7 +94,8 @@ def detached_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Detache
     template = run(databases.__aenter__())
     try:
         data_dir = folder / "data"
-        _gatherly("stack", "up", "--detach", "--port", str(port), "--data-dir", str(data_dir), env=env)
+        arguments = ["--port", str(port), "--data-dir", str(data_dir), "--database-url", template]
+        _gatherly("stack", "up", "--detach", *arguments, env=env)
         try:
             state = StackState.load(data_dir)
             assert state is not None, "the stack said it was ready but wrote no stack.json"
