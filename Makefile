@@ -34,7 +34,7 @@ status-distributed: ## each part of the distributed stack: up or down, pid and p
 	$(UV) run gatherly stack status --data-dir $(DATA_DIR)/stack
 
 test-distributed: install web stack-deps ## the API tests (tests/api) against a detached stack started for the run
-	GATHERLY_TEST_TARGET=stack $(UV) run pytest -q tests/api
+	GATHERLY_TEST_TARGET=stack $(UV) run pytest -q tests/api -k stack
 
 test: install web web-check chromium lint typecheck imports deploy-check pytest ## the whole suite: lint, types, the web app's checks, the deployment checks, tests
 

@@ -64,7 +64,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @dataclass(frozen=True)
 class DetachedStack:
-    url: str
+    url: str  # the gateway, on the loopback
+    public_url: str  # as the services know it (links in mail, the allowed CORS origin)
     data_dir: Path
     database_url: str
     bootstrap: str
@@ -100,7 +101,8 @@ def detached_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Detache
             state = StackState.load(data_dir)
             assert state is not None, "the stack said it was ready but wrote no stack.json"
             [kafka] = [component for component in state.components if component.name == "kafka"]
-            yield DetachedStack(f"http://127.0.0.1:{port}", data_dir, template, f"127.0.0.1:{kafka.port}")
+            gateway = f"http://127.0.0.1:{port}"
+            yield DetachedStack(gateway, state.url, data_dir, template, f"127.0.0.1:{kafka.port}")
         finally:
             _gatherly("stack", "down", "--data-dir", str(data_dir))
             for name in ALL:
@@ -120,7 +122,7 @@ async def gatherly(
     if request.param == "stack":
         stack: DetachedStack = request.getfixturevalue("detached_stack")
         async with httpx.AsyncClient(base_url=stack.url, timeout=30) as client:
-            yield StackGatherly(client, stack.url, stack.data_dir, stack.database_url, stack.bootstrap)
+            yield StackGatherly(client, stack.public_url, stack.data_dir, stack.database_url, stack.bootstrap)
         return
     async with running_gatherly(
         tmp_path_factory.mktemp("api") / "data", database_backend=request.param, **FAST

@@ -71,9 +71,10 @@ async def test_a_lone_surrogate_in_join_answers_is_refused_and_the_requests_list
     [
         ("/api/groups?q=%00", "q"),
         ("/api/groups?topic=a%00", "topic"),
-        ("/api/groups/%00", "group"),
-        ("/api/groups/%00/members", "group"),
-        ("/api/users/%00", "user_id"),
+        # On the stack nginx refuses a NUL in the path itself, with its own 400 page, before any service sees it.
+        pytest.param("/api/groups/%00", "group", marks=pytest.mark.in_process_only),
+        pytest.param("/api/groups/%00/members", "group", marks=pytest.mark.in_process_only),
+        pytest.param("/api/users/%00", "user_id", marks=pytest.mark.in_process_only),
     ],
 )
 async def test_nul_in_a_query_or_path_is_refused_anonymously(gatherly: RunningGatherly, path: str, field: str) -> None:
@@ -105,6 +106,8 @@ async def test_nul_in_group_fields_is_refused_and_nothing_is_stored(
     assert all("\x00" not in json.dumps(item) for item in listed.json()["items"])
 
 
+# On the stack the service refuses it as soon, but nginx keeps reading (and discarding) the rest of the body.
+@pytest.mark.in_process_only
 async def test_an_anonymous_200_mb_signup_is_refused_without_being_read(gatherly: RunningGatherly) -> None:
     sent = 0
 
