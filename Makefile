@@ -6,19 +6,35 @@ PORT ?= 8000
 DATA_DIR ?= ./var
 
 .PHONY: up test install uv lint format typecheck imports pytest bench bench-http clean docs openapi catalog contract-long \
-	web web-client web-check chromium deploy-check stack-deps stack-up
+	web web-client web-check chromium deploy-check stack-deps stack-up up-distributed down-distributed \
+	status-distributed test-distributed
 
 up: install web ## install everything, build the web app and start Gatherly with demo data at http://localhost:8000
 	$(UV) run gatherly up --port $(PORT) --data-dir $(DATA_DIR)
 
-stack-deps: ## install what `gatherly stack up` needs: PostgreSQL (wal_level=logical), Kafka, Connect + Debezium, nginx
+GATEWAY_PORT ?= 8080
+
+stack-deps: ## install what `gatherly stack up` needs: PostgreSQL+PostGIS, Kafka, Connect + Debezium, SeaweedFS, nginx
 	bash scripts/postgres.sh
 	bash scripts/kafka.sh
 	bash scripts/debezium.sh
+	bash scripts/seaweedfs.sh
 	bash scripts/nginx.sh
 
 stack-up: install web stack-deps ## the distributed stack on this machine at http://localhost:8080; Ctrl-C stops it
-	$(UV) run gatherly stack up --port 8080 --data-dir $(DATA_DIR)/stack
+	$(UV) run gatherly stack up --port $(GATEWAY_PORT) --data-dir $(DATA_DIR)/stack
+
+up-distributed: install web stack-deps ## the distributed stack in the background at http://localhost:$(GATEWAY_PORT); returns once ready
+	$(UV) run gatherly stack up --detach --port $(GATEWAY_PORT) --data-dir $(DATA_DIR)/stack
+
+down-distributed: ## stop everything `make up-distributed` started
+	$(UV) run gatherly stack down --data-dir $(DATA_DIR)/stack
+
+status-distributed: ## each part of the distributed stack: up or down, pid and port
+	$(UV) run gatherly stack status --data-dir $(DATA_DIR)/stack
+
+test-distributed: install web stack-deps ## the API tests (tests/api) against a detached stack started for the run
+	GATHERLY_TEST_TARGET=stack $(UV) run pytest -q tests/api -k stack
 
 test: install web web-check chromium lint typecheck imports deploy-check pytest ## the whole suite: lint, types, the web app's checks, the deployment checks, tests
 
@@ -43,8 +59,9 @@ typecheck:
 imports:
 	$(UV) run lint-imports
 
-pytest:
-	$(UV) run pytest -q
+# The API tests run in-process on each database backend and once against the distributed stack (tests/conftest.py).
+pytest: stack-deps
+	GATHERLY_TEST_TARGET=$${GATHERLY_TEST_TARGET:-in-process,stack} $(UV) run pytest -q
 
 docs: install ## regenerate docs/openapi.json, the reference in docs/api.md and docs/events.md (tests fail when they drift)
 	$(UV) run gatherly docs

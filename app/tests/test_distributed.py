@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from typer.testing import CliRunner
 from gatherly.app.cli import app
 from gatherly.app.devmail import newest_link_token
 from gatherly.app.services import ALL
+from gatherly.app.stack import COMPONENTS, STATE_FILE, StackState, alive
 from gatherly.kernel.kafka_connect import ConnectClient, ConnectWorker, drop_slot, outbox_connector
 from gatherly.kernel.testing import DB_BACKENDS, LOG_BACKENDS, free_port, scratch_databases
 
@@ -165,43 +167,51 @@ CHEAP_HASHES = {
     "GATHERLY_MAIL_POLL_INTERVAL": "0.2",
 }
 
+
+def in_process_group(pgid: int) -> list[str]:
+    """Processes whose process group is `pgid` (from /proc), as "pid command" lines."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # gone meanwhile
+            continue
+        # "pid (command) state ppid pgrp …": the command may hold spaces and parentheses.
+        fields = text[text.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            found.append(f"{stat.parent.name} {text[text.index('(') + 1 : text.rindex(')')]}")
+    return found
+
+
+def gatherly_command(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gatherly.app", *args], env=env, capture_output=True, text=True, timeout=900
+    )
+
+
 if "kafka" in LOG_BACKENDS and "postgresql" in DB_BACKENDS:
 
     @pytest.fixture
-    async def stack_up(
+    async def detached_stack(
         kafka_bootstrap: str, kafka_connect: ConnectWorker, tmp_path: Path
-    ) -> AsyncIterator[tuple[httpx.Client, Path, asyncio.subprocess.Process]]:
-        # The session's Kafka and Connect (the stack starts its own when not given them) and scratch databases.
+    ) -> AsyncIterator[tuple[httpx.Client, Path, list[str]]]:
+        """`gatherly stack up --detach` on the session's Kafka and Connect (it starts its own when not given them)
+        and scratch databases; its client, data directory, and the arguments it was started with."""
         async with scratch_databases("postgresql", tmp_path, list(ALL)) as template:
             port = free_port()
-            output = tmp_path / "stack.log"
-            process = await asyncio.create_subprocess_exec(
-                *[sys.executable, "-m", "gatherly.app", "stack", "up", "--port", str(port)],
-                *["--data-dir", str(tmp_path / "stack"), "--database-url", template],
-                *["--kafka-bootstrap", kafka_bootstrap, "--connect-url", kafka_connect.url],
-                env={**os.environ, **CHEAP_HASHES},
-                stdout=output.open("wb"),
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group, so a hung stack can be killed with its children
-            )
+            data_dir = tmp_path / "stack"
+            arguments = ["--port", str(port), "--data-dir", str(data_dir), "--database-url", template]
+            arguments += ["--kafka-bootstrap", kafka_bootstrap, "--connect-url", kafka_connect.url]
+            env = {**os.environ, **CHEAP_HASHES}
             try:
-
-                def up() -> bool | None:
-                    if process.returncode is not None:
-                        raise AssertionError(f"stack up exited ({process.returncode}): {output.read_text()[-3000:]}")
-                    return True if "Gatherly is up" in output.read_text() else None
-
-                await asyncio.to_thread(eventually, up, "the stack up", 600.0)
+                up = await asyncio.to_thread(gatherly_command, "stack", "up", "--detach", *arguments, env=env)
+                assert up.returncode == 0, up.stdout + up.stderr
+                assert "Gatherly is up" in up.stdout  # the progress it showed while starting
                 with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0) as client:
-                    yield client, tmp_path / "stack" / "mail", process
+                    yield client, data_dir, arguments
             finally:
-                if process.returncode is None:  # a failed test: the stack stops what it started on SIGTERM
-                    process.terminate()
-                    try:
-                        await asyncio.wait_for(process.wait(), 120)
-                    except TimeoutError:
-                        os.killpg(process.pid, signal.SIGKILL)
-                        await process.wait()
+                if (data_dir / STATE_FILE).exists():  # a failed test: stop what it started
+                    await asyncio.to_thread(gatherly_command, "stack", "down", "--data-dir", str(data_dir))
                 async with ConnectClient(kafka_connect.url) as connect:
                     for name in ALL:
                         connector = outbox_connector(name, template.replace("{service}", name))
@@ -211,15 +221,40 @@ if "kafka" in LOG_BACKENDS and "postgresql" in DB_BACKENDS:
     # Whole minutes on a busy two-core machine: five service processes start, five replication slots are made (each
     # waits for the server's running transactions), and the session's Kafka and Connect may start first.
     @pytest.mark.timeout(1200)
-    async def test_the_stack_runs_each_service_in_its_own_process_behind_nginx_with_debezium(
-        stack_up: tuple[httpx.Client, Path, asyncio.subprocess.Process],
+    async def test_the_detached_stack_runs_each_service_behind_nginx_says_what_runs_and_stops_without_orphans(
+        detached_stack: tuple[httpx.Client, Path, list[str]],
     ) -> None:
-        client, mail_dir, process = stack_up
-        # Debezium publishes every event (the services' polling relays are off), nginx routes each prefix.
-        await asyncio.to_thread(journey, client, mail_dir)
-        # Ctrl-C stops everything it started, each service gracefully.
-        process.send_signal(signal.SIGINT)
-        assert await asyncio.wait_for(process.wait(), 120) == 0
-        logs = mail_dir.parent / "logs"
+        client, data_dir, arguments = detached_stack
+        # Debezium publishes every event (the services' polling relays are off), nginx routes each prefix, and the
+        # mail comes through SMTP to the sink's folder.
+        await asyncio.to_thread(journey, client, data_dir / "mail")
+
+        status = await asyncio.to_thread(gatherly_command, "stack", "status", "--data-dir", str(data_dir))
+        assert status.returncode == 0, status.stdout
+        state = StackState.load(data_dir)
+        assert state is not None and state.ready
+        mine = [name for name in COMPONENTS if name not in ("kafka", "kafka-connect")]  # those two were given
+        assert [c.name for c in state.components] == mine
+        for component in state.components:
+            assert re.search(rf"{component.name}\s+\S\s+up\s+\S\s+{component.pid or '.system.'}", status.stdout)
+
+        again = await asyncio.to_thread(gatherly_command, "stack", "up", "--detach", *arguments)
+        assert again.returncode == 1 and "already runs" in " ".join(again.stdout.split()), again.stdout
+
+        groups = next(c for c in state.components if c.name == "groups")
+        assert groups.pid is not None
+        os.kill(groups.pid, signal.SIGKILL)  # its port closes with it
+        status = await asyncio.to_thread(gatherly_command, "stack", "status", "--data-dir", str(data_dir))
+        assert status.returncode == 1 and re.search(r"groups\s+\S\s+down", status.stdout), status.stdout
+
+        down = await asyncio.to_thread(gatherly_command, "stack", "down", "--data-dir", str(data_dir))
+        assert down.returncode == 0 and "stopped" in down.stdout, down.stdout + down.stderr
+        assert "killing" not in down.stdout  # everything stopped when asked
+        assert in_process_group(state.pgid) == []
+        assert not any(alive(pid) for pid in [state.pid, *(c.pid for c in state.components if c.pid)])
+        assert not (data_dir / STATE_FILE).exists()
         for name in ALL:
-            assert "service stopped" in (logs / f"{name}.log").read_text(), name
+            if name != "groups":  # each other service stopped gracefully
+                assert "service stopped" in (data_dir / "logs" / f"{name}.log").read_text(), name
+        gone = await asyncio.to_thread(gatherly_command, "stack", "status", "--data-dir", str(data_dir))
+        assert gone.returncode == 3 and "no stack runs" in gone.stdout

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from gatherly.app.testing import FAST_SETTINGS, Person, RunningGatherly, running_gatherly, sign_up
+from gatherly.app.testing import FAST_SETTINGS, Person, RunningGatherly, running_gatherly, send_upload, sign_up
 from gatherly.kernel.clock import FrozenClock
 from gatherly.kernel.testing import DB_BACKENDS
 from gatherly.users import service as users_service
@@ -44,7 +44,7 @@ async def _avatar(gatherly: RunningGatherly, person: Person) -> dict[str, Any]:
     body = {"purpose": "avatar", "content_type": "image/jpeg", "size_bytes": len(data)}
     slot = await _ok(await client.post("/api/images/uploads", json=body, headers=person.auth), 201)
     upload = slot["upload"]
-    assert (await client.put(upload["url"], content=data, headers=upload["headers"])).status_code == 204
+    assert (await send_upload(client, upload, data)).status_code in (200, 201, 204)  # S3: a presigned POST
     await _ok(await client.post(f"/api/images/{slot['image_id']}/complete", headers=person.auth), 202)
     deadline = time.monotonic() + 30
     while (image := (await client.get(f"/api/images/{slot['image_id']}", headers=person.auth)).json())[

@@ -92,6 +92,7 @@ async def log_in(gatherly: RunningGatherly, person: Person) -> httpx.Response:
     return await gatherly.client.post("/api/auth/login", json={"email": person.email, "password": person.password})
 
 
+@pytest.mark.in_process_only  # reads each service's revoked_subjects table through its process
 async def test_a_deleted_accounts_token_cannot_create_a_group_or_an_event_within_seconds(
     gatherly: RunningGatherly,
 ) -> None:
@@ -121,6 +122,7 @@ async def test_a_deleted_accounts_token_cannot_create_a_group_or_an_event_within
         assert revocation is not None and revocation.deleted, name
 
 
+@pytest.mark.in_process_only  # locks with the CLI on the process's databases and reads its log
 async def test_a_locked_account_is_refused_everywhere_and_after_the_unlock_only_a_new_login_works(
     gatherly: RunningGatherly,
 ) -> None:
@@ -180,6 +182,7 @@ async def test_a_locked_account_is_refused_everywhere_and_after_the_unlock_only_
         (("users", "lock", "{email}", "--reason", "\u202e\u200b"), "Give a reason"),
     ],
 )
+@pytest.mark.in_process_only  # runs the CLI on the process's settings
 async def test_the_lock_commands_refuse_bad_input_with_a_message_not_a_traceback(
     gatherly: RunningGatherly, args: tuple[str, ...], says: str
 ) -> None:
@@ -191,6 +194,7 @@ async def test_the_lock_commands_refuse_bad_input_with_a_message_not_a_traceback
     assert (await create_group(gatherly, person)).status_code == 201  # nothing was locked
 
 
+@pytest.mark.in_process_only  # runs the CLI on the process's settings
 async def test_the_lock_command_needs_a_reason(gatherly: RunningGatherly) -> None:
     result = await cli(gatherly, "users", "lock", "someone@example.org")
     assert result.exit_code == 2 and "--reason" in result.output

@@ -7,18 +7,14 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
-import json
 import os
-import shutil
 import struct
-import subprocess
 import time
 import uuid
 import zipfile
 import zlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,16 +23,14 @@ import pytest_asyncio
 from PIL import Image
 
 from gatherly.app.testing import Person, RunningGatherly, running_gatherly, sign_up
-from gatherly.kernel.testing import DB_BACKENDS, free_port
+from gatherly.kernel.seaweedfs import running_seaweedfs
+from gatherly.kernel.testing import DB_BACKENDS
 
 STORAGE_BACKENDS = [
     name.strip() for name in os.environ.get("GATHERLY_TEST_STORAGE_BACKENDS", "local").split(",") if name.strip()
 ]
-WEED_BINARY = os.environ.get("GATHERLY_TEST_WEED", "")
 S3_ACCESS_KEY = "gatherly-test"
 S3_SECRET_KEY = "gatherly-test-secret"  # a throwaway server's credentials, made for this test session
-S3_STARTUP_S = 60.0
-S3_START_ATTEMPTS = 3
 
 FAST: dict[str, Any] = {
     "password_time_cost": 1,
@@ -67,106 +61,12 @@ class S3Server:
         }
 
 
-def weed_binary() -> str:
-    found = WEED_BINARY or shutil.which("weed") or str(Path.home() / ".local" / "bin" / "weed")
-    if not Path(found).is_file():
-        raise RuntimeError(
-            f"s3 is in GATHERLY_TEST_STORAGE_BACKENDS but the SeaweedFS binary is missing ({found}): "
-            "run `bash scripts/seaweedfs.sh` (CI does), or set GATHERLY_TEST_WEED"
-        )
-    return found
-
-
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """SeaweedFS in one process (master, volume, filer, S3 gateway) on free ports, with one identity, so signatures
-    and presigned-POST policies are really checked. Fails, never skips, when it cannot start."""
-    folder = tmp_path_factory.mktemp("seaweedfs")
-    config = folder / "s3.json"
-    identity = {"name": "gatherly", "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}]}
-    config.write_text(json.dumps({"identities": [{**identity, "actions": ["Admin", "Read", "Write", "List"]}]}))
-    # A port chosen free can still be taken before SeaweedFS binds it (another test's server, a client socket):
-    # then it exits at start saying so, and is started again on other ports. Any other failure fails at once.
-    for attempt in itertools.count(1):
-        process, endpoint = _start_seaweedfs(folder, config)
-        try:
-            _wait_for_s3(endpoint, process, folder / "weed.log")
-            break
-        except SeaweedPortTaken:
-            _stop(process)
-            if attempt == S3_START_ATTEMPTS:
-                raise
-        except BaseException:
-            _stop(process)
-            raise
-    try:
-        yield S3Server(endpoint)
-    finally:
-        _stop(process)
-
-
-class SeaweedPortTaken(RuntimeError):
-    """SeaweedFS exited at start because one of its ports was taken meanwhile."""
-
-
-def _start_seaweedfs(folder: Path, config: Path) -> tuple[subprocess.Popen[bytes], str]:
-    # Every port chosen here (gRPC ports default to the HTTP port + 10000, which may not exist or be taken), and the
-    # side servers this test needs not (Iceberg, Lance) turned off, so parallel sessions never collide.
-    names = ("master", "volume", "filer", "s3", "master.grpc", "volume.grpc", "filer.grpc", "s3.grpc", "debug")
-    ports = {name: free_port() for name in names}
-    command = [
-        weed_binary(),
-        "server",
-        f"-dir={folder}",
-        "-ip=127.0.0.1",
-        "-ip.bind=127.0.0.1",
-        f"-master.port={ports['master']}",
-        f"-volume.port={ports['volume']}",
-        f"-filer.port={ports['filer']}",
-        "-s3",
-        f"-s3.port={ports['s3']}",
-        f"-s3.config={config}",
-        f"-master.port.grpc={ports['master.grpc']}",
-        f"-volume.port.grpc={ports['volume.grpc']}",
-        f"-filer.port.grpc={ports['filer.grpc']}",
-        f"-s3.port.grpc={ports['s3.grpc']}",
-        f"-debug.port={ports['debug']}",
-        "-s3.port.iceberg=0",
-        "-s3.port.lance=0",
-        # Small volumes and many of them: each bucket (one per running Gatherly) is a collection with volumes of
-        # its own, and the 30 GB default would leave no free volume for the next bucket.
-        "-master.volumeSizeLimitMB=32",
-        "-volume.max=500",
-    ]
-    with (folder / "weed.log").open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    return process, f"http://127.0.0.1:{ports['s3']}"
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def _wait_for_s3(endpoint: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + S3_STARTUP_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            output = log.read_text()
-            failure = SeaweedPortTaken if "address already in use" in output else RuntimeError
-            raise failure(f"SeaweedFS exited at start ({process.returncode}): {output[-2000:]}")
-        try:
-            # Anonymous requests are refused once the S3 gateway (and its identities) are up.
-            if httpx.get(endpoint, timeout=1).status_code in (200, 403):
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"SeaweedFS did not answer within {S3_STARTUP_S}s: {log.read_text()[-2000:]}")
+    """SeaweedFS on free ports with one identity, so signatures and presigned-POST policies are really checked.
+    Fails, never skips, when it cannot start."""
+    with running_seaweedfs(tmp_path_factory.mktemp("seaweedfs"), S3_ACCESS_KEY, S3_SECRET_KEY) as server:
+        yield S3Server(server.endpoint)
 
 
 def storage_overrides(backend: str, request: pytest.FixtureRequest) -> dict[str, Any]:

@@ -277,42 +277,117 @@ stack = typer.Typer(
 app.add_typer(stack, name="stack")
 
 
+STACK_DATA_DIR = Path("./var/stack")
+StackDataDir = Annotated[Path, typer.Option(help="Kafka, Connect, S3, mail, media, logs and stack.json")]
+
+
 @stack.command("up")
 def stack_up(
     port: Annotated[int, typer.Option(help="The gateway's port (nginx)")] = 8080,
-    data_dir: Annotated[Path, typer.Option(help="Kafka, Connect, mail, media, logs")] = Path("./var/stack"),
+    data_dir: StackDataDir = STACK_DATA_DIR,
     database_url: Annotated[
         str, typer.Option(help="PostgreSQL URL template, {service} replaced by each service's name")
     ] = "postgresql+asyncpg://gatherly:gatherly@127.0.0.1:5432/gatherly_{service}",
     kafka_bootstrap: Annotated[str | None, typer.Option(help="Use this Kafka instead of starting one")] = None,
     connect_url: Annotated[str | None, typer.Option(help="Use this Kafka Connect instead of starting one")] = None,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="Run in the background; return once ready (`gatherly stack down` stops)")
+    ] = False,
 ) -> None:
-    """Start PostgreSQL databases per service, Kafka, Kafka Connect with Debezium's outbox connectors, the five
-    services (`gatherly run`, relays off) and nginx in front; Ctrl-C stops everything. Needs scripts/postgres.sh,
-    scripts/kafka.sh, scripts/debezium.sh and scripts/nginx.sh to have run (`make stack-deps`)."""
+    """Start PostgreSQL databases per service, Kafka, Kafka Connect with Debezium's outbox connectors, SeaweedFS
+    (S3), an SMTP sink writing <data dir>/mail/*.eml, the five services (`gatherly run`, relays off) and nginx in
+    front; Ctrl-C stops everything. Needs scripts/postgres.sh, kafka.sh, debezium.sh, seaweedfs.sh and nginx.sh to
+    have run (`make stack-deps`)."""
     import signal
+    import sys
 
-    from gatherly.app.stack import running_stack
+    from gatherly.app.stack import StackRunning, StackState, alive, running_stack, start_detached
+
+    def say(line: str) -> None:
+        console.print(f"[bold magenta]stack[/] {line}", soft_wrap=True, highlight=False)
+
+    if detach:
+        if (running := StackState.load(data_dir)) and alive(running.pid):
+            console.print(f"[red]refused:[/] a stack already runs from {data_dir} (pid {running.pid})")
+            raise typer.Exit(1)
+        command = [sys.executable, "-m", "gatherly.app", "stack", "up", "--port", str(port)]
+        command += ["--data-dir", str(data_dir), "--database-url", database_url]
+        command += ["--kafka-bootstrap", kafka_bootstrap] if kafka_bootstrap else []
+        command += ["--connect-url", connect_url] if connect_url else []
+        with console.status("[bold magenta]starting the stack[/]") as status:
+
+            def progress(line: str) -> None:
+                if line.startswith("stack "):
+                    console.print(f"[bold magenta]stack[/] {line.removeprefix('stack ')}", highlight=False)
+                    status.update(f"[bold magenta]after:[/] {line.removeprefix('stack ')}")
+
+            try:
+                state = start_detached(command, data_dir, progress)
+            except RuntimeError as error:
+                console.print(f"[red]{error}[/]")
+                raise typer.Exit(1) from error
+        say(f"running in the background (pid {state.pid}): `gatherly stack status`, `gatherly stack down`")
+        return
 
     def interrupted(*_: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupted)  # stop as on Ctrl-C
     os.umask(PRIVATE_UMASK)
-    with (
-        contextlib.suppress(KeyboardInterrupt),
-        running_stack(
-            data_dir,
-            port,
-            database_url=database_url,
-            bootstrap=kafka_bootstrap,
-            connect_url=connect_url,
-            say=lambda line: console.print(f"[bold magenta]stack[/] {line}", soft_wrap=True),
-        ),
-    ):
-        while True:
-            time.sleep(3600)
-    console.print("[bold magenta]stack[/] stopped")
+    try:
+        with (
+            contextlib.suppress(KeyboardInterrupt),
+            running_stack(
+                data_dir,
+                port,
+                database_url=database_url,
+                bootstrap=kafka_bootstrap,
+                connect_url=connect_url,
+                say=say,
+            ),
+        ):
+            while True:
+                time.sleep(3600)
+    except StackRunning as error:
+        console.print(f"[red]refused:[/] {error}")
+        raise typer.Exit(1) from error
+    say("stopped")
+
+
+@stack.command("down")
+def stack_down(data_dir: StackDataDir = STACK_DATA_DIR) -> None:
+    """Stop the stack running from the data directory (started with `gatherly stack up --detach` or in another
+    shell), every part of it; data stays for the next `up`."""
+    from gatherly.app.stack import stop_stack
+
+    if stop_stack(data_dir, lambda line: console.print(f"[bold magenta]stack[/] {line}")):
+        console.print("[bold magenta]stack[/] stopped")
+    else:
+        console.print(f"no stack runs from {data_dir}")
+
+
+@stack.command("status")
+def stack_status(data_dir: StackDataDir = STACK_DATA_DIR) -> None:
+    """Each part of the stack running from the data directory: up or down, its pid and port. Exit status 0 when all
+    are up, 1 when a part is down, 3 when no stack runs."""
+    from gatherly.app.stack import StackState, alive, component_up
+
+    state = StackState.load(data_dir)
+    if state is None or not alive(state.pid):
+        console.print(f"no stack runs from {data_dir}")
+        raise typer.Exit(3)
+    table = Table("component", "state", "pid", "port")
+    down = 0
+    for component in state.components:
+        up = component_up(component)
+        down += not up
+        pid = str(component.pid) if component.pid is not None else "(system)"
+        table.add_row(component.name, "[green]up[/]" if up else "[red]down[/]", pid, str(component.port))
+    console.print(table)
+    phase = "ready" if state.ready else "starting"
+    console.print(f"{phase} at {state.url} (pid {state.pid}); {len(state.components) - down} up, {down} down")
+    if down:
+        raise typer.Exit(1)
 
 
 keys = typer.Typer(help="Keys that sign access tokens (users service): rotate and list.", no_args_is_help=True)

@@ -1,18 +1,25 @@
-"""`gatherly stack up`: the distributed topology on one machine — a PostgreSQL database per service, Kafka, Kafka
-Connect with a Debezium outbox connector per database, each service in a process of its own (`gatherly run`) and
-nginx in front with the gateway's prefix map, serving the web app too."""
+"""`gatherly stack up|down|status`: the distributed topology on one machine — a PostgreSQL database per service,
+Kafka, Kafka Connect with a Debezium outbox connector per database, SeaweedFS (S3) for the images service, an SMTP
+sink writing `<data dir>/mail/*.eml`, each service in a process of its own (`gatherly run`) and nginx in front with
+the gateway's prefix map, serving the web app too. What runs is written to `<data dir>/stack.json` as it starts, so
+`down` and `status` work from another shell and a detached stack can be followed."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import secrets
+import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -27,6 +34,7 @@ from gatherly.kernel.kafka_broker import running_kafka
 from gatherly.kernel.kafka_connect import ConnectClient, connect_outbox, running_connect
 from gatherly.kernel.log.base import TopicConfig
 from gatherly.kernel.log.kafka import KafkaLog
+from gatherly.kernel.seaweedfs import running_seaweedfs
 from gatherly.kernel.testing import free_port
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://gatherly:gatherly@127.0.0.1:5432/gatherly_{service}"
@@ -34,7 +42,77 @@ DEFAULT_DATABASE_URL = "postgresql+asyncpg://gatherly:gatherly@127.0.0.1:5432/ga
 # five of them starting at once took minutes.
 READY_S = 600.0
 STOP_S = 30.0
+# `stack down`: the whole stack stops newest first, each part given STOP_S; past this it is killed.
+DOWN_S = 300.0
 NGINX = "/usr/sbin/nginx"
+STATE_FILE = "stack.json"
+# Every long-running part, in the order the stack starts them (deploy/compose.yaml has a service of each name).
+COMPONENTS = ("postgresql", "kafka", "kafka-connect", "s3", "smtp", *ALL, "gateway")
+S3_BUCKET = "gatherly-images"
+
+
+class StackRunning(RuntimeError):
+    """A stack already runs from this data directory."""
+
+
+@dataclass(frozen=True)
+class Component:
+    """One part of the stack: its process (None when not ours, e.g. the system's PostgreSQL) and the port it serves."""
+
+    name: str
+    pid: int | None
+    port: int
+
+
+@dataclass
+class StackState:
+    """`<data dir>/stack.json`, rewritten (atomically) whenever a part starts: the supervising `gatherly stack up`
+    process, its process group, the gateway's URL, whether everything is ready, and each part."""
+
+    path: Path
+    pid: int = field(default_factory=os.getpid)
+    pgid: int = field(default_factory=lambda: os.getpgid(0))
+    url: str = ""
+    ready: bool = False
+    components: list[Component] = field(default_factory=list)
+
+    def add(self, name: str, pid: int | None, port: int) -> None:
+        self.components.append(Component(name, pid, port))
+        self.save()
+
+    def save(self) -> None:
+        document = {k: v for k, v in asdict(self).items() if k != "path"}
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(document, indent=2))
+        temporary.replace(self.path)
+
+    @classmethod
+    def load(cls, data_dir: Path) -> StackState | None:
+        path = data_dir.resolve() / STATE_FILE
+        try:
+            document: dict[str, Any] = json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        components = [Component(**c) for c in document.pop("components")]
+        return cls(path=path, components=components, **document)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):  # gone, or the number now belongs to someone else's process
+        return False
+    return True
+
+
+def listening(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1.0):
+        return True
+    return False
+
+
+def component_up(component: Component) -> bool:
+    return (component.pid is None or alive(component.pid)) and listening(component.port)
 
 
 @dataclass
@@ -140,6 +218,16 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
     raise RuntimeError(f"{url} not ready within {READY_S:g}s: {log.read_text()[-3000:]}")
 
 
+def _wait_listening(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + READY_S
+    while not listening(port):
+        if process.poll() is not None:
+            raise RuntimeError(f"port {port}'s process exited at start ({process.returncode}): {log.read_text()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nothing listens on port {port} within {READY_S:g}s: {log.read_text()[-3000:]}")
+        time.sleep(0.1)
+
+
 @contextlib.contextmanager
 def _process(command: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("ab") as output:
@@ -153,6 +241,44 @@ def _process(command: list[str], log: Path, env: dict[str, str] | None = None) -
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def service_environment(
+    *,
+    data_dir: Path,
+    database_url: str,
+    bootstrap: str,
+    public_url: str,
+    users_url: str,
+    s3_endpoint: str,
+    s3_key: str,
+    s3_secret: str,
+    smtp_port: int,
+    smtp_host: str = "127.0.0.1",
+) -> dict[str, str]:
+    """The settings every service process of the stack gets (deploy/compose.yaml gives its services the same)."""
+    return {
+        "GATHERLY_DATA_DIR": str(data_dir),  # shared: the mail files and flags
+        "GATHERLY_DATABASE_URL": database_url,
+        "GATHERLY_MIGRATE_ON_START": "false",
+        "GATHERLY_LOG_BACKEND": "kafka",
+        "GATHERLY_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "GATHERLY_RELAY": "debezium",  # Debezium publishes the outboxes
+        "GATHERLY_PUBLIC_URL": public_url,
+        "GATHERLY_JWKS_URL": f"{users_url}/.well-known/jwks.json",
+        "GATHERLY_TRUSTED_PROXY_HOPS": "1",  # nginx appends the client's address
+        # The images service's pictures on the S3 server (it makes its bucket at start).
+        "GATHERLY_STORAGE_BACKEND": "s3",
+        "GATHERLY_S3_ENDPOINT_URL": s3_endpoint,
+        "GATHERLY_S3_BUCKET": S3_BUCKET,
+        "GATHERLY_S3_ACCESS_KEY_ID": s3_key,
+        "GATHERLY_S3_SECRET_ACCESS_KEY": s3_secret,
+        # The users and notifications services' mail through SMTP, to the sink.
+        "GATHERLY_MAIL_BACKEND": "smtp",
+        "GATHERLY_SMTP_HOST": smtp_host,
+        "GATHERLY_SMTP_PORT": str(smtp_port),
+        "GATHERLY_SMTP_STARTTLS": "false",
+    }
 
 
 @contextlib.contextmanager
@@ -169,27 +295,54 @@ def running_stack(
     data_dir = data_dir.resolve()
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    if (running := StackState.load(data_dir)) and alive(running.pid):
+        raise StackRunning(f"a stack already runs from {data_dir} (pid {running.pid}): `gatherly stack down` first")
+    state = StackState(data_dir / STATE_FILE, url=f"http://localhost:{port}")
+    state.save()
     with contextlib.ExitStack() as started:
+        started.callback(state.path.unlink, missing_ok=True)  # the last thing done: nothing of it runs any more
+        postgres = make_url(database_url.replace("{service}", "users"))
+        state.add("postgresql", None, postgres.port or 5432)  # the system's server (scripts/postgres.sh)
         if bootstrap is None:
             say("starting Kafka (a minute on a cold machine)")
             bootstrap = started.enter_context(running_kafka(data_dir / "kafka"))
+            state.add("kafka", int((data_dir / "kafka" / "broker.pid").read_text()), int(bootstrap.rsplit(":")[-1]))
         if connect_url is None:
             say("starting Kafka Connect with Debezium")
-            connect_url = started.enter_context(running_connect(data_dir / "connect", bootstrap)).url
+            worker = started.enter_context(running_connect(data_dir / "connect", bootstrap))
+            assert worker.process is not None
+            connect_url = worker.url
+            state.add("kafka-connect", worker.process.pid, worker.port)
+        say("starting SeaweedFS (S3) for the images service")
+        s3_key, s3_secret = "gatherly", secrets.token_urlsafe(24)  # this run's only identity
+        s3 = started.enter_context(running_seaweedfs(data_dir / "seaweedfs", s3_key, s3_secret))
+        state.add("s3", s3.pid, int(s3.endpoint.rsplit(":")[-1]))
+        smtp_port = free_port()
+        mail_sink = started.enter_context(
+            _process(
+                [sys.executable, "-m", "gatherly.app.mailsink", str(data_dir / "mail"), str(smtp_port)],
+                logs / "mail.log",
+            )
+        )
+        _wait_listening(smtp_port, mail_sink, logs / "mail.log")
+        state.add("smtp", mail_sink.pid, smtp_port)
+        say(f"SMTP sink on port {smtp_port} writes each message to {data_dir / 'mail'}")
         asyncio.run(prepare(database_url, bootstrap, connect_url, say))
-        stack = Stack(url=f"http://localhost:{port}", bootstrap=bootstrap, connect_url=connect_url)
+        stack = Stack(url=state.url, bootstrap=bootstrap, connect_url=connect_url)
         stack.ports = {name: free_port() for name in ALL}
         env = {
             **os.environ,
-            "GATHERLY_DATA_DIR": str(data_dir),  # shared: the mail files, local media and flags
-            "GATHERLY_DATABASE_URL": database_url,
-            "GATHERLY_MIGRATE_ON_START": "false",
-            "GATHERLY_LOG_BACKEND": "kafka",
-            "GATHERLY_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "GATHERLY_RELAY": "debezium",  # Debezium publishes the outboxes
-            "GATHERLY_PUBLIC_URL": stack.url,
-            "GATHERLY_JWKS_URL": f"http://127.0.0.1:{stack.ports['users']}/.well-known/jwks.json",
-            "GATHERLY_TRUSTED_PROXY_HOPS": "1",  # nginx appends the client's address
+            **service_environment(
+                data_dir=data_dir,
+                database_url=database_url,
+                bootstrap=bootstrap,
+                public_url=stack.url,
+                users_url=f"http://127.0.0.1:{stack.ports['users']}",
+                s3_endpoint=s3.endpoint,
+                s3_key=s3_key,
+                s3_secret=s3_secret,
+                smtp_port=smtp_port,
+            ),
             "PYTHONUNBUFFERED": "1",  # each log line in logs/<service>.log as it happens
         }
         services = {}
@@ -199,6 +352,7 @@ def running_stack(
             say(f"{name} starting on port {service_port}")
         for name, process in services.items():
             _wait_ready(f"http://127.0.0.1:{stack.ports[name]}/readyz", process, logs / f"{name}.log")
+            state.add(name, process.pid, stack.ports[name])
             say(f"{name} ready")
         nginx_dir = data_dir / "nginx"
         nginx_dir.mkdir(exist_ok=True)
@@ -210,6 +364,64 @@ def running_stack(
             )
         )
         _wait_ready(f"http://127.0.0.1:{port}/.well-known/jwks.json", nginx, logs / "nginx.log")
+        state.add("gateway", nginx.pid, port)
+        state.ready = True
+        state.save()
         say(f"Gatherly is up on {stack.url} (logs in {logs})")
         yield stack
         say("stopping")
+
+
+def start_detached(command: list[str], data_dir: Path, on_line: Callable[[str], None]) -> StackState:
+    """Run `command` (a foreground `gatherly stack up`) in a session of its own with its output in
+    `<data dir>/logs/stack.log`; pass each line it writes to `on_line`; return once the stack is ready. Raises
+    RuntimeError with the log's end when it exits first."""
+    data_dir = data_dir.resolve()
+    (data_dir / "logs").mkdir(parents=True, exist_ok=True)
+    log = data_dir / "logs" / "stack.log"
+    with log.open("ab") as output:
+        start = output.tell()
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    with log.open("rb") as lines:
+        lines.seek(start)
+        while True:
+            for line in lines.read().decode(errors="replace").splitlines():
+                on_line(line)
+            state = StackState.load(data_dir)
+            if state is not None and state.pid == process.pid and state.ready:
+                return state
+            if process.poll() is not None:
+                tail = log.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"the stack exited at start ({process.returncode}); the end of {log}:\n{tail}")
+            time.sleep(0.2)
+
+
+def stop_stack(data_dir: Path, say: Callable[[str], None]) -> bool:
+    """Stop the stack running from `data_dir`: SIGTERM to its `gatherly stack up`, which stops every part newest
+    first; whatever of it still runs after DOWN_S (or outlived a supervisor that was killed) is killed. False when
+    no stack was running."""
+    state = StackState.load(data_dir)
+    if state is None:
+        return False
+    if alive(state.pid):
+        say(f"stopping the stack (pid {state.pid})")
+        os.kill(state.pid, signal.SIGTERM)
+        deadline = time.monotonic() + DOWN_S
+        while alive(state.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    for pid in [state.pid, *(c.pid for c in state.components if c.pid is not None)]:
+        if _ours(pid, state.pgid):
+            say(f"killing pid {pid}, still running")
+            os.kill(pid, signal.SIGKILL)
+    state.path.unlink(missing_ok=True)
+    return True
+
+
+def _ours(pid: int, pgid: int) -> bool:
+    """Alive and still in the stack's process group (a number reused by another process is left alone)."""
+    try:
+        return alive(pid) and os.getpgid(pid) == pgid
+    except ProcessLookupError:
+        return False

@@ -24,7 +24,9 @@ from gatherly.app.compose import Process
 from gatherly.app.devmail import messages_to, newest_link_token
 from gatherly.app.services import ALL
 from gatherly.contracts.base import IntegrationEvent
+from gatherly.kernel.db import Database
 from gatherly.kernel.log.base import TopicPartition
+from gatherly.kernel.log.kafka import KafkaLog
 from gatherly.kernel.messages import Envelope
 from gatherly.kernel.settings import Settings
 from gatherly.kernel.testing import scratch_databases
@@ -67,6 +69,10 @@ class RunningGatherly:
     def mail_dir(self) -> Path:
         return self.settings.mail_dir
 
+    @property
+    def public_url(self) -> str:
+        return self.settings.effective_public_url
+
     async def pending(self) -> int:
         """Events not yet applied everywhere: outbox rows plus consumer lag over all groups."""
         total = 0
@@ -88,6 +94,72 @@ class RunningGatherly:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{left} event(s) still in flight after {timeout}s")
             await asyncio.sleep(0.02)
+
+
+class StackGatherly(RunningGatherly):
+    """A detached `gatherly stack up` (with a Kafka of its own) seen as the API tests see an in-process Gatherly: an
+    HTTP client on its gateway, its mail folder (the SMTP sink's), and `settle()`. Nothing of its processes' insides
+    is reachable, so tests that need them are marked `in_process_only`."""
+
+    def __init__(self, client: httpx.AsyncClient, url: str, data_dir: Path, database_url: str, bootstrap: str) -> None:
+        self.client = client
+        self.url = url
+        self.data_dir = data_dir
+        self.database_url = database_url
+        self.bootstrap = bootstrap
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.data_dir / "mail"
+
+    @property
+    def public_url(self) -> str:
+        return self.url
+
+    @asynccontextmanager
+    async def _connections(self) -> AsyncIterator[tuple[KafkaLog, list[Database]]]:
+        databases = [Database(self.database_url.replace("{service}", name)) for name in ALL]
+        try:
+            async with KafkaLog(self.bootstrap) as log:
+                yield log, databases
+        finally:
+            for db in databases:
+                await db.dispose()
+
+    @staticmethod
+    async def _pending(log: KafkaLog, databases: list[Database]) -> int:
+        """Debezium publishes the outboxes, whose rows stay (the services' cleaners delete them after 10 minutes,
+        long after publishing): a row is in flight while its topic holds fewer records than the outboxes hold rows
+        for it. Then every consumer group's lag."""
+        rows: dict[str, int] = {}
+        for db in databases:
+            async with db.read_connection() as connection:
+                counted = select(OUTBOX.c.aggregatetype, func.count()).group_by(OUTBOX.c.aggregatetype)
+                for topic, count in (await connection.execute(counted)).all():
+                    rows[topic] = rows.get(topic, 0) + count
+        total = 0
+        for topic, count in rows.items():
+            total += max(0, count - sum((await log.end_offsets(topic)).values()))
+        for definition in ALL.values():
+            for group, spec in definition.consumers.specs.items():
+                for topic in spec.topics:
+                    for partition, end in (await log.end_offsets(topic)).items():
+                        committed = await log.committed(group, TopicPartition(topic, partition.partition))
+                        total += end - (committed or 0)
+        return total
+
+    async def pending(self) -> int:
+        async with self._connections() as (log, databases):
+            return await self._pending(log, databases)
+
+    async def settle(self, timeout: float = 10.0) -> None:
+        timeout = max(timeout, 60.0)  # through Debezium and Kafka, between processes: slower than in one process
+        deadline = time.monotonic() + timeout
+        async with self._connections() as (log, databases):
+            while (left := await self._pending(log, databases)) > 0:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{left} event(s) still in flight after {timeout}s")
+                await asyncio.sleep(0.05)
 
 
 def test_settings(data_dir: Path, **overrides: Any) -> Settings:
@@ -128,6 +200,14 @@ async def running_gatherly(
             httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client,
         ):
             yield RunningGatherly(process, client)
+
+
+async def send_upload(client: httpx.AsyncClient, upload: dict[str, Any], data: bytes) -> httpx.Response:
+    """Send a file to an images service upload target as a browser would: PUT with its headers (local storage), or
+    a multipart POST with its fields then the file (S3's presigned POST)."""
+    if upload["method"] == "PUT":
+        return await client.put(upload["url"], content=data, headers=upload["headers"])
+    return await client.post(upload["url"], data=upload["fields"], files={"file": ("upload", data)})
 
 
 # --- people -----------------------------------------------------------------------------------------------

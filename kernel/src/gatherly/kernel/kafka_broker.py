@@ -94,6 +94,7 @@ def _start(folder: Path, libs: Path) -> tuple[subprocess.Popen[bytes], str]:
         )
     with (folder / "broker.log").open("ab") as log:
         process = subprocess.Popen(_java(libs, "kafka.Kafka", str(config)), stdout=log, stderr=subprocess.STDOUT)
+    (folder / "broker.pid").write_text(f"{process.pid}\n")  # for whoever reports what runs (gatherly stack status)
     return process, f"127.0.0.1:{port}"
 
 
