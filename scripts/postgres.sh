@@ -27,7 +27,7 @@ if ! pg_lsclusters -h | awk '$1 == "15" && $2 == "main" && $4 ~ /online/' | grep
 fi
 # Debezium reads the outbox from the write-ahead log: logical decoding needs wal_level=logical. The suites run five
 # service databases per test, Kafka Connect and whole stacks beside them: 100 connections (the default) ran out when
-# several ran at once. Both need a restart, done only when one of them changes.
+# several ran at once. These need a restart, done only when one of them changes.
 restart=no
 if [ "$(as_postgres psql -Atqc 'SHOW wal_level')" != logical ]; then
   as_postgres psql -q -c 'ALTER SYSTEM SET wal_level = logical'
@@ -37,6 +37,14 @@ if [ "$(as_postgres psql -Atqc 'SHOW max_connections')" -lt 300 ]; then
   as_postgres psql -q -c 'ALTER SYSTEM SET max_connections = 300'
   restart=yes
 fi
+# Each stack's Debezium connectors hold one replication slot (and one WAL sender) per service database: the
+# default 10 let only two stacks run at once (the suites start the kernel's, the stack test's and the API tests').
+for setting in max_replication_slots max_wal_senders; do
+  if [ "$(as_postgres psql -Atqc "SHOW $setting")" -lt 40 ]; then
+    as_postgres psql -q -c "ALTER SYSTEM SET $setting = 40"
+    restart=yes
+  fi
+done
 if [ "$restart" = yes ]; then
   as_root pg_ctlcluster 15 main restart
 fi
