@@ -396,8 +396,9 @@ async def keep_export_part(uow: ImagesUnitOfWork, event: UserExportPartReady) ->
 
 
 async def _settled(uow: ImagesUnitOfWork, export_id: str, user_id: str) -> bool:
-    """Whether the export is past collecting (written or abandoned), or its person deleted."""
-    if (await uow.exports.status_of(export_id)) not in (None, ExportStatus.COLLECTING):
+    """Whether the export is past collecting (written or abandoned), or its person deleted. The export's row is
+    locked first, so a deletion of the person running at the same moment is either seen here or waits for this."""
+    if (await uow.exports.status_of(export_id, locked=True)) not in (None, ExportStatus.COLLECTING):
         return True
     return await _deleted(uow, user_id)
 

@@ -258,15 +258,20 @@ class ExportStore:
                 update(exports).where(exports.c.id.in_(export_ids)).values(status=ExportStatus.EXPIRED.value)
             )
 
-    async def status_of(self, export_id: str) -> ExportStatus | None:
+    async def status_of(self, export_id: str, *, locked: bool = False) -> ExportStatus | None:
+        """`locked`: the row stays locked until the transaction ends, so a deletion (`forget_person`) waits for a
+        part being kept, or the part's transaction reads the deletion's outcome."""
         query = select(exports.c.status).where(exports.c.id == export_id)
+        if locked:
+            query = query.with_for_update()
         status = (await self.session.execute(query)).scalar()
         return ExportStatus(status) if status is not None else None
 
     async def forget_person(self, user_id: str, now: datetime) -> None:
         """The person's account is deleted: the parts kept for their archives go, exports still collecting are
-        abandoned (no archive is written), and archives written are due now (the tidy task deletes them)."""
-        await self.session.execute(delete(export_parts).where(export_parts.c.user_id == user_id))
+        abandoned (no archive is written), and archives written are due now (the tidy task deletes them).
+        The exports are changed before the parts are deleted: their row locks make this wait for a part being kept
+        at the same moment (`keep_export_part` locks its export), whose part the delete then sees."""
         await self.session.execute(
             update(exports)
             .where(exports.c.user_id == user_id, exports.c.status == ExportStatus.COLLECTING.value)
@@ -277,6 +282,7 @@ class ExportStore:
             .where(exports.c.user_id == user_id, exports.c.status == ExportStatus.READY.value)
             .values(expires_at=now)
         )
+        await self.session.execute(delete(export_parts).where(export_parts.c.user_id == user_id))
 
     async def abandon_stale(self, created_before: datetime) -> int:
         """Exports still collecting since before the cutoff: their parts are dropped (personal data not kept for
