@@ -151,7 +151,7 @@ async def freeze_startup_heap() -> None:
     """Move everything alive once the process has started out of the collector's reach.
 
     A started process holds some 285,000 objects (apps, schemas, SQLAlchemy metadata, compiled statements) that live
-    as long as it does. Each full collection walked all of them: 0.4 to over a second with the loop stopped on a
+    as long as it does. Each full collection walked all of them: 0.4 s to over a second with the loop stopped on a
     loaded machine. Frozen, a full collection walks only what was made since (gc.freeze's own
     advice for long-lived processes). Garbage is collected first so that none of it is frozen."""
     gc.collect()
