@@ -35,7 +35,7 @@ from gatherly.kernel.kafka_connect import ConnectClient, connect_outbox, running
 from gatherly.kernel.log.base import TopicConfig
 from gatherly.kernel.log.kafka import KafkaLog
 from gatherly.kernel.seaweedfs import running_seaweedfs
-from gatherly.kernel.testing import free_port
+from gatherly.kernel.testing import free_port, stop_process
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://gatherly:gatherly@127.0.0.1:5432/gatherly_{service}"
 # A service imports, connects and joins its consumer groups in seconds; on a two-core machine shared with much else
@@ -235,12 +235,7 @@ def _process(command: list[str], log: Path, env: dict[str, str] | None = None) -
     try:
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(STOP_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, STOP_S)
 
 
 def service_environment(

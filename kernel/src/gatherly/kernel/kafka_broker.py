@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from gatherly.kernel.testing import free_port
+from gatherly.kernel.testing import free_port, stop_process
 
 STARTUP_S = 180.0  # a cold JVM on a busy two-core machine took 40 s to open its port
 STOP_S = 30.0
@@ -112,15 +112,6 @@ def _wait_until_listening(process: subprocess.Popen[bytes], bootstrap: str, log:
     raise RuntimeError(f"Kafka did not listen on {bootstrap} within {STARTUP_S:g}s: {log.read_text()[-3000:]}")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(STOP_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 @contextlib.contextmanager
 def running_kafka(folder: Path) -> Iterator[str]:
     """Start a one-node Kafka with its data in `folder` on free loopback ports; yield its bootstrap address
@@ -132,17 +123,17 @@ def running_kafka(folder: Path) -> Iterator[str]:
         try:
             _wait_until_listening(process, bootstrap, folder / "broker.log")
         except KafkaPortTaken:
-            _stop(process)
+            stop_process(process, STOP_S)
             if attempt == 2:
                 raise
             continue
         except BaseException:
-            _stop(process)
+            stop_process(process, STOP_S)
             raise
         try:
             yield bootstrap
         finally:
-            _stop(process)
+            stop_process(process, STOP_S)
         return
 
 

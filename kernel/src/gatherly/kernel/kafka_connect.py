@@ -24,7 +24,7 @@ import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
-from gatherly.kernel.testing import free_port
+from gatherly.kernel.testing import free_port, stop_process
 
 STARTUP_S = 180.0  # a cold JVM on a busy two-core machine takes tens of seconds to join its group
 STOP_S = 30.0
@@ -167,12 +167,7 @@ class ConnectWorker:
     def stop(self) -> None:
         """Stop gracefully (the worker commits its offsets and leaves the group)."""
         if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(STOP_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_process(self.process, STOP_S)
             self.process = None
 
     def kill(self) -> None:

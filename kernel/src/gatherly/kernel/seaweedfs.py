@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from gatherly.kernel.testing import free_port
+from gatherly.kernel.testing import free_port, stop_process
 
 STARTUP_S = 60.0
 STOP_S = 20.0
@@ -81,15 +81,6 @@ def _start(folder: Path, config: Path) -> tuple[subprocess.Popen[bytes], str]:
     return process, f"http://127.0.0.1:{ports['s3']}"
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=STOP_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def _wait_for_s3(endpoint: str, process: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + STARTUP_S
     while time.monotonic() < deadline:
@@ -121,13 +112,13 @@ def running_seaweedfs(folder: Path, access_key: str, secret_key: str) -> Iterato
             _wait_for_s3(endpoint, process, folder / "weed.log")
             break
         except SeaweedPortTaken:
-            _stop(process)
+            stop_process(process, STOP_S)
             if attempt == START_ATTEMPTS:
                 raise
         except BaseException:
-            _stop(process)
+            stop_process(process, STOP_S)
             raise
     try:
         yield SeaweedServer(endpoint, process.pid)
     finally:
-        _stop(process)
+        stop_process(process, STOP_S)

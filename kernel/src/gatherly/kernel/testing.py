@@ -11,6 +11,7 @@ import asyncio
 import os
 import random
 import socket
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -161,6 +162,16 @@ def is_postgis_location(difference: Any) -> bool:
     return (kind == "remove_index" and name.endswith(f"_{postgis.LOCATION}")) or (
         kind == "remove_table" and name == "spatial_ref_sys"
     )
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM, and SIGKILL if it has not exited within `timeout` seconds (servers the tests and the stack start)."""
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def free_port() -> int:
