@@ -9,15 +9,13 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gatherly.contracts.users import EXPORT_PARTS
 from gatherly.images.domain import ExportJob, ExportStatus, Image, ImageId, Purpose, Status, UserId, Variant
 from gatherly.images.tables import export_parts, exports, images
-from gatherly.kernel.db import Database, Executor, rowcount
+from gatherly.kernel.db import Database, Executor, insert_ignoring_conflicts, rowcount
 from gatherly.kernel.revocation import RevocationStore
 from gatherly.kernel.runtime import ServiceContext
 from gatherly.kernel.uow import UnitOfWork
@@ -162,14 +160,10 @@ class ExportStore:
     def __init__(self, session: AsyncConnection) -> None:
         self.session = session
 
-    def _insert_ignoring_repeats(self, table: Any) -> Any:
-        """INSERT … ON CONFLICT DO NOTHING: a redelivered request or part is recorded once."""
-        dialect = self.session.dialect.name
-        return (sqlite_insert if dialect == "sqlite" else postgresql_insert)(table).on_conflict_do_nothing()
-
+    # Requests and parts are inserted ignoring conflicts: a redelivered one is recorded once.
     async def _ensure(self, export_id: str, user_id: str, now: datetime) -> None:
         await self.session.execute(
-            self._insert_ignoring_repeats(exports).values(
+            insert_ignoring_conflicts(self.session, exports).values(
                 id=export_id, user_id=user_id, status=ExportStatus.COLLECTING.value, created_at=now
             )
         )
@@ -185,7 +179,7 @@ class ExportStore:
     async def add_part(self, export_id: str, user_id: str, service: str, files: dict[str, Any], now: datetime) -> None:
         await self._ensure(export_id, user_id, now)
         await self.session.execute(
-            self._insert_ignoring_repeats(export_parts).values(
+            insert_ignoring_conflicts(self.session, export_parts).values(
                 export_id=export_id, service=service, user_id=user_id, files=files, received_at=now
             )
         )
