@@ -26,9 +26,10 @@ from gatherly.events import service as events_service
 from gatherly.events.store import EventsUnitOfWork
 from gatherly.images import service as images_service
 from gatherly.images import tables
-from gatherly.images.domain import export_key
+from gatherly.images.domain import UserId, export_key
 from gatherly.images.service import STORAGE
 from gatherly.images.storage import StorageUnavailable
+from gatherly.images.store import unit_of_work as images_unit_of_work
 from gatherly.kernel import exports
 from gatherly.kernel.clock import FrozenClock
 from gatherly.kernel.messages import Envelope
@@ -239,14 +240,21 @@ async def test_a_part_over_its_bound_fails_the_export_saying_why(
 
 
 class WriteOutage:
-    """The real storage, except that its next `failures` writes fail as an unreachable storage does."""
+    """The real storage, except that the next `failures` writes of `key` fail as an unreachable storage does.
+
+    Only that key is failed and counted: the server is shared, and another test's export may be written meanwhile.
+    """
 
     def __init__(self, real: Any, failures: int) -> None:
         self.real = real
         self.failures = failures
         self.calls = 0
+        self.key = ""  # set once the export's id is known
 
     async def write(self, key: str, data: bytes, **options: Any) -> None:
+        if key != self.key:
+            await self.real.write(key, data, **options)
+            return
         self.calls += 1
         if self.failures > 0:
             self.failures -= 1
@@ -267,6 +275,7 @@ async def test_an_archive_that_storage_cannot_take_is_written_when_it_can(
     try:
         gus = await api.person(f"Gus {uuid.uuid4().hex[:4]}")
         export_id = await _export(api, gus)
+        outage.key = export_key(export_id)  # written only once every service has sent its part: well after this
         status = await _finished(api, gus, export_id, timeout=60)
     finally:
         context.extras[STORAGE] = real
@@ -277,6 +286,52 @@ async def test_an_archive_that_storage_cannot_take_is_written_when_it_can(
     records = await api.running.process.platform.log.read("user_export", limit=100_000)
     ready = [e for e in map(Envelope.from_record, records) if e.type == "user_export.archive_ready"]
     assert [e.payload["export_id"] for e in ready].count(export_id) == 1
+
+
+class DeletionWhileWriting:
+    """The real storage, except that the person's account is deleted (as the images service hears of it) while
+    the archive `key` is being written."""
+
+    def __init__(self, real: Any, context: Any, user_id: str) -> None:
+        self.real, self.context, self.user_id = real, context, user_id
+        self.key = ""  # set once the export's id is known
+        self.crossed = False
+
+    async def write(self, key: str, data: bytes, **options: Any) -> None:
+        if key != self.key:
+            await self.real.write(key, data, **options)
+            return
+        uow = images_unit_of_work(self.context)
+        async with uow:
+            await uow.exports.forget_person(UserId(self.user_id), uow.clock.now())
+        await self.real.write(key, data, **options)
+        self.crossed = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+async def test_an_archive_written_while_its_person_is_deleted_is_deleted_from_storage(api: ImagesApi) -> None:
+    context = api.running.process.host("images").context
+    real = context.extras[STORAGE]
+    hal = await api.person(f"Hal {uuid.uuid4().hex[:4]}")
+    crossing = context.extras[STORAGE] = DeletionWhileWriting(real, context, hal.user_id)
+    try:
+        export_id = await _export(api, hal)
+        crossing.key = export_key(export_id)  # written only once every service has sent its part: well after this
+        deadline = time.monotonic() + 60
+        while not crossing.crossed:
+            assert time.monotonic() < deadline, "the archive was never written"
+            await asyncio.sleep(0.05)
+    finally:
+        context.extras[STORAGE] = real
+
+    await _until_not_stored(api, export_id)  # it was written after the deletion: the tidy task deletes it
+    assert await _exports_of(api, hal.user_id) == ({export_id: "expired"}, 0)
+    await api.running.settle()
+    records = await api.running.process.platform.log.read("user_export", limit=100_000)
+    ready = [e for e in map(Envelope.from_record, records) if e.type == "user_export.archive_ready"]
+    assert export_id not in [e.payload["export_id"] for e in ready]
 
 
 @pytest.mark.parametrize(

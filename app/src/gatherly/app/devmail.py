@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import re
 import urllib.parse
@@ -21,6 +22,14 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9@._-]+\.eml$")
 
 
 def read_message(path: Path) -> EmailMessage:
+    return _parsed(path, path.stat().st_mtime_ns)
+
+
+# A message file is written once (write, then rename) and never changed, so it is parsed once. Tests poll the
+# mail folder every few milliseconds in the server's own event loop: parsing hundreds of messages on each poll
+# starved the server they were waiting for (a mail took 10 to 20 s on a loaded machine).
+@functools.lru_cache(maxsize=4096)
+def _parsed(path: Path, modified_ns: int) -> EmailMessage:
     message = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
     assert isinstance(message, EmailMessage)
     return message

@@ -442,7 +442,10 @@ async def write_next_archive(uow: ImagesUnitOfWork, storage: ObjectStorage, *, l
         raise
     async with uow:
         expires_at = uow.clock.now() + timedelta(seconds=link_ttl)
-        if await uow.exports.finish(job.id, key, len(archive), expires_at):
+        if not await uow.exports.finish(job.id, key, len(archive), expires_at):
+            # The account was deleted while the archive was being written: the tidy task deletes what was written.
+            await uow.exports.note_abandoned_archive(job.id, key)
+        else:
             uow.publish(
                 UserExportArchiveReady(
                     user_id=job.user_id,

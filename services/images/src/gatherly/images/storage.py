@@ -14,6 +14,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import math
 import os
 import re
 import secrets
@@ -326,8 +327,9 @@ class S3Storage:
 
 
 def _seconds_until(moment: datetime) -> int:
-    # Presigned S3 requests carry a lifetime, not a deadline: the server checks it against its own clock.
-    return max(1, int(moment.timestamp() - time.time()))
+    # Presigned S3 requests carry a lifetime, not a deadline, counted from a signing time cut to the whole second:
+    # count it from that second and round up, so the URL never dies before `moment` (at most a second after it).
+    return max(1, math.ceil(moment.timestamp() - math.floor(time.time())))
 
 
 # --- building one from settings -------------------------------------------------------------------------------------

@@ -236,11 +236,22 @@ class ExportStore:
         await self.session.execute(delete(export_parts).where(export_parts.c.export_id == export_id))
         return rowcount(result) == 1
 
+    async def note_abandoned_archive(self, export_id: str, archive_key: str) -> None:
+        """An archive was written for an export abandoned meanwhile (its person was deleted): listed, so that the
+        tidy task deletes it (`expired_archives`)."""
+        await self.session.execute(
+            update(exports)
+            .where(exports.c.id == export_id, exports.c.status == ExportStatus.ABANDONED.value)
+            .values(archive_key=archive_key)
+        )
+
     async def expired_archives(self, now: datetime, limit: int) -> list[tuple[str, str]]:
-        """(export id, archive key) of archives past their expiry, locked."""
+        """(export id, archive key) of archives past their expiry or written for an abandoned export, locked."""
+        expired = and_(exports.c.status == ExportStatus.READY.value, exports.c.expires_at <= now)
+        abandoned = and_(exports.c.status == ExportStatus.ABANDONED.value, exports.c.archive_key.is_not(None))
         query = (
             select(exports.c.id, exports.c.archive_key)
-            .where(exports.c.status == ExportStatus.READY.value, exports.c.expires_at <= now)
+            .where(or_(expired, abandoned))
             .limit(limit)
             .with_for_update(skip_locked=True)
         )

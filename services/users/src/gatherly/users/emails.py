@@ -170,6 +170,11 @@ class MailSender:
             return await Stores(session).mail.claim_due(now, now + CLAIM, BATCH)
 
     async def _send(self, mail: OutgoingMail) -> int:
+        # A batch is claimed at once and sent one by one, which takes a while: a message dropped meanwhile (its
+        # account was deleted) must not go out. What is left is the instant between this check and the handover.
+        async with self.context.db.read_connection() as connection:
+            if not await Stores(connection).mail.is_queued(mail.id):
+                return 0
         message = compose(
             sender=self.context.settings.mail_from,
             to=mail.recipient,

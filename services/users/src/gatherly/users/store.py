@@ -587,6 +587,10 @@ class MailOutboxStore:
         """Drop the mails not yet sent to these addresses; returns how many."""
         return rowcount(await self.session.execute(delete(mail_outbox).where(mail_outbox.c.recipient.in_(recipients))))
 
+    async def is_queued(self, mail_id: str) -> bool:
+        """Whether the message is still waiting to be sent (not dropped meanwhile, e.g. by an account deletion)."""
+        return await self.session.scalar(select(mail_outbox.c.id).where(mail_outbox.c.id == mail_id)) is not None
+
     async def sent(self, mail_id: str) -> None:
         # Deleted once delivered: the rows hold live link tokens that should not outlive their purpose.
         await self.session.execute(delete(mail_outbox).where(mail_outbox.c.id == mail_id))
