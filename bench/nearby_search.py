@@ -17,7 +17,7 @@ all five):
 On PostgreSQL row 3 is left out: the PostGIS search is one query whatever the order (postgis.py).
 
 CPU time per request is reported too: the machine is shared, so wall-clock latency depends on the neighbours.
-Writes bench/reports/nearby_search.md (and prints it).
+Appends a dated section to bench/reports/nearby_search.md (and prints it).
 
     uv run python bench/nearby_search.py [--events 100000] [--queries 500] [--all-services] [--database postgresql]
 """
@@ -200,7 +200,8 @@ async def run(count: int, queries: int, services: list[str] | None, database: st
             db = gatherly.process.host("events").context.db
             results["the store's query alone, nearest first"] = await _timed_queries(db, rng, queries)
     lines = [
-        f"# Nearby search over {count:,} events (embedded mode, {DATABASES[database]})",
+        f"## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: nearby search over {count:,} events (embedded mode, "
+        f"{DATABASES[database]})",
         "",
         f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "
         f"{count:,} scheduled events (half around 20 cities, half spread over Europe; seeded in {seeded:.1f} s), "
@@ -235,7 +236,8 @@ def main() -> None:
     services = None if args.all_services else ["events"]
     report = asyncio.run(run(args.events, args.queries, services, args.database))
     args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(report)
+    with args.report.open("a") as appended:
+        appended.write("\n" + report)
     print(report)
 
 

@@ -7,7 +7,10 @@ baseline measured in the same run.
 3. Baseline: N concurrent requests to a bare JSON endpoint of the same server (`GET /livez`), requests per second.
 
 Requests go through the gateway's ASGI app in-process (httpx ASGITransport): the whole HTTP stack of the app,
-no sockets. Writes bench/reports/rsvp_contention.md (and prints it).
+no sockets. The members are put into the events service's read models and given access tokens signed with the
+users service's key (no sign-ups: 200 of them, each a mail and a password hash, did not finish in 600 s on the
+loaded machine); the events are scheduled and answered through HTTP. Appends a dated section to
+bench/reports/rsvp_contention.md (and prints it).
 
     uv run python bench/rsvp_contention.py [--clients 200] [--seats 20] [--rounds 3] [--profile FILE]
 
@@ -26,12 +29,20 @@ import pstats
 import statistics
 import tempfile
 import time
+import uuid
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gatherly.app.testing import FAST_SETTINGS, Person, RunningGatherly, running_gatherly, sign_up
+from gatherly.app.testing import FAST_SETTINGS, RunningGatherly, running_gatherly
+from gatherly.contracts.groups import GroupCreated
+from gatherly.events.domain import GroupId, UserId
+from gatherly.events.store import unit_of_work as events_unit_of_work
+from gatherly.users.crypto import signing_key_for
+from gatherly.users.service import Identity
+from gatherly.users.store import unit_of_work as users_unit_of_work
 
 FAST = {
     **FAST_SETTINGS,
@@ -73,32 +84,61 @@ async def _phase(name: str, work: Awaitable[T]) -> T:
         ) from None
 
 
-async def _person_in(gatherly: RunningGatherly, group_id: str, index: int) -> Person:
-    # A generous wait for the confirmation mail: on a loaded shared machine it can take longer than a test allows.
-    person = await sign_up(gatherly, display_name=f"Person {index}", mail_timeout=120)
-    joined = await gatherly.client.post(f"/api/groups/{group_id}/join", json={}, headers=person.auth)
-    assert joined.status_code == 200, joined.text
-    return person
+@dataclass(frozen=True)
+class Member:
+    """A bench member: who they are to the events service, and the access token the users service signed for them."""
+
+    user_id: str
+    auth: dict[str, str]
 
 
-async def _people(gatherly: RunningGatherly, count: int) -> tuple[Person, list[Person], str]:
-    organizer = await sign_up(gatherly, display_name="Organizer", mail_timeout=120)
-    group = await gatherly.client.post("/api/groups", json={"name": "Bench"}, headers=organizer.auth)
-    group_id = group.json()["id"]
-    # One at a time: ten sign-ups at once took 26-41 s on the loaded machine, one at a time 0.3-1 s each.
-    people = [await _person_in(gatherly, group_id, index) for index in range(count)]
+async def _token_for(gatherly: RunningGatherly, user_id: str) -> dict[str, str]:
+    """An access token for `user_id`, signed with the users service's current key as a login signs it: the bench
+    measures RSVPs, and 200 sign-ups (each a mail and a password hash) outlasted the set-up deadline at load 13+."""
+    context = gatherly.process.host("users").context
+    identity: Identity = context.extras["identity"]
+    now = datetime.now(UTC)
+    async with users_unit_of_work(context) as uow:
+        key = signing_key_for(await uow.signing_keys.published(), now)
+    token = identity.signer.access_token(key, user_id, now, session_id=str(uuid.uuid4()), token_id=uuid.uuid4().hex)
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def _people(gatherly: RunningGatherly, count: int) -> tuple[Member, list[Member], str]:
+    """A public group with an organizer and `count` members, put into the events service's read models (as its
+    consumers of the groups service's events would), each with an access token."""
+    context = gatherly.process.host("events").context
+    organizer = Member(str(uuid.uuid4()), {})
+    group_id = str(uuid.uuid4())
+    created = GroupCreated(
+        group_id=group_id,
+        slug="bench",
+        name="Bench",
+        visibility="public",
+        join_policy="open",
+        organizer_id=organizer.user_id,
+        created_at=datetime.now(UTC),
+    )
+    ids = [str(uuid.uuid4()) for _ in range(count)]
+    async with events_unit_of_work(context) as uow:
+        await uow.groups.apply(created)
+        await uow.members.put(GroupId(group_id), UserId(organizer.user_id), "organizer")
+        for user_id in ids:
+            await uow.members.put(GroupId(group_id), UserId(user_id), "member")
+    organizer = Member(organizer.user_id, await _token_for(gatherly, organizer.user_id))
+    people = [Member(user_id, await _token_for(gatherly, user_id)) for user_id in ids]
     await gatherly.settle(timeout=120)
     return organizer, people, group_id
 
 
-async def _schedule(gatherly: RunningGatherly, organizer: Person, group_id: str, capacity: int | None) -> str:
+async def _schedule(gatherly: RunningGatherly, organizer: Member, group_id: str, capacity: int | None) -> str:
     response = await gatherly.client.post("/api/events", json=_event(group_id, capacity), headers=organizer.auth)
     assert response.status_code == 201, response.text
     event_id: str = response.json()["id"]
     return event_id
 
 
-async def _schedule_each(gatherly: RunningGatherly, organizer: Person, group_id: str, count: int) -> list[str]:
+async def _schedule_each(gatherly: RunningGatherly, organizer: Member, group_id: str, count: int) -> list[str]:
     return [await _schedule(gatherly, organizer, group_id, None) for _ in range(count)]
 
 
@@ -116,8 +156,8 @@ class Cpu:
         return f"{statistics.median(self.per_request_ms):.2f} ms CPU/request"
 
 
-async def _answer_all(gatherly: RunningGatherly, pairs: list[tuple[Person, str]]) -> tuple[float, list[Any]]:
-    async def answer(person: Person, event_id: str) -> Any:
+async def _answer_all(gatherly: RunningGatherly, pairs: list[tuple[Member, str]]) -> tuple[float, list[Any]]:
+    async def answer(person: Member, event_id: str) -> Any:
         response = await gatherly.client.put(
             f"/api/events/{event_id}/rsvp", json={"response": "yes", "guests": 0}, headers=person.auth
         )
@@ -182,11 +222,11 @@ async def run(clients: int, seats: int, rounds: int) -> str:
     ratio = statistics.median(spread) / statistics.median(baseline)
     return "\n".join(
         [
-            "# RSVP throughput through the HTTP API (embedded mode, SQLite)",
+            f"## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `bench/rsvp_contention.py`",
             "",
             f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "
             f"{clients} concurrent clients in-process (httpx ASGITransport → gateway → events service), "
-            f"median of {rounds} rounds, {datetime.now(UTC):%Y-%m-%d}.",
+            f"median of {rounds} rounds.",
             "",
             f"Load average at the end (the machine is shared): {_load()}.",
             "",
@@ -230,7 +270,8 @@ def main() -> None:
         stats.sort_stats("cumulative").print_stats(80)
         args.profile.write_text(summary.getvalue())
     args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(report)
+    with args.report.open("a") as appended:
+        appended.write("\n" + report)
     print(report)
 
 

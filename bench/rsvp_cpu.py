@@ -2,14 +2,13 @@
 outbox), beside the whole process's CPU per RSVP (the relay and the consumers of rsvp.* in the same process too).
 
 CPU time, not rates: on a machine shared with other work, requests per second depend on the neighbours, CPU per
-request much less. No HTTP and no sign-ups (the HTTP benchmark, rsvp_contention.py, signs 200 people up first and
-could not finish at load 13): the group, its members and the events are put into the events service's read models
-and made through its use cases, in a whole Gatherly in one process (embedded mode, SQLite). Answers are sent one
-after another; with inline SQLite a use case runs without yielding, so the thread's CPU time around each call is
-that call's own, except while it waits for the write lock (a consumer's transaction then runs). The SQL
-statements each answer runs are counted exactly, and so are those the rest of the process runs on the events and the
-notifications databases until every message is handled (the events service's relay, the notifications service's
-consumer of rsvp.*, leases and polls).
+request much less. No HTTP (rsvp_contention.py measures through it): the group, its members and the events are put
+into the events service's read models and made through its use cases, in a whole Gatherly in one process (embedded
+mode, SQLite). Answers are sent one after another; with inline SQLite a use case runs without yielding, so the
+thread's CPU time around each call is that call's own, except while it waits for the write lock (a consumer's
+transaction then runs). The SQL statements each answer runs are counted exactly, and so are those the rest of the
+process runs on the events and the notifications databases until every message is handled (the events service's
+relay, the notifications service's consumer of rsvp.*, leases and polls).
 
     uv run python bench/rsvp_cpu.py [--people 200] [--profile FILE] [--whole-profile FILE] [--report FILE]
 
