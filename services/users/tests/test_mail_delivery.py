@@ -53,7 +53,7 @@ async def _outbox(users: RunningGatherly, recipient: str) -> list[tuple[int, str
     return [(row.attempts, row.last_error) for row in rows]
 
 
-async def _until(condition_met: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+async def _until(condition_met: Callable[[], Awaitable[bool]], timeout: float = 60.0) -> None:
     """Wait for a condition (checked every 20 ms), failing after `timeout`."""
     deadline = time.monotonic() + timeout
     while not await condition_met():
