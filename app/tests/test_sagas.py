@@ -133,7 +133,7 @@ async def test_a_failed_saga_is_logged_as_an_error_and_counted_by_the_gauge(runn
     await _gauge_shows(running, 'kind="account_deletion",service="users",status="pending"} 1.0')
 
 
-async def _gauge_shows(running: RunningGatherly, sample: str, timeout: float = 10.0) -> None:
+async def _gauge_shows(running: RunningGatherly, sample: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         metrics = (await running.client.get("/metrics")).text

@@ -119,13 +119,20 @@ async def test_one_post_is_one_trace_from_the_request_to_a_consumer_in_another_s
 async def test_a_malformed_traceparent_is_ignored_and_the_request_starts_its_own_trace(
     gatherly: RunningGatherly, spans: InMemorySpanExporter
 ) -> None:
-    for garbage in ("garbage", "00-" + "f" * 3_000 + "-01", f"00-{'0' * 32}-{CALLER_SPAN_ID}-01", b"\x00\xff" * 50):
+    wrong_version = f"ff-{CALLER_TRACE_ID}-{CALLER_SPAN_ID}-01"  # ff is forbidden by W3C Trace Context
+    for garbage in (
+        "garbage",
+        "00-" + "f" * 3_000 + "-01",
+        f"00-{'0' * 32}-{CALLER_SPAN_ID}-01",
+        b"\x00\xff" * 50,
+        wrong_version,
+    ):
         response = await gatherly.client.get(
             "/api/groups", headers={"traceparent": garbage, "tracestate": "x=" + "y" * 2_000}
         )
         assert response.status_code == 200, response.text
     servers = [s for s in spans.get_finished_spans() if s.kind is SpanKind.SERVER]
-    assert len(servers) == 4
+    assert len(servers) == 5
     assert all(s.parent is None and s.context is not None and s.context.is_valid for s in servers)
 
 

@@ -210,8 +210,9 @@ async def test_the_process_whose_consumer_wrote_refuses_at_once_and_another_with
     tasks = [asyncio.create_task(feed.run()) for feed in (feed_here, feed_there)]
     try:
         await consume(db, UserDeleted(user_id="ann", deleted_at=datetime.now(UTC)), feed_here)
-        assert await eventually(lambda: here.refuses("ann", {}), within=1.0) < 1.0
-        await eventually(lambda: there.refuses("ann", {}), within=3.0)
+        # Windows far under the 60 s interval (only the wake explains "here") yet wide for a loaded CI machine.
+        await eventually(lambda: here.refuses("ann", {}), within=20.0)
+        await eventually(lambda: there.refuses("ann", {}), within=20.0)
         assert not there.refuses("bob", {})
     finally:
         for task in tasks:

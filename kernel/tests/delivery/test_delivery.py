@@ -32,7 +32,7 @@ from gatherly.kernel.uow import OUTBOX, OutboxSignal
 FAST_RETRY = RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=0.02)
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not await check():
         if time.monotonic() > deadline:
@@ -104,7 +104,7 @@ async def test_a_commit_wakes_the_relay_at_once(ledger_db: Database, message_log
         async def published() -> bool:
             return len(await message_log.read(deposit.TOPIC)) == 1
 
-        await eventually(published, timeout=5)
+        await eventually(published, timeout=30)  # well under the poll: a loaded CI machine can take seconds
     finally:
         relay.stop()
         await task
@@ -210,6 +210,7 @@ async def test_offsets_are_committed_once_per_interval_not_after_every_poll(
     monkeypatch.setattr(message_log, "consumer", counting_consumer)
     worker = worker_for(ledger_consumers(deposit, group), message_log, ledger_db)
     worker.commit_interval = 5.0
+    started = time.monotonic()
     async with Running(worker):
         for amount in range(1, 11):
             await publish_deposits(message_log, deposit, [amount])
@@ -218,8 +219,10 @@ async def test_offsets_are_committed_once_per_interval_not_after_every_poll(
                 return (await totals(ledger_db))[1] == count
 
             await eventually(applied)  # so each poll brings one record
-        # Ten polls with a record each, committed after every poll before; now once per 5 s (twice if slow).
-        assert len(commits) <= 2
+        # Ten polls with a record each, committed after every poll before; now once per 5 s. Counted against the
+        # time they took: on a loaded machine (load average 40) ten rounds can outlast one interval, or two.
+        intervals = (time.monotonic() - started) / worker.commit_interval
+        assert len(commits) <= 1 + int(intervals), (len(commits), intervals)
         # An idle group commits what it applied when the interval is over, without a new record to poll.
         await eventually(lambda: caught_up(message_log, group, deposit.TOPIC))
     assert await totals(ledger_db) == (55, 10)

@@ -38,8 +38,9 @@ def soon(days: float = 7) -> datetime:
     return (datetime.now(UTC) + timedelta(days=days)).replace(microsecond=0)
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0, what: str = "condition") -> None:
-    """Wait until `check` holds (polling a real condition, never a fixed sleep)."""
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 60.0, what: str = "condition") -> None:
+    """Wait until `check` holds (polling a real condition, never a fixed sleep; the timeout is for a loaded CI
+    machine)."""
     deadline = time.monotonic() + timeout
     while not await check():
         if time.monotonic() > deadline:

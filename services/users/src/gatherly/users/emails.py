@@ -156,18 +156,35 @@ class MailSender:
         """Send every message due now; returns how many were delivered."""
         delivered = 0
         while True:
-            claimed = await self._claim_due()
+            now = self.context.clock.now()
+            claimed_until = now + CLAIM
+            claimed = await self._claim_due(now, claimed_until)
             if not claimed:
                 return delivered
-            for mail in claimed:
-                delivered += await self._send(mail)
+            for index, mail in enumerate(claimed):
+                try:
+                    delivered += await self._send(mail)
+                except Exception:
+                    # Recording an outcome failed (the database): the messages of the batch not yet tried are due
+                    # again now, instead of waiting out the claim (2 minutes of stalled mail).
+                    await self._release([m.id for m in claimed[index + 1 :]], claimed_until)
+                    raise
             if len(claimed) < BATCH:
                 return delivered
 
-    async def _claim_due(self) -> list[OutgoingMail]:
-        now = self.context.clock.now()
+    async def _claim_due(self, now: datetime, claimed_until: datetime) -> list[OutgoingMail]:
         async with self.context.db.writing() as session:
-            return await Stores(session).mail.claim_due(now, now + CLAIM, BATCH)
+            return await Stores(session).mail.claim_due(now, claimed_until, BATCH)
+
+    async def _release(self, mail_ids: list[str], claimed_until: datetime) -> None:
+        if not mail_ids:
+            return
+        try:
+            async with self.context.db.writing() as session:
+                await Stores(session).mail.release(mail_ids, claimed_until, self.context.clock.now())
+        except Exception:
+            # The database is still away: the claim lapses by itself and the messages are tried then.
+            log.exception("could not release the claim of unsent emails", count=len(mail_ids))
 
     async def _send(self, mail: OutgoingMail) -> int:
         # A batch is claimed at once and sent one by one, which takes a while: a message dropped meanwhile (its
@@ -175,17 +192,17 @@ class MailSender:
         async with self.context.db.read_connection() as connection:
             if not await Stores(connection).mail.is_queued(mail.id):
                 return 0
-        message = compose(
-            sender=self.context.settings.mail_from,
-            to=mail.recipient,
-            subject=mail.subject,
-            text=mail.text,
-            html=mail.html,
-        )
         try:
+            message = compose(
+                sender=self.context.settings.mail_from,
+                to=mail.recipient,
+                subject=mail.subject,
+                text=mail.text,
+                html=mail.html,
+            )
             await self.context.platform.mailer.send(message)
         except Exception as error:
-            # Whatever the mailer raised (SMTP refusal, open circuit, full disk), the message is kept.
+            # Whatever composing or the mailer raised (SMTP refusal, open circuit, full disk), the message is kept.
             retry_at = self.context.clock.now() + retry_delay(mail.attempts, self.initial_delay, self.longest_delay)
             log.warning(
                 "email not delivered; will retry", mail_id=mail.id, attempts=mail.attempts + 1, error=repr(error)

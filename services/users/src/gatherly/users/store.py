@@ -583,6 +583,15 @@ class MailOutboxStore:
             for row in rows
         ]
 
+    async def release(self, mail_ids: Collection[str], claimed_until: datetime, now: datetime) -> None:
+        """Make claimed messages due again now (their round stopped before trying them). A claim that is no longer
+        this one (its time differs: taken over after it lapsed) is left to its new holder."""
+        await self.session.execute(
+            update(mail_outbox)
+            .where(mail_outbox.c.id.in_(mail_ids), mail_outbox.c.next_attempt_at == claimed_until)
+            .values(next_attempt_at=now)
+        )
+
     async def drop_to(self, recipients: Collection[str]) -> int:
         """Drop the mails not yet sent to these addresses; returns how many."""
         return rowcount(await self.session.execute(delete(mail_outbox).where(mail_outbox.c.recipient.in_(recipients))))
