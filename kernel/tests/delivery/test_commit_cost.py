@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from ledger import LedgerUnitOfWork, create_schema, deposit_event
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 
 from gatherly.kernel.db import Database
 from gatherly.kernel.delivery import claim_unprocessed
@@ -182,11 +182,16 @@ async def test_the_inbox_claim_straight_to_sqlite_returns_only_messages_not_appl
 
 
 async def test_write_transactions_share_one_kept_connection_and_a_broken_one_is_replaced(inline_db: Database) -> None:
+    checkouts = []
+    event.listen(inline_db.engine.sync_engine, "engine_connect", lambda connection: checkouts.append(connection))
     seen = []
     for _ in range(3):
         async with inline_db.writing() as connection:
             seen.append(connection.sync_connection.connection.dbapi_connection)  # type: ignore[union-attr]
+            # Kept at 0 on the writer: BEGIN IMMEDIATE needs no PRAGMAs around it (the lock is waited for in asyncio).
+            assert (await connection.execute(text("PRAGMA busy_timeout"))).scalar() == 0
     assert seen[0] is seen[1] is seen[2]
+    assert len(checkouts) == 1  # one connection taken for all three transactions, not one each
     with pytest.raises(RuntimeError):
         async with inline_db.writing() as connection:
             await connection.execute(text("INSERT INTO accounts VALUES ('ann', 1, 1)"))
