@@ -8,7 +8,9 @@
 Every run also reports the process's CPU time per event (producer, relay, consumer and the WAL checkpointer
 threads together) and the load average: on a shared machine rates follow the neighbours, CPU per event much less.
 
-Writes a Markdown report to bench/reports/log_latency.md (and prints it).
+Writes a Markdown report to bench/reports/log_latency.md (and prints it), keeping the file's hand-written
+"## Dated runs" section; the report opens with issue #7's two figures against their targets (single-event
+commits/s, commit → handled p99 at 1,000 single-event commits/s), each miss on a line starting `BELOW TARGET`.
 
     uv run python bench/log_latency.py [--rate 1000] [--per-tx 10] [--seconds 15] [--count 20000] [--driver sqlite]
 """
@@ -195,10 +197,49 @@ async def steady(rate: int, per_tx: int, seconds: float, driver: str) -> dict[st
     }
 
 
+# Issue #7's targets for one event per transaction, in one process beside the relay and the consumer.
+TARGET_COMMITS_PER_SECOND = 1000
+TARGET_SINGLE_EVENT_P99_MS = 15.0
+# What the report keeps from the file it replaces: paired before/after runs written by hand, under this heading.
+KEPT_HEADING = "## Dated runs"
+
+
+def target_lines(single: dict[str, float], runs: list[dict[str, float]]) -> list[str]:
+    """Issue #7's two figures against their targets; a miss starts with `BELOW TARGET`."""
+    commits = single["commits_per_second"]
+    lines = [
+        f"{'' if commits >= TARGET_COMMITS_PER_SECOND else 'BELOW TARGET: '}single-event commits/s beside the relay "
+        f"and the consumer: {commits:.0f}/s (target >= {TARGET_COMMITS_PER_SECOND}/s); "
+        f"{single['cpu_ms_per_event'] * 1000:.0f} µs of CPU per commit end to end, load average {single['load']:.1f}",
+    ]
+    at_target = [r for r in runs if r["per_tx"] == 1 and r["rate"] == TARGET_COMMITS_PER_SECOND]
+    for r in at_target:
+        met = r["p99_ms"] < TARGET_SINGLE_EVENT_P99_MS and r["achieved_rate"] >= 0.95 * r["rate"]
+        lines.append(
+            f"{'' if met else 'BELOW TARGET: '}commit -> handled at {r['rate']:.0f} single-event commits/s asked "
+            f"({r['achieved_rate']:.0f}/s achieved): p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms "
+            f"(target p99 < {TARGET_SINGLE_EVENT_P99_MS:.0f} ms at the full rate)"
+        )
+    return lines
+
+
+def kept_runs(path: Path) -> str:
+    """The hand-written dated section of the report being replaced, if any."""
+    if not path.exists():
+        return ""
+    text = path.read_text()
+    at = text.find(KEPT_HEADING)
+    return text[at:] if at >= 0 else ""
+
+
 def report(through: dict[str, float], single: dict[str, float], runs: list[dict[str, float]], driver: str) -> str:
     driver = "the inline driver: statements on the event loop's thread" if driver == "sqlite" else "aiosqlite"
     lines = [
         "# Message path benchmark (embedded mode)",
+        "",
+        "## Issue #7's targets",
+        "",
+        *(f"- {line}" for line in target_lines(single, runs)),
         "",
         f"Machine: {platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}; "
         f"SQLite WAL (synchronous=NORMAL) for the service databases ({driver}) and the embedded log; "
@@ -258,7 +299,8 @@ async def main() -> None:
     runs = [await steady(rate, per_tx, args.seconds, args.driver) for rate in args.rate for per_tx in args.per_tx]
     text = report(through, single, runs, args.driver)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    kept = kept_runs(args.out)
+    args.out.write_text(text + ("\n" + kept if kept else ""))
     print(text)
 
 

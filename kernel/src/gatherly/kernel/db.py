@@ -61,6 +61,9 @@ class Database:
         # SQLite lets one writer in at a time; writers of this process queue on this lock instead of
         # hitting SQLite's busy handler, whose sleeps (up to 100 ms) would dominate latency under load.
         self.write_lock = asyncio.Lock() if self.is_sqlite else None
+        # Inline SQLite files: the one connection every write transaction of this process runs on (see `writing`).
+        self._keeps_writer = self.inline and bool(parsed.database) and parsed.database != ":memory:"
+        self._writer: AsyncConnection | None = None
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.read_engine = self.engine.execution_options(sqlite_begin="DEFERRED")
         self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
@@ -74,9 +77,31 @@ class Database:
         """A connection in a write transaction: committed when the block ends, rolled back on an exception.
 
         A Core connection, not an ORM session: stores run Core statements only, and a session per transaction
-        (its creation, ORM execution path and closing) cost about a quarter of a small write transaction."""
-        async with self._write_turn(), self._connect(self.engine) as connection, connection.begin():
-            yield connection
+        (its creation, ORM execution path and closing) cost about a quarter of a small write transaction.
+
+        On an inline SQLite file writers take turns anyway (`write_lock`), so they all use one connection kept for
+        it instead of checking one out of the pool per transaction: the check-out and the check-in (pool events, a
+        reset) cost more than a single-row INSERT. A connection that broke is closed and the next writer opens
+        another."""
+        if not self._keeps_writer:
+            async with self._write_turn(), self._connect(self.engine) as connection, connection.begin():
+                yield connection
+            return
+        async with self._write_turn():
+            if self._writer is None:
+                self._writer = await self.engine.connect()
+                inline_sqlite.keep_for_writes(self._writer.sync_connection.connection.dbapi_connection)  # type: ignore[union-attr,arg-type]
+            connection = self._writer
+            try:
+                async with connection.begin():
+                    yield connection
+            finally:
+                if connection.invalidated or connection.in_transaction():
+                    # Broken, or a commit or rollback that failed: never hand it to the next writer.
+                    self._writer = None
+                    await connection.close()
+        # As `_connect` does: the end of a transaction is a turn for the other tasks.
+        await asyncio.sleep(0)
 
     @asynccontextmanager
     async def _write_turn(self) -> AsyncIterator[None]:
@@ -127,6 +152,9 @@ class Database:
             await connection.run_sync(_upgrade, config)
 
     async def dispose(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await writer.close()
         await self.engine.dispose()
         if self.checkpointer is not None:
             await asyncio.to_thread(self.checkpointer.stop)

@@ -20,7 +20,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 
 from gatherly.contracts.base import IntegrationEvent, all_schemas, topic_retention
-from gatherly.kernel import tracing
+from gatherly.kernel import inline_sqlite, tracing
 from gatherly.kernel.db import Database, delete_in_batches
 from gatherly.kernel.log.base import (
     CommitFailed,
@@ -63,6 +63,7 @@ CLAIM_INBOX = {
     "sqlite": sqlite.insert(INBOX).on_conflict_do_nothing().returning(INBOX.c.message_id),
     "postgresql": postgresql.insert(INBOX).on_conflict_do_nothing().returning(INBOX.c.message_id),
 }
+CLAIM_INBOX_INLINE = inline_sqlite.DirectInsert(CLAIM_INBOX["sqlite"], ["consumer", "message_id", "processed_at"])
 
 
 async def claim_unprocessed(uow: UnitOfWork, consumer: str, message_ids: Sequence[str]) -> set[str]:
@@ -71,8 +72,10 @@ async def claim_unprocessed(uow: UnitOfWork, consumer: str, message_ids: Sequenc
     if not message_ids:
         return set()
     now = uow.clock.now()
-    statement = CLAIM_INBOX["sqlite" if uow.db.is_sqlite else "postgresql"]
     rows = [{"consumer": consumer, "message_id": m, "processed_at": now} for m in dict.fromkeys(message_ids)]
+    if uow.db.inline:
+        return set(CLAIM_INBOX_INLINE.run(uow.session, rows))
+    statement = CLAIM_INBOX["sqlite" if uow.db.is_sqlite else "postgresql"]
     return set((await uow.session.execute(statement, rows)).scalars())
 
 

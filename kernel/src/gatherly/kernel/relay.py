@@ -50,6 +50,9 @@ BACKLOG = {
         (True, _WAITING.where(OUTBOX.c.seq > bindparam("read_up_to")).order_by(OUTBOX.c.seq).limit(100_000).subquery()),
     )
 }
+# How long a streaming relay waits for more rows before reading (see `OutboxRelay._linger`): a few milliseconds of
+# latency buy passes of several rows when commits come faster than one per `LINGER_S`.
+LINGER_S = 0.003
 # pg_advisory_lock takes a bigint; any fixed number works, since each service has its own database.
 RELAY_LOCK_KEY = 0x6761_7468_6572  # "gather"
 
@@ -252,6 +255,7 @@ class OutboxRelay:
         leadership: Leadership | None = None,
         backoff: Backoff | None = None,
         alert_after: float = 60.0,
+        linger: float = LINGER_S,
     ) -> None:
         self.service = service
         self.db = db
@@ -262,6 +266,8 @@ class OutboxRelay:
         self.leadership = leadership or leadership_for(db)
         self.backoff = backoff or Backoff()
         self.alert_after = alert_after
+        self.linger = linger
+        self._published_at = float("-inf")  # monotonic, the last pass that published rows
         self._stopping = asyncio.Event()
         # SQLite commits one writer at a time, so `seq` order is commit order and the relay may read on from
         # the last row it read and delete published rows in bulk now and then (a write transaction per
@@ -317,7 +323,17 @@ class OutboxRelay:
                 self._forget_progress()
                 wait = self.poll_interval
             await self.signal.wait(wait)
+            await self._linger()
         await self.delete_published()
+
+    async def _linger(self) -> None:
+        """While rows stream in, read at most once per `linger` seconds, so each pass carries the rows committed
+        meanwhile (Kafka's `linger.ms`). A commit after a quiet spell is read at once; one while streaming waits at
+        most `linger`. Each pass costs a read, a log append and, downstream, a consumer's poll and transaction: one
+        per commit, they were most of a single-event transaction's cost."""
+        wait = self._published_at + self.linger - time.monotonic()
+        if wait > 0 and not self._stopping.is_set():
+            await asyncio.sleep(wait)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -349,6 +365,7 @@ class OutboxRelay:
         if rows:
             await self._publish_new(rows, done)
             self._read_up_to = rows[-1].seq
+            self._published_at = time.monotonic()
         await self._forget_published(done.published)
         return len(rows)
 

@@ -12,7 +12,7 @@ from sqlalchemy import bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gatherly.contracts.base import IntegrationEvent
-from gatherly.kernel import tracing
+from gatherly.kernel import inline_sqlite, tracing
 from gatherly.kernel.clock import Clock, SystemClock
 from gatherly.kernel.db import Database
 from gatherly.kernel.messages import Envelope
@@ -23,6 +23,8 @@ INBOX = KERNEL_METADATA.tables["inbox"]
 # Built once: every transaction that publishes or consumes runs these, and building a statement and its cache key
 # per call cost about as much as SQLite running it.
 INSERT_OUTBOX = insert(OUTBOX)
+OUTBOX_COLUMNS = [column.key for column in OUTBOX.columns if column.key != "seq"]
+INSERT_OUTBOX_INLINE = inline_sqlite.DirectInsert(INSERT_OUTBOX, OUTBOX_COLUMNS)
 INSERT_INBOX = insert(INBOX)
 PROCESSED_AMONG = select(INBOX.c.message_id).where(
     INBOX.c.consumer == bindparam("consumer"), INBOX.c.message_id.in_(bindparam("message_ids", expanding=True))
@@ -160,25 +162,26 @@ class UnitOfWork:
     async def _write_outbox(self, session: AsyncConnection) -> None:
         if not self._pending:
             return
-        await session.execute(
-            INSERT_OUTBOX,
-            [
-                {
-                    "id": e.id,
-                    "aggregatetype": e.aggregate_type,
-                    "aggregateid": e.aggregate_id,
-                    "type": e.type,
-                    "schema_version": e.schema_version,
-                    "payload": e.payload,
-                    "occurred_at": e.occurred_at,
-                    "correlation_id": e.correlation_id,
-                    "causation_id": e.causation_id,
-                    "traceparent": e.traceparent,
-                    "tracestate": e.tracestate,
-                }
-                for e in self._pending
-            ],
-        )
+        rows = [
+            {
+                "id": e.id,
+                "aggregatetype": e.aggregate_type,
+                "aggregateid": e.aggregate_id,
+                "type": e.type,
+                "schema_version": e.schema_version,
+                "payload": e.payload,
+                "occurred_at": e.occurred_at,
+                "correlation_id": e.correlation_id,
+                "causation_id": e.causation_id,
+                "traceparent": e.traceparent,
+                "tracestate": e.tracestate,
+            }
+            for e in self._pending
+        ]
+        if self.db.inline:
+            INSERT_OUTBOX_INLINE.run(session, rows)
+        else:
+            await session.execute(INSERT_OUTBOX, rows)
 
     async def processed_among(self, consumer: str, message_ids: Sequence[str]) -> set[str]:
         """Which of these messages `consumer` applied before (one query for a whole batch)."""

@@ -1,0 +1,234 @@
+"""What a single-event transaction costs (issue #7): the relay lingers while rows stream in, writers share one kept
+connection on inline SQLite, and the outbox row and inbox claim go straight to sqlite3 there, binding exactly what
+SQLAlchemy would."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from ledger import LedgerUnitOfWork, create_schema, deposit_event
+from sqlalchemy import event, select, text
+
+from gatherly.kernel.db import Database
+from gatherly.kernel.delivery import claim_unprocessed
+from gatherly.kernel.log.base import MessageLog, OutgoingMessage, TopicConfig
+from gatherly.kernel.relay import OutboxRelay
+from gatherly.kernel.uow import INBOX, INSERT_OUTBOX, OUTBOX, OutboxSignal
+
+from .test_delivery import eventually, outbox_size
+from .test_relay import RecordingLog, commit_deposits
+
+
+class BatchCountingLog(RecordingLog):
+    """Remembers the size of each publish call."""
+
+    def __init__(self, inner: MessageLog) -> None:
+        super().__init__(inner)
+        self.batches: list[int] = []
+
+    async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        await super().publish(messages)
+        self.batches.append(len(messages))
+
+
+async def test_a_streaming_relay_carries_the_rows_committed_while_it_lingers_in_one_pass(
+    ledger_db: Database, message_log: MessageLog
+) -> None:
+    deposit = deposit_event()
+    await message_log.ensure_topics([TopicConfig(deposit.TOPIC)])
+    signal = OutboxSignal()
+    log = BatchCountingLog(message_log)
+    linger = 1.0
+    relay = OutboxRelay("ledger", ledger_db, log, signal, linger=linger)  # type: ignore[arg-type]
+    task = asyncio.create_task(relay.run())
+    try:
+        # Each commit wakes the relay; without lingering every one is a pass (a read and a publish) of its own.
+        started = time.monotonic()
+        ids = await commit_deposits(ledger_db, deposit, [f"acct-{n % 3}" for n in range(30)], signal)
+        committing = time.monotonic() - started
+
+        async def all_out() -> bool:
+            return sorted(log.published) == sorted(ids)
+
+        await eventually(all_out, timeout=30)
+    finally:
+        relay.stop()
+        await task
+    assert log.published == ids  # commit order, hence each account's order
+    assert sum(log.batches) == 30
+    # At most a pass when the first commit lands, then one per `linger` while commits kept coming (however slow the
+    # machine made them), and one for what came after the last. Without lingering: a pass per commit.
+    assert len(log.batches) <= 2 + committing / linger, (log.batches, committing)
+    assert len(log.batches) < 30, log.batches
+
+
+async def test_a_commit_after_a_quiet_spell_is_relayed_without_waiting_for_the_linger(
+    ledger_db: Database, message_log: MessageLog
+) -> None:
+    deposit = deposit_event()
+    await message_log.ensure_topics([TopicConfig(deposit.TOPIC)])
+    signal = OutboxSignal()
+    log = BatchCountingLog(message_log)
+    # A linger far longer than the wait below: only a relay that lingers while it is idle would miss it.
+    relay = OutboxRelay("ledger", ledger_db, log, signal, linger=120)  # type: ignore[arg-type]
+    task = asyncio.create_task(relay.run())
+    try:
+        ids = await commit_deposits(ledger_db, deposit, ["ann"], signal)
+
+        async def out() -> bool:
+            return log.published == ids
+
+        await eventually(out, timeout=30)
+    finally:
+        relay.stop()
+        await task
+
+
+@pytest.fixture
+async def inline_db(tmp_path: Path) -> AsyncIterator[Database]:
+    db = Database(f"sqlite:///{tmp_path / 'ledger.db'}")
+    assert db.inline
+    await create_schema(db)
+    yield db
+    await db.dispose()
+
+
+def raw_outbox(path: Path) -> list[tuple[object, ...]]:
+    with sqlite3.connect(path) as connection:
+        columns = [c.key for c in OUTBOX.columns if c.key not in ("seq", "id")]
+        return connection.execute(f"SELECT {', '.join(columns)} FROM outbox ORDER BY seq").fetchall()
+
+
+async def test_the_outbox_row_written_straight_to_sqlite_is_the_row_sqlalchemy_writes(
+    inline_db: Database, tmp_path: Path
+) -> None:
+    deposit = deposit_event()
+    # Hostile values go through the columns' own processing in both paths: NUL in the JSON payload and in the key
+    # column, a huge number.
+    event = deposit(account="a\x00n", amount=2**62)
+    async with LedgerUnitOfWork(inline_db) as uow:
+        uow.publish(event)  # straight to sqlite3 (the inline driver)
+        envelope = uow._pending[0]
+    async with inline_db.engine.begin() as connection:  # through SQLAlchemy's statement path
+        await connection.execute(
+            INSERT_OUTBOX,
+            [
+                {
+                    "id": envelope.id + "-sqlalchemy",
+                    "aggregatetype": envelope.aggregate_type,
+                    "aggregateid": envelope.aggregate_id,
+                    "type": envelope.type,
+                    "schema_version": envelope.schema_version,
+                    "payload": envelope.payload,
+                    "occurred_at": envelope.occurred_at,
+                    "correlation_id": envelope.correlation_id,
+                    "causation_id": envelope.causation_id,
+                    "traceparent": envelope.traceparent,
+                    "tracestate": envelope.tracestate,
+                }
+            ],
+        )
+    direct, through_sqlalchemy = raw_outbox(tmp_path / "ledger.db")
+    assert direct == through_sqlalchemy
+    async with inline_db.read_connection() as connection:
+        first = (await connection.execute(select(OUTBOX).order_by(OUTBOX.c.seq))).first()
+    assert first is not None
+    assert first.payload == {"account": "a\x00n", "amount": 2**62}
+    assert first.aggregateid == "a\x00n"
+    assert first.occurred_at == envelope.occurred_at and first.occurred_at.tzinfo == UTC
+
+
+async def test_an_outbox_row_sqlite_refuses_rolls_back_the_state_it_came_with(inline_db: Database) -> None:
+    deposit = deposit_event()
+    with pytest.raises(UnicodeEncodeError):
+        async with LedgerUnitOfWork(inline_db) as uow:
+            await uow.add("ann", 5)
+            uow.publish(deposit(account="\ud800", amount=1))  # a lone surrogate cannot be encoded for a text column
+    assert await outbox_size(inline_db) == 0
+    async with inline_db.read_connection() as connection:
+        assert (await connection.execute(text("SELECT count(*) FROM accounts"))).scalar() == 0
+    async with LedgerUnitOfWork(inline_db) as uow:  # the kept writer connection is usable afterwards
+        await uow.add("ann", 5)
+        uow.publish(deposit(account="ann", amount=5))
+    assert await outbox_size(inline_db) == 1
+
+
+async def test_the_inbox_claim_straight_to_sqlite_returns_only_messages_not_applied_before(
+    inline_db: Database,
+) -> None:
+    async with LedgerUnitOfWork(inline_db) as uow:
+        assert await claim_unprocessed(uow, "group", ["m1", "m2", "m1"]) == {"m1", "m2"}
+    async with LedgerUnitOfWork(inline_db) as uow:
+        assert await claim_unprocessed(uow, "group", ["m2", "m3"]) == {"m3"}
+        assert await claim_unprocessed(uow, "other-group", ["m2"]) == {"m2"}
+    with pytest.raises(RuntimeError):
+        async with LedgerUnitOfWork(inline_db) as uow:
+            assert await claim_unprocessed(uow, "group", ["m4"]) == {"m4"}
+            raise RuntimeError("handler failed")  # the claim rolls back with the handler's work
+    async with LedgerUnitOfWork(inline_db) as uow:
+        assert await claim_unprocessed(uow, "group", ["m4"]) == {"m4"}
+    async with inline_db.read_connection() as connection:
+        rows = (await connection.execute(text("SELECT consumer, message_id, processed_at FROM inbox"))).all()
+    assert sorted((c, m) for c, m, _ in rows) == [
+        ("group", "m1"),
+        ("group", "m2"),
+        ("group", "m3"),
+        ("group", "m4"),
+        ("other-group", "m2"),
+    ]
+    # processed_at stored as SQLAlchemy's DateTime stores it (read back through the column's type)
+    async with inline_db.read_connection() as connection:
+        stamps = (await connection.execute(select(INBOX.c.processed_at))).scalars().all()
+    assert all(isinstance(s, datetime) and s.tzinfo == UTC for s in stamps)
+
+
+async def test_write_transactions_share_one_kept_connection_and_a_broken_one_is_replaced(inline_db: Database) -> None:
+    checkouts = []
+    event.listen(inline_db.engine.sync_engine, "engine_connect", lambda connection: checkouts.append(connection))
+    seen = []
+    for _ in range(3):
+        async with inline_db.writing() as connection:
+            seen.append(connection.sync_connection.connection.dbapi_connection)  # type: ignore[union-attr]
+            # Kept at 0 on the writer: BEGIN IMMEDIATE needs no PRAGMAs around it (the lock is waited for in asyncio).
+            assert (await connection.execute(text("PRAGMA busy_timeout"))).scalar() == 0
+    assert seen[0] is seen[1] is seen[2]
+    assert len(checkouts) == 1  # one connection taken for all three transactions, not one each
+    with pytest.raises(RuntimeError):
+        async with inline_db.writing() as connection:
+            await connection.execute(text("INSERT INTO accounts VALUES ('ann', 1, 1)"))
+            await connection.invalidate()  # the connection broke mid-transaction
+            raise RuntimeError("broken")
+    async with inline_db.writing() as connection:
+        replacement = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+        await connection.execute(text("INSERT INTO accounts VALUES ('bob', 1, 1)"))
+    assert replacement is not seen[0]
+    async with inline_db.read_connection() as connection:
+        assert (await connection.execute(text("SELECT account FROM accounts"))).scalars().all() == ["bob"]
+
+
+async def test_a_writer_cancelled_mid_transaction_leaves_nothing_and_the_next_writer_goes_on(
+    inline_db: Database,
+) -> None:
+    entered = asyncio.Event()
+
+    async def slow_writer() -> None:
+        async with inline_db.writing() as connection:
+            await connection.execute(text("INSERT INTO accounts VALUES ('ann', 1, 1)"))
+            entered.set()
+            await asyncio.sleep(60)
+
+    task = asyncio.create_task(slow_writer())
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with inline_db.writing() as connection:
+        await connection.execute(text("INSERT INTO accounts VALUES ('bob', 1, 1)"))
+    async with inline_db.read_connection() as connection:
+        assert (await connection.execute(text("SELECT account FROM accounts"))).scalars().all() == ["bob"]
