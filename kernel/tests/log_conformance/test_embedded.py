@@ -126,6 +126,38 @@ async def test_an_idle_consumer_still_looks_again_each_quarter_of_the_session_ti
         assert looks[0] <= 7
 
 
+async def test_an_idle_consumers_assignment_is_not_looked_up_again_while_nothing_changed(tmp_path: Path) -> None:
+    # The delivery worker asks every group for its assignment once a second (the lag metrics).
+    async with EmbeddedLog(tmp_path / "log.sqlite", poll_interval=0.01, session_timeout=60.0) as log:
+        await log.ensure_topics([TopicConfig("t", partitions=1)])
+        consumer = log.consumer("g", ["t"])
+        assert await consumer.poll(timeout=0.05) == []
+        looks = count_looks(consumer)
+        for _ in range(10):
+            assert await consumer.assignment() == {TopicPartition("t", 0)}
+        assert looks[0] == 0
+
+
+async def test_a_member_joining_in_the_same_process_gets_its_share_without_waiting_for_a_time_out(
+    tmp_path: Path,
+) -> None:
+    # Its membership row is this process's own write, which other members' idle check does not see: joining wakes them.
+    async with EmbeddedLog(tmp_path / "log.sqlite", poll_interval=5.0, session_timeout=60.0) as log:
+        await log.ensure_topics([TopicConfig("t", partitions=2)])
+        first, second = log.consumer("g", ["t"]), log.consumer("g", ["t"])
+        assert len(await first.assignment()) == 2
+        polling = asyncio.create_task(first.poll(timeout=10.0))
+        await asyncio.sleep(0.1)  # not the assertion: the first member is idle, waiting in its poll
+
+        async def shared() -> bool:
+            return len(await second.assignment()) == 1
+
+        await wait_until(shared, "the newcomer got one of the two partitions", deadline_s=2.0)
+        polling.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await polling
+
+
 async def test_records_appended_through_another_connection_to_the_file_are_noticed(tmp_path: Path) -> None:
     path = tmp_path / "log.sqlite"
     async with EmbeddedLog(path, poll_interval=0.02) as reader, EmbeddedLog(path) as writer:

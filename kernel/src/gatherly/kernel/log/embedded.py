@@ -645,6 +645,9 @@ class EmbeddedConsumer:
     async def _join(self) -> None:
         if self._heartbeats is None:
             await self._log._heartbeat(self.group, self.member_id, self.topics)
+            # Members of the group in this process hand over partitions to the newcomer at once: its row is our own
+            # write, which does not change the file's version for them (see EmbeddedLog._others_version).
+            self._log._notify(set(self.topics))
             self._heartbeats = asyncio.create_task(self._heartbeat_forever(), name=f"heartbeat {self.member_id}")
 
     async def _heartbeat_forever(self) -> None:
@@ -746,7 +749,7 @@ class EmbeddedConsumer:
     def _worth_looking(self, now: float) -> bool:
         """Whether looking at the log may find something: an idle consumer of `gatherly up` is timed out of its wait
         twice a second, and every service's consumer groups looking each time were most of an idle process's CPU."""
-        if self._idle_since is None:
+        if self._idle_since is None or self._wakeup.is_set():
             return True
         version, since = self._idle_since
         return now - since >= self._relook_every or self._log._others_version() != version
@@ -778,7 +781,10 @@ class EmbeddedConsumer:
         self._idle_since = None
 
     async def assignment(self) -> set[TopicPartition]:
-        await self._refresh()
+        # Asked once a second per consumer group for the lag metrics: an idle group's assignment changes only as its
+        # looks at the log would show (see _worth_looking).
+        if self._worth_looking(asyncio.get_running_loop().time()):
+            await self._refresh()
         return set(self._positions)
 
     async def close(self) -> None:
