@@ -87,16 +87,15 @@ def start_server(port: int, data_dir: Path, sources: Path | None) -> subprocess.
     log = (data_dir / "server.log").open("wb")
     env = {**os.environ, "GATHERLY_SHUTDOWN_DRAIN_SECONDS": "0"}
     if sources is not None:
-        # Another checkout's packages shadow this one's (e.g. the code before a change): same venv, its sources.
-        packages = [
-            sources / "kernel",
-            sources / "contracts",
-            *sorted((sources / "services").iterdir()),
-            sources / "app",
-        ]
-        env["PYTHONPATH"] = os.pathsep.join(str(package / "src") for package in packages)
+        env["PYTHONPATH"] = source_path(sources)
     command = [sys.executable, "-m", "gatherly.app", "up", "--port", str(port), "--data-dir", str(data_dir)]
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+
+def source_path(sources: Path) -> str:
+    """A PYTHONPATH under which another checkout's packages shadow this one's (e.g. the code before a change)."""
+    packages = [sources / "kernel", sources / "contracts", *sorted((sources / "services").iterdir()), sources / "app"]
+    return os.pathsep.join(str(package / "src") for package in packages)
 
 
 def wait_until_seeded(base: str, data_dir: Path, server: subprocess.Popen[bytes], timeout: float = 180.0) -> None:

@@ -75,7 +75,87 @@ async def test_a_publish_wakes_only_the_consumers_of_its_topic(tmp_path: Path) -
             await asyncio.sleep(0.02)  # not the assertion: a woken poll would look before the next append
 
         assert await waiting == []
-        assert looks == 2  # the first look and the last one at the poll's deadline: no append to "busy" woke it
+        # The first look only: no append to "busy" woke it, and at the poll's deadline nothing had changed that
+        # another look could find (see test_an_idle_consumer_looks_again_only_when_the_log_may_have_changed).
+        assert looks == 1
+
+
+def count_looks(consumer: object) -> list[int]:
+    """Counts the consumer's looks at the log (its membership and assignment refresh); returns the live counter."""
+    looks = [0]
+    refresh = consumer._refresh  # type: ignore[attr-defined]
+
+    async def counted_refresh() -> None:
+        looks[0] += 1
+        await refresh()
+
+    consumer._refresh = counted_refresh  # type: ignore[attr-defined]
+    return looks
+
+
+async def test_an_idle_consumer_looks_again_only_when_the_log_may_have_changed(tmp_path: Path) -> None:
+    # Idle consumers of `gatherly up` are timed out of their wait twice a second; each look (membership, owners,
+    # bounds) costs about half a millisecond, and a process runs some thirty consumer groups.
+    path = tmp_path / "log.sqlite"
+    async with EmbeddedLog(path, poll_interval=0.01, session_timeout=60.0) as log, EmbeddedLog(path) as other:
+        await log.ensure_topics([TopicConfig("t", partitions=1)])
+        consumer = log.consumer("g", ["t"])
+        assert await consumer.assignment() == {TopicPartition("t", 0)}
+        looks = count_looks(consumer)
+
+        assert await consumer.poll(timeout=0.3) == []
+        assert looks[0] == 1  # some 30 time-outs of the wait, one look: nobody wrote to the log meanwhile
+
+        # Another process's append cannot wake us: its commit changes the file's version, so the next time-out looks.
+        waiting = asyncio.create_task(consumer.poll(timeout=5.0))
+        await asyncio.sleep(0.1)  # not the assertion: lets the poll look and start waiting
+        await other.publish([OutgoingMessage("t", "k", b"from elsewhere")])
+        assert values(await asyncio.wait_for(waiting, 2.0)) == ["from elsewhere"]
+
+
+async def test_an_idle_consumer_still_looks_again_each_quarter_of_the_session_timeout(tmp_path: Path) -> None:
+    # A member of this process that dies without a word writes nothing: only time shows it dead to the others.
+    async with EmbeddedLog(tmp_path / "log.sqlite", poll_interval=0.01, session_timeout=0.4) as log:
+        await log.ensure_topics([TopicConfig("t", partitions=1)])
+        consumer = log.consumer("g", ["t"])
+        await consumer.assignment()
+        looks = count_looks(consumer)
+
+        assert await consumer.poll(timeout=0.55) == []
+        assert looks[0] >= 3  # at 0 and at least every 0.1 s after it (5 on an idle machine), not every 0.01 s
+        assert looks[0] <= 7
+
+
+async def test_an_idle_consumers_assignment_is_not_looked_up_again_while_nothing_changed(tmp_path: Path) -> None:
+    # The delivery worker asks every group for its assignment once a second (the lag metrics).
+    async with EmbeddedLog(tmp_path / "log.sqlite", poll_interval=0.01, session_timeout=60.0) as log:
+        await log.ensure_topics([TopicConfig("t", partitions=1)])
+        consumer = log.consumer("g", ["t"])
+        assert await consumer.poll(timeout=0.05) == []
+        looks = count_looks(consumer)
+        for _ in range(10):
+            assert await consumer.assignment() == {TopicPartition("t", 0)}
+        assert looks[0] == 0
+
+
+async def test_a_member_joining_in_the_same_process_gets_its_share_without_waiting_for_a_time_out(
+    tmp_path: Path,
+) -> None:
+    # Its membership row is this process's own write, which other members' idle check does not see: joining wakes them.
+    async with EmbeddedLog(tmp_path / "log.sqlite", poll_interval=5.0, session_timeout=60.0) as log:
+        await log.ensure_topics([TopicConfig("t", partitions=2)])
+        first, second = log.consumer("g", ["t"]), log.consumer("g", ["t"])
+        assert len(await first.assignment()) == 2
+        polling = asyncio.create_task(first.poll(timeout=10.0))
+        await asyncio.sleep(0.1)  # not the assertion: the first member is idle, waiting in its poll
+
+        async def shared() -> bool:
+            return len(await second.assignment()) == 1
+
+        await wait_until(shared, "the newcomer got one of the two partitions", deadline_s=2.0)
+        polling.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await polling
 
 
 async def test_records_appended_through_another_connection_to_the_file_are_noticed(tmp_path: Path) -> None:

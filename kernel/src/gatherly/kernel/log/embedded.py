@@ -256,6 +256,17 @@ class EmbeddedLog:
                 self._create_topic(db, config)
 
         await self._write(create)
+        # A consumer waiting for a topic that did not exist yet has partitions to take now.
+        self._notify({config.name for config in topics})
+
+    def _others_version(self) -> int:
+        """A number that changes whenever another connection (another process, or another `EmbeddedLog` on this
+        file) commits to the log: SQLite's `data_version` on our writer, which our own commits leave alone. A few
+        microseconds, where looking at the log (membership, owners, bounds) costs a consumer about half a
+        millisecond."""
+        if self._writer is None:
+            raise RuntimeError("EmbeddedLog is not started (call start() first)")
+        return int(self._writer.execute("PRAGMA data_version").fetchone()[0])
 
     @staticmethod
     def _create_topic(db: sqlite3.Connection, config: TopicConfig) -> None:
@@ -625,10 +636,18 @@ class EmbeddedConsumer:
         self._closed = False
         # Set by the log when records land in our topics or the group changes (see EmbeddedLog._notify).
         self._wakeup = asyncio.Event()
+        # After a look that found nothing: (the log's `_others_version`, loop time) then. Until another process
+        # writes, this process wakes us, or `_relook_every` passes, another look would find nothing either.
+        self._idle_since: tuple[int, float] | None = None
+        # Members that die silently and other processes' partition moves show only with time: look that often.
+        self._relook_every = log.session_timeout / 4
 
     async def _join(self) -> None:
         if self._heartbeats is None:
             await self._log._heartbeat(self.group, self.member_id, self.topics)
+            # Members of the group in this process hand over partitions to the newcomer at once: its row is our own
+            # write, which does not change the file's version for them (see EmbeddedLog._others_version).
+            self._log._notify(set(self.topics))
             self._heartbeats = asyncio.create_task(self._heartbeat_forever(), name=f"heartbeat {self.member_id}")
 
     async def _heartbeat_forever(self) -> None:
@@ -715,16 +734,33 @@ class EmbeddedConsumer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
+            if self._wakeup.is_set():
+                self._idle_since = None
             # Cleared before looking, so a publish that lands after the look still wakes us.
             self._wakeup.clear()
-            await self._refresh()
-            records = await self._fetch(max_records)
+            records = await self._look(max_records) if self._worth_looking(loop.time()) else []
             remaining = deadline - loop.time()
             if records or remaining <= 0:
                 return records
             # Other processes' appends cannot wake us: look again every poll_interval.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), min(remaining, self._log.poll_interval))
+
+    def _worth_looking(self, now: float) -> bool:
+        """Whether looking at the log may find something: an idle consumer of `gatherly up` is timed out of its wait
+        twice a second, and every service's consumer groups looking each time were most of an idle process's CPU."""
+        if self._idle_since is None or self._wakeup.is_set():
+            return True
+        version, since = self._idle_since
+        return now - since >= self._relook_every or self._log._others_version() != version
+
+    async def _look(self, max_records: int) -> list[Record]:
+        # The version is read before looking: a commit of another process during the look makes the next one look.
+        version, now = self._log._others_version(), asyncio.get_running_loop().time()
+        await self._refresh()
+        records = await self._fetch(max_records)
+        self._idle_since = None if records else (version, now)
+        return records
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         await self._log._commit(self.group, self.member_id, offsets, self._generations)
@@ -734,6 +770,7 @@ class EmbeddedConsumer:
 
     def resume(self, partitions: set[TopicPartition]) -> None:
         self._paused -= partitions
+        self._idle_since = None  # a paused partition's records become readable
 
     async def seek(self, partition: TopicPartition, offset: int) -> None:
         if partition not in self._positions:
@@ -741,9 +778,13 @@ class EmbeddedConsumer:
         if partition not in self._positions:
             raise ValueError(f"{partition} is not assigned to member {self.member_id} of group {self.group!r}")
         self._positions[partition] = offset
+        self._idle_since = None
 
     async def assignment(self) -> set[TopicPartition]:
-        await self._refresh()
+        # Asked once a second per consumer group for the lag metrics: an idle group's assignment changes only as its
+        # looks at the log would show (see _worth_looking).
+        if self._worth_looking(asyncio.get_running_loop().time()):
+            await self._refresh()
         return set(self._positions)
 
     async def close(self) -> None:
