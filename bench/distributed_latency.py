@@ -46,6 +46,7 @@ from gatherly.kernel.kafka_connect import (
     ConnectClient,
     connect_outbox,
     drop_slot,
+    outbox_connector,
     running_connect,
 )
 from gatherly.kernel.log.base import TopicConfig
@@ -56,6 +57,8 @@ from gatherly.kernel.testing import scratch_databases
 from gatherly.kernel.uow import OutboxSignal, UnitOfWork
 
 REPORT = Path(__file__).parent / "reports" / "distributed_latency.md"
+# Cold JVMs, and a connector's first task, at load 40 and more on two cores took longer than the tests' 180 s.
+STARTUP_S = 600.0
 PARTITIONS = 4
 TARGETS_MS = {"polling": 100.0, "debezium": 500.0}
 
@@ -132,9 +135,11 @@ async def publishing(
             relay_task.cancel()
             await asyncio.gather(relay_task, return_exceptions=True)
         return
-    async with ConnectClient(connect_url) as connect:
-        connector = await connect_outbox(connect, f"bench-{uuid.uuid4().hex[:8]}", producer.url)
+    service = f"bench-{uuid.uuid4().hex[:8]}"
+    connector = outbox_connector(service, producer.url)  # its name and slot, for the clean-up
+    async with ConnectClient(connect_url, timeout=STARTUP_S) as connect:
         try:
+            await connect_outbox(connect, service, producer.url)
             yield
         finally:
             await connect.delete(connector.name)
@@ -266,8 +271,7 @@ async def run(rates: list[int], per_txs: list[int], seconds: float, folder: Path
 
 
 def main() -> None:
-    # Cold JVMs at load 40 and more on two cores took longer than the tests' 180 s (a benchmark may wait).
-    kafka_broker.STARTUP_S = kafka_connect.STARTUP_S = 600.0
+    kafka_broker.STARTUP_S = kafka_connect.STARTUP_S = STARTUP_S
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=int, nargs="*", default=[500])
     parser.add_argument("--per-tx", type=int, nargs="*", default=[10, 1])
