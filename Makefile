@@ -5,7 +5,7 @@ export UV_COMPILE_BYTECODE := 1
 PORT ?= 8000
 DATA_DIR ?= ./var
 
-.PHONY: up test install uv lint format typecheck imports pytest bench bench-http clean docs openapi catalog contract-long \
+.PHONY: up test install uv lint format typecheck imports pytest bench bench-distributed bench-http clean docs openapi catalog contract-long \
 	web web-client web-check chromium deploy-check stack-deps stack-up up-distributed down-distributed \
 	status-distributed test-distributed
 
@@ -110,6 +110,14 @@ bench: install ## benchmarks; reports land in bench/reports/
 	$(UV) run python bench/log_latency.py
 	$(UV) run python bench/loop_stall.py
 	$(UV) run python bench/image_processing.py
+
+bench-distributed: install ## issue #17's benchmarks on PostgreSQL + Kafka (+ Debezium): they start what they need
+	bash scripts/postgres.sh
+	bash scripts/kafka.sh
+	bash scripts/debezium.sh
+	$(UV) run python bench/distributed_latency.py
+	$(UV) run python bench/kafka_throughput.py
+	$(UV) run python bench/nearby_search.py --database postgresql --events 1000000 --report bench/reports/nearby_search_postgis_1m.md
 
 bench-http: install ## wrk against a seeded `gatherly up`: each endpoint beside /livez; report in bench/reports/http.md
 	bash scripts/wrk.sh

@@ -95,8 +95,13 @@ async def keep_group(event: GroupCreated | GroupUpdated, uow: NotificationsUnitO
     await uow.members.keep_group(event.group_id, event.visibility)
 
 
-@consumers.on(MembershipJoined, MembershipRoleChanged, group="notifications.members")
-async def keep_member(event: MembershipJoined | MembershipRoleChanged, uow: NotificationsUnitOfWork) -> None:
+@consumers.on(MembershipJoined, group="notifications.members")
+async def keep_joined_member(event: MembershipJoined, uow: NotificationsUnitOfWork) -> None:
+    await service.member_joined(uow, event)
+
+
+@consumers.on(MembershipRoleChanged, group="notifications.members")
+async def keep_member_role(event: MembershipRoleChanged, uow: NotificationsUnitOfWork) -> None:
     await uow.members.put(event.group_id, event.user_id, event.role)
 
 

@@ -22,7 +22,13 @@ from gatherly.contracts.events import (
     RsvpPromoted,
     RsvpWaitlisted,
 )
-from gatherly.contracts.groups import GroupAnnouncement, GroupDeleted, GroupInvitationSent, JoinRequestCreated
+from gatherly.contracts.groups import (
+    GroupAnnouncement,
+    GroupDeleted,
+    GroupInvitationSent,
+    JoinRequestCreated,
+    MembershipJoined,
+)
 from gatherly.contracts.notifications import NotificationCreated
 from gatherly.contracts.users import UserDeleted, UserDeletionStepDone, UserExportRequested
 from gatherly.kernel.addresses import address_hash
@@ -114,11 +120,24 @@ async def tell(
 
 
 async def event_scheduled(uow: NotificationsUnitOfWork, event: EventScheduled, source: str) -> None:
+    await uow.members.lock_group(event.group_id)
     await uow.events.keep(event)
+    await uow.events.scheduled(event.event_id, event.scheduled_at, event.scheduled_by, source)
     facts = await uow.events.get(event.event_id)
     assert facts is not None
     members = await uow.members.of(event.group_id)
     await tell(uow, domain.event_scheduled(facts, members, by=event.scheduled_by), source)
+
+
+async def member_joined(uow: NotificationsUnitOfWork, event: MembershipJoined) -> None:
+    """Keep the member, and tell them of the group's events scheduled since they joined that were handled before
+    their joining was: `membership.joined` and `event.scheduled` travel on different topics, so either may come
+    first (docs/messaging.md). Told under the scheduling's own cause, so whichever handler comes second adds
+    nothing (an inbox holds one notice per cause and person)."""
+    await uow.members.lock_group(event.group_id)
+    await uow.members.put(event.group_id, event.user_id, event.role)
+    for missed in await uow.events.scheduled_since(event.group_id, event.joined_at, uow.clock.now()):
+        await tell(uow, domain.event_scheduled(missed.event, [event.user_id], by=missed.by), missed.cause)
 
 
 async def event_updated(uow: NotificationsUnitOfWork, event: EventUpdated, source: str) -> None:

@@ -256,6 +256,13 @@ class MemberStore:
         rows = await self.session.scalars(select(group_members.c.user_id).where(group_members.c.group_id == group_id))
         return [UserId(r) for r in rows]
 
+    async def lock_group(self, group_id: str) -> None:
+        """Hold the group until the transaction ends, so handling an event scheduled in it and a member joining it
+        (two consumers, two topics) never run side by side, each missing the other's uncommitted row. SQLite's
+        writers run one at a time already (BEGIN IMMEDIATE)."""
+        if _dialect(self.session) == "postgresql":
+            await self.session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(group_id, 0))))
+
 
 def _place(snapshot: EventSnapshot) -> str:
     if snapshot.venue is not None:
@@ -285,6 +292,27 @@ class EventStore:
             await self.session.execute(insert(events).values(event_id=snapshot.event_id, status="scheduled", **values))
         elif kept < snapshot.sequence:
             await self.session.execute(update(events).where(events.c.event_id == snapshot.event_id).values(**values))
+
+    async def scheduled(self, event_id: str, at: datetime, by: str, cause: str) -> None:
+        """Note when and by whom the event was scheduled, and the message that told the members (`cause`)."""
+        await self.session.execute(
+            update(events)
+            .where(events.c.event_id == event_id)
+            .values(scheduled_at=at, scheduled_by=by, scheduled_cause=cause)
+        )
+
+    async def scheduled_since(self, group_id: str, since: datetime, now: datetime) -> list[Scheduling]:
+        """The group's events still to come that were scheduled at or after `since`, with who scheduled them and
+        the cause their members were told under."""
+        rows = await self.session.execute(
+            select(events).where(
+                events.c.group_id == group_id,
+                events.c.scheduled_at >= since,
+                events.c.status == "scheduled",
+                events.c.starts_at > now,
+            )
+        )
+        return [Scheduling(_facts(row), row["scheduled_by"], row["scheduled_cause"]) for row in rows.mappings()]
 
     async def cancel(self, event_id: str, sequence: int) -> None:
         await self.session.execute(
@@ -336,6 +364,15 @@ class EventStore:
             if (distance := distance_km(center, Point(row["lat"], row["lng"]))) <= radius_km
         ]
         return [facts for _, facts in sorted(near, key=lambda pair: (pair[0], pair[1].event_id))][:limit]
+
+
+@dataclass(frozen=True)
+class Scheduling:
+    """A kept event as `event.scheduled` told its group's members: by whom, under which cause (message id)."""
+
+    event: EventFacts
+    by: str
+    cause: str
 
 
 def _facts(row: Any) -> EventFacts:

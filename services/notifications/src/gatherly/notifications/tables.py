@@ -69,9 +69,15 @@ events = Table(
     Column("status", String(16), nullable=False),
     # The event's own change counter: an older snapshot arriving late (a redelivery) never overwrites a newer one.
     Column("sequence", Integer, nullable=False),
+    # From `event.scheduled`: when, by whom, and its message (the cause of the members' notices). A member whose
+    # joining is handled after it (another topic: no order between the two) is told then, under the same cause.
+    Column("scheduled_at", UtcDateTime()),
+    Column("scheduled_by", USER_ID),
+    Column("scheduled_cause", String(128)),
     # The digest's queries: upcoming events by start, and near a place.
     Index("ix_events_starts_at", "starts_at"),
     Index("ix_events_lat_lng", "lat", "lng"),
+    Index("ix_events_group_scheduled_at", "group_id", "scheduled_at"),
 )
 
 # The events service's RSVPs: who is going (told of comments, reminded) or waiting.

@@ -1,0 +1,258 @@
+"""Benchmark: our relay's publish throughput and our consumers' throughput beside Kafka's own perf tools, one run.
+
+One Kafka (KRaft) broker from the jars scripts/kafka.sh fetches (`running_kafka`), and Kafka's perf tools from
+scripts/kafka-tools.sh, on the same broker with messages of the same size:
+
+1. Kafka's producer: `org.apache.kafka.tools.ProducerPerformance` (what kafka-producer-perf-test.sh runs) with our
+   producer's settings (acks=all, idempotence on, linger.ms=2), records of the byte size of our messages (value +
+   key + headers: the perf tool sends values only), as fast as it can.
+2. Our relay: --messages events committed to a PostgreSQL outbox (100 per transaction) before the relay starts;
+   then `OutboxRelay` reads, publishes (KafkaLog: aiokafka, idempotent, acks=all) and deletes them. Timed from the
+   relay's start until every row is gone from the outbox.
+3. Kafka's consumer: `org.apache.kafka.tools.ConsumerPerformance` (kafka-consumer-perf-test.sh) reading the
+   messages our relay wrote, in a group of its own (its fetch rate, the group's join left out).
+4. Our consumer: a `ConsumerWorker` in a group of its own reading the same messages, each applied with its inbox
+   row in a PostgreSQL transaction (a batch per transaction, as in the services). Timed from the first message
+   handled to the last (the group's join left out, as for 3).
+
+Ratios ours / Kafka's; the target is at least 0.3. Writes bench/reports/kafka_throughput.md (and prints it).
+
+    uv run python bench/kafka_throughput.py [--messages 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import re
+import subprocess
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import ClassVar
+
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
+
+from gatherly.contracts.base import IntegrationEvent
+from gatherly.kernel import kafka_broker
+from gatherly.kernel.db import Database
+from gatherly.kernel.delivery import ConsumerRegistry, ConsumerWorker
+from gatherly.kernel.kafka_broker import kafka_libs, running_kafka
+from gatherly.kernel.log.base import TopicConfig
+from gatherly.kernel.log.kafka import KafkaLog
+from gatherly.kernel.messages import Envelope
+from gatherly.kernel.relay import OutboxRelay
+from gatherly.kernel.tables import kernel_tables
+from gatherly.kernel.testing import scratch_databases
+from gatherly.kernel.uow import OUTBOX, OutboxSignal, UnitOfWork
+
+REPORT = Path(__file__).parent / "reports" / "kafka_throughput.md"
+ROOT = Path(__file__).parent.parent
+PARTITIONS = 4
+TARGET_RATIO = 0.3
+
+metadata = MetaData()
+kernel_tables(metadata)
+seen = Table("seen", metadata, Column("n", Integer, primary_key=True), Column("key", String, nullable=False))
+
+
+class Pinged(IntegrationEvent):
+    TOPIC: ClassVar[str] = f"bench-throughput-{uuid.uuid4().hex[:8]}"
+    TYPE: ClassVar[str] = "bench.throughput.pinged"
+    AGGREGATE_ID: ClassVar[str] = "key"
+
+    key: str
+    n: int
+
+
+def message_bytes() -> int:
+    """What one of our messages puts on the wire besides Kafka's framing: value, key and headers."""
+    message = Envelope.wrap(Pinged(key="k42", n=12345), datetime.now(UTC)).to_message()
+    headers = sum(len(name) + len(value.encode()) for name, value in message.headers.items())
+    return len(message.value) + len(message.key.encode()) + headers
+
+
+def tools_classpath() -> str:
+    """Kafka's jars and its tools' jars; scripts/kafka-tools.sh fetches the tools (and fails loudly if it cannot)."""
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "kafka-tools.sh")], check=True, capture_output=True, text=True
+    )
+    return f"{kafka_libs()}/*:{done.stdout.strip().splitlines()[-1]}/*"
+
+
+def java(classpath: str, main: str, *args: str) -> str:
+    done = subprocess.run(
+        ["java", "-Xmx512m", "-cp", classpath, main, *args], check=True, capture_output=True, text=True, timeout=600
+    )
+    return done.stdout
+
+
+def kafka_producer(classpath: str, bootstrap: str, topic: str, messages: int, size: int) -> float:
+    output = java(
+        classpath,
+        "org.apache.kafka.tools.ProducerPerformance",
+        *("--topic", topic, "--num-records", str(messages), "--record-size", str(size), "--throughput", "-1"),
+        *("--producer-props", f"bootstrap.servers={bootstrap}", "acks=all", "enable.idempotence=true", "linger.ms=2"),
+    )
+    # The last line: "20000 records sent, 81632.7 records/sec (9.18 MB/sec), ..."
+    found = re.findall(r"(\d+) records sent, ([\d.]+) records/sec", output)
+    if not found or int(found[-1][0]) != messages:
+        raise RuntimeError(f"ProducerPerformance did not report {messages} records sent:\n{output}")
+    return float(found[-1][1])
+
+
+def kafka_consumer(classpath: str, bootstrap: str, topic: str, messages: int) -> float:
+    output = java(
+        classpath,
+        "org.apache.kafka.tools.ConsumerPerformance",
+        *("--bootstrap-server", bootstrap, "--topic", topic, "--messages", str(messages)),
+        *("--group", f"perf-{uuid.uuid4().hex[:8]}", "--timeout", "120000"),
+    )
+    # CSV: start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec, rebalance.time.ms,
+    # fetch.time.ms, fetch.MB.sec, fetch.nMsg.sec
+    header, row = (line for line in output.splitlines() if line.strip())
+    values = dict(zip((h.strip() for h in header.split(",")), (v.strip() for v in row.split(",")), strict=True))
+    if int(values["data.consumed.in.nMsg"]) < messages:
+        raise RuntimeError(f"ConsumerPerformance read fewer than {messages} messages:\n{output}")
+    return float(values["fetch.nMsg.sec"])
+
+
+async def our_relay(db: Database, log: KafkaLog, messages: int) -> float:
+    signal = OutboxSignal()
+    for first in range(0, messages, 100):
+        async with UnitOfWork(db, signal=signal) as uow:
+            uow.publish(*(Pinged(key=f"k{n % 64}", n=n) for n in range(first, min(messages, first + 100))))
+    relay = OutboxRelay("bench", db, log, signal)
+    started = time.perf_counter()
+    task = asyncio.create_task(relay.run())
+    try:
+        while True:
+            async with db.read_session() as session:
+                if not await session.scalar(select(func.count()).select_from(OUTBOX)):
+                    break
+            await asyncio.sleep(0.01)
+        elapsed = time.perf_counter() - started
+    finally:
+        relay.stop()
+        await asyncio.wait_for(task, 60)
+    published = sum((await log.end_offsets(Pinged.TOPIC)).values())
+    if published < messages:
+        raise RuntimeError(f"the relay emptied the outbox but only {published} of {messages} messages are in Kafka")
+    return messages / elapsed
+
+
+async def our_consumer(db: Database, log: KafkaLog, messages: int) -> float:
+    handled: list[float] = []
+    done = asyncio.Event()
+
+    class Stamping(UnitOfWork):
+        """Stamps its messages as handled once its transaction has committed."""
+
+        def __init__(self) -> None:
+            super().__init__(db)
+            self.numbers: list[int] = []
+
+        async def __aexit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
+            await super().__aexit__(exc_type, exc, tb)
+            if exc_type is None and self.numbers:
+                handled.extend([time.perf_counter()] * len(self.numbers))
+                if len(handled) >= messages:
+                    done.set()
+
+    async def handle(event: Pinged, uow: Stamping) -> None:
+        await uow.session.execute(insert(seen), {"n": event.n, "key": event.key})
+        uow.numbers.append(event.n)
+
+    registry = ConsumerRegistry()
+    registry.on(Pinged, group=f"bench.throughput.{uuid.uuid4().hex[:8]}")(handle)
+    (spec,) = registry.specs.values()
+    worker = ConsumerWorker(spec, log, Stamping)
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(done.wait(), 600)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 60)
+    async with db.read_session() as session:
+        applied = await session.scalar(select(func.count()).select_from(seen))
+    if applied != messages:
+        raise RuntimeError(f"{applied} of {messages} messages applied")
+    first = handled[0]
+    return (messages - handled.count(first)) / (handled[-1] - first)
+
+
+async def run(messages: int, folder: Path) -> str:
+    started = datetime.now(UTC)
+    size = message_bytes()
+    classpath = tools_classpath()
+    with running_kafka(folder / "kafka") as bootstrap:
+        async with scratch_databases("postgresql", folder, ["producer", "consumer"]) as template:
+            producer_db, consumer_db = (Database(template.format(service=s)) for s in ("producer", "consumer"))
+            for db in (producer_db, consumer_db):
+                async with db.engine.begin() as connection:
+                    await connection.run_sync(metadata.create_all)
+            log = KafkaLog(bootstrap, session_timeout=6.0)
+            await log.start()
+            try:
+                perf_topic = f"bench-perf-{uuid.uuid4().hex[:8]}"
+                await log.ensure_topics(
+                    [TopicConfig(Pinged.TOPIC, partitions=PARTITIONS), TopicConfig(perf_topic, partitions=PARTITIONS)]
+                )
+                theirs_out = await asyncio.to_thread(kafka_producer, classpath, bootstrap, perf_topic, messages, size)
+                ours_out = await our_relay(producer_db, log, messages)
+                theirs_in = await asyncio.to_thread(kafka_consumer, classpath, bootstrap, Pinged.TOPIC, messages)
+                ours_in = await our_consumer(consumer_db, log, messages)
+            finally:
+                await log.close()
+                await producer_db.dispose()
+                await consumer_db.dispose()
+    loads = os.getloadavg()
+    rows = [
+        ("publish (relay: outbox → Kafka)", "ProducerPerformance", theirs_out, ours_out),
+        ("consume (worker: Kafka → handler transaction)", "ConsumerPerformance", theirs_in, ours_in),
+    ]
+    lines = [
+        "# Kafka throughput: our relay and consumers beside Kafka's own perf tools",
+        "",
+        f"Run {started:%Y-%m-%d %H:%M} UTC on {platform.machine()}, {os.cpu_count()} cores (shared with other work: "
+        f"load average {loads[0]:.1f} / {loads[1]:.1f} / {loads[2]:.1f} over 1 / 5 / 15 minutes at the end), "
+        f"Python {platform.python_version()}, one Kafka 4.1.1 broker (KRaft) and PostgreSQL 15 on this machine, "
+        f"{PARTITIONS} partitions, {messages:,} messages of {size} bytes (value + key + headers; Kafka's tools send "
+        "values of that size), all in one run (`bench/kafka_throughput.py`).",
+        "",
+        "| direction | Kafka's tool | Kafka's msg/s | ours msg/s | ratio | target |",
+        "|---|---|---|---|---|---|",
+    ]
+    for what, tool, theirs, ours in rows:
+        ratio = ours / theirs
+        verdict = "met" if ratio >= TARGET_RATIO else "missed"
+        lines.append(f"| {what} | {tool} | {theirs:,.0f} | {ours:,.0f} | {ratio:.2f} | ≥ {TARGET_RATIO} ({verdict}) |")
+    lines += [
+        "",
+        "Ours does more than Kafka's tools: the relay reads the outbox from PostgreSQL and deletes what it published "
+        "(one transaction per batch); the consumer writes each batch with its inbox rows in a PostgreSQL "
+        "transaction and commits offsets after it. Kafka's tools only send and fetch bytes.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    kafka_broker.STARTUP_S = 600.0  # a cold JVM at load 40 and more on two cores (a benchmark may wait)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=20000)
+    parser.add_argument("--out", type=Path, default=REPORT)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="b17-throughput-") as folder:
+        text = asyncio.run(run(args.messages, Path(folder)))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
