@@ -23,7 +23,8 @@ from gatherly.app.stack import NGINX, Replica, Stack, StackState, keep_replicas,
 from gatherly.kernel.testing import free_port, stop_process
 
 # A replica stand-in: /readyz answers 200, and 503 once SIGTERM came, as a draining service does (it exits at the
-# second SIGTERM, so the test decides how long the drain lasts); every other path answers with its process id, so a test sees which replica the gateway chose.
+# second SIGTERM, so the test decides how long the drain lasts); every other path answers with its process id, so a
+# test sees which replica the gateway chose.
 REPLICA = """
 import http.server, os, signal, sys, threading
 draining = threading.Event()
@@ -150,8 +151,10 @@ async def _supervised_stack(tmp_path: Path) -> AsyncIterator[Stack]:
     finally:
         if stack.nginx is not None:
             stop_process(stack.nginx, 10)
-        for replica in stack.replicas:
-            replica.stop()
+        for replica in stack.replicas:  # the stand-ins drain until a second SIGTERM: no need to wait for them
+            if replica.process is not None:
+                replica.process.kill()
+                replica.process.wait()
 
 
 def _pids_behind_gateway(url: str, requests: int = 8) -> set[int]:
