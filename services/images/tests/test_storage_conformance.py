@@ -216,13 +216,3 @@ class socket_closed:
 
     def __exit__(self, *_: object) -> None:
         return None
-
-
-async def test_replicas_starting_together_all_find_their_bucket(s3_server: Any) -> None:
-    # Each process of the images service makes the bucket at start when it is missing; several starting at once
-    # (`gatherly stack up --replicas 2`) all see it missing, and all but the first are told they already own it.
-    settings = Settings(**s3_server.settings())
-    storages = [S3Storage(s3_client(settings), settings.s3_bucket, Resilience()) for _ in range(6)]
-    await asyncio.gather(*(storage.ensure_bucket() for storage in storages))
-    for storage in storages:
-        await storage.check()
