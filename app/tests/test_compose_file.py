@@ -71,7 +71,7 @@ def locations(config: str) -> set[str]:
 
 def test_the_gateway_routes_the_stacks_prefix_map_to_each_service(compose: dict[str, Any], tmp_path: Path) -> None:
     gateway = compose["configs"]["gateway"]["content"]
-    stack = nginx_config(tmp_path, 8080, {name: 1 for name in ALL}, tmp_path)
+    stack = nginx_config(tmp_path, 8080, {name: [1] for name in ALL}, tmp_path)
     assert locations(gateway) == locations(stack)
     assert set(re.findall(r"upstream (\w+) \{ server (\w+):8000;", gateway)) == {(name, name) for name in ALL}
 

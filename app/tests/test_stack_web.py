@@ -25,7 +25,7 @@ def nginx(tmp_path: Path) -> Iterator[str]:
         raise AssertionError(f"{NGINX} is missing: run scripts/nginx.sh")
     port = free_port()
     # Ports nothing listens on: the services are not what this test is about.
-    services = {name: free_port() for name in PREFIXES}
+    services = {name: [free_port()] for name in PREFIXES}
     (tmp_path / "nginx.conf").write_text(nginx_config(tmp_path, port, services, REPO_WEB_DIST))
     command = [NGINX, "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-c", str(tmp_path / "nginx.conf")]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)

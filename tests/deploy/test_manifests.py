@@ -241,6 +241,59 @@ def test_network_policies_deny_by_default_and_open_only_what_is_needed(
         assert 5432 in ports, component
 
 
+@overlays
+def test_every_service_sends_its_spans_to_the_collector_which_the_network_lets_it_reach(
+    rendered: dict[str, list[Manifest]], overlay: str
+) -> None:
+    manifests = rendered[overlay]
+    collector = named(manifests, "Deployment", "gatherly-otel-collector")
+    pod_labels = collector["spec"]["template"]["metadata"]["labels"]
+    service = named(manifests, "Service", "gatherly-otel-collector")
+    assert selects({"matchLabels": service["spec"]["selector"]}, pod_labels)
+    ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
+    # The pipeline: an OTLP receiver on the port the Service exposes, and the overlay's exporter.
+    (config_map,) = [
+        m for m in of_kind(manifests, "ConfigMap") if m["metadata"]["name"].startswith("gatherly-otel-collector-")
+    ]
+    assert collector["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"] == config_map["metadata"]["name"]
+    pipeline = yaml.safe_load(config_map["data"]["config.yaml"])
+    assert pipeline["receivers"]["otlp"]["protocols"]["http"]["endpoint"] == f"0.0.0.0:{ports['otlp-http']}"
+    traces = pipeline["service"]["pipelines"]["traces"]
+    assert traces["receivers"] == ["otlp"]
+    assert traces["exporters"] == [{"dev": "debug", "prod": "otlphttp"}[overlay]]
+    assert set(traces["exporters"]) <= set(pipeline["exporters"])
+
+    (tracing,) = [m for m in of_kind(manifests, "ConfigMap") if m["metadata"]["name"].startswith("gatherly-tracing-")]
+    assert tracing["data"]["OTEL_TRACES_EXPORTER"] == "otlp"
+    assert tracing["data"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == f"http://gatherly-otel-collector:{ports['otlp-http']}"
+    policies = of_kind(manifests, "NetworkPolicy")
+    for name in SERVICES:
+        deployment = named(manifests, "Deployment", f"gatherly-{name}")
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert {"configMapRef": {"name": tracing["metadata"]["name"]}} in container["envFrom"], name
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        # Egress from the service's pods to the collector's pods on the OTLP port ...
+        assert any(
+            selects(policy["spec"]["podSelector"], labels)
+            and any(
+                any("podSelector" in peer and selects(peer["podSelector"], pod_labels) for peer in rule["to"])
+                and {"port": ports["otlp-http"], "protocol": "TCP"} in rule["ports"]
+                for rule in policy["spec"].get("egress", [])
+            )
+            for policy in policies
+        ), name
+        # ... and the collector's ingress from them.
+        assert any(
+            selects(policy["spec"]["podSelector"], pod_labels)
+            and any(
+                any("podSelector" in peer and selects(peer["podSelector"], labels) for peer in rule["from"])
+                and {"port": ports["otlp-http"], "protocol": "TCP"} in rule["ports"]
+                for rule in policy["spec"].get("ingress", [])
+            )
+            for policy in policies
+        ), name
+
+
 def test_no_secret_is_kept_in_git() -> None:
     for path in [*(ROOT / "deploy").rglob("*.yaml"), *(ROOT / "deploy").rglob("*.yml")]:
         for document in yaml.safe_load_all(path.read_text()):
@@ -346,8 +399,11 @@ def test_images_come_from_the_overlay(rendered: dict[str, list[Manifest]], overl
     for name, pod in pod_specs(rendered[overlay]):
         for container in pod["containers"]:
             repository, _, tag = container["image"].rpartition(":")
-            assert repository in ("ghcr.io/gatherly/gatherly", "ghcr.io/gatherly/gatherly-web"), name
+            # Ours, or the OpenTelemetry Collector's own release (a pinned version).
+            ours = ("ghcr.io/gatherly/gatherly", "ghcr.io/gatherly/gatherly-web")
+            assert repository in (*ours, "otel/opentelemetry-collector-contrib"), name
             assert tag and tag != "latest", name
+            assert repository in ours or re.fullmatch(r"\d+\.\d+\.\d+", tag), name
 
 
 def test_the_overlays_are_the_argocd_applications() -> None:

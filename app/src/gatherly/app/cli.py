@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import json
 import os
-import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -293,15 +292,19 @@ def stack_up(
     detach: Annotated[
         bool, typer.Option("--detach", help="Run in the background; return once ready (`gatherly stack down` stops)")
     ] = False,
+    replicas: Annotated[
+        int, typer.Option(min=1, max=8, help="Processes of each service behind the gateway (restarted when they exit)")
+    ] = 1,
 ) -> None:
     """Start PostgreSQL databases per service, Kafka, Kafka Connect with Debezium's outbox connectors, SeaweedFS
     (S3), an SMTP sink writing <data dir>/mail/*.eml, the five services (`gatherly run`, relays off) and nginx in
     front; Ctrl-C stops everything. Needs scripts/postgres.sh, kafka.sh, debezium.sh, seaweedfs.sh and nginx.sh to
-    have run (`make stack-deps`)."""
+    have run (`make stack-deps`). Once up, a replica that exits is started again, and the gateway sends only to
+    replicas whose /readyz answers 200."""
     import signal
     import sys
 
-    from gatherly.app.stack import StackRunning, StackState, alive, running_stack, start_detached
+    from gatherly.app.stack import StackRunning, StackState, alive, running_stack, start_detached, supervise
 
     def say(line: str) -> None:
         console.print(f"[bold magenta]stack[/] {line}", soft_wrap=True, highlight=False)
@@ -311,7 +314,7 @@ def stack_up(
             console.print(f"[red]refused:[/] a stack already runs from {data_dir} (pid {running.pid})")
             raise typer.Exit(1)
         command = [sys.executable, "-m", "gatherly.app", "stack", "up", "--port", str(port)]
-        command += ["--data-dir", str(data_dir), "--database-url", database_url]
+        command += ["--data-dir", str(data_dir), "--database-url", database_url, "--replicas", str(replicas)]
         command += ["--kafka-bootstrap", kafka_bootstrap] if kafka_bootstrap else []
         command += ["--connect-url", connect_url] if connect_url else []
         with console.status("[bold magenta]starting the stack[/]") as status:
@@ -343,11 +346,11 @@ def stack_up(
                 database_url=database_url,
                 bootstrap=kafka_bootstrap,
                 connect_url=connect_url,
+                replicas=replicas,
                 say=say,
-            ),
+            ) as started,
         ):
-            while True:
-                time.sleep(3600)
+            supervise(started, say)
     except StackRunning as error:
         console.print(f"[red]refused:[/] {error}")
         raise typer.Exit(1) from error
@@ -376,13 +379,16 @@ def stack_status(data_dir: StackDataDir = STACK_DATA_DIR) -> None:
     if state is None or not alive(state.pid):
         console.print(f"no stack runs from {data_dir}")
         raise typer.Exit(3)
-    table = Table("component", "state", "pid", "port")
+    table = Table("component", "state", "pid", "port", "replica", "gateway")
     down = 0
     for component in state.components:
         up = component_up(component)
         down += not up
         pid = str(component.pid) if component.pid is not None else "(system)"
-        table.add_row(component.name, "[green]up[/]" if up else "[red]down[/]", pid, str(component.port))
+        replica = "" if component.replica is None else f"#{component.replica}"
+        routed = {None: "", True: "routed", False: "not routed"}[component.routed]
+        state_text = "[green]up[/]" if up else "[red]down[/]"
+        table.add_row(component.name, state_text, pid, str(component.port), replica, routed)
     console.print(table)
     phase = "ready" if state.ready else "starting"
     console.print(f"{phase} at {state.url} (pid {state.pid}); {len(state.components) - down} up, {down} down")

@@ -1,8 +1,10 @@
 """`gatherly stack up|down|status`: the distributed topology on one machine — a PostgreSQL database per service,
 Kafka, Kafka Connect with a Debezium outbox connector per database, SeaweedFS (S3) for the images service, an SMTP
-sink writing `<data dir>/mail/*.eml`, each service in a process of its own (`gatherly run`) and nginx in front with
-the gateway's prefix map, serving the web app too. What runs is written to `<data dir>/stack.json` as it starts, so
-`down` and `status` work from another shell and a detached stack can be followed."""
+sink writing `<data dir>/mail/*.eml`, each service in one or more processes of its own (`gatherly run`, replicas) and
+nginx in front with the gateway's prefix map, serving the web app too. What runs is written to `<data dir>/stack.json`
+as it starts, so `down` and `status` work from another shell and a detached stack can be followed. Once up, the
+supervising process keeps every replica running (one that exits is started again on its port) and sends the
+gateway's traffic only to the replicas whose `/readyz` answers 200, as a Kubernetes ReplicaSet and Service do."""
 
 from __future__ import annotations
 
@@ -44,6 +46,12 @@ READY_S = 600.0
 STOP_S = 30.0
 # `stack down`: the whole stack stops newest first, each part given STOP_S; past this it is killed.
 DOWN_S = 300.0
+# Readiness probes of the replicas, as deploy/k8s's: every PROBE_PERIOD_S, each allowed PROBE_TIMEOUT_S.
+PROBE_PERIOD_S = 0.5
+PROBE_TIMEOUT_S = 2.0
+# With several replicas, a replica given SIGTERM stays up "not ready" this long: time for the supervisor's probe to
+# see it and for nginx to reload without it, before it stops accepting connections.
+REPLICA_DRAIN_S = 10.0
 NGINX = "/usr/sbin/nginx"
 STATE_FILE = "stack.json"
 # Every long-running part, in the order the stack starts them (deploy/compose.yaml has a service of each name).
@@ -57,11 +65,14 @@ class StackRunning(RuntimeError):
 
 @dataclass(frozen=True)
 class Component:
-    """One part of the stack: its process (None when not ours, e.g. the system's PostgreSQL) and the port it serves."""
+    """One part of the stack: its process (None when not ours, e.g. the system's PostgreSQL) and the port it serves.
+    A service's replicas are one component each, numbered from 1; `routed` says whether the gateway sends to it."""
 
     name: str
     pid: int | None
     port: int
+    replica: int | None = None
+    routed: bool | None = None
 
 
 @dataclass
@@ -76,9 +87,18 @@ class StackState:
     ready: bool = False
     components: list[Component] = field(default_factory=list)
 
-    def add(self, name: str, pid: int | None, port: int) -> None:
-        self.components.append(Component(name, pid, port))
+    def add(
+        self, name: str, pid: int | None, port: int, replica: int | None = None, routed: bool | None = None
+    ) -> None:
+        self.components.append(Component(name, pid, port, replica, routed))
         self.save()
+
+    def update_replica(self, name: str, replica: int, *, pid: int, routed: bool) -> None:
+        """A replica started again (a new pid) or taken into or out of the gateway."""
+        self.components = [
+            Component(name, pid, c.port, replica, routed) if (c.name, c.replica) == (name, replica) else c
+            for c in self.components
+        ]
 
     def save(self) -> None:
         document = {k: v for k, v in asdict(self).items() if k != "path"}
@@ -116,26 +136,85 @@ def component_up(component: Component) -> bool:
 
 
 @dataclass
+class Replica:
+    """One process of a service (`gatherly run <service>`) on a port of its own; started again on the same port
+    when it exits. `routed`: the gateway sends to it."""
+
+    service: str
+    number: int
+    port: int
+    command: list[str]
+    log: Path
+    env: dict[str, str] | None = None
+    process: subprocess.Popen[bytes] | None = None
+    routed: bool = False
+    failed_probes: int = 0
+
+    def start(self) -> subprocess.Popen[bytes]:
+        with self.log.open("ab") as output:
+            self.process = subprocess.Popen(self.command, stdout=output, stderr=subprocess.STDOUT, env=self.env)
+        return self.process
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process, STOP_S + REPLICA_DRAIN_S)
+
+
+@dataclass
 class Stack:
-    """What `running_stack` started: the gateway's URL and each service's own port."""
+    """What `running_stack` started: the gateway's URL and each service's replicas."""
 
     url: str
     bootstrap: str
     connect_url: str
-    ports: dict[str, int] = field(default_factory=dict)
+    replicas: list[Replica] = field(default_factory=list)
+    state: StackState | None = None
+    nginx: subprocess.Popen[bytes] | None = None
+    nginx_dir: Path = Path()
+    gateway_port: int = 0
+
+    def write_nginx_config(self, routed: Callable[[Replica], bool] = lambda replica: replica.routed) -> None:
+        down = frozenset(r.port for r in self.replicas if not routed(r))
+        config = nginx_config(self.nginx_dir, self.gateway_port, self.ports, REPO_WEB_DIST, down)
+        (self.nginx_dir / "nginx.conf").write_text(config)
+
+    @property
+    def ports(self) -> dict[str, list[int]]:
+        """Each service's replicas' ports."""
+        ports: dict[str, list[int]] = {}
+        for replica in self.replicas:
+            ports.setdefault(replica.service, []).append(replica.port)
+        return ports
 
 
-def nginx_config(folder: Path, port: int, services: dict[str, int], web_dir: Path) -> str:
+# Passive health: a server that fails (refuses, resets, times out) is skipped for a while. A request is passed to
+# the next server when its connection to one failed before it was sent (any method), and also, for idempotent
+# methods, on a 502/503 (POST, PATCH and LOCK are never sent twice). Bodies are buffered so a request can be passed
+# on, except the images service's (uploads stream through).
+UPSTREAM_SERVER = "max_fails=2 fail_timeout=3s"
+
+
+def nginx_config(
+    folder: Path, port: int, services: dict[str, list[int]], web_dir: Path, down: frozenset[int] = frozenset()
+) -> str:
     """nginx in the foreground with its files in `folder`: each prefix of the gateway's map to its service's
-    process (bodies and responses streamed, so uploads and the notification stream pass as they come), the web app
-    at `/` (index.html for the app's own routes)."""
+    replicas (responses streamed, so the notification stream passes as it comes; uploads to the images service
+    streamed too), the web app at `/` (index.html for the app's own routes). Servers whose port is in `down` are
+    listed but get no traffic (not ready)."""
     locations = []
     for name, prefixes in PREFIXES.items():
+        if name not in services:
+            continue
+        streamed = " proxy_request_buffering off;" if name == "images" else ""
         for prefix in prefixes:
             match = f"= {prefix}" if prefix.startswith("/.well-known") else prefix
-            locations.append(f"    location {match} {{ proxy_pass http://{name}; }}")
+            locations.append(f"    location {match} {{{streamed} proxy_pass http://{name}; }}")
+
+    def server(p: int) -> str:
+        return f"server 127.0.0.1:{p} {UPSTREAM_SERVER}{' down' if p in down else ''}; "
+
     upstreams = "\n".join(
-        f"  upstream {name} {{ server 127.0.0.1:{p}; keepalive 16; }}" for name, p in services.items()
+        f"  upstream {name} {{ {''.join(server(p) for p in ports)}keepalive 16; }}" for name, ports in services.items()
     )
     web = (
         f"    location / {{ root {web_dir}; try_files $uri /index.html; }}"
@@ -144,6 +223,8 @@ def nginx_config(folder: Path, port: int, services: dict[str, int], web_dir: Pat
     )
     return f"""daemon off;
 pid {folder}/nginx.pid;
+# A reload (a replica in or out) lets the old workers finish their requests, long streams cut after this.
+worker_shutdown_timeout 30s;
 error_log {folder}/error.log warn;
 events {{ worker_connections 1024; }}
 http {{
@@ -161,8 +242,9 @@ http {{
   proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
   proxy_set_header X-Forwarded-Proto $scheme;
   proxy_buffering off;
-  proxy_request_buffering off;
   proxy_read_timeout 1h;
+  proxy_next_upstream error timeout http_502 http_503;
+  proxy_next_upstream_tries 3;
 {upstreams}
   server {{
     listen 127.0.0.1:{port};
@@ -284,9 +366,11 @@ def running_stack(
     database_url: str = DEFAULT_DATABASE_URL,
     bootstrap: str | None = None,
     connect_url: str | None = None,
+    replicas: int = 1,
     say: Callable[[str], None] = print,
 ) -> Iterator[Stack]:
-    """Start everything (Kafka and Connect too, unless their addresses are given); stop it all, newest first."""
+    """Start everything (Kafka and Connect too, unless their addresses are given), `replicas` processes of each
+    service; stop it all, newest first."""
     data_dir = data_dir.resolve()
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -324,7 +408,7 @@ def running_stack(
         say(f"SMTP sink on port {smtp_port} writes each message to {data_dir / 'mail'}")
         asyncio.run(prepare(database_url, bootstrap, connect_url, say))
         stack = Stack(url=state.url, bootstrap=bootstrap, connect_url=connect_url)
-        stack.ports = {name: free_port() for name in ALL}
+        drain = {"GATHERLY_SHUTDOWN_DRAIN_SECONDS": str(REPLICA_DRAIN_S)} if replicas > 1 else {}
         env = {
             **os.environ,
             **service_environment(
@@ -332,26 +416,37 @@ def running_stack(
                 database_url=database_url,
                 bootstrap=bootstrap,
                 public_url=stack.url,
-                users_url=f"http://127.0.0.1:{stack.ports['users']}",
+                users_url=f"http://127.0.0.1:{port}",  # the JWKS through the gateway, from any users replica
                 s3_endpoint=s3.endpoint,
                 s3_key=s3_key,
                 s3_secret=s3_secret,
                 smtp_port=smtp_port,
             ),
+            **drain,
             "PYTHONUNBUFFERED": "1",  # each log line in logs/<service>.log as it happens
         }
-        services = {}
-        for name, service_port in stack.ports.items():  # all at once: each takes seconds to import and start
-            command = [sys.executable, "-m", "gatherly.app", "run", name, "--port", str(service_port)]
-            services[name] = started.enter_context(_process(command, logs / f"{name}.log", env))
-            say(f"{name} starting on port {service_port}")
-        for name, process in services.items():
-            _wait_ready(f"http://127.0.0.1:{stack.ports[name]}/readyz", process, logs / f"{name}.log")
-            state.add(name, process.pid, stack.ports[name])
-            say(f"{name} ready")
-        nginx_dir = data_dir / "nginx"
-        nginx_dir.mkdir(exist_ok=True)
-        (nginx_dir / "nginx.conf").write_text(nginx_config(nginx_dir, port, stack.ports, REPO_WEB_DIST))
+        for name in ALL:
+            for number in range(1, replicas + 1):
+                log = logs / (f"{name}.log" if number == 1 else f"{name}-{number}.log")
+                replica_port = free_port()
+                command = [sys.executable, "-m", "gatherly.app", "run", name, "--port", str(replica_port)]
+                stack.replicas.append(Replica(name, number, replica_port, command, log, env))
+        # Stopped newest first by the exit stack: all replicas at once (each drains), after the gateway.
+        started.callback(_stop_all, stack.replicas)
+        for replica in stack.replicas:  # all at once: each takes seconds to import and start
+            replica.start()
+            say(f"{replica.service} #{replica.number} starting on port {replica.port}")
+        for replica in stack.replicas:
+            assert replica.process is not None
+            _wait_ready(f"http://127.0.0.1:{replica.port}/readyz", replica.process, replica.log)
+            replica.routed = True
+            state.add(replica.service, replica.process.pid, replica.port, replica.number, routed=True)
+            say(f"{replica.service} #{replica.number} ready")
+        stack.nginx_dir = data_dir / "nginx"
+        stack.nginx_dir.mkdir(exist_ok=True)
+        stack.gateway_port = port
+        stack.write_nginx_config()
+        nginx_dir = stack.nginx_dir
         nginx = started.enter_context(
             _process(
                 [NGINX, "-p", str(nginx_dir), "-e", str(nginx_dir / "error.log"), "-c", str(nginx_dir / "nginx.conf")],
@@ -359,12 +454,112 @@ def running_stack(
             )
         )
         _wait_ready(f"http://127.0.0.1:{port}/.well-known/jwks.json", nginx, logs / "nginx.log")
+        stack.nginx = nginx
+        stack.state = state
         state.add("gateway", nginx.pid, port)
         state.ready = True
         state.save()
         say(f"Gatherly is up on {stack.url} (logs in {logs})")
         yield stack
         say("stopping")
+
+
+def _stop_all(replicas: list[Replica]) -> None:
+    """SIGTERM to every replica at once (each drains and finishes its requests), then wait for each."""
+    for replica in replicas:
+        if replica.process is not None and replica.process.poll() is None:
+            replica.process.terminate()
+    for replica in replicas:
+        replica.stop()
+
+
+def supervise(stack: Stack, say: Callable[[str], None]) -> None:
+    """Until interrupted: start again every replica that exited, and keep the gateway sending only to the ready
+    ones (stack.json says which)."""
+    asyncio.run(keep_replicas(stack, say))
+
+
+async def keep_replicas(stack: Stack, say: Callable[[str], None]) -> None:
+    """The supervisor's loop: probe every replica, start again those that exited, route to the ready ones."""
+    async with httpx.AsyncClient(timeout=PROBE_TIMEOUT_S) as client:
+        while True:
+            ready = await asyncio.gather(*(_probe(client, replica, say) for replica in stack.replicas))
+            await asyncio.to_thread(_route, stack, dict(zip((id(r) for r in stack.replicas), ready, strict=True)), say)
+            await asyncio.sleep(PROBE_PERIOD_S)
+
+
+async def _probe(client: httpx.AsyncClient, replica: Replica, say: Callable[[str], None]) -> bool:
+    """Whether the replica is ready. A replica that exited is started again. An answer other than 200 or a refused
+    connection makes it unready at once (a draining replica answers 503); a timeout only when it is the second in a
+    row (a busy machine)."""
+    assert replica.process is not None
+    if (code := replica.process.poll()) is not None:
+        say(f"{replica.service} #{replica.number} exited ({code}); starting it again on port {replica.port}")
+        replica.start()
+        replica.failed_probes = 0
+        return False
+    try:
+        ready = (await client.get(f"http://127.0.0.1:{replica.port}/readyz")).status_code == 200
+    except httpx.TimeoutException:
+        replica.failed_probes += 1
+        return replica.routed and replica.failed_probes < 2
+    except httpx.TransportError:
+        ready = False
+    replica.failed_probes = 0 if ready else replica.failed_probes + 1
+    return ready
+
+
+def _route(stack: Stack, ready: dict[int, bool], say: Callable[[str], None]) -> None:
+    """Route to the ready replicas of each service — to all of them when none is ready (nginx's passive health
+    then decides: better a slow replica than none); when that changes, reload nginx and rewrite stack.json."""
+    wanted = {}
+    for service in stack.ports:
+        replicas = [r for r in stack.replicas if r.service == service]
+        any_ready = any(ready[id(r)] for r in replicas)
+        wanted.update({id(r): ready[id(r)] or not any_ready for r in replicas})
+    changed = [r for r in stack.replicas if r.routed != wanted[id(r)]]
+    pids_changed = stack.state is not None and any(
+        c.pid != r.process.pid
+        for r in stack.replicas
+        for c in stack.state.components
+        if (c.name, c.replica) == (r.service, r.number) and r.process is not None
+    )
+    if changed:
+        stack.write_nginx_config(lambda replica: wanted[id(replica)])
+        assert stack.nginx is not None
+        reload_nginx(stack.nginx.pid)
+    for replica in changed:  # only now: stack.json says "routed" once nginx's new workers route so
+        replica.routed = wanted[id(replica)]
+        say(f"{replica.service} #{replica.number} {'in' if replica.routed else 'out of'} the gateway")
+    if (changed or pids_changed) and stack.state is not None:
+        for replica in stack.replicas:
+            assert replica.process is not None
+            stack.state.update_replica(replica.service, replica.number, pid=replica.process.pid, routed=replica.routed)
+        stack.state.save()
+
+
+def _children(pid: int) -> set[int]:
+    return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+def _accepting(worker: int) -> bool:
+    """An nginx worker that still takes new connections: alive, and not renamed "worker process is shutting down"."""
+    try:
+        return b"shutting down" not in Path(f"/proc/{worker}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def reload_nginx(master: int, timeout: float = 30.0) -> None:
+    """SIGHUP to nginx's master, which starts workers with the new configuration and tells the old ones to stop
+    accepting and finish their requests; return once a new worker runs and no old one accepts any more."""
+    before = _children(master)
+    os.kill(master, signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    while not _children(master) - before or any(_accepting(worker) for worker in before):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nginx (pid {master}) did not reload within {timeout:g}s")
+        time.sleep(0.05)
 
 
 def start_detached(command: list[str], data_dir: Path, on_line: Callable[[str], None]) -> StackState:

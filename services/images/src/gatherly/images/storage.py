@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import math
@@ -304,7 +305,8 @@ class S3Storage:
         return url
 
     async def ensure_bucket(self) -> None:
-        """Create the bucket when it does not exist (a development server starts empty)."""
+        """Create the bucket when it does not exist (a development server starts empty). Replicas starting together
+        may each find it missing: the one that creates it second is told it already owns it, which is fine."""
 
         def ensure() -> None:
             try:
@@ -312,7 +314,8 @@ class S3Storage:
             except ClientError as error:
                 if error.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket"):
                     raise self._server_side(error) from error
-                self.client.create_bucket(Bucket=self.bucket)
+                with contextlib.suppress(self.client.exceptions.BucketAlreadyOwnedByYou):
+                    self.client.create_bucket(Bucket=self.bucket)
 
         await self._call(ensure)
 
