@@ -36,10 +36,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from rsvp_cpu import group_in_read_models
+
 from gatherly.app.testing import FAST_SETTINGS, RunningGatherly, running_gatherly
-from gatherly.contracts.groups import GroupCreated
-from gatherly.events.domain import GroupId, UserId
-from gatherly.events.store import unit_of_work as events_unit_of_work
 from gatherly.users.crypto import signing_key_for
 from gatherly.users.service import Identity
 from gatherly.users.store import unit_of_work as users_unit_of_work
@@ -107,25 +106,8 @@ async def _token_for(gatherly: RunningGatherly, user_id: str) -> dict[str, str]:
 async def _people(gatherly: RunningGatherly, count: int) -> tuple[Member, list[Member], str]:
     """A public group with an organizer and `count` members, put into the events service's read models (as its
     consumers of the groups service's events would), each with an access token."""
-    context = gatherly.process.host("events").context
-    organizer = Member(str(uuid.uuid4()), {})
-    group_id = str(uuid.uuid4())
-    created = GroupCreated(
-        group_id=group_id,
-        slug="bench",
-        name="Bench",
-        visibility="public",
-        join_policy="open",
-        organizer_id=organizer.user_id,
-        created_at=datetime.now(UTC),
-    )
-    ids = [str(uuid.uuid4()) for _ in range(count)]
-    async with events_unit_of_work(context) as uow:
-        await uow.groups.apply(created)
-        await uow.members.put(GroupId(group_id), UserId(organizer.user_id), "organizer")
-        for user_id in ids:
-            await uow.members.put(GroupId(group_id), UserId(user_id), "member")
-    organizer = Member(organizer.user_id, await _token_for(gatherly, organizer.user_id))
+    organizer_id, group_id, ids = await group_in_read_models(gatherly, count)
+    organizer = Member(organizer_id, await _token_for(gatherly, organizer_id))
     people = [Member(user_id, await _token_for(gatherly, user_id)) for user_id in ids]
     await gatherly.settle(timeout=120)
     return organizer, people, group_id

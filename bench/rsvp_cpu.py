@@ -59,8 +59,9 @@ def _details(capacity: int | None) -> EventDetails:
     )
 
 
-async def _group(gatherly: RunningGatherly, people: int) -> tuple[UserId, GroupId, list[UserId]]:
-    """A public group with an organizer and `people` members, in the events service's read models."""
+async def group_in_read_models(gatherly: RunningGatherly, people: int) -> tuple[UserId, GroupId, list[UserId]]:
+    """A public group with an organizer and `people` members, in the events service's read models (as its consumers
+    of the groups service's events would put them; rsvp_contention.py uses it too)."""
     context = gatherly.process.host("events").context
     organizer, group_id = UserId(str(uuid.uuid4())), GroupId(str(uuid.uuid4()))
     members = [UserId(str(uuid.uuid4())) for _ in range(people)]
@@ -176,7 +177,7 @@ async def run(people: int, profiler: cProfile.Profile | None, whole_profiler: cP
     with tempfile.TemporaryDirectory() as folder:
         async with running_gatherly(Path(folder) / "data", **FAST_SETTINGS) as gatherly:
             context = gatherly.process.host("events").context
-            organizer, group_id, members = await _group(gatherly, people)
+            organizer, group_id, members = await group_in_read_models(gatherly, people)
             contended = await service.schedule_event(unit_of_work(context), organizer, group_id, _details(SEATS))
             spread = [
                 await service.schedule_event(unit_of_work(context), organizer, group_id, _details(None))
