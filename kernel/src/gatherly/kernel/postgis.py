@@ -105,6 +105,21 @@ def within_m(location: ColumnElement[Any], center: LatLng, metres: float) -> Col
     return func.ST_DWithin(location, point(center), metres, False, type_=Boolean)
 
 
+def measured_within(location: ColumnElement[Any], center: LatLng, radius_km: float) -> ColumnElement[bool]:
+    """`location` is within `radius_km` of `center` by the distance that nearest_first measures: a test that costs
+    the planner 40 times less than ST_DWithin's (which PostGIS declares as costly as 25 page reads per row, so a
+    few thousand rows tested start JIT compilation: 130 ms for a 9 ms statement), but no index serves it alone."""
+    return nearest_first(location, center) <= radius_km * 1000.0
+
+
+def indexed_within(location: ColumnElement[Any], center: LatLng, radius_km: float) -> ColumnElement[bool]:
+    """measured_within, with ST_DWithin (TIE_MARGIN_M wider, as the two need not round alike) for the GiST index to
+    find the candidates: the same rows as measured_within finds."""
+    return and_(
+        within_m(location, center, radius_km * 1000.0 + TIE_MARGIN_M), measured_within(location, center, radius_km)
+    )
+
+
 async def nearest_page(
     connection: AsyncConnection | AsyncSession,
     query: Select[Any],
