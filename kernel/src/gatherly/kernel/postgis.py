@@ -17,7 +17,6 @@ from sqlalchemy import (
     Float,
     RowMapping,
     Select,
-    Table,
     and_,
     cast,
     func,
@@ -27,6 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql.base import ischema_names
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.sql.selectable import NamedFromClause
 from sqlalchemy.types import UserDefinedType
 
 from gatherly.kernel.geo import LatLng
@@ -81,8 +81,9 @@ def drop_location_sql(table: str) -> tuple[str, ...]:
     return (f"DROP INDEX ix_{table}_{LOCATION}", f"ALTER TABLE {table} DROP COLUMN {LOCATION}")
 
 
-def location_of(table: Table) -> ColumnElement[Any]:
-    """The `location` column of `table`, which its declared columns lack (it exists on PostgreSQL only)."""
+def location_of(table: NamedFromClause) -> ColumnElement[Any]:
+    """The `location` column of `table` (or of a subquery that selects it under that name), which the declared
+    columns lack (it exists on PostgreSQL only)."""
     return literal_column(f"{table.name}.{LOCATION}", Geography())
 
 
