@@ -14,7 +14,7 @@ a consumer group handles each in a transaction of its own (inbox row + a row of 
 latency of an event is from its producer's COMMIT returning to its handler's COMMIT returning, both timed in this
 process: p50, p90, p99, max. Missing infrastructure fails the run (nothing is skipped).
 
-Writes bench/reports/distributed_latency.md (and prints it).
+Appends a dated section to bench/reports/distributed_latency.md (and prints it).
 
     uv run python bench/distributed_latency.py [--rate 500] [--per-tx 10 1] [--seconds 20]
 """
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import statistics
@@ -61,6 +62,7 @@ REPORT = Path(__file__).parent / "reports" / "distributed_latency.md"
 STARTUP_S = 600.0
 PARTITIONS = 4
 TARGETS_MS = {"polling": 100.0, "debezium": 500.0}
+CONNECTOR = json.loads(kafka_connect.CONNECTOR_TEMPLATE.read_text())["config"]
 
 metadata = MetaData()
 kernel_tables(metadata)
@@ -218,13 +220,13 @@ def percentile(values: list[float], q: float) -> float:
 
 def report(runs: list[dict[str, float | str]], loads: tuple[float, float, float], started: datetime) -> str:
     lines = [
-        "# Commit → consumer latency in distributed mode: polling relay beside Debezium",
+        f"## {started:%Y-%m-%d %H:%M} UTC",
         "",
-        f"Run {started:%Y-%m-%d %H:%M} UTC on {platform.machine()}, {os.cpu_count()} cores (shared with other "
+        f"Run on {platform.machine()}, {os.cpu_count()} cores (shared with other "
         f"work: load average {loads[0]:.1f} / {loads[1]:.1f} / {loads[2]:.1f} over 1 / 5 / 15 minutes at the end), "
         f"Python {platform.python_version()}. PostgreSQL 15 (a database each for producer and consumer), one Kafka "
-        "4.1.1 broker (KRaft), one Kafka Connect worker with Debezium 3.6.1.Final, all on this machine, all in one "
-        "run (`bench/distributed_latency.py`).",
+        "4.1.1 broker (KRaft), one Kafka Connect worker with Debezium 3.6.1.Final (connector `poll.interval.ms` "
+        f"{CONNECTOR['poll.interval.ms']}), all on this machine, all in one run (`bench/distributed_latency.py`).",
         "",
         "Latency: producer's COMMIT returned → consumer's handler transaction (inbox row + its own row) committed.",
         "",
@@ -281,7 +283,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="b17-distributed-") as folder:
         text = asyncio.run(run(args.rate, args.per_tx, args.seconds, Path(folder)))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    with args.out.open("a") as report:  # each run a dated section after the earlier ones
+        report.write("\n" + text)
     print(text)
 
 
