@@ -14,15 +14,19 @@ a consumer group handles each in a transaction of its own (inbox row + a row of 
 latency of an event is from its producer's COMMIT returning to its handler's COMMIT returning, both timed in this
 process: p50, p90, p99, max. Missing infrastructure fails the run (nothing is skipped).
 
-Writes bench/reports/distributed_latency.md (and prints it).
+Appends a dated section to bench/reports/distributed_latency.md (and prints it).
 
-    uv run python bench/distributed_latency.py [--rate 500] [--per-tx 10 1] [--seconds 20]
+    uv run python bench/distributed_latency.py [--rate 500] [--per-tx 10 1] [--seconds 20] [--debezium-poll-ms 500 20]
+
+`--debezium-poll-ms` runs Debezium once per value of the connector's `poll.interval.ms` (default: the value in
+deploy/debezium/outbox-connector.json), to compare settings in one run.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import statistics
@@ -44,10 +48,12 @@ from gatherly.kernel.delivery import ConsumerRegistry, ConsumerWorker
 from gatherly.kernel.kafka_broker import running_kafka
 from gatherly.kernel.kafka_connect import (
     ConnectClient,
-    connect_outbox,
+    OutboxConnector,
     drop_slot,
+    ensure_publication,
     outbox_connector,
     running_connect,
+    wait_for_slot,
 )
 from gatherly.kernel.log.base import TopicConfig
 from gatherly.kernel.log.kafka import KafkaLog
@@ -61,6 +67,7 @@ REPORT = Path(__file__).parent / "reports" / "distributed_latency.md"
 STARTUP_S = 600.0
 PARTITIONS = 4
 TARGETS_MS = {"polling": 100.0, "debezium": 500.0}
+CONNECTOR = json.loads(kafka_connect.CONNECTOR_TEMPLATE.read_text())["config"]
 
 metadata = MetaData()
 kernel_tables(metadata)
@@ -124,7 +131,7 @@ async def create_schema(db: Database) -> None:
 
 @asynccontextmanager
 async def publishing(
-    relay: str, producer: Database, log: KafkaLog, signal: OutboxSignal, connect_url: str
+    relay: str, producer: Database, log: KafkaLog, signal: OutboxSignal, connect_url: str, poll_ms: int
 ) -> AsyncIterator[None]:
     """The producer database's outbox published to Kafka by `relay` while the block runs."""
     if relay == "polling":
@@ -139,7 +146,10 @@ async def publishing(
     connector = outbox_connector(service, producer.url)  # its name and slot, for the clean-up
     async with ConnectClient(connect_url, timeout=STARTUP_S) as connect:
         try:
-            await connect_outbox(connect, service, producer.url)
+            config = {**connector.config, "poll.interval.ms": str(poll_ms)}
+            await ensure_publication(producer.url)
+            await connect.put(OutboxConnector(connector.name, config))
+            await wait_for_slot(producer.url, connector.slot)
             yield
         finally:
             await connect.delete(connector.name)
@@ -147,7 +157,7 @@ async def publishing(
 
 
 async def measure(
-    relay: str, template: str, log: KafkaLog, connect_url: str, rate: int, per_tx: int, seconds: float
+    relay: str, template: str, log: KafkaLog, connect_url: str, rate: int, per_tx: int, seconds: float, poll_ms: int
 ) -> dict[str, float | str]:
     event = pinged_event(relay)
     producer = Database(template.format(service=f"{relay}_producer"))
@@ -163,7 +173,7 @@ async def measure(
     worker = ConsumerWorker(spec, log, lambda: _Handling(consumer_db, stamps))
     worker_task = asyncio.create_task(worker.run())
     try:
-        async with publishing(relay, producer, log, signal, connect_url):
+        async with publishing(relay, producer, log, signal, connect_url, poll_ms):
             # Warm-up: one event through the whole path (the group joined, the connector streaming) before timing.
             stamps.expected = 1
             async with UnitOfWork(producer, signal=signal) as uow:
@@ -197,7 +207,8 @@ async def measure(
         await consumer_db.dispose()
     latencies = [(stamps.handled_at[n] - stamps.committed_at[n]) * 1000 for n in stamps.committed_at]
     return {
-        "relay": relay,
+        "relay": relay if relay == "polling" else f"debezium (poll.interval.ms {poll_ms})",
+        "target_ms": TARGETS_MS[relay],
         "rate": rate,
         "per_tx": per_tx,
         "events": len(latencies),
@@ -218,13 +229,14 @@ def percentile(values: list[float], q: float) -> float:
 
 def report(runs: list[dict[str, float | str]], loads: tuple[float, float, float], started: datetime) -> str:
     lines = [
-        "# Commit → consumer latency in distributed mode: polling relay beside Debezium",
+        f"## {started:%Y-%m-%d %H:%M} UTC",
         "",
-        f"Run {started:%Y-%m-%d %H:%M} UTC on {platform.machine()}, {os.cpu_count()} cores (shared with other "
+        f"Run on {platform.machine()}, {os.cpu_count()} cores (shared with other "
         f"work: load average {loads[0]:.1f} / {loads[1]:.1f} / {loads[2]:.1f} over 1 / 5 / 15 minutes at the end), "
         f"Python {platform.python_version()}. PostgreSQL 15 (a database each for producer and consumer), one Kafka "
-        "4.1.1 broker (KRaft), one Kafka Connect worker with Debezium 3.6.1.Final, all on this machine, all in one "
-        "run (`bench/distributed_latency.py`).",
+        "4.1.1 broker (KRaft), one Kafka Connect worker with Debezium 3.6.1.Final (deploy/debezium's connector, "
+        "its `poll.interval.ms` as the row says), all on this machine, all in one run "
+        "(`bench/distributed_latency.py`).",
         "",
         "Latency: producer's COMMIT returned → consumer's handler transaction (inbox row + its own row) committed.",
         "",
@@ -233,7 +245,7 @@ def report(runs: list[dict[str, float | str]], loads: tuple[float, float, float]
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
-        target = TARGETS_MS[str(r["relay"])]
+        target = float(r["target_ms"])
         verdict = "met" if float(r["p99_ms"]) < target else "missed"
         lines.append(
             f"| {r['relay']} | {r['rate']}/s | {r['per_tx']} | {r['events']} | {float(r['achieved_rate']):.0f}/s "
@@ -250,19 +262,19 @@ def report(runs: list[dict[str, float | str]], loads: tuple[float, float, float]
     return "\n".join(lines)
 
 
-async def run(rates: list[int], per_txs: list[int], seconds: float, folder: Path) -> str:
+async def run(rates: list[int], per_txs: list[int], seconds: float, polls_ms: list[int], folder: Path) -> str:
     started = datetime.now(UTC)
     runs: list[dict[str, float | str]] = []
     with running_kafka(folder / "kafka") as bootstrap, running_connect(folder / "connect", bootstrap) as connect:
         names = [f"{relay}_{side}" for relay in TARGETS_MS for side in ("producer", "consumer")]
         for rate in rates:
             for per_tx in per_txs:
-                for relay in TARGETS_MS:
+                for relay, poll_ms in [("polling", 0)] + [("debezium", poll) for poll in polls_ms]:
                     async with scratch_databases("postgresql", folder, names) as template:
                         log = KafkaLog(bootstrap, session_timeout=6.0)
                         await log.start()
                         try:
-                            result = await measure(relay, template, log, connect.url, rate, per_tx, seconds)
+                            result = await measure(relay, template, log, connect.url, rate, per_tx, seconds, poll_ms)
                         finally:
                             await log.close()
                     print(result, flush=True)
@@ -276,12 +288,14 @@ def main() -> None:
     parser.add_argument("--rate", type=int, nargs="*", default=[500])
     parser.add_argument("--per-tx", type=int, nargs="*", default=[10, 1])
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--debezium-poll-ms", type=int, nargs="*", default=[int(CONNECTOR["poll.interval.ms"])])
     parser.add_argument("--out", type=Path, default=REPORT)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="b17-distributed-") as folder:
-        text = asyncio.run(run(args.rate, args.per_tx, args.seconds, Path(folder)))
+        text = asyncio.run(run(args.rate, args.per_tx, args.seconds, args.debezium_poll_ms, Path(folder)))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    with args.out.open("a") as report:  # each run a dated section after the earlier ones
+        report.write("\n" + text)
     print(text)
 
 

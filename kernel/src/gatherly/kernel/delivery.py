@@ -10,6 +10,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import groupby
 from typing import Any, TypeVar
 
 import asyncpg
@@ -50,6 +51,7 @@ log = structlog.get_logger(__name__)
 E = TypeVar("E", bound=IntegrationEvent)
 U = TypeVar("U", bound=UnitOfWork)
 Handler = Callable[[Any, Any], Awaitable[None]]
+BatchHandler = Callable[[Sequence[Any], Any], Awaitable[None]]
 
 DLQ_SUFFIX = ".dlq"
 METRICS_EVERY_S = 1.0
@@ -79,6 +81,16 @@ async def claim_unprocessed(uow: UnitOfWork, consumer: str, message_ids: Sequenc
     return set((await uow.session.execute(statement, rows)).scalars())
 
 
+async def _breathe(slice_started: float) -> float:
+    """Let the event loop run once `YIELD_EVERY_S` has passed since `slice_started`; returns the new slice's start.
+    Safe inside a transaction: this process's other writers wait for the database's write turn, which the unit of
+    work holds; readers and other databases go on."""
+    if time.perf_counter() - slice_started <= YIELD_EVERY_S:
+        return slice_started
+    await asyncio.sleep(0)
+    return time.perf_counter()
+
+
 def dead_letter_topic(topic: str) -> str:
     return topic + DLQ_SUFFIX
 
@@ -90,6 +102,9 @@ class ConsumerSpec:
     group: str
     handlers: dict[str, Handler] = field(default_factory=dict)
     topics: set[str] = field(default_factory=set)
+    # The types registered with `on_batch`: their handler takes a run of events (`handlers` holds a one-event
+    # adapter of it, for the one-by-one path).
+    batch_handlers: dict[str, BatchHandler] = field(default_factory=dict)
 
 
 class ConsumerRegistry:
@@ -112,15 +127,41 @@ class ConsumerRegistry:
         self, *events: type[IntegrationEvent], group: str
     ) -> Callable[[Callable[[E, U], Awaitable[None]]], Callable[[E, U], Awaitable[None]]]:
         def register(handler: Callable[[E, U], Awaitable[None]]) -> Callable[[E, U], Awaitable[None]]:
-            spec = self.specs.setdefault(group, ConsumerSpec(group))
-            for event in events:
-                if event.TYPE in spec.handlers:
-                    raise ValueError(f"{group} already handles {event.TYPE}")
-                spec.handlers[event.TYPE] = handler
-                spec.topics.add(event.TOPIC)
+            self._add(group, events, handler)
             return handler
 
         return register
+
+    def on_batch(
+        self, *events: type[IntegrationEvent], group: str
+    ) -> Callable[[Callable[[Sequence[E], U], Awaitable[None]]], Callable[[Sequence[E], U], Awaitable[None]]]:
+        """Like `on`, for a handler that applies a run of events at once (one multi-row statement instead of one
+        per event: a database round trip per event is what bounds a consumer). It gets the consecutive new events
+        of a polled batch that it handles, in log order, inside the batch's transaction; when that batch fails and
+        its records go one by one, it gets one event at a time. Its effects must not depend on which events share
+        a call. It runs with no per-event correlation or causation id: events it publishes start their own."""
+
+        def register(
+            handler: Callable[[Sequence[E], U], Awaitable[None]],
+        ) -> Callable[[Sequence[E], U], Awaitable[None]]:
+            async def one(event: E, uow: U) -> None:
+                await handler([event], uow)
+
+            self._add(group, events, one)
+            spec = self.specs[group]
+            for event in events:
+                spec.batch_handlers[event.TYPE] = handler
+            return handler
+
+        return register
+
+    def _add(self, group: str, events: Sequence[type[IntegrationEvent]], handler: Handler) -> None:
+        spec = self.specs.setdefault(group, ConsumerSpec(group))
+        for event in events:
+            if event.TYPE in spec.handlers:
+                raise ValueError(f"{group} already handles {event.TYPE}")
+            spec.handlers[event.TYPE] = handler
+            spec.topics.add(event.TOPIC)
 
 
 @dataclass(frozen=True)
@@ -471,25 +512,35 @@ class ConsumerWorker:
         applied: list[Envelope] = []
         async with self.uow_factory() as uow:
             fresh = await claim_unprocessed(uow, self.spec.group, [envelope.id for envelope, _, _ in parsed])
+            new: list[tuple[Envelope, IntegrationEvent, Handler]] = []
+            for item in parsed:
+                if item[0].id in fresh:
+                    fresh.discard(item[0].id)  # the log may hold the same message twice in one batch
+                    new.append(item)
             slice_started = time.perf_counter()
-            for envelope, event, handler in parsed:
-                if time.perf_counter() - slice_started > YIELD_EVERY_S:
-                    # Safe inside the transaction: this process's other writers wait for the database's write
-                    # turn, which the unit of work holds; readers and other databases go on.
-                    await asyncio.sleep(0)
-                    slice_started = time.perf_counter()
-                if envelope.id not in fresh:
+            # Consecutive events of one batch handler go to it together; the others one at a time, in log order.
+            for batch_handler, run in groupby(new, key=lambda item: self.spec.batch_handlers.get(item[0].type)):
+                items = list(run)
+                if batch_handler is not None:
+                    slice_started = await _breathe(slice_started)
+                    first = items[0][0]
+                    with tracing.handling(self.spec.group, first.type, first.traceparent, first.tracestate):
+                        await batch_handler([event for _, event, _ in items], uow)
+                    applied += [envelope for envelope, _, _ in items]
                     continue
-                fresh.discard(envelope.id)  # the log may hold the same message twice in one batch
-                correlation = correlation_id_var.set(envelope.correlation_id)
-                causation = causation_id_var.set(envelope.id)
-                try:
-                    with tracing.handling(self.spec.group, envelope.type, envelope.traceparent, envelope.tracestate):
-                        await handler(event, uow)
-                finally:
-                    correlation_id_var.reset(correlation)
-                    causation_id_var.reset(causation)
-                applied.append(envelope)
+                for envelope, event, handler in items:
+                    slice_started = await _breathe(slice_started)
+                    correlation = correlation_id_var.set(envelope.correlation_id)
+                    causation = causation_id_var.set(envelope.id)
+                    try:
+                        with tracing.handling(
+                            self.spec.group, envelope.type, envelope.traceparent, envelope.tracestate
+                        ):
+                            await handler(event, uow)
+                    finally:
+                        correlation_id_var.reset(correlation)
+                        causation_id_var.reset(causation)
+                    applied.append(envelope)
         duplicates = len(parsed) - len(applied)
         if duplicates:
             HANDLED.labels(self.spec.group, "duplicate").inc(duplicates)

@@ -78,6 +78,17 @@ def _java(libs: Path, *args: str) -> list[str]:
     return ["java", "-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-cp", f"{libs}/*", *args]
 
 
+def format_storage(libs: Path, config: Path, cluster_id: str) -> None:
+    """Format the broker's log directory for a new cluster. The id is passed as `--cluster-id=...`: one in 64
+    random ids starts with `-`, which after a separate `-t` was read as an unknown option (the start failed)."""
+    subprocess.run(
+        _java(libs, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(config)),
+        check=True,
+        capture_output=True,
+        timeout=STARTUP_S,
+    )
+
+
 def _start(folder: Path, libs: Path) -> tuple[subprocess.Popen[bytes], str]:
     port, controller_port = free_port(), free_port()
     data = folder / "data"
@@ -85,13 +96,7 @@ def _start(folder: Path, libs: Path) -> tuple[subprocess.Popen[bytes], str]:
     config.write_text(broker_properties(data, port, controller_port))
     if not data.exists():
         # Kafka's cluster ids are 16 random bytes in URL-safe base64 without padding.
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        subprocess.run(
-            _java(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
-            check=True,
-            capture_output=True,
-            timeout=STARTUP_S,
-        )
+        format_storage(libs, config, base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
     with (folder / "broker.log").open("ab") as log:
         process = subprocess.Popen(_java(libs, "kafka.Kafka", str(config)), stdout=log, stderr=subprocess.STDOUT)
     (folder / "broker.pid").write_text(f"{process.pid}\n")  # for whoever reports what runs (gatherly stack status)

@@ -4,10 +4,11 @@ relay per service database (a lease on SQLite, an advisory lock on PostgreSQL); 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -30,7 +31,7 @@ from gatherly.kernel.metrics import (
     RELAY_LEADER,
     RELAYED,
 )
-from gatherly.kernel.tables import KERNEL_METADATA
+from gatherly.kernel.tables import KERNEL_METADATA, OUTBOX_CHANNEL
 from gatherly.kernel.uow import OUTBOX, OutboxSignal
 
 log = structlog.get_logger(__name__)
@@ -300,11 +301,35 @@ class OutboxRelay:
         try:
             async with self._reads.connect() as connection:
                 self._connection = connection
-                await self._relay_until_stopped()
+                if self.db.is_sqlite:
+                    await self._relay_until_stopped()
+                else:
+                    async with self._woken_by_commits(connection):
+                        await self._relay_until_stopped()
         finally:
             self._connection = None
             self._leader.set(0)
             await self.leadership.release()
+
+    @contextlib.asynccontextmanager
+    async def _woken_by_commits(self, connection: AsyncConnection) -> AsyncIterator[None]:
+        """LISTEN on the outbox's channel (PostgreSQL): the outbox trigger NOTIFYs it at each commit that wrote
+        rows, from any process, so a replica's commit wakes the leading relay as its own process's commits do
+        (those also through `signal`); `poll_interval` is then only the fallback. Registered before the
+        connection's first statement, so the LISTEN is not part of a read transaction that is rolled back."""
+        driver = (await connection.get_raw_connection()).driver_connection
+        assert driver is not None
+
+        def wake(*_: object) -> None:
+            self.signal.notify()
+
+        await driver.add_listener(OUTBOX_CHANNEL, wake)
+        try:
+            yield
+        finally:
+            # The connection goes back to the pool: it must not keep listening (nor keep a callback on us).
+            with contextlib.suppress(Exception):
+                await driver.remove_listener(OUTBOX_CHANNEL, wake)
 
     async def _relay_until_stopped(self) -> None:
         while not self._stopping.is_set():

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    DDL,
     JSON,
     BigInteger,
     Boolean,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    event,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -52,9 +54,30 @@ SequenceId = BigInteger().with_variant(Integer(), "sqlite")
 Json = JSON().with_variant(JSONB(), "postgresql")
 
 
+# On PostgreSQL a commit that wrote to the outbox NOTIFYs this channel, so the relay wakes at once whichever process
+# (or replica) committed: without it only the relay's own process woke it, the others' rows waited for its poll.
+# A statement trigger, not a statement of the unit of work: no extra round trip, and NOTIFY is sent at commit only
+# (never for a rolled-back transaction, once per transaction however many rows).
+OUTBOX_CHANNEL = "gatherly_outbox"
+OUTBOX_NOTIFY_DDL = (
+    "CREATE OR REPLACE FUNCTION gatherly_outbox_notify() RETURNS trigger LANGUAGE plpgsql AS "
+    f"$$ BEGIN PERFORM pg_notify('{OUTBOX_CHANNEL}', ''); RETURN NULL; END $$",
+    "DROP TRIGGER IF EXISTS outbox_notify ON outbox",
+    "CREATE TRIGGER outbox_notify AFTER INSERT ON outbox FOR EACH STATEMENT EXECUTE FUNCTION gatherly_outbox_notify()",
+)
+
+
 def outbox_table(metadata: MetaData) -> Table:
     """The transactional outbox. `id`, `aggregatetype`, `aggregateid`, `type` and `payload` are the columns
-    Debezium's Outbox Event Router reads; the rest carry the envelope (as extra headers there)."""
+    Debezium's Outbox Event Router reads; the rest carry the envelope (as extra headers there). On PostgreSQL it
+    gets the NOTIFY trigger (`OUTBOX_NOTIFY_DDL`; kernel_0003 adds it to outboxes made before)."""
+    table = _outbox_columns(metadata)
+    for statement in OUTBOX_NOTIFY_DDL:
+        event.listen(table, "after_create", DDL(statement).execute_if(dialect="postgresql"))
+    return table
+
+
+def _outbox_columns(metadata: MetaData) -> Table:
     return Table(
         "outbox",
         metadata,

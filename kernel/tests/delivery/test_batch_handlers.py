@@ -1,0 +1,119 @@
+"""Batch handlers (`ConsumerRegistry.on_batch`): a polled run of events in one call, the guarantees kept."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ledger import Deposit, LedgerUnitOfWork, apply_deposit, deposit_event, totals
+
+from gatherly.kernel.db import Database
+from gatherly.kernel.delivery import ConsumerRegistry, dead_letter_topic
+from gatherly.kernel.log.base import MessageLog
+from gatherly.kernel.messages import Envelope
+
+from .test_delivery import Running, caught_up, eventually, group_name, publish_deposits, worker_for
+
+
+async def test_a_batch_handler_gets_a_polled_run_of_events_at_once_in_log_order(
+    ledger_db: Database, message_log: MessageLog
+) -> None:
+    deposit = deposit_event()
+    await publish_deposits(message_log, deposit, list(range(1, 41)))  # one key: one partition, in this order
+    calls: list[list[int]] = []
+
+    async def apply_all(events: Sequence[Deposit], uow: LedgerUnitOfWork) -> None:
+        calls.append([event.amount for event in events])
+        for event in events:
+            await apply_deposit(event, uow)
+
+    registry = ConsumerRegistry()
+    registry.on_batch(deposit, group=group_name())(apply_all)
+    async with Running(worker_for(registry, message_log, ledger_db)):
+
+        async def all_applied() -> bool:
+            return await totals(ledger_db) == (820, 40)
+
+        await eventually(all_applied)
+    assert [amount for call in calls for amount in call] == list(range(1, 41))
+    assert len(calls) < 40, "each event went alone"
+
+
+async def test_a_batch_handler_never_gets_a_message_twice(ledger_db: Database, message_log: MessageLog) -> None:
+    deposit = deposit_event()
+    envelopes = await publish_deposits(message_log, deposit, [1, 2, 3])
+    # The same messages again (a relay that crashed before deleting its rows), in the same poll or the next.
+    await message_log.publish([envelope.to_message() for envelope in envelopes])
+    seen: list[int] = []
+
+    async def apply_all(events: Sequence[Deposit], uow: LedgerUnitOfWork) -> None:
+        seen.extend(event.amount for event in events)
+        for event in events:
+            await apply_deposit(event, uow)
+
+    group = group_name()
+    registry = ConsumerRegistry()
+    registry.on_batch(deposit, group=group)(apply_all)
+    async with Running(worker_for(registry, message_log, ledger_db)):
+        await eventually(lambda: caught_up(message_log, group, deposit.TOPIC))
+    assert seen == [1, 2, 3]
+    assert await totals(ledger_db) == (6, 3)
+
+
+async def test_a_failing_batch_goes_one_by_one_and_only_the_poison_event_is_parked(
+    ledger_db: Database, message_log: MessageLog
+) -> None:
+    deposit = deposit_event()
+    await publish_deposits(message_log, deposit, [1, 2, 13, 3, 4])
+    sizes: list[int] = []
+
+    async def refuse_thirteen(events: Sequence[Deposit], uow: LedgerUnitOfWork) -> None:
+        sizes.append(len(events))
+        for event in events:
+            if event.amount == 13:
+                raise ValueError("thirteen is unlucky")
+            await apply_deposit(event, uow)
+
+    group = group_name()
+    registry = ConsumerRegistry()
+    registry.on_batch(deposit, group=group)(refuse_thirteen)
+    async with Running(worker_for(registry, message_log, ledger_db)):
+
+        async def others_applied() -> bool:
+            return await totals(ledger_db) == (10, 4)
+
+        await eventually(others_applied)
+
+        async def parked() -> bool:
+            return len(await message_log.read(dead_letter_topic(deposit.TOPIC))) == 1
+
+        await eventually(parked)
+    (dead,) = await message_log.read(dead_letter_topic(deposit.TOPIC))
+    assert Envelope.from_record(dead).payload["amount"] == 13
+    assert dead.headers["dlq.consumer_group"] == group
+    assert 1 in sizes, "the failed batch was never split into single events"
+
+
+async def test_batch_and_single_event_handlers_of_one_group_keep_the_log_order(
+    ledger_db: Database, message_log: MessageLog
+) -> None:
+    # Two types on one partition: a run of the batch handler's type must not be applied past the other's event.
+    big, small = deposit_event(), deposit_event()
+    small.TOPIC = big.TOPIC
+    await publish_deposits(message_log, big, [1, 2])
+    await publish_deposits(message_log, small, [3])
+    await publish_deposits(message_log, big, [4, 5])
+    order: list[int] = []
+
+    async def apply_all(events: Sequence[Deposit], uow: LedgerUnitOfWork) -> None:
+        order.extend(event.amount for event in events)
+
+    async def apply_one(event: Deposit, uow: LedgerUnitOfWork) -> None:
+        order.append(event.amount)
+
+    group = group_name()
+    registry = ConsumerRegistry()
+    registry.on_batch(big, group=group)(apply_all)
+    registry.on(small, group=group)(apply_one)
+    async with Running(worker_for(registry, message_log, ledger_db)):
+        await eventually(lambda: caught_up(message_log, group, big.TOPIC))
+    assert order == [1, 2, 3, 4, 5]
