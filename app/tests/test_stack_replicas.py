@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -19,6 +20,7 @@ from typer.testing import CliRunner
 
 from gatherly.app.cli import app
 from gatherly.app.gateway import PREFIXES
+from gatherly.app.server import server_config
 from gatherly.app.stack import NGINX, Replica, Stack, StackState, keep_replicas, nginx_config, reload_nginx
 from gatherly.kernel.testing import free_port, stop_process
 
@@ -61,6 +63,14 @@ def test_the_gateway_lists_every_replica_of_each_service_with_passive_health(tmp
     assert "proxy_next_upstream error timeout http_502 http_503;" in config
     # Only the services given get locations (nginx refuses a location naming an upstream it does not know).
     assert "proxy_pass http://events" not in config and "location /api/groups { proxy_pass http://groups; }" in config
+
+
+def test_nginx_closes_idle_upstream_connections_before_the_services_do(tmp_path: Path) -> None:
+    """Otherwise nginx may send a request on a connection uvicorn is closing: a reset, and a POST is not retried."""
+    config = nginx_config(tmp_path, 8610, {"users": [8611]}, tmp_path)
+    (nginx_idle,) = re.findall(r"upstream users \{ .*?keepalive_timeout (\d+)s; \}", config)
+    service_idle = server_config(SimpleNamespace(settings=SimpleNamespace(access_log=False)), "127.0.0.1", 0)  # type: ignore[arg-type]
+    assert int(nginx_idle) < service_idle.timeout_keep_alive
 
 
 def test_status_shows_each_replica_with_its_pid_port_and_whether_the_gateway_sends_to_it(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from sqlalchemy.engine import make_url
 
 from gatherly.app.compose import REPO_WEB_DIST
 from gatherly.app.gateway import PREFIXES
+from gatherly.app.server import KEEP_ALIVE_PROXY_S
 from gatherly.app.services import ALL
 from gatherly.app.topics import catalog_topics
 from gatherly.kernel.db import Database
@@ -227,8 +228,9 @@ def nginx_config(
     def server(p: int) -> str:
         return f"server 127.0.0.1:{p} {UPSTREAM_SERVER}{' down' if p in down else ''}; "
 
+    pool = f"keepalive 16; keepalive_timeout {KEEP_ALIVE_PROXY_S}s; "
     upstreams = "\n".join(
-        f"  upstream {name} {{ {''.join(server(p) for p in ports)}keepalive 16; }}" for name, ports in services.items()
+        f"  upstream {name} {{ {''.join(server(p) for p in ports)}{pool}}}" for name, ports in services.items()
     )
     web = (
         f"    location / {{ root {web_dir}; try_files $uri /index.html; }}"
