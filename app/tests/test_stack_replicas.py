@@ -21,7 +21,16 @@ from typer.testing import CliRunner
 from gatherly.app.cli import app
 from gatherly.app.gateway import PREFIXES
 from gatherly.app.server import server_config
-from gatherly.app.stack import NGINX, Replica, Stack, StackState, keep_replicas, nginx_config, reload_nginx
+from gatherly.app.stack import (
+    NGINX,
+    PROBE_PERIOD_S,
+    Replica,
+    Stack,
+    StackState,
+    keep_replicas,
+    nginx_config,
+    reload_nginx,
+)
 from gatherly.kernel.testing import free_port, stop_process
 
 # A replica stand-in: /readyz answers 200, and 503 once SIGTERM came, as a draining service does (it exits at the
@@ -141,7 +150,7 @@ async def _supervised_stack(tmp_path: Path) -> AsyncIterator[Stack]:
     try:
         for replica in stack.replicas:
             process = replica.start()
-            replica.routed = True
+            replica.routed = replica.answered = True  # as running_stack does once it has waited for each
             stack.state.add(replica.service, process.pid, replica.port, replica.number, routed=True)
         for replica in stack.replicas:
             await asyncio.to_thread(
@@ -229,3 +238,30 @@ def test_a_reload_returns_once_nginx_runs_a_worker_with_the_new_configuration(tm
         assert after - before
     finally:
         stop_process(nginx, 10)
+
+
+@pytest.mark.timeout(180)
+async def test_a_replica_still_starting_is_never_routed_even_when_no_replica_is_ready(tmp_path: Path) -> None:
+    """The drill found it: the other replica's probes timed out under load, every replica was routed, the one
+    still importing too, stack.json said so, and the drill sent SIGTERM to the only one serving."""
+    async with _supervised_stack(tmp_path) as stack:
+        starting, slow = [r for r in stack.replicas if r.service == "groups"]
+        assert starting.process is not None and slow.process is not None
+        old_pid = starting.process.pid
+        starting.command = [sys.executable, "-c", "import time; time.sleep(120)"]  # started again, never listens
+        starting.process.kill()
+        await asyncio.to_thread(_until, lambda: starting.process.pid != old_pid, "replica #1 started again")
+        slow.process.send_signal(19)  # SIGSTOP: alive, but its probes time out
+        try:
+            await asyncio.to_thread(_until, lambda: slow.failed_probes >= 3, "replica #2's probes timed out")
+            await asyncio.sleep(2 * PROBE_PERIOD_S)
+            assert slow.routed and not starting.routed
+            state = StackState.load(tmp_path)
+            assert state is not None
+            routed = {c.replica: c.routed for c in state.components if c.name == "groups"}
+            assert routed == {1: False, 2: True}
+            assert (
+                f"127.0.0.1:{starting.port} max_fails=2 fail_timeout=3s down;" in (tmp_path / "nginx.conf").read_text()
+            )
+        finally:
+            slow.process.send_signal(18)  # SIGCONT

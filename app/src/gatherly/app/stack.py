@@ -164,8 +164,10 @@ class Replica:
     process: subprocess.Popen[bytes] | None = None
     routed: bool = False
     failed_probes: int = 0
+    answered: bool = False  # its /readyz has answered 200 since it was last started
 
     def start(self) -> subprocess.Popen[bytes]:
+        self.answered = False
         with self.log.open("ab") as output:
             self.process = subprocess.Popen(self.command, stdout=output, stderr=subprocess.STDOUT, env=self.env)
         return self.process
@@ -500,7 +502,7 @@ def running_stack(
         for replica in stack.replicas:
             assert replica.process is not None
             _wait_ready(f"http://127.0.0.1:{replica.port}/readyz", replica.process, replica.log)
-            replica.routed = True
+            replica.routed = replica.answered = True
             state.add(replica.service, replica.process.pid, replica.port, replica.number, routed=True)
             say(f"{replica.service} #{replica.number} ready")
         stack.nginx_dir = data_dir / "nginx"
@@ -567,17 +569,20 @@ async def _probe(client: httpx.AsyncClient, replica: Replica, say: Callable[[str
     except httpx.TransportError:
         ready = False
     replica.failed_probes = 0 if ready else replica.failed_probes + 1
+    replica.answered |= ready
     return ready
 
 
 def _route(stack: Stack, ready: dict[int, bool], say: Callable[[str], None]) -> None:
-    """Route to the ready replicas of each service — to all of them when none is ready (nginx's passive health
-    then decides: better a slow replica than none); when that changes, reload nginx and rewrite stack.json."""
+    """Route to the ready replicas of each service — when none is ready, to all that have been ready since they
+    started (nginx's passive health then decides: better a slow replica than none; but never one still starting,
+    which would refuse every request and which stack.json would show as routed); when that changes, reload nginx
+    and rewrite stack.json."""
     wanted = {}
     for service in stack.ports:
         replicas = [r for r in stack.replicas if r.service == service]
         any_ready = any(ready[id(r)] for r in replicas)
-        wanted.update({id(r): ready[id(r)] or not any_ready for r in replicas})
+        wanted.update({id(r): ready[id(r)] or (not any_ready and r.answered) for r in replicas})
     changed = [r for r in stack.replicas if r.routed != wanted[id(r)]]
     pids_changed = stack.state is not None and any(
         c.pid != r.process.pid
