@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -368,8 +369,12 @@ def gatherly(*arguments: str, env: dict[str, str] | None = None) -> None:
 
 def report(figures: Figures, command: str) -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    # Counted by method, path and status (or error): answer bodies (nginx's HTML) would break the table.
+    kinds = Counter(" ".join(failure.split()[:3]) for failure in figures.failed)
     failed = (
-        "none" if not figures.failed else f"{len(figures.failed)}: " + "; ".join(sorted(set(figures.failed)))[:1500]
+        "none"
+        if not figures.failed
+        else f"{len(figures.failed)}: " + "; ".join(f"{n} of {kind}" for kind, n in kinds.most_common(8))
     )
     services = ", ".join(f"{name} {count:,}" for name, count in sorted(figures.by_service.items()))
 
@@ -413,7 +418,7 @@ Latency of the answered requests (ms), before the first SIGTERM and during the r
 {latency}
 
 How no request fails: at SIGTERM a replica's `/readyz` answers 503 while it goes on serving for
-`GATHERLY_SHUTDOWN_DRAIN_SECONDS` (5 s in the stack); the stack's supervisor probes every replica's `/readyz` every
+`GATHERLY_SHUTDOWN_DRAIN_SECONDS` (10 s in the stack); the stack's supervisor probes every replica's `/readyz` every
 0.5 s, marks an unready one `down` in nginx's upstream and reloads nginx (new workers without it; the old ones finish
 their requests); only then does the replica stop accepting connections and finish what is in flight. Its successor
 is started on the same port once it has exited and is put back into the upstream when its `/readyz` answers 200.
