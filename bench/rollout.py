@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -55,6 +56,9 @@ CHEAP_HASHES = {
     "GATHERLY_PASSWORD_MEMORY_KIB": "8",
     "GATHERLY_PASSWORD_PARALLELISM": "1",
 }
+# The clients sign in once and the drill lasts longer than the default 15-minute access token (and 30-minute upload
+# slot, looked up afterwards): both outlive it, so no request is refused for a reason the rollout did not cause.
+LONG_LIVED = {"GATHERLY_ACCESS_TOKEN_TTL_SECONDS": "14400", "GATHERLY_IMAGE_UPLOAD_TTL_SECONDS": "14400"}
 REPLACEMENT_S = 900.0  # a replica's import, start and first probes on a two-core machine under load
 EFFECTS_S = 300.0  # for the last RSVPs to reach the notifications service through Debezium and Kafka
 
@@ -75,6 +79,7 @@ class Figures:
     during: dict[str, float] = field(default_factory=dict)
     longest_pause_ms: float = 0.0
     replacements: list[str] = field(default_factory=list)  # "<service> #<n>: <s> s" SIGTERM → the new one routed
+    drains: list[str] = field(default_factory=list)  # "<service> #<n>: <s> s" SIGTERM → the old process finished
     rollout_seconds: float = 0.0
     load_average: list[float] = field(default_factory=list)  # at the start and at the end
 
@@ -332,8 +337,30 @@ async def drill(url: str, data_dir: Path, *, clients: int, before: float, after:
         answered = sorted(s.started + s.seconds for s in traffic.samples)
         figures.longest_pause_ms = round(max(b - a for a, b in itertools.pairwise(answered)) * 1000, 1)
         await check_effects(client, pairs, traffic)
+    figures.drains = drain_times(data_dir, replicas)
     figures.load_average.append(round(os.getloadavg()[0], 1))
     return figures
+
+
+def drain_times(data_dir: Path, replicas: list[tuple[str, int]]) -> list[str]:
+    """Each replica's drain, from its log: SIGTERM ("draining before shutdown") to uvicorn's "Finished server
+    process" (the drain time, then the requests in flight and the handlers)."""
+    drains = []
+    for service, number in replicas:
+        log = data_dir / "logs" / (f"{service}.log" if number == 1 else f"{service}-{number}.log")
+        began: datetime | None = None
+        for line in log.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+                at = datetime.fromisoformat(entry["timestamp"])
+            except (ValueError, KeyError, TypeError):
+                continue  # not one of structlog's JSON lines
+            if entry.get("event") == "draining before shutdown":
+                began = at
+            elif began is not None and str(entry.get("event", "")).startswith("Finished server process"):
+                drains.append(f"{service} #{number}: {(at - began).total_seconds():.1f} s")
+                began = None
+    return drains
 
 
 def gatherly(*arguments: str, env: dict[str, str] | None = None) -> None:
@@ -342,8 +369,12 @@ def gatherly(*arguments: str, env: dict[str, str] | None = None) -> None:
 
 def report(figures: Figures, command: str) -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    # Counted by method, path and status (or error): answer bodies (nginx's HTML) would break the table.
+    kinds = Counter(" ".join(failure.split()[:3]) for failure in figures.failed)
     failed = (
-        "none" if not figures.failed else f"{len(figures.failed)}: " + "; ".join(sorted(set(figures.failed)))[:1500]
+        "none"
+        if not figures.failed
+        else f"{len(figures.failed)}: " + "; ".join(f"{n} of {kind}" for kind, n in kinds.most_common(8))
     )
     services = ", ".join(f"{name} {count:,}" for name, count in sorted(figures.by_service.items()))
 
@@ -372,6 +403,7 @@ successor was ready and routed before the next ({figures.rollout_seconds:g} s in
 | RSVPs told to their member (rsvp.changed through Debezium and Kafka) | {figures.rsvp_notifications:,} |
 | longest time without any successful answer | {figures.longest_pause_ms:g} ms |
 | SIGTERM → successor routed, per replica | {"; ".join(figures.replacements)} |
+| SIGTERM → old process finished (drain), per replica | {"; ".join(figures.drains) or "-"} |
 
 Effects afterwards (each write the client was told of, looked up through the API):
 
@@ -386,7 +418,7 @@ Latency of the answered requests (ms), before the first SIGTERM and during the r
 {latency}
 
 How no request fails: at SIGTERM a replica's `/readyz` answers 503 while it goes on serving for
-`GATHERLY_SHUTDOWN_DRAIN_SECONDS` (5 s in the stack); the stack's supervisor probes every replica's `/readyz` every
+`GATHERLY_SHUTDOWN_DRAIN_SECONDS` (10 s in the stack); the stack's supervisor probes every replica's `/readyz` every
 0.5 s, marks an unready one `down` in nginx's upstream and reloads nginx (new workers without it; the old ones finish
 their requests); only then does the replica stop accepting connections and finish what is in flight. Its successor
 is started on the same port once it has exited and is put back into the upstream when its `/readyz` answers 200.
@@ -422,7 +454,7 @@ def main() -> None:
     url = f"http://127.0.0.1:{args.port}"
     if not args.attach:
         arguments = ["--port", str(args.port), "--data-dir", str(args.data_dir), "--database-url", args.database_url]
-        env = {**os.environ, **CHEAP_HASHES}
+        env = {**os.environ, **CHEAP_HASHES, **LONG_LIVED}
         gatherly("stack", "up", "--detach", "--replicas", str(args.replicas), *arguments, env=env)
     try:
         state = StackState.load(args.data_dir)
@@ -431,6 +463,7 @@ def main() -> None:
     finally:
         if not args.attach:
             gatherly("stack", "down", "--data-dir", str(args.data_dir))
+    (args.data_dir / "figures.json").write_text(json.dumps(asdict(figures)))  # kept with the run's logs
     if args.json:
         print(json.dumps(asdict(figures)))
         return

@@ -4,7 +4,8 @@
 #  2. kubeconform validates every rendered resource, strictly (unknown fields fail), against the Kubernetes 1.37
 #     schemas (from the kubernetes-validate package) and the vendored CRD schemas (deploy/k8s/schemas/);
 #  3. hadolint checks the Dockerfile, actionlint the workflows;
-#  4. checkov checks the rendered manifests, the Terraform and the Dockerfile (skips and reasons: .checkov.yaml).
+#  4. checkov checks the rendered manifests, the Terraform and the Dockerfile (skips and reasons: .checkov.yaml);
+#  5. terraform validate checks infra/aws and each of its modules, offline (scripts/terraform-validate.sh).
 # tests/deploy/ then checks Gatherly's own promises on the same rendered output.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,3 +42,5 @@ actionlint
 echo "== checkov"
 "$UV" run checkov --config-file .checkov.yaml --quiet -d "$out/rendered" -d infra/aws --framework kubernetes terraform
 "$UV" run checkov --config-file .checkov.yaml --quiet -f Dockerfile --framework dockerfile
+
+bash scripts/terraform-validate.sh

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -19,7 +20,17 @@ from typer.testing import CliRunner
 
 from gatherly.app.cli import app
 from gatherly.app.gateway import PREFIXES
-from gatherly.app.stack import NGINX, Replica, Stack, StackState, keep_replicas, nginx_config, reload_nginx
+from gatherly.app.server import server_config
+from gatherly.app.stack import (
+    NGINX,
+    PROBE_PERIOD_S,
+    Replica,
+    Stack,
+    StackState,
+    keep_replicas,
+    nginx_config,
+    reload_nginx,
+)
 from gatherly.kernel.testing import free_port, stop_process
 
 # A replica stand-in: /readyz answers 200, and 503 once SIGTERM came, as a draining service does (it exits at the
@@ -61,6 +72,14 @@ def test_the_gateway_lists_every_replica_of_each_service_with_passive_health(tmp
     assert "proxy_next_upstream error timeout http_502 http_503;" in config
     # Only the services given get locations (nginx refuses a location naming an upstream it does not know).
     assert "proxy_pass http://events" not in config and "location /api/groups { proxy_pass http://groups; }" in config
+
+
+def test_nginx_closes_idle_upstream_connections_before_the_services_do(tmp_path: Path) -> None:
+    """Otherwise nginx may send a request on a connection uvicorn is closing: a reset, and a POST is not retried."""
+    config = nginx_config(tmp_path, 8610, {"users": [8611]}, tmp_path)
+    (nginx_idle,) = re.findall(r"upstream users \{ .*?keepalive_timeout (\d+)s; \}", config)
+    service_idle = server_config(SimpleNamespace(settings=SimpleNamespace(access_log=False)), "127.0.0.1", 0)  # type: ignore[arg-type]
+    assert int(nginx_idle) < service_idle.timeout_keep_alive
 
 
 def test_status_shows_each_replica_with_its_pid_port_and_whether_the_gateway_sends_to_it(tmp_path: Path) -> None:
@@ -131,7 +150,7 @@ async def _supervised_stack(tmp_path: Path) -> AsyncIterator[Stack]:
     try:
         for replica in stack.replicas:
             process = replica.start()
-            replica.routed = True
+            replica.routed = replica.answered = True  # as running_stack does once it has waited for each
             stack.state.add(replica.service, process.pid, replica.port, replica.number, routed=True)
         for replica in stack.replicas:
             await asyncio.to_thread(
@@ -219,3 +238,30 @@ def test_a_reload_returns_once_nginx_runs_a_worker_with_the_new_configuration(tm
         assert after - before
     finally:
         stop_process(nginx, 10)
+
+
+@pytest.mark.timeout(180)
+async def test_a_replica_still_starting_is_never_routed_even_when_no_replica_is_ready(tmp_path: Path) -> None:
+    """The drill found it: the other replica's probes timed out under load, every replica was routed, the one
+    still importing too, stack.json said so, and the drill sent SIGTERM to the only one serving."""
+    async with _supervised_stack(tmp_path) as stack:
+        starting, slow = [r for r in stack.replicas if r.service == "groups"]
+        assert starting.process is not None and slow.process is not None
+        old_pid = starting.process.pid
+        starting.command = [sys.executable, "-c", "import time; time.sleep(120)"]  # started again, never listens
+        starting.process.kill()
+        await asyncio.to_thread(_until, lambda: starting.process.pid != old_pid, "replica #1 started again")
+        slow.process.send_signal(19)  # SIGSTOP: alive, but its probes time out
+        try:
+            await asyncio.to_thread(_until, lambda: slow.failed_probes >= 3, "replica #2's probes timed out")
+            await asyncio.sleep(2 * PROBE_PERIOD_S)
+            assert slow.routed and not starting.routed
+            state = StackState.load(tmp_path)
+            assert state is not None
+            routed = {c.replica: c.routed for c in state.components if c.name == "groups"}
+            assert routed == {1: False, 2: True}
+            assert (
+                f"127.0.0.1:{starting.port} max_fails=2 fail_timeout=3s down;" in (tmp_path / "nginx.conf").read_text()
+            )
+        finally:
+            slow.process.send_signal(18)  # SIGCONT

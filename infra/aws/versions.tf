@@ -7,11 +7,8 @@ terraform {
   required_providers {
     aws = {
       source  = "hashicorp/aws"
-      version = "~> 6.0"
-    }
-    tls = {
-      source  = "hashicorp/tls"
-      version = "~> 4.0"
+      # 5.100 is the newest 5.x (the one `make deploy-check` validates with); 6.x is admitted too.
+      version = ">= 5.100, < 7.0"
     }
   }
 

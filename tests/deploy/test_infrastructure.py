@@ -1,10 +1,12 @@
 """Terraform, the Dockerfile, the dashboard and the CI workflow: parsed and checked for what they promise
-(terraform cannot reach its provider registry here; checkov's bc-python-hcl2 parses what it would)."""
+(`terraform validate` itself runs in `make deploy-check`, scripts/terraform-validate.sh; checkov's bc-python-hcl2
+parses the files here)."""
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -150,3 +152,35 @@ def test_ci_runs_the_same_steps_as_ci_run() -> None:
     assert "deploy-check" in test_target.split()
     deploy = " ".join(step.get("run", "") for step in workflow["jobs"]["deploy-dev"]["steps"])
     assert "scripts/deploy-set-image.sh dev" in deploy
+
+
+def terraform_validate(**env: str) -> subprocess.CompletedProcess[str]:
+    script = ROOT / "scripts" / "terraform-validate.sh"
+    return subprocess.run(["bash", str(script)], env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True)
+
+
+def test_terraform_validate_fails_loudly_without_terraform() -> None:
+    result = terraform_validate(TERRAFORM="no-such-terraform")
+    assert result.returncode == 1
+    assert "no 'no-such-terraform' binary on PATH" in result.stderr
+
+
+def test_terraform_validate_fails_loudly_without_the_provider_mirror(tmp_path: Path) -> None:
+    result = terraform_validate(TERRAFORM="bash", TERRAFORM_PLUGIN_MIRROR=str(tmp_path))  # any binary that exists
+    assert result.returncode == 1
+    assert f"no hashicorp/aws provider in the mirror {tmp_path}" in result.stderr
+
+
+def test_terraform_needs_only_the_providers_the_mirror_has() -> None:
+    """The offline mirror holds hashicorp/aws 5.100.0 and nothing else: no tls provider, and 5.100 admitted."""
+    (terraform,) = parse(TERRAFORM)["terraform"]
+    (providers,) = terraform["required_providers"]
+    assert set(providers) == {"aws"}
+    assert value(providers["aws"])["version"] == ">= 5.100, < 7.0"
+    used = {
+        m
+        for directory in (TERRAFORM, *MODULES)
+        for p in directory.glob("*.tf")
+        for m in re.findall(r'^(?:data|resource) "(\w+?)_', p.read_text(), flags=re.MULTILINE)
+    }
+    assert used == {"aws"}

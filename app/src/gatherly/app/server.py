@@ -36,6 +36,13 @@ class GracefulServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+# An idle keep-alive connection is closed by the proxy in front, never first by the server: a proxy that sends a
+# request on a connection the server is just closing gets a reset, and does not retry a POST (nginx in the stack keeps
+# them KEEP_ALIVE_PROXY_S; ingress-nginx 60 s). uvicorn's default, 5 s, lost requests so in the rollout drill.
+KEEP_ALIVE_S = 75
+KEEP_ALIVE_PROXY_S = 30
+
+
 def server_config(process: Process, host: str, port: int) -> uvicorn.Config:
     return uvicorn.Config(
         process,
@@ -45,6 +52,7 @@ def server_config(process: Process, host: str, port: int) -> uvicorn.Config:
         log_config=None,
         access_log=process.settings.access_log,
         timeout_graceful_shutdown=30,
+        timeout_keep_alive=KEEP_ALIVE_S,
         proxy_headers=True,
     )
 

@@ -18,10 +18,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import httpx
@@ -29,11 +29,18 @@ from sqlalchemy.engine import make_url
 
 from gatherly.app.compose import REPO_WEB_DIST
 from gatherly.app.gateway import PREFIXES
+from gatherly.app.server import KEEP_ALIVE_PROXY_S
 from gatherly.app.services import ALL
 from gatherly.app.topics import catalog_topics
 from gatherly.kernel.db import Database
 from gatherly.kernel.kafka_broker import running_kafka
-from gatherly.kernel.kafka_connect import ConnectClient, connect_outbox, running_connect
+from gatherly.kernel.kafka_connect import (
+    ConnectClient,
+    ConnectorFailed,
+    OutboxConnector,
+    connect_outbox,
+    running_connect,
+)
 from gatherly.kernel.log.base import TopicConfig
 from gatherly.kernel.log.kafka import KafkaLog
 from gatherly.kernel.seaweedfs import running_seaweedfs
@@ -57,6 +64,14 @@ STATE_FILE = "stack.json"
 # Every long-running part, in the order the stack starts them (deploy/compose.yaml has a service of each name).
 COMPONENTS = ("postgresql", "kafka", "kafka-connect", "s3", "smtp", *ALL, "gateway")
 S3_BUCKET = "gatherly-images"
+# PostgreSQL makes a logical replication slot only once every transaction that was writing anywhere in the cluster
+# when it asked has ended: a long bench seed or a stuck test in another database holds a connector's start up. The
+# stack waits as long as such transactions are the reason (naming them every SLOT_REPORT_S) and gives up after
+# CONNECTOR_IDLE_S in which nothing held it up and the connector still did not stream.
+CONNECTOR_IDLE_S = 180.0
+CONNECTOR_MAX_S = 3600.0
+SLOT_REPORT_S = 15.0
+T = TypeVar("T")
 
 
 class StackRunning(RuntimeError):
@@ -149,8 +164,10 @@ class Replica:
     process: subprocess.Popen[bytes] | None = None
     routed: bool = False
     failed_probes: int = 0
+    answered: bool = False  # its /readyz has answered 200 since it was last started
 
     def start(self) -> subprocess.Popen[bytes]:
+        self.answered = False
         with self.log.open("ab") as output:
             self.process = subprocess.Popen(self.command, stdout=output, stderr=subprocess.STDOUT, env=self.env)
         return self.process
@@ -213,8 +230,9 @@ def nginx_config(
     def server(p: int) -> str:
         return f"server 127.0.0.1:{p} {UPSTREAM_SERVER}{' down' if p in down else ''}; "
 
+    pool = f"keepalive 16; keepalive_timeout {KEEP_ALIVE_PROXY_S}s; "
     upstreams = "\n".join(
-        f"  upstream {name} {{ {''.join(server(p) for p in ports)}keepalive 16; }}" for name, ports in services.items()
+        f"  upstream {name} {{ {''.join(server(p) for p in ports)}{pool}}}" for name, ports in services.items()
     )
     web = (
         f"    location / {{ root {web_dir}; try_files $uri /index.html; }}"
@@ -282,10 +300,55 @@ async def prepare(template: str, bootstrap: str, connect_url: str, say: Callable
         finally:
             await db.dispose()
     say("every service's database migrated")
-    async with ConnectClient(connect_url) as connect:
+    async with ConnectClient(connect_url, timeout=CONNECTOR_MAX_S) as connect:
         for name in names:
-            connector = await connect_outbox(connect, name, template.replace("{service}", name))
+            url = template.replace("{service}", name)
+            connector: OutboxConnector = await while_slot_waits(
+                connect_outbox(connect, name, url), url, f"{name}'s outbox connector", say
+            )
             say(f"{connector.name} streams {connector.database}'s outbox")
+
+
+async def slot_blockers(database_url: str) -> list[str]:
+    """The transactions that a session of this database waits for on a lock (a replication slot being made waits so
+    for every writing transaction in the cluster), each described: pid, database, age, state and query."""
+    url = make_url(database_url).set(drivername="postgresql")
+    connection = await asyncpg.connect(url.render_as_string(hide_password=False))
+    try:
+        rows = await connection.fetch(
+            """SELECT DISTINCT b.pid, b.datname, extract(epoch FROM now() - b.xact_start)::int AS seconds, b.state,
+                      left(regexp_replace(b.query, '\\s+', ' ', 'g'), 80) AS query
+               FROM pg_stat_activity AS waiting
+               CROSS JOIN LATERAL unnest(pg_blocking_pids(waiting.pid)) AS blocker(pid)
+               JOIN pg_stat_activity AS b ON b.pid = blocker.pid
+               WHERE waiting.datname = current_database() AND waiting.wait_event_type = 'Lock'
+               ORDER BY seconds DESC"""
+        )
+    finally:
+        await connection.close()
+    return [f"pid {r['pid']} in {r['datname']}, open {r['seconds']} s, {r['state']}: {r['query']}" for r in rows]
+
+
+async def while_slot_waits(
+    work: Awaitable[T], database_url: str, what: str, say: Callable[[str], None], idle_s: float = CONNECTOR_IDLE_S
+) -> T:
+    """Await `work` (a connector's start) for as long as transactions open elsewhere hold its database's replication
+    slot up, saying which every SLOT_REPORT_S; fail once it has waited idle_s with nothing holding it up."""
+    task = asyncio.ensure_future(work)
+    waited_since, reported = time.monotonic(), 0.0
+    try:
+        while not (await asyncio.wait({task}, timeout=1.0))[0]:
+            now = time.monotonic()
+            if blockers := await slot_blockers(database_url):
+                waited_since = now  # someone else's transaction, not a stuck connector
+                if now - reported >= SLOT_REPORT_S:
+                    reported = now
+                    say(f"{what} waits for transactions open on PostgreSQL to end: {'; '.join(blockers)}")
+            elif now - waited_since > idle_s:
+                raise ConnectorFailed(f"{what} not streaming after {idle_s:g} s with no transaction holding it up")
+    finally:
+        task.cancel()
+    return task.result()
 
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -439,7 +502,7 @@ def running_stack(
         for replica in stack.replicas:
             assert replica.process is not None
             _wait_ready(f"http://127.0.0.1:{replica.port}/readyz", replica.process, replica.log)
-            replica.routed = True
+            replica.routed = replica.answered = True
             state.add(replica.service, replica.process.pid, replica.port, replica.number, routed=True)
             say(f"{replica.service} #{replica.number} ready")
         stack.nginx_dir = data_dir / "nginx"
@@ -506,17 +569,20 @@ async def _probe(client: httpx.AsyncClient, replica: Replica, say: Callable[[str
     except httpx.TransportError:
         ready = False
     replica.failed_probes = 0 if ready else replica.failed_probes + 1
+    replica.answered |= ready
     return ready
 
 
 def _route(stack: Stack, ready: dict[int, bool], say: Callable[[str], None]) -> None:
-    """Route to the ready replicas of each service — to all of them when none is ready (nginx's passive health
-    then decides: better a slow replica than none); when that changes, reload nginx and rewrite stack.json."""
+    """Route to the ready replicas of each service — when none is ready, to all that have been ready since they
+    started (nginx's passive health then decides: better a slow replica than none; but never one still starting,
+    which would refuse every request and which stack.json would show as routed); when that changes, reload nginx
+    and rewrite stack.json."""
     wanted = {}
     for service in stack.ports:
         replicas = [r for r in stack.replicas if r.service == service]
         any_ready = any(ready[id(r)] for r in replicas)
-        wanted.update({id(r): ready[id(r)] or not any_ready for r in replicas})
+        wanted.update({id(r): ready[id(r)] or (not any_ready and r.answered) for r in replicas})
     changed = [r for r in stack.replicas if r.routed != wanted[id(r)]]
     pids_changed = stack.state is not None and any(
         c.pid != r.process.pid

@@ -116,7 +116,8 @@ data "aws_iam_policy_document" "logs_key" {
     resources = ["*"]
     principals {
       type        = "Service"
-      identifiers = ["logs.${data.aws_region.current.region}.amazonaws.com"]
+      # id is the region's name in aws provider 5.x and 6.x alike (5.x has no `region` attribute, 6.x deprecates `name`).
+      identifiers = ["logs.${data.aws_region.current.id}.amazonaws.com"]
     }
   }
 }
