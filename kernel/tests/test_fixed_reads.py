@@ -59,10 +59,8 @@ TEXT = FixedRead(text("SELECT id, at FROM things WHERE rank < :below ORDER BY ra
 async def db(database_url: str, request: pytest.FixtureRequest) -> AsyncIterator[Database]:
     url = database_url
     if request.param == "aiosqlite":
-        if not url.startswith("sqlite"):
-            url = ""  # the aiosqlite variant is SQLite's alone
-        else:
-            url = url.replace("sqlite://", "sqlite+aiosqlite://", 1)
+        # The aiosqlite variant is SQLite's alone.
+        url = url.replace("sqlite://", "sqlite+aiosqlite://", 1) if url.startswith("sqlite") else ""
     if not url:
         yield None  # type: ignore[misc]
         return

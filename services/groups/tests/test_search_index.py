@@ -165,7 +165,8 @@ async def test_on_sqlite_a_text_search_reads_the_fts_index_not_every_group(tmp_p
         await database.migrate(SERVICE.migrations)
         try:
             async with reading(database) as stores:
-                query = select(groups.c.id).where(await stores.groups._text_filter("walk"))
+                condition, params, _ = await stores.groups._text_filter("walk")
+                query = select(groups.c.id).where(condition).params(**params)
                 compiled = query.compile(database.engine.sync_engine, compile_kwargs={"literal_binds": True})
                 plan = (await stores.groups.session.execute(text(f"EXPLAIN QUERY PLAN {compiled}"))).all()
         finally:

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql import ClauseElement
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from gatherly.kernel import inline_sqlite
@@ -44,7 +44,7 @@ class _Compiled:
     compiled: SQLCompiler
     sql: str
     names: tuple[str, ...]  # the positional parameters' names, in order
-    binds: Mapping[str, Callable[[Any], Any]]  # bind processors by parameter name (only those that have one)
+    binds: Mapping[str, Any]  # bind processors by parameter name (only those that have one)
     defaults: Mapping[str, Any]  # values bound in the statement itself (literals turned into parameters)
     keys: tuple[str, ...]  # result column keys, as RowMapping names them
     results: tuple[_Processor, ...]  # result processors, aligned with keys
@@ -53,11 +53,11 @@ class _Compiled:
     def arguments(self, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
         if self.expands:
             state = self.compiled.construct_expanded_state(dict(params))
-            processors = state.processors
+            processors: Mapping[str, Any] = state.processors
             values = []
             for name in state.positiontup or ():
                 value = state.parameters[name]
-                process = processors.get(name)
+                process: Any = processors.get(name)
                 values.append(value if process is None else process(value))
             return state.statement, values
         values = []
@@ -80,7 +80,7 @@ class FixedRead:
     `statement` is a Core select (or text() with `.columns()`), its variable values `bindparam()`s; `rows`,
     `first` and `scalar` take those values by name."""
 
-    def __init__(self, statement: ClauseElement) -> None:
+    def __init__(self, statement: Executable) -> None:
         self.statement = statement
         self._by_dialect: dict[int, _Compiled] = {}
 
@@ -88,13 +88,19 @@ class FixedRead:
         found = self._by_dialect.get(id(dialect))
         if found is not None and found.dialect is dialect:
             return found
+        assert isinstance(self.statement, ClauseElement)
         compiled = self.statement.compile(dialect=dialect)
         assert isinstance(compiled, SQLCompiler)
         if not compiled.positional:
-            raise TypeError(f"FixedRead needs a positional paramstyle; {dialect.name} uses {compiled.dialect.paramstyle}")
+            raise TypeError(
+                f"FixedRead needs a positional paramstyle; {dialect.name} uses {compiled.dialect.paramstyle}"
+            )
         columns = compiled._result_columns
         if not columns:
             raise TypeError("FixedRead needs the statement's result columns (for text(), give them with .columns())")
+        keys = tuple(column.keyname for column in columns)
+        if len(set(keys)) != len(keys):
+            raise TypeError(f"FixedRead needs distinct column names (label them): {keys}")
         made = _Compiled(
             dialect=dialect,
             compiled=compiled,
@@ -102,17 +108,23 @@ class FixedRead:
             names=tuple(compiled.positiontup or ()),
             binds=dict(compiled._bind_processors),
             defaults={name: bind.value for name, bind in compiled.binds.items() if not bind.required},
-            keys=tuple(column.keyname for column in columns),
+            keys=keys,
             results=tuple(column.type._cached_result_processor(dialect, None) for column in columns),
             expands=_POSTCOMPILE in compiled.string,
         )
         self._by_dialect[id(dialect)] = made
         return made
 
-    async def rows(self, connection: AsyncConnection, params: Mapping[str, Any] | None = None) -> list[Row]:
-        """Every row the statement gives, as dicts keyed by column."""
-        compiled = self._compiled(connection.dialect)
+    async def rows(
+        self, connection: AsyncConnection | AsyncSession, params: Mapping[str, Any] | None = None
+    ) -> list[Row]:
+        """Every row the statement gives, as dicts keyed by column. On an ORM session (tools, tests) the statement
+        runs through SQLAlchemy."""
         given = params or {}
+        if isinstance(connection, AsyncSession):
+            result = await connection.execute(self.statement, dict(given))
+            return [dict(row) for row in result.mappings()]
+        compiled = self._compiled(connection.dialect)
         sync = connection.sync_connection
         assert sync is not None
         driver = sync.connection.driver_connection
@@ -127,11 +139,13 @@ class FixedRead:
         result = await connection.execute(self.statement, dict(given))
         return [dict(zip(compiled.keys, raw, strict=True)) for raw in result.fetchall()]
 
-    async def first(self, connection: AsyncConnection, params: Mapping[str, Any] | None = None) -> Row | None:
+    async def first(
+        self, connection: AsyncConnection | AsyncSession, params: Mapping[str, Any] | None = None
+    ) -> Row | None:
         found = await self.rows(connection, params)
         return found[0] if found else None
 
-    async def scalar(self, connection: AsyncConnection, params: Mapping[str, Any] | None = None) -> Any:
+    async def scalar(self, connection: AsyncConnection | AsyncSession, params: Mapping[str, Any] | None = None) -> Any:
         """The first column of the first row (None when there is no row)."""
         row = await self.first(connection, params)
         return None if row is None else next(iter(row.values()))
