@@ -7,9 +7,24 @@ import json
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
-from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, bindparam, func, insert, select, text
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    bindparam,
+    func,
+    insert,
+    select,
+    text,
+)
 
 from gatherly.kernel.db import Database
 from gatherly.kernel.fixed_reads import FixedRead
@@ -25,6 +40,9 @@ things = Table(
     Column("tags", Json, nullable=False),
     Column("at", UtcDateTime(), nullable=True),
     Column("note", String(200), nullable=True),
+    # Float and Numeric: their result processors depend on the column's type in PostgreSQL (asyncpg).
+    Column("score", Float, nullable=True),
+    Column("price", Numeric(10, 2), nullable=True),
 )
 START = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 ROWS = [
@@ -35,6 +53,8 @@ ROWS = [
         "tags": {"n": i, "names": ["a", "ü", "😀"], "nested": [None, 1.5]},
         "at": START + timedelta(minutes=i) if i != 3 else None,
         "note": None if i == 4 else f"note {i} with 'quotes' and %_ and \u00e9",
+        "score": None if i == 5 else 52.52 + i / 7,
+        "price": Decimal(f"{i}.25"),
     }
     for i in range(6)
 ]
@@ -121,6 +141,7 @@ async def test_converts_like_the_columns(database_url: str) -> None:
         assert row["tags"] == {"n": 2, "names": ["a", "ü", "😀"], "nested": [None, 1.5]}
         assert row["shown"] is True and row["rank"] == 2
         assert nulls["at"] is None
+        assert row["score"] == 52.52 + 2 / 7 and row["price"] == Decimal("2.25")
         assert missing is None
         assert count == 3
     finally:

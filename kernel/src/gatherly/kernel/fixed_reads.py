@@ -38,7 +38,7 @@ _Processor = Callable[[Any], Any] | None
 _POSTCOMPILE = "__[POSTCOMPILE_"
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Compiled:
     dialect: Dialect
     compiled: SQLCompiler
@@ -47,7 +47,7 @@ class _Compiled:
     binds: Mapping[str, Any]  # bind processors by parameter name (only those that have one)
     defaults: Mapping[str, Any]  # values bound in the statement itself (literals turned into parameters)
     keys: tuple[str, ...]  # result column keys, as RowMapping names them
-    results: tuple[_Processor, ...]  # result processors, aligned with keys
+    results: tuple[_Processor, ...] | None  # result processors, aligned with keys (None: not known yet)
     expands: bool  # has parameters rendered per call (IN lists)
 
     def arguments(self, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
@@ -68,10 +68,18 @@ class _Compiled:
         return self.sql, values
 
     def convert(self, raw: Any) -> Row:
+        assert self.results is not None
         return {
             key: value if process is None else process(value)
             for key, process, value in zip(self.keys, self.results, raw, strict=True)
         }
+
+    def result_processors(self, driver_types: list[Any]) -> tuple[_Processor, ...]:
+        columns = self.compiled._result_columns
+        return tuple(
+            column.type._cached_result_processor(self.dialect, driver_type)
+            for column, driver_type in zip(columns, driver_types, strict=True)
+        )
 
 
 class FixedRead:
@@ -109,7 +117,7 @@ class FixedRead:
             binds=dict(compiled._bind_processors),
             defaults={name: bind.value for name, bind in compiled.binds.items() if not bind.required},
             keys=keys,
-            results=tuple(column.type._cached_result_processor(dialect, None) for column in columns),
+            results=None,
             expands=_POSTCOMPILE in compiled.string,
         )
         self._by_dialect[id(dialect)] = made
@@ -129,12 +137,20 @@ class FixedRead:
         assert sync is not None
         driver = sync.connection.driver_connection
         if isinstance(driver, inline_sqlite.InlineConnection):
+            if compiled.results is None:
+                # sqlite3 reports no column types (pysqlite gives SQLAlchemy None for each as well).
+                compiled.results = compiled.result_processors([None] * len(compiled.keys))
             if not sync.in_transaction():
                 sync.begin()  # the read transaction's BEGIN, as SQLAlchemy's first statement would send it
             sql, values = compiled.arguments(given)
             return [compiled.convert(raw) for raw in driver.execute(sql, values).fetchall()]
         if connection.dialect.driver == "asyncpg":
             sql, values = compiled.arguments(given)
+            if compiled.results is None:
+                # Some processors depend on the column's PostgreSQL type (numeric or float): asyncpg's prepared
+                # statement (cached by asyncpg for the fetch below) names them.
+                prepared = await driver.prepare(sql)  # type: ignore[union-attr]
+                compiled.results = compiled.result_processors([a.type.oid for a in prepared.get_attributes()])
             return [compiled.convert(raw) for raw in await driver.fetch(sql, *values)]  # type: ignore[union-attr]
         result = await connection.execute(self.statement, dict(given))
         return [dict(zip(compiled.keys, raw, strict=True)) for raw in result.fetchall()]

@@ -170,7 +170,7 @@ def database_unreachable(error: BaseException) -> bool:
         return error.connection_invalidated or isinstance(error, OperationalError | InterfaceError)
     # The drivers' own errors, raised where statements run on them directly (kernel/fixed_reads.py): the ones
     # SQLAlchemy would have wrapped as OperationalError / InterfaceError.
-    driver_unreachable = (sqlite3.OperationalError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
+    driver_unreachable = sqlite3.OperationalError | asyncpg.InterfaceError | asyncpg.PostgresConnectionError
     return isinstance(error, DisconnectionError | ConnectionError | TimeoutError | driver_unreachable)
 
 
