@@ -42,6 +42,9 @@ WORDS = [
     "x",
     "ab",
     "🙂 emoji",
+    # The LIKE's escape character (the pattern is escaped by hand since the statement is bound, not rebuilt).
+    "and/or",
+    "/%/_",
 ]
 QUERIES = [
     "über",
@@ -68,6 +71,10 @@ QUERIES = [
     "no such words",
     "e h",
     "iking hi",
+    "/",
+    "d/o",
+    "/%",
+    "%/_",
 ]
 
 
