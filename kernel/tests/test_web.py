@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import sqlite3
 import uuid
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import Depends, FastAPI
@@ -61,6 +63,19 @@ def make_app(readiness: Readiness) -> FastAPI:
     @app.get("/database-gone")
     async def database_gone() -> None:
         raise OperationalError("SELECT 1", {}, ConnectionResetError("connection was closed in the middle"))
+
+    # The drivers' own errors, as a FixedRead (kernel/fixed_reads.py) raises them.
+    @app.get("/sqlite-unreadable")
+    async def sqlite_unreadable() -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    @app.get("/asyncpg-connection-lost")
+    async def asyncpg_connection_lost() -> None:
+        raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+
+    @app.get("/sqlite-wrong-statement")
+    async def sqlite_wrong_statement() -> None:
+        raise sqlite3.ProgrammingError("secret internals")
 
     @app.get("/database-slow-to-connect")
     async def database_slow_to_connect() -> None:
@@ -131,13 +146,21 @@ async def test_an_unexpected_error_is_a_500_without_internals(client: httpx.Asyn
     assert response.headers["content-type"] == "application/problem+json"
 
 
-@pytest.mark.parametrize("path", ["/database-gone", "/database-slow-to-connect"])
+@pytest.mark.parametrize(
+    "path", ["/database-gone", "/database-slow-to-connect", "/sqlite-unreadable", "/asyncpg-connection-lost"]
+)
 async def test_a_database_that_cannot_be_reached_is_a_503_to_try_again(client: httpx.AsyncClient, path: str) -> None:
     response = await client.get(path)
     assert response.status_code == 503
     assert response.headers["content-type"] == "application/problem+json"
     assert response.headers["retry-after"] == "1"
     assert "connection was closed" not in response.text
+
+
+async def test_a_wrong_statement_on_the_driver_is_a_500_not_a_503(client: httpx.AsyncClient) -> None:
+    response = await client.get("/sqlite-wrong-statement")
+    assert response.status_code == 500
+    assert "secret internals" not in response.text
 
 
 async def test_readiness_follows_start_and_drain(client: httpx.AsyncClient, readiness: Readiness) -> None:

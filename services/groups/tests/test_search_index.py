@@ -42,6 +42,9 @@ WORDS = [
     "x",
     "ab",
     "🙂 emoji",
+    # The LIKE's escape character (the pattern is escaped by hand since the statement is bound, not rebuilt).
+    "and/or",
+    "/%/_",
 ]
 QUERIES = [
     "über",
@@ -68,6 +71,10 @@ QUERIES = [
     "no such words",
     "e h",
     "iking hi",
+    "/",
+    "d/o",
+    "/%",
+    "%/_",
 ]
 
 
@@ -165,7 +172,8 @@ async def test_on_sqlite_a_text_search_reads_the_fts_index_not_every_group(tmp_p
         await database.migrate(SERVICE.migrations)
         try:
             async with reading(database) as stores:
-                query = select(groups.c.id).where(await stores.groups._text_filter("walk"))
+                condition, params, _ = await stores.groups._text_filter("walk")
+                query = select(groups.c.id).where(condition).params(**params)
                 compiled = query.compile(database.engine.sync_engine, compile_kwargs={"literal_binds": True})
                 plan = (await stores.groups.session.execute(text(f"EXPLAIN QUERY PLAN {compiled}"))).all()
         finally:

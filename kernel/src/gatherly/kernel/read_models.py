@@ -13,6 +13,7 @@ from sqlalchemy import Column, MetaData, String, Table, bindparam, delete, inser
 from gatherly.contracts.images import ImageReady
 from gatherly.contracts.users import ImageVariants
 from gatherly.kernel.db import Executor, rowcount
+from gatherly.kernel.fixed_reads import FixedRead
 from gatherly.kernel.tables import USER_ID, Json, UtcDateTime
 
 
@@ -35,6 +36,17 @@ class ReadyImage:
     variants: ImageVariants
 
 
+_IMAGE_BY_ID: dict[Table, FixedRead] = {}
+
+
+def _image_by_id(table: Table) -> FixedRead:
+    """The lookup of one ready image, built once per table (stores are made per request)."""
+    read = _IMAGE_BY_ID.get(table)
+    if read is None:
+        read = _IMAGE_BY_ID[table] = FixedRead(select(table).where(table.c.image_id == bindparam("image_id")))
+    return read
+
+
 class ReadyImageStore:
     """Upserted from image.ready (of the purpose the service shows), removed on image.deleted. A replayed
     image.ready writes the same row again, so replaying the topic from the beginning rebuilds the table."""
@@ -42,12 +54,12 @@ class ReadyImageStore:
     def __init__(self, session: Executor, table: Table) -> None:
         self.session = session
         self.table = table
-        self._by_id = select(table).where(table.c.image_id == bindparam("image_id"))
+        self._by_id = _image_by_id(table)
 
     async def get(self, image_id: str | None) -> ReadyImage | None:
         if image_id is None:
             return None
-        row = (await self.session.execute(self._by_id, {"image_id": image_id})).mappings().first()
+        row = await self._by_id.first(self.session, {"image_id": image_id})
         return ReadyImage(row["image_id"], row["owner_id"], ImageVariants(**row["variants"])) if row else None
 
     async def put(self, image_id: str, owner_id: str, variants: ImageVariants, ready_at: datetime) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any, Generic, TypeVar
 
+import asyncpg
 import structlog
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -166,7 +168,10 @@ def database_unreachable(error: BaseException) -> bool:
     that a statement was wrong: a dependency failure, so a 503 rather than a 500."""
     if isinstance(error, DBAPIError):
         return error.connection_invalidated or isinstance(error, OperationalError | InterfaceError)
-    return isinstance(error, DisconnectionError | ConnectionError | TimeoutError)
+    # The drivers' own errors, raised where statements run on them directly (kernel/fixed_reads.py): the ones
+    # SQLAlchemy would have wrapped as OperationalError / InterfaceError.
+    driver_unreachable = sqlite3.OperationalError | asyncpg.InterfaceError | asyncpg.PostgresConnectionError
+    return isinstance(error, DisconnectionError | ConnectionError | TimeoutError | driver_unreachable)
 
 
 class RequestContextMiddleware:

@@ -3,7 +3,7 @@ the read views of member lists, and the unit of work."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,13 +11,15 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Integer,
+    String,
     and_,
     bindparam,
     case,
+    column,
     delete,
     func,
     insert,
-    literal,
     or_,
     select,
     text,
@@ -72,6 +74,7 @@ from gatherly.kernel.addresses import address_hash
 from gatherly.kernel.db import Database, Executor, rowcount
 from gatherly.kernel.errors import InvalidInput
 from gatherly.kernel.exports import rows
+from gatherly.kernel.fixed_reads import FixedRead
 from gatherly.kernel.geo import bounding_box, distance_km
 from gatherly.kernel.read_models import ReadyImageStore
 from gatherly.kernel.runtime import ServiceContext
@@ -104,10 +107,15 @@ LEADERS_BANNERS = (
     )
 )
 
+FIND_BY_ID = FixedRead(GROUP_BY_ID)
+FIND_BY_SLUG = FixedRead(GROUP_BY_SLUG)
+FIND_RELATION = FixedRead(RELATION)
+FIND_BANNERS = FixedRead(LEADERS_BANNERS)
+
 ROLE_RANK = case({role.value: role.rank for role in Role}, value=memberships.c.role, else_=0)
 
 
-def _group(row: RowMapping) -> Group:
+def _group(row: Mapping[Any, Any]) -> Group:
     location = Location(row["lat"], row["lng"]) if row["lat"] is not None and row["lng"] is not None else None
     return Group(
         id=GroupId(row["id"]),
@@ -174,8 +182,8 @@ class GroupStore:
 
     async def find(self, id_or_slug: str) -> Group | None:
         """A group that is not deleted, by id or by slug (slugs never look like ids)."""
-        query = GROUP_BY_ID if looks_like_id(id_or_slug) else GROUP_BY_SLUG
-        row = (await self.session.execute(query, {"key": id_or_slug})).mappings().first()
+        query = FIND_BY_ID if looks_like_id(id_or_slug) else FIND_BY_SLUG
+        row = await query.first(self.session, {"key": id_or_slug})
         return _group(row) if row else None
 
     async def find_for_update(self, id_or_slug: str) -> Group | None:
@@ -241,69 +249,85 @@ class GroupStore:
 
     async def search(self, criteria: GroupSearch, limit: int, after: dict[str, Any] | None) -> tuple[list[Found], Any]:
         """A page of groups in `criteria.sort` order and the position after it (None on the last page). Every
-        order ends with the id, so ties (same size, same name) never repeat or skip a group across pages."""
+        order ends with the id, so ties (same size, same name) never repeat or skip a group across pages.
+
+        Each shape of search (which filters, which order, first page or not) is one statement with bind parameters,
+        built and compiled once (`_shaped`) and run as a FixedRead; only PostGIS's nearby search is built per call."""
         if after is not None and after.get("s") != criteria.sort.value:
             raise InvalidInput("The cursor belongs to a different search.", field="cursor")
-        distances: dict[str, float] = {}
-        distance_m: ColumnElement[float] | None = None  # PostGIS computes the distances in the query
-        filters = await self._filters(criteria)
+        where = await self._where(criteria)
         if criteria.near is not None and _dialect_of(self.session) == "postgresql":
-            location = postgis.location_of(groups)
-            filters.append(postgis.within(location, criteria.near, criteria.radius_km))
-            distance_m = postgis.nearest_first(location, criteria.near)
-            if criteria.sort is GroupSort.NEAREST:
-                return await self._nearest_postgis(filters, location, criteria.near, limit, after)
-        elif criteria.near is not None:
-            distances = await self._within(criteria, criteria.near, filters)
+            return await self._near_postgis(criteria, criteria.near, where, limit, after)
+        distances: dict[str, float] = {}
+        if criteria.near is not None:
+            distances = await self._within(criteria, criteria.near, where)
             if criteria.sort is GroupSort.NEAREST:
                 return await self._nearest(distances, limit, after)
-            filters = [groups.c.id.in_(list(distances))]
-        key, descending, last_key = _SORTS[criteria.sort]
-        ordered = (key.desc(), groups.c.id.desc()) if descending else (key.asc(), groups.c.id.asc())
-        shown = [groups] if distance_m is None else [groups, distance_m.label("distance_m")]
-        query = select(*shown).where(*filters).order_by(*ordered)
+            where = _Where(
+                [groups.c.id.in_(bindparam("near_ids", expanding=True))], {"near_ids": list(distances)}, ("near",)
+            )
+        params = {**where.params, "limit": limit + 1}
         if after is not None:
-            since, last_id = _sort_position(criteria.sort, after)
-            beyond = or_(key < since, and_(key == since, groups.c.id < last_id))
-            if not descending:
-                beyond = or_(key > since, and_(key == since, groups.c.id > last_id))
-            query = query.where(beyond)
-        rows = list((await self.session.execute(query.limit(limit + 1))).mappings())
-        if distance_m is not None:
-            distances = {row["id"]: row["distance_m"] / 1000.0 for row in rows[:limit]}
-        found = [Found(_group(row), distances.get(row["id"])) for row in rows[:limit]]
-        position = None
-        if len(rows) > limit:
-            last = rows[limit - 1]
-            position = {"s": criteria.sort.value, "k": last_key(last), "i": last["id"]}
-        return found, position
+            params["since"], params["last_id"] = _sort_position(criteria.sort, after)
+        read = _shaped(
+            ("page", criteria.sort, after is not None, *where.shape),
+            lambda: _page_query(criteria.sort, where, after is not None),
+        )
+        rows = await read.rows(self.session, params)
+        return _found_page(criteria.sort, rows, limit, distances)
 
     async def count(self, criteria: GroupSearch) -> int:
         """How many groups the search finds in all (the total of `?member=me`)."""
-        query = select(func.count()).select_from(groups).where(*(await self._filters(criteria)))
-        return int(await self.session.scalar(query) or 0)
+        where = await self._where(criteria)
+        read = _shaped(("count", *where.shape), lambda: select(func.count()).select_from(groups).where(*where.filters))
+        return int(await read.scalar(self.session, where.params) or 0)
 
-    async def _within(
-        self, criteria: GroupSearch, center: Location, filters: list[ColumnElement[bool]]
-    ) -> dict[str, float]:
+    async def _near_postgis(
+        self, criteria: GroupSearch, center: Location, where: _Where, limit: int, after: dict[str, Any] | None
+    ) -> tuple[list[Found], Any]:
+        location = postgis.location_of(groups)
+        filters = [*where.filters, postgis.within(location, center, criteria.radius_km)]
+        distance_m = postgis.nearest_first(location, center)
+        if criteria.sort is GroupSort.NEAREST:
+            return await self._nearest_postgis(filters, where.params, location, center, limit, after)
+        key, descending, _ = _SORTS[criteria.sort]
+        ordered = (key.desc(), groups.c.id.desc()) if descending else (key.asc(), groups.c.id.asc())
+        query = select(groups, distance_m.label("distance_m")).where(*filters).order_by(*ordered)
+        params = {**where.params, "limit": limit + 1}
+        if after is not None:
+            query = query.where(_beyond(criteria.sort))
+            params["since"], params["last_id"] = _sort_position(criteria.sort, after)
+        rows = list((await self.session.execute(query.limit(bindparam("limit")), params)).mappings())
+        distances = {row["id"]: row["distance_m"] / 1000.0 for row in rows[:limit]}
+        return _found_page(criteria.sort, rows, limit, distances)
+
+    async def _within(self, criteria: GroupSearch, center: Location, where: _Where) -> dict[str, float]:
         """Every group within the radius, by id, with its distance. The bounding box is an indexed range on lat
         (and a cheap check on lng); the exact great-circle distance then drops the box's corners. Only
         (id, lat, lng) of the candidates are read."""
         box = bounding_box(center, criteria.radius_km)
-        in_lng = or_(*(groups.c.lng.between(west, east) for west, east in box.lng_ranges))
-        query = select(groups.c.id, groups.c.lat, groups.c.lng).where(
-            *filters, groups.c.lat.between(box.min_lat, box.max_lat), in_lng
-        )
+        ranges = len(box.lng_ranges)
+
+        def build() -> Any:
+            in_lng = or_(*(groups.c.lng.between(bindparam(f"west_{i}"), bindparam(f"east_{i}")) for i in range(ranges)))
+            return select(groups.c.id, groups.c.lat, groups.c.lng).where(
+                *where.filters, groups.c.lat.between(bindparam("south"), bindparam("north")), in_lng
+            )
+
+        params = {**where.params, "south": box.min_lat, "north": box.max_lat}
+        for i, (west, east) in enumerate(box.lng_ranges):
+            params[f"west_{i}"], params[f"east_{i}"] = west, east
         found = {}
-        for group_id, lat, lng in await self.session.execute(query):
-            distance = distance_km(center, Location(lat, lng))
+        for row in await _shaped(("within", ranges, *where.shape), build).rows(self.session, params):
+            distance = distance_km(center, Location(row["lat"], row["lng"]))
             if distance <= criteria.radius_km:
-                found[str(group_id)] = distance
+                found[str(row["id"])] = distance
         return found
 
     async def _nearest_postgis(
         self,
         filters: list[ColumnElement[bool]],
+        params: dict[str, Any],
         location: ColumnElement[Any],
         center: Location,
         limit: int,
@@ -313,7 +337,7 @@ class GroupStore:
         scan, `<->`, postgis.nearest_page), so a page reads about a page of rows however many groups the radius
         holds."""
         distance_m = postgis.nearest_first(location, center)
-        query = select(groups, distance_m.label(postgis.DISTANCE)).where(*filters)
+        query = select(groups, distance_m.label(postgis.DISTANCE)).where(*filters).params(**params)
         # In metres as the query gave them (km would not convert back to the same float).
         nearest = None if after is None else _distance_position(after, "m")
         rows = await postgis.nearest_page(
@@ -335,31 +359,27 @@ class GroupStore:
             candidates = [c for c in candidates if c > (last_distance, last_id)]
         page = candidates[: limit + 1]
         ids = [group_id for _, group_id in page[:limit]]
-        rows = {
-            row["id"]: _group(row)
-            for row in (await self.session.execute(select(groups).where(groups.c.id.in_(ids)))).mappings()
-        }
+        rows = {row["id"]: _group(row) for row in await GROUPS_BY_IDS.rows(self.session, {"ids": ids})}
         found = [Found(rows[group_id], distance) for distance, group_id in page[:limit] if group_id in rows]
         position = None
         if len(page) > limit:
             position = {"s": GroupSort.NEAREST.value, "d": page[limit - 1][0], "i": page[limit - 1][1]}
         return found, position
 
-    async def _filters(self, criteria: GroupSearch) -> list[ColumnElement[bool]]:
-        filters: list[ColumnElement[bool]] = [LIVE]
+    async def _where(self, criteria: GroupSearch) -> _Where:
+        """The search's filters (bind parameters, not values), their values, and the shape they make."""
+        where = _Where([LIVE], {}, ())
         if criteria.text:
-            filters.append(await self._text_filter(criteria.text.casefold()))
+            where = where.plus(*await self._text_filter(criteria.text.casefold()))
         if criteria.topic:
-            filters.append(
-                groups.c.id.in_(select(group_topics.c.group_id).where(group_topics.c.topic == criteria.topic))
-            )
+            topic = groups.c.id.in_(select(group_topics.c.group_id).where(group_topics.c.topic == bindparam("topic")))
+            where = where.plus(topic, {"topic": criteria.topic}, "topic")
         if criteria.member is not None:
-            filters.append(
-                groups.c.id.in_(select(memberships.c.group_id).where(memberships.c.user_id == criteria.member))
-            )
-        return filters
+            member = groups.c.id.in_(select(memberships.c.group_id).where(memberships.c.user_id == bindparam("member")))
+            where = where.plus(member, {"member": criteria.member}, "member")
+        return where
 
-    async def _text_filter(self, folded: str) -> ColumnElement[bool]:
+    async def _text_filter(self, folded: str) -> tuple[ColumnElement[bool], dict[str, Any], str]:
         """Groups whose name or description contains `folded`.
 
         On SQLite a selective query goes through the FTS5 trigram index (migration 0002): the matching groups
@@ -367,14 +387,14 @@ class GroupStore:
         that walking the groups newest first and testing each (the LIKE) finds a page sooner than fetching and
         sorting every match. Queries under three characters have no trigram and use the LIKE too. On PostgreSQL
         the LIKE is the query either way: the planner uses the pg_trgm index when it pays off."""
-        like = groups.c.search_text.contains(folded, autoescape=True)
+        like = (LIKE_TEXT, {"pattern": _like_escaped(folded)}, "like")
         if len(folded) < TRIGRAM or _dialect_of(self.session) != "sqlite":
             return like
         phrase = '"' + folded.replace('"', '""') + '"'
-        matches = await self.session.scalar(COUNT_TEXT_MATCHES, {"phrase": phrase, "cap": INDEXED_MATCHES_AT_MOST + 1})
+        matches = await COUNT_MATCHES.scalar(self.session, {"phrase": phrase, "cap": INDEXED_MATCHES_AT_MOST + 1})
         if (matches or 0) > INDEXED_MATCHES_AT_MOST:
             return like
-        return groups.c.id.in_(TEXT_MATCHES.bindparams(phrase=phrase))
+        return INDEXED_TEXT, {"phrase": phrase}, "indexed"
 
     async def banners(self, shown: Iterable[Group]) -> dict[GroupId, ImageVariants]:
         """Banner variants of these groups: an image that is ready and was uploaded by a current leader of the
@@ -382,11 +402,11 @@ class GroupStore:
         wanted = {g.id: g.details.banner_image_id for g in shown if g.details.banner_image_id}
         if not wanted:
             return {}
-        found = await self.session.execute(LEADERS_BANNERS, {"groups": list(wanted), "images": list(wanted.values())})
+        found = await FIND_BANNERS.rows(self.session, {"groups": list(wanted), "images": list(wanted.values())})
         return {
-            GroupId(group_id): ImageVariants(**variants)
-            for group_id, image_id, variants in found
-            if wanted.get(GroupId(group_id)) == image_id
+            GroupId(row["group_id"]): ImageVariants(**row["variants"])
+            for row in found
+            if wanted.get(GroupId(row["group_id"])) == row["image_id"]
         }
 
 
@@ -396,6 +416,69 @@ _SORTS: dict[GroupSort, tuple[Any, bool, Any]] = {
     GroupSort.MEMBERS: (groups.c.member_count, True, lambda row: row["member_count"]),
     GroupSort.NAME: (groups.c.name_key, False, lambda row: row["name_key"]),
 }
+
+
+@dataclass(frozen=True)
+class _Where:
+    """A search's filters, the values of their bind parameters, and the shape they make (a key of `_shaped`)."""
+
+    filters: list[ColumnElement[bool]]
+    params: dict[str, Any]
+    shape: tuple[str, ...]
+
+    def plus(self, condition: ColumnElement[bool], params: dict[str, Any], shape: str) -> _Where:
+        return _Where([*self.filters, condition], {**self.params, **params}, (*self.shape, shape))
+
+
+# Statements of every search shape met so far (bounded: the combinations of filters, sorts and first-or-next page).
+_SHAPES: dict[tuple[Any, ...], FixedRead] = {}
+
+
+def _shaped(shape: tuple[Any, ...], build: Any) -> FixedRead:
+    read = _SHAPES.get(shape)
+    if read is None:
+        read = _SHAPES[shape] = FixedRead(build())
+    return read
+
+
+def _beyond(sort: GroupSort) -> ColumnElement[bool]:
+    """Rows after the cursor's (key, id) in the sort's order."""
+    key, descending, _ = _SORTS[sort]
+    since, last_id = bindparam("since", type_=key.type), bindparam("last_id", type_=groups.c.id.type)
+    if descending:
+        return or_(key < since, and_(key == since, groups.c.id < last_id))
+    return or_(key > since, and_(key == since, groups.c.id > last_id))
+
+
+def _page_query(sort: GroupSort, where: _Where, after: bool) -> Any:
+    key, descending, _ = _SORTS[sort]
+    ordered = (key.desc(), groups.c.id.desc()) if descending else (key.asc(), groups.c.id.asc())
+    query = select(groups).where(*where.filters).order_by(*ordered)
+    if after:
+        query = query.where(_beyond(sort))
+    return query.limit(bindparam("limit"))
+
+
+def _found_page(
+    sort: GroupSort, rows: Sequence[Mapping[Any, Any]], limit: int, distances: dict[str, float]
+) -> tuple[list[Found], Any]:
+    found = [Found(_group(row), distances.get(row["id"])) for row in rows[:limit]]
+    position = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        position = {"s": sort.value, "k": _SORTS[sort][2](last), "i": last["id"]}
+    return found, position
+
+
+def _like_escaped(text: str) -> str:
+    """`text` as a LIKE pattern matching it literally (what SQLAlchemy's `contains(..., autoescape=True)` binds)."""
+    return text.replace("/", "//").replace("%", "/%").replace("_", "/_")
+
+
+LIKE_TEXT = groups.c.search_text.contains(bindparam("pattern"), escape="/")
+INDEXED_TEXT = groups.c.id.in_(TEXT_MATCHES.bindparams(bindparam("phrase", type_=String)))
+COUNT_MATCHES = FixedRead(COUNT_TEXT_MATCHES.columns(column("count", Integer)))
+GROUPS_BY_IDS = FixedRead(select(groups).where(groups.c.id.in_(bindparam("ids", expanding=True))))
 
 
 def _sort_position(sort: GroupSort, after: dict[str, Any]) -> tuple[Any, str]:
@@ -501,6 +584,68 @@ def _members_of(group_id: GroupId, role: Role | None) -> list[ColumnElement[bool
     return where
 
 
+def _member_views(*, by_role: bool, after: bool) -> FixedRead:
+    """Members of a group (of one role when `by_role`), leaders first (by rank), then by when they joined, with
+    their profiles: one statement (bind parameters group_id, role, rank/joined_at/user_id after `after`, limit)."""
+    query = (
+        select(
+            memberships.c.user_id,
+            memberships.c.role,
+            memberships.c.joined_at,
+            member_profiles.c.display_name,
+            member_profiles.c.avatar,
+        )
+        .select_from(memberships.outerjoin(member_profiles, member_profiles.c.user_id == memberships.c.user_id))
+        .where(memberships.c.group_id == bindparam("group_id"))
+        .order_by(ROLE_RANK.desc(), memberships.c.joined_at, memberships.c.user_id)
+    )
+    if by_role:
+        query = query.where(memberships.c.role == bindparam("role"))
+    if after:
+        rank = bindparam("rank", type_=Integer)
+        joined_at = bindparam("joined_at", type_=memberships.c.joined_at.type)
+        query = query.where(
+            or_(
+                rank > ROLE_RANK,
+                and_(
+                    rank == ROLE_RANK,
+                    or_(
+                        memberships.c.joined_at > joined_at,
+                        and_(memberships.c.joined_at == joined_at, memberships.c.user_id > bindparam("after_user")),
+                    ),
+                ),
+            )
+        )
+    return FixedRead(query.limit(bindparam("limit")))
+
+
+MEMBER_VIEWS = {
+    (by_role, after): _member_views(by_role=by_role, after=after)
+    for by_role in (False, True)
+    for after in (False, True)
+}
+MEMBER_VIEW = FixedRead(
+    _member_views(by_role=False, after=False).statement.where(memberships.c.user_id == bindparam("user_id"))  # type: ignore[attr-defined]
+)
+COUNT_MEMBERS = {
+    by_role: FixedRead(
+        select(func.count())
+        .select_from(memberships)
+        .where(
+            memberships.c.group_id == bindparam("group_id"),
+            *([memberships.c.role == bindparam("role")] if by_role else []),
+        )
+    )
+    for by_role in (False, True)
+}
+
+
+def _member_view(row: Mapping[str, Any]) -> MemberView:
+    return MemberView(
+        UserId(row["user_id"]), row["display_name"], _avatar(row["avatar"]), Role(row["role"]), row["joined_at"]
+    )
+
+
 class MembershipStore:
     def __init__(self, session: Executor) -> None:
         self.session = session
@@ -509,8 +654,9 @@ class MembershipStore:
         """What this person is to the group: member with a role, pending, banned, or nothing."""
         if user_id is None:
             return Relation()
-        found = await self.session.execute(RELATION, {"group_id": group_id, "user_id": user_id})
-        role, pending, banned = found.one()
+        found = await FIND_RELATION.first(self.session, {"group_id": group_id, "user_id": user_id})
+        assert found is not None  # one row of three subqueries
+        role, pending, banned = found.values()
         return Relation(role=Role(role) if role else None, pending=bool(pending), banned=bool(banned))
 
     async def add(self, group_id: GroupId, user_id: str, role: Role, now: datetime) -> None:
@@ -570,62 +716,32 @@ class MembershipStore:
         await self.session.execute(delete(memberships).where(memberships.c.group_id == group_id))
 
     async def view(self, group_id: GroupId, user_id: str) -> MemberView | None:
-        rows, _ = await self._views(
-            select().where(memberships.c.group_id == group_id, memberships.c.user_id == user_id), 1, None
-        )
-        return rows[0] if rows else None
+        row = await MEMBER_VIEW.first(self.session, {"group_id": group_id, "user_id": user_id, "limit": 1})
+        return _member_view(row) if row else None
 
     async def page(
         self, group_id: GroupId, limit: int, after: dict[str, Any] | None, role: Role | None = None
     ) -> tuple[list[MemberView], Any]:
         """Members (only those with `role` if given), leaders first (by rank), then by when they joined."""
-        return await self._views(select().where(*_members_of(group_id, role)), limit, after)
-
-    async def count(self, group_id: GroupId, role: Role | None = None) -> int:
-        query = select(func.count()).select_from(memberships).where(*_members_of(group_id, role))
-        return int(await self.session.scalar(query) or 0)
-
-    async def _views(self, base: Any, limit: int, after: dict[str, Any] | None) -> tuple[list[MemberView], Any]:
-        query = (
-            base.add_columns(
-                memberships.c.user_id,
-                memberships.c.role,
-                memberships.c.joined_at,
-                member_profiles.c.display_name,
-                member_profiles.c.avatar,
-            )
-            .select_from(memberships.outerjoin(member_profiles, member_profiles.c.user_id == memberships.c.user_id))
-            .order_by(ROLE_RANK.desc(), memberships.c.joined_at, memberships.c.user_id)
-        )
+        params: dict[str, Any] = {"group_id": group_id, "limit": limit + 1}
+        if role is not None:
+            params["role"] = role.value
         if after is not None:
             try:
-                rank, joined_at, user_id = _rank(after["r"]), _moment(after["j"]), str(after["u"])
+                params.update(rank=_rank(after["r"]), joined_at=_moment(after["j"]), after_user=str(after["u"]))
             except (KeyError, TypeError, ValueError):
                 raise InvalidInput("The cursor is not one this API issued.", field="cursor")
-            query = query.where(
-                or_(
-                    literal(rank) > ROLE_RANK,
-                    and_(
-                        literal(rank) == ROLE_RANK,
-                        or_(
-                            memberships.c.joined_at > joined_at,
-                            and_(memberships.c.joined_at == joined_at, memberships.c.user_id > user_id),
-                        ),
-                    ),
-                )
-            )
-        rows = list((await self.session.execute(query.limit(limit + 1))).mappings())
-        views = [
-            MemberView(
-                UserId(row["user_id"]), row["display_name"], _avatar(row["avatar"]), Role(row["role"]), row["joined_at"]
-            )
-            for row in rows[:limit]
-        ]
+        rows = await MEMBER_VIEWS[role is not None, after is not None].rows(self.session, params)
+        views = [_member_view(row) for row in rows[:limit]]
         position = None
         if len(rows) > limit:
             last = views[-1]
             position = {"r": last.role.rank, "j": last.joined_at.isoformat(), "u": last.user_id}
         return views, position
+
+    async def count(self, group_id: GroupId, role: Role | None = None) -> int:
+        params = {"group_id": group_id} if role is None else {"group_id": group_id, "role": role.value}
+        return int(await COUNT_MEMBERS[role is not None].scalar(self.session, params) or 0)
 
 
 class JoinRequestStore:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from gatherly.contracts.users import GeoPoint
 from gatherly.kernel.clock import Clock
 from gatherly.kernel.db import Database, Executor, rowcount
+from gatherly.kernel.fixed_reads import FixedRead
 from gatherly.kernel.read_models import ReadyImageStore
 from gatherly.kernel.revocation import RevocationStore
 from gatherly.kernel.runtime import ServiceContext
@@ -68,6 +69,8 @@ PROFILE_BY_ID = (
     .join(profiles, profiles.c.user_id == accounts.c.id)
     .where(accounts.c.id == bindparam("user_id"))
 )
+
+FIND_PROFILE = FixedRead(PROFILE_BY_ID)
 
 
 class AccountStore:
@@ -120,7 +123,7 @@ class AccountStore:
         await self.session.execute(update(accounts).where(accounts.c.id == user_id).values(confirmed_at=at))
 
     async def profile(self, user_id: str) -> Profile | None:
-        row = (await self.session.execute(PROFILE_BY_ID, {"user_id": user_id})).mappings().first()
+        row = await FIND_PROFILE.first(self.session, {"user_id": user_id})
         return _profile_of(row) if row else None
 
     async def save_profile(self, profile: Profile) -> None:
@@ -160,7 +163,7 @@ def _profile_values(profile: Profile) -> dict[str, Any]:
     }
 
 
-def _profile_of(row: RowMapping) -> Profile:
+def _profile_of(row: Mapping[Any, Any]) -> Profile:
     location = GeoPoint(lat=row["lat"], lng=row["lng"]) if row["lat"] is not None else None
     return Profile(
         user_id=UserId(row["id"]),

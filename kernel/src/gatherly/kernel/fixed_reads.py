@@ -1,0 +1,167 @@
+"""Fixed-shape reads on the driver's own connection: a Core statement compiled once per dialect, run by sqlite3 or
+asyncpg directly, its rows converted by the columns' own result processors.
+
+Why: SQLAlchemy's per-statement execution path (cache-key generation and lookup, an execution context, a greenlet
+switch, events, the result's set-up) cost ~0.2-0.5 ms per statement on the 2-core reference machine, while the
+statement itself takes a few µs in sqlite3 (docs/request-path.md). A `FixedRead` keeps the one definition of a
+query in SQLAlchemy (with `bindparam()`s) and skips that path:
+
+- compiled once per dialect to SQL text, the order of its positional parameters, their bind processors and the
+  result columns' processors (the same conversions SQLAlchemy applies: UTC datetimes, JSON, booleans);
+- run on inline SQLite straight on the sqlite3 connection (in the read transaction `Database.read_connection`
+  opens), on PostgreSQL with asyncpg's `fetch` on the pooled connection (asyncpg prepares and caches the
+  statement); on any other driver (aiosqlite) through SQLAlchemy, with the same result shape;
+- rows come back as plain dicts keyed like SQLAlchemy's `RowMapping`.
+
+For reads only: on PostgreSQL the statement runs on the connection whether or not SQLAlchemy has sent its BEGIN
+yet, which is the same snapshot rule as inside a READ COMMITTED transaction (each statement sees what was committed
+before it), but not a place for locking reads. Errors are the driver's own (sqlite3.Error, asyncpg's), which the
+kernel's 500/503 guard treats like SQLAlchemy's (`web.database_unreachable`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.sql import ClauseElement, Executable
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from gatherly.kernel import inline_sqlite
+
+Row = dict[str, Any]
+_Processor = Callable[[Any], Any] | None
+
+# SQLAlchemy marks parameters rendered per execution (expanding IN lists, literal lists) with this in the SQL text.
+_POSTCOMPILE = "__[POSTCOMPILE_"
+
+
+@dataclass
+class _Compiled:
+    dialect: Dialect
+    compiled: SQLCompiler
+    sql: str
+    names: tuple[str, ...]  # the positional parameters' names, in order
+    binds: Mapping[str, Any]  # bind processors by parameter name (only those that have one)
+    defaults: Mapping[str, Any]  # values bound in the statement itself (literals turned into parameters)
+    keys: tuple[str, ...]  # result column keys, as RowMapping names them
+    results: tuple[_Processor, ...] | None  # result processors, aligned with keys (None: not known yet)
+    expands: bool  # has parameters rendered per call (IN lists)
+
+    def arguments(self, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
+        if self.expands:
+            state = self.compiled.construct_expanded_state(dict(params))
+            processors: Mapping[str, Any] = state.processors
+            values = []
+            for name in state.positiontup or ():
+                value = state.parameters[name]
+                process: Any = processors.get(name)
+                values.append(value if process is None else process(value))
+            return state.statement, values
+        values = []
+        for name in self.names:
+            value = params[name] if name in params else self.defaults[name]
+            process = self.binds.get(name)
+            values.append(value if process is None else process(value))
+        return self.sql, values
+
+    def convert(self, raw: Any) -> Row:
+        assert self.results is not None
+        return {
+            key: value if process is None else process(value)
+            for key, process, value in zip(self.keys, self.results, raw, strict=True)
+        }
+
+    def result_processors(self, driver_types: list[Any]) -> tuple[_Processor, ...]:
+        columns = self.compiled._result_columns
+        return tuple(
+            column.type._cached_result_processor(self.dialect, driver_type)
+            for column, driver_type in zip(columns, driver_types, strict=True)
+        )
+
+
+class FixedRead:
+    """One read statement of fixed shape, run without SQLAlchemy's execution path (see the module's docstring).
+
+    `statement` is a Core select (or text() with `.columns()`), its variable values `bindparam()`s; `rows`,
+    `first` and `scalar` take those values by name."""
+
+    def __init__(self, statement: Executable) -> None:
+        self.statement = statement
+        self._by_dialect: dict[int, _Compiled] = {}
+
+    def _compiled(self, dialect: Dialect) -> _Compiled:
+        found = self._by_dialect.get(id(dialect))
+        if found is not None and found.dialect is dialect:
+            return found
+        assert isinstance(self.statement, ClauseElement)
+        compiled = self.statement.compile(dialect=dialect)
+        assert isinstance(compiled, SQLCompiler)
+        if not compiled.positional:
+            raise TypeError(
+                f"FixedRead needs a positional paramstyle; {dialect.name} uses {compiled.dialect.paramstyle}"
+            )
+        columns = compiled._result_columns
+        if not columns:
+            raise TypeError("FixedRead needs the statement's result columns (for text(), give them with .columns())")
+        keys = tuple(column.keyname for column in columns)
+        if len(set(keys)) != len(keys):
+            raise TypeError(f"FixedRead needs distinct column names (label them): {keys}")
+        made = _Compiled(
+            dialect=dialect,
+            compiled=compiled,
+            sql=compiled.string,
+            names=tuple(compiled.positiontup or ()),
+            binds=dict(compiled._bind_processors),
+            defaults={name: bind.value for name, bind in compiled.binds.items() if not bind.required},
+            keys=keys,
+            results=None,
+            expands=_POSTCOMPILE in compiled.string,
+        )
+        self._by_dialect[id(dialect)] = made
+        return made
+
+    async def rows(
+        self, connection: AsyncConnection | AsyncSession, params: Mapping[str, Any] | None = None
+    ) -> list[Row]:
+        """Every row the statement gives, as dicts keyed by column. On an ORM session (tools, tests) the statement
+        runs through SQLAlchemy."""
+        given = params or {}
+        if isinstance(connection, AsyncSession):
+            result = await connection.execute(self.statement, dict(given))
+            return [dict(row) for row in result.mappings()]
+        compiled = self._compiled(connection.dialect)
+        sync = connection.sync_connection
+        assert sync is not None
+        driver = sync.connection.driver_connection
+        if isinstance(driver, inline_sqlite.InlineConnection):
+            if compiled.results is None:
+                # sqlite3 reports no column types (pysqlite gives SQLAlchemy None for each as well).
+                compiled.results = compiled.result_processors([None] * len(compiled.keys))
+            if not sync.in_transaction():
+                sync.begin()  # the read transaction's BEGIN, as SQLAlchemy's first statement would send it
+            sql, values = compiled.arguments(given)
+            return [compiled.convert(raw) for raw in driver.execute(sql, values).fetchall()]
+        if connection.dialect.driver == "asyncpg":
+            sql, values = compiled.arguments(given)
+            if compiled.results is None:
+                # Some processors depend on the column's PostgreSQL type (numeric or float): asyncpg's prepared
+                # statement (cached by asyncpg for the fetch below) names them.
+                prepared = await driver.prepare(sql)  # type: ignore[union-attr]
+                compiled.results = compiled.result_processors([a.type.oid for a in prepared.get_attributes()])
+            return [compiled.convert(raw) for raw in await driver.fetch(sql, *values)]  # type: ignore[union-attr]
+        result = await connection.execute(self.statement, dict(given))
+        return [dict(zip(compiled.keys, raw, strict=True)) for raw in result.fetchall()]
+
+    async def first(
+        self, connection: AsyncConnection | AsyncSession, params: Mapping[str, Any] | None = None
+    ) -> Row | None:
+        found = await self.rows(connection, params)
+        return found[0] if found else None
+
+    async def scalar(self, connection: AsyncConnection | AsyncSession, params: Mapping[str, Any] | None = None) -> Any:
+        """The first column of the first row (None when there is no row)."""
+        row = await self.first(connection, params)
+        return None if row is None else next(iter(row.values()))

@@ -1,0 +1,188 @@
+"""FixedRead conformance: on every backend (and both SQLite drivers) a fixed read gives the same rows as SQLAlchemy
+executing the same statement, conversions included (UTC datetimes, JSON, booleans, NULLs, IN lists, text())."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    bindparam,
+    func,
+    insert,
+    select,
+    text,
+)
+
+from gatherly.kernel.db import Database
+from gatherly.kernel.fixed_reads import FixedRead
+from gatherly.kernel.tables import Json, UtcDateTime
+
+metadata = MetaData()
+things = Table(
+    "things",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("rank", Integer, nullable=False),
+    Column("shown", Boolean, nullable=False),
+    Column("tags", Json, nullable=False),
+    Column("at", UtcDateTime(), nullable=True),
+    Column("note", String(200), nullable=True),
+    # Float and Numeric: their result processors depend on the column's type in PostgreSQL (asyncpg).
+    Column("score", Float, nullable=True),
+    Column("price", Numeric(10, 2), nullable=True),
+)
+START = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+ROWS = [
+    {
+        "id": f"t{i}",
+        "rank": i,
+        "shown": i % 2 == 0,
+        "tags": {"n": i, "names": ["a", "ü", "😀"], "nested": [None, 1.5]},
+        "at": START + timedelta(minutes=i) if i != 3 else None,
+        "note": None if i == 4 else f"note {i} with 'quotes' and %_ and \u00e9",
+        "score": None if i == 5 else 52.52 + i / 7,
+        "price": Decimal(f"{i}.25"),
+    }
+    for i in range(6)
+]
+
+BY_ID = FixedRead(select(things).where(things.c.id == bindparam("id")))
+PAGE = FixedRead(
+    select(things.c.id, things.c.at, things.c.tags)
+    .where(things.c.rank >= bindparam("from_rank"), things.c.shown.is_(True))
+    .order_by(things.c.rank.desc())
+    .limit(bindparam("limit"))
+)
+IN_LIST = FixedRead(select(things.c.id).where(things.c.id.in_(bindparam("ids", expanding=True))).order_by(things.c.id))
+LITERAL_LIST = FixedRead(select(things.c.id).where(things.c.rank.in_([1, 2, 5])).order_by(things.c.id))
+SAME_PARAM_TWICE = FixedRead(
+    select(things.c.id).where((things.c.rank == bindparam("r")) | (things.c.rank == bindparam("r") + 1))
+)
+COUNT = FixedRead(select(func.count()).select_from(things).where(things.c.shown == bindparam("shown")))
+TEXT = FixedRead(text("SELECT id, at FROM things WHERE rank < :below ORDER BY rank").columns(things.c.id, things.c.at))
+
+
+@pytest.fixture(params=["default", "aiosqlite"])
+async def db(database_url: str, request: pytest.FixtureRequest) -> AsyncIterator[Database]:
+    url = database_url
+    if request.param == "aiosqlite":
+        # The aiosqlite variant is SQLite's alone.
+        url = url.replace("sqlite://", "sqlite+aiosqlite://", 1) if url.startswith("sqlite") else ""
+    if not url:
+        yield None  # type: ignore[misc]
+        return
+    database = Database(url)
+    async with database.engine.begin() as connection:
+        await connection.run_sync(metadata.create_all)
+        await connection.execute(insert(things), ROWS)
+    yield database
+    await database.dispose()
+
+
+async def same_as_sqlalchemy(db: Database, read: FixedRead, params: dict[str, object]) -> list[dict[str, object]]:
+    async with db.read_connection() as connection:
+        fixed = await read.rows(connection, params)
+    async with db.read_connection() as connection:
+        expected = [dict(row) for row in (await connection.execute(read.statement, params)).mappings()]
+    assert fixed == expected
+    return fixed
+
+
+CASES = [
+    (BY_ID, {"id": "t1"}),
+    (BY_ID, {"id": "t3"}),
+    (BY_ID, {"id": "missing"}),
+    (BY_ID, {"id": "t1' OR '1'='1"}),
+    (PAGE, {"from_rank": 1, "limit": 2}),
+    (PAGE, {"from_rank": 0, "limit": 10}),
+    (IN_LIST, {"ids": ["t0", "t4", "t5", "nope"]}),
+    (IN_LIST, {"ids": ["t2"]}),
+    (IN_LIST, {"ids": []}),
+    (LITERAL_LIST, {}),
+    (SAME_PARAM_TWICE, {"r": 2}),
+    (COUNT, {"shown": True}),
+    (TEXT, {"below": 4}),
+]
+
+
+@pytest.mark.parametrize(("read", "params"), CASES)
+async def test_rows_equal_sqlalchemys(db: Database | None, read: FixedRead, params: dict[str, object]) -> None:
+    if db is None:
+        return  # the aiosqlite variant on PostgreSQL: nothing to compare
+    await same_as_sqlalchemy(db, read, params)
+
+
+async def test_converts_like_the_columns(database_url: str) -> None:
+    db = Database(database_url)
+    async with db.engine.begin() as connection:
+        await connection.run_sync(metadata.create_all)
+        await connection.execute(insert(things), ROWS)
+    try:
+        async with db.read_connection() as connection:
+            row = await BY_ID.first(connection, {"id": "t2"})
+            missing = await BY_ID.first(connection, {"id": "nope"})
+            count = await COUNT.scalar(connection, {"shown": False})
+            nulls = await BY_ID.first(connection, {"id": "t3"})
+        assert row is not None and nulls is not None
+        assert row["at"] == START + timedelta(minutes=2) and row["at"].tzinfo is UTC
+        assert row["tags"] == {"n": 2, "names": ["a", "ü", "😀"], "nested": [None, 1.5]}
+        assert row["shown"] is True and row["rank"] == 2
+        assert nulls["at"] is None
+        assert row["score"] == 52.52 + 2 / 7 and row["price"] == Decimal("2.25")
+        assert missing is None
+        assert count == 3
+    finally:
+        await db.dispose()
+
+
+async def test_runs_in_the_read_transaction_on_inline_sqlite(tmp_path: object) -> None:
+    """The read sees one snapshot: a row committed by another connection after the read's first statement is not
+    seen by its second (the BEGIN is sent before the first statement, as SQLAlchemy would)."""
+    path = f"{tmp_path}/snapshot.sqlite"
+    db = Database(f"sqlite:///{path}")
+    async with db.engine.begin() as connection:
+        await connection.run_sync(metadata.create_all)
+        await connection.execute(insert(things), ROWS[:2])
+    try:
+        async with db.read_connection() as connection:
+            assert await COUNT.scalar(connection, {"shown": True}) == 1
+            other = sqlite3.connect(path, isolation_level=None)
+            other.execute(
+                "INSERT INTO things (id, rank, shown, tags) VALUES ('late', 9, 1, ?)", (json.dumps({"n": 9}),)
+            )
+            other.close()
+            assert await COUNT.scalar(connection, {"shown": True}) == 1
+        async with db.read_connection() as connection:
+            assert await COUNT.scalar(connection, {"shown": True}) == 2
+    finally:
+        await db.dispose()
+
+
+async def test_missing_parameter_is_an_error(database_url: str) -> None:
+    db = Database(database_url)
+    async with db.engine.begin() as connection:
+        await connection.run_sync(metadata.create_all)
+    try:
+        async with db.read_connection() as connection:
+            with pytest.raises(KeyError):
+                await BY_ID.rows(connection, {})
+    finally:
+        await db.dispose()
+
+
+def test_text_without_columns_is_refused() -> None:
+    with pytest.raises(TypeError, match="result columns"):
+        FixedRead(text("SELECT 1"))._compiled(Database("sqlite:///:memory:").engine.dialect)
