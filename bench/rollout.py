@@ -100,6 +100,7 @@ class Traffic:
     events: dict[str, set[str]] = field(default_factory=dict)  # group id → ids of events scheduled
     rsvps: set[str] = field(default_factory=set)  # event ids the member said yes to
     uploads: dict[str, set[str]] = field(default_factory=dict)  # organiser's user id → upload slot ids
+    deleted_uploads: set[str] = field(default_factory=set)  # slots whose deletion was answered 204
 
     async def call(
         self, client: httpx.AsyncClient, method: str, path: str, expect: int, *, write: bool, **kwargs: Any
@@ -213,6 +214,12 @@ async def run_client(number: int, url: str, pair: Pair, traffic: Traffic, stop: 
                 image_id = upload["image_id"] if "image_id" in upload else upload["id"]
                 traffic.uploads[pair.organiser.user_id].add(image_id)
                 await call(client, "GET", f"/api/images/{image_id}", 200, write=False, headers=organiser)
+                # Give the slot back: a person may hold only so many open slots (429 after that, by design).
+                if (
+                    await call(client, "DELETE", f"/api/images/{image_id}", 204, write=True, headers=organiser)
+                    is not None
+                ):
+                    traffic.deleted_uploads.add(image_id)
             await call(client, "GET", "/api/users/me", 200, write=False, headers=organiser)
             await call(client, "GET", "/api/notifications", 200, write=False, headers=member, params={"limit": 20})
 
@@ -245,7 +252,9 @@ async def check_effects(client: httpx.AsyncClient, pairs: list[Pair], traffic: T
         doubled["events"] += len(events) - len(set(events))
         for image_id in traffic.uploads[pair.organiser.user_id]:
             image = await client.get(f"/api/images/{image_id}", headers=pair.organiser.auth)
-            lost["uploads"] += image.status_code != 200
+            # A slot whose deletion was answered 204 must be gone; one whose deletion failed must still be there.
+            expected = 404 if image_id in traffic.deleted_uploads else 200
+            lost["uploads"] += image.status_code != expected
     # The notifications service hears of RSVPs through Kafka: wait until every one has arrived (or time is up).
     deadline = time.monotonic() + EFFECTS_S
     while True:
