@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from ledger import LedgerUnitOfWork, create_schema, deposit_event
 from sqlalchemy import event, select, text
+from sqlalchemy import exc as sa_exc
 
 from gatherly.kernel.db import Database
 from gatherly.kernel.delivery import claim_unprocessed
@@ -232,3 +233,67 @@ async def test_a_writer_cancelled_mid_transaction_leaves_nothing_and_the_next_wr
         await connection.execute(text("INSERT INTO accounts VALUES ('bob', 1, 1)"))
     async with inline_db.read_connection() as connection:
         assert (await connection.execute(text("SELECT account FROM accounts"))).scalars().all() == ["bob"]
+
+
+async def test_a_transaction_that_only_publishes_runs_no_statement_through_sqlalchemy(inline_db: Database) -> None:
+    # BEGIN IMMEDIATE, the outbox row and COMMIT go straight to sqlite3: through SQLAlchemy each cost several times
+    # what SQLite takes. The kept connection must still be committed, not left in a transaction.
+    statements: list[str] = []
+    engine = inline_db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    event.listen(engine, "begin", lambda connection: statements.append("BEGIN (SQLAlchemy)"))
+    event.listen(engine, "commit", lambda connection: statements.append("COMMIT (SQLAlchemy)"))
+    deposit = deposit_event()
+    for n in range(3):
+        async with LedgerUnitOfWork(inline_db) as uow:
+            uow.publish(deposit(account="ann", amount=n))
+    assert statements == []
+    assert await outbox_size(inline_db) == 3
+
+
+async def test_sqlalchemy_statements_and_savepoints_join_the_transaction_begun_on_sqlite3(inline_db: Database) -> None:
+    deposit = deposit_event()
+    async with LedgerUnitOfWork(inline_db) as uow:
+        uow.publish(deposit(account="ann", amount=1))  # straight to sqlite3
+        await uow.add("ann", 1)  # through SQLAlchemy, which begins its Transaction over the one already open
+        with pytest.raises(RuntimeError):
+            async with uow.session.begin_nested():
+                await uow.session.execute(text("INSERT INTO accounts VALUES ('bob', 1, 1)"))
+                raise RuntimeError("rolled back to the savepoint")
+    assert await outbox_size(inline_db) == 1
+    async with inline_db.read_connection() as connection:
+        assert (await connection.execute(text("SELECT account FROM accounts"))).scalars().all() == ["ann"]
+    with pytest.raises(RuntimeError):
+        async with LedgerUnitOfWork(inline_db) as uow:
+            uow.publish(deposit(account="cid", amount=1))
+            await uow.add("cid", 1)
+            raise RuntimeError("handler failed")  # both the direct outbox row and SQLAlchemy's row roll back
+    assert await outbox_size(inline_db) == 1
+    async with inline_db.read_connection() as connection:
+        assert (await connection.execute(text("SELECT account FROM accounts"))).scalars().all() == ["ann"]
+
+
+@pytest.mark.parametrize("through_sqlalchemy", [False, True])
+async def test_a_commit_sqlite_refuses_leaves_nothing_and_the_next_writer_gets_a_fresh_connection(
+    inline_db: Database, through_sqlalchemy: bool
+) -> None:
+    # A deferred foreign key is checked at COMMIT: the COMMIT fails and SQLite keeps the transaction open.
+    async with inline_db.writing() as connection:
+        await connection.execute(text("CREATE TABLE parent (id INTEGER PRIMARY KEY)"))
+        await connection.execute(
+            text("CREATE TABLE child (parent INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)")
+        )
+    with pytest.raises((sqlite3.IntegrityError, sa_exc.IntegrityError)):
+        async with inline_db.writing() as connection:
+            dbapi = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+            if through_sqlalchemy:
+                await connection.execute(text("INSERT INTO child VALUES (42)"))
+            else:
+                dbapi.execute("INSERT INTO child VALUES (42)")
+    assert dbapi.in_transaction is False  # rolled back when the connection went back to the pool
+    assert inline_db._writer is None  # not kept: the next writer takes another
+    async with inline_db.writing() as connection:
+        await connection.execute(text("INSERT INTO parent VALUES (1)"))
+    async with inline_db.read_connection() as connection:
+        assert (await connection.execute(text("SELECT count(*) FROM child"))).scalar() == 0
+        assert (await connection.execute(text("SELECT count(*) FROM parent"))).scalar() == 1

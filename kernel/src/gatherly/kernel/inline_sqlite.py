@@ -166,6 +166,19 @@ def begin_immediate(connection: sqlite3.Connection, *, timeout: float = WRITE_LO
             connection.execute(f"PRAGMA busy_timeout = {READ_BUSY_TIMEOUT_MS}")
 
 
+async def begin_immediate_now(connection: sqlite3.Connection, *, timeout: float = WRITE_LOCK_TIMEOUT_S) -> None:
+    """`begin_immediate` from a coroutine (outside SQLAlchemy's greenlet), on a connection kept for writes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as error:
+            if not is_busy(error) or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(random.uniform(0.0005, 0.005))
+
+
 def keep_for_writes(connection: InlineConnection) -> None:
     """Mark a connection used for write transactions only: its statements run with the write lock held, so
     nothing in it waits, and its busy timeout can stay 0 for good."""

@@ -786,9 +786,7 @@ class EmbeddedConsumer:
             return False
         refreshed_version, changes, at = self._refreshed
         return (
-            version == refreshed_version
-            and changes == self._log.membership_changes
-            and now - at < self._relook_every
+            version == refreshed_version and changes == self._log.membership_changes and now - at < self._relook_every
         )
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
