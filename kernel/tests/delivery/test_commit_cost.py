@@ -19,7 +19,7 @@ from sqlalchemy import exc as sa_exc
 from gatherly.kernel.db import Database
 from gatherly.kernel.delivery import claim_unprocessed
 from gatherly.kernel.log.base import MessageLog, OutgoingMessage, TopicConfig
-from gatherly.kernel.relay import OutboxRelay
+from gatherly.kernel.relay import READ_AFTER_CURSOR_INLINE, OutboxRelay
 from gatherly.kernel.uow import INBOX, INSERT_OUTBOX, OUTBOX, OutboxSignal
 
 from .test_delivery import eventually, outbox_size
@@ -297,3 +297,52 @@ async def test_a_commit_sqlite_refuses_leaves_nothing_and_the_next_writer_gets_a
     async with inline_db.read_connection() as connection:
         assert (await connection.execute(text("SELECT count(*) FROM child"))).scalar() == 0
         assert (await connection.execute(text("SELECT count(*) FROM parent"))).scalar() == 1
+
+
+async def test_the_relays_read_straight_from_sqlite_returns_the_rows_sqlalchemy_returns(inline_db: Database) -> None:
+    deposit = deposit_event()
+    async with LedgerUnitOfWork(inline_db) as uow:
+        uow.publish(deposit(account="a\x00n", amount=2**62), deposit(account="bob", amount=-1))
+    async with LedgerUnitOfWork(inline_db) as uow:
+        uow.publish(deposit(account="cid", amount=3))
+    parameters = {"read_up_to": 1, "batch_size": 10}
+    async with inline_db.read_connection() as connection:
+        through_sqlalchemy = (await connection.execute(READ_AFTER_CURSOR_INLINE.statement, parameters)).all()
+    async with inline_db.engine.connect() as connection:
+        direct = READ_AFTER_CURSOR_INLINE.run(connection, parameters)
+        # Its own read transaction, over once the rows are read: an open one would keep the WAL from being reset.
+        assert not connection.sync_connection.connection.dbapi_connection.in_transaction  # type: ignore[union-attr]
+    assert [tuple(row) for row in direct] == [tuple(row) for row in through_sqlalchemy]
+    assert [row.seq for row in direct] == [2, 3]
+    assert direct[0].payload == {"account": "bob", "amount": -1}
+    assert direct[0].occurred_at.tzinfo == UTC
+    async with inline_db.engine.connect() as connection:
+        assert READ_AFTER_CURSOR_INLINE.run(connection, {"read_up_to": 0, "batch_size": 1})[0].aggregateid == "a\x00n"
+
+
+async def test_a_relay_pass_on_inline_sqlite_runs_no_statement_through_sqlalchemy(
+    inline_db: Database, message_log: MessageLog
+) -> None:
+    deposit = deposit_event()
+    await message_log.ensure_topics([TopicConfig(deposit.TOPIC)])
+    signal = OutboxSignal()
+    log = RecordingLog(message_log)
+    relay = OutboxRelay("ledger", inline_db, log, signal, linger=0)  # type: ignore[arg-type]
+    task = asyncio.create_task(relay.run())
+    try:
+        ids = await commit_deposits(inline_db, deposit, ["ann"], signal)
+
+        async def published(expected: list[str]) -> bool:
+            return log.published == expected
+
+        await eventually(lambda: published(ids), timeout=30)
+        statements: list[str] = []
+        event.listen(inline_db.engine.sync_engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+        more = await commit_deposits(inline_db, deposit, ["bob", "cid"], signal)
+        await eventually(lambda: published(ids + more), timeout=30)
+        # Reads (and the lease renewal, once a few seconds) aside, nothing: the rows are deleted in bulk later.
+        assert [s for s in statements if "relay_lease" not in s] == []
+    finally:
+        relay.stop()
+        await task
+    assert await outbox_size(inline_db) == 0  # deleted when it stopped
