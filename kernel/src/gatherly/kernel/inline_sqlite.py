@@ -155,8 +155,8 @@ class DirectSelect:
             compiled = self.statement.compile(dialect=dialect)
             # Every parameter of the SQL, those the statement fixed itself too (SQLite's LIMIT comes with an OFFSET).
             binds = [
-                (name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect), compiled.binds[name])
-                for name in compiled.positiontup or ()
+                (name, bind.type.dialect_impl(dialect).bind_processor(dialect), bind.effective_value)
+                for name, bind in ((name, compiled.binds[name]) for name in compiled.positiontup or ())
             ]
             results = [
                 column.type.dialect_impl(dialect).result_processor(dialect, None)
@@ -171,8 +171,8 @@ class DirectSelect:
         dbapi = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
         assert dbapi is not None and not dbapi.in_transaction, "a direct read runs in a read transaction of its own"
         values = []
-        for name, process, bind in binds:
-            value = parameters[name] if name in parameters else bind.effective_value
+        for name, process, fixed in binds:
+            value = parameters.get(name, fixed)
             values.append(value if process is None else process(value))
         make = self.row._make
         return [
