@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 from ledger import LedgerUnitOfWork, create_schema, deposit_event
 from sqlalchemy import event, select, text
+from sqlalchemy import exc as sa_exc
 
 from gatherly.kernel.db import Database
 from gatherly.kernel.delivery import claim_unprocessed
 from gatherly.kernel.log.base import MessageLog, OutgoingMessage, TopicConfig
-from gatherly.kernel.relay import OutboxRelay
+from gatherly.kernel.relay import READ_AFTER_CURSOR_INLINE, OutboxRelay
 from gatherly.kernel.uow import INBOX, INSERT_OUTBOX, OUTBOX, OutboxSignal
 
 from .test_delivery import eventually, outbox_size
@@ -232,3 +233,116 @@ async def test_a_writer_cancelled_mid_transaction_leaves_nothing_and_the_next_wr
         await connection.execute(text("INSERT INTO accounts VALUES ('bob', 1, 1)"))
     async with inline_db.read_connection() as connection:
         assert (await connection.execute(text("SELECT account FROM accounts"))).scalars().all() == ["bob"]
+
+
+async def test_a_transaction_that_only_publishes_runs_no_statement_through_sqlalchemy(inline_db: Database) -> None:
+    # BEGIN IMMEDIATE, the outbox row and COMMIT go straight to sqlite3: through SQLAlchemy each cost several times
+    # what SQLite takes. The kept connection must still be committed, not left in a transaction.
+    statements: list[str] = []
+    engine = inline_db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    event.listen(engine, "begin", lambda connection: statements.append("BEGIN (SQLAlchemy)"))
+    event.listen(engine, "commit", lambda connection: statements.append("COMMIT (SQLAlchemy)"))
+    deposit = deposit_event()
+    for n in range(3):
+        async with LedgerUnitOfWork(inline_db) as uow:
+            uow.publish(deposit(account="ann", amount=n))
+    assert statements == []
+    assert await outbox_size(inline_db) == 3
+
+
+async def test_sqlalchemy_statements_and_savepoints_join_the_transaction_begun_on_sqlite3(inline_db: Database) -> None:
+    deposit = deposit_event()
+    async with LedgerUnitOfWork(inline_db) as uow:
+        uow.publish(deposit(account="ann", amount=1))  # straight to sqlite3
+        await uow.add("ann", 1)  # through SQLAlchemy, which begins its Transaction over the one already open
+        with pytest.raises(RuntimeError):
+            async with uow.session.begin_nested():
+                await uow.session.execute(text("INSERT INTO accounts VALUES ('bob', 1, 1)"))
+                raise RuntimeError("rolled back to the savepoint")
+    assert await outbox_size(inline_db) == 1
+    async with inline_db.read_connection() as connection:
+        assert (await connection.execute(text("SELECT account FROM accounts"))).scalars().all() == ["ann"]
+    with pytest.raises(RuntimeError):
+        async with LedgerUnitOfWork(inline_db) as uow:
+            uow.publish(deposit(account="cid", amount=1))
+            await uow.add("cid", 1)
+            raise RuntimeError("handler failed")  # both the direct outbox row and SQLAlchemy's row roll back
+    assert await outbox_size(inline_db) == 1
+    async with inline_db.read_connection() as connection:
+        assert (await connection.execute(text("SELECT account FROM accounts"))).scalars().all() == ["ann"]
+
+
+@pytest.mark.parametrize("through_sqlalchemy", [False, True])
+async def test_a_commit_sqlite_refuses_leaves_nothing_and_the_next_writer_gets_a_fresh_connection(
+    inline_db: Database, through_sqlalchemy: bool
+) -> None:
+    # A deferred foreign key is checked at COMMIT: the COMMIT fails and SQLite keeps the transaction open.
+    async with inline_db.writing() as connection:
+        await connection.execute(text("CREATE TABLE parent (id INTEGER PRIMARY KEY)"))
+        await connection.execute(
+            text("CREATE TABLE child (parent INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)")
+        )
+    with pytest.raises((sqlite3.IntegrityError, sa_exc.IntegrityError)):
+        async with inline_db.writing() as connection:
+            dbapi = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+            if through_sqlalchemy:
+                await connection.execute(text("INSERT INTO child VALUES (42)"))
+            else:
+                dbapi.execute("INSERT INTO child VALUES (42)")
+    assert dbapi.in_transaction is False  # rolled back when the connection went back to the pool
+    assert inline_db._writer is None  # not kept: the next writer takes another
+    async with inline_db.writing() as connection:
+        await connection.execute(text("INSERT INTO parent VALUES (1)"))
+    async with inline_db.read_connection() as connection:
+        assert (await connection.execute(text("SELECT count(*) FROM child"))).scalar() == 0
+        assert (await connection.execute(text("SELECT count(*) FROM parent"))).scalar() == 1
+
+
+async def test_the_relays_read_straight_from_sqlite_returns_the_rows_sqlalchemy_returns(inline_db: Database) -> None:
+    deposit = deposit_event()
+    async with LedgerUnitOfWork(inline_db) as uow:
+        uow.publish(deposit(account="a\x00n", amount=2**62), deposit(account="bob", amount=-1))
+    async with LedgerUnitOfWork(inline_db) as uow:
+        uow.publish(deposit(account="cid", amount=3))
+    parameters = {"read_up_to": 1, "batch_size": 10}
+    async with inline_db.read_connection() as connection:
+        through_sqlalchemy = (await connection.execute(READ_AFTER_CURSOR_INLINE.statement, parameters)).all()
+    async with inline_db.engine.connect() as connection:
+        direct = READ_AFTER_CURSOR_INLINE.run(connection, parameters)
+        # Its own read transaction, over once the rows are read: an open one would keep the WAL from being reset.
+        assert not connection.sync_connection.connection.dbapi_connection.in_transaction  # type: ignore[union-attr]
+    assert [tuple(row) for row in direct] == [tuple(row) for row in through_sqlalchemy]
+    assert [row.seq for row in direct] == [2, 3]
+    assert direct[0].payload == {"account": "bob", "amount": -1}
+    assert direct[0].occurred_at.tzinfo == UTC
+    async with inline_db.engine.connect() as connection:
+        assert READ_AFTER_CURSOR_INLINE.run(connection, {"read_up_to": 0, "batch_size": 1})[0].aggregateid == "a\x00n"
+
+
+async def test_a_relay_pass_on_inline_sqlite_runs_no_statement_through_sqlalchemy(
+    inline_db: Database, message_log: MessageLog
+) -> None:
+    deposit = deposit_event()
+    await message_log.ensure_topics([TopicConfig(deposit.TOPIC)])
+    signal = OutboxSignal()
+    log = RecordingLog(message_log)
+    relay = OutboxRelay("ledger", inline_db, log, signal, linger=0)  # type: ignore[arg-type]
+    task = asyncio.create_task(relay.run())
+    try:
+        ids = await commit_deposits(inline_db, deposit, ["ann"], signal)
+
+        async def published(expected: list[str]) -> bool:
+            return log.published == expected
+
+        await eventually(lambda: published(ids), timeout=30)
+        statements: list[str] = []
+        event.listen(inline_db.engine.sync_engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+        more = await commit_deposits(inline_db, deposit, ["bob", "cid"], signal)
+        await eventually(lambda: published(ids + more), timeout=30)
+        # Reads (and the lease renewal, once a few seconds) aside, nothing: the rows are deleted in bulk later.
+        assert [s for s in statements if "relay_lease" not in s] == []
+    finally:
+        relay.stop()
+        await task
+    assert await outbox_size(inline_db) == 0  # deleted when it stopped

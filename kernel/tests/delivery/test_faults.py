@@ -409,6 +409,8 @@ class DatabaseOutage:
             from gatherly.kernel import inline_sqlite
 
             monkeypatch.setattr(inline_sqlite.begin_immediate, "__kwdefaults__", {"timeout": 0.3})
+            # The kept writer's BEGIN (Database.writing) waits in its own function.
+            monkeypatch.setattr(inline_sqlite.begin_immediate_now, "__kwdefaults__", {"timeout": 0.3})
 
     async def run(self) -> None:
         if self.db.is_sqlite:

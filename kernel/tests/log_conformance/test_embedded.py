@@ -158,6 +158,69 @@ async def test_a_member_joining_in_the_same_process_gets_its_share_without_waiti
             await polling
 
 
+async def test_a_busy_consumer_works_out_its_assignment_again_only_when_membership_may_have_changed(
+    tmp_path: Path,
+) -> None:
+    # Issue #7: the live members, owners and partition counts were read on every poll, a third of a busy consumer's
+    # poll, although records flowing in from this process change none of them.
+    path = tmp_path / "log.sqlite"
+    async with EmbeddedLog(path, session_timeout=60.0) as log, EmbeddedLog(path, session_timeout=60.0) as other:
+        await log.ensure_topics([TopicConfig("t", partitions=2)])
+        consumer = log.consumer("g", ["t"])
+        assert len(await consumer.assignment()) == 2
+        assert await consumer.poll(timeout=0.05) == []  # looks once more after its own claim of the partitions
+        looks = count_looks(consumer)
+        for n in range(20):
+            await log.publish([OutgoingMessage("t", f"k{n}", b"v")])
+            assert len(await consumer.poll(timeout=1.0)) == 1
+        assert looks[0] == 0
+
+        # A member joining through another connection changes the file's version: the next poll hands over its share.
+        newcomer = other.consumer("g", ["t"])
+        await newcomer._join()  # type: ignore[attr-defined]
+        await log.publish([OutgoingMessage("t", "k", b"v")])
+        await consumer.poll(timeout=0.05)
+        assert looks[0] >= 1
+        assert len(await consumer.assignment()) == 1
+        await newcomer.close()
+
+
+async def test_a_busy_consumer_sees_a_partition_released_in_the_same_process_at_its_next_poll(tmp_path: Path) -> None:
+    # A release by another member of this process is this process's own write: the file's version does not show it.
+    async with EmbeddedLog(tmp_path / "log.sqlite", poll_interval=5.0, session_timeout=60.0) as log:
+        await log.ensure_topics([TopicConfig("t", partitions=2)])
+        first = log.consumer("g", ["t"])
+        assert len(await first.assignment()) == 2
+        second = log.consumer("g", ["t"])
+        assert await second.assignment() == set()  # joined; its share is still the first member's
+        assert len(await first.assignment()) == 1  # the first member gave it up
+        assert len(await second.poll(timeout=0.05) or await second.assignment()) == 1
+        await first.close()
+        assert len(await second.assignment()) == 2
+
+
+async def test_a_refresh_that_failed_is_tried_again_at_the_next_poll(tmp_path: Path) -> None:
+    failing = [True]
+
+    async def revoked(partitions: set[TopicPartition]) -> None:
+        if failing[0]:
+            raise RuntimeError("commit on revoke failed")
+
+    async with EmbeddedLog(tmp_path / "log.sqlite", poll_interval=5.0, session_timeout=60.0) as log:
+        await log.ensure_topics([TopicConfig("t", partitions=2)])
+        first = log.consumer("g", ["t"], on_revoked=revoked)
+        assert len(await first.assignment()) == 2
+        second = log.consumer("g", ["t"])
+        await second._join()  # type: ignore[attr-defined]
+        with pytest.raises(RuntimeError):
+            await first.poll(timeout=0.05)
+        failing[0] = False
+        await first.poll(timeout=0.05)
+        assert len(await first.assignment()) == 1
+        await first.close()
+        await second.close()
+
+
 async def test_records_appended_through_another_connection_to_the_file_are_noticed(tmp_path: Path) -> None:
     path = tmp_path / "log.sqlite"
     async with EmbeddedLog(path, poll_interval=0.02) as reader, EmbeddedLog(path) as writer:

@@ -4,7 +4,9 @@ PostgreSQL (asyncpg), same code."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -92,13 +94,27 @@ class Database:
                 self._writer = await self.engine.connect()
                 inline_sqlite.keep_for_writes(self._writer.sync_connection.connection.dbapi_connection)  # type: ignore[union-attr,arg-type]
             connection = self._writer
+            dbapi: sqlite3.Connection = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr,assignment]
+            # BEGIN and COMMIT straight on sqlite3: through SQLAlchemy (greenlet switches, events, its Transaction)
+            # they cost several times what SQLite takes, on every write transaction. The first statement run through
+            # SQLAlchemy begins its own Transaction over this one (`_on_begin` sees it open and adds nothing); it is
+            # then ended through SQLAlchemy, which commits or rolls back on sqlite3 all the same.
+            await inline_sqlite.begin_immediate_now(dbapi)
             try:
-                async with connection.begin():
+                try:
                     yield connection
+                except BaseException:
+                    await _end(connection, dbapi, commit=False)
+                    raise
+                await _end(connection, dbapi, commit=True)
             finally:
-                if connection.invalidated or connection.in_transaction():
-                    # Broken, or a commit or rollback that failed: never hand it to the next writer.
+                if connection.invalidated or connection.in_transaction() or dbapi.in_transaction:
+                    # Broken, or a commit or rollback that failed: never hand it to the next writer. SQLite keeps
+                    # a transaction whose COMMIT failed open: end it before the connection goes back to the pool.
                     self._writer = None
+                    if not connection.invalidated and dbapi.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            dbapi.rollback()
                     await connection.close()
         # As `_connect` does: the end of a transaction is a turn for the other tasks.
         await asyncio.sleep(0)
@@ -158,6 +174,14 @@ class Database:
         await self.engine.dispose()
         if self.checkpointer is not None:
             await asyncio.to_thread(self.checkpointer.stop)
+
+
+async def _end(connection: AsyncConnection, dbapi: sqlite3.Connection, *, commit: bool) -> None:
+    """Commit or roll back a kept writer's transaction, through SQLAlchemy if a statement of its began its own."""
+    if connection.in_transaction():
+        await (connection.commit() if commit else connection.rollback())
+    elif dbapi.in_transaction:
+        dbapi.execute("COMMIT" if commit else "ROLLBACK")
 
 
 async def delete_in_batches(
@@ -241,6 +265,8 @@ def _make_sqlite_transactional(
     @event.listens_for(sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
         mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        if inline and connection.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
+            return  # begun already, straight on sqlite3, by `Database.writing` on its kept connection
         if inline and mode == "IMMEDIATE":
             inline_sqlite.begin_immediate(connection.connection.dbapi_connection)  # type: ignore[arg-type]
         elif inline:

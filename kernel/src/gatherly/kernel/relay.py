@@ -18,7 +18,7 @@ from sqlalchemy import Integer, Row, bindparam, delete, func, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gatherly.kernel import tracing
+from gatherly.kernel import inline_sqlite, tracing
 from gatherly.kernel.db import Database, delete_in_batches, rowcount
 from gatherly.kernel.log.base import MessageLog
 from gatherly.kernel.messages import Envelope
@@ -51,6 +51,13 @@ BACKLOG = {
         (True, _WAITING.where(OUTBOX.c.seq > bindparam("read_up_to")).order_by(OUTBOX.c.seq).limit(100_000).subquery()),
     )
 }
+# The inline-SQLite relay's read in cursor mode, straight on sqlite3 (see inline_sqlite.DirectSelect).
+READ_AFTER_CURSOR_INLINE = inline_sqlite.DirectSelect(
+    select(OUTBOX)
+    .where(OUTBOX.c.seq > bindparam("read_up_to"))
+    .order_by(OUTBOX.c.seq)
+    .limit(bindparam("batch_size", type_=Integer))
+)
 # How long a streaming relay waits for more rows before reading (see `OutboxRelay._linger`): a few milliseconds of
 # latency buy passes of several rows when commits come faster than one per `LINGER_S`.
 LINGER_S = 0.003
@@ -380,7 +387,10 @@ class OutboxRelay:
         elif self._held:
             query = query.where(OUTBOX.c.seq.not_in([seq for held in self._held.values() for seq in held.seqs]))
         parameters = {"read_up_to": self._read_up_to, "batch_size": self.batch_size}
-        if self._connection is None:
+        rows: Sequence[Any]
+        if self._connection is not None and self._cursor_mode and self.db.inline:
+            rows = READ_AFTER_CURSOR_INLINE.run(self._connection, parameters)
+        elif self._connection is None:
             async with self._reads.connect() as connection:
                 rows = (await connection.execute(query, parameters)).all()
         else:

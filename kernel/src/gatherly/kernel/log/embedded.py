@@ -144,6 +144,9 @@ class EmbeddedLog:
         # Partition counts never change once a topic exists, so they are cached for good.
         self._partition_counts: dict[str, int] = {}
         self._consumers: set[EmbeddedConsumer] = set()
+        # Bumped by this process's writes that change a group's membership, its owners or the topics: with the file's
+        # `_others_version` (other connections' writes) it tells a consumer when its assignment may have changed.
+        self.membership_changes = 0
         self._checkpointer = WalCheckpointer(self.path)
         # Retention deletes this many records per transaction, then lets the loop run (see enforce_retention).
         self.retention_batch = 500
@@ -256,6 +259,7 @@ class EmbeddedLog:
                 self._create_topic(db, config)
 
         await self._write(create)
+        self.membership_changes += 1
         # A consumer waiting for a topic that did not exist yet has partitions to take now.
         self._notify({config.name for config in topics})
 
@@ -488,7 +492,9 @@ class EmbeddedLog:
             )
             return taken
 
-        return await self._write(claim)
+        taken = await self._write(claim)
+        self.membership_changes += 1
+        return taken
 
     async def _release(self, group: str, member_id: str, partitions: set[TopicPartition]) -> None:
         def release(db: sqlite3.Connection) -> None:
@@ -498,6 +504,7 @@ class EmbeddedLog:
             )
 
         await self._write(release)
+        self.membership_changes += 1
         self._notify()
 
     async def _leave(self, group: str, member_id: str) -> None:
@@ -506,6 +513,7 @@ class EmbeddedLog:
             db.execute("DELETE FROM partition_owners WHERE group_id = ? AND member_id = ?", (group, member_id))
 
         await self._write(delete)
+        self.membership_changes += 1
         # Members in this process take over the partitions at once rather than at their next poll tick.
         self._notify()
 
@@ -641,10 +649,13 @@ class EmbeddedConsumer:
         self._idle_since: tuple[int, float] | None = None
         # Members that die silently and other processes' partition moves show only with time: look that often.
         self._relook_every = log.session_timeout / 4
+        # When the assignment was last worked out: (the log's `_others_version`, its `membership_changes`, loop time).
+        self._refreshed: tuple[int, int, float] | None = None
 
     async def _join(self) -> None:
         if self._heartbeats is None:
             await self._log._heartbeat(self.group, self.member_id, self.topics)
+            self._log.membership_changes += 1
             # Members of the group in this process hand over partitions to the newcomer at once: its row is our own
             # write, which does not change the file's version for them (see EmbeddedLog._others_version).
             self._log._notify(set(self.topics))
@@ -665,6 +676,8 @@ class EmbeddedConsumer:
         if self._closed:
             raise RuntimeError(f"consumer {self.member_id} of group {self.group!r} is closed")
         await self._join()
+        # Read before looking: a change during the look (ours included) makes the next look work it out again.
+        stamp = (self._log._others_version(), self._log.membership_changes, asyncio.get_running_loop().time())
         db = self._log._read_db
         members = self._log._live_members(db, self.group, time.time())
         # Alive by definition, whatever the table says (e.g. a wall-clock jump made our row look old).
@@ -696,6 +709,7 @@ class EmbeddedConsumer:
                 self._generations[tp] = generation
             if taken and self._on_assigned is not None:
                 await self._on_assigned(set(taken))
+        self._refreshed = stamp  # only once all of it went through: a failed refresh is tried again
 
     def _forget(self, partitions: set[TopicPartition]) -> None:
         for tp in partitions:
@@ -757,10 +771,23 @@ class EmbeddedConsumer:
     async def _look(self, max_records: int) -> list[Record]:
         # The version is read before looking: a commit of another process during the look makes the next one look.
         version, now = self._log._others_version(), asyncio.get_running_loop().time()
-        await self._refresh()
+        if not self._assignment_current(version, now):
+            await self._refresh()
         records = await self._fetch(max_records)
         self._idle_since = None if records else (version, now)
         return records
+
+    def _assignment_current(self, version: int, now: float) -> bool:
+        """Whether the assignment worked out last is still the one a refresh would find: no other connection wrote
+        to the log, this process changed no membership, ownership or topic, and less than `_relook_every` passed
+        (a member dying silently shows only with time). Working it out (live members, owners, partition counts)
+        was a third of a busy consumer's poll, and records flowing in change none of it."""
+        if self._refreshed is None:
+            return False
+        refreshed_version, changes, at = self._refreshed
+        return (
+            version == refreshed_version and changes == self._log.membership_changes and now - at < self._relook_every
+        )
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         await self._log._commit(self.group, self.member_id, offsets, self._generations)
