@@ -401,8 +401,7 @@ per service), Kafka, Kafka Connect with Debezium publishing every outbox, Seawee
 `gatherly run <service>` processes of each of the five services and nginx in front. {figures.clients} clients, each
 with an organiser and a member, in a loop: create a group and read it, schedule an event and read it, RSVP to it
 as the member, ask for an upload slot, read it and give it back, read the organiser's profile and the member's inbox;
-every
-request on a new connection through the gateway. After {figures.before.get("requests", 0):,} answered requests of
+every request on a new connection through the gateway. After {figures.before.get("requests", 0):,} answered requests of
 warm-up, the drill sent SIGTERM to each of the {len(figures.replacements)} replicas in turn and waited until its
 successor was ready and routed before the next ({figures.rollout_seconds:g} s in all).
 
