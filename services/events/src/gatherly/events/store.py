@@ -448,11 +448,7 @@ class EventStore:
         (postgis.measured_within), so the walk and the whole radius find the same rows."""
         assert criteria.near is not None
         in_order = tuple_(events.c.starts_at, events.c.id)
-        upcoming = [events.c.status == EventStatus.SCHEDULED.value, events.c.starts_at >= criteria.starts_from]
-        if criteria.starts_before is not None:
-            upcoming.append(events.c.starts_at < criteria.starts_before)
-        if after is not None:
-            upcoming.append(in_order > _position(after, "s"))  # the values take the columns' types
+        upcoming = _upcoming_in_start_order(criteria, after)
         walked = (
             select(events, postgis.location_of(events).label(postgis.LOCATION))
             .where(*upcoming)
@@ -522,11 +518,7 @@ class EventStore:
         if criteria.text:  # the text is not in the index: the lat band's query reads it
             return [], False
         in_order = tuple_(events.c.starts_at, events.c.id)
-        upcoming = [events.c.status == EventStatus.SCHEDULED.value, events.c.starts_at >= criteria.starts_from]
-        if criteria.starts_before is not None:
-            upcoming.append(events.c.starts_at < criteria.starts_before)
-        if after is not None:
-            upcoming.append(in_order > _position(after, "s"))  # the values take the columns' types
+        upcoming = _upcoming_in_start_order(criteria, after)
         last_scanned = (
             select(events.c.starts_at, events.c.id)
             .where(*upcoming)
@@ -661,6 +653,16 @@ def _postgis_nearby(criteria: EventSearch, source: Any) -> Select[Any]:
         .join(group_summaries, group_summaries.c.group_id == source.c.group_id)
         .where(*_filters(criteria, source.c))
     )
+
+
+def _upcoming_in_start_order(criteria: EventSearch, after: dict[str, Any] | None) -> list[ColumnElement[bool]]:
+    """The conditions of a walk of the upcoming events in start order (soonest first), from the cursor on."""
+    upcoming = [events.c.status == EventStatus.SCHEDULED.value, events.c.starts_at >= criteria.starts_from]
+    if criteria.starts_before is not None:
+        upcoming.append(events.c.starts_at < criteria.starts_before)
+    if after is not None:
+        upcoming.append(tuple_(events.c.starts_at, events.c.id) > _position(after, "s"))  # the columns' types
+    return upcoming
 
 
 def _position(after: dict[str, Any], key: str) -> tuple[Any, str]:
