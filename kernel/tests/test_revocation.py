@@ -23,6 +23,7 @@ from gatherly.kernel.revocation import (
     RevocationStore,
     RevokedSubjects,
     register_revocations,
+    wait_before_unlocking,
 )
 from gatherly.kernel.tables import KERNEL_METADATA
 from gatherly.kernel.uow import UnitOfWork
@@ -66,6 +67,21 @@ def test_after_an_unlock_only_tokens_issued_before_it_stay_refused() -> None:
     assert unlocked.refuses(issued(29))
     assert not unlocked.refuses(issued(30))  # `iat` counts whole seconds: the unlock's own second is let through
     assert not unlocked.refuses(issued(31))
+
+
+@pytest.mark.parametrize(
+    ("locked", "now", "wait"), [(0.2, 0.7, 0.3), (0.0, 0.0, 1.0), (0.2, 1.0, 0.0), (0.2, 1.5, 0.0), (0.2, 60.0, 0.0)]
+)
+def test_an_unlock_waits_for_a_later_second_than_the_lock(locked: float, now: float, wait: float) -> None:
+    assert wait_before_unlocking(at(locked), at(now)) == pytest.approx(wait)
+
+
+def test_a_token_issued_in_the_second_of_a_quick_lock_stays_refused_after_the_unlock_that_waited() -> None:
+    token = issued(0.1)  # logged in, then locked and unlocked at once: the unlock waited into the next second
+    unlocked_at = 0.3 + wait_before_unlocking(at(0.2), at(0.3))
+    unlocked = state(("locked", 0.2), ("unlocked", unlocked_at))
+    assert unlocked.refuses(token)
+    assert not unlocked.refuses(issued(unlocked_at))  # the new login after the unlock
 
 
 @pytest.mark.parametrize("iat", [None, "1764504000", True, [1]])

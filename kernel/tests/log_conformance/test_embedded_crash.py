@@ -196,6 +196,12 @@ async def test_two_publishing_processes_lose_nothing_and_leave_no_gaps(tmp_path:
     assert sum(ends.values()) == 3000
     assert_offsets_are_gap_free(records, ends)
     assert_each_key_in_order(records)
-    # The appends really interleaved (otherwise this test would prove nothing about concurrency).
-    writers = [r.value[:1] for r in records]
-    assert sum(a != b for a, b in itertools.pairwise(writers)) > 10
+    # The appends really interleaved: in some partition one child appended between two appends of the other
+    # (otherwise this test would prove nothing about concurrency). How finely is the scheduler's business: hundreds
+    # of switches on a quiet machine, 6 in all on a loaded one (CI's, where "more than 10" once failed).
+    in_log_order = sorted(records, key=lambda r: (r.partition, r.offset))
+    switches = [
+        sum(a.value[:1] != b.value[:1] for a, b in itertools.pairwise(group))
+        for _, group in itertools.groupby(in_log_order, key=lambda r: r.partition)
+    ]
+    assert max(switches) >= 2, switches

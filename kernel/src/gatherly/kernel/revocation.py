@@ -94,6 +94,15 @@ class Revocation:
         return cls(row["as_of"], row["deleted"], row["locked"], row["not_before"])
 
 
+def wait_before_unlocking(locked_at: datetime, now: datetime) -> float:
+    """Seconds an unlock must wait so that it falls in a later whole second than the lock. `iat` counts whole
+    seconds and no token is issued while locked, so then every token from before the lock has an `iat` below the
+    unlock's second (refused) and every token from after it does not (accepted). Without the wait, a token issued in
+    the same second as a quick lock and unlock would have worked again."""
+    next_second = int(locked_at.timestamp()) + 1
+    return max(0.0, next_second - now.timestamp())
+
+
 def later(known: Revocation, incoming: Revocation) -> Revocation:
     """The newer of two states of one subject, deleted if either is."""
     if incoming.as_of < known.as_of:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -28,7 +29,7 @@ from gatherly.kernel.auth import Principal
 from gatherly.kernel.db import Database
 from gatherly.kernel.errors import DomainError, InvalidInput, NotFound
 from gatherly.kernel.exports import export_part
-from gatherly.kernel.revocation import RevocationChange
+from gatherly.kernel.revocation import RevocationChange, wait_before_unlocking
 from gatherly.kernel.settings import Settings
 from gatherly.kernel.text import text_problem
 from gatherly.users.crypto import (
@@ -407,13 +408,19 @@ async def unlock_account(uow: UsersUnitOfWork, *, email: str) -> bool:
     """Lift the lock (`gatherly users unlock`): the person can log in again; access tokens issued before stay
     refused. Returns False when the account was not locked."""
     address = _administered_address(email)
-    async with uow:
-        now = uow.clock.now()
-        user_id = await _open_account_id(uow, address)
-        if not await _locked(uow, user_id):
-            return False
-        await uow.revocations.apply(RevocationChange(user_id, "unlocked", now), now)
-        uow.publish(UserUnlocked(user_id=user_id, unlocked_at=now))
+    while True:
+        async with uow:
+            now = uow.clock.now()
+            user_id = await _open_account_id(uow, address)
+            revocation = await uow.revocations.get(user_id)
+            if revocation is None or not revocation.locked:
+                return False
+            wait = wait_before_unlocking(revocation.as_of, now)
+            if not wait:
+                await uow.revocations.apply(RevocationChange(user_id, "unlocked", now), now)
+                uow.publish(UserUnlocked(user_id=user_id, unlocked_at=now))
+                break
+        await asyncio.sleep(wait)  # under a second, outside the transaction; then look again
     log.info("account unlocked", user_id=user_id)
     return True
 
