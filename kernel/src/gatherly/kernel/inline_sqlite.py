@@ -21,7 +21,6 @@ import random
 import sqlite3
 import threading
 import time
-from collections import namedtuple
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,6 @@ from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
-from sqlalchemy.sql.selectable import Select
 from sqlalchemy.util.concurrency import await_, in_greenlet
 
 from gatherly.kernel.metrics import WAL_CHECKPOINTS
@@ -136,49 +134,6 @@ class DirectInsert:
             values = [row[name] if process is None else process(row[name]) for name, process in binds]
             returned.extend(first for first, *_ in dbapi.execute(sql, values))
         return returned
-
-
-class DirectSelect:
-    """A SELECT compiled once for SQLite and run straight on a sqlite3 connection outside any transaction (its own
-    short read transaction, ended when its rows are fetched), its parameters bound and its columns converted by the
-    columns' own bind and result processors. Rows are named tuples of the selected columns. For a query run on every
-    commit (the relay's read): through SQLAlchemy its execution path and the rollback ending the read transaction
-    cost several times SQLite's work."""
-
-    def __init__(self, statement: Select[Any]) -> None:
-        self.statement = statement
-        self.row: Any = namedtuple("DirectRow", [column.key for column in statement.selected_columns])  # type: ignore[misc]
-        self._compiled: tuple[Dialect, str, list[tuple[str, Any, Any]], list[Any]] | None = None
-
-    def _compile(self, dialect: Dialect) -> tuple[str, list[tuple[str, Any, Any]], list[Any]]:
-        if self._compiled is None or self._compiled[0] is not dialect:
-            compiled = self.statement.compile(dialect=dialect)
-            # Every parameter of the SQL, those the statement fixed itself too (SQLite's LIMIT comes with an OFFSET).
-            binds = [
-                (name, bind.type.dialect_impl(dialect).bind_processor(dialect), bind.effective_value)
-                for name, bind in ((name, compiled.binds[name]) for name in compiled.positiontup or ())
-            ]
-            results = [
-                column.type.dialect_impl(dialect).result_processor(dialect, None)
-                for column in self.statement.selected_columns
-            ]
-            self._compiled = (dialect, compiled.string, binds, results)
-        return self._compiled[1], self._compiled[2], self._compiled[3]
-
-    def run(self, connection: AsyncConnection, parameters: Mapping[str, Any]) -> list[Any]:
-        """The rows, read on `connection`'s sqlite3 connection, which must not be inside a transaction."""
-        sql, binds, results = self._compile(connection.dialect)
-        dbapi = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
-        assert dbapi is not None and not dbapi.in_transaction, "a direct read runs in a read transaction of its own"
-        values = []
-        for name, process, fixed in binds:
-            value = parameters.get(name, fixed)
-            values.append(value if process is None else process(value))
-        make = self.row._make
-        return [
-            make(value if process is None else process(value) for value, process in zip(raw, results, strict=True))
-            for raw in dbapi.execute(sql, values).fetchall()
-        ]
 
 
 def is_busy(error: BaseException) -> bool:
