@@ -21,7 +21,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -144,23 +144,31 @@ def is_busy(error: BaseException) -> bool:
     )
 
 
+def _begin_immediate_tries(connection: sqlite3.Connection, timeout: float, *, may_wait: bool = True) -> Iterator[float]:
+    """Tries BEGIN IMMEDIATE until it is in; yields the pause to sleep asynchronously before each new try, while
+    another process holds the write lock. Raises the busy error once `timeout` has passed, or at once when the
+    caller cannot wait (`may_wait=False`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as error:
+            if not is_busy(error) or not may_wait or time.monotonic() > deadline:
+                raise
+        yield random.uniform(0.0005, 0.005)
+
+
 def begin_immediate(connection: sqlite3.Connection, *, timeout: float = WRITE_LOCK_TIMEOUT_S) -> None:
     """BEGIN IMMEDIATE without blocking the loop: while another process holds the write lock, sleep
     asynchronously (from inside SQLAlchemy's greenlet) and try again. SQLite's own busy handler would sleep
     on the loop's thread, and for up to 100 ms at a time."""
-    deadline = time.monotonic() + timeout
     writes_only = getattr(connection, "writes_only", False)
     if not writes_only:
         connection.execute("PRAGMA busy_timeout = 0")
     try:
-        while True:
-            try:
-                connection.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as error:
-                if not is_busy(error) or time.monotonic() > deadline or not in_greenlet():
-                    raise
-            await_(asyncio.sleep(random.uniform(0.0005, 0.005)))
+        for pause in _begin_immediate_tries(connection, timeout, may_wait=in_greenlet()):
+            await_(asyncio.sleep(pause))
     finally:
         if not writes_only:
             connection.execute(f"PRAGMA busy_timeout = {READ_BUSY_TIMEOUT_MS}")
@@ -168,15 +176,8 @@ def begin_immediate(connection: sqlite3.Connection, *, timeout: float = WRITE_LO
 
 async def begin_immediate_now(connection: sqlite3.Connection, *, timeout: float = WRITE_LOCK_TIMEOUT_S) -> None:
     """`begin_immediate` from a coroutine (outside SQLAlchemy's greenlet), on a connection kept for writes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-            return
-        except sqlite3.OperationalError as error:
-            if not is_busy(error) or time.monotonic() > deadline:
-                raise
-        await asyncio.sleep(random.uniform(0.0005, 0.005))
+    for pause in _begin_immediate_tries(connection, timeout):
+        await asyncio.sleep(pause)
 
 
 def keep_for_writes(connection: InlineConnection) -> None:
