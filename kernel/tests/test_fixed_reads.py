@@ -186,3 +186,34 @@ async def test_missing_parameter_is_an_error(database_url: str) -> None:
 def test_text_without_columns_is_refused() -> None:
     with pytest.raises(TypeError, match="result columns"):
         FixedRead(text("SELECT 1"))._compiled(Database("sqlite:///:memory:").engine.dialect)
+
+
+@pytest.mark.parametrize(("read", "params"), CASES)
+async def test_a_short_read_on_inline_sqlite_gives_sqlalchemys_rows_outside_any_transaction(
+    tmp_path: object, read: FixedRead, params: dict[str, object]
+) -> None:
+    db = Database(f"sqlite:///{tmp_path}/short.sqlite")
+    async with db.engine.begin() as connection:
+        await connection.run_sync(metadata.create_all)
+        await connection.execute(insert(things), ROWS)
+    try:
+        async with db.read_connection() as connection:
+            expected = (await connection.execute(read.statement, params)).all()
+        async with db.engine.connect() as connection:
+            short = read.run(connection, params)
+            # Its own read transaction, over once the rows are fetched: an open one would pin the WAL.
+            assert not connection.sync_connection.connection.dbapi_connection.in_transaction  # type: ignore[union-attr]
+        assert [tuple(row) for row in short] == [tuple(row) for row in expected]
+        assert [row._asdict() for row in short] == [dict(row._mapping) for row in expected]
+    finally:
+        await db.dispose()
+
+
+async def test_a_short_read_is_refused_on_other_drivers(database_url: str) -> None:
+    db = Database(database_url.replace("sqlite://", "sqlite+aiosqlite://", 1))
+    try:
+        async with db.engine.connect() as connection:
+            with pytest.raises(TypeError, match="inline SQLite only"):
+                BY_ID.run(connection, {"id": "t1"})
+    finally:
+        await db.dispose()
