@@ -9,10 +9,12 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
 
+from gatherly.kernel import inline_sqlite
 from gatherly.kernel.db import Database
 from gatherly.kernel.log import EmbeddedLog, OutgoingMessage
 from gatherly.kernel.log.base import TopicConfig
@@ -164,3 +166,34 @@ async def test_transactions_on_inline_sqlite_give_other_tasks_a_turn_between_the
     finally:
         other.cancel()
         await db.dispose()
+
+
+async def test_direct_statements_are_compiled_once_per_database_they_run_on(tmp_path: Path) -> None:
+    """A module-level DirectInsert or DirectSelect serves every service database of the process (the outbox row, the
+    relay's read): used on two databases in turn, each compiles it once, not on every switch."""
+    first, second = (
+        await open_database(f"sqlite:///{tmp_path}/a.sqlite"),
+        await open_database(f"sqlite:///{tmp_path}/b.sqlite"),
+    )
+    add = inline_sqlite.DirectInsert(insert(notes), ["text"])
+    read = inline_sqlite.DirectSelect(select(notes.c.text).order_by(notes.c.id))
+    compiled = {"insert": 0, "select": 0}
+    for name, statement in (("insert", add.statement), ("select", read.statement)):
+        original = statement.compile
+
+        def counted(*args: Any, name: str = name, original: Any = original, **kwargs: Any) -> Any:
+            compiled[name] += 1
+            return original(*args, **kwargs)
+
+        statement.compile = counted  # type: ignore[method-assign]
+    try:
+        for turn in range(3):
+            for db in (first, second):
+                async with db.writing() as connection:
+                    add.run(connection, [{"text": f"{turn}"}])
+                async with db.read_connection() as connection:
+                    assert [row.text for row in read.run(connection, {})] == [f"{t}" for t in range(turn + 1)]
+        assert compiled == {"insert": 2, "select": 2}
+    finally:
+        await first.dispose()
+        await second.dispose()

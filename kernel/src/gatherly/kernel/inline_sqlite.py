@@ -21,6 +21,7 @@ import random
 import sqlite3
 import threading
 import time
+import weakref
 from collections import namedtuple
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -114,17 +115,22 @@ class DirectInsert:
     def __init__(self, statement: Insert, columns: Sequence[str]) -> None:
         self.statement = statement
         self.columns = list(columns)
-        self._compiled: tuple[Dialect, str, list[tuple[str, Any]]] | None = None
+        # One per dialect, i.e. per service database: the statement is module-level and shared by every service of
+        # the process, and one slot made them compile it again on each switch (most calls in `gatherly up`).
+        self._by_dialect: weakref.WeakKeyDictionary[Dialect, tuple[str, list[tuple[str, Any]]]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def _compile(self, dialect: Dialect) -> tuple[str, list[tuple[str, Any]]]:
-        if self._compiled is None or self._compiled[0] is not dialect:
+        found = self._by_dialect.get(dialect)
+        if found is None:
             compiled = self.statement.compile(dialect=dialect, column_keys=self.columns)
             binds = [
                 (name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
                 for name in compiled.positiontup or ()
             ]
-            self._compiled = (dialect, compiled.string, binds)
-        return self._compiled[1], self._compiled[2]
+            self._by_dialect[dialect] = found = (compiled.string, binds)
+        return found
 
     def run(self, connection: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
         """Insert `rows` in `connection`'s transaction; returns the first column of each row RETURNING gave."""
@@ -148,10 +154,14 @@ class DirectSelect:
     def __init__(self, statement: Select[Any]) -> None:
         self.statement = statement
         self.row: Any = namedtuple("DirectRow", [column.key for column in statement.selected_columns])  # type: ignore[misc]
-        self._compiled: tuple[Dialect, str, list[tuple[str, Any, Any]], list[Any]] | None = None
+        # One per dialect (per service database), as DirectInsert keeps them.
+        self._by_dialect: weakref.WeakKeyDictionary[Dialect, tuple[str, list[tuple[str, Any, Any]], list[Any]]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def _compile(self, dialect: Dialect) -> tuple[str, list[tuple[str, Any, Any]], list[Any]]:
-        if self._compiled is None or self._compiled[0] is not dialect:
+        found = self._by_dialect.get(dialect)
+        if found is None:
             compiled = self.statement.compile(dialect=dialect)
             # Every parameter of the SQL, those the statement fixed itself too (SQLite's LIMIT comes with an OFFSET).
             binds = [
@@ -162,8 +172,8 @@ class DirectSelect:
                 column.type.dialect_impl(dialect).result_processor(dialect, None)
                 for column in self.statement.selected_columns
             ]
-            self._compiled = (dialect, compiled.string, binds, results)
-        return self._compiled[1], self._compiled[2], self._compiled[3]
+            self._by_dialect[dialect] = found = (compiled.string, binds, results)
+        return found
 
     def run(self, connection: AsyncConnection, parameters: Mapping[str, Any]) -> list[Any]:
         """The rows, read on `connection`'s sqlite3 connection, which must not be inside a transaction."""
