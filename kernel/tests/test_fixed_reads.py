@@ -226,14 +226,14 @@ async def test_fixed_writes_read_and_write_as_sqlalchemy_in_the_transaction(data
             assert await LOCKED.rows(connection, {"id": "t2"}) == expected
         sqlalchemy_events.listen(db.engine.sync_engine, "before_cursor_execute", record)
         async with db.writing() as connection:
-            assert await RERANK.run(connection, {"from_rank": 4, "rank": 40}) == 2
-            assert await upsert.run(connection, {**ROWS[1], "at": later}) == 1
-            assert await upsert.run(connection, {**ROWS[0], "id": "new", "at": later}) == 1
+            assert await RERANK.execute(connection, {"from_rank": 4, "rank": 40}) == 2
+            assert await upsert.execute(connection, {**ROWS[1], "at": later}) == 1
+            assert await upsert.execute(connection, {**ROWS[0], "id": "new", "at": later}) == 1
         sqlalchemy_events.remove(db.engine.sync_engine, "before_cursor_execute", record)
         assert len(seen) == 3
         with pytest.raises(RuntimeError):
             async with db.writing() as connection:
-                await RERANK.run(connection, {"from_rank": 0, "rank": -1})
+                await RERANK.execute(connection, {"from_rank": 0, "rank": -1})
                 raise RuntimeError("rolled back")
         async with db.read_connection() as connection:
             rows = {row["id"]: row for row in (await connection.execute(select(things))).mappings()}
@@ -254,10 +254,41 @@ async def test_fixed_writes_run_on_sqlite3_inside_the_kept_writers_transaction(t
     try:
         async with db.writing() as connection:
             assert (await LOCKED.rows(connection, {"id": "t1"}))[0]["rank"] == 1
-            assert await RERANK.run(connection, {"from_rank": 5, "rank": 50}) == 1
+            assert await RERANK.execute(connection, {"from_rank": 5, "rank": 50}) == 1
             assert not connection.in_transaction()
         async with db.read_connection() as connection:
             assert await COUNT.scalar(connection, {"shown": False}) == 3
             assert (await BY_ID.first(connection, {"id": "t5"}) or {})["rank"] == 50
+    finally:
+        await db.dispose()
+
+
+@pytest.mark.parametrize(("read", "params"), CASES)
+async def test_a_short_read_on_inline_sqlite_gives_sqlalchemys_rows_outside_any_transaction(
+    tmp_path: object, read: FixedRead, params: dict[str, object]
+) -> None:
+    db = Database(f"sqlite:///{tmp_path}/short.sqlite")
+    async with db.engine.begin() as connection:
+        await connection.run_sync(metadata.create_all)
+        await connection.execute(insert(things), ROWS)
+    try:
+        async with db.read_connection() as connection:
+            expected = (await connection.execute(read.statement, params)).all()
+        async with db.engine.connect() as connection:
+            short = read.run(connection, params)
+            # Its own read transaction, over once the rows are fetched: an open one would pin the WAL.
+            assert not connection.sync_connection.connection.dbapi_connection.in_transaction  # type: ignore[union-attr]
+        assert [tuple(row) for row in short] == [tuple(row) for row in expected]
+        assert [row._asdict() for row in short] == [dict(row._mapping) for row in expected]
+    finally:
+        await db.dispose()
+
+
+async def test_a_short_read_is_refused_on_other_drivers(database_url: str) -> None:
+    db = Database(database_url.replace("sqlite://", "sqlite+aiosqlite://", 1))
+    try:
+        async with db.engine.connect() as connection:
+            with pytest.raises(TypeError, match="inline SQLite only"):
+                BY_ID.run(connection, {"id": "t1"})
     finally:
         await db.dispose()

@@ -273,6 +273,44 @@ async def test_sqlalchemy_statements_and_savepoints_join_the_transaction_begun_o
         assert (await connection.execute(text("SELECT account FROM accounts"))).scalars().all() == ["ann"]
 
 
+async def test_the_kept_writers_statements_and_commit_skip_sqlalchemys_greenlet_bridge(
+    inline_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Inside the kept writer's transaction nothing waits, so statements, savepoints aside, run on SQLAlchemy's
+    # synchronous connection: the bridge (a greenlet per call and its switches) cost more than SQLite's insert.
+    from sqlalchemy.ext.asyncio import engine as async_engine
+
+    bridged: list[str] = []
+    real_spawn = async_engine.greenlet_spawn
+
+    async def counting_spawn(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        bridged.append(getattr(fn, "__name__", repr(fn)))
+        return await real_spawn(fn, *args, **kwargs)
+
+    async with inline_db.writing():
+        pass  # the kept writer's connect goes through the bridge, once
+    monkeypatch.setattr(async_engine, "greenlet_spawn", counting_spawn)
+    async with inline_db.writing() as connection:
+        await connection.execute(text("INSERT INTO accounts VALUES ('ann', 1, 1)"))
+        assert (await connection.scalar(text("SELECT count(*) FROM accounts"))) == 1
+        assert (await connection.scalars(text("SELECT account FROM accounts"))).all() == ["ann"]
+    assert bridged == []
+    with pytest.raises(RuntimeError):
+        async with inline_db.writing() as connection:
+            await connection.execute(text("INSERT INTO accounts VALUES ('bob', 1, 1)"))
+            raise RuntimeError("rolled back, without the bridge too")
+    assert bridged == []
+    async with inline_db.read_connection() as connection:
+        assert (await connection.execute(text("SELECT account FROM accounts"))).scalars().all() == ["ann"]
+    # Outside a transaction (its BEGIN may wait for another process) the kept writer is SQLAlchemy's own again.
+    writer = inline_db._writer
+    assert writer is not None
+    bridged.clear()  # (the read connection above was checked out through the bridge)
+    assert (await writer.scalar(text("SELECT count(*) FROM accounts"))) == 1
+    assert bridged == ["execute"]
+    await writer.rollback()
+
+
 @pytest.mark.parametrize("through_sqlalchemy", [False, True])
 async def test_a_commit_sqlite_refuses_leaves_nothing_and_the_next_writer_gets_a_fresh_connection(
     inline_db: Database, through_sqlalchemy: bool

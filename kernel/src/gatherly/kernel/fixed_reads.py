@@ -11,7 +11,10 @@ query in SQLAlchemy (with `bindparam()`s) and skips that path:
 - run on inline SQLite straight on the sqlite3 connection (in the read transaction `Database.read_connection`
   opens), on PostgreSQL with asyncpg's `fetch` on the pooled connection (asyncpg prepares and caches the
   statement); on any other driver (aiosqlite) through SQLAlchemy, with the same result shape;
-- rows come back as plain dicts keyed like SQLAlchemy's `RowMapping`.
+- rows come back as plain dicts keyed like SQLAlchemy's `RowMapping`;
+- or, with `run` on inline SQLite, as named tuples read outside any transaction: the SELECT is its own short read
+  transaction, over once its rows are fetched, so nothing pins the WAL and no rollback is needed to end it (for a
+  read repeated on every commit: the relay's).
 
 For reads only: on PostgreSQL the statement runs on the connection whether or not SQLAlchemy has sent its BEGIN
 yet, which is the same snapshot rule as inside a READ COMMITTED transaction (each statement sees what was committed
@@ -20,8 +23,9 @@ kernel's 500/503 guard treats like SQLAlchemy's (`web.database_unreachable`)."""
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.engine import Dialect
@@ -49,6 +53,10 @@ class _Compiled:
     keys: tuple[str, ...]  # result column keys, as RowMapping names them
     results: tuple[_Processor, ...] | None  # result processors, aligned with keys (None: not known yet)
     expands: bool  # has parameters rendered per call (IN lists)
+    tuple_row: Any = field(init=False)  # the named tuple `run` gives rows as
+
+    def __post_init__(self) -> None:
+        self.tuple_row = namedtuple("FixedRow", self.keys)  # type: ignore[misc]
 
     def arguments(self, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
         if self.expands:
@@ -158,6 +166,26 @@ class FixedRead:
         result = await connection.execute(self.statement, dict(given))
         return [dict(zip(compiled.keys, raw, strict=True)) for raw in result.fetchall()]
 
+    def run(self, connection: AsyncConnection, params: Mapping[str, Any] | None = None) -> list[Any]:
+        """The rows as named tuples, read straight on an inline-SQLite connection that must not be inside a
+        transaction: the SELECT is its own read transaction, ended when its rows are fetched (see the module's
+        docstring). Synchronous, like the sqlite3 call it makes."""
+        compiled = self._compiled(connection.dialect)
+        sync = connection.sync_connection
+        assert sync is not None
+        driver = sync.connection.driver_connection
+        if not isinstance(driver, inline_sqlite.InlineConnection):
+            raise TypeError(f"FixedRead.run reads on inline SQLite only, not on {connection.dialect.driver}")
+        assert not driver.in_transaction, "a short read runs in a read transaction of its own"
+        if compiled.results is None:
+            compiled.results = compiled.result_processors([None] * len(compiled.keys))
+        sql, values = compiled.arguments(params or {})
+        make, results = compiled.tuple_row._make, compiled.results
+        return [
+            make(value if process is None else process(value) for value, process in zip(raw, results, strict=True))
+            for raw in driver.execute(sql, values).fetchall()
+        ]
+
     async def first(
         self, connection: AsyncConnection | AsyncSession, params: Mapping[str, Any] | None = None
     ) -> Row | None:
@@ -198,7 +226,7 @@ class FixedWrite(FixedRead):
             compiled.results = compiled.result_processors([None] * len(compiled.keys))
         return [compiled.convert(raw) for raw in self._execute(connection, direct, compiled, given).fetchall()]
 
-    async def run(self, connection: AsyncConnection | AsyncSession, params: Mapping[str, Any] | None = None) -> int:
+    async def execute(self, connection: AsyncConnection | AsyncSession, params: Mapping[str, Any] | None = None) -> int:
         """Run the statement; returns the rows it touched."""
         given = params or {}
         direct = _inline_in_transaction(connection)

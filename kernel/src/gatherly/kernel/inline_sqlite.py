@@ -22,8 +22,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections import namedtuple
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +30,10 @@ import structlog
 from sqlalchemy import pool
 from sqlalchemy.dialects import registry
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
-from sqlalchemy.engine import URL, Dialect
+from sqlalchemy.engine import URL, CursorResult, Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import Executable
 from sqlalchemy.sql.dml import Insert
-from sqlalchemy.sql.selectable import Select
 from sqlalchemy.util.concurrency import await_, in_greenlet
 
 from gatherly.kernel.metrics import WAL_CHECKPOINTS
@@ -105,6 +104,27 @@ class InlineSQLiteDialect(SQLiteDialect_pysqlite):
 registry.register("sqlite.inline", __name__, "InlineSQLiteDialect")
 
 
+class KeptWriter(AsyncConnection):
+    """The connection `Database.writing` keeps for a process's write transactions on an inline SQLite file. Inside
+    its transaction, statements run straight on SQLAlchemy's synchronous connection instead of through the greenlet
+    bridge `AsyncConnection.execute` takes (a greenlet per statement, its switches, an awaited no-op): the BEGIN
+    IMMEDIATE is in before the block starts and the driver never waits, so there is nothing to bridge, and the bridge
+    cost ~20 µs per statement, more than SQLite takes to insert a row. Outside a transaction (a BEGIN may have to
+    wait for another process's write lock) or once broken, `execute` is AsyncConnection's own."""
+
+    async def execute(
+        self,
+        statement: Executable,
+        parameters: Any = None,
+        *,
+        execution_options: Mapping[str, Any] | None = None,
+    ) -> CursorResult[Any]:
+        sync = self.sync_connection
+        if sync is None or sync.closed or sync.invalidated or not sync.connection.driver_connection.in_transaction:  # type: ignore[union-attr]
+            return await super().execute(statement, parameters, execution_options=execution_options)
+        return sync.execute(statement, parameters, execution_options=execution_options)
+
+
 class DirectInsert:
     """An INSERT compiled once for SQLite and run straight on the sqlite3 connection of an inline-SQLite
     transaction, its parameters converted by the columns' own bind processors (the same values SQLAlchemy would
@@ -144,53 +164,6 @@ class DirectInsert:
         return returned
 
 
-class DirectSelect:
-    """A SELECT compiled once for SQLite and run straight on a sqlite3 connection outside any transaction (its own
-    short read transaction, ended when its rows are fetched), its parameters bound and its columns converted by the
-    columns' own bind and result processors. Rows are named tuples of the selected columns. For a query run on every
-    commit (the relay's read): through SQLAlchemy its execution path and the rollback ending the read transaction
-    cost several times SQLite's work."""
-
-    def __init__(self, statement: Select[Any]) -> None:
-        self.statement = statement
-        self.row: Any = namedtuple("DirectRow", [column.key for column in statement.selected_columns])  # type: ignore[misc]
-        # One per dialect (per service database), as DirectInsert keeps them.
-        self._by_dialect: weakref.WeakKeyDictionary[Dialect, tuple[str, list[tuple[str, Any, Any]], list[Any]]] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def _compile(self, dialect: Dialect) -> tuple[str, list[tuple[str, Any, Any]], list[Any]]:
-        found = self._by_dialect.get(dialect)
-        if found is None:
-            compiled = self.statement.compile(dialect=dialect)
-            # Every parameter of the SQL, those the statement fixed itself too (SQLite's LIMIT comes with an OFFSET).
-            binds = [
-                (name, bind.type.dialect_impl(dialect).bind_processor(dialect), bind.effective_value)
-                for name, bind in ((name, compiled.binds[name]) for name in compiled.positiontup or ())
-            ]
-            results = [
-                column.type.dialect_impl(dialect).result_processor(dialect, None)
-                for column in self.statement.selected_columns
-            ]
-            self._by_dialect[dialect] = found = (compiled.string, binds, results)
-        return found
-
-    def run(self, connection: AsyncConnection, parameters: Mapping[str, Any]) -> list[Any]:
-        """The rows, read on `connection`'s sqlite3 connection, which must not be inside a transaction."""
-        sql, binds, results = self._compile(connection.dialect)
-        dbapi = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
-        assert dbapi is not None and not dbapi.in_transaction, "a direct read runs in a read transaction of its own"
-        values = []
-        for name, process, fixed in binds:
-            value = parameters.get(name, fixed)
-            values.append(value if process is None else process(value))
-        make = self.row._make
-        return [
-            make(value if process is None else process(value) for value, process in zip(raw, results, strict=True))
-            for raw in dbapi.execute(sql, values).fetchall()
-        ]
-
-
 def is_busy(error: BaseException) -> bool:
     # Extended codes (SQLITE_BUSY_RECOVERY, ...) carry the primary code in their low byte.
     return isinstance(error, sqlite3.OperationalError) and (getattr(error, "sqlite_errorcode", 0) & 0xFF) in (
@@ -199,23 +172,31 @@ def is_busy(error: BaseException) -> bool:
     )
 
 
+def _begin_immediate_tries(connection: sqlite3.Connection, timeout: float, *, may_wait: bool = True) -> Iterator[float]:
+    """Tries BEGIN IMMEDIATE until it is in; yields the pause to sleep asynchronously before each new try, while
+    another process holds the write lock. Raises the busy error once `timeout` has passed, or at once when the
+    caller cannot wait (`may_wait=False`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as error:
+            if not is_busy(error) or not may_wait or time.monotonic() > deadline:
+                raise
+        yield random.uniform(0.0005, 0.005)
+
+
 def begin_immediate(connection: sqlite3.Connection, *, timeout: float = WRITE_LOCK_TIMEOUT_S) -> None:
     """BEGIN IMMEDIATE without blocking the loop: while another process holds the write lock, sleep
     asynchronously (from inside SQLAlchemy's greenlet) and try again. SQLite's own busy handler would sleep
     on the loop's thread, and for up to 100 ms at a time."""
-    deadline = time.monotonic() + timeout
     writes_only = getattr(connection, "writes_only", False)
     if not writes_only:
         connection.execute("PRAGMA busy_timeout = 0")
     try:
-        while True:
-            try:
-                connection.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as error:
-                if not is_busy(error) or time.monotonic() > deadline or not in_greenlet():
-                    raise
-            await_(asyncio.sleep(random.uniform(0.0005, 0.005)))
+        for pause in _begin_immediate_tries(connection, timeout, may_wait=in_greenlet()):
+            await_(asyncio.sleep(pause))
     finally:
         if not writes_only:
             connection.execute(f"PRAGMA busy_timeout = {READ_BUSY_TIMEOUT_MS}")
@@ -223,15 +204,8 @@ def begin_immediate(connection: sqlite3.Connection, *, timeout: float = WRITE_LO
 
 async def begin_immediate_now(connection: sqlite3.Connection, *, timeout: float = WRITE_LOCK_TIMEOUT_S) -> None:
     """`begin_immediate` from a coroutine (outside SQLAlchemy's greenlet), on a connection kept for writes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-            return
-        except sqlite3.OperationalError as error:
-            if not is_busy(error) or time.monotonic() > deadline:
-                raise
-        await asyncio.sleep(random.uniform(0.0005, 0.005))
+    for pause in _begin_immediate_tries(connection, timeout):
+        await asyncio.sleep(pause)
 
 
 def keep_for_writes(connection: InlineConnection) -> None:

@@ -18,8 +18,9 @@ from sqlalchemy import Integer, Row, bindparam, delete, func, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gatherly.kernel import inline_sqlite, tracing
+from gatherly.kernel import tracing
 from gatherly.kernel.db import Database, delete_in_batches, rowcount
+from gatherly.kernel.fixed_reads import FixedRead
 from gatherly.kernel.log.base import MessageLog
 from gatherly.kernel.messages import Envelope
 from gatherly.kernel.metrics import (
@@ -51,8 +52,8 @@ BACKLOG = {
         (True, _WAITING.where(OUTBOX.c.seq > bindparam("read_up_to")).order_by(OUTBOX.c.seq).limit(100_000).subquery()),
     )
 }
-# The inline-SQLite relay's read in cursor mode, straight on sqlite3 (see inline_sqlite.DirectSelect).
-READ_AFTER_CURSOR_INLINE = inline_sqlite.DirectSelect(
+# The inline-SQLite relay's read in cursor mode, straight on sqlite3 outside any transaction (`FixedRead.run`).
+READ_AFTER_CURSOR_INLINE = FixedRead(
     select(OUTBOX)
     .where(OUTBOX.c.seq > bindparam("read_up_to"))
     .order_by(OUTBOX.c.seq)

@@ -301,7 +301,7 @@ class EventStore:
     async def save_counts(self, event: Event) -> None:
         """Write only the event's seat counters and FIFO counter (what an RSVP changes)."""
         values = {"going": event.going_count, "waiting": event.waitlist_count, "queue_counter": event.queue_counter}
-        await SAVE_COUNTS.run(self.session, {"event_id": event.id, **values})
+        await SAVE_COUNTS.execute(self.session, {"event_id": event.id, **values})
 
     async def upcoming_ids_of_group(self, group_id: str, now: datetime) -> list[EventId]:
         """Scheduled events of the group that have not started, soonest first (ix_events_group_id_starts_at)."""
@@ -845,7 +845,7 @@ class RsvpStore:
                 "responded_at": rsvp.responded_at,
                 "checked_in_at": rsvp.checked_in_at,
             }
-            await upsert.run(self.session, values)
+            await upsert.execute(self.session, values)
 
     async def page(self, event_id: str, limit: int, after: dict[str, Any] | None) -> tuple[list[AttendeeRow], Any]:
         """Going first, then the waitlist in order (with positions); keyset-paged by (status rank, queue_no)."""
