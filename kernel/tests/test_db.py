@@ -9,10 +9,12 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
 
+from gatherly.kernel import inline_sqlite
 from gatherly.kernel.db import Database
 from gatherly.kernel.log import EmbeddedLog, OutgoingMessage
 from gatherly.kernel.log.base import TopicConfig
@@ -164,3 +166,32 @@ async def test_transactions_on_inline_sqlite_give_other_tasks_a_turn_between_the
     finally:
         other.cancel()
         await db.dispose()
+
+
+async def test_a_direct_insert_is_compiled_once_per_database_it_runs_on(tmp_path: Path) -> None:
+    """A module-level DirectInsert serves every service database of the process (the outbox row, the inbox claim):
+    used on two databases in turn, it is compiled once for each, not on every switch."""
+    first, second = (
+        await open_database(f"sqlite:///{tmp_path}/a.sqlite"),
+        await open_database(f"sqlite:///{tmp_path}/b.sqlite"),
+    )
+    add = inline_sqlite.DirectInsert(insert(notes), ["text"])
+    compiles = 0
+    original = add.statement.compile
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal compiles
+        compiles += 1
+        return original(*args, **kwargs)
+
+    add.statement.compile = counted  # type: ignore[method-assign]
+    try:
+        for turn in range(3):
+            for db in (first, second):
+                async with db.writing() as connection:
+                    add.run(connection, [{"text": f"{turn}"}])
+                assert await count(db) == turn + 1
+        assert compiles == 2
+    finally:
+        await first.dispose()
+        await second.dispose()

@@ -1,5 +1,6 @@
 """FixedRead conformance: on every backend (and both SQLite drivers) a fixed read gives the same rows as SQLAlchemy
-executing the same statement, conversions included (UTC datetimes, JSON, booleans, NULLs, IN lists, text())."""
+executing the same statement, conversions included (UTC datetimes, JSON, booleans, NULLs, IN lists, text()); and
+FixedWrite's statements, inside a write transaction, read and write what SQLAlchemy's would."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from sqlalchemy import (
@@ -24,10 +26,14 @@ from sqlalchemy import (
     insert,
     select,
     text,
+    update,
 )
+from sqlalchemy import event as sqlalchemy_events
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from gatherly.kernel.db import Database
-from gatherly.kernel.fixed_reads import FixedRead
+from gatherly.kernel.fixed_reads import FixedRead, FixedWrite
 from gatherly.kernel.tables import Json, UtcDateTime
 
 metadata = MetaData()
@@ -186,6 +192,75 @@ async def test_missing_parameter_is_an_error(database_url: str) -> None:
 def test_text_without_columns_is_refused() -> None:
     with pytest.raises(TypeError, match="result columns"):
         FixedRead(text("SELECT 1"))._compiled(Database("sqlite:///:memory:").engine.dialect)
+
+
+LOCKED = FixedWrite(select(things).where(things.c.id == bindparam("id")).with_for_update())
+RERANK = FixedWrite(update(things).where(things.c.rank >= bindparam("from_rank")).values(rank=bindparam("rank")))
+
+
+def _upsert(insert_of: Any) -> FixedWrite:
+    statement = insert_of(things)
+    return FixedWrite(statement.on_conflict_do_update(index_elements=[things.c.id], set_={"at": statement.excluded.at}))
+
+
+UPSERT = {"sqlite": _upsert(sqlite_insert), "postgresql": _upsert(postgresql_insert)}
+
+
+async def test_fixed_writes_read_and_write_as_sqlalchemy_in_the_transaction(database_url: str) -> None:
+    """In a write transaction: the locking read gives SQLAlchemy's rows, the UPDATE and the upsert write what
+    SQLAlchemy would (bind processors included), a rollback undoes them, and statement listeners see them."""
+    db = Database(database_url)
+    async with db.engine.begin() as connection:
+        await connection.run_sync(metadata.create_all)
+        await connection.execute(insert(things), ROWS)
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    upsert = UPSERT[db.engine.dialect.name]
+    later = START + timedelta(days=1)
+    try:
+        async with db.writing() as connection:
+            expected = [dict(row) for row in (await connection.execute(LOCKED.statement, {"id": "t2"})).mappings()]
+            assert await LOCKED.rows(connection, {"id": "t2"}) == expected
+        sqlalchemy_events.listen(db.engine.sync_engine, "before_cursor_execute", record)
+        async with db.writing() as connection:
+            assert await RERANK.execute(connection, {"from_rank": 4, "rank": 40}) == 2
+            assert await upsert.execute(connection, {**ROWS[1], "at": later}) == 1
+            assert await upsert.execute(connection, {**ROWS[0], "id": "new", "at": later}) == 1
+        sqlalchemy_events.remove(db.engine.sync_engine, "before_cursor_execute", record)
+        assert len(seen) == 3
+        with pytest.raises(RuntimeError):
+            async with db.writing() as connection:
+                await RERANK.execute(connection, {"from_rank": 0, "rank": -1})
+                raise RuntimeError("rolled back")
+        async with db.read_connection() as connection:
+            rows = {row["id"]: row for row in (await connection.execute(select(things))).mappings()}
+        assert [rows[f"t{i}"]["rank"] for i in range(6)] == [0, 1, 2, 3, 40, 40]
+        assert rows["t1"]["at"] == later and rows["t1"]["at"].tzinfo is UTC
+        assert rows["new"]["at"] == later and rows["new"]["tags"] == ROWS[0]["tags"]
+    finally:
+        await db.dispose()
+
+
+async def test_fixed_writes_run_on_sqlite3_inside_the_kept_writers_transaction(tmp_path: object) -> None:
+    """On an inline SQLite file the statements go to sqlite3 directly: SQLAlchemy begins no transaction of its own
+    over the one `Database.writing` began (whose COMMIT then goes straight to sqlite3 too)."""
+    db = Database(f"sqlite:///{tmp_path}/writes.sqlite")
+    async with db.engine.begin() as connection:
+        await connection.run_sync(metadata.create_all)
+        await connection.execute(insert(things), ROWS)
+    try:
+        async with db.writing() as connection:
+            assert (await LOCKED.rows(connection, {"id": "t1"}))[0]["rank"] == 1
+            assert await RERANK.execute(connection, {"from_rank": 5, "rank": 50}) == 1
+            assert not connection.in_transaction()
+        async with db.read_connection() as connection:
+            assert await COUNT.scalar(connection, {"shown": False}) == 3
+            assert (await BY_ID.first(connection, {"id": "t5"}) or {})["rank"] == 50
+    finally:
+        await db.dispose()
 
 
 @pytest.mark.parametrize(("read", "params"), CASES)

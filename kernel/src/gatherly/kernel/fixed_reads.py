@@ -96,6 +96,9 @@ class FixedRead:
     `statement` is a Core select (or text() with `.columns()`), its variable values `bindparam()`s; `rows`,
     `first` and `scalar` take those values by name."""
 
+    # A read must name its result columns (rows come back keyed by them); a write (FixedWrite) may have none.
+    _needs_columns = True
+
     def __init__(self, statement: Executable) -> None:
         self.statement = statement
         self._by_dialect: dict[int, _Compiled] = {}
@@ -112,7 +115,7 @@ class FixedRead:
                 f"FixedRead needs a positional paramstyle; {dialect.name} uses {compiled.dialect.paramstyle}"
             )
         columns = compiled._result_columns
-        if not columns:
+        if not columns and self._needs_columns:
             raise TypeError("FixedRead needs the statement's result columns (for text(), give them with .columns())")
         keys = tuple(column.keyname for column in columns)
         if len(set(keys)) != len(keys):
@@ -193,3 +196,66 @@ class FixedRead:
         """The first column of the first row (None when there is no row)."""
         row = await self.first(connection, params)
         return None if row is None else next(iter(row.values()))
+
+
+class FixedWrite(FixedRead):
+    """A fixed-shape statement of a write transaction (a locking read, an UPDATE, an upsert), compiled once like a
+    `FixedRead`. On inline SQLite it runs straight on sqlite3 inside the transaction `Database.writing` began there
+    (the process's write lock is held, so nothing in it waits); on every other driver through SQLAlchemy, inside
+    SQLAlchemy's transaction, where PostgreSQL's row locks must be taken (asyncpg's own `fetch` could run before
+    SQLAlchemy's BEGIN). For the few statements on every RSVP's path: SQLAlchemy's execution path cost several times
+    what SQLite takes for each of them.
+
+    SQLAlchemy's `before_cursor_execute` listeners, when there are any (tests and benchmarks counting statements),
+    are told about each statement run directly, with the cursor and context given as None."""
+
+    _needs_columns = False
+
+    async def rows(
+        self, connection: AsyncConnection | AsyncSession, params: Mapping[str, Any] | None = None
+    ) -> list[Row]:
+        """The rows the statement gives (a locking read, RETURNING), as dicts keyed by column."""
+        given = params or {}
+        direct = _inline_in_transaction(connection)
+        if direct is None:
+            result = await connection.execute(self.statement, dict(given))
+            return [dict(row) for row in result.mappings()]
+        assert isinstance(connection, AsyncConnection)
+        compiled = self._compiled(connection.dialect)
+        if compiled.results is None:
+            compiled.results = compiled.result_processors([None] * len(compiled.keys))
+        return [compiled.convert(raw) for raw in self._execute(connection, direct, compiled, given).fetchall()]
+
+    async def execute(self, connection: AsyncConnection | AsyncSession, params: Mapping[str, Any] | None = None) -> int:
+        """Run the statement; returns the rows it touched."""
+        given = params or {}
+        direct = _inline_in_transaction(connection)
+        if direct is None:
+            return int(getattr(await connection.execute(self.statement, dict(given)), "rowcount", 0) or 0)
+        assert isinstance(connection, AsyncConnection)
+        return int(self._execute(connection, direct, self._compiled(connection.dialect), given).rowcount)
+
+    @staticmethod
+    def _execute(
+        connection: AsyncConnection,
+        driver: inline_sqlite.InlineConnection,
+        compiled: _Compiled,
+        params: Mapping[str, Any],
+    ) -> Any:
+        sql, values = compiled.arguments(params)
+        sync = connection.sync_connection
+        assert sync is not None
+        if sync.dispatch.before_cursor_execute:
+            for listener in sync.dispatch.before_cursor_execute:
+                listener(sync, None, sql, values, None, False)
+        return driver.execute(sql, values)
+
+
+def _inline_in_transaction(connection: AsyncConnection | AsyncSession) -> inline_sqlite.InlineConnection | None:
+    """The sqlite3 connection under `connection` when it is inline SQLite inside a transaction, else None."""
+    if not isinstance(connection, AsyncConnection) or connection.sync_connection is None:
+        return None
+    driver = connection.sync_connection.connection.driver_connection
+    if isinstance(driver, inline_sqlite.InlineConnection) and driver.in_transaction:
+        return driver
+    return None

@@ -21,6 +21,7 @@ import random
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -134,17 +135,22 @@ class DirectInsert:
     def __init__(self, statement: Insert, columns: Sequence[str]) -> None:
         self.statement = statement
         self.columns = list(columns)
-        self._compiled: tuple[Dialect, str, list[tuple[str, Any]]] | None = None
+        # One per dialect, i.e. per service database: the statement is module-level and shared by every service of
+        # the process, and one slot made them compile it again on each switch (most calls in `gatherly up`).
+        self._by_dialect: weakref.WeakKeyDictionary[Dialect, tuple[str, list[tuple[str, Any]]]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def _compile(self, dialect: Dialect) -> tuple[str, list[tuple[str, Any]]]:
-        if self._compiled is None or self._compiled[0] is not dialect:
+        found = self._by_dialect.get(dialect)
+        if found is None:
             compiled = self.statement.compile(dialect=dialect, column_keys=self.columns)
             binds = [
                 (name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
                 for name in compiled.positiontup or ()
             ]
-            self._compiled = (dialect, compiled.string, binds)
-        return self._compiled[1], self._compiled[2]
+            self._by_dialect[dialect] = found = (compiled.string, binds)
+        return found
 
     def run(self, connection: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
         """Insert `rows` in `connection`'s transaction; returns the first column of each row RETURNING gave."""

@@ -3,7 +3,7 @@ domain objects. The tables are in tables.py."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -76,6 +76,7 @@ from gatherly.events.tables import (
 from gatherly.kernel import postgis
 from gatherly.kernel.db import Database, rowcount
 from gatherly.kernel.exports import rows
+from gatherly.kernel.fixed_reads import FixedWrite
 from gatherly.kernel.geo import bounding_box
 from gatherly.kernel.read_models import ReadyImageStore
 from gatherly.kernel.runtime import ServiceContext
@@ -84,7 +85,7 @@ from gatherly.kernel.uow import UnitOfWork
 __all__ = ["EventsUnitOfWork", "Stores", "metadata", "reading", "unit_of_work"]
 
 
-def _event(row: RowMapping) -> Event:
+def _event(row: Mapping[Any, Any]) -> Event:
     venue = None
     if row["venue_name"] is not None:
         location = Location(row["lat"], row["lng"]) if row["lat"] is not None and row["lng"] is not None else None
@@ -166,7 +167,7 @@ def _columns(event: Event) -> dict[str, Any]:
 # The statements of an RSVP (its hot path: one per answer, under the event's lock) are built once, here: building a
 # statement and generating its cache key per call cost more than SQLite running it (bench/README.md, RSVPs).
 EVENT_FOR_UPDATE = select(events).where(events.c.id == bindparam("event_id")).with_for_update()
-SAVE_COUNTS = (
+SAVE_COUNTS = FixedWrite(
     update(events)
     .where(events.c.id == bindparam("event_id"))
     .values(
@@ -197,7 +198,9 @@ ROLE = select(group_members.c.role).where(
 )
 # What an answer decides on, in one statement: the event (locked: only its row, `OF events`, as PostgreSQL does not
 # lock the nullable side of an outer join), its group unless deleted, the person's role in it and their answer.
-ANSWERING = (
+# It, the answer's upsert and the counters' UPDATE run on sqlite3 directly on inline SQLite (FixedWrite): through
+# SQLAlchemy's execution path they were about a fifth of an RSVP's CPU (docs/request-path.md, seventh pass).
+ANSWERING = FixedWrite(
     select(
         events,
         group_summaries.c.group_id.label("group_found"),
@@ -233,7 +236,10 @@ def _upsert_rsvp(insert_of: Any) -> Any:
     )
 
 
-UPSERT_RSVP = {"sqlite": _upsert_rsvp(sqlite_insert), "postgresql": _upsert_rsvp(postgresql_insert)}
+UPSERT_RSVP = {
+    "sqlite": FixedWrite(_upsert_rsvp(sqlite_insert)),
+    "postgresql": FixedWrite(_upsert_rsvp(postgresql_insert)),
+}
 
 
 @dataclass(frozen=True)
@@ -263,9 +269,10 @@ class EventStore:
 
     async def answering(self, event_id: str, user_id: str) -> Answering | None:
         """The event locked as in `get_for_update`, with its group, the person's role and own answer: one read."""
-        row = (await self.session.execute(ANSWERING, {"event_id": event_id, "user_id": user_id})).mappings().first()
-        if row is None:
+        found = await ANSWERING.rows(self.session, {"event_id": event_id, "user_id": user_id})
+        if not found:
             return None
+        row = found[0]
         group = None
         if row["group_found"] is not None:
             topics = tuple(row["group_topics"])
@@ -294,7 +301,7 @@ class EventStore:
     async def save_counts(self, event: Event) -> None:
         """Write only the event's seat counters and FIFO counter (what an RSVP changes)."""
         values = {"going": event.going_count, "waiting": event.waitlist_count, "queue_counter": event.queue_counter}
-        await self.session.execute(SAVE_COUNTS, {"event_id": event.id, **values})
+        await SAVE_COUNTS.execute(self.session, {"event_id": event.id, **values})
 
     async def upcoming_ids_of_group(self, group_id: str, now: datetime) -> list[EventId]:
         """Scheduled events of the group that have not started, soonest first (ix_events_group_id_starts_at)."""
@@ -753,7 +760,7 @@ class SeriesStore:
         return [SeriesId(i) for i in await self.session.scalars(query)]
 
 
-def _rsvp(row: RowMapping, prefix: str = "") -> Rsvp:
+def _rsvp(row: Mapping[Any, Any], prefix: str = "") -> Rsvp:
     return Rsvp(
         user_id=UserId(row[prefix + "user_id"]),
         status=RsvpStatus(row[prefix + "status"]),
@@ -838,7 +845,7 @@ class RsvpStore:
                 "responded_at": rsvp.responded_at,
                 "checked_in_at": rsvp.checked_in_at,
             }
-            await self.session.execute(upsert, values)
+            await upsert.execute(self.session, values)
 
     async def page(self, event_id: str, limit: int, after: dict[str, Any] | None) -> tuple[list[AttendeeRow], Any]:
         """Going first, then the waitlist in order (with positions); keyset-paged by (status rank, queue_no)."""
