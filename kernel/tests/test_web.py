@@ -6,6 +6,8 @@ import asyncio
 import base64
 import sqlite3
 import uuid
+from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import httpx
@@ -16,12 +18,15 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import OperationalError
 from starlette.types import Message
 
+from gatherly.kernel.clock import time_problem
 from gatherly.kernel.errors import Conflict, TooManyRequests, Unavailable
 from gatherly.kernel.messages import correlation_id_var
 from gatherly.kernel.web import (
     PageRequest,
     Readiness,
     RequestContextMiddleware,
+    cursor_int,
+    cursor_time,
     decode_cursor,
     encode_cursor,
     install_error_handlers,
@@ -214,6 +219,42 @@ async def test_a_forged_cursor_with_values_no_database_takes_is_a_422(client: ht
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "cursor"
     assert decode_cursor(encode_cursor({"k": 2**63 - 1, "d": 1.5, "i": "zoë"}))["k"] == 2**63 - 1
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["2030-01-01T00:00:00", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "yesterday", 20300101],
+    ids=["naive", "before-year-1-in-utc", "after-year-9999-in-utc", "not-a-time", "not-text"],
+)
+def test_a_cursor_time_without_offset_or_out_of_range_in_utc_is_refused(value: object) -> None:
+    """The services turn these errors into their 422 naming the cursor; bound as they were, they were 500s."""
+    with pytest.raises((TypeError, ValueError)):
+        cursor_time(value)
+
+
+def test_a_cursor_time_as_the_api_writes_it_is_read() -> None:
+    assert cursor_time("9999-12-31T23:59:59+00:00") == datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+    assert cursor_time("0001-01-01T00:00:00-14:00").utcoffset() == timedelta(hours=-14)
+
+
+@pytest.mark.parametrize("value", [1e300, 1.0, "9" * 30, "1", True, None])
+def test_a_cursor_number_that_is_not_a_json_integer_is_refused(value: object) -> None:
+    with pytest.raises(TypeError):
+        cursor_int(value)
+
+
+def test_a_cursor_number_as_the_api_writes_it_is_read() -> None:
+    assert cursor_int(2**63 - 1) == 2**63 - 1
+    assert cursor_int(0) == 0
+
+
+def test_time_problem_names_a_missing_offset_and_years_outside_1_to_9999() -> None:
+    assert time_problem(datetime(2030, 1, 1)) == "has no offset"
+    assert time_problem(datetime(9999, 12, 31, 23, tzinfo=UTC)) is None
+    assert time_problem(datetime(9999, 12, 31, 23, tzinfo=UTC), ZoneInfo("Europe/Berlin")) == (
+        "falls outside the years 1 to 9999 in Europe/Berlin"
+    )
+    assert time_problem(datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14)))) == "falls outside the years 1 to 9999"
 
 
 def traced_app() -> tuple[FastAPI, dict[str, object]]:

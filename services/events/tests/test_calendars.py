@@ -98,3 +98,23 @@ async def test_my_feed_lists_what_i_am_going_to_and_revoking_it_ends_the_old_url
     assert renewed != feed
     await _ics(api, renewed.removeprefix("http://localhost:8000"))
     assert (await api.client.get("/api/calendar/not-a-token.ics")).status_code == 404
+
+
+async def test_an_event_whose_local_time_is_past_year_9999_is_refused_or_served_in_calendars(api: EventsApi) -> None:
+    """FAILS today (500, OverflowError in calendars._vevent: starts_at.astimezone(zone)): an event at
+    9999-12-31 22:00 UTC is accepted, but in Europe/Berlin it starts in year 10000, so its .ics and the personal
+    feed of everyone going to it (one leader's event breaks its attendees' whole feed) answer 500. Either scheduling
+    refuses it (422 naming the time) or the calendars serve it. Found by the s13 probe."""
+    olga, ann = await api.people("Olga", "Ann")
+    group_id = await api.group(olga, members={ann: "member"})
+    body = api.event_body(group_id, starts_at="9999-12-31T22:00:00+00:00", ends_at="9999-12-31T23:00:00+00:00")
+    response = await api.client.post("/api/events", json=body, headers=olga.auth)
+    if response.status_code == 422:
+        assert {"starts_at", "ends_at", "timezone"} & {e["field"] for e in response.json()["errors"]}
+        return
+    assert response.status_code == 201, response.text
+    event = response.json()
+    await api.going(ann, event["id"])
+    await _ics(api, f"/api/events/{event['id']}/ics")
+    feed = (await api.client.get("/api/calendar/me", headers=ann.auth)).json()["url"]
+    await _ics(api, feed.removeprefix("http://localhost:8000"))

@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from gatherly.kernel.web import encode_cursor
+
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 EventsApi = Any  # the `api` fixture of conftest.py (test modules do not import conftest)
@@ -110,3 +112,22 @@ async def test_leaders_check_in_going_attendees_only_and_the_event_counts_them(a
     assert (await api.get(event["id"]))["attendance"] == 2
     checked = [e.payload for e in await api.published("event", event["id"]) if e.type == "event.checked_in"]
     assert [(p["user_id"], p["attendance"]) for p in checked] == [(ann.user_id, 1), (bob.user_id, 2)]
+
+
+@pytest.mark.parametrize(
+    "moment",
+    ["2030-01-01T00:00:00", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"],
+    ids=["naive", "before-year-1-in-utc", "after-year-9999-in-utc"],
+)
+async def test_a_forged_comments_cursor_with_a_naive_or_out_of_range_time_is_a_422(api: EventsApi, moment: str) -> None:
+    """FAILS today (500): the comments cursor's time is read with datetime.fromisoformat and bound as it is; a naive
+    one is refused only by the timestamp column's bind processor (ValueError inside SQLAlchemy's StatementError) and
+    one whose UTC is outside years 1-9999 overflows there. Found by the s13 probe."""
+    event, people = await _setting(api)
+    response = await api.client.get(
+        f"/api/events/{event['id']}/comments",
+        params={"cursor": encode_cursor({"t": moment, "i": "x"})},
+        headers=people["ann"].auth,
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == "cursor"

@@ -224,3 +224,23 @@ async def test_only_leaders_cancel_and_a_cancelled_event_is_final(api: EventsApi
     patch = await api.client.patch(f"/api/events/{event['id']}", json={"title": "x"}, headers=organizer)
     assert patch.status_code == 409
     assert (await api.rsvp(people["co_organizer"], event["id"])).status_code == 409
+
+
+async def test_times_out_of_range_in_utc_are_refused_with_the_field_named(api: EventsApi) -> None:
+    """FAILS today (500, OverflowError: date value out of range): a time with an offset that puts it before year 1
+    or after 9999 in UTC passes validation, then overflows in the timestamp column's bind processor (astimezone(UTC))
+    on INSERT or UPDATE. Found by the s13 probe."""
+    group_id, people = await _cast(api)
+    auth = people["organizer"].auth
+    low, high = "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"
+    failures = {}
+    for field, value in (("ends_at", high), ("rsvp_opens_at", low)):
+        response = await api.client.post("/api/events", json=api.event_body(group_id, **{field: value}), headers=auth)
+        if response.status_code != 422 or field not in [e["field"] for e in response.json()["errors"]]:
+            failures[f"POST {field}"] = (response.status_code, response.text[:120])
+    event = await api.schedule(people["organizer"], group_id)
+    for field, value in (("starts_at", low), ("ends_at", high)):
+        response = await api.client.patch(f"/api/events/{event['id']}", json={field: value}, headers=auth)
+        if response.status_code != 422 or field not in [e["field"] for e in response.json()["errors"]]:
+            failures[f"PATCH {field}"] = (response.status_code, response.text[:120])
+    assert not failures, failures

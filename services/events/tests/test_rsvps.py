@@ -13,6 +13,7 @@ from sqlalchemy import update
 
 from gatherly.app.testing import Person
 from gatherly.events.tables import events
+from gatherly.kernel.web import encode_cursor
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -224,3 +225,24 @@ async def test_many_concurrent_answers_never_overbook_and_the_rest_wait_in_order
     assert sum(seats[u] for u, status, _ in listed if status == "going") <= 10
     positions = [position for _, status, position in listed if status == "waitlisted"]
     assert positions == list(range(1, len(positions) + 1))
+
+
+@pytest.mark.parametrize(
+    "position",
+    [{"r": 1e300, "q": 1, "u": "x", "w": 0}, {"r": 1, "q": "9" * 30, "u": "x", "w": 0}],
+    ids=["float-rank", "thirty-digit-queue-number"],
+)
+async def test_a_forged_attendees_cursor_with_a_number_past_64_bits_is_a_422(
+    api: EventsApi, position: dict[str, Any]
+) -> None:
+    """FAILS today (500, OverflowError: Python int too large to convert to SQLite INTEGER): the attendees cursor's
+    rank and queue number go through int(), which turns 1e300 or a 30-digit string into an integer no database
+    takes (decode_cursor bounds the JSON integers only). Found by the s13 probe."""
+    olga = await api.person("Olga")
+    group_id = await api.group(olga)
+    event = await api.schedule(olga, group_id)
+    response = await api.client.get(
+        f"/api/events/{event['id']}/attendees", params={"cursor": encode_cursor(position)}, headers=olga.auth
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == "cursor"

@@ -252,3 +252,29 @@ async def test_nearby_reaches_across_the_antimeridian_and_the_poles_in_both_orde
     assert widest[1]["distance_km"] == pytest.approx(999.64, abs=0.01)
     narrower = await _search(api, group_id=group_id, near="0,0", radius_km=999.6)
     assert [e["id"] for e in narrower] == [ids["equator 0 km"]]
+
+
+@pytest.mark.parametrize(
+    "moment",
+    ["2030-01-01T00:00:00", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"],
+    ids=["naive", "before-year-1-in-utc", "after-year-9999-in-utc"],
+)
+async def test_a_forged_start_time_in_a_cursor_or_a_window_out_of_range_in_utc_is_a_422(
+    api: EventsApi, moment: str
+) -> None:
+    """FAILS today (500): a search cursor's start time is read with datetime.fromisoformat and bound as it is, so a
+    naive one reaches the timestamp column's bind processor ("naive datetimes are ambiguous") and one whose UTC
+    falls before year 1 or after 9999 overflows there (OverflowError: date value out of range); `from` and `to`
+    with such an offset overflow the same way (a naive `from` is already a 422). Found by the s13 probe."""
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"cursor": encode_cursor({"s": moment, "i": "x"})}, "cursor"),
+        ({"q": "run", "cursor": encode_cursor({"s": moment, "i": "x"})}, "cursor"),
+    ]
+    if moment[-6] in "+-":
+        cases += [({"from": moment}, "from"), ({"to": moment}, "to")]
+    failures = {}
+    for params, field in cases:
+        response = await api.client.get("/api/events", params=params)
+        if response.status_code != 422 or field not in [e["field"] for e in response.json()["errors"]]:
+            failures[str(params)] = (response.status_code, response.text[:120])
+    assert not failures, failures

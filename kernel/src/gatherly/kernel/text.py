@@ -227,13 +227,13 @@ class TextPolicy:
         await self.app(_with_content_length(scope, len(body)), replay(body, receive), send)
 
     def _path_errors(self, scope: Scope) -> list[dict[str, str]]:
-        path: str = scope["path"]
+        path = _path_text(scope)
         if path.isascii() and "\x00" not in path:  # the usual path: no character-by-character look
             return []
-        problem = text_problem(path)
+        problem = _url_text_problem(path)
         if problem is None:
             return []
-        return [{"field": field, "message": f"The text {problem}."} for field in _path_fields(scope)]
+        return [{"field": field, "message": f"The text {problem}."} for field in _path_fields(scope, path)]
 
     def _query_errors(self, scope: Scope) -> list[dict[str, str]]:
         query: bytes = scope.get("query_string", b"")
@@ -241,10 +241,13 @@ class TextPolicy:
             return []  # nothing escaped, nothing outside ASCII: no NUL and no surrogate can be in it
         raw = query.decode("latin-1")
         errors = []
-        for name, value in urllib.parse.parse_qsl(raw, keep_blank_values=True):
-            problem = text_problem(name) or text_problem(value)
+        # surrogateescape, not parse_qsl's default "replace": bytes that are not UTF-8 must be refused, not
+        # handed on as U+FFFD.
+        for name, value in urllib.parse.parse_qsl(raw, keep_blank_values=True, errors="surrogateescape"):
+            problem = _url_text_problem(name) or _url_text_problem(value)
             if problem:
-                errors.append({"field": name if not text_problem(name) else "query", "message": f"The text {problem}."})
+                field = name if not _url_text_problem(name) else "query"
+                errors.append({"field": field, "message": f"The text {problem}."})
         return errors
 
     def _query_in_nfc(self, scope: Scope) -> Scope:
@@ -259,10 +262,28 @@ class TextPolicy:
         return scope
 
 
-def _path_fields(scope: Scope) -> list[str]:
+def _path_text(scope: Scope) -> str:
+    """The path, decoded from the bytes the client sent with the bytes that are not UTF-8 kept as lone surrogates
+    (surrogateescape), where the server decoded them into U+FFFD (`path`): so the policy sees and refuses them."""
+    raw: bytes | None = scope.get("raw_path")
+    if raw is None:
+        return str(scope["path"])
+    raw = raw.split(b"?", 1)[0]  # some clients' raw_path holds the query too
+    return urllib.parse.unquote_to_bytes(raw).decode("utf-8", "surrogateescape")
+
+
+def _url_text_problem(value: str) -> str | None:
+    """text_problem of text decoded from a URL with surrogateescape, where a lone surrogate can only be a byte that
+    is not UTF-8 (UTF-8 encodes no surrogate, so %ED%A0%80 is not UTF-8 either)."""
+    problem = text_problem(value)
+    if problem is None or "\x00" in value:
+        return problem
+    return "must be UTF-8 (a percent-escape holds bytes that are not)"
+
+
+def _path_fields(scope: Scope, path: str) -> list[str]:
     """The names of the path parameters that hold a refused character (routing done early, for this only)."""
     app = scope.get("app")
-    path: str = scope["path"]
     for route in iter_route_contexts(getattr(app, "routes", [])):
         if not route.path:
             continue

@@ -8,6 +8,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from datetime import datetime
 from http import HTTPStatus
 from typing import Any, Generic, TypeVar
 
@@ -24,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gatherly.kernel import tracing
+from gatherly.kernel.clock import time_problem
 from gatherly.kernel.errors import DomainError, InvalidInput, TooManyRequests, Unavailable
 from gatherly.kernel.limits import PROBLEM_JSON, problem_body, send_problem
 from gatherly.kernel.messages import correlation_id_var
@@ -344,6 +346,24 @@ def _storable(value: Any) -> bool:
     if isinstance(value, int) and not isinstance(value, bool):
         return value in _INT64
     return True
+
+
+def cursor_time(value: Any) -> datetime:
+    """A cursor's time, as this API writes them: ISO 8601 with an offset, within the years a timestamp column
+    stores. TypeError or ValueError otherwise, for the caller to name the cursor (a naive time cannot be compared
+    with the columns, and one past year 9999 in UTC overflows while the query is bound)."""
+    moment = datetime.fromisoformat(value)
+    if problem := time_problem(moment):
+        raise ValueError(f"a cursor's time {problem}")
+    return moment
+
+
+def cursor_int(value: Any) -> int:
+    """A cursor's whole number, as this API writes them: a JSON integer (decode_cursor bounds those to 64 bits).
+    TypeError otherwise: int() would turn 1e300 or a 30-digit string into an integer no database takes."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError("a cursor's number is an integer")
+    return value
 
 
 async def page_request(

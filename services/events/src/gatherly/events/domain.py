@@ -18,7 +18,7 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from datetime import date, datetime
+from datetime import UTC, date, datetime, tzinfo
 from enum import StrEnum
 from typing import Any, NewType
 from urllib.parse import urlsplit
@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gatherly.contracts.groups import LEADER_ROLES
 from gatherly.contracts.users import ImageVariants
+from gatherly.kernel.clock import time_problem
 from gatherly.kernel.geo import EARTH_RADIUS_KM, Point
 from gatherly.kernel.text import name_problem, text_problem
 
@@ -243,11 +244,21 @@ def _is_web_url(value: str) -> bool:
     return parts.scheme in ("https", "http") and bool(parts.hostname) and " " not in value
 
 
-def _aware(value: datetime | None, field_name: str) -> datetime | None:
-    if value is not None and value.tzinfo is None:
+_TIMES = ("starts_at", "ends_at", "rsvp_opens_at", "rsvp_closes_at")
+
+
+def _aware(value: datetime | None, field_name: str, zone: tzinfo = UTC) -> datetime | None:
+    """The time, if it names an instant that can be stored, and shown in `zone` (the event's time zone, where its
+    calendars show it); InvalidEvent naming the field otherwise."""
+    if value is None:
+        return None
+    problem = time_problem(value, zone)
+    if problem == "has no offset":
         raise InvalidEvent(
             "Give the time with its offset (RFC 3339), e.g. 2030-05-01T19:00:00+02:00.", field=field_name
         )
+    if problem:
+        raise InvalidEvent(f"{field_name} {problem}.", field=field_name)
     return value
 
 
@@ -266,7 +277,7 @@ def details_from(**values: Any) -> EventDetails:
         raise InvalidEvent("online_url must be an http(s) URL.", field="online_url")
     if venue is None and online_url is None:
         raise InvalidEvent("Give a venue, an online_url, or both.", field="venue")
-    for name in ("starts_at", "ends_at", "rsvp_opens_at", "rsvp_closes_at"):
+    for name in _TIMES:
         _aware(getattr(details, name), name)
     if details.ends_at <= details.starts_at:
         raise InvalidEvent("ends_at must be after starts_at.", field="ends_at")
@@ -279,7 +290,7 @@ def details_from(**values: Any) -> EventDetails:
         raise InvalidEvent("rsvp_closes_at must not be after starts_at.", field="rsvp_closes_at")
     if opens is not None and opens >= (closes or details.starts_at):
         raise InvalidEvent("rsvp_opens_at must be before rsvp_closes_at and starts_at.", field="rsvp_opens_at")
-    return replace(
+    checked = replace(
         details,
         title=_text(details.title, "title", MAX_TITLE, required=True, one_line=True),
         description=_text(details.description, "description", MAX_DESCRIPTION),
@@ -287,6 +298,9 @@ def details_from(**values: Any) -> EventDetails:
         venue=venue,
         online_url=online_url,
     )
+    for name in _TIMES:  # in range in UTC (checked above), and in the time zone its calendars show it in
+        _aware(getattr(checked, name), name, ZoneInfo(checked.timezone))
+    return checked
 
 
 class EventStatus(StrEnum):

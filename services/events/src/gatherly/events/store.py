@@ -81,6 +81,7 @@ from gatherly.kernel.geo import bounding_box
 from gatherly.kernel.read_models import ReadyImageStore
 from gatherly.kernel.runtime import ServiceContext
 from gatherly.kernel.uow import UnitOfWork
+from gatherly.kernel.web import cursor_int, cursor_time
 
 __all__ = ["EventsUnitOfWork", "Stores", "metadata", "reading", "unit_of_work"]
 
@@ -678,7 +679,7 @@ def _position(after: dict[str, Any], key: str) -> tuple[Any, str]:
     try:
         value, last_id = after[key], str(after["i"])
         if key == "s":
-            return datetime.fromisoformat(str(value)), last_id
+            return cursor_time(value), last_id
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise TypeError(value)
         return float(value), last_id
@@ -858,8 +859,8 @@ class RsvpStore:
         waiting_before = 0
         if after is not None:
             try:
-                rank, queue_no, user_id = int(after["r"]), int(after["q"]), str(after["u"])
-                waiting_before = int(after["w"])
+                rank, queue_no, user_id = cursor_int(after["r"]), cursor_int(after["q"]), str(after["u"])
+                waiting_before = cursor_int(after["w"])
             except (KeyError, TypeError, ValueError):
                 raise InvalidEvent("The cursor is not one this API issued.", field="cursor")
             query = query.where(
@@ -941,7 +942,7 @@ class CommentStore:
         query = select(comments).where(comments.c.event_id == event_id).order_by(comments.c.created_at, comments.c.id)
         if after is not None:
             try:
-                since, last_id = datetime.fromisoformat(str(after["t"])), str(after["i"])
+                since, last_id = cursor_time(after["t"]), str(after["i"])
             except (KeyError, TypeError, ValueError):
                 raise InvalidEvent("The cursor is not one this API issued.", field="cursor")
             query = query.where(

@@ -80,6 +80,7 @@ from gatherly.kernel.read_models import ReadyImageStore
 from gatherly.kernel.runtime import ServiceContext
 from gatherly.kernel.sagas import SagaState, SagaStore
 from gatherly.kernel.uow import UnitOfWork
+from gatherly.kernel.web import cursor_int, cursor_time
 
 # Statements on the request path, built once: no per-call construction or cache-key work in SQLAlchemy.
 GROUP_BY_ID = select(groups).where(groups.c.id == bindparam("key"), groups.c.deleted_at.is_(None))
@@ -488,7 +489,7 @@ def _sort_position(sort: GroupSort, after: dict[str, Any]) -> tuple[Any, str]:
         raise InvalidInput("The cursor is not one this API issued.", field="cursor")
     if sort is GroupSort.NEWEST:
         try:
-            return _moment(key), last_id
+            return cursor_time(key), last_id
         except (TypeError, ValueError):
             raise InvalidInput("The cursor is not one this API issued.", field="cursor")
     expected = int if sort is GroupSort.MEMBERS else str
@@ -550,25 +551,10 @@ def _answers(value: Any) -> tuple[Answer, ...]:
     return tuple(Answer(a["question"], a["answer"]) for a in value)
 
 
-def _moment(value: Any) -> datetime:
-    """A cursor's time, as this API writes them: ISO 8601 with an offset (a naive one cannot be compared)."""
-    moment = datetime.fromisoformat(value)
-    if moment.tzinfo is None:
-        raise ValueError("a cursor's time has an offset")
-    return moment
-
-
-def _rank(value: Any) -> int:
-    """A cursor's role rank, a small whole number (int() would turn 1e300 into an integer no database takes)."""
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError("a cursor's rank is an integer")
-    return value
-
-
 def _time_position(after: dict[str, Any], id_key: str) -> tuple[datetime, str]:
     """A (time, id) cursor: `t` and `id_key`."""
     try:
-        return _moment(after["t"]), str(after[id_key])
+        return cursor_time(after["t"]), str(after[id_key])
     except (KeyError, TypeError, ValueError):
         raise InvalidInput("The cursor is not one this API issued.", field="cursor")
 
@@ -728,7 +714,9 @@ class MembershipStore:
             params["role"] = role.value
         if after is not None:
             try:
-                params.update(rank=_rank(after["r"]), joined_at=_moment(after["j"]), after_user=str(after["u"]))
+                params.update(
+                    rank=cursor_int(after["r"]), joined_at=cursor_time(after["j"]), after_user=str(after["u"])
+                )
             except (KeyError, TypeError, ValueError):
                 raise InvalidInput("The cursor is not one this API issued.", field="cursor")
         rows = await MEMBER_VIEWS[role is not None, after is not None].rows(self.session, params)
