@@ -82,6 +82,13 @@ class _Compiled:
             for key, process, value in zip(self.keys, self.results, raw, strict=True)
         }
 
+    def sqlite_results(self) -> tuple[_Processor, ...]:
+        """The result processors on sqlite3, worked out on first use: it reports no column types (pysqlite gives
+        SQLAlchemy None for each as well)."""
+        if self.results is None:
+            self.results = self.result_processors([None] * len(self.keys))
+        return self.results
+
     def result_processors(self, driver_types: list[Any]) -> tuple[_Processor, ...]:
         columns = self.compiled._result_columns
         return tuple(
@@ -148,9 +155,7 @@ class FixedRead:
         assert sync is not None
         driver = sync.connection.driver_connection
         if isinstance(driver, inline_sqlite.InlineConnection):
-            if compiled.results is None:
-                # sqlite3 reports no column types (pysqlite gives SQLAlchemy None for each as well).
-                compiled.results = compiled.result_processors([None] * len(compiled.keys))
+            compiled.sqlite_results()
             if not sync.in_transaction():
                 sync.begin()  # the read transaction's BEGIN, as SQLAlchemy's first statement would send it
             sql, values = compiled.arguments(given)
@@ -177,10 +182,8 @@ class FixedRead:
         if not isinstance(driver, inline_sqlite.InlineConnection):
             raise TypeError(f"FixedRead.run reads on inline SQLite only, not on {connection.dialect.driver}")
         assert not driver.in_transaction, "a short read runs in a read transaction of its own"
-        if compiled.results is None:
-            compiled.results = compiled.result_processors([None] * len(compiled.keys))
         sql, values = compiled.arguments(params or {})
-        make, results = compiled.tuple_row._make, compiled.results
+        make, results = compiled.tuple_row._make, compiled.sqlite_results()
         return [
             make(value if process is None else process(value) for value, process in zip(raw, results, strict=True))
             for raw in driver.execute(sql, values).fetchall()
@@ -222,8 +225,7 @@ class FixedWrite(FixedRead):
             return [dict(row) for row in result.mappings()]
         assert isinstance(connection, AsyncConnection)
         compiled = self._compiled(connection.dialect)
-        if compiled.results is None:
-            compiled.results = compiled.result_processors([None] * len(compiled.keys))
+        compiled.sqlite_results()
         return [compiled.convert(raw) for raw in self._execute(connection, direct, compiled, given).fetchall()]
 
     async def execute(self, connection: AsyncConnection | AsyncSession, params: Mapping[str, Any] | None = None) -> int:

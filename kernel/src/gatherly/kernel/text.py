@@ -244,10 +244,9 @@ class TextPolicy:
         # surrogateescape, not parse_qsl's default "replace": bytes that are not UTF-8 must be refused, not
         # handed on as U+FFFD.
         for name, value in urllib.parse.parse_qsl(raw, keep_blank_values=True, errors="surrogateescape"):
-            problem = _url_text_problem(name) or _url_text_problem(value)
-            if problem:
-                field = name if not _url_text_problem(name) else "query"
-                errors.append({"field": field, "message": f"The text {problem}."})
+            in_name = _url_text_problem(name)
+            if problem := in_name or _url_text_problem(value):
+                errors.append({"field": "query" if in_name else name, "message": f"The text {problem}."})
         return errors
 
     def _query_in_nfc(self, scope: Scope) -> Scope:

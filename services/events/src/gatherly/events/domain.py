@@ -252,12 +252,11 @@ def _aware(value: datetime | None, field_name: str, zone: tzinfo = UTC) -> datet
     calendars show it); InvalidEvent naming the field otherwise."""
     if value is None:
         return None
-    problem = time_problem(value, zone)
-    if problem == "has no offset":
+    if value.utcoffset() is None:
         raise InvalidEvent(
             "Give the time with its offset (RFC 3339), e.g. 2030-05-01T19:00:00+02:00.", field=field_name
         )
-    if problem:
+    if problem := time_problem(value, zone):
         raise InvalidEvent(f"{field_name} {problem}.", field=field_name)
     return value
 
