@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -81,6 +82,20 @@ COUNT = FixedRead(select(func.count()).select_from(things).where(things.c.shown 
 TEXT = FixedRead(text("SELECT id, at FROM things WHERE rank < :below ORDER BY rank").columns(things.c.id, things.c.at))
 
 
+@asynccontextmanager
+async def things_database(url: str, rows: Sequence[dict[str, object]] = ROWS) -> AsyncIterator[Database]:
+    """A database at `url` with the things table holding `rows`; disposed afterwards."""
+    database = Database(url)
+    try:
+        async with database.engine.begin() as connection:
+            await connection.run_sync(metadata.create_all)
+            if rows:
+                await connection.execute(insert(things), list(rows))
+        yield database
+    finally:
+        await database.dispose()
+
+
 @pytest.fixture(params=["default", "aiosqlite"])
 async def db(database_url: str, request: pytest.FixtureRequest) -> AsyncIterator[Database]:
     url = database_url
@@ -90,12 +105,8 @@ async def db(database_url: str, request: pytest.FixtureRequest) -> AsyncIterator
     if not url:
         yield None  # type: ignore[misc]
         return
-    database = Database(url)
-    async with database.engine.begin() as connection:
-        await connection.run_sync(metadata.create_all)
-        await connection.execute(insert(things), ROWS)
-    yield database
-    await database.dispose()
+    async with things_database(url) as database:
+        yield database
 
 
 async def same_as_sqlalchemy(db: Database, read: FixedRead, params: dict[str, object]) -> list[dict[str, object]]:
@@ -132,11 +143,7 @@ async def test_rows_equal_sqlalchemys(db: Database | None, read: FixedRead, para
 
 
 async def test_converts_like_the_columns(database_url: str) -> None:
-    db = Database(database_url)
-    async with db.engine.begin() as connection:
-        await connection.run_sync(metadata.create_all)
-        await connection.execute(insert(things), ROWS)
-    try:
+    async with things_database(database_url) as db:
         async with db.read_connection() as connection:
             row = await BY_ID.first(connection, {"id": "t2"})
             missing = await BY_ID.first(connection, {"id": "nope"})
@@ -150,19 +157,13 @@ async def test_converts_like_the_columns(database_url: str) -> None:
         assert row["score"] == 52.52 + 2 / 7 and row["price"] == Decimal("2.25")
         assert missing is None
         assert count == 3
-    finally:
-        await db.dispose()
 
 
 async def test_runs_in_the_read_transaction_on_inline_sqlite(tmp_path: object) -> None:
     """The read sees one snapshot: a row committed by another connection after the read's first statement is not
     seen by its second (the BEGIN is sent before the first statement, as SQLAlchemy would)."""
     path = f"{tmp_path}/snapshot.sqlite"
-    db = Database(f"sqlite:///{path}")
-    async with db.engine.begin() as connection:
-        await connection.run_sync(metadata.create_all)
-        await connection.execute(insert(things), ROWS[:2])
-    try:
+    async with things_database(f"sqlite:///{path}", ROWS[:2]) as db:
         async with db.read_connection() as connection:
             assert await COUNT.scalar(connection, {"shown": True}) == 1
             other = sqlite3.connect(path, isolation_level=None)
@@ -173,20 +174,12 @@ async def test_runs_in_the_read_transaction_on_inline_sqlite(tmp_path: object) -
             assert await COUNT.scalar(connection, {"shown": True}) == 1
         async with db.read_connection() as connection:
             assert await COUNT.scalar(connection, {"shown": True}) == 2
-    finally:
-        await db.dispose()
 
 
 async def test_missing_parameter_is_an_error(database_url: str) -> None:
-    db = Database(database_url)
-    async with db.engine.begin() as connection:
-        await connection.run_sync(metadata.create_all)
-    try:
-        async with db.read_connection() as connection:
-            with pytest.raises(KeyError):
-                await BY_ID.rows(connection, {})
-    finally:
-        await db.dispose()
+    async with things_database(database_url, rows=()) as db, db.read_connection() as connection:
+        with pytest.raises(KeyError):
+            await BY_ID.rows(connection, {})
 
 
 def test_text_without_columns_is_refused() -> None:
@@ -209,18 +202,14 @@ UPSERT = {"sqlite": _upsert(sqlite_insert), "postgresql": _upsert(postgresql_ins
 async def test_fixed_writes_read_and_write_as_sqlalchemy_in_the_transaction(database_url: str) -> None:
     """In a write transaction: the locking read gives SQLAlchemy's rows, the UPDATE and the upsert write what
     SQLAlchemy would (bind processors included), a rollback undoes them, and statement listeners see them."""
-    db = Database(database_url)
-    async with db.engine.begin() as connection:
-        await connection.run_sync(metadata.create_all)
-        await connection.execute(insert(things), ROWS)
     seen: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         seen.append(statement)
 
-    upsert = UPSERT[db.engine.dialect.name]
     later = START + timedelta(days=1)
-    try:
+    async with things_database(database_url) as db:
+        upsert = UPSERT[db.engine.dialect.name]
         async with db.writing() as connection:
             expected = [dict(row) for row in (await connection.execute(LOCKED.statement, {"id": "t2"})).mappings()]
             assert await LOCKED.rows(connection, {"id": "t2"}) == expected
@@ -240,18 +229,12 @@ async def test_fixed_writes_read_and_write_as_sqlalchemy_in_the_transaction(data
         assert [rows[f"t{i}"]["rank"] for i in range(6)] == [0, 1, 2, 3, 40, 40]
         assert rows["t1"]["at"] == later and rows["t1"]["at"].tzinfo is UTC
         assert rows["new"]["at"] == later and rows["new"]["tags"] == ROWS[0]["tags"]
-    finally:
-        await db.dispose()
 
 
 async def test_fixed_writes_run_on_sqlite3_inside_the_kept_writers_transaction(tmp_path: object) -> None:
     """On an inline SQLite file the statements go to sqlite3 directly: SQLAlchemy begins no transaction of its own
     over the one `Database.writing` began (whose COMMIT then goes straight to sqlite3 too)."""
-    db = Database(f"sqlite:///{tmp_path}/writes.sqlite")
-    async with db.engine.begin() as connection:
-        await connection.run_sync(metadata.create_all)
-        await connection.execute(insert(things), ROWS)
-    try:
+    async with things_database(f"sqlite:///{tmp_path}/writes.sqlite") as db:
         async with db.writing() as connection:
             assert (await LOCKED.rows(connection, {"id": "t1"}))[0]["rank"] == 1
             assert await RERANK.execute(connection, {"from_rank": 5, "rank": 50}) == 1
@@ -259,19 +242,13 @@ async def test_fixed_writes_run_on_sqlite3_inside_the_kept_writers_transaction(t
         async with db.read_connection() as connection:
             assert await COUNT.scalar(connection, {"shown": False}) == 3
             assert (await BY_ID.first(connection, {"id": "t5"}) or {})["rank"] == 50
-    finally:
-        await db.dispose()
 
 
 @pytest.mark.parametrize(("read", "params"), CASES)
 async def test_a_short_read_on_inline_sqlite_gives_sqlalchemys_rows_outside_any_transaction(
     tmp_path: object, read: FixedRead, params: dict[str, object]
 ) -> None:
-    db = Database(f"sqlite:///{tmp_path}/short.sqlite")
-    async with db.engine.begin() as connection:
-        await connection.run_sync(metadata.create_all)
-        await connection.execute(insert(things), ROWS)
-    try:
+    async with things_database(f"sqlite:///{tmp_path}/short.sqlite") as db:
         async with db.read_connection() as connection:
             expected = (await connection.execute(read.statement, params)).all()
         async with db.engine.connect() as connection:
@@ -280,8 +257,6 @@ async def test_a_short_read_on_inline_sqlite_gives_sqlalchemys_rows_outside_any_
             assert not connection.sync_connection.connection.dbapi_connection.in_transaction  # type: ignore[union-attr]
         assert [tuple(row) for row in short] == [tuple(row) for row in expected]
         assert [row._asdict() for row in short] == [dict(row._mapping) for row in expected]
-    finally:
-        await db.dispose()
 
 
 async def test_a_short_read_is_refused_on_other_drivers(database_url: str) -> None:
