@@ -553,8 +553,7 @@ class ConsumerWorker:
         duplicates = len(parsed) - len(applied)
         if duplicates:
             HANDLED.labels(self.spec.group, "duplicate").inc(duplicates)
-        for envelope in applied:
-            self._record_success(envelope)
+        self._record_success(applied)
 
     async def handle(self, record: Record) -> None:
         """Apply one record, or park it when it is poison. Raises (to be retried later) on an infrastructure
@@ -606,11 +605,18 @@ class ConsumerWorker:
         finally:
             correlation_id_var.reset(correlation)
             causation_id_var.reset(causation)
-        self._record_success(envelope)
+        self._record_success([envelope])
 
-    def _record_success(self, envelope: Envelope) -> None:
-        self._handled_ok.inc()
-        self._handle_latency.observe(max(0.0, (datetime.now(UTC) - envelope.occurred_at).total_seconds()))
+    def _record_success(self, applied: Sequence[Envelope]) -> None:
+        """Count messages whose transaction has committed, and observe each one's latency. One count and one clock
+        reading for them all: they committed together (a count or a clock reading per message cost about 0.6 µs
+        of the 40-50 µs a batched message costs, bench/kafka_throughput.py)."""
+        if not applied:
+            return
+        self._handled_ok.inc(len(applied))
+        now = datetime.now(UTC)
+        for envelope in applied:
+            self._handle_latency.observe(max(0.0, (now - envelope.occurred_at).total_seconds()))
 
     async def park(self, record: Record, error: BaseException, attempts: int) -> None:
         """Put the record on its topic's dead-letter topic with why. If the log cannot take it, this raises and
