@@ -81,10 +81,11 @@ async def claim_unprocessed(uow: UnitOfWork, consumer: str, message_ids: Sequenc
     if not message_ids:
         return set()
     now = uow.clock.now()
+    unique = list(dict.fromkeys(message_ids))  # the log may hold the same message twice in one batch
     if not uow.db.is_sqlite:
-        claim = {"consumer": consumer, "message_ids": list(dict.fromkeys(message_ids)), "processed_at": now}
+        claim = {"consumer": consumer, "message_ids": unique, "processed_at": now}
         return set((await uow.session.execute(CLAIM_INBOX_POSTGRESQL, claim)).scalars())
-    rows = [{"consumer": consumer, "message_id": m, "processed_at": now} for m in dict.fromkeys(message_ids)]
+    rows = [{"consumer": consumer, "message_id": m, "processed_at": now} for m in unique]
     if uow.db.inline:
         return set(CLAIM_INBOX_INLINE.run(uow.session, rows))
     return set((await uow.session.execute(CLAIM_INBOX_SQLITE, rows)).scalars())
