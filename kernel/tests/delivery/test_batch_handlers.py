@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ledger import Deposit, LedgerUnitOfWork, apply_deposit, deposit_event, totals
+from prometheus_client import REGISTRY
 
 from gatherly.kernel.db import Database
 from gatherly.kernel.delivery import ConsumerRegistry, dead_letter_topic
@@ -57,6 +58,14 @@ async def test_a_batch_handler_never_gets_a_message_twice(ledger_db: Database, m
         await eventually(lambda: caught_up(message_log, group, deposit.TOPIC))
     assert seen == [1, 2, 3]
     assert await totals(ledger_db) == (6, 3)
+    # Counted (and a latency observed) once per message applied, however the runs were cut; each repeat counted.
+    assert handled(group, "ok") == 3
+    assert handled(group, "duplicate") == 3
+    assert REGISTRY.get_sample_value("gatherly_message_latency_seconds_count", {"consumer": group}) == 3
+
+
+def handled(group: str, outcome: str) -> float | None:
+    return REGISTRY.get_sample_value("gatherly_messages_handled_total", {"consumer": group, "outcome": outcome})
 
 
 async def test_a_failing_batch_goes_one_by_one_and_only_the_poison_event_is_parked(

@@ -189,6 +189,40 @@ async def test_the_inbox_claim_straight_to_sqlite_returns_only_messages_not_appl
     assert all(isinstance(s, datetime) and s.tzinfo == UTC for s in stamps)
 
 
+async def test_the_inbox_claim_returns_only_messages_not_applied_before_on_every_backend(ledger_db: Database) -> None:
+    statements: list[str] = []
+    event.listen(
+        ledger_db.engine.sync_engine,
+        "before_cursor_execute",
+        lambda connection, cursor, statement, *_: statements.append(statement),
+    )
+    async with LedgerUnitOfWork(ledger_db) as uow:
+        assert await claim_unprocessed(uow, "group", ["m1", "m2", "m1"]) == {"m1", "m2"}
+    async with LedgerUnitOfWork(ledger_db) as uow:
+        assert await claim_unprocessed(uow, "group", ["m2", "m3"]) == {"m3"}
+        assert await claim_unprocessed(uow, "other-group", ["m2"]) == {"m2"}
+    with pytest.raises(RuntimeError):
+        async with LedgerUnitOfWork(ledger_db) as uow:
+            assert await claim_unprocessed(uow, "group", ["m4", "m5", "m6"]) == {"m4", "m5", "m6"}
+            raise RuntimeError("handler failed")  # the claim rolls back with the handler's work
+    async with LedgerUnitOfWork(ledger_db) as uow:
+        assert await claim_unprocessed(uow, "group", ["m4"]) == {"m4"}
+    async with ledger_db.read_connection() as connection:
+        rows = (await connection.execute(select(INBOX.c.consumer, INBOX.c.message_id, INBOX.c.processed_at))).all()
+    assert sorted((c, m) for c, m, _ in rows) == [
+        ("group", "m1"),
+        ("group", "m2"),
+        ("group", "m3"),
+        ("group", "m4"),
+        ("other-group", "m2"),
+    ]
+    assert all(isinstance(s, datetime) and s.tzinfo == UTC for _, _, s in rows)
+    if not ledger_db.is_sqlite:
+        # One statement text for claims of 1, 2 and 3 messages: PostgreSQL prepares it once per connection.
+        claims = [s for s in statements if s.startswith("INSERT INTO inbox")]
+        assert len(claims) == 5 and len(set(claims)) == 1
+
+
 async def test_write_transactions_share_one_kept_connection_and_a_broken_one_is_replaced(inline_db: Database) -> None:
     checkouts = []
     event.listen(inline_db.engine.sync_engine, "engine_connect", lambda connection: checkouts.append(connection))

@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 import asyncpg
 import structlog
 from pydantic import ValidationError
-from sqlalchemy import delete
+from sqlalchemy import bindparam, delete, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 
 from gatherly.contracts.base import IntegrationEvent, all_schemas, topic_retention
 from gatherly.kernel import inline_sqlite, tracing
@@ -60,12 +60,19 @@ METRICS_EVERY_S = 1.0
 YIELD_EVERY_S = 0.005
 
 # The inbox check and the inbox row in ONE statement: the rows that go in are the messages not applied before
-# (a conflicting row is skipped and returns nothing). Built once per dialect: building costs more than running it.
-CLAIM_INBOX = {
-    "sqlite": sqlite.insert(INBOX).on_conflict_do_nothing().returning(INBOX.c.message_id),
-    "postgresql": postgresql.insert(INBOX).on_conflict_do_nothing().returning(INBOX.c.message_id),
-}
-CLAIM_INBOX_INLINE = inline_sqlite.DirectInsert(CLAIM_INBOX["sqlite"], ["consumer", "message_id", "processed_at"])
+# (a conflicting row is skipped and returns nothing). Built once: building costs more than running it.
+CLAIM_INBOX_SQLITE = sqlite.insert(INBOX).on_conflict_do_nothing().returning(INBOX.c.message_id)
+CLAIM_INBOX_INLINE = inline_sqlite.DirectInsert(CLAIM_INBOX_SQLITE, ["consumer", "message_id", "processed_at"])
+# On PostgreSQL the ids go as ONE array, so the statement's text is the same for every batch size: a row of VALUES
+# per message made a new text per size, each prepared (a round trip, and a plan for 3 binds a row) on each pooled
+# connection; this one is prepared once per connection. It goes through SQLAlchemy, not straight to asyncpg:
+# SQLAlchemy's adapter opens the transaction at its first statement, so a claim sent to the driver directly would
+# run, and commit, outside the handler's transaction.
+CLAIM_INBOX_POSTGRESQL = text(
+    "INSERT INTO inbox (consumer, message_id, processed_at)"
+    " SELECT :consumer, unnest(CAST(:message_ids AS text[])), CAST(:processed_at AS timestamptz)"
+    " ON CONFLICT DO NOTHING RETURNING message_id"
+).bindparams(bindparam("processed_at", type_=INBOX.c.processed_at.type))
 
 
 async def claim_unprocessed(uow: UnitOfWork, consumer: str, message_ids: Sequence[str]) -> set[str]:
@@ -74,11 +81,14 @@ async def claim_unprocessed(uow: UnitOfWork, consumer: str, message_ids: Sequenc
     if not message_ids:
         return set()
     now = uow.clock.now()
-    rows = [{"consumer": consumer, "message_id": m, "processed_at": now} for m in dict.fromkeys(message_ids)]
+    unique = list(dict.fromkeys(message_ids))  # the log may hold the same message twice in one batch
+    if not uow.db.is_sqlite:
+        claim = {"consumer": consumer, "message_ids": unique, "processed_at": now}
+        return set((await uow.session.execute(CLAIM_INBOX_POSTGRESQL, claim)).scalars())
+    rows = [{"consumer": consumer, "message_id": m, "processed_at": now} for m in unique]
     if uow.db.inline:
         return set(CLAIM_INBOX_INLINE.run(uow.session, rows))
-    statement = CLAIM_INBOX["sqlite" if uow.db.is_sqlite else "postgresql"]
-    return set((await uow.session.execute(statement, rows)).scalars())
+    return set((await uow.session.execute(CLAIM_INBOX_SQLITE, rows)).scalars())
 
 
 async def _breathe(slice_started: float) -> float:
@@ -544,8 +554,7 @@ class ConsumerWorker:
         duplicates = len(parsed) - len(applied)
         if duplicates:
             HANDLED.labels(self.spec.group, "duplicate").inc(duplicates)
-        for envelope in applied:
-            self._record_success(envelope)
+        self._record_success(applied)
 
     async def handle(self, record: Record) -> None:
         """Apply one record, or park it when it is poison. Raises (to be retried later) on an infrastructure
@@ -597,11 +606,18 @@ class ConsumerWorker:
         finally:
             correlation_id_var.reset(correlation)
             causation_id_var.reset(causation)
-        self._record_success(envelope)
+        self._record_success([envelope])
 
-    def _record_success(self, envelope: Envelope) -> None:
-        self._handled_ok.inc()
-        self._handle_latency.observe(max(0.0, (datetime.now(UTC) - envelope.occurred_at).total_seconds()))
+    def _record_success(self, applied: Sequence[Envelope]) -> None:
+        """Count messages whose transaction has committed, and observe each one's latency. One count and one clock
+        reading for them all: they committed together (a count or a clock reading per message cost about 0.6 µs
+        of the 40-50 µs a batched message costs, bench/kafka_throughput.py)."""
+        if not applied:
+            return
+        self._handled_ok.inc(len(applied))
+        now = datetime.now(UTC)
+        for envelope in applied:
+            self._handle_latency.observe(max(0.0, (now - envelope.occurred_at).total_seconds()))
 
     async def park(self, record: Record, error: BaseException, attempts: int) -> None:
         """Put the record on its topic's dead-letter topic with why. If the log cannot take it, this raises and
