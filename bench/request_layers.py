@@ -8,12 +8,17 @@ server answers in turn:
 - `/livez`: answered by the gateway's own FastAPI app, behind the front door (security headers, CORS);
 - `trivial`: a route answering `{"status": "alive"}` put into the service's router just before the real route (the
   same app, middleware, routers and route class: only the dependencies, the work and the response model differ);
-- `trivial + deps`: the same, with the real route's dependencies (bearer check, service context);
-- the real route.
+- `trivial + deps`: the same, with the real route's bearer dependency;
+- the real route's endpoint, dependencies and response model answering what it answered the first time: what the
+  framework costs of that route, without the route's own work (its queries, shaping the answer);
+- the real route;
+- a ladder: the trivial route entered at each layer of the service's stack in turn (from FastAPI's innermost
+  middleware up to the process), so that the difference between two rungs is what one layer costs.
 
 Variants are measured in turn, round after round, so that the machine's other work falls on all of them alike; the
-figure is the median over rounds of the loop thread's CPU time per request. With --profile FILE, cProfile's view of
-the real routes goes to FILE.
+figure is the median over rounds of the loop thread's CPU time per request, less the process's background CPU
+(relays, consumers: measured while idle before each round) for the wall time the requests took. With --profile
+FILE, cProfile's view of the real routes goes to FILE.
 
     uv run python bench/request_layers.py [--requests 2000] [--rounds 5] [--profile FILE]
 """
@@ -93,17 +98,16 @@ async def call(
     return status
 
 
-async def cpu_per_request(variant: Variant, requests: int, idle: float = 0.0) -> float:
-    """The loop thread's CPU time per request, in µs, less `idle` (the background tasks' CPU per second of wall
-    time: relays and consumers run wherever a request yields, as they do between requests in a server)."""
+async def cpu_per_request(variant: Variant, requests: int) -> tuple[float, float]:
+    """(the loop thread's CPU seconds, the wall seconds) of `requests` requests. The CPU includes the background
+    tasks (relays, consumers), which run wherever a request yields, as they do between requests in a server."""
     started, wall = time.thread_time(), time.perf_counter()
     for _ in range(requests):
         await call(variant.app, variant.path, variant.headers, variant.service)
-    spent = time.thread_time() - started - idle * (time.perf_counter() - wall)
-    return spent / requests * 1e6
+    return time.thread_time() - started, time.perf_counter() - wall
 
 
-async def idle_cpu(seconds: float = 2.0) -> float:
+async def idle_cpu(seconds: float = 1.0) -> float:
     """The process's background CPU per second while no request comes (relays, consumers, probes)."""
     started, wall = time.thread_time(), time.perf_counter()
     await asyncio.sleep(seconds)
@@ -202,16 +206,22 @@ async def main(requests: int, rounds: int, profile: Path | None) -> None:
 
             gc.collect()
             gc.freeze()  # as `gatherly up` does (app/server.py): collections do not walk the start-up heap
-            idle = await idle_cpu()
-            figures: dict[str, list[float]] = {v.name: [] for v in variants}
+            # The background's CPU comes in bursts (a relay's lease, a consumer's poll): measured before every
+            # round, and the median of those subtracted afterwards.
+            idles: list[float] = []
+            raw: dict[str, list[tuple[float, float]]] = {v.name: [] for v in variants}
             for _ in range(rounds):
+                idles.append(await idle_cpu())
                 for variant in variants:
-                    figures[variant.name].append(await cpu_per_request(variant, requests, idle))
+                    raw[variant.name].append(await cpu_per_request(variant, requests))
+            idle = statistics.median(idles)
+            figures = {name: [(cpu - idle * wall) / requests * 1e6 for cpu, wall in runs] for name, runs in raw.items()}
 
             load = os.getloadavg()
             print(
                 f"\n{requests} requests x {rounds} rounds per variant; background CPU {idle * 1e3:.0f} ms/s "
-                f"(subtracted); load average {load[0]:.1f} {load[1]:.1f}"
+                f"(median of {', '.join(f'{i * 1e3:.0f}' for i in idles)}; subtracted); "
+                f"load average {load[0]:.1f} {load[1]:.1f}"
             )
             print("| path | CPU µs/request (median) | rounds |\n|---|---:|---|")
             for name, values in figures.items():
@@ -244,7 +254,7 @@ async def profiled(path: Path, requests: int, variants: list[Variant]) -> None:
     out = io.StringIO()
     for variant in variants:
         profiler = cProfile.Profile()
-        run: Callable[[], Awaitable[float]] = lambda v=variant: cpu_per_request(v, requests)  # noqa: E731
+        run: Callable[[], Awaitable[tuple[float, float]]] = lambda v=variant: cpu_per_request(v, requests)  # noqa: E731
         profiler.enable()
         await run()
         profiler.disable()
