@@ -173,8 +173,12 @@ class ServiceHost:
             self._consumers_go_round,
         ]
         install_health(app, self.context.readiness)
-        for router in self.definition.routers:
-            app.include_router(router)
+        # The service's routes go into the app's own router, ahead of the rest: FastAPI (0.165) matches the routes
+        # of an included router twice per request (to choose the router, then the route in it), and each route
+        # tried before the right one costs a few µs. The health and documentation routes are the gateway's to
+        # serve (gatherly.app.gateway), so they are tried last.
+        own = [route for router in self.definition.routers for route in router.routes]
+        app.router.routes[:0] = own
         return app
 
     async def _consumers_go_round(self) -> None:
