@@ -877,11 +877,11 @@ async def _covers(stores: Stores, events: list[Event]) -> dict[EventId, ImageVar
 async def list_attendees(
     stores: Stores, event_id: str, caller: UserId | None, page: PageRequest
 ) -> tuple[list[AttendeeRow], Any]:
-    event = await stores.events.get(event_id)
-    if event is None:
+    # Who may see them, from the event page's one read (event, group, the caller's role).
+    found = await stores.events.viewing(event_id, caller)
+    if found is None or found.group is None or not may_see(found.group, found.role):
         raise EventNotFound("No such event.")
-    await _visible_group(stores, event.group_id, caller)
-    return await stores.rsvps.page(event.id, page.limit, page.cursor)
+    return await stores.rsvps.page(found.event.id, page.limit, page.cursor)
 
 
 async def search_events(stores: Stores, criteria: EventSearch, page: PageRequest) -> tuple[list[Found], Any]:

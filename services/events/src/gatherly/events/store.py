@@ -22,7 +22,6 @@ from sqlalchemy import (
     exists,
     func,
     insert,
-    literal,
     or_,
     select,
     tuple_,
@@ -934,6 +933,36 @@ def _rsvp(row: Mapping[Any, Any], prefix: str = "") -> Rsvp:
 STATUS_RANK = case({RsvpStatus.GOING.value: 0, RsvpStatus.WAITLISTED.value: 1}, value=rsvps.c.status, else_=2)
 
 
+def _attendees(after: bool) -> FixedRead:
+    """A page of an event's attendees with their names and avatars: the first, or the one after a cursor's
+    (status rank, queue_no, user_id). Built and compiled once per shape, run on the driver."""
+    query = (
+        select(rsvps, profiles.c.display_name, profiles.c.avatar)
+        .select_from(rsvps.outerjoin(profiles, profiles.c.user_id == rsvps.c.user_id))
+        .where(
+            rsvps.c.event_id == bindparam("event_id"),
+            rsvps.c.status.in_([RsvpStatus.GOING, RsvpStatus.WAITLISTED]),
+        )
+        .order_by(STATUS_RANK, rsvps.c.queue_no, rsvps.c.user_id)
+    )
+    if after:
+        rank = bindparam("rank", type_=Integer)
+        queue_no, user_id = bindparam("queue_no", type_=Integer), bindparam("user_id", type_=rsvps.c.user_id.type)
+        query = query.where(
+            or_(
+                rank < STATUS_RANK,
+                and_(
+                    rank == STATUS_RANK,
+                    or_(rsvps.c.queue_no > queue_no, and_(rsvps.c.queue_no == queue_no, rsvps.c.user_id > user_id)),
+                ),
+            )
+        )
+    return FixedRead(query.limit(bindparam("limit", type_=Integer)))
+
+
+ATTENDEES = {False: _attendees(after=False), True: _attendees(after=True)}
+
+
 @dataclass(frozen=True)
 class AttendeeRow:
     rsvp: Rsvp
@@ -1007,29 +1036,16 @@ class RsvpStore:
 
     async def page(self, event_id: str, limit: int, after: dict[str, Any] | None) -> tuple[list[AttendeeRow], Any]:
         """Going first, then the waitlist in order (with positions); keyset-paged by (status rank, queue_no)."""
-        query = (
-            select(rsvps, profiles.c.display_name, profiles.c.avatar)
-            .select_from(rsvps.outerjoin(profiles, profiles.c.user_id == rsvps.c.user_id))
-            .where(rsvps.c.event_id == event_id, rsvps.c.status.in_([RsvpStatus.GOING, RsvpStatus.WAITLISTED]))
-            .order_by(STATUS_RANK, rsvps.c.queue_no, rsvps.c.user_id)
-        )
+        params: dict[str, Any] = {"event_id": event_id, "limit": limit + 1}
         waiting_before = 0
         if after is not None:
             try:
-                rank, queue_no, user_id = cursor_int(after["r"]), cursor_int(after["q"]), str(after["u"])
+                params["rank"], params["queue_no"] = cursor_int(after["r"]), cursor_int(after["q"])
+                params["user_id"] = str(after["u"])
                 waiting_before = cursor_int(after["w"])
             except (KeyError, TypeError, ValueError):
                 raise InvalidEvent("The cursor is not one this API issued.", field="cursor")
-            query = query.where(
-                or_(
-                    literal(rank) < STATUS_RANK,
-                    and_(
-                        literal(rank) == STATUS_RANK,
-                        or_(rsvps.c.queue_no > queue_no, and_(rsvps.c.queue_no == queue_no, rsvps.c.user_id > user_id)),
-                    ),
-                )
-            )
-        rows = list((await self.session.execute(query.limit(limit + 1))).mappings())
+        rows = await ATTENDEES[after is not None].rows(self.session, params)
         found: list[AttendeeRow] = []
         for row in rows[:limit]:
             rsvp = _rsvp(row)
