@@ -19,7 +19,8 @@ query in SQLAlchemy (with `bindparam()`s) and skips that path:
 For reads only: on PostgreSQL the statement runs on the connection whether or not SQLAlchemy has sent its BEGIN
 yet, which is the same snapshot rule as inside a READ COMMITTED transaction (each statement sees what was committed
 before it), but not a place for locking reads. Errors are the driver's own (sqlite3.Error, asyncpg's), which the
-kernel's 500/503 guard treats like SQLAlchemy's (`web.database_unreachable`)."""
+kernel's 500/503 guard treats like SQLAlchemy's (`web.database_unreachable`). `rows` tells SQLAlchemy's
+`before_cursor_execute` listeners (tests counting statements) of each statement it runs, as FixedWrite does."""
 
 from __future__ import annotations
 
@@ -159,9 +160,11 @@ class FixedRead:
             if not sync.in_transaction():
                 sync.begin()  # the read transaction's BEGIN, as SQLAlchemy's first statement would send it
             sql, values = compiled.arguments(given)
+            _tell_listeners(sync, sql, values)
             return [compiled.convert(raw) for raw in driver.execute(sql, values).fetchall()]
         if connection.dialect.driver == "asyncpg":
             sql, values = compiled.arguments(given)
+            _tell_listeners(sync, sql, values)
             if compiled.results is None:
                 # Some processors depend on the column's PostgreSQL type (numeric or float): asyncpg's prepared
                 # statement (cached by asyncpg for the fetch below) names them.
@@ -247,10 +250,17 @@ class FixedWrite(FixedRead):
         sql, values = compiled.arguments(params)
         sync = connection.sync_connection
         assert sync is not None
-        if sync.dispatch.before_cursor_execute:
-            for listener in sync.dispatch.before_cursor_execute:
-                listener(sync, None, sql, values, None, False)
+        _tell_listeners(sync, sql, values)
         return driver.execute(sql, values)
+
+
+def _tell_listeners(sync: Any, sql: str, values: list[Any]) -> None:
+    """SQLAlchemy's `before_cursor_execute` listeners, when there are any (tests and benchmarks counting or
+    explaining statements), are told about a statement run directly, with the cursor and context given as None and
+    the parameters as a tuple (one set of them, as `exec_driver_sql` takes it)."""
+    if sync.dispatch.before_cursor_execute:
+        for listener in sync.dispatch.before_cursor_execute:
+            listener(sync, None, sql, tuple(values), None, False)
 
 
 def _inline_in_transaction(connection: AsyncConnection | AsyncSession) -> inline_sqlite.InlineConnection | None:

@@ -117,8 +117,10 @@ calendar_router = APIRouter(prefix="/api/calendar", tags=["calendars"], route_cl
 CALENDAR = "text/calendar; charset=utf-8"
 
 
-async def _uow(context: ServiceContext = Depends(service_context)) -> EventsUnitOfWork:
-    return unit_of_work(context)
+async def _uow(request: Request) -> EventsUnitOfWork:
+    # The context straight from the request rather than through a sub-dependency: one level less of FastAPI's
+    # dependency solving on every write (solving them was one of the largest items of an RSVP's profile).
+    return unit_of_work(await service_context(request))
 
 
 # --- shaping ------------------------------------------------------------------------------------------------------

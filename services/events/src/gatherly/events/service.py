@@ -609,7 +609,10 @@ async def _save_attendance(
         waitlist_count=attendance.waiting,
         queue_counter=attendance.queue_counter,
     )
-    await (uow.events.save_counts if counts_only else uow.events.save)(counted)
+    if not counts_only:
+        await uow.events.save(counted)
+    elif counted != event:  # an answer that changes nothing (the same yes again) writes nothing
+        await uow.events.save_counts(counted)
     now = uow.clock.now()
     uow.publish(*(_rsvp_event(counted, change, now) for change in attendance.changes))
     return counted
@@ -846,16 +849,16 @@ class EventView:
 
 
 async def view_event(stores: Stores, event_id: str, caller: UserId | None) -> EventView:
-    event = await stores.events.get(event_id)
-    if event is None:
+    # One read for the whole page (event, group, role, own answer and place, check-ins, cover).
+    found = await stores.events.viewing(event_id, caller)
+    if found is None or found.group is None or not may_see(found.group, found.role):
         raise EventNotFound("No such event.")
-    group, _ = await _visible_group(stores, event.group_id, caller)
     mine: MyRsvp | None = None
-    rsvp: Rsvp | None = await stores.rsvps.of(event.id, caller) if caller else None
-    if rsvp is not None:
-        mine = MyRsvp(rsvp.status, rsvp.guests, await stores.rsvps.waitlist_position(event.id, rsvp))
-    covers = await _covers(stores, [event])
-    return EventView(event, group, mine, await stores.rsvps.checked_in_count(event.id), covers.get(event.id))
+    if found.own is not None:
+        waiting = found.own.status is RsvpStatus.WAITLISTED
+        mine = MyRsvp(found.own.status, found.own.guests, 1 + found.waiting_ahead if waiting else None)
+    cover = found.cover if shows_cover(found.cover_owner_role) else None
+    return EventView(found.event, found.group, mine, found.attendance, cover)
 
 
 async def _covers(stores: Stores, events: list[Event]) -> dict[EventId, ImageVariants]:
@@ -874,18 +877,18 @@ async def _covers(stores: Stores, events: list[Event]) -> dict[EventId, ImageVar
 async def list_attendees(
     stores: Stores, event_id: str, caller: UserId | None, page: PageRequest
 ) -> tuple[list[AttendeeRow], Any]:
-    event = await stores.events.get(event_id)
-    if event is None:
+    # Who may see them, from the event page's one read (event, group, the caller's role).
+    found = await stores.events.viewing(event_id, caller)
+    if found is None or found.group is None or not may_see(found.group, found.role):
         raise EventNotFound("No such event.")
-    await _visible_group(stores, event.group_id, caller)
-    return await stores.rsvps.page(event.id, page.limit, page.cursor)
+    return await stores.rsvps.page(found.event.id, page.limit, page.cursor)
 
 
 async def search_events(stores: Stores, criteria: EventSearch, page: PageRequest) -> tuple[list[Found], Any]:
     """A page of events, with their covers (one more query for the page)."""
     found, position = await stores.events.search(criteria, page.limit, page.cursor)
     covers = await _covers(stores, [f.event for f in found])
-    return [replace(f, cover=covers.get(f.event.id)) for f in found], position
+    return [replace(f, cover=covers[f.event.id]) if f.event.id in covers else f for f in found], position
 
 
 # --- data export ------------------------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ from sqlalchemy import (
     exists,
     func,
     insert,
-    literal,
     or_,
     select,
     tuple_,
@@ -76,7 +75,7 @@ from gatherly.events.tables import (
 from gatherly.kernel import postgis
 from gatherly.kernel.db import Database, rowcount
 from gatherly.kernel.exports import rows
-from gatherly.kernel.fixed_reads import FixedWrite
+from gatherly.kernel.fixed_reads import FixedRead, FixedWrite
 from gatherly.kernel.geo import bounding_box
 from gatherly.kernel.read_models import ReadyImageStore
 from gatherly.kernel.runtime import ServiceContext
@@ -165,6 +164,11 @@ def _columns(event: Event) -> dict[str, Any]:
     }
 
 
+# What `_event` reads of an event row: all but the search's own columns (the folded text, the unit vector), which
+# the hot reads below need not fetch and convert (search_text repeats the description).
+EVENT_COLUMNS = [column for column in events.c if column.name not in ("search_text", "x", "y", "z")]
+
+
 # The statements of an RSVP (its hot path: one per answer, under the event's lock) are built once, here: building a
 # statement and generating its cache key per call cost more than SQLite running it (bench/README.md, RSVPs).
 EVENT_FOR_UPDATE = select(events).where(events.c.id == bindparam("event_id")).with_for_update()
@@ -175,15 +179,18 @@ SAVE_COUNTS = FixedWrite(
         going_count=bindparam("going"), waitlist_count=bindparam("waiting"), queue_counter=bindparam("queue_counter")
     )
 )
-RSVP_OF = select(rsvps).where(rsvps.c.event_id == bindparam("event_id"), rsvps.c.user_id == bindparam("user_id"))
-WAITLIST_HEAD = (
+RSVP_OF = FixedWrite(
+    select(rsvps).where(rsvps.c.event_id == bindparam("event_id"), rsvps.c.user_id == bindparam("user_id"))
+)
+# The waitlist's reads of an answer, in its write transaction (FixedWrite: on sqlite3 directly on inline SQLite).
+WAITLIST_HEAD = FixedWrite(
     select(rsvps)
     .where(rsvps.c.event_id == bindparam("event_id"), rsvps.c.status == RsvpStatus.WAITLISTED.value)
     .order_by(rsvps.c.queue_no)
     .limit(bindparam("limit", type_=Integer))
 )
-WAITLIST_AHEAD = (
-    select(func.count())
+WAITLIST_AHEAD = FixedWrite(
+    select(func.count().label("ahead"))
     .select_from(rsvps)
     .where(
         rsvps.c.event_id == bindparam("event_id"),
@@ -203,7 +210,7 @@ ROLE = select(group_members.c.role).where(
 # SQLAlchemy's execution path they were about a fifth of an RSVP's CPU (docs/request-path.md, seventh pass).
 ANSWERING = FixedWrite(
     select(
-        events,
+        *EVENT_COLUMNS,
         group_summaries.c.group_id.label("group_found"),
         group_summaries.c.name.label("group_name"),
         group_summaries.c.visibility.label("group_visibility"),
@@ -243,6 +250,59 @@ UPSERT_RSVP = {
 }
 
 
+# What the page of one event shows, in one statement on the driver (FixedRead): the event, its group unless
+# deleted, the caller's role and answer with their place on the waitlist, the check-in count, and the cover image
+# with its uploader's role in the group. Each was a statement of its own through SQLAlchemy's execution path,
+# built per call: most of the page's CPU (docs/request-path.md, events).
+_own_rsvp = rsvps.alias("own_rsvp")
+_waiting = rsvps.alias("waiting")
+_checked_in = rsvps.alias("checked_in")
+_cover_owner = group_members.alias("cover_owner")
+EVENT_VIEW = FixedRead(
+    select(
+        *EVENT_COLUMNS,
+        group_summaries.c.group_id.label("group_found"),
+        group_summaries.c.name.label("group_name"),
+        group_summaries.c.visibility.label("group_visibility"),
+        group_summaries.c.topics.label("group_topics"),
+        group_summaries.c.city.label("group_city"),
+        group_members.c.role.label("my_role"),
+        *(column.label(f"rsvp_{column.name}") for column in _own_rsvp.c),
+        select(func.count())
+        .select_from(_waiting)
+        .where(
+            _waiting.c.event_id == events.c.id,
+            _waiting.c.status == RsvpStatus.WAITLISTED.value,
+            _waiting.c.queue_no < _own_rsvp.c.queue_no,
+        )
+        .scalar_subquery()
+        .label("waiting_ahead"),
+        select(func.count())
+        .select_from(_checked_in)
+        .where(_checked_in.c.event_id == events.c.id, _checked_in.c.checked_in_at.is_not(None))
+        .scalar_subquery()
+        .label("checked_in_listed"),
+        cover_images.c.variants.label("cover_variants"),
+        _cover_owner.c.role.label("cover_owner_role"),
+    )
+    .outerjoin(
+        group_summaries,
+        and_(group_summaries.c.group_id == events.c.group_id, group_summaries.c.deleted_at.is_(None)),
+    )
+    .outerjoin(
+        group_members,
+        and_(group_members.c.group_id == events.c.group_id, group_members.c.user_id == bindparam("user_id")),
+    )
+    .outerjoin(_own_rsvp, and_(_own_rsvp.c.event_id == events.c.id, _own_rsvp.c.user_id == bindparam("user_id")))
+    .outerjoin(cover_images, cover_images.c.image_id == events.c.cover_image_id)
+    .outerjoin(
+        _cover_owner,
+        and_(_cover_owner.c.group_id == events.c.group_id, _cover_owner.c.user_id == cover_images.c.owner_id),
+    )
+    .where(events.c.id == bindparam("event_id"))
+)
+
+
 @dataclass(frozen=True)
 class Answering:
     """What an answer to an event is decided on (EventStore.answering)."""
@@ -251,6 +311,33 @@ class Answering:
     group: GroupSummary | None  # None when deleted (or not known yet)
     role: str | None
     own: Rsvp | None  # the person's answer so far
+
+
+@dataclass(frozen=True)
+class Viewing:
+    """What the page of one event is made of (EventStore.viewing)."""
+
+    event: Event
+    group: GroupSummary | None  # None when deleted (or not known yet)
+    role: str | None  # the caller's, None when not a member (or anonymous)
+    own: Rsvp | None  # the caller's answer
+    waiting_ahead: int  # parties before the caller on the waitlist (meaningful when they wait)
+    attendance: int  # people checked in, those who deleted their account since included
+    cover: ImageVariants | None  # the cover image's variants, while it is ready
+    cover_owner_role: str | None  # the role in the group of whoever uploaded the cover
+
+
+def _group_of(row: Mapping[str, Any]) -> GroupSummary | None:
+    """The group summary an event read joined (columns group_found, group_name, ...), None when deleted."""
+    if row["group_found"] is None:
+        return None
+    return GroupSummary(
+        GroupId(row["group_found"]),
+        row["group_name"],
+        Visibility(row["group_visibility"]),
+        tuple(row["group_topics"]),
+        row["group_city"],
+    )
 
 
 class EventStore:
@@ -274,18 +361,26 @@ class EventStore:
         if not found:
             return None
         row = found[0]
-        group = None
-        if row["group_found"] is not None:
-            topics = tuple(row["group_topics"])
-            group = GroupSummary(
-                GroupId(row["group_found"]),
-                row["group_name"],
-                Visibility(row["group_visibility"]),
-                topics,
-                row["group_city"],
-            )
         own = _rsvp(row, prefix="rsvp_") if row["rsvp_user_id"] is not None else None
-        return Answering(_event(row), group, row["my_role"], own)
+        return Answering(_event(row), _group_of(row), row["my_role"], own)
+
+    async def viewing(self, event_id: str, caller: str | None) -> Viewing | None:
+        """Everything the page of one event shows, for this caller (None: anonymous): one read."""
+        row = await EVENT_VIEW.first(self.session, {"event_id": event_id, "user_id": caller})
+        if row is None:
+            return None
+        own = _rsvp(row, prefix="rsvp_") if row["rsvp_user_id"] is not None else None
+        variants = row["cover_variants"]
+        return Viewing(
+            event=_event(row),
+            group=_group_of(row),
+            role=row["my_role"],
+            own=own,
+            waiting_ahead=int(row["waiting_ahead"] or 0),
+            attendance=int(row["anonymous_check_ins"] or 0) + int(row["checked_in_listed"] or 0),
+            cover=ImageVariants(**variants) if variants is not None else None,
+            cover_owner_role=row["cover_owner_role"],
+        )
 
     async def imported_for_update(self, group_id: str, uid: str) -> Event | None:
         """The group's event imported from this VEVENT UID, locked (ux_events_group_id_source_uid)."""
@@ -335,17 +430,13 @@ class EventStore:
         its uploader is not a member."""
         if not wanted:
             return {}
-        query = (
-            select(cover_images.c.image_id, cover_images.c.variants, group_members.c.group_id, group_members.c.role)
-            .join(group_members, group_members.c.user_id == cover_images.c.owner_id)
-            .where(
-                cover_images.c.image_id.in_({image_id for _, image_id in wanted}),
-                group_members.c.group_id.in_({group_id for group_id, _ in wanted}),
-            )
-        )
+        params = {
+            "image_ids": sorted({image_id for _, image_id in wanted}),
+            "group_ids": sorted({group_id for group_id, _ in wanted}),
+        }
         found = {
             (row["group_id"], row["image_id"]): (row["role"], ImageVariants(**row["variants"]))
-            for row in (await self.session.execute(query)).mappings()
+            for row in await COVER_ROLES.rows(self.session, params)
         }
         return {pair: found[pair] for pair in wanted if pair in found}
 
@@ -390,18 +481,10 @@ class EventStore:
             return await self._search_nearby_postgis(criteria, limit, after)
         if criteria.near is not None:
             return await self._search_nearby(criteria, limit, after)
-        query = (
-            select(events, group_summaries.c.name.label("group_name"))
-            .join(group_summaries, group_summaries.c.group_id == events.c.group_id)
-            .where(*_filters(criteria))
-            .order_by(events.c.starts_at, events.c.id)
-        )
+        params = {**_search_values(criteria), "limit": limit + 1}
         if after is not None:
-            since, last_id = _position(after, "s")
-            query = query.where(
-                or_(events.c.starts_at > since, and_(events.c.starts_at == since, events.c.id > last_id))
-            )
-        rows = list((await self.session.execute(query.limit(limit + 1))).mappings())
+            params["since"], params["last_id"] = _position(after, "s")
+        rows = await _soonest_page(criteria, after is not None).rows(self.session, params)
         found = [Found(_event(row), row["group_name"]) for row in rows[:limit]]
         position = None
         if len(rows) > limit:
@@ -592,6 +675,73 @@ class EventStore:
         return list((await self.session.execute(query.limit(limit + 1))).mappings())
 
 
+# The covers of a page of events with their uploaders' roles (EventStore.cover_roles).
+COVER_ROLES = FixedRead(
+    select(cover_images.c.image_id, cover_images.c.variants, group_members.c.group_id, group_members.c.role)
+    .join(group_members, group_members.c.user_id == cover_images.c.owner_id)
+    .where(
+        cover_images.c.image_id.in_(bindparam("image_ids", expanding=True)),
+        group_members.c.group_id.in_(bindparam("group_ids", expanding=True)),
+    )
+)
+
+# The search in start order, one statement per shape (which filters are given, first page or not): built and
+# compiled once, run on the driver (FixedRead). Built per call, its construction, cache key and compilation were
+# most of a list's CPU (docs/request-path.md, events). Bounded: the shapes are the combinations of seven flags.
+_SOONEST_PAGES: dict[tuple[bool, ...], FixedRead] = {}
+
+
+def _soonest_page(criteria: EventSearch, after: bool) -> FixedRead:
+    shape = (
+        criteria.caller is not None,
+        criteria.starts_before is not None,
+        bool(criteria.text),
+        bool(criteria.topic),
+        bool(criteria.group_id),
+        criteria.attending is not None,
+        after,
+    )
+    read = _SOONEST_PAGES.get(shape)
+    if read is None:
+        query = (
+            select(*EVENT_COLUMNS, group_summaries.c.name.label("group_name"))
+            .join(group_summaries, group_summaries.c.group_id == events.c.group_id)
+            .where(*_filters(criteria, bound=True))
+            .order_by(events.c.starts_at, events.c.id)
+        )
+        if after:
+            since, last_id = (
+                bindparam("since", type_=events.c.starts_at.type),
+                bindparam("last_id", type_=events.c.id.type),
+            )
+            query = query.where(
+                or_(events.c.starts_at > since, and_(events.c.starts_at == since, events.c.id > last_id))
+            )
+        read = _SOONEST_PAGES[shape] = FixedRead(query.limit(bindparam("limit", type_=Integer)))
+    return read
+
+
+def _search_values(criteria: EventSearch) -> dict[str, Any]:
+    """The values of the parameters `_filters(criteria, bound=True)` names."""
+    return {
+        "caller": criteria.caller,
+        "starts_from": criteria.starts_from,
+        "starts_before": criteria.starts_before,
+        "text": _like_escaped(criteria.text) if criteria.text else None,
+        "topic": criteria.topic,
+        "group_id": criteria.group_id,
+        "attending": criteria.attending,
+    }
+
+
+def _like_escaped(text: str) -> str:
+    """The text with LIKE's wildcards escaped by LIKE_ESCAPE, as SQLAlchemy's `autoescape=True` does it."""
+    return text.replace(LIKE_ESCAPE, LIKE_ESCAPE * 2).replace("%", LIKE_ESCAPE + "%").replace("_", LIKE_ESCAPE + "_")
+
+
+LIKE_ESCAPE = "/"
+
+
 # Of the nearby search soonest first: how many upcoming events (in start order) are looked at for a page before
 # the whole radius is read instead. A radius holding 1 in 200 of the upcoming events fills a page of 20 from them.
 SOONEST_SCAN = 4096
@@ -612,39 +762,46 @@ def _chord2(columns: Any, center: Location) -> ColumnElement[float]:
     )
 
 
-def _filters(criteria: EventSearch, columns: Any = events.c) -> list[ColumnElement[bool]]:
+def _filters(criteria: EventSearch, columns: Any = events.c, *, bound: bool = False) -> list[ColumnElement[bool]]:
     """Scheduled events of live groups the caller may see, and whatever else was asked (the query joins
-    group_summaries); on the events table's columns, or stand-ins of the same names."""
-    group_filters, event_filters = _filters_split(criteria, columns)
+    group_summaries); on the events table's columns, or stand-ins of the same names. `bound`: the criteria's
+    values are parameters, named as `_search_values` gives them (for a statement compiled once)."""
+    group_filters, event_filters = _filters_split(criteria, columns, bound=bound)
     return [*group_filters, *event_filters]
 
 
 def _filters_split(
-    criteria: EventSearch, columns: Any = events.c
+    criteria: EventSearch, columns: Any = events.c, *, bound: bool = False
 ) -> tuple[list[ColumnElement[bool]], list[ColumnElement[bool]]]:
     """The search's conditions on the event's group (live, visible to the caller) and on the event itself."""
+    values = _search_values(criteria)
+
+    def given(name: str, column: ColumnElement[Any]) -> Any:
+        return bindparam(name, type_=column.type) if bound else values[name]
+
     visible = group_summaries.c.visibility == Visibility.PUBLIC.value
     if criteria.caller is not None:
-        mine = select(group_members.c.group_id).where(group_members.c.user_id == criteria.caller)
+        mine = select(group_members.c.group_id).where(
+            group_members.c.user_id == given("caller", group_members.c.user_id)
+        )
         visible = or_(visible, columns.group_id.in_(mine))
     group_filters = [group_summaries.c.deleted_at.is_(None), visible]
     filters: list[ColumnElement[bool]] = [
         columns.status == EventStatus.SCHEDULED.value,
-        columns.starts_at >= criteria.starts_from,
+        columns.starts_at >= given("starts_from", events.c.starts_at),
     ]
     if criteria.starts_before is not None:
-        filters.append(columns.starts_at < criteria.starts_before)
+        filters.append(columns.starts_at < given("starts_before", events.c.starts_at))
     if criteria.text:
-        filters.append(columns.search_text.contains(criteria.text, autoescape=True))
+        filters.append(columns.search_text.contains(given("text", events.c.search_text), escape=LIKE_ESCAPE))
     if criteria.topic:
-        filters.append(
-            columns.group_id.in_(select(group_topics.c.group_id).where(group_topics.c.topic == criteria.topic))
-        )
+        topic = given("topic", group_topics.c.topic)
+        filters.append(columns.group_id.in_(select(group_topics.c.group_id).where(group_topics.c.topic == topic)))
     if criteria.group_id:
-        filters.append(columns.group_id == criteria.group_id)
+        filters.append(columns.group_id == given("group_id", events.c.group_id))
     if criteria.attending is not None:
         going = select(rsvps.c.event_id).where(
-            rsvps.c.user_id == criteria.attending, rsvps.c.status == RsvpStatus.GOING.value
+            rsvps.c.user_id == given("attending", rsvps.c.user_id), rsvps.c.status == RsvpStatus.GOING.value
         )
         filters.append(columns.id.in_(going))
     return group_filters, filters
@@ -776,6 +933,36 @@ def _rsvp(row: Mapping[Any, Any], prefix: str = "") -> Rsvp:
 STATUS_RANK = case({RsvpStatus.GOING.value: 0, RsvpStatus.WAITLISTED.value: 1}, value=rsvps.c.status, else_=2)
 
 
+def _attendees(after: bool) -> FixedRead:
+    """A page of an event's attendees with their names and avatars: the first, or the one after a cursor's
+    (status rank, queue_no, user_id). Built and compiled once per shape, run on the driver."""
+    query = (
+        select(rsvps, profiles.c.display_name, profiles.c.avatar)
+        .select_from(rsvps.outerjoin(profiles, profiles.c.user_id == rsvps.c.user_id))
+        .where(
+            rsvps.c.event_id == bindparam("event_id"),
+            rsvps.c.status.in_([RsvpStatus.GOING, RsvpStatus.WAITLISTED]),
+        )
+        .order_by(STATUS_RANK, rsvps.c.queue_no, rsvps.c.user_id)
+    )
+    if after:
+        rank = bindparam("rank", type_=Integer)
+        queue_no, user_id = bindparam("queue_no", type_=Integer), bindparam("user_id", type_=rsvps.c.user_id.type)
+        query = query.where(
+            or_(
+                rank < STATUS_RANK,
+                and_(
+                    rank == STATUS_RANK,
+                    or_(rsvps.c.queue_no > queue_no, and_(rsvps.c.queue_no == queue_no, rsvps.c.user_id > user_id)),
+                ),
+            )
+        )
+    return FixedRead(query.limit(bindparam("limit", type_=Integer)))
+
+
+ATTENDEES = {False: _attendees(after=False), True: _attendees(after=True)}
+
+
 @dataclass(frozen=True)
 class AttendeeRow:
     rsvp: Rsvp
@@ -797,21 +984,20 @@ class RsvpStore:
 
     async def waitlist_head(self, event_id: str, limit: int) -> list[Rsvp]:
         """The first `limit` parties waiting, in FIFO order (ix_rsvps_event_id_status_queue_no)."""
-        result = await self.session.execute(WAITLIST_HEAD, {"event_id": event_id, "limit": limit})
-        return [_rsvp(row) for row in result.mappings()]
+        return [_rsvp(row) for row in await WAITLIST_HEAD.rows(self.session, {"event_id": event_id, "limit": limit})]
 
     async def going_ids(self, event_id: str) -> list[UserId]:
         query = select(rsvps.c.user_id).where(rsvps.c.event_id == event_id, rsvps.c.status == RsvpStatus.GOING)
         return [UserId(u) for u in await self.session.scalars(query)]
 
     async def of(self, event_id: str, user_id: str) -> Rsvp | None:
-        row = (await self.session.execute(RSVP_OF, {"event_id": event_id, "user_id": user_id})).mappings().first()
+        row = await RSVP_OF.first(self.session, {"event_id": event_id, "user_id": user_id})
         return _rsvp(row) if row else None
 
     async def waitlist_position(self, event_id: str, rsvp: Rsvp) -> int | None:
         if rsvp.status is not RsvpStatus.WAITLISTED:
             return None
-        ahead = await self.session.scalar(WAITLIST_AHEAD, {"event_id": event_id, "queue_no": rsvp.queue_no})
+        ahead = await WAITLIST_AHEAD.scalar(self.session, {"event_id": event_id, "queue_no": rsvp.queue_no})
         return 1 + int(ahead or 0)
 
     async def checked_in_count(self, event_id: str) -> int:
@@ -850,29 +1036,16 @@ class RsvpStore:
 
     async def page(self, event_id: str, limit: int, after: dict[str, Any] | None) -> tuple[list[AttendeeRow], Any]:
         """Going first, then the waitlist in order (with positions); keyset-paged by (status rank, queue_no)."""
-        query = (
-            select(rsvps, profiles.c.display_name, profiles.c.avatar)
-            .select_from(rsvps.outerjoin(profiles, profiles.c.user_id == rsvps.c.user_id))
-            .where(rsvps.c.event_id == event_id, rsvps.c.status.in_([RsvpStatus.GOING, RsvpStatus.WAITLISTED]))
-            .order_by(STATUS_RANK, rsvps.c.queue_no, rsvps.c.user_id)
-        )
+        params: dict[str, Any] = {"event_id": event_id, "limit": limit + 1}
         waiting_before = 0
         if after is not None:
             try:
-                rank, queue_no, user_id = cursor_int(after["r"]), cursor_int(after["q"]), str(after["u"])
+                params["rank"], params["queue_no"] = cursor_int(after["r"]), cursor_int(after["q"])
+                params["user_id"] = str(after["u"])
                 waiting_before = cursor_int(after["w"])
             except (KeyError, TypeError, ValueError):
                 raise InvalidEvent("The cursor is not one this API issued.", field="cursor")
-            query = query.where(
-                or_(
-                    literal(rank) < STATUS_RANK,
-                    and_(
-                        literal(rank) == STATUS_RANK,
-                        or_(rsvps.c.queue_no > queue_no, and_(rsvps.c.queue_no == queue_no, rsvps.c.user_id > user_id)),
-                    ),
-                )
-            )
-        rows = list((await self.session.execute(query.limit(limit + 1))).mappings())
+        rows = await ATTENDEES[after is not None].rows(self.session, params)
         found: list[AttendeeRow] = []
         for row in rows[:limit]:
             rsvp = _rsvp(row)
