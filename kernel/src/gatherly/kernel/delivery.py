@@ -508,9 +508,14 @@ class ConsumerWorker:
             return False
         return True
 
+    def _unit_of_work(self) -> UnitOfWork:
+        uow = self.uow_factory()
+        uow.for_consumer = True  # on the consumers' connections, without the pool's pre-ping (Database.writing)
+        return uow
+
     async def _apply_all(self, parsed: Sequence[tuple[Envelope, IntegrationEvent, Handler]]) -> None:
         applied: list[Envelope] = []
-        async with self.uow_factory() as uow:
+        async with self._unit_of_work() as uow:
             fresh = await claim_unprocessed(uow, self.spec.group, [envelope.id for envelope, _, _ in parsed])
             new: list[tuple[Envelope, IntegrationEvent, Handler]] = []
             for item in parsed:
@@ -589,7 +594,7 @@ class ConsumerWorker:
         causation = causation_id_var.set(envelope.id)
         try:
             with tracing.handling(self.spec.group, envelope.type, envelope.traceparent, envelope.tracestate):
-                async with self.uow_factory() as uow:
+                async with self._unit_of_work() as uow:
                     if not await claim_unprocessed(uow, self.spec.group, [envelope.id]):
                         HANDLED.labels(self.spec.group, "duplicate").inc()
                         return
