@@ -9,6 +9,8 @@ the jars the project's scripts fetch (scripts/kafka.sh, scripts/debezium.sh, thr
 - debezium: the same commits on another database whose outbox Debezium's PostgreSQL connector reads from the WAL
   and routes with the Outbox Event Router (deploy/debezium/outbox-connector.json); no relay runs.
 
+Beside the latencies, this process's CPU time per event (load-robust, unlike them).
+
 Events are committed at --rate per second (in transactions of --per-tx events) for --seconds; a `ConsumerWorker` in
 a consumer group handles each in a transaction of its own (inbox row + a row of its own) on a third database. The
 latency of an event is from its producer's COMMIT returning to its handler's COMMIT returning, both timed in this
@@ -19,7 +21,8 @@ Appends a dated section to bench/reports/distributed_latency.md (and prints it).
     uv run python bench/distributed_latency.py [--rate 500] [--per-tx 10 1] [--seconds 20] [--debezium-poll-ms 500 20]
 
 `--debezium-poll-ms` runs Debezium once per value of the connector's `poll.interval.ms` (default: the value in
-deploy/debezium/outbox-connector.json), to compare settings in one run.
+deploy/debezium/outbox-connector.json), to compare settings in one run; given no value (`--debezium-poll-ms`
+alone) it runs the polling relay only.
 """
 
 from __future__ import annotations
@@ -97,9 +100,11 @@ class Stamps:
         self.handled_at: dict[int, float] = {}
         self.expected = 0
         self.all_handled = asyncio.Event()
+        self.transactions = 0  # the consumer's, that handled events
 
     def handled(self, numbers: list[int]) -> None:
         now = time.perf_counter()
+        self.transactions += bool(numbers)
         for n in numbers:
             self.handled_at[n] = now
         if len(self.handled_at) >= self.expected:
@@ -185,10 +190,12 @@ async def measure(
             await freeze_startup_heap()
             stamps.handled_at.clear()
             stamps.all_handled.clear()
+            stamps.transactions = 0
             transactions = int(rate * seconds / per_tx)
             stamps.expected = transactions * per_tx
             interval = per_tx / rate
             started = time.perf_counter()
+            cpu_started = time.process_time()
             late = 0
             for i in range(transactions):
                 delay = started + i * interval - time.perf_counter()
@@ -204,6 +211,7 @@ async def measure(
                     stamps.committed_at[n] = now
             produced_for = time.perf_counter() - started
             await asyncio.wait_for(stamps.all_handled.wait(), timeout=300)
+            cpu_s = time.process_time() - cpu_started
     finally:
         worker.stop()
         await asyncio.wait_for(worker_task, 60)
@@ -223,6 +231,8 @@ async def measure(
         "p90_ms": percentile(latencies, 0.90),
         "p99_ms": percentile(latencies, 0.99),
         "max_ms": max(latencies),
+        "cpu_us_per_event": cpu_s / len(latencies) * 1e6,
+        "events_per_consumer_tx": len(latencies) / stamps.transactions,
     }
 
 
@@ -245,8 +255,8 @@ def report(runs: list[dict[str, float | str]], loads: tuple[float, float, float]
         "Latency: producer's COMMIT returned → consumer's handler transaction (inbox row + its own row) committed.",
         "",
         "| relay | target rate | events per tx | events | achieved rate | p50 ms | p90 ms | p99 ms | max ms "
-        "| target p99 | load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| target p99 | CPU µs/event | events per consumer tx | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         target = float(r["target_ms"])
@@ -254,13 +264,20 @@ def report(runs: list[dict[str, float | str]], loads: tuple[float, float, float]
         lines.append(
             f"| {r['relay']} | {r['rate']}/s | {r['per_tx']} | {r['events']} | {float(r['achieved_rate']):.0f}/s "
             f"| {float(r['p50_ms']):.1f} | {float(r['p90_ms']):.1f} | {float(r['p99_ms']):.1f} "
-            f"| {float(r['max_ms']):.1f} | < {target:.0f} ms ({verdict}) | {float(r['load']):.1f} |"
+            f"| {float(r['max_ms']):.1f} | < {target:.0f} ms ({verdict}) | {float(r['cpu_us_per_event']):.0f} "
+            f"| {float(r['events_per_consumer_tx']):.1f} | {float(r['load']):.1f} |"
         )
     lines += [
         "",
         "`achieved rate` below the target rate means the producer (sharing one Python process with the relay and "
         "the consumer) could not commit that many transactions per second on this machine; the latencies are then "
         "those of the rate achieved.",
+        "",
+        "`CPU µs/event`: this process's CPU time (producer, relay and consumer together; not PostgreSQL's, Kafka's or "
+        "Connect's) from the first timed commit to the last event handled, per event. Unlike the latencies it hardly "
+        "moves with the machine's load, so it is the figure to compare runs on a shared machine by, beside `events "
+        "per consumer tx`: a consumer that falls behind polls larger batches and shares each transaction among more "
+        "events, which also lowers the CPU per event.",
         "",
     ]
     return "\n".join(lines)

@@ -477,6 +477,50 @@ async def test_a_database_down_for_seconds_loses_nothing_applies_nothing_twice_p
     assert await parked(message_log, deposit.TOPIC) == 0
 
 
+async def test_a_consumer_connection_cut_between_polls_is_retried_on_a_new_one_nothing_twice_nothing_parked(
+    ledger_db: Database, message_log: MessageLog
+) -> None:
+    # Consumers' transactions run without the pool's pre-ping (Database.writing): the dead connection surfaces as
+    # an error, not as a transparent reconnect, and must be classed as infrastructure.
+    if ledger_db.is_sqlite:
+        pytest.skip("SQLite connections are not cut by a server; the pre-ping is a PostgreSQL pool's")
+    deposit = deposit_event()
+    group = group_name()
+    registry = ConsumerRegistry()
+    registry.on(deposit, group=group)(apply_deposit)
+    retries_before = metric("gatherly_infrastructure_retries_total", consumer=group)
+    await publish_deposits(message_log, deposit, [1])
+    async with Running(worker_for(registry, message_log, ledger_db)):
+        await eventually(lambda: _equal(totals(ledger_db), (1, 1)))
+        await terminate_other_backends(ledger_db)  # the worker's idle pooled connection among them
+        await publish_deposits(message_log, deposit, [2])
+        await eventually(lambda: _equal(totals(ledger_db), (3, 2)))
+    assert metric("gatherly_infrastructure_retries_total", consumer=group) > retries_before, "no dead connection met"
+    assert await parked(message_log, deposit.TOPIC) == 0
+
+
+async def terminate_other_backends(db: Database) -> None:
+    """Terminate every client connection to `db`'s database but this one, and wait until they are gone."""
+    from sqlalchemy import text
+
+    others = (
+        " FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        " AND backend_type = 'client backend'"
+    )
+    admin = Database(db.engine.url.render_as_string(hide_password=False))
+    try:
+        async with admin.engine.connect() as connection:
+            await connection.execute(text("SELECT pg_terminate_backend(pid)" + others))
+            await connection.commit()
+            deadline = time.monotonic() + 30
+            while await connection.scalar(text("SELECT count(*)" + others)):
+                await connection.rollback()  # a new snapshot of pg_stat_activity
+                assert time.monotonic() < deadline, "the terminated backends did not exit"
+                await asyncio.sleep(0.02)
+    finally:
+        await admin.dispose()
+
+
 def _applied_some(db: Database) -> Awaitable[bool]:
     async def check() -> bool:
         return (await totals(db))[1] > 0

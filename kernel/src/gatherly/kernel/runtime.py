@@ -112,7 +112,7 @@ class ServiceHost:
         self.context = ServiceContext(
             name=definition.name,
             platform=platform,
-            db=Database(settings.database_url_for(definition.name)),
+            db=Database(settings.database_url_for(definition.name), consumers=len(definition.consumers.specs)),
             signal=OutboxSignal(),
             readiness=Readiness(),
         )

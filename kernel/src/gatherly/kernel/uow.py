@@ -80,6 +80,9 @@ class UnitOfWork:
         self._after_commit: list[Callable[[], None]] = []
         # Set by the service host: wakes this process's refresh of revoked token subjects (kernel/revocation.py).
         self.revocations_changed: Callable[[], None] | None = None
+        # Set by a consumer worker for the transactions it runs: they take the consumers' connections (see
+        # `Database.writing`).
+        self.for_consumer = False
 
     @property
     def session(self) -> AsyncConnection:
@@ -100,7 +103,7 @@ class UnitOfWork:
         # A span around the transaction (commit included) while a traced request or handler runs it.
         self._span = tracing.unit_of_work(f"{type(self).__name__} transaction")
         self._span.__enter__()
-        self._writing = self.db.writing()
+        self._writing = self.db.writing(consumer=self.for_consumer)
         try:
             self._session = await self._writing.__aenter__()
         except BaseException as error:
