@@ -229,3 +229,54 @@ async def test_a_direct_insert_is_compiled_once_per_database_it_runs_on(tmp_path
     finally:
         await first.dispose()
         await second.dispose()
+
+
+async def test_concurrent_reads_each_run_in_a_transaction_of_their_own(db: Database) -> None:
+    """Reads of several tasks that await mid-way (on inline SQLite the first takes the connection kept for reads,
+    the others one from the pool) never share a connection or a transaction, and each one's transaction ends with
+    it: a read that follows sees what was committed in between."""
+    async with db.writing() as connection:
+        await connection.execute(insert(notes), {"text": "first"})
+    inside = asyncio.Barrier(3)
+
+    async def read_while_others_read() -> tuple[Any, int]:
+        async with db.read_connection() as connection:
+            seen = int(await connection.scalar(select(func.count()).select_from(notes)) or 0)
+            await inside.wait()  # all three reads are open at once
+            assert connection.in_transaction()
+            return connection, seen
+
+    reads = await asyncio.gather(*(read_while_others_read() for _ in range(3)))
+    assert [seen for _, seen in reads] == [1, 1, 1]
+    assert len({id(connection) for connection, _ in reads}) == 3
+    async with db.writing() as connection:
+        await connection.execute(insert(notes), {"text": "second"})
+    for _ in range(2):
+        async with db.read_connection() as connection:
+            assert await connection.scalar(select(func.count()).select_from(notes)) == 2
+
+
+async def test_inline_sqlite_reads_take_turns_on_one_kept_connection_each_with_its_own_snapshot(tmp_path: Path) -> None:
+    db = await open_database(f"sqlite:///{tmp_path / 'reads.db'}")
+    count_notes = select(func.count()).select_from(notes)
+    try:
+        async with db.read_connection() as kept:
+            pass
+        async with db.read_connection() as connection:
+            assert connection is kept  # one read after another: the same connection
+            assert await connection.scalar(count_notes) == 0
+            # A read is a snapshot that never holds the write lock: a writer commits meanwhile, unseen by the read.
+            async with db.writing() as writer:
+                await writer.execute(insert(notes), {"text": "meanwhile"})
+            assert await connection.scalar(count_notes) == 0
+        with pytest.raises(RuntimeError):
+            async with db.read_connection() as connection:
+                await connection.scalar(count_notes)
+                raise RuntimeError("the read failed")
+        async with db.read_connection() as connection:
+            assert connection is kept  # rolled back and lent again
+            assert await connection.scalar(count_notes) == 1  # a new read, a new snapshot
+        raw: sqlite3.Connection = kept.sync_connection.connection.dbapi_connection  # type: ignore[union-attr,assignment]
+        assert not raw.in_transaction
+    finally:
+        await db.dispose()

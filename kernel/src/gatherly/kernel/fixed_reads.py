@@ -157,8 +157,10 @@ class FixedRead:
         driver = sync.connection.driver_connection
         if isinstance(driver, inline_sqlite.InlineConnection):
             compiled.sqlite_results()
-            if not sync.in_transaction():
-                sync.begin()  # the read transaction's BEGIN, as SQLAlchemy's first statement would send it
+            if not driver.in_transaction and not sync.in_transaction():
+                # The read transaction's BEGIN, as SQLAlchemy's first statement would send it (a kept reader's
+                # transaction is begun already, straight on sqlite3: `Database.read_connection`).
+                sync.begin()
             sql, values = compiled.arguments(given)
             _tell_listeners(sync, sql, values)
             return [compiled.convert(raw) for raw in driver.execute(sql, values).fetchall()]

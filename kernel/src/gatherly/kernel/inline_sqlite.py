@@ -125,6 +125,12 @@ class KeptWriter(AsyncConnection):
         return sync.execute(statement, parameters, execution_options=execution_options)
 
 
+class KeptReader(KeptWriter):
+    """The connection `Database.read_connection` keeps for read transactions on an inline SQLite file: inside its
+    transaction (a plain BEGIN, sent before the block starts), its statements skip the greenlet bridge as a kept
+    writer's do."""
+
+
 class DirectInsert:
     """An INSERT compiled once for SQLite and run straight on the sqlite3 connection of an inline-SQLite
     transaction, its parameters converted by the columns' own bind processors (the same values SQLAlchemy would
