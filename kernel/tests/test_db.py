@@ -18,6 +18,7 @@ from gatherly.kernel import inline_sqlite
 from gatherly.kernel.db import Database
 from gatherly.kernel.log import EmbeddedLog, OutgoingMessage
 from gatherly.kernel.log.base import TopicConfig
+from gatherly.kernel.testing import DB_BACKENDS
 
 metadata = MetaData()
 notes = Table("notes", metadata, Column("id", Integer, primary_key=True), Column("text", String, nullable=False))
@@ -132,38 +133,39 @@ async def test_the_embedded_log_waits_for_another_writer_without_blocking_the_lo
         assert [r.value for r in await log.read("t")] == [b"after the other writer"]
 
 
-async def test_on_postgresql_a_consumer_transaction_begins_once_while_a_request_transaction_still_pings(
-    db: Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    if db.is_sqlite:
-        pytest.skip("SQLite pools do not pre-ping")
-    import asyncpg
+if "postgresql" in DB_BACKENDS:  # SQLite pools do not pre-ping
 
-    sent: list[str] = []  # what reaches the driver: "BEGIN" for each transaction started, and fetchrow queries
-    start, fetchrow = asyncpg.transaction.Transaction.start, asyncpg.connection.Connection.fetchrow
+    @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+    async def test_on_postgresql_a_consumer_transaction_begins_once_while_a_request_transaction_still_pings(
+        db: Database, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import asyncpg
 
-    async def counted_start(self: Any) -> None:
-        sent.append("BEGIN")
-        await start(self)
+        sent: list[str] = []  # what reaches the driver: "BEGIN" for each transaction started, and fetchrow queries
+        start, fetchrow = asyncpg.transaction.Transaction.start, asyncpg.connection.Connection.fetchrow
 
-    async def counted_fetchrow(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
-        sent.append(query)
-        return await fetchrow(self, query, *args, **kwargs)
+        async def counted_start(self: Any) -> None:
+            sent.append("BEGIN")
+            await start(self)
 
-    monkeypatch.setattr(asyncpg.transaction.Transaction, "start", counted_start)
-    monkeypatch.setattr(asyncpg.connection.Connection, "fetchrow", counted_fetchrow)
+        async def counted_fetchrow(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+            sent.append(query)
+            return await fetchrow(self, query, *args, **kwargs)
 
-    async def one_write(*, consumer: bool) -> list[str]:
-        sent.clear()
-        async with db.writing(consumer=consumer) as connection:
-            await connection.execute(insert(notes), {"text": "x"})
-        return list(sent)
+        monkeypatch.setattr(asyncpg.transaction.Transaction, "start", counted_start)
+        monkeypatch.setattr(asyncpg.connection.Connection, "fetchrow", counted_fetchrow)
 
-    for consumer in (False, True):  # each pool's connection opened first: a pool pings only connections it reuses
-        await one_write(consumer=consumer)
-    assert await one_write(consumer=False) == ["BEGIN", ";", "BEGIN"]  # the ping's BEGIN; ";"; ROLLBACK, then ours
-    assert await one_write(consumer=True) == ["BEGIN"]
-    assert await count(db) == 4
+        async def one_write(*, consumer: bool) -> list[str]:
+            sent.clear()
+            async with db.writing(consumer=consumer) as connection:
+                await connection.execute(insert(notes), {"text": "x"})
+            return list(sent)
+
+        for consumer in (False, True):  # each pool's connection opened first: a pool pings only connections it reuses
+            await one_write(consumer=consumer)
+        assert await one_write(consumer=False) == ["BEGIN", ";", "BEGIN"]  # the ping's BEGIN; ";"; ROLLBACK, then ours
+        assert await one_write(consumer=True) == ["BEGIN"]
+        assert await count(db) == 4
 
 
 async def test_a_failing_statement_does_not_put_its_values_in_the_error(db: Database) -> None:
