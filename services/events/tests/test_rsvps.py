@@ -246,3 +246,30 @@ async def test_a_forged_attendees_cursor_with_a_number_past_64_bits_is_a_422(
     )
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["field"] == "cursor"
+
+
+@pytest.mark.parametrize(
+    "position",
+    [
+        {"r": 2**63 - 1, "q": 1, "u": "x", "w": 0},
+        {"r": 0, "q": 2**31, "u": "x", "w": 0},
+        {"r": 0, "q": -(2**63), "u": "x", "w": 0},
+        {"r": 1, "q": 1, "u": "x", "w": -1},
+    ],
+    ids=["rank-past-32-bits", "queue-number-past-32-bits", "int64-min-queue-number", "negative-count-before"],
+)
+async def test_a_forged_attendees_cursor_with_a_number_no_issued_cursor_holds_is_a_422(
+    api: EventsApi, position: dict[str, Any]
+) -> None:
+    """FAILED (500 on PostgreSQL, asyncpg's DataError: value out of int32 range): the cursor's rank and queue
+    number are bound as the queue_no column's Integer, 32 bits on PostgreSQL, and decode_cursor bounds integers to
+    64 bits only. An issued cursor holds a rank of 0 or 1, a queue number of the column's range and a count of
+    parties before it, never negative. Found by the s14 probe."""
+    olga = await api.person("Olga")
+    group_id = await api.group(olga)
+    event = await api.schedule(olga, group_id)
+    response = await api.client.get(
+        f"/api/events/{event['id']}/attendees", params={"cursor": encode_cursor(position)}, headers=olga.auth
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == "cursor"

@@ -931,6 +931,10 @@ def _rsvp(row: Mapping[Any, Any], prefix: str = "") -> Rsvp:
 
 # Going first, then the waitlist, each in FIFO order; "not going" last.
 STATUS_RANK = case({RsvpStatus.GOING.value: 0, RsvpStatus.WAITLISTED.value: 1}, value=rsvps.c.status, else_=2)
+# The ranks of the people an attendees page lists (going, waiting), and the range of rsvps.queue_no (Integer: 32
+# bits on PostgreSQL): a forged cursor's values outside them are a 422.
+LISTED_RANKS = (0, 1)
+QUEUE_NUMBERS = range(-(2**31), 2**31)
 
 
 def _attendees(after: bool) -> FixedRead:
@@ -1044,6 +1048,10 @@ class RsvpStore:
                 params["user_id"] = str(after["u"])
                 waiting_before = cursor_int(after["w"])
             except (KeyError, TypeError, ValueError):
+                raise InvalidEvent("The cursor is not one this API issued.", field="cursor")
+            # What an issued cursor holds: a listed rank, a queue number the column stores (asyncpg refuses one
+            # past its 32 bits with a DataError, a 500) and a count of parties before it.
+            if params["rank"] not in LISTED_RANKS or params["queue_no"] not in QUEUE_NUMBERS or waiting_before < 0:
                 raise InvalidEvent("The cursor is not one this API issued.", field="cursor")
         rows = await ATTENDEES[after is not None].rows(self.session, params)
         found: list[AttendeeRow] = []
