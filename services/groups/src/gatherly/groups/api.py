@@ -264,7 +264,9 @@ async def search_groups(
     )
     async with reading(context.db) as stores:
         views, position = await service.search_groups(stores, criteria, page)
-        total = await service.count_groups(stores, criteria) if criteria.member is not None else None
+        total = None
+        if criteria.member is not None:
+            total = await service.count_groups(stores, criteria, page, views, position)
     items = [GroupSummary(**_summary(listed.card, listed.banner, listed.distance_km)) for listed in views]
     return GroupsPage(items=items, next_cursor=_next(position), total=total)
 

@@ -661,7 +661,13 @@ async def search_groups(stores: Stores, criteria: GroupSearch, page: PageRequest
     return [ListedGroup(f.group, banners.get(f.group.id), f.distance_km) for f in found], position
 
 
-async def count_groups(stores: Stores, criteria: GroupSearch) -> int:
+async def count_groups(
+    stores: Stores, criteria: GroupSearch, page: PageRequest, shown: Sequence[ListedGroup], position: Any
+) -> int:
+    """How many groups the search finds in all. A first page that is also the last holds all of them (unless the
+    search has `near`: the count does not apply the radius), so then they need no second statement."""
+    if page.cursor is None and position is None and criteria.near is None:
+        return len(shown)
     return await stores.groups.count(criteria)
 
 
