@@ -64,7 +64,7 @@ if "postgresql" in DB_BACKENDS:  # a PostgreSQL plan: there is none to show on S
             assert walks_nearest_first(plan, "ix_groups_location"), plan
         assert len(found) == 20 and position is not None
         for each in found:
-            location = each.group.details.location
+            location = each.group.location
             assert location is not None and each.distance_km is not None
             assert each.distance_km == pytest.approx(distance_km(BERLIN, location), rel=1e-9)
             assert each.distance_km <= radius_km

@@ -122,6 +122,9 @@ async def test_member_me_lists_the_callers_groups_only(shared_api: Any) -> None:
     await shared_api.join(bob, joined["id"])
     await shared_api.create(ann, name="Not Bob's")
     assert {g["id"] for g in await _search(shared_api, bob, member="me")} == {mine["id"], joined["id"]}
+    # One page holds them all: the total is the page's length (taken without the count's statement).
+    page = (await shared_api.client.get("/api/groups", params={"member": "me"}, headers=bob.auth)).json()
+    assert (page["total"], page["next_cursor"]) == (2, None)
     anonymous = await shared_api.client.get("/api/groups", params={"member": "me"})
     assert anonymous.status_code == 401
 
@@ -140,6 +143,12 @@ async def test_member_me_combines_with_text_and_near_and_is_ordered_by_distance(
     found = await _search(shared_api, bob, member="me", q="COMBO", near=near, radius_km=200)
     assert [g["id"] for g in found] == [here["id"], close["id"], far["id"]]
     assert [round(g["distance_km"]) for g in found] == [0, 27, 149]
+    # As before, the total counts Bob's groups matching the text without the radius (Hamburg too), even when one
+    # page holds every group found.
+    whole = await shared_api.client.get(
+        "/api/groups", params={"member": "me", "q": "combo", "near": near, "radius_km": 200}, headers=bob.auth
+    )
+    assert (len(whole.json()["items"]), whole.json()["next_cursor"], whole.json()["total"]) == (3, None, 4)
     paged = []
     cursor = None
     while True:

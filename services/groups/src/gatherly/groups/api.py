@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Response
 
+from gatherly.contracts.users import ImageVariants
 from gatherly.groups import service
 from gatherly.groups.domain import (
     DEFAULT_RADIUS_KM,
@@ -20,6 +21,7 @@ from gatherly.groups.domain import (
     AlreadyRequested,
     Banned,
     BanNotFound,
+    GroupCard,
     GroupNotFound,
     GroupSearch,
     GroupSort,
@@ -122,20 +124,19 @@ def _location_out(location: Location | None) -> LocationBody | None:
     return LocationBody(lat=location.lat, lng=location.lng) if location else None
 
 
-def _summary(view: GroupView) -> dict[str, Any]:
-    group, details = view.group, view.group.details
+def _summary(card: GroupCard, banner: ImageVariants | None, distance_km: float | None = None) -> dict[str, Any]:
     return {
-        "id": group.id,
-        "slug": group.slug,
-        "name": details.name,
-        "city": details.city,
-        "location": _location_out(details.location),
-        "topics": list(details.topics),
-        "member_count": group.member_count,
-        "visibility": details.visibility,
-        "join_policy": details.join_policy,
-        "banner": view.banner,
-        "distance_km": round(view.distance_km, 3) if view.distance_km is not None else None,
+        "id": card.id,
+        "slug": card.slug,
+        "name": card.name,
+        "city": card.city,
+        "location": _location_out(card.location),
+        "topics": list(card.topics),
+        "member_count": card.member_count,
+        "visibility": card.visibility,
+        "join_policy": card.join_policy,
+        "banner": banner,
+        "distance_km": round(distance_km, 3) if distance_km is not None else None,
     }
 
 
@@ -143,7 +144,7 @@ def _group_out(view: GroupView) -> GroupOut:
     group, details, relation = view.group, view.group.details, view.relation
     standing = relation.standing if relation else None
     return GroupOut(
-        **_summary(view),
+        **_summary(group.card(), view.banner),
         description=details.description,
         questions=list(details.questions),
         banner_image_id=details.banner_image_id,
@@ -263,8 +264,11 @@ async def search_groups(
     )
     async with reading(context.db) as stores:
         views, position = await service.search_groups(stores, criteria, page)
-        total = await service.count_groups(stores, criteria) if criteria.member is not None else None
-    return GroupsPage(items=[GroupSummary(**_summary(v)) for v in views], next_cursor=_next(position), total=total)
+        total = None
+        if criteria.member is not None:
+            total = await service.count_groups(stores, criteria, page, views, position)
+    items = [GroupSummary(**_summary(listed.card, listed.banner, listed.distance_km)) for listed in views]
+    return GroupsPage(items=items, next_cursor=_next(position), total=total)
 
 
 @router.get("/{group}", responses=problems(404))

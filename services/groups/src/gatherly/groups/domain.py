@@ -439,6 +439,23 @@ class GroupDetails:
 
 
 @dataclass(frozen=True)
+class GroupCard:
+    """What a list of groups shows of each (`GET /api/groups`): no description, questions nor dates, which a list
+    neither shows nor needs to read."""
+
+    id: GroupId
+    slug: str
+    name: str
+    topics: tuple[str, ...]
+    city: str | None
+    location: Location | None
+    visibility: Visibility
+    join_policy: JoinPolicy
+    banner_image_id: str | None
+    member_count: int
+
+
+@dataclass(frozen=True)
 class Group:
     id: GroupId
     slug: str
@@ -451,6 +468,21 @@ class Group:
     @property
     def name(self) -> str:
         return self.details.name
+
+    def card(self) -> GroupCard:
+        details = self.details
+        return GroupCard(
+            id=self.id,
+            slug=self.slug,
+            name=details.name,
+            topics=details.topics,
+            city=details.city,
+            location=details.location,
+            visibility=details.visibility,
+            join_policy=details.join_policy,
+            banner_image_id=details.banner_image_id,
+            member_count=self.member_count,
+        )
 
     def changed(self, details: GroupDetails, now: datetime) -> Group:
         """The slug stays: links to the group keep working after a rename."""
@@ -741,5 +773,5 @@ class GroupSearch:
 
 @dataclass(frozen=True)
 class Found:
-    group: Group
+    group: GroupCard
     distance_km: float | None = None

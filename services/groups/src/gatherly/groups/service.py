@@ -44,8 +44,8 @@ from gatherly.groups.domain import (
     Deletion,
     DeletionStatus,
     DeletionStep,
-    Found,
     Group,
+    GroupCard,
     GroupDetails,
     GroupNotFound,
     GroupSearch,
@@ -630,7 +630,6 @@ class GroupView:
     group: Group
     banner: ImageVariants | None
     relation: Relation | None  # None for anonymous callers
-    distance_km: float | None = None
 
 
 async def _find(stores: Stores, ref: str) -> Group:
@@ -642,22 +641,33 @@ async def _find(stores: Stores, ref: str) -> Group:
 
 async def view_group(stores: Stores, ref: str, caller: UserId | None) -> GroupView:
     group = await _find(stores, ref)
-    banners = await stores.groups.banners([group])
+    banners = await stores.groups.banners([group.card()])
     relation = await stores.memberships.relation(group.id, caller) if caller else None
     return GroupView(group, banners.get(group.id), relation)
 
 
-async def search_groups(stores: Stores, criteria: GroupSearch, page: PageRequest) -> tuple[list[GroupView], Any]:
+@dataclass(frozen=True)
+class ListedGroup:
+    """A group in a list: its card, its banner, and how far it is in a search with `near`."""
+
+    card: GroupCard
+    banner: ImageVariants | None
+    distance_km: float | None
+
+
+async def search_groups(stores: Stores, criteria: GroupSearch, page: PageRequest) -> tuple[list[ListedGroup], Any]:
     found, position = await stores.groups.search(criteria, page.limit, page.cursor)
     banners = await stores.groups.banners(f.group for f in found)
-    return [_listed(f, banners.get(f.group.id)) for f in found], position
+    return [ListedGroup(f.group, banners.get(f.group.id), f.distance_km) for f in found], position
 
 
-def _listed(found: Found, banner: ImageVariants | None) -> GroupView:
-    return GroupView(found.group, banner, None, found.distance_km)
-
-
-async def count_groups(stores: Stores, criteria: GroupSearch) -> int:
+async def count_groups(
+    stores: Stores, criteria: GroupSearch, page: PageRequest, shown: Sequence[ListedGroup], position: Any
+) -> int:
+    """How many groups the search finds in all. A first page that is also the last holds all of them (unless the
+    search has `near`: the count does not apply the radius), so then they need no second statement."""
+    if page.cursor is None and position is None and criteria.near is None:
+        return len(shown)
     return await stores.groups.count(criteria)
 
 
