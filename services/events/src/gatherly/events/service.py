@@ -74,7 +74,7 @@ from gatherly.events.domain import (
     waitlist_to_read,
 )
 from gatherly.events.recurrence import HORIZON, Series, SeriesId, Template, check_rule, local
-from gatherly.events.store import AttendeeRow, EventsUnitOfWork, Stores
+from gatherly.events.store import AttendeeRow, EventsUnitOfWork, Stores, Viewing
 from gatherly.kernel.exports import export_part
 from gatherly.kernel.web import PageRequest
 
@@ -110,6 +110,15 @@ async def _visible_group(stores: Stores, group_id: GroupId, caller: UserId | Non
     if group is None or not may_see(group, role):
         raise EventNotFound("No such event.")
     return group, role
+
+
+async def _viewed(stores: Stores, event_id: str, caller: UserId | None) -> tuple[Viewing, GroupSummary]:
+    """The event's page in one read (event, group, role, own answer and place, check-ins, cover) and its group;
+    EventNotFound when the caller may not know of it (the rule of `_visible_group`)."""
+    found = await stores.events.viewing(event_id, caller)
+    if found is None or found.group is None or not may_see(found.group, found.role):
+        raise EventNotFound("No such event.")
+    return found, found.group
 
 
 async def _locked(uow: EventsUnitOfWork, event_id: str, caller: UserId) -> tuple[Event, GroupSummary, str | None]:
@@ -849,16 +858,13 @@ class EventView:
 
 
 async def view_event(stores: Stores, event_id: str, caller: UserId | None) -> EventView:
-    # One read for the whole page (event, group, role, own answer and place, check-ins, cover).
-    found = await stores.events.viewing(event_id, caller)
-    if found is None or found.group is None or not may_see(found.group, found.role):
-        raise EventNotFound("No such event.")
+    found, group = await _viewed(stores, event_id, caller)
     mine: MyRsvp | None = None
     if found.own is not None:
         waiting = found.own.status is RsvpStatus.WAITLISTED
         mine = MyRsvp(found.own.status, found.own.guests, 1 + found.waiting_ahead if waiting else None)
     cover = found.cover if shows_cover(found.cover_owner_role) else None
-    return EventView(found.event, found.group, mine, found.attendance, cover)
+    return EventView(found.event, group, mine, found.attendance, cover)
 
 
 async def _covers(stores: Stores, events: list[Event]) -> dict[EventId, ImageVariants]:
@@ -877,10 +883,7 @@ async def _covers(stores: Stores, events: list[Event]) -> dict[EventId, ImageVar
 async def list_attendees(
     stores: Stores, event_id: str, caller: UserId | None, page: PageRequest
 ) -> tuple[list[AttendeeRow], Any]:
-    # Who may see them, from the event page's one read (event, group, the caller's role).
-    found = await stores.events.viewing(event_id, caller)
-    if found is None or found.group is None or not may_see(found.group, found.role):
-        raise EventNotFound("No such event.")
+    found, _ = await _viewed(stores, event_id, caller)  # who may see them: the page's rule
     return await stores.rsvps.page(found.event.id, page.limit, page.cursor)
 
 

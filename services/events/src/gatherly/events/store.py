@@ -204,6 +204,28 @@ GROUP_BY_ID = select(group_summaries).where(
 ROLE = select(group_members.c.role).where(
     group_members.c.group_id == bindparam("group_id"), group_members.c.user_id == bindparam("user_id")
 )
+# The event's group unless deleted, and the caller's role in it (the `user_id` parameter): what an answer and the
+# event's page read beside the event, under the names `_group_of` reads.
+GROUP_AND_ROLE = (
+    group_summaries.c.group_id.label("group_found"),
+    group_summaries.c.name.label("group_name"),
+    group_summaries.c.visibility.label("group_visibility"),
+    group_summaries.c.topics.label("group_topics"),
+    group_summaries.c.city.label("group_city"),
+    group_members.c.role.label("my_role"),
+)
+
+
+def _with_group_and_role(event_rows: Any) -> Any:
+    return event_rows.outerjoin(
+        group_summaries,
+        and_(group_summaries.c.group_id == events.c.group_id, group_summaries.c.deleted_at.is_(None)),
+    ).outerjoin(
+        group_members,
+        and_(group_members.c.group_id == events.c.group_id, group_members.c.user_id == bindparam("user_id")),
+    )
+
+
 # What an answer decides on, in one statement: the event (locked: only its row, `OF events`, as PostgreSQL does not
 # lock the nullable side of an outer join), its group unless deleted, the person's role in it and their answer.
 # It, the answer's upsert and the counters' UPDATE run on sqlite3 directly on inline SQLite (FixedWrite): through
@@ -211,22 +233,10 @@ ROLE = select(group_members.c.role).where(
 ANSWERING = FixedWrite(
     select(
         *EVENT_COLUMNS,
-        group_summaries.c.group_id.label("group_found"),
-        group_summaries.c.name.label("group_name"),
-        group_summaries.c.visibility.label("group_visibility"),
-        group_summaries.c.topics.label("group_topics"),
-        group_summaries.c.city.label("group_city"),
-        group_members.c.role.label("my_role"),
+        *GROUP_AND_ROLE,
         *(column.label(f"rsvp_{column.name}") for column in rsvps.c),
     )
-    .outerjoin(
-        group_summaries,
-        and_(group_summaries.c.group_id == events.c.group_id, group_summaries.c.deleted_at.is_(None)),
-    )
-    .outerjoin(
-        group_members,
-        and_(group_members.c.group_id == events.c.group_id, group_members.c.user_id == bindparam("user_id")),
-    )
+    .select_from(_with_group_and_role(events))
     .outerjoin(rsvps, and_(rsvps.c.event_id == events.c.id, rsvps.c.user_id == bindparam("user_id")))
     .where(events.c.id == bindparam("event_id"))
     .with_for_update(of=events)
@@ -261,12 +271,7 @@ _cover_owner = group_members.alias("cover_owner")
 EVENT_VIEW = FixedRead(
     select(
         *EVENT_COLUMNS,
-        group_summaries.c.group_id.label("group_found"),
-        group_summaries.c.name.label("group_name"),
-        group_summaries.c.visibility.label("group_visibility"),
-        group_summaries.c.topics.label("group_topics"),
-        group_summaries.c.city.label("group_city"),
-        group_members.c.role.label("my_role"),
+        *GROUP_AND_ROLE,
         *(column.label(f"rsvp_{column.name}") for column in _own_rsvp.c),
         select(func.count())
         .select_from(_waiting)
@@ -285,14 +290,7 @@ EVENT_VIEW = FixedRead(
         cover_images.c.variants.label("cover_variants"),
         _cover_owner.c.role.label("cover_owner_role"),
     )
-    .outerjoin(
-        group_summaries,
-        and_(group_summaries.c.group_id == events.c.group_id, group_summaries.c.deleted_at.is_(None)),
-    )
-    .outerjoin(
-        group_members,
-        and_(group_members.c.group_id == events.c.group_id, group_members.c.user_id == bindparam("user_id")),
-    )
+    .select_from(_with_group_and_role(events))
     .outerjoin(_own_rsvp, and_(_own_rsvp.c.event_id == events.c.id, _own_rsvp.c.user_id == bindparam("user_id")))
     .outerjoin(cover_images, cover_images.c.image_id == events.c.cover_image_id)
     .outerjoin(
