@@ -25,7 +25,7 @@ kernel's 500/503 guard treats like SQLAlchemy's (`web.database_unreachable`). `r
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +55,8 @@ class _Compiled:
     results: tuple[_Processor, ...] | None  # result processors, aligned with keys (None: not known yet)
     expands: bool  # has parameters rendered per call (IN lists)
     tuple_row: Any = field(init=False)  # the named tuple `run` gives rows as
+    processed: list[tuple[str, int, Callable[[Any], Any]]] = field(init=False, default_factory=list)
+    processed_for: Any = field(init=False, default=None)  # the `results` that `processed` was made from
 
     def __post_init__(self) -> None:
         self.tuple_row = namedtuple("FixedRow", self.keys)  # type: ignore[misc]
@@ -76,12 +78,25 @@ class _Compiled:
             values.append(value if process is None else process(value))
         return self.sql, values
 
-    def convert(self, raw: Any) -> Row:
+    def convert(self, raws: Iterable[Any]) -> list[Row]:
+        """The driver's rows as dicts: each made from the raw row in one C call, then only its columns that have a
+        processor (a few: JSON, datetimes) converted in Python, rather than every column tested row by row."""
         assert self.results is not None
-        return {
-            key: value if process is None else process(value)
-            for key, process, value in zip(self.keys, self.results, raw, strict=True)
-        }
+        if self.processed_for is not self.results:
+            last = {key: index for index, key in enumerate(self.keys)}  # a repeated key keeps its last column's value
+            self.processed = [
+                (key, index, process)
+                for index, (key, process) in enumerate(zip(self.keys, self.results, strict=True))
+                if process is not None and last[key] == index
+            ]
+            self.processed_for = self.results
+        keys, processed, rows = self.keys, self.processed, []
+        for raw in raws:
+            row = dict(zip(keys, raw, strict=True))
+            for key, index, process in processed:
+                row[key] = process(raw[index])
+            rows.append(row)
+        return rows
 
     def sqlite_results(self) -> tuple[_Processor, ...]:
         """The result processors on sqlite3, worked out on first use: it reports no column types (pysqlite gives
@@ -163,7 +178,7 @@ class FixedRead:
                 sync.begin()
             sql, values = compiled.arguments(given)
             _tell_listeners(sync, sql, values)
-            return [compiled.convert(raw) for raw in driver.execute(sql, values).fetchall()]
+            return compiled.convert(driver.execute(sql, values).fetchall())
         if connection.dialect.driver == "asyncpg":
             sql, values = compiled.arguments(given)
             _tell_listeners(sync, sql, values)
@@ -172,7 +187,7 @@ class FixedRead:
                 # statement (cached by asyncpg for the fetch below) names them.
                 prepared = await driver.prepare(sql)  # type: ignore[union-attr]
                 compiled.results = compiled.result_processors([a.type.oid for a in prepared.get_attributes()])
-            return [compiled.convert(raw) for raw in await driver.fetch(sql, *values)]  # type: ignore[union-attr]
+            return compiled.convert(await driver.fetch(sql, *values))  # type: ignore[union-attr]
         result = await connection.execute(self.statement, dict(given))
         return [dict(zip(compiled.keys, raw, strict=True)) for raw in result.fetchall()]
 
@@ -231,7 +246,7 @@ class FixedWrite(FixedRead):
         assert isinstance(connection, AsyncConnection)
         compiled = self._compiled(connection.dialect)
         compiled.sqlite_results()
-        return [compiled.convert(raw) for raw in self._execute(connection, direct, compiled, given).fetchall()]
+        return compiled.convert(self._execute(connection, direct, compiled, given).fetchall())
 
     async def execute(self, connection: AsyncConnection | AsyncSession, params: Mapping[str, Any] | None = None) -> int:
         """Run the statement; returns the rows it touched."""

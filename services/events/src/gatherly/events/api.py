@@ -23,6 +23,7 @@ from gatherly.events.domain import (
     EventNotFound,
     EventStarted,
     FeedNotFound,
+    Found,
     GroupId,
     GroupNotFound,
     ImportOutcome,
@@ -43,6 +44,7 @@ from gatherly.events.domain import (
     search_from,
 )
 from gatherly.events.schemas import (
+    EVENTS_PAGE_JSON,
     NULLABLE_CHANGES,
     AttendeeOut,
     CheckInOut,
@@ -50,7 +52,9 @@ from gatherly.events.schemas import (
     CommentOut,
     EventChanges,
     EventOut,
+    EventsPageJson,
     EventSummary,
+    EventSummaryJson,
     FeedOut,
     GroupRef,
     ImportedOut,
@@ -60,6 +64,7 @@ from gatherly.events.schemas import (
     NewEvent,
     RsvpBody,
     VenueBody,
+    VenueJson,
 )
 from gatherly.events.service import CheckIn, EventView, MyRsvp, Scope
 from gatherly.events.store import EventsUnitOfWork, reading, unit_of_work
@@ -140,6 +145,34 @@ def _venue_out(venue: Venue | None) -> VenueBody | None:
     return VenueBody(name=venue.name, address=venue.address, location=location)
 
 
+def _summary(found: Found) -> EventSummaryJson:
+    """A found event as EventSummary's fields, in its order (a list serializes them as they are)."""
+    event, details = found.event, found.event.details
+    venue = details.venue
+    venue_json: VenueJson | None = None
+    if venue is not None:
+        location = venue.location
+        venue_json = {
+            "name": venue.name,
+            "address": venue.address,
+            "location": {"lat": location.lat, "lng": location.lng} if location else None,
+        }
+    return {
+        "id": event.id,
+        "group": {"id": event.group_id, "name": found.group_name},
+        "title": details.title,
+        "starts_at": details.starts_at,
+        "ends_at": details.ends_at,
+        "timezone": details.timezone,
+        "venue": venue_json,
+        "online": details.online_url is not None,
+        "going_count": event.going_count,
+        "capacity": details.capacity,
+        "distance_km": round(found.distance_km, 3) if found.distance_km is not None else None,
+        "cover": found.cover,
+    }
+
+
 def _my_rsvp(mine: MyRsvp | None) -> MyRsvpOut | None:
     if mine is None:
         return None
@@ -205,7 +238,7 @@ async def schedule_event(
     return await _view(context, event.id, UserId(caller.user_id))
 
 
-@router.get("", responses=problems(401))
+@router.get("", response_model=Page[EventSummary], responses=problems(401))
 async def search_events(
     caller: MaybeUser,
     near: str | None = Query(
@@ -221,7 +254,7 @@ async def search_events(
     sort: SearchOrder | None = Query(None, description="start (default) or distance (default with near)."),
     page: PageRequest = Depends(page_request),
     context: ServiceContext = Depends(service_context),
-) -> Page[EventSummary]:
+) -> Response:
     """Scheduled events of public groups and of the caller's groups, soonest first (or nearest first)."""
     criteria = search_from(
         caller=UserId(caller.user_id) if caller else None,
@@ -238,24 +271,11 @@ async def search_events(
     )
     async with reading(context.db) as stores:
         found, position = await service.search_events(stores, criteria, page)
-    items = [
-        EventSummary(
-            id=f.event.id,
-            group=GroupRef(id=f.event.group_id, name=f.group_name),
-            title=f.event.details.title,
-            starts_at=f.event.details.starts_at,
-            ends_at=f.event.details.ends_at,
-            timezone=f.event.details.timezone,
-            venue=_venue_out(f.event.details.venue),
-            online=f.event.details.online_url is not None,
-            going_count=f.event.going_count,
-            capacity=f.event.details.capacity,
-            distance_km=round(f.distance_km, 3) if f.distance_km is not None else None,
-            cover=f.cover,
-        )
-        for f in found
-    ]
-    return Page(items=items, next_cursor=encode_cursor(position) if position else None)
+    listed: EventsPageJson = {
+        "items": [_summary(f) for f in found],
+        "next_cursor": encode_cursor(position) if position else None,
+    }
+    return Response(EVENTS_PAGE_JSON.dump_json(listed), media_type="application/json")
 
 
 @router.get("/{event_id}", responses=problems(404))

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from typing_extensions import TypedDict
 
 from gatherly.contracts.users import ImageVariants
 from gatherly.events.domain import (
@@ -199,6 +200,49 @@ class EventSummary(BaseModel):
     cover: ImageVariants | None = Field(
         None, description="The cover's variants: shown while the image is ready and its uploader leads the group."
     )
+
+
+# A page of events as JSON in one pass: plain dicts serialized by one TypeAdapter give the bytes Page[EventSummary]
+# would (test_list_json.py pins it), without building eighty models a page (an event, its group, venue and location)
+# that FastAPI would then validate again. The route keeps its response model for the OpenAPI document. The keys come
+# out in the dicts' order, which api._summary writes in EventSummary's.
+class LocationJson(TypedDict):
+    lat: float
+    lng: float
+
+
+class VenueJson(TypedDict):
+    name: str
+    address: str
+    location: LocationJson | None
+
+
+class GroupRefJson(TypedDict):
+    id: str
+    name: str
+
+
+class EventSummaryJson(TypedDict):
+    id: str
+    group: GroupRefJson
+    title: str
+    starts_at: datetime
+    ends_at: datetime
+    timezone: str
+    venue: VenueJson | None
+    online: bool
+    going_count: int
+    capacity: int | None
+    distance_km: float | None
+    cover: ImageVariants | None
+
+
+class EventsPageJson(TypedDict):
+    items: list[EventSummaryJson]
+    next_cursor: str | None
+
+
+EVENTS_PAGE_JSON = TypeAdapter(EventsPageJson)
 
 
 class ImportedOut(BaseModel):

@@ -32,7 +32,6 @@ from gatherly.groups.domain import (
     InvitationUnusable,
     JoinRequestNotFound,
     LastOrganizer,
-    Location,
     LoginRequired,
     NeverSeen,
     NotAllowed,
@@ -50,6 +49,7 @@ from gatherly.groups.domain import (
     valid_radius,
 )
 from gatherly.groups.schemas import (
+    GROUPS_PAGE_JSON,
     NULLABLE_CHANGES,
     AnnouncementBody,
     AnnouncementOut,
@@ -62,7 +62,7 @@ from gatherly.groups.schemas import (
     GroupChanges,
     GroupOut,
     GroupsPage,
-    GroupSummary,
+    GroupSummaryJson,
     InvitationOut,
     JoinBody,
     JoinOut,
@@ -120,17 +120,15 @@ async def _uow(context: ServiceContext = Depends(service_context)) -> GroupsUnit
     return unit_of_work(context)
 
 
-def _location_out(location: Location | None) -> LocationBody | None:
-    return LocationBody(lat=location.lat, lng=location.lng) if location else None
-
-
-def _summary(card: GroupCard, banner: ImageVariants | None, distance_km: float | None = None) -> dict[str, Any]:
+def _summary(card: GroupCard, banner: ImageVariants | None, distance_km: float | None = None) -> GroupSummaryJson:
+    """A group's card as GroupSummary's fields (GroupOut validates them; a list serializes them as they are)."""
+    location = card.location
     return {
         "id": card.id,
         "slug": card.slug,
         "name": card.name,
         "city": card.city,
-        "location": _location_out(card.location),
+        "location": {"lat": location.lat, "lng": location.lng} if location else None,
         "topics": list(card.topics),
         "member_count": card.member_count,
         "visibility": card.visibility,
@@ -231,7 +229,7 @@ async def create_group(body: NewGroup, caller: CurrentUser, uow: GroupsUnitOfWor
     return _group_out(GroupView(group, None, Relation(role=Role.ORGANIZER)))
 
 
-@router.get("")
+@router.get("", response_model=GroupsPage)
 async def search_groups(
     caller: MaybeUser,
     q: str | None = Query(None, max_length=200, description="Words in the name or description (any case)."),
@@ -248,7 +246,7 @@ async def search_groups(
     ),
     page: PageRequest = Depends(page_request),
     context: ServiceContext = Depends(service_context),
-) -> GroupsPage:
+) -> Response:
     if radius_km is not None and near is None:
         raise InvalidInput("radius_km needs near=<lat>,<lng>.", field="radius_km")
     if member == "me" and caller is None:
@@ -267,8 +265,9 @@ async def search_groups(
         total = None
         if criteria.member is not None:
             total = await service.count_groups(stores, criteria, page, views, position)
-    items = [GroupSummary(**_summary(listed.card, listed.banner, listed.distance_km)) for listed in views]
-    return GroupsPage(items=items, next_cursor=_next(position), total=total)
+    items = [_summary(listed.card, listed.banner, listed.distance_km) for listed in views]
+    page_json = GROUPS_PAGE_JSON.dump_json({"items": items, "next_cursor": _next(position), "total": total})
+    return Response(page_json, media_type="application/json")
 
 
 @router.get("/{group}", responses=problems(404))

@@ -300,9 +300,7 @@ class GroupStore:
             distances = await self._within(criteria, criteria.near, where)
             if criteria.sort is GroupSort.NEAREST:
                 return await self._nearest(distances, limit, after)
-            where = _Where(
-                [groups.c.id.in_(bindparam("near_ids", expanding=True))], {"near_ids": list(distances)}, ("near",)
-            )
+            where = _Where([AMONG_NEAR_IDS], {"near_ids": list(distances)}, ("near",))
         params = {**where.params, "limit": limit + 1}
         if after is not None:
             params["since"], params["last_id"] = _sort_position(criteria.sort, after)
@@ -409,11 +407,9 @@ class GroupStore:
         if criteria.text:
             where = where.plus(*await self._text_filter(criteria.text.casefold()))
         if criteria.topic:
-            topic = groups.c.id.in_(select(group_topics.c.group_id).where(group_topics.c.topic == bindparam("topic")))
-            where = where.plus(topic, {"topic": criteria.topic}, "topic")
+            where = where.plus(OF_TOPIC, {"topic": criteria.topic}, "topic")
         if criteria.member is not None:
-            member = groups.c.id.in_(select(memberships.c.group_id).where(memberships.c.user_id == bindparam("member")))
-            where = where.plus(member, {"member": criteria.member}, "member")
+            where = where.plus(OF_MEMBER, {"member": criteria.member}, "member")
         return where
 
     async def _text_filter(self, folded: str) -> tuple[ColumnElement[bool], dict[str, Any], str]:
@@ -512,6 +508,11 @@ def _like_escaped(text: str) -> str:
     return text.replace("/", "//").replace("%", "/%").replace("_", "/_")
 
 
+# The filters of a search, built once (their values are bind parameters): built per search, they were a tenth of a
+# `member=me` list's profile, for a statement already compiled for its shape.
+OF_TOPIC = groups.c.id.in_(select(group_topics.c.group_id).where(group_topics.c.topic == bindparam("topic")))
+OF_MEMBER = groups.c.id.in_(select(memberships.c.group_id).where(memberships.c.user_id == bindparam("member")))
+AMONG_NEAR_IDS = groups.c.id.in_(bindparam("near_ids", expanding=True))
 LIKE_TEXT = groups.c.search_text.contains(bindparam("pattern"), escape="/")
 INDEXED_TEXT = groups.c.id.in_(TEXT_MATCHES.bindparams(bindparam("phrase", type_=String)))
 COUNT_MATCHES = FixedRead(COUNT_TEXT_MATCHES.columns(column("count", Integer)))

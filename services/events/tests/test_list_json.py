@@ -1,0 +1,92 @@
+"""A page of events serialized in one pass (EVENTS_PAGE_JSON over plain dicts) is byte for byte what the response
+model Page[EventSummary] gives for the same page, as FastAPI would serialize it: the fast path may never drift from
+the documented shape."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import TypeAdapter
+
+from gatherly.contracts.users import ImageVariants
+from gatherly.events.api import _summary
+from gatherly.events.domain import Event, EventDetails, EventId, Found, GroupId, Location, UserId, Venue
+from gatherly.events.schemas import EVENTS_PAGE_JSON, EventSummary
+from gatherly.kernel.web import Page
+
+# What FastAPI's fast path does with a route's response model: validate what the endpoint returned, dump JSON.
+AS_THE_RESPONSE_MODEL = TypeAdapter(Page[EventSummary])
+
+texts = st.text(max_size=30)  # any unicode: accents, emoji, quotes, backslashes, control characters
+coordinates = st.floats(min_value=-180, max_value=180, allow_nan=False)
+zones = st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))])
+times = st.datetimes(timezones=zones)  # microseconds and offsets included
+venues = st.none() | st.builds(Venue, texts, texts, st.none() | st.builds(Location, coordinates, coordinates))
+details = st.builds(
+    EventDetails,
+    title=texts,
+    starts_at=times,
+    ends_at=times,
+    timezone=texts,
+    venue=venues,
+    online_url=st.none() | texts,
+    capacity=st.none() | st.integers(min_value=1, max_value=10**6),
+)
+events = st.builds(
+    Event,
+    id=st.uuids().map(lambda u: EventId(str(u))),
+    group_id=st.uuids().map(lambda u: GroupId(str(u))),
+    details=details,
+    created_by=st.just(UserId("olga")),
+    created_at=times,
+    updated_at=times,
+    going_count=st.integers(min_value=0, max_value=10**6),
+)
+found = st.builds(
+    Found,
+    event=events,
+    group_name=texts,
+    distance_km=st.none() | st.floats(min_value=0, max_value=20_000, allow_nan=False),
+    cover=st.none() | st.builds(ImageVariants, thumb=texts, medium=texts, large=texts),
+)
+
+
+def as_the_response_model(page: dict[str, Any]) -> bytes:
+    return AS_THE_RESPONSE_MODEL.dump_json(AS_THE_RESPONSE_MODEL.validate_python(page))
+
+
+@given(st.lists(found, max_size=4), st.none() | texts)
+def test_a_page_of_events_as_json_is_what_the_response_model_gives(listed: list[Found], cursor: str | None) -> None:
+    page = {"items": [_summary(f) for f in listed], "next_cursor": cursor}
+    assert EVENTS_PAGE_JSON.dump_json(page) == as_the_response_model(page)  # type: ignore[arg-type]
+
+
+def test_every_field_of_the_response_model_is_written() -> None:
+    starts = datetime(2027, 1, 12, 18, 0, 0, 120, tzinfo=UTC)
+    event = Event(
+        EventId("e1"),
+        GroupId("g1"),
+        EventDetails(
+            title='Café "Lyon" 🥐 \\ ünïcode',
+            starts_at=starts,
+            ends_at=starts + timedelta(hours=2),
+            timezone="Europe/Paris",
+            venue=Venue("Hall", "Rue 1", Location(45.76, 4.84)),
+            online_url="https://example.org/room",
+            capacity=20,
+        ),
+        UserId("olga"),
+        starts,
+        starts,
+        going_count=3,
+    )
+    cover = ImageVariants(thumb="/t", medium="/m", large="/l")
+    page = {"items": [_summary(Found(event, "Lyon Hikers", 1.23456, cover))], "next_cursor": "abc"}
+    written = EVENTS_PAGE_JSON.dump_json(page)  # type: ignore[arg-type]
+    assert written == as_the_response_model(page)
+    assert list(json.loads(written)["items"][0]) == list(EventSummary.model_fields)
+    assert b'"starts_at":"2027-01-12T18:00:00.000120Z"' in written and b'"distance_km":1.235' in written

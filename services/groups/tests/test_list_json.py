@@ -1,0 +1,72 @@
+"""A page of groups serialized in one pass (GROUPS_PAGE_JSON over plain dicts) is byte for byte what the response
+model GroupsPage gives for the same page, as FastAPI would serialize it: the fast path may never drift from the
+documented shape."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import TypeAdapter
+
+from gatherly.contracts.users import ImageVariants
+from gatherly.groups.api import _summary
+from gatherly.groups.domain import GroupCard, GroupId, JoinPolicy, Location, Visibility
+from gatherly.groups.schemas import GROUPS_PAGE_JSON, GroupsPage, GroupSummary
+
+# What FastAPI's fast path does with a route's response model: validate what the endpoint returned, dump JSON.
+AS_THE_RESPONSE_MODEL = TypeAdapter(GroupsPage)
+
+texts = st.text(max_size=30)  # any unicode: accents, emoji, quotes, backslashes, control characters
+coordinates = st.floats(min_value=-180, max_value=180, allow_nan=False)
+cards = st.builds(
+    GroupCard,
+    id=st.uuids().map(lambda u: GroupId(str(u))),
+    slug=texts,
+    name=texts,
+    topics=st.lists(texts, max_size=4).map(tuple),
+    city=st.none() | texts,
+    location=st.none() | st.builds(Location, coordinates, coordinates),
+    visibility=st.sampled_from(Visibility),
+    join_policy=st.sampled_from(JoinPolicy),
+    banner_image_id=st.none() | texts,
+    member_count=st.integers(min_value=0, max_value=2**40),
+)
+banners = st.none() | st.builds(ImageVariants, thumb=texts, medium=texts, large=texts)
+distances = st.none() | st.floats(min_value=0, max_value=20_000, allow_nan=False)
+listed = st.lists(st.tuples(cards, banners, distances), max_size=5)
+
+
+def as_the_response_model(page: dict[str, Any]) -> bytes:
+    return AS_THE_RESPONSE_MODEL.dump_json(AS_THE_RESPONSE_MODEL.validate_python(page))
+
+
+@given(listed, st.none() | texts, st.none() | st.integers(min_value=0, max_value=10**6))
+def test_a_page_of_groups_as_json_is_what_the_response_model_gives(
+    groups: list[tuple[GroupCard, ImageVariants | None, float | None]], cursor: str | None, total: int | None
+) -> None:
+    page = {"items": [_summary(*group) for group in groups], "next_cursor": cursor, "total": total}
+    assert GROUPS_PAGE_JSON.dump_json(page) == as_the_response_model(page)  # type: ignore[arg-type]
+
+
+def test_every_field_of_the_response_model_is_written() -> None:
+    card = GroupCard(
+        id=GroupId("0b8e8c1e-2f9a-4f7e-9a52-1f0c6f0d6a11"),
+        slug="cafe-lyon",
+        name='Café "Lyon" 🥐 \\ ünïcode',
+        topics=("tech", "café"),
+        city=None,
+        location=Location(45.76, 4.84),
+        visibility=Visibility.PUBLIC,
+        join_policy=JoinPolicy.APPROVAL,
+        banner_image_id="img",
+        member_count=3,
+    )
+    banner = ImageVariants(thumb="/t", medium="/m", large="/l")
+    page = {"items": [_summary(card, banner, 1.23456)], "next_cursor": "abc", "total": None}
+    written = GROUPS_PAGE_JSON.dump_json(page)  # type: ignore[arg-type]
+    assert written == as_the_response_model(page)
+    assert list(json.loads(written)["items"][0]) == list(GroupSummary.model_fields)
+    assert b'"distance_km":1.235' in written and b'"visibility":"public"' in written
