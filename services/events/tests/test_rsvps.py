@@ -324,6 +324,7 @@ async def test_the_rsvp_routes_plain_path_answers_as_fastapis_handler_does(api: 
     await both(ann, open_window, '{"response": "yes", "guests": "1"}')  # strict: no string for a number
     await both(ann, open_window, "not json")
     await both(ann, open_window, "")
+    await both(ann, open_window, "[" * 5000 + "]" * 5000)  # deeper than json.loads goes
 
 
 VOLATILE_HEADERS = {"x-request-id", "traceparent", "date", "server-timing"}

@@ -403,8 +403,8 @@ async def _plain_answer(request: Request) -> RsvpBody | None:
         return None
     try:
         return RsvpBody.model_validate(json.loads(await request.body()))
-    except (ValueError, ValidationError):  # not JSON, or not an answer: FastAPI's handler refuses it in its words
-        return None
+    except (ValueError, ValidationError, RecursionError):  # not JSON (or nested too deep), or not an answer:
+        return None  # FastAPI's handler refuses it in its own words
 
 
 router.add_api_route(
