@@ -231,6 +231,37 @@ async def test_fixed_writes_read_and_write_as_sqlalchemy_in_the_transaction(data
         assert rows["new"]["at"] == later and rows["new"]["tags"] == ROWS[0]["tags"]
 
 
+def _insert_new(insert_of: Any) -> FixedWrite:
+    statement = insert_of(things).values({column.name: bindparam(column.name) for column in things.c})
+    statement = statement.on_conflict_do_nothing(index_elements=[things.c.id])
+    return FixedWrite(statement.returning(things.c.id, things.c.at))
+
+
+INSERT_NEW = {"sqlite": _insert_new(sqlite_insert), "postgresql": _insert_new(postgresql_insert)}
+
+
+async def test_execute_many_writes_and_returns_what_sqlalchemys_executemany_does(database_url: str) -> None:
+    """Several rows in one call (on inline SQLite one sqlite3 call each, elsewhere SQLAlchemy's executemany): the
+    same rows written, the same RETURNING rows (a conflicting row skipped), the same conversions."""
+    new = [{**ROWS[0], "id": f"n{i}", "at": START + timedelta(hours=i)} for i in range(3)]
+    async with things_database(database_url) as db:
+        insert_new = INSERT_NEW[db.engine.dialect.name]
+        async with db.writing() as connection:
+            given = [ROWS[1], *new]  # t1 is there already: skipped
+            twins = [{**row, "id": f"s{row['id']}"} for row in new]
+            expected = (await connection.execute(insert_new.statement, [ROWS[1], *twins])).mappings()
+            expected_rows = sorted(({**row, "id": row["id"][1:]} for row in expected), key=lambda row: row["id"])
+            returned = await insert_new.execute_many(connection, given)
+            assert await insert_new.execute_many(connection, []) == []
+        assert sorted(returned, key=lambda row: row["id"]) == expected_rows
+        assert [row["id"] for row in expected_rows] == ["n0", "n1", "n2"]
+        assert all(row["at"].tzinfo is UTC for row in returned)
+        async with db.read_connection() as connection:
+            rows = {row["id"]: dict(row) for row in (await connection.execute(select(things))).mappings()}
+        for row in new:
+            assert rows[row["id"]] == {**rows[f"s{row['id']}"], "id": row["id"]} == row
+
+
 async def test_fixed_writes_run_on_sqlite3_inside_the_kept_writers_transaction(tmp_path: object) -> None:
     """On an inline SQLite file the statements go to sqlite3 directly: SQLAlchemy begins no transaction of its own
     over the one `Database.writing` began (whose COMMIT then goes straight to sqlite3 too)."""

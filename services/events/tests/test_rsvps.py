@@ -273,3 +273,58 @@ async def test_a_forged_attendees_cursor_with_a_number_no_issued_cursor_holds_is
     )
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["field"] == "cursor"
+
+
+async def test_the_rsvp_routes_plain_path_answers_as_fastapis_handler_does(api: EventsApi) -> None:
+    """AnswerRoute serves a plain JSON answer itself and leaves everything else to FastAPI's handler: the same
+    request through each (`application/json` takes the plain path; with a charset it goes to FastAPI's) gives the
+    same status, headers and body, for answers and refusals alike, on twin events in the same state."""
+    group_id, olga, [ann, bob, cat] = await _group_of(api, "Ann", "Bob", "Cat")
+    outsider = await api.person("Otto Outsider")
+    closed_at = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+
+    async def twins(**fields: Any) -> tuple[str, str]:
+        return (await api.schedule(olga, group_id, **fields))["id"], (await api.schedule(olga, group_id, **fields))[
+            "id"
+        ]
+
+    async def both(person: Person | None, event_ids: tuple[str, str], body: str) -> None:
+        answers = []
+        for event_id, content_type in zip(
+            event_ids, ("application/json", "application/json; charset=utf-8"), strict=True
+        ):
+            headers = {**(person.auth if person else {}), "content-type": content_type}
+            answers.append(await api.client.put(f"/api/events/{event_id}/rsvp", content=body, headers=headers))
+        plain, general = answers
+        assert plain.status_code == general.status_code, (plain.text, general.text)
+        assert plain.content.replace(event_ids[0].encode(), b"E") == general.content.replace(
+            event_ids[1].encode(), b"E"
+        )
+        assert [(k, v) for k, v in plain.headers.items() if k not in VOLATILE_HEADERS] == [
+            (k, v) for k, v in general.headers.items() if k not in VOLATILE_HEADERS
+        ]
+
+    one_seat, open_window, closed = (
+        await twins(capacity=1, guest_limit=1),
+        await twins(),
+        await twins(rsvp_closes_at=closed_at),
+    )
+    yes, no = '{"response": "yes", "guests": 0}', '{"response": "no"}'
+    await both(ann, one_seat, yes)  # going
+    await both(ann, one_seat, yes)  # the same answer again
+    await both(bob, one_seat, yes)  # waitlisted, position 1
+    await both(cat, one_seat, '{"response": "yes", "guests": 1}')  # waitlisted behind Bob
+    await both(ann, one_seat, no)  # Bob promoted
+    await both(cat, one_seat, '{"response": "yes", "guests": 2}')  # more guests than allowed: 422 from the use case
+    await both(outsider, open_window, yes)  # 403
+    await both(None, open_window, yes)  # 401
+    await both(ann, closed, yes)  # 409
+    await both(ann, ("no-such-event", "no-such-event"), yes)  # 404
+    await both(ann, open_window, '{"response": "maybe"}')  # 422 from validation (FastAPI's handler on both)
+    await both(ann, open_window, '{"response": "yes", "guests": "1"}')  # strict: no string for a number
+    await both(ann, open_window, "not json")
+    await both(ann, open_window, "")
+    await both(ann, open_window, "[" * 5000 + "]" * 5000)  # deeper than json.loads goes
+
+
+VOLATILE_HEADERS = {"x-request-id", "traceparent", "date", "server-timing"}

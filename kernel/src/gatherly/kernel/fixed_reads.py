@@ -25,7 +25,7 @@ kernel's 500/503 guard treats like SQLAlchemy's (`web.database_unreachable`). `r
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -256,6 +256,27 @@ class FixedWrite(FixedRead):
             return int(getattr(await connection.execute(self.statement, dict(given)), "rowcount", 0) or 0)
         assert isinstance(connection, AsyncConnection)
         return int(self._execute(connection, direct, self._compiled(connection.dialect), given).rowcount)
+
+    async def execute_many(
+        self, connection: AsyncConnection | AsyncSession, params: Sequence[Mapping[str, Any]]
+    ) -> list[Row]:
+        """Run the statement once per set of values (an INSERT of several rows); returns the rows RETURNING gave
+        for all of them (none without RETURNING). On inline SQLite one sqlite3 call per set, inside the transaction;
+        elsewhere one executemany through SQLAlchemy (one round trip on PostgreSQL, not one per row)."""
+        if not params:
+            return []
+        direct = _inline_in_transaction(connection)
+        if direct is None:
+            result = await connection.execute(self.statement, [dict(given) for given in params])
+            return [dict(row) for row in result.mappings()] if result.returns_rows else []  # type: ignore[attr-defined]
+        assert isinstance(connection, AsyncConnection)
+        compiled = self._compiled(connection.dialect)
+        compiled.sqlite_results()
+        returned: list[Row] = []
+        for given in params:
+            written = self._execute(connection, direct, compiled, given)
+            returned.extend(compiled.convert(raw) for raw in written.fetchall())
+        return returned
 
     @staticmethod
     def _execute(

@@ -21,6 +21,7 @@ from gatherly.contracts.events import EventSnapshot
 from gatherly.kernel.clock import Clock
 from gatherly.kernel.db import Database, rowcount
 from gatherly.kernel.exports import rows
+from gatherly.kernel.fixed_reads import FixedWrite
 from gatherly.kernel.geo import Point, bounding_box, distance_km
 from gatherly.kernel.runtime import ServiceContext
 from gatherly.kernel.uow import OutboxSignal, UnitOfWork
@@ -67,38 +68,67 @@ def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
 
 # The statements every notification runs (telling people, an RSVP's read models and reminders), built once: building
 # one and its cache key per call cost more CPU than SQLite running it (cProfile of an RSVP, bench/rsvp_cpu.py).
+# Those of a consumer's transaction (an RSVP's, `tell`'s) are FixedWrites: on inline SQLite they run on sqlite3
+# directly, as the events service's RSVP does, where SQLAlchemy's execution path cost several times what SQLite
+# takes for each (docs/request-path.md, "Twelfth pass: RSVP"); elsewhere through SQLAlchemy as before.
 # Where the two databases need their own INSERT ... ON CONFLICT, there is one statement per dialect.
 USER_IDS: BindParameter[Any] = bindparam("user_ids", expanding=True)
-RECIPIENTS_AMONG = select(recipients).where(recipients.c.user_id.in_(USER_IDS))
+RECIPIENTS_AMONG = FixedWrite(select(recipients).where(recipients.c.user_id.in_(USER_IDS)))
 DELETED_AMONG = select(recipients.c.user_id).where(
     recipients.c.user_id.in_(USER_IDS), recipients.c.deleted_at.is_not(None)
 )
-PREFERENCES_AMONG = select(preferences).where(preferences.c.user_id.in_(USER_IDS))
-SUBSCRIBED_AMONG = select(push_subscriptions.c.user_id).where(push_subscriptions.c.user_id.in_(USER_IDS)).distinct()
-EVENT_BY_ID = select(events).where(events.c.event_id == bindparam("event_id"))
-INSERT_DELIVERIES = insert(deliveries)
-DROP_UNSENT_REMINDERS = delete(reminders).where(
-    reminders.c.event_id == bindparam("event_id"),
-    reminders.c.user_id == bindparam("user_id"),
-    reminders.c.sent_at.is_(None),
+PREFERENCES_AMONG = FixedWrite(select(preferences).where(preferences.c.user_id.in_(USER_IDS)))
+SUBSCRIBED_AMONG = FixedWrite(
+    select(push_subscriptions.c.user_id).where(push_subscriptions.c.user_id.in_(USER_IDS)).distinct()
+)
+EVENT_BY_ID = FixedWrite(select(events).where(events.c.event_id == bindparam("event_id")))
+DELIVERY_VALUES = (
+    "id",
+    "notification_id",
+    "user_id",
+    "channel",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+)
+INSERT_DELIVERIES = FixedWrite(insert(deliveries).values({name: bindparam(name) for name in DELIVERY_VALUES}))
+DROP_UNSENT_REMINDERS = FixedWrite(
+    delete(reminders).where(
+        reminders.c.event_id == bindparam("event_id"),
+        reminders.c.user_id == bindparam("user_id"),
+        reminders.c.sent_at.is_(None),
+    )
 )
 # Both spell INSERT ... ON CONFLICT alike; SQLAlchemy has a construct per dialect.
 DIALECTS: dict[str, Callable[[Table], Any]] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+NOTIFICATION_VALUES = ("id", "user_id", "kind", "title", "body", "link", "source", "created_at")
 # A notice's row unless its cause already told the person (the unique source and person): the ids of those written.
 INSERT_NEW_NOTIFICATIONS = {
-    name: make(notifications)
-    .on_conflict_do_nothing(index_elements=[notifications.c.source, notifications.c.user_id])
-    .returning(notifications.c.id)
+    name: FixedWrite(
+        make(notifications)
+        .values({column: bindparam(column) for column in NOTIFICATION_VALUES})
+        .on_conflict_do_nothing(index_elements=[notifications.c.source, notifications.c.user_id])
+        .returning(notifications.c.id)
+    )
     for name, make in DIALECTS.items()
 }
 UPSERT_ATTENDEE = {
-    name: (upsert := make(attendees)).on_conflict_do_update(
-        index_elements=[attendees.c.event_id, attendees.c.user_id], set_={"status": upsert.excluded.status}
+    name: FixedWrite(
+        (upsert := make(attendees)).on_conflict_do_update(
+            index_elements=[attendees.c.event_id, attendees.c.user_id], set_={"status": upsert.excluded.status}
+        )
     )
     for name, make in DIALECTS.items()
 }
 # The reminders not sent yet are deleted first, so a conflict is one already sent: it stays sent, never again.
-INSERT_NEW_REMINDERS = {name: make(reminders).on_conflict_do_nothing() for name, make in DIALECTS.items()}
+REMINDER_VALUES = ("event_id", "user_id", "hours_before", "due_at")
+INSERT_NEW_REMINDERS = {
+    name: FixedWrite(
+        make(reminders).values({column: bindparam(column) for column in REMINDER_VALUES}).on_conflict_do_nothing()
+    )
+    for name, make in DIALECTS.items()
+}
 
 
 def _dialect(session: AsyncConnection) -> str:
@@ -203,8 +233,7 @@ class RecipientStore:
         """Those of `user_ids` the service knows, tombstones too (`deleted`)."""
         found: dict[UserId, Recipient] = {}
         for chunk in _chunks(user_ids):
-            rows = await self.session.execute(RECIPIENTS_AMONG, {"user_ids": list(chunk)})
-            for row in rows.mappings():
+            for row in await RECIPIENTS_AMONG.rows(self.session, {"user_ids": list(chunk)}):
                 found[UserId(row["user_id"])] = Recipient(
                     UserId(row["user_id"]),
                     row["email"],
@@ -321,7 +350,7 @@ class EventStore:
         await self.session.execute(delete(attendees).where(attendees.c.event_id == event_id))
 
     async def get(self, event_id: str) -> EventFacts | None:
-        row = (await self.session.execute(EVENT_BY_ID, {"event_id": event_id})).mappings().first()
+        row = await EVENT_BY_ID.first(self.session, {"event_id": event_id})
         return _facts(row) if row is not None else None
 
     async def upcoming_in_groups_of(self, user_id: str, start: datetime, end: datetime, limit: int) -> list[EventFacts]:
@@ -393,8 +422,8 @@ class AttendeeStore:
         self.session = session
 
     async def put(self, event_id: str, user_id: str, status: str) -> None:
-        await self.session.execute(
-            UPSERT_ATTENDEE[_dialect(self.session)], {"event_id": event_id, "user_id": user_id, "status": status}
+        await UPSERT_ATTENDEE[_dialect(self.session)].execute(
+            self.session, {"event_id": event_id, "user_id": user_id, "status": status}
         )
 
     async def remove(self, event_id: str, user_id: str) -> None:
@@ -461,8 +490,8 @@ class InboxStore:
         # One statement: a row that the same cause and person already have is skipped, and only the ids of the rows
         # written come back.
         numbered = {str(uuid.uuid4()): notice for notice in notices}
-        written = await self.session.execute(
-            INSERT_NEW_NOTIFICATIONS[_dialect(self.session)],
+        written = await INSERT_NEW_NOTIFICATIONS[_dialect(self.session)].execute_many(
+            self.session,
             [
                 {
                     "id": notification_id,
@@ -477,7 +506,7 @@ class InboxStore:
                 for notification_id, notice in numbered.items()
             ],
         )
-        new = set(written.scalars())
+        new = {row["id"] for row in written}
         return [(notification_id, notice) for notification_id, notice in numbered.items() if notification_id in new]
 
     async def page(self, user_id: str, *, unread_only: bool, limit: int, before: int | None) -> list[Notification]:
@@ -583,8 +612,7 @@ class PreferenceStore:
         """The preferences of those who set any (the others have the defaults)."""
         found: dict[UserId, Preferences] = {}
         for chunk in _chunks(user_ids):
-            rows = await self.session.execute(PREFERENCES_AMONG, {"user_ids": list(chunk)})
-            for row in rows.mappings():
+            for row in await PREFERENCES_AMONG.rows(self.session, {"user_ids": list(chunk)}):
                 found[UserId(row["user_id"])] = _preferences(row)
         return found
 
@@ -649,8 +677,8 @@ class DeliveryStore:
     async def add(self, items: Sequence[tuple[str, UserId, Channel]], now: datetime) -> None:
         if not items:
             return
-        await self.session.execute(
-            INSERT_DELIVERIES,
+        await INSERT_DELIVERIES.execute_many(
+            self.session,
             [
                 {
                     "id": delivery_key(notification_id, channel),
@@ -874,8 +902,8 @@ class PushSubscriptionStore:
         """Which of these people have at least one subscription."""
         found: set[UserId] = set()
         for chunk in _chunks(user_ids):
-            rows = await self.session.scalars(SUBSCRIBED_AMONG, {"user_ids": list(chunk)})
-            found |= {UserId(r) for r in rows}
+            rows = await SUBSCRIBED_AMONG.rows(self.session, {"user_ids": list(chunk)})
+            found |= {UserId(row["user_id"]) for row in rows}
         return found
 
     async def forget_person(self, user_id: str) -> int:
@@ -902,18 +930,18 @@ class ReminderStore:
 
     async def schedule(self, event_id: str, user_id: str, times: Sequence[tuple[int, datetime]]) -> None:
         """A person's reminders of an event are these from now on (those already sent stay sent, never again)."""
-        await self.session.execute(DROP_UNSENT_REMINDERS, {"event_id": event_id, "user_id": user_id})
+        await DROP_UNSENT_REMINDERS.execute(self.session, {"event_id": event_id, "user_id": user_id})
         rows = [
             {"event_id": event_id, "user_id": user_id, "hours_before": hours, "due_at": due_at}
             for hours, due_at in times
         ]
         if rows:
-            await self.session.execute(INSERT_NEW_REMINDERS[_dialect(self.session)], rows)
+            await INSERT_NEW_REMINDERS[_dialect(self.session)].execute_many(self.session, rows)
 
     async def drop(self, event_id: str, user_id: str | None = None) -> None:
         """Unsent reminders of an event (of one person, or everyone's) are not sent."""
         if user_id is not None:
-            await self.session.execute(DROP_UNSENT_REMINDERS, {"event_id": event_id, "user_id": user_id})
+            await DROP_UNSENT_REMINDERS.execute(self.session, {"event_id": event_id, "user_id": user_id})
             return
         await self.session.execute(
             delete(reminders).where(reminders.c.event_id == event_id, reminders.c.sent_at.is_(None))
