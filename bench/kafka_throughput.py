@@ -21,6 +21,9 @@ Ratios ours / Kafka's; the target is at least 0.3. Appends a dated section to be
 (and prints it).
 
     uv run python bench/kafka_throughput.py [--messages 20000]
+
+While working on the consumer's batch path, `--batch-only` leaves out Kafka's producer and our handler per event,
+and `--repeat N` runs our batch consumer N times (each a group of its own, over the same messages).
 """
 
 from __future__ import annotations
@@ -149,7 +152,9 @@ async def our_relay(db: Database, log: KafkaLog, messages: int) -> float:
     return messages / elapsed
 
 
-async def our_consumer(db: Database, log: KafkaLog, messages: int, *, batch: bool) -> tuple[float, float]:
+async def our_consumer(
+    db: Database, log: KafkaLog, messages: int, *, batch: bool, batch_size: int | None = None
+) -> tuple[float, float]:
     """Messages per second, and this process's CPU microseconds per message (load-robust: CPU taken by other
     work on the machine is not counted), both from the first transaction handled to the last."""
     handled: list[float] = []
@@ -189,6 +194,8 @@ async def our_consumer(db: Database, log: KafkaLog, messages: int, *, batch: boo
         registry.on(Pinged, group=group)(handle)
     (spec,) = registry.specs.values()
     worker = ConsumerWorker(spec, log, Stamping)
+    if batch_size is not None:
+        worker.batch_size = batch_size  # records per poll (and per transaction), instead of the worker's default
     task = asyncio.create_task(worker.run())
     try:
         await asyncio.wait_for(done.wait(), 600)
@@ -204,7 +211,9 @@ async def our_consumer(db: Database, log: KafkaLog, messages: int, *, batch: boo
     return after_first / (handled[-1] - first), (cpu[-1] - cpu[0]) * 1e6 / after_first
 
 
-async def run(messages: int, folder: Path) -> str:
+async def run(
+    messages: int, folder: Path, *, batch_only: bool = False, repeat: int = 1, batch_size: int | None = None
+) -> str:
     started = datetime.now(UTC)
     size = message_bytes()
     classpath = tools_classpath()
@@ -221,21 +230,32 @@ async def run(messages: int, folder: Path) -> str:
                 await log.ensure_topics(
                     [TopicConfig(Pinged.TOPIC, partitions=PARTITIONS), TopicConfig(perf_topic, partitions=PARTITIONS)]
                 )
-                theirs_out = await asyncio.to_thread(kafka_producer, classpath, bootstrap, perf_topic, messages, size)
+                if not batch_only:
+                    theirs_out = await asyncio.to_thread(
+                        kafka_producer, classpath, bootstrap, perf_topic, messages, size
+                    )
                 ours_out = await our_relay(producer_db, log, messages)
                 theirs_in = await asyncio.to_thread(kafka_consumer, classpath, bootstrap, Pinged.TOPIC, messages)
-                ours_in = await our_consumer(consumer_db, log, messages, batch=False)
-                ours_in_batch = await our_consumer(consumer_db, log, messages, batch=True)
+                if not batch_only:
+                    ours_in = await our_consumer(consumer_db, log, messages, batch=False)
+                ours_in_batch = [
+                    await our_consumer(consumer_db, log, messages, batch=True, batch_size=batch_size)
+                    for _ in range(repeat)
+                ]
             finally:
                 await log.close()
                 await producer_db.dispose()
                 await consumer_db.dispose()
     loads = os.getloadavg()
-    rows = [
-        ("publish (relay: outbox → Kafka)", "ProducerPerformance", theirs_out, ours_out, None),
-        ("consume (worker, a handler per event)", "ConsumerPerformance", theirs_in, *ours_in),
-        ("consume (worker, a batch handler)", "ConsumerPerformance", theirs_in, *ours_in_batch),
-    ]
+    rows = (
+        []
+        if batch_only
+        else [
+            ("publish (relay: outbox → Kafka)", "ProducerPerformance", theirs_out, ours_out, None),
+            ("consume (worker, a handler per event)", "ConsumerPerformance", theirs_in, *ours_in),
+        ]
+    )
+    rows += [("consume (worker, a batch handler)", "ConsumerPerformance", theirs_in, *row) for row in ours_in_batch]
     lines = [
         f"## {started:%Y-%m-%d %H:%M} UTC",
         "",
@@ -274,9 +294,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--out", type=Path, default=REPORT)
+    parser.add_argument("--batch-only", action="store_true", help="only Kafka's consumer and our batch consumer")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of our batch consumer over the same messages")
+    parser.add_argument("--batch-size", type=int, help="records per poll of our batch consumer (default: the worker's)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="b17-throughput-") as folder:
-        text = asyncio.run(run(args.messages, Path(folder)))
+        text = asyncio.run(
+            run(args.messages, Path(folder), batch_only=args.batch_only, repeat=args.repeat, batch_size=args.batch_size)
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as report:  # each run a dated section after the earlier ones
         report.write("\n" + text)

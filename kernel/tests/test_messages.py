@@ -1,10 +1,20 @@
-"""Message ids: unique and time-ordered (the inbox key's order, which keeps its pruning a contiguous delete)."""
+"""Message ids: unique and time-ordered (the inbox key's order, which keeps its pruning a contiguous delete); an
+envelope read back from its log record."""
 
 from __future__ import annotations
 
+import json
 import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
 
-from gatherly.kernel.messages import new_message_id
+import pytest
+
+from gatherly.contracts.users import GeoPoint, UserProfileUpdated
+from gatherly.kernel.log.base import OutgoingMessage, Record
+from gatherly.kernel.messages import Envelope, new_message_id, parse_payload
+
+NOON = "2026-01-02T12:00:00+00:00"
 
 
 def test_message_ids_are_uuid7_in_the_order_they_were_made() -> None:
@@ -13,3 +23,73 @@ def test_message_ids_are_uuid7_in_the_order_they_were_made() -> None:
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
     assert {uuid.UUID(i).version for i in ids} == {7}
+
+
+def a_record(message: OutgoingMessage, **headers: str) -> Record:
+    return Record(
+        topic=message.topic,
+        partition=0,
+        offset=7,
+        key=message.key,
+        value=message.value,
+        headers={**message.headers, **headers},
+        timestamp=datetime.now(UTC),
+    )
+
+
+def test_an_envelope_reads_back_from_its_record_with_other_headers_kept_apart() -> None:
+    event = UserProfileUpdated(
+        user_id="u1",
+        email="ann@example.org",
+        display_name="Ann",
+        location=GeoPoint(lat=48.85, lng=2.35),
+        topics=["go"],
+        updated_at=datetime(2026, 1, 2, tzinfo=UTC),
+    )
+    envelope = Envelope.wrap(event, occurred_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
+
+    read = Envelope.from_record(a_record(envelope.to_message(), **{"gatherly.original_topic": "users"}))
+
+    assert read == replace(envelope, extra_headers={"gatherly.original_topic": "users"})
+    assert read.event() == event
+
+
+def test_a_record_without_the_optional_headers_reads_with_their_defaults() -> None:
+    message = OutgoingMessage("users", "u1", b'{"user_id":"u1"}', {"id": "m1", "type": "user.x", "occurred_at": NOON})
+
+    read = Envelope.from_record(a_record(message))
+
+    assert (read.schema_version, read.aggregate_type, read.aggregate_id) == (1, "users", "u1")
+    assert (read.correlation_id, read.causation_id, read.traceparent, read.tracestate) == (None, None, None, None)
+    assert read.extra_headers == {}
+
+
+# What other producers may write: the fast parser refuses some of it, and then `json.loads` decides.
+PAYLOADS = [
+    b'{"a":"\\ud800"}',  # a lone surrogate, escaped
+    b'{"a":"\xed\xa0\x80"}',  # ... and encoded
+    b'\xef\xbb\xbf{"a":1}',  # a UTF-8 byte-order mark
+    b'{"a":"\xff"}',  # not UTF-8
+    b'{"a":NaN,"b":Infinity,"c":-Infinity,"d":1e400,"e":-0.0,"f":5e-324,"g":0.1}',
+    b'{"a":1,"a":2}',
+    b'{"a":123456789012345678901234567890,"b":1.0,"c":-0}',
+    b'{"a":"\\u0000\\/","\xc3\xa9":"\xe2\x80\xae"}',
+    b' {"a":[1,{"b":null,"c":true}]} ',
+    b'{"a":1} x',
+    b"[1,2]",
+    b'"s"',
+    b"",
+    b"{",
+]
+
+
+@pytest.mark.parametrize("value", PAYLOADS)
+def test_a_payload_reads_as_json_loads_reads_it(value: bytes) -> None:
+    try:
+        expected = json.loads(value)
+    except ValueError:
+        with pytest.raises(ValueError):
+            parse_payload(value)
+        return
+
+    assert repr(parse_payload(value)) == repr(expected)  # repr: NaN is not equal to itself
