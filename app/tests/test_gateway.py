@@ -59,6 +59,14 @@ async def test_a_long_path_is_refused_everywhere_under_the_api_without_being_ech
         assert len(response.content) < 200
 
 
+async def test_no_answer_redirects_to_the_host_header(gatherly: RunningGatherly) -> None:
+    """An outsider's probe: /api/groups/ was a 307 to http://evil.example/api/groups when sent with that Host."""
+    for path in ("/api/groups/", "/api/events/?from=x", "/api/users/me/", "/.well-known/jwks.json/", "/livez/"):
+        response = await gatherly.client.get(path, headers={"Host": "evil.example"})
+        assert "location" not in response.headers, (path, response.headers["location"])
+        assert "evil" not in response.text, path
+
+
 async def test_a_prefix_belongs_to_its_service(gatherly: RunningGatherly) -> None:
     by_prefix = {prefix: name for name, prefixes in PREFIXES.items() for prefix in prefixes}
     for host in gatherly.process.hosts:

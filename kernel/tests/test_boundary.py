@@ -271,6 +271,14 @@ async def test_a_long_path_is_refused_and_not_echoed(client: httpx.AsyncClient) 
     assert (await client.get(at_the_limit, params={"q": "y" * 100})).status_code == 200
 
 
+async def test_a_trailing_slash_is_a_404_not_a_redirect_to_the_host_header(client: httpx.AsyncClient) -> None:
+    """An outsider's probe: Starlette answered /notes/a/ with a 307 to http://<Host header>/notes/a, so a hostile
+    Host header chose the redirect's target."""
+    response = await client.get("/notes/a/?q=1", headers={"Host": "evil.example"})
+    assert response.status_code == 404 and response.headers["content-type"] == "application/problem+json"
+    assert "location" not in response.headers and "evil" not in response.text
+
+
 # --- unexpected errors ----------------------------------------------------------------------------------------
 
 

@@ -199,7 +199,15 @@ class Gateway:
         await self.local(scope, receive, send)
 
     def _build_local_app(self) -> FastAPI:
-        app = FastAPI(title="Gatherly", lifespan=self.lifespan, openapi_url=None, docs_url=None, redoc_url=None)
+        # No redirect to the path without its trailing slash: it names the Host header's host (see kernel/boundary.py).
+        app = FastAPI(
+            title="Gatherly",
+            lifespan=self.lifespan,
+            openapi_url=None,
+            docs_url=None,
+            redoc_url=None,
+            redirect_slashes=False,
+        )
         install_error_handlers(app)
         hosts = self.hosts
 
