@@ -161,7 +161,8 @@ class EventOut(BaseModel):
 
 
 class RsvpBody(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"response": "yes", "guests": 1}]})
+    # Like every request body: a field it does not have (a misspelt "guest") is refused, not silently dropped.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"response": "yes", "guests": 1}]})
 
     response: Answer
     guests: int = Field(0, ge=0, strict=True)
