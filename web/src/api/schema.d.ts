@@ -1299,6 +1299,13 @@ export interface components {
             /** Large */
             large: string;
         };
+        /** LocationBody */
+        LocationBody: {
+            /** Lat */
+            lat: number;
+            /** Lng */
+            lng: number;
+        };
         /**
          * LoginRequest
          * @example {
@@ -1406,7 +1413,7 @@ export interface components {
             bio?: string | null;
             /** City */
             city?: string | null;
-            location?: components["schemas"]["GeoPoint"] | null;
+            location?: components["schemas"]["LocationBody"] | null;
             /** Topics */
             topics?: string[] | null;
             /** Avatar Image Id */
@@ -1813,13 +1820,6 @@ export interface components {
              * Format: date-time
              */
             requested_at: string;
-        };
-        /** LocationBody */
-        LocationBody: {
-            /** Lat */
-            lat: number;
-            /** Lng */
-            lng: number;
         };
         /** MemberOut */
         MemberOut: {
