@@ -104,3 +104,12 @@ async def test_a_head_under_the_bound_arriving_in_small_pieces_and_a_large_body_
     upload = b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (4 * MiB) + b"z" * (4 * MiB)
     status, body, _ = await send_in_pieces(port, upload, piece=256 * 1024)
     assert status == 200 and body["body"] == 4 * MiB
+
+
+async def test_what_the_parser_refuses_is_a_problem_too(port: int) -> None:
+    """A URL past what httptools parses (65,535 bytes) arriving in one read, and a request that is not HTTP: uvicorn
+    answered both with a plain-text 400."""
+    status, body, _ = await send_in_pieces(port, b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", piece=MiB)
+    assert (status, body["status"]) == (414, 414)
+    status, body, _ = await send_in_pieces(port, b"NOT HTTP AT ALL\r\n\r\n")
+    assert (status, body["status"]) == (400, 400)

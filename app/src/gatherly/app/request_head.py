@@ -17,11 +17,13 @@ log = structlog.get_logger(__name__)
 # Above the largest head the boundary's RequestLimits lets through (32 KiB of headers, a 4 KiB path, a 4 KiB query and
 # the request line's few other bytes), so that every head under it still gets the boundary's own answer.
 MAX_REQUEST_HEAD = 48 * 1024
+# A URL longer than the boundary's path and query limits together: refused as too long whatever else is wrong.
+MAX_URL = MAX_PATH_BYTES + MAX_QUERY_BYTES
 
 
 class BoundedHeadProtocol(HttpToolsProtocol):
     """Refuses a request whose head (request line and headers) grows past MAX_REQUEST_HEAD before it ends, with a
-    problem+json (414 when the URL alone is longer than the boundary takes, else 431), and closes the connection: the
+    problem+json (414 when the URL alone is longer than MAX_URL, else 431), and closes the connection: the
     rest is never read. Only what arrives while one head is unfinished counts, never a body: a read that begins or
     ends a head is not counted (it is at most one read of the socket), the reads in between are."""
 
@@ -50,12 +52,28 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._head_events += 1
         super().on_headers_complete()
 
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to what its parser refuses, a problem like every other answer: a URL longer than httptools
+        parses (its offsets are 16 bits: 65,535 bytes) arriving in one read is a 414, anything else a 400."""
+        if self.transport.is_closing():  # refused already
+            return
+        if self._url_too_long():
+            self._answer(414, f"The URL is longer than {MAX_URL} bytes.")
+        else:
+            self._answer(400, "The request is not valid HTTP/1.1.")
+
     def _refuse(self) -> None:
-        if len(self.url) > MAX_PATH_BYTES + MAX_QUERY_BYTES:
-            status, detail = 414, f"The URL is longer than {MAX_PATH_BYTES + MAX_QUERY_BYTES} bytes."
+        log.warning("request head refused", received=self._head_bytes, client=self.client)
+        if self._url_too_long():
+            status, detail = 414, f"The URL is longer than {MAX_URL} bytes."
         else:
             status, detail = 431, f"The request line and headers are larger than {MAX_REQUEST_HEAD} bytes."
-        log.warning("request head refused", status=status, received=self._head_bytes, client=self.client)
+        self._answer(status, detail)
+
+    def _url_too_long(self) -> bool:
+        return len(getattr(self, "url", b"")) > MAX_URL  # uvicorn sets it when a request begins
+
+    def _answer(self, status: int, detail: str) -> None:
         body = json.dumps(problem_body(status, detail)).encode()
         head = (
             f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: {PROBLEM_JSON}\r\n"
