@@ -50,6 +50,23 @@ async def test_unknown_api_paths_are_problems_not_the_web_app(gatherly: RunningG
     assert response.headers["content-type"] == "application/problem+json"
 
 
+async def test_a_long_path_is_refused_everywhere_under_the_api_without_being_echoed(gatherly: RunningGatherly) -> None:
+    """An outsider's probe: a 20 KB id came back whole in a 404 (a group's, and the gateway's "No API at")."""
+    for prefix in ("/api/nothing-here/", "/api/groups/", "/api/events/", "/api/users/", "/media/"):
+        response = await gatherly.client.get(prefix + "a" * 20_000)
+        assert response.status_code == 414, (prefix, response.status_code)
+        assert response.headers["content-type"] == "application/problem+json"
+        assert len(response.content) < 200
+
+
+async def test_no_answer_redirects_to_the_host_header(gatherly: RunningGatherly) -> None:
+    """An outsider's probe: /api/groups/ was a 307 to http://evil.example/api/groups when sent with that Host."""
+    for path in ("/api/groups/", "/api/events/?from=x", "/api/users/me/", "/.well-known/jwks.json/", "/livez/"):
+        response = await gatherly.client.get(path, headers={"Host": "evil.example"})
+        assert "location" not in response.headers, (path, response.headers["location"])
+        assert "evil" not in response.text, path
+
+
 async def test_a_prefix_belongs_to_its_service(gatherly: RunningGatherly) -> None:
     by_prefix = {prefix: name for name, prefixes in PREFIXES.items() for prefix in prefixes}
     for host in gatherly.process.hosts:

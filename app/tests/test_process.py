@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gatherly.app.compose import POLL_ALONE, POLL_SHARED, Process
+from gatherly.app.request_head import BoundedHeadProtocol
 from gatherly.app.server import server_config
 from gatherly.kernel.log.embedded import EmbeddedLog
 from gatherly.kernel.settings import Settings
@@ -31,3 +32,8 @@ def test_the_access_log_is_off_unless_asked_for(tmp_path: Path) -> None:
     assert server_config(Process(Settings(data_dir=tmp_path)), "127.0.0.1", 0).access_log is False
     asked = Process(Settings(data_dir=tmp_path, access_log=True))
     assert server_config(asked, "127.0.0.1", 0).access_log is True
+
+
+def test_the_server_bounds_request_heads(tmp_path: Path) -> None:
+    # uvicorn's own httptools protocol holds a request line or headers of any size (app/tests/test_request_head.py).
+    assert server_config(Process(Settings(data_dir=tmp_path)), "127.0.0.1", 0).http is BoundedHeadProtocol

@@ -16,7 +16,7 @@ from starlette.types import Message
 
 from gatherly.kernel import text as text_module
 from gatherly.kernel.boundary import install_boundary
-from gatherly.kernel.limits import DEFAULT_BODY_LIMIT, MAX_QUERY_BYTES
+from gatherly.kernel.limits import DEFAULT_BODY_LIMIT, MAX_PATH_BYTES, MAX_QUERY_BYTES
 from gatherly.kernel.settings import Settings
 from gatherly.kernel.text import MAX_JSON_DEPTH, check_name, name_problem
 from gatherly.kernel.web import RequestContextMiddleware, install_error_handlers
@@ -257,6 +257,26 @@ async def test_too_many_headers_and_a_long_query_are_refused(client: httpx.Async
     assert (await client.get("/notes/a", headers={"x-big": "y" * 10_000})).status_code == 431
     response = await client.get("/notes/a", params={"q": "y" * (MAX_QUERY_BYTES + 1)})
     assert response.status_code == 414 and response.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_long_path_is_refused_and_not_echoed(client: httpx.AsyncClient) -> None:
+    """An outsider's probe: a 20 KB id came back whole in a 404's detail. The path is bounded like the query."""
+    at_the_limit = "/notes/" + "a" * (MAX_PATH_BYTES - len("/notes/"))
+    assert (await client.get(at_the_limit)).status_code == 200
+    response = await client.get(at_the_limit + "a")
+    assert response.status_code == 414 and response.headers["content-type"] == "application/problem+json"
+    assert "aaaa" not in response.text
+    # Measured as sent: percent-escapes count, the query does not.
+    assert (await client.get("/notes/" + "%41" * (MAX_PATH_BYTES // 3))).status_code == 414
+    assert (await client.get(at_the_limit, params={"q": "y" * 100})).status_code == 200
+
+
+async def test_a_trailing_slash_is_a_404_not_a_redirect_to_the_host_header(client: httpx.AsyncClient) -> None:
+    """An outsider's probe: Starlette answered /notes/a/ with a 307 to http://<Host header>/notes/a, so a hostile
+    Host header chose the redirect's target."""
+    response = await client.get("/notes/a/?q=1", headers={"Host": "evil.example"})
+    assert response.status_code == 404 and response.headers["content-type"] == "application/problem+json"
+    assert "location" not in response.headers and "evil" not in response.text
 
 
 # --- unexpected errors ----------------------------------------------------------------------------------------

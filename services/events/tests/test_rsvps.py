@@ -172,6 +172,17 @@ async def test_only_members_answer_and_guests_are_bounded(api: EventsApi) -> Non
     assert (await api.rsvp(ann, event["id"], "maybe")).status_code == 422
 
 
+async def test_an_answer_with_a_field_it_does_not_have_is_refused_and_not_recorded(api: EventsApi) -> None:
+    """An outsider's probe: {"response": "yes", "guest": 2} was a 200 going with no guests, the typo dropped."""
+    group_id, olga, [ann] = await _group_of(api, "Ann")
+    event = await api.schedule(olga, group_id, capacity=10, guest_limit=2)
+    body = {"response": "yes", "guest": 2}
+    refused = await api.client.put(f"/api/events/{event['id']}/rsvp", json=body, headers=ann.auth)
+    assert refused.status_code == 422, refused.text
+    assert [e["field"] for e in refused.json()["errors"]] == ["guest"]
+    assert (await api.get(event["id"], ann))["my_rsvp"] is None
+
+
 async def test_more_guests_than_free_seats_is_a_conflict_and_the_answer_stays(api: EventsApi) -> None:
     group_id, olga, [ann, bob] = await _group_of(api, "Ann", "Bob")
     event = await api.schedule(olga, group_id, capacity=3, guest_limit=3)

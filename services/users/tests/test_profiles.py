@@ -97,12 +97,18 @@ async def test_invalid_profile_values_are_refused_with_the_field_named(users: Ru
         ({"display_name": None}, "display_name"),
         ({"bio": "x" * 2001}, "bio"),
         ({"location": {"lat": 95, "lng": 0}}, "location"),
+        # Numbers only, like every location of the API (an outsider's probe: "1" was read as 1.0).
+        ({"location": {"lat": "1", "lng": 0}}, "location.lat"),
+        ({"location": {"lat": 1, "lng": True}}, "location.lng"),
+        ({"location": {"lat": 1, "lng": 0, "alt": 30}}, "location.alt"),
         ({"topics": [f"t{n}" for n in range(21)]}, "topics"),
         ({"avatar_image_id": "not-a-uuid"}, "avatar_image_id"),
     ]:
         response = await _patch(users, person, **changes)
         assert response.status_code == 422, changes
         assert response.json()["errors"][0]["field"].startswith(field)
+    integers = await _patch(users, person, location={"lat": 52, "lng": -13})  # JSON integers are numbers
+    assert integers.json()["location"] == {"lat": 52.0, "lng": -13.0}
 
 
 async def test_a_field_that_cannot_be_edited_is_refused_not_ignored(users: RunningGatherly) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gatherly.app import devmail
 from gatherly.kernel.catalog import asyncapi
+from gatherly.kernel.limits import MAX_PATH_BYTES, path_bytes
 from gatherly.kernel.runtime import ServiceHost
 from gatherly.kernel.settings import Settings, StorageBackend
 from gatherly.kernel.web import install_error_handlers, problem
@@ -198,7 +199,15 @@ class Gateway:
         await self.local(scope, receive, send)
 
     def _build_local_app(self) -> FastAPI:
-        app = FastAPI(title="Gatherly", lifespan=self.lifespan, openapi_url=None, docs_url=None, redoc_url=None)
+        # No redirect to the path without its trailing slash: it names the Host header's host (see kernel/boundary.py).
+        app = FastAPI(
+            title="Gatherly",
+            lifespan=self.lifespan,
+            openapi_url=None,
+            docs_url=None,
+            redoc_url=None,
+            redirect_slashes=False,
+        )
         install_error_handlers(app)
         hosts = self.hosts
 
@@ -265,8 +274,11 @@ class Gateway:
         web_dir = self.web_dir
 
         @app.get("/{path:path}", include_in_schema=False)
-        async def web(path: str) -> Response:
+        async def web(path: str, request: Request) -> Response:
             if path.startswith("api/"):
+                # The services' path limit (kernel/limits.py) holds here too: no answer echoes a path of any length.
+                if path_bytes(request.scope) > MAX_PATH_BYTES:
+                    return problem(414, f"The path is longer than {MAX_PATH_BYTES} bytes.")
                 return problem(404, f"No API at /{path}.")
             candidate = built_file(web_dir, path)
             if candidate:

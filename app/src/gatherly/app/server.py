@@ -9,6 +9,7 @@ import structlog
 import uvicorn
 
 from gatherly.app.compose import Process
+from gatherly.app.request_head import BoundedHeadProtocol
 from gatherly.kernel.loop_health import freeze_startup_heap, time_gc_pauses
 
 log = structlog.get_logger(__name__)
@@ -54,6 +55,7 @@ def server_config(process: Process, host: str, port: int) -> uvicorn.Config:
         timeout_graceful_shutdown=30,
         timeout_keep_alive=KEEP_ALIVE_S,
         proxy_headers=True,
+        http=BoundedHeadProtocol,  # httptools, with the request head bounded before any app sees it
     )
 
 

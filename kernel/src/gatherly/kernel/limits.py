@@ -1,5 +1,6 @@
-"""Size limits at the boundary (pure ASGI): bodies refused while reading (413), oversized headers (431) and queries
-(414) refused before a service sees them, so one client cannot make a process read or hold hundreds of megabytes."""
+"""Size limits at the boundary (pure ASGI): bodies refused while reading (413), oversized headers (431), paths and
+queries (414) refused before a service sees them, so one client cannot make a process read or hold hundreds of
+megabytes, nor have a service echo a 60 KB id back in an error."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ MAX_HEADERS = 100
 MAX_HEADER_BYTES = 8 * 1024  # one header line; a bearer token is under 1 KiB
 MAX_HEADERS_TOTAL = 32 * 1024
 MAX_QUERY_BYTES = 4 * 1024
+# The longest path of this API (two ids and a slug, percent-encoded) is a few hundred bytes; the server itself lets
+# through URLs up to 64 KiB.
+MAX_PATH_BYTES = 4 * 1024
 
 log = structlog.get_logger(__name__)
 
@@ -97,8 +101,8 @@ def replay(body: bytes, receive: Receive | None = None) -> Receive:
 
 
 class RequestLimits:
-    """Refuses oversized requests: too many or too long headers (431), a long query (414), a body over the route's
-    limit (413: by Content-Length before reading, else while reading, never buffering more than the limit)."""
+    """Refuses oversized requests: too many or too long headers (431), a long path or query (414), a body over the
+    route's limit (413: by Content-Length before reading, else while reading, never buffering more than the limit)."""
 
     def __init__(
         self,
@@ -110,6 +114,7 @@ class RequestLimits:
         max_header_bytes: int = MAX_HEADER_BYTES,
         max_headers_total: int = MAX_HEADERS_TOTAL,
         max_query_bytes: int = MAX_QUERY_BYTES,
+        max_path_bytes: int = MAX_PATH_BYTES,
     ) -> None:
         self.app = app
         self.body_limit = body_limit
@@ -119,6 +124,7 @@ class RequestLimits:
         self.max_header_bytes = max_header_bytes
         self.max_headers_total = max_headers_total
         self.max_query_bytes = max_query_bytes
+        self.max_path_bytes = max_path_bytes
 
     def limit_for(self, path: str) -> int:
         for prefix, limit in self.body_limits:
@@ -141,6 +147,9 @@ class RequestLimits:
         if len(scope.get("query_string", b"")) > self.max_query_bytes:
             await send_problem(send, 414, f"The query string is longer than {self.max_query_bytes} bytes.")
             return
+        if path_bytes(scope) > self.max_path_bytes:
+            await send_problem(send, 414, f"The path is longer than {self.max_path_bytes} bytes.")
+            return
         limit = self.limit_for(scope["path"])
         declared = _content_length(headers)
         if declared is not None and declared > limit:
@@ -158,6 +167,15 @@ class RequestLimits:
         await send_problem(
             send, 413, f"The request body is larger than {limit} bytes.", headers={"Connection": "close"}
         )
+
+
+def path_bytes(scope: Scope) -> int:
+    """The length of the path as the client sent it (percent-escapes included), without a query."""
+    raw: bytes | None = scope.get("raw_path")
+    if raw is None:
+        return len(scope["path"].encode("utf-8", "surrogateescape"))
+    query = raw.find(b"?")  # some servers' raw_path holds the query too (see kernel/text.py)
+    return len(raw) if query < 0 else query
 
 
 def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:

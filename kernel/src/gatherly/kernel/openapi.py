@@ -58,7 +58,7 @@ WITH_TOKEN = (401, 503)  # 503: the keys that verify tokens cannot be fetched ri
 DESCRIPTIONS = {
     401: "No valid access token",
     413: "Request body over the route's limit",
-    414: "Query string too long",
+    414: "Path or query string too long",
     422: "Invalid input: the fields at fault are in `errors`",
     431: "Request headers too large",
     500: "Unexpected error, logged under the request id in the answer",

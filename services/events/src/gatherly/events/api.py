@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Coroutine
-from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -64,6 +63,7 @@ from gatherly.events.schemas import (
     LocationBody,
     MyRsvpOut,
     NewEvent,
+    QueryTime,
     RsvpBody,
     VenueBody,
     VenueJson,
@@ -250,8 +250,8 @@ async def search_events(
     q: str | None = Query(None, max_length=200, description="Words in the title or description (any case)."),
     topic: str | None = Query(None, max_length=50, description="A topic of the event's group."),
     group_id: str | None = Query(None, max_length=36),
-    starts_from: datetime | None = Query(None, alias="from", description="Starting at or after (default: now)."),
-    starts_before: datetime | None = Query(None, alias="to", description="Starting before."),
+    starts_from: QueryTime | None = Query(None, alias="from", description="Starting at or after (default: now)."),
+    starts_before: QueryTime | None = Query(None, alias="to", description="Starting before."),
     attending: Literal["me"] | None = Query(None, description="me: only events you are going to."),
     sort: SearchOrder | None = Query(None, description="start (default) or distance (default with near)."),
     page: PageRequest = Depends(page_request),

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
+from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
 from gatherly.contracts.users import ImageVariants
@@ -20,6 +21,23 @@ from gatherly.events.domain import (
     EventStatus,
     RsvpStatus,
 )
+
+
+def _not_a_number(value: Any) -> Any:
+    """Pydantic reads a query's "-1" or "1700000000" as a Unix time; the API takes times as RFC 3339 text only."""
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return value
+        raise PydanticCustomError(
+            "datetime_not_a_number", "Give the time as RFC 3339 text with its offset, e.g. 2030-05-01T19:00:00+02:00."
+        )
+    return value
+
+
+# A time in a query (`from`, `to`): what a datetime parameter takes, less the numbers.
+QueryTime = Annotated[datetime, BeforeValidator(_not_a_number)]
 
 
 class LocationBody(BaseModel):
@@ -144,7 +162,8 @@ class EventOut(BaseModel):
 
 
 class RsvpBody(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"response": "yes", "guests": 1}]})
+    # Like every request body: a field it does not have (a misspelt "guest") is refused, not silently dropped.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"response": "yes", "guests": 1}]})
 
     response: Answer
     guests: int = Field(0, ge=0, strict=True)

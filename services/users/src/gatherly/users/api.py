@@ -223,7 +223,9 @@ async def get_me(me: CurrentUser, uow: Uow, identity: IdentityDep) -> Me:
 
 @router.patch("/api/users/me", response_model=Me, tags=["users"], responses=problems(401))
 async def update_me(body: ProfileChanges, me: CurrentUser, uow: Uow, identity: IdentityDep) -> Me:
-    changes = {name: getattr(body, name) for name in body.model_fields_set}
+    changes: dict[str, Any] = {name: getattr(body, name) for name in body.model_fields_set}
+    if body.location is not None:
+        changes["location"] = body.location.point()
     return _me(await service.update_profile(uow, identity, me, changes))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat
 
 from gatherly.contracts.users import GeoPoint, ImageVariants
 from gatherly.users.domain import DeletionStatus, ExportStatus
@@ -143,6 +143,19 @@ class AuthorizationServerMetadata(BaseModel):
     response_types_supported: list[str]
 
 
+class LocationBody(BaseModel):
+    """A point as a request gives it, checked like the groups' and the events' ones."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Strict: numbers only (JSON integers too); "52.5" or true are refused rather than read as 52.5 or 1.0.
+    lat: StrictFloat
+    lng: StrictFloat
+
+    def point(self) -> GeoPoint:
+        return GeoPoint(lat=self.lat, lng=self.lng)
+
+
 class ProfileChanges(BaseModel):
     # A field that cannot be changed here (email, id) is refused, not silently dropped with a 200.
     model_config = ConfigDict(
@@ -155,7 +168,7 @@ class ProfileChanges(BaseModel):
     display_name: Annotated[str | None, Field(max_length=200)] = None
     bio: Annotated[str | None, Field(max_length=10_000)] = None
     city: Annotated[str | None, Field(max_length=200)] = None
-    location: GeoPoint | None = None
+    location: LocationBody | None = None
     topics: Annotated[list[Annotated[str, Field(max_length=200)]] | None, Field(max_length=100)] = None
     avatar_image_id: Annotated[str | None, Field(max_length=64)] = None
 

@@ -1,0 +1,115 @@
+"""The server's bound on a request head (request line and headers), over real sockets: uvicorn with httptools held
+a 100 MiB request line in memory, and a head of any size, before an app could refuse it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import uvicorn
+from starlette.types import Receive, Scope, Send
+
+from gatherly.app.request_head import MAX_REQUEST_HEAD, BoundedHeadProtocol
+
+MiB = 1024 * 1024
+
+
+async def echo_sizes(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answers with how long the request's URL, headers and body were."""
+    assert scope["type"] == "http"
+    body = 0
+    while True:
+        message = await receive()
+        body += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    sizes = {"path": len(scope["raw_path"]), "headers": sum(len(n) + len(v) for n, v in scope["headers"]), "body": body}
+    payload = json.dumps(sizes).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+@pytest.fixture
+async def port() -> AsyncIterator[int]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    config = uvicorn.Config(
+        echo_sizes, host="127.0.0.1", port=free, log_config=None, lifespan="off", http=BoundedHeadProtocol
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn's Server offers no event to wait on
+        await asyncio.sleep(0.01)
+    yield free
+    server.should_exit = True
+    await serving
+
+
+async def send_in_pieces(port: int, request: bytes, piece: int = 16 * 1024) -> tuple[int, dict[str, Any], int]:
+    """Sends `request` piece by piece until all is sent or the server stops reading; (status, JSON body, bytes
+    sent). A blocking socket in a thread: asyncio's streams raise the reset a refusal causes before handing over
+    the answer that came first."""
+    return await asyncio.to_thread(_send_in_pieces, port, request, piece)
+
+
+def _send_in_pieces(port: int, request: bytes, piece: int) -> tuple[int, dict[str, Any], int]:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        sent = 0
+        try:
+            while sent < len(request):
+                connection.sendall(request[sent : sent + piece])
+                sent += piece
+        except OSError:  # reset or broken pipe: the server closed while we were still sending, as a refusal does
+            pass
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer.split(b"\r\n\r\n", 1)[1]) < _length(answer):
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    head, body = answer.split(b"\r\n\r\n", 1)
+    status = int(head.split(b" ")[1])
+    assert status == 200 or b"application/problem+json" in head, head
+    return status, json.loads(body), min(sent, len(request))
+
+
+def _length(answer: bytes) -> int:
+    head = answer.split(b"\r\n\r\n", 1)[0]
+    return next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+
+
+async def test_a_huge_request_line_is_a_414_problem_before_it_is_read(port: int) -> None:
+    status, body, sent = await send_in_pieces(port, b"GET /" + b"a" * (64 * MiB) + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (status, body["status"]) == (414, 414)
+    assert sent < 16 * MiB  # refused while arriving (what was sent sits in socket buffers), not after 64 MiB
+
+
+async def test_huge_headers_are_a_431_problem_before_they_are_read(port: int) -> None:
+    status, body, sent = await send_in_pieces(port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * (64 * MiB))
+    assert (status, body["status"]) == (431, 431)
+    assert sent < 16 * MiB
+
+
+async def test_a_head_under_the_bound_arriving_in_small_pieces_and_a_large_body_pass(port: int) -> None:
+    header = b"X-Big: " + b"b" * (MAX_REQUEST_HEAD - 2048) + b"\r\n"
+    request = b"GET /" + b"p" * 1000 + b" HTTP/1.1\r\nHost: x\r\n" + header + b"\r\n"
+    status, body, _ = await send_in_pieces(port, request, piece=512)
+    assert status == 200 and body["path"] == 1001
+    upload = b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (4 * MiB) + b"z" * (4 * MiB)
+    status, body, _ = await send_in_pieces(port, upload, piece=256 * 1024)
+    assert status == 200 and body["body"] == 4 * MiB
+
+
+async def test_what_the_parser_refuses_is_a_problem_too(port: int) -> None:
+    """A URL past what httptools parses (65,535 bytes) arriving in one read, and a request that is not HTTP: uvicorn
+    answered both with a plain-text 400."""
+    status, body, _ = await send_in_pieces(port, b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", piece=MiB)
+    assert (status, body["status"]) == (414, 414)
+    status, body, _ = await send_in_pieces(port, b"NOT HTTP AT ALL\r\n\r\n")
+    assert (status, body["status"]) == (400, 400)
