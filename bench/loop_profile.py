@@ -103,6 +103,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8601)
     parser.add_argument("--idle", type=float, default=20.0, help="seconds measured with no requests")
     parser.add_argument("--path", default="", help="also measure under wrk against this path (e.g. /api/groups)")
+    parser.add_argument(
+        "--endpoint", default="", help="or against the first of http_bench's endpoints whose name has this (writes too)"
+    )
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--sources", type=Path, help="serve another checkout's code (e.g. before a change)")
@@ -125,7 +128,7 @@ def main() -> None:
             server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         try:
             http_bench.wait_until_seeded(base, data_dir, server)
-            http_bench.seed(base)
+            token, group_id, event_id = http_bench.seed(base)
             time.sleep(3)  # the seed's events are handled
             before = json.loads(stats.read_text())
             cpu = http_bench.cpu_seconds(server.pid)
@@ -135,13 +138,24 @@ def main() -> None:
             per_second = cpu * 1000 / args.idle
             print(f"## Idle for {args.idle:.0f} s: the process used {per_second:.1f} ms of CPU per second\n")
             print("\n".join(window(before, idle, args.idle, args.top)))
-            if args.path:
+            if args.path or args.endpoint:
                 wrk = http_bench.ensure_wrk()
-                command = [wrk, "-t2", "-c32", f"-d{args.seconds}s", "--latency", base + args.path]
-                output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+                command = [wrk, "-t2", "-c32", f"-d{args.seconds}s", "--latency"]
+                name = f"GET {args.path}"
+                if args.endpoint:
+                    endpoint = next(e for e in http_bench.endpoints(group_id, event_id) if args.endpoint in e.name)
+                    name, path = endpoint.name, endpoint.path
+                    command += ["-s", str(http_bench.lua_script(endpoint, token, data_dir))]
+                else:
+                    path = args.path
+                cpu = http_bench.cpu_seconds(server.pid)
+                output = subprocess.run([*command, base + path], capture_output=True, text=True, check=True).stdout
+                cpu = http_bench.cpu_seconds(server.pid) - cpu
                 time.sleep(1.5)
                 loaded = json.loads(stats.read_text())
-                print(f"\n## Under wrk, `GET {args.path}`\n\n```\n{output.strip()}\n```\n")
+                used = cpu * 1000 / args.seconds
+                print(f"\n## Under wrk, `{name}`: the process used {used:.1f} ms of CPU per second")
+                print(f"\n```\n{output.strip()}\n```\n")
                 print("\n".join(window(idle, loaded, args.seconds, args.top)))
             print("\n## Longest single runs of each (since the start: start-up and demo data included)\n")
             print("\n".join(longest(json.loads(stats.read_text()), 10)))

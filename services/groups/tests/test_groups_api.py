@@ -7,6 +7,9 @@ from typing import Any
 
 import pytest
 
+from gatherly.groups import store
+from gatherly.groups.domain import details_from
+
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 QUESTIONS = ["Why do you want to join?", "Have you hiked before?"]
@@ -124,6 +127,12 @@ async def test_the_organizer_edits_the_group(shared_api: Any) -> None:
     assert updated.type == "group.updated"
     assert updated.payload["updated_by"] == ann.user_id
     assert updated.payload["join_policy"] == "approval"
+
+
+async def test_an_edit_writes_every_column_of_a_groups_details() -> None:
+    """An edit's UPDATE is built once with a parameter per column (store.SAVE_GROUP): the columns a group's details
+    fill must be exactly those, or an edit would leave one unwritten."""
+    assert set(store._detail_columns(details_from(name="Any"))) == set(store.DETAIL_COLUMNS)
 
 
 @pytest.mark.parametrize(

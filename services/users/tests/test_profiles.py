@@ -14,6 +14,8 @@ from gatherly.contracts.base import IntegrationEvent
 from gatherly.contracts.images import ImageDeleted, ImageReady
 from gatherly.contracts.users import ImageVariants
 from gatherly.kernel.messages import Envelope
+from gatherly.users import store
+from gatherly.users.domain import Email, Profile, UserId
 
 Published = Callable[..., Awaitable[list[Any]]]
 VARIANTS = ImageVariants(
@@ -85,6 +87,14 @@ async def test_editing_my_profile_changes_only_what_i_send_and_tells_other_servi
     updates = await published("user.profile_updated", user_id=person.user_id)
     assert [u.display_name for u in updates] == ["Ann"] + ["Ann Smith"] * 4  # confirmation, then four edits
     assert updates[-1].user_id == person.user_id and updates[-1].email == person.email and updates[-1].city is None
+
+
+async def test_an_edit_writes_every_column_of_a_profile() -> None:
+    """A profile's UPDATE is built once with a parameter per column (store.SAVE_PROFILE): the columns a profile
+    fills must be exactly those, or an edit would leave one unwritten."""
+    now = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+    profile = Profile(UserId("ann"), Email("ann@example.org"), "Ann", now, now)
+    assert set(store._profile_values(profile)) == set(store.PROFILE_VALUES)
 
 
 async def test_invalid_profile_values_are_refused_with_the_field_named(users: RunningGatherly) -> None:

@@ -289,10 +289,7 @@ async def update_group(
         if isinstance(value, LocationBody):
             value = value.location(name)
         changes[name] = str(value) if isinstance(value, uuid.UUID) else value
-    updated = await service.update_group(uow, group, UserId(caller.user_id), changes)
-    async with reading(uow.db) as stores:
-        view = await service.view_group(stores, updated.id, UserId(caller.user_id))
-    return _group_out(view)
+    return _group_out(await service.update_group(uow, group, UserId(caller.user_id), changes))
 
 
 @router.delete("/{group}", status_code=202, responses=problems(403, 404))

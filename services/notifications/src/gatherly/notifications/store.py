@@ -155,24 +155,57 @@ class Recipient:
 Located = tuple[UserId, float | None, float | None]
 
 
+# What user.* and group.created/updated events keep (one consumer transaction per profile or group edit), built once
+# and run on sqlite3 directly inside the consumer's transaction on inline SQLite (FixedWrite). A recipient's INSERT
+# and UPDATE name the columns an event gives: one statement per set of them (a handful in all). An UPDATE's row is
+# named by `key`: through SQLAlchemy (PostgreSQL) a parameter named after a column not in its SET would be taken for
+# one more column to set.
+RECIPIENT_STATE = FixedWrite(select(recipients.c.deleted_at).where(recipients.c.user_id == bindparam("user_id")))
+_KEEPING: dict[tuple[str, tuple[str, ...]], FixedWrite] = {}
+
+
+def _keeping(kind: str, names: tuple[str, ...]) -> FixedWrite:
+    found = _KEEPING.get((kind, names))
+    if found is None:
+        if kind == "insert":
+            columns = ("user_id", "confirmed", "updated_at", *names)
+            found = FixedWrite(insert(recipients).values({name: bindparam(name) for name in columns}))
+        else:
+            found = FixedWrite(
+                update(recipients)
+                .where(recipients.c.user_id == bindparam("key"))
+                .values({name: bindparam(name) for name in ("updated_at", *names)})
+            )
+        _KEEPING[(kind, names)] = found
+    return found
+
+
+GROUP_STATE = FixedWrite(select(groups.c.deleted_at).where(groups.c.group_id == bindparam("group_id")))
+ADD_GROUP = FixedWrite(insert(groups).values(group_id=bindparam("group_id"), visibility=bindparam("visibility")))
+KEEP_VISIBILITY = FixedWrite(
+    update(groups).where(groups.c.group_id == bindparam("key")).values(visibility=bindparam("visibility"))
+)
+
+
 class RecipientStore:
     def __init__(self, session: AsyncConnection) -> None:
         self.session = session
 
     async def keep(self, user_id: str, at: datetime, *, confirmed: bool | None = None, **values: Any) -> None:
         """Upsert what an event says of a person (unless they are deleted); `confirmed` only ever turns on."""
-        row = (await self.session.execute(select(recipients).where(recipients.c.user_id == user_id))).mappings().first()
+        row = await RECIPIENT_STATE.first(self.session, {"user_id": user_id})
         if row is None:
-            await self.session.execute(
-                insert(recipients).values(user_id=user_id, confirmed=bool(confirmed), updated_at=at, **values)
+            names = tuple(sorted(values))
+            await _keeping("insert", names).execute(
+                self.session, {"user_id": user_id, "confirmed": bool(confirmed), "updated_at": at, **values}
             )
             return
         if row["deleted_at"] is not None:
             return
         if confirmed:
             values["confirmed"] = True
-        await self.session.execute(
-            update(recipients).where(recipients.c.user_id == user_id).values(updated_at=at, **values)
+        await _keeping("update", tuple(sorted(values))).execute(
+            self.session, {"key": user_id, "updated_at": at, **values}
         )
 
     async def forget(self, user_id: str, at: datetime) -> None:
@@ -266,13 +299,11 @@ class MemberStore:
 
     async def keep_group(self, group_id: str, visibility: str) -> None:
         """A group's visibility (unless it is gone: a late update must not bring it back)."""
-        kept = (await self.session.execute(select(groups).where(groups.c.group_id == group_id))).mappings().first()
+        kept = await GROUP_STATE.first(self.session, {"group_id": group_id})
         if kept is None:
-            await self.session.execute(insert(groups).values(group_id=group_id, visibility=visibility))
+            await ADD_GROUP.execute(self.session, {"group_id": group_id, "visibility": visibility})
         elif kept["deleted_at"] is None:
-            await self.session.execute(
-                update(groups).where(groups.c.group_id == group_id).values(visibility=visibility)
-            )
+            await KEEP_VISIBILITY.execute(self.session, {"key": group_id, "visibility": visibility})
 
     async def forget_group(self, group_id: str, at: datetime) -> None:
         await self.session.execute(delete(group_members).where(group_members.c.group_id == group_id))

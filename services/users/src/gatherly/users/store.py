@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from gatherly.contracts.users import GeoPoint
 from gatherly.kernel.clock import Clock
 from gatherly.kernel.db import Database, Executor, rowcount
-from gatherly.kernel.fixed_reads import FixedRead
+from gatherly.kernel.fixed_reads import FixedRead, FixedWrite
 from gatherly.kernel.read_models import ReadyImageStore
 from gatherly.kernel.revocation import RevocationStore
 from gatherly.kernel.runtime import ServiceContext
@@ -71,6 +71,15 @@ PROFILE_BY_ID = (
 )
 
 FIND_PROFILE = FixedRead(PROFILE_BY_ID)
+# A profile's edit (PATCH /api/users/me), run on sqlite3 directly inside the write transaction on inline SQLite
+# (FixedWrite): built per call through SQLAlchemy it was over half of the edit's use case. The row is named by `key`:
+# through SQLAlchemy (PostgreSQL) a parameter named after a column not in its SET would be one more to set.
+PROFILE_VALUES = ("display_name", "bio", "city", "lat", "lng", "topics", "avatar_image_id", "updated_at")
+SAVE_PROFILE = FixedWrite(
+    update(profiles)
+    .where(profiles.c.user_id == bindparam("key"))
+    .values({name: bindparam(name) for name in PROFILE_VALUES})
+)
 
 
 class AccountStore:
@@ -127,9 +136,7 @@ class AccountStore:
         return _profile_of(row) if row else None
 
     async def save_profile(self, profile: Profile) -> None:
-        await self.session.execute(
-            update(profiles).where(profiles.c.user_id == profile.user_id).values(**_profile_values(profile))
-        )
+        await SAVE_PROFILE.execute(self.session, {"key": profile.user_id, **_profile_values(profile)})
 
     async def profiles_showing(self, image_id: str) -> list[Profile]:
         query = select(accounts, profiles).join(profiles, profiles.c.user_id == accounts.c.id)
