@@ -275,7 +275,7 @@ class FixedWrite(FixedRead):
         returned: list[Row] = []
         for given in params:
             written = self._execute(connection, direct, compiled, given)
-            returned.extend(compiled.convert(raw) for raw in written.fetchall())
+            returned.extend(compiled.convert(written.fetchall()))
         return returned
 
     @staticmethod
