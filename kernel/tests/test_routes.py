@@ -8,9 +8,9 @@ from typing import Annotated, Any
 import httpx
 import pytest
 import structlog
-from fastapi import APIRouter, Cookie, Depends, FastAPI, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Cookie, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.routing import APIRoute
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 
@@ -26,6 +26,11 @@ class ItemOut(BaseModel):
     cursor: dict[str, Any] | None
     calls: dict[str, int]
     note: str | None = None
+
+
+class NoteIn(BaseModel):
+    text: str = Field(min_length=1, max_length=10)
+    stars: int = Field(default=0, ge=0, le=5)
 
 
 async def optional_caller(request: Request) -> str | None:
@@ -125,6 +130,19 @@ def make_app(route_class: type[APIRoute], included: bool = False) -> FastAPI:
         same = request is connection or request.scope is connection.scope
         return Response(f"{item_id} {request.method} {same}", status_code=202, headers={"X-Raw": "yes"})
 
+    @router.post("/{item_id}/notes", status_code=201)
+    async def add_note(
+        item_id: int,
+        note: NoteIn,
+        caller: Annotated[str, Depends(required_caller)],
+        flag: Annotated[int, Depends(strict_flag)],
+    ) -> dict[str, Any]:
+        return {"id": item_id, "note": note.model_dump(), "caller": caller, "flag": flag}
+
+    @router.put("/{item_id}/pair")
+    async def pair(item_id: int, left: Annotated[int, Body(ge=0)], right: Annotated[str, Body()]) -> dict[str, Any]:
+        return {"id": item_id, "left": left, "right": right}
+
     @router.get("/{item_id}/sync")
     async def with_sync(item_id: int, value: Annotated[str, Depends(sync_dependency)]) -> dict[str, Any]:
         return {"id": item_id, "value": value}
@@ -136,28 +154,46 @@ def make_app(route_class: type[APIRoute], included: bool = False) -> FastAPI:
     return app
 
 
-REQUESTS: list[tuple[str, str, dict[str, str]]] = [
-    ("GET", "/items/7", {}),
-    ("GET", "/items/7?limit=5&tags=a&tags=b&flag=1", {"authorization": "Bearer good", "note": "hi"}),
-    ("GET", "/items/7?cursor=eyJhIjoxfQ", {}),
-    ("GET", "/items/7?cursor=not-a-cursor", {}),
-    ("GET", "/items/0?limit=0&flag=2&size=0&level=9", {"note": "far too long"}),  # path, dependencies, query, header
-    ("GET", "/items/x?limit=abc", {"authorization": "Bearer bad"}),  # a parameter's errors, then a dependency's 401
-    ("GET", "/items/7", {"authorization": "Bearer bad"}),
-    ("GET", "/items/404", {}),
-    ("GET", "/items/409", {}),
-    ("GET", "/items/500", {}),
-    ("GET", "/items/7/mine", {}),
-    ("GET", "/items/7/mine", {"authorization": "Bearer good", "cookie": "session=abc"}),
-    ("GET", "/items/7/mine?limit=101", {"authorization": "Bearer good"}),
-    ("POST", "/items", {"authorization": "Bearer good"}),
-    ("POST", "/items", {}),
-    ("DELETE", "/items/3", {"authorization": "Bearer good"}),
-    ("DELETE", "/items/3", {"authorization": "Bearer bad"}),
-    ("PUT", "/items/3/raw", {}),
-    ("PUT", "/items/x/raw", {}),
-    ("GET", "/items/3/sync", {}),
-    ("PATCH", "/items/3", {}),
+JSON = {"content-type": "application/json"}
+GOOD = {"authorization": "Bearer good"}
+REQUESTS: list[tuple[str, str, dict[str, str], bytes | None]] = [
+    ("GET", "/items/7", {}, None),
+    ("GET", "/items/7?limit=5&tags=a&tags=b&flag=1", {"authorization": "Bearer good", "note": "hi"}, None),
+    ("GET", "/items/7?cursor=eyJhIjoxfQ", {}, None),
+    ("GET", "/items/7?cursor=not-a-cursor", {}, None),
+    # errors of the path, of sub-dependencies' parameters, of the route's query and header parameters at once
+    ("GET", "/items/0?limit=0&flag=2&size=0&level=9", {"note": "far too long"}, None),
+    ("GET", "/items/x?limit=abc", {"authorization": "Bearer bad"}, None),  # a parameter's errors, then a 401
+    ("GET", "/items/7", {"authorization": "Bearer bad"}, None),
+    ("GET", "/items/404", {}, None),
+    ("GET", "/items/409", {}, None),
+    ("GET", "/items/500", {}, None),
+    ("GET", "/items/7/mine", {}, None),
+    ("GET", "/items/7/mine", {"authorization": "Bearer good", "cookie": "session=abc"}, None),
+    ("GET", "/items/7/mine?limit=101", GOOD, None),
+    ("POST", "/items", GOOD, None),
+    ("POST", "/items", {}, None),
+    ("DELETE", "/items/3", GOOD, None),
+    ("DELETE", "/items/3", {"authorization": "Bearer bad"}, None),
+    ("PUT", "/items/3/raw", {}, None),
+    ("PUT", "/items/x/raw", {}, None),
+    ("GET", "/items/3/sync", {}, None),
+    ("PATCH", "/items/3", {}, None),
+    ("POST", "/items/3/notes", {**GOOD, **JSON}, b'{"text": "hello", "stars": 4}'),
+    ("POST", "/items/3/notes?flag=1", {**GOOD, "content-type": "application/vnd.notes+json"}, b'{"text": "hi"}'),
+    ("POST", "/items/3/notes", {**GOOD, **JSON}, b'{"text": "", "stars": 9}'),  # two fields refused
+    ("POST", "/items/x/notes?flag=7", {**JSON, "authorization": "Bearer bad"}, b'{"stars": "many"}'),
+    ("POST", "/items/3/notes", {**GOOD, **JSON}, b'{"text": "hel'),  # JSON that does not parse
+    ("POST", "/items/3/notes", {**GOOD, **JSON}, b'{"text": "a", "stars": 1' + b"1" * 5000 + b"}"),  # unreadable
+    ("POST", "/items/3/notes", {**GOOD, "content-type": "text/plain"}, b'{"text": "hello"}'),
+    ("POST", "/items/3/notes", {**GOOD, "content-type": "application/json; charset=utf-8"}, b'{"text": "ok"}'),
+    ("POST", "/items/3/notes", GOOD, b'{"text": "no type"}'),  # no content type: strict, so not JSON
+    ("POST", "/items/3/notes", {**GOOD, **JSON}, b""),  # no body
+    ("POST", "/items/3/notes", {**GOOD, **JSON}, b"[1, 2]"),
+    ("POST", "/items/3/notes", {**JSON}, b'{"text": "hello"}'),  # a valid body, then the token's 401
+    ("PUT", "/items/3/pair", JSON, b'{"left": 1, "right": "r"}'),
+    ("PUT", "/items/3/pair", JSON, b'{"left": -1}'),
+    ("PUT", "/items/3/pair", JSON, b'{"left": 1, "right": "r", "extra": true}'),
 ]
 
 
@@ -173,9 +209,9 @@ async def test_fast_routes_answer_as_fastapis_own_handler(route_class: type[APIR
     # Logs captured rather than rendered: the 500's traceback, rendered twice per case, is slow.
     with structlog.testing.capture_logs():
         async with client(fast_app) as fast, client(standard_app) as standard:
-            for method, path, headers in REQUESTS:
-                expected = await standard.request(method, path, headers=headers)
-                answered = await fast.request(method, path, headers=headers)
+            for method, path, headers, content in REQUESTS:
+                expected = await standard.request(method, path, headers=headers, content=content)
+                answered = await fast.request(method, path, headers=headers, content=content)
                 what = f"{method} {path} {headers}"
                 assert answered.status_code == expected.status_code, what
                 assert answered.headers.multi_items() == expected.headers.multi_items(), what
@@ -207,6 +243,8 @@ def test_the_routes_with_what_the_plan_knows_take_it() -> None:
         ("/items", "POST"): True,
         ("/items/{item_id}", "DELETE"): True,
         ("/items/{item_id}/raw", "PUT"): True,
+        ("/items/{item_id}/notes", "POST"): True,
+        ("/items/{item_id}/pair", "PUT"): True,
         ("/items/{item_id}/sync", "GET"): False,  # a sync dependency: FastAPI runs it in a thread
     }
 

@@ -11,27 +11,36 @@ dependency is called once per request (FastAPI's cache), a parameter's errors ar
 (so the same 422 problem), an exception from a dependency or the endpoint leaves the same way, and the response is
 made as FastAPI makes it (`kernel/tests/test_routes.py` compares the two handlers).
 
-Only routes whose every feature the plan knows take it: no request body (FastAPI reads and parses bodies; writes keep
-its handler), async dependencies and endpoint, no `yield` dependency, no security scopes, no `Response`,
-`BackgroundTasks` or `SecurityScopes` parameter, no streaming response. Any other route, and every request while
-FastAPI's own telemetry is on or dependency overrides are set, is handled by FastAPI's handler, unchanged.
+The body of a route with a JSON body field is read as FastAPI's handler reads it (the same content-type rules, the
+same errors for JSON that does not parse or a body that cannot be read) and validated by FastAPI's
+`request_body_to_args`. Only routes whose every feature the plan knows take it: async dependencies and endpoint, no
+`yield` dependency, no form body, no security scopes, no `Response`, `BackgroundTasks` or `SecurityScopes`
+parameter, no streaming response. Any other route, and every request while FastAPI's own telemetry is on or
+dependency overrides are set, is handled by FastAPI's handler, unchanged.
 """
 
 from __future__ import annotations
 
+import email.message
 import inspect
+import json
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from fastapi import params
+from fastapi._body_limit import get_body_limit_error
 from fastapi.datastructures import DefaultPlaceholder
 from fastapi.dependencies.models import Dependant
-from fastapi.dependencies.utils import request_params_to_args
+from fastapi.dependencies.utils import request_body_to_args, request_params_to_args
 from fastapi.exceptions import EndpointContext, RequestValidationError
 from fastapi.routing import APIRoute, _effective_route_context_var, _extract_endpoint_context, serialize_response
 from fastapi.sse import EventSourceResponse
 from fastapi.telemetry import get_telemetry_data
 from fastapi.utils import is_body_allowed_for_status_code
+from pydantic_core import PydanticUndefined
+from starlette.exceptions import HTTPException
+from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -56,15 +65,16 @@ class _Plan:
     steps: tuple[_Step, ...]
     dependant: Dependant
     has_params: bool
+    embed_body_fields: bool
     request_names: tuple[str, ...]  # the parameters given the request itself (`Request`, `HTTPConnection`)
 
-    async def solve(self, request: Request, cache: dict[Any, Any]) -> tuple[dict[str, Any], list[Any]]:
+    async def solve(self, request: Request, body: Any, cache: dict[Any, Any]) -> tuple[dict[str, Any], list[Any]]:
         """The node's values and errors, as `solve_dependencies` makes them (same order, same cache)."""
         values: dict[str, Any] = {}
         errors: list[Any] = []
         for step in self.steps:
             # As FastAPI: the sub-tree is solved even when this dependency's value is cached already.
-            sub_values, sub_errors = await step.plan.solve(request, cache)
+            sub_values, sub_errors = await step.plan.solve(request, body, cache)
             if sub_errors:
                 errors.extend(sub_errors)
                 continue
@@ -88,16 +98,21 @@ class _Plan:
                     param_values, param_errors = request_params_to_args(fields, received)
                     values.update(param_values)
                     errors += param_errors
+        if self.dependant.body_params:
+            body_values, body_errors = await request_body_to_args(
+                body_fields=self.dependant.body_params, received_body=body, embed_body_fields=self.embed_body_fields
+            )
+            values.update(body_values)
+            errors.extend(body_errors)
         for name in self.request_names:
             values[name] = request
         return values, errors
 
 
-def _plan_of(dependant: Dependant) -> _Plan | None:
+def _plan_of(dependant: Dependant, embed_body_fields: bool) -> _Plan | None:
     """The plan of a node, or None when it uses something the plan does not do (FastAPI's handler then)."""
     if (
-        dependant.body_params
-        or dependant.websocket_param_name
+        dependant.websocket_param_name
         or dependant.background_tasks_param_name
         or dependant.response_param_name
         or dependant.security_scopes_param_name
@@ -111,7 +126,7 @@ def _plan_of(dependant: Dependant) -> _Plan | None:
         call = sub.call
         if call is None or not _plain_coroutine_function(call):
             return None
-        plan = _plan_of(sub)
+        plan = _plan_of(sub, embed_body_fields)
         if plan is None:
             return None
         # FastAPI's cache key of a dependency without security scopes that is not a generator.
@@ -122,7 +137,7 @@ def _plan_of(dependant: Dependant) -> _Plan | None:
     request_names = tuple(
         name for name in (dependant.http_connection_param_name, dependant.request_param_name) if name is not None
     )
-    return _Plan(tuple(steps), dependant, has_params, request_names)
+    return _Plan(tuple(steps), dependant, has_params, embed_body_fields, request_names)
 
 
 def _plain_coroutine_function(call: Any) -> bool:
@@ -158,7 +173,7 @@ class FastRoute(APIRoute):
 
 def _route_plan(route: Any) -> _Plan | None:
     if (
-        route.body_field is not None
+        isinstance(getattr(route.body_field, "field_info", None), params.Form)
         or route.stream_item_field is not None
         or route.is_json_stream
         or not _plain_coroutine_function(route.dependant.call)
@@ -168,7 +183,7 @@ def _route_plan(route: Any) -> _Plan | None:
     actual = response_class.value if isinstance(response_class, DefaultPlaceholder) else response_class
     if isinstance(actual, type) and issubclass(actual, EventSourceResponse):
         return None
-    return _plan_of(route.dependant)
+    return _plan_of(route.dependant, route._embed_body_fields)
 
 
 def _planned(route: Any, plan: _Plan, standard: Handler) -> Handler:
@@ -185,6 +200,9 @@ def _planned(route: Any, plan: _Plan, standard: Handler) -> Handler:
     dump_json = response_field is not None and isinstance(response_class, DefaultPlaceholder)
     status_code: dict[str, Any] = {"status_code": route.status_code} if route.status_code else {}
     overrides = route.dependency_overrides_provider
+    body_field = route.body_field
+    strict = route.strict_content_type
+    strict_content_type: bool = strict.value if isinstance(strict, DefaultPlaceholder) else strict
     context: EndpointContext = _extract_endpoint_context(endpoint)
     include, exclude = route.response_model_include, route.response_model_exclude
     by_alias, exclude_unset = route.response_model_by_alias, route.response_model_exclude_unset
@@ -193,13 +211,14 @@ def _planned(route: Any, plan: _Plan, standard: Handler) -> Handler:
     async def handle(request: Request) -> Response:
         if (overrides is not None and overrides.dependency_overrides) or get_telemetry_data() is not None:
             return await standard(request)
-        values, errors = await plan.solve(request, {})
         where = context
         if dependant.path:  # what FastAPI's errors say of where they arose
             mount_path = request.scope.get("root_path", "").rstrip("/")
             where = {**context, "path": f"{request.method} {mount_path}{dependant.path}"}
+        body = PydanticUndefined if body_field is None else await _json_body(request, strict_content_type, where)
+        values, errors = await plan.solve(request, body, {})
         if errors:
-            raise RequestValidationError(errors, body=None, endpoint_ctx=where)
+            raise RequestValidationError(errors, body=None if body is PydanticUndefined else body, endpoint_ctx=where)
         answer = await endpoint(**values)
         if isinstance(answer, Response):
             return answer
@@ -225,3 +244,34 @@ def _planned(route: Any, plan: _Plan, standard: Handler) -> Handler:
         return response
 
     return handle
+
+
+async def _json_body(request: Request, strict_content_type: bool, where: EndpointContext) -> Any:
+    """The request's body as FastAPI's handler reads it for a JSON body field: the parsed JSON when the content type
+    says JSON (or is absent and not required), else the raw bytes (for the field's validation to refuse), with
+    FastAPI's errors for JSON that does not parse and a body that cannot be read."""
+    try:
+        body_bytes = await request.body()
+        if not body_bytes:
+            return PydanticUndefined
+        content_type = request.headers.get("content-type")
+        if not content_type:
+            return body_bytes if strict_content_type else await request.json()
+        message = email.message.Message()
+        message["content-type"] = content_type
+        if message.get_content_maintype() == "application":
+            subtype = message.get_content_subtype()
+            if subtype == "json" or subtype.endswith("+json"):
+                return await request.json()
+        return body_bytes
+    except json.JSONDecodeError as error:
+        refusal = {"type": "json_invalid", "loc": ("body", error.pos), "msg": "JSON decode error", "input": {}}
+        raise RequestValidationError(
+            [{**refusal, "ctx": {"error": error.msg}}], body=error.doc, endpoint_ctx=where
+        ) from error
+    except HTTPException:
+        raise
+    except Exception as error:
+        if MAX_BODY_SIZE_SCOPE_KEY in request.scope and (limit := get_body_limit_error(error)):
+            raise limit from error
+        raise HTTPException(status_code=400, detail="There was an error parsing the body") from error
