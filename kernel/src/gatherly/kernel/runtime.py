@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import structlog
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.telemetry import TelemetryConfig
 from sqlalchemy import MetaData, text
 
 from gatherly.kernel.auth import TokenVerifier
@@ -100,6 +101,7 @@ class ServiceDefinition:
 
 # A consumer whose poll loop has not gone round for this long (at least) is stuck (readiness turns red).
 MIN_STUCK_SECONDS = 10.0
+NO_FASTAPI_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
 class ServiceHost:
@@ -161,7 +163,11 @@ class ServiceHost:
             finally:
                 await self.stop()
 
-        app = FastAPI(title=f"Gatherly {self.definition.title}", version="1", lifespan=lifespan)
+        # FastAPI's own OpenTelemetry (off here: tracing is kernel/tracing.py's) would otherwise look up the global
+        # tracer, meter and logger providers on every request to find out whether it is on.
+        app = FastAPI(
+            title=f"Gatherly {self.definition.title}", version="1", lifespan=lifespan, telemetry=NO_FASTAPI_TELEMETRY
+        )
         app.state.context = self.context
         app.state.host = self
         install_error_handlers(app)

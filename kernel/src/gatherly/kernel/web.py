@@ -30,6 +30,7 @@ from gatherly.kernel.errors import DomainError, InvalidInput, TooManyRequests, U
 from gatherly.kernel.limits import PROBLEM_JSON, problem_body, send_problem
 from gatherly.kernel.messages import correlation_id_var
 from gatherly.kernel.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from gatherly.kernel.routes import FastRoute
 from gatherly.kernel.text import text_problem
 
 log = structlog.get_logger(__name__)
@@ -111,7 +112,7 @@ def statuses_from(status_of: Mapping[type[DomainError], int]) -> type[APIRoute]:
         router = APIRouter(prefix="/api/groups", route_class=statuses_from(STATUS_OF))
     """
 
-    class DomainErrorsAsProblems(APIRoute):
+    class DomainErrorsAsProblems(FastRoute):
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
             handle = super().get_route_handler()
 

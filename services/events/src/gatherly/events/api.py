@@ -10,7 +10,6 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.routing import APIRoute
 from pydantic import TypeAdapter, ValidationError
 
 from gatherly.events import service
@@ -73,6 +72,7 @@ from gatherly.events.store import EventsUnitOfWork, reading, unit_of_work
 from gatherly.kernel.auth import CurrentUser, MaybeUser, require_principal
 from gatherly.kernel.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, Unauthorized
 from gatherly.kernel.openapi import problems
+from gatherly.kernel.routes import FastRoute
 from gatherly.kernel.runtime import ServiceContext, service_context
 from gatherly.kernel.web import Page, PageRequest, encode_cursor, page_request
 
@@ -103,7 +103,7 @@ def as_problem(refusal: Refusal) -> DomainError:
     return problem(refusal.detail)
 
 
-class EventsRoute(APIRoute):
+class EventsRoute(FastRoute):
     """Turns the domain's refusals into the kernel's problem errors, per REFUSALS."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:

@@ -18,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 from gatherly.kernel.auth import CurrentUser, MaybeUser
 from gatherly.kernel.errors import InvalidInput, Unauthorized
 from gatherly.kernel.openapi import problems
+from gatherly.kernel.routes import FastRoute
 from gatherly.kernel.runtime import ServiceContext, service_context
 from gatherly.kernel.web import PageRequest, encode_cursor, page_request
 from gatherly.notifications import service
@@ -37,8 +38,8 @@ from gatherly.notifications.schemas import (
 from gatherly.notifications.store import Notification, NotificationsUnitOfWork, reading, unit_of_work
 from gatherly.notifications.stream import LIVE_FEED, LiveFeed
 
-router = APIRouter(prefix="/api/notifications", tags=["notifications"])
-push_router = APIRouter(prefix="/api/push", tags=["notifications"])
+router = APIRouter(prefix="/api/notifications", tags=["notifications"], route_class=FastRoute)
+push_router = APIRouter(prefix="/api/push", tags=["notifications"], route_class=FastRoute)
 
 UNSUBSCRIBE_KEY = "unsubscribe_key"
 STREAM_BATCH = 100
