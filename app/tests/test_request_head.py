@@ -113,3 +113,21 @@ async def test_what_the_parser_refuses_is_a_problem_too(port: int) -> None:
     assert (status, body["status"]) == (414, 414)
     status, body, _ = await send_in_pieces(port, b"NOT HTTP AT ALL\r\n\r\n")
     assert (status, body["status"]) == (400, 400)
+
+
+async def test_huge_trailers_of_a_chunked_body_are_a_431_problem_before_they_are_read(port: int) -> None:
+    """Trailer fields come after a chunked body, outside the head: httptools held them (uvicorn appended them to the
+    request's headers) up to any size, 31 MiB of them grew `gatherly up` by as much (an outsider's probe)."""
+    head = b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    trailers = b"".join(b"X-T%d: " % n + b"t" * 8000 + b"\r\n" for n in range(8 * 1024))  # 64 MiB
+    status, body, sent = await send_in_pieces(port, head + b"5\r\nhello\r\n0\r\n" + trailers + b"\r\n")
+    assert (status, body["status"]) == (431, 431)
+    assert sent < 16 * MiB
+
+
+async def test_a_large_chunked_body_in_small_chunks_with_small_trailers_passes(port: int) -> None:
+    chunks = b"".join(b"%x\r\n" % 100 + b"c" * 100 + b"\r\n" for _ in range(20_000))  # 2 MB of body, 2.5 MB sent
+    head = b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    request = head + chunks + b"0\r\nX-T: 1\r\n\r\n"
+    status, body, _ = await send_in_pieces(port, request, piece=64)
+    assert status == 200 and body["body"] == 2_000_000

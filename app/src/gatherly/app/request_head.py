@@ -22,35 +22,50 @@ MAX_URL = MAX_PATH_BYTES + MAX_QUERY_BYTES
 
 
 class BoundedHeadProtocol(HttpToolsProtocol):
-    """Refuses a request whose head (request line and headers) grows past MAX_REQUEST_HEAD before it ends, with a
-    problem+json (414 when the URL alone is longer than MAX_URL, else 431), and closes the connection: the
-    rest is never read. Only what arrives while one head is unfinished counts, never a body: a read that begins or
-    ends a head is not counted (it is at most one read of the socket), the reads in between are."""
+    """Refuses a request whose head (request line and headers) or trailers (the fields after a chunked body) grow
+    past MAX_REQUEST_HEAD before they end, with a problem+json (414 when the URL alone is longer than MAX_URL, else
+    431), and closes the connection: the rest is never read. Only reads that move a request on by nothing count,
+    never a body: a read that begins or ends a head, or brings body bytes, is not counted (it is at most one read
+    of the socket) and starts the count again; the reads in between a head's start and end, or after a chunked
+    body's last bytes (its trailers), are."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._in_message = False
         self._in_head = False
-        self._head_bytes = 0
-        self._head_events = 0  # heads begun or ended: a read that saw one is not wholly inside a head
+        self._stalled_bytes = 0  # brought by the reads that moved the request on by nothing, since one that did
+        self._moves = 0  # heads begun or ended, body bytes, messages ended: a read that saw one is not counted
 
     def data_received(self, data: bytes) -> None:
-        events = self._head_events
+        moves = self._moves
         super().data_received(data)
-        if not self._in_head or self._head_events != events or self.transport.is_closing():
+        if self._moves != moves:
+            self._stalled_bytes = 0
             return
-        self._head_bytes += len(data)
-        if self._head_bytes > MAX_REQUEST_HEAD:
+        if not self._in_message or self.transport.is_closing():
+            return
+        self._stalled_bytes += len(data)
+        if self._stalled_bytes > MAX_REQUEST_HEAD:
             self._refuse()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._in_head, self._head_bytes = True, 0
-        self._head_events += 1
+        self._in_message = self._in_head = True
+        self._moves += 1
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._head_events += 1
+        self._moves += 1
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._moves += 1
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        self._moves += 1
+        super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to what its parser refuses, a problem like every other answer: a URL longer than httptools
@@ -63,7 +78,10 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             self._answer(400, "The request is not valid HTTP/1.1.")
 
     def _refuse(self) -> None:
-        log.warning("request head refused", received=self._head_bytes, client=self.client)
+        log.warning("request head refused", received=self._stalled_bytes, client=self.client)
+        if not self._in_head and self.cycle.response_started:  # trailers after the app answered: no second answer
+            self.transport.close()
+            return
         if self._url_too_long():
             status, detail = 414, f"The URL is longer than {MAX_URL} bytes."
         else:
