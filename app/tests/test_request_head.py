@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -131,3 +132,53 @@ async def test_a_large_chunked_body_in_small_chunks_with_small_trailers_passes(p
     request = head + chunks + b"0\r\nX-T: 1\r\n\r\n"
     status, body, _ = await send_in_pieces(port, request, piece=64)
     assert status == 200 and body["body"] == 2_000_000
+
+
+class QuickHeads(BoundedHeadProtocol):
+    head_timeout_s = 0.5
+
+
+@pytest.fixture
+async def quick_port() -> AsyncIterator[int]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    config = uvicorn.Config(echo_sizes, host="127.0.0.1", port=free, log_config=None, lifespan="off", http=QuickHeads)
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn's Server offers no event to wait on
+        await asyncio.sleep(0.01)
+    yield free
+    server.should_exit = True
+    await serving
+
+
+def _talk(port: int, pieces: list[bytes], pause: float) -> bytes:
+    """Sends the pieces `pause` seconds apart, then reads until the server closes or 30 s pass."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        for piece in pieces:
+            connection.sendall(piece)
+            time.sleep(pause)
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer.split(b"\r\n\r\n", 1)[1]) < _length(answer):
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+        return answer
+
+
+async def test_a_head_that_does_not_arrive_in_time_is_a_408_problem(quick_port: int) -> None:
+    """uvicorn held a connection trickling its head (slowloris), or sending nothing, open for ever."""
+    for pieces in ([b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: "], []):
+        answer = await asyncio.to_thread(_talk, quick_port, pieces, 0)
+        head, body = answer.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 408 ") and b"application/problem+json" in head, head
+        assert json.loads(body)["status"] == 408
+
+
+async def test_a_slow_body_after_a_head_in_time_passes(quick_port: int) -> None:
+    body = [b"b" * 100] * 4
+    head = b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 400\r\n\r\n"
+    answer = await asyncio.to_thread(_talk, quick_port, [head, *body], 0.3)  # 1.2 s of body, the head timer is 0.5 s
+    assert answer.startswith(b"HTTP/1.1 200 ") and json.loads(answer.split(b"\r\n\r\n", 1)[1])["body"] == 400

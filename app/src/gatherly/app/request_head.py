@@ -3,6 +3,7 @@ memory until they end (a 100 MiB request line grew the process by as much), befo
 
 from __future__ import annotations
 
+import asyncio
 import json
 from http import HTTPStatus
 from typing import Any
@@ -19,6 +20,10 @@ log = structlog.get_logger(__name__)
 MAX_REQUEST_HEAD = 48 * 1024
 # A URL longer than the boundary's path and query limits together: refused as too long whatever else is wrong.
 MAX_URL = MAX_PATH_BYTES + MAX_QUERY_BYTES
+# How long a new connection's first request head, or a head once begun, may take to arrive in full (nginx's
+# client_header_timeout): uvicorn waited for ever, so connections trickling a head a byte at a time (slowloris) or
+# sending nothing were held open without end. An idle keep-alive connection is uvicorn's KEEP_ALIVE_S, as before.
+HEAD_TIMEOUT_S = 60.0
 
 
 class BoundedHeadProtocol(HttpToolsProtocol):
@@ -27,7 +32,10 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     431), and closes the connection: the rest is never read. Only reads that move a request on by nothing count,
     never a body: a read that begins or ends a head, or brings body bytes, is not counted (it is at most one read
     of the socket) and starts the count again; the reads in between a head's start and end, or after a chunked
-    body's last bytes (its trailers), are."""
+    body's last bytes (its trailers), are. A head that takes longer than head_timeout_s to arrive (counted from the
+    connection for its first request, else from the head's first byte) is a 408 problem, and the connection closes."""
+
+    head_timeout_s = HEAD_TIMEOUT_S
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -35,10 +43,21 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._in_head = False
         self._stalled_bytes = 0  # brought by the reads that moved the request on by nothing, since one that did
         self._moves = 0  # heads begun or ended, body bytes, messages ended: a read that saw one is not counted
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._time_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         moves = self._moves
         super().data_received(data)
+        if self._in_head and self._head_timer is None:  # a head begun, not ended in this read: timed from now on
+            self._time_head()
         if self._moves != moves:
             self._stalled_bytes = 0
             return
@@ -56,6 +75,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._moves += 1
+        self._stop_head_timer()
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
@@ -66,6 +86,25 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._in_message = False
         self._moves += 1
         super().on_message_complete()
+
+    def _time_head(self) -> None:
+        self._stop_head_timer()
+        self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:  # an answer still on its way comes first
+            self._time_head()
+            return
+        log.warning("request head timed out", client=self.client)
+        self._answer(408, f"The request head did not arrive within {self.head_timeout_s:g} s.")
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to what its parser refuses, a problem like every other answer: a URL longer than httptools
