@@ -134,6 +134,15 @@ async def test_a_large_chunked_body_in_small_chunks_with_small_trailers_passes(p
     assert status == 200 and body["body"] == 2_000_000
 
 
+async def test_trailers_never_join_the_request_headers(port: int) -> None:
+    """uvicorn appended a chunked body's trailer fields to the scope's headers, which the app was already reading:
+    a header absent when the app began (an Authorization, say) could appear once it had read the body."""
+    head = b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"
+    _, plain, _ = await send_in_pieces(port, head + b"\r\n")
+    _, trailed, _ = await send_in_pieces(port, head + b"Authorization: Bearer x\r\n\r\n")
+    assert trailed == plain and plain["body"] == 5
+
+
 class QuickHeads(BoundedHeadProtocol):
     head_timeout_s = 0.5
 

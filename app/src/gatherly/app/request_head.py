@@ -72,6 +72,12 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._in_message = self._in_head = True
         self._moves += 1
 
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # A field after a chunked body (a trailer) is dropped: uvicorn appended it to the headers the app was already
+        # reading, where a header absent when the app began could appear once it had read the body.
+        if self._in_head:
+            super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._moves += 1
