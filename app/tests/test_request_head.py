@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -191,3 +192,32 @@ async def test_a_slow_body_after_a_head_in_time_passes(quick_port: int) -> None:
     head = b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 400\r\n\r\n"
     answer = await asyncio.to_thread(_talk, quick_port, [head, *body], 0.3)  # 1.2 s of body, the head timer is 0.5 s
     assert answer.startswith(b"HTTP/1.1 200 ") and json.loads(answer.split(b"\r\n\r\n", 1)[1])["body"] == 400
+
+
+async def test_blank_lines_trickled_between_requests_are_no_head_in_time(quick_port: int) -> None:
+    """The parser skips empty lines before a request line without beginning a request, and any byte stopped
+    uvicorn's keep-alive timer: a connection could be held open with a line break a minute."""
+    first = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    answers = await asyncio.to_thread(_talk_until_closed, quick_port, [first, *[b"\r\n"] * 6], 0.25)
+    assert re.findall(rb"HTTP/1.1 (\d+) ", answers) == [b"200", b"408"]
+
+
+def _talk_until_closed(port: int, pieces: list[bytes], pause: float) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        try:
+            for piece in pieces:
+                connection.sendall(piece)
+                time.sleep(pause)
+        except OSError:  # closed by the server while we were still sending
+            pass
+        answers = b""
+        while chunk := connection.recv(65536):
+            answers += chunk
+        return answers
+
+
+async def test_an_idle_keep_alive_connection_is_not_a_late_head(quick_port: int) -> None:
+    """Between requests the connection is idle, not late: only keep-alive's own timer (5 s here) closes it."""
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    answers = await asyncio.to_thread(_talk_until_closed, quick_port, [request, request], 1.5)  # head timer 0.5 s
+    assert re.findall(rb"HTTP/1.1 (\d+) ", answers) == [b"200", b"200"]

@@ -56,9 +56,10 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         moves = self._moves
         super().data_received(data)
-        if self._in_head and self._head_timer is None:  # a head begun, not ended in this read: timed from now on
-            self._time_head()
-        if self._moves != moves:
+        moved = self._moves != moves
+        if self._head_timer is None and (self._in_head or not (moved or self._in_message)):
+            self._time_head()  # a head begun and not ended, or bytes that begin none (empty lines): timed from now on
+        if moved:
             self._stalled_bytes = 0
             return
         if not self._in_message or self.transport.is_closing():
