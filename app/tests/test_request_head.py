@@ -221,3 +221,31 @@ async def test_an_idle_keep_alive_connection_is_not_a_late_head(quick_port: int)
     request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
     answers = await asyncio.to_thread(_talk_until_closed, quick_port, [request, request], 1.5)  # head timer 0.5 s
     assert re.findall(rb"HTTP/1.1 (\d+) ", answers) == [b"200", b"200"]
+
+
+async def answer_at_once(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answers before reading the body, as a route that needs none does."""
+    assert scope["type"] == "http"
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def test_huge_trailers_after_the_answer_close_the_connection_without_a_second_answer() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    config = uvicorn.Config(
+        answer_at_once, host="127.0.0.1", port=free, log_config=None, lifespan="off", http=BoundedHeadProtocol
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn's Server offers no event to wait on
+        await asyncio.sleep(0.01)
+    try:
+        head = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"
+        trailers = [b"X-T%d: " % n + b"t" * 8000 + b"\r\n" for n in range(1024)]  # 8 MiB
+        answers = await asyncio.to_thread(_talk_until_closed, free, [head, *trailers], 0)
+        assert re.findall(rb"HTTP/1.1 (\d+) ", answers) == [b"204"]
+    finally:
+        server.should_exit = True
+        await serving
