@@ -249,3 +249,45 @@ async def test_huge_trailers_after_the_answer_close_the_connection_without_a_sec
     finally:
         server.should_exit = True
         await serving
+
+
+async def slow_answer(scope: Scope, receive: Receive, send: Send) -> None:
+    assert scope["type"] == "http"
+    await asyncio.sleep(3)
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def test_a_stray_line_break_before_the_answer_leaves_the_idle_connection_to_keep_alive() -> None:
+    """Some clients end a body with a line break more; arriving while the answer is made, it must not leave the head
+    timer running into the idle time after it (a 408 written on an idle connection races a proxy's next request)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    config = uvicorn.Config(slow_answer, host="127.0.0.1", port=free, log_config=None, lifespan="off", http=QuickHeads)
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn's Server offers no event to wait on
+        await asyncio.sleep(0.01)
+    try:
+        answers = await asyncio.to_thread(_stray_line_break_then_idle, free)
+        assert re.findall(rb"HTTP/1.1 (\d+) ", answers) == [b"204", b"204"]
+    finally:
+        server.should_exit = True
+        await serving
+
+
+def _stray_line_break_then_idle(port: int) -> bytes:
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        connection.sendall(request)
+        time.sleep(0.1)
+        connection.sendall(b"\r\n")  # the answer takes 3 s
+        answers = b""
+        while answers.count(b"HTTP/1.1 ") < 1:
+            answers += connection.recv(65536)
+        time.sleep(1.5)  # idle: the head timer is 0.5 s, keep-alive 5 s
+        connection.sendall(request)
+        while answers.count(b"HTTP/1.1 ") < 2 and (chunk := connection.recv(65536)):
+            answers += chunk
+        return answers

@@ -94,6 +94,11 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._moves += 1
         super().on_message_complete()
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self._in_message:  # idle now: keep-alive's timer alone (stray bytes before this stopped it, not after)
+            self._stop_head_timer()
+
     def _time_head(self) -> None:
         self._stop_head_timer()
         self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
