@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -113,3 +115,179 @@ async def test_what_the_parser_refuses_is_a_problem_too(port: int) -> None:
     assert (status, body["status"]) == (414, 414)
     status, body, _ = await send_in_pieces(port, b"NOT HTTP AT ALL\r\n\r\n")
     assert (status, body["status"]) == (400, 400)
+
+
+async def test_huge_trailers_of_a_chunked_body_are_a_431_problem_before_they_are_read(port: int) -> None:
+    """Trailer fields come after a chunked body, outside the head: httptools held them (uvicorn appended them to the
+    request's headers) up to any size, 31 MiB of them grew `gatherly up` by as much (an outsider's probe)."""
+    head = b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    trailers = b"".join(b"X-T%d: " % n + b"t" * 8000 + b"\r\n" for n in range(8 * 1024))  # 64 MiB
+    status, body, sent = await send_in_pieces(port, head + b"5\r\nhello\r\n0\r\n" + trailers + b"\r\n")
+    assert (status, body["status"]) == (431, 431)
+    assert sent < 16 * MiB
+
+
+async def test_a_large_chunked_body_in_small_chunks_with_small_trailers_passes(port: int) -> None:
+    chunks = b"".join(b"%x\r\n" % 100 + b"c" * 100 + b"\r\n" for _ in range(20_000))  # 2 MB of body, 2.5 MB sent
+    head = b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    request = head + chunks + b"0\r\nX-T: 1\r\n\r\n"
+    status, body, _ = await send_in_pieces(port, request, piece=64)
+    assert status == 200 and body["body"] == 2_000_000
+
+
+async def test_trailers_never_join_the_request_headers(port: int) -> None:
+    """uvicorn appended a chunked body's trailer fields to the scope's headers, which the app was already reading:
+    a header absent when the app began (an Authorization, say) could appear once it had read the body."""
+    head = b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"
+    _, plain, _ = await send_in_pieces(port, head + b"\r\n")
+    _, trailed, _ = await send_in_pieces(port, head + b"Authorization: Bearer x\r\n\r\n")
+    assert trailed == plain and plain["body"] == 5
+
+
+class QuickHeads(BoundedHeadProtocol):
+    head_timeout_s = 0.5
+
+
+@pytest.fixture
+async def quick_port() -> AsyncIterator[int]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    config = uvicorn.Config(echo_sizes, host="127.0.0.1", port=free, log_config=None, lifespan="off", http=QuickHeads)
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn's Server offers no event to wait on
+        await asyncio.sleep(0.01)
+    yield free
+    server.should_exit = True
+    await serving
+
+
+def _talk(port: int, pieces: list[bytes], pause: float) -> bytes:
+    """Sends the pieces `pause` seconds apart, then reads until the server closes or 30 s pass."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        for piece in pieces:
+            connection.sendall(piece)
+            time.sleep(pause)
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer.split(b"\r\n\r\n", 1)[1]) < _length(answer):
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+        return answer
+
+
+async def test_a_head_that_does_not_arrive_in_time_is_a_408_problem(quick_port: int) -> None:
+    """uvicorn held a connection trickling its head (slowloris), or sending nothing, open for ever."""
+    for pieces in ([b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: "], []):
+        answer = await asyncio.to_thread(_talk, quick_port, pieces, 0)
+        head, body = answer.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 408 ") and b"application/problem+json" in head, head
+        assert json.loads(body)["status"] == 408
+
+
+async def test_a_slow_body_after_a_head_in_time_passes(quick_port: int) -> None:
+    body = [b"b" * 100] * 4
+    head = b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 400\r\n\r\n"
+    answer = await asyncio.to_thread(_talk, quick_port, [head, *body], 0.3)  # 1.2 s of body, the head timer is 0.5 s
+    assert answer.startswith(b"HTTP/1.1 200 ") and json.loads(answer.split(b"\r\n\r\n", 1)[1])["body"] == 400
+
+
+async def test_blank_lines_trickled_between_requests_are_no_head_in_time(quick_port: int) -> None:
+    """The parser skips empty lines before a request line without beginning a request, and any byte stopped
+    uvicorn's keep-alive timer: a connection could be held open with a line break a minute."""
+    first = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    answers = await asyncio.to_thread(_talk_until_closed, quick_port, [first, *[b"\r\n"] * 6], 0.25)
+    assert re.findall(rb"HTTP/1.1 (\d+) ", answers) == [b"200", b"408"]
+
+
+def _talk_until_closed(port: int, pieces: list[bytes], pause: float) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        try:
+            for piece in pieces:
+                connection.sendall(piece)
+                time.sleep(pause)
+        except OSError:  # closed by the server while we were still sending
+            pass
+        answers = b""
+        while chunk := connection.recv(65536):
+            answers += chunk
+        return answers
+
+
+async def test_an_idle_keep_alive_connection_is_not_a_late_head(quick_port: int) -> None:
+    """Between requests the connection is idle, not late: only keep-alive's own timer (5 s here) closes it."""
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    answers = await asyncio.to_thread(_talk_until_closed, quick_port, [request, request], 1.5)  # head timer 0.5 s
+    assert re.findall(rb"HTTP/1.1 (\d+) ", answers) == [b"200", b"200"]
+
+
+async def answer_at_once(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answers before reading the body, as a route that needs none does."""
+    assert scope["type"] == "http"
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def test_huge_trailers_after_the_answer_close_the_connection_without_a_second_answer() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    config = uvicorn.Config(
+        answer_at_once, host="127.0.0.1", port=free, log_config=None, lifespan="off", http=BoundedHeadProtocol
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn's Server offers no event to wait on
+        await asyncio.sleep(0.01)
+    try:
+        head = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"
+        trailers = [b"X-T%d: " % n + b"t" * 8000 + b"\r\n" for n in range(1024)]  # 8 MiB
+        answers = await asyncio.to_thread(_talk_until_closed, free, [head, *trailers], 0)
+        assert re.findall(rb"HTTP/1.1 (\d+) ", answers) == [b"204"]
+    finally:
+        server.should_exit = True
+        await serving
+
+
+async def slow_answer(scope: Scope, receive: Receive, send: Send) -> None:
+    assert scope["type"] == "http"
+    await asyncio.sleep(3)
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def test_a_stray_line_break_before_the_answer_leaves_the_idle_connection_to_keep_alive() -> None:
+    """Some clients end a body with a line break more; arriving while the answer is made, it must not leave the head
+    timer running into the idle time after it (a 408 written on an idle connection races a proxy's next request)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    config = uvicorn.Config(slow_answer, host="127.0.0.1", port=free, log_config=None, lifespan="off", http=QuickHeads)
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn's Server offers no event to wait on
+        await asyncio.sleep(0.01)
+    try:
+        answers = await asyncio.to_thread(_stray_line_break_then_idle, free)
+        assert re.findall(rb"HTTP/1.1 (\d+) ", answers) == [b"204", b"204"]
+    finally:
+        server.should_exit = True
+        await serving
+
+
+def _stray_line_break_then_idle(port: int) -> bytes:
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        connection.sendall(request)
+        time.sleep(0.1)
+        connection.sendall(b"\r\n")  # the answer takes 3 s
+        answers = b""
+        while answers.count(b"HTTP/1.1 ") < 1:
+            answers += connection.recv(65536)
+        time.sleep(1.5)  # idle: the head timer is 0.5 s, keep-alive 5 s
+        connection.sendall(request)
+        while answers.count(b"HTTP/1.1 ") < 2 and (chunk := connection.recv(65536)):
+            answers += chunk
+        return answers

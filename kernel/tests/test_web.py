@@ -117,6 +117,8 @@ async def test_a_body_that_is_not_json_is_a_422_problem(client: httpx.AsyncClien
     response = await client.post("/things", content=b"{not json", headers={"content-type": "application/json"})
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
+    # The field is the body, not the character where the JSON went wrong (FastAPI's location is ("body", 1)).
+    assert response.json()["errors"] == [{"field": "body", "message": "The body is not valid JSON (at character 1)."}]
 
 
 async def test_a_domain_error_becomes_its_status(client: httpx.AsyncClient) -> None:

@@ -3,6 +3,7 @@ memory until they end (a 100 MiB request line grew the process by as much), befo
 
 from __future__ import annotations
 
+import asyncio
 import json
 from http import HTTPStatus
 from typing import Any
@@ -19,38 +20,103 @@ log = structlog.get_logger(__name__)
 MAX_REQUEST_HEAD = 48 * 1024
 # A URL longer than the boundary's path and query limits together: refused as too long whatever else is wrong.
 MAX_URL = MAX_PATH_BYTES + MAX_QUERY_BYTES
+# How long a new connection's first request head, or a head once begun, may take to arrive in full (nginx's
+# client_header_timeout): uvicorn waited for ever, so connections trickling a head a byte at a time (slowloris) or
+# sending nothing were held open without end. An idle keep-alive connection is uvicorn's KEEP_ALIVE_S, as before.
+HEAD_TIMEOUT_S = 60.0
 
 
 class BoundedHeadProtocol(HttpToolsProtocol):
-    """Refuses a request whose head (request line and headers) grows past MAX_REQUEST_HEAD before it ends, with a
-    problem+json (414 when the URL alone is longer than MAX_URL, else 431), and closes the connection: the
-    rest is never read. Only what arrives while one head is unfinished counts, never a body: a read that begins or
-    ends a head is not counted (it is at most one read of the socket), the reads in between are."""
+    """Refuses a request whose head (request line and headers) or trailers (the fields after a chunked body) grow
+    past MAX_REQUEST_HEAD before they end, with a problem+json (414 when the URL alone is longer than MAX_URL, else
+    431), and closes the connection: the rest is never read. Only reads that move a request on by nothing count,
+    never a body: a read that begins or ends a head, or brings body bytes, is not counted (it is at most one read
+    of the socket) and starts the count again; the reads in between a head's start and end, or after a chunked
+    body's last bytes (its trailers), are. A head that takes longer than head_timeout_s to arrive (counted from the
+    connection for its first request, else from the head's first byte) is a 408 problem, and the connection closes."""
+
+    head_timeout_s = HEAD_TIMEOUT_S
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._in_message = False
         self._in_head = False
-        self._head_bytes = 0
-        self._head_events = 0  # heads begun or ended: a read that saw one is not wholly inside a head
+        self._stalled_bytes = 0  # brought by the reads that moved the request on by nothing, since one that did
+        self._moves = 0  # heads begun or ended, body bytes, messages ended: a read that saw one is not counted
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._time_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        events = self._head_events
+        moves = self._moves
         super().data_received(data)
-        if not self._in_head or self._head_events != events or self.transport.is_closing():
+        moved = self._moves != moves
+        if self._head_timer is None and (self._in_head or not (moved or self._in_message)):
+            self._time_head()  # a head begun and not ended, or bytes that begin none (empty lines): timed from now on
+        if moved:
+            self._stalled_bytes = 0
             return
-        self._head_bytes += len(data)
-        if self._head_bytes > MAX_REQUEST_HEAD:
+        if not self._in_message or self.transport.is_closing():
+            return
+        self._stalled_bytes += len(data)
+        if self._stalled_bytes > MAX_REQUEST_HEAD:
             self._refuse()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._in_head, self._head_bytes = True, 0
-        self._head_events += 1
+        self._in_message = self._in_head = True
+        self._moves += 1
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # A field after a chunked body (a trailer) is dropped: uvicorn appended it to the headers the app was already
+        # reading, where a header absent when the app began could appear once it had read the body.
+        if self._in_head:
+            super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._head_events += 1
+        self._moves += 1
+        self._stop_head_timer()
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._moves += 1
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        self._moves += 1
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self._in_message:  # idle now: keep-alive's timer alone (stray bytes before this stopped it, not after)
+            self._stop_head_timer()
+
+    def _time_head(self) -> None:
+        self._stop_head_timer()
+        self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:  # an answer still on its way comes first
+            self._time_head()
+            return
+        log.warning("request head timed out", client=self.client)
+        self._answer(408, f"The request head did not arrive within {self.head_timeout_s:g} s.")
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to what its parser refuses, a problem like every other answer: a URL longer than httptools
@@ -63,7 +129,10 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             self._answer(400, "The request is not valid HTTP/1.1.")
 
     def _refuse(self) -> None:
-        log.warning("request head refused", received=self._head_bytes, client=self.client)
+        log.warning("request head refused", received=self._stalled_bytes, client=self.client)
+        if not self._in_head and self.cycle.response_started:  # trailers after the app answered: no second answer
+            self.transport.close()
+            return
         if self._url_too_long():
             status, detail = 414, f"The URL is longer than {MAX_URL} bytes."
         else:

@@ -57,6 +57,14 @@ def _field_of(location: Sequence[Any]) -> str:
     return ".".join(parts) or ".".join(str(p) for p in location)
 
 
+def _validation_error(error: Mapping[str, Any]) -> dict[str, str]:
+    location = error.get("loc", ())
+    if error.get("type") == "json_invalid":  # located ("body", <character where the JSON went wrong>): not a field
+        where = f" (at character {location[-1]})" if len(location) > 1 else ""
+        return {"field": "body", "message": f"The body is not valid JSON{where}."}
+    return {"field": _field_of(location), "message": error.get("msg", "invalid")}
+
+
 # What FastAPI says when reading a JSON body raised something other than a JSON syntax error.
 FASTAPI_BODY_PARSE_ERROR = "There was an error parsing the body"
 
@@ -66,7 +74,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_validation(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        errors = [{"field": _field_of(e.get("loc", ())), "message": e.get("msg", "invalid")} for e in exc.errors()]
+        errors = [_validation_error(e) for e in exc.errors()]
         return problem(422, "The request is not valid.", title="Invalid input", errors=errors)
 
     async def on_http(_: Request, exc: Exception) -> Response:
