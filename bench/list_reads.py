@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
-import os
-import statistics
 import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
@@ -25,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from request_layers import Variant, call, cpu_per_request, idle_cpu, profiled
+from request_layers import Variant, call, measure_and_print, profiled
 
 from gatherly.app.testing import FAST_SETTINGS, running_gatherly, sign_up
 
@@ -87,26 +84,7 @@ async def main(requests: int, rounds: int, profile: Path | None) -> None:
                     status = await call(variant.app, variant.path, variant.headers)
                 assert status == 200, (variant.name, status)
 
-            gc.collect()
-            gc.freeze()  # as `gatherly up` does (app/server.py)
-            idles: list[float] = []
-            raw: dict[str, list[tuple[float, float]]] = {v.name: [] for v in variants}
-            for _ in range(rounds):
-                idles.append(await idle_cpu())
-                for variant in variants:
-                    raw[variant.name].append(await cpu_per_request(variant, requests))
-            idle = statistics.median(idles)
-            figures = {name: [(cpu - idle * wall) / requests * 1e6 for cpu, wall in runs] for name, runs in raw.items()}
-
-            load = os.getloadavg()
-            print(
-                f"\n{requests} requests x {rounds} rounds per variant; background CPU {idle * 1e3:.0f} ms/s "
-                f"(subtracted); load average {load[0]:.1f} {load[1]:.1f}"
-            )
-            print("| path | CPU µs/request (median) | rounds |\n|---|---:|---|")
-            for name, values in figures.items():
-                rounded = ", ".join(f"{v:.0f}" for v in values)
-                print(f"| {name} | {statistics.median(values):.0f} | {rounded} |")
+            await measure_and_print(variants, requests, rounds)
 
             if profile:
                 await profiled(profile, requests, [v for v in variants if v.name.startswith("GET /api")])

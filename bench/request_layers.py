@@ -114,6 +114,33 @@ async def idle_cpu(seconds: float = 1.0) -> float:
     return (time.thread_time() - started) / (time.perf_counter() - wall)
 
 
+async def measure_and_print(variants: list[Variant], requests: int, rounds: int) -> None:
+    """Each variant's CPU µs per request, measured in turn round after round, printed as a table."""
+    gc.collect()
+    gc.freeze()  # as `gatherly up` does (app/server.py): collections do not walk the start-up heap
+    # The background's CPU comes in bursts (a relay's lease, a consumer's poll): measured before every
+    # round, and the median of those subtracted afterwards.
+    idles: list[float] = []
+    raw: dict[str, list[tuple[float, float]]] = {v.name: [] for v in variants}
+    for _ in range(rounds):
+        idles.append(await idle_cpu())
+        for variant in variants:
+            raw[variant.name].append(await cpu_per_request(variant, requests))
+    idle = statistics.median(idles)
+    figures = {name: [(cpu - idle * wall) / requests * 1e6 for cpu, wall in runs] for name, runs in raw.items()}
+
+    load = os.getloadavg()
+    print(
+        f"\n{requests} requests x {rounds} rounds per variant; background CPU {idle * 1e3:.0f} ms/s "
+        f"(median of {', '.join(f'{i * 1e3:.0f}' for i in idles)}; subtracted); "
+        f"load average {load[0]:.1f} {load[1]:.1f}"
+    )
+    print("| path | CPU µs/request (median) | rounds |\n|---|---:|---|")
+    for name, values in figures.items():
+        rounded = ", ".join(f"{v:.0f}" for v in values)
+        print(f"| {name} | {statistics.median(values):.0f} | {rounded} |")
+
+
 def trivial_route(router_routes: list[Any], real: APIRoute, path: str, dependencies: bool) -> None:
     """A route answering a constant at `path`, put just before `real` in its router (so routing walks as far)."""
 
@@ -204,29 +231,7 @@ async def main(requests: int, rounds: int, profile: Path | None) -> None:
                     status = await call(variant.app, variant.path, variant.headers, variant.service)
                 assert status == 200, (variant.name, status)
 
-            gc.collect()
-            gc.freeze()  # as `gatherly up` does (app/server.py): collections do not walk the start-up heap
-            # The background's CPU comes in bursts (a relay's lease, a consumer's poll): measured before every
-            # round, and the median of those subtracted afterwards.
-            idles: list[float] = []
-            raw: dict[str, list[tuple[float, float]]] = {v.name: [] for v in variants}
-            for _ in range(rounds):
-                idles.append(await idle_cpu())
-                for variant in variants:
-                    raw[variant.name].append(await cpu_per_request(variant, requests))
-            idle = statistics.median(idles)
-            figures = {name: [(cpu - idle * wall) / requests * 1e6 for cpu, wall in runs] for name, runs in raw.items()}
-
-            load = os.getloadavg()
-            print(
-                f"\n{requests} requests x {rounds} rounds per variant; background CPU {idle * 1e3:.0f} ms/s "
-                f"(median of {', '.join(f'{i * 1e3:.0f}' for i in idles)}; subtracted); "
-                f"load average {load[0]:.1f} {load[1]:.1f}"
-            )
-            print("| path | CPU µs/request (median) | rounds |\n|---|---:|---|")
-            for name, values in figures.items():
-                rounded = ", ".join(f"{v:.0f}" for v in values)
-                print(f"| {name} | {statistics.median(values):.0f} | {rounded} |")
+            await measure_and_print(variants, requests, rounds)
 
             if profile:
                 await profiled(profile, requests, [v for v in variants if v.name.startswith("GET /api")])

@@ -4,6 +4,7 @@ a 100 MiB request line in memory, and a head of any size, before an app could re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import socket
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 import uvicorn
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gatherly.app.request_head import MAX_REQUEST_HEAD, BoundedHeadProtocol
 
@@ -36,21 +37,28 @@ async def echo_sizes(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-@pytest.fixture
-async def port() -> AsyncIterator[int]:
+@contextlib.asynccontextmanager
+async def serving(app: ASGIApp, protocol: type[BoundedHeadProtocol] = BoundedHeadProtocol) -> AsyncIterator[int]:
+    """The app served by uvicorn with the given HTTP protocol on a free local port, for the block's time."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         free = probe.getsockname()[1]
-    config = uvicorn.Config(
-        echo_sizes, host="127.0.0.1", port=free, log_config=None, lifespan="off", http=BoundedHeadProtocol
-    )
+    config = uvicorn.Config(app, host="127.0.0.1", port=free, log_config=None, lifespan="off", http=protocol)
     server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
+    running = asyncio.create_task(server.serve())
     while not server.started:  # noqa: ASYNC110 - uvicorn's Server offers no event to wait on
         await asyncio.sleep(0.01)
-    yield free
-    server.should_exit = True
-    await serving
+    try:
+        yield free
+    finally:
+        server.should_exit = True
+        await running
+
+
+@pytest.fixture
+async def port() -> AsyncIterator[int]:
+    async with serving(echo_sizes) as free:
+        yield free
 
 
 async def send_in_pieces(port: int, request: bytes, piece: int = 16 * 1024) -> tuple[int, dict[str, Any], int]:
@@ -150,17 +158,8 @@ class QuickHeads(BoundedHeadProtocol):
 
 @pytest.fixture
 async def quick_port() -> AsyncIterator[int]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        free = probe.getsockname()[1]
-    config = uvicorn.Config(echo_sizes, host="127.0.0.1", port=free, log_config=None, lifespan="off", http=QuickHeads)
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn's Server offers no event to wait on
-        await asyncio.sleep(0.01)
-    yield free
-    server.should_exit = True
-    await serving
+    async with serving(echo_sizes, QuickHeads) as free:
+        yield free
 
 
 def _talk(port: int, pieces: list[bytes], pause: float) -> bytes:
@@ -231,24 +230,11 @@ async def answer_at_once(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 async def test_huge_trailers_after_the_answer_close_the_connection_without_a_second_answer() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        free = probe.getsockname()[1]
-    config = uvicorn.Config(
-        answer_at_once, host="127.0.0.1", port=free, log_config=None, lifespan="off", http=BoundedHeadProtocol
-    )
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn's Server offers no event to wait on
-        await asyncio.sleep(0.01)
-    try:
+    async with serving(answer_at_once) as free:
         head = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"
         trailers = [b"X-T%d: " % n + b"t" * 8000 + b"\r\n" for n in range(1024)]  # 8 MiB
         answers = await asyncio.to_thread(_talk_until_closed, free, [head, *trailers], 0)
         assert re.findall(rb"HTTP/1.1 (\d+) ", answers) == [b"204"]
-    finally:
-        server.should_exit = True
-        await serving
 
 
 async def slow_answer(scope: Scope, receive: Receive, send: Send) -> None:
@@ -261,20 +247,9 @@ async def slow_answer(scope: Scope, receive: Receive, send: Send) -> None:
 async def test_a_stray_line_break_before_the_answer_leaves_the_idle_connection_to_keep_alive() -> None:
     """Some clients end a body with a line break more; arriving while the answer is made, it must not leave the head
     timer running into the idle time after it (a 408 written on an idle connection races a proxy's next request)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        free = probe.getsockname()[1]
-    config = uvicorn.Config(slow_answer, host="127.0.0.1", port=free, log_config=None, lifespan="off", http=QuickHeads)
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn's Server offers no event to wait on
-        await asyncio.sleep(0.01)
-    try:
+    async with serving(slow_answer, QuickHeads) as free:
         answers = await asyncio.to_thread(_stray_line_break_then_idle, free)
         assert re.findall(rb"HTTP/1.1 (\d+) ", answers) == [b"204", b"204"]
-    finally:
-        server.should_exit = True
-        await serving
 
 
 def _stray_line_break_then_idle(port: int) -> bytes:
