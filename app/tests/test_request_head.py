@@ -77,16 +77,22 @@ def _send_in_pieces(port: int, request: bytes, piece: int) -> tuple[int, dict[st
                 sent += piece
         except OSError:  # reset or broken pipe: the server closed while we were still sending, as a refusal does
             pass
-        answer = b""
-        while b"\r\n\r\n" not in answer or len(answer.split(b"\r\n\r\n", 1)[1]) < _length(answer):
-            chunk = connection.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
+        answer = _read_answer(connection)
     head, body = answer.split(b"\r\n\r\n", 1)
     status = int(head.split(b" ")[1])
     assert status == 200 or b"application/problem+json" in head, head
     return status, json.loads(body), min(sent, len(request))
+
+
+def _read_answer(connection: socket.socket) -> bytes:
+    """One answer: its head, then as much body as its content-length says (less if the server closes first)."""
+    answer = b""
+    while b"\r\n\r\n" not in answer or len(answer.split(b"\r\n\r\n", 1)[1]) < _length(answer):
+        chunk = connection.recv(65536)
+        if not chunk:
+            break
+        answer += chunk
+    return answer
 
 
 def _length(answer: bytes) -> int:
@@ -168,13 +174,7 @@ def _talk(port: int, pieces: list[bytes], pause: float) -> bytes:
         for piece in pieces:
             connection.sendall(piece)
             time.sleep(pause)
-        answer = b""
-        while b"\r\n\r\n" not in answer or len(answer.split(b"\r\n\r\n", 1)[1]) < _length(answer):
-            chunk = connection.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
-        return answer
+        return _read_answer(connection)
 
 
 async def test_a_head_that_does_not_arrive_in_time_is_a_408_problem(quick_port: int) -> None:
