@@ -266,3 +266,55 @@ def _stray_line_break_then_idle(port: int) -> bytes:
         while answers.count(b"HTTP/1.1 ") < 2 and (chunk := connection.recv(65536)):
             answers += chunk
         return answers
+
+
+class QuickLinger(BoundedHeadProtocol):
+    linger_s = 0.5
+
+
+def _refused_then_more(port: int, more: int, pause: float = 0.0) -> tuple[bytes, bool, int]:
+    """Sends an oversized head, reads the whole answer and the end of the server's stream, waits `pause` s, then
+    sends `more` bytes in pieces: (the answer, whether the stream ended cleanly, bytes sent before the server was
+    gone)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        connection.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        with contextlib.suppress(OSError):  # the server refused and went while we sent (before it lingered)
+            for _ in range(4 * MAX_REQUEST_HEAD // 4096):  # reads of their own, each moving the head on by nothing
+                connection.sendall(b"b" * 4096)
+                time.sleep(0.001)
+        answer, clean = b"", True
+        try:
+            while chunk := connection.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            clean = False
+        time.sleep(pause)
+        sent = 0
+        try:
+            while sent < more:
+                connection.sendall(b"m" * 16384)
+                sent += 16384
+                time.sleep(0.001)
+        except OSError:  # reset or broken pipe: the server is gone
+            pass
+        return answer, clean, sent
+
+
+async def test_a_refusal_lingers_so_the_client_reads_it_before_the_connection_goes() -> None:
+    """The server closed right after the refusal with the client's bytes still unread, which makes the kernel send
+    a reset rather than the end of the stream; a reset reaching the client before it reads the answer loses it
+    (nginx lingers for this reason). Now the stream ends cleanly after the answer, and what the client still sends
+    is read and dropped for a while, so its sends meet no reset."""
+    async with serving(echo_sizes) as free:
+        answer, clean, sent = await asyncio.to_thread(_refused_then_more, free, 256 * 1024)
+    assert answer.startswith(b"HTTP/1.1 431 ") and json.loads(answer.split(b"\r\n\r\n", 1)[1])["status"] == 431
+    assert clean and sent == 256 * 1024
+
+
+async def test_a_lingering_connection_is_closed_after_its_time_or_bytes() -> None:
+    async with serving(echo_sizes, QuickLinger) as free:
+        _, _, sent = await asyncio.to_thread(_refused_then_more, free, 256 * 1024, 1.5)  # linger 0.5 s
+        assert sent < 256 * 1024
+    async with serving(echo_sizes) as free:  # linger 2 s, but no more than LINGER_BYTES
+        _, _, sent = await asyncio.to_thread(_refused_then_more, free, 64 * MiB)
+        assert sent < 16 * MiB

@@ -24,6 +24,11 @@ MAX_URL = MAX_PATH_BYTES + MAX_QUERY_BYTES
 # client_header_timeout): uvicorn waited for ever, so connections trickling a head a byte at a time (slowloris) or
 # sending nothing were held open without end. An idle keep-alive connection is uvicorn's KEEP_ALIVE_S, as before.
 HEAD_TIMEOUT_S = 60.0
+# After a refusal the connection is half-closed and what the client still sends is read and dropped for a while
+# (nginx's lingering close), rather than closed at once: a socket closed with unread bytes, or receiving more,
+# answers with a reset, and a reset reaching the client before it has read the refusal makes its stack drop it.
+LINGER_S = 2.0
+LINGER_BYTES = 1024 * 1024
 
 
 class BoundedHeadProtocol(HttpToolsProtocol):
@@ -33,9 +38,11 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     never a body: a read that begins or ends a head, or brings body bytes, is not counted (it is at most one read
     of the socket) and starts the count again; the reads in between a head's start and end, or after a chunked
     body's last bytes (its trailers), are. A head that takes longer than head_timeout_s to arrive (counted from the
-    connection for its first request, else from the head's first byte) is a 408 problem, and the connection closes."""
+    connection for its first request, else from the head's first byte) is a 408 problem, and the connection closes
+    after lingering (LINGER_S)."""
 
     head_timeout_s = HEAD_TIMEOUT_S
+    linger_s = LINGER_S
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -44,6 +51,8 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._stalled_bytes = 0  # brought by the reads that moved the request on by nothing, since one that did
         self._moves = 0  # heads begun or ended, body bytes, messages ended: a read that saw one is not counted
         self._head_timer: asyncio.TimerHandle | None = None
+        self._linger_timer: asyncio.TimerHandle | None = None
+        self._lingered_bytes: int | None = None  # None until a refusal: then what arrived after it, dropped
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -51,9 +60,16 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._lingered_bytes is not None:  # refused: the parser never sees another byte
+            self._lingered_bytes += len(data)
+            if self._lingered_bytes > LINGER_BYTES:
+                self.transport.close()
+            return
         moves = self._moves
         super().data_received(data)
         moved = self._moves != moves
@@ -110,7 +126,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if self.transport.is_closing():
+        if self._refused():
             return
         if self.cycle is not None and not self.cycle.response_complete:  # an answer still on its way comes first
             self._time_head()
@@ -121,7 +137,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to what its parser refuses, a problem like every other answer: a URL longer than httptools
         parses (its offsets are 16 bits: 65,535 bytes) arriving in one read is a 414, anything else a 400."""
-        if self.transport.is_closing():  # refused already
+        if self._refused():  # refused already
             return
         if self._url_too_long():
             self._answer(414, f"The URL is longer than {MAX_URL} bytes.")
@@ -139,6 +155,9 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             status, detail = 431, f"The request line and headers are larger than {MAX_REQUEST_HEAD} bytes."
         self._answer(status, detail)
 
+    def _refused(self) -> bool:
+        return self._lingered_bytes is not None or self.transport.is_closing()
+
     def _url_too_long(self) -> bool:
         return len(getattr(self, "url", b"")) > MAX_URL  # uvicorn sets it when a request begins
 
@@ -149,4 +168,19 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
         )
         self.transport.write(head.encode() + body)
-        self.transport.close()
+        self._linger()
+
+    def _linger(self) -> None:
+        """Sends the end of the stream after the answer, then reads and drops what still comes until the client closes,
+        LINGER_BYTES more have come, or linger_s have passed."""
+        self._stop_head_timer()
+        self._lingered_bytes = 0
+        if self.cycle is not None and not self.cycle.response_complete:  # as uvicorn does when a connection is lost:
+            self.cycle.disconnected = True  # the app's receive() says so, its send() writes nothing
+            self.cycle.message_event.set()
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self.transport.write_eof()
+        self.transport.resume_reading()  # uvicorn may have paused it for a body's flow control
+        self._linger_timer = self.loop.call_later(self.linger_s, self.transport.close)
