@@ -18,6 +18,7 @@ from gatherly.contracts.base import IntegrationEvent
 from gatherly.kernel.clock import FrozenClock
 from gatherly.kernel.db import Database
 from gatherly.kernel.log.base import MessageLog, OutgoingMessage, TopicConfig
+from gatherly.kernel.messages import Envelope, causation_id_var
 from gatherly.kernel.relay import (
     RELAY_LOCK_KEY,
     Backoff,
@@ -26,6 +27,7 @@ from gatherly.kernel.relay import (
     OutboxStuck,
     PostgresAdvisoryLock,
     SqliteLease,
+    _message,
     leadership_for,
 )
 from gatherly.kernel.uow import OUTBOX, OutboxSignal
@@ -216,6 +218,44 @@ async def test_a_log_outage_holds_nothing_and_the_relay_raises_for_its_superviso
     while await relay.relay_once():
         pass
     assert sorted(log.published) == sorted(ids)
+
+
+async def test_a_row_becomes_the_message_its_envelope_makes(ledger_db: Database) -> None:
+    """The relay builds each message straight from its outbox row; it must be what the row's `Envelope` makes."""
+    deposit = deposit_event()
+    async with LedgerUnitOfWork(ledger_db) as uow:
+        uow.publish(deposit(account="ann", amount=1))
+    token = causation_id_var.set("cause-1")
+    try:
+        async with LedgerUnitOfWork(ledger_db) as uow:
+            uow.publish(deposit(account="bob", amount=2))
+    finally:
+        causation_id_var.reset(token)
+    async with ledger_db.read_session() as session:
+        rows = (await session.execute(select(OUTBOX).order_by(OUTBOX.c.seq))).all()
+    assert [row.causation_id for row in rows] == [None, "cause-1"]
+    for row in rows:
+        for traceparent, tracestate in (
+            (row.traceparent, row.tracestate),
+            ("00-" + "1" * 32 + "-" + "2" * 16 + "-01", "k=v"),
+        ):
+            envelope = Envelope(
+                id=row.id,
+                type=row.type,
+                schema_version=row.schema_version,
+                aggregate_type=row.aggregatetype,
+                aggregate_id=row.aggregateid,
+                occurred_at=row.occurred_at,
+                payload=row.payload,
+                correlation_id=row.correlation_id,
+                causation_id=row.causation_id,
+                traceparent=traceparent,
+                tracestate=tracestate,
+            )
+            message = _message(row, (traceparent, tracestate))
+            assert message == envelope.to_message()
+            assert list(message.headers) == list(envelope.to_message().headers)  # the same order on the wire
+        assert _message(row) == _message(row, (row.traceparent, row.tracestate))
 
 
 async def test_the_debezium_mode_cleanup_deletes_only_rows_old_enough_in_batches(ledger_db: Database) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import time
 import uuid
@@ -21,8 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from gatherly.kernel import tracing
 from gatherly.kernel.db import Database, delete_in_batches, rowcount
 from gatherly.kernel.fixed_reads import FixedRead
-from gatherly.kernel.log.base import MessageLog
-from gatherly.kernel.messages import Envelope
+from gatherly.kernel.log.base import MessageLog, OutgoingMessage
 from gatherly.kernel.metrics import (
     OUTBOX_BACKLOG,
     OUTBOX_CLEANED,
@@ -484,9 +484,9 @@ class OutboxRelay:
         """Publish rows in one call; while tracing, each in a publish span that its message's headers name."""
         spans = tracing.publishing(self.service, rows)
         if spans is None:
-            await self.log.publish([_envelope(row).to_message() for row in rows])
+            await self.log.publish([_message(row) for row in rows])
             return
-        messages = [_envelope(row, trace).to_message() for row, trace in zip(rows, spans.headers(), strict=True)]
+        messages = [_message(row, trace) for row, trace in zip(rows, spans.headers(), strict=True)]
         try:
             await self.log.publish(messages)
         except BaseException as error:
@@ -607,19 +607,31 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
-def _envelope(row: Row[Any], trace: tuple[str | None, str | None] | None = None) -> Envelope:
-    """The row's envelope; `trace` replaces its stored trace headers (with those of the relay's publish span)."""
+def _message(row: Row[Any], trace: tuple[str | None, str | None] | None = None) -> OutgoingMessage:
+    """The row's message, as `Envelope.to_message` makes it (`test_a_row_becomes_the_message_its_envelope_makes`);
+    `trace` replaces its stored trace headers (with those of the relay's publish span). Built straight from the row:
+    going through an `Envelope` per row (a frozen dataclass, then a dict of headers filtered for None) was a fifth
+    of the relay's CPU per message."""
     traceparent, tracestate = trace or (row.traceparent, row.tracestate)
-    return Envelope(
-        id=row.id,
-        type=row.type,
-        schema_version=row.schema_version,
-        aggregate_type=row.aggregatetype,
-        aggregate_id=row.aggregateid,
-        occurred_at=row.occurred_at,
-        payload=row.payload,
-        correlation_id=row.correlation_id,
-        causation_id=row.causation_id,
-        traceparent=traceparent,
-        tracestate=tracestate,
+    headers = {
+        "id": row.id,
+        "type": row.type,
+        "schema_version": str(row.schema_version),
+        "aggregate_type": row.aggregatetype,
+        "aggregate_id": row.aggregateid,
+        "occurred_at": row.occurred_at.isoformat(),
+    }
+    for name, value in (
+        ("correlation_id", row.correlation_id),
+        ("causation_id", row.causation_id),
+        ("traceparent", traceparent),
+        ("tracestate", tracestate),
+    ):
+        if value is not None:
+            headers[name] = value
+    return OutgoingMessage(
+        topic=row.aggregatetype,
+        key=row.aggregateid,
+        value=json.dumps(row.payload, separators=(",", ":")).encode(),
+        headers=headers,
     )
