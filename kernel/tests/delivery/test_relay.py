@@ -4,8 +4,10 @@ outbox cleanup of the Debezium mode. Each runs on every database backend."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from gatherly.kernel.log.base import MessageLog, OutgoingMessage, TopicConfig
 from gatherly.kernel.messages import Envelope, causation_id_var
 from gatherly.kernel.relay import (
     RELAY_LOCK_KEY,
+    RELAYED_ROWS,
     Backoff,
     OutboxCleaner,
     OutboxRelay,
@@ -221,40 +224,40 @@ async def test_a_log_outage_holds_nothing_and_the_relay_raises_for_its_superviso
 
 
 async def test_a_row_becomes_the_message_its_envelope_makes(ledger_db: Database) -> None:
-    """The relay builds each message straight from its outbox row; it must be what the row's `Envelope` makes."""
+    """The relay builds each message straight from its outbox row, the payload's JSON text as the value: it must be
+    what the row's `Envelope` makes, but for the JSON's spacing and escapes."""
     deposit = deposit_event()
     async with LedgerUnitOfWork(ledger_db) as uow:
         uow.publish(deposit(account="ann", amount=1))
     token = causation_id_var.set("cause-1")
     try:
         async with LedgerUnitOfWork(ledger_db) as uow:
-            uow.publish(deposit(account="bob", amount=2))
+            uow.publish(deposit(account='bøb \u2028 "x"', amount=2))
     finally:
         causation_id_var.reset(token)
-    async with ledger_db.read_session() as session:
-        rows = (await session.execute(select(OUTBOX).order_by(OUTBOX.c.seq))).all()
+    async with ledger_db.read_connection() as connection:
+        rows = (await connection.execute(RELAYED_ROWS.order_by(OUTBOX.c.seq))).all()
+        stored = (await connection.execute(select(OUTBOX).order_by(OUTBOX.c.seq))).all()
     assert [row.causation_id for row in rows] == [None, "cause-1"]
-    for row in rows:
-        for traceparent, tracestate in (
-            (row.traceparent, row.tracestate),
-            ("00-" + "1" * 32 + "-" + "2" * 16 + "-01", "k=v"),
-        ):
+    for row, parsed in zip(rows, stored, strict=True):
+        for trace in ((row.traceparent, row.tracestate), ("00-" + "1" * 32 + "-" + "2" * 16 + "-01", "k=v")):
             envelope = Envelope(
-                id=row.id,
-                type=row.type,
-                schema_version=row.schema_version,
-                aggregate_type=row.aggregatetype,
-                aggregate_id=row.aggregateid,
-                occurred_at=row.occurred_at,
-                payload=row.payload,
-                correlation_id=row.correlation_id,
-                causation_id=row.causation_id,
-                traceparent=traceparent,
-                tracestate=tracestate,
+                id=parsed.id,
+                type=parsed.type,
+                schema_version=parsed.schema_version,
+                aggregate_type=parsed.aggregatetype,
+                aggregate_id=parsed.aggregateid,
+                occurred_at=parsed.occurred_at,
+                payload=parsed.payload,
+                correlation_id=parsed.correlation_id,
+                causation_id=parsed.causation_id,
+                traceparent=trace[0],
+                tracestate=trace[1],
             )
-            message = _message(row, (traceparent, tracestate))
-            assert message == envelope.to_message()
-            assert list(message.headers) == list(envelope.to_message().headers)  # the same order on the wire
+            message, expected = _message(row, trace), envelope.to_message()
+            assert json.loads(message.value) == json.loads(expected.value) == parsed.payload
+            assert replace(message, value=expected.value) == expected
+            assert list(message.headers) == list(expected.headers)  # the same order on the wire
         assert _message(row) == _message(row, (row.traceparent, row.tracestate))
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import time
 import uuid
@@ -15,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import structlog
-from sqlalchemy import Integer, Row, bindparam, delete, func, select, text
+from sqlalchemy import Integer, Row, Text, bindparam, cast, delete, func, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -52,10 +51,13 @@ BACKLOG = {
         (True, _WAITING.where(OUTBOX.c.seq > bindparam("read_up_to")).order_by(OUTBOX.c.seq).limit(100_000).subquery()),
     )
 }
+# The rows as the relay reads them: the payload as the JSON text its column holds (PostgreSQL's jsonb text, SQLite's
+# stored text), which becomes the message's value as it is. Parsing it only to serialize it again cost ~4 µs of CPU
+# per message (a tenth of the relay's); a consumer reads the same JSON either way (Debezium sends jsonb's text too).
+RELAYED_ROWS = select(*(cast(c, Text).label(c.name) if c.name == "payload" else c for c in OUTBOX.c))
 # The inline-SQLite relay's read in cursor mode, straight on sqlite3 outside any transaction (`FixedRead.run`).
 READ_AFTER_CURSOR_INLINE = FixedRead(
-    select(OUTBOX)
-    .where(OUTBOX.c.seq > bindparam("read_up_to"))
+    RELAYED_ROWS.where(OUTBOX.c.seq > bindparam("read_up_to"))
     .order_by(OUTBOX.c.seq)
     .limit(bindparam("batch_size", type_=Integer))
 )
@@ -301,7 +303,7 @@ class OutboxRelay:
         self._held_rows = OUTBOX_HELD_ROWS.labels(service)
         self._relayed = RELAYED.labels(service)
         # Built once (a statement's construction and cache key cost about what SQLite takes to run it).
-        self._oldest_rows = select(OUTBOX).order_by(OUTBOX.c.seq).limit(bindparam("batch_size", type_=Integer))
+        self._oldest_rows = RELAYED_ROWS.order_by(OUTBOX.c.seq).limit(bindparam("batch_size", type_=Integer))
         self._rows_after_cursor = self._oldest_rows.where(OUTBOX.c.seq > bindparam("read_up_to"))
 
     async def run(self) -> None:
@@ -608,7 +610,8 @@ def _utc(value: datetime) -> datetime:
 
 
 def _message(row: Row[Any], trace: tuple[str | None, str | None] | None = None) -> OutgoingMessage:
-    """The row's message, as `Envelope.to_message` makes it (`test_a_row_becomes_the_message_its_envelope_makes`);
+    """The message of a row read with `RELAYED_ROWS` (its payload as JSON text), as `Envelope.to_message` makes it
+    but for the JSON's spacing and escapes (`test_a_row_becomes_the_message_its_envelope_makes`);
     `trace` replaces its stored trace headers (with those of the relay's publish span). Built straight from the row:
     going through an `Envelope` per row (a frozen dataclass, then a dict of headers filtered for None) was a fifth
     of the relay's CPU per message."""
@@ -632,6 +635,6 @@ def _message(row: Row[Any], trace: tuple[str | None, str | None] | None = None) 
     return OutgoingMessage(
         topic=row.aggregatetype,
         key=row.aggregateid,
-        value=json.dumps(row.payload, separators=(",", ":")).encode(),
+        value=row.payload.encode(),
         headers=headers,
     )
