@@ -27,7 +27,9 @@ starting their JVM and on first fetches, and measured 2.5-3x below their steady 
 every ratio came out too high (bench/reports/kafka_throughput.md, 02:22 UTC that day).
 
 While working on the consumer's batch path, `--batch-only` leaves out Kafka's producer and our handler per event,
-and `--repeat N` runs our batch consumer N times (each a group of its own, over the same messages).
+and `--repeat N` runs our batch consumer N times (each a group of its own, over the same messages). While working
+on the relay, `--publish-only` leaves out the consumers, and `--repeat N` then runs our relay N times (each over
+--messages freshly committed rows).
 """
 
 from __future__ import annotations
@@ -132,13 +134,16 @@ def kafka_consumer(classpath: str, bootstrap: str, topic: str, messages: int) ->
     return float(values["fetch.nMsg.sec"])
 
 
-async def our_relay(db: Database, log: KafkaLog, messages: int) -> float:
+async def our_relay(db: Database, log: KafkaLog, messages: int) -> tuple[float, float]:
+    """Messages per second, and this process's CPU microseconds per message, from the relay's start until the
+    outbox is empty (the bench's own check of the outbox every 10 ms is counted too: a few µs per message)."""
     signal = OutboxSignal()
     for first in range(0, messages, 100):
         async with UnitOfWork(db, signal=signal) as uow:
             uow.publish(*(Pinged(key=f"k{n % 64}", n=n) for n in range(first, min(messages, first + 100))))
+    published_before = sum((await log.end_offsets(Pinged.TOPIC)).values())
     relay = OutboxRelay("bench", db, log, signal)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     task = asyncio.create_task(relay.run())
     try:
         while True:
@@ -146,14 +151,14 @@ async def our_relay(db: Database, log: KafkaLog, messages: int) -> float:
                 if not await session.scalar(select(func.count()).select_from(OUTBOX)):
                     break
             await asyncio.sleep(0.01)
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     finally:
         relay.stop()
         await asyncio.wait_for(task, 60)
-    published = sum((await log.end_offsets(Pinged.TOPIC)).values())
+    published = sum((await log.end_offsets(Pinged.TOPIC)).values()) - published_before
     if published < messages:
         raise RuntimeError(f"the relay emptied the outbox but only {published} of {messages} messages are in Kafka")
-    return messages / elapsed
+    return messages / elapsed, cpu * 1e6 / messages
 
 
 async def our_consumer(
@@ -216,7 +221,13 @@ async def our_consumer(
 
 
 async def run(
-    messages: int, folder: Path, *, batch_only: bool = False, repeat: int = 1, batch_size: int | None = None
+    messages: int,
+    folder: Path,
+    *,
+    batch_only: bool = False,
+    publish_only: bool = False,
+    repeat: int = 1,
+    batch_size: int | None = None,
 ) -> str:
     started = datetime.now(UTC)
     size = message_bytes()
@@ -238,13 +249,14 @@ async def run(
                     theirs_out = await asyncio.to_thread(
                         kafka_producer, classpath, bootstrap, perf_topic, messages, size
                     )
-                ours_out = await our_relay(producer_db, log, messages)
-                theirs_in = await asyncio.to_thread(kafka_consumer, classpath, bootstrap, Pinged.TOPIC, messages)
-                if not batch_only:
+                ours_out = [await our_relay(producer_db, log, messages) for _ in range(repeat if publish_only else 1)]
+                if not publish_only:
+                    theirs_in = await asyncio.to_thread(kafka_consumer, classpath, bootstrap, Pinged.TOPIC, messages)
+                if not (batch_only or publish_only):
                     ours_in = await our_consumer(consumer_db, log, messages, batch=False)
                 ours_in_batch = [
                     await our_consumer(consumer_db, log, messages, batch=True, batch_size=batch_size)
-                    for _ in range(repeat)
+                    for _ in range(0 if publish_only else repeat)
                 ]
             finally:
                 await log.close()
@@ -254,11 +266,10 @@ async def run(
     rows = (
         []
         if batch_only
-        else [
-            ("publish (relay: outbox → Kafka)", "ProducerPerformance", theirs_out, ours_out, None),
-            ("consume (worker, a handler per event)", "ConsumerPerformance", theirs_in, *ours_in),
-        ]
+        else [("publish (relay: outbox → Kafka)", "ProducerPerformance", theirs_out, *row) for row in ours_out]
     )
+    if not (batch_only or publish_only):
+        rows.append(("consume (worker, a handler per event)", "ConsumerPerformance", theirs_in, *ours_in))
     rows += [("consume (worker, a batch handler)", "ConsumerPerformance", theirs_in, *row) for row in ours_in_batch]
     lines = [
         f"## {started:%Y-%m-%d %H:%M} UTC",
@@ -287,7 +298,8 @@ async def run(
         "costs a database round trip per event, which bounds that consumer; the batch handler writes a polled "
         "run in one statement. Our CPU µs/message is the consumer process's CPU time (aiokafka, parsing, the "
         "worker, the database driver; not PostgreSQL's or Kafka's) per message while it consumed: unlike msg/s it "
-        "hardly moves with the machine's load.",
+        "hardly moves with the machine's load; the relay's is its process's CPU time (reading and deleting outbox "
+        "rows, building records, aiokafka) per message.",
         "",
     ]
     return "\n".join(lines)
@@ -299,12 +311,22 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=100000)
     parser.add_argument("--out", type=Path, default=REPORT)
     parser.add_argument("--batch-only", action="store_true", help="only Kafka's consumer and our batch consumer")
-    parser.add_argument("--repeat", type=int, default=1, help="runs of our batch consumer over the same messages")
+    parser.add_argument("--publish-only", action="store_true", help="only Kafka's producer and our relay")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs of our batch consumer (of our relay with --publish-only)"
+    )
     parser.add_argument("--batch-size", type=int, help="records per poll of our batch consumer (default: the worker's)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="b17-throughput-") as folder:
         text = asyncio.run(
-            run(args.messages, Path(folder), batch_only=args.batch_only, repeat=args.repeat, batch_size=args.batch_size)
+            run(
+                args.messages,
+                Path(folder),
+                batch_only=args.batch_only,
+                publish_only=args.publish_only,
+                repeat=args.repeat,
+                batch_size=args.batch_size,
+            )
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as report:  # each run a dated section after the earlier ones

@@ -5,6 +5,7 @@ SQLAlchemy would."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -386,7 +387,7 @@ async def test_the_relays_read_straight_from_sqlite_returns_the_rows_sqlalchemy_
         assert not connection.sync_connection.connection.dbapi_connection.in_transaction  # type: ignore[union-attr]
     assert [tuple(row) for row in direct] == [tuple(row) for row in through_sqlalchemy]
     assert [row.seq for row in direct] == [2, 3]
-    assert direct[0].payload == {"account": "bob", "amount": -1}
+    assert json.loads(direct[0].payload) == {"account": "bob", "amount": -1}  # the column's JSON text (RELAYED_ROWS)
     assert direct[0].occurred_at.tzinfo == UTC
     async with inline_db.engine.connect() as connection:
         assert READ_AFTER_CURSOR_INLINE.run(connection, {"read_up_to": 0, "batch_size": 1})[0].aggregateid == "a\x00n"

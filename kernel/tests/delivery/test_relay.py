@@ -4,8 +4,10 @@ outbox cleanup of the Debezium mode. Each runs on every database backend."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,14 +20,17 @@ from gatherly.contracts.base import IntegrationEvent
 from gatherly.kernel.clock import FrozenClock
 from gatherly.kernel.db import Database
 from gatherly.kernel.log.base import MessageLog, OutgoingMessage, TopicConfig
+from gatherly.kernel.messages import Envelope, causation_id_var
 from gatherly.kernel.relay import (
     RELAY_LOCK_KEY,
+    RELAYED_ROWS,
     Backoff,
     OutboxCleaner,
     OutboxRelay,
     OutboxStuck,
     PostgresAdvisoryLock,
     SqliteLease,
+    _message,
     leadership_for,
 )
 from gatherly.kernel.uow import OUTBOX, OutboxSignal
@@ -216,6 +221,44 @@ async def test_a_log_outage_holds_nothing_and_the_relay_raises_for_its_superviso
     while await relay.relay_once():
         pass
     assert sorted(log.published) == sorted(ids)
+
+
+async def test_a_row_becomes_the_message_its_envelope_makes(ledger_db: Database) -> None:
+    """The relay builds each message straight from its outbox row, the payload's JSON text as the value: it must be
+    what the row's `Envelope` makes, but for the JSON's spacing and escapes."""
+    deposit = deposit_event()
+    async with LedgerUnitOfWork(ledger_db) as uow:
+        uow.publish(deposit(account="ann", amount=1))
+    token = causation_id_var.set("cause-1")
+    try:
+        async with LedgerUnitOfWork(ledger_db) as uow:
+            uow.publish(deposit(account='bøb \u2028 "x"', amount=2))
+    finally:
+        causation_id_var.reset(token)
+    async with ledger_db.read_connection() as connection:
+        rows = (await connection.execute(RELAYED_ROWS.order_by(OUTBOX.c.seq))).all()
+        stored = (await connection.execute(select(OUTBOX).order_by(OUTBOX.c.seq))).all()
+    assert [row.causation_id for row in rows] == [None, "cause-1"]
+    for row, parsed in zip(rows, stored, strict=True):
+        for trace in ((row.traceparent, row.tracestate), ("00-" + "1" * 32 + "-" + "2" * 16 + "-01", "k=v")):
+            envelope = Envelope(
+                id=parsed.id,
+                type=parsed.type,
+                schema_version=parsed.schema_version,
+                aggregate_type=parsed.aggregatetype,
+                aggregate_id=parsed.aggregateid,
+                occurred_at=parsed.occurred_at,
+                payload=parsed.payload,
+                correlation_id=parsed.correlation_id,
+                causation_id=parsed.causation_id,
+                traceparent=trace[0],
+                tracestate=trace[1],
+            )
+            message, expected = _message(row, trace), envelope.to_message()
+            assert json.loads(message.value) == json.loads(expected.value) == parsed.payload
+            assert replace(message, value=expected.value) == expected
+            assert list(message.headers) == list(expected.headers)  # the same order on the wire
+        assert _message(row) == _message(row, (row.traceparent, row.tracestate))
 
 
 async def test_the_debezium_mode_cleanup_deletes_only_rows_old_enough_in_batches(ledger_db: Database) -> None:
