@@ -104,6 +104,43 @@ def test_request_bodies_carry_examples(openapi: dict[str, Any]) -> None:
             assert schemas[ref].get("examples"), (method, path, ref)
 
 
+# A browser's PushSubscription carries fields of its own (expirationTime, and more in time): its body takes what it
+# knows and ignores the rest, so a browser update cannot break subscribing.
+TAKES_UNKNOWN_FIELDS = {"PushSubscriptionBody", "PushKeys"}
+
+
+def _shapes_under(schema: dict[str, Any], schemas: dict[str, Any], seen: set[str]) -> None:
+    """The names of the object shapes `schema` reaches through its references, into `seen`."""
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        if name not in seen:
+            seen.add(name)
+            _shapes_under(schemas[name], schemas, seen)
+        return
+    children = [*schema.get("anyOf", []), *schema.get("properties", {}).values()]
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            children.append(schema[key])
+    for child in children:
+        _shapes_under(child, schemas, seen)
+
+
+def test_every_request_body_refuses_fields_it_does_not_have(openapi: dict[str, Any]) -> None:
+    """A misspelt field is a 422 naming it, never silently dropped (the body would otherwise "succeed" without it):
+    every shape a JSON request body reaches says additionalProperties: false."""
+    schemas = openapi["components"]["schemas"]
+    shapes: set[str] = set()
+    for _, _, op in operations(openapi):
+        if media := op.get("requestBody", {}).get("content", {}).get("application/json"):
+            _shapes_under(media["schema"], schemas, shapes)
+    lenient = {
+        name
+        for name in shapes
+        if "properties" in schemas[name] and schemas[name].get("additionalProperties") is not False
+    }
+    assert lenient == TAKES_UNKNOWN_FIELDS, sorted(lenient - TAKES_UNKNOWN_FIELDS)
+
+
 # --- the event catalog ----------------------------------------------------------------------------------------
 
 

@@ -261,3 +261,35 @@ async def test_times_in_a_body_are_rfc_3339_text_not_unix_numbers(api: EventsApi
         assert changed.status_code == 422, (number, changed.text)
         assert [e["field"] for e in changed.json()["errors"]] == [field], changed.json()
     assert (await api.get(event["id"], people["organizer"]))["starts_at"] == event["starts_at"]
+
+
+async def test_a_field_a_body_does_not_have_is_refused_not_dropped(api: EventsApi) -> None:
+    """Like every other request body: a misspelt or unknown field is a 422 naming it, at any depth."""
+    group_id, people = await _cast(api)
+    auth = people["organizer"].auth
+    venue = {"name": "Tiergarten", "address": "", "location": {"lat": 52.5, "lng": 13.4}}
+    unknown = [
+        ({"capacityy": 3}, "capacityy"),
+        ({"venue": {**venue, "floor": 2}}, "venue.floor"),
+        ({"venue": {**venue, "location": {"lat": 52.5, "lng": 13.4, "alt": 30}}}, "venue.location.alt"),
+    ]
+    event = await api.schedule(people["organizer"], group_id)
+    for fields, named in unknown:
+        created = await api.client.post("/api/events", json=api.event_body(group_id, **fields), headers=auth)
+        assert created.status_code == 422, (fields, created.text)
+        assert named in [e["field"] for e in created.json()["errors"]], created.json()
+        if "venue" in fields:
+            changed = await api.client.patch(f"/api/events/{event['id']}", json=fields, headers=auth)
+            assert changed.status_code == 422, (fields, changed.text)
+            assert named in [e["field"] for e in changed.json()["errors"]], changed.json()
+    comment = await api.client.post(
+        f"/api/events/{event['id']}/comments", json={"body": "Hello", "pinned": True}, headers=auth
+    )
+    assert comment.status_code == 422, comment.text
+    assert [e["field"] for e in comment.json()["errors"]] == ["pinned"]
+    said = await api.client.post(f"/api/events/{event['id']}/comments", json={"body": "Hello"}, headers=auth)
+    assert said.status_code == 201, said.text
+    edited = await api.client.patch(
+        f"/api/events/{event['id']}/comments/{said.json()['id']}", json={"body": "Hi", "pinned": True}, headers=auth
+    )
+    assert edited.status_code == 422, edited.text

@@ -45,11 +45,16 @@ BodyTime = Annotated[AwareDatetime, BeforeValidator(_not_a_number)]
 
 
 class LocationBody(BaseModel):
+    # Like every request body: a field it does not have is refused, not silently dropped.
+    model_config = ConfigDict(extra="forbid")
+
     lat: float = Field(strict=True)
     lng: float = Field(strict=True)
 
 
 class VenueBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     name: str = Field(max_length=MAX_VENUE_NAME)
     address: str = Field("", max_length=MAX_ADDRESS)
     location: LocationBody | None = None
@@ -57,6 +62,7 @@ class VenueBody(BaseModel):
 
 class NewEvent(BaseModel):
     model_config = ConfigDict(
+        extra="forbid",
         json_schema_extra={
             "examples": [
                 {
@@ -76,7 +82,7 @@ class NewEvent(BaseModel):
                     "recurrence": "FREQ=WEEKLY;BYDAY=TU",
                 }
             ]
-        }
+        },
     )
 
     group_id: str = Field(max_length=36)
@@ -183,7 +189,7 @@ class AttendeeOut(BaseModel):
 
 
 class CommentBody(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"body": "I can bring Catan."}]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"body": "I can bring Catan."}]})
 
     body: str = Field(max_length=MAX_COMMENT)
 
