@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from gatherly.app.compose import Process
 from gatherly.app.documents import (
     API_FILE,
     EVENTS_FILE,
@@ -20,10 +24,12 @@ from gatherly.app.documents import (
     catalog_document,
     openapi_document,
 )
+from gatherly.app.gateway import merged_openapi
 from gatherly.app.services import ALL
 from gatherly.contracts.base import IntegrationEvent, all_schemas
 from gatherly.kernel.catalog import markdown, message_name
 from gatherly.kernel.limits import PROBLEM_JSON
+from gatherly.kernel.settings import Settings
 
 REGENERATE = "run `make docs` and commit the result"
 
@@ -102,6 +108,32 @@ def test_request_bodies_carry_examples(openapi: dict[str, Any]) -> None:
             schema = op["requestBody"]["content"]["application/json"]["schema"]
             ref = next(o["$ref"] for o in [schema, *schema.get("anyOf", [])] if "$ref" in o).rsplit("/", 1)[-1]
             assert schemas[ref].get("examples"), (method, path, ref)
+
+
+def _host(name: str, schemas: dict[str, Any]) -> Any:
+    document = {"paths": {}, "components": {"schemas": schemas}}
+    return SimpleNamespace(
+        name=name, definition=SimpleNamespace(title=name), app=SimpleNamespace(openapi=lambda: document)
+    )
+
+
+def test_two_services_cannot_describe_different_shapes_under_one_schema_name() -> None:
+    """The merge used to keep the last service's LocationBody for all three: the users' and groups' (which refuse
+    unknown fields) were described by the events' (which did not)."""
+    point = {"type": "object", "properties": {"lat": {"type": "number"}}, "additionalProperties": False}
+    lenient = {**point, "additionalProperties": True}
+    shared = merged_openapi([_host("users", {"LocationBody": point}), _host("groups", {"LocationBody": point})])
+    assert shared["components"]["schemas"]["LocationBody"] == point
+    with pytest.raises(ValueError, match="users and events services define different schemas named LocationBody"):
+        merged_openapi([_host("users", {"LocationBody": point}), _host("events", {"LocationBody": lenient})])
+
+
+def test_every_service_s_schemas_are_in_the_merged_document_as_it_defines_them(openapi: dict[str, Any]) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        hosts = Process(Settings(data_dir=Path(scratch)), serve_web=False).hosts
+        for host in hosts:
+            for name, schema in host.app.openapi()["components"]["schemas"].items():
+                assert openapi["components"]["schemas"][name] == schema, (host.name, name)
 
 
 # A browser's PushSubscription carries fields of its own (expirationTime, and more in time): its body takes what it

@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, StrictFloat
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -311,6 +311,17 @@ MAX_LIMIT = 100
 class Page(BaseModel, Generic[T]):
     items: list[T]
     next_cursor: str | None = None
+
+
+class LocationBody(BaseModel):
+    """A point: `{"lat", "lng"}`, in degrees."""
+
+    # One shape for every service (the merged OpenAPI has one schema per name). Strict: numbers only (JSON integers
+    # too), so "52.5" or true are refused rather than read as 52.5 or 1.0; a field it does not have is refused too.
+    model_config = ConfigDict(extra="forbid")
+
+    lat: StrictFloat
+    lng: StrictFloat
 
 
 class PageRequest(BaseModel):

@@ -21,6 +21,7 @@ from gatherly.events.domain import (
     EventStatus,
     RsvpStatus,
 )
+from gatherly.kernel.web import LocationBody
 
 
 def _not_a_number(value: Any) -> Any:
@@ -42,14 +43,6 @@ def _not_a_number(value: Any) -> Any:
 QueryTime = Annotated[datetime, BeforeValidator(_not_a_number)]
 # A time in a request body: RFC 3339 text with its offset, never a number.
 BodyTime = Annotated[AwareDatetime, BeforeValidator(_not_a_number)]
-
-
-class LocationBody(BaseModel):
-    # Like every request body: a field it does not have is refused, not silently dropped.
-    model_config = ConfigDict(extra="forbid")
-
-    lat: float = Field(strict=True)
-    lng: float = Field(strict=True)
 
 
 class VenueBody(BaseModel):

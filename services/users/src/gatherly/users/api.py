@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import JSONResponse
 
+from gatherly.contracts.users import GeoPoint
 from gatherly.kernel.auth import CurrentOrDeletedUser, CurrentUser
 from gatherly.kernel.errors import DomainError
 from gatherly.kernel.openapi import problems
@@ -225,7 +226,7 @@ async def get_me(me: CurrentUser, uow: Uow, identity: IdentityDep) -> Me:
 async def update_me(body: ProfileChanges, me: CurrentUser, uow: Uow, identity: IdentityDep) -> Me:
     changes: dict[str, Any] = {name: getattr(body, name) for name in body.model_fields_set}
     if body.location is not None:
-        changes["location"] = body.location.point()
+        changes["location"] = GeoPoint(lat=body.location.lat, lng=body.location.lng)
     return _me(await service.update_profile(uow, identity, me, changes))
 
 
