@@ -92,8 +92,8 @@ def install_error_handlers(app: FastAPI) -> None:
         extra = dict(exc.extra)
         if isinstance(exc, TooManyRequests | Unavailable):
             headers["Retry-After"] = str(exc.retry_after)
-        if isinstance(exc, InvalidInput) and exc.field:
-            extra["errors"] = [{"field": exc.field, "message": exc.detail}]
+        if isinstance(exc, InvalidInput):  # every 422 lists what is at fault; without a field, the body
+            extra["errors"] = [{"field": exc.field or "body", "message": exc.detail}]
         if exc.status == 401:
             headers["WWW-Authenticate"] = "Bearer"
         return problem(exc.status, exc.detail, title=exc.title, headers=headers, **extra)
