@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from gatherly.app.compose import Process
 from gatherly.app.documents import (
     API_FILE,
     EVENTS_FILE,
@@ -20,10 +24,12 @@ from gatherly.app.documents import (
     catalog_document,
     openapi_document,
 )
+from gatherly.app.gateway import merged_openapi
 from gatherly.app.services import ALL
 from gatherly.contracts.base import IntegrationEvent, all_schemas
 from gatherly.kernel.catalog import markdown, message_name
 from gatherly.kernel.limits import PROBLEM_JSON
+from gatherly.kernel.settings import Settings
 
 REGENERATE = "run `make docs` and commit the result"
 
@@ -102,6 +108,69 @@ def test_request_bodies_carry_examples(openapi: dict[str, Any]) -> None:
             schema = op["requestBody"]["content"]["application/json"]["schema"]
             ref = next(o["$ref"] for o in [schema, *schema.get("anyOf", [])] if "$ref" in o).rsplit("/", 1)[-1]
             assert schemas[ref].get("examples"), (method, path, ref)
+
+
+def _host(name: str, schemas: dict[str, Any]) -> Any:
+    document = {"paths": {}, "components": {"schemas": schemas}}
+    return SimpleNamespace(
+        name=name, definition=SimpleNamespace(title=name), app=SimpleNamespace(openapi=lambda: document)
+    )
+
+
+def test_two_services_cannot_describe_different_shapes_under_one_schema_name() -> None:
+    """The merge used to keep the last service's LocationBody for all three: the users' and groups' (which refuse
+    unknown fields) were described by the events' (which did not)."""
+    point = {"type": "object", "properties": {"lat": {"type": "number"}}, "additionalProperties": False}
+    lenient = {**point, "additionalProperties": True}
+    shared = merged_openapi([_host("users", {"LocationBody": point}), _host("groups", {"LocationBody": point})])
+    assert shared["components"]["schemas"]["LocationBody"] == point
+    with pytest.raises(ValueError, match="users and events services define different schemas named LocationBody"):
+        merged_openapi([_host("users", {"LocationBody": point}), _host("events", {"LocationBody": lenient})])
+
+
+def test_every_service_s_schemas_are_in_the_merged_document_as_it_defines_them(openapi: dict[str, Any]) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        hosts = Process(Settings(data_dir=Path(scratch)), serve_web=False).hosts
+        for host in hosts:
+            for name, schema in host.app.openapi()["components"]["schemas"].items():
+                assert openapi["components"]["schemas"][name] == schema, (host.name, name)
+
+
+# A browser's PushSubscription carries fields of its own (expirationTime, and more in time): its body takes what it
+# knows and ignores the rest, so a browser update cannot break subscribing.
+TAKES_UNKNOWN_FIELDS = {"PushSubscriptionBody", "PushKeys"}
+
+
+def _shapes_under(schema: dict[str, Any], schemas: dict[str, Any], seen: set[str]) -> None:
+    """The names of the object shapes `schema` reaches through its references, into `seen`."""
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        if name not in seen:
+            seen.add(name)
+            _shapes_under(schemas[name], schemas, seen)
+        return
+    children = [*schema.get("anyOf", []), *schema.get("properties", {}).values()]
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            children.append(schema[key])
+    for child in children:
+        _shapes_under(child, schemas, seen)
+
+
+def test_every_request_body_refuses_fields_it_does_not_have(openapi: dict[str, Any]) -> None:
+    """A misspelt field is a 422 naming it, never silently dropped (the body would otherwise "succeed" without it):
+    every shape a JSON request body reaches says additionalProperties: false."""
+    schemas = openapi["components"]["schemas"]
+    shapes: set[str] = set()
+    for _, _, op in operations(openapi):
+        if media := op.get("requestBody", {}).get("content", {}).get("application/json"):
+            _shapes_under(media["schema"], schemas, shapes)
+    lenient = {
+        name
+        for name in shapes
+        if "properties" in schemas[name] and schemas[name].get("additionalProperties") is not False
+    }
+    assert lenient == TAKES_UNKNOWN_FIELDS, sorted(lenient - TAKES_UNKNOWN_FIELDS)
 
 
 # --- the event catalog ----------------------------------------------------------------------------------------

@@ -16,9 +16,10 @@ from starlette.types import Message
 
 from gatherly.kernel import text as text_module
 from gatherly.kernel.boundary import install_boundary
+from gatherly.kernel.errors import InvalidInput
 from gatherly.kernel.limits import DEFAULT_BODY_LIMIT, MAX_PATH_BYTES, MAX_QUERY_BYTES
 from gatherly.kernel.settings import Settings
-from gatherly.kernel.text import MAX_JSON_DEPTH, check_name, name_problem
+from gatherly.kernel.text import MAX_JSON_DEPTH, check_message, check_name, name_problem
 from gatherly.kernel.web import RequestContextMiddleware, install_error_handlers
 
 
@@ -49,6 +50,12 @@ def make_app() -> FastAPI:
     @app.post("/uploads")
     async def upload(note: Note) -> dict[str, int]:
         return {"length": len(note.title)}
+
+    @app.post("/messages")
+    async def send_message(note: Note) -> dict[str, str]:
+        if note.tags:
+            raise InvalidInput("The message cannot be sent now.")  # a domain's refusal naming no field
+        return {"text": check_message(note.title, "text")}
 
     @app.get("/boom")
     async def boom() -> None:
@@ -352,3 +359,34 @@ async def test_a_number_too_long_to_read_is_a_422_naming_the_body(client: httpx.
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert [e["field"] for e in response.json()["errors"]] == ["body"]
+
+
+JSON = {"content-type": "application/json"}
+REFUSALS_422 = {
+    "validation": ("POST", "/notes", b'{"tags": []}'),
+    "NUL in the body": ("POST", "/notes", b'{"title": "a\\u0000b"}'),
+    "lone surrogate in the body": ("POST", "/notes", b'{"title": "\\ud800"}'),
+    "nested too deep": ("POST", "/notes", b'{"title": "x", "extra": {"a": ' + b"[" * 40 + b"]" * 40 + b"}}"),
+    "too many values": ("POST", "/notes", b'{"title": "x", "tags": [' + b",".join([b'"\\u00e9"'] * 10_001) + b"]}"),
+    "not UTF-8": ("POST", "/notes", b'{"title": "\xff\xfe"}'),
+    "a number too long": ("POST", "/notes", b'{"title": "x", "extra": {"n": ' + b"9" * 5000 + b"}}"),
+    "NUL in the path": ("GET", "/notes/%00", b""),
+    "NUL in the query": ("GET", "/notes/a?q=%00", b""),
+    "control character in a message": ("POST", "/messages", b'{"title": "ding\\u0007"}'),
+    "a domain refusal naming no field": ("POST", "/messages", b'{"title": "x", "tags": ["now"]}'),
+}
+
+
+@pytest.mark.parametrize("refusal", REFUSALS_422)
+async def test_every_422_has_one_shape_whoever_refuses(client: httpx.AsyncClient, refusal: str) -> None:
+    """The text policy and the limits answer before FastAPI, the validation and domain handlers after it: a client
+    reads each 422 the same way (the contract's `errors: [{field, message}]`, never empty), written the same way."""
+    method, url, body = REFUSALS_422[refusal]
+    response = await client.request(method, url, content=body, headers=JSON if body else {})
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert set(problem) == {"type", "title", "status", "detail", "errors"}, problem
+    assert (problem["type"], problem["title"], problem["status"]) == ("about:blank", "Invalid input", 422)
+    assert problem["errors"] and all(set(error) == {"field", "message"} for error in problem["errors"]), problem
+    assert response.content == json.dumps(problem, ensure_ascii=False, separators=(",", ":")).encode()

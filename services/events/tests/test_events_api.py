@@ -244,3 +244,52 @@ async def test_times_out_of_range_in_utc_are_refused_with_the_field_named(api: E
         if response.status_code != 422 or field not in [e["field"] for e in response.json()["errors"]]:
             failures[f"PATCH {field}"] = (response.status_code, response.text[:120])
     assert not failures, failures
+
+
+@pytest.mark.parametrize("field", ["starts_at", "ends_at", "rsvp_opens_at", "rsvp_closes_at"])
+async def test_times_in_a_body_are_rfc_3339_text_not_unix_numbers(api: EventsApi, field: str) -> None:
+    """Pydantic's lax mode reads 1700000000 (or "1700000000") as a Unix time; the API takes RFC 3339 text only, in a
+    body as in the query's from/to."""
+    group_id, people = await _cast(api)
+    auth = people["organizer"].auth
+    event = await api.schedule(people["organizer"], group_id)
+    for number in (1_700_000_000, 1.7e9, -1, "1700000000"):
+        created = await api.client.post("/api/events", json=api.event_body(group_id, **{field: number}), headers=auth)
+        assert created.status_code == 422, (number, created.text)
+        assert [e["field"] for e in created.json()["errors"]] == [field], created.json()
+        changed = await api.client.patch(f"/api/events/{event['id']}", json={field: number}, headers=auth)
+        assert changed.status_code == 422, (number, changed.text)
+        assert [e["field"] for e in changed.json()["errors"]] == [field], changed.json()
+    assert (await api.get(event["id"], people["organizer"]))["starts_at"] == event["starts_at"]
+
+
+async def test_a_field_a_body_does_not_have_is_refused_not_dropped(api: EventsApi) -> None:
+    """Like every other request body: a misspelt or unknown field is a 422 naming it, at any depth."""
+    group_id, people = await _cast(api)
+    auth = people["organizer"].auth
+    venue = {"name": "Tiergarten", "address": "", "location": {"lat": 52.5, "lng": 13.4}}
+    unknown = [
+        ({"capacityy": 3}, "capacityy"),
+        ({"venue": {**venue, "floor": 2}}, "venue.floor"),
+        ({"venue": {**venue, "location": {"lat": 52.5, "lng": 13.4, "alt": 30}}}, "venue.location.alt"),
+    ]
+    event = await api.schedule(people["organizer"], group_id)
+    for fields, named in unknown:
+        created = await api.client.post("/api/events", json=api.event_body(group_id, **fields), headers=auth)
+        assert created.status_code == 422, (fields, created.text)
+        assert named in [e["field"] for e in created.json()["errors"]], created.json()
+        if "venue" in fields:
+            changed = await api.client.patch(f"/api/events/{event['id']}", json=fields, headers=auth)
+            assert changed.status_code == 422, (fields, changed.text)
+            assert named in [e["field"] for e in changed.json()["errors"]], changed.json()
+    comment = await api.client.post(
+        f"/api/events/{event['id']}/comments", json={"body": "Hello", "pinned": True}, headers=auth
+    )
+    assert comment.status_code == 422, comment.text
+    assert [e["field"] for e in comment.json()["errors"]] == ["pinned"]
+    said = await api.client.post(f"/api/events/{event['id']}/comments", json={"body": "Hello"}, headers=auth)
+    assert said.status_code == 201, said.text
+    edited = await api.client.patch(
+        f"/api/events/{event['id']}/comments/{said.json()['id']}", json={"body": "Hi", "pinned": True}, headers=auth
+    )
+    assert edited.status_code == 422, edited.text

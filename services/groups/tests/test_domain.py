@@ -231,6 +231,13 @@ def test_search_text_folds_case_beyond_ascii() -> None:
     assert "STRASSE".casefold() in text  # the query is folded the same way
 
 
+def test_a_refusal_names_the_least_role_with_the_right_article() -> None:
+    with pytest.raises(NotAllowed, match=r"^Only an organizer or above may edit the group\.$"):
+        require(Relation(role=Role.MEMBER), Action.EDIT_GROUP)
+    with pytest.raises(NotAllowed, match=r"^Only a co_organizer or above may see join requests\.$"):
+        require(Relation(role=Role.EVENT_ORGANIZER), Action.SEE_REQUESTS)
+
+
 # --- slugs --------------------------------------------------------------------------------------------------------
 
 
@@ -240,6 +247,12 @@ def test_search_text_folds_case_beyond_ascii() -> None:
         ("Berlin Hikers", "berlin-hikers"),
         ("  Café & Crêpes!  ", "cafe-crepes"),
         ("東京", "group"),
+        # Letters without an ASCII decomposition are spelt out, not dropped ("strae" was Straße's slug).
+        ("Straße", "strasse"),
+        ("STRAẞE", "strasse"),
+        ("Smørrebrød Ærø", "smorrebrod-aero"),
+        ("Łódź Œuvre", "lodz-oeuvre"),
+        ("Þórsmörk Đakovo", "thorsmork-dakovo"),
         ("---", "group"),
         ("8c2e1f0e-6b0a-4c1e-9a43-000000000000", "group-8c2e1f0e-6b0a-4c1e-9a43-000000000000"),
     ],

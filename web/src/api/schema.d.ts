@@ -1299,7 +1299,10 @@ export interface components {
             /** Large */
             large: string;
         };
-        /** LocationBody */
+        /**
+         * LocationBody
+         * @description A point: `{"lat", "lng"}`, in degrees.
+         */
         LocationBody: {
             /** Lat */
             lat: number;

@@ -154,11 +154,22 @@ def merged_openapi(hosts: Sequence[ServiceHost]) -> dict[str, Any]:
         "paths": {},
         "components": {"schemas": {}, "securitySchemes": {}},
     }
+    schemas: dict[str, Any] = merged["components"]["schemas"]
+    defined_by: dict[str, str] = {}
     for host in hosts:
         document = host.app.openapi()
         merged["paths"].update(document.get("paths", {}))
-        for section in ("schemas", "securitySchemes"):
-            merged["components"][section].update(document.get("components", {}).get(section, {}))
+        merged["components"]["securitySchemes"].update(document.get("components", {}).get("securitySchemes", {}))
+        # Schemas are named by their class: two services' shapes of one name would otherwise leave one of them
+        # described by the other's schema. A shape several services share (Problem, LocationBody) is one class.
+        for name, schema in document.get("components", {}).get("schemas", {}).items():
+            if name in schemas and schemas[name] != schema:
+                raise ValueError(
+                    f"the {defined_by[name]} and {host.name} services define different schemas named {name}: "
+                    "rename one, or share one class"
+                )
+            schemas[name] = schema
+            defined_by.setdefault(name, host.name)
     return merged
 
 

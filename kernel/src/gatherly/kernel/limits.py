@@ -56,7 +56,10 @@ async def send_problem(
     **extra: Any,
 ) -> None:
     """Answer with a problem+json from ASGI middleware (before any FastAPI handler exists for the request)."""
-    payload = json.dumps(problem_body(status, detail, title=title, **extra)).encode()
+    # Written as the FastAPI handlers write theirs (JSONResponse's compact UTF-8), so every problem reads the same.
+    payload = json.dumps(
+        problem_body(status, detail, title=title, **extra), ensure_ascii=False, separators=(",", ":")
+    ).encode()
     raw_headers = [
         (b"content-type", PROBLEM_JSON.encode()),
         (b"content-length", str(len(payload)).encode()),

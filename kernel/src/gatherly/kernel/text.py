@@ -156,6 +156,11 @@ class RefusedJson(ValueError):
         self.detail, self.errors = detail, errors
 
 
+def _whole_body_refused(detail: str) -> RefusedJson:
+    # Like every 422, it names what is at fault in `errors` (the contract's shape): here, the body as a whole.
+    return RefusedJson(detail, [{"field": "body", "message": detail}])
+
+
 def _plainly_fine(body: bytes) -> bool:
     """True when the body cannot hold anything the policy refuses or changes, decided from the bytes alone (the
     common case, without parsing a second time before the service does). All ASCII: no raw lone surrogate and nothing
@@ -177,7 +182,7 @@ def checked_json(body: bytes) -> bytes:
     try:
         document = json.loads(body) if body else None
     except RecursionError:
-        raise RefusedJson(f"The JSON is nested deeper than {MAX_JSON_DEPTH} levels.", [])
+        raise _whole_body_refused(f"The JSON is nested deeper than {MAX_JSON_DEPTH} levels.")
     except UnicodeDecodeError:
         raise RefusedJson("The body is not JSON text in UTF-8.", [{"field": "body", "message": "Not UTF-8."}])
     except ValueError:
@@ -185,9 +190,9 @@ def checked_json(body: bytes) -> bytes:
     try:
         problems = _bad_strings(document)
     except TooDeep:
-        raise RefusedJson(f"The JSON is nested deeper than {MAX_JSON_DEPTH} levels.", [])
+        raise _whole_body_refused(f"The JSON is nested deeper than {MAX_JSON_DEPTH} levels.")
     except TooMany:
-        raise RefusedJson(f"The JSON holds more than {MAX_JSON_VALUES:,} values.", [])
+        raise _whole_body_refused(f"The JSON holds more than {MAX_JSON_VALUES:,} values.")
     if problems:
         errors = [{"field": field, "message": f"The text {problem}."} for field, problem in problems]
         raise RefusedJson("The request is not valid.", errors)

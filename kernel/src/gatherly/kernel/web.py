@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, StrictFloat
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -92,8 +92,8 @@ def install_error_handlers(app: FastAPI) -> None:
         extra = dict(exc.extra)
         if isinstance(exc, TooManyRequests | Unavailable):
             headers["Retry-After"] = str(exc.retry_after)
-        if isinstance(exc, InvalidInput) and exc.field:
-            extra["errors"] = [{"field": exc.field, "message": exc.detail}]
+        if isinstance(exc, InvalidInput):  # every 422 lists what is at fault; without a field, the body
+            extra["errors"] = [{"field": exc.field or "body", "message": exc.detail}]
         if exc.status == 401:
             headers["WWW-Authenticate"] = "Bearer"
         return problem(exc.status, exc.detail, title=exc.title, headers=headers, **extra)
@@ -311,6 +311,17 @@ MAX_LIMIT = 100
 class Page(BaseModel, Generic[T]):
     items: list[T]
     next_cursor: str | None = None
+
+
+class LocationBody(BaseModel):
+    """A point: `{"lat", "lng"}`, in degrees."""
+
+    # One shape for every service (the merged OpenAPI has one schema per name). Strict: numbers only (JSON integers
+    # too), so "52.5" or true are refused rather than read as 52.5 or 1.0; a field it does not have is refused too.
+    model_config = ConfigDict(extra="forbid")
+
+    lat: StrictFloat
+    lng: StrictFloat
 
 
 class PageRequest(BaseModel):

@@ -59,7 +59,6 @@ from gatherly.events.schemas import (
     GroupRef,
     ImportedOut,
     ImportReport,
-    LocationBody,
     MyRsvpOut,
     NewEvent,
     QueryTime,
@@ -74,7 +73,7 @@ from gatherly.kernel.errors import Conflict, DomainError, Forbidden, InvalidInpu
 from gatherly.kernel.openapi import problems
 from gatherly.kernel.routes import FastRoute
 from gatherly.kernel.runtime import ServiceContext, service_context
-from gatherly.kernel.web import Page, PageRequest, encode_cursor, page_request
+from gatherly.kernel.web import LocationBody, Page, PageRequest, encode_cursor, page_request
 
 # Each refusal of domain.py and the problem it becomes.
 REFUSALS: dict[type[Refusal], type[DomainError]] = {

@@ -21,31 +21,33 @@ from gatherly.events.domain import (
     EventStatus,
     RsvpStatus,
 )
+from gatherly.kernel.web import LocationBody
 
 
 def _not_a_number(value: Any) -> Any:
-    """Pydantic reads a query's "-1" or "1700000000" as a Unix time; the API takes times as RFC 3339 text only."""
+    """Pydantic reads "-1", "1700000000" or the JSON number 1700000000 as a Unix time (lax mode, in a query and in a
+    body alike); the API takes times as RFC 3339 text only."""
     if isinstance(value, str):
         try:
             float(value)
         except ValueError:
             return value
-        raise PydanticCustomError(
-            "datetime_not_a_number", "Give the time as RFC 3339 text with its offset, e.g. 2030-05-01T19:00:00+02:00."
-        )
-    return value
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        return value  # anything else is pydantic's to refuse, in its words
+    raise PydanticCustomError(
+        "datetime_not_a_number", "Give the time as RFC 3339 text with its offset, e.g. 2030-05-01T19:00:00+02:00."
+    )
 
 
 # A time in a query (`from`, `to`): what a datetime parameter takes, less the numbers.
 QueryTime = Annotated[datetime, BeforeValidator(_not_a_number)]
-
-
-class LocationBody(BaseModel):
-    lat: float = Field(strict=True)
-    lng: float = Field(strict=True)
+# A time in a request body: RFC 3339 text with its offset, never a number.
+BodyTime = Annotated[AwareDatetime, BeforeValidator(_not_a_number)]
 
 
 class VenueBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     name: str = Field(max_length=MAX_VENUE_NAME)
     address: str = Field("", max_length=MAX_ADDRESS)
     location: LocationBody | None = None
@@ -53,6 +55,7 @@ class VenueBody(BaseModel):
 
 class NewEvent(BaseModel):
     model_config = ConfigDict(
+        extra="forbid",
         json_schema_extra={
             "examples": [
                 {
@@ -72,21 +75,21 @@ class NewEvent(BaseModel):
                     "recurrence": "FREQ=WEEKLY;BYDAY=TU",
                 }
             ]
-        }
+        },
     )
 
     group_id: str = Field(max_length=36)
     title: str = Field(max_length=MAX_TITLE)
     description: str = Field("", max_length=MAX_DESCRIPTION)
-    starts_at: AwareDatetime
-    ends_at: AwareDatetime
+    starts_at: BodyTime
+    ends_at: BodyTime
     timezone: str = Field(description="IANA time zone the event happens in, e.g. Europe/Berlin.", max_length=64)
     venue: VenueBody | None = None
     online_url: str | None = Field(None, max_length=MAX_URL, description="Shown to people going only.")
     capacity: int | None = Field(None, strict=True, description="Seats, guests included; null = unlimited.")
     guest_limit: int = Field(0, strict=True, description="Guests each person may bring.")
-    rsvp_opens_at: AwareDatetime | None = None
-    rsvp_closes_at: AwareDatetime | None = None
+    rsvp_opens_at: BodyTime | None = None
+    rsvp_closes_at: BodyTime | None = None
     cover_image_id: str | None = Field(None, max_length=64)
     recurrence: str | None = Field(
         None,
@@ -105,15 +108,15 @@ class EventChanges(BaseModel):
 
     title: str | None = Field(None, max_length=MAX_TITLE)
     description: str | None = Field(None, max_length=MAX_DESCRIPTION)
-    starts_at: AwareDatetime | None = None
-    ends_at: AwareDatetime | None = None
+    starts_at: BodyTime | None = None
+    ends_at: BodyTime | None = None
     timezone: str | None = Field(None, max_length=64)
     venue: VenueBody | None = None
     online_url: str | None = Field(None, max_length=MAX_URL)
     capacity: int | None = Field(None, strict=True)
     guest_limit: int | None = Field(None, strict=True)
-    rsvp_opens_at: AwareDatetime | None = None
-    rsvp_closes_at: AwareDatetime | None = None
+    rsvp_opens_at: BodyTime | None = None
+    rsvp_closes_at: BodyTime | None = None
     cover_image_id: str | None = Field(None, max_length=64)
 
 
@@ -179,7 +182,7 @@ class AttendeeOut(BaseModel):
 
 
 class CommentBody(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"body": "I can bring Catan."}]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"body": "I can bring Catan."}]})
 
     body: str = Field(max_length=MAX_COMMENT)
 

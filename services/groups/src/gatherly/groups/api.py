@@ -32,6 +32,7 @@ from gatherly.groups.domain import (
     InvitationUnusable,
     JoinRequestNotFound,
     LastOrganizer,
+    Location,
     LoginRequired,
     NeverSeen,
     NotAllowed,
@@ -46,6 +47,7 @@ from gatherly.groups.domain import (
     invitation_terms,
     normalize_topic,
     parse_near,
+    valid_location,
     valid_radius,
 )
 from gatherly.groups.schemas import (
@@ -67,7 +69,6 @@ from gatherly.groups.schemas import (
     JoinBody,
     JoinOut,
     JoinRequestOut,
-    LocationBody,
     MemberOut,
     MyMembership,
     MyRequestOut,
@@ -90,7 +91,7 @@ from gatherly.kernel.auth import CurrentUser, MaybeUser
 from gatherly.kernel.errors import DomainError, InvalidInput, Unauthorized
 from gatherly.kernel.openapi import problems
 from gatherly.kernel.runtime import ServiceContext, service_context
-from gatherly.kernel.web import Page, PageRequest, encode_cursor, page_request, statuses_from
+from gatherly.kernel.web import LocationBody, Page, PageRequest, encode_cursor, page_request, statuses_from
 
 # Each domain error's HTTP status, in one place.
 STATUS_OF: dict[type[DomainError], int] = {
@@ -213,6 +214,10 @@ def _next(position: dict[str, Any] | None) -> str | None:
 # --- groups ---------------------------------------------------------------------------------------------------------
 
 
+def _location(body: LocationBody, field: str) -> Location:
+    return valid_location(Location(body.lat, body.lng), field)
+
+
 @router.post("", status_code=201)
 async def create_group(body: NewGroup, caller: CurrentUser, uow: GroupsUnitOfWork = Depends(_uow)) -> GroupOut:
     details = details_from(
@@ -220,7 +225,7 @@ async def create_group(body: NewGroup, caller: CurrentUser, uow: GroupsUnitOfWor
         description=body.description,
         topics=body.topics,
         city=body.city,
-        location=body.location.location("location") if body.location else None,
+        location=_location(body.location, "location") if body.location else None,
         visibility=body.visibility,
         join_policy=body.join_policy,
         questions=body.questions,
@@ -287,7 +292,7 @@ async def update_group(
         if value is None and name not in NULLABLE_CHANGES:
             raise InvalidInput(f"{name} cannot be null.", field=name)
         if isinstance(value, LocationBody):
-            value = value.location(name)
+            value = _location(value, name)
         changes[name] = str(value) if isinstance(value, uuid.UUID) else value
     return _group_out(await service.update_group(uow, group, UserId(caller.user_id), changes))
 

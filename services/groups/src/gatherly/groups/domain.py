@@ -245,7 +245,9 @@ def may(relation: Relation, action: Action) -> bool:
 def require(relation: Relation, action: Action) -> Role:
     """The caller's role when it allows `action`; NotAllowed otherwise."""
     if relation.role is None or not may(relation, action):
-        raise NotAllowed(f"Only a {LEAST_ROLE[action].value} or above may {action.value}.")
+        least = LEAST_ROLE[action].value
+        article = "an" if least[0] in "aeiou" else "a"  # an organizer, an event_organizer, a co_organizer
+        raise NotAllowed(f"Only {article} {least} or above may {action.value}.")
     return relation.role
 
 
@@ -679,12 +681,28 @@ def announcement_from(subject: str, body: str) -> Announcement:
 # --- slugs ----------------------------------------------------------------------------------------------------------
 
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
+# Latin letters that are not a base letter plus accents (NFKD leaves them whole, so encoding to ASCII dropped them:
+# "Straße" became "strae"): spelt out as their languages do without them. Lower case: the name is lowered first.
+_SPELT_OUT = str.maketrans(
+    {
+        "ß": "ss",
+        "æ": "ae",
+        "œ": "oe",
+        "ø": "o",
+        "ł": "l",
+        "đ": "d",
+        "ð": "d",
+        "þ": "th",
+        "\u0131": "i",
+    }  # U+0131: dotless i
+)
 
 
 def slug_base(name: str) -> str:
-    """A URL-safe slug from a name: accents dropped, lower case, words joined by '-'. Never a UUID, so
-    `/api/groups/{id or slug}` can tell the two apart."""
-    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    """A URL-safe slug from a name: accents dropped, letters like ß spelt out, lower case, words joined by '-'.
+    Never a UUID, so `/api/groups/{id or slug}` can tell the two apart."""
+    spelt = name.lower().translate(_SPELT_OUT)
+    ascii_name = unicodedata.normalize("NFKD", spelt).encode("ascii", "ignore").decode()
     slug = _NOT_SLUG.sub("-", ascii_name.lower()).strip("-")[:MAX_SLUG].strip("-") or "group"
     return f"group-{slug}"[:MAX_SLUG] if looks_like_id(slug) else slug
 

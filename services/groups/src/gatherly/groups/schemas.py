@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter
 from typing_extensions import TypedDict
 
 from gatherly.contracts.users import ImageVariants
@@ -17,30 +17,17 @@ from gatherly.groups.domain import (
     MAX_MESSAGE,
     DeletionStatus,
     JoinPolicy,
-    Location,
     Role,
     Standing,
     Visibility,
-    valid_location,
 )
-from gatherly.kernel.web import Page
+from gatherly.kernel.web import LocationBody, Page
 
 T = TypeVar("T")
 
 
 class CountedPage(Page[T], Generic[T]):
     total: int = Field(description="How many the whole list holds (all pages).")
-
-
-class LocationBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    # Strict: numbers only (JSON integers too); true or "52.5" are refused rather than read as 1.0 or 52.5.
-    lat: StrictFloat
-    lng: StrictFloat
-
-    def location(self, field: str) -> Location:
-        return valid_location(Location(self.lat, self.lng), field)
 
 
 class MyMembership(BaseModel):

@@ -11,7 +11,7 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -102,7 +102,7 @@ async def read_all_notifications(me: CurrentUser, uow: NotificationsUnitOfWork =
 
 @router.post("/{notification_id}/read", status_code=204, responses=problems(404))
 async def read_notification(
-    notification_id: Annotated[str, Path(max_length=64)],
+    notification_id: str,
     me: CurrentUser,
     uow: NotificationsUnitOfWork = Depends(_uow),
 ) -> Response:
@@ -334,7 +334,7 @@ async def subscribe_to_push(
 
 @push_router.delete("/subscriptions/{subscription_id}", status_code=204, responses=problems(404))
 async def unsubscribe_from_push(
-    subscription_id: Annotated[str, Path(max_length=64)], me: CurrentUser, uow: NotificationsUnitOfWork = Depends(_uow)
+    subscription_id: str, me: CurrentUser, uow: NotificationsUnitOfWork = Depends(_uow)
 ) -> Response:
     """Someone else's subscription is 404."""
     await service.unsubscribe_from_push(uow, me, subscription_id)

@@ -6,9 +6,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
+from gatherly.contracts.users import GeoPoint
 from gatherly.kernel.auth import CurrentOrDeletedUser, CurrentUser
 from gatherly.kernel.errors import DomainError
 from gatherly.kernel.openapi import problems
@@ -225,7 +226,7 @@ async def get_me(me: CurrentUser, uow: Uow, identity: IdentityDep) -> Me:
 async def update_me(body: ProfileChanges, me: CurrentUser, uow: Uow, identity: IdentityDep) -> Me:
     changes: dict[str, Any] = {name: getattr(body, name) for name in body.model_fields_set}
     if body.location is not None:
-        changes["location"] = body.location.point()
+        changes["location"] = GeoPoint(lat=body.location.lat, lng=body.location.lng)
     return _me(await service.update_profile(uow, identity, me, changes))
 
 
@@ -270,12 +271,8 @@ async def export_me(me: CurrentUser, uow: Uow, context: Context) -> ExportStarte
     return ExportStarted(export_id=export.id)
 
 
-# Export ids are UUIDs: anything else cannot name one (and is refused before reaching the database).
-ExportId = Annotated[str, Path(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
-
-
 @router.get("/api/users/me/exports/{export_id}", response_model=ExportProgress, tags=["users"], responses=problems(404))
-async def get_my_export(export_id: ExportId, me: CurrentUser, context: Context) -> ExportProgress:
+async def get_my_export(export_id: str, me: CurrentUser, context: Context) -> ExportProgress:
     export = await service.export_of(context.db, me, export_id)
     link = export.link(context.clock.now())
     return ExportProgress(
@@ -284,5 +281,5 @@ async def get_my_export(export_id: ExportId, me: CurrentUser, context: Context) 
 
 
 @router.get("/api/users/{user_id}", response_model=PublicProfile, tags=["users"], responses=problems(404))
-async def get_user(user_id: Annotated[str, Path(max_length=255)], context: Context) -> PublicProfile:
+async def get_user(user_id: str, context: Context) -> PublicProfile:
     return PublicProfile(**_public(await service.public_profile(context.db, user_id)))

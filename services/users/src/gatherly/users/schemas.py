@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat
+from pydantic import BaseModel, ConfigDict, Field
 
 from gatherly.contracts.users import GeoPoint, ImageVariants
+from gatherly.kernel.web import LocationBody
 from gatherly.users.domain import DeletionStatus, ExportStatus
 
 # Generous bounds on raw input: the domain gives the precise rule (and message); these only keep junk small.
@@ -141,19 +142,6 @@ class AuthorizationServerMetadata(BaseModel):
     jwks_uri: str
     grant_types_supported: list[str]
     response_types_supported: list[str]
-
-
-class LocationBody(BaseModel):
-    """A point as a request gives it, checked like the groups' and the events' ones."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    # Strict: numbers only (JSON integers too); "52.5" or true are refused rather than read as 52.5 or 1.0.
-    lat: StrictFloat
-    lng: StrictFloat
-
-    def point(self) -> GeoPoint:
-        return GeoPoint(lat=self.lat, lng=self.lng)
 
 
 class ProfileChanges(BaseModel):
