@@ -16,6 +16,7 @@ from gatherly.kernel.log import (
     TopicConfig,
     TopicPartition,
     assign_partitions,
+    embedded,
     open_embedded_log,
     utcnow,
 )
@@ -78,6 +79,54 @@ async def test_a_publish_wakes_only_the_consumers_of_its_topic(tmp_path: Path) -
         # The first look only: no append to "busy" woke it, and at the poll's deadline nothing had changed that
         # another look could find (see test_an_idle_consumer_looks_again_only_when_the_log_may_have_changed).
         assert looks == 1
+
+
+async def test_appends_a_consumer_only_skips_wake_it_late_and_are_read_in_one_look(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A process runs many groups that read a topic for types other than those most appends carry (twelve read `user`
+    # for a profile edit): each woken at once read and skipped every record alone. Woken late, a run costs one look.
+    monkeypatch.setattr(embedded, "SKIP_WAKE_DELAY_S", 1.0)
+    # Poll interval and session timeout far longer than the test: only a wake-up can make the poll look again.
+    async with EmbeddedLog(tmp_path / "log.sqlite", poll_interval=60.0, session_timeout=600.0) as log:
+        await log.ensure_topics([TopicConfig("user", partitions=1)])
+        consumer = log.consumer("g", ["user"])
+        consumer.handles = frozenset({"user.deleted"})
+        assert await consumer.assignment() == {TopicPartition("user", 0)}
+        waiting = asyncio.create_task(consumer.poll(timeout=30.0))
+        await asyncio.sleep(0.1)  # not the assertion: lets the poll look once and start waiting
+
+        for n in range(3):
+            await log.publish([OutgoingMessage("user", "k", f"edit {n}".encode(), {"type": "user.profile_updated"})])
+
+        # Read (offsets, lag and settle() rely on every group reading past every record), all in one look.
+        assert values(await asyncio.wait_for(waiting, 10.0)) == ["edit 0", "edit 1", "edit 2"]
+
+
+async def test_an_append_a_consumer_may_handle_wakes_it_at_once_with_the_skipped_ones_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(embedded, "SKIP_WAKE_DELAY_S", 600.0)  # a late wake-up never comes within the test
+    async with EmbeddedLog(tmp_path / "log.sqlite", poll_interval=60.0, session_timeout=600.0) as log:
+        await log.ensure_topics([TopicConfig("user", partitions=1)])
+        consumer = log.consumer("g", ["user"])
+        consumer.handles = frozenset({"user.deleted"})
+        assert await consumer.assignment() == {TopicPartition("user", 0)}
+        waiting = asyncio.create_task(consumer.poll(timeout=30.0))
+        await asyncio.sleep(0.1)  # not the assertion: lets the poll look once and start waiting
+
+        await log.publish([OutgoingMessage("user", "k", b"skipped", {"type": "user.profile_updated"})])
+        await asyncio.sleep(0.1)  # not the assertion: a poll woken at once would be done by now
+        assert not waiting.done()
+        await log.publish([OutgoingMessage("user", "k", b"handled", {"type": "user.deleted"})])
+        assert values(await asyncio.wait_for(waiting, 10.0)) == ["skipped", "handled"]
+
+        # A record without a type is parsed (and parked when it does not parse): it wakes the consumer at once too.
+        waiting = asyncio.create_task(consumer.poll(timeout=30.0))
+        await asyncio.sleep(0.1)
+        await log.publish([OutgoingMessage("user", "k", b"untyped")])
+        assert values(await asyncio.wait_for(waiting, 10.0)) == ["untyped"]
+        await consumer.close()
 
 
 def count_looks(consumer: object) -> list[int]:

@@ -34,6 +34,7 @@ from gatherly.kernel.log.base import (
     TopicConfig,
     TopicPartition,
 )
+from gatherly.kernel.log.embedded import EmbeddedConsumer
 from gatherly.kernel.messages import Envelope, UnknownEventType, causation_id_var, correlation_id_var
 from gatherly.kernel.metrics import (
     CONSUMER_LAG,
@@ -362,6 +363,9 @@ class ConsumerWorker:
         self._paused.clear()
         self._commit_due = None
         consumer = self.log.consumer(self.spec.group, self.topics, on_revoked=self._commit_revoked)
+        if isinstance(consumer, EmbeddedConsumer):
+            # Appends of types this group only skips then wake it late, a run of them at a time (SKIP_WAKE_DELAY_S).
+            consumer.handles = frozenset(self.spec.handlers)
         self._consumer = consumer
         try:
             while not self._stopping.is_set():
