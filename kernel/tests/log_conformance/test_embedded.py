@@ -6,9 +6,12 @@ import asyncio
 import contextlib
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from ledger import deposit_event
 
+from gatherly.kernel.delivery import ConsumerRegistry, ConsumerWorker
 from gatherly.kernel.log import (
     CommitFailed,
     EmbeddedLog,
@@ -20,6 +23,7 @@ from gatherly.kernel.log import (
     open_embedded_log,
     utcnow,
 )
+from gatherly.kernel.log.embedded import EmbeddedConsumer
 
 from .support import consume, keys_on_each_partition, messages, values, wait_until
 
@@ -127,6 +131,28 @@ async def test_an_append_a_consumer_may_handle_wakes_it_at_once_with_the_skipped
         await log.publish([OutgoingMessage("user", "k", b"untyped")])
         assert values(await asyncio.wait_for(waiting, 10.0)) == ["untyped"]
         await consumer.close()
+
+
+async def test_a_consumer_worker_tells_its_embedded_consumer_the_types_it_handles(tmp_path: Path) -> None:
+    # Without it every append would wake the group at once again (correct, only slower): the wiring is checked here.
+    deposit = deposit_event()
+    registry: ConsumerRegistry[Any] = ConsumerRegistry()
+
+    @registry.on(deposit, group="ledger")
+    async def apply(event: Any, uow: Any) -> None: ...
+
+    async with EmbeddedLog(tmp_path / "log.sqlite") as log:
+        worker = ConsumerWorker(registry.specs["ledger"], log, lambda: None)  # type: ignore[arg-type,return-value]
+        running = asyncio.create_task(worker.run())
+
+        async def started() -> bool:
+            return worker._consumer is not None
+
+        await wait_until(started, "the worker made its consumer")
+        assert isinstance(worker._consumer, EmbeddedConsumer)
+        assert worker._consumer.handles == frozenset({deposit.TYPE})
+        worker.stop()
+        await running
 
 
 def count_looks(consumer: object) -> list[int]:
