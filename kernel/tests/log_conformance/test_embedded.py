@@ -6,9 +6,12 @@ import asyncio
 import contextlib
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from ledger import deposit_event
 
+from gatherly.kernel.delivery import ConsumerRegistry, ConsumerWorker
 from gatherly.kernel.log import (
     CommitFailed,
     EmbeddedLog,
@@ -16,9 +19,11 @@ from gatherly.kernel.log import (
     TopicConfig,
     TopicPartition,
     assign_partitions,
+    embedded,
     open_embedded_log,
     utcnow,
 )
+from gatherly.kernel.log.embedded import EmbeddedConsumer
 
 from .support import consume, keys_on_each_partition, messages, values, wait_until
 
@@ -78,6 +83,76 @@ async def test_a_publish_wakes_only_the_consumers_of_its_topic(tmp_path: Path) -
         # The first look only: no append to "busy" woke it, and at the poll's deadline nothing had changed that
         # another look could find (see test_an_idle_consumer_looks_again_only_when_the_log_may_have_changed).
         assert looks == 1
+
+
+async def test_appends_a_consumer_only_skips_wake_it_late_and_are_read_in_one_look(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A process runs many groups that read a topic for types other than those most appends carry (twelve read `user`
+    # for a profile edit): each woken at once read and skipped every record alone. Woken late, a run costs one look.
+    monkeypatch.setattr(embedded, "SKIP_WAKE_DELAY_S", 1.0)
+    # Poll interval and session timeout far longer than the test: only a wake-up can make the poll look again.
+    async with EmbeddedLog(tmp_path / "log.sqlite", poll_interval=60.0, session_timeout=600.0) as log:
+        await log.ensure_topics([TopicConfig("user", partitions=1)])
+        consumer = log.consumer("g", ["user"])
+        consumer.handles = frozenset({"user.deleted"})
+        assert await consumer.assignment() == {TopicPartition("user", 0)}
+        waiting = asyncio.create_task(consumer.poll(timeout=30.0))
+        await asyncio.sleep(0.1)  # not the assertion: lets the poll look once and start waiting
+
+        for n in range(3):
+            await log.publish([OutgoingMessage("user", "k", f"edit {n}".encode(), {"type": "user.profile_updated"})])
+
+        # Read (offsets, lag and settle() rely on every group reading past every record), all in one look.
+        assert values(await asyncio.wait_for(waiting, 10.0)) == ["edit 0", "edit 1", "edit 2"]
+
+
+async def test_an_append_a_consumer_may_handle_wakes_it_at_once_with_the_skipped_ones_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(embedded, "SKIP_WAKE_DELAY_S", 600.0)  # a late wake-up never comes within the test
+    async with EmbeddedLog(tmp_path / "log.sqlite", poll_interval=60.0, session_timeout=600.0) as log:
+        await log.ensure_topics([TopicConfig("user", partitions=1)])
+        consumer = log.consumer("g", ["user"])
+        consumer.handles = frozenset({"user.deleted"})
+        assert await consumer.assignment() == {TopicPartition("user", 0)}
+        waiting = asyncio.create_task(consumer.poll(timeout=30.0))
+        await asyncio.sleep(0.1)  # not the assertion: lets the poll look once and start waiting
+
+        await log.publish([OutgoingMessage("user", "k", b"skipped", {"type": "user.profile_updated"})])
+        await asyncio.sleep(0.1)  # not the assertion: a poll woken at once would be done by now
+        assert not waiting.done()
+        await log.publish([OutgoingMessage("user", "k", b"handled", {"type": "user.deleted"})])
+        assert values(await asyncio.wait_for(waiting, 10.0)) == ["skipped", "handled"]
+
+        # A record without a type is parsed (and parked when it does not parse): it wakes the consumer at once too.
+        waiting = asyncio.create_task(consumer.poll(timeout=30.0))
+        await asyncio.sleep(0.1)
+        await log.publish([OutgoingMessage("user", "k", b"untyped")])
+        assert values(await asyncio.wait_for(waiting, 10.0)) == ["untyped"]
+        await consumer.close()
+
+
+async def test_a_consumer_worker_tells_its_embedded_consumer_the_types_it_handles(tmp_path: Path) -> None:
+    # Without it every append would wake the group at once again (correct, only slower): the wiring is checked here.
+    deposit = deposit_event()
+    registry: ConsumerRegistry[Any] = ConsumerRegistry()
+
+    @registry.on(deposit, group="ledger")
+    async def apply(event: Any, uow: Any) -> None: ...
+
+    async with EmbeddedLog(tmp_path / "log.sqlite") as log:
+        worker = ConsumerWorker(registry.specs["ledger"], log, lambda: None)  # type: ignore[arg-type,return-value]
+        running = asyncio.create_task(worker.run())
+
+        async def started() -> bool:
+            return worker._consumer is not None
+
+        await wait_until(started, "the worker made its consumer")
+        assert isinstance(worker._consumer, EmbeddedConsumer)
+        assert worker._consumer.handles == frozenset({deposit.TYPE})
+        worker.stop()
+        await running
 
 
 def count_looks(consumer: object) -> list[int]:

@@ -129,6 +129,28 @@ async def test_the_organizer_edits_the_group(shared_api: Any) -> None:
     assert updated.payload["join_policy"] == "approval"
 
 
+async def test_an_edit_that_leaves_the_topics_alone_keeps_the_group_listed_under_them(shared_api: Any) -> None:
+    # An edit rewrites a group's topic rows only when its topics changed (store.GroupStore.save).
+    ann = await shared_api.person("Ann")
+    group = await shared_api.create(ann, name="Topical Walkers", topics=["Rambling", "Moors"])
+
+    async def listed_under(topic: str) -> list[str]:
+        response = await shared_api.client.get("/api/groups", params={"topic": topic})
+        return [item["id"] for item in response.json()["items"]]
+
+    for changes in ({"description": "Longer walks"}, {"topics": ["moors", "rambling"]}):
+        response = await shared_api.client.patch(f"/api/groups/{group['id']}", json=changes, headers=ann.auth)
+        assert response.status_code == 200, response.text
+        assert (await listed_under("rambling"), await listed_under("moors")) == ([group["id"]], [group["id"]])
+
+    response = await shared_api.client.patch(
+        f"/api/groups/{group['id']}", json={"topics": ["Moors", "Fells"]}, headers=ann.auth
+    )
+    assert response.json()["topics"] == ["moors", "fells"]
+    assert (await listed_under("rambling"), await listed_under("fells")) == ([], [group["id"]])
+    assert await listed_under("moors") == [group["id"]]
+
+
 async def test_an_edit_writes_every_column_of_a_groups_details() -> None:
     """An edit's UPDATE is built once with a parameter per column (store.SAVE_GROUP): the columns a group's details
     fill must be exactly those, or an edit would leave one unwritten."""

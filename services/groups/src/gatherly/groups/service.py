@@ -147,7 +147,7 @@ async def update_group(uow: GroupsUnitOfWork, ref: str, editor: UserId, changes:
         merged.update(changes)
         now = uow.clock.now()
         updated = group.changed(details_from(**merged), now)
-        await uow.groups.save(updated)
+        await uow.groups.save(updated, topics_before=current.topics)
         uow.publish(GroupUpdated(**_snapshot(updated), updated_by=editor, updated_at=now))
         if current.join_policy is JoinPolicy.APPROVAL and updated.details.join_policy is JoinPolicy.OPEN:
             for requester in await uow.requests.user_ids(group.id):

@@ -285,11 +285,15 @@ class GroupStore:
             return Group(group.id, slug, group.details, group.member_count, group.created_at, group.updated_at)
         raise RuntimeError(f"no free slug for {slug_base!r} after 10 attempts")
 
-    async def save(self, group: Group) -> None:
+    async def save(self, group: Group, *, topics_before: Sequence[str] | None = None) -> None:
+        """Write the group's details. Its topic rows are written again unless they are `topics_before` (what the
+        row held when read in this transaction): most edits leave the topics alone, and deleting and inserting the
+        same rows cost statements and pages written at the commit."""
         await SAVE_GROUP.execute(
             self.session, {"group_id": group.id, "updated_at": group.updated_at, **_detail_columns(group.details)}
         )
-        await self._set_topics(group.id, group.details.topics)
+        if topics_before is None or tuple(topics_before) != tuple(group.details.topics):
+            await self._set_topics(group.id, group.details.topics)
 
     async def _set_topics(self, group_id: GroupId, topics: Sequence[str]) -> None:
         await CLEAR_TOPICS.execute(self.session, {"group_id": group_id})
