@@ -12,7 +12,7 @@ import uuid6
 from pydantic_core import from_json
 
 from gatherly.contracts.base import IntegrationEvent, schema_for
-from gatherly.kernel.log.base import OutgoingMessage, Record, frozen_from_fields
+from gatherly.kernel.log.base import OutgoingMessage, Record
 from gatherly.kernel.tracing import current_headers
 
 # What caused the work in progress: set per HTTP request (correlation) and per consumed message (causation),
@@ -107,22 +107,19 @@ class Envelope:
     @classmethod
     def from_record(cls, record: Record) -> Envelope:
         headers = record.headers
-        return frozen_from_fields(
-            cls,
-            {
-                "id": headers["id"],
-                "type": headers["type"],
-                "schema_version": int(headers.get("schema_version", "1")),
-                "aggregate_type": headers.get("aggregate_type", record.topic),
-                "aggregate_id": headers.get("aggregate_id", record.key),
-                "occurred_at": datetime.fromisoformat(headers["occurred_at"]),
-                "payload": parse_payload(record.value),
-                "correlation_id": headers.get("correlation_id"),
-                "causation_id": headers.get("causation_id"),
-                "traceparent": headers.get("traceparent"),
-                "tracestate": headers.get("tracestate"),
-                "extra_headers": {name: value for name, value in headers.items() if name not in _HEADER_FIELDS},
-            },
+        return cls(
+            id=headers["id"],
+            type=headers["type"],
+            schema_version=int(headers.get("schema_version", "1")),
+            aggregate_type=headers.get("aggregate_type", record.topic),
+            aggregate_id=headers.get("aggregate_id", record.key),
+            occurred_at=datetime.fromisoformat(headers["occurred_at"]),
+            payload=parse_payload(record.value),
+            correlation_id=headers.get("correlation_id"),
+            causation_id=headers.get("causation_id"),
+            traceparent=headers.get("traceparent"),
+            tracestate=headers.get("tracestate"),
+            extra_headers={name: value for name, value in headers.items() if name not in _HEADER_FIELDS},
         )
 
     def event(self) -> IntegrationEvent:

@@ -24,7 +24,6 @@ from gatherly.kernel.log.base import (
     TopicConfig,
     TopicPartition,
     UnknownTopic,
-    frozen_from_fields,
 )
 
 # Kafka's error code for a topic another process created first (a race `ensure_topics` tolerates).
@@ -66,17 +65,14 @@ def _theirs(tp: TopicPartition) -> KafkaTopicPartition:
 def _record(message: ConsumerRecord[bytes, bytes]) -> Record:
     # Other producers (Debezium, tools) may write keys or headers that are not UTF-8, or null header values: such a
     # record must still reach the worker (which parks what it cannot parse), not stop the poll loop.
-    return frozen_from_fields(
-        Record,
-        {
-            "topic": message.topic,
-            "partition": message.partition,
-            "offset": message.offset,
-            "key": (message.key or b"").decode(errors="replace"),
-            "value": message.value or b"",
-            "headers": {name: (value or b"").decode(errors="replace") for name, value in message.headers},
-            "timestamp": datetime.fromtimestamp(message.timestamp / 1000, UTC),
-        },
+    return Record(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=(message.key or b"").decode(errors="replace"),
+        value=message.value or b"",
+        headers={name: (value or b"").decode(errors="replace") for name, value in message.headers},
+        timestamp=datetime.fromtimestamp(message.timestamp / 1000, UTC),
     )
 
 
