@@ -15,7 +15,9 @@ scripts/kafka-tools.sh, on the same broker with messages of the same size:
    row in a PostgreSQL transaction (a polled batch per transaction, as in the services), twice: with a handler per
    event (`ConsumerRegistry.on`: one INSERT per event, as the services' handlers) and with a batch handler
    (`ConsumerRegistry.on_batch`: one multi-row INSERT per polled run). Timed from the first message handled to the
-   last (the group's join left out, as for 3), with this process's CPU time per message over the same span.
+   last (the group's join left out, as for 3), with the CPU time per message over the same span of this process,
+   of the PostgreSQL backends serving its database and of the Kafka broker (read from /proc): what the machine's
+   cores must carry per message, against what the 0.3 target allows them.
 
 Ratios ours / Kafka's; the target is at least 0.3. Appends a dated section to bench/reports/kafka_throughput.md
 (and prints it).
