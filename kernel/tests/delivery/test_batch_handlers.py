@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 
-import pytest
 from ledger import Deposit, LedgerUnitOfWork, apply_deposit, deposit_event, totals
 from prometheus_client import REGISTRY
 
@@ -128,41 +126,3 @@ async def test_batch_and_single_event_handlers_of_one_group_keep_the_log_order(
     async with Running(worker_for(registry, message_log, ledger_db)):
         await eventually(lambda: caught_up(message_log, group, big.TOPIC))
     assert order == [1, 2, 3, 4, 5]
-
-
-@pytest.mark.parametrize(
-    "error",
-    [sqlite3.OperationalError("database is locked"), ValueError("not now")],
-    ids=["infrastructure error", "handler error"],
-)
-async def test_a_poll_that_fails_while_the_next_is_parsed_is_retried_before_the_next_in_log_order(
-    ledger_db: Database, message_log: MessageLog, error: Exception
-) -> None:
-    # The worker parses a poll while the one before it is in its transaction. When that one fails and its partition
-    # is rewound, the records of the poll in hand come after the failed one: they must wait for it, not go first.
-    deposit = deposit_event()
-    await publish_deposits(message_log, deposit, list(range(1, 41)))  # one key: one partition, in this order
-    failures = 2  # 12 fails in its batch and again alone (a handler error is retried alone first)
-    applied: list[int] = []
-
-    async def apply_all(events: Sequence[Deposit], uow: LedgerUnitOfWork) -> None:
-        nonlocal failures
-        if failures and any(event.amount == 12 for event in events):
-            failures -= 1
-            raise error
-        for event in events:
-            await apply_deposit(event, uow)
-        applied.extend(event.amount for event in events)
-
-    registry = ConsumerRegistry()
-    registry.on_batch(deposit, group=group_name())(apply_all)
-    worker = worker_for(registry, message_log, ledger_db)
-    worker.batch_size = 5  # eight polls: the failing one has a next one in hand
-    async with Running(worker):
-
-        async def all_applied() -> bool:
-            return await totals(ledger_db) == (820, 40)
-
-        await eventually(all_applied)
-    assert failures == 0
-    assert applied == list(range(1, 41))

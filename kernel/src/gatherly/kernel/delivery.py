@@ -58,9 +58,6 @@ METRICS_EVERY_S = 1.0
 # A batch's handlers let the event loop run after this much work: on inline SQLite statements run on the loop's
 # thread, and a backlog of 200 records in one transaction held the loop for the whole of it (over 50 ms).
 YIELD_EVERY_S = 0.005
-# A poll's records are parsed in slices of this many, letting the event loop run between them, so that the previous
-# poll's transaction goes on (its next statement, its commit) meanwhile: a slice is about half a millisecond.
-PARSE_SLICE = 50
 
 # The inbox check and the inbox row in ONE statement: the rows that go in are the messages not applied before
 # (a conflicting row is skipped and returns nothing). Built once: building costs more than running it.
@@ -262,17 +259,6 @@ class _Pause:
     failures: int
 
 
-@dataclass
-class _Applying:
-    """A poll's records and their transaction, running while the worker parses the next poll."""
-
-    records: Sequence[Record]
-    transaction: asyncio.Task[bool]
-
-    def partitions(self) -> set[TopicPartition]:
-        return {TopicPartition(topic, partition) for topic, partition in {(r.topic, r.partition) for r in self.records}}
-
-
 def read_event(envelope: Envelope) -> IntegrationEvent:
     """The event, read tolerantly: a version newer than this build knows (a newer producer during a rolling
     deploy) is read with the newest schema it has for the type, ignoring the fields it does not know."""
@@ -377,27 +363,18 @@ class ConsumerWorker:
         self._commit_due = None
         consumer = self.log.consumer(self.spec.group, self.topics, on_revoked=self._commit_revoked)
         self._consumer = consumer
-        in_hand: _Applying | None = None
         try:
             while not self._stopping.is_set():
                 self._last_round = time.monotonic()
                 self._resume_due(consumer)
-                # With a transaction in flight, no waiting for records: it is settled (its offsets due) at once.
-                timeout = 0.0 if in_hand is not None else self._poll_timeout()
-                records = await consumer.poll(self.batch_size, timeout=timeout)
-                in_hand = await self._handle_overlapped(in_hand, records)
+                records = await consumer.poll(self.batch_size, timeout=self._poll_timeout())
+                await self.handle_batch(records)
                 await self._commit_when_due(consumer)
                 await self._start_metrics(consumer)
-            if in_hand is not None:
-                applying, in_hand = in_hand, None
-                await self._settle_batch(applying.records, applying.transaction)
             await self._settle_commit()
             await self._commit(consumer, set(self._done))
         finally:
             self._last_round = None
-            if in_hand is not None:  # ended by an error: its offsets are not committed, so a rollback loses nothing
-                in_hand.transaction.cancel()
-                await asyncio.gather(in_hand.transaction, return_exceptions=True)
             await self._stop_metrics()
             if self._committing is not None:  # ended by an error: the commit in hand may finish, its error is moot
                 await asyncio.gather(self._committing, return_exceptions=True)
@@ -497,69 +474,25 @@ class ConsumerWorker:
             self._paused.pop(tp, None)
             self._attempts = {k: v for k, v in self._attempts.items() if k[0] != tp}
 
-    async def _handle_overlapped(self, in_hand: _Applying | None, records: Sequence[Record]) -> _Applying | None:
-        """Parse the new poll's records while the previous poll's transaction runs, then settle that one, then start
-        the new poll's transaction (returned, still running). One transaction at a time, in poll order, so the
-        order per partition and the offsets committed only after their transaction hold; what overlaps is our
-        parsing with the database's work (round trips, the commit's fsync). A partition the previous poll rewound
-        (a failure: it seeks back and pauses) loses its records of this poll: they come again after the seek."""
-        parsed = await self._parse_yielding(records) if len(records) > 1 else None
-        if in_hand is not None:
-            await self._settle_batch(in_hand.records, in_hand.transaction)
-            rewound = {tp for tp in in_hand.partitions() if tp in self._paused}
-            if rewound:
-                records = [r for r in records if TopicPartition(r.topic, r.partition) not in rewound]
-                parsed = None
-        if parsed is None:
-            await self.handle_batch(records)
-            return None
-        return _Applying(records, asyncio.create_task(self._apply_parsed(parsed)))
-
-    async def _parse_yielding(
-        self, records: Sequence[Record]
-    ) -> list[tuple[Envelope, IntegrationEvent, Handler]] | None:
-        """`_parse_batch`, letting the event loop run between slices: the transaction in flight goes on meanwhile."""
-        parsed: list[tuple[Envelope, IntegrationEvent, Handler]] = []
-        for start in range(0, len(records), PARSE_SLICE):
-            part = self._parse_batch(records[start : start + PARSE_SLICE])
-            if part is None:
-                return None
-            parsed += part
-            await asyncio.sleep(0)
-        return parsed
-
     async def handle_batch(self, records: Sequence[Record]) -> None:
         """Apply polled records partition by partition: a failure holds back only its own partition."""
-        # The common case first: the whole poll in one transaction (one commit instead of one per partition).
-        await self._settle_batch(records, self._try_batch(records) if len(records) > 1 else None)
-
-    async def _settle_batch(self, records: Sequence[Record], whole: Awaitable[bool] | None) -> None:
-        """Finish applying polled records after `whole`, their attempt in one transaction (None: not tried). When
-        it failed: partition by partition (one partition: record by record; its infrastructure error backs off)."""
         assert self._consumer is not None
         runs: dict[tuple[str, int], list[Record]] = {}
         for record in records:  # keyed by a plain tuple: a TopicPartition per record cost 0.5 µs
             runs.setdefault((record.topic, record.partition), []).append(record)
         by_partition = {TopicPartition(topic, partition): run for (topic, partition), run in runs.items()}
-        error: Exception | None = None
-        try:
-            applied = whole is not None and await whole
-        except Exception as failure:
-            applied, error = False, failure
-        if applied:
-            for tp, batch in by_partition.items():
-                self._done[tp] = batch[-1].offset + 1
-                self._paused.pop(tp, None)
-            return
-        if len(by_partition) == 1 and whole is not None:
-            [(tp, batch)] = by_partition.items()
-            if error is not None:
-                await self._back_off(self._consumer, tp, batch[0], error)
-            else:
-                await self._one_by_one(self._consumer, tp, batch)
-            return
-        if error is not None:
-            log.info("batch failed; applying partition by partition", consumer=self.spec.group, error=repr(error))
+        # The common case first: the whole poll in one transaction (one commit instead of one per partition).
+        if len(by_partition) > 1:
+            try:
+                whole = await self._try_batch(records)
+            except Exception as error:
+                whole = False
+                log.info("batch failed; applying partition by partition", consumer=self.spec.group, error=repr(error))
+            if whole:
+                for tp, batch in by_partition.items():
+                    self._done[tp] = batch[-1].offset + 1
+                    self._paused.pop(tp, None)
+                return
         for tp, batch in by_partition.items():
             await self._handle_partition(self._consumer, tp, batch)
 
@@ -573,9 +506,6 @@ class ConsumerWorker:
         except Exception as error:
             await self._back_off(consumer, tp, records[0], error)
             return
-        await self._one_by_one(consumer, tp, records)
-
-    async def _one_by_one(self, consumer: LogConsumer, tp: TopicPartition, records: list[Record]) -> None:
         for record in records:
             try:
                 await self.handle(record)
@@ -605,32 +535,21 @@ class ConsumerWorker:
     async def _try_batch(self, records: Sequence[Record]) -> bool:
         """A transaction costs milliseconds, so a run of records is first tried in ONE transaction (an inbox row
         per message); if anything in it fails, it is rolled back whole and each record goes alone."""
-        parsed = self._parse_batch(records)
-        return parsed is not None and await self._apply_parsed(parsed)
-
-    def _parse_batch(self, records: Sequence[Record]) -> list[tuple[Envelope, IntegrationEvent, Handler]] | None:
-        """Each record's envelope, event and handler; None if any record is not for the batch path (no handler,
-        or it does not parse): the one-by-one path then skips, counts or parks it."""
         parsed: list[tuple[Envelope, IntegrationEvent, Handler]] = []
         for record in records:
             if not self._handles(record):
-                return None  # skipped and counted on the one-by-one path
+                return False  # skipped and counted on the one-by-one path
             try:
                 envelope = Envelope.from_record(record)
             except (KeyError, ValueError, ValidationError):
-                return None
+                return False
             handler = self.spec.handlers.get(envelope.type)
             if handler is None:
-                return None  # counted on the one-by-one path
+                return False  # counted on the one-by-one path
             try:
                 parsed.append((envelope, envelope.event(), handler))
             except (ValueError, ValidationError, UnknownEventType):
-                return None
-        return parsed
-
-    async def _apply_parsed(self, parsed: Sequence[tuple[Envelope, IntegrationEvent, Handler]]) -> bool:
-        """Apply parsed records in one transaction: False when a handler failed (rolled back), so that each
-        record goes alone; an infrastructure error is raised (one by one would fail the same way)."""
+                return False
         try:
             await self._apply_all(parsed)
         except Exception as error:
