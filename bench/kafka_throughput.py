@@ -15,7 +15,9 @@ scripts/kafka-tools.sh, on the same broker with messages of the same size:
    row in a PostgreSQL transaction (a polled batch per transaction, as in the services), twice: with a handler per
    event (`ConsumerRegistry.on`: one INSERT per event, as the services' handlers) and with a batch handler
    (`ConsumerRegistry.on_batch`: one multi-row INSERT per polled run). Timed from the first message handled to the
-   last (the group's join left out, as for 3), with this process's CPU time per message over the same span.
+   last (the group's join left out, as for 3), with the CPU time per message over the same span of this process,
+   of the PostgreSQL backends serving its database and of the Kafka broker (read from /proc): what the machine's
+   cores must carry per message, against what the 0.3 target allows them.
 
 Ratios ours / Kafka's; the target is at least 0.3. Appends a dated section to bench/reports/kafka_throughput.md
 (and prints it).
@@ -67,6 +69,7 @@ REPORT = Path(__file__).parent / "reports" / "kafka_throughput.md"
 ROOT = Path(__file__).parent.parent
 PARTITIONS = 4
 TARGET_RATIO = 0.3
+TICKS = os.sysconf("SC_CLK_TCK")
 
 metadata = MetaData()
 kernel_tables(metadata)
@@ -134,6 +137,28 @@ def kafka_consumer(classpath: str, bootstrap: str, topic: str, messages: int) ->
     return float(values["fetch.nMsg.sec"])
 
 
+def processes_cpu(matching: Sequence[str]) -> dict[int, float]:
+    """CPU seconds (user + system) so far of each process whose command line contains all of `matching`: the
+    PostgreSQL backends serving one database, the Kafka broker of one data folder."""
+    found: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if all(m in command for m in matching):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                found[int(entry.name)] = (int(fields[11]) + int(fields[12])) / TICKS
+        except OSError:
+            continue  # ended meanwhile
+    return found
+
+
+def cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds the processes spent between two readings (a process first seen in the second counts whole)."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
+
 async def our_relay(db: Database, log: KafkaLog, messages: int) -> tuple[float, float]:
     """Messages per second, and this process's CPU microseconds per message, from the relay's start until the
     outbox is empty (the bench's own check of the outbox every 10 ms is counted too: a few µs per message)."""
@@ -162,13 +187,19 @@ async def our_relay(db: Database, log: KafkaLog, messages: int) -> tuple[float, 
 
 
 async def our_consumer(
-    db: Database, log: KafkaLog, messages: int, *, batch: bool, batch_size: int | None = None
-) -> tuple[float, float]:
-    """Messages per second, and this process's CPU microseconds per message (load-robust: CPU taken by other
-    work on the machine is not counted), both from the first transaction handled to the last."""
+    db: Database, log: KafkaLog, messages: int, *, batch: bool, broker: str, batch_size: int | None = None
+) -> tuple[float, float, float, float]:
+    """Messages per second, and CPU microseconds per message (load-robust: CPU taken by other work on the machine
+    is not counted) of this process, of the PostgreSQL backends serving its database and of the Kafka broker (whose
+    data folder is `broker`), all from the first transaction handled to the last."""
     handled: list[float] = []
     cpu: list[float] = []  # process CPU seconds at each stamp in `handled`
     done = asyncio.Event()
+    database = db.engine.url.database or ""
+    others: list[tuple[dict[int, float], dict[int, float]]] = []  # PostgreSQL's, the broker's: (first, last)
+
+    def others_cpu() -> list[dict[int, float]]:
+        return [processes_cpu(["postgres:", f" {database} "]), processes_cpu(["java", broker])]
 
     class Stamping(UnitOfWork):
         """Stamps its messages as handled once its transaction has committed."""
@@ -180,9 +211,13 @@ async def our_consumer(
         async def __aexit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
             await super().__aexit__(exc_type, exc, tb)
             if exc_type is None and self.numbers:
+                first = not handled
                 handled.extend([time.perf_counter()] * len(self.numbers))
                 cpu.extend([time.process_time()] * len(self.numbers))
+                if first:
+                    others.extend((reading, reading) for reading in others_cpu())
                 if len(handled) >= messages:
+                    others[:] = [(start, end) for (start, _), end in zip(others, others_cpu(), strict=True)]
                     done.set()
 
     async def handle(event: Pinged, uow: Stamping) -> None:
@@ -211,13 +246,14 @@ async def our_consumer(
     finally:
         worker.stop()
         await asyncio.wait_for(task, 60)
-    async with db.read_session() as session:
-        applied = await session.scalar(select(func.count()).select_from(seen))
+    async with db.read_session() as reading:
+        applied = await reading.scalar(select(func.count()).select_from(seen))
     if applied != messages:
         raise RuntimeError(f"{applied} of {messages} messages applied")
     first = handled[0]
     after_first = messages - handled.count(first)
-    return after_first / (handled[-1] - first), (cpu[-1] - cpu[0]) * 1e6 / after_first
+    postgresql, broker_cpu = (cpu_between(start, end) * 1e6 / after_first for start, end in others)
+    return after_first / (handled[-1] - first), (cpu[-1] - cpu[0]) * 1e6 / after_first, postgresql, broker_cpu
 
 
 async def run(
@@ -252,10 +288,11 @@ async def run(
                 ours_out = [await our_relay(producer_db, log, messages) for _ in range(repeat if publish_only else 1)]
                 if not publish_only:
                     theirs_in = await asyncio.to_thread(kafka_consumer, classpath, bootstrap, Pinged.TOPIC, messages)
+                broker = str(folder / "kafka")
                 if not (batch_only or publish_only):
-                    ours_in = await our_consumer(consumer_db, log, messages, batch=False)
+                    ours_in = await our_consumer(consumer_db, log, messages, batch=False, broker=broker)
                 ours_in_batch = [
-                    await our_consumer(consumer_db, log, messages, batch=True, batch_size=batch_size)
+                    await our_consumer(consumer_db, log, messages, batch=True, broker=broker, batch_size=batch_size)
                     for _ in range(0 if publish_only else repeat)
                 ]
             finally:
@@ -269,8 +306,11 @@ async def run(
         else [("publish (relay: outbox → Kafka)", "ProducerPerformance", theirs_out, *row) for row in ours_out]
     )
     if not (batch_only or publish_only):
-        rows.append(("consume (worker, a handler per event)", "ConsumerPerformance", theirs_in, *ours_in))
-    rows += [("consume (worker, a batch handler)", "ConsumerPerformance", theirs_in, *row) for row in ours_in_batch]
+        rows.append(("consume (worker, a handler per event)", "ConsumerPerformance", theirs_in, *ours_in[:2]))
+    rows += [("consume (worker, a batch handler)", "ConsumerPerformance", theirs_in, *row[:2]) for row in ours_in_batch]
+    consumers = ([] if batch_only or publish_only else [("a handler per event", ours_in)]) + [
+        ("a batch handler", row) for row in ours_in_batch
+    ]
     lines = [
         f"## {started:%Y-%m-%d %H:%M} UTC",
         "",
@@ -290,6 +330,20 @@ async def run(
             f"| {what} | {tool} | {theirs:,.0f} | {ours:,.0f} | {ratio:.2f} | ≥ {TARGET_RATIO} ({verdict}) "
             f"| {'' if cpu is None else f'{cpu:.0f}'} |"
         )
+    if consumers:
+        lines += [
+            "",
+            "CPU per message of each process while our consumer ran (µs; the machine has "
+            f"{os.cpu_count()} cores, so at the target rate the three may spend at most "
+            f"{(os.cpu_count() or 1) * 1e6 / (TARGET_RATIO * theirs_in):.0f} µs a message together):",
+            "",
+            "| our consumer | msg/s | our process | PostgreSQL (its database's backends) | Kafka broker |",
+            "|---|---|---|---|---|",
+            *(
+                f"| {what} | {rate:,.0f} | {ours:.0f} | {postgresql:.0f} | {broker_cpu:.0f} |"
+                for what, (rate, ours, postgresql, broker_cpu) in consumers
+            ),
+        ]
     lines += [
         "",
         "Ours does more than Kafka's tools: the relay reads the outbox from PostgreSQL and deletes what it published "
