@@ -50,6 +50,7 @@ from gatherly.events.domain import (
     Rsvp,
     RsvpStatus,
     SearchOrder,
+    Seats,
     UserId,
     Venue,
     Visibility,
@@ -120,6 +121,22 @@ def _event(row: Mapping[Any, Any]) -> Event:
         occurrence_date=date.fromisoformat(row["occurrence_date"]) if row["occurrence_date"] else None,
         source_uid=row["source_uid"],
         anonymous_check_ins=row["anonymous_check_ins"],
+    )
+
+
+def _seats(row: Mapping[Any, Any]) -> Seats:
+    return Seats(
+        id=EventId(row["id"]),
+        group_id=GroupId(row["group_id"]),
+        status=EventStatus(row["status"]),
+        starts_at=row["starts_at"],
+        rsvp_opens_at=row["rsvp_opens_at"],
+        rsvp_closes_at=row["rsvp_closes_at"],
+        capacity=row["capacity"],
+        guest_limit=row["guest_limit"],
+        going_count=row["going_count"],
+        waitlist_count=row["waitlist_count"],
+        queue_counter=row["queue_counter"],
     )
 
 
@@ -226,15 +243,30 @@ def _with_group_and_role(event_rows: Any) -> Any:
     )
 
 
-# What an answer decides on, in one statement: the event (locked: only its row, `OF events`, as PostgreSQL does not
-# lock the nullable side of an outer join), its group unless deleted, the person's role in it and their answer.
+# What an answer decides on, in one statement: the event's seats (locked: only its row, `OF events`, as PostgreSQL
+# does not lock the nullable side of an outer join), its group's visibility unless deleted, the person's role in it
+# and their answer. Only the columns of `Seats`: converting the event's forty was half of this read's CPU.
 # It, the answer's upsert and the counters' UPDATE run on sqlite3 directly on inline SQLite (FixedWrite): through
 # SQLAlchemy's execution path they were about a fifth of an RSVP's CPU (docs/request-path.md, seventh pass).
+SEATS_COLUMNS = (
+    events.c.id,
+    events.c.group_id,
+    events.c.status,
+    events.c.starts_at,
+    events.c.rsvp_opens_at,
+    events.c.rsvp_closes_at,
+    events.c.capacity,
+    events.c.guest_limit,
+    events.c.going_count,
+    events.c.waitlist_count,
+    events.c.queue_counter,
+)
 ANSWERING = FixedWrite(
     select(
-        *EVENT_COLUMNS,
-        *GROUP_AND_ROLE,
-        *(column.label(f"rsvp_{column.name}") for column in rsvps.c),
+        *SEATS_COLUMNS,
+        group_summaries.c.visibility.label("group_visibility"),
+        group_members.c.role.label("my_role"),
+        *(column.label(f"rsvp_{column.name}") for column in rsvps.c if column.name != "event_id"),
     )
     .select_from(_with_group_and_role(events))
     .outerjoin(rsvps, and_(rsvps.c.event_id == events.c.id, rsvps.c.user_id == bindparam("user_id")))
@@ -305,8 +337,8 @@ EVENT_VIEW = FixedRead(
 class Answering:
     """What an answer to an event is decided on (EventStore.answering)."""
 
-    event: Event
-    group: GroupSummary | None  # None when deleted (or not known yet)
+    seats: Seats
+    visibility: Visibility | None  # the group's; None when deleted (or not known yet)
     role: str | None
     own: Rsvp | None  # the person's answer so far
 
@@ -354,13 +386,15 @@ class EventStore:
         return _event(row) if row else None
 
     async def answering(self, event_id: str, user_id: str) -> Answering | None:
-        """The event locked as in `get_for_update`, with its group, the person's role and own answer: one read."""
+        """The event's seats locked as in `get_for_update`, with its group's visibility, the person's role and own
+        answer: one read."""
         found = await ANSWERING.rows(self.session, {"event_id": event_id, "user_id": user_id})
         if not found:
             return None
         row = found[0]
         own = _rsvp(row, prefix="rsvp_") if row["rsvp_user_id"] is not None else None
-        return Answering(_event(row), _group_of(row), row["my_role"], own)
+        visibility = row["group_visibility"]
+        return Answering(_seats(row), Visibility(visibility) if visibility is not None else None, row["my_role"], own)
 
     async def viewing(self, event_id: str, caller: str | None) -> Viewing | None:
         """Everything the page of one event shows, for this caller (None: anonymous): one read."""
@@ -392,7 +426,7 @@ class EventStore:
     async def save(self, event: Event) -> None:
         await self.session.execute(update(events).where(events.c.id == event.id).values(**_columns(event)))
 
-    async def save_counts(self, event: Event) -> None:
+    async def save_counts(self, event: Event | Seats) -> None:
         """Write only the event's seat counters and FIFO counter (what an RSVP changes)."""
         values = {"going": event.going_count, "waiting": event.waitlist_count, "queue_counter": event.queue_counter}
         await SAVE_COUNTS.execute(self.session, {"event_id": event.id, **values})
