@@ -373,3 +373,31 @@ async def test_an_answers_narrow_read_agrees_with_the_whole_event_its_group_and_
                 assert found.role == await uow.members.role(group_id, person.user_id)
                 assert found.own == await uow.rsvps.of(event_id, person.user_id)
         assert await uow.events.answering("no-such-event", ann.user_id) is None
+
+
+async def test_an_answer_writes_its_rsvp_with_the_counters_in_one_statement_on_postgresql(api: EventsApi) -> None:
+    # PostgreSQL takes the upsert inside the counters' UPDATE (a data-modifying WITH); SQLite, which has no INSERT
+    # inside WITH, runs the two. Either way the answer and the counters are written.
+    group_id, olga, [ann, bob] = await _group_of(api, "Ann", "Bob")
+    event = await api.schedule(olga, group_id, capacity=1)
+    engine = api.running.process.host("events").context.db.engine.sync_engine
+    written: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith(("INSERT", "UPDATE", "WITH")) and "outbox" not in statement:
+            written.append(" ".join(statement.split()))
+
+    sqlalchemy_events.listen(engine, "before_cursor_execute", record)
+    try:
+        assert (await api.going(ann, event["id"]))["status"] == "going"
+        assert (await api.going(bob, event["id"]))["waitlist_position"] == 1
+    finally:
+        sqlalchemy_events.remove(engine, "before_cursor_execute", record)
+    if engine.dialect.name == "postgresql":
+        assert len(written) == 2
+        assert all(s.startswith("WITH answer AS (INSERT INTO rsvps") and "UPDATE events SET" in s for s in written)
+    else:
+        assert [s.split()[:3] for s in written] == [["INSERT", "INTO", "rsvps"], ["UPDATE", "events", "SET"]] * 2
+    page = await api.get(event["id"], ann)
+    assert (page["going_count"], page["waitlist_count"]) == (1, 1)
+    assert await api.attendees(event["id"], ann) == [(ann.user_id, "going", None), (bob.user_id, "waitlisted", 1)]

@@ -625,15 +625,13 @@ async def _save_attendance(uow: EventsUnitOfWork, event: Event, attendance: Atte
 async def _save_seats(uow: EventsUnitOfWork, seats: Seats, attendance: Attendance) -> None:
     """`_save_attendance` for an answer, which changes nothing of the event but its counters: only they are
     written, and only when they changed (the same yes again writes nothing)."""
-    await uow.rsvps.save(seats.id, list(attendance.dirty.values()))
     counted = replace(
         seats,
         going_count=attendance.seats_taken,
         waitlist_count=attendance.waiting,
         queue_counter=attendance.queue_counter,
     )
-    if counted != seats:
-        await uow.events.save_counts(counted)
+    await uow.rsvps.save_answer(list(attendance.dirty.values()), counted, counts_changed=counted != seats)
     _publish_changes(uow, counted, attendance)
 
 
