@@ -12,6 +12,7 @@ from sqlalchemy import event as sqlalchemy_events
 from sqlalchemy import update
 
 from gatherly.app.testing import Person
+from gatherly.events.store import unit_of_work
 from gatherly.events.tables import events
 from gatherly.kernel.web import encode_cursor
 
@@ -339,3 +340,64 @@ async def test_the_rsvp_routes_plain_path_answers_as_fastapis_handler_does(api: 
 
 
 VOLATILE_HEADERS = {"x-request-id", "traceparent", "date", "server-timing"}
+
+
+async def test_an_answers_narrow_read_agrees_with_the_whole_event_its_group_and_the_answer(api: EventsApi) -> None:
+    # An answer reads only the event's seats, its group's visibility, the role and the answer (EventStore.answering):
+    # each must be what the general reads give, for every kind of person and event it meets.
+    group_id, olga, [ann, bob, cat] = await _group_of(api, "Ann", "Bob", "Cat")
+    outsider = await api.person("Oscar")
+    opens, closes = api.soon(days=-1), api.soon(days=5)
+    windowed = await api.schedule(
+        olga, group_id, capacity=2, guest_limit=3, rsvp_opens_at=opens.isoformat(), rsvp_closes_at=closes.isoformat()
+    )
+    await api.going(ann, windowed["id"], guests=1)
+    await api.going(bob, windowed["id"])  # waitlisted
+    assert (await api.rsvp(cat, windowed["id"], "no")).status_code == 200
+    plain = await api.schedule(olga, group_id)
+    cancelled = await api.schedule(olga, group_id, capacity=5)
+    await api.going(ann, cancelled["id"])
+    response = await api.client.post(f"/api/events/{cancelled['id']}/cancel", headers=olga.auth)
+    assert response.status_code == 200, response.text
+    await api.running.settle()
+    async with unit_of_work(api.running.process.host("events").context) as uow:
+        for event_id in (windowed["id"], plain["id"], cancelled["id"]):
+            event = await uow.events.get(event_id)
+            group = await uow.groups.get(group_id)
+            assert event is not None and group is not None
+            for person in (olga, ann, bob, cat, outsider):
+                found = await uow.events.answering(event_id, person.user_id)
+                assert found is not None
+                assert found.seats == event.seats
+                assert found.visibility is group.visibility
+                assert found.role == await uow.members.role(group_id, person.user_id)
+                assert found.own == await uow.rsvps.of(event_id, person.user_id)
+        assert await uow.events.answering("no-such-event", ann.user_id) is None
+
+
+async def test_an_answer_writes_its_rsvp_with_the_counters_in_one_statement_on_postgresql(api: EventsApi) -> None:
+    # PostgreSQL takes the upsert inside the counters' UPDATE (a data-modifying WITH); SQLite, which has no INSERT
+    # inside WITH, runs the two. Either way the answer and the counters are written.
+    group_id, olga, [ann, bob] = await _group_of(api, "Ann", "Bob")
+    event = await api.schedule(olga, group_id, capacity=1)
+    engine = api.running.process.host("events").context.db.engine.sync_engine
+    written: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith(("INSERT", "UPDATE", "WITH")) and "outbox" not in statement:
+            written.append(" ".join(statement.split()))
+
+    sqlalchemy_events.listen(engine, "before_cursor_execute", record)
+    try:
+        assert (await api.going(ann, event["id"]))["status"] == "going"
+        assert (await api.going(bob, event["id"]))["waitlist_position"] == 1
+    finally:
+        sqlalchemy_events.remove(engine, "before_cursor_execute", record)
+    if engine.dialect.name == "postgresql":
+        assert len(written) == 2
+        assert all(s.startswith("WITH answer AS (INSERT INTO rsvps") and "UPDATE events SET" in s for s in written)
+    else:
+        assert [s.split()[:3] for s in written] == [["INSERT", "INTO", "rsvps"], ["UPDATE", "events", "SET"]] * 2
+    page = await api.get(event["id"], ann)
+    assert (page["going_count"], page["waitlist_count"]) == (1, 1)
+    assert await api.attendees(event["id"], ann) == [(ann.user_id, "going", None), (bob.user_id, "waitlisted", 1)]

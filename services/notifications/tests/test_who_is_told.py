@@ -9,6 +9,10 @@ from typing import Any
 
 import pytest
 
+from gatherly.notifications import service
+from gatherly.notifications.domain import Kind, Preferences, UserId
+from gatherly.notifications.store import unit_of_work
+
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 # `api` is conftest.NotificationsApi: one whole Gatherly per module and database backend.
 
@@ -150,3 +154,27 @@ async def test_email_off_for_a_kind_keeps_it_in_app_only(api: Any) -> None:
     await api.rsvp(ann, event["id"])
     await api.wait_for_mail(ann, "You're going")
     assert not [m for m in api.mail(ann) if "New event" in str(m["Subject"])]
+
+
+async def test_one_persons_single_read_agrees_with_the_general_reads(api: Any) -> None:
+    # The rsvp.* handler reads its one person in one statement (service.one_person); it must find what `people` and
+    # the push subscriptions' read find, for each kind of person: plain, with preferences and a subscription,
+    # deleted, and not known to the service at all.
+    plain, choosy, gone = await api.person("Pat"), await api.person("Chris"), await api.person("Gil")
+    now = datetime.now(UTC)
+    context = api.running.process.host("notifications").context
+    async with unit_of_work(context) as uow:
+        await uow.preferences.put(choosy.user_id, Preferences({Kind.RSVP_CONFIRMED: False}, {}, (2,)), now)
+        await uow.push.put(choosy.user_id, "https://push.example.org/chris", "key", "auth", now)
+        await uow.recipients.forget(gone.user_id, now)
+    unknown = UserId("never-registered")
+    async with unit_of_work(context) as uow:
+        for who in (UserId(plain.user_id), UserId(choosy.user_id), UserId(gone.user_id), unknown):
+            single, general = await service.one_person(uow, who), await service.people(uow, [who])
+            assert (single.known, single.chosen) == (general.known, general.chosen)
+            if single.subscribed is not None:
+                assert single.subscribed == await uow.push.subscribed([who])
+        assert (await service.one_person(uow, UserId(choosy.user_id))).subscribed == {choosy.user_id}
+        assert (await service.one_person(uow, UserId(plain.user_id))).subscribed == frozenset()
+        assert (await service.one_person(uow, UserId(gone.user_id))).known[UserId(gone.user_id)].deleted
+        assert (await service.one_person(uow, unknown)).known == {}

@@ -58,6 +58,7 @@ from gatherly.events.domain import (
     Rsvp,
     RsvpChange,
     RsvpStatus,
+    Seats,
     UserId,
     check_cover,
     check_in,
@@ -68,6 +69,7 @@ from gatherly.events.domain import (
     check_schedulable,
     comment_body,
     may_see,
+    may_see_in,
     new_comment_id,
     new_event_id,
     shows_cover,
@@ -567,16 +569,16 @@ async def respond(uow: EventsUnitOfWork, event_id: str, member: UserId, answer: 
     async with uow:
         # One read for what the decision needs (event locked, group, role, own answer), as answers queue on the lock.
         found = await uow.events.answering(event_id, member)
-        if found is None or found.group is None or not may_see(found.group, found.role):
+        if found is None or not may_see_in(found.visibility, found.role):
             raise EventNotFound("No such event.")
-        event = found.event
+        seats = found.seats
         check_member(found.role)
         now = uow.clock.now()
-        event.check_rsvp_open(now)
-        attendance = await _attendance_with(uow, event, found.own)
+        seats.check_rsvp_open(now)
+        attendance = await _attendance_with(uow, seats, found.own)
         rsvp = attendance.respond(member, answer, guests, now)
-        await _save_attendance(uow, event, attendance, counts_only=True)
-        return MyRsvp(rsvp.status, rsvp.guests, await _position(uow, event.id, rsvp, attendance.changes))
+        await _save_seats(uow, seats, attendance)
+        return MyRsvp(rsvp.status, rsvp.guests, await _position(uow, seats.id, rsvp, attendance.changes))
 
 
 async def _position(uow: EventsUnitOfWork, event_id: str, rsvp: Rsvp, changes: list[RsvpChange]) -> int | None:
@@ -598,7 +600,7 @@ async def _attendance(uow: EventsUnitOfWork, event: Event, person: UserId | None
     return await _attendance_with(uow, event, own)
 
 
-async def _attendance_with(uow: EventsUnitOfWork, event: Event, own: Rsvp | None) -> Attendance:
+async def _attendance_with(uow: EventsUnitOfWork, event: Event | Seats, own: Rsvp | None) -> Attendance:
     head = waitlist_to_read(event, own)
     if own is not None and own.status is RsvpStatus.WAITLISTED:
         head = max(head, await uow.rsvps.waitlist_position(event.id, own) or 0)
@@ -606,11 +608,8 @@ async def _attendance_with(uow: EventsUnitOfWork, event: Event, own: Rsvp | None
     return Attendance.of(event, [*waiting, *([own] if own is not None else [])])
 
 
-async def _save_attendance(
-    uow: EventsUnitOfWork, event: Event, attendance: Attendance, *, counts_only: bool = False
-) -> Event:
-    """Writes the event with its counters and the changed RSVPs, and publishes an rsvp.* event per change.
-    `counts_only`: the event is as read (an answer changes nothing else), so only its counters are written."""
+async def _save_attendance(uow: EventsUnitOfWork, event: Event, attendance: Attendance) -> Event:
+    """Writes the event with its counters and the changed RSVPs, and publishes an rsvp.* event per change."""
     await uow.rsvps.save(event.id, list(attendance.dirty.values()))
     counted = replace(
         event,
@@ -618,16 +617,30 @@ async def _save_attendance(
         waitlist_count=attendance.waiting,
         queue_counter=attendance.queue_counter,
     )
-    if not counts_only:
-        await uow.events.save(counted)
-    elif counted != event:  # an answer that changes nothing (the same yes again) writes nothing
-        await uow.events.save_counts(counted)
-    now = uow.clock.now()
-    uow.publish(*(_rsvp_event(counted, change, now) for change in attendance.changes))
+    await uow.events.save(counted)
+    _publish_changes(uow, counted, attendance)
     return counted
 
 
-def _rsvp_event(event: Event, change: RsvpChange, now: Any) -> RsvpEvent:
+async def _save_seats(uow: EventsUnitOfWork, seats: Seats, attendance: Attendance) -> None:
+    """`_save_attendance` for an answer, which changes nothing of the event but its counters: only they are
+    written, and only when they changed (the same yes again writes nothing)."""
+    counted = replace(
+        seats,
+        going_count=attendance.seats_taken,
+        waitlist_count=attendance.waiting,
+        queue_counter=attendance.queue_counter,
+    )
+    await uow.rsvps.save_answer(list(attendance.dirty.values()), counted, counts_changed=counted != seats)
+    _publish_changes(uow, counted, attendance)
+
+
+def _publish_changes(uow: EventsUnitOfWork, event: Event | Seats, attendance: Attendance) -> None:
+    now = uow.clock.now()
+    uow.publish(*(_rsvp_event(event, change, now) for change in attendance.changes))
+
+
+def _rsvp_event(event: Event | Seats, change: RsvpChange, now: Any) -> RsvpEvent:
     common = {"event_id": event.id, "group_id": event.group_id, "user_id": change.user_id, "guests": change.guests}
     if change.change is Change.CONFIRMED:
         return RsvpConfirmed(**common, responded_at=now)

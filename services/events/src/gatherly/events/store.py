@@ -50,6 +50,7 @@ from gatherly.events.domain import (
     Rsvp,
     RsvpStatus,
     SearchOrder,
+    Seats,
     UserId,
     Venue,
     Visibility,
@@ -120,6 +121,22 @@ def _event(row: Mapping[Any, Any]) -> Event:
         occurrence_date=date.fromisoformat(row["occurrence_date"]) if row["occurrence_date"] else None,
         source_uid=row["source_uid"],
         anonymous_check_ins=row["anonymous_check_ins"],
+    )
+
+
+def _seats(row: Mapping[Any, Any]) -> Seats:
+    return Seats(
+        id=EventId(row["id"]),
+        group_id=GroupId(row["group_id"]),
+        status=EventStatus(row["status"]),
+        starts_at=row["starts_at"],
+        rsvp_opens_at=row["rsvp_opens_at"],
+        rsvp_closes_at=row["rsvp_closes_at"],
+        capacity=row["capacity"],
+        guest_limit=row["guest_limit"],
+        going_count=row["going_count"],
+        waitlist_count=row["waitlist_count"],
+        queue_counter=row["queue_counter"],
     )
 
 
@@ -226,15 +243,30 @@ def _with_group_and_role(event_rows: Any) -> Any:
     )
 
 
-# What an answer decides on, in one statement: the event (locked: only its row, `OF events`, as PostgreSQL does not
-# lock the nullable side of an outer join), its group unless deleted, the person's role in it and their answer.
+# What an answer decides on, in one statement: the event's seats (locked: only its row, `OF events`, as PostgreSQL
+# does not lock the nullable side of an outer join), its group's visibility unless deleted, the person's role in it
+# and their answer. Only the columns of `Seats`: converting the event's forty was half of this read's CPU.
 # It, the answer's upsert and the counters' UPDATE run on sqlite3 directly on inline SQLite (FixedWrite): through
 # SQLAlchemy's execution path they were about a fifth of an RSVP's CPU (docs/request-path.md, seventh pass).
+SEATS_COLUMNS = (
+    events.c.id,
+    events.c.group_id,
+    events.c.status,
+    events.c.starts_at,
+    events.c.rsvp_opens_at,
+    events.c.rsvp_closes_at,
+    events.c.capacity,
+    events.c.guest_limit,
+    events.c.going_count,
+    events.c.waitlist_count,
+    events.c.queue_counter,
+)
 ANSWERING = FixedWrite(
     select(
-        *EVENT_COLUMNS,
-        *GROUP_AND_ROLE,
-        *(column.label(f"rsvp_{column.name}") for column in rsvps.c),
+        *SEATS_COLUMNS,
+        group_summaries.c.visibility.label("group_visibility"),
+        group_members.c.role.label("my_role"),
+        *(column.label(f"rsvp_{column.name}") for column in rsvps.c if column.name != "event_id"),
     )
     .select_from(_with_group_and_role(events))
     .outerjoin(rsvps, and_(rsvps.c.event_id == events.c.id, rsvps.c.user_id == bindparam("user_id")))
@@ -258,6 +290,19 @@ UPSERT_RSVP = {
     "sqlite": FixedWrite(_upsert_rsvp(sqlite_insert)),
     "postgresql": FixedWrite(_upsert_rsvp(postgresql_insert)),
 }
+# An answer's upsert and the event's counters in one statement on PostgreSQL (the upsert in a data-modifying WITH,
+# which runs whether or not the UPDATE reads it): one round trip fewer under the event's lock. SQLite allows no
+# INSERT inside WITH; there the two run straight on sqlite3, where a statement costs little.
+# (The upsert's values are bound as `rsvp_<column>`: SQLAlchemy keeps a column's own name for its implicit bind.)
+_answer = _upsert_rsvp(lambda table: postgresql_insert(table).values({c: bindparam(f"rsvp_{c.name}") for c in table.c}))
+ANSWER_WITH_COUNTS = FixedWrite(
+    update(events)
+    .where(events.c.id == bindparam("event_id"))
+    .values(
+        going_count=bindparam("going"), waitlist_count=bindparam("waiting"), queue_counter=bindparam("queue_counter")
+    )
+    .add_cte(_answer.cte("answer"))
+)
 
 
 # What the page of one event shows, in one statement on the driver (FixedRead): the event, its group unless
@@ -305,8 +350,8 @@ EVENT_VIEW = FixedRead(
 class Answering:
     """What an answer to an event is decided on (EventStore.answering)."""
 
-    event: Event
-    group: GroupSummary | None  # None when deleted (or not known yet)
+    seats: Seats
+    visibility: Visibility | None  # the group's; None when deleted (or not known yet)
     role: str | None
     own: Rsvp | None  # the person's answer so far
 
@@ -354,13 +399,15 @@ class EventStore:
         return _event(row) if row else None
 
     async def answering(self, event_id: str, user_id: str) -> Answering | None:
-        """The event locked as in `get_for_update`, with its group, the person's role and own answer: one read."""
+        """The event's seats locked as in `get_for_update`, with its group's visibility, the person's role and own
+        answer: one read."""
         found = await ANSWERING.rows(self.session, {"event_id": event_id, "user_id": user_id})
         if not found:
             return None
         row = found[0]
         own = _rsvp(row, prefix="rsvp_") if row["rsvp_user_id"] is not None else None
-        return Answering(_event(row), _group_of(row), row["my_role"], own)
+        visibility = row["group_visibility"]
+        return Answering(_seats(row), Visibility(visibility) if visibility is not None else None, row["my_role"], own)
 
     async def viewing(self, event_id: str, caller: str | None) -> Viewing | None:
         """Everything the page of one event shows, for this caller (None: anonymous): one read."""
@@ -391,11 +438,6 @@ class EventStore:
 
     async def save(self, event: Event) -> None:
         await self.session.execute(update(events).where(events.c.id == event.id).values(**_columns(event)))
-
-    async def save_counts(self, event: Event) -> None:
-        """Write only the event's seat counters and FIFO counter (what an RSVP changes)."""
-        values = {"going": event.going_count, "waiting": event.waitlist_count, "queue_counter": event.queue_counter}
-        await SAVE_COUNTS.execute(self.session, {"event_id": event.id, **values})
 
     async def upcoming_ids_of_group(self, group_id: str, now: datetime) -> list[EventId]:
         """Scheduled events of the group that have not started, soonest first (ix_events_group_id_starts_at)."""
@@ -916,6 +958,28 @@ class SeriesStore:
         return [SeriesId(i) for i in await self.session.scalars(query)]
 
 
+def _counts(event: Seats) -> dict[str, Any]:
+    """The values of SAVE_COUNTS (and ANSWER_WITH_COUNTS): the event's seat counters and FIFO counter."""
+    return {
+        "event_id": event.id,
+        "going": event.going_count,
+        "waiting": event.waitlist_count,
+        "queue_counter": event.queue_counter,
+    }
+
+
+def _rsvp_values(event_id: str, rsvp: Rsvp) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "user_id": rsvp.user_id,
+        "status": rsvp.status.value,
+        "guests": rsvp.guests,
+        "queue_no": rsvp.queue_no,
+        "responded_at": rsvp.responded_at,
+        "checked_in_at": rsvp.checked_in_at,
+    }
+
+
 def _rsvp(row: Mapping[Any, Any], prefix: str = "") -> Rsvp:
     return Rsvp(
         user_id=UserId(row[prefix + "user_id"]),
@@ -1025,16 +1089,18 @@ class RsvpStore:
         """Write the changed RSVPs, new or not (one upsert each)."""
         upsert = UPSERT_RSVP[self.session.dialect.name]
         for rsvp in changed:
-            values = {
-                "event_id": event_id,
-                "user_id": rsvp.user_id,
-                "status": rsvp.status.value,
-                "guests": rsvp.guests,
-                "queue_no": rsvp.queue_no,
-                "responded_at": rsvp.responded_at,
-                "checked_in_at": rsvp.checked_in_at,
-            }
-            await upsert.execute(self.session, values)
+            await upsert.execute(self.session, _rsvp_values(event_id, rsvp))
+
+    async def save_answer(self, changed: Sequence[Rsvp], counted: Seats, counts_changed: bool) -> None:
+        """What an answer changed: its RSVPs, and the event's counters (`counted`) when they changed. One RSVP with
+        the counters is one statement on PostgreSQL (ANSWER_WITH_COUNTS)."""
+        if counts_changed and len(changed) == 1 and self.session.dialect.name == "postgresql":
+            answer = {f"rsvp_{name}": value for name, value in _rsvp_values(counted.id, changed[0]).items()}
+            await ANSWER_WITH_COUNTS.execute(self.session, {**answer, **_counts(counted)})
+            return
+        await self.save(counted.id, changed)
+        if counts_changed:
+            await SAVE_COUNTS.execute(self.session, _counts(counted))
 
     async def page(self, event_id: str, limit: int, after: dict[str, Any] | None) -> tuple[list[AttendeeRow], Any]:
         """Going first, then the waitlist in order (with positions); keyset-paged by (status rank, queue_no)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets as random_secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -62,6 +62,7 @@ class People:
 
     known: dict[UserId, Recipient]
     chosen: dict[UserId, Preferences]
+    subscribed: frozenset[UserId] | None = None  # those of them with a push subscription, when read with them
 
     def gone(self, user_id: UserId) -> bool:
         """They deleted their account: nothing of theirs is kept again, nothing is told to them."""
@@ -75,6 +76,14 @@ class People:
 async def people(uow: NotificationsUnitOfWork, user_ids: Sequence[UserId]) -> People:
     distinct = sorted(set(user_ids))
     return People(await uow.recipients.known(distinct), await uow.preferences.many(distinct))
+
+
+async def one_person(uow: NotificationsUnitOfWork, user_id: UserId) -> People:
+    """`people` of one person, with their push subscription: one read, where `people` and `tell` read three."""
+    found = await uow.recipients.person(user_id)
+    known = {user_id: found.recipient} if found.recipient is not None else {}
+    chosen = {user_id: found.preferences} if found.preferences is not None else {}
+    return People(known, chosen, frozenset({user_id} if found.subscribed else ()))
 
 
 async def tell(
@@ -98,7 +107,10 @@ async def tell(
     new = await uow.inbox.add(notices, source, now)
     if not new:
         return 0
-    subscribed = await uow.push.subscribed(sorted({notice.user_id for _, notice in new}))
+    # Read with the people when they were (`one_person`), else now, for those who get something new.
+    subscribed: Collection[UserId] | None = told.subscribed
+    if subscribed is None:
+        subscribed = await uow.push.subscribed(sorted({notice.user_id for _, notice in new}))
     sends: list[tuple[str, UserId, Channel]] = []
     for notification_id, notice in new:
         recipient = told.known.get(notice.user_id)
@@ -170,7 +182,7 @@ async def rsvp_changed(
         status, position = "going", None
     person = UserId(event.user_id)
     # One read of the person and one of the event serve the read model, the reminders and the notice.
-    told = await people(uow, [person])
+    told = await one_person(uow, person)
     if told.gone(person):
         return  # an RSVP that raced the account's deletion: nothing of theirs is kept again
     await uow.attendees.put(event.event_id, person, status)

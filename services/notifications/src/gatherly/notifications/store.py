@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import BindParameter, Table, and_, bindparam, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import BindParameter, Table, and_, bindparam, delete, exists, func, insert, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -80,6 +80,29 @@ DELETED_AMONG = select(recipients.c.user_id).where(
 PREFERENCES_AMONG = FixedWrite(select(preferences).where(preferences.c.user_id.in_(USER_IDS)))
 SUBSCRIBED_AMONG = FixedWrite(
     select(push_subscriptions.c.user_id).where(push_subscriptions.c.user_id.in_(USER_IDS)).distinct()
+)
+# One person as a notice to them needs them (RecipientStore.person): what the service knows of them (nothing, for a
+# message that overtook their registration), the preferences they set (none: no row) and whether they have a push
+# subscription, in one statement with the person bound once; the rsvp.* handler, one person per message, read them
+# in three, each with an IN list expanded per call.
+_wanted = select(bindparam("user_id", type_=recipients.c.user_id.type).label("user_id")).subquery("wanted")
+PERSON = FixedWrite(
+    select(
+        recipients.c.user_id,
+        recipients.c.email,
+        recipients.c.display_name,
+        recipients.c.confirmed,
+        recipients.c.deleted_at,
+        preferences.c.user_id.label("preferences_of"),
+        preferences.c.email.label("email_choices"),
+        preferences.c.push.label("push_choices"),
+        preferences.c.reminder_hours,
+        exists().where(push_subscriptions.c.user_id == _wanted.c.user_id).label("subscribed"),
+    ).select_from(
+        _wanted.outerjoin(recipients, recipients.c.user_id == _wanted.c.user_id).outerjoin(
+            preferences, preferences.c.user_id == _wanted.c.user_id
+        )
+    )
 )
 EVENT_BY_ID = FixedWrite(select(events).where(events.c.event_id == bindparam("event_id")))
 DELIVERY_VALUES = (
@@ -149,6 +172,15 @@ class Recipient:
     @property
     def mailable(self) -> bool:
         return self.confirmed and bool(self.email) and not self.deleted
+
+
+@dataclass(frozen=True)
+class PersonToTell:
+    """What RecipientStore.person reads of one person."""
+
+    recipient: Recipient | None  # None: the service does not know them
+    preferences: Preferences | None  # None: they set none (the defaults)
+    subscribed: bool  # has at least one push subscription
 
 
 # A person and where they are (their profile's location, when they gave one).
@@ -262,19 +294,36 @@ class RecipientStore:
         """Those of `user_ids` the service knows and who did not delete their account."""
         return {user_id: found for user_id, found in (await self.known(user_ids)).items() if not found.deleted}
 
+    async def person(self, user_id: str) -> PersonToTell:
+        """What telling one person needs of them, in one read: what the service knows of them (a tombstone too),
+        their preferences and whether they have a push subscription."""
+        row = await PERSON.first(self.session, {"user_id": user_id})
+        assert row is not None  # the statement reads from the person's id: always one row
+        chosen = None
+        if row["preferences_of"] is not None:
+            chosen = _preferences(
+                {"email": row["email_choices"], "push": row["push_choices"], "reminder_hours": row["reminder_hours"]}
+            )
+        recipient = _recipient(row) if row["user_id"] is not None else None
+        return PersonToTell(recipient, chosen, bool(row["subscribed"]))
+
     async def known(self, user_ids: Sequence[str]) -> dict[UserId, Recipient]:
         """Those of `user_ids` the service knows, tombstones too (`deleted`)."""
         found: dict[UserId, Recipient] = {}
         for chunk in _chunks(user_ids):
             for row in await RECIPIENTS_AMONG.rows(self.session, {"user_ids": list(chunk)}):
-                found[UserId(row["user_id"])] = Recipient(
-                    UserId(row["user_id"]),
-                    row["email"],
-                    row["display_name"] or "",
-                    row["confirmed"],
-                    deleted=row["deleted_at"] is not None,
-                )
+                found[UserId(row["user_id"])] = _recipient(row)
         return found
+
+
+def _recipient(row: Any) -> Recipient:
+    return Recipient(
+        UserId(row["user_id"]),
+        row["email"],
+        row["display_name"] or "",
+        row["confirmed"],
+        deleted=row["deleted_at"] is not None,
+    )
 
 
 class MemberStore:
