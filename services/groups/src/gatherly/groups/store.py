@@ -342,6 +342,22 @@ class GroupStore:
         rows = await read.rows(self.session, params)
         return _found_page(criteria.sort, rows, limit, distances)
 
+    async def first_page_with_total(self, criteria: GroupSearch, limit: int) -> tuple[list[Found], Any, int]:
+        """The first page of a search without `near`, and how many groups it finds in all, from one statement: that
+        page's statement finds every match already (to sort them), and `COUNT(*) OVER ()` numbers them before its
+        LIMIT, where a second statement (`count`) would find them all again. Next pages only see the rows beyond
+        their cursor: their total is `count`'s."""
+        if criteria.near is not None:
+            raise ValueError("a nearby search's total is count()'s: it does not apply the radius")
+        where = await self._where(criteria)
+        read = _shaped(
+            ("page", criteria.sort, False, "total", *where.shape),
+            lambda: _page_query(criteria.sort, where, after=False, total=True),
+        )
+        rows = await read.rows(self.session, {**where.params, "limit": limit + 1})
+        found, position = _found_page(criteria.sort, rows, limit, {})
+        return found, position, int(rows[0]["total"]) if rows else 0
+
     async def count(self, criteria: GroupSearch) -> int:
         """How many groups the search finds in all (the total of `?member=me`)."""
         where = await self._where(criteria)
@@ -515,10 +531,11 @@ def _beyond(sort: GroupSort) -> ColumnElement[bool]:
     return or_(key > since, and_(key == since, groups.c.id > last_id))
 
 
-def _page_query(sort: GroupSort, where: _Where, after: bool) -> Any:
+def _page_query(sort: GroupSort, where: _Where, after: bool, total: bool = False) -> Any:
     key, descending, _ = _SORTS[sort]
     ordered = (key.desc(), groups.c.id.desc()) if descending else (key.asc(), groups.c.id.asc())
-    query = select(*CARD_COLUMNS).where(*where.filters).order_by(*ordered)
+    counted = [func.count().over().label("total")] if total else []
+    query = select(*CARD_COLUMNS, *counted).where(*where.filters).order_by(*ordered)
     if after:
         query = query.where(_beyond(sort))
     return query.limit(bindparam("limit"))
