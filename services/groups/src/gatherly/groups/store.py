@@ -343,10 +343,9 @@ class GroupStore:
         return _found_page(criteria.sort, rows, limit, distances)
 
     async def first_page_with_total(self, criteria: GroupSearch, limit: int) -> tuple[list[Found], Any, int]:
-        """The first page of a search without `near`, and how many groups it finds in all, from one statement: that
-        page's statement finds every match already (to sort them), and `COUNT(*) OVER ()` numbers them before its
-        LIMIT, where a second statement (`count`) would find them all again. Next pages only see the rows beyond
-        their cursor: their total is `count`'s."""
+        """The first page of a search without `near`, and how many groups it finds in all, in one statement: the
+        page's, with `count`'s statement as a subquery (run once), instead of a second statement. Next pages count
+        apart as before (`count`); so do nearby searches."""
         if criteria.near is not None:
             raise ValueError("a nearby search's total is count()'s: it does not apply the radius")
         where = await self._where(criteria)
@@ -534,8 +533,10 @@ def _beyond(sort: GroupSort) -> ColumnElement[bool]:
 def _page_query(sort: GroupSort, where: _Where, after: bool, total: bool = False) -> Any:
     key, descending, _ = _SORTS[sort]
     ordered = (key.desc(), groups.c.id.desc()) if descending else (key.asc(), groups.c.id.asc())
-    counted = [func.count().over().label("total")] if total else []
-    query = select(*CARD_COLUMNS, *counted).where(*where.filters).order_by(*ordered)
+    # The total as an uncorrelated subquery: run once per statement, on SQLite cheaper than COUNT(*) OVER (),
+    # which copies every match into a window buffer (~150 against ~125 us for 41 matches, page and count apart).
+    counted = select(func.count()).select_from(groups).where(*where.filters).scalar_subquery().label("total")
+    query = select(*CARD_COLUMNS, *([counted] if total else [])).where(*where.filters).order_by(*ordered)
     if after:
         query = query.where(_beyond(sort))
     return query.limit(bindparam("limit"))
