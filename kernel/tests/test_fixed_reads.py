@@ -13,6 +13,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import (
     Boolean,
     Column,
@@ -31,10 +33,12 @@ from sqlalchemy import (
 )
 from sqlalchemy import event as sqlalchemy_events
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.dialects.sqlite.pysqlite import dialect as sqlite_dialect
 
 from gatherly.kernel.db import Database
-from gatherly.kernel.fixed_reads import FixedRead, FixedWrite
+from gatherly.kernel.fixed_reads import FixedRead, FixedWrite, _fast_processor
 from gatherly.kernel.tables import Json, UtcDateTime
 
 metadata = MetaData()
@@ -298,3 +302,68 @@ async def test_a_short_read_is_refused_on_other_drivers(database_url: str) -> No
                 BY_ID.run(connection, {"id": "t1"})
     finally:
         await db.dispose()
+
+
+# The fast processors (fixed_reads._fast_processor) against SQLAlchemy's own, value by value: what SQLAlchemy wrote,
+# and text it did not (offsets, other separators, broken text), must come back the same or fail the same way.
+SQLITE = sqlite_dialect()
+ASYNCPG = asyncpg_dialect()
+iso_like = st.text(alphabet="0123456789-:.+TZ ", max_size=32)
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()  # big ones too: orjson would make a float of them
+    | st.floats()  # NaN and infinities too: json.dumps writes them, only json.loads reads them
+    | st.text(),  # lone surrogates too
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def _outcome(process: Any, value: Any) -> tuple[str, Any]:
+    try:
+        result = process(value)
+    except Exception as error:  # the same refusal is what is compared
+        return ("error", type(error))
+    return ("value", json.dumps(result, default=repr) if not isinstance(result, datetime) else (result, result.tzinfo))
+
+
+def _both(type_: Any, dialect: Any) -> tuple[Any, Any]:
+    fast = _fast_processor(type_, dialect)
+    assert fast is not None
+    return fast, type_._cached_result_processor(dialect, None)
+
+
+@given(st.datetimes(timezones=st.just(UTC)) | st.datetimes(timezones=st.timezones()))
+def test_a_time_sqlalchemy_wrote_to_sqlite_reads_back_as_sqlalchemy_reads_it(when: datetime) -> None:
+    fast, general = _both(UtcDateTime(), SQLITE)
+    stored = UtcDateTime()._cached_bind_processor(SQLITE)(when)  # type: ignore[misc]
+    assert fast(stored) == general(stored) and fast(stored).tzinfo is general(stored).tzinfo is UTC
+
+
+@given(iso_like | st.text(max_size=32))
+def test_any_text_in_a_sqlite_time_column_reads_as_sqlalchemy_reads_it(stored: str) -> None:
+    fast, general = _both(UtcDateTime(), SQLITE)
+    assert _outcome(fast, stored) == _outcome(general, stored)
+    assert fast(None) is general(None) is None
+
+
+@given(st.datetimes(timezones=st.timezones()) | st.datetimes())
+def test_a_time_from_asyncpg_is_what_sqlalchemy_makes_of_it(when: datetime) -> None:
+    fast, general = _both(UtcDateTime(), ASYNCPG)
+    assert _outcome(fast, when) == _outcome(general, when)
+    utc = when.replace(tzinfo=UTC)
+    assert fast(utc) == general(utc) and fast(utc).tzinfo is general(utc).tzinfo is UTC
+
+
+@given(json_values, st.booleans())
+def test_json_sqlalchemy_wrote_to_sqlite_reads_back_as_sqlalchemy_reads_it(value: Any, ascii_only: bool) -> None:
+    fast, general = _both(Json, SQLITE)
+    stored = json.dumps(value, ensure_ascii=ascii_only)
+    assert _outcome(fast, stored) == _outcome(general, stored)
+
+
+@given(st.text(alphabet='[]{}",:0123456789.eE+- \\ntrufalsNIiy\t', max_size=40) | st.text(max_size=20))
+def test_any_text_in_a_sqlite_json_column_reads_as_sqlalchemy_reads_it(stored: str) -> None:
+    fast, general = _both(Json, SQLITE)
+    assert _outcome(fast, stored) == _outcome(general, stored)

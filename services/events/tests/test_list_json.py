@@ -14,7 +14,7 @@ from pydantic import TypeAdapter
 
 from gatherly.contracts.users import ImageVariants
 from gatherly.events.api import _summary
-from gatherly.events.domain import Event, EventDetails, EventId, Found, GroupId, Location, UserId, Venue
+from gatherly.events.domain import EventCard, EventId, Found, GroupId, Location, Venue
 from gatherly.events.schemas import EVENTS_PAGE_JSON, EventSummary
 from gatherly.kernel.web import Page
 
@@ -26,29 +26,23 @@ coordinates = st.floats(min_value=-180, max_value=180, allow_nan=False)
 zones = st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))])
 times = st.datetimes(timezones=zones)  # microseconds and offsets included
 venues = st.none() | st.builds(Venue, texts, texts, st.none() | st.builds(Location, coordinates, coordinates))
-details = st.builds(
-    EventDetails,
+cards = st.builds(
+    EventCard,
+    id=st.uuids().map(lambda u: EventId(str(u))),
+    group_id=st.uuids().map(lambda u: GroupId(str(u))),
     title=texts,
     starts_at=times,
     ends_at=times,
     timezone=texts,
     venue=venues,
-    online_url=st.none() | texts,
-    capacity=st.none() | st.integers(min_value=1, max_value=10**6),
-)
-events = st.builds(
-    Event,
-    id=st.uuids().map(lambda u: EventId(str(u))),
-    group_id=st.uuids().map(lambda u: GroupId(str(u))),
-    details=details,
-    created_by=st.just(UserId("olga")),
-    created_at=times,
-    updated_at=times,
+    online=st.booleans(),
     going_count=st.integers(min_value=0, max_value=10**6),
+    capacity=st.none() | st.integers(min_value=1, max_value=10**6),
+    cover_image_id=st.none() | texts,
 )
 found = st.builds(
     Found,
-    event=events,
+    card=cards,
     group_name=texts,
     distance_km=st.none() | st.floats(min_value=0, max_value=20_000, allow_nan=False),
     cover=st.none() | st.builds(ImageVariants, thumb=texts, medium=texts, large=texts),
@@ -67,25 +61,21 @@ def test_a_page_of_events_as_json_is_what_the_response_model_gives(listed: list[
 
 def test_every_field_of_the_response_model_is_written() -> None:
     starts = datetime(2027, 1, 12, 18, 0, 0, 120, tzinfo=UTC)
-    event = Event(
+    card = EventCard(
         EventId("e1"),
         GroupId("g1"),
-        EventDetails(
-            title='Café "Lyon" 🥐 \\ ünïcode',
-            starts_at=starts,
-            ends_at=starts + timedelta(hours=2),
-            timezone="Europe/Paris",
-            venue=Venue("Hall", "Rue 1", Location(45.76, 4.84)),
-            online_url="https://example.org/room",
-            capacity=20,
-        ),
-        UserId("olga"),
-        starts,
-        starts,
+        title='Café "Lyon" 🥐 \\ ünïcode',
+        starts_at=starts,
+        ends_at=starts + timedelta(hours=2),
+        timezone="Europe/Paris",
+        venue=Venue("Hall", "Rue 1", Location(45.76, 4.84)),
+        online=True,
         going_count=3,
+        capacity=20,
+        cover_image_id="c1",
     )
     cover = ImageVariants(thumb="/t", medium="/m", large="/l")
-    page = {"items": [_summary(Found(event, "Lyon Hikers", 1.23456, cover))], "next_cursor": "abc"}
+    page = {"items": [_summary(Found(card, "Lyon Hikers", 1.23456, cover))], "next_cursor": "abc"}
     written = EVENTS_PAGE_JSON.dump_json(page)  # type: ignore[arg-type]
     assert written == as_the_response_model(page)
     assert list(json.loads(written)["items"][0]) == list(EventSummary.model_fields)

@@ -115,11 +115,11 @@ if "sqlite" in DB_BACKENDS:  # a SQLite plan: PostgreSQL's is test_postgis.py's
         assert "SEARCH events USING INDEX sqlite_autoindex_events_1 (id=?)" in plans[-1], plans
         assert len(found) == 20 and position is not None
         for each in found:
-            venue = each.event.details.venue
+            venue = each.card.venue
             assert venue is not None and venue.location is not None and each.distance_km is not None
             assert each.distance_km == pytest.approx(distance_km(BERLIN, venue.location), rel=1e-6)
             assert each.distance_km <= 50
         if order is SearchOrder.DISTANCE:
             assert [f.distance_km for f in found] == sorted(f.distance_km for f in found)  # type: ignore[type-var]
         else:
-            assert [f.event.details.starts_at for f in found] == sorted(f.event.details.starts_at for f in found)
+            assert [f.card.starts_at for f in found] == sorted(f.card.starts_at for f in found)

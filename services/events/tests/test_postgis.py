@@ -113,7 +113,7 @@ if "postgresql" in DB_BACKENDS:  # a PostgreSQL plan: there is none to show on S
             for _ in range(4):
                 async with many_events.read_connection() as connection:
                     found, position = await EventStore(connection).search(search, 20, position)
-                found_pages.append(([(each.event.id, each.distance_km) for each in found], position))
+                found_pages.append(([(each.card.id, each.distance_km) for each in found], position))
                 if position is None:
                     break
             return found_pages
@@ -128,14 +128,14 @@ if "postgresql" in DB_BACKENDS:  # a PostgreSQL plan: there is none to show on S
         """A whole page within the radius, at the haversine formula's distances, in the order asked."""
         assert len(found) == 20 and position is not None
         for each in found:
-            location = each.event.details.venue.location if each.event.details.venue else None
+            location = each.card.venue.location if each.card.venue else None
             assert location is not None and each.distance_km is not None
             assert each.distance_km == pytest.approx(distance_km(BERLIN, location), rel=1e-9)
             assert each.distance_km <= radius_km
         if order is SearchOrder.DISTANCE:
             assert [f.distance_km for f in found] == sorted(f.distance_km for f in found)  # type: ignore[type-var]
         else:
-            assert [f.event.details.starts_at for f in found] == sorted(f.event.details.starts_at for f in found)
+            assert [f.card.starts_at for f in found] == sorted(f.card.starts_at for f in found)
 
     # Many events at one venue (a recurring series' occurrences share it): their distance is one and the same float.
     INSERT_TIED_EVENTS = """
@@ -165,7 +165,7 @@ if "postgresql" in DB_BACKENDS:  # a PostgreSQL plan: there is none to show on S
                 while True:
                     async with db.read_connection() as connection:
                         found, position = await EventStore(connection).search(search, 20, position)
-                    pages.append([(each.distance_km, each.event.id) for each in found])
+                    pages.append([(each.distance_km, each.card.id) for each in found])
                     if position is None:
                         break
             finally:

@@ -163,6 +163,41 @@ async def test_nearest_first_pages_are_exact_whether_a_small_circle_holds_a_page
     assert [round(e["distance_km"]) for e in found] == [1, 2, 3, 30]
 
 
+async def test_a_listed_event_shows_what_its_own_page_shows_on_every_search_path(api: EventsApi) -> None:
+    # Lists read a card of each event (a few columns), the page the whole event: the two may never disagree, for
+    # any shape of event (a venue with or without a place, online or not, a capacity or none), found soonest first
+    # or nearby in either order.
+    olga = await api.person("Olga")
+    tag = api.soon().strftime("%H%M%S%f")
+    group_id = await api.group(olga, name=f"Cards {tag}")
+    center = {"lat": -41.29, "lng": 174.78}  # far from the module's other events
+    starts = api.soon(days=2).replace(microsecond=123456)
+    shapes = [
+        {"venue": _venue("Hall", center), "capacity": 12},
+        {"venue": {"name": "Somewhere", "address": "Lane 5"}, "online_url": "https://example.org/room"},
+        {"venue": None, "online_url": "https://example.org/call", "capacity": 3},
+        {"venue": {"name": "Quay", "address": 'Pier 1 🥐 "', "location": {"lat": -41.3, "lng": 174.79}}},
+    ]
+    made = []
+    for n, shape in enumerate(shapes):
+        begins = starts + timedelta(hours=n, seconds=n)
+        fields = {"starts_at": begins.isoformat(), "ends_at": (begins + timedelta(minutes=90)).isoformat()}
+        made.append(await api.schedule(olga, group_id, title=f"Card {n} {tag}", **fields, **shape))
+    await api.going(olga, made[0]["id"])
+
+    summary_fields = ("id", "group", "title", "starts_at", "ends_at", "timezone", "venue", "online")
+    summary_fields += ("going_count", "capacity")
+    pages = {event["id"]: await api.get(event["id"], olga) for event in made}
+    near = f"{center['lat']},{center['lng']}"
+    for params in ({"group_id": group_id}, {"near": near, "sort": "distance"}, {"near": near, "sort": "start"}):
+        listed = [e for e in await _search(api, olga, **params) if e["id"] in pages]
+        assert len(listed) == (len(made) if "group_id" in params else 2), params  # nearby: those with a place
+        for item in listed:
+            page = pages[item["id"]]
+            assert {key: item[key] for key in summary_fields} == {key: page[key] for key in summary_fields}, params
+            assert item["cover"] == page["cover"]
+
+
 async def test_soonest_first_nearby_reads_the_next_upcoming_events_not_the_whole_radius(
     api: EventsApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:

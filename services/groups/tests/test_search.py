@@ -129,6 +129,30 @@ async def test_member_me_lists_the_callers_groups_only(shared_api: Any) -> None:
     assert anonymous.status_code == 401
 
 
+async def test_member_me_gives_the_same_total_on_a_first_page_as_on_the_next_ones(shared_api: Any) -> None:
+    # A first page takes its total from its own statement (COUNT(*) OVER ()), a next page from a COUNT of its own:
+    # the two may never disagree, whatever the sort, the page size and the filters.
+    ann, cy = await shared_api.people("Ann", "Cy")
+    for n in range(4):
+        await shared_api.create(cy, name=f"Cy's {'hikers' if n % 2 else 'readers'} {n}", topics=["totals"])
+    joined = await shared_api.create(ann, name="Ann's hikers", topics=["totals"])
+    await shared_api.join(cy, joined["id"])
+    await shared_api.create(ann, name="Ann's other hikers", topics=["totals"])  # not Cy's
+    for filters, expected in (({}, 5), ({"q": "hikers"}, 3), ({"topic": "totals", "q": "readers"}, 2)):
+        for sort in ("newest", "members", "name"):
+            for limit in (1, 2, 5, 6):
+                params: dict[str, Any] = {"member": "me", "sort": sort, "limit": limit, **filters}
+                seen, totals, cursor = 0, [], None
+                while True:
+                    query = {**params, **({"cursor": cursor} if cursor else {})}
+                    page = (await shared_api.client.get("/api/groups", params=query, headers=cy.auth)).json()
+                    seen, cursor = seen + len(page["items"]), page["next_cursor"]
+                    totals.append(page["total"])
+                    if cursor is None:
+                        break
+                assert totals == [expected] * len(totals) and seen == expected, (params, totals)
+
+
 async def test_member_me_combines_with_text_and_near_and_is_ordered_by_distance(shared_api: Any) -> None:
     ann, bob = await shared_api.people("Ann", "Bob")
     near = f"{BERLIN['lat']},{BERLIN['lng']}"

@@ -24,17 +24,25 @@ kernel's 500/503 guard treats like SQLAlchemy's (`web.database_unreachable`). `r
 
 from __future__ import annotations
 
+import json
+import re
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+from sqlalchemy import JSON
+from sqlalchemy.dialects.sqlite import DATETIME as SQLITE_DATETIME
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.types import TypeEngine
 
 from gatherly.kernel import inline_sqlite
+from gatherly.kernel.tables import UtcDateTime
 
 Row = dict[str, Any]
 _Processor = Callable[[Any], Any] | None
@@ -108,9 +116,78 @@ class _Compiled:
     def result_processors(self, driver_types: list[Any]) -> tuple[_Processor, ...]:
         columns = self.compiled._result_columns
         return tuple(
-            column.type._cached_result_processor(self.dialect, driver_type)
+            _fast_processor(column.type, self.dialect)
+            or column.type._cached_result_processor(self.dialect, driver_type)
             for column, driver_type in zip(columns, driver_types, strict=True)
         )
+
+
+def _fast_processor(type_: TypeEngine[Any], dialect: Dialect) -> _Processor:
+    """A cheaper processor giving exactly what SQLAlchemy's would, for the columns every list row has: UTC times and,
+    on SQLite, JSON text. None: use SQLAlchemy's. SQLAlchemy's chain for a UTC time on SQLite is three calls (its
+    processor, the driver type's, `process_result_value`) and a `replace(tzinfo=)`, ~4 µs a value against ~0.5;
+    its JSON is `json.loads`, ~5 µs for a list of two topics against ~1 with orjson (test_fixed_reads.py pins both
+    against SQLAlchemy's own)."""
+    if isinstance(type_, UtcDateTime):
+        impl = type_.impl_instance.dialect_impl(dialect)
+        if dialect.name == "sqlite" and isinstance(impl, SQLITE_DATETIME) and impl._reg is None:
+            return utc_from_sqlite_text(type_._cached_result_processor(dialect, None))
+        if dialect.driver == "asyncpg":
+            return utc_from_asyncpg(type_._cached_result_processor(dialect, None))
+        return None
+    json_loads = getattr(dialect, "_json_deserializer", None) is None  # SQLAlchemy's default: json.loads
+    if dialect.name == "sqlite" and json_loads and isinstance(type_.dialect_impl(dialect), JSON):
+        return json_from_sqlite_text
+    return None
+
+
+def utc_from_sqlite_text(general: _Processor) -> Callable[[Any], Any]:
+    """SQLite keeps a time as naive text (SQLAlchemy writes it as UTC, `2026-12-01 03:51:27.123456`): parsed with an
+    explicit UTC offset in one C call. Anything else (text with an offset of its own, or not text) goes through
+    SQLAlchemy's `general` processor, so the answer is its answer."""
+    assert general is not None
+    parse = datetime.fromisoformat
+
+    def process(value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return parse(value + "+00:00")
+        except (TypeError, ValueError):
+            return general(value)
+
+    return process
+
+
+def utc_from_asyncpg(general: _Processor) -> Callable[[Any], Any]:
+    """asyncpg gives a timestamptz as an aware datetime in UTC already: kept as it is, rather than converted to the
+    same value again (`astimezone`); any other value through SQLAlchemy's `general` processor."""
+    assert general is not None
+
+    def process(value: Any) -> Any:
+        if value is None or (value.__class__ is datetime and value.tzinfo is UTC):
+            return value
+        return general(value)
+
+    return process
+
+
+# orjson turns an integer literal beyond 64 bits into a float, where json.loads keeps it whole: text holding a run of
+# 19 digits or more (2**63 has 19) is left to json.loads. Text orjson refuses (NaN, Infinity, an escaped lone
+# surrogate), json.loads reads as SQLAlchemy would.
+_LONG_DIGITS = re.compile(r"\d{19}")
+
+
+def json_from_sqlite_text(value: Any) -> Any:
+    """SQLAlchemy's JSON result processor on SQLite (`json.loads` of the text), by orjson where that is the same."""
+    if value is None:
+        return None
+    if _LONG_DIGITS.search(value) is None:
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(value)
 
 
 class FixedRead:

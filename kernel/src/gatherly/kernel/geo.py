@@ -4,6 +4,7 @@ events services)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -35,6 +36,22 @@ def distance_km(a: LatLng, b: LatLng) -> float:
     dlng = math.radians(b.lng - a.lng)
     h = math.sin(dlat / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin(dlng / 2) ** 2
     return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
+
+
+def distances_km(center: LatLng, points: Iterable[tuple[float, float]]) -> list[float]:
+    """`distance_km(center, point)` of each (lat, lng), with the same operations in the same order (so the same
+    floats, which cursors carry), the centre's part worked out once: a nearby search measures every candidate."""
+    radians, sin, cos, asin, sqrt = math.radians, math.sin, math.cos, math.asin, math.sqrt
+    lat1 = radians(center.lat)
+    cos1, lng1 = cos(lat1), center.lng
+    found = []
+    for lat, lng in points:
+        lat2 = radians(lat)
+        dlat = lat2 - lat1
+        dlng = radians(lng - lng1)
+        h = sin(dlat / 2) ** 2 + cos1 * cos(lat2) * sin(dlng / 2) ** 2
+        found.append(2 * EARTH_RADIUS_KM * asin(min(1.0, sqrt(h))))
+    return found
 
 
 @dataclass(frozen=True)

@@ -147,9 +147,8 @@ def _venue_out(venue: Venue | None) -> VenueBody | None:
 
 
 def _summary(found: Found) -> EventSummaryJson:
-    """A found event as EventSummary's fields, in its order (a list serializes them as they are)."""
-    event, details = found.event, found.event.details
-    venue = details.venue
+    """A found event's card as EventSummary's fields, in its order (a list serializes them as they are)."""
+    card, venue = found.card, found.card.venue
     venue_json: VenueJson | None = None
     if venue is not None:
         location = venue.location
@@ -159,16 +158,16 @@ def _summary(found: Found) -> EventSummaryJson:
             "location": {"lat": location.lat, "lng": location.lng} if location else None,
         }
     return {
-        "id": event.id,
-        "group": {"id": event.group_id, "name": found.group_name},
-        "title": details.title,
-        "starts_at": details.starts_at,
-        "ends_at": details.ends_at,
-        "timezone": details.timezone,
+        "id": card.id,
+        "group": {"id": card.group_id, "name": found.group_name},
+        "title": card.title,
+        "starts_at": card.starts_at,
+        "ends_at": card.ends_at,
+        "timezone": card.timezone,
         "venue": venue_json,
-        "online": details.online_url is not None,
-        "going_count": event.going_count,
-        "capacity": details.capacity,
+        "online": card.online,
+        "going_count": card.going_count,
+        "capacity": card.capacity,
         "distance_km": round(found.distance_km, 3) if found.distance_km is not None else None,
         "cover": found.cover,
     }

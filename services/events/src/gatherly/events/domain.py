@@ -849,8 +849,27 @@ def km_of_chord2(chord2: float) -> float:
 
 
 @dataclass(frozen=True)
+class EventCard:
+    """What a list of events shows of each (`GET /api/events`), and what its cover and cursor need: not the
+    description, the RSVP window, the counters of the queue nor the bookkeeping dates, which a list neither shows
+    nor needs to read."""
+
+    id: EventId
+    group_id: GroupId
+    title: str
+    starts_at: datetime
+    ends_at: datetime
+    timezone: str
+    venue: Venue | None
+    online: bool
+    going_count: int
+    capacity: int | None
+    cover_image_id: str | None
+
+
+@dataclass(frozen=True)
 class Found:
-    event: Event
+    card: EventCard
     group_name: str
     distance_km: float | None = None
     cover: ImageVariants | None = None

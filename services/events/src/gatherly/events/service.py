@@ -40,6 +40,7 @@ from gatherly.events.domain import (
     Comment,
     CommentNotFound,
     Event,
+    EventCard,
     EventDetails,
     EventId,
     EventNotFound,
@@ -880,16 +881,16 @@ async def view_event(stores: Stores, event_id: str, caller: UserId | None) -> Ev
     return EventView(found.event, group, mine, found.attendance, cover)
 
 
-async def _covers(stores: Stores, events: list[Event]) -> dict[EventId, ImageVariants]:
+async def _covers(stores: Stores, cards: list[EventCard]) -> dict[EventId, ImageVariants]:
     """The covers' variants of these events (one query for all), each while its image is ready and whoever
     uploaded it leads the event's group."""
-    chosen = [(event, event.details.cover_image_id) for event in events if event.details.cover_image_id]
-    found = await stores.events.cover_roles({(event.group_id, image_id) for event, image_id in chosen})
+    chosen = [(card, card.cover_image_id) for card in cards if card.cover_image_id]
+    found = await stores.events.cover_roles({(card.group_id, image_id) for card, image_id in chosen})
     shown: dict[EventId, ImageVariants] = {}
-    for event, image_id in chosen:
-        role, variants = found.get((event.group_id, image_id), (None, None))
+    for card, image_id in chosen:
+        role, variants = found.get((card.group_id, image_id), (None, None))
         if variants is not None and shows_cover(role):
-            shown[event.id] = variants
+            shown[card.id] = variants
     return shown
 
 
@@ -903,8 +904,8 @@ async def list_attendees(
 async def search_events(stores: Stores, criteria: EventSearch, page: PageRequest) -> tuple[list[Found], Any]:
     """A page of events, with their covers (one more query for the page)."""
     found, position = await stores.events.search(criteria, page.limit, page.cursor)
-    covers = await _covers(stores, [f.event for f in found])
-    return [replace(f, cover=covers[f.event.id]) if f.event.id in covers else f for f in found], position
+    covers = await _covers(stores, [f.card for f in found])
+    return [replace(f, cover=covers[f.card.id]) if f.card.id in covers else f for f in found], position
 
 
 # --- data export ------------------------------------------------------------------------------------------------

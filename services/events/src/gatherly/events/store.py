@@ -38,6 +38,7 @@ from gatherly.events.domain import (
     Comment,
     CommentId,
     Event,
+    EventCard,
     EventDetails,
     EventId,
     EventSearch,
@@ -179,6 +180,54 @@ def _columns(event: Event) -> dict[str, Any]:
         "source_uid": event.source_uid,
         "anonymous_check_ins": event.anonymous_check_ins,
     }
+
+
+# What a list reads of an event: its card's columns (what an EventSummary shows, and its cover's and cursor's keys).
+# Not the description, the RSVP window nor the bookkeeping dates: a whole `Event` per row converted seven datetimes,
+# where a card needs two.
+CARD_COLUMNS = [
+    events.c[name]
+    for name in (
+        "id",
+        "group_id",
+        "title",
+        "starts_at",
+        "ends_at",
+        "timezone",
+        "venue_name",
+        "venue_address",
+        "lat",
+        "lng",
+        "online_url",
+        "going_count",
+        "capacity",
+        "cover_image_id",
+    )
+]
+
+
+def _card(row: Mapping[Any, Any]) -> EventCard:
+    venue = None
+    if row["venue_name"] is not None:
+        lat, lng = row["lat"], row["lng"]
+        venue = Venue(
+            row["venue_name"],
+            row["venue_address"] or "",
+            Location(lat, lng) if lat is not None and lng is not None else None,
+        )
+    return EventCard(
+        id=EventId(row["id"]),
+        group_id=GroupId(row["group_id"]),
+        title=row["title"],
+        starts_at=row["starts_at"],
+        ends_at=row["ends_at"],
+        timezone=row["timezone"],
+        venue=venue,
+        online=row["online_url"] is not None,
+        going_count=row["going_count"],
+        capacity=row["capacity"],
+        cover_image_id=row["cover_image_id"],
+    )
 
 
 # What `_event` reads of an event row: all but the search's own columns (the folded text, the unit vector), which
@@ -525,11 +574,11 @@ class EventStore:
         if after is not None:
             params["since"], params["last_id"] = _position(after, "s")
         rows = await _soonest_page(criteria, after is not None).rows(self.session, params)
-        found = [Found(_event(row), row["group_name"]) for row in rows[:limit]]
+        found = [Found(_card(row), row["group_name"]) for row in rows[:limit]]
         position = None
         if len(rows) > limit:
-            last = found[-1].event
-            position = {"s": last.details.starts_at.isoformat(), "i": last.id}
+            last = found[-1].card
+            position = {"s": last.starts_at.isoformat(), "i": last.id}
         return found, position
 
     async def _search_nearby_postgis(
@@ -557,7 +606,7 @@ class EventStore:
             )
         else:
             rows = await self._soonest_nearby_postgis(criteria, limit, after)
-        found = [Found(_event(row), row["group_name"], row[postgis.DISTANCE] / 1000.0) for row in rows[:limit]]
+        found = [Found(_card(row), row["group_name"], row[postgis.DISTANCE] / 1000.0) for row in rows[:limit]]
         position = None
         if len(rows) > limit:
             last = rows[limit - 1]
@@ -619,14 +668,14 @@ class EventStore:
             if len(rows) > limit:
                 break
         page = rows[:limit]
-        whole = (
-            select(events, group_summaries.c.name.label("group_name"))
+        cards = (
+            select(*CARD_COLUMNS, group_summaries.c.name.label("group_name"))
             .join(group_summaries, group_summaries.c.group_id == events.c.group_id)
             .where(events.c.id.in_([row["id"] for row in page]))
         )
-        by_id = {row["id"]: row for row in (await self.session.execute(whole)).mappings()}
+        by_id = {row["id"]: row for row in (await self.session.execute(cards)).mappings()}
         found = [
-            Found(_event(by_id[row["id"]]), by_id[row["id"]]["group_name"], km_of_chord2(row["chord2"])) for row in page
+            Found(_card(by_id[row["id"]]), by_id[row["id"]]["group_name"], km_of_chord2(row["chord2"])) for row in page
         ]
         position = None
         if len(rows) > limit:
@@ -744,7 +793,7 @@ def _soonest_page(criteria: EventSearch, after: bool) -> FixedRead:
     read = _SOONEST_PAGES.get(shape)
     if read is None:
         query = (
-            select(*EVENT_COLUMNS, group_summaries.c.name.label("group_name"))
+            select(*CARD_COLUMNS, group_summaries.c.name.label("group_name"))
             .join(group_summaries, group_summaries.c.group_id == events.c.group_id)
             .where(*_filters(criteria, bound=True))
             .order_by(events.c.starts_at, events.c.id)
@@ -848,10 +897,11 @@ def _filters_split(
 
 
 def _postgis_nearby(criteria: EventSearch, source: Any) -> Select[Any]:
-    """The events of `source` (the events table, or a subquery of its rows and location) that the caller may see,
-    with their group's name and their distance (postgis.DISTANCE); in no order, and not yet within the radius."""
+    """The cards of the events of `source` (the events table, or a subquery of its rows and location) that the
+    caller may see, with their group's name and their distance (postgis.DISTANCE); in no order, and not yet within
+    the radius."""
     assert criteria.near is not None
-    columns = [column for column in source.c if column.name != postgis.LOCATION]
+    columns = [source.c[column.name] for column in CARD_COLUMNS]
     distance_m = postgis.nearest_first(postgis.location_of(source), criteria.near)
     return (
         select(*columns, group_summaries.c.name.label("group_name"), distance_m.label(postgis.DISTANCE))

@@ -266,10 +266,7 @@ async def search_groups(
         sort=group_sort(sort, center),
     )
     async with reading(context.db) as stores:
-        views, position = await service.search_groups(stores, criteria, page)
-        total = None
-        if criteria.member is not None:
-            total = await service.count_groups(stores, criteria, page, views, position)
+        views, position, total = await service.search_groups(stores, criteria, page)
     items = [_summary(listed.card, listed.banner, listed.distance_km) for listed in views]
     page_json = GROUPS_PAGE_JSON.dump_json({"items": items, "next_cursor": _next(position), "total": total})
     return Response(page_json, media_type="application/json")

@@ -660,20 +660,21 @@ class ListedGroup:
     distance_km: float | None
 
 
-async def search_groups(stores: Stores, criteria: GroupSearch, page: PageRequest) -> tuple[list[ListedGroup], Any]:
-    found, position = await stores.groups.search(criteria, page.limit, page.cursor)
+async def search_groups(
+    stores: Stores, criteria: GroupSearch, page: PageRequest
+) -> tuple[list[ListedGroup], Any, int | None]:
+    """A page of groups with their banners, the position after it, and for `member=me` how many groups the search
+    finds in all (else None). A first page without `near` takes its total from its own statement; a next page, or a
+    nearby search (whose total does not apply the radius), counts in a second one."""
+    total = None
+    if criteria.member is not None and criteria.near is None and page.cursor is None:
+        found, position, total = await stores.groups.first_page_with_total(criteria, page.limit)
+    else:
+        found, position = await stores.groups.search(criteria, page.limit, page.cursor)
+        if criteria.member is not None:
+            total = await stores.groups.count(criteria)
     banners = await stores.groups.banners(f.group for f in found)
-    return [ListedGroup(f.group, banners.get(f.group.id), f.distance_km) for f in found], position
-
-
-async def count_groups(
-    stores: Stores, criteria: GroupSearch, page: PageRequest, shown: Sequence[ListedGroup], position: Any
-) -> int:
-    """How many groups the search finds in all. A first page that is also the last holds all of them (unless the
-    search has `near`: the count does not apply the radius), so then they need no second statement."""
-    if page.cursor is None and position is None and criteria.near is None:
-        return len(shown)
-    return await stores.groups.count(criteria)
+    return [ListedGroup(f.group, banners.get(f.group.id), f.distance_km) for f in found], position, total
 
 
 T = TypeVar("T")
