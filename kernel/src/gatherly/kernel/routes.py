@@ -4,19 +4,22 @@ once when the route is built.
 FastAPI (0.165) solves a route's dependencies anew on every request: for each node of the tree it classifies the
 callable again (generator? coroutine? a security scheme? which scopes?), builds its cache key, looks at the path,
 query, header and cookie parameters and makes a result object: ~10-15 µs a node whatever the dependency does, and a
-read such as `GET /api/users/me` has five. `FastRoute` decides all of that when the route is built and, per request,
-only calls the dependencies in FastAPI's order, validates the parameters with FastAPI's own functions and serializes
-the answer with FastAPI's `serialize_response`. The answers are the same: the same values reach the endpoint, a
-dependency is called once per request (FastAPI's cache), a parameter's errors are the same list in the same order
-(so the same 422 problem), an exception from a dependency or the endpoint leaves the same way, and the response is
-made as FastAPI makes it (`kernel/tests/test_routes.py` compares the two handlers).
+read such as `GET /api/users/me` has five. `FastRoute` decides all of that when the route is built, and so what
+FastAPI's `request_params_to_args` and `request_body_to_args` work out per parameter (aliases, sequence or not,
+default); per request it only calls the dependencies in FastAPI's order, reads the parameters and runs each
+field's own validation, and serializes the answer as FastAPI's `serialize_response` does (an exact instance of the
+response model is not validated again where that validation would give it back as it is: `_as_is`). The answers
+are the same: the same values reach the endpoint, a dependency is called once per request (FastAPI's cache), a
+parameter's errors are the same list in the same order (so the same 422 problem), an exception from a dependency
+or the endpoint leaves the same way, and the response is made as FastAPI makes it (`kernel/tests/test_routes.py`
+compares the two handlers).
 
 The body of a route with a JSON body field is read as FastAPI's handler reads it (the same content-type rules, the
-same errors for JSON that does not parse or a body that cannot be read) and validated by FastAPI's
-`request_body_to_args`. Only routes whose every feature the plan knows take it: async dependencies and endpoint, no
-`yield` dependency, no form body, no security scopes, no `Response`, `BackgroundTasks` or `SecurityScopes`
-parameter, no streaming response. Any other route, and every request while FastAPI's own telemetry is on or
-dependency overrides are set, is handled by FastAPI's handler, unchanged.
+same errors for JSON that does not parse or a body that cannot be read) and validated as FastAPI's
+`request_body_to_args` does. Only routes whose every feature the plan knows take it: async dependencies and
+endpoint, no `yield` dependency, no form body, no security scopes, no `Response`, `BackgroundTasks` or
+`SecurityScopes` parameter, no streaming response. Any other route, and every request while FastAPI's own
+telemetry is on or dependency overrides are set, is handled by FastAPI's handler, unchanged.
 """
 
 from __future__ import annotations
@@ -337,7 +340,7 @@ def _route_plan(route: Any) -> _Plan | None:
 
 
 def _planned(route: Any, plan: _Plan, standard: Handler) -> Handler:
-    """A request handler doing what FastAPI's `get_request_handler` does for a route without a body."""
+    """A request handler doing what FastAPI's `get_request_handler` does for the routes the plan knows."""
     dependant: Dependant = route.dependant
     endpoint = dependant.call
     assert endpoint is not None
