@@ -3,19 +3,21 @@ once by `APIRoute` and once by `FastRoute`, gets the same status, headers and bo
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import itertools
+from enum import Enum
+from typing import Annotated, Any, Literal
 
 import httpx
 import pytest
 import structlog
 from fastapi import APIRouter, Body, Cookie, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, Json, model_validator
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 
 from gatherly.kernel.errors import NotFound, Unauthorized
-from gatherly.kernel.routes import FastRoute
+from gatherly.kernel.routes import FastRoute, _as_is
 from gatherly.kernel.web import PageRequest, install_error_handlers, page_request, statuses_from
 
 
@@ -31,6 +33,45 @@ class ItemOut(BaseModel):
 class NoteIn(BaseModel):
     text: str = Field(min_length=1, max_length=10)
     stars: int = Field(default=0, ge=0, le=5)
+
+
+class Colour(Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Filters(BaseModel):
+    """A parameter model: FastAPI's own `request_params_to_args` reads it (the plan does not)."""
+
+    kind: str = "any"
+    ids: list[int] = []
+
+
+class Plain(BaseModel):
+    id: int
+    name: str = Field(default="plain", serialization_alias="the-name")
+    hidden: str | None = None
+    nested: NoteIn | None = None
+
+
+class Subclass(Plain):
+    extra: str = "extra"
+
+
+class AfterValidated(BaseModel):
+    """FastAPI's re-validation of the returned instance runs the `after` validator again."""
+
+    count: int
+
+    @model_validator(mode="after")
+    def counted(self) -> AfterValidated:
+        self.count += 1
+        return self
+
+
+class Revalidated(BaseModel):
+    model_config = ConfigDict(revalidate_instances="always")
+    id: int = Field(ge=0)
 
 
 async def optional_caller(request: Request) -> str | None:
@@ -83,6 +124,7 @@ def make_app(route_class: type[APIRoute], included: bool = False) -> FastAPI:
     app = FastAPI()
     install_error_handlers(app)
     router = APIRouter(prefix="/items", route_class=route_class)
+    serials = itertools.count()  # a default factory whose value changes: called on every request
 
     @router.get("/{item_id}", response_model=ItemOut)
     async def get_item(
@@ -147,6 +189,95 @@ def make_app(route_class: type[APIRoute], included: bool = False) -> FastAPI:
     async def with_sync(item_id: int, value: Annotated[str, Depends(sync_dependency)]) -> dict[str, Any]:
         return {"id": item_id, "value": value}
 
+    @router.get("/{item_id}/search")
+    async def search(
+        item_id: int,
+        q: Annotated[str, Query(min_length=2)],
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        topic: Annotated[list[str], Query()] = [],  # noqa: B006 (FastAPI copies defaults)
+        ids: Annotated[list[int] | None, Query()] = None,
+        kind: Annotated[str, Query(alias="item-kind")] = "any",
+        order: Annotated[str, Query(validation_alias=AliasChoices("order", "sort"))] = "start",
+        by: Literal["start", "distance"] = "start",
+        colour: Colour | None = None,
+        near: Annotated[list[float], Query(), Json()] = [],  # noqa: B006
+        checked: Annotated[int, Query(validate_default=True, ge=5)] = "5",  # type: ignore[assignment]
+        stamp: Annotated[list[str], Query(default_factory=lambda: ["made"])] = ...,  # type: ignore[assignment]
+        serial: int = Query(default_factory=lambda: next(serials)),  # a default, so the closure is seen
+        x_token: Annotated[str | None, Header()] = None,
+        x_tag: Annotated[list[str] | None, Header()] = None,
+        session: Annotated[int | None, Cookie()] = None,
+    ) -> dict[str, Any]:
+        stamp.append("seen")  # the default factory's list is the request's own
+        return {
+            "id": item_id,
+            "q": q,
+            "limit": limit,
+            "topic": topic,
+            "ids": ids,
+            "kind": kind,
+            "order": order,
+            "by": by,
+            "colour": colour,
+            "near": near,
+            "checked": checked,
+            "stamp": stamp,
+            "serial": serial,
+            "token": x_token,
+            "tags": x_tag,
+            "session": session,
+        }
+
+    @router.get("/{item_id}/filtered")
+    async def filtered(
+        item_id: int, filters: Annotated[Filters, Query()], page: Annotated[int, Query(ge=1)] = 1
+    ) -> dict[str, Any]:
+        return {"id": item_id, "filters": filters.model_dump(), "page": page}
+
+    @router.post("/{item_id}/embedded")
+    async def embedded(
+        item_id: int,
+        note: Annotated[NoteIn, Body(embed=True)],
+        left: Annotated[int, Body(alias="the-left", ge=0)] = 0,
+        tags: Annotated[list[str], Body()] = [],  # noqa: B006
+    ) -> dict[str, Any]:
+        return {"id": item_id, "note": note.model_dump(), "left": left, "tags": tags}
+
+    @router.get("/{item_id}/answer", response_model=Plain)
+    async def answer(item_id: int, shape: str = "plain") -> Any:
+        nested = NoteIn(text="n")
+        return {
+            "plain": Plain(id=item_id, hidden="h", nested=nested),
+            "subclass": Subclass(id=item_id, hidden="h"),
+            "dict": {"id": item_id, "name": "from a dict"},
+            "invalid": Plain.model_construct(id="not a number", name=None),
+            "unset": Plain(id=item_id),
+        }[shape]
+
+    @router.get(
+        "/{item_id}/answer/shaped",
+        response_model=Plain,
+        response_model_exclude={"hidden"},
+        response_model_exclude_unset=True,
+        response_model_by_alias=False,
+    )
+    async def shaped(item_id: int) -> Any:
+        return Plain(id=item_id, name="n", hidden="h")  # "name", not its serialization alias
+
+    @router.get("/{item_id}/answer/included", response_model=Plain, response_model_include={"id", "nested"})
+    async def included_fields(item_id: int) -> Any:
+        return Plain(id=item_id, nested=NoteIn(text="n", stars=2))
+
+    @router.get("/{item_id}/answer/after")
+    async def after(item_id: int) -> AfterValidated:
+        return AfterValidated(count=item_id)
+
+    @router.get("/{item_id}/answer/revalidated")
+    async def revalidated(item_id: int) -> Revalidated:
+        made = Revalidated(id=1)
+        made.id = -item_id  # assignment is not validated; FastAPI's re-validation refuses it (a 500)
+        return made
+
     if included:
         app.include_router(router)
     else:
@@ -194,6 +325,44 @@ REQUESTS: list[tuple[str, str, dict[str, str], bytes | None]] = [
     ("PUT", "/items/3/pair", JSON, b'{"left": 1, "right": "r"}'),
     ("PUT", "/items/3/pair", JSON, b'{"left": -1}'),
     ("PUT", "/items/3/pair", JSON, b'{"left": 1, "right": "r", "extra": true}'),
+    # query, header and cookie parameters planned
+    ("GET", "/items/3/search?q=hello", {}, None),
+    ("GET", "/items/3/search", {}, None),  # a required parameter missing
+    ("GET", "/items/3/search?q=h&limit=abc", {}, None),  # several errors at once, in order
+    ("GET", "/items/3/search?q=h&limit=0&by=nearest&colour=green&checked=1&ids=x&ids=1&ids=y", {}, None),
+    ("GET", "/items/3/search?q=hey&limit=100&topic=a&topic=b&ids=1&ids=2", {}, None),  # repeated keys
+    ("GET", "/items/3/search?q=hey&topic=", {}, None),
+    ("GET", "/items/3/search?q=hey&item-kind=k&kind=ignored&sort=distance", {}, None),  # aliases
+    ("GET", "/items/3/search?q=hey&order=o&sort=s", {}, None),  # the first alias present wins
+    ("GET", "/items/3/search?q=hey&by=distance&colour=blue&checked=6", {}, None),
+    ("GET", "/items/3/search?q=hey&near=[1.5,%202]&stamp=s", {}, None),  # a JSON parameter; one value
+    ("GET", "/items/3/search?q=hey&near=[1,&stamp=", {}, None),  # JSON that does not parse
+    ("GET", "/items/3/search?q=hey&near=", {}, None),
+    ("GET", "/items/3/search?q=hey", {"x-token": "t", "x-tag": "a"}, None),
+    ("GET", "/items/3/search?q=hey", {"X-Token": "t", "x_token": "u", "cookie": "session=12"}, None),
+    ("GET", "/items/3/search?q=hey", {"cookie": "session=twelve"}, None),
+    ("GET", "/items/3/search?q=hey&q=second", {}, None),  # a repeated scalar: the last value
+    ("GET", "/items/3/filtered", {}, None),  # a parameter model: FastAPI's function
+    ("GET", "/items/3/filtered?kind=k&ids=1&ids=2&page=2", {}, None),
+    ("GET", "/items/3/filtered?ids=x&page=0", {}, None),
+    # bodies: an embedded model beside fields with an alias and a default
+    ("POST", "/items/3/embedded", JSON, b'{"note": {"text": "hi"}, "the-left": 2, "tags": ["a"]}'),
+    ("POST", "/items/3/embedded", JSON, b'{"note": {"text": ""}, "left": -1, "the-left": -1}'),
+    ("POST", "/items/3/embedded", JSON, b'{"text": "hi"}'),  # not embedded as it must be
+    ("POST", "/items/3/embedded", JSON, b'"just a string"'),
+    ("POST", "/items/3/embedded", JSON, b"null"),
+    ("POST", "/items/3/embedded", JSON, b""),
+    ("POST", "/items/3/embedded", {"content-type": "text/plain"}, b'{"note": {"text": "hi"}}'),
+    # responses: an exact instance of the response model is not validated again; anything else is
+    ("GET", "/items/3/answer", {}, None),
+    ("GET", "/items/3/answer?shape=subclass", {}, None),
+    ("GET", "/items/3/answer?shape=dict", {}, None),
+    ("GET", "/items/3/answer?shape=invalid", {}, None),
+    ("GET", "/items/3/answer?shape=unset", {}, None),
+    ("GET", "/items/3/answer/shaped", {}, None),
+    ("GET", "/items/3/answer/included", {}, None),
+    ("GET", "/items/3/answer/after", {}, None),
+    ("GET", "/items/3/answer/revalidated", {}, None),
 ]
 
 
@@ -202,6 +371,7 @@ def client(app: FastAPI) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, base_url="http://test")
 
 
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings")  # the invalid instance returned, in both
 @pytest.mark.parametrize("included", [False, True], ids=["own", "included"])
 @pytest.mark.parametrize("route_class", [FastRoute, statuses_from({NotFound: 410})], ids=["plain", "statuses"])
 async def test_fast_routes_answer_as_fastapis_own_handler(route_class: type[APIRoute], included: bool) -> None:
@@ -246,6 +416,14 @@ def test_the_routes_with_what_the_plan_knows_take_it() -> None:
         ("/items/{item_id}/notes", "POST"): True,
         ("/items/{item_id}/pair", "PUT"): True,
         ("/items/{item_id}/sync", "GET"): False,  # a sync dependency: FastAPI runs it in a thread
+        ("/items/{item_id}/search", "GET"): True,
+        ("/items/{item_id}/filtered", "GET"): True,
+        ("/items/{item_id}/embedded", "POST"): True,
+        ("/items/{item_id}/answer", "GET"): True,
+        ("/items/{item_id}/answer/shaped", "GET"): True,
+        ("/items/{item_id}/answer/included", "GET"): True,
+        ("/items/{item_id}/answer/after", "GET"): True,
+        ("/items/{item_id}/answer/revalidated", "GET"): True,
     }
 
 
@@ -253,3 +431,18 @@ async def test_a_dependency_is_called_once_per_request_unless_it_says_otherwise(
     async with client(make_app(FastRoute)) as fast:
         answer = await fast.get("/items/7")
     assert answer.json()["calls"] == {"context": 1, "uncached": 2}
+
+
+def test_an_answer_skips_validation_only_where_fastapis_gives_the_same_instance_back() -> None:
+    as_is = {
+        route.path: _as_is(route.response_field) for route in make_app(FastRoute).routes if isinstance(route, FastRoute)
+    }
+    assert as_is["/items/{item_id}/answer"] is Plain
+    assert as_is["/items/{item_id}/answer/after"] is None  # its `after` validator runs again
+    assert as_is["/items/{item_id}/answer/revalidated"] is None  # revalidate_instances="always"
+    assert as_is["/items/{item_id}/search"] is None  # a dict
+    instance = Plain(id=1, nested=NoteIn(text="n"))
+    route = next(r for r in make_app(FastRoute).routes if getattr(r, "path", "") == "/items/{item_id}/answer")
+    assert isinstance(route, FastRoute) and route.response_field is not None
+    assert route.response_field.validate(instance, {}, loc=("response",)) == (instance, [])
+    assert route.response_field.validate(instance, {}, loc=("response",))[0] is instance

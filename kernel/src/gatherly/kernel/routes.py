@@ -4,19 +4,22 @@ once when the route is built.
 FastAPI (0.165) solves a route's dependencies anew on every request: for each node of the tree it classifies the
 callable again (generator? coroutine? a security scheme? which scopes?), builds its cache key, looks at the path,
 query, header and cookie parameters and makes a result object: ~10-15 µs a node whatever the dependency does, and a
-read such as `GET /api/users/me` has five. `FastRoute` decides all of that when the route is built and, per request,
-only calls the dependencies in FastAPI's order, validates the parameters with FastAPI's own functions and serializes
-the answer with FastAPI's `serialize_response`. The answers are the same: the same values reach the endpoint, a
-dependency is called once per request (FastAPI's cache), a parameter's errors are the same list in the same order
-(so the same 422 problem), an exception from a dependency or the endpoint leaves the same way, and the response is
-made as FastAPI makes it (`kernel/tests/test_routes.py` compares the two handlers).
+read such as `GET /api/users/me` has five. `FastRoute` decides all of that when the route is built, and so what
+FastAPI's `request_params_to_args` and `request_body_to_args` work out per parameter (aliases, sequence or not,
+default); per request it only calls the dependencies in FastAPI's order, reads the parameters and runs each
+field's own validation, and serializes the answer as FastAPI's `serialize_response` does (an exact instance of the
+response model is not validated again where that validation would give it back as it is: `_as_is`). The answers
+are the same: the same values reach the endpoint, a dependency is called once per request (FastAPI's cache), a
+parameter's errors are the same list in the same order (so the same 422 problem), an exception from a dependency
+or the endpoint leaves the same way, and the response is made as FastAPI makes it (`kernel/tests/test_routes.py`
+compares the two handlers).
 
 The body of a route with a JSON body field is read as FastAPI's handler reads it (the same content-type rules, the
-same errors for JSON that does not parse or a body that cannot be read) and validated by FastAPI's
-`request_body_to_args`. Only routes whose every feature the plan knows take it: async dependencies and endpoint, no
-`yield` dependency, no form body, no security scopes, no `Response`, `BackgroundTasks` or `SecurityScopes`
-parameter, no streaming response. Any other route, and every request while FastAPI's own telemetry is on or
-dependency overrides are set, is handled by FastAPI's handler, unchanged.
+same errors for JSON that does not parse or a body that cannot be read) and validated as FastAPI's
+`request_body_to_args` does. Only routes whose every feature the plan knows take it: async dependencies and
+endpoint, no `yield` dependency, no form body, no security scopes, no `Response`, `BackgroundTasks` or
+`SecurityScopes` parameter, no streaming response. Any other route, and every request while FastAPI's own
+telemetry is on or dependency overrides are set, is handled by FastAPI's handler, unchanged.
 """
 
 from __future__ import annotations
@@ -24,21 +27,30 @@ from __future__ import annotations
 import email.message
 import inspect
 import json
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
+from copy import deepcopy
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import params
 from fastapi._body_limit import get_body_limit_error
+from fastapi._compat import ModelField, field_annotation_is_sequence, get_missing_field_error
 from fastapi.datastructures import DefaultPlaceholder
 from fastapi.dependencies.models import Dependant
-from fastapi.dependencies.utils import request_body_to_args, request_params_to_args
+from fastapi.dependencies.utils import (
+    _get_param_aliases,
+    _get_param_model,
+    _is_json_field,
+    _should_embed_body_fields,
+    request_params_to_args,
+)
 from fastapi.exceptions import EndpointContext, RequestValidationError
 from fastapi.routing import APIRoute, _effective_route_context_var, _extract_endpoint_context, serialize_response
 from fastapi.sse import EventSourceResponse
 from fastapi.telemetry import get_telemetry_data
 from fastapi.utils import is_body_allowed_for_status_code
 from pydantic_core import PydanticUndefined
+from starlette.datastructures import Headers, ImmutableMultiDict
 from starlette.exceptions import HTTPException
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 from starlette.requests import Request
@@ -63,9 +75,8 @@ class _Plan:
     """What FastAPI's `solve_dependencies` does for one node of the tree, decided once."""
 
     steps: tuple[_Step, ...]
-    dependant: Dependant
-    has_params: bool
-    embed_body_fields: bool
+    params: tuple[_Params, ...]  # the node's path, query, header and cookie parameters, in FastAPI's order
+    body: _Body | None
     request_names: tuple[str, ...]  # the parameters given the request itself (`Request`, `HTTPConnection`)
 
     async def solve(self, request: Request, body: Any, cache: dict[Any, Any]) -> tuple[dict[str, Any], list[Any]]:
@@ -86,24 +97,10 @@ class _Plan:
                 values[step.name] = solved
             if step.cache_key not in cache:
                 cache[step.cache_key] = solved
-        if self.has_params:
-            dependant = self.dependant
-            for fields, received in (
-                (dependant.path_params, request.path_params),
-                (dependant.query_params, request.query_params),
-                (dependant.header_params, request.headers),
-                (dependant.cookie_params, request.cookies),
-            ):
-                if fields:
-                    param_values, param_errors = request_params_to_args(fields, received)
-                    values.update(param_values)
-                    errors += param_errors
-        if self.dependant.body_params:
-            body_values, body_errors = await request_body_to_args(
-                body_fields=self.dependant.body_params, received_body=body, embed_body_fields=self.embed_body_fields
-            )
-            values.update(body_values)
-            errors.extend(body_errors)
+        for params_in in self.params:
+            params_in.read(request, values, errors)
+        if self.body is not None:
+            self.body.read(body, values, errors)
         for name in self.request_names:
             values[name] = request
         return values, errors
@@ -131,13 +128,169 @@ def _plan_of(dependant: Dependant, embed_body_fields: bool) -> _Plan | None:
             return None
         # FastAPI's cache key of a dependency without security scopes that is not a generator.
         steps.append(_Step(plan, call, sub.name, sub.use_cache, (call, (), sub.scope or "")))
-    has_params = bool(
-        dependant.path_params or dependant.query_params or dependant.header_params or dependant.cookie_params
+    params_in = tuple(
+        _params_in(fields, received)
+        for fields, received in (
+            (dependant.path_params, _path_params),
+            (dependant.query_params, _query_params),
+            (dependant.header_params, _headers),
+            (dependant.cookie_params, _cookies),
+        )
+        if fields
     )
+    body = _body_of(dependant.body_params, embed_body_fields) if dependant.body_params else None
     request_names = tuple(
         name for name in (dependant.http_connection_param_name, dependant.request_param_name) if name is not None
     )
-    return _Plan(tuple(steps), dependant, has_params, embed_body_fields, request_names)
+    return _Plan(tuple(steps), params_in, body, request_names)
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    """A parameter or body field with what FastAPI works out from it on every request (its aliases, whether its
+    annotation is a sequence, its default) worked out once; its validation is FastAPI's (`ModelField.validate`)."""
+
+    field: ModelField
+    name: str
+    keys: tuple[tuple[str, tuple[str, ...]], ...]  # each name it is sent under and the errors' `loc`, preferred first
+    every_value: bool  # a sequence (not `Json`): all the values of a repeated query key or header
+    sequence: bool  # a sequence annotation: an empty value is a missing one
+    required: bool
+    default: Any  # the default when it is the same object on every request (deepcopy gives it back)
+    copy_default: bool  # otherwise FastAPI's deepcopy of the field's default, per request
+    validate_default: bool
+
+    def validate(self, value: Any, loc: tuple[str, ...]) -> tuple[Any, list[Any]]:
+        """FastAPI's `_validate_value_with_model_field`: missing, default or validated."""
+        if value is PydanticUndefined:
+            if self.required:
+                return None, [get_missing_field_error(loc=loc)]
+            value = deepcopy(self.field.default) if self.copy_default else self.default
+            if not self.validate_default:
+                return value, []
+        return self.field.validate(value, {}, loc=loc)
+
+
+def _field_of(field: ModelField, keys: tuple[tuple[str, tuple[str, ...]], ...]) -> _Field:
+    sequence = field_annotation_is_sequence(field.field_info.annotation)
+    required = field.field_info.is_required()
+    default, copy_default = None, False
+    if field.field_info.default_factory is not None:
+        copy_default = True  # the factory is called on every request (and not here: it may count its calls)
+    elif not required:
+        default = field.default
+        copy_default = deepcopy(default) is not default
+    return _Field(
+        field=field,
+        name=field.name,
+        keys=keys,
+        every_value=sequence and not _is_json_field(field),
+        sequence=sequence,
+        required=required,
+        default=None if copy_default else default,
+        copy_default=copy_default,
+        validate_default=bool(field.field_info.validate_default),
+    )
+
+
+def _path_params(request: Request) -> Mapping[str, Any]:
+    return request.path_params
+
+
+def _query_params(request: Request) -> Mapping[str, Any]:
+    return request.query_params
+
+
+def _headers(request: Request) -> Mapping[str, Any]:
+    return request.headers
+
+
+def _cookies(request: Request) -> Mapping[str, Any]:
+    return request.cookies
+
+
+@dataclass(frozen=True, slots=True)
+class _Params:
+    """A node's parameters of one kind (path, query, header or cookie): FastAPI's `request_params_to_args` with
+    what it decides per field planned. A parameter model (a `Query()` model) is left to FastAPI's function."""
+
+    fields: list[ModelField]
+    received: Callable[[Request], Mapping[str, Any]]
+    planned: tuple[_Field, ...] | None
+
+    def read(self, request: Request, values: dict[str, Any], errors: list[Any]) -> None:
+        received = self.received(request)
+        if self.planned is None:
+            param_values, param_errors = request_params_to_args(self.fields, received)
+            values.update(param_values)
+            errors += param_errors
+            return
+        several = isinstance(received, ImmutableMultiDict | Headers)  # query parameters and headers repeat
+        for param in self.planned:
+            keys = param.keys
+            key, loc = keys[0] if len(keys) == 1 else next((pair for pair in keys if pair[0] in received), keys[0])
+            value = received.getlist(key) if several and param.every_value else received.get(key)  # type: ignore[attr-defined]
+            if value is None or (param.sequence and len(value) == 0):
+                value = PydanticUndefined  # the default applies
+            solved, param_errors = param.validate(value, loc)
+            if param_errors:
+                errors.extend(param_errors)
+            else:
+                values[param.name] = solved
+
+
+def _params_in(fields: list[ModelField], received: Callable[[Request], Mapping[str, Any]]) -> _Params:
+    if any(_get_param_model(field) is not None for field in fields):
+        return _Params(fields, received, None)
+    planned = []
+    for field in fields:
+        field_info = field.field_info
+        assert isinstance(field_info, params.Param)
+        keys = tuple((key, (field_info.in_.value, key)) for _, key in _get_param_aliases(field))
+        planned.append(_field_of(field, keys))
+    return _Params(fields, received, tuple(planned))
+
+
+@dataclass(frozen=True, slots=True)
+class _Body:
+    """FastAPI's `request_body_to_args` for a JSON body (the plan takes no form), its decisions made once."""
+
+    single: _Field | None  # the whole body is this field's value
+    embedded: tuple[_Field, ...]  # else each field is the body's key of its name (or one of its aliases)
+
+    def read(self, body: Any, values: dict[str, Any], errors: list[Any]) -> None:
+        if self.single is not None:
+            solved, body_errors = self.single.validate(body, ("body",))
+            values[self.single.name] = solved
+            errors.extend(body_errors)
+            return
+        for field in self.embedded:
+            loc = field.keys[0][1]
+            value = PydanticUndefined
+            if body is not PydanticUndefined and not isinstance(body, bytes):
+                try:
+                    for key, key_loc in field.keys:
+                        value = body.get(key, PydanticUndefined)
+                        if value is not PydanticUndefined:
+                            loc = key_loc
+                            break
+                except AttributeError:  # embedded fields need an object, not a list, a scalar or null
+                    errors.append(get_missing_field_error(loc))
+                    continue
+            solved, field_errors = field.validate(value, loc)
+            if field_errors:
+                errors.extend(field_errors)
+            else:
+                values[field.name] = solved
+
+
+def _body_of(fields: list[ModelField], embed_body_fields: bool) -> _Body:
+    if len(fields) == 1 and not embed_body_fields and not _should_embed_body_fields(fields):
+        return _Body(_field_of(fields[0], ()), ())
+    embedded = tuple(
+        _field_of(field, tuple((alias, ("body", alias)) for alias, _ in _get_param_aliases(field))) for field in fields
+    )
+    return _Body(None, embedded)
 
 
 def _plain_coroutine_function(call: Any) -> bool:
@@ -187,7 +340,7 @@ def _route_plan(route: Any) -> _Plan | None:
 
 
 def _planned(route: Any, plan: _Plan, standard: Handler) -> Handler:
-    """A request handler doing what FastAPI's `get_request_handler` does for a route without a body."""
+    """A request handler doing what FastAPI's `get_request_handler` does for the routes the plan knows."""
     dependant: Dependant = route.dependant
     endpoint = dependant.call
     assert endpoint is not None
@@ -207,6 +360,7 @@ def _planned(route: Any, plan: _Plan, standard: Handler) -> Handler:
     include, exclude = route.response_model_include, route.response_model_exclude
     by_alias, exclude_unset = route.response_model_by_alias, route.response_model_exclude_unset
     exclude_defaults, exclude_none = route.response_model_exclude_defaults, route.response_model_exclude_none
+    returned_as_is = _as_is(response_field)
 
     async def handle(request: Request) -> Response:
         if (overrides is not None and overrides.dependency_overrides) or get_telemetry_data() is not None:
@@ -222,19 +376,33 @@ def _planned(route: Any, plan: _Plan, standard: Handler) -> Handler:
         answer = await endpoint(**values)
         if isinstance(answer, Response):
             return answer
-        content = await serialize_response(
-            field=response_field,
-            response_content=answer,
-            include=include,
-            exclude=exclude,
-            by_alias=by_alias,
-            exclude_unset=exclude_unset,
-            exclude_defaults=exclude_defaults,
-            exclude_none=exclude_none,
-            is_coroutine=True,
-            endpoint_ctx=where,
-            dump_json=dump_json,
-        )
+        if type(answer) is returned_as_is:
+            # What FastAPI's re-validation of it would give back: the same instance, untouched (see `_as_is`).
+            assert response_field is not None
+            serialize = response_field.serialize_json if dump_json else response_field.serialize
+            content = serialize(
+                answer,
+                include=include,
+                exclude=exclude,
+                by_alias=by_alias,
+                exclude_unset=exclude_unset,
+                exclude_defaults=exclude_defaults,
+                exclude_none=exclude_none,
+            )
+        else:
+            content = await serialize_response(
+                field=response_field,
+                response_content=answer,
+                include=include,
+                exclude=exclude,
+                by_alias=by_alias,
+                exclude_unset=exclude_unset,
+                exclude_defaults=exclude_defaults,
+                exclude_none=exclude_none,
+                is_coroutine=True,
+                endpoint_ctx=where,
+                dump_json=dump_json,
+            )
         if dump_json:
             response = Response(content=content, media_type="application/json", background=None, **status_code)
         else:
@@ -244,6 +412,24 @@ def _planned(route: Any, plan: _Plan, standard: Handler) -> Handler:
         return response
 
     return handle
+
+
+def _as_is(response_field: ModelField | None) -> type | None:
+    """The response model whose exact instances (not a subclass's) FastAPI's re-validation in `serialize_response`
+    gives back as they are: a model validator that does not revalidate instances and has no validator around it
+    (an `after` model validator would run again; `revalidate_instances` would rebuild the instance). None: every
+    answer is validated as FastAPI does."""
+    if response_field is None:
+        return None
+    schema: Any = response_field._type_adapter.core_schema
+    if schema["type"] == "definitions":  # a model with nested models: their definitions beside it
+        definitions, schema = schema["definitions"], schema["schema"]
+        if schema["type"] == "definition-ref":
+            schema = next((each for each in definitions if each.get("ref") == schema["schema_ref"]), {"type": None})
+    model: type | None = schema.get("cls") if schema["type"] == "model" else None
+    revalidate = schema.get("revalidate_instances") or schema.get("config", {}).get("revalidate_instances")
+    plain = model is response_field.field_info.annotation and revalidate in (None, "never")
+    return model if plain else None
 
 
 async def _json_body(request: Request, strict_content_type: bool, where: EndpointContext) -> Any:

@@ -5,12 +5,10 @@ any kernel error, e.g. a bad cursor) into problem+json."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import TypeAdapter, ValidationError
 
 from gatherly.events import service
 from gatherly.events.calendars import calendar_of, import_entries
@@ -68,7 +66,7 @@ from gatherly.events.schemas import (
 )
 from gatherly.events.service import CheckIn, EventView, MyRsvp, Scope
 from gatherly.events.store import EventsUnitOfWork, reading, unit_of_work
-from gatherly.kernel.auth import CurrentUser, MaybeUser, require_principal
+from gatherly.kernel.auth import CurrentUser, MaybeUser
 from gatherly.kernel.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, Unauthorized
 from gatherly.kernel.openapi import problems
 from gatherly.kernel.routes import FastRoute
@@ -372,6 +370,7 @@ async def import_events(
 # --- RSVPs --------------------------------------------------------------------------------------------------------
 
 
+@router.put("/{event_id}/rsvp", responses=problems(403, 404, 409))
 async def respond_to_event(
     event_id: str, body: RsvpBody, caller: CurrentUser, uow: EventsUnitOfWork = Depends(_uow)
 ) -> MyRsvpOut:
@@ -381,57 +380,6 @@ async def respond_to_event(
     out = _my_rsvp(mine)
     assert out is not None
     return out
-
-
-class AnswerRoute(EventsRoute):
-    """The RSVP's route, FastAPI's handling of it kept for everything but the plain case.
-
-    An answer is the hottest write (issue #11): FastAPI's request handling around it (solving the dependencies
-    one by one, reading and validating the body through its field machinery, validating the returned model again
-    before dumping it) cost about as much as the answer's whole transaction. The plain case (a JSON body that is a
-    valid RsvpBody, no dependency overridden) runs the same steps directly: the same token check, the body parsed
-    and validated as FastAPI does it (json.loads, then the model in Python mode), the same use case, the response
-    dumped by the model's serializer as FastAPI's does. Everything else, a body FastAPI refuses included, goes to
-    FastAPI's handler, which words the 422 (test_rsvps.py compares the two paths)."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        general = super().get_route_handler()
-
-        async def answer(request: Request) -> Response:
-            body = await _plain_answer(request)
-            if body is None:
-                return await general(request)
-            caller = await require_principal(request)
-            uow = await _uow(request)
-            try:
-                out = await respond_to_event(request.path_params["event_id"], body, caller, uow)
-            except Refusal as refusal:
-                raise as_problem(refusal) from refusal
-            return Response(MY_RSVP_JSON.dump_json(out), media_type="application/json")
-
-        return answer
-
-
-MY_RSVP_JSON = TypeAdapter(MyRsvpOut)
-
-
-async def _plain_answer(request: Request) -> RsvpBody | None:
-    """The answer's body when the request is the plain case AnswerRoute serves itself, else None."""
-    if request.headers.get("content-type") != "application/json" or request.app.dependency_overrides:
-        return None
-    try:
-        return RsvpBody.model_validate(json.loads(await request.body()))
-    except (ValueError, ValidationError, RecursionError):  # not JSON (or nested too deep), or not an answer:
-        return None  # FastAPI's handler refuses it in its own words
-
-
-router.add_api_route(
-    "/{event_id}/rsvp",
-    respond_to_event,
-    methods=["PUT"],
-    responses=problems(403, 404, 409),
-    route_class_override=AnswerRoute,
-)
 
 
 @router.get("/{event_id}/attendees", responses=problems(403, 404))
