@@ -52,6 +52,8 @@ class Child:
         deadline = loop.time() + DEADLINE_S
         while not condition(self.lines):
             if self.process.returncode is not None or loop.time() > deadline:
+                if self.process.returncode is None:  # late, not ended: finish() would wait for it without end
+                    self.process.send_signal(signal.SIGKILL)
                 await self.finish()
                 pytest.fail(f"child never got to {what}; it said {self.lines[-5:]}, stderr: {await self.stderr()}")
             await asyncio.sleep(0.01)

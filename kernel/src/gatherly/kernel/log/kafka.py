@@ -264,25 +264,41 @@ class KafkaLog:
                 partitions[topic] = len(await producer.partitions_for(topic))
             filling: dict[tuple[str, int], BatchBuilder] = {}
             sent: list[asyncio.Future[Any]] = []
-            for m in messages:
-                key = m.key.encode()
-                headers = [(name, value.encode()) for name, value in m.headers.items()]
-                if DefaultRecordBatchBuilder.estimate_size_in_bytes(key, m.value, headers) > self.max_request_size:
-                    # What `send` refuses before sending: a record that no request could carry.
-                    raise kafka_errors.MessageSizeTooLargeError(f"a record of topic {m.topic!r} is too large")
-                where = (m.topic, partition_for(m.key, partitions[m.topic]))
-                batch = filling.get(where)
-                if batch is None:
-                    batch = filling[where] = producer.create_batch()
-                if batch.append(key=key, value=m.value, timestamp=None, headers=headers) is None:
-                    # Full: queued (waiting while the partition's previous batch is not sent yet), then a new one,
-                    # which takes any first record.
-                    sent.append(await self._queue(producer, batch, where))
-                    batch = filling[where] = producer.create_batch()
-                    batch.append(key=key, value=m.value, timestamp=None, headers=headers)
-            for where, batch in filling.items():
+            try:
+                await self._fill(producer, messages, partitions, filling, sent)
+                await asyncio.gather(*sent)
+            except BaseException:
+                for queued in sent:  # those not awaited: their failures are taken, not logged as never retrieved
+                    queued.add_done_callback(_retrieve)
+                raise
+
+    async def _fill(
+        self,
+        producer: AIOKafkaProducer,
+        messages: Sequence[OutgoingMessage],
+        partitions: dict[str, int],
+        filling: dict[tuple[str, int], BatchBuilder],
+        sent: list[asyncio.Future[Any]],
+    ) -> None:
+        """Appends the messages to their partitions' batches, queueing each batch once full and all at the end."""
+        for m in messages:
+            key = m.key.encode()
+            headers = [(name, value.encode()) for name, value in m.headers.items()]
+            if DefaultRecordBatchBuilder.estimate_size_in_bytes(key, m.value, headers) > self.max_request_size:
+                # What `send` refuses before sending: a record that no request could carry.
+                raise kafka_errors.MessageSizeTooLargeError(f"a record of topic {m.topic!r} is too large")
+            where = (m.topic, partition_for(m.key, partitions[m.topic]))
+            batch = filling.get(where)
+            if batch is None:
+                batch = filling[where] = producer.create_batch()
+            if batch.append(key=key, value=m.value, timestamp=None, headers=headers) is None:
+                # Full: queued (waiting while the partition's previous batch is not sent yet), then a new one,
+                # which takes any first record.
                 sent.append(await self._queue(producer, batch, where))
-            await asyncio.gather(*sent)
+                batch = filling[where] = producer.create_batch()
+                batch.append(key=key, value=m.value, timestamp=None, headers=headers)
+        for where, batch in filling.items():
+            sent.append(await self._queue(producer, batch, where))
 
     @staticmethod
     async def _queue(producer: AIOKafkaProducer, batch: BatchBuilder, where: tuple[str, int]) -> asyncio.Future[Any]:
@@ -544,3 +560,9 @@ class KafkaConsumer:
         finally:
             self._state = "closed"
             await self._consumer.stop()
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Takes a settled future's failure (the first one is raised by `publish`)."""
+    if not future.cancelled():
+        future.exception()
