@@ -152,9 +152,12 @@ def utc_from_sqlite_text(general: _Processor) -> Callable[[Any], Any]:
         if value is None:
             return None
         try:
-            return parse(value + "+00:00")
+            parsed = parse(value + "+00:00")
         except (TypeError, ValueError):
             return general(value)
+        # A date alone ("2026-12-01", written by raw SQL) parses too, with "+" read as the date and time's separator
+        # and "00:00" as the time: naive, where SQLAlchemy's answer is midnight UTC.
+        return parsed if parsed.tzinfo is not None else general(value)
 
     return process
 

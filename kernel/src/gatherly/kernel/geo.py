@@ -31,16 +31,13 @@ class LatLng(Protocol):
 
 def distance_km(a: LatLng, b: LatLng) -> float:
     """Great-circle distance (haversine), accurate to ~0.5% on the Earth's ellipsoid."""
-    lat1, lat2 = math.radians(a.lat), math.radians(b.lat)
-    dlat = lat2 - lat1
-    dlng = math.radians(b.lng - a.lng)
-    h = math.sin(dlat / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin(dlng / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
+    return distances_km(a, ((b.lat, b.lng),))[0]
 
 
 def distances_km(center: LatLng, points: Iterable[tuple[float, float]]) -> list[float]:
-    """`distance_km(center, point)` of each (lat, lng), with the same operations in the same order (so the same
-    floats, which cursors carry), the centre's part worked out once: a nearby search measures every candidate."""
+    """`distance_km(center, point)` of each (lat, lng), the centre's part worked out once: a nearby search measures
+    every candidate. One computation for both, so a distance is the same float whichever measured it (cursors
+    carry it)."""
     radians, sin, cos, asin, sqrt = math.radians, math.sin, math.cos, math.asin, math.sqrt
     lat1 = radians(center.lat)
     cos1, lng1 = cos(lat1), center.lng

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime, tzinfo
 from enum import StrEnum
-from typing import Any, NewType
+from typing import Any, NewType, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -526,6 +526,10 @@ class RsvpChange:
     reason: Reason | None = None  # for CANCELLED
 
 
+# What `Attendance.counted` gives its counters to: a whole event, or the seats an answer reads.
+CountedT = TypeVar("CountedT", "Event", "Seats")
+
+
 @dataclass
 class Attendance:
     """The seats of one event: its counters (seats taken, parties waiting, the last queue number) and the RSVPs a
@@ -552,6 +556,12 @@ class Attendance:
             seats.queue_counter,
             seats.going_count,
             seats.waitlist_count,
+        )
+
+    def counted(self, seats: CountedT) -> CountedT:
+        """The event (or its seats) with this attendance's counters."""
+        return replace(
+            seats, going_count=self.seats_taken, waitlist_count=self.waiting, queue_counter=self.queue_counter
         )
 
     # --- what it looks like

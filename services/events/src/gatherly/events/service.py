@@ -612,12 +612,7 @@ async def _attendance_with(uow: EventsUnitOfWork, event: Event | Seats, own: Rsv
 async def _save_attendance(uow: EventsUnitOfWork, event: Event, attendance: Attendance) -> Event:
     """Writes the event with its counters and the changed RSVPs, and publishes an rsvp.* event per change."""
     await uow.rsvps.save(event.id, list(attendance.dirty.values()))
-    counted = replace(
-        event,
-        going_count=attendance.seats_taken,
-        waitlist_count=attendance.waiting,
-        queue_counter=attendance.queue_counter,
-    )
+    counted = attendance.counted(event)
     await uow.events.save(counted)
     _publish_changes(uow, counted, attendance)
     return counted
@@ -626,12 +621,7 @@ async def _save_attendance(uow: EventsUnitOfWork, event: Event, attendance: Atte
 async def _save_seats(uow: EventsUnitOfWork, seats: Seats, attendance: Attendance) -> None:
     """`_save_attendance` for an answer, which changes nothing of the event but its counters: only they are
     written, and only when they changed (the same yes again writes nothing)."""
-    counted = replace(
-        seats,
-        going_count=attendance.seats_taken,
-        waitlist_count=attendance.waiting,
-        queue_counter=attendance.queue_counter,
-    )
+    counted = attendance.counted(seats)
     await uow.rsvps.save_answer(list(attendance.dirty.values()), counted, counts_changed=counted != seats)
     _publish_changes(uow, counted, attendance)
 

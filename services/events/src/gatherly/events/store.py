@@ -87,11 +87,16 @@ from gatherly.kernel.web import cursor_int, cursor_time
 __all__ = ["EventsUnitOfWork", "Stores", "metadata", "reading", "unit_of_work"]
 
 
+def _venue(row: Mapping[Any, Any]) -> Venue | None:
+    if row["venue_name"] is None:
+        return None
+    lat, lng = row["lat"], row["lng"]
+    location = Location(lat, lng) if lat is not None and lng is not None else None
+    return Venue(row["venue_name"], row["venue_address"] or "", location)
+
+
 def _event(row: Mapping[Any, Any]) -> Event:
-    venue = None
-    if row["venue_name"] is not None:
-        location = Location(row["lat"], row["lng"]) if row["lat"] is not None and row["lng"] is not None else None
-        venue = Venue(row["venue_name"], row["venue_address"] or "", location)
+    venue = _venue(row)
     return Event(
         id=EventId(row["id"]),
         group_id=GroupId(row["group_id"]),
@@ -207,14 +212,7 @@ CARD_COLUMNS = [
 
 
 def _card(row: Mapping[Any, Any]) -> EventCard:
-    venue = None
-    if row["venue_name"] is not None:
-        lat, lng = row["lat"], row["lng"]
-        venue = Venue(
-            row["venue_name"],
-            row["venue_address"] or "",
-            Location(lat, lng) if lat is not None and lng is not None else None,
-        )
+    venue = _venue(row)
     return EventCard(
         id=EventId(row["id"]),
         group_id=GroupId(row["group_id"]),

@@ -539,7 +539,9 @@ def _page_query(sort: GroupSort, where: _Where, after: bool, total: bool = False
     ordered = (key.desc(), groups.c.id.desc()) if descending else (key.asc(), groups.c.id.asc())
     # The total as an uncorrelated subquery: run once per statement, on SQLite cheaper than COUNT(*) OVER (),
     # which copies every match into a window buffer (~150 against ~125 us for 41 matches, page and count apart).
-    counted = select(func.count()).select_from(groups).where(*where.filters).scalar_subquery().label("total")
+    counted = (
+        select(func.count()).select_from(groups).where(*where.filters).scalar_subquery().correlate(None).label("total")
+    )
     query = select(*CARD_COLUMNS, *([counted] if total else [])).where(*where.filters).order_by(*ordered)
     if after:
         query = query.where(_beyond(sort))
@@ -566,17 +568,20 @@ def _like_escaped(text: str) -> str:
 # `member=me` list's profile, for a statement already compiled for its shape.
 OF_TOPIC = groups.c.id.in_(select(group_topics.c.group_id).where(group_topics.c.topic == bindparam("topic")))
 OF_MEMBER = groups.c.id.in_(select(memberships.c.group_id).where(memberships.c.user_id == bindparam("member")))
+
+
 # A list of ids in one bound JSON array (SQLite's json_each; these reads are the SQLite nearby search's only): an
 # expanding IN list was rendered anew per call by SQLAlchemy (~0.1 ms for 20 ids, more than running the statement).
-AMONG_NEAR_IDS = groups.c.id.in_(select(func.json_each(bindparam("near_ids", type_=String)).table_valued("value")))
+def _among(ids_param: str) -> Any:
+    """groups.id among the JSON array bound as `ids_param`."""
+    return groups.c.id.in_(select(func.json_each(bindparam(ids_param, type_=String)).table_valued("value")))
+
+
+AMONG_NEAR_IDS = _among("near_ids")
 LIKE_TEXT = groups.c.search_text.contains(bindparam("pattern"), escape="/")
 INDEXED_TEXT = groups.c.id.in_(TEXT_MATCHES.bindparams(bindparam("phrase", type_=String)))
 COUNT_MATCHES = FixedRead(COUNT_TEXT_MATCHES.columns(column("count", Integer)))
-CARDS_BY_IDS = FixedRead(
-    select(*CARD_COLUMNS).where(
-        groups.c.id.in_(select(func.json_each(bindparam("ids", type_=String)).table_valued("value")))
-    )
-)
+CARDS_BY_IDS = FixedRead(select(*CARD_COLUMNS).where(_among("ids")))
 
 
 def _id_list(ids: Iterable[str]) -> str:
