@@ -34,7 +34,6 @@ from gatherly.kernel.log.base import (
     TopicConfig,
     TopicPartition,
 )
-from gatherly.kernel.log.embedded import EmbeddedConsumer
 from gatherly.kernel.messages import Envelope, UnknownEventType, causation_id_var, correlation_id_var
 from gatherly.kernel.metrics import (
     CONSUMER_LAG,
@@ -366,9 +365,8 @@ class ConsumerWorker:
         self._paused.clear()
         self._commit_due = None
         consumer = self.log.consumer(self.spec.group, self.topics, on_revoked=self._commit_revoked)
-        if isinstance(consumer, EmbeddedConsumer):
-            # Appends of types this group only skips then wake it late, a run of them at a time (SKIP_WAKE_DELAY_S).
-            consumer.handles = frozenset(self.spec.handlers)
+        # On the embedded log, appends of types this group only skips then wake it late, a run of them at a time.
+        consumer.handles = frozenset(self.spec.handlers)
         self._consumer = consumer
         try:
             while not self._stopping.is_set():

@@ -115,6 +115,9 @@ class LogConsumer(Protocol):
     """A member of a consumer group. Partitions of its topics are shared among the group's live members."""
 
     group: str
+    # A hint its owner may set: the record types it handles (None: all). Every record is still returned by `poll`;
+    # a backend may wake the member later for appends of other types (the embedded log does; Kafka ignores it).
+    handles: frozenset[str] | None
 
     async def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Record]:
         """Records after this member's position on its assigned partitions, in offset order per partition.

@@ -465,6 +465,7 @@ class KafkaConsumer:
         on_revoked: RebalanceCallback | None,
     ) -> None:
         self.group = group
+        self.handles: frozenset[str] | None = None  # a hint the embedded log uses; fetches here are per partition
         self.topics = list(topics)
         self._log = log
         self._on_assigned = on_assigned
