@@ -112,6 +112,22 @@ async def test_huge_headers_are_a_431_problem_before_they_are_read(port: int) ->
     assert sent < 16 * MiB
 
 
+async def test_a_refused_head_is_a_problem_written_as_every_other(port: int) -> None:
+    """The protocol's own refusals read as the problems the app writes (compact UTF-8 JSON, as a FastAPI handler's
+    JSONResponse and kernel/limits.py's middlewares write theirs), not json.dumps' default spacing."""
+
+    def answer_to(request: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            with contextlib.suppress(OSError):  # the refusal came while we were still sending
+                connection.sendall(request)
+            return _read_answer(connection).split(b"\r\n\r\n", 1)[1]
+
+    huge_line = b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    for request in (huge_line, b"NOT HTTP AT ALL\r\n\r\n"):
+        body = await asyncio.to_thread(answer_to, request)
+        assert body == json.dumps(json.loads(body), ensure_ascii=False, separators=(",", ":")).encode(), body
+
+
 async def test_a_head_under_the_bound_arriving_in_small_pieces_and_a_large_body_pass(port: int) -> None:
     header = b"X-Big: " + b"b" * (MAX_REQUEST_HEAD - 2048) + b"\r\n"
     request = b"GET /" + b"p" * 1000 + b" HTTP/1.1\r\nHost: x\r\n" + header + b"\r\n"

@@ -240,6 +240,20 @@ async def test_many_concurrent_answers_never_overbook_and_the_rest_wait_in_order
     assert positions == list(range(1, len(positions) + 1))
 
 
+async def test_one_persons_concurrent_answers_leave_the_counters_as_the_answers_are(api: EventsApi) -> None:
+    """A double click, a retry: the same person's answers at once. Each is decided on the person's answer as the
+    one before it left it (on PostgreSQL a locking read's join gave the answer as it was before the lock was waited
+    for: the counters drifted, going_count 5 with nobody going)."""
+    group_id, olga, (ben,) = await _group_of(api, "Ben")
+    event = await api.schedule(olga, group_id, capacity=10)
+    for _ in range(3):
+        await asyncio.gather(*(api.rsvp(ben, event["id"], answer) for answer in ["yes", "no"] * 5))
+        listed = await api.attendees(event["id"])
+        shown = await api.get(event["id"])
+        assert shown["going_count"] == sum(1 for _, status, _ in listed if status == "going")
+        assert shown["waitlist_count"] == 0
+
+
 @pytest.mark.parametrize(
     "position",
     [{"r": 1e300, "q": 1, "u": "x", "w": 0}, {"r": 1, "q": "9" * 30, "u": "x", "w": 0}],

@@ -4,14 +4,13 @@ memory until they end (a 100 MiB request line grew the process by as much), befo
 from __future__ import annotations
 
 import asyncio
-import json
 from http import HTTPStatus
 from typing import Any
 
 import structlog
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from gatherly.kernel.limits import MAX_PATH_BYTES, MAX_QUERY_BYTES, PROBLEM_JSON, problem_body
+from gatherly.kernel.limits import MAX_PATH_BYTES, MAX_QUERY_BYTES, PROBLEM_JSON, problem_bytes
 
 log = structlog.get_logger(__name__)
 
@@ -162,7 +161,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         return len(getattr(self, "url", b"")) > MAX_URL  # uvicorn sets it when a request begins
 
     def _answer(self, status: int, detail: str) -> None:
-        body = json.dumps(problem_body(status, detail)).encode()
+        body = problem_bytes(status, detail)
         head = (
             f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: {PROBLEM_JSON}\r\n"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"

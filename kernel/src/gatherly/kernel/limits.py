@@ -46,6 +46,13 @@ def problem_body(status: int, detail: str, *, title: str | None = None, **extra:
     return body
 
 
+def problem_bytes(status: int, detail: str, *, title: str | None = None, **extra: Any) -> bytes:
+    """A problem written as the FastAPI handlers write theirs (JSONResponse's compact UTF-8), so every problem reads
+    the same whoever refuses: a middleware, or the HTTP protocol itself (app/request_head.py)."""
+    body = problem_body(status, detail, title=title, **extra)
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 async def send_problem(
     send: Send,
     status: int,
@@ -56,10 +63,7 @@ async def send_problem(
     **extra: Any,
 ) -> None:
     """Answer with a problem+json from ASGI middleware (before any FastAPI handler exists for the request)."""
-    # Written as the FastAPI handlers write theirs (JSONResponse's compact UTF-8), so every problem reads the same.
-    payload = json.dumps(
-        problem_body(status, detail, title=title, **extra), ensure_ascii=False, separators=(",", ":")
-    ).encode()
+    payload = problem_bytes(status, detail, title=title, **extra)
     raw_headers = [
         (b"content-type", PROBLEM_JSON.encode()),
         (b"content-length", str(len(payload)).encode()),

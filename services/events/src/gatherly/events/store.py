@@ -447,12 +447,18 @@ class EventStore:
 
     async def answering(self, event_id: str, user_id: str) -> Answering | None:
         """The event's seats locked as in `get_for_update`, with its group's visibility, the person's role and own
-        answer: one read."""
+        answer: one read (on PostgreSQL the answer read again under the lock, a second)."""
         found = await ANSWERING.rows(self.session, {"event_id": event_id, "user_id": user_id})
         if not found:
             return None
         row = found[0]
         own = _rsvp(row, prefix="rsvp_") if row["rsvp_user_id"] is not None else None
+        if self.session.dialect.name == "postgresql":
+            # Read again once the lock is held: a locking read that waited (READ COMMITTED) gets the newest version
+            # of the row it locks, but the rows it joins as its snapshot saw them before the wait, so the answer
+            # could be the one a concurrent answer of the same person had just replaced (the counters drifted).
+            again = await RSVP_OF.first(self.session, {"event_id": event_id, "user_id": user_id})
+            own = _rsvp(again) if again else None
         visibility = row["group_visibility"]
         return Answering(_seats(row), Visibility(visibility) if visibility is not None else None, row["my_role"], own)
 
