@@ -27,6 +27,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 
+def task_name(handle: asyncio.Handle) -> str:
+    """What a callback of asyncio's loop runs for: its task's coroutine, or the callback itself."""
+    owner = getattr(handle._callback, "__self__", None)  # type: ignore[attr-defined]
+    if isinstance(owner, asyncio.Task):
+        coroutine = owner.get_coro()
+        qualname = getattr(coroutine, "__qualname__", repr(coroutine))
+        # Supervised tasks are named after the service and the work ("users: relay"); the rest by coroutine.
+        return owner.get_name() if qualname.startswith("Supervisor.") else qualname
+    return str(getattr(handle._callback, "__qualname__", handle._callback))  # type: ignore[attr-defined]
+
+
 def serve(stats_file: Path, argv: list[str]) -> None:
     """In the server process: time each callback of asyncio's loop, dump the totals every second, run the CLI."""
     import asyncio.events
@@ -35,20 +46,11 @@ def serve(stats_file: Path, argv: list[str]) -> None:
     totals: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0, 0.0, 0.0, 0.0])
     run = asyncio.events.Handle._run
 
-    def name_of(handle: asyncio.Handle) -> str:
-        owner = getattr(handle._callback, "__self__", None)  # type: ignore[attr-defined]
-        if isinstance(owner, asyncio.Task):
-            coroutine = owner.get_coro()
-            qualname = getattr(coroutine, "__qualname__", repr(coroutine))
-            # Supervised tasks are named after the service and the work ("users: relay"); the rest by coroutine.
-            return owner.get_name() if qualname.startswith("Supervisor.") else qualname
-        return str(getattr(handle._callback, "__qualname__", handle._callback))  # type: ignore[attr-defined]
-
     def timed_run(handle: asyncio.Handle) -> None:
         wall, cpu = time.perf_counter(), time.thread_time()
         run(handle)
         wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
-        entry = totals[name_of(handle)]
+        entry = totals[task_name(handle)]
         entry[0] += 1
         entry[1] += wall
         entry[2] += cpu

@@ -25,6 +25,7 @@ import collections
 import gc
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,17 +33,12 @@ from typing import Any
 
 from gatherly.app.testing import FAST_SETTINGS, running_gatherly, sign_up
 
+sys.path.insert(0, str(Path(__file__).parent))
+
+from loop_profile import task_name  # a sibling script, found once bench/ is on the path
+
 totals: collections.defaultdict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0])
 _run = asyncio.events.Handle._run
-
-
-def task_name(handle: asyncio.Handle) -> str:
-    owner = getattr(handle._callback, "__self__", None)  # type: ignore[attr-defined]
-    if isinstance(owner, asyncio.Task):
-        coroutine = owner.get_coro()
-        qualname = getattr(coroutine, "__qualname__", repr(coroutine))
-        return owner.get_name() if qualname.startswith("Supervisor.") else qualname
-    return str(getattr(handle._callback, "__qualname__", handle._callback))  # type: ignore[attr-defined]
 
 
 def timed_run(handle: asyncio.Handle) -> None:
