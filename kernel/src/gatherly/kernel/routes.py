@@ -357,9 +357,15 @@ def _planned(route: Any, plan: _Plan, standard: Handler) -> Handler:
     strict = route.strict_content_type
     strict_content_type: bool = strict.value if isinstance(strict, DefaultPlaceholder) else strict
     context: EndpointContext = _extract_endpoint_context(endpoint)
-    include, exclude = route.response_model_include, route.response_model_exclude
-    by_alias, exclude_unset = route.response_model_by_alias, route.response_model_exclude_unset
-    exclude_defaults, exclude_none = route.response_model_exclude_defaults, route.response_model_exclude_none
+    # The route's response_model_* options, as both serializations below take them.
+    shaping: dict[str, Any] = {
+        "include": route.response_model_include,
+        "exclude": route.response_model_exclude,
+        "by_alias": route.response_model_by_alias,
+        "exclude_unset": route.response_model_exclude_unset,
+        "exclude_defaults": route.response_model_exclude_defaults,
+        "exclude_none": route.response_model_exclude_none,
+    }
     returned_as_is = _as_is(response_field)
 
     async def handle(request: Request) -> Response:
@@ -380,25 +386,12 @@ def _planned(route: Any, plan: _Plan, standard: Handler) -> Handler:
             # What FastAPI's re-validation of it would give back: the same instance, untouched (see `_as_is`).
             assert response_field is not None
             serialize = response_field.serialize_json if dump_json else response_field.serialize
-            content = serialize(
-                answer,
-                include=include,
-                exclude=exclude,
-                by_alias=by_alias,
-                exclude_unset=exclude_unset,
-                exclude_defaults=exclude_defaults,
-                exclude_none=exclude_none,
-            )
+            content = serialize(answer, **shaping)
         else:
             content = await serialize_response(
                 field=response_field,
                 response_content=answer,
-                include=include,
-                exclude=exclude,
-                by_alias=by_alias,
-                exclude_unset=exclude_unset,
-                exclude_defaults=exclude_defaults,
-                exclude_none=exclude_none,
+                **shaping,
                 is_coroutine=True,
                 endpoint_ctx=where,
                 dump_json=dump_json,
