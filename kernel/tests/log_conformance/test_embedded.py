@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from gatherly.kernel.log import (
     CommitFailed,
     EmbeddedLog,
     OutgoingMessage,
+    Record,
     TopicConfig,
     TopicPartition,
     assign_partitions,
@@ -85,13 +87,12 @@ async def test_a_publish_wakes_only_the_consumers_of_its_topic(tmp_path: Path) -
         assert looks == 1
 
 
-async def test_appends_a_consumer_only_skips_wake_it_late_and_are_read_in_one_look(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A process runs many groups that read a topic for types other than those most appends carry (twelve read `user`
-    # for a profile edit): each woken at once read and skipped every record alone. Woken late, a run costs one look.
-    monkeypatch.setattr(embedded, "SKIP_WAKE_DELAY_S", 1.0)
-    # Poll interval and session timeout far longer than the test: only a wake-up can make the poll look again.
+@contextlib.asynccontextmanager
+async def a_waiting_poll(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[EmbeddedLog, EmbeddedConsumer, asyncio.Task[list[Record]]]]:
+    """A log, a consumer of a group that handles only `user.deleted` on topic `user`, and its poll, already waiting.
+    Poll interval and session timeout far longer than a test: only a wake-up can make the poll look again."""
     async with EmbeddedLog(tmp_path / "log.sqlite", poll_interval=60.0, session_timeout=600.0) as log:
         await log.ensure_topics([TopicConfig("user", partitions=1)])
         consumer = log.consumer("g", ["user"])
@@ -99,7 +100,16 @@ async def test_appends_a_consumer_only_skips_wake_it_late_and_are_read_in_one_lo
         assert await consumer.assignment() == {TopicPartition("user", 0)}
         waiting = asyncio.create_task(consumer.poll(timeout=30.0))
         await asyncio.sleep(0.1)  # not the assertion: lets the poll look once and start waiting
+        yield log, consumer, waiting
 
+
+async def test_appends_a_consumer_only_skips_wake_it_late_and_are_read_in_one_look(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A process runs many groups that read a topic for types other than those most appends carry (twelve read `user`
+    # for a profile edit): each woken at once read and skipped every record alone. Woken late, a run costs one look.
+    monkeypatch.setattr(embedded, "SKIP_WAKE_DELAY_S", 1.0)
+    async with a_waiting_poll(tmp_path) as (log, _, waiting):
         for n in range(3):
             await log.publish([OutgoingMessage("user", "k", f"edit {n}".encode(), {"type": "user.profile_updated"})])
 
@@ -111,14 +121,7 @@ async def test_an_append_a_consumer_may_handle_wakes_it_at_once_with_the_skipped
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(embedded, "SKIP_WAKE_DELAY_S", 600.0)  # a late wake-up never comes within the test
-    async with EmbeddedLog(tmp_path / "log.sqlite", poll_interval=60.0, session_timeout=600.0) as log:
-        await log.ensure_topics([TopicConfig("user", partitions=1)])
-        consumer = log.consumer("g", ["user"])
-        consumer.handles = frozenset({"user.deleted"})
-        assert await consumer.assignment() == {TopicPartition("user", 0)}
-        waiting = asyncio.create_task(consumer.poll(timeout=30.0))
-        await asyncio.sleep(0.1)  # not the assertion: lets the poll look once and start waiting
-
+    async with a_waiting_poll(tmp_path) as (log, consumer, waiting):
         await log.publish([OutgoingMessage("user", "k", b"skipped", {"type": "user.profile_updated"})])
         await asyncio.sleep(0.1)  # not the assertion: a poll woken at once would be done by now
         assert not waiting.done()
