@@ -48,7 +48,7 @@ def an_event(**fields: object) -> Event:
 
 
 def seats(capacity: int | None, *answers: tuple[str, int]) -> Attendance:
-    attendance = Attendance.of(an_event(capacity=capacity), [])
+    attendance = Attendance.of(an_event(capacity=capacity).seats, [])
     for user, guests in answers:
         attendance.respond(UserId(user), Answer.YES, guests, NOON)
     attendance.changes.clear()
@@ -110,21 +110,21 @@ def test_more_guests_need_free_seats_and_an_empty_waitlist() -> None:
 def test_decisions_need_only_the_counters_the_own_answer_and_the_waitlists_head() -> None:
     # 20 seats taken and 5 parties waiting, none of their rows read: a new yes goes to the back, place 6.
     full = replace(an_event(capacity=20), going_count=20, waitlist_count=5, queue_counter=25)
-    attendance = Attendance.of(full, [])
+    attendance = Attendance.of(full.seats, [])
     rsvp = attendance.respond(UserId("new"), Answer.YES, 0, NOON)
     assert (rsvp.status, rsvp.queue_no, attendance.changes[-1].position) == (RsvpStatus.WAITLISTED, 26, 6)
     assert (attendance.seats_taken, attendance.waiting, list(attendance.dirty)) == (20, 6, ["new"])
     # Someone going with 2 guests says no: 3 seats free, so at most the first 3 waiting parties are read...
     ann = Rsvp(UserId("ann"), RsvpStatus.GOING, 2, 1, NOON)
-    assert waitlist_to_read(full, ann) == 3
-    assert waitlist_to_read(full, None) == 0
-    assert waitlist_to_read(replace(full, details=replace(full.details, capacity=None)), None) == 5
+    assert waitlist_to_read(full.seats, ann) == 3
+    assert waitlist_to_read(full.seats, None) == 0
+    assert waitlist_to_read(replace(full, details=replace(full.details, capacity=None)).seats, None) == 5
     # ...and the head of 3 (a party of 2, then two of 1) takes exactly the 3 seats.
     head = [
         Rsvp(UserId(u), RsvpStatus.WAITLISTED, g, 20 + i, NOON)
         for i, (u, g) in enumerate([("b", 1), ("c", 0), ("d", 0)])
     ]
-    seats = Attendance.of(full, [ann, *head])
+    seats = Attendance.of(full.seats, [ann, *head])
     seats.respond(UserId("ann"), Answer.NO, 0, NOON)
     assert [(c.user_id, c.change) for c in seats.changes] == [
         ("ann", Change.CANCELLED),

@@ -547,8 +547,7 @@ class Attendance:
     dirty: dict[UserId, Rsvp] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, event: Event | Seats, rsvps: Iterable[Rsvp]) -> Attendance:
-        seats = event.seats if isinstance(event, Event) else event
+    def of(cls, seats: Seats, rsvps: Iterable[Rsvp]) -> Attendance:
         return cls(
             seats.capacity,
             seats.guest_limit,
@@ -659,10 +658,9 @@ class Attendance:
         self.changes.append(RsvpChange(rsvp.user_id, change, rsvp.guests, previous, position))
 
 
-def waitlist_to_read(event: Event | Seats, own: Rsvp | None = None) -> int:
+def waitlist_to_read(seats: Seats, own: Rsvp | None = None) -> int:
     """How many parties at the head of the waitlist a decision may seat: each needs a seat at least, so no more
     than the free seats plus those the person's own answer may give back (all of them when seats are unlimited)."""
-    seats = event.seats if isinstance(event, Event) else event
     if seats.capacity is None:
         return seats.waitlist_count
     released = own.seats if own is not None and own.status is RsvpStatus.GOING else 0

@@ -363,7 +363,7 @@ async def _cancel(uow: EventsUnitOfWork, event: Event, group_name: str, *, reaso
     now = uow.clock.now()
     cancelled = event.cancelled(now)
     await uow.events.save(cancelled)
-    attendance = Attendance.of(event, await uow.rsvps.attending(event.id))
+    attendance = Attendance.of(event.seats, await uow.rsvps.attending(event.id))
     uow.publish(
         EventCancelled(
             event_id=event.id,
@@ -598,15 +598,15 @@ async def _attendance(uow: EventsUnitOfWork, event: Event, person: UserId | None
     answer, and the head of the waitlist as far as seats could free up. A waiting person's answer reads the
     waitlist through them, so the place they keep is known."""
     own = await uow.rsvps.of(event.id, person) if person is not None else None
-    return await _attendance_with(uow, event, own)
+    return await _attendance_with(uow, event.seats, own)
 
 
-async def _attendance_with(uow: EventsUnitOfWork, event: Event | Seats, own: Rsvp | None) -> Attendance:
-    head = waitlist_to_read(event, own)
+async def _attendance_with(uow: EventsUnitOfWork, seats: Seats, own: Rsvp | None) -> Attendance:
+    head = waitlist_to_read(seats, own)
     if own is not None and own.status is RsvpStatus.WAITLISTED:
-        head = max(head, await uow.rsvps.waitlist_position(event.id, own) or 0)
-    waiting = await uow.rsvps.waitlist_head(event.id, head) if head else []
-    return Attendance.of(event, [*waiting, *([own] if own is not None else [])])
+        head = max(head, await uow.rsvps.waitlist_position(seats.id, own) or 0)
+    waiting = await uow.rsvps.waitlist_head(seats.id, head) if head else []
+    return Attendance.of(seats, [*waiting, *([own] if own is not None else [])])
 
 
 async def _save_attendance(uow: EventsUnitOfWork, event: Event, attendance: Attendance) -> Event:

@@ -236,13 +236,14 @@ EVENT_COLUMNS = [column for column in events.c if column.name not in ("search_te
 # The statements of an RSVP (its hot path: one per answer, under the event's lock) are built once, here: building a
 # statement and generating its cache key per call cost more than SQLite running it (bench/README.md, RSVPs).
 EVENT_FOR_UPDATE = select(events).where(events.c.id == bindparam("event_id")).with_for_update()
-SAVE_COUNTS = FixedWrite(
+_UPDATE_COUNTS = (
     update(events)
     .where(events.c.id == bindparam("event_id"))
     .values(
         going_count=bindparam("going"), waitlist_count=bindparam("waiting"), queue_counter=bindparam("queue_counter")
     )
 )
+SAVE_COUNTS = FixedWrite(_UPDATE_COUNTS)
 RSVP_OF = FixedWrite(
     select(rsvps).where(rsvps.c.event_id == bindparam("event_id"), rsvps.c.user_id == bindparam("user_id"))
 )
@@ -342,14 +343,7 @@ UPSERT_RSVP = {
 # INSERT inside WITH; there the two run straight on sqlite3, where a statement costs little.
 # (The upsert's values are bound as `rsvp_<column>`: SQLAlchemy keeps a column's own name for its implicit bind.)
 _answer = _upsert_rsvp(lambda table: postgresql_insert(table).values({c: bindparam(f"rsvp_{c.name}") for c in table.c}))
-ANSWER_WITH_COUNTS = FixedWrite(
-    update(events)
-    .where(events.c.id == bindparam("event_id"))
-    .values(
-        going_count=bindparam("going"), waitlist_count=bindparam("waiting"), queue_counter=bindparam("queue_counter")
-    )
-    .add_cte(_answer.cte("answer"))
-)
+ANSWER_WITH_COUNTS = FixedWrite(_UPDATE_COUNTS.add_cte(_answer.cte("answer")))
 
 
 # What the page of one event shows, in one statement on the driver (FixedRead): the event, its group unless
