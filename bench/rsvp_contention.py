@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 from rsvp_cpu import group_in_read_models
 
 from gatherly.app.testing import FAST_SETTINGS, RunningGatherly, running_gatherly
-from gatherly.kernel.loop_health import freeze_startup_heap
+from gatherly.kernel.loop_health import freeze_startup_heap, set_young_collection_threshold
 from gatherly.users.crypto import signing_key_for
 from gatherly.users.service import Identity
 from gatherly.users.store import unit_of_work as users_unit_of_work
@@ -175,6 +175,8 @@ async def run(clients: int, seats: int, rounds: int) -> str:
         async with running_gatherly(Path(folder) / "data", **FAST) as gatherly:
             # As `gatherly up` does once started (app/server.py): without it every full collection walks the ~250,000
             # objects of the started process (0.1-0.2 s each, a few per phase), a cost the server does not have.
+            # Its young collections as often as the server's (GATHERLY_GC_YOUNG_THRESHOLD).
+            set_young_collection_threshold(gatherly.settings.gc_young_threshold)
             await freeze_startup_heap()
             organizer, people, group_id = await _phase("set-up", _people(gatherly, clients))
             for _ in range(rounds):

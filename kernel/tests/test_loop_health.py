@@ -11,7 +11,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client import REGISTRY
+from pydantic import ValidationError
 from sqlalchemy import Column, Integer, LargeBinary, MetaData, Table, event, insert, text
 
 from gatherly.kernel.db import Database
@@ -19,7 +21,8 @@ from gatherly.kernel.delivery import prune_inbox
 from gatherly.kernel.inline_sqlite import WalCheckpointer
 from gatherly.kernel.log.base import OutgoingMessage, TopicConfig
 from gatherly.kernel.log.embedded import EmbeddedLog
-from gatherly.kernel.loop_health import LoopLagProbe, time_gc_pauses
+from gatherly.kernel.loop_health import LoopLagProbe, set_young_collection_threshold, time_gc_pauses
+from gatherly.kernel.settings import Settings
 from gatherly.kernel.tables import kernel_tables
 from gatherly.kernel.uow import INBOX
 
@@ -220,3 +223,19 @@ def test_every_garbage_collection_pause_is_measured_per_generation() -> None:
     gc.collect()
     assert full_runs() == before + 1
     assert (REGISTRY.get_sample_value("gatherly_gc_pause_seconds_sum", {"generation": "2"}) or 0.0) > 0
+
+
+def test_the_young_collection_threshold_is_set_and_the_older_ones_kept() -> None:
+    before = gc.get_threshold()
+    try:
+        set_young_collection_threshold(7000)
+        assert gc.get_threshold() == (7000, before[1], before[2])
+    finally:
+        gc.set_threshold(*before)
+
+
+def test_a_served_process_collects_its_young_generation_as_configured() -> None:
+    assert Settings().gc_young_threshold == 7000
+    assert Settings(gc_young_threshold=2000).gc_young_threshold == 2000
+    with pytest.raises(ValidationError):
+        Settings(gc_young_threshold=0)  # 0 would switch automatic collection off

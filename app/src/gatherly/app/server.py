@@ -10,7 +10,7 @@ import uvicorn
 
 from gatherly.app.compose import Process
 from gatherly.app.request_head import BoundedHeadProtocol
-from gatherly.kernel.loop_health import freeze_startup_heap, time_gc_pauses
+from gatherly.kernel.loop_health import freeze_startup_heap, set_young_collection_threshold, time_gc_pauses
 
 log = structlog.get_logger(__name__)
 
@@ -61,6 +61,7 @@ def server_config(process: Process, host: str, port: int) -> uvicorn.Config:
 
 def serve(process: Process, host: str, port: int) -> None:
     time_gc_pauses()
+    set_young_collection_threshold(process.settings.gc_young_threshold)
     # Last of the start-up steps (after demo data): what is alive then lives as long as the process.
     process.on_started.append(freeze_startup_heap)
     config = server_config(process, host, port)

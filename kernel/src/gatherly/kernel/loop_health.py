@@ -147,6 +147,13 @@ def _on_gc_phase(phase: str, info: dict[str, Any]) -> None:
         GC_PAUSE.labels(str(info["generation"])).observe(time.perf_counter() - _gc_started)
 
 
+def set_young_collection_threshold(allocations: int) -> None:
+    """Collect the young generation every `allocations` allocations instead of CPython's 700 (the older
+    generations' thresholds unchanged: each runs after ten of the one below)."""
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(allocations, middle, old)
+
+
 async def freeze_startup_heap() -> None:
     """Move everything alive once the process has started out of the collector's reach.
 
