@@ -32,12 +32,17 @@ While working on the consumer's batch path, `--batch-only` leaves out Kafka's pr
 and `--repeat N` runs our batch consumer N times (each a group of its own, over the same messages). While working
 on the relay, `--publish-only` leaves out the consumers, and `--repeat N` then runs our relay N times (each over
 --messages freshly committed rows).
+
+`--consumer-processes N` (N > 1) also runs the batch consumer as N processes, members of ONE consumer group sharing
+its partitions (as replicas of a service do), in a row of its own beside the single process's: the group's msg/s
+and the CPU per message of the N processes together.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import platform
 import re
@@ -48,7 +53,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, delete, func, insert, select
 
@@ -59,8 +64,10 @@ from gatherly.kernel.delivery import ConsumerRegistry, ConsumerWorker
 from gatherly.kernel.kafka_broker import kafka_libs, running_kafka
 from gatherly.kernel.log.base import TopicConfig
 from gatherly.kernel.log.kafka import KafkaLog
+from gatherly.kernel.loop_health import freeze_startup_heap, set_young_collection_threshold, time_gc_pauses
 from gatherly.kernel.messages import Envelope
 from gatherly.kernel.relay import OutboxRelay
+from gatherly.kernel.settings import Settings
 from gatherly.kernel.tables import kernel_tables
 from gatherly.kernel.testing import scratch_databases
 from gatherly.kernel.uow import OUTBOX, OutboxSignal, UnitOfWork
@@ -159,6 +166,39 @@ def cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
+def others_cpu(db: Database, broker: str) -> list[dict[int, float]]:
+    """CPU seconds so far of the PostgreSQL backends serving `db` and of the Kafka broker whose data is in `broker`."""
+    return [processes_cpu(["postgres:", f" {db.engine.url.database} "]), processes_cpu(["java", broker])]
+
+
+class Counting(UnitOfWork):
+    """Collects the numbers of the events its transaction applies (the handlers below add them)."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self.numbers: list[int] = []
+
+
+async def handle_one(event: Pinged, uow: Counting) -> None:
+    await uow.session.execute(insert(seen), {"n": event.n, "key": event.key})
+    uow.numbers.append(event.n)
+
+
+async def handle_all(events: Sequence[Pinged], uow: Counting) -> None:
+    await uow.session.execute(insert(seen), [{"n": event.n, "key": event.key} for event in events])
+    uow.numbers.extend(event.n for event in events)
+
+
+async def collect_as_served() -> None:
+    """Tune the garbage collector as a served process does (app/server.py `serve`, which `gatherly run <service>`
+    goes through, consumers included): young collections every GATHERLY_GC_YOUNG_THRESHOLD allocations, their
+    pauses timed, and what is alive once set up frozen. Without it a poll's thousands of small objects were walked
+    by a young collection every 700 allocations: about a quarter of the consumer's CPU (docs/messaging.md)."""
+    time_gc_pauses()
+    set_young_collection_threshold(Settings().gc_young_threshold)
+    await freeze_startup_heap()
+
+
 async def our_relay(db: Database, log: KafkaLog, messages: int) -> tuple[float, float]:
     """Messages per second, and this process's CPU microseconds per message, from the relay's start until the
     outbox is empty (the bench's own check of the outbox every 10 ms is counted too: a few µs per message)."""
@@ -195,18 +235,13 @@ async def our_consumer(
     handled: list[float] = []
     cpu: list[float] = []  # process CPU seconds at each stamp in `handled`
     done = asyncio.Event()
-    database = db.engine.url.database or ""
     others: list[tuple[dict[int, float], dict[int, float]]] = []  # PostgreSQL's, the broker's: (first, last)
 
-    def others_cpu() -> list[dict[int, float]]:
-        return [processes_cpu(["postgres:", f" {database} "]), processes_cpu(["java", broker])]
-
-    class Stamping(UnitOfWork):
+    class Stamping(Counting):
         """Stamps its messages as handled once its transaction has committed."""
 
         def __init__(self) -> None:
             super().__init__(db)
-            self.numbers: list[int] = []
 
         async def __aexit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
             await super().__aexit__(exc_type, exc, tb)
@@ -215,18 +250,10 @@ async def our_consumer(
                 handled.extend([time.perf_counter()] * len(self.numbers))
                 cpu.extend([time.process_time()] * len(self.numbers))
                 if first:
-                    others.extend((reading, reading) for reading in others_cpu())
+                    others.extend((reading, reading) for reading in others_cpu(db, broker))
                 if len(handled) >= messages:
-                    others[:] = [(start, end) for (start, _), end in zip(others, others_cpu(), strict=True)]
+                    others[:] = [(start, end) for (start, _), end in zip(others, others_cpu(db, broker), strict=True)]
                     done.set()
-
-    async def handle(event: Pinged, uow: Stamping) -> None:
-        await uow.session.execute(insert(seen), {"n": event.n, "key": event.key})
-        uow.numbers.append(event.n)
-
-    async def handle_all(events: Sequence[Pinged], uow: Stamping) -> None:
-        await uow.session.execute(insert(seen), [{"n": event.n, "key": event.key} for event in events])
-        uow.numbers.extend(event.n for event in events)
 
     async with db.writing() as session:
         await session.execute(delete(seen))  # what an earlier run applied
@@ -235,7 +262,7 @@ async def our_consumer(
     if batch:
         registry.on_batch(Pinged, group=group)(handle_all)
     else:
-        registry.on(Pinged, group=group)(handle)
+        registry.on(Pinged, group=group)(handle_one)
     (spec,) = registry.specs.values()
     worker = ConsumerWorker(spec, log, Stamping)
     if batch_size is not None:
@@ -256,6 +283,110 @@ async def our_consumer(
     return after_first / (handled[-1] - first), (cpu[-1] - cpu[0]) * 1e6 / after_first, postgresql, broker_cpu
 
 
+def consumer_member(
+    database_url: str, bootstrap: str, topic: str, group: str, start: Any, stop: Any, progress: Any, results: Any
+) -> None:
+    """One member of the consumer group `our_consumer_group` runs, in a process of its own: puts on `results` a stamp
+    (clock, this process's CPU seconds, messages) per committed transaction once `stop` is set."""
+    Pinged.TOPIC = topic  # this module, imported again in this process, drew another topic name
+    results.put(asyncio.run(_member(database_url, bootstrap, group, start, stop, progress)))
+
+
+async def _member(
+    database_url: str, bootstrap: str, group: str, start: Any, stop: Any, progress: Any
+) -> list[tuple[float, float, int]]:
+    db = Database(database_url)
+    log = KafkaLog(bootstrap, session_timeout=6.0)
+    stamps: list[tuple[float, float, int]] = []
+
+    class Stamping(Counting):
+        def __init__(self) -> None:
+            super().__init__(db)
+
+        async def __aexit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
+            await super().__aexit__(exc_type, exc, tb)
+            if exc_type is None and self.numbers:
+                stamps.append((time.monotonic(), time.process_time(), len(self.numbers)))
+                with progress.get_lock():
+                    progress.value += len(self.numbers)
+
+    registry = ConsumerRegistry()
+    registry.on_batch(Pinged, group=group)(handle_all)
+    (spec,) = registry.specs.values()
+    worker = ConsumerWorker(spec, log, Stamping)
+    try:
+        await log.start()
+        await collect_as_served()
+        await asyncio.to_thread(start.wait, 300)  # the members join the group together (see `our_consumer_group`)
+        task = asyncio.create_task(worker.run())
+        # Until the bench says stop (it does at once when a member ends early, which ends this thread's wait too).
+        stopped = asyncio.create_task(asyncio.to_thread(stop.wait, 900))
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        worker.stop()
+        await asyncio.wait_for(task, 60)
+    finally:
+        await log.close()
+        await db.dispose()
+    return stamps
+
+
+async def our_consumer_group(
+    db: Database, bootstrap: str, messages: int, processes: int, *, broker: str
+) -> tuple[float, float, float, float]:
+    """`our_consumer` with a batch handler, run by `processes` processes that are members of ONE consumer group and
+    share its partitions, as replicas of a service do (issue #17). Messages per second of the group, from its first
+    transaction to its last; CPU microseconds per message of our processes together (each counted from its own
+    first transaction to its last, over the messages of its later ones), of PostgreSQL's backends and of the broker.
+    The broker delays a new group's first assignment (`running_kafka(initial_rebalance_delay_ms=...)`) so that the
+    members, started together, share the partitions from the first poll on instead of rebalancing mid-run."""
+    async with db.writing() as session:
+        await session.execute(delete(seen))  # what an earlier run applied
+    context = multiprocessing.get_context("spawn")  # not forked: this process's event loop, connections, threads
+    start, stop = context.Barrier(processes + 1), context.Event()
+    progress, results = context.Value("q", 0), context.Queue()
+    group = f"bench.throughput.{uuid.uuid4().hex[:8]}"
+    url = db.engine.url.render_as_string(hide_password=False)
+    members = [
+        context.Process(
+            target=consumer_member, args=(url, bootstrap, Pinged.TOPIC, group, start, stop, progress, results)
+        )
+        for _ in range(processes)
+    ]
+    for member in members:
+        member.start()
+    try:
+        await asyncio.to_thread(start.wait, 300)
+        first: tuple[int, list[dict[int, float]]] | None = None
+        while (applied := progress.value) < messages:
+            if first is None and applied:
+                first = (applied, others_cpu(db, broker))
+            if not all(member.is_alive() for member in members):
+                raise RuntimeError("a consumer process ended before the messages were applied")
+            await asyncio.sleep(0.005)
+        last = others_cpu(db, broker)
+        stop.set()
+        stamps = [await asyncio.to_thread(results.get, True, 120) for _ in members]
+    finally:
+        stop.set()
+        for member in members:
+            await asyncio.to_thread(member.join, 60)
+            if member.is_alive():
+                member.kill()
+    async with db.read_session() as reading:
+        applied = await reading.scalar(select(func.count()).select_from(seen))
+    if applied != messages or first is None:
+        raise RuntimeError(f"{applied} of {messages} messages applied")
+    everything = sorted(stamp for member in stamps for stamp in member)
+    began, _, first_messages = everything[0]
+    rate = (messages - first_messages) / (everything[-1][0] - began)
+    counted = sum(n for member in stamps for _, _, n in member[1:])
+    ours = sum(member[-1][1] - member[0][1] for member in stamps if member) * 1e6 / counted
+    postgresql, broker_cpu = (
+        cpu_between(a, b) * 1e6 / (messages - first[0]) for a, b in zip(first[1], last, strict=True)
+    )
+    return rate, ours, postgresql, broker_cpu
+
+
 async def run(
     messages: int,
     folder: Path,
@@ -264,11 +395,14 @@ async def run(
     publish_only: bool = False,
     repeat: int = 1,
     batch_size: int | None = None,
+    consumer_processes: int = 1,
 ) -> str:
     started = datetime.now(UTC)
     size = message_bytes()
     classpath = tools_classpath()
-    with running_kafka(folder / "kafka") as bootstrap:
+    group_runs = 0 if publish_only or consumer_processes < 2 else repeat
+    # Several members started together wait for one another before the first assignment (Kafka's default delay).
+    with running_kafka(folder / "kafka", initial_rebalance_delay_ms=3000 if group_runs else 0) as bootstrap:
         async with scratch_databases("postgresql", folder, ["producer", "consumer"]) as template:
             producer_db, consumer_db = (Database(template.format(service=s)) for s in ("producer", "consumer"))
             for db in (producer_db, consumer_db):
@@ -276,6 +410,7 @@ async def run(
                     await connection.run_sync(metadata.create_all)
             log = KafkaLog(bootstrap, session_timeout=6.0)
             await log.start()
+            await collect_as_served()
             try:
                 perf_topic = f"bench-perf-{uuid.uuid4().hex[:8]}"
                 await log.ensure_topics(
@@ -295,6 +430,10 @@ async def run(
                     await our_consumer(consumer_db, log, messages, batch=True, broker=broker, batch_size=batch_size)
                     for _ in range(0 if publish_only else repeat)
                 ]
+                ours_in_group = [
+                    await our_consumer_group(consumer_db, bootstrap, messages, consumer_processes, broker=broker)
+                    for _ in range(group_runs)
+                ]
             finally:
                 await log.close()
                 await producer_db.dispose()
@@ -308,9 +447,16 @@ async def run(
     if not (batch_only or publish_only):
         rows.append(("consume (worker, a handler per event)", "ConsumerPerformance", theirs_in, *ours_in[:2]))
     rows += [("consume (worker, a batch handler)", "ConsumerPerformance", theirs_in, *row[:2]) for row in ours_in_batch]
-    consumers = ([] if batch_only or publish_only else [("a handler per event", ours_in)]) + [
-        ("a batch handler", row) for row in ours_in_batch
+    group = f"{consumer_processes} processes, one consumer group"
+    rows += [
+        (f"consume (worker, a batch handler): {group}", "ConsumerPerformance", theirs_in, *row[:2])
+        for row in ours_in_group
     ]
+    consumers = (
+        ([] if batch_only or publish_only else [("a handler per event", ours_in)])
+        + [("a batch handler", row) for row in ours_in_batch]
+        + [(f"a batch handler: {group} (CPU of the {consumer_processes} together)", row) for row in ours_in_group]
+    )
     lines = [
         f"## {started:%Y-%m-%d %H:%M} UTC",
         "",
@@ -337,7 +483,7 @@ async def run(
             f"{os.cpu_count()} cores, so at the target rate the three may spend at most "
             f"{(os.cpu_count() or 1) * 1e6 / (TARGET_RATIO * theirs_in):.0f} µs a message together):",
             "",
-            "| our consumer | msg/s | our process | PostgreSQL (its database's backends) | Kafka broker |",
+            "| our consumer | msg/s | our process(es) | PostgreSQL (its database's backends) | Kafka broker |",
             "|---|---|---|---|---|",
             *(
                 f"| {what} | {rate:,.0f} | {ours:.0f} | {postgresql:.0f} | {broker_cpu:.0f} |"
@@ -370,6 +516,12 @@ def main() -> None:
         "--repeat", type=int, default=1, help="runs of our batch consumer (of our relay with --publish-only)"
     )
     parser.add_argument("--batch-size", type=int, help="records per poll of our batch consumer (default: the worker's)")
+    parser.add_argument(
+        "--consumer-processes",
+        type=int,
+        default=1,
+        help="also run the batch consumer as this many processes of one consumer group (a row of its own)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="b17-throughput-") as folder:
         text = asyncio.run(
@@ -380,6 +532,7 @@ def main() -> None:
                 publish_only=args.publish_only,
                 repeat=args.repeat,
                 batch_size=args.batch_size,
+                consumer_processes=args.consumer_processes,
             )
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -45,9 +45,12 @@ def kafka_libs() -> Path:
     return libs
 
 
-def broker_properties(data_dir: Path, port: int, controller_port: int) -> str:
+def broker_properties(data_dir: Path, port: int, controller_port: int, initial_rebalance_delay_ms: int = 0) -> str:
     """A one-node cluster's server.properties. Topics are never auto-created (the log creates them explicitly,
-    with their partitions and retention); group settings are shortened so tests rebalance in seconds."""
+    with their partitions and retention); group settings are shortened so tests rebalance in seconds. A new group's
+    first assignment waits `initial_rebalance_delay_ms` for more members (Kafka's default is 3,000): none for the
+    tests, which start one member at a time; a bench starting several members at once waits so that they share the
+    partitions from the start instead of rebalancing mid-run."""
     return "\n".join(
         [
             "process.roles=broker,controller",
@@ -66,7 +69,7 @@ def broker_properties(data_dir: Path, port: int, controller_port: int) -> str:
             "transaction.state.log.min.isr=1",
             "share.coordinator.state.topic.replication.factor=1",
             "share.coordinator.state.topic.min.isr=1",
-            "group.initial.rebalance.delay.ms=0",
+            f"group.initial.rebalance.delay.ms={initial_rebalance_delay_ms}",
             "group.min.session.timeout.ms=1000",
             "",
         ]
@@ -89,11 +92,11 @@ def format_storage(libs: Path, config: Path, cluster_id: str) -> None:
     )
 
 
-def _start(folder: Path, libs: Path) -> tuple[subprocess.Popen[bytes], str]:
+def _start(folder: Path, libs: Path, initial_rebalance_delay_ms: int) -> tuple[subprocess.Popen[bytes], str]:
     port, controller_port = free_port(), free_port()
     data = folder / "data"
     config = folder / "server.properties"
-    config.write_text(broker_properties(data, port, controller_port))
+    config.write_text(broker_properties(data, port, controller_port, initial_rebalance_delay_ms))
     if not data.exists():
         # Kafka's cluster ids are 16 random bytes in URL-safe base64 without padding.
         format_storage(libs, config, base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
@@ -118,13 +121,13 @@ def _wait_until_listening(process: subprocess.Popen[bytes], bootstrap: str, log:
 
 
 @contextlib.contextmanager
-def running_kafka(folder: Path) -> Iterator[str]:
+def running_kafka(folder: Path, *, initial_rebalance_delay_ms: int = 0) -> Iterator[str]:
     """Start a one-node Kafka with its data in `folder` on free loopback ports; yield its bootstrap address
     (host:port); stop it at the end. Raises `KafkaMissing` without the jars, never starts half a cluster."""
     libs = kafka_libs()
     folder.mkdir(parents=True, exist_ok=True)
     for attempt in range(3):
-        process, bootstrap = _start(folder, libs)
+        process, bootstrap = _start(folder, libs, initial_rebalance_delay_ms)
         try:
             _wait_until_listening(process, bootstrap, folder / "broker.log")
         except KafkaPortTaken:

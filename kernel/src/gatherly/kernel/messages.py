@@ -12,6 +12,7 @@ import uuid6
 from pydantic_core import from_json
 
 from gatherly.contracts.base import IntegrationEvent, schema_for
+from gatherly.kernel.frozen import quick_init
 from gatherly.kernel.log.base import OutgoingMessage, Record
 from gatherly.kernel.tracing import current_headers
 
@@ -46,7 +47,8 @@ class UnknownEventType(Exception):
     """A message whose type or version this build has no schema for."""
 
 
-@dataclass(frozen=True)
+@quick_init  # the batch consumer builds one per message
+@dataclass(frozen=True, slots=True)
 class Envelope:
     id: str
     type: str

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple, Protocol
 
+from gatherly.kernel.frozen import quick_init
+
 
 @dataclass(frozen=True)
 class OutgoingMessage:
@@ -18,7 +20,8 @@ class OutgoingMessage:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@quick_init  # the batch consumer builds one per message
+@dataclass(frozen=True, slots=True)
 class Record:
     """A message as stored in the log, with its position."""
 
