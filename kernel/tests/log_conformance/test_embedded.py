@@ -263,6 +263,52 @@ async def test_a_busy_consumer_works_out_its_assignment_again_only_when_membersh
         await newcomer.close()
 
 
+def count_bounds_reads(log: EmbeddedLog) -> list[int]:
+    """Counts the log's reads of its partitions' bounds (the first query of every look for records)."""
+    reads = [0]
+    bounds = log._bounds
+
+    async def counted_bounds(topics: Any) -> Any:
+        reads[0] += 1
+        return await bounds(topics)
+
+    log._bounds = counted_bounds  # type: ignore[method-assign]
+    return reads
+
+
+async def test_a_consumer_that_read_every_partition_to_its_end_looks_again_only_when_the_log_may_have_changed(
+    tmp_path: Path,
+) -> None:
+    # A consumer worker polls again right after every batch it handled: that look found nothing, a bounds query per
+    # event handled, while only an append (which wakes us, or changes the file's version) could give it something.
+    path = tmp_path / "log.sqlite"
+    async with EmbeddedLog(path, poll_interval=0.01, session_timeout=60.0) as log, EmbeddedLog(path) as other:
+        await log.ensure_topics([TopicConfig("t", partitions=2)])
+        consumer = log.consumer("g", ["t"])
+        assert len(await consumer.assignment()) == 2
+        reads = count_bounds_reads(log)
+        await log.publish(messages("t", keys_on_each_partition(2, per_partition=1), per_key=2))
+        assert len(await consumer.poll(timeout=1.0)) == 4
+        assert reads[0] == 1
+
+        assert await consumer.poll(timeout=0.2) == []
+        assert reads[0] == 1  # some 20 time-outs of the wait, no look: nothing was appended since
+
+        # An append in this process wakes it; one through another connection changes the file's version.
+        await log.publish([OutgoingMessage("t", "k", b"from here")])
+        assert values(await consumer.poll(timeout=1.0)) == ["from here"]
+        waiting = asyncio.create_task(consumer.poll(timeout=5.0))
+        await asyncio.sleep(0.1)  # not the assertion: lets the poll start waiting
+        await other.publish([OutgoingMessage("t", "k", b"from elsewhere")])
+        assert values(await asyncio.wait_for(waiting, 2.0)) == ["from elsewhere"]
+
+        # A poll cut short by `max_records` left records behind: the next one looks again at once, unwoken.
+        await log.publish([OutgoingMessage("t", "k", f"{n}".encode()) for n in range(5)])
+        assert values(await consumer.poll(max_records=2, timeout=1.0)) == ["0", "1"]
+        assert values(await consumer.poll(max_records=2, timeout=0)) == ["2", "3"]
+        assert values(await consumer.poll(max_records=2, timeout=0)) == ["4"]
+
+
 async def test_a_busy_consumer_sees_a_partition_released_in_the_same_process_at_its_next_poll(tmp_path: Path) -> None:
     # A release by another member of this process is this process's own write: the file's version does not show it.
     async with EmbeddedLog(tmp_path / "log.sqlite", poll_interval=5.0, session_timeout=60.0) as log:

@@ -682,8 +682,9 @@ class EmbeddedConsumer:
         # other types wake it only after a delay (EmbeddedLog._notify_appended). None: every append wakes it at once.
         self.handles: frozenset[str] | None = None
         self._late_wakeup: asyncio.TimerHandle | None = None
-        # After a look that found nothing: (the log's `_others_version`, loop time) then. Until another process
-        # writes, this process wakes us, or `_relook_every` passes, another look would find nothing either.
+        # After a look that found nothing or read every readable partition to its end: (the log's `_others_version`,
+        # loop time) then. Until another process writes, this process wakes us, or `_relook_every` passes, another
+        # look would find nothing.
         self._idle_since: tuple[int, float] | None = None
         # Members that die silently and other processes' partition moves show only with time: look that often.
         self._relook_every = log.session_timeout / 4
@@ -768,10 +769,12 @@ class EmbeddedConsumer:
             self._generations.pop(tp, None)
             self._paused.discard(tp)
 
-    async def _fetch(self, max_records: int) -> list[Record]:
+    async def _fetch(self, max_records: int) -> tuple[list[Record], bool]:
+        """The next records of the readable partitions, and whether they were all read to the end their bounds gave
+        (nothing left behind by `max_records`)."""
         readable = [tp for tp in self._positions if tp not in self._paused]
         if not readable:
-            return []
+            return [], True
         bounds = await self._log._bounds(tp.topic for tp in readable)
         ready = []
         for tp in sorted(readable):
@@ -781,19 +784,24 @@ class EmbeddedConsumer:
             if self._positions[tp] < end:
                 ready.append(tp)
         if not ready:
-            return []
+            return [], True
         # Start at a different partition each round so one busy partition cannot starve the others.
         self._round += 1
         shift = self._round % len(ready)
         records: list[Record] = []
+        drained = True
         for tp in ready[shift:] + ready[:shift]:
-            if len(records) >= max_records:
+            limit = max_records - len(records)
+            if limit <= 0:
+                drained = False
                 break
-            batch = await self._log._records(tp, self._positions[tp], max_records - len(records))
+            batch = await self._log._records(tp, self._positions[tp], limit)
             if batch:
                 self._positions[tp] = batch[-1].offset + 1
                 records.extend(batch)
-        return records
+            if len(batch) == limit:  # maybe more behind it
+                drained = False
+        return records, drained
 
     async def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Record]:
         loop = asyncio.get_running_loop()
@@ -827,8 +835,11 @@ class EmbeddedConsumer:
         self._cancel_late_wakeup()
         if not self._assignment_current(version, now):
             await self._refresh()
-        records = await self._fetch(max_records)
-        self._idle_since = None if records else (version, now)
+        records, drained = await self._fetch(max_records)
+        # Read to the end: like a look that finds nothing, the next one would find only what was appended since, and
+        # that wakes us (this process's appends) or changes the version (another's). Looking again at once after
+        # every batch was a bounds query per record handled, for nothing.
+        self._idle_since = (version, now) if drained else None
         return records
 
     def _assignment_current(self, version: int, now: float) -> bool:
