@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from gatherly.notifications import service
-from gatherly.notifications.domain import Kind, Preferences, UserId
-from gatherly.notifications.store import unit_of_work
+from gatherly.notifications.domain import DEFAULT_REMINDER_HOURS, Kind, Preferences, UserId
+from gatherly.notifications.store import DueReminder, unit_of_work
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 # `api` is conftest.NotificationsApi: one whole Gatherly per module and database backend.
@@ -157,24 +157,42 @@ async def test_email_off_for_a_kind_keeps_it_in_app_only(api: Any) -> None:
 
 
 async def test_one_persons_single_read_agrees_with_the_general_reads(api: Any) -> None:
-    # The rsvp.* handler reads its one person in one statement (service.one_person); it must find what `people` and
-    # the push subscriptions' read find, for each kind of person: plain, with preferences and a subscription,
-    # deleted, and not known to the service at all.
+    # The rsvp.* handler reads its one person and event in one statement (service.at_event); it must find what
+    # `people`, the push subscriptions' read, the event's read and the reminders' read find, for each kind of person
+    # (plain, with preferences and a subscription, deleted, not known to the service at all) and of event (kept, with
+    # reminders pending for some and sent for another, and not known).
+    olga = await api.person("Olga")
     plain, choosy, gone = await api.person("Pat"), await api.person("Chris"), await api.person("Gil")
+    group_id = await api.group(olga, plain, choosy, gone)
+    kept = await api.schedule(olga, group_id, title="Read check")
+    await api.rsvp(plain, kept["id"])  # the default reminders, pending
+    await api.rsvp(choosy, kept["id"])
+    await api.running.settle()
     now = datetime.now(UTC)
     context = api.running.process.host("notifications").context
     async with unit_of_work(context) as uow:
         await uow.preferences.put(choosy.user_id, Preferences({Kind.RSVP_CONFIRMED: False}, {}, (2,)), now)
         await uow.push.put(choosy.user_id, "https://push.example.org/chris", "key", "auth", now)
         await uow.recipients.forget(gone.user_id, now)
+        # One of choosy's reminders (the defaults when they answered) sent, the other still pending.
+        await uow.reminders.mark_sent(DueReminder(kept["id"], choosy.user_id, DEFAULT_REMINDER_HOURS[0]), now)
     unknown = UserId("never-registered")
+    people = (UserId(plain.user_id), UserId(choosy.user_id), UserId(gone.user_id), unknown, UserId(olga.user_id))
     async with unit_of_work(context) as uow:
-        for who in (UserId(plain.user_id), UserId(choosy.user_id), UserId(gone.user_id), unknown):
-            single, general = await service.one_person(uow, who), await service.people(uow, [who])
-            assert (single.known, single.chosen) == (general.known, general.chosen)
-            if single.subscribed is not None:
-                assert single.subscribed == await uow.push.subscribed([who])
-        assert (await service.one_person(uow, UserId(choosy.user_id))).subscribed == {choosy.user_id}
-        assert (await service.one_person(uow, UserId(plain.user_id))).subscribed == frozenset()
-        assert (await service.one_person(uow, UserId(gone.user_id))).known[UserId(gone.user_id)].deleted
-        assert (await service.one_person(uow, unknown)).known == {}
+        schedule = await uow.reminders.of(kept["id"])
+        pending = {(kept["id"], user_id) for user_id, _, _, sent_at in schedule if sent_at is None}
+        assert pending == {(kept["id"], plain.user_id), (kept["id"], choosy.user_id)}
+        assert [sent_at is None for user_id, _, _, sent_at in schedule if user_id == choosy.user_id].count(False) == 1
+        for event_id in (kept["id"], "never-scheduled"):
+            for who in people:
+                single, general = await service.at_event(uow, who, event_id), await service.people(uow, [who])
+                assert (single.told.known, single.told.chosen) == (general.known, general.chosen)
+                if single.told.subscribed is not None:
+                    assert single.told.subscribed == await uow.push.subscribed([who])
+                assert single.event == await uow.events.get(event_id)
+                assert single.reminders_pending == ((event_id, who) in pending)
+        assert (await service.at_event(uow, UserId(choosy.user_id), kept["id"])).told.subscribed == {choosy.user_id}
+        assert (await service.at_event(uow, UserId(plain.user_id), kept["id"])).told.subscribed == frozenset()
+        assert (await service.at_event(uow, UserId(gone.user_id), kept["id"])).told.known[UserId(gone.user_id)].deleted
+        assert (await service.at_event(uow, unknown, kept["id"])).told.known == {}
+        assert (await service.at_event(uow, unknown, kept["id"])).event is not None

@@ -78,12 +78,24 @@ async def people(uow: NotificationsUnitOfWork, user_ids: Sequence[UserId]) -> Pe
     return People(await uow.recipients.known(distinct), await uow.preferences.many(distinct))
 
 
-async def one_person(uow: NotificationsUnitOfWork, user_id: UserId) -> People:
-    """`people` of one person, with their push subscription: one read, where `people` and `tell` read three."""
-    found = await uow.recipients.person(user_id)
-    known = {user_id: found.recipient} if found.recipient is not None else {}
-    chosen = {user_id: found.preferences} if found.preferences is not None else {}
-    return People(known, chosen, frozenset({user_id} if found.subscribed else ()))
+@dataclass(frozen=True)
+class AtEvent:
+    """What the rsvp.* handler knows of its one person and one event from one read (`at_event`)."""
+
+    told: People  # the person, with their push subscription
+    event: EventFacts | None  # None: the service does not know the event (yet)
+    reminders_pending: bool  # the person has reminders of the event not sent yet
+
+
+async def at_event(uow: NotificationsUnitOfWork, user_id: UserId, event_id: str) -> AtEvent:
+    """`people` of one person with their push subscription, the event as kept and whether the person has unsent
+    reminders of it: one read, where `people`, `tell`, the event's and the reminders' reads were four."""
+    found = await uow.recipients.at_event(user_id, event_id)
+    person = found.person
+    known = {user_id: person.recipient} if person.recipient is not None else {}
+    chosen = {user_id: person.preferences} if person.preferences is not None else {}
+    told = People(known, chosen, frozenset({user_id} if person.subscribed else ()))
+    return AtEvent(told, found.event, found.reminders_pending)
 
 
 async def tell(
@@ -107,7 +119,7 @@ async def tell(
     new = await uow.inbox.add(notices, source, now)
     if not new:
         return 0
-    # Read with the people when they were (`one_person`), else now, for those who get something new.
+    # Read with the people when they were (`at_event`), else now, for those who get something new.
     subscribed: Collection[UserId] | None = told.subscribed
     if subscribed is None:
         subscribed = await uow.push.subscribed(sorted({notice.user_id for _, notice in new}))
@@ -181,15 +193,19 @@ async def rsvp_changed(
         kind = Kind.RSVP_CONFIRMED if isinstance(event, RsvpConfirmed) else Kind.RSVP_PROMOTED
         status, position = "going", None
     person = UserId(event.user_id)
-    # One read of the person and one of the event serve the read model, the reminders and the notice.
-    told = await one_person(uow, person)
+    # One read of the person, the event and the person's pending reminders serves the read model, the reminders and
+    # the notice.
+    found = await at_event(uow, person, event.event_id)
+    told = found.told
     if told.gone(person):
         return  # an RSVP that raced the account's deletion: nothing of theirs is kept again
     await uow.attendees.put(event.event_id, person, status)
-    kept = await uow.events.get(event.event_id)
+    kept = found.event
     if status == "going":
-        await _schedule_reminders(uow, event.event_id, person, kept, told.preferences(person))
-    else:
+        await _schedule_reminders(
+            uow, event.event_id, person, kept, told.preferences(person), pending=found.reminders_pending
+        )
+    elif found.reminders_pending:
         await uow.reminders.drop(event.event_id, person)
     facts = kept or domain.unknown_event(event.event_id, event.group_id)
     await tell(uow, [domain.rsvp_outcome(kind, facts, person, position=position)], source, told=told)
@@ -299,13 +315,21 @@ async def schedule_reminders(uow: NotificationsUnitOfWork, event_id: str, user_i
 
 
 async def _schedule_reminders(
-    uow: NotificationsUnitOfWork, event_id: str, user_id: str, facts: EventFacts | None, chosen: Preferences
+    uow: NotificationsUnitOfWork,
+    event_id: str,
+    user_id: str,
+    facts: EventFacts | None,
+    chosen: Preferences,
+    *,
+    pending: bool = True,
 ) -> None:
+    """`pending`: whether the person may have unsent reminders of the event (False when a read just found none)."""
     if facts is None or facts.starts_at is None or facts.status != "scheduled":
-        await uow.reminders.drop(event_id, user_id)
+        if pending:
+            await uow.reminders.drop(event_id, user_id)
         return
     times = domain.reminder_times(facts.starts_at, chosen.reminder_hours, now=uow.clock.now())
-    await uow.reminders.schedule(event_id, user_id, times)
+    await uow.reminders.schedule(event_id, user_id, times, pending=pending)
 
 
 async def send_due_reminders(uow: NotificationsUnitOfWork, limit: int = 100) -> int:

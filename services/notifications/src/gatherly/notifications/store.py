@@ -81,12 +81,15 @@ PREFERENCES_AMONG = FixedWrite(select(preferences).where(preferences.c.user_id.i
 SUBSCRIBED_AMONG = FixedWrite(
     select(push_subscriptions.c.user_id).where(push_subscriptions.c.user_id.in_(USER_IDS)).distinct()
 )
-# One person as a notice to them needs them (RecipientStore.person): what the service knows of them (nothing, for a
-# message that overtook their registration), the preferences they set (none: no row) and whether they have a push
-# subscription, in one statement with the person bound once; the rsvp.* handler, one person per message, read them
-# in three, each with an IN list expanded per call.
+# The rsvp.* handler (one person, one event per message) reads in one statement, with the person and the event bound
+# once (RecipientStore.at_event): what the service knows of the person (nothing, for a message that overtook their
+# registration), the preferences they set (none: no row), whether they have a push subscription, the event as kept
+# (none: not known yet) and whether the person has reminders of it not sent yet (so a first answer, with none to
+# drop, runs no DELETE). The handler read these in five statements before (docs/request-path.md).
 _wanted = select(bindparam("user_id", type_=recipients.c.user_id.type).label("user_id")).subquery("wanted")
-PERSON = FixedWrite(
+_EVENT_ID = bindparam("event_id", type_=events.c.event_id.type)
+EVENT_FACTS = ("event_id", "group_id", "group_name", "title", "starts_at", "timezone", "place", "status")
+PERSON_AT_EVENT = FixedWrite(
     select(
         recipients.c.user_id,
         recipients.c.email,
@@ -98,10 +101,18 @@ PERSON = FixedWrite(
         preferences.c.push.label("push_choices"),
         preferences.c.reminder_hours,
         exists().where(push_subscriptions.c.user_id == _wanted.c.user_id).label("subscribed"),
-    ).select_from(
-        _wanted.outerjoin(recipients, recipients.c.user_id == _wanted.c.user_id).outerjoin(
-            preferences, preferences.c.user_id == _wanted.c.user_id
+        *(events.c[name].label(f"event_{name}") for name in EVENT_FACTS),
+        exists()
+        .where(
+            reminders.c.event_id == _EVENT_ID,
+            reminders.c.user_id == _wanted.c.user_id,
+            reminders.c.sent_at.is_(None),
         )
+        .label("reminders_pending"),
+    ).select_from(
+        _wanted.outerjoin(recipients, recipients.c.user_id == _wanted.c.user_id)
+        .outerjoin(preferences, preferences.c.user_id == _wanted.c.user_id)
+        .outerjoin(events, events.c.event_id == _EVENT_ID)
     )
 )
 EVENT_BY_ID = FixedWrite(select(events).where(events.c.event_id == bindparam("event_id")))
@@ -144,14 +155,28 @@ UPSERT_ATTENDEE = {
     )
     for name, make in DIALECTS.items()
 }
-# The reminders not sent yet are deleted first, so a conflict is one already sent: it stays sent, never again.
-REMINDER_VALUES = ("event_id", "user_id", "hours_before", "due_at")
-INSERT_NEW_REMINDERS = {
-    name: FixedWrite(
-        make(reminders).values({column: bindparam(column) for column in REMINDER_VALUES}).on_conflict_do_nothing()
-    )
-    for name, make in DIALECTS.items()
-}
+# The reminders not sent yet are deleted first, so a conflict is one already sent: it stays sent, never again. A
+# person's reminders of an event (up to MAX_REMINDERS) go in one INSERT of as many rows: one statement per count and
+# dialect, built when first needed.
+_NEW_REMINDERS: dict[tuple[str, int], FixedWrite] = {}
+
+
+def _new_reminders(dialect: str, count: int) -> FixedWrite:
+    found = _NEW_REMINDERS.get((dialect, count))
+    if found is None:
+        rows = [
+            {
+                "event_id": bindparam("event_id", type_=reminders.c.event_id.type),
+                "user_id": bindparam("user_id", type_=reminders.c.user_id.type),
+                "hours_before": bindparam(f"hours_before_{index}", type_=reminders.c.hours_before.type),
+                "due_at": bindparam(f"due_at_{index}", type_=reminders.c.due_at.type),
+            }
+            for index in range(count)
+        ]
+        found = _NEW_REMINDERS[dialect, count] = FixedWrite(
+            DIALECTS[dialect](reminders).values(rows).on_conflict_do_nothing()
+        )
+    return found
 
 
 def _dialect(session: AsyncConnection) -> str:
@@ -181,6 +206,15 @@ class PersonToTell:
     recipient: Recipient | None  # None: the service does not know them
     preferences: Preferences | None  # None: they set none (the defaults)
     subscribed: bool  # has at least one push subscription
+
+
+@dataclass(frozen=True)
+class PersonAtEvent:
+    """What RecipientStore.at_event reads of one person and one event."""
+
+    person: PersonToTell
+    event: EventFacts | None  # None: the service does not know the event (yet)
+    reminders_pending: bool  # the person has reminders of the event not sent yet
 
 
 # A person and where they are (their profile's location, when they gave one).
@@ -294,10 +328,11 @@ class RecipientStore:
         """Those of `user_ids` the service knows and who did not delete their account."""
         return {user_id: found for user_id, found in (await self.known(user_ids)).items() if not found.deleted}
 
-    async def person(self, user_id: str) -> PersonToTell:
-        """What telling one person needs of them, in one read: what the service knows of them (a tombstone too),
-        their preferences and whether they have a push subscription."""
-        row = await PERSON.first(self.session, {"user_id": user_id})
+    async def at_event(self, user_id: str, event_id: str) -> PersonAtEvent:
+        """What telling one person about one event needs, in one read: what the service knows of them (a tombstone
+        too), their preferences, whether they have a push subscription, the event as kept, and whether they have
+        reminders of it not sent yet."""
+        row = await PERSON_AT_EVENT.first(self.session, {"user_id": user_id, "event_id": event_id})
         assert row is not None  # the statement reads from the person's id: always one row
         chosen = None
         if row["preferences_of"] is not None:
@@ -305,7 +340,12 @@ class RecipientStore:
                 {"email": row["email_choices"], "push": row["push_choices"], "reminder_hours": row["reminder_hours"]}
             )
         recipient = _recipient(row) if row["user_id"] is not None else None
-        return PersonToTell(recipient, chosen, bool(row["subscribed"]))
+        event = None
+        if row["event_event_id"] is not None:
+            event = _facts({name: row[f"event_{name}"] for name in EVENT_FACTS})
+        return PersonAtEvent(
+            PersonToTell(recipient, chosen, bool(row["subscribed"])), event, bool(row["reminders_pending"])
+        )
 
     async def known(self, user_ids: Sequence[str]) -> dict[UserId, Recipient]:
         """Those of `user_ids` the service knows, tombstones too (`deleted`)."""
@@ -1008,15 +1048,19 @@ class ReminderStore:
     def __init__(self, session: AsyncConnection) -> None:
         self.session = session
 
-    async def schedule(self, event_id: str, user_id: str, times: Sequence[tuple[int, datetime]]) -> None:
-        """A person's reminders of an event are these from now on (those already sent stay sent, never again)."""
-        await DROP_UNSENT_REMINDERS.execute(self.session, {"event_id": event_id, "user_id": user_id})
-        rows = [
-            {"event_id": event_id, "user_id": user_id, "hours_before": hours, "due_at": due_at}
-            for hours, due_at in times
-        ]
-        if rows:
-            await INSERT_NEW_REMINDERS[_dialect(self.session)].execute_many(self.session, rows)
+    async def schedule(
+        self, event_id: str, user_id: str, times: Sequence[tuple[int, datetime]], *, pending: bool = True
+    ) -> None:
+        """A person's reminders of an event are these from now on (those already sent stay sent, never again).
+        `pending`: whether they may have unsent ones to replace (False, known from a read: nothing to delete)."""
+        if pending:
+            await DROP_UNSENT_REMINDERS.execute(self.session, {"event_id": event_id, "user_id": user_id})
+        if not times:
+            return
+        values: dict[str, Any] = {"event_id": event_id, "user_id": user_id}
+        for index, (hours, due_at) in enumerate(times):
+            values[f"hours_before_{index}"], values[f"due_at_{index}"] = hours, due_at
+        await _new_reminders(_dialect(self.session), len(times)).execute(self.session, values)
 
     async def drop(self, event_id: str, user_id: str | None = None) -> None:
         """Unsent reminders of an event (of one person, or everyone's) are not sent."""
