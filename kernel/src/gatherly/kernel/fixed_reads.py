@@ -31,7 +31,7 @@ from collections import namedtuple
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import JSON
@@ -196,12 +196,11 @@ def json_from_sqlite_text(value: Any) -> Any:
     return json.loads(value)
 
 
-@dataclass(frozen=True)
-class RawRows:
+class RawRows(NamedTuple):
     """A read's rows as the driver gave them (tuples or records), and `convert`, which makes any of them the dicts
     `FixedRead.rows` gives (its columns' conversions applied). A raw row's column is found by key in `positions`;
     its value there is the driver's (on SQLite, JSON and times are still text), except through SQLAlchemy's path
-    (ORM sessions, aiosqlite), where the rows come converted already."""
+    (ORM sessions, aiosqlite), where the rows come converted already. A named tuple: `rows` makes one per read."""
 
     raws: Sequence[Sequence[Any]]
     positions: Mapping[str, int]
