@@ -146,6 +146,22 @@ async def test_rows_equal_sqlalchemys(db: Database | None, read: FixedRead, para
     await same_as_sqlalchemy(db, read, params)
 
 
+@pytest.mark.parametrize(("read", "params"), CASES)
+async def test_raw_rows_converted_are_the_rows(db: Database | None, read: FixedRead, params: dict[str, object]) -> None:
+    if db is None:
+        return
+    expected = await same_as_sqlalchemy(db, read, params)
+    async with db.read_connection() as connection:
+        found = await read.raw(connection, params)
+    assert found.convert(found.raws) == expected
+    assert found.convert(reversed(found.raws)) == expected[::-1]  # any of them, in any order
+    for raw, row in zip(found.raws, expected, strict=True):
+        assert sorted(found.positions) == sorted(row)
+        for key, position in found.positions.items():
+            value = raw[position]  # the driver's value: text for JSON and times on SQLite, else what conversion gives
+            assert value == row[key] or isinstance(value, str)
+
+
 async def test_converts_like_the_columns(database_url: str) -> None:
     async with things_database(database_url) as db:
         async with db.read_connection() as connection:

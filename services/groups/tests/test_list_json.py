@@ -1,12 +1,13 @@
-"""A page of groups serialized in one pass (GROUPS_PAGE_JSON over plain dicts) is byte for byte what the response
-model GroupsPage gives for the same page, as FastAPI would serialize it: the fast path may never drift from the
-documented shape."""
+"""A page of groups serialized in one pass (groups_page_json: orjson over plain dicts) is byte for byte what the
+response model GroupsPage gives for the same page, as FastAPI would serialize it: the fast path may never drift from
+the documented shape."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
@@ -14,7 +15,7 @@ from pydantic import TypeAdapter
 from gatherly.contracts.users import ImageVariants
 from gatherly.groups.api import _summary
 from gatherly.groups.domain import GroupCard, GroupId, JoinPolicy, Location, Visibility
-from gatherly.groups.schemas import GROUPS_PAGE_JSON, GroupsPage, GroupSummary
+from gatherly.groups.schemas import GroupsPage, GroupSummary, groups_page_json
 
 # What FastAPI's fast path does with a route's response model: validate what the endpoint returned, dump JSON.
 AS_THE_RESPONSE_MODEL = TypeAdapter(GroupsPage)
@@ -47,8 +48,9 @@ def as_the_response_model(page: dict[str, Any]) -> bytes:
 def test_a_page_of_groups_as_json_is_what_the_response_model_gives(
     groups: list[tuple[GroupCard, ImageVariants | None, float | None]], cursor: str | None, total: int | None
 ) -> None:
-    page = {"items": [_summary(*group) for group in groups], "next_cursor": cursor, "total": total}
-    assert GROUPS_PAGE_JSON.dump_json(page) == as_the_response_model(page)  # type: ignore[arg-type]
+    items = [_summary(*group) for group in groups]
+    page = {"items": items, "next_cursor": cursor, "total": total}
+    assert groups_page_json(items, cursor, total) == as_the_response_model(page)
 
 
 def test_every_field_of_the_response_model_is_written() -> None:
@@ -65,8 +67,15 @@ def test_every_field_of_the_response_model_is_written() -> None:
         member_count=3,
     )
     banner = ImageVariants(thumb="/t", medium="/m", large="/l")
-    page = {"items": [_summary(card, banner, 1.23456)], "next_cursor": "abc", "total": None}
-    written = GROUPS_PAGE_JSON.dump_json(page)  # type: ignore[arg-type]
+    items = [_summary(card, banner, 1.23456)]
+    page = {"items": items, "next_cursor": "abc", "total": None}
+    written = groups_page_json(items, "abc", None)
     assert written == as_the_response_model(page)
     assert list(json.loads(written)["items"][0]) == list(GroupSummary.model_fields)
     assert b'"distance_km":1.235' in written and b'"visibility":"public"' in written
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False), st.text())
+def test_orjson_writes_any_float_and_text_as_pydantic_does(number: float, words: str) -> None:
+    # What groups_page_json relies on for every float and text of a page (exponents, subnormals, -0.0; escapes).
+    assert orjson.dumps([number, words]) == TypeAdapter(list[float | str]).dump_json([number, words])

@@ -100,6 +100,27 @@ async def test_nearby_search_keeps_to_the_radius_and_orders_by_distance(shared_a
     assert [g["name"] for g in paged] == ["Berlin Runners", "Potsdam Runners", "Leipzig Runners", "Hamburg Runners"]
 
 
+async def test_nearest_first_lists_the_same_summaries_and_distances_as_any_other_nearby_order(shared_api: Any) -> None:
+    # Nearest first on SQLite reads its candidates' cards in one statement and converts the page's rows only; every
+    # other order with near measures the same candidates and reads the page's cards by a statement of their own.
+    ann = await shared_api.person("Ann")
+    for n, where in enumerate((BERLIN, POTSDAM, LEIPZIG, HAMBURG, BERLIN, POTSDAM)):
+        await shared_api.create(
+            ann,
+            name=f"Same summaries {n} «ü» 😀",
+            location=where,
+            topics=["samesummaries", f"topic {n}"],
+            city=None if n % 2 else "Berlin",
+            visibility="private" if n == 1 else "public",
+        )
+    near = f"{BERLIN['lat']},{BERLIN['lng']}"
+    nearest = await _all_pages(shared_api, topic="samesummaries", near=near, radius_km=200, limit=2)
+    by_name = await _all_pages(shared_api, topic="samesummaries", near=near, radius_km=200, sort="name", limit=2)
+    assert len(nearest) == 5  # Hamburg is beyond the radius
+    assert sorted(nearest, key=lambda g: g["id"]) == sorted(by_name, key=lambda g: g["id"])
+    assert [g["distance_km"] for g in nearest] == sorted(g["distance_km"] for g in nearest)
+
+
 async def test_nearby_search_reaches_across_the_antimeridian(shared_api: Any) -> None:
     ann = await shared_api.person("Ann")
     east = await shared_api.create(ann, name="Taveuni East", location={"lat": -16.8, "lng": -179.95})

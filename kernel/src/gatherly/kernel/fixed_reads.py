@@ -11,7 +11,8 @@ query in SQLAlchemy (with `bindparam()`s) and skips that path:
 - run on inline SQLite straight on the sqlite3 connection (in the read transaction `Database.read_connection`
   opens), on PostgreSQL with asyncpg's `fetch` on the pooled connection (asyncpg prepares and caches the
   statement); on any other driver (aiosqlite) through SQLAlchemy, with the same result shape;
-- rows come back as plain dicts keyed like SQLAlchemy's `RowMapping`;
+- rows come back as plain dicts keyed like SQLAlchemy's `RowMapping`; or (`raw`) as the driver gave them, any of
+  them made such dicts when asked, for a read that keeps a few of many rows (the nearby search's candidates);
 - or, with `run` on inline SQLite, as named tuples read outside any transaction: the SELECT is its own short read
   transaction, over once its rows are fetched, so nothing pins the WAL and no rollback is needed to end it (for a
   read repeated on every commit: the relay's).
@@ -30,7 +31,7 @@ from collections import namedtuple
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import JSON
@@ -63,11 +64,13 @@ class _Compiled:
     results: tuple[_Processor, ...] | None  # result processors, aligned with keys (None: not known yet)
     expands: bool  # has parameters rendered per call (IN lists)
     tuple_row: Any = field(init=False)  # the named tuple `run` gives rows as
+    positions: Mapping[str, int] = field(init=False)  # each result column's position in a raw row, by key
     processed: list[tuple[str, int, Callable[[Any], Any]]] = field(init=False, default_factory=list)
     processed_for: Any = field(init=False, default=None)  # the `results` that `processed` was made from
 
     def __post_init__(self) -> None:
         self.tuple_row = namedtuple("FixedRow", self.keys)  # type: ignore[misc]
+        self.positions = {key: index for index, key in enumerate(self.keys)}
 
     def arguments(self, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
         if self.expands:
@@ -193,6 +196,26 @@ def json_from_sqlite_text(value: Any) -> Any:
     return json.loads(value)
 
 
+class RawRows(NamedTuple):
+    """A read's rows as the driver gave them (tuples or records), and `convert`, which makes any of them the dicts
+    `FixedRead.rows` gives (its columns' conversions applied). A raw row's column is found by key in `positions`;
+    its value there is the driver's (on SQLite, JSON and times are still text), except through SQLAlchemy's path
+    (ORM sessions, aiosqlite), where the rows come converted already. A named tuple: `rows` makes one per read."""
+
+    raws: Sequence[Sequence[Any]]
+    positions: Mapping[str, int]
+    convert: Callable[[Iterable[Sequence[Any]]], list[Row]]
+
+
+def _as_they_are(keys: tuple[str, ...], converted: Sequence[Sequence[Any]]) -> RawRows:
+    """Rows SQLAlchemy has converted already: `convert` only keys them."""
+    return RawRows(
+        converted,
+        {key: index for index, key in enumerate(keys)},
+        lambda raws: [dict(zip(keys, raw, strict=True)) for raw in raws],
+    )
+
+
 class FixedRead:
     """One read statement of fixed shape, run without SQLAlchemy's execution path (see the module's docstring).
 
@@ -242,10 +265,17 @@ class FixedRead:
     ) -> list[Row]:
         """Every row the statement gives, as dicts keyed by column. On an ORM session (tools, tests) the statement
         runs through SQLAlchemy."""
+        found = await self.raw(connection, params)
+        return found.convert(found.raws)
+
+    async def raw(self, connection: AsyncConnection | AsyncSession, params: Mapping[str, Any] | None = None) -> RawRows:
+        """The rows as the driver gave them, converted to `rows`' dicts only when asked (`RawRows.convert`): for a
+        read that keeps a few of many rows after looking at a column or two of each, which then pays the columns'
+        conversions (JSON, times) for the rows it keeps only."""
         given = params or {}
         if isinstance(connection, AsyncSession):
             result = await connection.execute(self.statement, dict(given))
-            return [dict(row) for row in result.mappings()]
+            return _as_they_are(tuple(result.keys()), result.all())
         compiled = self._compiled(connection.dialect)
         sync = connection.sync_connection
         assert sync is not None
@@ -258,7 +288,7 @@ class FixedRead:
                 sync.begin()
             sql, values = compiled.arguments(given)
             _tell_listeners(sync, sql, values)
-            return compiled.convert(driver.execute(sql, values).fetchall())
+            return RawRows(driver.execute(sql, values).fetchall(), compiled.positions, compiled.convert)
         if connection.dialect.driver == "asyncpg":
             sql, values = compiled.arguments(given)
             _tell_listeners(sync, sql, values)
@@ -267,9 +297,9 @@ class FixedRead:
                 # statement (cached by asyncpg for the fetch below) names them.
                 prepared = await driver.prepare(sql)  # type: ignore[union-attr]
                 compiled.results = compiled.result_processors([a.type.oid for a in prepared.get_attributes()])
-            return compiled.convert(await driver.fetch(sql, *values))  # type: ignore[union-attr]
+            return RawRows(await driver.fetch(sql, *values), compiled.positions, compiled.convert)  # type: ignore[union-attr]
         result = await connection.execute(self.statement, dict(given))
-        return [dict(zip(compiled.keys, raw, strict=True)) for raw in result.fetchall()]
+        return _as_they_are(compiled.keys, result.fetchall())
 
     def run(self, connection: AsyncConnection, params: Mapping[str, Any] | None = None) -> list[Any]:
         """The rows as named tuples, read straight on an inline-SQLite connection that must not be inside a

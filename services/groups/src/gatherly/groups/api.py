@@ -51,7 +51,6 @@ from gatherly.groups.domain import (
     valid_radius,
 )
 from gatherly.groups.schemas import (
-    GROUPS_PAGE_JSON,
     NULLABLE_CHANGES,
     AnnouncementBody,
     AnnouncementOut,
@@ -76,6 +75,7 @@ from gatherly.groups.schemas import (
     NewInvitation,
     NewInvitationOut,
     RoleBody,
+    groups_page_json,
 )
 from gatherly.groups.service import GroupView
 from gatherly.groups.store import (
@@ -122,7 +122,7 @@ async def _uow(context: ServiceContext = Depends(service_context)) -> GroupsUnit
 
 
 def _summary(card: GroupCard, banner: ImageVariants | None, distance_km: float | None = None) -> GroupSummaryJson:
-    """A group's card as GroupSummary's fields (GroupOut validates them; a list serializes them as they are)."""
+    """A group's card as GroupSummary's fields (GroupOut validates them; a list dumps them as they are)."""
     location = card.location
     return {
         "id": card.id,
@@ -134,7 +134,7 @@ def _summary(card: GroupCard, banner: ImageVariants | None, distance_km: float |
         "member_count": card.member_count,
         "visibility": card.visibility,
         "join_policy": card.join_policy,
-        "banner": banner,
+        "banner": {"thumb": banner.thumb, "medium": banner.medium, "large": banner.large} if banner else None,
         "distance_km": round(distance_km, 3) if distance_km is not None else None,
     }
 
@@ -268,8 +268,7 @@ async def search_groups(
     async with reading(context.db) as stores:
         views, position, total = await service.search_groups(stores, criteria, page)
     items = [_summary(listed.card, listed.banner, listed.distance_km) for listed in views]
-    page_json = GROUPS_PAGE_JSON.dump_json({"items": items, "next_cursor": _next(position), "total": total})
-    return Response(page_json, media_type="application/json")
+    return Response(groups_page_json(items, _next(position), total), media_type="application/json")
 
 
 @router.get("/{group}", responses=problems(404))

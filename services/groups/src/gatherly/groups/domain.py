@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import NewType
+from typing import NamedTuple, NewType
 
 from gatherly.kernel.addresses import address_hash, valid_address
 from gatherly.kernel.errors import DomainError, InvalidInput, TooManyRequests
@@ -419,8 +419,9 @@ def check_invitation_quota(sent: int, oldest: datetime | None, limit: int, now: 
 # --- the group ------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Location:
+class Location(NamedTuple):
+    """A point in degrees. A named tuple (immutable, cheap to build: every card of a list has one), see GroupCard."""
+
     lat: float
     lng: float
 
@@ -440,10 +441,11 @@ class GroupDetails:
     banner_image_id: str | None = None
 
 
-@dataclass(frozen=True)
-class GroupCard:
+class GroupCard(NamedTuple):
     """What a list of groups shows of each (`GET /api/groups`): no description, questions nor dates, which a list
-    neither shows nor needs to read."""
+    neither shows nor needs to read. A named tuple, immutable like the frozen dataclasses here but built in a
+    fraction of the time (a frozen dataclass sets each field through object.__setattr__: ~1 us a card of ten
+    fields against ~0.25, and a list builds one per row)."""
 
     id: GroupId
     slug: str
@@ -789,7 +791,9 @@ class GroupSearch:
     sort: GroupSort = GroupSort.NEWEST
 
 
-@dataclass(frozen=True)
-class Found:
+class Found(NamedTuple):
+    """A group a search found, and how far it is from the search's centre (with `near`). A named tuple, as GroupCard
+    is: one per row of a list."""
+
     group: GroupCard
     distance_km: float | None = None

@@ -6,7 +6,8 @@ import uuid
 from datetime import datetime
 from typing import Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from typing_extensions import TypedDict
 
 from gatherly.contracts.users import ImageVariants
@@ -53,13 +54,22 @@ class GroupsPage(Page[GroupSummary]):
     total: int | None = Field(None, description="With member=me: how many groups the caller belongs to.")
 
 
-# A page of groups as JSON in one pass: plain dicts serialized by one TypeAdapter give the bytes GroupsPage would
-# (test_list_json.py pins it), without building twenty models a page that FastAPI would then validate again. The
-# route keeps `response_model=GroupsPage` for the OpenAPI document. The keys come out in the dicts' order, which
-# api._summary writes in GroupSummary's.
+# A page of groups as JSON in one pass: plain dicts of GroupSummary's fields, dumped by orjson, give the bytes
+# GroupsPage would (test_list_json.py pins it, by hypothesis over any text, floats and nulls), without building twenty
+# models a page that FastAPI would then validate again. The route keeps `response_model=GroupsPage` for the OpenAPI
+# document. The keys come out in the dicts' order, which api._summary writes in GroupSummary's. orjson rather than a
+# TypeAdapter over these TypedDicts: the same bytes (both print the shortest float that reads back, escape the same
+# characters, and write a StrEnum as its value) in a quarter of the time (~5 against ~17 us a page of 20), as it
+# checks no field's type on the way.
 class LocationJson(TypedDict):
     lat: float
     lng: float
+
+
+class ImageVariantsJson(TypedDict):
+    thumb: str
+    medium: str
+    large: str
 
 
 class GroupSummaryJson(TypedDict):
@@ -72,17 +82,13 @@ class GroupSummaryJson(TypedDict):
     member_count: int
     visibility: Visibility
     join_policy: JoinPolicy
-    banner: ImageVariants | None
+    banner: ImageVariantsJson | None
     distance_km: float | None
 
 
-class GroupsPageJson(TypedDict):
-    items: list[GroupSummaryJson]
-    next_cursor: str | None
-    total: int | None
-
-
-GROUPS_PAGE_JSON = TypeAdapter(GroupsPageJson)
+def groups_page_json(items: list[GroupSummaryJson], next_cursor: str | None, total: int | None) -> bytes:
+    """A page of groups as GroupsPage's JSON."""
+    return orjson.dumps({"items": items, "next_cursor": next_cursor, "total": total})
 
 
 class GroupOut(GroupSummary):

@@ -12,7 +12,7 @@ import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import structlog
 
@@ -651,9 +651,9 @@ async def view_group(stores: Stores, ref: str, caller: UserId | None) -> GroupVi
     return GroupView(group, banners.get(group.id), relation)
 
 
-@dataclass(frozen=True)
-class ListedGroup:
-    """A group in a list: its card, its banner, and how far it is in a search with `near`."""
+class ListedGroup(NamedTuple):
+    """A group in a list: its card, its banner, and how far it is in a search with `near` (a named tuple, as
+    GroupCard is: one per row)."""
 
     card: GroupCard
     banner: ImageVariants | None

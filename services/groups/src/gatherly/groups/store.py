@@ -76,7 +76,7 @@ from gatherly.kernel.addresses import address_hash
 from gatherly.kernel.db import Database, Executor, rowcount
 from gatherly.kernel.errors import InvalidInput
 from gatherly.kernel.exports import rows
-from gatherly.kernel.fixed_reads import FixedRead, FixedWrite
+from gatherly.kernel.fixed_reads import FixedRead, FixedWrite, RawRows
 from gatherly.kernel.geo import bounding_box, distances_km
 from gatherly.kernel.read_models import ReadyImageStore
 from gatherly.kernel.runtime import ServiceContext
@@ -332,9 +332,9 @@ class GroupStore:
             return await self._near_postgis(criteria, criteria.near, where, limit, after)
         distances: dict[str, float] = {}
         if criteria.near is not None:
-            distances = await self._within(criteria, criteria.near, where)
             if criteria.sort is GroupSort.NEAREST:
-                return await self._nearest(distances, limit, after)
+                return await self._nearest(criteria, criteria.near, where, limit, after)
+            distances = await self._within(criteria, criteria.near, where)
             where = _Where([AMONG_NEAR_IDS], {"near_ids": _id_list(distances)}, ("near",))
         params = {**where.params, "limit": limit + 1}
         if after is not None:
@@ -387,28 +387,35 @@ class GroupStore:
         return _found_page(criteria.sort, rows, limit, distances)
 
     async def _within(self, criteria: GroupSearch, center: Location, where: _Where) -> dict[str, float]:
-        """Every group within the radius, by id, with its distance. The bounding box is an indexed range on lat
-        (and a cheap check on lng); the exact great-circle distance then drops the box's corners. Only
-        (id, lat, lng) of the candidates are read."""
-        box = bounding_box(center, criteria.radius_km)
-        ranges = len(box.lng_ranges)
-
-        def build() -> Any:
-            in_lng = or_(*(groups.c.lng.between(bindparam(f"west_{i}"), bindparam(f"east_{i}")) for i in range(ranges)))
-            return select(groups.c.id, groups.c.lat, groups.c.lng).where(
-                *where.filters, groups.c.lat.between(bindparam("south"), bindparam("north")), in_lng
-            )
-
-        params = {**where.params, "south": box.min_lat, "north": box.max_lat}
-        for i, (west, east) in enumerate(box.lng_ranges):
-            params[f"west_{i}"], params[f"east_{i}"] = west, east
-        candidates = await _shaped(("within", ranges, *where.shape), build).rows(self.session, params)
+        """Every group within the radius, by id, with its distance. Only (id, lat, lng) of the candidates are read."""
+        found = await self._candidates(criteria, center, where, (groups.c.id, groups.c.lat, groups.c.lng))
+        candidates = found.convert(found.raws)
         measured = distances_km(center, [(row["lat"], row["lng"]) for row in candidates])
         return {
             str(row["id"]): distance
             for row, distance in zip(candidates, measured, strict=True)
             if distance <= criteria.radius_km
         }
+
+    async def _candidates(
+        self, criteria: GroupSearch, center: Location, where: _Where, columns: tuple[Any, ...]
+    ) -> RawRows:
+        """`columns` of the groups in the radius's bounding box: an indexed range on lat (and a cheap check on lng),
+        a superset of the groups within the radius (the box's corners are farther), left to the exact great-circle
+        distance."""
+        box = bounding_box(center, criteria.radius_km)
+        ranges = len(box.lng_ranges)
+
+        def build() -> Any:
+            in_lng = or_(*(groups.c.lng.between(bindparam(f"west_{i}"), bindparam(f"east_{i}")) for i in range(ranges)))
+            return select(*columns).where(
+                *where.filters, groups.c.lat.between(bindparam("south"), bindparam("north")), in_lng
+            )
+
+        params = {**where.params, "south": box.min_lat, "north": box.max_lat}
+        for i, (west, east) in enumerate(box.lng_ranges):
+            params[f"west_{i}"], params[f"east_{i}"] = west, east
+        return await _shaped(("within", len(columns), ranges, *where.shape), build).raw(self.session, params)
 
     async def _nearest_postgis(
         self,
@@ -437,16 +444,28 @@ class GroupStore:
         return found, position
 
     async def _nearest(
-        self, distances: dict[str, float], limit: int, after: dict[str, Any] | None
+        self, criteria: GroupSearch, center: Location, where: _Where, limit: int, after: dict[str, Any] | None
     ) -> tuple[list[Found], Any]:
-        candidates = sorted((distance, group_id) for group_id, distance in distances.items())
+        """Nearest first on SQLite: the candidates' cards are read in the one statement that finds them, as the
+        driver gives them; only the page's rows are then converted (their topics' JSON, their times) and made
+        cards."""
+        candidates = await self._candidates(criteria, center, where, CARD_COLUMNS)
+        # id, lat and lng as SQLite gives them are what conversion would give: a text and two DOUBLEs have no result
+        # processor (test_search.py's nearby searches compare with the distances and cards of each group).
+        lat, lng, id_ = (candidates.positions[key] for key in ("lat", "lng", "id"))
+        measured = distances_km(center, [(raw[lat], raw[lng]) for raw in candidates.raws])
+        by_id = {raw[id_]: raw for raw in candidates.raws}
+        ordered = sorted(
+            (distance, raw[id_])
+            for raw, distance in zip(candidates.raws, measured, strict=True)
+            if distance <= criteria.radius_km
+        )
         if after is not None:
             last_distance, last_id = _distance_position(after, "d")
-            candidates = [c for c in candidates if c > (last_distance, last_id)]
-        page = candidates[: limit + 1]
-        ids = [group_id for _, group_id in page[:limit]]
-        rows = {row["id"]: _card(row) for row in await CARDS_BY_IDS.rows(self.session, {"ids": _id_list(ids)})}
-        found = [Found(rows[group_id], distance) for distance, group_id in page[:limit] if group_id in rows]
+            ordered = [c for c in ordered if c > (last_distance, last_id)]
+        page = ordered[: limit + 1]
+        rows = candidates.convert(by_id[group_id] for _, group_id in page[:limit])
+        found = [Found(_card(row), distance) for row, (distance, _) in zip(rows, page[:limit], strict=True)]
         position = None
         if len(page) > limit:
             position = {"s": GroupSort.NEAREST.value, "d": page[limit - 1][0], "i": page[limit - 1][1]}
@@ -581,11 +600,10 @@ AMONG_NEAR_IDS = _among("near_ids")
 LIKE_TEXT = groups.c.search_text.contains(bindparam("pattern"), escape="/")
 INDEXED_TEXT = groups.c.id.in_(TEXT_MATCHES.bindparams(bindparam("phrase", type_=String)))
 COUNT_MATCHES = FixedRead(COUNT_TEXT_MATCHES.columns(column("count", Integer)))
-CARDS_BY_IDS = FixedRead(select(*CARD_COLUMNS).where(_among("ids")))
 
 
 def _id_list(ids: Iterable[str]) -> str:
-    """Ids as the JSON array `json_each` reads (AMONG_NEAR_IDS, CARDS_BY_IDS)."""
+    """Ids as the JSON array `json_each` reads (AMONG_NEAR_IDS)."""
     return json.dumps(list(ids))
 
 
