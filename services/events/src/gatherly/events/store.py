@@ -212,19 +212,20 @@ CARD_COLUMNS = [
 
 
 def _card(row: Mapping[Any, Any]) -> EventCard:
-    venue = _venue(row)
+    # Positional, in EventCard's order, and the ids as read (EventId and GroupId are `str` at run time): a page
+    # makes twenty cards.
     return EventCard(
-        id=EventId(row["id"]),
-        group_id=GroupId(row["group_id"]),
-        title=row["title"],
-        starts_at=row["starts_at"],
-        ends_at=row["ends_at"],
-        timezone=row["timezone"],
-        venue=venue,
-        online=row["online_url"] is not None,
-        going_count=row["going_count"],
-        capacity=row["capacity"],
-        cover_image_id=row["cover_image_id"],
+        row["id"],
+        row["group_id"],
+        row["title"],
+        row["starts_at"],
+        row["ends_at"],
+        row["timezone"],
+        _venue(row),
+        row["online_url"] is not None,
+        row["going_count"],
+        row["capacity"],
+        row["cover_image_id"],
     )
 
 
