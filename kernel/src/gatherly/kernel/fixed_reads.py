@@ -89,6 +89,27 @@ class _Compiled:
     def convert(self, raws: Iterable[Any]) -> list[Row]:
         """The driver's rows as dicts: each made from the raw row in one C call, then only its columns that have a
         processor (a few: JSON, datetimes) converted in Python, rather than every column tested row by row."""
+        keys, processed, rows = self.keys, self._processed(), []
+        for raw in raws:
+            row = dict(zip(keys, raw, strict=True))
+            for key, index, process in processed:
+                row[key] = process(raw[index])
+            rows.append(row)
+        return rows
+
+    def convert_values(self, raws: Iterable[Any]) -> list[Sequence[Any]]:
+        """The driver's rows as lists of values in column order, converted as `convert` converts them."""
+        processed = self._processed()
+        rows: list[Sequence[Any]] = []
+        for raw in raws:
+            values = list(raw)
+            for _, index, process in processed:
+                values[index] = process(values[index])
+            rows.append(values)
+        return rows
+
+    def _processed(self) -> list[tuple[str, int, Callable[[Any], Any]]]:
+        """The columns that have a result processor: (key, index, processor)."""
         assert self.results is not None
         if self.processed_for is not self.results:
             last = {key: index for index, key in enumerate(self.keys)}  # a repeated key keeps its last column's value
@@ -98,13 +119,7 @@ class _Compiled:
                 if process is not None and last[key] == index
             ]
             self.processed_for = self.results
-        keys, processed, rows = self.keys, self.processed, []
-        for raw in raws:
-            row = dict(zip(keys, raw, strict=True))
-            for key, index, process in processed:
-                row[key] = process(raw[index])
-            rows.append(row)
-        return rows
+        return self.processed
 
     def sqlite_results(self) -> tuple[_Processor, ...]:
         """The result processors on sqlite3, worked out on first use: it reports no column types (pysqlite gives
@@ -246,6 +261,21 @@ class FixedRead:
         if isinstance(connection, AsyncSession):
             result = await connection.execute(self.statement, dict(given))
             return [dict(row) for row in result.mappings()]
+        compiled, raws, converted = await self._fetch(connection, given)
+        if converted:
+            return [dict(zip(compiled.keys, raw, strict=True)) for raw in raws]
+        return compiled.convert(raws)
+
+    async def values(self, connection: AsyncConnection, params: Mapping[str, Any] | None = None) -> list[Sequence[Any]]:
+        """Every row the statement gives as its values in column order, converted as `rows` converts them: for a hot
+        read that unpacks its rows, without a dict made and read per row (a list's twenty rows of fifteen columns:
+        ~25 µs as dicts, ~9 as values)."""
+        compiled, raws, converted = await self._fetch(connection, params or {})
+        return raws if converted else compiled.convert_values(raws)
+
+    async def _fetch(self, connection: AsyncConnection, given: Mapping[str, Any]) -> tuple[_Compiled, Any, bool]:
+        """The statement's compiled form and the rows it gives: raw from the driver, or (True) already converted by
+        SQLAlchemy on a driver this module does not run statements on itself."""
         compiled = self._compiled(connection.dialect)
         sync = connection.sync_connection
         assert sync is not None
@@ -258,7 +288,7 @@ class FixedRead:
                 sync.begin()
             sql, values = compiled.arguments(given)
             _tell_listeners(sync, sql, values)
-            return compiled.convert(driver.execute(sql, values).fetchall())
+            return compiled, driver.execute(sql, values).fetchall(), False
         if connection.dialect.driver == "asyncpg":
             sql, values = compiled.arguments(given)
             _tell_listeners(sync, sql, values)
@@ -267,9 +297,9 @@ class FixedRead:
                 # statement (cached by asyncpg for the fetch below) names them.
                 prepared = await driver.prepare(sql)  # type: ignore[union-attr]
                 compiled.results = compiled.result_processors([a.type.oid for a in prepared.get_attributes()])
-            return compiled.convert(await driver.fetch(sql, *values))  # type: ignore[union-attr]
+            return compiled, await driver.fetch(sql, *values), False  # type: ignore[union-attr]
         result = await connection.execute(self.statement, dict(given))
-        return [dict(zip(compiled.keys, raw, strict=True)) for raw in result.fetchall()]
+        return compiled, result.fetchall(), True
 
     def run(self, connection: AsyncConnection, params: Mapping[str, Any] | None = None) -> list[Any]:
         """The rows as named tuples, read straight on an inline-SQLite connection that must not be inside a
@@ -327,6 +357,10 @@ class FixedWrite(FixedRead):
         compiled = self._compiled(connection.dialect)
         compiled.sqlite_results()
         return compiled.convert(self._execute(connection, direct, compiled, given).fetchall())
+
+    async def values(self, connection: AsyncConnection, params: Mapping[str, Any] | None = None) -> list[Sequence[Any]]:
+        """The rows as `rows` gives them (where a write's statement must run), as their values in column order."""
+        return [list(row.values()) for row in await self.rows(connection, params)]
 
     async def execute(self, connection: AsyncConnection | AsyncSession, params: Mapping[str, Any] | None = None) -> int:
         """Run the statement; returns the rows it touched."""
