@@ -117,8 +117,11 @@ async def same_as_sqlalchemy(db: Database, read: FixedRead, params: dict[str, ob
     async with db.read_connection() as connection:
         fixed = await read.rows(connection, params)
     async with db.read_connection() as connection:
+        values = await read.values(connection, params)
+    async with db.read_connection() as connection:
         expected = [dict(row) for row in (await connection.execute(read.statement, params)).mappings()]
     assert fixed == expected
+    assert [list(row) for row in values] == [list(row.values()) for row in expected]  # the same, in column order
     return fixed
 
 
@@ -233,6 +236,9 @@ async def test_fixed_writes_read_and_write_as_sqlalchemy_in_the_transaction(data
         async with db.writing() as connection:
             expected = [dict(row) for row in (await connection.execute(LOCKED.statement, {"id": "t2"})).mappings()]
             assert await LOCKED.rows(connection, {"id": "t2"}) == expected
+            assert [list(row) for row in await LOCKED.values(connection, {"id": "t2"})] == [
+                list(row.values()) for row in expected
+            ]
         sqlalchemy_events.listen(db.engine.sync_engine, "before_cursor_execute", record)
         async with db.writing() as connection:
             assert await RERANK.execute(connection, {"from_rank": 4, "rank": 40}) == 2

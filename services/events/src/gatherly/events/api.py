@@ -42,7 +42,6 @@ from gatherly.events.domain import (
     search_from,
 )
 from gatherly.events.schemas import (
-    EVENTS_PAGE_JSON,
     NULLABLE_CHANGES,
     AttendeeOut,
     CheckInOut,
@@ -63,6 +62,7 @@ from gatherly.events.schemas import (
     RsvpBody,
     VenueBody,
     VenueJson,
+    events_page_json,
 )
 from gatherly.events.service import CheckIn, EventView, MyRsvp, Scope
 from gatherly.events.store import EventsUnitOfWork, reading, unit_of_work
@@ -146,7 +146,7 @@ def _venue_out(venue: Venue | None) -> VenueBody | None:
 
 def _summary(found: Found) -> EventSummaryJson:
     """A found event's card as EventSummary's fields, in its order (a list serializes them as they are)."""
-    card, venue = found.card, found.card.venue
+    card, venue, cover = found.card, found.card.venue, found.cover
     venue_json: VenueJson | None = None
     if venue is not None:
         location = venue.location
@@ -167,7 +167,7 @@ def _summary(found: Found) -> EventSummaryJson:
         "going_count": card.going_count,
         "capacity": card.capacity,
         "distance_km": round(found.distance_km, 3) if found.distance_km is not None else None,
-        "cover": found.cover,
+        "cover": {"thumb": cover.thumb, "medium": cover.medium, "large": cover.large} if cover else None,
     }
 
 
@@ -273,7 +273,7 @@ async def search_events(
         "items": [_summary(f) for f in found],
         "next_cursor": encode_cursor(position) if position else None,
     }
-    return Response(EVENTS_PAGE_JSON.dump_json(listed), media_type="application/json")
+    return Response(events_page_json(listed), media_type="application/json")
 
 
 @router.get("/{event_id}", responses=problems(404))

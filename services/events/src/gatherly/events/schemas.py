@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
+import orjson
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
@@ -224,8 +225,8 @@ class EventSummary(BaseModel):
     )
 
 
-# A page of events as JSON in one pass: plain dicts serialized by one TypeAdapter give the bytes Page[EventSummary]
-# would (test_list_json.py pins it), without building eighty models a page (an event, its group, venue and location)
+# A page of events as JSON in one pass: plain dicts serialized by orjson give the bytes Page[EventSummary] would
+# (test_list_json.py pins it), without building eighty models a page (an event, its group, venue and location)
 # that FastAPI would then validate again. The route keeps its response model for the OpenAPI document. The keys come
 # out in the dicts' order, which api._summary writes in EventSummary's.
 class LocationJson(TypedDict):
@@ -244,6 +245,12 @@ class GroupRefJson(TypedDict):
     name: str
 
 
+class ImageVariantsJson(TypedDict):
+    thumb: str
+    medium: str
+    large: str
+
+
 class EventSummaryJson(TypedDict):
     id: str
     group: GroupRefJson
@@ -256,7 +263,7 @@ class EventSummaryJson(TypedDict):
     going_count: int
     capacity: int | None
     distance_km: float | None
-    cover: ImageVariants | None
+    cover: ImageVariantsJson | None
 
 
 class EventsPageJson(TypedDict):
@@ -264,7 +271,11 @@ class EventsPageJson(TypedDict):
     next_cursor: str | None
 
 
-EVENTS_PAGE_JSON = TypeAdapter(EventsPageJson)
+def events_page_json(page: EventsPageJson) -> bytes:
+    """The page as pydantic writes it: orjson writes the same text, numbers and times (a UTC time ending in `Z` with
+    OPT_UTC_Z, as pydantic's does) in about half the time of a TypeAdapter over the TypedDicts above. Not for a time
+    whose offset has seconds (pydantic truncates them, orjson rounds): the stores give every time in UTC."""
+    return orjson.dumps(page, option=orjson.OPT_UTC_Z)
 
 
 class ImportedOut(BaseModel):

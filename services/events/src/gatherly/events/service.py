@@ -895,7 +895,7 @@ async def search_events(stores: Stores, criteria: EventSearch, page: PageRequest
     """A page of events, with their covers (one more query for the page)."""
     found, position = await stores.events.search(criteria, page.limit, page.cursor)
     covers = await _covers(stores, [f.card for f in found])
-    return [replace(f, cover=covers[f.card.id]) if f.card.id in covers else f for f in found], position
+    return [f._replace(cover=covers[f.card.id]) if f.card.id in covers else f for f in found], position
 
 
 # --- data export ------------------------------------------------------------------------------------------------

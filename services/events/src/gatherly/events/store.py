@@ -88,11 +88,14 @@ __all__ = ["EventsUnitOfWork", "Stores", "metadata", "reading", "unit_of_work"]
 
 
 def _venue(row: Mapping[Any, Any]) -> Venue | None:
-    if row["venue_name"] is None:
+    return _venue_of(row["venue_name"], row["venue_address"], row["lat"], row["lng"])
+
+
+def _venue_of(name: str | None, address: str | None, lat: float | None, lng: float | None) -> Venue | None:
+    if name is None:
         return None
-    lat, lng = row["lat"], row["lng"]
     location = Location(lat, lng) if lat is not None and lng is not None else None
-    return Venue(row["venue_name"], row["venue_address"] or "", location)
+    return Venue(name, address or "", location)
 
 
 def _event(row: Mapping[Any, Any]) -> Event:
@@ -211,21 +214,38 @@ CARD_COLUMNS = [
 ]
 
 
-def _card(row: Mapping[Any, Any]) -> EventCard:
-    venue = _venue(row)
+CARD_KEYS = tuple(column.name for column in CARD_COLUMNS)
+
+
+def _card(row: Sequence[Any]) -> EventCard:
+    """The card of the event whose row starts with the values of CARD_COLUMNS, in their order: unpacked, rather than
+    looked up by name, and the ids as read (EventId and GroupId are `str` at run time): a page makes twenty cards."""
+    (
+        event_id,
+        group_id,
+        title,
+        starts_at,
+        ends_at,
+        timezone,
+        venue_name,
+        venue_address,
+        lat,
+        lng,
+        online_url,
+        going_count,
+        capacity,
+        cover_image_id,
+    ) = row[: len(CARD_KEYS)]
+    venue = _venue_of(venue_name, venue_address, lat, lng)
+    online = online_url is not None
     return EventCard(
-        id=EventId(row["id"]),
-        group_id=GroupId(row["group_id"]),
-        title=row["title"],
-        starts_at=row["starts_at"],
-        ends_at=row["ends_at"],
-        timezone=row["timezone"],
-        venue=venue,
-        online=row["online_url"] is not None,
-        going_count=row["going_count"],
-        capacity=row["capacity"],
-        cover_image_id=row["cover_image_id"],
+        event_id, group_id, title, starts_at, ends_at, timezone, venue, online, going_count, capacity, cover_image_id
     )
+
+
+def _card_of(row: Mapping[Any, Any]) -> EventCard:
+    """The card of the event of a row read by column name."""
+    return _card([row[key] for key in CARD_KEYS])
 
 
 # What `_event` reads of an event row: all but the search's own columns (the folded text, the unit vector), which
@@ -571,8 +591,8 @@ class EventStore:
         params = {**_search_values(criteria), "limit": limit + 1}
         if after is not None:
             params["since"], params["last_id"] = _position(after, "s")
-        rows = await _soonest_page(criteria, after is not None).rows(self.session, params)
-        found = [Found(_card(row), row["group_name"]) for row in rows[:limit]]
+        rows = await _soonest_page(criteria, after is not None).values(self.session, params)
+        found = [Found(_card(row), row[GROUP_NAME]) for row in rows[:limit]]
         position = None
         if len(rows) > limit:
             last = found[-1].card
@@ -604,7 +624,7 @@ class EventStore:
             )
         else:
             rows = await self._soonest_nearby_postgis(criteria, limit, after)
-        found = [Found(_card(row), row["group_name"], row[postgis.DISTANCE] / 1000.0) for row in rows[:limit]]
+        found = [Found(_card_of(row), row["group_name"], row[postgis.DISTANCE] / 1000.0) for row in rows[:limit]]
         position = None
         if len(rows) > limit:
             last = rows[limit - 1]
@@ -673,7 +693,8 @@ class EventStore:
         )
         by_id = {row["id"]: row for row in (await self.session.execute(cards)).mappings()}
         found = [
-            Found(_card(by_id[row["id"]]), by_id[row["id"]]["group_name"], km_of_chord2(row["chord2"])) for row in page
+            Found(_card_of(by_id[row["id"]]), by_id[row["id"]]["group_name"], km_of_chord2(row["chord2"]))
+            for row in page
         ]
         position = None
         if len(rows) > limit:
@@ -776,6 +797,7 @@ COVER_ROLES = FixedRead(
 # compiled once, run on the driver (FixedRead). Built per call, its construction, cache key and compilation were
 # most of a list's CPU (docs/request-path.md, events). Bounded: the shapes are the combinations of seven flags.
 _SOONEST_PAGES: dict[tuple[bool, ...], FixedRead] = {}
+GROUP_NAME = len(CARD_COLUMNS)  # where the group's name is in its rows, after the card's columns
 
 
 def _soonest_page(criteria: EventSearch, after: bool) -> FixedRead:
