@@ -125,8 +125,11 @@ class RequestLimits:
     ) -> None:
         self.app = app
         self.body_limit = body_limit
-        # Longest prefix first, so /api/images/x beats /api.
-        self.body_limits = sorted((body_limits or {}).items(), key=lambda item: len(item[0]), reverse=True)
+        # Longest prefix first, so /api/images/x beats /api; each with the form a path under it starts with.
+        self.body_limits = [
+            (prefix, prefix.rstrip("/") + "/", limit)
+            for prefix, limit in sorted((body_limits or {}).items(), key=lambda item: len(item[0]), reverse=True)
+        ]
         self.max_headers = max_headers
         self.max_header_bytes = max_header_bytes
         self.max_headers_total = max_headers_total
@@ -134,8 +137,8 @@ class RequestLimits:
         self.max_path_bytes = max_path_bytes
 
     def limit_for(self, path: str) -> int:
-        for prefix, limit in self.body_limits:
-            if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+        for prefix, under, limit in self.body_limits:
+            if path == prefix or path.startswith(under):
                 return limit
         return self.body_limit
 
@@ -144,11 +147,17 @@ class RequestLimits:
             await self.app(scope, receive, send)
             return
         headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
-        if (
-            len(headers) > self.max_headers
-            or any(len(name) + len(value) > self.max_header_bytes for name, value in headers)
-            or sum(len(name) + len(value) for name, value in headers) > self.max_headers_total
-        ):
+        # One pass over the headers (every request pays it): the longest line, the total, the declared length.
+        longest = total = 0
+        declared_length: bytes | None = None
+        for name, value in headers:
+            size = len(name) + len(value)
+            total += size
+            if size > longest:
+                longest = size
+            if name == b"content-length" and declared_length is None:
+                declared_length = value
+        if len(headers) > self.max_headers or longest > self.max_header_bytes or total > self.max_headers_total:
             await send_problem(send, 431, "The request headers are too large.")
             return
         if len(scope.get("query_string", b"")) > self.max_query_bytes:
@@ -158,7 +167,7 @@ class RequestLimits:
             await send_problem(send, 414, f"The path is longer than {self.max_path_bytes} bytes.")
             return
         limit = self.limit_for(scope["path"])
-        declared = _content_length(headers)
+        declared = _content_length(declared_length)
         if declared is not None and declared > limit:
             await self._too_large(send, limit)
             return
@@ -185,11 +194,11 @@ def path_bytes(scope: Scope) -> int:
     return len(raw) if query < 0 else query
 
 
-def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    for name, value in headers:
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+def _content_length(value: bytes | None) -> int | None:
+    """The first Content-Length header's value as a number, None when there is none or it is not one."""
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
