@@ -16,7 +16,7 @@ from fastapi import Depends, FastAPI
 from prometheus_client import REGISTRY
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import OperationalError
-from starlette.types import Message
+from starlette.types import Message, Receive, Scope, Send
 
 from gatherly.kernel.clock import time_problem
 from gatherly.kernel.errors import Conflict, TooManyRequests, Unavailable
@@ -348,6 +348,45 @@ async def test_requests_are_counted_by_status_even_when_the_endpoint_raises() ->
         assert (await client.get("/where")).status_code == 200
         assert (await client.get("/boom")).status_code == 500
     assert (count("/where", "200"), count("/boom", "500")) == (ok + 1, failed + 1)
+
+
+async def test_an_error_raised_below_the_request_context_before_an_answer_is_a_counted_500_with_the_id() -> None:
+    async def raising(scope: Scope, receive: Receive, send: Send) -> None:
+        raise RuntimeError("secret internals")  # any layer under the request context, not only a route
+
+    def count() -> float:
+        labels = {"service": "raw", "method": "GET", "route": "", "status": "500"}
+        return REGISTRY.get_sample_value("gatherly_http_requests_total", labels) or 0.0
+
+    before = count()
+    app = RequestContextMiddleware(raising, service="raw")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        response = await client.get("/anything", headers={"X-Request-ID": "req-500"})
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["x-request-id"] == "req-500"
+    assert response.json()["request_id"] == "req-500"
+    assert "secret" not in response.text
+    assert count() == before + 1
+
+
+async def test_an_error_after_the_answer_started_is_raised_so_the_server_closes_the_connection() -> None:
+    async def half_an_answer(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise RuntimeError("broke mid-answer")
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {"type": "http", "method": "GET", "path": "/half", "headers": [], "query_string": b""}
+    with pytest.raises(RuntimeError, match="broke mid-answer"):
+        await RequestContextMiddleware(half_an_answer, service="raw")(scope, receive, send)
+    assert [message["type"] for message in sent] == ["http.response.start"]
 
 
 async def test_requests_are_counted_and_timed_per_route_template_and_unmatched_paths_under_none() -> None:

@@ -108,8 +108,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(DomainError, on_domain)
-    # The last resort only: UnexpectedErrors (innermost) answers first. Starlette runs this handler in its
-    # outermost middleware, which re-raises after answering, so the server resets the connection.
+    # The last resort only: RequestContextMiddleware (answer_unexpected) answers first. Starlette runs this handler
+    # in its outermost middleware, which re-raises after answering, so the server resets the connection.
     app.add_exception_handler(Exception, on_unexpected)
 
 
@@ -136,38 +136,18 @@ def statuses_from(status_of: Mapping[type[DomainError], int]) -> type[APIRoute]:
     return DomainErrorsAsProblems
 
 
-class UnexpectedErrors:
-    """Innermost pure ASGI middleware: an exception no handler mapped becomes a 500 problem+json carrying the
-    request id, logged with its traceback (no local variables: see app/logging.py). It is not re-raised, so the
-    server keeps the connection open for the next request."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def watched_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, watched_send)
-        except Exception as error:
-            if not started and database_unreachable(error):
-                # A restart or failover of the database: the pool replaces the dead connections, so the caller
-                # may well succeed at once on trying again.
-                log.warning("database unreachable", path=scope["path"], method=scope["method"], error=repr(error))
-                await send_problem(send, 503, DATABASE_UNREACHABLE, headers=RETRY_SOON)
-                return
-            log.error("unhandled error", path=scope["path"], method=scope["method"], exc_info=error)
-            if started:
-                raise  # half an answer is out: only closing the connection can tell the client
-            await send_problem(send, 500, "Something went wrong on our side; it has been logged with this request id.")
+async def answer_unexpected(scope: Scope, error: Exception, send: Send) -> None:
+    """An exception no handler mapped, raised before any answer: a 500 problem+json carrying the request id, logged
+    with its traceback (no local variables: see app/logging.py), or a 503 when the database could not be reached.
+    Answered rather than re-raised, so the server keeps the connection open for the next request."""
+    if database_unreachable(error):
+        # A restart or failover of the database: the pool replaces the dead connections, so the caller may well
+        # succeed at once on trying again.
+        log.warning("database unreachable", path=scope["path"], method=scope["method"], error=repr(error))
+        await send_problem(send, 503, DATABASE_UNREACHABLE, headers=RETRY_SOON)
+        return
+    log.error("unhandled error", path=scope["path"], method=scope["method"], exc_info=error)
+    await send_problem(send, 500, "Something went wrong on our side; it has been logged with this request id.")
 
 
 DATABASE_UNREACHABLE = "The database cannot be reached right now; try again shortly."
@@ -187,10 +167,11 @@ def database_unreachable(error: BaseException) -> bool:
 
 class RequestContextMiddleware:
     """Gives every request an id (X-Request-ID, taken from the caller when sent) that also correlates the
-    events it causes, records metrics per route, and (only while tracing is on) the request's server span.
-    Plain ASGI: the endpoint runs in the server's task and its response streams through untouched (Starlette's
-    BaseHTTPMiddleware would run it in a task of its own and re-wrap the body, which cost more than many endpoints
-    themselves)."""
+    events it causes, records metrics per route, and (only while tracing is on) the request's server span; an
+    exception no handler mapped becomes a 500 problem+json with that id (`answer_unexpected`), whichever layer
+    below raised it. Plain ASGI: the endpoint runs in the server's task and its response streams through untouched
+    (Starlette's BaseHTTPMiddleware would run it in a task of its own and re-wrap the body, which cost more than
+    many endpoints themselves). One layer does both, with one wrapper of `send`, as every API request pays each."""
 
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
@@ -206,7 +187,7 @@ class RequestContextMiddleware:
             return
         request_id = _header(scope, b"x-request-id") or str(uuid.uuid4())
         encoded_id = request_id.encode("latin-1")
-        status = 500  # what the server sends when the app raises before answering
+        status = 0  # none sent yet
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -221,11 +202,17 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as error:
+            if status:
+                log.error("unhandled error", path=scope["path"], method=scope["method"], exc_info=error)
+                raise  # half an answer is out: only closing the connection can tell the client
+            await answer_unexpected(scope, error, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             correlation_id_var.reset(token)
             structlog.contextvars.unbind_contextvars("request_id")
             route = route_of(scope)
+            status = status or 500  # what the server sends when nothing was answered
             if span is not None:
                 span.end(route, status)
             self._count(scope["method"], route, status, elapsed)
