@@ -325,9 +325,8 @@ class FixedRead:
                 # statement (cached by asyncpg for the fetch below) names them.
                 prepared = await driver.prepare(sql)  # type: ignore[union-attr]
                 compiled.results = compiled.result_processors([a.type.oid for a in prepared.get_attributes()])
-            return RawRows(
-                await driver.fetch(sql, *values), compiled.positions, compiled.convert, compiled.convert_values
-            )  # type: ignore[union-attr]
+            fetched = await driver.fetch(sql, *values)  # type: ignore[union-attr]
+            return RawRows(fetched, compiled.positions, compiled.convert, compiled.convert_values)
         result = await connection.execute(self.statement, dict(given))
         return _as_they_are(compiled.keys, result.fetchall())
 
