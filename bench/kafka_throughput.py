@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import multiprocessing
 import os
 import platform
@@ -50,7 +51,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -172,11 +173,18 @@ def others_cpu(db: Database, broker: str) -> list[dict[int, float]]:
 
 
 class Counting(UnitOfWork):
-    """Collects the numbers of the events its transaction applies (the handlers below add them)."""
+    """Collects the numbers of the events its transaction applies (the handlers below add them), and tells
+    `on_commit` how many once its transaction has committed."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, on_commit: Callable[[int], None] | None = None) -> None:
         super().__init__(db)
         self.numbers: list[int] = []
+        self.on_commit = on_commit
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
+        await super().__aexit__(exc_type, exc, tb)
+        if exc_type is None and self.numbers and self.on_commit is not None:
+            self.on_commit(len(self.numbers))
 
 
 async def handle_one(event: Pinged, uow: Counting) -> None:
@@ -237,23 +245,16 @@ async def our_consumer(
     done = asyncio.Event()
     others: list[tuple[dict[int, float], dict[int, float]]] = []  # PostgreSQL's, the broker's: (first, last)
 
-    class Stamping(Counting):
-        """Stamps its messages as handled once its transaction has committed."""
-
-        def __init__(self) -> None:
-            super().__init__(db)
-
-        async def __aexit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
-            await super().__aexit__(exc_type, exc, tb)
-            if exc_type is None and self.numbers:
-                first = not handled
-                handled.extend([time.perf_counter()] * len(self.numbers))
-                cpu.extend([time.process_time()] * len(self.numbers))
-                if first:
-                    others.extend((reading, reading) for reading in others_cpu(db, broker))
-                if len(handled) >= messages:
-                    others[:] = [(start, end) for (start, _), end in zip(others, others_cpu(db, broker), strict=True)]
-                    done.set()
+    def stamp(count: int) -> None:
+        """Stamps a committed transaction's messages as handled."""
+        first = not handled
+        handled.extend([time.perf_counter()] * count)
+        cpu.extend([time.process_time()] * count)
+        if first:
+            others.extend((reading, reading) for reading in others_cpu(db, broker))
+        if len(handled) >= messages:
+            others[:] = [(start, end) for (start, _), end in zip(others, others_cpu(db, broker), strict=True)]
+            done.set()
 
     async with db.writing() as session:
         await session.execute(delete(seen))  # what an earlier run applied
@@ -264,7 +265,7 @@ async def our_consumer(
     else:
         registry.on(Pinged, group=group)(handle_one)
     (spec,) = registry.specs.values()
-    worker = ConsumerWorker(spec, log, Stamping)
+    worker = ConsumerWorker(spec, log, functools.partial(Counting, db, stamp))
     if batch_size is not None:
         worker.batch_size = batch_size  # records per poll (and per transaction), instead of the worker's default
     task = asyncio.create_task(worker.run())
@@ -299,21 +300,15 @@ async def _member(
     log = KafkaLog(bootstrap, session_timeout=6.0)
     stamps: list[tuple[float, float, int]] = []
 
-    class Stamping(Counting):
-        def __init__(self) -> None:
-            super().__init__(db)
-
-        async def __aexit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
-            await super().__aexit__(exc_type, exc, tb)
-            if exc_type is None and self.numbers:
-                stamps.append((time.monotonic(), time.process_time(), len(self.numbers)))
-                with progress.get_lock():
-                    progress.value += len(self.numbers)
+    def stamp(count: int) -> None:
+        stamps.append((time.monotonic(), time.process_time(), count))
+        with progress.get_lock():
+            progress.value += count
 
     registry = ConsumerRegistry()
     registry.on_batch(Pinged, group=group)(handle_all)
     (spec,) = registry.specs.values()
-    worker = ConsumerWorker(spec, log, Stamping)
+    worker = ConsumerWorker(spec, log, functools.partial(Counting, db, stamp))
     try:
         await log.start()
         await collect_as_served()
