@@ -54,6 +54,13 @@ fi
 if [ "$(as_postgres psql -Atqc 'SHOW ssl')" != off ]; then
   as_postgres psql -q -c 'ALTER SYSTEM SET ssl = off' -c 'SELECT pg_reload_conf()' >/dev/null
 fi
+# A replication slot left behind (a test run killed before its teardown dropped it) keeps every WAL file written
+# after it: 71 GB in one afternoon of suites filled this machine's disk, and SeaweedFS then failed every S3 test.
+# Past this lag PostgreSQL invalidates such a slot and recycles the WAL; a live slot of the suites never lags a
+# fraction of it. A reload is enough.
+if [ "$(as_postgres psql -Atqc 'SHOW max_slot_wal_keep_size')" != 8GB ]; then
+  as_postgres psql -q -c "ALTER SYSTEM SET max_slot_wal_keep_size = '8GB'" -c 'SELECT pg_reload_conf()' >/dev/null
+fi
 
 as_postgres psql -q -v ON_ERROR_STOP=1 -d postgres <<'SQL'
 DO $$
