@@ -60,7 +60,7 @@ class _Compiled:
     names: tuple[str, ...]  # the positional parameters' names, in order
     binds: Mapping[str, Any]  # bind processors by parameter name (only those that have one)
     defaults: Mapping[str, Any]  # values bound in the statement itself (literals turned into parameters)
-    keys: tuple[str, ...]  # result column keys, as RowMapping names them
+    keys: tuple[str, ...]  # result column keys, as RowMapping names them (distinct: FixedRead._compiled checks)
     results: tuple[_Processor, ...] | None  # result processors, aligned with keys (None: not known yet)
     expands: bool  # has parameters rendered per call (IN lists)
     tuple_row: Any = field(init=False)  # the named tuple `run` gives rows as
@@ -115,11 +115,10 @@ class _Compiled:
         """The columns that have a result processor: (key, index, processor)."""
         assert self.results is not None
         if self.processed_for is not self.results:
-            last = {key: index for index, key in enumerate(self.keys)}  # a repeated key keeps its last column's value
             self.processed = [
                 (key, index, process)
                 for index, (key, process) in enumerate(zip(self.keys, self.results, strict=True))
-                if process is not None and last[key] == index
+                if process is not None
             ]
             self.processed_for = self.results
         return self.processed

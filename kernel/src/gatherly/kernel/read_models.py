@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Column, MetaData, String, Table, bindparam, delete, insert, select, update
+from typing_extensions import TypedDict
 
 from gatherly.contracts.images import ImageReady
 from gatherly.contracts.users import ImageVariants
@@ -34,6 +35,22 @@ class ReadyImage:
     image_id: str
     owner_id: str
     variants: ImageVariants
+
+
+class ImageVariantsJson(TypedDict):
+    """An image's variants in a list page's JSON (the groups' banners, the events' covers): a dict, which orjson
+    writes as the page's ImageVariants would be written."""
+
+    thumb: str
+    medium: str
+    large: str
+
+
+def variants_json(variants: ImageVariants | None) -> ImageVariantsJson | None:
+    """`variants` as a list page's JSON carries them."""
+    if variants is None:
+        return None
+    return {"thumb": variants.thumb, "medium": variants.medium, "large": variants.large}
 
 
 _IMAGE_BY_ID: dict[Table, FixedRead] = {}

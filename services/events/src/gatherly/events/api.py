@@ -69,6 +69,7 @@ from gatherly.events.store import EventsUnitOfWork, reading, unit_of_work
 from gatherly.kernel.auth import CurrentUser, MaybeUser
 from gatherly.kernel.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, Unauthorized
 from gatherly.kernel.openapi import problems
+from gatherly.kernel.read_models import variants_json
 from gatherly.kernel.routes import FastRoute
 from gatherly.kernel.runtime import ServiceContext, service_context
 from gatherly.kernel.web import LocationBody, Page, PageRequest, encode_cursor, page_request
@@ -146,7 +147,7 @@ def _venue_out(venue: Venue | None) -> VenueBody | None:
 
 def _summary(found: Found) -> EventSummaryJson:
     """A found event's card as EventSummary's fields, in its order (a list serializes them as they are)."""
-    card, venue, cover = found.card, found.card.venue, found.cover
+    card, venue = found.card, found.card.venue
     venue_json: VenueJson | None = None
     if venue is not None:
         location = venue.location
@@ -167,7 +168,7 @@ def _summary(found: Found) -> EventSummaryJson:
         "going_count": card.going_count,
         "capacity": card.capacity,
         "distance_km": round(found.distance_km, 3) if found.distance_km is not None else None,
-        "cover": {"thumb": cover.thumb, "medium": cover.medium, "large": cover.large} if cover else None,
+        "cover": variants_json(found.cover),
     }
 
 

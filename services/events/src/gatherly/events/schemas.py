@@ -22,6 +22,7 @@ from gatherly.events.domain import (
     EventStatus,
     RsvpStatus,
 )
+from gatherly.kernel.read_models import ImageVariantsJson
 from gatherly.kernel.web import LocationBody
 
 
@@ -243,12 +244,6 @@ class VenueJson(TypedDict):
 class GroupRefJson(TypedDict):
     id: str
     name: str
-
-
-class ImageVariantsJson(TypedDict):
-    thumb: str
-    medium: str
-    large: str
 
 
 class EventSummaryJson(TypedDict):

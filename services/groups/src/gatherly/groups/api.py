@@ -90,6 +90,7 @@ from gatherly.groups.store import (
 from gatherly.kernel.auth import CurrentUser, MaybeUser
 from gatherly.kernel.errors import DomainError, InvalidInput, Unauthorized
 from gatherly.kernel.openapi import problems
+from gatherly.kernel.read_models import variants_json
 from gatherly.kernel.runtime import ServiceContext, service_context
 from gatherly.kernel.web import LocationBody, Page, PageRequest, encode_cursor, page_request, statuses_from
 
@@ -134,7 +135,7 @@ def _summary(card: GroupCard, banner: ImageVariants | None, distance_km: float |
         "member_count": card.member_count,
         "visibility": card.visibility,
         "join_policy": card.join_policy,
-        "banner": {"thumb": banner.thumb, "medium": banner.medium, "large": banner.large} if banner else None,
+        "banner": variants_json(banner),
         "distance_km": round(distance_km, 3) if distance_km is not None else None,
     }
 

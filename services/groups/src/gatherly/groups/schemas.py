@@ -22,6 +22,7 @@ from gatherly.groups.domain import (
     Standing,
     Visibility,
 )
+from gatherly.kernel.read_models import ImageVariantsJson
 from gatherly.kernel.web import LocationBody, Page
 
 T = TypeVar("T")
@@ -64,12 +65,6 @@ class GroupsPage(Page[GroupSummary]):
 class LocationJson(TypedDict):
     lat: float
     lng: float
-
-
-class ImageVariantsJson(TypedDict):
-    thumb: str
-    medium: str
-    large: str
 
 
 class GroupSummaryJson(TypedDict):
