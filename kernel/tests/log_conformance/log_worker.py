@@ -17,10 +17,15 @@ from gatherly.kernel.log.base import TopicConfig
 KEYS_PER_PUBLISHER = 7
 
 
-async def publish(log: EmbeddedLog, topic: str, prefix: str, count: int | None, batch: int) -> None:
+async def publish(
+    log: EmbeddedLog, topic: str, prefix: str, count: int | None, batch: int, pause_at: int | None = None
+) -> None:
     await log.ensure_topics([TopicConfig(topic)])
     sent = 0
     while count is None or sent < count:
+        if sent == pause_at:
+            print(f"paused {sent}", flush=True)
+            await asyncio.to_thread(sys.stdin.readline)
         size = batch if count is None else min(batch, count - sent)
         await log.publish(
             [
@@ -56,6 +61,7 @@ async def main() -> None:
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--session-timeout", type=float, default=1.0)
     parser.add_argument("--wait-for-go", action="store_true", help="say `ready`, then start at a line on stdin")
+    parser.add_argument("--pause-at", type=int, default=None, help="publishing: say `paused N`, go on at a line")
     args = parser.parse_args()
     async with EmbeddedLog(args.path, session_timeout=args.session_timeout) as log:
         if args.wait_for_go:
@@ -63,7 +69,7 @@ async def main() -> None:
             # A start line for several children, so their work really overlaps despite uneven start-up times.
             await asyncio.to_thread(sys.stdin.readline)
         if args.mode == "publish":
-            await publish(log, args.topic, args.prefix, args.count, args.batch)
+            await publish(log, args.topic, args.prefix, args.count, args.batch, args.pause_at)
         else:
             await consume(log, args.topic, args.group, args.batch)
     print("done", flush=True)
