@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, Text, event, func, insert, select
+from sqlalchemy import ARRAY, Boolean, Column, Integer, MetaData, String, Table, Text, event, func, insert, select
 from sqlalchemy import exc as sa_exc
 
 from gatherly.kernel import inline_sqlite
@@ -37,6 +37,7 @@ def rows_table(name: str) -> Table:
         Column("note", Text),
         Column("at", UtcDateTime(), nullable=False),
         Column("doc", Json, nullable=False),
+        Column("extra", Json),  # None binds JSON's null, not SQL's NULL (SQLAlchemy's JSON default)
         Column("flag", Boolean, nullable=False),
         Column("kind", String(16), nullable=False, server_default="plain"),
     )
@@ -308,7 +309,7 @@ async def test_inline_sqlite_reads_take_turns_on_one_kept_connection_each_with_i
 async def test_a_batch_insert_writes_the_rows_an_executemany_writes(db: Database) -> None:
     """`BatchInsert` (one statement of arrays on PostgreSQL) against SQLAlchemy's executemany of the same rows:
     the same values read back, defaults filled the same; on PostgreSQL in one statement whatever the row count."""
-    columns = ["n", "key", "note", "at", "doc", "flag"]
+    columns = ["n", "key", "note", "at", "doc", "flag", "extra"]
     add = BatchInsert(batched, columns)
     paris = timezone(timedelta(hours=1))
     rows = [
@@ -319,6 +320,7 @@ async def test_a_batch_insert_writes_the_rows_an_executemany_writes(db: Database
             datetime(2026, 12, 1, 9, n, tzinfo=paris),
             {"n": n, "a": [1, None]},
             n % 2 == 0,
+            None if n % 2 else [n, "x"],  # a list first: one value, not a dimension of the array
         )
         for n in range(7)
     ]
@@ -337,8 +339,14 @@ async def test_a_batch_insert_writes_the_rows_an_executemany_writes(db: Database
     async with db.read_session() as session:
         got = (await session.execute(select(batched).order_by(batched.c.n))).all()
         expected = (await session.execute(select(executed_many).order_by(executed_many.c.n))).all()
+        json_nulls = [
+            await session.scalar(select(func.count()).select_from(table).where(table.c.extra.is_(None)))
+            for table in (batched, executed_many)
+        ]
     assert got == expected
-    assert [row.at for row in got] == [at.astimezone(UTC) for _, _, _, at, _, _ in rows]
+    assert json_nulls[0] == json_nulls[1]
+    assert [row.at for row in got] == [row[3].astimezone(UTC) for row in rows]
+    assert [row.extra for row in got] == [row[6] for row in rows]
     assert {row.kind for row in got} == {"plain"}
     if not db.is_sqlite:
         assert len(statements) == 2 and all("unnest" in sql and not many for sql, many in statements)
@@ -357,3 +365,11 @@ async def test_a_batch_insert_of_a_duplicate_key_fails_whole(db: Database) -> No
                 await add.run(connection, batch)
     async with db.read_session() as session:
         assert (await session.execute(select(batched.c.n))).scalars().all() == [1]
+
+
+def test_a_batch_insert_refuses_an_array_column() -> None:
+    # unnest would flatten an array of arrays into more rows than were given.
+    tags = Table("tags", MetaData(), Column("n", Integer, primary_key=True), Column("names", ARRAY(String)))
+    with pytest.raises(TypeError):
+        BatchInsert(tags, ["n", "names"])
+    BatchInsert(tags, ["n"])

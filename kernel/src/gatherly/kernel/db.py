@@ -15,6 +15,7 @@ from typing import Any, TypeAlias
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import (
+    ARRAY,
     ColumnElement,
     Connection,
     Table,
@@ -310,16 +311,22 @@ class BatchInsert:
 
     def __init__(self, table: Table, columns: Sequence[str]) -> None:
         self.columns = list(columns)
+        if any(isinstance(table.c[name].type, ARRAY) for name in self.columns):
+            # unnest flattens an array of arrays: such a column's values cannot travel as one array each.
+            raise TypeError(f"BatchInsert cannot write array columns of {table.name}")
         self._insert = insert(table)
         dialect = postgresql.dialect()
         quote = dialect.identifier_preparer
         names = ", ".join(quote.quote(table.c[name].name) for name in self.columns)
         arrays = ", ".join(f"CAST(:{name} AS {table.c[name].type.compile(dialect=dialect)}[])" for name in self.columns)
         # Each array bound through its column's type: the values are converted as a row's would be (UTC
-        # timestamps, JSON documents).
+        # timestamps, JSON documents). One dimension: a JSON value that is a list is one element, not a row of a
+        # two-dimensional array (SQLAlchemy guesses the dimensions from the first element otherwise).
         self._unnest: TextClause = text(
             f"INSERT INTO {quote.format_table(table)} ({names}) SELECT * FROM unnest({arrays})"
-        ).bindparams(*(bindparam(name, type_=postgresql.ARRAY(table.c[name].type)) for name in self.columns))
+        ).bindparams(
+            *(bindparam(name, type_=postgresql.ARRAY(table.c[name].type, dimensions=1)) for name in self.columns)
+        )
 
     async def run(self, session: AsyncConnection, rows: Sequence[Sequence[Any]]) -> None:
         """Insert `rows`, each a tuple of values in the order of `columns`, in `session`'s transaction."""
