@@ -8,20 +8,42 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
+from sqlalchemy import ARRAY, Boolean, Column, Integer, MetaData, String, Table, Text, event, func, insert, select
+from sqlalchemy import exc as sa_exc
 
 from gatherly.kernel import inline_sqlite
-from gatherly.kernel.db import Database
+from gatherly.kernel.db import BatchInsert, Database
 from gatherly.kernel.log import EmbeddedLog, OutgoingMessage
 from gatherly.kernel.log.base import TopicConfig
+from gatherly.kernel.tables import Json, UtcDateTime
 from gatherly.kernel.testing import DB_BACKENDS
 
 metadata = MetaData()
 notes = Table("notes", metadata, Column("id", Integer, primary_key=True), Column("text", String, nullable=False))
+
+
+def rows_table(name: str) -> Table:
+    """A table with a column of each kind a batch handler writes (and a default it leaves out)."""
+    return Table(
+        name,
+        metadata,
+        Column("n", Integer, primary_key=True),
+        Column("key", String(64), nullable=False),
+        Column("note", Text),
+        Column("at", UtcDateTime(), nullable=False),
+        Column("doc", Json, nullable=False),
+        Column("extra", Json),  # None binds JSON's null, not SQL's NULL (SQLAlchemy's JSON default)
+        Column("flag", Boolean, nullable=False),
+        Column("kind", String(16), nullable=False, server_default="plain"),
+    )
+
+
+batched, executed_many = rows_table("batched"), rows_table("executed_many")
 
 
 async def open_database(url: str) -> Database:
@@ -282,3 +304,72 @@ async def test_inline_sqlite_reads_take_turns_on_one_kept_connection_each_with_i
         assert not raw.in_transaction
     finally:
         await db.dispose()
+
+
+async def test_a_batch_insert_writes_the_rows_an_executemany_writes(db: Database) -> None:
+    """`BatchInsert` (one statement of arrays on PostgreSQL) against SQLAlchemy's executemany of the same rows:
+    the same values read back, defaults filled the same; on PostgreSQL in one statement whatever the row count."""
+    columns = ["n", "key", "note", "at", "doc", "flag", "extra"]
+    add = BatchInsert(batched, columns)
+    paris = timezone(timedelta(hours=1))
+    rows = [
+        (
+            n,
+            f"k{n % 3}",
+            None if n % 2 else f"note \u00e9 {n} ' \" ,",
+            datetime(2026, 12, 1, 9, n, tzinfo=paris),
+            {"n": n, "a": [1, None]},
+            n % 2 == 0,
+            None if n % 2 else [n, "x"],  # a list first: one value, not a dimension of the array
+        )
+        for n in range(7)
+    ]
+    statements: list[tuple[str, bool]] = []
+
+    def seen(connection: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        statements.append((statement, many))
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", seen)
+    for batch in (rows[:1], [], rows[1:]):
+        async with db.writing() as connection:
+            await add.run(connection, batch)
+    event.remove(db.engine.sync_engine, "before_cursor_execute", seen)
+    async with db.writing() as connection:
+        await connection.execute(insert(executed_many), [dict(zip(columns, row, strict=True)) for row in rows])
+    async with db.read_session() as session:
+        got = (await session.execute(select(batched).order_by(batched.c.n))).all()
+        expected = (await session.execute(select(executed_many).order_by(executed_many.c.n))).all()
+        json_nulls = [
+            await session.scalar(select(func.count()).select_from(table).where(table.c.extra.is_(None)))
+            for table in (batched, executed_many)
+        ]
+    assert got == expected
+    assert json_nulls[0] == json_nulls[1]
+    assert [row.at for row in got] == [row[3].astimezone(UTC) for row in rows]
+    assert [row.extra for row in got] == [row[6] for row in rows]
+    assert {row.kind for row in got} == {"plain"}
+    if not db.is_sqlite:
+        assert len(statements) == 2 and all("unnest" in sql and not many for sql, many in statements)
+
+
+async def test_a_batch_insert_of_a_duplicate_key_fails_whole(db: Database) -> None:
+    """A key already there, or twice in the batch, fails the statement as executemany's would: nothing of the
+    batch is written."""
+    add = BatchInsert(batched, ["n", "key", "at", "doc", "flag"])
+    now = datetime.now(UTC)
+    async with db.writing() as connection:
+        await add.run(connection, [(1, "a", now, {}, True)])
+    for batch in ([(2, "b", now, {}, True), (1, "a", now, {}, True)], [(3, "c", now, {}, True)] * 2):
+        with pytest.raises(sa_exc.IntegrityError):
+            async with db.writing() as connection:
+                await add.run(connection, batch)
+    async with db.read_session() as session:
+        assert (await session.execute(select(batched.c.n))).scalars().all() == [1]
+
+
+def test_a_batch_insert_refuses_an_array_column() -> None:
+    # unnest would flatten an array of arrays into more rows than were given.
+    tags = Table("tags", MetaData(), Column("n", Integer, primary_key=True), Column("names", ARRAY(String)))
+    with pytest.raises(TypeError):
+        BatchInsert(tags, ["n", "names"])
+    BatchInsert(tags, ["n"])

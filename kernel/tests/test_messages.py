@@ -64,6 +64,21 @@ def test_a_record_without_the_optional_headers_reads_with_their_defaults() -> No
     assert read.extra_headers == {}
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"z": "1"}, {"replayed_from": "t:0:1", "gatherly.original_topic": "users", "a": ""}],
+)
+def test_the_headers_that_are_not_envelope_fields_are_kept_in_their_order(extra: dict[str, str]) -> None:
+    message = OutgoingMessage("users", "u1", b"{}", {"id": "m1", "type": "user.x", "occurred_at": NOON})
+    headers = list(message.headers.items())
+    for position, header in enumerate(extra.items()):  # interleaved with the envelope's own headers
+        headers.insert(2 * position, header)
+
+    read = Envelope.from_record(a_record(replace(message, headers=dict(headers))))
+
+    assert list(read.extra_headers.items()) == list(extra.items())
+
+
 # What other producers may write: the fast parser refuses some of it, and then `json.loads` decides.
 PAYLOADS = [
     b'{"a":"\\ud800"}',  # a lone surrogate, escaped

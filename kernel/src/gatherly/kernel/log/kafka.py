@@ -81,7 +81,7 @@ def _record(message: ConsumerRecord[bytes, bytes]) -> Record:
         offset=message.offset,
         key=(message.key or b"").decode(errors="replace"),
         value=message.value or b"",
-        headers={name: (value or b"").decode(errors="replace") for name, value in message.headers},
+        headers={name: "" if value is None else value.decode(errors="replace") for name, value in message.headers},
         timestamp=datetime.fromtimestamp(message.timestamp / 1000, UTC),
     )
 
