@@ -4,6 +4,7 @@ envelope read back from its log record."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -12,7 +13,7 @@ import pytest
 
 from gatherly.contracts.users import GeoPoint, UserProfileUpdated
 from gatherly.kernel.log.base import OutgoingMessage, Record
-from gatherly.kernel.messages import Envelope, new_message_id, parse_payload
+from gatherly.kernel.messages import Envelope, MessageIds, new_message_id, parse_payload
 
 NOON = "2026-01-02T12:00:00+00:00"
 
@@ -23,6 +24,51 @@ def test_message_ids_are_uuid7_in_the_order_they_were_made() -> None:
     assert ids == sorted(ids)
     assert len(set(ids)) == len(ids)
     assert {uuid.UUID(i).version for i in ids} == {7}
+
+
+def test_a_message_id_is_a_uuid7_of_the_time_it_was_made_with_its_version_and_variant_bits() -> None:
+    before = time.time_ns() // 1_000_000
+    ids = [new_message_id() for _ in range(100)]
+    after = time.time_ns() // 1_000_000
+
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text  # the canonical form: lower-case hex, dashes at 8-4-4-4-12
+        assert parsed.version == 7
+        assert parsed.variant == uuid.RFC_4122
+        assert before <= parsed.int >> 80 <= after + 1  # 48 bits of Unix time in ms (+1: the counter may carry)
+    assert len({uuid.UUID(text).int & ((1 << 62) - 1) for text in ids}) == len(ids)  # random low bits
+
+
+def ids_at(times_ms: list[int], monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The ids a fresh generator makes while the clock reads each of `times_ms` in turn."""
+    clock = iter(times_ms)
+    monkeypatch.setattr(time, "time_ns", lambda: next(clock) * 1_000_000)
+    make = MessageIds()
+    return [make() for _ in times_ms]
+
+
+def test_ids_made_in_one_millisecond_keep_their_order_and_past_4096_the_time_field_moves_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ids = ids_at([1_700_000_000_000] * 5_000, monkeypatch)
+
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    fields = [uuid.UUID(i).int for i in ids]
+    assert [f >> 80 for f in fields[:4096]] == [1_700_000_000_000] * 4096
+    assert [(f >> 64) & 0xFFF for f in fields[:4096]] == list(range(4096))  # the counter, after the version
+    assert {f >> 80 for f in fields[4096:]} == {1_700_000_000_001}
+    assert {uuid.UUID(i).version for i in ids} == {7}
+
+
+def test_ids_keep_their_order_when_the_clock_steps_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    ids = ids_at(
+        [1_700_000_000_005, 1_700_000_000_006, 1_700_000_000_001, 1_700_000_000_002, 1_700_000_000_007], monkeypatch
+    )
+
+    assert ids == sorted(ids)
+    assert [uuid.UUID(i).int >> 80 for i in ids] == [1_700_000_000_005, *[1_700_000_000_006] * 3, 1_700_000_000_007]
 
 
 def a_record(message: OutgoingMessage, **headers: str) -> Record:

@@ -191,6 +191,42 @@ async def test_an_event_type_the_group_does_not_handle_is_skipped_and_counted_no
     assert await parked(message_log, deposit.TOPIC) == 0
 
 
+# Embedded only: the six records are appended before the worker starts, so its first poll brings them all.
+@pytest.mark.parametrize("message_log", ["embedded"], indirect=True)
+async def test_records_a_group_skips_among_those_it_handles_share_their_transaction_and_are_counted_once(
+    ledger_db: Database, message_log: MessageLog
+) -> None:
+    # Most groups read a topic for a few of its types: the records they skip must not cost the others their batch
+    # (one transaction for the poll, not one per record), nor be counted twice.
+    from datetime import UTC, datetime
+
+    from gatherly.kernel.messages import Envelope
+
+    deposit, other = deposit_event(), deposit_event()
+    other_on_same_topic = type("OtherEvent", (other,), {"__module__": __name__, "TOPIC": deposit.TOPIC})
+    group = group_name()
+    await message_log.ensure_topics([TopicConfig(deposit.TOPIC)])
+    events = [kind(account="ann", amount=amount) for amount in [1, 2, 3] for kind in (deposit, other_on_same_topic)]
+    await message_log.publish([Envelope.wrap(event, datetime.now(UTC)).to_message() for event in events])
+    worker = worker_for(ledger_consumers(deposit, group), message_log, ledger_db)
+    transactions = 0
+
+    def counting_transactions() -> LedgerUnitOfWork:
+        nonlocal transactions
+        transactions += 1
+        return LedgerUnitOfWork(ledger_db)
+
+    worker.uow_factory = counting_transactions
+    async with Running(worker):
+        await eventually(lambda: _equal(totals(ledger_db), (6, 3)))
+        await eventually(lambda: caught_up(message_log, group, deposit.TOPIC))
+    assert transactions == 1
+    assert metric("gatherly_messages_skipped_total", consumer=group, type=other.TYPE) == 3
+    assert metric("gatherly_messages_handled_total", consumer=group, outcome="skipped") == 3
+    assert metric("gatherly_messages_handled_total", consumer=group, outcome="ok") == 3
+    assert await parked(message_log, deposit.TOPIC) == 0
+
+
 # -- finding 3: a failing record holds back only its own partition -------------------------------------------
 
 

@@ -7,6 +7,7 @@ import random
 import sqlite3
 import time
 import traceback
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -539,11 +540,15 @@ class ConsumerWorker:
 
     async def _try_batch(self, records: Sequence[Record]) -> bool:
         """A transaction costs milliseconds, so a run of records is first tried in ONE transaction (an inbox row
-        per message); if anything in it fails, it is rolled back whole and each record goes alone."""
+        per message); if anything in it fails, it is rolled back whole and each record goes alone. Records of types
+        the group does not handle are skipped among them, and counted once the rest is applied; a run of nothing
+        else needs no transaction (most groups read a topic for a few of its types, and skip the rest by the run)."""
         parsed: list[tuple[Envelope, IntegrationEvent, Handler]] = []
+        skipped: list[Record] = []
         for record in records:
             if not self._handles(record):
-                return False  # skipped and counted on the one-by-one path
+                skipped.append(record)
+                continue
             try:
                 envelope = Envelope.from_record(record)
             except (KeyError, ValueError, ValidationError):
@@ -555,13 +560,15 @@ class ConsumerWorker:
                 parsed.append((envelope, envelope.event(), handler))
             except (ValueError, ValidationError, UnknownEventType):
                 return False
-        try:
-            await self._apply_all(parsed)
-        except Exception as error:
-            if is_infrastructure_error(error):
-                raise  # one by one would fail the same way: the partition backs off instead
-            log.info("batch failed; applying its records one by one", consumer=self.spec.group, error=repr(error))
-            return False
+        if parsed:
+            try:
+                await self._apply_all(parsed)
+            except Exception as error:
+                if is_infrastructure_error(error):
+                    raise  # one by one would fail the same way: the partition backs off instead
+                log.info("batch failed; applying its records one by one", consumer=self.spec.group, error=repr(error))
+                return False
+        self._count_skipped(skipped)
         return True
 
     def _unit_of_work(self) -> UnitOfWork:
@@ -611,14 +618,7 @@ class ConsumerWorker:
         """Apply one record, or park it when it is poison. Raises (to be retried later) on an infrastructure
         error, or on a handler error while attempts remain."""
         if not self._handles(record):
-            # Tolerant reader: another group's business, or a type newer than this build. Skipped, counted, and
-            # never parsed: a payload this group would not read cannot be poison to it.
-            record_type = record.headers.get("type", "")
-            unhandled = self._unhandled.get(record_type)
-            if unhandled is None:
-                unhandled = self._unhandled[record_type] = UNHANDLED_TYPES.labels(self.spec.group, record_type)
-            unhandled.inc()
-            self._skipped.inc()
+            self._count_skipped([record])
             return
         tp = TopicPartition(record.topic, record.partition)
         try:
@@ -641,6 +641,21 @@ class ConsumerWorker:
                 raise
             await self.park(record, error, attempts=attempt)
         self._attempts.pop((tp, record.offset), None)
+
+    def _count_skipped(self, records: Sequence[Record]) -> None:
+        """Tolerant reader: records of another group's business, or of a type newer than this build, are skipped,
+        counted, and never parsed (a payload this group would not read cannot be poison to it). One increment of
+        each counter per type, not per record: a labelled counter's `inc` takes a lock, and skips are most of what
+        many groups do."""
+        if not records:
+            return
+        by_type = Counter(record.headers.get("type", "") for record in records)
+        for record_type, count in by_type.items():
+            unhandled = self._unhandled.get(record_type)
+            if unhandled is None:
+                unhandled = self._unhandled[record_type] = UNHANDLED_TYPES.labels(self.spec.group, record_type)
+            unhandled.inc(count)
+        self._skipped.inc(len(records))
 
     def _handles(self, record: Record) -> bool:
         """Whether this group has a handler for the record's type (a record without one is parsed, and parked

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import uuid6
 from pydantic_core import from_json
 
 from gatherly.contracts.base import IntegrationEvent, schema_for
@@ -37,11 +38,44 @@ HEADER_FIELDS = (
 _HEADER_FIELDS = frozenset(HEADER_FIELDS)
 
 
+_RAND_B = (1 << 62) - 1  # the low 62 bits of an id: random
+_VARIANT = 0b10 << 62  # RFC 9562's variant, in the two bits above them
+
+
+class MessageIds:
+    """UUIDv7 text (RFC 9562): 48 bits of Unix time in milliseconds, the version, a 12-bit counter, the variant and
+    62 random bits. The counter (the RFC's "fixed-length dedicated counter") orders the ids one process makes within a
+    millisecond; past 4,096 in one millisecond, or when the clock steps back, the time field goes on from the last
+    id's, so a process's ids never go backwards. The random bits come from `os.urandom` (as `uuid4`'s), so a forked
+    process makes other ids. uuid6's `uuid7` took ~9 µs an id (a `UUID` object, `secrets.randbits`), this ~2: every
+    published event has one."""
+
+    def __init__(self) -> None:
+        self._ms = 0
+        self._counter = 0
+
+    def __call__(self) -> str:
+        ms = time.time_ns() // 1_000_000
+        if ms > self._ms:
+            self._ms, self._counter = ms, 0
+        elif self._counter < 0xFFF:
+            self._counter += 1
+        else:
+            self._ms, self._counter = self._ms + 1, 0
+        high = (self._ms << 16 | 0x7000 | self._counter).to_bytes(8, "big").hex()
+        low = (int.from_bytes(os.urandom(8), "big") & _RAND_B | _VARIANT).to_bytes(8, "big").hex()
+        return f"{high[:8]}-{high[8:12]}-{high[12:]}-{low[:4]}-{low[4:]}"
+
+
+# One per process: a process's ids are ordered against each other.
+_message_ids = MessageIds()
+
+
 def new_message_id() -> str:
     """A UUIDv7: time-ordered, so each consumer's inbox rows (keyed by consumer and message id) sit in time order
     in the key's index, and pruning the oldest deletes a contiguous run of its pages instead of rows scattered
     over all of them (random UUIDs made pruning stall the loop; bench/reports/loop_stall.md)."""
-    return str(uuid6.uuid7())
+    return _message_ids()
 
 
 class UnknownEventType(Exception):
