@@ -249,6 +249,40 @@ async def test_member_me_gives_the_same_total_on_a_first_page_as_on_the_next_one
                 assert totals == [expected] * len(totals) and seen == expected, (params, totals)
 
 
+async def test_member_me_pages_are_the_general_pages_restricted_to_the_callers_groups(shared_api: Any) -> None:
+    # member=me joins the groups with the caller's memberships; the same search without it, page by page in the same
+    # order, restricted to the groups the caller belongs to, must give the same groups: not a group they left, asked
+    # to join, or that was deleted.
+    ann, eve = await shared_api.people("Ann", "Eve")
+    mine = []
+    for n in range(3):
+        mine.append(await shared_api.create(eve, name=f"Restricted {'hikers' if n % 2 else 'ünïcode'} {n}"))
+    for n in range(5):
+        group = await shared_api.create(ann, name=f"Restricted {'hikers' if n % 2 else 'others'} {n}")
+        if n in (0, 1):
+            await shared_api.join(eve, group["id"])
+            mine.append(group)
+        if n == 2:
+            await shared_api.join(eve, group["id"])
+            left = await shared_api.client.delete(f"/api/groups/{group['id']}/members/me", headers=eve.auth)
+            assert left.status_code == 204, left.text
+    asked = await shared_api.create(ann, name="Restricted approval", join_policy="approval")
+    assert await shared_api.join(eve, asked["id"], answers=[]) == "pending"
+    deleted = await shared_api.create(eve, name="Restricted deleted")
+    assert (await shared_api.client.delete(f"/api/groups/{deleted['id']}", headers=eve.auth)).status_code == 202
+    await shared_api.running.settle()
+    ids = {g["id"] for g in mine}
+    for filters in ({"q": "restricted"}, {"q": "hikers"}, {"q": "ünïcode"}):
+        for sort in ("newest", "members", "name"):
+            everyone, _ = await _pages(shared_api, sort=sort, limit=100, **filters)
+            expected = [g for g in everyone if g["id"] in ids]
+            for limit in (1, 2, 5):
+                found, totals = await _pages(shared_api, eve, member="me", sort=sort, limit=limit, **filters)
+                assert found == expected, (filters, sort, limit)
+                assert set(totals) == {len(expected)}
+    assert len((await _pages(shared_api, eve, member="me", q="restricted"))[0]) == 5
+
+
 async def test_member_me_combines_with_text_and_near_and_is_ordered_by_distance(shared_api: Any) -> None:
     ann, bob = await shared_api.people("Ann", "Bob")
     near = f"{BERLIN['lat']},{BERLIN['lng']}"

@@ -630,7 +630,10 @@ def _like_escaped(text: str) -> str:
 # The filters of a search, built once (their values are bind parameters): built per search, they were a tenth of a
 # `member=me` list's profile, for a statement already compiled for its shape.
 OF_TOPIC = groups.c.id.in_(select(group_topics.c.group_id).where(group_topics.c.topic == bindparam("topic")))
-OF_MEMBER = groups.c.id.in_(select(memberships.c.group_id).where(memberships.c.user_id == bindparam("member")))
+# The caller's groups as a join with their memberships (one a group: the primary key is (group, user)), not an IN
+# list: SQLite filled a temporary table with the list's ids before looking each group up, which made `member=me`'s
+# page and total ~145 us against ~100 for 41 groups (sqlite3 alone); the plan still starts from the person's index.
+OF_MEMBER = and_(memberships.c.user_id == bindparam("member"), memberships.c.group_id == groups.c.id)
 
 
 # A list of ids in one bound JSON array (SQLite's json_each; these reads are the SQLite nearby search's only): an
