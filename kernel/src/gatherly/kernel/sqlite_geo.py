@@ -5,9 +5,9 @@ fetched were most of the search's cost), and a cursor still carries the float th
 The expression repeats distances_km's operations, in the same order, on the same values: the centre's parts are
 worked out in Python as distances_km works them out (`center_params`) and bound, and `sin`, `cos`, `asin`, `sqrt`
 and `pow` are SQLite's math functions, which call the C library's functions that Python's math module and float
-`**` call (kernel/tests/test_sqlite_geo.py requires the same float for any pair of points). A SQLite built without
-its math functions (they are in by default since 3.35) gets Python's own, registered on each connection under the
-same names (`add_math_functions`, called by `Database` when a connection opens)."""
+`**` call (kernel/tests/test_sqlite_geo.py requires the same float for any pair of points). A SQLite without them
+(older than 3.35, or built without SQLITE_ENABLE_MATH_FUNCTIONS) gets Python's own, registered on each connection
+under the same names (`add_math_functions`, called by `Database` when a connection opens)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ _CENTER_LNG = bindparam("geo_center_lng", type_=Float)  # in degrees
 def distance_km(lat: ColumnElement[Any], lng: ColumnElement[Any]) -> ColumnElement[float]:
     """The distance from the centre (bound by `center_params`) to (`lat`, `lng`), as geo.distances_km measures it:
     NULL where either is NULL."""
+    # Products and sums are written left to right, as Python evaluates them: SQLAlchemy renders a grouped one without
+    # its parentheses (`a * (b * c)` as `a * b * c`, which SQLite evaluates from the left), and rounding differs.
     lat2 = lat * _DEGREE
     dlat = lat2 - _CENTER_LAT
     dlng = (lng - _CENTER_LNG) * _DEGREE
