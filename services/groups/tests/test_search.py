@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
 
-from gatherly.kernel.web import encode_cursor
+from gatherly.kernel.geo import Point, distances_km
+from gatherly.kernel.web import decode_cursor, encode_cursor
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -121,6 +123,79 @@ async def test_nearest_first_lists_the_same_summaries_and_distances_as_any_other
     assert [g["distance_km"] for g in nearest] == sorted(g["distance_km"] for g in nearest)
 
 
+async def _pages(api: Any, person: Any = None, **params: Any) -> tuple[list[dict[str, Any]], list[int | None]]:
+    """Every item of a search page by page, and each page's total."""
+    items: list[dict[str, Any]] = []
+    totals: list[int | None] = []
+    cursor = None
+    while True:
+        query = {**params, **({"cursor": cursor} if cursor else {})}
+        response = await api.client.get("/api/groups", params=query, headers=person.auth if person else {})
+        assert response.status_code == 200, response.text
+        items.extend(response.json()["items"])
+        totals.append(response.json()["total"])
+        cursor = response.json()["next_cursor"]
+        if cursor is None:
+            return items, totals
+
+
+async def test_nearest_first_pages_through_ties_and_the_radius_as_the_other_orders_find_them(shared_api: Any) -> None:
+    # Nearest first on SQLite is ordered and paged inside SQLite (kernel/sqlite_geo.py's distance), every other order
+    # with near measures its candidates in Python (geo.distances_km): the same groups, in (distance, id) order,
+    # whatever the page size; ties (groups at one place) are split across pages by id; the cursors carry the float
+    # geo.py measures.
+    ann, dee = await shared_api.people("Ann", "Dee")
+    places = [BERLIN, BERLIN, POTSDAM, POTSDAM, POTSDAM, LEIPZIG, HAMBURG, {"lat": 52.52, "lng": 13.4051}, BERLIN]
+    for n, where in enumerate(places):
+        await shared_api.create(
+            dee if n in (0, 3, 5, 6) else ann,
+            name=f"Ties {n} «Ünïcödé» 東京 😀" if n % 2 else f"ties {n}",
+            location=where,
+            topics=["nearestties"],
+            city=None if n % 4 == 1 else "Somewhere",
+        )
+    for n in range(2):  # no place: never near
+        await shared_api.create(dee, name=f"Ties nowhere {n}", topics=["nearestties"])
+    center = Point(BERLIN["lat"], BERLIN["lng"])
+    near = f"{center.lat},{center.lng}"
+
+    def measured(group: dict[str, Any]) -> float:
+        return distances_km(center, [(group["location"]["lat"], group["location"]["lng"])])[0]
+
+    def nearest_first(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return sorted(groups, key=lambda g: (measured(g), g["id"]))
+
+    for radius in (30, 200, 1000):
+        by_name, _ = await _pages(shared_api, topic="nearestties", near=near, radius_km=radius, sort="name", limit=100)
+        assert len(by_name) == {30: 7, 200: 8, 1000: 9}[radius]
+        for limit in (1, 2, 3, 5, 6, 100):
+            nearest, _ = await _pages(shared_api, topic="nearestties", near=near, radius_km=radius, limit=limit)
+            assert nearest == nearest_first(by_name), (radius, limit)
+    # On SQLite a cursor carries the distance geo.py measures, float for float (PostGIS's carry its own metres).
+    on_sqlite = shared_api.running.settings.database_url.get_secret_value().startswith("sqlite")
+    one_by_one = await shared_api.client.get("/api/groups", params={"topic": "nearestties", "near": near, "limit": 1})
+    while on_sqlite and one_by_one.json()["next_cursor"]:
+        cursor = one_by_one.json()["next_cursor"]
+        assert decode_cursor(cursor)["d"] == measured(one_by_one.json()["items"][0])
+        query = {"topic": "nearestties", "near": near, "limit": 1, "cursor": cursor}
+        one_by_one = await shared_api.client.get("/api/groups", params=query)
+
+    # The radius is inclusive: exactly Leipzig's distance holds it, a float less does not (on SQLite, where every
+    # order measures with geo.py's floats; PostGIS measures in metres, its own way), the same in every order and in
+    # the total.
+    exactly = distances_km(center, [(LEIPZIG["lat"], LEIPZIG["lng"])])[0]
+    for radius, holds_leipzig in ((exactly, True), (math.nextafter(exactly, 0), False)):
+        for person, mine in ((None, {}), (dee, {"member": "me"})):
+            params = {"topic": "nearestties", "near": near, "radius_km": repr(radius), **mine}
+            by_name, _ = await _pages(shared_api, person, sort="name", **params)
+            for limit in (1, 4, 20):
+                nearest, totals = await _pages(shared_api, person, limit=limit, **params)
+                assert nearest == nearest_first(by_name), (mine, limit)
+                assert set(totals) == ({len(nearest)} if mine else {None})
+            if on_sqlite:
+                assert len(nearest) == (2 if mine else 7) + holds_leipzig, (radius, mine)
+
+
 async def test_nearby_search_reaches_across_the_antimeridian(shared_api: Any) -> None:
     ann = await shared_api.person("Ann")
     east = await shared_api.create(ann, name="Taveuni East", location={"lat": -16.8, "lng": -179.95})
@@ -174,6 +249,40 @@ async def test_member_me_gives_the_same_total_on_a_first_page_as_on_the_next_one
                 assert totals == [expected] * len(totals) and seen == expected, (params, totals)
 
 
+async def test_member_me_pages_are_the_general_pages_restricted_to_the_callers_groups(shared_api: Any) -> None:
+    # member=me joins the groups with the caller's memberships; the same search without it, page by page in the same
+    # order, restricted to the groups the caller belongs to, must give the same groups: not a group they left, asked
+    # to join, or that was deleted.
+    ann, eve = await shared_api.people("Ann", "Eve")
+    mine = []
+    for n in range(3):
+        mine.append(await shared_api.create(eve, name=f"Restricted {'hikers' if n % 2 else 'ünïcode'} {n}"))
+    for n in range(5):
+        group = await shared_api.create(ann, name=f"Restricted {'hikers' if n % 2 else 'others'} {n}")
+        if n in (0, 1):
+            await shared_api.join(eve, group["id"])
+            mine.append(group)
+        if n == 2:
+            await shared_api.join(eve, group["id"])
+            left = await shared_api.client.delete(f"/api/groups/{group['id']}/members/me", headers=eve.auth)
+            assert left.status_code == 204, left.text
+    asked = await shared_api.create(ann, name="Restricted approval", join_policy="approval")
+    assert await shared_api.join(eve, asked["id"], answers=[]) == "pending"
+    deleted = await shared_api.create(eve, name="Restricted deleted")
+    assert (await shared_api.client.delete(f"/api/groups/{deleted['id']}", headers=eve.auth)).status_code == 202
+    await shared_api.running.settle()
+    ids = {g["id"] for g in mine}
+    for filters in ({"q": "restricted"}, {"q": "hikers"}, {"q": "ünïcode"}):
+        for sort in ("newest", "members", "name"):
+            everyone, _ = await _pages(shared_api, sort=sort, limit=100, **filters)
+            expected = [g for g in everyone if g["id"] in ids]
+            for limit in (1, 2, 5):
+                found, totals = await _pages(shared_api, eve, member="me", sort=sort, limit=limit, **filters)
+                assert found == expected, (filters, sort, limit)
+                assert set(totals) == {len(expected)}
+    assert len((await _pages(shared_api, eve, member="me", q="restricted"))[0]) == 5
+
+
 async def test_member_me_combines_with_text_and_near_and_is_ordered_by_distance(shared_api: Any) -> None:
     ann, bob = await shared_api.people("Ann", "Bob")
     near = f"{BERLIN['lat']},{BERLIN['lng']}"
@@ -188,24 +297,32 @@ async def test_member_me_combines_with_text_and_near_and_is_ordered_by_distance(
     found = await _search(shared_api, bob, member="me", q="COMBO", near=near, radius_km=200)
     assert [g["id"] for g in found] == [here["id"], close["id"], far["id"]]
     assert [round(g["distance_km"]) for g in found] == [0, 27, 149]
-    # As before, the total counts Bob's groups matching the text without the radius (Hamburg too), even when one
-    # page holds every group found.
+    # The total counts Bob's groups matching the text within the radius (not Hamburg), on every page, in every order.
     whole = await shared_api.client.get(
         "/api/groups", params={"member": "me", "q": "combo", "near": near, "radius_km": 200}, headers=bob.auth
     )
-    assert (len(whole.json()["items"]), whole.json()["next_cursor"], whole.json()["total"]) == (3, None, 4)
-    paged = []
-    cursor = None
-    while True:
-        params = {"member": "me", "q": "combo", "near": near, "radius_km": 200, "limit": 1}
-        response = await shared_api.client.get(
-            "/api/groups", params={**params, **({"cursor": cursor} if cursor else {})}, headers=bob.auth
-        )
-        paged.extend(response.json()["items"])
-        cursor = response.json()["next_cursor"]
-        if cursor is None:
-            break
-    assert paged == found
+    assert (len(whole.json()["items"]), whole.json()["next_cursor"], whole.json()["total"]) == (3, None, 3)
+    for sort in ("nearest", "name", "newest"):
+        paged, totals = [], []
+        cursor = None
+        while True:
+            params = {"member": "me", "q": "combo", "near": near, "radius_km": 200, "limit": 1, "sort": sort}
+            response = await shared_api.client.get(
+                "/api/groups", params={**params, **({"cursor": cursor} if cursor else {})}, headers=bob.auth
+            )
+            paged.extend(response.json()["items"])
+            totals.append(response.json()["total"])
+            cursor = response.json()["next_cursor"]
+            if cursor is None:
+                break
+        assert sorted(g["id"] for g in paged) == sorted(g["id"] for g in found), sort
+        assert totals == [3, 3, 3], sort
+        if sort == "nearest":
+            assert paged == found
+    wider = await shared_api.client.get(
+        "/api/groups", params={"member": "me", "q": "combo", "near": near, "radius_km": 300}, headers=bob.auth
+    )
+    assert wider.json()["total"] == 4  # Hamburg, ~255 km
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from gatherly.kernel import inline_sqlite
+from gatherly.kernel import inline_sqlite, sqlite_geo
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -382,6 +382,8 @@ def _make_sqlite_transactional(
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        if not sqlite_geo.HAS_MATH_FUNCTIONS:
+            sqlite_geo.add_math_functions(dbapi_connection)  # what nearby searches measure with
         if checkpointer is not None:
             for pragma in inline_sqlite.WAL_PRAGMAS:
                 cursor.execute(pragma)

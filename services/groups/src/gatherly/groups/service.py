@@ -664,8 +664,8 @@ async def search_groups(
     stores: Stores, criteria: GroupSearch, page: PageRequest
 ) -> tuple[list[ListedGroup], Any, int | None]:
     """A page of groups with their banners, the position after it, and for `member=me` how many groups the search
-    finds in all (else None). A first page without `near` takes its total from its own statement; a next page, or a
-    nearby search (whose total does not apply the radius), counts in a second one."""
+    finds in all (else None; with `near`, those within the radius). A first page without `near` takes its total from
+    its own statement; a next page, or a nearby search, counts in a second one."""
     total = None
     if criteria.member is not None and criteria.near is None and page.cursor is None:
         found, position, total = await stores.groups.first_page_with_total(criteria, page.limit)
