@@ -342,6 +342,8 @@ REQUESTS: list[tuple[str, str, dict[str, str], bytes | None]] = [
     ("GET", "/items/3/search?q=hey", {"X-Token": "t", "x_token": "u", "cookie": "session=12"}, None),
     ("GET", "/items/3/search?q=hey", {"cookie": "session=twelve"}, None),
     ("GET", "/items/3/search?q=hey&q=second", {}, None),  # a repeated scalar: the last value
+    ("GET", "/items/3/search?q=&limit=&ids=&topic=a", {"x-token": "", "x-tag": ""}, None),  # present, empty
+    ("GET", "/items/3/search?Q=hey&LIMIT=5", {"X-TAG": "a"}, None),  # query keys are case-sensitive, headers not
     ("GET", "/items/3/filtered", {}, None),  # a parameter model: FastAPI's function
     ("GET", "/items/3/filtered?kind=k&ids=1&ids=2&page=2", {}, None),
     ("GET", "/items/3/filtered?ids=x&page=0", {}, None),
