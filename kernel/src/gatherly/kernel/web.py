@@ -316,9 +316,14 @@ class PageRequest(BaseModel):
     cursor: dict[str, Any] | None = None
 
 
+# What `json.dumps(position, separators=(",", ":"), default=str)` builds on every call (a list makes a cursor per
+# page), built once: the same encoder, so the same text.
+_CURSOR_JSON = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
 def encode_cursor(position: dict[str, Any]) -> str:
     """An opaque cursor: the position after the last item of a page (the sort key values)."""
-    raw = json.dumps(position, separators=(",", ":"), default=str).encode()
+    raw = _CURSOR_JSON.encode(position).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
