@@ -110,6 +110,16 @@ async def store(
     return f"{ctx}+{again}"
 
 
+async def counted(tally: Annotated[dict[str, int], Depends(calls)], nothing: Annotated[None, Depends(nothing)]) -> str:
+    """A dependency of a dependency that takes nothing, and of one that takes only the request."""
+    tally["counted"] = tally.get("counted", 0) + 1
+    return "counted"
+
+
+async def nothing() -> None:
+    """A dependency without parameters."""
+
+
 async def strict_flag(flag: Annotated[int, Query(ge=0, le=1)] = 0) -> int:
     return flag
 
@@ -136,6 +146,7 @@ def make_app(route_class: type[APIRoute], included: bool = False) -> FastAPI:
         two: Annotated[str, Depends(context)],
         three: Annotated[str, Depends(uncached, use_cache=False)],
         flag: Annotated[int, Depends(strict_flag)],
+        four: Annotated[str, Depends(counted)],
         note: Annotated[str | None, Header(max_length=5)] = None,
         tags: Annotated[list[str], Query()] = [],  # noqa: B006 (FastAPI copies defaults)
         size: Annotated[int, Query(ge=1)] = 1,
@@ -432,7 +443,7 @@ def test_the_routes_with_what_the_plan_knows_take_it() -> None:
 async def test_a_dependency_is_called_once_per_request_unless_it_says_otherwise() -> None:
     async with client(make_app(FastRoute)) as fast:
         answer = await fast.get("/items/7")
-    assert answer.json()["calls"] == {"context": 1, "uncached": 2}
+    assert answer.json()["calls"] == {"context": 1, "uncached": 2, "counted": 1}
 
 
 def test_an_answer_skips_validation_only_where_fastapis_gives_the_same_instance_back() -> None:
