@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
 from http import HTTPStatus
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import asyncpg
 import structlog
@@ -311,7 +311,10 @@ class LocationBody(BaseModel):
     lng: StrictFloat
 
 
-class PageRequest(BaseModel):
+class PageRequest(NamedTuple):
+    """A page asked for: how many items, and the position after which (a decoded cursor). Made by `page_request`
+    from parameters FastAPI has validated already: a named tuple, not a model validating them again per request."""
+
     limit: int = DEFAULT_LIMIT
     cursor: dict[str, Any] | None = None
 
