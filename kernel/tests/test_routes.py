@@ -110,6 +110,16 @@ async def store(
     return f"{ctx}+{again}"
 
 
+async def counted(tally: Annotated[dict[str, int], Depends(calls)], nothing: Annotated[None, Depends(nothing)]) -> str:
+    """A dependency of a dependency that takes nothing, and of one that takes only the request."""
+    tally["counted"] = tally.get("counted", 0) + 1
+    return "counted"
+
+
+async def nothing() -> None:
+    """A dependency without parameters."""
+
+
 async def strict_flag(flag: Annotated[int, Query(ge=0, le=1)] = 0) -> int:
     return flag
 
@@ -136,6 +146,7 @@ def make_app(route_class: type[APIRoute], included: bool = False) -> FastAPI:
         two: Annotated[str, Depends(context)],
         three: Annotated[str, Depends(uncached, use_cache=False)],
         flag: Annotated[int, Depends(strict_flag)],
+        four: Annotated[str, Depends(counted)],
         note: Annotated[str | None, Header(max_length=5)] = None,
         tags: Annotated[list[str], Query()] = [],  # noqa: B006 (FastAPI copies defaults)
         size: Annotated[int, Query(ge=1)] = 1,
@@ -342,6 +353,8 @@ REQUESTS: list[tuple[str, str, dict[str, str], bytes | None]] = [
     ("GET", "/items/3/search?q=hey", {"X-Token": "t", "x_token": "u", "cookie": "session=12"}, None),
     ("GET", "/items/3/search?q=hey", {"cookie": "session=twelve"}, None),
     ("GET", "/items/3/search?q=hey&q=second", {}, None),  # a repeated scalar: the last value
+    ("GET", "/items/3/search?q=&limit=&ids=&topic=a", {"x-token": "", "x-tag": ""}, None),  # present, empty
+    ("GET", "/items/3/search?Q=hey&LIMIT=5", {"X-TAG": "a"}, None),  # query keys are case-sensitive, headers not
     ("GET", "/items/3/filtered", {}, None),  # a parameter model: FastAPI's function
     ("GET", "/items/3/filtered?kind=k&ids=1&ids=2&page=2", {}, None),
     ("GET", "/items/3/filtered?ids=x&page=0", {}, None),
@@ -430,7 +443,7 @@ def test_the_routes_with_what_the_plan_knows_take_it() -> None:
 async def test_a_dependency_is_called_once_per_request_unless_it_says_otherwise() -> None:
     async with client(make_app(FastRoute)) as fast:
         answer = await fast.get("/items/7")
-    assert answer.json()["calls"] == {"context": 1, "uncached": 2}
+    assert answer.json()["calls"] == {"context": 1, "uncached": 2, "counted": 1}
 
 
 def test_an_answer_skips_validation_only_where_fastapis_gives_the_same_instance_back() -> None:

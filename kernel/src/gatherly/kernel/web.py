@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
 from http import HTTPStatus
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import asyncpg
 import structlog
@@ -311,14 +311,22 @@ class LocationBody(BaseModel):
     lng: StrictFloat
 
 
-class PageRequest(BaseModel):
+class PageRequest(NamedTuple):
+    """A page asked for: how many items, and the position after which (a decoded cursor). Made by `page_request`
+    from parameters FastAPI has validated already: a named tuple, not a model validating them again per request."""
+
     limit: int = DEFAULT_LIMIT
     cursor: dict[str, Any] | None = None
 
 
+# What `json.dumps(position, separators=(",", ":"), default=str)` builds on every call (a list makes a cursor per
+# page), built once: the same encoder, so the same text.
+_CURSOR_JSON = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
 def encode_cursor(position: dict[str, Any]) -> str:
     """An opaque cursor: the position after the last item of a page (the sort key values)."""
-    raw = json.dumps(position, separators=(",", ":"), default=str).encode()
+    raw = _CURSOR_JSON.encode(position).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 

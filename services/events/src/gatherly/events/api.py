@@ -61,7 +61,6 @@ from gatherly.events.schemas import (
     QueryTime,
     RsvpBody,
     VenueBody,
-    VenueJson,
     events_page_json,
 )
 from gatherly.events.service import CheckIn, EventView, MyRsvp, Scope
@@ -147,15 +146,7 @@ def _venue_out(venue: Venue | None) -> VenueBody | None:
 
 def _summary(found: Found) -> EventSummaryJson:
     """A found event's card as EventSummary's fields, in its order (a list serializes them as they are)."""
-    card, venue = found.card, found.card.venue
-    venue_json: VenueJson | None = None
-    if venue is not None:
-        location = venue.location
-        venue_json = {
-            "name": venue.name,
-            "address": venue.address,
-            "location": {"lat": location.lat, "lng": location.lng} if location else None,
-        }
+    card = found.card
     return {
         "id": card.id,
         "group": {"id": card.group_id, "name": found.group_name},
@@ -163,7 +154,7 @@ def _summary(found: Found) -> EventSummaryJson:
         "starts_at": card.starts_at,
         "ends_at": card.ends_at,
         "timezone": card.timezone,
-        "venue": venue_json,
+        "venue": card.venue,  # written by orjson as its fields (events_page_json)
         "online": card.online,
         "going_count": card.going_count,
         "capacity": card.capacity,

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import (
@@ -194,20 +195,31 @@ VISIBILITIES = {member.value: member for member in Visibility}
 JOIN_POLICIES = {member.value: member for member in JoinPolicy}
 
 
-def _card(row: Mapping[Any, Any]) -> GroupCard:
-    lat, lng = row["lat"], row["lng"]
+CARD_KEYS = tuple(column.key for column in CARD_COLUMNS)
+_CARD_VALUES = itemgetter(*CARD_KEYS)
+
+
+def _card_from(values: Sequence[Any]) -> GroupCard:
+    """The card of the group whose row starts with the values of CARD_COLUMNS, in their order (`FixedRead.values`):
+    unpacked rather than looked up by name, and the id as read (GroupId is `str` at run time)."""
+    group_id, slug, name, topics, city, lat, lng, visibility, join_policy, banner_image_id, member_count = values[:11]
     return GroupCard(
-        id=GroupId(row["id"]),
-        slug=row["slug"],
-        name=row["name"],
-        topics=tuple(row["topics"]),
-        city=row["city"],
-        location=Location(lat, lng) if lat is not None and lng is not None else None,
-        visibility=VISIBILITIES[row["visibility"]],
-        join_policy=JOIN_POLICIES[row["join_policy"]],
-        banner_image_id=row["banner_image_id"],
-        member_count=row["member_count"],
+        group_id,
+        slug,
+        name,
+        tuple(topics),
+        city,
+        Location(lat, lng) if lat is not None and lng is not None else None,
+        VISIBILITIES[visibility],
+        JOIN_POLICIES[join_policy],
+        banner_image_id,
+        member_count,
     )
+
+
+def _card(row: Mapping[Any, Any]) -> GroupCard:
+    """The card of a group's row read by column name."""
+    return _card_from(_CARD_VALUES(row))
 
 
 def _detail_columns(details: GroupDetails) -> dict[str, Any]:
@@ -344,8 +356,7 @@ class GroupStore:
             ("page", criteria.sort, after is not None, *where.shape),
             lambda: _page_query(criteria.sort, where, after is not None),
         )
-        rows = await read.rows(self.session, params)
-        return _found_page(criteria.sort, rows, limit, distances)
+        return _found_values(criteria.sort, await read.values(self.session, params), limit, distances)
 
     async def first_page_with_total(self, criteria: GroupSearch, limit: int) -> tuple[list[Found], Any, int]:
         """The first page of a search without `near`, and how many groups it finds in all, in one statement: the
@@ -615,11 +626,21 @@ def _found_page(
     sort: GroupSort, rows: Sequence[Mapping[Any, Any]], limit: int, distances: dict[str, float]
 ) -> tuple[list[Found], Any]:
     found = [Found(_card(row), distances.get(row["id"])) for row in rows[:limit]]
-    position = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        position = {"s": sort.value, "k": _SORTS[sort][2](last), "i": last["id"]}
-    return found, position
+    return found, _cursor_at(sort, rows[limit - 1]) if len(rows) > limit else None
+
+
+def _found_values(
+    sort: GroupSort, rows: Sequence[Sequence[Any]], limit: int, distances: dict[str, float]
+) -> tuple[list[Found], Any]:
+    """`_found_page` of rows read as values in CARD_COLUMNS' order (`FixedRead.values`): a page of twenty made no
+    dict per row (~3 times the work of the values alone)."""
+    found = [Found(_card_from(row), distances.get(row[0])) for row in rows[:limit]]
+    return found, _cursor_at(sort, dict(zip(CARD_KEYS, rows[limit - 1], strict=True))) if len(rows) > limit else None
+
+
+def _cursor_at(sort: GroupSort, last: Mapping[Any, Any]) -> dict[str, Any]:
+    """The position after a page whose last row is `last`: the sort, the row's sort key and id."""
+    return {"s": sort.value, "k": _SORTS[sort][2](last), "i": last["id"]}
 
 
 def _like_escaped(text: str) -> str:
