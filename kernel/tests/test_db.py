@@ -367,6 +367,35 @@ async def test_a_batch_insert_of_a_duplicate_key_fails_whole(db: Database) -> No
         assert (await session.execute(select(batched.c.n))).scalars().all() == [1]
 
 
+async def test_a_batch_insert_refuses_a_value_too_long_for_its_column_as_executemany_does(db: Database) -> None:
+    """`key` is VARCHAR(64). A cast to varchar(64)[] would cut a longer value silently on PostgreSQL, where a row's
+    INSERT refuses it: both ways give the same outcome (SQLite does not check lengths: both store the value)."""
+    row = {"n": 1, "key": "k" * 65, "at": datetime.now(UTC), "doc": {}, "flag": True}
+
+    async def outcome(table: Table) -> str | None:
+        try:
+            async with db.writing() as connection:
+                if table is batched:
+                    await BatchInsert(batched, list(row)).run(connection, [tuple(row.values())])
+                else:
+                    await connection.execute(insert(executed_many), [row])
+        except sa_exc.DBAPIError as error:
+            return "refused: value too long" if "too long" in str(error.orig) else str(error.orig)
+        async with db.read_session() as session:
+            return await session.scalar(select(table.c.key))
+
+    expected = row["key"] if db.is_sqlite else "refused: value too long"
+    assert await outcome(batched) == await outcome(executed_many) == expected
+
+
+def test_a_batch_insert_must_be_given_columns_with_python_defaults() -> None:
+    # Its statement of arrays is not SQLAlchemy's insert: a Python-side default would be missing on PostgreSQL.
+    counted = Table("counted", MetaData(), Column("n", Integer, primary_key=True), Column("tries", Integer, default=0))
+    with pytest.raises(TypeError, match="tries"):
+        BatchInsert(counted, ["n"])
+    BatchInsert(counted, ["n", "tries"])
+
+
 def test_a_batch_insert_refuses_an_array_column() -> None:
     # unnest would flatten an array of arrays into more rows than were given.
     tags = Table("tags", MetaData(), Column("n", Integer, primary_key=True), Column("names", ARRAY(String)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
@@ -18,6 +19,7 @@ from sqlalchemy import (
     ARRAY,
     ColumnElement,
     Connection,
+    String,
     Table,
     TextClause,
     bindparam,
@@ -31,6 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.types import TypeEngine
 
 from gatherly.kernel import inline_sqlite, sqlite_geo
 
@@ -314,30 +317,45 @@ class BatchInsert:
         if any(isinstance(table.c[name].type, ARRAY) for name in self.columns):
             # unnest flattens an array of arrays: such a column's values cannot travel as one array each.
             raise TypeError(f"BatchInsert cannot write array columns of {table.name}")
+        left_to_python = [column.name for column in table.c if column.default is not None and column.key not in columns]
+        if left_to_python:
+            # The statement of arrays is not SQLAlchemy's insert: a default computed in Python would be missing
+            # on PostgreSQL only. Such columns are named and given in every row instead.
+            raise TypeError(f"BatchInsert must be given {table.name}'s columns with Python defaults: {left_to_python}")
         self._insert = insert(table)
         dialect = postgresql.dialect()
         quote = dialect.identifier_preparer
         names = ", ".join(quote.quote(table.c[name].name) for name in self.columns)
-        arrays = ", ".join(f"CAST(:{name} AS {table.c[name].type.compile(dialect=dialect)}[])" for name in self.columns)
+        types = {name: _unbounded(table.c[name].type) for name in self.columns}
+        arrays = ", ".join(f"CAST(:{name} AS {types[name].compile(dialect=dialect)}[])" for name in self.columns)
         # Each array bound through its column's type: the values are converted as a row's would be (UTC
         # timestamps, JSON documents). One dimension: a JSON value that is a list is one element, not a row of a
         # two-dimensional array (SQLAlchemy guesses the dimensions from the first element otherwise).
         self._unnest: TextClause = text(
             f"INSERT INTO {quote.format_table(table)} ({names}) SELECT * FROM unnest({arrays})"
-        ).bindparams(
-            *(bindparam(name, type_=postgresql.ARRAY(table.c[name].type, dimensions=1)) for name in self.columns)
-        )
+        ).bindparams(*(bindparam(name, type_=postgresql.ARRAY(types[name], dimensions=1)) for name in self.columns))
 
-    async def run(self, session: AsyncConnection, rows: Sequence[Sequence[Any]]) -> None:
-        """Insert `rows`, each a tuple of values in the order of `columns`, in `session`'s transaction."""
+    async def run(self, connection: AsyncConnection, rows: Sequence[Sequence[Any]]) -> None:
+        """Insert `rows`, each a tuple of values in the order of `columns`, in `connection`'s transaction."""
         if not rows:
             return
-        if session.dialect.name == "postgresql":
-            await session.execute(
+        if connection.dialect.name == "postgresql":
+            await connection.execute(
                 self._unnest, dict(zip(self.columns, map(list, zip(*rows, strict=True)), strict=True))
             )
         else:
-            await session.execute(self._insert, [dict(zip(self.columns, row, strict=True)) for row in rows])
+            await connection.execute(self._insert, [dict(zip(self.columns, row, strict=True)) for row in rows])
+
+
+def _unbounded(column_type: TypeEngine[Any]) -> TypeEngine[Any]:
+    """The column's type without a length, for the arrays' casts (ours, and the `::varchar(64)[]` SQLAlchemy's
+    asyncpg dialect adds to a typed bind): an explicit cast to varchar(n) cuts a longer value silently, where the
+    INSERT of a row refuses it ("value too long"); unbounded, the INSERT itself checks the length."""
+    if isinstance(column_type, String) and column_type.length is not None:
+        unbounded = copy.copy(column_type)
+        unbounded.length = None
+        return unbounded
+    return column_type
 
 
 def rowcount(result: Any) -> int:
