@@ -1746,7 +1746,7 @@ export interface components {
             next_cursor?: string | null;
             /**
              * Total
-             * @description With member=me: how many groups the caller belongs to.
+             * @description With member=me: how many of the caller's groups the search finds (within the radius with near).
              */
             total?: number | null;
         };

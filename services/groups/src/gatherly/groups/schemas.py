@@ -52,7 +52,10 @@ class GroupSummary(BaseModel):
 
 
 class GroupsPage(Page[GroupSummary]):
-    total: int | None = Field(None, description="With member=me: how many groups the caller belongs to.")
+    total: int | None = Field(
+        None,
+        description="With member=me: how many of the caller's groups the search finds (within the radius with near).",
+    )
 
 
 # A page of groups as JSON in one pass: plain dicts of GroupSummary's fields, dumped by orjson, give the bytes
