@@ -202,6 +202,7 @@ _CARD_VALUES = itemgetter(*CARD_KEYS)
 def _card_from(values: Sequence[Any]) -> GroupCard:
     """The card of the group whose row starts with the values of CARD_COLUMNS, in their order (`FixedRead.values`):
     unpacked rather than looked up by name, and the id as read (GroupId is `str` at run time)."""
+    # CARD_COLUMNS up to member_count; name_key and created_at (and any column after them) serve order and cursor.
     group_id, slug, name, topics, city, lat, lng, visibility, join_policy, banner_image_id, member_count = values[:11]
     return GroupCard(
         group_id,
