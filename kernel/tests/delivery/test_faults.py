@@ -180,10 +180,10 @@ async def test_a_database_outage_parks_nothing_and_keeps_each_keys_order(
 async def test_an_event_type_the_group_does_not_handle_is_skipped_and_counted_not_parked(
     ledger_db: Database, message_log: MessageLog
 ) -> None:
-    deposit, newer = deposit_event(), deposit_event()
-    newer_on_same_topic = type("NewerEvent", (newer,), {"__module__": __name__, "TOPIC": deposit.TOPIC})
+    deposit = deposit_event()
+    newer = deposit_event(topic=deposit.TOPIC)
     group = group_name()
-    await publish_deposits(message_log, newer_on_same_topic, [100])
+    await publish_deposits(message_log, newer, [100])
     await publish_deposits(message_log, deposit, [5])
     async with Running(worker_for(ledger_consumers(deposit, group), message_log, ledger_db)):
         await eventually(lambda: _equal(totals(ledger_db), (5, 1)))
@@ -202,11 +202,11 @@ async def test_records_a_group_skips_among_those_it_handles_share_their_transact
 
     from gatherly.kernel.messages import Envelope
 
-    deposit, other = deposit_event(), deposit_event()
-    other_on_same_topic = type("OtherEvent", (other,), {"__module__": __name__, "TOPIC": deposit.TOPIC})
+    deposit = deposit_event()
+    other = deposit_event(topic=deposit.TOPIC)
     group = group_name()
     await message_log.ensure_topics([TopicConfig(deposit.TOPIC)])
-    events = [kind(account="ann", amount=amount) for amount in [1, 2, 3] for kind in (deposit, other_on_same_topic)]
+    events = [kind(account="ann", amount=amount) for amount in [1, 2, 3] for kind in (deposit, other)]
     await message_log.publish([Envelope.wrap(event, datetime.now(UTC)).to_message() for event in events])
     worker = worker_for(ledger_consumers(deposit, group), message_log, ledger_db)
     transactions = 0
@@ -650,11 +650,11 @@ async def test_a_group_skips_an_unparseable_message_of_a_type_it_does_not_handle
     from gatherly.kernel.log.base import OutgoingMessage
     from gatherly.kernel.messages import Envelope
 
-    deposit, other = deposit_event(), deposit_event()
-    other_on_same_topic = type("OtherEvent", (other,), {"__module__": __name__, "TOPIC": deposit.TOPIC})
+    deposit = deposit_event()
+    other = deposit_event(topic=deposit.TOPIC)
     group = group_name()
     await message_log.ensure_topics([TopicConfig(deposit.TOPIC)])
-    foreign = Envelope.wrap(other_on_same_topic(account="ann", amount=1), datetime.now(UTC)).to_message()
+    foreign = Envelope.wrap(other(account="ann", amount=1), datetime.now(UTC)).to_message()
     await message_log.publish([OutgoingMessage(foreign.topic, foreign.key, b"{not json", foreign.headers)])
     await publish_deposits(message_log, deposit, [4])
     async with Running(worker_for(ledger_consumers(deposit, group), message_log, ledger_db)):
