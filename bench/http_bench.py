@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import io
 import json
 import os
 import platform
@@ -25,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "bench" / "reports"
@@ -117,9 +119,10 @@ def wait_until_seeded(base: str, data_dir: Path, server: subprocess.Popen[bytes]
     sys.exit(f"gatherly up was not ready with its demo data after {timeout:.0f} s; see {data_dir / 'server.log'}")
 
 
-def seed(base: str) -> tuple[str, str, str]:
+def seed(base: str) -> tuple[str, str, str, str]:
     """Log in as the demo organizer, add groups around Berlin up to GROUPS_IN_ALL and an event in the organizer's
-    first group; returns (token, group id, event id)."""
+    first group, upload an image as the organizer and wait for the organizer's notifications; returns (token,
+    group id, event id, image id)."""
     with httpx.Client(base_url=base, timeout=30) as client:
         login = client.post("/api/auth/login", json={"email": ORGANIZER, "password": DEMO_PASSWORD})
         login.raise_for_status()
@@ -156,10 +159,56 @@ def seed(base: str) -> tuple[str, str, str]:
                 break
             time.sleep(0.2)
         created.raise_for_status()
-        return login.json()["access_token"], mine[0]["id"], created.json()["id"]
+        image_id = upload_image(client, headers)
+        wait_for_notifications(client, headers)
+        return login.json()["access_token"], mine[0]["id"], created.json()["id"], image_id
 
 
-def endpoints(group_id: str, event_id: str) -> list[Endpoint]:
+def upload_image(client: httpx.Client, headers: dict[str, str], timeout: float = 120.0) -> str:
+    """Upload a picture as a client does (a slot, the file to the slot's URL, complete) and wait until the images
+    service has made its variants; returns the ready image's id. The demo data has no images."""
+    picture = io.BytesIO()
+    Image.new("RGB", (800, 600), (40, 120, 200)).save(picture, "JPEG", quality=85)
+    data = picture.getvalue()
+    body = {"purpose": "event_cover", "content_type": "image/jpeg", "size_bytes": len(data)}
+    slot = client.post("/api/images/uploads", json=body, headers=headers)
+    slot.raise_for_status()
+    image_id: str = slot.json()["image_id"]
+    upload = slot.json()["upload"]
+    if upload["method"] == "PUT":
+        sent = client.put(upload["url"], content=data, headers=upload["headers"])
+    else:
+        sent = client.post(upload["url"], data=upload["fields"], files={"file": ("bench.jpg", data)})
+    sent.raise_for_status()
+    client.post(f"/api/images/{image_id}/complete", headers=headers).raise_for_status()
+    deadline = time.monotonic() + timeout
+    while (image := client.get(f"/api/images/{image_id}", headers=headers).json())["status"] == "pending":
+        if time.monotonic() > deadline:
+            sys.exit(f"the bench's image {image_id} was still pending after {timeout:.0f} s")
+        time.sleep(0.2)
+    if image["status"] != "ready":
+        sys.exit(f"the bench's image was {image['status']}: {image['reason']}")
+    return image_id
+
+
+def wait_for_notifications(client: httpx.Client, headers: dict[str, str], timeout: float = 60.0) -> None:
+    """The demo data notifies the organizer (join requests and approvals, RSVP confirmations, new events, a comment
+    on an event the organizer is going to) through the notifications service's consumers: wait until the
+    inbox that `GET /api/notifications` reads holds them and no more arrive (the same count 0.5 s apart), so that
+    the page measured is the same throughout."""
+    deadline = time.monotonic() + timeout
+    before = 0
+    while True:
+        count = len(client.get("/api/notifications?limit=100", headers=headers).json()["items"])
+        if count and count == before:
+            return
+        if time.monotonic() > deadline:
+            sys.exit(f"the organizer's inbox was empty or still filling ({count}) after {timeout:.0f} s")
+        before = count
+        time.sleep(0.5)
+
+
+def endpoints(group_id: str, event_id: str, image_id: str) -> list[Endpoint]:
     near = f"{BERLIN[0]},{BERLIN[1]}"
     return [
         Endpoint("GET /api/groups?limit=20", "GET", "/api/groups?limit=20", "read"),
@@ -171,6 +220,11 @@ def endpoints(group_id: str, event_id: str) -> list[Endpoint]:
         Endpoint("GET /api/groups/{id}/members", "GET", f"/api/groups/{group_id}/members", "read", auth=True),
         Endpoint("GET /api/events?limit=20", "GET", "/api/events?limit=20", "read"),
         Endpoint("GET /api/events/{id} (bearer)", "GET", f"/api/events/{event_id}", "read", auth=True),
+        Endpoint("GET /api/notifications (bearer)", "GET", "/api/notifications", "read", auth=True),
+        Endpoint(
+            "GET /api/notifications/preferences (bearer)", "GET", "/api/notifications/preferences", "read", auth=True
+        ),
+        Endpoint("GET /api/images/{id} (bearer)", "GET", f"/api/images/{image_id}", "read", auth=True),
         Endpoint("PATCH /api/users/me (bearer)", "PATCH", "/api/users/me", "write", True, {"bio": "Benchmarking."}),
         # The same person answering again: the RSVP's whole transaction (event locked, counters, answer) each time.
         Endpoint(
@@ -189,6 +243,8 @@ def endpoints(group_id: str, event_id: str) -> list[Endpoint]:
             True,
             {"description": "Talks, lightning talks and pairing for Pythonistas of every level."},
         ),
+        # Measured after the inbox's reads: the first call marks every notification read, the others find none.
+        Endpoint("POST /api/notifications/read-all (bearer)", "POST", "/api/notifications/read-all", "write", True),
     ]
 
 
@@ -397,11 +453,11 @@ def main() -> None:
         server = start_server(port, data_dir, args.sources)
         try:
             wait_until_seeded(base, data_dir, server)
-            token, group_id, event_id = seed(base)
+            token, group_id, event_id, image_id = seed(base)
             livez = data_dir / "livez.lua"
             livez.write_text(DONE_LUA)
             rows = []
-            for endpoint in endpoints(group_id, event_id):
+            for endpoint in endpoints(group_id, event_id, image_id):
                 if args.only not in endpoint.name:
                     continue
                 # Each endpoint's requests must succeed, or the figure measures the error path.

@@ -130,7 +130,7 @@ def main() -> None:
             server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         try:
             http_bench.wait_until_seeded(base, data_dir, server)
-            token, group_id, event_id = http_bench.seed(base)
+            token, group_id, event_id, image_id = http_bench.seed(base)
             time.sleep(3)  # the seed's events are handled
             before = json.loads(stats.read_text())
             cpu = http_bench.cpu_seconds(server.pid)
@@ -145,7 +145,9 @@ def main() -> None:
                 command = [wrk, "-t2", "-c32", f"-d{args.seconds}s", "--latency"]
                 name = f"GET {args.path}"
                 if args.endpoint:
-                    endpoint = next(e for e in http_bench.endpoints(group_id, event_id) if args.endpoint in e.name)
+                    endpoint = next(
+                        e for e in http_bench.endpoints(group_id, event_id, image_id) if args.endpoint in e.name
+                    )
                     name, path = endpoint.name, endpoint.path
                     command += ["-s", str(http_bench.lua_script(endpoint, token, data_dir))]
                 else:
