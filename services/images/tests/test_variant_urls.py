@@ -7,7 +7,7 @@ from __future__ import annotations
 import typing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import pydantic
 import pytest
@@ -96,3 +96,20 @@ def test_the_setting_is_read_from_the_environment_and_refuses_unknown_purposes(
 
 def test_the_settings_purposes_are_the_services_purposes() -> None:
     assert set(typing.get_args(ImagePurpose)) == {purpose.value for purpose in Purpose}
+
+
+def test_a_local_download_url_is_the_url_urlencode_made(tmp_path: Path) -> None:
+    """The query is written by hand (storage.py): it is what urlencode() wrote, and its signature checks out."""
+    storage = LocalStorage(tmp_path / "media", "http://localhost:8000/", b"k" * 32, lambda: NOW)
+    image = ready(Purpose.EVENT_PHOTO)
+    for key in [*image.variants.values(), "exports/0b0f3c52-8a3e-4c52-9d8e-7c1d2f3a4b5c.zip"]:
+        for expires_at in (NOW, NOW + timedelta(days=7, microseconds=999_999), datetime(1969, 12, 31, tzinfo=UTC)):
+            expires = str(int(expires_at.timestamp()))
+            query = urlencode({"expires": expires, "signature": storage._sign("GET", key, expires)})
+            url = storage.download_url(key, expires_at=expires_at)
+            assert url == f"http://localhost:8000/media/{quote(key)}?{query}"
+            if expires_at > NOW:
+                signed = {name: values[0] for name, values in parse_qs(urlsplit(url).query).items()}
+                assert storage.download_path(key, signed) is None  # accepted: no such file, no refusal
+    with pytest.raises(ValueError, match="not a storage key"):
+        storage.download_url("uploads/../../etc/passwd", expires_at=NOW)
