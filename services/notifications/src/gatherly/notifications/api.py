@@ -25,7 +25,9 @@ from gatherly.notifications import service
 from gatherly.notifications.domain import InvalidPreferences, Preferences, UserId, preferences_from
 from gatherly.notifications.push import HOST_RESOLVER, VAPID, VapidKeys
 from gatherly.notifications.schemas import (
+    InboxJson,
     InboxOut,
+    NotificationJson,
     NotificationOut,
     PreferencesBody,
     PreferencesOut,
@@ -34,6 +36,7 @@ from gatherly.notifications.schemas import (
     RemindersBody,
     TicketOut,
     VapidKeyOut,
+    inbox_json,
 )
 from gatherly.notifications.store import Notification, NotificationsUnitOfWork, reading, unit_of_work
 from gatherly.notifications.stream import LIVE_FEED, LiveFeed
@@ -61,6 +64,19 @@ def _out(notification: Notification) -> NotificationOut:
     )
 
 
+def _item(notification: Notification) -> NotificationJson:
+    """A notification of the inbox's page, as `inbox_json` writes it: NotificationOut's fields in its order."""
+    return {
+        "id": notification.id,
+        "kind": notification.kind,
+        "title": notification.title,
+        "body": notification.body,
+        "link": notification.link,
+        "created_at": notification.created_at,
+        "read_at": notification.read_at,
+    }
+
+
 def _preferences_out(chosen: Preferences) -> PreferencesOut:
     return PreferencesOut(
         email=chosen.email_table(),
@@ -78,7 +94,7 @@ async def list_notifications(
     unread: bool = Query(False, description="Only notifications not read yet."),
     page: PageRequest = Depends(page_request),
     context: ServiceContext = Depends(service_context),
-) -> InboxOut:
+) -> Response:
     """Newest first, with the caller's unread count."""
     before = None
     if page.cursor is not None:
@@ -87,11 +103,12 @@ async def list_notifications(
         if not isinstance(before, int) or isinstance(before, bool) or not 0 < before < 2**63:
             raise InvalidInput("The cursor is not one this API issued.", field="cursor")
     found = await service.inbox(context.db, me, unread_only=unread, limit=page.limit, before=before)
-    return InboxOut(
-        items=[_out(n) for n in found.items],
-        next_cursor=encode_cursor({"before": found.next_before}) if found.next_before is not None else None,
-        unread_count=found.unread_count,
-    )
+    listed: InboxJson = {
+        "items": [_item(n) for n in found.items],
+        "next_cursor": encode_cursor({"before": found.next_before}) if found.next_before is not None else None,
+        "unread_count": found.unread_count,
+    }
+    return Response(inbox_json(listed), media_type="application/json")
 
 
 @router.post("/read-all", status_code=204)

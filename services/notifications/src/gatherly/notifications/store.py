@@ -10,9 +10,23 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import BindParameter, Table, and_, bindparam, delete, exists, func, insert, or_, select, tuple_, update
+from sqlalchemy import (
+    BindParameter,
+    Integer,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -21,7 +35,7 @@ from gatherly.contracts.events import EventSnapshot
 from gatherly.kernel.clock import Clock
 from gatherly.kernel.db import Database, rowcount
 from gatherly.kernel.exports import rows
-from gatherly.kernel.fixed_reads import FixedWrite
+from gatherly.kernel.fixed_reads import FixedRead, FixedWrite
 from gatherly.kernel.geo import Point, bounding_box, distance_km
 from gatherly.kernel.runtime import ServiceContext
 from gatherly.kernel.uow import OutboxSignal, UnitOfWork
@@ -571,8 +585,10 @@ class AttendeeStore:
 # --- the inbox -----------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Notification:
+class Notification(NamedTuple):
+    """One notification of someone's inbox. A named tuple (as immutable as a frozen dataclass): a page makes up to a
+    hundred, and a frozen dataclass sets each field through `object.__setattr__` (docs/request-path.md)."""
+
     seq: int
     id: str
     user_id: UserId
@@ -584,18 +600,56 @@ class Notification:
     read_at: datetime | None
 
 
+# Each kind by its value: the same member `Kind(value)` gives, without EnumMeta's call per row; a value this build
+# does not know still goes through `Kind(value)`, whose error is the same as before.
+_KIND_OF = {kind.value: kind for kind in Kind}
+
+
 def _notification(row: Any) -> Notification:
+    return _notification_from([row[column.key] for column in NOTIFICATION_COLUMNS])
+
+
+def _notification_from(values: Sequence[Any]) -> Notification:
+    """The notification whose row holds the values of NOTIFICATION_COLUMNS, in their order (UserId is `str` at run
+    time: the id as read)."""
+    seq, notification_id, user_id, kind, title, body, link, created_at, read_at = values
     return Notification(
-        row["seq"],
-        row["id"],
-        UserId(row["user_id"]),
-        Kind(row["kind"]),
-        row["title"],
-        row["body"],
-        row["link"],
-        row["created_at"],
-        row["read_at"],
+        seq, notification_id, user_id, _KIND_OF.get(kind) or Kind(kind), title, body, link, created_at, read_at
     )
+
+
+# The inbox's page, in the four shapes `?unread=` and a cursor make: each compiled once (FixedRead), run on the
+# driver's connection; the newest first, `limit` rows (the API asks for one more than a page, to know of a next).
+NOTIFICATION_COLUMNS = (
+    notifications.c.seq,
+    notifications.c.id,
+    notifications.c.user_id,
+    notifications.c.kind,
+    notifications.c.title,
+    notifications.c.body,
+    notifications.c.link,
+    notifications.c.created_at,
+    notifications.c.read_at,
+)
+
+
+def _inbox_page(unread_only: bool, before: bool) -> FixedRead:
+    query = select(*NOTIFICATION_COLUMNS).where(notifications.c.user_id == bindparam("user_id"))
+    if unread_only:
+        query = query.where(notifications.c.read_at.is_(None))
+    if before:
+        query = query.where(notifications.c.seq < bindparam("before"))
+    return FixedRead(query.order_by(notifications.c.seq.desc()).limit(bindparam("limit", type_=Integer)))
+
+
+INBOX_PAGES = {
+    (unread_only, before): _inbox_page(unread_only, before) for unread_only in (False, True) for before in (False, True)
+}
+UNREAD_COUNT = FixedRead(
+    select(func.count().label("unread"))
+    .select_from(notifications)
+    .where(notifications.c.user_id == bindparam("user_id"), notifications.c.read_at.is_(None))
+)
 
 
 class InboxStore:
@@ -631,13 +685,9 @@ class InboxStore:
 
     async def page(self, user_id: str, *, unread_only: bool, limit: int, before: int | None) -> list[Notification]:
         """Newest first; `before` is the seq the previous page ended at."""
-        query = select(notifications).where(notifications.c.user_id == user_id)
-        if unread_only:
-            query = query.where(notifications.c.read_at.is_(None))
-        if before is not None:
-            query = query.where(notifications.c.seq < before)
-        rows = await self.session.execute(query.order_by(notifications.c.seq.desc()).limit(limit))
-        return [_notification(row) for row in rows.mappings()]
+        read = INBOX_PAGES[unread_only, before is not None]
+        found = await read.values(self.session, {"user_id": user_id, "before": before, "limit": limit})
+        return [_notification_from(values) for values in found]
 
     async def after(self, user_id: str, seq: int, limit: int) -> list[Notification]:
         """Oldest first from just after `seq`: what a live stream has not sent yet."""
@@ -656,12 +706,7 @@ class InboxStore:
         return int(newest or 0)
 
     async def unread_count(self, user_id: str) -> int:
-        count = await self.session.scalar(
-            select(func.count())
-            .select_from(notifications)
-            .where(notifications.c.user_id == user_id, notifications.c.read_at.is_(None))
-        )
-        return int(count or 0)
+        return int(await UNREAD_COUNT.scalar(self.session, {"user_id": user_id}) or 0)
 
     async def get(self, notification_id: str) -> Notification | None:
         row = (

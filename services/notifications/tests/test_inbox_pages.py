@@ -1,0 +1,107 @@
+"""The inbox's page and unread count as the store reads them (fixed-shape statements on the driver's connection) are
+what the general SQLAlchemy statement gives, for every shape (`?unread=`, a cursor), page size and position, on each
+database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, insert, select
+
+from gatherly.kernel.db import Database
+from gatherly.kernel.testing import DB_BACKENDS, scratch_database
+from gatherly.notifications import SERVICE
+from gatherly.notifications.domain import Kind, UserId
+from gatherly.notifications.store import Notification, reading
+from gatherly.notifications.tables import notifications
+
+pytestmark = pytest.mark.asyncio(loop_scope="function")
+
+KINDS = list(Kind)
+START = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
+
+
+async def _general_page(db: Database, user_id: str, unread_only: bool, limit: int, before: int | None) -> list[object]:
+    """The page as the store read it before its fixed statements: built per call, run through SQLAlchemy."""
+    query = select(notifications).where(notifications.c.user_id == user_id)
+    if unread_only:
+        query = query.where(notifications.c.read_at.is_(None))
+    if before is not None:
+        query = query.where(notifications.c.seq < before)
+    async with db.read_connection() as connection:
+        rows = await connection.execute(query.order_by(notifications.c.seq.desc()).limit(limit))
+        return [
+            Notification(
+                r["seq"],
+                r["id"],
+                UserId(r["user_id"]),
+                Kind(r["kind"]),
+                r["title"],
+                r["body"],
+                r["link"],
+                r["created_at"],
+                r["read_at"],
+            )
+            for r in rows.mappings()
+        ]
+
+
+async def _general_unread(db: Database, user_id: str) -> int:
+    async with db.read_connection() as connection:
+        count = await connection.scalar(
+            select(func.count())
+            .select_from(notifications)
+            .where(notifications.c.user_id == user_id, notifications.c.read_at.is_(None))
+        )
+        return int(count or 0)
+
+
+@pytest.mark.parametrize("database_backend", DB_BACKENDS)
+async def test_every_shape_of_the_inbox_reads_what_the_general_statement_reads(
+    tmp_path: Path, database_backend: str
+) -> None:
+    async with scratch_database(database_backend, tmp_path) as url:
+        db = Database(url)
+        try:
+            await db.migrate(SERVICE.migrations)
+            rows = []
+            for n in range(13):
+                # Two people's inboxes interleaved; every third read; times with and without microseconds.
+                created = START + timedelta(minutes=n, microseconds=(n % 2) * 123_456)
+                rows.append(
+                    {
+                        "id": f"n{n}",
+                        "user_id": "ann" if n % 4 else "bob",
+                        "kind": KINDS[n % len(KINDS)].value,
+                        "title": f"Café «{n}» 🥐",
+                        "body": 'A "quoted" body\nwith a line',
+                        "link": f"/events/e{n}",
+                        "source": f"message-{n}",
+                        "created_at": created,
+                        "read_at": created + timedelta(hours=1) if n % 3 == 0 else None,
+                    }
+                )
+            async with db.writing() as session:
+                await session.execute(insert(notifications), rows)
+            async with db.read_connection() as connection:
+                seqs = list((await connection.scalars(select(notifications.c.seq))).all())
+            positions = [None, *seqs, max(seqs) + 1, 1]
+            compared = 0
+            for user_id in ("ann", "bob", "nobody"):
+                async with reading(db) as stores:
+                    unread = await stores.inbox.unread_count(user_id)
+                assert unread == await _general_unread(db, user_id)
+                for unread_only in (False, True):
+                    for limit in (1, 2, 5, 14, 101):
+                        for before in positions:
+                            async with reading(db) as stores:
+                                page = await stores.inbox.page(
+                                    user_id, unread_only=unread_only, limit=limit, before=before
+                                )
+                            assert page == await _general_page(db, user_id, unread_only, limit, before)
+                            compared += bool(page)
+            assert compared > 100  # most of them are pages with notifications in them
+        finally:
+            await db.dispose()
