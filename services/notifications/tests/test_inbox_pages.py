@@ -101,6 +101,14 @@ async def test_every_shape_of_the_inbox_reads_what_the_general_statement_reads(
                                     user_id, unread_only=unread_only, limit=limit, before=before
                                 )
                             assert page == await _general_page(db, user_id, unread_only, limit, before)
+                            # `==` takes a kind's text for the Kind and any zone's time for the instant: what the
+                            # page's JSON writes from them (the kind's value, times ending in Z) is checked apart.
+                            assert all(
+                                type(note.kind) is Kind
+                                and note.created_at.utcoffset() == timedelta(0)
+                                and (note.read_at is None or note.read_at.utcoffset() == timedelta(0))
+                                for note in page
+                            )
                             compared += bool(page)
             assert compared > 100  # most of them are pages with notifications in them
         finally:
