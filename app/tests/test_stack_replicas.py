@@ -134,6 +134,13 @@ def _until(condition: Callable[[], object], what: str, timeout: float = 60.0) ->
         time.sleep(0.05)
 
 
+def _saved_as_routed(data_dir: Path, replica: Replica) -> bool:
+    state = StackState.load(data_dir)
+    assert state is not None and replica.process is not None
+    component = next(c for c in state.components if (c.name, c.replica) == (replica.service, replica.number))
+    return component.pid == replica.process.pid and component.routed
+
+
 @contextlib.asynccontextmanager
 async def _supervised_stack(tmp_path: Path) -> AsyncIterator[Stack]:
     """Two stand-in replicas of every service behind the stack's real nginx, and the supervisor's loop running."""
@@ -198,10 +205,9 @@ async def test_a_replica_given_sigterm_leaves_the_gateway_is_started_again_and_c
 
         # Started again on its port once it exited, then back in the gateway when ready.
         await asyncio.to_thread(_until, lambda: first.routed and first.process.pid != old_pid, "replica #1 back")
-        state = StackState.load(tmp_path)
-        assert state is not None
-        component = next(c for c in state.components if (c.name, c.replica) == ("groups", 1))
-        assert component.pid == first.process.pid != old_pid and component.routed
+        # stack.json is rewritten just after the replica is marked routed (CI once read it in between): wait for it.
+        await asyncio.to_thread(_until, lambda: _saved_as_routed(tmp_path, first), "stack.json says replica #1 is back")
+        assert first.process.pid != old_pid
         assert await asyncio.to_thread(_pids_behind_gateway, stack.url) == {first.process.pid, second.process.pid}
 
 
