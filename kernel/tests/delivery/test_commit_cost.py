@@ -87,6 +87,11 @@ async def test_a_commit_after_a_quiet_spell_is_relayed_without_waiting_for_the_l
             return log.published == ids
 
         await eventually(out, timeout=30)
+        # Told to stop while it lingers after that pass, it stops at once, not when the 120 s linger is over.
+        asked = time.monotonic()
+        relay.stop()
+        await asyncio.wait_for(task, timeout=30)
+        assert time.monotonic() - asked < 30
     finally:
         relay.stop()
         await task

@@ -382,7 +382,10 @@ class OutboxRelay:
         per commit, they were most of a single-event transaction's cost."""
         wait = self._published_at + self.linger - time.monotonic()
         if wait > 0 and not self._stopping.is_set():
-            await asyncio.sleep(wait)
+            # Cut short by stop(): a relay told to stop while lingering stops at once, not `linger` later.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._stopping.wait()
 
     def stop(self) -> None:
         self._stopping.set()
