@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from PIL import Image
-from request_layers import Variant, call, measure_and_print, profiled
+from request_layers import Variant, warm_measure_and_profile
 
 from gatherly.app.testing import FAST_SETTINGS, running_gatherly, send_upload, sign_up
 
@@ -50,15 +50,7 @@ async def main(requests: int, rounds: int, profile: Path | None) -> None:
                 Variant("GET /livez", process, "/livez"),
                 Variant("GET /api/images/{id} (bearer)", process, f"/api/images/{image_id}", bearer),
             ]
-            for variant in variants:
-                for _ in range(200):  # warm: caches, compiled statements, the token's verification
-                    status = await call(variant.app, variant.path, variant.headers)
-                assert status == 200, (variant.name, status)
-
-            await measure_and_print(variants, requests, rounds)
-
-            if profile:
-                await profiled(profile, requests, [v for v in variants if v.name.startswith("GET /api")])
+            await warm_measure_and_profile(variants, requests, rounds, profile)
 
 
 if __name__ == "__main__":

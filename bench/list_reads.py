@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from request_layers import Variant, call, measure_and_print, profiled
+from request_layers import Variant, warm_measure_and_profile
 
 from gatherly.app.testing import FAST_SETTINGS, running_gatherly, sign_up
 
@@ -105,15 +105,7 @@ async def main(requests: int, rounds: int, profile: Path | None, only: str) -> N
                 Variant("GET /api/notifications (bearer)", process, "/api/notifications", bearer),
             ]
             variants = [v for v in variants if only in v.name or v.name == "GET /livez"]
-            for variant in variants:
-                for _ in range(200):  # warm: caches, compiled statements, the token's verification
-                    status = await call(variant.app, variant.path, variant.headers)
-                assert status == 200, (variant.name, status)
-
-            await measure_and_print(variants, requests, rounds)
-
-            if profile:
-                await profiled(profile, requests, [v for v in variants if v.name.startswith("GET /api")])
+            await warm_measure_and_profile(variants, requests, rounds, profile)
 
 
 if __name__ == "__main__":

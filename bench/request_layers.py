@@ -114,6 +114,18 @@ async def idle_cpu(seconds: float = 1.0) -> float:
     return (time.thread_time() - started) / (time.perf_counter() - wall)
 
 
+async def warm_measure_and_profile(variants: list[Variant], requests: int, rounds: int, profile: Path | None) -> None:
+    """Each variant warmed (caches, compiled statements, the token's verification) and required to answer 200, then
+    measured (`measure_and_print`); with `profile`, a cProfile of the API routes written there."""
+    for variant in variants:
+        for _ in range(200):
+            status = await call(variant.app, variant.path, variant.headers, variant.service)
+        assert status == 200, (variant.name, status)
+    await measure_and_print(variants, requests, rounds)
+    if profile:
+        await profiled(profile, requests, [v for v in variants if v.name.startswith("GET /api")])
+
+
 async def measure_and_print(variants: list[Variant], requests: int, rounds: int) -> None:
     """Each variant's CPU µs per request, measured in turn round after round, printed as a table."""
     gc.collect()
@@ -226,15 +238,7 @@ async def main(requests: int, rounds: int, profile: Path | None) -> None:
                 Variant("GET /api/groups/{id}", process, f"{prefix}/{group_id}"),
             ]
             variants += ladder(process, "/api/users/me/layers-trivial")
-            for variant in variants:
-                for _ in range(200):  # warm: caches, compiled statements, the token's verification
-                    status = await call(variant.app, variant.path, variant.headers, variant.service)
-                assert status == 200, (variant.name, status)
-
-            await measure_and_print(variants, requests, rounds)
-
-            if profile:
-                await profiled(profile, requests, [v for v in variants if v.name.startswith("GET /api")])
+            await warm_measure_and_profile(variants, requests, rounds, profile)
 
 
 def ladder(process: Any, path: str) -> list[Variant]:
