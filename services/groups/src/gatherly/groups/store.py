@@ -626,15 +626,15 @@ def _nearest_query(where: _Where, ranges: int, after: bool) -> Any:
 def _found_page(
     sort: GroupSort, rows: Sequence[Mapping[Any, Any]], limit: int, distances: dict[str, float]
 ) -> tuple[list[Found], Any]:
-    found = [Found(_card(row), distances.get(row["id"])) for row in rows[:limit]]
-    return found, _cursor_at(sort, rows[limit - 1]) if len(rows) > limit else None
+    """`_found_values` of rows read by name (other columns beside CARD_COLUMNS' are left out)."""
+    return _found_values(sort, [_CARD_VALUES(row) for row in rows], limit, distances)
 
 
 def _found_values(
     sort: GroupSort, rows: Sequence[Sequence[Any]], limit: int, distances: dict[str, float]
 ) -> tuple[list[Found], Any]:
-    """`_found_page` of rows read as values in CARD_COLUMNS' order (`FixedRead.values`): a page of twenty made no
-    dict per row (~3 times the work of the values alone)."""
+    """A page of the rows, read as values in CARD_COLUMNS' order (`FixedRead.values`: a page of twenty made no dict
+    per row, ~3 times the work of the values alone), and the cursor after it when there is more."""
     found = [Found(_card_from(row), distances.get(row[0])) for row in rows[:limit]]
     return found, _cursor_at(sort, dict(zip(CARD_KEYS, rows[limit - 1], strict=True))) if len(rows) > limit else None
 
