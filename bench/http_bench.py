@@ -1,9 +1,17 @@
 """HTTP benchmark (`make bench-http`): wrk against a seeded `gatherly up`, each endpoint beside `/livez` in one run.
 
-Every endpoint is measured right after `/livez` on the same server, so the ratio (endpoint req/s ÷ `/livez` req/s)
-says what the request path costs on top of the bare server whatever else the machine is doing. Targets (issue #9):
-reads ≥ 0.4x `/livez` with p99 < 50 ms at 32 connections, writes ≥ 0.25x. A ratio under its target prints a line
-starting with `BELOW TARGET`. The slowest endpoint (lowest ratio) is then profiled with py-spy while wrk runs again.
+Each endpoint is measured in turns with `/livez` on the same server: `--slices` K (4) wrk runs of `--seconds`/K each
+per side, alternating (`/livez`, endpoint, endpoint, `/livez`, …), so that both sides get the same seconds and see
+the same moments of the host. The ratio is endpoint req/s ÷ `/livez` req/s, each side's requests over its summed
+time; latency percentiles come from the slices' merged histograms (wrk's raw ones), CPU per request from the
+server's summed CPU time. A single `/livez` run beside each endpoint made the ratio follow the host instead: on a VM
+whose hypervisor takes the CPU in bursts, `/livez` ran at 1,190 to 4,401 req/s within one run. The report gives the
+host's steal time (/proc/stat) per endpoint and over the run, and the spread of `/livez` across its slices; a run
+with steal above 5% prints an `UNSTEADY HOST` line: read its figures with care.
+
+Targets (issue #9): reads ≥ 0.4x `/livez` with p99 < 50 ms at 32 connections, writes ≥ 0.25x. A ratio under its
+target prints a line starting with `BELOW TARGET`. The slowest endpoint (lowest ratio) is then profiled with py-spy
+while wrk runs again.
 """
 
 from __future__ import annotations
@@ -21,9 +29,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 from PIL import Image
@@ -34,14 +44,26 @@ DEMO_PASSWORD = "gatherly-demo-password"
 ORGANIZER = "ada@demo.gatherly.local"
 GROUPS_IN_ALL = 41  # the issue's measurement: the demo's groups plus generated ones
 BERLIN = (52.52, 13.405)
+Value = TypeVar("Value", int, float)  # what a histogram counts: wrk's latencies (µs), the server's bucket bounds (s)
 
-# wrk calls `done` once at the end; it prints one JSON line the benchmark reads back.
+STEAL_WARNING = 0.05  # the share of the host's CPU time the hypervisor took above which a run is unsteady
+
+# wrk calls `done` once at the end; it prints one JSON line the benchmark reads back. `latency(i)` is the i-th
+# distinct latency wrk recorded (µs) and its count, lowest first (in wrk 4.1.0 `latency[i]` gives nothing of the
+# sort): the histogram wrk takes its own percentiles from, its correction for coordinated omission included, so one
+# slice gives wrk's p50/p99. The slices of a measurement merge theirs before percentiles are taken: a percentile of
+# percentiles is none. Walking it costs wrk ~0.2 s after a 2 s run, outside the measured time.
 DONE_LUA = """
 done = function(summary, latency, requests)
   local errors = summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout
-  io.write(string.format('RESULT {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, '
-    .. '"bad_status": %d, "socket_errors": %d}\\n', summary.requests, summary.duration,
-    latency:percentile(50), latency:percentile(99), summary.errors.status, errors))
+  local histogram = {}
+  for i = 1, #latency do
+    local value, count = latency(i)
+    histogram[i] = string.format('[%d, %d]', value, count)
+  end
+  io.write(string.format('RESULT {"requests": %d, "duration_us": %d, "bad_status": %d, "socket_errors": %d, '
+    .. '"latency_us": [%s]}\\n', summary.requests, summary.duration, summary.errors.status, errors,
+    table.concat(histogram, ', ')))
 end
 """
 
@@ -61,17 +83,127 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
-class Result:
-    requests_per_s: float
-    p50_ms: float
-    p99_ms: float
+class Slice:
+    """One wrk run: one side's slice of an endpoint's measurement."""
+
+    requests: int
+    duration_us: int
+    latency_us: dict[int, int]  # wrk's histogram: latency (µs) → requests
     bad_status: int  # answers other than 2xx/3xx
     socket_errors: int  # timeouts (wrk gives up after 2 s) and connection errors
+    cpu_s: float  # the server's CPU time during the run
+    server_buckets: dict[float, float]  # the server's histogram of the run: bucket bound (s) → requests, cumulative
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.requests / (self.duration_us / 1e6)
+
+
+@dataclass(frozen=True)
+class Result:
+    """One side of an endpoint's measurement, its slices taken together."""
+
+    requests_per_s: float  # all the slices' requests over all their time
+    p50_ms: float
+    p99_ms: float
+    bad_status: int
+    socket_errors: int
     cpu_ms: float  # the server's CPU time per request: unlike req/s, it hardly depends on what else runs
+    slowest_slice_per_s: float  # the spread of the slices' req/s: how steady the host was
+    fastest_slice_per_s: float
     # The server's own time per request (RequestContextMiddleware: the app called → the last body byte sent), from
     # its latency histogram: beside wrk's figures it tells queueing before the app (accept, parse, loop) from the app.
     server_p50_ms: float | None = None
     server_p99_ms: float | None = None
+
+    @classmethod
+    def of(cls, slices: list[Slice]) -> Result:
+        """Sums, not averages: req/s over the summed time, CPU over the summed requests, percentiles of the merged
+        histograms (each slice weighs by its requests)."""
+        requests = sum(s.requests for s in slices)
+        latency = merge(s.latency_us for s in slices)
+        server = merge(s.server_buckets for s in slices)
+        rates = [s.requests_per_s for s in slices]
+        return cls(
+            requests_per_s=requests / (sum(s.duration_us for s in slices) / 1e6),
+            p50_ms=(percentile(latency, 50) or 0) / 1000,
+            p99_ms=(percentile(latency, 99) or 0) / 1000,
+            bad_status=sum(s.bad_status for s in slices),
+            socket_errors=sum(s.socket_errors for s in slices),
+            cpu_ms=sum(s.cpu_s for s in slices) * 1000 / max(requests, 1),
+            slowest_slice_per_s=min(rates),
+            fastest_slice_per_s=max(rates),
+            server_p50_ms=bucket_quantile(server, 0.5),
+            server_p99_ms=bucket_quantile(server, 0.99),
+        )
+
+
+@dataclass(frozen=True)
+class Measurement:
+    endpoint: Endpoint
+    bare: Result  # /livez
+    measured: Result
+    steal: float  # the share of the host's CPU time the hypervisor took meanwhile
+
+    @property
+    def ratio(self) -> float:
+        return self.measured.requests_per_s / self.bare.requests_per_s
+
+
+def schedule(seconds: int, slices: int) -> list[tuple[str, int]]:
+    """The wrk runs of one endpoint's measurement in order, as (side, seconds), side "livez" or "endpoint". Each side
+    gets `seconds` in all, cut into `slices` runs of whole seconds (wrk's -d) that alternate with the other side's;
+    which side goes first alternates too (AB BA AB …), so a host that speeds up or slows down favours neither."""
+    slices = max(1, min(slices, seconds))
+    runs = []
+    for i in range(slices):
+        length = seconds // slices + (1 if i < seconds % slices else 0)
+        order = ("livez", "endpoint") if i % 2 == 0 else ("endpoint", "livez")
+        runs += [(side, length) for side in order]
+    return runs
+
+
+def merge(histograms: Iterable[Mapping[Value, float]]) -> dict[Value, float]:
+    """Histograms (value → count) added up."""
+    merged: dict[Value, float] = collections.defaultdict(float)
+    for histogram in histograms:
+        for value, count in histogram.items():
+            merged[value] += count
+    return dict(merged)
+
+
+def percentile(histogram: Mapping[Value, float], percent: int) -> Value | None:
+    """The percentile of a histogram of values (value → count), as wrk's `latency:percentile` takes it: the
+    smallest value with more than `percent`% of the counts at or below it (the largest for 100)."""
+    total = int(sum(histogram.values()))
+    if total <= 0:
+        return None
+    rank = min(total * percent // 100 + 1, total)
+    seen = 0.0
+    for value in sorted(histogram):
+        seen += histogram[value]
+        if seen >= rank:
+            return value
+    return None
+
+
+def cpu_times(stat: str) -> tuple[int, int]:
+    """(steal, total) CPU time of the host in clock ticks, all CPUs, from /proc/stat's text. Steal is time the
+    hypervisor ran others on this VM's virtual CPUs; total is every column up to steal (guest time is already in
+    user time)."""
+    ticks = [int(field) for field in stat.splitlines()[0].split()[1:9]]
+    ticks += [0] * (8 - len(ticks))  # kernels before 2.6.11 have no steal column
+    return ticks[7], sum(ticks)
+
+
+def host_cpu_times() -> tuple[int, int]:
+    return cpu_times(Path("/proc/stat").read_text())
+
+
+def steal_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The share of the host's CPU time stolen between two `cpu_times` samples."""
+    elapsed = after[1] - before[1]
+    return (after[0] - before[0]) / elapsed if elapsed > 0 else 0.0
 
 
 def free_port() -> int:
@@ -277,21 +409,25 @@ def latency_buckets(base: str) -> dict[float, float]:
     return buckets
 
 
-def quantile(before: dict[float, float], after: dict[float, float], q: float) -> float | None:
-    """The q-quantile (ms) of the requests counted between two histogram snapshots: the upper bound of the bucket
-    it falls in (the histogram's resolution)."""
-    bounds = sorted(after)
-    counts = [after[b] - before.get(b, 0.0) for b in bounds]  # cumulative counts
-    if not counts or counts[-1] <= 0:
+def bucket_delta(before: Mapping[float, float], after: Mapping[float, float]) -> dict[float, float]:
+    """The requests a cumulative histogram counted between two snapshots, per bucket (still cumulative)."""
+    return {bound: count - before.get(bound, 0.0) for bound, count in after.items()}
+
+
+def bucket_quantile(cumulative: Mapping[float, float], q: float) -> float | None:
+    """The q-quantile (ms) of a cumulative histogram (upper bound in s → requests at or below it): the upper bound of
+    the bucket it falls in (the histogram's resolution)."""
+    bounds = sorted(cumulative)
+    if not bounds or cumulative[bounds[-1]] <= 0:
         return None
-    for bound, count in zip(bounds, counts, strict=True):
-        if count >= q * counts[-1]:
+    for bound in bounds:
+        if cumulative[bound] >= q * cumulative[bounds[-1]]:
             return bound * 1000
     return None
 
 
-def run_wrk(wrk: str, url: str, script: Path, args: argparse.Namespace, server_pid: int) -> Result:
-    command = [wrk, f"-t{args.threads}", f"-c{args.connections}", f"-d{args.seconds}s", "-s", str(script), url]
+def run_wrk(wrk: str, url: str, script: Path, args: argparse.Namespace, server_pid: int, seconds: int) -> Slice:
+    command = [wrk, f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds}s", "-s", str(script), url]
     base = url.split("/", 3)
     origin = f"{base[0]}//{base[2]}"
     histogram_before = latency_buckets(origin)
@@ -303,16 +439,28 @@ def run_wrk(wrk: str, url: str, script: Path, args: argparse.Namespace, server_p
     if line is None:
         sys.exit(f"wrk printed no result:\n{output}")
     raw = json.loads(line.removeprefix("RESULT "))
-    return Result(
-        requests_per_s=raw["requests"] / (raw["duration_us"] / 1e6),
-        p50_ms=raw["p50_us"] / 1000,
-        p99_ms=raw["p99_us"] / 1000,
+    return Slice(
+        requests=raw["requests"],
+        duration_us=raw["duration_us"],
+        latency_us={value: count for value, count in raw["latency_us"]},
         bad_status=raw["bad_status"],
         socket_errors=raw["socket_errors"],
-        cpu_ms=cpu * 1000 / max(raw["requests"], 1),
-        server_p50_ms=quantile(histogram_before, histogram_after, 0.5),
-        server_p99_ms=quantile(histogram_before, histogram_after, 0.99),
+        cpu_s=cpu,
+        server_buckets=bucket_delta(histogram_before, histogram_after),
     )
+
+
+def measure(
+    wrk: str, base: str, endpoint: Endpoint, scripts: dict[str, Path], args: argparse.Namespace, server_pid: int
+) -> Measurement:
+    """`/livez` and the endpoint in alternating slices (`schedule`), with the host's steal time meanwhile."""
+    urls = {"livez": base + "/livez", "endpoint": base + endpoint.path}
+    slices: dict[str, list[Slice]] = {"livez": [], "endpoint": []}
+    host_before = host_cpu_times()
+    for side, seconds in schedule(args.seconds, args.slices):
+        slices[side].append(run_wrk(wrk, urls[side], scripts[side], args, server_pid, seconds))
+    steal = steal_share(host_before, host_cpu_times())
+    return Measurement(endpoint, Result.of(slices["livez"]), Result.of(slices["endpoint"]), steal)
 
 
 def profile(server_pid: int, wrk: str, url: str, script: Path, args: argparse.Namespace) -> str:
@@ -342,7 +490,7 @@ def profile(server_pid: int, wrk: str, url: str, script: Path, args: argparse.Na
             stderr=subprocess.PIPE,
             text=True,
         )
-        run_wrk(wrk, url, script, args, server_pid)
+        run_wrk(wrk, url, script, args, server_pid, args.seconds)
         _, errors = sampler.communicate(timeout=60)
         if sampler.returncode != 0 or not raw.exists():
             return f"py-spy could not sample the server: {errors.strip()[-500:]}"
@@ -403,40 +551,66 @@ def _ms(value: float | None) -> str:
     return "?" if value is None else f"{value:g}"
 
 
-def report(rows: list[tuple[Endpoint, Result, Result]], args: argparse.Namespace, profile_text: str, slow: str) -> str:
+def slicing(args: argparse.Namespace) -> str:
+    runs = schedule(args.seconds, args.slices)
+    lengths = sorted({seconds for _, seconds in runs})
+    return f"{args.seconds} s per side in {len(runs) // 2} slices of {'/'.join(map(str, lengths))} s"
+
+
+def report(rows: list[Measurement], run_steal: float, args: argparse.Namespace, profile_text: str, slow: str) -> str:
+    unsteady = [row for row in rows if row.steal > STEAL_WARNING]
     lines = [
         "# HTTP benchmark",
         "",
         f"`make bench-http` on {platform.node()} ({os.cpu_count()} cores), {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: "
-        f"wrk {args.threads} threads, {args.connections} connections, {args.seconds} s per run, one `gatherly up` "
-        f"seeded with the demo and generated groups ({GROUPS_IN_ALL} in all); each endpoint measured right after "
-        "`/livez` on the same server. Targets: reads ≥ 0.4x `/livez` and p99 < 50 ms; writes ≥ 0.25x. "
-        f"Load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} (2 cores shared with other work).",
+        f"wrk {args.threads} threads, {args.connections} connections, one `gatherly up` seeded with the demo and "
+        f"generated groups ({GROUPS_IN_ALL} in all); each endpoint measured in turns with `/livez` on the same "
+        f"server ({slicing(args)}, alternating: `/livez`, endpoint, endpoint, `/livez`, …), so that both see the "
+        "same moments of the host. The ratio is the endpoint's requests over its slices' time ÷ `/livez`'s; p50/p99 "
+        "come from the slices' merged latency histograms. Targets: reads ≥ 0.4x `/livez` and p99 < 50 ms; writes "
+        f"≥ 0.25x. Load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} (2 cores shared with "
+        "other work).",
         "",
+        f"Steal time (the hypervisor's, /proc/stat) over the measurements: {run_steal:.1%}; per endpoint in the "
+        "table, with the spread of `/livez` req/s across its slices.",
+        "",
+    ]
+    if run_steal > STEAL_WARNING or unsteady:
+        lines += [
+            f"**Unsteady host**: steal above {STEAL_WARNING:.0%} during {len(unsteady)} of {len(rows)} endpoints "
+            f"({run_steal:.1%} over the run): read these figures with care, the CPU per request before the ratios.",
+            "",
+        ]
+    lines += [
         "The server's own p50/p99 (≤ the bucket bound, from its latency histogram) is the time from the app being "
         "called to the last body byte; wrk's includes the wait before that (accept, parsing, the event loop's queue).",
         "",
         "| endpoint | req/s | p50 ms | p99 ms | server p50/p99 ms | CPU ms/req | timeouts | `/livez` req/s "
-        "| `/livez` CPU ms/req | ratio | target | |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| `/livez` slices req/s | `/livez` CPU ms/req | steal | ratio | target | |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for endpoint, bare, measured in rows:
-        ratio = measured.requests_per_s / bare.requests_per_s
-        ok = ratio >= endpoint.target and (endpoint.kind != "read" or measured.p99_ms < 50)
+    for row in rows:
+        measured, bare = row.measured, row.bare
         lines.append(
-            f"| `{endpoint.name}` | {measured.requests_per_s:,.0f} | {measured.p50_ms:.1f} | {measured.p99_ms:.1f} | "
-            f"≤{_ms(measured.server_p50_ms)} / ≤{_ms(measured.server_p99_ms)} | {measured.cpu_ms:.2f} | "
-            f"{measured.socket_errors} | {bare.requests_per_s:,.0f} | {bare.cpu_ms:.2f} | "
-            f"{ratio:.2f} | {endpoint.target} | {'met' if ok else '**below**'} |"
+            f"| `{row.endpoint.name}` | {measured.requests_per_s:,.0f} | {measured.p50_ms:.1f} | "
+            f"{measured.p99_ms:.1f} | ≤{_ms(measured.server_p50_ms)} / ≤{_ms(measured.server_p99_ms)} | "
+            f"{measured.cpu_ms:.2f} | {measured.socket_errors} | {bare.requests_per_s:,.0f} | "
+            f"{bare.slowest_slice_per_s:,.0f}-{bare.fastest_slice_per_s:,.0f} | {bare.cpu_ms:.2f} | {row.steal:.1%} | "
+            f"{row.ratio:.2f} | {row.endpoint.target} | {'met' if meets_target(row) else '**below**'} |"
         )
     lines += ["", f"## Profile of the slowest: `{slow}`", "", profile_text, ""]
     return "\n".join(lines)
 
 
+def meets_target(row: Measurement) -> bool:
+    return row.ratio >= row.endpoint.target and (row.endpoint.kind != "read" or row.measured.p99_ms < 50)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0, help="port for gatherly up (default: a free one)")
-    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--seconds", type=int, default=8, help="seconds of wrk per endpoint, and as many for /livez")
+    parser.add_argument("--slices", type=int, default=4, help="turns with /livez the seconds are cut into")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--report", type=Path, default=REPORTS / "http.md")
@@ -457,6 +631,7 @@ def main() -> None:
             livez = data_dir / "livez.lua"
             livez.write_text(DONE_LUA)
             rows = []
+            host_before = host_cpu_times()
             for endpoint in endpoints(group_id, event_id, image_id):
                 if args.only not in endpoint.name:
                     continue
@@ -470,21 +645,23 @@ def main() -> None:
                     )
                 if check.status_code >= 400:
                     sys.exit(f"{endpoint.name} answered {check.status_code}: {check.text[:300]}")
-                bare = run_wrk(wrk, base + "/livez", livez, args, server.pid)
-                measured = run_wrk(wrk, base + endpoint.path, lua_script(endpoint, token, data_dir), args, server.pid)
+                scripts = {"livez": livez, "endpoint": lua_script(endpoint, token, data_dir)}
+                row = measure(wrk, base, endpoint, scripts, args, server.pid)
+                measured, bare = row.measured, row.bare
                 if measured.bad_status:
                     sys.exit(f"{endpoint.name}: {measured.bad_status} requests failed under load")
-                rows.append((endpoint, bare, measured))
-                ratio = measured.requests_per_s / bare.requests_per_s
+                rows.append(row)
                 print(
                     f"{endpoint.name:45} {measured.requests_per_s:8,.0f} req/s  p50 {measured.p50_ms:6.1f} ms  "
                     f"p99 {measured.p99_ms:6.1f} ms  "
                     f"server ≤{_ms(measured.server_p50_ms)}/≤{_ms(measured.server_p99_ms)} ms  "
-                    f"CPU {measured.cpu_ms:5.2f} ms/req  "
-                    f"/livez {bare.requests_per_s:8,.0f} req/s {bare.cpu_ms:5.2f} ms/req  ratio {ratio:.2f}",
+                    f"CPU {measured.cpu_ms:5.2f} ms/req  /livez {bare.requests_per_s:8,.0f} req/s "
+                    f"({bare.slowest_slice_per_s:,.0f}-{bare.fastest_slice_per_s:,.0f}) {bare.cpu_ms:5.2f} ms/req  "
+                    f"steal {row.steal:.1%}  ratio {row.ratio:.2f}",
                     flush=True,
                 )
-            slowest = min(rows, key=lambda row: row[2].requests_per_s / row[1].requests_per_s)[0]
+            run_steal = steal_share(host_before, host_cpu_times())
+            slowest = min(rows, key=lambda row: row.ratio).endpoint
             profile_text = (
                 "(not profiled: --no-profile)"
                 if args.no_profile
@@ -497,14 +674,20 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 server.kill()
     args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(report(rows, args, profile_text, slowest.name))
+    args.report.write_text(report(rows, run_steal, args, profile_text, slowest.name))
     print(f"report: {args.report.relative_to(ROOT) if args.report.is_relative_to(ROOT) else args.report}")
-    for endpoint, bare, measured in rows:
-        ratio = measured.requests_per_s / bare.requests_per_s
-        if ratio < endpoint.target:
-            print(f"BELOW TARGET: {endpoint.name} at {ratio:.2f}x /livez (target {endpoint.target}x)")
-        if endpoint.kind == "read" and measured.p99_ms >= 50:
-            print(f"BELOW TARGET: {endpoint.name} p99 {measured.p99_ms:.1f} ms (target < 50 ms)")
+    print(f"steal over the measurements: {run_steal:.1%}")
+    for row in rows:
+        if row.steal > STEAL_WARNING:
+            print(
+                f"UNSTEADY HOST: {row.endpoint.name}: steal {row.steal:.1%} (over {STEAL_WARNING:.0%}), /livez "
+                f"{row.bare.slowest_slice_per_s:,.0f}-{row.bare.fastest_slice_per_s:,.0f} req/s across its slices: "
+                "read its figures with care"
+            )
+        if row.ratio < row.endpoint.target:
+            print(f"BELOW TARGET: {row.endpoint.name} at {row.ratio:.2f}x /livez (target {row.endpoint.target}x)")
+        if row.endpoint.kind == "read" and row.measured.p99_ms >= 50:
+            print(f"BELOW TARGET: {row.endpoint.name} p99 {row.measured.p99_ms:.1f} ms (target < 50 ms)")
 
 
 if __name__ == "__main__":
