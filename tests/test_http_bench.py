@@ -129,9 +129,9 @@ def test_this_hosts_cpu_times_read() -> None:
     assert total > 0
 
 
-def rows(steal: float) -> list[object]:
+def rows(steal: float, livez: tuple[int, int] = (2800, 2000)) -> list[object]:
     endpoint = bench.Endpoint("GET /api/users/me (bearer)", "GET", "/api/users/me", "read", auth=True)
-    bare = bench.Result.of([a_slice({1000: 4000}, seconds=2), a_slice({1000: 2000}, seconds=2)])
+    bare = bench.Result.of([a_slice({1000: requests}, seconds=2) for requests in livez])
     measured = bench.Result.of([a_slice({5000: 1000}, seconds=2), a_slice({5000: 1000}, seconds=2)])
     return [bench.Measurement(endpoint, bare, measured, steal)]
 
@@ -139,11 +139,14 @@ def rows(steal: float) -> list[object]:
 def test_the_report_warns_when_the_host_was_unsteady() -> None:
     args = argparse.Namespace(threads=2, connections=32, seconds=4, slices=2)
     steady = bench.report(rows(0.01), 0.01, args, "", "GET /api/users/me (bearer)")
-    unsteady = bench.report(rows(0.12), 0.03, args, "", "GET /api/users/me (bearer)")
+    stolen = bench.report(rows(0.12), 0.03, args, "", "GET /api/users/me (bearer)")
+    crowded = bench.report(rows(0.01, livez=(4000, 2000)), 0.01, args, "", "GET /api/users/me (bearer)")
     assert "Unsteady host" not in steady
-    assert "Unsteady host" in unsteady
-    assert "steal above 5% during 1 of 1 endpoints" in unsteady
-    # /livez: 6,000 requests in 4 s (slices at 2,000 and 1,000 req/s); the endpoint 2,000 in 4 s: ratio 0.33.
+    assert "Unsteady host** during 1 of 1 endpoints" in stolen
+    assert "Unsteady host** during 1 of 1 endpoints" in crowded
+    assert rows(0.12)[0].unsteady() == ["steal 12.0%"]
+    assert rows(0.01, livez=(4000, 2000))[0].unsteady() == ["/livez 1,000-2,000 req/s across slices"]
+    # /livez: 4,800 requests in 4 s (slices at 1,400 and 1,000 req/s); the endpoint 2,000 in 4 s: ratio 0.42.
     row = next(line for line in steady.splitlines() if line.startswith("| `GET /api/users/me"))
-    assert "| 1,500 | 1,000-2,000 |" in row
-    assert "| 1.0% | 0.33 | 0.4 | **below** |" in row
+    assert "| 1,200 | 1,000-1,400 |" in row
+    assert "| 1.0% | 0.42 | 0.4 | met |" in row
