@@ -119,7 +119,7 @@ bench-distributed: install ## issue #17's benchmarks on PostgreSQL + Kafka (+ De
 	$(UV) run python bench/kafka_throughput.py
 	$(UV) run python bench/nearby_search.py --database postgresql --events 1000000 --report bench/reports/nearby_search_postgis_1m.md
 
-bench-http: install ## wrk against a seeded `gatherly up`: each endpoint beside /livez; report in bench/reports/http.md
+bench-http: install ## wrk against a seeded `gatherly up`: each endpoint in turns with /livez (alternating slices); report in bench/reports/http.md
 	bash scripts/wrk.sh
 	$(UV) run python bench/http_bench.py $(BENCH_ARGS)
 
