@@ -159,7 +159,9 @@ def main() -> None:
                 loaded = json.loads(stats.read_text())
                 used = cpu * 1000 / args.seconds
                 print(f"\n## Under wrk, `{name}`: the process used {used:.1f} ms of CPU per second")
-                print(f"\n```\n{output.strip()}\n```\n")
+                # Without http_bench's RESULT line: since its slices, it holds wrk's whole latency histogram.
+                shown = "\n".join(line for line in output.strip().splitlines() if not line.startswith("RESULT "))
+                print(f"\n```\n{shown}\n```\n")
                 print("\n".join(window(idle, loaded, args.seconds, args.top)))
             print("\n## Longest single runs of each (since the start: start-up and demo data included)\n")
             print("\n".join(longest(json.loads(stats.read_text()), 10)))
