@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, StrictInt, TypeAdapter
 
 from gatherly.notifications.api import _preferences
-from gatherly.notifications.domain import MAX_REMINDER_HOURS, MAX_REMINDERS, Kind, Preferences, preferences_from
+from gatherly.notifications.domain import (
+    MAX_REMINDER_HOURS,
+    MAX_REMINDERS,
+    Channel,
+    Kind,
+    Preferences,
+    preferences_from,
+)
 from gatherly.notifications.schemas import (
     InboxJson,
     InboxOut,
@@ -36,10 +43,11 @@ hours = st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), max_size=
 
 
 def as_the_response_model(chosen: Preferences) -> bytes:
-    """The preferences as the routes made them before: PreferencesOut, validated and dumped as FastAPI does."""
+    """The preferences as the routes made them before: every kind as `wants` answers it (the tables as they were
+    made), PreferencesOut, validated and dumped as FastAPI does."""
     made = PreferencesOut(
-        email=chosen.email_table(),
-        push=chosen.push_table(),
+        email={kind.value: chosen.wants(Channel.EMAIL, kind) for kind in Kind},
+        push={kind.value: chosen.wants(Channel.PUSH, kind) for kind in Kind},
         reminders=RemindersBody(hours_before=list(chosen.reminder_hours)),
     )
     return AS_THE_RESPONSE_MODEL.dump_json(AS_THE_RESPONSE_MODEL.validate_python(made))
