@@ -1,9 +1,11 @@
-"""Benchmark: what a list read costs in process, without sockets (issue #9): the lists of `make bench-http`.
+"""Benchmark: what a list read costs in process, without sockets (issue #9): the lists of `make bench-http`, and the
+notification preferences read beside the inbox.
 
 A whole `gatherly up` (every service, SQLite) is started in this process, seeded like `bench/http_bench.py` (41
 groups around Berlin, the person a member of every one, events in the first; in the person's inbox 15 announcements
-of another's group, as the demo organizer's inbox that `bench/http_bench.py` reads holds ~15 notifications) and its
-composed ASGI app is called directly (`bench/request_layers.call`). Each list and `/livez` are measured in turn,
+of another's group, as the demo organizer's inbox that `bench/http_bench.py` reads holds ~15 notifications; the
+person's preferences the defaults, as the organizer's there, and another's set by a PUT) and its composed ASGI app
+is called directly (`bench/request_layers.call`). Each list and `/livez` are measured in turn,
 round after round, so that the machine's other work falls on all of them alike; the figure is the median over rounds
 of the loop thread's CPU per request, less the process's background CPU measured while idle. With --profile FILE,
 cProfile's view of each list goes to FILE. To measure other code (e.g. before a change), put its packages first on
@@ -70,6 +72,15 @@ async def seed(gatherly: object) -> tuple[tuple[bytes, bytes], ...]:
     return ((b"authorization", f"Bearer {person.access_token}".encode()),)
 
 
+async def choosing(gatherly: object) -> tuple[tuple[bytes, bytes], ...]:
+    """A person who set preferences (a row to read, where the defaults have none); returns their bearer header."""
+    person = await sign_up(gatherly, display_name="Chooser")  # type: ignore[arg-type]
+    chosen = {"email": {"comment_posted": True}, "push": {"event_reminder": False}, "reminders": {"hours_before": [48]}}
+    put = await gatherly.client.put("/api/notifications/preferences", json=chosen, headers=person.auth)  # type: ignore[attr-defined]
+    assert put.status_code == 200, put.text
+    return ((b"authorization", f"Bearer {person.access_token}".encode()),)
+
+
 async def fill_inbox(gatherly: object, person: Any) -> None:
     """The person joins another's group, whose organizer announces ANNOUNCEMENTS times: the person's inbox."""
     client = gatherly.client  # type: ignore[attr-defined]
@@ -93,6 +104,7 @@ async def main(requests: int, rounds: int, profile: Path | None, only: str) -> N
     with tempfile.TemporaryDirectory() as tmp:
         async with running_gatherly(Path(tmp), relay_poll_interval=0.5, **FAST_SETTINGS) as gatherly:
             bearer = await seed(gatherly)
+            chooser = await choosing(gatherly)
             process = gatherly.process
             near = f"{BERLIN[0]},{BERLIN[1]}"
             variants = [
@@ -103,6 +115,15 @@ async def main(requests: int, rounds: int, profile: Path | None, only: str) -> N
                 Variant("GET /api/groups?member=me (bearer)", process, "/api/groups?member=me", bearer),
                 Variant("GET /api/events?limit=20", process, "/api/events?limit=20"),
                 Variant("GET /api/notifications (bearer)", process, "/api/notifications", bearer),
+                Variant(
+                    "GET /api/notifications/preferences (bearer)", process, "/api/notifications/preferences", bearer
+                ),
+                Variant(
+                    "GET /api/notifications/preferences (bearer, set)",
+                    process,
+                    "/api/notifications/preferences",
+                    chooser,
+                ),
             ]
             variants = [v for v in variants if only in v.name or v.name == "GET /livez"]
             await warm_measure_and_profile(variants, requests, rounds, profile)

@@ -1,6 +1,7 @@
 """The inbox's page serialized in one pass (inbox_json: orjson over plain dicts) is byte for byte what the response
-model InboxOut gives for the same page, as FastAPI would serialize it: the fast path may never drift from the
-documented shape."""
+model InboxOut gives for the same page, as FastAPI would serialize it, and a notification of the live stream
+(notification_json, from the same `_item`) what NotificationOut's `model_dump_json` gave: the fast path may never drift
+from the documented shape."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pydantic import TypeAdapter
 
 from gatherly.notifications.api import _item
 from gatherly.notifications.domain import Kind, UserId
-from gatherly.notifications.schemas import InboxOut, NotificationOut, inbox_json
+from gatherly.notifications.schemas import InboxOut, NotificationOut, inbox_json, notification_json
 from gatherly.notifications.store import Notification
 
 # What FastAPI's fast path does with a route's response model: validate what the endpoint returned, dump JSON.
@@ -39,24 +40,22 @@ notifications = st.builds(
 )
 
 
+def as_the_model(n: Notification) -> NotificationOut:
+    """A notification as the page and the stream made it before (api._out)."""
+    return NotificationOut(
+        id=n.id,
+        kind=n.kind,
+        title=n.title,
+        body=n.body,
+        link=n.link,
+        created_at=n.created_at,
+        read_at=n.read_at,
+    )
+
+
 def as_the_response_model(items: list[Notification], cursor: str | None, unread: int) -> bytes:
     """The page as the route made it before: InboxOut of NotificationOuts, validated and dumped as FastAPI does."""
-    page = InboxOut(
-        items=[
-            NotificationOut(
-                id=n.id,
-                kind=n.kind,
-                title=n.title,
-                body=n.body,
-                link=n.link,
-                created_at=n.created_at,
-                read_at=n.read_at,
-            )
-            for n in items
-        ],
-        next_cursor=cursor,
-        unread_count=unread,
-    )
+    page = InboxOut(items=[as_the_model(n) for n in items], next_cursor=cursor, unread_count=unread)
     return AS_THE_RESPONSE_MODEL.dump_json(AS_THE_RESPONSE_MODEL.validate_python(page))
 
 
@@ -69,6 +68,11 @@ def test_a_page_of_the_inbox_as_json_is_what_the_response_model_gives(
     items: list[Notification], cursor: str | None, unread: int
 ) -> None:
     assert fast(items, cursor, unread) == as_the_response_model(items, cursor, unread)
+
+
+@given(notifications)
+def test_a_notification_of_the_stream_as_json_is_what_the_model_wrote(notification: Notification) -> None:
+    assert notification_json(_item(notification)) == as_the_model(notification).model_dump_json().encode()
 
 
 def test_every_field_of_the_response_model_is_written() -> None:

@@ -28,15 +28,16 @@ from gatherly.notifications.schemas import (
     InboxJson,
     InboxOut,
     NotificationJson,
-    NotificationOut,
     PreferencesBody,
+    PreferencesJson,
     PreferencesOut,
     PushSubscriptionBody,
     PushSubscriptionOut,
-    RemindersBody,
     TicketOut,
     VapidKeyOut,
     inbox_json,
+    notification_json,
+    preferences_json,
 )
 from gatherly.notifications.store import Notification, NotificationsUnitOfWork, reading, unit_of_work
 from gatherly.notifications.stream import LIVE_FEED, LiveFeed
@@ -52,20 +53,8 @@ async def _uow(context: ServiceContext = Depends(service_context)) -> Notificati
     return unit_of_work(context)
 
 
-def _out(notification: Notification) -> NotificationOut:
-    return NotificationOut(
-        id=notification.id,
-        kind=notification.kind,
-        title=notification.title,
-        body=notification.body,
-        link=notification.link,
-        created_at=notification.created_at,
-        read_at=notification.read_at,
-    )
-
-
 def _item(notification: Notification) -> NotificationJson:
-    """A notification of the inbox's page, as `inbox_json` writes it: NotificationOut's fields in its order."""
+    """A notification as the inbox's page and the live stream write it: NotificationOut's fields in its order."""
     return {
         "id": notification.id,
         "kind": notification.kind,
@@ -77,12 +66,13 @@ def _item(notification: Notification) -> NotificationJson:
     }
 
 
-def _preferences_out(chosen: Preferences) -> PreferencesOut:
-    return PreferencesOut(
-        email=chosen.email_table(),
-        push=chosen.push_table(),
-        reminders=RemindersBody(hours_before=list(chosen.reminder_hours)),
-    )
+def _preferences(chosen: Preferences) -> PreferencesJson:
+    """The preferences as `preferences_json` writes them: PreferencesOut's fields in its order, every kind."""
+    return {
+        "email": chosen.email_table(),
+        "push": chosen.push_table(),
+        "reminders": {"hours_before": list(chosen.reminder_hours)},
+    }
 
 
 # --- the inbox -----------------------------------------------------------------------------------------------------
@@ -132,20 +122,22 @@ async def read_notification(
 
 
 @router.get("/preferences", response_model=PreferencesOut)
-async def get_preferences(me: CurrentUser, context: ServiceContext = Depends(service_context)) -> PreferencesOut:
-    return _preferences_out(await service.preferences_of(context.db, me))
+async def get_preferences(me: CurrentUser, context: ServiceContext = Depends(service_context)) -> Response:
+    chosen = await service.preferences_of(context.db, me)
+    return Response(preferences_json(_preferences(chosen)), media_type="application/json")
 
 
 @router.put("/preferences", response_model=PreferencesOut)
 async def put_preferences(
     body: PreferencesBody, me: CurrentUser, uow: NotificationsUnitOfWork = Depends(_uow)
-) -> PreferencesOut:
+) -> Response:
     """Replaces the caller's choices: kinds left out go back to their default."""
     try:
         chosen = preferences_from(body.email, body.push, body.reminders.hours_before)
     except InvalidPreferences as invalid:
         raise InvalidInput(invalid.detail, field=invalid.field) from None
-    return _preferences_out(await service.set_preferences(uow, me, chosen))
+    chosen = await service.set_preferences(uow, me, chosen)
+    return Response(preferences_json(_preferences(chosen)), media_type="application/json")
 
 
 # --- one-click unsubscribe (RFC 8058) ----------------------------------------------------------------------------
@@ -233,7 +225,7 @@ async def issue_stream_ticket(me: CurrentUser, uow: NotificationsUnitOfWork = De
 
 
 def _sse(notification: Notification) -> str:
-    data = _out(notification).model_dump_json()
+    data = notification_json(_item(notification)).decode()
     return f"id: {notification.seq}\nevent: notification\ndata: {data}\n\n"
 
 

@@ -27,10 +27,11 @@ class InboxOut(BaseModel):
     unread_count: int
 
 
-# The inbox's page as JSON in one pass: plain dicts serialized by orjson give the bytes InboxOut would
-# (test_inbox_json.py pins it), without a model per notification that the response would then serialize. The route
-# keeps InboxOut as its response model for the OpenAPI document. The keys come out in the dicts' order, which
-# api._item writes in NotificationOut's.
+# The inbox's page, a notification of the stream and the preferences as JSON in one pass: plain dicts serialized by
+# orjson give the bytes the response models would (test_inbox_json.py and test_preferences_json.py pin them), without
+# models built that the response would then serialize. The routes keep the models as their response models for the
+# OpenAPI document. The keys come out in the dicts' order, which api.py writes in the models' (and the tests pin
+# these TypedDicts' fields to the models').
 class NotificationJson(TypedDict):
     id: str
     kind: Kind
@@ -52,6 +53,12 @@ def inbox_json(page: InboxJson) -> bytes:
     times (a UTC time ending in `Z` with OPT_UTC_Z, as pydantic's does). Not for a time whose offset has seconds
     (pydantic truncates them, orjson rounds): the store gives every time in UTC."""
     return orjson.dumps(page, option=orjson.OPT_UTC_Z)
+
+
+def notification_json(item: NotificationJson) -> bytes:
+    """One notification (the live stream's `data:`) as pydantic writes NotificationOut, as `inbox_json` writes
+    the page's."""
+    return orjson.dumps(item, option=orjson.OPT_UTC_Z)
 
 
 class TicketOut(BaseModel):
@@ -93,6 +100,22 @@ class PreferencesOut(BaseModel):
     email: dict[str, bool]
     push: dict[str, bool]
     reminders: RemindersBody
+
+
+class RemindersJson(TypedDict):
+    hours_before: list[int]
+
+
+class PreferencesJson(TypedDict):
+    email: dict[str, bool]
+    push: dict[str, bool]
+    reminders: RemindersJson
+
+
+def preferences_json(chosen: PreferencesJson) -> bytes:
+    """The preferences as pydantic writes PreferencesOut: the same keys in the dicts' order, booleans and integers
+    (hours are 1 to 672: within orjson's 64 bits)."""
+    return orjson.dumps(chosen)
 
 
 # A P-256 public key as browsers send it (the example of RFC 8291's appendix A).

@@ -350,9 +350,7 @@ class RecipientStore:
         assert row is not None  # the statement reads from the person's id: always one row
         chosen = None
         if row["preferences_of"] is not None:
-            chosen = _preferences(
-                {"email": row["email_choices"], "push": row["push_choices"], "reminder_hours": row["reminder_hours"]}
-            )
+            chosen = _preferences(row["email_choices"], row["push_choices"], row["reminder_hours"])
         recipient = _recipient(row) if row["user_id"] is not None else None
         event = None
         if row["event_event_id"] is not None:
@@ -605,10 +603,6 @@ class Notification(NamedTuple):
 _KIND_OF = {kind.value: kind for kind in Kind}
 
 
-def _notification(row: Any) -> Notification:
-    return _notification_from([row[column.key] for column in NOTIFICATION_COLUMNS])
-
-
 def _notification_from(values: Sequence[Any]) -> Notification:
     """The notification whose row holds the values of NOTIFICATION_COLUMNS, in their order (UserId is `str` at run
     time: the id as read)."""
@@ -650,6 +644,18 @@ UNREAD_COUNT = FixedRead(
     .select_from(notifications)
     .where(notifications.c.user_id == bindparam("user_id"), notifications.c.read_at.is_(None))
 )
+# The live stream's reads (on every wake of every open stream, and as a stream opens) and a send's notification:
+# compiled once and run on the driver's connection too.
+STREAM_AFTER = FixedRead(
+    select(*NOTIFICATION_COLUMNS)
+    .where(notifications.c.user_id == bindparam("user_id"), notifications.c.seq > bindparam("seq"))
+    .order_by(notifications.c.seq)
+    .limit(bindparam("limit", type_=Integer))
+)
+NEWEST_SEQ = FixedRead(
+    select(func.max(notifications.c.seq).label("newest")).where(notifications.c.user_id == bindparam("user_id"))
+)
+NOTIFICATION_BY_ID = FixedRead(select(*NOTIFICATION_COLUMNS).where(notifications.c.id == bindparam("id")))
 
 
 class InboxStore:
@@ -691,30 +697,18 @@ class InboxStore:
 
     async def after(self, user_id: str, seq: int, limit: int) -> list[Notification]:
         """Oldest first from just after `seq`: what a live stream has not sent yet."""
-        rows = await self.session.execute(
-            select(notifications)
-            .where(notifications.c.user_id == user_id, notifications.c.seq > seq)
-            .order_by(notifications.c.seq)
-            .limit(limit)
-        )
-        return [_notification(row) for row in rows.mappings()]
+        found = await STREAM_AFTER.values(self.session, {"user_id": user_id, "seq": seq, "limit": limit})
+        return [_notification_from(values) for values in found]
 
     async def newest_seq(self, user_id: str) -> int:
-        newest = await self.session.scalar(
-            select(func.max(notifications.c.seq)).where(notifications.c.user_id == user_id)
-        )
-        return int(newest or 0)
+        return int(await NEWEST_SEQ.scalar(self.session, {"user_id": user_id}) or 0)
 
     async def unread_count(self, user_id: str) -> int:
         return int(await UNREAD_COUNT.scalar(self.session, {"user_id": user_id}) or 0)
 
     async def get(self, notification_id: str) -> Notification | None:
-        row = (
-            (await self.session.execute(select(notifications).where(notifications.c.id == notification_id)))
-            .mappings()
-            .first()
-        )
-        return _notification(row) if row else None
+        found = await NOTIFICATION_BY_ID.values(self.session, {"id": notification_id})
+        return _notification_from(found[0]) if found else None
 
     async def mark_read(self, user_id: str, notification_id: str, now: datetime) -> bool:
         """Whether the person has this notification (reading it twice is fine)."""
@@ -753,16 +747,23 @@ class InboxStore:
 # --- preferences -----------------------------------------------------------------------------------------------------
 
 
-KINDS = {kind.value for kind in Kind}
-
-
-def _preferences(row: Any) -> Preferences:
-    # A kind this build no longer knows is ignored rather than refused: the row outlives the code that wrote it.
+def _preferences(email: Mapping[str, Any], push: Mapping[str, Any], reminder_hours: Iterable[int]) -> Preferences:
+    """The preferences a row holds (its JSON columns as read). A kind this build no longer knows is ignored rather
+    than refused: the row outlives the code that wrote it."""
     return Preferences(
-        {Kind(k): bool(v) for k, v in row["email"].items() if k in KINDS},
-        {Kind(k): bool(v) for k, v in row["push"].items() if k in KINDS},
-        tuple(row["reminder_hours"]),
+        {_KIND_OF[k]: bool(v) for k, v in email.items() if k in _KIND_OF},
+        {_KIND_OF[k]: bool(v) for k, v in push.items() if k in _KIND_OF},
+        tuple(reminder_hours),
     )
+
+
+# One person's preferences (the API's read, an unsubscribe, a person's reminders): compiled once, on the driver's
+# connection, where the IN list of `many` cost an expanded statement per call (docs/request-path.md).
+PREFERENCES_OF = FixedRead(
+    select(preferences.c.email, preferences.c.push, preferences.c.reminder_hours).where(
+        preferences.c.user_id == bindparam("user_id")
+    )
+)
 
 
 class PreferenceStore:
@@ -770,15 +771,16 @@ class PreferenceStore:
         self.session = session
 
     async def of(self, user_id: str) -> Preferences:
-        found = await self.many([user_id])
-        return found.get(UserId(user_id), Preferences())
+        """The person's preferences; the defaults for one who set none (no row)."""
+        found = await PREFERENCES_OF.values(self.session, {"user_id": user_id})
+        return _preferences(*found[0]) if found else Preferences()
 
     async def many(self, user_ids: Sequence[str]) -> dict[UserId, Preferences]:
         """The preferences of those who set any (the others have the defaults)."""
         found: dict[UserId, Preferences] = {}
         for chunk in _chunks(user_ids):
             for row in await PREFERENCES_AMONG.rows(self.session, {"user_ids": list(chunk)}):
-                found[UserId(row["user_id"])] = _preferences(row)
+                found[UserId(row["user_id"])] = _preferences(row["email"], row["push"], row["reminder_hours"])
         return found
 
     async def put(self, user_id: str, chosen: Preferences, now: datetime) -> None:
