@@ -172,7 +172,9 @@ def _group(row: Mapping[Any, Any]) -> Group:
 
 # What a list reads of a group: its card's columns and the sort keys of its cursor. Not the description, search text,
 # questions nor the other dates: converting them (JSON, datetimes) was a third of the rows' cost in a page of 20.
-CARD_COLUMNS = (
+# SHOWN_COLUMNS, what a card shows, are all that nearest first reads (its cursor is the distance): the sort keys
+# (name_key, created_at: a time parsed a row) are not read, let alone converted.
+SHOWN_COLUMNS = (
     groups.c.id,
     groups.c.slug,
     groups.c.name,
@@ -184,9 +186,8 @@ CARD_COLUMNS = (
     groups.c.join_policy,
     groups.c.banner_image_id,
     groups.c.member_count,
-    groups.c.name_key,
-    groups.c.created_at,
 )
+CARD_COLUMNS = (*SHOWN_COLUMNS, groups.c.name_key, groups.c.created_at)
 
 
 # A card's enums by their stored value: a dict lookup gives the same member as calling the enum (EnumMeta's
@@ -196,14 +197,18 @@ JOIN_POLICIES = {member.value: member for member in JoinPolicy}
 
 
 CARD_KEYS = tuple(column.key for column in CARD_COLUMNS)
+# Where a column selected after the card's is in a row of values: member=me's first page's total, after
+# CARD_COLUMNS; nearest first's distance, after SHOWN_COLUMNS.
+TOTAL_AT = len(CARD_COLUMNS)
+DISTANCE_AT = SHOWN = len(SHOWN_COLUMNS)
 _CARD_VALUES = itemgetter(*CARD_KEYS)
 
 
 def _card_from(values: Sequence[Any]) -> GroupCard:
-    """The card of the group whose row starts with the values of CARD_COLUMNS, in their order (`FixedRead.values`):
+    """The card of the group whose row starts with the values of SHOWN_COLUMNS, in their order (`FixedRead.values`):
     unpacked rather than looked up by name, and the id as read (GroupId is `str` at run time)."""
-    # CARD_COLUMNS up to member_count; name_key and created_at (and any column after them) serve order and cursor.
-    group_id, slug, name, topics, city, lat, lng, visibility, join_policy, banner_image_id, member_count = values[:11]
+    # Any column after them (CARD_COLUMNS' sort keys, a distance, a total) serves order and cursor.
+    group_id, slug, name, topics, city, lat, lng, visibility, join_policy, banner_image_id, members = values[:SHOWN]
     return GroupCard(
         group_id,
         slug,
@@ -214,7 +219,7 @@ def _card_from(values: Sequence[Any]) -> GroupCard:
         VISIBILITIES[visibility],
         JOIN_POLICIES[join_policy],
         banner_image_id,
-        member_count,
+        members,
     )
 
 
@@ -370,9 +375,9 @@ class GroupStore:
             ("page", criteria.sort, False, "total", *where.shape),
             lambda: _page_query(criteria.sort, where, after=False, total=True),
         )
-        rows = await read.rows(self.session, {**where.params, "limit": limit + 1})
-        found, position = _found_page(criteria.sort, rows, limit, {})
-        return found, position, int(rows[0]["total"]) if rows else 0
+        rows = await read.values(self.session, {**where.params, "limit": limit + 1})
+        found, position = _found_values(criteria.sort, rows, limit, {})
+        return found, position, int(rows[0][TOTAL_AT]) if rows else 0
 
     async def count(self, criteria: GroupSearch) -> int:
         """How many groups the search finds in all (the total of `?member=me`): with `near`, those within the radius,
@@ -484,15 +489,15 @@ class GroupStore:
             ("nearest", ranges, after is not None, *where.shape),
             lambda: _nearest_query(where, ranges, after is not None),
         )
-        rows = await read.rows(self.session, params)
+        rows = await read.values(self.session, params)
         # In distance order, the groups within the radius are the first rows: the radius is tested here rather than
         # in the statement, where SQLite would measure every candidate a second time.
-        page = [row for row in rows if row[DISTANCE_KM] <= criteria.radius_km]
-        found = [Found(_card(row), row[DISTANCE_KM]) for row in page[:limit]]
+        page = [row for row in rows if row[DISTANCE_AT] <= criteria.radius_km]
+        found = [Found(_card_from(row), row[DISTANCE_AT]) for row in page[:limit]]
         position = None
         if len(page) > limit:
             last = page[limit - 1]
-            position = {"s": GroupSort.NEAREST.value, "d": last[DISTANCE_KM], "i": last["id"]}
+            position = {"s": GroupSort.NEAREST.value, "d": last[DISTANCE_AT], "i": last[0]}
         return found, position
 
     async def _where(self, criteria: GroupSearch) -> _Where:
@@ -614,7 +619,7 @@ def _nearest_query(where: _Where, ranges: int, after: bool) -> Any:
     (sqlite_geo.center_params), `limit`, and after a cursor `last_distance` and `last_id`)."""
     distance = sqlite_geo.distance_km(groups.c.lat, groups.c.lng)
     measured = distance.label(DISTANCE_KM)
-    query = select(*CARD_COLUMNS, measured).where(*where.filters, *_in_box(ranges))
+    query = select(*SHOWN_COLUMNS, measured).where(*where.filters, *_in_box(ranges))
     if after:
         last_distance = bindparam("last_distance", type_=Float)
         query = query.where(
@@ -633,10 +638,13 @@ def _found_page(
 def _found_values(
     sort: GroupSort, rows: Sequence[Sequence[Any]], limit: int, distances: dict[str, float]
 ) -> tuple[list[Found], Any]:
-    """A page of the rows, read as values in CARD_COLUMNS' order (`FixedRead.values`: a page of twenty made no dict
-    per row, ~3 times the work of the values alone), and the cursor after it when there is more."""
+    """A page of the rows, read as values in CARD_COLUMNS' order, then any other columns (`FixedRead.values`: a page
+    of twenty made no dict per row, ~3 times the work of the values alone), and the cursor after it when there is
+    more."""
     found = [Found(_card_from(row), distances.get(row[0])) for row in rows[:limit]]
-    return found, _cursor_at(sort, dict(zip(CARD_KEYS, rows[limit - 1], strict=True))) if len(rows) > limit else None
+    if len(rows) <= limit:
+        return found, None
+    return found, _cursor_at(sort, dict(zip(CARD_KEYS, rows[limit - 1][:TOTAL_AT], strict=True)))
 
 
 def _cursor_at(sort: GroupSort, last: Mapping[Any, Any]) -> dict[str, Any]:
