@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -353,6 +354,55 @@ async def test_records_appended_through_another_connection_to_the_file_are_notic
         waiting = asyncio.create_task(consume(consumer, lambda got: len(got) >= 20))
         await writer.publish(messages("t", keys_on_each_partition(4, per_partition=1), per_key=5))
         assert len(await waiting) == 20
+
+
+async def test_a_consumer_reads_the_log_on_the_writer_connection_whose_page_cache_its_writes_keep(
+    tmp_path: Path,
+) -> None:
+    async with EmbeddedLog(tmp_path / "log.sqlite") as log:
+        await log.ensure_topics([TopicConfig("t", partitions=1)])
+        consumer = log.consumer("g", ["t"])
+        await consumer.assignment()
+        statements: list[str] = []
+        assert log._writer is not None
+        log._writer.set_trace_callback(statements.append)
+        await log.publish(messages("t", ["k"], per_key=2))
+
+        assert len(await consumer.poll(timeout=1.0)) == 2
+
+        assert any(s.startswith("SELECT offset, key, value") for s in statements)
+        assert any(s.startswith("SELECT topic, partition, start_offset") for s in statements)
+
+
+class _BusyReads:
+    """A writer connection whose reads fail as during another connection's TRUNCATE checkpoint."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+
+    def execute(self, sql: str, parameters: Any = ()) -> Any:
+        if sql.startswith("SELECT"):
+            error = sqlite3.OperationalError("database is locked")
+            error.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
+            raise error
+        return self.db.execute(sql, parameters)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+
+async def test_a_read_the_writer_connection_cannot_do_at_once_goes_to_the_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with EmbeddedLog(tmp_path / "log.sqlite") as log:
+        await log.ensure_topics([TopicConfig("t", partitions=1)])
+        consumer = log.consumer("g", ["t"])
+        await consumer.assignment()
+        await log.publish(messages("t", ["k"], per_key=3))
+        monkeypatch.setattr(log, "_writer", _BusyReads(log._writer))
+
+        assert len(await consumer.poll(timeout=1.0)) == 3
+        assert await log.end_offsets("t") == {TopicPartition("t", 0): 3}
 
 
 async def test_a_frozen_member_loses_its_partitions_and_its_late_commit_is_refused(tmp_path: Path) -> None:

@@ -226,6 +226,19 @@ class EmbeddedLog:
         return self._reader
 
     def _select(self, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
+        """Rows read on the writer connection, or on the reader when the writer cannot read at once. In WAL mode a
+        connection drops its page cache when another connection changed the file since its last read: every append,
+        offset commit and heartbeat of this process is on the writer, so the reader re-read its pages after each
+        (a consumer's bounds and records queries took a third as long again). The writer's busy timeout is 0 (it
+        waits for other processes' write locks in `_write`), so a read it cannot do now (a TRUNCATE checkpoint,
+        another process recovering the WAL index) goes to the reader, which waits as before."""
+        if self._writer is None:
+            raise RuntimeError("EmbeddedLog is not started (call start() first)")
+        try:
+            return self._writer.execute(sql, parameters).fetchall()
+        except sqlite3.OperationalError as error:
+            if not is_busy(error):
+                raise
         return self._read_db.execute(sql, parameters).fetchall()
 
     async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
