@@ -467,6 +467,33 @@ async def test_records_deleted_by_retention_are_no_longer_read_from_those_kept(t
         assert [r.offset for r in await log.read("t")] == [0, 2]
 
 
+async def test_groups_looking_at_a_log_unchanged_since_the_last_look_read_no_bounds(tmp_path: Path) -> None:
+    path = tmp_path / "log.sqlite"
+    async with EmbeddedLog(path) as log, EmbeddedLog(path) as other_process:
+        await log.ensure_topics([TopicConfig("t", partitions=2)])
+        consumers = [log.consumer(f"g{n}", ["t"]) for n in range(3)]
+        for consumer in consumers:
+            await consumer.assignment()
+        await log.publish(messages("t", keys_on_each_partition(2, per_partition=1), per_key=2))
+        statements: list[str] = []
+        assert log._writer is not None
+        log._writer.set_trace_callback(statements.append)
+
+        for consumer in consumers:
+            assert len(await consumer.poll(timeout=1.0)) == 4
+        assert len([s for s in statements if s.startswith("SELECT topic, partition, start_offset")]) == 1
+
+        # Any write, ours or another connection's, makes the next look read them again.
+        await log.publish(messages("t", ["k"], per_key=1))
+        assert sum((await log.end_offsets("t")).values()) == 5
+        await other_process.publish(messages("t", ["k"], per_key=1))
+        assert sum((await log.end_offsets("t")).values()) == 6
+        assert await log.end_offsets("new") == {}
+        await other_process.ensure_topics([TopicConfig("new", partitions=3)])
+        assert len(await log.end_offsets("new")) == 3
+        assert len([s for s in statements if s.startswith("SELECT topic, partition, start_offset")]) == 5
+
+
 async def test_a_frozen_member_loses_its_partitions_and_its_late_commit_is_refused(tmp_path: Path) -> None:
     # Long enough that the survivor's own heartbeats (every session_timeout / 4) are never that late under load: at
     # 0.3 s a starved event loop could evict the survivor too, and its commit would then be refused.

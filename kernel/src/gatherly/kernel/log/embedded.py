@@ -167,6 +167,11 @@ class EmbeddedLog:
         # The last records read of each partition, offsets consecutive, as read: a record never changes once appended
         # (offsets are never reused), so the next group reading them takes them from here instead of the file.
         self._recent: dict[TopicPartition, list[Record]] = {}
+        # Each topic's partition bounds as last read, while the file has not changed since: emptied by every write of
+        # ours, and when another connection's writes change `_others_version` (the version they were read at). A
+        # process's consumer groups look at the same topics after each append, most of them before any writes again.
+        self._known_bounds: dict[str, dict[TopicPartition, tuple[int, int]]] = {}
+        self._known_bounds_version: int | None = None
         self._consumers: set[EmbeddedConsumer] = set()
         # Bumped by this process's writes that change a group's membership, its owners or the topics: with the file's
         # `_others_version` (other connections' writes) it tells a consumer when its assignment may have changed.
@@ -266,8 +271,7 @@ class EmbeddedLog:
             # transaction, so running it again is safe.
             await asyncio.sleep(random.uniform(0.0002, 0.002))
 
-    @staticmethod
-    def _transaction(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    def _transaction(self, db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
         # IMMEDIATE takes the write lock up front: a deferred transaction that later upgrades to a
         # write fails at once with SQLITE_BUSY in WAL mode instead of waiting for the busy timeout.
         db.execute("BEGIN IMMEDIATE")
@@ -278,6 +282,8 @@ class EmbeddedLog:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+        finally:
+            self._known_bounds.clear()
         return result
 
     def _notify(self, topics: set[str] | None = None) -> None:
@@ -581,14 +587,25 @@ class EmbeddedLog:
     # -- reading -------------------------------------------------------------------------------------
 
     async def _bounds(self, topics: Iterable[str]) -> dict[TopicPartition, tuple[int, int]]:
-        """(start_offset, next_offset) of every partition of `topics`."""
-        names = sorted(set(topics))
-        rows = self._select(
-            "SELECT topic, partition, start_offset, next_offset FROM partitions"
-            f" WHERE topic IN ({_placeholders(len(names))})",
-            names,
-        )
-        return {TopicPartition(topic, partition): (start, end) for topic, partition, start, end in rows}
+        """(start_offset, next_offset) of every partition of `topics`: as last read while the file has not changed
+        since (see `_known_bounds`), from the file otherwise."""
+        names = set(topics)
+        version = self._others_version()
+        if version != self._known_bounds_version:
+            self._known_bounds.clear()
+            self._known_bounds_version = version
+        known = self._known_bounds
+        missing = sorted(names - known.keys())
+        if missing:
+            for name in missing:
+                known[name] = {}  # a topic that does not exist has no partitions until a write creates it
+            for topic, partition, start, end in self._select(
+                "SELECT topic, partition, start_offset, next_offset FROM partitions"
+                f" WHERE topic IN ({_placeholders(len(missing))})",
+                missing,
+            ):
+                known[topic][TopicPartition(topic, partition)] = (start, end)
+        return {tp: bounds for name in names for tp, bounds in known[name].items()}
 
     async def _records(self, tp: TopicPartition, from_offset: int, limit: int, end: int) -> list[Record]:
         """Up to `limit` records of `tp` from `from_offset`, where `end` is the partition's next offset (its bounds):
