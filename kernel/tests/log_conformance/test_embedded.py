@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -353,6 +355,143 @@ async def test_records_appended_through_another_connection_to_the_file_are_notic
         waiting = asyncio.create_task(consume(consumer, lambda got: len(got) >= 20))
         await writer.publish(messages("t", keys_on_each_partition(4, per_partition=1), per_key=5))
         assert len(await waiting) == 20
+
+
+async def test_a_consumer_reads_the_log_on_the_writer_connection_whose_page_cache_its_writes_keep(
+    tmp_path: Path,
+) -> None:
+    async with EmbeddedLog(tmp_path / "log.sqlite") as log:
+        await log.ensure_topics([TopicConfig("t", partitions=1)])
+        consumer = log.consumer("g", ["t"])
+        await consumer.assignment()
+        statements: list[str] = []
+        assert log._writer is not None
+        log._writer.set_trace_callback(statements.append)
+        await log.publish(messages("t", ["k"], per_key=2))
+
+        assert len(await consumer.poll(timeout=1.0)) == 2
+
+        assert any(s.startswith("SELECT offset, key, value") for s in statements)
+        assert any(s.startswith("SELECT topic, partition, start_offset") for s in statements)
+
+
+class _BusyReads:
+    """A writer connection whose reads fail as during another connection's TRUNCATE checkpoint."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+
+    def execute(self, sql: str, parameters: Any = ()) -> Any:
+        if sql.startswith("SELECT"):
+            error = sqlite3.OperationalError("database is locked")
+            error.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
+            raise error
+        return self.db.execute(sql, parameters)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+
+async def test_a_read_the_writer_connection_cannot_do_at_once_goes_to_the_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with EmbeddedLog(tmp_path / "log.sqlite") as log:
+        await log.ensure_topics([TopicConfig("t", partitions=1)])
+        consumer = log.consumer("g", ["t"])
+        await consumer.assignment()
+        await log.publish(messages("t", ["k"], per_key=3))
+        monkeypatch.setattr(log, "_writer", _BusyReads(log._writer))
+
+        assert len(await consumer.poll(timeout=1.0)) == 3
+        assert await log.end_offsets("t") == {TopicPartition("t", 0): 3}
+
+
+async def test_a_group_reading_records_another_group_just_read_takes_them_without_reading_the_file(
+    tmp_path: Path,
+) -> None:
+    async with EmbeddedLog(tmp_path / "log.sqlite") as log:
+        await log.ensure_topics([TopicConfig("t", partitions=1)])
+        first, second = log.consumer("g1", ["t"]), log.consumer("g2", ["t"])
+        for consumer in (first, second):
+            await consumer.assignment()
+        await log.publish(messages("t", ["k"], per_key=3))
+        read = await first.poll(timeout=1.0)
+        statements: list[str] = []
+        assert log._writer is not None
+        log._writer.set_trace_callback(statements.append)
+
+        assert await second.poll(timeout=1.0) == read
+        assert not [s for s in statements if s.startswith("SELECT offset, key, value")]
+
+
+async def test_records_polled_by_groups_at_different_paces_are_those_of_the_file(tmp_path: Path) -> None:
+    # The records kept of each partition against the file's: groups reading at their own pace (some from the
+    # beginning, some behind, small and large polls, more than RECENT_RECORDS behind) while records are appended.
+    rng = random.Random(9)
+    path = tmp_path / "log.sqlite"
+    async with EmbeddedLog(path) as log, EmbeddedLog(path) as file:
+        await log.ensure_topics([TopicConfig("t", partitions=2)])
+        consumers = [log.consumer(f"g{n}", ["t"]) for n in range(4)]
+        got: dict[str, list[Record]] = {consumer.group: [] for consumer in consumers}
+        for _ in range(60):
+            if rng.random() < 0.6:
+                per_key = rng.choice([1, 3, 40, 300])
+                await log.publish(messages("t", keys_on_each_partition(2, per_partition=1), per_key))
+            for consumer in rng.sample(consumers, rng.randint(1, 4)):
+                records = await consumer.poll(max_records=rng.choice([1, 5, 50, 500]), timeout=0)
+                got[consumer.group] += records
+
+        for consumer in consumers:
+            while records := await consumer.poll(max_records=500, timeout=0):
+                got[consumer.group] += records
+            from_file = []
+            for tp in sorted(await consumer.assignment()):
+                from_file += [r for r in await file.read("t", limit=100_000) if r.partition == tp.partition]
+            polled = sorted(got[consumer.group], key=lambda r: (r.partition, r.offset))
+            assert polled == from_file, consumer.group
+            await consumer.close()
+
+
+async def test_records_deleted_by_retention_are_no_longer_read_from_those_kept(tmp_path: Path) -> None:
+    async with EmbeddedLog(tmp_path / "log.sqlite") as log:
+        await log.ensure_topics([TopicConfig("t", partitions=1, retention_ms=60_000)])
+        await log.publish(messages("t", ["k"], per_key=3))
+        assert len(await log.read("t")) == 3
+        # Offset 1 is older than the others: retention deletes it alone, leaving a gap (clocks of two processes).
+        assert log._writer is not None
+        log._writer.execute("UPDATE records SET timestamp_ms = 0 WHERE offset = 1")
+
+        assert await log.enforce_retention() == 1
+
+        assert [r.offset for r in await log.read("t")] == [0, 2]
+        assert [r.offset for r in await log.read("t")] == [0, 2]
+
+
+async def test_groups_looking_at_a_log_unchanged_since_the_last_look_read_no_bounds(tmp_path: Path) -> None:
+    path = tmp_path / "log.sqlite"
+    async with EmbeddedLog(path) as log, EmbeddedLog(path) as other_process:
+        await log.ensure_topics([TopicConfig("t", partitions=2)])
+        consumers = [log.consumer(f"g{n}", ["t"]) for n in range(3)]
+        for consumer in consumers:
+            await consumer.assignment()
+        await log.publish(messages("t", keys_on_each_partition(2, per_partition=1), per_key=2))
+        statements: list[str] = []
+        assert log._writer is not None
+        log._writer.set_trace_callback(statements.append)
+
+        for consumer in consumers:
+            assert len(await consumer.poll(timeout=1.0)) == 4
+        assert len([s for s in statements if s.startswith("SELECT topic, partition, start_offset")]) == 1
+
+        # Any write, ours or another connection's, makes the next look read them again.
+        await log.publish(messages("t", ["k"], per_key=1))
+        assert sum((await log.end_offsets("t")).values()) == 5
+        await other_process.publish(messages("t", ["k"], per_key=1))
+        assert sum((await log.end_offsets("t")).values()) == 6
+        assert await log.end_offsets("new") == {}
+        await other_process.ensure_topics([TopicConfig("new", partitions=3)])
+        assert len(await log.end_offsets("new")) == 3
+        assert len([s for s in statements if s.startswith("SELECT topic, partition, start_offset")]) == 5
 
 
 async def test_a_frozen_member_loses_its_partitions_and_its_late_commit_is_refused(tmp_path: Path) -> None:

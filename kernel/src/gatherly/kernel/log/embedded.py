@@ -50,6 +50,10 @@ READ_BUSY_TIMEOUT_S = 2.0
 # whole run of appends in one poll. Below a worker's offset commit interval (0.05 s), so its committed offsets, lag
 # and `settle()` trail the log by about what they did.
 SKIP_WAKE_DELAY_S = 0.02
+# The records kept per partition of what was last read (EmbeddedLog._recent): every consumer group of the process reads
+# the same records of its topics a few milliseconds apart (after a profile edit fifteen groups read the `user` topic's
+# new records, twelve only to skip them). A group that keeps up reads within a few dozen records of the head.
+RECENT_RECORDS = 256
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (
@@ -160,6 +164,14 @@ class EmbeddedLog:
         self._reader: sqlite3.Connection | None = None
         # Partition counts never change once a topic exists, so they are cached for good.
         self._partition_counts: dict[str, int] = {}
+        # The last records read of each partition, offsets consecutive, as read: a record never changes once appended
+        # (offsets are never reused), so the next group reading them takes them from here instead of the file.
+        self._recent: dict[TopicPartition, list[Record]] = {}
+        # Each topic's partition bounds as last read, while the file has not changed since: emptied by every write of
+        # ours, and when another connection's writes change `_others_version` (the version they were read at). A
+        # process's consumer groups look at the same topics after each append, most of them before any writes again.
+        self._known_bounds: dict[str, dict[TopicPartition, tuple[int, int]]] = {}
+        self._known_bounds_version: int | None = None
         self._consumers: set[EmbeddedConsumer] = set()
         # Bumped by this process's writes that change a group's membership, its owners or the topics: with the file's
         # `_others_version` (other connections' writes) it tells a consumer when its assignment may have changed.
@@ -226,6 +238,19 @@ class EmbeddedLog:
         return self._reader
 
     def _select(self, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
+        """Rows read on the writer connection, or on the reader when the writer cannot read at once. In WAL mode a
+        connection drops its page cache when another connection changed the file since its last read: every append,
+        offset commit and heartbeat of this process is on the writer, so the reader re-read its pages after each
+        (a consumer's bounds and records queries took a third as long again). The writer's busy timeout is 0 (it
+        waits for other processes' write locks in `_write`), so a read it cannot do now (a TRUNCATE checkpoint,
+        another process recovering the WAL index) goes to the reader, which waits as before."""
+        if self._writer is None:
+            raise RuntimeError("EmbeddedLog is not started (call start() first)")
+        try:
+            return self._writer.execute(sql, parameters).fetchall()
+        except sqlite3.OperationalError as error:
+            if not is_busy(error):
+                raise
         return self._read_db.execute(sql, parameters).fetchall()
 
     async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -246,8 +271,7 @@ class EmbeddedLog:
             # transaction, so running it again is safe.
             await asyncio.sleep(random.uniform(0.0002, 0.002))
 
-    @staticmethod
-    def _transaction(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    def _transaction(self, db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
         # IMMEDIATE takes the write lock up front: a deferred transaction that later upgrades to a
         # write fails at once with SQLITE_BUSY in WAL mode instead of waiting for the busy timeout.
         db.execute("BEGIN IMMEDIATE")
@@ -258,6 +282,8 @@ class EmbeddedLog:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+        finally:
+            self._known_bounds.clear()
         return result
 
     def _notify(self, topics: set[str] | None = None) -> None:
@@ -561,16 +587,56 @@ class EmbeddedLog:
     # -- reading -------------------------------------------------------------------------------------
 
     async def _bounds(self, topics: Iterable[str]) -> dict[TopicPartition, tuple[int, int]]:
-        """(start_offset, next_offset) of every partition of `topics`."""
-        names = sorted(set(topics))
-        rows = self._select(
-            "SELECT topic, partition, start_offset, next_offset FROM partitions"
-            f" WHERE topic IN ({_placeholders(len(names))})",
-            names,
-        )
-        return {TopicPartition(topic, partition): (start, end) for topic, partition, start, end in rows}
+        """(start_offset, next_offset) of every partition of `topics`: as last read while the file has not changed
+        since (see `_known_bounds`), from the file otherwise."""
+        names = set(topics)
+        version = self._others_version()
+        if version != self._known_bounds_version:
+            self._known_bounds.clear()
+            self._known_bounds_version = version
+        known = self._known_bounds
+        missing = sorted(names - known.keys())
+        if missing:
+            for name in missing:
+                known[name] = {}  # a topic that does not exist has no partitions until a write creates it
+            for topic, partition, start, end in self._select(
+                "SELECT topic, partition, start_offset, next_offset FROM partitions"
+                f" WHERE topic IN ({_placeholders(len(missing))})",
+                missing,
+            ):
+                known[topic][TopicPartition(topic, partition)] = (start, end)
+        return {tp: bounds for name in names for tp, bounds in known[name].items()}
 
-    async def _records(self, tp: TopicPartition, from_offset: int, limit: int) -> list[Record]:
+    async def _records(self, tp: TopicPartition, from_offset: int, limit: int, end: int) -> list[Record]:
+        """Up to `limit` records of `tp` from `from_offset`, where `end` is the partition's next offset (its bounds):
+        those the records last read of it hold, then the rest from the file."""
+        held: list[Record] = []
+        recent = self._recent.get(tp)
+        if recent and recent[0].offset <= from_offset:
+            first = recent[0].offset
+            held = recent[from_offset - first : min(from_offset + limit, end) - first]
+            if from_offset + len(held) >= min(from_offset + limit, end):
+                return held
+        records = self._read_records(tp, from_offset + len(held), limit - len(held))
+        self._remember(tp, records)
+        return held + records if held else records
+
+    def _remember(self, tp: TopicPartition, records: list[Record]) -> None:
+        """Keep the last `RECENT_RECORDS` records read of `tp`, offsets consecutive: `records` join those kept when they
+        follow on from them (`_records` reads from the file only past what is kept); otherwise they replace them if
+        they reach as far. Records read with a gap in their offsets (retention deletes by timestamp, and processes'
+        clocks may disagree) are not kept."""
+        if not records or records[-1].offset - records[0].offset != len(records) - 1:
+            return
+        recent = self._recent.get(tp)
+        if recent and recent[0].offset + len(recent) == records[0].offset:
+            recent.extend(records)
+        elif not recent or records[-1].offset >= recent[-1].offset:
+            recent = self._recent[tp] = list(records)
+        if len(recent) > RECENT_RECORDS:
+            del recent[: len(recent) - RECENT_RECORDS]
+
+    def _read_records(self, tp: TopicPartition, from_offset: int, limit: int) -> list[Record]:
         rows = self._select(
             "SELECT offset, key, value, headers, timestamp_ms FROM records"
             " WHERE topic = ? AND partition = ? AND offset >= ? ORDER BY offset LIMIT ?",
@@ -599,7 +665,7 @@ class EmbeddedLog:
             if len(records) >= limit:
                 break
             if offset < end:
-                records.extend(await self._records(tp, offset, limit - len(records)))
+                records.extend(await self._records(tp, offset, limit - len(records), end))
         return records
 
     # -- retention -----------------------------------------------------------------------------------
@@ -640,6 +706,8 @@ class EmbeddedLog:
                 if batch < self.retention_batch:
                     break
                 await asyncio.sleep(0)
+        if deleted:
+            self._recent.clear()  # what is deleted is no longer read
         return deleted
 
 
@@ -781,7 +849,7 @@ class EmbeddedConsumer:
             # Records before `start` were deleted by retention: resume at the earliest kept one.
             self._positions[tp] = max(self._positions[tp], start)
             if self._positions[tp] < end:
-                ready.append(tp)
+                ready.append((tp, end))
         if not ready:
             return [], True
         # Start at a different partition each round so one busy partition cannot starve the others.
@@ -789,12 +857,12 @@ class EmbeddedConsumer:
         shift = self._round % len(ready)
         records: list[Record] = []
         drained = True
-        for tp in ready[shift:] + ready[:shift]:
+        for tp, end in ready[shift:] + ready[:shift]:
             limit = max_records - len(records)
             if limit <= 0:
                 drained = False
                 break
-            batch = await self._log._records(tp, self._positions[tp], limit)
+            batch = await self._log._records(tp, self._positions[tp], limit, end)
             if batch:
                 self._positions[tp] = batch[-1].offset + 1
                 records.extend(batch)
