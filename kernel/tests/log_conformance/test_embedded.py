@@ -27,7 +27,7 @@ from gatherly.kernel.log import (
     open_embedded_log,
     utcnow,
 )
-from gatherly.kernel.log.embedded import EmbeddedConsumer
+from gatherly.kernel.log.embedded import RECENT_RECORDS, EmbeddedConsumer
 
 from .support import consume, keys_on_each_partition, messages, values, wait_until
 
@@ -438,8 +438,13 @@ async def test_records_polled_by_groups_at_different_paces_are_those_of_the_file
                 per_key = rng.choice([1, 3, 40, 300])
                 await log.publish(messages("t", keys_on_each_partition(2, per_partition=1), per_key))
             for consumer in rng.sample(consumers, rng.randint(1, 4)):
-                records = await consumer.poll(max_records=rng.choice([1, 5, 50, 500]), timeout=0)
+                max_records = rng.choice([1, 5, 50, 500])
+                records = await consumer.poll(max_records=max_records, timeout=0)
+                assert len(records) <= max_records
                 got[consumer.group] += records
+            for kept in log._recent.values():  # bounded, and consecutive offsets as `_records` slices them
+                assert len(kept) <= RECENT_RECORDS
+                assert [r.offset for r in kept] == list(range(kept[0].offset, kept[0].offset + len(kept)))
 
         for consumer in consumers:
             while records := await consumer.poll(max_records=500, timeout=0):
