@@ -539,6 +539,41 @@ async def test_a_group_polling_between_two_purge_batches_gets_no_record_the_firs
         assert 1 not in [r.offset for r in polled]
 
 
+async def test_a_bounds_read_that_failed_leaves_no_partitions_known(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with EmbeddedLog(tmp_path / "log.sqlite") as log:
+        await log.ensure_topics([TopicConfig("t", partitions=2)])
+        await log.publish(messages("t", keys_on_each_partition(2, per_partition=1), per_key=1))
+        select = log._select
+
+        def locked(sql: str, parameters: Any = ()) -> Any:
+            raise sqlite3.OperationalError("database is locked")  # the reader waited READ_BUSY_TIMEOUT_S in vain
+
+        monkeypatch.setattr(log, "_select", locked)
+        with pytest.raises(sqlite3.OperationalError):
+            await log.end_offsets("t")
+        monkeypatch.setattr(log, "_select", select)
+
+        assert sum((await log.end_offsets("t")).values()) == 2
+
+
+async def test_a_log_started_again_on_a_new_file_reads_none_of_the_old_records(tmp_path: Path) -> None:
+    path = tmp_path / "log.sqlite"
+    log = EmbeddedLog(path)
+    async with log:
+        await log.ensure_topics([TopicConfig("t", partitions=1)])
+        await log.publish(messages("t", ["k"], per_key=3))
+        assert len(await log.read("t")) == 3
+    for leftover in tmp_path.iterdir():
+        leftover.unlink()
+    async with log:
+        await log.ensure_topics([TopicConfig("t", partitions=1)])
+        await log.publish([OutgoingMessage("t", "k", b"new")])
+
+        assert [r.value for r in await log.read("t")] == [b"new"]
+
+
 async def test_groups_looking_at_a_log_unchanged_since_the_last_look_read_no_bounds(tmp_path: Path) -> None:
     path = tmp_path / "log.sqlite"
     async with EmbeddedLog(path) as log, EmbeddedLog(path) as other_process:

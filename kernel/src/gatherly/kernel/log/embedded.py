@@ -189,6 +189,10 @@ class EmbeddedLog:
         if self._writer is not None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Started again (after close), the file may be another one: nothing read from the last one holds.
+        self._recent.clear()
+        self._known_bounds.clear()
+        self._known_bounds_version = None
         # The writer waits for other processes' write locks in `_write`, asynchronously, not in SQLite's handler.
         self._writer = self._connect(busy_timeout=0)
 
@@ -600,13 +604,15 @@ class EmbeddedLog:
         known = self._known_bounds
         missing = sorted(names - known.keys())
         if missing:
-            for name in missing:
-                known[name] = {}  # a topic that does not exist has no partitions until a write creates it
-            for topic, partition, start, end in self._select(
+            rows = self._select(
                 "SELECT topic, partition, start_offset, next_offset FROM partitions"
                 f" WHERE topic IN ({_placeholders(len(missing))})",
                 missing,
-            ):
+            )
+            # Only once read: a read that failed leaves nothing known.
+            for name in missing:
+                known[name] = {}  # a topic that does not exist has no partitions until a write creates it
+            for topic, partition, start, end in rows:
                 known[topic][TopicPartition(topic, partition)] = (start, end)
         return {tp: bounds for name in names for tp, bounds in known[name].items()}
 
