@@ -27,7 +27,7 @@ from gatherly.kernel.log import (
     open_embedded_log,
     utcnow,
 )
-from gatherly.kernel.log.embedded import EmbeddedConsumer
+from gatherly.kernel.log.embedded import RECENT_RECORDS, EmbeddedConsumer
 
 from .support import consume, keys_on_each_partition, messages, values, wait_until
 
@@ -438,8 +438,13 @@ async def test_records_polled_by_groups_at_different_paces_are_those_of_the_file
                 per_key = rng.choice([1, 3, 40, 300])
                 await log.publish(messages("t", keys_on_each_partition(2, per_partition=1), per_key))
             for consumer in rng.sample(consumers, rng.randint(1, 4)):
-                records = await consumer.poll(max_records=rng.choice([1, 5, 50, 500]), timeout=0)
+                max_records = rng.choice([1, 5, 50, 500])
+                records = await consumer.poll(max_records=max_records, timeout=0)
+                assert len(records) <= max_records
                 got[consumer.group] += records
+            for kept in log._recent.values():  # bounded, and consecutive offsets as `_records` slices them
+                assert len(kept) <= RECENT_RECORDS
+                assert [r.offset for r in kept] == list(range(kept[0].offset, kept[0].offset + len(kept)))
 
         for consumer in consumers:
             while records := await consumer.poll(max_records=500, timeout=0):
@@ -465,6 +470,108 @@ async def test_records_deleted_by_retention_are_no_longer_read_from_those_kept(t
 
         assert [r.offset for r in await log.read("t")] == [0, 2]
         assert [r.offset for r in await log.read("t")] == [0, 2]
+
+
+async def test_a_record_another_process_deleted_by_retention_is_not_read_from_those_kept(tmp_path: Path) -> None:
+    # Every process runs retention (enforce_log_retention_hourly): another process's purge must not leave records it
+    # deleted in this process's kept runs. Out of order, as when two processes' appends commit in the opposite order
+    # to their timestamps: the partition's start does not move, only the file tells.
+    path = tmp_path / "log.sqlite"
+    async with EmbeddedLog(path) as log, EmbeddedLog(path) as other_process:
+        await log.ensure_topics([TopicConfig("t", partitions=1, retention_ms=60_000)])
+        first, second = log.consumer("g1", ["t"]), log.consumer("g2", ["t"])
+        for consumer in (first, second):
+            await consumer.assignment()
+        await log.publish(messages("t", ["k"], per_key=3))
+        assert [r.offset for r in await first.poll(timeout=1.0)] == [0, 1, 2]
+        assert other_process._writer is not None
+        other_process._writer.execute("UPDATE records SET timestamp_ms = 0 WHERE offset = 1")
+
+        assert await other_process.enforce_retention() == 1
+
+        assert [r.offset for r in await second.poll(timeout=1.0)] == [0, 2]
+        assert [r.offset for r in await log.read("t")] == [0, 2]
+
+
+async def test_records_deleted_by_a_purge_that_failed_half_way_are_not_read_from_those_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with EmbeddedLog(tmp_path / "log.sqlite") as log:
+        await log.ensure_topics([TopicConfig("t", partitions=1, retention_ms=60_000)])
+        await log.publish(messages("t", ["k"], per_key=3))
+        assert len(await log.read("t")) == 3
+        assert log._writer is not None
+        log._writer.execute("UPDATE records SET timestamp_ms = 0 WHERE offset = 1")
+        log.retention_batch = 1  # the first batch deletes offset 1; the second fails (the lock held past the timeout)
+        write, writes = log._write, 0
+
+        async def failing_second_write(work: Any) -> Any:
+            nonlocal writes
+            writes += 1
+            if writes == 2:
+                raise sqlite3.OperationalError("database is locked")
+            return await write(work)
+
+        monkeypatch.setattr(log, "_write", failing_second_write)
+        with pytest.raises(sqlite3.OperationalError):
+            await log.enforce_retention()
+
+        assert [r.offset for r in await log.read("t")] == [0, 2]
+
+
+async def test_a_group_polling_between_two_purge_batches_gets_no_record_the_first_deleted(tmp_path: Path) -> None:
+    async with EmbeddedLog(tmp_path / "log.sqlite") as log:
+        await log.ensure_topics([TopicConfig("t", partitions=1, retention_ms=60_000)])
+        first, second = log.consumer("g1", ["t"]), log.consumer("g2", ["t"])
+        for consumer in (first, second):
+            await consumer.assignment()
+        await log.publish(messages("t", ["k"], per_key=4))
+        assert [r.offset for r in await first.poll(timeout=1.0)] == [0, 1, 2, 3]
+        assert log._writer is not None
+        log._writer.execute("UPDATE records SET timestamp_ms = 0 WHERE offset IN (1, 3)")
+        log.retention_batch = 1  # offset 1, then the loop yields, then offset 3
+
+        purge = asyncio.create_task(log.enforce_retention())
+        await asyncio.sleep(0)  # the first batch is in: offset 1 is gone
+        polled = await second.poll(timeout=0)
+        assert await purge == 2
+
+        assert 1 not in [r.offset for r in polled]
+
+
+async def test_a_bounds_read_that_failed_leaves_no_partitions_known(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with EmbeddedLog(tmp_path / "log.sqlite") as log:
+        await log.ensure_topics([TopicConfig("t", partitions=2)])
+        await log.publish(messages("t", keys_on_each_partition(2, per_partition=1), per_key=1))
+        select = log._select
+
+        def locked(sql: str, parameters: Any = ()) -> Any:
+            raise sqlite3.OperationalError("database is locked")  # the reader waited READ_BUSY_TIMEOUT_S in vain
+
+        monkeypatch.setattr(log, "_select", locked)
+        with pytest.raises(sqlite3.OperationalError):
+            await log.end_offsets("t")
+        monkeypatch.setattr(log, "_select", select)
+
+        assert sum((await log.end_offsets("t")).values()) == 2
+
+
+async def test_a_log_started_again_on_a_new_file_reads_none_of_the_old_records(tmp_path: Path) -> None:
+    path = tmp_path / "log.sqlite"
+    log = EmbeddedLog(path)
+    async with log:
+        await log.ensure_topics([TopicConfig("t", partitions=1)])
+        await log.publish(messages("t", ["k"], per_key=3))
+        assert len(await log.read("t")) == 3
+    for leftover in tmp_path.iterdir():
+        leftover.unlink()
+    async with log:
+        await log.ensure_topics([TopicConfig("t", partitions=1)])
+        await log.publish([OutgoingMessage("t", "k", b"new")])
+
+        assert [r.value for r in await log.read("t")] == [b"new"]
 
 
 async def test_groups_looking_at_a_log_unchanged_since_the_last_look_read_no_bounds(tmp_path: Path) -> None:

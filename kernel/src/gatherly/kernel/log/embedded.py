@@ -167,6 +167,9 @@ class EmbeddedLog:
         # The last records read of each partition, offsets consecutive, as read: a record never changes once appended
         # (offsets are never reused), so the next group reading them takes them from here instead of the file.
         self._recent: dict[TopicPartition, list[Record]] = {}
+        # The `_others_version` at which each partition's kept records were last known all in the file: another
+        # process's retention may delete some of them (out of order, leaving the partition's start where it was).
+        self._recent_versions: dict[TopicPartition, int] = {}
         # Each topic's partition bounds as last read, while the file has not changed since: emptied by every write of
         # ours, and when another connection's writes change `_others_version` (the version they were read at). A
         # process's consumer groups look at the same topics after each append, most of them before any writes again.
@@ -186,6 +189,10 @@ class EmbeddedLog:
         if self._writer is not None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Started again (after close), the file may be another one: nothing read from the last one holds.
+        self._recent.clear()
+        self._known_bounds.clear()
+        self._known_bounds_version = None
         # The writer waits for other processes' write locks in `_write`, asynchronously, not in SQLite's handler.
         self._writer = self._connect(busy_timeout=0)
 
@@ -597,31 +604,49 @@ class EmbeddedLog:
         known = self._known_bounds
         missing = sorted(names - known.keys())
         if missing:
-            for name in missing:
-                known[name] = {}  # a topic that does not exist has no partitions until a write creates it
-            for topic, partition, start, end in self._select(
+            rows = self._select(
                 "SELECT topic, partition, start_offset, next_offset FROM partitions"
                 f" WHERE topic IN ({_placeholders(len(missing))})",
                 missing,
-            ):
+            )
+            # Only once read: a read that failed leaves nothing known.
+            for name in missing:
+                known[name] = {}  # a topic that does not exist has no partitions until a write creates it
+            for topic, partition, start, end in rows:
                 known[topic][TopicPartition(topic, partition)] = (start, end)
         return {tp: bounds for name in names for tp, bounds in known[name].items()}
 
     async def _records(self, tp: TopicPartition, from_offset: int, limit: int, end: int) -> list[Record]:
         """Up to `limit` records of `tp` from `from_offset`, where `end` is the partition's next offset (its bounds):
         those the records last read of it hold, then the rest from the file."""
+        version = self._others_version()  # before reading: a commit after it makes the next read check again
         held: list[Record] = []
-        recent = self._recent.get(tp)
+        recent = self._kept(tp, version)
         if recent and recent[0].offset <= from_offset:
             first = recent[0].offset
             held = recent[from_offset - first : min(from_offset + limit, end) - first]
             if from_offset + len(held) >= min(from_offset + limit, end):
                 return held
         records = self._read_records(tp, from_offset + len(held), limit - len(held))
-        self._remember(tp, records)
+        self._remember(tp, records, version)
         return held + records if held else records
 
-    def _remember(self, tp: TopicPartition, records: list[Record]) -> None:
+    def _kept(self, tp: TopicPartition, version: int) -> list[Record] | None:
+        """The records kept of `tp`, checked all still in the file when another connection committed since they were
+        last known to be (its retention deletes by timestamp, out of order when appends commit out of order)."""
+        recent = self._recent.get(tp)
+        if recent and self._recent_versions[tp] != version:
+            ((count,),) = self._select(
+                "SELECT count(*) FROM records WHERE topic = ? AND partition = ? AND offset BETWEEN ? AND ?",
+                (tp.topic, tp.partition, recent[0].offset, recent[-1].offset),
+            )
+            if count != len(recent):
+                del self._recent[tp]
+                return None
+            self._recent_versions[tp] = version
+        return recent
+
+    def _remember(self, tp: TopicPartition, records: list[Record], version: int) -> None:
         """Keep the last `RECENT_RECORDS` records read of `tp`, offsets consecutive: `records` join those kept when they
         follow on from them (`_records` reads from the file only past what is kept); otherwise they replace them if
         they reach as far. Records read with a gap in their offsets (retention deletes by timestamp, and processes'
@@ -629,6 +654,8 @@ class EmbeddedLog:
         if not records or records[-1].offset - records[0].offset != len(records) - 1:
             return
         recent = self._recent.get(tp)
+        # `_records` checked the records kept at `version` (`_kept`) and read these after it.
+        self._recent_versions[tp] = version
         if recent and recent[0].offset + len(recent) == records[0].offset:
             recent.extend(records)
         elif not recent or records[-1].offset >= recent[-1].offset:
@@ -703,11 +730,11 @@ class EmbeddedLog:
             while True:
                 batch = await self._write(purge)
                 deleted += batch
+                if batch:
+                    self._recent.clear()  # what is deleted is no longer read, from the next poll on (between batches)
                 if batch < self.retention_batch:
                     break
                 await asyncio.sleep(0)
-        if deleted:
-            self._recent.clear()  # what is deleted is no longer read
         return deleted
 
 
