@@ -382,7 +382,7 @@ class _BusyReads:
         self.db = db
 
     def execute(self, sql: str, parameters: Any = ()) -> Any:
-        if sql.startswith("SELECT"):
+        if sql.startswith(("SELECT", "PRAGMA data_version")):
             error = sqlite3.OperationalError("database is locked")
             error.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
             raise error

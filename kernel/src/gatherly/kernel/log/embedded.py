@@ -175,6 +175,7 @@ class EmbeddedLog:
         # process's consumer groups look at the same topics after each append, most of them before any writes again.
         self._known_bounds: dict[str, dict[TopicPartition, tuple[int, int]]] = {}
         self._known_bounds_version: int | None = None
+        self._unknown_versions = 0  # see `_others_version`: counts down from -1
         self._consumers: set[EmbeddedConsumer] = set()
         # Bumped by this process's writes that change a group's membership, its owners or the topics: with the file's
         # `_others_version` (other connections' writes) it tells a consumer when its assignment may have changed.
@@ -337,7 +338,15 @@ class EmbeddedLog:
         millisecond."""
         if self._writer is None:
             raise RuntimeError("EmbeddedLog is not started (call start() first)")
-        return int(self._writer.execute("PRAGMA data_version").fetchone()[0])
+        try:
+            return int(self._writer.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.OperationalError as error:
+            if not is_busy(error):
+                raise
+        # The writer cannot read now (as in `_select`): a number never given before, so whatever is compared with it
+        # counts as changed and is read again.
+        self._unknown_versions -= 1
+        return self._unknown_versions
 
     @staticmethod
     def _create_topic(db: sqlite3.Connection, config: TopicConfig) -> None:
