@@ -148,6 +148,12 @@ async def test_one_stream_more_than_a_person_may_hold_is_refused_until_one_close
         assert refused.status_code == 429
         assert refused.headers["content-type"].startswith("application/problem+json")
         assert f"At most {limit} live streams" in refused.json()["detail"]
+        assert refused.headers["retry-after"] == "3"
+        # A ticket refused for want of a place is not spent: it opens her stream once one frees.
+        ticket = (await api.client.post("/api/notifications/stream-ticket", headers=ann.auth)).json()["ticket"]
+        by_ticket = await client.get("/api/notifications/stream", params={"ticket": ticket})
+        assert by_ticket.status_code == 429
+        assert by_ticket.headers["retry-after"] == "3"
         # The cap is per person: someone else still gets theirs.
         async with client.stream("GET", "/api/notifications/stream", headers=bob.auth) as other:
             assert other.status_code == 200
@@ -157,6 +163,8 @@ async def test_one_stream_more_than_a_person_may_hold_is_refused_until_one_close
         await eventually(lambda: feed.streams_of(ann.user_id) == 0, what="the closed streams given back")
         async with client.stream("GET", "/api/notifications/stream", headers=ann.auth) as again:
             assert again.status_code == 200
+        async with client.stream("GET", "/api/notifications/stream", params={"ticket": ticket}) as by_ticket:
+            assert by_ticket.status_code == 200
     await eventually(lambda: feed.streams_of(bob.user_id) == 0, what="bob's stream given back")
 
 

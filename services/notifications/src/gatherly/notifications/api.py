@@ -22,7 +22,13 @@ from gatherly.kernel.routes import FastRoute
 from gatherly.kernel.runtime import ServiceContext, service_context
 from gatherly.kernel.web import PageRequest, encode_cursor, page_request
 from gatherly.notifications import service
-from gatherly.notifications.domain import InvalidPreferences, Preferences, UserId, preferences_from
+from gatherly.notifications.domain import (
+    InvalidPreferences,
+    Preferences,
+    UserId,
+    check_stream_allowed,
+    preferences_from,
+)
 from gatherly.notifications.push import HOST_RESOLVER, VAPID, VapidKeys
 from gatherly.notifications.schemas import (
     InboxJson,
@@ -248,9 +254,13 @@ async def stream_notifications(
     heartbeat. A `Last-Event-ID` header (EventSource sends it when it reconnects) sends what came after that id
     first; a bad one is 422. A `ticket`, when given, is what authenticates (a spent or unknown one is 401). A person
     may hold `GATHERLY_NOTIFICATION_STREAMS_PER_PERSON` streams at once on a process; one more is 429."""
+    feed: LiveFeed = context.extras[LIVE_FEED]
+    limit = context.settings.notification_streams_per_person
     user_id: UserId | None = None
     if ticket is not None:
-        user_id = await service.redeem_stream_ticket(uow, ticket)
+        user_id = await service.redeem_stream_ticket(
+            uow, ticket, may_open=lambda person: check_stream_allowed(feed.streams_of(person), limit)
+        )
     elif me is not None:
         user_id = UserId(me.user_id)
     if user_id is None:
@@ -263,10 +273,9 @@ async def stream_notifications(
     else:
         async with reading(context.db) as stores:
             since = await stores.inbox.newest_seq(user_id)
-    feed: LiveFeed = context.extras[LIVE_FEED]
     heartbeat = context.settings.notification_heartbeat_seconds
     # Taken last, with nothing awaited before the response owns it: two requests cannot both take the last one.
-    woken = feed.open(user_id, limit=context.settings.notification_streams_per_person)
+    woken = feed.open(user_id, limit=limit)
     return _EventStream(
         _events(context, woken, user_id, since, heartbeat),
         release=lambda: feed.close(user_id, woken),

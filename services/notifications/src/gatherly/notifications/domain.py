@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import NewType
 
 from gatherly.kernel.egress import ip_literal, is_public_address
-from gatherly.kernel.errors import DomainError
+from gatherly.kernel.errors import TooManyRequests
 
 UserId = NewType("UserId", str)
 EventId = NewType("EventId", str)
@@ -395,18 +395,25 @@ def opt_out_matches(key: bytes, email_hash: str, signature: str) -> bool:
 # --- live streams --------------------------------------------------------------------------------------------------
 
 
-class TooManyStreams(DomainError):
+# What a refused stream's Retry-After says: a place frees when another stream of the person closes, which no one can
+# foretell; the stream's own `retry:` hint (3 s) is the pace at which a client tries again.
+STREAM_RETRY_AFTER_S = 3
+
+
+class TooManyStreams(TooManyRequests):
     """A person has as many live streams open on this process as one may (each holds a connection and looks at the
     database on every wake-up and heartbeat). The new stream is refused rather than the oldest closed: a closed
     EventSource reconnects by itself, so closing the oldest would have tabs take turns closing each other."""
 
-    status = 429
     title = "Too many live streams"
 
 
 def check_stream_allowed(open_streams: int, limit: int) -> None:
     if open_streams >= limit:
-        raise TooManyStreams(f"At most {limit} live streams at once; close one (another tab or device) first.")
+        raise TooManyStreams(
+            f"At most {limit} live streams at once; close one (another tab or device) first.",
+            retry_after=STREAM_RETRY_AFTER_S,
+        )
 
 
 # --- web push subscriptions -------------------------------------------------------------------------------------

@@ -475,9 +475,16 @@ async def issue_stream_ticket(uow: NotificationsUnitOfWork, me: Principal) -> st
     return ticket
 
 
-async def redeem_stream_ticket(uow: NotificationsUnitOfWork, ticket: str) -> UserId | None:
+async def redeem_stream_ticket(
+    uow: NotificationsUnitOfWork, ticket: str, may_open: Callable[[UserId], None]
+) -> UserId | None:
+    """The ticket's person, the ticket spent; `may_open` refusing (raising) leaves it unspent, so a stream refused
+    for want of a place can be opened with the same ticket once one frees."""
     async with uow:
-        return await uow.tickets.take(_hash(ticket), uow.clock.now())
+        user_id = await uow.tickets.take(_hash(ticket), uow.clock.now())
+        if user_id is not None:
+            may_open(user_id)
+        return user_id
 
 
 # --- web push subscriptions ----------------------------------------------------------------------------------------
