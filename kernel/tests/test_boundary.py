@@ -163,27 +163,27 @@ async def test_bodies_the_bytes_already_clear_are_not_parsed_again(
     """The text policy reads the bytes first: only a body with a \\u escape, non-ASCII bytes, a NUL byte or more
     brackets than the depth limit is parsed (FastAPI parses every body anyway; a second full parse cost more
     than a small endpoint)."""
-    parsed: list[bytes] = []
+    parsed: list[str | bytes] = []
 
     class CountingJson:
         dumps = staticmethod(json.dumps)
 
         @staticmethod
-        def loads(raw: bytes) -> Any:
+        def loads(raw: str | bytes) -> Any:
             parsed.append(raw)
             return json.loads(raw)
 
     monkeypatch.setattr(text_module, "json", CountingJson)
     response = await client.post("/notes", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 200, response.text
-    assert parsed == ([] if body.count(b"[") <= MAX_JSON_DEPTH else [body])
+    assert parsed == ([] if body.count(b"[") <= MAX_JSON_DEPTH else [body.decode()])
     escaped = b'{"title": "caf\\u00e9"}'
     assert (await client.post("/notes", content=escaped, headers={"content-type": "application/json"})).json() == {
         "title": "caf\u00e9",
         "tags": [],
         "extra": {},
     }
-    assert parsed[-1] == escaped
+    assert parsed[-1] == escaped.decode()
 
 
 async def test_a_raw_nul_byte_in_a_body_is_refused(client: httpx.AsyncClient) -> None:
@@ -330,6 +330,27 @@ async def test_a_body_that_is_not_utf8_is_a_422_not_a_400(client: httpx.AsyncCli
         "/notes", content=b'{"title": "\xff\xfe"}', headers={"content-type": "application/json"}
     )
     assert response.status_code == 422 and response.json()["errors"][0]["field"] == "body"
+
+
+@pytest.mark.parametrize(
+    "encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le"], ids=lambda encoding: encoding
+)
+async def test_json_in_utf16_or_utf32_is_refused_as_not_utf8(client: httpx.AsyncClient, encoding: str) -> None:
+    # json.loads (the service's parser) reads bytes in any of these, guessing from the first bytes (an outsider's
+    # probe: a UTF-16 `{}` reset a person's preferences); the contract's JSON is UTF-8.
+    body = '{"title": "x"}'.encode(encoding)
+    response = await client.post("/notes", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"] == [{"field": "body", "message": "Not UTF-8."}]
+    assert client._transport.app.state.seen == []  # type: ignore[attr-defined]
+
+
+async def test_json_in_utf8_after_a_byte_order_mark_is_read_and_checked(client: httpx.AsyncClient) -> None:
+    headers = {"content-type": "application/json"}
+    accepted = await client.post("/notes", content=b'\xef\xbb\xbf{"title": "x"}', headers=headers)
+    assert accepted.status_code < 300, accepted.text
+    refused = await client.post("/notes", content=b'\xef\xbb\xbf{"title": "a\\u0000b"}', headers=headers)
+    assert refused.status_code == 422, refused.text
 
 
 @pytest.mark.parametrize(
