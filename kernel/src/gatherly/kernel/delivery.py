@@ -318,8 +318,8 @@ class ConsumerWorker:
         self.uow_factory = uow_factory
         self.retry = retry or RetryPolicy()
         # Records per poll, so at most per transaction; None: by the database the units of work write to
-        # (`records_per_poll`: 1,000 on PostgreSQL, 500 on SQLite).
-        self.batch_size = batch_size
+        # (`records_per_poll`: 1,000 on PostgreSQL, 500 on SQLite), asked of one unit of work built here.
+        self.batch_size = batch_size or records_per_poll(uow_factory().db)
         # Offsets are committed at most this long after their records were applied, not after every poll: a
         # commit is a write transaction on the log, as costly as applying a small batch, and while the group
         # keeps up with single-event transactions each poll brings one record. A crash redelivers what was
@@ -375,7 +375,6 @@ class ConsumerWorker:
         )
 
     async def run(self) -> None:
-        batch_size = self.batch_size or records_per_poll(self.uow_factory().db)
         await self.ensure_topics()
         self._done.clear()
         self._paused.clear()
@@ -388,7 +387,7 @@ class ConsumerWorker:
             while not self._stopping.is_set():
                 self._last_round = time.monotonic()
                 self._resume_due(consumer)
-                records = await consumer.poll(batch_size, timeout=self._poll_timeout())
+                records = await consumer.poll(self.batch_size, timeout=self._poll_timeout())
                 await self.handle_batch(records)
                 await self._commit_when_due(consumer)
                 await self._start_metrics(consumer)
