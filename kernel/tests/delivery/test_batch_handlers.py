@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+import pytest
 from ledger import Deposit, LedgerUnitOfWork, apply_deposit, deposit_event, totals
 from prometheus_client import REGISTRY
 
 from gatherly.kernel.db import Database
 from gatherly.kernel.delivery import ConsumerRegistry, dead_letter_topic
-from gatherly.kernel.log.base import MessageLog
+from gatherly.kernel.log.base import LogConsumer, MessageLog, Record
 from gatherly.kernel.messages import Envelope
 
 from .test_delivery import Running, caught_up, eventually, group_name, publish_deposits, worker_for
@@ -62,6 +64,49 @@ async def test_a_batch_handler_never_gets_a_message_twice(ledger_db: Database, m
     assert handled(group, "ok") == 3
     assert handled(group, "duplicate") == 3
     assert REGISTRY.get_sample_value("gatherly_message_latency_seconds_count", {"consumer": group}) == 3
+
+
+async def test_a_worker_polls_1000_records_on_postgresql_and_500_on_sqlite_and_a_full_poll_commits_whole(
+    ledger_db: Database, message_log: MessageLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A poll's records share one transaction, whose fixed cost (round trips, the commit's fsync) larger polls share
+    # among more records; on SQLite a batch holds the database's one write turn, so it polls fewer.
+    expected = 500 if ledger_db.is_sqlite else 1000
+    deposit = deposit_event()
+    amounts = list(range(1, 1201))
+    await publish_deposits(message_log, deposit, amounts)  # one key: one partition, all there before the first poll
+    asked: list[int] = []
+    make_consumer = message_log.consumer
+
+    def asking_consumer(*args: Any, **kwargs: Any) -> LogConsumer:
+        consumer = make_consumer(*args, **kwargs)
+        poll = consumer.poll
+
+        async def counted(max_records: int = 500, timeout: float = 1.0) -> list[Record]:
+            asked.append(max_records)
+            return await poll(max_records, timeout)
+
+        consumer.poll = counted  # type: ignore[method-assign]
+        return consumer
+
+    monkeypatch.setattr(message_log, "consumer", asking_consumer)
+    calls: list[list[int]] = []
+
+    async def apply_all(events: Sequence[Deposit], uow: LedgerUnitOfWork) -> None:
+        calls.append([event.amount for event in events])
+        for event in events:
+            await apply_deposit(event, uow)
+
+    group = group_name()
+    registry = ConsumerRegistry()
+    registry.on_batch(deposit, group=group)(apply_all)
+    async with Running(worker_for(registry, message_log, ledger_db)):
+        await eventually(lambda: caught_up(message_log, group, deposit.TOPIC))
+    assert set(asked) == {expected}
+    assert max(len(call) for call in calls) == expected, [len(call) for call in calls]
+    assert [amount for call in calls for amount in call] == amounts
+    assert await totals(ledger_db) == (sum(amounts), len(amounts))
+    assert handled(group, "ok") == len(amounts)
 
 
 def handled(group: str, outcome: str) -> float | None:

@@ -147,7 +147,13 @@ async def test_a_consumer_worker_tells_its_embedded_consumer_the_types_it_handle
     async def apply(event: Any, uow: Any) -> None: ...
 
     async with EmbeddedLog(tmp_path / "log.sqlite") as log:
-        worker = ConsumerWorker(registry.specs["ledger"], log, lambda: None)  # type: ignore[arg-type,return-value]
+        # No units of work (so its poll size given): the worker never gets as far as applying a record.
+        worker = ConsumerWorker(
+            registry.specs["ledger"],
+            log,
+            lambda: None,  # type: ignore[arg-type,return-value]
+            batch_size=500,
+        )
         running = asyncio.create_task(worker.run())
 
         async def started() -> bool:

@@ -7,10 +7,12 @@ import contextlib
 import signal
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
 
 from gatherly.kernel.log import (
     KafkaLog,
@@ -21,6 +23,7 @@ from gatherly.kernel.log import (
     TopicPartition,
     UnknownTopic,
 )
+from gatherly.kernel.log.kafka import _records
 from gatherly.kernel.testing import LOG_BACKENDS, free_port
 
 from .support import DEADLINE_S, consume, keys_on_each_partition, messages, wait_until
@@ -37,6 +40,38 @@ async def test_a_log_whose_brokers_cannot_be_reached_is_unavailable() -> None:
     log = KafkaLog(f"127.0.0.1:{free_port()}", request_timeout=2.0)
     with pytest.raises(LogUnavailable):
         await asyncio.wait_for(log.start(), DEADLINE_S)
+
+
+def test_records_sharing_a_millisecond_share_its_timestamp_and_are_the_records_built_one_by_one() -> None:
+    # `_records` gives the fields by position and builds a record's timestamp only when its millisecond differs from
+    # the record before it: the result must be what building each record alone, by keyword, gives.
+    stamps = [1_764_652_800_123] * 3 + [1_764_652_800_124, 1_764_652_800_123, 0, 0, 1_764_652_801_000]
+    headers: list[list[tuple[str, bytes | None]]] = [[("id", b"a"), ("type", b"t")], [], [("empty", None)]]
+    keys = [b"k1", None, b"\xff\xfe"]
+    values = [b'{"n": 1}', None, b"\x00"]
+    messages = [
+        ConsumerRecord("topic", n % 2, n, stamp, 0, keys[n % 3], values[n % 3], None, 2, 8, headers[n % 3])
+        for n, stamp in enumerate(stamps)
+    ]
+    one_by_one = [
+        Record(
+            topic=m.topic,
+            partition=m.partition,
+            offset=m.offset,
+            key=(m.key or b"").decode(errors="replace"),
+            value=m.value or b"",
+            headers={name: "" if value is None else value.decode(errors="replace") for name, value in m.headers},
+            timestamp=datetime.fromtimestamp(m.timestamp / 1000, UTC),
+        )
+        for m in messages
+    ]
+    records = _records(messages)
+    assert records == one_by_one
+    assert [r.timestamp for r in records] == [r.timestamp for r in one_by_one]  # equal instants, and the same zone
+    assert all(r.timestamp.tzinfo is UTC for r in records)
+    assert records[0].timestamp is records[1].timestamp is records[2].timestamp
+    assert records[3].timestamp is not records[4].timestamp
+    assert records[5].timestamp == datetime(1970, 1, 1, tzinfo=UTC)
 
 
 if "kafka" in LOG_BACKENDS:  # these need the session's broker, started only when Kafka is under test

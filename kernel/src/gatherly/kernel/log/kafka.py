@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord
@@ -72,18 +73,33 @@ def _theirs(tp: TopicPartition) -> KafkaTopicPartition:
     return KafkaTopicPartition(tp.topic, tp.partition)
 
 
-def _record(message: ConsumerRecord[bytes, bytes]) -> Record:
-    # Other producers (Debezium, tools) may write keys or headers that are not UTF-8, or null header values: such a
-    # record must still reach the worker (which parks what it cannot parse), not stop the poll loop.
-    return Record(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=(message.key or b"").decode(errors="replace"),
-        value=message.value or b"",
-        headers={name: "" if value is None else value.decode(errors="replace") for name, value in message.headers},
-        timestamp=datetime.fromtimestamp(message.timestamp / 1000, UTC),
-    )
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _records(messages: Iterable[ConsumerRecord[bytes, bytes]]) -> list[Record]:
+    """Our records of aiokafka's, in their order. The batch consumer builds one per message, so, as the embedded
+    log's records: the fields are given by position (keywords took a fifth longer), and a record stamped in the same
+    millisecond as the one before it shares that one's timestamp object (a producer stamps a backlog's records
+    hundreds to a millisecond, and a `datetime` per record cost over half as much as the `Record` itself)."""
+    records = []
+    last_ms, timestamp = None, EPOCH
+    for message in messages:
+        if message.timestamp != last_ms:
+            last_ms, timestamp = message.timestamp, datetime.fromtimestamp(message.timestamp / 1000, UTC)
+        # Other producers (Debezium, tools) may write keys or headers that are not UTF-8, or null header values: such
+        # a record must still reach the worker (which parks what it cannot parse), not stop the poll loop.
+        records.append(
+            Record(
+                message.topic,
+                message.partition,
+                message.offset,
+                (message.key or b"").decode(errors="replace"),
+                message.value or b"",
+                {name: "" if value is None else value.decode(errors="replace") for name, value in message.headers},
+                timestamp,
+            )
+        )
+    return records
 
 
 def topic_settings(topic: TopicConfig, replication_factor: int) -> dict[str, str]:
@@ -432,7 +448,7 @@ class KafkaLog:
                 )
             with unavailable_on_connection_trouble():
                 batch = await reader.getmany(tp, timeout_ms=200, max_records=limit - len(records))
-            records += [_record(m) for m in batch.get(tp, []) if m.offset < end]
+            records += _records(m for m in batch.get(tp, []) if m.offset < end)
         return records[:limit]
 
 
@@ -514,7 +530,9 @@ class KafkaConsumer:
         await self._start()
         with unavailable_on_connection_trouble():
             batches = await self._consumer.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
-        return [_record(m) for tp in sorted(batches, key=lambda tp: (tp.topic, tp.partition)) for m in batches[tp]]
+        return _records(
+            chain.from_iterable(batches[tp] for tp in sorted(batches, key=lambda tp: (tp.topic, tp.partition)))
+        )
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         if not offsets:
