@@ -27,7 +27,7 @@ from gatherly.kernel.log import (
     open_embedded_log,
     utcnow,
 )
-from gatherly.kernel.log.embedded import RECENT_RECORDS, EmbeddedConsumer
+from gatherly.kernel.log.embedded import RECENT_BYTES, RECENT_RECORDS, EmbeddedConsumer
 
 from .support import consume, keys_on_each_partition, messages, values, wait_until
 
@@ -449,7 +449,8 @@ async def test_records_polled_by_groups_at_different_paces_are_those_of_the_file
                 assert len(records) <= max_records
                 got[consumer.group] += records
             for kept in log._recent.values():  # bounded, and consecutive offsets as `_records` slices them
-                assert len(kept) <= RECENT_RECORDS
+                assert 0 < len(kept) <= RECENT_RECORDS
+                assert sum(len(r.value) for r in kept) <= RECENT_BYTES
                 assert [r.offset for r in kept] == list(range(kept[0].offset, kept[0].offset + len(kept)))
 
         for consumer in consumers:
@@ -461,6 +462,26 @@ async def test_records_polled_by_groups_at_different_paces_are_those_of_the_file
             polled = sorted(got[consumer.group], key=lambda r: (r.partition, r.offset))
             assert polled == from_file, consumer.group
             await consumer.close()
+
+
+async def test_the_records_kept_of_a_partition_hold_at_most_recent_bytes_of_values(tmp_path: Path) -> None:
+    big = RECENT_BYTES // 5 + 1  # four fit, five do not
+    async with EmbeddedLog(tmp_path / "log.sqlite") as log:
+        await log.ensure_topics([TopicConfig("t", partitions=1)])
+        first, second = log.consumer("g1", ["t"]), log.consumer("g2", ["t"])
+        for consumer in (first, second):
+            await consumer.assignment()
+        await log.publish([OutgoingMessage("t", "k", bytes([n]) * big, {}) for n in range(10)])
+        read = await first.poll(timeout=1.0)
+        assert len(read) == 10
+
+        (kept,) = log._recent.values()
+        assert [r.offset for r in kept] == [6, 7, 8, 9]  # the newest that fit
+        assert await second.poll(timeout=1.0) == read  # the older ones from the file, the newest from those kept
+        await log.publish([OutgoingMessage("t", "k", b"x" * (RECENT_BYTES + 1), {})])
+        assert len(await first.poll(timeout=1.0)) == 1
+        assert not log._recent, "a record larger than the bound is not kept, nor are those before it"
+        assert len(await second.poll(timeout=1.0)) == 1
 
 
 async def test_records_deleted_by_retention_are_no_longer_read_from_those_kept(tmp_path: Path) -> None:

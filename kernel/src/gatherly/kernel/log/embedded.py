@@ -54,6 +54,9 @@ SKIP_WAKE_DELAY_S = 0.02
 # the same records of its topics a few milliseconds apart (after a profile edit fifteen groups read the `user` topic's
 # new records, twelve only to skip them). A group that keeps up reads within a few dozen records of the head.
 RECENT_RECORDS = 256
+# ... and at most these bytes of values per partition, so that a topic of large records keeps fewer of them (a
+# process reads dozens of partitions: the memory stays bounded whatever the records hold).
+RECENT_BYTES = 256 * 1024
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (
@@ -656,10 +659,10 @@ class EmbeddedLog:
         return recent
 
     def _remember(self, tp: TopicPartition, records: list[Record], version: int) -> None:
-        """Keep the last `RECENT_RECORDS` records read of `tp`, offsets consecutive: `records` join those kept when they
-        follow on from them (`_records` reads from the file only past what is kept); otherwise they replace them if
-        they reach as far. Records read with a gap in their offsets (retention deletes by timestamp, and processes'
-        clocks may disagree) are not kept."""
+        """Keep the last `RECENT_RECORDS` records read of `tp` (at most `RECENT_BYTES` of values), offsets
+        consecutive: `records` join those kept when they follow on from them (`_records` reads from the file only past
+        what is kept); otherwise they replace them if they reach as far. Records read with a gap in their offsets
+        (retention deletes by timestamp, and processes' clocks may disagree) are not kept."""
         if not records or records[-1].offset - records[0].offset != len(records) - 1:
             return
         recent = self._recent.get(tp)
@@ -671,6 +674,14 @@ class EmbeddedLog:
             recent = self._recent[tp] = list(records)
         if len(recent) > RECENT_RECORDS:
             del recent[: len(recent) - RECENT_RECORDS]
+        held = 0
+        for index in range(len(recent) - 1, -1, -1):  # the newest first: those are what the next group reads
+            held += len(recent[index].value)
+            if held > RECENT_BYTES:
+                del recent[: index + 1]
+                break
+        if not recent:
+            del self._recent[tp]
 
     def _read_records(self, tp: TopicPartition, from_offset: int, limit: int) -> list[Record]:
         rows = self._select(
