@@ -54,7 +54,8 @@ class Channel(StrEnum):
     INVITATION_EMAIL = "invitation_email"
 
 
-# api.md: email for every kind but comment_posted (busy threads would flood inboxes); push for every kind.
+# api.md: email for every kind but comment_posted (busy threads would flood inboxes); push for every kind but the
+# weekly digest (below).
 EMAIL_OFF_BY_DEFAULT = frozenset({Kind.COMMENT_POSTED})
 # The digest is a reading for the week, not news for the lock screen.
 PUSH_OFF_BY_DEFAULT = frozenset({Kind.WEEKLY_DIGEST})

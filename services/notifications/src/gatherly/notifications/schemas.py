@@ -76,7 +76,8 @@ class RemindersBody(BaseModel):
 
 
 class PreferencesBody(BaseModel):
-    """Per kind and channel; kinds left out keep their default (email on for all but comment_posted, push on)."""
+    """Per kind and channel; kinds left out keep their default (email on for all but comment_posted, push on for
+    all but weekly_digest)."""
 
     model_config = ConfigDict(
         extra="forbid",
