@@ -2453,7 +2453,8 @@ export interface components {
         };
         /**
          * PreferencesBody
-         * @description Per kind and channel; kinds left out keep their default (email on for all but comment_posted, push on).
+         * @description Per kind and channel; kinds left out keep their default (email on for all but comment_posted, push on for
+         *     all but weekly_digest).
          * @example {
          *       "email": {
          *         "comment_posted": true
