@@ -455,11 +455,18 @@ def test_a_decision_message_refuses_bidi_overrides_controls_and_invisible_only_t
 def test_groups_sort_nearest_first_near_a_point_and_newest_first_otherwise() -> None:
     berlin = Location(52.52, 13.405)
     assert group_sort(None, None) is GroupSort.NEWEST
-    assert group_sort(None, berlin) is GroupSort.NEAREST
+    assert group_sort(None, berlin) is GroupSort.DISTANCE
     assert group_sort(GroupSort.NAME, berlin) is GroupSort.NAME
     with pytest.raises(InvalidInput) as refused:
-        group_sort(GroupSort.NEAREST, None)
+        group_sort(GroupSort.DISTANCE, None)
     assert refused.value.field == "sort"
+
+
+def test_nearest_is_the_former_name_of_sort_distance() -> None:
+    assert GroupSort("nearest") is GroupSort("distance") is GroupSort.DISTANCE
+    assert [sort.value for sort in GroupSort] == ["newest", "members", "distance", "name"]
+    with pytest.raises(ValueError):
+        GroupSort("relevance")
 
 
 # --- who succeeds the last organizer whose account is deleted -------------------------------------------------------

@@ -339,7 +339,7 @@ async def test_groups_sort_by_newest_members_name_and_distance_with_stable_curso
     assert [g["id"] for g in by_name] == [ids[x] for x in ("a", "b", "C", "d")]  # case-insensitive
 
     near = {"q": tag, "near": "52.52,13.40", "radius_km": 15}
-    nearest = await _walk(shared_api, {**near, "sort": "nearest"})
+    nearest = await _walk(shared_api, {**near, "sort": "distance"})
     assert [g["id"] for g in nearest] == [ids[x] for x in ("b", "C", "a")]  # "d" is 20 km away
     assert [g["id"] for g in await _walk(shared_api, near)] == [g["id"] for g in nearest]
     near_by_name = await _walk(shared_api, {**near, "sort": "name"})
@@ -356,7 +356,7 @@ async def test_a_cursor_works_only_with_the_sort_it_came_from(shared_api: Any) -
         {"sort": "newest"},
         {"sort": "members"},
         {"sort": "name"},
-        {"sort": "nearest", "near": "48,11"},
+        {"sort": "distance", "near": "48,11"},
     ]
     for issued_by in searches:
         page = (await shared_api.client.get("/api/groups", params={"q": tag, "limit": 1, **issued_by})).json()
@@ -367,7 +367,7 @@ async def test_a_cursor_works_only_with_the_sort_it_came_from(shared_api: Any) -
             response = await shared_api.client.get("/api/groups", params=params)
             assert response.status_code == 422, (issued_by, other, response.text)
             assert response.json()["errors"][0]["field"] == "cursor"
-    for params in ({"sort": "nearest"}, {"sort": "oldest"}):
+    for params in ({"sort": "distance"}, {"sort": "nearest"}, {"sort": "oldest"}):
         response = await shared_api.client.get("/api/groups", params=params)
         assert response.status_code == 422
         assert "sort" in [e["field"] for e in response.json()["errors"]]

@@ -46,7 +46,7 @@ if "postgresql" in DB_BACKENDS:  # a PostgreSQL plan: there is none to show on S
                 await db.dispose()
 
     # Nearest first over a radius holding thousands, and another order over a small radius.
-    @pytest.mark.parametrize(("sort", "radius_km"), [(GroupSort.NEAREST, 50), (GroupSort.NEWEST, 10)])
+    @pytest.mark.parametrize(("sort", "radius_km"), [(GroupSort.DISTANCE, 50), (GroupSort.NEWEST, 10)])
     async def test_the_nearby_search_uses_the_gist_index(
         many_groups: Database, sort: GroupSort, radius_km: float
     ) -> None:
@@ -59,7 +59,7 @@ if "postgresql" in DB_BACKENDS:  # a PostgreSQL plan: there is none to show on S
 
         [plan] = plans
         assert "Index Scan using ix_groups_location" in plan or "Bitmap Index Scan on ix_groups_location" in plan, plan
-        if sort is GroupSort.NEAREST:
+        if sort is GroupSort.DISTANCE:
             # A walk of the index nearest-first that stops after the page; no Sort of every row in the radius.
             assert walks_nearest_first(plan, "ix_groups_location"), plan
         assert len(found) == 20 and position is not None
@@ -68,5 +68,5 @@ if "postgresql" in DB_BACKENDS:  # a PostgreSQL plan: there is none to show on S
             assert location is not None and each.distance_km is not None
             assert each.distance_km == pytest.approx(distance_km(BERLIN, location), rel=1e-9)
             assert each.distance_km <= radius_km
-        if sort is GroupSort.NEAREST:
+        if sort is GroupSort.DISTANCE:
             assert [f.distance_km for f in found] == sorted(f.distance_km for f in found)  # type: ignore[type-var]

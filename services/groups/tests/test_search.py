@@ -302,7 +302,7 @@ async def test_member_me_combines_with_text_and_near_and_is_ordered_by_distance(
         "/api/groups", params={"member": "me", "q": "combo", "near": near, "radius_km": 200}, headers=bob.auth
     )
     assert (len(whole.json()["items"]), whole.json()["next_cursor"], whole.json()["total"]) == (3, None, 3)
-    for sort in ("nearest", "name", "newest"):
+    for sort in ("distance", "name", "newest"):
         paged, totals = [], []
         cursor = None
         while True:
@@ -317,12 +317,83 @@ async def test_member_me_combines_with_text_and_near_and_is_ordered_by_distance(
                 break
         assert sorted(g["id"] for g in paged) == sorted(g["id"] for g in found), sort
         assert totals == [3, 3, 3], sort
-        if sort == "nearest":
+        if sort == "distance":
             assert paged == found
     wider = await shared_api.client.get(
         "/api/groups", params={"member": "me", "q": "combo", "near": near, "radius_km": 300}, headers=bob.auth
     )
     assert wider.json()["total"] == 4  # Hamburg, ~255 km
+
+
+async def test_sort_distance_is_nearest_first_and_nearest_is_taken_as_its_other_name(shared_api: Any) -> None:
+    # The contract names the order `distance`; `nearest`, its former name, still works, and so do its cursors.
+    ann = await shared_api.person("Ann")
+    for n, place in enumerate((LEIPZIG, BERLIN, POTSDAM, BERLIN)):
+        await shared_api.create(ann, name=f"Distance {n}", location=place, topics=["distancesort"])
+    near = f"{BERLIN['lat']},{BERLIN['lng']}"
+    params = {"topic": "distancesort", "near": near, "radius_km": 200}
+    default, _ = await _pages(shared_api, **params, limit=100)
+    assert [round(g["distance_km"]) for g in default] == [0, 0, 27, 149]
+    for limit in (1, 3):
+        assert (await _pages(shared_api, **params, sort="distance", limit=limit))[0] == default
+        assert (await _pages(shared_api, **params, sort="nearest", limit=limit))[0] == default
+    # A cursor made under one name pages under the other.
+    for first, then in (("nearest", "distance"), ("distance", "nearest")):
+        page = (await shared_api.client.get("/api/groups", params={**params, "sort": first, "limit": 2})).json()
+        rest = await _all_pages(shared_api, **params, sort=then, limit=2, cursor=page["next_cursor"])
+        assert page["items"] + rest == default, (first, then)
+    for sort in ("distance", "nearest"):
+        response = await shared_api.client.get("/api/groups", params={"sort": sort})
+        assert response.status_code == 422, response.text
+        assert [error["field"] for error in response.json()["errors"]] == ["sort"]
+
+
+async def test_pending_me_pages_are_the_general_pages_restricted_to_the_callers_waiting_requests(
+    shared_api: Any,
+) -> None:
+    # pending=me joins the groups with the caller's join requests, as member=me does with memberships: the same
+    # search without it, restricted to the groups where the caller's request waits, gives the same pages; not a group
+    # they belong to, were approved in or denied by, and not another person's request.
+    ann, eve, fay = await shared_api.people("Ann", "Eve", "Fay")
+    waiting = []
+    for n, place in enumerate((BERLIN, POTSDAM, LEIPZIG, HAMBURG)):
+        group = await shared_api.create(
+            ann, name=f"Waiting {'hikers' if n % 2 else 'readers'} {n}", join_policy="approval", location=place
+        )
+        assert await shared_api.join(eve, group["id"]) == "pending"
+        waiting.append(group)
+    approved = await shared_api.create(ann, name="Waiting approved", join_policy="approval")
+    await shared_api.join(eve, approved["id"])
+    await shared_api.approve(ann, approved["id"], eve)
+    denied = await shared_api.create(ann, name="Waiting denied", join_policy="approval")
+    await shared_api.join(eve, denied["id"])
+    refused = await shared_api.client.post(f"/api/groups/{denied['id']}/requests/{eve.user_id}/deny", headers=ann.auth)
+    assert refused.status_code == 200, refused.text
+    await shared_api.join(eve, (await shared_api.create(ann, name="Waiting open"))["id"])  # a member at once
+    others = await shared_api.create(ann, name="Waiting for Fay", join_policy="approval")
+    await shared_api.join(fay, others["id"])
+    await shared_api.running.settle()
+
+    ids = {g["id"] for g in waiting}
+    for filters in ({"q": "waiting"}, {"q": "hikers"}):
+        for sort in ("newest", "members", "name"):
+            everyone, _ = await _pages(shared_api, sort=sort, limit=100, **filters)
+            expected = [g for g in everyone if g["id"] in ids]
+            for limit in (1, 3, 5):
+                found, totals = await _pages(shared_api, eve, pending="me", sort=sort, limit=limit, **filters)
+                assert found == expected, (filters, sort, limit)
+                assert set(totals) == {len(expected)}
+    near = f"{BERLIN['lat']},{BERLIN['lng']}"
+    found, totals = await _pages(shared_api, eve, pending="me", q="waiting", near=near, radius_km=200, limit=1)
+    assert [g["id"] for g in found] == [g["id"] for g in waiting[:3]]  # nearest first; Hamburg is out of reach
+    assert totals == [3, 3, 3]
+    assert [g["id"] for g in (await _pages(shared_api, fay, pending="me", q="waiting"))[0]] == [others["id"]]
+
+    anonymous = await shared_api.client.get("/api/groups", params={"pending": "me"})
+    assert anonymous.status_code == 401
+    both = await shared_api.client.get("/api/groups", params={"member": "me", "pending": "me"}, headers=eve.auth)
+    assert both.status_code == 422, both.text
+    assert [error["field"] for error in both.json()["errors"]] == ["pending"]
 
 
 @pytest.mark.parametrize(
@@ -339,6 +410,8 @@ async def test_member_me_combines_with_text_and_near_and_is_ordered_by_distance(
         ({"near": "52.5,13.4", "radius_km": "far"}, "radius_km"),
         ({"radius_km": "10"}, "radius_km"),
         ({"member": "you"}, "member"),
+        ({"pending": "you"}, "pending"),
+        ({"sort": "nearest_first"}, "sort"),
         ({"limit": "0"}, "limit"),
         ({"limit": "101"}, "limit"),
         ({"cursor": "not-a-cursor"}, "cursor"),

@@ -14,7 +14,16 @@ from alembic import command
 from sqlalchemy import Connection, delete, insert, select, text
 
 from gatherly.groups import SERVICE, store
-from gatherly.groups.domain import Group, GroupSearch, GroupSort, details_from, new_group_id, search_text, slug_base
+from gatherly.groups.domain import (
+    Group,
+    GroupSearch,
+    GroupSort,
+    UserId,
+    details_from,
+    new_group_id,
+    search_text,
+    slug_base,
+)
 from gatherly.groups.store import GroupStore, reading
 from gatherly.groups.tables import groups
 from gatherly.kernel.db import Database, alembic_config
@@ -181,6 +190,27 @@ async def test_on_sqlite_a_text_search_reads_the_fts_index_not_every_group(tmp_p
     steps = [str(row[-1]) for row in plan]
     assert any(step.startswith("SCAN groups_search VIRTUAL TABLE INDEX") for step in steps), steps
     assert not any(step.startswith("SCAN groups ") or step == "SCAN groups" for step in steps), steps
+
+
+async def test_on_sqlite_pending_me_starts_from_the_callers_requests_not_every_group(tmp_path: Path) -> None:
+    # ix_join_requests_user_id (migration 0007), as ix_memberships_user_id serves member=me: without it the page
+    # walked every group newest first and its total scanned every request.
+    async with scratch_database("sqlite", tmp_path) as url:
+        database = Database(url)
+        await database.migrate(SERVICE.migrations)
+        try:
+            async with reading(database) as stores:
+                where = await stores.groups._where(GroupSearch(pending=UserId("someone")))
+                query = store._page_query(GroupSort.NEWEST, where, after=False, total=True)
+                compiled = query.compile(database.engine.sync_engine)
+                values = {**compiled.params, **where.params, "limit": 21}
+                positional = tuple(values[name] for name in compiled.positiontup or ())
+                plan = (await stores.groups.session.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", positional)).all()
+        finally:
+            await database.dispose()
+    steps = [str(row[-1]) for row in plan]
+    assert steps.count("SEARCH join_requests USING INDEX ix_join_requests_user_id (user_id=?)") == 2, steps
+    assert not any(step.startswith(("SCAN groups", "SCAN join_requests")) for step in steps), steps
 
 
 async def test_groups_made_before_the_index_existed_are_found_after_the_migration(tmp_path: Path, backend: str) -> None:

@@ -1713,7 +1713,7 @@ export interface components {
          * GroupSort
          * @enum {string}
          */
-        GroupSort: "newest" | "members" | "nearest" | "name";
+        GroupSort: "newest" | "members" | "distance" | "name";
         /** GroupSummary */
         GroupSummary: {
             /** Id */
@@ -4213,7 +4213,9 @@ export interface operations {
                 radius_km?: number | null;
                 /** @description me: only groups the caller belongs to (the page then carries their `total`). */
                 member?: "me" | null;
-                /** @description newest | members (most first) | nearest (needs near) | name; default nearest with near. */
+                /** @description me: only groups the caller asked to join and waits for (the page then carries their `total`); not with member=me. */
+                pending?: "me" | null;
+                /** @description newest | members (most first) | distance (nearest first, needs near; `nearest` is taken too) | name; default distance with near. */
                 sort?: components["schemas"]["GroupSort"] | null;
                 limit?: number;
                 cursor?: string | null;

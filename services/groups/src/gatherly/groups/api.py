@@ -247,8 +247,15 @@ async def search_groups(
     member: Literal["me"] | None = Query(
         None, description="me: only groups the caller belongs to (the page then carries their `total`)."
     ),
+    pending: Literal["me"] | None = Query(
+        None,
+        description="me: only groups the caller asked to join and waits for (the page then carries their `total`); "
+        "not with member=me.",
+    ),
     sort: GroupSort | None = Query(
-        None, description="newest | members (most first) | nearest (needs near) | name; default nearest with near."
+        None,
+        description="newest | members (most first) | distance (nearest first, needs near; `nearest` is taken too) "
+        "| name; default distance with near.",
     ),
     page: PageRequest = Depends(page_request),
     context: ServiceContext = Depends(service_context),
@@ -257,6 +264,11 @@ async def search_groups(
         raise InvalidInput("radius_km needs near=<lat>,<lng>.", field="radius_km")
     if member == "me" and caller is None:
         raise Unauthorized("Log in to list your own groups.")
+    if pending == "me" and caller is None:
+        raise Unauthorized("Log in to list the groups you asked to join.")
+    if member == "me" and pending == "me":
+        # No group is both (an approved request becomes the membership): refused rather than always empty.
+        raise InvalidInput("Give member=me or pending=me, not both.", field="pending")
     center = parse_near(near) if near is not None else None
     criteria = GroupSearch(
         text=(q.strip() or None) if q else None,
@@ -264,6 +276,7 @@ async def search_groups(
         near=center,
         radius_km=valid_radius(radius_km) if radius_km is not None else DEFAULT_RADIUS_KM,
         member=UserId(caller.user_id) if member == "me" and caller else None,
+        pending=UserId(caller.user_id) if pending == "me" and caller else None,
         sort=group_sort(sort, center),
     )
     async with reading(context.db) as stores:

@@ -760,16 +760,22 @@ def valid_radius(radius_km: float) -> float:
 class GroupSort(StrEnum):
     NEWEST = "newest"
     MEMBERS = "members"  # most members first
-    NEAREST = "nearest"  # needs near
+    DISTANCE = "distance"  # nearest first; needs near
     NAME = "name"  # A to Z, case-insensitive
+
+    @classmethod
+    def _missing_(cls, value: object) -> GroupSort | None:
+        # `nearest`, the name this order had before the contract's `distance`: links and cursors made with it still
+        # work (the OpenAPI enum lists only the contract's names).
+        return cls.DISTANCE if value == "nearest" else None
 
 
 def group_sort(sort: GroupSort | None, near: Location | None) -> GroupSort:
     """The order asked for, or the default: nearest first with `near`, newest first without."""
     if sort is None:
-        return GroupSort.NEAREST if near is not None else GroupSort.NEWEST
-    if sort is GroupSort.NEAREST and near is None:
-        raise InvalidInput("sort=nearest needs near=<lat>,<lng>.", field="sort")
+        return GroupSort.DISTANCE if near is not None else GroupSort.NEWEST
+    if sort is GroupSort.DISTANCE and near is None:
+        raise InvalidInput("sort=distance needs near=<lat>,<lng>.", field="sort")
     return sort
 
 
@@ -788,7 +794,13 @@ class GroupSearch:
     near: Location | None = None
     radius_km: float = DEFAULT_RADIUS_KM
     member: UserId | None = None
+    pending: UserId | None = None  # only the groups this person asked to join and waits for
     sort: GroupSort = GroupSort.NEWEST
+
+    @property
+    def counted(self) -> bool:
+        """Whether the page carries the search's `total`: the caller's own lists (`member=me`, `pending=me`) do."""
+        return self.member is not None or self.pending is not None
 
 
 class Found(NamedTuple):

@@ -663,15 +663,15 @@ class ListedGroup(NamedTuple):
 async def search_groups(
     stores: Stores, criteria: GroupSearch, page: PageRequest
 ) -> tuple[list[ListedGroup], Any, int | None]:
-    """A page of groups with their banners, the position after it, and for `member=me` how many groups the search
-    finds in all (else None; with `near`, those within the radius). A first page without `near` takes its total from
-    its own statement; a next page, or a nearby search, counts in a second one."""
+    """A page of groups with their banners, the position after it, and for `member=me` or `pending=me` how many
+    groups the search finds in all (else None; with `near`, those within the radius). A first page without `near`
+    takes its total from its own statement; a next page, or a nearby search, counts in a second one."""
     total = None
-    if criteria.member is not None and criteria.near is None and page.cursor is None:
+    if criteria.counted and criteria.near is None and page.cursor is None:
         found, position, total = await stores.groups.first_page_with_total(criteria, page.limit)
     else:
         found, position = await stores.groups.search(criteria, page.limit, page.cursor)
-        if criteria.member is not None:
+        if criteria.counted:
             total = await stores.groups.count(criteria)
     banners = await stores.groups.banners(f.group for f in found)
     return [ListedGroup(f.group, banners.get(f.group.id), f.distance_km) for f in found], position, total

@@ -344,14 +344,14 @@ class GroupStore:
 
         Each shape of search (which filters, which order, first page or not) is one statement with bind parameters,
         built and compiled once (`_shaped`) and run as a FixedRead; only PostGIS's nearby search is built per call."""
-        if after is not None and after.get("s") != criteria.sort.value:
+        if after is not None and _cursor_sort(after) is not criteria.sort:
             raise InvalidInput("The cursor belongs to a different search.", field="cursor")
         where = await self._where(criteria)
         if criteria.near is not None and _dialect_of(self.session) == "postgresql":
             return await self._near_postgis(criteria, criteria.near, where, limit, after)
         distances: dict[str, float] = {}
         if criteria.near is not None:
-            if criteria.sort is GroupSort.NEAREST:
+            if criteria.sort is GroupSort.DISTANCE:
                 return await self._nearest(criteria, criteria.near, where, limit, after)
             distances = await self._within(criteria, criteria.near, where)
             where = _Where([AMONG_NEAR_IDS], {"near_ids": _id_list(distances)}, ("near",))
@@ -412,7 +412,7 @@ class GroupStore:
         location = postgis.location_of(groups)
         filters = [*where.filters, postgis.within(location, center, criteria.radius_km)]
         distance_m = postgis.nearest_first(location, center)
-        if criteria.sort is GroupSort.NEAREST:
+        if criteria.sort is GroupSort.DISTANCE:
             return await self._nearest_postgis(filters, where.params, location, center, limit, after)
         key, descending, _ = _SORTS[criteria.sort]
         ordered = (key.desc(), groups.c.id.desc()) if descending else (key.asc(), groups.c.id.asc())
@@ -471,7 +471,7 @@ class GroupStore:
         position = None
         if len(rows) > limit:
             last = rows[limit - 1]
-            position = {"s": GroupSort.NEAREST.value, "m": last[postgis.DISTANCE], "i": last["id"]}
+            position = {"s": GroupSort.DISTANCE.value, "m": last[postgis.DISTANCE], "i": last["id"]}
         return found, position
 
     async def _nearest(
@@ -497,7 +497,7 @@ class GroupStore:
         position = None
         if len(page) > limit:
             last = page[limit - 1]
-            position = {"s": GroupSort.NEAREST.value, "d": last[DISTANCE_AT], "i": last[0]}
+            position = {"s": GroupSort.DISTANCE.value, "d": last[DISTANCE_AT], "i": last[0]}
         return found, position
 
     async def _where(self, criteria: GroupSearch) -> _Where:
@@ -509,6 +509,8 @@ class GroupStore:
             where = where.plus(OF_TOPIC, {"topic": criteria.topic}, "topic")
         if criteria.member is not None:
             where = where.plus(OF_MEMBER, {"member": criteria.member}, "member")
+        if criteria.pending is not None:
+            where = where.plus(OF_PENDING, {"pending": criteria.pending}, "pending")
         return where
 
     async def _text_filter(self, folded: str) -> tuple[ColumnElement[bool], dict[str, Any], str]:
@@ -664,6 +666,8 @@ OF_TOPIC = groups.c.id.in_(select(group_topics.c.group_id).where(group_topics.c.
 # list: SQLite filled a temporary table with the list's ids before looking each group up, which made `member=me`'s
 # page and total ~145 us against ~100 for 41 groups (sqlite3 alone); the plan still starts from the person's index.
 OF_MEMBER = and_(memberships.c.user_id == bindparam("member"), memberships.c.group_id == groups.c.id)
+# `pending=me` the same way, with the caller's join requests (one a group: the primary key is (group, user)).
+OF_PENDING = and_(join_requests.c.user_id == bindparam("pending"), join_requests.c.group_id == groups.c.id)
 
 
 # A list of ids in one bound JSON array (SQLite's json_each; these reads are the SQLite nearby search's only): an
@@ -682,6 +686,15 @@ COUNT_MATCHES = FixedRead(COUNT_TEXT_MATCHES.columns(column("count", Integer)))
 def _id_list(ids: Iterable[str]) -> str:
     """Ids as the JSON array `json_each` reads (AMONG_NEAR_IDS)."""
     return json.dumps(list(ids))
+
+
+def _cursor_sort(after: dict[str, Any]) -> GroupSort | None:
+    """The order a cursor was made in (cursors of `nearest`, distance's former name, included), None if none."""
+    sort = after.get("s")
+    try:
+        return GroupSort(sort) if isinstance(sort, str) else None
+    except ValueError:
+        return None
 
 
 def _sort_position(sort: GroupSort, after: dict[str, Any]) -> tuple[Any, str]:

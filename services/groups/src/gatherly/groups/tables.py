@@ -69,6 +69,7 @@ join_requests = Table(
     Column("user_id", USER_ID, primary_key=True),
     Column("answers", Json, nullable=False),  # [{question, answer}]: the questions as they were asked
     Column("requested_at", UtcDateTime(), nullable=False),
+    Index("ix_join_requests_user_id", "user_id"),  # `?pending=me`, the caller's own requests
 )
 
 bans = Table(
