@@ -469,7 +469,18 @@ async def test_the_radius_is_inclusive_up_to_its_limit_and_refused_beyond(shared
 
 @pytest.mark.parametrize(
     "position",
-    [{"m": "far", "i": "x"}, {"m": True, "i": "x"}, {"d": [1], "i": "x"}, {"m": 1.0}, {"d": None, "i": "x"}],
+    [
+        {"m": "far", "i": "x"},
+        {"m": True, "i": "x"},
+        {"d": [1], "i": "x"},
+        {"m": 1.0},
+        {"d": None, "i": "x"},
+        # The id after which the page goes on is a group's id, text (an outsider's probe: these gave 200).
+        {"d": 1.0, "i": None},
+        {"m": 1.0, "i": 7},
+        {"d": 1.0, "i": ["x"]},
+        {"m": 1.0, "i": {}},
+    ],
 )
 async def test_a_forged_nearest_first_cursor_is_refused(shared_api: Any, position: dict[str, Any]) -> None:
     cursor = encode_cursor({"s": "nearest", **position})

@@ -715,9 +715,9 @@ def _sort_position(sort: GroupSort, after: dict[str, Any]) -> tuple[Any, str]:
 
 def _distance_position(after: dict[str, Any], key: str) -> tuple[float, str]:
     last_distance, last_id = _position(after, (key, "i"))
-    if not isinstance(last_distance, int | float) or isinstance(last_distance, bool):
+    if not isinstance(last_distance, int | float) or isinstance(last_distance, bool) or not isinstance(last_id, str):
         raise InvalidInput("The cursor is not one this API issued.", field="cursor")
-    return float(last_distance), str(last_id)
+    return float(last_distance), last_id
 
 
 def _position(after: dict[str, Any], keys: tuple[str, str]) -> tuple[Any, Any]:
