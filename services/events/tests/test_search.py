@@ -126,6 +126,8 @@ async def test_bad_search_parameters_are_refused(api: EventsApi) -> None:
     bad = [
         ({"near": "52.5"}, "near"),
         ({"near": "91,0"}, "near"),
+        ({"near": "5_2,13.4"}, "near"),  # float() would read 52
+        ({"near": "52.5,\uff11\uff13"}, "near"),  # full-width digits
         ({"radius_km": 5}, "radius_km"),
         ({"near": "52.5,13.4", "radius_km": 5000}, "radius_km"),
         ({"sort": "distance"}, "sort"),

@@ -326,7 +326,14 @@ def test_a_circle_around_a_pole_spans_every_longitude() -> None:
     assert box.lng_ranges == ((-180.0, 180.0),)
 
 
-@pytest.mark.parametrize("near", ["52.5", "52.5,13.4,1", "abc,13", "91,0", "0,181", "nan,0", ""])
+@pytest.mark.parametrize(
+    "near",
+    [
+        *("52.5", "52.5,13.4,1", "abc,13", "91,0", "0,181", "nan,0", "", "-inf,0", "0x10,13"),
+        # float() reads these (underscores, full-width and Arabic-Indic digits): no client means them.
+        *("5_2,13", "\uff15\uff12,13", "52,1\u0663"),
+    ],
+)
 def test_near_must_be_a_valid_lat_lng_pair(near: str) -> None:
     with pytest.raises(InvalidInput) as refused:
         parse_near(near)
@@ -335,6 +342,8 @@ def test_near_must_be_a_valid_lat_lng_pair(near: str) -> None:
 
 def test_near_is_parsed() -> None:
     assert parse_near(" 52.52 , 13.405") == BERLIN
+    assert parse_near("+5.252e1,.13405E2") == BERLIN
+    assert parse_near("-0.5,10.") == Location(-0.5, 10.0)
 
 
 @pytest.mark.parametrize("radius", [0, -1, 1000.1, math.inf, math.nan])

@@ -4,6 +4,7 @@ events services)."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -11,6 +12,20 @@ from typing import Protocol
 # The mean radius of WGS 84's ellipsoid, (2a + b) / 3 (IUGG rounds it to 6371.0088): the sphere PostGIS measures on
 # too (postgis.py), so the same search finds the same places on SQLite and PostgreSQL.
 EARTH_RADIUS_KM = 6371.008771415059
+
+
+# A number as a query parameter writes it: ASCII digits, a point, an exponent, spaces around (`near= 52.5 ,13.4`).
+# Python's float() also reads `5_2` as 52 and digits of other scripts (full-width, Arabic-Indic), which no client
+# means.
+_DECIMAL = re.compile(r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*", re.ASCII)
+
+
+def decimal_degrees(text: str) -> float:
+    """`text` as a plain decimal number (`52.52`, `-0.5`, `1e1`), ValueError otherwise (`5_2`, other scripts' digits,
+    `nan`, `inf`)."""
+    if not _DECIMAL.fullmatch(text):
+        raise ValueError(text)
+    return float(text)
 
 
 @dataclass(frozen=True)
