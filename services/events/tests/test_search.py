@@ -130,6 +130,7 @@ async def test_bad_search_parameters_are_refused(api: EventsApi) -> None:
         ({"near": "52.5,\uff11\uff13"}, "near"),  # full-width digits
         ({"radius_km": 5}, "radius_km"),
         ({"near": "52.5,13.4", "radius_km": 5000}, "radius_km"),
+        ({"near": "52.5,13.4", "radius_km": "1_0"}, "radius_km"),  # float() reads 10
         ({"sort": "distance"}, "sort"),
         ({"from": "2030-01-01T00:00:00"}, "from"),
         # Numbers are not RFC 3339 times, though pydantic would read them as Unix times (an outsider's probe).

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
 from http import HTTPStatus
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Annotated, Any, Generic, NamedTuple, TypeVar
 
 import asyncpg
 import structlog
@@ -19,7 +19,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from pydantic import BaseModel, ConfigDict, StrictFloat
+from pydantic import BaseModel, BeforeValidator, ConfigDict, StrictFloat
+from pydantic_core import PydanticCustomError
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gatherly.kernel import tracing
 from gatherly.kernel.clock import time_problem
 from gatherly.kernel.errors import DomainError, InvalidInput, TooManyRequests, Unavailable
+from gatherly.kernel.geo import decimal_degrees
 from gatherly.kernel.limits import PROBLEM_JSON, problem_body, send_problem
 from gatherly.kernel.messages import correlation_id_var
 from gatherly.kernel.metrics import HTTP_LATENCY, HTTP_REQUESTS
@@ -309,6 +311,20 @@ class LocationBody(BaseModel):
 
     lat: StrictFloat
     lng: StrictFloat
+
+
+def _plain_decimal(value: Any) -> Any:
+    """A query's number as a client writes it: pydantic reads "1_0" as 10 (Python's float() syntax)."""
+    if isinstance(value, str):
+        try:
+            return decimal_degrees(value)
+        except ValueError:
+            raise PydanticCustomError("float_parsing", "Give a plain decimal number, e.g. 25 or 2.5.") from None
+    return value
+
+
+# A number in a query parameter (e.g. `radius_km`): what a float parameter takes, less Python's own spellings.
+QueryNumber = Annotated[float, BeforeValidator(_plain_decimal)]
 
 
 class PageRequest(NamedTuple):

@@ -71,7 +71,7 @@ from gatherly.kernel.openapi import problems
 from gatherly.kernel.read_models import variants_json
 from gatherly.kernel.routes import FastRoute
 from gatherly.kernel.runtime import ServiceContext, service_context
-from gatherly.kernel.web import LocationBody, Page, PageRequest, encode_cursor, page_request
+from gatherly.kernel.web import LocationBody, Page, PageRequest, QueryNumber, encode_cursor, page_request
 
 # Each refusal of domain.py and the problem it becomes.
 REFUSALS: dict[type[Refusal], type[DomainError]] = {
@@ -234,7 +234,7 @@ async def search_events(
     near: str | None = Query(
         None, max_length=64, description="<lat>,<lng>: events around this point (with venue locations)."
     ),
-    radius_km: float | None = Query(None, description="With near: how far to look; default 50, at most 1000."),
+    radius_km: QueryNumber | None = Query(None, description="With near: how far to look; default 50, at most 1000."),
     q: str | None = Query(None, max_length=200, description="Words in the title or description (any case)."),
     topic: str | None = Query(None, max_length=50, description="A topic of the event's group."),
     group_id: str | None = Query(None, max_length=36),

@@ -92,7 +92,15 @@ from gatherly.kernel.errors import DomainError, InvalidInput, Unauthorized
 from gatherly.kernel.openapi import problems
 from gatherly.kernel.read_models import variants_json
 from gatherly.kernel.runtime import ServiceContext, service_context
-from gatherly.kernel.web import LocationBody, Page, PageRequest, encode_cursor, page_request, statuses_from
+from gatherly.kernel.web import (
+    LocationBody,
+    Page,
+    PageRequest,
+    QueryNumber,
+    encode_cursor,
+    page_request,
+    statuses_from,
+)
 
 # Each domain error's HTTP status, in one place.
 STATUS_OF: dict[type[DomainError], int] = {
@@ -241,7 +249,7 @@ async def search_groups(
     q: str | None = Query(None, max_length=200, description="Words in the name or description (any case)."),
     topic: str | None = Query(None, max_length=50),
     near: str | None = Query(None, description="<lat>,<lng>: groups around this point, nearest first."),
-    radius_km: float | None = Query(
+    radius_km: QueryNumber | None = Query(
         None, description=f"With near; default {DEFAULT_RADIUS_KM:g}, at most {MAX_RADIUS_KM:g}."
     ),
     member: Literal["me"] | None = Query(
