@@ -1063,7 +1063,8 @@ export interface paths {
          * @description New notifications as they come (`event: notification`, `id:` their place in the inbox), a comment line as
          *     heartbeat. A `Last-Event-ID` header (EventSource sends it when it reconnects) sends what came after that id
          *     first; a bad one is 422. A `ticket`, when given, is what authenticates (a spent or unknown one is 401). A person
-         *     may hold `GATHERLY_NOTIFICATION_STREAMS_PER_PERSON` streams at once on a process; one more is 429.
+         *     may hold `GATHERLY_NOTIFICATION_STREAMS_PER_PERSON` streams at once on a process; one more is 429 with
+         *     Retry-After, and does not spend its ticket.
          */
         get: operations["notifications_stream_notifications"];
         put?: never;
