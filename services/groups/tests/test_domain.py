@@ -471,11 +471,22 @@ def test_groups_sort_nearest_first_near_a_point_and_newest_first_otherwise() -> 
     assert refused.value.field == "sort"
 
 
+def test_relevance_is_asked_for_with_a_text_and_never_the_default() -> None:
+    berlin = Location(52.52, 13.405)
+    assert group_sort(None, None, "hikers") is GroupSort.NEWEST
+    assert group_sort(None, berlin, "hikers") is GroupSort.DISTANCE
+    assert group_sort(GroupSort.RELEVANCE, berlin, "hikers") is GroupSort.RELEVANCE
+    for text in (None, ""):
+        with pytest.raises(InvalidInput) as refused:
+            group_sort(GroupSort.RELEVANCE, berlin, text)
+        assert refused.value.field == "sort"
+
+
 def test_nearest_is_the_former_name_of_sort_distance() -> None:
     assert GroupSort("nearest") is GroupSort("distance") is GroupSort.DISTANCE
-    assert [sort.value for sort in GroupSort] == ["newest", "members", "distance", "name"]
+    assert [sort.value for sort in GroupSort] == ["relevance", "newest", "members", "distance", "name"]
     with pytest.raises(ValueError):
-        GroupSort("relevance")
+        GroupSort("nearest_first")
 
 
 # --- who succeeds the last organizer whose account is deleted -------------------------------------------------------

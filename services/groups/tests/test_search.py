@@ -396,6 +396,131 @@ async def test_pending_me_pages_are_the_general_pages_restricted_to_the_callers_
     assert [error["field"] for error in both.json()["errors"]] == ["pending"]
 
 
+def _relevance(query: str) -> Any:
+    """sort=relevance's rank of a found group, from its name: 0 the name starts with the folded query, 1 it contains
+    it, 2 the text matched elsewhere (the description)."""
+    folded = query.casefold()
+
+    def rank(group: dict[str, Any]) -> int:
+        name = group["name"].casefold()
+        return 0 if name.startswith(folded) else 1 if folded in name else 2
+
+    return rank
+
+
+async def test_relevance_puts_names_starting_with_the_text_first_then_names_containing_it_newest_first(
+    shared_api: Any,
+) -> None:
+    ann = await shared_api.person("Ann")
+    names = [
+        ("Hiking Berlin", ""),  # starts
+        ("Berlin hikers", ""),  # a word starts
+        ("Walkers", "We like HIKING"),  # the description only
+        ("HIKERS United", ""),  # starts, in another case
+        ("Bushiking", ""),  # inside a word
+        ("Ünïcode Hikers", "hiking too"),  # the name contains it, the description too
+        ("Readers", "no match"),
+        ("hik", ""),  # the text itself
+        ("Strollers", "a hike"),  # the description only
+    ]
+    made = {}
+    for name, description in names:
+        made[name] = await shared_api.create(ann, name=name, description=description, topics=["relevance"])
+    expected = ["hik", "HIKERS United", "Hiking Berlin", "Ünïcode Hikers", "Bushiking", "Berlin hikers"]
+    expected += ["Strollers", "Walkers"]
+    for query in ("HIK", "hik"):
+        found, totals = await _pages(shared_api, q=query, topic="relevance", sort="relevance", limit=100)
+        assert [g["name"] for g in found] == expected
+        assert totals == [None]
+        # The same groups the default order (newest first, unchanged) finds, ranked; ties newest first.
+        newest, _ = await _pages(shared_api, q=query, topic="relevance", limit=100)
+        assert [g["id"] for g in newest] == [made[name]["id"] for name, _ in reversed(names) if name != "Readers"]
+        assert found == sorted(newest, key=_relevance(query))
+        for limit in (1, 2, 3, 7):
+            assert (await _pages(shared_api, q=query, topic="relevance", sort="relevance", limit=limit))[0] == found
+    # Under three characters SQLite takes the LIKE, not the trigram index; the rank is the same.
+    short, _ = await _pages(shared_api, q="Hi", topic="relevance", sort="relevance", limit=2)
+    newest, _ = await _pages(shared_api, q="Hi", topic="relevance", limit=100)
+    assert short == sorted(newest, key=_relevance("Hi")) and len(short) == 8
+
+
+async def test_relevance_folds_the_text_as_the_name_and_takes_wildcards_literally(shared_api: Any) -> None:
+    ann = await shared_api.person("Ann")
+    street = await shared_api.create(ann, name="Straße Walkers", topics=["relevancefold"])
+    elsewhere = await shared_api.create(ann, name="Walkers", description="strasse", topics=["relevancefold"])
+    found = await _search(shared_api, q="STRASSE", topic="relevancefold", sort="relevance")
+    assert [g["id"] for g in found] == [street["id"], elsewhere["id"]]  # ß folds to ss in the name as in the text
+    first = await shared_api.create(ann, name="_hik first", topics=["relevancefold"])
+    later = await shared_api.create(ann, name="Xhik club", description="the _hik tag", topics=["relevancefold"])
+    found = await _search(shared_api, q="_hik", topic="relevancefold", sort="relevance")
+    assert [g["id"] for g in found] == [first["id"], later["id"]]  # `_` is no wildcard: Xhik only in the description
+    found = await _search(shared_api, q="%", topic="relevancefold", sort="relevance")
+    assert found == []
+
+
+async def test_relevance_keeps_to_the_radius_and_the_callers_groups_page_by_page(shared_api: Any) -> None:
+    # With near (SQLite: the ids within the radius, then ranked; PostgreSQL: PostGIS's ST_DWithin), with member=me
+    # and pending=me (a join, and a first page counted in the page's own statement): the general relevance order
+    # restricted to those groups, through pages of any size.
+    ann, bob = await shared_api.people("Ann", "Bob")
+    places = [BERLIN, POTSDAM, LEIPZIG, HAMBURG, None, BERLIN, POTSDAM]
+    made = []
+    for n, place in enumerate(places):
+        name = ("Rowers of Spree", "Spree rowers", "Boats", "Spreeside")[n % 4] + f" {n}"
+        description = "we row on the spree" if name.startswith("Boats") else ""
+        fields = {"location": place} if place else {}
+        group = await shared_api.create(
+            ann, name=name, description=description, topics=["relevancenear"], join_policy="approval", **fields
+        )
+        made.append(group)
+    for group in made[::2]:
+        assert await shared_api.join(bob, group["id"]) == "pending"
+    for group in made[::4]:
+        await shared_api.approve(ann, group["id"], bob)
+    await shared_api.running.settle()
+    params = {"q": "spree", "topic": "relevancenear", "sort": "relevance"}
+    everyone, _ = await _pages(shared_api, **params, limit=100)
+    assert len(everyone) == 7 and [_relevance("spree")(g) for g in everyone] == [0, 0, 0, 1, 1, 2, 2]
+    near = f"{BERLIN['lat']},{BERLIN['lng']}"
+    within = {g["id"] for g in made[:3] + made[5:]}  # not Hamburg (~255 km), nor the group without a place
+    nearby, _ = await _pages(shared_api, **params, near=near, radius_km=200, limit=100)
+    assert [g["id"] for g in nearby] == [g["id"] for g in everyone if g["id"] in within]
+    assert all(g["distance_km"] is not None for g in nearby)
+    newest, _ = await _pages(shared_api, q="spree", topic="relevancenear", near=near, radius_km=200, sort="newest")
+    assert nearby == sorted(newest, key=_relevance("spree"))
+    members = {made[0]["id"], made[4]["id"]}
+    waiting = {made[2]["id"], made[6]["id"]}
+    for limit in (1, 2, 3):
+        assert (await _pages(shared_api, **params, limit=limit))[0] == everyone
+        assert (await _pages(shared_api, **params, near=near, radius_km=200, limit=limit))[0] == nearby
+        for mine, ids in (({"member": "me"}, members), ({"pending": "me"}, waiting)):
+            found, totals = await _pages(shared_api, bob, **params, **mine, limit=limit)
+            expected = [g for g in everyone if g["id"] in ids]
+            assert found == expected and set(totals) == {len(expected)}, (mine, limit)
+            found, totals = await _pages(shared_api, bob, **params, **mine, near=near, radius_km=200, limit=limit)
+            expected = [g for g in nearby if g["id"] in ids]
+            assert found == expected and set(totals) == {len(expected)}, (mine, limit)
+
+
+async def test_relevance_is_asked_for_and_needs_a_text(shared_api: Any) -> None:
+    for params in ({"sort": "relevance"}, {"sort": "relevance", "q": "  "}, {"sort": "relevance", "near": "0,0"}):
+        response = await shared_api.client.get("/api/groups", params=params)
+        assert response.status_code == 422, response.text
+        assert [error["field"] for error in response.json()["errors"]] == ["sort"]
+    # A relevance cursor pages nothing else, nor another sort's cursor relevance.
+    ann = await shared_api.person("Ann")
+    for n in range(2):
+        await shared_api.create(ann, name=f"Crossed {n}", topics=["relevancecursor"], location=BERLIN)
+    params = {"q": "crossed", "topic": "relevancecursor", "limit": 1}
+    for first, then in (("relevance", "newest"), ("newest", "relevance"), ("relevance", "name")):
+        cursor = (await shared_api.client.get("/api/groups", params={**params, "sort": first})).json()["next_cursor"]
+        response = await shared_api.client.get("/api/groups", params={**params, "sort": then, "cursor": cursor})
+        assert response.status_code == 422, (first, then)
+        assert [error["field"] for error in response.json()["errors"]] == ["cursor"]
+    cursor = (await shared_api.client.get("/api/groups", params={**params, "sort": "relevance"})).json()["next_cursor"]
+    assert set(decode_cursor(cursor)) == {"s", "r", "k", "i"}
+
+
 @pytest.mark.parametrize(
     ("params", "field"),
     [
@@ -485,5 +610,37 @@ async def test_the_radius_is_inclusive_up_to_its_limit_and_refused_beyond(shared
 async def test_a_forged_nearest_first_cursor_is_refused(shared_api: Any, position: dict[str, Any]) -> None:
     cursor = encode_cursor({"s": "nearest", **position})
     response = await shared_api.client.get("/api/groups", params={"near": "0,0", "cursor": cursor})
+    assert response.status_code == 422, response.text
+    assert "cursor" in [error["field"] for error in response.json()["errors"]]
+
+
+_TIME = "2026-01-01T00:00:00+00:00"
+
+
+@pytest.mark.parametrize(
+    "position",
+    [
+        {"r": "0", "k": _TIME, "i": "x"},
+        {"r": True, "k": _TIME, "i": "x"},
+        {"r": 1.0, "k": _TIME, "i": "x"},
+        {"r": 3, "k": _TIME, "i": "x"},
+        {"r": -1, "k": _TIME, "i": "x"},
+        {"r": None, "k": _TIME, "i": "x"},
+        {"k": _TIME, "i": "x"},
+        {"r": 0, "i": "x"},
+        {"r": 0, "k": _TIME},
+        {"r": 0, "k": "yesterday", "i": "x"},
+        {"r": 0, "k": 7, "i": "x"},
+        {"r": 0, "k": _TIME, "i": None},
+        {"r": 0, "k": _TIME, "i": ["x"]},
+    ],
+)
+@pytest.mark.parametrize("near", [None, "52.52,13.405"])
+async def test_a_forged_relevance_cursor_is_refused(
+    shared_api: Any, position: dict[str, Any], near: str | None
+) -> None:
+    cursor = encode_cursor({"s": "relevance", **position})
+    params = {"q": "hikers", "sort": "relevance", "cursor": cursor, **({"near": near} if near else {})}
+    response = await shared_api.client.get("/api/groups", params=params)
     assert response.status_code == 422, response.text
     assert "cursor" in [error["field"] for error in response.json()["errors"]]

@@ -1714,7 +1714,7 @@ export interface components {
          * GroupSort
          * @enum {string}
          */
-        GroupSort: "newest" | "members" | "distance" | "name";
+        GroupSort: "relevance" | "newest" | "members" | "distance" | "name";
         /** GroupSummary */
         GroupSummary: {
             /** Id */
@@ -4216,7 +4216,7 @@ export interface operations {
                 member?: "me" | null;
                 /** @description me: only groups the caller asked to join and waits for (the page then carries their `total`); not with member=me. */
                 pending?: "me" | null;
-                /** @description newest | members (most first) | distance (nearest first, needs near; `nearest` is taken too) | name; default distance with near. */
+                /** @description relevance (needs q: the name starting with q first, then the names containing it, then the rest; newest first among equals) | newest | members (most first) | distance (nearest first, needs near; `nearest` is taken too) | name; default newest, distance with near (relevance only when asked for). */
                 sort?: components["schemas"]["GroupSort"] | null;
                 limit?: number;
                 cursor?: string | null;

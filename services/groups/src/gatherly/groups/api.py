@@ -262,8 +262,9 @@ async def search_groups(
     ),
     sort: GroupSort | None = Query(
         None,
-        description="newest | members (most first) | distance (nearest first, needs near; `nearest` is taken too) "
-        "| name; default distance with near.",
+        description="relevance (needs q: the name starting with q first, then the names containing it, then the "
+        "rest; newest first among equals) | newest | members (most first) | distance (nearest first, needs near; "
+        "`nearest` is taken too) | name; default newest, distance with near (relevance only when asked for).",
     ),
     page: PageRequest = Depends(page_request),
     context: ServiceContext = Depends(service_context),
@@ -278,14 +279,15 @@ async def search_groups(
         # No group is both (an approved request becomes the membership): refused rather than always empty.
         raise InvalidInput("Give member=me or pending=me, not both.", field="pending")
     center = parse_near(near) if near is not None else None
+    text = (q.strip() or None) if q else None
     criteria = GroupSearch(
-        text=(q.strip() or None) if q else None,
+        text=text,
         topic=(normalize_topic(topic) or None) if topic else None,
         near=center,
         radius_km=valid_radius(radius_km) if radius_km is not None else DEFAULT_RADIUS_KM,
         member=UserId(caller.user_id) if member == "me" and caller else None,
         pending=UserId(caller.user_id) if pending == "me" and caller else None,
-        sort=group_sort(sort, center),
+        sort=group_sort(sort, center, text),
     )
     async with reading(context.db) as stores:
         views, position, total = await service.search_groups(stores, criteria, page)

@@ -759,6 +759,7 @@ def valid_radius(radius_km: float) -> float:
 
 
 class GroupSort(StrEnum):
+    RELEVANCE = "relevance"  # the name starting with `q`, then containing it, then the rest; newest first among equals
     NEWEST = "newest"
     MEMBERS = "members"  # most members first
     DISTANCE = "distance"  # nearest first; needs near
@@ -771,12 +772,16 @@ class GroupSort(StrEnum):
         return cls.DISTANCE if value == "nearest" else None
 
 
-def group_sort(sort: GroupSort | None, near: Location | None) -> GroupSort:
-    """The order asked for, or the default: nearest first with `near`, newest first without."""
+def group_sort(sort: GroupSort | None, near: Location | None, text: str | None = None) -> GroupSort:
+    """The order asked for, or the default: nearest first with `near`, newest first without. Relevance is only ever
+    asked for (never the default, not even with `q`: pages and cursors made before it keep their order), and needs
+    the text it ranks by."""
     if sort is None:
         return GroupSort.DISTANCE if near is not None else GroupSort.NEWEST
     if sort is GroupSort.DISTANCE and near is None:
         raise InvalidInput("sort=distance needs near=<lat>,<lng>.", field="sort")
+    if sort is GroupSort.RELEVANCE and not text:
+        raise InvalidInput("sort=relevance needs q=<text>.", field="sort")
     return sort
 
 

@@ -23,6 +23,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal_column,
     or_,
     select,
     text,
@@ -355,9 +356,9 @@ class GroupStore:
                 return await self._nearest(criteria, criteria.near, where, limit, after)
             distances = await self._within(criteria, criteria.near, where)
             where = _Where([AMONG_NEAR_IDS], {"near_ids": _id_list(distances)}, ("near",))
-        params = {**where.params, "limit": limit + 1}
+        params = {**where.params, **_rank_params(criteria), "limit": limit + 1}
         if after is not None:
-            params["since"], params["last_id"] = _sort_position(criteria.sort, after)
+            params.update(_sort_position(criteria.sort, after))
         read = _shaped(
             ("page", criteria.sort, after is not None, *where.shape),
             lambda: _page_query(criteria.sort, where, after is not None),
@@ -375,7 +376,7 @@ class GroupStore:
             ("page", criteria.sort, False, "total", *where.shape),
             lambda: _page_query(criteria.sort, where, after=False, total=True),
         )
-        rows = await read.values(self.session, {**where.params, "limit": limit + 1})
+        rows = await read.values(self.session, {**where.params, **_rank_params(criteria), "limit": limit + 1})
         found, position = _found_values(criteria.sort, rows, limit, {})
         return found, position, int(rows[0][TOTAL_AT]) if rows else 0
 
@@ -414,13 +415,12 @@ class GroupStore:
         distance_m = postgis.nearest_first(location, center)
         if criteria.sort is GroupSort.DISTANCE:
             return await self._nearest_postgis(filters, where.params, location, center, limit, after)
-        key, descending, _ = _SORTS[criteria.sort]
-        ordered = (key.desc(), groups.c.id.desc()) if descending else (key.asc(), groups.c.id.asc())
-        query = select(*CARD_COLUMNS, distance_m.label("distance_m")).where(*filters).order_by(*ordered)
-        params = {**where.params, "limit": limit + 1}
+        columns = (*CARD_COLUMNS, distance_m.label("distance_m"), *_ranked(criteria.sort))
+        query = select(*columns).where(*filters).order_by(*_ordered(criteria.sort))
+        params = {**where.params, **_rank_params(criteria), "limit": limit + 1}
         if after is not None:
             query = query.where(_beyond(criteria.sort))
-            params["since"], params["last_id"] = _sort_position(criteria.sort, after)
+            params.update(_sort_position(criteria.sort, after))
         rows = list((await self.session.execute(query.limit(bindparam("limit")), params)).mappings())
         distances = {row["id"]: row["distance_m"] / 1000.0 for row in rows[:limit]}
         return _found_page(criteria.sort, rows, limit, distances)
@@ -575,8 +575,24 @@ def _shaped(shape: tuple[Any, ...], build: Any) -> FixedRead:
     return read
 
 
+def _ordered(sort: GroupSort) -> tuple[Any, ...]:
+    """The ORDER BY of a sort: its key, then the id (relevance: its rank, then newest first, then the id)."""
+    if sort is GroupSort.RELEVANCE:
+        return RELEVANCE_RANK.asc(), groups.c.created_at.desc(), groups.c.id.desc()
+    key, descending, _ = _SORTS[sort]
+    return (key.desc(), groups.c.id.desc()) if descending else (key.asc(), groups.c.id.asc())
+
+
+def _ranked(sort: GroupSort) -> tuple[Any, ...]:
+    """The columns a sort reads beside the card's for its cursor: relevance's rank (a row's last value)."""
+    return (RELEVANCE_RANK.label(RANK),) if sort is GroupSort.RELEVANCE else ()
+
+
 def _beyond(sort: GroupSort) -> ColumnElement[bool]:
-    """Rows after the cursor's (key, id) in the sort's order."""
+    """Rows after the cursor's (key, id) in the sort's order (relevance: after its (rank, created_at, id))."""
+    if sort is GroupSort.RELEVANCE:
+        rank, last_rank = RELEVANCE_RANK, bindparam("last_rank", type_=Integer)
+        return or_(rank > last_rank, and_(rank == last_rank, _beyond(GroupSort.NEWEST)))
     key, descending, _ = _SORTS[sort]
     since, last_id = bindparam("since", type_=key.type), bindparam("last_id", type_=groups.c.id.type)
     if descending:
@@ -585,14 +601,13 @@ def _beyond(sort: GroupSort) -> ColumnElement[bool]:
 
 
 def _page_query(sort: GroupSort, where: _Where, after: bool, total: bool = False) -> Any:
-    key, descending, _ = _SORTS[sort]
-    ordered = (key.desc(), groups.c.id.desc()) if descending else (key.asc(), groups.c.id.asc())
     # The total as an uncorrelated subquery: run once per statement, on SQLite cheaper than COUNT(*) OVER (),
     # which copies every match into a window buffer (~150 against ~125 us for 41 matches, page and count apart).
     counted = (
         select(func.count()).select_from(groups).where(*where.filters).scalar_subquery().correlate(None).label("total")
     )
-    query = select(*CARD_COLUMNS, *([counted] if total else [])).where(*where.filters).order_by(*ordered)
+    columns = (*CARD_COLUMNS, *([counted] if total else []), *_ranked(sort))
+    query = select(*columns).where(*where.filters).order_by(*_ordered(sort))
     if after:
         query = query.where(_beyond(sort))
     return query.limit(bindparam("limit"))
@@ -633,7 +648,10 @@ def _nearest_query(where: _Where, ranges: int, after: bool) -> Any:
 def _found_page(
     sort: GroupSort, rows: Sequence[Mapping[Any, Any]], limit: int, distances: dict[str, float]
 ) -> tuple[list[Found], Any]:
-    """`_found_values` of rows read by name (other columns beside CARD_COLUMNS' are left out)."""
+    """`_found_values` of rows read by name (other columns beside CARD_COLUMNS' are left out, but for relevance's
+    rank)."""
+    if sort is GroupSort.RELEVANCE:
+        return _found_values(sort, [(*_CARD_VALUES(row), row[RANK]) for row in rows], limit, distances)
     return _found_values(sort, [_CARD_VALUES(row) for row in rows], limit, distances)
 
 
@@ -646,12 +664,18 @@ def _found_values(
     found = [Found(_card_from(row), distances.get(row[0])) for row in rows[:limit]]
     if len(rows) <= limit:
         return found, None
-    return found, _cursor_at(sort, dict(zip(CARD_KEYS, rows[limit - 1][:TOTAL_AT], strict=True)))
+    last = rows[limit - 1]
+    position = _cursor_at(sort, dict(zip(CARD_KEYS, last[:TOTAL_AT], strict=True)))
+    if sort is GroupSort.RELEVANCE:
+        position["r"] = int(last[-1])  # the rank (`_ranked`), a row's last value
+    return found, position
 
 
 def _cursor_at(sort: GroupSort, last: Mapping[Any, Any]) -> dict[str, Any]:
-    """The position after a page whose last row is `last`: the sort, the row's sort key and id."""
-    return {"s": sort.value, "k": _SORTS[sort][2](last), "i": last["id"]}
+    """The position after a page whose last row is `last`: the sort, the row's sort key and id (relevance's key is
+    newest's, its rank is added by `_found_values`)."""
+    key = _SORTS[GroupSort.NEWEST if sort is GroupSort.RELEVANCE else sort][2]
+    return {"s": sort.value, "k": key(last), "i": last["id"]}
 
 
 def _like_escaped(text: str) -> str:
@@ -678,6 +702,29 @@ def _among(ids_param: str) -> Any:
 
 
 AMONG_NEAR_IDS = _among("near_ids")
+
+# sort=relevance's rank: 0 the name starts with the query, 1 the name contains it (also where a word of the name
+# starts with it), 2 the rest the text filter found (the description). `name_pattern` is the query folded as the
+# text filter folds it (`_rank_params`) against `name_key`, the name folded in Python the same way: an integer both
+# databases compute alike, so both order alike (FTS5's bm25 and PostgreSQL's ts_rank differ, and are floats).
+# Computed per match, as every order of a text search but newest sorts all matches; no index serves it.
+_NAME_PATTERN = bindparam("name_pattern", type_=String)
+RANKS = (0, 1, 2)
+RELEVANCE_RANK = case(
+    (groups.c.name_key.startswith(_NAME_PATTERN, escape="/"), literal_column("0", Integer)),
+    (groups.c.name_key.contains(_NAME_PATTERN, escape="/"), literal_column("1", Integer)),
+    else_=literal_column("2", Integer),
+)
+RANK = "relevance_rank"
+
+
+def _rank_params(criteria: GroupSearch) -> dict[str, Any]:
+    """The bind parameter of relevance's rank (none for the other sorts): the folded query as a literal pattern."""
+    if criteria.sort is not GroupSort.RELEVANCE or not criteria.text:
+        return {}
+    return {"name_pattern": _like_escaped(criteria.text.casefold())}
+
+
 LIKE_TEXT = groups.c.search_text.contains(bindparam("pattern"), escape="/")
 INDEXED_TEXT = groups.c.id.in_(TEXT_MATCHES.bindparams(bindparam("phrase", type_=String)))
 COUNT_MATCHES = FixedRead(COUNT_TEXT_MATCHES.columns(column("count", Integer)))
@@ -697,20 +744,26 @@ def _cursor_sort(after: dict[str, Any]) -> GroupSort | None:
         return None
 
 
-def _sort_position(sort: GroupSort, after: dict[str, Any]) -> tuple[Any, str]:
-    """The (key, id) a cursor of this sort carries, checked to be of the key's type."""
+def _sort_position(sort: GroupSort, after: dict[str, Any]) -> dict[str, Any]:
+    """The bind parameters of `_beyond` a cursor of this sort carries: its (key, id) as `since` and `last_id`, checked
+    to be of the key's type (relevance: its rank as `last_rank` too, then newest's key)."""
+    if sort is GroupSort.RELEVANCE:
+        (rank,) = _position(after, ("r",))
+        if type(rank) is not int or rank not in RANKS:
+            raise InvalidInput("The cursor is not one this API issued.", field="cursor")
+        return {"last_rank": rank, **_sort_position(GroupSort.NEWEST, after)}
     key, last_id = _position(after, ("k", "i"))
     if not isinstance(last_id, str):
         raise InvalidInput("The cursor is not one this API issued.", field="cursor")
     if sort is GroupSort.NEWEST:
         try:
-            return cursor_time(key), last_id
+            return {"since": cursor_time(key), "last_id": last_id}
         except (TypeError, ValueError):
             raise InvalidInput("The cursor is not one this API issued.", field="cursor")
     expected = int if sort is GroupSort.MEMBERS else str
     if not isinstance(key, expected) or isinstance(key, bool):
         raise InvalidInput("The cursor is not one this API issued.", field="cursor")
-    return key, last_id
+    return {"since": key, "last_id": last_id}
 
 
 def _distance_position(after: dict[str, Any], key: str) -> tuple[float, str]:
@@ -720,10 +773,10 @@ def _distance_position(after: dict[str, Any], key: str) -> tuple[float, str]:
     return float(last_distance), last_id
 
 
-def _position(after: dict[str, Any], keys: tuple[str, str]) -> tuple[Any, Any]:
+def _position(after: dict[str, Any], keys: tuple[str, ...]) -> tuple[Any, ...]:
     if any(key not in after for key in keys):
         raise InvalidInput("The cursor is not one this API issued.", field="cursor")
-    return after[keys[0]], after[keys[1]]
+    return tuple(after[key] for key in keys)
 
 
 @dataclass(frozen=True)
