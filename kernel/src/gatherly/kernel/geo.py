@@ -20,7 +20,7 @@ EARTH_RADIUS_KM = 6371.008771415059
 _DECIMAL = re.compile(r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*", re.ASCII)
 
 
-def decimal_degrees(text: str) -> float:
+def decimal_number(text: str) -> float:
     """`text` as a plain decimal number (`52.52`, `-0.5`, `1e1`), ValueError otherwise (`5_2`, other scripts' digits,
     `nan`, `inf`)."""
     if not _DECIMAL.fullmatch(text):

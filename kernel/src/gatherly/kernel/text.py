@@ -174,6 +174,10 @@ def _plainly_fine(body: bytes) -> bool:
     )
 
 
+def _not_utf8() -> RefusedJson:
+    return RefusedJson("The body is not JSON text in UTF-8.", [{"field": "body", "message": "Not UTF-8."}])
+
+
 def _json_in_another_encoding(body: bytes) -> bool:
     """Whether the service's parser (json.loads of the bytes, as FastAPI's) would read the body as JSON in the
     UTF-16 or UTF-32 it guesses, where it is not JSON as UTF-8."""
@@ -189,20 +193,19 @@ def checked_json(body: bytes) -> bytes:
     passes unchanged: the service refuses it itself, naming the position."""
     if _plainly_fine(body):
         return body
-    not_utf8 = RefusedJson("The body is not JSON text in UTF-8.", [{"field": "body", "message": "Not UTF-8."}])
     try:
         # Decoded here, not by json.loads: given bytes, it guesses UTF-16 or UTF-32 from the first bytes and reads
         # them too (RFC 8259: JSON exchanged between systems is UTF-8). A leading BOM is ignored, as it allows.
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise not_utf8 from None
+        raise _not_utf8() from None
     try:
         document = json.loads(text) if text else None
     except RecursionError:
         raise _whole_body_refused(f"The JSON is nested deeper than {MAX_JSON_DEPTH} levels.")
     except ValueError:
         if _json_in_another_encoding(body):
-            raise not_utf8 from None  # e.g. UTF-16 without a BOM, which is also valid UTF-8 bytes
+            raise _not_utf8() from None  # e.g. UTF-16 without a BOM, which is also valid UTF-8 bytes
         return body
     try:
         problems = _bad_strings(document)

@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gatherly.kernel import tracing
 from gatherly.kernel.clock import time_problem
 from gatherly.kernel.errors import DomainError, InvalidInput, TooManyRequests, Unavailable
-from gatherly.kernel.geo import decimal_degrees
+from gatherly.kernel.geo import decimal_number
 from gatherly.kernel.limits import PROBLEM_JSON, problem_body, send_problem
 from gatherly.kernel.messages import correlation_id_var
 from gatherly.kernel.metrics import HTTP_LATENCY, HTTP_REQUESTS
@@ -317,7 +317,7 @@ def _plain_decimal(value: Any) -> Any:
     """A query's number as a client writes it: pydantic reads "1_0" as 10 (Python's float() syntax)."""
     if isinstance(value, str):
         try:
-            return decimal_degrees(value)
+            return decimal_number(value)
         except ValueError:
             raise PydanticCustomError("float_parsing", "Give a plain decimal number, e.g. 25 or 2.5.") from None
     return value

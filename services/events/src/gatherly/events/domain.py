@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from gatherly.contracts.groups import LEADER_ROLES
 from gatherly.contracts.users import ImageVariants
 from gatherly.kernel.clock import time_problem
-from gatherly.kernel.geo import EARTH_RADIUS_KM, Point, decimal_degrees
+from gatherly.kernel.geo import EARTH_RADIUS_KM, Point, decimal_number
 from gatherly.kernel.text import name_problem, text_problem
 
 EventId = NewType("EventId", str)
@@ -831,7 +831,7 @@ def parse_near(value: str) -> Location:
     try:
         if len(parts) != 2:
             raise ValueError(value)
-        location = Location(decimal_degrees(parts[0]), decimal_degrees(parts[1]))
+        location = Location(decimal_number(parts[0]), decimal_number(parts[1]))
     except ValueError:
         raise InvalidEvent("Give near as <lat>,<lng>, e.g. near=52.52,13.405.", field="near")
     return valid_location(location, "near")

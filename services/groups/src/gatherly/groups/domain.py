@@ -26,7 +26,7 @@ from typing import NamedTuple, NewType
 
 from gatherly.kernel.addresses import address_hash, valid_address
 from gatherly.kernel.errors import DomainError, InvalidInput, TooManyRequests
-from gatherly.kernel.geo import decimal_degrees
+from gatherly.kernel.geo import decimal_number
 from gatherly.kernel.text import check_message, check_name
 
 GroupId = NewType("GroupId", str)
@@ -743,7 +743,7 @@ def parse_near(value: str) -> Location:
     if len(parts) != 2:
         raise InvalidInput("Give near as <lat>,<lng>, e.g. near=52.52,13.405.", field="near")
     try:
-        location = Location(decimal_degrees(parts[0]), decimal_degrees(parts[1]))
+        location = Location(decimal_number(parts[0]), decimal_number(parts[1]))
     except ValueError:
         raise InvalidInput("Give near as <lat>,<lng>, e.g. near=52.52,13.405.", field="near")
     return valid_location(location, "near")
