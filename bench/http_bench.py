@@ -98,6 +98,11 @@ class Slice:
     socket_errors: int  # timeouts (wrk gives up after 2 s) and connection errors
     cpu_s: float  # the server's CPU time during the run
     server_buckets: dict[float, float]  # the server's histogram of the run: bucket bound (s) → requests, cumulative
+    # Time the server's event-loop thread, and wrk's threads, were runnable but waited for a CPU (/proc's schedstat):
+    # with one loop thread and wrk's two on a 2-core host, the operating system's queue shows in wrk's tail.
+    server_wait_s: float = 0.0
+    client_run_s: float = 0.0  # wrk's threads on a CPU
+    client_wait_s: float = 0.0  # wrk's threads runnable, waiting for one
 
     @property
     def requests_per_s(self) -> float:
@@ -120,6 +125,10 @@ class Result:
     # its latency histogram: beside wrk's figures it tells queueing before the app (accept, parse, loop) from the app.
     server_p50_ms: float | None = None
     server_p99_ms: float | None = None
+    # The share of the measured time the server's loop thread was runnable but waited for a CPU (every request waits
+    # as long), and wrk's threads' waiting per unit of their running (a response read late is latency too).
+    server_waiting: float = 0.0
+    client_wait_per_run: float | None = None
 
     @classmethod
     def of(cls, slices: list[Slice]) -> Result:
@@ -140,6 +149,12 @@ class Result:
             fastest_slice_per_s=max(rates),
             server_p50_ms=bucket_quantile(server, 0.5),
             server_p99_ms=bucket_quantile(server, 0.99),
+            server_waiting=sum(s.server_wait_s for s in slices) / max(sum(s.duration_us for s in slices) / 1e6, 1e-9),
+            client_wait_per_run=(
+                sum(s.client_wait_s for s in slices) / client_run
+                if (client_run := sum(s.client_run_s for s in slices))
+                else None
+            ),
         )
 
 
@@ -414,6 +429,30 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def schedstat(text: str) -> tuple[int, int]:
+    """(on a CPU, runnable but waiting for one) in ns, from a thread's /proc/<pid>/task/<tid>/schedstat."""
+    running, waiting, *_ = text.split()
+    return int(running), int(waiting)
+
+
+def thread_schedstats(pid: int) -> dict[int, tuple[int, int]]:
+    """Each thread of a process: (ns on a CPU, ns waiting for one) so far; threads that ended are left out."""
+    stats = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            stats[int(task.name)] = schedstat((task / "schedstat").read_text())
+        except (OSError, ValueError):
+            continue
+    return stats
+
+
+def waited(first: Mapping[int, tuple[int, int]], last: Mapping[int, tuple[int, int]]) -> tuple[float, float]:
+    """(s on a CPU, s waiting for one) of the threads seen in both samples, between them."""
+    running = sum(last[t][0] - first[t][0] for t in last if t in first)
+    waiting = sum(last[t][1] - first[t][1] for t in last if t in first)
+    return running / 1e9, waiting / 1e9
+
+
 def latency_buckets(base: str) -> dict[float, float]:
     """The server's request latency histogram, every service and route summed: upper bound (s) → count."""
     buckets: dict[float, float] = collections.defaultdict(float)
@@ -448,8 +487,22 @@ def run_wrk(wrk: str, url: str, script: Path, args: argparse.Namespace, server_p
     origin = f"{base[0]}//{base[2]}"
     histogram_before = latency_buckets(origin)
     cpu_before = cpu_seconds(server_pid)
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    loop_before = thread_schedstats(server_pid).get(server_pid, (0, 0))
+    last: dict[int, tuple[int, int]] = {}
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as client:
+        # wrk's threads end with it, and are new: their figures are their totals at the last sample taken while it
+        # ran (every 0.1 s, while its output is read).
+        while True:
+            try:
+                output, _ = client.communicate(timeout=0.1)
+                break
+            except subprocess.TimeoutExpired:
+                last = {**last, **thread_schedstats(client.pid)}
+    if client.returncode:
+        sys.exit(f"wrk exited with {client.returncode}:\n{output}")
+    loop_after = thread_schedstats(server_pid).get(server_pid, loop_before)
     cpu = cpu_seconds(server_pid) - cpu_before
+    client_run, client_wait = waited(dict.fromkeys(last, (0, 0)), last)
     histogram_after = latency_buckets(origin)
     line = next((x for x in output.splitlines() if x.startswith("RESULT ")), None)
     if line is None:
@@ -463,6 +516,9 @@ def run_wrk(wrk: str, url: str, script: Path, args: argparse.Namespace, server_p
         socket_errors=raw["socket_errors"],
         cpu_s=cpu,
         server_buckets=bucket_delta(histogram_before, histogram_after),
+        server_wait_s=(loop_after[1] - loop_before[1]) / 1e9,
+        client_run_s=client_run,
+        client_wait_s=client_wait,
     )
 
 
@@ -567,6 +623,10 @@ def _ms(value: float | None) -> str:
     return "?" if value is None else f"{value:g}"
 
 
+def _ratio(value: float | None) -> str:
+    return "?" if value is None else f"{value:.2f}"
+
+
 def slicing(args: argparse.Namespace) -> str:
     runs = schedule(args.seconds, args.slices)
     lengths = sorted({seconds for _, seconds in runs})
@@ -600,18 +660,22 @@ def report(rows: list[Measurement], run_steal: float, args: argparse.Namespace, 
         ]
     lines += [
         "The server's own p50/p99 (≤ the bucket bound, from its latency histogram) is the time from the app being "
-        "called to the last body byte; wrk's includes the wait before that (accept, parsing, the event loop's queue).",
+        "called to the last body byte; wrk's includes the wait before that (accept, parsing, the event loop's queue). "
+        "Loop waiting for a CPU: the share of the endpoint's time the server's event-loop thread was runnable but not "
+        "running (/proc schedstat: every request in flight waits as long); wrk waited / ran: its threads' time "
+        "runnable but not running per unit of their running (a response read late counts in wrk's latency).",
         "",
-        "| endpoint | req/s | p50 ms | p99 ms | server p50/p99 ms | CPU ms/req | timeouts | `/livez` req/s "
-        "| `/livez` slices req/s | `/livez` CPU ms/req | steal | ratio | target | |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| endpoint | req/s | p50 ms | p99 ms | server p50/p99 ms | CPU ms/req | loop waiting for a CPU | wrk waited "
+        "/ ran | timeouts | `/livez` req/s | `/livez` slices req/s | `/livez` CPU ms/req | steal | ratio | target | |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
         measured, bare = row.measured, row.bare
         lines.append(
             f"| `{row.endpoint.name}` | {measured.requests_per_s:,.0f} | {measured.p50_ms:.1f} | "
             f"{measured.p99_ms:.1f} | ≤{_ms(measured.server_p50_ms)} / ≤{_ms(measured.server_p99_ms)} | "
-            f"{measured.cpu_ms:.2f} | {measured.socket_errors} | {bare.requests_per_s:,.0f} | "
+            f"{measured.cpu_ms:.2f} | {measured.server_waiting:.1%} | {_ratio(measured.client_wait_per_run)} | "
+            f"{measured.socket_errors} | {bare.requests_per_s:,.0f} | "
             f"{bare.slowest_slice_per_s:,.0f}-{bare.fastest_slice_per_s:,.0f} | {bare.cpu_ms:.2f} | {row.steal:.1%} | "
             f"{row.ratio:.2f} | {row.endpoint.target} | {'met' if meets_target(row) else '**below**'} |"
         )
@@ -672,7 +736,8 @@ def main() -> None:
                     f"{endpoint.name:45} {measured.requests_per_s:8,.0f} req/s  p50 {measured.p50_ms:6.1f} ms  "
                     f"p99 {measured.p99_ms:6.1f} ms  "
                     f"server ≤{_ms(measured.server_p50_ms)}/≤{_ms(measured.server_p99_ms)} ms  "
-                    f"CPU {measured.cpu_ms:5.2f} ms/req  /livez {bare.requests_per_s:8,.0f} req/s "
+                    f"CPU {measured.cpu_ms:5.2f} ms/req  loop waiting {measured.server_waiting:.0%}  "
+                    f"wrk waited/ran {_ratio(measured.client_wait_per_run)}  /livez {bare.requests_per_s:8,.0f} req/s "
                     f"({bare.slowest_slice_per_s:,.0f}-{bare.fastest_slice_per_s:,.0f}) {bare.cpu_ms:5.2f} ms/req  "
                     f"steal {row.steal:.1%}  ratio {row.ratio:.2f}",
                     flush=True,

@@ -150,3 +150,52 @@ def test_the_report_warns_when_the_host_was_unsteady() -> None:
     row = next(line for line in steady.splitlines() if line.startswith("| `GET /api/users/me"))
     assert "| 1,200 | 1,000-1,400 |" in row
     assert "| 1.0% | 0.42 | 0.4 | met |" in row
+
+
+def test_a_threads_running_and_waiting_times_are_read_from_its_schedstat() -> None:
+    assert bench.schedstat("5862411222 3449012345 9288\n") == (5862411222, 3449012345)
+    before = {1: (1_000_000_000, 0), 2: (0, 500_000_000)}
+    after = {1: (1_500_000_000, 250_000_000), 2: (100_000_000, 700_000_000), 3: (9_000_000_000, 9_000_000_000)}
+    # A thread seen only once (started or ended between the samples) is left out rather than counted from zero.
+    assert bench.waited(before, after) == pytest.approx((0.6, 0.45))
+
+
+def test_this_process_main_thread_has_a_schedstat() -> None:
+    import os
+
+    stats = bench.thread_schedstats(os.getpid())
+    running, waiting = stats[os.getpid()]
+    assert running > 0
+    assert waiting >= 0
+
+
+def test_the_loops_waiting_is_a_share_of_the_measured_time_and_wrks_a_ratio_to_its_running() -> None:
+    def waiting_slice(seconds: float, loop_wait: float, client_run: float, client_wait: float) -> object:
+        return bench.Slice(
+            requests=100,
+            duration_us=int(seconds * 1e6),
+            latency_us={1000: 100},
+            bad_status=0,
+            socket_errors=0,
+            cpu_s=0.1,
+            server_buckets={},
+            server_wait_s=loop_wait,
+            client_run_s=client_run,
+            client_wait_s=client_wait,
+        )
+
+    result = bench.Result.of([waiting_slice(2, 0.5, 0.2, 0.1), waiting_slice(2, 0.1, 0.2, 0.5)])
+    assert result.server_waiting == pytest.approx(0.6 / 4)
+    assert result.client_wait_per_run == pytest.approx(0.6 / 0.4)
+    # wrk never sampled (it ended before the first sample): unknown, not zero.
+    assert bench.Result.of([a_slice({1000: 10}, 1)]).client_wait_per_run is None
+
+
+def test_the_report_gives_the_loops_and_wrks_waiting_for_a_cpu() -> None:
+    args = argparse.Namespace(threads=2, connections=32, seconds=4, slices=2)
+    text = bench.report(rows(0.01), 0.01, args, "", "GET /api/users/me (bearer)")
+    assert "| loop waiting for a CPU | wrk waited / ran |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| `GET /api/users/me"))
+    assert "| 0.0% | ? | 0 |" in row  # a_slice records no waiting and no wrk threads
+    header = next(line for line in text.splitlines() if line.startswith("| endpoint"))
+    assert header.count("|") == row.count("|")
