@@ -778,6 +778,27 @@ class EventSearch:
     radius_km: float = DEFAULT_RADIUS_KM
     attending: UserId | None = None
     order: SearchOrder = SearchOrder.START
+    # Whether `starts_from` was asked for: without `from` it is the time of the request, which a next page's is not.
+    from_asked: bool = True
+
+    @property
+    def filters(self) -> tuple[object, ...]:
+        """What a cursor of this search is tied to (its position means nothing in another list): the filters and the
+        order as asked (times in UTC, text folded as searched), `from` only when asked for, and `attending` as
+        whether the caller asked for their own events, not whose they are."""
+        starts_from = self.starts_from.astimezone(UTC).isoformat() if self.from_asked else None
+        starts_before = None if self.starts_before is None else self.starts_before.astimezone(UTC).isoformat()
+        near = None if self.near is None else (float(self.near.lat), float(self.near.lng), float(self.radius_km))
+        return (
+            starts_from,
+            starts_before,
+            self.text,
+            self.topic,
+            self.group_id,
+            near,
+            self.attending is not None,
+            self.order.value,
+        )
 
 
 def search_text(details: EventDetails) -> str:
@@ -822,6 +843,7 @@ def search_from(
         radius_km=radius_km if radius_km is not None else DEFAULT_RADIUS_KM,
         attending=caller if attending_me else None,
         order=order or (SearchOrder.DISTANCE if center is not None else SearchOrder.START),
+        from_asked=starts_from is not None,
     )
 
 
