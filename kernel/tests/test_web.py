@@ -55,6 +55,14 @@ def make_app(readiness: Readiness) -> FastAPI:
     async def create(body: Signup) -> dict[str, str]:
         return {"email": body.email}
 
+    @app.post("/several-faults")
+    async def several_faults() -> None:
+        raise InvalidInput("The request is not valid.", errors=[("email.a", "Unknown."), ("push.b", "Unknown too.")])
+
+    @app.post("/one-fault")
+    async def one_fault() -> None:
+        raise InvalidInput("Unknown.", field="email.a")
+
     @app.post("/taken")
     async def taken() -> None:
         raise Conflict("That name is taken.")
@@ -117,6 +125,21 @@ async def test_invalid_input_is_a_422_problem_listing_each_field(client: httpx.A
     body = response.json()
     assert body["status"] == 422 and body["title"] and body["detail"]
     assert {e["field"] for e in body["errors"]} == {"email", "age"}
+
+
+async def test_invalid_input_names_each_field_it_is_given_or_its_one_field(client: httpx.AsyncClient) -> None:
+    several = await client.post("/several-faults")
+    assert several.status_code == 422
+    assert several.headers["content-type"] == "application/problem+json"
+    assert several.json() == {
+        "type": "about:blank",
+        "title": "Invalid input",
+        "status": 422,
+        "detail": "The request is not valid.",
+        "errors": [{"field": "email.a", "message": "Unknown."}, {"field": "push.b", "message": "Unknown too."}],
+    }
+    one = (await client.post("/one-fault")).json()
+    assert (one["detail"], one["errors"]) == ("Unknown.", [{"field": "email.a", "message": "Unknown."}])
 
 
 async def test_a_body_that_is_not_json_is_a_422_problem(client: httpx.AsyncClient) -> None:

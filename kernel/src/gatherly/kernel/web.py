@@ -96,7 +96,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if isinstance(exc, TooManyRequests | Unavailable):
             headers["Retry-After"] = str(exc.retry_after)
         if isinstance(exc, InvalidInput):  # every 422 lists what is at fault; without a field, the body
-            extra["errors"] = [{"field": exc.field or "body", "message": exc.detail}]
+            extra["errors"] = exc.errors
         if exc.status == 401:
             headers["WWW-Authenticate"] = "Bearer"
         return problem(exc.status, exc.detail, title=exc.title, headers=headers, **extra)

@@ -141,7 +141,7 @@ async def put_preferences(
     try:
         chosen = preferences_from(body.email, body.push, body.reminders.hours_before)
     except InvalidPreferences as invalid:
-        raise InvalidInput(invalid.detail, field=invalid.field) from None
+        raise InvalidInput(invalid.detail, errors=invalid.faults) from None
     chosen = await service.set_preferences(uow, me, chosen)
     return Response(preferences_json(_preferences(chosen)), media_type="application/json")
 
