@@ -509,7 +509,8 @@ class Rsvp:
     checked_in_at: datetime | None = None
 
     @property
-    def seats(self) -> int:
+    def party_size(self) -> int:
+        """The seats this answer takes when going: the person and their guests (`Event.seats` is the event's)."""
         return 1 + self.guests
 
 
@@ -604,7 +605,7 @@ class Attendance:
             self.queue_counter += 1
             wanted = Rsvp(user, RsvpStatus.GOING, guests, self.queue_counter, now)
             # Strict FIFO: while anyone waits, a new yes waits behind them even if its party would fit.
-            if not self.waiting and self._fits(wanted.seats):
+            if not self.waiting and self._fits(wanted.party_size):
                 self._record(wanted, Change.CONFIRMED, before)
             else:
                 self._put(replace(wanted, status=RsvpStatus.WAITLISTED))
@@ -632,7 +633,7 @@ class Attendance:
         """Seat the waitlist's head while its whole party fits; stop at the first that does not (strict FIFO).
         A promoted RSVP keeps its answer's time and queue number."""
         for waiting in self.waitlist:
-            if not self._fits(waiting.seats):
+            if not self._fits(waiting.party_size):
                 break
             self._record(replace(waiting, status=RsvpStatus.GOING), Change.PROMOTED, waiting.status)
 
@@ -646,7 +647,7 @@ class Attendance:
         """Stores the RSVP and keeps the counters: what the old answer held is given back, the new one taken."""
         for held, sign in ((self.rsvps.get(rsvp.user_id), -1), (rsvp, 1)):
             if held is not None and held.status is RsvpStatus.GOING:
-                self.seats_taken += sign * held.seats
+                self.seats_taken += sign * held.party_size
             elif held is not None and held.status is RsvpStatus.WAITLISTED:
                 self.waiting += sign
         self.rsvps[rsvp.user_id] = rsvp
@@ -663,7 +664,7 @@ def waitlist_to_read(seats: Seats, own: Rsvp | None = None) -> int:
     than the free seats plus those the person's own answer may give back (all of them when seats are unlimited)."""
     if seats.capacity is None:
         return seats.waitlist_count
-    released = own.seats if own is not None and own.status is RsvpStatus.GOING else 0
+    released = own.party_size if own is not None and own.status is RsvpStatus.GOING else 0
     return min(seats.waitlist_count, max(0, seats.capacity - seats.going_count) + released)
 
 
