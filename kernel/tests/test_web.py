@@ -22,7 +22,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.types import Message, Receive, Scope, Send
 
 from gatherly.kernel.clock import time_problem
-from gatherly.kernel.errors import Conflict, TooManyRequests, Unavailable
+from gatherly.kernel.errors import Conflict, InvalidInput, TooManyRequests, Unavailable
 from gatherly.kernel.messages import correlation_id_var
 from gatherly.kernel.web import (
     PageRequest,
@@ -32,9 +32,12 @@ from gatherly.kernel.web import (
     cursor_time,
     decode_cursor,
     encode_cursor,
+    filters_fingerprint,
     install_error_handlers,
     install_health,
     page_request,
+    position_for,
+    with_filters,
 )
 
 
@@ -51,6 +54,14 @@ def make_app(readiness: Readiness) -> FastAPI:
     @app.post("/things")
     async def create(body: Signup) -> dict[str, str]:
         return {"email": body.email}
+
+    @app.post("/several-faults")
+    async def several_faults() -> None:
+        raise InvalidInput("The request is not valid.", errors=[("email.a", "Unknown."), ("push.b", "Unknown too.")])
+
+    @app.post("/one-fault")
+    async def one_fault() -> None:
+        raise InvalidInput("Unknown.", field="email.a")
 
     @app.post("/taken")
     async def taken() -> None:
@@ -114,6 +125,21 @@ async def test_invalid_input_is_a_422_problem_listing_each_field(client: httpx.A
     body = response.json()
     assert body["status"] == 422 and body["title"] and body["detail"]
     assert {e["field"] for e in body["errors"]} == {"email", "age"}
+
+
+async def test_invalid_input_names_each_field_it_is_given_or_its_one_field(client: httpx.AsyncClient) -> None:
+    several = await client.post("/several-faults")
+    assert several.status_code == 422
+    assert several.headers["content-type"] == "application/problem+json"
+    assert several.json() == {
+        "type": "about:blank",
+        "title": "Invalid input",
+        "status": 422,
+        "detail": "The request is not valid.",
+        "errors": [{"field": "email.a", "message": "Unknown."}, {"field": "push.b", "message": "Unknown too."}],
+    }
+    one = (await client.post("/one-fault")).json()
+    assert (one["detail"], one["errors"]) == ("Unknown.", [{"field": "email.a", "message": "Unknown."}])
 
 
 async def test_a_body_that_is_not_json_is_a_422_problem(client: httpx.AsyncClient) -> None:
@@ -219,6 +245,24 @@ def test_a_cursor_is_the_base64_of_the_positions_compact_json(position: dict[str
     escaped, NaN written, anything else by str), so cursors issued before stay the same."""
     expected = json.dumps(position, separators=(",", ":"), default=str).encode()
     assert encode_cursor(position) == base64.urlsafe_b64encode(expected).decode().rstrip("=")
+
+
+def test_a_search_cursor_gives_its_position_back_only_to_the_filters_it_was_made_with() -> None:
+    filters = ("python", None, (52.52, 13.405, 50.0), True, False, "newest")
+    fingerprint = filters_fingerprint(filters)
+    assert fingerprint == filters_fingerprint(list(filters)) and len(fingerprint) == 8
+    position = {"s": "newest", "k": "2026-12-01T18:00:00+00:00", "i": "g1"}
+    cursor = decode_cursor(encode_cursor(with_filters(position, fingerprint)))
+    assert position_for(cursor, fingerprint) == position
+    assert position_for(None, fingerprint) is None
+    others = [("python ", *filters[1:]), (*filters[:3], False, False, "newest"), (*filters[:5], "name"), ()]
+    for other in others:
+        with pytest.raises(InvalidInput) as refused:
+            position_for(cursor, filters_fingerprint(other))
+        assert (refused.value.field, refused.value.detail) == ("cursor", "The cursor is not one this API issued.")
+    for without in (position, {**position, "f": None}, {**position, "f": 7}):  # issued before, or forged
+        with pytest.raises(InvalidInput):
+            position_for(without, fingerprint)
 
 
 @pytest.mark.parametrize(

@@ -484,6 +484,37 @@ async def test_the_records_kept_of_a_partition_hold_at_most_recent_bytes_of_valu
         assert len(await second.poll(timeout=1.0)) == 1
 
 
+def _kept_per_partition(log: EmbeddedLog) -> dict[str, dict[Any, Any]]:
+    """Whatever the log holds keyed by partition (its attributes that are dicts of TopicPartition keys)."""
+    return {
+        name: value
+        for name, value in vars(log).items()
+        if isinstance(value, dict) and value and all(isinstance(key, TopicPartition) for key in value)
+    }
+
+
+async def test_nothing_is_held_of_a_partition_once_its_kept_records_are_dropped(tmp_path: Path) -> None:
+    """The version a partition's kept records were last checked at goes with them: nothing is left of a partition
+    once they are dropped (by retention, by the bytes bound), however many partitions a process has read."""
+    async with EmbeddedLog(tmp_path / "log.sqlite") as log:
+        await log.ensure_topics([TopicConfig("t", partitions=4, retention_ms=60_000)])
+        consumer = log.consumer("g", ["t"])
+        await consumer.assignment()
+        await log.publish(messages("t", keys_on_each_partition(4, per_partition=1), per_key=2))
+        assert len(await consumer.poll(timeout=1.0)) == 8
+        assert set(_kept_per_partition(log)) == {"_recent"} and len(log._recent) == 4
+        assert log._writer is not None
+        log._writer.execute("UPDATE records SET timestamp_ms = 0")
+
+        assert await log.enforce_retention() == 8
+        assert _kept_per_partition(log) == {}
+
+        await log.publish([OutgoingMessage("t", "k", b"x" * (RECENT_BYTES + 1), {})])
+        assert len(await consumer.poll(timeout=1.0)) == 1
+        assert _kept_per_partition(log) == {}, "a record larger than the bound is not kept, nor anything of it"
+        await consumer.close()
+
+
 async def test_records_deleted_by_retention_are_no_longer_read_from_those_kept(tmp_path: Path) -> None:
     async with EmbeddedLog(tmp_path / "log.sqlite") as log:
         await log.ensure_topics([TopicConfig("t", partitions=1, retention_ms=60_000)])

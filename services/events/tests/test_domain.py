@@ -107,6 +107,15 @@ def test_more_guests_need_free_seats_and_an_empty_waitlist() -> None:
         crowded.respond(UserId("ann"), Answer.YES, 1, NOON)
 
 
+def test_an_answer_takes_a_seat_for_the_person_and_one_per_guest() -> None:
+    """An answer's seats are its party's size; `seats` is the event's alone (its counters), not a second meaning."""
+    assert Rsvp(UserId("ann"), RsvpStatus.GOING, 2, 1, NOON).party_size == 3
+    alone = Rsvp(UserId("bob"), RsvpStatus.WAITLISTED, 0, 2, NOON)
+    assert alone.party_size == 1
+    assert not hasattr(alone, "seats")
+    assert an_event(capacity=4).seats.capacity == 4
+
+
 def test_decisions_need_only_the_counters_the_own_answer_and_the_waitlists_head() -> None:
     # 20 seats taken and 5 parties waiting, none of their rows read: a new yes goes to the back, place 6.
     full = replace(an_event(capacity=20), going_count=20, waitlist_count=5, queue_counter=25)

@@ -3,12 +3,14 @@ cursor pages that are never short, and visibility decided in the query."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
-from gatherly.kernel.web import encode_cursor
+from gatherly.events.domain import EventSearch, SearchOrder
+from gatherly.kernel.geo import Point
+from gatherly.kernel.web import decode_cursor, encode_cursor, filters_fingerprint, with_filters
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -18,6 +20,18 @@ BERLIN = {"lat": 52.52, "lng": 13.405}
 NEAR_BERLIN = {"lat": 52.525, "lng": 13.405}  # ~0.6 km north
 POTSDAM = {"lat": 52.3906, "lng": 13.0645}  # ~27 km from Berlin
 HAMBURG = {"lat": 53.5511, "lng": 9.9937}  # ~255 km from Berlin
+
+
+# The searches forged cursors are made for, as the API reads their parameters (no `from`: it is not one).
+_NOW = datetime.now(UTC)
+_ANY_TIME = EventSearch(caller=None, starts_from=_NOW, from_asked=False)
+_NEAR = EventSearch(caller=None, starts_from=_NOW, near=Point(52.5, 13.4), order=SearchOrder.DISTANCE, from_asked=False)
+
+
+def _forged(search: EventSearch, position: dict[str, Any]) -> str:
+    """A cursor of `search` (the fingerprint of its filters, as the API adds it) at any position: base64 JSON anyone
+    can write, so that what the position holds is checked, not only the filters it came with."""
+    return encode_cursor(with_filters(position, filters_fingerprint(search.filters)))
 
 
 def _venue(name: str, where: dict[str, float]) -> dict[str, Any]:
@@ -138,9 +152,16 @@ async def test_bad_search_parameters_are_refused(api: EventsApi) -> None:
         ({"to": "1700000000"}, "to"),
         ({"from": "1.5e9"}, "from"),
         ({"cursor": "not-a-cursor"}, "cursor"),
-        ({"cursor": encode_cursor({"s": "yesterday", "i": "x"})}, "cursor"),
-        ({"near": "52.5,13.4", "cursor": encode_cursor({"s": "2030-01-01T00:00:00+00:00", "i": "x"})}, "cursor"),
+        ({"cursor": _forged(_ANY_TIME, {"s": "yesterday", "i": "x"})}, "cursor"),
+        ({"near": "52.5,13.4", "cursor": _forged(_NEAR, {"s": "2030-01-01T00:00:00+00:00", "i": "x"})}, "cursor"),
     ]
+    # The forged cursors carry the fingerprint the API gives these searches: their positions are what is refused.
+    for search, params, position in (
+        (_ANY_TIME, {}, {"s": "2030-01-01T00:00:00+00:00", "i": "x"}),
+        (_NEAR, {"near": "52.5,13.4"}, {"c": 0.5, "m": 1000.0, "i": "x"}),  # "c" SQLite's, "m" PostGIS's
+    ):
+        response = await api.client.get("/api/events", params={**params, "cursor": _forged(search, position)})
+        assert response.status_code == 200, response.text
     for params, field in bad:
         response = await api.client.get("/api/events", params=params)
         assert response.status_code == 422, (params, response.text)
@@ -311,8 +332,14 @@ async def test_a_forged_start_time_in_a_cursor_or_a_window_out_of_range_in_utc_i
     falls before year 1 or after 9999 overflows there (OverflowError: date value out of range); `from` and `to`
     with such an offset overflow the same way (a naive `from` is already a 422). Found by the s13 probe."""
     cases: list[tuple[dict[str, Any], str]] = [
-        ({"cursor": encode_cursor({"s": moment, "i": "x"})}, "cursor"),
-        ({"q": "run", "cursor": encode_cursor({"s": moment, "i": "x"})}, "cursor"),
+        ({"cursor": _forged(_ANY_TIME, {"s": moment, "i": "x"})}, "cursor"),
+        (
+            {
+                "q": "run",
+                "cursor": _forged(EventSearch(None, _NOW, text="run", from_asked=False), {"s": moment, "i": "x"}),
+            },
+            "cursor",
+        ),
     ]
     if moment[-6] in "+-":
         cases += [({"from": moment}, "from"), ({"to": moment}, "to")]
@@ -322,3 +349,94 @@ async def test_a_forged_start_time_in_a_cursor_or_a_window_out_of_range_in_utc_i
         if response.status_code != 422 or field not in [e["field"] for e in response.json()["errors"]]:
             failures[str(params)] = (response.status_code, response.text[:120])
     assert not failures, failures
+
+
+async def test_a_cursor_sent_with_other_filters_than_it_was_made_with_is_refused(api: EventsApi) -> None:
+    """A cursor's position is a place in the list it was made in: with other filters or another order (or none: a
+    cursor issued before cursors carried their filters) it would start a page of neither list, so it gets the 422 of
+    a forged cursor. The same filters written otherwise (case, a time's offset) are the same search; `from` left out
+    is the time of each request, not a filter."""
+    olga, ann = await api.people("Olga", "Ann")
+    tag = api.soon().strftime("%H%M%S%f")
+    group_id = await api.group(olga, members={ann: "member"}, topics=["fingerprinted"], name=f"Fingerprints {tag}")
+    other_group = await api.group(olga, name=f"Other fingerprints {tag}")
+    starts = [api.soon(days=d) for d in (3, 4, 5)]
+    for n, start in enumerate(starts):
+        event = await api.schedule(
+            olga,
+            group_id,
+            title=f"Fingerprint {tag} {n}",
+            starts_at=start.isoformat(),
+            ends_at=(start + timedelta(hours=1)).isoformat(),
+            venue=_venue("Mitte", BERLIN),
+        )
+        await api.going(ann, event["id"])
+    q = f"fingerprint {tag}"
+    malformed = (await api.client.get("/api/events", params={"cursor": "not-a-cursor"})).json()
+    near = f"{BERLIN['lat']},{BERLIN['lng']}"
+    window = {"from": (starts[0] - timedelta(hours=1)).isoformat(), "to": (starts[-1] + timedelta(hours=1)).isoformat()}
+    in_berlin = (starts[0] - timedelta(hours=1)).astimezone(timezone(timedelta(hours=1))).isoformat()
+    cases: list[tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]] = [
+        (
+            {"q": q},
+            [{"q": f" FINGERPRINT {tag} "}],
+            [
+                {"q": f"fingerprint {tag} 1"},
+                {"q": q, "topic": "fingerprinted"},
+                {"q": q, "group_id": group_id},
+                {"q": q, "attending": "me"},
+                {"q": q, "near": near, "sort": "start"},
+                {"q": q, **window},
+                {"q": q, "to": window["to"]},
+                {"group_id": other_group},
+            ],
+        ),
+        (
+            {"q": q, **window},
+            [{"q": q, **window, "from": in_berlin}],
+            [
+                {"q": q},
+                {"q": q, "from": window["from"]},
+                {"q": q, **window, "to": starts[-1].isoformat()},
+            ],
+        ),
+        (
+            {"q": q, "near": near},
+            [{"q": q, "near": near, "radius_km": "50", "sort": "distance"}],
+            [
+                {"q": q, "near": near, "radius_km": 20},
+                {"q": q, "near": "52.52,13.406"},
+                {"q": q, "near": near, "sort": "start"},
+            ],
+        ),
+        (
+            {"q": q, "attending": "me"},
+            [],
+            [{"q": q}, {"q": q, "attending": "me", "topic": "fingerprinted"}],
+        ),
+    ]
+    for made_with, same, others in cases:
+        first = await api.client.get("/api/events", params={**made_with, "limit": 1}, headers=ann.auth)
+        cursor = first.json()["next_cursor"]
+        assert cursor is not None, made_with
+        second = await api.client.get(
+            "/api/events", params={**made_with, "limit": 1, "cursor": cursor}, headers=ann.auth
+        )
+        assert second.status_code == 200 and second.json()["items"] != first.json()["items"], made_with
+        for params in same:
+            response = await api.client.get(
+                "/api/events", params={**params, "limit": 1, "cursor": cursor}, headers=ann.auth
+            )
+            assert response.json()["items"] == second.json()["items"], (made_with, params)
+        for params in others:
+            response = await api.client.get(
+                "/api/events", params={**params, "limit": 1, "cursor": cursor}, headers=ann.auth
+            )
+            assert response.status_code == 422, (made_with, params, response.text)
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.json() == malformed, (made_with, params)
+        position = {key: value for key, value in decode_cursor(cursor).items() if key != "f"}
+        response = await api.client.get(
+            "/api/events", params={**made_with, "cursor": encode_cursor(position)}, headers=ann.auth
+        )
+        assert response.status_code == 422 and response.json() == malformed, made_with

@@ -13,9 +13,10 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from sqlalchemy import select
 
+from gatherly.groups.domain import GroupSearch
 from gatherly.groups.tables import invitations
 from gatherly.kernel.clock import FrozenClock
-from gatherly.kernel.web import encode_cursor
+from gatherly.kernel.web import encode_cursor, filters_fingerprint, with_filters
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -644,10 +645,28 @@ async def test_a_forged_cursor_with_a_naive_time_or_a_float_rank_is_a_422_in_eve
     }
     for path, positions in lists.items():
         for position in positions:
-            params = {"cursor": encode_cursor(position), **({"sort": "newest"} if path == "/api/groups" else {})}
+            params = {"cursor": _cursor(path, position), **({"sort": "newest"} if path == "/api/groups" else {})}
             response = await shared_api.client.get(path, params=params, headers=ann.auth)
             assert response.status_code == 422, (path, position, response.text)
             assert response.json()["errors"][0]["field"] == "cursor"
+
+
+def _cursor(path: str, position: dict[str, Any]) -> str:
+    """A cursor at `position` of the list at `path`: the search's (`?sort=newest` alone) carries its filters'
+    fingerprint, as the API adds it, so that the position is what is checked."""
+    if path == "/api/groups":
+        return encode_cursor(with_filters(position, filters_fingerprint(GroupSearch().filters)))
+    return encode_cursor(position)
+
+
+async def test_a_search_cursor_forged_as_these_tests_forge_them_is_taken_when_well_formed(shared_api: Any) -> None:
+    """`_cursor` makes the cursor the search checks the position of (else the tests above would pass on the
+    fingerprint alone)."""
+    ann = await shared_api.person("Ann")
+    group = await shared_api.create(ann, name="Well Formed Cursor")
+    position = {"s": "newest", "k": "2999-01-01T00:00:00+00:00", "i": group["id"]}
+    response = await shared_api.client.get("/api/groups", params={"cursor": _cursor("/api/groups", position)})
+    assert response.status_code == 200, response.text
 
 
 async def test_people_racing_for_an_invitations_last_use_cannot_all_get_in(shared_api: Any) -> None:
@@ -691,7 +710,7 @@ async def test_a_forged_cursor_whose_time_is_out_of_range_in_utc_is_a_422_in_eve
     }
     failures = {}
     for path, position in lists.items():
-        params = {"cursor": encode_cursor(position), **({"sort": "newest"} if path == "/api/groups" else {})}
+        params = {"cursor": _cursor(path, position), **({"sort": "newest"} if path == "/api/groups" else {})}
         response = await shared_api.client.get(path, params=params, headers=ann.auth)
         if response.status_code != 422 or response.json()["errors"][0]["field"] != "cursor":
             failures[path] = (response.status_code, response.text[:120])

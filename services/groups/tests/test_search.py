@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
+from gatherly.groups.domain import GroupSearch, GroupSort
 from gatherly.kernel.geo import Point, distances_km
-from gatherly.kernel.web import decode_cursor, encode_cursor
+from gatherly.kernel.web import decode_cursor, encode_cursor, filters_fingerprint, with_filters
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -518,7 +519,7 @@ async def test_relevance_is_asked_for_and_needs_a_text(shared_api: Any) -> None:
         assert response.status_code == 422, (first, then)
         assert [error["field"] for error in response.json()["errors"]] == ["cursor"]
     cursor = (await shared_api.client.get("/api/groups", params={**params, "sort": "relevance"})).json()["next_cursor"]
-    assert set(decode_cursor(cursor)) == {"s", "r", "k", "i"}
+    assert set(decode_cursor(cursor)) == {"s", "r", "k", "i", "f"}
 
 
 @pytest.mark.parametrize(
@@ -608,7 +609,12 @@ async def test_the_radius_is_inclusive_up_to_its_limit_and_refused_beyond(shared
     ],
 )
 async def test_a_forged_nearest_first_cursor_is_refused(shared_api: Any, position: dict[str, Any]) -> None:
-    cursor = encode_cursor({"s": "nearest", **position})
+    search = GroupSearch(near=Point(0.0, 0.0), sort=GroupSort.DISTANCE)  # what near=0,0 asks for
+    well_formed = _forged(search, {"s": "nearest", "d": 1.0, "m": 1000.0, "i": "x"})  # "d" SQLite's, "m" PostGIS's
+    assert (
+        await shared_api.client.get("/api/groups", params={"near": "0,0", "cursor": well_formed})
+    ).status_code == 200
+    cursor = _forged(search, {"s": "nearest", **position})
     response = await shared_api.client.get("/api/groups", params={"near": "0,0", "cursor": cursor})
     assert response.status_code == 422, response.text
     assert "cursor" in [error["field"] for error in response.json()["errors"]]
@@ -639,8 +645,88 @@ _TIME = "2026-01-01T00:00:00+00:00"
 async def test_a_forged_relevance_cursor_is_refused(
     shared_api: Any, position: dict[str, Any], near: str | None
 ) -> None:
-    cursor = encode_cursor({"s": "relevance", **position})
-    params = {"q": "hikers", "sort": "relevance", "cursor": cursor, **({"near": near} if near else {})}
+    center = Point(*(float(part) for part in near.split(","))) if near else None
+    search = GroupSearch(text="hikers", near=center, sort=GroupSort.RELEVANCE)
+    params = {"q": "hikers", "sort": "relevance", **({"near": near} if near else {})}
+    well_formed = _forged(search, {"s": "relevance", "r": 0, "k": _TIME, "i": "x"})
+    assert (await shared_api.client.get("/api/groups", params={**params, "cursor": well_formed})).status_code == 200
+    params["cursor"] = _forged(search, {"s": "relevance", **position})
     response = await shared_api.client.get("/api/groups", params=params)
     assert response.status_code == 422, response.text
     assert "cursor" in [error["field"] for error in response.json()["errors"]]
+
+
+def _forged(search: GroupSearch, position: dict[str, Any]) -> str:
+    """A cursor of `search` (the fingerprint of its filters, as the API adds it) at any position: base64 JSON anyone
+    can write, so that what the position holds is checked, not only the filters it came with."""
+    return encode_cursor(with_filters(position, filters_fingerprint(search.filters)))
+
+
+async def test_a_cursor_sent_with_other_filters_than_it_was_made_with_is_refused(shared_api: Any) -> None:
+    """A cursor's position is a place in the list it was made in: with other filters (or none: a cursor issued before
+    cursors carried their filters) it would start a page of neither list, so it gets the 422 of a forged cursor, also
+    when the sort is the same. The same filters written otherwise (case, spaces, a default radius spelt out) are the
+    same search."""
+    ann, bob = await shared_api.people("Ann", "Bob")
+    made = [
+        await shared_api.create(ann, name=f"Fingerprint {n}", topics=["fingerprinted"], location=BERLIN)
+        for n in range(3)
+    ]
+    await shared_api.join(bob, made[0]["id"])
+    malformed = (await shared_api.client.get("/api/groups", params={"cursor": "not-a-cursor"})).json()
+    near = f"{BERLIN['lat']},{BERLIN['lng']}"
+    cases: list[tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]] = [
+        (
+            {"q": "fingerprint", "topic": "fingerprinted"},
+            [{"q": "FINGERPRINT ", "topic": "Fingerprinted"}],
+            [
+                {"q": "fingerprint 1", "topic": "fingerprinted"},
+                {"topic": "fingerprinted"},
+                {"q": "fingerprint"},
+                {"q": "fingerprint", "topic": "other"},
+                {"q": "fingerprint", "topic": "fingerprinted", "near": near, "sort": "newest"},
+                {"q": "fingerprint", "topic": "fingerprinted", "member": "me"},
+                {"q": "fingerprint", "topic": "fingerprinted", "pending": "me"},
+                {"q": "fingerprint", "topic": "fingerprinted", "sort": "relevance"},
+            ],
+        ),
+        (
+            {"topic": "fingerprinted", "near": near},
+            [{"topic": "fingerprinted", "near": near, "radius_km": "50", "sort": "distance"}],
+            [
+                {"topic": "fingerprinted", "near": near, "radius_km": 20},
+                {"topic": "fingerprinted", "near": "52.52,13.406"},
+                {"topic": "fingerprinted", "near": near, "q": "fingerprint"},
+            ],
+        ),
+        (
+            {"topic": "fingerprinted", "member": "me", "sort": "name"},
+            [],
+            [{"topic": "fingerprinted", "sort": "name"}, {"topic": "fingerprinted", "pending": "me", "sort": "name"}],
+        ),
+    ]
+    for made_with, same, others in cases:
+        first = await shared_api.client.get("/api/groups", params={**made_with, "limit": 1}, headers=ann.auth)
+        cursor = first.json()["next_cursor"]
+        assert cursor is not None, made_with
+        second = await shared_api.client.get(
+            "/api/groups", params={**made_with, "limit": 1, "cursor": cursor}, headers=ann.auth
+        )
+        assert second.status_code == 200 and second.json()["items"] != first.json()["items"], made_with
+        for params in same:
+            response = await shared_api.client.get(
+                "/api/groups", params={**params, "limit": 1, "cursor": cursor}, headers=ann.auth
+            )
+            assert response.json()["items"] == second.json()["items"], (made_with, params)
+        for params in others:
+            response = await shared_api.client.get(
+                "/api/groups", params={**params, "limit": 1, "cursor": cursor}, headers=ann.auth
+            )
+            assert response.status_code == 422, (made_with, params, response.text)
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.json() == malformed, (made_with, params)
+        position = {key: value for key, value in decode_cursor(cursor).items() if key != "f"}
+        response = await shared_api.client.get(
+            "/api/groups", params={**made_with, "cursor": encode_cursor(position)}, headers=ann.auth
+        )
+        assert response.status_code == 422 and response.json() == malformed, made_with

@@ -17,6 +17,7 @@ from sqlalchemy import text
 from gatherly.kernel.db import Database
 from gatherly.kernel.testing import DB_BACKENDS, scratch_database
 from gatherly.notifications import SERVICE
+from gatherly.notifications.domain import Kind
 from gatherly.notifications.store import TicketStore
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -123,6 +124,44 @@ async def test_bad_preferences_are_refused_naming_the_field(api: Any, body: dict
     refused = await api.client.put("/api/notifications/preferences", json=body, headers=ann.auth)
     assert refused.status_code == 422, refused.text
     assert any(e["field"].startswith(field) for e in refused.json()["errors"]), refused.json()
+
+
+async def test_every_unknown_kind_of_a_preferences_put_is_named(api: Any) -> None:
+    """One answer names each field at fault (each unknown kind of either channel, and the reminders), as the
+    kernel's validation does for a body's fields; one alone is refused as it always was, its message the detail."""
+    ann = await api.person()
+    before = (await api.client.get("/api/notifications/preferences", headers=ann.auth)).json()
+    known = "Unknown kind; known: " + ", ".join(sorted(kind.value for kind in Kind)) + "."
+    body = {
+        "email": {"nope_a": True, "event_scheduled": False, "nope_b": False},
+        "push": {"nope_c": True},
+        "reminders": {"hours_before": [0]},
+    }
+    refused = await api.client.put("/api/notifications/preferences", json=body, headers=ann.auth)
+    assert refused.status_code == 422, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json() == {
+        "type": "about:blank",
+        "title": "Invalid input",
+        "status": 422,
+        "detail": "The request is not valid.",
+        "errors": [
+            {"field": "email.nope_a", "message": known},
+            {"field": "email.nope_b", "message": known},
+            {"field": "push.nope_c", "message": known},
+            {"field": "reminders.hours_before", "message": "Each reminder is 1 to 672 hours before the event."},
+        ],
+    }
+    one = await api.client.put("/api/notifications/preferences", json={"push": {"nope": True}}, headers=ann.auth)
+    assert one.status_code == 422
+    assert one.json() == {
+        "type": "about:blank",
+        "title": "Invalid input",
+        "status": 422,
+        "detail": known,
+        "errors": [{"field": "push.nope", "message": known}],
+    }
+    assert (await api.client.get("/api/notifications/preferences", headers=ann.auth)).json() == before
 
 
 async def test_the_emailed_unsubscribe_link_switches_that_kind_off_in_one_click_without_login(api: Any) -> None:

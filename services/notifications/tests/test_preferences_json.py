@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, StrictInt, TypeAdapter
 
-from gatherly.notifications.api import _preferences
+from gatherly.notifications.api import _preferences, _preferences_response
 from gatherly.notifications.domain import (
     MAX_REMINDER_HOURS,
     MAX_REMINDERS,
@@ -59,6 +59,16 @@ def test_any_preferences_as_json_are_what_the_response_model_gives(
 ) -> None:
     chosen = Preferences(email, push, reminder_hours)
     assert preferences_json(_preferences(chosen)) == as_the_response_model(chosen)
+
+
+@given(choices, choices, hours)
+def test_get_and_put_answer_any_preferences_as_the_response_model_gives_them(
+    email: dict[Kind, bool], push: dict[Kind, bool], reminder_hours: tuple[int, ...]
+) -> None:
+    chosen = Preferences(email, push, reminder_hours)
+    response = _preferences_response(chosen)  # both routes' answer
+    assert response.body == as_the_response_model(chosen)
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
 
 
 def test_the_defaults_and_a_choice_as_json_are_what_the_response_model_gives() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -40,12 +41,20 @@ class Conflict(DomainError):
 
 
 class InvalidInput(DomainError):
+    """Input that breaks a rule: a 422 whose `errors` name the field at fault (`field`; the body without one), or
+    each of several fields with its own message (`errors`, (field, message) pairs: one answer names them all)."""
+
     status = 422
     title = "Invalid input"
 
-    def __init__(self, detail: str = "", *, field: str | None = None, **extra: Any) -> None:
+    def __init__(
+        self, detail: str = "", *, field: str | None = None, errors: Sequence[tuple[str, str]] = (), **extra: Any
+    ) -> None:
         super().__init__(detail, **extra)
         self.field = field
+        self.errors = [{"field": name, "message": message} for name, message in errors] or [
+            {"field": field or "body", "message": self.detail}
+        ]
 
 
 class TooManyRequests(DomainError):

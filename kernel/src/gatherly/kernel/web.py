@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import sqlite3
 import time
@@ -95,7 +96,7 @@ def install_error_handlers(app: FastAPI) -> None:
         if isinstance(exc, TooManyRequests | Unavailable):
             headers["Retry-After"] = str(exc.retry_after)
         if isinstance(exc, InvalidInput):  # every 422 lists what is at fault; without a field, the body
-            extra["errors"] = [{"field": exc.field or "body", "message": exc.detail}]
+            extra["errors"] = exc.errors
         if exc.status == 401:
             headers["WWW-Authenticate"] = "Bearer"
         return problem(exc.status, exc.detail, title=exc.title, headers=headers, **extra)
@@ -357,6 +358,37 @@ def decode_cursor(cursor: str) -> dict[str, Any]:
     if not isinstance(value, dict) or not _storable(value):
         raise InvalidInput("The cursor is not one this API issued.", field="cursor")
     return value
+
+
+# The key under which a search's cursor carries the fingerprint of its filters (no list's position uses it).
+FILTERS_KEY = "f"
+
+
+def filters_fingerprint(filters: Sequence[Any]) -> str:
+    """A short fingerprint of the filters (and the order) a search was asked with, which its cursors carry
+    (`with_filters`, `position_for`): a position is a place in the list it was made in, and sent with other filters
+    it would start a page that belongs to neither list. 48 bits of BLAKE2b of the filters' compact JSON: enough to
+    tell one client's searches apart; not a secret nor a signature (a cursor is neither)."""
+    digest = hashlib.blake2b(_CURSOR_JSON.encode(filters).encode(), digest_size=6).digest()
+    return base64.urlsafe_b64encode(digest).decode()
+
+
+def with_filters(position: dict[str, Any], fingerprint: str) -> dict[str, Any]:
+    """The position after a page of a search, for its cursor: tied to the search's filters (`filters_fingerprint`)."""
+    return {**position, FILTERS_KEY: fingerprint}
+
+
+def position_for(cursor: dict[str, Any] | None, fingerprint: str) -> dict[str, Any] | None:
+    """The position a decoded cursor carries when a search with these filters made it (`with_filters`), without the
+    fingerprint. Otherwise the 422 of a cursor this API did not issue: made with other filters, or before cursors
+    carried them (those have no fingerprint; a client starts the list again from its first page)."""
+    if cursor is None:
+        return None
+    if cursor.get(FILTERS_KEY) != fingerprint:
+        raise InvalidInput("The cursor is not one this API issued.", field="cursor")
+    position = dict(cursor)
+    del position[FILTERS_KEY]
+    return position
 
 
 def _refuse_constant(name: str) -> Any:

@@ -147,6 +147,18 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class _Kept(list[Record]):
+    """The records kept of a partition (`EmbeddedLog._recent`), with the `_others_version` at which they were last
+    known all in the file: another process's retention may delete some of them (out of order, leaving the
+    partition's start where it was). One object, so that the version goes when the records do."""
+
+    __slots__ = ("version",)
+
+    def __init__(self, records: Iterable[Record], version: int) -> None:
+        super().__init__(records)
+        self.version = version
+
+
 class EmbeddedLog:
     """A `MessageLog` stored in one SQLite file (WAL), usable by several processes at once.
 
@@ -168,11 +180,9 @@ class EmbeddedLog:
         # Partition counts never change once a topic exists, so they are cached for good.
         self._partition_counts: dict[str, int] = {}
         # The last records read of each partition, offsets consecutive, as read: a record never changes once appended
-        # (offsets are never reused), so the next group reading them takes them from here instead of the file.
-        self._recent: dict[TopicPartition, list[Record]] = {}
-        # The `_others_version` at which each partition's kept records were last known all in the file: another
-        # process's retention may delete some of them (out of order, leaving the partition's start where it was).
-        self._recent_versions: dict[TopicPartition, int] = {}
+        # (offsets are never reused), so the next group reading them takes them from here instead of the file. Each
+        # run carries the version at which it was last known all in the file (`_Kept`), and goes with it.
+        self._recent: dict[TopicPartition, _Kept] = {}
         # Each topic's partition bounds as last read, while the file has not changed since: emptied by every write of
         # ours, and when another connection's writes change `_others_version` (the version they were read at). A
         # process's consumer groups look at the same topics after each append, most of them before any writes again.
@@ -647,7 +657,7 @@ class EmbeddedLog:
         """The records kept of `tp`, checked all still in the file when another connection committed since they were
         last known to be (its retention deletes by timestamp, out of order when appends commit out of order)."""
         recent = self._recent.get(tp)
-        if recent and self._recent_versions[tp] != version:
+        if recent and recent.version != version:
             ((count,),) = self._select(
                 "SELECT count(*) FROM records WHERE topic = ? AND partition = ? AND offset BETWEEN ? AND ?",
                 (tp.topic, tp.partition, recent[0].offset, recent[-1].offset),
@@ -655,7 +665,7 @@ class EmbeddedLog:
             if count != len(recent):
                 del self._recent[tp]
                 return None
-            self._recent_versions[tp] = version
+            recent.version = version
         return recent
 
     def _remember(self, tp: TopicPartition, records: list[Record], version: int) -> None:
@@ -666,12 +676,12 @@ class EmbeddedLog:
         if not records or records[-1].offset - records[0].offset != len(records) - 1:
             return
         recent = self._recent.get(tp)
-        # `_records` checked the records kept at `version` (`_kept`) and read these after it.
-        self._recent_versions[tp] = version
         if recent and recent[0].offset + len(recent) == records[0].offset:
             recent.extend(records)
         elif not recent or records[-1].offset >= recent[-1].offset:
-            recent = self._recent[tp] = list(records)
+            recent = self._recent[tp] = _Kept(records, version)
+        # `_records` checked the records kept at `version` (`_kept`) and read these after it.
+        recent.version = version
         if len(recent) > RECENT_RECORDS:
             del recent[: len(recent) - RECENT_RECORDS]
         held = 0

@@ -509,7 +509,8 @@ class Rsvp:
     checked_in_at: datetime | None = None
 
     @property
-    def seats(self) -> int:
+    def party_size(self) -> int:
+        """The seats this answer takes when going: the person and their guests (`Event.seats` is the event's)."""
         return 1 + self.guests
 
 
@@ -604,7 +605,7 @@ class Attendance:
             self.queue_counter += 1
             wanted = Rsvp(user, RsvpStatus.GOING, guests, self.queue_counter, now)
             # Strict FIFO: while anyone waits, a new yes waits behind them even if its party would fit.
-            if not self.waiting and self._fits(wanted.seats):
+            if not self.waiting and self._fits(wanted.party_size):
                 self._record(wanted, Change.CONFIRMED, before)
             else:
                 self._put(replace(wanted, status=RsvpStatus.WAITLISTED))
@@ -632,7 +633,7 @@ class Attendance:
         """Seat the waitlist's head while its whole party fits; stop at the first that does not (strict FIFO).
         A promoted RSVP keeps its answer's time and queue number."""
         for waiting in self.waitlist:
-            if not self._fits(waiting.seats):
+            if not self._fits(waiting.party_size):
                 break
             self._record(replace(waiting, status=RsvpStatus.GOING), Change.PROMOTED, waiting.status)
 
@@ -646,7 +647,7 @@ class Attendance:
         """Stores the RSVP and keeps the counters: what the old answer held is given back, the new one taken."""
         for held, sign in ((self.rsvps.get(rsvp.user_id), -1), (rsvp, 1)):
             if held is not None and held.status is RsvpStatus.GOING:
-                self.seats_taken += sign * held.seats
+                self.seats_taken += sign * held.party_size
             elif held is not None and held.status is RsvpStatus.WAITLISTED:
                 self.waiting += sign
         self.rsvps[rsvp.user_id] = rsvp
@@ -663,7 +664,7 @@ def waitlist_to_read(seats: Seats, own: Rsvp | None = None) -> int:
     than the free seats plus those the person's own answer may give back (all of them when seats are unlimited)."""
     if seats.capacity is None:
         return seats.waitlist_count
-    released = own.seats if own is not None and own.status is RsvpStatus.GOING else 0
+    released = own.party_size if own is not None and own.status is RsvpStatus.GOING else 0
     return min(seats.waitlist_count, max(0, seats.capacity - seats.going_count) + released)
 
 
@@ -778,6 +779,27 @@ class EventSearch:
     radius_km: float = DEFAULT_RADIUS_KM
     attending: UserId | None = None
     order: SearchOrder = SearchOrder.START
+    # Whether `starts_from` was asked for: without `from` it is the time of the request, which a next page's is not.
+    from_asked: bool = True
+
+    @property
+    def filters(self) -> tuple[object, ...]:
+        """What a cursor of this search is tied to (its position means nothing in another list): the filters and the
+        order as asked (times in UTC, text folded as searched), `from` only when asked for, and `attending` as
+        whether the caller asked for their own events, not whose they are."""
+        starts_from = self.starts_from.astimezone(UTC).isoformat() if self.from_asked else None
+        starts_before = None if self.starts_before is None else self.starts_before.astimezone(UTC).isoformat()
+        near = None if self.near is None else (float(self.near.lat), float(self.near.lng), float(self.radius_km))
+        return (
+            starts_from,
+            starts_before,
+            self.text,
+            self.topic,
+            self.group_id,
+            near,
+            self.attending is not None,
+            self.order.value,
+        )
 
 
 def search_text(details: EventDetails) -> str:
@@ -822,6 +844,7 @@ def search_from(
         radius_km=radius_km if radius_km is not None else DEFAULT_RADIUS_KM,
         attending=caller if attending_me else None,
         order=order or (SearchOrder.DISTANCE if center is not None else SearchOrder.START),
+        from_asked=starts_from is not None,
     )
 
 

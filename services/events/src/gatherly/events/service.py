@@ -79,7 +79,7 @@ from gatherly.events.domain import (
 from gatherly.events.recurrence import HORIZON, Series, SeriesId, Template, check_rule, local
 from gatherly.events.store import AttendeeRow, EventsUnitOfWork, Stores, Viewing
 from gatherly.kernel.exports import export_part
-from gatherly.kernel.web import PageRequest
+from gatherly.kernel.web import PageRequest, filters_fingerprint, position_for, with_filters
 
 
 def _snapshot(event: Event, group_name: str) -> dict[str, Any]:
@@ -893,7 +893,12 @@ async def list_attendees(
 
 async def search_events(stores: Stores, criteria: EventSearch, page: PageRequest) -> tuple[list[Found], Any]:
     """A page of events, with their covers (one more query for the page)."""
-    found, position = await stores.events.search(criteria, page.limit, page.cursor)
+    # A cursor is tied to the search's filters (its position means nothing in another list); they are fingerprinted
+    # only when a cursor comes or goes.
+    fingerprint = filters_fingerprint(criteria.filters) if page.cursor is not None else ""
+    found, position = await stores.events.search(criteria, page.limit, position_for(page.cursor, fingerprint))
+    if position is not None:
+        position = with_filters(position, fingerprint or filters_fingerprint(criteria.filters))
     covers = await _covers(stores, [f.card for f in found])
     return [f._replace(cover=covers[f.card.id]) if f.card.id in covers else f for f in found], position
 

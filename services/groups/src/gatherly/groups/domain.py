@@ -808,6 +808,15 @@ class GroupSearch:
         """Whether the page carries the search's `total`: the caller's own lists (`member=me`, `pending=me`) do."""
         return self.member is not None or self.pending is not None
 
+    @property
+    def filters(self) -> tuple[object, ...]:
+        """What a cursor of this search is tied to (its position means nothing in another list): the filters and the
+        order as asked, the text as the search folds it; `member` and `pending` as whether the caller asked for
+        their own list, not whose it is."""
+        near = None if self.near is None else (float(self.near.lat), float(self.near.lng), float(self.radius_km))
+        text = self.text.casefold() if self.text else None
+        return (text, self.topic, near, self.member is not None, self.pending is not None, self.sort.value)
+
 
 class Found(NamedTuple):
     """A group a search found, and how far it is from the search's centre (with `near`). A named tuple, as GroupCard

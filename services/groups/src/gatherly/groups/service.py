@@ -80,7 +80,7 @@ from gatherly.groups.domain import (
 )
 from gatherly.groups.store import BanView, GroupsUnitOfWork, MemberView, MyRequestView, RequestView, Stores
 from gatherly.kernel.exports import export_part
-from gatherly.kernel.web import PageRequest
+from gatherly.kernel.web import PageRequest, filters_fingerprint, position_for, with_filters
 
 log = structlog.get_logger(__name__)
 
@@ -667,12 +667,18 @@ async def search_groups(
     groups the search finds in all (else None; with `near`, those within the radius). A first page without `near`
     takes its total from its own statement; a next page, or a nearby search, counts in a second one."""
     total = None
-    if criteria.counted and criteria.near is None and page.cursor is None:
+    # A cursor is tied to the search's filters (its position means nothing in another list); they are fingerprinted
+    # only when a cursor comes or goes.
+    fingerprint = filters_fingerprint(criteria.filters) if page.cursor is not None else ""
+    after = position_for(page.cursor, fingerprint)
+    if criteria.counted and criteria.near is None and after is None:
         found, position, total = await stores.groups.first_page_with_total(criteria, page.limit)
     else:
-        found, position = await stores.groups.search(criteria, page.limit, page.cursor)
+        found, position = await stores.groups.search(criteria, page.limit, after)
         if criteria.counted:
             total = await stores.groups.count(criteria)
+    if position is not None:
+        position = with_filters(position, fingerprint or filters_fingerprint(criteria.filters))
     banners = await stores.groups.banners(f.group for f in found)
     return [ListedGroup(f.group, banners.get(f.group.id), f.distance_km) for f in found], position, total
 

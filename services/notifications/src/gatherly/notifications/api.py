@@ -81,6 +81,11 @@ def _preferences(chosen: Preferences) -> PreferencesJson:
     }
 
 
+def _preferences_response(chosen: Preferences) -> Response:
+    """What GET and PUT /preferences answer: the preferences now in force."""
+    return Response(preferences_json(_preferences(chosen)), media_type="application/json")
+
+
 # --- the inbox -----------------------------------------------------------------------------------------------------
 
 
@@ -129,8 +134,7 @@ async def read_notification(
 
 @router.get("/preferences", response_model=PreferencesOut)
 async def get_preferences(me: CurrentUser, context: ServiceContext = Depends(service_context)) -> Response:
-    chosen = await service.preferences_of(context.db, me)
-    return Response(preferences_json(_preferences(chosen)), media_type="application/json")
+    return _preferences_response(await service.preferences_of(context.db, me))
 
 
 @router.put("/preferences", response_model=PreferencesOut)
@@ -141,9 +145,8 @@ async def put_preferences(
     try:
         chosen = preferences_from(body.email, body.push, body.reminders.hours_before)
     except InvalidPreferences as invalid:
-        raise InvalidInput(invalid.detail, field=invalid.field) from None
-    chosen = await service.set_preferences(uow, me, chosen)
-    return Response(preferences_json(_preferences(chosen)), media_type="application/json")
+        raise InvalidInput(invalid.detail, errors=invalid.faults) from None
+    return _preferences_response(await service.set_preferences(uow, me, chosen))
 
 
 # --- one-click unsubscribe (RFC 8058) ----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import hashlib
 import hmac
 import ipaddress
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -70,10 +70,13 @@ MAX_REMINDERS = 5
 
 
 class InvalidPreferences(ValueError):
-    def __init__(self, field: str, detail: str) -> None:
-        super().__init__(detail)
-        self.field = field
-        self.detail = detail
+    """Preferences that cannot be set: every field at fault with why (`faults`, (field, message) pairs), so that
+    one answer names them all; `detail` is the one fault's message, or says there are several."""
+
+    def __init__(self, faults: Sequence[tuple[str, str]]) -> None:
+        self.faults = tuple(faults)
+        self.detail = self.faults[0][1] if len(self.faults) == 1 else "The request is not valid."
+        super().__init__(self.detail)
 
 
 @dataclass(frozen=True)
@@ -110,27 +113,34 @@ class Preferences:
 
 
 def preferences_from(email: Mapping[str, bool], push: Mapping[str, bool], reminder_hours: Iterable[int]) -> Preferences:
-    """Preferences as a person set them, or InvalidPreferences naming the field at fault."""
-    return Preferences(_kinds("email", email), _kinds("push", push), _hours(list(reminder_hours)))
+    """Preferences as a person set them, or InvalidPreferences naming every field at fault (each unknown kind of
+    either channel, and the reminders)."""
+    hours = list(reminder_hours)
+    faults = [*_unknown_kinds("email", email), *_unknown_kinds("push", push), *_hours_faults(hours)]
+    if faults:
+        raise InvalidPreferences(faults)
+    return Preferences(
+        {Kind(name): bool(on) for name, on in email.items()},
+        {Kind(name): bool(on) for name, on in push.items()},
+        tuple(sorted(set(hours), reverse=True)),
+    )
 
 
-def _kinds(channel: str, choices: Mapping[str, bool]) -> dict[Kind, bool]:
-    known = {kind.value for kind in Kind}
-    for name in choices:
-        if name not in known:
-            raise InvalidPreferences(f"{channel}.{name[:50]}", f"Unknown kind; known: {', '.join(sorted(known))}.")
-    return {Kind(name): bool(on) for name, on in choices.items()}
+KNOWN_KINDS = frozenset(kind.value for kind in Kind)
+UNKNOWN_KIND = f"Unknown kind; known: {', '.join(sorted(KNOWN_KINDS))}."
 
 
-def _hours(hours: list[int]) -> tuple[int, ...]:
+def _unknown_kinds(channel: str, choices: Mapping[str, bool]) -> list[tuple[str, str]]:
+    """(field, message) of each kind `choices` names that does not exist (the body bounds how many it names)."""
+    return [(f"{channel}.{name[:50]}", UNKNOWN_KIND) for name in choices if name not in KNOWN_KINDS]
+
+
+def _hours_faults(hours: list[int]) -> list[tuple[str, str]]:
     if len(hours) > MAX_REMINDERS:
-        raise InvalidPreferences("reminders.hours_before", f"At most {MAX_REMINDERS} reminders per event.")
-    for value in hours:
-        if not 1 <= value <= MAX_REMINDER_HOURS:
-            raise InvalidPreferences(
-                "reminders.hours_before", f"Each reminder is 1 to {MAX_REMINDER_HOURS} hours before the event."
-            )
-    return tuple(sorted(set(hours), reverse=True))
+        return [("reminders.hours_before", f"At most {MAX_REMINDERS} reminders per event.")]
+    if any(not 1 <= value <= MAX_REMINDER_HOURS for value in hours):
+        return [("reminders.hours_before", f"Each reminder is 1 to {MAX_REMINDER_HOURS} hours before the event.")]
+    return []
 
 
 # --- who is told what -----------------------------------------------------------------------------------------
