@@ -807,11 +807,3 @@ class GroupSearch:
     def counted(self) -> bool:
         """Whether the page carries the search's `total`: the caller's own lists (`member=me`, `pending=me`) do."""
         return self.member is not None or self.pending is not None
-
-
-class Found(NamedTuple):
-    """A group a search found, and how far it is from the search's centre (with `near`). A named tuple, as GroupCard
-    is: one per row of a list."""
-
-    group: GroupCard
-    distance_km: float | None = None
