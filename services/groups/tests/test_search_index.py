@@ -133,7 +133,7 @@ async def _found(db: Database, query: str) -> set[str]:
     async with reading(db) as stores:
         found, position = await stores.groups.search(GroupSearch(text=query), 100, None)
     assert position is None
-    return {f.group.id for f in found}
+    return {f["id"] for f in found}
 
 
 def _expected(corpus: dict[str, str], query: str) -> set[str]:
@@ -239,6 +239,6 @@ async def test_groups_made_before_the_index_existed_are_found_after_the_migratio
             # Migration 0003 gave the old group its sort=name key.
             async with reading(database) as stores:
                 by_name, _ = await stores.groups.search(GroupSearch(sort=GroupSort.NAME), 10, None)
-            assert [f.group.id for f in by_name] == [new.id, old]  # "more quokkas" < "quokka watchers"
+            assert [f["id"] for f in by_name] == [new.id, old]  # "more quokkas" < "quokka watchers"
         finally:
             await database.dispose()

@@ -21,7 +21,6 @@ from gatherly.events.domain import (
     EventNotFound,
     EventStarted,
     FeedNotFound,
-    Found,
     GroupId,
     GroupNotFound,
     ImportOutcome,
@@ -51,7 +50,6 @@ from gatherly.events.schemas import (
     EventOut,
     EventsPageJson,
     EventSummary,
-    EventSummaryJson,
     FeedOut,
     GroupRef,
     ImportedOut,
@@ -68,7 +66,6 @@ from gatherly.events.store import EventsUnitOfWork, reading, unit_of_work
 from gatherly.kernel.auth import CurrentUser, MaybeUser
 from gatherly.kernel.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, Unauthorized
 from gatherly.kernel.openapi import problems
-from gatherly.kernel.read_models import variants_json
 from gatherly.kernel.routes import FastRoute
 from gatherly.kernel.runtime import ServiceContext, service_context
 from gatherly.kernel.web import LocationBody, Page, PageRequest, QueryNumber, encode_cursor, page_request
@@ -142,25 +139,6 @@ def _venue_out(venue: Venue | None) -> VenueBody | None:
         return None
     location = LocationBody(lat=venue.location.lat, lng=venue.location.lng) if venue.location else None
     return VenueBody(name=venue.name, address=venue.address, location=location)
-
-
-def _summary(found: Found) -> EventSummaryJson:
-    """A found event's card as EventSummary's fields, in its order (a list serializes them as they are)."""
-    card = found.card
-    return {
-        "id": card.id,
-        "group": {"id": card.group_id, "name": found.group_name},
-        "title": card.title,
-        "starts_at": card.starts_at,
-        "ends_at": card.ends_at,
-        "timezone": card.timezone,
-        "venue": card.venue,  # written by orjson as its fields (events_page_json)
-        "online": card.online,
-        "going_count": card.going_count,
-        "capacity": card.capacity,
-        "distance_km": round(found.distance_km, 3) if found.distance_km is not None else None,
-        "cover": variants_json(found.cover),
-    }
 
 
 def _my_rsvp(mine: MyRsvp | None) -> MyRsvpOut | None:
@@ -260,12 +238,9 @@ async def search_events(
         order=sort,
     )
     async with reading(context.db) as stores:
-        found, position = await service.search_events(stores, criteria, page)
-    listed: EventsPageJson = {
-        "items": [_summary(f) for f in found],
-        "next_cursor": encode_cursor(position) if position else None,
-    }
-    return Response(events_page_json(listed), media_type="application/json")
+        listed, position = await service.search_events(stores, criteria, page)
+    page_json: EventsPageJson = {"items": listed, "next_cursor": encode_cursor(position) if position else None}
+    return Response(events_page_json(page_json), media_type="application/json")
 
 
 @router.get("/{event_id}", responses=problems(404))

@@ -20,12 +20,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime, tzinfo
 from enum import StrEnum
-from typing import Any, NamedTuple, NewType, TypeVar
+from typing import Any, NewType, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gatherly.contracts.groups import LEADER_ROLES
-from gatherly.contracts.users import ImageVariants
 from gatherly.kernel.clock import time_problem
 from gatherly.kernel.geo import EARTH_RADIUS_KM, Point, decimal_number
 from gatherly.kernel.text import name_problem, text_problem
@@ -877,30 +876,3 @@ def chord2_within(radius_km: float) -> float:
 
 def km_of_chord2(chord2: float) -> float:
     return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(max(0.0, chord2)) / 2))
-
-
-class EventCard(NamedTuple):
-    """What a list of events shows of each (`GET /api/events`), and what its cover and cursor need: not the
-    description, the RSVP window, the counters of the queue nor the bookkeeping dates, which a list neither shows
-    nor needs to read. A named tuple, like Found, rather than a frozen dataclass (immutable all the same): a page
-    makes twenty of each, and a frozen dataclass's `__init__` sets every field through `object.__setattr__`
-    (~1.2-1.6 µs a card against ~0.3)."""
-
-    id: EventId
-    group_id: GroupId
-    title: str
-    starts_at: datetime
-    ends_at: datetime
-    timezone: str
-    venue: Venue | None
-    online: bool
-    going_count: int
-    capacity: int | None
-    cover_image_id: str | None
-
-
-class Found(NamedTuple):
-    card: EventCard
-    group_name: str
-    distance_km: float | None = None
-    cover: ImageVariants | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -21,7 +22,6 @@ from gatherly.events.domain import (
     Answer,
     EventStatus,
     RsvpStatus,
-    Venue,
 )
 from gatherly.kernel.read_models import ImageVariantsJson
 from gatherly.kernel.web import LocationBody
@@ -230,10 +230,21 @@ class EventSummary(BaseModel):
 # A page of events as JSON in one pass: plain dicts serialized by orjson give the bytes Page[EventSummary] would
 # (test_list_json.py pins it), without building eighty models a page (an event, its group, venue and location)
 # that FastAPI would then validate again. The route keeps its response model for the OpenAPI document. The keys come
-# out in the dicts' order, which api._summary writes in EventSummary's.
+# out in the dicts' order, which the store's list view (store._listed) writes in EventSummary's.
 class GroupRefJson(TypedDict):
     id: str
     name: str
+
+
+class LocationJson(TypedDict):
+    lat: float
+    lng: float
+
+
+class VenueJson(TypedDict):
+    name: str
+    address: str
+    location: LocationJson | None
 
 
 class EventSummaryJson(TypedDict):
@@ -243,7 +254,7 @@ class EventSummaryJson(TypedDict):
     starts_at: datetime
     ends_at: datetime
     timezone: str
-    venue: Venue | None  # orjson writes a dataclass as its fields, in order: VenueBody's JSON (name, address, location)
+    venue: VenueJson | None
     online: bool
     going_count: int
     capacity: int | None
@@ -252,15 +263,14 @@ class EventSummaryJson(TypedDict):
 
 
 class EventsPageJson(TypedDict):
-    items: list[EventSummaryJson]
+    items: Sequence[EventSummaryJson | Mapping[str, Any]]  # EventSummaryJson's (the store's `Listed`)
     next_cursor: str | None
 
 
 def events_page_json(page: EventsPageJson) -> bytes:
     """The page as pydantic writes it: orjson writes the same text, numbers and times (a UTC time ending in `Z` with
-    OPT_UTC_Z, as pydantic's does) in about half the time of a TypeAdapter over the TypedDicts above, and a venue
-    (a dataclass, its location one too) as an object of its fields in their order, as VenueBody's JSON is. Not for a
-    time whose offset has seconds (pydantic truncates them, orjson rounds): the stores give every time in UTC."""
+    OPT_UTC_Z, as pydantic's does) in about half the time of a TypeAdapter over the TypedDicts above. Not for a time
+    whose offset has seconds (pydantic truncates them, orjson rounds): the stores give every time in UTC."""
     return orjson.dumps(page, option=orjson.OPT_UTC_Z)
 
 

@@ -40,14 +40,12 @@ from gatherly.events.domain import (
     Comment,
     CommentNotFound,
     Event,
-    EventCard,
     EventDetails,
     EventId,
     EventNotFound,
     EventSearch,
     EventStatus,
     FeedNotFound,
-    Found,
     GroupId,
     GroupNotFound,
     GroupSummary,
@@ -77,8 +75,9 @@ from gatherly.events.domain import (
     waitlist_to_read,
 )
 from gatherly.events.recurrence import HORIZON, Series, SeriesId, Template, check_rule, local
-from gatherly.events.store import AttendeeRow, EventsUnitOfWork, Stores, Viewing
+from gatherly.events.store import AttendeeRow, EventsUnitOfWork, Listed, Stores, Viewing
 from gatherly.kernel.exports import export_part
+from gatherly.kernel.read_models import variants_json
 from gatherly.kernel.web import PageRequest, filters_fingerprint, position_for, with_filters
 
 
@@ -871,17 +870,15 @@ async def view_event(stores: Stores, event_id: str, caller: UserId | None) -> Ev
     return EventView(found.event, group, mine, found.attendance, cover)
 
 
-async def _covers(stores: Stores, cards: list[EventCard]) -> dict[EventId, ImageVariants]:
-    """The covers' variants of these events (one query for all), each while its image is ready and whoever
-    uploaded it leads the event's group."""
-    chosen = [(card, card.cover_image_id) for card in cards if card.cover_image_id]
-    found = await stores.events.cover_roles({(card.group_id, image_id) for card, image_id in chosen})
-    shown: dict[EventId, ImageVariants] = {}
-    for card, image_id in chosen:
-        role, variants = found.get((card.group_id, image_id), (None, None))
+def _show_covers(
+    covers: list[tuple[Listed, GroupId, str]], found: Mapping[tuple[str, str], tuple[str, ImageVariants]]
+) -> None:
+    """Each listed event's cover, as a list shows it, while its image is ready and whoever uploaded it leads the
+    event's group (`found`: the images' variants and uploaders' roles, `EventStore.cover_roles`)."""
+    for event, group_id, image_id in covers:
+        role, variants = found.get((group_id, image_id), (None, None))
         if variants is not None and shows_cover(role):
-            shown[card.id] = variants
-    return shown
+            event["cover"] = variants_json(variants)
 
 
 async def list_attendees(
@@ -891,16 +888,18 @@ async def list_attendees(
     return await stores.rsvps.page(found.event.id, page.limit, page.cursor)
 
 
-async def search_events(stores: Stores, criteria: EventSearch, page: PageRequest) -> tuple[list[Found], Any]:
-    """A page of events, with their covers (one more query for the page)."""
+async def search_events(stores: Stores, criteria: EventSearch, page: PageRequest) -> tuple[list[Listed], Any]:
+    """A page of events as a list shows them, with their covers (one more query for the page, when one names a
+    cover), and the position after it."""
     # A cursor is tied to the search's filters (its position means nothing in another list); they are fingerprinted
     # only when a cursor comes or goes.
     fingerprint = filters_fingerprint(criteria.filters) if page.cursor is not None else ""
-    found, position = await stores.events.search(criteria, page.limit, position_for(page.cursor, fingerprint))
+    listed, covers, position = await stores.events.search(criteria, page.limit, position_for(page.cursor, fingerprint))
+    if covers:
+        _show_covers(covers, await stores.events.cover_roles({(group, image) for _, group, image in covers}))
     if position is not None:
         position = with_filters(position, fingerprint or filters_fingerprint(criteria.filters))
-    covers = await _covers(stores, [f.card for f in found])
-    return [f._replace(cover=covers[f.card.id]) if f.card.id in covers else f for f in found], position
+    return listed, position
 
 
 # --- data export ------------------------------------------------------------------------------------------------

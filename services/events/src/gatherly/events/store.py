@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cached_property
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     ColumnElement,
@@ -38,12 +38,10 @@ from gatherly.events.domain import (
     Comment,
     CommentId,
     Event,
-    EventCard,
     EventDetails,
     EventId,
     EventSearch,
     EventStatus,
-    Found,
     GroupId,
     GroupSummary,
     InvalidEvent,
@@ -217,9 +215,20 @@ CARD_COLUMNS = [
 CARD_KEYS = tuple(column.name for column in CARD_COLUMNS)
 
 
-def _card(row: Sequence[Any]) -> EventCard:
-    """The card of the event whose row starts with the values of CARD_COLUMNS, in their order: unpacked, rather than
-    looked up by name, and the ids as read (EventId and GroupId are `str` at run time): a page makes twenty cards."""
+# An event as a list shows it: EventSummary's fields in its order, as plain values, which api.py hands to orjson
+# (schemas.events_page_json): a list's read view, made straight from a row's values. A page of twenty made an
+# EventCard, a Venue and its Location (frozen dataclasses), a Found per row, then the API's dict of them; now the
+# dicts alone. test_list_json.py pins it, by hypothesis over stored rows, to what Page[EventSummary] writes of the
+# event's own page (api._event_out) for the same row.
+Listed = dict[str, Any]
+CARD_SIZE = len(CARD_KEYS)
+STARTS_AT = CARD_KEYS.index("starts_at")
+COVER_AT = CARD_KEYS.index("cover_image_id")
+
+
+def _listed(row: Sequence[Any], group_name: str, distance_km: float | None) -> Listed:
+    """The event whose row starts with CARD_COLUMNS' values, in their order, as a list shows it; `distance_km`
+    rounded as the API shows it; its cover None until the service decides it (`ListedPage.covers`)."""
     (
         event_id,
         group_id,
@@ -234,18 +243,41 @@ def _card(row: Sequence[Any]) -> EventCard:
         online_url,
         going_count,
         capacity,
-        cover_image_id,
-    ) = row[: len(CARD_KEYS)]
-    venue = _venue_of(venue_name, venue_address, lat, lng)
-    online = online_url is not None
-    return EventCard(
-        event_id, group_id, title, starts_at, ends_at, timezone, venue, online, going_count, capacity, cover_image_id
-    )
+        _,
+    ) = row[:CARD_SIZE]
+    venue = None
+    if venue_name is not None:  # as _venue_of: no venue without its name, an address "" when missing
+        location = {"lat": lat, "lng": lng} if lat is not None and lng is not None else None
+        venue = {"name": venue_name, "address": venue_address or "", "location": location}
+    return {
+        "id": event_id,
+        "group": {"id": group_id, "name": group_name},
+        "title": title,
+        "starts_at": starts_at,
+        "ends_at": ends_at,
+        "timezone": timezone,
+        "venue": venue,
+        "online": online_url is not None,
+        "going_count": going_count,
+        "capacity": capacity,
+        "distance_km": round(distance_km, 3) if distance_km is not None else None,
+        "cover": None,
+    }
 
 
-def _card_of(row: Mapping[Any, Any]) -> EventCard:
-    """The card of the event of a row read by column name."""
-    return _card([row[key] for key in CARD_KEYS])
+class ListedPage(NamedTuple):
+    """A page of a list of events: the events as listed, those that name a cover image (the listed event, its group,
+    the image: whether it shows is the service's rule), and the position after the page (None on the last)."""
+
+    events: list[Listed]
+    covers: list[tuple[Listed, GroupId, str]]
+    position: Any
+
+
+def _listed_page(rows: Sequence[Sequence[Any]], listed: list[Listed], position: Any) -> ListedPage:
+    """`listed`, made from `rows` (CARD_COLUMNS' values first), as a page."""
+    covers = [(event, row[1], row[COVER_AT]) for event, row in zip(listed, rows, strict=True) if row[COVER_AT]]
+    return ListedPage(listed, covers, position)
 
 
 # What `_event` reads of an event row: all but the search's own columns (the folded text, the unit vector), which
@@ -581,9 +613,9 @@ class EventStore:
         )
         return [(_event(row), row["group_name"]) for row in (await self.session.execute(query)).mappings()]
 
-    async def search(self, criteria: EventSearch, limit: int, after: dict[str, Any] | None) -> tuple[list[Found], Any]:
-        """A page of events and the position after it (None on the last page). Who may see what is part of the
-        query, so a page is never short for rows dropped afterwards."""
+    async def search(self, criteria: EventSearch, limit: int, after: dict[str, Any] | None) -> ListedPage:
+        """A page of events as a list shows them and the position after it (None on the last page). Who may see what
+        is part of the query, so a page is never short for rows dropped afterwards."""
         if criteria.near is not None and self.session.dialect.name == "postgresql":
             return await self._search_nearby_postgis(criteria, limit, after)
         if criteria.near is not None:
@@ -592,16 +624,16 @@ class EventStore:
         if after is not None:
             params["since"], params["last_id"] = _position(after, "s")
         rows = await _soonest_page(criteria, after is not None).values(self.session, params)
-        found = [Found(_card(row), row[GROUP_NAME]) for row in rows[:limit]]
+        page = rows[:limit]
         position = None
         if len(rows) > limit:
-            last = found[-1].card
-            position = {"s": last.starts_at.isoformat(), "i": last.id}
-        return found, position
+            last = page[-1]
+            position = {"s": last[STARTS_AT].isoformat(), "i": last[0]}
+        return _listed_page(page, [_listed(row, row[GROUP_NAME], None) for row in page], position)
 
     async def _search_nearby_postgis(
         self, criteria: EventSearch, limit: int, after: dict[str, Any] | None
-    ) -> tuple[list[Found], Any]:
+    ) -> ListedPage:
         """The nearby search on PostgreSQL: ST_DWithin on the venue's geography point (migration 0008) through its
         GiST index; nearest first is a KNN scan of that index (`<->`, postgis.nearest_page), so a page reads about
         a page of rows; soonest first walks the next upcoming events in start order (_soonest_nearby_postgis)."""
@@ -624,13 +656,17 @@ class EventStore:
             )
         else:
             rows = await self._soonest_nearby_postgis(criteria, limit, after)
-        found = [Found(_card_of(row), row["group_name"], row[postgis.DISTANCE] / 1000.0) for row in rows[:limit]]
+        values = [[row[key] for key in CARD_KEYS] for row in rows[:limit]]
+        listed = [
+            _listed(value, row["group_name"], row[postgis.DISTANCE] / 1000.0)
+            for value, row in zip(values, rows, strict=False)
+        ]
         position = None
         if len(rows) > limit:
             last = rows[limit - 1]
             key = {"m": last[postgis.DISTANCE]} if by_distance else {"s": last["starts_at"].isoformat()}
             position = {**key, "i": last["id"]}
-        return found, position
+        return _listed_page(values, listed, position)
 
     async def _soonest_nearby_postgis(
         self, criteria: EventSearch, limit: int, after: dict[str, Any] | None
@@ -667,9 +703,7 @@ class EventStore:
                 break
         return rows
 
-    async def _search_nearby(
-        self, criteria: EventSearch, limit: int, after: dict[str, Any] | None
-    ) -> tuple[list[Found], Any]:
+    async def _search_nearby(self, criteria: EventSearch, limit: int, after: dict[str, Any] | None) -> ListedPage:
         # The bounding box is an indexed range on lat (and a cheap check on lng) that narrows the candidates; the
         # chord to the centre (domain.unit_vector) drops the box's corners and orders by distance, all in the query
         # and from ix_events_nearby alone; then the page's whole rows are read (the same transaction: same rows).
@@ -692,9 +726,10 @@ class EventStore:
             .where(events.c.id.in_([row["id"] for row in page]))
         )
         by_id = {row["id"]: row for row in (await self.session.execute(cards)).mappings()}
-        found = [
-            Found(_card_of(by_id[row["id"]]), by_id[row["id"]]["group_name"], km_of_chord2(row["chord2"]))
-            for row in page
+        values = [[by_id[row["id"]][key] for key in CARD_KEYS] for row in page]
+        listed = [
+            _listed(value, by_id[row["id"]]["group_name"], km_of_chord2(row["chord2"]))
+            for value, row in zip(values, page, strict=True)
         ]
         position = None
         if len(rows) > limit:
@@ -703,7 +738,7 @@ class EventStore:
                 position = {"c": last_row["chord2"], "i": last_row["id"]}
             else:
                 position = {"s": last_row["starts_at"].isoformat(), "i": last_row["id"]}
-        return found, position
+        return _listed_page(values, listed, position)
 
     async def _soonest_nearby(
         self, criteria: EventSearch, limit: int, after: dict[str, Any] | None

@@ -290,9 +290,8 @@ async def search_groups(
         sort=group_sort(sort, center, text),
     )
     async with reading(context.db) as stores:
-        views, position, total = await service.search_groups(stores, criteria, page)
-    items = [_summary(listed.card, listed.banner, listed.distance_km) for listed in views]
-    return Response(groups_page_json(items, _next(position), total), media_type="application/json")
+        listed, position, total = await service.search_groups(stores, criteria, page)
+    return Response(groups_page_json(listed, _next(position), total), media_type="application/json")
 
 
 @router.get("/{group}", responses=problems(404))

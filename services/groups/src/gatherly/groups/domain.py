@@ -816,11 +816,3 @@ class GroupSearch:
         near = None if self.near is None else (float(self.near.lat), float(self.near.lng), float(self.radius_km))
         text = self.text.casefold() if self.text else None
         return (text, self.topic, near, self.member is not None, self.pending is not None, self.sort.value)
-
-
-class Found(NamedTuple):
-    """A group a search found, and how far it is from the search's centre (with `near`). A named tuple, as GroupCard
-    is: one per row of a list."""
-
-    group: GroupCard
-    distance_km: float | None = None

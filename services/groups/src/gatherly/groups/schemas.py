@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
@@ -84,8 +85,8 @@ class GroupSummaryJson(TypedDict):
     distance_km: float | None
 
 
-def groups_page_json(items: list[GroupSummaryJson], next_cursor: str | None, total: int | None) -> bytes:
-    """A page of groups as GroupsPage's JSON."""
+def groups_page_json(items: Sequence[Mapping[str, Any]], next_cursor: str | None, total: int | None) -> bytes:
+    """A page of groups as GroupsPage's JSON: `items` are GroupSummaryJson's (the store's `Listed`, api._summary)."""
     return orjson.dumps({"items": items, "next_cursor": next_cursor, "total": total})
 
 

@@ -12,7 +12,7 @@ import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, TypeVar
 
 import structlog
 
@@ -45,7 +45,6 @@ from gatherly.groups.domain import (
     DeletionStatus,
     DeletionStep,
     Group,
-    GroupCard,
     GroupDetails,
     GroupNotFound,
     GroupSearch,
@@ -78,7 +77,7 @@ from gatherly.groups.domain import (
     slug_base,
     successor,
 )
-from gatherly.groups.store import BanView, GroupsUnitOfWork, MemberView, MyRequestView, RequestView, Stores
+from gatherly.groups.store import BanView, GroupsUnitOfWork, Listed, MemberView, MyRequestView, RequestView, Stores
 from gatherly.kernel.exports import export_part
 from gatherly.kernel.web import PageRequest, filters_fingerprint, position_for, with_filters
 
@@ -651,36 +650,26 @@ async def view_group(stores: Stores, ref: str, caller: UserId | None) -> GroupVi
     return GroupView(group, banners.get(group.id), relation)
 
 
-class ListedGroup(NamedTuple):
-    """A group in a list: its card, its banner, and how far it is in a search with `near` (a named tuple, as
-    GroupCard is: one per row)."""
-
-    card: GroupCard
-    banner: ImageVariants | None
-    distance_km: float | None
-
-
 async def search_groups(
     stores: Stores, criteria: GroupSearch, page: PageRequest
-) -> tuple[list[ListedGroup], Any, int | None]:
-    """A page of groups with their banners, the position after it, and for `member=me` or `pending=me` how many
-    groups the search finds in all (else None; with `near`, those within the radius). A first page without `near`
-    takes its total from its own statement; a next page, or a nearby search, counts in a second one."""
-    total = None
+) -> tuple[list[Listed], Any, int | None]:
+    """A page of groups as a list shows them (their banners included), the position after it, and for `member=me` or
+    `pending=me` how many groups the search finds in all (else None; with `near`, those within the radius). A first
+    page without `near` takes its total from its own statement; a next page, or a nearby search, counts in a second
+    one."""
     # A cursor is tied to the search's filters (its position means nothing in another list); they are fingerprinted
     # only when a cursor comes or goes.
     fingerprint = filters_fingerprint(criteria.filters) if page.cursor is not None else ""
     after = position_for(page.cursor, fingerprint)
+    total: int | None
     if criteria.counted and criteria.near is None and after is None:
-        found, position, total = await stores.groups.first_page_with_total(criteria, page.limit)
+        listed, position, total = await stores.groups.first_page_with_total(criteria, page.limit)
     else:
-        found, position = await stores.groups.search(criteria, page.limit, after)
-        if criteria.counted:
-            total = await stores.groups.count(criteria)
+        listed, position = await stores.groups.search(criteria, page.limit, after)
+        total = await stores.groups.count(criteria) if criteria.counted else None
     if position is not None:
         position = with_filters(position, fingerprint or filters_fingerprint(criteria.filters))
-    banners = await stores.groups.banners(f.group for f in found)
-    return [ListedGroup(f.group, banners.get(f.group.id), f.distance_km) for f in found], position, total
+    return listed, position, total
 
 
 T = TypeVar("T")

@@ -42,7 +42,6 @@ from gatherly.groups.domain import (
     Deletion,
     DeletionStatus,
     DeletionStep,
-    Found,
     Group,
     GroupCard,
     GroupDetails,
@@ -81,7 +80,7 @@ from gatherly.kernel.errors import InvalidInput
 from gatherly.kernel.exports import rows
 from gatherly.kernel.fixed_reads import FixedRead, FixedWrite, RawRows
 from gatherly.kernel.geo import BoundingBox, bounding_box, distances_km
-from gatherly.kernel.read_models import ReadyImageStore
+from gatherly.kernel.read_models import ReadyImageStore, variants_json
 from gatherly.kernel.runtime import ServiceContext
 from gatherly.kernel.sagas import SagaState, SagaStore
 from gatherly.kernel.uow import UnitOfWork
@@ -191,8 +190,8 @@ SHOWN_COLUMNS = (
 CARD_COLUMNS = (*SHOWN_COLUMNS, groups.c.name_key, groups.c.created_at)
 
 
-# A card's enums by their stored value: a dict lookup gives the same member as calling the enum (EnumMeta's
-# __call__, ~1-3 us each; two a card, forty a page).
+# A listed group's enums by their stored value: a dict lookup gives the same member as calling the enum (EnumMeta's
+# __call__, ~1-3 us each; two a row, forty a page).
 VISIBILITIES = {member.value: member for member in Visibility}
 JOIN_POLICIES = {member.value: member for member in JoinPolicy}
 
@@ -205,28 +204,32 @@ DISTANCE_AT = SHOWN = len(SHOWN_COLUMNS)
 _CARD_VALUES = itemgetter(*CARD_KEYS)
 
 
-def _card_from(values: Sequence[Any]) -> GroupCard:
-    """The card of the group whose row starts with the values of SHOWN_COLUMNS, in their order (`FixedRead.values`):
-    unpacked rather than looked up by name, and the id as read (GroupId is `str` at run time)."""
-    # Any column after them (CARD_COLUMNS' sort keys, a distance, a total) serves order and cursor.
-    group_id, slug, name, topics, city, lat, lng, visibility, join_policy, banner_image_id, members = values[:SHOWN]
-    return GroupCard(
-        group_id,
-        slug,
-        name,
-        tuple(topics),
-        city,
-        Location(lat, lng) if lat is not None and lng is not None else None,
-        VISIBILITIES[visibility],
-        JOIN_POLICIES[join_policy],
-        banner_image_id,
-        members,
-    )
+# A group as a list shows it: GroupSummary's fields in its order, as plain values, which api.py hands to orjson
+# (schemas.groups_page_json): a list's read view, made straight from a row's values. A page of twenty made a
+# GroupCard, a Location, a Found and a ListedGroup per row before the API's dict of the card (~4 µs a row); now the
+# dict alone. test_list_json.py pins it, by hypothesis over stored rows, to what GroupsPage writes of `api._summary`
+# of the group's own card (`Group.card()`, what the group's page shows).
+Listed = dict[str, Any]
+BANNER_AT = [column.key for column in SHOWN_COLUMNS].index("banner_image_id")
 
 
-def _card(row: Mapping[Any, Any]) -> GroupCard:
-    """The card of a group's row read by column name."""
-    return _card_from(_CARD_VALUES(row))
+def _listed(values: Sequence[Any], distance_km: float | None) -> Listed:
+    """The group whose row starts with SHOWN_COLUMNS' values (`FixedRead.values`) as a list shows it, `distance_km`
+    rounded as the API shows it, the banner None until `_banners_shown` sets it."""
+    group_id, slug, name, topics, city, lat, lng, visibility, join_policy, _, members = values[:SHOWN]
+    return {
+        "id": group_id,
+        "slug": slug,
+        "name": name,
+        "city": city,
+        "location": {"lat": lat, "lng": lng} if lat is not None and lng is not None else None,
+        "topics": topics,  # the row's own list (JSON), as the card's tuple would be written
+        "member_count": members,
+        "visibility": VISIBILITIES[visibility],
+        "join_policy": JOIN_POLICIES[join_policy],
+        "banner": None,
+        "distance_km": round(distance_km, 3) if distance_km is not None else None,
+    }
 
 
 def _detail_columns(details: GroupDetails) -> dict[str, Any]:
@@ -339,9 +342,10 @@ class GroupStore:
             update(groups).where(groups.c.id == group_id).values(deleted_at=now, updated_at=now, member_count=0)
         )
 
-    async def search(self, criteria: GroupSearch, limit: int, after: dict[str, Any] | None) -> tuple[list[Found], Any]:
-        """A page of groups in `criteria.sort` order and the position after it (None on the last page). Every
-        order ends with the id, so ties (same size, same name) never repeat or skip a group across pages.
+    async def search(self, criteria: GroupSearch, limit: int, after: dict[str, Any] | None) -> tuple[list[Listed], Any]:
+        """A page of groups in `criteria.sort` order, as a list shows them (`Listed`, their banners included), and
+        the position after it (None on the last page). Every order ends with the id, so ties (same size, same
+        name) never repeat or skip a group across pages.
 
         Each shape of search (which filters, which order, first page or not) is one statement with bind parameters,
         built and compiled once (`_shaped`) and run as a FixedRead; only PostGIS's nearby search is built per call."""
@@ -363,9 +367,11 @@ class GroupStore:
             ("page", criteria.sort, after is not None, *where.shape),
             lambda: _page_query(criteria.sort, where, after is not None),
         )
-        return _found_values(criteria.sort, await read.values(self.session, params), limit, distances)
+        rows = await read.values(self.session, params)
+        listed = [_listed(row, distances.get(row[0])) for row in rows[:limit]] if distances else _plain(rows[:limit])
+        return await self._with_banners(listed, rows[:limit]), _position_after(criteria.sort, rows, limit)
 
-    async def first_page_with_total(self, criteria: GroupSearch, limit: int) -> tuple[list[Found], Any, int]:
+    async def first_page_with_total(self, criteria: GroupSearch, limit: int) -> tuple[list[Listed], Any, int]:
         """The first page of a search without `near`, and how many groups it finds in all, in one statement: the
         page's, with `count`'s statement as a subquery (run once), instead of a second statement. Next pages count
         apart as before (`count`); so do nearby searches (their total counts the groups within the radius)."""
@@ -377,8 +383,8 @@ class GroupStore:
             lambda: _page_query(criteria.sort, where, after=False, total=True),
         )
         rows = await read.values(self.session, {**where.params, **_rank_params(criteria), "limit": limit + 1})
-        found, position = _found_values(criteria.sort, rows, limit, {})
-        return found, position, int(rows[0][TOTAL_AT]) if rows else 0
+        listed = await self._with_banners(_plain(rows[:limit]), rows[:limit])
+        return listed, _position_after(criteria.sort, rows, limit), int(rows[0][TOTAL_AT]) if rows else 0
 
     async def count(self, criteria: GroupSearch) -> int:
         """How many groups the search finds in all (the total of `?member=me`): with `near`, those within the radius,
@@ -409,7 +415,7 @@ class GroupStore:
 
     async def _near_postgis(
         self, criteria: GroupSearch, center: Location, where: _Where, limit: int, after: dict[str, Any] | None
-    ) -> tuple[list[Found], Any]:
+    ) -> tuple[list[Listed], Any]:
         location = postgis.location_of(groups)
         filters = [*where.filters, postgis.within(location, center, criteria.radius_km)]
         distance_m = postgis.nearest_first(location, center)
@@ -422,8 +428,9 @@ class GroupStore:
             query = query.where(_beyond(criteria.sort))
             params.update(_sort_position(criteria.sort, after))
         rows = list((await self.session.execute(query.limit(bindparam("limit")), params)).mappings())
-        distances = {row["id"]: row["distance_m"] / 1000.0 for row in rows[:limit]}
-        return _found_page(criteria.sort, rows, limit, distances)
+        values = _values_by_name(criteria.sort, rows)
+        listed = [_listed(value, row["distance_m"] / 1000.0) for value, row in zip(values, rows[:limit], strict=False)]
+        return await self._with_banners(listed, values[:limit]), _position_after(criteria.sort, values, limit)
 
     async def _within(self, criteria: GroupSearch, center: Location, where: _Where) -> dict[str, float]:
         """Every group within the radius, by id, with its distance. Only (id, lat, lng) of the candidates are read."""
@@ -456,7 +463,7 @@ class GroupStore:
         center: Location,
         limit: int,
         after: dict[str, Any] | None,
-    ) -> tuple[list[Found], Any]:
+    ) -> tuple[list[Listed], Any]:
         """Nearest first on PostgreSQL: the GiST index yields the groups within the radius in distance order (a KNN
         scan, `<->`, postgis.nearest_page), so a page reads about a page of rows however many groups the radius
         holds."""
@@ -467,16 +474,18 @@ class GroupStore:
         rows = await postgis.nearest_page(
             self.session, query, location=location, center=center, key=groups.c.id, limit=limit, after=nearest
         )
-        found = [Found(_card(row), row[postgis.DISTANCE] / 1000.0) for row in rows[:limit]]
+        values = [_CARD_VALUES(row) for row in rows[:limit]]
+        listed = [_listed(value, row[postgis.DISTANCE] / 1000.0) for value, row in zip(values, rows, strict=False)]
+        listed = await self._with_banners(listed, values)
         position = None
         if len(rows) > limit:
             last = rows[limit - 1]
             position = {"s": GroupSort.DISTANCE.value, "m": last[postgis.DISTANCE], "i": last["id"]}
-        return found, position
+        return listed, position
 
     async def _nearest(
         self, criteria: GroupSearch, center: Location, where: _Where, limit: int, after: dict[str, Any] | None
-    ) -> tuple[list[Found], Any]:
+    ) -> tuple[list[Listed], Any]:
         """Nearest first on SQLite: SQLite measures the groups in the radius's bounding box (sqlite_geo, the floats
         geo.distances_km gives), orders them by (distance, id) and returns the first `limit` + 1, so only those rows'
         values are made Python objects and converted."""
@@ -493,12 +502,12 @@ class GroupStore:
         # In distance order, the groups within the radius are the first rows: the radius is tested here rather than
         # in the statement, where SQLite would measure every candidate a second time.
         page = [row for row in rows if row[DISTANCE_AT] <= criteria.radius_km]
-        found = [Found(_card_from(row), row[DISTANCE_AT]) for row in page[:limit]]
+        listed = await self._with_banners([_listed(row, row[DISTANCE_AT]) for row in page[:limit]], page[:limit])
         position = None
         if len(page) > limit:
             last = page[limit - 1]
             position = {"s": GroupSort.DISTANCE.value, "d": last[DISTANCE_AT], "i": last[0]}
-        return found, position
+        return listed, position
 
     async def _where(self, criteria: GroupSearch) -> _Where:
         """The search's filters (bind parameters, not values), their values, and the shape they make."""
@@ -533,7 +542,14 @@ class GroupStore:
     async def banners(self, shown: Iterable[GroupCard]) -> dict[GroupId, ImageVariants]:
         """Banner variants of these groups: an image that is ready and was uploaded by a current leader of the
         group (anyone could name someone else's image id; it shows only when a leader owns it)."""
-        wanted = {g.id: g.banner_image_id for g in shown if g.banner_image_id}
+        return await self._banners({g.id: g.banner_image_id for g in shown if g.banner_image_id})
+
+    async def _with_banners(self, listed: list[Listed], rows: Sequence[Sequence[Any]]) -> list[Listed]:
+        """`listed` with the banners (`banners`) of their groups, whose rows (SHOWN_COLUMNS first) are `rows`."""
+        wanted = {row[0]: row[BANNER_AT] for row in rows if row[BANNER_AT]}
+        return _banners_shown(listed, await self._banners(wanted)) if wanted else listed
+
+    async def _banners(self, wanted: dict[GroupId, str]) -> dict[GroupId, ImageVariants]:
         if not wanted:
             return {}
         found = await FIND_BANNERS.rows(self.session, {"groups": list(wanted), "images": list(wanted.values())})
@@ -645,35 +661,42 @@ def _nearest_query(where: _Where, ranges: int, after: bool) -> Any:
     return query.order_by(measured, groups.c.id).limit(bindparam("limit"))
 
 
-def _found_page(
-    sort: GroupSort, rows: Sequence[Mapping[Any, Any]], limit: int, distances: dict[str, float]
-) -> tuple[list[Found], Any]:
-    """`_found_values` of rows read by name (other columns beside CARD_COLUMNS' are left out, but for relevance's
-    rank)."""
+def _banners_shown(listed: list[Listed], banners: Mapping[GroupId, ImageVariants]) -> list[Listed]:
+    """`listed` with the banners of their groups (by group id) as a list shows them."""
+    for group in listed:
+        if (banner := banners.get(group["id"])) is not None:
+            group["banner"] = variants_json(banner)
+    return listed
+
+
+def _plain(rows: Sequence[Sequence[Any]]) -> list[Listed]:
+    """The rows (SHOWN_COLUMNS first) as a list shows them, without a distance."""
+    return [_listed(row, None) for row in rows]
+
+
+def _values_by_name(sort: GroupSort, rows: Sequence[Mapping[Any, Any]]) -> list[Sequence[Any]]:
+    """Rows read by name as `FixedRead.values` gives the page's statement's: CARD_COLUMNS' values, then relevance's
+    rank (other columns are left out)."""
     if sort is GroupSort.RELEVANCE:
-        return _found_values(sort, [(*_CARD_VALUES(row), row[RANK]) for row in rows], limit, distances)
-    return _found_values(sort, [_CARD_VALUES(row) for row in rows], limit, distances)
+        return [(*_CARD_VALUES(row), row[RANK]) for row in rows]
+    return [_CARD_VALUES(row) for row in rows]
 
 
-def _found_values(
-    sort: GroupSort, rows: Sequence[Sequence[Any]], limit: int, distances: dict[str, float]
-) -> tuple[list[Found], Any]:
-    """A page of the rows, read as values in CARD_COLUMNS' order, then any other columns (`FixedRead.values`: a page
-    of twenty made no dict per row, ~3 times the work of the values alone), and the cursor after it when there is
-    more."""
-    found = [Found(_card_from(row), distances.get(row[0])) for row in rows[:limit]]
+def _position_after(sort: GroupSort, rows: Sequence[Sequence[Any]], limit: int) -> Any:
+    """The cursor after a page of `limit` of the rows, read as values in CARD_COLUMNS' order then any other columns
+    (`FixedRead.values`), when there is more (None on the last page)."""
     if len(rows) <= limit:
-        return found, None
+        return None
     last = rows[limit - 1]
     position = _cursor_at(sort, dict(zip(CARD_KEYS, last[:TOTAL_AT], strict=True)))
     if sort is GroupSort.RELEVANCE:
         position["r"] = int(last[-1])  # the rank (`_ranked`), a row's last value
-    return found, position
+    return position
 
 
 def _cursor_at(sort: GroupSort, last: Mapping[Any, Any]) -> dict[str, Any]:
     """The position after a page whose last row is `last`: the sort, the row's sort key and id (relevance's key is
-    newest's, its rank is added by `_found_values`)."""
+    newest's, its rank is added by `_position_after`)."""
     key = _SORTS[GroupSort.NEWEST if sort is GroupSort.RELEVANCE else sort][2]
     return {"s": sort.value, "k": key(last), "i": last["id"]}
 
