@@ -1,16 +1,20 @@
 """`quick_init`: the per-message records and envelopes build as their frozen dataclass's own `__init__` would, and
-stay immutable."""
+stay immutable. `deeply_frozen`: which types' values cannot change anywhere inside."""
 
 from __future__ import annotations
 
 import dataclasses
+import decimal
+import enum
 import inspect
+import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import pytest
+from pydantic import BaseModel, ConfigDict
 
-from gatherly.kernel.frozen import quick_init
+from gatherly.kernel.frozen import deeply_frozen, quick_init
 from gatherly.kernel.log.base import Record
 from gatherly.kernel.messages import Envelope
 
@@ -113,3 +117,104 @@ def test_only_frozen_slotted_dataclasses_are_taken() -> None:
     for cls in (WithoutSlots, NotFrozen):
         with pytest.raises(TypeError):
             quick_init(cls)
+
+
+# --- deeply_frozen: what may be handed to several consumer groups at once ---------------------------------------
+
+
+class FrozenPoint(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    lat: float
+    lng: float
+
+
+class OpenPoint(BaseModel):
+    lat: float
+    lng: float
+
+
+class FrozenWithList(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    names: list[str]
+
+
+class FrozenExtras(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    name: str
+
+
+class FrozenTree(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    children: tuple[FrozenTree, ...] = ()
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+@pytest.mark.parametrize(
+    "annotation",
+    [
+        str,
+        int,
+        bool,
+        float,
+        bytes,
+        type(None),
+        datetime,
+        uuid.UUID,
+        decimal.Decimal,
+        Colour,
+        str | None,
+        Literal["a", 1],
+        tuple[str, ...],
+        tuple[int, str],
+        frozenset[str],
+        Annotated[str, "why"],
+        FrozenPoint,
+        FrozenPoint | None,
+        tuple[FrozenPoint, ...],
+        FrozenTree,
+    ],
+)
+def test_immutable_values_all_the_way_down_are_deeply_frozen(annotation: Any) -> None:
+    assert deeply_frozen(annotation)
+
+
+@pytest.mark.parametrize(
+    "annotation",
+    [
+        list[str],
+        dict[str, int],
+        set[str],
+        Any,
+        object,
+        bytearray,
+        OpenPoint,
+        OpenPoint | None,
+        tuple[OpenPoint, ...],
+        tuple[list[str], ...],
+        frozenset[OpenPoint],
+        str | list[str],
+        FrozenWithList,  # frozen, but its list can be changed in place
+        FrozenExtras,  # extra fields kept in a dict of any values
+        Annotated[list[str], "why"],
+    ],
+)
+def test_anything_mutable_anywhere_is_not_deeply_frozen(annotation: Any) -> None:
+    assert not deeply_frozen(annotation)
+
+
+def test_the_events_every_write_causes_are_deeply_frozen_so_parsed_once_for_all_groups() -> None:
+    # A list field (or an unfrozen nested model) added to one of these makes each consumer group parse it again.
+    from gatherly.contracts.events import RsvpConfirmed
+    from gatherly.contracts.groups import GroupCreated, GroupUpdated
+    from gatherly.contracts.users import UserProfileUpdated
+
+    for schema in (UserProfileUpdated, GroupCreated, GroupUpdated, RsvpConfirmed):
+        assert deeply_frozen(schema), schema.__name__

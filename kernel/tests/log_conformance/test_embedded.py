@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from ledger import deposit_event
 
 from gatherly.kernel.delivery import ConsumerRegistry, ConsumerWorker
@@ -27,7 +31,13 @@ from gatherly.kernel.log import (
     open_embedded_log,
     utcnow,
 )
-from gatherly.kernel.log.embedded import RECENT_BYTES, RECENT_RECORDS, EmbeddedConsumer
+from gatherly.kernel.log.embedded import (
+    RECENT_BYTES,
+    RECENT_RECORDS,
+    EmbeddedConsumer,
+    _headers,
+    _stored_headers,
+)
 
 from .support import consume, keys_on_each_partition, messages, values, wait_until
 
@@ -796,3 +806,16 @@ def test_a_member_only_gets_partitions_of_topics_it_reads() -> None:
     assert TopicPartition("b", 0) in assignment["m2"]
     assert all(tp.topic == "a" for tp in assignment["m1"])
     assert set().union(*assignment.values()) == set(partitions)
+
+
+HEADER_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=20)  # lone surrogates too
+
+
+@given(st.dictionaries(HEADER_TEXT, HEADER_TEXT, max_size=12))
+def test_headers_kept_in_the_file_read_back_as_json_dumps_text_did(headers: dict[str, str]) -> None:
+    assert _headers(_stored_headers(headers)) == json.loads(json.dumps(headers)) == headers
+
+
+def test_headers_orjson_cannot_write_are_written_as_json_dumps_wrote_them() -> None:
+    for headers in ({"type": "\ud800"}, MappingProxyType({"type": "a"})):
+        assert _stored_headers(headers) == json.dumps(dict(headers))

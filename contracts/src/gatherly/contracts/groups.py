@@ -35,7 +35,7 @@ class GroupSnapshot(GroupEvent):
     slug: str
     name: str
     description: str = ""
-    topics: list[str] = []
+    topics: tuple[str, ...] = ()  # a tuple, as `UserProfileUpdated.topics`: the same JSON array
     city: str | None = None
     location: GeoPoint | None = None
     visibility: str

@@ -5,18 +5,23 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from gatherly.contracts.base import IntegrationEvent
 
 
 class GeoPoint(BaseModel):
+    # Frozen, as the events that carry it: an event is handed to several consumer groups at once.
+    model_config = ConfigDict(frozen=True)
+
     lat: float
     lng: float
 
 
 class ImageVariants(BaseModel):
     """Public URLs of an image's variants, as the images service reports them."""
+
+    model_config = ConfigDict(frozen=True)
 
     thumb: str
     medium: str
@@ -61,7 +66,9 @@ class UserProfileUpdated(UserEvent):
     bio: str = ""
     city: str | None = None
     location: GeoPoint | None = None
-    topics: list[str] = []
+    # A tuple, so that the event is immutable all the way down and parsed once for all the groups that apply it
+    # (kernel/delivery.py `ParsedRecords`); the same JSON array.
+    topics: tuple[str, ...] = ()
     avatar: ImageVariants | None = None
     updated_at: datetime
 

@@ -22,6 +22,7 @@ from gatherly.kernel.db import Database
 from gatherly.kernel.delivery import (
     ConsumerRegistry,
     ConsumerWorker,
+    ParsedRecords,
     RetryPolicy,
     event_topic,
     prune_inbox,
@@ -54,6 +55,8 @@ class Platform:
     resilience: Resilience
     http: httpx.AsyncClient
     clock: Clock
+    # Records the log hands to several consumer groups of this process are parsed once for all of them.
+    parsed_records: ParsedRecords = field(default_factory=ParsedRecords)
 
 
 @dataclass
@@ -135,7 +138,7 @@ class ServiceHost:
             self.context.db, platform.verifier.revoked, interval=settings.revocation_refresh_seconds
         )
         self.workers = [
-            ConsumerWorker(spec, platform.log, self.new_unit_of_work, retry=retry)
+            ConsumerWorker(spec, platform.log, self.new_unit_of_work, retry=retry, parsed=platform.parsed_records)
             for spec in definition.consumers.specs.values()
         ]
         # Every long-running task is supervised: restarted with backoff after any error, readiness turns red

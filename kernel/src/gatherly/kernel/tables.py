@@ -3,7 +3,9 @@ revoked token subjects."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     DDL,
@@ -23,7 +25,12 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.sqlite import DATETIME as SQLITE_DATETIME
 from sqlalchemy.engine import Dialect
+
+# SQLAlchemy's text for a time on SQLite (`DATETIME`'s default storage format), and the same with positions.
+_SQLITE_FORMAT = "%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d.%(microsecond)06d"
+_SQLITE_TEXT = "%04d-%02d-%02d %02d:%02d:%02d.%06d"
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -39,6 +46,33 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             raise ValueError("naive datetimes are ambiguous: give a timezone")
         return value.astimezone(UTC)
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        """On SQLite, an aware datetime written as SQLAlchemy writes it, in one step: its chain (this type's
+        `process_bind_param`, then the SQLite type's processor, which builds a dict of seven fields for a `%` format)
+        took ~2 µs a value, and every event's path binds several (the outbox row, each inbox claim, each read model's
+        time). Anything else (None, a naive time, another type) goes through SQLAlchemy's chain, so gets its answer
+        or its error (tests/test_tables.py pins both)."""
+        general = super().bind_processor(dialect)
+        impl = self.impl_instance.dialect_impl(dialect)
+        if general is None or not isinstance(impl, SQLITE_DATETIME) or impl._storage_format != _SQLITE_FORMAT:
+            return general
+
+        def process(value: Any) -> Any:
+            if value.__class__ is not datetime or value.tzinfo is None:
+                return general(value)
+            utc = value.astimezone(UTC)
+            return _SQLITE_TEXT % (
+                utc.year,
+                utc.month,
+                utc.day,
+                utc.hour,
+                utc.minute,
+                utc.second,
+                utc.microsecond,
+            )
+
+        return process
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 import structlog
 from pydantic_core import from_json
 
@@ -137,6 +138,16 @@ def _headers(stored: str) -> Any:
         return from_json(stored)
     except ValueError:
         return json.loads(stored)
+
+
+def _stored_headers(headers: Mapping[str, str]) -> str:
+    """A record's headers as the JSON text kept in the file: orjson's (a tenth of `json.dumps`'s ~3-4 µs for an
+    event's ten headers), which `_headers` reads back as the same mapping; what orjson refuses (a lone surrogate, a
+    key that is not text) is written by `json.dumps` as before."""
+    try:
+        return orjson.dumps(headers).decode()
+    except TypeError:  # orjson.JSONEncodeError; also a Mapping that is not a dict
+        return json.dumps(dict(headers))
 
 
 def _placeholders(count: int) -> str:
@@ -431,7 +442,7 @@ class EmbeddedLog:
                 head = (m.topic, partition_for(m.key, counts[m.topic]))
                 offset = appended.get(head, heads[head])
                 appended[head] = offset + 1
-                rows.append((m.topic, head[1], offset, m.key, m.value, json.dumps(dict(m.headers)), timestamp))
+                rows.append((m.topic, head[1], offset, m.key, m.value, _stored_headers(m.headers), timestamp))
             db.executemany(
                 "INSERT INTO records (topic, partition, offset, key, value, headers, timestamp_ms)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
