@@ -33,6 +33,9 @@ and `--repeat N` runs our batch consumer N times (each a group of its own, over 
 on the relay, `--publish-only` leaves out the consumers, and `--repeat N` then runs our relay N times (each over
 --messages freshly committed rows).
 
+Our relay and consumers run on uvloop, as `gatherly run <service>` serves them (uvicorn's default loop);
+`--loop asyncio` runs them on asyncio's own loop instead (until 2026-12-02 the bench did, unlike the services).
+
 `--consumer-processes N` (N > 1) also runs the batch consumer as N processes, members of ONE consumer group sharing
 its partitions (as replicas of a service do), in a row of its own beside the single process's: the group's msg/s
 and the CPU per message of the N processes together.
@@ -51,11 +54,12 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
+import uvloop
 from sqlalchemy import Column, Integer, MetaData, String, Table, delete, func, insert, select
 
 from gatherly.contracts.base import IntegrationEvent
@@ -78,6 +82,7 @@ ROOT = Path(__file__).parent.parent
 PARTITIONS = 4
 TARGET_RATIO = 0.3
 TICKS = os.sysconf("SC_CLK_TCK")
+T = TypeVar("T")
 
 metadata = MetaData()
 kernel_tables(metadata)
@@ -199,6 +204,13 @@ async def handle_all(events: Sequence[Pinged], uow: Counting) -> None:
     uow.numbers.extend(event.n for event in events)
 
 
+def run_as_served(main: Coroutine[Any, Any, T], loop: str) -> T:
+    """Run `main` on the event loop a served process runs on: `gatherly run <service>` serves with uvicorn, whose
+    default loop (`loop="auto"`) is uvloop when it is installed (uvicorn[standard], kernel/pyproject.toml), and the
+    service's consumers and relay run on that loop. `loop="asyncio"`: asyncio's own loop, for comparing."""
+    return uvloop.run(main) if loop == "uvloop" else asyncio.run(main)
+
+
 async def collect_as_served() -> None:
     """Tune the garbage collector as a served process does (app/server.py `serve`, which `gatherly run <service>`
     goes through, consumers included): young collections every GATHERLY_GC_YOUNG_THRESHOLD allocations, their
@@ -287,12 +299,20 @@ async def our_consumer(
 
 
 def consumer_member(
-    database_url: str, bootstrap: str, topic: str, group: str, start: Any, stop: Any, progress: Any, results: Any
+    database_url: str,
+    bootstrap: str,
+    topic: str,
+    group: str,
+    start: Any,
+    stop: Any,
+    progress: Any,
+    results: Any,
+    loop: str,
 ) -> None:
     """One member of the consumer group `our_consumer_group` runs, in a process of its own: puts on `results` a stamp
     (clock, this process's CPU seconds, messages) per committed transaction once `stop` is set."""
     Pinged.TOPIC = topic  # this module, imported again in this process, drew another topic name
-    results.put(asyncio.run(_member(database_url, bootstrap, group, start, stop, progress)))
+    results.put(run_as_served(_member(database_url, bootstrap, group, start, stop, progress), loop))
 
 
 async def _member(
@@ -328,7 +348,7 @@ async def _member(
 
 
 async def our_consumer_group(
-    db: Database, bootstrap: str, messages: int, processes: int, *, broker: str
+    db: Database, bootstrap: str, messages: int, processes: int, *, broker: str, loop: str
 ) -> tuple[float, float, float, float]:
     """`our_consumer` with a batch handler, run by `processes` processes that are members of ONE consumer group and
     share its partitions, as replicas of a service do (issue #17). Messages per second of the group, from its first
@@ -345,7 +365,8 @@ async def our_consumer_group(
     url = db.engine.url.render_as_string(hide_password=False)
     members = [
         context.Process(
-            target=consumer_member, args=(url, bootstrap, Pinged.TOPIC, group, start, stop, progress, results)
+            target=consumer_member,
+            args=(url, bootstrap, Pinged.TOPIC, group, start, stop, progress, results, loop),
         )
         for _ in range(processes)
     ]
@@ -393,6 +414,7 @@ async def run(
     repeat: int = 1,
     batch_size: int | None = None,
     consumer_processes: int = 1,
+    loop: str = "uvloop",
 ) -> str:
     started = datetime.now(UTC)
     size = message_bytes()
@@ -428,7 +450,9 @@ async def run(
                     for _ in range(0 if publish_only else repeat)
                 ]
                 ours_in_group = [
-                    await our_consumer_group(consumer_db, bootstrap, messages, consumer_processes, broker=broker)
+                    await our_consumer_group(
+                        consumer_db, bootstrap, messages, consumer_processes, broker=broker, loop=loop
+                    )
                     for _ in range(group_runs)
                 ]
             finally:
@@ -459,7 +483,8 @@ async def run(
         "",
         f"Run on {platform.machine()}, {os.cpu_count()} cores (shared with other work: "
         f"load average {loads[0]:.1f} / {loads[1]:.1f} / {loads[2]:.1f} over 1 / 5 / 15 minutes at the end), "
-        f"Python {platform.python_version()}, one Kafka 4.1.1 broker (KRaft) and PostgreSQL 15 on this machine, "
+        f"Python {platform.python_version()} ({loop}'s event loop, as served: `run_as_served`), "
+        "one Kafka 4.1.1 broker (KRaft) and PostgreSQL 15 on this machine, "
         f"{PARTITIONS} partitions, {messages:,} messages of {size} bytes (value + key + headers; Kafka's tools send "
         "values of that size), all in one run (`bench/kafka_throughput.py`).",
         "",
@@ -519,9 +544,15 @@ def main() -> None:
         default=1,
         help="also run the batch consumer as this many processes of one consumer group (a row of its own)",
     )
+    parser.add_argument(
+        "--loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop",
+        help="the event loop of our relay and consumers (uvloop: as `gatherly run` serves them)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="b17-throughput-") as folder:
-        text = asyncio.run(
+        text = run_as_served(
             run(
                 args.messages,
                 Path(folder),
@@ -530,7 +561,9 @@ def main() -> None:
                 repeat=args.repeat,
                 batch_size=args.batch_size,
                 consumer_processes=args.consumer_processes,
-            )
+                loop=args.loop,
+            ),
+            args.loop,
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as report:  # each run a dated section after the earlier ones

@@ -46,11 +46,18 @@ def test_records_sharing_a_millisecond_share_its_timestamp_and_are_the_records_b
     # `_records` gives the fields by position and builds a record's timestamp only when its millisecond differs from
     # the record before it: the result must be what building each record alone, by keyword, gives.
     stamps = [1_764_652_800_123] * 3 + [1_764_652_800_124, 1_764_652_800_123, 0, 0, 1_764_652_801_000]
-    headers: list[list[tuple[str, bytes | None]]] = [[("id", b"a"), ("type", b"t")], [], [("empty", None)]]
+    # Header values: plain, none at all, null, not UTF-8, and a name given twice (the later value wins, in the
+    # first one's place).
+    headers: list[list[tuple[str, bytes | None]]] = [
+        [("id", b"a"), ("type", b"t")],
+        [],
+        [("empty", None)],
+        [("id", b"a"), ("odd", b"\xffx"), ("id", b"b")],
+    ]
     keys = [b"k1", None, b"\xff\xfe"]
     values = [b'{"n": 1}', None, b"\x00"]
     messages = [
-        ConsumerRecord("topic", n % 2, n, stamp, 0, keys[n % 3], values[n % 3], None, 2, 8, headers[n % 3])
+        ConsumerRecord("topic", n % 2, n, stamp, 0, keys[n % 3], values[n % 3], None, 2, 8, headers[n % 4])
         for n, stamp in enumerate(stamps)
     ]
     one_by_one = [
