@@ -10,7 +10,8 @@ import pytest
 
 from gatherly.events.domain import EventSearch, SearchOrder
 from gatherly.kernel.geo import Point
-from gatherly.kernel.web import decode_cursor, encode_cursor, filters_fingerprint, with_filters
+from gatherly.kernel.testing import CursorCase, check_cursors_tied_to_filters
+from gatherly.kernel.web import encode_cursor, filters_fingerprint, with_filters
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -372,11 +373,10 @@ async def test_a_cursor_sent_with_other_filters_than_it_was_made_with_is_refused
         )
         await api.going(ann, event["id"])
     q = f"fingerprint {tag}"
-    malformed = (await api.client.get("/api/events", params={"cursor": "not-a-cursor"})).json()
     near = f"{BERLIN['lat']},{BERLIN['lng']}"
     window = {"from": (starts[0] - timedelta(hours=1)).isoformat(), "to": (starts[-1] + timedelta(hours=1)).isoformat()}
     in_berlin = (starts[0] - timedelta(hours=1)).astimezone(timezone(timedelta(hours=1))).isoformat()
-    cases: list[tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]] = [
+    cases: list[CursorCase] = [
         (
             {"q": q},
             [{"q": f" FINGERPRINT {tag} "}],
@@ -415,28 +415,4 @@ async def test_a_cursor_sent_with_other_filters_than_it_was_made_with_is_refused
             [{"q": q}, {"q": q, "attending": "me", "topic": "fingerprinted"}],
         ),
     ]
-    for made_with, same, others in cases:
-        first = await api.client.get("/api/events", params={**made_with, "limit": 1}, headers=ann.auth)
-        cursor = first.json()["next_cursor"]
-        assert cursor is not None, made_with
-        second = await api.client.get(
-            "/api/events", params={**made_with, "limit": 1, "cursor": cursor}, headers=ann.auth
-        )
-        assert second.status_code == 200 and second.json()["items"] != first.json()["items"], made_with
-        for params in same:
-            response = await api.client.get(
-                "/api/events", params={**params, "limit": 1, "cursor": cursor}, headers=ann.auth
-            )
-            assert response.json()["items"] == second.json()["items"], (made_with, params)
-        for params in others:
-            response = await api.client.get(
-                "/api/events", params={**params, "limit": 1, "cursor": cursor}, headers=ann.auth
-            )
-            assert response.status_code == 422, (made_with, params, response.text)
-            assert response.headers["content-type"] == "application/problem+json"
-            assert response.json() == malformed, (made_with, params)
-        position = {key: value for key, value in decode_cursor(cursor).items() if key != "f"}
-        response = await api.client.get(
-            "/api/events", params={**made_with, "cursor": encode_cursor(position)}, headers=ann.auth
-        )
-        assert response.status_code == 422 and response.json() == malformed, made_with
+    await check_cursors_tied_to_filters(api.client, "/api/events", ann.auth, cases)

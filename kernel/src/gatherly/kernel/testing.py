@@ -13,7 +13,7 @@ import random
 import socket
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gatherly.kernel import postgis
 from gatherly.kernel.db import Database
+from gatherly.kernel.web import FILTERS_KEY, decode_cursor, encode_cursor
 
 DB_BACKENDS = [
     name.strip() for name in os.environ.get("GATHERLY_TEST_DB_BACKENDS", "sqlite").split(",") if name.strip()
@@ -201,3 +202,34 @@ def _ephemeral_port_range() -> tuple[int, int]:
         return int(low), int(high)
     except (OSError, ValueError):
         return 32_768, 60_999  # Linux's default
+
+
+# (the query a cursor is made with, the same search written otherwise, other searches)
+CursorCase = tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]
+
+
+async def check_cursors_tied_to_filters(
+    client: Any, path: str, headers: Mapping[str, str], cases: Sequence[CursorCase]
+) -> None:
+    """A search list's cursors are tied to the filters they were made with (kernel/web.py `position_for`): for each
+    case, the cursor of a first page of one item pages on with its own query and with each spelling of the same
+    search, and gets the 422 of a malformed cursor with each other search and without its fingerprint (a cursor
+    issued before cursors carried their filters)."""
+    malformed = (await client.get(path, params={"cursor": "not-a-cursor"})).json()
+    for made_with, same, others in cases:
+        first = await client.get(path, params={**made_with, "limit": 1}, headers=headers)
+        cursor = first.json()["next_cursor"]
+        assert cursor is not None, made_with
+        second = await client.get(path, params={**made_with, "limit": 1, "cursor": cursor}, headers=headers)
+        assert second.status_code == 200 and second.json()["items"] != first.json()["items"], made_with
+        for params in same:
+            response = await client.get(path, params={**params, "limit": 1, "cursor": cursor}, headers=headers)
+            assert response.json()["items"] == second.json()["items"], (made_with, params)
+        for params in others:
+            response = await client.get(path, params={**params, "limit": 1, "cursor": cursor}, headers=headers)
+            assert response.status_code == 422, (made_with, params, response.text)
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.json() == malformed, (made_with, params)
+        position = {key: value for key, value in decode_cursor(cursor).items() if key != FILTERS_KEY}
+        response = await client.get(path, params={**made_with, "cursor": encode_cursor(position)}, headers=headers)
+        assert response.status_code == 422 and response.json() == malformed, made_with
