@@ -152,3 +152,14 @@ async def test_groups_of_a_process_reading_the_embedded_log_get_the_same_frozen_
     (first,), (second,) = received.values()
     assert first is second
     assert first == Tagged(key="k", tags=("a",))
+
+
+def test_with_no_capacity_nothing_is_kept_and_every_group_parses_its_own() -> None:
+    """As the process builds it on Kafka (app/compose.py), where each group's records are its own objects."""
+    record = record_of(message_of(Tagged(key="k", tags=("a",))))
+    kept_nothing = ParsedRecords(capacity=0)
+    first, second = kept_nothing.envelope(record), kept_nothing.envelope(record)
+    assert first == second and first is not second
+    assert kept_nothing.event(record, first) is not kept_nothing.event(record, first)
+    keeping = ParsedRecords()
+    assert keeping.envelope(record) is keeping.envelope(record)

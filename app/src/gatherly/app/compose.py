@@ -19,6 +19,7 @@ from gatherly.app.services import ALL
 from gatherly.kernel.auth import HttpJwksSource, JwksSource, TokenVerifier
 from gatherly.kernel.boundary import install_boundary
 from gatherly.kernel.clock import SystemClock
+from gatherly.kernel.delivery import ParsedRecords
 from gatherly.kernel.files import private_directory
 from gatherly.kernel.flags import Flags, flag_provider
 from gatherly.kernel.log import log_from_settings
@@ -27,7 +28,7 @@ from gatherly.kernel.loop_health import LoopLagProbe
 from gatherly.kernel.mail import FileMailer, Mailer, SmtpMailer
 from gatherly.kernel.resilience import Resilience
 from gatherly.kernel.runtime import Platform, ServiceHost
-from gatherly.kernel.settings import MailBackend, Settings
+from gatherly.kernel.settings import LogBackend, MailBackend, Settings
 from gatherly.kernel.supervision import Supervisor
 
 log = structlog.get_logger(__name__)
@@ -96,6 +97,9 @@ def build_platform(
         resilience=resilience,
         http=http,
         clock=SystemClock(),
+        # Only the embedded log hands the process's consumer groups the same record objects; Kafka's are each
+        # group's own, so keeping parsed ones would cost every record and never be asked for again.
+        parsed_records=ParsedRecords() if settings.log_backend is LogBackend.EMBEDDED else ParsedRecords(capacity=0),
     )
 
 

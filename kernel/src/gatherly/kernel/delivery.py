@@ -303,8 +303,9 @@ class ParsedRecords:
     (~4-6 µs) and validated the same event (~6-13 µs). An event is shared only when its schema is deeply frozen
     (`frozen.deeply_frozen`: frozen models of immutable values all the way down), so no handler can change what
     another group's handler is given; the envelope is the worker's own (handlers never see it) and frozen. Records are
-    known by identity, each kept alive while it is kept here, so no other object can have its id; Kafka's records
-    are each group's own, so there each group parses its own, as before. What fails to parse is not kept: each
+    known by identity, each kept alive while it is kept here, so no other object can have its id. Kafka's records
+    are each group's own, so nothing kept would ever be asked for again: there the process builds it with
+    `capacity=0` (app/compose.py), which keeps nothing and parses as before. What fails to parse is not kept: each
     group meets the error itself."""
 
     def __init__(self, capacity: int = PARSED_RECORDS, max_bytes: int = PARSED_BYTES) -> None:
@@ -318,6 +319,8 @@ class ParsedRecords:
 
     def envelope(self, record: Record) -> Envelope:
         """`Envelope.from_record(record)`, made once per record."""
+        if not self.capacity:
+            return Envelope.from_record(record)
         found = self._parsed.get(id(record))
         if found is not None and found[0] is record:
             return found[1]
@@ -390,7 +393,7 @@ class ConsumerWorker:
         # applied since the last commit; the inbox makes the repeats no-ops.
         self.commit_interval = commit_interval
         # Shared with the process's other groups (ServiceHost): records they were handed too are parsed once.
-        self.parsed = parsed or ParsedRecords()
+        self.parsed = parsed if parsed is not None else ParsedRecords()
         self._commit_due: float | None = None
         # A due commit runs beside the poll loop, one at a time: it is a round trip to the log (Kafka's group
         # coordinator), and awaited in the loop it kept the next poll's records waiting (10% of the loop's time at
