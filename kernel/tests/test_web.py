@@ -260,9 +260,10 @@ def test_a_search_cursor_gives_its_position_back_only_to_the_filters_it_was_made
         with pytest.raises(InvalidInput) as refused:
             position_for(cursor, filters_fingerprint(other))
         assert (refused.value.field, refused.value.detail) == ("cursor", "The cursor is not one this API issued.")
-    for without in (position, {**position, "f": None}, {**position, "f": 7}):  # issued before, or forged
+    assert position_for(position, fingerprint) == position  # issued before cursors carried their filters
+    for forged in ({**position, "f": None}, {**position, "f": 7}):
         with pytest.raises(InvalidInput):
-            position_for(without, fingerprint)
+            position_for(forged, fingerprint)
 
 
 @pytest.mark.parametrize(

@@ -353,9 +353,9 @@ async def test_a_forged_start_time_in_a_cursor_or_a_window_out_of_range_in_utc_i
 
 
 async def test_a_cursor_sent_with_other_filters_than_it_was_made_with_is_refused(api: EventsApi) -> None:
-    """A cursor's position is a place in the list it was made in: with other filters or another order (or none: a
-    cursor issued before cursors carried their filters) it would start a page of neither list, so it gets the 422 of
-    a forged cursor. The same filters written otherwise (case, a time's offset) are the same search; `from` left out
+    """A cursor's position is a place in the list it was made in: with other filters or another order it would start
+    a page of neither list, so it gets the 422 of a forged cursor (one issued before cursors carried their filters is
+    taken as then). The same filters written otherwise (case, a time's offset) are the same search; `from` left out
     is the time of each request, not a filter."""
     olga, ann = await api.people("Olga", "Ann")
     tag = api.soon().strftime("%H%M%S%f")

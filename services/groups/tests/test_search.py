@@ -664,10 +664,10 @@ def _forged(search: GroupSearch, position: dict[str, Any]) -> str:
 
 
 async def test_a_cursor_sent_with_other_filters_than_it_was_made_with_is_refused(shared_api: Any) -> None:
-    """A cursor's position is a place in the list it was made in: with other filters (or none: a cursor issued before
-    cursors carried their filters) it would start a page of neither list, so it gets the 422 of a forged cursor, also
-    when the sort is the same. The same filters written otherwise (case, spaces, a default radius spelt out) are the
-    same search."""
+    """A cursor's position is a place in the list it was made in: with other filters it would start a page of neither
+    list, so it gets the 422 of a forged cursor, also when the sort is the same (one issued before cursors carried
+    their filters is taken as then). The same filters written otherwise (case, spaces, a default radius spelt out)
+    are the same search."""
     ann, bob = await shared_api.people("Ann", "Bob")
     made = [
         await shared_api.create(ann, name=f"Fingerprint {n}", topics=["fingerprinted"], location=BERLIN)

@@ -380,11 +380,14 @@ def with_filters(position: dict[str, Any], fingerprint: str) -> dict[str, Any]:
 
 def position_for(cursor: dict[str, Any] | None, fingerprint: str) -> dict[str, Any] | None:
     """The position a decoded cursor carries when a search with these filters made it (`with_filters`), without the
-    fingerprint. Otherwise the 422 of a cursor this API did not issue: made with other filters, or before cursors
-    carried them (those have no fingerprint; a client starts the list again from its first page)."""
+    fingerprint; made with other filters, the 422 of a cursor this API did not issue. A cursor without a fingerprint
+    was issued before cursors carried one: its position is taken as it was then, so that a listing in progress
+    survives a rolling update (its first page from an older replica, the next from a newer)."""
     if cursor is None:
         return None
-    if cursor.get(FILTERS_KEY) != fingerprint:
+    if FILTERS_KEY not in cursor:
+        return cursor
+    if cursor[FILTERS_KEY] != fingerprint:
         raise InvalidInput("The cursor is not one this API issued.", field="cursor")
     position = dict(cursor)
     del position[FILTERS_KEY]
