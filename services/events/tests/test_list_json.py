@@ -96,7 +96,6 @@ def test_a_listed_event_is_what_its_own_page_shows_through_the_response_model(
 ) -> None:
     # The list's rows: CARD_COLUMNS' values in their order, then the group's name, as FixedRead.values gives them.
     listed = [_listed([*(row[key] for key in CARD_KEYS), name], name, distance) for row, name, distance, _ in events]
-    # Each named cover shown, its uploader a leader (the service's rule, test_covers.py, decides which show).
     # Each named cover shown (its uploader a leader: which show is the service's rule, test_covers.py); an image id a
     # row, so a group's events each show their own.
     named = [
