@@ -368,8 +368,9 @@ class GroupStore:
             lambda: _page_query(criteria.sort, where, after is not None),
         )
         rows = await read.values(self.session, params)
-        listed = [_listed(row, distances.get(row[0])) for row in rows[:limit]] if distances else _plain(rows[:limit])
-        return await self._with_banners(listed, rows[:limit]), _position_after(criteria.sort, rows, limit)
+        page = rows[:limit]
+        listed = [_listed(row, distances.get(row[0])) for row in page]
+        return await self._with_banners(listed, page), _position_after(criteria.sort, rows, limit)
 
     async def first_page_with_total(self, criteria: GroupSearch, limit: int) -> tuple[list[Listed], Any, int]:
         """The first page of a search without `near`, and how many groups it finds in all, in one statement: the
@@ -383,7 +384,8 @@ class GroupStore:
             lambda: _page_query(criteria.sort, where, after=False, total=True),
         )
         rows = await read.values(self.session, {**where.params, **_rank_params(criteria), "limit": limit + 1})
-        listed = await self._with_banners(_plain(rows[:limit]), rows[:limit])
+        page = rows[:limit]
+        listed = await self._with_banners([_listed(row, None) for row in page], page)
         return listed, _position_after(criteria.sort, rows, limit), int(rows[0][TOTAL_AT]) if rows else 0
 
     async def count(self, criteria: GroupSearch) -> int:
@@ -667,11 +669,6 @@ def _banners_shown(listed: list[Listed], banners: Mapping[GroupId, ImageVariants
         if (banner := banners.get(group["id"])) is not None:
             group["banner"] = variants_json(banner)
     return listed
-
-
-def _plain(rows: Sequence[Sequence[Any]]) -> list[Listed]:
-    """The rows (SHOWN_COLUMNS first) as a list shows them, without a distance."""
-    return [_listed(row, None) for row in rows]
 
 
 def _values_by_name(sort: GroupSort, rows: Sequence[Mapping[Any, Any]]) -> list[Sequence[Any]]:
