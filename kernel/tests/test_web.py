@@ -25,6 +25,7 @@ from gatherly.kernel.clock import time_problem
 from gatherly.kernel.errors import Conflict, InvalidInput, TooManyRequests, Unavailable
 from gatherly.kernel.messages import correlation_id_var
 from gatherly.kernel.web import (
+    FilteredCursors,
     PageRequest,
     Readiness,
     RequestContextMiddleware,
@@ -264,6 +265,18 @@ def test_a_search_cursor_gives_its_position_back_only_to_the_filters_it_was_made
     for forged in ({**position, "f": None}, {**position, "f": 7}):
         with pytest.raises(InvalidInput):
             position_for(forged, fingerprint)
+
+
+def test_filtered_cursors_tie_the_next_position_and_take_back_only_their_own() -> None:
+    position = {"before": 7}
+    unread = FilteredCursors([True])
+    assert unread.after(None) is None and unread.next(None) is None
+    cursor = decode_cursor(encode_cursor(unread.next(position) or {}))
+    assert cursor == with_filters(position, filters_fingerprint([True]))
+    assert FilteredCursors([True]).after(cursor) == position
+    assert FilteredCursors([True]).after(position) == position  # issued before cursors carried their filters
+    with pytest.raises(InvalidInput):
+        FilteredCursors([False]).after(cursor)
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from gatherly.groups.domain import GroupSearch
 from gatherly.groups.tables import invitations
 from gatherly.kernel.clock import FrozenClock
+from gatherly.kernel.testing import CursorCase, check_cursors_tied_to_filters
 from gatherly.kernel.web import encode_cursor, filters_fingerprint, with_filters
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -289,6 +290,24 @@ async def test_lists_carry_totals_and_members_filter_by_role(shared_api: Any) ->
     mine = (await shared_api.client.get("/api/groups", params={"member": "me", "limit": 1}, headers=cat.auth)).json()
     assert (len(mine["items"]), mine["total"]) == (1, len(await _all_my_groups(shared_api, cat)))
     assert (await shared_api.client.get("/api/groups", params={"limit": 1})).json()["total"] is None
+
+
+async def test_a_members_cursor_goes_on_only_in_the_list_of_the_role_it_was_made_with(shared_api: Any) -> None:
+    """`?role=` is a filter as a search's are: a cursor from the members of one role (or of every role) would go on
+    in another list, so there it gets the 422 of a forged cursor; one issued before cursors carried their filters is
+    taken as then (kernel.testing.check_cursors_tied_to_filters)."""
+    ann, bob, cat, dan, eve = await shared_api.people("Ann", "Bob", "Cat", "Dan", "Eve")
+    group = await shared_api.create(ann, name="Tied Member Cursors")
+    for person in (bob, cat, dan, eve):
+        await shared_api.join(person, group["id"])
+    for person in (bob, cat):
+        await shared_api.set_role(ann, group["id"], person, "co_organizer")
+    cases: list[CursorCase] = [
+        ({}, [], [{"role": "member"}, {"role": "co_organizer"}]),
+        ({"role": "member"}, [], [{}, {"role": "co_organizer"}, {"role": "organizer"}]),
+        ({"role": "co_organizer"}, [], [{}, {"role": "member"}]),
+    ]
+    await check_cursors_tied_to_filters(shared_api.client, f"/api/groups/{group['id']}/members", ann.auth, cases)
 
 
 async def _all_my_groups(api: Any, person: Any) -> list[str]:

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from gatherly.kernel.db import Database
-from gatherly.kernel.testing import DB_BACKENDS, scratch_database
+from gatherly.kernel.testing import DB_BACKENDS, CursorCase, check_cursors_tied_to_filters, scratch_database
 from gatherly.notifications import SERVICE
 from gatherly.notifications.domain import Kind
 from gatherly.notifications.store import TicketStore
@@ -58,6 +58,20 @@ async def test_the_inbox_pages_newest_first_and_counts_what_is_unread(api: Any) 
     after = await api.inbox(ann)
     assert after["unread_count"] == 0
     assert all(i["read_at"] is not None for i in after["items"])
+
+
+async def test_an_inbox_cursor_goes_on_only_in_the_list_it_was_made_in(api: Any) -> None:
+    """`?unread=` is a filter as a search's are: a cursor from the unread list would go on in the whole inbox (and
+    the other way round), so there it gets the 422 of a forged cursor; `unread=1` is `unread=true`; one issued before
+    cursors carried their filters is taken as then (kernel.testing.check_cursors_tied_to_filters)."""
+    _, ann = await _announce(api, 5)
+    [item, *_] = (await api.inbox(ann))["items"]
+    assert (await api.client.post(f"/api/notifications/{item['id']}/read", headers=ann.auth)).status_code == 204
+    cases: list[CursorCase] = [
+        ({}, [{"unread": "false"}, {"unread": "0"}], [{"unread": "true"}]),
+        ({"unread": "true"}, [{"unread": "1"}, {"unread": "yes"}], [{}, {"unread": "false"}]),
+    ]
+    await check_cursors_tied_to_filters(api.client, "/api/notifications", ann.auth, cases)
 
 
 async def test_someone_elses_notification_is_not_found_and_stays_unread(api: Any) -> None:

@@ -211,11 +211,11 @@ CursorCase = tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]
 async def check_cursors_tied_to_filters(
     client: Any, path: str, headers: Mapping[str, str], cases: Sequence[CursorCase]
 ) -> None:
-    """A search list's cursors are tied to the filters they were made with (kernel/web.py `position_for`): for each
+    """A list's cursors are tied to the filters they were made with (kernel/web.py `FilteredCursors`): for each
     case, the cursor of a first page of one item pages on with its own query and with each spelling of the same
     search, and gets the 422 of a malformed cursor with each other search; without its fingerprint (as issued before
     cursors carried their filters) it is taken as then."""
-    malformed = (await client.get(path, params={"cursor": "not-a-cursor"})).json()
+    malformed = (await client.get(path, params={"cursor": "not-a-cursor"}, headers=headers)).json()
     for made_with, same, others in cases:
         first = await client.get(path, params={**made_with, "limit": 1}, headers=headers)
         cursor = first.json()["next_cursor"]

@@ -394,6 +394,31 @@ def position_for(cursor: dict[str, Any] | None, fingerprint: str) -> dict[str, A
     return position
 
 
+class FilteredCursors:
+    """The cursors of one request to a list with filters: the position a cursor it was sent carries (`position_for`)
+    and the next page's position tied to them (`with_filters`). The filters are fingerprinted once, and only when a
+    cursor comes or goes (a first page that is also the last never does)."""
+
+    __slots__ = ("_filters", "_fingerprint")
+
+    def __init__(self, filters: Sequence[Any]) -> None:
+        self._filters = filters
+        self._fingerprint = ""
+
+    def _fingerprinted(self) -> str:
+        if not self._fingerprint:
+            self._fingerprint = filters_fingerprint(self._filters)
+        return self._fingerprint
+
+    def after(self, cursor: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The position to page on from: the 422 of a forged cursor when it was made with other filters."""
+        return None if cursor is None else position_for(cursor, self._fingerprinted())
+
+    def next(self, position: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The position after this page for its cursor (None on the last page)."""
+        return None if position is None else with_filters(position, self._fingerprinted())
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number a cursor carries")
 

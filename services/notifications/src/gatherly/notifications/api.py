@@ -20,7 +20,7 @@ from gatherly.kernel.errors import InvalidInput, Unauthorized
 from gatherly.kernel.openapi import problems
 from gatherly.kernel.routes import FastRoute
 from gatherly.kernel.runtime import ServiceContext, service_context
-from gatherly.kernel.web import PageRequest, encode_cursor, page_request
+from gatherly.kernel.web import FilteredCursors, PageRequest, encode_cursor, page_request
 from gatherly.notifications import service
 from gatherly.notifications.domain import (
     InvalidPreferences,
@@ -97,16 +97,19 @@ async def list_notifications(
     context: ServiceContext = Depends(service_context),
 ) -> Response:
     """Newest first, with the caller's unread count."""
+    # A cursor is tied to `unread` as a search's to its filters (one from the unread list would go on in the whole).
+    cursors = FilteredCursors([unread])
     before = None
-    if page.cursor is not None:
-        before = page.cursor.get("before")
+    if (position := cursors.after(page.cursor)) is not None:
+        before = position.get("before")
         # An inbox position: a positive 64-bit integer (a larger one would overflow the database's integer).
         if not isinstance(before, int) or isinstance(before, bool) or not 0 < before < 2**63:
             raise InvalidInput("The cursor is not one this API issued.", field="cursor")
     found = await service.inbox(context.db, me, unread_only=unread, limit=page.limit, before=before)
+    next_position = cursors.next(None if found.next_before is None else {"before": found.next_before})
     listed: InboxJson = {
         "items": [_item(n) for n in found.items],
-        "next_cursor": encode_cursor({"before": found.next_before}) if found.next_before is not None else None,
+        "next_cursor": encode_cursor(next_position) if next_position is not None else None,
         "unread_count": found.unread_count,
     }
     return Response(inbox_json(listed), media_type="application/json")
