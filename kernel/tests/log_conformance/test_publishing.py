@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable
+from enum import StrEnum
+from typing import Any
 
 import pytest
 
 from gatherly.kernel.log import (
+    InvalidHeaders,
     MessageLog,
     OutgoingMessage,
     TopicConfig,
@@ -152,3 +156,45 @@ async def test_read_starts_at_the_given_offsets_and_stops_at_the_limit(
         range(ends[TopicPartition(topic, 1)])
     )
     assert len(await message_log.read(topic, limit=5)) == 5
+
+
+class Kind(StrEnum):
+    SCHEDULED = "event.scheduled"
+
+
+# Headers Kafka cannot carry (its headers are UTF-8 bytes), and the words both logs refuse them with.
+UNSENDABLE_HEADERS = [
+    ({"n": math.nan}, "header 'n' of a message to topic {topic!r}: its value is float, not text"),
+    ({"n": 1}, "header 'n' of a message to topic {topic!r}: its value is int, not text"),
+    ({"n": None}, "header 'n' of a message to topic {topic!r}: its value is NoneType, not text"),
+    ({"n": b"1"}, "header 'n' of a message to topic {topic!r}: its value is bytes, not text"),
+    (
+        {"n": "\ud800"},
+        "header 'n' of a message to topic {topic!r}: its value is not UTF-8 text (it holds a lone surrogate)",
+    ),
+    ({7: "1"}, "header 7 of a message to topic {topic!r}: its name is int, not text"),
+    (
+        {"\udcff": "1"},
+        "header '\\udcff' of a message to topic {topic!r}: its name is not UTF-8 text (it holds a lone surrogate)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("headers", "words"), UNSENDABLE_HEADERS)
+async def test_headers_kafka_cannot_carry_are_refused_by_every_log_and_nothing_is_appended(
+    message_log: MessageLog, unique: Callable[[str], str], headers: dict[Any, Any], words: str
+) -> None:
+    """The embedded log stores headers as JSON, which takes a number or None and writes NaN as null: code that
+    publishes them would work there and break on Kafka. Both refuse them with `InvalidHeaders`, in the same words,
+    and the publish appends nothing (the good message before the bad one neither)."""
+    topic = unique("headers")
+    await message_log.ensure_topics([TopicConfig(topic, partitions=1)])
+    good = OutgoingMessage(topic, "k", b"good", {"type": "fine", "accents": "Zoë ✓"})
+    with pytest.raises(InvalidHeaders) as refused:
+        await message_log.publish([good, OutgoingMessage(topic, "k", b"bad", headers)])
+    assert str(refused.value) == words.format(topic=topic)
+    assert await message_log.end_offsets(topic) == {TopicPartition(topic, 0): 0}
+
+    await message_log.publish([good, OutgoingMessage(topic, "k", b"enum", {"type": Kind.SCHEDULED})])
+    [first, second] = await message_log.read(topic)
+    assert (first.headers, second.headers) == ({"type": "fine", "accents": "Zoë ✓"}, {"type": "event.scheduled"})

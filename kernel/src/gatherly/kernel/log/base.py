@@ -105,6 +105,32 @@ class UnknownTopic(LookupError):
     """Publishing to a topic that was never created: topics are created explicitly with `ensure_topics`."""
 
 
+class InvalidHeaders(ValueError):
+    """A message whose headers Kafka cannot carry: a name or a value that is not text (Kafka's are UTF-8 bytes), or
+    text that is not UTF-8 (a lone surrogate). Both logs refuse it, with the same words, before anything of the
+    publish is appended: the embedded log's JSON would take a number or None (and write NaN as null), so code that
+    works there would break only on Kafka."""
+
+
+def check_headers(message: OutgoingMessage) -> None:
+    """Raises `InvalidHeaders` naming the first header of `message` that Kafka would refuse."""
+    for name, value in message.headers.items():
+        for part, text in (("name", name), ("value", value)):
+            if not isinstance(text, str):
+                raise InvalidHeaders(
+                    f"header {name!r} of a message to topic {message.topic!r}: its {part} is"
+                    f" {type(text).__name__}, not text"
+                )
+            if not text.isascii():
+                try:
+                    text.encode()
+                except UnicodeEncodeError:
+                    raise InvalidHeaders(
+                        f"header {name!r} of a message to topic {message.topic!r}: its {part} is not UTF-8 text"
+                        " (it holds a lone surrogate)"
+                    ) from None
+
+
 class LogUnavailable(ConnectionError):
     """The log cannot be reached or written right now: an infrastructure error, worth retrying."""
 

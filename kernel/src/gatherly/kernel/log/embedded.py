@@ -29,6 +29,7 @@ from gatherly.kernel.log.base import (
     TopicConfig,
     TopicPartition,
     UnknownTopic,
+    check_headers,
     partition_for,
 )
 
@@ -140,14 +141,23 @@ def _headers(stored: str) -> Any:
         return json.loads(stored)
 
 
-def _stored_headers(headers: Mapping[str, str]) -> str:
-    """A record's headers as the JSON text kept in the file: orjson's (a tenth of `json.dumps`'s ~3-4 µs for an
-    event's ten headers), which `_headers` reads back as the same mapping; what orjson refuses (a lone surrogate, a
-    key that is not text) is written by `json.dumps` as before."""
+def _stored_headers(message: OutgoingMessage) -> str:
+    """A message's headers as the JSON text kept in the file: orjson's (a tenth of `json.dumps`'s ~3-4 µs for an
+    event's ten headers), which `_headers` reads back as the same mapping. Headers Kafka would refuse are refused
+    here too (`check_headers`): orjson refuses a lone surrogate or a name that is not text, and writes a value that
+    is not text (a number, None; NaN as null), so those are checked; what passes (a Mapping that is not a dict, a
+    subclass of str) is written by `json.dumps` as before."""
+    headers = message.headers
     try:
-        return orjson.dumps(headers).decode()
+        stored = orjson.dumps(headers).decode()
     except TypeError:  # orjson.JSONEncodeError; also a Mapping that is not a dict
+        check_headers(message)
         return json.dumps(dict(headers))
+    for value in headers.values():
+        if value.__class__ is not str:
+            check_headers(message)
+            break
+    return stored
 
 
 def _placeholders(count: int) -> str:
@@ -442,7 +452,7 @@ class EmbeddedLog:
                 head = (m.topic, partition_for(m.key, counts[m.topic]))
                 offset = appended.get(head, heads[head])
                 appended[head] = offset + 1
-                rows.append((m.topic, head[1], offset, m.key, m.value, _stored_headers(m.headers), timestamp))
+                rows.append((m.topic, head[1], offset, m.key, m.value, _stored_headers(m), timestamp))
             db.executemany(
                 "INSERT INTO records (topic, partition, offset, key, value, headers, timestamp_ms)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -27,6 +27,7 @@ from gatherly.kernel.log.base import (
     TopicConfig,
     TopicPartition,
     UnknownTopic,
+    check_headers,
     partition_for,
 )
 
@@ -279,6 +280,8 @@ class KafkaLog:
         for topic in {m.topic for m in messages}:
             if await self._partition_count(topic) is None:
                 raise UnknownTopic(f"topic {topic!r} does not exist; create it with ensure_topics")
+        for m in messages:  # before any batch is sent: as on the embedded log, nothing of the publish is appended
+            check_headers(m)
         with unavailable_on_connection_trouble():
             for topic in {m.topic for m in messages}:
                 # The producer's metadata, as its own partitioner would ask (a topic may have gained partitions).
