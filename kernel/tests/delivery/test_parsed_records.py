@@ -106,17 +106,37 @@ def test_a_record_that_does_not_parse_fails_for_every_group_and_is_not_kept() ->
             parsed.event(bad_payload, envelope)
 
 
-SIZE = len(message_of(Tagged(key="k")).value)
+MESSAGE = message_of(Tagged(key="k"))
+SIZE = len(MESSAGE.value) + len(MESSAGE.key) + sum(len(name) + len(value) for name, value in MESSAGE.headers.items())
+# A record whose headers (a producer's trace, say) weigh far more than its value.
+TRACED = OutgoingMessage(MESSAGE.topic, MESSAGE.key, MESSAGE.value, {**MESSAGE.headers, "trace": "t" * 4096})
+TRACED_SIZE = SIZE + len("trace") + 4096
 
 
-@pytest.mark.parametrize(("capacity", "max_bytes"), [(2, 1 << 20), (100, 2 * SIZE)], ids=["records", "bytes"])
-def test_the_oldest_records_are_let_go_past_the_capacity_or_the_bytes(capacity: int, max_bytes: int) -> None:
+@pytest.mark.parametrize(
+    ("message", "size", "capacity", "max_bytes"),
+    [(MESSAGE, SIZE, 2, 1 << 20), (MESSAGE, SIZE, 100, 2 * SIZE), (TRACED, TRACED_SIZE, 100, 2 * TRACED_SIZE)],
+    ids=["records", "bytes", "bytes-of-headers"],
+)
+def test_the_oldest_records_are_let_go_past_the_capacity_or_the_bytes(
+    message: OutgoingMessage, size: int, capacity: int, max_bytes: int
+) -> None:
+    """The bytes are those of the value, the key and the headers' names and values."""
     parsed = ParsedRecords(capacity=capacity, max_bytes=max_bytes)
-    records = [record_of(message_of(Tagged(key="k")), offset) for offset in range(3)]
+    records = [record_of(message, offset) for offset in range(3)]
     first = [parsed.envelope(record) for record in records]
     assert parsed.envelope(records[2]) is first[2]
     assert parsed.envelope(records[0]) is not first[0]  # let go, so parsed again
-    assert len(parsed._parsed) == 2 and parsed._bytes == 2 * SIZE
+    assert len(parsed._parsed) == 2 and parsed._bytes == 2 * size
+    event = parsed.event(records[2], first[2])  # keeping the event keeps the size the record was counted with
+    assert parsed.event(records[2], first[2]) is event and parsed._bytes == 2 * size
+
+
+def test_a_record_whose_headers_alone_pass_the_bytes_is_not_kept() -> None:
+    parsed = ParsedRecords(max_bytes=TRACED_SIZE - 1)
+    record = record_of(TRACED)
+    assert parsed.envelope(record) is not parsed.envelope(record)
+    assert not parsed._parsed and parsed._bytes == 0
 
 
 async def test_groups_of_a_process_reading_the_embedded_log_get_the_same_frozen_event(

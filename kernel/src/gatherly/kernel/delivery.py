@@ -289,10 +289,19 @@ def read_event(envelope: Envelope) -> IntegrationEvent:
         return all_schemas()[(envelope.type, max(older))].model_validate(envelope.payload)
 
 
-# How many records `ParsedRecords` keeps parsed, and at most how many bytes of their values: the records a process's
-# groups read within a few milliseconds of each other (the embedded log keeps 256 a partition for them).
+# How many records `ParsedRecords` keeps parsed, and at most how many bytes they hold (`kept_size`): the records a
+# process's groups read within a few milliseconds of each other (the embedded log keeps 256 a partition for them).
 PARSED_RECORDS = 1024
 PARSED_BYTES = 1024 * 1024
+
+
+def kept_size(record: Record) -> int:
+    """What a record holds, as `ParsedRecords` counts it against `max_bytes`: its value's bytes and the length of its
+    key and of its headers' names and values (a producer's headers can outweigh a small value)."""
+    size = len(record.value) + len(record.key)
+    for name, value in record.headers.items():
+        size += len(name) + len(value)
+    return size
 
 
 class ParsedRecords:
@@ -313,7 +322,8 @@ class ParsedRecords:
         self.max_bytes = max_bytes
         # Oldest first. An OrderedDict: taking the first key of a plain dict from which the first ones were deleted
         # walks over their empty slots, up to the table's size, at every eviction.
-        self._parsed: OrderedDict[int, tuple[Record, Envelope, IntegrationEvent | None]] = OrderedDict()
+        # Each with its `kept_size`, so that letting it go takes back what keeping it counted.
+        self._parsed: OrderedDict[int, tuple[Record, Envelope, IntegrationEvent | None, int]] = OrderedDict()
         self._bytes = 0
         self._shares: dict[type[IntegrationEvent], bool] = {}
 
@@ -341,17 +351,18 @@ class ParsedRecords:
         if shares is None:
             shares = self._shares[type(event)] = deeply_frozen(type(event))
         if shares:
-            self._parsed[key] = (record, envelope, event)
+            self._parsed[key] = (record, envelope, event, found[3])
         return event
 
     def _keep(self, record: Record, envelope: Envelope) -> None:
-        if len(record.value) > self.max_bytes:
+        size = kept_size(record)
+        if size > self.max_bytes:
             return  # kept, it would push out every other
         parsed = self._parsed
-        parsed[id(record)] = (record, envelope, None)
-        self._bytes += len(record.value)
+        parsed[id(record)] = (record, envelope, None, size)
+        self._bytes += size
         while len(parsed) > self.capacity or self._bytes > self.max_bytes:
-            self._bytes -= len(parsed.popitem(last=False)[1][0].value)
+            self._bytes -= parsed.popitem(last=False)[1][3]
 
 
 class ConsumerWorker:
