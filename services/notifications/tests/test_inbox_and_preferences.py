@@ -178,6 +178,22 @@ async def test_every_unknown_kind_of_a_preferences_put_is_named(api: Any) -> Non
     assert (await api.client.get("/api/notifications/preferences", headers=ann.auth)).json() == before
 
 
+async def test_unknown_kinds_with_the_same_long_beginning_are_each_named_in_full(api: Any) -> None:
+    """Each unknown kind is its own fault, named whole as a kind whose value is not a boolean is: names cut at 50
+    characters made two different kinds one field, twice."""
+    ann = await api.person()
+    known = "Unknown kind; known: " + ", ".join(sorted(kind.value for kind in Kind)) + "."
+    common = "event_scheduled_" + "x" * 60
+    names = [f"{common}_first", f"{common}_second"]
+    body = {"email": {name: True for name in names}}
+    refused = await api.client.put("/api/notifications/preferences", json=body, headers=ann.auth)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["errors"] == [{"field": f"email.{name}", "message": known} for name in names]
+    typed = {"push": {names[0]: "yes"}}
+    not_boolean = await api.client.put("/api/notifications/preferences", json=typed, headers=ann.auth)
+    assert [e["field"] for e in not_boolean.json()["errors"]] == [f"push.{names[0]}"]
+
+
 async def test_the_emailed_unsubscribe_link_switches_that_kind_off_in_one_click_without_login(api: Any) -> None:
     _, ann = await _announce(api, 1)
     mail = await api.wait_for_mail(ann, "Runners: News 0")

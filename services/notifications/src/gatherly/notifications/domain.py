@@ -131,8 +131,10 @@ UNKNOWN_KIND = f"Unknown kind; known: {', '.join(sorted(KNOWN_KINDS))}."
 
 
 def _unknown_kinds(channel: str, choices: Mapping[str, bool]) -> list[tuple[str, str]]:
-    """(field, message) of each kind `choices` names that does not exist (the body bounds how many it names)."""
-    return [(f"{channel}.{name[:50]}", UNKNOWN_KIND) for name in choices if name not in KNOWN_KINDS]
+    """(field, message) of each kind `choices` names that does not exist (the body bounds how many it names). The
+    field holds the whole name, as the validation of a kind's value names it: cut short, two names with the same
+    beginning were one field twice."""
+    return [(f"{channel}.{name}", UNKNOWN_KIND) for name in choices if name not in KNOWN_KINDS]
 
 
 def _hours_faults(hours: list[int]) -> list[tuple[str, str]]:
