@@ -402,15 +402,51 @@ async def test_fast_routes_answer_as_fastapis_own_handler(route_class: type[APIR
 
 
 def _standard_twin(route_class: type[APIRoute]) -> type[APIRoute]:
-    """The same route class over FastAPI's own handler: its `get_route_handler` with FastRoute's left out."""
-    if route_class is FastRoute:
-        return APIRoute
+    """The same route class over FastAPI's own handler: its `get_route_handler` with FastRoute's plan left out (the
+    415 of a body that is not JSON stays: it is FastRoute's on either handler)."""
 
     class Standard(route_class):  # type: ignore[valid-type, misc]
         def _plan(self) -> None:
             return None
 
     return Standard
+
+
+# Bodies a route that takes JSON refuses with a 415: sent as another type, or with none.
+NOT_JSON = [
+    ("POST", "/items/3/notes", {**GOOD, "content-type": "text/plain"}, b'{"text": "hello"}'),
+    ("POST", "/items/3/notes", {**GOOD, "content-type": "application/xml"}, b"<text>hello</text>"),
+    ("POST", "/items/3/notes", {**GOOD, "content-type": "application/x-www-form-urlencoded"}, b"text=hello"),
+    ("POST", "/items/3/notes", {**GOOD, "content-type": "application/jsonx"}, b'{"text": "hello"}'),
+    ("POST", "/items/3/notes", GOOD, b'{"text": "no type"}'),
+    ("PUT", "/items/3/pair", {"content-type": "text/plain"}, b'{"left": 1, "right": "r"}'),
+    ("POST", "/items/3/embedded", {"content-type": "text/plain"}, b'{"note": {"text": "hi"}}'),
+]
+
+
+@pytest.mark.parametrize("planned", [True, False], ids=["plan", "fastapi"])
+async def test_a_body_that_is_not_sent_as_json_is_415_naming_the_type_taken(planned: bool) -> None:
+    """HTTP's answer to content of a type the route does not take (RFC 9110 §15.5.16) is 415, with `Accept` naming
+    what it takes; FastAPI's is the 422 of validating the raw bytes. Both of FastRoute's handlers answer 415; an
+    empty body is still the 422 of a missing one, and JSON's own types (`+json`, parameters) are taken."""
+    app = make_app(FastRoute if planned else _standard_twin(FastRoute))
+    async with client(app) as api:
+        for method, path, headers, content in NOT_JSON:
+            answer = await api.request(method, path, headers=headers, content=content)
+            assert answer.status_code == 415, (method, path, headers, answer.text)
+            assert answer.headers["content-type"] == "application/problem+json"
+            assert answer.headers["accept"] == "application/json"
+            assert answer.json() == {
+                "type": "about:blank",
+                "title": "Unsupported Media Type",
+                "status": 415,
+                "detail": "The body must be JSON, sent with Content-Type: application/json.",
+            }
+        empty = await api.post("/items/3/notes", headers={**GOOD, "content-type": "text/plain"}, content=b"")
+        assert empty.status_code == 422
+        for taken in ("application/json; charset=utf-8", "application/vnd.notes+json", "APPLICATION/JSON"):
+            answer = await api.post("/items/3/notes", headers={**GOOD, "content-type": taken}, content=b'{"text": "a"}')
+            assert answer.status_code == 201, (taken, answer.text)
 
 
 def test_the_routes_with_what_the_plan_knows_take_it() -> None:

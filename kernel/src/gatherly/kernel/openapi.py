@@ -17,6 +17,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 
 from gatherly.kernel.auth import optional_principal, require_principal, require_principal_even_if_deleted
 from gatherly.kernel.limits import PROBLEM_JSON
+from gatherly.kernel.routes import FastRoute, takes_json
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 
@@ -53,12 +54,14 @@ BEARER_SCHEME = {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": 
 EVERY_OPERATION = (414, 431, 500)
 WITH_INPUT = (422,)
 WITH_BODY = (413,)
+WITH_JSON_BODY = (415,)  # a body sent as another type (kernel/routes.py `refuse_other_media`)
 WITH_TOKEN = (401, 503)  # 503: the keys that verify tokens cannot be fetched right now
 
 DESCRIPTIONS = {
     401: "No valid access token",
     413: "Request body over the route's limit",
     414: "Path or query string too long",
+    415: "The body is not sent as JSON: `Accept` names the type taken (application/json)",
     422: "Invalid input: the fields at fault are in `errors`",
     431: "Request headers too large",
     500: "Unexpected error, logged under the request id in the answer",
@@ -105,6 +108,8 @@ def truthful(document: dict[str, Any], app: FastAPI, service: str) -> None:
                 statuses += WITH_INPUT
             if "requestBody" in operation:
                 statuses += WITH_BODY
+            if isinstance(route.original_route, FastRoute) and takes_json(route.original_route):
+                statuses += WITH_JSON_BODY
             if token is not None:
                 uses_tokens = True
                 statuses += WITH_TOKEN

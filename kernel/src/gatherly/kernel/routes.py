@@ -20,6 +20,10 @@ same errors for JSON that does not parse or a body that cannot be read) and vali
 endpoint, no `yield` dependency, no form body, no security scopes, no `Response`, `BackgroundTasks` or
 `SecurityScopes` parameter, no streaming response. Any other route, and every request while FastAPI's own
 telemetry is on or dependency overrides are set, is handled by FastAPI's handler, unchanged.
+
+One difference on every route of this class, on either handler: a body its Content-Type does not call JSON
+(text/plain, application/xml, none at all) is a 415 saying what is taken (`Accept: application/json`, RFC 9110
+§15.5.16), not the 422 of FastAPI's validation of the raw bytes.
 """
 
 from __future__ import annotations
@@ -315,11 +319,63 @@ def _plain_coroutine_function(call: Any) -> bool:
     )
 
 
+# What a JSON body must be sent as, said to a client that sent another type.
+JSON_MEDIA_TYPE = "application/json"
+
+
+def is_json_media_type(content_type: str) -> bool:
+    """Whether FastAPI parses a body of this Content-Type as JSON, decided as it does (fastapi/routing.py): its
+    media type parser forgives more than a plain comparison would (`application/json\xa0` is JSON to it)."""
+    message = email.message.Message()
+    message["content-type"] = content_type
+    if message.get_content_maintype() != "application":
+        return False
+    subtype = message.get_content_subtype()
+    return subtype == "json" or subtype.endswith("+json")
+
+
+def refuse_other_media(content_type: str | None) -> None:
+    """The 415 of a body sent with a Content-Type that is not JSON, or none, to a route that takes JSON."""
+    if content_type is None or not is_json_media_type(content_type):
+        raise HTTPException(
+            415,
+            f"The body must be JSON, sent with Content-Type: {JSON_MEDIA_TYPE}.",
+            headers={"Accept": JSON_MEDIA_TYPE},
+        )
+
+
+def takes_json(route: Any) -> bool:
+    """Whether the route reads its body as JSON with FastAPI's strict content type (every route of ours does)."""
+    field_info = getattr(route.body_field, "field_info", None)
+    strict = route.strict_content_type
+    strict_content_type = strict.value if isinstance(strict, DefaultPlaceholder) else strict
+    return field_info is not None and not isinstance(field_info, params.Form) and bool(strict_content_type)
+
+
+def _refusing_other_media(standard: Handler) -> Handler:
+    """FastAPI's handler, after `refuse_other_media` for a request with a body that is not JSON."""
+
+    async def handle(request: Request) -> Response:
+        content_type = request.headers.get("content-type")
+        if content_type is None or not is_json_media_type(content_type):
+            try:
+                body = await request.body()  # read once: FastAPI's handler takes it from the request again
+            except Exception:
+                return await standard(request)  # one that cannot be read: as FastAPI's handler answers it
+            if body:
+                refuse_other_media(content_type)
+        return await standard(request)
+
+    return handle
+
+
 class FastRoute(APIRoute):
     """An `APIRoute` whose dependencies are solved by a plan made once (see the module's docstring)."""
 
     def get_route_handler(self) -> Handler:
         standard = super().get_route_handler()
+        if takes_json(self._effective()):
+            standard = _refusing_other_media(standard)
         plan = self._plan()
         if plan is None:
             return standard
@@ -439,22 +495,17 @@ def _as_is(response_field: ModelField | None) -> type | None:
 
 async def _json_body(request: Request, strict_content_type: bool, where: EndpointContext) -> Any:
     """The request's body as FastAPI's handler reads it for a JSON body field: the parsed JSON when the content type
-    says JSON (or is absent and not required), else the raw bytes (for the field's validation to refuse), with
-    FastAPI's errors for JSON that does not parse and a body that cannot be read."""
+    says JSON (or is absent and not required), with FastAPI's errors for JSON that does not parse and a body that
+    cannot be read; another content type (or none, strictly) is `refuse_other_media`'s 415."""
     try:
         body_bytes = await request.body()
         if not body_bytes:
             return PydanticUndefined
         content_type = request.headers.get("content-type")
-        if not content_type:
-            return body_bytes if strict_content_type else await request.json()
-        message = email.message.Message()
-        message["content-type"] = content_type
-        if message.get_content_maintype() == "application":
-            subtype = message.get_content_subtype()
-            if subtype == "json" or subtype.endswith("+json"):
-                return await request.json()
-        return body_bytes
+        if not content_type and not strict_content_type:
+            return await request.json()
+        refuse_other_media(content_type)
+        return await request.json()
     except json.JSONDecodeError as error:
         refusal = {"type": "json_invalid", "loc": ("body", error.pos), "msg": "JSON decode error", "input": {}}
         raise RequestValidationError(
