@@ -25,7 +25,7 @@ import pytest_asyncio
 
 from gatherly.app.services import ALL
 from gatherly.app.stack import StackState
-from gatherly.app.testing import RunningGatherly, StackGatherly, running_gatherly
+from gatherly.app.testing import RunningGatherly, StackGatherly, running_gatherly, served_gatherly
 from gatherly.kernel.kafka_connect import drop_slot, outbox_connector
 from gatherly.kernel.testing import DB_BACKENDS, free_port, scratch_databases
 
@@ -113,6 +113,19 @@ def detached_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Detache
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
         loop.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=DB_BACKENDS if "in-process" in TARGETS else [])
+async def served(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[RunningGatherly]:
+    """The in-process Gatherly served over TCP by uvicorn as `gatherly up` serves it (`served_gatherly`), for what
+    the wire does to a request that the in-process client's ASGI transport skips (the HTTP parser, the path's
+    percent-escapes decoded by the server). The stack's target is over the wire already."""
+    async with served_gatherly(
+        tmp_path_factory.mktemp("served") / "data", free_port(), database_backend=request.param, **FAST
+    ) as running:
+        yield running
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=PARAMS)

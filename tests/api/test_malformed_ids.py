@@ -1,7 +1,8 @@
 """An id in a path that names nothing is a 404 in every service, whether it is an unknown UUID or not a UUID at all:
 a path names a resource (and the groups' `{group}` takes a slug there), so a malformed one is a resource that does not
 exist, not invalid input. Every operation of the merged OpenAPI with a path parameter is tried, so a new route is
-covered without a line here."""
+covered without a line here; in process, and over TCP through the server `gatherly up` runs (`served`), where the
+server, not the client's transport, decodes the path's escapes."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from gatherly.app.testing import Person, RunningGatherly, sign_up
 # routes each prefix to its service and has no merged document).
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.in_process_only]
 
-NOT_IDS = ("not-a-uuid", "8c2e1f0e6b0a", "%20", "x" * 300, str(uuid.uuid4()))
+NOT_IDS = ("not-a-uuid", "8c2e1f0e6b0a", "%20", "x" * 300, str(uuid.uuid4()), "a%2Fb", "%25", "%E2%82%AC", "a;b", "%3B")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -37,6 +38,14 @@ def _example_body(operation: dict[str, Any], schemas: dict[str, Any]) -> Any:
 
 
 async def test_an_id_that_names_nothing_is_a_404_in_every_service(gatherly: RunningGatherly, person: Person) -> None:
+    await _every_id_that_names_nothing_is_a_404(gatherly, person)
+
+
+async def test_an_id_that_names_nothing_is_a_404_in_every_service_over_http(served: RunningGatherly) -> None:
+    await _every_id_that_names_nothing_is_a_404(served, await sign_up(served, display_name="Ida"))
+
+
+async def _every_id_that_names_nothing_is_a_404(gatherly: RunningGatherly, person: Person) -> None:
     document = (await gatherly.client.get("/api/openapi.json")).json()
     schemas = document["components"]["schemas"]
     tried, wrong = 0, []

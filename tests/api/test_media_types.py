@@ -1,6 +1,6 @@
 """A body sent to a JSON operation as another type is a 415 in every service, with `Accept` naming the type taken
 (kernel/routes.py `refuse_other_media`): every operation of the merged OpenAPI with a JSON body is tried, so a new
-route is covered without a line here."""
+route is covered without a line here; in process, and over TCP (`served`)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,15 @@ async def person(gatherly: RunningGatherly) -> Person:
 async def test_a_json_operations_body_sent_as_another_type_is_a_415_in_every_service(
     gatherly: RunningGatherly, person: Person
 ) -> None:
+    await _every_json_body_sent_as_another_type_is_a_415(gatherly, person)
+
+
+async def test_a_json_operations_body_sent_as_another_type_is_a_415_over_http(served: RunningGatherly) -> None:
+    """Through the server `gatherly up` runs: its parser hands the Content-Type (or none) on as it came."""
+    await _every_json_body_sent_as_another_type_is_a_415(served, await sign_up(served, display_name="Mia"))
+
+
+async def _every_json_body_sent_as_another_type_is_a_415(gatherly: RunningGatherly, person: Person) -> None:
     document = (await gatherly.client.get("/api/openapi.json")).json()
     tried, wrong = 0, []
     for path, operations in document["paths"].items():

@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import uvicorn
 from asgi_lifespan import LifespanManager
 from sqlalchemy import func, select
 
 from gatherly.app.compose import Process
 from gatherly.app.devmail import messages_to, newest_link_token
+from gatherly.app.server import server_config
 from gatherly.app.services import ALL
 from gatherly.contracts.base import IntegrationEvent
 from gatherly.kernel.db import Database
@@ -189,18 +191,61 @@ async def running_gatherly(
     `data_dir`, or scratch `postgresql` databases: see gatherly.kernel.testing), unless `database_url` is given.
     `startup_timeout`: seconds the services may take to start (and to stop)."""
     async with AsyncExitStack() as stack:
-        if "database_url" not in overrides:
-            names = list(services or ALL)
-            overrides["database_url"] = await stack.enter_async_context(
-                scratch_databases(database_backend, data_dir, names)
-            )
-        process = Process(test_settings(data_dir, **overrides), services, demo=demo)
+        process = await _process(stack, data_dir, services, demo, database_backend, overrides)
         transport = httpx.ASGITransport(app=process)
         async with (
             LifespanManager(process, startup_timeout=startup_timeout, shutdown_timeout=startup_timeout),
             httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client,
         ):
             yield RunningGatherly(process, client)
+
+
+@asynccontextmanager
+async def served_gatherly(
+    data_dir: Path,
+    port: int,
+    *,
+    database_backend: str = "sqlite",
+    startup_timeout: float = 60,
+    **overrides: Any,
+) -> AsyncIterator[RunningGatherly]:
+    """As `running_gatherly` (every service), served as `gatherly up` serves it (`server.server_config`: uvicorn with
+    the bounded request head) on 127.0.0.1:`port` and reached over TCP, so that what the wire does to a request (the
+    HTTP parser, percent-escapes in the path, the head's bounds) is in its way."""
+    async with AsyncExitStack() as stack:
+        overrides = {"port": port, **overrides}  # its links and token issuer name the port it is served on
+        process = await _process(stack, data_dir, None, False, database_backend, overrides)
+        server = uvicorn.Server(server_config(process, "127.0.0.1", port))
+        serving = asyncio.create_task(server.serve())
+        try:
+            deadline = time.monotonic() + startup_timeout
+            while not server.started:
+                if serving.done() or time.monotonic() > deadline:
+                    raise RuntimeError(f"the server on port {port} did not start")
+                await asyncio.sleep(0.02)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+                yield RunningGatherly(process, client)
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(serving, startup_timeout)
+
+
+async def _process(
+    stack: AsyncExitStack,
+    data_dir: Path,
+    services: Sequence[str] | None,
+    demo: bool,
+    database_backend: str,
+    overrides: dict[str, Any],
+) -> Process:
+    """The process of the services, on scratch databases of `database_backend` (left when `stack` closes) unless
+    the overrides name a `database_url`."""
+    if "database_url" not in overrides:
+        names = list(services or ALL)
+        overrides["database_url"] = await stack.enter_async_context(
+            scratch_databases(database_backend, data_dir, names)
+        )
+    return Process(test_settings(data_dir, **overrides), services, demo=demo)
 
 
 async def send_upload(client: httpx.AsyncClient, upload: dict[str, Any], data: bytes) -> httpx.Response:
