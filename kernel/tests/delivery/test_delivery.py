@@ -365,6 +365,30 @@ async def test_a_message_that_keeps_failing_is_parked_with_its_error_and_the_res
     assert dead.headers["dlq.original_topic"] == deposit.TOPIC
 
 
+async def test_an_error_whose_text_holds_a_lone_surrogate_is_parked_with_it_replaced(
+    ledger_db: Database, message_log: MessageLog
+) -> None:
+    """Header text must be UTF-8 on every log (`check_headers`): an error quoting text with a lone surrogate would
+    have its park refused, and the record retried for ever, but for `_sendable`."""
+    deposit = deposit_event()
+
+    async def refuse(event: Deposit, uow: LedgerUnitOfWork) -> None:
+        raise ValueError("no such name: a\ud800b")
+
+    registry = ConsumerRegistry()
+    registry.on(deposit, group=group_name())(refuse)
+    await publish_deposits(message_log, deposit, [1])
+    async with Running(worker_for(registry, message_log, ledger_db)):
+
+        async def parked() -> bool:
+            return len(await message_log.read(dead_letter_topic(deposit.TOPIC))) == 1
+
+        await eventually(parked)
+    (dead,) = await message_log.read(dead_letter_topic(deposit.TOPIC))
+    assert dead.headers["dlq.error"] == "no such name: a?b"
+    assert "a?b" in dead.headers["dlq.stacktrace"]
+
+
 async def test_a_message_that_does_not_parse_is_parked_without_retries(
     ledger_db: Database, message_log: MessageLog
 ) -> None:

@@ -22,6 +22,7 @@ from gatherly.kernel.delivery import ConsumerRegistry, ConsumerWorker
 from gatherly.kernel.log import (
     CommitFailed,
     EmbeddedLog,
+    InvalidHeaders,
     OutgoingMessage,
     Record,
     TopicConfig,
@@ -813,9 +814,20 @@ HEADER_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size
 
 @given(st.dictionaries(HEADER_TEXT, HEADER_TEXT, max_size=12))
 def test_headers_kept_in_the_file_read_back_as_json_dumps_text_did(headers: dict[str, str]) -> None:
-    assert _headers(_stored_headers(headers)) == json.loads(json.dumps(headers)) == headers
+    """Headers every log takes read back as they were; with a lone surrogate (not UTF-8, which Kafka's headers are)
+    they are refused, as Kafka refuses them (the conformance suite's test_publishing has the cases)."""
+    message = OutgoingMessage("t", "k", b"", headers)
+    if any(not text.isascii() and _has_lone_surrogate(text) for pair in headers.items() for text in pair):
+        with pytest.raises(InvalidHeaders):
+            _stored_headers(message)
+        return
+    assert _headers(_stored_headers(message)) == json.loads(json.dumps(headers)) == headers
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    return any("\ud800" <= char <= "\udfff" for char in text)
 
 
 def test_headers_orjson_cannot_write_are_written_as_json_dumps_wrote_them() -> None:
-    for headers in ({"type": "\ud800"}, MappingProxyType({"type": "a"})):
-        assert _stored_headers(headers) == json.dumps(dict(headers))
+    headers = MappingProxyType({"type": "a"})
+    assert _stored_headers(OutgoingMessage("t", "k", b"", headers)) == json.dumps(dict(headers))

@@ -807,8 +807,8 @@ class ConsumerWorker:
             "dlq.original_partition": str(record.partition),
             "dlq.original_offset": str(record.offset),
             "dlq.error_type": type(error).__name__,
-            "dlq.error": str(error)[:2000],
-            "dlq.stacktrace": "".join(traceback.format_exception(error))[-4000:],
+            "dlq.error": _sendable(str(error)[:2000]),
+            "dlq.stacktrace": _sendable("".join(traceback.format_exception(error))[-4000:]),
             "dlq.attempts": str(attempts),
             "dlq.failed_at": datetime.now(UTC).isoformat(),
         }
@@ -821,6 +821,12 @@ class ConsumerWorker:
             tp = TopicPartition(record.topic, record.partition)
             self._done[tp] = record.offset + 1
             await self._commit(self._consumer, {tp})
+
+
+def _sendable(text: str) -> str:
+    """An error's text as a header every log takes (`log.check_headers`): a lone surrogate (an error quoting text
+    that held one) becomes "?", else the park would be refused, and the record retried, for ever."""
+    return text if text.isascii() else text.encode(errors="replace").decode()
 
 
 def stuck_workers(workers: Sequence[ConsumerWorker], threshold: float) -> list[str]:
