@@ -180,7 +180,11 @@ UNSENDABLE_HEADERS = [
 ]
 
 
-@pytest.mark.parametrize(("headers", "words"), UNSENDABLE_HEADERS)
+@pytest.mark.parametrize(
+    ("headers", "words"),
+    UNSENDABLE_HEADERS,
+    ids=["nan", "int", "none", "bytes", "surrogate-value", "int-name", "surrogate-name"],
+)
 async def test_headers_kafka_cannot_carry_are_refused_by_every_log_and_nothing_is_appended(
     message_log: MessageLog, unique: Callable[[str], str], headers: dict[Any, Any], words: str
 ) -> None:
