@@ -28,6 +28,7 @@ from gatherly.kernel.web import (
     PageRequest,
     Readiness,
     RequestContextMiddleware,
+    SearchCursor,
     cursor_int,
     cursor_time,
     decode_cursor,
@@ -264,6 +265,40 @@ def test_a_search_cursor_gives_its_position_back_only_to_the_filters_it_was_made
     for forged in ({**position, "f": None}, {**position, "f": 7}):
         with pytest.raises(InvalidInput):
             position_for(forged, fingerprint)
+
+
+class _Search:
+    """A search whose filters count how often they are read."""
+
+    def __init__(self, *filters: object) -> None:
+        self._filters = filters
+        self.reads = 0
+
+    @property
+    def filters(self) -> tuple[object, ...]:
+        self.reads += 1
+        return self._filters
+
+
+def test_a_search_cursor_stamps_the_next_position_with_its_filters_and_checks_them_when_it_comes_back() -> None:
+    search = _Search("python", None, "newest")
+    first = SearchCursor(search, None)
+    assert first.after is None and first.stamp(None) is None
+    assert search.reads == 0  # a first page that is also the last never fingerprints its filters
+    position = {"k": "2026-12-01T18:00:00+00:00", "i": "g1"}
+    stamped = first.stamp(position)
+    assert stamped == with_filters(position, filters_fingerprint(search.filters))
+    assert stamped is not None
+    cursor = decode_cursor(encode_cursor(stamped))
+    search.reads = 0
+    second = SearchCursor(search, cursor)
+    assert second.after == position
+    assert second.stamp({"k": "later", "i": "g2"}) == {"k": "later", "i": "g2", "f": cursor["f"]}
+    assert search.reads == 1  # fingerprinted once per request, coming in and going out
+    with pytest.raises(InvalidInput) as refused:
+        SearchCursor(_Search("python", None, "name"), cursor)
+    assert (refused.value.field, refused.value.detail) == ("cursor", "The cursor is not one this API issued.")
+    assert SearchCursor(search, position).after == position  # issued before cursors carried their filters
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
 from http import HTTPStatus
-from typing import Annotated, Any, Generic, NamedTuple, TypeVar
+from typing import Annotated, Any, Generic, NamedTuple, Protocol, TypeVar
 
 import asyncpg
 import structlog
@@ -392,6 +392,33 @@ def position_for(cursor: dict[str, Any] | None, fingerprint: str) -> dict[str, A
     position = dict(cursor)
     del position[FILTERS_KEY]
     return position
+
+
+class Filtered(Protocol):
+    """A search as its cursors see it: the filters (and the order) it was asked with."""
+
+    @property
+    def filters(self) -> Sequence[Any]: ...
+
+
+class SearchCursor:
+    """A search's cursor both ways, tied to the search's filters: `after` is the position a page starts after (the
+    cursor's, checked by `position_for`), `stamp` makes the position after the page into the next cursor's
+    (`with_filters`). The filters are fingerprinted only when a cursor comes or goes: a first page that is also
+    the last never reads them."""
+
+    __slots__ = ("_fingerprint", "_search", "after")
+
+    def __init__(self, search: Filtered, cursor: dict[str, Any] | None) -> None:
+        self._search = search
+        self._fingerprint = filters_fingerprint(search.filters) if cursor is not None else ""
+        self.after = position_for(cursor, self._fingerprint)
+
+    def stamp(self, position: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The position after a page, for its cursor (None on the last page)."""
+        if position is None:
+            return None
+        return with_filters(position, self._fingerprint or filters_fingerprint(self._search.filters))
 
 
 def _refuse_constant(name: str) -> Any:

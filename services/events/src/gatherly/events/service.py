@@ -78,7 +78,7 @@ from gatherly.events.recurrence import HORIZON, Series, SeriesId, Template, chec
 from gatherly.events.store import AttendeeRow, EventsUnitOfWork, Listed, Stores, Viewing
 from gatherly.kernel.exports import export_part
 from gatherly.kernel.read_models import variants_json
-from gatherly.kernel.web import PageRequest, filters_fingerprint, position_for, with_filters
+from gatherly.kernel.web import PageRequest, SearchCursor
 
 
 def _snapshot(event: Event, group_name: str) -> dict[str, Any]:
@@ -891,15 +891,11 @@ async def list_attendees(
 async def search_events(stores: Stores, criteria: EventSearch, page: PageRequest) -> tuple[list[Listed], Any]:
     """A page of events as a list shows them, with their covers (one more query for the page, when one names a
     cover), and the position after it."""
-    # A cursor is tied to the search's filters (its position means nothing in another list); they are fingerprinted
-    # only when a cursor comes or goes.
-    fingerprint = filters_fingerprint(criteria.filters) if page.cursor is not None else ""
-    listed, covers, position = await stores.events.search(criteria, page.limit, position_for(page.cursor, fingerprint))
+    cursor = SearchCursor(criteria, page.cursor)  # its position means nothing in another search's list
+    listed, covers, position = await stores.events.search(criteria, page.limit, cursor.after)
     if covers:
         _show_covers(covers, await stores.events.cover_roles({(group, image) for _, group, image in covers}))
-    if position is not None:
-        position = with_filters(position, fingerprint or filters_fingerprint(criteria.filters))
-    return listed, position
+    return listed, cursor.stamp(position)
 
 
 # --- data export ------------------------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ from gatherly.groups.domain import (
 )
 from gatherly.groups.store import BanView, GroupsUnitOfWork, Listed, MemberView, MyRequestView, RequestView, Stores
 from gatherly.kernel.exports import export_part
-from gatherly.kernel.web import PageRequest, filters_fingerprint, position_for, with_filters
+from gatherly.kernel.web import PageRequest, SearchCursor
 
 log = structlog.get_logger(__name__)
 
@@ -657,19 +657,14 @@ async def search_groups(
     `pending=me` how many groups the search finds in all (else None; with `near`, those within the radius). A first
     page without `near` takes its total from its own statement; a next page, or a nearby search, counts in a second
     one."""
-    # A cursor is tied to the search's filters (its position means nothing in another list); they are fingerprinted
-    # only when a cursor comes or goes.
-    fingerprint = filters_fingerprint(criteria.filters) if page.cursor is not None else ""
-    after = position_for(page.cursor, fingerprint)
+    cursor = SearchCursor(criteria, page.cursor)  # its position means nothing in another search's list
     total: int | None
-    if criteria.counted and criteria.near is None and after is None:
+    if criteria.counted and criteria.near is None and cursor.after is None:
         listed, position, total = await stores.groups.first_page_with_total(criteria, page.limit)
     else:
-        listed, position = await stores.groups.search(criteria, page.limit, after)
+        listed, position = await stores.groups.search(criteria, page.limit, cursor.after)
         total = await stores.groups.count(criteria) if criteria.counted else None
-    if position is not None:
-        position = with_filters(position, fingerprint or filters_fingerprint(criteria.filters))
-    return listed, position, total
+    return listed, cursor.stamp(position), total
 
 
 T = TypeVar("T")
