@@ -24,7 +24,7 @@ from gatherly.events.domain import (
     RsvpStatus,
 )
 from gatherly.kernel.read_models import ImageVariantsJson
-from gatherly.kernel.web import LocationBody
+from gatherly.kernel.web import LocationBody, LocationJson
 
 
 def _not_a_number(value: Any) -> Any:
@@ -234,11 +234,6 @@ class EventSummary(BaseModel):
 class GroupRefJson(TypedDict):
     id: str
     name: str
-
-
-class LocationJson(TypedDict):
-    lat: float
-    lng: float
 
 
 class VenueJson(TypedDict):

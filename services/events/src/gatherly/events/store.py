@@ -80,7 +80,7 @@ from gatherly.kernel.geo import bounding_box
 from gatherly.kernel.read_models import ReadyImageStore
 from gatherly.kernel.runtime import ServiceContext
 from gatherly.kernel.uow import UnitOfWork
-from gatherly.kernel.web import cursor_int, cursor_time
+from gatherly.kernel.web import Listed, cursor_int, cursor_time
 
 __all__ = ["EventsUnitOfWork", "Stores", "metadata", "reading", "unit_of_work"]
 
@@ -220,7 +220,6 @@ CARD_KEYS = tuple(column.name for column in CARD_COLUMNS)
 # EventCard, a Venue and its Location (frozen dataclasses), a Found per row, then the API's dict of them; now the
 # dicts alone. test_list_json.py pins it, by hypothesis over stored rows, to what Page[EventSummary] writes of the
 # event's own page (api._event_out) for the same row.
-Listed = dict[str, Any]
 CARD_SIZE = len(CARD_KEYS)
 STARTS_AT = CARD_KEYS.index("starts_at")
 COVER_AT = CARD_KEYS.index("cover_image_id")
