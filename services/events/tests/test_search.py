@@ -189,9 +189,9 @@ async def test_nearest_first_pages_are_exact_whether_a_small_circle_holds_a_page
 
 
 async def test_a_listed_event_shows_what_its_own_page_shows_on_every_search_path(api: EventsApi) -> None:
-    # Lists read a card of each event (a few columns), the page the whole event: the two may never disagree, for
-    # any shape of event (a venue with or without a place, online or not, a capacity or none), found soonest first
-    # or nearby in either order.
+    # Lists read a few columns of each event (store.LISTED_COLUMNS), the page the whole event: the two may never
+    # disagree, for any shape of event (a venue with or without a place, online or not, a capacity or none), found
+    # soonest first or nearby in either order.
     olga = await api.person("Olga")
     tag = api.soon().strftime("%H%M%S%f")
     group_id = await api.group(olga, name=f"Cards {tag}")
