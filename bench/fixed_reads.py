@@ -79,7 +79,7 @@ async def timed(db: Database, read: FixedRead, params: dict[str, Any], reads: in
             if fixed:
                 await read.rows(connection, params)
             else:
-                [dict(row) for row in (await connection.execute(read.statement, params)).mappings()]  # type: ignore[call-overload]
+                [dict(row) for row in (await connection.execute(read.statement, params)).mappings()]
     return (time.process_time() - started) / reads * 1e6
 
 
@@ -89,7 +89,7 @@ async def run(backend: str, reads: int, directory: Path) -> None:
         await db.migrate(SERVICE.migrations)
         try:
             group_id = await seed(db)
-            cases = {
+            cases: dict[str, tuple[FixedRead, dict[str, Any]]] = {
                 "group by id": (store.FIND_BY_ID, {"key": group_id}),
                 "20 newest groups": (
                     store._shaped(

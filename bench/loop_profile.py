@@ -46,11 +46,11 @@ def serve(stats_file: Path, argv: list[str]) -> None:
     totals: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0, 0.0, 0.0, 0.0])
     run = asyncio.events.Handle._run
 
-    def timed_run(handle: asyncio.Handle) -> None:
+    def timed_run(self: asyncio.Handle) -> None:  # Handle._run's own signature, self included
         wall, cpu = time.perf_counter(), time.thread_time()
-        run(handle)
+        run(self)
         wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
-        entry = totals[task_name(handle)]
+        entry = totals[task_name(self)]
         entry[0] += 1
         entry[1] += wall
         entry[2] += cpu

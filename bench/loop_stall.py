@@ -113,7 +113,7 @@ async def prefill_groups(db: Database, count: int) -> None:
     await db.migrate(GROUPS_MIGRATIONS)
     now = datetime.now(UTC)
     for first in range(0, count, 5000):
-        rows = []
+        rows: list[dict[str, object]] = []
         for n in range(first, min(count, first + 5000)):
             name = f"{WORDS[n % len(WORDS)]} club {n}"
             description = f"We meet weekly for {WORDS[(n * 7) % len(WORDS)]} and {WORDS[(n * 3) % len(WORDS)]}."

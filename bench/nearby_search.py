@@ -152,7 +152,7 @@ async def _timed_queries(db: Any, rng: random.Random, queries: int) -> tuple[lis
         )
         started = time.perf_counter()
         async with db.read_connection() as connection:
-            page, _ = await store.EventStore(connection).search(search, 20, None)
+            page = (await store.EventStore(connection).search(search, 20, None)).events
         latencies.append((time.perf_counter() - started) * 1000)
         assert len(page) == 20
     return latencies, (time.process_time() - cpu) * 1000 / queries
@@ -182,7 +182,7 @@ async def run(count: int, queries: int, services: list[str] | None, database: st
 
             async def nearby(sort: str) -> httpx.Response:
                 lat, lng = rng.choice(CITIES)
-                params = {"near": f"{lat},{lng}", "radius_km": 50, "sort": sort, "limit": 20}
+                params: dict[str, str | int] = {"near": f"{lat},{lng}", "radius_km": 50, "sort": sort, "limit": 20}
                 response = await client.get("/api/events", params=params)
                 found.append(len(response.json()["items"]))
                 return response

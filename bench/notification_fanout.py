@@ -144,16 +144,16 @@ async def run(members: int, profile: Path | None = None, timeout: float = 7200) 
             own_rate = await receiver_rate(port, 2000)
             kept_rate = await receiver_rate_kept(port, 2000)
             receiver.accepted, receiver.first_at = 0, None
-            settings = {
-                "password_time_cost": 1,
-                "password_memory_kib": 8,
-                "password_parallelism": 1,
-                "mail_backend": "smtp",
-                "smtp_host": "127.0.0.1",
-                "smtp_port": port,
-                "smtp_starttls": False,
-            }
-            async with running_gatherly(data_dir, **settings) as running:
+            async with running_gatherly(
+                data_dir,
+                password_time_cost=1,
+                password_memory_kib=8,
+                password_parallelism=1,
+                mail_backend="smtp",
+                smtp_host="127.0.0.1",
+                smtp_port=port,
+                smtp_starttls=False,
+            ) as running:
                 organizer = await sign_up(running, display_name="Organizer")
                 group = await running.client.post("/api/groups", json={"name": "Big Group"}, headers=organizer.auth)
                 group_id = group.json()["id"]

@@ -36,7 +36,6 @@ import pstats
 import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -263,9 +262,8 @@ async def profiled(path: Path, requests: int, variants: list[Variant]) -> None:
     out = io.StringIO()
     for variant in variants:
         profiler = cProfile.Profile()
-        run: Callable[[], Awaitable[tuple[float, float]]] = lambda v=variant: cpu_per_request(v, requests)  # noqa: E731
         profiler.enable()
-        await run()
+        await cpu_per_request(variant, requests)
         profiler.disable()
         out.write(f"\n# {variant.name}\n")
         stats = pstats.Stats(profiler, stream=out)

@@ -40,7 +40,7 @@ from sqlalchemy import event as sqlalchemy_events
 from gatherly.app.testing import FAST_SETTINGS, RunningGatherly, running_gatherly
 from gatherly.contracts.groups import GroupCreated
 from gatherly.events import service
-from gatherly.events.domain import Answer, EventDetails, GroupId, RsvpStatus, UserId
+from gatherly.events.domain import Answer, EventDetails, EventId, GroupId, RsvpStatus, UserId
 from gatherly.events.store import unit_of_work
 
 REPORT = Path(__file__).parent / "reports" / "rsvp_cpu.md"
@@ -130,7 +130,7 @@ class Answers:
 
 async def _answer_all(
     gatherly: RunningGatherly,
-    pairs: list[tuple[UserId, str]],
+    pairs: list[tuple[UserId, EventId]],
     profiler: cProfile.Profile | None,
     whole_profiler: cProfile.Profile | None,
 ) -> Answers:
@@ -165,7 +165,7 @@ async def _answer_all(
     )
 
 
-async def _respond(context: Any, event_id: str, person: UserId) -> service.MyRsvp:
+async def _respond(context: Any, event_id: EventId, person: UserId) -> service.MyRsvp:
     token = ANSWERING.set(True)
     try:
         return await service.respond(unit_of_work(context), event_id, person, Answer.YES, 0)

@@ -12,6 +12,9 @@ turns they overlapped, and writes the raw figures as JSON under --out.
 # ruff: noqa: E402, E501, B007, B905  (an experiment's script: kept as it was run, long summary lines)
 
 import argparse
+import bisect
+import collections
+import itertools
 import json
 import os
 import statistics
@@ -19,7 +22,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TypedDict
 
 p = argparse.ArgumentParser()
 p.add_argument("--root", default=str(Path(__file__).resolve().parents[1]))
@@ -38,14 +43,69 @@ sys.path.insert(0, str(Path(a.root) / "bench"))
 import http_bench as hb
 
 
-def pct(xs, q):
+class Window(TypedDict):
+    """What tail_probe_server.py writes of a window (JSON: its tuples read back as lists, indexed and unpacked alike)."""
+
+    t0: float
+    t1: float
+    gc_threshold: list[int]
+    gc_counts: list[int]
+    gen_sizes: list[int]
+    iters_wall: list[float]
+    iters_cpu: list[float]
+    iters_req: list[int]
+    gcs: list[tuple[float, float, int, int]]  # (t, dur, gen, collected)
+    reqs: list[tuple[float, float, float, int, str]]  # (t_head, queue, app, steps, path)
+    sites: list[tuple[str | None, int]]
+    slow: list[tuple[float, float, float, str]]  # (t, wall, cpu, name)
+    threads: list[str]
+    native_id: int
+
+
+class WrkResult(TypedDict):
+    """The RESULT line of http_bench's wrk script, in the part read here."""
+
+    requests: int
+    duration_us: int
+    latency_us: list[tuple[int, int]]  # (latency, count)
+
+
+class WrkFigures(TypedDict):
+    requests: int
+    duration_us: int
+    p50: float
+    p99: float
+    p999: float
+
+
+Sched = dict[str, tuple[str, int, int, int]]  # thread id -> (name, ran ns, waited ns, slices)
+
+
+class Probed(Window):
+    """A window with what this script measured around it, as written under --out."""
+
+    wrk: WrkFigures
+    sched_server: Sched
+    sched_wrk: Sched
+    ctx: dict[str, int]
+    load: float
+    endpoint: str
+
+
+def pct(xs: Sequence[float], q: float) -> float:
     if not xs:
         return float("nan")
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(len(xs) * q))]
 
 
-def schedstat(pid):
+def latency_ms(histogram: Mapping[int, float], percent: int) -> float:
+    """A percentile of wrk's latency histogram (µs) in ms; NaN for an empty one."""
+    value = hb.percentile(histogram, percent)
+    return float("nan") if value is None else value / 1000
+
+
+def schedstat(pid: int) -> Sched:
     out = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
@@ -57,7 +117,7 @@ def schedstat(pid):
     return out
 
 
-def ctx(pid):
+def ctx(pid: int) -> dict[str, int]:
     d = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if "ctxt_switches" in line:
@@ -66,11 +126,8 @@ def ctx(pid):
     return d
 
 
-def slowest_percent(d):
+def slowest_percent(d: Window) -> None:
     """The slowest 1% of requests as the server saw them: GC time and the longest loop turn inside each."""
-    import bisect
-    import itertools
-
     walls = d["iters_wall"]
     ends = list(itertools.accumulate(walls, initial=d["t0"]))[1:]
     starts = [e - w for e, w in zip(ends, walls)]
@@ -81,7 +138,8 @@ def slowest_percent(d):
         return
     threshold = totals[int(len(totals) * 0.99)]
     slow = [r for r in d["reqs"] if r[1] + r[2] >= threshold]
-    gc_in, turn_in = [], []
+    gc_in: list[float] = []
+    turn_in: list[float] = []
     for head, queue, app, _steps, _path in slow:
         end = head + queue + app
         gc_in.append(sum(g[1] for g in gcs[bisect.bisect_left(gc_starts, head) : bisect.bisect_left(gc_starts, end)]))
@@ -94,8 +152,8 @@ def slowest_percent(d):
 
 outdir = Path(a.out)
 outdir.mkdir(parents=True, exist_ok=True)
-with tempfile.TemporaryDirectory(prefix="tail-") as tmp:
-    tmp = Path(tmp)
+with tempfile.TemporaryDirectory(prefix="tail-") as tmp_name:
+    tmp = Path(tmp_name)
     control, dump = tmp / "control", tmp / "dump.json"
     env = {
         **os.environ,
@@ -157,16 +215,16 @@ with tempfile.TemporaryDirectory(prefix="tail-") as tmp:
                     time.sleep(0.1)
                     if dump.exists():
                         break
-                d = json.loads(dump.read_text())
+                d: Probed = json.loads(dump.read_text())
                 dump.unlink()
-                raw = json.loads(next(x for x in out.splitlines() if x.startswith("RESULT "))[7:])
+                raw: WrkResult = json.loads(next(x for x in out.splitlines() if x.startswith("RESULT "))[7:])
                 hist = {v: c for v, c in raw["latency_us"]}
                 d["wrk"] = {
                     "requests": raw["requests"],
                     "duration_us": raw["duration_us"],
-                    "p50": hb.percentile(hist, 50) / 1000,
-                    "p99": hb.percentile(hist, 99) / 1000,
-                    "p999": hb.percentile({k: v for k, v in hist.items()}, 100) / 1000,
+                    "p50": latency_ms(hist, 50),
+                    "p99": latency_ms(hist, 99),
+                    "p999": latency_ms(hist, 100),
                 }
                 d["sched_server"] = {
                     t: (s1[t][0], s1[t][1] - s0[t][1], s1[t][2] - s0[t][2], s1[t][3] - s0[t][3]) for t in s1 if t in s0
@@ -206,7 +264,7 @@ with tempfile.TemporaryDirectory(prefix="tail-") as tmp:
                         f"  iterations >10ms: wall sum {sum(w for w, _ in long):.0f} ms, own CPU {sum(c for _, c in long):.0f} ms; worst 8 (wall/cpu): "
                         + ", ".join(f"{w:.0f}/{c:.0f}" for w, c in sorted(long, reverse=True)[:8])
                     )
-                by = {}
+                by: dict[int, list[float]] = {}
                 for t, dur, gen, coll in d["gcs"]:
                     by.setdefault(gen, []).append(dur * 1000)
                 print(
@@ -237,14 +295,12 @@ with tempfile.TemporaryDirectory(prefix="tail-") as tmp:
                 )
                 print("  suspensions: " + "; ".join(f"{s} x{c}" for s, c in d["sites"][:6]))
                 if d["slow"]:
-                    import collections
-
-                    cnt = collections.Counter()
-                    mx = {}
+                    cnt: collections.Counter[str] = collections.Counter()
+                    mx: dict[str, float] = {}
                     for t, w, c, name in d["slow"]:
                         cnt[name] += 1
                         mx[name] = max(mx.get(name, 0), w * 1000)
-                    mc = {}
+                    mc: dict[str, float] = {}
                     for t, w, c, name in d["slow"]:
                         mc[name] = max(mc.get(name, 0), c * 1000)
                     print(

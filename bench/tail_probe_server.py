@@ -12,40 +12,63 @@ import collections
 import gc
 import json
 import os
+import socket
 import sys
 import threading
 import time
 import types
+import weakref
+from collections.abc import Coroutine, Generator
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 CONTROL = os.environ["TAIL_CONTROL"]
 OUT = os.environ["TAIL_OUT"]
 MODE_ASYNCIO = os.environ.get("TAIL_ASYNCIO") == "1"
 SLOW_MS = float(os.environ.get("TAIL_SLOW_MS", "5"))
 
-state = {"on": False}
+
+@dataclass
+class Window:
+    on: bool = False  # between 'start' and 'stop'
+    tick_due: bool = False  # a tick is scheduled and has not run yet
+    t0: float = 0.0
+
+
+@dataclass
+class Turn:
+    """Where the previous loop turn ended: its wall and thread CPU clock, and how many requests had started."""
+
+    wall: float = 0.0
+    cpu: float = 0.0
+    started: int = 0
+
+
+state = Window()
 iters_wall = array.array("d")
 iters_cpu = array.array("d")
 iters_req = array.array("i")
-gcs = []  # (t, dur, gen, collected)
-reqs = []  # (t_head, queue, app, steps, path)
-sites = collections.Counter()
-slow_handles = []  # (t, wall, cpu, name)
+gcs: list[tuple[float, float, int, int]] = []  # (t, dur, gen, collected)
+reqs: list[tuple[float, float, float, int, str]] = []  # (t_head, queue, app, steps, path)
+sites: collections.Counter[str | None] = collections.Counter()
+slow_handles: list[tuple[float, float, float, str]] = []  # (t, wall, cpu, name)
 started = [0]
 _gc_t = [0.0]
 pc, tt = time.perf_counter, time.thread_time
+T = TypeVar("T")
 
 
-def on_gc(phase, info):
+def on_gc(phase: str, info: dict[str, int]) -> None:
     if phase == "start":
         _gc_t[0] = pc()
-    elif state["on"]:
+    elif state.on:
         gcs.append((_gc_t[0], pc() - _gc_t[0], info["generation"], info["collected"]))
 
 
 gc.callbacks.append(on_gc)
 
 if MODE_ASYNCIO:
-    sys.modules["uvloop"] = None
+    sys.modules["uvloop"] = None  # type: ignore[assignment]  # uvicorn then falls back to asyncio's loop
     import asyncio.events
 
     sys.path.insert(0, os.path.join(os.environ["TAIL_ROOT"], "bench"))
@@ -53,38 +76,41 @@ if MODE_ASYNCIO:
 
     _run = asyncio.events.Handle._run
 
-    def timed_run(handle):
+    def timed_run(self: asyncio.Handle) -> None:  # Handle._run's own signature, self included
         w, c = pc(), tt()
-        _run(handle)
+        _run(self)
         w2 = pc() - w
-        if state["on"] and w2 * 1000 > SLOW_MS:
+        if state.on and w2 * 1000 > SLOW_MS:
             try:
-                name = task_name(handle)
+                name = task_name(self)
             except Exception as e:
                 name = repr(e)
             slow_handles.append((w, w2, tt() - c, name))
 
-    asyncio.events.Handle._run = timed_run
+    asyncio.events.Handle._run = timed_run  # type: ignore[method-assign]
 
+from uvicorn._types import ASGI3Application
 from uvicorn.protocols.http import httptools_impl as H
 
 _ohc = H.HttpToolsProtocol.on_headers_complete
+# When each request's head was read (its cycle made), for its queue time: weak, so a cycle goes when uvicorn drops it.
+head_read_at: weakref.WeakKeyDictionary[H.RequestResponseCycle, float] = weakref.WeakKeyDictionary()
 
 
-def on_headers_complete(self):
+def on_headers_complete(self: H.HttpToolsProtocol) -> None:
     t = pc()
-    if state["on"] and not state.get("tick"):
-        state["tick"] = True
+    if state.on and not state.tick_due:
+        state.tick_due = True
         asyncio.get_running_loop().call_soon(tick)
     _ohc(self)
     if self.cycle is not None:
-        self.cycle._tail_t = t
+        head_read_at[self.cycle] = t
 
 
-H.HttpToolsProtocol.on_headers_complete = on_headers_complete
+H.HttpToolsProtocol.on_headers_complete = on_headers_complete  # type: ignore[method-assign]
 
 
-def where(coro):
+def where(coro: object) -> str | None:
     c = coro
     last = None
     for _ in range(100):
@@ -99,15 +125,18 @@ def where(coro):
 
 
 @types.coroutine
-def counted(coro, box):
-    send, exc = None, None
+def counted(coro: Coroutine[Any, Any, T], box: list[int]) -> Generator[Any, Any, T]:
+    """Awaits `coro`, counting in `box` how often it suspends (the futures it yields are the event loop's business,
+    passed through untouched: hence Any)."""
+    send: Any = None
+    exc: BaseException | None = None
     while True:
         try:
             fut = coro.throw(exc) if exc is not None else coro.send(send)
         except StopIteration as stop:
             return stop.value
         box[0] += 1
-        if state["on"]:
+        if state.on:
             sites[where(coro)] += 1
         exc = None
         try:
@@ -119,49 +148,49 @@ def counted(coro, box):
 _run_asgi = H.RequestResponseCycle.run_asgi
 
 
-async def run_asgi(self, app):
+async def run_asgi(self: H.RequestResponseCycle, app: ASGI3Application) -> None:
     t0 = pc()
     started[0] += 1
     box = [0]
     await counted(_run_asgi(self, app), box)
-    if state["on"]:
-        th = getattr(self, "_tail_t", t0)
+    if state.on:
+        th = head_read_at.get(self, t0)
         reqs.append((th, t0 - th, pc() - t0, box[0], self.scope.get("path", "")))
 
 
-H.RequestResponseCycle.run_asgi = run_asgi
+H.RequestResponseCycle.run_asgi = run_asgi  # type: ignore[method-assign]
 
-_last = [0.0, 0.0, 0]
+_last = Turn()
 
 
-def tick():
+def tick() -> None:
     # Scheduled by the first request head read after the previous tick: under load, once per loop iteration.
-    state["tick"] = False
+    state.tick_due = False
     w, c, n = pc(), tt(), started[0]
-    iters_wall.append(w - _last[0])
-    iters_cpu.append(c - _last[1])
-    iters_req.append(n - _last[2])
-    _last[:] = [w, c, n]
+    iters_wall.append(w - _last.wall)
+    iters_cpu.append(c - _last.cpu)
+    iters_req.append(n - _last.started)
+    _last.wall, _last.cpu, _last.started = w, c, n
 
 
-def begin(loop):
+def begin(loop: asyncio.AbstractEventLoop) -> None:
     for x in (iters_wall, iters_cpu, iters_req):
         del x[:]
     gcs.clear()
     reqs.clear()
     sites.clear()
     slow_handles.clear()
-    state["on"] = True
-    state["t0"] = pc()
+    state.on = True
+    state.t0 = pc()
     if os.environ.get("TAIL_GC_OFF") == "1":
         gc.disable()
-    _last[:] = [pc(), tt(), started[0]]
+    _last.wall, _last.cpu, _last.started = pc(), tt(), started[0]
 
 
-def end(loop):
-    state["on"] = False
+def end(loop: asyncio.AbstractEventLoop) -> None:
+    state.on = False
     gc.enable()
-    t0 = state["t0"]
+    t0 = state.t0
     data = {
         "t0": t0,
         "t1": pc(),
@@ -183,7 +212,7 @@ def end(loop):
     os.replace(OUT + ".tmp", OUT)
 
 
-def watcher(loop):
+def watcher(loop: asyncio.AbstractEventLoop) -> None:
     last = ""
     while True:
         time.sleep(0.2)
@@ -206,12 +235,12 @@ import uvicorn
 _startup = uvicorn.Server.startup
 
 
-async def startup(self, sockets=None):
+async def startup(self: uvicorn.Server, sockets: list[socket.socket] | None = None) -> None:
     threading.Thread(target=watcher, args=(asyncio.get_running_loop(),), daemon=True, name="tail-watcher").start()
     return await _startup(self, sockets)
 
 
-uvicorn.Server.startup = startup
+uvicorn.Server.startup = startup  # type: ignore[method-assign]
 
 from gatherly.app.cli import main
 

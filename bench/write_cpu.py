@@ -41,10 +41,10 @@ totals: collections.defaultdict[str, list[float]] = collections.defaultdict(lamb
 _run = asyncio.events.Handle._run
 
 
-def timed_run(handle: asyncio.Handle) -> None:
+def timed_run(self: asyncio.Handle) -> None:  # Handle._run's own signature, self included
     started = time.thread_time()
-    _run(handle)
-    entry = totals[task_name(handle)]
+    _run(self)
+    entry = totals[task_name(self)]
     entry[0] += 1
     entry[1] += time.thread_time() - started
 

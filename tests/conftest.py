@@ -25,21 +25,11 @@ import pytest_asyncio
 
 from gatherly.app.services import ALL
 from gatherly.app.stack import StackState
-from gatherly.app.testing import RunningGatherly, StackGatherly, running_gatherly, served_gatherly
+from gatherly.app.testing import FAST_SETTINGS, RunningGatherly, StackGatherly, running_gatherly, served_gatherly
 from gatherly.kernel.kafka_connect import drop_slot, outbox_connector
 from gatherly.kernel.testing import DB_BACKENDS, free_port, scratch_databases
 
-FAST: dict[str, Any] = {
-    "password_time_cost": 1,
-    "password_memory_kib": 8,
-    "password_parallelism": 1,
-    "mail_retry_initial_delay": 0.05,
-    "mail_retry_max_delay": 0.2,
-    "mail_poll_interval": 0.2,
-    "signup_limit_per_minute": 0,
-    "login_limit_per_minute": 0,
-    "password_reset_limit_per_minute": 0,
-}
+FAST: dict[str, Any] = {**FAST_SETTINGS, "password_reset_limit_per_minute": 0}
 TARGETS = [t.strip() for t in os.environ.get("GATHERLY_TEST_TARGET", "in-process").split(",") if t.strip()]
 if unknown := set(TARGETS) - {"in-process", "stack"}:
     raise ValueError(f"GATHERLY_TEST_TARGET: unknown target(s) {sorted(unknown)} (known: in-process, stack)")

@@ -22,9 +22,10 @@ from gatherly.kernel.delivery import (
     RetryPolicy,
     dead_letter_topic,
     forget_processed,
+    records_per_poll,
     replay_dead_letters,
 )
-from gatherly.kernel.log.base import LogConsumer, MessageLog, OutgoingMessage, TopicConfig, TopicPartition
+from gatherly.kernel.log.base import LogConsumer, MessageLog, OutgoingMessage, Record, TopicConfig, TopicPartition
 from gatherly.kernel.loop_health import LoopLagProbe
 from gatherly.kernel.messages import Envelope
 from gatherly.kernel.relay import OutboxRelay
@@ -227,6 +228,41 @@ async def test_offsets_are_committed_once_per_interval_not_after_every_poll(
         # An idle group commits what it applied when the interval is over, without a new record to poll.
         await eventually(lambda: caught_up(message_log, group, deposit.TOPIC))
     assert await totals(ledger_db) == (55, 10)
+
+
+async def test_a_worker_asks_its_database_for_the_records_per_poll_when_it_runs_not_when_it_is_built(
+    ledger_db: Database, message_log: MessageLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deposit = deposit_event()
+    (spec,) = ledger_consumers(deposit, group_name()).specs.values()
+    built: list[LedgerUnitOfWork] = []
+
+    def new_unit_of_work() -> LedgerUnitOfWork:
+        built.append(LedgerUnitOfWork(ledger_db))
+        return built[-1]
+
+    asked: list[int] = []
+    polled = asyncio.Event()
+    make_consumer = message_log.consumer
+
+    def recording_consumer(*args: Any, **kwargs: Any) -> LogConsumer:
+        consumer = make_consumer(*args, **kwargs)
+        poll = consumer.poll
+
+        async def recorded(max_records: int, timeout: float) -> list[Record]:
+            asked.append(max_records)
+            polled.set()
+            return await poll(max_records, timeout=timeout)
+
+        consumer.poll = recorded  # type: ignore[method-assign]
+        return consumer
+
+    monkeypatch.setattr(message_log, "consumer", recording_consumer)
+    worker = ConsumerWorker(spec, message_log, new_unit_of_work)
+    assert built == []
+    async with Running(worker):
+        await asyncio.wait_for(polled.wait(), timeout=60)
+    assert set(asked) == {records_per_poll(ledger_db)} and len(built) == 1
 
 
 async def test_records_go_on_being_applied_while_an_offset_commit_is_in_flight(

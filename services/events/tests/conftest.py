@@ -20,6 +20,11 @@ def soon(days: float = 7, hours: float = 0) -> datetime:
     return (datetime.now(UTC) + timedelta(days=days, hours=hours)).replace(microsecond=0)
 
 
+def an_hour_from(starts: datetime) -> dict[str, str]:
+    """An event's `starts_at` and `ends_at` for an hour from `starts` (in its offset), as a body writes them."""
+    return {"starts_at": starts.isoformat(), "ends_at": (starts + timedelta(hours=1)).isoformat()}
+
+
 @dataclass
 class EventsApi(ApiHelpers):
     """Thin helpers over the HTTP API, asserting the status of each step that is setup, not the point of a test."""
@@ -47,6 +52,7 @@ class EventsApi(ApiHelpers):
         assert response.json()["status"] == "member", "helpers use open groups"
 
     soon = staticmethod(soon)
+    an_hour_from = staticmethod(an_hour_from)
 
     @staticmethod
     def event_body(group_id: str, **fields: Any) -> dict[str, Any]:

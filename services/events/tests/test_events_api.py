@@ -111,7 +111,7 @@ async def test_whole_event_rules_are_checked(api: EventsApi) -> None:
         assert response.status_code == 422, response.text
         assert [e["field"] for e in response.json()["errors"]] == [field]
     past = api.soon(days=-1)
-    body = api.event_body(group_id, starts_at=past.isoformat(), ends_at=(past + timedelta(hours=1)).isoformat())
+    body = api.event_body(group_id, **api.an_hour_from(past))
     response = await api.client.post("/api/events", json=body, headers=auth)
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "starts_at"
@@ -164,7 +164,7 @@ async def test_only_leaders_edit_an_event_and_the_change_names_what_changed(
     event = await api.schedule(people["organizer"], group_id)
     await api.going(people["member"], event["id"])
     later = api.soon(days=8)
-    changes = {"starts_at": later.isoformat(), "ends_at": (later + timedelta(hours=1)).isoformat(), "title": "Run!"}
+    changes = {**api.an_hour_from(later), "title": "Run!"}
     response = await api.client.patch(f"/api/events/{event['id']}", json=changes, headers=people[who].auth)
     assert response.status_code == status, response.text
     published = await api.published("event", event["id"])

@@ -20,7 +20,7 @@ from gatherly.events.api import _event_out
 from gatherly.events.domain import EventStatus, GroupId, GroupSummary, Visibility
 from gatherly.events.schemas import EventSummary, events_page_json
 from gatherly.events.service import EventView, _show_covers
-from gatherly.events.store import CARD_KEYS, _event, _listed
+from gatherly.events.store import LISTED_KEYS, _event, _listed
 from gatherly.kernel.web import Page
 
 # What FastAPI's fast path does with a route's response model: validate what the endpoint returned, dump JSON.
@@ -94,8 +94,8 @@ def as_its_own_page_shows_it(row: dict[str, Any], group_name: str, cover: ImageV
 def test_a_listed_event_is_what_its_own_page_shows_through_the_response_model(
     events: list[tuple[dict[str, Any], str, float | None, ImageVariants | None]], cursor: str | None
 ) -> None:
-    # The list's rows: CARD_COLUMNS' values in their order, then the group's name, as FixedRead.values gives them.
-    listed = [_listed([*(row[key] for key in CARD_KEYS), name], name, distance) for row, name, distance, _ in events]
+    # The list's rows: LISTED_COLUMNS' values in their order, then the group's name, as FixedRead.values gives them.
+    listed = [_listed([*(row[key] for key in LISTED_KEYS), name], name, distance) for row, name, distance, _ in events]
     # Each named cover shown (its uploader a leader: which show is the service's rule, test_covers.py); an image id a
     # row, so a group's events each show their own.
     named = [
@@ -131,7 +131,7 @@ def test_every_field_of_the_response_model_is_written() -> None:
         "capacity": 20,
         "cover_image_id": "c1",
     }
-    [event] = listed = [_listed([columns[key] for key in CARD_KEYS], "Lyon Hikers", 1.23456)]
+    [event] = listed = [_listed([columns[key] for key in LISTED_KEYS], "Lyon Hikers", 1.23456)]
     _show_covers(
         [(event, GroupId("g1"), "c1")],
         {("g1", "c1"): ("organizer", ImageVariants(thumb="/t", medium="/m", large="/l"))},

@@ -21,7 +21,7 @@ from gatherly.events.store import EventStore
 from gatherly.events.tables import events, group_summaries
 from gatherly.kernel.db import Database
 from gatherly.kernel.geo import distance_km
-from gatherly.kernel.testing import DB_BACKENDS, scratch_database
+from gatherly.kernel.testing import DB_BACKENDS, migrated_database
 
 BERLIN = Location(52.52, 13.405)
 
@@ -69,19 +69,14 @@ if "sqlite" in DB_BACKENDS:  # a SQLite plan: PostgreSQL's is test_postgis.py's
 
     @pytest.fixture
     async def many_events(tmp_path: Path) -> Any:
-        async with scratch_database("sqlite", tmp_path) as url:
-            db = Database(url)
-            try:
-                await db.migrate(SERVICE.migrations)
-                async with db.writing() as connection:
-                    await connection.execute(
-                        insert(group_summaries),
-                        [{"group_id": "g", "slug": "g", "name": "Group", "visibility": "public", "topics": []}],
-                    )
-                    await connection.execute(insert(events), list(_events(20_000)))
-                yield db
-            finally:
-                await db.dispose()
+        async with migrated_database("sqlite", tmp_path, SERVICE.migrations) as db:
+            async with db.writing() as connection:
+                await connection.execute(
+                    insert(group_summaries),
+                    [{"group_id": "g", "slug": "g", "name": "Group", "visibility": "public", "topics": []}],
+                )
+                await connection.execute(insert(events), list(_events(20_000)))
+            yield db
 
     @pytest.mark.parametrize(
         ("order", "index"),

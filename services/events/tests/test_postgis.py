@@ -17,7 +17,7 @@ from gatherly.events.domain import EventSearch, Location, SearchOrder
 from gatherly.events.store import EventStore
 from gatherly.kernel.db import Database
 from gatherly.kernel.geo import distance_km
-from gatherly.kernel.testing import DB_BACKENDS, query_plans, scratch_database, walks_nearest_first
+from gatherly.kernel.testing import DB_BACKENDS, migrated_database, query_plans, walks_nearest_first
 
 BERLIN = Location(52.52, 13.405)
 # The indexes that read the upcoming events in start order (either serves the walk; the planner picks).
@@ -41,18 +41,13 @@ if "postgresql" in DB_BACKENDS:  # a PostgreSQL plan: there is none to show on S
 
     @pytest.fixture
     async def many_events(tmp_path: Path) -> Any:
-        async with scratch_database("postgresql", tmp_path) as url:
-            db = Database(url)
-            try:
-                await db.migrate(SERVICE.migrations)
-                async with db.writing() as connection:
-                    for statement in INSERT_EVENTS:
-                        await connection.exec_driver_sql(statement)
-                async with db.writing() as connection:
-                    await connection.exec_driver_sql("ANALYZE events")
-                yield db
-            finally:
-                await db.dispose()
+        async with migrated_database("postgresql", tmp_path, SERVICE.migrations) as db:
+            async with db.writing() as connection:
+                for statement in INSERT_EVENTS:
+                    await connection.exec_driver_sql(statement)
+            async with db.writing() as connection:
+                await connection.exec_driver_sql("ANALYZE events")
+            yield db
 
     @pytest.mark.parametrize(("order", "radius_km"), [(SearchOrder.DISTANCE, 50), (SearchOrder.START, 5)])
     async def test_the_nearby_search_uses_the_gist_index(
@@ -152,25 +147,20 @@ if "postgresql" in DB_BACKENDS:  # a PostgreSQL plan: there is none to show on S
               FROM generate_series(1, 150) AS n) AS places"""
 
     async def test_pages_nearest_first_neither_repeat_nor_skip_events_at_one_distance(tmp_path: Path) -> None:
-        async with scratch_database("postgresql", tmp_path) as url:
-            db = Database(url)
-            try:
-                await db.migrate(SERVICE.migrations)
-                async with db.writing() as connection:
-                    await connection.exec_driver_sql(INSERT_EVENTS[0])
-                    await connection.exec_driver_sql(INSERT_TIED_EVENTS)
-                search = EventSearch(
-                    caller=None, starts_from=datetime.now(UTC), near=BERLIN, radius_km=50, order=SearchOrder.DISTANCE
-                )
-                pages, position = [], None
-                while True:
-                    async with db.read_connection() as connection:
-                        found, _, position = await EventStore(connection).search(search, 20, position)
-                    pages.append([(each["distance_km"], each["id"]) for each in found])
-                    if position is None:
-                        break
-            finally:
-                await db.dispose()
+        async with migrated_database("postgresql", tmp_path, SERVICE.migrations) as db:
+            async with db.writing() as connection:
+                await connection.exec_driver_sql(INSERT_EVENTS[0])
+                await connection.exec_driver_sql(INSERT_TIED_EVENTS)
+            search = EventSearch(
+                caller=None, starts_from=datetime.now(UTC), near=BERLIN, radius_km=50, order=SearchOrder.DISTANCE
+            )
+            pages, position = [], None
+            while True:
+                async with db.read_connection() as connection:
+                    found, _, position = await EventStore(connection).search(search, 20, position)
+                pages.append([(each["distance_km"], each["id"]) for each in found])
+                if position is None:
+                    break
         seen = [each for page in pages for each in page]
         assert len(pages) == 8 and all(len(page) == 20 for page in pages[:-1])
         assert len(seen) == 150 and len({event_id for _, event_id in seen}) == 150

@@ -143,9 +143,7 @@ async def test_hostile_or_impossible_rules_are_refused_with_422_at_once(api: Eve
     leader = await api.person("Hostile Leader")
     group_id = await api.group(leader)
     starts = _next_week_at("Europe/Berlin", 19)
-    body = api.event_body(
-        group_id, starts_at=starts.isoformat(), ends_at=(starts + timedelta(hours=1)).isoformat(), recurrence=rule
-    )
+    body = api.event_body(group_id, **api.an_hour_from(starts), recurrence=rule)
     began = time.perf_counter()
     response = await api.client.post("/api/events", json=body, headers=leader.auth)
     assert time.perf_counter() - began < 1.0
@@ -185,8 +183,7 @@ async def test_editing_this_and_following_moves_the_time_of_day_on_each_date_and
         params={"scope": "following"},
         json={
             "title": "Later run",
-            "starts_at": later.isoformat(),
-            "ends_at": (later + timedelta(hours=1)).isoformat(),
+            **api.an_hour_from(later),
         },
         headers=leader.auth,
     )
@@ -218,7 +215,7 @@ async def test_following_edits_keep_the_date_and_are_for_series_only(api: Events
     response = await api.client.patch(
         f"/api/events/{events[1]['id']}",
         params={"scope": "following"},
-        json={"starts_at": moved.isoformat(), "ends_at": (moved + timedelta(hours=1)).isoformat()},
+        json=api.an_hour_from(moved),
         headers=leader.auth,
     )
     assert response.status_code == 422, response.text

@@ -67,32 +67,28 @@ async def test_the_search_finds_what_it_is_asked_for_and_only_what_the_caller_ma
             olga,
             public,
             title=f"Berlin run {tag}",
-            starts_at=second.isoformat(),
-            ends_at=(second + timedelta(hours=1)).isoformat(),
+            **api.an_hour_from(second),
             venue=_venue("Mitte", BERLIN),
         ),
         "potsdam": await api.schedule(
             olga,
             public,
             title=f"Potsdam run {tag}",
-            starts_at=first.isoformat(),
-            ends_at=(first + timedelta(hours=1)).isoformat(),
+            **api.an_hour_from(first),
             venue=_venue("Park", POTSDAM),
         ),
         "hamburg": await api.schedule(
             olga,
             other,
             title=f"Hamburg chess {tag}",
-            starts_at=third.isoformat(),
-            ends_at=(third + timedelta(hours=1)).isoformat(),
+            **api.an_hour_from(third),
             venue=_venue("Cafe", HAMBURG),
         ),
         "secret": await api.schedule(
             olga,
             private,
             title=f"Secret run {tag}",
-            starts_at=first.isoformat(),
-            ends_at=(first + timedelta(hours=1)).isoformat(),
+            **api.an_hour_from(first),
             venue=_venue("Hidden", NEAR_BERLIN),
         ),
         "online": await api.schedule(
@@ -101,8 +97,7 @@ async def test_the_search_finds_what_it_is_asked_for_and_only_what_the_caller_ma
             title=f"Online talk {tag}",
             venue=None,
             online_url="https://meet.example.org/t",
-            starts_at=fourth.isoformat(),
-            ends_at=(fourth + timedelta(hours=1)).isoformat(),
+            **api.an_hour_from(fourth),
         ),
     }
     cancelled = await api.schedule(olga, public, title=f"Cancelled run {tag}")
@@ -189,9 +184,9 @@ async def test_nearest_first_pages_are_exact_whether_a_small_circle_holds_a_page
 
 
 async def test_a_listed_event_shows_what_its_own_page_shows_on_every_search_path(api: EventsApi) -> None:
-    # Lists read a card of each event (a few columns), the page the whole event: the two may never disagree, for
-    # any shape of event (a venue with or without a place, online or not, a capacity or none), found soonest first
-    # or nearby in either order.
+    # Lists read a few columns of each event (store.LISTED_COLUMNS), the page the whole event: the two may never
+    # disagree, for any shape of event (a venue with or without a place, online or not, a capacity or none), found
+    # soonest first or nearby in either order.
     olga = await api.person("Olga")
     tag = api.soon().strftime("%H%M%S%f")
     group_id = await api.group(olga, name=f"Cards {tag}")
@@ -299,8 +294,7 @@ async def test_nearby_reaches_across_the_antimeridian_and_the_poles_in_both_orde
             olga,
             group_id,
             title=f"{name} {tag}",
-            starts_at=starts.isoformat(),
-            ends_at=(starts + timedelta(hours=1)).isoformat(),
+            **api.an_hour_from(starts),
             venue=_venue(name, where),
         )
         ids[name] = event["id"]
@@ -367,8 +361,7 @@ async def test_a_cursor_sent_with_other_filters_than_it_was_made_with_is_refused
             olga,
             group_id,
             title=f"Fingerprint {tag} {n}",
-            starts_at=start.isoformat(),
-            ends_at=(start + timedelta(hours=1)).isoformat(),
+            **api.an_hour_from(start),
             venue=_venue("Mitte", BERLIN),
         )
         await api.going(ann, event["id"])

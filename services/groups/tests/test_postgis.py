@@ -14,7 +14,7 @@ from gatherly.groups.domain import GroupSearch, GroupSort, Location
 from gatherly.groups.store import GroupStore
 from gatherly.kernel.db import Database
 from gatherly.kernel.geo import distance_km
-from gatherly.kernel.testing import DB_BACKENDS, query_plans, scratch_database, walks_nearest_first
+from gatherly.kernel.testing import DB_BACKENDS, migrated_database, query_plans, walks_nearest_first
 
 BERLIN = Location(52.52, 13.405)
 # 60,000 groups spread over the globe and 3,000 around Berlin (within about 40 km).
@@ -32,18 +32,13 @@ if "postgresql" in DB_BACKENDS:  # a PostgreSQL plan: there is none to show on S
 
     @pytest.fixture
     async def many_groups(tmp_path: Path) -> Any:
-        async with scratch_database("postgresql", tmp_path) as url:
-            db = Database(url)
-            try:
-                await db.migrate(SERVICE.migrations)
-                async with db.writing() as connection:
-                    await connection.exec_driver_sql(INSERT_GROUPS)
-                async with db.engine.connect() as connection:
-                    await connection.exec_driver_sql("COMMIT")
-                    await connection.exec_driver_sql("ANALYZE groups")
-                yield db
-            finally:
-                await db.dispose()
+        async with migrated_database("postgresql", tmp_path, SERVICE.migrations) as db:
+            async with db.writing() as connection:
+                await connection.exec_driver_sql(INSERT_GROUPS)
+            async with db.engine.connect() as connection:
+                await connection.exec_driver_sql("COMMIT")
+                await connection.exec_driver_sql("ANALYZE groups")
+            yield db
 
     # Nearest first over a radius holding thousands, and another order over a small radius.
     @pytest.mark.parametrize(("sort", "radius_km"), [(GroupSort.DISTANCE, 50), (GroupSort.NEWEST, 10)])

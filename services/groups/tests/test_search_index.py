@@ -27,7 +27,7 @@ from gatherly.groups.domain import (
 from gatherly.groups.store import GroupStore, reading
 from gatherly.groups.tables import groups
 from gatherly.kernel.db import Database, alembic_config
-from gatherly.kernel.testing import DB_BACKENDS, scratch_database
+from gatherly.kernel.testing import DB_BACKENDS, migrated_database, scratch_database
 
 WORDS = [
     "Über",
@@ -94,13 +94,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 async def db(backend: str, tmp_path: Path) -> AsyncIterator[Database]:
-    async with scratch_database(backend, tmp_path) as url:
-        database = Database(url)
-        await database.migrate(SERVICE.migrations)
-        try:
-            yield database
-        finally:
-            await database.dispose()
+    async with migrated_database(backend, tmp_path, SERVICE.migrations) as database:
+        yield database
 
 
 async def _add(db: Database, name: str, description: str, created_at: datetime) -> Group:
@@ -176,17 +171,11 @@ async def test_the_index_follows_edits_and_deletes(db: Database) -> None:
 
 
 async def test_on_sqlite_a_text_search_reads_the_fts_index_not_every_group(tmp_path: Path) -> None:
-    async with scratch_database("sqlite", tmp_path) as url:
-        database = Database(url)
-        await database.migrate(SERVICE.migrations)
-        try:
-            async with reading(database) as stores:
-                condition, params, _ = await stores.groups._text_filter("walk")
-                query = select(groups.c.id).where(condition).params(**params)
-                compiled = query.compile(database.engine.sync_engine, compile_kwargs={"literal_binds": True})
-                plan = (await stores.groups.session.execute(text(f"EXPLAIN QUERY PLAN {compiled}"))).all()
-        finally:
-            await database.dispose()
+    async with migrated_database("sqlite", tmp_path, SERVICE.migrations) as database, reading(database) as stores:
+        condition, params, _ = await stores.groups._text_filter("walk")
+        query = select(groups.c.id).where(condition).params(**params)
+        compiled = query.compile(database.engine.sync_engine, compile_kwargs={"literal_binds": True})
+        plan = (await stores.groups.session.execute(text(f"EXPLAIN QUERY PLAN {compiled}"))).all()
     steps = [str(row[-1]) for row in plan]
     assert any(step.startswith("SCAN groups_search VIRTUAL TABLE INDEX") for step in steps), steps
     assert not any(step.startswith("SCAN groups ") or step == "SCAN groups" for step in steps), steps
@@ -195,19 +184,13 @@ async def test_on_sqlite_a_text_search_reads_the_fts_index_not_every_group(tmp_p
 async def test_on_sqlite_pending_me_starts_from_the_callers_requests_not_every_group(tmp_path: Path) -> None:
     # ix_join_requests_user_id (migration 0007), as ix_memberships_user_id serves member=me: without it the page
     # walked every group newest first and its total scanned every request.
-    async with scratch_database("sqlite", tmp_path) as url:
-        database = Database(url)
-        await database.migrate(SERVICE.migrations)
-        try:
-            async with reading(database) as stores:
-                where = await stores.groups._where(GroupSearch(pending=UserId("someone")))
-                query = store._page_query(GroupSort.NEWEST, where, after=False, total=True)
-                compiled = query.compile(database.engine.sync_engine)
-                values = {**compiled.params, **where.params, "limit": 21}
-                positional = tuple(values[name] for name in compiled.positiontup or ())
-                plan = (await stores.groups.session.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", positional)).all()
-        finally:
-            await database.dispose()
+    async with migrated_database("sqlite", tmp_path, SERVICE.migrations) as database, reading(database) as stores:
+        where = await stores.groups._where(GroupSearch(pending=UserId("someone")))
+        query = store._page_query(GroupSort.NEWEST, where, after=False, total=True)
+        compiled = query.compile(database.engine.sync_engine)
+        values = {**compiled.params, **where.params, "limit": 21}
+        positional = tuple(values[name] for name in compiled.positiontup or ())
+        plan = (await stores.groups.session.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", positional)).all()
     steps = [str(row[-1]) for row in plan]
     assert steps.count("SEARCH join_requests USING INDEX ix_join_requests_user_id (user_id=?)") == 2, steps
     assert not any(step.startswith(("SCAN groups", "SCAN join_requests")) for step in steps), steps

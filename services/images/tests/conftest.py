@@ -22,7 +22,7 @@ import pytest
 import pytest_asyncio
 from PIL import Image
 
-from gatherly.app.testing import Person, RunningGatherly, running_gatherly, sign_up
+from gatherly.app.testing import FAST_SETTINGS, Person, RunningGatherly, running_gatherly, sign_up
 from gatherly.kernel.seaweedfs import running_seaweedfs
 from gatherly.kernel.testing import DB_BACKENDS
 
@@ -31,17 +31,6 @@ STORAGE_BACKENDS = [
 ]
 S3_ACCESS_KEY = "gatherly-test"
 S3_SECRET_KEY = "gatherly-test-secret"  # a throwaway server's credentials, made for this test session
-
-FAST: dict[str, Any] = {
-    "password_time_cost": 1,
-    "password_memory_kib": 8,
-    "password_parallelism": 1,
-    "mail_retry_initial_delay": 0.05,
-    "mail_retry_max_delay": 0.2,
-    "mail_poll_interval": 0.2,
-    "signup_limit_per_minute": 0,
-    "login_limit_per_minute": 0,
-}
 
 
 # --- the S3 server --------------------------------------------------------------------------------------------------
@@ -255,7 +244,7 @@ async def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     async with running_gatherly(
         tmp_path_factory.mktemp("images") / "data",
         database_backend=database,
-        **FAST,
+        **FAST_SETTINGS,
         **storage_overrides(storage, request),
     ) as running:
         yield ImagesApi(running, storage)

@@ -14,18 +14,11 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from gatherly.app.testing import Person, RunningGatherly, mail_to, running_gatherly, sign_up
+from gatherly.app.testing import FAST_SETTINGS, Person, RunningGatherly, mail_to, running_gatherly, sign_up
 from gatherly.kernel.testing import DB_BACKENDS
 
 FAST: dict[str, Any] = {
-    "password_time_cost": 1,
-    "password_memory_kib": 8,
-    "password_parallelism": 1,
-    "mail_retry_initial_delay": 0.05,
-    "mail_retry_max_delay": 0.2,
-    "mail_poll_interval": 0.2,
-    "signup_limit_per_minute": 0,
-    "login_limit_per_minute": 0,
+    **FAST_SETTINGS,
     "notification_retry_initial_delay": 0.05,
     "notification_retry_max_delay": 0.2,
     "notification_poll_interval": 0.2,

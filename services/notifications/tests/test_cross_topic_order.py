@@ -21,7 +21,7 @@ from gatherly.kernel.log.base import MessageLog, TopicConfig
 from gatherly.kernel.log.embedded import EmbeddedLog
 from gatherly.kernel.log.kafka import KafkaLog
 from gatherly.kernel.messages import Envelope, causation_id_var
-from gatherly.kernel.testing import DB_BACKENDS, LOG_BACKENDS, scratch_database
+from gatherly.kernel.testing import DB_BACKENDS, LOG_BACKENDS, migrated_database
 from gatherly.notifications import SERVICE
 from gatherly.notifications.consumers import consumers
 from gatherly.notifications.store import NotificationsUnitOfWork
@@ -59,13 +59,8 @@ def scheduled(at: datetime, event_id: str = "e-night-run") -> EventScheduled:
 
 @pytest.fixture(params=DB_BACKENDS)
 async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    async with scratch_database(request.param, tmp_path) as url:
-        database = Database(url)
-        await database.migrate(SERVICE.migrations)
-        try:
-            yield database
-        finally:
-            await database.dispose()
+    async with migrated_database(request.param, tmp_path, SERVICE.migrations) as database:
+        yield database
 
 
 async def handle(db: Database, event: MembershipJoined | EventScheduled, message_id: str) -> None:
@@ -134,35 +129,30 @@ if "postgresql" in DB_BACKENDS:
     async def test_the_two_handlers_running_at_once_on_postgresql_do_not_both_miss(tmp_path: Path) -> None:
         # Read committed: each handler's transaction, running alone, would not see the other's uncommitted row (the
         # event, the membership) and the member would hear of nothing. The group's lock makes the second one wait.
-        async with scratch_database("postgresql", tmp_path) as url:
-            db = Database(url)
-            await db.migrate(SERVICE.migrations)
+        async with migrated_database("postgresql", tmp_path, SERVICE.migrations) as db:
             now = datetime.now(UTC)
             handler = next(s.handlers for s in consumers.specs.values() if EventScheduled.TYPE in s.handlers)
+            token = causation_id_var.set("m-scheduled")
             try:
-                token = causation_id_var.set("m-scheduled")
-                try:
-                    async with NotificationsUnitOfWork(db) as first:
-                        await handler[EventScheduled.TYPE](scheduled(now), first)
-                        second = asyncio.create_task(handle(db, joined(now - timedelta(seconds=1)), "m-joined"))
+                async with NotificationsUnitOfWork(db) as first:
+                    await handler[EventScheduled.TYPE](scheduled(now), first)
+                    second = asyncio.create_task(handle(db, joined(now - timedelta(seconds=1)), "m-joined"))
 
-                        async def second_waits_or_ended() -> bool:
-                            if second.done():
-                                return True
-                            async with db.read_session() as session:
-                                waiting = (
-                                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-                                    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-                                )
-                                return bool(await session.scalar(text(waiting)))
+                    async def second_waits_or_ended() -> bool:
+                        if second.done():
+                            return True
+                        async with db.read_session() as session:
+                            waiting = (
+                                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                            )
+                            return bool(await session.scalar(text(waiting)))
 
-                        await eventually(second_waits_or_ended, what="the joining's handler waiting or done")
-                finally:
-                    causation_id_var.reset(token)
-                await second
-                assert await told(db) == [("event_scheduled", "/events/e-night-run")]
+                    await eventually(second_waits_or_ended, what="the joining's handler waiting or done")
             finally:
-                await db.dispose()
+                causation_id_var.reset(token)
+            await second
+            assert await told(db) == [("event_scheduled", "/events/e-night-run")]
 
 
 @pytest.fixture

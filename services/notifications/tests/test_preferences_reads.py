@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import insert, select
 
 from gatherly.kernel.db import Database
-from gatherly.kernel.testing import DB_BACKENDS, scratch_database
+from gatherly.kernel.testing import DB_BACKENDS, migrated_database
 from gatherly.notifications import SERVICE
 from gatherly.notifications.domain import Kind, Preferences
 from gatherly.notifications.store import PreferenceStore, reading
@@ -51,23 +51,18 @@ async def _general(db: Database, user_id: str) -> Preferences:
 async def test_a_persons_preferences_read_on_the_driver_are_what_the_general_statement_reads(
     tmp_path: Path, database_backend: str
 ) -> None:
-    async with scratch_database(database_backend, tmp_path) as url:
-        db = Database(url)
-        try:
-            await db.migrate(SERVICE.migrations)
-            async with db.writing() as session:
-                await session.execute(insert(preferences), [{**row, "updated_at": AT} for row in ROWS])
-            for user_id in ("ann", "bob", "cat", "nobody"):
-                expected = await _general(db, user_id)
-                async with reading(db) as stores:
-                    read = await stores.preferences.of(user_id)
-                async with db.writing() as session:
-                    in_a_write = await PreferenceStore(session).of(user_id)
-                assert read == expected == in_a_write, user_id
-                assert all(type(kind) is Kind for kind in [*read.email, *read.push])
-                assert read.email_table() == expected.email_table() and read.push_table() == expected.push_table()
+    async with migrated_database(database_backend, tmp_path, SERVICE.migrations) as db:
+        async with db.writing() as session:
+            await session.execute(insert(preferences), [{**row, "updated_at": AT} for row in ROWS])
+        for user_id in ("ann", "bob", "cat", "nobody"):
+            expected = await _general(db, user_id)
             async with reading(db) as stores:
-                assert await stores.preferences.of("nobody") == Preferences()
-                assert (await stores.preferences.of("ann")).reminder_hours == (48, 24, 1)
-        finally:
-            await db.dispose()
+                read = await stores.preferences.of(user_id)
+            async with db.writing() as session:
+                in_a_write = await PreferenceStore(session).of(user_id)
+            assert read == expected == in_a_write, user_id
+            assert all(type(kind) is Kind for kind in [*read.email, *read.push])
+            assert read.email_table() == expected.email_table() and read.push_table() == expected.push_table()
+        async with reading(db) as stores:
+            assert await stores.preferences.of("nobody") == Preferences()
+            assert (await stores.preferences.of("ann")).reminder_hours == (48, 24, 1)

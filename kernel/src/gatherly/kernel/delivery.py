@@ -396,8 +396,8 @@ class ConsumerWorker:
         self.uow_factory = uow_factory
         self.retry = retry or RetryPolicy()
         # Records per poll, so at most per transaction; None: by the database the units of work write to
-        # (`records_per_poll`: 1,000 on PostgreSQL, 500 on SQLite), asked of one unit of work built here.
-        self.batch_size = batch_size or records_per_poll(uow_factory().db)
+        # (`records_per_poll`: 1,000 on PostgreSQL, 500 on SQLite), asked when `run` starts.
+        self.batch_size = batch_size
         # Offsets are committed at most this long after their records were applied, not after every poll: a
         # commit is a write transaction on the log, as costly as applying a small batch, and while the group
         # keeps up with single-event transactions each poll brings one record. A crash redelivers what was
@@ -459,6 +459,9 @@ class ConsumerWorker:
         self._done.clear()
         self._paused.clear()
         self._commit_due = None
+        # The units of work are the only way to their database: one is built for it here, where the size is used,
+        # not in the constructor (a worker built and never run builds none).
+        batch_size = self.batch_size or records_per_poll(self.uow_factory().db)
         consumer = self.log.consumer(self.spec.group, self.topics, on_revoked=self._commit_revoked)
         # On the embedded log, appends of types this group only skips then wake it late, a run of them at a time.
         consumer.handles = frozenset(self.spec.handlers)
@@ -467,7 +470,7 @@ class ConsumerWorker:
             while not self._stopping.is_set():
                 self._last_round = time.monotonic()
                 self._resume_due(consumer)
-                records = await consumer.poll(self.batch_size, timeout=self._poll_timeout())
+                records = await consumer.poll(batch_size, timeout=self._poll_timeout())
                 await self.handle_batch(records)
                 await self._commit_when_due(consumer)
                 await self._start_metrics(consumer)

@@ -100,6 +100,19 @@ async def scratch_database(backend: str, folder: Path) -> AsyncIterator[str]:
         yield template.replace("{service}", "test")
 
 
+@asynccontextmanager
+async def migrated_database(backend: str, folder: Path, migrations: Path) -> AsyncIterator[Database]:
+    """One scratch database (`scratch_database`) with the Alembic chain in `migrations` applied, disposed of on the
+    way out: what a store's or a query plan's test starts from."""
+    async with scratch_database(backend, folder) as url:
+        db = Database(url)
+        try:
+            await db.migrate(migrations)
+            yield db
+        finally:
+            await db.dispose()
+
+
 async def schema_drift(backend: str, folder: Path, migrations: Path, metadata: MetaData) -> list[Any]:
     """How the schema that the Alembic chain in `migrations` builds on a scratch database differs from the tables
     the code declares in `metadata` (empty: they match)."""
@@ -109,14 +122,8 @@ async def schema_drift(backend: str, folder: Path, migrations: Path, metadata: M
         found = compare_metadata(context, metadata)
         return [d for d in found if d[0] != "remove_table" or d[1].name != "alembic_version"]
 
-    async with scratch_database(backend, folder) as url:
-        db = Database(url)
-        try:
-            await db.migrate(migrations)
-            async with db.engine.connect() as connection:
-                return await connection.run_sync(differences)
-        finally:
-            await db.dispose()
+    async with migrated_database(backend, folder, migrations) as db, db.engine.connect() as connection:
+        return await connection.run_sync(differences)
 
 
 async def query_plans(db: Database, run: Callable[[AsyncConnection], Awaitable[Any]]) -> tuple[Any, list[str]]:

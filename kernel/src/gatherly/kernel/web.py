@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
 from http import HTTPStatus
-from typing import Annotated, Any, Generic, NamedTuple, TypeVar
+from typing import Annotated, Any, Generic, NamedTuple, TypedDict, TypeVar
 
 import asyncpg
 import structlog
@@ -301,6 +301,19 @@ MAX_LIMIT = 100
 class Page(BaseModel, Generic[T]):
     items: list[T]
     next_cursor: str | None = None
+
+
+# An item of a list page as its JSON object, made straight from a row's values (the groups' and events' search
+# lists): a plain dict that orjson writes as the page's response model would (each service's test_list_json.py pins
+# the bytes), rather than a model built per row and validated again.
+Listed = dict[str, Any]
+
+
+class LocationJson(TypedDict):
+    """A point in a list page's JSON (`Listed`): written as LocationBody would be."""
+
+    lat: float
+    lng: float
 
 
 class LocationBody(BaseModel):

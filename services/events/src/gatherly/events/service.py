@@ -75,10 +75,10 @@ from gatherly.events.domain import (
     waitlist_to_read,
 )
 from gatherly.events.recurrence import HORIZON, Series, SeriesId, Template, check_rule, local
-from gatherly.events.store import AttendeeRow, EventsUnitOfWork, Listed, Stores, Viewing
+from gatherly.events.store import AttendeeRow, EventsUnitOfWork, Stores, Viewing
 from gatherly.kernel.exports import export_part
 from gatherly.kernel.read_models import variants_json
-from gatherly.kernel.web import FilteredCursors, PageRequest
+from gatherly.kernel.web import FilteredCursors, Listed, PageRequest
 
 
 def _snapshot(event: Event, group_name: str) -> dict[str, Any]:

@@ -80,7 +80,7 @@ from gatherly.kernel.geo import bounding_box
 from gatherly.kernel.read_models import ReadyImageStore
 from gatherly.kernel.runtime import ServiceContext
 from gatherly.kernel.uow import UnitOfWork
-from gatherly.kernel.web import cursor_int, cursor_time
+from gatherly.kernel.web import Listed, cursor_int, cursor_time
 
 __all__ = ["EventsUnitOfWork", "Stores", "metadata", "reading", "unit_of_work"]
 
@@ -188,10 +188,10 @@ def _columns(event: Event) -> dict[str, Any]:
     }
 
 
-# What a list reads of an event: its card's columns (what an EventSummary shows, and its cover's and cursor's keys).
-# Not the description, the RSVP window nor the bookkeeping dates: a whole `Event` per row converted seven datetimes,
-# where a card needs two.
-CARD_COLUMNS = [
+# What a list reads of an event: the columns of its item (what an EventSummary shows, and its cover's and cursor's
+# keys). Not the description, the RSVP window nor the bookkeeping dates: a whole `Event` per row converted seven
+# datetimes, where a list's item needs two.
+LISTED_COLUMNS = [
     events.c[name]
     for name in (
         "id",
@@ -212,7 +212,7 @@ CARD_COLUMNS = [
 ]
 
 
-CARD_KEYS = tuple(column.name for column in CARD_COLUMNS)
+LISTED_KEYS = tuple(column.name for column in LISTED_COLUMNS)
 
 
 # An event as a list shows it: EventSummary's fields in its order, as plain values, which api.py hands to orjson
@@ -220,14 +220,13 @@ CARD_KEYS = tuple(column.name for column in CARD_COLUMNS)
 # EventCard, a Venue and its Location (frozen dataclasses), a Found per row, then the API's dict of them; now the
 # dicts alone. test_list_json.py pins it, by hypothesis over stored rows, to what Page[EventSummary] writes of the
 # event's own page (api._event_out) for the same row.
-Listed = dict[str, Any]
-CARD_SIZE = len(CARD_KEYS)
-STARTS_AT = CARD_KEYS.index("starts_at")
-COVER_AT = CARD_KEYS.index("cover_image_id")
+LISTED_SIZE = len(LISTED_KEYS)
+STARTS_AT = LISTED_KEYS.index("starts_at")
+COVER_AT = LISTED_KEYS.index("cover_image_id")
 
 
 def _listed(row: Sequence[Any], group_name: str, distance_km: float | None) -> Listed:
-    """The event whose row starts with CARD_COLUMNS' values, in their order, as a list shows it; `distance_km`
+    """The event whose row starts with LISTED_COLUMNS' values, in their order, as a list shows it; `distance_km`
     rounded as the API shows it; its cover None until the service decides it (`ListedPage.covers`)."""
     (
         event_id,
@@ -244,7 +243,7 @@ def _listed(row: Sequence[Any], group_name: str, distance_km: float | None) -> L
         going_count,
         capacity,
         _,
-    ) = row[:CARD_SIZE]
+    ) = row[:LISTED_SIZE]
     venue = None
     if venue_name is not None:  # as _venue_of: no venue without its name, an address "" when missing
         location = {"lat": lat, "lng": lng} if lat is not None and lng is not None else None
@@ -275,7 +274,7 @@ class ListedPage(NamedTuple):
 
 
 def _listed_page(rows: Sequence[Sequence[Any]], listed: list[Listed], position: Any) -> ListedPage:
-    """`listed`, made from `rows` (CARD_COLUMNS' values first), as a page."""
+    """`listed`, made from `rows` (LISTED_COLUMNS' values first), as a page."""
     covers = [(event, row[1], row[COVER_AT]) for event, row in zip(listed, rows, strict=True) if row[COVER_AT]]
     return ListedPage(listed, covers, position)
 
@@ -656,7 +655,7 @@ class EventStore:
             )
         else:
             rows = await self._soonest_nearby_postgis(criteria, limit, after)
-        values = [[row[key] for key in CARD_KEYS] for row in rows[:limit]]
+        values = [[row[key] for key in LISTED_KEYS] for row in rows[:limit]]
         listed = [
             _listed(value, row["group_name"], row[postgis.DISTANCE] / 1000.0)
             for value, row in zip(values, rows, strict=False)
@@ -720,13 +719,13 @@ class EventStore:
             if len(rows) > limit:
                 break
         page = rows[:limit]
-        cards = (
-            select(*CARD_COLUMNS, group_summaries.c.name.label("group_name"))
+        listed_rows = (
+            select(*LISTED_COLUMNS, group_summaries.c.name.label("group_name"))
             .join(group_summaries, group_summaries.c.group_id == events.c.group_id)
             .where(events.c.id.in_([row["id"] for row in page]))
         )
-        by_id = {row["id"]: row for row in (await self.session.execute(cards)).mappings()}
-        values = [[by_id[row["id"]][key] for key in CARD_KEYS] for row in page]
+        by_id = {row["id"]: row for row in (await self.session.execute(listed_rows)).mappings()}
+        values = [[by_id[row["id"]][key] for key in LISTED_KEYS] for row in page]
         listed = [
             _listed(value, by_id[row["id"]]["group_name"], km_of_chord2(row["chord2"]))
             for value, row in zip(values, page, strict=True)
@@ -832,7 +831,7 @@ COVER_ROLES = FixedRead(
 # compiled once, run on the driver (FixedRead). Built per call, its construction, cache key and compilation were
 # most of a list's CPU (docs/request-path.md, events). Bounded: the shapes are the combinations of seven flags.
 _SOONEST_PAGES: dict[tuple[bool, ...], FixedRead] = {}
-GROUP_NAME = len(CARD_COLUMNS)  # where the group's name is in its rows, after the card's columns
+GROUP_NAME = len(LISTED_COLUMNS)  # where the group's name is in its rows, after the listed columns
 
 
 def _soonest_page(criteria: EventSearch, after: bool) -> FixedRead:
@@ -848,7 +847,7 @@ def _soonest_page(criteria: EventSearch, after: bool) -> FixedRead:
     read = _SOONEST_PAGES.get(shape)
     if read is None:
         query = (
-            select(*CARD_COLUMNS, group_summaries.c.name.label("group_name"))
+            select(*LISTED_COLUMNS, group_summaries.c.name.label("group_name"))
             .join(group_summaries, group_summaries.c.group_id == events.c.group_id)
             .where(*_filters(criteria, bound=True))
             .order_by(events.c.starts_at, events.c.id)
@@ -952,11 +951,11 @@ def _filters_split(
 
 
 def _postgis_nearby(criteria: EventSearch, source: Any) -> Select[Any]:
-    """The cards of the events of `source` (the events table, or a subquery of its rows and location) that the
+    """The listed columns of the events of `source` (the events table, or a subquery of its rows and location) that the
     caller may see, with their group's name and their distance (postgis.DISTANCE); in no order, and not yet within
     the radius."""
     assert criteria.near is not None
-    columns = [source.c[column.name] for column in CARD_COLUMNS]
+    columns = [source.c[column.name] for column in LISTED_COLUMNS]
     distance_m = postgis.nearest_first(postgis.location_of(source), criteria.near)
     return (
         select(*columns, group_summaries.c.name.label("group_name"), distance_m.label(postgis.DISTANCE))

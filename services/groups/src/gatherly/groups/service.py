@@ -77,9 +77,9 @@ from gatherly.groups.domain import (
     slug_base,
     successor,
 )
-from gatherly.groups.store import BanView, GroupsUnitOfWork, Listed, MemberView, MyRequestView, RequestView, Stores
+from gatherly.groups.store import BanView, GroupsUnitOfWork, MemberView, MyRequestView, RequestView, Stores
 from gatherly.kernel.exports import export_part
-from gatherly.kernel.web import FilteredCursors, PageRequest
+from gatherly.kernel.web import FilteredCursors, Listed, PageRequest
 
 log = structlog.get_logger(__name__)
 

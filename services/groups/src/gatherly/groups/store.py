@@ -84,7 +84,7 @@ from gatherly.kernel.read_models import ReadyImageStore, variants_json
 from gatherly.kernel.runtime import ServiceContext
 from gatherly.kernel.sagas import SagaState, SagaStore
 from gatherly.kernel.uow import UnitOfWork
-from gatherly.kernel.web import cursor_int, cursor_time
+from gatherly.kernel.web import Listed, cursor_int, cursor_time
 
 # Statements on the request path, built once: no per-call construction or cache-key work in SQLAlchemy.
 GROUP_BY_ID = select(groups).where(groups.c.id == bindparam("key"), groups.c.deleted_at.is_(None))
@@ -209,7 +209,6 @@ _CARD_VALUES = itemgetter(*CARD_KEYS)
 # GroupCard, a Location, a Found and a ListedGroup per row before the API's dict of the card (~4 µs a row); now the
 # dict alone. test_list_json.py pins it, by hypothesis over stored rows, to what GroupsPage writes of `api._summary`
 # of the group's own card (`Group.card()`, what the group's page shows).
-Listed = dict[str, Any]
 BANNER_AT = [column.key for column in SHOWN_COLUMNS].index("banner_image_id")
 
 
