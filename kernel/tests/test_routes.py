@@ -3,6 +3,7 @@ once by `APIRoute` and once by `FastRoute`, gets the same status, headers and bo
 
 from __future__ import annotations
 
+import email.message
 import itertools
 from enum import Enum
 from typing import Annotated, Any, Literal
@@ -17,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 
 from gatherly.kernel.errors import NotFound, Unauthorized
-from gatherly.kernel.routes import FastRoute, _as_is
+from gatherly.kernel.routes import FastRoute, _as_is, is_json_content_type
 from gatherly.kernel.web import PageRequest, install_error_handlers, page_request, statuses_from
 
 
@@ -459,3 +460,44 @@ def test_an_answer_skips_validation_only_where_fastapis_gives_the_same_instance_
     assert isinstance(route, FastRoute) and route.response_field is not None
     assert route.response_field.validate(instance, {}, loc=("response",)) == (instance, [])
     assert route.response_field.validate(instance, {}, loc=("response",))[0] is instance
+
+
+def _fastapi_reads_as_json(content_type: str) -> bool:
+    """FastAPI's own test (fastapi/routing.py, the request handler): the email package's media type parser."""
+    message = email.message.Message()
+    message["content-type"] = content_type
+    if message.get_content_maintype() != "application":
+        return False
+    subtype = message.get_content_subtype()
+    return subtype == "json" or subtype.endswith("+json")
+
+
+CONTENT_TYPES = [
+    "application/json",
+    "application/json; charset=utf-8",
+    "Application/JSON ; charset=utf-8",
+    "application/json\xa0",
+    "application/problem+json",
+    "application/vnd.notes+json",
+    "application/jsonx",
+    "application/x-www-form-urlencoded",
+    "text/json",
+    "text/plain",
+    "json",
+    "",
+    "application/",
+    "multipart/form-data; boundary=x",
+]
+
+
+@pytest.mark.parametrize("content_type", CONTENT_TYPES)
+def test_the_json_content_type_decision_is_fastapis_asked_once_or_again(content_type: str) -> None:
+    expected = _fastapi_reads_as_json(content_type)
+    assert is_json_content_type(content_type) is expected
+    assert is_json_content_type(content_type) is expected  # the kept answer
+
+
+def test_the_kept_content_type_decisions_are_bounded() -> None:
+    for n in range(500):
+        assert is_json_content_type(f"application/x-{n}+json")
+    assert is_json_content_type.cache_info().currsize <= 64

@@ -8,7 +8,6 @@ text a database refuses (PostgreSQL: NUL; SQLite's encoder: lone surrogates) or 
 
 from __future__ import annotations
 
-import email.message
 import json
 import unicodedata
 import urllib.parse
@@ -20,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gatherly.kernel.errors import InvalidInput
 from gatherly.kernel.limits import read_body, replay, send_problem
+from gatherly.kernel.routes import is_json_content_type
 
 # Deeper JSON than this is refused: no request of this API nests more than a few levels, and deep nesting is
 # the cheap way to make a parser or a validator recurse for a long time.
@@ -325,12 +325,7 @@ def _is_json(scope: Scope) -> bool:
     it parses must pass the policy."""
     for name, value in scope.get("headers", ()):
         if name == b"content-type":
-            message = email.message.Message()
-            message["content-type"] = value.decode("latin-1")
-            if message.get_content_maintype() != "application":
-                return False
-            subtype = message.get_content_subtype()
-            return subtype == "json" or subtype.endswith("+json")
+            return is_json_content_type(value.decode("latin-1"))
     return False  # FastAPI's strict content type: no Content-Type, no JSON
 
 
