@@ -3,18 +3,22 @@ from events alone; replaying the topics from the beginning rebuilds them and tel
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 
 from gatherly.app.compose import build_log
 from gatherly.app.services import ALL
 from gatherly.app.testing import running_gatherly, sign_up
 from gatherly.kernel.db import Database
 from gatherly.kernel.delivery import forget_processed
-from gatherly.kernel.testing import DB_BACKENDS, scratch_databases
-from gatherly.notifications.tables import attendees, events, group_members, notifications, recipients
+from gatherly.kernel.testing import DB_BACKENDS, scratch_database, scratch_databases
+from gatherly.notifications import SERVICE
+from gatherly.notifications.store import NotificationsUnitOfWork
+from gatherly.notifications.tables import attendees, events, group_members, groups, notifications, recipients
 
 FAST = {"password_time_cost": 1, "password_memory_kib": 8, "password_parallelism": 1, "signup_limit_per_minute": 0}
 GROUPS = ("notifications.recipients", "notifications.members", "notifications.events", "notifications.requests")
@@ -80,3 +84,52 @@ async def test_replaying_the_topics_rebuilds_the_read_models_and_tells_nobody_tw
             assert await _counts(db) == before
         finally:
             await db.dispose()
+
+
+@pytest.fixture(params=DB_BACKENDS)
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    async with scratch_database(request.param, tmp_path) as url:
+        database = Database(url)
+        await database.migrate(SERVICE.migrations)
+        try:
+            yield database
+        finally:
+            await database.dispose()
+
+
+async def _rows_written(uow: NotificationsUnitOfWork) -> int:
+    """Rows this transaction wrote so far (inserted, updated or deleted)."""
+    if uow.db.is_sqlite:
+        dbapi = uow.session.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+        return int(dbapi.total_changes)  # type: ignore[union-attr]
+    counts = text("SELECT n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_xact_user_tables WHERE relname = 'groups'")
+    return int(await uow.session.scalar(counts) or 0)
+
+
+async def _keep_group(db: Database, visibility: str) -> int:
+    """group.created/updated's handling of the group's visibility; returns the rows it wrote."""
+    async with NotificationsUnitOfWork(db) as uow:
+        before = await _rows_written(uow)
+        await uow.members.keep_group("g-runners", visibility)
+        return await _rows_written(uow) - before
+
+
+async def _visibility(db: Database) -> tuple[str | None, datetime | None] | None:
+    async with db.read_session() as session:
+        row = (await session.execute(select(groups.c.visibility, groups.c.deleted_at))).first()
+        return None if row is None else (row[0], row[1])
+
+
+async def test_a_group_edit_that_keeps_its_visibility_writes_no_row_and_one_that_changes_it_does(db: Database) -> None:
+    assert await _keep_group(db, "public") == 1  # the first news of the group
+    assert await _visibility(db) == ("public", None)
+    assert await _keep_group(db, "public") == 0  # an edit of its name or description: nothing of ours changed
+    assert await _visibility(db) == ("public", None)
+    assert await _keep_group(db, "private") == 1
+    assert await _visibility(db) == ("private", None)
+    gone = datetime(2026, 1, 1, tzinfo=UTC)
+    async with NotificationsUnitOfWork(db) as uow:
+        await uow.members.forget_group("g-runners", gone)
+    assert await _keep_group(db, "public") == 0  # a late update never brings a deleted group back
+    state = await _visibility(db)
+    assert state is not None and state[0] == "private" and state[1] is not None
