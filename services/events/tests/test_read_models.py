@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, func, select
 
 from gatherly.app.compose import build_log
 from gatherly.app.services import ALL
@@ -22,7 +22,7 @@ from gatherly.events.tables import group_members, group_summaries, group_topics,
 from gatherly.kernel.db import Database
 from gatherly.kernel.delivery import forget_processed
 from gatherly.kernel.messages import Envelope
-from gatherly.kernel.testing import DB_BACKENDS, scratch_database, scratch_databases
+from gatherly.kernel.testing import DB_BACKENDS, migrated_database, rows_written, scratch_databases
 
 READ_MODELS = ("events.groups", "events.members")
 
@@ -177,25 +177,8 @@ async def test_attendee_names_follow_profiles_and_a_deleted_account_stays_namele
 
 @pytest.fixture(params=DB_BACKENDS)
 async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    async with scratch_database(request.param, tmp_path) as url:
-        database = Database(url)
-        await database.migrate(SERVICE.migrations)
-        try:
-            yield database
-        finally:
-            await database.dispose()
-
-
-async def _rows_written(uow: EventsUnitOfWork) -> int:
-    """Rows this transaction wrote so far (inserted, updated or deleted)."""
-    if uow.db.is_sqlite:
-        dbapi = uow.session.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
-        return int(dbapi.total_changes)  # type: ignore[union-attr]
-    counts = text(
-        "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) FROM pg_stat_xact_user_tables"
-        " WHERE relname IN ('group_summaries', 'group_topics')"
-    )
-    return int(await uow.session.scalar(counts) or 0)
+    async with migrated_database(request.param, tmp_path, SERVICE.migrations) as database:
+        yield database
 
 
 def _edit(**changes: Any) -> GroupUpdated:
@@ -215,12 +198,15 @@ def _edit(**changes: Any) -> GroupUpdated:
     return GroupUpdated(**{**fields, **changes})
 
 
+SUMMARIES = ("group_summaries", "group_topics")
+
+
 async def _apply(db: Database, edit: GroupUpdated) -> int:
     """group.updated applied to the group summaries; returns the rows it wrote."""
     async with EventsUnitOfWork(db) as uow:
-        before = await _rows_written(uow)
+        before = await rows_written(uow.session, SUMMARIES)
         await uow.groups.apply(edit)
-        return await _rows_written(uow) - before
+        return await rows_written(uow.session, SUMMARIES) - before
 
 
 async def _kept(db: Database) -> tuple[Any, ...]:

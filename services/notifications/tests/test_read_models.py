@@ -8,14 +8,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, func, select
 
 from gatherly.app.compose import build_log
 from gatherly.app.services import ALL
 from gatherly.app.testing import running_gatherly, sign_up
 from gatherly.kernel.db import Database
 from gatherly.kernel.delivery import forget_processed
-from gatherly.kernel.testing import DB_BACKENDS, scratch_database, scratch_databases
+from gatherly.kernel.testing import DB_BACKENDS, migrated_database, rows_written, scratch_databases
 from gatherly.notifications import SERVICE
 from gatherly.notifications.store import NotificationsUnitOfWork
 from gatherly.notifications.tables import attendees, events, group_members, groups, notifications, recipients
@@ -88,30 +88,16 @@ async def test_replaying_the_topics_rebuilds_the_read_models_and_tells_nobody_tw
 
 @pytest.fixture(params=DB_BACKENDS)
 async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    async with scratch_database(request.param, tmp_path) as url:
-        database = Database(url)
-        await database.migrate(SERVICE.migrations)
-        try:
-            yield database
-        finally:
-            await database.dispose()
-
-
-async def _rows_written(uow: NotificationsUnitOfWork) -> int:
-    """Rows this transaction wrote so far (inserted, updated or deleted)."""
-    if uow.db.is_sqlite:
-        dbapi = uow.session.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
-        return int(dbapi.total_changes)  # type: ignore[union-attr]
-    counts = text("SELECT n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_xact_user_tables WHERE relname = 'groups'")
-    return int(await uow.session.scalar(counts) or 0)
+    async with migrated_database(request.param, tmp_path, SERVICE.migrations) as database:
+        yield database
 
 
 async def _keep_group(db: Database, visibility: str) -> int:
     """group.created/updated's handling of the group's visibility; returns the rows it wrote."""
     async with NotificationsUnitOfWork(db) as uow:
-        before = await _rows_written(uow)
+        before = await rows_written(uow.session, ["groups"])
         await uow.members.keep_group("g-runners", visibility)
-        return await _rows_written(uow) - before
+        return await rows_written(uow.session, ["groups"]) - before
 
 
 async def _visibility(db: Database) -> tuple[str | None, datetime | None] | None:
