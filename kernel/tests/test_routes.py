@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 
 from gatherly.kernel.errors import NotFound, Unauthorized
-from gatherly.kernel.routes import FastRoute, _as_is
+from gatherly.kernel.routes import FastRoute, _as_is, is_json_media_type
 from gatherly.kernel.web import PageRequest, install_error_handlers, page_request, statuses_from
 
 
@@ -495,3 +495,35 @@ def test_an_answer_skips_validation_only_where_fastapis_gives_the_same_instance_
     assert isinstance(route, FastRoute) and route.response_field is not None
     assert route.response_field.validate(instance, {}, loc=("response",)) == (instance, [])
     assert route.response_field.validate(instance, {}, loc=("response",))[0] is instance
+
+
+# What FastAPI's handler (fastapi/routing.py) makes of each Content-Type, by the email package's media type parser:
+# JSON for application/json and application/*+json in any case, with parameters, and with a trailing no-break space.
+CONTENT_TYPES = {
+    "application/json": True,
+    "application/json; charset=utf-8": True,
+    "Application/JSON ; charset=utf-8": True,
+    "application/json\xa0": True,
+    "application/problem+json": True,
+    "application/vnd.notes+json": True,
+    "application/jsonx": False,
+    "application/x-www-form-urlencoded": False,
+    "text/json": False,
+    "text/plain": False,
+    "json": False,
+    "": False,
+    "application/": False,
+    "multipart/form-data; boundary=x": False,
+}
+
+
+@pytest.mark.parametrize(("content_type", "is_json"), CONTENT_TYPES.items())
+def test_the_json_content_type_decision_is_fastapis_asked_once_or_again(content_type: str, is_json: bool) -> None:
+    assert is_json_media_type(content_type) is is_json
+    assert is_json_media_type(content_type) is is_json  # the kept answer
+
+
+def test_the_kept_content_type_decisions_are_bounded() -> None:
+    for n in range(500):
+        assert is_json_media_type(f"application/x-{n}+json")
+    assert is_json_media_type.cache_info().currsize <= 64

@@ -3,8 +3,10 @@ their roles — are built from group and membership events alone, and replaying 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import delete, func, select
@@ -13,12 +15,14 @@ from gatherly.app.compose import build_log
 from gatherly.app.services import ALL
 from gatherly.app.testing import FAST_SETTINGS, running_gatherly, sign_up
 from gatherly.contracts.groups import GroupUpdated, MembershipJoined
-from gatherly.contracts.users import UserDeleted, UserProfileUpdated
-from gatherly.events.tables import group_members, group_summaries, profiles
+from gatherly.contracts.users import GeoPoint, UserDeleted, UserProfileUpdated
+from gatherly.events import SERVICE
+from gatherly.events.store import EventsUnitOfWork
+from gatherly.events.tables import group_members, group_summaries, group_topics, profiles
 from gatherly.kernel.db import Database
 from gatherly.kernel.delivery import forget_processed
 from gatherly.kernel.messages import Envelope
-from gatherly.kernel.testing import DB_BACKENDS, scratch_databases
+from gatherly.kernel.testing import DB_BACKENDS, migrated_database, rows_written, scratch_databases
 
 READ_MODELS = ("events.groups", "events.members")
 
@@ -169,3 +173,68 @@ async def test_attendee_names_follow_profiles_and_a_deleted_account_stays_namele
         async with gatherly.process.host("events").context.db.read_session() as session:
             row = (await session.execute(select(profiles).where(profiles.c.user_id == olga.user_id))).mappings().one()
         assert (row["display_name"], row["deleted_at"] is not None) == (None, True)
+
+
+@pytest.fixture(params=DB_BACKENDS)
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    async with migrated_database(request.param, tmp_path, SERVICE.migrations) as database:
+        yield database
+
+
+def _edit(**changes: Any) -> GroupUpdated:
+    fields: dict[str, Any] = {
+        "group_id": "g-runners",
+        "slug": "runners",
+        "name": "Runners",
+        "description": "We run.",
+        "topics": ("Running", "Outdoors"),
+        "city": "Berlin",
+        "location": GeoPoint(lat=52.52, lng=13.405),
+        "visibility": "public",
+        "join_policy": "open",
+        "updated_by": "u-olga",
+        "updated_at": datetime(2026, 12, 2, tzinfo=UTC),
+    }
+    return GroupUpdated(**{**fields, **changes})
+
+
+SUMMARIES = ("group_summaries", "group_topics")
+
+
+async def _apply(db: Database, edit: GroupUpdated) -> int:
+    """group.updated applied to the group summaries; returns the rows it wrote."""
+    async with EventsUnitOfWork(db) as uow:
+        before = await rows_written(uow.session, SUMMARIES)
+        await uow.groups.apply(edit)
+        return await rows_written(uow.session, SUMMARIES) - before
+
+
+async def _kept(db: Database) -> tuple[Any, ...]:
+    async with db.read_session() as session:
+        summary = (await session.execute(select(group_summaries))).one()
+        topics = (await session.scalars(select(group_topics.c.topic).order_by(group_topics.c.topic))).all()
+        return (*summary, tuple(topics))
+
+
+async def test_a_group_edit_writes_only_what_the_summaries_keep_and_only_when_it_changed(db: Database) -> None:
+    assert await _apply(db, _edit()) == 3  # the summary and its two topics
+    first = await _kept(db)
+    summary = ("g-runners", "runners", "Runners", "public", ["Running", "Outdoors"], "Berlin", 52.52, 13.405, None)
+    assert first == (*summary, ("outdoors", "running"))
+
+    # The description and the join policy are not kept here: nothing is written (fails when every edit rewrote).
+    assert await _apply(db, _edit(description="We run far.", join_policy="approval")) == 0
+    assert await _kept(db) == first
+
+    assert await _apply(db, _edit(name="Night Runners")) == 1  # the summary; its topics stay as they were
+    assert (await _kept(db))[2] == "Night Runners"
+    assert await _apply(db, _edit(name="Night Runners", location=GeoPoint(lat=52.52, lng=13.4051))) == 1
+    assert (await _kept(db))[7] == 13.4051
+
+    assert await _apply(db, _edit(name="Night Runners", location=GeoPoint(lat=52.52, lng=13.4051), topics=("ML",))) > 1
+    assert (await _kept(db))[4:] == (["ML"], "Berlin", 52.52, 13.4051, None, ("ml",))
+
+    async with EventsUnitOfWork(db) as uow:
+        await uow.groups.mark_deleted("g-runners", "Night Runners", "runners", datetime(2026, 12, 3, tzinfo=UTC))
+    assert await _apply(db, _edit(name="Back from the dead")) == 0  # a deleted group stays deleted
+    assert (await _kept(db))[2] == "Night Runners"

@@ -3,6 +3,8 @@ from events alone; replaying the topics from the beginning rebuilds them and tel
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -13,8 +15,10 @@ from gatherly.app.services import ALL
 from gatherly.app.testing import running_gatherly, sign_up
 from gatherly.kernel.db import Database
 from gatherly.kernel.delivery import forget_processed
-from gatherly.kernel.testing import DB_BACKENDS, scratch_databases
-from gatherly.notifications.tables import attendees, events, group_members, notifications, recipients
+from gatherly.kernel.testing import DB_BACKENDS, migrated_database, rows_written, scratch_databases
+from gatherly.notifications import SERVICE
+from gatherly.notifications.store import NotificationsUnitOfWork
+from gatherly.notifications.tables import attendees, events, group_members, groups, notifications, recipients
 
 FAST = {"password_time_cost": 1, "password_memory_kib": 8, "password_parallelism": 1, "signup_limit_per_minute": 0}
 GROUPS = ("notifications.recipients", "notifications.members", "notifications.events", "notifications.requests")
@@ -80,3 +84,38 @@ async def test_replaying_the_topics_rebuilds_the_read_models_and_tells_nobody_tw
             assert await _counts(db) == before
         finally:
             await db.dispose()
+
+
+@pytest.fixture(params=DB_BACKENDS)
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    async with migrated_database(request.param, tmp_path, SERVICE.migrations) as database:
+        yield database
+
+
+async def _keep_group(db: Database, visibility: str) -> int:
+    """group.created/updated's handling of the group's visibility; returns the rows it wrote."""
+    async with NotificationsUnitOfWork(db) as uow:
+        before = await rows_written(uow.session, ["groups"])
+        await uow.members.keep_group("g-runners", visibility)
+        return await rows_written(uow.session, ["groups"]) - before
+
+
+async def _visibility(db: Database) -> tuple[str | None, datetime | None] | None:
+    async with db.read_session() as session:
+        row = (await session.execute(select(groups.c.visibility, groups.c.deleted_at))).first()
+        return None if row is None else (row[0], row[1])
+
+
+async def test_a_group_edit_that_keeps_its_visibility_writes_no_row_and_one_that_changes_it_does(db: Database) -> None:
+    assert await _keep_group(db, "public") == 1  # the first news of the group
+    assert await _visibility(db) == ("public", None)
+    assert await _keep_group(db, "public") == 0  # an edit of its name or description: nothing of ours changed
+    assert await _visibility(db) == ("public", None)
+    assert await _keep_group(db, "private") == 1
+    assert await _visibility(db) == ("private", None)
+    gone = datetime(2026, 1, 1, tzinfo=UTC)
+    async with NotificationsUnitOfWork(db) as uow:
+        await uow.members.forget_group("g-runners", gone)
+    assert await _keep_group(db, "public") == 0  # a late update never brings a deleted group back
+    state = await _visibility(db)
+    assert state is not None and state[0] == "private" and state[1] is not None

@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import MetaData, event
+from sqlalchemy import MetaData, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -111,6 +111,21 @@ async def migrated_database(backend: str, folder: Path, migrations: Path) -> Asy
             yield db
         finally:
             await db.dispose()
+
+
+async def rows_written(connection: AsyncConnection, tables: Sequence[str]) -> int:
+    """How many rows the transaction open on `connection` has inserted, updated or deleted so far: on SQLite in any
+    table (the connection's `total_changes`), on PostgreSQL in `tables` (its per-transaction statistics). A count
+    taken before and after a step says whether the step wrote, which the rows it leaves cannot show."""
+    if connection.dialect.name == "sqlite":
+        raw = await connection.get_raw_connection()
+        sqlite = raw.dbapi_connection
+        return int(sqlite.total_changes)  # type: ignore[union-attr]
+    counts = text(
+        "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) FROM pg_stat_xact_user_tables"
+        " WHERE relname = ANY(:tables)"
+    )
+    return int(await connection.scalar(counts, {"tables": list(tables)}) or 0)
 
 
 async def schema_drift(backend: str, folder: Path, migrations: Path, metadata: MetaData) -> list[Any]:

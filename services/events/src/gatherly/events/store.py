@@ -1341,7 +1341,11 @@ KEEP_GROUP = FixedWrite(
 ADD_GROUP = FixedWrite(
     insert(group_summaries).values({name: bindparam(name) for name in ("group_id", *_SUMMARY_VALUES)})
 )
-GROUP_KEPT = FixedWrite(select(group_summaries.c.group_id).where(group_summaries.c.group_id == bindparam("group_id")))
+GROUP_STATE = FixedWrite(
+    select(*(group_summaries.c[name] for name in _SUMMARY_VALUES), group_summaries.c.deleted_at).where(
+        group_summaries.c.group_id == bindparam("group_id")
+    )
+)
 CLEAR_GROUP_TOPICS = FixedWrite(delete(group_topics).where(group_topics.c.group_id == bindparam("group_id")))
 ADD_GROUP_TOPIC = FixedWrite(insert(group_topics).values(group_id=bindparam("group_id"), topic=bindparam("topic")))
 _PROFILE_VALUES = ("display_name", "avatar", "updated_at")
@@ -1386,10 +1390,17 @@ class GroupStore:
             "lat": location.lat if location else None,
             "lng": location.lng if location else None,
         }
-        if await KEEP_GROUP.execute(self.session, {"key": snapshot.group_id, **values}) == 0:
-            if not await self._absent(snapshot.group_id):
-                return  # deleted
+        kept = await GROUP_STATE.first(self.session, {"group_id": snapshot.group_id})
+        if kept is None:
             await ADD_GROUP.execute(self.session, {"group_id": snapshot.group_id, **values})
+        elif kept["deleted_at"] is not None:
+            return
+        else:
+            # Most group edits change nothing kept here (a description, the join policy): nothing is written then.
+            if any(kept[name] != value for name, value in values.items()):
+                await KEEP_GROUP.execute(self.session, {"key": snapshot.group_id, **values})
+            if kept["topics"] == values["topics"]:
+                return  # the topic rows were written from these very topics
         await CLEAR_GROUP_TOPICS.execute(self.session, {"group_id": snapshot.group_id})
         for topic in sorted({t.casefold() for t in snapshot.topics}):
             await ADD_GROUP_TOPIC.execute(self.session, {"group_id": snapshot.group_id, "topic": topic})
@@ -1405,9 +1416,6 @@ class GroupStore:
                     group_id=group_id, slug=slug, name=name, visibility="private", topics=[], deleted_at=when
                 )
             )
-
-    async def _absent(self, group_id: str) -> bool:
-        return await GROUP_KEPT.first(self.session, {"group_id": group_id}) is None
 
     async def is_deleted(self, group_id: str) -> bool:
         query = select(group_summaries.c.deleted_at).where(group_summaries.c.group_id == group_id)

@@ -260,7 +260,9 @@ def _keeping(kind: str, names: tuple[str, ...]) -> FixedWrite:
     return found
 
 
-GROUP_STATE = FixedWrite(select(groups.c.deleted_at).where(groups.c.group_id == bindparam("group_id")))
+GROUP_STATE = FixedWrite(
+    select(groups.c.deleted_at, groups.c.visibility).where(groups.c.group_id == bindparam("group_id"))
+)
 ADD_GROUP = FixedWrite(insert(groups).values(group_id=bindparam("group_id"), visibility=bindparam("visibility")))
 KEEP_VISIBILITY = FixedWrite(
     update(groups).where(groups.c.group_id == bindparam("key")).values(visibility=bindparam("visibility"))
@@ -399,11 +401,12 @@ class MemberStore:
         )
 
     async def keep_group(self, group_id: str, visibility: str) -> None:
-        """A group's visibility (unless it is gone: a late update must not bring it back)."""
+        """A group's visibility (unless it is gone: a late update must not bring it back). Most group edits leave
+        it as it was: the row is then not written again (a statement, and its page at the commit)."""
         kept = await GROUP_STATE.first(self.session, {"group_id": group_id})
         if kept is None:
             await ADD_GROUP.execute(self.session, {"group_id": group_id, "visibility": visibility})
-        elif kept["deleted_at"] is None:
+        elif kept["deleted_at"] is None and kept["visibility"] != visibility:
             await KEEP_VISIBILITY.execute(self.session, {"key": group_id, "visibility": visibility})
 
     async def forget_group(self, group_id: str, at: datetime) -> None:
