@@ -165,6 +165,37 @@ async def test_raw_rows_converted_are_the_rows(db: Database | None, read: FixedR
             assert value == row[key] or isinstance(value, str)
 
 
+# PAGE's rows with their time left as the driver gives it (a cursor's key, converted for one row only).
+PAGE_TIME_UNCONVERTED = FixedRead(PAGE.statement, unconverted=("at",))
+
+
+@pytest.mark.parametrize("params", [{"from_rank": 0, "limit": 10}, {"from_rank": 2, "limit": 1}])
+async def test_values_leave_the_unconverted_columns_as_the_driver_gave_them(
+    db: Database | None, params: dict[str, object]
+) -> None:
+    if db is None:
+        return
+    expected = await same_as_sqlalchemy(db, PAGE, params)
+    async with db.read_connection() as connection:
+        values = await PAGE_TIME_UNCONVERTED.values(connection, params)
+        found = await PAGE_TIME_UNCONVERTED.raw(connection, params)
+    at = found.positions["at"]
+    assert len(values) == len(found.raws) == len(expected)
+    for row, raw, whole in zip(values, found.raws, expected, strict=True):
+        assert row[at] == raw[at]  # the driver's value: on sqlite3 the stored text
+        assert [v for i, v in enumerate(row) if i != at] == [v for k, v in whole.items() if k != "at"]
+        if db.inline and whole["at"] is not None:
+            assert row[at] == whole["at"].strftime("%Y-%m-%d %H:%M:%S.%f")
+    assert found.convert_values(found.raws) == values
+    assert found.convert(found.raws) == expected  # any row converted whole on demand, its time too
+    assert found.convert(found.raws[-1:]) == expected[-1:]
+
+
+def test_an_unconverted_column_must_be_one_of_the_reads() -> None:
+    with pytest.raises(TypeError, match="unconverted"):
+        FixedRead(PAGE.statement, unconverted=("rank",))._compiled(Database("sqlite:///:memory:").engine.dialect)
+
+
 async def test_converts_like_the_columns(database_url: str) -> None:
     async with things_database(database_url) as db:
         async with db.read_connection() as connection:

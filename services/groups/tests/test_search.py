@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import select, update
 
 from gatherly.groups.domain import GroupSearch, GroupSort
+from gatherly.groups.tables import groups
 from gatherly.kernel.geo import Point, distances_km
 from gatherly.kernel.testing import CursorCase, check_cursors_tied_to_filters
 from gatherly.kernel.web import decode_cursor, encode_cursor, filters_fingerprint, with_filters
@@ -706,3 +709,49 @@ async def test_a_cursor_sent_with_other_filters_than_it_was_made_with_is_refused
         ),
     ]
     await check_cursors_tied_to_filters(shared_api.client, "/api/groups", ann.auth, cases)
+
+
+async def test_a_pages_cursor_carries_its_last_groups_sort_key_as_the_database_holds_it(shared_api: Any) -> None:
+    """A page's rows leave their creation time as the driver gives it (on SQLite its text: no list shows it), and the
+    cursor converts the last row's alone (store._position_after): every page's next_cursor must be, byte for byte,
+    the one made of that group's row as SQLAlchemy reads it, for times with and without a fraction of a second, in
+    every order a cursor carries, with and without a total (member=me's first page) and the relevance rank."""
+    ann = await shared_api.person("Ann")
+    made = []
+    for n in range(6):  # the relevance ranks 0 (the name starts with the text), 1 (contains it), 2 (the description)
+        name = f"{('Cursorkey', 'A cursorkey', 'Walkers')[n % 3]} {n}"
+        made.append(await shared_api.create(ann, name=name, description="cursorkey", topics=["ck"]))
+    db = shared_api.running.process.host("groups").context.db
+    whole_second = datetime(2026, 1, 1, 12, 0, 1, tzinfo=UTC)  # SQLite: ".000000", read back without a fraction
+    async with db.writing() as session:  # two groups at the same time: the id orders them
+        for group in (made[0], made[2]):
+            await session.execute(update(groups).where(groups.c.id == group["id"]).values(created_at=whole_second))
+    async with db.read_connection() as connection:
+        query = select(groups).where(groups.c.id.in_([group["id"] for group in made]))
+        stored = {row["id"]: row for row in (await connection.execute(query)).mappings()}
+    keys = {"newest": "created_at", "relevance": "created_at", "members": "member_count", "name": "name_key"}
+    for filters in ({"q": "cursorkey"}, {"topic": "ck"}, {"topic": "ck", "member": "me"}):
+        for sort in ("newest", "members", "name", *(("relevance",) if "q" in filters else ())):
+            search = GroupSearch(
+                text=filters.get("q"),
+                topic=filters.get("topic"),
+                member=ann.user_id if "member" in filters else None,
+                sort=GroupSort(sort),
+            )
+            for limit in (1, 2, 4):
+                cursor = None
+                while True:
+                    query_params = {**filters, "sort": sort, "limit": limit, **({"cursor": cursor} if cursor else {})}
+                    response = await shared_api.client.get("/api/groups", params=query_params, headers=ann.auth)
+                    assert response.status_code == 200, response.text
+                    page = response.json()
+                    cursor = page["next_cursor"]
+                    if cursor is None:
+                        break
+                    last = stored[page["items"][-1]["id"]]
+                    key = last[keys[sort]]
+                    position = {"s": sort, "k": key.isoformat() if sort in ("newest", "relevance") else key}
+                    position["i"] = last["id"]
+                    if sort == "relevance":
+                        position["r"] = _relevance("cursorkey")(page["items"][-1])
+                    assert cursor == _forged(search, position), (filters, sort, limit)

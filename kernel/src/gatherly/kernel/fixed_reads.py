@@ -13,6 +13,9 @@ query in SQLAlchemy (with `bindparam()`s) and skips that path:
   statement); on any other driver (aiosqlite) through SQLAlchemy, with the same result shape;
 - rows come back as plain dicts keyed like SQLAlchemy's `RowMapping`; or (`raw`) as the driver gave them, any of
   them made such dicts when asked, for a read that keeps a few of many rows (the nearby search's candidates);
+- or (`values`) as lists of values, where columns named `unconverted` are left as the driver gave them, for a
+  column a read needs of one row only (a page's cursor reads the last row's time: `raw`'s `convert` gives that row
+  whole);
 - or, with `run` on inline SQLite, as named tuples read outside any transaction: the SELECT is its own short read
   transaction, over once its rows are fetched, so nothing pins the WAL and no rollback is needed to end it (for a
   read repeated on every commit: the relay's).
@@ -63,9 +66,11 @@ class _Compiled:
     keys: tuple[str, ...]  # result column keys, as RowMapping names them (distinct: FixedRead._compiled checks)
     results: tuple[_Processor, ...] | None  # result processors, aligned with keys (None: not known yet)
     expands: bool  # has parameters rendered per call (IN lists)
+    unconverted: frozenset[str]  # columns convert_values leaves as the driver gave them (FixedRead's `unconverted`)
     tuple_row: Any = field(init=False)  # the named tuple `run` gives rows as
     positions: Mapping[str, int] = field(init=False)  # each result column's position in a raw row, by key
     processed: list[tuple[str, int, Callable[[Any], Any]]] = field(init=False, default_factory=list)
+    processed_values: list[tuple[str, int, Callable[[Any], Any]]] = field(init=False, default_factory=list)
     processed_for: Any = field(init=False, default=None)  # the `results` that `processed` was made from
 
     def __post_init__(self) -> None:
@@ -101,8 +106,10 @@ class _Compiled:
         return rows
 
     def convert_values(self, raws: Iterable[Any]) -> list[Sequence[Any]]:
-        """The driver's rows as lists of values in column order, converted as `convert` converts them."""
-        processed = self._processed()
+        """The driver's rows as lists of values in column order, converted as `convert` converts them but for the
+        `unconverted` columns, left as the driver gave them."""
+        self._processed()
+        processed = self.processed_values
         rows: list[Sequence[Any]] = []
         for raw in raws:
             values = list(raw)
@@ -120,6 +127,7 @@ class _Compiled:
                 for index, (key, process) in enumerate(zip(self.keys, self.results, strict=True))
                 if process is not None
             ]
+            self.processed_values = [entry for entry in self.processed if entry[0] not in self.unconverted]
             self.processed_for = self.results
         return self.processed
 
@@ -214,7 +222,8 @@ class RawRows(NamedTuple):
     """A read's rows as the driver gave them (tuples or records), and `convert`, which makes any of them the dicts
     `FixedRead.rows` gives (its columns' conversions applied). A raw row's column is found by key in `positions`;
     its value there is the driver's (on SQLite, JSON and times are still text), except through SQLAlchemy's path
-    (ORM sessions, aiosqlite), where the rows come converted already. A named tuple: `rows` makes one per read."""
+    (ORM sessions, aiosqlite), where the rows come converted already. `convert_values` makes them `values`' lists
+    (the read's `unconverted` columns left as they are). A named tuple: `rows` makes one per read."""
 
     raws: Sequence[Sequence[Any]]
     positions: Mapping[str, int]
@@ -236,13 +245,17 @@ class FixedRead:
     """One read statement of fixed shape, run without SQLAlchemy's execution path (see the module's docstring).
 
     `statement` is a Core select (or text() with `.columns()`), its variable values `bindparam()`s; `rows`,
-    `first` and `scalar` take those values by name."""
+    `first` and `scalar` take those values by name. `unconverted` names result columns that `values` leaves as the
+    driver gave them (on SQLite a time's text, where its conversion is a parse): for a column that a hot read needs
+    of one row only, which it converts with `raw`'s `convert` (a page's cursor, made of the last row's time). On
+    SQLAlchemy's path (ORM sessions, aiosqlite) they come converted, as every column does."""
 
     # A read must name its result columns (rows come back keyed by them); a write (FixedWrite) may have none.
     _needs_columns = True
 
-    def __init__(self, statement: Executable) -> None:
+    def __init__(self, statement: Executable, *, unconverted: Iterable[str] = ()) -> None:
         self.statement = statement
+        self.unconverted = frozenset(unconverted)
         self._by_dialect: dict[int, _Compiled] = {}
 
     def _compiled(self, dialect: Dialect) -> _Compiled:
@@ -262,6 +275,8 @@ class FixedRead:
         keys = tuple(column.keyname for column in columns)
         if len(set(keys)) != len(keys):
             raise TypeError(f"FixedRead needs distinct column names (label them): {keys}")
+        if not self.unconverted <= set(keys):
+            raise TypeError(f"FixedRead's unconverted columns are not among its columns: {sorted(self.unconverted)}")
         made = _Compiled(
             dialect=dialect,
             compiled=compiled,
@@ -272,6 +287,7 @@ class FixedRead:
             keys=keys,
             results=None,
             expands=_POSTCOMPILE in compiled.string,
+            unconverted=self.unconverted,
         )
         self._by_dialect[id(dialect)] = made
         return made
@@ -287,9 +303,9 @@ class FixedRead:
     async def values(
         self, connection: AsyncConnection | AsyncSession, params: Mapping[str, Any] | None = None
     ) -> list[Sequence[Any]]:
-        """Every row the statement gives as its values in column order, converted as `rows` converts them: for a hot
-        read that unpacks its rows, without a dict made and read per row (a list's twenty rows of fifteen columns:
-        ~25 µs as dicts, ~9 as values)."""
+        """Every row the statement gives as its values in column order, converted as `rows` converts them (but for
+        the `unconverted` columns): for a hot read that unpacks its rows, without a dict made and read per row (a
+        list's twenty rows of fifteen columns: ~25 µs as dicts, ~9 as values)."""
         found = await self.raw(connection, params)
         return found.convert_values(found.raws)
 

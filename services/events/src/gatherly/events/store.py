@@ -622,10 +622,10 @@ class EventStore:
         params = {**_search_values(criteria), "limit": limit + 1}
         if after is not None:
             params["since"], params["last_id"] = _position(after, "s")
-        rows = await _soonest_page(criteria, after is not None).values(self.session, params)
-        page = rows[:limit]
+        found = await _soonest_page(criteria, after is not None).raw(self.session, params)
+        page = found.convert_values(found.raws[:limit])  # not the row read to know there is more
         position = None
-        if len(rows) > limit:
+        if len(found.raws) > limit:
             last = page[-1]
             position = {"s": last[STARTS_AT].isoformat(), "i": last[0]}
         return _listed_page(page, [_listed(row, row[GROUP_NAME], None) for row in page], position)
