@@ -45,6 +45,7 @@ from gatherly.kernel.metrics import (
     HANDLED,
     INFRA_RETRIES,
     UNHANDLED_TYPES,
+    observe_all,
 )
 from gatherly.kernel.uow import INBOX, UnitOfWork
 
@@ -765,15 +766,17 @@ class ConsumerWorker:
         self._record_success([envelope])
 
     def _record_success(self, applied: Sequence[Envelope]) -> None:
-        """Count messages whose transaction has committed, and observe each one's latency. One count and one clock
-        reading for them all: they committed together (a count or a clock reading per message cost about 0.6 µs
-        of the 40-50 µs a batched message costs, bench/kafka_throughput.py)."""
+        """Count messages whose transaction has committed, and observe each one's latency. One count, one clock
+        reading and one histogram update for them all: they committed together (a count or a clock reading per
+        message cost about 0.6 µs of the 40-50 µs a batched message costs, bench/kafka_throughput.py; an `observe`
+        per message 6% of the batch consumer's CPU). Each message's latency is still observed (`observe_all`)."""
         if not applied:
             return
         self._handled_ok.inc(len(applied))
         now = datetime.now(UTC)
-        for envelope in applied:
-            self._handle_latency.observe(max(0.0, (now - envelope.occurred_at).total_seconds()))
+        observe_all(
+            self._handle_latency, [max(0.0, (now - envelope.occurred_at).total_seconds()) for envelope in applied]
+        )
 
     async def park(self, record: Record, error: BaseException, attempts: int) -> None:
         """Put the record on its topic's dead-letter topic with why. If the log cannot take it, this raises and
