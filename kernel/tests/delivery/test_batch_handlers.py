@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -42,15 +42,17 @@ async def test_a_batch_handler_gets_a_polled_run_of_events_at_once_in_log_order(
     assert len(calls) < 40, "each event went alone"
 
 
-async def test_a_batch_handler_never_gets_a_message_twice(ledger_db: Database, message_log: MessageLog) -> None:
-    deposit = deposit_event()
-    envelopes = await publish_deposits(message_log, deposit, [1, 2, 3])
-    # The same messages again (a relay that crashed before deleting its rows), in the same poll or the next.
-    await message_log.publish([envelope.to_message() for envelope in envelopes])
-    seen: list[int] = []
+async def apply_in_batches(
+    ledger_db: Database,
+    message_log: MessageLog,
+    deposit: type[Deposit],
+    note: Callable[[Sequence[Deposit]], object],
+) -> str:
+    """Run a new group whose batch handler notes each call's events and applies them, until it has caught up with
+    the deposits' topic; returns the group's name."""
 
     async def apply_all(events: Sequence[Deposit], uow: LedgerUnitOfWork) -> None:
-        seen.extend(event.amount for event in events)
+        note(events)
         for event in events:
             await apply_deposit(event, uow)
 
@@ -59,6 +61,18 @@ async def test_a_batch_handler_never_gets_a_message_twice(ledger_db: Database, m
     registry.on_batch(deposit, group=group)(apply_all)
     async with Running(worker_for(registry, message_log, ledger_db)):
         await eventually(lambda: caught_up(message_log, group, deposit.TOPIC))
+    return group
+
+
+async def test_a_batch_handler_never_gets_a_message_twice(ledger_db: Database, message_log: MessageLog) -> None:
+    deposit = deposit_event()
+    envelopes = await publish_deposits(message_log, deposit, [1, 2, 3])
+    # The same messages again (a relay that crashed before deleting its rows), in the same poll or the next.
+    await message_log.publish([envelope.to_message() for envelope in envelopes])
+    seen: list[int] = []
+    group = await apply_in_batches(
+        ledger_db, message_log, deposit, lambda events: seen.extend(event.amount for event in events)
+    )
     assert seen == [1, 2, 3]
     assert await totals(ledger_db) == (6, 3)
     # Counted (and a latency observed) once per message applied, however the runs were cut; each repeat counted.
@@ -123,17 +137,7 @@ async def test_the_latency_histogram_counts_each_message_of_a_batch_by_its_own_l
     envelopes = [Envelope.wrap(deposit(account="ann", amount=n), at) for n, at in enumerate(occurred, 1)]
     await message_log.publish([envelope.to_message() for envelope in envelopes])
     calls: list[int] = []
-
-    async def apply_all(events: Sequence[Deposit], uow: LedgerUnitOfWork) -> None:
-        calls.append(len(events))
-        for event in events:
-            await apply_deposit(event, uow)
-
-    group = group_name()
-    registry = ConsumerRegistry()
-    registry.on_batch(deposit, group=group)(apply_all)
-    async with Running(worker_for(registry, message_log, ledger_db)):
-        await eventually(lambda: caught_up(message_log, group, deposit.TOPIC))
+    group = await apply_in_batches(ledger_db, message_log, deposit, lambda events: calls.append(len(events)))
     assert calls == [5]
 
     def latency(suffix: str, **labels: str) -> float | None:
