@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from prometheus_client import REGISTRY
 
 from gatherly.kernel.db import Database
 from gatherly.kernel.delivery import ConsumerRegistry, dead_letter_topic
-from gatherly.kernel.log.base import LogConsumer, MessageLog, Record
+from gatherly.kernel.log.base import LogConsumer, MessageLog, Record, TopicConfig
 from gatherly.kernel.messages import Envelope
 
 from .test_delivery import Running, caught_up, eventually, group_name, publish_deposits, worker_for
@@ -41,15 +42,17 @@ async def test_a_batch_handler_gets_a_polled_run_of_events_at_once_in_log_order(
     assert len(calls) < 40, "each event went alone"
 
 
-async def test_a_batch_handler_never_gets_a_message_twice(ledger_db: Database, message_log: MessageLog) -> None:
-    deposit = deposit_event()
-    envelopes = await publish_deposits(message_log, deposit, [1, 2, 3])
-    # The same messages again (a relay that crashed before deleting its rows), in the same poll or the next.
-    await message_log.publish([envelope.to_message() for envelope in envelopes])
-    seen: list[int] = []
+async def apply_in_batches(
+    ledger_db: Database,
+    message_log: MessageLog,
+    deposit: type[Deposit],
+    note: Callable[[Sequence[Deposit]], object],
+) -> str:
+    """Run a new group whose batch handler notes each call's events and applies them, until it has caught up with
+    the deposits' topic; returns the group's name."""
 
     async def apply_all(events: Sequence[Deposit], uow: LedgerUnitOfWork) -> None:
-        seen.extend(event.amount for event in events)
+        note(events)
         for event in events:
             await apply_deposit(event, uow)
 
@@ -58,6 +61,18 @@ async def test_a_batch_handler_never_gets_a_message_twice(ledger_db: Database, m
     registry.on_batch(deposit, group=group)(apply_all)
     async with Running(worker_for(registry, message_log, ledger_db)):
         await eventually(lambda: caught_up(message_log, group, deposit.TOPIC))
+    return group
+
+
+async def test_a_batch_handler_never_gets_a_message_twice(ledger_db: Database, message_log: MessageLog) -> None:
+    deposit = deposit_event()
+    envelopes = await publish_deposits(message_log, deposit, [1, 2, 3])
+    # The same messages again (a relay that crashed before deleting its rows), in the same poll or the next.
+    await message_log.publish([envelope.to_message() for envelope in envelopes])
+    seen: list[int] = []
+    group = await apply_in_batches(
+        ledger_db, message_log, deposit, lambda events: seen.extend(event.amount for event in events)
+    )
     assert seen == [1, 2, 3]
     assert await totals(ledger_db) == (6, 3)
     # Counted (and a latency observed) once per message applied, however the runs were cut; each repeat counted.
@@ -107,6 +122,31 @@ async def test_a_worker_polls_1000_records_on_postgresql_and_500_on_sqlite_and_a
     assert [amount for call in calls for amount in call] == amounts
     assert await totals(ledger_db) == (sum(amounts), len(amounts))
     assert handled(group, "ok") == len(amounts)
+
+
+async def test_the_latency_histogram_counts_each_message_of_a_batch_by_its_own_latency(
+    ledger_db: Database, message_log: MessageLog
+) -> None:
+    # The histogram is updated once per committed batch (`observe_all`), but each message is still counted in the
+    # bucket of its own latency: 3 events of a minute ago (past the last bound, 30 s) and 2 of now, one key, one
+    # run of the batch handler.
+    deposit = deposit_event()
+    await message_log.ensure_topics([TopicConfig(deposit.TOPIC)])
+    now = datetime.now(UTC)
+    occurred = [now - timedelta(minutes=1)] * 3 + [now] * 2
+    envelopes = [Envelope.wrap(deposit(account="ann", amount=n), at) for n, at in enumerate(occurred, 1)]
+    await message_log.publish([envelope.to_message() for envelope in envelopes])
+    calls: list[int] = []
+    group = await apply_in_batches(ledger_db, message_log, deposit, lambda events: calls.append(len(events)))
+    assert calls == [5]
+
+    def latency(suffix: str, **labels: str) -> float | None:
+        return REGISTRY.get_sample_value(f"gatherly_message_latency_seconds_{suffix}", {"consumer": group, **labels})
+
+    assert latency("count") == 5
+    assert latency("bucket", le="+Inf") == 5
+    assert latency("bucket", le="30.0") == 2  # the two of now (cumulative buckets: none of the three below 30 s)
+    assert 180 <= (latency("sum") or 0) < 180 + 5 * 30
 
 
 def handled(group: str, outcome: str) -> float | None:

@@ -45,6 +45,7 @@ from gatherly.kernel.metrics import (
     HANDLED,
     INFRA_RETRIES,
     UNHANDLED_TYPES,
+    observe_all,
 )
 from gatherly.kernel.uow import INBOX, UnitOfWork
 
@@ -67,13 +68,16 @@ CLAIM_INBOX_SQLITE = sqlite.insert(INBOX).on_conflict_do_nothing().returning(INB
 CLAIM_INBOX_INLINE = inline_sqlite.DirectInsert(CLAIM_INBOX_SQLITE, ["consumer", "message_id", "processed_at"])
 # On PostgreSQL the ids go as ONE array, so the statement's text is the same for every batch size: a row of VALUES
 # per message made a new text per size, each prepared (a round trip, and a plan for 3 binds a row) on each pooled
-# connection; this one is prepared once per connection. It goes through SQLAlchemy, not straight to asyncpg:
-# SQLAlchemy's adapter opens the transaction at its first statement, so a claim sent to the driver directly would
-# run, and commit, outside the handler's transaction.
+# connection; this one is prepared once per connection. It answers in ONE row, the count of rows it inserted and,
+# only when that is short of the ids it was given, the ids it inserted: a row per claimed id (a backlog's poll
+# claims them all) went through asyncpg's and SQLAlchemy's result rows for an answer `claim_unprocessed` already
+# knows. It goes through SQLAlchemy, not straight to asyncpg: SQLAlchemy's adapter opens the transaction at its first
+# statement, so a claim sent to the driver directly would run, and commit, outside the handler's transaction.
 CLAIM_INBOX_POSTGRESQL = text(
-    "INSERT INTO inbox (consumer, message_id, processed_at)"
+    "WITH claimed AS (INSERT INTO inbox (consumer, message_id, processed_at)"
     " SELECT :consumer, unnest(CAST(:message_ids AS text[])), CAST(:processed_at AS timestamptz)"
-    " ON CONFLICT DO NOTHING RETURNING message_id"
+    " ON CONFLICT DO NOTHING RETURNING message_id)"
+    " SELECT count(*), CASE WHEN count(*) < :claiming THEN array_agg(message_id) END FROM claimed"
 ).bindparams(bindparam("processed_at", type_=INBOX.c.processed_at.type))
 
 
@@ -85,8 +89,10 @@ async def claim_unprocessed(uow: UnitOfWork, consumer: str, message_ids: Sequenc
     now = uow.clock.now()
     unique = list(dict.fromkeys(message_ids))  # the log may hold the same message twice in one batch
     if not uow.db.is_sqlite:
-        claim = {"consumer": consumer, "message_ids": unique, "processed_at": now}
-        return set((await uow.session.execute(CLAIM_INBOX_POSTGRESQL, claim)).scalars())
+        claim = {"consumer": consumer, "message_ids": unique, "processed_at": now, "claiming": len(unique)}
+        inserted, some = (await uow.session.execute(CLAIM_INBOX_POSTGRESQL, claim)).one()
+        # Every id inserted (ids are unique here): all are new. Otherwise the ids inserted (none: no row, NULL).
+        return set(unique) if inserted == len(unique) else set(some or ())
     rows = [{"consumer": consumer, "message_id": m, "processed_at": now} for m in unique]
     if uow.db.inline:
         return set(CLAIM_INBOX_INLINE.run(uow.session, rows))
@@ -779,15 +785,17 @@ class ConsumerWorker:
         self._record_success([envelope])
 
     def _record_success(self, applied: Sequence[Envelope]) -> None:
-        """Count messages whose transaction has committed, and observe each one's latency. One count and one clock
-        reading for them all: they committed together (a count or a clock reading per message cost about 0.6 µs
-        of the 40-50 µs a batched message costs, bench/kafka_throughput.py)."""
+        """Count messages whose transaction has committed, and observe each one's latency. One count, one clock
+        reading and one histogram update for them all: they committed together (a count or a clock reading per
+        message cost about 0.6 µs of the 40-50 µs a batched message costs, bench/kafka_throughput.py; an `observe`
+        per message 6% of the batch consumer's CPU). Each message's latency is still observed (`observe_all`)."""
         if not applied:
             return
         self._handled_ok.inc(len(applied))
         now = datetime.now(UTC)
-        for envelope in applied:
-            self._handle_latency.observe(max(0.0, (now - envelope.occurred_at).total_seconds()))
+        observe_all(
+            self._handle_latency, [max(0.0, (now - envelope.occurred_at).total_seconds()) for envelope in applied]
+        )
 
     async def park(self, record: Record, error: BaseException, attempts: int) -> None:
         """Put the record on its topic's dead-letter topic with why. If the log cannot take it, this raises and
