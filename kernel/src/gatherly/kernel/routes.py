@@ -500,17 +500,20 @@ def _as_is(response_field: ModelField | None) -> type | None:
 
 async def _json_body(request: Request, strict_content_type: bool, where: EndpointContext) -> Any:
     """The request's body as FastAPI's handler reads it for a JSON body field: the parsed JSON when the content type
-    says JSON (or is absent and not required), with FastAPI's errors for JSON that does not parse and a body that
-    cannot be read; another content type (or none, strictly) is `refuse_other_media`'s 415."""
+    says JSON (or is absent on a route that is not strict), with FastAPI's errors for JSON that does not parse and a
+    body that cannot be read. Another content type (or none) is `refuse_other_media`'s 415 on a strict route, as
+    `_refusing_other_media` answers before FastAPI's handler; on one that is not strict, the raw bytes, which FastAPI
+    validates as they are."""
     try:
         body_bytes = await request.body()
         if not body_bytes:
             return PydanticUndefined
         content_type = request.headers.get("content-type")
-        if not content_type and not strict_content_type:
+        if content_type and is_json_media_type(content_type):
             return await request.json()
-        refuse_other_media(content_type)
-        return await request.json()
+        if strict_content_type:
+            refuse_other_media(content_type)
+        return body_bytes if content_type else await request.json()
     except json.JSONDecodeError as error:
         refusal = {"type": "json_invalid", "loc": ("body", error.pos), "msg": "JSON decode error", "input": {}}
         raise RequestValidationError(
