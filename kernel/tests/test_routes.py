@@ -449,6 +449,45 @@ async def test_a_body_that_is_not_sent_as_json_is_415_naming_the_type_taken(plan
             assert answer.status_code == 201, (taken, answer.text)
 
 
+def loose_app(route_class: type[APIRoute], included: bool) -> FastAPI:
+    """A route that takes JSON without FastAPI's strict content type: a body with no type is read as JSON, one of
+    another type is validated as its raw bytes (no 415: that is only for strict routes)."""
+    app = FastAPI()
+    install_error_handlers(app)
+    router = APIRouter(prefix="/loose", route_class=route_class, strict_content_type=False)
+
+    @router.post("/{item_id}/notes", status_code=201)
+    async def add_note(item_id: int, note: NoteIn) -> dict[str, Any]:
+        return {"id": item_id, "note": note.model_dump()}
+
+    if included:
+        app.include_router(router)
+    else:
+        app.router.routes[:0] = router.routes
+    return app
+
+
+@pytest.mark.parametrize("included", [False, True], ids=["own", "included"])
+async def test_a_route_that_is_not_strict_answers_a_body_of_another_type_as_fastapi_does(included: bool) -> None:
+    fast_app, standard_app = loose_app(FastRoute, included), loose_app(_standard_twin(FastRoute), included)
+    requests = [
+        ({"content-type": "text/plain"}, b'{"text": "hello"}'),
+        ({"content-type": "application/xml"}, b"<text>hello</text>"),
+        ({}, b'{"text": "no type"}'),
+        ({}, b'{"text": "hel'),
+        ({"content-type": "application/json"}, b'{"text": "typed"}'),
+        ({"content-type": "text/plain"}, b""),
+    ]
+    async with client(fast_app) as fast, client(standard_app) as standard:
+        for headers, content in requests:
+            expected = await standard.post("/loose/3/notes", headers=headers, content=content)
+            answered = await fast.post("/loose/3/notes", headers=headers, content=content)
+            assert answered.status_code != 415, (headers, content)
+            assert answered.status_code == expected.status_code, (headers, content, answered.text)
+            assert answered.headers.multi_items() == expected.headers.multi_items(), (headers, content)
+            assert answered.content == expected.content, (headers, content)
+
+
 def test_the_routes_with_what_the_plan_knows_take_it() -> None:
     """Otherwise the comparison above would compare FastAPI with itself."""
     planned = {

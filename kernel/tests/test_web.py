@@ -8,6 +8,7 @@ import json
 import sqlite3
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -267,16 +268,56 @@ def test_a_search_cursor_gives_its_position_back_only_to_the_filters_it_was_made
             position_for(forged, fingerprint)
 
 
+class CountedFilters:
+    """A search's criteria whose `filters` property (built on each read, as theirs are) counts its reads."""
+
+    def __init__(self, *filters: Any) -> None:
+        self._filters = filters
+        self.reads = 0
+
+    @property
+    def filters(self) -> tuple[Any, ...]:
+        self.reads += 1
+        return self._filters
+
+
 def test_filtered_cursors_tie_the_next_position_and_take_back_only_their_own() -> None:
     position = {"before": 7}
-    unread = FilteredCursors([True])
+    unread = FilteredCursors(lambda: [True])
     assert unread.after(None) is None and unread.next(None) is None
     cursor = decode_cursor(encode_cursor(unread.next(position) or {}))
     assert cursor == with_filters(position, filters_fingerprint([True]))
-    assert FilteredCursors([True]).after(cursor) == position
-    assert FilteredCursors([True]).after(position) == position  # issued before cursors carried their filters
-    with pytest.raises(InvalidInput):
-        FilteredCursors([False]).after(cursor)
+    assert FilteredCursors(lambda: [True]).after(cursor) == position
+    assert FilteredCursors(lambda: [True]).after(position) == position  # issued before cursors carried their filters
+    with pytest.raises(InvalidInput) as refused:
+        FilteredCursors(lambda: [False]).after(cursor)
+    assert (refused.value.status, refused.value.field) == (422, "cursor")
+
+
+def test_filtered_cursors_read_the_filters_only_when_a_cursor_comes_or_goes() -> None:
+    position = {"before": 7}
+    criteria = CountedFilters("music", None)
+
+    def one_request(cursor: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[str, Any] | None:
+        cursors = FilteredCursors(lambda: criteria.filters)
+        cursors.after(cursor)
+        return cursors.next(after)
+
+    assert one_request(None, None) is None  # a first page that is also the last
+    assert criteria.reads == 0
+    first = one_request(None, position)  # a first page with a next one
+    assert criteria.reads == 1
+    assert one_request(first, position) == first  # a middle page: a cursor comes and goes, read once
+    assert criteria.reads == 2
+    assert one_request(first, None) is None  # the last page
+    assert criteria.reads == 3
+    assert one_request(position, None) is None  # a cursor from before they carried a fingerprint: taken
+    assert criteria.reads == 4
+    other = CountedFilters("art", None)
+    with pytest.raises(InvalidInput) as refused:
+        FilteredCursors(lambda: other.filters).after(first)
+    assert (refused.value.status, refused.value.field) == (422, "cursor")
+    assert other.reads == 1
 
 
 @pytest.mark.parametrize(

@@ -220,21 +220,43 @@ async def test_a_group_edit_writes_only_what_the_summaries_keep_and_only_when_it
     assert await _apply(db, _edit()) == 3  # the summary and its two topics
     first = await _kept(db)
     summary = ("g-runners", "runners", "Runners", "public", ["Running", "Outdoors"], "Berlin", 52.52, 13.405, None)
-    assert first == (*summary, ("outdoors", "running"))
+    assert first == (*summary, datetime(2026, 12, 2, tzinfo=UTC), ("outdoors", "running"))
 
-    # The description and the join policy are not kept here: nothing is written (fails when every edit rewrote).
-    assert await _apply(db, _edit(description="We run far.", join_policy="approval")) == 0
-    assert await _kept(db) == first
+    # The same message again (a retry) writes nothing; the description and the join policy are not kept here: only
+    # the summary's time is written (fails when every edit rewrote the topics too).
+    assert await _apply(db, _edit()) == 0
+    later = datetime(2026, 12, 2, 1, tzinfo=UTC)
+    assert await _apply(db, _edit(description="We run far.", join_policy="approval", updated_at=later)) == 1
+    assert await _kept(db) == (*summary, later, ("outdoors", "running"))
 
-    assert await _apply(db, _edit(name="Night Runners")) == 1  # the summary; its topics stay as they were
+    night = {"name": "Night Runners", "updated_at": later}  # as the next edits (of the same time: applied) keep it
+    assert await _apply(db, _edit(**night)) == 1  # the summary; its topics stay as they were
     assert (await _kept(db))[2] == "Night Runners"
-    assert await _apply(db, _edit(name="Night Runners", location=GeoPoint(lat=52.52, lng=13.4051))) == 1
+    assert await _apply(db, _edit(**night, location=GeoPoint(lat=52.52, lng=13.4051))) == 1
     assert (await _kept(db))[7] == 13.4051
 
-    assert await _apply(db, _edit(name="Night Runners", location=GeoPoint(lat=52.52, lng=13.4051), topics=("ML",))) > 1
-    assert (await _kept(db))[4:] == (["ML"], "Berlin", 52.52, 13.4051, None, ("ml",))
+    assert await _apply(db, _edit(**night, location=GeoPoint(lat=52.52, lng=13.4051), topics=("ML",))) > 1
+    assert (await _kept(db))[4:] == (["ML"], "Berlin", 52.52, 13.4051, None, later, ("ml",))
 
     async with EventsUnitOfWork(db) as uow:
         await uow.groups.mark_deleted("g-runners", "Night Runners", "runners", datetime(2026, 12, 3, tzinfo=UTC))
-    assert await _apply(db, _edit(name="Back from the dead")) == 0  # a deleted group stays deleted
+    assert (
+        await _apply(db, _edit(name="Back from the dead", updated_at=datetime(2026, 12, 4, tzinfo=UTC))) == 0
+    )  # a deleted group stays deleted
     assert (await _kept(db))[2] == "Night Runners"
+
+
+async def test_a_group_update_older_than_the_summary_kept_changes_nothing(db: Database) -> None:
+    """An older group.updated applied after a newer one (replayed late from the dead-letter topic) keeps the newer
+    name and topics, even when the newer edit changed nothing the summaries keep."""
+    monday, tuesday, wednesday = (datetime(2026, 12, day, tzinfo=UTC) for day in (1, 2, 3))
+    assert await _apply(db, _edit(updated_at=monday)) == 3
+    assert await _apply(db, _edit(name="Night Runners", topics=("ML",), updated_at=wednesday)) > 1
+    newest = await _kept(db)
+    assert await _apply(db, _edit(name="Old Name", topics=("Chess",), updated_at=tuesday)) == 0
+    assert await _kept(db) == newest
+    # A newer edit that changes nothing kept here still refuses an older one.
+    thursday, friday = datetime(2026, 12, 4, tzinfo=UTC), datetime(2026, 12, 5, tzinfo=UTC)
+    await _apply(db, _edit(name="Night Runners", topics=("ML",), description="New.", updated_at=friday))
+    assert await _apply(db, _edit(name="Old Name", topics=("Chess",), updated_at=thursday)) == 0
+    assert (await _kept(db))[2:5] == ("Night Runners", "public", ["ML"])

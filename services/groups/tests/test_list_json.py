@@ -18,7 +18,7 @@ from gatherly.contracts.users import ImageVariants
 from gatherly.groups.api import _summary
 from gatherly.groups.domain import GroupCard, GroupId, JoinPolicy, Location, Visibility
 from gatherly.groups.schemas import GroupsPage, GroupSummary, groups_page_json
-from gatherly.groups.store import CARD_KEYS, _banners_shown, _group, _listed
+from gatherly.groups.store import LISTED_KEYS, _banners_shown, _group, _listed
 
 # What FastAPI's fast path does with a route's response model: validate what the endpoint returned, dump JSON.
 AS_THE_RESPONSE_MODEL = TypeAdapter(GroupsPage)
@@ -117,9 +117,9 @@ stored_rows = st.fixed_dictionaries(
 def test_a_listed_group_is_what_its_own_card_gives_through_the_response_model(
     groups: list[tuple[dict[str, Any], ImageVariants | None, float | None]], cursor: str | None, total: int | None
 ) -> None:
-    # The list's rows: CARD_COLUMNS' values in their order (SHOWN_COLUMNS first), then a column of the statement's
+    # The list's rows: LISTED_COLUMNS' values in their order (SHOWN_COLUMNS first), then a column of the statement's
     # own (a total, a distance, a rank), as FixedRead.values gives them.
-    listed = [_listed([*(row[key] for key in CARD_KEYS), 7.5], distance) for row, _, distance in groups]
+    listed = [_listed([*(row[key] for key in LISTED_KEYS), 7.5], distance) for row, _, distance in groups]
     shown = {GroupId(row["id"]): banner for row, banner, _ in groups if banner is not None}
     fast = groups_page_json(_banners_shown(listed, shown), cursor, total)
     cards = [_summary(_group(row).card(), banner, distance) for row, banner, distance in groups]

@@ -216,18 +216,30 @@ async def served_gatherly(
         overrides = {"port": port, **overrides}  # its links and token issuer name the port it is served on
         process = await _process(stack, data_dir, None, False, database_backend, overrides)
         server = uvicorn.Server(server_config(process, "127.0.0.1", port))
-        serving = asyncio.create_task(server.serve())
+        serving = asyncio.create_task(_serve(server))
         try:
             deadline = time.monotonic() + startup_timeout
             while not server.started:
-                if serving.done() or time.monotonic() > deadline:
+                if serving.done():  # it stopped, saying why (a port taken since it was chosen)
+                    raise RuntimeError(f"the server on port {port} did not start") from serving.exception()
+                if time.monotonic() > deadline:
                     raise RuntimeError(f"the server on port {port} did not start")
                 await asyncio.sleep(0.02)
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
                 yield RunningGatherly(process, client)
         finally:
             server.should_exit = True
-            await asyncio.wait_for(serving, startup_timeout)
+            if not serving.done() or server.started:  # else its end is the cause of the error above
+                await asyncio.wait_for(serving, startup_timeout)
+
+
+async def _serve(server: uvicorn.Server) -> None:
+    """`server.serve()`, whose sys.exit (uvicorn's answer to a port it cannot bind, or another failed startup) is a
+    RuntimeError: a SystemExit would leave the event loop rather than the test."""
+    try:
+        await server.serve()
+    except SystemExit as exit:
+        raise RuntimeError(f"uvicorn exited with status {exit.code}") from exit
 
 
 async def _process(

@@ -339,9 +339,14 @@ def is_json_media_type(content_type: str) -> bool:
     return subtype == "json" or subtype.endswith("+json")
 
 
+def _sent_as_json(content_type: str | None) -> bool:
+    """Whether a body sent with this Content-Type (None: with none) is JSON to FastAPI's handler."""
+    return content_type is not None and is_json_media_type(content_type)
+
+
 def refuse_other_media(content_type: str | None) -> None:
     """The 415 of a body sent with a Content-Type that is not JSON, or none, to a route that takes JSON."""
-    if content_type is None or not is_json_media_type(content_type):
+    if not _sent_as_json(content_type):
         raise HTTPException(
             415,
             f"The body must be JSON, sent with Content-Type: {JSON_MEDIA_TYPE}.",
@@ -352,9 +357,13 @@ def refuse_other_media(content_type: str | None) -> None:
 def takes_json(route: Any) -> bool:
     """Whether the route reads its body as JSON with FastAPI's strict content type (every route of ours does)."""
     field_info = getattr(route.body_field, "field_info", None)
-    strict = route.strict_content_type
-    strict_content_type = strict.value if isinstance(strict, DefaultPlaceholder) else strict
+    strict_content_type = _setting(route.strict_content_type)
     return field_info is not None and not isinstance(field_info, params.Form) and bool(strict_content_type)
+
+
+def _setting(value: Any) -> Any:
+    """A route's setting as FastAPI's handler takes it: the value given, or the default it stands in for."""
+    return value.value if isinstance(value, DefaultPlaceholder) else value
 
 
 def _refusing_other_media(standard: Handler) -> Handler:
@@ -362,7 +371,7 @@ def _refusing_other_media(standard: Handler) -> Handler:
 
     async def handle(request: Request) -> Response:
         content_type = request.headers.get("content-type")
-        if content_type is None or not is_json_media_type(content_type):
+        if not _sent_as_json(content_type):
             try:
                 body = await request.body()  # read once: FastAPI's handler takes it from the request again
             except Exception:
@@ -405,8 +414,7 @@ def _route_plan(route: Any) -> _Plan | None:
         or not _plain_coroutine_function(route.dependant.call)
     ):
         return None
-    response_class = route.response_class
-    actual = response_class.value if isinstance(response_class, DefaultPlaceholder) else response_class
+    actual = _setting(route.response_class)
     if isinstance(actual, type) and issubclass(actual, EventSourceResponse):
         return None
     return _plan_of(route.dependant, route._embed_body_fields)
@@ -419,16 +427,13 @@ def _planned(route: Any, plan: _Plan, standard: Handler) -> Handler:
     assert endpoint is not None
     response_field = route.response_field
     response_class = route.response_class
-    actual_response_class: type[Response] = (
-        response_class.value if isinstance(response_class, DefaultPlaceholder) else response_class
-    )
+    actual_response_class: type[Response] = _setting(response_class)
     # FastAPI's fast path: no custom response class and a response model, serialized straight to JSON bytes.
     dump_json = response_field is not None and isinstance(response_class, DefaultPlaceholder)
     status_code: dict[str, Any] = {"status_code": route.status_code} if route.status_code else {}
     overrides = route.dependency_overrides_provider
     body_field = route.body_field
-    strict = route.strict_content_type
-    strict_content_type: bool = strict.value if isinstance(strict, DefaultPlaceholder) else strict
+    strict_content_type: bool = _setting(route.strict_content_type)
     context: EndpointContext = _extract_endpoint_context(endpoint)
     # The route's response_model_* options, as both serializations below take them.
     shaping: dict[str, Any] = {
@@ -500,17 +505,20 @@ def _as_is(response_field: ModelField | None) -> type | None:
 
 async def _json_body(request: Request, strict_content_type: bool, where: EndpointContext) -> Any:
     """The request's body as FastAPI's handler reads it for a JSON body field: the parsed JSON when the content type
-    says JSON (or is absent and not required), with FastAPI's errors for JSON that does not parse and a body that
-    cannot be read; another content type (or none, strictly) is `refuse_other_media`'s 415."""
+    says JSON (or is absent on a route that is not strict), with FastAPI's errors for JSON that does not parse and a
+    body that cannot be read. Another content type (or none) is `refuse_other_media`'s 415 on a strict route, as
+    `_refusing_other_media` answers before FastAPI's handler; on one that is not strict, the raw bytes, which FastAPI
+    validates as they are."""
     try:
         body_bytes = await request.body()
         if not body_bytes:
             return PydanticUndefined
         content_type = request.headers.get("content-type")
-        if not content_type and not strict_content_type:
+        if _sent_as_json(content_type):
             return await request.json()
-        refuse_other_media(content_type)
-        return await request.json()
+        if strict_content_type:
+            refuse_other_media(content_type)
+        return body_bytes if content_type else await request.json()
     except json.JSONDecodeError as error:
         refusal = {"type": "json_invalid", "loc": ("body", error.pos), "msg": "JSON decode error", "input": {}}
         raise RequestValidationError(

@@ -409,18 +409,19 @@ def position_for(cursor: dict[str, Any] | None, fingerprint: str) -> dict[str, A
 
 class FilteredCursors:
     """The cursors of one request to a list with filters: the position a cursor it was sent carries (`position_for`)
-    and the next page's position tied to them (`with_filters`). The filters are fingerprinted once, and only when a
-    cursor comes or goes (a first page that is also the last never does)."""
+    and the next page's position tied to them (`with_filters`). `filters` gives the request's filters: asked for, and
+    fingerprinted, once and only when a cursor comes or goes (a first page that is also the last never does), as a
+    search's criteria build them on each read."""
 
     __slots__ = ("_filters", "_fingerprint")
 
-    def __init__(self, filters: Sequence[Any]) -> None:
+    def __init__(self, filters: Callable[[], Sequence[Any]]) -> None:
         self._filters = filters
         self._fingerprint = ""
 
     def _fingerprinted(self) -> str:
         if not self._fingerprint:
-            self._fingerprint = filters_fingerprint(self._filters)
+            self._fingerprint = filters_fingerprint(self._filters())
         return self._fingerprint
 
     def after(self, cursor: dict[str, Any] | None) -> dict[str, Any] | None:

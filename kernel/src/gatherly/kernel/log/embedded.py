@@ -145,8 +145,9 @@ def _stored_headers(message: OutgoingMessage) -> str:
     """A message's headers as the JSON text kept in the file: orjson's (a tenth of `json.dumps`'s ~3-4 µs for an
     event's ten headers), which `_headers` reads back as the same mapping. Headers Kafka would refuse are refused
     here too (`check_headers`): orjson refuses a lone surrogate or a name that is not text, and writes a value that
-    is not text (a number, None; NaN as null), so those are checked; what passes (a Mapping that is not a dict, a
-    subclass of str) is written by `json.dumps` as before."""
+    is not text (a number, None; NaN as null), so those are checked. A value of a subclass of str is checked and
+    written by orjson as the text it holds; a Mapping that is not a dict, which orjson refuses, is checked and
+    written by `json.dumps` as before."""
     headers = message.headers
     try:
         stored = orjson.dumps(headers).decode()

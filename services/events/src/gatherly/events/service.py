@@ -892,7 +892,7 @@ async def search_events(stores: Stores, criteria: EventSearch, page: PageRequest
     """A page of events as a list shows them, with their covers (one more query for the page, when one names a
     cover), and the position after it."""
     # A cursor is tied to the search's filters (its position means nothing in another list).
-    cursors = FilteredCursors(criteria.filters)
+    cursors = FilteredCursors(lambda: criteria.filters)
     listed, covers, position = await stores.events.search(criteria, page.limit, cursors.after(page.cursor))
     if covers:
         _show_covers(covers, await stores.events.cover_roles({(group, image) for _, group, image in covers}))

@@ -32,7 +32,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gatherly.contracts.groups import GroupSnapshot
+from gatherly.contracts.groups import GroupCreated, GroupUpdated
 from gatherly.contracts.users import ImageVariants, UserProfileUpdated
 from gatherly.events.domain import (
     Comment,
@@ -1333,16 +1333,15 @@ class FeedStore:
 # row is named by `key`: through SQLAlchemy (PostgreSQL) a parameter named after a column not in its SET would be
 # taken for one more column to set.
 _SUMMARY_VALUES = ("slug", "name", "visibility", "topics", "city", "lat", "lng")
+_KEPT_VALUES = (*_SUMMARY_VALUES, "updated_at")
 KEEP_GROUP = FixedWrite(
     update(group_summaries)
     .where(group_summaries.c.group_id == bindparam("key"), group_summaries.c.deleted_at.is_(None))
-    .values({name: bindparam(name) for name in _SUMMARY_VALUES})
+    .values({name: bindparam(name) for name in _KEPT_VALUES})
 )
-ADD_GROUP = FixedWrite(
-    insert(group_summaries).values({name: bindparam(name) for name in ("group_id", *_SUMMARY_VALUES)})
-)
+ADD_GROUP = FixedWrite(insert(group_summaries).values({name: bindparam(name) for name in ("group_id", *_KEPT_VALUES)}))
 GROUP_STATE = FixedWrite(
-    select(*(group_summaries.c[name] for name in _SUMMARY_VALUES), group_summaries.c.deleted_at).where(
+    select(*(group_summaries.c[name] for name in _KEPT_VALUES), group_summaries.c.deleted_at).where(
         group_summaries.c.group_id == bindparam("group_id")
     )
 )
@@ -1378,9 +1377,11 @@ class GroupStore:
             GroupId(row["group_id"]), row["name"], Visibility(row["visibility"]), tuple(row["topics"]), row["city"]
         )
 
-    async def apply(self, snapshot: GroupSnapshot) -> None:
-        """Upsert from group.created / group.updated; a deleted group stays deleted."""
+    async def apply(self, snapshot: GroupCreated | GroupUpdated) -> None:
+        """Upsert from group.created / group.updated; a deleted group stays deleted, and a message older than the
+        state kept (one replayed late) changes nothing."""
         location = snapshot.location
+        changed_at = snapshot.created_at if isinstance(snapshot, GroupCreated) else snapshot.updated_at
         values = {
             "slug": snapshot.slug,
             "name": snapshot.name,
@@ -1392,13 +1393,14 @@ class GroupStore:
         }
         kept = await GROUP_STATE.first(self.session, {"group_id": snapshot.group_id})
         if kept is None:
-            await ADD_GROUP.execute(self.session, {"group_id": snapshot.group_id, **values})
-        elif kept["deleted_at"] is not None:
+            await ADD_GROUP.execute(self.session, {"group_id": snapshot.group_id, **values, "updated_at": changed_at})
+        elif kept["deleted_at"] is not None or (kept["updated_at"] is not None and kept["updated_at"] > changed_at):
             return
         else:
-            # Most group edits change nothing kept here (a description, the join policy): nothing is written then.
-            if any(kept[name] != value for name, value in values.items()):
-                await KEEP_GROUP.execute(self.session, {"key": snapshot.group_id, **values})
+            # Most group edits change nothing kept here (a description, the join policy): only the time is written
+            # then (a late message older than this edit must still be refused).
+            if any(kept[name] != value for name, value in values.items()) or kept["updated_at"] != changed_at:
+                await KEEP_GROUP.execute(self.session, {"key": snapshot.group_id, **values, "updated_at": changed_at})
             if kept["topics"] == values["topics"]:
                 return  # the topic rows were written from these very topics
         await CLEAR_GROUP_TOPICS.execute(self.session, {"group_id": snapshot.group_id})

@@ -154,6 +154,9 @@ group_summaries = Table(
     Column("lng", Double),
     # A tombstone: the group is gone, and a late group.updated must not bring it back.
     Column("deleted_at", UtcDateTime()),
+    # When the kept state was the group's (the message's created_at / updated_at): an older message arriving late
+    # (replayed from the dead-letter topic after a newer one) is not applied. None: kept before it was recorded.
+    Column("updated_at", UtcDateTime()),
 )
 
 # One row per topic of a group (from the group summaries): `?topic=` is an indexed lookup, not a scan of JSON.

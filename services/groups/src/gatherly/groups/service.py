@@ -658,7 +658,7 @@ async def search_groups(
     page without `near` takes its total from its own statement; a next page, or a nearby search, counts in a second
     one."""
     # A cursor is tied to the search's filters (its position means nothing in another list).
-    cursors = FilteredCursors(criteria.filters)
+    cursors = FilteredCursors(lambda: criteria.filters)
     after = cursors.after(page.cursor)
     total: int | None
     if criteria.counted and criteria.near is None and after is None:
@@ -689,7 +689,7 @@ async def list_members(
     require_member_list(group.details.visibility, relation, anonymous=caller is None)
     # A cursor is tied to the role it was made with, as a search's to its filters (a client's cursor from one list
     # would go on in another).
-    cursors = FilteredCursors([role])
+    cursors = FilteredCursors(lambda: [role])
     members, position = await stores.memberships.page(group.id, page.limit, cursors.after(page.cursor), role)
     return Listing(members, cursors.next(position), await stores.memberships.count(group.id, role))
 

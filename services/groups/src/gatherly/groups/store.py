@@ -187,7 +187,7 @@ SHOWN_COLUMNS = (
     groups.c.banner_image_id,
     groups.c.member_count,
 )
-CARD_COLUMNS = (*SHOWN_COLUMNS, groups.c.name_key, groups.c.created_at)
+LISTED_COLUMNS = (*SHOWN_COLUMNS, groups.c.name_key, groups.c.created_at)
 
 
 # A listed group's enums by their stored value: a dict lookup gives the same member as calling the enum (EnumMeta's
@@ -196,12 +196,12 @@ VISIBILITIES = {member.value: member for member in Visibility}
 JOIN_POLICIES = {member.value: member for member in JoinPolicy}
 
 
-CARD_KEYS = tuple(column.key for column in CARD_COLUMNS)
+LISTED_KEYS = tuple(column.key for column in LISTED_COLUMNS)
 # Where a column selected after the card's is in a row of values: member=me's first page's total, after
-# CARD_COLUMNS; nearest first's distance, after SHOWN_COLUMNS.
-TOTAL_AT = len(CARD_COLUMNS)
+# LISTED_COLUMNS; nearest first's distance, after SHOWN_COLUMNS.
+TOTAL_AT = len(LISTED_COLUMNS)
 DISTANCE_AT = SHOWN = len(SHOWN_COLUMNS)
-_CARD_VALUES = itemgetter(*CARD_KEYS)
+_LISTED_VALUES = itemgetter(*LISTED_KEYS)
 
 
 # A group as a list shows it: GroupSummary's fields in its order, as plain values, which api.py hands to orjson
@@ -424,7 +424,7 @@ class GroupStore:
         distance_m = postgis.nearest_first(location, center)
         if criteria.sort is GroupSort.DISTANCE:
             return await self._nearest_postgis(filters, where.params, location, center, limit, after)
-        columns = (*CARD_COLUMNS, distance_m.label("distance_m"), *_ranked(criteria.sort))
+        columns = (*LISTED_COLUMNS, distance_m.label("distance_m"), *_ranked(criteria.sort))
         query = select(*columns).where(*filters).order_by(*_ordered(criteria.sort))
         params = {**where.params, **_rank_params(criteria), "limit": limit + 1}
         if after is not None:
@@ -472,13 +472,13 @@ class GroupStore:
         scan, `<->`, postgis.nearest_page), so a page reads about a page of rows however many groups the radius
         holds."""
         distance_m = postgis.nearest_first(location, center)
-        query = select(*CARD_COLUMNS, distance_m.label(postgis.DISTANCE)).where(*filters).params(**params)
+        query = select(*LISTED_COLUMNS, distance_m.label(postgis.DISTANCE)).where(*filters).params(**params)
         # In metres as the query gave them (km would not convert back to the same float).
         nearest = None if after is None else _distance_position(after, "m")
         rows = await postgis.nearest_page(
             self.session, query, location=location, center=center, key=groups.c.id, limit=limit, after=nearest
         )
-        values = [_CARD_VALUES(row) for row in rows[:limit]]
+        values = [_LISTED_VALUES(row) for row in rows[:limit]]
         listed = [_listed(value, row[postgis.DISTANCE] / 1000.0) for value, row in zip(values, rows, strict=False)]
         listed = await self._with_banners(listed, values)
         position = None
@@ -634,7 +634,7 @@ def _page_query(sort: GroupSort, where: _Where, after: bool, total: bool = False
     counted = (
         select(func.count()).select_from(groups).where(*where.filters).scalar_subquery().correlate(None).label("total")
     )
-    columns = (*CARD_COLUMNS, *([counted] if total else []), *_ranked(sort))
+    columns = (*LISTED_COLUMNS, *([counted] if total else []), *_ranked(sort))
     query = select(*columns).where(*where.filters).order_by(*_ordered(sort))
     if after:
         query = query.where(_beyond(sort))
@@ -682,9 +682,9 @@ def _banners_shown(listed: list[Listed], banners: Mapping[GroupId, ImageVariants
 
 
 def _values_by_name(rows: Sequence[Mapping[Any, Any]]) -> list[Sequence[Any]]:
-    """Rows read by name as `FixedRead.values` gives the page's statement's: CARD_COLUMNS' values (other columns are
+    """Rows read by name as `FixedRead.values` gives the page's statement's: LISTED_COLUMNS' values (other columns are
     left out)."""
-    return [_CARD_VALUES(row) for row in rows]
+    return [_LISTED_VALUES(row) for row in rows]
 
 
 def _position_after(sort: GroupSort, found: RawRows, limit: int) -> Any:

@@ -98,7 +98,7 @@ async def list_notifications(
 ) -> Response:
     """Newest first, with the caller's unread count."""
     # A cursor is tied to `unread` as a search's to its filters (one from the unread list would go on in the whole).
-    cursors = FilteredCursors([unread])
+    cursors = FilteredCursors(lambda: [unread])
     before = None
     if (position := cursors.after(page.cursor)) is not None:
         before = position.get("before")
