@@ -2694,6 +2694,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The body is not sent as JSON: `Accept` names the type taken (application/json) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Invalid input: the fields at fault are in `errors` */
             422: {
                 headers: {
@@ -2776,6 +2785,15 @@ export interface operations {
             };
             /** @description Path or query string too long */
             414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not sent as JSON: `Accept` names the type taken (application/json) */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2870,6 +2888,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The body is not sent as JSON: `Accept` names the type taken (application/json) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Invalid input: the fields at fault are in `errors` */
             422: {
                 headers: {
@@ -2957,6 +2984,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The body is not sent as JSON: `Accept` names the type taken (application/json) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Invalid input: the fields at fault are in `errors` */
             422: {
                 headers: {
@@ -3017,6 +3053,15 @@ export interface operations {
             };
             /** @description Path or query string too long */
             414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not sent as JSON: `Accept` names the type taken (application/json) */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3088,6 +3133,15 @@ export interface operations {
             };
             /** @description Path or query string too long */
             414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not sent as JSON: `Accept` names the type taken (application/json) */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3180,6 +3234,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The body is not sent as JSON: `Accept` names the type taken (application/json) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Invalid input: the fields at fault are in `errors` */
             422: {
                 headers: {
@@ -3262,6 +3325,15 @@ export interface operations {
             };
             /** @description Path or query string too long */
             414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not sent as JSON: `Accept` names the type taken (application/json) */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3645,6 +3717,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The body is not sent as JSON: `Accept` names the type taken (application/json) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Invalid input: the fields at fault are in `errors` */
             422: {
                 headers: {
@@ -3732,6 +3813,15 @@ export interface operations {
             };
             /** @description Path or query string too long */
             414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not sent as JSON: `Accept` names the type taken (application/json) */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3848,6 +3938,15 @@ export interface operations {
             };
             /** @description Path or query string too long */
             414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not sent as JSON: `Accept` names the type taken (application/json) */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4341,6 +4440,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The body is not sent as JSON: `Accept` names the type taken (application/json) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Invalid input: the fields at fault are in `errors` */
             422: {
                 headers: {
@@ -4627,6 +4735,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The body is not sent as JSON: `Accept` names the type taken (application/json) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Invalid input: the fields at fault are in `errors` */
             422: {
                 headers: {
@@ -4745,6 +4862,15 @@ export interface operations {
             };
             /** @description Path or query string too long */
             414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not sent as JSON: `Accept` names the type taken (application/json) */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5154,6 +5280,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The body is not sent as JSON: `Accept` names the type taken (application/json) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Invalid input: the fields at fault are in `errors` */
             422: {
                 headers: {
@@ -5550,6 +5685,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The body is not sent as JSON: `Accept` names the type taken (application/json) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Invalid input: the fields at fault are in `errors` */
             422: {
                 headers: {
@@ -5660,6 +5804,15 @@ export interface operations {
             };
             /** @description Path or query string too long */
             414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not sent as JSON: `Accept` names the type taken (application/json) */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6061,6 +6214,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The body is not sent as JSON: `Accept` names the type taken (application/json) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Invalid input: the fields at fault are in `errors` */
             422: {
                 headers: {
@@ -6270,6 +6432,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The body is not sent as JSON: `Accept` names the type taken (application/json) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Invalid input: the fields at fault are in `errors` */
             422: {
                 headers: {
@@ -6462,6 +6633,15 @@ export interface operations {
             };
             /** @description Path or query string too long */
             414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not sent as JSON: `Accept` names the type taken (application/json) */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6666,6 +6846,15 @@ export interface operations {
             };
             /** @description Path or query string too long */
             414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not sent as JSON: `Accept` names the type taken (application/json) */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -7003,6 +7192,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The body is not sent as JSON: `Accept` names the type taken (application/json) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Invalid input: the fields at fault are in `errors` */
             422: {
                 headers: {
@@ -7313,6 +7511,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The body is not sent as JSON: `Accept` names the type taken (application/json) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Invalid input: the fields at fault are in `errors` */
             422: {
                 headers: {
@@ -7507,6 +7714,15 @@ export interface operations {
             };
             /** @description Path or query string too long */
             414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not sent as JSON: `Accept` names the type taken (application/json) */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8275,6 +8491,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The body is not sent as JSON: `Accept` names the type taken (application/json) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Invalid input: the fields at fault are in `errors` */
             422: {
                 headers: {
@@ -8825,6 +9050,15 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The body is not sent as JSON: `Accept` names the type taken (application/json) */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Invalid input: the fields at fault are in `errors` */
             422: {
                 headers: {
@@ -8997,6 +9231,15 @@ export interface operations {
             };
             /** @description Path or query string too long */
             414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is not sent as JSON: `Accept` names the type taken (application/json) */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
