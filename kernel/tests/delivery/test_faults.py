@@ -211,12 +211,14 @@ async def test_records_a_group_skips_among_those_it_handles_share_their_transact
     worker = worker_for(ledger_consumers(deposit, group), message_log, ledger_db)
     transactions = 0
 
-    def counting_transactions() -> LedgerUnitOfWork:
-        nonlocal transactions
-        transactions += 1
-        return LedgerUnitOfWork(ledger_db)
+    class CountingTransactions(LedgerUnitOfWork):
+        # Counted when entered, not when built: the worker also builds one to ask its database's records per poll.
+        async def __aenter__(self) -> CountingTransactions:
+            nonlocal transactions
+            transactions += 1
+            return await super().__aenter__()
 
-    worker.uow_factory = counting_transactions
+    worker.uow_factory = lambda: CountingTransactions(ledger_db)
     async with Running(worker):
         await eventually(lambda: _equal(totals(ledger_db), (6, 3)))
         await eventually(lambda: caught_up(message_log, group, deposit.TOPIC))
