@@ -260,3 +260,26 @@ async def test_a_group_update_older_than_the_summary_kept_changes_nothing(db: Da
     await _apply(db, _edit(name="Night Runners", topics=("ML",), description="New.", updated_at=friday))
     assert await _apply(db, _edit(name="Old Name", topics=("Chess",), updated_at=thursday)) == 0
     assert (await _kept(db))[2:5] == ("Night Runners", "public", ["ML"])
+
+
+async def test_a_group_update_older_than_the_summary_is_refused_by_the_update_itself(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two appliers of one group (a rebalance's overlap, a dead letter replayed beside the live message) may both
+    read the summary before either writes: the older one's UPDATE must still not overwrite the newer state."""
+    from gatherly.events import store
+
+    monday, tuesday, wednesday = (datetime(2026, 12, day, tzinfo=UTC) for day in (1, 2, 3))
+    await _apply(db, _edit(updated_at=monday))
+    async with EventsUnitOfWork(db) as uow:
+        read_before_the_newer_edit = await store.GROUP_STATE.first(uow.session, {"group_id": "g-runners"})
+    await _apply(db, _edit(name="Night Runners", topics=("ML",), updated_at=wednesday))
+    newest = await _kept(db)
+
+    class StaleRead:
+        async def first(self, *_: object) -> object:
+            return read_before_the_newer_edit
+
+    monkeypatch.setattr(store, "GROUP_STATE", StaleRead())
+    assert await _apply(db, _edit(name="Old Name", topics=("Chess",), updated_at=tuesday)) == 0
+    assert await _kept(db) == newest

@@ -21,9 +21,10 @@ endpoint, no `yield` dependency, no form body, no security scopes, no `Response`
 `SecurityScopes` parameter, no streaming response. Any other route, and every request while FastAPI's own
 telemetry is on or dependency overrides are set, is handled by FastAPI's handler, unchanged.
 
-One difference on every route of this class, on either handler: a body its Content-Type does not call JSON
-(text/plain, application/xml, none at all) is a 415 saying what is taken (`Accept: application/json`, RFC 9110
-§15.5.16), not the 422 of FastAPI's validation of the raw bytes.
+One difference on every route of this class that takes JSON strictly (FastAPI's default; every route of ours), on
+either handler: a body its Content-Type does not call JSON (text/plain, application/xml, none at all) is a 415
+saying what is taken (`Accept: application/json`, RFC 9110 §15.5.16), not the 422 of FastAPI's validation of the
+raw bytes.
 """
 
 from __future__ import annotations

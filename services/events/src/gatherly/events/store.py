@@ -1334,9 +1334,16 @@ class FeedStore:
 # taken for one more column to set.
 _SUMMARY_VALUES = ("slug", "name", "visibility", "topics", "city", "lat", "lng")
 _KEPT_VALUES = (*_SUMMARY_VALUES, "updated_at")
+# The time is checked in the UPDATE too, not only on the row read before it: two appliers of the same group (a
+# rebalance's overlap, a dead letter replayed beside the live message) cannot both pass the read's check and let the
+# older commit last.
 KEEP_GROUP = FixedWrite(
     update(group_summaries)
-    .where(group_summaries.c.group_id == bindparam("key"), group_summaries.c.deleted_at.is_(None))
+    .where(
+        group_summaries.c.group_id == bindparam("key"),
+        group_summaries.c.deleted_at.is_(None),
+        or_(group_summaries.c.updated_at.is_(None), group_summaries.c.updated_at <= bindparam("updated_at")),
+    )
     .values({name: bindparam(name) for name in _KEPT_VALUES})
 )
 ADD_GROUP = FixedWrite(insert(group_summaries).values({name: bindparam(name) for name in ("group_id", *_KEPT_VALUES)}))
@@ -1400,7 +1407,9 @@ class GroupStore:
             # Most group edits change nothing kept here (a description, the join policy): only the time is written
             # then (a late message older than this edit must still be refused).
             if any(kept[name] != value for name, value in values.items()) or kept["updated_at"] != changed_at:
-                await KEEP_GROUP.execute(self.session, {"key": snapshot.group_id, **values, "updated_at": changed_at})
+                kept_now = {"key": snapshot.group_id, **values, "updated_at": changed_at}
+                if not await KEEP_GROUP.execute(self.session, kept_now):
+                    return  # a newer message was applied since the read (or the group was deleted)
             if kept["topics"] == values["topics"]:
                 return  # the topic rows were written from these very topics
         await CLEAR_GROUP_TOPICS.execute(self.session, {"group_id": snapshot.group_id})
